@@ -1,0 +1,1 @@
+//! Tern: a multi-protocol IoT message broker.
