@@ -1,0 +1,69 @@
+//! PUBACK / PUBREC / PUBREL / PUBCOMP: the QoS 1 and QoS 2 flows.
+
+use tern_mqtt::{reason, Ack, Packet, Properties};
+
+use super::connection::Connection;
+use super::error::MqttError;
+use crate::core::session::InflightStage;
+
+pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
+    Ack {
+        packet_id,
+        reason,
+        properties: Properties::default(),
+    }
+}
+
+/// QoS 1 delivery acknowledged. An unknown id is ignored (it may be a late ack
+/// of a message already resent and acknowledged).
+pub(super) fn handle_puback(conn: &mut Connection, puback: Ack) {
+    if !conn
+        .session
+        .finish_inflight(puback.packet_id, InflightStage::Sent)
+    {
+        tracing::debug!(client_id = %conn.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id");
+    }
+}
+
+/// QoS 2 delivery received by the client: answer PUBREL. A PUBREC carrying an
+/// error code ends the flow without PUBREL.
+pub(super) fn handle_pubrec(conn: &mut Connection, pubrec: Ack) -> Result<(), MqttError> {
+    let id = pubrec.packet_id;
+    if pubrec.reason >= 0x80 {
+        conn.session.finish_inflight(id, InflightStage::Sent);
+        return Ok(());
+    }
+    let code = if conn.session.release_inflight(id) {
+        0
+    } else {
+        reason::PACKET_ID_NOT_FOUND
+    };
+    conn.send(&Packet::PubRel(ack(
+        id,
+        if conn.is_v5() { code } else { 0 },
+    )))
+}
+
+/// Client releases a QoS 2 message it sent us: answer PUBCOMP.
+pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), MqttError> {
+    let id = pubrel.packet_id;
+    let code = if conn.session.release_incoming_qos2(id) {
+        0
+    } else {
+        reason::PACKET_ID_NOT_FOUND
+    };
+    conn.send(&Packet::PubComp(ack(
+        id,
+        if conn.is_v5() { code } else { 0 },
+    )))
+}
+
+/// QoS 2 delivery complete.
+pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: Ack) {
+    if !conn
+        .session
+        .finish_inflight(pubcomp.packet_id, InflightStage::Released)
+    {
+        tracing::debug!(client_id = %conn.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id");
+    }
+}

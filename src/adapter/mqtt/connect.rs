@@ -1,0 +1,312 @@
+//! CONNECT → checks → session attach → CONNACK. Every refusal is answered with
+//! the return code (3.x) or reason code (5.0) the spec gives, then the close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern_mqtt::{
+    connack_v3, reason, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::connection::{Connection, READ_CHUNK};
+use super::core_qos;
+use super::publish::message_from_parts;
+use super::will::PendingWill;
+use crate::adapter::{Context, Peer};
+use crate::core::topic::validate_topic_name;
+
+/// Reads CONNECT and sets the connection up; None when the client was refused or went away.
+pub(super) async fn accept<S>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    peer: &Peer,
+    ctx: &Context,
+) -> Option<Connection>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let timeout = Duration::from_secs(ctx.settings.limits.connect_timeout_secs);
+    let connect = match tokio::time::timeout(timeout, read_connect(stream, read_buf, ctx)).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(ConnectFailure::Closed)) => return None,
+        Ok(Err(ConnectFailure::Invalid(error, level))) => {
+            tracing::warn!(peer = %peer.addr, error = %error, "invalid CONNECT");
+            answer_invalid_connect(stream, &error, level).await;
+            return None;
+        }
+        Ok(Err(ConnectFailure::NotConnect)) => {
+            tracing::warn!(peer = %peer.addr, "first packet is not CONNECT");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer.addr, "no CONNECT within the connect timeout");
+            return None;
+        }
+    };
+    let version = connect.protocol;
+    match establish(connect, peer, ctx) {
+        Ok(mut conn) => {
+            if conn.resend_inflight().is_err() || conn.flush(stream).await.is_err() {
+                let router = Arc::clone(&conn.ctx.router);
+                router.detach(&conn.session, conn.connection_id);
+                return None;
+            }
+            Some(conn)
+        }
+        Err(refusal) => {
+            tracing::info!(peer = %peer.addr, reason = refusal.why, "connection refused");
+            let code = if version == ProtocolVersion::V5 {
+                refusal.v5
+            } else {
+                refusal.v3
+            };
+            let packet = Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+                properties: Properties::default(),
+            });
+            write_and_close(stream, &packet, version).await;
+            None
+        }
+    }
+}
+
+enum ConnectFailure {
+    Closed,
+    NotConnect,
+    /// The decode error and, if it could be read, the protocol level the client asked for.
+    Invalid(DecodeError, Option<u8>),
+}
+
+async fn read_connect<S>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    ctx: &Context,
+) -> Result<Connect, ConnectFailure>
+where
+    S: AsyncRead + Unpin,
+{
+    let max = ctx.settings.limits.max_packet_size as usize;
+    loop {
+        match tern_mqtt::decode(read_buf, ProtocolVersion::V311, max) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(_)) => return Err(ConnectFailure::NotConnect),
+            Ok(None) => {}
+            Err(e) => return Err(ConnectFailure::Invalid(e, peek_protocol_level(read_buf))),
+        }
+        if read_buf.capacity() - read_buf.len() < 1024 {
+            read_buf.reserve(READ_CHUNK);
+        }
+        match stream.read_buf(read_buf).await {
+            Ok(0) | Err(_) => return Err(ConnectFailure::Closed),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The protocol level byte of a CONNECT still in the buffer, so a broken 5.0
+/// CONNECT can be answered in 5.0's format.
+fn peek_protocol_level(buf: &[u8]) -> Option<u8> {
+    if buf.first().map(|b| b >> 4) != Some(1) {
+        return None;
+    }
+    let mut pos = 1;
+    while buf.get(pos)? & 0x80 != 0 {
+        pos += 1;
+        if pos > 4 {
+            return None;
+        }
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(pos + 1)?, *buf.get(pos + 2)?]));
+    buf.get(pos + 3 + name_len).copied()
+}
+
+async fn answer_invalid_connect<S>(stream: &mut S, error: &DecodeError, level: Option<u8>)
+where
+    S: AsyncWrite + Unpin,
+{
+    let (version, code) = match error {
+        DecodeError::UnsupportedProtocolVersion { level, .. } if *level > 5 => {
+            (ProtocolVersion::V5, reason::UNSUPPORTED_PROTOCOL_VERSION)
+        }
+        DecodeError::UnsupportedProtocolVersion { .. } => (
+            ProtocolVersion::V311,
+            connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
+        ),
+        // A malformed 5.0 CONNECT may be answered with a reason code; 3.x has none for it.
+        other if level == Some(5) => (ProtocolVersion::V5, other.reason_code()),
+        _ => return,
+    };
+    let packet = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    });
+    write_and_close(stream, &packet, version).await;
+}
+
+async fn write_and_close<S>(stream: &mut S, packet: &Packet, version: ProtocolVersion)
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    if tern_mqtt::encode(packet, version, &mut buf).is_ok() {
+        let _ = stream.write_all(&buf).await;
+        let _ = stream.flush().await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// A refused CONNECT: the code for each protocol family, and why (for the log).
+struct Refusal {
+    v5: u8,
+    v3: u8,
+    why: &'static str,
+}
+
+fn refuse(v5: u8, v3: u8, why: &'static str) -> Refusal {
+    Refusal { v5, v3, why }
+}
+
+fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection, Refusal> {
+    let limits = &ctx.settings.limits;
+    let version = connect.protocol;
+    let v5 = version == ProtocolVersion::V5;
+    if !peer.admitted {
+        return Err(refuse(
+            reason::QUOTA_EXCEEDED,
+            connack_v3::SERVER_UNAVAILABLE,
+            "connection limit reached",
+        ));
+    }
+    if v5 && connect.properties.authentication_method.is_some() {
+        return Err(refuse(
+            reason::BAD_AUTH_METHOD,
+            connack_v3::NOT_AUTHORIZED,
+            "enhanced authentication is not supported",
+        ));
+    }
+    if connect.username.is_none() && !peer.anonymous_allowed {
+        return Err(refuse(
+            reason::NOT_AUTHORIZED,
+            connack_v3::NOT_AUTHORIZED,
+            "anonymous clients are not allowed on this listener",
+        ));
+    }
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if !connect.clean_start || version == ProtocolVersion::V31 {
+            return Err(refuse(
+                reason::CLIENT_ID_NOT_VALID,
+                connack_v3::IDENTIFIER_REJECTED,
+                "empty client id without clean start",
+            ));
+        }
+        let id = ctx.router.generate_client_id();
+        assigned = Some(id.clone());
+        Arc::from(id)
+    } else {
+        Arc::from(connect.client_id.as_str())
+    };
+
+    let will = match connect.will {
+        Some(will) => {
+            if validate_topic_name(&will.topic).is_err() {
+                return Err(refuse(
+                    reason::TOPIC_NAME_INVALID,
+                    connack_v3::NOT_AUTHORIZED,
+                    "invalid will topic",
+                ));
+            }
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let expiry_interval = will.properties.message_expiry_interval;
+            let mut message = message_from_parts(
+                Arc::from(will.topic.as_str()),
+                will.payload,
+                core_qos(will.qos),
+                will.retain,
+                &will.properties,
+                Arc::clone(&client_id),
+            );
+            message.expires_at = None;
+            Some(PendingWill {
+                message,
+                delay,
+                expiry_interval,
+            })
+        }
+        None => None,
+    };
+
+    let requested_expiry = if v5 {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let expiry = requested_expiry.min(limits.max_session_expiry_secs);
+
+    let attached = ctx.router.attach(&client_id, connect.clean_start, expiry);
+    let mut conn = Connection::new(
+        ctx.clone(),
+        peer.clone(),
+        version,
+        Arc::clone(&client_id),
+        attached.session,
+        attached.connection_id,
+        attached.kicked,
+        Duration::from_secs(u64::from(connect.keep_alive)),
+    );
+    conn.will = will;
+    conn.connect_expiry = requested_expiry;
+    let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+    conn.send_window = usize::from(if v5 {
+        client_receive_max.min(limits.max_inflight)
+    } else {
+        limits.max_inflight
+    });
+    conn.client_max_packet = connect
+        .properties
+        .maximum_packet_size
+        .map(|size| size as usize);
+
+    let mut properties = Properties::default();
+    if v5 {
+        properties.assigned_client_identifier = assigned;
+        properties.receive_maximum = Some(limits.receive_maximum);
+        properties.maximum_packet_size = Some(limits.max_packet_size);
+        if limits.topic_alias_maximum > 0 {
+            properties.topic_alias_maximum = Some(limits.topic_alias_maximum);
+        }
+        if expiry != requested_expiry {
+            properties.session_expiry_interval = Some(expiry);
+        }
+    }
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: attached.session_present,
+        code: 0,
+        properties,
+    });
+    if conn.send(&connack).is_err() {
+        let router = Arc::clone(&ctx.router);
+        router.detach(&conn.session, conn.connection_id);
+        return Err(refuse(
+            reason::UNSPECIFIED,
+            connack_v3::SERVER_UNAVAILABLE,
+            "cannot encode CONNACK",
+        ));
+    }
+    tracing::info!(
+        client_id = %client_id,
+        peer = %peer.addr,
+        version = ?version,
+        clean_start = connect.clean_start,
+        keep_alive = connect.keep_alive,
+        session_present = attached.session_present,
+        "client connected"
+    );
+    Ok(conn)
+}

@@ -1,0 +1,348 @@
+//! One MQTT connection: a single task selecting over socket reads, session
+//! wake-ups, takeover, keep-alive and shutdown. Reads are large and every
+//! complete packet in the buffer is handled before the one write per wake-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tern_mqtt::{Disconnect, Packet, Properties, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::error::MqttError;
+use super::will::PendingWill;
+use super::{ack, connect, publish, subscribe};
+use crate::adapter::{Context, Peer};
+use crate::core::message::Delivery;
+use crate::core::session::{KickReason, Session};
+
+/// Bytes requested from the socket per read.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+/// Deliveries moved from the session per lock.
+const DELIVERY_BATCH: usize = 256;
+/// Past this much buffered output, write before taking more deliveries.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long a write may stall (peer not reading) before the connection is dropped, when keep-alive is off.
+const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// Serves one MQTT connection to its end.
+pub async fn serve<S>(mut stream: S, peer: Peer, ctx: Context)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+    let Some(mut conn) = connect::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
+        return;
+    };
+    let outcome = conn.run(&mut stream, &mut read_buf).await;
+    conn.finish(&mut stream, outcome).await;
+}
+
+/// How a connection ended when it ended without an error.
+#[derive(Debug)]
+pub(super) enum Closed {
+    /// Client sent DISCONNECT; `publish_will` for MQTT 5 reason 0x04.
+    ByClient { publish_will: bool },
+}
+
+/// A connection past CONNECT: its session and protocol state.
+pub(super) struct Connection {
+    pub(super) ctx: Context,
+    pub(super) peer: Peer,
+    pub(super) version: ProtocolVersion,
+    pub(super) client_id: Arc<str>,
+    pub(super) session: Arc<Session>,
+    pub(super) connection_id: u64,
+    pub(super) kicked: oneshot::Receiver<KickReason>,
+    /// Zero disables the keep-alive check.
+    pub(super) keep_alive: Duration,
+    pub(super) will: Option<PendingWill>,
+    /// Session expiry the client asked for in CONNECT (MQTT 5 forbids raising it from 0 at DISCONNECT).
+    pub(super) connect_expiry: u32,
+    /// Topic aliases the client set (MQTT 5), by alias.
+    pub(super) topic_aliases: HashMap<u16, Arc<str>>,
+    /// In-flight window towards the client: its receive maximum, capped by config.
+    pub(super) send_window: usize,
+    /// Largest packet the client accepts (MQTT 5 maximum packet size).
+    pub(super) client_max_packet: Option<usize>,
+    pub(super) write_buf: BytesMut,
+    scratch: Vec<(Delivery, Option<u16>)>,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Deliver,
+    Kicked(KickReason),
+    KeepAliveExpired,
+    Shutdown,
+}
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ctx: Context,
+        peer: Peer,
+        version: ProtocolVersion,
+        client_id: Arc<str>,
+        session: Arc<Session>,
+        connection_id: u64,
+        kicked: oneshot::Receiver<KickReason>,
+        keep_alive: Duration,
+    ) -> Connection {
+        Connection {
+            ctx,
+            peer,
+            version,
+            client_id,
+            session,
+            connection_id,
+            kicked,
+            keep_alive,
+            will: None,
+            connect_expiry: 0,
+            topic_aliases: HashMap::new(),
+            send_window: 1,
+            client_max_packet: None,
+            write_buf: BytesMut::with_capacity(8 * 1024),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_v5(&self) -> bool {
+        self.version == ProtocolVersion::V5
+    }
+
+    /// Appends a packet to the write buffer (written once per wake-up).
+    pub(super) fn send(&mut self, packet: &Packet) -> Result<(), MqttError> {
+        tern_mqtt::encode(packet, self.version, &mut self.write_buf)?;
+        Ok(())
+    }
+
+    async fn run<S>(&mut self, stream: &mut S, read_buf: &mut BytesMut) -> Result<Closed, MqttError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let max_packet = self.ctx.settings.limits.max_packet_size as usize;
+        // Anything that arrived together with CONNECT.
+        if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
+            return Ok(closed);
+        }
+        let grace = self.keep_alive + self.keep_alive / 2;
+        let sleep = tokio::time::sleep(grace.max(Duration::from_secs(1)));
+        tokio::pin!(sleep);
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            self.drain_deliveries()?;
+            self.flush(stream).await?;
+            if self.session.pending_len() > 0 && self.window_open() {
+                continue;
+            }
+            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+                read_buf.reserve(READ_CHUNK);
+            }
+            let window_open = self.window_open();
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Event::Shutdown,
+                reason = &mut self.kicked => match reason {
+                    Ok(reason) => Event::Kicked(reason),
+                    // Sender gone without a kick: the session was replaced (clean start elsewhere).
+                    Err(_) => Event::Kicked(KickReason::TakenOver),
+                },
+                read = stream.read_buf(read_buf) => Event::Read(read),
+                _ = self.session.notified(), if window_open => Event::Deliver,
+                _ = &mut sleep, if !self.keep_alive.is_zero() => Event::KeepAliveExpired,
+            };
+            match event {
+                Event::Shutdown => return Err(MqttError::ShuttingDown),
+                Event::Kicked(KickReason::TakenOver) => return Err(MqttError::TakenOver),
+                Event::Kicked(KickReason::Administrative) => return Err(MqttError::Administrative),
+                Event::KeepAliveExpired => return Err(MqttError::KeepAliveTimeout),
+                Event::Deliver => {}
+                Event::Read(Ok(0)) => return Err(MqttError::PeerClosed),
+                Event::Read(Err(e)) => return Err(MqttError::Io(e)),
+                Event::Read(Ok(_)) => {
+                    if !self.keep_alive.is_zero() {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + grace);
+                    }
+                    if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
+                        return Ok(closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete packet in `read_buf`.
+    fn handle_buffered(
+        &mut self,
+        read_buf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<Closed>, MqttError> {
+        while let Some(packet) = tern_mqtt::decode(read_buf, self.version, max_packet)? {
+            if let Some(closed) = self.dispatch(packet)? {
+                return Ok(Some(closed));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The packet dispatcher.
+    fn dispatch(&mut self, packet: Packet) -> Result<Option<Closed>, MqttError> {
+        match packet {
+            Packet::Publish(p) => publish::handle_publish(self, p)?,
+            Packet::PubAck(a) => ack::handle_puback(self, a),
+            Packet::PubRec(a) => ack::handle_pubrec(self, a)?,
+            Packet::PubRel(a) => ack::handle_pubrel(self, a)?,
+            Packet::PubComp(a) => ack::handle_pubcomp(self, a),
+            Packet::Subscribe(s) => subscribe::handle_subscribe(self, s)?,
+            Packet::Unsubscribe(u) => subscribe::handle_unsubscribe(self, u)?,
+            Packet::PingReq => self.send(&Packet::PingResp)?,
+            Packet::Disconnect(d) => return self.handle_disconnect(d).map(Some),
+            Packet::Connect(_) => return Err(MqttError::Protocol("second CONNECT")),
+            Packet::Auth(_) => {
+                return Err(MqttError::Protocol("AUTH without an authentication method"))
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(MqttError::Protocol("server-only packet from client"))
+            }
+        }
+        Ok(None)
+    }
+
+    fn handle_disconnect(&mut self, disconnect: Disconnect) -> Result<Closed, MqttError> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.connect_expiry == 0 && expiry != 0 {
+                return Err(MqttError::Protocol(
+                    "session expiry set at DISCONNECT after 0 at CONNECT",
+                ));
+            }
+            let capped = expiry.min(self.ctx.settings.limits.max_session_expiry_secs);
+            self.session.set_expiry_interval(capped);
+        }
+        Ok(Closed::ByClient {
+            publish_will: disconnect.reason == tern_mqtt::reason::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    fn window_open(&self) -> bool {
+        self.session.inflight_len() < self.send_window
+    }
+
+    /// Moves what the session holds for this client into the write buffer.
+    fn drain_deliveries(&mut self) -> Result<(), MqttError> {
+        let now = Instant::now();
+        while self.write_buf.len() < WRITE_HIGH_WATER {
+            let mut batch = std::mem::take(&mut self.scratch);
+            batch.clear();
+            self.session
+                .take_deliverable(DELIVERY_BATCH, self.send_window, now, &mut batch);
+            if batch.is_empty() {
+                self.scratch = batch;
+                break;
+            }
+            for (delivery, packet_id) in batch.drain(..) {
+                publish::write_delivery(self, &delivery, packet_id, false, now)?;
+            }
+            self.scratch = batch;
+        }
+        Ok(())
+    }
+
+    /// Resends what a resumed session left unacknowledged: PUBLISH with DUP, or PUBREL.
+    pub(super) fn resend_inflight(&mut self) -> Result<(), MqttError> {
+        let now = Instant::now();
+        for (packet_id, entry) in self.session.inflight_in_order() {
+            match entry.stage {
+                crate::core::session::InflightStage::Sent => {
+                    publish::write_delivery(self, &entry.delivery, Some(packet_id), true, now)?
+                }
+                crate::core::session::InflightStage::Released => {
+                    self.send(&Packet::PubRel(ack::ack(packet_id, 0)))?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn flush<S>(&mut self, stream: &mut S) -> Result<(), MqttError>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let stall = if self.keep_alive.is_zero() {
+            DEFAULT_WRITE_STALL
+        } else {
+            (self.keep_alive * 3 / 2).max(Duration::from_secs(5))
+        };
+        let write = async {
+            stream.write_all(&self.write_buf).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(stall, write).await {
+            Ok(Ok(())) => {
+                self.write_buf.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(MqttError::Io(e)),
+            Err(_) => Err(MqttError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer stopped reading",
+            ))),
+        }
+    }
+
+    /// Says goodbye where the protocol allows, publishes the will when the end was
+    /// abnormal, and hands the session back to the core.
+    async fn finish<S>(mut self, stream: &mut S, outcome: Result<Closed, MqttError>)
+    where
+        S: AsyncWrite + Unpin + Send,
+    {
+        let publish_will = match &outcome {
+            Ok(Closed::ByClient { publish_will }) => {
+                tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, "client disconnected");
+                *publish_will
+            }
+            Err(e) => {
+                match e {
+                    MqttError::PeerClosed => {
+                        tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, "connection closed without DISCONNECT")
+                    }
+                    MqttError::ShuttingDown | MqttError::TakenOver | MqttError::Administrative => {
+                        tracing::info!(client_id = %self.client_id, reason = %e, "disconnecting client")
+                    }
+                    _ => {
+                        tracing::warn!(client_id = %self.client_id, peer = %self.peer.addr, error = %e, "closing connection")
+                    }
+                }
+                if let (true, Some(code)) = (self.is_v5(), e.disconnect_reason()) {
+                    let mut properties = Properties::default();
+                    properties.reason_string = Some(e.to_string());
+                    let packet = Packet::Disconnect(Disconnect {
+                        reason: code,
+                        properties,
+                    });
+                    if self.send(&packet).is_ok() {
+                        let _ = self.flush(stream).await;
+                    }
+                } else if !self.write_buf.is_empty() {
+                    let _ = self.flush(stream).await;
+                }
+                // On shutdown the will is not published: the client did nothing wrong
+                // and its session persists.
+                !matches!(e, MqttError::ShuttingDown)
+            }
+        };
+        let _ = stream.shutdown().await;
+        let will = self.will.take();
+        let router = Arc::clone(&self.ctx.router);
+        router.detach(&self.session, self.connection_id);
+        if let (true, Some(will)) = (publish_will, will) {
+            will.publish_or_schedule(&router, &self.session);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Everything that ends an MQTT connection, and the reason code each one is
+//! answered with: the single place internal errors become protocol replies.
+
+use tern_mqtt::{reason, DecodeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("invalid topic alias: {0}")]
+    TopicAliasInvalid(&'static str),
+    #[error("receive maximum exceeded")]
+    ReceiveMaximumExceeded,
+    #[error("keep-alive timeout")]
+    KeepAliveTimeout,
+    #[error("session taken over by another connection")]
+    TakenOver,
+    #[error("disconnected by an operator")]
+    Administrative,
+    #[error("server shutting down")]
+    ShuttingDown,
+    #[error("connection closed by peer")]
+    PeerClosed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot encode packet: {0}")]
+    Encode(#[from] tern_mqtt::EncodeError),
+}
+
+impl MqttError {
+    /// The MQTT 5 DISCONNECT reason code that tells the client why; None when no DISCONNECT can be sent.
+    pub fn disconnect_reason(&self) -> Option<u8> {
+        match self {
+            MqttError::Decode(e) => Some(e.reason_code()),
+            MqttError::Protocol(_) => Some(reason::PROTOCOL_ERROR),
+            MqttError::TopicAliasInvalid(_) => Some(reason::TOPIC_ALIAS_INVALID),
+            MqttError::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
+            MqttError::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            MqttError::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            MqttError::Administrative => Some(reason::ADMINISTRATIVE_ACTION),
+            MqttError::ShuttingDown => Some(reason::SERVER_SHUTTING_DOWN),
+            MqttError::Encode(_) => Some(reason::IMPLEMENTATION_SPECIFIC),
+            MqttError::PeerClosed | MqttError::Io(_) => None,
+        }
+    }
+
+    /// Short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MqttError::Decode(_) => "malformed",
+            MqttError::Protocol(_) => "protocol_error",
+            MqttError::TopicAliasInvalid(_) => "topic_alias_invalid",
+            MqttError::ReceiveMaximumExceeded => "receive_maximum_exceeded",
+            MqttError::KeepAliveTimeout => "keep_alive_timeout",
+            MqttError::TakenOver => "taken_over",
+            MqttError::Administrative => "administrative",
+            MqttError::ShuttingDown => "shutdown",
+            MqttError::PeerClosed => "peer_closed",
+            MqttError::Io(_) => "io_error",
+            MqttError::Encode(_) => "encode_error",
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! MQTT 3.1 / 3.1.1 / 5.0 adapter: one task per connection turns packets into
+//! core calls and core deliveries into packets.
+//!
+//! - `connection.rs`: the task's loop (socket read, session wake-ups, kick,
+//!   keep-alive, shutdown) and the packet dispatcher.
+//! - `connect.rs`: CONNECT → session attach → CONNACK.
+//! - `publish.rs`: inbound PUBLISH (QoS 0/1/2, topic aliases) and outbound deliveries.
+//! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe.
+//! - `ack.rs`: PUBACK / PUBREC / PUBREL / PUBCOMP.
+//! - `will.rs`: will messages and their delay.
+//! - `error.rs`: every error and the reason code it is answered with.
+
+mod ack;
+mod connect;
+mod connection;
+mod error;
+mod publish;
+mod subscribe;
+mod will;
+
+pub use connection::serve;
+pub use error::MqttError;
+
+/// Maps the wire QoS to the core's.
+pub(crate) fn core_qos(qos: tern_mqtt::QoS) -> crate::core::message::QoS {
+    match qos {
+        tern_mqtt::QoS::AtMostOnce => crate::core::message::QoS::AtMostOnce,
+        tern_mqtt::QoS::AtLeastOnce => crate::core::message::QoS::AtLeastOnce,
+        tern_mqtt::QoS::ExactlyOnce => crate::core::message::QoS::ExactlyOnce,
+    }
+}
+
+/// Maps the core QoS to the wire's.
+pub(crate) fn wire_qos(qos: crate::core::message::QoS) -> tern_mqtt::QoS {
+    match qos {
+        crate::core::message::QoS::AtMostOnce => tern_mqtt::QoS::AtMostOnce,
+        crate::core::message::QoS::AtLeastOnce => tern_mqtt::QoS::AtLeastOnce,
+        crate::core::message::QoS::ExactlyOnce => tern_mqtt::QoS::ExactlyOnce,
+    }
+}

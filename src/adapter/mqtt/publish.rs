@@ -1,0 +1,174 @@
+//! PUBLISH both ways: inbound (topic aliases, QoS 0/1/2 into the core) and
+//! outbound (a core delivery encoded for this client's version and limits).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tern_mqtt::{reason, Packet, Properties, Publish};
+
+use super::ack::ack;
+use super::connection::Connection;
+use super::error::MqttError;
+use super::{core_qos, wire_qos};
+use crate::core::message::{Delivery, Message, MessageProperties, QoS};
+
+/// Builds a core message from the parts of a PUBLISH or a will.
+pub(super) fn message_from_parts(
+    topic: Arc<str>,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+    properties: &Properties,
+    publisher: Arc<str>,
+) -> Message {
+    let shared = MessageProperties {
+        payload_is_utf8: properties.payload_format_indicator == Some(1),
+        content_type: properties.content_type.clone(),
+        response_topic: properties.response_topic.clone(),
+        correlation_data: properties.correlation_data.clone(),
+        user_properties: properties.user_properties.clone(),
+    };
+    Message {
+        topic,
+        payload,
+        qos,
+        retain,
+        expires_at: properties
+            .message_expiry_interval
+            .and_then(Message::expiry_from_interval),
+        properties: if shared.is_empty() {
+            Arc::default()
+        } else {
+            Arc::new(shared)
+        },
+        publisher: Some(publisher),
+    }
+}
+
+pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<(), MqttError> {
+    let topic = resolve_topic(conn, &publish)?;
+    if publish.payload_is_invalid_utf8() {
+        return Err(MqttError::Decode(tern_mqtt::DecodeError::ProtocolError(
+            "payload format indicator says UTF-8 but the payload is not",
+        )));
+    }
+    let qos = core_qos(publish.qos);
+    let packet_id = publish.packet_id.unwrap_or(0);
+    if qos == QoS::ExactlyOnce {
+        let limit = usize::from(conn.ctx.settings.limits.receive_maximum);
+        if conn.session.incoming_qos2_len() >= limit {
+            return Err(MqttError::ReceiveMaximumExceeded);
+        }
+        if !conn.session.record_incoming_qos2(packet_id) {
+            // A resend of a QoS 2 message already accepted: acknowledge, do not route again.
+            return conn.send(&Packet::PubRec(ack(packet_id, 0)));
+        }
+    }
+    let message = message_from_parts(
+        topic,
+        publish.payload,
+        qos,
+        publish.retain,
+        &publish.properties,
+        Arc::clone(&conn.client_id),
+    );
+    let matched = conn.ctx.router.publish(Arc::new(message));
+    let code = if matched == 0 && conn.is_v5() {
+        reason::NO_MATCHING_SUBSCRIBERS
+    } else {
+        0
+    };
+    match qos {
+        QoS::AtMostOnce => Ok(()),
+        QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(packet_id, code))),
+        QoS::ExactlyOnce => conn.send(&Packet::PubRec(ack(packet_id, code))),
+    }
+}
+
+/// The topic a PUBLISH goes to, applying and recording MQTT 5 topic aliases.
+fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, MqttError> {
+    let Some(alias) = publish.properties.topic_alias else {
+        return Ok(Arc::from(publish.topic.as_str()));
+    };
+    let max = conn.ctx.settings.limits.topic_alias_maximum;
+    if alias == 0 || alias > max {
+        return Err(MqttError::TopicAliasInvalid(
+            "alias is 0 or above the topic alias maximum",
+        ));
+    }
+    if publish.topic.is_empty() {
+        conn.topic_aliases
+            .get(&alias)
+            .cloned()
+            .ok_or(MqttError::Protocol("topic alias used before it was set"))
+    } else {
+        let topic: Arc<str> = Arc::from(publish.topic.as_str());
+        conn.topic_aliases.insert(alias, Arc::clone(&topic));
+        Ok(topic)
+    }
+}
+
+trait PayloadCheck {
+    fn payload_is_invalid_utf8(&self) -> bool;
+}
+
+impl PayloadCheck for Publish {
+    /// MQTT 5 lets a receiver check a payload declared UTF-8.
+    fn payload_is_invalid_utf8(&self) -> bool {
+        self.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&self.payload).is_err()
+    }
+}
+
+/// Encodes one delivery into the write buffer. A delivery larger than the client's
+/// maximum packet size is discarded, as MQTT 5 requires.
+pub(super) fn write_delivery(
+    conn: &mut Connection,
+    delivery: &Delivery,
+    packet_id: Option<u16>,
+    dup: bool,
+    now: Instant,
+) -> Result<(), MqttError> {
+    let message = &delivery.message;
+    let mut properties = Properties::default();
+    if conn.is_v5() {
+        let shared = &message.properties;
+        if shared.payload_is_utf8 {
+            properties.payload_format_indicator = Some(1);
+        }
+        properties.message_expiry_interval = message.remaining_expiry(now);
+        properties.content_type.clone_from(&shared.content_type);
+        properties.response_topic.clone_from(&shared.response_topic);
+        properties
+            .correlation_data
+            .clone_from(&shared.correlation_data);
+        properties
+            .user_properties
+            .clone_from(&shared.user_properties);
+        properties
+            .subscription_identifiers
+            .clone_from(&delivery.subscription_ids);
+    }
+    let packet = Packet::Publish(Publish {
+        dup,
+        qos: wire_qos(delivery.qos),
+        retain: delivery.retain,
+        topic: message.topic.to_string(),
+        packet_id,
+        properties,
+        payload: message.payload.clone(),
+    });
+    if let Some(max) = conn.client_max_packet {
+        if tern_mqtt::encoded_len(&packet, conn.version)? > max {
+            tracing::debug!(client_id = %conn.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
+            if let Some(id) = packet_id {
+                // Never sent: forget it so the window does not leak.
+                let stage = crate::core::session::InflightStage::Sent;
+                conn.session.finish_inflight(id, stage);
+            }
+            return Ok(());
+        }
+    }
+    conn.send(&packet)
+}

@@ -1,0 +1,104 @@
+//! SUBSCRIBE / UNSUBSCRIBE: one reason code per filter, then the retained
+//! messages the new subscriptions ask for.
+
+use std::sync::Arc;
+
+use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe};
+
+use super::connection::Connection;
+use super::core_qos;
+use super::error::MqttError;
+use crate::core::message::Delivery;
+use crate::core::session::SubscriptionOptions;
+use crate::core::topic::Filter;
+
+pub(super) fn handle_subscribe(
+    conn: &mut Connection,
+    subscribe: Subscribe,
+) -> Result<(), MqttError> {
+    let subscription_id = subscribe
+        .properties
+        .subscription_identifiers
+        .first()
+        .copied();
+    let mut codes = Vec::with_capacity(subscribe.filters.len());
+    let mut retained_requests = Vec::new();
+    for requested in subscribe.filters {
+        let filter = match Filter::parse(&requested.filter) {
+            Ok(filter) => filter,
+            Err(e) => {
+                tracing::info!(client_id = %conn.client_id, filter = %requested.filter, error = %e, "subscription refused");
+                codes.push(if conn.is_v5() {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED
+                });
+                continue;
+            }
+        };
+        if filter.share_group().is_some() && requested.options.no_local && conn.is_v5() {
+            return Err(MqttError::Protocol("no-local on a shared subscription"));
+        }
+        let options = SubscriptionOptions {
+            qos: core_qos(requested.options.qos),
+            no_local: requested.options.no_local,
+            retain_as_published: requested.options.retain_as_published,
+            retain_handling: requested.options.retain_handling,
+            subscription_id,
+        };
+        let existed = conn
+            .ctx
+            .router
+            .subscribe(&conn.session, filter.clone(), options.clone());
+        codes.push(requested.options.qos as u8);
+        // Shared subscriptions never get retained messages on subscribe.
+        let wants_retained = match options.retain_handling {
+            0 => true,
+            1 => !existed,
+            _ => false,
+        };
+        if wants_retained && filter.share_group().is_none() {
+            retained_requests.push((filter, options));
+        }
+    }
+    conn.send(&Packet::SubAck(SubAck {
+        packet_id: subscribe.packet_id,
+        codes,
+        properties: Properties::default(),
+    }))?;
+    // Queued after the SUBACK is in the write buffer, so they follow it on the wire.
+    for (filter, options) in retained_requests {
+        for message in conn.ctx.router.retained_matching(&filter) {
+            conn.session.push(Delivery {
+                qos: options.qos.min(message.qos),
+                message,
+                retain: true,
+                subscription_ids: options.subscription_id.into_iter().collect(),
+                filter: Some(Arc::from(filter.as_str())),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn handle_unsubscribe(
+    conn: &mut Connection,
+    unsubscribe: Unsubscribe,
+) -> Result<(), MqttError> {
+    let codes = unsubscribe
+        .filters
+        .iter()
+        .map(|filter| {
+            if conn.ctx.router.unsubscribe(&conn.session, filter) {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            }
+        })
+        .collect();
+    conn.send(&Packet::UnsubAck(UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        codes,
+        properties: Properties::default(),
+    }))
+}

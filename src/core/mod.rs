@@ -1,0 +1,9 @@
+//! The routing core: topics, subscriptions, sessions and messages. It knows no
+//! protocol; adapters translate into and out of it.
+
+pub mod message;
+pub mod retain;
+pub mod router;
+pub mod session;
+pub mod topic;
+pub mod trie;

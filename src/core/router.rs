@@ -1,0 +1,327 @@
+//! publish → trie match → deliver to sessions; the one place messages are routed,
+//! whatever protocol they came from.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+use crate::core::message::{Delivery, Message, QoS};
+use crate::core::retain::RetainedIndex;
+use crate::core::session::{
+    KickReason, PushOutcome, QueueLimits, Session, SessionRef, SubscriptionOptions,
+};
+use crate::core::topic::Filter;
+use crate::core::trie::SubscriptionTrie;
+
+/// Counters the admin side reads; relaxed atomics, never a lock.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    pub messages_published: AtomicU64,
+    pub deliveries_queued: AtomicU64,
+    pub deliveries_dropped: AtomicU64,
+}
+
+/// A connection bound to its session.
+#[derive(Debug)]
+pub struct Attached {
+    pub session: Arc<Session>,
+    /// True when an existing session was resumed (MQTT CONNACK session-present).
+    pub session_present: bool,
+    pub connection_id: u64,
+    /// Fires when the core ends this connection (takeover, operator).
+    pub kicked: oneshot::Receiver<KickReason>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    subscriptions: RwLock<SubscriptionTrie<SessionRef, RoutedSubscription>>,
+    retained: RwLock<RetainedIndex<Arc<Message>>>,
+    /// Sessions by client id, connected or not.
+    sessions: DashMap<Arc<str>, Arc<Session>>,
+    next_connection_id: AtomicU64,
+    queue_limits: QueueLimits,
+    pub stats: RouterStats,
+}
+
+impl Router {
+    pub fn new(queue_limits: QueueLimits) -> Router {
+        Router {
+            subscriptions: RwLock::new(SubscriptionTrie::new()),
+            retained: RwLock::new(RetainedIndex::new()),
+            sessions: DashMap::new(),
+            next_connection_id: AtomicU64::new(1),
+            queue_limits,
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// A client id no client chose, for clients that leave it to the server.
+    pub fn generate_client_id(&self) -> String {
+        format!("tern-{:016x}", rand::random::<u64>())
+    }
+
+    /// Binds a new connection to the session `client_id`, taking over any live connection.
+    /// With `clean_start`, an existing session is discarded first.
+    pub fn attach(&self, client_id: &str, clean_start: bool, expiry_interval: u32) -> Attached {
+        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let (kick_tx, kicked) = oneshot::channel();
+        let (session, session_present, old_kick) = match self.sessions.entry(Arc::from(client_id)) {
+            Entry::Occupied(mut entry) => {
+                if clean_start {
+                    let old = entry.get().clone();
+                    let fresh = Arc::new(Session::new(
+                        Arc::clone(entry.key()),
+                        expiry_interval,
+                        self.queue_limits,
+                    ));
+                    entry.insert(Arc::clone(&fresh));
+                    let old_kick = old.kick(KickReason::TakenOver);
+                    self.drop_subscriptions(&old);
+                    let none = fresh.attach(connection_id, kick_tx, expiry_interval);
+                    debug_assert!(none.is_none());
+                    (fresh, false, old_kick)
+                } else {
+                    let session = entry.get().clone();
+                    let old = session.attach(connection_id, kick_tx, expiry_interval);
+                    let kicked_old = old.is_some_and(|tx| tx.send(KickReason::TakenOver).is_ok());
+                    (session, true, kicked_old)
+                }
+            }
+            Entry::Vacant(entry) => {
+                let session = Arc::new(Session::new(
+                    Arc::clone(entry.key()),
+                    expiry_interval,
+                    self.queue_limits,
+                ));
+                entry.insert(Arc::clone(&session));
+                session.attach(connection_id, kick_tx, expiry_interval);
+                (session, false, false)
+            }
+        };
+        if old_kick {
+            tracing::info!(client_id, "session taken over by a new connection");
+        }
+        Attached {
+            session,
+            session_present,
+            connection_id,
+            kicked,
+        }
+    }
+
+    /// Unbinds a connection from its session. A session with expiry 0 ends now; others wait
+    /// for their expiry interval and end then unless a connection came back meanwhile.
+    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, connection_id: u64) {
+        if !session.detach(connection_id) {
+            return; // already taken over: the new connection owns the session
+        }
+        let expiry = session.expiry_interval();
+        if expiry == 0 {
+            self.remove_session(session);
+        } else if expiry != u32::MAX {
+            let router = Arc::clone(self);
+            let session = Arc::clone(session);
+            let generation = session.generation();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                if session.generation() == generation && !session.is_connected() {
+                    tracing::info!(client_id = %session.client_id, "session expired");
+                    router.remove_session(&session);
+                }
+            });
+        }
+    }
+
+    /// Ends a session: its subscriptions and queued messages are gone.
+    pub fn remove_session(&self, session: &Arc<Session>) {
+        self.sessions.remove_if(&session.client_id, |_, current| {
+            Arc::ptr_eq(current, session)
+        });
+        self.drop_subscriptions(session);
+    }
+
+    /// Ends the live connection of `client_id`, if any; true if one was ended.
+    pub fn kick(&self, client_id: &str, reason: KickReason) -> bool {
+        let session = self.sessions.get(client_id).map(|s| Arc::clone(s.value()));
+        session.is_some_and(|s| s.kick(reason))
+    }
+
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions.get(client_id).map(|s| Arc::clone(s.value()))
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn drop_subscriptions(&self, session: &Arc<Session>) {
+        let filters = session.take_subscriptions();
+        if filters.is_empty() {
+            return;
+        }
+        let key = SessionRef(Arc::clone(session));
+        let mut trie = self.subscriptions.write();
+        for filter in &filters {
+            trie.remove(filter, &key);
+        }
+    }
+
+    /// Adds or replaces a subscription; returns true if the session already had this filter.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> bool {
+        let key = SessionRef(Arc::clone(session));
+        let routed = RoutedSubscription {
+            options: options.clone(),
+            filter: Arc::from(filter.as_str()),
+        };
+        self.subscriptions.write().insert(&filter, key, routed);
+        session.add_subscription(filter, options)
+    }
+
+    /// Removes a subscription; returns false if the session had no such filter.
+    pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
+        match session.remove_subscription(raw_filter) {
+            Some(filter) => {
+                let key = SessionRef(Arc::clone(session));
+                self.subscriptions.write().remove(&filter, &key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+
+    /// Retained messages matching a new subscription, unexpired, in topic order of the index walk.
+    pub fn retained_matching(&self, filter: &Filter) -> Vec<Arc<Message>> {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        self.retained.read().for_each_match(filter, |_, message| {
+            if !message.is_expired(now) {
+                out.push(Arc::clone(message));
+            }
+        });
+        out
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Routes one message: stores/clears it as retained if flagged, then queues it
+    /// for every matching session (one delivery per session, overlapping
+    /// subscriptions merged). Returns the number of sessions it was queued for.
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        self.stats
+            .messages_published
+            .fetch_add(1, Ordering::Relaxed);
+        if message.retain {
+            let value = if message.payload.is_empty() {
+                None
+            } else {
+                Some(Arc::clone(&message))
+            };
+            self.retained.write().set(&message.topic, value);
+        }
+
+        let mut targets: Vec<Target> = Vec::new();
+        {
+            let trie = self.subscriptions.read();
+            trie.for_each_match(&message.topic, |key, routed, _| {
+                let options = &routed.options;
+                if options.no_local
+                    && message
+                        .publisher
+                        .as_deref()
+                        .is_some_and(|p| p == &*key.0.client_id)
+                {
+                    return;
+                }
+                targets.push(Target {
+                    session: Arc::clone(&key.0),
+                    qos: options.qos.min(message.qos),
+                    retain: options.retain_as_published && message.retain,
+                    subscription_id: options.subscription_id,
+                    filter: Arc::clone(&routed.filter),
+                });
+            });
+        }
+        if targets.len() > 1 {
+            targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
+        }
+
+        let mut delivered = 0;
+        let mut iter = targets.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let mut delivery = Delivery {
+                message: Arc::clone(&message),
+                qos: first.qos,
+                retain: first.retain,
+                subscription_ids: first.subscription_id.into_iter().collect(),
+                filter: Some(first.filter),
+            };
+            while let Some(next) = iter.next_if(|t| Arc::ptr_eq(&t.session, &first.session)) {
+                delivery.qos = delivery.qos.max(next.qos);
+                delivery.retain |= next.retain;
+                delivery.subscription_ids.extend(next.subscription_id);
+            }
+            match first.session.push(delivery) {
+                PushOutcome::Queued => {
+                    delivered += 1;
+                    self.stats.deliveries_queued.fetch_add(1, Ordering::Relaxed);
+                }
+                PushOutcome::QueuedDroppedOldest => {
+                    delivered += 1;
+                    self.note_drop(&first.session);
+                }
+                PushOutcome::Dropped => {
+                    self.note_drop(&first.session);
+                }
+            }
+        }
+        delivered
+    }
+
+    fn note_drop(&self, session: &Session) {
+        let total = self
+            .stats
+            .deliveries_dropped
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        // Log the first drop and then every 1000th, so a flood does not flood the log.
+        if total == 1 || total % 1000 == 0 {
+            tracing::warn!(
+                client_id = %session.client_id,
+                dropped_total = total,
+                "session queue full or offline QoS 0: message dropped"
+            );
+        }
+    }
+}
+
+/// What the trie holds per subscription: the options, and the filter text shared
+/// rather than re-allocated for every delivery.
+#[derive(Debug, Clone)]
+struct RoutedSubscription {
+    options: SubscriptionOptions,
+    filter: Arc<str>,
+}
+
+struct Target {
+    session: Arc<Session>,
+    qos: QoS,
+    retain: bool,
+    subscription_id: Option<u32>,
+    filter: Arc<str>,
+}

@@ -1,0 +1,429 @@
+//! One client's state, kept by the core whatever the protocol: its
+//! subscriptions, the deliveries waiting for it, and its in-flight window.
+//!
+//! Publishers append to `pending` under a short, never-awaited lock and wake
+//! the connection task only when the queue goes from empty to non-empty, so a
+//! burst of messages costs one wake-up, not one per message.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::core::message::Delivery;
+use crate::core::topic::Filter;
+
+/// What a full queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Keep the newest messages: the oldest queued one is dropped.
+    DropOldest,
+    /// Keep what is queued: the new message is dropped.
+    DropNew,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_queued: usize,
+    pub overflow: OverflowPolicy,
+}
+
+/// Options of one subscription, as the core needs them to route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    pub qos: crate::core::message::QoS,
+    /// Do not deliver messages this same client published (MQTT 5 no-local).
+    pub no_local: bool,
+    /// Keep the publisher's retain flag on live deliveries (MQTT 5 retain-as-published).
+    pub retain_as_published: bool,
+    /// 0: send retained on subscribe, 1: only if the subscription is new, 2: never.
+    pub retain_handling: u8,
+    pub subscription_id: Option<u32>,
+}
+
+/// Why the core ends a session's live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Another connection took the same client id.
+    TakenOver,
+    /// An operator asked for it.
+    Administrative,
+}
+
+/// Stage of an outbound QoS 1/2 delivery awaiting its acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightStage {
+    /// Sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent,
+    /// QoS 2 after PUBREC: message no longer held for resend, waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct InflightEntry {
+    pub delivery: Delivery,
+    pub stage: InflightStage,
+    /// Send order, so a reconnecting client gets resends in the original order.
+    seq: u64,
+}
+
+/// Result of appending one delivery to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Queued,
+    /// Queued, but the oldest pending delivery was dropped to make room.
+    QueuedDroppedOldest,
+    Dropped,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    subscriptions: HashMap<Arc<str>, (Filter, SubscriptionOptions)>,
+    pending: VecDeque<Delivery>,
+    inflight: HashMap<u16, InflightEntry>,
+    next_seq: u64,
+    next_packet_id: u16,
+    /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL:
+    /// a resent PUBLISH with one of these ids is not routed again.
+    incoming_qos2: HashSet<u16>,
+    /// Seconds the session outlives its connection; `u32::MAX` never expires.
+    expiry_interval: u32,
+    connection: Option<ConnectionSlot>,
+    disconnected_at: Option<Instant>,
+    limits: QueueLimits,
+    dropped: u64,
+}
+
+impl SessionState {
+    /// Next packet id not in flight; the caller ensures fewer than 65535 are.
+    fn allocate_packet_id(&mut self) -> u16 {
+        let mut id = self.next_packet_id;
+        while self.inflight.contains_key(&id) {
+            id = if id == u16::MAX { 1 } else { id + 1 };
+        }
+        self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+        id
+    }
+}
+
+#[derive(Debug)]
+struct ConnectionSlot {
+    id: u64,
+    kick: oneshot::Sender<KickReason>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// Bumped on every attach, so timers started for one connection (will delay,
+    /// session expiry) can tell the client came back since.
+    generation: AtomicU64,
+    state: Mutex<SessionState>,
+    wake: Notify,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, expiry_interval: u32, limits: QueueLimits) -> Session {
+        Session {
+            client_id,
+            generation: AtomicU64::new(0),
+            state: Mutex::new(SessionState {
+                subscriptions: HashMap::new(),
+                pending: VecDeque::new(),
+                inflight: HashMap::new(),
+                next_seq: 0,
+                next_packet_id: 1,
+                incoming_qos2: HashSet::new(),
+                expiry_interval,
+                connection: None,
+                disconnected_at: Some(Instant::now()),
+                limits,
+                dropped: 0,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Binds a new connection; returns the previous connection's kick handle so the caller can end it.
+    pub(crate) fn attach(
+        &self,
+        connection_id: u64,
+        kick: oneshot::Sender<KickReason>,
+        expiry_interval: u32,
+    ) -> Option<oneshot::Sender<KickReason>> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut state = self.state.lock();
+        state.expiry_interval = expiry_interval;
+        state.disconnected_at = None;
+        state
+            .connection
+            .replace(ConnectionSlot {
+                id: connection_id,
+                kick,
+            })
+            .map(|old| old.kick)
+    }
+
+    /// Unbinds `connection_id` if it is still the bound one; returns true if it was.
+    pub(crate) fn detach(&self, connection_id: u64) -> bool {
+        let mut state = self.state.lock();
+        match &state.connection {
+            Some(slot) if slot.id == connection_id => {
+                state.connection = None;
+                state.disconnected_at = Some(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn kick(&self, reason: KickReason) -> bool {
+        let slot = self.state.lock().connection.take();
+        match slot {
+            Some(slot) => slot.kick.send(reason).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.lock().connection.is_some()
+    }
+
+    pub fn expiry_interval(&self) -> u32 {
+        self.state.lock().expiry_interval
+    }
+
+    pub fn set_expiry_interval(&self, seconds: u32) {
+        self.state.lock().expiry_interval = seconds;
+    }
+
+    /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
+    pub fn push(&self, delivery: Delivery) -> PushOutcome {
+        let mut state = self.state.lock();
+        // Offline sessions keep only what has a delivery guarantee.
+        if state.connection.is_none() && delivery.qos == crate::core::message::QoS::AtMostOnce {
+            return PushOutcome::Dropped;
+        }
+        let mut outcome = PushOutcome::Queued;
+        if state.pending.len() >= state.limits.max_queued {
+            match state.limits.overflow {
+                OverflowPolicy::DropNew => {
+                    state.dropped += 1;
+                    return PushOutcome::Dropped;
+                }
+                OverflowPolicy::DropOldest => {
+                    state.pending.pop_front();
+                    state.dropped += 1;
+                    outcome = PushOutcome::QueuedDroppedOldest;
+                }
+            }
+        }
+        let was_empty = state.pending.is_empty();
+        state.pending.push_back(delivery);
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+
+    /// Resolves when deliveries may be waiting.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Moves up to `max` pending deliveries into `out`.
+    pub fn take_pending(&self, max: usize, out: &mut Vec<Delivery>) {
+        let mut state = self.state.lock();
+        let n = max.min(state.pending.len());
+        out.extend(state.pending.drain(..n));
+    }
+
+    /// Moves deliveries the connection may send now into `out`: QoS 0 always, QoS 1/2
+    /// while fewer than `window` are in flight (each gets a packet id and is recorded
+    /// in flight). Stops at the first QoS 1/2 delivery that does not fit, so order is
+    /// kept. Expired deliveries are discarded; returns how many.
+    pub fn take_deliverable(
+        &self,
+        max: usize,
+        window: usize,
+        now: Instant,
+        out: &mut Vec<(Delivery, Option<u16>)>,
+    ) -> usize {
+        let mut state = self.state.lock();
+        let mut expired = 0;
+        while out.len() < max {
+            let Some(front) = state.pending.front() else {
+                break;
+            };
+            if front.message.is_expired(now) {
+                state.pending.pop_front();
+                expired += 1;
+                continue;
+            }
+            if front.qos == crate::core::message::QoS::AtMostOnce {
+                if let Some(delivery) = state.pending.pop_front() {
+                    out.push((delivery, None));
+                }
+                continue;
+            }
+            if state.inflight.len() >= window.min(usize::from(u16::MAX) - 1) {
+                break;
+            }
+            let Some(delivery) = state.pending.pop_front() else {
+                break;
+            };
+            let id = state.allocate_packet_id();
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.inflight.insert(
+                id,
+                InflightEntry {
+                    delivery: delivery.clone(),
+                    stage: InflightStage::Sent,
+                    seq,
+                },
+            );
+            out.push((delivery, Some(id)));
+        }
+        expired
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
+    pub fn dropped_count(&self) -> u64 {
+        self.state.lock().dropped
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.state.lock().inflight.len()
+    }
+
+    /// Reserves a free packet id and records the delivery as in flight. None when all ids are in use.
+    pub fn start_inflight(&self, delivery: Delivery) -> Option<u16> {
+        let mut state = self.state.lock();
+        if state.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        let id = state.allocate_packet_id();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.inflight.insert(
+            id,
+            InflightEntry {
+                delivery,
+                stage: InflightStage::Sent,
+                seq,
+            },
+        );
+        Some(id)
+    }
+
+    /// Removes an in-flight delivery in `stage`; false if there is none with that id and stage.
+    pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> bool {
+        let mut state = self.state.lock();
+        match state.inflight.get(&packet_id) {
+            Some(entry) if entry.stage == stage => {
+                state.inflight.remove(&packet_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBREC received: the QoS 2 delivery moves to the release stage. False if unknown.
+    pub fn release_inflight(&self, packet_id: u16) -> bool {
+        let mut state = self.state.lock();
+        match state.inflight.get_mut(&packet_id) {
+            Some(entry) => {
+                entry.stage = InflightStage::Released;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every in-flight delivery in send order, for resending after a reconnect.
+    pub fn inflight_in_order(&self) -> Vec<(u16, InflightEntry)> {
+        let state = self.state.lock();
+        let mut entries: Vec<(u16, InflightEntry)> = state
+            .inflight
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        entries.sort_by_key(|(_, e)| e.seq);
+        entries
+    }
+
+    /// Records an incoming QoS 2 id; false if it was already recorded (a duplicate PUBLISH).
+    pub fn record_incoming_qos2(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.insert(packet_id)
+    }
+
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.state.lock().incoming_qos2.len()
+    }
+
+    /// PUBREL: forgets the id; false if it was unknown.
+    pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.remove(&packet_id)
+    }
+
+    pub(crate) fn add_subscription(&self, filter: Filter, options: SubscriptionOptions) -> bool {
+        let key: Arc<str> = Arc::from(filter.as_str());
+        self.state
+            .lock()
+            .subscriptions
+            .insert(key, (filter, options))
+            .is_some()
+    }
+
+    pub(crate) fn remove_subscription(&self, raw_filter: &str) -> Option<Filter> {
+        self.state
+            .lock()
+            .subscriptions
+            .remove(raw_filter)
+            .map(|(filter, _)| filter)
+    }
+
+    pub fn subscriptions(&self) -> Vec<(Filter, SubscriptionOptions)> {
+        self.state.lock().subscriptions.values().cloned().collect()
+    }
+
+    pub(crate) fn take_subscriptions(&self) -> Vec<Filter> {
+        self.state
+            .lock()
+            .subscriptions
+            .drain()
+            .map(|(_, (filter, _))| filter)
+            .collect()
+    }
+}
+
+/// Trie key: a session compared by identity, so a match leads straight to the session without a lookup by id.
+#[derive(Debug, Clone)]
+pub struct SessionRef(pub Arc<Session>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SessionRef {}
+
+impl std::hash::Hash for SessionRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state);
+    }
+}

@@ -1,0 +1,399 @@
+//! The subscription trie: which (session key, options) pairs want a message published to a topic.
+//!
+//! Modelled on nats-server's sublist (`level{nodes, pwc, fwc}`): every node has a map of literal
+//! children plus an explicit slot for its '+' child and the subscribers whose filter ends in '#'
+//! at that point. Matching a topic costs O(depth * fan-out of '+' branches), independent of the
+//! number of subscriptions.
+//!
+//! Nodes live in an arena (`Vec`) linked by index, so inserting, matching, pruning and dropping
+//! are all iterative: a topic with tens of thousands of levels cannot overflow the stack.
+//!
+//! Examples (filter -> topic):
+//!   valid filters:      "a/b", "a/+/c", "#", "a/#", "+/+", "/+", "$share/g/a/+"
+//!   invalid filters:    rejected earlier by `Filter::parse` ("a/#/b", "a+", "$share//x")
+//!   matching:           "a/+/c" ~ "a/b/c";  "a/#" ~ "a", "a/b/c";  "/+" ~ "/finance"
+//!   non-matching:       "a/+" !~ "a/b/c";  "+" !~ "/finance";  "#", "+/x" !~ "$SYS/x"
+//!
+//! Shared subscriptions `$share/<g>/<f>` are grouped by (g, f): each match visits exactly one
+//! member of each matching group, chosen round-robin.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::core::topic::Filter;
+
+type Idx = usize;
+const ROOT: Idx = 0;
+
+/// Members of a shared group: a Vec for O(1) round-robin indexing plus a key index.
+#[derive(Debug)]
+struct Group<K, V> {
+    filter: Filter,
+    members: Vec<(K, V)>,
+    index: HashMap<K, usize>,
+    cursor: AtomicUsize,
+}
+
+impl<K: Clone + Eq + Hash, V> Group<K, V> {
+    fn new(filter: &Filter) -> Self {
+        Group {
+            filter: filter.clone(),
+            members: Vec::new(),
+            index: HashMap::new(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(slot) = self.index.get(&key).and_then(|&i| self.members.get_mut(i)) {
+            return Some(std::mem::replace(&mut slot.1, value));
+        }
+        self.index.insert(key.clone(), self.members.len());
+        self.members.push((key, value));
+        None
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.index.remove(key)?;
+        if i >= self.members.len() {
+            return None;
+        }
+        let (_, value) = self.members.swap_remove(i);
+        if let Some((moved, _)) = self.members.get(i) {
+            self.index.insert(moved.clone(), i);
+        }
+        Some(value)
+    }
+
+    /// The next member in round-robin order.
+    fn pick(&self) -> Option<&(K, V)> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        self.members.get(i)
+    }
+}
+
+/// The subscriptions whose (topic) filter ends at one point of the trie.
+#[derive(Debug)]
+struct Subs<K, V> {
+    /// Non-shared subscriptions: they all share the same filter text.
+    plain: Option<(Filter, HashMap<K, V>)>,
+    /// Shared groups by group name.
+    shared: HashMap<Box<str>, Group<K, V>>,
+}
+
+impl<K: Clone + Eq + Hash, V> Subs<K, V> {
+    fn new() -> Self {
+        Subs {
+            plain: None,
+            shared: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.plain.is_none() && self.shared.is_empty()
+    }
+
+    fn insert(&mut self, filter: &Filter, key: K, value: V) -> Option<V> {
+        match filter.share_group() {
+            None => self
+                .plain
+                .get_or_insert_with(|| (filter.clone(), HashMap::new()))
+                .1
+                .insert(key, value),
+            Some(group) => self
+                .shared
+                .entry(group.into())
+                .or_insert_with(|| Group::new(filter))
+                .insert(key, value),
+        }
+    }
+
+    fn remove(&mut self, filter: &Filter, key: &K) -> Option<V> {
+        match filter.share_group() {
+            None => {
+                let (_, members) = self.plain.as_mut()?;
+                let value = members.remove(key)?;
+                if members.is_empty() {
+                    self.plain = None;
+                }
+                Some(value)
+            }
+            Some(group) => {
+                let g = self.shared.get_mut(group)?;
+                let value = g.remove(key)?;
+                if g.members.is_empty() {
+                    self.shared.remove(group);
+                }
+                Some(value)
+            }
+        }
+    }
+
+    fn visit(&self, visit: &mut impl FnMut(&K, &V, &Filter)) {
+        if let Some((filter, members)) = &self.plain {
+            for (k, v) in members {
+                visit(k, v, filter);
+            }
+        }
+        for group in self.shared.values() {
+            if let Some((k, v)) = group.pick() {
+                visit(k, v, &group.filter);
+            }
+        }
+    }
+}
+
+/// How a node hangs off its parent.
+#[derive(Debug)]
+enum Label {
+    Root,
+    Literal(Box<str>),
+    Plus,
+}
+
+#[derive(Debug)]
+struct Node<K, V> {
+    parent: Idx,
+    label: Label,
+    children: HashMap<Box<str>, Idx>,
+    /// The '+' child.
+    plus: Option<Idx>,
+    /// Subscriptions whose filter ends exactly at this node.
+    exact: Option<Box<Subs<K, V>>>,
+    /// Subscriptions whose filter is this node's path followed by '#'.
+    multi: Option<Box<Subs<K, V>>>,
+}
+
+impl<K, V> Node<K, V> {
+    fn new(parent: Idx, label: Label) -> Self {
+        Node {
+            parent,
+            label,
+            children: HashMap::new(),
+            plus: None,
+            exact: None,
+            multi: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.exact.is_none()
+            && self.multi.is_none()
+    }
+}
+
+/// The levels leading to a filter's node, and whether the filter ends in '#' there.
+fn filter_path(filter: &Filter) -> (impl Iterator<Item = &str>, bool) {
+    let tf = filter.topic_filter();
+    let (path, multi) = match tf {
+        "#" => (None, true),
+        _ => match tf.strip_suffix("/#") {
+            Some(p) => (Some(p), true),
+            None => (Some(tf), false),
+        },
+    };
+    (path.into_iter().flat_map(|p| p.split('/')), multi)
+}
+
+/// The subscription trie, generic over a session key `K` and subscription options `V`.
+#[derive(Debug)]
+pub struct SubscriptionTrie<K, V> {
+    nodes: Vec<Node<K, V>>,
+    free: Vec<Idx>,
+    len: usize,
+}
+
+impl<K: Clone + Eq + Hash, V: Clone> Default for SubscriptionTrie<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
+    /// An empty trie.
+    pub fn new() -> Self {
+        SubscriptionTrie {
+            nodes: vec![Node::new(ROOT, Label::Root)],
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn alloc(&mut self, parent: Idx, label: Label) -> Idx {
+        let node = Node::new(parent, label);
+        if let Some(i) = self.free.pop() {
+            if let Some(slot) = self.nodes.get_mut(i) {
+                *slot = node;
+                return i;
+            }
+        }
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn child(&self, at: Idx, level: &str) -> Option<Idx> {
+        let node = self.nodes.get(at)?;
+        if level == "+" {
+            node.plus
+        } else {
+            node.children.get(level).copied()
+        }
+    }
+
+    fn child_or_create(&mut self, at: Idx, level: &str) -> Idx {
+        if let Some(c) = self.child(at, level) {
+            return c;
+        }
+        let label = if level == "+" {
+            Label::Plus
+        } else {
+            Label::Literal(level.into())
+        };
+        let c = self.alloc(at, label);
+        if let Some(node) = self.nodes.get_mut(at) {
+            if level == "+" {
+                node.plus = Some(c);
+            } else {
+                node.children.insert(level.into(), c);
+            }
+        }
+        c
+    }
+
+    fn slot_mut(&mut self, at: Idx, multi: bool) -> Option<&mut Option<Box<Subs<K, V>>>> {
+        let node = self.nodes.get_mut(at)?;
+        Some(if multi {
+            &mut node.multi
+        } else {
+            &mut node.exact
+        })
+    }
+
+    /// Adds or replaces the subscription of `key` to `filter`; returns the previous value if
+    /// (filter, key) existed.
+    pub fn insert(&mut self, filter: &Filter, key: K, value: V) -> Option<V> {
+        let (levels, multi) = filter_path(filter);
+        let mut at = ROOT;
+        for level in levels {
+            at = self.child_or_create(at, level);
+        }
+        let slot = self.slot_mut(at, multi)?;
+        let prev = slot
+            .get_or_insert_with(|| Box::new(Subs::new()))
+            .insert(filter, key, value);
+        if prev.is_none() {
+            self.len += 1;
+        }
+        prev
+    }
+
+    /// Removes the subscription of `key` to `filter`; prunes nodes left empty. Returns the removed value.
+    pub fn remove(&mut self, filter: &Filter, key: &K) -> Option<V> {
+        let (levels, multi) = filter_path(filter);
+        let mut at = ROOT;
+        for level in levels {
+            at = self.child(at, level)?;
+        }
+        let slot = self.slot_mut(at, multi)?;
+        let subs = slot.as_mut()?;
+        let value = subs.remove(filter, key)?;
+        if subs.is_empty() {
+            *slot = None;
+        }
+        self.len -= 1;
+        self.prune(at);
+        Some(value)
+    }
+
+    /// Frees `at` and its ancestors while they are empty.
+    fn prune(&mut self, mut at: Idx) {
+        while at != ROOT {
+            let Some(node) = self.nodes.get_mut(at) else {
+                return;
+            };
+            if !node.is_empty() {
+                return;
+            }
+            let parent = node.parent;
+            let label = std::mem::replace(&mut node.label, Label::Root);
+            if let Some(p) = self.nodes.get_mut(parent) {
+                match label {
+                    Label::Literal(l) => {
+                        p.children.remove(&l);
+                    }
+                    Label::Plus => p.plus = None,
+                    Label::Root => {}
+                }
+            }
+            self.free.push(at);
+            at = parent;
+        }
+    }
+
+    /// Calls `visit(key, value, filter)` for every subscription matching `topic`: every ordinary
+    /// subscription, and exactly one member (round-robin) of each matching shared group.
+    /// A topic beginning with '$' is not matched by filters starting with '+' or '#'.
+    /// A key subscribed through several matching filters is visited once per filter.
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&K, &V, &Filter)) {
+        let dollar = topic.starts_with('$');
+        // (node, byte offset of the next level in `topic`, or None once all levels are consumed)
+        let mut stack: Vec<(Idx, Option<usize>)> = vec![(ROOT, Some(0))];
+        while let Some((at, offset)) = stack.pop() {
+            let Some(node) = self.nodes.get(at) else {
+                continue;
+            };
+            let wildcards_ok = !(dollar && offset == Some(0));
+            if wildcards_ok {
+                if let Some(subs) = &node.multi {
+                    subs.visit(&mut visit);
+                }
+            }
+            let Some(start) = offset else {
+                if let Some(subs) = &node.exact {
+                    subs.visit(&mut visit);
+                }
+                continue;
+            };
+            let rest = topic.get(start..).unwrap_or("");
+            let (level, next) = match rest.find('/') {
+                Some(j) => (rest.get(..j).unwrap_or(""), Some(start + j + 1)),
+                None => (rest, None),
+            };
+            if let Some(&c) = node.children.get(level) {
+                stack.push((c, next));
+            }
+            if wildcards_ok {
+                if let Some(p) = node.plus {
+                    stack.push((p, next));
+                }
+            }
+        }
+    }
+
+    /// Number of (filter, key) subscriptions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of live trie nodes (including the root); for tests of pruning.
+    #[cfg(test)]
+    pub(crate) fn live_nodes(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "trie_tests.rs"]
+mod tests;

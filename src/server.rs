@@ -1,0 +1,108 @@
+//! Wires listeners, adapters and the core together; the one module (with main)
+//! that knows every part.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::adapter::{self, Context, Peer};
+use crate::config::Settings;
+use crate::core::router::Router;
+use crate::core::session::QueueLimits;
+use crate::transport::tcp::{self, TcpAcceptor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Bind(std::io::Error),
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    mqtt_addr: Option<SocketAddr>,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    /// Accept loops and connection tasks, awaited on shutdown.
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Binds every enabled listener and starts serving; fails if a port is taken.
+    pub async fn start(settings: Settings) -> Result<Server, ServerError> {
+        let settings = Arc::new(settings);
+        let router = Arc::new(Router::new(QueueLimits {
+            max_queued: settings.limits.max_queued_messages,
+            overflow: settings.limits.queue_overflow,
+        }));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+        let ctx = Context {
+            router: Arc::clone(&router),
+            settings: Arc::clone(&settings),
+            shutdown: shutdown.clone(),
+        };
+
+        let mut mqtt_addr = None;
+        if settings.mqtt.enabled {
+            let listener = tcp::bind("mqtt", settings.mqtt.bind)
+                .await
+                .map_err(ServerError::Bind)?;
+            mqtt_addr = listener.local_addr().ok();
+            let acceptor = TcpAcceptor {
+                name: "mqtt",
+                listener,
+                connections: Arc::clone(&connections),
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+            };
+            let anonymous_allowed = settings.mqtt.anonymous_allowed();
+            let ctx = ctx.clone();
+            tracker.spawn(acceptor.run(move |stream, addr, permit| {
+                let ctx = ctx.clone();
+                async move {
+                    let peer = Peer {
+                        addr,
+                        listener: "mqtt",
+                        anonymous_allowed,
+                        admitted: permit.is_some(),
+                    };
+                    adapter::mqtt::serve(stream, peer, ctx).await;
+                    drop(permit);
+                }
+            }));
+        }
+        Ok(Server {
+            mqtt_addr,
+            router,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// Where the MQTT listener is bound (the real port when configured with port 0).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Stops accepting, tells every client goodbye and waits (up to `grace`) for connections to end.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the grace period");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Listeners: each accepts connections, applies the connection cap and hands
+//! a byte stream plus peer info to a protocol adapter.
+
+pub mod tcp;
