@@ -16,6 +16,7 @@ pub mod adapter;
 pub mod config;
 pub mod core;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 pub use config::Settings;

@@ -94,6 +94,11 @@ impl Server {
         &self.router
     }
 
+    /// Starts the shutdown without waiting for it (for drop guards).
+    pub fn stop_now(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops accepting, tells every client goodbye and waits (up to `grace`) for connections to end.
     pub async fn shutdown(self, grace: Duration) {
         self.shutdown.cancel();

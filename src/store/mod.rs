@@ -1,0 +1,304 @@
+//! Persistence behind one seam the core calls: operations are submitted as they
+//! happen and committed in groups (one write transaction, one fsync, for
+//! everything that arrived meanwhile). A caller that must not acknowledge before
+//! the data is on disk waits for its ticket.
+//!
+//! - `record.rs`: the stored records (serde + postcard).
+//! - `redb.rs`: the redb backend.
+
+pub mod record;
+pub mod redb;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use record::{DeliveryRecord, MessageRecord, SessionRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store file {path} is locked by another process (is another tern running on the same data_dir?)")]
+    Locked { path: String },
+    #[error("store file {path} is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("store file {path} has format version {found}, newer than this tern understands ({supported}); upgrade tern")]
+    NewerFormat {
+        path: String,
+        found: u64,
+        supported: u64,
+    },
+    #[error("cannot open store {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("store write failed: {0}")]
+    Write(String),
+    #[error("stored record cannot be decoded: {0}")]
+    Decode(String),
+    #[error("store is shut down")]
+    Closed,
+}
+
+/// When an acknowledged message is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Every submission committed and fsynced on its own before it is acknowledged.
+    Sync,
+    /// Group commit: everything that arrived meanwhile in one fsynced transaction;
+    /// acknowledged after that commit. The default.
+    Batched,
+    /// Written without fsync and acknowledged at once; a crash may lose recent messages.
+    None,
+}
+
+/// One change to the stored state.
+#[derive(Debug, Clone)]
+pub enum StoreOp {
+    PutSession {
+        client_id: String,
+        record: SessionRecord,
+    },
+    /// Removes the session with all its deliveries and incoming QoS 2 ids.
+    DeleteSession {
+        client_id: String,
+    },
+    PutDelivery {
+        client_id: String,
+        seq: u64,
+        record: DeliveryRecord,
+    },
+    DeleteDelivery {
+        client_id: String,
+        seq: u64,
+    },
+    PutIncomingQos2 {
+        client_id: String,
+        packet_id: u16,
+    },
+    DeleteIncomingQos2 {
+        client_id: String,
+        packet_id: u16,
+    },
+    PutRetained {
+        record: MessageRecord,
+    },
+    DeleteRetained {
+        topic: String,
+    },
+    PutQueued {
+        queue: String,
+        seq: u64,
+        record: MessageRecord,
+    },
+    DeleteQueued {
+        queue: String,
+        seq: u64,
+    },
+}
+
+/// Everything stored, read once at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub sessions: Vec<(String, SessionRecord)>,
+    /// Ordered by client id, then sequence.
+    pub deliveries: Vec<(String, u64, DeliveryRecord)>,
+    pub incoming_qos2: Vec<(String, u16)>,
+    pub retained: Vec<MessageRecord>,
+    /// Ordered by queue name, then sequence.
+    pub queued: Vec<(String, u64, MessageRecord)>,
+}
+
+/// A storage engine: applies a batch atomically, loads everything.
+pub trait Backend: Send + Sync + 'static {
+    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<(), StoreError>;
+    fn load(&self) -> Result<Snapshot, StoreError>;
+}
+
+/// Position of a submission; committed once `Store::wait` for it returns.
+pub type Ticket = u64;
+
+struct Pending {
+    /// Submissions not yet committed, each with its ticket.
+    submissions: VecDeque<(Ticket, Vec<StoreOp>)>,
+    last_ticket: Ticket,
+    closed: bool,
+}
+
+/// The group-commit front of a backend.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    durability: Durability,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    committed: watch::Sender<Ticket>,
+    failed: AtomicBool,
+    /// Write transactions committed (for metrics).
+    pub commits: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Batches above this many operations are split, so one transaction stays bounded.
+const MAX_BATCH: usize = 50_000;
+
+impl Store {
+    /// Starts the writer thread over `backend`.
+    pub fn start(backend: Arc<dyn Backend>, durability: Durability) -> Arc<Store> {
+        let (committed, _) = watch::channel(0);
+        let store = Arc::new(Store {
+            backend,
+            durability,
+            pending: Mutex::new(Pending {
+                submissions: VecDeque::new(),
+                last_ticket: 0,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            committed,
+            failed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+        });
+        let writer = Arc::clone(&store);
+        let spawned = std::thread::Builder::new()
+            .name("tern-store".into())
+            .spawn(move || writer.write_loop());
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the store writer thread");
+            store.failed.store(true, Ordering::Release);
+        }
+        store
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        self.backend.load()
+    }
+
+    /// Queues operations for the next group commit; returns their ticket.
+    pub fn submit(&self, ops: impl IntoIterator<Item = StoreOp>) -> Ticket {
+        let ops: Vec<StoreOp> = ops.into_iter().collect();
+        let mut pending = self.pending.lock();
+        if ops.is_empty() {
+            return pending.last_ticket;
+        }
+        pending.last_ticket += 1;
+        let ticket = pending.last_ticket;
+        pending.submissions.push_back((ticket, ops));
+        drop(pending);
+        self.wake.notify_one();
+        ticket
+    }
+
+    /// Resolves once everything up to `ticket` is committed (at once with `Durability::None`).
+    pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        if self.durability == Durability::None || ticket == 0 {
+            return Ok(());
+        }
+        let mut rx = self.committed.subscribe();
+        loop {
+            if self.failed.load(Ordering::Acquire) {
+                return Err(StoreError::Write("an earlier commit failed".into()));
+            }
+            if *rx.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Closed);
+            }
+        }
+    }
+
+    /// Waits until everything submitted so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.pending.lock().last_ticket;
+        let mut rx = self.committed.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(StoreError::Write("an earlier commit failed".into()));
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Closed);
+            }
+        }
+    }
+
+    /// Stops the writer after it commits what is pending.
+    pub fn close(&self) {
+        self.pending.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    fn write_loop(&self) {
+        let mut last_fsync = std::time::Instant::now();
+        loop {
+            let (ops, ticket) = {
+                let mut pending = self.pending.lock();
+                while pending.submissions.is_empty() && !pending.closed {
+                    self.wake.wait_for(&mut pending, Duration::from_millis(500));
+                }
+                if pending.submissions.is_empty() {
+                    return; // closed and drained
+                }
+                let mut ops = Vec::new();
+                let mut ticket = 0;
+                // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
+                while let Some((t, batch)) = pending.submissions.pop_front() {
+                    ticket = t;
+                    ops.extend(batch);
+                    if self.durability == Durability::Sync || ops.len() >= MAX_BATCH {
+                        break;
+                    }
+                }
+                (ops, ticket)
+            };
+            // `None` still reaches the disk about once a second.
+            let fsync = self.durability != Durability::None
+                || last_fsync.elapsed() >= Duration::from_secs(1);
+            if fsync {
+                last_fsync = std::time::Instant::now();
+            }
+            match self.backend.apply(&ops, fsync) {
+                Ok(()) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    self.committed.send_replace(ticket);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ops = ops.len(), "store commit failed");
+                    self.failed.store(true, Ordering::Release);
+                    // Wake waiters so they see the failure.
+                    self.committed.send_modify(|_| {});
+                }
+            }
+        }
+    }
+}
+
+/// A backend that keeps nothing, for `storage.enabled = false` and unit tests.
+#[derive(Debug, Default)]
+pub struct NullBackend;
+
+impl Backend for NullBackend {
+    fn apply(&self, _ops: &[StoreOp], _fsync: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+}

@@ -1,0 +1,390 @@
+//! The redb backend: one file, one table per kind of record, one write
+//! transaction per group commit.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::record::{DeliveryRecord, MessageRecord, SessionRecord};
+use super::{Backend, Snapshot, StoreError, StoreOp};
+
+/// Bumped whenever the stored layout changes incompatibly.
+pub const FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries");
+const INCOMING_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
+const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+const QUEUED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queued");
+
+pub struct RedbBackend {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn write_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Write(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(write_err)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+impl RedbBackend {
+    /// Opens (or creates) the store file. A locked, corrupt or newer-format file is
+    /// an error, never a silent reset.
+    pub fn open(path: &Path) -> Result<RedbBackend, StoreError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: shown.clone(),
+                reason: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: shown.clone(),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+                StoreError::Corrupt {
+                    path: shown.clone(),
+                    reason,
+                }
+            }
+            other => StoreError::Open {
+                path: shown.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+        let backend = RedbBackend {
+            db,
+            path: path.to_path_buf(),
+        };
+        backend.check_format()?;
+        Ok(backend)
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        let shown = self.path.display().to_string();
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let txn = self.db.begin_write().map_err(|e| open_err(&e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| open_err(&e))?;
+            let found = meta
+                .get("format_version")
+                .map_err(|e| open_err(&e))?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > FORMAT_VERSION => {
+                    return Err(StoreError::NewerFormat {
+                        path: shown.clone(),
+                        found: v,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(|e| open_err(&e))?;
+                }
+            }
+            // Create every table so a fresh store loads as empty.
+            txn.open_table(SESSIONS).map_err(|e| open_err(&e))?;
+            txn.open_table(DELIVERIES).map_err(|e| open_err(&e))?;
+            txn.open_table(INCOMING_QOS2).map_err(|e| open_err(&e))?;
+            txn.open_table(RETAINED).map_err(|e| open_err(&e))?;
+            txn.open_table(QUEUED).map_err(|e| open_err(&e))?;
+        }
+        txn.commit().map_err(|e| open_err(&e))
+    }
+}
+
+impl Backend for RedbBackend {
+    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        if !fsync {
+            txn.set_durability(redb::Durability::None)
+                .map_err(write_err)?;
+        }
+        {
+            let mut sessions = txn.open_table(SESSIONS).map_err(write_err)?;
+            let mut deliveries = txn.open_table(DELIVERIES).map_err(write_err)?;
+            let mut incoming = txn.open_table(INCOMING_QOS2).map_err(write_err)?;
+            let mut retained = txn.open_table(RETAINED).map_err(write_err)?;
+            let mut queued = txn.open_table(QUEUED).map_err(write_err)?;
+            for op in ops {
+                match op {
+                    StoreOp::PutSession { client_id, record } => {
+                        sessions
+                            .insert(client_id.as_str(), encode(record)?.as_slice())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::DeleteSession { client_id } => {
+                        let id = client_id.as_str();
+                        sessions.remove(id).map_err(write_err)?;
+                        deliveries
+                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                            .map_err(write_err)?;
+                        incoming
+                            .retain_in((id, 0)..=(id, u16::MAX), |_, _| false)
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::PutDelivery {
+                        client_id,
+                        seq,
+                        record,
+                    } => {
+                        deliveries
+                            .insert((client_id.as_str(), *seq), encode(record)?.as_slice())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::DeleteDelivery { client_id, seq } => {
+                        deliveries
+                            .remove((client_id.as_str(), *seq))
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::PutIncomingQos2 {
+                        client_id,
+                        packet_id,
+                    } => {
+                        incoming
+                            .insert((client_id.as_str(), *packet_id), ())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::DeleteIncomingQos2 {
+                        client_id,
+                        packet_id,
+                    } => {
+                        incoming
+                            .remove((client_id.as_str(), *packet_id))
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::PutRetained { record } => {
+                        retained
+                            .insert(record.topic.as_str(), encode(record)?.as_slice())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::DeleteRetained { topic } => {
+                        retained.remove(topic.as_str()).map_err(write_err)?;
+                    }
+                    StoreOp::PutQueued { queue, seq, record } => {
+                        queued
+                            .insert((queue.as_str(), *seq), encode(record)?.as_slice())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::DeleteQueued { queue, seq } => {
+                        queued.remove((queue.as_str(), *seq)).map_err(write_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(write_err)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let read_err = |e: &dyn std::fmt::Display| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
+        let mut snapshot = Snapshot::default();
+
+        let table = txn.open_table(SESSIONS).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let record: SessionRecord = decode(v.value())?;
+            snapshot.sessions.push((k.value().to_string(), record));
+        }
+        let table = txn.open_table(DELIVERIES).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let (client, seq) = k.value();
+            let record: DeliveryRecord = decode(v.value())?;
+            snapshot.deliveries.push((client.to_string(), seq, record));
+        }
+        let table = txn.open_table(INCOMING_QOS2).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, _) = row.map_err(|e| read_err(&e))?;
+            let (client, id) = k.value();
+            snapshot.incoming_qos2.push((client.to_string(), id));
+        }
+        let table = txn.open_table(RETAINED).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (_, v) = row.map_err(|e| read_err(&e))?;
+            let record: MessageRecord = decode(v.value())?;
+            snapshot.retained.push(record);
+        }
+        let table = txn.open_table(QUEUED).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let (queue, seq) = k.value();
+            let record: MessageRecord = decode(v.value())?;
+            snapshot.queued.push((queue.to_string(), seq, record));
+        }
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::SubscriptionRecord;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tern-redb-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("tern.redb")
+    }
+
+    fn message(topic: &str) -> MessageRecord {
+        MessageRecord {
+            topic: topic.into(),
+            payload: b"p\x00q".to_vec(),
+            qos: 1,
+            retain: false,
+            expires_at_ms: None,
+            payload_is_utf8: false,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![],
+            publisher: None,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen_and_session_delete_removes_its_rows() {
+        let path = temp_path("reopen");
+        {
+            let b = RedbBackend::open(&path).unwrap();
+            let session = SessionRecord {
+                expiry_interval: 60,
+                disconnected_at_ms: None,
+                subscriptions: vec![SubscriptionRecord {
+                    filter: "a/#".into(),
+                    qos: 1,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                    subscription_id: Some(3),
+                }],
+                delayed_will: None,
+            };
+            let delivery = DeliveryRecord {
+                message: message("a/b"),
+                qos: 1,
+                retain: false,
+                subscription_ids: vec![3],
+                packet_id: Some(7),
+                released: false,
+            };
+            b.apply(
+                &[
+                    StoreOp::PutSession {
+                        client_id: "c1".into(),
+                        record: session.clone(),
+                    },
+                    StoreOp::PutSession {
+                        client_id: "c2".into(),
+                        record: session,
+                    },
+                    StoreOp::PutDelivery {
+                        client_id: "c1".into(),
+                        seq: 1,
+                        record: delivery.clone(),
+                    },
+                    StoreOp::PutDelivery {
+                        client_id: "c2".into(),
+                        seq: 1,
+                        record: delivery,
+                    },
+                    StoreOp::PutIncomingQos2 {
+                        client_id: "c1".into(),
+                        packet_id: 9,
+                    },
+                    StoreOp::PutRetained {
+                        record: message("r/1"),
+                    },
+                    StoreOp::PutQueued {
+                        queue: "jobs".into(),
+                        seq: 4,
+                        record: message("$queue/jobs"),
+                    },
+                ],
+                true,
+            )
+            .unwrap();
+            b.apply(
+                &[StoreOp::DeleteSession {
+                    client_id: "c2".into(),
+                }],
+                true,
+            )
+            .unwrap();
+        }
+        let b = RedbBackend::open(&path).unwrap();
+        let snap = b.load().unwrap();
+        assert_eq!(snap.sessions.len(), 1);
+        assert_eq!(snap.sessions[0].0, "c1");
+        assert_eq!(snap.deliveries.len(), 1);
+        assert_eq!(snap.deliveries[0].2.packet_id, Some(7));
+        assert_eq!(snap.incoming_qos2, vec![("c1".to_string(), 9)]);
+        assert_eq!(snap.retained.len(), 1);
+        assert_eq!(snap.queued[0].0, "jobs");
+        assert_eq!(snap.queued[0].2.payload, b"p\x00q".to_vec());
+    }
+
+    #[test]
+    fn second_open_of_the_same_file_is_a_locked_error() {
+        let path = temp_path("locked");
+        let _first = RedbBackend::open(&path).unwrap();
+        let err = RedbBackend::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let path = temp_path("newer");
+        {
+            let b = RedbBackend::open(&path).unwrap();
+            let txn = b.db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", FORMAT_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbBackend::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error_not_a_reset() {
+        let path = temp_path("garbage");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![0xAB; 8192]).unwrap();
+        let err = RedbBackend::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
+            "{err}"
+        );
+        // The file was not replaced by an empty store.
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0xAB; 8192]);
+    }
+}
