@@ -76,3 +76,97 @@ pub(crate) fn encode_auth<S: Sink>(a: &Auth, s: &mut S) -> Result<(), EncodeErro
     s.put_u8(a.reason);
     properties::encode(&a.properties, PropKind::Auth, s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+    use crate::{Packet, Properties};
+
+    fn disconnect(reason: u8) -> Packet {
+        Packet::Disconnect(Disconnect {
+            reason,
+            properties: Properties::default(),
+        })
+    }
+
+    fn auth(reason: u8) -> Packet {
+        Packet::Auth(Auth {
+            reason,
+            properties: Properties::default(),
+        })
+    }
+
+    #[test]
+    fn disconnect_v5_short_forms_decode() {
+        assert_eq!(dec(&[0xE0, 0x00], V5), Ok(disconnect(0)));
+        assert_eq!(dec(&[0xE0, 0x01, 0x04], V5), Ok(disconnect(0x04)));
+        assert_eq!(dec(&[0xE0, 0x02, 0x8E, 0x00], V5), Ok(disconnect(0x8E)));
+    }
+
+    #[test]
+    fn disconnect_v5_encoder_uses_short_forms() {
+        assert_eq!(enc(&disconnect(0), V5), [0xE0, 0x00]);
+        assert_eq!(enc(&disconnect(0x04), V5), [0xE0, 0x01, 0x04]);
+        assert_eq!(enc(&disconnect(0x04), V311), [0xE0, 0x00]);
+    }
+
+    #[test]
+    fn disconnect_v5_with_properties_round_trips() {
+        let mut d = Disconnect {
+            reason: 0,
+            properties: Properties::default(),
+        };
+        d.properties.session_expiry_interval = Some(0);
+        d.properties.server_reference = Some("other".into());
+        round_trip(&Packet::Disconnect(d), V5);
+    }
+
+    #[test]
+    fn disconnect_v5_invalid_reason_code_is_protocol_error() {
+        assert!(is_protocol_error(dec(&[0xE0, 0x01, 0x10], V5)));
+    }
+
+    #[test]
+    fn disconnect_v5_disallowed_property_is_protocol_error() {
+        // Topic Alias Maximum (0x22) is CONNECT/CONNACK only.
+        assert!(is_protocol_error(dec(
+            &[0xE0, 0x05, 0x00, 0x03, 0x22, 0x00, 0x01],
+            V5
+        )));
+    }
+
+    #[test]
+    fn auth_v5_short_form_decodes() {
+        assert_eq!(dec(&[0xF0, 0x00], V5), Ok(auth(0)));
+        assert_eq!(dec(&[0xF0, 0x02, 0x18, 0x00], V5), Ok(auth(0x18)));
+    }
+
+    #[test]
+    fn auth_v5_encoder_uses_short_form_for_success() {
+        assert_eq!(enc(&auth(0), V5), [0xF0, 0x00]);
+        assert_eq!(enc(&auth(0x19), V5), [0xF0, 0x02, 0x19, 0x00]);
+    }
+
+    #[test]
+    fn auth_in_v3_cannot_be_encoded() {
+        let mut buf = bytes::BytesMut::new();
+        assert!(crate::encode(&auth(0), V311, &mut buf).is_err());
+    }
+
+    #[test]
+    fn auth_with_method_and_data_round_trips() {
+        let mut a = Auth {
+            reason: 0x18,
+            properties: Properties::default(),
+        };
+        a.properties.authentication_method = Some("SCRAM-SHA-1".into());
+        a.properties.authentication_data = Some(bytes::Bytes::from_static(b"\x00\x01"));
+        round_trip(&Packet::Auth(a), V5);
+    }
+
+    #[test]
+    fn auth_invalid_reason_code_is_protocol_error() {
+        assert!(is_protocol_error(dec(&[0xF0, 0x02, 0x01, 0x00], V5)));
+    }
+}

@@ -92,3 +92,70 @@ fn write_body<S: Sink>(
         Packet::Auth(a) => encode_auth(a, s),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+    use crate::{Publish, QoS};
+    use bytes::Bytes;
+
+    fn publish(payload: Bytes) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: None,
+            properties: Default::default(),
+            payload,
+        })
+    }
+
+    #[test]
+    fn encoding_a_topic_longer_than_65535_bytes_is_an_error_not_a_truncation() {
+        let Packet::Publish(mut p) = publish(Bytes::new()) else {
+            unreachable!()
+        };
+        p.topic = "a".repeat(65_536);
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let r = encode(&Packet::Publish(p), V311, &mut buf);
+        assert_eq!(
+            r,
+            Err(EncodeError::FieldTooLong {
+                field: "topic name",
+                len: 65_536
+            })
+        );
+        assert_eq!(&buf[..], b"keep");
+    }
+
+    #[test]
+    fn encoding_a_remaining_length_above_268435455_is_an_error() {
+        // Zeroed allocation is lazy, and the counting pass never reads the payload.
+        let p = publish(Bytes::from(vec![0u8; VARINT_MAX]));
+        assert!(matches!(
+            encoded_len(&p, V311),
+            Err(EncodeError::PacketTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn encoded_len_matches_encode_across_length_boundaries() {
+        for n in [0usize, 120, 124, 125, 126, 16_380, 16_381, 16_382, 70_000] {
+            let p = publish(Bytes::from(vec![7u8; n]));
+            for v in [V31, V311, V5] {
+                let bytes = enc(&p, v);
+                assert_eq!(encoded_len(&p, v).unwrap(), bytes.len());
+                assert_eq!(dec(&bytes, v).unwrap(), p);
+            }
+        }
+    }
+
+    #[test]
+    fn encode_appends_to_existing_buffer_contents() {
+        let mut buf = BytesMut::from(&[0xC0, 0x00][..]);
+        encode(&Packet::PingResp, V311, &mut buf).unwrap();
+        assert_eq!(&buf[..], &[0xC0, 0x00, 0xD0, 0x00]);
+    }
+}

@@ -22,6 +22,10 @@
 //! - `control`: DISCONNECT and AUTH bodies.
 //! - `decode`: fixed header, size limit and dispatch ([`decode`]).
 //! - `encode`: fixed header and dispatch ([`encode`], [`encoded_len`]).
+//! - `test_util` (tests only): byte-building and round-trip helpers for the unit tests.
+//!
+//! Integration tests live in `tests/` (round trip, mqttbytes oracle, regression byte strings,
+//! fuzz smoke test); the cargo-fuzz target is in `fuzz/`.
 
 mod codes;
 mod connect;

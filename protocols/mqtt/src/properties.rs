@@ -373,3 +373,203 @@ fn write_all<S: Sink>(p: &Properties, kind: PropKind, s: &mut S) -> Result<(), E
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+    use crate::{Ack, Packet, Publish, QoS};
+    use bytes::BytesMut;
+
+    /// 5.0 PUBACK (packet id 1, reason 0) with the given raw property bytes.
+    fn puback(props: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x00, 0x01, 0x00, props.len() as u8];
+        body.extend_from_slice(props);
+        frame(0x40, &body)
+    }
+
+    /// 5.0 QoS 0 PUBLISH to "t" with the given raw property bytes.
+    fn publish(props: &[u8]) -> Vec<u8> {
+        let mut body = s("t");
+        body.push(props.len() as u8);
+        body.extend_from_slice(props);
+        frame(0x30, &body)
+    }
+
+    /// 5.0 CONNECT with the given raw property bytes.
+    fn connect(props: &[u8]) -> Vec<u8> {
+        let mut body = s("MQTT");
+        body.extend([5, 0x02, 0x00, 0x00, props.len() as u8]);
+        body.extend_from_slice(props);
+        body.extend(s("c"));
+        frame(0x10, &body)
+    }
+
+    #[test]
+    fn property_length_running_past_the_packet_is_malformed() {
+        let b = frame(0x40, &[0x00, 0x01, 0x00, 0x09, 0x1F, 0x00, 0x01, b'r']);
+        assert!(is_malformed(dec(&b, V5)));
+    }
+
+    #[test]
+    fn property_value_running_past_the_property_length_is_malformed() {
+        // Property length 2 but the reason string inside claims 1 more byte; the trailing
+        // byte is inside the packet, so only a bounded reader catches it.
+        let b = frame(0x40, &[0x00, 0x01, 0x00, 0x03, 0x1F, 0x00, 0x01, b'r']);
+        assert!(is_malformed(dec(&b, V5)));
+    }
+
+    #[test]
+    fn unknown_property_identifier_is_malformed() {
+        assert!(is_malformed(dec(&puback(&[0x05, 0x00]), V5)));
+        assert!(is_malformed(dec(&puback(&[0x80, 0x01, 0x00]), V5)));
+    }
+
+    #[test]
+    fn property_not_allowed_for_packet_is_protocol_error() {
+        // Topic Alias in PUBACK, Session Expiry in PUBLISH, Will Delay in CONNECT itself.
+        assert!(is_protocol_error(dec(&puback(&[0x23, 0x00, 0x01]), V5)));
+        assert!(is_protocol_error(dec(&publish(&[0x11, 0, 0, 0, 1]), V5)));
+        assert!(is_protocol_error(dec(&connect(&[0x18, 0, 0, 0, 1]), V5)));
+    }
+
+    #[test]
+    fn duplicate_property_is_protocol_error() {
+        let rs = [0x1F, 0x00, 0x01, b'a'];
+        assert!(is_protocol_error(dec(&puback(&[rs, rs].concat()), V5)));
+        let mei = [0x02, 0, 0, 0, 9];
+        assert!(is_protocol_error(dec(&publish(&[mei, mei].concat()), V5)));
+    }
+
+    #[test]
+    fn duplicate_user_property_and_publish_subscription_identifier_are_allowed() {
+        let up = [0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v'];
+        let Packet::PubAck(a) = dec(&puback(&[up, up].concat()), V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.properties.user_properties.len(), 2);
+        let Packet::Publish(p) = dec(&publish(&[0x0B, 0x01, 0x0B, 0x80, 0x01]), V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.properties.subscription_identifiers, [1, 128]);
+    }
+
+    #[test]
+    fn subscription_identifier_0_is_protocol_error() {
+        assert!(is_protocol_error(dec(&publish(&[0x0B, 0x00]), V5)));
+    }
+
+    #[test]
+    fn receive_maximum_0_is_protocol_error() {
+        assert!(is_protocol_error(dec(&connect(&[0x21, 0x00, 0x00]), V5)));
+    }
+
+    #[test]
+    fn maximum_packet_size_0_is_protocol_error() {
+        assert!(is_protocol_error(dec(&connect(&[0x27, 0, 0, 0, 0]), V5)));
+    }
+
+    #[test]
+    fn boolean_properties_other_than_0_or_1_are_protocol_error() {
+        assert!(is_protocol_error(dec(&publish(&[0x01, 0x02]), V5)));
+        assert!(is_protocol_error(dec(&connect(&[0x17, 0x02]), V5)));
+        assert!(is_protocol_error(dec(&connect(&[0x19, 0x02]), V5)));
+        assert!(dec(&connect(&[0x17, 0x01, 0x19, 0x00]), V5).is_ok());
+    }
+
+    #[test]
+    fn connack_maximum_qos_2_is_protocol_error() {
+        let b = frame(0x20, &[0x00, 0x00, 0x02, 0x24, 0x02]);
+        assert!(is_protocol_error(dec(&b, V5)));
+    }
+
+    #[test]
+    fn property_string_with_invalid_utf8_is_malformed() {
+        assert!(is_malformed(dec(&puback(&[0x1F, 0x00, 0x01, 0xFF]), V5)));
+    }
+
+    #[test]
+    fn encoding_a_property_not_allowed_for_the_packet_is_an_error() {
+        let mut a = Ack {
+            packet_id: 1,
+            reason: 0,
+            properties: Default::default(),
+        };
+        a.properties.topic_alias = Some(3);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            crate::encode(&Packet::PubAck(a.clone()), V5, &mut buf),
+            Err(EncodeError::PropertyNotAllowed {
+                property: "topic_alias",
+                packet: "PUBACK/PUBREC/PUBREL/PUBCOMP",
+            })
+        );
+        assert!(buf.is_empty());
+        // 3.x simply omits properties.
+        assert!(crate::encode(&Packet::PubAck(a), V311, &mut buf).is_ok());
+    }
+
+    #[test]
+    fn encoding_an_oversized_property_string_is_an_error() {
+        let mut p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: None,
+            properties: Default::default(),
+            payload: Default::default(),
+        };
+        p.properties.content_type = Some("x".repeat(65_536));
+        let r = crate::encode(&Packet::Publish(p), V5, &mut BytesMut::new());
+        assert!(matches!(r, Err(EncodeError::FieldTooLong { .. })));
+    }
+
+    #[test]
+    fn encoding_a_subscription_identifier_above_varint_max_is_an_error() {
+        let mut p = Properties::default();
+        p.subscription_identifiers.push(268_435_456);
+        let r = encode(&p, PropKind::Publish, &mut Counter::default());
+        assert!(matches!(r, Err(EncodeError::ValueTooLarge { .. })));
+    }
+
+    #[test]
+    fn every_property_round_trips_where_allowed() {
+        let mut will = Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(10),
+            content_type: Some("c".into()),
+            response_topic: Some("r".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"\x00")),
+            will_delay_interval: Some(3),
+            ..Default::default()
+        };
+        will.user_properties.push(("k".into(), "".into()));
+        let connack = Properties {
+            session_expiry_interval: Some(1),
+            assigned_client_identifier: Some("id".into()),
+            server_keep_alive: Some(30),
+            authentication_method: Some("m".into()),
+            authentication_data: Some(bytes::Bytes::new()),
+            response_information: Some("ri".into()),
+            server_reference: Some("sr".into()),
+            reason_string: Some("rs".into()),
+            receive_maximum: Some(65_535),
+            topic_alias_maximum: Some(7),
+            maximum_qos: Some(0),
+            retain_available: Some(1),
+            maximum_packet_size: Some(u32::MAX),
+            wildcard_subscription_available: Some(0),
+            subscription_identifier_available: Some(1),
+            shared_subscription_available: Some(0),
+            ..Default::default()
+        };
+        for (p, kind) in [(will, PropKind::Will), (connack, PropKind::ConnAck)] {
+            let mut buf = BytesMut::new();
+            encode(&p, kind, &mut buf).unwrap();
+            let mut r = Reader::new(buf.freeze());
+            assert_eq!(decode(&mut r, kind).unwrap(), p);
+            assert!(r.is_empty());
+        }
+    }
+}

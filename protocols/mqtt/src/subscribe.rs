@@ -228,3 +228,221 @@ pub(crate) fn encode_unsuback<S: Sink>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+    use crate::{Packet, Properties};
+
+    /// SUBSCRIBE with packet id 1, (5.0: empty properties) and the given filter/options pairs.
+    fn subscribe(v: ProtocolVersion, filters: &[(&str, u8)]) -> Vec<u8> {
+        let mut body = vec![0x00, 0x01];
+        if v == V5 {
+            body.push(0x00);
+        }
+        for (f, o) in filters {
+            body.extend(s(f));
+            body.push(*o);
+        }
+        frame(0x82, &body)
+    }
+
+    fn opts(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
+
+    #[test]
+    fn subscribe_without_filters_is_protocol_error() {
+        for v in [V31, V311, V5] {
+            assert!(is_protocol_error(dec(&subscribe(v, &[]), v)));
+        }
+    }
+
+    #[test]
+    fn unsubscribe_without_filters_is_protocol_error() {
+        assert!(is_protocol_error(dec(&[0xA2, 0x02, 0x00, 0x01], V311)));
+        assert!(is_protocol_error(dec(&[0xA2, 0x03, 0x00, 0x01, 0x00], V5)));
+    }
+
+    #[test]
+    fn subscribe_with_packet_id_0_is_protocol_error() {
+        let mut b = subscribe(V311, &[("a", 0)]);
+        b[3] = 0;
+        assert!(is_protocol_error(dec(&b, V311)));
+        assert!(is_protocol_error(dec(
+            &[0xA2, 0x05, 0x00, 0x00, 0x00, 0x01, b'a'],
+            V311
+        )));
+    }
+
+    #[test]
+    fn subscribe_options_reserved_bits_are_malformed() {
+        for o in [0x40, 0x80] {
+            assert!(is_malformed(dec(&subscribe(V5, &[("a", o)]), V5)));
+        }
+        for o in [0x04, 0x08, 0x10, 0x20, 0x40, 0x80] {
+            assert!(is_malformed(dec(&subscribe(V311, &[("a", o)]), V311)));
+            assert!(is_malformed(dec(&subscribe(V31, &[("a", o)]), V31)));
+        }
+    }
+
+    #[test]
+    fn subscribe_retain_handling_3_is_protocol_error() {
+        assert!(is_protocol_error(dec(&subscribe(V5, &[("a", 0x30)]), V5)));
+    }
+
+    #[test]
+    fn subscribe_qos_3_is_malformed() {
+        assert!(is_malformed(dec(&subscribe(V5, &[("a", 0x03)]), V5)));
+        assert!(is_malformed(dec(&subscribe(V311, &[("a", 0x03)]), V311)));
+    }
+
+    #[test]
+    fn subscribe_filter_syntax_is_not_checked() {
+        let b = subscribe(V311, &[("", 0), ("a/#/b", 1), ("x+", 2)]);
+        let Packet::Subscribe(sub) = dec(&b, V311).unwrap() else {
+            panic!()
+        };
+        let names: Vec<_> = sub.filters.iter().map(|f| f.filter.as_str()).collect();
+        assert_eq!(names, ["", "a/#/b", "x+"]);
+        assert_eq!(sub.filters[2].options, opts(QoS::ExactlyOnce));
+    }
+
+    #[test]
+    fn subscribe_filter_missing_options_byte_is_malformed() {
+        let mut body = vec![0x00, 0x01];
+        body.extend(s("a"));
+        assert!(is_malformed(dec(&frame(0x82, &body), V311)));
+    }
+
+    #[test]
+    fn subscribe_v5_options_decode() {
+        let Packet::Subscribe(sub) = dec(&subscribe(V5, &[("a", 0x2E)]), V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            sub.filters[0].options,
+            SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn subscribe_with_two_subscription_identifiers_is_protocol_error() {
+        let mut body = vec![0x00, 0x01, 0x04, 0x0B, 0x01, 0x0B, 0x02];
+        body.extend(s("a"));
+        body.push(0);
+        assert!(is_protocol_error(dec(&frame(0x82, &body), V5)));
+    }
+
+    #[test]
+    fn subscribe_family_round_trips_in_every_version() {
+        for v in [V31, V311, V5] {
+            let mut sub = Subscribe {
+                packet_id: 3,
+                filters: vec![
+                    SubscribeFilter {
+                        filter: "a/+".into(),
+                        options: opts(QoS::AtLeastOnce),
+                    },
+                    SubscribeFilter {
+                        filter: "#".into(),
+                        options: opts(QoS::AtMostOnce),
+                    },
+                ],
+                properties: Properties::default(),
+            };
+            let mut unsub = Unsubscribe {
+                packet_id: 4,
+                filters: vec!["a/+".into(), "#".into()],
+                properties: Properties::default(),
+            };
+            let mut suback = SubAck {
+                packet_id: 3,
+                codes: vec![1, 0x80],
+                properties: Properties::default(),
+            };
+            let mut unsuback = UnsubAck {
+                packet_id: 4,
+                codes: vec![],
+                properties: Properties::default(),
+            };
+            if v == V5 {
+                sub.filters[0].options = SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    retain_handling: 1,
+                };
+                sub.properties.subscription_identifiers = vec![42];
+                unsub.properties.user_properties = vec![("a".into(), "b".into())];
+                suback.codes.push(0x8F);
+                suback.properties.reason_string = Some("no".into());
+                unsuback.codes = vec![0x00, 0x11];
+            }
+            round_trip(&Packet::Subscribe(sub), v);
+            round_trip(&Packet::Unsubscribe(unsub), v);
+            round_trip(&Packet::SubAck(suback), v);
+            round_trip(&Packet::UnsubAck(unsuback), v);
+        }
+    }
+
+    #[test]
+    fn suback_without_codes_is_protocol_error() {
+        assert!(is_protocol_error(dec(&[0x90, 0x02, 0x00, 0x01], V311)));
+    }
+
+    #[test]
+    fn suback_with_invalid_code_is_rejected() {
+        assert!(dec(&[0x90, 0x03, 0x00, 0x01, 0x03], V311).is_err());
+        assert!(dec(&[0x90, 0x03, 0x00, 0x01, 0x8F], V311).is_err());
+        assert!(dec(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x10], V5).is_err());
+    }
+
+    #[test]
+    fn unsuback_v311_has_no_payload() {
+        assert!(is_malformed(dec(&[0xB0, 0x03, 0x00, 0x01, 0x00], V311)));
+        let a = UnsubAck {
+            packet_id: 1,
+            codes: vec![0, 0],
+            properties: Properties::default(),
+        };
+        assert_eq!(enc(&Packet::UnsubAck(a), V311), [0xB0, 0x02, 0x00, 0x01]);
+    }
+
+    #[test]
+    fn unsuback_v5_without_codes_is_protocol_error() {
+        assert!(is_protocol_error(dec(&[0xB0, 0x03, 0x00, 0x01, 0x00], V5)));
+    }
+
+    #[test]
+    fn subscribe_v3_encoding_drops_v5_options() {
+        let sub = Subscribe {
+            packet_id: 1,
+            filters: vec![SubscribeFilter {
+                filter: "a".into(),
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    retain_handling: 2,
+                },
+            }],
+            properties: Properties::default(),
+        };
+        assert_eq!(
+            enc(&Packet::Subscribe(sub), V311),
+            [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01]
+        );
+    }
+}
