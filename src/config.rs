@@ -16,6 +16,11 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
     #[error("config file {0} does not exist")]
     Missing(PathBuf),
+    #[error("cannot load ACL rules from `auth.acl_file` {path}: {source}")]
+    AclFile {
+        path: PathBuf,
+        source: config::ConfigError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +29,14 @@ pub struct Settings {
     pub log: LogSettings,
     pub mqtt: ListenerSettings,
     pub stomp: ListenerSettings,
+    /// MQTT over TLS; off by default because it needs a certificate.
+    pub mqtt_tls: TlsListenerSettings,
+    /// STOMP over TLS; off by default because it needs a certificate.
+    pub stomp_tls: TlsListenerSettings,
+    pub auth: AuthSettings,
+    /// `[[acl]]` rules (then those of `auth.acl_file`). None at all: everything is
+    /// allowed except `$SYS/#`; any rule: what no rule allows is denied.
+    pub acl: Vec<AclRule>,
     pub limits: Limits,
     pub storage: StorageSettings,
 }
@@ -61,6 +74,85 @@ impl ListenerSettings {
     }
 }
 
+/// A listener that speaks TLS (rustls, TLS 1.2 and 1.3 only) before the protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsListenerSettings {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Unset: anonymous clients are allowed only when the listener is bound to loopback.
+    pub allow_anonymous: Option<bool>,
+    /// PEM certificate chain, server certificate first. Re-read on SIGHUP or when it changes.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate in `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// Whether a verified client certificate names the user, so it needs no password.
+    pub cert_username: CertUsername,
+}
+
+/// Whether clients of a TLS listener must show a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    None,
+    /// A certificate is asked for; one that is shown must verify, but none is fine.
+    Optional,
+    /// The handshake fails without a certificate that verifies against `client_ca_file`.
+    Required,
+}
+
+/// Which part of a verified client certificate becomes the username.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertUsername {
+    /// The certificate does not name a user; clients log in as on plain TCP.
+    None,
+    /// The subject's common name.
+    Cn,
+    /// The first DNS, e-mail or URI subject alternative name.
+    San,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `user:$argon2id$…` lines made with `tern passwd`. Unset: nobody can log in with
+    /// a password, and a username sent without one is not trusted (the client is anonymous).
+    pub password_file: Option<PathBuf>,
+    /// A TOML file of more `[[acl]]` rules, appended to those in the config file.
+    pub acl_file: Option<PathBuf>,
+}
+
+/// One `[[acl]]` rule: who (exactly one of `user`, `client_id`, `anonymous`, `all`),
+/// `allow` or `deny`, what (`publish`, `subscribe`, `both`) and on which topic filter
+/// (`%u` is the username, `%c` the client id: `devices/%c/#`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AclRule {
+    pub user: Option<String>,
+    pub client_id: Option<String>,
+    /// Applies to clients that did not log in.
+    pub anonymous: bool,
+    /// Applies to every client.
+    pub all: bool,
+    pub allow: Option<AclAccess>,
+    pub deny: Option<AclAccess>,
+    pub topic: String,
+}
+
+/// What an ACL rule allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAccess {
+    Publish,
+    Subscribe,
+    Both,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -81,6 +173,20 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Longest session expiry a client may ask for, seconds (`4294967295` = no cap, sessions may never expire).
     pub max_session_expiry_secs: u32,
+    /// Messages one point-to-point queue holds, waiting plus unacknowledged; one more is refused (STOMP ERROR, logged for MQTT).
+    pub queue_max_messages: usize,
+    /// Largest STOMP frame accepted (command, headers, body; bytes).
+    pub stomp_max_frame_size: usize,
+    /// Header lines in one STOMP frame.
+    pub stomp_max_headers: usize,
+    /// Bytes of one STOMP header line.
+    pub stomp_max_header_len: usize,
+    /// STOMP heart-beat the server offers both ways, ms (CONNECTED `heart-beat:N,N`; 0 = none).
+    /// A client that promised heart-beats is dropped after twice the negotiated interval of silence.
+    pub stomp_heartbeat_ms: u64,
+    /// Messages a STOMP connection may hold unacknowledged (ack=client/client-individual) before deliveries pause;
+    /// also how many messages of one queue it holds unacknowledged.
+    pub stomp_max_unacked: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +201,10 @@ impl Default for Settings {
             log: LogSettings::default(),
             mqtt: ListenerSettings::on("127.0.0.1:1883"),
             stomp: ListenerSettings::on("127.0.0.1:61613"),
+            mqtt_tls: TlsListenerSettings::off("127.0.0.1:8883"),
+            stomp_tls: TlsListenerSettings::off("127.0.0.1:61614"),
+            auth: AuthSettings::default(),
+            acl: Vec::new(),
             limits: Limits::default(),
             storage: StorageSettings::default(),
         }
@@ -115,6 +225,99 @@ impl Default for ListenerSettings {
     }
 }
 
+impl TlsListenerSettings {
+    fn off(bind: &str) -> TlsListenerSettings {
+        TlsListenerSettings {
+            enabled: false,
+            bind: bind
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            allow_anonymous: None,
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            client_auth: ClientAuth::None,
+            cert_username: CertUsername::None,
+        }
+    }
+
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous
+            .unwrap_or_else(|| self.bind.ip().is_loopback())
+    }
+
+    /// Checks the section named `keys`: an enabled listener needs a certificate and key;
+    /// client certificates need a CA to verify them against.
+    fn validate(&self, keys: &TlsKeys) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        let blank =
+            |path: &Option<PathBuf>| path.as_ref().map_or(true, |p| p.as_os_str().is_empty());
+        if self.enabled && blank(&self.cert_file) {
+            return Err(invalid(
+                keys.cert_file,
+                "is required when the TLS listener is enabled (a PEM certificate chain)",
+            ));
+        }
+        if self.enabled && blank(&self.key_file) {
+            return Err(invalid(
+                keys.key_file,
+                "is required when the TLS listener is enabled (a PEM private key)",
+            ));
+        }
+        if self.client_auth != ClientAuth::None && blank(&self.client_ca_file) {
+            return Err(invalid(
+                keys.client_ca_file,
+                "is required when client_auth is \"optional\" or \"required\"",
+            ));
+        }
+        if self.cert_username != CertUsername::None && self.client_auth == ClientAuth::None {
+            return Err(invalid(
+                keys.cert_username,
+                "needs client_auth = \"optional\" or \"required\" (no certificate is asked for)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for TlsListenerSettings {
+    fn default() -> Self {
+        TlsListenerSettings::off("127.0.0.1:0")
+    }
+}
+
+/// The full key names of one TLS listener section, for errors.
+struct TlsKeys {
+    cert_file: &'static str,
+    key_file: &'static str,
+    client_ca_file: &'static str,
+    cert_username: &'static str,
+}
+
+const MQTT_TLS_KEYS: TlsKeys = TlsKeys {
+    cert_file: "mqtt_tls.cert_file",
+    key_file: "mqtt_tls.key_file",
+    client_ca_file: "mqtt_tls.client_ca_file",
+    cert_username: "mqtt_tls.cert_username",
+};
+
+const STOMP_TLS_KEYS: TlsKeys = TlsKeys {
+    cert_file: "stomp_tls.cert_file",
+    key_file: "stomp_tls.key_file",
+    client_ca_file: "stomp_tls.client_ca_file",
+    cert_username: "stomp_tls.cert_username",
+};
+
+/// The shape of `auth.acl_file`: nothing but `[[acl]]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AclFile {
+    acl: Vec<AclRule>,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -127,6 +330,12 @@ impl Default for Limits {
             queue_overflow: OverflowPolicy::DropOldest,
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,
+            queue_max_messages: 100_000,
+            stomp_max_frame_size: 1024 * 1024,
+            stomp_max_headers: 64,
+            stomp_max_header_len: 8 * 1024,
+            stomp_heartbeat_ms: 10_000,
+            stomp_max_unacked: 1_000,
         }
     }
 }
@@ -156,7 +365,10 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if let Some(path) = settings.auth.acl_file.clone() {
+            settings.acl.extend(load_acl_file(&path)?);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -189,6 +401,27 @@ impl Settings {
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", "must be at least 1"));
         }
+        if l.queue_max_messages == 0 {
+            return Err(invalid("limits.queue_max_messages", "must be at least 1"));
+        }
+        if l.stomp_max_frame_size < 64 {
+            return Err(invalid(
+                "limits.stomp_max_frame_size",
+                "must be at least 64 bytes",
+            ));
+        }
+        if l.stomp_max_headers == 0 {
+            return Err(invalid("limits.stomp_max_headers", "must be at least 1"));
+        }
+        if l.stomp_max_header_len < 64 {
+            return Err(invalid(
+                "limits.stomp_max_header_len",
+                "must be at least 64 bytes",
+            ));
+        }
+        if l.stomp_max_unacked == 0 {
+            return Err(invalid("limits.stomp_max_unacked", "must be at least 1"));
+        }
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty"));
         }
@@ -198,12 +431,34 @@ impl Settings {
                 "not a valid level or filter (try info, debug, tern=trace)",
             ));
         }
-        if self.mqtt.enabled
-            && self.stomp.enabled
-            && self.mqtt.bind == self.stomp.bind
-            && self.mqtt.bind.port() != 0
-        {
-            return Err(invalid("stomp.bind", "is the same address as mqtt.bind"));
+        let binds = [
+            ("mqtt.bind", self.mqtt.enabled, self.mqtt.bind),
+            ("stomp.bind", self.stomp.enabled, self.stomp.bind),
+            ("mqtt_tls.bind", self.mqtt_tls.enabled, self.mqtt_tls.bind),
+            (
+                "stomp_tls.bind",
+                self.stomp_tls.enabled,
+                self.stomp_tls.bind,
+            ),
+        ];
+        for (i, (key, enabled, bind)) in binds.iter().enumerate() {
+            let taken = binds[..i]
+                .iter()
+                .find(|(_, on, other)| *on && other == bind && bind.port() != 0);
+            if let (true, Some((earlier, _, _))) = (enabled, taken) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("is the same address as {earlier}"),
+                });
+            }
+        }
+        self.mqtt_tls.validate(&MQTT_TLS_KEYS)?;
+        self.stomp_tls.validate(&STOMP_TLS_KEYS)?;
+        if let Err(e) = crate::auth::acl::Acl::new(&self.acl) {
+            return Err(ConfigError::Invalid {
+                key: "acl",
+                reason: e.to_string(),
+            });
         }
         Ok(())
     }
@@ -213,8 +468,35 @@ impl Settings {
         let mut settings = Settings::default();
         settings.mqtt.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.stomp.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.mqtt_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.stomp_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings
     }
+}
+
+/// Reads the `[[acl]]` tables of `auth.acl_file`.
+fn load_acl_file(path: &Path) -> Result<Vec<AclRule>, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::AclFile {
+            path: path.to_path_buf(),
+            source: config::ConfigError::Message("the file does not exist".into()),
+        });
+    }
+    let wrap = |source| ConfigError::AclFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file: AclFile = config::Config::builder()
+        .add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        )
+        .build()
+        .map_err(wrap)?
+        .try_deserialize()
+        .map_err(wrap)?;
+    Ok(file.acl)
 }
 
 #[cfg(test)]
@@ -274,5 +556,181 @@ mod tests {
     fn missing_file_is_an_error() {
         let err = Settings::load(Some(Path::new("/nonexistent/tern.toml"))).unwrap_err();
         assert!(matches!(err, ConfigError::Missing(_)));
+    }
+
+    fn load_text(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid {
+            key: "test",
+            reason: e.to_string(),
+        })?;
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, text).map_err(|e| ConfigError::Invalid {
+            key: "test",
+            reason: e.to_string(),
+        })?;
+        Settings::load(Some(&path))
+    }
+
+    fn invalid_key(result: Result<Settings, ConfigError>) -> &'static str {
+        match result {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_listeners_default_off_on_documented_ports() {
+        let s = Settings::default();
+        assert!(!s.mqtt_tls.enabled && !s.stomp_tls.enabled);
+        assert_eq!(s.mqtt_tls.bind.to_string(), "127.0.0.1:8883");
+        assert_eq!(s.stomp_tls.bind.to_string(), "127.0.0.1:61614");
+        assert_eq!(s.mqtt_tls.client_auth, ClientAuth::None);
+        assert_eq!(s.mqtt_tls.cert_username, CertUsername::None);
+        assert!(s.mqtt_tls.anonymous_allowed());
+        assert_eq!(s.auth, AuthSettings::default());
+        assert!(s.acl.is_empty());
+        let ephemeral = Settings::ephemeral();
+        assert_eq!(ephemeral.mqtt_tls.bind.port(), 0);
+        ephemeral.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_listener_settings_load_from_the_file() {
+        let s = load_text(
+            "[mqtt_tls]\nenabled = true\nbind = \"0.0.0.0:8883\"\ncert_file = \"certs/dev/server.pem\"\n\
+             key_file = \"certs/dev/server.key\"\nclient_ca_file = \"certs/dev/ca.pem\"\n\
+             client_auth = \"required\"\ncert_username = \"cn\"\n",
+        )
+        .unwrap();
+        assert!(s.mqtt_tls.enabled);
+        assert_eq!(s.mqtt_tls.client_auth, ClientAuth::Required);
+        assert_eq!(s.mqtt_tls.cert_username, CertUsername::Cn);
+        assert_eq!(
+            s.mqtt_tls.client_ca_file.as_deref(),
+            Some(Path::new("certs/dev/ca.pem"))
+        );
+        assert!(!s.mqtt_tls.anonymous_allowed());
+    }
+
+    #[test]
+    fn enabled_tls_listener_needs_certificate_and_key() {
+        assert_eq!(
+            invalid_key(load_text("[mqtt_tls]\nenabled = true\n")),
+            "mqtt_tls.cert_file"
+        );
+        assert_eq!(
+            invalid_key(load_text(
+                "[stomp_tls]\nenabled = true\ncert_file = \"s.pem\"\n"
+            )),
+            "stomp_tls.key_file"
+        );
+        assert_eq!(
+            invalid_key(load_text(
+                "[mqtt_tls]\nenabled = true\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_auth = \"optional\"\n"
+            )),
+            "mqtt_tls.client_ca_file"
+        );
+        assert_eq!(
+            invalid_key(load_text("[stomp_tls]\ncert_username = \"san\"\n")),
+            "stomp_tls.cert_username"
+        );
+        let err = load_text("[mqtt_tls]\nclient_auth = \"sometimes\"\n").unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn listeners_may_not_share_an_address() {
+        let err = load_text(
+            "[mqtt_tls]\nenabled = true\nbind = \"127.0.0.1:1883\"\ncert_file = \"a\"\nkey_file = \"b\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "mqtt_tls.bind",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("mqtt.bind"), "{err}");
+        assert_eq!(
+            invalid_key(load_text("[stomp]\nbind = \"127.0.0.1:1883\"\n")),
+            "stomp.bind"
+        );
+    }
+
+    #[test]
+    fn acl_tables_load_and_bad_rules_name_their_position() {
+        let s = load_text(
+            "[[acl]]\nuser = \"alice\"\nallow = \"both\"\ntopic = \"home/#\"\n\
+             [[acl]]\nall = true\ndeny = \"publish\"\ntopic = \"devices/%c/config\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.acl.len(), 2);
+        assert_eq!(s.acl[0].user.as_deref(), Some("alice"));
+        assert_eq!(s.acl[0].allow, Some(AclAccess::Both));
+        assert!(s.acl[1].all);
+        assert_eq!(s.acl[1].deny, Some(AclAccess::Publish));
+
+        let err = load_text(
+            "[[acl]]\nall = true\nallow = \"both\"\ntopic = \"#\"\n[[acl]]\nall = true\nallow = \"both\"\ntopic = \"a/#/b\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "acl", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("rule 2"), "{err}");
+        let err = load_text("[[acl]]\nall = true\nallow = \"read\"\ntopic = \"#\"\n").unwrap_err();
+        assert!(err.to_string().contains("read"), "{err}");
+        let err = load_text("[[acl]]\nall = true\nallow = \"both\"\ntopik = \"#\"\n").unwrap_err();
+        assert!(err.to_string().contains("topik"), "{err}");
+    }
+
+    #[test]
+    fn acl_file_rules_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = dir.path().join("acl.toml");
+        std::fs::write(
+            &acl,
+            "[[acl]]\nanonymous = true\nallow = \"subscribe\"\ntopic = \"public/#\"\n",
+        )
+        .unwrap();
+        let config = dir.path().join("tern.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[auth]\nacl_file = {:?}\n[[acl]]\nuser = \"alice\"\nallow = \"both\"\ntopic = \"#\"\n",
+                acl.display().to_string()
+            ),
+        )
+        .unwrap();
+        let s = Settings::load(Some(&config)).unwrap();
+        assert_eq!(s.acl.len(), 2);
+        assert_eq!(s.acl[0].user.as_deref(), Some("alice"));
+        assert!(s.acl[1].anonymous);
+
+        std::fs::write(&acl, "[[acl]]\nall = true\ntopic = \"#\"\n").unwrap();
+        let err = Settings::load(Some(&config)).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "acl", .. }),
+            "{err}"
+        );
+
+        std::fs::remove_file(&acl).unwrap();
+        let err = Settings::load(Some(&config)).unwrap_err();
+        assert!(matches!(err, ConfigError::AclFile { .. }), "{err}");
+        assert!(err.to_string().contains("acl.toml"), "{err}");
+    }
+
+    #[test]
+    fn auth_password_file_is_a_path() {
+        let s = load_text("[auth]\npassword_file = \"/etc/tern/passwd\"\n").unwrap();
+        assert_eq!(
+            s.auth.password_file.as_deref(),
+            Some(Path::new("/etc/tern/passwd"))
+        );
     }
 }

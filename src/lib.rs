@@ -5,14 +5,19 @@
 //!
 //! - [`config`]: settings from built-in defaults, a file and `TERN_*` variables.
 //! - [`server`]: [`Server::start`] wires listeners, adapters and the core.
-//! - [`transport`]: listeners yielding byte streams (TCP).
-//! - [`adapter`]: protocol adapters (MQTT) turning frames into core calls.
+//! - [`transport`]: listeners yielding byte streams (TCP, TLS with reloadable certificates).
+//! - [`adapter`]: protocol adapters (MQTT, STOMP) turning frames into core calls.
+//! - [`auth`]: the password file, logins and ACL rules; called by adapters.
+//! - [`certs`]: `tern certs dev`, a development CA and certificates.
 //! - [`core`]: the routing core: topics, the subscription trie, retained
-//!   messages, sessions and the router. It knows no protocol.
+//!   messages, sessions, point-to-point queues and the router. It knows no protocol.
 //!
-//! The wire codecs live in their own crates: `tern-mqtt` (protocols/mqtt).
+//! The wire codecs live in their own crates: `tern-mqtt` (protocols/mqtt) and
+//! `tern-stomp` (protocols/stomp).
 
 pub mod adapter;
+pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod core;
 pub mod server;

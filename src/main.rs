@@ -1,4 +1,5 @@
-//! The `tern` command: run the broker, or check a config file.
+//! The `tern` command: run the broker, check a config file, manage the
+//! password file (`tern passwd`) or make development certificates (`tern certs dev`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,10 +28,50 @@ enum Command {
     Serve,
     /// Validate a config file and print the effective settings.
     CheckConfig,
+    /// Add a user or change their password (prompted twice on a terminal,
+    /// otherwise one line read from stdin); `--delete` removes the user.
+    Passwd {
+        /// The password file (created if absent; written atomically, mode 0600).
+        file: PathBuf,
+        user: String,
+        /// Remove the user instead.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Certificates for TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a development CA, a server certificate for localhost and a client
+    /// certificate (ca.pem/.key, server.pem/.key, client.pem/.key). Not for production.
+    Dev {
+        /// Directory to write into (created if needed).
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Common name of the client certificate (the username with cert_username = "cn").
+        #[arg(long, default_value = tern::certs::DEFAULT_CLIENT_CN)]
+        client_cn: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // These work on files named on the command line, without the broker's config.
+    match cli.command {
+        Some(Command::Passwd { file, user, delete }) => return exit(passwd(&file, &user, delete)),
+        Some(Command::Certs(CertsCommand::Dev {
+            out,
+            force,
+            client_cn,
+        })) => return exit(certs_dev(&out, force, &client_cn)),
+        _ => {}
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -56,7 +97,70 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Passwd { .. } | Command::Certs(_) => std::process::ExitCode::FAILURE,
     }
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn passwd(file: &std::path::Path, user: &str, delete: bool) -> anyhow::Result<()> {
+    use tern::auth::password::{self, Change, Outcome};
+    if let Err(reason) = password::check_username(user) {
+        anyhow::bail!("invalid username {user:?}: {reason}");
+    }
+    let secret;
+    let change = if delete {
+        Change::Delete
+    } else {
+        secret = read_new_password()?;
+        Change::Set(&secret)
+    };
+    match password::update_file(file, user, change)? {
+        Outcome::Added => eprintln!("added {user} to {}", file.display()),
+        Outcome::Changed => eprintln!("changed the password of {user} in {}", file.display()),
+        Outcome::Deleted => eprintln!("deleted {user} from {}", file.display()),
+        Outcome::NotFound => anyhow::bail!("no user {user:?} in {}", file.display()),
+    }
+    Ok(())
+}
+
+/// Prompts twice on a terminal; otherwise reads one line from stdin (for scripts).
+fn read_new_password() -> anyhow::Result<Vec<u8>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(tern::auth::password::read_password_line(
+            &mut std::io::stdin().lock(),
+        )?);
+    }
+    let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+    let second = rpassword::prompt_password("Again: ").context("cannot read the password")?;
+    if first != second {
+        anyhow::bail!("the passwords do not match");
+    }
+    if first.is_empty() {
+        anyhow::bail!("the password must not be empty");
+    }
+    Ok(first.into_bytes())
+}
+
+fn certs_dev(out: &std::path::Path, force: bool, client_cn: &str) -> anyhow::Result<()> {
+    let paths = tern::certs::write_dev(out, force, client_cn)?;
+    for path in paths {
+        println!("{}", path.display());
+    }
+    eprintln!(
+        "development certificates written to {} (see certs/README.md); do not use them in production",
+        out.display()
+    );
+    Ok(())
 }
 
 fn toml_summary(settings: &Settings) -> anyhow::Result<String> {
@@ -74,6 +178,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         let mut listeners = Vec::new();
         if let Some(addr) = server.mqtt_addr() {
             listeners.push(format!("mqtt={addr}"));
+        }
+        if let Some(addr) = server.stomp_addr() {
+            listeners.push(format!("stomp={addr}"));
         }
         // The banner is for people and for test harnesses that wait for the ports.
         println!(

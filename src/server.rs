@@ -25,6 +25,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     mqtt_addr: Option<SocketAddr>,
+    stomp_addr: Option<SocketAddr>,
     router: Arc<Router>,
     shutdown: CancellationToken,
     /// Accept loops and connection tasks, awaited on shutdown.
@@ -35,10 +36,13 @@ impl Server {
     /// Binds every enabled listener and starts serving; fails if a port is taken.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
-        let router = Arc::new(Router::new(QueueLimits {
-            max_queued: settings.limits.max_queued_messages,
-            overflow: settings.limits.queue_overflow,
-        }));
+        let router = Arc::new(
+            Router::new(QueueLimits {
+                max_queued: settings.limits.max_queued_messages,
+                overflow: settings.limits.queue_overflow,
+            })
+            .with_queue_max_messages(settings.limits.queue_max_messages),
+        );
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
@@ -77,8 +81,38 @@ impl Server {
                 }
             }));
         }
+        let mut stomp_addr = None;
+        if settings.stomp.enabled {
+            let listener = tcp::bind("stomp", settings.stomp.bind)
+                .await
+                .map_err(ServerError::Bind)?;
+            stomp_addr = listener.local_addr().ok();
+            let acceptor = TcpAcceptor {
+                name: "stomp",
+                listener,
+                connections: Arc::clone(&connections),
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+            };
+            let anonymous_allowed = settings.stomp.anonymous_allowed();
+            let ctx = ctx.clone();
+            tracker.spawn(acceptor.run(move |stream, addr, permit| {
+                let ctx = ctx.clone();
+                async move {
+                    let peer = Peer {
+                        addr,
+                        listener: "stomp",
+                        anonymous_allowed,
+                        admitted: permit.is_some(),
+                    };
+                    adapter::stomp::serve(stream, peer, ctx).await;
+                    drop(permit);
+                }
+            }));
+        }
         Ok(Server {
             mqtt_addr,
+            stomp_addr,
             router,
             shutdown,
             tracker,
@@ -88,6 +122,11 @@ impl Server {
     /// Where the MQTT listener is bound (the real port when configured with port 0).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// Where the STOMP listener is bound (the real port when configured with port 0).
+    pub fn stomp_addr(&self) -> Option<SocketAddr> {
+        self.stomp_addr
     }
 
     pub fn router(&self) -> &Arc<Router> {

@@ -1,16 +1,291 @@
-//! CONNECT / CONNACK behaviour with real clients (rumqttc v4 and v5) and raw bytes.
+//! CONNECT / CONNACK behaviour with real clients (rumqttc v4 and v5) and raw bytes:
+//! protocol versions on one listener, client id rules, session takeover,
+//! keep-alive and the connect timeout.
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode};
+use rumqttc::v5::{ConnectionError, StateError};
+use tokio::io::AsyncWriteExt;
+
+/// Empty 5.0 property block.
+const NO_PROPS: &[u8] = &[0x00];
 
 #[tokio::test]
 async fn v311_client_connects_and_gets_connack_accepted() {
     let server = start_server().await;
     let mut s = raw_connect(server.mqtt).await;
-    tokio::io::AsyncWriteExt::write_all(&mut s, &connect_v311("c1"))
-        .await
-        .unwrap();
+    s.write_all(&connect_v311("c1")).await.unwrap();
     let connack = read_packet(&mut s).await.expect("connack");
     assert_eq!(connack, vec![0x20, 0x02, 0x00, 0x00]);
+}
+
+#[tokio::test]
+async fn v31_mqisdp_client_connects_and_gets_connack_accepted() {
+    let server = start_server().await;
+    let connect = connect_packet("MQIsdp", 3, 0x02, 60, None, &mqtt_str("c31"));
+    let (mut s, connack) = raw_client(server.mqtt, &connect).await;
+    assert_eq!(connack, vec![0x20, 0x02, 0x00, 0x00]);
+    expect_alive(&mut s).await;
+}
+
+#[tokio::test]
+async fn v5_client_connects_and_connack_announces_server_limits() {
+    let server = start_server().await;
+    let (_c, ack) = v5::Client::start(v5::options(server.mqtt, "c5")).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert!(!ack.session_present);
+    let props = ack.properties.expect("CONNACK properties");
+    assert_eq!(props.receive_max, Some(1024));
+    assert_eq!(props.max_packet_size, Some(1024 * 1024));
+    assert_eq!(props.topic_alias_max, Some(64));
+    assert_eq!(props.assigned_client_identifier, None);
+}
+
+#[tokio::test]
+async fn v31_v311_and_v5_clients_exchange_messages_on_one_listener() {
+    let server = start_server().await;
+    let connect = connect_packet("MQIsdp", 3, 0x02, 60, None, &mqtt_str("mix31"));
+    let (mut c31, _) = raw_client(server.mqtt, &connect).await;
+    send(&mut c31, &subscribe_packet(1, None, &[("mix/t", 1)])).await;
+    assert_eq!(
+        read_packet(&mut c31).await,
+        Some(vec![0x90, 0x03, 0x00, 0x01, 0x01])
+    );
+    let mut c311 = <v4::Client as TestClient>::connect(server.mqtt, "mix311").await;
+    c311.subscribe("mix/t", 1).await;
+    let mut c5 = <v5::Client as TestClient>::connect(server.mqtt, "mix5").await;
+    c5.subscribe("mix/t", 1).await;
+
+    c5.publish("mix/t", 1, false, b"from5").await;
+    let p = parse_publish(&read_packet(&mut c31).await.expect("PUBLISH"), false);
+    assert_eq!(
+        (p.topic.as_str(), p.qos, &p.payload[..]),
+        ("mix/t", 1, &b"from5"[..])
+    );
+    send(&mut c31, &ack_packet(0x40, p.packet_id.expect("packet id"))).await;
+    assert_eq!(c311.recv().await.payload, b"from5");
+    assert_eq!(c5.recv().await.payload, b"from5");
+
+    send(
+        &mut c31,
+        &publish_packet(0x00, "mix/t", None, None, b"from31"),
+    )
+    .await;
+    for m in [c311.recv().await, c5.recv().await] {
+        assert_eq!(
+            (m.topic.as_str(), m.payload.as_slice()),
+            ("mix/t", &b"from31"[..])
+        );
+    }
+    let p = parse_publish(&read_packet(&mut c31).await.expect("own PUBLISH"), false);
+    assert_eq!(p.payload, b"from31");
+}
+
+#[tokio::test]
+async fn unsupported_protocol_level_is_refused_with_0x01_in_3x_format() {
+    let server = start_server().await;
+    for (name, level) in [("MQTT", 3), ("MQIsdp", 4), ("MQTT", 2), ("MQIsdp", 5)] {
+        let mut s = raw_connect(server.mqtt).await;
+        let connect = connect_packet(name, level, 0x02, 60, None, &mqtt_str("old"));
+        let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+        assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x01], "{name} level {level}");
+        assert!(closed, "{name} level {level}: connection left open");
+    }
+}
+
+#[tokio::test]
+async fn unsupported_protocol_level_above_5_is_refused_with_0x84_in_5_format() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let connect = connect_packet("MQTT", 6, 0x02, 60, Some(NO_PROPS), &mqtt_str("new"));
+    let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+    assert_eq!(bytes, vec![0x20, 0x03, 0x00, 0x84, 0x00]);
+    assert!(closed);
+}
+
+#[tokio::test]
+async fn empty_client_id_with_clean_session_is_accepted_v311() {
+    let server = start_server().await;
+    let (mut s, connack) = raw_client(server.mqtt, &connect_v311("")).await;
+    assert_eq!(connack, vec![0x20, 0x02, 0x00, 0x00]);
+    expect_alive(&mut s).await;
+}
+
+#[tokio::test]
+async fn empty_client_id_with_clean_start_gets_an_assigned_client_identifier_v5() {
+    let server = start_server().await;
+    let (_a, ack_a) = v5::Client::start(v5::options(server.mqtt, "")).await;
+    let (_b, ack_b) = v5::Client::start(v5::options(server.mqtt, "")).await;
+    let id_a = ack_a.properties.and_then(|p| p.assigned_client_identifier);
+    let id_b = ack_b.properties.and_then(|p| p.assigned_client_identifier);
+    let (id_a, id_b) = (id_a.expect("assigned id"), id_b.expect("assigned id"));
+    assert!(!id_a.is_empty());
+    assert_ne!(id_a, id_b, "each client gets its own id");
+}
+
+#[tokio::test]
+async fn empty_client_id_without_clean_session_is_refused_with_0x02_v311() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let connect = connect_packet("MQTT", 4, 0x00, 60, None, &mqtt_str(""));
+    let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+    assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x02]);
+    assert!(closed);
+}
+
+#[tokio::test]
+async fn empty_client_id_is_refused_with_0x02_v31() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let connect = connect_packet("MQIsdp", 3, 0x02, 60, None, &mqtt_str(""));
+    let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+    assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x02]);
+    assert!(closed);
+}
+
+#[tokio::test]
+async fn empty_client_id_without_clean_start_is_refused_with_0x85_v5() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let connect = connect_packet("MQTT", 5, 0x00, 60, Some(NO_PROPS), &mqtt_str(""));
+    let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+    assert_eq!(bytes, vec![0x20, 0x03, 0x00, 0x85, 0x00]);
+    assert!(closed);
+}
+
+#[tokio::test]
+async fn second_connection_with_same_client_id_closes_the_first_v311() {
+    let server = start_server().await;
+    let mut first = <v4::Client as TestClient>::connect(server.mqtt, "twin").await;
+    let mut second = <v4::Client as TestClient>::connect(server.mqtt, "twin").await;
+    let (seen, _) = first.until_closed().await;
+    assert!(
+        seen.is_empty(),
+        "3.1.1 has no DISCONNECT from the server: {seen:?}"
+    );
+    second.subscribe("twin/t", 1).await;
+    second.publish("twin/t", 1, false, b"still here").await;
+    assert_eq!(second.recv().await.payload, b"still here");
+}
+
+#[tokio::test]
+async fn second_connection_with_same_client_id_gets_the_first_disconnect_0x8e_v5() {
+    let server = start_server().await;
+    let mut first = <v5::Client as TestClient>::connect(server.mqtt, "twin5").await;
+    let mut second = <v5::Client as TestClient>::connect(server.mqtt, "twin5").await;
+    let (_, error) = first.until_closed().await;
+    assert!(
+        matches!(
+            error,
+            ConnectionError::MqttState(StateError::ServerDisconnect {
+                reason_code: DisconnectReasonCode::SessionTakenOver,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    second.subscribe("twin5/t", 1).await;
+    second.publish("twin5/t", 1, false, b"still here").await;
+    assert_eq!(second.recv().await.payload, b"still here");
+}
+
+/// CONNECT with keep-alive 1 s for `level` (3 = MQIsdp, 4, 5).
+fn connect_keep_alive_1s(level: u8, id: &str) -> Vec<u8> {
+    match level {
+        3 => connect_packet("MQIsdp", 3, 0x02, 1, None, &mqtt_str(id)),
+        4 => connect_packet("MQTT", 4, 0x02, 1, None, &mqtt_str(id)),
+        _ => connect_packet("MQTT", 5, 0x02, 1, Some(NO_PROPS), &mqtt_str(id)),
+    }
+}
+
+/// Connects with keep-alive 1 s, stays silent; returns what the server sent before closing.
+async fn silent_client_is_closed(level: u8) -> Vec<u8> {
+    let server = start_server().await;
+    let start = Instant::now(); // before CONNECT: the server's timer starts later
+    let (mut s, _) = raw_client(server.mqtt, &connect_keep_alive_1s(level, "sleepy")).await;
+    let bytes = expect_closed(&mut s).await;
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1450),
+        "closed after {elapsed:?}: keep-alive is 1.5 x 1 s"
+    );
+    assert!(
+        elapsed <= Duration::from_secs(4),
+        "closed after {elapsed:?}"
+    );
+    assert_broker_healthy(server.mqtt).await;
+    bytes
+}
+
+#[tokio::test]
+async fn keep_alive_expiry_closes_the_connection_after_one_and_a_half_intervals_v31() {
+    let bytes = silent_client_is_closed(3).await;
+    assert!(bytes.is_empty(), "{bytes:02x?}");
+}
+
+#[tokio::test]
+async fn keep_alive_expiry_closes_the_connection_after_one_and_a_half_intervals_v311() {
+    let bytes = silent_client_is_closed(4).await;
+    assert!(bytes.is_empty(), "{bytes:02x?}");
+}
+
+#[tokio::test]
+async fn keep_alive_expiry_sends_disconnect_0x8d_v5() {
+    let bytes = silent_client_is_closed(5).await;
+    assert_eq!(disconnect_reason(&bytes), 0x8D, "{bytes:02x?}");
+}
+
+async fn pings_keep_the_connection_open(level: u8) {
+    let server = start_server().await;
+    let (mut s, _) = raw_client(server.mqtt, &connect_keep_alive_1s(level, "pinger")).await;
+    // 4 x 0.6 s = 2.4 s, well past 1.5 s: each PINGREQ restarts the keep-alive timer.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        expect_alive(&mut s).await;
+    }
+}
+
+#[tokio::test]
+async fn pingreq_within_keep_alive_keeps_the_connection_open_v311() {
+    pings_keep_the_connection_open(4).await;
+}
+
+#[tokio::test]
+async fn pingreq_within_keep_alive_keeps_the_connection_open_v5() {
+    pings_keep_the_connection_open(5).await;
+}
+
+#[tokio::test]
+async fn connection_without_connect_is_closed_after_the_connect_timeout() {
+    let server = start_server_with(|s| s.limits.connect_timeout_secs = 1).await;
+    let start = Instant::now();
+    let mut s = raw_connect(server.mqtt).await;
+    let bytes = expect_closed(&mut s).await;
+    assert!(bytes.is_empty(), "{bytes:02x?}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_broker_healthy(server.mqtt).await;
+}
+
+#[tokio::test]
+async fn incomplete_connect_is_closed_after_the_connect_timeout() {
+    let server = start_server_with(|s| s.limits.connect_timeout_secs = 1).await;
+    let start = Instant::now();
+    let mut s = raw_connect(server.mqtt).await;
+    let connect = connect_v311("slow");
+    send(&mut s, &connect[..5]).await;
+    let bytes = expect_closed(&mut s).await;
+    assert!(bytes.is_empty(), "{bytes:02x?}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
 }

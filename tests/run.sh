@@ -1,5 +1,77 @@
 #!/usr/bin/env bash
-# Runs every test. Minimal bootstrap version; installs nothing yet.
+# Runs every Tern test: the Rust unit and integration tests (cargo test --workspace)
+# and the interop tests (tests/interop, pytest) against the real `tern` binary.
+#
+# Installs what the tests need, only when it is missing (idempotent; needs root
+# or sudo for apt-get):
+#   - Debian package mosquitto-clients (mosquitto_pub / mosquitto_sub), via apt-get
+#   - PyPI packages paho-mqtt (2.x), stomp.py and pytest, via python3 -m pip
+# Non-interactive: safe with no stdin and with CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# --- Debian packages ---------------------------------------------------------
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo -n"
+fi
+apt_missing=()
+for pkg in mosquitto-clients; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        apt_missing+=("$pkg")
+    fi
+done
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${apt_missing[*]}"
+    # Wait for the dpkg lock instead of failing if another apt-get is running.
+    apt_opts=(-o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0)
+    $SUDO apt-get "${apt_opts[@]}" update -q
+    $SUDO apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${apt_missing[@]}"
+fi
+
+# --- Python packages -----------------------------------------------------------
+pip_missing=()
+python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' \
+    2>/dev/null || pip_missing+=("paho-mqtt>=2,<3")
+python3 -c 'import stomp' 2>/dev/null || pip_missing+=("stomp.py")
+python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest")
+if [ "${#pip_missing[@]}" -gt 0 ]; then
+    log "installing Python packages: ${pip_missing[*]}"
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1
+    if ! python3 -m pip install -q "${pip_missing[@]}"; then
+        # A Debian system Python (PEP 668) refuses plain installs.
+        log "retrying with --break-system-packages"
+        python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+    fi
+fi
+
+# --- Build and test --------------------------------------------------------------
+# The broker reads every TERN_* variable as a setting, so none may leak in from the
+# caller (one it does not know, such as TERN_BIN, stops it at start-up).
+mapfile -t tern_vars < <(compgen -e | grep '^TERN_' || true)
+for var in "${tern_vars[@]}"; do
+    unset "$var"
+done
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+tern_bin="$target_dir/debug/tern"
+failed=()
+
+log "cargo build --workspace"
+cargo build --workspace
+
+log "cargo test --workspace"
+cargo test --workspace --no-fail-fast || failed+=("cargo test --workspace")
+
+log "pytest tests/interop (TERN_BIN=$tern_bin)"
+# The interop tests bound every wait themselves; timeout is a backstop for a hang.
+TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
+    python3 -m pytest -q -p no:cacheprovider tests/interop || failed+=("pytest tests/interop")
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    log "FAILED: ${failed[*]}"
+    exit 1
+fi
+log "all tests passed"

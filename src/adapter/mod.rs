@@ -2,6 +2,7 @@
 //! core deliveries into frames. Adapters never talk to each other.
 
 pub mod mqtt;
+pub mod stomp;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::core::message::{Delivery, Message, QoS};
+use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retain::RetainedIndex;
 use crate::core::session::{
     KickReason, PushOutcome, QueueLimits, Session, SessionRef, SubscriptionOptions,
@@ -45,6 +46,8 @@ pub struct Router {
     sessions: DashMap<Arc<str>, Arc<Session>>,
     next_connection_id: AtomicU64,
     queue_limits: QueueLimits,
+    /// Point-to-point queues, reached as `$queue/<name>`.
+    queues: QueueRegistry,
     pub stats: RouterStats,
 }
 
@@ -56,8 +59,20 @@ impl Router {
             sessions: DashMap::new(),
             next_connection_id: AtomicU64::new(1),
             queue_limits,
+            queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
             stats: RouterStats::default(),
         }
+    }
+
+    /// Sets how many messages one point-to-point queue may hold (waiting plus unacknowledged).
+    pub fn with_queue_max_messages(mut self, max: usize) -> Router {
+        self.queues = QueueRegistry::new(max);
+        self
+    }
+
+    /// The point-to-point queues (adapters ack and nack through it).
+    pub fn queues(&self) -> &QueueRegistry {
+        &self.queues
     }
 
     /// A client id no client chose, for clients that leave it to the server.
@@ -105,6 +120,10 @@ impl Router {
         };
         if old_kick {
             tracing::info!(client_id, "session taken over by a new connection");
+        }
+        if session_present {
+            // Queues skip offline consumers: hand this one what waited meanwhile.
+            self.queues.dispatch_for(&session);
         }
         Attached {
             session,
@@ -161,6 +180,7 @@ impl Router {
 
     fn drop_subscriptions(&self, session: &Arc<Session>) {
         let filters = session.take_subscriptions();
+        self.release_queues(session, &filters);
         if filters.is_empty() {
             return;
         }
@@ -178,6 +198,11 @@ impl Router {
         filter: Filter,
         options: SubscriptionOptions,
     ) -> bool {
+        if let Some(queue) = queue_name(filter.as_str()) {
+            self.queues
+                .add_consumer(queue, session, options.qos, options.subscription_id);
+            return session.add_subscription(filter, options);
+        }
         let key = SessionRef(Arc::clone(session));
         let routed = RoutedSubscription {
             options: options.clone(),
@@ -191,6 +216,10 @@ impl Router {
     pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
         match session.remove_subscription(raw_filter) {
             Some(filter) => {
+                if let Some(queue) = queue_name(filter.as_str()) {
+                    self.queues.remove_consumer(queue, session);
+                    return true;
+                }
                 let key = SessionRef(Arc::clone(session));
                 self.subscriptions.write().remove(&filter, &key);
                 true
@@ -221,11 +250,24 @@ impl Router {
 
     /// Routes one message: stores/clears it as retained if flagged, then queues it
     /// for every matching session (one delivery per session, overlapping
-    /// subscriptions merged). Returns the number of sessions it was queued for.
+    /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
+    /// subscription). Returns the number of sessions it was queued for.
+    /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
+    /// queue refuses it with a warning).
     pub fn publish(&self, message: Arc<Message>) -> usize {
         self.stats
             .messages_published
             .fetch_add(1, Ordering::Relaxed);
+        let topic = Arc::clone(&message.topic);
+        if let Some(queue) = queue_name(&topic) {
+            return match self.queues.enqueue(queue, message) {
+                Ok(()) => 1,
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "queue full: message refused");
+                    0
+                }
+            };
+        }
         if message.retain {
             let value = if message.payload.is_empty() {
                 None
@@ -271,7 +313,11 @@ impl Router {
                 subscription_ids: first.subscription_id.into_iter().collect(),
                 filter: Some(first.filter),
             };
-            while let Some(next) = iter.next_if(|t| Arc::ptr_eq(&t.session, &first.session)) {
+            // Sessions that want one delivery per subscription (STOMP) are not merged.
+            let merge = !first.session.delivery_style().per_subscription;
+            while let Some(next) =
+                iter.next_if(|t| merge && Arc::ptr_eq(&t.session, &first.session))
+            {
                 delivery.qos = delivery.qos.max(next.qos);
                 delivery.retain |= next.retain;
                 delivery.subscription_ids.extend(next.subscription_id);
@@ -293,6 +339,54 @@ impl Router {
         delivered
     }
 
+    /// Like [`Router::publish`], but a message to a full queue is an error the
+    /// caller answers (STOMP ERROR) instead of a log line. `$queue/<q>` messages
+    /// are never retained nor matched against subscriptions.
+    pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, QueueError> {
+        let topic = Arc::clone(&message.topic);
+        match queue_name(&topic) {
+            Some(queue) => {
+                self.stats
+                    .messages_published
+                    .fetch_add(1, Ordering::Relaxed);
+                self.queues.enqueue(queue, message).map(|()| 1)
+            }
+            None => Ok(self.publish(message)),
+        }
+    }
+
+    /// A session left its queues: each takes back what the session's client had
+    /// not acknowledged. Sessions with an ack window are tracked by the queues;
+    /// for the others, their undelivered queue messages are taken from the session.
+    fn release_queues(&self, session: &Arc<Session>, filters: &[Filter]) {
+        for filter in filters {
+            if let Some(queue) = queue_name(filter.as_str()) {
+                self.queues.remove_consumer(queue, session);
+            }
+        }
+        if session.delivery_style().queue_ack_window.is_some() {
+            return;
+        }
+        let leftovers = session
+            .take_unfinished(|d| d.filter.as_deref().is_some_and(|f| queue_name(f).is_some()));
+        let mut by_queue: Vec<(Arc<str>, Vec<Arc<Message>>)> = Vec::new();
+        for delivery in leftovers {
+            let Some(filter) = delivery.filter else {
+                continue;
+            };
+            match by_queue.iter_mut().find(|(f, _)| *f == filter) {
+                Some((_, messages)) => messages.push(delivery.message),
+                None => by_queue.push((filter, vec![delivery.message])),
+            }
+        }
+        for (filter, messages) in by_queue {
+            if let Some(queue) = queue_name(&filter) {
+                tracing::debug!(client_id = %session.client_id, queue, count = messages.len(), "unacknowledged queue messages given back");
+                self.queues.requeue(queue, messages.into_iter());
+            }
+        }
+    }
+
     fn note_drop(&self, session: &Session) {
         let total = self
             .stats
@@ -309,6 +403,9 @@ impl Router {
         }
     }
 }
+
+/// Messages one point-to-point queue holds unless configured otherwise.
+pub const DEFAULT_QUEUE_MAX_MESSAGES: usize = 100_000;
 
 /// What the trie holds per subscription: the options, and the filter text shared
 /// rather than re-allocated for every delivery.

@@ -6,7 +6,7 @@
 //! burst of messages costs one wake-up, not one per message.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +43,19 @@ pub struct SubscriptionOptions {
     /// 0: send retained on subscribe, 1: only if the subscription is new, 2: never.
     pub retain_handling: u8,
     pub subscription_id: Option<u32>,
+}
+
+/// How the core hands messages to a session: each adapter picks what its
+/// protocol needs (set right after attach, before the first subscription).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryStyle {
+    /// One delivery per matching subscription (STOMP: one MESSAGE per subscription),
+    /// instead of one per session with overlapping subscriptions merged (MQTT).
+    pub per_subscription: bool,
+    /// Some(n): queue messages stay unacknowledged until the adapter acks them, at most
+    /// n per queue. None: a queue message is done once handed to the session, whose
+    /// own QoS flow then carries it (MQTT).
+    pub queue_ack_window: Option<usize>,
 }
 
 /// Why the core ends a session's live connection.
@@ -124,6 +137,10 @@ pub struct Session {
     generation: AtomicU64,
     state: Mutex<SessionState>,
     wake: Notify,
+    /// `DeliveryStyle::per_subscription`; atomics because the router reads them per publish.
+    per_subscription: AtomicBool,
+    /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
+    queue_ack_window: AtomicUsize,
 }
 
 impl Session {
@@ -145,7 +162,48 @@ impl Session {
                 dropped: 0,
             }),
             wake: Notify::new(),
+            per_subscription: AtomicBool::new(false),
+            queue_ack_window: AtomicUsize::new(0),
         }
+    }
+
+    pub fn set_delivery_style(&self, style: DeliveryStyle) {
+        self.per_subscription
+            .store(style.per_subscription, Ordering::Release);
+        self.queue_ack_window
+            .store(style.queue_ack_window.unwrap_or(0), Ordering::Release);
+    }
+
+    pub fn delivery_style(&self) -> DeliveryStyle {
+        let window = self.queue_ack_window.load(Ordering::Acquire);
+        DeliveryStyle {
+            per_subscription: self.per_subscription.load(Ordering::Acquire),
+            queue_ack_window: (window > 0).then_some(window),
+        }
+    }
+
+    /// Removes and returns the deliveries `select` picks that the client has not
+    /// acknowledged: in flight and not yet released (send order), then pending.
+    pub(crate) fn take_unfinished(&self, select: impl Fn(&Delivery) -> bool) -> Vec<Delivery> {
+        let mut state = self.state.lock();
+        let mut inflight: Vec<(u64, u16)> = state
+            .inflight
+            .iter()
+            .filter(|(_, e)| e.stage == InflightStage::Sent && select(&e.delivery))
+            .map(|(id, e)| (e.seq, *id))
+            .collect();
+        inflight.sort_unstable();
+        let mut out: Vec<Delivery> = inflight
+            .into_iter()
+            .filter_map(|(_, id)| state.inflight.remove(&id).map(|e| e.delivery))
+            .collect();
+        let (taken, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            std::mem::take(&mut state.pending)
+                .into_iter()
+                .partition(&select);
+        state.pending = kept;
+        out.extend(taken);
+        out
     }
 
     pub fn generation(&self) -> u64 {

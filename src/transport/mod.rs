@@ -2,3 +2,4 @@
 //! a byte stream plus peer info to a protocol adapter.
 
 pub mod tcp;
+pub mod tls;

@@ -90,11 +90,13 @@ where
 {
     let max = ctx.settings.limits.max_packet_size as usize;
     loop {
+        // Read before decoding: a complete bad packet is consumed by `decode`.
+        let level = peek_protocol_level(read_buf);
         match tern_mqtt::decode(read_buf, ProtocolVersion::V311, max) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
             Ok(Some(_)) => return Err(ConnectFailure::NotConnect),
             Ok(None) => {}
-            Err(e) => return Err(ConnectFailure::Invalid(e, peek_protocol_level(read_buf))),
+            Err(e) => return Err(ConnectFailure::Invalid(e, level)),
         }
         if read_buf.capacity() - read_buf.len() < 1024 {
             read_buf.reserve(READ_CHUNK);
@@ -263,11 +265,15 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
     conn.will = will;
     conn.connect_expiry = requested_expiry;
     let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
-    conn.send_window = usize::from(if v5 {
-        client_receive_max.min(limits.max_inflight)
-    } else {
-        limits.max_inflight
-    });
+    // At most 65534 in flight: one packet id is always free (the session stops there too).
+    conn.send_window = usize::from(
+        if v5 {
+            client_receive_max.min(limits.max_inflight)
+        } else {
+            limits.max_inflight
+        }
+        .min(u16::MAX - 1),
+    );
     conn.client_max_packet = connect
         .properties
         .maximum_packet_size
@@ -286,7 +292,8 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
         }
     }
     let connack = Packet::ConnAck(ConnAck {
-        session_present: attached.session_present,
+        // MQTT 3.1 has no session-present flag: the bit is reserved.
+        session_present: attached.session_present && version != ProtocolVersion::V31,
         code: 0,
         properties,
     });

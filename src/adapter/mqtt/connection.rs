@@ -134,6 +134,9 @@ impl Connection {
         tokio::pin!(sleep);
         let shutdown = self.ctx.shutdown.clone();
         loop {
+            // A connection already replaced must not take deliveries into its in-flight
+            // window: the new one has resent what was in flight when it attached.
+            self.check_kicked()?;
             self.drain_deliveries()?;
             self.flush(stream).await?;
             if self.session.pending_len() > 0 && self.window_open() {
@@ -225,6 +228,16 @@ impl Connection {
         Ok(Closed::ByClient {
             publish_will: disconnect.reason == tern_mqtt::reason::DISCONNECT_WITH_WILL,
         })
+    }
+
+    /// Err when the core has ended this connection since the last look.
+    fn check_kicked(&mut self) -> Result<(), MqttError> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match self.kicked.try_recv() {
+            Err(TryRecvError::Empty) => Ok(()),
+            Ok(KickReason::Administrative) => Err(MqttError::Administrative),
+            Ok(KickReason::TakenOver) | Err(TryRecvError::Closed) => Err(MqttError::TakenOver),
+        }
     }
 
     fn window_open(&self) -> bool {
@@ -320,16 +333,14 @@ impl Connection {
                     }
                 }
                 if let (true, Some(code)) = (self.is_v5(), e.disconnect_reason()) {
-                    let mut properties = Properties::default();
-                    properties.reason_string = Some(e.to_string());
-                    let packet = Packet::Disconnect(Disconnect {
-                        reason: code,
-                        properties,
-                    });
+                    let packet = self.disconnect_packet(code, e.to_string());
                     if self.send(&packet).is_ok() {
                         let _ = self.flush(stream).await;
                     }
-                } else if !self.write_buf.is_empty() {
+                } else if !self.write_buf.is_empty()
+                    && !matches!(e, MqttError::PeerClosed | MqttError::Io(_))
+                {
+                    // Answers to packets handled before the error (3.x has no DISCONNECT).
                     let _ = self.flush(stream).await;
                 }
                 // On shutdown the will is not published: the client did nothing wrong
@@ -337,12 +348,37 @@ impl Connection {
                 !matches!(e, MqttError::ShuttingDown)
             }
         };
-        let _ = stream.shutdown().await;
+        // Session and will first, so a client that sees the close can rely on them.
         let will = self.will.take();
         let router = Arc::clone(&self.ctx.router);
         router.detach(&self.session, self.connection_id);
         if let (true, Some(will)) = (publish_will, will) {
             will.publish_or_schedule(&router, &self.session);
         }
+        let _ = stream.shutdown().await;
+    }
+
+    /// A 5.0 DISCONNECT with `reason` and, if the client's maximum packet size
+    /// leaves room for it, a reason string.
+    fn disconnect_packet(&self, reason: u8, why: String) -> Packet {
+        let mut packet = Disconnect {
+            reason,
+            properties: Properties::default(),
+        };
+        packet.properties.reason_string = Some(why);
+        let with_reason = Packet::Disconnect(packet.clone());
+        let fits = match (
+            self.client_max_packet,
+            tern_mqtt::encoded_len(&with_reason, self.version),
+        ) {
+            (None, Ok(_)) => true,
+            (Some(max), Ok(len)) => len <= max,
+            (_, Err(_)) => false,
+        };
+        if fits {
+            return with_reason;
+        }
+        packet.properties.reason_string = None;
+        Packet::Disconnect(packet)
     }
 }

@@ -13,6 +13,8 @@ pub enum MqttError {
     TopicAliasInvalid(&'static str),
     #[error("receive maximum exceeded")]
     ReceiveMaximumExceeded,
+    #[error("payload format indicator says UTF-8 but the payload is not")]
+    PayloadFormatInvalid,
     #[error("keep-alive timeout")]
     KeepAliveTimeout,
     #[error("session taken over by another connection")]
@@ -37,6 +39,7 @@ impl MqttError {
             MqttError::Protocol(_) => Some(reason::PROTOCOL_ERROR),
             MqttError::TopicAliasInvalid(_) => Some(reason::TOPIC_ALIAS_INVALID),
             MqttError::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
+            MqttError::PayloadFormatInvalid => Some(reason::PAYLOAD_FORMAT_INVALID),
             MqttError::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             MqttError::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             MqttError::Administrative => Some(reason::ADMINISTRATIVE_ACTION),
@@ -53,6 +56,7 @@ impl MqttError {
             MqttError::Protocol(_) => "protocol_error",
             MqttError::TopicAliasInvalid(_) => "topic_alias_invalid",
             MqttError::ReceiveMaximumExceeded => "receive_maximum_exceeded",
+            MqttError::PayloadFormatInvalid => "payload_format_invalid",
             MqttError::KeepAliveTimeout => "keep_alive_timeout",
             MqttError::TakenOver => "taken_over",
             MqttError::Administrative => "administrative",

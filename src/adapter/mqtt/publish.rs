@@ -49,20 +49,20 @@ pub(super) fn message_from_parts(
 pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<(), MqttError> {
     let topic = resolve_topic(conn, &publish)?;
     if publish.payload_is_invalid_utf8() {
-        return Err(MqttError::Decode(tern_mqtt::DecodeError::ProtocolError(
-            "payload format indicator says UTF-8 but the payload is not",
-        )));
+        return Err(MqttError::PayloadFormatInvalid);
     }
     let qos = core_qos(publish.qos);
     let packet_id = publish.packet_id.unwrap_or(0);
     if qos == QoS::ExactlyOnce {
-        let limit = usize::from(conn.ctx.settings.limits.receive_maximum);
-        if conn.session.incoming_qos2_len() >= limit {
-            return Err(MqttError::ReceiveMaximumExceeded);
-        }
         if !conn.session.record_incoming_qos2(packet_id) {
-            // A resend of a QoS 2 message already accepted: acknowledge, do not route again.
+            // A resend of a QoS 2 message already accepted: acknowledge, do not route again
+            // (checked first: a resend does not count against the receive maximum).
             return conn.send(&Packet::PubRec(ack(packet_id, 0)));
+        }
+        let limit = usize::from(conn.ctx.settings.limits.receive_maximum);
+        if conn.session.incoming_qos2_len() > limit {
+            conn.session.release_incoming_qos2(packet_id);
+            return Err(MqttError::ReceiveMaximumExceeded);
         }
     }
     let message = message_from_parts(

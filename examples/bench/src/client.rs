@@ -1,0 +1,404 @@
+//! Connecting to a broker: TCP, the MQTT and STOMP handshakes, subscriptions, and
+//! the payload stamp (publisher id, sequence number, send time) every message carries.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::{Bytes, BytesMut};
+use tern_mqtt::{
+    Connect, Packet, Properties, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
+    SubscriptionOptions,
+};
+use tern_stomp::{Command, Decoder, Frame, Item, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Bytes requested per read.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Largest MQTT packet we accept.
+pub const MAX_PACKET: usize = 16 * 1024 * 1024;
+/// Publisher id (u32), sequence (u64), send time in ns since the run's epoch (u64).
+pub const STAMP_LEN: usize = 20;
+/// How long a handshake step may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Writes the stamp into the first [`STAMP_LEN`] bytes of `dst`.
+pub fn stamp(dst: &mut [u8], publisher: u32, seq: u64, sent_ns: u64) {
+    if let Some(d) = dst.get_mut(0..4) {
+        d.copy_from_slice(&publisher.to_le_bytes());
+    }
+    if let Some(d) = dst.get_mut(4..12) {
+        d.copy_from_slice(&seq.to_le_bytes());
+    }
+    if let Some(d) = dst.get_mut(12..20) {
+        d.copy_from_slice(&sent_ns.to_le_bytes());
+    }
+}
+
+/// Reads a stamp back: (publisher, seq, sent_ns).
+pub fn unstamp(src: &[u8]) -> Option<(u32, u64, u64)> {
+    let p = u32::from_le_bytes(src.get(0..4)?.try_into().ok()?);
+    let s = u64::from_le_bytes(src.get(4..12)?.try_into().ok()?);
+    let t = u64::from_le_bytes(src.get(12..20)?.try_into().ok()?);
+    Some((p, s, t))
+}
+
+pub fn mqtt_version(v5: bool) -> ProtocolVersion {
+    if v5 {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    }
+}
+
+pub fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// Opens a TCP connection, optionally from a given local address.
+pub async fn tcp(addr: SocketAddr, local: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = local {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("cannot bind {ip}"))?;
+    }
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Credentials and identity for a handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub host: String,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<()> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_buf(buf))
+        .await
+        .context("timed out waiting for the broker")??;
+    if n == 0 {
+        bail!("connection closed by the broker");
+    }
+    Ok(())
+}
+
+/// Reads until one MQTT packet is decoded; leftover bytes stay in `buf`.
+pub async fn mqtt_read(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+) -> anyhow::Result<Packet> {
+    loop {
+        if let Some(p) = tern_mqtt::decode(buf, version, MAX_PACKET)
+            .map_err(|e| anyhow::anyhow!("bad packet from broker: {e}"))?
+        {
+            return Ok(p);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+/// CONNECT (clean start, keep-alive off) and wait for a successful CONNACK.
+pub async fn mqtt_connect(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    login: &Login,
+) -> anyhow::Result<()> {
+    let connect = Packet::Connect(Connect {
+        protocol: version,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: login.client_id.clone(),
+        will: None,
+        username: login.username.clone(),
+        password: login.password.clone().map(Bytes::from),
+        properties: Properties::default(),
+    });
+    let mut out = BytesMut::new();
+    tern_mqtt::encode(&connect, version, &mut out)?;
+    stream.write_all(&out).await?;
+    match mqtt_read(stream, buf, version).await? {
+        Packet::ConnAck(ack) if ack.code == 0 => Ok(()),
+        Packet::ConnAck(ack) => bail!("CONNACK refused with code {:#04x}", ack.code),
+        other => bail!("expected CONNACK, got {}", other.name()),
+    }
+}
+
+/// SUBSCRIBE one filter and wait for a SUBACK granting it.
+pub async fn mqtt_subscribe(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    filter: &str,
+    q: u8,
+) -> anyhow::Result<()> {
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: filter.to_string(),
+            options: SubscriptionOptions {
+                qos: qos(q),
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        }],
+        properties: Properties::default(),
+    });
+    let mut out = BytesMut::new();
+    tern_mqtt::encode(&subscribe, version, &mut out)?;
+    stream.write_all(&out).await?;
+    loop {
+        match mqtt_read(stream, buf, version).await? {
+            Packet::SubAck(ack) => {
+                return match ack.codes.first() {
+                    Some(&c) if c < 0x80 => Ok(()),
+                    Some(&c) => bail!("SUBACK refused {filter} with code {c:#04x}"),
+                    None => bail!("empty SUBACK"),
+                };
+            }
+            Packet::Publish(_) => continue,
+            other => bail!("expected SUBACK, got {}", other.name()),
+        }
+    }
+}
+
+/// Reads until one STOMP frame is decoded (heart-beats skipped); leftovers stay in `buf`.
+pub async fn stomp_read(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    decoder: &mut Decoder,
+) -> anyhow::Result<Frame> {
+    loop {
+        match decoder
+            .decode(buf)
+            .map_err(|e| anyhow::anyhow!("bad frame from broker: {e}"))?
+        {
+            Some(Item::Frame(f)) => return Ok(f),
+            Some(Item::HeartBeat) => continue,
+            None => read_more(stream, buf).await?,
+        }
+    }
+}
+
+pub fn stomp_decoder() -> Decoder {
+    Decoder::new(Limits {
+        max_frame_size: MAX_PACKET,
+        ..Limits::default()
+    })
+}
+
+fn stomp_error(frame: &Frame) -> anyhow::Error {
+    anyhow::anyhow!(
+        "broker sent ERROR: {} {}",
+        frame.header("message").unwrap_or(""),
+        String::from_utf8_lossy(&frame.body).trim()
+    )
+}
+
+/// CONNECT (1.2, no heart-beats) and wait for CONNECTED.
+pub async fn stomp_connect(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    decoder: &mut Decoder,
+    login: &Login,
+) -> anyhow::Result<()> {
+    let mut frame = Frame::new(Command::Connect)
+        .with_header("accept-version", "1.2")
+        .with_header("host", login.host.as_str())
+        .with_header("heart-beat", "0,0");
+    if let Some(u) = &login.username {
+        frame = frame.with_header("login", u.as_str());
+    }
+    if let Some(p) = &login.password {
+        frame = frame.with_header("passcode", p.as_str());
+    }
+    let mut out = BytesMut::new();
+    tern_stomp::encode(&frame, tern_stomp::Version::V1_2, &mut out);
+    stream.write_all(&out).await?;
+    let reply = stomp_read(stream, buf, decoder).await?;
+    match reply.command {
+        Command::Connected => {
+            decoder.set_version(tern_stomp::Version::V1_2);
+            Ok(())
+        }
+        Command::Error => Err(stomp_error(&reply)),
+        other => bail!("expected CONNECTED, got {other}"),
+    }
+}
+
+/// SUBSCRIBE (ack auto) with a receipt, and wait for the RECEIPT so the
+/// subscription is in place before anyone publishes.
+pub async fn stomp_subscribe(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    decoder: &mut Decoder,
+    destination: &str,
+) -> anyhow::Result<()> {
+    let frame = Frame::new(Command::Subscribe)
+        .with_header("id", "0")
+        .with_header("destination", destination)
+        .with_header("ack", "auto")
+        .with_header("receipt", "sub-0");
+    let mut out = BytesMut::new();
+    tern_stomp::encode(&frame, tern_stomp::Version::V1_2, &mut out);
+    stream.write_all(&out).await?;
+    loop {
+        let reply = stomp_read(stream, buf, decoder).await?;
+        match reply.command {
+            Command::Receipt => return Ok(()),
+            Command::Message => continue,
+            Command::Error => return Err(stomp_error(&reply)),
+            other => bail!("expected RECEIPT, got {other}"),
+        }
+    }
+}
+
+/// Appends one PUBLISH to `buf`, then stamps its payload in place (the payload is
+/// the last `payload.len()` bytes of the packet).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_mqtt_publish(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    topic: &str,
+    q: u8,
+    packet_id: Option<u16>,
+    payload: &Bytes,
+    publisher: u32,
+    seq: u64,
+    sent_ns: u64,
+) -> anyhow::Result<()> {
+    let packet = Packet::Publish(tern_mqtt::Publish {
+        dup: false,
+        qos: qos(q),
+        retain: false,
+        topic: topic.to_string(),
+        packet_id,
+        properties: Properties::default(),
+        payload: payload.clone(),
+    });
+    tern_mqtt::encode(&packet, version, buf)?;
+    let end = buf.len();
+    let start = end - payload.len();
+    if let Some(p) = buf.get_mut(start..end) {
+        stamp(p, publisher, seq, sent_ns);
+    }
+    Ok(())
+}
+
+/// Appends one STOMP SEND to `buf` and stamps its body (which precedes the final NUL).
+pub fn encode_stomp_send(
+    buf: &mut BytesMut,
+    destination: &str,
+    body: &Bytes,
+    publisher: u32,
+    seq: u64,
+    sent_ns: u64,
+) {
+    let frame = Frame {
+        command: Command::Send,
+        headers: vec![("destination".to_string(), destination.to_string())],
+        body: body.clone(),
+    };
+    tern_stomp::encode(&frame, tern_stomp::Version::V1_2, buf);
+    let end = buf.len() - 1;
+    let start = end - body.len();
+    if let Some(p) = buf.get_mut(start..end) {
+        stamp(p, publisher, seq, sent_ns);
+    }
+}
+
+/// Encodes a PUBACK/PUBREC/PUBREL/PUBCOMP.
+pub fn encode_ack(buf: &mut BytesMut, version: ProtocolVersion, kind: u8, packet_id: u16) {
+    let ack = tern_mqtt::Ack {
+        packet_id,
+        reason: 0,
+        properties: Properties::default(),
+    };
+    let packet = match kind {
+        4 => Packet::PubAck(ack),
+        5 => Packet::PubRec(ack),
+        6 => Packet::PubRel(ack),
+        _ => Packet::PubComp(ack),
+    };
+    // An ack always fits.
+    let _ = tern_mqtt::encode(&packet, version, buf);
+}
+
+/// A connected, subscribed (for subscribers) client ready for the flow.
+pub struct Ready {
+    pub stream: TcpStream,
+    /// Bytes read past the handshake.
+    pub buf: BytesMut,
+    pub decoder: Option<Decoder>,
+}
+
+/// Connects and performs the handshake for `endpoint`; subscribes to `subscribe` if given.
+pub async fn open(
+    endpoint: &crate::Endpoint,
+    login: &Login,
+    local: Option<IpAddr>,
+    subscribe: Option<&str>,
+) -> anyhow::Result<Ready> {
+    match endpoint {
+        crate::Endpoint::Mqtt { addr, v5, qos } => {
+            let mut stream = tcp(*addr, local).await?;
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let version = mqtt_version(*v5);
+            tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                mqtt_connect(&mut stream, &mut buf, version, login),
+            )
+            .await
+            .context("CONNECT timed out")??;
+            if let Some(filter) = subscribe {
+                mqtt_subscribe(&mut stream, &mut buf, version, filter, *qos).await?;
+            }
+            Ok(Ready {
+                stream,
+                buf,
+                decoder: None,
+            })
+        }
+        crate::Endpoint::Stomp { addr } => {
+            let mut stream = tcp(*addr, local).await?;
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut decoder = stomp_decoder();
+            tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                stomp_connect(&mut stream, &mut buf, &mut decoder, login),
+            )
+            .await
+            .context("STOMP CONNECT timed out")??;
+            if let Some(dest) = subscribe {
+                stomp_subscribe(&mut stream, &mut buf, &mut decoder, dest).await?;
+            }
+            Ok(Ready {
+                stream,
+                buf,
+                decoder: Some(decoder),
+            })
+        }
+    }
+}

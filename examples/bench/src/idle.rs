@@ -1,0 +1,133 @@
+//! The idle scenario: open many connections (CONNECT + SUBSCRIBE each), then measure
+//! how fast that went and, given the broker's pid, its resident memory per connection.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::client::{self, Login};
+use crate::report::{Errors, Report};
+use crate::sys::{proc_rss_bytes, CpuMark};
+use crate::{Args, Endpoint, Protocol};
+
+/// Connections per loopback source address (the ephemeral port range holds ~28k).
+const PER_SOURCE: usize = 20_000;
+/// Time given to the broker to settle before its RSS is read.
+const SETTLE: Duration = Duration::from_secs(1);
+
+pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
+    let endpoint = match args.protocol {
+        Protocol::Mqtt => Endpoint::Mqtt {
+            addr,
+            v5: args.mqtt_v5,
+            qos: 0,
+        },
+        Protocol::Stomp => Endpoint::Stomp { addr },
+    };
+    let n = args.connections;
+    let spread = n > PER_SOURCE && addr.ip().is_loopback() && addr.is_ipv4();
+    let sources = if spread { n.div_ceil(PER_SOURCE) } else { 1 };
+    if sources > 254 {
+        anyhow::bail!("at most {} connections from loopback", 254 * PER_SOURCE);
+    }
+    let duration = Duration::from_secs_f64(args.duration);
+
+    let rss_before = args.broker_pid.and_then(proc_rss_bytes);
+    let cpu0 = CpuMark::now(args.broker_pid);
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + duration);
+    let limit = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let local = spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8)));
+        let login = Login {
+            client_id: format!("tb{}-idle{i}", std::process::id()),
+            username: args.username.clone(),
+            password: args.password.clone(),
+            host: args.host.clone(),
+        };
+        let topic = match args.protocol {
+            Protocol::Mqtt => format!("bench/idle/{i}"),
+            Protocol::Stomp => format!("/topic/bench/idle/{i}"),
+        };
+        let endpoint = endpoint.clone();
+        let limit = Arc::clone(&limit);
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let opened = tokio::time::timeout_at(
+                deadline,
+                client::open(&endpoint, &login, local, Some(&topic)),
+            )
+            .await;
+            match opened {
+                Ok(Ok(ready)) => Ok(ready.stream),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("not connected within --duration".to_string()),
+            }
+        });
+    }
+
+    let bar = crate::progress(args);
+    bar.set_length(n as u64);
+    let mut streams = Vec::with_capacity(n);
+    let mut errors = Errors::default();
+    let mut failed = 0;
+    let mut last_done = start;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(stream)) => {
+                streams.push(stream);
+                last_done = Instant::now();
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                errors.add(e);
+            }
+            Err(e) => {
+                failed += 1;
+                errors.add(format!("task: {e}"));
+            }
+        }
+        bar.set_position((streams.len() + failed) as u64);
+    }
+    bar.finish_and_clear();
+    let connect_s = last_done.duration_since(start).as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    let rss_after = args.broker_pid.and_then(proc_rss_bytes);
+    let cpu1 = CpuMark::now(args.broker_pid);
+    let measured = start.elapsed().as_secs_f64();
+    let connected = streams.len();
+    drop(streams);
+
+    let (gen_cpu, broker_cpu) = cpu0.until(&cpu1);
+    let rss_per_connection = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if connected > 0 => Some((a as f64 - b as f64) / connected as f64),
+        _ => None,
+    };
+    let mut report = Report {
+        duration_s: measured,
+        connections: Some(n),
+        connected: Some(connected),
+        failed: Some(failed),
+        connect_s: Some(connect_s),
+        connects_per_s: Some(if connect_s > 0.0 {
+            connected as f64 / connect_s
+        } else {
+            0.0
+        }),
+        source_addrs: Some(sources),
+        broker_rss_before: rss_before,
+        broker_rss_after: rss_after,
+        rss_per_connection,
+        gen_cpu_s: gen_cpu,
+        broker_pid: args.broker_pid,
+        broker_cpu_s: broker_cpu,
+        errors: errors.into_vec(),
+        ..Report::default()
+    };
+    report.derive();
+    Ok(report)
+}

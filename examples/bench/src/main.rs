@@ -1,0 +1,381 @@
+//! `tern-bench`: a load generator for MQTT and STOMP brokers.
+//!
+//! Works against any broker (Tern, Mosquitto, ...): raw TCP streams, the project's
+//! codecs (`tern-mqtt`, `tern-stomp`), batched writes, 64 KiB reads. Publishers stop
+//! sending when too many of their messages are still unreceived (the window), so the
+//! rates reported are sustainable rather than "sent into a queue that drops".
+//!
+//! # Layout
+//!
+//! - `main.rs`: command line, scenario plans, runtime, output.
+//! - `client.rs`: connecting, MQTT/STOMP handshakes and subscriptions, payload stamping.
+//! - `flow.rs`: the publish/subscribe scenarios (publishers, subscribers, flow control).
+//! - `idle.rs`: the idle-connections scenario.
+//! - `track.rs`: sequence tracking (lost, duplicated, reordered) per publisher.
+//! - `sys.rs`: own CPU time (getrusage), broker CPU and RSS from /proc.
+//! - `report.rs`: the result record (one JSON line) and the human summary.
+
+mod client;
+mod flow;
+mod idle;
+mod report;
+mod sys;
+mod track;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Load generator for MQTT (3.1.1/5.0) and STOMP (1.2) brokers.
+///
+/// Each run prints a human summary and, with --json, one JSON line of results on
+/// stdout (the summary then goes to stderr). Publishers pause while more than
+/// --window of their messages are unreceived (QoS 1/2 also keep at most --inflight
+/// unacknowledged), so the rates are sustainable and losses are the broker's.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tern-bench", version)]
+pub struct Args {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port (MQTT or STOMP, per --protocol; MQTT for `cross`).
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// STOMP port for the `cross` scenario (MQTT publishers -> STOMP subscribers).
+    #[arg(long)]
+    pub stomp_port: Option<u16>,
+    /// Protocol for fan-in / fan-out / latency / idle (stomp-* scenarios imply stomp).
+    #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
+    pub protocol: Protocol,
+    #[arg(long, value_enum, default_value_t = Scenario::FanIn)]
+    pub scenario: Scenario,
+    /// Measured seconds (the run also spends a little time connecting and draining).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Payload bytes per message (at least 20: publisher id, sequence, timestamp).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Publishers [default: 8 for fan-in/qos1/qos2/cross, 1 for fan-out/latency].
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Subscribers [default: 100 for fan-out, 1 otherwise].
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Unacknowledged QoS 1/2 messages per publisher.
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+    /// Unreceived messages per publisher before it pauses (end to end, every QoS).
+    /// Keep publishers x window below the broker's per-client queue limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub window: u64,
+    /// Messages/s in total for the latency scenario (spread over the publishers).
+    #[arg(long, default_value_t = 5000.0)]
+    pub rate: f64,
+    /// Connections for the idle scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Connection handshakes in progress at once (idle scenario).
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Broker process id: its CPU seconds during the run and, for idle, RSS per connection.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Runtime worker threads [default: available cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Speak MQTT 5.0 instead of 3.1.1.
+    #[arg(long)]
+    pub mqtt_v5: bool,
+    /// MQTT username / STOMP login.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// MQTT password / STOMP passcode.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// STOMP destination the subscribers use [default: /topic/bench/# for cross,
+    /// else the publishers' destination].
+    #[arg(long)]
+    pub stomp_destination: Option<String>,
+    /// Messages encoded into one write (throughput scenarios).
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Print one JSON line of results on stdout (human summary on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Free-form label copied into the JSON (e.g. the broker's name).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Mqtt,
+    Stomp,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// N publishers -> 1 subscriber of `bench/#`, QoS 0.
+    FanIn,
+    /// N publishers x --inflight -> 1 QoS 1 subscriber.
+    Qos1,
+    /// N publishers x --inflight -> 1 QoS 2 subscriber.
+    Qos2,
+    /// 1 publisher -> N subscribers of one topic, QoS 0.
+    FanOut,
+    /// Paced at --rate msg/s, QoS 0: latency p50/p99/p999.
+    Latency,
+    /// --connections connections, each CONNECT + SUBSCRIBE, then idle.
+    Idle,
+    /// STOMP publishers -> 1 STOMP subscriber.
+    StompFanIn,
+    /// 1 STOMP publisher -> N STOMP subscribers.
+    StompFanOut,
+    /// MQTT publishers (--port) -> STOMP subscriber (--stomp-port).
+    Cross,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::FanIn => "fan-in",
+            Scenario::Qos1 => "qos1",
+            Scenario::Qos2 => "qos2",
+            Scenario::FanOut => "fan-out",
+            Scenario::Latency => "latency",
+            Scenario::Idle => "idle",
+            Scenario::StompFanIn => "stomp-fan-in",
+            Scenario::StompFanOut => "stomp-fan-out",
+            Scenario::Cross => "cross",
+        }
+    }
+}
+
+/// How one side of a flow talks to the broker.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Mqtt {
+        addr: SocketAddr,
+        v5: bool,
+        qos: u8,
+    },
+    Stomp {
+        addr: SocketAddr,
+    },
+}
+
+/// A publish/subscribe scenario resolved from the arguments.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub publish: Endpoint,
+    pub subscribe: Endpoint,
+    /// Topic (MQTT) or destination (STOMP) per publisher.
+    pub pub_topics: Vec<String>,
+    /// What every subscriber subscribes to.
+    pub sub_topic: String,
+    /// Total messages/s when paced (latency), else as fast as the windows allow.
+    pub rate: Option<f64>,
+    pub payload: usize,
+    pub window: u64,
+    pub inflight: usize,
+    pub batch: usize,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub host: String,
+}
+
+fn resolve(args: &Args) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {}", args.host))?
+        .next()
+        .with_context(|| format!("no address for {}", args.host))
+}
+
+/// The scenario that actually runs: `--protocol stomp` turns fan-in/fan-out into their STOMP forms.
+fn effective_scenario(args: &Args) -> anyhow::Result<Scenario> {
+    Ok(match (args.protocol, args.scenario) {
+        (Protocol::Stomp, Scenario::FanIn) => Scenario::StompFanIn,
+        (Protocol::Stomp, Scenario::FanOut) => Scenario::StompFanOut,
+        (Protocol::Stomp, Scenario::Qos1 | Scenario::Qos2) => {
+            bail!("qos1/qos2 are MQTT scenarios; use --protocol mqtt")
+        }
+        (_, s) => s,
+    })
+}
+
+fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
+    let addr = resolve(args)?;
+    let v5 = args.mqtt_v5;
+    let stomp_proto = args.protocol == Protocol::Stomp
+        || matches!(scenario, Scenario::StompFanIn | Scenario::StompFanOut);
+    let mqtt = |qos| Endpoint::Mqtt { addr, v5, qos };
+    let (default_pubs, default_subs) = match scenario {
+        Scenario::FanOut | Scenario::StompFanOut => (1, 100),
+        Scenario::Latency => (1, 1),
+        _ => (8, 1),
+    };
+    let publishers = args.publishers.unwrap_or(default_pubs).max(1);
+    let subscribers = args.subscribers.unwrap_or(default_subs).max(1);
+    let per_pub = |prefix: &str| -> Vec<String> {
+        (0..publishers).map(|p| format!("{prefix}{p}")).collect()
+    };
+    let same = |topic: &str| -> Vec<String> { vec![topic.to_string(); publishers] };
+    let (publish, subscribe, pub_topics, sub_topic) = match scenario {
+        Scenario::FanIn => (mqtt(0), mqtt(0), per_pub("bench/"), "bench/#".to_string()),
+        Scenario::Qos1 => (mqtt(1), mqtt(1), per_pub("bench/"), "bench/#".to_string()),
+        Scenario::Qos2 => (mqtt(2), mqtt(2), per_pub("bench/"), "bench/#".to_string()),
+        Scenario::FanOut => (
+            mqtt(0),
+            mqtt(0),
+            same("bench/fanout"),
+            "bench/fanout".to_string(),
+        ),
+        Scenario::Latency if stomp_proto => (
+            Endpoint::Stomp { addr },
+            Endpoint::Stomp { addr },
+            same("/topic/bench/latency"),
+            "/topic/bench/latency".to_string(),
+        ),
+        Scenario::Latency => (
+            mqtt(0),
+            mqtt(0),
+            same("bench/latency"),
+            "bench/latency".to_string(),
+        ),
+        Scenario::StompFanIn => (
+            Endpoint::Stomp { addr },
+            Endpoint::Stomp { addr },
+            same("/topic/bench/stomp"),
+            "/topic/bench/stomp".to_string(),
+        ),
+        Scenario::StompFanOut => (
+            Endpoint::Stomp { addr },
+            Endpoint::Stomp { addr },
+            same("/topic/bench/fanout"),
+            "/topic/bench/fanout".to_string(),
+        ),
+        Scenario::Cross => {
+            let Some(stomp_port) = args.stomp_port else {
+                bail!("the cross scenario needs --stomp-port");
+            };
+            let stomp_addr = SocketAddr::new(addr.ip(), stomp_port);
+            (
+                mqtt(0),
+                Endpoint::Stomp { addr: stomp_addr },
+                per_pub("bench/"),
+                "/topic/bench/#".to_string(),
+            )
+        }
+        Scenario::Idle => unreachable!("idle has no plan"),
+    };
+    let sub_topic = match (&subscribe, &args.stomp_destination) {
+        (Endpoint::Stomp { .. }, Some(d)) => d.clone(),
+        _ => sub_topic,
+    };
+    Ok(Plan {
+        publishers,
+        subscribers,
+        publish,
+        subscribe,
+        pub_topics,
+        sub_topic,
+        rate: (scenario == Scenario::Latency).then_some(args.rate),
+        payload: args.payload.max(client::STAMP_LEN),
+        window: args.window.max(1),
+        inflight: args.inflight.clamp(1, 65_000),
+        batch: args.batch.max(1),
+        username: args.username.clone(),
+        password: args.password.clone(),
+        host: args.host.clone(),
+    })
+}
+
+/// Progress bar over the measured duration; hidden for --json, non-TTY or short runs.
+pub fn progress(args: &Args) -> ProgressBar {
+    let ms = (args.duration * 1000.0) as u64;
+    let bar = ProgressBar::with_draw_target(Some(ms.max(1)), ProgressDrawTarget::stderr());
+    if args.json || !std::io::stderr().is_terminal() || args.duration <= 3.0 {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{bar:40}] {elapsed}/{duration} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tern-bench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    if !args.duration.is_finite() || args.duration <= 0.0 {
+        bail!("--duration must be positive");
+    }
+    sys::raise_nofile_limit();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let scenario = effective_scenario(&args)?;
+    let mut report = if scenario == Scenario::Idle {
+        let addr = resolve(&args)?;
+        runtime.block_on(idle::run(&args, addr))?
+    } else {
+        let plan = plan(&args, scenario)?;
+        runtime.block_on(flow::run(&args, &plan))?
+    };
+    report.scenario = scenario.name().to_string();
+    report.protocol = match scenario {
+        Scenario::StompFanIn | Scenario::StompFanOut => "stomp",
+        Scenario::Cross => "mqtt->stomp",
+        _ => match args.protocol {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Stomp => "stomp",
+        },
+    }
+    .to_string();
+    report.host = args.host.clone();
+    report.port = args.port;
+    report.threads = threads;
+    report.label = args.label.clone();
+    // Let connection tasks wind down without waiting for them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let summary = report.summary();
+    if args.json {
+        eprintln!("{summary}");
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{summary}");
+    }
+    Ok(if report.errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}

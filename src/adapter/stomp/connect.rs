@@ -1,0 +1,195 @@
+//! CONNECT / STOMP → version and heart-beat negotiation → login → session
+//! attach → CONNECTED. A refusal is an ERROR frame, then the close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern_stomp::{Command, Decoder, Frame, Item, Limits, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::connection::{linger, Connection, READ_CHUNK};
+use super::error::{encode_error, StompAdapterError};
+use super::heartbeat::{self, HeartBeat};
+use crate::adapter::{Context, Peer};
+use crate::core::session::DeliveryStyle;
+
+/// The `server` header of CONNECTED.
+const SERVER: &str = concat!("tern/", env!("CARGO_PKG_VERSION"));
+
+/// The decoder limits configured for STOMP.
+pub(super) fn decoder_limits(ctx: &Context) -> Limits {
+    let limits = &ctx.settings.limits;
+    Limits {
+        max_frame_size: limits.stomp_max_frame_size,
+        max_headers: limits.stomp_max_headers,
+        max_header_len: limits.stomp_max_header_len,
+    }
+}
+
+/// Reads CONNECT and sets the connection up; None when the client was refused or went away.
+pub(super) async fn accept<S>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    peer: &Peer,
+    ctx: &Context,
+) -> Option<Connection>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut decoder = Decoder::new(decoder_limits(ctx));
+    let timeout = Duration::from_secs(ctx.settings.limits.connect_timeout_secs);
+    let frame =
+        match tokio::time::timeout(timeout, read_connect(stream, read_buf, &mut decoder)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return None,
+            Ok(Err(error)) => {
+                refuse(stream, peer, &error).await;
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(peer = %peer.addr, "no CONNECT within the connect timeout");
+                return None;
+            }
+        };
+    match establish(&frame, decoder, peer, ctx) {
+        Ok(conn) => Some(conn),
+        Err(error) => {
+            refuse(stream, peer, &error).await;
+            None
+        }
+    }
+}
+
+/// The first frame, which must be CONNECT or STOMP (EOLs before it are ignored).
+/// Ok(None) when the client went away first.
+async fn read_connect<S>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    decoder: &mut Decoder,
+) -> Result<Option<Frame>, StompAdapterError>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        while let Some(item) = decoder.decode(read_buf)? {
+            match item {
+                Item::HeartBeat => {}
+                Item::Frame(frame)
+                    if matches!(frame.command, Command::Connect | Command::Stomp) =>
+                {
+                    return Ok(Some(frame))
+                }
+                Item::Frame(frame) => return Err(StompAdapterError::NotConnected(frame.command)),
+            }
+        }
+        if read_buf.capacity() - read_buf.len() < 1024 {
+            read_buf.reserve(READ_CHUNK);
+        }
+        match stream.read_buf(read_buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes the ERROR that refuses a client before the connection is set up, then closes.
+async fn refuse<S>(stream: &mut S, peer: &Peer, error: &StompAdapterError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::info!(peer = %peer.addr, error = %error, label = error.label(), "connection refused");
+    if let Some(frame) = error.error_frame(None) {
+        let mut buf = BytesMut::new();
+        encode_error(&frame, None, &mut buf);
+        let _ = stream.write_all(&buf).await;
+        let _ = stream.flush().await;
+    }
+    let _ = stream.shutdown().await;
+    linger(stream).await;
+}
+
+/// The login seam: authentication arrives with the security work. Today a client
+/// without `login` is anonymous, allowed only where the listener allows it; a
+/// `login` (and `passcode`) is accepted as given.
+fn authenticate(
+    login: Option<&str>,
+    _passcode: Option<&str>,
+    peer: &Peer,
+) -> Result<Option<String>, StompAdapterError> {
+    match login {
+        None if !peer.anonymous_allowed => Err(StompAdapterError::NotAuthorized(
+            "anonymous clients are not allowed on this listener: send login and passcode",
+        )),
+        None => Ok(None),
+        Some(login) => Ok(Some(login.to_string())),
+    }
+}
+
+fn establish(
+    frame: &Frame,
+    mut decoder: Decoder,
+    peer: &Peer,
+    ctx: &Context,
+) -> Result<Connection, StompAdapterError> {
+    let limits = &ctx.settings.limits;
+    let version = Version::negotiate(frame.header("accept-version"))
+        .ok_or(StompAdapterError::UnsupportedVersion)?;
+    if !peer.admitted {
+        return Err(StompAdapterError::ServerBusy);
+    }
+    let offer = (limits.stomp_heartbeat_ms, limits.stomp_heartbeat_ms);
+    let heart_beat = if version == Version::V1_0 {
+        HeartBeat::default()
+    } else {
+        let value = frame.header("heart-beat");
+        heartbeat::negotiate(value, offer).ok_or_else(|| StompAdapterError::InvalidHeader {
+            header: "heart-beat",
+            value: value.unwrap_or_default().chars().take(64).collect(),
+            reason: "expected two integers, cx,cy",
+        })?
+    };
+    let user = authenticate(frame.header("login"), frame.header("passcode"), peer)?;
+
+    let client_id: Arc<str> = Arc::from(format!("stomp-{:016x}", rand::random::<u64>()));
+    let attached = ctx.router.attach(&client_id, true, 0);
+    attached.session.set_delivery_style(DeliveryStyle {
+        per_subscription: true,
+        queue_ack_window: Some(limits.stomp_max_unacked.max(1)),
+    });
+    decoder.set_version(version);
+    let mut conn = Connection::new(
+        ctx.clone(),
+        peer.clone(),
+        version,
+        Arc::clone(&client_id),
+        attached.session,
+        attached.connection_id,
+        attached.kicked,
+        decoder,
+        heart_beat,
+    );
+
+    let mut connected = Frame::new(Command::Connected);
+    if version > Version::V1_0 {
+        connected = connected.with_header("version", version.as_str());
+    }
+    connected = connected
+        .with_header("session", &*client_id)
+        .with_header("server", SERVER);
+    if version > Version::V1_0 {
+        connected = connected.with_header("heart-beat", format!("{},{}", offer.0, offer.1));
+    }
+    conn.send(&connected);
+    tracing::info!(
+        client_id = %client_id,
+        peer = %peer.addr,
+        version = %version,
+        user = user.as_deref().unwrap_or(""),
+        host = frame.header("host").unwrap_or(""),
+        heart_beat_send_ms = heart_beat.send.map_or(0, |d| d.as_millis()),
+        heart_beat_receive_ms = heart_beat.receive.map_or(0, |d| d.as_millis()),
+        "client connected"
+    );
+    Ok(conn)
+}

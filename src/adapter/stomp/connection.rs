@@ -1,0 +1,354 @@
+//! One STOMP connection: a single task selecting over socket reads, session
+//! wake-ups, heart-beat timers, kicks and shutdown. Every complete frame in the
+//! read buffer is handled before the one write per wake-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern_stomp::{Command, Decoder, Frame, Item, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::ack::Unacked;
+use super::error::{encode_error, StompAdapterError};
+use super::headers::Clock;
+use super::heartbeat::HeartBeat;
+use super::subscribe::Subscriptions;
+use super::transaction::Transactions;
+use super::{ack, connect, deliver, send, subscribe, transaction};
+use crate::adapter::{Context, Peer};
+use crate::core::message::Delivery;
+use crate::core::session::{KickReason, Session};
+
+/// Bytes requested from the socket per read.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+/// Deliveries moved from the session per lock.
+const DELIVERY_BATCH: usize = 256;
+/// Past this much buffered output, write before taking more deliveries.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long a write may stall (peer not reading) before the connection is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+/// After an ERROR, how long the client's unread input is drained so that closing
+/// does not reset the connection before the client read the ERROR.
+const LINGER: Duration = Duration::from_millis(500);
+/// Far enough away to mean "never" for a disabled timer.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Serves one STOMP connection to its end.
+pub async fn serve<S>(mut stream: S, peer: Peer, ctx: Context)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+    let Some(mut conn) = connect::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
+        return;
+    };
+    let outcome = conn.run(&mut stream, &mut read_buf).await;
+    conn.finish(&mut stream, outcome).await;
+}
+
+/// How a connection ended without an error.
+#[derive(Debug)]
+pub(super) enum Closed {
+    /// The client sent DISCONNECT.
+    ByClient,
+}
+
+/// A connection past CONNECT: its session and protocol state.
+pub(super) struct Connection {
+    pub(super) ctx: Context,
+    pub(super) peer: Peer,
+    pub(super) version: Version,
+    pub(super) client_id: Arc<str>,
+    pub(super) session: Arc<Session>,
+    pub(super) connection_id: u64,
+    pub(super) kicked: oneshot::Receiver<KickReason>,
+    pub(super) decoder: Decoder,
+    pub(super) heart_beat: HeartBeat,
+    pub(super) subscriptions: Subscriptions,
+    /// Messages sent to subscriptions that acknowledge, not yet acknowledged.
+    pub(super) unacked: Unacked,
+    pub(super) transactions: Transactions,
+    /// Unacknowledged messages at which deliveries pause until the client acks.
+    pub(super) max_unacked: usize,
+    /// `receipt` header of the frame being handled: used by its RECEIPT, or by
+    /// the ERROR if handling it fails.
+    pub(super) receipt: Option<String>,
+    /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
+    next_message: u64,
+    pub(super) write_buf: BytesMut,
+    scratch: Vec<Delivery>,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Deliver,
+    Kicked,
+    SendHeartBeat,
+    ClientSilent,
+    Shutdown,
+}
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ctx: Context,
+        peer: Peer,
+        version: Version,
+        client_id: Arc<str>,
+        session: Arc<Session>,
+        connection_id: u64,
+        kicked: oneshot::Receiver<KickReason>,
+        decoder: Decoder,
+        heart_beat: HeartBeat,
+    ) -> Connection {
+        let max_unacked = ctx.settings.limits.stomp_max_unacked.max(1);
+        Connection {
+            ctx,
+            peer,
+            version,
+            client_id,
+            session,
+            connection_id,
+            kicked,
+            decoder,
+            heart_beat,
+            subscriptions: Subscriptions::default(),
+            unacked: Unacked::default(),
+            transactions: Transactions::default(),
+            max_unacked,
+            receipt: None,
+            next_message: 1,
+            write_buf: BytesMut::with_capacity(8 * 1024),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Appends a frame to the write buffer (written once per wake-up).
+    pub(super) fn send(&mut self, frame: &Frame) {
+        tern_stomp::encode(frame, self.version, &mut self.write_buf);
+    }
+
+    /// Answers the current frame's `receipt` header, if any (at most once).
+    pub(super) fn write_receipt(&mut self) {
+        if let Some(receipt) = self.receipt.take() {
+            let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
+            self.send(&frame);
+        }
+    }
+
+    /// A fresh message-id (also the 1.2 `ack` id) and its sequence number.
+    pub(super) fn next_message_id(&mut self) -> (u64, String) {
+        let seq = self.next_message;
+        self.next_message += 1;
+        (seq, format!("{}-{seq}", self.client_id))
+    }
+
+    /// The sequence number of a message-id this connection issued.
+    pub(super) fn parse_message_id(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(&*self.client_id)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
+    async fn run<S>(
+        &mut self,
+        stream: &mut S,
+        read_buf: &mut BytesMut,
+    ) -> Result<Closed, StompAdapterError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        // Anything that arrived together with CONNECT.
+        if let Some(closed) = self.handle_buffered(read_buf)? {
+            return Ok(closed);
+        }
+        let send_every = self.heart_beat.send;
+        let silent_after = self.heart_beat.receive_deadline();
+        let beat = tokio::time::sleep(send_every.unwrap_or(NEVER));
+        let silence = tokio::time::sleep(silent_after.unwrap_or(NEVER));
+        tokio::pin!(beat, silence);
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            self.drain_deliveries();
+            if !self.write_buf.is_empty() {
+                self.flush(stream).await?;
+                if let Some(every) = send_every {
+                    beat.as_mut().reset(Instant::now() + every);
+                }
+            }
+            if self.session.pending_len() > 0 && self.window_open() {
+                continue;
+            }
+            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+                read_buf.reserve(READ_CHUNK);
+            }
+            let window_open = self.window_open();
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Event::Shutdown,
+                _ = &mut self.kicked => Event::Kicked,
+                read = stream.read_buf(read_buf) => Event::Read(read),
+                _ = self.session.notified(), if window_open => Event::Deliver,
+                _ = &mut beat, if send_every.is_some() => Event::SendHeartBeat,
+                _ = &mut silence, if silent_after.is_some() => Event::ClientSilent,
+            };
+            match event {
+                Event::Shutdown => return Err(StompAdapterError::ShuttingDown),
+                Event::Kicked => return Err(StompAdapterError::Kicked),
+                Event::ClientSilent => {
+                    let ms = silent_after.unwrap_or_default().as_millis();
+                    return Err(StompAdapterError::HeartBeatTimeout(ms));
+                }
+                Event::SendHeartBeat => tern_stomp::encode_heartbeat(&mut self.write_buf),
+                Event::Deliver => {}
+                Event::Read(Ok(0)) => return Err(StompAdapterError::PeerClosed),
+                Event::Read(Err(e)) => return Err(StompAdapterError::Io(e)),
+                Event::Read(Ok(_)) => {
+                    if let Some(after) = silent_after {
+                        silence.as_mut().reset(Instant::now() + after);
+                    }
+                    if let Some(closed) = self.handle_buffered(read_buf)? {
+                        return Ok(closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in `read_buf`.
+    fn handle_buffered(
+        &mut self,
+        read_buf: &mut BytesMut,
+    ) -> Result<Option<Closed>, StompAdapterError> {
+        while let Some(item) = self.decoder.decode(read_buf)? {
+            if let Item::Frame(frame) = item {
+                if let Some(closed) = self.dispatch(frame)? {
+                    return Ok(Some(closed));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The frame dispatcher. A frame's RECEIPT is written once it was handled.
+    fn dispatch(&mut self, frame: Frame) -> Result<Option<Closed>, StompAdapterError> {
+        self.receipt = frame.header("receipt").map(str::to_string);
+        match frame.command {
+            Command::Send => send::handle_send(self, &frame)?,
+            Command::Subscribe => subscribe::handle_subscribe(self, &frame)?,
+            Command::Unsubscribe => subscribe::handle_unsubscribe(self, &frame)?,
+            Command::Ack | Command::Nack => ack::handle_ack(self, &frame)?,
+            Command::Begin => transaction::handle_begin(self, &frame)?,
+            Command::Commit => transaction::handle_commit(self, &frame)?,
+            Command::Abort => transaction::handle_abort(self, &frame)?,
+            Command::Disconnect => {
+                self.write_receipt();
+                return Ok(Some(Closed::ByClient));
+            }
+            command @ (Command::Connect
+            | Command::Stomp
+            | Command::Connected
+            | Command::Message
+            | Command::Receipt
+            | Command::Error) => return Err(StompAdapterError::UnexpectedFrame(command)),
+        }
+        self.write_receipt();
+        Ok(None)
+    }
+
+    fn window_open(&self) -> bool {
+        self.unacked.len() < self.max_unacked
+    }
+
+    /// Moves what the session holds for this client into the write buffer.
+    fn drain_deliveries(&mut self) {
+        let clock = Clock::now();
+        while self.write_buf.len() < WRITE_HIGH_WATER && self.window_open() {
+            let mut batch = std::mem::take(&mut self.scratch);
+            batch.clear();
+            self.session.take_pending(DELIVERY_BATCH, &mut batch);
+            if batch.is_empty() {
+                self.scratch = batch;
+                break;
+            }
+            for delivery in batch.drain(..) {
+                deliver::write_delivery(self, &delivery, clock);
+            }
+            self.scratch = batch;
+        }
+    }
+
+    async fn flush<S>(&mut self, stream: &mut S) -> Result<(), StompAdapterError>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let write = async {
+            stream.write_all(&self.write_buf).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(WRITE_STALL, write).await {
+            Ok(Ok(())) => {
+                self.write_buf.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StompAdapterError::Io(e)),
+            Err(_) => Err(StompAdapterError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer stopped reading",
+            ))),
+        }
+    }
+
+    /// Tells the client why (ERROR) when the end was an error, hands the session
+    /// back to the core (queues take back what was not acknowledged) and closes.
+    async fn finish<S>(mut self, stream: &mut S, outcome: Result<Closed, StompAdapterError>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut errored = false;
+        match &outcome {
+            Ok(Closed::ByClient) => {
+                tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, "client disconnected");
+            }
+            Err(e) => {
+                if e.is_client_fault() {
+                    tracing::warn!(client_id = %self.client_id, peer = %self.peer.addr, error = %e, label = e.label(), "closing connection");
+                } else {
+                    tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, reason = %e, "connection ended");
+                }
+                if let Some(frame) = e.error_frame(self.receipt.as_deref()) {
+                    encode_error(&frame, Some(self.version), &mut self.write_buf);
+                    errored = true;
+                }
+            }
+        }
+        if !self.write_buf.is_empty() && !matches!(outcome, Err(StompAdapterError::Io(_))) {
+            let _ = self.flush(stream).await;
+        }
+        let router = Arc::clone(&self.ctx.router);
+        router.detach(&self.session, self.connection_id);
+        let _ = stream.shutdown().await;
+        if errored {
+            linger(stream).await;
+        }
+    }
+}
+
+/// Reads and discards what the client still sends, briefly, so the close that
+/// follows an ERROR does not reset the connection before the ERROR was read.
+pub(super) async fn linger<S>(stream: &mut S)
+where
+    S: AsyncRead + Unpin,
+{
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + LINGER;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+    }
+}

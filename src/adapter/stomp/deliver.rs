@@ -1,0 +1,82 @@
+//! Core deliveries → MESSAGE frames: which subscription(s) a delivery is for,
+//! and what each one must later acknowledge.
+//!
+//! - Topic deliveries: one MESSAGE per STOMP subscription on the matched filter.
+//! - Queue deliveries: one MESSAGE to one subscription on that queue. With
+//!   ack=auto the queue is told at once that the message is done; otherwise the
+//!   queue is told it was written (`claim`) and the ACK or NACK settles it. A
+//!   delivery the queue no longer expects from this session (given back
+//!   meanwhile, e.g. after an UNSUBSCRIBE) is not written.
+//! - Expired messages and deliveries for subscriptions that are gone are skipped.
+
+use std::sync::Arc;
+
+use tern_stomp::Version;
+
+use super::ack::Outstanding;
+use super::connection::Connection;
+use super::headers::{message_frame, Clock, MessageIds};
+use super::subscribe::Subscription;
+use crate::core::message::Delivery;
+
+pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: Clock) {
+    if delivery.message.is_expired(clock.now) {
+        return;
+    }
+    let Some(filter) = delivery.filter.as_deref() else {
+        return;
+    };
+    let subscriptions = conn.subscriptions.for_filter(filter);
+    let Some(first) = subscriptions.first() else {
+        tracing::debug!(client_id = %conn.client_id, filter, "delivery for a subscription that is gone");
+        return;
+    };
+    if let Some(queue) = first.queue.clone() {
+        let Some(subscription) = conn.subscriptions.next_for_queue(filter) else {
+            return;
+        };
+        let queues = conn.ctx.router.queues();
+        let mine = if subscription.ack.acks() {
+            queues.claim(&queue, &conn.session, &delivery.message)
+        } else {
+            queues.ack(&queue, &conn.session, &delivery.message)
+        };
+        if mine {
+            write_to(conn, delivery, &subscription, clock);
+        }
+        return;
+    }
+    for subscription in &subscriptions {
+        write_to(conn, delivery, subscription, clock);
+    }
+}
+
+/// Writes one MESSAGE for `subscription`, recording it when the subscription acknowledges.
+pub(super) fn write_to(
+    conn: &mut Connection,
+    delivery: &Delivery,
+    subscription: &Subscription,
+    clock: Clock,
+) {
+    let (seq, message_id) = conn.next_message_id();
+    let acks = subscription.ack.acks();
+    let ids = MessageIds {
+        message_id: &message_id,
+        subscription: &subscription.id,
+        ack: (acks && conn.version == Version::V1_2).then_some(message_id.as_str()),
+    };
+    let frame = message_frame(delivery, ids, clock);
+    conn.send(&frame);
+    if acks {
+        conn.unacked.insert(
+            seq,
+            Outstanding {
+                subscription: Arc::clone(&subscription.id),
+                queue: subscription
+                    .queue
+                    .as_ref()
+                    .map(|q| (Arc::clone(q), Arc::clone(&delivery.message))),
+            },
+        );
+    }
+}

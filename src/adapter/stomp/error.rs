@@ -1,0 +1,169 @@
+//! Everything that ends a STOMP connection, and the ERROR frame each one is
+//! answered with: the single place internal errors become protocol replies.
+
+use bytes::Bytes;
+use tern_stomp::{Command, Frame, Version};
+
+use super::destination::DestinationError;
+use crate::core::queue::QueueError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StompAdapterError {
+    /// Malformed bytes, unknown command, frame over the limits.
+    #[error("{0}")]
+    Codec(#[from] tern_stomp::StompError),
+    #[error("{command} frame is missing the required '{header}' header")]
+    MissingHeader {
+        command: Command,
+        header: &'static str,
+    },
+    #[error("invalid '{header}' header {value:?}: {reason}")]
+    InvalidHeader {
+        header: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("{0}")]
+    Destination(#[from] DestinationError),
+    #[error("unexpected {0} frame")]
+    UnexpectedFrame(Command),
+    #[error("the first frame must be CONNECT or STOMP, not {0}")]
+    NotConnected(Command),
+    #[error("no common protocol version: this server supports 1.0, 1.1 and 1.2")]
+    UnsupportedVersion,
+    #[error("{0}")]
+    NotAuthorized(&'static str),
+    #[error("server is at its connection limit, try again later")]
+    ServerBusy,
+    #[error("subscription id {0:?} is already in use on this connection")]
+    DuplicateSubscription(String),
+    #[error("no subscription with id {0:?}")]
+    UnknownSubscription(String),
+    #[error("too many subscriptions on one connection (limit {0})")]
+    TooManySubscriptions(usize),
+    #[error("{command} of unknown message id {id:?} (never delivered, already acknowledged, or its subscription is gone)")]
+    UnknownAck { command: Command, id: String },
+    #[error("transaction {0:?} is already open")]
+    DuplicateTransaction(String),
+    #[error("no open transaction {0:?}")]
+    UnknownTransaction(String),
+    #[error("{0}")]
+    TransactionLimit(&'static str),
+    #[error("{0}")]
+    QueueFull(#[from] QueueError),
+    #[error("no heart-beat or frame from the client within {0} ms")]
+    HeartBeatTimeout(u128),
+    #[error("session ended by the server")]
+    Kicked,
+    #[error("server shutting down")]
+    ShuttingDown,
+    #[error("connection closed by peer")]
+    PeerClosed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StompAdapterError {
+    /// The ERROR frame telling the client why, or None when nobody can read one.
+    /// `receipt` is the `receipt` header of the frame that failed.
+    pub fn error_frame(&self, receipt: Option<&str>) -> Option<Frame> {
+        if matches!(
+            self,
+            StompAdapterError::PeerClosed | StompAdapterError::Io(_)
+        ) {
+            return None;
+        }
+        let message = self.to_string();
+        let mut frame = Frame::new(Command::Error).with_header("message", message.clone());
+        if let Some(receipt) = receipt {
+            frame = frame.with_header("receipt-id", receipt);
+        }
+        if matches!(self, StompAdapterError::UnsupportedVersion) {
+            frame = frame.with_header("version", "1.0,1.1,1.2");
+        }
+        let body = Bytes::from(message + "\n");
+        Some(
+            frame
+                .with_header("content-type", "text/plain")
+                .with_body(body),
+        )
+    }
+
+    /// Short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StompAdapterError::Codec(_) => "malformed",
+            StompAdapterError::MissingHeader { .. } | StompAdapterError::InvalidHeader { .. } => {
+                "bad_header"
+            }
+            StompAdapterError::Destination(_) => "bad_destination",
+            StompAdapterError::UnexpectedFrame(_) | StompAdapterError::NotConnected(_) => {
+                "protocol_error"
+            }
+            StompAdapterError::UnsupportedVersion => "unsupported_version",
+            StompAdapterError::NotAuthorized(_) => "not_authorized",
+            StompAdapterError::ServerBusy => "server_busy",
+            StompAdapterError::DuplicateSubscription(_)
+            | StompAdapterError::UnknownSubscription(_)
+            | StompAdapterError::TooManySubscriptions(_) => "bad_subscription",
+            StompAdapterError::UnknownAck { .. } => "unknown_ack",
+            StompAdapterError::DuplicateTransaction(_)
+            | StompAdapterError::UnknownTransaction(_)
+            | StompAdapterError::TransactionLimit(_) => "bad_transaction",
+            StompAdapterError::QueueFull(_) => "queue_full",
+            StompAdapterError::HeartBeatTimeout(_) => "heart_beat_timeout",
+            StompAdapterError::Kicked => "kicked",
+            StompAdapterError::ShuttingDown => "shutdown",
+            StompAdapterError::PeerClosed => "peer_closed",
+            StompAdapterError::Io(_) => "io_error",
+        }
+    }
+
+    /// Whether the client caused it (logged as a warning) rather than the
+    /// connection simply ending.
+    pub fn is_client_fault(&self) -> bool {
+        !matches!(
+            self,
+            StompAdapterError::PeerClosed
+                | StompAdapterError::Io(_)
+                | StompAdapterError::ShuttingDown
+                | StompAdapterError::Kicked
+                | StompAdapterError::ServerBusy
+        )
+    }
+}
+
+/// Encodes an ERROR frame for a client whose version may not be known yet.
+pub(super) fn encode_error(frame: &Frame, version: Option<Version>, buf: &mut bytes::BytesMut) {
+    // Before negotiation, 1.0 rules: no escaping, which every client reads.
+    tern_stomp::encode(frame, version.unwrap_or(Version::V1_0), buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_frame_carries_message_and_receipt_id() {
+        let e = StompAdapterError::MissingHeader {
+            command: Command::Send,
+            header: "destination",
+        };
+        let frame = e.error_frame(Some("r-7")).unwrap();
+        assert_eq!(frame.command, Command::Error);
+        assert_eq!(
+            frame.header("message"),
+            Some("SEND frame is missing the required 'destination' header")
+        );
+        assert_eq!(frame.header("receipt-id"), Some("r-7"));
+        assert!(StompAdapterError::PeerClosed.error_frame(None).is_none());
+    }
+
+    #[test]
+    fn version_mismatch_lists_supported_versions() {
+        let frame = StompAdapterError::UnsupportedVersion
+            .error_frame(None)
+            .unwrap();
+        assert_eq!(frame.header("version"), Some("1.0,1.1,1.2"));
+    }
+}

@@ -1,0 +1,37 @@
+//! STOMP 1.0 / 1.1 / 1.2 adapter: one task per connection turns frames into
+//! core calls and core deliveries into MESSAGE frames.
+//!
+//! A STOMP connection is a core session with a random client id
+//! (`stomp-<16 hex digits>`, the CONNECTED `session` header), session expiry 0
+//! (nothing survives the connection) and the `DeliveryStyle` STOMP needs: one
+//! delivery per subscription, and queue messages held until acknowledged.
+//!
+//! - `connection.rs`: the task's loop (socket read, session wake-ups, heart-beats,
+//!   kick, shutdown), the frame dispatcher and RECEIPTs.
+//! - `connect.rs`: CONNECT/STOMP → version, heart-beat, login → CONNECTED.
+//! - `heartbeat.rs`: heart-beat negotiation.
+//! - `send.rs`: SEND into the core.
+//! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE, the subscription table, retained
+//!   messages on subscribe.
+//! - `deliver.rs`: core deliveries → MESSAGE frames.
+//! - `ack.rs`: ACK / NACK and unacknowledged messages.
+//! - `transaction.rs`: BEGIN / COMMIT / ABORT.
+//! - `destination.rs`: `/topic/…`, `/queue/…` ⇄ core topics (pure functions).
+//! - `headers.rs`: STOMP headers ⇄ core message properties (pure functions).
+//! - `error.rs`: every error and its ERROR frame.
+
+mod ack;
+mod connect;
+mod connection;
+mod deliver;
+mod destination;
+mod error;
+mod headers;
+mod heartbeat;
+mod send;
+mod subscribe;
+mod transaction;
+
+pub use connection::serve;
+pub use destination::DestinationError;
+pub use error::StompAdapterError;

@@ -1,0 +1,39 @@
+//! SEND: destination → core topic, headers → message properties, then into the
+//! core now or at COMMIT. A SEND to a full queue is an ERROR, never a silent drop.
+
+use std::sync::Arc;
+
+use tern_stomp::Frame;
+
+use super::connection::Connection;
+use super::destination::send_topic;
+use super::error::StompAdapterError;
+use super::headers::{message_from_send, Clock};
+use super::subscribe::required;
+use super::transaction::TxOp;
+use crate::core::message::Message;
+
+pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+    let destination = required(frame, "destination")?;
+    let topic = send_topic(destination)?;
+    let message = message_from_send(frame, topic, Arc::clone(&conn.client_id), Clock::now())?;
+    let message = Arc::new(message);
+    match frame.header("transaction") {
+        Some(transaction) => {
+            let bytes = message.payload.len();
+            conn.transactions
+                .push(transaction, TxOp::Send(message), bytes)
+        }
+        None => publish(conn, message),
+    }
+}
+
+/// Routes one message through the core.
+pub(super) fn publish(
+    conn: &mut Connection,
+    message: Arc<Message>,
+) -> Result<(), StompAdapterError> {
+    let matched = conn.ctx.router.publish_checked(message)?;
+    tracing::trace!(client_id = %conn.client_id, matched, "SEND routed");
+    Ok(())
+}

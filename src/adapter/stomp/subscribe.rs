@@ -1,0 +1,278 @@
+//! SUBSCRIBE / UNSUBSCRIBE, the connection's subscription table, and retained
+//! messages on subscribe.
+//!
+//! A STOMP subscription id maps to a core filter; the core keeps one subscription
+//! per (session, filter). Several STOMP subscriptions with the same destination
+//! on one connection therefore share one core subscription, whose QoS is the
+//! highest any of them needs:
+//! - on a topic, every one of them gets its own MESSAGE (own message-id) for
+//!   each message, as if they were separate;
+//! - on a queue, the connection is one consumer and each queue message goes to
+//!   one of them, taking turns.
+//!
+//! UNSUBSCRIBE of the last one removes the core subscription (a queue then takes
+//! back the consumer's unacknowledged messages); otherwise the messages the
+//! removed subscription had not acknowledged go back to their queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tern_stomp::{Command, Frame, Version};
+
+use super::connection::Connection;
+use super::deliver;
+use super::destination::{subscribe_target, Target};
+use super::error::StompAdapterError;
+use super::headers::Clock;
+use crate::core::message::{Delivery, QoS};
+use crate::core::session::SubscriptionOptions;
+
+/// Subscriptions one connection may hold.
+pub(super) const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// How a subscription acknowledges its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AckMode {
+    /// Acknowledged when written: at most once.
+    Auto,
+    /// ACK/NACK of a message covers the earlier ones of the subscription too.
+    Client,
+    /// ACK/NACK covers the one message.
+    ClientIndividual,
+}
+
+impl AckMode {
+    fn parse(value: &str) -> Option<AckMode> {
+        match value {
+            "auto" => Some(AckMode::Auto),
+            "client" => Some(AckMode::Client),
+            "client-individual" => Some(AckMode::ClientIndividual),
+            _ => None,
+        }
+    }
+
+    pub(super) fn acks(self) -> bool {
+        self != AckMode::Auto
+    }
+
+    /// The core QoS: auto is at most once, the acknowledging modes at least once.
+    fn qos(self) -> QoS {
+        if self.acks() {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Subscription {
+    pub(super) id: Arc<str>,
+    /// The core filter (`$queue/<q>` for a queue).
+    pub(super) filter: Arc<str>,
+    /// The queue name when the destination is a queue.
+    pub(super) queue: Option<Arc<str>>,
+    pub(super) ack: AckMode,
+}
+
+/// The connection's subscriptions, by id and by core filter.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    by_id: HashMap<Arc<str>, Subscription>,
+    /// Ids per filter, in subscription order.
+    by_filter: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Turn counter for queues shared by several subscriptions.
+    turn: usize,
+}
+
+impl Subscriptions {
+    pub(super) fn get(&self, id: &str) -> Option<&Subscription> {
+        self.by_id.get(id)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The subscriptions a delivery matched through `filter`.
+    pub(super) fn for_filter(&self, filter: &str) -> Vec<Subscription> {
+        self.by_filter
+            .get(filter)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id).cloned())
+            .collect()
+    }
+
+    /// The subscription whose turn it is among those on queue filter `filter`.
+    pub(super) fn next_for_queue(&mut self, filter: &str) -> Option<Subscription> {
+        let ids = self.by_filter.get(filter)?;
+        if ids.is_empty() {
+            return None;
+        }
+        let id = &ids[self.turn % ids.len()];
+        self.turn = self.turn.wrapping_add(1);
+        self.by_id.get(id).cloned()
+    }
+
+    fn insert(&mut self, subscription: Subscription) {
+        self.by_filter
+            .entry(Arc::clone(&subscription.filter))
+            .or_default()
+            .push(Arc::clone(&subscription.id));
+        self.by_id
+            .insert(Arc::clone(&subscription.id), subscription);
+    }
+
+    /// Removes a subscription; also returns how many remain on its filter.
+    fn remove(&mut self, id: &str) -> Option<(Subscription, usize)> {
+        let subscription = self.by_id.remove(id)?;
+        let remaining = match self.by_filter.get_mut(&subscription.filter) {
+            Some(ids) => {
+                ids.retain(|other| **other != *id);
+                ids.len()
+            }
+            None => 0,
+        };
+        if remaining == 0 {
+            self.by_filter.remove(&subscription.filter);
+        }
+        Some((subscription, remaining))
+    }
+
+    /// The core subscription options of `filter`: the highest QoS its subscriptions need.
+    fn core_options(&self, filter: &str) -> SubscriptionOptions {
+        let qos = self
+            .for_filter(filter)
+            .iter()
+            .map(|s| s.ack.qos())
+            .max()
+            .unwrap_or(QoS::AtMostOnce);
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            // Retained messages are written by the adapter, to the new subscription only.
+            retain_handling: 2,
+            subscription_id: None,
+        }
+    }
+}
+
+pub(super) fn required<'a>(
+    frame: &'a Frame,
+    header: &'static str,
+) -> Result<&'a str, StompAdapterError> {
+    frame
+        .header(header)
+        .ok_or(StompAdapterError::MissingHeader {
+            command: frame.command,
+            header,
+        })
+}
+
+pub(super) fn handle_subscribe(
+    conn: &mut Connection,
+    frame: &Frame,
+) -> Result<(), StompAdapterError> {
+    let destination = required(frame, "destination")?;
+    // STOMP 1.0 makes the id optional: the destination then names the subscription.
+    let id = match frame.header("id") {
+        Some(id) => id,
+        None if conn.version == Version::V1_0 => destination,
+        None => {
+            return Err(StompAdapterError::MissingHeader {
+                command: Command::Subscribe,
+                header: "id",
+            })
+        }
+    };
+    let ack = match frame.header("ack") {
+        None => AckMode::Auto,
+        Some(value) => AckMode::parse(value).ok_or_else(|| StompAdapterError::InvalidHeader {
+            header: "ack",
+            value: value.chars().take(64).collect(),
+            reason: "must be auto, client or client-individual",
+        })?,
+    };
+    if conn.subscriptions.get(id).is_some() {
+        return Err(StompAdapterError::DuplicateSubscription(id.to_string()));
+    }
+    if conn.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+        return Err(StompAdapterError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+    }
+    let target = subscribe_target(destination)?;
+    let filter = target.filter().clone();
+    let subscription = Subscription {
+        id: Arc::from(id),
+        filter: Arc::from(filter.as_str()),
+        queue: match &target {
+            Target::Queue { name, .. } => Some(Arc::clone(name)),
+            Target::Topic(_) => None,
+        },
+        ack,
+    };
+    conn.subscriptions.insert(subscription.clone());
+    let options = conn.subscriptions.core_options(filter.as_str());
+    let qos = options.qos;
+    conn.ctx.router.subscribe(&conn.session, filter, options);
+    tracing::debug!(client_id = %conn.client_id, id, destination, ack = ?ack, "subscribed");
+    // The RECEIPT goes before the retained messages it made available.
+    conn.write_receipt();
+    if let Target::Topic(filter) = &target {
+        if filter.share_group().is_none() {
+            let clock = Clock::now();
+            for message in conn.ctx.router.retained_matching(filter) {
+                let delivery = Delivery {
+                    qos: qos.min(message.qos),
+                    message,
+                    retain: true,
+                    subscription_ids: Vec::new(),
+                    filter: Some(Arc::clone(&subscription.filter)),
+                };
+                deliver::write_to(conn, &delivery, &subscription, clock);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn handle_unsubscribe(
+    conn: &mut Connection,
+    frame: &Frame,
+) -> Result<(), StompAdapterError> {
+    // STOMP 1.0 may name the subscription by its destination instead.
+    let id = match (frame.header("id"), conn.version) {
+        (Some(id), _) => id,
+        (None, Version::V1_0) => {
+            frame
+                .header("destination")
+                .ok_or(StompAdapterError::MissingHeader {
+                    command: Command::Unsubscribe,
+                    header: "id",
+                })?
+        }
+        (None, _) => required(frame, "id")?,
+    };
+    let Some((subscription, remaining)) = conn.subscriptions.remove(id) else {
+        return Err(StompAdapterError::UnknownSubscription(id.to_string()));
+    };
+    let outstanding = conn.unacked.remove_subscription(&subscription.id);
+    let router = &conn.ctx.router;
+    if remaining == 0 {
+        // The queue takes back this consumer's unacknowledged messages itself.
+        router.unsubscribe(&conn.session, &subscription.filter);
+    } else {
+        if let Ok(filter) = crate::core::topic::Filter::parse(&subscription.filter) {
+            let options = conn.subscriptions.core_options(&subscription.filter);
+            router.subscribe(&conn.session, filter, options);
+        }
+        for entry in outstanding {
+            if let Some((queue, message)) = entry.queue {
+                router.queues().nack(&queue, &conn.session, &message);
+            }
+        }
+    }
+    tracing::debug!(client_id = %conn.client_id, id, "unsubscribed");
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! BEGIN / COMMIT / ABORT: SENDs and ACKs inside a transaction take effect at
+//! COMMIT, in the order they arrived, and vanish on ABORT or disconnect.
+//!
+//! Transactions are bounded per connection (open ones, frames and body bytes
+//! each) so a client cannot make the broker buffer without limit; going over is
+//! an error. A COMMIT whose SEND finds its queue full stops there with an ERROR:
+//! what came before it in the transaction has taken effect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tern_stomp::Frame;
+
+use super::ack::{self, AckRequest};
+use super::connection::Connection;
+use super::error::StompAdapterError;
+use super::send;
+use super::subscribe::required;
+use crate::core::message::Message;
+
+/// Transactions open at once on one connection.
+pub(super) const MAX_OPEN: usize = 64;
+/// Frames (SEND, ACK, NACK) in one transaction.
+pub(super) const MAX_FRAMES: usize = 10_000;
+/// Body bytes of the SENDs of one transaction.
+pub(super) const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// One deferred frame.
+#[derive(Debug)]
+pub(super) enum TxOp {
+    Send(Arc<Message>),
+    Ack(AckRequest),
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    ops: Vec<TxOp>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Transactions {
+    open: HashMap<String, Transaction>,
+}
+
+impl Transactions {
+    fn begin(&mut self, id: &str) -> Result<(), StompAdapterError> {
+        if self.open.contains_key(id) {
+            return Err(StompAdapterError::DuplicateTransaction(clip(id)));
+        }
+        if self.open.len() >= MAX_OPEN {
+            return Err(StompAdapterError::TransactionLimit(
+                "too many open transactions on one connection (limit 64)",
+            ));
+        }
+        self.open.insert(id.to_string(), Transaction::default());
+        Ok(())
+    }
+
+    /// Defers a frame of transaction `id`; `bytes` is its body size.
+    pub(super) fn push(
+        &mut self,
+        id: &str,
+        op: TxOp,
+        bytes: usize,
+    ) -> Result<(), StompAdapterError> {
+        let tx = self
+            .open
+            .get_mut(id)
+            .ok_or_else(|| StompAdapterError::UnknownTransaction(clip(id)))?;
+        if tx.ops.len() >= MAX_FRAMES {
+            return Err(StompAdapterError::TransactionLimit(
+                "too many frames in one transaction (limit 10000)",
+            ));
+        }
+        if tx.bytes.saturating_add(bytes) > MAX_BYTES {
+            return Err(StompAdapterError::TransactionLimit(
+                "transaction bodies exceed 64 MiB",
+            ));
+        }
+        tx.bytes += bytes;
+        tx.ops.push(op);
+        Ok(())
+    }
+
+    fn end(&mut self, id: &str) -> Result<Vec<TxOp>, StompAdapterError> {
+        self.open
+            .remove(id)
+            .map(|tx| tx.ops)
+            .ok_or_else(|| StompAdapterError::UnknownTransaction(clip(id)))
+    }
+}
+
+fn clip(id: &str) -> String {
+    id.chars().take(128).collect()
+}
+
+pub(super) fn handle_begin(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+    let id = required(frame, "transaction")?;
+    conn.transactions.begin(id)
+}
+
+pub(super) fn handle_commit(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+    let id = required(frame, "transaction")?;
+    let ops = conn.transactions.end(id)?;
+    tracing::debug!(client_id = %conn.client_id, transaction = id, frames = ops.len(), "commit");
+    for op in ops {
+        match op {
+            TxOp::Send(message) => send::publish(conn, message)?,
+            TxOp::Ack(request) => ack::apply(conn, &request),
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+    let id = required(frame, "transaction")?;
+    let ops = conn.transactions.end(id)?;
+    tracing::debug!(client_id = %conn.client_id, transaction = id, frames = ops.len(), "abort");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_push_end_and_their_errors() {
+        let mut txs = Transactions::default();
+        txs.begin("t").unwrap();
+        assert!(matches!(
+            txs.begin("t"),
+            Err(StompAdapterError::DuplicateTransaction(_))
+        ));
+        assert!(matches!(
+            txs.push(
+                "nope",
+                TxOp::Send(Arc::new(Message::new(
+                    "a",
+                    Default::default(),
+                    crate::core::message::QoS::AtMostOnce,
+                    false
+                ))),
+                1
+            ),
+            Err(StompAdapterError::UnknownTransaction(_))
+        ));
+        assert!(matches!(
+            txs.push(
+                "t",
+                TxOp::Send(Arc::new(Message::new(
+                    "a",
+                    Default::default(),
+                    crate::core::message::QoS::AtMostOnce,
+                    false
+                ))),
+                MAX_BYTES + 1
+            ),
+            Err(StompAdapterError::TransactionLimit(_))
+        ));
+        assert!(txs.end("t").unwrap().is_empty());
+        assert!(matches!(
+            txs.end("t"),
+            Err(StompAdapterError::UnknownTransaction(_))
+        ));
+    }
+
+    #[test]
+    fn open_transactions_are_bounded() {
+        let mut txs = Transactions::default();
+        for i in 0..MAX_OPEN {
+            txs.begin(&i.to_string()).unwrap();
+        }
+        assert!(matches!(
+            txs.begin("one more"),
+            Err(StompAdapterError::TransactionLimit(_))
+        ));
+    }
+}

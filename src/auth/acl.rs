@@ -1,0 +1,736 @@
+//! Access control: who may publish to which topics and subscribe to which filters.
+//! The same rules guard every protocol (STOMP `/topic/t` is checked as `t`,
+//! `/queue/q` as `$queue/q`, as the core names them).
+//!
+//! Rules come from `[[acl]]` tables (see [`crate::config::AclRule`]):
+//!
+//! ```toml
+//! [[acl]]
+//! all = true                 # or user = "alice" / client_id = "dev-1" / anonymous = true
+//! allow = "both"             # or deny = …; "publish", "subscribe" or "both"
+//! topic = "devices/%c/#"     # %u: username, %c: client id
+//! ```
+//!
+//! Decisions:
+//! - No rules at all: everything is allowed except `$SYS` (nobody is granted it).
+//! - Any rule: what no rule allows is denied, and a matching deny wins over any allow.
+//! - Publish: the topic name must match an allow rule's filter and no deny rule's.
+//! - Subscribe: the requested filter must be *covered* by an allow rule's filter
+//!   (every topic it matches, the rule matches too) and *overlap* no deny rule's
+//!   filter (no topic matches both). `$share/<group>/` is ignored: the filter
+//!   proper is checked.
+//! - `$SYS/…` (and every `$` topic) is never matched by a leading `+` or `#`, so
+//!   `all = true, allow = "both", topic = "#"` does not grant `$SYS`: only a rule
+//!   naming `$SYS` does.
+//! - `%u` / `%c` are replaced by the username / client id. A rule with `%u` does
+//!   not apply to anonymous clients. When the value is empty or holds `+`, `#`,
+//!   `/` or NUL (so a client id `#` cannot widen a rule), a rule that needs it
+//!   denies the whole request.
+//!
+//! Covering examples (rule filter ⊇ requested filter):
+//!   `a/#` covers `a`, `a/b`, `a/+/c`, `a/#`;  `a/+` covers `a/b`, `a/+`
+//!   `a/+` does not cover `a/#` nor `a/b/c`;    `#` does not cover `$SYS/#`
+//! Overlap examples (some topic matches both):
+//!   `a/+` overlaps `+/b`; `a/#` overlaps `a`; `a/b` does not overlap `a/c`;
+//!   `#` does not overlap `$SYS/x`.
+
+use std::borrow::Cow;
+
+use crate::config::{AclAccess, AclRule};
+use crate::core::topic::Filter;
+
+/// What a client asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to a topic name.
+    Publish,
+    /// Subscribe with a topic filter.
+    Subscribe,
+}
+
+/// Who is asking: the authenticated username (None: anonymous) and the client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    pub username: Option<&'a str>,
+    pub client_id: &'a str,
+}
+
+/// A rule that cannot be used; `rule` counts from 1 in the order the rules were given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    #[error(
+        "rule {rule}: name exactly one of `user`, `client_id`, `anonymous = true` or `all = true`"
+    )]
+    Subject { rule: usize },
+    #[error("rule {rule}: give exactly one of `allow` or `deny` (\"publish\", \"subscribe\" or \"both\")")]
+    Effect { rule: usize },
+    #[error("rule {rule}: topic {topic:?} is not a valid filter: {reason}")]
+    Topic {
+        rule: usize,
+        topic: String,
+        reason: String,
+    },
+}
+
+/// The compiled rules; cheap to share and to check.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    who: Who,
+    allow: bool,
+    publish: bool,
+    subscribe: bool,
+    topic: Template,
+}
+
+#[derive(Debug, Clone)]
+enum Who {
+    User(String),
+    ClientId(String),
+    Anonymous,
+    All,
+}
+
+/// A rule's topic filter, parsed once when it has no placeholders.
+#[derive(Debug, Clone)]
+enum Template {
+    Fixed(Filter),
+    Pattern(Vec<Piece>),
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    User,
+    ClientId,
+}
+
+/// A rule's filter for one identity.
+enum Resolved<'r> {
+    Filter(Cow<'r, Filter>),
+    /// The rule needs a username and the client has none.
+    NotApplicable,
+    /// A placeholder value would change the filter's shape: deny.
+    Unsafe,
+}
+
+impl Acl {
+    /// Compiles the rules; the error names the first bad rule (counting from 1).
+    pub fn new(rules: &[AclRule]) -> Result<Acl, AclError> {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule::compile(i + 1, rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Acl { rules })
+    }
+
+    /// True when there are no rules (everything but `$SYS` is allowed).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// May `identity` publish to the topic name / subscribe with the filter?
+    pub fn check(&self, identity: &Identity<'_>, action: Action, topic_or_filter: &str) -> bool {
+        match action {
+            Action::Publish => self.check_topic(identity, topic_or_filter, |r| r.publish),
+            Action::Subscribe => self.check_subscribe(identity, topic_or_filter),
+        }
+    }
+
+    /// May `identity` receive a message published to `topic` (a retained message
+    /// found by a subscription)? Checked against the subscribe rules.
+    pub fn can_read(&self, identity: &Identity<'_>, topic: &str) -> bool {
+        self.check_topic(identity, topic, |r| r.subscribe)
+    }
+
+    fn check_topic(&self, identity: &Identity<'_>, topic: &str, wanted: fn(&Rule) -> bool) -> bool {
+        if self.rules.is_empty() {
+            return !is_sys_topic(topic);
+        }
+        let mut allowed = false;
+        for rule in self.applicable(identity, wanted) {
+            let filter = match rule.topic.resolve(identity) {
+                Resolved::Filter(filter) => filter,
+                Resolved::NotApplicable => continue,
+                Resolved::Unsafe => return deny_unsafe(identity),
+            };
+            if filter.matches(topic) {
+                if !rule.allow {
+                    return false;
+                }
+                allowed = true;
+            }
+        }
+        allowed
+    }
+
+    fn check_subscribe(&self, identity: &Identity<'_>, requested: &str) -> bool {
+        let Ok(requested) = Filter::parse(requested) else {
+            return false;
+        };
+        let requested = requested.topic_filter();
+        if self.rules.is_empty() {
+            return requested.split('/').next() != Some("$SYS");
+        }
+        let mut allowed = false;
+        for rule in self.applicable(identity, |r| r.subscribe) {
+            let filter = match rule.topic.resolve(identity) {
+                Resolved::Filter(filter) => filter,
+                Resolved::NotApplicable => continue,
+                Resolved::Unsafe => return deny_unsafe(identity),
+            };
+            if rule.allow {
+                allowed = allowed || covers(filter.topic_filter(), requested);
+            } else if overlaps(filter.topic_filter(), requested) {
+                return false;
+            }
+        }
+        allowed
+    }
+
+    fn applicable<'s>(
+        &'s self,
+        identity: &'s Identity<'_>,
+        wanted: fn(&Rule) -> bool,
+    ) -> impl Iterator<Item = &'s Rule> + 's {
+        self.rules
+            .iter()
+            .filter(move |rule| wanted(rule) && rule.who.applies(identity))
+    }
+}
+
+fn deny_unsafe(identity: &Identity<'_>) -> bool {
+    tracing::debug!(
+        client_id = %identity.client_id,
+        username = identity.username.unwrap_or(""),
+        "ACL denied: username or client id is empty or holds '+', '#' or '/' and a rule substitutes it"
+    );
+    false
+}
+
+fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+impl Rule {
+    fn compile(index: usize, rule: &AclRule) -> Result<Rule, AclError> {
+        let who = match (&rule.user, &rule.client_id, rule.anonymous, rule.all) {
+            (Some(user), None, false, false) => Who::User(user.clone()),
+            (None, Some(id), false, false) => Who::ClientId(id.clone()),
+            (None, None, true, false) => Who::Anonymous,
+            (None, None, false, true) => Who::All,
+            _ => return Err(AclError::Subject { rule: index }),
+        };
+        let (allow, access) = match (rule.allow, rule.deny) {
+            (Some(access), None) => (true, access),
+            (None, Some(access)) => (false, access),
+            _ => return Err(AclError::Effect { rule: index }),
+        };
+        let topic = Template::parse(&rule.topic).map_err(|reason| AclError::Topic {
+            rule: index,
+            topic: rule.topic.clone(),
+            reason,
+        })?;
+        Ok(Rule {
+            who,
+            allow,
+            publish: matches!(access, AclAccess::Publish | AclAccess::Both),
+            subscribe: matches!(access, AclAccess::Subscribe | AclAccess::Both),
+            topic,
+        })
+    }
+}
+
+impl Who {
+    fn applies(&self, identity: &Identity<'_>) -> bool {
+        match self {
+            Who::User(user) => identity.username == Some(user.as_str()),
+            Who::ClientId(id) => identity.client_id == id,
+            Who::Anonymous => identity.username.is_none(),
+            Who::All => true,
+        }
+    }
+}
+
+impl Template {
+    fn parse(topic: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut chars = topic.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                text.push(c);
+                continue;
+            }
+            let piece = match chars.next() {
+                Some('u') => Piece::User,
+                Some('c') => Piece::ClientId,
+                _ => return Err("'%' must be followed by 'u' (username) or 'c' (client id)".into()),
+            };
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(piece);
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        // Check the shape with a harmless value in every placeholder.
+        let sample = render(&pieces, "x", "x");
+        let filter = Filter::parse(&sample).map_err(|e| e.to_string())?;
+        if filter.share_group().is_some() {
+            return Err("rules name the filter itself, without `$share/<group>/`".into());
+        }
+        if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
+            Ok(Template::Fixed(filter))
+        } else {
+            Ok(Template::Pattern(pieces))
+        }
+    }
+
+    fn resolve(&self, identity: &Identity<'_>) -> Resolved<'_> {
+        let pieces = match self {
+            Template::Fixed(filter) => return Resolved::Filter(Cow::Borrowed(filter)),
+            Template::Pattern(pieces) => pieces,
+        };
+        let needs_user = pieces.iter().any(|p| matches!(p, Piece::User));
+        let needs_client = pieces.iter().any(|p| matches!(p, Piece::ClientId));
+        let user = match (needs_user, identity.username) {
+            (false, _) => "",
+            (true, None) => return Resolved::NotApplicable,
+            (true, Some(user)) if safe_value(user) => user,
+            (true, Some(_)) => return Resolved::Unsafe,
+        };
+        if needs_client && !safe_value(identity.client_id) {
+            return Resolved::Unsafe;
+        }
+        match Filter::parse(&render(pieces, user, identity.client_id)) {
+            Ok(filter) => Resolved::Filter(Cow::Owned(filter)),
+            Err(_) => Resolved::Unsafe,
+        }
+    }
+}
+
+/// A value that fills one placeholder without changing the filter's shape.
+fn safe_value(value: &str) -> bool {
+    !value.is_empty() && !value.contains(['+', '#', '/', '\0'])
+}
+
+fn render(pieces: &[Piece], user: &str, client_id: &str) -> String {
+    let mut out = String::new();
+    for piece in pieces {
+        out.push_str(match piece {
+            Piece::Text(text) => text,
+            Piece::User => user,
+            Piece::ClientId => client_id,
+        });
+    }
+    out
+}
+
+/// Does every topic matched by `requested` match `rule` too? (Both are valid
+/// topic filters without a `$share` prefix.)
+pub fn covers(rule: &str, requested: &str) -> bool {
+    let mut r = rule.split('/');
+    let mut f = requested.split('/');
+    let mut first = true;
+    loop {
+        let (rl, fl) = (r.next(), f.next());
+        if first && leading_wildcard_meets_dollar(rl, fl) {
+            return false;
+        }
+        first = false;
+        match (rl, fl) {
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(rl), Some(fl)) if rl != "+" && rl == fl => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Is there a topic matched by both filters? (Both valid, without `$share`.)
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut a_levels = a.split('/');
+    let mut b_levels = b.split('/');
+    let mut first = true;
+    loop {
+        let (al, bl) = (a_levels.next(), b_levels.next());
+        if first && (leading_wildcard_meets_dollar(al, bl) || leading_wildcard_meets_dollar(bl, al))
+        {
+            return false;
+        }
+        first = false;
+        match (al, bl) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The `$` rule on a first level: a leading wildcard matches no `$` topic.
+fn leading_wildcard_meets_dollar(wild: Option<&str>, other: Option<&str>) -> bool {
+    matches!(wild, Some("+" | "#")) && other.is_some_and(|l| l.starts_with('$'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(who: &str, effect: &str, access: AclAccess, topic: &str) -> AclRule {
+        let mut r = AclRule {
+            topic: topic.into(),
+            ..AclRule::default()
+        };
+        match who.split_once('=') {
+            Some(("user", name)) => r.user = Some(name.into()),
+            Some(("client_id", id)) => r.client_id = Some(id.into()),
+            _ if who == "anonymous" => r.anonymous = true,
+            _ => r.all = true,
+        }
+        if effect == "allow" {
+            r.allow = Some(access);
+        } else {
+            r.deny = Some(access);
+        }
+        r
+    }
+
+    fn acl(rules: &[AclRule]) -> Acl {
+        match Acl::new(rules) {
+            Ok(acl) => acl,
+            Err(e) => panic!("rules should compile: {e}"),
+        }
+    }
+
+    const ALICE: Identity<'static> = Identity {
+        username: Some("alice"),
+        client_id: "alice-phone",
+    };
+    const BOB: Identity<'static> = Identity {
+        username: Some("bob"),
+        client_id: "bob-1",
+    };
+    const ANON: Identity<'static> = Identity {
+        username: None,
+        client_id: "dev-1",
+    };
+
+    use AclAccess::{Both, Publish as Pub, Subscribe as Sub};
+    use Action::{Publish, Subscribe};
+
+    #[test]
+    fn no_rules_allow_everything_but_sys() {
+        let acl = Acl::default();
+        assert!(acl.is_empty());
+        assert!(acl.check(&ANON, Publish, "a/b"));
+        assert!(acl.check(&ANON, Subscribe, "#"));
+        assert!(acl.check(&ANON, Subscribe, "$share/g/a/+"));
+        assert!(acl.check(&ANON, Publish, "$queue/jobs"));
+        assert!(!acl.check(&ALICE, Subscribe, "$SYS/#"));
+        assert!(!acl.check(&ALICE, Subscribe, "$SYS"));
+        assert!(!acl.check(&ALICE, Subscribe, "$share/g/$SYS/broker/+"));
+        assert!(!acl.check(&ALICE, Publish, "$SYS/broker/load"));
+        assert!(acl.can_read(&ALICE, "a/b"));
+        assert!(!acl.can_read(&ALICE, "$SYS/broker/load"));
+        assert!(acl.check(&ALICE, Publish, "$SYSTEM/x"));
+    }
+
+    #[test]
+    fn any_rule_makes_the_default_deny() {
+        let acl = acl(&[rule("user=alice", "allow", Both, "home/#")]);
+        assert!(acl.check(&ALICE, Publish, "home/kitchen"));
+        assert!(acl.check(&ALICE, Subscribe, "home/+"));
+        assert!(!acl.check(&ALICE, Publish, "work/desk"));
+        assert!(!acl.check(&BOB, Publish, "home/kitchen"));
+        assert!(!acl.check(&ANON, Subscribe, "home/#"));
+    }
+
+    #[test]
+    fn deny_wins_over_allow_whatever_the_order() {
+        for rules in [
+            vec![
+                rule("all", "allow", Both, "#"),
+                rule("user=alice", "deny", Pub, "secret/#"),
+            ],
+            vec![
+                rule("user=alice", "deny", Pub, "secret/#"),
+                rule("all", "allow", Both, "#"),
+            ],
+        ] {
+            let acl = acl(&rules);
+            assert!(!acl.check(&ALICE, Publish, "secret/plans"));
+            assert!(!acl.check(&ALICE, Publish, "secret"));
+            assert!(acl.check(&ALICE, Publish, "public"));
+            assert!(acl.check(&BOB, Publish, "secret/plans"));
+            // Only publishing was denied.
+            assert!(acl.check(&ALICE, Subscribe, "secret/#"));
+        }
+    }
+
+    #[test]
+    fn publish_and_subscribe_are_separate_rights() {
+        let acl = acl(&[
+            rule("all", "allow", Pub, "in/#"),
+            rule("all", "allow", Sub, "out/#"),
+        ]);
+        assert!(acl.check(&ANON, Publish, "in/x"));
+        assert!(!acl.check(&ANON, Subscribe, "in/x"));
+        assert!(acl.check(&ANON, Subscribe, "out/x"));
+        assert!(!acl.check(&ANON, Publish, "out/x"));
+    }
+
+    #[test]
+    fn subjects_select_who_a_rule_applies_to() {
+        let acl = acl(&[
+            rule("user=alice", "allow", Both, "u/alice"),
+            rule("client_id=bob-1", "allow", Both, "c/bob-1"),
+            rule("anonymous", "allow", Both, "anon"),
+            rule("all", "allow", Both, "everyone"),
+        ]);
+        assert!(acl.check(&ALICE, Publish, "u/alice"));
+        assert!(!acl.check(&BOB, Publish, "u/alice"));
+        assert!(acl.check(&BOB, Publish, "c/bob-1"));
+        assert!(!acl.check(&ALICE, Publish, "c/bob-1"));
+        assert!(acl.check(&ANON, Publish, "anon"));
+        assert!(!acl.check(&ALICE, Publish, "anon"));
+        for id in [ALICE, BOB, ANON] {
+            assert!(acl.check(&id, Publish, "everyone"));
+        }
+        // A client id rule applies whoever logged in with it.
+        let anon_bob = Identity {
+            username: None,
+            client_id: "bob-1",
+        };
+        assert!(acl.check(&anon_bob, Publish, "c/bob-1"));
+    }
+
+    #[test]
+    fn client_id_and_username_substitution() {
+        let acl = acl(&[
+            rule("all", "allow", Both, "devices/%c/#"),
+            rule("all", "allow", Sub, "users/%u/inbox"),
+        ]);
+        let dev = Identity {
+            username: None,
+            client_id: "dev-7",
+        };
+        assert!(acl.check(&dev, Publish, "devices/dev-7/temp"));
+        assert!(acl.check(&dev, Subscribe, "devices/dev-7/#"));
+        assert!(!acl.check(&dev, Publish, "devices/dev-8/temp"));
+        assert!(!acl.check(&dev, Subscribe, "devices/+/temp"));
+        assert!(acl.check(&ALICE, Subscribe, "users/alice/inbox"));
+        assert!(!acl.check(&ALICE, Subscribe, "users/bob/inbox"));
+        // %u rules do not apply to anonymous clients.
+        assert!(!acl.check(&dev, Subscribe, "users/x/inbox"));
+    }
+
+    #[test]
+    fn placeholder_inside_a_level() {
+        let acl = acl(&[rule("all", "allow", Pub, "t/dev-%c-out")]);
+        let dev = Identity {
+            username: None,
+            client_id: "7",
+        };
+        assert!(acl.check(&dev, Publish, "t/dev-7-out"));
+        assert!(!acl.check(&dev, Publish, "t/dev-8-out"));
+    }
+
+    #[test]
+    fn wildcard_characters_in_substituted_values_cannot_widen_rights() {
+        let acl = acl(&[
+            rule("all", "allow", Both, "devices/%c/#"),
+            rule("all", "allow", Both, "users/%u/#"),
+            rule("all", "allow", Both, "public/#"),
+        ]);
+        for client_id in ["#", "+", "a/b", "", "a+", "x#"] {
+            let id = Identity {
+                username: None,
+                client_id,
+            };
+            assert!(!acl.check(&id, Subscribe, "devices/#"), "{client_id:?}");
+            assert!(!acl.check(&id, Subscribe, "devices/+/x"), "{client_id:?}");
+            assert!(!acl.check(&id, Publish, "devices/other/x"), "{client_id:?}");
+            assert!(!acl.check(&id, Publish, "devices/a/b/x"), "{client_id:?}");
+            // Denied altogether while a rule that needs the value applies.
+            assert!(!acl.check(&id, Publish, "public/x"), "{client_id:?}");
+        }
+        let sneaky = Identity {
+            username: Some("+"),
+            client_id: "ok",
+        };
+        assert!(!acl.check(&sneaky, Subscribe, "users/+/#"));
+        assert!(!acl.check(&sneaky, Publish, "users/bob/x"));
+    }
+
+    #[test]
+    fn subscribe_needs_a_covering_allow_rule() {
+        let acl = acl(&[rule("all", "allow", Sub, "a/+/c")]);
+        assert!(acl.check(&ANON, Subscribe, "a/b/c"));
+        assert!(acl.check(&ANON, Subscribe, "a/+/c"));
+        assert!(!acl.check(&ANON, Subscribe, "a/#"));
+        assert!(!acl.check(&ANON, Subscribe, "a/b/+"));
+        assert!(!acl.check(&ANON, Subscribe, "#"));
+        assert!(!acl.check(&ANON, Subscribe, "a/b"));
+    }
+
+    #[test]
+    fn subscribe_overlapping_a_deny_is_refused() {
+        let acl = acl(&[
+            rule("all", "allow", Sub, "#"),
+            rule("all", "deny", Sub, "secret/#"),
+        ]);
+        assert!(acl.check(&ANON, Subscribe, "public/#"));
+        assert!(!acl.check(&ANON, Subscribe, "#"));
+        assert!(!acl.check(&ANON, Subscribe, "+/x"));
+        assert!(!acl.check(&ANON, Subscribe, "secret"));
+        assert!(acl.can_read(&ANON, "public/x"));
+        assert!(!acl.can_read(&ANON, "secret/x"));
+    }
+
+    #[test]
+    fn shared_subscriptions_are_checked_by_their_filter() {
+        let acl = acl(&[rule("all", "allow", Sub, "jobs/#")]);
+        assert!(acl.check(&ANON, Subscribe, "$share/workers/jobs/+"));
+        assert!(!acl.check(&ANON, Subscribe, "$share/workers/other/+"));
+    }
+
+    #[test]
+    fn sys_is_readable_only_when_granted_by_name() {
+        let acl = acl(&[
+            rule("all", "allow", Both, "#"),
+            rule("user=admin", "allow", Sub, "$SYS/#"),
+        ]);
+        let admin = Identity {
+            username: Some("admin"),
+            client_id: "ops",
+        };
+        assert!(!acl.check(&ALICE, Subscribe, "$SYS/#"));
+        // Allowed, but a leading wildcard never matches `$SYS` topics.
+        assert!(acl.check(&ALICE, Subscribe, "+/broker/load"));
+        assert!(!acl.can_read(&ALICE, "$SYS/broker/load"));
+        assert!(acl.check(&admin, Subscribe, "$SYS/#"));
+        assert!(acl.check(&admin, Subscribe, "$SYS/broker/+"));
+        assert!(acl.can_read(&admin, "$SYS/broker/load"));
+        assert!(!acl.check(&admin, Publish, "$SYS/broker/load"));
+    }
+
+    #[test]
+    fn queues_are_guarded_by_their_core_names() {
+        let acl = acl(&[rule("user=alice", "allow", Both, "$queue/orders")]);
+        assert!(acl.check(&ALICE, Publish, "$queue/orders"));
+        assert!(acl.check(&ALICE, Subscribe, "$queue/orders"));
+        assert!(!acl.check(&BOB, Subscribe, "$queue/orders"));
+        assert!(!acl.check(&ALICE, Subscribe, "$queue/+"));
+    }
+
+    #[test]
+    fn invalid_requests_are_denied() {
+        let acl = Acl::default();
+        assert!(!acl.check(&ANON, Subscribe, "a/#/b"));
+        assert!(!acl.check(&ANON, Subscribe, ""));
+    }
+
+    #[test]
+    fn covering_follows_the_level_rules() {
+        for (rule, requested) in [
+            ("#", "#"),
+            ("#", "a/b"),
+            ("#", "+/+"),
+            ("a/#", "a"),
+            ("a/#", "a/#"),
+            ("a/#", "a/+/c"),
+            ("a/+", "a/b"),
+            ("a/+", "a/+"),
+            ("a/b", "a/b"),
+            ("+/+", "/x"),
+            ("$SYS/#", "$SYS/broker/+"),
+            ("a//b", "a//b"),
+        ] {
+            assert!(covers(rule, requested), "{rule} should cover {requested}");
+        }
+        for (rule, requested) in [
+            ("a/+", "a/#"),
+            ("a/+", "a/b/c"),
+            ("a/+", "a"),
+            ("a/b", "a/+"),
+            ("a/b", "a/b/c"),
+            ("a", "a/#"),
+            ("#", "$SYS/#"),
+            ("+/x", "$SYS/x"),
+            ("+", "#"),
+            ("a/b/#", "a/+/#"),
+        ] {
+            assert!(
+                !covers(rule, requested),
+                "{rule} should not cover {requested}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_follows_the_level_rules() {
+        for (a, b) in [
+            ("#", "a"),
+            ("a/+", "+/b"),
+            ("a/#", "a"),
+            ("a/b", "a/b"),
+            ("+", "x"),
+            ("$SYS/#", "$SYS/x"),
+            ("#", "+/+"),
+        ] {
+            assert!(overlaps(a, b), "{a} should overlap {b}");
+            assert!(overlaps(b, a), "{b} should overlap {a}");
+        }
+        for (a, b) in [
+            ("a/b", "a/c"),
+            ("a/+", "a/b/c"),
+            ("#", "$SYS/x"),
+            ("+/x", "$SYS/x"),
+            ("a", "a/b"),
+        ] {
+            assert!(!overlaps(a, b), "{a} should not overlap {b}");
+            assert!(!overlaps(b, a), "{b} should not overlap {a}");
+        }
+    }
+
+    #[test]
+    fn bad_rules_are_named_by_position() {
+        let mut no_subject = rule("all", "allow", Both, "#");
+        no_subject.all = false;
+        let mut two_subjects = rule("user=a", "allow", Both, "#");
+        two_subjects.anonymous = true;
+        let mut no_effect = rule("all", "allow", Both, "#");
+        no_effect.allow = None;
+        let mut both_effects = rule("all", "allow", Both, "#");
+        both_effects.deny = Some(Pub);
+        let ok = rule("all", "allow", Both, "#");
+        let cases = [
+            (no_subject, AclError::Subject { rule: 2 }),
+            (two_subjects, AclError::Subject { rule: 2 }),
+            (no_effect, AclError::Effect { rule: 2 }),
+            (both_effects, AclError::Effect { rule: 2 }),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(Acl::new(&[ok.clone(), bad]).unwrap_err(), expected);
+        }
+        for topic in ["", "a/#/b", "a+", "%x/a", "a/%", "$share/g/a", "%u+"] {
+            let err = Acl::new(&[rule("all", "allow", Both, topic)]).unwrap_err();
+            assert!(matches!(err, AclError::Topic { rule: 1, .. }), "{topic:?}");
+            assert!(err.to_string().contains("rule 1"), "{err}");
+        }
+    }
+}

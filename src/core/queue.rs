@@ -1,0 +1,559 @@
+//! Named point-to-point queues: each message goes to exactly one consumer.
+//!
+//! A queue is reached through the core topic `$queue/<name>`: publishing to it
+//! enqueues, subscribing to it makes the session a consumer (MQTT clients use
+//! that topic directly; STOMP's `/queue/<name>` maps onto it).
+//!
+//! Rules, the invariants every method keeps:
+//! - Consumers take turns (round-robin); a consumer whose session is offline,
+//!   whose ack window is full, or whose session refused the delivery is skipped.
+//! - A message with no consumer able to take it waits in `ready`, oldest first.
+//!   `ready` plus unacknowledged messages are bounded per queue; one more is
+//!   refused with [`QueueError::Full`] (the router logs it, STOMP answers ERROR):
+//!   never a silent drop.
+//! - Sessions with an ack window (STOMP: `DeliveryStyle::queue_ack_window`) keep
+//!   each delivered message unacknowledged until the adapter calls [`QueueRegistry::ack`]
+//!   (gone) or [`QueueRegistry::nack`] (back to the front of `ready`). When such a
+//!   consumer leaves, its unacknowledged messages go back to the front, in order.
+//! - Sessions without an ack window (MQTT) are done with a message once it is in
+//!   their session: the session's own QoS flow carries it from there. When such a
+//!   session ends with queue messages still pending or unacknowledged by its
+//!   client, the router gives them back with [`QueueRegistry::requeue`].
+//! - Expired messages are discarded when they reach the front of `ready`.
+//!
+//! Examples: `$queue/jobs` is queue `jobs`; `$queue/a/b` is queue `a/b`;
+//! `$queue/` (no name), `$queue/a/+` and `$queue/#` are not queues (the latter two
+//! stay ordinary filters that match nothing a queue receives).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::core::message::{Delivery, Message, QoS};
+use crate::core::session::{PushOutcome, Session};
+
+/// The topic prefix that addresses a queue in the core.
+pub const QUEUE_PREFIX: &str = "$queue/";
+
+/// The queue a core topic or filter names: `$queue/jobs` → `jobs`. None for any
+/// other topic, an empty name, or a name with a wildcard.
+pub fn queue_name(topic: &str) -> Option<&str> {
+    let name = topic.strip_prefix(QUEUE_PREFIX)?;
+    if name.is_empty() || name.contains(['+', '#']) {
+        return None;
+    }
+    Some(name)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {queue} is full: {max} messages are waiting or unacknowledged")]
+    Full { queue: String, max: usize },
+}
+
+/// Messages waiting and unacknowledged in one queue (for tests and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub ready: usize,
+    pub unacked: usize,
+    pub consumers: usize,
+}
+
+/// A message in a queue, with its arrival order so redeliveries keep it.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    message: Arc<Message>,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    seq: u64,
+    message: Arc<Message>,
+    /// The adapter has written it to its client (see [`QueueRegistry::claim`]).
+    claimed: bool,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    session: Arc<Session>,
+    qos: QoS,
+    subscription_id: Option<u32>,
+    /// Some(n): at most n unacknowledged messages; None: done once handed over.
+    window: Option<usize>,
+    unacked: VecDeque<Unacked>,
+}
+
+impl Consumer {
+    fn can_take(&self) -> bool {
+        self.session.is_connected() && self.window.map_or(true, |max| self.unacked.len() < max)
+    }
+
+    fn position(&self, message: &Arc<Message>) -> Option<usize> {
+        self.unacked
+            .iter()
+            .position(|u| Arc::ptr_eq(&u.message, message))
+    }
+}
+
+#[derive(Debug)]
+struct Queue {
+    /// `$queue/<name>`: the filter deliveries carry, shared by all of them.
+    filter: Arc<str>,
+    ready: VecDeque<Entry>,
+    consumers: Vec<Consumer>,
+    next_seq: u64,
+    /// Index of the consumer whose turn is next.
+    next: usize,
+}
+
+impl Queue {
+    fn new(name: &str) -> Queue {
+        Queue {
+            filter: Arc::from(format!("{QUEUE_PREFIX}{name}")),
+            ready: VecDeque::new(),
+            consumers: Vec::new(),
+            next_seq: 1,
+            next: 0,
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.ready.len()
+            + self
+                .consumers
+                .iter()
+                .map(|c| c.unacked.len())
+                .sum::<usize>()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.consumers.is_empty()
+    }
+
+    fn consumer(&mut self, session: &Arc<Session>) -> Option<&mut Consumer> {
+        self.consumers
+            .iter_mut()
+            .find(|c| Arc::ptr_eq(&c.session, session))
+    }
+
+    /// Hands ready messages to consumers, taking turns, until one side runs out.
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        // Consumers whose session refused a delivery in this round.
+        let mut refused = vec![false; self.consumers.len()];
+        while let Some(front) = self.ready.front() {
+            if front.message.is_expired(now) {
+                self.ready.pop_front();
+                tracing::debug!(queue = %self.filter, "expired queue message discarded");
+                continue;
+            }
+            let count = self.consumers.len();
+            let Some(index) = (0..count)
+                .map(|i| (self.next + i) % count)
+                .find(|&i| !refused[i] && self.consumers[i].can_take())
+            else {
+                return;
+            };
+            let Some(Entry { seq, message }) = self.ready.pop_front() else {
+                return;
+            };
+            let consumer = &mut self.consumers[index];
+            let delivery = Delivery {
+                qos: consumer.qos.min(message.qos),
+                message: Arc::clone(&message),
+                retain: false,
+                subscription_ids: consumer.subscription_id.into_iter().collect(),
+                filter: Some(Arc::clone(&self.filter)),
+            };
+            match consumer.session.push(delivery) {
+                PushOutcome::Dropped => {
+                    refused[index] = true;
+                    self.ready.push_front(Entry { seq, message });
+                    continue;
+                }
+                PushOutcome::QueuedDroppedOldest => {
+                    tracing::warn!(
+                        queue = %self.filter,
+                        client_id = %consumer.session.client_id,
+                        "consumer session full: its oldest pending delivery was dropped"
+                    );
+                }
+                PushOutcome::Queued => {}
+            }
+            if consumer.window.is_some() {
+                consumer.unacked.push_back(Unacked {
+                    seq,
+                    message,
+                    claimed: false,
+                });
+            }
+            self.next = (index + 1) % count;
+        }
+    }
+}
+
+/// Every queue, by name. Queues are created on first use and forgotten when
+/// they hold no message and have no consumer.
+#[derive(Debug)]
+pub struct QueueRegistry {
+    queues: Mutex<HashMap<Arc<str>, Queue>>,
+    /// Messages one queue may hold (waiting plus unacknowledged).
+    max_messages: usize,
+}
+
+impl QueueRegistry {
+    pub fn new(max_messages: usize) -> QueueRegistry {
+        QueueRegistry {
+            queues: Mutex::new(HashMap::new()),
+            max_messages: max_messages.max(1),
+        }
+    }
+
+    /// Adds a message at the back of queue `name` and hands out what can be handed out.
+    pub fn enqueue(&self, name: &str, message: Arc<Message>) -> Result<(), QueueError> {
+        let mut queues = self.queues.lock();
+        let queue = queues
+            .entry(Arc::from(name))
+            .or_insert_with(|| Queue::new(name));
+        if queue.held() >= self.max_messages {
+            let error = QueueError::Full {
+                queue: name.to_string(),
+                max: self.max_messages,
+            };
+            if queue.is_idle() {
+                queues.remove(name);
+            }
+            return Err(error);
+        }
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.ready.push_back(Entry { seq, message });
+        queue.dispatch();
+        Ok(())
+    }
+
+    /// Gives messages back at the front of the queue (a session ended before its
+    /// client acknowledged them). Never refused: they were counted before.
+    pub fn requeue(&self, name: &str, messages: impl DoubleEndedIterator<Item = Arc<Message>>) {
+        let mut queues = self.queues.lock();
+        let queue = queues
+            .entry(Arc::from(name))
+            .or_insert_with(|| Queue::new(name));
+        for message in messages.rev() {
+            queue.ready.push_front(Entry { seq: 0, message });
+        }
+        queue.dispatch();
+    }
+
+    /// Makes `session` a consumer of queue `name` (or updates its QoS), then dispatches.
+    pub fn add_consumer(
+        &self,
+        name: &str,
+        session: &Arc<Session>,
+        qos: QoS,
+        subscription_id: Option<u32>,
+    ) {
+        let window = session.delivery_style().queue_ack_window;
+        let mut queues = self.queues.lock();
+        let queue = queues
+            .entry(Arc::from(name))
+            .or_insert_with(|| Queue::new(name));
+        match queue.consumer(session) {
+            Some(consumer) => {
+                consumer.qos = qos;
+                consumer.subscription_id = subscription_id;
+            }
+            None => queue.consumers.push(Consumer {
+                session: Arc::clone(session),
+                qos,
+                subscription_id,
+                window,
+                unacked: VecDeque::new(),
+            }),
+        }
+        queue.dispatch();
+    }
+
+    /// Removes `session` from queue `name`; its unacknowledged messages go back to
+    /// the front of the queue. False if it was not a consumer.
+    pub fn remove_consumer(&self, name: &str, session: &Arc<Session>) -> bool {
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(name) else {
+            return false;
+        };
+        let Some(index) = queue
+            .consumers
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.session, session))
+        else {
+            return false;
+        };
+        let consumer = queue.consumers.remove(index);
+        if queue.next > index {
+            queue.next -= 1;
+        }
+        if queue.next >= queue.consumers.len() {
+            queue.next = 0;
+        }
+        let mut given_back: Vec<Unacked> = consumer.unacked.into();
+        given_back.sort_by_key(|u| u.seq);
+        for Unacked { seq, message, .. } in given_back.into_iter().rev() {
+            queue.ready.push_front(Entry { seq, message });
+        }
+        queue.dispatch();
+        if queue.is_idle() {
+            queues.remove(name);
+        }
+        true
+    }
+
+    /// Marks an unacknowledged message as written to the client. False when the
+    /// queue no longer expects `session` to handle it (given back meanwhile) or it
+    /// was claimed already: the adapter then must not write it.
+    pub fn claim(&self, name: &str, session: &Arc<Session>, message: &Arc<Message>) -> bool {
+        let mut queues = self.queues.lock();
+        let Some(consumer) = queues.get_mut(name).and_then(|q| q.consumer(session)) else {
+            return false;
+        };
+        match consumer
+            .unacked
+            .iter_mut()
+            .find(|u| Arc::ptr_eq(&u.message, message) && !u.claimed)
+        {
+            Some(unacked) => {
+                unacked.claimed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The consumer is done with the message: it leaves the queue. False if unknown.
+    pub fn ack(&self, name: &str, session: &Arc<Session>, message: &Arc<Message>) -> bool {
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(name) else {
+            return false;
+        };
+        let Some(consumer) = queue.consumer(session) else {
+            return false;
+        };
+        let Some(index) = consumer.position(message) else {
+            return false;
+        };
+        consumer.unacked.remove(index);
+        // A slot opened in this consumer's window.
+        queue.dispatch();
+        if queue.is_idle() {
+            queues.remove(name);
+        }
+        true
+    }
+
+    /// The consumer refused the message: it goes back to the front of the queue
+    /// for the next consumer in turn (possibly the same one). False if unknown.
+    pub fn nack(&self, name: &str, session: &Arc<Session>, message: &Arc<Message>) -> bool {
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(name) else {
+            return false;
+        };
+        let Some(consumer) = queue.consumer(session) else {
+            return false;
+        };
+        let Some(index) = consumer.position(message) else {
+            return false;
+        };
+        if let Some(Unacked { seq, message, .. }) = consumer.unacked.remove(index) {
+            queue.ready.push_front(Entry { seq, message });
+        }
+        queue.dispatch();
+        true
+    }
+
+    /// Dispatches every queue `session` consumes (its connection came back).
+    pub fn dispatch_for(&self, session: &Arc<Session>) {
+        let mut queues = self.queues.lock();
+        for queue in queues.values_mut() {
+            if queue
+                .consumers
+                .iter()
+                .any(|c| Arc::ptr_eq(&c.session, session))
+            {
+                queue.dispatch();
+            }
+        }
+    }
+
+    pub fn depth(&self, name: &str) -> QueueDepth {
+        let queues = self.queues.lock();
+        queues
+            .get(name)
+            .map_or_else(QueueDepth::default, |q| QueueDepth {
+                ready: q.ready.len(),
+                unacked: q.consumers.iter().map(|c| c.unacked.len()).sum(),
+                consumers: q.consumers.len(),
+            })
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::session::{DeliveryStyle, OverflowPolicy, QueueLimits};
+
+    fn session(id: &str, window: Option<usize>) -> Arc<Session> {
+        let session = Arc::new(Session::new(
+            Arc::from(id),
+            0,
+            QueueLimits {
+                max_queued: 100,
+                overflow: OverflowPolicy::DropNew,
+            },
+        ));
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        session.attach(1, tx, 0);
+        session.set_delivery_style(DeliveryStyle {
+            per_subscription: true,
+            queue_ack_window: window,
+        });
+        session
+    }
+
+    fn message(body: &'static str) -> Arc<Message> {
+        Arc::new(Message::new(
+            "$queue/jobs",
+            Bytes::from_static(body.as_bytes()),
+            QoS::AtLeastOnce,
+            false,
+        ))
+    }
+
+    fn bodies(session: &Session) -> Vec<String> {
+        let mut out = Vec::new();
+        session.take_pending(usize::MAX, &mut out);
+        out.iter()
+            .map(|d| String::from_utf8_lossy(&d.message.payload).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn queue_name_accepts_plain_names_only() {
+        assert_eq!(queue_name("$queue/jobs"), Some("jobs"));
+        assert_eq!(queue_name("$queue/a/b"), Some("a/b"));
+        assert_eq!(queue_name("$queue/"), None);
+        assert_eq!(queue_name("$queue/a/+"), None);
+        assert_eq!(queue_name("$queue/#"), None);
+        assert_eq!(queue_name("queue/jobs"), None);
+    }
+
+    #[test]
+    fn messages_wait_for_a_consumer_then_go_round_robin() {
+        let queues = QueueRegistry::new(10);
+        for body in ["1", "2", "3", "4"] {
+            queues.enqueue("jobs", message(body)).unwrap();
+        }
+        assert_eq!(queues.depth("jobs").ready, 4);
+        let a = session("a", Some(10));
+        let b = session("b", Some(10));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None);
+        // a was alone when it joined: it took everything waiting.
+        assert_eq!(bodies(&a), ["1", "2", "3", "4"]);
+        for body in ["5", "6", "7", "8"] {
+            queues.enqueue("jobs", message(body)).unwrap();
+        }
+        let (from_a, from_b) = (bodies(&a), bodies(&b));
+        assert_eq!(from_a.len() + from_b.len(), 4);
+        assert_eq!(from_a.len(), 2, "{from_a:?} {from_b:?}");
+    }
+
+    #[test]
+    fn full_queue_refuses_and_ack_frees_room() {
+        let queues = QueueRegistry::new(2);
+        let a = session("a", Some(10));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        let first = message("1");
+        queues.enqueue("jobs", Arc::clone(&first)).unwrap();
+        queues.enqueue("jobs", message("2")).unwrap();
+        assert!(matches!(
+            queues.enqueue("jobs", message("3")),
+            Err(QueueError::Full { max: 2, .. })
+        ));
+        assert!(queues.ack("jobs", &a, &first));
+        assert!(!queues.ack("jobs", &a, &first), "second ack is unknown");
+        queues.enqueue("jobs", message("3")).unwrap();
+    }
+
+    #[test]
+    fn nack_and_consumer_leaving_redeliver_in_order() {
+        let queues = QueueRegistry::new(10);
+        let a = session("a", Some(10));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        let (m1, m2) = (message("1"), message("2"));
+        queues.enqueue("jobs", Arc::clone(&m1)).unwrap();
+        queues.enqueue("jobs", Arc::clone(&m2)).unwrap();
+        assert_eq!(bodies(&a), ["1", "2"]);
+        assert!(queues.claim("jobs", &a, &m1));
+        assert!(!queues.claim("jobs", &a, &m1), "claimed once only");
+        assert!(queues.nack("jobs", &a, &m1));
+        assert_eq!(bodies(&a), ["1"], "the only consumer gets it again");
+        assert!(queues.remove_consumer("jobs", &a));
+        assert_eq!(queues.depth("jobs").ready, 2);
+        let b = session("b", Some(10));
+        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None);
+        assert_eq!(bodies(&b), ["1", "2"]);
+    }
+
+    #[test]
+    fn ack_window_limits_what_one_consumer_holds() {
+        let queues = QueueRegistry::new(10);
+        let a = session("a", Some(1));
+        let b = session("b", Some(1));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None);
+        let m1 = message("1");
+        queues.enqueue("jobs", Arc::clone(&m1)).unwrap();
+        queues.enqueue("jobs", message("2")).unwrap();
+        queues.enqueue("jobs", message("3")).unwrap();
+        assert_eq!(queues.depth("jobs").ready, 1);
+        assert_eq!(bodies(&a), ["1"]);
+        assert_eq!(bodies(&b), ["2"]);
+        assert!(queues.ack("jobs", &a, &m1));
+        assert_eq!(bodies(&a), ["3"]);
+    }
+
+    #[test]
+    fn consumers_without_a_window_are_done_on_hand_over() {
+        let queues = QueueRegistry::new(1);
+        let a = session("a", None);
+        queues.add_consumer("jobs", &a, QoS::AtMostOnce, None);
+        queues.enqueue("jobs", message("1")).unwrap();
+        queues.enqueue("jobs", message("2")).unwrap();
+        let mut out = Vec::new();
+        a.take_pending(10, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].qos, QoS::AtMostOnce);
+        assert_eq!(out[0].filter.as_deref(), Some("$queue/jobs"));
+        assert_eq!(queues.depth("jobs").unacked, 0);
+    }
+
+    #[test]
+    fn idle_queues_are_forgotten() {
+        let queues = QueueRegistry::new(10);
+        let a = session("a", Some(10));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        let m = message("1");
+        queues.enqueue("jobs", Arc::clone(&m)).unwrap();
+        assert!(queues.ack("jobs", &a, &m));
+        assert!(queues.remove_consumer("jobs", &a));
+        assert_eq!(queues.queue_count(), 0);
+    }
+}

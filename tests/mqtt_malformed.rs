@@ -1,0 +1,332 @@
+//! Bad input, as raw bytes: each gets the answer the spec gives (a reason code
+//! where the version has one) and the connection closes; afterwards a healthy
+//! client on the same server still works.
+
+mod common;
+
+use common::*;
+
+/// Connects at `level` (4 or 5), sends `bad` and asserts the close: 3.1.1 gets no
+/// answer, 5.0 a DISCONNECT with `v5_reason`. Then checks the broker still serves.
+async fn rejected_on(server: &TestServer, level: u8, bad: &[u8], v5_reason: u8) {
+    let (mut s, connack) = raw_client(server.mqtt, &connect_level(level, "bad", true, 0)).await;
+    assert_eq!(connack[3], 0x00);
+    send(&mut s, bad).await;
+    let bytes = expect_closed(&mut s).await;
+    if level == 5 {
+        assert_eq!(
+            disconnect_reason(&bytes),
+            v5_reason,
+            "{bad:02x?} answered {bytes:02x?}"
+        );
+    } else {
+        assert!(bytes.is_empty(), "{bad:02x?} answered {bytes:02x?}");
+    }
+    assert_broker_healthy(server.mqtt).await;
+}
+
+async fn rejected(level: u8, bad: &[u8], v5_reason: u8) {
+    let server = start_server().await;
+    rejected_on(&server, level, bad, v5_reason).await;
+}
+
+#[tokio::test]
+async fn first_packet_not_connect_closes_the_connection() {
+    let server = start_server().await;
+    let not_connect = [
+        vec![0xC0, 0x00],
+        publish_packet(0, "a", None, None, b"x"),
+        subscribe_packet(1, None, &[("a", 0)]),
+        vec![0xE0, 0x00],
+    ];
+    for bad in not_connect {
+        let mut s = raw_connect(server.mqtt).await;
+        let (bytes, closed) = send_raw_until_close(&mut s, &bad).await;
+        assert!(
+            closed && bytes.is_empty(),
+            "{bad:02x?} answered {bytes:02x?}"
+        );
+    }
+    assert_broker_healthy(server.mqtt).await;
+}
+
+#[tokio::test]
+async fn second_connect_is_a_protocol_error_v311() {
+    rejected(4, &connect_v311("again"), 0).await;
+}
+
+#[tokio::test]
+async fn second_connect_is_a_protocol_error_v5() {
+    rejected(5, &connect_v5("again"), 0x82).await;
+}
+
+/// Fixed headers whose flags break the rules: reserved bits, QoS 3, DUP on QoS 0.
+fn wrong_flags(level: u8) -> Vec<Vec<u8>> {
+    let props = empty_props(level).unwrap_or_default();
+    let mut sub_body = vec![0x00, 0x01];
+    sub_body.extend_from_slice(props);
+    sub_body.extend(mqtt_str("a"));
+    sub_body.push(0);
+    vec![
+        frame(0x80, &sub_body),                               // SUBSCRIBE must be 0x82
+        vec![0x60, 0x02, 0x00, 0x01],                         // PUBREL must be 0x62
+        vec![0xC1, 0x00],                                     // PINGREQ with a flag
+        publish_packet(0x06, "a", Some(1), Some(props), b""), // QoS 3
+        publish_packet(0x08, "a", None, Some(props), b""),    // DUP on QoS 0
+    ]
+}
+
+#[tokio::test]
+async fn wrong_fixed_header_flags_close_the_connection_v311() {
+    let server = start_server().await;
+    for bad in wrong_flags(4) {
+        rejected_on(&server, 4, &bad, 0).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_fixed_header_flags_are_malformed_0x81_v5() {
+    let server = start_server().await;
+    for bad in wrong_flags(5) {
+        rejected_on(&server, 5, &bad, 0x81).await;
+    }
+}
+
+#[tokio::test]
+async fn subscription_options_with_reserved_bits_close_the_connection() {
+    let server = start_server().await;
+    rejected_on(&server, 4, &subscribe_packet(1, None, &[("a", 0x04)]), 0).await;
+    rejected_on(
+        &server,
+        5,
+        &subscribe_packet(1, Some(&[0]), &[("a", 0x40)]),
+        0x81,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn connect_with_the_reserved_flag_set_is_refused() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let bad = connect_packet("MQTT", 4, 0x03, 60, None, &mqtt_str("r"));
+    let (bytes, closed) = send_raw_until_close(&mut s, &bad).await;
+    assert!(
+        closed && bytes.is_empty(),
+        "3.1.1 closes without CONNACK: {bytes:02x?}"
+    );
+    let mut s = raw_connect(server.mqtt).await;
+    let bad = connect_packet("MQTT", 5, 0x03, 60, Some(&[0]), &mqtt_str("r"));
+    let (bytes, closed) = send_raw_until_close(&mut s, &bad).await;
+    assert!(closed);
+    assert_eq!(
+        bytes,
+        vec![0x20, 0x03, 0x00, 0x81, 0x00],
+        "5.0 CONNACK malformed packet"
+    );
+    assert_broker_healthy(server.mqtt).await;
+}
+
+#[tokio::test]
+async fn malformed_remaining_length_closes_the_connection() {
+    let bad = [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
+    rejected(4, &bad, 0).await;
+    rejected(5, &bad, 0x81).await;
+}
+
+#[tokio::test]
+async fn field_longer_than_the_packet_closes_the_connection() {
+    // Topic length 10 in a 3-byte body.
+    let bad = [0x30, 0x03, 0x00, 0x0A, b'a'];
+    rejected(4, &bad, 0).await;
+    rejected(5, &bad, 0x81).await;
+}
+
+#[tokio::test]
+async fn packet_over_the_maximum_size_closes_the_connection() {
+    let server = start_server_with(|s| s.limits.max_packet_size = 1024).await;
+    let big = [b'x'; 2000];
+    rejected_on(&server, 4, &publish_packet(0, "big", None, None, &big), 0).await;
+    // Only the fixed header is needed to refuse it: the body never arrives.
+    rejected_on(&server, 4, &[0x30, 0xFF, 0x7F], 0).await;
+    rejected_on(&server, 5, &[0x30, 0xFF, 0x7F], 0x95).await;
+}
+
+#[tokio::test]
+async fn wildcard_in_a_publish_topic_closes_the_connection() {
+    for topic in ["a/+", "a/#", "+"] {
+        rejected(4, &publish_packet(0, topic, None, None, b"x"), 0).await;
+        rejected(5, &publish_packet(0, topic, None, Some(&[0]), b"x"), 0x90).await;
+    }
+}
+
+fn publish_with_raw_topic(topic: &[u8], v5: bool) -> Vec<u8> {
+    let mut body = mqtt_str(topic);
+    if v5 {
+        body.push(0);
+    }
+    body.extend_from_slice(b"payload");
+    frame(0x30, &body)
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_topic_closes_the_connection() {
+    for topic in [&[b'a', 0xC3, 0x28][..], &[0xED, 0xA0, 0x80], &[b'a', 0x00]] {
+        rejected(4, &publish_with_raw_topic(topic, false), 0).await;
+        rejected(5, &publish_with_raw_topic(topic, true), 0x81).await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_the_client_id_is_refused() {
+    let server = start_server().await;
+    let id = mqtt_str([0xFF, 0xFE]);
+    let mut s = raw_connect(server.mqtt).await;
+    let (bytes, closed) =
+        send_raw_until_close(&mut s, &connect_packet("MQTT", 4, 0x02, 60, None, &id)).await;
+    assert!(closed && bytes.is_empty(), "{bytes:02x?}");
+    let mut s = raw_connect(server.mqtt).await;
+    let (bytes, closed) = send_raw_until_close(
+        &mut s,
+        &connect_packet("MQTT", 5, 0x02, 60, Some(&[0]), &id),
+    )
+    .await;
+    assert!(closed);
+    assert_eq!(bytes, vec![0x20, 0x03, 0x00, 0x81, 0x00]);
+    assert_broker_healthy(server.mqtt).await;
+}
+
+#[tokio::test]
+async fn payload_not_utf8_despite_the_format_indicator_is_refused_with_0x99_v5() {
+    // Property: payload format indicator (0x01) = 1.
+    let bad = publish_packet(
+        0x02,
+        "t",
+        Some(1),
+        Some(&props(&[0x01, 0x01])),
+        &[0xFF, 0xFE],
+    );
+    rejected(5, &bad, 0x99).await;
+}
+
+#[tokio::test]
+async fn packet_id_zero_closes_the_connection() {
+    let server = start_server().await;
+    rejected_on(
+        &server,
+        4,
+        &publish_packet(0x02, "t", Some(0), None, b"x"),
+        0,
+    )
+    .await;
+    rejected_on(&server, 4, &subscribe_packet(0, None, &[("t", 0)]), 0).await;
+    rejected_on(
+        &server,
+        5,
+        &publish_packet(0x02, "t", Some(0), Some(&[0]), b"x"),
+        0x82,
+    )
+    .await;
+    rejected_on(
+        &server,
+        5,
+        &subscribe_packet(0, Some(&[0]), &[("t", 0)]),
+        0x82,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn subscribe_without_filters_closes_the_connection() {
+    rejected(4, &[0x82, 0x02, 0x00, 0x01], 0).await;
+    rejected(5, &[0x82, 0x03, 0x00, 0x01, 0x00], 0x82).await;
+}
+
+#[tokio::test]
+async fn pubrel_for_an_unknown_packet_id_is_completed_v311() {
+    let server = start_server().await;
+    let (mut s, _) = raw_client(server.mqtt, &connect_v311("rel")).await;
+    send(&mut s, &ack_packet(0x62, 42)).await;
+    assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x70, 42)));
+    expect_alive(&mut s).await;
+}
+
+#[tokio::test]
+async fn pubrel_for_an_unknown_packet_id_gets_pubcomp_0x92_and_the_connection_stays_v5() {
+    let server = start_server().await;
+    let (mut s, _) = raw_client(server.mqtt, &connect_v5("rel")).await;
+    send(&mut s, &ack_packet(0x62, 42)).await;
+    assert_eq!(
+        read_packet(&mut s).await,
+        Some(vec![0x70, 0x03, 0x00, 42, 0x92])
+    );
+    expect_alive(&mut s).await;
+}
+
+#[tokio::test]
+async fn topic_alias_out_of_range_is_refused_with_0x94_v5() {
+    let server = start_server().await;
+    for alias in [0u16, 65] {
+        let [hi, lo] = alias.to_be_bytes();
+        let bad = publish_packet(0, "t", None, Some(&props(&[0x23, hi, lo])), b"x");
+        rejected_on(&server, 5, &bad, 0x94).await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_topic_alias_is_a_protocol_error_v5() {
+    let bad = publish_packet(0, "", None, Some(&props(&[0x23, 0x00, 0x05])), b"x");
+    rejected(5, &bad, 0x82).await;
+}
+
+#[tokio::test]
+async fn shared_subscription_with_no_local_is_a_protocol_error_v5() {
+    rejected(
+        5,
+        &subscribe_packet(1, Some(&[0]), &[("$share/g/t", 0x05)]),
+        0x82,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn auth_is_refused() {
+    // AUTH does not exist in 3.1.1; in 5.0 it needs an authentication method from CONNECT.
+    rejected(4, &[0xF0, 0x00], 0).await;
+    rejected(5, &[0xF0, 0x00], 0x82).await;
+}
+
+#[tokio::test]
+async fn server_only_packets_from_a_client_close_the_connection() {
+    let server = start_server().await;
+    rejected_on(&server, 4, &[0x20, 0x02, 0x00, 0x00], 0).await;
+    rejected_on(&server, 4, &[0xD0, 0x00], 0).await;
+    rejected_on(&server, 5, &[0x20, 0x03, 0x00, 0x00, 0x00], 0x82).await;
+    rejected_on(&server, 5, &[0xD0, 0x00], 0x82).await;
+}
+
+#[tokio::test]
+async fn exceeding_the_server_receive_maximum_is_refused_with_0x93_v5() {
+    let server = start_server_with(|s| s.limits.receive_maximum = 2).await;
+    let (mut s, _) = raw_client(server.mqtt, &connect_v5("eager")).await;
+    for id in 1..=2 {
+        send(
+            &mut s,
+            &publish_packet(0x04, "t", Some(id), Some(&[0]), b"x"),
+        )
+        .await;
+        assert_eq!(
+            read_packet(&mut s).await.map(|p| p[0]),
+            Some(0x50),
+            "PUBREC"
+        );
+    }
+    send(
+        &mut s,
+        &publish_packet(0x04, "t", Some(3), Some(&[0]), b"x"),
+    )
+    .await;
+    let bytes = expect_closed(&mut s).await;
+    assert_eq!(disconnect_reason(&bytes), 0x93, "{bytes:02x?}");
+    assert_broker_healthy(server.mqtt).await;
+}
