@@ -86,14 +86,20 @@ fn mqtt(c: &mut Criterion) {
 
 fn send_frame() -> Frame {
     Frame::new(Command::Send)
-        .with_header("destination", "/topic/sensors/building-7/room-42/temperature")
+        .with_header(
+            "destination",
+            "/topic/sensors/building-7/room-42/temperature",
+        )
         .with_header("content-type", "application/octet-stream")
         .with_body(Bytes::from_static(&PAYLOAD))
 }
 
 fn message_frame() -> Frame {
     Frame::new(Command::Message)
-        .with_header("destination", "/topic/sensors/building-7/room-42/temperature")
+        .with_header(
+            "destination",
+            "/topic/sensors/building-7/room-42/temperature",
+        )
         .with_header("message-id", "1234567")
         .with_header("subscription", "sub-0")
         .with_header("content-type", "application/octet-stream")

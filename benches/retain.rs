@@ -18,7 +18,10 @@ fn build() -> RetainedIndex<u32> {
     let mut index = RetainedIndex::new();
     for s in 0..SITES {
         for d in 0..DEVICES {
-            index.set(&format!("site/{s}/dev/{d}/temp"), Some((s * DEVICES + d) as u32));
+            index.set(
+                &format!("site/{s}/dev/{d}/temp"),
+                Some((s * DEVICES + d) as u32),
+            );
         }
     }
     index

@@ -14,7 +14,6 @@
 //! Run: `cargo bench --bench trie` (add `-- exact` to filter).
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tern::core::topic::Filter;
@@ -89,7 +88,6 @@ fn trie_match(c: &mut Criterion) {
         if n >= 1_000_000 {
             group.sample_size(10);
         }
-        group.warm_up_time(Duration::from_secs(1));
         for kind in Kind::ALL {
             let trie = build(kind, n);
             assert_eq!(trie.len(), n);

@@ -363,7 +363,8 @@ impl Settings {
             config::Environment::with_prefix("TERN")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(setting_env_vars())),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         if let Some(path) = settings.auth.acl_file.clone() {
@@ -733,4 +734,15 @@ mod tests {
             Some(Path::new("/etc/tern/passwd"))
         );
     }
+}
+
+/// `TERN_<SECTION>__<KEY>` variables only: a variable without `__` (say `TERN_BIN`
+/// of a test harness) cannot name a setting and must not stop the broker.
+fn setting_env_vars() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| {
+            name.strip_prefix("TERN_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect()
 }

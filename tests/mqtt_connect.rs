@@ -289,3 +289,67 @@ async fn incomplete_connect_is_closed_after_the_connect_timeout() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn client_over_the_connection_limit_is_refused_with_server_unavailable() {
+    let server = start_server_with(|s| s.limits.max_connections = 1).await;
+    let (mut first, _) = raw_client(server.mqtt, &connect_v311("first")).await;
+    let mut s = raw_connect(server.mqtt).await;
+    let (bytes, closed) = send_raw_until_close(&mut s, &connect_v311("second")).await;
+    assert_eq!(
+        bytes,
+        vec![0x20, 0x02, 0x00, 0x03],
+        "3.1.1 server unavailable"
+    );
+    assert!(closed);
+    let mut s = raw_connect(server.mqtt).await;
+    let (bytes, closed) = send_raw_until_close(&mut s, &connect_v5("second")).await;
+    assert_eq!(
+        bytes,
+        vec![0x20, 0x03, 0x00, 0x97, 0x00],
+        "5.0 quota exceeded"
+    );
+    assert!(closed);
+    expect_alive(&mut first).await;
+}
+
+#[tokio::test]
+async fn packets_sent_together_with_connect_are_all_handled() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let mut burst = connect_v311("eager");
+    burst.extend(subscribe_packet(1, None, &[("burst/t", 1)]));
+    burst.extend(publish_packet(0x02, "burst/t", Some(2), None, b"self"));
+    burst.extend([0xC0, 0x00]);
+    send(&mut s, &burst).await;
+    assert_eq!(
+        read_packet(&mut s).await,
+        Some(vec![0x20, 0x02, 0x00, 0x00])
+    );
+    assert_eq!(read_packet(&mut s).await, Some(suback_bytes(4, 1, &[1])));
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(read_packet(&mut s).await.expect("packet"));
+    }
+    assert!(rest.contains(&ack_packet(0x40, 2)), "PUBACK: {rest:02x?}");
+    assert!(rest.contains(&vec![0xD0, 0x00]), "PINGRESP: {rest:02x?}");
+    let publish = rest.iter().find(|p| p[0] >> 4 == 3).expect("PUBLISH");
+    assert_eq!(parse_publish(publish, false).payload, b"self");
+}
+
+#[tokio::test]
+async fn packets_arriving_one_byte_at_a_time_are_handled() {
+    let server = start_server().await;
+    let mut sub = <v4::Client as TestClient>::connect(server.mqtt, "sub").await;
+    sub.subscribe("slow/t", 1).await;
+    let mut s = raw_connect(server.mqtt).await;
+    let mut bytes = connect_v5("trickle");
+    bytes.extend(publish_packet(0x02, "slow/t", Some(1), Some(&[0]), b"drip"));
+    for b in &bytes {
+        send(&mut s, std::slice::from_ref(b)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(read_packet(&mut s).await.map(|p| p[0]), Some(0x20));
+    assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x40, 1)));
+    assert_eq!(sub.recv().await.payload, b"drip");
+}

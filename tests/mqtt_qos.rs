@@ -463,3 +463,32 @@ async fn qos2_publish_resent_after_reconnect_is_delivered_once_v311() {
 async fn qos2_publish_resent_after_reconnect_is_delivered_once_v5() {
     qos2_publish_resent_after_reconnect_is_delivered_once(5).await;
 }
+
+async fn large_payload_is_delivered_intact(level: u8) {
+    let server = start_server().await;
+    let mut sub = raw_subscriber(server.mqtt, level, "sub", "big/t", 1).await;
+    let (mut s, _) = raw_client(server.mqtt, &connect_level(level, "pub", true, 0)).await;
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    send(
+        &mut s,
+        &publish_packet(0x02, "big/t", Some(1), empty_props(level), &payload),
+    )
+    .await;
+    assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x40, 1)));
+    let p = read_publish(&mut sub, level).await;
+    assert!(
+        p.payload == payload,
+        "payload of {} bytes differs",
+        p.payload.len()
+    );
+}
+
+#[tokio::test]
+async fn large_payload_is_delivered_intact_v311() {
+    large_payload_is_delivered_intact(4).await;
+}
+
+#[tokio::test]
+async fn large_payload_is_delivered_intact_v5() {
+    large_payload_is_delivered_intact(5).await;
+}

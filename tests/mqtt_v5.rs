@@ -25,6 +25,15 @@ async fn v5_client(server: &TestServer, id: &str) -> v5::Client {
 }
 
 #[tokio::test]
+async fn session_expiry_above_the_server_maximum_is_capped_in_connack() {
+    let server = start_server_with(|s| s.limits.max_session_expiry_secs = 10).await;
+    let options = v5::persistent_options(server.mqtt, "long"); // asks for 3600 s
+    let (_c, ack) = v5::Client::start(options).await;
+    let props = ack.properties.expect("CONNACK properties");
+    assert_eq!(props.session_expiry_interval, Some(10));
+}
+
+#[tokio::test]
 async fn message_expiry_interval_counts_down_while_the_message_waits() {
     let server = start_server().await;
     let mut publisher = v5_client(&server, "pub").await;

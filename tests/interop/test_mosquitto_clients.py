@@ -57,7 +57,11 @@ class Sub:
         self.seen: list = []
         threading.Thread(target=self._read, daemon=True).start()
         if wait_suback:
-            self.wait_for("received SUBACK")
+            try:
+                self.wait_for("received SUBACK")
+            except BaseException:
+                self.close()  # not yet known to the fixture: do not leak the process
+                raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

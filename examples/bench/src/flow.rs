@@ -667,10 +667,7 @@ async fn publisher(
         } else if (window_bound || permit_bound) && last_progress.0.elapsed() >= STALL {
             result.stalls += 1;
             let what = if window_bound {
-                format!(
-                    "{} messages unreceived by some subscriber",
-                    seq - floor
-                )
+                format!("{} messages unreceived by some subscriber", seq - floor)
             } else {
                 format!("{} QoS {qos} messages unacknowledged", plan.inflight)
             };

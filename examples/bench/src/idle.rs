@@ -42,7 +42,8 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
     let limit = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let mut set = JoinSet::new();
     for i in 0..n {
-        let local = spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8)));
+        let local =
+            spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8)));
         let login = Login {
             client_id: format!("tb{}-idle{i}", std::process::id()),
             username: args.username.clone(),

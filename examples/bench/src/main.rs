@@ -158,14 +158,8 @@ impl Scenario {
 /// How one side of a flow talks to the broker.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
-    Mqtt {
-        addr: SocketAddr,
-        v5: bool,
-        qos: u8,
-    },
-    Stomp {
-        addr: SocketAddr,
-    },
+    Mqtt { addr: SocketAddr, v5: bool, qos: u8 },
+    Stomp { addr: SocketAddr },
 }
 
 /// A publish/subscribe scenario resolved from the arguments.
@@ -224,9 +218,8 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
     };
     let publishers = args.publishers.unwrap_or(default_pubs).max(1);
     let subscribers = args.subscribers.unwrap_or(default_subs).max(1);
-    let per_pub = |prefix: &str| -> Vec<String> {
-        (0..publishers).map(|p| format!("{prefix}{p}")).collect()
-    };
+    let per_pub =
+        |prefix: &str| -> Vec<String> { (0..publishers).map(|p| format!("{prefix}{p}")).collect() };
     let same = |topic: &str| -> Vec<String> { vec![topic.to_string(); publishers] };
     let (publish, subscribe, pub_topics, sub_topic) = match scenario {
         Scenario::FanIn => (mqtt(0), mqtt(0), per_pub("bench/"), "bench/#".to_string()),
