@@ -192,7 +192,19 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
+    /// False keeps everything in memory: nothing survives a restart.
+    pub enabled: bool,
+    /// Directory of the store file `tern.redb`.
     pub data_dir: PathBuf,
+    /// When an acknowledged message is on disk: "batched" (group commit, ack after
+    /// commit), "sync" (one commit per message) or "none" (ack at once, fsync about once a second).
+    pub durability: crate::store::Durability,
+}
+
+impl StorageSettings {
+    pub fn store_file(&self) -> PathBuf {
+        self.data_dir.join("tern.redb")
+    }
 }
 
 impl Default for Settings {
@@ -343,7 +355,9 @@ impl Default for Limits {
 impl Default for StorageSettings {
     fn default() -> Self {
         StorageSettings {
+            enabled: true,
             data_dir: PathBuf::from("./data"),
+            durability: crate::store::Durability::Batched,
         }
     }
 }
@@ -464,13 +478,15 @@ impl Settings {
         Ok(())
     }
 
-    /// Settings for tests and embedding: every listener on 127.0.0.1 port 0.
+    /// Settings for tests and embedding: every listener on 127.0.0.1 port 0, no store.
     pub fn ephemeral() -> Settings {
         let mut settings = Settings::default();
         settings.mqtt.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.stomp.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.mqtt_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.stomp_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        // In memory: tests that need the store give each server its own directory.
+        settings.storage.enabled = false;
         settings
     }
 }
@@ -498,6 +514,17 @@ fn load_acl_file(path: &Path) -> Result<Vec<AclRule>, ConfigError> {
         .try_deserialize()
         .map_err(wrap)?;
     Ok(file.acl)
+}
+
+/// `TERN_<SECTION>__<KEY>` variables only: a variable without `__` (say `TERN_BIN`
+/// of a test harness) cannot name a setting and must not stop the broker.
+fn setting_env_vars() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| {
+            name.strip_prefix("TERN_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -734,15 +761,4 @@ mod tests {
             Some(Path::new("/etc/tern/passwd"))
         );
     }
-}
-
-/// `TERN_<SECTION>__<KEY>` variables only: a variable without `__` (say `TERN_BIN`
-/// of a test harness) cannot name a setting and must not stop the broker.
-fn setting_env_vars() -> config::Map<String, String> {
-    std::env::vars()
-        .filter(|(name, _)| {
-            name.strip_prefix("TERN_")
-                .is_some_and(|rest| rest.contains("__"))
-        })
-        .collect()
 }

@@ -13,12 +13,16 @@ use crate::adapter::{self, Context, Peer};
 use crate::config::Settings;
 use crate::core::router::Router;
 use crate::core::session::QueueLimits;
+use crate::store::redb::RedbBackend;
+use crate::store::Store;
 use crate::transport::tcp::{self, TcpAcceptor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("{0}")]
     Bind(std::io::Error),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A running broker.
@@ -36,13 +40,27 @@ impl Server {
     /// Binds every enabled listener and starts serving; fails if a port is taken.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
-        let router = Arc::new(
-            Router::new(QueueLimits {
-                max_queued: settings.limits.max_queued_messages,
-                overflow: settings.limits.queue_overflow,
-            })
-            .with_queue_max_messages(settings.limits.queue_max_messages),
-        );
+        let mut router = Router::new(QueueLimits {
+            max_queued: settings.limits.max_queued_messages,
+            overflow: settings.limits.queue_overflow,
+        })
+        .with_queue_max_messages(settings.limits.queue_max_messages);
+        let store = open_store(&settings)?;
+        if let Some(store) = &store {
+            router = router.with_store(Arc::clone(store));
+        }
+        let router = Arc::new(router);
+        if let Some(store) = &store {
+            let restored = router.restore(store.load()?)?;
+            tracing::info!(
+                sessions = restored.sessions,
+                deliveries = restored.deliveries,
+                retained = restored.retained,
+                expired_sessions = restored.expired_sessions,
+                path = %settings.storage.store_file().display(),
+                "store loaded"
+            );
+        }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
@@ -148,5 +166,23 @@ impl Server {
         {
             tracing::warn!("some connections did not close within the grace period");
         }
+        if let Some(store) = self.router.store() {
+            if let Err(e) = store.flush().await {
+                tracing::error!(error = %e, "store flush at shutdown failed");
+            }
+            store.close();
+        }
     }
+}
+
+/// Opens the store named by the settings, or none when storage is disabled.
+fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
+    if !settings.storage.enabled {
+        return Ok(None);
+    }
+    let backend = RedbBackend::open(&settings.storage.store_file())?;
+    Ok(Some(Store::start(
+        Arc::new(backend),
+        settings.storage.durability,
+    )))
 }

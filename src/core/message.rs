@@ -106,4 +106,6 @@ pub struct Delivery {
     pub subscription_ids: Vec<u32>,
     /// The filter that matched (STOMP needs it to name the subscription).
     pub filter: Option<Arc<str>>,
+    /// Key of this delivery in the store (0: not stored). Set by the session.
+    pub seq: u64,
 }

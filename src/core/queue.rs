@@ -167,6 +167,7 @@ impl Queue {
                 retain: false,
                 subscription_ids: consumer.subscription_id.into_iter().collect(),
                 filter: Some(Arc::clone(&self.filter)),
+                seq: 0,
             };
             match consumer.session.push(delivery) {
                 PushOutcome::Dropped => {

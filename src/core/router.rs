@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::core::message::{Delivery, Message, QoS};
+use crate::core::persist;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retain::RetainedIndex;
 use crate::core::session::{
@@ -18,6 +19,7 @@ use crate::core::session::{
 };
 use crate::core::topic::Filter;
 use crate::core::trie::SubscriptionTrie;
+use crate::store::{Store, StoreOp};
 
 /// Counters the admin side reads; relaxed atomics, never a lock.
 #[derive(Debug, Default)]
@@ -48,6 +50,8 @@ pub struct Router {
     queue_limits: QueueLimits,
     /// Point-to-point queues, reached as `$queue/<name>`.
     queues: QueueRegistry,
+    /// Persistent sessions, their QoS 1/2 deliveries and retained messages go here.
+    store: Option<Arc<Store>>,
     pub stats: RouterStats,
 }
 
@@ -60,7 +64,66 @@ impl Router {
             next_connection_id: AtomicU64::new(1),
             queue_limits,
             queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
+            store: None,
             stats: RouterStats::default(),
+        }
+    }
+
+    /// Makes the router persist through `store` (call before serving).
+    pub fn with_store(mut self, store: Arc<Store>) -> Router {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    fn new_session(&self, client_id: Arc<str>, expiry_interval: u32) -> Arc<Session> {
+        Arc::new(Session::with_store(
+            client_id,
+            expiry_interval,
+            self.queue_limits,
+            self.store.clone(),
+        ))
+    }
+
+    /// A stored session brought back at start, disconnected.
+    pub(crate) fn insert_restored_session(&self, client_id: &str, expiry: u32) -> Arc<Session> {
+        let session = self.new_session(Arc::from(client_id), expiry);
+        self.sessions
+            .insert(Arc::clone(&session.client_id), Arc::clone(&session));
+        session
+    }
+
+    /// A stored retained message brought back at start (not written again).
+    pub(crate) fn restore_retained(&self, message: Arc<Message>) {
+        let topic = Arc::clone(&message.topic);
+        self.retained.write().set(&topic, Some(message));
+    }
+
+    /// Writes a session's record (subscriptions, expiry) if it is persistent.
+    pub(crate) fn save_session(&self, session: &Session, disconnected: bool) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let expiry = session.expiry_interval();
+        if expiry == 0 {
+            return;
+        }
+        let at = disconnected.then(crate::store::record::unix_ms_now);
+        let record = persist::session_record(expiry, at, &session.subscriptions());
+        store.submit([StoreOp::PutSession {
+            client_id: session.client_id.to_string(),
+            record,
+        }]);
+    }
+
+    fn forget_session(&self, session: &Session) {
+        if let Some(store) = &self.store {
+            store.submit([StoreOp::DeleteSession {
+                client_id: session.client_id.to_string(),
+            }]);
         }
     }
 
@@ -89,14 +152,11 @@ impl Router {
             Entry::Occupied(mut entry) => {
                 if clean_start {
                     let old = entry.get().clone();
-                    let fresh = Arc::new(Session::new(
-                        Arc::clone(entry.key()),
-                        expiry_interval,
-                        self.queue_limits,
-                    ));
+                    let fresh = self.new_session(Arc::clone(entry.key()), expiry_interval);
                     entry.insert(Arc::clone(&fresh));
                     let old_kick = old.kick(KickReason::TakenOver);
                     self.drop_subscriptions(&old);
+                    self.forget_session(&old);
                     let none = fresh.attach(connection_id, kick_tx, expiry_interval);
                     debug_assert!(none.is_none());
                     (fresh, false, old_kick)
@@ -108,11 +168,7 @@ impl Router {
                 }
             }
             Entry::Vacant(entry) => {
-                let session = Arc::new(Session::new(
-                    Arc::clone(entry.key()),
-                    expiry_interval,
-                    self.queue_limits,
-                ));
+                let session = self.new_session(Arc::clone(entry.key()), expiry_interval);
                 entry.insert(Arc::clone(&session));
                 session.attach(connection_id, kick_tx, expiry_interval);
                 (session, false, false)
@@ -121,6 +177,7 @@ impl Router {
         if old_kick {
             tracing::info!(client_id, "session taken over by a new connection");
         }
+        self.save_session(&session, false);
         if session_present {
             // Queues skip offline consumers: hand this one what waited meanwhile.
             self.queues.dispatch_for(&session);
@@ -142,26 +199,37 @@ impl Router {
         let expiry = session.expiry_interval();
         if expiry == 0 {
             self.remove_session(session);
-        } else if expiry != u32::MAX {
-            let router = Arc::clone(self);
-            let session = Arc::clone(session);
-            let generation = session.generation();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                if session.generation() == generation && !session.is_connected() {
-                    tracing::info!(client_id = %session.client_id, "session expired");
-                    router.remove_session(&session);
-                }
-            });
+            return;
         }
+        self.save_session(session, true);
+        if expiry != u32::MAX {
+            self.expire_later(session, expiry);
+        }
+    }
+
+    /// Ends `session` after `expiry` seconds unless a connection comes back meanwhile.
+    pub(crate) fn expire_later(self: &Arc<Self>, session: &Arc<Session>, expiry: u32) {
+        let router = Arc::clone(self);
+        let session = Arc::clone(session);
+        let generation = session.generation();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+            if session.generation() == generation && !session.is_connected() {
+                tracing::info!(client_id = %session.client_id, "session expired");
+                router.remove_session(&session);
+            }
+        });
     }
 
     /// Ends a session: its subscriptions and queued messages are gone.
     pub fn remove_session(&self, session: &Arc<Session>) {
-        self.sessions.remove_if(&session.client_id, |_, current| {
+        let removed = self.sessions.remove_if(&session.client_id, |_, current| {
             Arc::ptr_eq(current, session)
         });
         self.drop_subscriptions(session);
+        if removed.is_some() {
+            self.forget_session(session);
+        }
     }
 
     /// Ends the live connection of `client_id`, if any; true if one was ended.
@@ -198,6 +266,18 @@ impl Router {
         filter: Filter,
         options: SubscriptionOptions,
     ) -> bool {
+        let existed = self.subscribe_unsaved(session, filter, options);
+        self.save_session(session, false);
+        existed
+    }
+
+    /// `subscribe` without writing the session record (restore writes nothing back).
+    pub(crate) fn subscribe_unsaved(
+        &self,
+        session: &Arc<Session>,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> bool {
         if let Some(queue) = queue_name(filter.as_str()) {
             self.queues
                 .add_consumer(queue, session, options.qos, options.subscription_id);
@@ -214,6 +294,14 @@ impl Router {
 
     /// Removes a subscription; returns false if the session had no such filter.
     pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
+        let removed = self.unsubscribe_unsaved(session, raw_filter);
+        if removed {
+            self.save_session(session, false);
+        }
+        removed
+    }
+
+    fn unsubscribe_unsaved(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
         match session.remove_subscription(raw_filter) {
             Some(filter) => {
                 if let Some(queue) = queue_name(filter.as_str()) {
@@ -274,6 +362,9 @@ impl Router {
             } else {
                 Some(Arc::clone(&message))
             };
+            if let Some(store) = &self.store {
+                store.submit([persist::retained_op(&message.topic, value.as_deref())]);
+            }
             self.retained.write().set(&message.topic, value);
         }
 
@@ -312,6 +403,7 @@ impl Router {
                 retain: first.retain,
                 subscription_ids: first.subscription_id.into_iter().collect(),
                 filter: Some(first.filter),
+                seq: 0,
             };
             // Sessions that want one delivery per subscription (STOMP) are not merged.
             let merge = !first.session.delivery_style().per_subscription;

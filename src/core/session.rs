@@ -13,7 +13,8 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
-use crate::core::message::Delivery;
+use crate::core::message::{Delivery, QoS};
+use crate::core::persist::Persist;
 use crate::core::topic::Filter;
 
 /// What a full queue does with one more message.
@@ -99,6 +100,8 @@ struct SessionState {
     pending: VecDeque<Delivery>,
     inflight: HashMap<u16, InflightEntry>,
     next_seq: u64,
+    /// Next store key for a delivery of this session.
+    next_store_seq: u64,
     next_packet_id: u16,
     /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL:
     /// a resent PUBLISH with one of these ids is not routed again.
@@ -141,10 +144,26 @@ pub struct Session {
     per_subscription: AtomicBool,
     /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
     queue_ack_window: AtomicUsize,
+    /// Where this session's state is stored while it is persistent (expiry > 0).
+    persist: Option<Persist>,
 }
 
 impl Session {
     pub fn new(client_id: Arc<str>, expiry_interval: u32, limits: QueueLimits) -> Session {
+        Session::with_store(client_id, expiry_interval, limits, None)
+    }
+
+    /// A session whose QoS 1/2 state is written to `store` while its expiry is above 0.
+    pub fn with_store(
+        client_id: Arc<str>,
+        expiry_interval: u32,
+        limits: QueueLimits,
+        store: Option<Arc<crate::store::Store>>,
+    ) -> Session {
+        let persist = store.map(|store| Persist {
+            store,
+            client_id: client_id.to_string(),
+        });
         Session {
             client_id,
             generation: AtomicU64::new(0),
@@ -153,6 +172,7 @@ impl Session {
                 pending: VecDeque::new(),
                 inflight: HashMap::new(),
                 next_seq: 0,
+                next_store_seq: 1,
                 next_packet_id: 1,
                 incoming_qos2: HashSet::new(),
                 expiry_interval,
@@ -164,7 +184,48 @@ impl Session {
             wake: Notify::new(),
             per_subscription: AtomicBool::new(false),
             queue_ack_window: AtomicUsize::new(0),
+            persist,
         }
+    }
+
+    /// The store handle if this session is persistent right now.
+    fn persist_if(&self, state: &SessionState) -> Option<&Persist> {
+        self.persist.as_ref().filter(|_| state.expiry_interval > 0)
+    }
+
+    /// Brings back one stored delivery at start: in flight if it had a packet id, else pending.
+    pub(crate) fn restore_delivery(
+        &self,
+        delivery: Delivery,
+        packet_id: Option<u16>,
+        released: bool,
+    ) {
+        let mut state = self.state.lock();
+        state.next_store_seq = state.next_store_seq.max(delivery.seq + 1);
+        match packet_id {
+            Some(id) => {
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                let stage = if released {
+                    InflightStage::Released
+                } else {
+                    InflightStage::Sent
+                };
+                state.inflight.insert(
+                    id,
+                    InflightEntry {
+                        delivery,
+                        stage,
+                        seq,
+                    },
+                );
+            }
+            None => state.pending.push_back(delivery),
+        }
+    }
+
+    pub(crate) fn restore_incoming_qos2(&self, packet_id: u16) {
+        self.state.lock().incoming_qos2.insert(packet_id);
     }
 
     pub fn set_delivery_style(&self, style: DeliveryStyle) {
@@ -203,6 +264,11 @@ impl Session {
                 .partition(&select);
         state.pending = kept;
         out.extend(taken);
+        if let Some(persist) = &self.persist {
+            for delivery in &out {
+                persist.delete_delivery(delivery.seq);
+            }
+        }
         out
     }
 
@@ -264,7 +330,7 @@ impl Session {
     }
 
     /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
-    pub fn push(&self, delivery: Delivery) -> PushOutcome {
+    pub fn push(&self, mut delivery: Delivery) -> PushOutcome {
         let mut state = self.state.lock();
         // Offline sessions keep only what has a delivery guarantee.
         if state.connection.is_none() && delivery.qos == crate::core::message::QoS::AtMostOnce {
@@ -278,10 +344,19 @@ impl Session {
                     return PushOutcome::Dropped;
                 }
                 OverflowPolicy::DropOldest => {
-                    state.pending.pop_front();
+                    if let (Some(old), Some(persist)) = (state.pending.pop_front(), &self.persist) {
+                        persist.delete_delivery(old.seq);
+                    }
                     state.dropped += 1;
                     outcome = PushOutcome::QueuedDroppedOldest;
                 }
+            }
+        }
+        if delivery.qos != QoS::AtMostOnce {
+            if let Some(persist) = self.persist_if(&state) {
+                delivery.seq = state.next_store_seq;
+                state.next_store_seq += 1;
+                persist.put_delivery(&delivery, None, false);
             }
         }
         let was_empty = state.pending.is_empty();
@@ -323,7 +398,9 @@ impl Session {
                 break;
             };
             if front.message.is_expired(now) {
-                state.pending.pop_front();
+                if let (Some(old), Some(persist)) = (state.pending.pop_front(), &self.persist) {
+                    persist.delete_delivery(old.seq);
+                }
                 expired += 1;
                 continue;
             }
@@ -340,6 +417,12 @@ impl Session {
                 break;
             };
             let id = state.allocate_packet_id();
+            if delivery.seq != 0 {
+                if let Some(persist) = self.persist_if(&state) {
+                    // The packet id is stored so a resend after a restart uses the same one.
+                    persist.put_delivery(&delivery, Some(id), false);
+                }
+            }
             let seq = state.next_seq;
             state.next_seq += 1;
             state.inflight.insert(
@@ -392,7 +475,11 @@ impl Session {
         let mut state = self.state.lock();
         match state.inflight.get(&packet_id) {
             Some(entry) if entry.stage == stage => {
-                state.inflight.remove(&packet_id);
+                if let (Some(entry), Some(persist)) =
+                    (state.inflight.remove(&packet_id), &self.persist)
+                {
+                    persist.delete_delivery(entry.delivery.seq);
+                }
                 true
             }
             _ => false,
@@ -405,6 +492,11 @@ impl Session {
         match state.inflight.get_mut(&packet_id) {
             Some(entry) => {
                 entry.stage = InflightStage::Released;
+                if entry.delivery.seq != 0 {
+                    if let Some(persist) = &self.persist {
+                        persist.put_delivery(&entry.delivery, Some(packet_id), true);
+                    }
+                }
                 true
             }
             None => false,
@@ -425,7 +517,14 @@ impl Session {
 
     /// Records an incoming QoS 2 id; false if it was already recorded (a duplicate PUBLISH).
     pub fn record_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.insert(packet_id)
+        let mut state = self.state.lock();
+        let inserted = state.incoming_qos2.insert(packet_id);
+        if inserted {
+            if let Some(persist) = self.persist_if(&state) {
+                persist.put_incoming_qos2(packet_id);
+            }
+        }
+        inserted
     }
 
     pub fn incoming_qos2_len(&self) -> usize {
@@ -434,7 +533,11 @@ impl Session {
 
     /// PUBREL: forgets the id; false if it was unknown.
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.remove(&packet_id)
+        let removed = self.state.lock().incoming_qos2.remove(&packet_id);
+        if let (true, Some(persist)) = (removed, &self.persist) {
+            persist.delete_incoming_qos2(packet_id);
+        }
+        removed
     }
 
     pub(crate) fn add_subscription(&self, filter: Filter, options: SubscriptionOptions) -> bool {

@@ -202,6 +202,11 @@ impl Store {
         ticket
     }
 
+    /// Ticket of the latest submission: waiting for it covers everything submitted so far.
+    pub fn last_ticket(&self) -> Ticket {
+        self.pending.lock().last_ticket
+    }
+
     /// Resolves once everything up to `ticket` is committed (at once with `Durability::None`).
     pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
         if self.durability == Durability::None || ticket == 0 {

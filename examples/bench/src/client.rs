@@ -68,6 +68,23 @@ pub async fn tcp(addr: SocketAddr, local: Option<IpAddr>) -> anyhow::Result<TcpS
         TcpSocket::new_v6()?
     };
     if let Some(ip) = local {
+        // Let connect() pick the port for the whole 4-tuple; otherwise every bind
+        // scans for a port unused by any bound socket, which gets slow past ~10k.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket fd and a pointer to a c_int of the given size.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         socket
             .bind(SocketAddr::new(ip, 0))
             .with_context(|| format!("cannot bind {ip}"))?;

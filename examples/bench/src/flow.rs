@@ -31,8 +31,9 @@ use crate::{Args, Endpoint, Plan};
 
 /// A full window with no delivery for this long is a stall.
 const STALL: Duration = Duration::from_secs(2);
-/// After the measured period, wait at most this long for the last messages...
-const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// After the measured period, wait at most this long plus the duration for the
+/// messages still queued...
+const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// ...and give up earlier when nothing arrives for this long.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
@@ -95,7 +96,7 @@ fn histogram() -> Histogram<u64> {
 
 fn login(plan: &Plan, role: &str, i: usize) -> Login {
     Login {
-        client_id: format!("tb{}-{role}{i}", std::process::id()),
+        client_id: format!("{}-{role}{i}", plan.client_prefix),
         username: plan.username.clone(),
         password: plan.password.clone(),
         host: plan.host.clone(),
@@ -224,7 +225,8 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
     }
     let drain_start = Instant::now();
     let mut last_change = (Instant::now(), shared.delivered.load(Ordering::Acquire));
-    while !shared.all_received() && drain_start.elapsed() < DRAIN_MAX {
+    let drain_max = DRAIN_MAX + duration;
+    while !shared.all_received() && drain_start.elapsed() < drain_max {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let d = shared.delivered.load(Ordering::Acquire);
         if d != last_change.1 {
@@ -236,12 +238,14 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
     shared.done.cancel();
 
     let mut histogram = histogram();
-    let (mut lost, mut duplicates, mut reordered, mut foreign) = (0u64, 0u64, 0u64, 0u64);
+    let (mut lost, mut unreceived, mut duplicates, mut reordered, mut foreign) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for (s, task) in sub_tasks.into_iter().enumerate() {
         match task.await {
             Ok(r) => {
                 for (p, t) in r.trackers.iter().enumerate() {
-                    lost += t.lost(sent.get(p).copied().unwrap_or(0));
+                    lost += t.lost();
+                    unreceived += t.unreceived(sent.get(p).copied().unwrap_or(0));
                     duplicates += t.duplicates;
                     reordered += t.reordered;
                 }
@@ -278,6 +282,8 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
         msgs_per_s: Some(deliveries_per_s / subscribers as f64),
         deliveries_per_s: Some(deliveries_per_s),
         lost: Some(lost),
+        unreceived: Some(unreceived),
+        drain_s: Some(drain_start.elapsed().as_secs_f64()),
         duplicates: Some(duplicates),
         reordered: Some(reordered),
         stalls: Some(stalls),

@@ -13,8 +13,6 @@ use crate::report::{Errors, Report};
 use crate::sys::{proc_rss_bytes, CpuMark};
 use crate::{Args, Endpoint, Protocol};
 
-/// Connections per loopback source address (the ephemeral port range holds ~28k).
-const PER_SOURCE: usize = 20_000;
 /// Time given to the broker to settle before its RSS is read.
 const SETTLE: Duration = Duration::from_secs(1);
 
@@ -28,12 +26,15 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
         Protocol::Stomp => Endpoint::Stomp { addr },
     };
     let n = args.connections;
-    let spread = n > PER_SOURCE && addr.ip().is_loopback() && addr.is_ipv4();
-    let sources = if spread { n.div_ceil(PER_SOURCE) } else { 1 };
+    // The ephemeral port range holds ~28k ports per source address.
+    let per_source = args.per_source.clamp(1, 28_000);
+    let spread = n > per_source && addr.ip().is_loopback() && addr.is_ipv4();
+    let sources = if spread { n.div_ceil(per_source) } else { 1 };
     if sources > 254 {
-        anyhow::bail!("at most {} connections from loopback", 254 * PER_SOURCE);
+        anyhow::bail!("at most {} connections from loopback", 254 * per_source);
     }
     let duration = Duration::from_secs_f64(args.duration);
+    let prefix = crate::client_prefix(args);
 
     let rss_before = args.broker_pid.and_then(proc_rss_bytes);
     let cpu0 = CpuMark::now(args.broker_pid);
@@ -43,9 +44,9 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
     let mut set = JoinSet::new();
     for i in 0..n {
         let local =
-            spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8)));
+            spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / per_source) as u8)));
         let login = Login {
-            client_id: format!("tb{}-idle{i}", std::process::id()),
+            client_id: format!("{prefix}-idle{i}"),
             username: args.username.clone(),
             password: args.password.clone(),
             host: args.host.clone(),
@@ -101,7 +102,7 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
     let cpu1 = CpuMark::now(args.broker_pid);
     let measured = start.elapsed().as_secs_f64();
     let connected = streams.len();
-    drop(streams);
+    close_all(streams, args).await;
 
     let (gen_cpu, broker_cpu) = cpu0.until(&cpu1);
     let rss_per_connection = match (rss_before, rss_after) {
@@ -131,4 +132,52 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
     };
     report.derive();
     Ok(report)
+}
+
+/// Says goodbye on every connection and waits (briefly) for the broker to close
+/// first, so TIME_WAIT lands on the broker's side and back-to-back runs do not run
+/// out of local ports.
+async fn close_all(streams: Vec<tokio::net::TcpStream>, args: &Args) {
+    let mut goodbye = bytes::BytesMut::new();
+    match args.protocol {
+        Protocol::Mqtt => {
+            let d = tern_mqtt::Packet::Disconnect(tern_mqtt::Disconnect {
+                reason: 0,
+                properties: tern_mqtt::Properties::default(),
+            });
+            let _ = tern_mqtt::encode(&d, client::mqtt_version(args.mqtt_v5), &mut goodbye);
+        }
+        Protocol::Stomp => tern_stomp::encode(
+            &tern_stomp::Frame::new(tern_stomp::Command::Disconnect).with_header("receipt", "bye"),
+            tern_stomp::Version::V1_2,
+            &mut goodbye,
+        ),
+    }
+    let goodbye = goodbye.freeze();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut set = JoinSet::new();
+    for mut stream in streams {
+        let goodbye = goodbye.clone();
+        set.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tokio::time::timeout_at(deadline, async {
+                stream.write_all(&goodbye).await?;
+                let mut sink = [0u8; 256];
+                // MQTT brokers close after DISCONNECT; a STOMP broker answers the receipt.
+                loop {
+                    let n = stream.read(&mut sink).await?;
+                    if n == 0 || is_stomp_receipt(&sink[..n]) {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                }
+            })
+            .await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// A RECEIPT frame ends a STOMP goodbye.
+fn is_stomp_receipt(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"RECEIPT")
 }

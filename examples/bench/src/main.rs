@@ -78,6 +78,10 @@ pub struct Args {
     /// Connections for the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
+    /// Idle connections per loopback source address (127.0.0.1, .2, ...) once
+    /// --connections exceeds it.
+    #[arg(long, default_value_t = 20_000)]
+    pub per_source: usize,
     /// Connection handshakes in progress at once (idle scenario).
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
@@ -90,6 +94,9 @@ pub struct Args {
     /// Speak MQTT 5.0 instead of 3.1.1.
     #[arg(long)]
     pub mqtt_v5: bool,
+    /// Client id prefix [default: tb<pid>]; ids are <prefix>-pub0, -sub0, -idle0, ...
+    #[arg(long)]
+    pub client_prefix: Option<String>,
     /// MQTT username / STOMP login.
     #[arg(long)]
     pub username: Option<String>,
@@ -182,6 +189,14 @@ pub struct Plan {
     pub username: Option<String>,
     pub password: Option<String>,
     pub host: String,
+    pub client_prefix: String,
+}
+
+/// The client id prefix: --client-prefix, or one unique to this process.
+pub fn client_prefix(args: &Args) -> String {
+    args.client_prefix
+        .clone()
+        .unwrap_or_else(|| format!("tb{}", std::process::id()))
 }
 
 fn resolve(args: &Args) -> anyhow::Result<SocketAddr> {
@@ -288,6 +303,7 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         username: args.username.clone(),
         password: args.password.clone(),
         host: args.host.clone(),
+        client_prefix: client_prefix(args),
     })
 }
 
@@ -321,7 +337,12 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     if !args.duration.is_finite() || args.duration <= 0.0 {
         bail!("--duration must be positive");
     }
-    sys::raise_nofile_limit();
+    let sockets = if effective_scenario(&args)? == Scenario::Idle {
+        args.connections
+    } else {
+        args.publishers.unwrap_or(8) + args.subscribers.unwrap_or(100)
+    };
+    sys::raise_nofile_limit(sockets as u64 + 1024);
     let threads = args
         .threads
         .unwrap_or_else(|| {

@@ -63,8 +63,16 @@ pub struct Report {
     /// Deliveries per second (= msgs_per_s × subscribers for fan-out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliveries_per_s: Option<f64>,
+    /// Skipped messages: a later one from the same publisher arrived, these never did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// Messages after the last one received from their publisher when the run ended
+    /// (still queued after draining, or dropped at the tail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreceived: Option<u64>,
+    /// Seconds spent after the measured period waiting for the last deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,8 +186,10 @@ impl Report {
         if self.lost.is_some() {
             let _ = write!(
                 s,
-                "\n  lost {}, duplicated {}, reordered {}, stalls {}",
+                "\n  lost {}, unreceived at end {} (after {:.1}s of draining), duplicated {}, reordered {}, stalls {}",
                 self.lost.unwrap_or(0),
+                self.unreceived.unwrap_or(0),
+                self.drain_s.unwrap_or(0.0),
                 self.duplicates.unwrap_or(0),
                 self.reordered.unwrap_or(0),
                 self.stalls.unwrap_or(0)

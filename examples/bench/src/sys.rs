@@ -35,12 +35,20 @@ pub fn proc_rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Raises the open-files soft limit to the hard limit (idle runs need many sockets).
-pub fn raise_nofile_limit() {
+/// Raises the open-files limit to at least `want` if allowed (root may raise the hard
+/// limit too), else as far as the hard limit goes.
+pub fn raise_nofile_limit(want: u64) {
     // SAFETY: getrlimit/setrlimit read and write the struct we pass.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= want {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max.max(want),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }

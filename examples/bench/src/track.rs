@@ -38,9 +38,15 @@ impl SeqTracker {
         }
     }
 
-    /// Messages of the `sent` published that never arrived.
-    pub fn lost(&self, sent: u64) -> u64 {
-        self.missing.len() as u64 + self.untracked + sent.saturating_sub(self.expected)
+    /// Messages skipped: a later one arrived, these never did (dropped by the broker).
+    pub fn lost(&self) -> u64 {
+        self.missing.len() as u64 + self.untracked
+    }
+
+    /// Messages after the last one received: still queued somewhere when the run
+    /// ended, or dropped at the tail.
+    pub fn unreceived(&self, sent: u64) -> u64 {
+        sent.saturating_sub(self.expected)
     }
 }
 
@@ -54,8 +60,8 @@ mod tests {
         for s in 0..10 {
             t.record(s);
         }
-        assert_eq!((t.lost(10), t.duplicates, t.reordered), (0, 0, 0));
-        assert_eq!(t.lost(12), 2);
+        assert_eq!((t.lost(), t.duplicates, t.reordered), (0, 0, 0));
+        assert_eq!(t.unreceived(12), 2);
     }
 
     #[test]
@@ -66,6 +72,7 @@ mod tests {
         }
         assert_eq!(t.reordered, 1);
         assert_eq!(t.duplicates, 1);
-        assert_eq!(t.lost(8), 2); // 5 and 6
+        assert_eq!(t.lost(), 2); // 5 and 6
+        assert_eq!(t.unreceived(10), 2); // 8 and 9
     }
 }

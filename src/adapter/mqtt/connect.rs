@@ -263,6 +263,8 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
         Duration::from_secs(u64::from(connect.keep_alive)),
     );
     conn.will = will;
+    // CONNACK goes out once the session record is committed.
+    conn.needs_commit = true;
     conn.connect_expiry = requested_expiry;
     let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
     // At most 65534 in flight: one packet id is always free (the session stops there too).

@@ -68,6 +68,9 @@ pub(super) struct Connection {
     /// Largest packet the client accepts (MQTT 5 maximum packet size).
     pub(super) client_max_packet: Option<usize>,
     pub(super) write_buf: BytesMut,
+    /// Something this connection did was submitted to the store: the next write
+    /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
+    pub(super) needs_commit: bool,
     scratch: Vec<(Delivery, Option<u16>)>,
 }
 
@@ -106,6 +109,7 @@ impl Connection {
             send_window: 1,
             client_max_packet: None,
             write_buf: BytesMut::with_capacity(8 * 1024),
+            needs_commit: false,
             scratch: Vec::new(),
         }
     }
@@ -194,6 +198,14 @@ impl Connection {
 
     /// The packet dispatcher.
     fn dispatch(&mut self, packet: Packet) -> Result<Option<Closed>, MqttError> {
+        self.needs_commit |= match &packet {
+            Packet::Publish(p) => p.qos != tern_mqtt::QoS::AtMostOnce,
+            Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_) => true,
+            _ => false,
+        };
         match packet {
             Packet::Publish(p) => publish::handle_publish(self, p)?,
             Packet::PubAck(a) => ack::handle_puback(self, a),
@@ -257,6 +269,7 @@ impl Connection {
                 break;
             }
             for (delivery, packet_id) in batch.drain(..) {
+                self.needs_commit |= delivery.seq != 0;
                 publish::write_delivery(self, &delivery, packet_id, false, now)?;
             }
             self.scratch = batch;
@@ -286,6 +299,11 @@ impl Connection {
     {
         if self.write_buf.is_empty() {
             return Ok(());
+        }
+        if std::mem::take(&mut self.needs_commit) {
+            if let Some(store) = self.ctx.router.store() {
+                store.wait(store.last_ticket()).await?;
+            }
         }
         let stall = if self.keep_alive.is_zero() {
             DEFAULT_WRITE_STALL

@@ -27,6 +27,8 @@ pub enum MqttError {
     PeerClosed,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot encode packet: {0}")]
     Encode(#[from] tern_mqtt::EncodeError),
 }
@@ -45,6 +47,7 @@ impl MqttError {
             MqttError::Administrative => Some(reason::ADMINISTRATIVE_ACTION),
             MqttError::ShuttingDown => Some(reason::SERVER_SHUTTING_DOWN),
             MqttError::Encode(_) => Some(reason::IMPLEMENTATION_SPECIFIC),
+            MqttError::Store(_) => Some(reason::UNSPECIFIED),
             MqttError::PeerClosed | MqttError::Io(_) => None,
         }
     }
@@ -64,6 +67,7 @@ impl MqttError {
             MqttError::PeerClosed => "peer_closed",
             MqttError::Io(_) => "io_error",
             MqttError::Encode(_) => "encode_error",
+            MqttError::Store(_) => "store_error",
         }
     }
 }

@@ -75,6 +75,7 @@ pub(super) fn handle_subscribe(
                 retain: true,
                 subscription_ids: options.subscription_id.into_iter().collect(),
                 filter: Some(Arc::from(filter.as_str())),
+                seq: 0,
             });
         }
     }

@@ -319,6 +319,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             filter: Some(Arc::from("$queue/jobs")),
+            seq: 0,
         };
         let ids = MessageIds {
             message_id: "m-1",

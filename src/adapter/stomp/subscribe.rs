@@ -229,6 +229,7 @@ pub(super) fn handle_subscribe(
                     retain: true,
                     subscription_ids: Vec::new(),
                     filter: Some(Arc::clone(&subscription.filter)),
+                    seq: 0,
                 };
                 deliver::write_to(conn, &delivery, &subscription, clock);
             }

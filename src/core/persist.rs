@@ -1,0 +1,209 @@
+//! The core's side of persistence: which state changes become store
+//! operations, and how a stored snapshot becomes sessions, retained messages
+//! and queues again at start. Only persistent sessions (expiry > 0) and their
+//! QoS 1/2 deliveries are stored; QoS 0 and clean sessions live in memory only.
+
+use std::sync::Arc;
+
+use crate::core::message::{Delivery, Message, QoS};
+use crate::store::record::{DeliveryRecord, MessageRecord, SessionRecord, SubscriptionRecord};
+use crate::store::{Store, StoreOp};
+
+/// A session's handle on the store.
+#[derive(Debug, Clone)]
+pub(crate) struct Persist {
+    pub(crate) store: Arc<Store>,
+    pub(crate) client_id: String,
+}
+
+impl Persist {
+    pub(crate) fn delivery_record(
+        delivery: &Delivery,
+        packet_id: Option<u16>,
+        released: bool,
+    ) -> DeliveryRecord {
+        DeliveryRecord {
+            message: MessageRecord::from_message(&delivery.message),
+            qos: delivery.qos as u8,
+            retain: delivery.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
+            packet_id,
+            released,
+        }
+    }
+
+    pub(crate) fn put_delivery(&self, delivery: &Delivery, packet_id: Option<u16>, released: bool) {
+        self.store.submit([StoreOp::PutDelivery {
+            client_id: self.client_id.clone(),
+            seq: delivery.seq,
+            record: Self::delivery_record(delivery, packet_id, released),
+        }]);
+    }
+
+    pub(crate) fn delete_delivery(&self, seq: u64) {
+        if seq != 0 {
+            self.store.submit([StoreOp::DeleteDelivery {
+                client_id: self.client_id.clone(),
+                seq,
+            }]);
+        }
+    }
+
+    pub(crate) fn put_incoming_qos2(&self, packet_id: u16) {
+        self.store.submit([StoreOp::PutIncomingQos2 {
+            client_id: self.client_id.clone(),
+            packet_id,
+        }]);
+    }
+
+    pub(crate) fn delete_incoming_qos2(&self, packet_id: u16) {
+        self.store.submit([StoreOp::DeleteIncomingQos2 {
+            client_id: self.client_id.clone(),
+            packet_id,
+        }]);
+    }
+}
+
+/// A delivery brought back from the store.
+pub(crate) fn delivery_from_record(seq: u64, record: DeliveryRecord) -> Delivery {
+    Delivery {
+        qos: QoS::from_u8(record.qos).unwrap_or(QoS::AtLeastOnce),
+        retain: record.retain,
+        subscription_ids: record.subscription_ids,
+        message: Arc::new(record.message.into_message()),
+        filter: None,
+        seq,
+    }
+}
+
+/// The stored form of a session's subscriptions and expiry.
+pub(crate) fn session_record(
+    expiry_interval: u32,
+    disconnected_at_ms: Option<u64>,
+    subscriptions: &[(
+        crate::core::topic::Filter,
+        crate::core::session::SubscriptionOptions,
+    )],
+) -> SessionRecord {
+    SessionRecord {
+        expiry_interval,
+        disconnected_at_ms,
+        subscriptions: subscriptions
+            .iter()
+            .map(|(filter, options)| SubscriptionRecord::new(filter.as_str(), options))
+            .collect(),
+        delayed_will: None,
+    }
+}
+
+/// A retained message as stored.
+pub(crate) fn retained_op(topic: &str, message: Option<&Message>) -> StoreOp {
+    match message {
+        Some(message) => StoreOp::PutRetained {
+            record: MessageRecord::from_message(message),
+        },
+        None => StoreOp::DeleteRetained {
+            topic: topic.to_string(),
+        },
+    }
+}
+
+/// What a restore brought back, for the start-up log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    pub sessions: usize,
+    pub deliveries: usize,
+    pub retained: usize,
+    pub expired_sessions: usize,
+}
+
+impl crate::core::router::Router {
+    /// Rebuilds sessions, their queued and in-flight deliveries, incoming QoS 2
+    /// state and retained messages from a stored snapshot. Call once, before
+    /// serving. Sessions whose expiry passed while the broker was down are removed.
+    pub fn restore(
+        self: &Arc<Self>,
+        snapshot: crate::store::Snapshot,
+    ) -> Result<Restored, crate::store::StoreError> {
+        use crate::core::topic::Filter;
+        use crate::store::record::unix_ms_now;
+        use std::collections::HashMap;
+
+        let mut restored = Restored::default();
+        let now_ms = unix_ms_now();
+        let mut sessions: HashMap<String, Arc<crate::core::session::Session>> = HashMap::new();
+        let mut stale = Vec::new();
+        for (client_id, record) in snapshot.sessions {
+            // A crash while connected counts from now; a clean disconnect from then.
+            let since = record.disconnected_at_ms.unwrap_or(now_ms);
+            let left_ms = if record.expiry_interval == u32::MAX {
+                u64::MAX
+            } else {
+                (u64::from(record.expiry_interval) * 1000)
+                    .saturating_sub(now_ms.saturating_sub(since))
+            };
+            if left_ms == 0 {
+                stale.push(client_id);
+                continue;
+            }
+            let session = self.insert_restored_session(&client_id, record.expiry_interval);
+            for subscription in &record.subscriptions {
+                match Filter::parse(&subscription.filter) {
+                    Ok(filter) => {
+                        self.subscribe_unsaved(&session, filter, subscription.options());
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id, filter = %subscription.filter, error = %e, "stored subscription skipped")
+                    }
+                }
+            }
+            if left_ms != u64::MAX {
+                let secs = u32::try_from(left_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+                self.expire_later(&session, secs);
+            }
+            sessions.insert(client_id, session);
+            restored.sessions += 1;
+        }
+        let mut orphans = Vec::new();
+        for (client_id, seq, record) in snapshot.deliveries {
+            match sessions.get(&client_id) {
+                Some(session) => {
+                    let (packet_id, released) = (record.packet_id, record.released);
+                    session.restore_delivery(
+                        delivery_from_record(seq, record),
+                        packet_id,
+                        released,
+                    );
+                    restored.deliveries += 1;
+                }
+                None => orphans.push(client_id),
+            }
+        }
+        for (client_id, packet_id) in snapshot.incoming_qos2 {
+            if let Some(session) = sessions.get(&client_id) {
+                session.restore_incoming_qos2(packet_id);
+            }
+        }
+        let now = std::time::Instant::now();
+        for record in snapshot.retained {
+            let message = record.into_message();
+            if !message.is_expired(now) {
+                self.restore_retained(Arc::new(message));
+                restored.retained += 1;
+            }
+        }
+        // Leftovers of sessions that ended: removed so the store does not grow.
+        orphans.sort();
+        orphans.dedup();
+        restored.expired_sessions = stale.len();
+        if let Some(store) = self.store() {
+            store.submit(
+                stale
+                    .into_iter()
+                    .chain(orphans)
+                    .map(|client_id| StoreOp::DeleteSession { client_id }),
+            );
+        }
+        Ok(restored)
+    }
+}
