@@ -338,7 +338,7 @@ impl Default for Limits {
             connect_timeout_secs: 10,
             max_inflight: 100,
             receive_maximum: 1024,
-            max_queued_messages: 10_000,
+            max_queued_messages: 100_000,
             queue_overflow: OverflowPolicy::DropOldest,
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,

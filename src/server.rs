@@ -56,6 +56,7 @@ impl Server {
                 sessions = restored.sessions,
                 deliveries = restored.deliveries,
                 retained = restored.retained,
+                queued = restored.queued,
                 expired_sessions = restored.expired_sessions,
                 path = %settings.storage.store_file().display(),
                 "store loaded"

@@ -8,125 +8,21 @@
 //! codec: the test needs to see exactly which packet was acknowledged when.
 //! Interoperability is proven elsewhere (rumqttc, paho, mosquitto clients).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::process::{data_dir, free_port, Broker, Conn};
 use tern_mqtt::{
-    Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter,
-    SubscriptionOptions,
+    Ack, Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-const V: ProtocolVersion = ProtocolVersion::V311;
 const KILLS: usize = 10;
-
-struct Broker {
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-impl Broker {
-    /// Starts the tern binary and waits for its banner line.
-    async fn start(port: u16, data_dir: &std::path::Path) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .env("TERN_MQTT__BIND", format!("127.0.0.1:{port}"))
-            .env("TERN_STOMP__ENABLED", "false")
-            .env("TERN_STORAGE__DATA_DIR", data_dir)
-            .env("TERN_LOG__LEVEL", "warn")
-            // The offline subscriber must never hit the queue bound in this test.
-            .env("TERN_LIMITS__MAX_QUEUED_MESSAGES", "10000000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tern");
-        let stdout = child.stdout.take().expect("stdout");
-        let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let banner = timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("banner in time")
-            .expect("read banner")
-            .expect("banner line");
-        assert!(banner.contains("listening"), "unexpected banner: {banner}");
-        // Keep draining stdout so the broker never blocks on it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Broker { child }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A connection speaking MQTT 3.1.1 through the project's codec.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr, client_id: &str, clean: bool) -> Option<(Conn, bool)> {
-        let stream = timeout(Duration::from_secs(2), TcpStream::connect(addr))
-            .await
-            .ok()?
-            .ok()?;
-        let mut conn = Conn {
-            stream,
-            buf: BytesMut::with_capacity(64 * 1024),
-        };
-        conn.send(&Packet::Connect(Connect {
-            protocol: V,
-            clean_start: clean,
-            keep_alive: 30,
-            client_id: client_id.into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: Properties::default(),
-        }))
-        .await?;
-        match conn.recv(Duration::from_secs(5)).await? {
-            Packet::ConnAck(ack) if ack.code == 0 => Some((conn, ack.session_present)),
-            _ => None,
-        }
-    }
-
-    async fn send(&mut self, packet: &Packet) -> Option<()> {
-        let mut out = BytesMut::new();
-        tern_mqtt::encode(packet, V, &mut out).ok()?;
-        self.stream.write_all(&out).await.ok()
-    }
-
-    async fn recv(&mut self, wait: Duration) -> Option<Packet> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(p) = tern_mqtt::decode(&mut self.buf, V, 1 << 20).ok()? {
-                return Some(p);
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
-            }
-        }
-    }
-}
 
 fn ack(packet_id: u16) -> Ack {
     Ack {
@@ -344,11 +240,10 @@ fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_repeated_sigkill() {
-    let dir = std::env::temp_dir().join(format!("tern-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut broker = Broker::start(port, &dir).await;
+    let dir = data_dir("crash");
+    let (port, stomp_port) = (free_port(), free_port());
+    let mut broker = Broker::start(port, stomp_port, &dir).await;
+    let addr = broker.mqtt;
 
     let online = Arc::new(Mutex::new(Received::default()));
     let offline = Arc::new(Mutex::new(Received::default()));
@@ -410,7 +305,7 @@ async fn acknowledged_messages_survive_repeated_sigkill() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         broker.kill9();
         eprintln!("kill {}/{KILLS} after {pause} ms", kill + 1);
-        broker = Broker::start(port, &dir).await;
+        broker = Broker::start(port, stomp_port, &dir).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for p in publishers {

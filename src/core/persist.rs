@@ -114,6 +114,7 @@ pub struct Restored {
     pub sessions: usize,
     pub deliveries: usize,
     pub retained: usize,
+    pub queued: usize,
     pub expired_sessions: usize,
 }
 
@@ -190,6 +191,13 @@ impl crate::core::router::Router {
             if !message.is_expired(now) {
                 self.restore_retained(Arc::new(message));
                 restored.retained += 1;
+            }
+        }
+        for (queue, seq, record) in snapshot.queued {
+            let message = record.into_message();
+            if !message.is_expired(now) {
+                self.queues().restore(&queue, seq, Arc::new(message));
+                restored.queued += 1;
             }
         }
         // Leftovers of sessions that ended: removed so the store does not grow.

@@ -33,6 +33,8 @@ use parking_lot::Mutex;
 
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::session::{PushOutcome, Session};
+use crate::store::record::MessageRecord;
+use crate::store::{Store, StoreOp};
 
 /// The topic prefix that addresses a queue in the core.
 pub const QUEUE_PREFIX: &str = "$queue/";
@@ -107,16 +109,53 @@ struct Queue {
     next_seq: u64,
     /// Index of the consumer whose turn is next.
     next: usize,
+    /// Where waiting and unacknowledged messages are kept across restarts.
+    store: Option<QueueStore>,
+}
+
+/// A queue's handle on the store: a message is stored from enqueue until it is
+/// acknowledged (or handed to a consumer session that carries it itself).
+#[derive(Debug, Clone)]
+struct QueueStore {
+    store: Arc<Store>,
+    name: String,
+}
+
+impl QueueStore {
+    fn put(&self, seq: u64, message: &Message) {
+        self.store.submit([StoreOp::PutQueued {
+            queue: self.name.clone(),
+            seq,
+            record: MessageRecord::from_message(message),
+        }]);
+    }
+
+    fn delete(&self, seq: u64) {
+        self.store.submit([StoreOp::DeleteQueued {
+            queue: self.name.clone(),
+            seq,
+        }]);
+    }
 }
 
 impl Queue {
-    fn new(name: &str) -> Queue {
+    fn new(name: &str, store: Option<&Arc<Store>>) -> Queue {
         Queue {
             filter: Arc::from(format!("{QUEUE_PREFIX}{name}")),
             ready: VecDeque::new(),
             consumers: Vec::new(),
             next_seq: 1,
             next: 0,
+            store: store.map(|store| QueueStore {
+                store: Arc::clone(store),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    fn forget(&self, seq: u64) {
+        if let Some(store) = &self.store {
+            store.delete(seq);
         }
     }
 
@@ -146,7 +185,9 @@ impl Queue {
         let mut refused = vec![false; self.consumers.len()];
         while let Some(front) = self.ready.front() {
             if front.message.is_expired(now) {
-                self.ready.pop_front();
+                if let Some(entry) = self.ready.pop_front() {
+                    self.forget(entry.seq);
+                }
                 tracing::debug!(queue = %self.filter, "expired queue message discarded");
                 continue;
             }
@@ -190,6 +231,9 @@ impl Queue {
                     message,
                     claimed: false,
                 });
+            } else if let Some(store) = &self.store {
+                // The consumer's session carries it from here (and stores it if persistent).
+                store.delete(seq);
             }
             self.next = (index + 1) % count;
         }
@@ -201,6 +245,7 @@ impl Queue {
 #[derive(Debug)]
 pub struct QueueRegistry {
     queues: Mutex<HashMap<Arc<str>, Queue>>,
+    store: Option<Arc<Store>>,
     /// Messages one queue may hold (waiting plus unacknowledged).
     max_messages: usize,
 }
@@ -209,8 +254,24 @@ impl QueueRegistry {
     pub fn new(max_messages: usize) -> QueueRegistry {
         QueueRegistry {
             queues: Mutex::new(HashMap::new()),
+            store: None,
             max_messages: max_messages.max(1),
         }
+    }
+
+    /// Keeps queued messages in `store` from now on.
+    pub fn set_store(&mut self, store: Arc<Store>) {
+        self.store = Some(store);
+    }
+
+    /// A stored message brought back at start, in stored order (not written again).
+    pub(crate) fn restore(&self, name: &str, seq: u64, message: Arc<Message>) {
+        let mut queues = self.queues.lock();
+        let queue = queues
+            .entry(Arc::from(name))
+            .or_insert_with(|| Queue::new(name, self.store.as_ref()));
+        queue.next_seq = queue.next_seq.max(seq + 1);
+        queue.ready.push_back(Entry { seq, message });
     }
 
     /// Adds a message at the back of queue `name` and hands out what can be handed out.
@@ -218,7 +279,7 @@ impl QueueRegistry {
         let mut queues = self.queues.lock();
         let queue = queues
             .entry(Arc::from(name))
-            .or_insert_with(|| Queue::new(name));
+            .or_insert_with(|| Queue::new(name, self.store.as_ref()));
         if queue.held() >= self.max_messages {
             let error = QueueError::Full {
                 queue: name.to_string(),
@@ -231,6 +292,9 @@ impl QueueRegistry {
         }
         let seq = queue.next_seq;
         queue.next_seq += 1;
+        if let Some(store) = &queue.store {
+            store.put(seq, &message);
+        }
         queue.ready.push_back(Entry { seq, message });
         queue.dispatch();
         Ok(())
@@ -242,9 +306,15 @@ impl QueueRegistry {
         let mut queues = self.queues.lock();
         let queue = queues
             .entry(Arc::from(name))
-            .or_insert_with(|| Queue::new(name));
+            .or_insert_with(|| Queue::new(name, self.store.as_ref()));
         for message in messages.rev() {
-            queue.ready.push_front(Entry { seq: 0, message });
+            // Stored again: the session that had it did not finish it.
+            let seq = queue.next_seq;
+            queue.next_seq += 1;
+            if let Some(store) = &queue.store {
+                store.put(seq, &message);
+            }
+            queue.ready.push_front(Entry { seq, message });
         }
         queue.dispatch();
     }
@@ -261,7 +331,7 @@ impl QueueRegistry {
         let mut queues = self.queues.lock();
         let queue = queues
             .entry(Arc::from(name))
-            .or_insert_with(|| Queue::new(name));
+            .or_insert_with(|| Queue::new(name, self.store.as_ref()));
         match queue.consumer(session) {
             Some(consumer) => {
                 consumer.qos = qos;
@@ -344,7 +414,9 @@ impl QueueRegistry {
         let Some(index) = consumer.position(message) else {
             return false;
         };
-        consumer.unacked.remove(index);
+        if let Some(done) = consumer.unacked.remove(index) {
+            queue.forget(done.seq);
+        }
         // A slot opened in this consumer's window.
         queue.dispatch();
         if queue.is_idle() {

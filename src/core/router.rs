@@ -71,6 +71,7 @@ impl Router {
 
     /// Makes the router persist through `store` (call before serving).
     pub fn with_store(mut self, store: Arc<Store>) -> Router {
+        self.queues.set_store(Arc::clone(&store));
         self.store = Some(store);
         self
     }
@@ -490,7 +491,7 @@ impl Router {
             tracing::warn!(
                 client_id = %session.client_id,
                 dropped_total = total,
-                "session queue full or offline QoS 0: message dropped"
+                "message not queued for a session: its queue is full (overflow policy) or it is offline and the message is QoS 0"
             );
         }
     }

@@ -772,4 +772,5 @@ fn rand_suffix() -> u64 {
 }
 
 /// A STOMP test client over a real socket.
+pub mod process;
 pub mod stomp;

@@ -652,7 +652,7 @@ async fn publisher(
             }
         }
         let floor = shared.min_progress(p).max(forgiven);
-        let room = plan.window.saturating_sub(seq - floor);
+        let room = plan.window.saturating_sub(seq.saturating_sub(floor));
         let window_bound = room < n;
         n = n.min(room);
         let acked = state.acked.load(Ordering::Acquire);
@@ -673,7 +673,10 @@ async fn publisher(
         } else if (window_bound || permit_bound) && last_progress.0.elapsed() >= STALL {
             result.stalls += 1;
             let what = if window_bound {
-                format!("{} messages unreceived by some subscriber", seq - floor)
+                format!(
+                    "{} messages unreceived by some subscriber",
+                    seq.saturating_sub(floor)
+                )
             } else {
                 format!("{} QoS {qos} messages unacknowledged", plan.inflight)
             };

@@ -74,6 +74,11 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
 
     let bar = crate::progress(args);
     bar.set_length(n as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} connections")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
     let mut streams = Vec::with_capacity(n);
     let mut errors = Errors::default();
     let mut failed = 0;

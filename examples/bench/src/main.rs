@@ -314,9 +314,11 @@ pub fn progress(args: &Args) -> ProgressBar {
     if args.json || !std::io::stderr().is_terminal() || args.duration <= 3.0 {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{bar:40}] {elapsed}/{duration} {msg}")
-    {
+    let template = format!(
+        "{{spinner}} [{{bar:40}}] {{elapsed}} of {:.0}s {{msg}}",
+        args.duration
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar

@@ -76,6 +76,9 @@ pub(super) struct Connection {
     /// `receipt` header of the frame being handled: used by its RECEIPT, or by
     /// the ERROR if handling it fails.
     pub(super) receipt: Option<String>,
+    /// A RECEIPT is in the write buffer: it goes out only once what the frame
+    /// stored (a SEND to a persistent subscriber or a queue) is committed.
+    needs_commit: bool,
     /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
     next_message: u64,
     pub(super) write_buf: BytesMut,
@@ -120,6 +123,7 @@ impl Connection {
             transactions: Transactions::default(),
             max_unacked,
             receipt: None,
+            needs_commit: false,
             next_message: 1,
             write_buf: BytesMut::with_capacity(8 * 1024),
             scratch: Vec::new(),
@@ -134,6 +138,7 @@ impl Connection {
     /// Answers the current frame's `receipt` header, if any (at most once).
     pub(super) fn write_receipt(&mut self) {
         if let Some(receipt) = self.receipt.take() {
+            self.needs_commit = true;
             let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
             self.send(&frame);
         }
@@ -286,6 +291,11 @@ impl Connection {
     where
         S: AsyncWrite + Unpin,
     {
+        if std::mem::take(&mut self.needs_commit) {
+            if let Some(store) = self.ctx.router.store() {
+                store.wait(store.last_ticket()).await?;
+            }
+        }
         let write = async {
             stream.write_all(&self.write_buf).await?;
             stream.flush().await

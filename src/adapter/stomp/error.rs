@@ -25,6 +25,8 @@ pub enum StompAdapterError {
     },
     #[error("{0}")]
     Destination(#[from] DestinationError),
+    #[error("message could not be stored: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("unexpected {0} frame")]
     UnexpectedFrame(Command),
     #[error("the first frame must be CONNECT or STOMP, not {0}")]
@@ -116,6 +118,7 @@ impl StompAdapterError {
             StompAdapterError::ShuttingDown => "shutdown",
             StompAdapterError::PeerClosed => "peer_closed",
             StompAdapterError::Io(_) => "io_error",
+            StompAdapterError::Store(_) => "store_error",
         }
     }
 

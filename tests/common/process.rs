@@ -1,0 +1,151 @@
+//! The broker as a separate process (the built `tern` binary), for tests that
+//! kill it with SIGKILL and restart it on the same store, and a minimal MQTT
+//! connection on the project's codec for such tests, which need to see exactly
+//! which packet was acknowledged when.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern_mqtt::{Connect, Packet, Properties, ProtocolVersion};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+pub struct Broker {
+    child: Child,
+    pub mqtt: SocketAddr,
+    pub stomp: SocketAddr,
+}
+
+/// A port free right now (the broker must come back on the same one after a kill).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A fresh data directory for one test.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl Broker {
+    /// Starts the tern binary on fixed ports and waits for its banner line.
+    pub async fn start(mqtt_port: u16, stomp_port: u16, data_dir: &Path) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .env("TERN_MQTT__BIND", format!("127.0.0.1:{mqtt_port}"))
+            .env("TERN_STOMP__BIND", format!("127.0.0.1:{stomp_port}"))
+            .env("TERN_STORAGE__DATA_DIR", data_dir)
+            .env("TERN_LOG__LEVEL", "warn")
+            // Persistent subscribers in these tests must never hit the queue bound.
+            .env("TERN_LIMITS__MAX_QUEUED_MESSAGES", "10000000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tern");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let banner = timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("banner in time")
+            .expect("read banner")
+            .expect("banner line");
+        assert!(banner.contains("listening"), "unexpected banner: {banner}");
+        // Keep draining stdout so the broker never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Broker {
+            child,
+            mqtt: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+            stomp: SocketAddr::from(([127, 0, 0, 1], stomp_port)),
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An MQTT connection speaking through the project's codec.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub version: ProtocolVersion,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// CONNECT with `clean` and (5.0) `session_expiry`; Some((conn, session_present)) on success.
+    pub async fn open_with(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean: bool,
+        session_expiry: Option<u32>,
+    ) -> Option<(Conn, bool)> {
+        let stream = timeout(Duration::from_secs(2), TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        let mut conn = Conn {
+            stream,
+            version,
+            buf: BytesMut::with_capacity(64 * 1024),
+        };
+        let properties = Properties {
+            session_expiry_interval: session_expiry,
+            ..Properties::default()
+        };
+        conn.send(&Packet::Connect(Connect {
+            protocol: version,
+            clean_start: clean,
+            keep_alive: 30,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties,
+        }))
+        .await?;
+        match conn.recv(Duration::from_secs(5)).await? {
+            Packet::ConnAck(ack) if ack.code == 0 => Some((conn, ack.session_present)),
+            _ => None,
+        }
+    }
+
+    /// MQTT 3.1.1 CONNECT.
+    pub async fn open(addr: SocketAddr, client_id: &str, clean: bool) -> Option<(Conn, bool)> {
+        Conn::open_with(addr, ProtocolVersion::V311, client_id, clean, None).await
+    }
+
+    pub async fn send(&mut self, packet: &Packet) -> Option<()> {
+        let mut out = BytesMut::new();
+        tern_mqtt::encode(packet, self.version, &mut out).ok()?;
+        self.stream.write_all(&out).await.ok()
+    }
+
+    /// The next packet, or None on close or after `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Option<Packet> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(p) = tern_mqtt::decode(&mut self.buf, self.version, 1 << 20).ok()? {
+                return Some(p);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+}
