@@ -104,6 +104,9 @@ pub struct Login {
     pub username: Option<String>,
     pub password: Option<String>,
     pub host: String,
+    /// Persistent session (clean session 0; MQTT 5 session expiry 1 h), so a
+    /// broker with a store keeps QoS 1/2 deliveries for it on disk.
+    pub persistent: bool,
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<()> {
@@ -144,13 +147,16 @@ pub async fn mqtt_connect(
 ) -> anyhow::Result<()> {
     let connect = Packet::Connect(Connect {
         protocol: version,
-        clean_start: true,
+        clean_start: !login.persistent,
         keep_alive: 0,
         client_id: login.client_id.clone(),
         will: None,
         username: login.username.clone(),
         password: login.password.clone().map(Bytes::from),
-        properties: Properties::default(),
+        properties: Properties {
+            session_expiry_interval: login.persistent.then_some(3600),
+            ..Properties::default()
+        },
     });
     let mut out = BytesMut::new();
     tern_mqtt::encode(&connect, version, &mut out)?;

@@ -100,6 +100,7 @@ fn login(plan: &Plan, role: &str, i: usize) -> Login {
         username: plan.username.clone(),
         password: plan.password.clone(),
         host: plan.host.clone(),
+        persistent: plan.persistent && role == "sub",
     }
 }
 

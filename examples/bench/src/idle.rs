@@ -50,6 +50,7 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
             username: args.username.clone(),
             password: args.password.clone(),
             host: args.host.clone(),
+            persistent: false,
         };
         let topic = match args.protocol {
             Protocol::Mqtt => format!("bench/idle/{i}"),

@@ -91,6 +91,9 @@ pub struct Args {
     /// Runtime worker threads [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Subscribers use persistent sessions (measures a broker's durable path).
+    #[arg(long)]
+    pub persistent: bool,
     /// Speak MQTT 5.0 instead of 3.1.1.
     #[arg(long)]
     pub mqtt_v5: bool,
@@ -190,6 +193,7 @@ pub struct Plan {
     pub password: Option<String>,
     pub host: String,
     pub client_prefix: String,
+    pub persistent: bool,
 }
 
 /// The client id prefix: --client-prefix, or one unique to this process.
@@ -304,6 +308,7 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         password: args.password.clone(),
         host: args.host.clone(),
         client_prefix: client_prefix(args),
+        persistent: args.persistent,
     })
 }
 
