@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::{self, Context, Peer};
-use crate::config::Settings;
+use crate::config::{ListenerSettings, Settings};
 use crate::core::router::Router;
 use crate::core::session::QueueLimits;
 use crate::store::redb::RedbBackend;
@@ -71,63 +72,27 @@ impl Server {
             shutdown: shutdown.clone(),
         };
 
+        let listeners = Listeners {
+            connections,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            ctx,
+        };
         let mut mqtt_addr = None;
         if settings.mqtt.enabled {
-            let listener = tcp::bind("mqtt", settings.mqtt.bind)
-                .await
-                .map_err(ServerError::Bind)?;
-            mqtt_addr = listener.local_addr().ok();
-            let acceptor = TcpAcceptor {
-                name: "mqtt",
-                listener,
-                connections: Arc::clone(&connections),
-                shutdown: shutdown.clone(),
-                tracker: tracker.clone(),
-            };
-            let anonymous_allowed = settings.mqtt.anonymous_allowed();
-            let ctx = ctx.clone();
-            tracker.spawn(acceptor.run(move |stream, addr, permit| {
-                let ctx = ctx.clone();
-                async move {
-                    let peer = Peer {
-                        addr,
-                        listener: "mqtt",
-                        anonymous_allowed,
-                        admitted: permit.is_some(),
-                    };
-                    adapter::mqtt::serve(stream, peer, ctx).await;
-                    drop(permit);
-                }
-            }));
+            mqtt_addr = Some(
+                listeners
+                    .spawn_tcp("mqtt", &settings.mqtt, adapter::mqtt::serve::<TcpStream>)
+                    .await?,
+            );
         }
         let mut stomp_addr = None;
         if settings.stomp.enabled {
-            let listener = tcp::bind("stomp", settings.stomp.bind)
-                .await
-                .map_err(ServerError::Bind)?;
-            stomp_addr = listener.local_addr().ok();
-            let acceptor = TcpAcceptor {
-                name: "stomp",
-                listener,
-                connections: Arc::clone(&connections),
-                shutdown: shutdown.clone(),
-                tracker: tracker.clone(),
-            };
-            let anonymous_allowed = settings.stomp.anonymous_allowed();
-            let ctx = ctx.clone();
-            tracker.spawn(acceptor.run(move |stream, addr, permit| {
-                let ctx = ctx.clone();
-                async move {
-                    let peer = Peer {
-                        addr,
-                        listener: "stomp",
-                        anonymous_allowed,
-                        admitted: permit.is_some(),
-                    };
-                    adapter::stomp::serve(stream, peer, ctx).await;
-                    drop(permit);
-                }
-            }));
+            stomp_addr = Some(
+                listeners
+                    .spawn_tcp("stomp", &settings.stomp, adapter::stomp::serve::<TcpStream>)
+                    .await?,
+            );
         }
         Ok(Server {
             mqtt_addr,
@@ -186,4 +151,55 @@ fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
         Arc::new(backend),
         settings.storage.durability,
     )))
+}
+
+/// What every listener shares: the connection cap, shutdown and the tasks to await.
+struct Listeners {
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    ctx: Context,
+}
+
+impl Listeners {
+    /// Binds a plain TCP listener and serves each connection with `serve`; returns the bound address.
+    async fn spawn_tcp<F, Fut>(
+        &self,
+        name: &'static str,
+        settings: &ListenerSettings,
+        serve: F,
+    ) -> Result<SocketAddr, ServerError>
+    where
+        F: Fn(TcpStream, Peer, Context) -> Fut + Copy + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tcp::bind(name, settings.bind)
+            .await
+            .map_err(ServerError::Bind)?;
+        let addr = listener.local_addr().map_err(ServerError::Bind)?;
+        let acceptor = TcpAcceptor {
+            name,
+            listener,
+            connections: Arc::clone(&self.connections),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+        };
+        let anonymous_allowed = settings.anonymous_allowed();
+        let ctx = self.ctx.clone();
+        self.tracker
+            .spawn(acceptor.run(move |stream, addr, permit| {
+                let ctx = ctx.clone();
+                async move {
+                    let peer = Peer {
+                        addr,
+                        listener: name,
+                        anonymous_allowed,
+                        admitted: permit.is_some(),
+                    };
+                    serve(stream, peer, ctx).await;
+                    drop(permit);
+                }
+            }));
+        Ok(addr)
+    }
 }

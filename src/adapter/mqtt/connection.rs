@@ -297,34 +297,17 @@ impl Connection {
     where
         S: AsyncWrite + Unpin,
     {
-        if self.write_buf.is_empty() {
-            return Ok(());
-        }
-        if std::mem::take(&mut self.needs_commit) {
-            if let Some(store) = self.ctx.router.store() {
-                store.wait(store.last_ticket()).await?;
-            }
-        }
         let stall = if self.keep_alive.is_zero() {
             DEFAULT_WRITE_STALL
         } else {
             (self.keep_alive * 3 / 2).max(Duration::from_secs(5))
         };
-        let write = async {
-            stream.write_all(&self.write_buf).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(stall, write).await {
-            Ok(Ok(())) => {
-                self.write_buf.clear();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(MqttError::Io(e)),
-            Err(_) => Err(MqttError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "peer stopped reading",
-            ))),
-        }
+        // Kept for the next write when there is nothing to write yet.
+        let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);
+        let router = std::sync::Arc::clone(&self.ctx.router);
+        crate::adapter::write_out(stream, &mut self.write_buf, needs_commit, &router, stall)
+            .await?;
+        Ok(())
     }
 
     /// Says goodbye where the protocol allows, publishes the will when the end was

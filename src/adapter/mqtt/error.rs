@@ -71,3 +71,12 @@ impl MqttError {
         }
     }
 }
+
+impl From<crate::adapter::WriteError> for MqttError {
+    fn from(e: crate::adapter::WriteError) -> Self {
+        match e {
+            crate::adapter::WriteError::Store(e) => MqttError::Store(e),
+            crate::adapter::WriteError::Io(e) => MqttError::Io(e),
+        }
+    }
+}

@@ -291,26 +291,18 @@ impl Connection {
     where
         S: AsyncWrite + Unpin,
     {
-        if std::mem::take(&mut self.needs_commit) {
-            if let Some(store) = self.ctx.router.store() {
-                store.wait(store.last_ticket()).await?;
-            }
-        }
-        let write = async {
-            stream.write_all(&self.write_buf).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(WRITE_STALL, write).await {
-            Ok(Ok(())) => {
-                self.write_buf.clear();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(StompAdapterError::Io(e)),
-            Err(_) => Err(StompAdapterError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "peer stopped reading",
-            ))),
-        }
+        // Kept for the next write when there is nothing to write yet.
+        let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);
+        let router = Arc::clone(&self.ctx.router);
+        crate::adapter::write_out(
+            stream,
+            &mut self.write_buf,
+            needs_commit,
+            &router,
+            WRITE_STALL,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Tells the client why (ERROR) when the end was an error, hands the session

@@ -142,6 +142,15 @@ pub(super) fn encode_error(frame: &Frame, version: Option<Version>, buf: &mut by
     tern_stomp::encode(frame, version.unwrap_or(Version::V1_0), buf);
 }
 
+impl From<crate::adapter::WriteError> for StompAdapterError {
+    fn from(e: crate::adapter::WriteError) -> Self {
+        match e {
+            crate::adapter::WriteError::Store(e) => StompAdapterError::Store(e),
+            crate::adapter::WriteError::Io(e) => StompAdapterError::Io(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
