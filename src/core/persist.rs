@@ -92,7 +92,6 @@ pub(crate) fn session_record(
             .iter()
             .map(|(filter, options)| SubscriptionRecord::new(filter.as_str(), options))
             .collect(),
-        delayed_will: None,
     }
 }
 

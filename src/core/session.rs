@@ -109,7 +109,6 @@ struct SessionState {
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     expiry_interval: u32,
     connection: Option<ConnectionSlot>,
-    disconnected_at: Option<Instant>,
     limits: QueueLimits,
     dropped: u64,
 }
@@ -177,7 +176,6 @@ impl Session {
                 incoming_qos2: HashSet::new(),
                 expiry_interval,
                 connection: None,
-                disconnected_at: Some(Instant::now()),
                 limits,
                 dropped: 0,
             }),
@@ -286,7 +284,6 @@ impl Session {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut state = self.state.lock();
         state.expiry_interval = expiry_interval;
-        state.disconnected_at = None;
         state
             .connection
             .replace(ConnectionSlot {
@@ -302,7 +299,6 @@ impl Session {
         match &state.connection {
             Some(slot) if slot.id == connection_id => {
                 state.connection = None;
-                state.disconnected_at = Some(Instant::now());
                 true
             }
             _ => false,
@@ -448,26 +444,6 @@ impl Session {
 
     pub fn inflight_len(&self) -> usize {
         self.state.lock().inflight.len()
-    }
-
-    /// Reserves a free packet id and records the delivery as in flight. None when all ids are in use.
-    pub fn start_inflight(&self, delivery: Delivery) -> Option<u16> {
-        let mut state = self.state.lock();
-        if state.inflight.len() >= usize::from(u16::MAX) {
-            return None;
-        }
-        let id = state.allocate_packet_id();
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        state.inflight.insert(
-            id,
-            InflightEntry {
-                delivery,
-                stage: InflightStage::Sent,
-                seq,
-            },
-        );
-        Some(id)
     }
 
     /// Removes an in-flight delivery in `stage`; false if there is none with that id and stage.

@@ -143,8 +143,6 @@ pub struct SessionRecord {
     /// Unix ms of the last disconnect; None while connected (a crash counts from the restart).
     pub disconnected_at_ms: Option<u64>,
     pub subscriptions: Vec<SubscriptionRecord>,
-    /// A will waiting for its delay, with the unix ms it is due.
-    pub delayed_will: Option<(MessageRecord, u64)>,
 }
 
 /// One message owed to a persistent session, pending or in flight.

@@ -284,7 +284,6 @@ mod tests {
                     retain_handling: 0,
                     subscription_id: Some(3),
                 }],
-                delayed_will: None,
             };
             let delivery = DeliveryRecord {
                 message: message("a/b"),
