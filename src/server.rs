@@ -58,6 +58,7 @@ impl Server {
                 deliveries = restored.deliveries,
                 retained = restored.retained,
                 queued = restored.queued,
+                wills = restored.wills,
                 expired_sessions = restored.expired_sessions,
                 path = %settings.storage.store_file().display(),
                 "store loaded"

@@ -344,3 +344,145 @@ async fn session_expiry_still_applies_after_a_restart() {
     assert!(present, "a session within its expiry is back");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A v5 client whose session outlives it, with a will delayed by `delay` seconds.
+fn connect_with_delayed_will(client_id: &str, delay: u32) -> tern_mqtt::Connect {
+    tern_mqtt::Connect {
+        protocol: ProtocolVersion::V5,
+        clean_start: false,
+        keep_alive: 30,
+        client_id: client_id.into(),
+        will: Some(tern_mqtt::Will {
+            topic: format!("wills/{client_id}"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: Some(delay),
+                ..Properties::default()
+            },
+        }),
+        username: None,
+        password: None,
+        properties: Properties {
+            session_expiry_interval: Some(3600),
+            ..Properties::default()
+        },
+    }
+}
+
+/// Ends `conn` with DISCONNECT 0x04 (publish the will) and waits until the broker
+/// closed it: by then the will is handed to the core (and submitted to the store).
+async fn disconnect_with_will(mut conn: Conn) {
+    conn.send(&Packet::Disconnect(tern_mqtt::Disconnect {
+        reason: tern_mqtt::reason::DISCONNECT_WITH_WILL,
+        properties: Properties::default(),
+    }))
+    .await
+    .expect("send DISCONNECT");
+    assert!(
+        conn.recv(WAIT).await.is_none(),
+        "broker closes the connection"
+    );
+}
+
+/// A QoS 1 publish acknowledged: everything the broker submitted before is committed.
+async fn commit_barrier(broker: &Broker) {
+    let (mut publisher, _) = Conn::open(broker.mqtt, "barrier", true)
+        .await
+        .expect("connect barrier");
+    publish_acked(&mut publisher, "barrier", "b", 1, false).await;
+}
+
+#[tokio::test]
+async fn a_delayed_will_survives_a_kill_and_goes_out_after_the_restart() {
+    let dir = data_dir("restore-will");
+    let ports = Ports::new();
+    let mut broker = ports.start(&dir).await;
+    let (mut watcher, _) = Conn::open_with(
+        broker.mqtt,
+        ProtocolVersion::V5,
+        "watcher",
+        false,
+        Some(3600),
+    )
+    .await
+    .expect("connect watcher");
+    subscribe(&mut watcher, "wills/#", QoS::AtLeastOnce).await;
+    drop(watcher);
+    let (device, _) = Conn::open_connect(broker.mqtt, connect_with_delayed_will("dev-1", 2))
+        .await
+        .expect("connect device");
+    disconnect_with_will(device).await;
+    commit_barrier(&broker).await;
+    broker.kill9();
+
+    let broker = ports.start(&dir).await;
+    let (mut watcher, present) = Conn::open_with(
+        broker.mqtt,
+        ProtocolVersion::V5,
+        "watcher",
+        false,
+        Some(3600),
+    )
+    .await
+    .expect("reconnect watcher");
+    assert!(present);
+    let will = expect_publish(watcher.recv(WAIT).await);
+    assert_eq!(will.topic, "wills/dev-1");
+    assert_eq!(will.payload, Bytes::from_static(b"gone"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_will_cancelled_by_a_resumed_session_stays_cancelled_after_a_restart() {
+    let dir = data_dir("restore-will-cancel");
+    let ports = Ports::new();
+    let mut broker = ports.start(&dir).await;
+    let (mut watcher, _) = Conn::open_with(
+        broker.mqtt,
+        ProtocolVersion::V5,
+        "watcher",
+        false,
+        Some(3600),
+    )
+    .await
+    .expect("connect watcher");
+    subscribe(&mut watcher, "wills/#", QoS::AtLeastOnce).await;
+    drop(watcher);
+    let delay = 1;
+    let (device, _) = Conn::open_connect(broker.mqtt, connect_with_delayed_will("dev-2", delay))
+        .await
+        .expect("connect device");
+    disconnect_with_will(device).await;
+    // The device comes back within the delay: its will must never go out.
+    let (_device, present) =
+        Conn::open_with(broker.mqtt, ProtocolVersion::V5, "dev-2", false, Some(3600))
+            .await
+            .expect("reconnect device");
+    assert!(present);
+    commit_barrier(&broker).await;
+    broker.kill9();
+
+    let broker = ports.start(&dir).await;
+    // Let the will's delay pass (the time itself is what is tested), then send a marker:
+    // the watcher's next message must be the marker, not the will.
+    tokio::time::sleep(Duration::from_millis(u64::from(delay) * 1000 + 500)).await;
+    let (mut watcher, present) = Conn::open_with(
+        broker.mqtt,
+        ProtocolVersion::V5,
+        "watcher",
+        false,
+        Some(3600),
+    )
+    .await
+    .expect("reconnect watcher");
+    assert!(present);
+    let (mut publisher, _) = Conn::open(broker.mqtt, "marker", true)
+        .await
+        .expect("connect marker");
+    publish_acked(&mut publisher, "wills/marker", "marker", 1, false).await;
+    let next = expect_publish(watcher.recv(WAIT).await);
+    assert_eq!(next.topic, "wills/marker", "the cancelled will came back");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,3 +9,4 @@ pub mod router;
 pub mod session;
 pub mod topic;
 pub mod trie;
+pub mod will;

@@ -114,6 +114,7 @@ pub struct Restored {
     pub deliveries: usize,
     pub retained: usize,
     pub queued: usize,
+    pub wills: usize,
     pub expired_sessions: usize,
 }
 
@@ -199,6 +200,8 @@ impl crate::core::router::Router {
                 restored.queued += 1;
             }
         }
+        // Last, so a will that is due now reaches restored sessions and retained state.
+        restored.wills = self.restore_wills(snapshot.wills);
         // Leftovers of sessions that ended: removed so the store does not grow.
         orphans.sort();
         orphans.dedup();

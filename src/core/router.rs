@@ -19,6 +19,7 @@ use crate::core::session::{
 };
 use crate::core::topic::Filter;
 use crate::core::trie::SubscriptionTrie;
+use crate::core::will::{WaitingWill, WillAction};
 use crate::store::{Store, StoreOp};
 
 /// Counters the admin side reads; relaxed atomics, never a lock.
@@ -52,6 +53,9 @@ pub struct Router {
     queues: QueueRegistry,
     /// Persistent sessions, their QoS 1/2 deliveries and retained messages go here.
     store: Option<Arc<Store>>,
+    /// Wills waiting for their delay, by client id.
+    pub(crate) wills: DashMap<Arc<str>, WaitingWill>,
+    pub(crate) will_tokens: AtomicU64,
     pub stats: RouterStats,
 }
 
@@ -65,6 +69,8 @@ impl Router {
             queue_limits,
             queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
             store: None,
+            wills: DashMap::new(),
+            will_tokens: AtomicU64::new(1),
             stats: RouterStats::default(),
         }
     }
@@ -149,6 +155,14 @@ impl Router {
     pub fn attach(&self, client_id: &str, clean_start: bool, expiry_interval: u32) -> Attached {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (kick_tx, kicked) = oneshot::channel();
+        // A waiting will is cancelled when its session resumes, and goes out now when
+        // clean start ends that session (outside the sessions map's lock: it publishes).
+        let will_action = if clean_start {
+            WillAction::Publish
+        } else {
+            WillAction::Cancel
+        };
+        self.settle_will(client_id, will_action);
         let (session, session_present, old_kick) = match self.sessions.entry(Arc::from(client_id)) {
             Entry::Occupied(mut entry) => {
                 if clean_start {
@@ -229,6 +243,7 @@ impl Router {
         });
         self.drop_subscriptions(session);
         if removed.is_some() {
+            self.settle_will(&session.client_id, WillAction::Publish);
             self.forget_session(session);
         }
     }

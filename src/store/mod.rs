@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use record::{DeliveryRecord, MessageRecord, SessionRecord};
+use record::{DeliveryRecord, MessageRecord, SessionRecord, WillRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -98,6 +98,13 @@ pub enum StoreOp {
         queue: String,
         seq: u64,
     },
+    PutWill {
+        client_id: String,
+        record: WillRecord,
+    },
+    DeleteWill {
+        client_id: String,
+    },
 }
 
 /// Everything stored, read once at start.
@@ -110,6 +117,8 @@ pub struct Snapshot {
     pub retained: Vec<MessageRecord>,
     /// Ordered by queue name, then sequence.
     pub queued: Vec<(String, u64, MessageRecord)>,
+    /// Wills waiting for their delay, by client id.
+    pub wills: Vec<(String, WillRecord)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.

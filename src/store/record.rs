@@ -158,6 +158,16 @@ pub struct DeliveryRecord {
     pub released: bool,
 }
 
+/// A will waiting for its delay: published at `due_at_ms` unless its session resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WillRecord {
+    pub message: MessageRecord,
+    /// Message expiry of the will, seconds from when it is published.
+    pub expiry_interval: Option<u32>,
+    /// Unix ms when the delay ends.
+    pub due_at_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

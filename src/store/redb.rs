@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::record::{DeliveryRecord, MessageRecord, SessionRecord};
+use super::record::{DeliveryRecord, MessageRecord, SessionRecord, WillRecord};
 use super::{Backend, Snapshot, StoreError, StoreOp};
 
 /// Bumped whenever the stored layout changes incompatibly.
@@ -17,6 +17,7 @@ const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("de
 const INCOMING_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const QUEUED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queued");
+const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 
 pub struct RedbBackend {
     db: Database,
@@ -110,6 +111,7 @@ impl RedbBackend {
             txn.open_table(INCOMING_QOS2).map_err(|e| open_err(&e))?;
             txn.open_table(RETAINED).map_err(|e| open_err(&e))?;
             txn.open_table(QUEUED).map_err(|e| open_err(&e))?;
+            txn.open_table(WILLS).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))
     }
@@ -128,6 +130,7 @@ impl Backend for RedbBackend {
             let mut incoming = txn.open_table(INCOMING_QOS2).map_err(write_err)?;
             let mut retained = txn.open_table(RETAINED).map_err(write_err)?;
             let mut queued = txn.open_table(QUEUED).map_err(write_err)?;
+            let mut wills = txn.open_table(WILLS).map_err(write_err)?;
             for op in ops {
                 match op {
                     StoreOp::PutSession { client_id, record } => {
@@ -191,6 +194,14 @@ impl Backend for RedbBackend {
                     StoreOp::DeleteQueued { queue, seq } => {
                         queued.remove((queue.as_str(), *seq)).map_err(write_err)?;
                     }
+                    StoreOp::PutWill { client_id, record } => {
+                        wills
+                            .insert(client_id.as_str(), encode(record)?.as_slice())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::DeleteWill { client_id } => {
+                        wills.remove(client_id.as_str()).map_err(write_err)?;
+                    }
                 }
             }
         }
@@ -236,6 +247,12 @@ impl Backend for RedbBackend {
             let (queue, seq) = k.value();
             let record: MessageRecord = decode(v.value())?;
             snapshot.queued.push((queue.to_string(), seq, record));
+        }
+        let table = txn.open_table(WILLS).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let record: WillRecord = decode(v.value())?;
+            snapshot.wills.push((k.value().to_string(), record));
         }
         Ok(snapshot)
     }

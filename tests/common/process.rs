@@ -94,30 +94,38 @@ impl Conn {
         clean: bool,
         session_expiry: Option<u32>,
     ) -> Option<(Conn, bool)> {
+        let properties = Properties {
+            session_expiry_interval: session_expiry,
+            ..Properties::default()
+        };
+        Conn::open_connect(
+            addr,
+            Connect {
+                protocol: version,
+                clean_start: clean,
+                keep_alive: 30,
+                client_id: client_id.into(),
+                will: None,
+                username: None,
+                password: None,
+                properties,
+            },
+        )
+        .await
+    }
+
+    /// Sends `connect` as it is; Some((conn, session_present)) on a successful CONNACK.
+    pub async fn open_connect(addr: SocketAddr, connect: Connect) -> Option<(Conn, bool)> {
         let stream = timeout(Duration::from_secs(2), TcpStream::connect(addr))
             .await
             .ok()?
             .ok()?;
         let mut conn = Conn {
             stream,
-            version,
+            version: connect.protocol,
             buf: BytesMut::with_capacity(64 * 1024),
         };
-        let properties = Properties {
-            session_expiry_interval: session_expiry,
-            ..Properties::default()
-        };
-        conn.send(&Packet::Connect(Connect {
-            protocol: version,
-            clean_start: clean,
-            keep_alive: 30,
-            client_id: client_id.into(),
-            will: None,
-            username: None,
-            password: None,
-            properties,
-        }))
-        .await?;
+        conn.send(&Packet::Connect(connect)).await?;
         match conn.recv(Duration::from_secs(5)).await? {
             Packet::ConnAck(ack) if ack.code == 0 => Some((conn, ack.session_present)),
             _ => None,
