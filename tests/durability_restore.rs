@@ -386,6 +386,26 @@ async fn disconnect_with_will(mut conn: Conn) {
     );
 }
 
+/// The persistent v5 session "watcher": subscribed to wills/# at QoS 1 the first
+/// time, found again (session present) after a restart.
+async fn watcher(broker: &Broker, first: bool) -> Conn {
+    let (mut watcher, present) = Conn::open_with(
+        broker.mqtt,
+        ProtocolVersion::V5,
+        "watcher",
+        false,
+        Some(3600),
+    )
+    .await
+    .expect("connect watcher");
+    if first {
+        subscribe(&mut watcher, "wills/#", QoS::AtLeastOnce).await;
+    } else {
+        assert!(present, "the watcher's session must survive the restart");
+    }
+    watcher
+}
+
 /// A QoS 1 publish acknowledged: everything the broker submitted before is committed.
 async fn commit_barrier(broker: &Broker) {
     let (mut publisher, _) = Conn::open(broker.mqtt, "barrier", true)
@@ -399,17 +419,7 @@ async fn a_delayed_will_survives_a_kill_and_goes_out_after_the_restart() {
     let dir = data_dir("restore-will");
     let ports = Ports::new();
     let mut broker = ports.start(&dir).await;
-    let (mut watcher, _) = Conn::open_with(
-        broker.mqtt,
-        ProtocolVersion::V5,
-        "watcher",
-        false,
-        Some(3600),
-    )
-    .await
-    .expect("connect watcher");
-    subscribe(&mut watcher, "wills/#", QoS::AtLeastOnce).await;
-    drop(watcher);
+    drop(watcher(&broker, true).await);
     let (device, _) = Conn::open_connect(broker.mqtt, connect_with_delayed_will("dev-1", 2))
         .await
         .expect("connect device");
@@ -418,16 +428,7 @@ async fn a_delayed_will_survives_a_kill_and_goes_out_after_the_restart() {
     broker.kill9();
 
     let broker = ports.start(&dir).await;
-    let (mut watcher, present) = Conn::open_with(
-        broker.mqtt,
-        ProtocolVersion::V5,
-        "watcher",
-        false,
-        Some(3600),
-    )
-    .await
-    .expect("reconnect watcher");
-    assert!(present);
+    let mut watcher = watcher(&broker, false).await;
     let will = expect_publish(watcher.recv(WAIT).await);
     assert_eq!(will.topic, "wills/dev-1");
     assert_eq!(will.payload, Bytes::from_static(b"gone"));
@@ -439,17 +440,7 @@ async fn a_will_cancelled_by_a_resumed_session_stays_cancelled_after_a_restart()
     let dir = data_dir("restore-will-cancel");
     let ports = Ports::new();
     let mut broker = ports.start(&dir).await;
-    let (mut watcher, _) = Conn::open_with(
-        broker.mqtt,
-        ProtocolVersion::V5,
-        "watcher",
-        false,
-        Some(3600),
-    )
-    .await
-    .expect("connect watcher");
-    subscribe(&mut watcher, "wills/#", QoS::AtLeastOnce).await;
-    drop(watcher);
+    drop(watcher(&broker, true).await);
     let delay = 1;
     let (device, _) = Conn::open_connect(broker.mqtt, connect_with_delayed_will("dev-2", delay))
         .await
@@ -468,16 +459,7 @@ async fn a_will_cancelled_by_a_resumed_session_stays_cancelled_after_a_restart()
     // Let the will's delay pass (the time itself is what is tested), then send a marker:
     // the watcher's next message must be the marker, not the will.
     tokio::time::sleep(Duration::from_millis(u64::from(delay) * 1000 + 500)).await;
-    let (mut watcher, present) = Conn::open_with(
-        broker.mqtt,
-        ProtocolVersion::V5,
-        "watcher",
-        false,
-        Some(3600),
-    )
-    .await
-    .expect("reconnect watcher");
-    assert!(present);
+    let mut watcher = watcher(&broker, false).await;
     let (mut publisher, _) = Conn::open(broker.mqtt, "marker", true)
         .await
         .expect("connect marker");
