@@ -199,6 +199,9 @@ pub struct StorageSettings {
     /// When an acknowledged message is on disk: "batched" (group commit, ack after
     /// commit), "sync" (one commit per message) or "none" (ack at once, fsync about once a second).
     pub durability: crate::store::Durability,
+    /// Messages the store may hold (owed to persistent sessions plus queued);
+    /// beyond it, QoS 1/2 publishes are refused (MQTT 5 0x97, STOMP ERROR).
+    pub max_messages: u64,
 }
 
 impl StorageSettings {
@@ -358,6 +361,7 @@ impl Default for StorageSettings {
             enabled: true,
             data_dir: PathBuf::from("./data"),
             durability: crate::store::Durability::Batched,
+            max_messages: 10_000_000,
         }
     }
 }
@@ -418,6 +422,9 @@ impl Settings {
         }
         if l.queue_max_messages == 0 {
             return Err(invalid("limits.queue_max_messages", "must be at least 1"));
+        }
+        if self.storage.max_messages == 0 {
+            return Err(invalid("storage.max_messages", "must be at least 1"));
         }
         if l.stomp_max_frame_size < 64 {
             return Err(invalid(

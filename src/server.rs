@@ -45,7 +45,8 @@ impl Server {
             max_queued: settings.limits.max_queued_messages,
             overflow: settings.limits.queue_overflow,
         })
-        .with_queue_max_messages(settings.limits.queue_max_messages);
+        .with_queue_max_messages(settings.limits.queue_max_messages)
+        .with_store_limit(settings.storage.max_messages);
         let store = open_store(&settings)?;
         if let Some(store) = &store {
             router = router.with_store(Arc::clone(store));

@@ -30,6 +30,17 @@ pub struct RouterStats {
     pub deliveries_dropped: AtomicU64,
 }
 
+/// Why a message was not taken (the publisher is told; nothing was routed).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishRefused {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the message store is full ({held} messages, limit {limit})")]
+    StoreFull { held: u64, limit: u64 },
+    #[error("the queue of subscriber {client_id} is full")]
+    SubscriberFull { client_id: String },
+}
+
 /// A connection bound to its session.
 #[derive(Debug)]
 pub struct Attached {
@@ -53,6 +64,8 @@ pub struct Router {
     queues: QueueRegistry,
     /// Persistent sessions, their QoS 1/2 deliveries and retained messages go here.
     store: Option<Arc<Store>>,
+    /// Stored messages beyond which QoS 1/2 publishes are refused.
+    store_max_messages: u64,
     /// Wills waiting for their delay, by client id.
     pub(crate) wills: DashMap<Arc<str>, WaitingWill>,
     pub(crate) will_tokens: AtomicU64,
@@ -69,6 +82,7 @@ impl Router {
             queue_limits,
             queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
             store: None,
+            store_max_messages: u64::MAX,
             wills: DashMap::new(),
             will_tokens: AtomicU64::new(1),
             stats: RouterStats::default(),
@@ -79,6 +93,12 @@ impl Router {
     pub fn with_store(mut self, store: Arc<Store>) -> Router {
         self.queues.set_store(Arc::clone(&store));
         self.store = Some(store);
+        self
+    }
+
+    /// Refuses QoS 1/2 publishes while the store holds `max` messages or more.
+    pub fn with_store_limit(mut self, max: u64) -> Router {
+        self.store_max_messages = max;
         self
     }
 
@@ -359,31 +379,47 @@ impl Router {
     /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
     /// queue refuses it with a warning).
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        let topic = Arc::clone(&message.topic);
+        match self.route(message, false) {
+            Ok(matched) => matched,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "message refused");
+                0
+            }
+        }
+    }
+
+    /// Like [`Router::publish`], but a message the broker cannot keep is refused as a
+    /// whole and the caller tells the publisher: a full queue, a full store (QoS 1/2),
+    /// or a subscriber whose full queue refuses more (overflow policy `refuse`).
+    pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, PublishRefused> {
+        if message.qos != QoS::AtMostOnce {
+            if let Some(store) = &self.store {
+                let held = store.held_messages();
+                if held >= self.store_max_messages {
+                    return Err(PublishRefused::StoreFull {
+                        held,
+                        limit: self.store_max_messages,
+                    });
+                }
+            }
+        }
+        self.route(message, true)
+    }
+
+    fn route(
+        &self,
+        message: Arc<Message>,
+        refuse_when_full: bool,
+    ) -> Result<usize, PublishRefused> {
         self.stats
             .messages_published
             .fetch_add(1, Ordering::Relaxed);
         let topic = Arc::clone(&message.topic);
         if let Some(queue) = queue_name(&topic) {
-            return match self.queues.enqueue(queue, message) {
-                Ok(()) => 1,
-                Err(e) => {
-                    tracing::warn!(queue, error = %e, "queue full: message refused");
-                    0
-                }
-            };
+            self.queues.enqueue(queue, message)?;
+            return Ok(1);
         }
-        if message.retain {
-            let value = if message.payload.is_empty() {
-                None
-            } else {
-                Some(Arc::clone(&message))
-            };
-            if let Some(store) = &self.store {
-                store.submit([persist::retained_op(&message.topic, value.as_deref())]);
-            }
-            self.retained.write().set(&message.topic, value);
-        }
-
         let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.subscriptions.read();
@@ -405,6 +441,27 @@ impl Router {
                     filter: Arc::clone(&routed.filter),
                 });
             });
+            if refuse_when_full && message.qos != QoS::AtMostOnce {
+                // Checked before anything is kept, so a refused message reaches nobody.
+                if let Some(full) = targets.iter().find(|t| t.session.refuses_more()) {
+                    return Err(PublishRefused::SubscriberFull {
+                        client_id: full.session.client_id.to_string(),
+                    });
+                }
+            }
+            // Still under the trie's read lock: a concurrent subscriber is either a
+            // target already or subscribes after this and finds the retained message.
+            if message.retain {
+                let value = if message.payload.is_empty() {
+                    None
+                } else {
+                    Some(Arc::clone(&message))
+                };
+                if let Some(store) = &self.store {
+                    store.submit([persist::retained_op(&message.topic, value.as_deref())]);
+                }
+                self.retained.write().set(&message.topic, value);
+            }
         }
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
@@ -444,23 +501,7 @@ impl Router {
                 }
             }
         }
-        delivered
-    }
-
-    /// Like [`Router::publish`], but a message to a full queue is an error the
-    /// caller answers (STOMP ERROR) instead of a log line. `$queue/<q>` messages
-    /// are never retained nor matched against subscriptions.
-    pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, QueueError> {
-        let topic = Arc::clone(&message.topic);
-        match queue_name(&topic) {
-            Some(queue) => {
-                self.stats
-                    .messages_published
-                    .fetch_add(1, Ordering::Relaxed);
-                self.queues.enqueue(queue, message).map(|()| 1)
-            }
-            None => Ok(self.publish(message)),
-        }
+        Ok(delivered)
     }
 
     /// A session left its queues: each takes back what the session's client had

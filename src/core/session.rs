@@ -25,6 +25,10 @@ pub enum OverflowPolicy {
     DropOldest,
     /// Keep what is queued: the new message is dropped.
     DropNew,
+    /// Keep what is queued and refuse the new message to its publisher (MQTT 5
+    /// 0x97, STOMP ERROR; a 3.x publisher is disconnected unacknowledged), so
+    /// nothing acknowledged is dropped. QoS 0 messages are dropped as with `DropNew`.
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -335,7 +339,7 @@ impl Session {
         let mut outcome = PushOutcome::Queued;
         if state.pending.len() >= state.limits.max_queued {
             match state.limits.overflow {
-                OverflowPolicy::DropNew => {
+                OverflowPolicy::DropNew | OverflowPolicy::Refuse => {
                     state.dropped += 1;
                     return PushOutcome::Dropped;
                 }
@@ -362,6 +366,13 @@ impl Session {
             self.wake.notify_one();
         }
         outcome
+    }
+
+    /// True when the queue is full and its policy is to refuse more.
+    pub fn refuses_more(&self) -> bool {
+        let state = self.state.lock();
+        state.limits.overflow == OverflowPolicy::Refuse
+            && state.pending.len() >= state.limits.max_queued
     }
 
     /// Resolves when deliveries may be waiting.

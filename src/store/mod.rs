@@ -10,7 +10,7 @@ pub mod record;
 pub mod redb;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,7 +123,9 @@ pub struct Snapshot {
 
 /// A storage engine: applies a batch atomically, loads everything.
 pub trait Backend: Send + Sync + 'static {
-    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<(), StoreError>;
+    /// Applies `ops` in one transaction; returns by how much the number of stored
+    /// messages (deliveries plus queued) changed.
+    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError>;
     fn load(&self) -> Result<Snapshot, StoreError>;
 }
 
@@ -147,6 +149,8 @@ pub struct Store {
     failed: AtomicBool,
     /// Write transactions committed (for metrics).
     pub commits: AtomicU64,
+    /// Messages on disk (deliveries plus queued), as of the last commit.
+    held: AtomicI64,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +180,7 @@ impl Store {
             committed,
             failed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            held: AtomicI64::new(0),
         });
         let writer = Arc::clone(&store);
         let spawned = std::thread::Builder::new()
@@ -192,8 +197,19 @@ impl Store {
         self.durability
     }
 
+    /// Reads everything stored (once, at start).
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        self.backend.load()
+        let snapshot = self.backend.load()?;
+        let held = snapshot.deliveries.len() + snapshot.queued.len();
+        self.held
+            .store(i64::try_from(held).unwrap_or(i64::MAX), Ordering::Relaxed);
+        Ok(snapshot)
+    }
+
+    /// Messages on disk (deliveries owed to persistent sessions plus queued), as of
+    /// the last commit: what the store limit is checked against.
+    pub fn held_messages(&self) -> u64 {
+        u64::try_from(self.held.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Queues operations for the next group commit; returns their ticket.
@@ -288,7 +304,8 @@ impl Store {
                 last_fsync = std::time::Instant::now();
             }
             match self.backend.apply(&ops, fsync) {
-                Ok(()) => {
+                Ok(held_change) => {
+                    self.held.fetch_add(held_change, Ordering::Relaxed);
                     self.commits.fetch_add(1, Ordering::Relaxed);
                     self.committed.send_replace(ticket);
                 }
@@ -308,8 +325,8 @@ impl Store {
 pub struct NullBackend;
 
 impl Backend for NullBackend {
-    fn apply(&self, _ops: &[StoreOp], _fsync: bool) -> Result<(), StoreError> {
-        Ok(())
+    fn apply(&self, _ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
+        Ok(0)
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {

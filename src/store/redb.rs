@@ -118,7 +118,8 @@ impl RedbBackend {
 }
 
 impl Backend for RedbBackend {
-    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError> {
+        let mut held_change = 0i64;
         let mut txn = self.db.begin_write().map_err(write_err)?;
         if !fsync {
             txn.set_durability(redb::Durability::None)
@@ -142,7 +143,10 @@ impl Backend for RedbBackend {
                         let id = client_id.as_str();
                         sessions.remove(id).map_err(write_err)?;
                         deliveries
-                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| {
+                                held_change -= 1;
+                                false
+                            })
                             .map_err(write_err)?;
                         incoming
                             .retain_in((id, 0)..=(id, u16::MAX), |_, _| false)
@@ -153,14 +157,16 @@ impl Backend for RedbBackend {
                         seq,
                         record,
                     } => {
-                        deliveries
+                        let old = deliveries
                             .insert((client_id.as_str(), *seq), encode(record)?.as_slice())
                             .map_err(write_err)?;
+                        held_change += i64::from(old.is_none());
                     }
                     StoreOp::DeleteDelivery { client_id, seq } => {
-                        deliveries
+                        let old = deliveries
                             .remove((client_id.as_str(), *seq))
                             .map_err(write_err)?;
+                        held_change -= i64::from(old.is_some());
                     }
                     StoreOp::PutIncomingQos2 {
                         client_id,
@@ -187,12 +193,14 @@ impl Backend for RedbBackend {
                         retained.remove(topic.as_str()).map_err(write_err)?;
                     }
                     StoreOp::PutQueued { queue, seq, record } => {
-                        queued
+                        let old = queued
                             .insert((queue.as_str(), *seq), encode(record)?.as_slice())
                             .map_err(write_err)?;
+                        held_change += i64::from(old.is_none());
                     }
                     StoreOp::DeleteQueued { queue, seq } => {
-                        queued.remove((queue.as_str(), *seq)).map_err(write_err)?;
+                        let old = queued.remove((queue.as_str(), *seq)).map_err(write_err)?;
+                        held_change -= i64::from(old.is_some());
                     }
                     StoreOp::PutWill { client_id, record } => {
                         wills
@@ -205,7 +213,8 @@ impl Backend for RedbBackend {
                 }
             }
         }
-        txn.commit().map_err(write_err)
+        txn.commit().map_err(write_err)?;
+        Ok(held_change)
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
@@ -310,49 +319,53 @@ mod tests {
                 packet_id: Some(7),
                 released: false,
             };
-            b.apply(
-                &[
-                    StoreOp::PutSession {
-                        client_id: "c1".into(),
-                        record: session.clone(),
-                    },
-                    StoreOp::PutSession {
+            let added = b
+                .apply(
+                    &[
+                        StoreOp::PutSession {
+                            client_id: "c1".into(),
+                            record: session.clone(),
+                        },
+                        StoreOp::PutSession {
+                            client_id: "c2".into(),
+                            record: session,
+                        },
+                        StoreOp::PutDelivery {
+                            client_id: "c1".into(),
+                            seq: 1,
+                            record: delivery.clone(),
+                        },
+                        StoreOp::PutDelivery {
+                            client_id: "c2".into(),
+                            seq: 1,
+                            record: delivery,
+                        },
+                        StoreOp::PutIncomingQos2 {
+                            client_id: "c1".into(),
+                            packet_id: 9,
+                        },
+                        StoreOp::PutRetained {
+                            record: message("r/1"),
+                        },
+                        StoreOp::PutQueued {
+                            queue: "jobs".into(),
+                            seq: 4,
+                            record: message("$queue/jobs"),
+                        },
+                    ],
+                    true,
+                )
+                .unwrap();
+            assert_eq!(added, 3, "two deliveries and one queued message were added");
+            let removed = b
+                .apply(
+                    &[StoreOp::DeleteSession {
                         client_id: "c2".into(),
-                        record: session,
-                    },
-                    StoreOp::PutDelivery {
-                        client_id: "c1".into(),
-                        seq: 1,
-                        record: delivery.clone(),
-                    },
-                    StoreOp::PutDelivery {
-                        client_id: "c2".into(),
-                        seq: 1,
-                        record: delivery,
-                    },
-                    StoreOp::PutIncomingQos2 {
-                        client_id: "c1".into(),
-                        packet_id: 9,
-                    },
-                    StoreOp::PutRetained {
-                        record: message("r/1"),
-                    },
-                    StoreOp::PutQueued {
-                        queue: "jobs".into(),
-                        seq: 4,
-                        record: message("$queue/jobs"),
-                    },
-                ],
-                true,
-            )
-            .unwrap();
-            b.apply(
-                &[StoreOp::DeleteSession {
-                    client_id: "c2".into(),
-                }],
-                true,
-            )
-            .unwrap();
+                    }],
+                    true,
+                )
+                .unwrap();
+            assert_eq!(removed, -1, "c2's one delivery went with its session");
         }
         let b = RedbBackend::open(&path).unwrap();
         let snap = b.load().unwrap();

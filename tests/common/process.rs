@@ -21,9 +21,19 @@ pub struct Broker {
 }
 
 /// A port free right now (the broker must come back on the same one after a kill).
+/// Chosen below Linux's ephemeral range (32768+), so no port-0 listener or client
+/// socket of a test running alongside can take it while the broker is down.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread processes apart, then walk up from there (20000..32000).
+    let start = (std::process::id() % 1_000) as u16 * 12;
+    loop {
+        let port = 20_000 + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A fresh data directory for one test.
@@ -82,6 +92,8 @@ impl Drop for Broker {
 pub struct Conn {
     pub stream: TcpStream,
     pub version: ProtocolVersion,
+    /// For tests that number their packets.
+    pub next_id: u16,
     buf: BytesMut,
 }
 
@@ -123,6 +135,7 @@ impl Conn {
         let mut conn = Conn {
             stream,
             version: connect.protocol,
+            next_id: 0,
             buf: BytesMut::with_capacity(64 * 1024),
         };
         conn.send(&Packet::Connect(connect)).await?;

@@ -31,6 +31,9 @@ pub enum MqttError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot encode packet: {0}")]
     Encode(#[from] tern_mqtt::EncodeError),
+    /// A 3.x publisher cannot be told in PUBACK: closed unacknowledged, it sends again later.
+    #[error("message refused, connection closed without acknowledging it: {0}")]
+    Refused(#[from] crate::core::router::PublishRefused),
 }
 
 impl MqttError {
@@ -48,6 +51,7 @@ impl MqttError {
             MqttError::ShuttingDown => Some(reason::SERVER_SHUTTING_DOWN),
             MqttError::Encode(_) => Some(reason::IMPLEMENTATION_SPECIFIC),
             MqttError::Store(_) => Some(reason::UNSPECIFIED),
+            MqttError::Refused(_) => Some(reason::QUOTA_EXCEEDED),
             MqttError::PeerClosed | MqttError::Io(_) => None,
         }
     }
@@ -68,6 +72,7 @@ impl MqttError {
             MqttError::Io(_) => "io_error",
             MqttError::Encode(_) => "encode_error",
             MqttError::Store(_) => "store_error",
+            MqttError::Refused(_) => "quota_exceeded",
         }
     }
 }

@@ -73,16 +73,30 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         &publish.properties,
         Arc::clone(&conn.client_id),
     );
-    let matched = conn.ctx.router.publish(Arc::new(message));
-    let code = if matched == 0 && conn.is_v5() {
-        reason::NO_MATCHING_SUBSCRIBERS
-    } else {
-        0
+    let reply = match conn.ctx.router.publish_checked(Arc::new(message)) {
+        Ok(0) if conn.is_v5() => ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS),
+        Ok(_) => ack(packet_id, 0),
+        Err(refused) => {
+            tracing::warn!(client_id = %conn.client_id, error = %refused, "publish refused");
+            if qos == QoS::AtMostOnce {
+                return Ok(());
+            }
+            if qos == QoS::ExactlyOnce {
+                // Not accepted: a resend with this id is a new message.
+                conn.session.release_incoming_qos2(packet_id);
+            }
+            if !conn.is_v5() {
+                return Err(MqttError::Refused(refused));
+            }
+            let mut reply = ack(packet_id, reason::QUOTA_EXCEEDED);
+            reply.properties.reason_string = Some(refused.to_string());
+            reply
+        }
     };
     match qos {
         QoS::AtMostOnce => Ok(()),
-        QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(packet_id, code))),
-        QoS::ExactlyOnce => conn.send(&Packet::PubRec(ack(packet_id, code))),
+        QoS::AtLeastOnce => conn.send(&Packet::PubAck(reply)),
+        QoS::ExactlyOnce => conn.send(&Packet::PubRec(reply)),
     }
 }
 

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tern_stomp::{Command, Frame, Version};
 
 use super::destination::DestinationError;
-use crate::core::queue::QueueError;
+use crate::core::router::PublishRefused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StompAdapterError {
@@ -51,8 +51,8 @@ pub enum StompAdapterError {
     UnknownTransaction(String),
     #[error("{0}")]
     TransactionLimit(&'static str),
-    #[error("{0}")]
-    QueueFull(#[from] QueueError),
+    #[error("message refused: {0}")]
+    Refused(#[from] PublishRefused),
     #[error("no heart-beat or frame from the client within {0} ms")]
     HeartBeatTimeout(u128),
     #[error("session ended by the server")]
@@ -112,7 +112,9 @@ impl StompAdapterError {
             StompAdapterError::DuplicateTransaction(_)
             | StompAdapterError::UnknownTransaction(_)
             | StompAdapterError::TransactionLimit(_) => "bad_transaction",
-            StompAdapterError::QueueFull(_) => "queue_full",
+            StompAdapterError::Refused(PublishRefused::Queue(_)) => "queue_full",
+            StompAdapterError::Refused(PublishRefused::StoreFull { .. }) => "store_full",
+            StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
             StompAdapterError::HeartBeatTimeout(_) => "heart_beat_timeout",
             StompAdapterError::Kicked => "kicked",
             StompAdapterError::ShuttingDown => "shutdown",
