@@ -186,16 +186,24 @@ impl crate::core::router::Router {
             }
         }
         let now = std::time::Instant::now();
+        // Messages that expired while the broker was down are removed, not restored.
+        let mut expired = Vec::new();
         for record in snapshot.retained {
             let message = record.into_message();
-            if !message.is_expired(now) {
+            if message.is_expired(now) {
+                expired.push(StoreOp::DeleteRetained {
+                    topic: message.topic.to_string(),
+                });
+            } else {
                 self.restore_retained(Arc::new(message));
                 restored.retained += 1;
             }
         }
         for (queue, seq, record) in snapshot.queued {
             let message = record.into_message();
-            if !message.is_expired(now) {
+            if message.is_expired(now) {
+                expired.push(StoreOp::DeleteQueued { queue, seq });
+            } else {
                 self.queues().restore(&queue, seq, Arc::new(message));
                 restored.queued += 1;
             }
@@ -207,6 +215,7 @@ impl crate::core::router::Router {
         orphans.dedup();
         restored.expired_sessions = stale.len();
         if let Some(store) = self.store() {
+            store.submit(expired);
             store.submit(
                 stale
                     .into_iter()
@@ -215,5 +224,74 @@ impl crate::core::router::Router {
             );
         }
         Ok(restored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::router::Router;
+    use crate::core::session::{OverflowPolicy, QueueLimits};
+    use crate::store::redb::RedbBackend;
+    use crate::store::Durability;
+
+    fn record(topic: &str, expires_at_ms: Option<u64>) -> MessageRecord {
+        let mut message = Message::new(
+            topic,
+            bytes::Bytes::from_static(b"x"),
+            QoS::AtLeastOnce,
+            true,
+        );
+        message.expires_at = None;
+        let mut record = MessageRecord::from_message(&message);
+        record.expires_at_ms = expires_at_ms;
+        record
+    }
+
+    #[tokio::test]
+    async fn messages_that_expired_while_down_are_removed_from_the_store() {
+        let dir = std::env::temp_dir().join(format!("tern-persist-expired-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("tern.redb");
+        let past = Some(1);
+        let backend = Arc::new(RedbBackend::open(&path).expect("open"));
+        let store = Store::start(backend, Durability::Batched);
+        store.submit([
+            StoreOp::PutRetained {
+                record: record("old/retained", past),
+            },
+            StoreOp::PutRetained {
+                record: record("live/retained", None),
+            },
+            StoreOp::PutQueued {
+                queue: "jobs".into(),
+                seq: 1,
+                record: record("$queue/jobs", past),
+            },
+            StoreOp::PutQueued {
+                queue: "jobs".into(),
+                seq: 2,
+                record: record("$queue/jobs", None),
+            },
+        ]);
+        store.flush().await.expect("flush");
+
+        let limits = QueueLimits {
+            max_queued: 10,
+            overflow: OverflowPolicy::DropOldest,
+        };
+        let router = Arc::new(Router::new(limits).with_store(Arc::clone(&store)));
+        let restored = router
+            .restore(store.load().expect("load"))
+            .expect("restore");
+        assert_eq!((restored.retained, restored.queued), (1, 1));
+        store.flush().await.expect("flush");
+        let after = store.load().expect("reload");
+        let topics: Vec<&str> = after.retained.iter().map(|r| r.topic.as_str()).collect();
+        assert_eq!(topics, vec!["live/retained"]);
+        let seqs: Vec<u64> = after.queued.iter().map(|(_, seq, _)| *seq).collect();
+        assert_eq!(seqs, vec![2]);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
