@@ -177,13 +177,16 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         // Handlers first: a signal that arrives just after the banner must shut down cleanly.
         let signals = Signals::install().context("cannot install signal handlers")?;
         let server = Server::start(settings.clone()).await?;
-        let mut listeners = Vec::new();
-        if let Some(addr) = server.mqtt_addr() {
-            listeners.push(format!("mqtt={addr}"));
-        }
-        if let Some(addr) = server.stomp_addr() {
-            listeners.push(format!("stomp={addr}"));
-        }
+        let addrs = server.addrs();
+        let listeners: Vec<String> = [
+            ("mqtt", addrs.mqtt),
+            ("stomp", addrs.stomp),
+            ("mqtt_tls", addrs.mqtt_tls),
+            ("stomp_tls", addrs.stomp_tls),
+        ]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|addr| format!("{name}={addr}")))
+        .collect();
         // The banner is for people and for test harnesses that wait for the ports.
         println!(
             "tern {} listening: {} data={}",

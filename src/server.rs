@@ -7,16 +7,19 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::{self, Context, Peer};
-use crate::config::{ListenerSettings, Settings};
+use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
+use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::Router;
 use crate::core::session::QueueLimits;
 use crate::store::redb::RedbBackend;
 use crate::store::Store;
 use crate::transport::tcp::{self, TcpAcceptor};
+use crate::transport::tls::{self, ReloadableTls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -24,13 +27,29 @@ pub enum ServerError {
     Bind(std::io::Error),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Passwords(#[from] PasswordFileError),
+    #[error("acl: {0}")]
+    Acl(#[from] AclError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Where each enabled listener is bound (the real port when configured with port 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundAddrs {
+    pub mqtt: Option<SocketAddr>,
+    pub stomp: Option<SocketAddr>,
+    pub mqtt_tls: Option<SocketAddr>,
+    pub stomp_tls: Option<SocketAddr>,
 }
 
 /// A running broker.
 #[derive(Debug)]
 pub struct Server {
-    mqtt_addr: Option<SocketAddr>,
-    stomp_addr: Option<SocketAddr>,
+    addrs: BoundAddrs,
     router: Arc<Router>,
     shutdown: CancellationToken,
     /// Accept loops and connection tasks, awaited on shutdown.
@@ -65,14 +84,35 @@ impl Server {
                 "store loaded"
             );
         }
+        let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
+        let acl = Arc::new(Acl::new(&settings.acl)?);
+        // Certificates are read before anything listens: a bad path is a start-up error.
+        let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
+        let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
         let ctx = Context {
             router: Arc::clone(&router),
             settings: Arc::clone(&settings),
+            auth: Arc::clone(&auth),
+            acl,
             shutdown: shutdown.clone(),
         };
+        let reloadable: Vec<Arc<ReloadableTls>> =
+            mqtt_tls.iter().chain(stomp_tls.iter()).cloned().collect();
+        for tls in &reloadable {
+            tracker.spawn(Arc::clone(tls).watch(tls::WATCH_INTERVAL, shutdown.clone()));
+        }
+        #[cfg(unix)]
+        {
+            let on_hangup = tls::on_sighup(shutdown.clone(), move || {
+                tls::reload_all(&reloadable);
+                let _ = auth.reload();
+            })
+            .map_err(ServerError::Signal)?;
+            tracker.spawn(on_hangup);
+        }
 
         let listeners = Listeners {
             connections,
@@ -80,39 +120,50 @@ impl Server {
             tracker: tracker.clone(),
             ctx,
         };
-        let mut mqtt_addr = None;
+        let mut addrs = BoundAddrs::default();
         if settings.mqtt.enabled {
-            mqtt_addr = Some(
-                listeners
-                    .spawn_tcp("mqtt", &settings.mqtt, adapter::mqtt::serve::<TcpStream>)
-                    .await?,
-            );
+            let serve = adapter::mqtt::serve::<TcpStream>;
+            addrs.mqtt = Some(listeners.spawn_tcp("mqtt", &settings.mqtt, serve).await?);
         }
-        let mut stomp_addr = None;
         if settings.stomp.enabled {
-            stomp_addr = Some(
-                listeners
-                    .spawn_tcp("stomp", &settings.stomp, adapter::stomp::serve::<TcpStream>)
-                    .await?,
-            );
+            let serve = adapter::stomp::serve::<TcpStream>;
+            addrs.stomp = Some(listeners.spawn_tcp("stomp", &settings.stomp, serve).await?);
+        }
+        if let Some(tls) = mqtt_tls {
+            let serve = adapter::mqtt::serve::<TlsStream<TcpStream>>;
+            let bound = listeners
+                .spawn_tls("mqtt_tls", &settings.mqtt_tls, tls, serve)
+                .await?;
+            addrs.mqtt_tls = Some(bound);
+        }
+        if let Some(tls) = stomp_tls {
+            let serve = adapter::stomp::serve::<TlsStream<TcpStream>>;
+            let bound = listeners
+                .spawn_tls("stomp_tls", &settings.stomp_tls, tls, serve)
+                .await?;
+            addrs.stomp_tls = Some(bound);
         }
         Ok(Server {
-            mqtt_addr,
-            stomp_addr,
+            addrs,
             router,
             shutdown,
             tracker,
         })
     }
 
+    /// Where every enabled listener is bound.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
     /// Where the MQTT listener is bound (the real port when configured with port 0).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
-        self.mqtt_addr
+        self.addrs.mqtt
     }
 
     /// Where the STOMP listener is bound (the real port when configured with port 0).
     pub fn stomp_addr(&self) -> Option<SocketAddr> {
-        self.stomp_addr
+        self.addrs.stomp
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -155,6 +206,17 @@ fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
     )))
 }
 
+/// The TLS config of an enabled TLS listener, loaded now (None when disabled).
+fn tls_config(
+    section: &str,
+    settings: &TlsListenerSettings,
+) -> Result<Option<Arc<ReloadableTls>>, ServerError> {
+    if !settings.enabled {
+        return Ok(None);
+    }
+    Ok(Some(ReloadableTls::new(section, settings)?))
+}
+
 /// What every listener shares: the connection cap, shutdown and the tasks to await.
 struct Listeners {
     connections: Arc<Semaphore>,
@@ -175,9 +237,53 @@ impl Listeners {
         F: Fn(TcpStream, Peer, Context) -> Fut + Copy + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let listener = tcp::bind(name, settings.bind)
+        let anonymous_allowed = settings.anonymous_allowed();
+        self.spawn(name, settings.bind, anonymous_allowed, serve)
             .await
-            .map_err(ServerError::Bind)?;
+    }
+
+    /// Binds a TLS listener: each connection does the TLS handshake (within the
+    /// connect timeout; a failure is logged and ends only that connection), then
+    /// `serve` gets the decrypted stream and the certificate's user name.
+    async fn spawn_tls<F, Fut>(
+        &self,
+        name: &'static str,
+        settings: &TlsListenerSettings,
+        tls: Arc<ReloadableTls>,
+        serve: F,
+    ) -> Result<SocketAddr, ServerError>
+    where
+        F: Fn(TlsStream<TcpStream>, Peer, Context) -> Fut + Copy + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let anonymous_allowed = settings.anonymous_allowed();
+        let handshake_timeout = Duration::from_secs(self.ctx.settings.limits.connect_timeout_secs);
+        let over_tls = move |stream: TcpStream, mut peer: Peer, ctx: Context| {
+            let tls = Arc::clone(&tls);
+            async move {
+                if let Ok(connection) = tls.handshake(stream, peer.addr, handshake_timeout).await {
+                    peer.cert_username = connection.cert_username;
+                    serve(connection.stream, peer, ctx).await;
+                }
+            }
+        };
+        self.spawn(name, settings.bind, anonymous_allowed, over_tls)
+            .await
+    }
+
+    /// Binds `bind` and runs the accept loop, handing each connection to `handle`.
+    async fn spawn<F, Fut>(
+        &self,
+        name: &'static str,
+        bind: SocketAddr,
+        anonymous_allowed: bool,
+        handle: F,
+    ) -> Result<SocketAddr, ServerError>
+    where
+        F: Fn(TcpStream, Peer, Context) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tcp::bind(name, bind).await.map_err(ServerError::Bind)?;
         let addr = listener.local_addr().map_err(ServerError::Bind)?;
         let acceptor = TcpAcceptor {
             name,
@@ -186,19 +292,20 @@ impl Listeners {
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
         };
-        let anonymous_allowed = settings.anonymous_allowed();
         let ctx = self.ctx.clone();
         self.tracker
             .spawn(acceptor.run(move |stream, addr, permit| {
                 let ctx = ctx.clone();
+                let handle = handle.clone();
                 async move {
                     let peer = Peer {
                         addr,
                         listener: name,
                         anonymous_allowed,
                         admitted: permit.is_some(),
+                        cert_username: None,
                     };
-                    serve(stream, peer, ctx).await;
+                    handle(stream, peer, ctx).await;
                     drop(permit);
                 }
             }));

@@ -98,21 +98,21 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards<C: TestClient>() {
     wild.subscribe("#", 1).await;
     wild.subscribe("+/status", 1).await;
     let mut dollar = C::connect(server.mqtt, "dollar").await;
-    dollar.subscribe("$SYS/#", 1).await;
+    dollar.subscribe("$app/#", 1).await;
     dollar.subscribe("marker", 1).await;
     let mut publisher = C::connect(server.mqtt, "pub").await;
     let got = delivered(
         &mut wild,
         &mut publisher,
-        &["$SYS/status", "$app/status", "x/status"],
+        &["$other/status", "$app/status", "x/status"],
         "marker",
     )
     .await;
     assert_eq!(got, vec!["x/status"]);
     let m = dollar.recv().await;
     assert_eq!(
-        m.topic, "$SYS/status",
-        "an explicit $SYS/# subscription matches"
+        m.topic, "$app/status",
+        "an explicit $app/# subscription matches"
     );
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Acl, Action, Authenticator, Identity};
 use crate::config::Settings;
 use crate::core::router::Router;
 
@@ -16,8 +17,66 @@ use crate::core::router::Router;
 pub struct Context {
     pub router: Arc<Router>,
     pub settings: Arc<Settings>,
+    /// Decides logins (password file, anonymous policy, certificate names).
+    pub auth: Arc<Authenticator>,
+    /// Who may publish and subscribe where; the same rules for every protocol.
+    pub acl: Arc<Acl>,
     /// Cancelled when the broker shuts down: handlers say goodbye and close.
     pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// A context over `router` and `settings` with no users and no ACL rules.
+    pub fn open(
+        router: Arc<Router>,
+        settings: Arc<Settings>,
+        shutdown: CancellationToken,
+    ) -> Context {
+        Context {
+            router,
+            settings,
+            auth: Arc::new(Authenticator::default()),
+            acl: Arc::new(Acl::default()),
+            shutdown,
+        }
+    }
+
+    /// May the client (`username` None: anonymous) do `action` on the topic or filter?
+    /// A refusal is logged here, once, for every protocol.
+    pub fn allowed(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        action: Action,
+        topic_or_filter: &str,
+    ) -> bool {
+        let identity = Identity {
+            username,
+            client_id,
+        };
+        let allowed = self.acl.check(&identity, action, topic_or_filter);
+        if !allowed {
+            tracing::warn!(
+                client_id,
+                username = username.unwrap_or(""),
+                action = ?action,
+                topic = topic_or_filter,
+                "denied by ACL"
+            );
+        }
+        allowed
+    }
+
+    /// May the client receive a message published to `topic` (retained messages)?
+    pub fn can_read(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+        self.acl.can_read(
+            &Identity {
+                username,
+                client_id,
+            },
+            topic,
+        )
+    }
 }
 
 /// Who is on the other end of a connection, as the listener saw it.
@@ -29,6 +88,21 @@ pub struct Peer {
     pub anonymous_allowed: bool,
     /// False when the connection cap was reached: the handler refuses the client politely.
     pub admitted: bool,
+    /// The user named by a verified TLS client certificate (`cert_username`).
+    pub cert_username: Option<String>,
+}
+
+impl Peer {
+    /// What this peer presents at login, with the credentials its protocol sent.
+    pub fn login(&self, username: Option<String>, password: Option<Vec<u8>>) -> crate::auth::Login {
+        crate::auth::Login {
+            username,
+            password,
+            cert_username: self.cert_username.clone(),
+            anonymous_allowed: self.anonymous_allowed,
+            peer: Some(self.addr),
+        }
+    }
 }
 
 /// Why a connection's buffered output could not be written.

@@ -15,6 +15,7 @@ use super::core_qos;
 use super::publish::message_from_parts;
 use super::will::PendingWill;
 use crate::adapter::{Context, Peer};
+use crate::auth::{Action, AuthError, Principal};
 use crate::core::topic::validate_topic_name;
 
 /// Reads CONNECT and sets the connection up; None when the client was refused or went away.
@@ -46,7 +47,11 @@ where
         }
     };
     let version = connect.protocol;
-    match establish(connect, peer, ctx) {
+    let admitted = match precheck(&connect, peer) {
+        Ok(()) => authenticate(&connect, peer, ctx).await,
+        Err(refusal) => Err(refusal),
+    };
+    match admitted.and_then(|principal| establish(connect, principal, peer, ctx)) {
         Ok(mut conn) => {
             if conn.resend_inflight().is_err() || conn.flush(stream).await.is_err() {
                 let router = Arc::clone(&conn.ctx.router);
@@ -172,10 +177,8 @@ fn refuse(v5: u8, v3: u8, why: &'static str) -> Refusal {
     Refusal { v5, v3, why }
 }
 
-fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection, Refusal> {
-    let limits = &ctx.settings.limits;
-    let version = connect.protocol;
-    let v5 = version == ProtocolVersion::V5;
+/// Refusals that need no credentials checked.
+fn precheck(connect: &Connect, peer: &Peer) -> Result<(), Refusal> {
     if !peer.admitted {
         return Err(refuse(
             reason::QUOTA_EXCEEDED,
@@ -183,20 +186,48 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
             "connection limit reached",
         ));
     }
-    if v5 && connect.properties.authentication_method.is_some() {
+    if connect.protocol == ProtocolVersion::V5 && connect.properties.authentication_method.is_some()
+    {
         return Err(refuse(
             reason::BAD_AUTH_METHOD,
             connack_v3::NOT_AUTHORIZED,
             "enhanced authentication is not supported",
         ));
     }
-    if connect.username.is_none() && !peer.anonymous_allowed {
-        return Err(refuse(
-            reason::NOT_AUTHORIZED,
-            connack_v3::NOT_AUTHORIZED,
-            "anonymous clients are not allowed on this listener",
-        ));
-    }
+    Ok(())
+}
+
+/// Username/password (or the TLS certificate's name) against the password file
+/// and the listener's anonymous policy; the password is never logged.
+async fn authenticate(connect: &Connect, peer: &Peer, ctx: &Context) -> Result<Principal, Refusal> {
+    let password = connect.password.as_ref().map(|p| p.to_vec());
+    let login = peer.login(connect.username.clone(), password);
+    ctx.auth
+        .authenticate_async(login)
+        .await
+        .map_err(|e| match e {
+            AuthError::BadCredentials => refuse(
+                reason::BAD_USERNAME_OR_PASSWORD,
+                connack_v3::BAD_USERNAME_OR_PASSWORD,
+                "bad username or password",
+            ),
+            AuthError::NotAuthorized => refuse(
+                reason::NOT_AUTHORIZED,
+                connack_v3::NOT_AUTHORIZED,
+                "anonymous clients are not allowed on this listener",
+            ),
+        })
+}
+
+fn establish(
+    connect: Connect,
+    principal: Principal,
+    peer: &Peer,
+    ctx: &Context,
+) -> Result<Connection, Refusal> {
+    let limits = &ctx.settings.limits;
+    let version = connect.protocol;
+    let v5 = version == ProtocolVersion::V5;
     let mut assigned = None;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         if !connect.clean_start || version == ProtocolVersion::V31 {
@@ -220,6 +251,14 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
                     reason::TOPIC_NAME_INVALID,
                     connack_v3::NOT_AUTHORIZED,
                     "invalid will topic",
+                ));
+            }
+            let username = principal.username.as_deref();
+            if !ctx.allowed(username, &client_id, Action::Publish, &will.topic) {
+                return Err(refuse(
+                    reason::NOT_AUTHORIZED,
+                    connack_v3::NOT_AUTHORIZED,
+                    "will topic not allowed by the ACL",
                 ));
             }
             let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -263,6 +302,7 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
         Duration::from_secs(u64::from(connect.keep_alive)),
     );
     conn.will = will;
+    conn.username = principal.username.clone();
     // CONNACK goes out once the session record is committed.
     conn.needs_commit = true;
     conn.connect_expiry = requested_expiry;
@@ -315,6 +355,8 @@ fn establish(connect: Connect, peer: &Peer, ctx: &Context) -> Result<Connection,
         clean_start = connect.clean_start,
         keep_alive = connect.keep_alive,
         session_present = attached.session_present,
+        username = principal.username.as_deref().unwrap_or(""),
+        auth = ?principal.method,
         "client connected"
     );
     Ok(conn)

@@ -11,6 +11,7 @@ use super::ack::ack;
 use super::connection::Connection;
 use super::error::MqttError;
 use super::{core_qos, wire_qos};
+use crate::auth::Action;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 
 /// Builds a core message from the parts of a PUBLISH or a will.
@@ -53,6 +54,13 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     }
     let qos = core_qos(publish.qos);
     let packet_id = publish.packet_id.unwrap_or(0);
+    let username = conn.username.as_deref();
+    if !conn
+        .ctx
+        .allowed(username, &conn.client_id, Action::Publish, &topic)
+    {
+        return answer_denied_publish(conn, qos, packet_id);
+    }
     if qos == QoS::ExactlyOnce {
         if !conn.session.record_incoming_qos2(packet_id) {
             // A resend of a QoS 2 message already accepted: acknowledge, do not route again
@@ -97,6 +105,27 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         QoS::AtMostOnce => Ok(()),
         QoS::AtLeastOnce => conn.send(&Packet::PubAck(reply)),
         QoS::ExactlyOnce => conn.send(&Packet::PubRec(reply)),
+    }
+}
+
+/// A PUBLISH the ACL denies is not routed. MQTT 5 is told (PUBACK/PUBREC 0x87);
+/// 3.x has no way to say no, so its flow completes as if accepted (the refusal is logged).
+fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Result<(), MqttError> {
+    let code = if conn.is_v5() {
+        reason::NOT_AUTHORIZED
+    } else {
+        0
+    };
+    match qos {
+        QoS::AtMostOnce => Ok(()),
+        QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(packet_id, code))),
+        QoS::ExactlyOnce => {
+            if code == 0 {
+                // The 3.x flow goes on to PUBREL/PUBCOMP like an accepted message.
+                conn.session.record_incoming_qos2(packet_id);
+            }
+            conn.send(&Packet::PubRec(ack(packet_id, code)))
+        }
     }
 }
 

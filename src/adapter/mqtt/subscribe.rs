@@ -8,6 +8,7 @@ use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubsc
 use super::connection::Connection;
 use super::core_qos;
 use super::error::MqttError;
+use crate::auth::Action;
 use crate::core::message::Delivery;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
@@ -39,6 +40,20 @@ pub(super) fn handle_subscribe(
         if filter.share_group().is_some() && requested.options.no_local && conn.is_v5() {
             return Err(MqttError::Protocol("no-local on a shared subscription"));
         }
+        let username = conn.username.as_deref();
+        if !conn.ctx.allowed(
+            username,
+            &conn.client_id,
+            Action::Subscribe,
+            filter.as_str(),
+        ) {
+            codes.push(if conn.is_v5() {
+                reason::NOT_AUTHORIZED
+            } else {
+                reason::UNSPECIFIED
+            });
+            continue;
+        }
         let options = SubscriptionOptions {
             qos: core_qos(requested.options.qos),
             no_local: requested.options.no_local,
@@ -69,6 +84,11 @@ pub(super) fn handle_subscribe(
     // Queued after the SUBACK is in the write buffer, so they follow it on the wire.
     for (filter, options) in retained_requests {
         for message in conn.ctx.router.retained_matching(&filter) {
+            // A filter may be allowed while some topics below it are not (a deny rule).
+            let username = conn.username.as_deref();
+            if !conn.ctx.can_read(username, &conn.client_id, &message.topic) {
+                continue;
+            }
             conn.session.push(Delivery {
                 qos: options.qos.min(message.qos),
                 message,

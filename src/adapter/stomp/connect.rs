@@ -12,6 +12,7 @@ use super::connection::{linger, Connection, READ_CHUNK};
 use super::error::{encode_error, StompAdapterError};
 use super::heartbeat::{self, HeartBeat};
 use crate::adapter::{Context, Peer};
+use crate::auth::{AuthError, Principal};
 use crate::core::session::DeliveryStyle;
 
 /// The `server` header of CONNECTED.
@@ -52,7 +53,14 @@ where
                 return None;
             }
         };
-    match establish(&frame, decoder, peer, ctx) {
+    let principal = match authenticate(&frame, peer, ctx).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            refuse(stream, peer, &error).await;
+            return None;
+        }
+    };
+    match establish(&frame, decoder, principal, peer, ctx) {
         Ok(conn) => Some(conn),
         Err(error) => {
             refuse(stream, peer, &error).await;
@@ -109,26 +117,31 @@ where
     linger(stream).await;
 }
 
-/// The login seam: authentication arrives with the security work. Today a client
-/// without `login` is anonymous, allowed only where the listener allows it; a
-/// `login` (and `passcode`) is accepted as given.
-fn authenticate(
-    login: Option<&str>,
-    _passcode: Option<&str>,
+/// `login`/`passcode` (or the TLS certificate's name) against the password file
+/// and the listener's anonymous policy: the same users as MQTT. The passcode is
+/// never logged.
+async fn authenticate(
+    frame: &Frame,
     peer: &Peer,
-) -> Result<Option<String>, StompAdapterError> {
-    match login {
-        None if !peer.anonymous_allowed => Err(StompAdapterError::NotAuthorized(
-            "anonymous clients are not allowed on this listener: send login and passcode",
-        )),
-        None => Ok(None),
-        Some(login) => Ok(Some(login.to_string())),
-    }
+    ctx: &Context,
+) -> Result<Principal, StompAdapterError> {
+    let login = frame.header("login").map(str::to_string);
+    let passcode = frame.header("passcode").map(|p| p.as_bytes().to_vec());
+    ctx.auth
+        .authenticate_async(peer.login(login, passcode))
+        .await
+        .map_err(|e| match e {
+            AuthError::BadCredentials => StompAdapterError::NotAuthorized("bad login or passcode"),
+            AuthError::NotAuthorized => StompAdapterError::NotAuthorized(
+                "anonymous clients are not allowed on this listener: send login and passcode",
+            ),
+        })
 }
 
 fn establish(
     frame: &Frame,
     mut decoder: Decoder,
+    principal: Principal,
     peer: &Peer,
     ctx: &Context,
 ) -> Result<Connection, StompAdapterError> {
@@ -149,7 +162,6 @@ fn establish(
             reason: "expected two integers, cx,cy",
         })?
     };
-    let user = authenticate(frame.header("login"), frame.header("passcode"), peer)?;
 
     let client_id: Arc<str> = Arc::from(format!("stomp-{:016x}", rand::random::<u64>()));
     let attached = ctx.router.attach(&client_id, true, 0);
@@ -180,12 +192,14 @@ fn establish(
     if version > Version::V1_0 {
         connected = connected.with_header("heart-beat", format!("{},{}", offer.0, offer.1));
     }
+    conn.username = principal.username.clone();
     conn.send(&connected);
     tracing::info!(
         client_id = %client_id,
         peer = %peer.addr,
         version = %version,
-        user = user.as_deref().unwrap_or(""),
+        user = principal.username.as_deref().unwrap_or(""),
+        auth = ?principal.method,
         host = frame.header("host").unwrap_or(""),
         heart_beat_send_ms = heart_beat.send.map_or(0, |d| d.as_millis()),
         heart_beat_receive_ms = heart_beat.receive.map_or(0, |d| d.as_millis()),

@@ -62,6 +62,8 @@ pub(super) struct Connection {
     pub(super) peer: Peer,
     pub(super) version: Version,
     pub(super) client_id: Arc<str>,
+    /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
+    pub(super) username: Option<Arc<str>>,
     pub(super) session: Arc<Session>,
     pub(super) connection_id: u64,
     pub(super) kicked: oneshot::Receiver<KickReason>,
@@ -113,6 +115,7 @@ impl Connection {
             peer,
             version,
             client_id,
+            username: None,
             session,
             connection_id,
             kicked,

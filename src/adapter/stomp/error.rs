@@ -51,6 +51,11 @@ pub enum StompAdapterError {
     UnknownTransaction(String),
     #[error("{0}")]
     TransactionLimit(&'static str),
+    #[error("not authorized to {action} {destination}")]
+    Denied {
+        action: &'static str,
+        destination: String,
+    },
     #[error("message refused: {0}")]
     Refused(#[from] PublishRefused),
     #[error("no heart-beat or frame from the client within {0} ms")]
@@ -103,7 +108,9 @@ impl StompAdapterError {
                 "protocol_error"
             }
             StompAdapterError::UnsupportedVersion => "unsupported_version",
-            StompAdapterError::NotAuthorized(_) => "not_authorized",
+            StompAdapterError::NotAuthorized(_) | StompAdapterError::Denied { .. } => {
+                "not_authorized"
+            }
             StompAdapterError::ServerBusy => "server_busy",
             StompAdapterError::DuplicateSubscription(_)
             | StompAdapterError::UnknownSubscription(_)

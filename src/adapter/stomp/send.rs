@@ -11,11 +11,22 @@ use super::error::StompAdapterError;
 use super::headers::{message_from_send, Clock};
 use super::subscribe::required;
 use super::transaction::TxOp;
+use crate::auth::Action;
 use crate::core::message::Message;
 
 pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let destination = required(frame, "destination")?;
     let topic = send_topic(destination)?;
+    let username = conn.username.as_deref();
+    if !conn
+        .ctx
+        .allowed(username, &conn.client_id, Action::Publish, &topic)
+    {
+        return Err(StompAdapterError::Denied {
+            action: "send to",
+            destination: destination.chars().take(256).collect(),
+        });
+    }
     let message = message_from_send(frame, topic, Arc::clone(&conn.client_id), Clock::now())?;
     let message = Arc::new(message);
     match frame.header("transaction") {

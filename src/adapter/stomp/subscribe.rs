@@ -14,6 +14,7 @@
 //! back the consumer's unacknowledged messages); otherwise the messages the
 //! removed subscription had not acknowledged go back to their queue.
 
+use crate::auth::Action;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -203,6 +204,18 @@ pub(super) fn handle_subscribe(
     }
     let target = subscribe_target(destination)?;
     let filter = target.filter().clone();
+    let username = conn.username.as_deref();
+    if !conn.ctx.allowed(
+        username,
+        &conn.client_id,
+        Action::Subscribe,
+        filter.as_str(),
+    ) {
+        return Err(StompAdapterError::Denied {
+            action: "subscribe to",
+            destination: destination.chars().take(256).collect(),
+        });
+    }
     let subscription = Subscription {
         id: Arc::from(id),
         filter: Arc::from(filter.as_str()),
@@ -223,6 +236,10 @@ pub(super) fn handle_subscribe(
         if filter.share_group().is_none() {
             let clock = Clock::now();
             for message in conn.ctx.router.retained_matching(filter) {
+                let username = conn.username.as_deref();
+                if !conn.ctx.can_read(username, &conn.client_id, &message.topic) {
+                    continue;
+                }
                 let delivery = Delivery {
                     qos: qos.min(message.qos),
                     message,
