@@ -1,6 +1,7 @@
 //! Protocol adapters: each turns its protocol's frames into core calls and
 //! core deliveries into frames. Adapters never talk to each other.
 
+pub(crate) mod buffers;
 pub mod mqtt;
 pub mod stomp;
 
@@ -143,7 +144,9 @@ where
     };
     match tokio::time::timeout(stall, write).await {
         Ok(Ok(())) => {
+            let written = buf.len();
             buf.clear();
+            buffers::settle_write(buf, written);
             Ok(())
         }
         Ok(Err(e)) => Err(WriteError::Io(e)),
@@ -153,3 +156,7 @@ where
         ))),
     }
 }
+
+#[cfg(test)]
+#[path = "size_tests.rs"]
+mod size_tests;

@@ -2,6 +2,7 @@
 //! wake-ups, takeover, keep-alive and shutdown. Reads are large and every
 //! complete packet in the buffer is handled before the one write per wake-up.
 
+use crate::adapter::buffers::ReadSizing;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
 /// Bytes requested from the socket per read.
-pub(super) const READ_CHUNK: usize = 64 * 1024;
+/// Reads while waiting for CONNECT (growing until the packet fits).
+pub(super) const READ_CHUNK: usize = crate::adapter::buffers::QUIET_READ;
 /// Deliveries moved from the session per lock.
 const DELIVERY_BATCH: usize = 256;
 /// Past this much buffered output, write before taking more deliveries.
@@ -32,12 +34,16 @@ pub async fn serve<S>(mut stream: S, peer: Peer, ctx: Context)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
-    let Some(mut conn) = connect::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
+    let mut read_buf = BytesMut::with_capacity(crate::adapter::buffers::QUIET_READ);
+    // Boxed: the CONNECT phase's state is large and over once the client is in,
+    // so an idle connection does not carry it.
+    let accepting = Box::pin(connect::accept(&mut stream, &mut read_buf, &peer, &ctx));
+    let Some(mut conn) = accepting.await else {
         return;
     };
     let outcome = conn.run(&mut stream, &mut read_buf).await;
-    conn.finish(&mut stream, outcome).await;
+    // Boxed for the same reason: an idle connection does not carry the goodbye's state.
+    Box::pin(conn.finish(&mut stream, outcome)).await;
 }
 
 /// How a connection ended when it ended without an error.
@@ -111,7 +117,7 @@ impl Connection {
             topic_aliases: HashMap::new(),
             send_window: 1,
             client_max_packet: None,
-            write_buf: BytesMut::with_capacity(8 * 1024),
+            write_buf: BytesMut::new(),
             needs_commit: false,
             scratch: Vec::new(),
         }
@@ -140,6 +146,7 @@ impl Connection {
         let sleep = tokio::time::sleep(grace.max(Duration::from_secs(1)));
         tokio::pin!(sleep);
         let shutdown = self.ctx.shutdown.clone();
+        let mut sizing = ReadSizing::default();
         loop {
             // A connection already replaced must not take deliveries into its in-flight
             // window: the new one has resent what was in flight when it attached.
@@ -149,9 +156,7 @@ impl Connection {
             if self.session.pending_len() > 0 && self.window_open() {
                 continue;
             }
-            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
-                read_buf.reserve(READ_CHUNK);
-            }
+            sizing.prepare(read_buf);
             let window_open = self.window_open();
             let event = tokio::select! {
                 biased;
@@ -173,13 +178,14 @@ impl Connection {
                 Event::Deliver => {}
                 Event::Read(Ok(0)) => return Err(MqttError::PeerClosed),
                 Event::Read(Err(e)) => return Err(MqttError::Io(e)),
-                Event::Read(Ok(_)) => {
+                Event::Read(Ok(n)) => {
                     if !self.keep_alive.is_zero() {
                         sleep.as_mut().reset(tokio::time::Instant::now() + grace);
                     }
                     if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
                         return Ok(closed);
                     }
+                    sizing.settle(read_buf, n);
                 }
             }
         }

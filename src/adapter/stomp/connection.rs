@@ -2,6 +2,7 @@
 //! wake-ups, heart-beat timers, kicks and shutdown. Every complete frame in the
 //! read buffer is handled before the one write per wake-up.
 
+use crate::adapter::buffers::ReadSizing;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
 /// Bytes requested from the socket per read.
-pub(super) const READ_CHUNK: usize = 64 * 1024;
+/// Reads while waiting for CONNECT (growing until the packet fits).
+pub(super) const READ_CHUNK: usize = crate::adapter::buffers::QUIET_READ;
 /// Deliveries moved from the session per lock.
 const DELIVERY_BATCH: usize = 256;
 /// Past this much buffered output, write before taking more deliveries.
@@ -41,12 +43,16 @@ pub async fn serve<S>(mut stream: S, peer: Peer, ctx: Context)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
-    let Some(mut conn) = connect::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
+    let mut read_buf = BytesMut::with_capacity(crate::adapter::buffers::QUIET_READ);
+    // Boxed: the CONNECT phase's state is large and over once the client is in,
+    // so an idle connection does not carry it.
+    let accepting = Box::pin(connect::accept(&mut stream, &mut read_buf, &peer, &ctx));
+    let Some(mut conn) = accepting.await else {
         return;
     };
     let outcome = conn.run(&mut stream, &mut read_buf).await;
-    conn.finish(&mut stream, outcome).await;
+    // Boxed for the same reason: an idle connection does not carry the goodbye's state.
+    Box::pin(conn.finish(&mut stream, outcome)).await;
 }
 
 /// How a connection ended without an error.
@@ -128,7 +134,7 @@ impl Connection {
             receipt: None,
             needs_commit: false,
             next_message: 1,
-            write_buf: BytesMut::with_capacity(8 * 1024),
+            write_buf: BytesMut::new(),
             scratch: Vec::new(),
         }
     }
@@ -180,6 +186,7 @@ impl Connection {
         let silence = tokio::time::sleep(silent_after.unwrap_or(NEVER));
         tokio::pin!(beat, silence);
         let shutdown = self.ctx.shutdown.clone();
+        let mut sizing = ReadSizing::default();
         loop {
             self.drain_deliveries();
             if !self.write_buf.is_empty() {
@@ -191,9 +198,7 @@ impl Connection {
             if self.session.pending_len() > 0 && self.window_open() {
                 continue;
             }
-            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
-                read_buf.reserve(READ_CHUNK);
-            }
+            sizing.prepare(read_buf);
             let window_open = self.window_open();
             let event = tokio::select! {
                 biased;
@@ -215,13 +220,14 @@ impl Connection {
                 Event::Deliver => {}
                 Event::Read(Ok(0)) => return Err(StompAdapterError::PeerClosed),
                 Event::Read(Err(e)) => return Err(StompAdapterError::Io(e)),
-                Event::Read(Ok(_)) => {
+                Event::Read(Ok(n)) => {
                     if let Some(after) = silent_after {
                         silence.as_mut().reset(Instant::now() + after);
                     }
                     if let Some(closed) = self.handle_buffered(read_buf)? {
                         return Ok(closed);
                     }
+                    sizing.settle(read_buf, n);
                 }
             }
         }
