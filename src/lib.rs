@@ -20,6 +20,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod core;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod transport;

@@ -90,7 +90,7 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
-        Command::Serve => match serve(settings) {
+        Command::Serve => match serve(settings, cli.config.clone()) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tern: {e:#}");
@@ -167,8 +167,9 @@ fn toml_summary(settings: &Settings) -> anyhow::Result<String> {
     serde_json::to_string_pretty(settings).context("cannot render settings")
 }
 
-fn serve(settings: Settings) -> anyhow::Result<()> {
-    init_logging(&settings.log.level);
+fn serve(settings: Settings, config_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let set_log_level = init_logging(&settings.log.level);
+    let reloader = tern::server::Reloader::new(config_file, settings.clone(), set_log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,7 +177,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Handlers first: a signal that arrives just after the banner must shut down cleanly.
         let signals = Signals::install().context("cannot install signal handlers")?;
-        let server = Server::start(settings.clone()).await?;
+        let server = Server::start_with(settings.clone(), Some(reloader)).await?;
         let addrs = server.addrs();
         let listeners: Vec<String> = [
             ("mqtt", addrs.mqtt),
@@ -236,12 +237,21 @@ impl Signals {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr with `level` (RUST_LOG wins when set); returns how to change
+/// the level later (config reload).
+fn init_logging(level: &str) -> tern::reload::SetLogLevel {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

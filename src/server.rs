@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::{self, Context, Peer};
+use arc_swap::ArcSwap;
+
 use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
 use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::Router;
 use crate::core::session::QueueLimits;
+pub use crate::reload::Reloader;
 use crate::store::redb::RedbBackend;
 use crate::store::Store;
 use crate::transport::tcp::{self, TcpAcceptor};
@@ -59,6 +62,15 @@ pub struct Server {
 impl Server {
     /// Binds every enabled listener and starts serving; fails if a port is taken.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
+        Server::start_with(settings, None).await
+    }
+
+    /// [`Server::start`], and on SIGHUP also re-reads the configuration through
+    /// `reloader` (certificates and the password file are re-read either way).
+    pub async fn start_with(
+        settings: Settings,
+        reloader: Option<Reloader>,
+    ) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
         let mut router = Router::new(QueueLimits {
             max_queued: settings.limits.max_queued_messages,
@@ -85,7 +97,7 @@ impl Server {
             );
         }
         let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
-        let acl = Arc::new(Acl::new(&settings.acl)?);
+        let acl = Arc::new(ArcSwap::from_pointee(Acl::new(&settings.acl)?));
         // Certificates are read before anything listens: a bad path is a start-up error.
         let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
         let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;
@@ -96,7 +108,7 @@ impl Server {
             router: Arc::clone(&router),
             settings: Arc::clone(&settings),
             auth: Arc::clone(&auth),
-            acl,
+            acl: Arc::clone(&acl),
             shutdown: shutdown.clone(),
         };
         let reloadable: Vec<Arc<ReloadableTls>> =
@@ -109,6 +121,9 @@ impl Server {
             let on_hangup = tls::on_sighup(shutdown.clone(), move || {
                 tls::reload_all(&reloadable);
                 let _ = auth.reload();
+                if let Some(reloader) = &reloader {
+                    reloader.reload(&acl);
+                }
             })
             .map_err(ServerError::Signal)?;
             tracker.spawn(on_hangup);

@@ -7,6 +7,8 @@ pub mod stomp;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Acl, Action, Authenticator, Identity};
@@ -21,7 +23,8 @@ pub struct Context {
     /// Decides logins (password file, anonymous policy, certificate names).
     pub auth: Arc<Authenticator>,
     /// Who may publish and subscribe where; the same rules for every protocol.
-    pub acl: Arc<Acl>,
+    /// Swapped whole when the config is reloaded (SIGHUP).
+    pub acl: Arc<ArcSwap<Acl>>,
     /// Cancelled when the broker shuts down: handlers say goodbye and close.
     pub shutdown: CancellationToken,
 }
@@ -37,7 +40,7 @@ impl Context {
             router,
             settings,
             auth: Arc::new(Authenticator::default()),
-            acl: Arc::new(Acl::default()),
+            acl: Arc::new(ArcSwap::from_pointee(Acl::default())),
             shutdown,
         }
     }
@@ -55,7 +58,7 @@ impl Context {
             username,
             client_id,
         };
-        let allowed = self.acl.check(&identity, action, topic_or_filter);
+        let allowed = self.acl.load().check(&identity, action, topic_or_filter);
         if !allowed {
             tracing::warn!(
                 client_id,
@@ -70,7 +73,7 @@ impl Context {
 
     /// May the client receive a message published to `topic` (retained messages)?
     pub fn can_read(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
-        self.acl.can_read(
+        self.acl.load().can_read(
             &Identity {
                 username,
                 client_id,

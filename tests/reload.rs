@@ -1,0 +1,118 @@
+//! SIGHUP re-reads the configuration: ACL rules and the log level change while
+//! clients stay connected; a file that no longer loads keeps the running
+//! configuration. Runs the real binary with a config file.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::v4;
+use common::TestClient;
+
+struct Tern {
+    child: Child,
+    mqtt: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Tern {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Tern {
+    fn start(dir: &Path, config: &Path) -> Tern {
+        let log = dir.join("tern.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .arg("--config")
+            .arg(config)
+            .env("TERN_MQTT__BIND", "127.0.0.1:0")
+            .env("TERN_STOMP__ENABLED", "false")
+            .env("TERN_STORAGE__ENABLED", "false")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn tern");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut banner = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut banner)
+            .expect("banner");
+        let mqtt = banner
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("mqtt="))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no mqtt address in {banner:?}"));
+        Tern { child, mqtt, log }
+    }
+
+    fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+
+    /// Waits until the log has `count` lines containing `text` (the broker's own
+    /// report that it applied the reload).
+    async fn log_has(&self, text: &str, count: usize) {
+        let deadline = Instant::now() + common::WAIT;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.matches(text).count() >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in the log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn config(topic: &str, level: &str) -> String {
+    format!(
+        "[log]\nlevel = \"{level}\"\n\n[[acl]]\nall = true\nallow = \"both\"\ntopic = \"{topic}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn sighup_reloads_acl_rules_and_log_level_and_keeps_them_when_the_file_is_broken() {
+    let dir = std::env::temp_dir().join(format!("tern-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("tern.toml");
+    std::fs::write(&file, config("before/#", "info")).expect("write config");
+    let tern = Tern::start(&dir, &file);
+
+    let mut client = v4::Client::connect(tern.mqtt, "stays").await;
+    assert_eq!(
+        client.subscribe("after/#", 1).await,
+        vec![0x80],
+        "denied before the reload"
+    );
+
+    std::fs::write(&file, config("after/#", "debug")).expect("rewrite config");
+    tern.sighup();
+    tern.log_has("ACL rules reloaded", 1).await;
+    tern.log_has("log level changed", 1).await;
+    // The same connection, unbroken, now gets what the new rules allow.
+    assert_eq!(client.subscribe("after/#", 1).await, vec![1]);
+    assert_eq!(client.subscribe("before/#", 1).await, vec![0x80]);
+
+    std::fs::write(&file, "[[acl]]\nnobody = true\n").expect("break config");
+    tern.sighup();
+    tern.log_has("config reload failed", 1).await;
+    assert_eq!(
+        client.subscribe("after/x", 1).await,
+        vec![1],
+        "a broken file keeps the rules in force"
+    );
+    drop(tern);
+    let _ = std::fs::remove_dir_all(&dir);
+}
