@@ -184,3 +184,26 @@ def test_sigterm_with_connected_clients_exits_cleanly(tmp_path):
             s.close()
         if b.proc.poll() is None:
             stop_broker(b)
+
+
+def test_a_taken_port_is_a_clear_start_up_error(tern_binary, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(tern_binary)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            env=clean_env(
+                TERN_MQTT__BIND=f"127.0.0.1:{port}",
+                TERN_STOMP__BIND="127.0.0.1:0",
+                TERN_STORAGE__ENABLED="false",
+            ),
+            stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode != 0
+    assert result.stdout == "", "no banner: nothing is listening"
+    assert f"cannot listen for mqtt on 127.0.0.1:{port}" in result.stderr, result.stderr
