@@ -74,7 +74,10 @@ def _read_banner(proc: subprocess.Popen, timeout: float) -> Optional[str]:
         return None
 
 
-def start_broker(tmp_dir: Path, extra_env: Optional[dict] = None) -> Broker:
+def start_broker(
+    tmp_dir: Path, extra_env: Optional[dict] = None, args: Optional[list] = None
+) -> Broker:
+    """Starts tern in `tmp_dir`; `args` go on its command line (e.g. ["--config", FILE])."""
     binary = tern_bin()
     if not binary.exists():
         pytest.fail(f"tern binary not found at {binary} (build it or set TERN_BIN)")
@@ -90,7 +93,7 @@ def start_broker(tmp_dir: Path, extra_env: Optional[dict] = None) -> Broker:
     env.update(extra_env or {})
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [str(binary)],
+            [str(binary), *(args or [])],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
