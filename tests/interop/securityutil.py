@@ -27,7 +27,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from mqttutil import TIMEOUT, MqttClient
