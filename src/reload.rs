@@ -45,9 +45,10 @@ impl Reloader {
         }
     }
 
-    /// Loads the configuration again and applies the ACL rules and the log level.
-    /// Changes to anything else are logged as needing a restart.
-    pub fn reload(&self, acl: &Arc<ArcSwap<Acl>>) {
+    /// Loads the configuration again and applies the ACL rules (to existing
+    /// subscriptions too, through `revoke`) and the log level. Changes to anything
+    /// else are logged as needing a restart.
+    pub fn reload(&self, acl: &Arc<ArcSwap<Acl>>, revoke: impl Fn()) {
         let new = match Settings::load(self.config_file.as_deref()) {
             Ok(new) => new,
             Err(error) => {
@@ -62,6 +63,7 @@ impl Reloader {
                     tracing::info!(rules = rules.len(), "ACL rules reloaded");
                     acl.store(Arc::new(rules));
                     applied.acl = new.acl.clone();
+                    revoke();
                 }
                 Err(error) => {
                     tracing::error!(%error, "ACL reload failed; keeping the running rules")

@@ -118,11 +118,16 @@ impl Server {
         }
         #[cfg(unix)]
         {
+            let revoke_ctx = ctx.clone();
             let on_hangup = tls::on_sighup(shutdown.clone(), move || {
                 tls::reload_all(&reloadable);
                 let _ = auth.reload();
                 if let Some(reloader) = &reloader {
-                    reloader.reload(&acl);
+                    reloader.reload(&acl, || {
+                        for session in revoke_ctx.router.sessions() {
+                            revoke_ctx.revoke_denied_subscriptions(&session);
+                        }
+                    });
                 }
             })
             .map_err(ServerError::Signal)?;

@@ -71,6 +71,28 @@ impl Context {
         allowed
     }
 
+    /// Drops the subscriptions of `session` that the ACL in force no longer allows
+    /// (after a reload, or when a stored session is resumed by another user).
+    pub fn revoke_denied_subscriptions(&self, session: &Arc<crate::core::session::Session>) {
+        let username = session.username();
+        let acl = self.acl.load();
+        let identity = Identity {
+            username: username.as_deref(),
+            client_id: &session.client_id,
+        };
+        let revoked = self.router.revoke_subscriptions(session, |filter| {
+            acl.check(&identity, Action::Subscribe, filter)
+        });
+        if !revoked.is_empty() {
+            tracing::warn!(
+                client_id = %session.client_id,
+                username = username.as_deref().unwrap_or(""),
+                filters = ?revoked,
+                "subscriptions removed: the ACL no longer allows them"
+            );
+        }
+    }
+
     /// May the client receive a message published to `topic` (retained messages)?
     pub fn can_read(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
         self.acl.load().can_read(

@@ -278,6 +278,30 @@ impl Router {
         self.sessions.get(client_id).map(|s| Arc::clone(s.value()))
     }
 
+    /// Every session, connected or not (a snapshot).
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions
+            .iter()
+            .map(|s| Arc::clone(s.value()))
+            .collect()
+    }
+
+    /// Removes the subscriptions of `session` whose filter `allowed` refuses
+    /// (access rules changed); returns the filters removed.
+    pub fn revoke_subscriptions(
+        &self,
+        session: &Arc<Session>,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut revoked = Vec::new();
+        for (filter, _) in session.subscriptions() {
+            if !allowed(filter.as_str()) && self.unsubscribe(session, filter.as_str()) {
+                revoked.push(filter.as_str().to_string());
+            }
+        }
+        revoked
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }

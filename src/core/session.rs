@@ -113,6 +113,8 @@ struct SessionState {
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     expiry_interval: u32,
     connection: Option<ConnectionSlot>,
+    /// Who the connected client logged in as (None: anonymous), for access re-checks.
+    username: Option<Arc<str>>,
     limits: QueueLimits,
     dropped: u64,
 }
@@ -180,6 +182,7 @@ impl Session {
                 incoming_qos2: HashSet::new(),
                 expiry_interval,
                 connection: None,
+                username: None,
                 limits,
                 dropped: 0,
             }),
@@ -546,6 +549,16 @@ impl Session {
 
     pub fn subscriptions(&self) -> Vec<(Filter, SubscriptionOptions)> {
         self.state.lock().subscriptions.values().cloned().collect()
+    }
+
+    /// Records who the client logged in as (set at every connect).
+    pub fn set_username(&self, username: Option<Arc<str>>) {
+        self.state.lock().username = username;
+    }
+
+    /// Who the client last logged in as; None for anonymous clients.
+    pub fn username(&self) -> Option<Arc<str>> {
+        self.state.lock().username.clone()
     }
 
     pub(crate) fn take_subscriptions(&self) -> Vec<Filter> {

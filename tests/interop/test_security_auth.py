@@ -223,8 +223,9 @@ def reload_config(broker, extra: str, applied: str) -> None:
 def test_acl_reload_revokes_reading_through_existing_subscriptions(sec, password_file):
     """README: after `kill -HUP` "new ACL rules apply at once, to connected clients
     too". A subscription made while `#` was readable must stop delivering a topic
-    the new rules deny (secret/#), over MQTT and STOMP alike; new subscriptions are
-    already refused (tests/reload.rs)."""
+    the new rules deny (secret/#), over MQTT and STOMP alike. The broker applies the
+    rule a new SUBSCRIBE gets: a filter that overlaps a denied one (`#`) is removed
+    (and logged); subscriptions the new rules still allow (public/#) keep working."""
     broker = sec.start(
         auth(password_file),
         acl(user="admin", allow="publish", topic="#"),
@@ -233,11 +234,14 @@ def test_acl_reload_revokes_reading_through_existing_subscriptions(sec, password
     admin = login(sec, broker, "admin")
     reader = login(sec, broker, "alice", client_id="reader")
     assert reader.subscribe("#", qos=1) == [1]
+    assert reader.subscribe("public/#", qos=1) == [1]
     stomp = stomp_login(sec, broker, "alice")
     stomp.subscribe("/topic/#", id="all")
+    stomp.subscribe("/topic/public/#", id="public")
 
     reload_config(broker, acl(user="alice", deny="subscribe", topic="secret/#"), "ACL rules reloaded")
     assert reader.subscribe("secret/#", qos=1) == [0x87], "the new rules are in force"
+    assert "subscriptions removed: the ACL no longer allows them" in log_text(broker)
 
     admin.publish("secret/y", b"after-revoke", qos=1, retain=True)
     admin.publish("public/m", b"marker", qos=1)
@@ -248,6 +252,8 @@ def test_acl_reload_revokes_reading_through_existing_subscriptions(sec, password
         stomp_got.append((frame.headers["destination"], frame.body))
         if frame.body == b"marker":
             break
+    assert mqtt_got == [("public/m", b"marker")], "public/# still delivers, once (# is gone)"
+    assert stomp_got == [("/topic/public/m", b"marker")]
     leaked = [m for m in mqtt_got + stomp_got if b"after-revoke" in m[1]]
     assert not leaked, (
         f"alice may no longer read secret/# but her existing subscriptions delivered {leaked} "

@@ -291,6 +291,11 @@ fn establish(
     let expiry = requested_expiry.min(limits.max_session_expiry_secs);
 
     let attached = ctx.router.attach(&client_id, connect.clean_start, expiry);
+    attached.session.set_username(principal.username.clone());
+    if attached.session_present {
+        // A resumed session keeps only what this login may still read.
+        ctx.revoke_denied_subscriptions(&attached.session);
+    }
     let mut conn = Connection::new(
         ctx.clone(),
         peer.clone(),

@@ -165,6 +165,7 @@ fn establish(
 
     let client_id: Arc<str> = Arc::from(format!("stomp-{:016x}", rand::random::<u64>()));
     let attached = ctx.router.attach(&client_id, true, 0);
+    attached.session.set_username(principal.username.clone());
     attached.session.set_delivery_style(DeliveryStyle {
         per_subscription: true,
         queue_ack_window: Some(limits.stomp_max_unacked.max(1)),
