@@ -333,3 +333,34 @@ async fn retained_messages_reach_only_clients_that_may_read_them() {
     assert_eq!(member.subscribe("site/+/key", 1).await, vec![1]);
     assert_eq!(member.recv().await.payload, b"secret");
 }
+
+#[tokio::test]
+async fn a_stored_session_resumed_by_another_user_keeps_only_what_that_user_may_read() {
+    let server = start_server_with(|s| secured(s, "resume")).await;
+    let mut options = v4::persistent_options(server.mqtt, "shared-device");
+    options.set_credentials("alice", "wonderland");
+    let (mut first, _) = v4::Client::start(options).await;
+    assert_eq!(first.subscribe("devices/alice/#", 1).await, vec![1]);
+    first.disconnect().await;
+    // bob takes over the client id: the session is there, alice's subscription is not.
+    let mut options = v4::persistent_options(server.mqtt, "shared-device");
+    options.set_credentials("bob", "builder");
+    let (mut second, ack) = v4::Client::start(options).await;
+    assert!(ack.session_present);
+    assert_eq!(second.subscribe("devices/bob/#", 1).await, vec![1]);
+    let mut options = v4::options(server.mqtt, "alice-pub");
+    options.set_credentials("alice", "wonderland");
+    let (mut alice, _) = v4::Client::start(options).await;
+    alice
+        .publish("devices/alice/status", 1, false, b"private")
+        .await;
+    let mut options = v4::options(server.mqtt, "bob-pub");
+    options.set_credentials("bob", "builder");
+    let (mut bob, _) = v4::Client::start(options).await;
+    bob.publish("devices/bob/marker", 1, false, b"marker").await;
+    assert_eq!(
+        second.recv().await.payload,
+        b"marker",
+        "alice's message must not reach bob"
+    );
+}
