@@ -184,6 +184,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         if let Some(addr) = server.stomp_addr() {
             listeners.push(format!("stomp={addr}"));
         }
+        if let Some(addr) = server.ws_addr() {
+            listeners.push(format!("ws={addr}"));
+        }
         // The banner is for people and for test harnesses that wait for the ports.
         println!(
             "tern {} listening: {} data={}",

@@ -17,6 +17,7 @@ use crate::core::session::QueueLimits;
 use crate::store::redb::RedbBackend;
 use crate::store::Store;
 use crate::transport::tcp::{self, TcpAcceptor};
+use crate::transport::ws;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -31,6 +32,7 @@ pub enum ServerError {
 pub struct Server {
     mqtt_addr: Option<SocketAddr>,
     stomp_addr: Option<SocketAddr>,
+    ws_addr: Option<SocketAddr>,
     router: Arc<Router>,
     shutdown: CancellationToken,
     /// Accept loops and connection tasks, awaited on shutdown.
@@ -94,9 +96,15 @@ impl Server {
                     .await?,
             );
         }
+        let mut ws_addr = None;
+        if settings.websocket.enabled {
+            let ws = settings.websocket.listener();
+            ws_addr = Some(listeners.spawn_tcp("ws", &ws, ws::serve).await?);
+        }
         Ok(Server {
             mqtt_addr,
             stomp_addr,
+            ws_addr,
             router,
             shutdown,
             tracker,
@@ -111,6 +119,11 @@ impl Server {
     /// Where the STOMP listener is bound (the real port when configured with port 0).
     pub fn stomp_addr(&self) -> Option<SocketAddr> {
         self.stomp_addr
+    }
+
+    /// Where the WebSocket listener (MQTT and STOMP, and `web.root`) is bound.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     pub fn router(&self) -> &Arc<Router> {
