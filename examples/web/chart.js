@@ -47,13 +47,16 @@ class LiveChart {
     const all = [...this.series.values()].flatMap((s) => s.points);
     if (all.length === 0) return;
     const now = Math.max(...all.map((p) => p.t));
-    const t0 = now - LiveChart.WINDOW_MS;
+    // Up to the last minute, at least 10 s: a fresh chart is not squeezed to the right.
+    const oldest = Math.min(...all.map((p) => p.t));
+    const span = Math.min(LiveChart.WINDOW_MS, Math.max(10_000, now - oldest));
+    const t0 = now - span;
     let lo = Math.min(...all.map((p) => p.v));
     let hi = Math.max(...all.map((p) => p.v));
     if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
     const margin = (hi - lo) * 0.1;
     lo -= margin; hi += margin;
-    const x = (t) => pad.left + ((t - t0) / LiveChart.WINDOW_MS) * (width - pad.left - pad.right);
+    const x = (t) => pad.left + ((t - t0) / span) * (width - pad.left - pad.right);
     const y = (v) => pad.top + (1 - (v - lo) / (hi - lo)) * (height - pad.top - pad.bottom);
 
     ctx.font = "11px system-ui, sans-serif";
@@ -68,7 +71,7 @@ class LiveChart {
       ctx.stroke();
       ctx.fillText(v.toFixed(1), 4, y(v) + 4);
     }
-    ctx.fillText("-60 s", pad.left, height - 6);
+    ctx.fillText(`-${Math.round(span / 1000)} s`, pad.left, height - 6);
     ctx.fillText("now", width - pad.right - 22, height - 6);
 
     ctx.lineWidth = 2;

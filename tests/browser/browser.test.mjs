@@ -7,7 +7,11 @@
 // - An mqtt.js page over WebSocket round-trips QoS 0/1/2 and a retained message,
 //   for MQTT 3.1, 3.1.1 and 5.0.
 //
-// Environment: TERN_BIN (default <repo>/target/debug/tern), CHROMIUM (default
+// - The demo as the README runs it: examples/device (rumqttc) feeds the page and
+//   obeys a command sent from it.
+//
+// Environment: TERN_BIN (default <repo>/target/debug/tern), DEVICE_BIN (default
+// tern-device beside TERN_BIN), CHROMIUM (default
 // /usr/bin/chromium), SCREENSHOT_DIR (default <repo>/target/browser-screenshots).
 // Run: cd tests/browser && npm ci && npm test
 
@@ -27,6 +31,7 @@ import { chromium } from "playwright-core";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
 const ternBin = process.env.TERN_BIN || path.join(repo, "target/debug/tern");
+const deviceBin = process.env.DEVICE_BIN || path.join(path.dirname(ternBin), "tern-device");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const screenshotDir = process.env.SCREENSHOT_DIR || path.join(repo, "target/browser-screenshots");
 /** How long any single wait may take (CI machines are shared and slow). */
@@ -121,6 +126,18 @@ function nextMessage(client, topic) {
     }),
     timeout(WAIT, `an MQTT message on ${topic}`),
   ]);
+}
+
+/** Waits until the readings table's value for `topic` contains every one of `needles`. */
+function waitForCell(page, topic, needles) {
+  return page.waitForFunction(
+    ([t, wanted]) => {
+      const text = document.querySelector(`tr[data-topic="${t}"] td.value`)?.textContent ?? "";
+      return text !== "" && wanted.every((n) => text.includes(n));
+    },
+    [topic, needles],
+    { timeout: WAIT },
+  );
 }
 
 describe("browser over WebSocket", () => {
@@ -225,6 +242,35 @@ describe("browser over WebSocket", () => {
       assert.deepEqual(consoleErrors, []);
     } finally {
       await device.endAsync();
+      await page.close();
+    }
+  });
+
+  test("the demo: examples/device feeds the page and obeys its command", async () => {
+    assert.ok(fs.existsSync(deviceBin), `device binary not found at ${deviceBin} (cargo build --workspace)`);
+    const page = await context.newPage();
+    const device = spawn(deviceBin, ["--port", String(tern.mqtt), "--id", "demo-1", "--interval-ms", "200"], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    try {
+      await page.goto(`http://127.0.0.1:${tern.ws}/`);
+      await waitForCell(page, "sensors/demo-1/temperature", ["."]);
+      await waitForCell(page, "sensors/demo-1/humidity", ["."]);
+      await waitForCell(page, "sensors/demo-1/status", ["online=true", "led=off"]);
+      await page.waitForFunction(() => document.getElementById("status").textContent === "live", null, {
+        timeout: WAIT,
+      });
+      await page.fill("#device", "demo-1");
+      await page.fill("#command", "led on");
+      await page.click("#send");
+      // The device says what it did in its retained status reading.
+      await waitForCell(page, "sensors/demo-1/status", ["led=on", "last_command=led on"]);
+      // Enough readings for a line on the chart.
+      await page.waitForFunction(() => window.ternChart.pointCount() >= 6, null, { timeout: WAIT });
+      await page.screenshot({ path: path.join(screenshotDir, "demo-device.png"), fullPage: true });
+    } finally {
+      device.kill("SIGINT");
+      await Promise.race([once(device, "exit"), timeout(WAIT, "the device to exit")]);
       await page.close();
     }
   });
