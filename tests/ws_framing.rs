@@ -53,7 +53,7 @@ async fn mqtt_several_packets_in_one_message_are_all_handled() {
 }
 
 #[tokio::test]
-async fn mqtt_packet_larger_than_one_message_boundary_mix() {
+async fn mqtt_packet_boundary_inside_a_message() {
     // The end of one packet and the start of the next share a message.
     let server = start_server().await;
     let mut ws = ws::open(server.ws, "/", &["mqttv3.1"]).await;

@@ -35,8 +35,7 @@ use hyper_tungstenite::tungstenite::error::ProtocolError;
 use hyper_tungstenite::HyperWebsocket;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::ws_stream::{Carried, WsStream};
@@ -62,7 +61,11 @@ type Upgrade = Arc<Mutex<Option<(HyperWebsocket, Carried)>>>;
 
 /// Serves one connection of the WebSocket port: HTTP until an upgrade, then
 /// MQTT or STOMP over the WebSocket until the end.
-pub async fn serve(stream: TcpStream, mut peer: Peer, ctx: Context) {
+/// Generic over the stream so a TLS stream (WSS) can be served the same way.
+pub async fn serve<S>(stream: S, mut peer: Peer, ctx: Context)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let upgrade: Upgrade = Arc::new(Mutex::new(None));
     let service = {
         let upgrade = Arc::clone(&upgrade);
