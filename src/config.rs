@@ -39,6 +39,10 @@ pub struct Settings {
     pub acl: Vec<AclRule>,
     pub limits: Limits,
     pub storage: StorageSettings,
+    /// MQTT and STOMP over WebSocket on one port, chosen by subprotocol or path.
+    pub websocket: WebSocketSettings,
+    /// Static files served on the WebSocket listener (the web example).
+    pub web: WebSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,6 +208,67 @@ pub struct StorageSettings {
     pub max_messages: u64,
 }
 
+/// The WebSocket listener: MQTT (`mqtt`, `mqttv3.1`) and STOMP (`v10.stomp`,
+/// `v11.stomp`, `v12.stomp`) by `Sec-WebSocket-Protocol`, or by path (`/mqtt`,
+/// `/stomp`) when the client offers none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSettings {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Unset: anonymous clients are allowed only when the listener is bound to loopback.
+    pub allow_anonymous: Option<bool>,
+    /// Browser origins (`https://app.example.com`) allowed to open a WebSocket, or `*`.
+    /// Empty: any origin when bound to loopback, none otherwise. A client that sends
+    /// no `Origin` (not a browser) is always let through: the login and ACLs still apply.
+    pub allowed_origins: Vec<String>,
+    /// Largest WebSocket message (and frame) accepted, bytes; a larger one closes the connection (1009).
+    pub max_message_size: usize,
+}
+
+impl WebSocketSettings {
+    /// The part every listener has: where it binds and who may be anonymous.
+    pub fn listener(&self) -> ListenerSettings {
+        ListenerSettings {
+            enabled: self.enabled,
+            bind: self.bind,
+            allow_anonymous: self.allow_anonymous,
+        }
+    }
+
+    /// Whether a browser page from `origin` may connect.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        if self.allowed_origins.is_empty() {
+            return self.bind.ip().is_loopback();
+        }
+        let origin = origin.trim_end_matches('/');
+        self.allowed_origins.iter().any(|allowed| {
+            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin)
+        })
+    }
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allow_anonymous: None,
+            allowed_origins: Vec::new(),
+            max_message_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Static files on the WebSocket listener's port (plain HTTP GET), so one
+/// process serves a web app and the WebSocket it connects to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSettings {
+    /// Directory served at `/` (`index.html` for directories). Unset: no files are served.
+    pub root: Option<PathBuf>,
+}
+
 impl StorageSettings {
     pub fn store_file(&self) -> PathBuf {
         self.data_dir.join("tern.redb")
@@ -222,6 +287,8 @@ impl Default for Settings {
             acl: Vec::new(),
             limits: Limits::default(),
             storage: StorageSettings::default(),
+            websocket: WebSocketSettings::default(),
+            web: WebSettings::default(),
         }
     }
 }
@@ -462,6 +529,11 @@ impl Settings {
                 self.stomp_tls.enabled,
                 self.stomp_tls.bind,
             ),
+            (
+                "websocket.bind",
+                self.websocket.enabled,
+                self.websocket.bind,
+            ),
         ];
         for (i, (key, enabled, bind)) in binds.iter().enumerate() {
             let taken = binds[..i]
@@ -472,6 +544,20 @@ impl Settings {
                     key,
                     reason: format!("is the same address as {earlier}"),
                 });
+            }
+        }
+        if self.websocket.max_message_size < 64 {
+            return Err(invalid(
+                "websocket.max_message_size",
+                "must be at least 64 bytes",
+            ));
+        }
+        if let Some(root) = &self.web.root {
+            if !root.is_dir() {
+                return Err(invalid(
+                    "web.root",
+                    &format!("{} is not a directory", root.display()),
+                ));
             }
         }
         self.mqtt_tls.validate(&MQTT_TLS_KEYS)?;
@@ -492,6 +578,7 @@ impl Settings {
         settings.stomp.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.mqtt_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.stomp_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.websocket.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         // In memory: tests that need the store give each server its own directory.
         settings.storage.enabled = false;
         settings
@@ -767,5 +854,34 @@ mod tests {
             s.auth.password_file.as_deref(),
             Some(Path::new("/etc/tern/passwd"))
         );
+    }
+    #[test]
+    fn websocket_origins_any_on_loopback_else_only_listed() {
+        let mut ws = WebSocketSettings::default();
+        assert_eq!(ws.bind.to_string(), "127.0.0.1:8080");
+        assert!(ws.origin_allowed("http://anything.example"));
+        ws.bind = "0.0.0.0:8080".parse().unwrap();
+        assert!(!ws.origin_allowed("http://anything.example"));
+        ws.allowed_origins = vec!["https://app.example.com/".into()];
+        assert!(ws.origin_allowed("https://APP.example.com"));
+        assert!(!ws.origin_allowed("https://app.example.com.evil"));
+        ws.allowed_origins.push("*".into());
+        assert!(ws.origin_allowed("http://anything.example"));
+    }
+
+    #[test]
+    fn websocket_and_web_values_are_checked() {
+        let mut s = Settings::default();
+        s.websocket.max_message_size = 10;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("websocket.max_message_size"), "{e}");
+        let mut s = Settings::default();
+        s.web.root = Some(PathBuf::from("/nonexistent/tern-web-root"));
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("web.root"), "{e}");
+        let mut s = Settings::default();
+        s.websocket.bind = s.mqtt.bind;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("websocket.bind"), "{e}");
     }
 }

@@ -184,6 +184,7 @@ fn serve(settings: Settings, config_file: Option<std::path::PathBuf>) -> anyhow:
             ("stomp", addrs.stomp),
             ("mqtt_tls", addrs.mqtt_tls),
             ("stomp_tls", addrs.stomp_tls),
+            ("ws", addrs.ws),
         ]
         .into_iter()
         .filter_map(|(name, addr)| addr.map(|addr| format!("{name}={addr}")))

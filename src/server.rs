@@ -23,6 +23,7 @@ use crate::store::redb::RedbBackend;
 use crate::store::Store;
 use crate::transport::tcp::{self, TcpAcceptor};
 use crate::transport::tls::{self, ReloadableTls, TlsError};
+use crate::transport::ws;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -47,6 +48,8 @@ pub struct BoundAddrs {
     pub stomp: Option<SocketAddr>,
     pub mqtt_tls: Option<SocketAddr>,
     pub stomp_tls: Option<SocketAddr>,
+    /// MQTT and STOMP over WebSocket, and `web.root` over HTTP.
+    pub ws: Option<SocketAddr>,
 }
 
 /// A running broker.
@@ -163,6 +166,10 @@ impl Server {
                 .await?;
             addrs.stomp_tls = Some(bound);
         }
+        if settings.websocket.enabled {
+            let ws = settings.websocket.listener();
+            addrs.ws = Some(listeners.spawn_tcp("ws", &ws, ws::serve).await?);
+        }
         Ok(Server {
             addrs,
             router,
@@ -184,6 +191,11 @@ impl Server {
     /// Where the STOMP listener is bound (the real port when configured with port 0).
     pub fn stomp_addr(&self) -> Option<SocketAddr> {
         self.addrs.stomp
+    }
+
+    /// Where the WebSocket listener (MQTT and STOMP, and `web.root`) is bound.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.addrs.ws
     }
 
     pub fn router(&self) -> &Arc<Router> {

@@ -6,6 +6,9 @@
 # or sudo for apt-get):
 #   - Debian package mosquitto-clients (mosquitto_pub / mosquitto_sub), via apt-get
 #   - PyPI packages paho-mqtt (2.x), stomp.py and pytest, via python3 -m pip
+#   - Debian packages chromium and chromium-driver, and nodejs/npm if node is missing,
+#     for the browser tests (tests/browser: playwright-core drives /usr/bin/chromium;
+#     no browser is downloaded); their npm packages with `npm ci` (package-lock.json)
 # Non-interactive: safe with no stdin and with CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +22,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
     SUDO="sudo -n"
 fi
 apt_missing=()
-for pkg in mosquitto-clients; do
+browser_pkgs=(chromium chromium-driver)
+command -v npm >/dev/null 2>&1 || browser_pkgs+=(nodejs npm)
+for pkg in mosquitto-clients "${browser_pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         apt_missing+=("$pkg")
     fi
@@ -48,6 +53,13 @@ if [ "${#pip_missing[@]}" -gt 0 ]; then
     fi
 fi
 
+# --- npm packages of the browser tests -------------------------------------------
+# Only when node_modules lacks a pinned package (npm ci starts from scratch).
+if ! (cd tests/browser && npm ls --depth=0 >/dev/null 2>&1); then
+    log "installing the browser tests' npm packages (npm ci)"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # --- Build and test --------------------------------------------------------------
 # The broker reads every TERN_* variable as a setting, so none may leak in from the
 # caller (one it does not know, such as TERN_BIN, stops it at start-up).
@@ -69,6 +81,10 @@ log "pytest tests/interop (TERN_BIN=$tern_bin)"
 # The interop tests bound every wait themselves; timeout is a backstop for a hang.
 TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
     python3 -m pytest -q -p no:cacheprovider tests/interop || failed+=("pytest tests/interop")
+
+log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket)"
+TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" timeout --signal=TERM --kill-after=30 600 \
+    node --test --test-concurrency=1 tests/browser/browser.test.mjs || failed+=("browser tests")
 
 if [ "${#failed[@]}" -gt 0 ]; then
     log "FAILED: ${failed[*]}"

@@ -3,3 +3,5 @@
 
 pub mod tcp;
 pub mod tls;
+pub mod ws;
+pub mod ws_stream;

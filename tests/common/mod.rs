@@ -9,12 +9,16 @@ use tern::{Server, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod ws;
+
 /// A running server; shut down when dropped.
 pub struct TestServer {
     pub server: Option<Server>,
     pub mqtt: SocketAddr,
     /// The STOMP listener (127.0.0.1:0 when it is disabled).
     pub stomp: SocketAddr,
+    /// The WebSocket listener (127.0.0.1:0 when it is disabled).
+    pub ws: SocketAddr,
 }
 
 impl Drop for TestServer {
@@ -38,10 +42,14 @@ pub async fn start_server_with(configure: impl FnOnce(&mut Settings)) -> TestSer
     let stomp = server
         .stomp_addr()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let ws = server
+        .ws_addr()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     TestServer {
         server: Some(server),
         mqtt,
         stomp,
+        ws,
     }
 }
 

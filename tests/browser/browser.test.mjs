@@ -1,0 +1,302 @@
+// Browser tests: headless Debian Chromium (driven by playwright-core, never a
+// downloaded browser) against the real `tern` binary.
+//
+// - The demo page examples/web (stompjs, served by Tern itself from web.root)
+//   shows readings an MQTT client publishes, and a command sent from the page
+//   reaches an MQTT subscriber.
+// - An mqtt.js page over WebSocket round-trips QoS 0/1/2 and a retained message,
+//   for MQTT 3.1, 3.1.1 and 5.0.
+//
+// - The demo as the README runs it: examples/device (rumqttc) feeds the page and
+//   obeys a command sent from it.
+//
+// Environment: TERN_BIN (default <repo>/target/debug/tern), DEVICE_BIN (default
+// tern-device beside TERN_BIN), CHROMIUM (default
+// /usr/bin/chromium), SCREENSHOT_DIR (default <repo>/target/browser-screenshots).
+// Run: cd tests/browser && npm ci && npm test
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import mqtt from "mqtt";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "../..");
+const ternBin = process.env.TERN_BIN || path.join(repo, "target/debug/tern");
+const deviceBin = process.env.DEVICE_BIN || path.join(path.dirname(ternBin), "tern-device");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const screenshotDir = process.env.SCREENSHOT_DIR || path.join(repo, "target/browser-screenshots");
+/** How long any single wait may take (CI machines are shared and slow). */
+const WAIT = 20_000;
+
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+/** A web root: the demo page, plus the test pages and mqtt.js under /test/. */
+function makeWebRoot(tmp) {
+  const root = path.join(tmp, "site");
+  fs.cpSync(path.join(repo, "examples/web"), root, { recursive: true });
+  fs.cpSync(path.join(here, "pages"), path.join(root, "test"), { recursive: true });
+  fs.copyFileSync(
+    path.join(here, "node_modules/mqtt/dist/mqtt.min.js"),
+    path.join(root, "test/mqtt.min.js"),
+  );
+  return root;
+}
+
+/** Starts tern on port 0 everywhere; resolves once its banner names the ports. */
+async function startTern(tmp, webRoot) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TERN_")));
+  delete env.RUST_LOG;
+  Object.assign(env, {
+    TERN_MQTT__BIND: "127.0.0.1:0",
+    TERN_STOMP__BIND: "127.0.0.1:0",
+    TERN_WEBSOCKET__BIND: "127.0.0.1:0",
+    TERN_WEB__ROOT: webRoot,
+    TERN_STORAGE__DATA_DIR: path.join(tmp, "data"),
+    TERN_LOG__LEVEL: "debug",
+  });
+  const stderr = fs.openSync(path.join(tmp, "tern.stderr"), "w");
+  const proc = spawn(ternBin, [], { env, cwd: tmp, stdio: ["ignore", "pipe", stderr] });
+  const lines = readline.createInterface({ input: proc.stdout });
+  const banner = await Promise.race([
+    once(lines, "line").then(([line]) => line),
+    once(proc, "exit").then(([code]) => {
+      throw new Error(`tern exited (${code}) before its banner:\n${readStderr(tmp)}`);
+    }),
+    timeout(WAIT, "tern banner"),
+  ]);
+  lines.on("line", () => {});
+  const endpoints = Object.fromEntries(
+    [...banner.matchAll(/(\w+)=([\d.]+):(\d+)/g)].map(([, name, , port]) => [name, Number(port)]),
+  );
+  assert.ok(endpoints.ws, `no ws=ADDR in banner: ${banner}`);
+  return { proc, banner, ...endpoints };
+}
+
+function readStderr(tmp) {
+  try {
+    return fs.readFileSync(path.join(tmp, "tern.stderr"), "utf8").slice(-20_000);
+  } catch {
+    return "";
+  }
+}
+
+function timeout(ms, what) {
+  return new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms).unref());
+}
+
+async function stopTern(tern) {
+  if (tern.proc.exitCode !== null) return tern.proc.exitCode;
+  tern.proc.kill("SIGTERM");
+  const [code] = await Promise.race([once(tern.proc, "exit"), timeout(WAIT, "tern to exit")]);
+  return code;
+}
+
+/** A connected MQTT client over plain TCP (the device side). */
+async function mqttClient(port, clientId) {
+  return mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId, protocolVersion: 4, reconnectPeriod: 0 });
+}
+
+/** The next message on `topic`, or a rejection after WAIT. */
+function nextMessage(client, topic) {
+  return Promise.race([
+    new Promise((resolve) => {
+      const handler = (t, payload) => {
+        if (t !== topic) return;
+        client.removeListener("message", handler);
+        resolve(payload.toString());
+      };
+      client.on("message", handler);
+    }),
+    timeout(WAIT, `an MQTT message on ${topic}`),
+  ]);
+}
+
+/** Waits until the readings table's value for `topic` contains every one of `needles`. */
+function waitForCell(page, topic, needles) {
+  return page.waitForFunction(
+    ([t, wanted]) => {
+      const text = document.querySelector(`tr[data-topic="${t}"] td.value`)?.textContent ?? "";
+      return text !== "" && wanted.every((n) => text.includes(n));
+    },
+    [topic, needles],
+    { timeout: WAIT },
+  );
+}
+
+describe("browser over WebSocket", () => {
+  let tmp;
+  let tern;
+  let context;
+
+  before(async () => {
+    assert.ok(fs.existsSync(ternBin), `tern binary not found at ${ternBin} (build it or set TERN_BIN)`);
+    assert.ok(fs.existsSync(chromiumPath), `no Chromium at ${chromiumPath} (apt-get install chromium chromium-driver)`);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tern-browser-"));
+    fs.mkdirSync(screenshotDir, { recursive: true });
+    tern = await startTern(tmp, makeWebRoot(tmp));
+    context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
+      executablePath: chromiumPath,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1000, height: 1100 },
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    if (tern) {
+      const code = await stopTern(tern);
+      assert.equal(code, 0, `tern did not exit 0 on SIGTERM:\n${readStderr(tmp)}`);
+    }
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("the vendored stompjs bundle is the one npm installs", () => {
+    const vendored = fs.readFileSync(path.join(repo, "examples/web/vendor/stomp.umd.min.js"));
+    const installed = fs.readFileSync(path.join(here, "node_modules/@stomp/stompjs/bundles/stomp.umd.min.js"));
+    assert.ok(vendored.equals(installed), "examples/web/vendor/stomp.umd.min.js differs from node_modules");
+  });
+
+  test("the stompjs page shows MQTT readings and its commands reach MQTT devices", async () => {
+    const page = await context.newPage();
+    const consoleErrors = [];
+    page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+    const device = await mqttClient(tern.mqtt, "test-device");
+    try {
+      await page.goto(`http://127.0.0.1:${tern.ws}/`);
+      // "live" is set when the RECEIPT of the SUBSCRIBE arrives: readings published now are seen.
+      await page.waitForFunction(() => document.getElementById("status").textContent === "live", null, {
+        timeout: WAIT,
+      });
+
+      const readings = [
+        ["sensors/dev-a/temperature", { value: 21.5, unit: "°C" }],
+        ["sensors/dev-a/humidity", { value: 40.25, unit: "%" }],
+        ["sensors/dev-a/temperature", { value: 22, unit: "°C" }],
+        ["sensors/dev-b/temperature", 19.5],
+        ["sensors/dev-a/temperature", { value: 22.75, unit: "°C" }],
+      ];
+      for (const [topic, value] of readings) {
+        await device.publishAsync(topic, JSON.stringify(value), { qos: 1 });
+      }
+      const cell = (topic) =>
+        page.waitForFunction(
+          ([t]) => document.querySelector(`tr[data-topic="${t}"] td.value`)?.textContent,
+          [topic],
+          { timeout: WAIT },
+        );
+      await page.waitForFunction(
+        () => document.querySelector('tr[data-topic="sensors/dev-a/temperature"] td.value')?.textContent === "22.75",
+        null,
+        { timeout: WAIT },
+      );
+      assert.equal(await (await cell("sensors/dev-a/humidity")).jsonValue(), "40.25");
+      assert.equal(await (await cell("sensors/dev-b/temperature")).jsonValue(), "19.5");
+      const table = await page.textContent("#readings tbody");
+      for (const text of ["dev-a", "dev-b", "temperature", "humidity", "°C", "%"]) {
+        assert.ok(table.includes(text), `table lacks ${text}: ${table}`);
+      }
+      assert.equal(await page.evaluate(() => window.ternChart.pointCount()), 5);
+      assert.deepEqual(
+        await page.$$eval("#legend span", (spans) => spans.map((s) => s.textContent).sort()),
+        ["dev-a humidity", "dev-a temperature", "dev-b temperature"],
+      );
+      // The chart drew something: some pixels are not blank.
+      const inked = await page.evaluate(() => {
+        const c = document.getElementById("chart");
+        const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+        return n;
+      });
+      assert.ok(inked > 500, `chart looks empty (${inked} pixels drawn)`);
+
+      // A command from the page reaches the MQTT device.
+      await device.subscribeAsync("commands/#", { qos: 1 });
+      const command = nextMessage(device, "commands/dev-a");
+      await page.fill("#device", "dev-a");
+      await page.fill("#command", "interval 500");
+      await page.click("#send");
+      assert.equal(await command, "interval 500");
+      await page.waitForSelector("#sent li.accepted", { timeout: WAIT });
+      assert.match(await page.textContent("#sent"), /dev-a: interval 500 \(accepted by the broker\)/);
+
+      await page.screenshot({ path: path.join(screenshotDir, "stomp-live-sensors.png"), fullPage: true });
+      assert.deepEqual(consoleErrors, []);
+    } finally {
+      await device.endAsync();
+      await page.close();
+    }
+  });
+
+  test("the demo: examples/device feeds the page and obeys its command", async () => {
+    assert.ok(fs.existsSync(deviceBin), `device binary not found at ${deviceBin} (cargo build --workspace)`);
+    const page = await context.newPage();
+    const device = spawn(deviceBin, ["--port", String(tern.mqtt), "--id", "demo-1", "--interval-ms", "200"], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    try {
+      await page.goto(`http://127.0.0.1:${tern.ws}/`);
+      await waitForCell(page, "sensors/demo-1/temperature", ["."]);
+      await waitForCell(page, "sensors/demo-1/humidity", ["."]);
+      await waitForCell(page, "sensors/demo-1/status", ["online=true", "led=off"]);
+      await page.waitForFunction(() => document.getElementById("status").textContent === "live", null, {
+        timeout: WAIT,
+      });
+      await page.fill("#device", "demo-1");
+      await page.fill("#command", "led on");
+      await page.click("#send");
+      // The device says what it did in its retained status reading.
+      await waitForCell(page, "sensors/demo-1/status", ["led=on", "last_command=led on"]);
+      // Enough readings for a line on the chart.
+      await page.waitForFunction(() => window.ternChart.pointCount() >= 6, null, { timeout: WAIT });
+      await page.screenshot({ path: path.join(screenshotDir, "demo-device.png"), fullPage: true });
+    } finally {
+      device.kill("SIGINT");
+      await Promise.race([once(device, "exit"), timeout(WAIT, "the device to exit")]);
+      await page.close();
+    }
+  });
+
+  for (const [level, name] of [[3, "3.1"], [4, "3.1.1"], [5, "5.0"]]) {
+    test(`an mqtt.js page round-trips QoS 0/1/2 and a retained message (MQTT ${name})`, async () => {
+      const page = await context.newPage();
+      try {
+        await page.goto(`http://127.0.0.1:${tern.ws}/test/mqtt.html?v=${level}`);
+        await page.waitForFunction(() => document.getElementById("result").textContent !== "running…", null, {
+          timeout: WAIT,
+        });
+        await page.screenshot({ path: path.join(screenshotDir, `mqttjs-v${level}.png`), fullPage: true });
+        assert.equal(await page.textContent("#result"), "ok");
+        const rows = await page.$$eval("#log tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+        const prefix = `rt/v${level}`;
+        assert.deepEqual(rows.slice(1), [
+          ["round trip", `${prefix}/qos/0`, "0", "false", "hello at qos 0"],
+          ["round trip", `${prefix}/qos/1`, "1", "false", "hello at qos 1"],
+          ["round trip", `${prefix}/qos/2`, "2", "false", "hello at qos 2"],
+          ["published retained", `${prefix}/retained`, "1", "true", "kept for later"],
+          ["retained to new subscriber", `${prefix}/retained`, "1", "true", "kept for later"],
+        ]);
+      } finally {
+        await page.close();
+      }
+    });
+  }
+});
