@@ -33,6 +33,9 @@ pub struct Settings {
     pub mqtt_tls: TlsListenerSettings,
     /// STOMP over TLS; off by default because it needs a certificate.
     pub stomp_tls: TlsListenerSettings,
+    /// MQTT and STOMP over WebSocket over TLS (WSS); the `[websocket]` options
+    /// (origins, message size) apply to it too.
+    pub websocket_tls: TlsListenerSettings,
     pub auth: AuthSettings,
     /// `[[acl]]` rules (then those of `auth.acl_file`). None at all: everything is
     /// allowed except `$SYS/#`; any rule: what no rule allows is denied.
@@ -283,6 +286,7 @@ impl Default for Settings {
             stomp: ListenerSettings::on("127.0.0.1:61613"),
             mqtt_tls: TlsListenerSettings::off("127.0.0.1:8883"),
             stomp_tls: TlsListenerSettings::off("127.0.0.1:61614"),
+            websocket_tls: TlsListenerSettings::off("127.0.0.1:8443"),
             auth: AuthSettings::default(),
             acl: Vec::new(),
             limits: Limits::default(),
@@ -384,6 +388,13 @@ const MQTT_TLS_KEYS: TlsKeys = TlsKeys {
     key_file: "mqtt_tls.key_file",
     client_ca_file: "mqtt_tls.client_ca_file",
     cert_username: "mqtt_tls.cert_username",
+};
+
+const WEBSOCKET_TLS_KEYS: TlsKeys = TlsKeys {
+    cert_file: "websocket_tls.cert_file",
+    key_file: "websocket_tls.key_file",
+    client_ca_file: "websocket_tls.client_ca_file",
+    cert_username: "websocket_tls.cert_username",
 };
 
 const STOMP_TLS_KEYS: TlsKeys = TlsKeys {
@@ -534,6 +545,11 @@ impl Settings {
                 self.websocket.enabled,
                 self.websocket.bind,
             ),
+            (
+                "websocket_tls.bind",
+                self.websocket_tls.enabled,
+                self.websocket_tls.bind,
+            ),
         ];
         for (i, (key, enabled, bind)) in binds.iter().enumerate() {
             let taken = binds[..i]
@@ -562,6 +578,7 @@ impl Settings {
         }
         self.mqtt_tls.validate(&MQTT_TLS_KEYS)?;
         self.stomp_tls.validate(&STOMP_TLS_KEYS)?;
+        self.websocket_tls.validate(&WEBSOCKET_TLS_KEYS)?;
         if let Err(e) = crate::auth::acl::Acl::new(&self.acl) {
             return Err(ConfigError::Invalid {
                 key: "acl",
@@ -578,6 +595,7 @@ impl Settings {
         settings.stomp.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.mqtt_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.stomp_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.websocket_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.websocket.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         // In memory: tests that need the store give each server its own directory.
         settings.storage.enabled = false;

@@ -185,6 +185,7 @@ fn serve(settings: Settings, config_file: Option<std::path::PathBuf>) -> anyhow:
             ("mqtt_tls", addrs.mqtt_tls),
             ("stomp_tls", addrs.stomp_tls),
             ("ws", addrs.ws),
+            ("wss", addrs.websocket_tls),
         ]
         .into_iter()
         .filter_map(|(name, addr)| addr.map(|addr| format!("{name}={addr}")))

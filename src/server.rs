@@ -50,6 +50,8 @@ pub struct BoundAddrs {
     pub stomp_tls: Option<SocketAddr>,
     /// MQTT and STOMP over WebSocket, and `web.root` over HTTP.
     pub ws: Option<SocketAddr>,
+    /// The same over TLS (WSS, HTTPS).
+    pub websocket_tls: Option<SocketAddr>,
 }
 
 /// A running broker.
@@ -104,6 +106,7 @@ impl Server {
         // Certificates are read before anything listens: a bad path is a start-up error.
         let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
         let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;
+        let websocket_tls = tls_config("websocket_tls", &settings.websocket_tls)?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
@@ -114,8 +117,11 @@ impl Server {
             acl: Arc::clone(&acl),
             shutdown: shutdown.clone(),
         };
-        let reloadable: Vec<Arc<ReloadableTls>> =
-            mqtt_tls.iter().chain(stomp_tls.iter()).cloned().collect();
+        let reloadable: Vec<Arc<ReloadableTls>> = [&mqtt_tls, &stomp_tls, &websocket_tls]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         for tls in &reloadable {
             tracker.spawn(Arc::clone(tls).watch(tls::WATCH_INTERVAL, shutdown.clone()));
         }
@@ -169,6 +175,13 @@ impl Server {
         if settings.websocket.enabled {
             let ws = settings.websocket.listener();
             addrs.ws = Some(listeners.spawn_tcp("ws", &ws, ws::serve).await?);
+        }
+        if let Some(tls) = websocket_tls {
+            let serve = ws::serve::<TlsStream<TcpStream>>;
+            let bound = listeners
+                .spawn_tls("websocket_tls", &settings.websocket_tls, tls, serve)
+                .await?;
+            addrs.websocket_tls = Some(bound);
         }
         Ok(Server {
             addrs,
