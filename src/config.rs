@@ -39,6 +39,46 @@ pub struct Settings {
     pub acl: Vec<AclRule>,
     pub limits: Limits,
     pub storage: StorageSettings,
+    /// The operations listener: Prometheus `/metrics`, `/healthz`, the admin API.
+    pub http: HttpSettings,
+    /// `$SYS/broker/...` topics the broker publishes about itself.
+    pub sys: SysSettings,
+}
+
+/// The HTTP listener for operators (metrics, health, admin API, dashboard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    /// Loopback by default: metrics and the admin API are not for the open network.
+    pub bind: SocketAddr,
+    /// `Authorization: Bearer <token>` for `/api/...`. Unset: the admin API answers 403.
+    /// Never shown by `check-config` or `/api/config`.
+    pub admin_token: Option<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_token: None,
+        }
+    }
+}
+
+/// `$SYS/broker/...` topics, retained, like Mosquitto's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysSettings {
+    /// Seconds between two publications; 0 turns the `$SYS` topics off.
+    pub interval_secs: u64,
+}
+
+impl Default for SysSettings {
+    fn default() -> Self {
+        SysSettings { interval_secs: 10 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +262,8 @@ impl Default for Settings {
             acl: Vec::new(),
             limits: Limits::default(),
             storage: StorageSettings::default(),
+            http: HttpSettings::default(),
+            sys: SysSettings::default(),
         }
     }
 }
@@ -462,6 +504,7 @@ impl Settings {
                 self.stomp_tls.enabled,
                 self.stomp_tls.bind,
             ),
+            ("http.bind", self.http.enabled, self.http.bind),
         ];
         for (i, (key, enabled, bind)) in binds.iter().enumerate() {
             let taken = binds[..i]
@@ -485,6 +528,15 @@ impl Settings {
         Ok(())
     }
 
+    /// These settings with secrets (the admin token) blanked, for display.
+    pub fn redacted(&self) -> Settings {
+        let mut shown = self.clone();
+        if shown.http.admin_token.is_some() {
+            shown.http.admin_token = Some("<redacted>".into());
+        }
+        shown
+    }
+
     /// Settings for tests and embedding: every listener on 127.0.0.1 port 0, no store.
     pub fn ephemeral() -> Settings {
         let mut settings = Settings::default();
@@ -492,6 +544,9 @@ impl Settings {
         settings.stomp.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.mqtt_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.stomp_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.http.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        // No `$SYS` messages in the way of tests' retained and routing counts; tests of `$SYS` turn it on.
+        settings.sys.interval_secs = 0;
         // In memory: tests that need the store give each server its own directory.
         settings.storage.enabled = false;
         settings
@@ -585,6 +640,23 @@ mod tests {
         let err = Settings::load(Some(&wrong_type)).unwrap_err().to_string();
         assert!(err.contains("bind"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn http_listener_defaults_to_loopback_9090_without_admin_token() {
+        let s = Settings::default();
+        assert!(s.http.enabled);
+        assert_eq!(s.http.bind.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.http.admin_token, None);
+        assert_eq!(s.sys.interval_secs, 10);
+        assert_eq!(Settings::ephemeral().http.bind.port(), 0);
+        let s = load_text("[http]\nadmin_token = \"t0k\"\n[sys]\ninterval_secs = 2\n").unwrap();
+        assert_eq!(s.http.admin_token.as_deref(), Some("t0k"));
+        assert_eq!(s.sys.interval_secs, 2);
+        assert_eq!(
+            invalid_key(load_text("[http]\nbind = \"127.0.0.1:1883\"\n")),
+            "http.bind"
+        );
     }
 
     #[test]

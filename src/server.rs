@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapter::{self, Context, Peer};
+use crate::admin::{self, Monitor};
 use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
 use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::Router;
@@ -44,6 +45,8 @@ pub struct BoundAddrs {
     pub stomp: Option<SocketAddr>,
     pub mqtt_tls: Option<SocketAddr>,
     pub stomp_tls: Option<SocketAddr>,
+    /// The operations listener (metrics, health, admin API).
+    pub http: Option<SocketAddr>,
 }
 
 /// A running broker.
@@ -92,12 +95,18 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+        let monitor = Arc::new(Monitor::default());
+        if let Some(store) = router.store() {
+            let observer = Arc::clone(&monitor);
+            store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));
+        }
         let ctx = Context {
             router: Arc::clone(&router),
             settings: Arc::clone(&settings),
             auth: Arc::clone(&auth),
             acl,
             shutdown: shutdown.clone(),
+            monitor: Arc::clone(&monitor),
         };
         let reloadable: Vec<Arc<ReloadableTls>> =
             mqtt_tls.iter().chain(stomp_tls.iter()).cloned().collect();
@@ -143,6 +152,9 @@ impl Server {
                 .await?;
             addrs.stomp_tls = Some(bound);
         }
+        addrs.http = admin::start(&settings, &router, &monitor, &shutdown, &tracker)
+            .await
+            .map_err(ServerError::Bind)?;
         Ok(Server {
             addrs,
             router,
@@ -261,9 +273,12 @@ impl Listeners {
         let over_tls = move |stream: TcpStream, mut peer: Peer, ctx: Context| {
             let tls = Arc::clone(&tls);
             async move {
-                if let Ok(connection) = tls.handshake(stream, peer.addr, handshake_timeout).await {
-                    peer.cert_username = connection.cert_username;
-                    serve(connection.stream, peer, ctx).await;
+                match tls.handshake(stream, peer.addr, handshake_timeout).await {
+                    Ok(connection) => {
+                        peer.cert_username = connection.cert_username;
+                        serve(connection.stream, peer, ctx).await;
+                    }
+                    Err(_) => ctx.monitor.metrics.tls_handshake_failed(peer.listener),
                 }
             }
         };

@@ -15,6 +15,8 @@ pub struct TestServer {
     pub mqtt: SocketAddr,
     /// The STOMP listener (127.0.0.1:0 when it is disabled).
     pub stomp: SocketAddr,
+    /// The operations HTTP listener (127.0.0.1:0 when it is disabled).
+    pub http: SocketAddr,
 }
 
 impl Drop for TestServer {
@@ -38,10 +40,15 @@ pub async fn start_server_with(configure: impl FnOnce(&mut Settings)) -> TestSer
     let stomp = server
         .stomp_addr()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let http = server
+        .addrs()
+        .http
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     TestServer {
         server: Some(server),
         mqtt,
         stomp,
+        http,
     }
 }
 
@@ -772,5 +779,6 @@ fn rand_suffix() -> u64 {
 }
 
 /// A STOMP test client over a real socket.
+pub mod http;
 pub mod process;
 pub mod stomp;

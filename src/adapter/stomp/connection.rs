@@ -19,6 +19,7 @@ use super::subscribe::Subscriptions;
 use super::transaction::Transactions;
 use super::{ack, connect, deliver, send, subscribe, transaction};
 use crate::adapter::{Context, Peer};
+use crate::admin::{ClientInfo, Protocol};
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -45,7 +46,14 @@ where
     let Some(mut conn) = connect::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
         return;
     };
+    let listed = ctx.monitor.client_connected(ClientInfo::new(
+        Protocol::Stomp,
+        (peer.listener, peer.addr),
+        (Arc::clone(&conn.client_id), conn.username.clone()),
+        conn.connection_id,
+    ));
     let outcome = conn.run(&mut stream, &mut read_buf).await;
+    listed.ended(outcome.as_ref().map_or_else(|e| e.label(), |_| "client"));
     conn.finish(&mut stream, outcome).await;
 }
 
