@@ -213,6 +213,9 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Longest session expiry a client may ask for, seconds (`4294967295` = no cap, sessions may never expire).
     pub max_session_expiry_secs: u32,
+    /// Subscriptions one client may hold (MQTT filters, STOMP SUBSCRIBE ids); one more is
+    /// refused (MQTT 5 SUBACK 0x97, 3.x 0x80, STOMP ERROR).
+    pub max_subscriptions_per_client: usize,
     /// Messages one point-to-point queue holds, waiting plus unacknowledged; one more is refused (STOMP ERROR, logged for MQTT).
     pub queue_max_messages: usize,
     /// Largest STOMP frame accepted (command, headers, body; bytes).
@@ -387,6 +390,7 @@ impl Default for Limits {
             queue_overflow: OverflowPolicy::DropOldest,
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,
+            max_subscriptions_per_client: 1024,
             queue_max_messages: 100_000,
             stomp_max_frame_size: 1024 * 1024,
             stomp_max_headers: 64,
@@ -461,6 +465,12 @@ impl Settings {
         }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", "must be at least 1"));
+        }
+        if l.max_subscriptions_per_client == 0 {
+            return Err(invalid(
+                "limits.max_subscriptions_per_client",
+                "must be at least 1",
+            ));
         }
         if l.queue_max_messages == 0 {
             return Err(invalid("limits.queue_max_messages", "must be at least 1"));
