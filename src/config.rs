@@ -95,6 +95,8 @@ pub struct ListenerSettings {
     pub bind: SocketAddr,
     /// Unset: anonymous clients are allowed only when the listener is bound to loopback.
     pub allow_anonymous: Option<bool>,
+    /// Connections this listener holds at once; unset: only `limits.max_connections` applies.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerSettings {
@@ -105,6 +107,7 @@ impl ListenerSettings {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             allow_anonymous: None,
+            max_connections: None,
         }
     }
 
@@ -122,6 +125,8 @@ pub struct TlsListenerSettings {
     pub bind: SocketAddr,
     /// Unset: anonymous clients are allowed only when the listener is bound to loopback.
     pub allow_anonymous: Option<bool>,
+    /// Connections this listener holds at once; unset: only `limits.max_connections` applies.
+    pub max_connections: Option<usize>,
     /// PEM certificate chain, server certificate first. Re-read on SIGHUP or when it changes.
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate in `cert_file`.
@@ -293,6 +298,7 @@ impl TlsListenerSettings {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             allow_anonymous: None,
+            max_connections: None,
             cert_file: None,
             key_file: None,
             client_ca_file: None,

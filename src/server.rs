@@ -250,7 +250,8 @@ impl Listeners {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let anonymous_allowed = settings.anonymous_allowed();
-        self.spawn(name, settings.bind, anonymous_allowed, serve)
+        let cap = settings.max_connections;
+        self.spawn(name, settings.bind, (anonymous_allowed, cap), serve)
             .await
     }
 
@@ -282,16 +283,18 @@ impl Listeners {
                 }
             }
         };
-        self.spawn(name, settings.bind, anonymous_allowed, over_tls)
+        let cap = settings.max_connections;
+        self.spawn(name, settings.bind, (anonymous_allowed, cap), over_tls)
             .await
     }
 
-    /// Binds `bind` and runs the accept loop, handing each connection to `handle`.
+    /// Binds `bind` and runs the accept loop, handing each connection to `handle`;
+    /// `cap` is this listener's own connection limit, beside the broker-wide one.
     async fn spawn<F, Fut>(
         &self,
         name: &'static str,
         bind: SocketAddr,
-        anonymous_allowed: bool,
+        (anonymous_allowed, cap): (bool, Option<usize>),
         handle: F,
     ) -> Result<SocketAddr, ServerError>
     where
@@ -308,22 +311,27 @@ impl Listeners {
             tracker: self.tracker.clone(),
         };
         let ctx = self.ctx.clone();
+        let cap = cap.map(|n| Arc::new(Semaphore::new(n)));
         self.tracker
             .spawn(acceptor.run(move |stream, addr, permit| {
-                let ctx = ctx.clone();
-                let handle = handle.clone();
-                async move {
-                    let peer = Peer {
-                        addr,
-                        listener: name,
-                        anonymous_allowed,
-                        admitted: permit.is_some(),
-                        cert_username: None,
-                    };
-                    handle(stream, peer, ctx).await;
-                    drop(permit);
-                }
-            }));
+            let ctx = ctx.clone();
+            let handle = handle.clone();
+            let own = cap.as_ref().map(|c| Arc::clone(c).try_acquire_owned().ok());
+            if let Some(None) = own {
+                tracing::warn!(listener = name, peer = %addr, "listener connection limit reached");
+            }
+            async move {
+                let peer = Peer {
+                    addr,
+                    listener: name,
+                    anonymous_allowed,
+                    admitted: permit.is_some() && !matches!(own, Some(None)),
+                    cert_username: None,
+                };
+                handle(stream, peer, ctx).await;
+                drop((permit, own));
+            }
+        }));
         Ok(addr)
     }
 }

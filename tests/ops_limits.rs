@@ -52,3 +52,38 @@ async fn stomp_subscription_over_the_cap_is_an_error() {
     let text = format!("{error:?}");
     assert!(text.contains('1'), "{text}");
 }
+
+#[tokio::test]
+async fn listener_connection_cap_refuses_mqtt_and_stomp_beyond_it() {
+    let server = start_server_with(|s| {
+        s.mqtt.max_connections = Some(1);
+        s.stomp.max_connections = Some(1);
+    })
+    .await;
+    let (_first, connack) = raw_client(server.mqtt, &connect_v5("listener-cap-1")).await;
+    assert_eq!(connack.get(3), Some(&0x00), "accepted: {connack:?}");
+    let (_second, connack) = raw_client(server.mqtt, &connect_v5("listener-cap-2")).await;
+    assert_eq!(
+        connack.get(3),
+        Some(&0x97),
+        "v5 quota exceeded: {connack:?}"
+    );
+    let (_third, connack) = raw_client(server.mqtt, &connect_v311("listener-cap-3")).await;
+    assert_eq!(
+        connack.last(),
+        Some(&0x03),
+        "3.1.1 server unavailable: {connack:?}"
+    );
+
+    let _stomp = StompClient::connect(server.stomp).await;
+    let (mut over, first) = StompClient::open(
+        server.stomp,
+        &[("accept-version", "1.2"), ("host", "localhost")],
+    )
+    .await;
+    assert!(
+        matches!(&first, common::stomp::Received::Frame(f) if f.command == Command::Error),
+        "{first:?}"
+    );
+    over.expect_closed().await;
+}
