@@ -46,6 +46,46 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// Static files served on the WebSocket listener (the web example).
     pub web: WebSettings,
+    /// The operations listener: Prometheus `/metrics`, `/healthz`, the admin API.
+    pub http: HttpSettings,
+    /// `$SYS/broker/...` topics the broker publishes about itself.
+    pub sys: SysSettings,
+}
+
+/// The HTTP listener for operators (metrics, health, admin API, dashboard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    /// Loopback by default: metrics and the admin API are not for the open network.
+    pub bind: SocketAddr,
+    /// `Authorization: Bearer <token>` for `/api/...`. Unset: the admin API answers 403.
+    /// Never shown by `check-config` or `/api/config`.
+    pub admin_token: Option<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_token: None,
+        }
+    }
+}
+
+/// `$SYS/broker/...` topics, retained, like Mosquitto's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysSettings {
+    /// Seconds between two publications; 0 turns the `$SYS` topics off.
+    pub interval_secs: u64,
+}
+
+impl Default for SysSettings {
+    fn default() -> Self {
+        SysSettings { interval_secs: 10 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +102,8 @@ pub struct ListenerSettings {
     pub bind: SocketAddr,
     /// Unset: anonymous clients are allowed only when the listener is bound to loopback.
     pub allow_anonymous: Option<bool>,
+    /// Connections this listener holds at once; unset: only `limits.max_connections` applies.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerSettings {
@@ -72,6 +114,7 @@ impl ListenerSettings {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             allow_anonymous: None,
+            max_connections: None,
         }
     }
 
@@ -89,6 +132,8 @@ pub struct TlsListenerSettings {
     pub bind: SocketAddr,
     /// Unset: anonymous clients are allowed only when the listener is bound to loopback.
     pub allow_anonymous: Option<bool>,
+    /// Connections this listener holds at once; unset: only `limits.max_connections` applies.
+    pub max_connections: Option<usize>,
     /// PEM certificate chain, server certificate first. Re-read on SIGHUP or when it changes.
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate in `cert_file`.
@@ -180,6 +225,9 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Longest session expiry a client may ask for, seconds (`4294967295` = no cap, sessions may never expire).
     pub max_session_expiry_secs: u32,
+    /// Subscriptions one client may hold (MQTT filters, STOMP SUBSCRIBE ids); one more is
+    /// refused (MQTT 5 SUBACK 0x97, 3.x 0x80, STOMP ERROR).
+    pub max_subscriptions_per_client: usize,
     /// Messages one point-to-point queue holds, waiting plus unacknowledged; one more is refused (STOMP ERROR, logged for MQTT).
     pub queue_max_messages: usize,
     /// Largest STOMP frame accepted (command, headers, body; bytes).
@@ -236,6 +284,8 @@ impl WebSocketSettings {
             enabled: self.enabled,
             bind: self.bind,
             allow_anonymous: self.allow_anonymous,
+            // Only the broker-wide limits.max_connections applies here.
+            max_connections: None,
         }
     }
 
@@ -293,6 +343,8 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             websocket: WebSocketSettings::default(),
             web: WebSettings::default(),
+            http: HttpSettings::default(),
+            sys: SysSettings::default(),
         }
     }
 }
@@ -319,6 +371,7 @@ impl TlsListenerSettings {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             allow_anonymous: None,
+            max_connections: None,
             cert_file: None,
             key_file: None,
             client_ca_file: None,
@@ -423,6 +476,7 @@ impl Default for Limits {
             queue_overflow: OverflowPolicy::DropOldest,
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,
+            max_subscriptions_per_client: 1024,
             queue_max_messages: 100_000,
             stomp_max_frame_size: 1024 * 1024,
             stomp_max_headers: 64,
@@ -498,6 +552,12 @@ impl Settings {
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", "must be at least 1"));
         }
+        if l.max_subscriptions_per_client == 0 {
+            return Err(invalid(
+                "limits.max_subscriptions_per_client",
+                "must be at least 1",
+            ));
+        }
         if l.queue_max_messages == 0 {
             return Err(invalid("limits.queue_max_messages", "must be at least 1"));
         }
@@ -550,6 +610,7 @@ impl Settings {
                 self.websocket_tls.enabled,
                 self.websocket_tls.bind,
             ),
+            ("http.bind", self.http.enabled, self.http.bind),
         ];
         for (i, (key, enabled, bind)) in binds.iter().enumerate() {
             let taken = binds[..i]
@@ -588,6 +649,15 @@ impl Settings {
         Ok(())
     }
 
+    /// These settings with secrets (the admin token) blanked, for display.
+    pub fn redacted(&self) -> Settings {
+        let mut shown = self.clone();
+        if shown.http.admin_token.is_some() {
+            shown.http.admin_token = Some("<redacted>".into());
+        }
+        shown
+    }
+
     /// Settings for tests and embedding: every listener on 127.0.0.1 port 0, no store.
     pub fn ephemeral() -> Settings {
         let mut settings = Settings::default();
@@ -597,6 +667,9 @@ impl Settings {
         settings.stomp_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.websocket_tls.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.websocket.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.http.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        // No `$SYS` messages in the way of tests' retained and routing counts; tests of `$SYS` turn it on.
+        settings.sys.interval_secs = 0;
         // In memory: tests that need the store give each server its own directory.
         settings.storage.enabled = false;
         settings
@@ -690,6 +763,23 @@ mod tests {
         let err = Settings::load(Some(&wrong_type)).unwrap_err().to_string();
         assert!(err.contains("bind"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn http_listener_defaults_to_loopback_9090_without_admin_token() {
+        let s = Settings::default();
+        assert!(s.http.enabled);
+        assert_eq!(s.http.bind.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.http.admin_token, None);
+        assert_eq!(s.sys.interval_secs, 10);
+        assert_eq!(Settings::ephemeral().http.bind.port(), 0);
+        let s = load_text("[http]\nadmin_token = \"t0k\"\n[sys]\ninterval_secs = 2\n").unwrap();
+        assert_eq!(s.http.admin_token.as_deref(), Some("t0k"));
+        assert_eq!(s.sys.interval_secs, 2);
+        assert_eq!(
+            invalid_key(load_text("[http]\nbind = \"127.0.0.1:1883\"\n")),
+            "http.bind"
+        );
     }
 
     #[test]

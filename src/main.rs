@@ -164,7 +164,7 @@ fn certs_dev(out: &std::path::Path, force: bool, client_cn: &str) -> anyhow::Res
 }
 
 fn toml_summary(settings: &Settings) -> anyhow::Result<String> {
-    serde_json::to_string_pretty(settings).context("cannot render settings")
+    serde_json::to_string_pretty(&settings.redacted()).context("cannot render settings")
 }
 
 fn serve(settings: Settings, config_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -186,6 +186,7 @@ fn serve(settings: Settings, config_file: Option<std::path::PathBuf>) -> anyhow:
             ("stomp_tls", addrs.stomp_tls),
             ("ws", addrs.ws),
             ("wss", addrs.websocket_tls),
+            ("http", addrs.http),
         ]
         .into_iter()
         .filter_map(|(name, addr)| addr.map(|addr| format!("{name}={addr}")))

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::adapter::{self, Context, Peer};
 use arc_swap::ArcSwap;
 
+use crate::admin::{self, Monitor};
 use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
 use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::Router;
@@ -52,6 +53,8 @@ pub struct BoundAddrs {
     pub ws: Option<SocketAddr>,
     /// The same over TLS (WSS, HTTPS).
     pub websocket_tls: Option<SocketAddr>,
+    /// The operations listener (metrics, health, admin API).
+    pub http: Option<SocketAddr>,
 }
 
 /// A running broker.
@@ -110,12 +113,18 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+        let monitor = Arc::new(Monitor::default());
+        if let Some(store) = router.store() {
+            let observer = Arc::clone(&monitor);
+            store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));
+        }
         let ctx = Context {
             router: Arc::clone(&router),
             settings: Arc::clone(&settings),
             auth: Arc::clone(&auth),
             acl: Arc::clone(&acl),
             shutdown: shutdown.clone(),
+            monitor: Arc::clone(&monitor),
         };
         let reloadable: Vec<Arc<ReloadableTls>> = [&mqtt_tls, &stomp_tls, &websocket_tls]
             .into_iter()
@@ -183,6 +192,9 @@ impl Server {
                 .await?;
             addrs.websocket_tls = Some(bound);
         }
+        addrs.http = admin::start(&settings, &router, &monitor, &shutdown, &tracker)
+            .await
+            .map_err(ServerError::Bind)?;
         Ok(Server {
             addrs,
             router,
@@ -283,7 +295,8 @@ impl Listeners {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let anonymous_allowed = settings.anonymous_allowed();
-        self.spawn(name, settings.bind, anonymous_allowed, serve)
+        let cap = settings.max_connections;
+        self.spawn(name, settings.bind, (anonymous_allowed, cap), serve)
             .await
     }
 
@@ -306,22 +319,27 @@ impl Listeners {
         let over_tls = move |stream: TcpStream, mut peer: Peer, ctx: Context| {
             let tls = Arc::clone(&tls);
             async move {
-                if let Ok(connection) = tls.handshake(stream, peer.addr, handshake_timeout).await {
-                    peer.cert_username = connection.cert_username;
-                    serve(connection.stream, peer, ctx).await;
+                match tls.handshake(stream, peer.addr, handshake_timeout).await {
+                    Ok(connection) => {
+                        peer.cert_username = connection.cert_username;
+                        serve(connection.stream, peer, ctx).await;
+                    }
+                    Err(_) => ctx.monitor.metrics.tls_handshake_failed(peer.listener),
                 }
             }
         };
-        self.spawn(name, settings.bind, anonymous_allowed, over_tls)
+        let cap = settings.max_connections;
+        self.spawn(name, settings.bind, (anonymous_allowed, cap), over_tls)
             .await
     }
 
-    /// Binds `bind` and runs the accept loop, handing each connection to `handle`.
+    /// Binds `bind` and runs the accept loop, handing each connection to `handle`;
+    /// `cap` is this listener's own connection limit, beside the broker-wide one.
     async fn spawn<F, Fut>(
         &self,
         name: &'static str,
         bind: SocketAddr,
-        anonymous_allowed: bool,
+        (anonymous_allowed, cap): (bool, Option<usize>),
         handle: F,
     ) -> Result<SocketAddr, ServerError>
     where
@@ -338,22 +356,27 @@ impl Listeners {
             tracker: self.tracker.clone(),
         };
         let ctx = self.ctx.clone();
+        let cap = cap.map(|n| Arc::new(Semaphore::new(n)));
         self.tracker
             .spawn(acceptor.run(move |stream, addr, permit| {
-                let ctx = ctx.clone();
-                let handle = handle.clone();
-                async move {
-                    let peer = Peer {
-                        addr,
-                        listener: name,
-                        anonymous_allowed,
-                        admitted: permit.is_some(),
-                        cert_username: None,
-                    };
-                    handle(stream, peer, ctx).await;
-                    drop(permit);
-                }
-            }));
+            let ctx = ctx.clone();
+            let handle = handle.clone();
+            let own = cap.as_ref().map(|c| Arc::clone(c).try_acquire_owned().ok());
+            if let Some(None) = own {
+                tracing::warn!(listener = name, peer = %addr, "listener connection limit reached");
+            }
+            async move {
+                let peer = Peer {
+                    addr,
+                    listener: name,
+                    anonymous_allowed,
+                    admitted: permit.is_some() && !matches!(own, Some(None)),
+                    cert_username: None,
+                };
+                handle(stream, peer, ctx).await;
+                drop((permit, own));
+            }
+        }));
         Ok(addr)
     }
 }

@@ -27,6 +27,8 @@ pub struct Context {
     pub acl: Arc<ArcSwap<Acl>>,
     /// Cancelled when the broker shuts down: handlers say goodbye and close.
     pub shutdown: CancellationToken,
+    /// Metrics and the list of connected clients, for operators.
+    pub monitor: Arc<crate::admin::Monitor>,
 }
 
 impl Context {
@@ -42,6 +44,7 @@ impl Context {
             auth: Arc::new(Authenticator::default()),
             acl: Arc::new(ArcSwap::from_pointee(Acl::default())),
             shutdown,
+            monitor: Arc::default(),
         }
     }
 
@@ -59,6 +62,12 @@ impl Context {
             client_id,
         };
         let allowed = self.acl.load().check(&identity, action, topic_or_filter);
+        if !allowed && action == Action::Publish {
+            self.monitor
+                .metrics
+                .dropped_acl
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if !allowed {
             tracing::warn!(
                 client_id,

@@ -159,6 +159,14 @@ impl Queue {
         }
     }
 
+    fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            ready: self.ready.len(),
+            unacked: self.consumers.iter().map(|c| c.unacked.len()).sum(),
+            consumers: self.consumers.len(),
+        }
+    }
+
     fn held(&self) -> usize {
         self.ready.len()
             + self
@@ -463,11 +471,18 @@ impl QueueRegistry {
         let queues = self.queues.lock();
         queues
             .get(name)
-            .map_or_else(QueueDepth::default, |q| QueueDepth {
-                ready: q.ready.len(),
-                unacked: q.consumers.iter().map(|c| c.unacked.len()).sum(),
-                consumers: q.consumers.len(),
-            })
+            .map_or_else(QueueDepth::default, Queue::depth)
+    }
+
+    /// Every queue's name and depth, by name (for operators; takes the registry lock once).
+    pub fn depths(&self) -> Vec<(String, QueueDepth)> {
+        let queues = self.queues.lock();
+        let mut out: Vec<(String, QueueDepth)> = queues
+            .iter()
+            .map(|(name, q)| (name.to_string(), q.depth()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     pub fn queue_count(&self) -> usize {

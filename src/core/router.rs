@@ -28,6 +28,8 @@ pub struct RouterStats {
     pub messages_published: AtomicU64,
     pub deliveries_queued: AtomicU64,
     pub deliveries_dropped: AtomicU64,
+    /// Messages from clients that matched no subscription (and went to no queue).
+    pub messages_unmatched: AtomicU64,
 }
 
 /// Why a message was not taken (the publisher is told; nothing was routed).
@@ -392,6 +394,29 @@ impl Router {
         out
     }
 
+    /// Every retained message, `$` topics included, expired ones left out (for operators).
+    pub fn retained_all(&self) -> Vec<Arc<Message>> {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        self.retained.read().for_each(|_, message| {
+            if !message.is_expired(now) {
+                out.push(Arc::clone(message));
+            }
+        });
+        out
+    }
+
+    /// Removes the retained message of `topic`; true if there was one.
+    pub fn delete_retained(&self, topic: &str) -> bool {
+        let removed = self.retained.write().set(topic, None).is_some();
+        if removed {
+            if let Some(store) = &self.store {
+                store.submit([persist::retained_op(topic, None)]);
+            }
+        }
+        removed
+    }
+
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
     }
@@ -486,6 +511,11 @@ impl Router {
                 }
                 self.retained.write().set(&message.topic, value);
             }
+        }
+        if targets.is_empty() && message.publisher.is_some() {
+            self.stats
+                .messages_unmatched
+                .fetch_add(1, Ordering::Relaxed);
         }
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);

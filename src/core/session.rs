@@ -547,6 +547,12 @@ impl Session {
             .map(|(filter, _)| filter)
     }
 
+    /// Whether a subscription more on a filter other than `raw_filter` would pass `max`.
+    pub fn subscriptions_full(&self, raw_filter: &str, max: usize) -> bool {
+        let state = self.state.lock();
+        state.subscriptions.len() >= max && !state.subscriptions.contains_key(raw_filter)
+    }
+
     pub fn subscriptions(&self) -> Vec<(Filter, SubscriptionOptions)> {
         self.state.lock().subscriptions.values().cloned().collect()
     }

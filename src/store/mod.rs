@@ -151,7 +151,12 @@ pub struct Store {
     pub commits: AtomicU64,
     /// Messages on disk (deliveries plus queued), as of the last commit.
     held: AtomicI64,
+    /// Told how long each commit took (metrics); set once, called on the writer thread.
+    commit_observer: std::sync::OnceLock<CommitObserver>,
 }
+
+/// Receives the duration of every commit.
+pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,6 +186,7 @@ impl Store {
             failed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             held: AtomicI64::new(0),
+            commit_observer: std::sync::OnceLock::new(),
         });
         let writer = Arc::clone(&store);
         let spawned = std::thread::Builder::new()
@@ -191,6 +197,16 @@ impl Store {
             store.failed.store(true, Ordering::Release);
         }
         store
+    }
+
+    /// Calls `observer` with the duration of every commit from now on (the first observer set stays).
+    pub fn set_commit_observer(&self, observer: CommitObserver) {
+        let _ = self.commit_observer.set(observer);
+    }
+
+    /// False once a commit has failed: acknowledged messages can no longer be kept.
+    pub fn is_healthy(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
     }
 
     pub fn durability(&self) -> Durability {
@@ -303,7 +319,12 @@ impl Store {
             if fsync {
                 last_fsync = std::time::Instant::now();
             }
-            match self.backend.apply(&ops, fsync) {
+            let started = std::time::Instant::now();
+            let applied = self.backend.apply(&ops, fsync);
+            if let Some(observe) = self.commit_observer.get() {
+                observe(started.elapsed());
+            }
+            match applied {
                 Ok(held_change) => {
                     self.held.fetch_add(held_change, Ordering::Relaxed);
                     self.commits.fetch_add(1, Ordering::Relaxed);

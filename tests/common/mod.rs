@@ -19,6 +19,8 @@ pub struct TestServer {
     pub stomp: SocketAddr,
     /// The WebSocket listener (127.0.0.1:0 when it is disabled).
     pub ws: SocketAddr,
+    /// The operations HTTP listener (127.0.0.1:0 when it is disabled).
+    pub http: SocketAddr,
 }
 
 impl Drop for TestServer {
@@ -42,14 +44,15 @@ pub async fn start_server_with(configure: impl FnOnce(&mut Settings)) -> TestSer
     let stomp = server
         .stomp_addr()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let ws = server
-        .ws_addr()
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let unbound = || SocketAddr::from(([127, 0, 0, 1], 0));
+    let ws = server.ws_addr().unwrap_or_else(unbound);
+    let http = server.addrs().http.unwrap_or_else(unbound);
     TestServer {
         server: Some(server),
         mqtt,
         stomp,
         ws,
+        http,
     }
 }
 
@@ -780,5 +783,6 @@ fn rand_suffix() -> u64 {
 }
 
 /// A STOMP test client over a real socket.
+pub mod http;
 pub mod process;
 pub mod stomp;

@@ -51,6 +51,7 @@ impl Broker {
             .env("TERN_STOMP__BIND", format!("127.0.0.1:{stomp_port}"))
             .env("TERN_WEBSOCKET__BIND", "127.0.0.1:0")
             .env("TERN_STORAGE__DATA_DIR", data_dir)
+            .env("TERN_HTTP__BIND", "127.0.0.1:0")
             .env("TERN_LOG__LEVEL", "warn")
             // Persistent subscribers in these tests must never hit the queue bound.
             .env("TERN_LIMITS__MAX_QUEUED_MESSAGES", "10000000")

@@ -88,6 +88,7 @@ def start_broker(
         TERN_MQTT__BIND="127.0.0.1:0",
         TERN_STOMP__BIND="127.0.0.1:0",
         TERN_WEBSOCKET__BIND="127.0.0.1:0",
+        TERN_HTTP__BIND="127.0.0.1:0",
         TERN_STORAGE__DATA_DIR=str(data_dir),
         TERN_LOG__LEVEL=os.environ.get("TERN_TEST_LOG", "debug"),
     )

@@ -15,6 +15,7 @@ use super::core_qos;
 use super::publish::message_from_parts;
 use super::will::PendingWill;
 use crate::adapter::{Context, Peer};
+use crate::admin::Protocol;
 use crate::auth::{Action, AuthError, Principal};
 use crate::core::topic::validate_topic_name;
 
@@ -62,6 +63,7 @@ where
         }
         Err(refusal) => {
             tracing::info!(peer = %peer.addr, reason = refusal.why, "connection refused");
+            ctx.monitor.metrics.refused(Protocol::Mqtt, peer.listener);
             let code = if version == ProtocolVersion::V5 {
                 refusal.v5
             } else {

@@ -16,6 +16,7 @@ use super::error::MqttError;
 use super::will::PendingWill;
 use super::{ack, connect, publish, subscribe};
 use crate::adapter::{Context, Peer};
+use crate::admin::{ClientInfo, Protocol};
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -41,7 +42,14 @@ where
     let Some(mut conn) = accepting.await else {
         return;
     };
+    let listed = ctx.monitor.client_connected(ClientInfo::new(
+        Protocol::Mqtt,
+        (peer.listener, peer.addr),
+        (Arc::clone(&conn.client_id), conn.username.clone()),
+        conn.connection_id,
+    ));
     let outcome = conn.run(&mut stream, &mut read_buf).await;
+    listed.ended(outcome.as_ref().map_or_else(|e| e.label(), |_| "client"));
     // Boxed for the same reason: an idle connection does not carry the goodbye's state.
     Box::pin(conn.finish(&mut stream, outcome)).await;
 }
@@ -271,8 +279,10 @@ impl Connection {
         while self.write_buf.len() < WRITE_HIGH_WATER {
             let mut batch = std::mem::take(&mut self.scratch);
             batch.clear();
-            self.session
-                .take_deliverable(DELIVERY_BATCH, self.send_window, now, &mut batch);
+            let expired =
+                self.session
+                    .take_deliverable(DELIVERY_BATCH, self.send_window, now, &mut batch);
+            self.ctx.monitor.metrics.dropped_expired(expired);
             if batch.is_empty() {
                 self.scratch = batch;
                 break;

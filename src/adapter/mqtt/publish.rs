@@ -11,6 +11,7 @@ use super::ack::ack;
 use super::connection::Connection;
 use super::error::MqttError;
 use super::{core_qos, wire_qos};
+use crate::admin::Protocol;
 use crate::auth::Action;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 
@@ -61,6 +62,8 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     {
         return answer_denied_publish(conn, qos, packet_id);
     }
+    let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Mqtt);
+    traffic.received(qos, publish.payload.len());
     if qos == QoS::ExactlyOnce {
         if !conn.session.record_incoming_qos2(packet_id) {
             // A resend of a QoS 2 message already accepted: acknowledge, do not route again
@@ -174,6 +177,8 @@ pub(super) fn write_delivery(
     now: Instant,
 ) -> Result<(), MqttError> {
     let message = &delivery.message;
+    let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Mqtt);
+    traffic.sent(delivery.qos, message.payload.len());
     let mut properties = Properties::default();
     if conn.is_v5() {
         let shared = &message.properties;

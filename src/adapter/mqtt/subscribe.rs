@@ -54,6 +54,16 @@ pub(super) fn handle_subscribe(
             });
             continue;
         }
+        let max = conn.ctx.settings.limits.max_subscriptions_per_client;
+        if conn.session.subscriptions_full(filter.as_str(), max) {
+            tracing::info!(client_id = %conn.client_id, filter = %filter.as_str(), max, "subscription refused: too many subscriptions");
+            codes.push(if conn.is_v5() {
+                reason::QUOTA_EXCEEDED
+            } else {
+                reason::UNSPECIFIED
+            });
+            continue;
+        }
         let options = SubscriptionOptions {
             qos: core_qos(requested.options.qos),
             no_local: requested.options.no_local,

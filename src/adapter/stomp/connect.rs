@@ -12,6 +12,7 @@ use super::connection::{linger, Connection, READ_CHUNK};
 use super::error::{encode_error, StompAdapterError};
 use super::heartbeat::{self, HeartBeat};
 use crate::adapter::{Context, Peer};
+use crate::admin::Protocol;
 use crate::auth::{AuthError, Principal};
 use crate::core::session::DeliveryStyle;
 
@@ -56,6 +57,7 @@ where
     let principal = match authenticate(&frame, peer, ctx).await {
         Ok(principal) => principal,
         Err(error) => {
+            ctx.monitor.metrics.refused(Protocol::Stomp, peer.listener);
             refuse(stream, peer, &error).await;
             return None;
         }
@@ -63,6 +65,7 @@ where
     match establish(&frame, decoder, principal, peer, ctx) {
         Ok(conn) => Some(conn),
         Err(error) => {
+            ctx.monitor.metrics.refused(Protocol::Stomp, peer.listener);
             refuse(stream, peer, &error).await;
             None
         }

@@ -20,6 +20,7 @@ use super::subscribe::Subscriptions;
 use super::transaction::Transactions;
 use super::{ack, connect, deliver, send, subscribe, transaction};
 use crate::adapter::{Context, Peer};
+use crate::admin::{ClientInfo, Protocol};
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -50,7 +51,14 @@ where
     let Some(mut conn) = accepting.await else {
         return;
     };
+    let listed = ctx.monitor.client_connected(ClientInfo::new(
+        Protocol::Stomp,
+        (peer.listener, peer.addr),
+        (Arc::clone(&conn.client_id), conn.username.clone()),
+        conn.connection_id,
+    ));
     let outcome = conn.run(&mut stream, &mut read_buf).await;
+    listed.ended(outcome.as_ref().map_or_else(|e| e.label(), |_| "client"));
     // Boxed for the same reason: an idle connection does not carry the goodbye's state.
     Box::pin(conn.finish(&mut stream, outcome)).await;
 }

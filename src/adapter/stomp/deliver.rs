@@ -17,10 +17,12 @@ use super::ack::Outstanding;
 use super::connection::Connection;
 use super::headers::{message_frame, Clock, MessageIds};
 use super::subscribe::Subscription;
+use crate::admin::Protocol;
 use crate::core::message::Delivery;
 
 pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: Clock) {
     if delivery.message.is_expired(clock.now) {
+        conn.ctx.monitor.metrics.dropped_expired(1);
         return;
     }
     let Some(filter) = delivery.filter.as_deref() else {
@@ -67,6 +69,8 @@ pub(super) fn write_to(
     };
     let frame = message_frame(delivery, ids, clock);
     conn.send(&frame);
+    let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Stomp);
+    traffic.sent(delivery.qos, delivery.message.payload.len());
     if acks {
         conn.unacked.insert(
             seq,

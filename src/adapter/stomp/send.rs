@@ -11,6 +11,7 @@ use super::error::StompAdapterError;
 use super::headers::{message_from_send, Clock};
 use super::subscribe::required;
 use super::transaction::TxOp;
+use crate::admin::Protocol;
 use crate::auth::Action;
 use crate::core::message::Message;
 
@@ -29,6 +30,8 @@ pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), St
     }
     let message = message_from_send(frame, topic, Arc::clone(&conn.client_id), Clock::now())?;
     let message = Arc::new(message);
+    let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Stomp);
+    traffic.received(message.qos, message.payload.len());
     match frame.header("transaction") {
         Some(transaction) => {
             let bytes = message.payload.len();

@@ -28,9 +28,6 @@ use super::headers::Clock;
 use crate::core::message::{Delivery, QoS};
 use crate::core::session::SubscriptionOptions;
 
-/// Subscriptions one connection may hold.
-pub(super) const MAX_SUBSCRIPTIONS: usize = 1024;
-
 /// How a subscription acknowledges its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AckMode {
@@ -199,8 +196,9 @@ pub(super) fn handle_subscribe(
     if conn.subscriptions.get(id).is_some() {
         return Err(StompAdapterError::DuplicateSubscription(id.to_string()));
     }
-    if conn.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-        return Err(StompAdapterError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+    let max = conn.ctx.settings.limits.max_subscriptions_per_client;
+    if conn.subscriptions.len() >= max {
+        return Err(StompAdapterError::TooManySubscriptions(max));
     }
     let target = subscribe_target(destination)?;
     let filter = target.filter().clone();

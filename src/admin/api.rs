@@ -1,0 +1,234 @@
+//! The admin API, JSON under `/api/`, behind `Authorization: Bearer <http.admin_token>`.
+//! No token configured: every call answers 403 saying how to turn it on.
+//!
+//! | call | does |
+//! |---|---|
+//! | `GET /api/clients` | connected clients: protocol, address, username, since, queue depth |
+//! | `GET /api/clients/<id>/subscriptions` | a session's subscriptions (connected or not) |
+//! | `DELETE /api/clients/<id>` | disconnects the client (MQTT 5: DISCONNECT 0x98) |
+//! | `GET /api/queues` | point-to-point queues: ready, unacked, consumers |
+//! | `GET /api/retained` | retained messages: topic, QoS, size, payload (UTF-8, lossy) |
+//! | `DELETE /api/retained/<topic>` | removes one retained message |
+//! | `GET /api/config` | the effective settings, secrets blanked |
+//!
+//! Path segments are percent-decoded (`%24SYS`, `%2F` inside a client id).
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::http::{respond, HttpResponse, HttpState};
+use crate::core::session::KickReason;
+
+pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
+    let Some(token) = state.settings.http.admin_token.as_deref() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set http.admin_token in the config (or TERN_HTTP__ADMIN_TOKEN)",
+        );
+    };
+    if !authorized(&request, token) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send Authorization: Bearer <http.admin_token>",
+        );
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let path = request.uri().path();
+    let rest = path.strip_prefix("/api").unwrap_or("");
+    let segments: Vec<String> = rest
+        .split('/')
+        .skip(1)
+        .map(percent_decode)
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = request.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["clients"]) => json_ok(list_clients(state)),
+        (&Method::GET, ["clients", id, "subscriptions"]) => subscriptions(state, id),
+        (&Method::DELETE, ["clients", id]) | (&Method::POST, ["clients", id, "disconnect"]) => {
+            disconnect(state, id)
+        }
+        (&Method::GET, ["queues"]) => json_ok(list_queues(state)),
+        (&Method::GET, ["retained"]) => json_ok(list_retained(state)),
+        (&Method::DELETE, ["retained", topic @ ..]) if !topic.is_empty() => {
+            delete_retained(state, &topic.join("/"))
+        }
+        (&Method::GET, ["config"]) => match serde_json::to_value(state.settings.redacted()) {
+            Ok(config) => json_ok(config),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such admin call (see README: Operations)",
+        ),
+    }
+}
+
+/// Compares the bearer token in constant time (for equal lengths).
+fn authorized(request: &Request<Incoming>, token: &str) -> bool {
+    let Some(sent) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (sent.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn list_clients(state: &HttpState) -> Value {
+    let clients: Vec<Value> = state
+        .monitor
+        .clients()
+        .into_iter()
+        .map(|c| {
+            let session = state.router.session(&c.client_id);
+            let queued = session.as_ref().map_or(0, |s| s.pending_len());
+            let inflight = session.as_ref().map_or(0, |s| s.inflight_len());
+            let subscriptions = session.as_ref().map_or(0, |s| s.subscriptions().len());
+            json!({
+                "client_id": &*c.client_id,
+                "protocol": c.protocol,
+                "listener": c.listener,
+                "address": c.address.to_string(),
+                "username": c.username.as_deref(),
+                "connected_since": c.connected_since,
+                "queue_depth": queued,
+                "inflight": inflight,
+                "subscriptions": subscriptions,
+            })
+        })
+        .collect();
+    Value::Array(clients)
+}
+
+fn subscriptions(state: &HttpState, client_id: &str) -> HttpResponse {
+    let Some(session) = state.router.session(client_id) else {
+        return error(StatusCode::NOT_FOUND, "no session with that client id");
+    };
+    let mut list: Vec<Value> = session
+        .subscriptions()
+        .into_iter()
+        .map(|(filter, options)| {
+            json!({
+                "filter": filter.as_str(),
+                "qos": options.qos as u8,
+                "no_local": options.no_local,
+                "retain_as_published": options.retain_as_published,
+                "subscription_id": options.subscription_id,
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["filter"].as_str().cmp(&b["filter"].as_str()));
+    json_ok(Value::Array(list))
+}
+
+fn disconnect(state: &HttpState, client_id: &str) -> HttpResponse {
+    if state.router.kick(client_id, KickReason::Administrative) {
+        tracing::info!(client_id, "disconnected by an operator (admin API)");
+        json_ok(json!({ "disconnected": client_id }))
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "no connected client with that client id",
+        )
+    }
+}
+
+fn list_queues(state: &HttpState) -> Value {
+    let queues: Vec<Value> = state
+        .router
+        .queues()
+        .depths()
+        .into_iter()
+        .map(|(name, d)| {
+            json!({
+                "name": name,
+                "ready": d.ready,
+                "unacked": d.unacked,
+                "depth": d.ready + d.unacked,
+                "consumers": d.consumers,
+            })
+        })
+        .collect();
+    Value::Array(queues)
+}
+
+fn list_retained(state: &HttpState) -> Value {
+    let mut list: Vec<Value> = state
+        .router
+        .retained_all()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "topic": &*m.topic,
+                "qos": m.qos as u8,
+                "payload_bytes": m.payload.len(),
+                "payload": String::from_utf8_lossy(&m.payload),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
+    Value::Array(list)
+}
+
+fn delete_retained(state: &HttpState, topic: &str) -> HttpResponse {
+    if state.router.delete_retained(topic) {
+        tracing::info!(topic, "retained message deleted (admin API)");
+        json_ok(json!({ "deleted": topic }))
+    } else {
+        error(StatusCode::NOT_FOUND, "no retained message on that topic")
+    }
+}
+
+fn json_ok(value: Value) -> HttpResponse {
+    respond(StatusCode::OK, "application/json", value.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    respond(
+        status,
+        "application/json",
+        json!({ "error": message }).to_string(),
+    )
+}
+
+/// `%XX` → byte; None when an escape is broken or the result is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding_takes_escapes_and_refuses_broken_ones() {
+        assert_eq!(percent_decode("%24SYS").as_deref(), Some("$SYS"));
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%zz"), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! Operating the broker: Prometheus metrics, `/healthz`, the admin API (all on
+//! one HTTP listener, [`http`]) and the `$SYS/broker/...` topics ([`sys`]).
+//!
+//! Adapters report into a [`Monitor`] (shared through their `Context`): message
+//! counters on the hot path, and who is connected. The HTTP side and the `$SYS`
+//! publisher read it together with the core's own state.
+
+pub mod api;
+pub mod http;
+pub mod metrics;
+pub mod sys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use prometheus_client::metrics::gauge::Gauge;
+
+pub use metrics::{Metrics, Protocol};
+
+/// What the broker's parts report to operators.
+#[derive(Debug)]
+pub struct Monitor {
+    pub metrics: Metrics,
+    /// Connected clients, by connection id.
+    clients: DashMap<u64, ClientInfo>,
+    started: Instant,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            metrics: Metrics::default(),
+            clients: DashMap::new(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// One connected client, as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub client_id: Arc<str>,
+    pub protocol: &'static str,
+    pub listener: &'static str,
+    pub address: SocketAddr,
+    pub username: Option<Arc<str>>,
+    /// Unix time, seconds, of the CONNECT.
+    pub connected_since: u64,
+    pub connection_id: u64,
+}
+
+impl ClientInfo {
+    pub fn new(
+        protocol: Protocol,
+        (listener, address): (&'static str, SocketAddr),
+        (client_id, username): (Arc<str>, Option<Arc<str>>),
+        connection_id: u64,
+    ) -> ClientInfo {
+        ClientInfo {
+            client_id,
+            protocol: protocol.label(),
+            listener,
+            address,
+            username,
+            connected_since: unix_now(),
+            connection_id,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Monitor {
+    /// A client finished CONNECT; it is listed and counted until the guard drops.
+    pub fn client_connected(self: &Arc<Self>, info: ClientInfo) -> ClientGuard {
+        let protocol = match info.protocol {
+            "stomp" => Protocol::Stomp,
+            _ => Protocol::Mqtt,
+        };
+        let gauge = self.metrics.connected(protocol, info.listener);
+        let connection_id = info.connection_id;
+        self.clients.insert(connection_id, info);
+        ClientGuard {
+            monitor: Arc::clone(self),
+            protocol,
+            connection_id,
+            gauge,
+        }
+    }
+
+    /// Every connected client, by client id.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let mut out: Vec<ClientInfo> = self.clients.iter().map(|c| c.value().clone()).collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Keeps a client listed and counted as connected; dropping it ends both.
+#[derive(Debug)]
+pub struct ClientGuard {
+    monitor: Arc<Monitor>,
+    protocol: Protocol,
+    connection_id: u64,
+    gauge: Gauge,
+}
+
+impl ClientGuard {
+    /// The connection ended: counted by `reason` (`client` for a DISCONNECT, else an error label).
+    pub fn ended(self, reason: &'static str) {
+        self.monitor.metrics.disconnected(self.protocol, reason);
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        self.monitor.clients.remove(&self.connection_id);
+    }
+}
+
+/// Starts what operators use: the HTTP listener (when enabled; its bound address
+/// is returned) and the `$SYS` publisher (when its interval is above 0).
+pub async fn start(
+    settings: &Arc<crate::config::Settings>,
+    router: &Arc<crate::core::router::Router>,
+    monitor: &Arc<Monitor>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> std::io::Result<Option<SocketAddr>> {
+    if settings.sys.interval_secs > 0 {
+        let interval = std::time::Duration::from_secs(settings.sys.interval_secs);
+        tracker.spawn(sys::run(
+            Arc::clone(router),
+            Arc::clone(monitor),
+            interval,
+            shutdown.clone(),
+        ));
+    }
+    if !settings.http.enabled {
+        return Ok(None);
+    }
+    let listener = http::bind(settings.http.bind).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(http::HttpState {
+        monitor: Arc::clone(monitor),
+        router: Arc::clone(router),
+        settings: Arc::clone(settings),
+        shutdown: shutdown.clone(),
+    });
+    tracker.spawn(http::run(listener, state, tracker.clone()));
+    Ok(Some(addr))
+}

@@ -1,0 +1,89 @@
+//! Limits with safe defaults: subscriptions per client (MQTT 3.1.1 and 5.0, STOMP).
+
+mod common;
+
+use common::stomp::{frame, StompClient};
+use common::*;
+use tern_stomp::Command;
+
+/// With a cap of 2, one SUBSCRIBE of three new filters gets the third refused;
+/// re-subscribing to a held filter still works (raw packets: the SUBACK codes are the point).
+async fn subscription_cap(level: u8, refused: u8) {
+    let server = start_server_with(|s| s.limits.max_subscriptions_per_client = 2).await;
+    let connect = connect_level(level, &format!("cap-{level}"), true, 0);
+    let (mut client, _connack) = raw_client(server.mqtt, &connect).await;
+    let props = empty_props(level);
+    send(
+        &mut client,
+        &subscribe_packet(1, props, &[("a/#", 1), ("b/#", 0), ("c/#", 0)]),
+    )
+    .await;
+    let suback = read_packet(&mut client).await.expect("SUBACK");
+    assert_eq!(suback, suback_bytes(level, 1, &[1, 0, refused]));
+    send(&mut client, &subscribe_packet(2, props, &[("a/#", 0)])).await;
+    let suback = read_packet(&mut client).await.expect("SUBACK");
+    assert_eq!(suback, suback_bytes(level, 2, &[0]));
+    expect_alive(&mut client).await;
+}
+
+#[tokio::test]
+async fn mqtt_v311_subscription_over_the_cap_gets_0x80() {
+    subscription_cap(4, 0x80).await;
+}
+
+#[tokio::test]
+async fn mqtt_v5_subscription_over_the_cap_gets_quota_exceeded() {
+    subscription_cap(5, 0x97).await;
+}
+
+#[tokio::test]
+async fn stomp_subscription_over_the_cap_is_an_error() {
+    let server = start_server_with(|s| s.limits.max_subscriptions_per_client = 1).await;
+    let mut client = StompClient::connect(server.stomp).await;
+    client.subscribe("s1", "/topic/a", "auto").await;
+    client
+        .send_frame(&frame(
+            Command::Subscribe,
+            &[("id", "s2"), ("destination", "/topic/b")],
+            b"",
+        ))
+        .await;
+    let error = client.expect_error().await;
+    let text = format!("{error:?}");
+    assert!(text.contains('1'), "{text}");
+}
+
+#[tokio::test]
+async fn listener_connection_cap_refuses_mqtt_and_stomp_beyond_it() {
+    let server = start_server_with(|s| {
+        s.mqtt.max_connections = Some(1);
+        s.stomp.max_connections = Some(1);
+    })
+    .await;
+    let (_first, connack) = raw_client(server.mqtt, &connect_v5("listener-cap-1")).await;
+    assert_eq!(connack.get(3), Some(&0x00), "accepted: {connack:?}");
+    let (_second, connack) = raw_client(server.mqtt, &connect_v5("listener-cap-2")).await;
+    assert_eq!(
+        connack.get(3),
+        Some(&0x97),
+        "v5 quota exceeded: {connack:?}"
+    );
+    let (_third, connack) = raw_client(server.mqtt, &connect_v311("listener-cap-3")).await;
+    assert_eq!(
+        connack.last(),
+        Some(&0x03),
+        "3.1.1 server unavailable: {connack:?}"
+    );
+
+    let _stomp = StompClient::connect(server.stomp).await;
+    let (mut over, first) = StompClient::open(
+        server.stomp,
+        &[("accept-version", "1.2"), ("host", "localhost")],
+    )
+    .await;
+    assert!(
+        matches!(&first, common::stomp::Received::Frame(f) if f.command == Command::Error),
+        "{first:?}"
+    );
+    over.expect_closed().await;
+}
