@@ -4,7 +4,8 @@
 #
 # Installs what the tests need, only when it is missing (idempotent; needs root
 # or sudo for apt-get):
-#   - Debian package mosquitto-clients (mosquitto_pub / mosquitto_sub), via apt-get
+#   - Debian packages mosquitto-clients (mosquitto_pub / mosquitto_sub) and openssl,
+#     via apt-get
 #   - PyPI packages paho-mqtt (2.x), stomp.py and pytest, via python3 -m pip
 #   - Debian packages chromium and chromium-driver, and nodejs/npm if node is missing,
 #     for the browser tests (tests/browser: playwright-core drives /usr/bin/chromium;
@@ -24,7 +25,8 @@ fi
 apt_missing=()
 browser_pkgs=(chromium chromium-driver)
 command -v npm >/dev/null 2>&1 || browser_pkgs+=(nodejs npm)
-for pkg in mosquitto-clients "${browser_pkgs[@]}"; do
+# openssl: the TLS interop tests drive `openssl s_client` for handshake failures.
+for pkg in mosquitto-clients openssl "${browser_pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         apt_missing+=("$pkg")
     fi
