@@ -228,6 +228,9 @@ pub struct Limits {
     /// Subscriptions one client may hold (MQTT filters, STOMP SUBSCRIBE ids); one more is
     /// refused (MQTT 5 SUBACK 0x97, 3.x 0x80, STOMP ERROR).
     pub max_subscriptions_per_client: usize,
+    /// Messages a second one client may publish (0: no limit). Over it, an MQTT 5
+    /// client is disconnected with 0x96; MQTT 3.x and STOMP clients are read more slowly.
+    pub max_publish_rate: u32,
     /// Messages one point-to-point queue holds, waiting plus unacknowledged; one more is refused (STOMP ERROR, logged for MQTT).
     pub queue_max_messages: usize,
     /// Largest STOMP frame accepted (command, headers, body; bytes).
@@ -392,8 +395,7 @@ impl TlsListenerSettings {
             key,
             reason: reason.to_string(),
         };
-        let blank =
-            |path: &Option<PathBuf>| path.as_ref().map_or(true, |p| p.as_os_str().is_empty());
+        let blank = |path: &Option<PathBuf>| path.as_ref().is_none_or(|p| p.as_os_str().is_empty());
         if self.enabled && blank(&self.cert_file) {
             return Err(invalid(
                 keys.cert_file,
@@ -477,6 +479,7 @@ impl Default for Limits {
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,
             max_subscriptions_per_client: 1024,
+            max_publish_rate: 0,
             queue_max_messages: 100_000,
             stomp_max_frame_size: 1024 * 1024,
             stomp_max_headers: 64,

@@ -3,6 +3,7 @@
 
 pub(crate) mod buffers;
 pub mod mqtt;
+pub(crate) mod rate;
 pub mod stomp;
 
 use std::sync::Arc;

@@ -90,7 +90,7 @@ struct Consumer {
 
 impl Consumer {
     fn can_take(&self) -> bool {
-        self.session.is_connected() && self.window.map_or(true, |max| self.unacked.len() < max)
+        self.session.is_connected() && self.window.is_none_or(|max| self.unacked.len() < max)
     }
 
     fn position(&self, message: &Arc<Message>) -> Option<usize> {

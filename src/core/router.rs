@@ -597,7 +597,7 @@ impl Router {
             .fetch_add(1, Ordering::Relaxed)
             + 1;
         // Log the first drop and then every 1000th, so a flood does not flood the log.
-        if total == 1 || total % 1000 == 0 {
+        if total == 1 || total.is_multiple_of(1000) {
             tracing::warn!(
                 client_id = %session.client_id,
                 dropped_total = total,

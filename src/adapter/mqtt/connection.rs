@@ -3,6 +3,7 @@
 //! complete packet in the buffer is handled before the one write per wake-up.
 
 use crate::adapter::buffers::ReadSizing;
+use crate::adapter::rate::RateLimit;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ pub(super) struct Connection {
     /// Something this connection did was submitted to the store: the next write
     /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
     pub(super) needs_commit: bool,
+    /// `limits.max_publish_rate`, when set.
+    pub(super) publish_rate: Option<RateLimit>,
     scratch: Vec<(Delivery, Option<u16>)>,
 }
 
@@ -110,6 +113,7 @@ impl Connection {
         kicked: oneshot::Receiver<KickReason>,
         keep_alive: Duration,
     ) -> Connection {
+        let publish_rate = RateLimit::new(ctx.settings.limits.max_publish_rate);
         Connection {
             ctx,
             peer,
@@ -127,6 +131,7 @@ impl Connection {
             client_max_packet: None,
             write_buf: BytesMut::new(),
             needs_commit: false,
+            publish_rate,
             scratch: Vec::new(),
         }
     }
@@ -163,6 +168,15 @@ impl Connection {
             self.flush(stream).await?;
             if self.session.pending_len() > 0 && self.window_open() {
                 continue;
+            }
+            // Over its publish rate: stop reading until the debt is paid, so TCP
+            // back-pressure slows the client down.
+            if let Some(debt) = self
+                .publish_rate
+                .as_mut()
+                .and_then(|r| r.debt(Instant::now()))
+            {
+                tokio::time::sleep(debt).await;
             }
             sizing.prepare(read_buf);
             let window_open = self.window_open();
@@ -224,7 +238,17 @@ impl Connection {
             _ => false,
         };
         match packet {
-            Packet::Publish(p) => publish::handle_publish(self, p)?,
+            Packet::Publish(p) => {
+                let within = self
+                    .publish_rate
+                    .as_mut()
+                    .is_none_or(|rate| rate.take(Instant::now()));
+                // 5.0 can be told; 3.x is read more slowly instead (see `run`).
+                if !within && self.is_v5() {
+                    return Err(MqttError::RateTooHigh);
+                }
+                publish::handle_publish(self, p)?
+            }
             Packet::PubAck(a) => ack::handle_puback(self, a),
             Packet::PubRec(a) => ack::handle_pubrec(self, a)?,
             Packet::PubRel(a) => ack::handle_pubrel(self, a)?,

@@ -13,6 +13,8 @@ pub enum MqttError {
     TopicAliasInvalid(&'static str),
     #[error("receive maximum exceeded")]
     ReceiveMaximumExceeded,
+    #[error("publish rate above limits.max_publish_rate")]
+    RateTooHigh,
     #[error("payload format indicator says UTF-8 but the payload is not")]
     PayloadFormatInvalid,
     #[error("keep-alive timeout")]
@@ -44,6 +46,7 @@ impl MqttError {
             MqttError::Protocol(_) => Some(reason::PROTOCOL_ERROR),
             MqttError::TopicAliasInvalid(_) => Some(reason::TOPIC_ALIAS_INVALID),
             MqttError::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
+            MqttError::RateTooHigh => Some(reason::MESSAGE_RATE_TOO_HIGH),
             MqttError::PayloadFormatInvalid => Some(reason::PAYLOAD_FORMAT_INVALID),
             MqttError::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             MqttError::TakenOver => Some(reason::SESSION_TAKEN_OVER),
@@ -63,6 +66,7 @@ impl MqttError {
             MqttError::Protocol(_) => "protocol_error",
             MqttError::TopicAliasInvalid(_) => "topic_alias_invalid",
             MqttError::ReceiveMaximumExceeded => "receive_maximum_exceeded",
+            MqttError::RateTooHigh => "message_rate_too_high",
             MqttError::PayloadFormatInvalid => "payload_format_invalid",
             MqttError::KeepAliveTimeout => "keep_alive_timeout",
             MqttError::TakenOver => "taken_over",

@@ -3,6 +3,7 @@
 //! read buffer is handled before the one write per wake-up.
 
 use crate::adapter::buffers::ReadSizing;
+use crate::adapter::rate::RateLimit;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +100,8 @@ pub(super) struct Connection {
     next_message: u64,
     pub(super) write_buf: BytesMut,
     scratch: Vec<Delivery>,
+    /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
+    publish_rate: Option<RateLimit>,
 }
 
 enum Event {
@@ -124,6 +127,7 @@ impl Connection {
         heart_beat: HeartBeat,
     ) -> Connection {
         let max_unacked = ctx.settings.limits.stomp_max_unacked.max(1);
+        let publish_rate = RateLimit::new(ctx.settings.limits.max_publish_rate);
         Connection {
             ctx,
             peer,
@@ -144,6 +148,7 @@ impl Connection {
             next_message: 1,
             write_buf: BytesMut::new(),
             scratch: Vec::new(),
+            publish_rate,
         }
     }
 
@@ -206,6 +211,15 @@ impl Connection {
             if self.session.pending_len() > 0 && self.window_open() {
                 continue;
             }
+            // Over its publish rate: stop reading until the debt is paid, so TCP
+            // back-pressure slows the client down.
+            if let Some(debt) = self
+                .publish_rate
+                .as_mut()
+                .and_then(|r| r.debt(std::time::Instant::now()))
+            {
+                tokio::time::sleep(debt).await;
+            }
             sizing.prepare(read_buf);
             let window_open = self.window_open();
             let event = tokio::select! {
@@ -260,7 +274,12 @@ impl Connection {
     fn dispatch(&mut self, frame: Frame) -> Result<Option<Closed>, StompAdapterError> {
         self.receipt = frame.header("receipt").map(str::to_string);
         match frame.command {
-            Command::Send => send::handle_send(self, &frame)?,
+            Command::Send => {
+                if let Some(rate) = self.publish_rate.as_mut() {
+                    rate.take(std::time::Instant::now());
+                }
+                send::handle_send(self, &frame)?
+            }
             Command::Subscribe => subscribe::handle_subscribe(self, &frame)?,
             Command::Unsubscribe => subscribe::handle_unsubscribe(self, &frame)?,
             Command::Ack | Command::Nack => ack::handle_ack(self, &frame)?,
