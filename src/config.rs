@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::session::OverflowPolicy;
+use crate::core::session::{OverflowPolicy, QueueLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -220,6 +220,8 @@ pub struct Limits {
     pub receive_maximum: u16,
     /// Messages queued per session (online backlog or offline) before the overflow policy applies.
     pub max_queued_messages: usize,
+    /// Topic and payload bytes queued per session before the overflow policy applies (0: no byte limit).
+    pub max_queued_bytes: usize,
     pub queue_overflow: OverflowPolicy,
     /// Topic aliases an MQTT 5 client may use towards the broker (0 disables them).
     pub topic_alias_maximum: u16,
@@ -466,6 +468,41 @@ struct AclFile {
     acl: Vec<AclRule>,
 }
 
+impl Settings {
+    /// `max_connections` of the listener named `name` (as the server names them).
+    pub fn listener_max_connections(&self, name: &str) -> Option<usize> {
+        match name {
+            "mqtt" => self.mqtt.max_connections,
+            "stomp" => self.stomp.max_connections,
+            "mqtt_tls" => self.mqtt_tls.max_connections,
+            "stomp_tls" => self.stomp_tls.max_connections,
+            "websocket_tls" => self.websocket_tls.max_connections,
+            _ => None,
+        }
+    }
+
+    /// Copies what a reload may change live (limits, listener caps) from `other`.
+    pub fn take_live_limits(&mut self, other: &Settings) {
+        self.limits = other.limits.clone();
+        self.mqtt.max_connections = other.mqtt.max_connections;
+        self.stomp.max_connections = other.stomp.max_connections;
+        self.mqtt_tls.max_connections = other.mqtt_tls.max_connections;
+        self.stomp_tls.max_connections = other.stomp_tls.max_connections;
+        self.websocket_tls.max_connections = other.websocket_tls.max_connections;
+    }
+}
+
+impl Limits {
+    /// The limits every session queue gets.
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_queued: self.max_queued_messages,
+            max_queued_bytes: self.max_queued_bytes,
+            overflow: self.queue_overflow,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -475,6 +512,7 @@ impl Default for Limits {
             max_inflight: 100,
             receive_maximum: 1024,
             max_queued_messages: 100_000,
+            max_queued_bytes: 64 * 1024 * 1024,
             queue_overflow: OverflowPolicy::DropOldest,
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,

@@ -5,13 +5,16 @@
 //!
 //! - [`config`]: settings from built-in defaults, a file and `TERN_*` variables.
 //! - [`server`]: [`Server::start`] wires listeners, adapters and the core.
-//! - [`transport`]: listeners yielding byte streams (TCP, TLS with reloadable certificates).
+//! - [`transport`]: listeners yielding byte streams (TCP, TLS with reloadable
+//!   certificates, WebSocket) behind connection caps that a reload can change.
+//! - [`reload`]: SIGHUP re-reads the config: ACL rules, log level, limits.
 //! - [`adapter`]: protocol adapters (MQTT, STOMP) turning frames into core calls.
 //! - [`auth`]: the password file, logins and ACL rules; called by adapters.
 //! - [`certs`]: `tern certs dev`, a development CA and certificates.
 //! - [`admin`]: operations: Prometheus metrics, `/healthz`, the admin API, `$SYS` topics.
 //! - [`core`]: the routing core: topics, the subscription trie, retained
-//!   messages, sessions, point-to-point queues and the router. It knows no protocol.
+//!   messages, sessions (with their byte-counted pending queues), point-to-point
+//!   queues and the router. It knows no protocol.
 //!
 //! The wire codecs live in their own crates: `tern-mqtt` (protocols/mqtt) and
 //! `tern-stomp` (protocols/stomp).

@@ -1,8 +1,14 @@
 //! Configuration reload on SIGHUP: what can change while clients stay
-//! connected (ACL rules, the log level) is re-read from the same sources as at
-//! start (file, then TERN_* variables). A file that does not load keeps the
-//! running configuration and says why. Certificates and the password file are
-//! reloaded by their own owners (transport::tls, auth).
+//! connected (ACL rules, the log level, `[limits]` and the listeners'
+//! `max_connections`) is re-read from the same sources as at start (file, then
+//! TERN_* variables). A file that does not load keeps the running configuration
+//! and says why. Certificates and the password file are reloaded by their own
+//! owners (transport::tls, auth).
+//!
+//! New limits reach: session queues (messages, bytes, overflow policy) and
+//! connection caps at once; everything a client is told or holds per connection
+//! (packet size, in-flight window, aliases, rate, subscriptions cap) from its
+//! next connection on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +16,18 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Acl;
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
+use crate::core::router::Router;
+use crate::transport::cap::ListenerCaps;
+
+/// The running broker's parts a reload changes.
+#[derive(Debug)]
+pub struct LiveConfig {
+    pub acl: Arc<ArcSwap<Acl>>,
+    pub limits: Arc<ArcSwap<Limits>>,
+    pub caps: Arc<ListenerCaps>,
+    pub router: Arc<Router>,
+}
 
 /// Applies a new log filter (`info`, `tern=debug`); an error names what is wrong.
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -46,9 +63,10 @@ impl Reloader {
     }
 
     /// Loads the configuration again and applies the ACL rules (to existing
-    /// subscriptions too, through `revoke`) and the log level. Changes to anything
-    /// else are logged as needing a restart.
-    pub fn reload(&self, acl: &Arc<ArcSwap<Acl>>, revoke: impl Fn()) {
+    /// subscriptions too, through `revoke`), the log level and the limits.
+    /// Changes to anything else are logged as needing a restart.
+    pub fn reload(&self, live: &LiveConfig, revoke: impl Fn()) {
+        let acl = &live.acl;
         let new = match Settings::load(self.config_file.as_deref()) {
             Ok(new) => new,
             Err(error) => {
@@ -79,11 +97,39 @@ impl Reloader {
                 Err(error) => tracing::error!(%error, "log level not changed"),
             }
         }
+        let mut with_old_limits = new.clone();
+        with_old_limits.take_live_limits(&applied);
+        if with_old_limits != new {
+            apply_limits(&new, live);
+            applied.take_live_limits(&new);
+        }
         let mut rest_new = new;
         rest_new.acl = applied.acl.clone();
         rest_new.log = applied.log.clone();
         if rest_new != *applied {
-            tracing::warn!("config file changes other than [[acl]] and log.level take effect at the next restart");
+            tracing::warn!("config file changes other than [[acl]], log.level, [limits] and listener max_connections take effect at the next restart");
         }
     }
+}
+
+/// Puts `new`'s limits in place (they were validated when the file was loaded).
+fn apply_limits(new: &Settings, live: &LiveConfig) {
+    let limits = &new.limits;
+    live.limits.store(Arc::new(limits.clone()));
+    live.router.set_queue_limits(limits.queue_limits());
+    live.router
+        .set_queue_max_messages(limits.queue_max_messages);
+    live.caps.set_limits(limits.max_connections, |name| {
+        new.listener_max_connections(name)
+    });
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_queued_messages = limits.max_queued_messages,
+        max_queued_bytes = limits.max_queued_bytes,
+        queue_overflow = ?limits.queue_overflow,
+        max_subscriptions_per_client = limits.max_subscriptions_per_client,
+        max_publish_rate = limits.max_publish_rate,
+        max_packet_size = limits.max_packet_size,
+        "limits reloaded (queues and connection caps now; per-connection limits for new connections)"
+    );
 }

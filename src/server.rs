@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,10 +17,12 @@ use crate::admin::{self, Monitor};
 use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
 use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::Router;
-use crate::core::session::QueueLimits;
+#[cfg(unix)]
+use crate::reload::LiveConfig;
 pub use crate::reload::Reloader;
 use crate::store::redb::RedbBackend;
 use crate::store::Store;
+use crate::transport::cap::ListenerCaps;
 use crate::transport::tcp::{self, TcpAcceptor};
 use crate::transport::tls::{self, ReloadableTls, TlsError};
 use crate::transport::ws;
@@ -80,12 +81,9 @@ impl Server {
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
-        let mut router = Router::new(QueueLimits {
-            max_queued: settings.limits.max_queued_messages,
-            overflow: settings.limits.queue_overflow,
-        })
-        .with_queue_max_messages(settings.limits.queue_max_messages)
-        .with_store_limit(settings.storage.max_messages);
+        let mut router = Router::new(settings.limits.queue_limits())
+            .with_queue_max_messages(settings.limits.queue_max_messages)
+            .with_store_limit(settings.storage.max_messages);
         let store = open_store(&settings)?;
         if let Some(store) = &store {
             router = router.with_store(Arc::clone(store));
@@ -112,20 +110,14 @@ impl Server {
         let websocket_tls = tls_config("websocket_tls", &settings.websocket_tls)?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+        let caps = ListenerCaps::new(settings.limits.max_connections);
         let monitor = Arc::new(Monitor::default());
         if let Some(store) = router.store() {
             let observer = Arc::clone(&monitor);
             store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));
         }
-        let ctx = Context {
-            router: Arc::clone(&router),
-            settings: Arc::clone(&settings),
-            auth: Arc::clone(&auth),
-            acl: Arc::clone(&acl),
-            shutdown: shutdown.clone(),
-            monitor: Arc::clone(&monitor),
-        };
+        let ctx = Context::open(Arc::clone(&router), Arc::clone(&settings), shutdown.clone())
+            .with_shared(Arc::clone(&auth), Arc::clone(&acl), Arc::clone(&monitor));
         let reloadable: Vec<Arc<ReloadableTls>> = [&mqtt_tls, &stomp_tls, &websocket_tls]
             .into_iter()
             .flatten()
@@ -137,11 +129,17 @@ impl Server {
         #[cfg(unix)]
         {
             let revoke_ctx = ctx.clone();
+            let live = LiveConfig {
+                acl: Arc::clone(&acl),
+                limits: Arc::clone(&ctx.live_limits),
+                caps: Arc::clone(&caps),
+                router: Arc::clone(&router),
+            };
             let on_hangup = tls::on_sighup(shutdown.clone(), move || {
                 tls::reload_all(&reloadable);
                 let _ = auth.reload();
                 if let Some(reloader) = &reloader {
-                    reloader.reload(&acl, || {
+                    reloader.reload(&live, || {
                         for session in revoke_ctx.router.sessions() {
                             revoke_ctx.revoke_denied_subscriptions(&session);
                         }
@@ -153,7 +151,7 @@ impl Server {
         }
 
         let listeners = Listeners {
-            connections,
+            caps,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             ctx,
@@ -276,7 +274,7 @@ fn tls_config(
 
 /// What every listener shares: the connection cap, shutdown and the tasks to await.
 struct Listeners {
-    connections: Arc<Semaphore>,
+    caps: Arc<ListenerCaps>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     ctx: Context,
@@ -315,7 +313,7 @@ impl Listeners {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let anonymous_allowed = settings.anonymous_allowed();
-        let handshake_timeout = Duration::from_secs(self.ctx.settings.limits.connect_timeout_secs);
+        let handshake_timeout = Duration::from_secs(self.ctx.limits().connect_timeout_secs);
         let over_tls = move |stream: TcpStream, mut peer: Peer, ctx: Context| {
             let tls = Arc::clone(&tls);
             async move {
@@ -351,18 +349,18 @@ impl Listeners {
         let acceptor = TcpAcceptor {
             name,
             listener,
-            connections: Arc::clone(&self.connections),
+            connections: Arc::clone(&self.caps.total),
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
         };
         let ctx = self.ctx.clone();
-        let cap = cap.map(|n| Arc::new(Semaphore::new(n)));
+        let cap = self.caps.register(name, cap);
         self.tracker
             .spawn(acceptor.run(move |stream, addr, permit| {
-            let ctx = ctx.clone();
+            let ctx = ctx.for_new_connection();
             let handle = handle.clone();
-            let own = cap.as_ref().map(|c| Arc::clone(c).try_acquire_owned().ok());
-            if let Some(None) = own {
+            let own = cap.try_acquire();
+            if own.is_none() {
                 tracing::warn!(listener = name, peer = %addr, "listener connection limit reached");
             }
             async move {
@@ -370,7 +368,7 @@ impl Listeners {
                     addr,
                     listener: name,
                     anonymous_allowed,
-                    admitted: permit.is_some() && !matches!(own, Some(None)),
+                    admitted: permit.is_some() && own.is_some(),
                     cert_username: None,
                 };
                 handle(stream, peer, ctx).await;

@@ -216,3 +216,65 @@ async fn the_total_store_limit_refuses_qos1_and_qos2_publishes_but_not_qos0() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Topic `lim/t` (5 bytes) plus a 10-byte payload: what one message counts
+/// against `limits.max_queued_bytes`.
+const MESSAGE_BYTES: usize = 5 + 10;
+
+#[tokio::test]
+async fn the_byte_limit_of_a_session_queue_keeps_the_newest_messages_that_fit() {
+    let server = start_server_with(|s| {
+        s.limits.max_queued_bytes = 3 * MESSAGE_BYTES;
+        s.limits.queue_overflow = OverflowPolicy::DropOldest;
+    })
+    .await;
+    offline_subscriber(&server).await;
+    let mut publisher = publisher_v5(&server).await;
+    for i in 0..5 {
+        let payload = format!("message-{i:02}");
+        assert_eq!(publish_v5(&mut publisher, 1, payload.as_bytes()).await.0, 0);
+    }
+    // Bigger than the whole limit: it cannot fit even alone, so it is the one
+    // dropped, and the publisher hears that nobody took it (0x10).
+    assert_eq!(publish_v5(&mut publisher, 1, &[b'x'; 64]).await.0, 0x10);
+    let router = server.server.as_ref().expect("in-process server").router();
+    assert_eq!(
+        router
+            .stats
+            .deliveries_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        drain_subscriber(&server).await,
+        vec![
+            b"message-02".to_vec(),
+            b"message-03".to_vec(),
+            b"message-04".to_vec()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_byte_limit_with_policy_refuse_refuses_mqtt_and_stomp_publishers() {
+    let server = start_server_with(|s| {
+        s.limits.max_queued_bytes = 2 * MESSAGE_BYTES;
+        s.limits.queue_overflow = OverflowPolicy::Refuse;
+    })
+    .await;
+    offline_subscriber(&server).await;
+    let mut publisher = publisher_v5(&server).await;
+    assert_eq!(publish_v5(&mut publisher, 1, b"message-01").await.0, 0);
+    assert_eq!(publish_v5(&mut publisher, 2, b"message-02").await.0, 0);
+    // One byte is left: a message of any size is refused, and the count limit is far away.
+    let (code, why) = publish_v5(&mut publisher, 1, b"3").await;
+    assert_eq!(code, 0x97, "quota exceeded");
+    assert!(why.as_deref().is_some_and(|w| w.contains("sub")), "{why:?}");
+    publish_v311_is_refused(&server).await;
+    let mut stomp = StompClient::connect(server.stomp).await;
+    stomp_send_is_refused(&mut stomp, "/topic/lim/t", "r-3", "full").await;
+    assert_eq!(
+        drain_subscriber(&server).await,
+        vec![b"message-01".to_vec(), b"message-02".to_vec()]
+    );
+}

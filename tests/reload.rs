@@ -35,6 +35,8 @@ impl Tern {
             .env("TERN_MQTT__BIND", "127.0.0.1:0")
             .env("TERN_STOMP__ENABLED", "false")
             .env("TERN_STORAGE__ENABLED", "false")
+            .env("TERN_HTTP__ENABLED", "false")
+            .env("TERN_WEBSOCKET__ENABLED", "false")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -112,6 +114,71 @@ async fn sighup_reloads_acl_rules_and_log_level_and_keeps_them_when_the_file_is_
         client.subscribe("after/x", 1).await,
         vec![1],
         "a broken file keeps the rules in force"
+    );
+    drop(tern);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn limits_config(total: usize, subscriptions: usize, mqtt_listener: Option<usize>) -> String {
+    let listener = mqtt_listener.map_or(String::new(), |n| {
+        format!("[mqtt]\nbind = \"127.0.0.1:0\"\nmax_connections = {n}\n\n")
+    });
+    format!("{listener}[limits]\nmax_connections = {total}\nmax_subscriptions_per_client = {subscriptions}\n")
+}
+
+/// The CONNACK return code of a 3.1.1 CONNECT (0 accepted, 3 server unavailable).
+async fn connack_code(addr: SocketAddr, id: &str) -> (tokio::net::TcpStream, u8) {
+    let (stream, connack) = common::raw_client(addr, &common::connect_v311(id)).await;
+    let code = *connack.last().expect("CONNACK has a return code");
+    (stream, code)
+}
+
+#[tokio::test]
+async fn sighup_reloads_limits_connection_caps_at_once_and_per_connection_limits_for_new_connections(
+) {
+    let dir = std::env::temp_dir().join(format!("tern-reload-limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("tern.toml");
+    std::fs::write(&file, limits_config(1, 1, None)).expect("write config");
+    let tern = Tern::start(&dir, &file);
+
+    let mut first = v4::Client::connect(tern.mqtt, "first").await;
+    let (_refused, code) = connack_code(tern.mqtt, "second").await;
+    assert_eq!(code, 3, "over limits.max_connections = 1");
+
+    std::fs::write(&file, limits_config(2, 2, None)).expect("rewrite config");
+    tern.sighup();
+    tern.log_has("limits reloaded", 1).await;
+    let mut second = v4::Client::connect(tern.mqtt, "second").await;
+    assert_eq!(second.subscribe("a/1", 1).await, vec![1]);
+    assert_eq!(
+        second.subscribe("a/2", 1).await,
+        vec![1],
+        "the new cap of 2 holds for a new connection"
+    );
+    assert_eq!(first.subscribe("a/1", 1).await, vec![1]);
+    assert_eq!(
+        first.subscribe("a/2", 1).await,
+        vec![0x80],
+        "a connection keeps the limits it was accepted under"
+    );
+
+    // Lowered below what is connected: nobody is dropped, nobody new gets in.
+    std::fs::write(&file, limits_config(10, 2, Some(1))).expect("rewrite config");
+    tern.sighup();
+    tern.log_has("limits reloaded", 2).await;
+    let (_refused, code) = connack_code(tern.mqtt, "third").await;
+    assert_eq!(code, 3, "over [mqtt] max_connections = 1");
+    assert_eq!(
+        first.subscribe("a/1", 0).await,
+        vec![0],
+        "the first client is still connected"
+    );
+    assert_eq!(
+        second.subscribe("a/1", 0).await,
+        vec![0],
+        "the second client is still connected"
     );
     drop(tern);
     let _ = std::fs::remove_dir_all(&dir);

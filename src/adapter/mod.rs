@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Acl, Action, Authenticator, Identity};
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
 use crate::core::router::Router;
 
 /// What every connection handler needs from the broker.
@@ -30,6 +30,12 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Metrics and the list of connected clients, for operators.
     pub monitor: Arc<crate::admin::Monitor>,
+    /// The limits as they were when this connection was accepted: what a client
+    /// was told at CONNECT (packet size, receive maximum, aliases) holds for its
+    /// whole connection; a reload reaches the connections made after it.
+    limits: Arc<Limits>,
+    /// The current limits, swapped whole when the config is reloaded (SIGHUP).
+    pub live_limits: Arc<ArcSwap<Limits>>,
 }
 
 impl Context {
@@ -39,6 +45,7 @@ impl Context {
         settings: Arc<Settings>,
         shutdown: CancellationToken,
     ) -> Context {
+        let limits = Arc::new(settings.limits.clone());
         Context {
             router,
             settings,
@@ -46,7 +53,34 @@ impl Context {
             acl: Arc::new(ArcSwap::from_pointee(Acl::default())),
             shutdown,
             monitor: Arc::default(),
+            live_limits: Arc::new(ArcSwap::new(Arc::clone(&limits))),
+            limits,
         }
+    }
+
+    /// This context with `auth`, `acl` and `monitor` shared with the rest of the broker.
+    pub fn with_shared(
+        mut self,
+        auth: Arc<Authenticator>,
+        acl: Arc<ArcSwap<Acl>>,
+        monitor: Arc<crate::admin::Monitor>,
+    ) -> Context {
+        self.auth = auth;
+        self.acl = acl;
+        self.monitor = monitor;
+        self
+    }
+
+    /// The limits this connection runs under (see [`Context::for_new_connection`]).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A context for a connection accepted now: it takes the current limits.
+    pub fn for_new_connection(&self) -> Context {
+        let mut ctx = self.clone();
+        ctx.limits = self.live_limits.load_full();
+        ctx
     }
 
     /// May the client (`username` None: anonymous) do `action` on the topic or filter?

@@ -15,6 +15,7 @@ const MAX_CONNECTION_FUTURE: usize = 2048;
 fn context() -> Context {
     let limits = QueueLimits {
         max_queued: 10,
+        max_queued_bytes: 0,
         overflow: OverflowPolicy::DropNew,
     };
     let router = Arc::new(Router::new(limits));

@@ -278,6 +278,7 @@ mod tests {
 
         let limits = QueueLimits {
             max_queued: 10,
+            max_queued_bytes: 0,
             overflow: OverflowPolicy::DropOldest,
         };
         let router = Arc::new(Router::new(limits).with_store(Arc::clone(&store)));

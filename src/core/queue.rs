@@ -26,6 +26,7 @@
 //! stay ordinary filters that match nothing a queue receives).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -254,8 +255,8 @@ impl Queue {
 pub struct QueueRegistry {
     queues: Mutex<HashMap<Arc<str>, Queue>>,
     store: Option<Arc<Store>>,
-    /// Messages one queue may hold (waiting plus unacknowledged).
-    max_messages: usize,
+    /// Messages one queue may hold (waiting plus unacknowledged); changed live on reload.
+    max_messages: AtomicUsize,
 }
 
 impl QueueRegistry {
@@ -263,8 +264,13 @@ impl QueueRegistry {
         QueueRegistry {
             queues: Mutex::new(HashMap::new()),
             store: None,
-            max_messages: max_messages.max(1),
+            max_messages: AtomicUsize::new(max_messages.max(1)),
         }
+    }
+
+    /// A new cap for every queue (config reload); a queue over it takes no more until below.
+    pub fn set_max_messages(&self, max: usize) {
+        self.max_messages.store(max.max(1), Ordering::Relaxed);
     }
 
     /// Keeps queued messages in `store` from now on.
@@ -288,10 +294,11 @@ impl QueueRegistry {
         let queue = queues
             .entry(Arc::from(name))
             .or_insert_with(|| Queue::new(name, self.store.as_ref()));
-        if queue.held() >= self.max_messages {
+        let max = self.max_messages.load(Ordering::Relaxed);
+        if queue.held() >= max {
             let error = QueueError::Full {
                 queue: name.to_string(),
-                max: self.max_messages,
+                max,
             };
             if queue.is_idle() {
                 queues.remove(name);
@@ -503,6 +510,7 @@ mod tests {
             0,
             QueueLimits {
                 max_queued: 100,
+                max_queued_bytes: 0,
                 overflow: OverflowPolicy::DropNew,
             },
         ));

@@ -61,7 +61,8 @@ pub struct Router {
     /// Sessions by client id, connected or not.
     sessions: DashMap<Arc<str>, Arc<Session>>,
     next_connection_id: AtomicU64,
-    queue_limits: QueueLimits,
+    /// Limits of session queues; changed live on config reload.
+    queue_limits: parking_lot::Mutex<QueueLimits>,
     /// Point-to-point queues, reached as `$queue/<name>`.
     queues: QueueRegistry,
     /// Persistent sessions, their QoS 1/2 deliveries and retained messages go here.
@@ -81,7 +82,7 @@ impl Router {
             retained: RwLock::new(RetainedIndex::new()),
             sessions: DashMap::new(),
             next_connection_id: AtomicU64::new(1),
-            queue_limits,
+            queue_limits: parking_lot::Mutex::new(queue_limits),
             queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
             store: None,
             store_max_messages: u64::MAX,
@@ -104,6 +105,14 @@ impl Router {
         self
     }
 
+    /// New queue limits for every session, existing and future (config reload).
+    pub fn set_queue_limits(&self, limits: QueueLimits) {
+        *self.queue_limits.lock() = limits;
+        for session in self.sessions.iter() {
+            session.value().set_limits(limits);
+        }
+    }
+
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
     }
@@ -112,7 +121,7 @@ impl Router {
         Arc::new(Session::with_store(
             client_id,
             expiry_interval,
-            self.queue_limits,
+            *self.queue_limits.lock(),
             self.store.clone(),
         ))
     }
@@ -160,6 +169,11 @@ impl Router {
     pub fn with_queue_max_messages(mut self, max: usize) -> Router {
         self.queues = QueueRegistry::new(max);
         self
+    }
+
+    /// A new cap on each point-to-point queue (config reload).
+    pub fn set_queue_max_messages(&self, max: usize) {
+        self.queues.set_max_messages(max);
     }
 
     /// The point-to-point queues (adapters ack and nack through it).
@@ -492,7 +506,8 @@ impl Router {
             });
             if refuse_when_full && message.qos != QoS::AtMostOnce {
                 // Checked before anything is kept, so a refused message reaches nobody.
-                if let Some(full) = targets.iter().find(|t| t.session.refuses_more()) {
+                let size = message.topic.len() + message.payload.len();
+                if let Some(full) = targets.iter().find(|t| t.session.refuses(size)) {
                     return Err(PublishRefused::SubscriberFull {
                         client_id: full.session.client_id.to_string(),
                     });

@@ -5,7 +5,7 @@
 //! the connection task only when the queue goes from empty to non-empty, so a
 //! burst of messages costs one wake-up, not one per message.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::core::message::{Delivery, QoS};
+use crate::core::pending::{delivery_bytes, PendingQueue};
 use crate::core::persist::Persist;
 use crate::core::topic::Filter;
 
@@ -31,10 +32,20 @@ pub enum OverflowPolicy {
     Refuse,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     pub max_queued: usize,
+    /// Topic and payload bytes a session's queue may hold (0: no byte limit).
+    pub max_queued_bytes: usize,
     pub overflow: OverflowPolicy,
+}
+
+impl QueueLimits {
+    /// Would `queue` be over these limits with one more delivery of `size` bytes?
+    fn full_for(&self, queue: &PendingQueue, size: usize) -> bool {
+        queue.len() >= self.max_queued
+            || (self.max_queued_bytes > 0 && queue.bytes() + size > self.max_queued_bytes)
+    }
 }
 
 /// Options of one subscription, as the core needs them to route.
@@ -101,7 +112,7 @@ pub enum PushOutcome {
 #[derive(Debug)]
 struct SessionState {
     subscriptions: HashMap<Arc<str>, (Filter, SubscriptionOptions)>,
-    pending: VecDeque<Delivery>,
+    pending: PendingQueue,
     inflight: HashMap<u16, InflightEntry>,
     next_seq: u64,
     /// Next store key for a delivery of this session.
@@ -174,7 +185,7 @@ impl Session {
             generation: AtomicU64::new(0),
             state: Mutex::new(SessionState {
                 subscriptions: HashMap::new(),
-                pending: VecDeque::new(),
+                pending: PendingQueue::default(),
                 inflight: HashMap::new(),
                 next_seq: 0,
                 next_store_seq: 1,
@@ -263,12 +274,7 @@ impl Session {
             .into_iter()
             .filter_map(|(_, id)| state.inflight.remove(&id).map(|e| e.delivery))
             .collect();
-        let (taken, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
-            std::mem::take(&mut state.pending)
-                .into_iter()
-                .partition(&select);
-        state.pending = kept;
-        out.extend(taken);
+        out.extend(state.pending.take_matching(select));
         if let Some(persist) = &self.persist {
             for delivery in &out {
                 persist.delete_delivery(delivery.seq);
@@ -340,18 +346,25 @@ impl Session {
             return PushOutcome::Dropped;
         }
         let mut outcome = PushOutcome::Queued;
-        if state.pending.len() >= state.limits.max_queued {
-            match state.limits.overflow {
-                OverflowPolicy::DropNew | OverflowPolicy::Refuse => {
+        let size = delivery_bytes(&delivery);
+        let limits = state.limits;
+        if limits.full_for(&state.pending, size) {
+            let fits_alone = limits.max_queued_bytes == 0 || size <= limits.max_queued_bytes;
+            match limits.overflow {
+                OverflowPolicy::DropOldest if fits_alone => {
+                    while limits.full_for(&state.pending, size) {
+                        if let Some(old) = state.pending.pop_front() {
+                            if let Some(persist) = &self.persist {
+                                persist.delete_delivery(old.seq);
+                            }
+                        }
+                        state.dropped += 1;
+                    }
+                    outcome = PushOutcome::QueuedDroppedOldest;
+                }
+                _ => {
                     state.dropped += 1;
                     return PushOutcome::Dropped;
-                }
-                OverflowPolicy::DropOldest => {
-                    if let (Some(old), Some(persist)) = (state.pending.pop_front(), &self.persist) {
-                        persist.delete_delivery(old.seq);
-                    }
-                    state.dropped += 1;
-                    outcome = PushOutcome::QueuedDroppedOldest;
                 }
             }
         }
@@ -371,11 +384,17 @@ impl Session {
         outcome
     }
 
-    /// True when the queue is full and its policy is to refuse more.
-    pub fn refuses_more(&self) -> bool {
+    /// True when one more delivery of `size` bytes does not fit and the policy is to refuse it.
+    pub fn refuses(&self, size: usize) -> bool {
         let state = self.state.lock();
         state.limits.overflow == OverflowPolicy::Refuse
-            && state.pending.len() >= state.limits.max_queued
+            && state.limits.full_for(&state.pending, size)
+    }
+
+    /// Applies new queue limits (config reload); a queue already over them keeps
+    /// what it holds and takes more only once below them.
+    pub fn set_limits(&self, limits: QueueLimits) {
+        self.state.lock().limits = limits;
     }
 
     /// Resolves when deliveries may be waiting.
@@ -386,8 +405,7 @@ impl Session {
     /// Moves up to `max` pending deliveries into `out`.
     pub fn take_pending(&self, max: usize, out: &mut Vec<Delivery>) {
         let mut state = self.state.lock();
-        let n = max.min(state.pending.len());
-        out.extend(state.pending.drain(..n));
+        state.pending.drain_into(max, out);
     }
 
     /// Moves deliveries the connection may send now into `out`: QoS 0 always, QoS 1/2
@@ -450,6 +468,11 @@ impl Session {
 
     pub fn pending_len(&self) -> usize {
         self.state.lock().pending.len()
+    }
+
+    /// Topic and payload bytes of the deliveries waiting to be sent.
+    pub fn pending_bytes(&self) -> usize {
+        self.state.lock().pending.bytes()
     }
 
     pub fn dropped_count(&self) -> u64 {

@@ -1,4 +1,4 @@
-//! The TCP accept loop: a cap on connections (a `Semaphore`), backoff on accept
+//! The TCP accept loop: a cap on connections ([`ConnectionCap`]), backoff on accept
 //! errors, and shutdown by cancellation.
 
 use std::future::Future;
@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::cap::{CapPermit, ConnectionCap};
 
 /// One bound listener, ready to accept.
 #[derive(Debug)]
@@ -17,7 +18,7 @@ pub struct TcpAcceptor {
     pub name: &'static str,
     pub listener: TcpListener,
     /// Shared by every listener: the broker-wide connection cap.
-    pub connections: Arc<Semaphore>,
+    pub connections: Arc<ConnectionCap>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -34,7 +35,7 @@ impl TcpAcceptor {
     /// Over the cap, `admitted` is false and the handler refuses the client in its protocol.
     pub async fn run<F, Fut>(self, handle: F)
     where
-        F: Fn(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) -> Fut + Send + Sync + 'static,
+        F: Fn(TcpStream, SocketAddr, Option<CapPermit>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut backoff = Duration::from_millis(5);
@@ -48,7 +49,7 @@ impl TcpAcceptor {
                     backoff = Duration::from_millis(5);
                     // Latency matters more than packet count: writes are batched already.
                     let _ = stream.set_nodelay(true);
-                    let permit = Arc::clone(&self.connections).try_acquire_owned().ok();
+                    let permit = self.connections.try_acquire();
                     if permit.is_none() {
                         tracing::warn!(listener = self.name, peer = %peer, "connection limit reached");
                     }

@@ -88,9 +88,7 @@ where
     };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(
-            ctx.settings.limits.connect_timeout_secs,
-        ));
+        .header_read_timeout(Duration::from_secs(ctx.limits().connect_timeout_secs));
     let conn = http
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

@@ -29,7 +29,7 @@ pub(super) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let timeout = Duration::from_secs(ctx.settings.limits.connect_timeout_secs);
+    let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
     let connect = match tokio::time::timeout(timeout, read_connect(stream, read_buf, ctx)).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(ConnectFailure::Closed)) => return None,
@@ -95,7 +95,7 @@ async fn read_connect<S>(
 where
     S: AsyncRead + Unpin,
 {
-    let max = ctx.settings.limits.max_packet_size as usize;
+    let max = ctx.limits().max_packet_size as usize;
     loop {
         // Read before decoding: a complete bad packet is consumed by `decode`.
         let level = peek_protocol_level(read_buf);
@@ -227,7 +227,7 @@ fn establish(
     peer: &Peer,
     ctx: &Context,
 ) -> Result<Connection, Refusal> {
-    let limits = &ctx.settings.limits;
+    let limits = ctx.limits();
     let version = connect.protocol;
     let v5 = version == ProtocolVersion::V5;
     let mut assigned = None;

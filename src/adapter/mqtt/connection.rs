@@ -113,7 +113,7 @@ impl Connection {
         kicked: oneshot::Receiver<KickReason>,
         keep_alive: Duration,
     ) -> Connection {
-        let publish_rate = RateLimit::new(ctx.settings.limits.max_publish_rate);
+        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate);
         Connection {
             ctx,
             peer,
@@ -150,7 +150,7 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let max_packet = self.ctx.settings.limits.max_packet_size as usize;
+        let max_packet = self.ctx.limits().max_packet_size as usize;
         // Anything that arrived together with CONNECT.
         if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
             return Ok(closed);
@@ -275,7 +275,7 @@ impl Connection {
                     "session expiry set at DISCONNECT after 0 at CONNECT",
                 ));
             }
-            let capped = expiry.min(self.ctx.settings.limits.max_session_expiry_secs);
+            let capped = expiry.min(self.ctx.limits().max_session_expiry_secs);
             self.session.set_expiry_interval(capped);
         }
         Ok(Closed::ByClient {

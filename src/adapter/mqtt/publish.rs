@@ -70,7 +70,7 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
             // (checked first: a resend does not count against the receive maximum).
             return conn.send(&Packet::PubRec(ack(packet_id, 0)));
         }
-        let limit = usize::from(conn.ctx.settings.limits.receive_maximum);
+        let limit = usize::from(conn.ctx.limits().receive_maximum);
         if conn.session.incoming_qos2_len() > limit {
             conn.session.release_incoming_qos2(packet_id);
             return Err(MqttError::ReceiveMaximumExceeded);
@@ -137,7 +137,7 @@ fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, M
     let Some(alias) = publish.properties.topic_alias else {
         return Ok(Arc::from(publish.topic.as_str()));
     };
-    let max = conn.ctx.settings.limits.topic_alias_maximum;
+    let max = conn.ctx.limits().topic_alias_maximum;
     if alias == 0 || alias > max {
         return Err(MqttError::TopicAliasInvalid(
             "alias is 0 or above the topic alias maximum",

@@ -54,7 +54,7 @@ pub(super) fn handle_subscribe(
             });
             continue;
         }
-        let max = conn.ctx.settings.limits.max_subscriptions_per_client;
+        let max = conn.ctx.limits().max_subscriptions_per_client;
         if conn.session.subscriptions_full(filter.as_str(), max) {
             tracing::info!(client_id = %conn.client_id, filter = %filter.as_str(), max, "subscription refused: too many subscriptions");
             codes.push(if conn.is_v5() {

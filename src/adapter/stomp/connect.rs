@@ -21,7 +21,7 @@ const SERVER: &str = concat!("tern/", env!("CARGO_PKG_VERSION"));
 
 /// The decoder limits configured for STOMP.
 pub(super) fn decoder_limits(ctx: &Context) -> Limits {
-    let limits = &ctx.settings.limits;
+    let limits = ctx.limits();
     Limits {
         max_frame_size: limits.stomp_max_frame_size,
         max_headers: limits.stomp_max_headers,
@@ -40,7 +40,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut decoder = Decoder::new(decoder_limits(ctx));
-    let timeout = Duration::from_secs(ctx.settings.limits.connect_timeout_secs);
+    let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
     let frame =
         match tokio::time::timeout(timeout, read_connect(stream, read_buf, &mut decoder)).await {
             Ok(Ok(Some(frame))) => frame,
@@ -148,7 +148,7 @@ fn establish(
     peer: &Peer,
     ctx: &Context,
 ) -> Result<Connection, StompAdapterError> {
-    let limits = &ctx.settings.limits;
+    let limits = ctx.limits();
     let version = Version::negotiate(frame.header("accept-version"))
         .ok_or(StompAdapterError::UnsupportedVersion)?;
     if !peer.admitted {

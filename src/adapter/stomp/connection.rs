@@ -126,8 +126,8 @@ impl Connection {
         decoder: Decoder,
         heart_beat: HeartBeat,
     ) -> Connection {
-        let max_unacked = ctx.settings.limits.stomp_max_unacked.max(1);
-        let publish_rate = RateLimit::new(ctx.settings.limits.max_publish_rate);
+        let max_unacked = ctx.limits().stomp_max_unacked.max(1);
+        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate);
         Connection {
             ctx,
             peer,

@@ -196,7 +196,7 @@ pub(super) fn handle_subscribe(
     if conn.subscriptions.get(id).is_some() {
         return Err(StompAdapterError::DuplicateSubscription(id.to_string()));
     }
-    let max = conn.ctx.settings.limits.max_subscriptions_per_client;
+    let max = conn.ctx.limits().max_subscriptions_per_client;
     if conn.subscriptions.len() >= max {
         return Err(StompAdapterError::TooManySubscriptions(max));
     }
