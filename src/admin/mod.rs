@@ -6,9 +6,11 @@
 //! publisher read it together with the core's own state.
 
 pub mod api;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod sys;
+pub mod top_topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +106,19 @@ impl Monitor {
 
     pub fn connected_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Connected clients by protocol: (MQTT, STOMP).
+    pub fn connected_by_protocol(&self) -> (usize, usize) {
+        let (mut mqtt, mut stomp) = (0, 0);
+        for client in self.clients.iter() {
+            if client.protocol == Protocol::Stomp.label() {
+                stomp += 1;
+            } else {
+                mqtt += 1;
+            }
+        }
+        (mqtt, stomp)
     }
 
     pub fn uptime(&self) -> std::time::Duration {
