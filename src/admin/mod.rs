@@ -1,9 +1,11 @@
-//! Operating the broker: Prometheus metrics, `/healthz`, the admin API (all on
-//! one HTTP listener, [`http`]) and the `$SYS/broker/...` topics ([`sys`]).
+//! Operating the broker: Prometheus metrics, `/healthz`, the admin API
+//! ([`api`]) and the web dashboard ([`dashboard`]), all on one HTTP listener
+//! ([`http`]), and the `$SYS/broker/...` topics ([`sys`]).
 //!
 //! Adapters report into a [`Monitor`] (shared through their `Context`): message
-//! counters on the hot path, and who is connected. The HTTP side and the `$SYS`
-//! publisher read it together with the core's own state.
+//! counters and the sampled busiest topics ([`top_topics`]) on the hot path, and
+//! who is connected. The HTTP side and the `$SYS` publisher read it together
+//! with the core's own state.
 
 pub mod api;
 pub mod dashboard;

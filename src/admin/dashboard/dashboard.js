@@ -18,6 +18,8 @@
 
   let token = null;
   let pollTimer = null;
+  /** Bumped when polling stops or restarts: answers to an older round are dropped. */
+  let pollRound = 0;
   /** The previous stats answer: { at (ms), received, sent }. */
   let previous = null;
   /** Rates for the chart: { at (ms), in, out }, oldest first. */
@@ -103,39 +105,32 @@
 
   // --- polling ---------------------------------------------------------------
 
+  /** Polls now, then every POLL_MS. */
   function startPolling() {
     stopPolling();
-    poll();
+    poll(pollRound);
   }
 
   function stopPolling() {
+    pollRound++;
     if (pollTimer !== null) clearTimeout(pollTimer);
     pollTimer = null;
   }
 
-  async function poll() {
+  async function poll(round) {
     pollTimer = null;
-    const asked = token;
     try {
       const [stats, clients] = await Promise.all([api("GET", "/api/stats"), api("GET", "/api/clients")]);
-      if (asked !== token) return;
+      if (round !== pollRound) return;
       showError(null);
       setLive("live", "live");
       showStats(stats);
       showClients(clients);
     } catch (error) {
-      if (asked !== token) return;
+      if (round !== pollRound) return;
       handleError(error);
     }
-    if (token !== null && pollTimer === null) pollTimer = setTimeout(poll, POLL_MS);
-  }
-
-  async function refreshClients() {
-    try {
-      showClients(await api("GET", "/api/clients"));
-    } catch (error) {
-      handleError(error);
-    }
+    if (round === pollRound && token !== null) pollTimer = setTimeout(() => poll(round), POLL_MS);
   }
 
   // --- showing ---------------------------------------------------------------
@@ -202,7 +197,8 @@
     const m = stats.messages;
     $("total-in").textContent = `${number.format(m.received)} total · ${formatBytes(m.bytes_received)}`;
     $("total-out").textContent = `${number.format(m.sent)} total · ${formatBytes(m.bytes_sent)}`;
-    $("sessions").textContent = `${stats.sessions.online} online, ${stats.sessions.offline} offline`;
+    $("sessions-online").textContent = number.format(stats.sessions.online);
+    $("sessions-offline").textContent = number.format(stats.sessions.offline);
     $("subscriptions").textContent = number.format(stats.subscriptions);
     $("retained").textContent = number.format(stats.retained);
     $("queued").textContent = number.format(stats.queued.sessions + stats.queued.queues);
@@ -284,16 +280,8 @@
   function newClientRow(id) {
     const tr = document.createElement("tr");
     tr.dataset.clientId = id;
-    tr.append(
-      cell("", "id"),
-      cell(""),
-      cell(""),
-      cell(""),
-      cell(""),
-      cell(""),
-      cell("", "num"),
-      cell("", "num"),
-    );
+    // client id, protocol, listener, address, username, since, queue, subscriptions
+    for (const className of ["id", "", "", "address", "user", "", "num", "num"]) tr.append(cell("", className));
     const button = document.createElement("button");
     button.type = "button";
     button.className = "disconnect";
@@ -319,7 +307,7 @@
       }
       setStatus(`Could not disconnect ${id}: ${error.message}`, "failed");
     }
-    await refreshClients();
+    startPolling();
   }
 
   // --- the chart -------------------------------------------------------------
@@ -389,6 +377,13 @@
         else ctx.lineTo(x(s.at), y(s[series]));
       });
       ctx.stroke();
+      const last = samples[samples.length - 1];
+      if (last) {
+        ctx.fillStyle = COLORS[series];
+        ctx.beginPath();
+        ctx.arc(x(last.at), y(last[series]), 3, 0, 2 * Math.PI);
+        ctx.fill();
+      }
     }
     ctx.restore();
   }
