@@ -11,7 +11,8 @@
 //! - [`adapter`]: protocol adapters (MQTT, STOMP) turning frames into core calls.
 //! - [`auth`]: the password file, logins and ACL rules; called by adapters.
 //! - [`certs`]: `tern certs dev`, a development CA and certificates.
-//! - [`admin`]: operations: Prometheus metrics, `/healthz`, the admin API, `$SYS` topics.
+//! - [`admin`]: operations: Prometheus metrics, `/healthz`, the admin API, the web
+//!   dashboard, `$SYS` topics.
 //! - [`core`]: the routing core: topics, the subscription trie, retained
 //!   messages, sessions (with their byte-counted pending queues), point-to-point
 //!   queues and the router. It knows no protocol.

@@ -84,7 +84,7 @@ log "pytest tests/interop (TERN_BIN=$tern_bin)"
 TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
     python3 -m pytest -q -p no:cacheprovider tests/interop || failed+=("pytest tests/interop")
 
-log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket)"
+log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
 TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" timeout --signal=TERM --kill-after=30 600 \
     node --test --test-concurrency=1 tests/browser/browser.test.mjs || failed+=("browser tests")
 

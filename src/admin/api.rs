@@ -3,6 +3,7 @@
 //!
 //! | call | does |
 //! |---|---|
+//! | `GET /api/stats` | uptime, connections, message totals, core counts, top topics (the dashboard polls it) |
 //! | `GET /api/clients` | connected clients: protocol, address, username, since, queue depth |
 //! | `GET /api/clients/<id>/subscriptions` | a session's subscriptions (connected or not) |
 //! | `DELETE /api/clients/<id>` | disconnects the client (MQTT 5: DISCONNECT 0x98) |
@@ -12,6 +13,10 @@
 //! | `GET /api/config` | the effective settings, secrets blanked |
 //!
 //! Path segments are percent-decoded (`%24SYS`, `%2F` inside a client id).
+//!
+//! `top_topics` in `/api/stats` are estimates: one publish in
+//! [`top_topics::SAMPLE`] is sampled (see [`super::top_topics`]), over the last
+//! 10–20 seconds.
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -19,6 +24,8 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::http::{respond, HttpResponse, HttpState};
+use super::metrics::CoreSnapshot;
+use super::top_topics;
 use crate::core::session::KickReason;
 
 pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
@@ -49,6 +56,7 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = request.method().clone();
     match (&method, segments.as_slice()) {
+        (&Method::GET, ["stats"]) => json_ok(stats(state)),
         (&Method::GET, ["clients"]) => json_ok(list_clients(state)),
         (&Method::GET, ["clients", id, "subscriptions"]) => subscriptions(state, id),
         (&Method::DELETE, ["clients", id]) | (&Method::POST, ["clients", id, "disconnect"]) => {
@@ -82,6 +90,45 @@ fn authorized(request: &Request<Incoming>, token: &str) -> bool {
     };
     let (a, b) = (sent.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How many topics `/api/stats` ranks.
+const TOP_TOPICS: usize = 10;
+
+fn stats(state: &HttpState) -> Value {
+    let metrics = &state.monitor.metrics;
+    let totals = metrics.totals();
+    let core = CoreSnapshot::take(metrics, &state.router);
+    let (mqtt, stomp) = state.monitor.connected_by_protocol();
+    let top: Vec<Value> = metrics
+        .top_topics
+        .top(TOP_TOPICS, std::time::Instant::now())
+        .into_iter()
+        .map(|t| json!({ "topic": &*t.topic, "messages": t.messages, "rate": t.rate }))
+        .collect();
+    let dropped: serde_json::Map<String, Value> = core
+        .dropped
+        .iter()
+        .map(|(reason, count)| ((*reason).to_string(), json!(count)))
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.monitor.uptime().as_secs(),
+        "connections": { "total": mqtt + stomp, "mqtt": mqtt, "stomp": stomp },
+        "messages": {
+            "received": totals.messages_received,
+            "sent": totals.messages_sent,
+            "bytes_received": totals.bytes_received,
+            "bytes_sent": totals.bytes_sent,
+            "dropped": dropped,
+        },
+        "sessions": { "online": core.sessions_online, "offline": core.sessions_offline },
+        "subscriptions": core.subscriptions,
+        "retained": core.retained,
+        "queued": { "sessions": core.queued_sessions, "queues": core.queued_queues },
+        "top_topics": top,
+        "top_topics_sample": top_topics::SAMPLE,
+    })
 }
 
 fn list_clients(state: &HttpState) -> Value {

@@ -1,5 +1,6 @@
 //! The operations HTTP listener (hyper, HTTP/1.1): `/metrics` (Prometheus text),
-//! `/healthz`, the admin API under `/api/` ([`super::api`]).
+//! `/healthz`, the admin API under `/api/` ([`super::api`]), the web dashboard
+//! at `/` and `/dashboard` ([`super::dashboard`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -95,6 +96,9 @@ async fn route(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
         }
         (&Method::GET, "/healthz") => healthz(state),
         (_, p) if p == "/api" || p.starts_with("/api/") => super::api::handle(request, state).await,
+        (&Method::GET, p) => {
+            super::dashboard::serve(p).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::top_topics::TopTopics;
 use crate::core::message::QoS;
 use crate::core::router::Router;
 
@@ -84,6 +85,8 @@ pub struct Metrics {
     pub dropped_acl: AtomicU64,
     /// Deliveries discarded because their message expired before it could be sent.
     pub dropped_expired: AtomicU64,
+    /// The busiest topics lately (sampled estimates), for the dashboard.
+    pub top_topics: TopTopics,
 }
 
 impl Default for Metrics {
@@ -98,6 +101,7 @@ impl Default for Metrics {
             store_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             dropped_acl: AtomicU64::new(0),
             dropped_expired: AtomicU64::new(0),
+            top_topics: TopTopics::default(),
         }
     }
 }
@@ -248,22 +252,23 @@ fn with(labels: &Labels, extra: (&'static str, &'static str)) -> Labels {
     out
 }
 
-/// What the core knows, read once per scrape.
+/// What the core knows, read once per scrape (and per `/api/stats`).
 #[derive(Debug, Default)]
-struct CoreSnapshot {
-    sessions_online: i64,
-    sessions_offline: i64,
-    retained: i64,
-    subscriptions: i64,
-    queued_sessions: i64,
-    queued_queues: i64,
-    dropped: [(&'static str, u64); 4],
+pub(super) struct CoreSnapshot {
+    pub sessions_online: i64,
+    pub sessions_offline: i64,
+    pub retained: i64,
+    pub subscriptions: i64,
+    pub queued_sessions: i64,
+    pub queued_queues: i64,
+    /// Messages not delivered, by reason label.
+    pub dropped: [(&'static str, u64); 4],
     store_commits: Option<u64>,
     store_held: Option<i64>,
 }
 
 impl CoreSnapshot {
-    fn take(metrics: &Metrics, router: &Arc<Router>) -> CoreSnapshot {
+    pub fn take(metrics: &Metrics, router: &Arc<Router>) -> CoreSnapshot {
         let mut snap = CoreSnapshot::default();
         for session in router.sessions() {
             if session.is_connected() {

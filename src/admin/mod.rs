@@ -1,14 +1,18 @@
-//! Operating the broker: Prometheus metrics, `/healthz`, the admin API (all on
-//! one HTTP listener, [`http`]) and the `$SYS/broker/...` topics ([`sys`]).
+//! Operating the broker: Prometheus metrics, `/healthz`, the admin API
+//! ([`api`]) and the web dashboard ([`dashboard`]), all on one HTTP listener
+//! ([`http`]), and the `$SYS/broker/...` topics ([`sys`]).
 //!
 //! Adapters report into a [`Monitor`] (shared through their `Context`): message
-//! counters on the hot path, and who is connected. The HTTP side and the `$SYS`
-//! publisher read it together with the core's own state.
+//! counters and the sampled busiest topics ([`top_topics`]) on the hot path, and
+//! who is connected. The HTTP side and the `$SYS` publisher read it together
+//! with the core's own state.
 
 pub mod api;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod sys;
+pub mod top_topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +108,19 @@ impl Monitor {
 
     pub fn connected_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Connected clients by protocol: (MQTT, STOMP).
+    pub fn connected_by_protocol(&self) -> (usize, usize) {
+        let (mut mqtt, mut stomp) = (0, 0);
+        for client in self.clients.iter() {
+            if client.protocol == Protocol::Stomp.label() {
+                stomp += 1;
+            } else {
+                mqtt += 1;
+            }
+        }
+        (mqtt, stomp)
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -9,6 +9,8 @@
 //
 // - The demo as the README runs it: examples/device (rumqttc) feeds the page and
 //   obeys a command sent from it.
+// - The built-in dashboard (HTTP listener, /dashboard#token=…) lists an MQTT
+//   client and its topic, and disconnects it with its button (MQTT 5: 0x98).
 //
 // Environment: TERN_BIN (default <repo>/target/debug/tern), DEVICE_BIN (default
 // tern-device beside TERN_BIN), CHROMIUM (default
@@ -59,18 +61,23 @@ function makeWebRoot(tmp) {
   return root;
 }
 
-/** Starts tern on port 0 everywhere; resolves once its banner names the ports. */
-async function startTern(tmp, webRoot) {
+/**
+ * Starts tern on port 0 everywhere (settings in `extraEnv` added, a web root
+ * when given); resolves once its banner names the ports.
+ */
+async function startTern(tmp, webRoot, extraEnv = {}) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TERN_")));
   delete env.RUST_LOG;
   Object.assign(env, {
     TERN_MQTT__BIND: "127.0.0.1:0",
     TERN_STOMP__BIND: "127.0.0.1:0",
     TERN_WEBSOCKET__BIND: "127.0.0.1:0",
-    TERN_WEB__ROOT: webRoot,
+    TERN_HTTP__BIND: "127.0.0.1:0",
     TERN_STORAGE__DATA_DIR: path.join(tmp, "data"),
     TERN_LOG__LEVEL: "debug",
+    ...extraEnv,
   });
+  if (webRoot) env.TERN_WEB__ROOT = webRoot;
   const stderr = fs.openSync(path.join(tmp, "tern.stderr"), "w");
   const proc = spawn(ternBin, [], { env, cwd: tmp, stdio: ["ignore", "pipe", stderr] });
   const lines = readline.createInterface({ input: proc.stdout });
@@ -140,18 +147,22 @@ function waitForCell(page, topic, needles) {
   );
 }
 
-describe("browser over WebSocket", () => {
+/**
+ * Registers before/after hooks of the enclosing describe: a tern (with the demo
+ * web root when `site`, the settings in `env`) and a headless Chromium. Returns
+ * the object the hooks fill in: { tern, context }.
+ */
+function ternAndChromium({ site = false, env = {} } = {}) {
+  const setup = { tern: null, context: null };
   let tmp;
-  let tern;
-  let context;
 
   before(async () => {
     assert.ok(fs.existsSync(ternBin), `tern binary not found at ${ternBin} (build it or set TERN_BIN)`);
     assert.ok(fs.existsSync(chromiumPath), `no Chromium at ${chromiumPath} (apt-get install chromium chromium-driver)`);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tern-browser-"));
     fs.mkdirSync(screenshotDir, { recursive: true });
-    tern = await startTern(tmp, makeWebRoot(tmp));
-    context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
+    setup.tern = await startTern(tmp, site ? makeWebRoot(tmp) : null, env);
+    setup.context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
       executablePath: chromiumPath,
       headless: true,
       args: CHROMIUM_ARGS,
@@ -160,13 +171,19 @@ describe("browser over WebSocket", () => {
   });
 
   after(async () => {
-    await context?.close();
-    if (tern) {
-      const code = await stopTern(tern);
+    await setup.context?.close();
+    if (setup.tern) {
+      const code = await stopTern(setup.tern);
       assert.equal(code, 0, `tern did not exit 0 on SIGTERM:\n${readStderr(tmp)}`);
     }
     fs.rmSync(tmp, { recursive: true, force: true });
   });
+
+  return setup;
+}
+
+describe("browser over WebSocket", () => {
+  const setup = ternAndChromium({ site: true });
 
   test("the vendored stompjs bundle is the one npm installs", () => {
     const vendored = fs.readFileSync(path.join(repo, "examples/web/vendor/stomp.umd.min.js"));
@@ -175,12 +192,12 @@ describe("browser over WebSocket", () => {
   });
 
   test("the stompjs page shows MQTT readings and its commands reach MQTT devices", async () => {
-    const page = await context.newPage();
+    const page = await setup.context.newPage();
     const consoleErrors = [];
     page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
-    const device = await mqttClient(tern.mqtt, "test-device");
+    const device = await mqttClient(setup.tern.mqtt, "test-device");
     try {
-      await page.goto(`http://127.0.0.1:${tern.ws}/`);
+      await page.goto(`http://127.0.0.1:${setup.tern.ws}/`);
       // "live" is set when the RECEIPT of the SUBSCRIBE arrives: readings published now are seen.
       await page.waitForFunction(() => document.getElementById("status").textContent === "live", null, {
         timeout: WAIT,
@@ -248,12 +265,12 @@ describe("browser over WebSocket", () => {
 
   test("the demo: examples/device feeds the page and obeys its command", async () => {
     assert.ok(fs.existsSync(deviceBin), `device binary not found at ${deviceBin} (cargo build --workspace)`);
-    const page = await context.newPage();
-    const device = spawn(deviceBin, ["--port", String(tern.mqtt), "--id", "demo-1", "--interval-ms", "200"], {
+    const page = await setup.context.newPage();
+    const device = spawn(deviceBin, ["--port", String(setup.tern.mqtt), "--id", "demo-1", "--interval-ms", "200"], {
       stdio: ["ignore", "ignore", "inherit"],
     });
     try {
-      await page.goto(`http://127.0.0.1:${tern.ws}/`);
+      await page.goto(`http://127.0.0.1:${setup.tern.ws}/`);
       await waitForCell(page, "sensors/demo-1/temperature", ["."]);
       await waitForCell(page, "sensors/demo-1/humidity", ["."]);
       await waitForCell(page, "sensors/demo-1/status", ["online=true", "led=off"]);
@@ -277,9 +294,9 @@ describe("browser over WebSocket", () => {
 
   for (const [level, name] of [[3, "3.1"], [4, "3.1.1"], [5, "5.0"]]) {
     test(`an mqtt.js page round-trips QoS 0/1/2 and a retained message (MQTT ${name})`, async () => {
-      const page = await context.newPage();
+      const page = await setup.context.newPage();
       try {
-        await page.goto(`http://127.0.0.1:${tern.ws}/test/mqtt.html?v=${level}`);
+        await page.goto(`http://127.0.0.1:${setup.tern.ws}/test/mqtt.html?v=${level}`);
         await page.waitForFunction(() => document.getElementById("result").textContent !== "running…", null, {
           timeout: WAIT,
         });
@@ -299,4 +316,96 @@ describe("browser over WebSocket", () => {
       }
     });
   }
+});
+
+describe("the dashboard", () => {
+  const TOKEN = "dash-browser-token";
+  const setup = ternAndChromium({ env: { TERN_HTTP__ADMIN_TOKEN: TOKEN } });
+
+  /** A page that collects console errors, uncaught exceptions and CSP violations. */
+  async function watchedPage() {
+    const page = await setup.context.newPage();
+    const problems = [];
+    page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+    page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+    return { page, problems };
+  }
+
+  test("lists a connected MQTT client and its topic, and disconnects it with its button", async () => {
+    assert.ok(setup.tern.http, `no http=ADDR in banner: ${setup.tern.banner}`);
+    const { page, problems } = await watchedPage();
+    const clientId = `dash-sensor-${process.pid}`;
+    const topic = "dash/sensor/temperature";
+    const device = await mqtt.connectAsync(`mqtt://127.0.0.1:${setup.tern.mqtt}`, {
+      clientId,
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+    });
+    const serverDisconnect = Promise.race([
+      once(device, "disconnect").then(([packet]) => packet),
+      timeout(WAIT * 2, "the broker's DISCONNECT"),
+    ]);
+    serverDisconnect.catch(() => {});
+    const closed = once(device, "close");
+    // Top topics are sampled (1 publish in 8) over the last 10–20 s: keep publishing.
+    for (let i = 0; i < 40; i++) await device.publishAsync(topic, `${20 + i / 10}`, { qos: 1 });
+    const feeder = setInterval(() => device.connected && device.publish(topic, "21.5", { qos: 0 }), 100);
+    const row = `#clients tr[data-client-id="${clientId}"]`;
+    try {
+      await page.goto(`http://127.0.0.1:${setup.tern.http}/dashboard#token=${TOKEN}`);
+      await page.waitForSelector(row, { timeout: WAIT });
+      assert.equal(new URL(page.url()).hash, "", "the token is taken out of the address bar");
+      const cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
+      assert.deepEqual(cells.slice(0, 3), [clientId, "mqtt", "mqtt"]);
+      assert.match(cells[3], /^127\.0\.0\.1:\d+$/);
+      assert.equal(cells[8], "Disconnect");
+      await page.waitForFunction(() => Number(document.getElementById("connections").textContent) >= 1, null, {
+        timeout: WAIT,
+      });
+      await page.waitForSelector(`#top-topics tr[data-topic="${topic}"]`, { timeout: WAIT });
+      assert.match(await page.textContent("#version"), /^tern \d+\.\d+\.\d+/);
+      // Two polls make one rate sample; the chart draws from the third on.
+      await page.waitForFunction(() => window.ternDashboard.sampleCount() >= 2, null, { timeout: WAIT });
+      assert.equal(await page.textContent("#live"), "live");
+      await page.screenshot({ path: path.join(screenshotDir, "dashboard.png"), fullPage: true });
+
+      clearInterval(feeder);
+      await page.click(`${row} button.disconnect`);
+      const packet = await serverDisconnect;
+      assert.equal(packet.reasonCode, 0x98, "MQTT 5 DISCONNECT: administrative action");
+      await Promise.race([closed, timeout(WAIT, "the MQTT connection to close")]);
+      await page.waitForSelector(row, { state: "detached", timeout: WAIT });
+      assert.equal(await page.textContent("#status"), `Disconnected ${clientId}.`);
+      await page.screenshot({ path: path.join(screenshotDir, "dashboard-disconnected.png"), fullPage: true });
+      assert.deepEqual(problems, []);
+    } finally {
+      clearInterval(feeder);
+      device.end(true);
+      await page.close();
+    }
+  });
+
+  test("asks for the token, says when it is refused, and starts with a good one", async () => {
+    const { page } = await watchedPage();
+    try {
+      await page.goto(`http://127.0.0.1:${setup.tern.http}/dashboard`);
+      await page.waitForSelector("#token-form", { state: "visible", timeout: WAIT });
+      assert.equal(await page.textContent("#live"), "token needed");
+
+      await page.goto(`http://127.0.0.1:${setup.tern.http}/dashboard#token=wrong`);
+      await page.waitForSelector("#error", { state: "visible", timeout: WAIT });
+      assert.match(await page.textContent("#error"), /^Admin token refused: missing or wrong admin token/);
+      assert.ok(await page.isVisible("#token-form"));
+
+      await page.fill("#token", TOKEN);
+      await page.click("#token-form button[type=submit]");
+      await page.waitForFunction(() => document.getElementById("live").textContent === "live", null, {
+        timeout: WAIT,
+      });
+      assert.ok(await page.isHidden("#error"));
+      assert.ok(await page.isHidden("#login"));
+    } finally {
+      await page.close();
+    }
+  });
 });

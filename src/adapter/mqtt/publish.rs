@@ -62,8 +62,11 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     {
         return answer_denied_publish(conn, qos, packet_id);
     }
-    let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Mqtt);
-    traffic.received(qos, publish.payload.len());
+    let metrics = &conn.ctx.monitor.metrics;
+    metrics
+        .traffic(Protocol::Mqtt)
+        .received(qos, publish.payload.len());
+    metrics.top_topics.record(&topic);
     if qos == QoS::ExactlyOnce {
         if !conn.session.record_incoming_qos2(packet_id) {
             // A resend of a QoS 2 message already accepted: acknowledge, do not route again

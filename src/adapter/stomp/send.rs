@@ -30,8 +30,11 @@ pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), St
     }
     let message = message_from_send(frame, topic, Arc::clone(&conn.client_id), Clock::now())?;
     let message = Arc::new(message);
-    let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Stomp);
-    traffic.received(message.qos, message.payload.len());
+    let metrics = &conn.ctx.monitor.metrics;
+    metrics
+        .traffic(Protocol::Stomp)
+        .received(message.qos, message.payload.len());
+    metrics.top_topics.record(&message.topic);
     match frame.header("transaction") {
         Some(transaction) => {
             let bytes = message.payload.len();
