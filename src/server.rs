@@ -355,8 +355,8 @@ impl Listeners {
         };
         let ctx = self.ctx.clone();
         let cap = self.caps.register(name, cap);
-        self.tracker
-            .spawn(acceptor.run(move |stream, addr, permit| {
+        let alive = self.ctx.monitor.listener_started();
+        let accept_loop = acceptor.run(move |stream, addr, permit| {
             let ctx = ctx.for_new_connection();
             let handle = handle.clone();
             let own = cap.try_acquire();
@@ -374,7 +374,11 @@ impl Listeners {
                 handle(stream, peer, ctx).await;
                 drop((permit, own));
             }
-        }));
+        });
+        self.tracker.spawn(async move {
+            let _alive = alive;
+            accept_loop.await;
+        });
         Ok(addr)
     }
 }

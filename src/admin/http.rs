@@ -103,10 +103,16 @@ async fn route(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
     }
 }
 
-/// 200 while the listeners accept and the store commits; 503 otherwise.
+/// 200 while every listener's accept loop runs and the store commits; 503 otherwise.
 fn healthz(state: &HttpState) -> HttpResponse {
     if state.shutdown.is_cancelled() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if state.monitor.listeners_down() > 0 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a listener stopped accepting\n",
+        );
     }
     if let Some(store) = state.router.store() {
         if !store.is_healthy() {

@@ -15,6 +15,7 @@ pub mod sys;
 pub mod top_topics;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,20 @@ pub struct Monitor {
     /// Connected clients, by connection id.
     clients: DashMap<u64, ClientInfo>,
     started: Instant,
+    /// Accept loops started, and those still running (`/healthz` compares them).
+    listeners_started: AtomicUsize,
+    listeners_running: Arc<AtomicUsize>,
+}
+
+/// Held by a running accept loop; dropping it (the loop ended, or panicked)
+/// marks the listener down.
+#[derive(Debug)]
+pub struct ListenerAlive(Arc<AtomicUsize>);
+
+impl Drop for ListenerAlive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Default for Monitor {
@@ -38,6 +53,8 @@ impl Default for Monitor {
             metrics: Metrics::default(),
             clients: DashMap::new(),
             started: Instant::now(),
+            listeners_started: AtomicUsize::new(0),
+            listeners_running: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -123,6 +140,19 @@ impl Monitor {
         (mqtt, stomp)
     }
 
+    /// An accept loop starts; it counts as up while the returned guard lives.
+    pub fn listener_started(&self) -> ListenerAlive {
+        self.listeners_started.fetch_add(1, Ordering::AcqRel);
+        self.listeners_running.fetch_add(1, Ordering::AcqRel);
+        ListenerAlive(Arc::clone(&self.listeners_running))
+    }
+
+    /// How many accept loops have stopped (0 while every listener accepts).
+    pub fn listeners_down(&self) -> usize {
+        let started = self.listeners_started.load(Ordering::Acquire);
+        started.saturating_sub(self.listeners_running.load(Ordering::Acquire))
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
@@ -182,4 +212,19 @@ pub async fn start(
     });
     tracker.spawn(http::run(listener, state, tracker.clone()));
     Ok(Some(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Monitor;
+
+    #[test]
+    fn a_listener_whose_accept_loop_ended_counts_as_down() {
+        let monitor = Monitor::default();
+        let first = monitor.listener_started();
+        let _second = monitor.listener_started();
+        assert_eq!(monitor.listeners_down(), 0);
+        drop(first);
+        assert_eq!(monitor.listeners_down(), 1);
+    }
 }
