@@ -1,4 +1,5 @@
-//! Limits with safe defaults: subscriptions per client (MQTT 3.1.1 and 5.0, STOMP).
+//! Limits with safe defaults: subscriptions per client (MQTT 3.1.1 and 5.0, STOMP),
+//! per-listener connection caps (MQTT and STOMP), the in-flight window towards a 3.1.1 client.
 
 mod common;
 
@@ -86,4 +87,25 @@ async fn listener_connection_cap_refuses_mqtt_and_stomp_beyond_it() {
         "{first:?}"
     );
     over.expect_closed().await;
+}
+
+#[tokio::test]
+async fn max_inflight_bounds_unacknowledged_deliveries_to_a_v311_client() {
+    let server = start_server_with(|s| s.limits.max_inflight = 2).await;
+    let mut sub = raw_subscriber(server.mqtt, 4, "inflight-sub", "inflight/t", 1).await;
+    let mut publisher = v4::Client::connect(server.mqtt, "inflight-pub").await;
+    for i in 0..4u8 {
+        publisher.publish("inflight/t", 1, false, &[i]).await;
+    }
+    let first = read_publish(&mut sub, 4).await;
+    let second = read_publish(&mut sub, 4).await;
+    assert_eq!((first.payload.clone(), second.payload), (vec![0], vec![1]));
+    expect_silence(&mut sub).await; // two unacknowledged: the window is closed
+    send(
+        &mut sub,
+        &ack_packet(0x40, first.packet_id.expect("QoS 1 id")),
+    )
+    .await;
+    assert_eq!(read_publish(&mut sub, 4).await.payload, vec![2]);
+    expect_silence(&mut sub).await;
 }
