@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -316,13 +317,23 @@ impl Listeners {
         let handshake_timeout = Duration::from_secs(self.ctx.limits().connect_timeout_secs);
         let over_tls = move |stream: TcpStream, mut peer: Peer, ctx: Context| {
             let tls = Arc::clone(&tls);
-            async move {
+            // Boxed, so the handshake's state and these arguments (moved on into
+            // `serve`) do not stay in the task of an idle connection.
+            let handshake = Box::pin(async move {
                 match tls.handshake(stream, peer.addr, handshake_timeout).await {
                     Ok(connection) => {
                         peer.cert_username = connection.cert_username;
-                        serve(connection.stream, peer, ctx).await;
+                        Some((connection.stream, peer, ctx))
                     }
-                    Err(_) => ctx.monitor.metrics.tls_handshake_failed(peer.listener),
+                    Err(_) => {
+                        ctx.monitor.metrics.tls_handshake_failed(peer.listener);
+                        None
+                    }
+                }
+            });
+            async move {
+                if let Some((stream, peer, ctx)) = handshake.await {
+                    serve(stream, peer, ctx).await;
                 }
             }
         };
@@ -363,17 +374,16 @@ impl Listeners {
             if own.is_none() {
                 tracing::warn!(listener = name, peer = %addr, "listener connection limit reached");
             }
-            async move {
-                let peer = Peer {
-                    addr,
-                    listener: name,
-                    anonymous_allowed,
-                    admitted: permit.is_some() && own.is_some(),
-                    cert_username: None,
-                };
-                handle(stream, peer, ctx).await;
-                drop((permit, own));
-            }
+            let peer = Peer {
+                addr,
+                listener: name,
+                anonymous_allowed,
+                admitted: permit.is_some() && own.is_some(),
+                cert_username: None,
+            };
+            // The permits live as long as the connection; no async block around
+            // `handle`, whose captured arguments would stay in every idle task.
+            handle(stream, peer, ctx).map(move |()| drop((permit, own)))
         });
         self.tracker.spawn(async move {
             let _alive = alive;

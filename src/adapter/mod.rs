@@ -4,6 +4,7 @@
 pub(crate) mod buffers;
 pub mod mqtt;
 pub(crate) mod rate;
+pub(crate) mod serve;
 pub mod stomp;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@ pub mod queue;
 pub mod retain;
 pub mod router;
 pub mod session;
+pub(crate) mod subscription_list;
 pub mod topic;
 pub mod trie;
 pub mod will;

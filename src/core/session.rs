@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::core::message::{Delivery, QoS};
 use crate::core::pending::{delivery_bytes, PendingQueue};
 use crate::core::persist::Persist;
+use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
 
 /// What a full queue does with one more message.
@@ -111,7 +112,7 @@ pub enum PushOutcome {
 
 #[derive(Debug)]
 struct SessionState {
-    subscriptions: HashMap<Arc<str>, (Filter, SubscriptionOptions)>,
+    subscriptions: SubscriptionList,
     pending: PendingQueue,
     inflight: HashMap<u16, InflightEntry>,
     next_seq: u64,
@@ -184,7 +185,7 @@ impl Session {
             client_id,
             generation: AtomicU64::new(0),
             state: Mutex::new(SessionState {
-                subscriptions: HashMap::new(),
+                subscriptions: SubscriptionList::default(),
                 pending: PendingQueue::default(),
                 inflight: HashMap::new(),
                 next_seq: 0,
@@ -554,12 +555,7 @@ impl Session {
     }
 
     pub(crate) fn add_subscription(&self, filter: Filter, options: SubscriptionOptions) -> bool {
-        let key: Arc<str> = Arc::from(filter.as_str());
-        self.state
-            .lock()
-            .subscriptions
-            .insert(key, (filter, options))
-            .is_some()
+        self.state.lock().subscriptions.insert(filter, options)
     }
 
     pub(crate) fn remove_subscription(&self, raw_filter: &str) -> Option<Filter> {
@@ -573,11 +569,11 @@ impl Session {
     /// Whether a subscription more on a filter other than `raw_filter` would pass `max`.
     pub fn subscriptions_full(&self, raw_filter: &str, max: usize) -> bool {
         let state = self.state.lock();
-        state.subscriptions.len() >= max && !state.subscriptions.contains_key(raw_filter)
+        state.subscriptions.len() >= max && !state.subscriptions.contains(raw_filter)
     }
 
     pub fn subscriptions(&self) -> Vec<(Filter, SubscriptionOptions)> {
-        self.state.lock().subscriptions.values().cloned().collect()
+        self.state.lock().subscriptions.iter().cloned().collect()
     }
 
     /// Records who the client logged in as (set at every connect).
@@ -594,8 +590,9 @@ impl Session {
         self.state
             .lock()
             .subscriptions
-            .drain()
-            .map(|(_, (filter, _))| filter)
+            .take_all()
+            .into_iter()
+            .map(|(filter, _)| filter)
             .collect()
     }
 }

@@ -75,7 +75,9 @@ def test_bad_value_is_refused_and_named(tern_binary, tmp_path, section, line, ke
     # Replace (or add) the line in its section of a copy of the shipped file.
     name = line.split("=")[0].strip()
     pattern = re.compile(rf"^#?\s*{name}\s*=.*$", re.M)
-    start = text.index(f"[{section}]")
+    header = re.search(rf"^\[{section}\]$", text, re.M)
+    assert header, f"no [{section}] section in {CONFIG}"
+    start = header.start()
     end = text.find("\n[", start + 1)
     end = len(text) if end == -1 else end
     body = text[start:end]

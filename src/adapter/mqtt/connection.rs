@@ -5,6 +5,7 @@
 use crate::adapter::buffers::ReadSizing;
 use crate::adapter::rate::RateLimit;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use super::error::MqttError;
 use super::will::PendingWill;
 use super::{ack, connect, publish, subscribe};
 use crate::adapter::{Context, Peer};
-use crate::admin::{ClientInfo, Protocol};
+use crate::admin::Protocol;
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -32,28 +33,14 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(60);
 
 /// Serves one MQTT connection to its end.
-pub async fn serve<S>(mut stream: S, peer: Peer, ctx: Context)
+pub fn serve<S>(stream: S, peer: Peer, ctx: Context) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut read_buf = BytesMut::with_capacity(crate::adapter::buffers::QUIET_READ);
-    // Boxed: the CONNECT phase's state is large and over once the client is in,
-    // so an idle connection does not carry it.
-    let accepting = Box::pin(connect::accept(&mut stream, &mut read_buf, &peer, &ctx));
-    let Some(mut conn) = accepting.await else {
-        return;
-    };
-    let listed = ctx.monitor.client_connected(ClientInfo::new(
-        Protocol::Mqtt,
-        (peer.listener, peer.addr),
-        (Arc::clone(&conn.client_id), conn.username.clone()),
-        conn.connection_id,
-    ));
-    let outcome = conn.run(&mut stream, &mut read_buf).await;
-    listed.ended(outcome.as_ref().map_or_else(|e| e.label(), |_| "client"));
-    // Boxed for the same reason: an idle connection does not carry the goodbye's state.
-    Box::pin(conn.finish(&mut stream, outcome)).await;
+    crate::adapter::serve::serve::<Connection, S>(stream, peer, ctx)
 }
+
+crate::adapter::serve::protocol_connection!(Connection, Protocol::Mqtt, MqttError);
 
 /// How a connection ended when it ended without an error.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 
 use crate::adapter::buffers::ReadSizing;
 use crate::adapter::rate::RateLimit;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use super::subscribe::Subscriptions;
 use super::transaction::Transactions;
 use super::{ack, connect, deliver, send, subscribe, transaction};
 use crate::adapter::{Context, Peer};
-use crate::admin::{ClientInfo, Protocol};
+use crate::admin::Protocol;
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -41,28 +42,14 @@ const LINGER: Duration = Duration::from_millis(500);
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Serves one STOMP connection to its end.
-pub async fn serve<S>(mut stream: S, peer: Peer, ctx: Context)
+pub fn serve<S>(stream: S, peer: Peer, ctx: Context) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut read_buf = BytesMut::with_capacity(crate::adapter::buffers::QUIET_READ);
-    // Boxed: the CONNECT phase's state is large and over once the client is in,
-    // so an idle connection does not carry it.
-    let accepting = Box::pin(connect::accept(&mut stream, &mut read_buf, &peer, &ctx));
-    let Some(mut conn) = accepting.await else {
-        return;
-    };
-    let listed = ctx.monitor.client_connected(ClientInfo::new(
-        Protocol::Stomp,
-        (peer.listener, peer.addr),
-        (Arc::clone(&conn.client_id), conn.username.clone()),
-        conn.connection_id,
-    ));
-    let outcome = conn.run(&mut stream, &mut read_buf).await;
-    listed.ended(outcome.as_ref().map_or_else(|e| e.label(), |_| "client"));
-    // Boxed for the same reason: an idle connection does not carry the goodbye's state.
-    Box::pin(conn.finish(&mut stream, outcome)).await;
+    crate::adapter::serve::serve::<Connection, S>(stream, peer, ctx)
 }
+
+crate::adapter::serve::protocol_connection!(Connection, Protocol::Stomp, StompAdapterError);
 
 /// How a connection ended without an error.
 #[derive(Debug)]
