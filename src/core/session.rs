@@ -471,11 +471,6 @@ impl Session {
         self.state.lock().pending.len()
     }
 
-    /// Topic and payload bytes of the deliveries waiting to be sent.
-    pub fn pending_bytes(&self) -> usize {
-        self.state.lock().pending.bytes()
-    }
-
     pub fn dropped_count(&self) -> u64 {
         self.state.lock().dropped
     }

@@ -44,11 +44,13 @@ impl ConnectionCap {
         self.limit.store(limit, Ordering::Release);
     }
 
-    pub fn limit(&self) -> usize {
+    #[cfg(test)]
+    fn limit(&self) -> usize {
         self.limit.load(Ordering::Acquire)
     }
 
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 }
