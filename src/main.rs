@@ -258,3 +258,7 @@ fn init_logging(level: &str) -> tern::reload::SetLogLevel {
         handle.reload(filter).map_err(|e| e.to_string())
     })
 }
+
+/// See Cargo.toml: messages cross threads, and mimalloc frees them cheaply.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -156,12 +156,17 @@ impl Authenticator {
         result
     }
 
-    /// [`Authenticator::authenticate`] on the blocking thread pool, so the hash
-    /// does not stall other connections.
+    /// [`Authenticator::authenticate`] on the blocking thread pool when a password
+    /// hash must be verified, so the hash does not stall other connections. Other
+    /// logins (anonymous, certificate, no password file) are decided in place: a
+    /// burst of them would otherwise start a blocking thread each.
     pub async fn authenticate_async(
         self: &Arc<Self>,
         login: Login,
     ) -> Result<Principal, AuthError> {
+        if !self.needs_hash(&login) {
+            return self.authenticate(&login);
+        }
         let this = Arc::clone(self);
         match tokio::task::spawn_blocking(move || this.authenticate(&login)).await {
             Ok(result) => result,
@@ -170,6 +175,11 @@ impl Authenticator {
                 Err(AuthError::NotAuthorized)
             }
         }
+    }
+
+    /// True when deciding `login` verifies a password hash (see `decide`).
+    fn needs_hash(&self, login: &Login) -> bool {
+        login.cert_username.is_none() && login.username.is_some() && self.has_password_file()
     }
 
     fn decide(&self, login: &Login) -> Result<Principal, AuthError> {
@@ -370,5 +380,26 @@ mod tests {
             .authenticate_async(login(Some("alice"), Some("x"), false))
             .await;
         assert_eq!(bad, Err(AuthError::BadCredentials));
+    }
+
+    #[test]
+    fn only_a_username_against_a_password_file_spends_a_hash() {
+        let with_file = authenticator();
+        assert!(with_file.needs_hash(&login(Some("alice"), Some("wonderland"), false)));
+        assert!(!with_file.needs_hash(&login(None, None, true)));
+        let mut by_cert = login(Some("alice"), None, false);
+        by_cert.cert_username = Some("alice".into());
+        assert!(!with_file.needs_hash(&by_cert));
+        let without_file = Authenticator::new(None);
+        assert!(!without_file.needs_hash(&login(Some("alice"), Some("x"), true)));
+    }
+
+    #[tokio::test]
+    async fn authenticate_async_decides_anonymous_logins_in_place() {
+        let auth = Arc::new(Authenticator::new(None));
+        let anonymous = auth.authenticate_async(login(None, None, true)).await;
+        assert_eq!(anonymous.map(|p| p.method), Ok(AuthMethod::Anonymous));
+        let refused = auth.authenticate_async(login(None, None, false)).await;
+        assert_eq!(refused, Err(AuthError::NotAuthorized));
     }
 }

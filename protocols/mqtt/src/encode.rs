@@ -6,9 +6,9 @@ use bytes::BytesMut;
 use crate::connect::{encode_connack, encode_connect};
 use crate::control::{encode_auth, encode_disconnect};
 use crate::error::EncodeError;
-use crate::publish::{encode_ack, encode_publish, publish_flags};
+use crate::publish::{encode_ack, encode_publish as encode_publish_body, publish_flags};
 use crate::subscribe::{encode_suback, encode_subscribe, encode_unsuback, encode_unsubscribe};
-use crate::types::{Packet, ProtocolVersion};
+use crate::types::{Packet, ProtocolVersion, PublishRef};
 use crate::wire::{varint_len, Counter, Sink, VARINT_MAX};
 
 /// Append the encoding of `packet` for `version` to `buf`.
@@ -21,11 +21,7 @@ pub fn encode(
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let (first, remaining) = measure(packet, version)?;
-    buf.reserve(1 + varint_len(remaining) + remaining);
-    buf.put_u8(first);
-    buf.put_varint(remaining, "remaining length")?;
-    write_body(packet, version, buf)
+    frame(packet, version, buf)
 }
 
 /// Size in bytes the encoded packet would take, so a broker can honour a client's
@@ -35,11 +31,66 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, E
     Ok(1 + varint_len(remaining) + remaining)
 }
 
+/// [`encode`] for a borrowed PUBLISH: what a broker sends per delivery, with no
+/// copy of the topic or properties into a [`crate::Publish`] first.
+pub fn encode_publish(
+    publish: &PublishRef<'_>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    frame(publish, version, buf)
+}
+
+/// [`encoded_len`] for a borrowed PUBLISH.
+pub fn publish_encoded_len(
+    publish: &PublishRef<'_>,
+    version: ProtocolVersion,
+) -> Result<usize, EncodeError> {
+    let (_, remaining) = measure(publish, version)?;
+    Ok(1 + varint_len(remaining) + remaining)
+}
+
+/// What can be framed: a first header byte and a body.
+trait Body {
+    fn first_byte(&self, version: ProtocolVersion) -> Result<u8, EncodeError>;
+    fn write<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError>;
+}
+
+impl Body for Packet {
+    fn first_byte(&self, version: ProtocolVersion) -> Result<u8, EncodeError> {
+        first_byte(self, version)
+    }
+    fn write<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+        write_body(self, version, s)
+    }
+}
+
+impl Body for PublishRef<'_> {
+    fn first_byte(&self, _: ProtocolVersion) -> Result<u8, EncodeError> {
+        Ok(0x30 | publish_flags(self)?)
+    }
+    fn write<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+        encode_publish_body(self, version, s)
+    }
+}
+
+fn frame<B: Body>(
+    body: &B,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let (first, remaining) = measure(body, version)?;
+    buf.reserve(1 + varint_len(remaining) + remaining);
+    buf.put_u8(first);
+    buf.put_varint(remaining, "remaining length")?;
+    body.write(version, buf)
+}
+
 /// First header byte and remaining length; runs every check the real write would.
-fn measure(packet: &Packet, version: ProtocolVersion) -> Result<(u8, usize), EncodeError> {
-    let first = first_byte(packet, version)?;
+fn measure<B: Body>(body: &B, version: ProtocolVersion) -> Result<(u8, usize), EncodeError> {
+    let first = body.first_byte(version)?;
     let mut counter = Counter::default();
-    write_body(packet, version, &mut counter)?;
+    body.write(version, &mut counter)?;
     if counter.0 > VARINT_MAX {
         return Err(EncodeError::PacketTooLarge {
             remaining_length: counter.0,
@@ -52,7 +103,7 @@ fn first_byte(packet: &Packet, version: ProtocolVersion) -> Result<u8, EncodeErr
     Ok(match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(p) => 0x30 | publish_flags(p)?,
+        Packet::Publish(p) => 0x30 | publish_flags(&p.borrowed())?,
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -79,7 +130,7 @@ fn write_body<S: Sink>(
     match packet {
         Packet::Connect(c) => encode_connect(c, s),
         Packet::ConnAck(c) => encode_connack(c, version, s),
-        Packet::Publish(p) => encode_publish(p, version, s),
+        Packet::Publish(p) => encode_publish_body(&p.borrowed(), version, s),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             encode_ack(a, version, s)
         }
@@ -110,6 +161,37 @@ mod tests {
             properties: Default::default(),
             payload,
         })
+    }
+
+    #[test]
+    fn a_borrowed_publish_encodes_as_the_owned_one() {
+        let mut owned = Publish {
+            dup: true,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "a/b".into(),
+            packet_id: Some(7),
+            properties: Default::default(),
+            payload: Bytes::from_static(b"hello"),
+        };
+        owned.properties.content_type = Some("text/plain".into());
+        owned.properties.subscription_identifiers = vec![3, 300];
+        for version in [V31, V311, V5] {
+            let mut expected = BytesMut::new();
+            encode(&Packet::Publish(owned.clone()), version, &mut expected).unwrap();
+            let mut got = BytesMut::new();
+            encode_publish(&owned.borrowed(), version, &mut got).unwrap();
+            assert_eq!(got, expected, "{version:?}");
+            assert_eq!(
+                publish_encoded_len(&owned.borrowed(), version).unwrap(),
+                expected.len()
+            );
+        }
+        let mut invalid = owned.borrowed();
+        invalid.qos = QoS::AtMostOnce;
+        let mut buf = BytesMut::new();
+        assert!(encode_publish(&invalid, V311, &mut buf).is_err());
+        assert!(buf.is_empty());
     }
 
     #[test]

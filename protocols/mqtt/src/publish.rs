@@ -4,7 +4,7 @@ use crate::codes::{check, reason};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{self, PropKind};
 use crate::topic::check_topic_name;
-use crate::types::{Ack, ProtocolVersion, Publish, QoS};
+use crate::types::{Ack, ProtocolVersion, Publish, PublishRef, QoS};
 use crate::wire::{Reader, Sink};
 
 /// Packet id 0 is reserved in every version [MQTT-2.3.1-1].
@@ -59,7 +59,7 @@ pub(crate) fn decode_publish(
 }
 
 /// Fixed-header flags for a PUBLISH, rejecting combinations the decoder would refuse.
-pub(crate) fn publish_flags(p: &Publish) -> Result<u8, EncodeError> {
+pub(crate) fn publish_flags(p: &PublishRef<'_>) -> Result<u8, EncodeError> {
     if p.qos == QoS::AtMostOnce && p.dup {
         return Err(EncodeError::InvalidPacket("PUBLISH QoS 0 with DUP set"));
     }
@@ -67,11 +67,11 @@ pub(crate) fn publish_flags(p: &Publish) -> Result<u8, EncodeError> {
 }
 
 pub(crate) fn encode_publish<S: Sink>(
-    p: &Publish,
+    p: &PublishRef<'_>,
     version: ProtocolVersion,
     s: &mut S,
 ) -> Result<(), EncodeError> {
-    s.put_string(&p.topic, "topic name")?;
+    s.put_string(p.topic, "topic name")?;
     match (p.qos, p.packet_id) {
         (QoS::AtMostOnce, None) => {}
         (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => put_packet_id(s, id)?,
@@ -82,9 +82,9 @@ pub(crate) fn encode_publish<S: Sink>(
         }
     }
     if version.is_v5() {
-        properties::encode(&p.properties, PropKind::Publish, s)?;
+        properties::encode(p.properties, PropKind::Publish, s)?;
     }
-    s.put_slice(&p.payload);
+    s.put_slice(p.payload);
     Ok(())
 }
 

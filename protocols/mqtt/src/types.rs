@@ -157,6 +157,35 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+impl Publish {
+    /// This PUBLISH as a [`PublishRef`].
+    pub fn borrowed(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// An outgoing PUBLISH that borrows its topic, properties and payload, so a broker
+/// encodes a delivery without copying them first (see [`crate::encode_publish`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    /// `Some` iff `qos > 0`.
+    pub packet_id: Option<u16>,
+    pub properties: &'a Properties,
+    pub payload: &'a [u8],
+}
+
 /// PUBACK / PUBREC / PUBREL / PUBCOMP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {

@@ -67,6 +67,9 @@ pub(super) struct Connection {
     pub(super) connect_expiry: u32,
     /// Topic aliases the client set (MQTT 5), by alias.
     pub(super) topic_aliases: HashMap<u16, Arc<str>>,
+    /// The topic of the last PUBLISH: a device mostly publishes to the same few
+    /// topics, so a repeat shares it instead of allocating it again.
+    pub(super) last_topic: Option<Arc<str>>,
     /// In-flight window towards the client: its receive maximum, capped by config.
     pub(super) send_window: usize,
     /// Largest packet the client accepts (MQTT 5 maximum packet size).
@@ -114,6 +117,7 @@ impl Connection {
             will: None,
             connect_expiry: 0,
             topic_aliases: HashMap::new(),
+            last_topic: None,
             send_window: 1,
             client_max_packet: None,
             write_buf: BytesMut::new(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tern_mqtt::{reason, Packet, Properties, Publish};
+use tern_mqtt::{reason, Packet, Properties, Publish, PublishRef};
 
 use super::ack::ack;
 use super::connection::Connection;
@@ -138,7 +138,7 @@ fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Res
 /// The topic a PUBLISH goes to, applying and recording MQTT 5 topic aliases.
 fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, MqttError> {
     let Some(alias) = publish.properties.topic_alias else {
-        return Ok(Arc::from(publish.topic.as_str()));
+        return Ok(shared_topic(&mut conn.last_topic, &publish.topic));
     };
     let max = conn.ctx.limits().topic_alias_maximum;
     if alias == 0 || alias > max {
@@ -155,6 +155,14 @@ fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, M
         let topic: Arc<str> = Arc::from(publish.topic.as_str());
         conn.topic_aliases.insert(alias, Arc::clone(&topic));
         Ok(topic)
+    }
+}
+
+/// `topic` as an `Arc`, reusing `last` when it is the same topic.
+fn shared_topic(last: &mut Option<Arc<str>>, topic: &str) -> Arc<str> {
+    match last {
+        Some(shared) if **shared == *topic => Arc::clone(shared),
+        _ => Arc::clone(last.insert(Arc::from(topic))),
     }
 }
 
@@ -201,17 +209,17 @@ pub(super) fn write_delivery(
             .subscription_identifiers
             .clone_from(&delivery.subscription_ids);
     }
-    let packet = Packet::Publish(Publish {
+    let publish = PublishRef {
         dup,
         qos: wire_qos(delivery.qos),
         retain: delivery.retain,
-        topic: message.topic.to_string(),
+        topic: &message.topic,
         packet_id,
-        properties,
-        payload: message.payload.clone(),
-    });
+        properties: &properties,
+        payload: &message.payload,
+    };
     if let Some(max) = conn.client_max_packet {
-        if tern_mqtt::encoded_len(&packet, conn.version)? > max {
+        if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max {
             tracing::debug!(client_id = %conn.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
             if let Some(id) = packet_id {
                 // Never sent: forget it so the window does not leak.
@@ -221,5 +229,22 @@ pub(super) fn write_delivery(
             return Ok(());
         }
     }
-    conn.send(&packet)
+    tern_mqtt::encode_publish(&publish, conn.version, &mut conn.write_buf)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_topic_is_shared_and_a_new_one_replaces_it() {
+        let mut last = None;
+        let first = shared_topic(&mut last, "a/b");
+        let again = shared_topic(&mut last, "a/b");
+        assert!(Arc::ptr_eq(&first, &again));
+        let other = shared_topic(&mut last, "a/c");
+        assert_eq!(&*other, "a/c");
+        assert!(last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &other)));
+    }
 }
