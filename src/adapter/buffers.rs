@@ -1,15 +1,18 @@
-//! Per-connection buffer sizing: small while a connection is quiet, so an idle
-//! client costs little memory; 64 KiB reads once traffic fills the small one,
-//! so a busy client is still read and parsed in large batches.
+//! Per-connection buffer sizing: none at all while a connection is quiet, so an
+//! idle client costs little memory; 64 KiB reads once traffic fills a quiet
+//! read, so a busy client is still read and parsed in large batches.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Read size of a quiet connection (a PINGREQ, a heart-beat, a few small packets).
 pub(crate) const QUIET_READ: usize = 256;
 /// Read size under load: every complete packet in it is parsed in place.
 pub(crate) const BUSY_READ: usize = 64 * 1024;
-/// Write buffers above this are given back once a connection goes quiet.
-const QUIET_WRITE_CAPACITY: usize = 4 * 1024;
 
 /// Tracks whether a connection's reads fill their buffer (load) or not (quiet).
 #[derive(Debug, Default, Clone, Copy)]
@@ -18,28 +21,53 @@ pub(crate) struct ReadSizing {
 }
 
 impl ReadSizing {
-    /// Makes room for the next read: a quiet chunk, or a busy one under load.
+    /// Makes room for the next read: a busy connection gets a big chunk; a quiet one
+    /// keeps a small buffer only for a partial packet, and none when nothing is
+    /// buffered (its next read lands on the stack, see [`read_quietly`]).
     pub(crate) fn prepare(&self, buf: &mut BytesMut) {
+        if !self.busy && buf.is_empty() {
+            if buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+            return;
+        }
         let want = if self.busy { BUSY_READ } else { QUIET_READ };
         if buf.capacity() - buf.len() < want / 4 {
             buf.reserve(want);
         }
     }
 
-    /// Notes a read of `n` bytes. Call after the buffered packets were handled:
-    /// a quiet connection with nothing left over gives a big buffer back.
-    pub(crate) fn settle(&mut self, buf: &mut BytesMut, n: usize) {
+    /// Notes a read of `n` bytes: one that filled a quiet read means load.
+    pub(crate) fn settle(&mut self, n: usize) {
         self.busy = n >= QUIET_READ;
-        if !self.busy && buf.is_empty() && buf.capacity() > QUIET_READ * 4 {
-            *buf = BytesMut::new();
-        }
     }
 }
 
-/// After a write: a big write buffer that carried little is given back, so
-/// memory taken by one burst does not stay with an idle connection.
+/// Reads into `buf`. A buffer with no room (as [`ReadSizing::prepare`] leaves a
+/// quiet one) is read through a stack chunk of [`QUIET_READ`] bytes, and only
+/// what arrived is kept: waiting costs the connection no buffer.
+pub(crate) async fn read_quietly<S>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<usize>
+where
+    S: AsyncRead + Unpin,
+{
+    if buf.capacity() > buf.len() {
+        return stream.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); QUIET_READ];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+    .await
+}
+
+/// After a write: a quiet connection's emptied write buffer is given back, so
+/// neither a burst nor a ping leaves memory with an idle connection; a busy one
+/// keeps its buffer for the next batch.
 pub(crate) fn settle_write(buf: &mut BytesMut, written: usize) {
-    if buf.is_empty() && written < QUIET_READ && buf.capacity() > QUIET_WRITE_CAPACITY {
+    if buf.is_empty() && written < QUIET_READ {
         *buf = BytesMut::new();
     }
 }
@@ -47,33 +75,52 @@ pub(crate) fn settle_write(buf: &mut BytesMut, written: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
-    fn quiet_reads_stay_small_and_busy_reads_grow() {
+    fn quiet_connections_hold_no_buffer_and_busy_reads_grow() {
         let mut sizing = ReadSizing::default();
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(4096);
         sizing.prepare(&mut buf);
-        assert!(buf.capacity() >= QUIET_READ && buf.capacity() < BUSY_READ);
-        // A read that filled the quiet buffer: the next one may take 64 KiB.
-        buf.extend_from_slice(&[0; QUIET_READ]);
-        buf.clear();
-        sizing.settle(&mut buf, QUIET_READ);
+        assert_eq!(buf.capacity(), 0, "quiet and empty: no buffer");
+        // A read that filled a quiet read: the next one may take 64 KiB.
+        sizing.settle(QUIET_READ);
         sizing.prepare(&mut buf);
         assert!(buf.capacity() >= BUSY_READ);
         // Traffic calms down: the big buffer is given back.
-        sizing.settle(&mut buf, 2);
-        assert_eq!(buf.capacity(), 0);
+        sizing.settle(2);
         sizing.prepare(&mut buf);
-        assert!(buf.capacity() < BUSY_READ);
+        assert_eq!(buf.capacity(), 0);
     }
 
     #[test]
-    fn leftover_bytes_keep_the_buffer() {
+    fn a_partial_packet_keeps_a_small_buffer() {
         let mut sizing = ReadSizing::default();
-        let mut buf = BytesMut::with_capacity(BUSY_READ);
+        let mut buf = BytesMut::new();
         buf.extend_from_slice(b"partial packet");
-        sizing.settle(&mut buf, 14);
+        sizing.settle(14);
+        sizing.prepare(&mut buf);
         assert_eq!(&buf[..], b"partial packet");
+        assert!(buf.capacity() - buf.len() >= QUIET_READ / 4);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_read_keeps_only_what_arrived() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(&[7; 300]).await.unwrap();
+        let mut buf = BytesMut::new();
+        let n = read_quietly(&mut server, &mut buf).await.unwrap();
+        assert_eq!(n, QUIET_READ, "one stack chunk at most");
+        assert_eq!(&buf[..], &[7; QUIET_READ][..]);
+        // With room in the buffer, the rest is read into it directly.
+        buf.reserve(BUSY_READ);
+        let n = read_quietly(&mut server, &mut buf).await.unwrap();
+        assert_eq!(n, 300 - QUIET_READ);
+        assert_eq!(buf.len(), 300);
+        drop(client);
+        buf.clear();
+        buf = BytesMut::new();
+        assert_eq!(read_quietly(&mut server, &mut buf).await.unwrap(), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! wake-ups, takeover, keep-alive and shutdown. Reads are large and every
 //! complete packet in the buffer is handled before the one write per wake-up.
 
-use crate::adapter::buffers::ReadSizing;
+use crate::adapter::buffers::{read_quietly, ReadSizing};
 use crate::adapter::rate::RateLimit;
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tern_mqtt::{Disconnect, Packet, Properties, ProtocolVersion};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::error::MqttError;
@@ -179,7 +179,7 @@ impl Connection {
                     // Sender gone without a kick: the session was replaced (clean start elsewhere).
                     Err(_) => Event::Kicked(KickReason::TakenOver),
                 },
-                read = stream.read_buf(read_buf) => Event::Read(read),
+                read = read_quietly(stream, read_buf) => Event::Read(read),
                 _ = self.session.notified(), if window_open => Event::Deliver,
                 _ = &mut sleep, if !self.keep_alive.is_zero() => Event::KeepAliveExpired,
             };
@@ -198,7 +198,7 @@ impl Connection {
                     if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
                         return Ok(closed);
                     }
-                    sizing.settle(read_buf, n);
+                    sizing.settle(n);
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! wake-ups, heart-beat timers, kicks and shutdown. Every complete frame in the
 //! read buffer is handled before the one write per wake-up.
 
-use crate::adapter::buffers::ReadSizing;
+use crate::adapter::buffers::{read_quietly, ReadSizing};
 use crate::adapter::rate::RateLimit;
 use std::future::Future;
 use std::sync::Arc;
@@ -213,7 +213,7 @@ impl Connection {
                 biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
                 _ = &mut self.kicked => Event::Kicked,
-                read = stream.read_buf(read_buf) => Event::Read(read),
+                read = read_quietly(stream, read_buf) => Event::Read(read),
                 _ = self.session.notified(), if window_open => Event::Deliver,
                 _ = &mut beat, if send_every.is_some() => Event::SendHeartBeat,
                 _ = &mut silence, if silent_after.is_some() => Event::ClientSilent,
@@ -236,7 +236,7 @@ impl Connection {
                     if let Some(closed) = self.handle_buffered(read_buf)? {
                         return Ok(closed);
                     }
-                    sizing.settle(read_buf, n);
+                    sizing.settle(n);
                 }
             }
         }
