@@ -189,6 +189,11 @@ pub enum WriteError {
 /// `needs_commit`, first waits until the store has committed everything
 /// submitted so far (the buffer holds acks that promise it). A peer that stops
 /// reading for `stall` is an error.
+///
+/// Most writes go out at once: they are tried in place, and only what the socket
+/// does not take waits, in a boxed future with the stall timer (as does the
+/// commit wait). So no timer is armed per write, and an idle connection's task
+/// does not carry that state.
 pub(crate) async fn write_out<S>(
     stream: &mut S,
     buf: &mut bytes::BytesMut,
@@ -199,15 +204,68 @@ pub(crate) async fn write_out<S>(
 where
     S: tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
     if buf.is_empty() {
         return Ok(());
     }
     if needs_commit {
         if let Some(store) = router.store() {
-            store.wait(store.last_ticket()).await?;
+            Box::pin(store.wait(store.last_ticket())).await?;
         }
     }
+    let (written, done) = write_now(stream, buf).await?;
+    if done {
+        buffers::settle_write(buf, written);
+        return Ok(());
+    }
+    Box::pin(write_waiting(stream, buf, stall)).await
+}
+
+/// Writes (and flushes) what the stream takes without waiting; returns how many
+/// bytes went out and whether all of them did (flush included), and leaves the
+/// rest in `buf`.
+async fn write_now<S>(stream: &mut S, buf: &mut bytes::BytesMut) -> std::io::Result<(usize, bool)>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use bytes::Buf;
+    use std::pin::Pin;
+    use std::task::Poll;
+    std::future::poll_fn(|cx| {
+        let mut written = 0;
+        while !buf.is_empty() {
+            match Pin::new(&mut *stream).poll_write(cx, buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => {
+                    buf.advance(n);
+                    written += n;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Ready(Ok((written, false))),
+            }
+        }
+        match Pin::new(&mut *stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok((written, true))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // All handed over, but the stream (TLS, WebSocket) still holds some:
+            // the waiting path flushes it.
+            Poll::Pending => Poll::Ready(Ok((written, false))),
+        }
+    })
+    .await
+}
+
+/// The rest of [`write_out`]: what the stream did not take at once, within `stall`.
+async fn write_waiting<S>(
+    stream: &mut S,
+    buf: &mut bytes::BytesMut,
+    stall: std::time::Duration,
+) -> Result<(), WriteError>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
     let write = async {
         stream.write_all(buf).await?;
         stream.flush().await
@@ -230,3 +288,56 @@ where
 #[cfg(test)]
 #[path = "size_tests.rs"]
 mod size_tests;
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use crate::core::session::{OverflowPolicy, QueueLimits};
+    use bytes::BytesMut;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    fn router() -> Router {
+        Router::new(QueueLimits {
+            max_queued: 10,
+            max_queued_bytes: 0,
+            overflow: OverflowPolicy::DropNew,
+        })
+    }
+
+    #[tokio::test]
+    async fn output_larger_than_the_socket_takes_at_once_arrives_whole() {
+        let (mut ours, mut theirs) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).await.map(|_| got)
+        });
+        let sent: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut buf = BytesMut::from(&sent[..]);
+        let stall = Duration::from_secs(10);
+        write_out(&mut ours, &mut buf, false, &router(), stall)
+            .await
+            .unwrap();
+        assert!(buf.is_empty());
+        drop(ours);
+        assert_eq!(reader.await.unwrap().unwrap(), sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_an_error_after_the_stall_time() {
+        let (mut ours, _theirs) = tokio::io::duplex(64);
+        let mut buf = BytesMut::from(&[1u8; 1000][..]);
+        let result = write_out(
+            &mut ours,
+            &mut buf,
+            false,
+            &router(),
+            Duration::from_secs(5),
+        )
+        .await;
+        match result {
+            Err(WriteError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("expected a stall error, got {other:?}"),
+        }
+    }
+}

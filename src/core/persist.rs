@@ -13,7 +13,8 @@ use crate::store::{Store, StoreOp};
 #[derive(Debug, Clone)]
 pub(crate) struct Persist {
     pub(crate) store: Arc<Store>,
-    pub(crate) client_id: String,
+    /// The session's own id, shared rather than copied into every session.
+    pub(crate) client_id: Arc<str>,
 }
 
 impl Persist {
@@ -34,7 +35,7 @@ impl Persist {
 
     pub(crate) fn put_delivery(&self, delivery: &Delivery, packet_id: Option<u16>, released: bool) {
         self.store.submit([StoreOp::PutDelivery {
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.to_string(),
             seq: delivery.seq,
             record: Self::delivery_record(delivery, packet_id, released),
         }]);
@@ -43,7 +44,7 @@ impl Persist {
     pub(crate) fn delete_delivery(&self, seq: u64) {
         if seq != 0 {
             self.store.submit([StoreOp::DeleteDelivery {
-                client_id: self.client_id.clone(),
+                client_id: self.client_id.to_string(),
                 seq,
             }]);
         }
@@ -51,14 +52,14 @@ impl Persist {
 
     pub(crate) fn put_incoming_qos2(&self, packet_id: u16) {
         self.store.submit([StoreOp::PutIncomingQos2 {
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.to_string(),
             packet_id,
         }]);
     }
 
     pub(crate) fn delete_incoming_qos2(&self, packet_id: u16) {
         self.store.submit([StoreOp::DeleteIncomingQos2 {
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.to_string(),
             packet_id,
         }]);
     }

@@ -179,7 +179,7 @@ impl Session {
     ) -> Session {
         let persist = store.map(|store| Persist {
             store,
-            client_id: client_id.to_string(),
+            client_id: Arc::clone(&client_id),
         });
         Session {
             client_id,

@@ -77,20 +77,73 @@ impl<K: Clone + Eq + Hash, V> Group<K, V> {
     }
 }
 
+/// The plain subscribers of one filter. Most filters have one (a device's own
+/// topic), kept inline: a map costs ~175 bytes per filter even for one entry.
+#[derive(Debug)]
+enum Members<K, V> {
+    One(K, V),
+    Many(HashMap<K, V>),
+}
+
+impl<K: Eq + Hash, V> Members<K, V> {
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            Members::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
+            Members::One(..) => {
+                let mut map = HashMap::with_capacity(2);
+                map.insert(key, value);
+                if let Members::One(k, v) = std::mem::replace(self, Members::Many(map)) {
+                    if let Members::Many(map) = self {
+                        map.insert(k, v);
+                    }
+                }
+                None
+            }
+            Members::Many(map) => map.insert(key, value),
+        }
+    }
+
+    /// Removes `key`; None when it was not there. `Some((value, now_empty))`.
+    fn remove(&mut self, key: &K) -> Option<(V, bool)> {
+        match self {
+            Members::One(k, _) if k == key => {
+                // Left as an empty map (no allocation); the caller drops the entry.
+                let Members::One(_, value) = std::mem::replace(self, Members::Many(HashMap::new()))
+                else {
+                    return None;
+                };
+                Some((value, true))
+            }
+            Members::One(..) => None,
+            Members::Many(map) => {
+                let value = map.remove(key)?;
+                Some((value, map.is_empty()))
+            }
+        }
+    }
+
+    fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
+        match self {
+            Members::One(k, v) => visit(k, v),
+            Members::Many(map) => map.iter().for_each(|(k, v)| visit(k, v)),
+        }
+    }
+}
+
 /// The subscriptions whose (topic) filter ends at one point of the trie.
 #[derive(Debug)]
 struct Subs<K, V> {
     /// Non-shared subscriptions: they all share the same filter text.
-    plain: Option<(Filter, HashMap<K, V>)>,
-    /// Shared groups by group name.
-    shared: HashMap<Box<str>, Group<K, V>>,
+    plain: Option<(Filter, Members<K, V>)>,
+    /// Shared groups and their names; few per filter, so a list.
+    shared: Vec<(Box<str>, Group<K, V>)>,
 }
 
 impl<K: Clone + Eq + Hash, V> Subs<K, V> {
     fn new() -> Self {
         Subs {
             plain: None,
-            shared: HashMap::new(),
+            shared: Vec::new(),
         }
     }
 
@@ -98,18 +151,29 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
         self.plain.is_none() && self.shared.is_empty()
     }
 
+    fn group(&self, name: &str) -> Option<usize> {
+        self.shared.iter().position(|(n, _)| &**n == name)
+    }
+
     fn insert(&mut self, filter: &Filter, key: K, value: V) -> Option<V> {
         match filter.share_group() {
-            None => self
-                .plain
-                .get_or_insert_with(|| (filter.clone(), HashMap::new()))
-                .1
-                .insert(key, value),
-            Some(group) => self
-                .shared
-                .entry(group.into())
-                .or_insert_with(|| Group::new(filter))
-                .insert(key, value),
+            None => match &mut self.plain {
+                Some((_, members)) => members.insert(key, value),
+                None => {
+                    self.plain = Some((filter.clone(), Members::One(key, value)));
+                    None
+                }
+            },
+            Some(name) => {
+                let i = match self.group(name) {
+                    Some(i) => i,
+                    None => {
+                        self.shared.push((name.into(), Group::new(filter)));
+                        self.shared.len() - 1
+                    }
+                };
+                self.shared.get_mut(i)?.1.insert(key, value)
+            }
         }
     }
 
@@ -117,17 +181,18 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
         match filter.share_group() {
             None => {
                 let (_, members) = self.plain.as_mut()?;
-                let value = members.remove(key)?;
-                if members.is_empty() {
+                let (value, now_empty) = members.remove(key)?;
+                if now_empty {
                     self.plain = None;
                 }
                 Some(value)
             }
-            Some(group) => {
-                let g = self.shared.get_mut(group)?;
+            Some(name) => {
+                let i = self.group(name)?;
+                let g = &mut self.shared.get_mut(i)?.1;
                 let value = g.remove(key)?;
                 if g.members.is_empty() {
-                    self.shared.remove(group);
+                    self.shared.swap_remove(i);
                 }
                 Some(value)
             }
@@ -136,11 +201,9 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
 
     fn visit(&self, visit: &mut impl FnMut(&K, &V, &Filter)) {
         if let Some((filter, members)) = &self.plain {
-            for (k, v) in members {
-                visit(k, v, filter);
-            }
+            members.for_each(|k, v| visit(k, v, filter));
         }
-        for group in self.shared.values() {
+        for (_, group) in &self.shared {
             if let Some((k, v)) = group.pick() {
                 visit(k, v, &group.filter);
             }

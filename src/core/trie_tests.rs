@@ -239,6 +239,39 @@ fn remove_of_unknown_subscription_returns_none() {
 }
 
 #[test]
+fn one_subscriber_grows_to_many_and_shrinks_back_to_none() {
+    let mut trie = SubscriptionTrie::new();
+    assert_eq!(trie.insert(&f("d/1"), 1u32, 'a'), None);
+    assert_eq!(
+        trie.insert(&f("d/1"), 1, 'b'),
+        Some('a'),
+        "same key replaces"
+    );
+    assert_eq!(trie.insert(&f("d/1"), 2, 'c'), None, "a second key");
+    assert_eq!(trie.insert(&f("d/1"), 3, 'd'), None);
+    assert_eq!(
+        matches(&trie, "d/1"),
+        pairs(&[("d/1", 1), ("d/1", 2), ("d/1", 3)])
+    );
+    assert_eq!(trie.remove(&f("d/1"), &1), Some('b'));
+    assert_eq!(trie.remove(&f("d/1"), &3), Some('d'));
+    assert_eq!(matches(&trie, "d/1"), pairs(&[("d/1", 2)]));
+    assert_eq!(trie.remove(&f("d/1"), &2), Some('c'));
+    assert_eq!(trie.remove(&f("d/1"), &2), None);
+    assert!(trie.is_empty());
+    assert!(matches(&trie, "d/1").is_empty());
+    // A lone subscriber removed leaves nothing behind either.
+    trie.insert(&f("d/2"), 7, 'e');
+    assert_eq!(
+        trie.remove(&f("d/2"), &8),
+        None,
+        "another key is not removed"
+    );
+    assert_eq!(trie.remove(&f("d/2"), &7), Some('e'));
+    assert!(trie.is_empty());
+}
+
+#[test]
 fn remove_prunes_empty_nodes() {
     let mut trie = SubscriptionTrie::new();
     let filters = [

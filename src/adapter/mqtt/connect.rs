@@ -308,7 +308,7 @@ fn establish(
         attached.kicked,
         Duration::from_secs(u64::from(connect.keep_alive)),
     );
-    conn.will = will;
+    conn.will = will.map(Box::new);
     conn.username = principal.username.clone();
     // CONNACK goes out once the session record is committed.
     conn.needs_commit = true;

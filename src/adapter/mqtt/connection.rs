@@ -62,11 +62,15 @@ pub(super) struct Connection {
     pub(super) kicked: oneshot::Receiver<KickReason>,
     /// Zero disables the keep-alive check.
     pub(super) keep_alive: Duration,
-    pub(super) will: Option<PendingWill>,
+    /// Boxed: most clients have none, and every idle connection would carry its size.
+    pub(super) will: Option<Box<PendingWill>>,
     /// Session expiry the client asked for in CONNECT (MQTT 5 forbids raising it from 0 at DISCONNECT).
     pub(super) connect_expiry: u32,
     /// Topic aliases the client set (MQTT 5), by alias.
-    pub(super) topic_aliases: HashMap<u16, Arc<str>>,
+    /// Boxed for the same reason as `will` (a map is 48 bytes inline even when
+    /// empty): created at the first alias.
+    #[allow(clippy::box_collection)]
+    pub(super) topic_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     /// The topic of the last PUBLISH: a device mostly publishes to the same few
     /// topics, so a repeat shares it instead of allocating it again.
     pub(super) last_topic: Option<Arc<str>>,
@@ -79,7 +83,7 @@ pub(super) struct Connection {
     /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
     pub(super) needs_commit: bool,
     /// `limits.max_publish_rate`, when set.
-    pub(super) publish_rate: Option<RateLimit>,
+    pub(super) publish_rate: Option<Box<RateLimit>>,
     scratch: Vec<(Delivery, Option<u16>)>,
 }
 
@@ -103,7 +107,7 @@ impl Connection {
         kicked: oneshot::Receiver<KickReason>,
         keep_alive: Duration,
     ) -> Connection {
-        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate);
+        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
         Connection {
             ctx,
             peer,
@@ -116,7 +120,7 @@ impl Connection {
             keep_alive,
             will: None,
             connect_expiry: 0,
-            topic_aliases: HashMap::new(),
+            topic_aliases: None,
             last_topic: None,
             send_window: 1,
             client_max_packet: None,

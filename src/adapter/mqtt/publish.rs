@@ -148,12 +148,15 @@ fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, M
     }
     if publish.topic.is_empty() {
         conn.topic_aliases
-            .get(&alias)
+            .as_ref()
+            .and_then(|aliases| aliases.get(&alias))
             .cloned()
             .ok_or(MqttError::Protocol("topic alias used before it was set"))
     } else {
         let topic: Arc<str> = Arc::from(publish.topic.as_str());
-        conn.topic_aliases.insert(alias, Arc::clone(&topic));
+        conn.topic_aliases
+            .get_or_insert_default()
+            .insert(alias, Arc::clone(&topic));
         Ok(topic)
     }
 }

@@ -88,7 +88,7 @@ pub(super) struct Connection {
     pub(super) write_buf: BytesMut,
     scratch: Vec<Delivery>,
     /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
-    publish_rate: Option<RateLimit>,
+    publish_rate: Option<Box<RateLimit>>,
 }
 
 enum Event {
@@ -114,7 +114,7 @@ impl Connection {
         heart_beat: HeartBeat,
     ) -> Connection {
         let max_unacked = ctx.limits().stomp_max_unacked.max(1);
-        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate);
+        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
         Connection {
             ctx,
             peer,

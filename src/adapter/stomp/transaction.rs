@@ -6,7 +6,6 @@
 //! an error. A COMMIT whose SEND finds its queue full stops there with an ERROR:
 //! what came before it in the transaction has taken effect.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tern_stomp::Frame;
@@ -38,14 +37,16 @@ struct Transaction {
     bytes: usize,
 }
 
+/// A connection's open transactions: at most [`MAX_OPEN`], so a list (smaller than
+/// a map in every idle connection) searched by id.
 #[derive(Debug, Default)]
 pub(super) struct Transactions {
-    open: HashMap<String, Transaction>,
+    open: Vec<(String, Transaction)>,
 }
 
 impl Transactions {
     fn begin(&mut self, id: &str) -> Result<(), StompAdapterError> {
-        if self.open.contains_key(id) {
+        if self.find(id).is_some() {
             return Err(StompAdapterError::DuplicateTransaction(clip(id)));
         }
         if self.open.len() >= MAX_OPEN {
@@ -53,8 +54,12 @@ impl Transactions {
                 "too many open transactions on one connection (limit 64)",
             ));
         }
-        self.open.insert(id.to_string(), Transaction::default());
+        self.open.push((id.to_string(), Transaction::default()));
         Ok(())
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        self.open.iter().position(|(open, _)| open == id)
     }
 
     /// Defers a frame of transaction `id`; `bytes` is its body size.
@@ -64,10 +69,10 @@ impl Transactions {
         op: TxOp,
         bytes: usize,
     ) -> Result<(), StompAdapterError> {
-        let tx = self
-            .open
-            .get_mut(id)
+        let index = self
+            .find(id)
             .ok_or_else(|| StompAdapterError::UnknownTransaction(clip(id)))?;
+        let tx = &mut self.open[index].1;
         if tx.ops.len() >= MAX_FRAMES {
             return Err(StompAdapterError::TransactionLimit(
                 "too many frames in one transaction (limit 10000)",
@@ -84,9 +89,8 @@ impl Transactions {
     }
 
     fn end(&mut self, id: &str) -> Result<Vec<TxOp>, StompAdapterError> {
-        self.open
-            .remove(id)
-            .map(|tx| tx.ops)
+        self.find(id)
+            .map(|index| self.open.swap_remove(index).1.ops)
             .ok_or_else(|| StompAdapterError::UnknownTransaction(clip(id)))
     }
 }
