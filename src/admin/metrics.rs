@@ -16,7 +16,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::top_topics::TopTopics;
-use crate::core::message::QoS;
 use crate::core::router::Router;
 
 /// The protocol a connection speaks (a metrics label).
@@ -40,28 +39,7 @@ impl Protocol {
 /// Label pairs of one series.
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// Messages and payload bytes one protocol moved, by QoS (index 0, 1, 2).
-#[derive(Debug, Clone, Default)]
-pub struct Traffic {
-    received: [Counter; 3],
-    sent: [Counter; 3],
-    bytes_received: Counter,
-    bytes_sent: Counter,
-}
-
-impl Traffic {
-    /// A message a client published (payload bytes).
-    pub fn received(&self, qos: QoS, payload_bytes: usize) {
-        self.received[qos as usize].inc();
-        self.bytes_received.inc_by(payload_bytes as u64);
-    }
-
-    /// A message written to a client.
-    pub fn sent(&self, qos: QoS, payload_bytes: usize) {
-        self.sent[qos as usize].inc();
-        self.bytes_sent.inc_by(payload_bytes as u64);
-    }
-}
+pub use super::traffic::Traffic;
 
 /// Totals over every protocol, for `$SYS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,10 +138,10 @@ impl Metrics {
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
         for t in &self.traffic {
-            totals.messages_received += t.received.iter().map(Counter::get).sum::<u64>();
-            totals.messages_sent += t.sent.iter().map(Counter::get).sum::<u64>();
-            totals.bytes_received += t.bytes_received.get();
-            totals.bytes_sent += t.bytes_sent.get();
+            totals.messages_received += (0..3).map(|q| t.received_at(q)).sum::<u64>();
+            totals.messages_sent += (0..3).map(|q| t.sent_at(q)).sum::<u64>();
+            totals.bytes_received += t.bytes_received();
+            totals.bytes_sent += t.bytes_sent();
         }
         totals
     }
@@ -195,17 +173,15 @@ impl Metrics {
             let p = protocol.label();
             for (qos, label) in ["0", "1", "2"].into_iter().enumerate() {
                 let labels = vec![("protocol", p), ("qos", label)];
-                received
-                    .get_or_create(&labels)
-                    .inc_by(t.received[qos].get());
-                sent.get_or_create(&labels).inc_by(t.sent[qos].get());
+                received.get_or_create(&labels).inc_by(t.received_at(qos));
+                sent.get_or_create(&labels).inc_by(t.sent_at(qos));
             }
             bytes_received
                 .get_or_create(&vec![("protocol", p)])
-                .inc_by(t.bytes_received.get());
+                .inc_by(t.bytes_received());
             bytes_sent
                 .get_or_create(&vec![("protocol", p)])
-                .inc_by(t.bytes_sent.get());
+                .inc_by(t.bytes_sent());
         }
         registry.register(
             "messages_received",

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod sys;
 pub mod top_topics;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

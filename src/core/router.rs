@@ -25,8 +25,6 @@ use crate::store::{Store, StoreOp};
 /// Counters the admin side reads; relaxed atomics, never a lock.
 #[derive(Debug, Default)]
 pub struct RouterStats {
-    pub messages_published: AtomicU64,
-    pub deliveries_queued: AtomicU64,
     pub deliveries_dropped: AtomicU64,
     /// Messages from clients that matched no subscription (and went to no queue).
     pub messages_unmatched: AtomicU64,
@@ -475,12 +473,11 @@ impl Router {
         message: Arc<Message>,
         refuse_when_full: bool,
     ) -> Result<usize, PublishRefused> {
-        self.stats
-            .messages_published
-            .fetch_add(1, Ordering::Relaxed);
-        let topic = Arc::clone(&message.topic);
-        if let Some(queue) = queue_name(&topic) {
-            self.queues.enqueue(queue, message)?;
+        if queue_name(&message.topic).is_some() {
+            let topic = Arc::clone(&message.topic);
+            if let Some(queue) = queue_name(&topic) {
+                self.queues.enqueue(queue, message)?;
+            }
             return Ok(1);
         }
         let mut targets: Vec<Target> = Vec::new();
@@ -557,10 +554,7 @@ impl Router {
                 delivery.subscription_ids.extend(next.subscription_id);
             }
             match first.session.push(delivery) {
-                PushOutcome::Queued => {
-                    delivered += 1;
-                    self.stats.deliveries_queued.fetch_add(1, Ordering::Relaxed);
-                }
+                PushOutcome::Queued => delivered += 1,
                 PushOutcome::QueuedDroppedOldest => {
                     delivered += 1;
                     self.note_drop(&first.session);
