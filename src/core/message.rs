@@ -42,8 +42,23 @@ pub struct MessageProperties {
 }
 
 impl MessageProperties {
+    /// No property set: what most messages carry.
+    pub const NONE: MessageProperties = MessageProperties {
+        payload_is_utf8: false,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+
     pub fn is_empty(&self) -> bool {
-        *self == MessageProperties::default()
+        *self == MessageProperties::NONE
+    }
+
+    /// How a message holds `self`: nothing at all when empty, so the common
+    /// message costs no allocation (and no free on the subscriber's thread).
+    pub fn shared(self) -> Option<Arc<MessageProperties>> {
+        (!self.is_empty()).then(|| Arc::new(self))
     }
 }
 
@@ -56,8 +71,10 @@ pub struct Message {
     pub retain: bool,
     /// Absolute expiry (MQTT message expiry interval, STOMP `expires`); expired messages are not delivered.
     pub expires_at: Option<Instant>,
-    /// Shared rather than inline so the common no-properties case costs one pointer.
-    pub properties: Arc<MessageProperties>,
+    /// Shared rather than inline, and None when empty, so the common
+    /// no-properties case costs one pointer and no allocation. Read with
+    /// [`Message::properties`].
+    pub properties: Option<Arc<MessageProperties>>,
     /// Client id of the publisher, so no-local subscriptions can skip their own messages.
     pub publisher: Option<Arc<str>>,
 }
@@ -70,9 +87,15 @@ impl Message {
             qos,
             retain,
             expires_at: None,
-            properties: Arc::default(),
+            properties: None,
             publisher: None,
         }
+    }
+
+    /// The message's properties ([`MessageProperties::NONE`] when it has none).
+    pub fn properties(&self) -> &MessageProperties {
+        static NONE: MessageProperties = MessageProperties::NONE;
+        self.properties.as_deref().unwrap_or(&NONE)
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {

@@ -61,7 +61,7 @@ fn unix_ms_to_instant(ms: u64) -> Instant {
 
 impl MessageRecord {
     pub fn from_message(message: &Message) -> MessageRecord {
-        let p = &message.properties;
+        let p = message.properties();
         MessageRecord {
             topic: message.topic.to_string(),
             payload: message.payload.to_vec(),
@@ -91,11 +91,7 @@ impl MessageRecord {
             qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtLeastOnce),
             retain: self.retain,
             expires_at: self.expires_at_ms.map(unix_ms_to_instant),
-            properties: if properties.is_empty() {
-                Arc::default()
-            } else {
-                Arc::new(properties)
-            },
+            properties: properties.shared(),
             publisher: self.publisher.map(Arc::from),
         }
     }
@@ -182,13 +178,13 @@ mod tests {
         );
         message.expires_at = Message::expiry_from_interval(60);
         message.publisher = Some(Arc::from("pub-1"));
-        message.properties = Arc::new(MessageProperties {
+        message.properties = Some(Arc::new(MessageProperties {
             payload_is_utf8: false,
             content_type: Some("application/json".into()),
             response_topic: Some("reply/x".into()),
             correlation_data: Some(Bytes::from_static(b"corr")),
             user_properties: vec![("k".into(), "v".into()), ("k".into(), "v2".into())],
-        });
+        }));
         let record = MessageRecord::from_message(&message);
         let bytes = postcard::to_allocvec(&record).unwrap();
         let back: MessageRecord = postcard::from_bytes(&bytes).unwrap();

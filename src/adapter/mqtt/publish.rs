@@ -39,11 +39,7 @@ pub(super) fn message_from_parts(
         expires_at: properties
             .message_expiry_interval
             .and_then(Message::expiry_from_interval),
-        properties: if shared.is_empty() {
-            Arc::default()
-        } else {
-            Arc::new(shared)
-        },
+        properties: shared.shared(),
         publisher: Some(publisher),
     }
 }
@@ -195,7 +191,7 @@ pub(super) fn write_delivery(
     traffic.sent(delivery.qos, message.payload.len());
     let mut properties = Properties::default();
     if conn.is_v5() {
-        let shared = &message.properties;
+        let shared = message.properties();
         if shared.payload_is_utf8 {
             properties.payload_format_indicator = Some(1);
         }

@@ -151,11 +151,7 @@ pub(super) fn message_from_send(
         qos,
         retain,
         expires_at,
-        properties: if properties.is_empty() {
-            Arc::default()
-        } else {
-            Arc::new(properties)
-        },
+        properties: properties.shared(),
         publisher: Some(publisher),
     })
 }
@@ -172,7 +168,7 @@ pub(super) struct MessageIds<'a> {
 /// The MESSAGE frame for one delivery to one subscription.
 pub(super) fn message_frame(delivery: &Delivery, ids: MessageIds<'_>, clock: Clock) -> Frame {
     let message = &delivery.message;
-    let shared = &message.properties;
+    let shared = message.properties();
     let mut headers = Vec::with_capacity(8 + shared.user_properties.len());
     headers.push(("destination".to_string(), destination_of(&message.topic)));
     headers.push(("message-id".to_string(), ids.message_id.to_string()));
@@ -255,7 +251,7 @@ mod tests {
         assert_eq!(m.qos, QoS::AtLeastOnce);
         assert!(!m.retain);
         assert_eq!(&m.payload[..], b"a\0b");
-        let p = &m.properties;
+        let p = m.properties();
         assert_eq!(p.content_type.as_deref(), Some("application/json"));
         assert_eq!(p.response_topic.as_deref(), Some("replies/1"));
         assert_eq!(p.correlation_data.as_deref(), Some(&b"c-9"[..]));
@@ -302,7 +298,7 @@ mod tests {
             QoS::AtLeastOnce,
             false,
         );
-        m.properties = Arc::new(MessageProperties {
+        m.properties = Some(Arc::new(MessageProperties {
             payload_is_utf8: true,
             content_type: Some("text/plain".into()),
             response_topic: Some("replies".into()),
@@ -312,7 +308,7 @@ mod tests {
                 ("destination".into(), "evil".into()),
                 ("".into(), "empty".into()),
             ],
-        });
+        }));
         let delivery = Delivery {
             message: Arc::new(m),
             qos: QoS::AtLeastOnce,
