@@ -232,7 +232,7 @@ impl crate::core::router::Router {
 mod tests {
     use super::*;
     use crate::core::router::Router;
-    use crate::core::session::{OverflowPolicy, QueueLimits};
+    use crate::core::session::{OverflowPolicy, QueueLimits, Session};
     use crate::store::redb::RedbBackend;
     use crate::store::Durability;
 
@@ -293,6 +293,39 @@ mod tests {
         assert_eq!(topics, vec!["live/retained"]);
         let seqs: Vec<u64> = after.queued.iter().map(|(_, seq, _)| *seq).collect();
         assert_eq!(seqs, vec![2]);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn only_a_persistent_session_stores_its_incoming_qos2_ids() {
+        let dir = std::env::temp_dir().join(format!("tern-persist-qos2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let backend = Arc::new(RedbBackend::open(&dir.join("tern.redb")).expect("open"));
+        let store = Store::start(backend, Durability::Batched);
+        let limits = QueueLimits {
+            max_queued: 10,
+            max_queued_bytes: 0,
+            overflow: OverflowPolicy::DropOldest,
+        };
+        let clean = Session::with_store(Arc::from("clean"), 0, limits, Some(Arc::clone(&store)));
+        let before = store.last_ticket();
+        assert!(clean.record_incoming_qos2(7));
+        assert!(clean.release_incoming_qos2(7));
+        assert_eq!(
+            store.last_ticket(),
+            before,
+            "a clean session's QoS 2 flow touches no store"
+        );
+
+        let kept = Session::with_store(Arc::from("kept"), 60, limits, Some(Arc::clone(&store)));
+        assert!(kept.record_incoming_qos2(8));
+        // The session stops being persistent: the stored id is still deleted at PUBREL.
+        kept.set_expiry_interval(0);
+        assert!(kept.release_incoming_qos2(8));
+        assert_eq!(store.last_ticket(), before + 2, "one put and one delete");
+        store.flush().await.expect("flush");
+        assert!(store.load().expect("load").incoming_qos2.is_empty());
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -122,6 +122,10 @@ struct SessionState {
     /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL:
     /// a resent PUBLISH with one of these ids is not routed again.
     incoming_qos2: HashSet<u16>,
+    /// Some id of `incoming_qos2` was written to the store (the session was
+    /// persistent then): releases must delete theirs. A clean session's PUBREL
+    /// then costs no store operation.
+    incoming_qos2_stored: bool,
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     expiry_interval: u32,
     connection: Option<ConnectionSlot>,
@@ -192,6 +196,7 @@ impl Session {
                 next_store_seq: 1,
                 next_packet_id: 1,
                 incoming_qos2: HashSet::new(),
+                incoming_qos2_stored: false,
                 expiry_interval,
                 connection: None,
                 username: None,
@@ -242,7 +247,9 @@ impl Session {
     }
 
     pub(crate) fn restore_incoming_qos2(&self, packet_id: u16) {
-        self.state.lock().incoming_qos2.insert(packet_id);
+        let mut state = self.state.lock();
+        state.incoming_qos2.insert(packet_id);
+        state.incoming_qos2_stored = true;
     }
 
     pub fn set_delivery_style(&self, style: DeliveryStyle) {
@@ -531,6 +538,7 @@ impl Session {
         if inserted {
             if let Some(persist) = self.persist_if(&state) {
                 persist.put_incoming_qos2(packet_id);
+                state.incoming_qos2_stored = true;
             }
         }
         inserted
@@ -542,8 +550,9 @@ impl Session {
 
     /// PUBREL: forgets the id; false if it was unknown.
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        let removed = self.state.lock().incoming_qos2.remove(&packet_id);
-        if let (true, Some(persist)) = (removed, &self.persist) {
+        let mut state = self.state.lock();
+        let removed = state.incoming_qos2.remove(&packet_id);
+        if let (true, true, Some(persist)) = (removed, state.incoming_qos2_stored, &self.persist) {
             persist.delete_incoming_qos2(packet_id);
         }
         removed
