@@ -297,17 +297,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn only_a_persistent_session_stores_its_incoming_qos2_ids() {
-        let dir = std::env::temp_dir().join(format!("tern-persist-qos2-{}", std::process::id()));
+    /// A store in a fresh directory (removed by the test at its end).
+    fn fresh_store(name: &str) -> (std::path::PathBuf, Arc<Store>) {
+        let dir = std::env::temp_dir().join(format!("tern-persist-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let backend = Arc::new(RedbBackend::open(&dir.join("tern.redb")).expect("open"));
-        let store = Store::start(backend, Durability::Batched);
-        let limits = QueueLimits {
+        (dir, Store::start(backend, Durability::Batched))
+    }
+
+    fn small_limits() -> QueueLimits {
+        QueueLimits {
             max_queued: 10,
             max_queued_bytes: 0,
             overflow: OverflowPolicy::DropOldest,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_persistent_session_stores_its_incoming_qos2_ids() {
+        let (dir, store) = fresh_store("qos2");
+        let limits = small_limits();
         let clean = Session::with_store(Arc::from("clean"), 0, limits, Some(Arc::clone(&store)));
         let before = store.last_ticket();
         assert!(clean.record_incoming_qos2(7));
@@ -326,6 +335,40 @@ mod tests {
         assert_eq!(store.last_ticket(), before + 2, "one put and one delete");
         store.flush().await.expect("flush");
         assert!(store.load().expect("load").incoming_qos2.is_empty());
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_clean_session_comes_and_goes_without_a_store_operation() {
+        let (dir, store) = fresh_store("clean");
+        let limits = small_limits();
+        let router = Arc::new(Router::new(limits).with_store(Arc::clone(&store)));
+        let before = store.last_ticket();
+        let clean = router.attach("clean", true, 0);
+        router.detach(&clean.session, clean.connection_id);
+        assert_eq!(
+            store.last_ticket(),
+            before,
+            "clean session: no store operation"
+        );
+
+        let kept = router.attach("kept", true, 60);
+        assert!(
+            store.last_ticket() > before,
+            "a persistent session is saved"
+        );
+        let saved = store.last_ticket();
+        // Taken over by a clean start: the stored session is deleted.
+        let again = router.attach("kept", true, 0);
+        assert!(
+            store.last_ticket() > saved,
+            "the old stored session is deleted"
+        );
+        drop(kept);
+        router.detach(&again.session, again.connection_id);
+        store.flush().await.expect("flush");
+        assert!(store.load().expect("load").sessions.is_empty());
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -127,6 +127,7 @@ impl Router {
     /// A stored session brought back at start, disconnected.
     pub(crate) fn insert_restored_session(&self, client_id: &str, expiry: u32) -> Arc<Session> {
         let session = self.new_session(Arc::from(client_id), expiry);
+        session.mark_stored();
         self.sessions
             .insert(Arc::clone(&session.client_id), Arc::clone(&session));
         session
@@ -149,6 +150,7 @@ impl Router {
         }
         let at = disconnected.then(crate::store::record::unix_ms_now);
         let record = persist::session_record(expiry, at, &session.subscriptions());
+        session.mark_stored();
         store.submit([StoreOp::PutSession {
             client_id: session.client_id.to_string(),
             record,
@@ -156,6 +158,9 @@ impl Router {
     }
 
     fn forget_session(&self, session: &Session) {
+        if !session.is_stored() {
+            return; // a clean session: nothing of it is in the store
+        }
         if let Some(store) = &self.store {
             store.submit([StoreOp::DeleteSession {
                 client_id: session.client_id.to_string(),

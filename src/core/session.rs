@@ -161,6 +161,10 @@ pub struct Session {
     generation: AtomicU64,
     state: Mutex<SessionState>,
     wake: Notify,
+    /// Something of this session was written to the store (or it was restored
+    /// from it), so ending it must delete it there; a clean session's end costs
+    /// no store operation.
+    stored: AtomicBool,
     /// `DeliveryStyle::per_subscription`; atomics because the router reads them per publish.
     per_subscription: AtomicBool,
     /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
@@ -204,6 +208,7 @@ impl Session {
                 dropped: 0,
             }),
             wake: Notify::new(),
+            stored: AtomicBool::new(false),
             per_subscription: AtomicBool::new(false),
             queue_ack_window: AtomicUsize::new(0),
             persist,
@@ -212,7 +217,21 @@ impl Session {
 
     /// The store handle if this session is persistent right now.
     fn persist_if(&self, state: &SessionState) -> Option<&Persist> {
-        self.persist.as_ref().filter(|_| state.expiry_interval > 0)
+        let persist = self.persist.as_ref().filter(|_| state.expiry_interval > 0);
+        if persist.is_some() {
+            self.mark_stored();
+        }
+        persist
+    }
+
+    /// Notes that the store holds something of this session.
+    pub(crate) fn mark_stored(&self) {
+        self.stored.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the store may hold something of this session.
+    pub(crate) fn is_stored(&self) -> bool {
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// Brings back one stored delivery at start: in flight if it had a packet id, else pending.
