@@ -118,9 +118,8 @@ mod tests {
         assert_eq!(n, 300 - QUIET_READ);
         assert_eq!(buf.len(), 300);
         drop(client);
-        buf.clear();
-        buf = BytesMut::new();
-        assert_eq!(read_quietly(&mut server, &mut buf).await.unwrap(), 0);
+        let mut empty = BytesMut::new();
+        assert_eq!(read_quietly(&mut server, &mut empty).await.unwrap(), 0);
     }
 
     #[test]

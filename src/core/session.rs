@@ -122,10 +122,6 @@ struct SessionState {
     /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL:
     /// a resent PUBLISH with one of these ids is not routed again.
     incoming_qos2: HashSet<u16>,
-    /// Some id of `incoming_qos2` was written to the store (the session was
-    /// persistent then): releases must delete theirs. A clean session's PUBREL
-    /// then costs no store operation.
-    incoming_qos2_stored: bool,
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     expiry_interval: u32,
     connection: Option<ConnectionSlot>,
@@ -200,7 +196,6 @@ impl Session {
                 next_store_seq: 1,
                 next_packet_id: 1,
                 incoming_qos2: HashSet::new(),
-                incoming_qos2_stored: false,
                 expiry_interval,
                 connection: None,
                 username: None,
@@ -266,9 +261,7 @@ impl Session {
     }
 
     pub(crate) fn restore_incoming_qos2(&self, packet_id: u16) {
-        let mut state = self.state.lock();
-        state.incoming_qos2.insert(packet_id);
-        state.incoming_qos2_stored = true;
+        self.state.lock().incoming_qos2.insert(packet_id);
     }
 
     pub fn set_delivery_style(&self, style: DeliveryStyle) {
@@ -557,7 +550,6 @@ impl Session {
         if inserted {
             if let Some(persist) = self.persist_if(&state) {
                 persist.put_incoming_qos2(packet_id);
-                state.incoming_qos2_stored = true;
             }
         }
         inserted
@@ -567,11 +559,12 @@ impl Session {
         self.state.lock().incoming_qos2.len()
     }
 
-    /// PUBREL: forgets the id; false if it was unknown.
+    /// PUBREL: forgets the id; false if it was unknown. Only a session the store
+    /// holds anything of deletes it there: a clean session's PUBREL costs no
+    /// store operation (and no group commit).
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        let mut state = self.state.lock();
-        let removed = state.incoming_qos2.remove(&packet_id);
-        if let (true, true, Some(persist)) = (removed, state.incoming_qos2_stored, &self.persist) {
+        let removed = self.state.lock().incoming_qos2.remove(&packet_id);
+        if let (true, true, Some(persist)) = (removed, self.is_stored(), &self.persist) {
             persist.delete_incoming_qos2(packet_id);
         }
         removed
