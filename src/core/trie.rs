@@ -90,12 +90,10 @@ impl<K: Eq + Hash, V> Members<K, V> {
         match self {
             Members::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
             Members::One(..) => {
-                let mut map = HashMap::with_capacity(2);
-                map.insert(key, value);
-                if let Members::One(k, v) = std::mem::replace(self, Members::Many(map)) {
-                    if let Members::Many(map) = self {
-                        map.insert(k, v);
-                    }
+                let one = std::mem::replace(self, Members::Many(HashMap::with_capacity(2)));
+                if let (Members::One(k, v), Members::Many(map)) = (one, &mut *self) {
+                    map.insert(k, v);
+                    map.insert(key, value);
                 }
                 None
             }
