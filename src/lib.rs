@@ -14,8 +14,9 @@
 //! - [`admin`]: operations: Prometheus metrics, `/healthz`, the admin API, the web
 //!   dashboard, `$SYS` topics.
 //! - [`core`]: the routing core: topics, the subscription trie, retained
-//!   messages, sessions (with their byte-counted pending queues), point-to-point
-//!   queues and the router. It knows no protocol.
+//!   messages, sessions (with their byte-counted pending queues, and QoS 1/2
+//!   packet ids made at first use), point-to-point queues and the router. It
+//!   knows no protocol.
 //!
 //! The wire codecs live in their own crates: `tern-mqtt` (protocols/mqtt) and
 //! `tern-stomp` (protocols/stomp).

@@ -75,10 +75,14 @@ pub(crate) fn serve<C: ProtocolConnection, S: Stream>(
         let Some((mut stream, mut read_buf, mut conn, listed)) = accepting.await else {
             return;
         };
-        let outcome = conn.run(&mut stream, &mut read_buf).await;
-        listed.ended(C::end_label(&outcome));
-        // Boxed for the same reason: an idle connection does not carry the goodbye's state.
-        Box::pin(conn.finish(&mut stream, outcome)).await;
+        // Boxed for the same reason: an idle connection carries neither the
+        // goodbye's state nor room for the outcome, which moves straight in.
+        let goodbye = {
+            let outcome = conn.run(&mut stream, &mut read_buf).await;
+            listed.ended(C::end_label(&outcome));
+            Box::pin(async move { conn.finish(&mut stream, outcome).await })
+        };
+        goodbye.await;
     }
 }
 

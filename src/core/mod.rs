@@ -2,6 +2,7 @@
 //! protocol; adapters translate into and out of it.
 
 pub mod message;
+pub(crate) mod packet_ids;
 pub(crate) mod pending;
 pub(crate) mod persist;
 pub mod queue;

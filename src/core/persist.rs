@@ -9,15 +9,15 @@ use crate::core::message::{Delivery, Message, QoS};
 use crate::store::record::{DeliveryRecord, MessageRecord, SessionRecord, SubscriptionRecord};
 use crate::store::{Store, StoreOp};
 
-/// A session's handle on the store.
-#[derive(Debug, Clone)]
-pub(crate) struct Persist {
-    pub(crate) store: Arc<Store>,
-    /// The session's own id, shared rather than copied into every session.
-    pub(crate) client_id: Arc<str>,
+/// A session's handle on the store, made from the session's own fields when
+/// needed rather than kept in every session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Persist<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) client_id: &'a str,
 }
 
-impl Persist {
+impl Persist<'_> {
     pub(crate) fn delivery_record(
         delivery: &Delivery,
         packet_id: Option<u16>,

@@ -5,8 +5,7 @@
 //! the connection task only when the queue goes from empty to non-empty, so a
 //! burst of messages costs one wake-up, not one per message.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::core::message::{Delivery, QoS};
+use crate::core::packet_ids::PacketIds;
+pub use crate::core::packet_ids::{InflightEntry, InflightStage};
 use crate::core::pending::{delivery_bytes, PendingQueue};
 use crate::core::persist::Persist;
 use crate::core::subscription_list::SubscriptionList;
@@ -84,23 +85,6 @@ pub enum KickReason {
     Administrative,
 }
 
-/// Stage of an outbound QoS 1/2 delivery awaiting its acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflightStage {
-    /// Sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-    Sent,
-    /// QoS 2 after PUBREC: message no longer held for resend, waiting for PUBCOMP.
-    Released,
-}
-
-#[derive(Debug, Clone)]
-pub struct InflightEntry {
-    pub delivery: Delivery,
-    pub stage: InflightStage,
-    /// Send order, so a reconnecting client gets resends in the original order.
-    seq: u64,
-}
-
 /// Result of appending one delivery to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -114,47 +98,32 @@ pub enum PushOutcome {
 struct SessionState {
     subscriptions: SubscriptionList,
     pending: PendingQueue,
-    inflight: HashMap<u16, InflightEntry>,
+    /// In flight towards the client, and QoS 2 ids received and acknowledged
+    /// with PUBREC, awaiting PUBREL (a resent PUBLISH with one of these ids is
+    /// not routed again).
+    ids: PacketIds,
     next_seq: u64,
     /// Next store key for a delivery of this session.
     next_store_seq: u64,
-    next_packet_id: u16,
-    /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL:
-    /// a resent PUBLISH with one of these ids is not routed again.
-    incoming_qos2: HashSet<u16>,
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     expiry_interval: u32,
-    connection: Option<ConnectionSlot>,
+    /// Bumped on every attach, so timers started for one connection (will delay,
+    /// session expiry) can tell the client came back since. 32 bits fit beside
+    /// `expiry_interval`; a timer would have to outlast 4 billion attaches to be fooled.
+    generation: u32,
+    /// The bound connection's id and kick handle (None: offline); two fields
+    /// rather than an optional pair, which would cost a word more.
+    connection_id: u64,
+    kick: Option<oneshot::Sender<KickReason>>,
     /// Who the connected client logged in as (None: anonymous), for access re-checks.
     username: Option<Arc<str>>,
     limits: QueueLimits,
     dropped: u64,
 }
 
-impl SessionState {
-    /// Next packet id not in flight; the caller ensures fewer than 65535 are.
-    fn allocate_packet_id(&mut self) -> u16 {
-        let mut id = self.next_packet_id;
-        while self.inflight.contains_key(&id) {
-            id = if id == u16::MAX { 1 } else { id + 1 };
-        }
-        self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-        id
-    }
-}
-
-#[derive(Debug)]
-struct ConnectionSlot {
-    id: u64,
-    kick: oneshot::Sender<KickReason>,
-}
-
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
-    /// Bumped on every attach, so timers started for one connection (will delay,
-    /// session expiry) can tell the client came back since.
-    generation: AtomicU64,
     state: Mutex<SessionState>,
     wake: Notify,
     /// Something of this session was written to the store (or it was restored
@@ -164,9 +133,9 @@ pub struct Session {
     /// `DeliveryStyle::per_subscription`; atomics because the router reads them per publish.
     per_subscription: AtomicBool,
     /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
-    queue_ack_window: AtomicUsize,
+    queue_ack_window: AtomicU32,
     /// Where this session's state is stored while it is persistent (expiry > 0).
-    persist: Option<Persist>,
+    store: Option<Arc<crate::store::Store>>,
 }
 
 impl Session {
@@ -181,23 +150,18 @@ impl Session {
         limits: QueueLimits,
         store: Option<Arc<crate::store::Store>>,
     ) -> Session {
-        let persist = store.map(|store| Persist {
-            store,
-            client_id: Arc::clone(&client_id),
-        });
         Session {
             client_id,
-            generation: AtomicU64::new(0),
             state: Mutex::new(SessionState {
                 subscriptions: SubscriptionList::default(),
                 pending: PendingQueue::default(),
-                inflight: HashMap::new(),
+                ids: PacketIds::default(),
                 next_seq: 0,
                 next_store_seq: 1,
-                next_packet_id: 1,
-                incoming_qos2: HashSet::new(),
                 expiry_interval,
-                connection: None,
+                generation: 0,
+                connection_id: 0,
+                kick: None,
                 username: None,
                 limits,
                 dropped: 0,
@@ -205,14 +169,23 @@ impl Session {
             wake: Notify::new(),
             stored: AtomicBool::new(false),
             per_subscription: AtomicBool::new(false),
-            queue_ack_window: AtomicUsize::new(0),
-            persist,
+            queue_ack_window: AtomicU32::new(0),
+            store,
         }
     }
 
+    /// The store handle, whether or not the session is persistent right now.
+    fn persist(&self) -> Option<Persist<'_>> {
+        let store = self.store.as_deref()?;
+        Some(Persist {
+            store,
+            client_id: &self.client_id,
+        })
+    }
+
     /// The store handle if this session is persistent right now.
-    fn persist_if(&self, state: &SessionState) -> Option<&Persist> {
-        let persist = self.persist.as_ref().filter(|_| state.expiry_interval > 0);
+    fn persist_if(&self, state: &SessionState) -> Option<Persist<'_>> {
+        let persist = self.persist().filter(|_| state.expiry_interval > 0);
         if persist.is_some() {
             self.mark_stored();
         }
@@ -247,7 +220,7 @@ impl Session {
                 } else {
                     InflightStage::Sent
                 };
-                state.inflight.insert(
+                state.ids.insert_inflight(
                     id,
                     InflightEntry {
                         delivery,
@@ -261,21 +234,23 @@ impl Session {
     }
 
     pub(crate) fn restore_incoming_qos2(&self, packet_id: u16) {
-        self.state.lock().incoming_qos2.insert(packet_id);
+        self.state.lock().ids.insert_incoming_qos2(packet_id);
     }
 
     pub fn set_delivery_style(&self, style: DeliveryStyle) {
         self.per_subscription
             .store(style.per_subscription, Ordering::Release);
-        self.queue_ack_window
-            .store(style.queue_ack_window.unwrap_or(0), Ordering::Release);
+        self.queue_ack_window.store(
+            queue_ack_window_word(style.queue_ack_window),
+            Ordering::Release,
+        );
     }
 
     pub fn delivery_style(&self) -> DeliveryStyle {
         let window = self.queue_ack_window.load(Ordering::Acquire);
         DeliveryStyle {
             per_subscription: self.per_subscription.load(Ordering::Acquire),
-            queue_ack_window: (window > 0).then_some(window),
+            queue_ack_window: (window > 0).then_some(window as usize),
         }
     }
 
@@ -284,18 +259,18 @@ impl Session {
     pub(crate) fn take_unfinished(&self, select: impl Fn(&Delivery) -> bool) -> Vec<Delivery> {
         let mut state = self.state.lock();
         let mut inflight: Vec<(u64, u16)> = state
-            .inflight
-            .iter()
+            .ids
+            .inflight()
             .filter(|(_, e)| e.stage == InflightStage::Sent && select(&e.delivery))
-            .map(|(id, e)| (e.seq, *id))
+            .map(|(id, e)| (e.seq, id))
             .collect();
         inflight.sort_unstable();
         let mut out: Vec<Delivery> = inflight
             .into_iter()
-            .filter_map(|(_, id)| state.inflight.remove(&id).map(|e| e.delivery))
+            .filter_map(|(_, id)| state.ids.remove_inflight(id).map(|e| e.delivery))
             .collect();
         out.extend(state.pending.take_matching(select));
-        if let Some(persist) = &self.persist {
+        if let Some(persist) = self.persist() {
             for delivery in &out {
                 persist.delete_delivery(delivery.seq);
             }
@@ -303,8 +278,8 @@ impl Session {
         out
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    pub fn generation(&self) -> u32 {
+        self.state.lock().generation
     }
 
     /// Binds a new connection; returns the previous connection's kick handle so the caller can end it.
@@ -314,40 +289,30 @@ impl Session {
         kick: oneshot::Sender<KickReason>,
         expiry_interval: u32,
     ) -> Option<oneshot::Sender<KickReason>> {
-        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut state = self.state.lock();
+        state.generation = state.generation.wrapping_add(1);
         state.expiry_interval = expiry_interval;
-        state
-            .connection
-            .replace(ConnectionSlot {
-                id: connection_id,
-                kick,
-            })
-            .map(|old| old.kick)
+        state.connection_id = connection_id;
+        state.kick.replace(kick)
     }
 
     /// Unbinds `connection_id` if it is still the bound one; returns true if it was.
     pub(crate) fn detach(&self, connection_id: u64) -> bool {
         let mut state = self.state.lock();
-        match &state.connection {
-            Some(slot) if slot.id == connection_id => {
-                state.connection = None;
-                true
-            }
-            _ => false,
+        let bound = state.kick.is_some() && state.connection_id == connection_id;
+        if bound {
+            state.kick = None;
         }
+        bound
     }
 
     pub(crate) fn kick(&self, reason: KickReason) -> bool {
-        let slot = self.state.lock().connection.take();
-        match slot {
-            Some(slot) => slot.kick.send(reason).is_ok(),
-            None => false,
-        }
+        let kick = self.state.lock().kick.take();
+        kick.is_some_and(|kick| kick.send(reason).is_ok())
     }
 
     pub fn is_connected(&self) -> bool {
-        self.state.lock().connection.is_some()
+        self.state.lock().kick.is_some()
     }
 
     pub fn expiry_interval(&self) -> u32 {
@@ -362,7 +327,7 @@ impl Session {
     pub fn push(&self, mut delivery: Delivery) -> PushOutcome {
         let mut state = self.state.lock();
         // Offline sessions keep only what has a delivery guarantee.
-        if state.connection.is_none() && delivery.qos == crate::core::message::QoS::AtMostOnce {
+        if state.kick.is_none() && delivery.qos == crate::core::message::QoS::AtMostOnce {
             return PushOutcome::Dropped;
         }
         let mut outcome = PushOutcome::Queued;
@@ -374,7 +339,7 @@ impl Session {
                 OverflowPolicy::DropOldest if fits_alone => {
                     while limits.full_for(&state.pending, size) {
                         if let Some(old) = state.pending.pop_front() {
-                            if let Some(persist) = &self.persist {
+                            if let Some(persist) = self.persist() {
                                 persist.delete_delivery(old.seq);
                             }
                         }
@@ -446,7 +411,7 @@ impl Session {
                 break;
             };
             if front.message.is_expired(now) {
-                if let (Some(old), Some(persist)) = (state.pending.pop_front(), &self.persist) {
+                if let (Some(old), Some(persist)) = (state.pending.pop_front(), self.persist()) {
                     persist.delete_delivery(old.seq);
                 }
                 expired += 1;
@@ -458,13 +423,13 @@ impl Session {
                 }
                 continue;
             }
-            if state.inflight.len() >= window.min(usize::from(u16::MAX) - 1) {
+            if state.ids.inflight_len() >= window.min(usize::from(u16::MAX) - 1) {
                 break;
             }
             let Some(delivery) = state.pending.pop_front() else {
                 break;
             };
-            let id = state.allocate_packet_id();
+            let id = state.ids.allocate();
             if delivery.seq != 0 {
                 if let Some(persist) = self.persist_if(&state) {
                     // The packet id is stored so a resend after a restart uses the same one.
@@ -473,7 +438,7 @@ impl Session {
             }
             let seq = state.next_seq;
             state.next_seq += 1;
-            state.inflight.insert(
+            state.ids.insert_inflight(
                 id,
                 InflightEntry {
                     delivery: delivery.clone(),
@@ -495,16 +460,16 @@ impl Session {
     }
 
     pub fn inflight_len(&self) -> usize {
-        self.state.lock().inflight.len()
+        self.state.lock().ids.inflight_len()
     }
 
     /// Removes an in-flight delivery in `stage`; false if there is none with that id and stage.
     pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> bool {
         let mut state = self.state.lock();
-        match state.inflight.get(&packet_id) {
+        match state.ids.inflight_mut(packet_id) {
             Some(entry) if entry.stage == stage => {
                 if let (Some(entry), Some(persist)) =
-                    (state.inflight.remove(&packet_id), &self.persist)
+                    (state.ids.remove_inflight(packet_id), self.persist())
                 {
                     persist.delete_delivery(entry.delivery.seq);
                 }
@@ -517,11 +482,11 @@ impl Session {
     /// PUBREC received: the QoS 2 delivery moves to the release stage. False if unknown.
     pub fn release_inflight(&self, packet_id: u16) -> bool {
         let mut state = self.state.lock();
-        match state.inflight.get_mut(&packet_id) {
+        match state.ids.inflight_mut(packet_id) {
             Some(entry) => {
                 entry.stage = InflightStage::Released;
                 if entry.delivery.seq != 0 {
-                    if let Some(persist) = &self.persist {
+                    if let Some(persist) = self.persist() {
                         persist.put_delivery(&entry.delivery, Some(packet_id), true);
                     }
                 }
@@ -535,9 +500,9 @@ impl Session {
     pub fn inflight_in_order(&self) -> Vec<(u16, InflightEntry)> {
         let state = self.state.lock();
         let mut entries: Vec<(u16, InflightEntry)> = state
-            .inflight
-            .iter()
-            .map(|(id, e)| (*id, e.clone()))
+            .ids
+            .inflight()
+            .map(|(id, e)| (id, e.clone()))
             .collect();
         entries.sort_by_key(|(_, e)| e.seq);
         entries
@@ -546,7 +511,7 @@ impl Session {
     /// Records an incoming QoS 2 id; false if it was already recorded (a duplicate PUBLISH).
     pub fn record_incoming_qos2(&self, packet_id: u16) -> bool {
         let mut state = self.state.lock();
-        let inserted = state.incoming_qos2.insert(packet_id);
+        let inserted = state.ids.insert_incoming_qos2(packet_id);
         if inserted {
             if let Some(persist) = self.persist_if(&state) {
                 persist.put_incoming_qos2(packet_id);
@@ -556,15 +521,15 @@ impl Session {
     }
 
     pub fn incoming_qos2_len(&self) -> usize {
-        self.state.lock().incoming_qos2.len()
+        self.state.lock().ids.incoming_qos2_len()
     }
 
     /// PUBREL: forgets the id; false if it was unknown. Only a session the store
     /// holds anything of deletes it there: a clean session's PUBREL costs no
     /// store operation (and no group commit).
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        let removed = self.state.lock().incoming_qos2.remove(&packet_id);
-        if let (true, true, Some(persist)) = (removed, self.is_stored(), &self.persist) {
+        let removed = self.state.lock().ids.remove_incoming_qos2(packet_id);
+        if let (true, true, Some(persist)) = (removed, self.is_stored(), self.persist()) {
             persist.delete_incoming_qos2(packet_id);
         }
         removed
@@ -611,6 +576,11 @@ impl Session {
             .map(|(filter, _)| filter)
             .collect()
     }
+}
+
+/// `DeliveryStyle::queue_ack_window` as stored: 0 for None, at most `u32::MAX`.
+fn queue_ack_window_word(window: Option<usize>) -> u32 {
+    window.map_or(0, |w| u32::try_from(w).unwrap_or(u32::MAX))
 }
 
 /// Trie key: a session compared by identity, so a match leads straight to the session without a lookup by id.
