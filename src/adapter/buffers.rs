@@ -26,9 +26,9 @@ impl ReadSizing {
     /// buffered (its next read lands on the stack, see [`read_quietly`]).
     pub(crate) fn prepare(&self, buf: &mut BytesMut) {
         if !self.busy && buf.is_empty() {
-            if buf.capacity() > 0 {
-                *buf = BytesMut::new();
-            }
+            // Even with no capacity left, an emptied buffer may still share the
+            // allocation a decoded packet was split from: dropping it frees that.
+            *buf = BytesMut::new();
             return;
         }
         let want = if self.busy { BUSY_READ } else { QUIET_READ };
@@ -91,6 +91,19 @@ mod tests {
         sizing.settle(2);
         sizing.prepare(&mut buf);
         assert_eq!(buf.capacity(), 0);
+    }
+
+    #[test]
+    fn a_quiet_buffer_emptied_by_a_split_lets_its_allocation_go() {
+        let sizing = ReadSizing::default();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"SUBSCRIBE");
+        // As the decoder takes a packet that filled the buffer.
+        let packet = buf.split_to(buf.len()).freeze();
+        assert_eq!(buf.capacity(), 0, "split to the end: no room left");
+        assert!(!packet.is_unique(), "the emptied buffer still shares it");
+        sizing.prepare(&mut buf);
+        assert!(packet.is_unique(), "a quiet connection keeps nothing of it");
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Router {
         let key = SessionRef(Arc::clone(session));
         let routed = RoutedSubscription {
             options: options.clone(),
-            filter: Arc::from(filter.as_str()),
+            filter: filter.shared_str(),
         };
         self.subscriptions.write().insert(&filter, key, routed);
         session.add_subscription(filter, options)

@@ -24,6 +24,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Maximum length in bytes of a topic name or filter (MQTT's UTF-8 string limit).
 pub const MAX_TOPIC_LEN: usize = 65_535;
@@ -97,14 +98,16 @@ fn check_filter_levels(filter: &str) -> Result<bool, TopicError> {
 
 /// A parsed subscription filter.
 ///
-/// Equality and hashing are those of the raw text (`as_str`).
+/// Equality and hashing are those of the raw text (`as_str`). The text is
+/// shared: the session, the trie and the router each keep the filter, and a
+/// clone costs no copy. Offsets are 16-bit (a filter has at most 65535 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filter {
-    raw: String,
+    raw: Arc<str>,
     /// Byte length of the share group name (which starts right after "$share/"), if shared.
-    group_len: Option<usize>,
+    group_len: Option<u16>,
     /// Byte offset in `raw` where the topic filter proper starts.
-    filter_start: usize,
+    filter_start: u16,
     wildcards: bool,
 }
 
@@ -126,10 +129,11 @@ impl Filter {
             (None, 0)
         };
         let wildcards = check_filter_levels(raw.get(filter_start..).unwrap_or(""))?;
+        let short = |n: usize| u16::try_from(n).map_err(|_| TopicError::TooLong);
         Ok(Filter {
-            raw: raw.to_owned(),
-            group_len,
-            filter_start,
+            raw: Arc::from(raw),
+            group_len: group_len.map(short).transpose()?,
+            filter_start: short(filter_start)?,
             wildcards,
         })
     }
@@ -139,14 +143,19 @@ impl Filter {
         &self.raw
     }
 
+    /// The raw text, shared with this filter.
+    pub fn shared_str(&self) -> Arc<str> {
+        Arc::clone(&self.raw)
+    }
+
     /// The filter without the `$share/<group>/` prefix.
     pub fn topic_filter(&self) -> &str {
-        self.raw.get(self.filter_start..).unwrap_or("")
+        self.raw.get(usize::from(self.filter_start)..).unwrap_or("")
     }
 
     /// The share group name of a `$share/<group>/<filter>` subscription.
     pub fn share_group(&self) -> Option<&str> {
-        let len = self.group_len?;
+        let len = usize::from(self.group_len?);
         self.raw.get(SHARE_PREFIX.len()..SHARE_PREFIX.len() + len)
     }
 

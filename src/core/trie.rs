@@ -209,19 +209,21 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
     }
 }
 
-/// How a node hangs off its parent.
-#[derive(Debug)]
-enum Label {
-    Root,
-    Literal(Box<str>),
-    Plus,
-}
+/// A node's level under its parent: "+" for its parent's '+' child (a filter's
+/// "+" level is always the wildcard), else a literal child's key.
+type Label = Box<str>;
+
+/// The literal children of a node by level. Boxed, and only while there are
+/// any: most nodes are leaves (a device's own topic), and an empty map inline
+/// would cost each of them 48 bytes.
+#[allow(clippy::box_collection)]
+type Children = Option<Box<HashMap<Box<str>, Idx>>>;
 
 #[derive(Debug)]
 struct Node<K, V> {
     parent: Idx,
     label: Label,
-    children: HashMap<Box<str>, Idx>,
+    children: Children,
     /// The '+' child.
     plus: Option<Idx>,
     /// Subscriptions whose filter ends exactly at this node.
@@ -235,7 +237,7 @@ impl<K, V> Node<K, V> {
         Node {
             parent,
             label,
-            children: HashMap::new(),
+            children: None,
             plus: None,
             exact: None,
             multi: None,
@@ -243,7 +245,7 @@ impl<K, V> Node<K, V> {
     }
 
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
+        self.children.is_none()
             && self.plus.is_none()
             && self.exact.is_none()
             && self.multi.is_none()
@@ -281,7 +283,7 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
     /// An empty trie.
     pub fn new() -> Self {
         SubscriptionTrie {
-            nodes: vec![Node::new(ROOT, Label::Root)],
+            nodes: vec![Node::new(ROOT, Label::default())],
             free: Vec::new(),
             len: 0,
         }
@@ -304,7 +306,7 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
         if level == "+" {
             node.plus
         } else {
-            node.children.get(level).copied()
+            node.children.as_ref()?.get(level).copied()
         }
     }
 
@@ -312,17 +314,14 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
         if let Some(c) = self.child(at, level) {
             return c;
         }
-        let label = if level == "+" {
-            Label::Plus
-        } else {
-            Label::Literal(level.into())
-        };
-        let c = self.alloc(at, label);
+        let c = self.alloc(at, level.into());
         if let Some(node) = self.nodes.get_mut(at) {
             if level == "+" {
                 node.plus = Some(c);
             } else {
-                node.children.insert(level.into(), c);
+                node.children
+                    .get_or_insert_with(Box::default)
+                    .insert(level.into(), c);
             }
         }
         c
@@ -383,14 +382,15 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
                 return;
             }
             let parent = node.parent;
-            let label = std::mem::replace(&mut node.label, Label::Root);
+            let label = std::mem::take(&mut node.label);
             if let Some(p) = self.nodes.get_mut(parent) {
-                match label {
-                    Label::Literal(l) => {
-                        p.children.remove(&l);
+                if &*label == "+" {
+                    p.plus = None;
+                } else if let Some(children) = &mut p.children {
+                    children.remove(&label);
+                    if children.is_empty() {
+                        p.children = None;
                     }
-                    Label::Plus => p.plus = None,
-                    Label::Root => {}
                 }
             }
             self.free.push(at);
@@ -427,7 +427,7 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
                 Some(j) => (rest.get(..j).unwrap_or(""), Some(start + j + 1)),
                 None => (rest, None),
             };
-            if let Some(&c) = node.children.get(level) {
+            if let Some(&c) = node.children.as_ref().and_then(|c| c.get(level)) {
                 stack.push((c, next));
             }
             if wildcards_ok {

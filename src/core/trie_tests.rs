@@ -436,3 +436,17 @@ proptest! {
         prop_assert_eq!(trie.live_nodes(), 1);
     }
 }
+
+#[test]
+fn a_leaf_costs_a_small_node_and_gives_back_its_parents_map() {
+    // Every device's own topic is a leaf: its node must stay small.
+    assert!(std::mem::size_of::<super::Node<u64, [u64; 4]>>() <= 64);
+    let mut trie: SubscriptionTrie<u32, ()> = SubscriptionTrie::new();
+    trie.insert(&f("devices/a"), 1, ());
+    trie.insert(&f("devices/b"), 2, ());
+    trie.remove(&f("devices/a"), &1);
+    trie.remove(&f("devices/b"), &2);
+    assert_eq!(trie.live_nodes(), 1, "only the root is left");
+    let root = trie.nodes.first().map(|n| n.children.is_none());
+    assert_eq!(root, Some(true), "an emptied map of children is freed");
+}

@@ -1,8 +1,6 @@
 //! SUBSCRIBE / UNSUBSCRIBE: one reason code per filter, then the retained
 //! messages the new subscriptions ask for.
 
-use std::sync::Arc;
-
 use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe};
 
 use super::connection::Connection;
@@ -104,7 +102,7 @@ pub(super) fn handle_subscribe(
                 message,
                 retain: true,
                 subscription_ids: options.subscription_id.into_iter().collect(),
-                filter: Some(Arc::from(filter.as_str())),
+                filter: Some(filter.shared_str()),
                 seq: 0,
             });
         }

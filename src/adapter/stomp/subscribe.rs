@@ -216,7 +216,7 @@ pub(super) fn handle_subscribe(
     }
     let subscription = Subscription {
         id: Arc::from(id),
-        filter: Arc::from(filter.as_str()),
+        filter: filter.shared_str(),
         queue: match &target {
             Target::Queue { name, .. } => Some(Arc::clone(name)),
             Target::Topic(_) => None,
