@@ -119,6 +119,14 @@ impl Server {
         }
         let ctx = Context::open(Arc::clone(&router), Arc::clone(&settings), shutdown.clone())
             .with_shared(Arc::clone(&auth), Arc::clone(&acl), Arc::clone(&monitor));
+        // Connections hear of the shutdown through the router, on the kick
+        // handle they wait on anyway: no shutdown future in every idle task.
+        let on_shutdown = (shutdown.clone(), Arc::clone(&router));
+        tracker.spawn(async move {
+            let (shutdown, router) = on_shutdown;
+            shutdown.cancelled().await;
+            router.end_all_connections();
+        });
         let reloadable: Vec<Arc<ReloadableTls>> = [&mqtt_tls, &stomp_tls, &websocket_tls]
             .into_iter()
             .flatten()

@@ -174,6 +174,12 @@ async fn admin_api_lists_clients_and_subscriptions_and_disconnects_a_client() {
         !server.is_connected("admin-device")
     })
     .await;
+    // Its session was clean: it ends with the connection, as at any other end,
+    // rather than staying behind with its subscriptions.
+    eventually("the clean session ended", || {
+        !server.has_session("admin-device")
+    })
+    .await;
     let missing = request(
         server.http,
         "DELETE",

@@ -17,9 +17,21 @@ use crate::auth::{Acl, Action, Authenticator, Identity};
 use crate::config::{Limits, Settings};
 use crate::core::router::Router;
 
-/// What every connection handler needs from the broker.
+/// What every connection handler needs from the broker: the broker's shared
+/// parts (one pointer, reached through `Deref`) and this connection's limits.
+/// Every idle connection keeps one, so it is two words.
 #[derive(Debug, Clone)]
 pub struct Context {
+    shared: Arc<Shared>,
+    /// The limits as they were when this connection was accepted: what a client
+    /// was told at CONNECT (packet size, receive maximum, aliases) holds for its
+    /// whole connection; a reload reaches the connections made after it.
+    limits: Arc<Limits>,
+}
+
+/// The parts of [`Context`] every connection shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub router: Arc<Router>,
     pub settings: Arc<Settings>,
     /// Decides logins (password file, anonymous policy, certificate names).
@@ -31,12 +43,16 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Metrics and the list of connected clients, for operators.
     pub monitor: Arc<crate::admin::Monitor>,
-    /// The limits as they were when this connection was accepted: what a client
-    /// was told at CONNECT (packet size, receive maximum, aliases) holds for its
-    /// whole connection; a reload reaches the connections made after it.
-    limits: Arc<Limits>,
     /// The current limits, swapped whole when the config is reloaded (SIGHUP).
     pub live_limits: Arc<ArcSwap<Limits>>,
+}
+
+impl std::ops::Deref for Context {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Context {
@@ -47,7 +63,7 @@ impl Context {
         shutdown: CancellationToken,
     ) -> Context {
         let limits = Arc::new(settings.limits.clone());
-        Context {
+        let shared = Shared {
             router,
             settings,
             auth: Arc::new(Authenticator::default()),
@@ -55,21 +71,30 @@ impl Context {
             shutdown,
             monitor: Arc::default(),
             live_limits: Arc::new(ArcSwap::new(Arc::clone(&limits))),
+        };
+        Context {
+            shared: Arc::new(shared),
             limits,
         }
     }
 
     /// This context with `auth`, `acl` and `monitor` shared with the rest of the broker.
     pub fn with_shared(
-        mut self,
+        self,
         auth: Arc<Authenticator>,
         acl: Arc<ArcSwap<Acl>>,
         monitor: Arc<crate::admin::Monitor>,
     ) -> Context {
-        self.auth = auth;
-        self.acl = acl;
-        self.monitor = monitor;
-        self
+        let shared = Shared {
+            auth,
+            acl,
+            monitor,
+            ..Shared::clone(&self.shared)
+        };
+        Context {
+            shared: Arc::new(shared),
+            limits: self.limits,
+        }
     }
 
     /// The limits this connection runs under (see [`Context::for_new_connection`]).

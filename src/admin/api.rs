@@ -143,7 +143,7 @@ fn list_clients(state: &HttpState) -> Value {
             let subscriptions = session.as_ref().map_or(0, |s| s.subscriptions().len());
             json!({
                 "client_id": &*c.client_id,
-                "protocol": c.protocol,
+                "protocol": c.protocol.label(),
                 "listener": c.listener,
                 "address": c.address.to_string(),
                 "username": c.username.as_deref(),

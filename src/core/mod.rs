@@ -1,6 +1,7 @@
 //! The routing core: topics, subscriptions, sessions and messages. It knows no
 //! protocol; adapters translate into and out of it.
 
+pub(crate) mod arena;
 pub mod message;
 pub(crate) mod packet_ids;
 pub(crate) mod pending;

@@ -345,7 +345,7 @@ mod tests {
         let limits = small_limits();
         let router = Arc::new(Router::new(limits).with_store(Arc::clone(&store)));
         let before = store.last_ticket();
-        let clean = router.attach("clean", true, 0);
+        let clean = router.attach(&Arc::from("clean"), true, 0);
         router.detach(&clean.session, clean.connection_id);
         assert_eq!(
             store.last_ticket(),
@@ -353,14 +353,14 @@ mod tests {
             "clean session: no store operation"
         );
 
-        let kept = router.attach("kept", true, 60);
+        let kept = router.attach(&Arc::from("kept"), true, 60);
         assert!(
             store.last_ticket() > before,
             "a persistent session is saved"
         );
         let saved = store.last_ticket();
         // Taken over by a clean start: the stored session is deleted.
-        let again = router.attach("kept", true, 0);
+        let again = router.attach(&Arc::from("kept"), true, 0);
         assert!(
             store.last_ticket() > saved,
             "the old stored session is deleted"

@@ -1,7 +1,7 @@
 //! publish → trie match → deliver to sessions; the one place messages are routed,
 //! whatever protocol they came from.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,17 +48,21 @@ pub struct Attached {
     /// True when an existing session was resumed (MQTT CONNACK session-present).
     pub session_present: bool,
     pub connection_id: u64,
-    /// Fires when the core ends this connection (takeover, operator).
+    /// Fires when the core ends this connection (takeover, operator, shutdown).
     pub kicked: oneshot::Receiver<KickReason>,
 }
 
 #[derive(Debug)]
 pub struct Router {
-    subscriptions: RwLock<SubscriptionTrie<SessionRef, RoutedSubscription>>,
+    /// Each subscription's options by filter; a match gets the filter text from
+    /// the trie, shared rather than re-allocated for every delivery.
+    subscriptions: RwLock<SubscriptionTrie<SessionRef, SubscriptionOptions>>,
     retained: RwLock<RetainedIndex<Arc<Message>>>,
     /// Sessions by client id, connected or not.
     sessions: DashMap<Arc<str>, Arc<Session>>,
     next_connection_id: AtomicU64,
+    /// Set by `end_all_connections`: a connection attaching later is told to end at once.
+    closing: AtomicBool,
     /// Limits of session queues; changed live on config reload.
     queue_limits: parking_lot::Mutex<QueueLimits>,
     /// Point-to-point queues, reached as `$queue/<name>`.
@@ -80,6 +84,7 @@ impl Router {
             retained: RwLock::new(RetainedIndex::new()),
             sessions: DashMap::new(),
             next_connection_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
             queue_limits: parking_lot::Mutex::new(queue_limits),
             queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
             store: None,
@@ -191,7 +196,13 @@ impl Router {
 
     /// Binds a new connection to the session `client_id`, taking over any live connection.
     /// With `clean_start`, an existing session is discarded first.
-    pub fn attach(&self, client_id: &str, clean_start: bool, expiry_interval: u32) -> Attached {
+    /// A new session shares `client_id` with the caller.
+    pub fn attach(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry_interval: u32,
+    ) -> Attached {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (kick_tx, kicked) = oneshot::channel();
         // A waiting will is cancelled when its session resumes, and goes out now when
@@ -202,7 +213,8 @@ impl Router {
             WillAction::Cancel
         };
         self.settle_will(client_id, will_action);
-        let (session, session_present, old_kick) = match self.sessions.entry(Arc::from(client_id)) {
+        let (session, session_present, old_kick) = match self.sessions.entry(Arc::clone(client_id))
+        {
             Entry::Occupied(mut entry) => {
                 if clean_start {
                     let old = entry.get().clone();
@@ -229,7 +241,12 @@ impl Router {
             }
         };
         if old_kick {
-            tracing::info!(client_id, "session taken over by a new connection");
+            tracing::info!(%client_id, "session taken over by a new connection");
+        }
+        // Bound first, then checked: either `end_all_connections` sees this
+        // connection among the sessions, or this sees its flag.
+        if self.closing.load(Ordering::SeqCst) {
+            session.tell_to_end(KickReason::ShuttingDown);
         }
         self.save_session(&session, false);
         if session_present {
@@ -287,10 +304,22 @@ impl Router {
         }
     }
 
-    /// Ends the live connection of `client_id`, if any; true if one was ended.
+    /// Ends the live connection of `client_id`, if any; true if one was told.
+    /// The session ends with it as with any end of a connection (a clean one
+    /// is gone, a persistent one waits for its client).
     pub fn kick(&self, client_id: &str, reason: KickReason) -> bool {
         let session = self.sessions.get(client_id).map(|s| Arc::clone(s.value()));
-        session.is_some_and(|s| s.kick(reason))
+        session.is_some_and(|s| s.tell_to_end(reason))
+    }
+
+    /// The broker is shutting down: every live connection is told to end, and
+    /// so is any that attaches from now on. Connections learn it through their
+    /// kick handle, which they wait on anyway, so none needs a shutdown future.
+    pub fn end_all_connections(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for session in self.sessions() {
+            session.tell_to_end(KickReason::ShuttingDown);
+        }
     }
 
     pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
@@ -363,11 +392,9 @@ impl Router {
             return session.add_subscription(filter, options);
         }
         let key = SessionRef(Arc::clone(session));
-        let routed = RoutedSubscription {
-            options: options.clone(),
-            filter: filter.shared_str(),
-        };
-        self.subscriptions.write().insert(&filter, key, routed);
+        self.subscriptions
+            .write()
+            .insert(&filter, key, options.clone());
         session.add_subscription(filter, options)
     }
 
@@ -488,8 +515,7 @@ impl Router {
         let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.subscriptions.read();
-            trie.for_each_match(&message.topic, |key, routed, _| {
-                let options = &routed.options;
+            trie.for_each_match(&message.topic, |key, options, filter| {
                 if options.no_local
                     && message
                         .publisher
@@ -503,7 +529,7 @@ impl Router {
                     qos: options.qos.min(message.qos),
                     retain: options.retain_as_published && message.retain,
                     subscription_id: options.subscription_id,
-                    filter: Arc::clone(&routed.filter),
+                    filter: filter.shared_str(),
                 });
             });
             if refuse_when_full && message.qos != QoS::AtMostOnce {
@@ -624,14 +650,6 @@ impl Router {
 /// Messages one point-to-point queue holds unless configured otherwise.
 pub const DEFAULT_QUEUE_MAX_MESSAGES: usize = 100_000;
 
-/// What the trie holds per subscription: the options, and the filter text shared
-/// rather than re-allocated for every delivery.
-#[derive(Debug, Clone)]
-struct RoutedSubscription {
-    options: SubscriptionOptions,
-    filter: Arc<str>,
-}
-
 struct Target {
     session: Arc<Session>,
     qos: QoS,
@@ -639,3 +657,7 @@ struct Target {
     subscription_id: Option<u32>,
     filter: Arc<str>,
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

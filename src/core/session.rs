@@ -83,6 +83,9 @@ pub enum KickReason {
     TakenOver,
     /// An operator asked for it.
     Administrative,
+    /// The broker is shutting down: the client did nothing wrong, so its will
+    /// is not published and its session persists.
+    ShuttingDown,
 }
 
 /// Result of appending one delivery to a session.
@@ -111,8 +114,9 @@ struct SessionState {
     /// session expiry) can tell the client came back since. 32 bits fit beside
     /// `expiry_interval`; a timer would have to outlast 4 billion attaches to be fooled.
     generation: u32,
-    /// The bound connection's id and kick handle (None: offline); two fields
-    /// rather than an optional pair, which would cost a word more.
+    /// The bound connection's id, 0 while offline (the router numbers
+    /// connections from 1), and the handle that tells it to end (None once used).
+    /// Two fields rather than an optional pair, which would cost a word more.
     connection_id: u64,
     kick: Option<oneshot::Sender<KickReason>>,
     /// Who the connected client logged in as (None: anonymous), for access re-checks.
@@ -289,6 +293,7 @@ impl Session {
         kick: oneshot::Sender<KickReason>,
         expiry_interval: u32,
     ) -> Option<oneshot::Sender<KickReason>> {
+        debug_assert_ne!(connection_id, 0, "0 means offline");
         let mut state = self.state.lock();
         state.generation = state.generation.wrapping_add(1);
         state.expiry_interval = expiry_interval;
@@ -299,20 +304,35 @@ impl Session {
     /// Unbinds `connection_id` if it is still the bound one; returns true if it was.
     pub(crate) fn detach(&self, connection_id: u64) -> bool {
         let mut state = self.state.lock();
-        let bound = state.kick.is_some() && state.connection_id == connection_id;
+        let bound = state.connection_id != 0 && state.connection_id == connection_id;
         if bound {
+            state.connection_id = 0;
             state.kick = None;
         }
         bound
     }
 
+    /// Unbinds the live connection and tells it to end (a takeover: what it
+    /// does when it ends no longer concerns this session).
     pub(crate) fn kick(&self, reason: KickReason) -> bool {
+        let kick = {
+            let mut state = self.state.lock();
+            state.connection_id = 0;
+            state.kick.take()
+        };
+        kick.is_some_and(|kick| kick.send(reason).is_ok())
+    }
+
+    /// Tells the live connection to end, leaving it bound: its own detach then
+    /// does what the end of a connection does (a clean session ends, a
+    /// persistent one is saved and starts its expiry).
+    pub(crate) fn tell_to_end(&self, reason: KickReason) -> bool {
         let kick = self.state.lock().kick.take();
         kick.is_some_and(|kick| kick.send(reason).is_ok())
     }
 
     pub fn is_connected(&self) -> bool {
-        self.state.lock().kick.is_some()
+        self.state.lock().connection_id != 0
     }
 
     pub fn expiry_interval(&self) -> u32 {
@@ -327,7 +347,7 @@ impl Session {
     pub fn push(&self, mut delivery: Delivery) -> PushOutcome {
         let mut state = self.state.lock();
         // Offline sessions keep only what has a delivery guarantee.
-        if state.kick.is_none() && delivery.qos == crate::core::message::QoS::AtMostOnce {
+        if state.connection_id == 0 && delivery.qos == crate::core::message::QoS::AtMostOnce {
             return PushOutcome::Dropped;
         }
         let mut outcome = PushOutcome::Queued;

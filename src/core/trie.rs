@@ -5,7 +5,7 @@
 //! at that point. Matching a topic costs O(depth * fan-out of '+' branches), independent of the
 //! number of subscriptions.
 //!
-//! Nodes live in an arena (`Vec`) linked by index, so inserting, matching, pruning and dropping
+//! Nodes live in an arena (`ChunkedVec`, which never moves them) linked by index, so inserting, matching, pruning and dropping
 //! are all iterative: a topic with tens of thousands of levels cannot overflow the stack.
 //!
 //! Examples (filter -> topic):
@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::core::arena::ChunkedVec;
 use crate::core::topic::Filter;
 
 type Idx = usize;
@@ -78,11 +79,13 @@ impl<K: Clone + Eq + Hash, V> Group<K, V> {
 }
 
 /// The plain subscribers of one filter. Most filters have one (a device's own
-/// topic), kept inline: a map costs ~175 bytes per filter even for one entry.
+/// topic), kept inline: a map costs ~175 bytes per filter even for one entry,
+/// and is boxed so that it does not make every `One` as big as a map.
 #[derive(Debug)]
+#[allow(clippy::box_collection)]
 enum Members<K, V> {
     One(K, V),
-    Many(HashMap<K, V>),
+    Many(Box<HashMap<K, V>>),
 }
 
 impl<K: Eq + Hash, V> Members<K, V> {
@@ -90,7 +93,8 @@ impl<K: Eq + Hash, V> Members<K, V> {
         match self {
             Members::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
             Members::One(..) => {
-                let one = std::mem::replace(self, Members::Many(HashMap::with_capacity(2)));
+                let many = Members::Many(Box::new(HashMap::with_capacity(2)));
+                let one = std::mem::replace(self, many);
                 if let (Members::One(k, v), Members::Many(map)) = (one, &mut *self) {
                     map.insert(k, v);
                     map.insert(key, value);
@@ -98,25 +102,6 @@ impl<K: Eq + Hash, V> Members<K, V> {
                 None
             }
             Members::Many(map) => map.insert(key, value),
-        }
-    }
-
-    /// Removes `key`; None when it was not there. `Some((value, now_empty))`.
-    fn remove(&mut self, key: &K) -> Option<(V, bool)> {
-        match self {
-            Members::One(k, _) if k == key => {
-                // Left as an empty map (no allocation); the caller drops the entry.
-                let Members::One(_, value) = std::mem::replace(self, Members::Many(HashMap::new()))
-                else {
-                    return None;
-                };
-                Some((value, true))
-            }
-            Members::One(..) => None,
-            Members::Many(map) => {
-                let value = map.remove(key)?;
-                Some((value, map.is_empty()))
-            }
         }
     }
 
@@ -128,29 +113,37 @@ impl<K: Eq + Hash, V> Members<K, V> {
     }
 }
 
+/// Shared groups by name.
+type Groups<K, V> = Vec<(Box<str>, Group<K, V>)>;
+
 /// The subscriptions whose (topic) filter ends at one point of the trie.
 #[derive(Debug)]
 struct Subs<K, V> {
     /// Non-shared subscriptions: they all share the same filter text.
     plain: Option<(Filter, Members<K, V>)>,
-    /// Shared groups and their names; few per filter, so a list.
-    shared: Vec<(Box<str>, Group<K, V>)>,
+    /// Shared groups and their names; few per filter, so a list, and boxed
+    /// while there are any: most filters have none.
+    shared: Option<Box<Groups<K, V>>>,
 }
 
 impl<K: Clone + Eq + Hash, V> Subs<K, V> {
     fn new() -> Self {
         Subs {
             plain: None,
-            shared: Vec::new(),
+            shared: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.plain.is_none() && self.shared.is_empty()
+        self.plain.is_none() && self.shared.is_none()
+    }
+
+    fn groups(&self) -> &[(Box<str>, Group<K, V>)] {
+        self.shared.as_deref().map_or(&[], |groups| groups)
     }
 
     fn group(&self, name: &str) -> Option<usize> {
-        self.shared.iter().position(|(n, _)| &**n == name)
+        self.groups().iter().position(|(n, _)| &**n == name)
     }
 
     fn insert(&mut self, filter: &Filter, key: K, value: V) -> Option<V> {
@@ -163,34 +156,43 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
                 }
             },
             Some(name) => {
-                let i = match self.group(name) {
-                    Some(i) => i,
-                    None => {
-                        self.shared.push((name.into(), Group::new(filter)));
-                        self.shared.len() - 1
-                    }
-                };
-                self.shared.get_mut(i)?.1.insert(key, value)
+                let i = self.group(name);
+                let groups = self.shared.get_or_insert_with(Box::default);
+                let i = i.unwrap_or_else(|| {
+                    groups.push((name.into(), Group::new(filter)));
+                    groups.len() - 1
+                });
+                groups.get_mut(i)?.1.insert(key, value)
             }
         }
     }
 
     fn remove(&mut self, filter: &Filter, key: &K) -> Option<V> {
         match filter.share_group() {
-            None => {
-                let (_, members) = self.plain.as_mut()?;
-                let (value, now_empty) = members.remove(key)?;
-                if now_empty {
-                    self.plain = None;
+            None => match &mut self.plain.as_mut()?.1 {
+                Members::One(k, _) if k == key => match self.plain.take() {
+                    Some((_, Members::One(_, value))) => Some(value),
+                    _ => None,
+                },
+                Members::One(..) => None,
+                Members::Many(map) => {
+                    let value = map.remove(key)?;
+                    if map.is_empty() {
+                        self.plain = None;
+                    }
+                    Some(value)
                 }
-                Some(value)
-            }
+            },
             Some(name) => {
                 let i = self.group(name)?;
-                let g = &mut self.shared.get_mut(i)?.1;
+                let groups = self.shared.as_mut()?;
+                let g = &mut groups.get_mut(i)?.1;
                 let value = g.remove(key)?;
                 if g.members.is_empty() {
-                    self.shared.swap_remove(i);
+                    groups.swap_remove(i);
+                    if groups.is_empty() {
+                        self.shared = None;
+                    }
                 }
                 Some(value)
             }
@@ -201,7 +203,7 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
         if let Some((filter, members)) = &self.plain {
             members.for_each(|k, v| visit(k, v, filter));
         }
-        for (_, group) in &self.shared {
+        for (_, group) in self.groups() {
             if let Some((k, v)) = group.pick() {
                 visit(k, v, &group.filter);
             }
@@ -268,7 +270,7 @@ fn filter_path(filter: &Filter) -> (impl Iterator<Item = &str>, bool) {
 /// The subscription trie, generic over a session key `K` and subscription options `V`.
 #[derive(Debug)]
 pub struct SubscriptionTrie<K, V> {
-    nodes: Vec<Node<K, V>>,
+    nodes: ChunkedVec<Node<K, V>>,
     free: Vec<Idx>,
     len: usize,
 }
@@ -282,8 +284,10 @@ impl<K: Clone + Eq + Hash, V: Clone> Default for SubscriptionTrie<K, V> {
 impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
     /// An empty trie.
     pub fn new() -> Self {
+        let mut nodes = ChunkedVec::default();
+        nodes.push(Node::new(ROOT, Label::default()));
         SubscriptionTrie {
-            nodes: vec![Node::new(ROOT, Label::default())],
+            nodes,
             free: Vec::new(),
             len: 0,
         }
@@ -297,8 +301,7 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
                 return i;
             }
         }
-        self.nodes.push(node);
-        self.nodes.len() - 1
+        self.nodes.push(node)
     }
 
     fn child(&self, at: Idx, level: &str) -> Option<Idx> {

@@ -447,6 +447,6 @@ fn a_leaf_costs_a_small_node_and_gives_back_its_parents_map() {
     trie.remove(&f("devices/a"), &1);
     trie.remove(&f("devices/b"), &2);
     assert_eq!(trie.live_nodes(), 1, "only the root is left");
-    let root = trie.nodes.first().map(|n| n.children.is_none());
+    let root = trie.nodes.get(0).map(|n| n.children.is_none());
     assert_eq!(root, Some(true), "an emptied map of children is freed");
 }

@@ -300,9 +300,10 @@ fn establish(
     }
     let mut conn = Connection::new(
         ctx.clone(),
-        peer.clone(),
+        peer.addr,
         version,
-        Arc::clone(&client_id),
+        // The session's copy: one allocation for both, even for a resumed session.
+        Arc::clone(&attached.session.client_id),
         attached.session,
         attached.connection_id,
         attached.kicked,

@@ -52,7 +52,8 @@ pub(super) enum Closed {
 /// A connection past CONNECT: its session and protocol state.
 pub(super) struct Connection {
     pub(super) ctx: Context,
-    pub(super) peer: Peer,
+    /// Only the address is kept past CONNECT (for logs).
+    pub(super) peer_addr: std::net::SocketAddr,
     pub(super) version: ProtocolVersion,
     pub(super) client_id: Arc<str>,
     /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
@@ -92,14 +93,13 @@ enum Event {
     Deliver,
     Kicked(KickReason),
     KeepAliveExpired,
-    Shutdown,
 }
 
 impl Connection {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         ctx: Context,
-        peer: Peer,
+        peer_addr: std::net::SocketAddr,
         version: ProtocolVersion,
         client_id: Arc<str>,
         session: Arc<Session>,
@@ -110,7 +110,7 @@ impl Connection {
         let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
         Connection {
             ctx,
-            peer,
+            peer_addr,
             version,
             client_id,
             username: None,
@@ -153,7 +153,6 @@ impl Connection {
         let grace = self.keep_alive + self.keep_alive / 2;
         let sleep = tokio::time::sleep(grace.max(Duration::from_secs(1)));
         tokio::pin!(sleep);
-        let shutdown = self.ctx.shutdown.clone();
         let mut sizing = ReadSizing::default();
         loop {
             // A connection already replaced must not take deliveries into its in-flight
@@ -177,7 +176,6 @@ impl Connection {
             let window_open = self.window_open();
             let event = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Event::Shutdown,
                 reason = &mut self.kicked => match reason {
                     Ok(reason) => Event::Kicked(reason),
                     // Sender gone without a kick: the session was replaced (clean start elsewhere).
@@ -188,9 +186,7 @@ impl Connection {
                 _ = &mut sleep, if !self.keep_alive.is_zero() => Event::KeepAliveExpired,
             };
             match event {
-                Event::Shutdown => return Err(MqttError::ShuttingDown),
-                Event::Kicked(KickReason::TakenOver) => return Err(MqttError::TakenOver),
-                Event::Kicked(KickReason::Administrative) => return Err(MqttError::Administrative),
+                Event::Kicked(reason) => return Err(MqttError::kicked(reason)),
                 Event::KeepAliveExpired => return Err(MqttError::KeepAliveTimeout),
                 Event::Deliver => {}
                 Event::Read(Ok(0)) => return Err(MqttError::PeerClosed),
@@ -283,8 +279,8 @@ impl Connection {
         use tokio::sync::oneshot::error::TryRecvError;
         match self.kicked.try_recv() {
             Err(TryRecvError::Empty) => Ok(()),
-            Ok(KickReason::Administrative) => Err(MqttError::Administrative),
-            Ok(KickReason::TakenOver) | Err(TryRecvError::Closed) => Err(MqttError::TakenOver),
+            Ok(reason) => Err(MqttError::kicked(reason)),
+            Err(TryRecvError::Closed) => Err(MqttError::TakenOver),
         }
     }
 
@@ -356,19 +352,19 @@ impl Connection {
     {
         let publish_will = match &outcome {
             Ok(Closed::ByClient { publish_will }) => {
-                tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, "client disconnected");
+                tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, "client disconnected");
                 *publish_will
             }
             Err(e) => {
                 match e {
                     MqttError::PeerClosed => {
-                        tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, "connection closed without DISCONNECT")
+                        tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, "connection closed without DISCONNECT")
                     }
                     MqttError::ShuttingDown | MqttError::TakenOver | MqttError::Administrative => {
                         tracing::info!(client_id = %self.client_id, reason = %e, "disconnecting client")
                     }
                     _ => {
-                        tracing::warn!(client_id = %self.client_id, peer = %self.peer.addr, error = %e, "closing connection")
+                        tracing::warn!(client_id = %self.client_id, peer = %self.peer_addr, error = %e, "closing connection")
                     }
                 }
                 if let (true, Some(code)) = (self.is_v5(), e.disconnect_reason()) {

@@ -1,6 +1,7 @@
 //! Everything that ends an MQTT connection, and the reason code each one is
 //! answered with: the single place internal errors become protocol replies.
 
+use crate::core::session::KickReason;
 use tern_mqtt::{reason, DecodeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,15 @@ pub enum MqttError {
 }
 
 impl MqttError {
+    /// The end of a connection the core asked for.
+    pub fn kicked(reason: KickReason) -> MqttError {
+        match reason {
+            KickReason::TakenOver => MqttError::TakenOver,
+            KickReason::Administrative => MqttError::Administrative,
+            KickReason::ShuttingDown => MqttError::ShuttingDown,
+        }
+    }
+
     /// The MQTT 5 DISCONNECT reason code that tells the client why; None when no DISCONNECT can be sent.
     pub fn disconnect_reason(&self) -> Option<u8> {
         match self {

@@ -176,7 +176,7 @@ fn establish(
     decoder.set_version(version);
     let mut conn = Connection::new(
         ctx.clone(),
-        peer.clone(),
+        peer.addr,
         version,
         Arc::clone(&client_id),
         attached.session,

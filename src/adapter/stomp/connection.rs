@@ -61,7 +61,8 @@ pub(super) enum Closed {
 /// A connection past CONNECT: its session and protocol state.
 pub(super) struct Connection {
     pub(super) ctx: Context,
-    pub(super) peer: Peer,
+    /// Only the address is kept past CONNECT (for logs).
+    pub(super) peer_addr: std::net::SocketAddr,
     pub(super) version: Version,
     pub(super) client_id: Arc<str>,
     /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
@@ -94,17 +95,16 @@ pub(super) struct Connection {
 enum Event {
     Read(std::io::Result<usize>),
     Deliver,
-    Kicked,
+    Kicked(Option<KickReason>),
     SendHeartBeat,
     ClientSilent,
-    Shutdown,
 }
 
 impl Connection {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         ctx: Context,
-        peer: Peer,
+        peer_addr: std::net::SocketAddr,
         version: Version,
         client_id: Arc<str>,
         session: Arc<Session>,
@@ -117,7 +117,7 @@ impl Connection {
         let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
         Connection {
             ctx,
-            peer,
+            peer_addr,
             version,
             client_id,
             username: None,
@@ -185,7 +185,6 @@ impl Connection {
         let beat = tokio::time::sleep(send_every.unwrap_or(NEVER));
         let silence = tokio::time::sleep(silent_after.unwrap_or(NEVER));
         tokio::pin!(beat, silence);
-        let shutdown = self.ctx.shutdown.clone();
         let mut sizing = ReadSizing::default();
         loop {
             self.drain_deliveries();
@@ -211,16 +210,17 @@ impl Connection {
             let window_open = self.window_open();
             let event = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Event::Shutdown,
-                _ = &mut self.kicked => Event::Kicked,
+                reason = &mut self.kicked => Event::Kicked(reason.ok()),
                 read = read_quietly(stream, read_buf) => Event::Read(read),
                 _ = self.session.notified(), if window_open => Event::Deliver,
                 _ = &mut beat, if send_every.is_some() => Event::SendHeartBeat,
                 _ = &mut silence, if silent_after.is_some() => Event::ClientSilent,
             };
             match event {
-                Event::Shutdown => return Err(StompAdapterError::ShuttingDown),
-                Event::Kicked => return Err(StompAdapterError::Kicked),
+                Event::Kicked(Some(KickReason::ShuttingDown)) => {
+                    return Err(StompAdapterError::ShuttingDown)
+                }
+                Event::Kicked(_) => return Err(StompAdapterError::Kicked),
                 Event::ClientSilent => {
                     let ms = silent_after.unwrap_or_default().as_millis();
                     return Err(StompAdapterError::HeartBeatTimeout(ms));
@@ -337,13 +337,13 @@ impl Connection {
         let mut errored = false;
         match &outcome {
             Ok(Closed::ByClient) => {
-                tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, "client disconnected");
+                tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, "client disconnected");
             }
             Err(e) => {
                 if e.is_client_fault() {
-                    tracing::warn!(client_id = %self.client_id, peer = %self.peer.addr, error = %e, label = e.label(), "closing connection");
+                    tracing::warn!(client_id = %self.client_id, peer = %self.peer_addr, error = %e, label = e.label(), "closing connection");
                 } else {
-                    tracing::info!(client_id = %self.client_id, peer = %self.peer.addr, reason = %e, "connection ended");
+                    tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, reason = %e, "connection ended");
                 }
                 if let Some(frame) = e.error_frame(self.receipt.as_deref()) {
                     encode_error(&frame, Some(self.version), &mut self.write_buf);
