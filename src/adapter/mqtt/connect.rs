@@ -52,7 +52,7 @@ where
         Ok(()) => authenticate(&connect, peer, ctx).await,
         Err(refusal) => Err(refusal),
     };
-    match admitted.and_then(|principal| establish(connect, principal, peer, ctx)) {
+    match admitted.and_then(|principal| establish(*connect, principal, peer, ctx)) {
         Ok(mut conn) => {
             if conn.resend_inflight().is_err() || conn.flush(stream).await.is_err() {
                 let router = Arc::clone(&conn.ctx.router);
@@ -69,15 +69,23 @@ where
             } else {
                 refusal.v3
             };
-            let packet = Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-                properties: Properties::default(),
-            });
-            write_and_close(stream, &packet, version).await;
+            write_and_close(stream, connack_bytes(code, version)).await;
             None
         }
     }
+}
+
+/// A refusing CONNACK, encoded before it is written so that no packet is kept
+/// while the write waits.
+fn connack_bytes(code: u8, version: ProtocolVersion) -> Option<BytesMut> {
+    let packet = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    });
+    let mut buf = BytesMut::new();
+    tern_mqtt::encode(&packet, version, &mut buf).ok()?;
+    Some(buf)
 }
 
 enum ConnectFailure {
@@ -91,7 +99,7 @@ async fn read_connect<S>(
     stream: &mut S,
     read_buf: &mut BytesMut,
     ctx: &Context,
-) -> Result<Connect, ConnectFailure>
+) -> Result<Box<Connect>, ConnectFailure>
 where
     S: AsyncRead + Unpin,
 {
@@ -100,7 +108,9 @@ where
         // Read before decoding: a complete bad packet is consumed by `decode`.
         let level = peek_protocol_level(read_buf);
         match tern_mqtt::decode(read_buf, ProtocolVersion::V311, max) {
-            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            // Boxed: a decoded CONNECT is large (most of a packet's 840 bytes)
+            // and the accepting task would otherwise keep room for it at every wait.
+            Ok(Some(Packet::Connect(connect))) => return Ok(Box::new(connect)),
             Ok(Some(_)) => return Err(ConnectFailure::NotConnect),
             Ok(None) => {}
             Err(e) => return Err(ConnectFailure::Invalid(e, level)),
@@ -148,21 +158,15 @@ where
         other if level == Some(5) => (ProtocolVersion::V5, other.reason_code()),
         _ => return,
     };
-    let packet = Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::default(),
-    });
-    write_and_close(stream, &packet, version).await;
+    write_and_close(stream, connack_bytes(code, version)).await;
 }
 
-async fn write_and_close<S>(stream: &mut S, packet: &Packet, version: ProtocolVersion)
+async fn write_and_close<S>(stream: &mut S, bytes: Option<BytesMut>)
 where
     S: AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::new();
-    if tern_mqtt::encode(packet, version, &mut buf).is_ok() {
-        let _ = stream.write_all(&buf).await;
+    if let Some(bytes) = bytes {
+        let _ = stream.write_all(&bytes).await;
         let _ = stream.flush().await;
     }
     let _ = stream.shutdown().await;
