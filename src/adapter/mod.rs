@@ -39,7 +39,9 @@ pub struct Shared {
     /// Who may publish and subscribe where; the same rules for every protocol.
     /// Swapped whole when the config is reloaded (SIGHUP).
     pub acl: Arc<ArcSwap<Acl>>,
-    /// Cancelled when the broker shuts down: handlers say goodbye and close.
+    /// Cancelled when the broker shuts down. HTTP handshakes watch it; a
+    /// connection past CONNECT hears it from the router on its kick handle
+    /// (`Router::end_all_connections`), then says goodbye and closes.
     pub shutdown: CancellationToken,
     /// Metrics and the list of connected clients, for operators.
     pub monitor: Arc<crate::admin::Monitor>,

@@ -84,7 +84,7 @@ pub enum KickReason {
     /// An operator asked for it.
     Administrative,
     /// The broker is shutting down: the client did nothing wrong, so its will
-    /// is not published and its session persists.
+    /// is not published (and a persistent session is kept, as at any end).
     ShuttingDown,
 }
 

@@ -5,8 +5,9 @@
 //! at that point. Matching a topic costs O(depth * fan-out of '+' branches), independent of the
 //! number of subscriptions.
 //!
-//! Nodes live in an arena (`ChunkedVec`, which never moves them) linked by index, so inserting, matching, pruning and dropping
-//! are all iterative: a topic with tens of thousands of levels cannot overflow the stack.
+//! Nodes live in an arena (`ChunkedVec`, which never moves them) linked by index, so
+//! inserting, matching, pruning and dropping are all iterative: a topic with tens of thousands
+//! of levels cannot overflow the stack.
 //!
 //! Examples (filter -> topic):
 //!   valid filters:      "a/b", "a/+/c", "#", "a/#", "+/+", "/+", "$share/g/a/+"
