@@ -106,7 +106,7 @@ macro_rules! protocol_connection {
 
             fn listing(&self) -> (Arc<str>, Option<Arc<str>>, u64) {
                 (
-                    Arc::clone(&self.client_id),
+                    Arc::clone(&self.session.client_id),
                     self.username.clone(),
                     self.connection_id,
                 )

@@ -21,7 +21,7 @@ pub(super) fn handle_puback(conn: &mut Connection, puback: Ack) {
         .session
         .finish_inflight(puback.packet_id, InflightStage::Sent)
     {
-        tracing::debug!(client_id = %conn.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id");
+        tracing::debug!(client_id = %conn.session.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id");
     }
 }
 
@@ -64,6 +64,6 @@ pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: Ack) {
         .session
         .finish_inflight(pubcomp.packet_id, InflightStage::Released)
     {
-        tracing::debug!(client_id = %conn.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id");
+        tracing::debug!(client_id = %conn.session.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id");
     }
 }

@@ -306,12 +306,10 @@ fn establish(
         ctx.clone(),
         peer.addr,
         version,
-        // The session's copy: one allocation for both, even for a resumed session.
-        Arc::clone(&attached.session.client_id),
         attached.session,
         attached.connection_id,
         attached.kicked,
-        Duration::from_secs(u64::from(connect.keep_alive)),
+        connect.keep_alive,
     );
     conn.will = will.map(Box::new);
     conn.username = principal.username.clone();
@@ -320,18 +318,13 @@ fn establish(
     conn.connect_expiry = requested_expiry;
     let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
     // At most 65534 in flight: one packet id is always free (the session stops there too).
-    conn.send_window = usize::from(
-        if v5 {
-            client_receive_max.min(limits.max_inflight)
-        } else {
-            limits.max_inflight
-        }
-        .min(u16::MAX - 1),
-    );
-    conn.client_max_packet = connect
-        .properties
-        .maximum_packet_size
-        .map(|size| size as usize);
+    conn.send_window = if v5 {
+        client_receive_max.min(limits.max_inflight)
+    } else {
+        limits.max_inflight
+    }
+    .min(u16::MAX - 1);
+    conn.client_max_packet = connect.properties.maximum_packet_size;
 
     let mut properties = Properties::default();
     if v5 {

@@ -27,6 +27,12 @@ use crate::core::session::{KickReason, Session};
 pub(super) const READ_CHUNK: usize = crate::adapter::buffers::QUIET_READ;
 /// Deliveries moved from the session per lock.
 const DELIVERY_BATCH: usize = 256;
+
+thread_local! {
+    /// Deliveries taken from a session, one list per thread (see `drain_deliveries`).
+    static BATCH: std::cell::Cell<Vec<(Delivery, Option<u16>)>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
 /// Past this much buffered output, write before taking more deliveries.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a write may stall (peer not reading) before the connection is dropped, when keep-alive is off.
@@ -55,14 +61,15 @@ pub(super) struct Connection {
     /// Only the address is kept past CONNECT (for logs).
     pub(super) peer_addr: std::net::SocketAddr,
     pub(super) version: ProtocolVersion,
-    pub(super) client_id: Arc<str>,
     /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
     pub(super) username: Option<Arc<str>>,
     pub(super) session: Arc<Session>,
     pub(super) connection_id: u64,
     pub(super) kicked: oneshot::Receiver<KickReason>,
-    /// Zero disables the keep-alive check.
-    pub(super) keep_alive: Duration,
+    /// Seconds, as CONNECT gave it (zero disables the check). The fields below
+    /// are kept as narrow as the protocol allows: every idle connection pays
+    /// for each byte of them.
+    pub(super) keep_alive_secs: u16,
     /// Boxed: most clients have none, and every idle connection would carry its size.
     pub(super) will: Option<Box<PendingWill>>,
     /// Session expiry the client asked for in CONNECT (MQTT 5 forbids raising it from 0 at DISCONNECT).
@@ -75,17 +82,17 @@ pub(super) struct Connection {
     /// The topic of the last PUBLISH: a device mostly publishes to the same few
     /// topics, so a repeat shares it instead of allocating it again.
     pub(super) last_topic: Option<Arc<str>>,
-    /// In-flight window towards the client: its receive maximum, capped by config.
-    pub(super) send_window: usize,
+    /// In-flight window towards the client: its receive maximum, capped by
+    /// config, at most 65534.
+    pub(super) send_window: u16,
     /// Largest packet the client accepts (MQTT 5 maximum packet size).
-    pub(super) client_max_packet: Option<usize>,
+    pub(super) client_max_packet: Option<u32>,
     pub(super) write_buf: BytesMut,
     /// Something this connection did was submitted to the store: the next write
     /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
     pub(super) needs_commit: bool,
     /// `limits.max_publish_rate`, when set.
     pub(super) publish_rate: Option<Box<RateLimit>>,
-    scratch: Vec<(Delivery, Option<u16>)>,
 }
 
 enum Event {
@@ -101,23 +108,21 @@ impl Connection {
         ctx: Context,
         peer_addr: std::net::SocketAddr,
         version: ProtocolVersion,
-        client_id: Arc<str>,
         session: Arc<Session>,
         connection_id: u64,
         kicked: oneshot::Receiver<KickReason>,
-        keep_alive: Duration,
+        keep_alive_secs: u16,
     ) -> Connection {
         let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
         Connection {
             ctx,
             peer_addr,
             version,
-            client_id,
             username: None,
             session,
             connection_id,
             kicked,
-            keep_alive,
+            keep_alive_secs,
             will: None,
             connect_expiry: 0,
             topic_aliases: None,
@@ -127,7 +132,6 @@ impl Connection {
             write_buf: BytesMut::new(),
             needs_commit: false,
             publish_rate,
-            scratch: Vec::new(),
         }
     }
 
@@ -145,13 +149,11 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let max_packet = self.ctx.limits().max_packet_size as usize;
         // Anything that arrived together with CONNECT.
-        if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
+        if let Some(closed) = self.handle_buffered(read_buf)? {
             return Ok(closed);
         }
-        let grace = self.keep_alive + self.keep_alive / 2;
-        let sleep = tokio::time::sleep(grace.max(Duration::from_secs(1)));
+        let sleep = tokio::time::sleep(self.keep_alive_grace().max(Duration::from_secs(1)));
         tokio::pin!(sleep);
         let mut sizing = ReadSizing::default();
         loop {
@@ -183,7 +185,7 @@ impl Connection {
                 },
                 read = read_quietly(stream, read_buf) => Event::Read(read),
                 _ = self.session.notified(), if window_open => Event::Deliver,
-                _ = &mut sleep, if !self.keep_alive.is_zero() => Event::KeepAliveExpired,
+                _ = &mut sleep, if self.keep_alive_secs != 0 => Event::KeepAliveExpired,
             };
             match event {
                 Event::Kicked(reason) => return Err(MqttError::kicked(reason)),
@@ -192,10 +194,12 @@ impl Connection {
                 Event::Read(Ok(0)) => return Err(MqttError::PeerClosed),
                 Event::Read(Err(e)) => return Err(MqttError::Io(e)),
                 Event::Read(Ok(n)) => {
-                    if !self.keep_alive.is_zero() {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + grace);
+                    if self.keep_alive_secs != 0 {
+                        sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.keep_alive_grace());
                     }
-                    if let Some(closed) = self.handle_buffered(read_buf, max_packet)? {
+                    if let Some(closed) = self.handle_buffered(read_buf)? {
                         return Ok(closed);
                     }
                     sizing.settle(n);
@@ -205,11 +209,10 @@ impl Connection {
     }
 
     /// Handles every complete packet in `read_buf`.
-    fn handle_buffered(
-        &mut self,
-        read_buf: &mut BytesMut,
-        max_packet: usize,
-    ) -> Result<Option<Closed>, MqttError> {
+    fn handle_buffered(&mut self, read_buf: &mut BytesMut) -> Result<Option<Closed>, MqttError> {
+        // Read here rather than kept: every byte a waiting task keeps, every idle
+        // connection pays for.
+        let max_packet = self.ctx.limits().max_packet_size as usize;
         while let Some(packet) = tern_mqtt::decode(read_buf, self.version, max_packet)? {
             if let Some(closed) = self.dispatch(packet)? {
                 return Ok(Some(closed));
@@ -284,29 +287,52 @@ impl Connection {
         }
     }
 
+    fn keep_alive(&self) -> Duration {
+        Duration::from_secs(u64::from(self.keep_alive_secs))
+    }
+
+    /// How long the client may stay silent: one and a half keep-alives (spec).
+    fn keep_alive_grace(&self) -> Duration {
+        let keep_alive = self.keep_alive();
+        keep_alive + keep_alive / 2
+    }
+
     fn window_open(&self) -> bool {
-        self.session.inflight_len() < self.send_window
+        self.session.inflight_len() < usize::from(self.send_window)
     }
 
     /// Moves what the session holds for this client into the write buffer.
     fn drain_deliveries(&mut self) -> Result<(), MqttError> {
         let now = Instant::now();
+        // The thread's batch list, lent for this drain and given back even on an
+        // error, so no connection keeps a list (up to a batch of deliveries) of its own.
+        let mut batch = BATCH.take();
+        let drained = self.drain_into(&mut batch, now);
+        batch.clear();
+        BATCH.set(batch);
+        drained
+    }
+
+    fn drain_into(
+        &mut self,
+        batch: &mut Vec<(Delivery, Option<u16>)>,
+        now: Instant,
+    ) -> Result<(), MqttError> {
         while self.write_buf.len() < WRITE_HIGH_WATER {
-            let mut batch = std::mem::take(&mut self.scratch);
-            batch.clear();
-            let expired =
-                self.session
-                    .take_deliverable(DELIVERY_BATCH, self.send_window, now, &mut batch);
+            let expired = self.session.take_deliverable(
+                DELIVERY_BATCH,
+                usize::from(self.send_window),
+                now,
+                batch,
+            );
             self.ctx.monitor.metrics.dropped_expired(expired);
             if batch.is_empty() {
-                self.scratch = batch;
                 break;
             }
             for (delivery, packet_id) in batch.drain(..) {
                 self.needs_commit |= delivery.seq != 0;
                 publish::write_delivery(self, &delivery, packet_id, false, now)?;
             }
-            self.scratch = batch;
         }
         Ok(())
     }
@@ -331,10 +357,10 @@ impl Connection {
     where
         S: AsyncWrite + Unpin,
     {
-        let stall = if self.keep_alive.is_zero() {
+        let stall = if self.keep_alive_secs == 0 {
             DEFAULT_WRITE_STALL
         } else {
-            (self.keep_alive * 3 / 2).max(Duration::from_secs(5))
+            self.keep_alive_grace().max(Duration::from_secs(5))
         };
         // Kept for the next write when there is nothing to write yet.
         let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);
@@ -352,19 +378,19 @@ impl Connection {
     {
         let publish_will = match &outcome {
             Ok(Closed::ByClient { publish_will }) => {
-                tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, "client disconnected");
+                tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, "client disconnected");
                 *publish_will
             }
             Err(e) => {
                 match e {
                     MqttError::PeerClosed => {
-                        tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, "connection closed without DISCONNECT")
+                        tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, "connection closed without DISCONNECT")
                     }
                     MqttError::ShuttingDown | MqttError::TakenOver | MqttError::Administrative => {
-                        tracing::info!(client_id = %self.client_id, reason = %e, "disconnecting client")
+                        tracing::info!(client_id = %self.session.client_id, reason = %e, "disconnecting client")
                     }
                     _ => {
-                        tracing::warn!(client_id = %self.client_id, peer = %self.peer_addr, error = %e, "closing connection")
+                        tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, error = %e, "closing connection")
                     }
                 }
                 if let (true, Some(code)) = (self.is_v5(), e.disconnect_reason()) {
@@ -407,7 +433,7 @@ impl Connection {
             tern_mqtt::encoded_len(&with_reason, self.version),
         ) {
             (None, Ok(_)) => true,
-            (Some(max), Ok(len)) => len <= max,
+            (Some(max), Ok(len)) => len <= max as usize,
             (_, Err(_)) => false,
         };
         if fits {

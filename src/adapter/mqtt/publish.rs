@@ -54,7 +54,7 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     let username = conn.username.as_deref();
     if !conn
         .ctx
-        .allowed(username, &conn.client_id, Action::Publish, &topic)
+        .allowed(username, &conn.session.client_id, Action::Publish, &topic)
     {
         return answer_denied_publish(conn, qos, packet_id);
     }
@@ -81,13 +81,13 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         qos,
         publish.retain,
         &publish.properties,
-        Arc::clone(&conn.client_id),
+        Arc::clone(&conn.session.client_id),
     );
     let reply = match conn.ctx.router.publish_checked(Arc::new(message)) {
         Ok(0) if conn.is_v5() => ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS),
         Ok(_) => ack(packet_id, 0),
         Err(refused) => {
-            tracing::warn!(client_id = %conn.client_id, error = %refused, "publish refused");
+            tracing::warn!(client_id = %conn.session.client_id, error = %refused, "publish refused");
             if qos == QoS::AtMostOnce {
                 return Ok(());
             }
@@ -218,8 +218,8 @@ pub(super) fn write_delivery(
         payload: &message.payload,
     };
     if let Some(max) = conn.client_max_packet {
-        if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max {
-            tracing::debug!(client_id = %conn.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
+        if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max as usize {
+            tracing::debug!(client_id = %conn.session.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
             if let Some(id) = packet_id {
                 // Never sent: forget it so the window does not leak.
                 let stage = crate::core::session::InflightStage::Sent;

@@ -26,7 +26,7 @@ pub(super) fn handle_subscribe(
         let filter = match Filter::parse(&requested.filter) {
             Ok(filter) => filter,
             Err(e) => {
-                tracing::info!(client_id = %conn.client_id, filter = %requested.filter, error = %e, "subscription refused");
+                tracing::info!(client_id = %conn.session.client_id, filter = %requested.filter, error = %e, "subscription refused");
                 codes.push(if conn.is_v5() {
                     reason::TOPIC_FILTER_INVALID
                 } else {
@@ -41,7 +41,7 @@ pub(super) fn handle_subscribe(
         let username = conn.username.as_deref();
         if !conn.ctx.allowed(
             username,
-            &conn.client_id,
+            &conn.session.client_id,
             Action::Subscribe,
             filter.as_str(),
         ) {
@@ -54,7 +54,7 @@ pub(super) fn handle_subscribe(
         }
         let max = conn.ctx.limits().max_subscriptions_per_client;
         if conn.session.subscriptions_full(filter.as_str(), max) {
-            tracing::info!(client_id = %conn.client_id, filter = %filter.as_str(), max, "subscription refused: too many subscriptions");
+            tracing::info!(client_id = %conn.session.client_id, filter = %filter.as_str(), max, "subscription refused: too many subscriptions");
             codes.push(if conn.is_v5() {
                 reason::QUOTA_EXCEEDED
             } else {
@@ -94,7 +94,10 @@ pub(super) fn handle_subscribe(
         for message in conn.ctx.router.retained_matching(&filter) {
             // A filter may be allowed while some topics below it are not (a deny rule).
             let username = conn.username.as_deref();
-            if !conn.ctx.can_read(username, &conn.client_id, &message.topic) {
+            if !conn
+                .ctx
+                .can_read(username, &conn.session.client_id, &message.topic)
+            {
                 continue;
             }
             conn.session.push(Delivery {

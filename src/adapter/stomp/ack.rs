@@ -141,7 +141,7 @@ pub(super) fn apply(conn: &mut Connection, request: &AckRequest) {
     for outstanding in settled {
         let Some((queue, message)) = outstanding.queue else {
             if request.nack {
-                tracing::debug!(client_id = %conn.client_id, subscription = %request.subscription, "topic message NACKed: dropped");
+                tracing::debug!(client_id = %conn.session.client_id, subscription = %request.subscription, "topic message NACKed: dropped");
             }
             continue;
         };

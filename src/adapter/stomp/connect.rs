@@ -178,7 +178,6 @@ fn establish(
         ctx.clone(),
         peer.addr,
         version,
-        Arc::clone(&client_id),
         attached.session,
         attached.connection_id,
         attached.kicked,

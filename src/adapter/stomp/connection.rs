@@ -31,6 +31,11 @@ use crate::core::session::{KickReason, Session};
 pub(super) const READ_CHUNK: usize = crate::adapter::buffers::QUIET_READ;
 /// Deliveries moved from the session per lock.
 const DELIVERY_BATCH: usize = 256;
+
+thread_local! {
+    /// Deliveries taken from a session, one list per thread (see `drain_deliveries`).
+    static BATCH: std::cell::Cell<Vec<Delivery>> = const { std::cell::Cell::new(Vec::new()) };
+}
 /// Past this much buffered output, write before taking more deliveries.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a write may stall (peer not reading) before the connection is dropped.
@@ -64,7 +69,6 @@ pub(super) struct Connection {
     /// Only the address is kept past CONNECT (for logs).
     pub(super) peer_addr: std::net::SocketAddr,
     pub(super) version: Version,
-    pub(super) client_id: Arc<str>,
     /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
     pub(super) username: Option<Arc<str>>,
     pub(super) session: Arc<Session>,
@@ -87,7 +91,6 @@ pub(super) struct Connection {
     /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
     next_message: u64,
     pub(super) write_buf: BytesMut,
-    scratch: Vec<Delivery>,
     /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
     publish_rate: Option<Box<RateLimit>>,
 }
@@ -106,7 +109,6 @@ impl Connection {
         ctx: Context,
         peer_addr: std::net::SocketAddr,
         version: Version,
-        client_id: Arc<str>,
         session: Arc<Session>,
         connection_id: u64,
         kicked: oneshot::Receiver<KickReason>,
@@ -119,7 +121,6 @@ impl Connection {
             ctx,
             peer_addr,
             version,
-            client_id,
             username: None,
             session,
             connection_id,
@@ -134,7 +135,6 @@ impl Connection {
             needs_commit: false,
             next_message: 1,
             write_buf: BytesMut::new(),
-            scratch: Vec::new(),
             publish_rate,
         }
     }
@@ -157,12 +157,12 @@ impl Connection {
     pub(super) fn next_message_id(&mut self) -> (u64, String) {
         let seq = self.next_message;
         self.next_message += 1;
-        (seq, format!("{}-{seq}", self.client_id))
+        (seq, format!("{}-{seq}", self.session.client_id))
     }
 
     /// The sequence number of a message-id this connection issued.
     pub(super) fn parse_message_id(&self, id: &str) -> Option<u64> {
-        id.strip_prefix(&*self.client_id)?
+        id.strip_prefix(&*self.session.client_id)?
             .strip_prefix('-')?
             .parse()
             .ok()
@@ -295,19 +295,19 @@ impl Connection {
     /// Moves what the session holds for this client into the write buffer.
     fn drain_deliveries(&mut self) {
         let clock = Clock::now();
+        // The thread's batch list, lent for this drain: no connection keeps a
+        // list (up to a batch of deliveries) of its own.
+        let mut batch = BATCH.take();
         while self.write_buf.len() < WRITE_HIGH_WATER && self.window_open() {
-            let mut batch = std::mem::take(&mut self.scratch);
-            batch.clear();
             self.session.take_pending(DELIVERY_BATCH, &mut batch);
             if batch.is_empty() {
-                self.scratch = batch;
                 break;
             }
             for delivery in batch.drain(..) {
                 deliver::write_delivery(self, &delivery, clock);
             }
-            self.scratch = batch;
         }
+        BATCH.set(batch);
     }
 
     async fn flush<S>(&mut self, stream: &mut S) -> Result<(), StompAdapterError>
@@ -337,13 +337,13 @@ impl Connection {
         let mut errored = false;
         match &outcome {
             Ok(Closed::ByClient) => {
-                tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, "client disconnected");
+                tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, "client disconnected");
             }
             Err(e) => {
                 if e.is_client_fault() {
-                    tracing::warn!(client_id = %self.client_id, peer = %self.peer_addr, error = %e, label = e.label(), "closing connection");
+                    tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, error = %e, label = e.label(), "closing connection");
                 } else {
-                    tracing::info!(client_id = %self.client_id, peer = %self.peer_addr, reason = %e, "connection ended");
+                    tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, reason = %e, "connection ended");
                 }
                 if let Some(frame) = e.error_frame(self.receipt.as_deref()) {
                     encode_error(&frame, Some(self.version), &mut self.write_buf);

@@ -30,7 +30,7 @@ pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: 
     };
     let subscriptions = conn.subscriptions.for_filter(filter);
     let Some(first) = subscriptions.first() else {
-        tracing::debug!(client_id = %conn.client_id, filter, "delivery for a subscription that is gone");
+        tracing::debug!(client_id = %conn.session.client_id, filter, "delivery for a subscription that is gone");
         return;
     };
     if let Some(queue) = first.queue.clone() {

@@ -21,14 +21,19 @@ pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), St
     let username = conn.username.as_deref();
     if !conn
         .ctx
-        .allowed(username, &conn.client_id, Action::Publish, &topic)
+        .allowed(username, &conn.session.client_id, Action::Publish, &topic)
     {
         return Err(StompAdapterError::Denied {
             action: "send to",
             destination: destination.chars().take(256).collect(),
         });
     }
-    let message = message_from_send(frame, topic, Arc::clone(&conn.client_id), Clock::now())?;
+    let message = message_from_send(
+        frame,
+        topic,
+        Arc::clone(&conn.session.client_id),
+        Clock::now(),
+    )?;
     let message = Arc::new(message);
     let metrics = &conn.ctx.monitor.metrics;
     metrics
@@ -51,6 +56,6 @@ pub(super) fn publish(
     message: Arc<Message>,
 ) -> Result<(), StompAdapterError> {
     let matched = conn.ctx.router.publish_checked(message)?;
-    tracing::trace!(client_id = %conn.client_id, matched, "SEND routed");
+    tracing::trace!(client_id = %conn.session.client_id, matched, "SEND routed");
     Ok(())
 }

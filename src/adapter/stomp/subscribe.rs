@@ -205,7 +205,7 @@ pub(super) fn handle_subscribe(
     let username = conn.username.as_deref();
     if !conn.ctx.allowed(
         username,
-        &conn.client_id,
+        &conn.session.client_id,
         Action::Subscribe,
         filter.as_str(),
     ) {
@@ -227,7 +227,7 @@ pub(super) fn handle_subscribe(
     let options = conn.subscriptions.core_options(filter.as_str());
     let qos = options.qos;
     conn.ctx.router.subscribe(&conn.session, filter, options);
-    tracing::debug!(client_id = %conn.client_id, id, destination, ack = ?ack, "subscribed");
+    tracing::debug!(client_id = %conn.session.client_id, id, destination, ack = ?ack, "subscribed");
     // The RECEIPT goes before the retained messages it made available.
     conn.write_receipt();
     if let Target::Topic(filter) = &target {
@@ -235,7 +235,10 @@ pub(super) fn handle_subscribe(
             let clock = Clock::now();
             for message in conn.ctx.router.retained_matching(filter) {
                 let username = conn.username.as_deref();
-                if !conn.ctx.can_read(username, &conn.client_id, &message.topic) {
+                if !conn
+                    .ctx
+                    .can_read(username, &conn.session.client_id, &message.topic)
+                {
                     continue;
                 }
                 let delivery = Delivery {
@@ -289,6 +292,6 @@ pub(super) fn handle_unsubscribe(
             }
         }
     }
-    tracing::debug!(client_id = %conn.client_id, id, "unsubscribed");
+    tracing::debug!(client_id = %conn.session.client_id, id, "unsubscribed");
     Ok(())
 }

@@ -107,7 +107,7 @@ pub(super) fn handle_begin(conn: &mut Connection, frame: &Frame) -> Result<(), S
 pub(super) fn handle_commit(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let id = required(frame, "transaction")?;
     let ops = conn.transactions.end(id)?;
-    tracing::debug!(client_id = %conn.client_id, transaction = id, frames = ops.len(), "commit");
+    tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "commit");
     for op in ops {
         match op {
             TxOp::Send(message) => send::publish(conn, message)?,
@@ -120,7 +120,7 @@ pub(super) fn handle_commit(conn: &mut Connection, frame: &Frame) -> Result<(), 
 pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let id = required(frame, "transaction")?;
     let ops = conn.transactions.end(id)?;
-    tracing::debug!(client_id = %conn.client_id, transaction = id, frames = ops.len(), "abort");
+    tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "abort");
     Ok(())
 }
 
