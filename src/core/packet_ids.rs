@@ -74,6 +74,10 @@ impl PacketIds {
             .flat_map(|m| m.inflight.iter().map(|(id, e)| (*id, e)))
     }
 
+    pub(crate) fn inflight_stage(&self, id: u16) -> Option<InflightStage> {
+        Some(self.maps.as_ref()?.inflight.get(&id)?.stage)
+    }
+
     pub(crate) fn inflight_mut(&mut self, id: u16) -> Option<&mut InflightEntry> {
         self.maps.as_mut()?.inflight.get_mut(&id)
     }

@@ -16,7 +16,7 @@ use crate::core::will::WillAction;
 use crate::store::StoreOp;
 
 impl Router {
-    pub(super) fn new_session(&self, client_id: Arc<str>, expiry_interval: u32) -> Arc<Session> {
+    fn new_session(&self, client_id: Arc<str>, expiry_interval: u32) -> Arc<Session> {
         Arc::new(Session::with_store(
             client_id,
             expiry_interval,
@@ -52,7 +52,7 @@ impl Router {
         }]);
     }
 
-    pub(super) fn forget_session(&self, session: &Session) {
+    fn forget_session(&self, session: &Session) {
         if !session.is_stored() {
             return; // a clean session: nothing of it is in the store
         }

@@ -486,8 +486,8 @@ impl Session {
     /// Removes an in-flight delivery in `stage`; false if there is none with that id and stage.
     pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> bool {
         let mut state = self.state.lock();
-        match state.ids.inflight_mut(packet_id) {
-            Some(entry) if entry.stage == stage => {
+        match state.ids.inflight_stage(packet_id) {
+            Some(found) if found == stage => {
                 if let (Some(entry), Some(persist)) =
                     (state.ids.remove_inflight(packet_id), self.persist())
                 {
