@@ -14,3 +14,6 @@ pub(crate) mod subscription_list;
 pub mod topic;
 pub mod trie;
 pub mod will;
+
+#[cfg(test)]
+mod session_tests;
