@@ -17,3 +17,6 @@ pub mod will;
 
 #[cfg(test)]
 mod session_tests;
+
+#[cfg(test)]
+mod routing_tests;
