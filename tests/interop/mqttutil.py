@@ -23,7 +23,8 @@ TIMEOUT = 10.0
 # How long to listen when proving that something does NOT arrive.
 QUIET = 0.5
 
-VERSIONS = {"3.1.1": mqtt.MQTTv311, "5.0": mqtt.MQTTv5}
+# "3.1" connects as MQIsdp, protocol level 3.
+VERSIONS = {"3.1": mqtt.MQTTv31, "3.1.1": mqtt.MQTTv311, "5.0": mqtt.MQTTv5}
 _ids = itertools.count(1)
 
 

@@ -1,4 +1,5 @@
-"""Tern against stomp.py, an independent STOMP client: every ack mode, receipts,
+"""Tern against stomp.py, an independent STOMP client, over STOMP 1.0, 1.1 and 1.2
+wherever the behaviour is the same: every ack mode, receipts,
 transactions, heart-beats, queues, NACK, binary bodies and header escaping."""
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def test_client_individual_ack_leaves_the_others(stomp_client, version):
     d.expect_nothing()
 
 
-def test_receipts_for_every_frame(stomp_client):
-    c = stomp_client()
+@VERSIONS
+def test_receipts_for_every_frame(stomp_client, version):
+    c = stomp_client(version)
     c.subscribe("/topic/r", "s")  # waits for its RECEIPT
     c.send("/topic/r", b"x")  # waits for its RECEIPT
     c.expect()
@@ -80,10 +82,11 @@ def test_receipts_for_every_frame(stomp_client):
     c.unsubscribe("s")
 
 
-def test_transaction_commit_and_abort(stomp_client):
-    sub = stomp_client()
+@VERSIONS
+def test_transaction_commit_and_abort(stomp_client, version):
+    sub = stomp_client(version)
     sub.subscribe("/topic/tx", "s")
-    c = stomp_client()
+    c = stomp_client(version)
     c.begin("t1")
     c.send("/topic/tx", b"one", {"transaction": "t1"})
     c.send("/topic/tx", b"two", {"transaction": "t1"})
@@ -96,8 +99,9 @@ def test_transaction_commit_and_abort(stomp_client):
     sub.expect_nothing()
 
 
-def test_ack_inside_a_transaction(stomp_client):
-    c = stomp_client()
+@pytest.mark.parametrize("version", ["1.1", "1.2"])  # client-individual and NACK are 1.1+
+def test_ack_inside_a_transaction(stomp_client, version):
+    c = stomp_client(version)
     c.subscribe("/queue/txack", "q", ack="client-individual")
     c.send("/queue/txack", b"job")
     m = c.expect()
@@ -110,20 +114,22 @@ def test_ack_inside_a_transaction(stomp_client):
     c.ack(again)
 
 
-def test_commit_of_unknown_transaction_is_an_error(stomp_client):
-    c = stomp_client()
+@VERSIONS
+def test_commit_of_unknown_transaction_is_an_error(stomp_client, version):
+    c = stomp_client(version)
     c.conn.commit(transaction="nope")
     e = c.expect_error()
     assert "nope" in e.headers["message"]
     assert c.listener.disconnected.wait(TIMEOUT)
 
 
-def test_queue_with_two_competing_consumers(stomp_client):
-    a = stomp_client()
-    b = stomp_client()
+@VERSIONS
+def test_queue_with_two_competing_consumers(stomp_client, version):
+    a = stomp_client(version)
+    b = stomp_client(version)
     a.subscribe("/queue/work", "a")
     b.subscribe("/queue/work", "b")
-    p = stomp_client()
+    p = stomp_client(version)
     for i in range(10):
         p.send("/queue/work", str(i).encode())
     got_a = a.expect_n(5)
@@ -134,10 +140,11 @@ def test_queue_with_two_competing_consumers(stomp_client):
     assert bodies == list(range(10))
 
 
-def test_queue_messages_wait_for_a_consumer(stomp_client):
-    p = stomp_client()
+@VERSIONS
+def test_queue_messages_wait_for_a_consumer(stomp_client, version):
+    p = stomp_client(version)
     p.send("/queue/later", b"waiting")
-    c = stomp_client()
+    c = stomp_client(version)
     c.subscribe("/queue/later", "q")
     assert c.expect().body == b"waiting"
 
@@ -155,19 +162,21 @@ def test_nack_redelivers(stomp_client, version):
     c.expect_nothing()
 
 
-def test_unacked_queue_message_goes_to_another_consumer_on_disconnect(stomp_client):
-    a = stomp_client()
+@VERSIONS
+def test_unacked_queue_message_goes_to_another_consumer_on_disconnect(stomp_client, version):
+    a = stomp_client(version)
     a.subscribe("/queue/handover", "q", ack="client")
     a.send("/queue/handover", b"job")
     assert a.expect().body == b"job"
     a.drop()
-    b = stomp_client()
+    b = stomp_client(version)
     b.subscribe("/queue/handover", "q", ack="client")
     assert b.expect().body == b"job"
 
 
-def test_binary_body_with_nul_bytes(stomp_client):
-    c = stomp_client()
+@VERSIONS
+def test_binary_body_with_nul_bytes(stomp_client, version):
+    c = stomp_client(version)
     c.subscribe("/topic/bin", "s")
     payload = bytes(range(256)) + b"\x00\x00end\x00"
     c.send("/topic/bin", payload, {"content-type": "application/octet-stream"})
@@ -185,10 +194,11 @@ def test_header_escaping(stomp_client, version):
     assert c.expect().headers["x-tricky"] == tricky
 
 
-def test_reply_to_and_correlation_id(stomp_client):
-    server = stomp_client()
+@VERSIONS
+def test_reply_to_and_correlation_id(stomp_client, version):
+    server = stomp_client(version)
     server.subscribe("/queue/requests", "req")
-    client = stomp_client()
+    client = stomp_client(version)
     client.subscribe("/topic/replies/client-1", "rep")
     client.send("/queue/requests", b"ping", {"reply-to": "/topic/replies/client-1", "correlation-id": "c-7"})
     request = server.expect()
@@ -199,15 +209,17 @@ def test_reply_to_and_correlation_id(stomp_client):
     assert reply.headers["correlation-id"] == "c-7"
 
 
-def test_send_to_a_wildcard_topic_is_an_error(stomp_client):
-    c = stomp_client()
+@VERSIONS
+def test_send_to_a_wildcard_topic_is_an_error(stomp_client, version):
+    c = stomp_client(version)
     c.conn.send("/topic/a/+", b"x")
     e = c.expect_error()
     assert "wildcard" in e.headers["message"]
 
 
-def test_unknown_destination_is_an_error(stomp_client):
-    c = stomp_client()
+@VERSIONS
+def test_unknown_destination_is_an_error(stomp_client, version):
+    c = stomp_client(version)
     c.conn.send("/exchange/amq.topic", b"x")
     e = c.expect_error()
     assert "unknown destination" in e.headers["message"]
