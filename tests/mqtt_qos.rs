@@ -242,7 +242,11 @@ async fn unacknowledged_messages_are_resent_with_dup_on_reconnect(level: u8) {
     drop(s); // no acknowledgement at all
 
     let (mut s, connack) = raw_client(server.mqtt, &connect).await;
-    assert_eq!(connack[2], 0x01, "session present: {connack:02x?}");
+    assert_eq!(
+        connack[2],
+        resumed_flags(level),
+        "session present: {connack:02x?}"
+    );
     let again = [
         read_publish(&mut s, level).await,
         read_publish(&mut s, level).await,
@@ -294,7 +298,7 @@ async fn pubrel_is_resent_on_reconnect_when_pubcomp_was_missing(level: u8) {
     drop(s); // PUBCOMP never sent
 
     let (mut s, connack) = raw_client(server.mqtt, &connect).await;
-    assert_eq!(connack[2], 0x01);
+    assert_eq!(connack[2], resumed_flags(level));
     assert_eq!(
         read_packet(&mut s).await,
         Some(ack_packet(0x62, id)),
@@ -441,7 +445,7 @@ async fn qos2_publish_resent_after_reconnect_is_delivered_once(level: u8) {
     assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x50, 7)));
     drop(s); // PUBREC "lost": the client resends on its resumed session
     let (mut s, connack) = raw_client(server.mqtt, &connect).await;
-    assert_eq!(connack[2], 0x01);
+    assert_eq!(connack[2], resumed_flags(level));
     send(
         &mut s,
         &publish_packet(0x0C, "again/2", Some(7), empty_props(level), b"m"),
@@ -492,3 +496,25 @@ async fn large_payload_is_delivered_intact_v311() {
 async fn large_payload_is_delivered_intact_v5() {
     large_payload_is_delivered_intact(5).await;
 }
+
+v31_cases!(
+    clients: [
+        qos0_message_is_delivered,
+        qos1_message_is_acknowledged_and_delivered_once,
+        qos2_message_completes_and_is_delivered_once,
+        messages_on_one_topic_arrive_in_publish_order,
+        delivery_qos_is_the_lower_of_publish_and_subscription,
+    ],
+    levels: [
+        qos1_publish_is_acknowledged_with_its_packet_id,
+        inbound_qos2_flow_is_pubrec_then_pubcomp,
+        outbound_qos2_flow_is_publish_pubrec_pubrel_pubcomp,
+        qos2_publish_resent_with_dup_before_pubrel_is_delivered_once,
+        qos2_packet_id_is_reusable_after_pubcomp,
+        unacknowledged_messages_are_resent_with_dup_on_reconnect,
+        pubrel_is_resent_on_reconnect_when_pubcomp_was_missing,
+        unacknowledged_deliveries_have_distinct_nonzero_packet_ids,
+        qos2_publish_resent_after_reconnect_is_delivered_once,
+        large_payload_is_delivered_intact,
+    ],
+);

@@ -388,7 +388,7 @@ pub fn empty_props(level: u8) -> Option<&'static [u8]> {
     (level == 5).then_some(&[0x00][..])
 }
 
-/// CONNECT for 3.1.1 (level 4) or 5.0 (level 5), keep-alive 60. Without `clean`, a 5.0
+/// CONNECT for 3.1 (level 3, `MQIsdp`), 3.1.1 (level 4) or 5.0 (level 5), keep-alive 60. Without `clean`, a 5.0
 /// session gets `expiry` seconds of session expiry.
 pub fn connect_level(level: u8, id: &str, clean: bool, expiry: u32) -> Vec<u8> {
     let flags = if clean { 0x02 } else { 0x00 };
@@ -396,7 +396,14 @@ pub fn connect_level(level: u8, id: &str, clean: bool, expiry: u32) -> Vec<u8> {
     expiry_prop.extend_from_slice(&expiry.to_be_bytes());
     let properties = props(if expiry > 0 { &expiry_prop } else { &[] });
     let properties = (level == 5).then_some(&properties[..]);
-    connect_packet("MQTT", level, flags, 60, properties, &mqtt_str(id))
+    let name = if level == 3 { "MQIsdp" } else { "MQTT" };
+    connect_packet(name, level, flags, 60, properties, &mqtt_str(id))
+}
+
+/// CONNACK's acknowledge flags for a resumed session at `level`: session
+/// present, except on 3.1 whose CONNACK has no such flag (the bit is reserved).
+pub fn resumed_flags(level: u8) -> u8 {
+    u8::from(level != 3)
 }
 
 /// A raw client at `level` subscribed to `filter` (options byte `options`); SUBACK checked.
@@ -453,6 +460,9 @@ pub struct Msg {
 pub trait TestClient: Sized {
     /// "v311" or "v5", for client ids and messages.
     const VERSION: &'static str;
+    /// False for MQTT 3.1, whose CONNACK has no session-present flag (the bit is
+    /// reserved): `connect_persistent` then always reports false.
+    const HAS_SESSION_PRESENT: bool = true;
     /// Connects with clean start; panics unless accepted.
     async fn connect(addr: SocketAddr, id: &str) -> Self;
     /// Connects without clean start (5.0: session expiry 1 hour); returns session present.
@@ -786,3 +796,28 @@ fn rand_suffix() -> u64 {
 pub mod http;
 pub mod process;
 pub mod stomp;
+pub mod v31;
+
+/// Runs cases on MQTT 3.1 as well: generic ones (`async fn case<C: TestClient>()`)
+/// with the raw client of `v31.rs`, raw-byte ones (`async fn case(level: u8)`) at
+/// level 3. `v31_cases!(clients: [a], levels: [b])` gives the tests `on_v31::a`
+/// and `on_v31::b` beside the 3.1.1 and 5.0 ones.
+#[macro_export]
+macro_rules! v31_cases {
+    (clients: [$($case:ident),* $(,)?], levels: [$($raw:ident),* $(,)?] $(,)?) => {
+        mod on_v31 {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case::<$crate::common::v31::Client>().await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $raw() {
+                    super::$raw(3).await;
+                }
+            )*
+        }
+    };
+}
