@@ -353,3 +353,8 @@ async fn packets_arriving_one_byte_at_a_time_are_handled() {
     assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x40, 1)));
     assert_eq!(sub.recv().await.payload, b"drip");
 }
+
+#[tokio::test]
+async fn pingreq_within_keep_alive_keeps_the_connection_open_v31() {
+    pings_keep_the_connection_open(3).await;
+}

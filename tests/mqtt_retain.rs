@@ -221,3 +221,15 @@ async fn retain_as_published_keeps_the_retain_flag_on_live_messages_v5() {
     let (a, b) = (plain.recv().await, plain.recv().await);
     assert_eq!((a.retain, b.retain), (false, false));
 }
+
+v31_cases!(
+    clients: [
+        retained_message_is_sent_to_a_new_subscriber_with_the_retain_flag,
+        retained_message_is_replaced_by_a_newer_one,
+        empty_retained_payload_clears_the_retained_message,
+        live_messages_are_forwarded_without_the_retain_flag,
+        retained_message_qos_is_capped_by_the_subscription,
+        wildcard_subscribe_receives_every_matching_retained_message,
+    ],
+    levels: [],
+);

@@ -303,3 +303,15 @@ async fn no_local_subscription_does_not_receive_own_messages_v5() {
     );
     me.expect_no_message().await;
 }
+
+v31_cases!(
+    clients: [
+        plus_matches_exactly_one_level,
+        hash_matches_the_parent_and_every_descendant,
+        dollar_topics_are_not_matched_by_leading_wildcards,
+        overlapping_subscriptions_deliver_once_at_the_highest_qos,
+        resubscribing_replaces_the_subscription,
+        unsubscribed_filter_receives_nothing_more,
+    ],
+    levels: [suback_grants_the_requested_qos_per_filter],
+);

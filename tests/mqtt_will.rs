@@ -46,7 +46,14 @@ fn connect_with_will(
     payload.extend(mqtt_str("gone"));
     let connect_props = props(connect_props);
     let connect_props = (level == 5).then_some(&connect_props[..]);
-    connect_packet("MQTT", level, flags, keep_alive, connect_props, &payload)
+    connect_packet(
+        protocol_name(level),
+        level,
+        flags,
+        keep_alive,
+        connect_props,
+        &payload,
+    )
 }
 
 /// A rumqttc 3.1.1 client subscribed to the will topic.
@@ -309,3 +316,12 @@ async fn will_properties_reach_a_v5_subscriber() {
     let content_type = p.properties.and_then(|p| p.content_type);
     assert_eq!(content_type.as_deref(), Some("text/plain"));
 }
+
+v31_cases!(
+    clients: [],
+    levels: [
+        will_is_published_when_keep_alive_expires,
+        will_is_published_on_a_protocol_error,
+        will_qos_and_retain_are_honoured,
+    ],
+);

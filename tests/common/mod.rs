@@ -396,8 +396,23 @@ pub fn connect_level(level: u8, id: &str, clean: bool, expiry: u32) -> Vec<u8> {
     expiry_prop.extend_from_slice(&expiry.to_be_bytes());
     let properties = props(if expiry > 0 { &expiry_prop } else { &[] });
     let properties = (level == 5).then_some(&properties[..]);
-    let name = if level == 3 { "MQIsdp" } else { "MQTT" };
-    connect_packet(name, level, flags, 60, properties, &mqtt_str(id))
+    connect_packet(
+        protocol_name(level),
+        level,
+        flags,
+        60,
+        properties,
+        &mqtt_str(id),
+    )
+}
+
+/// The protocol name CONNECT carries at `level`: `MQIsdp` for 3.1, `MQTT` after.
+pub fn protocol_name(level: u8) -> &'static str {
+    if level == 3 {
+        "MQIsdp"
+    } else {
+        "MQTT"
+    }
 }
 
 /// CONNACK's acknowledge flags for a resumed session at `level`: session
