@@ -358,3 +358,57 @@ async fn packets_arriving_one_byte_at_a_time_are_handled() {
 async fn pingreq_within_keep_alive_keeps_the_connection_open_v31() {
     pings_keep_the_connection_open(3).await;
 }
+
+#[tokio::test]
+async fn second_connection_with_same_client_id_closes_the_first_v31() {
+    let server = start_server().await;
+    let (mut first, _) = raw_client(server.mqtt, &v31::connect_v31("twin", true)).await;
+    let mut second = <v31::Client as TestClient>::connect(server.mqtt, "twin").await;
+    let seen = expect_closed(&mut first).await;
+    assert!(
+        seen.is_empty(),
+        "3.1 has no DISCONNECT from the server: {seen:02x?}"
+    );
+    second.subscribe("twin/t", 1).await;
+    second.publish("twin/t", 1, false, b"still here").await;
+    assert_eq!(second.recv().await.payload, b"still here");
+}
+
+#[tokio::test]
+async fn client_over_the_connection_limit_is_refused_with_server_unavailable_v31() {
+    let server = start_server_with(|s| s.limits.max_connections = 1).await;
+    let (mut first, _) = raw_client(server.mqtt, &v31::connect_v31("first", true)).await;
+    let mut s = raw_connect(server.mqtt).await;
+    let (bytes, closed) = send_raw_until_close(&mut s, &v31::connect_v31("second", true)).await;
+    assert_eq!(
+        bytes,
+        vec![0x20, 0x02, 0x00, 0x03],
+        "3.1 server unavailable"
+    );
+    assert!(closed);
+    expect_alive(&mut first).await;
+}
+
+#[tokio::test]
+async fn packets_sent_together_with_connect_are_all_handled_v31() {
+    let server = start_server().await;
+    let mut s = raw_connect(server.mqtt).await;
+    let mut burst = v31::connect_v31("eager", true);
+    burst.extend(subscribe_packet(1, None, &[("burst/t", 1)]));
+    burst.extend(publish_packet(0x02, "burst/t", Some(2), None, b"self"));
+    burst.extend([0xC0, 0x00]);
+    send(&mut s, &burst).await;
+    assert_eq!(
+        read_packet(&mut s).await,
+        Some(vec![0x20, 0x02, 0x00, 0x00])
+    );
+    assert_eq!(read_packet(&mut s).await, Some(suback_bytes(3, 1, &[1])));
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(read_packet(&mut s).await.expect("packet"));
+    }
+    assert!(rest.contains(&ack_packet(0x40, 2)), "PUBACK: {rest:02x?}");
+    assert!(rest.contains(&vec![0xD0, 0x00]), "PINGRESP: {rest:02x?}");
+    let publish = rest.iter().find(|p| p[0] >> 4 == 3).expect("PUBLISH");
+    assert_eq!(parse_publish(publish, false).payload, b"self");
+}
