@@ -11,13 +11,15 @@ from mqttutil import publish_props, unique
 from stomputil import stomp_client  # noqa: F401 (fixture)
 
 QOS = pytest.mark.parametrize("qos", [0, 1, 2])
-MQTT_VERSIONS = pytest.mark.parametrize("version", ["3.1.1", "5.0"])
+MQTT_VERSIONS = pytest.mark.parametrize("version", ["3.1", "3.1.1", "5.0"])
+STOMP_VERSIONS = pytest.mark.parametrize("stomp_version", ["1.0", "1.1", "1.2"])
 
 
 @QOS
 @MQTT_VERSIONS
-def test_paho_publisher_to_stomp_subscriber(mqtt_client, stomp_client, version, qos):
-    s = stomp_client()
+@STOMP_VERSIONS
+def test_paho_publisher_to_stomp_subscriber(mqtt_client, stomp_client, version, stomp_version, qos):
+    s = stomp_client(stomp_version)
     s.subscribe("/topic/sensors/room1/temp", "s")
     m = mqtt_client(version, client_id=unique("pub")).connect()
     payload = b"21.5\x00\xff"
@@ -29,10 +31,11 @@ def test_paho_publisher_to_stomp_subscriber(mqtt_client, stomp_client, version, 
 
 @QOS
 @MQTT_VERSIONS
-def test_stomp_sender_to_paho_subscriber(mqtt_client, stomp_client, version, qos):
+@STOMP_VERSIONS
+def test_stomp_sender_to_paho_subscriber(mqtt_client, stomp_client, version, stomp_version, qos):
     m = mqtt_client(version, client_id=unique("sub")).connect()
     m.subscribe("commands/#", qos=2)
-    s = stomp_client()
+    s = stomp_client(stomp_version)
     s.send("/topic/commands/lamp", b"on", {"qos": str(qos)})
     msg = m.expect()
     assert (msg.topic, msg.payload, msg.qos) == ("commands/lamp", b"on", qos)
