@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 
-/// Connects at `level` (4 or 5), sends `bad` and asserts the close: 3.1.1 gets no
+/// Connects at `level` (3, 4 or 5), sends `bad` and asserts the close: 3.x gets no
 /// answer, 5.0 a DISCONNECT with `v5_reason`. Then checks the broker still serves.
 async fn rejected_on(server: &TestServer, level: u8, bad: &[u8], v5_reason: u8) {
     let (mut s, connack) = raw_client(server.mqtt, &connect_level(level, "bad", true, 0)).await;
@@ -329,4 +329,36 @@ async fn exceeding_the_server_receive_maximum_is_refused_with_0x93_v5() {
     let bytes = expect_closed(&mut s).await;
     assert_eq!(disconnect_reason(&bytes), 0x93, "{bytes:02x?}");
     assert_broker_healthy(server.mqtt).await;
+}
+
+/// The 3.1.1 cases whose input is invalid in MQTT 3.1 too: the connection
+/// closes without an answer, as in 3.1.1.
+#[tokio::test]
+async fn bad_input_closes_a_3_1_connection_as_it_does_a_3_1_1_one() {
+    let server = start_server_with(|s| s.limits.max_packet_size = 1024).await;
+    let mut bad = vec![
+        connect_packet("MQIsdp", 3, 0x02, 60, None, &mqtt_str("again")),
+        vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        vec![0x30, 0x03, 0x00, 0x0A, b'a'],
+        publish_packet(0, "big", None, None, &[b'x'; 2000]),
+        vec![0x82, 0x02, 0x00, 0x01],
+    ];
+    for topic in ["a/+", "a/#", "+"] {
+        bad.push(publish_packet(0, topic, None, None, b"x"));
+    }
+    for topic in [&[b'a', 0xC3, 0x28][..], &[0xED, 0xA0, 0x80], &[b'a', 0x00]] {
+        bad.push(publish_with_raw_topic(topic, false));
+    }
+    for packet in bad {
+        rejected_on(&server, 3, &packet, 0).await;
+    }
+}
+
+#[tokio::test]
+async fn pubrel_for_an_unknown_packet_id_is_completed_v31() {
+    let server = start_server().await;
+    let (mut s, _) = raw_client(server.mqtt, &connect_level(3, "rel", true, 0)).await;
+    send(&mut s, &ack_packet(0x62, 42)).await;
+    assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x70, 42)));
+    expect_alive(&mut s).await;
 }
