@@ -93,8 +93,11 @@ fn main() -> std::process::ExitCode {
             client_cn,
         })) => return exit(certs_dev(&out, force, &client_cn)),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut Cli::command(), "tern", &mut std::io::stdout());
-            return std::process::ExitCode::SUCCESS;
+            // Into a buffer first: clap_complete panics when its writer fails
+            // (a closed pipe), and this way the error is ours to report.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tern", &mut script);
+            return exit(write_stdout(&script).context("cannot write the completions"));
         }
         Some(Command::Manpage) => {
             let page = clap_mangen::Man::new(Cli::command());
@@ -135,6 +138,13 @@ fn main() -> std::process::ExitCode {
         | Command::Completions { .. }
         | Command::Manpage => std::process::ExitCode::FAILURE,
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
