@@ -8,6 +8,8 @@
 //! - [`transport`]: listeners yielding byte streams (TCP, TLS with reloadable
 //!   certificates, WebSocket) behind connection caps that a reload can change.
 //! - [`reload`]: SIGHUP re-reads the config: ACL rules, log level, limits.
+//! - [`systemd`]: tells systemd (`Type=notify`) when the broker is ready,
+//!   reloading or stopping; a no-op outside systemd.
 //! - [`adapter`]: protocol adapters (MQTT, STOMP) turning frames into core calls.
 //! - [`auth`]: the password file, logins and ACL rules; called by adapters.
 //! - [`certs`]: `tern certs dev`, a development CA and certificates.
@@ -30,6 +32,7 @@ pub mod core;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod transport;
 
 pub use config::Settings;

@@ -1,18 +1,21 @@
 //! The `tern` command: run the broker, check a config file, manage the
-//! password file (`tern passwd`) or make development certificates (`tern certs dev`).
+//! password file (`tern passwd`), make development certificates (`tern certs dev`),
+//! or print shell completions and the man page (`tern completions`, `tern manpage`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tern::{Server, Settings};
 
 #[derive(Parser)]
 #[command(
     name = "tern",
-    version,
-    about = "Tern: MQTT and STOMP IoT message broker"
+    // TERN_GIT_COMMIT comes from build.rs ("unknown" outside a git checkout).
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TERN_GIT_COMMIT"), ")"),
+    about = "Tern: MQTT and STOMP IoT message broker",
+    after_long_help = AFTER_LONG_HELP
 )]
 struct Cli {
     /// Config file (TOML); built-in defaults when absent.
@@ -21,6 +24,17 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// The end of `tern --help` and of the man page (`tern manpage`).
+const AFTER_LONG_HELP: &str = "\
+Settings: built-in defaults, then the --config file, then TERN_<SECTION>__<KEY> \
+environment variables (TERN_MQTT__BIND=0.0.0.0:1883). As a service (the Debian \
+package) the file is /etc/tern/tern.toml, the data /var/lib/tern, and logs go to \
+the journal (journalctl -u tern).
+
+Signals: SIGHUP reloads the configuration (systemctl reload tern): ACL rules, \
+the log level, limits, certificates and the password file. SIGTERM or SIGINT \
+shut down gracefully.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -41,6 +55,14 @@ enum Command {
     /// Certificates for TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Print the shell completion script for `shell` to stdout
+    /// (e.g. `tern completions bash > /usr/share/bash-completion/completions/tern`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (`tern manpage | man -l -`).
+    Manpage,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +92,20 @@ fn main() -> std::process::ExitCode {
             force,
             client_cn,
         })) => return exit(certs_dev(&out, force, &client_cn)),
+        Some(Command::Completions { shell }) => {
+            // Into a buffer first: clap_complete panics when its writer fails
+            // (a closed pipe), and this way the error is ours to report.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tern", &mut script);
+            return exit(write_stdout(&script).context("cannot write the completions"));
+        }
+        Some(Command::Manpage) => {
+            let page = clap_mangen::Man::new(Cli::command());
+            return exit(
+                page.render(&mut std::io::stdout().lock())
+                    .context("cannot write the man page"),
+            );
+        }
         _ => {}
     }
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -97,8 +133,18 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Passwd { .. } | Command::Certs(_) => std::process::ExitCode::FAILURE,
+        Command::Passwd { .. }
+        | Command::Certs(_)
+        | Command::Completions { .. }
+        | Command::Manpage => std::process::ExitCode::FAILURE,
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
@@ -211,8 +257,10 @@ fn serve(settings: Settings, config_file: Option<std::path::PathBuf>) -> anyhow:
             listeners.join(" "),
             settings.storage.data_dir.display()
         );
+        tern::systemd::ready(&format!("listening: {}", listeners.join(" ")));
         signals.wait().await;
         tracing::info!("shutting down");
+        tern::systemd::stopping();
         server.shutdown(Duration::from_secs(10)).await;
         anyhow::Ok(())
     })
@@ -254,18 +302,27 @@ impl Signals {
 }
 
 /// Logs to stderr with `level` (RUST_LOG wins when set); returns how to change
-/// the level later (config reload).
+/// the level later (config reload). Under systemd, stderr goes to the journal
+/// (JOURNAL_STREAM is set), which stamps each line itself: no timestamps then.
+/// Colours only on a terminal.
 fn init_logging(level: &str) -> tern::reload::SetLogLevel {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
+    let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
+    if to_journal {
+        registry.with(lines.without_time()).init();
+    } else {
+        registry.with(lines).init();
+    }
     Box::new(move |level: &str| {
         let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())

@@ -145,6 +145,10 @@ impl Server {
                 router: Arc::clone(&router),
             };
             let on_hangup = tls::on_sighup(shutdown.clone(), move || {
+                // A reloader means the `tern` process, which speaks for the service.
+                if reloader.is_some() {
+                    crate::systemd::reloading();
+                }
                 tls::reload_all(&reloadable);
                 let _ = auth.reload();
                 if let Some(reloader) = &reloader {
@@ -153,6 +157,7 @@ impl Server {
                             revoke_ctx.revoke_denied_subscriptions(&session);
                         }
                     });
+                    crate::systemd::reloaded();
                 }
             })
             .map_err(ServerError::Signal)?;

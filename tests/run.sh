@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs every Tern test: the Rust unit and integration tests (cargo test --workspace)
-# and the interop tests (tests/interop, pytest) against the real `tern` binary.
+# Runs every Tern test: the Rust unit and integration tests (cargo test --workspace),
+# the interop tests (tests/interop, pytest) against the real `tern` binary, and the
+# Debian package end to end (tests/package/test_deb.sh: builds, installs, runs and
+# purges it; as root only).
 #
 # Installs what the tests need, only when it is missing (idempotent; needs root
 # or sudo for apt-get):
 #   - Debian packages mosquitto-clients (mosquitto_pub / mosquitto_sub) and openssl,
-#     via apt-get
+#     via apt-get; systemd (systemd-analyze verify on the packaged unit; nothing
+#     is started) when systemd-analyze is missing
+#   - cargo-deb (the package test), via cargo install --locked
 #   - PyPI packages paho-mqtt (2.x), stomp.py and pytest, via python3 -m pip
 #   - Debian packages chromium and chromium-driver, and nodejs/npm if node is missing,
 #     for the browser tests (tests/browser: playwright-core drives /usr/bin/chromium;
@@ -26,7 +30,9 @@ apt_missing=()
 browser_pkgs=(chromium chromium-driver)
 command -v npm >/dev/null 2>&1 || browser_pkgs+=(nodejs npm)
 # openssl: the TLS interop tests drive `openssl s_client` for handshake failures.
-for pkg in mosquitto-clients openssl "${browser_pkgs[@]}"; do
+package_pkgs=()
+command -v systemd-analyze >/dev/null 2>&1 || package_pkgs+=(systemd)
+for pkg in mosquitto-clients openssl "${browser_pkgs[@]}" "${package_pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         apt_missing+=("$pkg")
     fi
@@ -37,6 +43,12 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     apt_opts=(-o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0)
     $SUDO apt-get "${apt_opts[@]}" update -q
     $SUDO apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${apt_missing[@]}"
+fi
+
+# --- cargo-deb (the package test) ------------------------------------------------
+if ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb (cargo install --locked)"
+    cargo install cargo-deb --locked
 fi
 
 # --- Python packages -----------------------------------------------------------
@@ -87,6 +99,18 @@ TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
 log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
 TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" timeout --signal=TERM --kill-after=30 600 \
     node --test --test-concurrency=1 tests/browser/browser.test.mjs || failed+=("browser tests")
+
+log "Debian package (tests/package/test_deb.sh: build, dpkg -i, run as the unit does, purge)"
+if [ "$(id -u)" -eq 0 ]; then
+    # Builds the release binary (profile deb) in $CARGO_TARGET_DIR: a few minutes.
+    timeout --signal=TERM --kill-after=30 1500 tests/package/test_deb.sh || failed+=("package test")
+elif [ -n "$SUDO" ]; then
+    $SUDO env CARGO_TARGET_DIR="$target_dir" PATH="$PATH" timeout --signal=TERM --kill-after=30 1500 \
+        tests/package/test_deb.sh || failed+=("package test")
+else
+    log "the package test needs root or sudo (dpkg -i)"
+    failed+=("package test (no root)")
+fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
     log "FAILED: ${failed[*]}"
