@@ -4,6 +4,10 @@
 //! `x1000` variants decode 1,000 back-to-back packets from one buffer, as a
 //! connection does after a 64 KiB read. Encode benches append to a cleared buffer.
 //!
+//! The `large` group feeds one 1, 4 or 16 MiB packet/frame in 64 KiB chunks,
+//! decoding after each chunk as a connection does after each read: throughput
+//! that does not fall with the size shows the decoders do not rescan from the start.
+//!
 //! Run: `cargo bench --bench codec`.
 
 use std::hint::black_box;
@@ -163,5 +167,71 @@ fn stomp(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, mqtt, stomp);
+/// Appends `wire` to `buf` 64 KiB at a time, decoding after each chunk;
+/// returns how many items were decoded (1). `buf` is reused across iterations so
+/// that page faults of a fresh allocation do not drown the decoders' work.
+fn feed_in_chunks<T>(
+    buf: &mut BytesMut,
+    wire: &[u8],
+    mut decode: impl FnMut(&mut BytesMut) -> Option<T>,
+) -> usize {
+    buf.clear();
+    buf.reserve(wire.len());
+    let mut decoded = 0;
+    for chunk in wire.chunks(64 * 1024) {
+        buf.extend_from_slice(chunk);
+        while let Some(item) = decode(buf) {
+            black_box(&item);
+            decoded += 1;
+        }
+    }
+    decoded
+}
+
+fn large(c: &mut Criterion) {
+    let mut group = c.benchmark_group("large");
+    group.sample_size(10);
+    let mut buf = BytesMut::new();
+    for mib in [1usize, 4, 16] {
+        let size = mib * 1024 * 1024;
+        let limit = size + 1024;
+        // A STOMP SEND without content-length: the NUL must be searched for.
+        let mut stomp = b"SEND\ndestination:/queue/big\n\n".to_vec();
+        stomp.resize(stomp.len() + size, b'x');
+        stomp.push(0);
+        group.throughput(Throughput::Bytes(stomp.len() as u64));
+        group.bench_function(format!("stomp_send_{mib}MiB_in_64KiB_chunks"), |b| {
+            b.iter(|| {
+                let mut d = Decoder::new(Limits {
+                    max_frame_size: limit,
+                    ..Limits::default()
+                });
+                let n = feed_in_chunks(&mut buf, &stomp, |b| d.decode(b).expect("valid"));
+                assert_eq!(n, 1);
+            })
+        });
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "big".to_string(),
+            packet_id: Some(1),
+            properties: Properties::default(),
+            payload: Bytes::from(vec![0x5a; size]),
+        });
+        let mqtt = wire_mqtt(&publish, ProtocolVersion::V311, 1);
+        group.throughput(Throughput::Bytes(mqtt.len() as u64));
+        group.bench_function(format!("mqtt_publish_{mib}MiB_in_64KiB_chunks"), |b| {
+            b.iter(|| {
+                let n = feed_in_chunks(&mut buf, &mqtt, |b| {
+                    tern_mqtt::decode(b, ProtocolVersion::V311, limit).expect("valid")
+                });
+                assert_eq!(n, 1);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, mqtt, stomp, large);
 criterion_main!(benches);

@@ -241,9 +241,14 @@ pub struct Limits {
     pub stomp_max_headers: usize,
     /// Bytes of one STOMP header line.
     pub stomp_max_header_len: usize,
-    /// STOMP heart-beat the server offers both ways, ms (CONNECTED `heart-beat:N,N`; 0 = none).
-    /// A client that promised heart-beats is dropped after twice the negotiated interval of silence.
+    /// STOMP heart-beat interval the server asks of clients, ms (CONNECTED `heart-beat:sx,N`:
+    /// a client beats every max(its cx, N)), also the `sx` offered to a client that wants no
+    /// beats; 0 = no heart-beats either way. A client that promised heart-beats is dropped
+    /// after twice the negotiated interval of silence.
     pub stomp_heartbeat_ms: u64,
+    /// Shortest server → client heart-beat interval a STOMP client may ask for, ms: a client
+    /// sending `heart-beat:cx,cy` with cy > 0 gets a beat every max(cy, this).
+    pub stomp_min_heartbeat_ms: u64,
     /// Messages a STOMP connection may hold unacknowledged (ack=client/client-individual) before deliveries pause;
     /// also how many messages of one queue it holds unacknowledged.
     pub stomp_max_unacked: usize,
@@ -507,7 +512,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 100_000,
-            max_packet_size: 1024 * 1024,
+            // Room for a 1 MiB message with its topic, properties or headers.
+            max_packet_size: 4 * 1024 * 1024,
             connect_timeout_secs: 10,
             max_inflight: 100,
             receive_maximum: 1024,
@@ -519,10 +525,11 @@ impl Default for Limits {
             max_subscriptions_per_client: 1024,
             max_publish_rate: 0,
             queue_max_messages: 100_000,
-            stomp_max_frame_size: 1024 * 1024,
+            stomp_max_frame_size: 4 * 1024 * 1024,
             stomp_max_headers: 64,
             stomp_max_header_len: 8 * 1024,
             stomp_heartbeat_ms: 10_000,
+            stomp_min_heartbeat_ms: 500,
             stomp_max_unacked: 1_000,
         }
     }
@@ -622,6 +629,13 @@ impl Settings {
         }
         if l.stomp_max_unacked == 0 {
             return Err(invalid("limits.stomp_max_unacked", "must be at least 1"));
+        }
+        if l.stomp_min_heartbeat_ms == 0 {
+            // 0 would let a client ask for a beat every millisecond.
+            return Err(invalid(
+                "limits.stomp_min_heartbeat_ms",
+                "must be at least 1",
+            ));
         }
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty"));

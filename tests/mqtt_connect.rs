@@ -40,7 +40,7 @@ async fn v5_client_connects_and_connack_announces_server_limits() {
     assert!(!ack.session_present);
     let props = ack.properties.expect("CONNACK properties");
     assert_eq!(props.receive_max, Some(1024));
-    assert_eq!(props.max_packet_size, Some(1024 * 1024));
+    assert_eq!(props.max_packet_size, Some(4 * 1024 * 1024));
     assert_eq!(props.topic_alias_max, Some(64));
     assert_eq!(props.assigned_client_identifier, None);
 }

@@ -109,3 +109,66 @@ async fn max_inflight_bounds_unacknowledged_deliveries_to_a_v311_client() {
     assert_eq!(read_publish(&mut sub, 4).await.payload, vec![2]);
     expect_silence(&mut sub).await;
 }
+
+/// A 1 MiB message with its headers fits the default limits (4 MiB): a STOMP
+/// SEND and an MQTT PUBLISH each arrive whole.
+#[tokio::test]
+async fn a_1_mib_message_fits_the_default_limits() {
+    let server = start_server().await;
+    let body = vec![b'x'; 1024 * 1024];
+    let mut sub = StompClient::connect(server.stomp).await;
+    sub.subscribe("s", "/topic/big", "auto").await;
+    let mut c = StompClient::connect(server.stomp).await;
+    c.send(
+        "/topic/big",
+        &body,
+        &[("content-type", "application/octet-stream")],
+    )
+    .await;
+    assert_eq!(sub.message().await.body.len(), body.len());
+
+    let mut s = raw_subscriber(server.mqtt, 4, "big-sub", "big", 0).await;
+    let (mut p, _) = raw_client(server.mqtt, &connect_level(4, "big-pub", true, 0)).await;
+    send(&mut p, &publish_packet(0, "big", None, None, &body)).await;
+    let got = read_packet(&mut s).await.expect("the 1 MiB PUBLISH");
+    assert_eq!(packet_body(&got).len(), 2 + 3 + body.len());
+    expect_alive(&mut p).await;
+}
+
+/// With 16 MiB limits, a 16 MB STOMP frame (no content-length: the NUL is
+/// searched for) and a 16 MB MQTT PUBLISH written in 64 KiB chunks are taken
+/// whole. The decoders' linear work is checked in tern-stomp's
+/// `a_16_mb_frame_fed_in_64_kib_chunks_is_scanned_once` and measured by
+/// `cargo bench --bench codec -- large`.
+#[tokio::test]
+async fn a_16_mb_frame_and_packet_pass_a_16_mib_limit() {
+    use tokio::io::AsyncWriteExt;
+    const SIZE: usize = 16_000_000;
+    let server = start_server_with(|s| {
+        s.limits.stomp_max_frame_size = 16 * 1024 * 1024;
+        s.limits.max_packet_size = 16 * 1024 * 1024;
+    })
+    .await;
+    let mut sub = StompClient::connect(server.stomp).await;
+    sub.subscribe("s", "/topic/huge", "auto").await;
+    let mut c = StompClient::connect(server.stomp).await;
+    let mut wire = b"SEND\ndestination:/topic/huge\nreceipt:huge\n\n".to_vec();
+    wire.resize(wire.len() + SIZE, b'y');
+    wire.push(0);
+    for chunk in wire.chunks(64 * 1024) {
+        c.stream.write_all(chunk).await.expect("write");
+    }
+    let receipt = c.expect(Command::Receipt).await;
+    assert_eq!(receipt.header("receipt-id"), Some("huge"));
+    assert_eq!(sub.message().await.body.len(), SIZE);
+
+    let mut s = raw_subscriber(server.mqtt, 4, "huge-sub", "huge", 0).await;
+    let (mut p, _) = raw_client(server.mqtt, &connect_level(4, "huge-pub", true, 0)).await;
+    let packet = publish_packet(0, "huge", None, None, &vec![b'z'; SIZE]);
+    for chunk in packet.chunks(64 * 1024) {
+        p.write_all(chunk).await.expect("write");
+    }
+    let got = read_packet(&mut s).await.expect("the 16 MB PUBLISH");
+    assert_eq!(packet_body(&got).len(), 2 + 4 + SIZE);
+    expect_alive(&mut p).await;
+}

@@ -103,19 +103,38 @@ async fn stomp_1_1_acks_with_message_id_and_subscription() {
         c.ack_message(Command::Ack, m, &[]).await;
     }
     assert_eq!(depth(&server, "v11").unacked, 0);
-    // A wrong subscription header does not match the message.
-    c.send("/queue/v11", b"4", &[]).await;
-    let m = c.message().await;
-    let f = frame(
-        Command::Ack,
-        &[
-            ("message-id", m.header("message-id").unwrap()),
-            ("subscription", "other"),
-        ],
-        b"",
-    );
-    c.send_frame(&f).await;
-    c.expect_error().await;
+}
+
+/// Clients in the wild send a `subscription` that is not the subscription's id
+/// (RabbitMQ accepts it): the message id alone names the message.
+#[tokio::test]
+async fn stomp_1_1_ack_and_nack_with_another_subscription_still_settle_the_message() {
+    let server = start_server().await;
+    let mut c = StompClient::connect_version(server.stomp, "1.1").await;
+    let ms = three_queue_messages(&mut c, "v11hint", "client-individual").await;
+    let by_id = |m: &tern_stomp::Frame, command, subscription: Option<&str>| {
+        let mut headers = vec![("message-id", m.header("message-id").unwrap())];
+        headers.extend(subscription.map(|s| ("subscription", s)));
+        frame(command, &headers, b"")
+    };
+    c.send_with_receipt(by_id(&ms[0], Command::Ack, Some("other")))
+        .await;
+    assert_eq!(depth(&server, "v11hint").unacked, 2);
+    // Without the header, too.
+    c.send_with_receipt(by_id(&ms[1], Command::Ack, None)).await;
+    assert_eq!(depth(&server, "v11hint").unacked, 1);
+    // Inside a transaction, settled at COMMIT.
+    c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
+        .await;
+    c.send_frame(&by_id(&ms[2], Command::Nack, Some("other")).with_header("transaction", "t"))
+        .await;
+    c.send_with_receipt(frame(Command::Commit, &[("transaction", "t")], b""))
+        .await;
+    // NACKed: back to the front of the queue, redelivered to us.
+    let again = c.message().await;
+    assert_eq!(body(&again), "3");
+    assert_eq!(depth(&server, "v11hint").ready, 0);
+    assert_eq!(depth(&server, "v11hint").unacked, 1);
 }
 
 #[tokio::test]

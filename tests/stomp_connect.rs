@@ -91,6 +91,8 @@ async fn no_common_version_is_an_error_listing_the_supported_ones() {
     assert_eq!(f.command, Command::Error);
     assert_eq!(f.header("version"), Some("1.0,1.1,1.2"));
     assert!(f.header("message").unwrap().contains("version"), "{f:?}");
+    // RabbitMQ's body, word for word: clients display it.
+    assert_eq!(&f.body[..], b"Supported versions are 1.0,1.1,1.2\n");
     c.expect_closed().await;
 }
 
@@ -144,7 +146,11 @@ async fn disconnect_with_receipt_gets_the_receipt_then_the_close() {
 
 #[tokio::test]
 async fn server_sends_heart_beats_at_the_negotiated_rate() {
-    let server = start_server_with(|s| s.limits.stomp_heartbeat_ms = 100).await;
+    let server = start_server_with(|s| {
+        s.limits.stomp_heartbeat_ms = 100;
+        s.limits.stomp_min_heartbeat_ms = 100;
+    })
+    .await;
     let (mut c, first) = StompClient::open(
         server.stomp,
         &[("accept-version", "1.2"), ("heart-beat", "0,100")],
@@ -234,4 +240,25 @@ async fn over_the_connection_limit_the_client_gets_an_error() {
     );
     second.expect_closed().await;
     first.disconnect().await;
+}
+
+#[tokio::test]
+async fn the_server_beats_as_often_as_the_client_asks_down_to_the_floor() {
+    let server = start_server().await;
+    for (wish, offered) in [
+        ("0,500", "500,10000"),
+        ("0,100", "500,10000"),
+        ("0,0", "10000,10000"),
+    ] {
+        let (c, first) = StompClient::open(
+            server.stomp,
+            &[("accept-version", "1.2"), ("heart-beat", wish)],
+        )
+        .await;
+        let Received::Frame(f) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(f.header("heart-beat"), Some(offered), "client {wish}");
+        c.disconnect().await;
+    }
 }

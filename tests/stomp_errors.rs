@@ -71,35 +71,32 @@ async fn missing_required_headers() {
     let cases: [(&[u8], &str); 8] = [
         (
             b"SEND\n\nx\0",
-            "SEND frame is missing the required 'destination' header",
+            "Missing header: destination (SEND frames require it)",
         ),
         (
             b"SUBSCRIBE\nid:1\n\n\0",
-            "SUBSCRIBE frame is missing the required 'destination' header",
+            "Missing header: destination (SUBSCRIBE frames require it)",
         ),
         (
             b"SUBSCRIBE\ndestination:/topic/a\n\n\0",
-            "SUBSCRIBE frame is missing the required 'id' header",
+            "Missing header: id (SUBSCRIBE frames require it)",
         ),
         (
             b"UNSUBSCRIBE\n\n\0",
-            "UNSUBSCRIBE frame is missing the required 'id' header",
+            "Missing header: id (UNSUBSCRIBE frames require it)",
         ),
-        (
-            b"ACK\n\n\0",
-            "ACK frame is missing the required 'id' header",
-        ),
+        (b"ACK\n\n\0", "Missing header: id (ACK frames require it)"),
         (
             b"BEGIN\n\n\0",
-            "BEGIN frame is missing the required 'transaction' header",
+            "Missing header: transaction (BEGIN frames require it)",
         ),
         (
             b"COMMIT\n\n\0",
-            "COMMIT frame is missing the required 'transaction' header",
+            "Missing header: transaction (COMMIT frames require it)",
         ),
         (
             b"ABORT\n\n\0",
-            "ABORT frame is missing the required 'transaction' header",
+            "Missing header: transaction (ABORT frames require it)",
         ),
     ];
     for (bytes, expected) in cases {

@@ -15,11 +15,24 @@ async fn sends_in_a_transaction_are_delivered_at_commit() {
     let mut c = StompClient::connect(server.stomp).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t1")], b""))
         .await;
-    c.send("/topic/tx", b"a", &[("transaction", "t1")]).await;
-    c.send("/topic/tx", b"b", &[("transaction", "t1")]).await;
+    let tx_send = |b: &'static [u8]| {
+        frame(
+            Command::Send,
+            &[("destination", "/topic/tx"), ("transaction", "t1")],
+            b,
+        )
+    };
+    let ra = c.send_deferred(tx_send(b"a")).await;
+    let rb = c.send_deferred(tx_send(b"b")).await;
     sub.expect_nothing().await;
-    c.send_with_receipt(frame(Command::Commit, &[("transaction", "t1")], b""))
+    let receipts = c
+        .end_transaction(frame(Command::Commit, &[("transaction", "t1")], b""))
         .await;
+    assert_eq!(
+        receipts,
+        [ra, rb],
+        "the SENDs' RECEIPTs, in order, before COMMIT's"
+    );
     assert_eq!(body(&sub.message().await), "a");
     assert_eq!(body(&sub.message().await), "b");
 }
@@ -32,10 +45,17 @@ async fn abort_discards_the_transaction() {
     let mut c = StompClient::connect(server.stomp).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
-    c.send("/queue/txq", b"never", &[("transaction", "t")])
+    let r = c
+        .send_deferred(frame(
+            Command::Send,
+            &[("destination", "/queue/txq"), ("transaction", "t")],
+            b"never",
+        ))
         .await;
-    c.send_with_receipt(frame(Command::Abort, &[("transaction", "t")], b""))
+    let receipts = c
+        .end_transaction(frame(Command::Abort, &[("transaction", "t")], b""))
         .await;
+    assert_eq!(receipts, [r], "the SEND's RECEIPT comes before ABORT's");
     c.send("/queue/txq", b"outside", &[]).await;
     assert_eq!(body(&sub.message().await), "outside");
     sub.expect_nothing().await;
@@ -49,8 +69,12 @@ async fn disconnect_discards_open_transactions() {
     let mut c = StompClient::connect(server.stomp).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
-    c.send("/topic/txd", b"never", &[("transaction", "t")])
-        .await;
+    c.send_frame(&frame(
+        Command::Send,
+        &[("destination", "/topic/txd"), ("transaction", "t")],
+        b"never",
+    ))
+    .await;
     c.disconnect().await;
     sub.expect_nothing().await;
 }
@@ -73,11 +97,17 @@ async fn acks_in_a_transaction_take_effect_at_commit() {
     let m = c.message().await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
-    c.ack_message(Command::Ack, &m, &[("transaction", "t")])
+    let r = c
+        .send_deferred(c.ack_frame(Command::Ack, &m, &[("transaction", "t")]))
+        .await;
+    // A frame outside the transaction is answered at once, and alone.
+    c.send_with_receipt(frame(Command::Begin, &[("transaction", "other")], b""))
         .await;
     assert_eq!(queues().unacked, 1);
-    c.send_with_receipt(frame(Command::Commit, &[("transaction", "t")], b""))
+    let receipts = c
+        .end_transaction(frame(Command::Commit, &[("transaction", "t")], b""))
         .await;
+    assert_eq!(receipts, [r]);
     assert_eq!(queues().unacked, 0);
 }
 
@@ -91,10 +121,13 @@ async fn aborted_ack_leaves_the_message_unacknowledged() {
     let m = c.message().await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
-    c.ack_message(Command::Ack, &m, &[("transaction", "t")])
+    let r = c
+        .send_deferred(c.ack_frame(Command::Ack, &m, &[("transaction", "t")]))
         .await;
-    c.send_with_receipt(frame(Command::Abort, &[("transaction", "t")], b""))
+    let receipts = c
+        .end_transaction(frame(Command::Abort, &[("transaction", "t")], b""))
         .await;
+    assert_eq!(receipts, [r]);
     // Still unacknowledged: it can be acked now.
     c.ack_message(Command::Ack, &m, &[]).await;
 }
@@ -140,4 +173,51 @@ async fn beginning_an_open_transaction_again_is_an_error() {
         e.header("message").unwrap().contains("already open"),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn receipts_of_transactional_frames_wait_for_the_end_of_their_transaction() {
+    let server = start_server().await;
+    let depth = || {
+        server
+            .server
+            .as_ref()
+            .unwrap()
+            .router()
+            .queues()
+            .depth("txreceipts")
+    };
+    let mut c = StompClient::connect(server.stomp).await;
+    for t in ["t1", "t2"] {
+        c.send_with_receipt(frame(Command::Begin, &[("transaction", t)], b""))
+            .await;
+    }
+    let send = |t: &'static str, b: &'static [u8]| {
+        frame(
+            Command::Send,
+            &[("destination", "/queue/txreceipts"), ("transaction", t)],
+            b,
+        )
+    };
+    let r1 = c.send_deferred(send("t1", b"1")).await;
+    let r2 = c.send_deferred(send("t2", b"2")).await;
+    let r3 = c.send_deferred(send("t1", b"3")).await;
+    // The next RECEIPT is this frame's own (send_with_receipt fails on another).
+    c.send_with_receipt(frame(
+        Command::Subscribe,
+        &[("id", "s"), ("destination", "/topic/unrelated")],
+        b"",
+    ))
+    .await;
+    assert_eq!(depth().ready, 0, "nothing happened yet");
+    let receipts = c
+        .end_transaction(frame(Command::Commit, &[("transaction", "t1")], b""))
+        .await;
+    assert_eq!(receipts, [r1, r3], "t1's receipts in frame order, t2's not");
+    assert_eq!(depth().ready, 2, "a RECEIPT means done");
+    let receipts = c
+        .end_transaction(frame(Command::Commit, &[("transaction", "t2")], b""))
+        .await;
+    assert_eq!(receipts, [r2]);
+    assert_eq!(depth().ready, 3);
 }

@@ -216,6 +216,41 @@ impl StompClient {
         }
     }
 
+    /// Sends `f` with a `receipt` header without waiting for its RECEIPT (a frame
+    /// inside a transaction is answered when the transaction ends); returns the id.
+    pub async fn send_deferred(&mut self, f: Frame) -> String {
+        let id = self.receipt_id();
+        self.send_frame(&f.with_header("receipt", id.clone())).await;
+        id
+    }
+
+    /// Sends COMMIT or ABORT `f` with a receipt and waits for it; returns the
+    /// receipt ids that arrived before it, in order (other frames are kept for
+    /// the next reads).
+    pub async fn end_transaction(&mut self, f: Frame) -> Vec<String> {
+        let id = self.receipt_id();
+        self.send_frame(&f.with_header("receipt", id.clone())).await;
+        let mut receipts = Vec::new();
+        let mut others = Vec::new();
+        loop {
+            let got = match self.read(WAIT).await {
+                Received::Frame(f) => f,
+                other => panic!("expected RECEIPT {id}, got {other:?}"),
+            };
+            assert_ne!(got.command, Command::Error, "ERROR: {got:?}");
+            if got.command != Command::Receipt {
+                others.push(got);
+                continue;
+            }
+            let receipt = got.header("receipt-id").unwrap_or_default().to_string();
+            if receipt == id {
+                self.stash.extend(others);
+                return receipts;
+            }
+            receipts.push(receipt);
+        }
+    }
+
     /// SUBSCRIBE (with receipt); `ack` is auto, client or client-individual.
     pub async fn subscribe(&mut self, id: &str, destination: &str, ack: &str) {
         let f = frame(

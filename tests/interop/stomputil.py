@@ -67,6 +67,9 @@ class StompClient:
         self.conn = CONNECTIONS[version]([(broker.host, broker.stomp_port)], **kwargs)
         self.listener = Collector()
         self.conn.set_listener("collector", self.listener)
+        # Receipts of frames inside a transaction, by transaction: the broker
+        # answers them when the transaction ends, before COMMIT's/ABORT's own.
+        self.deferred: dict = {}
 
     def connect(self, **headers) -> "StompClient":
         self.conn.connect(wait=True, headers=headers or None)
@@ -89,6 +92,19 @@ class StompClient:
         self.conn.unsubscribe(id, headers={"receipt": r})
         self.wait_receipt(r)
 
+    def _await_receipt(self, r: str, transaction: Optional[str]) -> None:
+        """Waits for `r` now, or at the end of `transaction`."""
+        if transaction is None:
+            self.wait_receipt(r)
+        else:
+            self.deferred.setdefault(transaction, []).append(r)
+
+    def _end(self, transaction: str, r: str) -> None:
+        """After COMMIT/ABORT: the transaction's receipts in frame order, then `r`."""
+        for deferred in self.deferred.pop(transaction, []):
+            self.wait_receipt(deferred)
+        self.wait_receipt(r)
+
     def send(self, destination: str, body, headers: Optional[dict] = None, receipt: bool = True) -> None:
         headers = dict(headers or {})
         r = None
@@ -97,7 +113,7 @@ class StompClient:
             headers["receipt"] = r
         self.conn.send(destination, body, headers=headers)
         if r:
-            self.wait_receipt(r)
+            self._await_receipt(r, headers.get("transaction"))
 
     def expect(self, timeout: float = TIMEOUT):
         try:
@@ -131,12 +147,12 @@ class StompClient:
     def ack(self, frame, transaction: Optional[str] = None) -> None:
         r = self.receipt()
         self.conn.ack(**self._ack_args(frame), transaction=transaction, receipt=r)
-        self.wait_receipt(r)
+        self._await_receipt(r, transaction)
 
     def nack(self, frame, transaction: Optional[str] = None) -> None:
         r = self.receipt()
         self.conn.nack(**self._ack_args(frame), transaction=transaction, receipt=r)
-        self.wait_receipt(r)
+        self._await_receipt(r, transaction)
 
     def begin(self, transaction: str) -> None:
         r = self.receipt()
@@ -146,12 +162,12 @@ class StompClient:
     def commit(self, transaction: str) -> None:
         r = self.receipt()
         self.conn.commit(transaction=transaction, headers={"receipt": r})
-        self.wait_receipt(r)
+        self._end(transaction, r)
 
     def abort(self, transaction: str) -> None:
         r = self.receipt()
         self.conn.abort(transaction, headers={"receipt": r})
-        self.wait_receipt(r)
+        self._end(transaction, r)
 
     def disconnect(self) -> None:
         if self.conn.is_connected():

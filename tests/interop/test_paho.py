@@ -28,7 +28,7 @@ def test_connect(broker, mqtt_client, version):
         props = c.connack_properties
         # What Tern tells a 5.0 client about itself (config/tern.toml defaults).
         assert getattr(props, "ReceiveMaximum", None) == 1024
-        assert getattr(props, "MaximumPacketSize", None) == 1024 * 1024
+        assert getattr(props, "MaximumPacketSize", None) == 4 * 1024 * 1024
         assert getattr(props, "TopicAliasMaximum", None) == 64
     c.disconnect()
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from stomputil import QUIET, TIMEOUT, StompClient, stomp_client  # noqa: F401 (fixture)
+import stomp
+
+from stomputil import QUIET, TIMEOUT, Collector, StompClient, stomp_client  # noqa: F401 (fixture)
 from ternproc import start_broker, stop_broker
 
 VERSIONS = pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
@@ -112,6 +114,84 @@ def test_ack_inside_a_transaction(stomp_client, version):
     again = c.expect()
     assert again.body == b"job"
     c.ack(again)
+
+
+def test_receipts_of_transactional_frames_come_when_the_transaction_ends(stomp_client):
+    sub = stomp_client()
+    sub.subscribe("/queue/txr", "q", ack="client-individual")
+    c = stomp_client()
+    c.begin("t")
+    c.send("/queue/txr", b"one", {"transaction": "t"})  # its receipt waits for COMMIT
+    c.send("/queue/txr", b"two", {"transaction": "t"})
+    # A frame outside the transaction is answered at once, before the two above.
+    c.send("/topic/elsewhere", b"now")
+    assert c.listener.receipts.empty(), "a transactional frame was answered early"
+    sub.expect_nothing()
+    c.commit("t")  # the SENDs' receipts in order, then COMMIT's
+    m1, m2 = sub.expect_n(2)
+    assert [m1.body, m2.body] == [b"one", b"two"]
+    sub.begin("a")
+    sub.ack(m1, transaction="a")
+    sub.abort("a")  # the ACK's receipt, then ABORT's
+    sub.ack(m1)
+    sub.ack(m2)
+
+
+def test_ack_and_nack_with_another_subscription_header_settle_the_message(stomp_client):
+    """stomp.py 1.1 programs in the wild send ACK/NACK with a `subscription`
+    that is not the subscription's id: the message-id decides (as in RabbitMQ)."""
+    c = stomp_client("1.1")
+    c.subscribe("/queue/hint", "q", ack="client-individual")
+    for body in (b"first", b"second"):
+        c.send("/queue/hint", body)
+    first, second = c.expect_n(2)
+    r = c.receipt()
+    c.conn.ack(first.headers["message-id"], subscription="not-q", receipt=r)
+    c.wait_receipt(r)
+    c.begin("t")
+    r = c.receipt()
+    c.conn.nack(second.headers["message-id"], subscription="wrong", transaction="t", receipt=r)
+    c._await_receipt(r, "t")
+    c.commit("t")
+    again = c.expect()  # NACKed: redelivered
+    assert again.body == b"second"
+    assert c.listener.errors.empty()
+    c.ack(again)
+    c.drop()
+    # The first was acknowledged: a new consumer finds nothing.
+    d = stomp_client("1.1")
+    d.subscribe("/queue/hint", "q")
+    d.expect_nothing()
+
+
+def test_missing_header_error_starts_like_rabbitmq(stomp_client):
+    c = stomp_client()
+    c.conn.send_frame("SUBSCRIBE", {"destination": "/topic/x"})  # no id
+    e = c.expect_error()
+    assert e.headers["message"].startswith("Missing header: id"), e.headers
+
+
+def test_no_common_version_error_body_is_rabbitmqs(broker):
+    conn = stomp.Connection10([(broker.host, broker.stomp_port)], auto_decode=False)
+    conn.version = "2.0,3.0"  # what stomp.py sends as accept-version
+    listener = Collector()
+    conn.set_listener("collector", listener)
+    conn.connect(wait=False)
+    try:
+        e = listener.errors.get(timeout=TIMEOUT)
+        assert e.body == b"Supported versions are 1.0,1.1,1.2\n"
+        assert e.headers["version"] == "1.0,1.1,1.2"
+        assert "version" in e.headers["message"]
+    finally:
+        conn.disconnect()
+
+
+def test_a_1_mib_message_fits_by_default(stomp_client):
+    c = stomp_client()
+    c.subscribe("/topic/big", "s")
+    body = bytes(range(256)) * 4096  # 1 MiB
+    c.send("/topic/big", body, {"content-type": "application/octet-stream"})
+    assert c.expect().body == body
 
 
 @VERSIONS
@@ -228,7 +308,10 @@ def test_unknown_destination_is_an_error(stomp_client, version):
 @pytest.fixture
 def hb_broker(request, tmp_path):
     """A broker offering 200 ms heart-beats."""
-    b = start_broker(tmp_path, {"TERN_LIMITS__STOMP_HEARTBEAT_MS": "200"})
+    b = start_broker(
+        tmp_path,
+        {"TERN_LIMITS__STOMP_HEARTBEAT_MS": "200", "TERN_LIMITS__STOMP_MIN_HEARTBEAT_MS": "200"},
+    )
     request.node._tern_broker = b
     yield b
     assert stop_broker(b) == 0
@@ -245,6 +328,21 @@ def test_heart_beats_keep_an_idle_connection_alive(hb_broker):
         c.subscribe("/topic/hb", "s")
         c.send("/topic/hb", b"still here")
         assert c.expect().body == b"still here"
+    finally:
+        c.close()
+
+
+def test_the_server_beats_as_often_as_the_client_asks(broker):
+    """heart-beat:0,500 gets a beat every 500 ms (not the 10 s default), down to
+    limits.stomp_min_heartbeat_ms (500)."""
+    c = StompClient(broker, "1.2", heartbeats=(0, 500)).connect()
+    try:
+        assert c.listener.connected_frame.headers["heart-beat"] == "500,10000"
+        deadline = time.monotonic() + TIMEOUT
+        while c.listener.heartbeats < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.listener.heartbeats >= 3, c.listener.heartbeats
+        assert c.listener.heartbeat_timeouts == 0
     finally:
         c.close()
 

@@ -65,6 +65,7 @@ def test_shipped_config_documents_every_key(tern_binary):
     [
         ("limits", "max_inflight = 0", "limits.max_inflight"),
         ("limits", "max_packet_size = 10", "limits.max_packet_size"),
+        ("limits", "stomp_min_heartbeat_ms = 0", "limits.stomp_min_heartbeat_ms"),
         ("limits", "queue_overflow = \"drop_everything\"", "queue_overflow"),
         ("mqtt", "bind = \"not an address\"", "bind"),
         ("mqtt", "bnd = \"127.0.0.1:1\"", "bnd"),

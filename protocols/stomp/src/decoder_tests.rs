@@ -389,3 +389,46 @@ fn byte_at_a_time_is_linear() {
     }
     assert_eq!(frames, 1);
 }
+
+/// A 16 MB frame fed in 64 KiB chunks, as a connection reads it: every call
+/// looks only at the bytes that arrived since the last one (the decoder keeps
+/// its place), so the work is linear in the frame, not quadratic.
+#[test]
+fn a_16_mb_frame_fed_in_64_kib_chunks_is_scanned_once() {
+    const BODY: usize = 16_000_000;
+    const CHUNK: usize = 64 * 1024;
+    let mut input = b"SEND\ndestination:/queue/big\n\n".to_vec();
+    input.resize(input.len() + BODY, b'x');
+    input.push(0);
+    for with_content_length in [false, true] {
+        let mut wire = input.clone();
+        if with_content_length {
+            let header = format!("SEND\ndestination:/queue/big\ncontent-length:{BODY}\n");
+            wire.splice(..b"SEND\ndestination:/queue/big\n".len(), header.bytes());
+        }
+        let mut dec = Decoder::new(limits(16 * 1024 * 1024, 64, 8192));
+        let mut buf = BytesMut::new();
+        let mut examined = 0;
+        let mut frame = None;
+        for chunk in wire.chunks(CHUNK) {
+            buf.extend_from_slice(chunk);
+            let before = dec.partial.scanned;
+            match dec.decode(&mut buf).unwrap() {
+                Some(Item::Frame(f)) => frame = Some(f),
+                Some(other) => panic!("unexpected {other:?}"),
+                None => {
+                    let after = dec.partial.scanned;
+                    assert!(after >= before, "the decoder went back");
+                    // Without a content-length every new byte is looked at once;
+                    // with one, none of the body is.
+                    examined += after - before;
+                    assert!(after - before <= CHUNK, "looked at old bytes again");
+                }
+            }
+        }
+        let frame = frame.expect("the frame, once its last chunk arrived");
+        assert_eq!(frame.body.len(), BODY);
+        assert!(buf.is_empty());
+        assert!(examined <= wire.len(), "{examined} bytes examined");
+    }
+}

@@ -1,7 +1,10 @@
 //! ACK / NACK and the messages still waiting for one.
 //!
-//! - The message is named by `id` in 1.2 (the MESSAGE's `ack` header), by
-//!   `message-id` plus `subscription` in 1.1, by `message-id` in 1.0.
+//! - The message is named by `id` in 1.2 (the MESSAGE's `ack` header) and by
+//!   `message-id` in 1.1 and 1.0: ids are unique per connection, so that alone
+//!   finds it. A 1.1 `subscription` header is only a hint: clients in the wild
+//!   send other values (RabbitMQ accepts them too), so a mismatch is logged at
+//!   debug, never refused.
 //! - With ack=client the ACK or NACK also covers every earlier unacknowledged
 //!   message of the same subscription; with client-individual only that one.
 //! - An id this connection never delivered to an acknowledging subscription,
@@ -10,7 +13,8 @@
 //!   the queue for the next consumer in turn. A topic message NACKed is dropped:
 //!   it was a copy for this subscription only (the spec leaves NACK's effect to
 //!   the server).
-//! - Inside a transaction the id is checked at once; the effect happens at COMMIT.
+//! - Inside a transaction the id is checked at once; the effect (and the
+//!   RECEIPT) happens at COMMIT.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use tern_stomp::{Command, Frame, Version};
 use super::connection::Connection;
 use super::error::StompAdapterError;
 use super::subscribe::{required, AckMode};
-use super::transaction::TxOp;
+use super::transaction::{self, TxOp};
 use crate::core::message::Message;
 
 /// A MESSAGE written to an acknowledging subscription and not yet acknowledged.
@@ -97,7 +101,7 @@ pub(super) struct AckRequest {
 pub(super) fn handle_ack(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let request = resolve(conn, frame)?;
     match frame.header("transaction") {
-        Some(transaction) => conn.transactions.push(transaction, TxOp::Ack(request), 0),
+        Some(id) => transaction::defer(conn, id, TxOp::Ack(request), 0),
         None => {
             apply(conn, &request);
             Ok(())
@@ -117,8 +121,16 @@ fn resolve(conn: &Connection, frame: &Frame) -> Result<AckRequest, StompAdapterE
     };
     let seq = conn.parse_message_id(id).ok_or_else(unknown)?;
     let entry = conn.unacked.get(seq).ok_or_else(unknown)?;
-    if conn.version == Version::V1_1 && required(frame, "subscription")? != &*entry.subscription {
-        return Err(unknown());
+    if let Some(hint) = frame.header("subscription") {
+        if hint != &*entry.subscription {
+            tracing::debug!(
+                client_id = %conn.session.client_id,
+                command = %frame.command,
+                subscription = hint,
+                delivered_to = %entry.subscription,
+                "ACK/NACK names another subscription than its message's: the message id decides"
+            );
+        }
     }
     Ok(AckRequest {
         seq,

@@ -154,16 +154,22 @@ fn establish(
     if !peer.admitted {
         return Err(StompAdapterError::ServerBusy);
     }
-    let offer = (limits.stomp_heartbeat_ms, limits.stomp_heartbeat_ms);
-    let heart_beat = if version == Version::V1_0 {
-        HeartBeat::default()
+    let (offer, heart_beat) = if version == Version::V1_0 {
+        ((0, 0), HeartBeat::default())
     } else {
         let value = frame.header("heart-beat");
-        heartbeat::negotiate(value, offer).ok_or_else(|| StompAdapterError::InvalidHeader {
-            header: "heart-beat",
-            value: value.unwrap_or_default().chars().take(64).collect(),
-            reason: "expected two integers, cx,cy",
-        })?
+        let wish =
+            heartbeat::client_wish(value).ok_or_else(|| StompAdapterError::InvalidHeader {
+                header: "heart-beat",
+                value: value.unwrap_or_default().chars().take(64).collect(),
+                reason: "expected two integers, cx,cy",
+            })?;
+        let offer = heartbeat::offer(
+            wish,
+            limits.stomp_heartbeat_ms,
+            limits.stomp_min_heartbeat_ms,
+        );
+        (offer, heartbeat::negotiate(wish, offer))
     };
 
     let client_id: Arc<str> = Arc::from(format!("stomp-{:016x}", rand::random::<u64>()));

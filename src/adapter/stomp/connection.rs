@@ -147,10 +147,15 @@ impl Connection {
     /// Answers the current frame's `receipt` header, if any (at most once).
     pub(super) fn write_receipt(&mut self) {
         if let Some(receipt) = self.receipt.take() {
-            self.needs_commit = true;
-            let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
-            self.send(&frame);
+            self.send_receipt(receipt);
         }
+    }
+
+    /// Writes a RECEIPT; it goes out once what was stored so far is committed.
+    pub(super) fn send_receipt(&mut self, receipt: String) {
+        self.needs_commit = true;
+        let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
+        self.send(&frame);
     }
 
     /// A fresh message-id (also the 1.2 `ack` id) and its sequence number.

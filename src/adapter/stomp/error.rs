@@ -7,12 +7,17 @@ use tern_stomp::{Command, Frame, Version};
 use super::destination::DestinationError;
 use crate::core::router::PublishRefused;
 
+/// The versions this server speaks, as the ERROR refusing a client lists them.
+const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StompAdapterError {
     /// Malformed bytes, unknown command, frame over the limits.
     #[error("{0}")]
     Codec(#[from] tern_stomp::StompError),
-    #[error("{command} frame is missing the required '{header}' header")]
+    /// Worded as RabbitMQ's STOMP plugin starts it (`Missing header`), which
+    /// clients migrating from it match on.
+    #[error("Missing header: {header} ({command} frames require it)")]
     MissingHeader {
         command: Command,
         header: &'static str,
@@ -85,10 +90,13 @@ impl StompAdapterError {
         if let Some(receipt) = receipt {
             frame = frame.with_header("receipt-id", receipt);
         }
-        if matches!(self, StompAdapterError::UnsupportedVersion) {
-            frame = frame.with_header("version", "1.0,1.1,1.2");
-        }
-        let body = Bytes::from(message + "\n");
+        let body = if matches!(self, StompAdapterError::UnsupportedVersion) {
+            frame = frame.with_header("version", SUPPORTED_VERSIONS);
+            // RabbitMQ's exact body, which clients display and users match on.
+            Bytes::from(format!("Supported versions are {SUPPORTED_VERSIONS}\n"))
+        } else {
+            Bytes::from(message + "\n")
+        };
         Some(
             frame
                 .with_header("content-type", "text/plain")
@@ -174,7 +182,7 @@ mod tests {
         assert_eq!(frame.command, Command::Error);
         assert_eq!(
             frame.header("message"),
-            Some("SEND frame is missing the required 'destination' header")
+            Some("Missing header: destination (SEND frames require it)")
         );
         assert_eq!(frame.header("receipt-id"), Some("r-7"));
         assert!(StompAdapterError::PeerClosed.error_frame(None).is_none());
@@ -186,5 +194,9 @@ mod tests {
             .error_frame(None)
             .unwrap();
         assert_eq!(frame.header("version"), Some("1.0,1.1,1.2"));
+        assert_eq!(&frame.body[..], b"Supported versions are 1.0,1.1,1.2\n");
+        assert!(frame
+            .header("message")
+            .is_some_and(|m| m.starts_with("no common protocol version")));
     }
 }

@@ -10,7 +10,7 @@ use super::destination::send_topic;
 use super::error::StompAdapterError;
 use super::headers::{message_from_send, Clock};
 use super::subscribe::required;
-use super::transaction::TxOp;
+use super::transaction::{self, TxOp};
 use crate::admin::Protocol;
 use crate::auth::Action;
 use crate::core::message::Message;
@@ -41,10 +41,9 @@ pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), St
         .received(message.qos, message.payload.len());
     metrics.top_topics.record(&message.topic);
     match frame.header("transaction") {
-        Some(transaction) => {
+        Some(id) => {
             let bytes = message.payload.len();
-            conn.transactions
-                .push(transaction, TxOp::Send(message), bytes)
+            transaction::defer(conn, id, TxOp::Send(message), bytes)
         }
         None => publish(conn, message),
     }

@@ -1,6 +1,12 @@
 //! BEGIN / COMMIT / ABORT: SENDs and ACKs inside a transaction take effect at
 //! COMMIT, in the order they arrived, and vanish on ABORT or disconnect.
 //!
+//! A deferred frame's RECEIPT waits for the end of its transaction (as RabbitMQ
+//! does), since nothing happened when it arrived: at COMMIT each one follows its
+//! frame's effect, in frame order, before the COMMIT's own RECEIPT, and all of
+//! them go out only after what the transaction stored is committed (a RECEIPT
+//! means done and durable); at ABORT they go out before the ABORT's RECEIPT.
+//!
 //! Transactions are bounded per connection (open ones, frames and body bytes
 //! each) so a client cannot make the broker buffer without limit; going over is
 //! an error. A COMMIT whose SEND finds its queue full stops there with an ERROR:
@@ -21,7 +27,7 @@ use crate::core::message::Message;
 pub(super) const MAX_OPEN: usize = 64;
 /// Frames (SEND, ACK, NACK) in one transaction.
 pub(super) const MAX_FRAMES: usize = 10_000;
-/// Body bytes of the SENDs of one transaction.
+/// Body bytes of the SENDs of one transaction (and the receipt ids it holds).
 pub(super) const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// One deferred frame.
@@ -31,9 +37,17 @@ pub(super) enum TxOp {
     Ack(AckRequest),
 }
 
+/// A deferred frame and the `receipt` it asked for, answered when the transaction ends.
+#[derive(Debug)]
+pub(super) struct Deferred {
+    op: TxOp,
+    receipt: Option<String>,
+}
+
 #[derive(Debug, Default)]
 struct Transaction {
-    ops: Vec<TxOp>,
+    ops: Vec<Deferred>,
+    /// Body bytes and receipt ids held: both wait for the end of the transaction.
     bytes: usize,
 }
 
@@ -62,13 +76,16 @@ impl Transactions {
         self.open.iter().position(|(open, _)| open == id)
     }
 
-    /// Defers a frame of transaction `id`; `bytes` is its body size.
+    /// Defers a frame of transaction `id`; `bytes` is its body size; `receipt`
+    /// is answered when the transaction ends.
     pub(super) fn push(
         &mut self,
         id: &str,
         op: TxOp,
         bytes: usize,
+        receipt: Option<String>,
     ) -> Result<(), StompAdapterError> {
+        let bytes = bytes.saturating_add(receipt.as_ref().map_or(0, String::len));
         let index = self
             .find(id)
             .ok_or_else(|| StompAdapterError::UnknownTransaction(clip(id)))?;
@@ -84,11 +101,11 @@ impl Transactions {
             ));
         }
         tx.bytes += bytes;
-        tx.ops.push(op);
+        tx.ops.push(Deferred { op, receipt });
         Ok(())
     }
 
-    fn end(&mut self, id: &str) -> Result<Vec<TxOp>, StompAdapterError> {
+    fn end(&mut self, id: &str) -> Result<Vec<Deferred>, StompAdapterError> {
         self.find(id)
             .map(|index| self.open.swap_remove(index).1.ops)
             .ok_or_else(|| StompAdapterError::UnknownTransaction(clip(id)))
@@ -97,6 +114,21 @@ impl Transactions {
 
 fn clip(id: &str) -> String {
     id.chars().take(128).collect()
+}
+
+/// Defers the current frame into transaction `id`; its `receipt` (if any) now
+/// waits for the end of the transaction. On error the receipt stays with the
+/// frame, for the ERROR's `receipt-id`.
+pub(super) fn defer(
+    conn: &mut Connection,
+    id: &str,
+    op: TxOp,
+    bytes: usize,
+) -> Result<(), StompAdapterError> {
+    conn.transactions
+        .push(id, op, bytes, conn.receipt.clone())?;
+    conn.receipt = None;
+    Ok(())
 }
 
 pub(super) fn handle_begin(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
@@ -108,10 +140,13 @@ pub(super) fn handle_commit(conn: &mut Connection, frame: &Frame) -> Result<(), 
     let id = required(frame, "transaction")?;
     let ops = conn.transactions.end(id)?;
     tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "commit");
-    for op in ops {
-        match op {
+    for deferred in ops {
+        match deferred.op {
             TxOp::Send(message) => send::publish(conn, message)?,
             TxOp::Ack(request) => ack::apply(conn, &request),
+        }
+        if let Some(receipt) = deferred.receipt {
+            conn.send_receipt(receipt);
         }
     }
     Ok(())
@@ -121,6 +156,9 @@ pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), S
     let id = required(frame, "transaction")?;
     let ops = conn.transactions.end(id)?;
     tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "abort");
+    for receipt in ops.into_iter().filter_map(|deferred| deferred.receipt) {
+        conn.send_receipt(receipt);
+    }
     Ok(())
 }
 
@@ -145,7 +183,8 @@ mod tests {
                     crate::core::message::QoS::AtMostOnce,
                     false
                 ))),
-                1
+                1,
+                None
             ),
             Err(StompAdapterError::UnknownTransaction(_))
         ));
@@ -158,7 +197,8 @@ mod tests {
                     crate::core::message::QoS::AtMostOnce,
                     false
                 ))),
-                MAX_BYTES + 1
+                MAX_BYTES + 1,
+                None
             ),
             Err(StompAdapterError::TransactionLimit(_))
         ));
