@@ -16,7 +16,8 @@
 //! TCP, in the same task (so it keeps its place under the connection cap).
 //! A plain GET of `/mqtt` or `/stomp` is answered 426 Upgrade Required; other
 //! GET and HEAD requests are files below `web.root` (hyper-staticfile: no path
-//! leaves the root, content type by extension) or 404.
+//! leaves the root, content type by extension; `web_root`: nor does a symlink)
+//! or 404.
 
 use std::convert::Infallible;
 use std::io;
@@ -38,6 +39,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::web_root::{self, ConfinedOpener};
 use super::ws_stream::{Carried, WsStream};
 use crate::adapter::{self, Context, Peer};
 use crate::config::WebSocketSettings;
@@ -263,10 +265,13 @@ fn known_subprotocols() -> String {
         .join(", ")
 }
 
-/// A file below `root` (hyper-staticfile: `..` cannot leave it; `index.html` for directories).
+/// A file below `root` (hyper-staticfile: `..` cannot leave it; `index.html` for
+/// directories; [`ConfinedOpener`]: nor can a symlink).
 async fn static_file(req: Request<Incoming>, root: &Path) -> Response<Body> {
-    match hyper_staticfile::Static::new(root).serve(req).await {
+    let files = hyper_staticfile::Static::with_opener(ConfinedOpener::new(root));
+    match files.serve(req).await {
         Ok(response) => response.map(|body| body.boxed()),
+        Err(e) if web_root::is_bad_path(&e) => text(StatusCode::BAD_REQUEST, "bad path\n"),
         Err(e) => {
             tracing::warn!(error = %e, root = %root.display(), "cannot serve a file");
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
