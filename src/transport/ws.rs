@@ -38,6 +38,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::web_root::{self, ConfinedOpener};
 use super::ws_stream::{Carried, WsStream};
@@ -116,23 +117,57 @@ where
         }
     };
     let mut stream = WsStream::new(websocket, carried, ctx.shutdown.clone());
+    peer.listener = match carried {
+        Carried::Mqtt => "ws-mqtt",
+        Carried::Stomp => "ws-stomp",
+    };
+    let (addr, listener) = (peer.addr, peer.listener);
     match carried {
-        Carried::Mqtt => {
-            peer.listener = "ws-mqtt";
-            adapter::mqtt::serve(&mut stream, peer, ctx).await;
-        }
-        Carried::Stomp => {
-            peer.listener = "ws-stomp";
-            adapter::stomp::serve(&mut stream, peer, ctx).await;
-        }
+        Carried::Mqtt => adapter::mqtt::serve(&mut stream, peer, ctx).await,
+        Carried::Stomp => adapter::stomp::serve(&mut stream, peer, ctx).await,
     }
     // The adapter has usually sent our Close already (not when it gave up before
     // CONNECT); a clean close then waits for the client's.
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+    let ended = tokio::time::timeout(CLOSE_LINGER, async {
         let _ = stream.shutdown().await;
-        while let Some(Ok(_)) = stream.get_mut().next().await {}
+        loop {
+            match stream.get_mut().next().await {
+                Some(Ok(Message::Close(_))) => stream.note_close_received(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
     })
     .await;
+    log_unclean_close(&stream, addr, listener, ended);
+}
+
+/// Logs a WebSocket that ended without the closing handshake (a client gone
+/// half-open, or reset): once per connection, so an operator can tell a
+/// vanished browser from one that said goodbye.
+fn log_unclean_close<T>(
+    stream: &WsStream<T>,
+    addr: std::net::SocketAddr,
+    listener: &'static str,
+    ended: Result<Option<tungstenite::Error>, tokio::time::error::Elapsed>,
+) {
+    if stream.close_received() {
+        return;
+    }
+    match ended {
+        Err(_) => tracing::info!(
+            peer = %addr,
+            listener,
+            "WebSocket half-open: the client sent no Close and did not answer ours; dropped"
+        ),
+        Ok(error) => tracing::info!(
+            peer = %addr,
+            listener,
+            error = error.map(|e| e.to_string()).unwrap_or_default(),
+            "WebSocket half-open close: the client went away without a Close"
+        ),
+    }
 }
 
 /// Answers one HTTP request: an upgrade, a refusal, or a file.
