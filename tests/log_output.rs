@@ -113,3 +113,104 @@ async fn shutdown_says_how_many_retained_messages_it_saves_and_how_long_it_took(
     let done = wait_for_line(&[&retained, "shutdown complete"]).await;
     assert!(done.contains("elapsed_ms="), "{done}");
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_filters_and_denied_publishes_writes_a_few_lines() {
+    use bytes::Bytes;
+    use common::process::Conn;
+    use tern::config::{AclAccess, AclRule};
+    use tern_mqtt::{
+        Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
+    };
+
+    captured();
+    let server = start_server_with(|s| {
+        s.limits.max_subscriptions_per_client = 5;
+        s.acl = vec![AclRule {
+            all: true,
+            allow: Some(AclAccess::Both),
+            topic: "open/#".into(),
+            ..AclRule::default()
+        }];
+    })
+    .await;
+    let client_id = "log-flood";
+    let (mut conn, _) = Conn::open(server.mqtt, client_id, true)
+        .await
+        .expect("connected");
+    // 3,000 refused filters in one SUBSCRIBE: invalid, denied, over the quota.
+    const EACH: usize = 1000;
+    let filter = |filter: String| SubscribeFilter {
+        filter,
+        options: SubscriptionOptions {
+            qos: QoS::AtMostOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        },
+    };
+    let filters: Vec<SubscribeFilter> = (0..EACH)
+        .map(|i| filter(format!("bad/#/{i}")))
+        .chain((0..EACH).map(|i| filter(format!("closed/{i}"))))
+        .chain((0..EACH + 5).map(|i| filter(format!("open/{i}"))))
+        .collect();
+    conn.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters,
+        properties: Properties::default(),
+    }))
+    .await
+    .expect("SUBSCRIBE sent");
+    match conn.recv(WAIT).await {
+        Some(Packet::SubAck(ack)) => {
+            assert_eq!(ack.codes.len(), 3 * EACH + 5);
+            let granted = ack.codes.iter().filter(|&&code| code == 0).count();
+            assert_eq!(granted, 5);
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    // And a flood of denied QoS 0 publishes, then one acknowledged to know all were read.
+    let publish = |qos, packet_id, topic: &str| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.into(),
+            packet_id,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"x"),
+        })
+    };
+    for _ in 0..EACH {
+        conn.send(&publish(QoS::AtMostOnce, None, "closed/t"))
+            .await
+            .expect("PUBLISH sent");
+    }
+    conn.send(&publish(QoS::AtLeastOnce, Some(2), "open/t"))
+        .await
+        .expect("PUBLISH sent");
+    loop {
+        match conn.recv(WAIT).await {
+            Some(Packet::PubAck(_)) => break,
+            Some(_) => {}
+            None => panic!("no PUBACK"),
+        }
+    }
+
+    let summary = wait_for_line(&[client_id, "subscriptions refused"]).await;
+    for count in [
+        "refused=3000",
+        "invalid=1000",
+        "denied=1000",
+        "over_quota=1000",
+    ] {
+        assert!(summary.contains(count), "{summary}");
+    }
+    let lines = lines_with(&[client_id]);
+    assert!(
+        lines.len() <= 8,
+        "{} lines for one client's flood:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+}
