@@ -54,6 +54,12 @@ pub const SUBPROTOCOLS: [(&str, Carried); 5] = [
     ("v10.stomp", Carried::Stomp),
 ];
 
+/// tungstenite's read buffer (its default is 128 KiB, all of it touched by the
+/// first read: ~133 KB per idle connection). A frame larger than this still
+/// fits (the buffer grows to the frame's length); reads take at most this much
+/// per call, so small frames are still parsed many per read.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// How long the server waits for the client's Close after sending its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -69,44 +75,9 @@ pub async fn serve<S>(stream: S, mut peer: Peer, ctx: Context)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let upgrade: Upgrade = Arc::new(Mutex::new(None));
-    let service = {
-        let upgrade = Arc::clone(&upgrade);
-        let settings = Arc::clone(&ctx.settings);
-        hyper::service::service_fn(move |req| {
-            let upgrade = Arc::clone(&upgrade);
-            let settings = Arc::clone(&settings);
-            async move {
-                Ok::<_, Infallible>(
-                    route(
-                        req,
-                        &settings.websocket,
-                        settings.web.root.as_deref(),
-                        &upgrade,
-                    )
-                    .await,
-                )
-            }
-        })
-    };
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(ctx.limits().connect_timeout_secs));
-    let conn = http
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let served = tokio::select! {
-        served = conn.as_mut() => served,
-        _ = ctx.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = served {
-        tracing::debug!(peer = %peer.addr, error = %e, "HTTP connection ended");
-    }
-    let Some((websocket, carried)) = upgrade.lock().take() else {
+    // Boxed: hyper's connection state is large and over once the client has
+    // upgraded, so an idle WebSocket's task does not carry it.
+    let Some((websocket, carried)) = Box::pin(serve_http(stream, &peer, &ctx)).await else {
         return;
     };
     let websocket = match websocket.await {
@@ -170,6 +141,53 @@ fn log_unclean_close<T>(
     }
 }
 
+/// Serves HTTP on the connection until it ends or a request upgrades it;
+/// returns the accepted upgrade, if any.
+async fn serve_http<S>(stream: S, peer: &Peer, ctx: &Context) -> Option<(HyperWebsocket, Carried)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgrade: Upgrade = Arc::new(Mutex::new(None));
+    let service = {
+        let upgrade = Arc::clone(&upgrade);
+        let settings = Arc::clone(&ctx.settings);
+        hyper::service::service_fn(move |req| {
+            let upgrade = Arc::clone(&upgrade);
+            let settings = Arc::clone(&settings);
+            async move {
+                Ok::<_, Infallible>(
+                    route(
+                        req,
+                        &settings.websocket,
+                        settings.web.root.as_deref(),
+                        &upgrade,
+                    )
+                    .await,
+                )
+            }
+        })
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(ctx.limits().connect_timeout_secs));
+    let conn = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(peer = %peer.addr, error = %e, "HTTP connection ended");
+    }
+    let upgraded = upgrade.lock().take();
+    upgraded
+}
+
 /// Answers one HTTP request: an upgrade, a refusal, or a file.
 async fn route(
     mut req: Request<Incoming>,
@@ -219,10 +237,7 @@ async fn route(
         Ok(choice) => choice,
         Err(response) => return response,
     };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(settings.max_message_size))
-        .max_frame_size(Some(settings.max_message_size));
-    match hyper_tungstenite::upgrade(&mut req, Some(config)) {
+    match hyper_tungstenite::upgrade(&mut req, Some(websocket_config(settings))) {
         Ok((response, websocket)) => {
             *upgrade.lock() = Some((websocket, carried));
             let (mut parts, body) = response.into_parts();
@@ -248,6 +263,17 @@ async fn route(
             &format!("bad WebSocket upgrade: {e}\n"),
         ),
     }
+}
+
+/// The WebSocket's buffers: small while idle (see [`WS_READ_BUFFER`]).
+fn websocket_config(settings: &WebSocketSettings) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        // Each flush of the adapter is one message, written at once: no second
+        // buffer that would keep a busy connection's largest batch.
+        .write_buffer_size(0)
+        .max_message_size(Some(settings.max_message_size))
+        .max_frame_size(Some(settings.max_message_size))
 }
 
 /// What the upgrade carries: by the first subprotocol offered that Tern knows
@@ -326,4 +352,49 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::core::router::Router;
+    use crate::core::session::{OverflowPolicy, QueueLimits};
+
+    /// What a WebSocket connection's task may weigh (the STOMP adapter's future
+    /// and the WebSocket are inside it; measured 1,752 bytes); hyper's HTTP
+    /// state is boxed and gone once upgraded.
+    const MAX_WS_FUTURE: usize = 1792;
+
+    #[test]
+    fn an_idle_websocket_keeps_small_buffers_and_a_small_task() {
+        let config = websocket_config(&WebSocketSettings::default());
+        assert!(
+            config.read_buffer_size <= 4096,
+            "tungstenite defaults to 128 KiB"
+        );
+        assert_eq!(config.write_buffer_size, 0);
+
+        let limits = QueueLimits {
+            max_queued: 10,
+            max_queued_bytes: 0,
+            overflow: OverflowPolicy::DropNew,
+        };
+        let router = Arc::new(Router::new(limits));
+        let ctx = Context::open(router, Arc::new(Settings::ephemeral()), Default::default());
+        let peer = Peer {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            listener: "ws",
+            anonymous_allowed: true,
+            admitted: true,
+            cert_username: None,
+        };
+        let (stream, _) = tokio::io::duplex(64);
+        let task = serve(stream, peer, ctx);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= MAX_WS_FUTURE,
+            "WebSocket connection future: {size} bytes"
+        );
+    }
 }
