@@ -245,7 +245,15 @@ impl Server {
     }
 
     /// Stops accepting, tells every client goodbye and waits (up to `grace`) for connections to end.
+    /// Logs what it waits for and how long it took: with a large retained set
+    /// the last commits and freeing the state take a noticeable time.
     pub async fn shutdown(self, grace: Duration) {
+        let started = std::time::Instant::now();
+        let retained = self.router.retained_count();
+        tracing::info!(
+            retained,
+            "shutting down: closing connections, then saving the store"
+        );
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -254,12 +262,21 @@ impl Server {
         {
             tracing::warn!("some connections did not close within the grace period");
         }
-        if let Some(store) = self.router.store() {
+        let Server { router, .. } = self;
+        if let Some(store) = router.store() {
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "store flush at shutdown failed");
             }
             store.close();
         }
+        // The retained set and sessions are freed here when this is the last
+        // reference: part of what the operator waits for.
+        drop(router);
+        tracing::info!(
+            retained,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
     }
 }
 

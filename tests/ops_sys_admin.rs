@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::http::{get, request};
+use common::http::{get, request, request_authorized};
 use common::stomp::StompClient;
 use common::*;
 use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
@@ -108,6 +108,23 @@ async fn admin_api_is_off_without_a_token_and_refuses_a_wrong_one() {
             .status,
         404
     );
+}
+
+#[tokio::test]
+async fn admin_api_takes_the_bearer_scheme_in_any_case() {
+    let server = start_server_with(|s| s.http.admin_token = Some(TOKEN.into())).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let authorization = format!("{scheme} {TOKEN}");
+        let answer =
+            request_authorized(server.http, "GET", "/api/clients", Some(&authorization)).await;
+        assert_eq!(answer.status, 200, "{scheme}: {}", answer.body);
+    }
+    // Another scheme, or the token alone, is still refused.
+    for authorization in [format!("Basic {TOKEN}"), TOKEN.to_string()] {
+        let answer =
+            request_authorized(server.http, "GET", "/api/clients", Some(&authorization)).await;
+        assert_eq!(answer.status, 401, "{authorization}");
+    }
 }
 
 #[tokio::test]

@@ -148,3 +148,34 @@ async fn web_root_is_served_without_escaping_it() {
     // The same port still upgrades.
     ws::open(server.ws, "/stomp", &["v12.stomp"]).await;
 }
+
+#[tokio::test]
+async fn symlinks_leaving_web_root_are_not_followed_and_nul_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("site");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(root.join("js")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("js/app.js"), "console.log(1)").unwrap();
+    std::fs::write(outside.join("passwd"), "do not serve").unwrap();
+    // Out of the root: a directory link (as `etclink -> /etc`) and a file link.
+    std::os::unix::fs::symlink(&outside, root.join("etclink")).unwrap();
+    std::os::unix::fs::symlink(outside.join("passwd"), root.join("passwd")).unwrap();
+    // Inside the root: still served.
+    std::os::unix::fs::symlink(root.join("js"), root.join("scripts")).unwrap();
+    let server = start_server_with(|s| s.web.root = Some(root.clone())).await;
+
+    for path in ["/etclink/passwd", "/passwd", "/etclink/"] {
+        let (status, head, body) = http_get(server.ws, path).await;
+        assert_eq!(status, 404, "{path}: {head}");
+        assert!(!String::from_utf8_lossy(&body).contains("do not serve"));
+    }
+    let (status, head, body) = http_get(server.ws, "/scripts/app.js").await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, b"console.log(1)");
+
+    for path in ["/js/app.js%00", "/%00/x", "/js%00/app.js"] {
+        let (status, head, _) = http_get(server.ws, path).await;
+        assert_eq!(status, 400, "{path}: {head}");
+    }
+}

@@ -2,6 +2,7 @@
 //! core deliveries into frames. Adapters never talk to each other.
 
 pub(crate) mod buffers;
+pub(crate) mod log_limit;
 pub mod mqtt;
 pub(crate) mod rate;
 pub(crate) mod serve;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Acl, Action, Authenticator, Identity};
 use crate::config::{Limits, Settings};
 use crate::core::router::Router;
+use log_limit::LogLimit;
 
 /// What every connection handler needs from the broker: the broker's shared
 /// parts (one pointer, reached through `Deref`) and this connection's limits.
@@ -112,8 +114,34 @@ impl Context {
     }
 
     /// May the client (`username` None: anonymous) do `action` on the topic or filter?
-    /// A refusal is logged here, once, for every protocol.
-    pub fn allowed(
+    /// A refusal is logged here for every protocol, within the connection's `log` limit.
+    pub(crate) fn allowed(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        action: Action,
+        topic_or_filter: &str,
+        log: &mut LogLimit,
+    ) -> bool {
+        let allowed = self.permits(username, client_id, action, topic_or_filter);
+        if !allowed {
+            if let Some(suppressed) = log.admit(std::time::Instant::now()) {
+                tracing::warn!(
+                    client_id,
+                    username = username.unwrap_or(""),
+                    action = ?action,
+                    topic = topic_or_filter,
+                    suppressed,
+                    "denied by ACL"
+                );
+            }
+        }
+        allowed
+    }
+
+    /// [`Context::allowed`] without the log line, for a caller that logs one
+    /// summary for many decisions (a SUBSCRIBE's filters).
+    pub(crate) fn permits(
         &self,
         username: Option<&str>,
         client_id: &str,
@@ -130,15 +158,6 @@ impl Context {
                 .metrics
                 .dropped_acl
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if !allowed {
-            tracing::warn!(
-                client_id,
-                username = username.unwrap_or(""),
-                action = ?action,
-                topic = topic_or_filter,
-                "denied by ACL"
-            );
         }
         allowed
     }

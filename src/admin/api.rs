@@ -78,18 +78,25 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
     }
 }
 
-/// Compares the bearer token in constant time (for equal lengths).
+/// Compares the bearer token in constant time (for equal lengths). The scheme
+/// name is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are `Bearer`.
 fn authorized(request: &Request<Incoming>, token: &str) -> bool {
     let Some(sent) = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
     else {
         return false;
     };
     let (a, b) = (sent.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of an `Authorization` value with the Bearer scheme, in any case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// How many topics `/api/stats` ranks.

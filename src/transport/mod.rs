@@ -4,5 +4,6 @@
 pub mod cap;
 pub mod tcp;
 pub mod tls;
+mod web_root;
 pub mod ws;
 pub mod ws_stream;

@@ -16,7 +16,8 @@
 //! TCP, in the same task (so it keeps its place under the connection cap).
 //! A plain GET of `/mqtt` or `/stomp` is answered 426 Upgrade Required; other
 //! GET and HEAD requests are files below `web.root` (hyper-staticfile: no path
-//! leaves the root, content type by extension) or 404.
+//! leaves the root, content type by extension; `web_root`: nor does a symlink)
+//! or 404.
 
 use std::convert::Infallible;
 use std::io;
@@ -37,7 +38,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::web_root::{self, ConfinedOpener};
 use super::ws_stream::{Carried, WsStream};
 use crate::adapter::{self, Context, Peer};
 use crate::config::WebSocketSettings;
@@ -51,6 +54,12 @@ pub const SUBPROTOCOLS: [(&str, Carried); 5] = [
     ("v10.stomp", Carried::Stomp),
 ];
 
+/// tungstenite's read buffer (its default is 128 KiB, all of it touched by the
+/// first read: ~133 KB per idle connection). A frame larger than this still
+/// fits (the buffer grows to the frame's length); reads take at most this much
+/// per call, so small frames are still parsed many per read.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// How long the server waits for the client's Close after sending its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -63,6 +72,78 @@ type Upgrade = Arc<Mutex<Option<(HyperWebsocket, Carried)>>>;
 /// MQTT or STOMP over the WebSocket until the end.
 /// Generic over the stream so a TLS stream (WSS) can be served the same way.
 pub async fn serve<S>(stream: S, mut peer: Peer, ctx: Context)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed: hyper's connection state is large and over once the client has
+    // upgraded, so an idle WebSocket's task does not carry it.
+    let Some((websocket, carried)) = Box::pin(serve_http(stream, &peer, &ctx)).await else {
+        return;
+    };
+    let websocket = match websocket.await {
+        Ok(websocket) => websocket,
+        Err(e) => {
+            tracing::debug!(peer = %peer.addr, error = %e, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let mut stream = WsStream::new(websocket, carried, ctx.shutdown.clone());
+    peer.listener = match carried {
+        Carried::Mqtt => "ws-mqtt",
+        Carried::Stomp => "ws-stomp",
+    };
+    let (addr, listener) = (peer.addr, peer.listener);
+    match carried {
+        Carried::Mqtt => adapter::mqtt::serve(&mut stream, peer, ctx).await,
+        Carried::Stomp => adapter::stomp::serve(&mut stream, peer, ctx).await,
+    }
+    // The adapter has usually sent our Close already (not when it gave up before
+    // CONNECT); a clean close then waits for the client's.
+    let ended = tokio::time::timeout(CLOSE_LINGER, async {
+        let _ = stream.shutdown().await;
+        loop {
+            match stream.get_mut().next().await {
+                Some(Ok(Message::Close(_))) => stream.note_close_received(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await;
+    log_unclean_close(&stream, addr, listener, ended);
+}
+
+/// Logs a WebSocket that ended without the closing handshake (a client gone
+/// half-open, or reset): once per connection, so an operator can tell a
+/// vanished browser from one that said goodbye.
+fn log_unclean_close<T>(
+    stream: &WsStream<T>,
+    addr: std::net::SocketAddr,
+    listener: &'static str,
+    ended: Result<Option<tungstenite::Error>, tokio::time::error::Elapsed>,
+) {
+    if stream.close_received() {
+        return;
+    }
+    match ended {
+        Err(_) => tracing::info!(
+            peer = %addr,
+            listener,
+            "WebSocket half-open: the client sent no Close and did not answer ours; dropped"
+        ),
+        Ok(error) => tracing::info!(
+            peer = %addr,
+            listener,
+            error = error.map(|e| e.to_string()).unwrap_or_default(),
+            "WebSocket half-open close: the client went away without a Close"
+        ),
+    }
+}
+
+/// Serves HTTP on the connection until it ends or a request upgrades it;
+/// returns the accepted upgrade, if any.
+async fn serve_http<S>(stream: S, peer: &Peer, ctx: &Context) -> Option<(HyperWebsocket, Carried)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -103,34 +184,8 @@ where
     if let Err(e) = served {
         tracing::debug!(peer = %peer.addr, error = %e, "HTTP connection ended");
     }
-    let Some((websocket, carried)) = upgrade.lock().take() else {
-        return;
-    };
-    let websocket = match websocket.await {
-        Ok(websocket) => websocket,
-        Err(e) => {
-            tracing::debug!(peer = %peer.addr, error = %e, "WebSocket upgrade failed");
-            return;
-        }
-    };
-    let mut stream = WsStream::new(websocket, carried, ctx.shutdown.clone());
-    match carried {
-        Carried::Mqtt => {
-            peer.listener = "ws-mqtt";
-            adapter::mqtt::serve(&mut stream, peer, ctx).await;
-        }
-        Carried::Stomp => {
-            peer.listener = "ws-stomp";
-            adapter::stomp::serve(&mut stream, peer, ctx).await;
-        }
-    }
-    // The adapter has usually sent our Close already (not when it gave up before
-    // CONNECT); a clean close then waits for the client's.
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        let _ = stream.shutdown().await;
-        while let Some(Ok(_)) = stream.get_mut().next().await {}
-    })
-    .await;
+    let upgraded = upgrade.lock().take();
+    upgraded
 }
 
 /// Answers one HTTP request: an upgrade, a refusal, or a file.
@@ -182,10 +237,7 @@ async fn route(
         Ok(choice) => choice,
         Err(response) => return response,
     };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(settings.max_message_size))
-        .max_frame_size(Some(settings.max_message_size));
-    match hyper_tungstenite::upgrade(&mut req, Some(config)) {
+    match hyper_tungstenite::upgrade(&mut req, Some(websocket_config(settings))) {
         Ok((response, websocket)) => {
             *upgrade.lock() = Some((websocket, carried));
             let (mut parts, body) = response.into_parts();
@@ -211,6 +263,17 @@ async fn route(
             &format!("bad WebSocket upgrade: {e}\n"),
         ),
     }
+}
+
+/// The WebSocket's buffers: small while idle (see [`WS_READ_BUFFER`]).
+fn websocket_config(settings: &WebSocketSettings) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        // Each flush of the adapter is one message, written at once: no second
+        // buffer that would keep a busy connection's largest batch.
+        .write_buffer_size(0)
+        .max_message_size(Some(settings.max_message_size))
+        .max_frame_size(Some(settings.max_message_size))
 }
 
 /// What the upgrade carries: by the first subprotocol offered that Tern knows
@@ -263,10 +326,13 @@ fn known_subprotocols() -> String {
         .join(", ")
 }
 
-/// A file below `root` (hyper-staticfile: `..` cannot leave it; `index.html` for directories).
+/// A file below `root` (hyper-staticfile: `..` cannot leave it; `index.html` for
+/// directories; [`ConfinedOpener`]: nor can a symlink).
 async fn static_file(req: Request<Incoming>, root: &Path) -> Response<Body> {
-    match hyper_staticfile::Static::new(root).serve(req).await {
+    let files = hyper_staticfile::Static::with_opener(ConfinedOpener::new(root));
+    match files.serve(req).await {
         Ok(response) => response.map(|body| body.boxed()),
+        Err(e) if web_root::is_bad_path(&e) => text(StatusCode::BAD_REQUEST, "bad path\n"),
         Err(e) => {
             tracing::warn!(error = %e, root = %root.display(), "cannot serve a file");
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
@@ -286,4 +352,49 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::core::router::Router;
+    use crate::core::session::{OverflowPolicy, QueueLimits};
+
+    /// What a WebSocket connection's task may weigh (the STOMP adapter's future
+    /// and the WebSocket are inside it; measured 1,752 bytes); hyper's HTTP
+    /// state is boxed and gone once upgraded.
+    const MAX_WS_FUTURE: usize = 1792;
+
+    #[test]
+    fn an_idle_websocket_keeps_small_buffers_and_a_small_task() {
+        let config = websocket_config(&WebSocketSettings::default());
+        assert!(
+            config.read_buffer_size <= 4096,
+            "tungstenite defaults to 128 KiB"
+        );
+        assert_eq!(config.write_buffer_size, 0);
+
+        let limits = QueueLimits {
+            max_queued: 10,
+            max_queued_bytes: 0,
+            overflow: OverflowPolicy::DropNew,
+        };
+        let router = Arc::new(Router::new(limits));
+        let ctx = Context::open(router, Arc::new(Settings::ephemeral()), Default::default());
+        let peer = Peer {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            listener: "ws",
+            anonymous_allowed: true,
+            admitted: true,
+            cert_username: None,
+        };
+        let (stream, _) = tokio::io::duplex(64);
+        let task = serve(stream, peer, ctx);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= MAX_WS_FUTURE,
+            "WebSocket connection future: {size} bytes"
+        );
+    }
 }

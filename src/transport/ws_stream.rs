@@ -50,6 +50,8 @@ pub struct WsStream<T> {
     /// Cancelled when the broker shuts down (the Close frame then says so).
     shutdown: CancellationToken,
     close_sent: bool,
+    /// The peer's Close arrived: the closing handshake was done (or begun) by the client.
+    close_received: bool,
 }
 
 impl<T> WsStream<T> {
@@ -62,7 +64,18 @@ impl<T> WsStream<T> {
             close_reason: None,
             shutdown,
             close_sent: false,
+            close_received: false,
         }
+    }
+
+    /// Whether the peer's Close has been read (by the adapter or through [`WsStream::get_mut`]).
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// Notes that the peer's Close was read directly from the WebSocket.
+    pub fn note_close_received(&mut self) {
+        self.close_received = true;
     }
 
     /// The underlying WebSocket, to wait for the peer's Close after the adapter is done.
@@ -158,7 +171,10 @@ where
                     return Poll::Ready(Err(this.fail(CloseCode::Unsupported, why, error)));
                 }
                 // tungstenite queues the Close reply; for the adapter it is the end.
-                Message::Close(_) => return Poll::Ready(Ok(())),
+                Message::Close(_) => {
+                    this.close_received = true;
+                    return Poll::Ready(Ok(()));
+                }
                 // Answered by tungstenite (Ping), or nothing to do (Pong).
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }

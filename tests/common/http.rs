@@ -31,12 +31,23 @@ impl Answer {
 
 /// Sends `method path` (with `Authorization: Bearer token` when given) and reads the answer.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Answer {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    request_authorized(addr, method, path, authorization.as_deref()).await
+}
+
+/// Sends `method path` with this `Authorization` value, when given, and reads the answer.
+pub async fn request_authorized(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Answer {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await.expect("http connect");
         let mut head =
             format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        if let Some(authorization) = authorization {
+            head.push_str(&format!("Authorization: {authorization}\r\n"));
         }
         head.push_str("Content-Length: 0\r\n\r\n");
         stream.write_all(head.as_bytes()).await.expect("http write");

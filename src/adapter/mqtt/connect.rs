@@ -14,6 +14,7 @@ use super::connection::{Connection, READ_CHUNK};
 use super::core_qos;
 use super::publish::message_from_parts;
 use super::will::PendingWill;
+use crate::adapter::log_limit::LogLimit;
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{Action, AuthError, Principal};
@@ -260,7 +261,13 @@ fn establish(
                 ));
             }
             let username = principal.username.as_deref();
-            if !ctx.allowed(username, &client_id, Action::Publish, &will.topic) {
+            if !ctx.allowed(
+                username,
+                &client_id,
+                Action::Publish,
+                &will.topic,
+                &mut LogLimit::default(),
+            ) {
                 return Err(refuse(
                     reason::NOT_AUTHORIZED,
                     connack_v3::NOT_AUTHORIZED,

@@ -3,6 +3,7 @@
 //! complete packet in the buffer is handled before the one write per wake-up.
 
 use crate::adapter::buffers::{read_quietly, ReadSizing};
+use crate::adapter::log_limit::LogLimit;
 use crate::adapter::rate::RateLimit;
 use std::collections::HashMap;
 use std::future::Future;
@@ -93,6 +94,8 @@ pub(super) struct Connection {
     pub(super) needs_commit: bool,
     /// `limits.max_publish_rate`, when set.
     pub(super) publish_rate: Option<Box<RateLimit>>,
+    /// Repeated warnings this client caused, so it cannot flood the log.
+    pub(super) log_limit: LogLimit,
 }
 
 enum Event {
@@ -132,6 +135,7 @@ impl Connection {
             write_buf: BytesMut::new(),
             needs_commit: false,
             publish_rate,
+            log_limit: LogLimit::default(),
         }
     }
 

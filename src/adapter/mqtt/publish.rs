@@ -52,10 +52,13 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     let qos = core_qos(publish.qos);
     let packet_id = publish.packet_id.unwrap_or(0);
     let username = conn.username.as_deref();
-    if !conn
-        .ctx
-        .allowed(username, &conn.session.client_id, Action::Publish, &topic)
-    {
+    if !conn.ctx.allowed(
+        username,
+        &conn.session.client_id,
+        Action::Publish,
+        &topic,
+        &mut conn.log_limit,
+    ) {
         return answer_denied_publish(conn, qos, packet_id);
     }
     let metrics = &conn.ctx.monitor.metrics;
@@ -87,7 +90,9 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         Ok(0) if conn.is_v5() => ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS),
         Ok(_) => ack(packet_id, 0),
         Err(refused) => {
-            tracing::warn!(client_id = %conn.session.client_id, error = %refused, "publish refused");
+            if let Some(suppressed) = conn.log_limit.admit(std::time::Instant::now()) {
+                tracing::warn!(client_id = %conn.session.client_id, error = %refused, suppressed, "publish refused");
+            }
             if qos == QoS::AtMostOnce {
                 return Ok(());
             }

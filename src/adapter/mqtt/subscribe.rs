@@ -22,11 +22,13 @@ pub(super) fn handle_subscribe(
         .copied();
     let mut codes = Vec::with_capacity(subscribe.filters.len());
     let mut retained_requests = Vec::new();
+    // Refusals are logged once for the packet (one may carry 100,000 filters).
+    let mut refused = Refused::default();
     for requested in subscribe.filters {
         let filter = match Filter::parse(&requested.filter) {
             Ok(filter) => filter,
             Err(e) => {
-                tracing::info!(client_id = %conn.session.client_id, filter = %requested.filter, error = %e, "subscription refused");
+                refused.note(Why::Invalid, &requested.filter, &e.to_string());
                 codes.push(if conn.is_v5() {
                     reason::TOPIC_FILTER_INVALID
                 } else {
@@ -39,12 +41,13 @@ pub(super) fn handle_subscribe(
             return Err(MqttError::Protocol("no-local on a shared subscription"));
         }
         let username = conn.username.as_deref();
-        if !conn.ctx.allowed(
+        if !conn.ctx.permits(
             username,
             &conn.session.client_id,
             Action::Subscribe,
             filter.as_str(),
         ) {
+            refused.note(Why::Denied, filter.as_str(), "denied by ACL");
             codes.push(if conn.is_v5() {
                 reason::NOT_AUTHORIZED
             } else {
@@ -54,7 +57,8 @@ pub(super) fn handle_subscribe(
         }
         let max = conn.ctx.limits().max_subscriptions_per_client;
         if conn.session.subscriptions_full(filter.as_str(), max) {
-            tracing::info!(client_id = %conn.session.client_id, filter = %filter.as_str(), max, "subscription refused: too many subscriptions");
+            let why = format!("too many subscriptions (limit {max})");
+            refused.note(Why::OverQuota, filter.as_str(), &why);
             codes.push(if conn.is_v5() {
                 reason::QUOTA_EXCEEDED
             } else {
@@ -84,6 +88,7 @@ pub(super) fn handle_subscribe(
             retained_requests.push((filter, options));
         }
     }
+    refused.log(conn);
     conn.send(&Packet::SubAck(SubAck {
         packet_id: subscribe.packet_id,
         codes,
@@ -111,6 +116,60 @@ pub(super) fn handle_subscribe(
         }
     }
     Ok(())
+}
+
+/// Why a filter was refused.
+enum Why {
+    Invalid,
+    Denied,
+    OverQuota,
+}
+
+/// The filters one SUBSCRIBE had refused, logged as one line.
+#[derive(Default)]
+struct Refused {
+    invalid: usize,
+    denied: usize,
+    over_quota: usize,
+    /// The first refused filter and why, as an example for the operator.
+    first: Option<(String, String)>,
+}
+
+impl Refused {
+    fn note(&mut self, why: Why, filter: &str, reason: &str) {
+        *match why {
+            Why::Invalid => &mut self.invalid,
+            Why::Denied => &mut self.denied,
+            Why::OverQuota => &mut self.over_quota,
+        } += 1;
+        if self.first.is_none() {
+            // A filter may be 64 KiB: the example is cut.
+            let example: String = filter.chars().take(256).collect();
+            self.first = Some((example, reason.to_string()));
+        }
+    }
+
+    /// One line for the packet, within the connection's log limit.
+    fn log(self, conn: &mut Connection) {
+        let Some((filter, reason)) = self.first else {
+            return;
+        };
+        let Some(suppressed) = conn.log_limit.admit(std::time::Instant::now()) else {
+            return;
+        };
+        tracing::warn!(
+            client_id = %conn.session.client_id,
+            username = conn.username.as_deref().unwrap_or(""),
+            refused = self.invalid + self.denied + self.over_quota,
+            invalid = self.invalid,
+            denied = self.denied,
+            over_quota = self.over_quota,
+            first = %filter,
+            reason = %reason,
+            suppressed,
+            "subscriptions refused"
+        );
+    }
 }
 
 pub(super) fn handle_unsubscribe(

@@ -3,6 +3,7 @@
 //! read buffer is handled before the one write per wake-up.
 
 use crate::adapter::buffers::{read_quietly, ReadSizing};
+use crate::adapter::log_limit::LogLimit;
 use crate::adapter::rate::RateLimit;
 use std::future::Future;
 use std::sync::Arc;
@@ -93,6 +94,8 @@ pub(super) struct Connection {
     pub(super) write_buf: BytesMut,
     /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
     publish_rate: Option<Box<RateLimit>>,
+    /// Repeated warnings this client caused, so it cannot flood the log.
+    pub(super) log_limit: LogLimit,
 }
 
 enum Event {
@@ -136,6 +139,7 @@ impl Connection {
             next_message: 1,
             write_buf: BytesMut::new(),
             publish_rate,
+            log_limit: LogLimit::default(),
         }
     }
 

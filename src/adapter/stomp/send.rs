@@ -19,10 +19,13 @@ pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), St
     let destination = required(frame, "destination")?;
     let topic = send_topic(destination)?;
     let username = conn.username.as_deref();
-    if !conn
-        .ctx
-        .allowed(username, &conn.session.client_id, Action::Publish, &topic)
-    {
+    if !conn.ctx.allowed(
+        username,
+        &conn.session.client_id,
+        Action::Publish,
+        &topic,
+        &mut conn.log_limit,
+    ) {
         return Err(StompAdapterError::Denied {
             action: "send to",
             destination: destination.chars().take(256).collect(),

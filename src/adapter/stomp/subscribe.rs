@@ -208,6 +208,7 @@ pub(super) fn handle_subscribe(
         &conn.session.client_id,
         Action::Subscribe,
         filter.as_str(),
+        &mut conn.log_limit,
     ) {
         return Err(StompAdapterError::Denied {
             action: "subscribe to",
