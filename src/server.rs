@@ -150,7 +150,7 @@ impl Server {
                 if let Some(reloader) = &reloader {
                     reloader.reload(&live, || {
                         for session in revoke_ctx.router.sessions() {
-                            revoke_ctx.revoke_denied_subscriptions(&session);
+                            revoke_ctx.recheck_subscriptions(&session);
                         }
                     });
                 }
