@@ -3,7 +3,7 @@
 //! - `password.rs`: the password file (argon2 PHC hashes) and `tern passwd`'s edits.
 //! - `acl.rs`: `[[acl]]` rules deciding publish / subscribe / read per identity,
 //!   and the exceptions a granted subscription gets from the deny rules it
-//!   overlaps (tested in `acl_subscribe_tests.rs`).
+//!   overlaps (tested in `acl_tests.rs` and `acl_subscribe_tests.rs`).
 //! - this file: [`Authenticator`], one decision per login from the password file,
 //!   the listener's `allow_anonymous` and a TLS client certificate's name.
 //!
@@ -17,6 +17,8 @@
 pub mod acl;
 #[cfg(test)]
 mod acl_subscribe_tests;
+#[cfg(test)]
+mod acl_tests;
 pub mod password;
 
 use std::net::SocketAddr;
