@@ -368,3 +368,49 @@ async fn a_stored_session_resumed_by_another_user_keeps_only_what_that_user_may_
         "alice's message must not reach bob"
     );
 }
+
+#[tokio::test]
+async fn a_resumed_session_gets_the_exceptions_of_the_user_who_resumes_it() {
+    let server = start_server_with(|s| {
+        secured(s, "resume-exceptions");
+        s.acl = vec![
+            AclRule {
+                all: true,
+                allow: Some(AclAccess::Both),
+                topic: "#".into(),
+                ..AclRule::default()
+            },
+            AclRule {
+                all: true,
+                deny: Some(AclAccess::Subscribe),
+                topic: "inbox/%u/#".into(),
+                ..AclRule::default()
+            },
+        ];
+    })
+    .await;
+    let mut options = v4::persistent_options(server.mqtt, "shared-screen");
+    options.set_credentials("alice", "wonderland");
+    let (mut first, _) = v4::Client::start(options).await;
+    // Granted with alice's own inbox carved out.
+    assert_eq!(first.subscribe("inbox/#", 1).await, vec![1]);
+    first.disconnect().await;
+    let mut options = v4::persistent_options(server.mqtt, "shared-screen");
+    options.set_credentials("bob", "builder");
+    let (mut second, ack) = v4::Client::start(options).await;
+    assert!(ack.session_present);
+    let mut options = v4::options(server.mqtt, "mailer");
+    options.set_credentials("alice", "wonderland");
+    let (mut mailer, _) = v4::Client::start(options).await;
+    mailer.publish("inbox/bob/1", 1, false, b"for bob").await;
+    mailer
+        .publish("inbox/alice/1", 1, false, b"for alice")
+        .await;
+    let got = second.recv().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("inbox/alice/1", &b"for alice"[..]),
+        "the session now carves out bob's inbox, no longer alice's"
+    );
+    second.expect_no_message().await;
+}
