@@ -175,8 +175,9 @@ impl Context {
     /// Decides the subscriptions of `session` again under the ACL in force (after a
     /// reload, or when a stored session is resumed, maybe by another user): those a
     /// deny rule now covers or no allow rule covers are removed, the others get the
-    /// exceptions the rules give them now.
-    pub fn recheck_subscriptions(&self, session: &Arc<crate::core::session::Session>) {
+    /// exceptions the rules give them now. Returns how many subscriptions'
+    /// exceptions changed (a reload logs the total once, not per session).
+    pub fn recheck_subscriptions(&self, session: &Arc<crate::core::session::Session>) -> usize {
         let username = session.username();
         let acl = self.acl.load();
         let identity = Identity {
@@ -198,12 +199,13 @@ impl Context {
             );
         }
         if changed > 0 {
-            tracing::info!(
+            tracing::debug!(
                 client_id = %session.client_id,
                 subscriptions = changed,
-                "subscription exceptions changed: deny rules now carve other topics out of them"
+                "subscription exceptions changed"
             );
         }
+        changed
     }
 }
 
