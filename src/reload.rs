@@ -63,7 +63,8 @@ impl Reloader {
     }
 
     /// Loads the configuration again and applies the ACL rules (to existing
-    /// subscriptions too, through `revoke`), the log level and the limits.
+    /// subscriptions too, through `revoke`, which removes those a deny rule now
+    /// covers and replaces the exceptions of the others), the log level and the limits.
     /// Changes to anything else are logged as needing a restart.
     pub fn reload(&self, live: &LiveConfig, revoke: impl Fn()) {
         let acl = &live.acl;

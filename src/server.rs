@@ -153,8 +153,17 @@ impl Server {
                 let _ = auth.reload();
                 if let Some(reloader) = &reloader {
                     reloader.reload(&live, || {
-                        for session in revoke_ctx.router.sessions() {
-                            revoke_ctx.revoke_denied_subscriptions(&session);
+                        let changed: usize = revoke_ctx
+                            .router
+                            .sessions()
+                            .iter()
+                            .map(|session| revoke_ctx.recheck_subscriptions(session))
+                            .sum();
+                        if changed > 0 {
+                            tracing::info!(
+                                subscriptions = changed,
+                                "subscription exceptions changed: deny rules now carve other topics out of them"
+                            );
                         }
                     });
                     crate::systemd::reloaded();

@@ -183,3 +183,73 @@ async fn sighup_reloads_limits_connection_caps_at_once_and_per_connection_limits
     drop(tern);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `allow both #` for everybody, and with `deny`, `deny subscribe test/nosubscribe`.
+fn one_forbidden_topic(deny: bool) -> String {
+    let mut text = String::from("[[acl]]\nall = true\nallow = \"both\"\ntopic = \"#\"\n");
+    if deny {
+        text.push_str(
+            "\n[[acl]]\nall = true\ndeny = \"subscribe\"\ntopic = \"test/nosubscribe\"\n",
+        );
+    }
+    text
+}
+
+#[tokio::test]
+async fn sighup_carves_a_new_deny_rule_out_of_a_connected_wildcard_subscription_and_gives_it_back()
+{
+    let dir = std::env::temp_dir().join(format!("tern-reload-carve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("tern.toml");
+    std::fs::write(&file, one_forbidden_topic(false)).expect("write config");
+    let tern = Tern::start(&dir, &file);
+
+    let mut everything = v4::Client::connect(tern.mqtt, "everything").await;
+    assert_eq!(everything.subscribe("#", 1).await, vec![1]);
+    let mut publisher = v4::Client::connect(tern.mqtt, "publisher").await;
+    publisher
+        .publish("test/nosubscribe", 1, false, b"before")
+        .await;
+    let got = everything.recv().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("test/nosubscribe", &b"before"[..])
+    );
+
+    std::fs::write(&file, one_forbidden_topic(true)).expect("add the deny rule");
+    tern.sighup();
+    tern.log_has("ACL rules reloaded", 1).await;
+    tern.log_has("subscription exceptions changed", 1).await;
+    publisher
+        .publish("test/nosubscribe", 1, false, b"hidden")
+        .await;
+    publisher.publish("a/b", 1, false, b"marker").await;
+    let got = everything.recv().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("a/b", &b"marker"[..]),
+        "the denied topic no longer reaches `#`, other topics still do"
+    );
+    // The same connection, unbroken: the topic itself is now refused.
+    assert_eq!(
+        everything.subscribe("test/nosubscribe", 1).await,
+        vec![0x80]
+    );
+
+    std::fs::write(&file, one_forbidden_topic(false)).expect("remove the deny rule");
+    tern.sighup();
+    tern.log_has("ACL rules reloaded", 2).await;
+    tern.log_has("subscription exceptions changed", 2).await;
+    publisher
+        .publish("test/nosubscribe", 1, false, b"restored")
+        .await;
+    let got = everything.recv().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("test/nosubscribe", &b"restored"[..])
+    );
+    everything.expect_no_message().await;
+    drop(tern);
+    let _ = std::fs::remove_dir_all(&dir);
+}

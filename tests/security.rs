@@ -323,9 +323,13 @@ async fn retained_messages_reach_only_clients_that_may_read_them() {
     owner.publish("site/private/key", 1, true, b"secret").await;
     owner.publish("site/public/news", 1, true, b"news").await;
     let mut guest = v4::Client::connect(server.mqtt, "guest").await;
-    // A filter that overlaps a denied one is refused outright...
-    assert_eq!(guest.subscribe("site/#", 1).await, vec![0x80]);
-    // ...and one that does not gets only what the guest may read.
+    // A filter the deny rule covers is refused...
+    assert_eq!(guest.subscribe("site/private/+", 1).await, vec![0x80]);
+    // ...one that overlaps it is granted without the denied topics...
+    assert_eq!(guest.subscribe("site/#", 1).await, vec![1]);
+    assert_eq!(guest.recv().await.payload, b"news");
+    guest.expect_no_message().await;
+    // ...and so is one that does not overlap it.
     assert_eq!(guest.subscribe("site/public/#", 1).await, vec![1]);
     assert_eq!(guest.recv().await.payload, b"news");
     guest.expect_no_message().await;
@@ -363,4 +367,50 @@ async fn a_stored_session_resumed_by_another_user_keeps_only_what_that_user_may_
         b"marker",
         "alice's message must not reach bob"
     );
+}
+
+#[tokio::test]
+async fn a_resumed_session_gets_the_exceptions_of_the_user_who_resumes_it() {
+    let server = start_server_with(|s| {
+        secured(s, "resume-exceptions");
+        s.acl = vec![
+            AclRule {
+                all: true,
+                allow: Some(AclAccess::Both),
+                topic: "#".into(),
+                ..AclRule::default()
+            },
+            AclRule {
+                all: true,
+                deny: Some(AclAccess::Subscribe),
+                topic: "inbox/%u/#".into(),
+                ..AclRule::default()
+            },
+        ];
+    })
+    .await;
+    let mut options = v4::persistent_options(server.mqtt, "shared-screen");
+    options.set_credentials("alice", "wonderland");
+    let (mut first, _) = v4::Client::start(options).await;
+    // Granted with alice's own inbox carved out.
+    assert_eq!(first.subscribe("inbox/#", 1).await, vec![1]);
+    first.disconnect().await;
+    let mut options = v4::persistent_options(server.mqtt, "shared-screen");
+    options.set_credentials("bob", "builder");
+    let (mut second, ack) = v4::Client::start(options).await;
+    assert!(ack.session_present);
+    let mut options = v4::options(server.mqtt, "mailer");
+    options.set_credentials("alice", "wonderland");
+    let (mut mailer, _) = v4::Client::start(options).await;
+    mailer.publish("inbox/bob/1", 1, false, b"for bob").await;
+    mailer
+        .publish("inbox/alice/1", 1, false, b"for alice")
+        .await;
+    let got = second.recv().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("inbox/alice/1", &b"for alice"[..]),
+        "the session now carves out bob's inbox, no longer alice's"
+    );
+    second.expect_no_message().await;
 }

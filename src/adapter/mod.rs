@@ -14,8 +14,10 @@ use arc_swap::ArcSwap;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::acl::SubscribeDecision;
 use crate::auth::{Acl, Action, Authenticator, Identity};
 use crate::config::{Limits, Settings};
+use crate::core::exceptions::Exceptions;
 use crate::core::router::Router;
 use log_limit::LogLimit;
 
@@ -162,17 +164,42 @@ impl Context {
         allowed
     }
 
-    /// Drops the subscriptions of `session` that the ACL in force no longer allows
-    /// (after a reload, or when a stored session is resumed by another user).
-    pub fn revoke_denied_subscriptions(&self, session: &Arc<crate::core::session::Session>) {
+    /// May the client subscribe with `filter`? Some(the subscription's
+    /// exceptions: the deny rules it overlaps) or None, refused. Not logged here:
+    /// a SUBSCRIBE logs one summary for all its filters.
+    pub fn subscription_exceptions(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        filter: &str,
+    ) -> Option<Exceptions> {
+        let identity = Identity {
+            username,
+            client_id,
+        };
+        match self.acl.load().subscribe(&identity, filter) {
+            SubscribeDecision::Granted(exceptions) => Some(exceptions),
+            SubscribeDecision::Refused => None,
+        }
+    }
+
+    /// Decides the subscriptions of `session` again under the ACL in force (after a
+    /// reload, or when a stored session is resumed, maybe by another user): those a
+    /// deny rule now covers or no allow rule covers are removed, the others get the
+    /// exceptions the rules give them now. Returns how many subscriptions'
+    /// exceptions changed (a reload logs the total once, not per session).
+    pub fn recheck_subscriptions(&self, session: &Arc<crate::core::session::Session>) -> usize {
         let username = session.username();
         let acl = self.acl.load();
         let identity = Identity {
             username: username.as_deref(),
             client_id: &session.client_id,
         };
-        let revoked = self.router.revoke_subscriptions(session, |filter| {
-            acl.check(&identity, Action::Subscribe, filter)
+        let (revoked, changed) = self.router.recheck_subscriptions(session, |filter| {
+            match acl.subscribe(&identity, filter.as_str()) {
+                SubscribeDecision::Granted(exceptions) => Some(exceptions),
+                SubscribeDecision::Refused => None,
+            }
         });
         if !revoked.is_empty() {
             tracing::warn!(
@@ -182,17 +209,14 @@ impl Context {
                 "subscriptions removed: the ACL no longer allows them"
             );
         }
-    }
-
-    /// May the client receive a message published to `topic` (retained messages)?
-    pub fn can_read(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
-        self.acl.load().can_read(
-            &Identity {
-                username,
-                client_id,
-            },
-            topic,
-        )
+        if changed > 0 {
+            tracing::debug!(
+                client_id = %session.client_id,
+                subscriptions = changed,
+                "subscription exceptions changed"
+            );
+        }
+        changed
     }
 }
 

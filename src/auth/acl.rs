@@ -15,10 +15,13 @@
 //! - No rules at all: everything is allowed except `$SYS` (nobody is granted it).
 //! - Any rule: what no rule allows is denied, and a matching deny wins over any allow.
 //! - Publish: the topic name must match an allow rule's filter and no deny rule's.
-//! - Subscribe: the requested filter must be *covered* by an allow rule's filter
-//!   (every topic it matches, the rule matches too) and *overlap* no deny rule's
-//!   filter (no topic matches both). `$share/<group>/` is ignored: the filter
-//!   proper is checked.
+//! - Subscribe ([`Acl::subscribe`]): the requested filter must be *covered* by an
+//!   allow rule's filter (every topic it matches, the rule matches too) and by no
+//!   deny rule's filter, or it is refused. A deny rule that only *overlaps* it
+//!   (some topic matches both) does not refuse it: the deny filter becomes an
+//!   exception of the subscription, and the core never delivers a message on it
+//!   to that subscription (live, retained, offline queue, shared groups).
+//!   `$share/<group>/` is ignored: the filter proper is checked.
 //! - `$SYS/…` (and every `$` topic) is never matched by a leading `+` or `#`, so
 //!   `all = true, allow = "both", topic = "#"` does not grant `$SYS`: only a rule
 //!   naming `$SYS` does.
@@ -33,11 +36,31 @@
 //! Overlap examples (some topic matches both):
 //!   `a/+` overlaps `+/b`; `a/#` overlaps `a`; `a/b` does not overlap `a/c`;
 //!   `#` does not overlap `$SYS/x`.
+//! (Both relations live beside `Filter` in `core::topic`.)
+//!
+//! Subscribe decisions under `allow both #` + `deny subscribe test/nosubscribe`:
+//!   refused (covered by the deny):   `test/nosubscribe`, `$share/g/test/nosubscribe`,
+//!                                    STOMP `/topic/test/nosubscribe`
+//!   granted with exception `test/nosubscribe` (overlapping): `#`, `+/+`, `test/#`,
+//!                                    `$share/g/#`, STOMP `/topic/#`
+//!   granted as is (disjoint):        `a/b`, `test/+/x`, `test/nosubscribe/x`,
+//!                                    STOMP `/queue/jobs` (checked as `$queue/jobs`)
+//! A deny of `test/nosubscribe/#` also covers `test/nosubscribe` and `test/nosubscribe/+`.
+//!
+//! Why exceptions: Mosquitto grants `#` too but checks read access for every
+//! message it delivers, so every delivery to every subscriber pays an ACL walk;
+//! here only the subscriptions that carry exceptions compare a topic with them
+//! (for the others it is one null-pointer test). EMQX compares the filter text
+//! with the rules and grants `#` unchanged, so its subscriber receives the
+//! denied topic; here it never does. Exceptions are derived from the rules when
+//! a subscription is made, when its session is resumed and when the rules are
+//! reloaded; they are never stored.
 
 use std::borrow::Cow;
 
 use crate::config::{AclAccess, AclRule};
-use crate::core::topic::Filter;
+use crate::core::exceptions::Exceptions;
+use crate::core::topic::{covers, overlaps, Filter};
 
 /// What a client asks to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +69,17 @@ pub enum Action {
     Publish,
     /// Subscribe with a topic filter.
     Subscribe,
+}
+
+/// What the rules answer to a subscription request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeDecision {
+    /// No allow rule covers the filter, a deny rule covers it, or a placeholder
+    /// value is unsafe: the client is told no (SUBACK 0x80 / 0x87, STOMP ERROR).
+    Refused,
+    /// Granted; the deny rules' filters it overlaps are its exceptions (most
+    /// often none), which the core keeps from it.
+    Granted(Exceptions),
 }
 
 /// Who is asking: the authenticated username (None: anonymous) and the client id.
@@ -142,7 +176,10 @@ impl Acl {
     pub fn check(&self, identity: &Identity<'_>, action: Action, topic_or_filter: &str) -> bool {
         match action {
             Action::Publish => self.check_topic(identity, topic_or_filter, |r| r.publish),
-            Action::Subscribe => self.check_subscribe(identity, topic_or_filter),
+            Action::Subscribe => matches!(
+                self.subscribe(identity, topic_or_filter),
+                SubscribeDecision::Granted(_)
+            ),
         }
     }
 
@@ -173,28 +210,46 @@ impl Acl {
         allowed
     }
 
-    fn check_subscribe(&self, identity: &Identity<'_>, requested: &str) -> bool {
+    /// May `identity` subscribe with the `requested` filter, and with which exceptions?
+    /// Refused when no allow rule covers it or a deny rule covers it; granted with
+    /// the filters of the deny rules it only overlaps as its exceptions.
+    pub fn subscribe(&self, identity: &Identity<'_>, requested: &str) -> SubscribeDecision {
+        use SubscribeDecision::{Granted, Refused};
         let Ok(requested) = Filter::parse(requested) else {
-            return false;
+            return Refused;
         };
         let requested = requested.topic_filter();
         if self.rules.is_empty() {
-            return requested.split('/').next() != Some("$SYS");
+            return if requested.split('/').next() == Some("$SYS") {
+                Refused
+            } else {
+                Granted(Exceptions::NONE)
+            };
         }
         let mut allowed = false;
+        let mut exceptions = Vec::new();
         for rule in self.applicable(identity, |r| r.subscribe) {
             let filter = match rule.topic.resolve(identity) {
                 Resolved::Filter(filter) => filter,
                 Resolved::NotApplicable => continue,
-                Resolved::Unsafe => return deny_unsafe(identity),
+                Resolved::Unsafe => {
+                    deny_unsafe(identity);
+                    return Refused;
+                }
             };
             if rule.allow {
                 allowed = allowed || covers(filter.topic_filter(), requested);
+            } else if covers(filter.topic_filter(), requested) {
+                return Refused;
             } else if overlaps(filter.topic_filter(), requested) {
-                return false;
+                exceptions.push(filter.into_owned());
             }
         }
-        allowed
+        if allowed {
+            Granted(Exceptions::new(exceptions))
+        } else {
+            Refused
+        }
     }
 
     fn applicable<'s>(
@@ -335,402 +390,4 @@ fn render(pieces: &[Piece], user: &str, client_id: &str) -> String {
         });
     }
     out
-}
-
-/// Does every topic matched by `requested` match `rule` too? (Both are valid
-/// topic filters without a `$share` prefix.)
-pub fn covers(rule: &str, requested: &str) -> bool {
-    let mut r = rule.split('/');
-    let mut f = requested.split('/');
-    let mut first = true;
-    loop {
-        let (rl, fl) = (r.next(), f.next());
-        if first && leading_wildcard_meets_dollar(rl, fl) {
-            return false;
-        }
-        first = false;
-        match (rl, fl) {
-            (Some("#"), _) => return true,
-            (None, None) => return true,
-            (Some("+"), Some(level)) if level != "#" => {}
-            (Some(rl), Some(fl)) if rl != "+" && rl == fl => {}
-            _ => return false,
-        }
-    }
-}
-
-/// Is there a topic matched by both filters? (Both valid, without `$share`.)
-pub fn overlaps(a: &str, b: &str) -> bool {
-    let mut a_levels = a.split('/');
-    let mut b_levels = b.split('/');
-    let mut first = true;
-    loop {
-        let (al, bl) = (a_levels.next(), b_levels.next());
-        if first && (leading_wildcard_meets_dollar(al, bl) || leading_wildcard_meets_dollar(bl, al))
-        {
-            return false;
-        }
-        first = false;
-        match (al, bl) {
-            (Some("#"), _) | (_, Some("#")) => return true,
-            (None, None) => return true,
-            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
-            (Some(x), Some(y)) if x == y => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The `$` rule on a first level: a leading wildcard matches no `$` topic.
-fn leading_wildcard_meets_dollar(wild: Option<&str>, other: Option<&str>) -> bool {
-    matches!(wild, Some("+" | "#")) && other.is_some_and(|l| l.starts_with('$'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(who: &str, effect: &str, access: AclAccess, topic: &str) -> AclRule {
-        let mut r = AclRule {
-            topic: topic.into(),
-            ..AclRule::default()
-        };
-        match who.split_once('=') {
-            Some(("user", name)) => r.user = Some(name.into()),
-            Some(("client_id", id)) => r.client_id = Some(id.into()),
-            _ if who == "anonymous" => r.anonymous = true,
-            _ => r.all = true,
-        }
-        if effect == "allow" {
-            r.allow = Some(access);
-        } else {
-            r.deny = Some(access);
-        }
-        r
-    }
-
-    fn acl(rules: &[AclRule]) -> Acl {
-        match Acl::new(rules) {
-            Ok(acl) => acl,
-            Err(e) => panic!("rules should compile: {e}"),
-        }
-    }
-
-    const ALICE: Identity<'static> = Identity {
-        username: Some("alice"),
-        client_id: "alice-phone",
-    };
-    const BOB: Identity<'static> = Identity {
-        username: Some("bob"),
-        client_id: "bob-1",
-    };
-    const ANON: Identity<'static> = Identity {
-        username: None,
-        client_id: "dev-1",
-    };
-
-    use AclAccess::{Both, Publish as Pub, Subscribe as Sub};
-    use Action::{Publish, Subscribe};
-
-    #[test]
-    fn no_rules_allow_everything_but_sys() {
-        let acl = Acl::default();
-        assert!(acl.is_empty());
-        assert!(acl.check(&ANON, Publish, "a/b"));
-        assert!(acl.check(&ANON, Subscribe, "#"));
-        assert!(acl.check(&ANON, Subscribe, "$share/g/a/+"));
-        assert!(acl.check(&ANON, Publish, "$queue/jobs"));
-        assert!(!acl.check(&ALICE, Subscribe, "$SYS/#"));
-        assert!(!acl.check(&ALICE, Subscribe, "$SYS"));
-        assert!(!acl.check(&ALICE, Subscribe, "$share/g/$SYS/broker/+"));
-        assert!(!acl.check(&ALICE, Publish, "$SYS/broker/load"));
-        assert!(acl.can_read(&ALICE, "a/b"));
-        assert!(!acl.can_read(&ALICE, "$SYS/broker/load"));
-        assert!(acl.check(&ALICE, Publish, "$SYSTEM/x"));
-    }
-
-    #[test]
-    fn any_rule_makes_the_default_deny() {
-        let acl = acl(&[rule("user=alice", "allow", Both, "home/#")]);
-        assert!(acl.check(&ALICE, Publish, "home/kitchen"));
-        assert!(acl.check(&ALICE, Subscribe, "home/+"));
-        assert!(!acl.check(&ALICE, Publish, "work/desk"));
-        assert!(!acl.check(&BOB, Publish, "home/kitchen"));
-        assert!(!acl.check(&ANON, Subscribe, "home/#"));
-    }
-
-    #[test]
-    fn deny_wins_over_allow_whatever_the_order() {
-        for rules in [
-            vec![
-                rule("all", "allow", Both, "#"),
-                rule("user=alice", "deny", Pub, "secret/#"),
-            ],
-            vec![
-                rule("user=alice", "deny", Pub, "secret/#"),
-                rule("all", "allow", Both, "#"),
-            ],
-        ] {
-            let acl = acl(&rules);
-            assert!(!acl.check(&ALICE, Publish, "secret/plans"));
-            assert!(!acl.check(&ALICE, Publish, "secret"));
-            assert!(acl.check(&ALICE, Publish, "public"));
-            assert!(acl.check(&BOB, Publish, "secret/plans"));
-            // Only publishing was denied.
-            assert!(acl.check(&ALICE, Subscribe, "secret/#"));
-        }
-    }
-
-    #[test]
-    fn publish_and_subscribe_are_separate_rights() {
-        let acl = acl(&[
-            rule("all", "allow", Pub, "in/#"),
-            rule("all", "allow", Sub, "out/#"),
-        ]);
-        assert!(acl.check(&ANON, Publish, "in/x"));
-        assert!(!acl.check(&ANON, Subscribe, "in/x"));
-        assert!(acl.check(&ANON, Subscribe, "out/x"));
-        assert!(!acl.check(&ANON, Publish, "out/x"));
-    }
-
-    #[test]
-    fn subjects_select_who_a_rule_applies_to() {
-        let acl = acl(&[
-            rule("user=alice", "allow", Both, "u/alice"),
-            rule("client_id=bob-1", "allow", Both, "c/bob-1"),
-            rule("anonymous", "allow", Both, "anon"),
-            rule("all", "allow", Both, "everyone"),
-        ]);
-        assert!(acl.check(&ALICE, Publish, "u/alice"));
-        assert!(!acl.check(&BOB, Publish, "u/alice"));
-        assert!(acl.check(&BOB, Publish, "c/bob-1"));
-        assert!(!acl.check(&ALICE, Publish, "c/bob-1"));
-        assert!(acl.check(&ANON, Publish, "anon"));
-        assert!(!acl.check(&ALICE, Publish, "anon"));
-        for id in [ALICE, BOB, ANON] {
-            assert!(acl.check(&id, Publish, "everyone"));
-        }
-        // A client id rule applies whoever logged in with it.
-        let anon_bob = Identity {
-            username: None,
-            client_id: "bob-1",
-        };
-        assert!(acl.check(&anon_bob, Publish, "c/bob-1"));
-    }
-
-    #[test]
-    fn client_id_and_username_substitution() {
-        let acl = acl(&[
-            rule("all", "allow", Both, "devices/%c/#"),
-            rule("all", "allow", Sub, "users/%u/inbox"),
-        ]);
-        let dev = Identity {
-            username: None,
-            client_id: "dev-7",
-        };
-        assert!(acl.check(&dev, Publish, "devices/dev-7/temp"));
-        assert!(acl.check(&dev, Subscribe, "devices/dev-7/#"));
-        assert!(!acl.check(&dev, Publish, "devices/dev-8/temp"));
-        assert!(!acl.check(&dev, Subscribe, "devices/+/temp"));
-        assert!(acl.check(&ALICE, Subscribe, "users/alice/inbox"));
-        assert!(!acl.check(&ALICE, Subscribe, "users/bob/inbox"));
-        // %u rules do not apply to anonymous clients.
-        assert!(!acl.check(&dev, Subscribe, "users/x/inbox"));
-    }
-
-    #[test]
-    fn placeholder_inside_a_level() {
-        let acl = acl(&[rule("all", "allow", Pub, "t/dev-%c-out")]);
-        let dev = Identity {
-            username: None,
-            client_id: "7",
-        };
-        assert!(acl.check(&dev, Publish, "t/dev-7-out"));
-        assert!(!acl.check(&dev, Publish, "t/dev-8-out"));
-    }
-
-    #[test]
-    fn wildcard_characters_in_substituted_values_cannot_widen_rights() {
-        let acl = acl(&[
-            rule("all", "allow", Both, "devices/%c/#"),
-            rule("all", "allow", Both, "users/%u/#"),
-            rule("all", "allow", Both, "public/#"),
-        ]);
-        for client_id in ["#", "+", "a/b", "", "a+", "x#"] {
-            let id = Identity {
-                username: None,
-                client_id,
-            };
-            assert!(!acl.check(&id, Subscribe, "devices/#"), "{client_id:?}");
-            assert!(!acl.check(&id, Subscribe, "devices/+/x"), "{client_id:?}");
-            assert!(!acl.check(&id, Publish, "devices/other/x"), "{client_id:?}");
-            assert!(!acl.check(&id, Publish, "devices/a/b/x"), "{client_id:?}");
-            // Denied altogether while a rule that needs the value applies.
-            assert!(!acl.check(&id, Publish, "public/x"), "{client_id:?}");
-        }
-        let sneaky = Identity {
-            username: Some("+"),
-            client_id: "ok",
-        };
-        assert!(!acl.check(&sneaky, Subscribe, "users/+/#"));
-        assert!(!acl.check(&sneaky, Publish, "users/bob/x"));
-    }
-
-    #[test]
-    fn subscribe_needs_a_covering_allow_rule() {
-        let acl = acl(&[rule("all", "allow", Sub, "a/+/c")]);
-        assert!(acl.check(&ANON, Subscribe, "a/b/c"));
-        assert!(acl.check(&ANON, Subscribe, "a/+/c"));
-        assert!(!acl.check(&ANON, Subscribe, "a/#"));
-        assert!(!acl.check(&ANON, Subscribe, "a/b/+"));
-        assert!(!acl.check(&ANON, Subscribe, "#"));
-        assert!(!acl.check(&ANON, Subscribe, "a/b"));
-    }
-
-    #[test]
-    fn subscribe_overlapping_a_deny_is_refused() {
-        let acl = acl(&[
-            rule("all", "allow", Sub, "#"),
-            rule("all", "deny", Sub, "secret/#"),
-        ]);
-        assert!(acl.check(&ANON, Subscribe, "public/#"));
-        assert!(!acl.check(&ANON, Subscribe, "#"));
-        assert!(!acl.check(&ANON, Subscribe, "+/x"));
-        assert!(!acl.check(&ANON, Subscribe, "secret"));
-        assert!(acl.can_read(&ANON, "public/x"));
-        assert!(!acl.can_read(&ANON, "secret/x"));
-    }
-
-    #[test]
-    fn shared_subscriptions_are_checked_by_their_filter() {
-        let acl = acl(&[rule("all", "allow", Sub, "jobs/#")]);
-        assert!(acl.check(&ANON, Subscribe, "$share/workers/jobs/+"));
-        assert!(!acl.check(&ANON, Subscribe, "$share/workers/other/+"));
-    }
-
-    #[test]
-    fn sys_is_readable_only_when_granted_by_name() {
-        let acl = acl(&[
-            rule("all", "allow", Both, "#"),
-            rule("user=admin", "allow", Sub, "$SYS/#"),
-        ]);
-        let admin = Identity {
-            username: Some("admin"),
-            client_id: "ops",
-        };
-        assert!(!acl.check(&ALICE, Subscribe, "$SYS/#"));
-        // Allowed, but a leading wildcard never matches `$SYS` topics.
-        assert!(acl.check(&ALICE, Subscribe, "+/broker/load"));
-        assert!(!acl.can_read(&ALICE, "$SYS/broker/load"));
-        assert!(acl.check(&admin, Subscribe, "$SYS/#"));
-        assert!(acl.check(&admin, Subscribe, "$SYS/broker/+"));
-        assert!(acl.can_read(&admin, "$SYS/broker/load"));
-        assert!(!acl.check(&admin, Publish, "$SYS/broker/load"));
-    }
-
-    #[test]
-    fn queues_are_guarded_by_their_core_names() {
-        let acl = acl(&[rule("user=alice", "allow", Both, "$queue/orders")]);
-        assert!(acl.check(&ALICE, Publish, "$queue/orders"));
-        assert!(acl.check(&ALICE, Subscribe, "$queue/orders"));
-        assert!(!acl.check(&BOB, Subscribe, "$queue/orders"));
-        assert!(!acl.check(&ALICE, Subscribe, "$queue/+"));
-    }
-
-    #[test]
-    fn invalid_requests_are_denied() {
-        let acl = Acl::default();
-        assert!(!acl.check(&ANON, Subscribe, "a/#/b"));
-        assert!(!acl.check(&ANON, Subscribe, ""));
-    }
-
-    #[test]
-    fn covering_follows_the_level_rules() {
-        for (rule, requested) in [
-            ("#", "#"),
-            ("#", "a/b"),
-            ("#", "+/+"),
-            ("a/#", "a"),
-            ("a/#", "a/#"),
-            ("a/#", "a/+/c"),
-            ("a/+", "a/b"),
-            ("a/+", "a/+"),
-            ("a/b", "a/b"),
-            ("+/+", "/x"),
-            ("$SYS/#", "$SYS/broker/+"),
-            ("a//b", "a//b"),
-        ] {
-            assert!(covers(rule, requested), "{rule} should cover {requested}");
-        }
-        for (rule, requested) in [
-            ("a/+", "a/#"),
-            ("a/+", "a/b/c"),
-            ("a/+", "a"),
-            ("a/b", "a/+"),
-            ("a/b", "a/b/c"),
-            ("a", "a/#"),
-            ("#", "$SYS/#"),
-            ("+/x", "$SYS/x"),
-            ("+", "#"),
-            ("a/b/#", "a/+/#"),
-        ] {
-            assert!(
-                !covers(rule, requested),
-                "{rule} should not cover {requested}"
-            );
-        }
-    }
-
-    #[test]
-    fn overlap_is_symmetric_and_follows_the_level_rules() {
-        for (a, b) in [
-            ("#", "a"),
-            ("a/+", "+/b"),
-            ("a/#", "a"),
-            ("a/b", "a/b"),
-            ("+", "x"),
-            ("$SYS/#", "$SYS/x"),
-            ("#", "+/+"),
-        ] {
-            assert!(overlaps(a, b), "{a} should overlap {b}");
-            assert!(overlaps(b, a), "{b} should overlap {a}");
-        }
-        for (a, b) in [
-            ("a/b", "a/c"),
-            ("a/+", "a/b/c"),
-            ("#", "$SYS/x"),
-            ("+/x", "$SYS/x"),
-            ("a", "a/b"),
-        ] {
-            assert!(!overlaps(a, b), "{a} should not overlap {b}");
-            assert!(!overlaps(b, a), "{b} should not overlap {a}");
-        }
-    }
-
-    #[test]
-    fn bad_rules_are_named_by_position() {
-        let mut no_subject = rule("all", "allow", Both, "#");
-        no_subject.all = false;
-        let mut two_subjects = rule("user=a", "allow", Both, "#");
-        two_subjects.anonymous = true;
-        let mut no_effect = rule("all", "allow", Both, "#");
-        no_effect.allow = None;
-        let mut both_effects = rule("all", "allow", Both, "#");
-        both_effects.deny = Some(Pub);
-        let ok = rule("all", "allow", Both, "#");
-        let cases = [
-            (no_subject, AclError::Subject { rule: 2 }),
-            (two_subjects, AclError::Subject { rule: 2 }),
-            (no_effect, AclError::Effect { rule: 2 }),
-            (both_effects, AclError::Effect { rule: 2 }),
-        ];
-        for (bad, expected) in cases {
-            assert_eq!(Acl::new(&[ok.clone(), bad]).unwrap_err(), expected);
-        }
-        for topic in ["", "a/#/b", "a+", "%x/a", "a/%", "$share/g/a", "%u+"] {
-            let err = Acl::new(&[rule("all", "allow", Both, topic)]).unwrap_err();
-            assert!(matches!(err, AclError::Topic { rule: 1, .. }), "{topic:?}");
-            assert!(err.to_string().contains("rule 1"), "{err}");
-        }
-    }
 }

@@ -1,7 +1,9 @@
 //! Who a client is, and what it may do. Adapters call this; it knows no protocol.
 //!
 //! - `password.rs`: the password file (argon2 PHC hashes) and `tern passwd`'s edits.
-//! - `acl.rs`: `[[acl]]` rules deciding publish / subscribe / read per identity.
+//! - `acl.rs`: `[[acl]]` rules deciding publish / subscribe / read per identity,
+//!   and the exceptions a granted subscription gets from the deny rules it
+//!   overlaps (tested in `acl_tests.rs` and `acl_subscribe_tests.rs`).
 //! - this file: [`Authenticator`], one decision per login from the password file,
 //!   the listener's `allow_anonymous` and a TLS client certificate's name.
 //!
@@ -13,6 +15,10 @@
 //! | `NotAuthorized`  | 0x87 not authorized              | 0x05 not authorized         | ERROR frame  |
 
 pub mod acl;
+#[cfg(test)]
+mod acl_subscribe_tests;
+#[cfg(test)]
+mod acl_tests;
 pub mod password;
 
 use std::net::SocketAddr;

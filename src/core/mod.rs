@@ -2,6 +2,9 @@
 //! protocol; adapters translate into and out of it.
 
 pub(crate) mod arena;
+pub mod exceptions;
+#[cfg(test)]
+mod exceptions_tests;
 pub mod message;
 pub(crate) mod packet_ids;
 pub(crate) mod pending;

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
+use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::persist;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
@@ -141,20 +142,38 @@ impl Router {
         &self.queues
     }
 
-    /// Removes the subscriptions of `session` whose filter `allowed` refuses
-    /// (access rules changed); returns the filters removed.
-    pub fn revoke_subscriptions(
+    /// Decides each subscription of `session` again (access rules changed, or
+    /// the session was resumed): `decide` returns None to remove it, or the
+    /// exceptions it has from now on (replacing or dropping the old ones).
+    /// Returns the filters removed and how many subscriptions' exceptions changed.
+    pub fn recheck_subscriptions(
         &self,
         session: &Arc<Session>,
-        allowed: impl Fn(&str) -> bool,
-    ) -> Vec<String> {
+        decide: impl Fn(&Filter) -> Option<Exceptions>,
+    ) -> (Vec<String>, usize) {
         let mut revoked = Vec::new();
-        for (filter, _) in session.subscriptions() {
-            if !allowed(filter.as_str()) && self.unsubscribe(session, filter.as_str()) {
-                revoked.push(filter.as_str().to_string());
+        let mut changed = 0;
+        for (filter, mut options) in session.subscriptions() {
+            match decide(&filter) {
+                None => {
+                    if self.unsubscribe(session, filter.as_str()) {
+                        revoked.push(filter.as_str().to_string());
+                    }
+                }
+                // A queue delivers to one consumer and never takes exceptions.
+                Some(exceptions)
+                    if exceptions != options.exceptions
+                        && queue_name(filter.as_str()).is_none() =>
+                {
+                    options.exceptions = exceptions;
+                    // Exceptions are not stored: the session record stays as it is.
+                    self.subscribe_unsaved(session, filter, options);
+                    changed += 1;
+                }
+                Some(_) => {}
             }
         }
-        revoked
+        (revoked, changed)
     }
 
     fn drop_subscriptions(&self, session: &Arc<Session>) {
@@ -229,15 +248,18 @@ impl Router {
         self.subscriptions.read().len()
     }
 
-    /// Retained messages matching a new subscription, unexpired, in topic order of the index walk.
-    pub fn retained_matching(&self, filter: &Filter) -> Vec<Arc<Message>> {
+    /// Retained messages matching a new subscription, unexpired, in topic order
+    /// of the index walk; those on topics the subscription's `exceptions` name are left out.
+    pub fn retained_matching(&self, filter: &Filter, exceptions: &Exceptions) -> Vec<Arc<Message>> {
         let now = std::time::Instant::now();
         let mut out = Vec::new();
-        self.retained.read().for_each_match(filter, |_, message| {
-            if !message.is_expired(now) {
-                out.push(Arc::clone(message));
-            }
-        });
+        self.retained
+            .read()
+            .for_each_match(filter, |topic, message| {
+                if !message.is_expired(now) && !exceptions.excludes(topic) {
+                    out.push(Arc::clone(message));
+                }
+            });
         out
     }
 
@@ -318,7 +340,12 @@ impl Router {
         let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.subscriptions.read();
-            trie.for_each_match(&message.topic, |key, options, filter| {
+            // A subscription with exceptions skips their topics (a shared group
+            // then gives its turn to a member without them); for the others
+            // this is one null-pointer test.
+            let accept =
+                |options: &SubscriptionOptions| !options.exceptions.excludes(&message.topic);
+            trie.for_each_accepted_match(&message.topic, accept, |key, options, filter| {
                 if options.no_local
                     && message
                         .publisher

@@ -12,6 +12,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
+use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, QoS};
 use crate::core::packet_ids::PacketIds;
 pub use crate::core::packet_ids::{InflightEntry, InflightStage};
@@ -61,6 +62,9 @@ pub struct SubscriptionOptions {
     /// 0: send retained on subscribe, 1: only if the subscription is new, 2: never.
     pub retain_handling: u8,
     pub subscription_id: Option<u32>,
+    /// Topics this subscription must not get although its filter matches them
+    /// (the ACL's deny rules it overlaps). Derived from the rules, never stored.
+    pub exceptions: Exceptions,
 }
 
 /// How the core hands messages to a session: each adapter picks what its
@@ -571,6 +575,16 @@ impl Session {
     pub fn subscriptions_full(&self, raw_filter: &str, max: usize) -> bool {
         let state = self.state.lock();
         state.subscriptions.len() >= max && !state.subscriptions.contains(raw_filter)
+    }
+
+    /// The exceptions of the subscription on `raw_filter` (none if there is no such subscription).
+    pub fn exceptions_of(&self, raw_filter: &str) -> Exceptions {
+        let state = self.state.lock();
+        let found = state
+            .subscriptions
+            .iter()
+            .find(|(f, _)| f.as_str() == raw_filter);
+        found.map_or(Exceptions::NONE, |(_, options)| options.exceptions.clone())
     }
 
     pub fn subscriptions(&self) -> Vec<(Filter, SubscriptionOptions)> {

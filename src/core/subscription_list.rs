@@ -71,6 +71,7 @@ mod tests {
             retain_as_published: false,
             retain_handling: 0,
             subscription_id: None,
+            exceptions: Default::default(),
         }
     }
 

@@ -21,6 +21,12 @@
 //!   "sport/+"                does not match "sport" nor "sport/tennis/player1"
 //!   "#", "+/monitor/Clients" do not match "$SYS/monitor/Clients" (the '$' rule)
 //!   "a/b"                    does not match "a/b/" (an empty trailing level is a level)
+//!
+//! Relations between two filters (the ACL decides subscriptions with them):
+//!   covers   (every topic B matches, A matches too): "a/#" covers "a", "a/+/c", "a/#";
+//!            "a/+" covers "a/b" but not "a/#" nor "a/b/c"; "#" does not cover "$SYS/#"
+//!   overlaps (some topic matches both): "a/+" and "+/b"; "a/#" and "a";
+//!            not "a/b" and "a/c", nor "#" and "$SYS/x"
 
 use std::fmt;
 use std::str::FromStr;
@@ -189,6 +195,20 @@ impl Filter {
             }
         }
     }
+
+    /// Does every topic this filter matches, `other` match too? Compares the
+    /// topic filters (a `$share/<group>/` prefix is not part of what is matched).
+    /// `a/#` covers `a`, `a/+/c` and `a/#`; `a/+` covers `a/b` but not `a/#`;
+    /// `#` does not cover `$SYS/#` (the '$' rule).
+    pub fn covers(&self, other: &Filter) -> bool {
+        covers(self.topic_filter(), other.topic_filter())
+    }
+
+    /// Is there a topic both filters match? `a/+` overlaps `+/b`; `a/#`
+    /// overlaps `a`; `a/b` does not overlap `a/c`; `#` does not overlap `$SYS/x`.
+    pub fn overlaps(&self, other: &Filter) -> bool {
+        overlaps(self.topic_filter(), other.topic_filter())
+    }
 }
 
 impl fmt::Display for Filter {
@@ -203,6 +223,56 @@ impl FromStr for Filter {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Filter::parse(s)
     }
+}
+
+/// Does every topic matched by `requested` match `rule` too? (Both are valid
+/// topic filters without a `$share` prefix; see [`Filter::covers`].)
+pub fn covers(rule: &str, requested: &str) -> bool {
+    let mut r = rule.split('/');
+    let mut f = requested.split('/');
+    let mut first = true;
+    loop {
+        let (rl, fl) = (r.next(), f.next());
+        if first && leading_wildcard_meets_dollar(rl, fl) {
+            return false;
+        }
+        first = false;
+        match (rl, fl) {
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(rl), Some(fl)) if rl != "+" && rl == fl => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Is there a topic matched by both filters? (Both valid, without `$share`;
+/// see [`Filter::overlaps`].)
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut a_levels = a.split('/');
+    let mut b_levels = b.split('/');
+    let mut first = true;
+    loop {
+        let (al, bl) = (a_levels.next(), b_levels.next());
+        if first && (leading_wildcard_meets_dollar(al, bl) || leading_wildcard_meets_dollar(bl, al))
+        {
+            return false;
+        }
+        first = false;
+        match (al, bl) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The `$` rule on a first level: a leading wildcard matches no `$` topic.
+fn leading_wildcard_meets_dollar(wild: Option<&str>, other: Option<&str>) -> bool {
+    matches!(wild, Some("+" | "#")) && other.is_some_and(|l| l.starts_with('$'))
 }
 
 #[cfg(test)]
@@ -398,5 +468,76 @@ mod tests {
     fn errors_have_human_readable_messages() {
         assert_eq!(TopicError::Empty.to_string(), "topic is empty");
         assert!(TopicError::InvalidShareGroup.to_string().contains("group"));
+    }
+
+    #[test]
+    fn covering_follows_the_level_rules() {
+        for (rule, requested) in [
+            ("#", "#"),
+            ("#", "a/b"),
+            ("#", "+/+"),
+            ("a/#", "a"),
+            ("a/#", "a/#"),
+            ("a/#", "a/+/c"),
+            ("a/+", "a/b"),
+            ("a/+", "a/+"),
+            ("a/b", "a/b"),
+            ("+/+", "/x"),
+            ("$SYS/#", "$SYS/broker/+"),
+            ("a//b", "a//b"),
+        ] {
+            assert!(covers(rule, requested), "{rule} should cover {requested}");
+        }
+        for (rule, requested) in [
+            ("a/+", "a/#"),
+            ("a/+", "a/b/c"),
+            ("a/+", "a"),
+            ("a/b", "a/+"),
+            ("a/b", "a/b/c"),
+            ("a", "a/#"),
+            ("#", "$SYS/#"),
+            ("+/x", "$SYS/x"),
+            ("+", "#"),
+            ("a/b/#", "a/+/#"),
+        ] {
+            assert!(
+                !covers(rule, requested),
+                "{rule} should not cover {requested}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_follows_the_level_rules() {
+        for (a, b) in [
+            ("#", "a"),
+            ("a/+", "+/b"),
+            ("a/#", "a"),
+            ("a/b", "a/b"),
+            ("+", "x"),
+            ("$SYS/#", "$SYS/x"),
+            ("#", "+/+"),
+        ] {
+            assert!(overlaps(a, b), "{a} should overlap {b}");
+            assert!(overlaps(b, a), "{b} should overlap {a}");
+        }
+        for (a, b) in [
+            ("a/b", "a/c"),
+            ("a/+", "a/b/c"),
+            ("#", "$SYS/x"),
+            ("+/x", "$SYS/x"),
+            ("a", "a/b"),
+        ] {
+            assert!(!overlaps(a, b), "{a} should not overlap {b}");
+            assert!(!overlaps(b, a), "{b} should not overlap {a}");
+        }
+    }
+
+    #[test]
+    fn filter_relations_ignore_the_share_prefix() {
+        assert!(f("#").covers(&f("$share/g/a/+")));
+        assert!(f("a/+").overlaps(&f("$share/g/+/b")));
+        assert!(!f("a/b").covers(&f("$share/g/a/+")));
+        assert!(!f("#").overlaps(&f("$share/g/$SYS/x")));
     }
 }

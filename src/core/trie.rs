@@ -68,14 +68,18 @@ impl<K: Clone + Eq + Hash, V> Group<K, V> {
         Some(value)
     }
 
-    /// The next member in round-robin order.
-    fn pick(&self) -> Option<&(K, V)> {
+    /// The next member in round-robin order that `accept`s the message; if the
+    /// one whose turn it is does not, the following ones are asked in order.
+    /// None when no member accepts it.
+    fn pick(&self, accept: &impl Fn(&V) -> bool) -> Option<&(K, V)> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
-        self.members.get(i)
+        let first = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .filter_map(|step| self.members.get((first + step) % n))
+            .find(|(_, v)| accept(v))
     }
 }
 
@@ -106,10 +110,14 @@ impl<K: Eq + Hash, V> Members<K, V> {
         }
     }
 
-    fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
+    fn for_each(&self, accept: &impl Fn(&V) -> bool, mut visit: impl FnMut(&K, &V)) {
         match self {
-            Members::One(k, v) => visit(k, v),
-            Members::Many(map) => map.iter().for_each(|(k, v)| visit(k, v)),
+            Members::One(k, v) if accept(v) => visit(k, v),
+            Members::One(..) => {}
+            Members::Many(map) => map
+                .iter()
+                .filter(|(_, v)| accept(v))
+                .for_each(|(k, v)| visit(k, v)),
         }
     }
 }
@@ -200,12 +208,12 @@ impl<K: Clone + Eq + Hash, V> Subs<K, V> {
         }
     }
 
-    fn visit(&self, visit: &mut impl FnMut(&K, &V, &Filter)) {
+    fn visit(&self, accept: &impl Fn(&V) -> bool, visit: &mut impl FnMut(&K, &V, &Filter)) {
         if let Some((filter, members)) = &self.plain {
-            members.for_each(|k, v| visit(k, v, filter));
+            members.for_each(accept, |k, v| visit(k, v, filter));
         }
         for (_, group) in self.groups() {
-            if let Some((k, v)) = group.pick() {
+            if let Some((k, v)) = group.pick(accept) {
                 visit(k, v, &group.filter);
             }
         }
@@ -406,7 +414,19 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
     /// subscription, and exactly one member (round-robin) of each matching shared group.
     /// A topic beginning with '$' is not matched by filters starting with '+' or '#'.
     /// A key subscribed through several matching filters is visited once per filter.
-    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&K, &V, &Filter)) {
+    pub fn for_each_match(&self, topic: &str, visit: impl FnMut(&K, &V, &Filter)) {
+        self.for_each_accepted_match(topic, |_| true, visit);
+    }
+
+    /// [`SubscriptionTrie::for_each_match`] for the subscriptions whose value
+    /// `accept`s this message: the others are skipped, and a shared group's turn
+    /// goes to the next member that accepts it (none if no member does).
+    pub fn for_each_accepted_match(
+        &self,
+        topic: &str,
+        accept: impl Fn(&V) -> bool,
+        mut visit: impl FnMut(&K, &V, &Filter),
+    ) {
         let dollar = topic.starts_with('$');
         // (node, byte offset of the next level in `topic`, or None once all levels are consumed)
         let mut stack: Vec<(Idx, Option<usize>)> = vec![(ROOT, Some(0))];
@@ -417,12 +437,12 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
             let wildcards_ok = !(dollar && offset == Some(0));
             if wildcards_ok {
                 if let Some(subs) = &node.multi {
-                    subs.visit(&mut visit);
+                    subs.visit(&accept, &mut visit);
                 }
             }
             let Some(start) = offset else {
                 if let Some(subs) = &node.exact {
-                    subs.visit(&mut visit);
+                    subs.visit(&accept, &mut visit);
                 }
                 continue;
             };

@@ -127,6 +127,8 @@ impl SubscriptionRecord {
             retain_as_published: self.retain_as_published,
             retain_handling: self.retain_handling,
             subscription_id: self.subscription_id,
+            // Derived from the ACL again when the session is resumed, never stored.
+            exceptions: crate::core::exceptions::Exceptions::NONE,
         }
     }
 }

@@ -110,6 +110,11 @@ pub struct Args {
     /// else the publishers' destination].
     #[arg(long)]
     pub stomp_destination: Option<String>,
+    /// MQTT filter the subscribers use [default: the scenario's: `bench/#` for
+    /// fan-in/qos1/qos2, else the publishers' topic]. E.g. `bench/#` in fan-out
+    /// to measure wildcard subscriptions (and ACL deny rules that overlap them).
+    #[arg(long)]
+    pub filter: Option<String>,
     /// Messages encoded into one write (throughput scenarios).
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
@@ -288,8 +293,9 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         }
         Scenario::Idle => unreachable!("idle has no plan"),
     };
-    let sub_topic = match (&subscribe, &args.stomp_destination) {
-        (Endpoint::Stomp { .. }, Some(d)) => d.clone(),
+    let sub_topic = match (&subscribe, &args.stomp_destination, &args.filter) {
+        (Endpoint::Stomp { .. }, Some(d), _) => d.clone(),
+        (Endpoint::Mqtt { .. }, _, Some(filter)) => filter.clone(),
         _ => sub_topic,
     };
     Ok(Plan {

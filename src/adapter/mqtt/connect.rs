@@ -307,7 +307,7 @@ fn establish(
     attached.session.set_username(principal.username.clone());
     if attached.session_present {
         // A resumed session keeps only what this login may still read.
-        ctx.revoke_denied_subscriptions(&attached.session);
+        ctx.recheck_subscriptions(&attached.session);
     }
     let mut conn = Connection::new(
         ctx.clone(),

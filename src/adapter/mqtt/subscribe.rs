@@ -6,7 +6,6 @@ use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubsc
 use super::connection::Connection;
 use super::core_qos;
 use super::error::MqttError;
-use crate::auth::Action;
 use crate::core::message::Delivery;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
@@ -41,12 +40,10 @@ pub(super) fn handle_subscribe(
             return Err(MqttError::Protocol("no-local on a shared subscription"));
         }
         let username = conn.username.as_deref();
-        if !conn.ctx.permits(
-            username,
-            &conn.session.client_id,
-            Action::Subscribe,
-            filter.as_str(),
-        ) {
+        let Some(exceptions) =
+            conn.ctx
+                .subscription_exceptions(username, &conn.session.client_id, filter.as_str())
+        else {
             refused.note(Why::Denied, filter.as_str(), "denied by ACL");
             codes.push(if conn.is_v5() {
                 reason::NOT_AUTHORIZED
@@ -54,7 +51,7 @@ pub(super) fn handle_subscribe(
                 reason::UNSPECIFIED
             });
             continue;
-        }
+        };
         let max = conn.ctx.limits().max_subscriptions_per_client;
         if conn.session.subscriptions_full(filter.as_str(), max) {
             let why = format!("too many subscriptions (limit {max})");
@@ -72,6 +69,7 @@ pub(super) fn handle_subscribe(
             retain_as_published: requested.options.retain_as_published,
             retain_handling: requested.options.retain_handling,
             subscription_id,
+            exceptions,
         };
         let existed = conn
             .ctx
@@ -96,15 +94,12 @@ pub(super) fn handle_subscribe(
     }))?;
     // Queued after the SUBACK is in the write buffer, so they follow it on the wire.
     for (filter, options) in retained_requests {
-        for message in conn.ctx.router.retained_matching(&filter) {
-            // A filter may be allowed while some topics below it are not (a deny rule).
-            let username = conn.username.as_deref();
-            if !conn
-                .ctx
-                .can_read(username, &conn.session.client_id, &message.topic)
-            {
-                continue;
-            }
+        // The core leaves out the topics the subscription's exceptions name.
+        for message in conn
+            .ctx
+            .router
+            .retained_matching(&filter, &options.exceptions)
+        {
             conn.session.push(Delivery {
                 qos: options.qos.min(message.qos),
                 message,

@@ -14,7 +14,6 @@
 //! back the consumer's unacknowledged messages); otherwise the messages the
 //! removed subscription had not acknowledged go back to their queue.
 
-use crate::auth::Action;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -153,6 +152,8 @@ impl Subscriptions {
             // Retained messages are written by the adapter, to the new subscription only.
             retain_handling: 2,
             subscription_id: None,
+            // Set by the caller from the ACL (or kept from the core subscription).
+            exceptions: Default::default(),
         }
     }
 }
@@ -203,18 +204,24 @@ pub(super) fn handle_subscribe(
     let target = subscribe_target(destination)?;
     let filter = target.filter().clone();
     let username = conn.username.as_deref();
-    if !conn.ctx.allowed(
-        username,
-        &conn.session.client_id,
-        Action::Subscribe,
-        filter.as_str(),
-        &mut conn.log_limit,
-    ) {
+    let Some(exceptions) =
+        conn.ctx
+            .subscription_exceptions(username, &conn.session.client_id, filter.as_str())
+    else {
+        if let Some(suppressed) = conn.log_limit.admit(std::time::Instant::now()) {
+            tracing::warn!(
+                client_id = %conn.session.client_id,
+                username = username.unwrap_or(""),
+                filter = %filter.as_str(),
+                suppressed,
+                "subscription denied by ACL"
+            );
+        }
         return Err(StompAdapterError::Denied {
             action: "subscribe to",
             destination: destination.chars().take(256).collect(),
         });
-    }
+    };
     let subscription = Subscription {
         id: Arc::from(id),
         filter: filter.shared_str(),
@@ -225,8 +232,10 @@ pub(super) fn handle_subscribe(
         ack,
     };
     conn.subscriptions.insert(subscription.clone());
-    let options = conn.subscriptions.core_options(filter.as_str());
+    let mut options = conn.subscriptions.core_options(filter.as_str());
+    options.exceptions = exceptions;
     let qos = options.qos;
+    let exceptions = options.exceptions.clone();
     conn.ctx.router.subscribe(&conn.session, filter, options);
     tracing::debug!(client_id = %conn.session.client_id, id, destination, ack = ?ack, "subscribed");
     // The RECEIPT goes before the retained messages it made available.
@@ -234,14 +243,7 @@ pub(super) fn handle_subscribe(
     if let Target::Topic(filter) = &target {
         if filter.share_group().is_none() {
             let clock = Clock::now();
-            for message in conn.ctx.router.retained_matching(filter) {
-                let username = conn.username.as_deref();
-                if !conn
-                    .ctx
-                    .can_read(username, &conn.session.client_id, &message.topic)
-                {
-                    continue;
-                }
+            for message in conn.ctx.router.retained_matching(filter, &exceptions) {
                 let delivery = Delivery {
                     qos: qos.min(message.qos),
                     message,
@@ -284,7 +286,9 @@ pub(super) fn handle_unsubscribe(
         router.unsubscribe(&conn.session, &subscription.filter);
     } else {
         if let Ok(filter) = crate::core::topic::Filter::parse(&subscription.filter) {
-            let options = conn.subscriptions.core_options(&subscription.filter);
+            let mut options = conn.subscriptions.core_options(&subscription.filter);
+            // The remaining subscriptions keep the exceptions the ACL gave the filter.
+            options.exceptions = conn.session.exceptions_of(&subscription.filter);
             router.subscribe(&conn.session, filter, options);
         }
         for entry in outstanding {
