@@ -97,14 +97,23 @@ async fn unsupported_protocol_level_is_refused_with_0x01_in_3x_format() {
     }
 }
 
+/// A client cannot parse a 5.0 CONNACK it did not ask for: an MQTT level above 5
+/// gets the 3.1.1 form with 0x01, whether or not the rest reads as 5.0.
 #[tokio::test]
-async fn unsupported_protocol_level_above_5_is_refused_with_0x84_in_5_format() {
+async fn unsupported_protocol_level_above_5_is_refused_with_0x01_in_3x_format() {
     let server = start_server().await;
-    let mut s = raw_connect(server.mqtt).await;
-    let connect = connect_packet("MQTT", 6, 0x02, 60, Some(NO_PROPS), &mqtt_str("new"));
-    let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
-    assert_eq!(bytes, vec![0x20, 0x03, 0x00, 0x84, 0x00]);
-    assert!(closed);
+    for (level, props) in [
+        (6, Some(NO_PROPS)),
+        (6, None),
+        (7, Some(NO_PROPS)),
+        (255, None),
+    ] {
+        let mut s = raw_connect(server.mqtt).await;
+        let connect = connect_packet("MQTT", level, 0x02, 60, props, &mqtt_str("new"));
+        let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+        assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x01], "level {level}");
+        assert!(closed, "level {level}: connection left open");
+    }
 }
 
 #[tokio::test]

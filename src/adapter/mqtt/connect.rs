@@ -146,19 +146,9 @@ async fn answer_invalid_connect<S>(stream: &mut S, error: &DecodeError, level: O
 where
     S: AsyncWrite + Unpin,
 {
-    let (version, code) = match error {
-        DecodeError::UnsupportedProtocolVersion { level, .. } if *level > 5 => {
-            (ProtocolVersion::V5, reason::UNSUPPORTED_PROTOCOL_VERSION)
-        }
-        DecodeError::UnsupportedProtocolVersion { .. } => (
-            ProtocolVersion::V311,
-            connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
-        ),
-        // A malformed 5.0 CONNECT may be answered with a reason code; 3.x has none for it.
-        other if level == Some(5) => (ProtocolVersion::V5, other.reason_code()),
-        _ => return,
-    };
-    write_and_close(stream, connack_bytes(code, version)).await;
+    if let Some((version, code)) = error.connect_refusal(level) {
+        write_and_close(stream, connack_bytes(code, version)).await;
+    }
 }
 
 async fn write_and_close<S>(stream: &mut S, bytes: Option<BytesMut>)
