@@ -95,6 +95,10 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// `max_keep_alive_secs` when unset: the most MQTT's 16-bit keep-alive can say
+/// (as Mosquitto's and EMQX's `max_keepalive`), so only 0 ("never") is held.
+pub const DEFAULT_MAX_KEEP_ALIVE_SECS: u16 = 65535;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerSettings {
@@ -104,6 +108,10 @@ pub struct ListenerSettings {
     pub allow_anonymous: Option<bool>,
     /// Connections this listener holds at once; unset: only `limits.max_connections` applies.
     pub max_connections: Option<usize>,
+    /// MQTT listeners: the longest keep-alive a client may have, seconds; a client
+    /// asking for more, or for 0, is held to it (5.0 is told: Server Keep Alive).
+    /// Unset: 65535; 0: no maximum (the client's keep-alive, even 0, stands).
+    pub max_keep_alive_secs: Option<u16>,
 }
 
 impl ListenerSettings {
@@ -115,6 +123,7 @@ impl ListenerSettings {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             allow_anonymous: None,
             max_connections: None,
+            max_keep_alive_secs: None,
         }
     }
 
@@ -134,6 +143,10 @@ pub struct TlsListenerSettings {
     pub allow_anonymous: Option<bool>,
     /// Connections this listener holds at once; unset: only `limits.max_connections` applies.
     pub max_connections: Option<usize>,
+    /// MQTT listeners: the longest keep-alive a client may have, seconds; a client
+    /// asking for more, or for 0, is held to it (5.0 is told: Server Keep Alive).
+    /// Unset: 65535; 0: no maximum (the client's keep-alive, even 0, stands).
+    pub max_keep_alive_secs: Option<u16>,
     /// PEM certificate chain, server certificate first. Re-read on SIGHUP or when it changes.
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate in `cert_file`.
@@ -285,6 +298,10 @@ pub struct WebSocketSettings {
     pub allowed_origins: Vec<String>,
     /// Largest WebSocket message (and frame) accepted, bytes; a larger one closes the connection (1009).
     pub max_message_size: usize,
+    /// MQTT over this listener: the longest keep-alive a client may have, seconds; a client
+    /// asking for more, or for 0, is held to it (5.0 is told: Server Keep Alive).
+    /// Unset: 65535; 0: no maximum (the client's keep-alive, even 0, stands).
+    pub max_keep_alive_secs: Option<u16>,
 }
 
 impl WebSocketSettings {
@@ -296,6 +313,7 @@ impl WebSocketSettings {
             allow_anonymous: self.allow_anonymous,
             // Only the broker-wide limits.max_connections applies here.
             max_connections: None,
+            max_keep_alive_secs: self.max_keep_alive_secs,
         }
     }
 
@@ -319,6 +337,7 @@ impl Default for WebSocketSettings {
             allow_anonymous: None,
             allowed_origins: Vec::new(),
             max_message_size: 1024 * 1024,
+            max_keep_alive_secs: None,
         }
     }
 }
@@ -382,6 +401,7 @@ impl TlsListenerSettings {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             allow_anonymous: None,
             max_connections: None,
+            max_keep_alive_secs: None,
             cert_file: None,
             key_file: None,
             client_ca_file: None,
@@ -486,6 +506,19 @@ impl Settings {
         }
     }
 
+    /// The longest keep-alive an MQTT client of the listener named `name` may
+    /// have (0: no maximum); see `max_keep_alive_secs`.
+    pub fn mqtt_max_keep_alive(&self, name: &str) -> u16 {
+        let configured = match name {
+            "mqtt" => self.mqtt.max_keep_alive_secs,
+            "mqtt_tls" => self.mqtt_tls.max_keep_alive_secs,
+            "ws" => self.websocket.max_keep_alive_secs,
+            "websocket_tls" => self.websocket_tls.max_keep_alive_secs,
+            _ => None,
+        };
+        configured.unwrap_or(DEFAULT_MAX_KEEP_ALIVE_SECS)
+    }
+
     /// Copies what a reload may change live (limits, listener caps) from `other`.
     pub fn take_live_limits(&mut self, other: &Settings) {
         self.limits = other.limits.clone();
@@ -578,6 +611,20 @@ impl Settings {
             key,
             reason: reason.to_string(),
         };
+        for (key, set) in [
+            ("stomp.max_keep_alive_secs", self.stomp.max_keep_alive_secs),
+            (
+                "stomp_tls.max_keep_alive_secs",
+                self.stomp_tls.max_keep_alive_secs,
+            ),
+        ] {
+            if set.is_some() {
+                return Err(invalid(
+                    key,
+                    "applies to MQTT listeners only (STOMP has heart-beats)",
+                ));
+            }
+        }
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));

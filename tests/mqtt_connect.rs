@@ -97,14 +97,23 @@ async fn unsupported_protocol_level_is_refused_with_0x01_in_3x_format() {
     }
 }
 
+/// A client cannot parse a 5.0 CONNACK it did not ask for: an MQTT level above 5
+/// gets the 3.1.1 form with 0x01, whether or not the rest reads as 5.0.
 #[tokio::test]
-async fn unsupported_protocol_level_above_5_is_refused_with_0x84_in_5_format() {
+async fn unsupported_protocol_level_above_5_is_refused_with_0x01_in_3x_format() {
     let server = start_server().await;
-    let mut s = raw_connect(server.mqtt).await;
-    let connect = connect_packet("MQTT", 6, 0x02, 60, Some(NO_PROPS), &mqtt_str("new"));
-    let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
-    assert_eq!(bytes, vec![0x20, 0x03, 0x00, 0x84, 0x00]);
-    assert!(closed);
+    for (level, props) in [
+        (6, Some(NO_PROPS)),
+        (6, None),
+        (7, Some(NO_PROPS)),
+        (255, None),
+    ] {
+        let mut s = raw_connect(server.mqtt).await;
+        let connect = connect_packet("MQTT", level, 0x02, 60, props, &mqtt_str("new"));
+        let (bytes, closed) = send_raw_until_close(&mut s, &connect).await;
+        assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x01], "level {level}");
+        assert!(closed, "level {level}: connection left open");
+    }
 }
 
 #[tokio::test]
@@ -237,6 +246,57 @@ async fn keep_alive_expiry_closes_the_connection_after_one_and_a_half_intervals_
 async fn keep_alive_expiry_sends_disconnect_0x8d_v5() {
     let bytes = silent_client_is_closed(5).await;
     assert_eq!(disconnect_reason(&bytes), 0x8D, "{bytes:02x?}");
+}
+
+/// `mqtt.max_keep_alive_secs`: a client asking for more, or for 0, is held to
+/// the maximum: 5.0 is told (Server Keep Alive in CONNACK), 3.x is not, and
+/// either is closed after 1.5 x the maximum of silence.
+async fn held_to_the_maximum_keep_alive(level: u8, asked: u16) -> (Vec<u8>, Vec<u8>) {
+    let server = start_server_with(|s| s.mqtt.max_keep_alive_secs = Some(1)).await;
+    let start = Instant::now();
+    let props = (level == 5).then_some(NO_PROPS);
+    let connect = connect_packet("MQTT", level, 0x02, asked, props, &mqtt_str("held"));
+    let (mut s, connack) = raw_client(server.mqtt, &connect).await;
+    let bytes = expect_closed(&mut s).await;
+    let elapsed = start.elapsed();
+    assert!(
+        (Duration::from_millis(1450)..=Duration::from_secs(4)).contains(&elapsed),
+        "asked {asked}: closed after {elapsed:?}, maximum 1 s"
+    );
+    (connack, bytes)
+}
+
+#[tokio::test]
+async fn keep_alive_above_the_maximum_or_zero_is_held_to_it_and_told_v5() {
+    for asked in [0, 100] {
+        let (connack, bytes) = held_to_the_maximum_keep_alive(5, asked).await;
+        assert_eq!(connack[3], 0x00, "{connack:02x?}");
+        assert!(
+            connack.windows(3).any(|w| w == [0x13, 0x00, 0x01]),
+            "asked {asked}: no Server Keep Alive 1 in {connack:02x?}"
+        );
+        assert_eq!(disconnect_reason(&bytes), 0x8D, "{bytes:02x?}");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_above_the_maximum_or_zero_is_held_to_it_v311() {
+    for asked in [0, 100] {
+        let (connack, bytes) = held_to_the_maximum_keep_alive(4, asked).await;
+        assert_eq!(connack, vec![0x20, 0x02, 0x00, 0x00]);
+        assert!(bytes.is_empty(), "{bytes:02x?}");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_within_the_maximum_is_not_announced_v5() {
+    let server = start_server_with(|s| s.mqtt.max_keep_alive_secs = Some(60)).await;
+    let connect = connect_packet("MQTT", 5, 0x02, 30, Some(NO_PROPS), &mqtt_str("ok"));
+    let (_s, connack) = raw_client(server.mqtt, &connect).await;
+    assert!(
+        !connack.windows(1).any(|w| w == [0x13]),
+        "Server Keep Alive sent: {connack:02x?}"
+    );
 }
 
 async fn pings_keep_the_connection_open(level: u8) {

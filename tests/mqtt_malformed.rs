@@ -362,3 +362,110 @@ async fn pubrel_for_an_unknown_packet_id_is_completed_v31() {
     assert_eq!(read_packet(&mut s).await, Some(ack_packet(0x70, 42)));
     expect_alive(&mut s).await;
 }
+
+/// QoS 0 PUBLISHes to a topic nobody reads, `total` bytes in all: what a client
+/// that keeps sending after the broker's last word has in flight.
+fn junk_publishes(total: usize) -> Vec<u8> {
+    let one = publish_packet(0x00, "junk", None, Some(&[0x00]), &[0u8; 60_000]);
+    one.repeat(total / one.len() + 1)
+}
+
+/// Everything the server sends until it closes, resets or WAIT passes.
+async fn packets_until_end(s: &mut tokio::net::TcpStream) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    while let Some(packet) = read_packet(s).await {
+        packets.push(packet);
+    }
+    packets
+}
+
+/// The reason code must reach a client that is still sending when the broker
+/// ends the connection. The client's receive window is full of deliveries it
+/// has not read yet, so the DISCONNECT is still in the broker's send queue when
+/// it closes; the client keeps writing, so the broker's receive buffer holds
+/// unread bytes. A plain close then makes the kernel reset the connection and
+/// drop the DISCONNECT; a graceful one (FIN after it, then reading until the
+/// client is done) lets the client read it.
+#[tokio::test]
+async fn disconnect_reason_reaches_a_client_that_keeps_sending_v5() {
+    use tokio::io::AsyncWriteExt;
+    let server = start_server_with(|s| s.limits.receive_maximum = 1).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = socket.connect(server.mqtt).await.expect("connect");
+    send(&mut s, &connect_level(5, "busy", true, 0)).await;
+    let connack = read_packet(&mut s).await.expect("CONNACK");
+    assert_eq!(connack[3], 0x00, "refused: {connack:02x?}");
+    send(&mut s, &subscribe_packet(1, Some(&[0x00]), &[("fill", 0)])).await;
+    assert_eq!(read_packet(&mut s).await, Some(suback_bytes(5, 1, &[0])));
+
+    // Deliveries the client does not read: more than its receive window holds.
+    let (mut publisher, _) = raw_client(server.mqtt, &connect_v311("filler")).await;
+    for id in 1..=16u16 {
+        send(
+            &mut publisher,
+            &publish_packet(0x02, "fill", Some(id), None, &[7u8; 4096]),
+        )
+        .await;
+        assert_eq!(
+            read_packet(&mut publisher).await,
+            Some(ack_packet(0x40, id))
+        );
+    }
+    let session = server
+        .server
+        .as_ref()
+        .expect("server")
+        .router()
+        .session("busy");
+    let session = session.expect("session");
+    eventually("the deliveries taken for writing", || {
+        session.pending_len() == 0
+    })
+    .await;
+
+    // Two QoS 2 messages unreleased with a receive maximum of 1, then more.
+    let mut bytes = publish_packet(0x04, "t", Some(1), Some(&[0x00]), b"1");
+    bytes.extend(publish_packet(0x04, "t", Some(2), Some(&[0x00]), b"2"));
+    bytes.extend(junk_publishes(8 << 20));
+    // Fails when the broker resets the connection; either way the client reads on.
+    let _ = s.write_all(&bytes).await;
+    let packets = packets_until_end(&mut s).await;
+    let last = packets.last().expect("packets");
+    assert!(
+        last[0] == 0xE0 && disconnect_reason(last) == 0x93,
+        "{} packets, the last starts {:02x?}: no DISCONNECT 0x93",
+        packets.len(),
+        &last[..last.len().min(8)]
+    );
+    assert_broker_healthy(server.mqtt).await;
+}
+
+/// A refusing CONNACK reaches a client that sends on after its CONNECT; its
+/// writes are not reset while the broker lingers, and the connection ends with
+/// a FIN.
+#[tokio::test]
+async fn refusing_connack_reaches_a_client_that_keeps_sending() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_server_with(|s| s.limits.max_connections = 1).await;
+    let (_first, _) = raw_client(server.mqtt, &connect_v311("first")).await;
+    for (connect, refusal) in [
+        (connect_v311("second"), vec![0x20, 0x02, 0x00, 0x03]),
+        (connect_v5("second"), vec![0x20, 0x03, 0x00, 0x97, 0x00]),
+    ] {
+        let mut s = raw_connect(server.mqtt).await;
+        let mut bytes = connect;
+        bytes.extend(junk_publishes(1 << 20));
+        send(&mut s, &bytes).await;
+        assert_eq!(read_packet(&mut s).await, Some(refusal));
+        // Still sending after the refusal: no reset while the broker lingers.
+        let more = s.write_all(&junk_publishes(1 << 20)).await;
+        assert!(more.is_ok(), "write after the CONNACK: {more:?}");
+        let mut rest = [0u8; 16];
+        let end = tokio::time::timeout(WAIT, s.read(&mut rest)).await;
+        assert!(
+            matches!(end, Ok(Ok(0))),
+            "the connection should end with a FIN: {end:?}"
+        );
+    }
+}

@@ -397,3 +397,55 @@ async fn server_shutdown_sends_disconnect_0x8b_and_closes_3x_connections() {
         .expect("shutdown finishes")
         .expect("no panic");
 }
+
+/// Server-assigned topic aliases: with Topic Alias Maximum 2 in CONNECT, the
+/// first PUBLISH of a topic carries topic + alias, a repeat the alias and an
+/// empty topic, and a third topic takes the least recently used alias.
+#[tokio::test]
+async fn server_assigns_topic_aliases_with_lru_replacement() {
+    let server = start_server().await;
+    let alias_max = props(&[0x22, 0x00, 0x02]);
+    let connect = connect_packet("MQTT", 5, 0x02, 60, Some(&alias_max), &mqtt_str("aliased"));
+    let (mut sub, connack) = raw_client(server.mqtt, &connect).await;
+    assert_eq!(connack[3], 0x00);
+    send(
+        &mut sub,
+        &subscribe_packet(1, Some(&[0x00]), &[("fleet/#", 0)]),
+    )
+    .await;
+    assert_eq!(read_packet(&mut sub).await, Some(suback_bytes(5, 1, &[0])));
+    let (mut publisher, _) = raw_client(server.mqtt, &connect_v311("pub")).await;
+    let long = |name: &str| format!("fleet/building-7/floor-3/room-12/{name}/temperature");
+    let (a, b, c) = (long("a"), long("b"), long("c"));
+    // (topic published, topic on the wire, alias)
+    let expected = [
+        (&a, a.as_str(), 1u8),
+        (&a, "", 1),
+        (&b, b.as_str(), 2),
+        (&a, "", 1),
+        (&c, c.as_str(), 2), // b was the least recently used
+        (&b, b.as_str(), 1), // then a
+        (&c, "", 2),
+    ];
+    for (i, (topic, _, _)) in expected.iter().enumerate() {
+        send(
+            &mut publisher,
+            &publish_packet(0, topic, None, None, &[i as u8]),
+        )
+        .await;
+    }
+    for (i, (_, wire_topic, alias)) in expected.iter().enumerate() {
+        let p = read_publish(&mut sub, 5).await;
+        assert_eq!(p.payload, vec![i as u8]);
+        assert_eq!(p.topic, *wire_topic, "message {i}");
+        assert_eq!(p.properties, vec![0x23, 0x00, *alias], "message {i}");
+    }
+    // A client that set no maximum gets plain topics.
+    let mut plain = raw_subscriber(server.mqtt, 5, "plain", "fleet/#", 0).await;
+    send(&mut publisher, &publish_packet(0, &a, None, None, b"x")).await;
+    let p = read_publish(&mut plain, 5).await;
+    assert_eq!(
+        (p.topic.as_str(), p.properties.as_slice()),
+        (a.as_str(), &[][..])
+    );
+}

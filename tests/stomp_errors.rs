@@ -293,3 +293,37 @@ async fn assert_healthy(server: &TestServer) {
     .await;
     assert_eq!(body(&c.message().await), "ok");
 }
+
+/// The ERROR reaches a client that sends on after the bad frame (the same
+/// graceful close as MQTT's): its writes are not reset while the broker lingers
+/// and the connection ends with a FIN.
+#[tokio::test]
+async fn error_reaches_a_client_that_keeps_sending() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_server().await;
+    let send = b"SEND\ndestination:/topic/junk\n\n".to_vec();
+    let mut junk = Vec::new();
+    while junk.len() < 1 << 20 {
+        junk.extend_from_slice(&send);
+        junk.extend_from_slice(&[b'x'; 60_000]);
+        junk.push(0);
+    }
+    let mut s = raw_connect(server.stomp).await;
+    let mut bytes = b"CONNECT\naccept-version:1.2\nhost:x\n\n\0FOO\n\n\0".to_vec();
+    bytes.extend_from_slice(&junk);
+    s.write_all(&bytes).await.expect("write");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("ERROR\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("ERROR within WAIT")
+            .expect("read");
+        assert!(n > 0, "closed before the ERROR: {received:?}");
+        received.extend_from_slice(&buf[..n]);
+    }
+    let more = s.write_all(&junk).await;
+    assert!(more.is_ok(), "write after the ERROR: {more:?}");
+    let (_, closed) = read_until_close(&mut s).await;
+    assert!(closed, "connection left open");
+}

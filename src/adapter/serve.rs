@@ -4,9 +4,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Context, Peer};
 use crate::admin::{ClientInfo, Protocol};
@@ -61,7 +62,11 @@ pub(crate) fn serve<C: ProtocolConnection, S: Stream>(
     let accepting = Box::pin(async move {
         let mut stream = stream;
         let mut read_buf = BytesMut::with_capacity(super::buffers::QUIET_READ);
-        let conn = C::accept(&mut stream, &mut read_buf, &peer, &ctx).await?;
+        let Some(conn) = C::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
+            // A refusing CONNACK / ERROR must reach a client that is still sending.
+            close_gracefully(&mut stream, &mut read_buf).await;
+            return None;
+        };
         let (client_id, username, connection_id) = conn.listing();
         let listed = ctx.monitor.client_connected(ClientInfo::new(
             C::PROTOCOL,
@@ -80,10 +85,38 @@ pub(crate) fn serve<C: ProtocolConnection, S: Stream>(
         let goodbye = {
             let outcome = conn.run(&mut stream, &mut read_buf).await;
             listed.ended(C::end_label(&outcome));
-            Box::pin(async move { conn.finish(&mut stream, outcome).await })
+            Box::pin(async move {
+                conn.finish(&mut stream, outcome).await;
+                close_gracefully(&mut stream, &mut read_buf).await;
+            })
         };
         goodbye.await;
     }
+}
+
+/// How long a closing connection keeps reading what the peer still sends.
+const LINGER: Duration = Duration::from_secs(1);
+/// Bytes per read while lingering (small: at shutdown every connection lingers at once).
+const LINGER_READ: usize = 4096;
+
+/// Ends a connection so that its last words (DISCONNECT, refusing CONNACK,
+/// STOMP ERROR) reach the peer: shuts the write side down (FIN after them),
+/// then reads and discards until the peer closes or [`LINGER`] passes. Closing
+/// at once with unread bytes in the receive buffer makes the kernel send a
+/// reset and drop what the peer had not read yet, the reason code among it.
+pub(crate) async fn close_gracefully<S: Stream>(stream: &mut S, read_buf: &mut BytesMut) {
+    let _ = stream.shutdown().await;
+    let discard = async {
+        loop {
+            read_buf.clear();
+            read_buf.reserve(LINGER_READ);
+            match stream.read_buf(read_buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
 /// Implements [`ProtocolConnection`] for a protocol's `Connection`, whose

@@ -11,7 +11,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from mqttutil import QUIET, publish_props, unique
+from mqttutil import QUIET, TIMEOUT, MqttClient, publish_props, unique
+from ternproc import start_broker, stop_broker
 
 # Every version paho speaks: the cases 3.1.1 and 5.0 share run on 3.1 (MQIsdp) too.
 BOTH = pytest.mark.parametrize("version", ["3.1", "3.1.1", "5.0"])
@@ -557,3 +558,63 @@ def test_v5_session_expiry_zero_drops_session(broker, mqtt_client):
     c.disconnect()
     again = mqtt_client("5.0", client_id=cid, clean=False, session_expiry=0).connect()
     assert not again.session_present, "session expiry 0: the session ends with the connection"
+
+
+def test_v5_server_assigned_topic_aliases(broker, mqtt_client):
+    """With Topic Alias Maximum 2, the broker sends aliases: topic + alias on first
+    use, the alias and an empty topic on reuse, the least recently used alias
+    replaced. paho-mqtt 2.2 decodes the PUBLISHes but leaves resolving inbound
+    aliases to the application, so the test resolves them as a client must."""
+    base = unique("fleet") + "/building-7/floor-3/room-12"
+    a, b, c = f"{base}/a/temperature", f"{base}/b/temperature", f"{base}/c/temperature"
+    props = Properties(PacketTypes.CONNECT)
+    props.TopicAliasMaximum = 2
+    sub = mqtt_client("5.0", client_id=unique("sub"), connect_properties=props).connect()
+    sub.subscribe(base + "/#", 1)
+    pub = mqtt_client("5.0", client_id=unique("pub")).connect()
+    sequence = [a, a, b, a, c, b, c, a]
+    for i, topic in enumerate(sequence):
+        pub.publish(topic, str(i).encode(), qos=1)
+    got = sub.expect_n(len(sequence))
+    wire = [(m.topic, getattr(m.properties, "TopicAlias", None)) for m in got]
+    assert wire == [
+        (a, 1), ("", 1), (b, 2), ("", 1), (c, 2), (b, 1), ("", 2), (a, 1)
+    ], wire
+    aliases: dict = {}
+    resolved = []
+    for m in got:
+        if m.topic:
+            aliases[m.properties.TopicAlias] = m.topic
+        resolved.append((aliases[m.properties.TopicAlias], m.payload))
+    assert resolved == [(t, str(i).encode()) for i, t in enumerate(sequence)]
+
+
+@pytest.fixture
+def ka_broker(request, tmp_path):
+    """A broker whose MQTT listener holds clients to a 2 s keep-alive."""
+    b = start_broker(tmp_path, {"TERN_MQTT__MAX_KEEP_ALIVE_SECS": "2"})
+    request.node._tern_broker = b
+    yield b
+    assert stop_broker(b) == 0
+
+
+@pytest.mark.parametrize("asked", [0, 600])
+def test_v5_keep_alive_above_the_maximum_gets_server_keep_alive(ka_broker, asked):
+    c = MqttClient(ka_broker, "5.0", client_id=unique("ka"), keepalive=asked).connect()
+    try:
+        assert c.connack_properties.ServerKeepAlive == 2
+        # paho adopts it and pings; 2.5 intervals later the connection is still up.
+        time.sleep(5.0)
+        assert not c.disconnected.is_set(), c.disconnect_reason
+        c.subscribe("ka/t", 1)
+    finally:
+        c.close()
+
+
+def test_v311_keep_alive_zero_is_held_to_the_maximum(ka_broker):
+    c = MqttClient(ka_broker, "3.1.1", client_id=unique("ka"), keepalive=0).connect()
+    try:
+        # It never pings: closed after 1.5 x 2 s of silence.
+        assert c.disconnected.wait(TIMEOUT), "still connected"
+    finally:
+        c.close()

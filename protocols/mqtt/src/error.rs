@@ -1,6 +1,7 @@
 //! Decode and encode errors, and the reason code a broker answers a decode error with.
 
-use crate::codes::reason;
+use crate::codes::{connack_v3, reason};
+use crate::types::ProtocolVersion;
 
 /// Why a packet could not be decoded. The caller is expected to close the connection,
 /// answering with [`DecodeError::reason_code`] (5.0) when a CONNACK/DISCONNECT is still possible.
@@ -12,8 +13,8 @@ pub enum DecodeError {
     /// The packet parses but breaks a protocol rule (reason 0x82).
     #[error("protocol error: {0}")]
     ProtocolError(&'static str),
-    /// CONNECT with a protocol name/level pair we do not speak. The broker answers 3.x clients
-    /// with return code 0x01 and 5.0 clients with reason 0x84, so the raw pair is kept.
+    /// CONNECT with a protocol name/level pair we do not speak, answered in the 3.1.1 form with
+    /// return code 0x01 (see [`DecodeError::connect_refusal`]); the raw pair is kept for logs.
     #[error("unsupported protocol version: name {name:?}, level {level}")]
     UnsupportedProtocolVersion { name: String, level: u8 },
     /// Declared total size (fixed header included) exceeds the limit (reason 0x95).
@@ -40,6 +41,25 @@ impl DecodeError {
             DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
             DecodeError::TopicNameInvalid(_) => reason::TOPIC_NAME_INVALID,
             DecodeError::TopicAliasInvalid(_) => reason::TOPIC_ALIAS_INVALID,
+        }
+    }
+
+    /// The refusing CONNACK that answers a CONNECT failing with this error: the version to
+    /// encode it in and its code. `level` is the protocol level the CONNECT carried, if it
+    /// could be read. None: no CONNACK can say it (a malformed 3.x CONNECT), only the close.
+    ///
+    /// An unknown protocol level, above 5 too, is answered in the 3.1.1 form with return
+    /// code 0x01: a client cannot parse a 5.0 CONNACK it did not ask for, and every version
+    /// reads the 3.1.1 form (a 5.0 client takes 0x01 as an unspecified refusal).
+    pub fn connect_refusal(&self, level: Option<u8>) -> Option<(ProtocolVersion, u8)> {
+        match self {
+            DecodeError::UnsupportedProtocolVersion { .. } => Some((
+                ProtocolVersion::V311,
+                connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
+            )),
+            // A malformed 5.0 CONNECT may be answered with a reason code; 3.x has none for it.
+            other if level == Some(5) => Some((ProtocolVersion::V5, other.reason_code())),
+            _ => None,
         }
     }
 }
@@ -69,4 +89,35 @@ pub enum EncodeError {
     /// The packet's fields contradict each other (e.g. QoS 1 without a packet id).
     #[error("invalid packet: {0}")]
     InvalidPacket(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_protocol_level_is_refused_in_the_311_form_with_0x01() {
+        for (name, level) in [("MQTT", 6), ("MQTT", 2), ("MQTT", 255), ("MQIsdp", 4)] {
+            let e = DecodeError::UnsupportedProtocolVersion {
+                name: name.into(),
+                level,
+            };
+            assert_eq!(
+                e.connect_refusal(Some(level)),
+                Some((ProtocolVersion::V311, 0x01)),
+                "{name} level {level}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_connect_is_refused_with_a_reason_code_in_5_only() {
+        let e = DecodeError::MalformedPacket("x");
+        assert_eq!(
+            e.connect_refusal(Some(5)),
+            Some((ProtocolVersion::V5, reason::MALFORMED_PACKET))
+        );
+        assert_eq!(e.connect_refusal(Some(4)), None);
+        assert_eq!(e.connect_refusal(None), None);
+    }
 }

@@ -147,19 +147,9 @@ async fn answer_invalid_connect<S>(stream: &mut S, error: &DecodeError, level: O
 where
     S: AsyncWrite + Unpin,
 {
-    let (version, code) = match error {
-        DecodeError::UnsupportedProtocolVersion { level, .. } if *level > 5 => {
-            (ProtocolVersion::V5, reason::UNSUPPORTED_PROTOCOL_VERSION)
-        }
-        DecodeError::UnsupportedProtocolVersion { .. } => (
-            ProtocolVersion::V311,
-            connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
-        ),
-        // A malformed 5.0 CONNECT may be answered with a reason code; 3.x has none for it.
-        other if level == Some(5) => (ProtocolVersion::V5, other.reason_code()),
-        _ => return,
-    };
-    write_and_close(stream, connack_bytes(code, version)).await;
+    if let Some((version, code)) = error.connect_refusal(level) {
+        write_and_close(stream, connack_bytes(code, version)).await;
+    }
 }
 
 async fn write_and_close<S>(stream: &mut S, bytes: Option<BytesMut>)
@@ -309,6 +299,11 @@ fn establish(
         // A resumed session keeps only what this login may still read.
         ctx.recheck_subscriptions(&attached.session);
     }
+    let max_keep_alive = ctx.settings.mqtt_max_keep_alive(peer.listener);
+    let keep_alive = held_keep_alive(connect.keep_alive, max_keep_alive);
+    if keep_alive != connect.keep_alive && !v5 {
+        log_held_keep_alive(&client_id, connect.keep_alive, keep_alive);
+    }
     let mut conn = Connection::new(
         ctx.clone(),
         peer.addr,
@@ -316,7 +311,7 @@ fn establish(
         attached.session,
         attached.connection_id,
         attached.kicked,
-        connect.keep_alive,
+        keep_alive,
     );
     conn.will = will.map(Box::new);
     conn.username = principal.username.clone();
@@ -332,6 +327,13 @@ fn establish(
     }
     .min(u16::MAX - 1);
     conn.client_max_packet = connect.properties.maximum_packet_size;
+    if v5 {
+        conn.outbound_alias_max = connect
+            .properties
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(super::alias::MAX_OUTBOUND_ALIASES);
+    }
 
     let mut properties = Properties::default();
     if v5 {
@@ -343,6 +345,9 @@ fn establish(
         }
         if expiry != requested_expiry {
             properties.session_expiry_interval = Some(expiry);
+        }
+        if keep_alive != connect.keep_alive {
+            properties.server_keep_alive = Some(keep_alive);
         }
     }
     let connack = Packet::ConnAck(ConnAck {
@@ -365,11 +370,53 @@ fn establish(
         peer = %peer.addr,
         version = ?version,
         clean_start = connect.clean_start,
-        keep_alive = connect.keep_alive,
+        keep_alive,
         session_present = attached.session_present,
         username = principal.username.as_deref().unwrap_or(""),
         auth = ?principal.method,
         "client connected"
     );
     Ok(conn)
+}
+
+/// The keep-alive a client is held to: its own, unless it asks for more than the
+/// listener's maximum or for none (0) while there is a maximum.
+fn held_keep_alive(asked: u16, max: u16) -> u16 {
+    if max != 0 && (asked == 0 || asked > max) {
+        max
+    } else {
+        asked
+    }
+}
+
+/// A 3.x client cannot be told its keep-alive was lowered (5.0 is, in CONNACK):
+/// said once per process at info, then at debug, so a fleet of such clients does
+/// not flood the log.
+fn log_held_keep_alive(client_id: &str, asked: u16, held: u16) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(
+            client_id,
+            asked,
+            held,
+            "3.x client held to the maximum keep-alive"
+        );
+    } else {
+        tracing::info!(client_id, asked, held, "3.x client held to the listener's max_keep_alive_secs (it cannot be told; logged once, then at debug)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_keep_alive;
+
+    #[test]
+    fn keep_alive_above_the_maximum_or_zero_is_held_to_it() {
+        assert_eq!(held_keep_alive(30, 60), 30);
+        assert_eq!(held_keep_alive(60, 60), 60);
+        assert_eq!(held_keep_alive(61, 60), 60);
+        assert_eq!(held_keep_alive(0, 60), 60);
+        assert_eq!(held_keep_alive(0, 0), 0);
+        assert_eq!(held_keep_alive(65535, 0), 65535);
+    }
 }

@@ -15,6 +15,7 @@ use tern_mqtt::{Disconnect, Packet, Properties, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use super::alias::OutboundAliases;
 use super::error::MqttError;
 use super::will::PendingWill;
 use super::{ack, connect, publish, subscribe};
@@ -38,6 +39,9 @@ thread_local! {
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a write may stall (peer not reading) before the connection is dropped, when keep-alive is off.
 const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(60);
+/// The longest a write may stall whatever the keep-alive: a client held to the
+/// 65535 s maximum must not keep a stuck socket for a day.
+const MAX_WRITE_STALL: Duration = Duration::from_secs(300);
 
 /// Serves one MQTT connection to its end.
 pub fn serve<S>(stream: S, peer: Peer, ctx: Context) -> impl Future<Output = ()> + Send
@@ -80,6 +84,11 @@ pub(super) struct Connection {
     /// empty): created at the first alias.
     #[allow(clippy::box_collection)]
     pub(super) topic_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
+    /// Topic aliases this server assigns on its PUBLISHes (MQTT 5, when the
+    /// client's Topic Alias Maximum allows): created at the first delivery.
+    pub(super) outbound_aliases: Option<Box<OutboundAliases>>,
+    /// The client's Topic Alias Maximum, capped (0: no outbound aliases).
+    pub(super) outbound_alias_max: u16,
     /// The topic of the last PUBLISH: a device mostly publishes to the same few
     /// topics, so a repeat shares it instead of allocating it again.
     pub(super) last_topic: Option<Arc<str>>,
@@ -129,6 +138,8 @@ impl Connection {
             will: None,
             connect_expiry: 0,
             topic_aliases: None,
+            outbound_aliases: None,
+            outbound_alias_max: 0,
             last_topic: None,
             send_window: 1,
             client_max_packet: None,
@@ -364,7 +375,8 @@ impl Connection {
         let stall = if self.keep_alive_secs == 0 {
             DEFAULT_WRITE_STALL
         } else {
-            self.keep_alive_grace().max(Duration::from_secs(5))
+            self.keep_alive_grace()
+                .clamp(Duration::from_secs(5), MAX_WRITE_STALL)
         };
         // Kept for the next write when there is nothing to write yet.
         let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);

@@ -6,11 +6,13 @@
 //! - `connect.rs`: CONNECT → session attach → CONNACK.
 //! - `publish.rs`: inbound PUBLISH (QoS 0/1/2, topic aliases) and outbound deliveries.
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe.
+//! - `alias.rs`: topic aliases the server assigns on outbound PUBLISH (MQTT 5), LRU.
 //! - `ack.rs`: PUBACK / PUBREC / PUBREL / PUBCOMP.
 //! - `will.rs`: will messages and their delay.
 //! - `error.rs`: every error and the reason code it is answered with.
 
 mod ack;
+mod alias;
 mod connect;
 mod connection;
 mod error;

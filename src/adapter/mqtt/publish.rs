@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tern_mqtt::{reason, Packet, Properties, Publish, PublishRef};
 
 use super::ack::ack;
+use super::alias::{Alias, OutboundAliases};
 use super::connection::Connection;
 use super::error::MqttError;
 use super::{core_qos, wire_qos};
@@ -213,6 +214,10 @@ pub(super) fn write_delivery(
             .subscription_identifiers
             .clone_from(&delivery.subscription_ids);
     }
+    if conn.outbound_alias_max > 0 {
+        // Measured with an alias (3 bytes) and the full topic: the largest form it may take.
+        properties.topic_alias = Some(1);
+    }
     let publish = PublishRef {
         dup,
         qos: wire_qos(delivery.qos),
@@ -233,8 +238,34 @@ pub(super) fn write_delivery(
             return Ok(());
         }
     }
+    // Assigned only for a PUBLISH that goes out, so the client's map and ours agree.
+    let alias = outbound_alias(conn, &message.topic);
+    properties.topic_alias = alias.map(|(Alias::Known(n) | Alias::Assigned(n))| n);
+    let publish = PublishRef {
+        dup,
+        qos: wire_qos(delivery.qos),
+        retain: delivery.retain,
+        topic: match alias {
+            Some(Alias::Known(_)) => "",
+            _ => &message.topic,
+        },
+        packet_id,
+        properties: &properties,
+        payload: &message.payload,
+    };
     tern_mqtt::encode_publish(&publish, conn.version, &mut conn.write_buf)?;
     Ok(())
+}
+
+/// The alias `topic` goes out with on this connection, if the client takes aliases.
+fn outbound_alias(conn: &mut Connection, topic: &Arc<str>) -> Option<Alias> {
+    if conn.outbound_alias_max == 0 {
+        return None;
+    }
+    let max = conn.outbound_alias_max;
+    conn.outbound_aliases
+        .get_or_insert_with(|| Box::new(OutboundAliases::new(max)))
+        .alias_for(topic)
 }
 
 #[cfg(test)]

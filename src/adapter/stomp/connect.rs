@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use tern_stomp::{Command, Decoder, Frame, Item, Limits, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::connection::{linger, Connection, READ_CHUNK};
+use super::connection::{Connection, READ_CHUNK};
 use super::error::{encode_error, StompAdapterError};
 use super::heartbeat::{self, HeartBeat};
 use crate::adapter::{Context, Peer};
@@ -117,7 +117,6 @@ where
         let _ = stream.flush().await;
     }
     let _ = stream.shutdown().await;
-    linger(stream).await;
 }
 
 /// `login`/`passcode` (or the TLS certificate's name) against the password file

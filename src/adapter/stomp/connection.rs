@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tern_stomp::{Command, Decoder, Frame, Item, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -41,9 +41,6 @@ thread_local! {
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a write may stall (peer not reading) before the connection is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(60);
-/// After an ERROR, how long the client's unread input is drained so that closing
-/// does not reset the connection before the client read the ERROR.
-const LINGER: Duration = Duration::from_millis(500);
 /// Far enough away to mean "never" for a disabled timer.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -343,7 +340,6 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let mut errored = false;
         match &outcome {
             Ok(Closed::ByClient) => {
                 tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, "client disconnected");
@@ -356,7 +352,6 @@ impl Connection {
                 }
                 if let Some(frame) = e.error_frame(self.receipt.as_deref()) {
                     encode_error(&frame, Some(self.version), &mut self.write_buf);
-                    errored = true;
                 }
             }
         }
@@ -365,24 +360,8 @@ impl Connection {
         }
         let router = Arc::clone(&self.ctx.router);
         router.detach(&self.session, self.connection_id);
+        // The shared close (`serve::close_gracefully`) lets the ERROR reach a
+        // client that is still sending.
         let _ = stream.shutdown().await;
-        if errored {
-            linger(stream).await;
-        }
-    }
-}
-
-/// Reads and discards what the client still sends, briefly, so the close that
-/// follows an ERROR does not reset the connection before the ERROR was read.
-pub(super) async fn linger<S>(stream: &mut S)
-where
-    S: AsyncRead + Unpin,
-{
-    let mut sink = [0u8; 4096];
-    let deadline = Instant::now() + LINGER;
-    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
-        if n == 0 {
-            break;
-        }
     }
 }
