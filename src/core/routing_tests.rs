@@ -39,6 +39,7 @@ fn options(qos: QoS, subscription_id: Option<u32>) -> SubscriptionOptions {
         retain_as_published: false,
         retain_handling: 0,
         subscription_id,
+        exceptions: Default::default(),
     }
 }
 
@@ -250,7 +251,9 @@ fn a_full_refusing_subscriber_refuses_the_message_to_everyone() {
     }
     assert!(taken(&fine).is_empty(), "refused as a whole: nobody got it");
     assert!(
-        router.retained_matching(&filter("t")).is_empty(),
+        router
+            .retained_matching(&filter("t"), &Default::default())
+            .is_empty(),
         "a refused message is not retained either"
     );
     assert_eq!(payloads(&full), ["1"], "the full queue is untouched");
