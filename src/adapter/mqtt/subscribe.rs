@@ -7,7 +7,6 @@ use super::connection::Connection;
 use super::core_qos;
 use super::error::MqttError;
 use crate::auth::Action;
-use crate::core::message::Delivery;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
 
@@ -23,7 +22,12 @@ pub(super) fn handle_subscribe(
     let mut codes = Vec::with_capacity(subscribe.filters.len());
     let mut retained_requests = Vec::new();
     for requested in subscribe.filters {
-        let filter = match Filter::parse(&requested.filter) {
+        let limits = conn.ctx.limits().topic_limits();
+        let parsed = Filter::parse(&requested.filter).map_err(|e| e.to_string());
+        let filter = match parsed.and_then(|f| {
+            limits.check_filter(&f).map_err(|e| e.to_string())?;
+            Ok(f)
+        }) {
             Ok(filter) => filter,
             Err(e) => {
                 tracing::info!(client_id = %conn.session.client_id, filter = %requested.filter, error = %e, "subscription refused");
@@ -89,26 +93,26 @@ pub(super) fn handle_subscribe(
         codes,
         properties: Properties::default(),
     }))?;
-    // Queued after the SUBACK is in the write buffer, so they follow it on the wire.
+    // Queued after the SUBACK is in the write buffer, so they follow it on the
+    // wire; fed to the client as it takes them, not all queued at once.
     for (filter, options) in retained_requests {
-        for message in conn.ctx.router.retained_matching(&filter) {
-            // A filter may be allowed while some topics below it are not (a deny rule).
-            let username = conn.username.as_deref();
-            if !conn
-                .ctx
-                .can_read(username, &conn.session.client_id, &message.topic)
-            {
-                continue;
-            }
-            conn.session.push(Delivery {
-                qos: options.qos.min(message.qos),
-                message,
-                retain: true,
-                subscription_ids: options.subscription_id.into_iter().collect(),
-                filter: Some(filter.shared_str()),
-                seq: 0,
-            });
-        }
+        // A filter may be allowed while some topics below it are not (a deny rule).
+        let username = conn.username.as_deref();
+        let retained: Vec<_> = conn
+            .ctx
+            .router
+            .retained_matching(&filter)
+            .into_iter()
+            .filter(|message| {
+                conn.ctx
+                    .can_read(username, &conn.session.client_id, &message.topic)
+            })
+            .collect();
+        let expired = conn
+            .ctx
+            .router
+            .send_retained(&conn.session, &filter, &options, retained);
+        conn.ctx.monitor.metrics.dropped_expired(expired);
     }
     Ok(())
 }
@@ -117,11 +121,15 @@ pub(super) fn handle_unsubscribe(
     conn: &mut Connection,
     unsubscribe: Unsubscribe,
 ) -> Result<(), MqttError> {
+    let limits = conn.ctx.limits().topic_limits();
     let codes = unsubscribe
         .filters
         .iter()
         .map(|filter| {
-            if conn.ctx.router.unsubscribe(&conn.session, filter) {
+            if conn.is_v5() && limits.check(filter).is_err() {
+                // Over the limits: it can name no subscription, and is not looked up.
+                reason::TOPIC_FILTER_INVALID
+            } else if conn.ctx.router.unsubscribe(&conn.session, filter) {
                 reason::SUCCESS
             } else {
                 reason::NO_SUBSCRIPTION_EXISTED
