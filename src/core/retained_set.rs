@@ -73,9 +73,14 @@ impl RetainedSet {
     }
 
     /// Keeps `message` as the retained message of its topic, within the caps.
-    pub fn keep(&mut self, message: Arc<Message>) -> Result<(), RetainedFull> {
-        self.check(&message)?;
-        self.keep_unchecked(message);
+    /// The payload is copied into its own allocation: a live message's payload
+    /// is a slice of its publisher's read buffer, which a retained copy would
+    /// otherwise keep whole (64 KiB for a 16-byte payload) for as long as it is kept.
+    pub fn keep(&mut self, message: &Message) -> Result<(), RetainedFull> {
+        self.check(message)?;
+        let mut own = message.clone();
+        own.payload = bytes::Bytes::copy_from_slice(&message.payload);
+        self.keep_unchecked(Arc::new(own));
         Ok(())
     }
 
@@ -152,19 +157,19 @@ mod tests {
             max_messages: 2,
             max_bytes: 0,
         });
-        set.keep(message("a", 1)).unwrap();
-        set.keep(message("b", 1)).unwrap();
+        set.keep(&message("a", 1)).unwrap();
+        set.keep(&message("b", 1)).unwrap();
         assert_eq!(
-            set.keep(message("c", 1)),
+            set.keep(&message("c", 1)),
             Err(RetainedFull::Messages { max: 2 })
         );
         assert!(set.get("c").is_none());
         // Replacing at the cap works, even with a larger message (no byte cap).
-        set.keep(message("a", 100)).unwrap();
+        set.keep(&message("a", 100)).unwrap();
         assert_eq!(set.len(), 2);
         // Clearing frees a place.
         assert!(set.clear("b").is_some());
-        set.keep(message("c", 1)).unwrap();
+        set.keep(&message("c", 1)).unwrap();
     }
 
     #[test]
@@ -174,21 +179,21 @@ mod tests {
             max_messages: 0,
             max_bytes: 20,
         });
-        set.keep(message("t1", 8)).unwrap();
-        set.keep(message("t2", 8)).unwrap();
+        set.keep(&message("t1", 8)).unwrap();
+        set.keep(&message("t2", 8)).unwrap();
         assert_eq!(set.bytes(), 20);
         assert_eq!(
-            set.keep(message("t3", 0)),
+            set.keep(&message("t3", 0)),
             Err(RetainedFull::Bytes { max: 20 })
         );
         assert_eq!(
-            set.keep(message("t1", 9)),
+            set.keep(&message("t1", 9)),
             Err(RetainedFull::Bytes { max: 20 })
         );
-        set.keep(message("t1", 8)).unwrap();
-        set.keep(message("t1", 3)).unwrap();
+        set.keep(&message("t1", 8)).unwrap();
+        set.keep(&message("t1", 3)).unwrap();
         assert_eq!(set.bytes(), 15);
-        set.keep(message("t1", 8)).unwrap();
+        set.keep(&message("t1", 8)).unwrap();
         assert_eq!(set.bytes(), 20);
         set.clear("t2");
         assert_eq!(set.bytes(), 10);
@@ -198,14 +203,14 @@ mod tests {
     fn a_lowered_cap_still_lets_smaller_replacements_and_clears_through() {
         let mut set = RetainedSet::new(RetainedLimits::default());
         for topic in ["a", "b", "c"] {
-            set.keep(message(topic, 10)).unwrap();
+            set.keep(&message(topic, 10)).unwrap();
         }
         set.set_limits(RetainedLimits {
             max_messages: 1,
             max_bytes: 5,
         });
-        set.keep(message("a", 4)).unwrap();
-        assert!(set.keep(message("d", 1)).is_err());
+        set.keep(&message("a", 4)).unwrap();
+        assert!(set.keep(&message("d", 1)).is_err());
         assert!(set.clear("b").is_some());
         assert_eq!(set.len(), 2);
     }
@@ -221,7 +226,7 @@ mod tests {
         set.keep_unchecked(message("b", 1));
         assert_eq!(set.len(), 2);
         assert!(set.is_current(&first));
-        set.keep(message("a", 1)).unwrap();
+        set.keep(&message("a", 1)).unwrap();
         assert!(!set.is_current(&first));
     }
 }

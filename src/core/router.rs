@@ -394,7 +394,7 @@ impl Router {
                     None
                 } else {
                     // Refused before anything is kept or delivered.
-                    if let Err(full) = retained.keep(Arc::clone(&message)) {
+                    if let Err(full) = retained.keep(&message) {
                         drop(retained);
                         self.note_retained_refused(&message, &full);
                         return Err(full.into());

@@ -127,9 +127,27 @@ struct SessionState {
     /// Who the connected client logged in as (None: anonymous), for access re-checks.
     username: Option<Arc<str>>,
     limits: QueueLimits,
+    /// Boxed, and only once needed: an idle session pays one word for it.
+    rare: Option<Box<RareState>>,
+}
+
+/// What few sessions ever need.
+#[derive(Debug, Default)]
+struct RareState {
+    /// Deliveries the queue limits dropped.
     dropped: u64,
     /// Retained messages new subscriptions asked for, fed into `pending` as it empties.
     retained: RetainedBacklog,
+}
+
+impl SessionState {
+    fn rare(&mut self) -> &mut RareState {
+        self.rare.get_or_insert_default()
+    }
+
+    fn has_retained_backlog(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.retained.is_empty())
+    }
 }
 
 #[derive(Debug)]
@@ -175,8 +193,7 @@ impl Session {
                 kick: None,
                 username: None,
                 limits,
-                dropped: 0,
-                retained: RetainedBacklog::default(),
+                rare: None,
             }),
             wake: Notify::new(),
             stored: AtomicBool::new(false),
@@ -371,12 +388,12 @@ impl Session {
                                 persist.delete_delivery(old.seq);
                             }
                         }
-                        state.dropped += 1;
+                        state.rare().dropped += 1;
                     }
                     outcome = PushOutcome::QueuedDroppedOldest;
                 }
                 _ => {
-                    state.dropped += 1;
+                    state.rare().dropped += 1;
                     return PushOutcome::Dropped;
                 }
             }
@@ -432,7 +449,7 @@ impl Session {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let was_empty = state.pending.is_empty();
-        state.retained.add(batch);
+        state.rare().retained.add(batch);
         let expired = self.feed_retained(state, Instant::now());
         let wake = was_empty && !state.pending.is_empty();
         drop(guard);
@@ -444,7 +461,8 @@ impl Session {
 
     /// Retained messages waiting to be fed into the queue.
     pub fn retained_backlog_len(&self) -> usize {
-        self.state.lock().retained.len()
+        let state = self.state.lock();
+        state.rare.as_ref().map_or(0, |r| r.retained.len())
     }
 
     /// Moves retained deliveries from the backlog into `pending` while it holds
@@ -452,10 +470,13 @@ impl Session {
     /// least one into an empty queue); returns how many expired ones were passed over.
     fn feed_retained(&self, state: &mut SessionState, now: Instant) -> usize {
         let mut expired = 0;
-        while !state.retained.is_empty() && state.pending.len() < RETAINED_FEED {
+        while state.has_retained_backlog() && state.pending.len() < RETAINED_FEED {
             let limits = state.limits;
             let pending = &state.pending;
-            let fed = state.retained.next(now, |size| {
+            let Some(rare) = state.rare.as_mut() else {
+                break;
+            };
+            let fed = rare.retained.next(now, |size| {
                 pending.is_empty() || !limits.full_for(pending, size)
             });
             expired += fed.expired;
@@ -538,7 +559,7 @@ impl Session {
     }
 
     pub fn dropped_count(&self) -> u64 {
-        self.state.lock().dropped
+        self.state.lock().rare.as_ref().map_or(0, |r| r.dropped)
     }
 
     pub fn inflight_len(&self) -> usize {
@@ -623,7 +644,9 @@ impl Session {
 
     pub(crate) fn remove_subscription(&self, raw_filter: &str) -> Option<Filter> {
         let mut state = self.state.lock();
-        state.retained.remove_filter(raw_filter, "unsubscribed");
+        if let Some(rare) = state.rare.as_mut() {
+            rare.retained.remove_filter(raw_filter, "unsubscribed");
+        }
         state
             .subscriptions
             .remove(raw_filter)
@@ -652,7 +675,9 @@ impl Session {
 
     pub(crate) fn take_subscriptions(&self) -> Vec<Filter> {
         let mut state = self.state.lock();
-        state.retained = RetainedBacklog::default();
+        if let Some(rare) = state.rare.as_mut() {
+            rare.retained = RetainedBacklog::default();
+        }
         state
             .subscriptions
             .take_all()
