@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::retained_set::RetainedLimits;
 use crate::core::session::{OverflowPolicy, QueueLimits};
+use crate::core::topic_limits::TopicLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -240,6 +242,14 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Longest session expiry a client may ask for, seconds (`4294967295` = no cap, sessions may never expire).
     pub max_session_expiry_secs: u32,
+    /// Levels a topic name or filter may have (PUBLISH, SUBSCRIBE, will, STOMP destination).
+    pub max_topic_levels: usize,
+    /// Bytes a topic name or filter may have (at most 65535, MQTT's string length).
+    pub max_topic_length: usize,
+    /// Retained messages the broker keeps (0: no cap); one more on a new topic is refused.
+    pub max_retained_messages: usize,
+    /// Topic and payload bytes of all retained messages (0: no cap).
+    pub max_retained_bytes: usize,
     /// Subscriptions one client may hold (MQTT filters, STOMP SUBSCRIBE ids); one more is
     /// refused (MQTT 5 SUBACK 0x97, 3.x 0x80, STOMP ERROR).
     pub max_subscriptions_per_client: usize,
@@ -539,6 +549,22 @@ impl Limits {
             overflow: self.queue_overflow,
         }
     }
+
+    /// How deep and long a topic a client names may be.
+    pub fn topic_limits(&self) -> TopicLimits {
+        TopicLimits {
+            max_levels: self.max_topic_levels,
+            max_length: self.max_topic_length,
+        }
+    }
+
+    /// Caps on retained messages.
+    pub fn retained_limits(&self) -> RetainedLimits {
+        RetainedLimits {
+            max_messages: self.max_retained_messages,
+            max_bytes: self.max_retained_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -555,6 +581,10 @@ impl Default for Limits {
             queue_overflow: OverflowPolicy::DropOldest,
             topic_alias_maximum: 64,
             max_session_expiry_secs: u32::MAX,
+            max_topic_levels: 128,
+            max_topic_length: 65_535,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 1024 * 1024 * 1024,
             max_subscriptions_per_client: 1024,
             max_publish_rate: 0,
             queue_max_messages: 100_000,
@@ -651,6 +681,15 @@ impl Settings {
             return Err(invalid(
                 "limits.max_subscriptions_per_client",
                 "must be at least 1",
+            ));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(invalid("limits.max_topic_levels", "must be at least 1"));
+        }
+        if !(1..=crate::core::topic::MAX_TOPIC_LEN).contains(&l.max_topic_length) {
+            return Err(invalid(
+                "limits.max_topic_length",
+                "must be between 1 and 65535 bytes",
             ));
         }
         if l.queue_max_messages == 0 {

@@ -118,6 +118,7 @@ fn apply_limits(new: &Settings, live: &LiveConfig) {
     let limits = &new.limits;
     live.limits.store(Arc::new(limits.clone()));
     live.router.set_queue_limits(limits.queue_limits());
+    live.router.set_retained_limits(limits.retained_limits());
     live.router
         .set_queue_max_messages(limits.queue_max_messages);
     live.caps.set_limits(limits.max_connections, |name| {

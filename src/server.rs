@@ -89,6 +89,7 @@ impl Server {
         if let Some(store) = &store {
             router = router.with_store(Arc::clone(store));
         }
+        router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
         if let Some(store) = &store {
             let restored = router.restore(store.load()?)?;

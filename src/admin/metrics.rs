@@ -238,7 +238,7 @@ pub(super) struct CoreSnapshot {
     pub queued_sessions: i64,
     pub queued_queues: i64,
     /// Messages not delivered, by reason label.
-    pub dropped: [(&'static str, u64); 4],
+    pub dropped: [(&'static str, u64); 5],
     store_commits: Option<u64>,
     store_held: Option<i64>,
 }
@@ -273,6 +273,10 @@ impl CoreSnapshot {
             (
                 "no_subscribers",
                 stats.messages_unmatched.load(Ordering::Relaxed),
+            ),
+            (
+                "retained_limit",
+                stats.retained_refused.load(Ordering::Relaxed),
             ),
         ];
         if let Some(store) = router.store() {

@@ -11,10 +11,13 @@ pub(crate) mod pending;
 pub(crate) mod persist;
 pub mod queue;
 pub mod retain;
+pub(crate) mod retained_backlog;
+pub mod retained_set;
 pub mod router;
 pub mod session;
 pub(crate) mod subscription_list;
 pub mod topic;
+pub mod topic_limits;
 pub mod trie;
 pub mod will;
 

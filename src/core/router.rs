@@ -13,7 +13,8 @@ use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::persist;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
-use crate::core::retain::RetainedIndex;
+use crate::core::retained_backlog::RetainedBatch;
+use crate::core::retained_set::{RetainedFull, RetainedLimits, RetainedSet};
 use crate::core::session::{
     KickReason, PushOutcome, QueueLimits, Session, SessionRef, SubscriptionOptions,
 };
@@ -26,6 +27,8 @@ use crate::store::Store;
 #[derive(Debug, Default)]
 pub struct RouterStats {
     pub deliveries_dropped: AtomicU64,
+    /// Retained publishes refused because a retained cap was reached.
+    pub retained_refused: AtomicU64,
     /// Messages from clients that matched no subscription (and went to no queue).
     pub messages_unmatched: AtomicU64,
 }
@@ -39,6 +42,8 @@ pub enum PublishRefused {
     StoreFull { held: u64, limit: u64 },
     #[error("the queue of subscriber {client_id} is full")]
     SubscriberFull { client_id: String },
+    #[error(transparent)]
+    RetainedFull(#[from] RetainedFull),
 }
 
 /// A connection bound to its session.
@@ -57,7 +62,9 @@ pub struct Router {
     /// Each subscription's options by filter; a match gets the filter text from
     /// the trie, shared rather than re-allocated for every delivery.
     subscriptions: RwLock<SubscriptionTrie<SessionRef, SubscriptionOptions>>,
-    retained: RwLock<RetainedIndex<Arc<Message>>>,
+    /// Shared with the retained batches of new subscriptions, which skip what was
+    /// replaced since they were made.
+    retained: Arc<RwLock<RetainedSet>>,
     /// Sessions by client id, connected or not.
     sessions: DashMap<Arc<str>, Arc<Session>>,
     next_connection_id: AtomicU64,
@@ -81,7 +88,7 @@ impl Router {
     pub fn new(queue_limits: QueueLimits) -> Router {
         Router {
             subscriptions: RwLock::new(SubscriptionTrie::new()),
-            retained: RwLock::new(RetainedIndex::new()),
+            retained: Arc::new(RwLock::new(RetainedSet::new(RetainedLimits::default()))),
             sessions: DashMap::new(),
             next_connection_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -120,10 +127,15 @@ impl Router {
         self.store.as_ref()
     }
 
-    /// A stored retained message brought back at start (not written again).
+    /// Caps on retained messages (`limits.max_retained_*`; also on config reload).
+    pub fn set_retained_limits(&self, limits: RetainedLimits) {
+        self.retained.write().set_limits(limits);
+    }
+
+    /// A stored retained message brought back at start (not written again, not
+    /// refused by the caps: it was accepted once).
     pub(crate) fn restore_retained(&self, message: Arc<Message>) {
-        let topic = Arc::clone(&message.topic);
-        self.retained.write().set(&topic, Some(message));
+        self.retained.write().keep_unchecked(message);
     }
 
     /// Sets how many messages one point-to-point queue may hold (waiting plus unacknowledged).
@@ -263,6 +275,28 @@ impl Router {
         out
     }
 
+    /// Hands `session` the retained messages a new subscription on `filter` asked
+    /// for (already matched and checked by the adapter), to be sent at the pace
+    /// the client takes them; returns how many expired ones were passed over.
+    pub fn send_retained(
+        &self,
+        session: &Session,
+        filter: &Filter,
+        options: &SubscriptionOptions,
+        messages: Vec<Arc<Message>>,
+    ) -> usize {
+        if messages.is_empty() {
+            return 0;
+        }
+        session.queue_retained(RetainedBatch::new(
+            messages,
+            options.qos,
+            options.subscription_id.into_iter().collect(),
+            filter.shared_str(),
+            Arc::clone(&self.retained),
+        ))
+    }
+
     /// Every retained message, `$` topics included, expired ones left out (for operators).
     pub fn retained_all(&self) -> Vec<Arc<Message>> {
         let now = std::time::Instant::now();
@@ -277,7 +311,7 @@ impl Router {
 
     /// Removes the retained message of `topic`; true if there was one.
     pub fn delete_retained(&self, topic: &str) -> bool {
-        let removed = self.retained.write().set(topic, None).is_some();
+        let removed = self.retained.write().clear(topic).is_some();
         if removed {
             if let Some(store) = &self.store {
                 store.submit([persist::retained_op(topic, None)]);
@@ -290,6 +324,11 @@ impl Router {
         self.retained.read().len()
     }
 
+    /// Topic and payload bytes of all retained messages.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
+    }
+
     /// Routes one message: stores/clears it as retained if flagged, then queues it
     /// for every matching session (one delivery per session, overlapping
     /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
@@ -300,6 +339,8 @@ impl Router {
         let topic = Arc::clone(&message.topic);
         match self.route(message, false) {
             Ok(matched) => matched,
+            // A retained cap was logged by `note_retained_refused`, without flooding.
+            Err(PublishRefused::RetainedFull(_)) => 0,
             Err(e) => {
                 tracing::warn!(topic = %topic, error = %e, "message refused");
                 0
@@ -374,15 +415,22 @@ impl Router {
             // Still under the trie's read lock: a concurrent subscriber is either a
             // target already or subscribes after this and finds the retained message.
             if message.retain {
+                let mut retained = self.retained.write();
                 let value = if message.payload.is_empty() {
+                    retained.clear(&message.topic);
                     None
                 } else {
-                    Some(Arc::clone(&message))
+                    // Refused before anything is kept or delivered.
+                    if let Err(full) = retained.keep(&message) {
+                        drop(retained);
+                        self.note_retained_refused(&message, &full);
+                        return Err(full.into());
+                    }
+                    Some(&*message)
                 };
                 if let Some(store) = &self.store {
-                    store.submit([persist::retained_op(&message.topic, value.as_deref())]);
+                    store.submit([persist::retained_op(&message.topic, value)]);
                 }
-                self.retained.write().set(&message.topic, value);
             }
         }
         if targets.is_empty() && message.publisher.is_some() {
@@ -457,6 +505,20 @@ impl Router {
                 tracing::debug!(client_id = %session.client_id, queue, count = messages.len(), "unacknowledged queue messages given back");
                 self.queues.requeue(queue, messages.into_iter());
             }
+        }
+    }
+
+    fn note_retained_refused(&self, message: &Message, full: &RetainedFull) {
+        let total = self.stats.retained_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        // The first refusal and then every 1000th, so a flood does not flood the log.
+        if total == 1 || total.is_multiple_of(1000) {
+            tracing::warn!(
+                topic = %message.topic,
+                publisher = message.publisher.as_deref().unwrap_or(""),
+                refused_total = total,
+                error = %full,
+                "retained message refused: a retained cap is reached (limits.max_retained_messages / max_retained_bytes)"
+            );
         }
     }
 

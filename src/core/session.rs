@@ -18,8 +18,13 @@ use crate::core::packet_ids::PacketIds;
 pub use crate::core::packet_ids::{InflightEntry, InflightStage};
 use crate::core::pending::{delivery_bytes, PendingQueue};
 use crate::core::persist::Persist;
+use crate::core::retained_backlog::{RetainedBacklog, RetainedBatch};
 use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
+
+/// Retained deliveries the backlog keeps in a session's queue at most: enough
+/// for a connection's batch, few enough to leave the queue to live messages.
+const RETAINED_FEED: usize = 256;
 
 /// What a full queue does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -126,7 +131,27 @@ struct SessionState {
     /// Who the connected client logged in as (None: anonymous), for access re-checks.
     username: Option<Arc<str>>,
     limits: QueueLimits,
+    /// Boxed, and only once needed: an idle session pays one word for it.
+    rare: Option<Box<RareState>>,
+}
+
+/// What few sessions ever need.
+#[derive(Debug, Default)]
+struct RareState {
+    /// Deliveries the queue limits dropped.
     dropped: u64,
+    /// Retained messages new subscriptions asked for, fed into `pending` as it empties.
+    retained: RetainedBacklog,
+}
+
+impl SessionState {
+    fn rare(&mut self) -> &mut RareState {
+        self.rare.get_or_insert_default()
+    }
+
+    fn has_retained_backlog(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.retained.is_empty())
+    }
 }
 
 #[derive(Debug)]
@@ -172,7 +197,7 @@ impl Session {
                 kick: None,
                 username: None,
                 limits,
-                dropped: 0,
+                rare: None,
             }),
             wake: Notify::new(),
             stored: AtomicBool::new(false),
@@ -367,12 +392,12 @@ impl Session {
                                 persist.delete_delivery(old.seq);
                             }
                         }
-                        state.dropped += 1;
+                        state.rare().dropped += 1;
                     }
                     outcome = PushOutcome::QueuedDroppedOldest;
                 }
                 _ => {
-                    state.dropped += 1;
+                    state.rare().dropped += 1;
                     return PushOutcome::Dropped;
                 }
             }
@@ -413,8 +438,65 @@ impl Session {
 
     /// Moves up to `max` pending deliveries into `out`.
     pub fn take_pending(&self, max: usize, out: &mut Vec<Delivery>) {
-        let mut state = self.state.lock();
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let now = Instant::now();
+        self.feed_retained(state, now);
         state.pending.drain_into(max, out);
+        self.feed_retained(state, now);
+    }
+
+    /// Queues the retained messages a new subscription asked for: they are fed
+    /// into the queue a few at a time as the connection takes from it, so a
+    /// large retained set flows at the client's pace instead of overflowing the queue.
+    pub fn queue_retained(&self, batch: RetainedBatch) -> usize {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let was_empty = state.pending.is_empty();
+        state.rare().retained.add(batch);
+        let expired = self.feed_retained(state, Instant::now());
+        let wake = was_empty && !state.pending.is_empty();
+        drop(guard);
+        if wake {
+            self.wake.notify_one();
+        }
+        expired
+    }
+
+    /// Retained messages waiting to be fed into the queue.
+    pub fn retained_backlog_len(&self) -> usize {
+        let state = self.state.lock();
+        state.rare.as_ref().map_or(0, |r| r.retained.len())
+    }
+
+    /// Moves retained deliveries from the backlog into `pending` while it holds
+    /// fewer than `RETAINED_FEED` and the queue limits leave room (always at
+    /// least one into an empty queue); returns how many expired ones were passed over.
+    fn feed_retained(&self, state: &mut SessionState, now: Instant) -> usize {
+        let mut expired = 0;
+        while state.has_retained_backlog() && state.pending.len() < RETAINED_FEED {
+            let limits = state.limits;
+            let pending = &state.pending;
+            let Some(rare) = state.rare.as_mut() else {
+                break;
+            };
+            let fed = rare.retained.next(now, |size| {
+                pending.is_empty() || !limits.full_for(pending, size)
+            });
+            expired += fed.expired;
+            let Some(mut delivery) = fed.delivery else {
+                break;
+            };
+            if delivery.qos != QoS::AtMostOnce {
+                if let Some(persist) = self.persist_if(state) {
+                    delivery.seq = state.next_store_seq;
+                    state.next_store_seq += 1;
+                    persist.put_delivery(&delivery, None, false);
+                }
+            }
+            state.pending.push_back(delivery);
+        }
+        expired
     }
 
     /// Moves deliveries the connection may send now into `out`: QoS 0 always, QoS 1/2
@@ -428,8 +510,9 @@ impl Session {
         now: Instant,
         out: &mut Vec<(Delivery, Option<u16>)>,
     ) -> usize {
-        let mut state = self.state.lock();
-        let mut expired = 0;
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let mut expired = self.feed_retained(state, now);
         while out.len() < max {
             let Some(front) = state.pending.front() else {
                 break;
@@ -455,7 +538,7 @@ impl Session {
             };
             let id = state.ids.allocate();
             if delivery.seq != 0 {
-                if let Some(persist) = self.persist_if(&state) {
+                if let Some(persist) = self.persist_if(state) {
                     // The packet id is stored so a resend after a restart uses the same one.
                     persist.put_delivery(&delivery, Some(id), false);
                 }
@@ -472,7 +555,7 @@ impl Session {
             );
             out.push((delivery, Some(id)));
         }
-        expired
+        expired + self.feed_retained(state, now)
     }
 
     pub fn pending_len(&self) -> usize {
@@ -480,7 +563,7 @@ impl Session {
     }
 
     pub fn dropped_count(&self) -> u64 {
-        self.state.lock().dropped
+        self.state.lock().rare.as_ref().map_or(0, |r| r.dropped)
     }
 
     pub fn inflight_len(&self) -> usize {
@@ -564,8 +647,11 @@ impl Session {
     }
 
     pub(crate) fn remove_subscription(&self, raw_filter: &str) -> Option<Filter> {
-        self.state
-            .lock()
+        let mut state = self.state.lock();
+        if let Some(rare) = state.rare.as_mut() {
+            rare.retained.remove_filter(raw_filter, "unsubscribed");
+        }
+        state
             .subscriptions
             .remove(raw_filter)
             .map(|(filter, _)| filter)
@@ -602,8 +688,11 @@ impl Session {
     }
 
     pub(crate) fn take_subscriptions(&self) -> Vec<Filter> {
-        self.state
-            .lock()
+        let mut state = self.state.lock();
+        if let Some(rare) = state.rare.as_mut() {
+            rare.retained = RetainedBacklog::default();
+        }
+        state
             .subscriptions
             .take_all()
             .into_iter()

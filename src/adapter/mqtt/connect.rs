@@ -243,7 +243,8 @@ fn establish(
 
     let will = match connect.will {
         Some(will) => {
-            if validate_topic_name(&will.topic).is_err() {
+            let within = ctx.limits().topic_limits().check(&will.topic).is_ok();
+            if validate_topic_name(&will.topic).is_err() || !within {
                 return Err(refuse(
                     reason::TOPIC_NAME_INVALID,
                     connack_v3::NOT_AUTHORIZED,

@@ -12,6 +12,8 @@ pub enum MqttError {
     Protocol(&'static str),
     #[error("invalid topic alias: {0}")]
     TopicAliasInvalid(&'static str),
+    #[error("PUBLISH topic refused: {0}")]
+    TopicOverLimit(crate::core::topic_limits::TopicLimitError),
     #[error("receive maximum exceeded")]
     ReceiveMaximumExceeded,
     #[error("publish rate above limits.max_publish_rate")]
@@ -55,6 +57,7 @@ impl MqttError {
             MqttError::Decode(e) => Some(e.reason_code()),
             MqttError::Protocol(_) => Some(reason::PROTOCOL_ERROR),
             MqttError::TopicAliasInvalid(_) => Some(reason::TOPIC_ALIAS_INVALID),
+            MqttError::TopicOverLimit(_) => Some(reason::TOPIC_NAME_INVALID),
             MqttError::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
             MqttError::RateTooHigh => Some(reason::MESSAGE_RATE_TOO_HIGH),
             MqttError::PayloadFormatInvalid => Some(reason::PAYLOAD_FORMAT_INVALID),
@@ -75,6 +78,7 @@ impl MqttError {
             MqttError::Decode(_) => "malformed",
             MqttError::Protocol(_) => "protocol_error",
             MqttError::TopicAliasInvalid(_) => "topic_alias_invalid",
+            MqttError::TopicOverLimit(_) => "topic_over_limit",
             MqttError::ReceiveMaximumExceeded => "receive_maximum_exceeded",
             MqttError::RateTooHigh => "message_rate_too_high",
             MqttError::PayloadFormatInvalid => "payload_format_invalid",

@@ -15,6 +15,7 @@ use super::{core_qos, wire_qos};
 use crate::admin::Protocol;
 use crate::auth::Action;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
+use crate::core::router::PublishRefused;
 
 /// Builds a core message from the parts of a PUBLISH or a will.
 pub(super) fn message_from_parts(
@@ -52,6 +53,19 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     }
     let qos = core_qos(publish.qos);
     let packet_id = publish.packet_id.unwrap_or(0);
+    if let Err(over) = conn.ctx.limits().topic_limits().check(&topic) {
+        // 5.0 answers a QoS 1/2 PUBLISH with 0x90; a QoS 0 one, and any in 3.x,
+        // can only be refused by closing the connection.
+        if !conn.is_v5() || qos == QoS::AtMostOnce {
+            return Err(MqttError::TopicOverLimit(over));
+        }
+        let mut reply = ack(packet_id, reason::TOPIC_NAME_INVALID);
+        reply.properties.reason_string = Some(over.to_string());
+        return match qos {
+            QoS::ExactlyOnce => conn.send(&Packet::PubRec(reply)),
+            _ => conn.send(&Packet::PubAck(reply)),
+        };
+    }
     let username = conn.username.as_deref();
     if !conn.ctx.allowed(
         username,
@@ -91,8 +105,11 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         Ok(0) if conn.is_v5() => ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS),
         Ok(_) => ack(packet_id, 0),
         Err(refused) => {
-            if let Some(suppressed) = conn.log_limit.admit(std::time::Instant::now()) {
-                tracing::warn!(client_id = %conn.session.client_id, error = %refused, suppressed, "publish refused");
+            // A retained cap is logged by the router, once per thousand refusals.
+            if !matches!(refused, PublishRefused::RetainedFull(_)) {
+                if let Some(suppressed) = conn.log_limit.admit(std::time::Instant::now()) {
+                    tracing::warn!(client_id = %conn.session.client_id, error = %refused, suppressed, "publish refused");
+                }
             }
             if qos == QoS::AtMostOnce {
                 return Ok(());

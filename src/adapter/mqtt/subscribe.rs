@@ -6,7 +6,6 @@ use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubsc
 use super::connection::Connection;
 use super::core_qos;
 use super::error::MqttError;
-use crate::core::message::Delivery;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
 
@@ -24,7 +23,12 @@ pub(super) fn handle_subscribe(
     // Refusals are logged once for the packet (one may carry 100,000 filters).
     let mut refused = Refused::default();
     for requested in subscribe.filters {
-        let filter = match Filter::parse(&requested.filter) {
+        let limits = conn.ctx.limits().topic_limits();
+        let parsed = Filter::parse(&requested.filter).map_err(|e| e.to_string());
+        let filter = match parsed.and_then(|f| {
+            limits.check_filter(&f).map_err(|e| e.to_string())?;
+            Ok(f)
+        }) {
             Ok(filter) => filter,
             Err(e) => {
                 refused.note(Why::Invalid, &requested.filter, &e.to_string());
@@ -92,23 +96,19 @@ pub(super) fn handle_subscribe(
         codes,
         properties: Properties::default(),
     }))?;
-    // Queued after the SUBACK is in the write buffer, so they follow it on the wire.
+    // Queued after the SUBACK is in the write buffer, so they follow it on the
+    // wire; fed to the client as it takes them, not all queued at once.
     for (filter, options) in retained_requests {
         // The core leaves out the topics the subscription's exceptions name.
-        for message in conn
+        let retained = conn
             .ctx
             .router
-            .retained_matching(&filter, &options.exceptions)
-        {
-            conn.session.push(Delivery {
-                qos: options.qos.min(message.qos),
-                message,
-                retain: true,
-                subscription_ids: options.subscription_id.into_iter().collect(),
-                filter: Some(filter.shared_str()),
-                seq: 0,
-            });
-        }
+            .retained_matching(&filter, &options.exceptions);
+        let expired = conn
+            .ctx
+            .router
+            .send_retained(&conn.session, &filter, &options, retained);
+        conn.ctx.monitor.metrics.dropped_expired(expired);
     }
     Ok(())
 }
@@ -171,11 +171,15 @@ pub(super) fn handle_unsubscribe(
     conn: &mut Connection,
     unsubscribe: Unsubscribe,
 ) -> Result<(), MqttError> {
+    let limits = conn.ctx.limits().topic_limits();
     let codes = unsubscribe
         .filters
         .iter()
         .map(|filter| {
-            if conn.ctx.router.unsubscribe(&conn.session, filter) {
+            if conn.is_v5() && limits.check(filter).is_err() {
+                // Over the limits: it can name no subscription, and is not looked up.
+                reason::TOPIC_FILTER_INVALID
+            } else if conn.ctx.router.unsubscribe(&conn.session, filter) {
                 reason::SUCCESS
             } else {
                 reason::NO_SUBSCRIPTION_EXISTED

@@ -305,7 +305,11 @@ impl Connection {
         // list (up to a batch of deliveries) of its own.
         let mut batch = BATCH.take();
         while self.write_buf.len() < WRITE_HIGH_WATER && self.window_open() {
-            self.session.take_pending(DELIVERY_BATCH, &mut batch);
+            // No more than the window has room for, so a client-ack subscription
+            // is not sent a whole batch (a retained set, a backlog) past it.
+            let room = self.max_unacked.saturating_sub(self.unacked.len());
+            self.session
+                .take_pending(DELIVERY_BATCH.min(room), &mut batch);
             if batch.is_empty() {
                 break;
             }

@@ -1,7 +1,8 @@
 //! Core deliveries → MESSAGE frames: which subscription(s) a delivery is for,
 //! and what each one must later acknowledge.
 //!
-//! - Topic deliveries: one MESSAGE per STOMP subscription on the matched filter.
+//! - Topic deliveries: one MESSAGE per STOMP subscription on the matched filter;
+//!   a retained message sent on SUBSCRIBE only to the newest subscription on it.
 //! - Queue deliveries: one MESSAGE to one subscription on that queue. With
 //!   ack=auto the queue is told at once that the message is done; otherwise the
 //!   queue is told it was written (`claim`) and the ACK or NACK settles it. A
@@ -45,6 +46,15 @@ pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: 
         };
         if mine {
             write_to(conn, delivery, &subscription, clock);
+        }
+        return;
+    }
+    if delivery.retain {
+        // A retained message sent on SUBSCRIBE is for the subscription that
+        // asked for it, the newest on its filter (STOMP live deliveries never
+        // carry the retain flag).
+        if let Some(newest) = subscriptions.last() {
+            write_to(conn, delivery, newest, clock);
         }
         return;
     }

@@ -44,6 +44,25 @@ pub enum DestinationError {
     },
     #[error("destination {0:?} addresses a queue as a topic: use /queue/<name>")]
     QueueAsTopic(String),
+    /// Over `limits.max_topic_levels` / `max_topic_length` (the destination is
+    /// shortened: it may be 64 KB).
+    #[error("destination {destination:?}...: {reason}")]
+    OverLimit {
+        destination: String,
+        reason: crate::core::topic_limits::TopicLimitError,
+    },
+}
+
+impl DestinationError {
+    pub(super) fn over_limit(
+        destination: &str,
+        reason: crate::core::topic_limits::TopicLimitError,
+    ) -> DestinationError {
+        DestinationError::OverLimit {
+            destination: destination.chars().take(64).collect(),
+            reason,
+        }
+    }
 }
 
 /// What a subscription destination maps to.

@@ -130,6 +130,7 @@ impl StompAdapterError {
             StompAdapterError::Refused(PublishRefused::Queue(_)) => "queue_full",
             StompAdapterError::Refused(PublishRefused::StoreFull { .. }) => "store_full",
             StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
+            StompAdapterError::Refused(PublishRefused::RetainedFull(_)) => "retained_full",
             StompAdapterError::HeartBeatTimeout(_) => "heart_beat_timeout",
             StompAdapterError::Kicked => "kicked",
             StompAdapterError::ShuttingDown => "shutdown",

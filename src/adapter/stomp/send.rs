@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tern_stomp::Frame;
 
 use super::connection::Connection;
-use super::destination::send_topic;
+use super::destination::{send_topic, DestinationError};
 use super::error::StompAdapterError;
 use super::headers::{message_from_send, Clock};
 use super::subscribe::required;
@@ -18,6 +18,10 @@ use crate::core::message::Message;
 pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let destination = required(frame, "destination")?;
     let topic = send_topic(destination)?;
+    let limits = conn.ctx.limits().topic_limits();
+    limits
+        .check(&topic)
+        .map_err(|reason| DestinationError::over_limit(destination, reason))?;
     let username = conn.username.as_deref();
     if !conn.ctx.allowed(
         username,

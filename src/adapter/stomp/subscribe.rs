@@ -20,11 +20,9 @@ use std::sync::Arc;
 use tern_stomp::{Command, Frame, Version};
 
 use super::connection::Connection;
-use super::deliver;
-use super::destination::{subscribe_target, Target};
+use super::destination::{subscribe_target, DestinationError, Target};
 use super::error::StompAdapterError;
-use super::headers::Clock;
-use crate::core::message::{Delivery, QoS};
+use crate::core::message::QoS;
 use crate::core::session::SubscriptionOptions;
 
 /// How a subscription acknowledges its messages.
@@ -203,6 +201,10 @@ pub(super) fn handle_subscribe(
     }
     let target = subscribe_target(destination)?;
     let filter = target.filter().clone();
+    let limits = conn.ctx.limits().topic_limits();
+    limits
+        .check_filter(&filter)
+        .map_err(|reason| DestinationError::over_limit(destination, reason))?;
     let username = conn.username.as_deref();
     let Some(exceptions) =
         conn.ctx
@@ -231,29 +233,29 @@ pub(super) fn handle_subscribe(
         },
         ack,
     };
-    conn.subscriptions.insert(subscription.clone());
+    conn.subscriptions.insert(subscription);
     let mut options = conn.subscriptions.core_options(filter.as_str());
     options.exceptions = exceptions;
-    let qos = options.qos;
-    let exceptions = options.exceptions.clone();
-    conn.ctx.router.subscribe(&conn.session, filter, options);
+    conn.ctx
+        .router
+        .subscribe(&conn.session, filter, options.clone());
     tracing::debug!(client_id = %conn.session.client_id, id, destination, ack = ?ack, "subscribed");
     // The RECEIPT goes before the retained messages it made available.
     conn.write_receipt();
     if let Target::Topic(filter) = &target {
         if filter.share_group().is_none() {
-            let clock = Clock::now();
-            for message in conn.ctx.router.retained_matching(filter, &exceptions) {
-                let delivery = Delivery {
-                    qos: qos.min(message.qos),
-                    message,
-                    retain: true,
-                    subscription_ids: Vec::new(),
-                    filter: Some(Arc::clone(&subscription.filter)),
-                    seq: 0,
-                };
-                deliver::write_to(conn, &delivery, &subscription, clock);
-            }
+            // The core leaves out the topics the subscription's exceptions name.
+            let retained = conn
+                .ctx
+                .router
+                .retained_matching(filter, &options.exceptions);
+            // Sent as the connection takes from its queue, to this subscription
+            // (a retained delivery goes to the newest subscription on its filter).
+            let expired = conn
+                .ctx
+                .router
+                .send_retained(&conn.session, filter, &options, retained);
+            conn.ctx.monitor.metrics.dropped_expired(expired);
         }
     }
     Ok(())
