@@ -90,6 +90,7 @@ impl Server {
             router = router.with_store(Arc::clone(store));
         }
         let router = Arc::new(router);
+        router.set_session_owner_check(settings.auth.session_owner_check);
         if let Some(store) = &store {
             let restored = router.restore(store.load()?)?;
             tracing::info!(

@@ -339,6 +339,7 @@ mod tests {
         let auth = Authenticator::from_settings(&AuthSettings {
             password_file: Some(path.clone()),
             acl_file: None,
+            ..AuthSettings::default()
         })
         .unwrap();
         assert!(auth
@@ -364,6 +365,7 @@ mod tests {
         let err = Authenticator::from_settings(&AuthSettings {
             password_file: Some(PathBuf::from("/nonexistent/passwd")),
             acl_file: None,
+            ..AuthSettings::default()
         })
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/passwd"), "{err}");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::record::{DeliveryRecord, MessageRecord, SessionRecord, WillRecord};
+use super::record::{DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, WillRecord};
 use super::{Backend, Snapshot, StoreError, StoreOp};
 
 /// Bumped whenever the stored layout changes incompatibly.
@@ -13,6 +13,9 @@ pub const FORMAT_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Each session's owner, beside its record so that records of older stores
+/// decode unchanged; a session without a row here has an unknown owner.
+const SESSION_OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_owners");
 const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries");
 const INCOMING_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
@@ -107,6 +110,7 @@ impl RedbBackend {
             }
             // Create every table so a fresh store loads as empty.
             txn.open_table(SESSIONS).map_err(|e| open_err(&e))?;
+            txn.open_table(SESSION_OWNERS).map_err(|e| open_err(&e))?;
             txn.open_table(DELIVERIES).map_err(|e| open_err(&e))?;
             txn.open_table(INCOMING_QOS2).map_err(|e| open_err(&e))?;
             txn.open_table(RETAINED).map_err(|e| open_err(&e))?;
@@ -127,6 +131,7 @@ impl Backend for RedbBackend {
         }
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(write_err)?;
+            let mut owners = txn.open_table(SESSION_OWNERS).map_err(write_err)?;
             let mut deliveries = txn.open_table(DELIVERIES).map_err(write_err)?;
             let mut incoming = txn.open_table(INCOMING_QOS2).map_err(write_err)?;
             let mut retained = txn.open_table(RETAINED).map_err(write_err)?;
@@ -138,10 +143,16 @@ impl Backend for RedbBackend {
                         sessions
                             .insert(client_id.as_str(), encode(record)?.as_slice())
                             .map_err(write_err)?;
+                        if record.owner != OwnerRecord::Unknown {
+                            owners
+                                .insert(client_id.as_str(), encode(&record.owner)?.as_slice())
+                                .map_err(write_err)?;
+                        }
                     }
                     StoreOp::DeleteSession { client_id } => {
                         let id = client_id.as_str();
                         sessions.remove(id).map_err(write_err)?;
+                        owners.remove(id).map_err(write_err)?;
                         deliveries
                             .retain_in((id, 0)..=(id, u64::MAX), |_, _| {
                                 held_change -= 1;
@@ -225,11 +236,20 @@ impl Backend for RedbBackend {
         let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
         let mut snapshot = Snapshot::default();
 
+        let mut owners = std::collections::HashMap::new();
+        let table = txn.open_table(SESSION_OWNERS).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let owner: OwnerRecord = decode(v.value())?;
+            owners.insert(k.value().to_string(), owner);
+        }
         let table = txn.open_table(SESSIONS).map_err(|e| read_err(&e))?;
         for row in table.iter().map_err(|e| read_err(&e))? {
             let (k, v) = row.map_err(|e| read_err(&e))?;
-            let record: SessionRecord = decode(v.value())?;
-            snapshot.sessions.push((k.value().to_string(), record));
+            let mut record: SessionRecord = decode(v.value())?;
+            let client_id = k.value().to_string();
+            record.owner = owners.remove(&client_id).unwrap_or_default();
+            snapshot.sessions.push((client_id, record));
         }
         let table = txn.open_table(DELIVERIES).map_err(|e| read_err(&e))?;
         for row in table.iter().map_err(|e| read_err(&e))? {
@@ -302,6 +322,7 @@ mod tests {
             let session = SessionRecord {
                 expiry_interval: 60,
                 disconnected_at_ms: None,
+                owner: OwnerRecord::User("alice".into()),
                 subscriptions: vec![SubscriptionRecord {
                     filter: "a/#".into(),
                     qos: 1,
@@ -371,6 +392,7 @@ mod tests {
         let snap = b.load().unwrap();
         assert_eq!(snap.sessions.len(), 1);
         assert_eq!(snap.sessions[0].0, "c1");
+        assert_eq!(snap.sessions[0].1.owner, OwnerRecord::User("alice".into()));
         assert_eq!(snap.deliveries.len(), 1);
         assert_eq!(snap.deliveries[0].2.packet_id, Some(7));
         assert_eq!(snap.incoming_qos2, vec![("c1".to_string(), 9)]);
