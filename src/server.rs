@@ -21,7 +21,7 @@ use crate::core::router::Router;
 #[cfg(unix)]
 use crate::reload::LiveConfig;
 pub use crate::reload::Reloader;
-use crate::store::redb::RedbBackend;
+use crate::store::redb::{RedbBackend, Repair};
 use crate::store::Store;
 use crate::transport::cap::ListenerCaps;
 use crate::transport::tcp::{self, TcpAcceptor};
@@ -264,11 +264,34 @@ fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
     if !settings.storage.enabled {
         return Ok(None);
     }
-    let backend = RedbBackend::open(&settings.storage.store_file())?;
-    Ok(Some(Store::start(
-        Arc::new(backend),
-        settings.storage.durability,
-    )))
+    let path = settings.storage.store_file();
+    let backend = RedbBackend::open(&path)?;
+    let rolled_back = match &backend.repair {
+        Repair::None => false,
+        Repair::Unclean => {
+            tracing::warn!(
+                path = %path.display(),
+                "store was not shut down cleanly: redb verified the last commit and rebuilt \
+                 its free-space map (the file header was rewritten); no committed data is lost"
+            );
+            false
+        }
+        Repair::RolledBack { copy } => {
+            tracing::error!(
+                path = %path.display(),
+                damaged_copy = %copy.display(),
+                "store damaged: the newest commit did not verify and redb rolled back to the \
+                 commit before it; messages acknowledged in the most recent commits may be \
+                 missing; the damaged file was kept as damaged_copy"
+            );
+            true
+        }
+    };
+    let store = Store::start(Arc::new(backend), settings.storage.durability);
+    store
+        .recovered
+        .store(u64::from(rolled_back), std::sync::atomic::Ordering::Relaxed);
+    Ok(Some(store))
 }
 
 /// The TLS config of an enabled TLS listener, loaded now (None when disabled).

@@ -25,6 +25,38 @@ const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 pub struct RedbBackend {
     db: Database,
     path: PathBuf,
+    /// What redb repaired when it opened the file.
+    pub repair: Repair,
+}
+
+/// What redb did to the file at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Repair {
+    /// A clean open: nothing rewritten.
+    #[default]
+    None,
+    /// Not shut down cleanly (a crash): redb verified the newest commit and
+    /// rebuilt its allocator state, rewriting the header; no commit is lost.
+    Unclean,
+    /// The newest commit did not verify (damaged pages): redb fell back to the
+    /// commit before it, so the most recent commits are missing. The damaged
+    /// file was copied to `copy` before redb rewrote anything of its data.
+    RolledBack { copy: PathBuf },
+}
+
+/// Progress redb reports to the repair callback just before it falls back to
+/// the older commit slot (redb 4: 0.0 at the start of a repair, 0.3 only when
+/// the primary commit is corrupt, 0.6 before the allocator is rebuilt).
+const PROGRESS_PRIMARY_CORRUPT: f64 = 0.3;
+
+/// Copies the damaged `path` beside it as `<name>.damaged-<unix ms>`.
+fn keep_damaged_copy(path: &Path) -> Result<PathBuf, String> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{}", super::record::unix_ms_now()));
+    let copy = path.with_file_name(name);
+    std::fs::copy(path, &copy)
+        .map_err(|e| format!("cannot copy the damaged file to {}: {e}", copy.display()))?;
+    Ok(copy)
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -58,9 +90,45 @@ impl RedbBackend {
                 reason: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // What the repair callback saw: redb calls it before it rewrites data.
+        let seen: std::sync::Arc<parking_lot::Mutex<(Repair, Option<String>)>> =
+            std::sync::Arc::default();
+        let mut builder = Database::builder();
+        {
+            let seen = std::sync::Arc::clone(&seen);
+            let file = path.to_path_buf();
+            builder.set_repair_callback(move |session| {
+                let mut seen = seen.lock();
+                if seen.0 == Repair::None {
+                    seen.0 = Repair::Unclean;
+                }
+                let corrupt = (session.progress() - PROGRESS_PRIMARY_CORRUPT).abs() < 1e-9;
+                if corrupt && !matches!(seen.0, Repair::RolledBack { .. }) {
+                    match keep_damaged_copy(&file) {
+                        Ok(copy) => seen.0 = Repair::RolledBack { copy },
+                        Err(e) => {
+                            // No rollback without a copy of what it discards.
+                            seen.1 = Some(e);
+                            session.abort();
+                        }
+                    }
+                }
+            });
+        }
+        let db = builder.create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                 path: shown.clone(),
+            },
+            redb::DatabaseError::RepairAborted => StoreError::Corrupt {
+                path: shown.clone(),
+                reason: format!(
+                    "its newest commit is damaged and redb would roll back to an older one, \
+                     but {}",
+                    seen.lock()
+                        .1
+                        .clone()
+                        .unwrap_or_else(|| "the repair was aborted".into())
+                ),
             },
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
                 StoreError::Corrupt {
@@ -73,9 +141,11 @@ impl RedbBackend {
                 reason: other.to_string(),
             },
         })?;
+        let repair = seen.lock().0.clone();
         let backend = RedbBackend {
             db,
             path: path.to_path_buf(),
+            repair,
         };
         backend.check_format()?;
         Ok(backend)
