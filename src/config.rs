@@ -184,7 +184,7 @@ pub enum CertUsername {
     San,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// `user:$argon2id$…` lines made with `tern passwd`. Unset: nobody can log in with
@@ -192,6 +192,20 @@ pub struct AuthSettings {
     pub password_file: Option<PathBuf>,
     /// A TOML file of more `[[acl]]` rules, appended to those in the config file.
     pub acl_file: Option<PathBuf>,
+    /// A session belongs to the user that created it: another user (or anonymous)
+    /// may not resume it, take over its connection or discard it. Off only for
+    /// deployments where every client is anonymous or client ids are trusted.
+    pub session_owner_check: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            password_file: None,
+            acl_file: None,
+            session_owner_check: true,
+        }
+    }
 }
 
 /// One `[[acl]]` rule: who (exactly one of `user`, `client_id`, `anonymous`, `all`),

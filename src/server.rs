@@ -21,7 +21,7 @@ use crate::core::router::Router;
 #[cfg(unix)]
 use crate::reload::LiveConfig;
 pub use crate::reload::Reloader;
-use crate::store::redb::RedbBackend;
+use crate::store::redb::{RedbBackend, Repair};
 use crate::store::Store;
 use crate::transport::cap::ListenerCaps;
 use crate::transport::tcp::{self, TcpAcceptor};
@@ -91,6 +91,7 @@ impl Server {
         }
         router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
+        router.set_session_owner_check(settings.auth.session_owner_check);
         if let Some(store) = &store {
             let restored = router.restore(store.load()?)?;
             tracing::info!(
@@ -120,6 +121,19 @@ impl Server {
         }
         let ctx = Context::open(Arc::clone(&router), Arc::clone(&settings), shutdown.clone())
             .with_shared(Arc::clone(&auth), Arc::clone(&acl), Arc::clone(&monitor));
+        // Restored sessions get the exceptions their owner's deny rules give them
+        // before anything is routed to them (exceptions are never stored).
+        let carved: usize = router
+            .sessions()
+            .iter()
+            .map(|session| ctx.recheck_subscriptions(session))
+            .sum();
+        if carved > 0 {
+            tracing::info!(
+                subscriptions = carved,
+                "restored subscriptions given exceptions by deny rules"
+            );
+        }
         // Connections hear of the shutdown through the router, on the kick
         // handle they wait on anyway: no shutdown future in every idle task.
         let on_shutdown = (shutdown.clone(), Arc::clone(&router));
@@ -295,11 +309,34 @@ fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
     if !settings.storage.enabled {
         return Ok(None);
     }
-    let backend = RedbBackend::open(&settings.storage.store_file())?;
-    Ok(Some(Store::start(
-        Arc::new(backend),
-        settings.storage.durability,
-    )))
+    let path = settings.storage.store_file();
+    let backend = RedbBackend::open(&path)?;
+    let rolled_back = match &backend.repair {
+        Repair::None => false,
+        Repair::Unclean => {
+            tracing::warn!(
+                path = %path.display(),
+                "store was not shut down cleanly: redb verified the last commit and rebuilt \
+                 its free-space map (the file header was rewritten); no committed data is lost"
+            );
+            false
+        }
+        Repair::RolledBack { copy } => {
+            tracing::error!(
+                path = %path.display(),
+                damaged_copy = %copy.display(),
+                "store damaged: the newest commit did not verify and redb rolled back to the \
+                 commit before it; messages acknowledged in the most recent commits may be \
+                 missing; the damaged file was kept as damaged_copy"
+            );
+            true
+        }
+    };
+    let store = Store::start(Arc::new(backend), settings.storage.durability);
+    store
+        .recovered
+        .store(u64::from(rolled_back), std::sync::atomic::Ordering::Relaxed);
+    Ok(Some(store))
 }
 
 /// The TLS config of an enabled TLS listener, loaded now (None when disabled).

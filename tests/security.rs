@@ -340,7 +340,12 @@ async fn retained_messages_reach_only_clients_that_may_read_them() {
 
 #[tokio::test]
 async fn a_stored_session_resumed_by_another_user_keeps_only_what_that_user_may_read() {
-    let server = start_server_with(|s| secured(s, "resume")).await;
+    // Only possible with the owner check off (tests/security_sessions.rs has it on).
+    let server = start_server_with(|s| {
+        secured(s, "resume");
+        s.auth.session_owner_check = false;
+    })
+    .await;
     let mut options = v4::persistent_options(server.mqtt, "shared-device");
     options.set_credentials("alice", "wonderland");
     let (mut first, _) = v4::Client::start(options).await;

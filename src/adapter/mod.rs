@@ -189,6 +189,11 @@ impl Context {
     /// exceptions the rules give them now. Returns how many subscriptions'
     /// exceptions changed (a reload logs the total once, not per session).
     pub fn recheck_subscriptions(&self, session: &Arc<crate::core::session::Session>) -> usize {
+        // A session from a store that predates owners is decided when its client
+        // resumes it: checked as anonymous now, it could lose what its user may read.
+        if matches!(session.owner(), crate::core::session::SessionOwner::Unknown) {
+            return 0;
+        }
         let username = session.username();
         let acl = self.acl.load();
         let identity = Identity {

@@ -241,6 +241,7 @@ pub(super) struct CoreSnapshot {
     pub dropped: [(&'static str, u64); 5],
     store_commits: Option<u64>,
     store_held: Option<i64>,
+    store_recovered: i64,
 }
 
 impl CoreSnapshot {
@@ -282,6 +283,7 @@ impl CoreSnapshot {
         if let Some(store) = router.store() {
             snap.store_commits = Some(store.commits.load(Ordering::Relaxed));
             snap.store_held = Some(store.held_messages() as i64);
+            snap.store_recovered = store.recovered.load(Ordering::Relaxed) as i64;
         }
         snap
     }
@@ -361,6 +363,13 @@ impl Collector for CoreSnapshot {
                 "store_messages",
                 "Messages on disk (owed to persistent sessions plus queued)",
                 &[(vec![], held)],
+            )?;
+            gauge(
+                &mut encoder,
+                "store_recovered",
+                "1 when the store file was damaged and rolled back to an older commit at start \
+                 (recent acknowledged messages may be missing; a copy was kept), else 0",
+                &[(vec![], self.store_recovered)],
             )?;
         }
         Ok(())

@@ -345,6 +345,7 @@ mod tests {
         let auth = Authenticator::from_settings(&AuthSettings {
             password_file: Some(path.clone()),
             acl_file: None,
+            ..AuthSettings::default()
         })
         .unwrap();
         assert!(auth
@@ -370,6 +371,7 @@ mod tests {
         let err = Authenticator::from_settings(&AuthSettings {
             password_file: Some(PathBuf::from("/nonexistent/passwd")),
             acl_file: None,
+            ..AuthSettings::default()
         })
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/passwd"), "{err}");

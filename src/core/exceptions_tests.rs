@@ -61,8 +61,24 @@ const TOPICS: [&str; 4] = [
 #[test]
 fn live_publishes_skip_exactly_the_exception_topics() {
     let router = router();
-    let carved = router.attach(&Arc::from("carved"), true, 0).session;
-    let plain = router.attach(&Arc::from("plain"), true, 0).session;
+    let carved = router
+        .attach(
+            &Arc::from("carved"),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session;
+    let plain = router
+        .attach(
+            &Arc::from("plain"),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session;
     router.subscribe(&carved, filter("#"), options(&["test/nosubscribe"]));
     router.subscribe(&plain, filter("#"), options(&[]));
     for topic in TOPICS {
@@ -80,7 +96,15 @@ fn an_exception_of_one_subscription_does_not_hide_the_topic_from_another_of_the_
     // A client may hold `test/#` with an exception and be granted the topic
     // through no other filter; but with two filters each decides for itself.
     let router = router();
-    let session = router.attach(&Arc::from("c"), true, 0).session;
+    let session = router
+        .attach(
+            &Arc::from("c"),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session;
     router.subscribe(&session, filter("#"), options(&["x/+"]));
     router.subscribe(&session, filter("x/1"), options(&[]));
     router.publish(message("x/1", false));
@@ -108,7 +132,14 @@ fn retained_messages_on_subscribe_skip_the_exception_topics() {
 #[tokio::test]
 async fn an_offline_persistent_session_queues_nothing_of_its_exceptions() {
     let router = router();
-    let attached = router.attach(&Arc::from("sleeper"), false, 600);
+    let attached = router
+        .attach(
+            &Arc::from("sleeper"),
+            &crate::core::session::SessionOwner::Anonymous,
+            false,
+            600,
+        )
+        .expect("an anonymous client attaches");
     let session = Arc::clone(&attached.session);
     router.subscribe(&session, filter("test/+"), options(&["test/nosubscribe"]));
     router.detach(&session, attached.connection_id);
@@ -122,8 +153,24 @@ async fn an_offline_persistent_session_queues_nothing_of_its_exceptions() {
 #[test]
 fn a_shared_group_gives_the_message_to_a_member_that_may_have_it_or_to_none() {
     let router = router();
-    let carved = router.attach(&Arc::from("carved"), true, 0).session;
-    let plain = router.attach(&Arc::from("plain"), true, 0).session;
+    let carved = router
+        .attach(
+            &Arc::from("carved"),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session;
+    let plain = router
+        .attach(
+            &Arc::from("plain"),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session;
     router.subscribe(&carved, filter("$share/g/#"), options(&["secret/#"]));
     router.subscribe(&plain, filter("$share/g/#"), options(&[]));
     for _ in 0..4 {
@@ -148,7 +195,15 @@ fn a_shared_group_gives_the_message_to_a_member_that_may_have_it_or_to_none() {
 #[test]
 fn recheck_replaces_drops_or_revokes_and_stores_nothing() {
     let router = router();
-    let session = router.attach(&Arc::from("c"), true, 0).session;
+    let session = router
+        .attach(
+            &Arc::from("c"),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session;
     router.subscribe(&session, filter("#"), options(&[]));
     router.subscribe(&session, filter("gone/+"), options(&[]));
     // A new deny rule overlapping `#` and covering `gone/+`.
@@ -178,9 +233,15 @@ fn exceptions_are_not_part_of_the_stored_session_record() {
     let carved = crate::core::persist::session_record(
         60,
         None,
+        &crate::core::session::SessionOwner::Anonymous,
         &[(filter("#"), options(&["test/nosubscribe"]))],
     );
-    let plain = crate::core::persist::session_record(60, None, &[(filter("#"), options(&[]))]);
+    let plain = crate::core::persist::session_record(
+        60,
+        None,
+        &crate::core::session::SessionOwner::Anonymous,
+        &[(filter("#"), options(&[]))],
+    );
     assert_eq!(carved, plain);
     assert!(carved.subscriptions[0].options().exceptions.is_empty());
 }

@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 use crate::core::message::{Delivery, Message, QoS};
-use crate::store::record::{DeliveryRecord, MessageRecord, SessionRecord, SubscriptionRecord};
+use crate::core::session::SessionOwner;
+use crate::store::record::{
+    DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, SubscriptionRecord,
+};
 use crate::store::{Store, StoreOp};
 
 /// A session's handle on the store, made from the session's own fields when
@@ -77,10 +80,29 @@ pub(crate) fn delivery_from_record(seq: u64, record: DeliveryRecord) -> Delivery
     }
 }
 
-/// The stored form of a session's subscriptions and expiry.
+/// The stored form of a session's owner.
+pub(crate) fn owner_record(owner: &SessionOwner) -> OwnerRecord {
+    match owner {
+        SessionOwner::Unknown => OwnerRecord::Unknown,
+        SessionOwner::Anonymous => OwnerRecord::Anonymous,
+        SessionOwner::User(user) => OwnerRecord::User(user.to_string()),
+    }
+}
+
+/// A session's owner as stored.
+pub(crate) fn owner_from_record(record: OwnerRecord) -> SessionOwner {
+    match record {
+        OwnerRecord::Unknown => SessionOwner::Unknown,
+        OwnerRecord::Anonymous => SessionOwner::Anonymous,
+        OwnerRecord::User(user) => SessionOwner::User(Arc::from(user)),
+    }
+}
+
+/// The stored form of a session's owner, subscriptions and expiry.
 pub(crate) fn session_record(
     expiry_interval: u32,
     disconnected_at_ms: Option<u64>,
+    owner: &SessionOwner,
     subscriptions: &[(
         crate::core::topic::Filter,
         crate::core::session::SubscriptionOptions,
@@ -89,6 +111,7 @@ pub(crate) fn session_record(
     SessionRecord {
         expiry_interval,
         disconnected_at_ms,
+        owner: owner_record(owner),
         subscriptions: subscriptions
             .iter()
             .map(|(filter, options)| SubscriptionRecord::new(filter.as_str(), options))
@@ -148,7 +171,8 @@ impl crate::core::router::Router {
                 stale.push(client_id);
                 continue;
             }
-            let session = self.insert_restored_session(&client_id, record.expiry_interval);
+            let owner = owner_from_record(record.owner.clone());
+            let session = self.insert_restored_session(&client_id, record.expiry_interval, owner);
             for subscription in &record.subscriptions {
                 match Filter::parse(&subscription.filter) {
                     Ok(filter) => {
@@ -345,7 +369,10 @@ mod tests {
         let limits = small_limits();
         let router = Arc::new(Router::new(limits).with_store(Arc::clone(&store)));
         let before = store.last_ticket();
-        let clean = router.attach(&Arc::from("clean"), true, 0);
+        let anonymous = SessionOwner::Anonymous;
+        let clean = router
+            .attach(&Arc::from("clean"), &anonymous, true, 0)
+            .expect("attach");
         router.detach(&clean.session, clean.connection_id);
         assert_eq!(
             store.last_ticket(),
@@ -353,14 +380,18 @@ mod tests {
             "clean session: no store operation"
         );
 
-        let kept = router.attach(&Arc::from("kept"), true, 60);
+        let kept = router
+            .attach(&Arc::from("kept"), &anonymous, true, 60)
+            .expect("attach");
         assert!(
             store.last_ticket() > before,
             "a persistent session is saved"
         );
         let saved = store.last_ticket();
         // Taken over by a clean start: the stored session is deleted.
-        let again = router.attach(&Arc::from("kept"), true, 0);
+        let again = router
+            .attach(&Arc::from("kept"), &anonymous, true, 0)
+            .expect("attach");
         assert!(
             store.last_ticket() > saved,
             "the old stored session is deleted"

@@ -256,7 +256,14 @@ mod tests {
         for i in 0..1_000 {
             router.publish(retained(&format!("t/{i}"), &[b'x'; 100]));
         }
-        let attached = router.attach(&Arc::from("reader"), true, 0);
+        let attached = router
+            .attach(
+                &Arc::from("reader"),
+                &crate::core::session::SessionOwner::Anonymous,
+                true,
+                0,
+            )
+            .expect("an anonymous client attaches");
         subscribe_with_retained(&router, &attached.session, "#");
         assert!(attached.session.pending_len() <= 10);
         assert!(attached.session.retained_backlog_len() > 900);
@@ -279,7 +286,14 @@ mod tests {
         for i in 0..100 {
             router.publish(retained(&format!("t/{i}"), b"old"));
         }
-        let attached = router.attach(&Arc::from("reader"), true, 0);
+        let attached = router
+            .attach(
+                &Arc::from("reader"),
+                &crate::core::session::SessionOwner::Anonymous,
+                true,
+                0,
+            )
+            .expect("an anonymous client attaches");
         subscribe_with_retained(&router, &attached.session, "t/#");
         // Replaced and cleared while most of the set still waits in the backlog.
         router.publish(retained("t/99", b"new"));
@@ -315,7 +329,14 @@ mod tests {
         for i in 0..100 {
             router.publish(retained(&format!("t/{i}"), b"v"));
         }
-        let attached = router.attach(&Arc::from("reader"), true, 0);
+        let attached = router
+            .attach(
+                &Arc::from("reader"),
+                &crate::core::session::SessionOwner::Anonymous,
+                true,
+                0,
+            )
+            .expect("an anonymous client attaches");
         subscribe_with_retained(&router, &attached.session, "t/#");
         assert!(attached.session.retained_backlog_len() > 0);
         assert!(router.unsubscribe(&attached.session, "t/#"));
@@ -327,7 +348,14 @@ mod tests {
         let router = small_queues();
         router.publish(retained("big", &[b'x'; 5_000]));
         router.publish(retained("small", b"x"));
-        let attached = router.attach(&Arc::from("reader"), true, 0);
+        let attached = router
+            .attach(
+                &Arc::from("reader"),
+                &crate::core::session::SessionOwner::Anonymous,
+                true,
+                0,
+            )
+            .expect("an anonymous client attaches");
         subscribe_with_retained(&router, &attached.session, "#");
         let mut topics = drain(&attached.session, 10);
         topics.sort();

@@ -16,7 +16,7 @@ use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retained_backlog::RetainedBatch;
 use crate::core::retained_set::{RetainedFull, RetainedLimits, RetainedSet};
 use crate::core::session::{
-    KickReason, PushOutcome, QueueLimits, Session, SessionRef, SubscriptionOptions,
+    KickReason, PushOutcome, QueueLimits, Session, SessionOwner, SessionRef, SubscriptionOptions,
 };
 use crate::core::topic::Filter;
 use crate::core::trie::SubscriptionTrie;
@@ -46,6 +46,15 @@ pub enum PublishRefused {
     RetainedFull(#[from] RetainedFull),
 }
 
+/// A login refused a session that belongs to another user.
+#[derive(Debug, thiserror::Error)]
+#[error("session {client_id} belongs to {}, not to {}", owner.name(), login.name())]
+pub struct NotSessionOwner {
+    pub client_id: Arc<str>,
+    pub owner: SessionOwner,
+    pub login: SessionOwner,
+}
+
 /// A connection bound to its session.
 #[derive(Debug)]
 pub struct Attached {
@@ -70,6 +79,8 @@ pub struct Router {
     next_connection_id: AtomicU64,
     /// Set by `end_all_connections`: a connection attaching later is told to end at once.
     closing: AtomicBool,
+    /// Only a session's owner may resume it (`auth.session_owner_check`).
+    session_owner_check: AtomicBool,
     /// Limits of session queues; changed live on config reload.
     queue_limits: parking_lot::Mutex<QueueLimits>,
     /// Point-to-point queues, reached as `$queue/<name>`.
@@ -92,6 +103,7 @@ impl Router {
             sessions: DashMap::new(),
             next_connection_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            session_owner_check: AtomicBool::new(true),
             queue_limits: parking_lot::Mutex::new(queue_limits),
             queues: QueueRegistry::new(DEFAULT_QUEUE_MAX_MESSAGES),
             store: None,
@@ -113,6 +125,11 @@ impl Router {
     pub fn with_store_limit(mut self, max: u64) -> Router {
         self.store_max_messages = max;
         self
+    }
+
+    /// Whether only a session's owner may resume it (config, and its reload).
+    pub fn set_session_owner_check(&self, on: bool) {
+        self.session_owner_check.store(on, Ordering::Relaxed);
     }
 
     /// New queue limits for every session, existing and future (config reload).

@@ -9,9 +9,9 @@ use std::time::Duration;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::oneshot;
 
-use super::{Attached, Router};
+use super::{Attached, NotSessionOwner, Router};
 use crate::core::persist;
-use crate::core::session::{KickReason, Session};
+use crate::core::session::{KickReason, Session, SessionOwner};
 use crate::core::will::WillAction;
 use crate::store::StoreOp;
 
@@ -26,8 +26,14 @@ impl Router {
     }
 
     /// A stored session brought back at start, disconnected.
-    pub(crate) fn insert_restored_session(&self, client_id: &str, expiry: u32) -> Arc<Session> {
+    pub(crate) fn insert_restored_session(
+        &self,
+        client_id: &str,
+        expiry: u32,
+        owner: SessionOwner,
+    ) -> Arc<Session> {
         let session = self.new_session(Arc::from(client_id), expiry);
+        session.set_owner(owner);
         session.mark_stored();
         self.sessions
             .insert(Arc::clone(&session.client_id), Arc::clone(&session));
@@ -44,7 +50,8 @@ impl Router {
             return;
         }
         let at = disconnected.then(crate::store::record::unix_ms_now);
-        let record = persist::session_record(expiry, at, &session.subscriptions());
+        let record =
+            persist::session_record(expiry, at, &session.owner(), &session.subscriptions());
         session.mark_stored();
         store.submit([StoreOp::PutSession {
             client_id: session.client_id.to_string(),
@@ -68,15 +75,40 @@ impl Router {
         format!("tern-{:016x}", rand::random::<u64>())
     }
 
-    /// Binds a new connection to the session `client_id`, taking over any live connection.
-    /// With `clean_start`, an existing session is discarded first.
-    /// A new session shares `client_id` with the caller.
+    /// Whether `login` may use the session `session` (resume it, take over its
+    /// connection, or discard it with a clean start).
+    fn may_use(&self, session: &Session, login: &SessionOwner) -> Result<(), NotSessionOwner> {
+        let owner = session.owner();
+        if owner == *login
+            || owner == SessionOwner::Unknown
+            || !self.session_owner_check.load(Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        Err(NotSessionOwner {
+            client_id: Arc::clone(&session.client_id),
+            owner,
+            login: login.clone(),
+        })
+    }
+
+    /// Binds a new connection of `login` to the session `client_id`, taking over
+    /// any live connection. With `clean_start`, an existing session is discarded
+    /// first. A new session shares `client_id` with the caller and belongs to
+    /// `login`. An existing session of another user is refused (and left
+    /// untouched) while the owner check is on.
     pub fn attach(
         &self,
         client_id: &Arc<str>,
+        login: &SessionOwner,
         clean_start: bool,
         expiry_interval: u32,
-    ) -> Attached {
+    ) -> Result<Attached, NotSessionOwner> {
+        // Checked before the waiting will is settled (which must not happen for
+        // another user) and again under the map's lock, which decides.
+        if let Some(existing) = self.session(client_id) {
+            self.may_use(&existing, login)?;
+        }
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (kick_tx, kicked) = oneshot::channel();
         // A waiting will is cancelled when its session resumes, and goes out now when
@@ -90,9 +122,11 @@ impl Router {
         let (session, session_present, old_kick) = match self.sessions.entry(Arc::clone(client_id))
         {
             Entry::Occupied(mut entry) => {
+                self.may_use(entry.get(), login)?;
                 if clean_start {
                     let old = entry.get().clone();
                     let fresh = self.new_session(Arc::clone(entry.key()), expiry_interval);
+                    fresh.set_owner(login.clone());
                     entry.insert(Arc::clone(&fresh));
                     let old_kick = old.kick(KickReason::TakenOver);
                     self.drop_subscriptions(&old);
@@ -102,6 +136,11 @@ impl Router {
                     (fresh, false, old_kick)
                 } else {
                     let session = entry.get().clone();
+                    if session.owner() != *login {
+                        // An unknown owner is claimed, or the owner check is off.
+                        tracing::info!(%client_id, from = session.owner().name(), to = login.name(), "session changes owner");
+                        session.set_owner(login.clone());
+                    }
                     let old = session.attach(connection_id, kick_tx, expiry_interval);
                     let kicked_old = old.is_some_and(|tx| tx.send(KickReason::TakenOver).is_ok());
                     (session, true, kicked_old)
@@ -109,6 +148,7 @@ impl Router {
             }
             Entry::Vacant(entry) => {
                 let session = self.new_session(Arc::clone(entry.key()), expiry_interval);
+                session.set_owner(login.clone());
                 entry.insert(Arc::clone(&session));
                 session.attach(connection_id, kick_tx, expiry_interval);
                 (session, false, false)
@@ -127,12 +167,12 @@ impl Router {
             // Queues skip offline consumers: hand this one what waited meanwhile.
             self.queues.dispatch_for(&session);
         }
-        Attached {
+        Ok(Attached {
             session,
             session_present,
             connection_id,
             kicked,
-        }
+        })
     }
 
     /// Unbinds a connection from its session. A session with expiry 0 ends now; others wait

@@ -45,7 +45,15 @@ fn options(qos: QoS, subscription_id: Option<u32>) -> SubscriptionOptions {
 
 /// A connected clean session for `id`.
 fn client(router: &Router, id: &str) -> Arc<Session> {
-    router.attach(&Arc::from(id), true, 0).session
+    router
+        .attach(
+            &Arc::from(id),
+            &crate::core::session::SessionOwner::Anonymous,
+            true,
+            0,
+        )
+        .expect("an anonymous client attaches")
+        .session
 }
 
 fn subscribe(router: &Router, session: &Arc<Session>, raw: &str, qos: QoS) {
@@ -385,7 +393,14 @@ async fn an_offline_member_keeps_its_turn_queueing_qos1_and_missing_qos0() {
     // share is lost rather than given to a connected member.
     let router = router();
     let online = client(&router, "online");
-    let away = router.attach(&Arc::from("away"), false, 3600);
+    let away = router
+        .attach(
+            &Arc::from("away"),
+            &crate::core::session::SessionOwner::Anonymous,
+            false,
+            3600,
+        )
+        .expect("an anonymous client attaches");
     subscribe(&router, &online, "$share/g/t", QoS::AtLeastOnce);
     subscribe(&router, &away.session, "$share/g/t", QoS::AtLeastOnce);
     router.detach(&away.session, away.connection_id);

@@ -106,6 +106,36 @@ pub enum PushOutcome {
     Dropped,
 }
 
+/// Who a session belongs to: the user that created it. Only its owner may
+/// resume it or take over its connection (unless the owner check is off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOwner {
+    /// Restored from a store written before owners were recorded: the first
+    /// login that resumes it claims it.
+    Unknown,
+    Anonymous,
+    User(Arc<str>),
+}
+
+impl SessionOwner {
+    /// The owner a login of `username` (None: anonymous) makes.
+    pub fn of(username: Option<&Arc<str>>) -> SessionOwner {
+        match username {
+            Some(user) => SessionOwner::User(Arc::clone(user)),
+            None => SessionOwner::Anonymous,
+        }
+    }
+
+    /// For logs: the user name, `(anonymous)` or `(unknown)`.
+    pub fn name(&self) -> &str {
+        match self {
+            SessionOwner::User(user) => user,
+            SessionOwner::Anonymous => "(anonymous)",
+            SessionOwner::Unknown => "(unknown)",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SessionState {
     subscriptions: SubscriptionList,
@@ -128,7 +158,8 @@ struct SessionState {
     /// Two fields rather than an optional pair, which would cost a word more.
     connection_id: u64,
     kick: Option<oneshot::Sender<KickReason>>,
-    /// Who the connected client logged in as (None: anonymous), for access re-checks.
+    /// Who the session belongs to (None: anonymous): the user that created it,
+    /// also used for access re-checks.
     username: Option<Arc<str>>,
     limits: QueueLimits,
     /// Boxed, and only once needed: an idle session pays one word for it.
@@ -163,6 +194,10 @@ pub struct Session {
     /// from it), so ending it must delete it there; a clean session's end costs
     /// no store operation.
     stored: AtomicBool,
+    /// False for a session restored from a store written before owners were
+    /// recorded: the first login to resume it claims it. Beside the other flags
+    /// rather than in the state, where it would cost the session a size class.
+    owner_known: AtomicBool,
     /// `DeliveryStyle::per_subscription`; atomics because the router reads them per publish.
     per_subscription: AtomicBool,
     /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
@@ -201,6 +236,7 @@ impl Session {
             }),
             wake: Notify::new(),
             stored: AtomicBool::new(false),
+            owner_known: AtomicBool::new(true),
             per_subscription: AtomicBool::new(false),
             queue_ack_window: AtomicU32::new(0),
             store,
@@ -677,14 +713,31 @@ impl Session {
         self.state.lock().subscriptions.iter().cloned().collect()
     }
 
-    /// Records who the client logged in as (set at every connect).
-    pub fn set_username(&self, username: Option<Arc<str>>) {
-        self.state.lock().username = username;
-    }
-
     /// Who the client last logged in as; None for anonymous clients.
     pub fn username(&self) -> Option<Arc<str>> {
         self.state.lock().username.clone()
+    }
+
+    /// Who the session belongs to.
+    pub fn owner(&self) -> SessionOwner {
+        let state = self.state.lock();
+        // Read under the state's lock, which `set_owner` holds when it writes both.
+        match (&state.username, self.owner_known.load(Ordering::Relaxed)) {
+            (_, false) => SessionOwner::Unknown,
+            (None, true) => SessionOwner::Anonymous,
+            (Some(user), true) => SessionOwner::User(Arc::clone(user)),
+        }
+    }
+
+    /// Sets who the session belongs to (at creation, restore, or a claim).
+    pub(crate) fn set_owner(&self, owner: SessionOwner) {
+        let mut state = self.state.lock();
+        self.owner_known
+            .store(owner != SessionOwner::Unknown, Ordering::Relaxed);
+        state.username = match owner {
+            SessionOwner::User(user) => Some(user),
+            SessionOwner::Anonymous | SessionOwner::Unknown => None,
+        };
     }
 
     pub(crate) fn take_subscriptions(&self) -> Vec<Filter> {

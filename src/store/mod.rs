@@ -149,6 +149,9 @@ pub struct Store {
     failed: AtomicBool,
     /// Write transactions committed (for metrics).
     pub commits: AtomicU64,
+    /// 1 when the store was rolled back to an older commit at open (damaged
+    /// file): recent acknowledged messages may be missing. Set at start.
+    pub recovered: AtomicU64,
     /// Messages on disk (deliveries plus queued), as of the last commit.
     held: AtomicI64,
     /// Told how long each commit took (metrics); set once, called on the writer thread.
@@ -185,6 +188,7 @@ impl Store {
             committed,
             failed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
             held: AtomicI64::new(0),
             commit_observer: std::sync::OnceLock::new(),
         });

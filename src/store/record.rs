@@ -141,6 +141,20 @@ pub struct SessionRecord {
     /// Unix ms of the last disconnect; None while connected (a crash counts from the restart).
     pub disconnected_at_ms: Option<u64>,
     pub subscriptions: Vec<SubscriptionRecord>,
+    /// Kept in a table of its own by the backend, so records written before
+    /// owners were recorded still decode (their owner is `Unknown`).
+    #[serde(skip)]
+    pub owner: OwnerRecord,
+}
+
+/// Who a stored session belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OwnerRecord {
+    /// Stored before owners were recorded.
+    #[default]
+    Unknown,
+    Anonymous,
+    User(String),
 }
 
 /// One message owed to a persistent session, pending or in flight.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::record::{DeliveryRecord, MessageRecord, SessionRecord, WillRecord};
+use super::record::{DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, WillRecord};
 use super::{Backend, Snapshot, StoreError, StoreOp};
 
 /// Bumped whenever the stored layout changes incompatibly.
@@ -13,6 +13,9 @@ pub const FORMAT_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Each session's owner, beside its record so that records of older stores
+/// decode unchanged; a session without a row here has an unknown owner.
+const SESSION_OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_owners");
 const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries");
 const INCOMING_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
@@ -22,6 +25,38 @@ const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 pub struct RedbBackend {
     db: Database,
     path: PathBuf,
+    /// What redb repaired when it opened the file.
+    pub repair: Repair,
+}
+
+/// What redb did to the file at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Repair {
+    /// A clean open: nothing rewritten.
+    #[default]
+    None,
+    /// Not shut down cleanly (a crash): redb verified the newest commit and
+    /// rebuilt its allocator state, rewriting the header; no commit is lost.
+    Unclean,
+    /// The newest commit did not verify (damaged pages): redb fell back to the
+    /// commit before it, so the most recent commits are missing. The damaged
+    /// file was copied to `copy` before redb rewrote anything of its data.
+    RolledBack { copy: PathBuf },
+}
+
+/// Progress redb reports to the repair callback just before it falls back to
+/// the older commit slot (redb 4: 0.0 at the start of a repair, 0.3 only when
+/// the primary commit is corrupt, 0.6 before the allocator is rebuilt).
+const PROGRESS_PRIMARY_CORRUPT: f64 = 0.3;
+
+/// Copies the damaged `path` beside it as `<name>.damaged-<unix ms>`.
+fn keep_damaged_copy(path: &Path) -> Result<PathBuf, String> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{}", super::record::unix_ms_now()));
+    let copy = path.with_file_name(name);
+    std::fs::copy(path, &copy)
+        .map_err(|e| format!("cannot copy the damaged file to {}: {e}", copy.display()))?;
+    Ok(copy)
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -55,9 +90,45 @@ impl RedbBackend {
                 reason: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // What the repair callback saw: redb calls it before it rewrites data.
+        let seen: std::sync::Arc<parking_lot::Mutex<(Repair, Option<String>)>> =
+            std::sync::Arc::default();
+        let mut builder = Database::builder();
+        {
+            let seen = std::sync::Arc::clone(&seen);
+            let file = path.to_path_buf();
+            builder.set_repair_callback(move |session| {
+                let mut seen = seen.lock();
+                if seen.0 == Repair::None {
+                    seen.0 = Repair::Unclean;
+                }
+                let corrupt = (session.progress() - PROGRESS_PRIMARY_CORRUPT).abs() < 1e-9;
+                if corrupt && !matches!(seen.0, Repair::RolledBack { .. }) {
+                    match keep_damaged_copy(&file) {
+                        Ok(copy) => seen.0 = Repair::RolledBack { copy },
+                        Err(e) => {
+                            // No rollback without a copy of what it discards.
+                            seen.1 = Some(e);
+                            session.abort();
+                        }
+                    }
+                }
+            });
+        }
+        let db = builder.create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                 path: shown.clone(),
+            },
+            redb::DatabaseError::RepairAborted => StoreError::Corrupt {
+                path: shown.clone(),
+                reason: format!(
+                    "its newest commit is damaged and redb would roll back to an older one, \
+                     but {}",
+                    seen.lock()
+                        .1
+                        .clone()
+                        .unwrap_or_else(|| "the repair was aborted".into())
+                ),
             },
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
                 StoreError::Corrupt {
@@ -70,9 +141,11 @@ impl RedbBackend {
                 reason: other.to_string(),
             },
         })?;
+        let repair = seen.lock().0.clone();
         let backend = RedbBackend {
             db,
             path: path.to_path_buf(),
+            repair,
         };
         backend.check_format()?;
         Ok(backend)
@@ -107,6 +180,7 @@ impl RedbBackend {
             }
             // Create every table so a fresh store loads as empty.
             txn.open_table(SESSIONS).map_err(|e| open_err(&e))?;
+            txn.open_table(SESSION_OWNERS).map_err(|e| open_err(&e))?;
             txn.open_table(DELIVERIES).map_err(|e| open_err(&e))?;
             txn.open_table(INCOMING_QOS2).map_err(|e| open_err(&e))?;
             txn.open_table(RETAINED).map_err(|e| open_err(&e))?;
@@ -127,6 +201,7 @@ impl Backend for RedbBackend {
         }
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(write_err)?;
+            let mut owners = txn.open_table(SESSION_OWNERS).map_err(write_err)?;
             let mut deliveries = txn.open_table(DELIVERIES).map_err(write_err)?;
             let mut incoming = txn.open_table(INCOMING_QOS2).map_err(write_err)?;
             let mut retained = txn.open_table(RETAINED).map_err(write_err)?;
@@ -138,10 +213,16 @@ impl Backend for RedbBackend {
                         sessions
                             .insert(client_id.as_str(), encode(record)?.as_slice())
                             .map_err(write_err)?;
+                        if record.owner != OwnerRecord::Unknown {
+                            owners
+                                .insert(client_id.as_str(), encode(&record.owner)?.as_slice())
+                                .map_err(write_err)?;
+                        }
                     }
                     StoreOp::DeleteSession { client_id } => {
                         let id = client_id.as_str();
                         sessions.remove(id).map_err(write_err)?;
+                        owners.remove(id).map_err(write_err)?;
                         deliveries
                             .retain_in((id, 0)..=(id, u64::MAX), |_, _| {
                                 held_change -= 1;
@@ -225,11 +306,20 @@ impl Backend for RedbBackend {
         let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
         let mut snapshot = Snapshot::default();
 
+        let mut owners = std::collections::HashMap::new();
+        let table = txn.open_table(SESSION_OWNERS).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let owner: OwnerRecord = decode(v.value())?;
+            owners.insert(k.value().to_string(), owner);
+        }
         let table = txn.open_table(SESSIONS).map_err(|e| read_err(&e))?;
         for row in table.iter().map_err(|e| read_err(&e))? {
             let (k, v) = row.map_err(|e| read_err(&e))?;
-            let record: SessionRecord = decode(v.value())?;
-            snapshot.sessions.push((k.value().to_string(), record));
+            let mut record: SessionRecord = decode(v.value())?;
+            let client_id = k.value().to_string();
+            record.owner = owners.remove(&client_id).unwrap_or_default();
+            snapshot.sessions.push((client_id, record));
         }
         let table = txn.open_table(DELIVERIES).map_err(|e| read_err(&e))?;
         for row in table.iter().map_err(|e| read_err(&e))? {
@@ -302,6 +392,7 @@ mod tests {
             let session = SessionRecord {
                 expiry_interval: 60,
                 disconnected_at_ms: None,
+                owner: OwnerRecord::User("alice".into()),
                 subscriptions: vec![SubscriptionRecord {
                     filter: "a/#".into(),
                     qos: 1,
@@ -371,6 +462,7 @@ mod tests {
         let snap = b.load().unwrap();
         assert_eq!(snap.sessions.len(), 1);
         assert_eq!(snap.sessions[0].0, "c1");
+        assert_eq!(snap.sessions[0].1.owner, OwnerRecord::User("alice".into()));
         assert_eq!(snap.deliveries.len(), 1);
         assert_eq!(snap.deliveries[0].2.packet_id, Some(7));
         assert_eq!(snap.incoming_qos2, vec![("c1".to_string(), 9)]);

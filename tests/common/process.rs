@@ -18,6 +18,10 @@ pub struct Broker {
     child: Child,
     pub mqtt: SocketAddr,
     pub stomp: SocketAddr,
+    /// The banner line (`tern … listening: mqtt=… http=… data=…`).
+    pub banner: String,
+    /// The broker's log lines (stderr) so far, when started with `start_with`.
+    pub log: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 /// A port free right now (the broker must come back on the same one after a kill).
@@ -46,7 +50,38 @@ pub fn data_dir(name: &str) -> PathBuf {
 impl Broker {
     /// Starts the tern binary on fixed ports and waits for its banner line.
     pub async fn start(mqtt_port: u16, stomp_port: u16, data_dir: &Path) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        Broker::start_with(mqtt_port, stomp_port, data_dir, &[])
+            .await
+            .expect("broker starts")
+    }
+
+    /// As `start`, with more environment (`TERN_…` settings) and the log
+    /// (stderr) kept in `log`; Err(the log) when the broker exits before its banner.
+    pub async fn start_with(
+        mqtt_port: u16,
+        stomp_port: u16,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Broker, String> {
+        let capture = !env.is_empty();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command.envs(env.iter().copied());
+        if capture {
+            command.stderr(Stdio::piped());
+        } else {
+            command.stderr(Stdio::inherit());
+        }
+        Broker::spawn(command, mqtt_port, stomp_port, data_dir, capture).await
+    }
+
+    async fn spawn(
+        mut command: Command,
+        mqtt_port: u16,
+        stomp_port: u16,
+        data_dir: &Path,
+        capture: bool,
+    ) -> Result<Broker, String> {
+        let mut child = command
             .env("TERN_MQTT__BIND", format!("127.0.0.1:{mqtt_port}"))
             .env("TERN_STOMP__BIND", format!("127.0.0.1:{stomp_port}"))
             .env("TERN_WEBSOCKET__BIND", "127.0.0.1:0")
@@ -56,24 +91,76 @@ impl Broker {
             // Persistent subscribers in these tests must never hit the queue bound.
             .env("TERN_LIMITS__MAX_QUEUED_MESSAGES", "10000000")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn tern");
+        let log = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut log_done = None;
+        if capture {
+            let stderr = child.stderr.take().expect("stderr");
+            let stderr = tokio::process::ChildStderr::from_std(stderr).expect("async stderr");
+            let mut lines = BufReader::new(stderr).lines();
+            let sink = std::sync::Arc::clone(&log);
+            log_done = Some(tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    sink.lock().push(line);
+                }
+            }));
+        }
         let stdout = child.stdout.take().expect("stdout");
         let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
         let mut lines = BufReader::new(stdout).lines();
         let banner = timeout(Duration::from_secs(30), lines.next_line())
             .await
             .expect("banner in time")
-            .expect("read banner")
-            .expect("banner line");
+            .expect("read banner");
+        let Some(banner) = banner else {
+            // Exited before the banner: hand back what it logged.
+            let _ = child.wait();
+            if let Some(done) = log_done {
+                let _ = timeout(Duration::from_secs(5), done).await;
+            }
+            return Err(log.lock().join("\n"));
+        };
         assert!(banner.contains("listening"), "unexpected banner: {banner}");
         // Keep draining stdout so the broker never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Broker {
+        Ok(Broker {
             child,
             mqtt: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
             stomp: SocketAddr::from(([127, 0, 0, 1], stomp_port)),
+            banner,
+            log,
+        })
+    }
+
+    /// The address of listener `name` in the banner (`http`, `ws`, …).
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        let prefix = format!("{name}=");
+        self.banner
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&prefix))
+            .and_then(|addr| addr.parse().ok())
+    }
+
+    /// Waits (up to 10 s) for a log line containing every one of `words`; returns it.
+    pub async fn wait_for_log(&self, words: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .log
+                .lock()
+                .iter()
+                .find(|line| words.iter().all(|w| line.contains(w)))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {words:?} in:\n{}",
+                self.log.lock().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

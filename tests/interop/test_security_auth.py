@@ -298,3 +298,45 @@ def test_sys_topics_need_a_rule_naming_them(sec, password_file):
     assert login(sec, broker, "ops").subscribe("$SYS/#", qos=1) == [1]
     assert login(sec, broker, "ops", "3.1.1").subscribe("$SYS/#") == [0]
     stomp_login(sec, broker, "ops").subscribe("/topic/$SYS/#", id="sys")
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5.0"])
+def test_another_user_cannot_resume_or_take_over_a_session(sec, pki, password_file, version):
+    """bob's persistent session, with a queued QoS 1 message, is refused to alice
+    over TCP and TLS (clean start or not, offline or live); bob gets it all."""
+    broker = sec.start(
+        section("mqtt", allow_anonymous=False),
+        tls_section("mqtt_tls", pki, allow_anonymous=False),
+        auth(password_file),
+        acl(user="alice", allow="both", topic="devices/alice/#"),
+        acl(user="bob", allow="both", topic="devices/bob/#"),
+    )
+    cid = f"victim-{version}"
+    persistent = {"client_id": cid, "clean": False, "session_expiry": 3600}
+    owner = login(sec, broker, "bob", version, **persistent)
+    assert owner.subscribe("devices/bob/#", qos=1) == [1]
+    owner.disconnect()
+    publisher = login(sec, broker, "bob", version, client_id=f"pub-{version}")
+    publisher.publish_reason("devices/bob/x", b"queued for bob")
+
+    def attacks() -> None:
+        for listener, tls in (("mqtt", None), ("mqtt_tls", tls_opts(pki))):
+            attacker = sec.mqtt(broker, version, listener=listener, tls=tls, username="alice",
+                                password=PASSWORDS["alice"], **persistent)
+            assert attacker.try_connect() == 0x87, listener  # paho maps 3.1.1's 5 to 0x87
+            assert attacker.messages.empty(), "nothing of bob's reached alice"
+            attacker.close()
+        # 3.1.1 return code 5 exactly, clean session this time.
+        assert mqtt311_connack(broker.mqtt_port, cid, "alice", PASSWORDS["alice"]) == 5
+
+    attacks()
+    owner = login(sec, broker, "bob", version, **persistent)
+    assert owner.session_present, "bob's session is untouched"
+    m = owner.expect()
+    assert (m.topic, m.payload) == ("devices/bob/x", b"queued for bob")
+    # A live takeover by alice is refused and bob's connection stays up.
+    attacks()
+    publisher.publish_reason("devices/bob/x", b"still bob's")
+    m = owner.expect()
+    assert (m.topic, m.payload) == ("devices/bob/x", b"still bob's")
+    wait_log(broker, rf"session belongs to another user.*client_id={cid} .*owner=\"bob\" user=\"alice\"")

@@ -18,6 +18,7 @@ use crate::adapter::log_limit::LogLimit;
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{Action, AuthError, Principal};
+use crate::core::session::SessionOwner;
 use crate::core::topic::validate_topic_name;
 
 /// Reads CONNECT and sets the connection up; None when the client was refused or went away.
@@ -294,8 +295,27 @@ fn establish(
     };
     let expiry = requested_expiry.min(limits.max_session_expiry_secs);
 
-    let attached = ctx.router.attach(&client_id, connect.clean_start, expiry);
-    attached.session.set_username(principal.username.clone());
+    let login = SessionOwner::of(principal.username.as_ref());
+    let attached = match ctx
+        .router
+        .attach(&client_id, &login, connect.clean_start, expiry)
+    {
+        Ok(attached) => attached,
+        Err(refused) => {
+            tracing::warn!(
+                client_id = %client_id,
+                peer = %peer.addr,
+                owner = refused.owner.name(),
+                user = refused.login.name(),
+                "session belongs to another user: connection refused"
+            );
+            return Err(refuse(
+                reason::NOT_AUTHORIZED,
+                connack_v3::NOT_AUTHORIZED,
+                "session belongs to another user",
+            ));
+        }
+    };
     if attached.session_present {
         // A resumed session keeps only what this login may still read.
         ctx.recheck_subscriptions(&attached.session);

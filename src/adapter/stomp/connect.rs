@@ -14,7 +14,7 @@ use super::heartbeat::{self, HeartBeat};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{AuthError, Principal};
-use crate::core::session::DeliveryStyle;
+use crate::core::session::{DeliveryStyle, SessionOwner};
 
 /// The `server` header of CONNECTED.
 const SERVER: &str = concat!("tern/", env!("CARGO_PKG_VERSION"));
@@ -172,8 +172,14 @@ fn establish(
     };
 
     let client_id: Arc<str> = Arc::from(format!("stomp-{:016x}", rand::random::<u64>()));
-    let attached = ctx.router.attach(&client_id, true, 0);
-    attached.session.set_username(principal.username.clone());
+    // STOMP sessions get a fresh random id and are never resumed, so no STOMP
+    // client can reach another user's session; a clash with an MQTT client's
+    // chosen id is refused as a takeover would be.
+    let login = SessionOwner::of(principal.username.as_ref());
+    let attached = ctx
+        .router
+        .attach(&client_id, &login, true, 0)
+        .map_err(|_| StompAdapterError::NotAuthorized("session id in use by another user"))?;
     attached.session.set_delivery_style(DeliveryStyle {
         per_subscription: true,
         queue_ack_window: Some(limits.stomp_max_unacked.max(1)),
