@@ -315,3 +315,58 @@ async fn an_anonymous_client_cannot_resume_a_users_session() {
     stop(server).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Exceptions are never stored, so a restored session gets them from its owner's
+/// rules at start: a deny rule added across a restart keeps its topic out of the
+/// queue of a persistent session that has not come back yet.
+#[tokio::test]
+async fn a_restored_session_gets_its_owners_exceptions_before_it_resumes() {
+    let dir = fresh_dir("restored-exceptions");
+    let server = start(&dir).await;
+    let (mut owner, _) = <v4::Client as OwnerClient>::login(server.mqtt, "carved", "dev2").await;
+    assert_eq!(owner.subscribe("devices/dev2/#", 1).await, vec![1]);
+    owner.disconnect().await;
+    stop(server).await;
+
+    // The same store, now with a rule that carves devices/dev2/secret out.
+    let server = {
+        let dir = dir.clone();
+        start_server_with(move |s| {
+            secured(s, &dir);
+            s.acl.insert(
+                0,
+                AclRule {
+                    all: true,
+                    deny: Some(AclAccess::Subscribe),
+                    topic: "devices/dev2/secret".into(),
+                    ..AclRule::default()
+                },
+            );
+        })
+        .await
+    };
+    let (mut publisher, _) = <v4::Client as OwnerClient>::login(server.mqtt, "pub", "dev2").await;
+    publisher
+        .publish(
+            "devices/dev2/secret",
+            1,
+            false,
+            b"not for the offline session",
+        )
+        .await;
+    publisher.publish("devices/dev2/ok", 1, false, b"ok").await;
+    let (mut owner, present) =
+        <v4::Client as OwnerClient>::login(server.mqtt, "carved", "dev2").await;
+    assert!(present, "the session was restored");
+    let first = owner.recv().await;
+    assert_eq!(
+        (first.topic.as_str(), first.payload.as_slice()),
+        ("devices/dev2/ok", &b"ok"[..]),
+        "the denied topic was queued for the restored session"
+    );
+    owner.expect_no_message().await;
+    owner.disconnect().await;
+    publisher.disconnect().await;
+    stop(server).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

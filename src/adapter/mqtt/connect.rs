@@ -347,7 +347,10 @@ fn establish(
         limits.max_inflight
     }
     .min(u16::MAX - 1);
-    conn.client_max_packet = connect.properties.maximum_packet_size;
+    conn.client_max_packet = connect
+        .properties
+        .maximum_packet_size
+        .and_then(std::num::NonZeroU32::new);
     if v5 {
         conn.outbound_alias_max = connect
             .properties

@@ -96,7 +96,8 @@ pub(super) struct Connection {
     /// config, at most 65534.
     pub(super) send_window: u16,
     /// Largest packet the client accepts (MQTT 5 maximum packet size).
-    pub(super) client_max_packet: Option<u32>,
+    /// (Non-zero: the codec refuses 0, and the niche keeps the field 4 bytes.)
+    pub(super) client_max_packet: Option<std::num::NonZeroU32>,
     pub(super) write_buf: BytesMut,
     /// Something this connection did was submitted to the store: the next write
     /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
@@ -449,7 +450,7 @@ impl Connection {
             tern_mqtt::encoded_len(&with_reason, self.version),
         ) {
             (None, Ok(_)) => true,
-            (Some(max), Ok(len)) => len <= max as usize,
+            (Some(max), Ok(len)) => len <= max.get() as usize,
             (_, Err(_)) => false,
         };
         if fits {

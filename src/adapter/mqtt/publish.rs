@@ -245,7 +245,7 @@ pub(super) fn write_delivery(
         payload: &message.payload,
     };
     if let Some(max) = conn.client_max_packet {
-        if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max as usize {
+        if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max.get() as usize {
             tracing::debug!(client_id = %conn.session.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
             if let Some(id) = packet_id {
                 // Never sent: forget it so the window does not leak.
