@@ -327,6 +327,7 @@ async fn a_restored_session_gets_its_owners_exceptions_before_it_resumes() {
     assert_eq!(owner.subscribe("devices/dev2/#", 1).await, vec![1]);
     owner.disconnect().await;
     stop(server).await;
+    store_released(&dir.join("data").join("tern.redb")).await;
 
     // The same store, now with a rule that carves devices/dev2/secret out.
     let server = {
@@ -369,4 +370,21 @@ async fn a_restored_session_gets_its_owners_exceptions_before_it_resumes() {
     publisher.disconnect().await;
     stop(server).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (bounded) until the stopped server's store writer has let go of the
+/// file: shutdown returns once the store is told to close, and the writer
+/// thread ends just after.
+async fn store_released(path: &Path) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match redb::Database::open(path) {
+            Ok(db) => return drop(db),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the store stays locked after shutdown: {e}"),
+        }
+    }
 }
