@@ -331,7 +331,10 @@ fn establish(
         limits.max_inflight
     }
     .min(u16::MAX - 1);
-    conn.client_max_packet = connect.properties.maximum_packet_size;
+    conn.client_max_packet = connect
+        .properties
+        .maximum_packet_size
+        .and_then(std::num::NonZeroU32::new);
 
     let mut properties = Properties::default();
     if v5 {

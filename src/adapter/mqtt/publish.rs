@@ -222,7 +222,7 @@ pub(super) fn write_delivery(
         properties: &properties,
         payload: &message.payload,
     };
-    if let Some(max) = conn.client_max_packet {
+    if let Some(max) = conn.client_max_packet.map(std::num::NonZeroU32::get) {
         if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max as usize {
             tracing::debug!(client_id = %conn.session.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
             if let Some(id) = packet_id {
