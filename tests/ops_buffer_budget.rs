@@ -230,3 +230,55 @@ async fn an_unfinished_stomp_frame_closes_the_connection_after_the_frame_timeout
     let message = error.header("message").unwrap_or_default();
     assert!(message.contains("frame_timeout_secs"), "{message}");
 }
+
+/// Two MQTT connections holding HELD bytes each of an unfinished PUBLISH.
+async fn two_holders(server: &TestServer) -> Vec<tokio::net::TcpStream> {
+    let budget = budget_of(server);
+    let mut holders = Vec::new();
+    for i in 0..2 {
+        let (mut holder, _) = raw_client(server.mqtt, &connect_v5(&format!("holder-{i}"))).await;
+        send(&mut holder, &big_publish(5)[..HELD]).await;
+        holders.push(holder);
+    }
+    eventually("both unfinished packets counted", || {
+        budget.held() == 2 * HELD
+    })
+    .await;
+    holders
+}
+
+#[tokio::test]
+async fn an_unfinished_mqtt_connect_counts_against_the_buffer_budget() {
+    let server = start_server_with(|s| s.limits.max_buffered_bytes = BUDGET).await;
+    let _holders = two_holders(&server).await;
+    // A 5.0 CONNECT announcing BODY bytes, of which HELD arrive.
+    let mut connect = vec![0x10];
+    connect.extend_from_slice(&varint(BODY));
+    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60]);
+    connect.resize(HELD, 0);
+    let mut client = raw_connect(server.mqtt).await;
+    send(&mut client, &connect).await;
+    let connack = read_packet(&mut client).await.expect("CONNACK");
+    assert_eq!(connack[0], 0x20, "{connack:02x?}");
+    assert_eq!(connack[3], 0x97, "quota exceeded: {connack:02x?}");
+    expect_closed(&mut client).await;
+    assert_eq!(budget_of(&server).held(), 2 * HELD);
+}
+
+#[tokio::test]
+async fn an_unfinished_stomp_connect_counts_against_the_buffer_budget() {
+    let server = start_server_with(|s| s.limits.max_buffered_bytes = BUDGET).await;
+    let _holders = two_holders(&server).await;
+    let mut connect =
+        format!("CONNECT\naccept-version:1.2\ncontent-length:{BODY}\n\n").into_bytes();
+    connect.resize(HELD, b'x');
+    let mut client = raw_connect(server.stomp).await;
+    send(&mut client, &connect).await;
+    let (answer, closed) = read_until_close(&mut client).await;
+    assert!(closed, "still open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("ERROR\n") && answer.contains("max_buffered_bytes"),
+        "{answer}"
+    );
+}
