@@ -270,6 +270,15 @@ pub struct Limits {
     /// Messages a second one client may publish (0: no limit). Over it, an MQTT 5
     /// client is disconnected with 0x96; MQTT 3.x and STOMP clients are read more slowly.
     pub max_publish_rate: u32,
+    /// Bytes all connections together may hold of what clients have not finished
+    /// sending: unfinished packets and frames (each past its first 256 bytes) and
+    /// STOMP transactions not yet committed (0: no budget). A connection that would
+    /// go over it is refused (MQTT 5 DISCONNECT 0x97, STOMP ERROR) and closed.
+    pub max_buffered_bytes: usize,
+    /// Seconds a packet or frame may take from its first byte to its last; a
+    /// connection still sending one after that is closed, whatever its keep-alive
+    /// or heart-beat (0: no limit).
+    pub frame_timeout_secs: u64,
     /// Messages one point-to-point queue holds, waiting plus unacknowledged; one more is refused (STOMP ERROR, logged for MQTT).
     pub queue_max_messages: usize,
     /// Largest STOMP frame accepted (command, headers, body; bytes).
@@ -601,6 +610,11 @@ impl Default for Limits {
             max_retained_bytes: 1024 * 1024 * 1024,
             max_subscriptions_per_client: 1024,
             max_publish_rate: 0,
+            // 128 frames of the largest size (4 MiB) at once, or 8 full
+            // transactions (64 MiB); with the buffers' growth, about 1 GiB at most.
+            max_buffered_bytes: 512 * 1024 * 1024,
+            // A 4 MiB packet needs 1.1 Mbit/s to arrive within it.
+            frame_timeout_secs: 30,
             queue_max_messages: 100_000,
             stomp_max_frame_size: 4 * 1024 * 1024,
             stomp_max_headers: 64,

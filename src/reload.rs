@@ -5,10 +5,11 @@
 //! and says why. Certificates and the password file are reloaded by their own
 //! owners (transport::tls, auth).
 //!
-//! New limits reach: session queues (messages, bytes, overflow policy) and
-//! connection caps at once; everything a client is told or holds per connection
-//! (packet size, in-flight window, aliases, rate, subscriptions cap) from its
-//! next connection on.
+//! New limits reach: session queues (messages, bytes, overflow policy),
+//! connection caps and the buffer budget (`max_buffered_bytes`) at once;
+//! everything a client is told or holds per connection (packet size, in-flight
+//! window, aliases, rate, subscriptions cap, frame timeout) from its next
+//! connection on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub struct LiveConfig {
     pub limits: Arc<ArcSwap<Limits>>,
     pub caps: Arc<ListenerCaps>,
     pub router: Arc<Router>,
+    pub buffer_budget: Arc<crate::adapter::budget::BufferBudget>,
 }
 
 /// Applies a new log filter (`info`, `tern=debug`); an error names what is wrong.
@@ -121,6 +123,7 @@ fn apply_limits(new: &Settings, live: &LiveConfig) {
     live.router.set_retained_limits(limits.retained_limits());
     live.router
         .set_queue_max_messages(limits.queue_max_messages);
+    live.buffer_budget.set_limit(limits.max_buffered_bytes);
     live.caps.set_limits(limits.max_connections, |name| {
         new.listener_max_connections(name)
     });
@@ -132,6 +135,7 @@ fn apply_limits(new: &Settings, live: &LiveConfig) {
         max_subscriptions_per_client = limits.max_subscriptions_per_client,
         max_publish_rate = limits.max_publish_rate,
         max_packet_size = limits.max_packet_size,
+        max_buffered_bytes = limits.max_buffered_bytes,
         "limits reloaded (queues and connection caps now; per-connection limits for new connections)"
     );
 }

@@ -11,6 +11,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::adapter::budget::BufferBudget;
 use crate::adapter::{self, Context, Peer};
 use arc_swap::ArcSwap;
 
@@ -67,6 +68,8 @@ pub struct Server {
     shutdown: CancellationToken,
     /// Accept loops and connection tasks, awaited on shutdown.
     tracker: TaskTracker,
+    /// Bytes held for unfinished frames and open transactions (`limits.max_buffered_bytes`).
+    buffer_budget: Arc<BufferBudget>,
 }
 
 impl Server {
@@ -158,6 +161,7 @@ impl Server {
                 limits: Arc::clone(&ctx.live_limits),
                 caps: Arc::clone(&caps),
                 router: Arc::clone(&router),
+                buffer_budget: Arc::clone(&ctx.buffer_budget),
             };
             let on_hangup = tls::on_sighup(shutdown.clone(), move || {
                 // A reloader means the `tern` process, which speaks for the service.
@@ -188,6 +192,7 @@ impl Server {
             tracker.spawn(on_hangup);
         }
 
+        let buffer_budget = Arc::clone(&ctx.buffer_budget);
         let listeners = Listeners {
             caps,
             shutdown: shutdown.clone(),
@@ -236,6 +241,7 @@ impl Server {
             router,
             shutdown,
             tracker,
+            buffer_budget,
         })
     }
 
@@ -261,6 +267,11 @@ impl Server {
 
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// What all connections hold of unfinished frames and open transactions.
+    pub fn buffer_budget(&self) -> &Arc<BufferBudget> {
+        &self.buffer_budget
     }
 
     /// Starts the shutdown without waiting for it (for drop guards).

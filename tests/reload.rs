@@ -253,3 +253,37 @@ async fn sighup_carves_a_new_deny_rule_out_of_a_connected_wildcard_subscription_
     drop(tern);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A 5.0 PUBLISH of `body` bytes to `big`.
+fn big_publish(body: usize) -> Vec<u8> {
+    common::publish_packet(0, "big", None, Some(&[0]), &vec![b'x'; body])
+}
+
+#[tokio::test]
+async fn sighup_changes_the_buffer_budget_at_once_for_connected_clients_too() {
+    let dir = std::env::temp_dir().join(format!("tern-reload-budget-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("tern.toml");
+    std::fs::write(&file, "[limits]\nmax_buffered_bytes = 1000\n").expect("write config");
+    let tern = Tern::start(&dir, &file);
+
+    let packet = big_publish(10_000);
+    let (mut refused, _) = common::raw_client(tern.mqtt, &common::connect_v5("refused")).await;
+    let (mut waiting, _) = common::raw_client(tern.mqtt, &common::connect_v5("waiting")).await;
+    common::send(&mut refused, &packet[..5000]).await;
+    let before_close = common::expect_closed(&mut refused).await;
+    assert_eq!(common::disconnect_reason(&before_close), 0x97);
+    tern.log_has("closing connection over the buffer budget", 1)
+        .await;
+
+    std::fs::write(&file, "[limits]\nmax_buffered_bytes = 100000\n").expect("rewrite config");
+    tern.sighup();
+    tern.log_has("limits reloaded", 1).await;
+    // Connected before the reload, it holds the same frame now.
+    common::send(&mut waiting, &packet[..5000]).await;
+    common::send(&mut waiting, &packet[5000..]).await;
+    common::expect_alive(&mut waiting).await;
+    drop(tern);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! Protocol adapters: each turns its protocol's frames into core calls and
 //! core deliveries into frames. Adapters never talk to each other.
 
+pub mod budget;
 pub(crate) mod buffers;
 pub(crate) mod log_limit;
 pub mod mqtt;
@@ -51,6 +52,9 @@ pub struct Shared {
     pub monitor: Arc<crate::admin::Monitor>,
     /// The current limits, swapped whole when the config is reloaded (SIGHUP).
     pub live_limits: Arc<ArcSwap<Limits>>,
+    /// Bytes held for unfinished frames and open transactions, over all
+    /// connections (`limits.max_buffered_bytes`, changed live on reload).
+    pub buffer_budget: Arc<budget::BufferBudget>,
 }
 
 impl std::ops::Deref for Context {
@@ -77,6 +81,7 @@ impl Context {
             shutdown,
             monitor: Arc::default(),
             live_limits: Arc::new(ArcSwap::new(Arc::clone(&limits))),
+            buffer_budget: Arc::new(budget::BufferBudget::new(limits.max_buffered_bytes)),
         };
         Context {
             shared: Arc::new(shared),

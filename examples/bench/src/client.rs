@@ -11,7 +11,7 @@ use tern_mqtt::{
     SubscriptionOptions,
 };
 use tern_stomp::{Command, Decoder, Frame, Item, Limits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Bytes requested per read.
@@ -109,7 +109,7 @@ pub struct Login {
     pub persistent: bool,
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<()> {
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> anyhow::Result<()> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -123,8 +123,8 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result
 }
 
 /// Reads until one MQTT packet is decoded; leftover bytes stay in `buf`.
-pub async fn mqtt_read(
-    stream: &mut TcpStream,
+pub async fn mqtt_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     version: ProtocolVersion,
 ) -> anyhow::Result<Packet> {
@@ -139,8 +139,8 @@ pub async fn mqtt_read(
 }
 
 /// CONNECT (clean start, keep-alive off) and wait for a successful CONNACK.
-pub async fn mqtt_connect(
-    stream: &mut TcpStream,
+pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     version: ProtocolVersion,
     login: &Login,
@@ -161,6 +161,8 @@ pub async fn mqtt_connect(
     let mut out = BytesMut::new();
     tern_mqtt::encode(&connect, version, &mut out)?;
     stream.write_all(&out).await?;
+    // A no-op over TCP; a WebSocket sends its message here.
+    stream.flush().await?;
     match mqtt_read(stream, buf, version).await? {
         Packet::ConnAck(ack) if ack.code == 0 => Ok(()),
         Packet::ConnAck(ack) => bail!("CONNACK refused with code {:#04x}", ack.code),
@@ -169,8 +171,8 @@ pub async fn mqtt_connect(
 }
 
 /// SUBSCRIBE one filter and wait for a SUBACK granting it.
-pub async fn mqtt_subscribe(
-    stream: &mut TcpStream,
+pub async fn mqtt_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     version: ProtocolVersion,
     filter: &str,
@@ -192,6 +194,8 @@ pub async fn mqtt_subscribe(
     let mut out = BytesMut::new();
     tern_mqtt::encode(&subscribe, version, &mut out)?;
     stream.write_all(&out).await?;
+    // A no-op over TCP; a WebSocket sends its message here.
+    stream.flush().await?;
     loop {
         match mqtt_read(stream, buf, version).await? {
             Packet::SubAck(ack) => {
@@ -208,8 +212,8 @@ pub async fn mqtt_subscribe(
 }
 
 /// Reads until one STOMP frame is decoded (heart-beats skipped); leftovers stay in `buf`.
-pub async fn stomp_read(
-    stream: &mut TcpStream,
+pub async fn stomp_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
 ) -> anyhow::Result<Frame> {
@@ -241,8 +245,8 @@ fn stomp_error(frame: &Frame) -> anyhow::Error {
 }
 
 /// CONNECT (1.2, no heart-beats) and wait for CONNECTED.
-pub async fn stomp_connect(
-    stream: &mut TcpStream,
+pub async fn stomp_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     login: &Login,
@@ -260,6 +264,8 @@ pub async fn stomp_connect(
     let mut out = BytesMut::new();
     tern_stomp::encode(&frame, tern_stomp::Version::V1_2, &mut out);
     stream.write_all(&out).await?;
+    // A no-op over TCP; a WebSocket sends its message here.
+    stream.flush().await?;
     let reply = stomp_read(stream, buf, decoder).await?;
     match reply.command {
         Command::Connected => {
@@ -273,8 +279,8 @@ pub async fn stomp_connect(
 
 /// SUBSCRIBE (ack auto) with a receipt, and wait for the RECEIPT so the
 /// subscription is in place before anyone publishes.
-pub async fn stomp_subscribe(
-    stream: &mut TcpStream,
+pub async fn stomp_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     destination: &str,
@@ -287,6 +293,8 @@ pub async fn stomp_subscribe(
     let mut out = BytesMut::new();
     tern_stomp::encode(&frame, tern_stomp::Version::V1_2, &mut out);
     stream.write_all(&out).await?;
+    // A no-op over TCP; a WebSocket sends its message here.
+    stream.flush().await?;
     loop {
         let reply = stomp_read(stream, buf, decoder).await?;
         match reply.command {
@@ -384,44 +392,54 @@ pub async fn open(
     local: Option<IpAddr>,
     subscribe: Option<&str>,
 ) -> anyhow::Result<Ready> {
+    let addr = match endpoint {
+        crate::Endpoint::Mqtt { addr, .. } | crate::Endpoint::Stomp { addr } => *addr,
+    };
+    let mut stream = tcp(addr, local).await?;
+    let (buf, decoder) = handshake(&mut stream, endpoint, login, subscribe).await?;
+    Ok(Ready {
+        stream,
+        buf,
+        decoder,
+    })
+}
+
+/// The protocol handshake for `endpoint` on a connected `stream` (TCP or
+/// WebSocket): CONNECT, then SUBSCRIBE to `subscribe` if given. Returns the
+/// bytes read past it and, for STOMP, the decoder.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    endpoint: &crate::Endpoint,
+    login: &Login,
+    subscribe: Option<&str>,
+) -> anyhow::Result<(BytesMut, Option<Decoder>)> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     match endpoint {
-        crate::Endpoint::Mqtt { addr, v5, qos } => {
-            let mut stream = tcp(*addr, local).await?;
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        crate::Endpoint::Mqtt { v5, qos, .. } => {
             let version = mqtt_version(*v5);
             tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                mqtt_connect(&mut stream, &mut buf, version, login),
+                mqtt_connect(stream, &mut buf, version, login),
             )
             .await
             .context("CONNECT timed out")??;
             if let Some(filter) = subscribe {
-                mqtt_subscribe(&mut stream, &mut buf, version, filter, *qos).await?;
+                mqtt_subscribe(stream, &mut buf, version, filter, *qos).await?;
             }
-            Ok(Ready {
-                stream,
-                buf,
-                decoder: None,
-            })
+            Ok((buf, None))
         }
-        crate::Endpoint::Stomp { addr } => {
-            let mut stream = tcp(*addr, local).await?;
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        crate::Endpoint::Stomp { .. } => {
             let mut decoder = stomp_decoder();
             tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                stomp_connect(&mut stream, &mut buf, &mut decoder, login),
+                stomp_connect(stream, &mut buf, &mut decoder, login),
             )
             .await
             .context("STOMP CONNECT timed out")??;
             if let Some(dest) = subscribe {
-                stomp_subscribe(&mut stream, &mut buf, &mut decoder, dest).await?;
+                stomp_subscribe(stream, &mut buf, &mut decoder, dest).await?;
             }
-            Ok(Ready {
-                stream,
-                buf,
-                decoder: Some(decoder),
-            })
+            Ok((buf, Some(decoder)))
         }
     }
 }

@@ -5,13 +5,37 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::client::{self, Login};
 use crate::report::{Errors, Report};
 use crate::sys::{proc_rss_bytes, CpuMark};
-use crate::{Args, Endpoint, Protocol};
+use crate::{Args, Endpoint, Protocol, Transport};
+
+/// An open connection, over TCP or WebSocket.
+trait Held: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Held for T {}
+
+/// Opens one connection over `transport` and subscribes it to `topic`.
+async fn open(
+    transport: Transport,
+    endpoint: &Endpoint,
+    login: &Login,
+    local: Option<IpAddr>,
+    topic: &str,
+) -> anyhow::Result<Box<dyn Held>> {
+    Ok(match transport {
+        Transport::Tcp => Box::new(
+            client::open(endpoint, login, local, Some(topic))
+                .await?
+                .stream,
+        ),
+        Transport::Ws => Box::new(crate::ws::open(endpoint, login, local, Some(topic)).await?),
+    })
+}
 
 /// Time given to the broker to settle before its RSS is read.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -58,15 +82,16 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
         };
         let endpoint = endpoint.clone();
         let limit = Arc::clone(&limit);
+        let transport = args.transport;
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let opened = tokio::time::timeout_at(
                 deadline,
-                client::open(&endpoint, &login, local, Some(&topic)),
+                open(transport, &endpoint, &login, local, &topic),
             )
             .await;
             match opened {
-                Ok(Ok(ready)) => Ok(ready.stream),
+                Ok(Ok(stream)) => Ok(stream),
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err("not connected within --duration".to_string()),
             }
@@ -143,7 +168,7 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
 /// Says goodbye on every connection and waits (briefly) for the broker to close
 /// first, so TIME_WAIT lands on the broker's side and back-to-back runs do not run
 /// out of local ports.
-async fn close_all(streams: Vec<tokio::net::TcpStream>, args: &Args) {
+async fn close_all(streams: Vec<Box<dyn Held>>, args: &Args) {
     let mut goodbye = bytes::BytesMut::new();
     match args.protocol {
         Protocol::Mqtt => {
@@ -168,14 +193,18 @@ async fn close_all(streams: Vec<tokio::net::TcpStream>, args: &Args) {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let _ = tokio::time::timeout_at(deadline, async {
                 stream.write_all(&goodbye).await?;
+                stream.flush().await?;
                 let mut sink = [0u8; 256];
                 // MQTT brokers close after DISCONNECT; a STOMP broker answers the receipt.
                 loop {
                     let n = stream.read(&mut sink).await?;
                     if n == 0 || is_stomp_receipt(&sink[..n]) {
-                        return Ok::<_, std::io::Error>(());
+                        break;
                     }
                 }
+                // A WebSocket's closing handshake (over TCP: the FIN, after
+                // the broker's for MQTT).
+                stream.shutdown().await
             })
             .await;
         });

@@ -11,6 +11,7 @@
 //! - `client.rs`: connecting, MQTT/STOMP handshakes and subscriptions, payload stamping.
 //! - `flow.rs`: the publish/subscribe scenarios (publishers, subscribers, flow control).
 //! - `idle.rs`: the idle-connections scenario.
+//! - `ws.rs`: MQTT and STOMP over WebSocket (idle scenario, `--transport ws`).
 //! - `track.rs`: sequence tracking (lost, duplicated, reordered) per publisher.
 //! - `sys.rs`: own CPU time (getrusage), broker CPU and RSS from /proc.
 //! - `report.rs`: the result record (one JSON line) and the human summary.
@@ -21,6 +22,7 @@ mod idle;
 mod report;
 mod sys;
 mod track;
+mod ws;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -78,6 +80,11 @@ pub struct Args {
     /// Connections for the idle scenario.
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
+    /// Idle scenario: plain TCP, or WebSocket (--port is then the broker's
+    /// WebSocket port: ws://host:port/mqtt with subprotocol `mqtt`, or /stomp
+    /// with `v12.stomp`).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
     /// Idle connections per loopback source address (127.0.0.1, .2, ...) once
     /// --connections exceeds it.
     #[arg(long, default_value_t = 20_000)]
@@ -124,6 +131,12 @@ pub struct Args {
     /// Free-form label copied into the JSON (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Ws,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

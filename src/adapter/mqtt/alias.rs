@@ -29,6 +29,16 @@ pub(super) enum Alias {
     Assigned(u16),
 }
 
+/// One connection's topic aliases, both ways.
+#[derive(Default)]
+pub(super) struct TopicAliases {
+    /// Those the client set on its PUBLISHes, by alias.
+    pub(super) inbound: HashMap<u16, Arc<str>>,
+    /// Those this server assigns on its PUBLISHes (when the client's Topic
+    /// Alias Maximum allows): made at the first delivery.
+    pub(super) outbound: Option<OutboundAliases>,
+}
+
 /// One connection's outbound aliases, most recently used first.
 #[derive(Debug)]
 pub(super) struct OutboundAliases {

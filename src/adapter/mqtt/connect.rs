@@ -14,6 +14,7 @@ use super::connection::{Connection, READ_CHUNK};
 use super::core_qos;
 use super::publish::message_from_parts;
 use super::will::PendingWill;
+use crate::adapter::budget::{OverBudget, PartialFrame};
 use crate::adapter::log_limit::LogLimit;
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
@@ -42,6 +43,19 @@ where
         }
         Ok(Err(ConnectFailure::NotConnect)) => {
             tracing::warn!(peer = %peer.addr, "first packet is not CONNECT");
+            return None;
+        }
+        Ok(Err(ConnectFailure::OverBudget(error, level))) => {
+            // A flood of such clients logs a few lines a minute, with a count.
+            if let Some(suppressed) = ctx.buffer_budget.admit_log() {
+                tracing::warn!(peer = %peer.addr, suppressed, error = %error, "CONNECT over the buffer budget refused");
+            }
+            ctx.monitor.metrics.refused(Protocol::Mqtt, peer.listener);
+            let (code, version) = match level {
+                Some(5) => (reason::QUOTA_EXCEEDED, ProtocolVersion::V5),
+                _ => (connack_v3::SERVER_UNAVAILABLE, ProtocolVersion::V311),
+            };
+            write_and_close(stream, connack_bytes(code, version)).await;
             return None;
         }
         Err(_) => {
@@ -95,6 +109,9 @@ enum ConnectFailure {
     NotConnect,
     /// The decode error and, if it could be read, the protocol level the client asked for.
     Invalid(DecodeError, Option<u8>),
+    /// The CONNECT under way would take the broker's buffer budget over its
+    /// limit; the protocol level, as for `Invalid`.
+    OverBudget(OverBudget, Option<u8>),
 }
 
 async fn read_connect<S>(
@@ -106,6 +123,8 @@ where
     S: AsyncRead + Unpin,
 {
     let max = ctx.limits().max_packet_size as usize;
+    // A large CONNECT under way counts against the buffer budget until it is whole.
+    let mut partial = PartialFrame::default();
     loop {
         // Read before decoding: a complete bad packet is consumed by `decode`.
         let level = peek_protocol_level(read_buf);
@@ -117,6 +136,10 @@ where
             Ok(None) => {}
             Err(e) => return Err(ConnectFailure::Invalid(e, level)),
         }
+        let now = tokio::time::Instant::now();
+        partial
+            .update(&ctx.buffer_budget, read_buf.len(), false, now)
+            .map_err(|over| ConnectFailure::OverBudget(over, level))?;
         if read_buf.capacity() - read_buf.len() < 1024 {
             read_buf.reserve(READ_CHUNK);
         }

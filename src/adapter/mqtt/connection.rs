@@ -2,10 +2,10 @@
 //! wake-ups, takeover, keep-alive and shutdown. Reads are large and every
 //! complete packet in the buffer is handled before the one write per wake-up.
 
+use crate::adapter::budget::PartialFrame;
 use crate::adapter::buffers::{read_quietly, ReadSizing};
 use crate::adapter::log_limit::LogLimit;
 use crate::adapter::rate::RateLimit;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use tern_mqtt::{Disconnect, Packet, Properties, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::alias::OutboundAliases;
+use super::alias::TopicAliases;
 use super::error::MqttError;
 use super::will::PendingWill;
 use super::{ack, connect, publish, subscribe};
@@ -79,14 +79,10 @@ pub(super) struct Connection {
     pub(super) will: Option<Box<PendingWill>>,
     /// Session expiry the client asked for in CONNECT (MQTT 5 forbids raising it from 0 at DISCONNECT).
     pub(super) connect_expiry: u32,
-    /// Topic aliases the client set (MQTT 5), by alias.
-    /// Boxed for the same reason as `will` (a map is 48 bytes inline even when
-    /// empty): created at the first alias.
-    #[allow(clippy::box_collection)]
-    pub(super) topic_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
-    /// Topic aliases this server assigns on its PUBLISHes (MQTT 5, when the
-    /// client's Topic Alias Maximum allows): created at the first delivery.
-    pub(super) outbound_aliases: Option<Box<OutboundAliases>>,
+    /// Topic aliases, both ways (MQTT 5). Boxed for the same reason as `will`
+    /// (a map is 48 bytes inline even when empty), and in one box so an idle
+    /// connection pays one pointer: created at the first alias either way.
+    pub(super) aliases: Option<Box<TopicAliases>>,
     /// The client's Topic Alias Maximum, capped (0: no outbound aliases).
     pub(super) outbound_alias_max: u16,
     /// The topic of the last PUBLISH: a device mostly publishes to the same few
@@ -95,8 +91,8 @@ pub(super) struct Connection {
     /// In-flight window towards the client: its receive maximum, capped by
     /// config, at most 65534.
     pub(super) send_window: u16,
-    /// Largest packet the client accepts (MQTT 5 maximum packet size).
-    /// (Non-zero: the codec refuses 0, and the niche keeps the field 4 bytes.)
+    /// Largest packet the client accepts (MQTT 5 maximum packet size; never 0).
+    /// Non-zero: 4 bytes where an `Option<u32>` takes 8 (see `keep_alive_secs`).
     pub(super) client_max_packet: Option<std::num::NonZeroU32>,
     pub(super) write_buf: BytesMut,
     /// Something this connection did was submitted to the store: the next write
@@ -106,13 +102,17 @@ pub(super) struct Connection {
     pub(super) publish_rate: Option<Box<RateLimit>>,
     /// Repeated warnings this client caused, so it cannot flood the log.
     pub(super) log_limit: LogLimit,
+    /// The packet under way, if any: its share of the broker's buffer budget
+    /// and its deadline (`limits.frame_timeout_secs`).
+    partial: PartialFrame,
 }
 
 enum Event {
     Read(std::io::Result<usize>),
     Deliver,
     Kicked(KickReason),
-    KeepAliveExpired,
+    /// The keep-alive or the unfinished packet's deadline, whichever is sooner.
+    TimerExpired,
 }
 
 impl Connection {
@@ -138,8 +138,7 @@ impl Connection {
             keep_alive_secs,
             will: None,
             connect_expiry: 0,
-            topic_aliases: None,
-            outbound_aliases: None,
+            aliases: None,
             outbound_alias_max: 0,
             last_topic: None,
             send_window: 1,
@@ -148,6 +147,7 @@ impl Connection {
             needs_commit: false,
             publish_rate,
             log_limit: LogLimit::default(),
+            partial: PartialFrame::default(),
         }
     }
 
@@ -171,6 +171,9 @@ impl Connection {
         }
         let sleep = tokio::time::sleep(self.keep_alive_grace().max(Duration::from_secs(1)));
         tokio::pin!(sleep);
+        if let Some(at) = self.next_deadline(tokio::time::Instant::now()) {
+            sleep.as_mut().reset(at);
+        }
         let mut sizing = ReadSizing::default();
         loop {
             // A connection already replaced must not take deliveries into its in-flight
@@ -201,22 +204,25 @@ impl Connection {
                 },
                 read = read_quietly(stream, read_buf) => Event::Read(read),
                 _ = self.session.notified(), if window_open => Event::Deliver,
-                _ = &mut sleep, if self.keep_alive_secs != 0 => Event::KeepAliveExpired,
+                _ = &mut sleep, if self.timer_armed() => Event::TimerExpired,
             };
             match event {
                 Event::Kicked(reason) => return Err(MqttError::kicked(reason)),
-                Event::KeepAliveExpired => return Err(MqttError::KeepAliveTimeout),
+                Event::TimerExpired => {
+                    self.check_frame_deadline()?;
+                    if self.keep_alive_secs != 0 {
+                        return Err(MqttError::KeepAliveTimeout);
+                    }
+                }
                 Event::Deliver => {}
                 Event::Read(Ok(0)) => return Err(MqttError::PeerClosed),
                 Event::Read(Err(e)) => return Err(MqttError::Io(e)),
                 Event::Read(Ok(n)) => {
-                    if self.keep_alive_secs != 0 {
-                        sleep
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + self.keep_alive_grace());
-                    }
                     if let Some(closed) = self.handle_buffered(read_buf)? {
                         return Ok(closed);
+                    }
+                    if let Some(at) = self.next_deadline(tokio::time::Instant::now()) {
+                        sleep.as_mut().reset(at);
                     }
                     sizing.settle(n);
                 }
@@ -229,12 +235,47 @@ impl Connection {
         // Read here rather than kept: every byte a waiting task keeps, every idle
         // connection pays for.
         let max_packet = self.ctx.limits().max_packet_size as usize;
+        let mut completed = false;
         while let Some(packet) = tern_mqtt::decode(read_buf, self.version, max_packet)? {
+            completed = true;
+            self.partial.shrink_to(read_buf.len());
             if let Some(closed) = self.dispatch(packet)? {
                 return Ok(Some(closed));
             }
         }
+        // What is left is the start of a packet: it holds memory until complete.
+        let now = tokio::time::Instant::now();
+        self.partial
+            .update(&self.ctx.buffer_budget, read_buf.len(), completed, now)?;
+        self.check_frame_deadline()?;
         Ok(None)
+    }
+
+    /// Err when the packet under way is past `limits.frame_timeout_secs`.
+    fn check_frame_deadline(&self) -> Result<(), MqttError> {
+        let secs = self.ctx.limits().frame_timeout_secs;
+        let now = tokio::time::Instant::now();
+        if self.partial.expired(Duration::from_secs(secs), now) {
+            return Err(MqttError::FrameTimeout(secs));
+        }
+        Ok(())
+    }
+
+    /// Whether the timer is watching anything: the keep-alive, or a packet under way.
+    fn timer_armed(&self) -> bool {
+        let frame_timeout = Duration::from_secs(self.ctx.limits().frame_timeout_secs);
+        self.keep_alive_secs != 0 || self.partial.deadline(frame_timeout).is_some()
+    }
+
+    /// When the timer must fire after a read at `now`: at the keep-alive's end
+    /// or the unfinished packet's deadline, whichever is sooner; None for neither.
+    fn next_deadline(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let keep_alive = (self.keep_alive_secs != 0).then(|| now + self.keep_alive_grace());
+        let frame_timeout = Duration::from_secs(self.ctx.limits().frame_timeout_secs);
+        match (keep_alive, self.partial.deadline(frame_timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The packet dispatcher.
@@ -406,6 +447,14 @@ impl Connection {
                     MqttError::ShuttingDown | MqttError::TakenOver | MqttError::Administrative => {
                         tracing::info!(client_id = %self.session.client_id, reason = %e, "disconnecting client")
                     }
+                    MqttError::OverBudget(_) => {
+                        // Broker-wide limit on these lines: a flood of connections
+                        // over the budget must not flood the log too.
+                        let budget = &self.ctx.buffer_budget;
+                        if let Some(suppressed) = budget.admit_log() {
+                            tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, held = budget.held(), refused = budget.refused(), suppressed, error = %e, "closing connection over the buffer budget")
+                        }
+                    }
                     _ => {
                         tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, error = %e, "closing connection")
                     }
@@ -433,6 +482,8 @@ impl Connection {
         if let (true, Some(will)) = (publish_will, will) {
             will.publish_or_schedule(&router, &self.session);
         }
+        // Its share of the buffer budget, too, before the client sees the close.
+        self.partial = PartialFrame::default();
         let _ = stream.shutdown().await;
     }
 
@@ -446,11 +497,11 @@ impl Connection {
         packet.properties.reason_string = Some(why);
         let with_reason = Packet::Disconnect(packet.clone());
         let fits = match (
-            self.client_max_packet,
+            self.client_max_packet.map(std::num::NonZeroU32::get),
             tern_mqtt::encoded_len(&with_reason, self.version),
         ) {
             (None, Ok(_)) => true,
-            (Some(max), Ok(len)) => len <= max.get() as usize,
+            (Some(max), Ok(len)) => len <= max as usize,
             (_, Err(_)) => false,
         };
         if fits {

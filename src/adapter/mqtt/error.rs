@@ -22,6 +22,10 @@ pub enum MqttError {
     PayloadFormatInvalid,
     #[error("keep-alive timeout")]
     KeepAliveTimeout,
+    #[error("{0}")]
+    OverBudget(#[from] crate::adapter::budget::OverBudget),
+    #[error("packet not complete within limits.frame_timeout_secs ({0} s)")]
+    FrameTimeout(u64),
     #[error("session taken over by another connection")]
     TakenOver,
     #[error("disconnected by an operator")]
@@ -62,6 +66,9 @@ impl MqttError {
             MqttError::RateTooHigh => Some(reason::MESSAGE_RATE_TOO_HIGH),
             MqttError::PayloadFormatInvalid => Some(reason::PAYLOAD_FORMAT_INVALID),
             MqttError::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            MqttError::OverBudget(_) => Some(reason::QUOTA_EXCEEDED),
+            // No reason code says "too slow"; the reason string does.
+            MqttError::FrameTimeout(_) => Some(reason::IMPLEMENTATION_SPECIFIC),
             MqttError::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             MqttError::Administrative => Some(reason::ADMINISTRATIVE_ACTION),
             MqttError::ShuttingDown => Some(reason::SERVER_SHUTTING_DOWN),
@@ -83,6 +90,8 @@ impl MqttError {
             MqttError::RateTooHigh => "message_rate_too_high",
             MqttError::PayloadFormatInvalid => "payload_format_invalid",
             MqttError::KeepAliveTimeout => "keep_alive_timeout",
+            MqttError::OverBudget(_) => "buffer_budget",
+            MqttError::FrameTimeout(_) => "frame_timeout",
             MqttError::TakenOver => "taken_over",
             MqttError::Administrative => "administrative",
             MqttError::ShuttingDown => "shutdown",

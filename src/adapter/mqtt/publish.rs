@@ -166,15 +166,16 @@ fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, M
         ));
     }
     if publish.topic.is_empty() {
-        conn.topic_aliases
+        conn.aliases
             .as_ref()
-            .and_then(|aliases| aliases.get(&alias))
+            .and_then(|aliases| aliases.inbound.get(&alias))
             .cloned()
             .ok_or(MqttError::Protocol("topic alias used before it was set"))
     } else {
         let topic: Arc<str> = Arc::from(publish.topic.as_str());
-        conn.topic_aliases
+        conn.aliases
             .get_or_insert_default()
+            .inbound
             .insert(alias, Arc::clone(&topic));
         Ok(topic)
     }
@@ -280,8 +281,10 @@ fn outbound_alias(conn: &mut Connection, topic: &Arc<str>) -> Option<Alias> {
         return None;
     }
     let max = conn.outbound_alias_max;
-    conn.outbound_aliases
-        .get_or_insert_with(|| Box::new(OutboundAliases::new(max)))
+    conn.aliases
+        .get_or_insert_default()
+        .outbound
+        .get_or_insert_with(|| OutboundAliases::new(max))
         .alias_for(topic)
 }
 

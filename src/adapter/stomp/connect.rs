@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::connection::{Connection, READ_CHUNK};
 use super::error::{encode_error, StompAdapterError};
 use super::heartbeat::{self, HeartBeat};
+use crate::adapter::budget::PartialFrame;
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{AuthError, Principal};
@@ -41,19 +42,32 @@ where
 {
     let mut decoder = Decoder::new(decoder_limits(ctx));
     let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
-    let frame =
-        match tokio::time::timeout(timeout, read_connect(stream, read_buf, &mut decoder)).await {
-            Ok(Ok(Some(frame))) => frame,
-            Ok(Ok(None)) => return None,
-            Ok(Err(error)) => {
-                refuse(stream, peer, &error).await;
-                return None;
+    let frame = match tokio::time::timeout(
+        timeout,
+        read_connect(stream, read_buf, &mut decoder, ctx),
+    )
+    .await
+    {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return None,
+        Ok(Err(error @ StompAdapterError::OverBudget(_))) => {
+            // A flood of such clients logs a few lines a minute, with a count.
+            if let Some(suppressed) = ctx.buffer_budget.admit_log() {
+                tracing::warn!(peer = %peer.addr, suppressed, error = %error, "CONNECT over the buffer budget refused");
             }
-            Err(_) => {
-                tracing::info!(peer = %peer.addr, "no CONNECT within the connect timeout");
-                return None;
-            }
-        };
+            ctx.monitor.metrics.refused(Protocol::Stomp, peer.listener);
+            refuse_quietly(stream, &error).await;
+            return None;
+        }
+        Ok(Err(error)) => {
+            refuse(stream, peer, &error).await;
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer.addr, "no CONNECT within the connect timeout");
+            return None;
+        }
+    };
     let principal = match authenticate(&frame, peer, ctx).await {
         Ok(principal) => principal,
         Err(error) => {
@@ -78,10 +92,13 @@ async fn read_connect<S>(
     stream: &mut S,
     read_buf: &mut BytesMut,
     decoder: &mut Decoder,
+    ctx: &Context,
 ) -> Result<Option<Frame>, StompAdapterError>
 where
     S: AsyncRead + Unpin,
 {
+    // A large CONNECT under way counts against the buffer budget until it is whole.
+    let mut partial = PartialFrame::default();
     loop {
         while let Some(item) = decoder.decode(read_buf)? {
             match item {
@@ -94,6 +111,8 @@ where
                 Item::Frame(frame) => return Err(StompAdapterError::NotConnected(frame.command)),
             }
         }
+        let now = tokio::time::Instant::now();
+        partial.update(&ctx.buffer_budget, read_buf.len(), false, now)?;
         if read_buf.capacity() - read_buf.len() < 1024 {
             read_buf.reserve(READ_CHUNK);
         }
@@ -110,6 +129,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::info!(peer = %peer.addr, error = %error, label = error.label(), "connection refused");
+    refuse_quietly(stream, error).await;
+}
+
+/// [`refuse`] without the log line, for a caller that limits its lines.
+async fn refuse_quietly<S>(stream: &mut S, error: &StompAdapterError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if let Some(frame) = error.error_frame(None) {
         let mut buf = BytesMut::new();
         encode_error(&frame, None, &mut buf);

@@ -2,6 +2,7 @@
 //! wake-ups, heart-beat timers, kicks and shutdown. Every complete frame in the
 //! read buffer is handled before the one write per wake-up.
 
+use crate::adapter::budget::PartialFrame;
 use crate::adapter::buffers::{read_quietly, ReadSizing};
 use crate::adapter::log_limit::LogLimit;
 use crate::adapter::rate::RateLimit;
@@ -93,6 +94,9 @@ pub(super) struct Connection {
     publish_rate: Option<Box<RateLimit>>,
     /// Repeated warnings this client caused, so it cannot flood the log.
     pub(super) log_limit: LogLimit,
+    /// The frame under way, if any: its share of the broker's buffer budget
+    /// and its deadline (`limits.frame_timeout_secs`).
+    partial: PartialFrame,
 }
 
 enum Event {
@@ -137,6 +141,7 @@ impl Connection {
             write_buf: BytesMut::new(),
             publish_rate,
             log_limit: LogLimit::default(),
+            partial: PartialFrame::default(),
         }
     }
 
@@ -191,6 +196,9 @@ impl Connection {
         let beat = tokio::time::sleep(send_every.unwrap_or(NEVER));
         let silence = tokio::time::sleep(silent_after.unwrap_or(NEVER));
         tokio::pin!(beat, silence);
+        if let Some(at) = self.next_deadline(silent_after, Instant::now()) {
+            silence.as_mut().reset(at);
+        }
         let mut sizing = ReadSizing::default();
         loop {
             self.drain_deliveries();
@@ -220,7 +228,7 @@ impl Connection {
                 read = read_quietly(stream, read_buf) => Event::Read(read),
                 _ = self.session.notified(), if window_open => Event::Deliver,
                 _ = &mut beat, if send_every.is_some() => Event::SendHeartBeat,
-                _ = &mut silence, if silent_after.is_some() => Event::ClientSilent,
+                _ = &mut silence, if self.timer_armed(silent_after) => Event::ClientSilent,
             };
             match event {
                 Event::Kicked(Some(KickReason::ShuttingDown)) => {
@@ -228,19 +236,21 @@ impl Connection {
                 }
                 Event::Kicked(_) => return Err(StompAdapterError::Kicked),
                 Event::ClientSilent => {
-                    let ms = silent_after.unwrap_or_default().as_millis();
-                    return Err(StompAdapterError::HeartBeatTimeout(ms));
+                    self.check_frame_deadline()?;
+                    if let Some(after) = silent_after {
+                        return Err(StompAdapterError::HeartBeatTimeout(after.as_millis()));
+                    }
                 }
                 Event::SendHeartBeat => tern_stomp::encode_heartbeat(&mut self.write_buf),
                 Event::Deliver => {}
                 Event::Read(Ok(0)) => return Err(StompAdapterError::PeerClosed),
                 Event::Read(Err(e)) => return Err(StompAdapterError::Io(e)),
                 Event::Read(Ok(n)) => {
-                    if let Some(after) = silent_after {
-                        silence.as_mut().reset(Instant::now() + after);
-                    }
                     if let Some(closed) = self.handle_buffered(read_buf)? {
                         return Ok(closed);
+                    }
+                    if let Some(at) = self.next_deadline(silent_after, Instant::now()) {
+                        silence.as_mut().reset(at);
                     }
                     sizing.settle(n);
                 }
@@ -253,14 +263,52 @@ impl Connection {
         &mut self,
         read_buf: &mut BytesMut,
     ) -> Result<Option<Closed>, StompAdapterError> {
+        let mut completed = false;
         while let Some(item) = self.decoder.decode(read_buf)? {
+            completed = true;
+            self.partial.shrink_to(read_buf.len());
             if let Item::Frame(frame) = item {
                 if let Some(closed) = self.dispatch(frame)? {
                     return Ok(Some(closed));
                 }
             }
         }
+        // What is left is the start of a frame: it holds memory until complete.
+        let now = Instant::now();
+        self.partial
+            .update(&self.ctx.buffer_budget, read_buf.len(), completed, now)?;
+        self.check_frame_deadline()?;
         Ok(None)
+    }
+
+    fn frame_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.limits().frame_timeout_secs)
+    }
+
+    /// Err when the frame under way is past `limits.frame_timeout_secs`.
+    fn check_frame_deadline(&self) -> Result<(), StompAdapterError> {
+        if self.partial.expired(self.frame_timeout(), Instant::now()) {
+            let secs = self.ctx.limits().frame_timeout_secs;
+            return Err(StompAdapterError::FrameTimeout(secs));
+        }
+        Ok(())
+    }
+
+    /// Whether the silence timer is watching anything: the client's promised
+    /// heart-beats (`silent_after`), or a frame under way.
+    fn timer_armed(&self, silent_after: Option<Duration>) -> bool {
+        silent_after.is_some() || self.partial.deadline(self.frame_timeout()).is_some()
+    }
+
+    /// When the silence timer must fire after a read at `now`: at the end of
+    /// the allowed silence or the unfinished frame's deadline, whichever is
+    /// sooner; None for neither.
+    fn next_deadline(&self, silent_after: Option<Duration>, now: Instant) -> Option<Instant> {
+        let silence = silent_after.map(|after| now + after);
+        match (silence, self.partial.deadline(self.frame_timeout())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The frame dispatcher. A frame's RECEIPT is written once it was handled.
@@ -349,7 +397,14 @@ impl Connection {
                 tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, "client disconnected");
             }
             Err(e) => {
-                if e.is_client_fault() {
+                if matches!(e, StompAdapterError::OverBudget(_)) {
+                    // Broker-wide limit on these lines: a flood of connections
+                    // over the budget must not flood the log too.
+                    let budget = &self.ctx.buffer_budget;
+                    if let Some(suppressed) = budget.admit_log() {
+                        tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, held = budget.held(), refused = budget.refused(), suppressed, error = %e, "closing connection over the buffer budget");
+                    }
+                } else if e.is_client_fault() {
                     tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, error = %e, label = e.label(), "closing connection");
                 } else {
                     tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, reason = %e, "connection ended");
@@ -364,6 +419,10 @@ impl Connection {
         }
         let router = Arc::clone(&self.ctx.router);
         router.detach(&self.session, self.connection_id);
+        // What this connection held of the buffer budget goes back now, not
+        // after the linger.
+        self.transactions = Transactions::default();
+        self.partial = PartialFrame::default();
         // The shared close (`serve::close_gracefully`) lets the ERROR reach a
         // client that is still sending.
         let _ = stream.shutdown().await;

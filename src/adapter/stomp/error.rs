@@ -56,6 +56,10 @@ pub enum StompAdapterError {
     UnknownTransaction(String),
     #[error("{0}")]
     TransactionLimit(&'static str),
+    #[error("{0}")]
+    OverBudget(#[from] crate::adapter::budget::OverBudget),
+    #[error("frame not complete within limits.frame_timeout_secs ({0} s)")]
+    FrameTimeout(u64),
     #[error("not authorized to {action} {destination}")]
     Denied {
         action: &'static str,
@@ -132,6 +136,8 @@ impl StompAdapterError {
             StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
             StompAdapterError::Refused(PublishRefused::RetainedFull(_)) => "retained_full",
             StompAdapterError::HeartBeatTimeout(_) => "heart_beat_timeout",
+            StompAdapterError::OverBudget(_) => "buffer_budget",
+            StompAdapterError::FrameTimeout(_) => "frame_timeout",
             StompAdapterError::Kicked => "kicked",
             StompAdapterError::ShuttingDown => "shutdown",
             StompAdapterError::PeerClosed => "peer_closed",

@@ -9,7 +9,8 @@
 //!
 //! Transactions are bounded per connection (open ones, frames and body bytes
 //! each) so a client cannot make the broker buffer without limit; going over is
-//! an error. A COMMIT whose SEND finds its queue full stops there with an ERROR:
+//! an error. What they hold also counts against the broker-wide buffer budget
+//! (`limits.max_buffered_bytes`), until the transaction or the connection ends. A COMMIT whose SEND finds its queue full stops there with an ERROR:
 //! what came before it in the transaction has taken effect.
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use super::connection::Connection;
 use super::error::StompAdapterError;
 use super::send;
 use super::subscribe::required;
+use crate::adapter::budget::{BufferBudget, Reservation};
 use crate::core::message::Message;
 
 /// Transactions open at once on one connection.
@@ -29,6 +31,10 @@ pub(super) const MAX_OPEN: usize = 64;
 pub(super) const MAX_FRAMES: usize = 10_000;
 /// Body bytes of the SENDs of one transaction (and the receipt ids it holds).
 pub(super) const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a deferred frame holds besides its body (and its topic and headers,
+/// which most frames have few bytes of), as it counts against the buffer budget.
+const FRAME_OVERHEAD: usize = std::mem::size_of::<Deferred>() + std::mem::size_of::<Message>() + 64;
 
 /// One deferred frame.
 #[derive(Debug)]
@@ -49,6 +55,9 @@ struct Transaction {
     ops: Vec<Deferred>,
     /// Body bytes and receipt ids held: both wait for the end of the transaction.
     bytes: usize,
+    /// Its share of the broker's buffer budget, given back when it ends (or
+    /// the connection does); taken at its first frame.
+    reservation: Option<Reservation>,
 }
 
 /// A connection's open transactions: at most [`MAX_OPEN`], so a list (smaller than
@@ -77,13 +86,14 @@ impl Transactions {
     }
 
     /// Defers a frame of transaction `id`; `bytes` is its body size; `receipt`
-    /// is answered when the transaction ends.
+    /// is answered when the transaction ends. The frame takes its share of `budget`.
     pub(super) fn push(
         &mut self,
         id: &str,
         op: TxOp,
         bytes: usize,
         receipt: Option<String>,
+        budget: &Arc<BufferBudget>,
     ) -> Result<(), StompAdapterError> {
         let bytes = bytes.saturating_add(receipt.as_ref().map_or(0, String::len));
         let index = self
@@ -100,6 +110,10 @@ impl Transactions {
                 "transaction bodies exceed 64 MiB",
             ));
         }
+        let charged = bytes.saturating_add(FRAME_OVERHEAD);
+        tx.reservation
+            .get_or_insert_with(|| Reservation::new(budget))
+            .grow(charged)?;
         tx.bytes += bytes;
         tx.ops.push(Deferred { op, receipt });
         Ok(())
@@ -125,8 +139,9 @@ pub(super) fn defer(
     op: TxOp,
     bytes: usize,
 ) -> Result<(), StompAdapterError> {
+    let budget = &conn.ctx.buffer_budget;
     conn.transactions
-        .push(id, op, bytes, conn.receipt.clone())?;
+        .push(id, op, bytes, conn.receipt.clone(), budget)?;
     conn.receipt = None;
     Ok(())
 }
@@ -168,6 +183,7 @@ mod tests {
 
     #[test]
     fn begin_push_end_and_their_errors() {
+        let budget = Arc::new(BufferBudget::new(0));
         let mut txs = Transactions::default();
         txs.begin("t").unwrap();
         assert!(matches!(
@@ -184,7 +200,8 @@ mod tests {
                     false
                 ))),
                 1,
-                None
+                None,
+                &budget
             ),
             Err(StompAdapterError::UnknownTransaction(_))
         ));
@@ -198,7 +215,8 @@ mod tests {
                     false
                 ))),
                 MAX_BYTES + 1,
-                None
+                None,
+                &budget
             ),
             Err(StompAdapterError::TransactionLimit(_))
         ));
@@ -207,6 +225,34 @@ mod tests {
             txs.end("t"),
             Err(StompAdapterError::UnknownTransaction(_))
         ));
+    }
+
+    fn send_op() -> TxOp {
+        TxOp::Send(Arc::new(Message::new(
+            "a",
+            Default::default(),
+            crate::core::message::QoS::AtMostOnce,
+            false,
+        )))
+    }
+
+    #[test]
+    fn open_transactions_hold_the_buffer_budget_until_they_end() {
+        let budget = Arc::new(BufferBudget::new(10_000 + 2 * FRAME_OVERHEAD));
+        let mut txs = Transactions::default();
+        txs.begin("a").unwrap();
+        txs.begin("b").unwrap();
+        txs.push("a", send_op(), 6_000, None, &budget).unwrap();
+        assert!(matches!(
+            txs.push("b", send_op(), 6_000, None, &budget),
+            Err(StompAdapterError::OverBudget(_))
+        ));
+        txs.push("b", send_op(), 4_000, None, &budget).unwrap();
+        assert_eq!(budget.held(), 10_000 + 2 * FRAME_OVERHEAD);
+        txs.end("a").unwrap();
+        assert_eq!(budget.held(), 4_000 + FRAME_OVERHEAD);
+        drop(txs);
+        assert_eq!(budget.held(), 0, "given back when the connection ends");
     }
 
     #[test]
