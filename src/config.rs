@@ -369,7 +369,8 @@ impl Default for WebSocketSettings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             allow_anonymous: None,
             allowed_origins: Vec::new(),
-            max_message_size: 1024 * 1024,
+            // As limits.max_packet_size: a 1 MiB message with its headers fits.
+            max_message_size: 4 * 1024 * 1024,
             max_keep_alive_secs: None,
         }
     }

@@ -117,6 +117,24 @@ async fn oversize_message_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn one_mib_message_passes_over_websocket_by_default() {
+    // As over TCP (limits.max_packet_size 4 MiB): a 1 MiB payload plus its
+    // PUBLISH header is over 1 MiB, so the WebSocket limit must allow more.
+    let server = start_server().await;
+    let mut ws = ws::open(server.ws, "/mqtt", &["mqtt"]).await;
+    let mut bytes = connect_v311("mib");
+    bytes.extend(subscribe_packet(1, None, &[("ws/mib", 0)]));
+    send_binary(&mut ws, &bytes).await;
+    assert_eq!(read_binary(&mut ws, 9).await[..4], CONNACK_OK);
+    let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let publish = publish_packet(0, "ws/mib", None, None, &payload);
+    assert!(publish.len() > 1024 * 1024);
+    send_binary(&mut ws, &publish).await;
+    // The delivery comes back whole, in however many messages.
+    assert!(read_binary(&mut ws, publish.len()).await == publish);
+}
+
+#[tokio::test]
 async fn ping_is_answered_with_pong() {
     let server = start_server().await;
     let mut ws = ws::open(server.ws, "/mqtt", &["mqtt"]).await;

@@ -67,6 +67,9 @@ def test_shipped_config_documents_every_key(tern_binary):
         ("limits", "max_packet_size = 10", "limits.max_packet_size"),
         ("limits", "stomp_min_heartbeat_ms = 0", "limits.stomp_min_heartbeat_ms"),
         ("limits", "queue_overflow = \"drop_everything\"", "queue_overflow"),
+        # STOMP has heart-beats; an MQTT keep-alive maximum there is a mistake.
+        ("stomp", "max_keep_alive_secs = 60", "stomp.max_keep_alive_secs"),
+        ("stomp_tls", "max_keep_alive_secs = 60", "stomp_tls.max_keep_alive_secs"),
         ("mqtt", "bind = \"not an address\"", "bind"),
         ("mqtt", "bnd = \"127.0.0.1:1\"", "bnd"),
     ],

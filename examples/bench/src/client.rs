@@ -107,6 +107,8 @@ pub struct Login {
     /// Persistent session (clean session 0; MQTT 5 session expiry 1 h), so a
     /// broker with a store keeps QoS 1/2 deliveries for it on disk.
     pub persistent: bool,
+    /// Topic Alias Maximum sent in an MQTT 5 CONNECT (0: not sent, no aliases).
+    pub topic_alias_maximum: u16,
 }
 
 async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> anyhow::Result<()> {
@@ -155,6 +157,8 @@ pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
         password: login.password.clone().map(Bytes::from),
         properties: Properties {
             session_expiry_interval: login.persistent.then_some(3600),
+            topic_alias_maximum: (version == ProtocolVersion::V5 && login.topic_alias_maximum > 0)
+                .then_some(login.topic_alias_maximum),
             ..Properties::default()
         },
     });

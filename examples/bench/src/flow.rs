@@ -53,6 +53,9 @@ struct Shared {
     /// `[s * publishers + p]`: next sequence number subscriber `s` expects from `p`.
     progress: Vec<AtomicU64>,
     delivered: AtomicU64,
+    /// Bytes of the packets/frames the subscribers decoded after subscribing (the
+    /// deliveries' wire size, plus any QoS 1/2 PUBRELs).
+    sub_wire_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -101,6 +104,11 @@ fn login(plan: &Plan, role: &str, i: usize) -> Login {
         password: plan.password.clone(),
         host: plan.host.clone(),
         persistent: plan.persistent && role == "sub",
+        topic_alias_maximum: if role == "sub" {
+            plan.topic_alias_maximum
+        } else {
+            0
+        },
     }
 }
 
@@ -151,6 +159,7 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
             .map(|_| AtomicU64::new(0))
             .collect(),
         delivered: AtomicU64::new(0),
+        sub_wire_bytes: AtomicU64::new(0),
     });
 
     let subs = open_all(
@@ -271,6 +280,8 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
         Endpoint::Stomp { .. } => 0,
     };
     let deliveries_per_s = delivered_in_period as f64 / measured;
+    let received = shared.delivered.load(Ordering::Acquire);
+    let sub_wire_bytes = shared.sub_wire_bytes.load(Ordering::Acquire);
     let mut report = Report {
         duration_s: measured,
         payload: Some(plan.payload),
@@ -279,7 +290,9 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
         subscribers: Some(subscribers),
         target_rate: plan.rate,
         sent: Some(sent.iter().sum()),
-        received: Some(shared.delivered.load(Ordering::Acquire)),
+        received: Some(received),
+        sub_wire_bytes: Some(sub_wire_bytes),
+        wire_bytes_per_delivery: (received > 0).then(|| sub_wire_bytes as f64 / received as f64),
         msgs_per_s: Some(deliveries_per_s / subscribers as f64),
         deliveries_per_s: Some(deliveries_per_s),
         lost: Some(lost),
@@ -323,6 +336,7 @@ async fn subscriber(shared: Arc<Shared>, s: usize, ready: Ready, endpoint: Endpo
     loop {
         let now = shared.now_ns();
         let mut count = 0u64;
+        let before = buf.len();
         let outcome = proto.decode_all(&mut buf, &mut acks, |body| {
             count += 1;
             match client::unstamp(body) {
@@ -337,6 +351,12 @@ async fn subscriber(shared: Arc<Shared>, s: usize, ready: Ready, endpoint: Endpo
                 _ => result.foreign += 1,
             }
         });
+        let decoded = before - buf.len();
+        if decoded > 0 {
+            shared
+                .sub_wire_bytes
+                .fetch_add(decoded as u64, Ordering::Relaxed);
+        }
         if count > 0 {
             for (p, t) in result.trackers.iter().enumerate() {
                 if let Some(a) = shared.progress.get(base + p) {

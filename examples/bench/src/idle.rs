@@ -75,6 +75,7 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
             password: args.password.clone(),
             host: args.host.clone(),
             persistent: false,
+            topic_alias_maximum: 0,
         };
         let topic = match args.protocol {
             Protocol::Mqtt => format!("bench/idle/{i}"),

@@ -104,6 +104,14 @@ pub struct Args {
     /// Speak MQTT 5.0 instead of 3.1.1.
     #[arg(long)]
     pub mqtt_v5: bool,
+    /// Topic Alias Maximum the MQTT 5 subscribers send in CONNECT, so the broker may
+    /// replace repeated topics by aliases (needs --mqtt-v5; 0: no aliases).
+    #[arg(long, default_value_t = 0)]
+    pub topic_alias_maximum: u16,
+    /// MQTT topic of the fan-out and latency scenarios [default: bench/fanout,
+    /// bench/latency]; e.g. a long one to measure topic aliases.
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Client id prefix [default: tb<pid>]; ids are <prefix>-pub0, -sub0, -idle0, ...
     #[arg(long)]
     pub client_prefix: Option<String>,
@@ -212,6 +220,8 @@ pub struct Plan {
     pub host: String,
     pub client_prefix: String,
     pub persistent: bool,
+    /// Topic Alias Maximum in the subscribers' CONNECT (MQTT 5; 0: none).
+    pub topic_alias_maximum: u16,
 }
 
 /// The client id prefix: --client-prefix, or one unique to this process.
@@ -245,6 +255,9 @@ fn effective_scenario(args: &Args) -> anyhow::Result<Scenario> {
 fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
     let addr = resolve(args)?;
     let v5 = args.mqtt_v5;
+    if args.topic_alias_maximum > 0 && !v5 {
+        bail!("--topic-alias-maximum needs --mqtt-v5");
+    }
     let stomp_proto = args.protocol == Protocol::Stomp
         || matches!(scenario, Scenario::StompFanIn | Scenario::StompFanOut);
     let mqtt = |qos| Endpoint::Mqtt { addr, v5, qos };
@@ -262,24 +275,20 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         Scenario::FanIn => (mqtt(0), mqtt(0), per_pub("bench/"), "bench/#".to_string()),
         Scenario::Qos1 => (mqtt(1), mqtt(1), per_pub("bench/"), "bench/#".to_string()),
         Scenario::Qos2 => (mqtt(2), mqtt(2), per_pub("bench/"), "bench/#".to_string()),
-        Scenario::FanOut => (
-            mqtt(0),
-            mqtt(0),
-            same("bench/fanout"),
-            "bench/fanout".to_string(),
-        ),
+        Scenario::FanOut => {
+            let topic = args.topic.as_deref().unwrap_or("bench/fanout");
+            (mqtt(0), mqtt(0), same(topic), topic.to_string())
+        }
         Scenario::Latency if stomp_proto => (
             Endpoint::Stomp { addr },
             Endpoint::Stomp { addr },
             same("/topic/bench/latency"),
             "/topic/bench/latency".to_string(),
         ),
-        Scenario::Latency => (
-            mqtt(0),
-            mqtt(0),
-            same("bench/latency"),
-            "bench/latency".to_string(),
-        ),
+        Scenario::Latency => {
+            let topic = args.topic.as_deref().unwrap_or("bench/latency");
+            (mqtt(0), mqtt(0), same(topic), topic.to_string())
+        }
         Scenario::StompFanIn => (
             Endpoint::Stomp { addr },
             Endpoint::Stomp { addr },
@@ -328,6 +337,7 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         host: args.host.clone(),
         client_prefix: client_prefix(args),
         persistent: args.persistent,
+        topic_alias_maximum: args.topic_alias_maximum,
     })
 }
 

@@ -57,6 +57,13 @@ pub struct Report {
     /// Deliveries received during the whole run (after draining).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received: Option<u64>,
+    /// Bytes of the packets/frames the subscribers decoded after subscribing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_wire_bytes: Option<u64>,
+    /// `sub_wire_bytes / received`: a delivery's size on the wire (QoS 0: the
+    /// PUBLISH or MESSAGE alone), e.g. to measure topic aliases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_bytes_per_delivery: Option<f64>,
     /// Distinct messages per second through the broker (deliveries / fan-out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub msgs_per_s: Option<f64>,
@@ -174,6 +181,14 @@ impl Report {
                 "  (sent {}, received {})",
                 self.sent.unwrap_or(0),
                 self.received.unwrap_or(0)
+            );
+        }
+        if let Some(b) = self.wire_bytes_per_delivery {
+            let _ = write!(
+                s,
+                "\n  subscribers read {:.1} wire bytes per delivery ({} bytes)",
+                b,
+                self.sub_wire_bytes.unwrap_or(0)
             );
         }
         if let Some(l) = &self.latency {
