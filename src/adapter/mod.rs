@@ -361,7 +361,6 @@ where
 }
 
 #[cfg(test)]
-#[path = "size_tests.rs"]
 mod size_tests;
 
 #[cfg(test)]
