@@ -18,7 +18,12 @@
 //! - [`core`]: the routing core: topics, the subscription trie, retained
 //!   messages, sessions (with their byte-counted pending queues, and QoS 1/2
 //!   packet ids made at first use), point-to-point queues and the router. It
-//!   knows no protocol.
+//!   knows no protocol. The router (`core/router/`) is a façade over one type
+//!   per concern: routing (trie, retained, queues), the session registry, the
+//!   waiting wills and persistence (store operations and the conversions
+//!   between core types and store records).
+//! - [`store`]: the message store (redb behind a group-commit writer). It
+//!   knows records and bytes only, never the core's types.
 //!
 //! The wire codecs live in their own crates: `tern-mqtt` (protocols/mqtt) and
 //! `tern-stomp` (protocols/stomp).

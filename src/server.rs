@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use crate::admin::{self, Monitor};
 use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
 use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
-use crate::core::router::Router;
+use crate::core::router::{Router, RouterSettings};
 #[cfg(unix)]
 use crate::reload::LiveConfig;
 pub use crate::reload::Reloader;
@@ -85,13 +85,13 @@ impl Server {
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
-        let mut router = Router::new(settings.limits.queue_limits())
-            .with_queue_max_messages(settings.limits.queue_max_messages)
-            .with_store_limit(settings.storage.max_messages);
         let store = open_store(&settings)?;
-        if let Some(store) = &store {
-            router = router.with_store(Arc::clone(store));
-        }
+        let router = Router::from_settings(RouterSettings {
+            queue_limits: settings.limits.queue_limits(),
+            queue_max_messages: settings.limits.queue_max_messages,
+            store: store.clone(),
+            store_max_messages: settings.storage.max_messages,
+        });
         router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
         router.set_session_owner_check(settings.auth.session_owner_check);

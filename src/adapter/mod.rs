@@ -366,7 +366,6 @@ where
 }
 
 #[cfg(test)]
-#[path = "size_tests.rs"]
 mod size_tests;
 
 #[cfg(test)]

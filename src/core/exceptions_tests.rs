@@ -230,18 +230,22 @@ fn recheck_replaces_drops_or_revokes_and_stores_nothing() {
 
 #[test]
 fn exceptions_are_not_part_of_the_stored_session_record() {
-    let carved = crate::core::persist::session_record(
+    let carved = crate::core::router::persist::session_record(
         60,
         None,
         &crate::core::session::SessionOwner::Anonymous,
         &[(filter("#"), options(&["test/nosubscribe"]))],
     );
-    let plain = crate::core::persist::session_record(
+    let plain = crate::core::router::persist::session_record(
         60,
         None,
         &crate::core::session::SessionOwner::Anonymous,
         &[(filter("#"), options(&[]))],
     );
     assert_eq!(carved, plain);
-    assert!(carved.subscriptions[0].options().exceptions.is_empty());
+    assert!(
+        crate::core::router::persist::subscription_options(&carved.subscriptions[0])
+            .exceptions
+            .is_empty()
+    );
 }

@@ -8,7 +8,6 @@ mod exceptions_tests;
 pub mod message;
 pub(crate) mod packet_ids;
 pub(crate) mod pending;
-pub(crate) mod persist;
 pub mod queue;
 pub mod retain;
 pub(crate) mod retained_backlog;
@@ -19,7 +18,6 @@ pub(crate) mod subscription_list;
 pub mod topic;
 pub mod topic_limits;
 pub mod trie;
-pub mod will;
 
 #[cfg(test)]
 mod session_tests;

@@ -33,8 +33,8 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::core::message::{Delivery, Message, QoS};
+use crate::core::router::persist::message_record;
 use crate::core::session::{PushOutcome, Session};
-use crate::store::record::MessageRecord;
 use crate::store::{Store, StoreOp};
 
 /// The topic prefix that addresses a queue in the core.
@@ -127,7 +127,7 @@ impl QueueStore {
         self.store.submit([StoreOp::PutQueued {
             queue: self.name.clone(),
             seq,
-            record: MessageRecord::from_message(message),
+            record: message_record(message),
         }]);
     }
 

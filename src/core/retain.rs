@@ -245,5 +245,4 @@ impl<V: Clone> RetainedIndex<V> {
 }
 
 #[cfg(test)]
-#[path = "retain_tests.rs"]
 mod tests;

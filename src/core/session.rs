@@ -17,8 +17,8 @@ use crate::core::message::{Delivery, QoS};
 use crate::core::packet_ids::PacketIds;
 pub use crate::core::packet_ids::{InflightEntry, InflightStage};
 use crate::core::pending::{delivery_bytes, PendingQueue};
-use crate::core::persist::Persist;
 use crate::core::retained_backlog::{RetainedBacklog, RetainedBatch};
+use crate::core::router::persist::Persist;
 use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
 

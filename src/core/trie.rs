@@ -480,5 +480,4 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
 }
 
 #[cfg(test)]
-#[path = "trie_tests.rs"]
 mod tests;

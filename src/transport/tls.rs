@@ -479,5 +479,4 @@ pub fn reload_all(configs: &[Arc<ReloadableTls>]) -> bool {
 }
 
 #[cfg(test)]
-#[path = "tls_tests.rs"]
 mod tests;

@@ -112,7 +112,9 @@ async fn an_anonymous_session_is_resumed_by_anonymous_only_and_the_check_can_be_
 #[tokio::test]
 async fn a_session_of_unknown_owner_is_claimed_by_its_first_login() {
     let router = router();
-    router.insert_restored_session("old", 60, SessionOwner::Unknown);
+    router
+        .sessions
+        .insert_restored("old", 60, SessionOwner::Unknown);
     let claimed = router
         .attach(&Arc::from("old"), &user("bob"), false, 60)
         .expect("claimed");

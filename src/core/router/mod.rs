@@ -1,0 +1,525 @@
+//! The router: the façade the adapters, the admin side and the server call.
+//! It holds one part per concern and orchestrates them:
+//! - `routing.rs`: the subscription trie, retained messages, queues, and
+//!   publish → match → deliver;
+//! - `sessions.rs`: the registry of sessions (attach, takeover, kicks);
+//! - `wills.rs`: the wills waiting for their delay;
+//! - `persist.rs`: what goes to the store, and the conversions between core
+//!   types and store records;
+//! - `restore.rs`: the router brought back from a stored snapshot.
+
+pub(crate) mod persist;
+mod restore;
+mod routing;
+mod sessions;
+mod wills;
+
+#[cfg(test)]
+mod persist_tests;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::core::exceptions::Exceptions;
+use crate::core::message::Message;
+use crate::core::queue::{queue_name, QueueError, QueueRegistry};
+use crate::core::retained_set::{RetainedFull, RetainedLimits};
+use crate::core::session::{KickReason, QueueLimits, Session, SessionOwner, SubscriptionOptions};
+use crate::core::topic::Filter;
+use crate::store::record::{unix_ms_now, WillRecord};
+use crate::store::{Snapshot, Store, StoreError};
+
+use persist::{message_from_record, Persistence};
+pub use restore::Restored;
+use routing::Routing;
+use sessions::SessionRegistry;
+use wills::{delay_until, WaitingWill, WillAction, Wills};
+
+/// Counters the admin side reads; relaxed atomics, never a lock.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    pub deliveries_dropped: AtomicU64,
+    /// Retained publishes refused because a retained cap was reached.
+    pub retained_refused: AtomicU64,
+    /// Messages from clients that matched no subscription (and went to no queue).
+    pub messages_unmatched: AtomicU64,
+}
+
+/// Why a message was not taken (the publisher is told; nothing was routed).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishRefused {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the message store is full ({held} messages, limit {limit})")]
+    StoreFull { held: u64, limit: u64 },
+    #[error("the queue of subscriber {client_id} is full")]
+    SubscriberFull { client_id: String },
+    #[error(transparent)]
+    RetainedFull(#[from] RetainedFull),
+}
+
+/// A login refused a session that belongs to another user.
+#[derive(Debug, thiserror::Error)]
+#[error("session {client_id} belongs to {}, not to {}", owner.name(), login.name())]
+pub struct NotSessionOwner {
+    pub client_id: Arc<str>,
+    pub owner: SessionOwner,
+    pub login: SessionOwner,
+}
+
+/// A connection bound to its session.
+#[derive(Debug)]
+pub struct Attached {
+    pub session: Arc<Session>,
+    /// True when an existing session was resumed (MQTT CONNACK session-present).
+    pub session_present: bool,
+    pub connection_id: u64,
+    /// Fires when the core ends this connection (takeover, operator, shutdown).
+    pub kicked: oneshot::Receiver<KickReason>,
+}
+
+/// Messages one point-to-point queue holds unless configured otherwise.
+pub const DEFAULT_QUEUE_MAX_MESSAGES: usize = 100_000;
+
+/// Everything a router is made from, given at once so no setting can undo
+/// another (limits that change live have their own setters).
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Limits of each session's queue.
+    pub queue_limits: QueueLimits,
+    /// Messages one point-to-point queue may hold (waiting plus unacknowledged).
+    pub queue_max_messages: usize,
+    /// Persistent sessions, their QoS 1/2 deliveries and retained messages go here.
+    pub store: Option<Arc<Store>>,
+    /// Stored messages beyond which QoS 1/2 publishes are refused.
+    pub store_max_messages: u64,
+}
+
+impl RouterSettings {
+    /// In memory only, default queue caps.
+    pub fn new(queue_limits: QueueLimits) -> RouterSettings {
+        RouterSettings {
+            queue_limits,
+            queue_max_messages: DEFAULT_QUEUE_MAX_MESSAGES,
+            store: None,
+            store_max_messages: u64::MAX,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Router {
+    routing: Routing,
+    sessions: SessionRegistry,
+    wills: Wills,
+    persistence: Persistence,
+    pub stats: RouterStats,
+}
+
+impl Router {
+    /// A router in memory only, with default queue caps.
+    pub fn new(queue_limits: QueueLimits) -> Router {
+        Router::from_settings(RouterSettings::new(queue_limits))
+    }
+
+    pub fn from_settings(settings: RouterSettings) -> Router {
+        let mut queues = QueueRegistry::new(settings.queue_max_messages);
+        if let Some(store) = &settings.store {
+            queues.set_store(Arc::clone(store));
+        }
+        Router {
+            routing: Routing::new(queues),
+            sessions: SessionRegistry::new(settings.queue_limits, settings.store.clone()),
+            wills: Wills::new(),
+            persistence: Persistence::new(settings.store, settings.store_max_messages),
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// Whether only a session's owner may resume it (config, and its reload).
+    pub fn set_session_owner_check(&self, on: bool) {
+        self.sessions.set_owner_check(on);
+    }
+
+    /// New queue limits for every session, existing and future (config reload).
+    pub fn set_queue_limits(&self, limits: QueueLimits) {
+        self.sessions.set_queue_limits(limits);
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.persistence.store()
+    }
+
+    /// Caps on retained messages (`limits.max_retained_*`; also on config reload).
+    pub fn set_retained_limits(&self, limits: RetainedLimits) {
+        self.routing.set_retained_limits(limits);
+    }
+
+    /// A new cap on each point-to-point queue (config reload).
+    pub fn set_queue_max_messages(&self, max: usize) {
+        self.routing.queues().set_max_messages(max);
+    }
+
+    /// The point-to-point queues (adapters ack and nack through it).
+    pub fn queues(&self) -> &QueueRegistry {
+        self.routing.queues()
+    }
+
+    /// Rebuilds sessions, their queued and in-flight deliveries, incoming QoS 2
+    /// state and retained messages from a stored snapshot. Call once, before
+    /// serving. Sessions whose expiry passed while the broker was down are removed.
+    pub fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<Restored, StoreError> {
+        Ok(restore::restore(self, snapshot))
+    }
+
+    // ---- subscriptions and retained messages ----
+
+    /// Decides each subscription of `session` again (access rules changed, or
+    /// the session was resumed): `decide` returns None to remove it, or the
+    /// exceptions it has from now on (replacing or dropping the old ones).
+    /// Returns the filters removed and how many subscriptions' exceptions changed.
+    pub fn recheck_subscriptions(
+        &self,
+        session: &Arc<Session>,
+        decide: impl Fn(&Filter) -> Option<Exceptions>,
+    ) -> (Vec<String>, usize) {
+        let mut revoked = Vec::new();
+        let mut changed = 0;
+        for (filter, mut options) in session.subscriptions() {
+            match decide(&filter) {
+                None => {
+                    if self.unsubscribe(session, filter.as_str()) {
+                        revoked.push(filter.as_str().to_string());
+                    }
+                }
+                // A queue delivers to one consumer and never takes exceptions.
+                Some(exceptions)
+                    if exceptions != options.exceptions
+                        && queue_name(filter.as_str()).is_none() =>
+                {
+                    options.exceptions = exceptions;
+                    // Exceptions are not stored: the session record stays as it is.
+                    self.routing.subscribe(session, filter, options);
+                    changed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        (revoked, changed)
+    }
+
+    /// Adds or replaces a subscription; returns true if the session already had this filter.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> bool {
+        let existed = self.routing.subscribe(session, filter, options);
+        self.persistence.save_session(session, false);
+        existed
+    }
+
+    /// Removes a subscription; returns false if the session had no such filter.
+    pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
+        let removed = self.routing.unsubscribe(session, raw_filter);
+        if removed {
+            self.persistence.save_session(session, false);
+        }
+        removed
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.routing.subscription_count()
+    }
+
+    /// Retained messages matching a new subscription, unexpired, in topic order
+    /// of the index walk; those on topics the subscription's `exceptions` name are left out.
+    pub fn retained_matching(&self, filter: &Filter, exceptions: &Exceptions) -> Vec<Arc<Message>> {
+        self.routing.retained_matching(filter, exceptions)
+    }
+
+    /// Hands `session` the retained messages a new subscription on `filter` asked
+    /// for (already matched and checked by the adapter), to be sent at the pace
+    /// the client takes them; returns how many expired ones were passed over.
+    pub fn send_retained(
+        &self,
+        session: &Session,
+        filter: &Filter,
+        options: &SubscriptionOptions,
+        messages: Vec<Arc<Message>>,
+    ) -> usize {
+        self.routing
+            .send_retained(session, filter, options, messages)
+    }
+
+    /// Every retained message, `$` topics included, expired ones left out (for operators).
+    pub fn retained_all(&self) -> Vec<Arc<Message>> {
+        self.routing.retained_all()
+    }
+
+    /// Removes the retained message of `topic`; true if there was one.
+    pub fn delete_retained(&self, topic: &str) -> bool {
+        let removed = self.routing.clear_retained(topic);
+        if removed {
+            self.persistence.retained(topic, None);
+        }
+        removed
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.routing.retained_count()
+    }
+
+    /// Topic and payload bytes of all retained messages.
+    pub fn retained_bytes(&self) -> usize {
+        self.routing.retained_bytes()
+    }
+
+    // ---- publishing ----
+
+    /// Routes one message: stores/clears it as retained if flagged, then queues it
+    /// for every matching session (one delivery per session, overlapping
+    /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
+    /// subscription). Returns the number of sessions it was queued for.
+    /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
+    /// queue refuses it with a warning).
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        let topic = Arc::clone(&message.topic);
+        match self
+            .routing
+            .route(message, false, &self.persistence, &self.stats)
+        {
+            Ok(matched) => matched,
+            // A retained cap was logged by the routing, without flooding.
+            Err(PublishRefused::RetainedFull(_)) => 0,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "message refused");
+                0
+            }
+        }
+    }
+
+    /// Like [`Router::publish`], but a message the broker cannot keep is refused as a
+    /// whole and the caller tells the publisher: a full queue, a full store (QoS 1/2),
+    /// or a subscriber whose full queue refuses more (overflow policy `refuse`).
+    pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, PublishRefused> {
+        if let Err((held, limit)) = self.persistence.check_room(message.qos) {
+            return Err(PublishRefused::StoreFull { held, limit });
+        }
+        self.routing
+            .route(message, true, &self.persistence, &self.stats)
+    }
+
+    // ---- sessions ----
+
+    /// A client id no client chose, for clients that leave it to the server.
+    pub fn generate_client_id(&self) -> String {
+        format!("tern-{:016x}", rand::random::<u64>())
+    }
+
+    /// Binds a new connection of `login` to the session `client_id`, taking over
+    /// any live connection. With `clean_start`, an existing session is discarded
+    /// first. A new session shares `client_id` with the caller and belongs to
+    /// `login`. An existing session of another user is refused (and left
+    /// untouched) while the owner check is on.
+    pub fn attach(
+        &self,
+        client_id: &Arc<str>,
+        login: &SessionOwner,
+        clean_start: bool,
+        expiry_interval: u32,
+    ) -> Result<Attached, NotSessionOwner> {
+        // Checked before the waiting will is settled (which must not happen for
+        // another user) and again under the registry's lock, which decides.
+        if let Some(existing) = self.sessions.get(client_id) {
+            self.sessions.may_use(&existing, login)?;
+        }
+        // A waiting will is cancelled when its session resumes, and goes out now when
+        // clean start ends that session (outside the registry's lock: it publishes).
+        let will_action = if clean_start {
+            WillAction::Publish
+        } else {
+            WillAction::Cancel
+        };
+        self.settle_will(client_id, will_action);
+        let attached =
+            self.sessions
+                .bind(client_id, login, clean_start, expiry_interval, |old| {
+                    self.routing.drop_subscriptions(old);
+                    self.persistence.forget_session(old);
+                })?;
+        self.persistence.save_session(&attached.session, false);
+        if attached.session_present {
+            // Queues skip offline consumers: hand this one what waited meanwhile.
+            self.routing.queues().dispatch_for(&attached.session);
+        }
+        Ok(attached)
+    }
+
+    /// Unbinds a connection from its session. A session with expiry 0 ends now; others wait
+    /// for their expiry interval and end then unless a connection came back meanwhile.
+    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, connection_id: u64) {
+        if !session.detach(connection_id) {
+            return; // already taken over: the new connection owns the session
+        }
+        let expiry = session.expiry_interval();
+        if expiry == 0 {
+            self.remove_session(session);
+            return;
+        }
+        self.persistence.save_session(session, true);
+        if expiry != u32::MAX {
+            self.expire_later(session, expiry);
+        }
+    }
+
+    /// Ends `session` after `expiry` seconds unless a connection comes back meanwhile.
+    pub(crate) fn expire_later(self: &Arc<Self>, session: &Arc<Session>, expiry: u32) {
+        let router = Arc::clone(self);
+        let session = Arc::clone(session);
+        let generation = session.generation();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+            if session.generation() == generation && !session.is_connected() {
+                tracing::info!(client_id = %session.client_id, "session expired");
+                router.remove_session(&session);
+            }
+        });
+    }
+
+    /// Ends a session: its subscriptions and queued messages are gone.
+    pub fn remove_session(&self, session: &Arc<Session>) {
+        let removed = self.sessions.remove(session);
+        self.routing.drop_subscriptions(session);
+        if removed {
+            self.settle_will(&session.client_id, WillAction::Publish);
+            self.persistence.forget_session(session);
+        }
+    }
+
+    /// Ends the live connection of `client_id`, if any; true if one was told.
+    /// The session ends with it as with any end of a connection (a clean one
+    /// is gone, a persistent one waits for its client).
+    pub fn kick(&self, client_id: &str, reason: KickReason) -> bool {
+        self.sessions.kick(client_id, reason)
+    }
+
+    /// The broker is shutting down: every live connection is told to end, and
+    /// so is any that attaches from now on. Connections learn it through their
+    /// kick handle, which they wait on anyway, so none needs a shutdown future.
+    pub fn end_all_connections(&self) {
+        self.sessions.end_all();
+    }
+
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions.get(client_id)
+    }
+
+    /// Every session, connected or not (a snapshot).
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.all()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.count()
+    }
+
+    // ---- wills ----
+
+    /// Publishes `message` as the will of `session` now, or after `delay` seconds
+    /// (capped by the session's expiry) unless the session is resumed first.
+    pub fn publish_will(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        message: Message,
+        delay: u32,
+        expiry_interval: Option<u32>,
+    ) {
+        let delay = delay.min(session.expiry_interval());
+        if delay == 0 {
+            let will = self.wills.will(message, expiry_interval, false);
+            self.publish(Arc::new(will.into_message()));
+            return;
+        }
+        let due_at_ms = unix_ms_now().saturating_add(u64::from(delay) * 1000);
+        let stored =
+            self.persistence
+                .put_will(&session.client_id, &message, expiry_interval, due_at_ms);
+        let will = self.wills.will(message, expiry_interval, stored);
+        self.wait_for_will(Arc::clone(&session.client_id), will, delay_until(due_at_ms));
+    }
+
+    /// Parks `will` and publishes it after `after`, unless it was taken meanwhile.
+    fn wait_for_will(self: &Arc<Self>, client_id: Arc<str>, will: WaitingWill, after: Duration) {
+        let (token, previous) = self.wills.park(Arc::clone(&client_id), will);
+        if let Some(previous) = previous {
+            self.send_will(&client_id, previous);
+        }
+        let router = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some((client_id, will)) = router.wills.take_if_due(&client_id, token) {
+                router.send_will(&client_id, will);
+            }
+        });
+    }
+
+    /// Publishes a will taken out of the waiting ones and forgets its stored copy.
+    fn send_will(&self, client_id: &str, will: WaitingWill) {
+        let stored = will.stored;
+        tracing::debug!(client_id, topic = %will.topic(), "will published");
+        // Published (and its deliveries submitted) before the stored will is removed:
+        // a crash in between repeats the will rather than losing it.
+        self.publish(Arc::new(will.into_message()));
+        if stored {
+            self.persistence.delete_will(client_id);
+        }
+    }
+
+    /// Cuts short the wait of `client_id`'s will, if one waits.
+    fn settle_will(&self, client_id: &str, action: WillAction) {
+        let Some((client_id, will)) = self.wills.take(client_id) else {
+            return;
+        };
+        match action {
+            WillAction::Publish => self.send_will(&client_id, will),
+            WillAction::Cancel => {
+                tracing::debug!(client_id = %client_id, "session resumed: will cancelled");
+                if will.stored {
+                    self.persistence.delete_will(&client_id);
+                }
+            }
+        }
+    }
+
+    /// Wills waiting for their delay (for the admin side and tests).
+    pub fn waiting_will_count(&self) -> usize {
+        self.wills.count()
+    }
+
+    /// Brings back stored wills at start: each waits for what is left of its delay,
+    /// or is sent now if that passed or its session is gone.
+    fn restore_wills(self: &Arc<Self>, wills: Vec<(String, WillRecord)>) -> usize {
+        let count = wills.len();
+        for (client_id, record) in wills {
+            let will = self.wills.will(
+                message_from_record(record.message),
+                record.expiry_interval,
+                true,
+            );
+            let after = delay_until(record.due_at_ms);
+            if after.is_zero() || self.session(&client_id).is_none() {
+                self.send_will(&client_id, will);
+            } else {
+                self.wait_for_will(Arc::from(client_id), will, after);
+            }
+        }
+        count
+    }
+}

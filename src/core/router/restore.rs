@@ -1,0 +1,124 @@
+//! Bringing the router back from a stored snapshot at start: sessions, their
+//! deliveries and incoming QoS 2 state, retained messages, queues and wills.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::persist::{
+    delivery_from_record, message_from_record, owner_from_record, subscription_options,
+};
+use super::Router;
+use crate::core::session::Session;
+use crate::core::topic::Filter;
+use crate::store::record::unix_ms_now;
+use crate::store::{Snapshot, StoreOp};
+
+/// What a restore brought back, for the start-up log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    pub sessions: usize,
+    pub deliveries: usize,
+    pub retained: usize,
+    pub queued: usize,
+    pub wills: usize,
+    pub expired_sessions: usize,
+}
+
+/// See [`Router::restore`].
+pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
+    let mut restored = Restored::default();
+    let now_ms = unix_ms_now();
+    let mut sessions: HashMap<String, Arc<Session>> = HashMap::new();
+    let mut stale = Vec::new();
+    for (client_id, record) in snapshot.sessions {
+        // A crash while connected counts from now; a clean disconnect from then.
+        let since = record.disconnected_at_ms.unwrap_or(now_ms);
+        let left_ms = if record.expiry_interval == u32::MAX {
+            u64::MAX
+        } else {
+            (u64::from(record.expiry_interval) * 1000).saturating_sub(now_ms.saturating_sub(since))
+        };
+        if left_ms == 0 {
+            stale.push(client_id);
+            continue;
+        }
+        let owner = owner_from_record(record.owner.clone());
+        let session = router
+            .sessions
+            .insert_restored(&client_id, record.expiry_interval, owner);
+        for subscription in &record.subscriptions {
+            match Filter::parse(&subscription.filter) {
+                Ok(filter) => {
+                    router
+                        .routing
+                        .subscribe(&session, filter, subscription_options(subscription));
+                }
+                Err(e) => {
+                    tracing::warn!(client_id, filter = %subscription.filter, error = %e, "stored subscription skipped")
+                }
+            }
+        }
+        if left_ms != u64::MAX {
+            let secs = u32::try_from(left_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+            router.expire_later(&session, secs);
+        }
+        sessions.insert(client_id, session);
+        restored.sessions += 1;
+    }
+    let mut orphans = Vec::new();
+    for (client_id, seq, record) in snapshot.deliveries {
+        match sessions.get(&client_id) {
+            Some(session) => {
+                let (packet_id, released) = (record.packet_id, record.released);
+                session.restore_delivery(delivery_from_record(seq, record), packet_id, released);
+                restored.deliveries += 1;
+            }
+            None => orphans.push(client_id),
+        }
+    }
+    for (client_id, packet_id) in snapshot.incoming_qos2 {
+        if let Some(session) = sessions.get(&client_id) {
+            session.restore_incoming_qos2(packet_id);
+        }
+    }
+    let now = std::time::Instant::now();
+    // Messages that expired while the broker was down are removed, not restored.
+    let mut expired = Vec::new();
+    for record in snapshot.retained {
+        let message = message_from_record(record);
+        if message.is_expired(now) {
+            expired.push(StoreOp::DeleteRetained {
+                topic: message.topic.to_string(),
+            });
+        } else {
+            router.routing.restore_retained(Arc::new(message));
+            restored.retained += 1;
+        }
+    }
+    for (queue, seq, record) in snapshot.queued {
+        let message = message_from_record(record);
+        if message.is_expired(now) {
+            expired.push(StoreOp::DeleteQueued { queue, seq });
+        } else {
+            router
+                .routing
+                .queues()
+                .restore(&queue, seq, Arc::new(message));
+            restored.queued += 1;
+        }
+    }
+    // Last, so a will that is due now reaches restored sessions and retained state.
+    restored.wills = router.restore_wills(snapshot.wills);
+    // Leftovers of sessions that ended: removed so the store does not grow.
+    orphans.sort();
+    orphans.dedup();
+    restored.expired_sessions = stale.len();
+    router.persistence.remove_stale(expired);
+    router.persistence.remove_stale(
+        stale
+            .into_iter()
+            .chain(orphans)
+            .map(|client_id| StoreOp::DeleteSession { client_id }),
+    );
+    restored
+}

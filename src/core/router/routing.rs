@@ -1,0 +1,351 @@
+//! Routing itself: the subscription trie, the retained messages and the
+//! point-to-point queues; publish → trie match → deliver to sessions, the one
+//! place messages are routed, whatever protocol they came from.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::persist::Persistence;
+use super::{PublishRefused, RouterStats};
+use crate::core::exceptions::Exceptions;
+use crate::core::message::{Delivery, Message, QoS};
+use crate::core::queue::{queue_name, QueueRegistry};
+use crate::core::retained_backlog::RetainedBatch;
+use crate::core::retained_set::{RetainedFull, RetainedLimits, RetainedSet};
+use crate::core::session::{PushOutcome, Session, SessionRef, SubscriptionOptions};
+use crate::core::topic::Filter;
+use crate::core::trie::SubscriptionTrie;
+
+#[derive(Debug)]
+pub(crate) struct Routing {
+    /// Each subscription's options by filter; a match gets the filter text from
+    /// the trie, shared rather than re-allocated for every delivery.
+    subscriptions: RwLock<SubscriptionTrie<SessionRef, SubscriptionOptions>>,
+    /// Shared with the retained batches of new subscriptions, which skip what was
+    /// replaced since they were made.
+    retained: Arc<RwLock<RetainedSet>>,
+    /// Point-to-point queues, reached as `$queue/<name>`.
+    queues: QueueRegistry,
+}
+
+/// One matching subscription of one session, before merging.
+struct Target {
+    session: Arc<Session>,
+    qos: QoS,
+    retain: bool,
+    subscription_id: Option<u32>,
+    filter: Arc<str>,
+}
+
+impl Routing {
+    pub(crate) fn new(queues: QueueRegistry) -> Routing {
+        Routing {
+            subscriptions: RwLock::new(SubscriptionTrie::new()),
+            retained: Arc::new(RwLock::new(RetainedSet::new(RetainedLimits::default()))),
+            queues,
+        }
+    }
+
+    pub(crate) fn queues(&self) -> &QueueRegistry {
+        &self.queues
+    }
+
+    /// Adds or replaces a subscription (nothing is stored); returns true if the
+    /// session already had this filter.
+    pub(crate) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> bool {
+        if let Some(queue) = queue_name(filter.as_str()) {
+            self.queues
+                .add_consumer(queue, session, options.qos, options.subscription_id);
+            return session.add_subscription(filter, options);
+        }
+        let key = SessionRef(Arc::clone(session));
+        self.subscriptions
+            .write()
+            .insert(&filter, key, options.clone());
+        session.add_subscription(filter, options)
+    }
+
+    /// Removes a subscription (nothing is stored); false if the session had no such filter.
+    pub(crate) fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
+        match session.remove_subscription(raw_filter) {
+            Some(filter) => {
+                if let Some(queue) = queue_name(filter.as_str()) {
+                    self.queues.remove_consumer(queue, session);
+                    return true;
+                }
+                let key = SessionRef(Arc::clone(session));
+                self.subscriptions.write().remove(&filter, &key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every subscription of `session` (it ends, or starts clean).
+    pub(crate) fn drop_subscriptions(&self, session: &Arc<Session>) {
+        let filters = session.take_subscriptions();
+        self.release_queues(session, &filters);
+        if filters.is_empty() {
+            return;
+        }
+        let key = SessionRef(Arc::clone(session));
+        let mut trie = self.subscriptions.write();
+        for filter in &filters {
+            trie.remove(filter, &key);
+        }
+    }
+
+    pub(crate) fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+
+    pub(crate) fn set_retained_limits(&self, limits: RetainedLimits) {
+        self.retained.write().set_limits(limits);
+    }
+
+    /// A stored retained message brought back at start (not refused by the caps:
+    /// it was accepted once).
+    pub(crate) fn restore_retained(&self, message: Arc<Message>) {
+        self.retained.write().keep_unchecked(message);
+    }
+
+    /// Retained messages matching `filter`, unexpired, in topic order of the
+    /// index walk; those on topics `exceptions` name are left out.
+    pub(crate) fn retained_matching(
+        &self,
+        filter: &Filter,
+        exceptions: &Exceptions,
+    ) -> Vec<Arc<Message>> {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        self.retained
+            .read()
+            .for_each_match(filter, |topic, message| {
+                if !message.is_expired(now) && !exceptions.excludes(topic) {
+                    out.push(Arc::clone(message));
+                }
+            });
+        out
+    }
+
+    /// Hands `session` retained messages for a new subscription, to be sent at
+    /// the client's pace; returns how many expired ones were passed over.
+    pub(crate) fn send_retained(
+        &self,
+        session: &Session,
+        filter: &Filter,
+        options: &SubscriptionOptions,
+        messages: Vec<Arc<Message>>,
+    ) -> usize {
+        if messages.is_empty() {
+            return 0;
+        }
+        session.queue_retained(RetainedBatch::new(
+            messages,
+            options.qos,
+            options.subscription_id.into_iter().collect(),
+            filter.shared_str(),
+            Arc::clone(&self.retained),
+        ))
+    }
+
+    /// Every retained message, `$` topics included, expired ones left out.
+    pub(crate) fn retained_all(&self) -> Vec<Arc<Message>> {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        self.retained.read().for_each(|_, message| {
+            if !message.is_expired(now) {
+                out.push(Arc::clone(message));
+            }
+        });
+        out
+    }
+
+    /// Removes the retained message of `topic`; true if there was one.
+    pub(crate) fn clear_retained(&self, topic: &str) -> bool {
+        self.retained.write().clear(topic).is_some()
+    }
+
+    pub(crate) fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
+    }
+
+    /// Routes one message (see `Router::publish`); with `refuse_when_full`, a
+    /// QoS 1/2 message that a matching session's full queue refuses reaches nobody.
+    pub(crate) fn route(
+        &self,
+        message: Arc<Message>,
+        refuse_when_full: bool,
+        persistence: &Persistence,
+        stats: &RouterStats,
+    ) -> Result<usize, PublishRefused> {
+        if queue_name(&message.topic).is_some() {
+            let topic = Arc::clone(&message.topic);
+            if let Some(queue) = queue_name(&topic) {
+                self.queues.enqueue(queue, message)?;
+            }
+            return Ok(1);
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        {
+            let trie = self.subscriptions.read();
+            // A subscription with exceptions skips their topics (a shared group
+            // then gives its turn to a member without them); for the others
+            // this is one null-pointer test.
+            let accept =
+                |options: &SubscriptionOptions| !options.exceptions.excludes(&message.topic);
+            trie.for_each_accepted_match(&message.topic, accept, |key, options, filter| {
+                if options.no_local
+                    && message
+                        .publisher
+                        .as_deref()
+                        .is_some_and(|p| p == &*key.0.client_id)
+                {
+                    return;
+                }
+                targets.push(Target {
+                    session: Arc::clone(&key.0),
+                    qos: options.qos.min(message.qos),
+                    retain: options.retain_as_published && message.retain,
+                    subscription_id: options.subscription_id,
+                    filter: filter.shared_str(),
+                });
+            });
+            if refuse_when_full && message.qos != QoS::AtMostOnce {
+                // Checked before anything is kept, so a refused message reaches nobody.
+                let size = message.topic.len() + message.payload.len();
+                if let Some(full) = targets.iter().find(|t| t.session.refuses(size)) {
+                    return Err(PublishRefused::SubscriberFull {
+                        client_id: full.session.client_id.to_string(),
+                    });
+                }
+            }
+            // Still under the trie's read lock: a concurrent subscriber is either a
+            // target already or subscribes after this and finds the retained message.
+            if message.retain {
+                let mut retained = self.retained.write();
+                let value = if message.payload.is_empty() {
+                    retained.clear(&message.topic);
+                    None
+                } else {
+                    // Refused before anything is kept or delivered.
+                    if let Err(full) = retained.keep(&message) {
+                        drop(retained);
+                        note_retained_refused(stats, &message, &full);
+                        return Err(full.into());
+                    }
+                    Some(&*message)
+                };
+                persistence.retained(&message.topic, value);
+            }
+        }
+        if targets.is_empty() && message.publisher.is_some() {
+            stats.messages_unmatched.fetch_add(1, Ordering::Relaxed);
+        }
+        if targets.len() > 1 {
+            targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
+        }
+
+        let mut delivered = 0;
+        let mut iter = targets.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let mut delivery = Delivery {
+                message: Arc::clone(&message),
+                qos: first.qos,
+                retain: first.retain,
+                subscription_ids: first.subscription_id.into_iter().collect(),
+                filter: Some(first.filter),
+                seq: 0,
+            };
+            // Sessions that want one delivery per subscription (STOMP) are not merged.
+            let merge = !first.session.delivery_style().per_subscription;
+            while let Some(next) =
+                iter.next_if(|t| merge && Arc::ptr_eq(&t.session, &first.session))
+            {
+                delivery.qos = delivery.qos.max(next.qos);
+                delivery.retain |= next.retain;
+                delivery.subscription_ids.extend(next.subscription_id);
+            }
+            match first.session.push(delivery) {
+                PushOutcome::Queued => delivered += 1,
+                PushOutcome::QueuedDroppedOldest => {
+                    delivered += 1;
+                    note_drop(stats, &first.session);
+                }
+                PushOutcome::Dropped => {
+                    note_drop(stats, &first.session);
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// A session left its queues: each takes back what the session's client had
+    /// not acknowledged. Sessions with an ack window are tracked by the queues;
+    /// for the others, their undelivered queue messages are taken from the session.
+    fn release_queues(&self, session: &Arc<Session>, filters: &[Filter]) {
+        for filter in filters {
+            if let Some(queue) = queue_name(filter.as_str()) {
+                self.queues.remove_consumer(queue, session);
+            }
+        }
+        if session.delivery_style().queue_ack_window.is_some() {
+            return;
+        }
+        let leftovers = session
+            .take_unfinished(|d| d.filter.as_deref().is_some_and(|f| queue_name(f).is_some()));
+        let mut by_queue: Vec<(Arc<str>, Vec<Arc<Message>>)> = Vec::new();
+        for delivery in leftovers {
+            let Some(filter) = delivery.filter else {
+                continue;
+            };
+            match by_queue.iter_mut().find(|(f, _)| *f == filter) {
+                Some((_, messages)) => messages.push(delivery.message),
+                None => by_queue.push((filter, vec![delivery.message])),
+            }
+        }
+        for (filter, messages) in by_queue {
+            if let Some(queue) = queue_name(&filter) {
+                tracing::debug!(client_id = %session.client_id, queue, count = messages.len(), "unacknowledged queue messages given back");
+                self.queues.requeue(queue, messages.into_iter());
+            }
+        }
+    }
+}
+
+fn note_retained_refused(stats: &RouterStats, message: &Message, full: &RetainedFull) {
+    let total = stats.retained_refused.fetch_add(1, Ordering::Relaxed) + 1;
+    // The first refusal and then every 1000th, so a flood does not flood the log.
+    if total == 1 || total.is_multiple_of(1000) {
+        tracing::warn!(
+            topic = %message.topic,
+            publisher = message.publisher.as_deref().unwrap_or(""),
+            refused_total = total,
+            error = %full,
+            "retained message refused: a retained cap is reached (limits.max_retained_messages / max_retained_bytes)"
+        );
+    }
+}
+
+fn note_drop(stats: &RouterStats, session: &Session) {
+    let total = stats.deliveries_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    // Log the first drop and then every 1000th, so a flood does not flood the log.
+    if total == 1 || total.is_multiple_of(1000) {
+        tracing::warn!(
+            client_id = %session.client_id,
+            dropped_total = total,
+            "message not queued for a session: its queue is full (overflow policy) or it is offline and the message is QoS 0"
+        );
+    }
+}
