@@ -12,16 +12,12 @@
 //! an error. A COMMIT whose SEND finds its queue full stops there with an ERROR:
 //! what came before it in the transaction has taken effect.
 
-use std::sync::Arc;
-
 use tern_stomp::Frame;
 
-use super::ack::{self, AckRequest};
 use super::connection::Connection;
 use super::error::StompAdapterError;
-use super::send;
-use super::subscribe::required;
-use crate::core::message::Message;
+use super::headers::required;
+use super::op::TxOp;
 
 /// Transactions open at once on one connection.
 pub(super) const MAX_OPEN: usize = 64;
@@ -30,18 +26,17 @@ pub(super) const MAX_FRAMES: usize = 10_000;
 /// Body bytes of the SENDs of one transaction (and the receipt ids it holds).
 pub(super) const MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// One deferred frame.
-#[derive(Debug)]
-pub(super) enum TxOp {
-    Send(Arc<Message>),
-    Ack(AckRequest),
-}
-
 /// A deferred frame and the `receipt` it asked for, answered when the transaction ends.
 #[derive(Debug)]
 pub(super) struct Deferred {
     op: TxOp,
     receipt: Option<String>,
+}
+
+impl Deferred {
+    pub(super) fn into_parts(self) -> (TxOp, Option<String>) {
+        (self.op, self.receipt)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -136,20 +131,15 @@ pub(super) fn handle_begin(conn: &mut Connection, frame: &Frame) -> Result<(), S
     conn.transactions.begin(id)
 }
 
-pub(super) fn handle_commit(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+/// Ends transaction `id`; returns its frames, in order, for the dispatcher to apply.
+pub(super) fn handle_commit(
+    conn: &mut Connection,
+    frame: &Frame,
+) -> Result<Vec<Deferred>, StompAdapterError> {
     let id = required(frame, "transaction")?;
     let ops = conn.transactions.end(id)?;
     tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "commit");
-    for deferred in ops {
-        match deferred.op {
-            TxOp::Send(message) => send::publish(conn, message)?,
-            TxOp::Ack(request) => ack::apply(conn, &request),
-        }
-        if let Some(receipt) = deferred.receipt {
-            conn.send_receipt(receipt);
-        }
-    }
-    Ok(())
+    Ok(ops)
 }
 
 pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
@@ -164,7 +154,10 @@ pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), S
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::core::message::Message;
 
     #[test]
     fn begin_push_end_and_their_errors() {
