@@ -79,7 +79,7 @@ impl Reloader {
         };
         let mut applied = self.applied.lock();
         if new.acl != applied.acl {
-            match Acl::new(&new.acl) {
+            match new.compiled_acl() {
                 Ok(rules) => {
                     tracing::info!(rules = rules.len(), "ACL rules reloaded");
                     acl.store(Arc::new(rules));

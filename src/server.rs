@@ -16,8 +16,8 @@ use crate::adapter::{self, Context, Peer};
 use arc_swap::ArcSwap;
 
 use crate::admin::{self, Monitor};
-use crate::auth::{Acl, AclError, Authenticator, PasswordFileError};
-use crate::config::{ListenerSettings, Settings, TlsListenerSettings};
+use crate::auth::{Authenticator, PasswordFileError};
+use crate::config::{ConfigError, ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::{Router, RouterSettings};
 #[cfg(unix)]
 use crate::reload::LiveConfig;
@@ -39,8 +39,9 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Passwords(#[from] PasswordFileError),
-    #[error("acl: {0}")]
-    Acl(#[from] AclError),
+    /// Settings built in code (not loaded, so not validated) with bad `[[acl]]` rules.
+    #[error("{0}")]
+    Config(#[from] Box<ConfigError>),
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
 }
@@ -109,7 +110,9 @@ impl Server {
             );
         }
         let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
-        let acl = Arc::new(ArcSwap::from_pointee(Acl::new(&settings.acl)?));
+        let acl = Arc::new(ArcSwap::from_pointee(
+            settings.compiled_acl().map_err(Box::new)?,
+        ));
         // Certificates are read before anything listens: a bad path is a start-up error.
         let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
         let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;

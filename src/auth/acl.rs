@@ -2,7 +2,7 @@
 //! The same rules guard every protocol (STOMP `/topic/t` is checked as `t`,
 //! `/queue/q` as `$queue/q`, as the core names them).
 //!
-//! Rules come from `[[acl]]` tables (see [`crate::config::AclRule`]):
+//! Rules come from `[[acl]]` tables (see [`super::settings::AclRule`]):
 //!
 //! ```toml
 //! [[acl]]
@@ -58,7 +58,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::{AclAccess, AclRule};
+use super::settings::{AclAccess, AclRule};
 use crate::core::exceptions::Exceptions;
 use crate::core::topic::{covers, overlaps, Filter};
 

@@ -2,7 +2,7 @@
 //! an exception of those it only overlaps.
 
 use super::acl::{Acl, Identity, SubscribeDecision};
-use crate::config::{AclAccess, AclRule};
+use super::settings::{AclAccess, AclRule};
 
 fn rule(who: &str, allow: bool, access: AclAccess, topic: &str) -> AclRule {
     let mut r = AclRule {

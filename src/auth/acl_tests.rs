@@ -1,7 +1,7 @@
 //! The ACL's decisions on publish, subscribe and read, and its rule errors.
 
 use super::acl::{Acl, AclError, Action, Identity};
-use crate::config::{AclAccess, AclRule};
+use super::settings::{AclAccess, AclRule};
 
 fn rule(who: &str, effect: &str, access: AclAccess, topic: &str) -> AclRule {
     let mut r = AclRule {

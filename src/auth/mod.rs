@@ -4,6 +4,8 @@
 //! - `acl.rs`: `[[acl]]` rules deciding publish / subscribe / read per identity,
 //!   and the exceptions a granted subscription gets from the deny rules it
 //!   overlaps (tested in `acl_tests.rs` and `acl_subscribe_tests.rs`).
+//! - `settings.rs`: the `[auth]` section and the `[[acl]]` rule types (the
+//!   config assembles them; auth never reads the config).
 //! - this file: [`Authenticator`], one decision per login from the password file,
 //!   the listener's `allow_anonymous` and a TLS client certificate's name.
 //!
@@ -20,6 +22,7 @@ mod acl_subscribe_tests;
 #[cfg(test)]
 mod acl_tests;
 pub mod password;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,8 +32,7 @@ use arc_swap::ArcSwapOption;
 
 pub use acl::{Acl, AclError, Action, Identity};
 pub use password::{PasswordFile, PasswordFileError};
-
-use crate::config::AuthSettings;
+pub use settings::{AclAccess, AclRule, AuthSettings};
 
 /// Why a login was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

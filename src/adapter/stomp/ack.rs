@@ -23,8 +23,9 @@ use tern_stomp::{Command, Frame, Version};
 
 use super::connection::Connection;
 use super::error::StompAdapterError;
-use super::subscribe::{required, AckMode};
-use super::transaction::{self, TxOp};
+use super::headers::required;
+use super::op::TxOp;
+use super::subscribe::AckMode;
 use crate::core::message::Message;
 
 /// A MESSAGE written to an acknowledging subscription and not yet acknowledged.
@@ -98,15 +99,9 @@ pub(super) struct AckRequest {
     nack: bool,
 }
 
-pub(super) fn handle_ack(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
-    let request = resolve(conn, frame)?;
-    match frame.header("transaction") {
-        Some(id) => transaction::defer(conn, id, TxOp::Ack(request), 0),
-        None => {
-            apply(conn, &request);
-            Ok(())
-        }
-    }
+/// Checks an ACK/NACK; the dispatcher applies it now or at COMMIT.
+pub(super) fn handle_ack(conn: &mut Connection, frame: &Frame) -> Result<TxOp, StompAdapterError> {
+    Ok(TxOp::Ack(resolve(conn, frame)?))
 }
 
 /// Finds the message an ACK/NACK names; an error if it is not waiting for one.

@@ -22,7 +22,7 @@ use super::headers::Clock;
 use super::heartbeat::HeartBeat;
 use super::subscribe::Subscriptions;
 use super::transaction::Transactions;
-use super::{ack, connect, deliver, send, subscribe, transaction};
+use super::{ack, connect, deliver, op, send, subscribe, transaction};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::core::message::Delivery;
@@ -319,13 +319,20 @@ impl Connection {
                 if let Some(rate) = self.publish_rate.as_mut() {
                     rate.take(std::time::Instant::now());
                 }
-                send::handle_send(self, &frame)?
+                let send = send::handle_send(self, &frame)?;
+                op::apply_or_defer(self, &frame, send)?
             }
             Command::Subscribe => subscribe::handle_subscribe(self, &frame)?,
             Command::Unsubscribe => subscribe::handle_unsubscribe(self, &frame)?,
-            Command::Ack | Command::Nack => ack::handle_ack(self, &frame)?,
+            Command::Ack | Command::Nack => {
+                let ack = ack::handle_ack(self, &frame)?;
+                op::apply_or_defer(self, &frame, ack)?
+            }
             Command::Begin => transaction::handle_begin(self, &frame)?,
-            Command::Commit => transaction::handle_commit(self, &frame)?,
+            Command::Commit => {
+                let committed = transaction::handle_commit(self, &frame)?;
+                op::apply_committed(self, committed)?
+            }
             Command::Abort => transaction::handle_abort(self, &frame)?,
             Command::Disconnect => {
                 self.write_receipt();

@@ -25,6 +25,19 @@ use super::destination::{destination_of, reply_topic};
 use super::error::StompAdapterError;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 
+/// The value of `header`, which the frame must carry.
+pub(super) fn required<'a>(
+    frame: &'a Frame,
+    header: &'static str,
+) -> Result<&'a str, StompAdapterError> {
+    frame
+        .header(header)
+        .ok_or(StompAdapterError::MissingHeader {
+            command: frame.command,
+            header,
+        })
+}
+
 /// SEND headers the broker interprets; the others are custom headers.
 const MAPPED_ON_SEND: [&str; 10] = [
     "destination",

@@ -10,14 +10,17 @@
 //!   kick, shutdown), the frame dispatcher and RECEIPTs.
 //! - `connect.rs`: CONNECT/STOMP → version, heart-beat, login → CONNECTED.
 //! - `heartbeat.rs`: heart-beat negotiation.
-//! - `send.rs`: SEND into the core.
+//! - `send.rs`: SEND checked into a message for the core.
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE, the subscription table, retained
 //!   messages on subscribe.
 //! - `deliver.rs`: core deliveries → MESSAGE frames.
 //! - `ack.rs`: ACK / NACK and unacknowledged messages.
-//! - `transaction.rs`: BEGIN / COMMIT / ABORT.
+//! - `op.rs`: a checked SEND / ACK / NACK, applied now or deferred into its
+//!   transaction by the dispatcher (so handlers and transactions stay apart).
+//! - `transaction.rs`: BEGIN / COMMIT / ABORT, the deferred frames and their RECEIPTs.
 //! - `destination.rs`: `/topic/…`, `/queue/…` ⇄ core topics (pure functions).
-//! - `headers.rs`: STOMP headers ⇄ core message properties (pure functions).
+//! - `headers.rs`: STOMP headers ⇄ core message properties, and `required`
+//!   headers (pure functions).
 //! - `error.rs`: every error and its ERROR frame.
 
 mod ack;
@@ -28,6 +31,7 @@ mod destination;
 mod error;
 mod headers;
 mod heartbeat;
+mod op;
 mod send;
 mod subscribe;
 mod transaction;

@@ -1,5 +1,5 @@
 //! SEND: destination → core topic, headers → message properties, then into the
-//! core now or at COMMIT. A SEND to a full queue is an ERROR, never a silent drop.
+//! core now or at COMMIT (`op.rs`). A SEND to a full queue is an ERROR, never a silent drop.
 
 use std::sync::Arc;
 
@@ -8,14 +8,14 @@ use tern_stomp::Frame;
 use super::connection::Connection;
 use super::destination::{send_topic, DestinationError};
 use super::error::StompAdapterError;
-use super::headers::{message_from_send, Clock};
-use super::subscribe::required;
-use super::transaction::{self, TxOp};
+use super::headers::{message_from_send, required, Clock};
+use super::op::TxOp;
 use crate::admin::Protocol;
 use crate::auth::Action;
 use crate::core::message::Message;
 
-pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+/// Checks a SEND and makes its message; the dispatcher routes it now or at COMMIT.
+pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<TxOp, StompAdapterError> {
     let destination = required(frame, "destination")?;
     let topic = send_topic(destination)?;
     let limits = conn.ctx.limits().topic_limits();
@@ -47,13 +47,7 @@ pub(super) fn handle_send(conn: &mut Connection, frame: &Frame) -> Result<(), St
         .traffic(Protocol::Stomp)
         .received(message.qos, message.payload.len());
     metrics.top_topics.record(&message.topic);
-    match frame.header("transaction") {
-        Some(id) => {
-            let bytes = message.payload.len();
-            transaction::defer(conn, id, TxOp::Send(message), bytes)
-        }
-        None => publish(conn, message),
-    }
+    Ok(TxOp::Send(message))
 }
 
 /// Routes one message through the core.

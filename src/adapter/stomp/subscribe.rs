@@ -22,6 +22,7 @@ use tern_stomp::{Command, Frame, Version};
 use super::connection::Connection;
 use super::destination::{subscribe_target, DestinationError, Target};
 use super::error::StompAdapterError;
+use super::headers::required;
 use crate::core::message::QoS;
 use crate::core::session::SubscriptionOptions;
 
@@ -154,18 +155,6 @@ impl Subscriptions {
             exceptions: Default::default(),
         }
     }
-}
-
-pub(super) fn required<'a>(
-    frame: &'a Frame,
-    header: &'static str,
-) -> Result<&'a str, StompAdapterError> {
-    frame
-        .header(header)
-        .ok_or(StompAdapterError::MissingHeader {
-            command: frame.command,
-            header,
-        })
 }
 
 pub(super) fn handle_subscribe(

@@ -17,11 +17,10 @@ use std::sync::Arc;
 
 use tern_stomp::Frame;
 
-use super::ack::{self, AckRequest};
 use super::connection::Connection;
 use super::error::StompAdapterError;
-use super::send;
-use super::subscribe::required;
+use super::headers::required;
+use super::op::TxOp;
 use crate::adapter::budget::{BufferBudget, Reservation};
 use crate::core::message::Message;
 
@@ -36,18 +35,17 @@ pub(super) const MAX_BYTES: usize = 64 * 1024 * 1024;
 /// which most frames have few bytes of), as it counts against the buffer budget.
 const FRAME_OVERHEAD: usize = std::mem::size_of::<Deferred>() + std::mem::size_of::<Message>() + 64;
 
-/// One deferred frame.
-#[derive(Debug)]
-pub(super) enum TxOp {
-    Send(Arc<Message>),
-    Ack(AckRequest),
-}
-
 /// A deferred frame and the `receipt` it asked for, answered when the transaction ends.
 #[derive(Debug)]
 pub(super) struct Deferred {
     op: TxOp,
     receipt: Option<String>,
+}
+
+impl Deferred {
+    pub(super) fn into_parts(self) -> (TxOp, Option<String>) {
+        (self.op, self.receipt)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -151,20 +149,15 @@ pub(super) fn handle_begin(conn: &mut Connection, frame: &Frame) -> Result<(), S
     conn.transactions.begin(id)
 }
 
-pub(super) fn handle_commit(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
+/// Ends transaction `id`; returns its frames, in order, for the dispatcher to apply.
+pub(super) fn handle_commit(
+    conn: &mut Connection,
+    frame: &Frame,
+) -> Result<Vec<Deferred>, StompAdapterError> {
     let id = required(frame, "transaction")?;
     let ops = conn.transactions.end(id)?;
     tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "commit");
-    for deferred in ops {
-        match deferred.op {
-            TxOp::Send(message) => send::publish(conn, message)?,
-            TxOp::Ack(request) => ack::apply(conn, &request),
-        }
-        if let Some(receipt) = deferred.receipt {
-            conn.send_receipt(receipt);
-        }
-    }
-    Ok(())
+    Ok(ops)
 }
 
 pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
@@ -179,7 +172,10 @@ pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), S
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::core::message::Message;
 
     #[test]
     fn begin_push_end_and_their_errors() {
