@@ -127,6 +127,8 @@ pub trait Backend: Send + Sync + 'static {
     /// messages (deliveries plus queued) changed.
     fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError>;
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Releases the file once the last commit is done (shutdown).
+    fn close(&self) {}
 }
 
 /// Position of a submission; committed once `Store::wait` for it returns.
@@ -156,6 +158,9 @@ pub struct Store {
     held: AtomicI64,
     /// Told how long each commit took (metrics); set once, called on the writer thread.
     commit_observer: std::sync::OnceLock<CommitObserver>,
+    /// The writer thread, joined by `close` so the last commit is done before
+    /// the backend lets go of its file.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Receives the duration of every commit.
@@ -191,14 +196,18 @@ impl Store {
             recovered: AtomicU64::new(0),
             held: AtomicI64::new(0),
             commit_observer: std::sync::OnceLock::new(),
+            writer: Mutex::new(None),
         });
         let writer = Arc::clone(&store);
         let spawned = std::thread::Builder::new()
             .name("tern-store".into())
             .spawn(move || writer.write_loop());
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the store writer thread");
-            store.failed.store(true, Ordering::Release);
+        match spawned {
+            Ok(handle) => *store.writer.lock() = Some(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the store writer thread");
+                store.failed.store(true, Ordering::Release);
+            }
         }
         store
     }
@@ -292,6 +301,13 @@ impl Store {
     pub fn close(&self) {
         self.pending.lock().closed = true;
         self.wake.notify_one();
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer {
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
+        }
+        self.backend.close();
     }
 
     fn write_loop(&self) {

@@ -23,7 +23,9 @@ const QUEUED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queued
 const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 
 pub struct RedbBackend {
-    db: Database,
+    /// None once closed: the file is released (and left clean) at shutdown,
+    /// whoever still holds the store.
+    db: parking_lot::RwLock<Option<Database>>,
     path: PathBuf,
     /// What redb repaired when it opened the file.
     pub repair: Repair,
@@ -143,7 +145,7 @@ impl RedbBackend {
         })?;
         let repair = seen.lock().0.clone();
         let backend = RedbBackend {
-            db,
+            db: parking_lot::RwLock::new(Some(db)),
             path: path.to_path_buf(),
             repair,
         };
@@ -157,7 +159,9 @@ impl RedbBackend {
             path: shown.clone(),
             reason: e.to_string(),
         };
-        let txn = self.db.begin_write().map_err(|e| open_err(&e))?;
+        let db = self.db.read();
+        let db = db.as_ref().ok_or(StoreError::Closed)?;
+        let txn = db.begin_write().map_err(|e| open_err(&e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| open_err(&e))?;
             let found = meta
@@ -192,9 +196,17 @@ impl RedbBackend {
 }
 
 impl Backend for RedbBackend {
+    fn close(&self) {
+        // Dropping the database writes its clean-shutdown mark, so the next
+        // start needs no repair.
+        self.db.write().take();
+    }
+
     fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError> {
         let mut held_change = 0i64;
-        let mut txn = self.db.begin_write().map_err(write_err)?;
+        let db = self.db.read();
+        let db = db.as_ref().ok_or(StoreError::Closed)?;
+        let mut txn = db.begin_write().map_err(write_err)?;
         if !fsync {
             txn.set_durability(redb::Durability::None)
                 .map_err(write_err)?;
@@ -303,7 +315,9 @@ impl Backend for RedbBackend {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         };
-        let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
+        let db = self.db.read();
+        let db = db.as_ref().ok_or(StoreError::Closed)?;
+        let txn = db.begin_read().map_err(|e| read_err(&e))?;
         let mut snapshot = Snapshot::default();
 
         let mut owners = std::collections::HashMap::new();
@@ -484,7 +498,8 @@ mod tests {
         let path = temp_path("newer");
         {
             let b = RedbBackend::open(&path).unwrap();
-            let txn = b.db.begin_write().unwrap();
+            let db = b.db.read();
+            let txn = db.as_ref().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert("format_version", FORMAT_VERSION + 1)

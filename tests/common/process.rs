@@ -81,15 +81,25 @@ impl Broker {
         data_dir: &Path,
         capture: bool,
     ) -> Result<Broker, String> {
+        // A test's own setting wins over these defaults.
+        let given: Vec<String> = command
+            .get_envs()
+            .map(|(key, _)| key.to_string_lossy().into_owned())
+            .collect();
+        let mut default = |key: &str, value: &std::ffi::OsStr| {
+            if !given.iter().any(|k| k == key) {
+                command.env(key, value);
+            }
+        };
+        default("TERN_LOG__LEVEL", "warn".as_ref());
+        // Persistent subscribers in these tests must never hit the queue bound.
+        default("TERN_LIMITS__MAX_QUEUED_MESSAGES", "10000000".as_ref());
         let mut child = command
             .env("TERN_MQTT__BIND", format!("127.0.0.1:{mqtt_port}"))
             .env("TERN_STOMP__BIND", format!("127.0.0.1:{stomp_port}"))
             .env("TERN_WEBSOCKET__BIND", "127.0.0.1:0")
             .env("TERN_STORAGE__DATA_DIR", data_dir)
             .env("TERN_HTTP__BIND", "127.0.0.1:0")
-            .env("TERN_LOG__LEVEL", "warn")
-            // Persistent subscribers in these tests must never hit the queue bound.
-            .env("TERN_LIMITS__MAX_QUEUED_MESSAGES", "10000000")
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn tern");
