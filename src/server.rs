@@ -129,11 +129,7 @@ impl Server {
             .with_shared(Arc::clone(&auth), Arc::clone(&acl), Arc::clone(&monitor));
         // Restored sessions get the exceptions their owner's deny rules give them
         // before anything is routed to them (exceptions are never stored).
-        let carved: usize = router
-            .sessions()
-            .iter()
-            .map(|session| ctx.recheck_subscriptions(session))
-            .sum();
+        let carved = ctx.recheck_all_subscriptions();
         if carved > 0 {
             tracing::info!(
                 subscriptions = carved,
@@ -175,12 +171,7 @@ impl Server {
                 let _ = auth.reload();
                 if let Some(reloader) = &reloader {
                     reloader.reload(&live, || {
-                        let changed: usize = revoke_ctx
-                            .router
-                            .sessions()
-                            .iter()
-                            .map(|session| revoke_ctx.recheck_subscriptions(session))
-                            .sum();
+                        let changed = revoke_ctx.recheck_all_subscriptions();
                         if changed > 0 {
                             tracing::info!(
                                 subscriptions = changed,

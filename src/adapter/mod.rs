@@ -188,6 +188,15 @@ impl Context {
         }
     }
 
+    /// [`Context::recheck_subscriptions`] for every session (at start, after a reload).
+    pub fn recheck_all_subscriptions(&self) -> usize {
+        self.router
+            .sessions()
+            .iter()
+            .map(|session| self.recheck_subscriptions(session))
+            .sum()
+    }
+
     /// Decides the subscriptions of `session` again under the ACL in force (after a
     /// reload, or when a stored session is resumed, maybe by another user): those a
     /// deny rule now covers or no allow rule covers are removed, the others get the
