@@ -1,27 +1,73 @@
-//! The life of one connection, the same for every protocol: accept (CONNECT,
-//! login, session), be listed for operators, run until it ends, say goodbye.
-//! Each protocol's connection type says how to do each step.
+//! The connection driver, the same for every protocol: accept (CONNECT, login,
+//! session), be listed for operators, run until the connection ends, say
+//! goodbye. [`Connection`] holds what every connection keeps; its loop
+//! ([`Connection::run`]: kick check, deliveries, one write per wake-up, publish
+//! rate, read sizing, one `select!` over kick, read, session wake-up and
+//! timers) and the CONNECT phase's read ([`read_first_frame`]) are written
+//! once. Each protocol supplies its hooks ([`ConnectionProtocol`]) in plain
+//! code: its CONNECT, decoding and handling a frame, deliveries as frames, its
+//! timers (MQTT keep-alive, STOMP heart-beats) and its goodbye.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::{Context, Peer};
+use super::budget::{OverBudget, PartialFrame};
+use super::buffers::{read_quietly, ReadSizing, QUIET_READ};
+use super::log_limit::LogLimit;
+use super::rate::RateLimit;
+use super::{Context, Peer, WriteError};
 use crate::admin::{ClientInfo, Protocol};
+use crate::core::session::{KickReason, Session};
 
 /// A byte stream a connection runs over (TCP, TLS, WebSocket).
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// One protocol's connection past its CONNECT.
-pub(crate) trait ProtocolConnection: Sized + Send {
-    /// How `run` ended: a clean close or an error.
-    type Outcome: Send;
+/// Past this much buffered output, write before taking more deliveries.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Far enough away to mean "never" for a disabled timer.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why the driver ended a connection; each protocol's error type says it in
+/// its own words (`From<Ended>`, beside the rest of its error mapping).
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The peer closed the connection.
+    PeerClosed,
+    Io(std::io::Error),
+    /// The core ended the connection; None: the session was replaced without a word.
+    Kicked(Option<KickReason>),
+    /// Nothing from the client within the silence its protocol allows (this long).
+    Silent(Duration),
+    /// A frame not complete within `limits.frame_timeout_secs` (this many seconds).
+    FrameTimeout(u64),
+    /// The frame under way would take the broker's buffer budget over its limit.
+    OverBudget(OverBudget),
+    /// The buffered output could not be written (or its commit failed).
+    Write(WriteError),
+}
+
+/// One protocol's part of a connection: the state it keeps past CONNECT (the
+/// implementing type, [`Connection::protocol`]) and the hooks the driver calls.
+pub(crate) trait ConnectionProtocol: Sized + Send + 'static {
     const PROTOCOL: Protocol;
+    /// One decoded inbound unit (a packet, a frame, a heart-beat).
+    type Inbound;
+    /// One delivery as the session hands it out (see [`ConnectionProtocol::deliver_batch`]).
+    type Batched: 'static;
+    /// How a connection ended without an error.
+    type Closed: Send;
+    /// Everything that ends a connection; its module is where errors become replies.
+    type Error: From<Ended> + std::fmt::Display + Send;
 
     /// Reads and answers the CONNECT; None when the client was refused or left.
     fn accept<'a, S: Stream>(
@@ -29,29 +75,372 @@ pub(crate) trait ProtocolConnection: Sized + Send {
         read_buf: &'a mut BytesMut,
         peer: &'a Peer,
         ctx: &'a Context,
-    ) -> impl Future<Output = Option<Self>> + Send + 'a;
+    ) -> impl Future<Output = Option<Connection<Self>>> + Send + 'a;
 
-    /// Client id, user name and connection id, as operators see them.
-    fn listing(&self) -> (Arc<str>, Option<Arc<str>>, u64);
+    /// Takes the next complete inbound unit from `read_buf`; None: not complete yet.
+    fn decode(
+        conn: &mut Connection<Self>,
+        read_buf: &mut BytesMut,
+    ) -> Result<Option<Self::Inbound>, Self::Error>;
 
-    fn run<'a, S: Stream>(
-        &'a mut self,
-        stream: &'a mut S,
-        read_buf: &'a mut BytesMut,
-    ) -> impl Future<Output = Self::Outcome> + Send + 'a;
+    /// Handles one inbound unit; Some when the client said goodbye.
+    fn dispatch(
+        conn: &mut Connection<Self>,
+        inbound: Self::Inbound,
+    ) -> Result<Option<Self::Closed>, Self::Error>;
+
+    /// Whether the client may take more deliveries now (its in-flight window).
+    fn window_open(conn: &Connection<Self>) -> bool;
+
+    /// The thread's list a drain lends out (one per protocol and thread, so no
+    /// connection keeps a list of its own).
+    fn batch_list() -> &'static LocalKey<Cell<Vec<Self::Batched>>>;
+
+    /// Takes the next batch of deliveries from the session into `batch` (empty
+    /// on entry) and writes them as frames; false when there was none to take.
+    fn deliver_batch(
+        conn: &mut Connection<Self>,
+        batch: &mut Vec<Self::Batched>,
+    ) -> Result<bool, Self::Error>;
+
+    /// How long the client may stay silent before the connection is dropped
+    /// (MQTT keep-alive, STOMP heart-beats); None: as long as it likes.
+    fn silence_allowed(conn: &Connection<Self>) -> Option<Duration>;
+
+    /// How long a write may stall (peer not reading) before the connection is dropped.
+    fn write_stall(conn: &Connection<Self>) -> Duration;
+
+    /// Takes the mark that this connection submitted something to the store
+    /// since its last write: the output (an ack, a RECEIPT, a delivery with a
+    /// fresh packet id) promises it, so the write waits for the commit first.
+    fn take_commit_wait(&mut self) -> bool;
+
+    /// Whether the protocol's own timer (STOMP: the next heart-beat to send) is set.
+    fn own_timer_armed(&self) -> bool {
+        false
+    }
+
+    /// Completes when the protocol's own timer fires (polled only while armed).
+    fn own_timer(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::pending()
+    }
+
+    /// The protocol's own timer fired.
+    fn on_own_timer(_conn: &mut Connection<Self>) {}
+
+    /// The buffered output was written.
+    fn wrote(&mut self) {}
 
     /// The disconnect reason counted in the metrics.
-    fn end_label(outcome: &Self::Outcome) -> &'static str;
+    fn label(error: &Self::Error) -> &'static str;
 
+    /// Says goodbye where the protocol allows and hands the session back to the core.
     fn finish<S: Stream>(
-        self,
+        conn: Connection<Self>,
         stream: &mut S,
-        outcome: Self::Outcome,
+        outcome: Result<Self::Closed, Self::Error>,
     ) -> impl Future<Output = ()> + Send + '_;
 }
 
-/// Serves one connection of protocol `C` on `stream`.
-pub(crate) fn serve<C: ProtocolConnection, S: Stream>(
+/// A connection past CONNECT: what every protocol keeps, and `protocol`, the rest.
+/// Every idle connection pays for each byte here (see `size_tests.rs`): the
+/// fields here are whole words, and the narrow ones (the version, the commit
+/// mark, counters) are the protocol's, where they pack with its own.
+pub(crate) struct Connection<P: ConnectionProtocol> {
+    pub(crate) ctx: Context,
+    /// Only the address is kept past CONNECT (for logs).
+    pub(crate) peer_addr: std::net::SocketAddr,
+    /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
+    pub(crate) username: Option<Arc<str>>,
+    pub(crate) session: Arc<Session>,
+    pub(crate) connection_id: u64,
+    /// The core's word that this connection must end (takeover, operator, shutdown).
+    pub(crate) kicked: oneshot::Receiver<KickReason>,
+    /// Output of this wake-up, written once (see [`Connection::flush`]).
+    pub(crate) write_buf: BytesMut,
+    /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
+    pub(crate) publish_rate: Option<Box<RateLimit>>,
+    /// Repeated warnings this client caused, so it cannot flood the log.
+    pub(crate) log_limit: LogLimit,
+    /// The frame under way, if any: its share of the broker's buffer budget
+    /// and its deadline (`limits.frame_timeout_secs`).
+    pub(crate) partial: PartialFrame,
+    /// The protocol's own state.
+    pub(crate) protocol: P,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Deliver,
+    Kicked(Option<KickReason>),
+    /// The protocol's own timer.
+    OwnTimer,
+    /// The client's allowed silence or the unfinished frame's deadline, whichever is sooner.
+    TimerExpired,
+}
+
+impl<P: ConnectionProtocol> Connection<P> {
+    pub(crate) fn new(
+        ctx: Context,
+        peer_addr: std::net::SocketAddr,
+        attached: (Arc<Session>, u64, oneshot::Receiver<KickReason>),
+        protocol: P,
+    ) -> Connection<P> {
+        let (session, connection_id, kicked) = attached;
+        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
+        Connection {
+            ctx,
+            peer_addr,
+            username: None,
+            session,
+            connection_id,
+            kicked,
+            write_buf: BytesMut::new(),
+            publish_rate,
+            log_limit: LogLimit::default(),
+            partial: PartialFrame::default(),
+            protocol,
+        }
+    }
+
+    /// Client id, user name and connection id, as operators see them.
+    fn listing(&self) -> (Arc<str>, Option<Arc<str>>, u64) {
+        (
+            Arc::clone(&self.session.client_id),
+            self.username.clone(),
+            self.connection_id,
+        )
+    }
+
+    /// The connection's loop, until it ends.
+    async fn run<S: Stream>(
+        &mut self,
+        stream: &mut S,
+        read_buf: &mut BytesMut,
+    ) -> Result<P::Closed, P::Error> {
+        // Anything that arrived together with CONNECT.
+        if let Some(closed) = self.handle_buffered(read_buf)? {
+            return Ok(closed);
+        }
+        // One timer for the client's silence and the unfinished frame, reset
+        // after each read (the silence allowed is asked each time rather than
+        // kept: every byte the waiting task keeps, every idle connection pays for).
+        let timer = tokio::time::sleep(P::silence_allowed(self).unwrap_or(NEVER));
+        tokio::pin!(timer);
+        if let Some(at) = self.next_deadline(Instant::now()) {
+            timer.as_mut().reset(at);
+        }
+        let mut sizing = ReadSizing::default();
+        loop {
+            // A connection already replaced must not take deliveries into its in-flight
+            // window: the new one has resent what was in flight when it attached.
+            self.check_kicked()?;
+            self.drain_deliveries()?;
+            if !self.write_buf.is_empty() {
+                self.flush(stream).await?;
+                self.protocol.wrote();
+            }
+            if self.session.pending_len() > 0 && P::window_open(self) {
+                continue;
+            }
+            // Over its publish rate: stop reading until the debt is paid, so TCP
+            // back-pressure slows the client down.
+            if let Some(debt) = self
+                .publish_rate
+                .as_mut()
+                .and_then(|r| r.debt(std::time::Instant::now()))
+            {
+                tokio::time::sleep(debt).await;
+            }
+            sizing.prepare(read_buf);
+            let window_open = P::window_open(self);
+            let own_timer_armed = self.protocol.own_timer_armed();
+            let timer_armed = self.timer_armed();
+            let event = tokio::select! {
+                biased;
+                reason = &mut self.kicked => Event::Kicked(reason.ok()),
+                read = read_quietly(stream, read_buf) => Event::Read(read),
+                _ = self.session.notified(), if window_open => Event::Deliver,
+                _ = self.protocol.own_timer(), if own_timer_armed => Event::OwnTimer,
+                _ = &mut timer, if timer_armed => Event::TimerExpired,
+            };
+            match event {
+                Event::Kicked(reason) => return Err(Ended::Kicked(reason).into()),
+                Event::TimerExpired => {
+                    self.check_frame_deadline()?;
+                    if let Some(silence) = P::silence_allowed(self) {
+                        return Err(Ended::Silent(silence).into());
+                    }
+                }
+                Event::OwnTimer => P::on_own_timer(self),
+                Event::Deliver => {}
+                Event::Read(Ok(0)) => return Err(Ended::PeerClosed.into()),
+                Event::Read(Err(e)) => return Err(Ended::Io(e).into()),
+                Event::Read(Ok(n)) => {
+                    if let Some(closed) = self.handle_buffered(read_buf)? {
+                        return Ok(closed);
+                    }
+                    if let Some(at) = self.next_deadline(Instant::now()) {
+                        timer.as_mut().reset(at);
+                    }
+                    sizing.settle(n);
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in `read_buf`.
+    fn handle_buffered(&mut self, read_buf: &mut BytesMut) -> Result<Option<P::Closed>, P::Error> {
+        let mut completed = false;
+        while let Some(inbound) = P::decode(self, read_buf)? {
+            completed = true;
+            self.partial.shrink_to(read_buf.len());
+            if let Some(closed) = P::dispatch(self, inbound)? {
+                return Ok(Some(closed));
+            }
+        }
+        // What is left is the start of a frame: it holds memory until complete.
+        let now = Instant::now();
+        self.partial
+            .update(&self.ctx.buffer_budget, read_buf.len(), completed, now)
+            .map_err(Ended::OverBudget)?;
+        self.check_frame_deadline()?;
+        Ok(None)
+    }
+
+    fn frame_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.limits().frame_timeout_secs)
+    }
+
+    /// Err when the frame under way is past `limits.frame_timeout_secs`.
+    fn check_frame_deadline(&self) -> Result<(), Ended> {
+        if self.partial.expired(self.frame_timeout(), Instant::now()) {
+            return Err(Ended::FrameTimeout(self.ctx.limits().frame_timeout_secs));
+        }
+        Ok(())
+    }
+
+    /// Whether the timer is watching anything: the client's silence, or a frame under way.
+    fn timer_armed(&self) -> bool {
+        P::silence_allowed(self).is_some() || self.partial.deadline(self.frame_timeout()).is_some()
+    }
+
+    /// When the timer must fire after a read at `now`: at the end of the
+    /// allowed silence or the unfinished frame's deadline, whichever is
+    /// sooner; None for neither.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let silence = P::silence_allowed(self).map(|allowed| now + allowed);
+        match (silence, self.partial.deadline(self.frame_timeout())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Err when the core has ended this connection since the last look.
+    fn check_kicked(&mut self) -> Result<(), Ended> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match self.kicked.try_recv() {
+            Err(TryRecvError::Empty) => Ok(()),
+            Ok(reason) => Err(Ended::Kicked(Some(reason))),
+            Err(TryRecvError::Closed) => Err(Ended::Kicked(None)),
+        }
+    }
+
+    /// Moves what the session holds for this client into the write buffer.
+    fn drain_deliveries(&mut self) -> Result<(), P::Error> {
+        // The thread's batch list, lent for this drain and given back even on an
+        // error, so no connection keeps a list (up to a batch of deliveries) of its own.
+        let list = P::batch_list();
+        let mut batch = list.take();
+        let mut drained = Ok(());
+        while self.write_buf.len() < WRITE_HIGH_WATER {
+            match P::deliver_batch(self, &mut batch) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    drained = Err(e);
+                    break;
+                }
+            }
+        }
+        batch.clear();
+        list.set(batch);
+        drained
+    }
+
+    /// Writes the buffered output in one go; it waits first for the commit of
+    /// what it acknowledges, when this connection stored something.
+    pub(crate) async fn flush<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<(), P::Error> {
+        let stall = P::write_stall(self);
+        // Kept for the next write when there is nothing to write yet.
+        let needs_commit = !self.write_buf.is_empty() && self.protocol.take_commit_wait();
+        let router = Arc::clone(&self.ctx.router);
+        super::write_out(stream, &mut self.write_buf, needs_commit, &router, stall)
+            .await
+            .map_err(Ended::Write)?;
+        Ok(())
+    }
+}
+
+/// How the wait for a connection's first frame (its CONNECT) ended.
+pub(crate) enum FirstFrame<T, E> {
+    Frame(T),
+    /// The client went away (or the read failed) first.
+    Closed,
+    /// The decoder refused what arrived.
+    Invalid(E),
+    /// The frame under way would take the broker's buffer budget over its limit.
+    OverBudget(OverBudget),
+    /// Nothing complete within `limits.connect_timeout_secs`.
+    TimedOut,
+}
+
+/// Reads until `decode` gives the first frame, within `limits.connect_timeout_secs`,
+/// growing the read buffer until the frame fits; the frame under way counts
+/// against the broker's buffer budget until it is whole. `decode` is called
+/// before each read (bytes may have come with the connection).
+pub(crate) async fn read_first_frame<S, T, E, D>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    ctx: &Context,
+    mut decode: D,
+) -> FirstFrame<T, E>
+where
+    S: AsyncRead + Unpin,
+    D: FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+{
+    let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
+    let read = async {
+        let mut partial = PartialFrame::default();
+        loop {
+            match decode(read_buf) {
+                Ok(Some(frame)) => return FirstFrame::Frame(frame),
+                Ok(None) => {}
+                Err(e) => return FirstFrame::Invalid(e),
+            }
+            let now = Instant::now();
+            if let Err(over) = partial.update(&ctx.buffer_budget, read_buf.len(), false, now) {
+                return FirstFrame::OverBudget(over);
+            }
+            if read_buf.capacity() - read_buf.len() < 1024 {
+                read_buf.reserve(QUIET_READ);
+            }
+            match stream.read_buf(read_buf).await {
+                Ok(0) | Err(_) => return FirstFrame::Closed,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(FirstFrame::TimedOut)
+}
+
+/// Serves one connection of protocol `P` on `stream`.
+pub(crate) fn serve<P: ConnectionProtocol, S: Stream>(
     stream: S,
     peer: Peer,
     ctx: Context,
@@ -62,14 +451,14 @@ pub(crate) fn serve<C: ProtocolConnection, S: Stream>(
     let accepting = Box::pin(async move {
         let mut stream = stream;
         let mut read_buf = BytesMut::with_capacity(super::buffers::QUIET_READ);
-        let Some(conn) = C::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
+        let Some(conn) = P::accept(&mut stream, &mut read_buf, &peer, &ctx).await else {
             // A refusing CONNACK / ERROR must reach a client that is still sending.
             close_gracefully(&mut stream, &mut read_buf).await;
             return None;
         };
         let (client_id, username, connection_id) = conn.listing();
         let listed = ctx.monitor.client_connected(ClientInfo::new(
-            C::PROTOCOL,
+            P::PROTOCOL,
             (peer.listener, peer.addr),
             (client_id, username),
             connection_id,
@@ -84,9 +473,9 @@ pub(crate) fn serve<C: ProtocolConnection, S: Stream>(
         // goodbye's state nor room for the outcome, which moves straight in.
         let goodbye = {
             let outcome = conn.run(&mut stream, &mut read_buf).await;
-            listed.ended(C::end_label(&outcome));
+            listed.ended(outcome.as_ref().map_or_else(P::label, |_| "client"));
             Box::pin(async move {
-                conn.finish(&mut stream, outcome).await;
+                P::finish(conn, &mut stream, outcome).await;
                 close_gracefully(&mut stream, &mut read_buf).await;
             })
         };
@@ -118,53 +507,3 @@ pub(crate) async fn close_gracefully<S: Stream>(stream: &mut S, read_buf: &mut B
     };
     let _ = tokio::time::timeout(LINGER, discard).await;
 }
-
-/// Implements [`ProtocolConnection`] for a protocol's `Connection`, whose
-/// inherent `run` and `finish` and whose `connect::accept` do the work, and
-/// whose errors have a `label()`.
-macro_rules! protocol_connection {
-    ($connection:ty, $protocol:expr, $error:ty) => {
-        impl $crate::adapter::serve::ProtocolConnection for $connection {
-            type Outcome = Result<Closed, $error>;
-            const PROTOCOL: $crate::admin::Protocol = $protocol;
-
-            fn accept<'a, S: $crate::adapter::serve::Stream>(
-                stream: &'a mut S,
-                read_buf: &'a mut BytesMut,
-                peer: &'a Peer,
-                ctx: &'a Context,
-            ) -> impl Future<Output = Option<Self>> + Send + 'a {
-                connect::accept(stream, read_buf, peer, ctx)
-            }
-
-            fn listing(&self) -> (Arc<str>, Option<Arc<str>>, u64) {
-                (
-                    Arc::clone(&self.session.client_id),
-                    self.username.clone(),
-                    self.connection_id,
-                )
-            }
-
-            fn run<'a, S: $crate::adapter::serve::Stream>(
-                &'a mut self,
-                stream: &'a mut S,
-                read_buf: &'a mut BytesMut,
-            ) -> impl Future<Output = Self::Outcome> + Send + 'a {
-                <$connection>::run(self, stream, read_buf)
-            }
-
-            fn end_label(outcome: &Self::Outcome) -> &'static str {
-                outcome.as_ref().map_or_else(|e| e.label(), |_| "client")
-            }
-
-            fn finish<S: $crate::adapter::serve::Stream>(
-                self,
-                stream: &mut S,
-                outcome: Self::Outcome,
-            ) -> impl Future<Output = ()> + Send + '_ {
-                <$connection>::finish(self, stream, outcome)
-            }
-        }
-    };
-}
-pub(crate) use protocol_connection;

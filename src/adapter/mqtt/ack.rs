@@ -1,9 +1,9 @@
 //! PUBACK / PUBREC / PUBREL / PUBCOMP: the QoS 1 and QoS 2 flows.
 
-use tern_mqtt::{reason, Ack, Packet, Properties};
+use tern_mqtt::{Ack, Packet, Properties};
 
 use super::connection::Connection;
-use super::error::MqttError;
+use super::error::{packet_id_code, MqttError};
 use crate::core::session::InflightStage;
 
 pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
@@ -33,29 +33,17 @@ pub(super) fn handle_pubrec(conn: &mut Connection, pubrec: Ack) -> Result<(), Mq
         conn.session.finish_inflight(id, InflightStage::Sent);
         return Ok(());
     }
-    let code = if conn.session.release_inflight(id) {
-        0
-    } else {
-        reason::PACKET_ID_NOT_FOUND
-    };
-    conn.send(&Packet::PubRel(ack(
-        id,
-        if conn.is_v5() { code } else { 0 },
-    )))
+    let found = conn.session.release_inflight(id);
+    let code = packet_id_code(found, conn.protocol.version);
+    conn.send(&Packet::PubRel(ack(id, code)))
 }
 
 /// Client releases a QoS 2 message it sent us: answer PUBCOMP.
 pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), MqttError> {
     let id = pubrel.packet_id;
-    let code = if conn.session.release_incoming_qos2(id) {
-        0
-    } else {
-        reason::PACKET_ID_NOT_FOUND
-    };
-    conn.send(&Packet::PubComp(ack(
-        id,
-        if conn.is_v5() { code } else { 0 },
-    )))
+    let found = conn.session.release_incoming_qos2(id);
+    let code = packet_id_code(found, conn.protocol.version);
+    conn.send(&Packet::PubComp(ack(id, code)))
 }
 
 /// QoS 2 delivery complete.

@@ -1,21 +1,19 @@
 //! CONNECT → checks → session attach → CONNACK. Every refusal is answered with
-//! the return code (3.x) or reason code (5.0) the spec gives, then the close.
+//! the CONNACK code `error.rs` gives it for the client's version, then the close.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
-use tern_mqtt::{
-    connack_v3, reason, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
-};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tern_mqtt::{ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::connection::{Connection, READ_CHUNK};
+use super::connection::{Connection, Mqtt};
 use super::core_qos;
-use super::publish::message_from_parts;
+use super::error::{invalid_connect_reply, ConnectRefusal};
+use super::properties::message_from_parts;
 use super::will::PendingWill;
-use crate::adapter::budget::{OverBudget, PartialFrame};
 use crate::adapter::log_limit::LogLimit;
+use crate::adapter::serve::{read_first_frame, FirstFrame};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{Action, AuthError, Principal};
@@ -32,33 +30,36 @@ pub(super) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
-    let connect = match tokio::time::timeout(timeout, read_connect(stream, read_buf, ctx)).await {
-        Ok(Ok(connect)) => connect,
-        Ok(Err(ConnectFailure::Closed)) => return None,
-        Ok(Err(ConnectFailure::Invalid(error, level))) => {
+    let max = ctx.limits().max_packet_size as usize;
+    let connect = match read_first_frame(stream, read_buf, ctx, |buf| read_connect(buf, max)).await
+    {
+        FirstFrame::Frame(connect) => connect,
+        FirstFrame::Closed => return None,
+        FirstFrame::Invalid(ConnectFailure::Invalid(error, level)) => {
             tracing::warn!(peer = %peer.addr, error = %error, "invalid CONNECT");
             answer_invalid_connect(stream, &error, level).await;
             return None;
         }
-        Ok(Err(ConnectFailure::NotConnect)) => {
+        FirstFrame::Invalid(ConnectFailure::NotConnect) => {
             tracing::warn!(peer = %peer.addr, "first packet is not CONNECT");
             return None;
         }
-        Ok(Err(ConnectFailure::OverBudget(error, level))) => {
+        FirstFrame::OverBudget(error) => {
             // A flood of such clients logs a few lines a minute, with a count.
             if let Some(suppressed) = ctx.buffer_budget.admit_log() {
                 tracing::warn!(peer = %peer.addr, suppressed, error = %error, "CONNECT over the buffer budget refused");
             }
             ctx.monitor.metrics.refused(Protocol::Mqtt, peer.listener);
-            let (code, version) = match level {
-                Some(5) => (reason::QUOTA_EXCEEDED, ProtocolVersion::V5),
-                _ => (connack_v3::SERVER_UNAVAILABLE, ProtocolVersion::V311),
+            // The CONNECT under way is still in the buffer: answered in its version.
+            let version = match peek_protocol_level(read_buf) {
+                Some(5) => ProtocolVersion::V5,
+                _ => ProtocolVersion::V311,
             };
+            let code = ConnectRefusal::OverBudget.connack_code(version);
             write_and_close(stream, connack_bytes(code, version)).await;
             return None;
         }
-        Err(_) => {
+        FirstFrame::TimedOut => {
             tracing::info!(peer = %peer.addr, "no CONNECT within the connect timeout");
             return None;
         }
@@ -78,13 +79,9 @@ where
             Some(conn)
         }
         Err(refusal) => {
-            tracing::info!(peer = %peer.addr, reason = refusal.why, "connection refused");
+            tracing::info!(peer = %peer.addr, reason = refusal.why(), "connection refused");
             ctx.monitor.metrics.refused(Protocol::Mqtt, peer.listener);
-            let code = if version == ProtocolVersion::V5 {
-                refusal.v5
-            } else {
-                refusal.v3
-            };
+            let code = refusal.connack_code(version);
             write_and_close(stream, connack_bytes(code, version)).await;
             None
         }
@@ -105,48 +102,22 @@ fn connack_bytes(code: u8, version: ProtocolVersion) -> Option<BytesMut> {
 }
 
 enum ConnectFailure {
-    Closed,
     NotConnect,
     /// The decode error and, if it could be read, the protocol level the client asked for.
     Invalid(DecodeError, Option<u8>),
-    /// The CONNECT under way would take the broker's buffer budget over its
-    /// limit; the protocol level, as for `Invalid`.
-    OverBudget(OverBudget, Option<u8>),
 }
 
-async fn read_connect<S>(
-    stream: &mut S,
-    read_buf: &mut BytesMut,
-    ctx: &Context,
-) -> Result<Box<Connect>, ConnectFailure>
-where
-    S: AsyncRead + Unpin,
-{
-    let max = ctx.limits().max_packet_size as usize;
-    // A large CONNECT under way counts against the buffer budget until it is whole.
-    let mut partial = PartialFrame::default();
-    loop {
-        // Read before decoding: a complete bad packet is consumed by `decode`.
-        let level = peek_protocol_level(read_buf);
-        match tern_mqtt::decode(read_buf, ProtocolVersion::V311, max) {
-            // Boxed: a decoded CONNECT is large (most of a packet's 840 bytes)
-            // and the accepting task would otherwise keep room for it at every wait.
-            Ok(Some(Packet::Connect(connect))) => return Ok(Box::new(connect)),
-            Ok(Some(_)) => return Err(ConnectFailure::NotConnect),
-            Ok(None) => {}
-            Err(e) => return Err(ConnectFailure::Invalid(e, level)),
-        }
-        let now = tokio::time::Instant::now();
-        partial
-            .update(&ctx.buffer_budget, read_buf.len(), false, now)
-            .map_err(|over| ConnectFailure::OverBudget(over, level))?;
-        if read_buf.capacity() - read_buf.len() < 1024 {
-            read_buf.reserve(READ_CHUNK);
-        }
-        match stream.read_buf(read_buf).await {
-            Ok(0) | Err(_) => return Err(ConnectFailure::Closed),
-            Ok(_) => {}
-        }
+/// The CONNECT in `buf`, if complete (any version's: the level is in it).
+fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<Box<Connect>>, ConnectFailure> {
+    // Read before decoding: a complete bad packet is consumed by `decode`.
+    let level = peek_protocol_level(buf);
+    match tern_mqtt::decode(buf, ProtocolVersion::V311, max) {
+        // Boxed: a decoded CONNECT is large (most of a packet's 840 bytes)
+        // and the accepting task would otherwise keep room for it at every wait.
+        Ok(Some(Packet::Connect(connect))) => Ok(Some(Box::new(connect))),
+        Ok(Some(_)) => Err(ConnectFailure::NotConnect),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ConnectFailure::Invalid(e, level)),
     }
 }
 
@@ -171,7 +142,7 @@ async fn answer_invalid_connect<S>(stream: &mut S, error: &DecodeError, level: O
 where
     S: AsyncWrite + Unpin,
 {
-    if let Some((version, code)) = error.connect_refusal(level) {
+    if let Some((version, code)) = invalid_connect_reply(error, level) {
         write_and_close(stream, connack_bytes(code, version)).await;
     }
 }
@@ -187,56 +158,33 @@ where
     let _ = stream.shutdown().await;
 }
 
-/// A refused CONNECT: the code for each protocol family, and why (for the log).
-struct Refusal {
-    v5: u8,
-    v3: u8,
-    why: &'static str,
-}
-
-fn refuse(v5: u8, v3: u8, why: &'static str) -> Refusal {
-    Refusal { v5, v3, why }
-}
-
 /// Refusals that need no credentials checked.
-fn precheck(connect: &Connect, peer: &Peer) -> Result<(), Refusal> {
+fn precheck(connect: &Connect, peer: &Peer) -> Result<(), ConnectRefusal> {
     if !peer.admitted {
-        return Err(refuse(
-            reason::QUOTA_EXCEEDED,
-            connack_v3::SERVER_UNAVAILABLE,
-            "connection limit reached",
-        ));
+        return Err(ConnectRefusal::ConnectionLimit);
     }
     if connect.protocol == ProtocolVersion::V5 && connect.properties.authentication_method.is_some()
     {
-        return Err(refuse(
-            reason::BAD_AUTH_METHOD,
-            connack_v3::NOT_AUTHORIZED,
-            "enhanced authentication is not supported",
-        ));
+        return Err(ConnectRefusal::AuthMethod);
     }
     Ok(())
 }
 
 /// Username/password (or the TLS certificate's name) against the password file
 /// and the listener's anonymous policy; the password is never logged.
-async fn authenticate(connect: &Connect, peer: &Peer, ctx: &Context) -> Result<Principal, Refusal> {
+async fn authenticate(
+    connect: &Connect,
+    peer: &Peer,
+    ctx: &Context,
+) -> Result<Principal, ConnectRefusal> {
     let password = connect.password.as_ref().map(|p| p.to_vec());
     let login = peer.login(connect.username.clone(), password);
     ctx.auth
         .authenticate_async(login)
         .await
         .map_err(|e| match e {
-            AuthError::BadCredentials => refuse(
-                reason::BAD_USERNAME_OR_PASSWORD,
-                connack_v3::BAD_USERNAME_OR_PASSWORD,
-                "bad username or password",
-            ),
-            AuthError::NotAuthorized => refuse(
-                reason::NOT_AUTHORIZED,
-                connack_v3::NOT_AUTHORIZED,
-                "anonymous clients are not allowed on this listener",
-            ),
+            AuthError::BadCredentials => ConnectRefusal::BadCredentials,
+            AuthError::NotAuthorized => ConnectRefusal::AnonymousNotAllowed,
         })
 }
 
@@ -245,18 +193,14 @@ fn establish(
     principal: Principal,
     peer: &Peer,
     ctx: &Context,
-) -> Result<Connection, Refusal> {
+) -> Result<Connection, ConnectRefusal> {
     let limits = ctx.limits();
     let version = connect.protocol;
     let v5 = version == ProtocolVersion::V5;
     let mut assigned = None;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         if !connect.clean_start || version == ProtocolVersion::V31 {
-            return Err(refuse(
-                reason::CLIENT_ID_NOT_VALID,
-                connack_v3::IDENTIFIER_REJECTED,
-                "empty client id without clean start",
-            ));
+            return Err(ConnectRefusal::ClientIdInvalid);
         }
         let id = ctx.router.generate_client_id();
         assigned = Some(id.clone());
@@ -269,11 +213,7 @@ fn establish(
         Some(will) => {
             let within = ctx.limits().topic_limits().check(&will.topic).is_ok();
             if validate_topic_name(&will.topic).is_err() || !within {
-                return Err(refuse(
-                    reason::TOPIC_NAME_INVALID,
-                    connack_v3::NOT_AUTHORIZED,
-                    "invalid will topic",
-                ));
+                return Err(ConnectRefusal::WillTopicInvalid);
             }
             let username = principal.username.as_deref();
             if !ctx.allowed(
@@ -283,11 +223,7 @@ fn establish(
                 &will.topic,
                 &mut LogLimit::default(),
             ) {
-                return Err(refuse(
-                    reason::NOT_AUTHORIZED,
-                    connack_v3::NOT_AUTHORIZED,
-                    "will topic not allowed by the ACL",
-                ));
+                return Err(ConnectRefusal::WillTopicDenied);
             }
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             let expiry_interval = will.properties.message_expiry_interval;
@@ -332,11 +268,7 @@ fn establish(
                 user = refused.login.name(),
                 "session belongs to another user: connection refused"
             );
-            return Err(refuse(
-                reason::NOT_AUTHORIZED,
-                connack_v3::NOT_AUTHORIZED,
-                "session belongs to another user",
-            ));
+            return Err(ConnectRefusal::SessionOfAnotherUser);
         }
     };
     if attached.session_present {
@@ -351,31 +283,28 @@ fn establish(
     let mut conn = Connection::new(
         ctx.clone(),
         peer.addr,
-        version,
-        attached.session,
-        attached.connection_id,
-        attached.kicked,
-        keep_alive,
+        (attached.session, attached.connection_id, attached.kicked),
+        Mqtt::new(version, keep_alive),
     );
-    conn.will = will.map(Box::new);
+    conn.protocol.will = will.map(Box::new);
     conn.username = principal.username.clone();
     // CONNACK goes out once the session record is committed.
-    conn.needs_commit = true;
-    conn.connect_expiry = requested_expiry;
+    conn.protocol.needs_commit = true;
+    conn.protocol.connect_expiry = requested_expiry;
     let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
     // At most 65534 in flight: one packet id is always free (the session stops there too).
-    conn.send_window = if v5 {
+    conn.protocol.send_window = if v5 {
         client_receive_max.min(limits.max_inflight)
     } else {
         limits.max_inflight
     }
     .min(u16::MAX - 1);
-    conn.client_max_packet = connect
+    conn.protocol.client_max_packet = connect
         .properties
         .maximum_packet_size
         .and_then(std::num::NonZeroU32::new);
     if v5 {
-        conn.outbound_alias_max = connect
+        conn.protocol.outbound_alias_max = connect
             .properties
             .topic_alias_maximum
             .unwrap_or(0)
@@ -406,11 +335,7 @@ fn establish(
     if conn.send(&connack).is_err() {
         let router = Arc::clone(&ctx.router);
         router.detach(&conn.session, conn.connection_id);
-        return Err(refuse(
-            reason::UNSPECIFIED,
-            connack_v3::SERVER_UNAVAILABLE,
-            "cannot encode CONNACK",
-        ));
+        return Err(ConnectRefusal::Internal);
     }
     tracing::info!(
         client_id = %client_id,

@@ -1,21 +1,24 @@
 //! MQTT 3.1 / 3.1.1 / 5.0 adapter: one task per connection turns packets into
 //! core calls and core deliveries into packets.
 //!
-//! - `connection.rs`: the task's loop (socket read, session wake-ups, kick,
-//!   keep-alive, shutdown) and the packet dispatcher.
+//! - `connection.rs`: MQTT's hooks for the connection driver (`adapter/serve.rs`,
+//!   which runs the loop): the packet dispatcher, deliveries, keep-alive, goodbye.
 //! - `connect.rs`: CONNECT → session attach → CONNACK.
 //! - `publish.rs`: inbound PUBLISH (QoS 0/1/2, topic aliases) and outbound deliveries.
+//! - `properties.rs`: PUBLISH properties ⇄ core message, both ways (pure functions).
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe.
 //! - `alias.rs`: topic aliases the server assigns on outbound PUBLISH (MQTT 5), LRU.
 //! - `ack.rs`: PUBACK / PUBREC / PUBREL / PUBCOMP.
 //! - `will.rs`: will messages and their delay.
-//! - `error.rs`: every error and the reason code it is answered with.
+//! - `error.rs`: where errors become replies: every error and refusal and the
+//!   DISCONNECT / CONNACK / PUBACK / SUBACK code it is answered with per version.
 
 mod ack;
 mod alias;
 mod connect;
 mod connection;
 mod error;
+mod properties;
 mod publish;
 mod subscribe;
 mod will;

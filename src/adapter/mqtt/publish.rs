@@ -4,47 +4,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use tern_mqtt::{reason, Packet, Properties, Publish, PublishRef};
+use tern_mqtt::{reason, Packet, Publish, PublishRef};
 
 use super::ack::ack;
 use super::alias::{Alias, OutboundAliases};
 use super::connection::Connection;
-use super::error::MqttError;
+use super::error::{MqttError, PublishOutcome};
+use super::properties::{message_from_parts, publish_properties};
 use super::{core_qos, wire_qos};
 use crate::admin::Protocol;
 use crate::auth::Action;
-use crate::core::message::{Delivery, Message, MessageProperties, QoS};
+use crate::core::message::{Delivery, QoS};
 use crate::core::router::PublishRefused;
-
-/// Builds a core message from the parts of a PUBLISH or a will.
-pub(super) fn message_from_parts(
-    topic: Arc<str>,
-    payload: Bytes,
-    qos: QoS,
-    retain: bool,
-    properties: &Properties,
-    publisher: Arc<str>,
-) -> Message {
-    let shared = MessageProperties {
-        payload_is_utf8: properties.payload_format_indicator == Some(1),
-        content_type: properties.content_type.clone(),
-        response_topic: properties.response_topic.clone(),
-        correlation_data: properties.correlation_data.clone(),
-        user_properties: properties.user_properties.clone(),
-    };
-    Message {
-        topic,
-        payload,
-        qos,
-        retain,
-        expires_at: properties
-            .message_expiry_interval
-            .and_then(Message::expiry_from_interval),
-        properties: shared.shared(),
-        publisher: Some(publisher),
-    }
-}
 
 pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<(), MqttError> {
     let topic = resolve_topic(conn, &publish)?;
@@ -54,12 +25,12 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     let qos = core_qos(publish.qos);
     let packet_id = publish.packet_id.unwrap_or(0);
     if let Err(over) = conn.ctx.limits().topic_limits().check(&topic) {
-        // 5.0 answers a QoS 1/2 PUBLISH with 0x90; a QoS 0 one, and any in 3.x,
-        // can only be refused by closing the connection.
-        if !conn.is_v5() || qos == QoS::AtMostOnce {
+        // A QoS 0 one can only be refused by closing the connection.
+        let code = PublishOutcome::TopicOverLimit.ack_code(conn.protocol.version);
+        let (Some(code), false) = (code, qos == QoS::AtMostOnce) else {
             return Err(MqttError::TopicOverLimit(over));
-        }
-        let mut reply = ack(packet_id, reason::TOPIC_NAME_INVALID);
+        };
+        let mut reply = ack(packet_id, code);
         reply.properties.reason_string = Some(over.to_string());
         return match qos {
             QoS::ExactlyOnce => conn.send(&Packet::PubRec(reply)),
@@ -101,9 +72,14 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         &publish.properties,
         Arc::clone(&conn.session.client_id),
     );
+    let version = conn.protocol.version;
     let reply = match conn.ctx.router.publish_checked(Arc::new(message)) {
-        Ok(0) if conn.is_v5() => ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS),
-        Ok(_) => ack(packet_id, 0),
+        Ok(matched) => {
+            let outcome = PublishOutcome::Accepted {
+                matched: matched > 0,
+            };
+            ack(packet_id, outcome.ack_code(version).unwrap_or(0))
+        }
         Err(refused) => {
             // A retained cap is logged by the router, once per thousand refusals.
             if !matches!(refused, PublishRefused::RetainedFull(_)) {
@@ -118,10 +94,10 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
                 // Not accepted: a resend with this id is a new message.
                 conn.session.release_incoming_qos2(packet_id);
             }
-            if !conn.is_v5() {
+            let Some(code) = PublishOutcome::Refused.ack_code(version) else {
                 return Err(MqttError::Refused(refused));
-            }
-            let mut reply = ack(packet_id, reason::QUOTA_EXCEEDED);
+            };
+            let mut reply = ack(packet_id, code);
             reply.properties.reason_string = Some(refused.to_string());
             reply
         }
@@ -136,16 +112,14 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
 /// A PUBLISH the ACL denies is not routed. MQTT 5 is told (PUBACK/PUBREC 0x87);
 /// 3.x has no way to say no, so its flow completes as if accepted (the refusal is logged).
 fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Result<(), MqttError> {
-    let code = if conn.is_v5() {
-        reason::NOT_AUTHORIZED
-    } else {
-        0
-    };
+    let code = PublishOutcome::Denied
+        .ack_code(conn.protocol.version)
+        .unwrap_or(reason::NOT_AUTHORIZED);
     match qos {
         QoS::AtMostOnce => Ok(()),
         QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(packet_id, code))),
         QoS::ExactlyOnce => {
-            if code == 0 {
+            if code == reason::SUCCESS {
                 // The 3.x flow goes on to PUBREL/PUBCOMP like an accepted message.
                 conn.session.record_incoming_qos2(packet_id);
             }
@@ -157,7 +131,7 @@ fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Res
 /// The topic a PUBLISH goes to, applying and recording MQTT 5 topic aliases.
 fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, MqttError> {
     let Some(alias) = publish.properties.topic_alias else {
-        return Ok(shared_topic(&mut conn.last_topic, &publish.topic));
+        return Ok(shared_topic(&mut conn.protocol.last_topic, &publish.topic));
     };
     let max = conn.ctx.limits().topic_alias_maximum;
     if alias == 0 || alias > max {
@@ -166,14 +140,16 @@ fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, M
         ));
     }
     if publish.topic.is_empty() {
-        conn.aliases
+        conn.protocol
+            .aliases
             .as_ref()
             .and_then(|aliases| aliases.inbound.get(&alias))
             .cloned()
             .ok_or(MqttError::Protocol("topic alias used before it was set"))
     } else {
         let topic: Arc<str> = Arc::from(publish.topic.as_str());
-        conn.aliases
+        conn.protocol
+            .aliases
             .get_or_insert_default()
             .inbound
             .insert(alias, Arc::clone(&topic));
@@ -213,26 +189,8 @@ pub(super) fn write_delivery(
     let message = &delivery.message;
     let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Mqtt);
     traffic.sent(delivery.qos, message.payload.len());
-    let mut properties = Properties::default();
-    if conn.is_v5() {
-        let shared = message.properties();
-        if shared.payload_is_utf8 {
-            properties.payload_format_indicator = Some(1);
-        }
-        properties.message_expiry_interval = message.remaining_expiry(now);
-        properties.content_type.clone_from(&shared.content_type);
-        properties.response_topic.clone_from(&shared.response_topic);
-        properties
-            .correlation_data
-            .clone_from(&shared.correlation_data);
-        properties
-            .user_properties
-            .clone_from(&shared.user_properties);
-        properties
-            .subscription_identifiers
-            .clone_from(&delivery.subscription_ids);
-    }
-    if conn.outbound_alias_max > 0 {
+    let mut properties = publish_properties(delivery, conn.protocol.version, now);
+    if conn.protocol.outbound_alias_max > 0 {
         // Measured with an alias (3 bytes) and the full topic: the largest form it may take.
         properties.topic_alias = Some(1);
     }
@@ -245,8 +203,8 @@ pub(super) fn write_delivery(
         properties: &properties,
         payload: &message.payload,
     };
-    if let Some(max) = conn.client_max_packet {
-        if tern_mqtt::publish_encoded_len(&publish, conn.version)? > max.get() as usize {
+    if let Some(max) = conn.protocol.client_max_packet {
+        if tern_mqtt::publish_encoded_len(&publish, conn.protocol.version)? > max.get() as usize {
             tracing::debug!(client_id = %conn.session.client_id, topic = %message.topic, "message larger than the client's maximum packet size discarded");
             if let Some(id) = packet_id {
                 // Never sent: forget it so the window does not leak.
@@ -271,17 +229,18 @@ pub(super) fn write_delivery(
         properties: &properties,
         payload: &message.payload,
     };
-    tern_mqtt::encode_publish(&publish, conn.version, &mut conn.write_buf)?;
+    tern_mqtt::encode_publish(&publish, conn.protocol.version, &mut conn.write_buf)?;
     Ok(())
 }
 
 /// The alias `topic` goes out with on this connection, if the client takes aliases.
 fn outbound_alias(conn: &mut Connection, topic: &Arc<str>) -> Option<Alias> {
-    if conn.outbound_alias_max == 0 {
+    if conn.protocol.outbound_alias_max == 0 {
         return None;
     }
-    let max = conn.outbound_alias_max;
-    conn.aliases
+    let max = conn.protocol.outbound_alias_max;
+    conn.protocol
+        .aliases
         .get_or_insert_default()
         .outbound
         .get_or_insert_with(|| OutboundAliases::new(max))

@@ -1,11 +1,11 @@
 //! SUBSCRIBE / UNSUBSCRIBE: one reason code per filter, then the retained
 //! messages the new subscriptions ask for.
 
-use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use tern_mqtt::{Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe};
 
 use super::connection::Connection;
 use super::core_qos;
-use super::error::MqttError;
+use super::error::{unsuback_code, FilterRefusal, MqttError};
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
 
@@ -31,12 +31,8 @@ pub(super) fn handle_subscribe(
         }) {
             Ok(filter) => filter,
             Err(e) => {
-                refused.note(Why::Invalid, &requested.filter, &e.to_string());
-                codes.push(if conn.is_v5() {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    reason::UNSPECIFIED
-                });
+                refused.note(FilterRefusal::Invalid, &requested.filter, &e.to_string());
+                codes.push(FilterRefusal::Invalid.suback_code(conn.protocol.version));
                 continue;
             }
         };
@@ -48,23 +44,15 @@ pub(super) fn handle_subscribe(
             conn.ctx
                 .subscription_exceptions(username, &conn.session.client_id, filter.as_str())
         else {
-            refused.note(Why::Denied, filter.as_str(), "denied by ACL");
-            codes.push(if conn.is_v5() {
-                reason::NOT_AUTHORIZED
-            } else {
-                reason::UNSPECIFIED
-            });
+            refused.note(FilterRefusal::Denied, filter.as_str(), "denied by ACL");
+            codes.push(FilterRefusal::Denied.suback_code(conn.protocol.version));
             continue;
         };
         let max = conn.ctx.limits().max_subscriptions_per_client;
         if conn.session.subscriptions_full(filter.as_str(), max) {
             let why = format!("too many subscriptions (limit {max})");
-            refused.note(Why::OverQuota, filter.as_str(), &why);
-            codes.push(if conn.is_v5() {
-                reason::QUOTA_EXCEEDED
-            } else {
-                reason::UNSPECIFIED
-            });
+            refused.note(FilterRefusal::OverQuota, filter.as_str(), &why);
+            codes.push(FilterRefusal::OverQuota.suback_code(conn.protocol.version));
             continue;
         }
         let options = SubscriptionOptions {
@@ -113,13 +101,6 @@ pub(super) fn handle_subscribe(
     Ok(())
 }
 
-/// Why a filter was refused.
-enum Why {
-    Invalid,
-    Denied,
-    OverQuota,
-}
-
 /// The filters one SUBSCRIBE had refused, logged as one line.
 #[derive(Default)]
 struct Refused {
@@ -131,11 +112,11 @@ struct Refused {
 }
 
 impl Refused {
-    fn note(&mut self, why: Why, filter: &str, reason: &str) {
+    fn note(&mut self, why: FilterRefusal, filter: &str, reason: &str) {
         *match why {
-            Why::Invalid => &mut self.invalid,
-            Why::Denied => &mut self.denied,
-            Why::OverQuota => &mut self.over_quota,
+            FilterRefusal::Invalid => &mut self.invalid,
+            FilterRefusal::Denied => &mut self.denied,
+            FilterRefusal::OverQuota => &mut self.over_quota,
         } += 1;
         if self.first.is_none() {
             // A filter may be 64 KiB: the example is cut.
@@ -176,14 +157,10 @@ pub(super) fn handle_unsubscribe(
         .filters
         .iter()
         .map(|filter| {
-            if conn.is_v5() && limits.check(filter).is_err() {
-                // Over the limits: it can name no subscription, and is not looked up.
-                reason::TOPIC_FILTER_INVALID
-            } else if conn.ctx.router.unsubscribe(&conn.session, filter) {
-                reason::SUCCESS
-            } else {
-                reason::NO_SUBSCRIPTION_EXISTED
-            }
+            // Over the limits: it can name no subscription, and is not looked up.
+            let invalid = conn.is_v5() && limits.check(filter).is_err();
+            let removed = !invalid && conn.ctx.router.unsubscribe(&conn.session, filter);
+            unsuback_code(invalid, removed)
         })
         .collect();
     conn.send(&Packet::UnsubAck(UnsubAck {

@@ -106,7 +106,7 @@ pub(super) fn handle_ack(conn: &mut Connection, frame: &Frame) -> Result<TxOp, S
 
 /// Finds the message an ACK/NACK names; an error if it is not waiting for one.
 fn resolve(conn: &Connection, frame: &Frame) -> Result<AckRequest, StompAdapterError> {
-    let id = match conn.version {
+    let id = match conn.protocol.version {
         Version::V1_2 => required(frame, "id")?,
         _ => required(frame, "message-id")?,
     };
@@ -115,7 +115,7 @@ fn resolve(conn: &Connection, frame: &Frame) -> Result<AckRequest, StompAdapterE
         id: id.chars().take(128).collect(),
     };
     let seq = conn.parse_message_id(id).ok_or_else(unknown)?;
-    let entry = conn.unacked.get(seq).ok_or_else(unknown)?;
+    let entry = conn.protocol.unacked.get(seq).ok_or_else(unknown)?;
     if let Some(hint) = frame.header("subscription") {
         if hint != &*entry.subscription {
             tracing::debug!(
@@ -138,10 +138,12 @@ fn resolve(conn: &Connection, frame: &Frame) -> Result<AckRequest, StompAdapterE
 /// one transaction, or their subscription gone) are simply not there any more.
 pub(super) fn apply(conn: &mut Connection, request: &AckRequest) {
     let cumulative = conn
+        .protocol
         .subscriptions
         .get(&request.subscription)
         .is_some_and(|s| s.ack == AckMode::Client);
     let settled = conn
+        .protocol
         .unacked
         .take(request.seq, &request.subscription, cumulative);
     let queues = conn.ctx.router.queues();

@@ -2,16 +2,15 @@
 //! attach → CONNECTED. A refusal is an ERROR frame, then the close.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tern_stomp::{Command, Decoder, Frame, Item, Limits, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::connection::{Connection, READ_CHUNK};
+use super::connection::{Connection, Stomp};
 use super::error::{encode_error, StompAdapterError};
 use super::heartbeat::{self, HeartBeat};
-use crate::adapter::budget::PartialFrame;
+use crate::adapter::serve::{read_first_frame, FirstFrame};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{AuthError, Principal};
@@ -41,16 +40,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut decoder = Decoder::new(decoder_limits(ctx));
-    let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
-    let frame = match tokio::time::timeout(
-        timeout,
-        read_connect(stream, read_buf, &mut decoder, ctx),
-    )
-    .await
-    {
-        Ok(Ok(Some(frame))) => frame,
-        Ok(Ok(None)) => return None,
-        Ok(Err(error @ StompAdapterError::OverBudget(_))) => {
+    let first = read_first_frame(stream, read_buf, ctx, |buf| read_connect(buf, &mut decoder));
+    let frame = match first.await {
+        FirstFrame::Frame(frame) => frame,
+        FirstFrame::Closed => return None,
+        FirstFrame::OverBudget(over) => {
+            let error = StompAdapterError::OverBudget(over);
             // A flood of such clients logs a few lines a minute, with a count.
             if let Some(suppressed) = ctx.buffer_budget.admit_log() {
                 tracing::warn!(peer = %peer.addr, suppressed, error = %error, "CONNECT over the buffer budget refused");
@@ -59,11 +54,11 @@ where
             refuse_quietly(stream, &error).await;
             return None;
         }
-        Ok(Err(error)) => {
+        FirstFrame::Invalid(error) => {
             refuse(stream, peer, &error).await;
             return None;
         }
-        Err(_) => {
+        FirstFrame::TimedOut => {
             tracing::info!(peer = %peer.addr, "no CONNECT within the connect timeout");
             return None;
         }
@@ -86,41 +81,22 @@ where
     }
 }
 
-/// The first frame, which must be CONNECT or STOMP (EOLs before it are ignored).
-/// Ok(None) when the client went away first.
-async fn read_connect<S>(
-    stream: &mut S,
-    read_buf: &mut BytesMut,
+/// The first frame in `buf`, if complete, which must be CONNECT or STOMP (EOLs
+/// before it are ignored).
+fn read_connect(
+    buf: &mut BytesMut,
     decoder: &mut Decoder,
-    ctx: &Context,
-) -> Result<Option<Frame>, StompAdapterError>
-where
-    S: AsyncRead + Unpin,
-{
-    // A large CONNECT under way counts against the buffer budget until it is whole.
-    let mut partial = PartialFrame::default();
-    loop {
-        while let Some(item) = decoder.decode(read_buf)? {
-            match item {
-                Item::HeartBeat => {}
-                Item::Frame(frame)
-                    if matches!(frame.command, Command::Connect | Command::Stomp) =>
-                {
-                    return Ok(Some(frame))
-                }
-                Item::Frame(frame) => return Err(StompAdapterError::NotConnected(frame.command)),
+) -> Result<Option<Frame>, StompAdapterError> {
+    while let Some(item) = decoder.decode(buf)? {
+        match item {
+            Item::HeartBeat => {}
+            Item::Frame(frame) if matches!(frame.command, Command::Connect | Command::Stomp) => {
+                return Ok(Some(frame))
             }
-        }
-        let now = tokio::time::Instant::now();
-        partial.update(&ctx.buffer_budget, read_buf.len(), false, now)?;
-        if read_buf.capacity() - read_buf.len() < 1024 {
-            read_buf.reserve(READ_CHUNK);
-        }
-        match stream.read_buf(read_buf).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
+            Item::Frame(frame) => return Err(StompAdapterError::NotConnected(frame.command)),
         }
     }
+    Ok(None)
 }
 
 /// Writes the ERROR that refuses a client before the connection is set up, then closes.
@@ -212,15 +188,12 @@ fn establish(
         queue_ack_window: Some(limits.stomp_max_unacked.max(1)),
     });
     decoder.set_version(version);
+    let max_unacked = limits.stomp_max_unacked.max(1);
     let mut conn = Connection::new(
         ctx.clone(),
         peer.addr,
-        version,
-        attached.session,
-        attached.connection_id,
-        attached.kicked,
-        decoder,
-        heart_beat,
+        (attached.session, attached.connection_id, attached.kicked),
+        Stomp::new(version, decoder, heart_beat, max_unacked),
     );
 
     let mut connected = Frame::new(Command::Connected);

@@ -1,20 +1,18 @@
-//! One STOMP connection: a single task selecting over socket reads, session
-//! wake-ups, heart-beat timers, kicks and shutdown. Every complete frame in the
-//! read buffer is handled before the one write per wake-up.
+//! STOMP's part of a connection (the driver in `adapter/serve.rs` runs the
+//! loop): what a connection keeps past CONNECT, the frame dispatcher and
+//! RECEIPTs, deliveries as MESSAGE frames, heart-beats, and the goodbye.
 
-use crate::adapter::budget::PartialFrame;
-use crate::adapter::buffers::{read_quietly, ReadSizing};
-use crate::adapter::log_limit::LogLimit;
-use crate::adapter::rate::RateLimit;
+use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tern_stomp::{Command, Decoder, Frame, Item, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::ack::Unacked;
 use super::error::{encode_error, StompAdapterError};
@@ -23,37 +21,32 @@ use super::heartbeat::HeartBeat;
 use super::subscribe::Subscriptions;
 use super::transaction::Transactions;
 use super::{ack, connect, deliver, op, send, subscribe, transaction};
+use crate::adapter::budget::PartialFrame;
+use crate::adapter::serve::{ConnectionProtocol, Stream};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::core::message::Delivery;
-use crate::core::session::{KickReason, Session};
 
-/// Bytes requested from the socket per read.
-/// Reads while waiting for CONNECT (growing until the packet fits).
-pub(super) const READ_CHUNK: usize = crate::adapter::buffers::QUIET_READ;
 /// Deliveries moved from the session per lock.
 const DELIVERY_BATCH: usize = 256;
 
 thread_local! {
-    /// Deliveries taken from a session, one list per thread (see `drain_deliveries`).
-    static BATCH: std::cell::Cell<Vec<Delivery>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Deliveries taken from a session, one list per thread (see `deliver_batch`).
+    static BATCH: Cell<Vec<Delivery>> = const { Cell::new(Vec::new()) };
 }
-/// Past this much buffered output, write before taking more deliveries.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a write may stall (peer not reading) before the connection is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(60);
-/// Far enough away to mean "never" for a disabled timer.
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Serves one STOMP connection to its end.
 pub fn serve<S>(stream: S, peer: Peer, ctx: Context) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    crate::adapter::serve::serve::<Connection, S>(stream, peer, ctx)
+    crate::adapter::serve::serve::<Stomp, S>(stream, peer, ctx)
 }
 
-crate::adapter::serve::protocol_connection!(Connection, Protocol::Stomp, StompAdapterError);
+/// A STOMP connection past CONNECT.
+pub(super) type Connection = crate::adapter::serve::Connection<Stomp>;
 
 /// How a connection ended without an error.
 #[derive(Debug)]
@@ -62,19 +55,18 @@ pub(super) enum Closed {
     ByClient,
 }
 
-/// A connection past CONNECT: its session and protocol state.
-pub(super) struct Connection {
-    pub(super) ctx: Context,
-    /// Only the address is kept past CONNECT (for logs).
-    pub(super) peer_addr: std::net::SocketAddr,
+/// What a STOMP connection keeps past CONNECT besides what every connection keeps.
+pub(super) struct Stomp {
     pub(super) version: Version,
-    /// The authenticated user; None for anonymous clients (ACL `anonymous = true`).
-    pub(super) username: Option<Arc<str>>,
-    pub(super) session: Arc<Session>,
-    pub(super) connection_id: u64,
-    pub(super) kicked: oneshot::Receiver<KickReason>,
+    /// A RECEIPT is in the write buffer: it goes out only once what the frame
+    /// stored (a SEND to a persistent subscriber or a queue) is committed.
+    pub(super) needs_commit: bool,
     pub(super) decoder: Decoder,
     pub(super) heart_beat: HeartBeat,
+    /// When the next heart-beat goes out if nothing else does; None when the
+    /// client wants none. Boxed: a timer is large, and a client without
+    /// heart-beats should not carry one.
+    beat: Option<Pin<Box<Sleep>>>,
     pub(super) subscriptions: Subscriptions,
     /// Messages sent to subscriptions that acknowledge, not yet acknowledged.
     pub(super) unacked: Unacked,
@@ -84,90 +76,171 @@ pub(super) struct Connection {
     /// `receipt` header of the frame being handled: used by its RECEIPT, or by
     /// the ERROR if handling it fails.
     pub(super) receipt: Option<String>,
-    /// A RECEIPT is in the write buffer: it goes out only once what the frame
-    /// stored (a SEND to a persistent subscriber or a queue) is committed.
-    needs_commit: bool,
     /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
     next_message: u64,
-    pub(super) write_buf: BytesMut,
-    /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
-    publish_rate: Option<Box<RateLimit>>,
-    /// Repeated warnings this client caused, so it cannot flood the log.
-    pub(super) log_limit: LogLimit,
-    /// The frame under way, if any: its share of the broker's buffer budget
-    /// and its deadline (`limits.frame_timeout_secs`).
-    partial: PartialFrame,
 }
 
-enum Event {
-    Read(std::io::Result<usize>),
-    Deliver,
-    Kicked(Option<KickReason>),
-    SendHeartBeat,
-    ClientSilent,
-}
-
-impl Connection {
-    #[allow(clippy::too_many_arguments)]
+impl Stomp {
+    /// The state of a connection that negotiated `version` and `heart_beat` and may hold
+    /// `max_unacked` unacknowledged messages.
     pub(super) fn new(
-        ctx: Context,
-        peer_addr: std::net::SocketAddr,
         version: Version,
-        session: Arc<Session>,
-        connection_id: u64,
-        kicked: oneshot::Receiver<KickReason>,
         decoder: Decoder,
         heart_beat: HeartBeat,
-    ) -> Connection {
-        let max_unacked = ctx.limits().stomp_max_unacked.max(1);
-        let publish_rate = RateLimit::new(ctx.limits().max_publish_rate).map(Box::new);
-        Connection {
-            ctx,
-            peer_addr,
+        max_unacked: usize,
+    ) -> Stomp {
+        Stomp {
             version,
-            username: None,
-            session,
-            connection_id,
-            kicked,
+            needs_commit: false,
             decoder,
             heart_beat,
+            beat: heart_beat
+                .send
+                .map(|every| Box::pin(tokio::time::sleep(every))),
             subscriptions: Subscriptions::default(),
             unacked: Unacked::default(),
             transactions: Transactions::default(),
             max_unacked,
             receipt: None,
-            needs_commit: false,
             next_message: 1,
-            write_buf: BytesMut::new(),
-            publish_rate,
-            log_limit: LogLimit::default(),
-            partial: PartialFrame::default(),
+        }
+    }
+}
+
+impl ConnectionProtocol for Stomp {
+    const PROTOCOL: Protocol = Protocol::Stomp;
+    type Inbound = Item;
+    type Batched = Delivery;
+    type Closed = Closed;
+    type Error = StompAdapterError;
+
+    fn accept<'a, S: Stream>(
+        stream: &'a mut S,
+        read_buf: &'a mut BytesMut,
+        peer: &'a Peer,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Option<Connection>> + Send + 'a {
+        connect::accept(stream, read_buf, peer, ctx)
+    }
+
+    fn decode(
+        conn: &mut Connection,
+        read_buf: &mut BytesMut,
+    ) -> Result<Option<Item>, StompAdapterError> {
+        Ok(conn.protocol.decoder.decode(read_buf)?)
+    }
+
+    fn dispatch(conn: &mut Connection, item: Item) -> Result<Option<Closed>, StompAdapterError> {
+        match item {
+            Item::HeartBeat => Ok(None),
+            Item::Frame(frame) => dispatch(conn, frame),
         }
     }
 
+    fn window_open(conn: &Connection) -> bool {
+        conn.protocol.unacked.len() < conn.protocol.max_unacked
+    }
+
+    fn batch_list() -> &'static LocalKey<Cell<Vec<Delivery>>> {
+        &BATCH
+    }
+
+    fn deliver_batch(
+        conn: &mut Connection,
+        batch: &mut Vec<Delivery>,
+    ) -> Result<bool, StompAdapterError> {
+        // No more than the window has room for, so a client-ack subscription
+        // is not sent a whole batch (a retained set, a backlog) past it.
+        let room = conn
+            .protocol
+            .max_unacked
+            .saturating_sub(conn.protocol.unacked.len());
+        if room == 0 {
+            return Ok(false);
+        }
+        conn.session.take_pending(DELIVERY_BATCH.min(room), batch);
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let clock = Clock::now();
+        for delivery in batch.drain(..) {
+            deliver::write_delivery(conn, &delivery, clock);
+        }
+        Ok(true)
+    }
+
+    fn silence_allowed(conn: &Connection) -> Option<Duration> {
+        conn.protocol.heart_beat.receive_deadline()
+    }
+
+    fn write_stall(_conn: &Connection) -> Duration {
+        WRITE_STALL
+    }
+
+    fn take_commit_wait(&mut self) -> bool {
+        std::mem::take(&mut self.needs_commit)
+    }
+
+    fn own_timer_armed(&self) -> bool {
+        self.beat.is_some()
+    }
+
+    async fn own_timer(&mut self) {
+        match self.beat.as_mut() {
+            Some(beat) => beat.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Nothing went out for a heart-beat interval: a heart-beat does.
+    fn on_own_timer(conn: &mut Connection) {
+        tern_stomp::encode_heartbeat(&mut conn.write_buf);
+    }
+
+    /// Anything written counts as a heart-beat: the next one is due an interval later.
+    fn wrote(&mut self) {
+        if let (Some(beat), Some(every)) = (self.beat.as_mut(), self.heart_beat.send) {
+            beat.as_mut().reset(Instant::now() + every);
+        }
+    }
+
+    fn label(error: &StompAdapterError) -> &'static str {
+        error.label()
+    }
+
+    fn finish<S: Stream>(
+        conn: Connection,
+        stream: &mut S,
+        outcome: Result<Closed, StompAdapterError>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        finish(conn, stream, outcome)
+    }
+}
+
+impl Connection {
     /// Appends a frame to the write buffer (written once per wake-up).
     pub(super) fn send(&mut self, frame: &Frame) {
-        tern_stomp::encode(frame, self.version, &mut self.write_buf);
+        tern_stomp::encode(frame, self.protocol.version, &mut self.write_buf);
     }
 
     /// Answers the current frame's `receipt` header, if any (at most once).
     pub(super) fn write_receipt(&mut self) {
-        if let Some(receipt) = self.receipt.take() {
+        if let Some(receipt) = self.protocol.receipt.take() {
             self.send_receipt(receipt);
         }
     }
 
     /// Writes a RECEIPT; it goes out once what was stored so far is committed.
     pub(super) fn send_receipt(&mut self, receipt: String) {
-        self.needs_commit = true;
+        self.protocol.needs_commit = true;
         let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
         self.send(&frame);
     }
 
     /// A fresh message-id (also the 1.2 `ack` id) and its sequence number.
     pub(super) fn next_message_id(&mut self) -> (u64, String) {
-        let seq = self.next_message;
-        self.next_message += 1;
+        let seq = self.protocol.next_message;
+        self.protocol.next_message += 1;
         (seq, format!("{}-{seq}", self.session.client_id))
     }
 
@@ -178,260 +251,84 @@ impl Connection {
             .parse()
             .ok()
     }
+}
 
-    async fn run<S>(
-        &mut self,
-        stream: &mut S,
-        read_buf: &mut BytesMut,
-    ) -> Result<Closed, StompAdapterError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
-        // Anything that arrived together with CONNECT.
-        if let Some(closed) = self.handle_buffered(read_buf)? {
-            return Ok(closed);
+/// The frame dispatcher. A frame's RECEIPT is written once it was handled.
+fn dispatch(conn: &mut Connection, frame: Frame) -> Result<Option<Closed>, StompAdapterError> {
+    conn.protocol.receipt = frame.header("receipt").map(str::to_string);
+    match frame.command {
+        Command::Send => {
+            if let Some(rate) = conn.publish_rate.as_mut() {
+                rate.take(std::time::Instant::now());
+            }
+            let send = send::handle_send(conn, &frame)?;
+            op::apply_or_defer(conn, &frame, send)?
         }
-        let send_every = self.heart_beat.send;
-        let silent_after = self.heart_beat.receive_deadline();
-        let beat = tokio::time::sleep(send_every.unwrap_or(NEVER));
-        let silence = tokio::time::sleep(silent_after.unwrap_or(NEVER));
-        tokio::pin!(beat, silence);
-        if let Some(at) = self.next_deadline(silent_after, Instant::now()) {
-            silence.as_mut().reset(at);
+        Command::Subscribe => subscribe::handle_subscribe(conn, &frame)?,
+        Command::Unsubscribe => subscribe::handle_unsubscribe(conn, &frame)?,
+        Command::Ack | Command::Nack => {
+            let ack = ack::handle_ack(conn, &frame)?;
+            op::apply_or_defer(conn, &frame, ack)?
         }
-        let mut sizing = ReadSizing::default();
-        loop {
-            self.drain_deliveries();
-            if !self.write_buf.is_empty() {
-                self.flush(stream).await?;
-                if let Some(every) = send_every {
-                    beat.as_mut().reset(Instant::now() + every);
+        Command::Begin => transaction::handle_begin(conn, &frame)?,
+        Command::Commit => {
+            let committed = transaction::handle_commit(conn, &frame)?;
+            op::apply_committed(conn, committed)?
+        }
+        Command::Abort => transaction::handle_abort(conn, &frame)?,
+        Command::Disconnect => {
+            conn.write_receipt();
+            return Ok(Some(Closed::ByClient));
+        }
+        command @ (Command::Connect
+        | Command::Stomp
+        | Command::Connected
+        | Command::Message
+        | Command::Receipt
+        | Command::Error) => return Err(StompAdapterError::UnexpectedFrame(command)),
+    }
+    conn.write_receipt();
+    Ok(None)
+}
+
+/// Tells the client why (ERROR) when the end was an error, hands the session
+/// back to the core (queues take back what was not acknowledged) and closes.
+async fn finish<S>(mut conn: Connection, stream: &mut S, outcome: Result<Closed, StompAdapterError>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match &outcome {
+        Ok(Closed::ByClient) => {
+            tracing::info!(client_id = %conn.session.client_id, peer = %conn.peer_addr, "client disconnected");
+        }
+        Err(e) => {
+            if matches!(e, StompAdapterError::OverBudget(_)) {
+                // Broker-wide limit on these lines: a flood of connections
+                // over the budget must not flood the log too.
+                let budget = &conn.ctx.buffer_budget;
+                if let Some(suppressed) = budget.admit_log() {
+                    tracing::warn!(client_id = %conn.session.client_id, peer = %conn.peer_addr, held = budget.held(), refused = budget.refused(), suppressed, error = %e, "closing connection over the buffer budget");
                 }
+            } else if e.is_client_fault() {
+                tracing::warn!(client_id = %conn.session.client_id, peer = %conn.peer_addr, error = %e, label = e.label(), "closing connection");
+            } else {
+                tracing::info!(client_id = %conn.session.client_id, peer = %conn.peer_addr, reason = %e, "connection ended");
             }
-            if self.session.pending_len() > 0 && self.window_open() {
-                continue;
-            }
-            // Over its publish rate: stop reading until the debt is paid, so TCP
-            // back-pressure slows the client down.
-            if let Some(debt) = self
-                .publish_rate
-                .as_mut()
-                .and_then(|r| r.debt(std::time::Instant::now()))
-            {
-                tokio::time::sleep(debt).await;
-            }
-            sizing.prepare(read_buf);
-            let window_open = self.window_open();
-            let event = tokio::select! {
-                biased;
-                reason = &mut self.kicked => Event::Kicked(reason.ok()),
-                read = read_quietly(stream, read_buf) => Event::Read(read),
-                _ = self.session.notified(), if window_open => Event::Deliver,
-                _ = &mut beat, if send_every.is_some() => Event::SendHeartBeat,
-                _ = &mut silence, if self.timer_armed(silent_after) => Event::ClientSilent,
-            };
-            match event {
-                Event::Kicked(Some(KickReason::ShuttingDown)) => {
-                    return Err(StompAdapterError::ShuttingDown)
-                }
-                Event::Kicked(_) => return Err(StompAdapterError::Kicked),
-                Event::ClientSilent => {
-                    self.check_frame_deadline()?;
-                    if let Some(after) = silent_after {
-                        return Err(StompAdapterError::HeartBeatTimeout(after.as_millis()));
-                    }
-                }
-                Event::SendHeartBeat => tern_stomp::encode_heartbeat(&mut self.write_buf),
-                Event::Deliver => {}
-                Event::Read(Ok(0)) => return Err(StompAdapterError::PeerClosed),
-                Event::Read(Err(e)) => return Err(StompAdapterError::Io(e)),
-                Event::Read(Ok(n)) => {
-                    if let Some(closed) = self.handle_buffered(read_buf)? {
-                        return Ok(closed);
-                    }
-                    if let Some(at) = self.next_deadline(silent_after, Instant::now()) {
-                        silence.as_mut().reset(at);
-                    }
-                    sizing.settle(n);
-                }
+            if let Some(frame) = e.error_frame(conn.protocol.receipt.as_deref()) {
+                encode_error(&frame, Some(conn.protocol.version), &mut conn.write_buf);
             }
         }
     }
-
-    /// Handles every complete frame in `read_buf`.
-    fn handle_buffered(
-        &mut self,
-        read_buf: &mut BytesMut,
-    ) -> Result<Option<Closed>, StompAdapterError> {
-        let mut completed = false;
-        while let Some(item) = self.decoder.decode(read_buf)? {
-            completed = true;
-            self.partial.shrink_to(read_buf.len());
-            if let Item::Frame(frame) = item {
-                if let Some(closed) = self.dispatch(frame)? {
-                    return Ok(Some(closed));
-                }
-            }
-        }
-        // What is left is the start of a frame: it holds memory until complete.
-        let now = Instant::now();
-        self.partial
-            .update(&self.ctx.buffer_budget, read_buf.len(), completed, now)?;
-        self.check_frame_deadline()?;
-        Ok(None)
+    if !conn.write_buf.is_empty() && !matches!(outcome, Err(StompAdapterError::Io(_))) {
+        let _ = conn.flush(stream).await;
     }
-
-    fn frame_timeout(&self) -> Duration {
-        Duration::from_secs(self.ctx.limits().frame_timeout_secs)
-    }
-
-    /// Err when the frame under way is past `limits.frame_timeout_secs`.
-    fn check_frame_deadline(&self) -> Result<(), StompAdapterError> {
-        if self.partial.expired(self.frame_timeout(), Instant::now()) {
-            let secs = self.ctx.limits().frame_timeout_secs;
-            return Err(StompAdapterError::FrameTimeout(secs));
-        }
-        Ok(())
-    }
-
-    /// Whether the silence timer is watching anything: the client's promised
-    /// heart-beats (`silent_after`), or a frame under way.
-    fn timer_armed(&self, silent_after: Option<Duration>) -> bool {
-        silent_after.is_some() || self.partial.deadline(self.frame_timeout()).is_some()
-    }
-
-    /// When the silence timer must fire after a read at `now`: at the end of
-    /// the allowed silence or the unfinished frame's deadline, whichever is
-    /// sooner; None for neither.
-    fn next_deadline(&self, silent_after: Option<Duration>, now: Instant) -> Option<Instant> {
-        let silence = silent_after.map(|after| now + after);
-        match (silence, self.partial.deadline(self.frame_timeout())) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// The frame dispatcher. A frame's RECEIPT is written once it was handled.
-    fn dispatch(&mut self, frame: Frame) -> Result<Option<Closed>, StompAdapterError> {
-        self.receipt = frame.header("receipt").map(str::to_string);
-        match frame.command {
-            Command::Send => {
-                if let Some(rate) = self.publish_rate.as_mut() {
-                    rate.take(std::time::Instant::now());
-                }
-                let send = send::handle_send(self, &frame)?;
-                op::apply_or_defer(self, &frame, send)?
-            }
-            Command::Subscribe => subscribe::handle_subscribe(self, &frame)?,
-            Command::Unsubscribe => subscribe::handle_unsubscribe(self, &frame)?,
-            Command::Ack | Command::Nack => {
-                let ack = ack::handle_ack(self, &frame)?;
-                op::apply_or_defer(self, &frame, ack)?
-            }
-            Command::Begin => transaction::handle_begin(self, &frame)?,
-            Command::Commit => {
-                let committed = transaction::handle_commit(self, &frame)?;
-                op::apply_committed(self, committed)?
-            }
-            Command::Abort => transaction::handle_abort(self, &frame)?,
-            Command::Disconnect => {
-                self.write_receipt();
-                return Ok(Some(Closed::ByClient));
-            }
-            command @ (Command::Connect
-            | Command::Stomp
-            | Command::Connected
-            | Command::Message
-            | Command::Receipt
-            | Command::Error) => return Err(StompAdapterError::UnexpectedFrame(command)),
-        }
-        self.write_receipt();
-        Ok(None)
-    }
-
-    fn window_open(&self) -> bool {
-        self.unacked.len() < self.max_unacked
-    }
-
-    /// Moves what the session holds for this client into the write buffer.
-    fn drain_deliveries(&mut self) {
-        let clock = Clock::now();
-        // The thread's batch list, lent for this drain: no connection keeps a
-        // list (up to a batch of deliveries) of its own.
-        let mut batch = BATCH.take();
-        while self.write_buf.len() < WRITE_HIGH_WATER && self.window_open() {
-            // No more than the window has room for, so a client-ack subscription
-            // is not sent a whole batch (a retained set, a backlog) past it.
-            let room = self.max_unacked.saturating_sub(self.unacked.len());
-            self.session
-                .take_pending(DELIVERY_BATCH.min(room), &mut batch);
-            if batch.is_empty() {
-                break;
-            }
-            for delivery in batch.drain(..) {
-                deliver::write_delivery(self, &delivery, clock);
-            }
-        }
-        BATCH.set(batch);
-    }
-
-    async fn flush<S>(&mut self, stream: &mut S) -> Result<(), StompAdapterError>
-    where
-        S: AsyncWrite + Unpin,
-    {
-        // Kept for the next write when there is nothing to write yet.
-        let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);
-        let router = Arc::clone(&self.ctx.router);
-        crate::adapter::write_out(
-            stream,
-            &mut self.write_buf,
-            needs_commit,
-            &router,
-            WRITE_STALL,
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Tells the client why (ERROR) when the end was an error, hands the session
-    /// back to the core (queues take back what was not acknowledged) and closes.
-    async fn finish<S>(mut self, stream: &mut S, outcome: Result<Closed, StompAdapterError>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
-        match &outcome {
-            Ok(Closed::ByClient) => {
-                tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, "client disconnected");
-            }
-            Err(e) => {
-                if matches!(e, StompAdapterError::OverBudget(_)) {
-                    // Broker-wide limit on these lines: a flood of connections
-                    // over the budget must not flood the log too.
-                    let budget = &self.ctx.buffer_budget;
-                    if let Some(suppressed) = budget.admit_log() {
-                        tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, held = budget.held(), refused = budget.refused(), suppressed, error = %e, "closing connection over the buffer budget");
-                    }
-                } else if e.is_client_fault() {
-                    tracing::warn!(client_id = %self.session.client_id, peer = %self.peer_addr, error = %e, label = e.label(), "closing connection");
-                } else {
-                    tracing::info!(client_id = %self.session.client_id, peer = %self.peer_addr, reason = %e, "connection ended");
-                }
-                if let Some(frame) = e.error_frame(self.receipt.as_deref()) {
-                    encode_error(&frame, Some(self.version), &mut self.write_buf);
-                }
-            }
-        }
-        if !self.write_buf.is_empty() && !matches!(outcome, Err(StompAdapterError::Io(_))) {
-            let _ = self.flush(stream).await;
-        }
-        let router = Arc::clone(&self.ctx.router);
-        router.detach(&self.session, self.connection_id);
-        // What this connection held of the buffer budget goes back now, not
-        // after the linger.
-        self.transactions = Transactions::default();
-        self.partial = PartialFrame::default();
-        // The shared close (`serve::close_gracefully`) lets the ERROR reach a
-        // client that is still sending.
-        let _ = stream.shutdown().await;
-    }
+    let router = Arc::clone(&conn.ctx.router);
+    router.detach(&conn.session, conn.connection_id);
+    // What this connection held of the buffer budget goes back now, not
+    // after the linger.
+    conn.protocol.transactions = Transactions::default();
+    conn.partial = PartialFrame::default();
+    // The shared close (`serve::close_gracefully`) lets the ERROR reach a
+    // client that is still sending.
+    let _ = stream.shutdown().await;
 }

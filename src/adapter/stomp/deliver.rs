@@ -29,13 +29,13 @@ pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: 
     let Some(filter) = delivery.filter.as_deref() else {
         return;
     };
-    let subscriptions = conn.subscriptions.for_filter(filter);
+    let subscriptions = conn.protocol.subscriptions.for_filter(filter);
     let Some(first) = subscriptions.first() else {
         tracing::debug!(client_id = %conn.session.client_id, filter, "delivery for a subscription that is gone");
         return;
     };
     if let Some(queue) = first.queue.clone() {
-        let Some(subscription) = conn.subscriptions.next_for_queue(filter) else {
+        let Some(subscription) = conn.protocol.subscriptions.next_for_queue(filter) else {
             return;
         };
         let queues = conn.ctx.router.queues();
@@ -75,14 +75,14 @@ pub(super) fn write_to(
     let ids = MessageIds {
         message_id: &message_id,
         subscription: &subscription.id,
-        ack: (acks && conn.version == Version::V1_2).then_some(message_id.as_str()),
+        ack: (acks && conn.protocol.version == Version::V1_2).then_some(message_id.as_str()),
     };
     let frame = message_frame(delivery, ids, clock);
     conn.send(&frame);
     let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Stomp);
     traffic.sent(delivery.qos, delivery.message.payload.len());
     if acks {
-        conn.unacked.insert(
+        conn.protocol.unacked.insert(
             seq,
             Outstanding {
                 subscription: Arc::clone(&subscription.id),

@@ -5,7 +5,10 @@ use bytes::Bytes;
 use tern_stomp::{Command, Frame, Version};
 
 use super::destination::DestinationError;
+use crate::adapter::serve::Ended;
+use crate::adapter::WriteError;
 use crate::core::router::PublishRefused;
+use crate::core::session::KickReason;
 
 /// The versions this server speaks, as the ERROR refusing a client lists them.
 const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
@@ -166,11 +169,18 @@ pub(super) fn encode_error(frame: &Frame, version: Option<Version>, buf: &mut by
     tern_stomp::encode(frame, version.unwrap_or(Version::V1_0), buf);
 }
 
-impl From<crate::adapter::WriteError> for StompAdapterError {
-    fn from(e: crate::adapter::WriteError) -> Self {
-        match e {
-            crate::adapter::WriteError::Store(e) => StompAdapterError::Store(e),
-            crate::adapter::WriteError::Io(e) => StompAdapterError::Io(e),
+impl From<Ended> for StompAdapterError {
+    fn from(ended: Ended) -> Self {
+        match ended {
+            Ended::PeerClosed => StompAdapterError::PeerClosed,
+            Ended::Io(e) => StompAdapterError::Io(e),
+            Ended::Kicked(Some(KickReason::ShuttingDown)) => StompAdapterError::ShuttingDown,
+            Ended::Kicked(_) => StompAdapterError::Kicked,
+            Ended::Silent(after) => StompAdapterError::HeartBeatTimeout(after.as_millis()),
+            Ended::FrameTimeout(secs) => StompAdapterError::FrameTimeout(secs),
+            Ended::OverBudget(over) => StompAdapterError::OverBudget(over),
+            Ended::Write(WriteError::Store(e)) => StompAdapterError::Store(e),
+            Ended::Write(WriteError::Io(e)) => StompAdapterError::Io(e),
         }
     }
 }

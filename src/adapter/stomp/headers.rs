@@ -107,7 +107,9 @@ impl Clock {
     }
 }
 
-/// Builds the core message of a SEND to `topic`.
+/// Builds the core message of a SEND to `topic` (the module doc lists the header
+/// rules); a malformed `qos`, `retain`, `expires` or `reply-to` is an error
+/// naming the header.
 pub(super) fn message_from_send(
     frame: &Frame,
     topic: String,
@@ -178,7 +180,20 @@ pub(super) struct MessageIds<'a> {
     pub(super) ack: Option<&'a str>,
 }
 
-/// The MESSAGE frame for one delivery to one subscription.
+/// The MESSAGE frame for one delivery to one subscription, headers in this order:
+///
+/// - `destination`: the topic as a destination (`destination.rs`);
+///   `message-id`, `subscription`: from `ids`; `ack`: the 1.2 ack id, only for
+///   subscriptions that acknowledge.
+/// - `content-type` when the message has one; `content-length`: the body's length.
+/// - `reply-to`: the response topic as a destination; `correlation-id`: the
+///   correlation data, non-UTF-8 bytes converted lossily.
+/// - `expires`: the expiry as ms since the Unix epoch, by `clock`; absent when
+///   the message never expires.
+/// - `retain:true` for a retained message sent on subscribe (absent otherwise).
+/// - then the user properties, order and repeats kept, except empty names and
+///   the names above ([`SET_ON_MESSAGE`]), which the broker sets itself.
+/// - The body is the payload, shared (not copied).
 pub(super) fn message_frame(delivery: &Delivery, ids: MessageIds<'_>, clock: Clock) -> Frame {
     let message = &delivery.message;
     let shared = message.properties();
@@ -350,5 +365,111 @@ mod tests {
             1
         );
         assert!(f.headers.iter().all(|(n, _)| !n.is_empty()));
+    }
+
+    fn plain_delivery(message: Message, retain: bool) -> Delivery {
+        Delivery {
+            message: Arc::new(message),
+            qos: QoS::AtMostOnce,
+            retain,
+            subscription_ids: vec![],
+            filter: None,
+            seq: 0,
+        }
+    }
+
+    const IDS: MessageIds<'static> = MessageIds {
+        message_id: "m-2",
+        subscription: "s",
+        ack: None,
+    };
+
+    #[test]
+    fn a_plain_message_carries_only_the_frame_headers() {
+        let m = Message::new("a/b", Bytes::from_static(b"xyz"), QoS::AtMostOnce, false);
+        let f = message_frame(&plain_delivery(m, false), IDS, Clock::now());
+        let names: Vec<&str> = f.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "destination",
+                "message-id",
+                "subscription",
+                "content-length"
+            ]
+        );
+        assert_eq!(f.header("destination"), Some("/topic/a/b"));
+        assert_eq!(f.header("content-length"), Some("3"));
+        assert_eq!(&f.body[..], b"xyz");
+    }
+
+    #[test]
+    fn expires_is_the_expiry_in_epoch_ms_and_retain_marks_a_retained_delivery() {
+        let clock = Clock::now();
+        let mut m = Message::new("t", Bytes::new(), QoS::AtMostOnce, true);
+        m.expires_at = Some(clock.now + Duration::from_secs(30));
+        let f = message_frame(&plain_delivery(m.clone(), true), IDS, clock);
+        let wall_ms = clock.wall.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let expires: u64 = f.header("expires").unwrap().parse().unwrap();
+        assert!(expires.abs_diff(wall_ms + 30_000) <= 1, "{expires}");
+        assert_eq!(f.header("retain"), Some("true"));
+        // A live delivery of a message published with retain is not marked.
+        let f = message_frame(&plain_delivery(m, false), IDS, clock);
+        assert_eq!(f.header("retain"), None);
+    }
+
+    #[test]
+    fn non_utf8_correlation_data_is_converted_lossily() {
+        let mut m = Message::new("t", Bytes::new(), QoS::AtMostOnce, false);
+        m.properties = MessageProperties {
+            correlation_data: Some(Bytes::from_static(b"c\xff1")),
+            ..MessageProperties::default()
+        }
+        .shared();
+        let f = message_frame(&plain_delivery(m, false), IDS, Clock::now());
+        assert_eq!(f.header("correlation-id"), Some("c\u{fffd}1"));
+    }
+
+    #[test]
+    fn user_properties_keep_order_and_repeats_after_the_broker_headers() {
+        let mut m = Message::new("t", Bytes::new(), QoS::AtMostOnce, false);
+        m.properties = MessageProperties {
+            user_properties: vec![
+                ("b".into(), "1".into()),
+                ("a".into(), "2".into()),
+                ("b".into(), "3".into()),
+                ("expires".into(), "0".into()),
+            ],
+            ..MessageProperties::default()
+        }
+        .shared();
+        let f = message_frame(&plain_delivery(m, false), IDS, Clock::now());
+        let tail: Vec<(&str, &str)> = f.headers[4..]
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(tail, [("b", "1"), ("a", "2"), ("b", "3")]);
+    }
+
+    #[test]
+    fn frame_level_send_headers_are_not_user_properties() {
+        let frame = send(&[
+            ("destination", "/topic/t"),
+            ("content-length", "3"),
+            ("receipt", "r"),
+            ("transaction", "tx"),
+            ("qos", "0"),
+            ("retain", "false"),
+            ("expires", "0"),
+            ("x", "y"),
+        ]);
+        let m = build(&frame).unwrap();
+        assert_eq!(
+            m.properties().user_properties,
+            vec![("x".to_string(), "y".to_string())]
+        );
+        assert!(!m.retain);
+        assert_eq!(m.publisher.as_deref(), Some("p"));
+        assert_eq!(&*m.topic, "t");
     }
 }

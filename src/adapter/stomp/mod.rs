@@ -6,8 +6,9 @@
 //! (nothing survives the connection) and the `DeliveryStyle` STOMP needs: one
 //! delivery per subscription, and queue messages held until acknowledged.
 //!
-//! - `connection.rs`: the task's loop (socket read, session wake-ups, heart-beats,
-//!   kick, shutdown), the frame dispatcher and RECEIPTs.
+//! - `connection.rs`: STOMP's hooks for the connection driver (`adapter/serve.rs`,
+//!   which runs the loop): the frame dispatcher, RECEIPTs, deliveries,
+//!   heart-beats, goodbye.
 //! - `connect.rs`: CONNECT/STOMP → version, heart-beat, login → CONNECTED.
 //! - `heartbeat.rs`: heart-beat negotiation.
 //! - `send.rs`: SEND checked into a message for the core.

@@ -165,7 +165,7 @@ pub(super) fn handle_subscribe(
     // STOMP 1.0 makes the id optional: the destination then names the subscription.
     let id = match frame.header("id") {
         Some(id) => id,
-        None if conn.version == Version::V1_0 => destination,
+        None if conn.protocol.version == Version::V1_0 => destination,
         None => {
             return Err(StompAdapterError::MissingHeader {
                 command: Command::Subscribe,
@@ -181,11 +181,11 @@ pub(super) fn handle_subscribe(
             reason: "must be auto, client or client-individual",
         })?,
     };
-    if conn.subscriptions.get(id).is_some() {
+    if conn.protocol.subscriptions.get(id).is_some() {
         return Err(StompAdapterError::DuplicateSubscription(id.to_string()));
     }
     let max = conn.ctx.limits().max_subscriptions_per_client;
-    if conn.subscriptions.len() >= max {
+    if conn.protocol.subscriptions.len() >= max {
         return Err(StompAdapterError::TooManySubscriptions(max));
     }
     let target = subscribe_target(destination)?;
@@ -222,8 +222,8 @@ pub(super) fn handle_subscribe(
         },
         ack,
     };
-    conn.subscriptions.insert(subscription);
-    let mut options = conn.subscriptions.core_options(filter.as_str());
+    conn.protocol.subscriptions.insert(subscription);
+    let mut options = conn.protocol.subscriptions.core_options(filter.as_str());
     options.exceptions = exceptions;
     conn.ctx
         .router
@@ -255,7 +255,7 @@ pub(super) fn handle_unsubscribe(
     frame: &Frame,
 ) -> Result<(), StompAdapterError> {
     // STOMP 1.0 may name the subscription by its destination instead.
-    let id = match (frame.header("id"), conn.version) {
+    let id = match (frame.header("id"), conn.protocol.version) {
         (Some(id), _) => id,
         (None, Version::V1_0) => {
             frame
@@ -267,17 +267,20 @@ pub(super) fn handle_unsubscribe(
         }
         (None, _) => required(frame, "id")?,
     };
-    let Some((subscription, remaining)) = conn.subscriptions.remove(id) else {
+    let Some((subscription, remaining)) = conn.protocol.subscriptions.remove(id) else {
         return Err(StompAdapterError::UnknownSubscription(id.to_string()));
     };
-    let outstanding = conn.unacked.remove_subscription(&subscription.id);
+    let outstanding = conn.protocol.unacked.remove_subscription(&subscription.id);
     let router = &conn.ctx.router;
     if remaining == 0 {
         // The queue takes back this consumer's unacknowledged messages itself.
         router.unsubscribe(&conn.session, &subscription.filter);
     } else {
         if let Ok(filter) = crate::core::topic::Filter::parse(&subscription.filter) {
-            let mut options = conn.subscriptions.core_options(&subscription.filter);
+            let mut options = conn
+                .protocol
+                .subscriptions
+                .core_options(&subscription.filter);
             // The remaining subscriptions keep the exceptions the ACL gave the filter.
             options.exceptions = conn.session.exceptions_of(&subscription.filter);
             router.subscribe(&conn.session, filter, options);

@@ -138,15 +138,16 @@ pub(super) fn defer(
     bytes: usize,
 ) -> Result<(), StompAdapterError> {
     let budget = &conn.ctx.buffer_budget;
-    conn.transactions
-        .push(id, op, bytes, conn.receipt.clone(), budget)?;
-    conn.receipt = None;
+    conn.protocol
+        .transactions
+        .push(id, op, bytes, conn.protocol.receipt.clone(), budget)?;
+    conn.protocol.receipt = None;
     Ok(())
 }
 
 pub(super) fn handle_begin(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let id = required(frame, "transaction")?;
-    conn.transactions.begin(id)
+    conn.protocol.transactions.begin(id)
 }
 
 /// Ends transaction `id`; returns its frames, in order, for the dispatcher to apply.
@@ -155,14 +156,14 @@ pub(super) fn handle_commit(
     frame: &Frame,
 ) -> Result<Vec<Deferred>, StompAdapterError> {
     let id = required(frame, "transaction")?;
-    let ops = conn.transactions.end(id)?;
+    let ops = conn.protocol.transactions.end(id)?;
     tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "commit");
     Ok(ops)
 }
 
 pub(super) fn handle_abort(conn: &mut Connection, frame: &Frame) -> Result<(), StompAdapterError> {
     let id = required(frame, "transaction")?;
-    let ops = conn.transactions.end(id)?;
+    let ops = conn.protocol.transactions.end(id)?;
     tracing::debug!(client_id = %conn.session.client_id, transaction = id, frames = ops.len(), "abort");
     for receipt in ops.into_iter().filter_map(|deferred| deferred.receipt) {
         conn.send_receipt(receipt);
