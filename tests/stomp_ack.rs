@@ -34,12 +34,16 @@ fn depth(server: &TestServer, queue: &str) -> tern::core::queue::QueueDepth {
         .depth(queue)
 }
 
-#[tokio::test]
-async fn client_ack_is_cumulative() {
+async fn client_ack_is_cumulative(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     let ms = three_queue_messages(&mut c, "cumulative", "client").await;
-    assert!(ms.iter().all(|m| m.header("ack").is_some()));
+    let acks = ms.iter().filter(|m| m.header("ack").is_some()).count();
+    assert_eq!(
+        acks,
+        if version == "1.2" { 3 } else { 0 },
+        "only 1.2 has the ack header"
+    );
     c.ack_message(Command::Ack, &ms[1], &[]).await;
     assert_eq!(depth(&server, "cumulative").unacked, 1);
     // The first one was covered by the cumulative ACK: acking it again is an error.
@@ -78,10 +82,9 @@ async fn client_nack_is_cumulative_too() {
     assert_eq!(again, ["1", "2", "3"]);
 }
 
-#[tokio::test]
-async fn auto_ack_needs_no_ack_and_acking_is_an_error() {
+async fn auto_ack_needs_no_ack_and_acking_is_an_error(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     let ms = three_queue_messages(&mut c, "auto", "auto").await;
     assert_eq!(depth(&server, "auto").unacked, 0);
     let f = frame(
@@ -137,16 +140,20 @@ async fn stomp_1_1_ack_and_nack_with_another_subscription_still_settle_the_messa
     assert_eq!(depth(&server, "v11hint").unacked, 1);
 }
 
-#[tokio::test]
-async fn ack_of_an_unknown_id_is_an_error_with_the_receipt_id() {
+async fn ack_of_an_unknown_id_is_an_error_with_the_receipt_id(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
-    c.send_frame(&frame(
-        Command::Ack,
-        &[("id", "no-such-id"), ("receipt", "r9")],
-        b"",
-    ))
-    .await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
+    // The version's own form: 1.2 acks by `id`, 1.0 and 1.1 by `message-id`.
+    let headers: &[(&str, &str)] = if version == "1.2" {
+        &[("id", "no-such-id"), ("receipt", "r9")]
+    } else {
+        &[
+            ("message-id", "no-such-id"),
+            ("subscription", "s"),
+            ("receipt", "r9"),
+        ]
+    };
+    c.send_frame(&frame(Command::Ack, headers, b"")).await;
     let e = c.expect_error().await;
     assert_eq!(e.header("receipt-id"), Some("r9"));
     assert!(e.header("message").unwrap().contains("no-such-id"), "{e:?}");
@@ -168,12 +175,11 @@ async fn topic_messages_with_client_ack_are_tracked_and_nack_drops_them() {
     c.expect_error().await;
 }
 
-#[tokio::test]
-async fn deliveries_pause_at_the_unacknowledged_limit() {
+async fn deliveries_pause_at_the_unacknowledged_limit(version: &str) {
     let server = start_server_with(|s| s.limits.stomp_max_unacked = 2).await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("t", "/topic/window", "client").await;
-    let mut p = StompClient::connect(server.stomp).await;
+    let mut p = StompClient::connect_version(server.stomp, version).await;
     for i in 0..4 {
         p.send("/topic/window", i.to_string().as_bytes(), &[]).await;
     }
@@ -184,3 +190,11 @@ async fn deliveries_pause_at_the_unacknowledged_limit() {
     assert_eq!(body(&c.message().await), "2");
     assert_eq!(body(&c.message().await), "3");
 }
+
+// Behaviour meant to be the same in STOMP 1.0, 1.1 and 1.2: each case runs in each.
+each_stomp_version!(
+    client_ack_is_cumulative,
+    auto_ack_needs_no_ack_and_acking_is_an_error,
+    ack_of_an_unknown_id_is_an_error_with_the_receipt_id,
+    deliveries_pause_at_the_unacknowledged_limit,
+);

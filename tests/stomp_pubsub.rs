@@ -9,13 +9,12 @@ use common::stomp::{body, frame, StompClient};
 use common::*;
 use tern_stomp::Command;
 
-#[tokio::test]
-async fn send_reaches_a_topic_subscriber_with_the_message_headers() {
+async fn send_reaches_a_topic_subscriber_with_the_message_headers(version: &str) {
     let server = start_server().await;
-    let mut sub = StompClient::connect(server.stomp).await;
+    let mut sub = StompClient::connect_version(server.stomp, version).await;
     sub.subscribe("s1", "/topic/sensors/room1/temp", "auto")
         .await;
-    let mut publisher = StompClient::connect(server.stomp).await;
+    let mut publisher = StompClient::connect_version(server.stomp, version).await;
     publisher
         .send(
             "/topic/sensors/room1/temp",
@@ -34,10 +33,9 @@ async fn send_reaches_a_topic_subscriber_with_the_message_headers() {
     assert_eq!(body(&m), "21.5");
 }
 
-#[tokio::test]
-async fn wildcard_subscriptions_match_like_mqtt() {
+async fn wildcard_subscriptions_match_like_mqtt(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("plus", "/topic/sensors/+/temp", "auto").await;
     c.subscribe("hash", "/topic/alerts/#", "auto").await;
     c.send("/topic/sensors/room1/temp", b"a", &[]).await;
@@ -74,10 +72,9 @@ async fn wildcard_subscriptions_match_like_mqtt() {
     c.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn overlapping_subscriptions_each_get_their_own_message() {
+async fn overlapping_subscriptions_each_get_their_own_message(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("exact", "/topic/a/b", "auto").await;
     c.subscribe("wild", "/topic/a/#", "auto").await;
     c.send("/topic/a/b", b"x", &[]).await;
@@ -92,10 +89,9 @@ async fn overlapping_subscriptions_each_get_their_own_message() {
     c.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn two_subscriptions_to_the_same_destination_each_get_the_message() {
+async fn two_subscriptions_to_the_same_destination_each_get_the_message(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("one", "/topic/same", "auto").await;
     c.subscribe("two", "/topic/same", "client-individual").await;
     c.send("/topic/same", b"x", &[]).await;
@@ -103,7 +99,11 @@ async fn two_subscriptions_to_the_same_destination_each_get_the_message() {
     assert_eq!(m1.header("subscription"), Some("one"));
     assert_eq!(m2.header("subscription"), Some("two"));
     assert_eq!(m1.header("ack"), None);
-    assert!(m2.header("ack").is_some());
+    assert_eq!(
+        m2.header("ack").is_some(),
+        version == "1.2",
+        "only 1.2 has the ack header"
+    );
     // Unsubscribing one leaves the other working.
     c.send_with_receipt(frame(Command::Unsubscribe, &[("id", "one")], b""))
         .await;
@@ -114,10 +114,9 @@ async fn two_subscriptions_to_the_same_destination_each_get_the_message() {
     c.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn unsubscribe_stops_deliveries() {
+async fn unsubscribe_stops_deliveries(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/topic/t", "auto").await;
     c.send_with_receipt(frame(Command::Unsubscribe, &[("id", "s")], b""))
         .await;
@@ -125,10 +124,9 @@ async fn unsubscribe_stops_deliveries() {
     c.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn binary_bodies_with_nul_bytes_pass_unchanged() {
+async fn binary_bodies_with_nul_bytes_pass_unchanged(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/topic/bin", "auto").await;
     let payload: Vec<u8> = (0..=255u8).chain([0, 0, 0]).collect();
     c.send(
@@ -142,10 +140,9 @@ async fn binary_bodies_with_nul_bytes_pass_unchanged() {
     assert_eq!(m.header("content-length"), Some("259"));
 }
 
-#[tokio::test]
-async fn empty_body_has_content_length_zero() {
+async fn empty_body_has_content_length_zero(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/topic/empty", "auto").await;
     c.send("/topic/empty", b"", &[]).await;
     let m = c.message().await;
@@ -193,10 +190,9 @@ async fn escaped_header_values_round_trip() {
     assert!(text.contains("x-tricky:a\\cb\\\\c\\nd\n"), "{text}");
 }
 
-#[tokio::test]
-async fn every_frame_with_a_receipt_header_gets_a_receipt() {
+async fn every_frame_with_a_receipt_header_gets_a_receipt(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     for f in [
         frame(
             Command::Subscribe,
@@ -214,15 +210,14 @@ async fn every_frame_with_a_receipt_header_gets_a_receipt() {
     c.disconnect().await;
 }
 
-#[tokio::test]
-async fn retained_messages_are_delivered_on_subscribe() {
+async fn retained_messages_are_delivered_on_subscribe(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send("/topic/status/dev1", b"online", &[("retain", "true")])
         .await;
     c.send("/topic/status/dev2", b"offline", &[("retain", "true")])
         .await;
-    let mut late = StompClient::connect(server.stomp).await;
+    let mut late = StompClient::connect_version(server.stomp, version).await;
     late.subscribe("s", "/topic/status/+", "auto").await;
     let mut got = [late.message().await, late.message().await];
     got.sort_by_key(|m| m.header("destination").unwrap().to_string());
@@ -236,10 +231,9 @@ async fn retained_messages_are_delivered_on_subscribe() {
     assert_eq!(m.header("retain"), None);
 }
 
-#[tokio::test]
-async fn retained_messages_go_only_to_the_new_subscription() {
+async fn retained_messages_go_only_to_the_new_subscription(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send("/topic/r/x", b"kept", &[("retain", "true")]).await;
     c.subscribe("first", "/topic/r/x", "auto").await;
     assert_eq!(c.message().await.header("subscription"), Some("first"));
@@ -248,10 +242,9 @@ async fn retained_messages_go_only_to_the_new_subscription() {
     c.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn expires_passes_through_and_expired_messages_are_not_delivered() {
+async fn expires_passes_through_and_expired_messages_are_not_delivered(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/topic/exp", "auto").await;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -275,10 +268,9 @@ async fn expires_passes_through_and_expired_messages_are_not_delivered() {
     c.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn reply_to_and_correlation_id_pass_through() {
+async fn reply_to_and_correlation_id_pass_through(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/topic/req", "auto").await;
     c.send(
         "/topic/req",
@@ -309,16 +301,15 @@ async fn every_version_receives_messages() {
     }
 }
 
-#[tokio::test]
-async fn shared_subscriptions_work_through_topic_destinations() {
+async fn shared_subscriptions_work_through_topic_destinations(version: &str) {
     let server = start_server().await;
-    let mut a = StompClient::connect(server.stomp).await;
-    let mut b = StompClient::connect(server.stomp).await;
+    let mut a = StompClient::connect_version(server.stomp, version).await;
+    let mut b = StompClient::connect_version(server.stomp, version).await;
     a.subscribe("s", "/topic/$share/workers/jobs/+", "auto")
         .await;
     b.subscribe("s", "/topic/$share/workers/jobs/+", "auto")
         .await;
-    let mut p = StompClient::connect(server.stomp).await;
+    let mut p = StompClient::connect_version(server.stomp, version).await;
     for i in 0..4 {
         p.send("/topic/jobs/x", i.to_string().as_bytes(), &[]).await;
     }
@@ -333,3 +324,20 @@ async fn shared_subscriptions_work_through_topic_destinations() {
     a.expect_nothing().await;
     b.expect_nothing().await;
 }
+
+// Behaviour meant to be the same in STOMP 1.0, 1.1 and 1.2: each case runs in each.
+each_stomp_version!(
+    send_reaches_a_topic_subscriber_with_the_message_headers,
+    wildcard_subscriptions_match_like_mqtt,
+    overlapping_subscriptions_each_get_their_own_message,
+    two_subscriptions_to_the_same_destination_each_get_the_message,
+    unsubscribe_stops_deliveries,
+    binary_bodies_with_nul_bytes_pass_unchanged,
+    empty_body_has_content_length_zero,
+    every_frame_with_a_receipt_header_gets_a_receipt,
+    retained_messages_are_delivered_on_subscribe,
+    retained_messages_go_only_to_the_new_subscription,
+    expires_passes_through_and_expired_messages_are_not_delivered,
+    reply_to_and_correlation_id_pass_through,
+    shared_subscriptions_work_through_topic_destinations,
+);

@@ -9,16 +9,15 @@ use common::stomp::{body, frame, StompClient};
 use common::*;
 use tern_stomp::Command;
 
-#[tokio::test]
-async fn messages_wait_for_a_consumer() {
+async fn messages_wait_for_a_consumer(version: &str) {
     let server = start_server().await;
-    let mut producer = StompClient::connect(server.stomp).await;
+    let mut producer = StompClient::connect_version(server.stomp, version).await;
     for i in 0..3 {
         producer
             .send("/queue/jobs", i.to_string().as_bytes(), &[])
             .await;
     }
-    let mut consumer = StompClient::connect(server.stomp).await;
+    let mut consumer = StompClient::connect_version(server.stomp, version).await;
     consumer.subscribe("q", "/queue/jobs", "auto").await;
     for i in 0..3 {
         let m = consumer.message().await;
@@ -29,14 +28,13 @@ async fn messages_wait_for_a_consumer() {
     consumer.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn competing_consumers_each_get_a_share_and_no_message_twice() {
+async fn competing_consumers_each_get_a_share_and_no_message_twice(version: &str) {
     let server = start_server().await;
-    let mut a = StompClient::connect(server.stomp).await;
-    let mut b = StompClient::connect(server.stomp).await;
+    let mut a = StompClient::connect_version(server.stomp, version).await;
+    let mut b = StompClient::connect_version(server.stomp, version).await;
     a.subscribe("a", "/queue/work", "auto").await;
     b.subscribe("b", "/queue/work", "auto").await;
-    let mut producer = StompClient::connect(server.stomp).await;
+    let mut producer = StompClient::connect_version(server.stomp, version).await;
     for i in 0..10 {
         producer
             .send("/queue/work", i.to_string().as_bytes(), &[])
@@ -59,21 +57,20 @@ async fn competing_consumers_each_get_a_share_and_no_message_twice() {
     assert_eq!(all.len(), 10, "{from_a:?} {from_b:?}");
 }
 
-#[tokio::test]
-async fn unacknowledged_messages_go_to_another_consumer_when_theirs_disconnects() {
+async fn unacknowledged_messages_go_to_another_consumer_when_theirs_disconnects(version: &str) {
     let server = start_server().await;
-    let mut first = StompClient::connect(server.stomp).await;
+    let mut first = StompClient::connect_version(server.stomp, version).await;
     first
         .subscribe("q", "/queue/held", "client-individual")
         .await;
-    let mut producer = StompClient::connect(server.stomp).await;
+    let mut producer = StompClient::connect_version(server.stomp, version).await;
     producer.send("/queue/held", b"one", &[]).await;
     producer.send("/queue/held", b"two", &[]).await;
     let m1 = first.message().await;
     let _m2 = first.message().await;
     first.ack_message(Command::Ack, &m1, &[]).await;
     drop(first); // vanishes with "two" unacknowledged
-    let mut second = StompClient::connect(server.stomp).await;
+    let mut second = StompClient::connect_version(server.stomp, version).await;
     second
         .subscribe("q", "/queue/held", "client-individual")
         .await;
@@ -108,24 +105,22 @@ async fn nack_redelivers_to_the_next_consumer() {
     );
 }
 
-#[tokio::test]
-async fn unsubscribe_gives_unacknowledged_messages_back() {
+async fn unsubscribe_gives_unacknowledged_messages_back(version: &str) {
     let server = start_server().await;
-    let mut a = StompClient::connect(server.stomp).await;
+    let mut a = StompClient::connect_version(server.stomp, version).await;
     a.subscribe("q", "/queue/back", "client").await;
     a.send("/queue/back", b"m", &[]).await;
     a.message().await;
     a.send_with_receipt(frame(Command::Unsubscribe, &[("id", "q")], b""))
         .await;
-    let mut b = StompClient::connect(server.stomp).await;
+    let mut b = StompClient::connect_version(server.stomp, version).await;
     b.subscribe("q", "/queue/back", "auto").await;
     assert_eq!(body(&b.message().await), "m");
 }
 
-#[tokio::test]
-async fn a_full_queue_answers_the_sender_with_an_error() {
+async fn a_full_queue_answers_the_sender_with_an_error(version: &str) {
     let server = start_server_with(|s| s.limits.queue_max_messages = 2).await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send("/queue/small", b"1", &[]).await;
     c.send("/queue/small", b"2", &[]).await;
     c.send_frame(&frame(
@@ -138,16 +133,15 @@ async fn a_full_queue_answers_the_sender_with_an_error() {
     assert!(e.header("message").unwrap().contains("full"), "{e:?}");
     assert_eq!(e.header("receipt-id"), Some("r3"));
     // Nothing was lost: both accepted messages are still there.
-    let mut consumer = StompClient::connect(server.stomp).await;
+    let mut consumer = StompClient::connect_version(server.stomp, version).await;
     consumer.subscribe("q", "/queue/small", "auto").await;
     assert_eq!(body(&consumer.message().await), "1");
     assert_eq!(body(&consumer.message().await), "2");
 }
 
-#[tokio::test]
-async fn two_subscriptions_to_one_queue_on_one_connection_take_turns() {
+async fn two_subscriptions_to_one_queue_on_one_connection_take_turns(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("x", "/queue/shared", "auto").await;
     c.subscribe("y", "/queue/shared", "auto").await;
     for i in 0..4 {
@@ -167,14 +161,13 @@ async fn two_subscriptions_to_one_queue_on_one_connection_take_turns() {
     assert_eq!(subs.iter().filter(|s| *s == "x").count(), 2, "{subs:?}");
 }
 
-#[tokio::test]
-async fn ack_window_spreads_unacknowledged_work() {
+async fn ack_window_spreads_unacknowledged_work(version: &str) {
     let server = start_server_with(|s| s.limits.stomp_max_unacked = 1).await;
-    let mut a = StompClient::connect(server.stomp).await;
-    let mut b = StompClient::connect(server.stomp).await;
+    let mut a = StompClient::connect_version(server.stomp, version).await;
+    let mut b = StompClient::connect_version(server.stomp, version).await;
     a.subscribe("a", "/queue/slow", "client").await;
     b.subscribe("b", "/queue/slow", "client").await;
-    let mut p = StompClient::connect(server.stomp).await;
+    let mut p = StompClient::connect_version(server.stomp, version).await;
     for i in 0..3 {
         p.send("/queue/slow", i.to_string().as_bytes(), &[]).await;
     }
@@ -187,3 +180,14 @@ async fn ack_window_spreads_unacknowledged_work() {
     assert_eq!(body(&next), "2");
     assert_eq!(body(&mb), "1");
 }
+
+// Behaviour meant to be the same in STOMP 1.0, 1.1 and 1.2: each case runs in each.
+each_stomp_version!(
+    messages_wait_for_a_consumer,
+    competing_consumers_each_get_a_share_and_no_message_twice,
+    unacknowledged_messages_go_to_another_consumer_when_theirs_disconnects,
+    unsubscribe_gives_unacknowledged_messages_back,
+    a_full_queue_answers_the_sender_with_an_error,
+    two_subscriptions_to_one_queue_on_one_connection_take_turns,
+    ack_window_spreads_unacknowledged_work,
+);

@@ -7,12 +7,11 @@ use common::stomp::{body, frame, StompClient};
 use common::*;
 use tern_stomp::Command;
 
-#[tokio::test]
-async fn sends_in_a_transaction_are_delivered_at_commit() {
+async fn sends_in_a_transaction_are_delivered_at_commit(version: &str) {
     let server = start_server().await;
-    let mut sub = StompClient::connect(server.stomp).await;
+    let mut sub = StompClient::connect_version(server.stomp, version).await;
     sub.subscribe("s", "/topic/tx", "auto").await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t1")], b""))
         .await;
     let tx_send = |b: &'static [u8]| {
@@ -37,12 +36,11 @@ async fn sends_in_a_transaction_are_delivered_at_commit() {
     assert_eq!(body(&sub.message().await), "b");
 }
 
-#[tokio::test]
-async fn abort_discards_the_transaction() {
+async fn abort_discards_the_transaction(version: &str) {
     let server = start_server().await;
-    let mut sub = StompClient::connect(server.stomp).await;
+    let mut sub = StompClient::connect_version(server.stomp, version).await;
     sub.subscribe("s", "/queue/txq", "auto").await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
     let r = c
@@ -61,12 +59,11 @@ async fn abort_discards_the_transaction() {
     sub.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn disconnect_discards_open_transactions() {
+async fn disconnect_discards_open_transactions(version: &str) {
     let server = start_server().await;
-    let mut sub = StompClient::connect(server.stomp).await;
+    let mut sub = StompClient::connect_version(server.stomp, version).await;
     sub.subscribe("s", "/topic/txd", "auto").await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
     c.send_frame(&frame(
@@ -79,8 +76,7 @@ async fn disconnect_discards_open_transactions() {
     sub.expect_nothing().await;
 }
 
-#[tokio::test]
-async fn acks_in_a_transaction_take_effect_at_commit() {
+async fn acks_in_a_transaction_take_effect_at_commit(version: &str) {
     let server = start_server().await;
     let queues = || {
         server
@@ -91,7 +87,7 @@ async fn acks_in_a_transaction_take_effect_at_commit() {
             .queues()
             .depth("txack")
     };
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/queue/txack", "client-individual").await;
     c.send("/queue/txack", b"m", &[]).await;
     let m = c.message().await;
@@ -111,10 +107,9 @@ async fn acks_in_a_transaction_take_effect_at_commit() {
     assert_eq!(queues().unacked, 0);
 }
 
-#[tokio::test]
-async fn aborted_ack_leaves_the_message_unacknowledged() {
+async fn aborted_ack_leaves_the_message_unacknowledged(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.subscribe("s", "/queue/txabort", "client-individual")
         .await;
     c.send("/queue/txabort", b"m", &[]).await;
@@ -132,10 +127,9 @@ async fn aborted_ack_leaves_the_message_unacknowledged() {
     c.ack_message(Command::Ack, &m, &[]).await;
 }
 
-#[tokio::test]
-async fn commit_of_an_unknown_transaction_is_an_error() {
+async fn commit_of_an_unknown_transaction_is_an_error(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send_frame(&frame(
         Command::Commit,
         &[("transaction", "nope"), ("receipt", "r")],
@@ -147,10 +141,9 @@ async fn commit_of_an_unknown_transaction_is_an_error() {
     assert_eq!(e.header("receipt-id"), Some("r"));
 }
 
-#[tokio::test]
-async fn send_in_an_unknown_transaction_is_an_error() {
+async fn send_in_an_unknown_transaction_is_an_error(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send_frame(&frame(
         Command::Send,
         &[("destination", "/topic/x"), ("transaction", "nope")],
@@ -160,10 +153,9 @@ async fn send_in_an_unknown_transaction_is_an_error() {
     c.expect_error().await;
 }
 
-#[tokio::test]
-async fn beginning_an_open_transaction_again_is_an_error() {
+async fn beginning_an_open_transaction_again_is_an_error(version: &str) {
     let server = start_server().await;
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     c.send_with_receipt(frame(Command::Begin, &[("transaction", "t")], b""))
         .await;
     c.send_frame(&frame(Command::Begin, &[("transaction", "t")], b""))
@@ -175,8 +167,7 @@ async fn beginning_an_open_transaction_again_is_an_error() {
     );
 }
 
-#[tokio::test]
-async fn receipts_of_transactional_frames_wait_for_the_end_of_their_transaction() {
+async fn receipts_of_transactional_frames_wait_for_the_end_of_their_transaction(version: &str) {
     let server = start_server().await;
     let depth = || {
         server
@@ -187,7 +178,7 @@ async fn receipts_of_transactional_frames_wait_for_the_end_of_their_transaction(
             .queues()
             .depth("txreceipts")
     };
-    let mut c = StompClient::connect(server.stomp).await;
+    let mut c = StompClient::connect_version(server.stomp, version).await;
     for t in ["t1", "t2"] {
         c.send_with_receipt(frame(Command::Begin, &[("transaction", t)], b""))
             .await;
@@ -221,3 +212,16 @@ async fn receipts_of_transactional_frames_wait_for_the_end_of_their_transaction(
     assert_eq!(receipts, [r2]);
     assert_eq!(depth().ready, 3);
 }
+
+// Behaviour meant to be the same in STOMP 1.0, 1.1 and 1.2: each case runs in each.
+each_stomp_version!(
+    sends_in_a_transaction_are_delivered_at_commit,
+    abort_discards_the_transaction,
+    disconnect_discards_open_transactions,
+    acks_in_a_transaction_take_effect_at_commit,
+    aborted_ack_leaves_the_message_unacknowledged,
+    commit_of_an_unknown_transaction_is_an_error,
+    send_in_an_unknown_transaction_is_an_error,
+    beginning_an_open_transaction_again_is_an_error,
+    receipts_of_transactional_frames_wait_for_the_end_of_their_transaction,
+);

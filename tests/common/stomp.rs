@@ -315,3 +315,30 @@ impl StompClient {
 pub fn body(f: &Frame) -> String {
     String::from_utf8_lossy(&f.body).into_owned()
 }
+
+/// Runs each listed case, an `async fn case(version: &str)`, as one test per
+/// STOMP version (`case::v1_0`, `case::v1_1`, `case::v1_2`): for behaviour
+/// meant to be the same in every version.
+#[macro_export]
+macro_rules! each_stomp_version {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test]
+                async fn v1_0() {
+                    super::$case("1.0").await
+                }
+
+                #[tokio::test]
+                async fn v1_1() {
+                    super::$case("1.1").await
+                }
+
+                #[tokio::test]
+                async fn v1_2() {
+                    super::$case("1.2").await
+                }
+            }
+        )*
+    };
+}
