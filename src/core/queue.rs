@@ -21,9 +21,18 @@
 //!   client, the router gives them back with [`QueueRegistry::requeue`].
 //! - Expired messages are discarded when they reach the front of `ready`.
 //!
+//! - Pull consumers (HTTP) take messages out of `ready` under a lease
+//!   (`lease.rs`): a leased message counts towards the queue's bound, stays in
+//!   the store until its lease is acked, and goes back to the front of `ready`
+//!   when the lease is nacked (after its delay) or expires.
+//!
 //! Examples: `$queue/jobs` is queue `jobs`; `$queue/a/b` is queue `a/b`;
 //! `$queue/` (no name), `$queue/a/+` and `$queue/#` are not queues (the latter two
 //! stay ordinary filters that match nothing a queue receives).
+
+mod lease;
+
+pub use lease::{ArrivalWatch, LeaseError, Leased};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,6 +121,8 @@ struct Queue {
     next: usize,
     /// Where waiting and unacknowledged messages are kept across restarts.
     store: Option<QueueStore>,
+    /// Messages pull consumers hold under a lease.
+    leases: lease::Leases,
 }
 
 /// A queue's handle on the store: a message is stored from enqueue until it is
@@ -151,6 +162,7 @@ impl Queue {
                 store: Arc::clone(store),
                 name: name.to_string(),
             }),
+            leases: lease::Leases::default(),
         }
     }
 
@@ -170,6 +182,7 @@ impl Queue {
 
     fn held(&self) -> usize {
         self.ready.len()
+            + self.leases.len()
             + self
                 .consumers
                 .iter()
@@ -178,7 +191,7 @@ impl Queue {
     }
 
     fn is_idle(&self) -> bool {
-        self.ready.is_empty() && self.consumers.is_empty()
+        self.ready.is_empty() && self.consumers.is_empty() && self.leases.is_empty()
     }
 
     fn consumer(&mut self, session: &Arc<Session>) -> Option<&mut Consumer> {
@@ -257,6 +270,8 @@ pub struct QueueRegistry {
     store: Option<Arc<Store>>,
     /// Messages one queue may hold (waiting plus unacknowledged); changed live on reload.
     max_messages: AtomicUsize,
+    /// Pull consumers waiting for a message, and the next lease id (`lease.rs`).
+    pulls: lease::PullState,
 }
 
 impl QueueRegistry {
@@ -265,6 +280,7 @@ impl QueueRegistry {
             queues: Mutex::new(HashMap::new()),
             store: None,
             max_messages: AtomicUsize::new(max_messages.max(1)),
+            pulls: lease::PullState::default(),
         }
     }
 
@@ -312,6 +328,11 @@ impl QueueRegistry {
         }
         queue.ready.push_back(Entry { seq, message });
         queue.dispatch();
+        let waiting = !queue.ready.is_empty();
+        drop(queues);
+        if waiting {
+            self.pulls.arrived();
+        }
         Ok(())
     }
 
@@ -332,6 +353,11 @@ impl QueueRegistry {
             queue.ready.push_front(Entry { seq, message });
         }
         queue.dispatch();
+        let waiting = !queue.ready.is_empty();
+        drop(queues);
+        if waiting {
+            self.pulls.arrived();
+        }
     }
 
     /// Makes `session` a consumer of queue `name` (or updates its QoS), then dispatches.
@@ -390,8 +416,13 @@ impl QueueRegistry {
             queue.ready.push_front(Entry { seq, message });
         }
         queue.dispatch();
+        let waiting = !queue.ready.is_empty();
         if queue.is_idle() {
             queues.remove(name);
+        }
+        drop(queues);
+        if waiting {
+            self.pulls.arrived();
         }
         true
     }
@@ -457,6 +488,11 @@ impl QueueRegistry {
             queue.ready.push_front(Entry { seq, message });
         }
         queue.dispatch();
+        let waiting = !queue.ready.is_empty();
+        drop(queues);
+        if waiting {
+            self.pulls.arrived();
+        }
         true
     }
 
