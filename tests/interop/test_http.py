@@ -220,6 +220,7 @@ def test_bad_input_is_a_client_error_naming_the_rule(url):
         ("get", "/events", 400, "topic"),
         ("get", "/events?topic=a/%23/b", 400, "filter"),
         ("get", "/events?topic=%24queue/q", 400, "queue"),
+        ("get", "/events?topic=a&from=5", 400, "from="),
         ("post", "/queues/q/ack", 400, "lease_ids"),
         ("post", "/queues/q/frobnicate", 404, "no endpoint"),
         ("get", "/nothing", 404, "no endpoint"),
@@ -238,3 +239,35 @@ def test_metrics_count_http_as_its_own_protocol(broker, url):
     line = next(x for x in text.splitlines()
                 if x.startswith("tern_messages_received_total") and 'protocol="http"' in x and 'qos="0"' in x)
     assert line.endswith(" 1"), line
+
+
+def test_a_leased_message_survives_a_restart_until_acked(tmp_path):
+    from ternproc import start_broker, stop_broker  # noqa: PLC0415
+
+    first = start_broker(tmp_path)
+    try:
+        url = base_url(first)
+        r = requests.post(f"{url}/topics/$queue/durable", params={"qos": 1}, data=b"keep me", timeout=TIMEOUT)
+        assert r.status_code == 200 and r.json()["matched"] == 1
+        (leased,) = requests.post(f"{url}/queues/durable/pull", params={"visibility": 600},
+                                  timeout=TIMEOUT).json()["messages"]
+        assert leased["payload"] == "keep me"
+    finally:
+        assert stop_broker(first) == 0
+    # The consumer never acked: after the restart the message is there again.
+    second = start_broker(tmp_path)
+    try:
+        url = base_url(second)
+        r = requests.post(f"{url}/queues/durable/pull", params={"wait": 5}, timeout=TIMEOUT)
+        (again,) = r.json()["messages"]
+        assert again["payload"] == "keep me"
+        r = requests.post(f"{url}/queues/durable/ack", json={"lease_ids": [again["lease_id"]]}, timeout=TIMEOUT)
+        assert r.status_code == 200
+    finally:
+        assert stop_broker(second) == 0
+    third = start_broker(tmp_path)
+    try:
+        r = requests.post(f"{base_url(third)}/queues/durable/pull", timeout=TIMEOUT)
+        assert r.json() == {"messages": []}, "acked: gone for good"
+    finally:
+        assert stop_broker(third) == 0

@@ -17,7 +17,8 @@
 //!
 //! Resuming: `Last-Event-ID` (and `from=`) are the hook for durable streams
 //! (a stream that covers the topics replays from that offset); until streams
-//! exist, a reconnecting client gets live messages from the moment it is back.
+//! exist, a reconnecting client gets live messages from the moment it is back,
+//! and `from=` is 400.
 
 use std::io;
 use std::sync::Arc;
@@ -79,6 +80,15 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
             "{} filters: at most {max} (limits.max_subscriptions_per_client)",
             filters.len()
         )));
+    }
+    // Hook for durable streams: once a stream covers the filters, `from=` and
+    // `Last-Event-ID` (sent by a reconnecting EventSource) name the offset to
+    // replay from. Until then a browser's Last-Event-ID is ignored (live from
+    // now), and an explicit `from=` is refused rather than silently not honoured.
+    if query.get("from").is_some() {
+        return Err(HttpError::bad(
+            "from=: no durable stream covers these topics, so there is nothing to resume from",
+        ));
     }
     let with_retained = !matches!(query.get("retained"), Some("false" | "0"));
     let slot = call.open_slot()?;
