@@ -11,12 +11,14 @@
 #   ndjson      POST /v1/publish with 100 lines a request, messages/s
 #   pull        POST /v1/queues/bench/pull?max=100 on a prefilled queue, messages/s
 #               (leases not acked; counted by tern_messages_sent_total{protocol="http"})
-#   sse         fan-out: 100 GET /v1/events streams, wrk publishing; deliveries/s
-#               written to the streams (tern_messages_sent_total{protocol="http"})
+#   sse         fan-out: 100 GET /v1/events streams (each read by a curl into
+#               /dev/null), wrk publishing; deliveries/s written to the streams
+#               (tern_messages_sent_total{protocol="http"}), and the drops
 #   rabbitmq    POST /api/exchanges/%2F/amq.default/publish, requests/s
 #
 # Environment: DURATION=5 (seconds per figure), CONNECTIONS=16 (wrk), PIN=1 (broker
-# on core 0, wrk on core 1), CARGO_TARGET_DIR. Needs wrk, curl, python3.
+# on core 0, load on core 1), CARGO_TARGET_DIR. Needs wrk, curl, python3
+# (apt-get install wrk; rabbitmq-server for the anchor).
 set -euo pipefail
 
 DURATION=${DURATION:-5}
@@ -89,17 +91,21 @@ after=$(sent)
 echo "pull max=100: $(python3 -c "print(round(($after - $before) / $DURATION))") messages/s ($pull requests/s)"
 stop_tern
 
-# SSE fan-out: 100 streams read as fast as they come; wrk publishes.
+# SSE fan-out: 100 streams, each drained by a curl into /dev/null; wrk publishes.
 start_tern
-"${LOAD_CPU[@]}" python3 "$HERE/sse_drain.py" "${WS%:*}" "${WS#*:}" bench/sse 100 > "$WORK/sse" &
-DRAIN=$!
-PIDS+=($DRAIN)
-for _ in $(seq 100); do grep -q ready "$WORK/sse" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do
+    "${LOAD_CPU[@]}" curl -sN -o /dev/null "http://$WS/v1/events?topic=bench/sse&retained=false" &
+    PIDS+=($!)
+done
+for _ in $(seq 100); do
+    [ "$(curl -s "http://$METRICS/metrics" | awk '/^tern_sessions\{state="online"\}/ {print $2}')" = 100 ] && break
+    sleep 0.1
+done
 before=$(sent)
 sse_pub=$(CONNECTIONS=4 wrk_rate "$WORK/one" "http://$WS/v1/topics/bench/sse?qos=0")
 after=$(sent)
-kill "$DRAIN"; wait "$DRAIN" 2>/dev/null || true
-echo "sse fan-out to 100: $(python3 -c "print(round(($after - $before) / $DURATION))") deliveries/s written ($sse_pub publishes/s; $(grep events "$WORK/sse" || echo 'events ?') read by the clients)"
+dropped=$(curl -s "http://$METRICS/metrics" | awk '/^tern_messages_dropped_total\{reason="queue_full"/ {print $2}')
+echo "sse fan-out to 100: $(python3 -c "print(round(($after - $before) / $DURATION))") deliveries/s ($sse_pub publishes/s, ${dropped:-0} deliveries dropped by full stream queues)"
 stop_tern
 
 # The anchor: RabbitMQ's management API publish to the default exchange.
