@@ -20,6 +20,7 @@
 //! exist, a reconnecting client gets live messages from the moment it is back,
 //! and `from=` is 400.
 
+use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use hyper::{Request, Response};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::message::to_json;
+use super::message::MessageView;
 use super::names::{filter_from_query, Query};
 use super::reply::{Body, HttpError};
 use super::{Call, OpenSlot};
@@ -206,14 +207,11 @@ impl EventStream {
                 expired += 1;
                 continue;
             }
-            let mut json = to_json(message, now);
-            if delivery.retain {
-                json.insert("retain".into(), true.into());
-            }
+            let view = MessageView::new(message, delivery.retain, now);
             self.next_id += 1;
-            out.put_slice(format!("id: {}\nevent: message\ndata: ", self.next_id).as_bytes());
+            let _ = write!(out, "id: {}\nevent: message\ndata: ", self.next_id);
             // One line: serde_json escapes every newline inside strings.
-            if serde_json::to_writer((&mut out).writer(), &json).is_err() {
+            if serde_json::to_writer((&mut out).writer(), &view).is_err() {
                 continue;
             }
             out.put_slice(b"\n\n");

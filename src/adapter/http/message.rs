@@ -24,6 +24,7 @@
 //! with `correlation_encoding: "base64"`), `response_topic`, `expiry` (seconds
 //! left), `user_properties` (`[[name, value], …]`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -243,55 +244,63 @@ impl BatchLine {
     }
 }
 
-/// Text as itself, other bytes as base64; true when base64.
-fn text_or_base64(bytes: &[u8]) -> (String, bool) {
+/// Text borrowed as itself, other bytes as base64; true when base64.
+fn text_or_base64(bytes: &[u8]) -> (Cow<'_, str>, bool) {
     match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_string(), false),
+        Ok(text) => (Cow::Borrowed(text), false),
         Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(bytes)),
             true,
         ),
     }
 }
 
-/// A message as JSON (pull, server-sent events).
-pub fn to_json(message: &Message, now: Instant) -> serde_json::Map<String, serde_json::Value> {
-    use serde_json::Value;
-    let mut out = serde_json::Map::new();
-    out.insert("topic".into(), Value::from(&*message.topic));
-    let (payload, base64) = text_or_base64(&message.payload);
-    out.insert("payload".into(), Value::from(payload));
-    if base64 {
-        out.insert("encoding".into(), Value::from("base64"));
-    }
-    out.insert("qos".into(), Value::from(message.qos as u8));
-    out.insert("retain".into(), Value::from(message.retain));
-    if let Some(left) = message.remaining_expiry(now) {
-        out.insert("expiry".into(), Value::from(left));
-    }
-    let props = message.properties();
-    if let Some(content_type) = &props.content_type {
-        out.insert("content_type".into(), Value::from(content_type.as_str()));
-    }
-    if let Some(data) = &props.correlation_data {
-        let (id, base64) = text_or_base64(data);
-        out.insert("correlation_id".into(), Value::from(id));
-        if base64 {
-            out.insert("correlation_encoding".into(), Value::from("base64"));
+/// A message as JSON (pull, server-sent events), serialized straight from the
+/// message's fields: no copy of a UTF-8 payload and no map built per delivery.
+#[derive(Debug, serde::Serialize)]
+pub struct MessageView<'a> {
+    topic: &'a str,
+    payload: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+    qos: u8,
+    retain: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    user_properties: &'a [(String, String)],
+}
+
+impl<'a> MessageView<'a> {
+    /// `message` as its subscriber sees it: `retain` is the delivery's flag.
+    pub fn new(message: &'a Message, retain: bool, now: Instant) -> MessageView<'a> {
+        let props = message.properties();
+        let (payload, base64) = text_or_base64(&message.payload);
+        let correlation = props.correlation_data.as_deref().map(text_or_base64);
+        MessageView {
+            topic: &message.topic,
+            payload,
+            encoding: base64.then_some("base64"),
+            qos: message.qos as u8,
+            retain,
+            expiry: message.remaining_expiry(now),
+            content_type: props.content_type.as_deref(),
+            correlation_encoding: correlation
+                .as_ref()
+                .and_then(|(_, base64)| base64.then_some("base64")),
+            correlation_id: correlation.map(|(id, _)| id),
+            response_topic: props.response_topic.as_deref(),
+            user_properties: &props.user_properties,
         }
     }
-    if let Some(topic) = &props.response_topic {
-        out.insert("response_topic".into(), Value::from(topic.as_str()));
-    }
-    if !props.user_properties.is_empty() {
-        let pairs: Vec<Value> = props
-            .user_properties
-            .iter()
-            .map(|(k, v)| Value::from(vec![k.as_str(), v.as_str()]))
-            .collect();
-        out.insert("user_properties".into(), Value::from(pairs));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -342,19 +351,30 @@ mod tests {
 
     #[test]
     fn binary_payloads_are_base64_with_a_marker() {
+        let json =
+            |m: &Message| serde_json::to_value(MessageView::new(m, false, Instant::now())).unwrap();
         let m = Message::new(
             "t",
             Bytes::from_static(&[0xff, 0x00]),
             QoS::AtMostOnce,
             false,
         );
-        let json = to_json(&m, Instant::now());
-        assert_eq!(json["payload"], "/wA=");
-        assert_eq!(json["encoding"], "base64");
-        let m = Message::new("t", Bytes::from_static(b"hi"), QoS::AtMostOnce, false);
-        let json = to_json(&m, Instant::now());
-        assert_eq!(json["payload"], "hi");
-        assert!(json.get("encoding").is_none());
+        assert_eq!(json(&m)["payload"], "/wA=");
+        assert_eq!(json(&m)["encoding"], "base64");
+        let mut m = Message::new("t", Bytes::from_static(b"hi"), QoS::AtMostOnce, false);
+        m.properties = MessageProperties {
+            correlation_data: Some(Bytes::from_static(&[0xfe])),
+            user_properties: vec![("k".into(), "v".into())],
+            ..MessageProperties::NONE
+        }
+        .shared();
+        let out = json(&m);
+        assert_eq!(out["payload"], "hi");
+        assert!(out.get("encoding").is_none());
+        assert_eq!(out["correlation_id"], "/g==");
+        assert_eq!(out["correlation_encoding"], "base64");
+        assert_eq!(out["user_properties"], serde_json::json!([["k", "v"]]));
+        assert!(out.get("content_type").is_none());
     }
 
     #[test]

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::message::to_json;
+use super::message::MessageView;
 use super::names::{queue_from_segment, queue_topic, Query};
-use super::reply::{json, Body, HttpError};
+use super::reply::{json, json_of, Body, HttpError};
 use super::Call;
 use crate::auth::Action;
 
@@ -44,6 +44,21 @@ impl QueueOp {
             _ => None,
         }
     }
+}
+
+/// One pulled message: the message with its lease.
+#[derive(Debug, serde::Serialize)]
+struct LeasedView<'a> {
+    #[serde(flatten)]
+    message: MessageView<'a>,
+    lease_id: String,
+    /// Seconds until the message goes back to the queue.
+    visibility_timeout: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Pulled<'a> {
+    messages: Vec<LeasedView<'a>>,
 }
 
 /// The body of ack, nack and extend.
@@ -112,23 +127,20 @@ async fn pull(
         }
     }
     let now = Instant::now();
-    let messages: Vec<serde_json::Value> = leased
+    let messages: Vec<LeasedView<'_>> = leased
         .iter()
         .map(|lease| {
             call.metrics()
                 .sent(lease.message.qos, lease.message.payload.len());
-            let mut out = to_json(&lease.message, now);
-            out.insert("lease_id".into(), format!("{:x}", lease.lease_id).into());
             let left = lease.deadline.saturating_duration_since(now);
-            let secs = left.as_secs() + u64::from(left.subsec_nanos() >= 500_000_000);
-            out.insert("visibility_timeout".into(), secs.into());
-            serde_json::Value::Object(out)
+            LeasedView {
+                message: MessageView::new(&lease.message, lease.message.retain, now),
+                lease_id: format!("{:x}", lease.lease_id),
+                visibility_timeout: left.as_secs() + u64::from(left.subsec_nanos() >= 500_000_000),
+            }
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "messages": messages }),
-    ))
+    Ok(json_of(StatusCode::OK, &Pulled { messages }))
 }
 
 async fn leases(
