@@ -144,6 +144,11 @@ impl Server {
             shutdown.cancelled().await;
             router.end_all_connections();
         });
+        // Pull leases past their deadline give their messages back to their queue.
+        tracker.spawn(adapter::http::expire_leases(
+            Arc::clone(&router),
+            shutdown.clone(),
+        ));
         let reloadable: Vec<Arc<ReloadableTls>> = [&mqtt_tls, &stomp_tls, &websocket_tls]
             .into_iter()
             .flatten()

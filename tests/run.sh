@@ -10,7 +10,8 @@
 #     via apt-get; systemd (systemd-analyze verify on the packaged unit; nothing
 #     is started) when systemd-analyze is missing
 #   - cargo-deb (the package test), via cargo install --locked
-#   - PyPI packages paho-mqtt (2.x), stomp.py and pytest, via python3 -m pip
+#   - PyPI packages paho-mqtt (2.x), stomp.py, pytest, requests (HTTP /v1 tests) and
+#     openapi-spec-validator (checks GET /v1/openapi.json), via python3 -m pip
 #   - Debian packages chromium and chromium-driver, and nodejs/npm if node is missing,
 #     for the browser tests (tests/browser: playwright-core drives /usr/bin/chromium;
 #     no browser is downloaded); their npm packages with `npm ci` (package-lock.json)
@@ -57,6 +58,8 @@ python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")
     2>/dev/null || pip_missing+=("paho-mqtt>=2,<3")
 python3 -c 'import stomp' 2>/dev/null || pip_missing+=("stomp.py")
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest")
+python3 -c 'import requests' 2>/dev/null || pip_missing+=("requests")
+python3 -c 'import openapi_spec_validator' 2>/dev/null || pip_missing+=("openapi-spec-validator")
 if [ "${#pip_missing[@]}" -gt 0 ]; then
     log "installing Python packages: ${pip_missing[*]}"
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub(crate) mod buffers;
+pub mod http;
 pub(crate) mod log_limit;
 pub mod mqtt;
 pub(crate) mod rate;
@@ -55,6 +56,8 @@ pub struct Shared {
     /// Bytes held for unfinished frames and open transactions, over all
     /// connections (`limits.max_buffered_bytes`, changed live on reload).
     pub buffer_budget: Arc<budget::BufferBudget>,
+    /// The HTTP adapter's per-client limits (open streams, publish rate).
+    pub http: Arc<http::HttpState>,
 }
 
 impl std::ops::Deref for Context {
@@ -82,6 +85,7 @@ impl Context {
             monitor: Arc::default(),
             live_limits: Arc::new(ArcSwap::new(Arc::clone(&limits))),
             buffer_budget: Arc::new(budget::BufferBudget::new(limits.max_buffered_bytes)),
+            http: Arc::default(),
         };
         Context {
             shared: Arc::new(shared),

@@ -23,6 +23,8 @@ use crate::core::router::Router;
 pub enum Protocol {
     Mqtt,
     Stomp,
+    /// HTTP `/v1` requests on the web port (no connection gauge: requests are not sessions).
+    Http,
 }
 
 impl Protocol {
@@ -30,10 +32,11 @@ impl Protocol {
         match self {
             Protocol::Mqtt => "mqtt",
             Protocol::Stomp => "stomp",
+            Protocol::Http => "http",
         }
     }
 
-    const ALL: [Protocol; 2] = [Protocol::Mqtt, Protocol::Stomp];
+    const ALL: [Protocol; 3] = [Protocol::Mqtt, Protocol::Stomp, Protocol::Http];
 }
 
 /// Label pairs of one series.
@@ -53,7 +56,7 @@ pub struct Totals {
 /// Every metric the broker keeps beside the core's own counters.
 #[derive(Debug)]
 pub struct Metrics {
-    traffic: [Traffic; 2],
+    traffic: [Traffic; 3],
     connections: Family<Labels, Gauge>,
     connects: Family<Labels, Counter>,
     disconnects: Family<Labels, Counter>,

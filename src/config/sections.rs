@@ -93,6 +93,17 @@ pub struct Limits {
     /// Messages a STOMP connection may hold unacknowledged (ack=client/client-individual) before deliveries pause;
     /// also how many messages of one queue it holds unacknowledged.
     pub stomp_max_unacked: usize,
+    /// Largest HTTP `/v1` request body (a publish's payload, an NDJSON batch), bytes; more is 413.
+    pub http_max_body_size: usize,
+    /// Server-sent event streams and long polls one HTTP client (user, or address when
+    /// anonymous) may hold open at once; one more is 429.
+    pub http_max_open_streams: usize,
+    /// Longest wait an HTTP client may ask for (`wait=` of a pull, `timeout=` of a request), seconds.
+    pub http_max_wait_secs: u64,
+    /// Visibility timeout of a pull's leases when the client names none, seconds.
+    pub http_lease_secs: u64,
+    /// Seconds between keep-alive comments on an idle server-sent event stream.
+    pub http_sse_keepalive_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +194,11 @@ impl Default for Limits {
             stomp_heartbeat_ms: 10_000,
             stomp_min_heartbeat_ms: 500,
             stomp_max_unacked: 1_000,
+            http_max_body_size: 4 * 1024 * 1024,
+            http_max_open_streams: 16,
+            http_max_wait_secs: 60,
+            http_lease_secs: 30,
+            http_sse_keepalive_secs: 15,
         }
     }
 }

@@ -88,6 +88,20 @@ impl Settings {
         if l.stomp_max_unacked == 0 {
             return Err(invalid("limits.stomp_max_unacked", "must be at least 1"));
         }
+        for (key, value) in [
+            ("limits.http_max_body_size", l.http_max_body_size as u64),
+            (
+                "limits.http_max_open_streams",
+                l.http_max_open_streams as u64,
+            ),
+            ("limits.http_max_wait_secs", l.http_max_wait_secs),
+            ("limits.http_lease_secs", l.http_lease_secs),
+            ("limits.http_sse_keepalive_secs", l.http_sse_keepalive_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         if l.stomp_min_heartbeat_ms == 0 {
             // 0 would let a client ask for a beat every millisecond.
             return Err(invalid(

@@ -17,7 +17,7 @@
 //! A plain GET of `/mqtt` or `/stomp` is answered 426 Upgrade Required; other
 //! GET and HEAD requests are files below `web.root` (hyper-staticfile: no path
 //! leaves the root, content type by extension; `web_root`: nor does a symlink)
-//! or 404.
+//! or 404. Requests under `/v1` are the HTTP adapter's (`adapter/http`).
 
 use std::convert::Infallible;
 use std::io;
@@ -150,11 +150,18 @@ where
     let upgrade: Upgrade = Arc::new(Mutex::new(None));
     let service = {
         let upgrade = Arc::clone(&upgrade);
-        let settings = Arc::clone(&ctx.settings);
-        hyper::service::service_fn(move |req| {
+        let (ctx, peer) = (ctx.clone(), peer.clone());
+        let conn = Arc::new(adapter::http::Connection::default());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
             let upgrade = Arc::clone(&upgrade);
-            let settings = Arc::clone(&settings);
+            let (ctx, peer, conn) = (ctx.clone(), peer.clone(), Arc::clone(&conn));
             async move {
+                if adapter::http::handles(req.uri().path()) {
+                    return Ok::<_, Infallible>(
+                        adapter::http::handle(req, &peer, &ctx, &conn).await,
+                    );
+                }
+                let settings = &ctx.settings;
                 Ok::<_, Infallible>(
                     route(
                         req,

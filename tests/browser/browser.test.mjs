@@ -11,6 +11,8 @@
 //   obeys a command sent from it.
 // - The built-in dashboard (HTTP listener, /dashboard#token=…) lists an MQTT
 //   client and its topic, and disconnects it with its button (MQTT 5: 0x98).
+// - An EventSource page on HTTP /v1/events shows what an MQTT client publishes,
+//   and reconnects by itself after the server closed the stream (a restart).
 //
 // Environment: TERN_BIN (default <repo>/target/debug/tern), DEVICE_BIN (default
 // tern-device beside TERN_BIN), CHROMIUM (default
@@ -404,6 +406,71 @@ describe("the dashboard", () => {
       });
       assert.ok(await page.isHidden("#error"));
       assert.ok(await page.isHidden("#login"));
+    } finally {
+      await page.close();
+    }
+  });
+});
+
+describe("HTTP server-sent events", () => {
+  let tmp;
+  let site;
+  let tern;
+  let context;
+
+  before(async () => {
+    assert.ok(fs.existsSync(ternBin), `tern binary not found at ${ternBin} (build it or set TERN_BIN)`);
+    assert.ok(fs.existsSync(chromiumPath), `no Chromium at ${chromiumPath} (apt-get install chromium chromium-driver)`);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tern-browser-sse-"));
+    site = makeWebRoot(tmp);
+    tern = await startTern(tmp, site);
+    context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
+      executablePath: chromiumPath,
+      headless: true,
+      args: CHROMIUM_ARGS,
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    if (tern) assert.equal(await stopTern(tern), 0, `tern did not exit 0 on SIGTERM:\n${readStderr(tmp)}`);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** Waits until the page's list shows `text`. */
+  function waitForItem(page, text) {
+    return page.waitForFunction(
+      (wanted) => [...document.querySelectorAll("#log li")].some((li) => li.textContent === wanted),
+      text,
+      { timeout: WAIT },
+    );
+  }
+
+  test("an EventSource page receives MQTT publishes and reconnects after the server closes the stream", async () => {
+    const page = await context.newPage();
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(e.message));
+    try {
+      await page.goto(`http://127.0.0.1:${tern.ws}/test/events.html?topic=live/%23`);
+      await page.waitForFunction(() => document.getElementById("opens").textContent === "1", null, { timeout: WAIT });
+      const first = await mqttClient(tern.mqtt, "sse-publisher-1");
+      await first.publishAsync("live/room1", "21.5", { qos: 1 });
+      await waitForItem(page, "live/room1 21.5");
+      await first.endAsync();
+
+      // A restart closes the stream; the browser reconnects to the new broker on
+      // the same port by itself (retry: 1000) and gets what is published there.
+      assert.equal(await stopTern(tern), 0, `tern did not exit 0 on SIGTERM:\n${readStderr(tmp)}`);
+      const port = tern.ws;
+      tern = null;
+      tern = await startTern(tmp, site, { TERN_WEBSOCKET__BIND: `127.0.0.1:${port}` });
+      await page.waitForFunction(() => document.getElementById("opens").textContent === "2", null, { timeout: WAIT });
+      const second = await mqttClient(tern.mqtt, "sse-publisher-2");
+      await second.publishAsync("live/room2", "19.0", { qos: 1 });
+      await waitForItem(page, "live/room2 19.0");
+      await second.endAsync();
+      await page.screenshot({ path: path.join(screenshotDir, "events.png"), fullPage: true });
+      assert.deepEqual(problems, []);
     } finally {
       await page.close();
     }
