@@ -21,6 +21,7 @@ use super::will::PendingWill;
 use super::{ack, connect, publish, subscribe};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
+use crate::core::commit::Commit;
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -95,9 +96,9 @@ pub(super) struct Connection {
     /// Non-zero: 4 bytes where an `Option<u32>` takes 8 (see `keep_alive_secs`).
     pub(super) client_max_packet: Option<std::num::NonZeroU32>,
     pub(super) write_buf: BytesMut,
-    /// Something this connection did was submitted to the store: the next write
-    /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
-    pub(super) needs_commit: bool,
+    /// The highest commit the buffered output depends on (an ack, a PUBREL, a
+    /// QoS 1/2 PUBLISH with a stored packet id): the next write waits for it once.
+    pub(super) commit: Commit,
     /// `limits.max_publish_rate`, when set.
     pub(super) publish_rate: Option<Box<RateLimit>>,
     /// Repeated warnings this client caused, so it cannot flood the log.
@@ -144,11 +145,17 @@ impl Connection {
             send_window: 1,
             client_max_packet: None,
             write_buf: BytesMut::new(),
-            needs_commit: false,
+            commit: Commit::NONE,
             publish_rate,
             log_limit: LogLimit::default(),
             partial: PartialFrame::default(),
         }
+    }
+
+    /// The next write waits until `commit` is committed (what is buffered
+    /// until then promises it).
+    pub(super) fn depends_on(&mut self, commit: Commit) {
+        self.commit.include(commit);
     }
 
     pub(super) fn is_v5(&self) -> bool {
@@ -280,14 +287,6 @@ impl Connection {
 
     /// The packet dispatcher.
     fn dispatch(&mut self, packet: Packet) -> Result<Option<Closed>, MqttError> {
-        self.needs_commit |= match &packet {
-            Packet::Publish(p) => p.qos != tern_mqtt::QoS::AtMostOnce,
-            Packet::PubRec(_)
-            | Packet::PubRel(_)
-            | Packet::Subscribe(_)
-            | Packet::Unsubscribe(_) => true,
-            _ => false,
-        };
         match packet {
             Packet::Publish(p) => {
                 let within = self
@@ -376,18 +375,20 @@ impl Connection {
         now: Instant,
     ) -> Result<(), MqttError> {
         while self.write_buf.len() < WRITE_HIGH_WATER {
-            let expired = self.session.take_deliverable(
+            let taken = self.session.take_deliverable(
                 DELIVERY_BATCH,
                 usize::from(self.send_window),
                 now,
                 batch,
             );
-            self.ctx.monitor.metrics.dropped_expired(expired);
+            self.ctx.monitor.metrics.dropped_expired(taken.expired);
+            // A stored delivery's packet id is committed before its PUBLISH goes
+            // out, so a resend after a restart uses the same id (QoS 2 exactly once).
+            self.depends_on(taken.commit);
             if batch.is_empty() {
                 break;
             }
             for (delivery, packet_id) in batch.drain(..) {
-                self.needs_commit |= delivery.seq != 0;
                 publish::write_delivery(self, &delivery, packet_id, false, now)?;
             }
         }
@@ -421,10 +422,13 @@ impl Connection {
                 .clamp(Duration::from_secs(5), MAX_WRITE_STALL)
         };
         // Kept for the next write when there is nothing to write yet.
-        let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);
+        let commit = if self.write_buf.is_empty() {
+            Commit::NONE
+        } else {
+            self.commit.take()
+        };
         let router = std::sync::Arc::clone(&self.ctx.router);
-        crate::adapter::write_out(stream, &mut self.write_buf, needs_commit, &router, stall)
-            .await?;
+        crate::adapter::write_out(stream, &mut self.write_buf, commit, &router, stall).await?;
         Ok(())
     }
 

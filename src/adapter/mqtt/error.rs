@@ -36,8 +36,8 @@ pub enum MqttError {
     PeerClosed,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Store(#[from] crate::core::commit::CoreError),
     #[error("cannot encode packet: {0}")]
     Encode(#[from] tern_mqtt::EncodeError),
     /// A 3.x publisher cannot be told in PUBACK: closed unacknowledged, it sends again later.
@@ -107,7 +107,7 @@ impl MqttError {
 impl From<crate::adapter::WriteError> for MqttError {
     fn from(e: crate::adapter::WriteError) -> Self {
         match e {
-            crate::adapter::WriteError::Store(e) => MqttError::Store(e),
+            crate::adapter::WriteError::Core(e) => MqttError::Store(e),
             crate::adapter::WriteError::Io(e) => MqttError::Io(e),
         }
     }

@@ -82,10 +82,16 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         .received(qos, publish.payload.len());
     metrics.top_topics.record(&topic);
     if qos == QoS::ExactlyOnce {
-        if !conn.session.record_incoming_qos2(packet_id) {
-            // A resend of a QoS 2 message already accepted: acknowledge, do not route again
-            // (checked first: a resend does not count against the receive maximum).
-            return conn.send(&Packet::PubRec(ack(packet_id, 0)));
+        match conn.session.record_incoming_qos2(packet_id) {
+            Some(commit) => conn.depends_on(commit),
+            None => {
+                // A resend of a QoS 2 message already accepted: acknowledge, do not
+                // route again (checked first: a resend does not count against the
+                // receive maximum). Its record was submitted earlier, by this or a
+                // previous connection, so the latest commit covers it.
+                conn.depends_on(conn.ctx.router.latest_commit());
+                return conn.send(&Packet::PubRec(ack(packet_id, 0)));
+            }
         }
         let limit = usize::from(conn.ctx.limits().receive_maximum);
         if conn.session.incoming_qos2_len() > limit {
@@ -102,8 +108,17 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         Arc::clone(&conn.session.client_id),
     );
     let reply = match conn.ctx.router.publish_checked(Arc::new(message)) {
-        Ok(0) if conn.is_v5() => ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS),
-        Ok(_) => ack(packet_id, 0),
+        Ok(published) => {
+            if qos != QoS::AtMostOnce {
+                // The PUBACK / PUBREC goes out once what the message stored is committed.
+                conn.depends_on(published.commit);
+            }
+            if published.matched == 0 && conn.is_v5() {
+                ack(packet_id, reason::NO_MATCHING_SUBSCRIBERS)
+            } else {
+                ack(packet_id, 0)
+            }
+        }
         Err(refused) => {
             // A retained cap is logged by the router, once per thousand refusals.
             if !matches!(refused, PublishRefused::RetainedFull(_)) {
@@ -115,8 +130,11 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
                 return Ok(());
             }
             if qos == QoS::ExactlyOnce {
-                // Not accepted: a resend with this id is a new message.
-                conn.session.release_incoming_qos2(packet_id);
+                // Not accepted: a resend with this id is a new message (forgotten
+                // in the store before the refusal goes out).
+                if let Some(commit) = conn.session.release_incoming_qos2(packet_id) {
+                    conn.depends_on(commit);
+                }
             }
             if !conn.is_v5() {
                 return Err(MqttError::Refused(refused));
@@ -147,7 +165,9 @@ fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Res
         QoS::ExactlyOnce => {
             if code == 0 {
                 // The 3.x flow goes on to PUBREL/PUBCOMP like an accepted message.
-                conn.session.record_incoming_qos2(packet_id);
+                if let Some(commit) = conn.session.record_incoming_qos2(packet_id) {
+                    conn.depends_on(commit);
+                }
             }
             conn.send(&Packet::PubRec(ack(packet_id, code)))
         }

@@ -25,6 +25,7 @@ use super::transaction::Transactions;
 use super::{ack, connect, deliver, op, send, subscribe, transaction};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
+use crate::core::commit::Commit;
 use crate::core::message::Delivery;
 use crate::core::session::{KickReason, Session};
 
@@ -84,9 +85,12 @@ pub(super) struct Connection {
     /// `receipt` header of the frame being handled: used by its RECEIPT, or by
     /// the ERROR if handling it fails.
     pub(super) receipt: Option<String>,
-    /// A RECEIPT is in the write buffer: it goes out only once what the frame
-    /// stored (a SEND to a persistent subscriber or a queue) is committed.
-    needs_commit: bool,
+    /// The highest commit of what this connection's frames stored (a SEND to a
+    /// queue or a persistent subscriber, an ACK): a RECEIPT promises every
+    /// frame before it, so it waits for this. A frame without a receipt waits for nothing.
+    stored: Commit,
+    /// What the buffered output (its RECEIPTs) waits for before it is written.
+    commit: Commit,
     /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
     next_message: u64,
     pub(super) write_buf: BytesMut,
@@ -136,7 +140,8 @@ impl Connection {
             transactions: Transactions::default(),
             max_unacked,
             receipt: None,
-            needs_commit: false,
+            stored: Commit::NONE,
+            commit: Commit::NONE,
             next_message: 1,
             write_buf: BytesMut::new(),
             publish_rate,
@@ -157,9 +162,14 @@ impl Connection {
         }
     }
 
-    /// Writes a RECEIPT; it goes out once what was stored so far is committed.
+    /// Notes what a frame stored, for the RECEIPTs from now on.
+    pub(super) fn stored(&mut self, commit: Commit) {
+        self.stored.include(commit);
+    }
+
+    /// Writes a RECEIPT; it goes out once what this connection stored so far is committed.
     pub(super) fn send_receipt(&mut self, receipt: String) {
-        self.needs_commit = true;
+        self.commit.include(self.stored);
         let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
         self.send(&frame);
     }
@@ -380,16 +390,14 @@ impl Connection {
         S: AsyncWrite + Unpin,
     {
         // Kept for the next write when there is nothing to write yet.
-        let needs_commit = !self.write_buf.is_empty() && std::mem::take(&mut self.needs_commit);
+        let commit = if self.write_buf.is_empty() {
+            Commit::NONE
+        } else {
+            self.commit.take()
+        };
         let router = Arc::clone(&self.ctx.router);
-        crate::adapter::write_out(
-            stream,
-            &mut self.write_buf,
-            needs_commit,
-            &router,
-            WRITE_STALL,
-        )
-        .await?;
+        crate::adapter::write_out(stream, &mut self.write_buf, commit, &router, WRITE_STALL)
+            .await?;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ pub enum StompAdapterError {
     #[error("{0}")]
     Destination(#[from] DestinationError),
     #[error("message could not be stored: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::core::commit::CoreError),
     #[error("unexpected {0} frame")]
     UnexpectedFrame(Command),
     #[error("the first frame must be CONNECT or STOMP, not {0}")]
@@ -169,7 +169,7 @@ pub(super) fn encode_error(frame: &Frame, version: Option<Version>, buf: &mut by
 impl From<crate::adapter::WriteError> for StompAdapterError {
     fn from(e: crate::adapter::WriteError) -> Self {
         match e {
-            crate::adapter::WriteError::Store(e) => StompAdapterError::Store(e),
+            crate::adapter::WriteError::Core(e) => StompAdapterError::Store(e),
             crate::adapter::WriteError::Io(e) => StompAdapterError::Io(e),
         }
     }
