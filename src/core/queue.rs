@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 
 use crate::core::commit::Commit;
 use crate::core::message::{Delivery, Message, QoS};
-use crate::core::router::persist::message_record;
+use crate::core::router::persist::{message_record, MessageSlot};
 use crate::core::session::{PushOutcome, Session};
 use crate::store::{Store, StoreOp};
 
@@ -222,7 +222,9 @@ impl Queue {
                 filter: Some(Arc::clone(&self.filter)),
                 seq: 0,
             };
-            let (outcome, pushed) = consumer.session.push_stored(delivery);
+            let (outcome, pushed) = consumer
+                .session
+                .push_stored(delivery, &MessageSlot::default());
             commit.include(pushed);
             match outcome {
                 PushOutcome::Dropped => {

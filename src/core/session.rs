@@ -19,7 +19,7 @@ use crate::core::packet_ids::PacketIds;
 pub use crate::core::packet_ids::{InflightEntry, InflightStage};
 use crate::core::pending::{delivery_bytes, PendingQueue};
 use crate::core::retained_backlog::{RetainedBacklog, RetainedBatch};
-use crate::core::router::persist::Persist;
+use crate::core::router::persist::{MessageSlot, Persist};
 use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
 
@@ -421,12 +421,17 @@ impl Session {
 
     /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
     pub fn push(&self, delivery: Delivery) -> PushOutcome {
-        self.push_stored(delivery).0
+        self.push_stored(delivery, &MessageSlot::default()).0
     }
 
     /// [`Session::push`], also returning the commit of what it stored (the
-    /// delivery of a persistent session, the removal of one it dropped).
-    pub(crate) fn push_stored(&self, mut delivery: Delivery) -> (PushOutcome, Commit) {
+    /// delivery of a persistent session, the removal of one it dropped). The
+    /// deliveries of one publish share `slot`, so its message is stored once.
+    pub(crate) fn push_stored(
+        &self,
+        mut delivery: Delivery,
+        slot: &MessageSlot,
+    ) -> (PushOutcome, Commit) {
         let mut commit = Commit::NONE;
         let mut state = self.state.lock();
         // Offline sessions keep only what has a delivery guarantee.
@@ -460,7 +465,7 @@ impl Session {
             if let Some(persist) = self.persist_if(&state) {
                 delivery.seq = state.next_store_seq;
                 state.next_store_seq += 1;
-                commit.include(persist.put_delivery(&delivery, None, false));
+                commit.include(persist.put_delivery(&delivery, slot));
             }
         }
         let was_empty = state.pending.is_empty();
@@ -545,7 +550,7 @@ impl Session {
                 if let Some(persist) = self.persist_if(state) {
                     delivery.seq = state.next_store_seq;
                     state.next_store_seq += 1;
-                    persist.put_delivery(&delivery, None, false);
+                    persist.put_delivery(&delivery, &MessageSlot::default());
                 }
             }
             state.pending.push_back(delivery);
@@ -595,7 +600,7 @@ impl Session {
             if delivery.seq != 0 {
                 if let Some(persist) = self.persist_if(state) {
                     // The packet id is stored so a resend after a restart uses the same one.
-                    commit.include(persist.put_delivery(&delivery, Some(id), false));
+                    commit.include(persist.mark_delivery(delivery.seq, id, false));
                 }
             }
             let seq = state.next_seq;
@@ -653,7 +658,7 @@ impl Session {
         let mut commit = Commit::NONE;
         if entry.delivery.seq != 0 {
             if let Some(persist) = self.persist() {
-                commit = persist.put_delivery(&entry.delivery, Some(packet_id), true);
+                commit = persist.mark_delivery(entry.delivery.seq, packet_id, true);
             }
         }
         Some(commit)

@@ -173,18 +173,14 @@ async fn each_stored_operation_returns_the_commit_that_covers_it() {
     let taken = session.take_deliverable(10, 10, Instant::now(), &mut batch);
     let packet_id = batch.first().and_then(|(_, id)| *id).expect("a packet id");
     covers(&router, &backend, taken.commit, "packet id", |op| {
-        matches!(op, StoreOp::PutDelivery { record, .. } if record.packet_id == Some(packet_id))
+        matches!(op, StoreOp::MarkDelivery { packet_id: id, released: false, .. } if *id == packet_id)
     })
     .await;
 
     let released = session.release_inflight(packet_id).expect("in flight");
-    covers(
-        &router,
-        &backend,
-        released,
-        "PUBREC state",
-        |op| matches!(op, StoreOp::PutDelivery { record, .. } if record.released),
-    )
+    covers(&router, &backend, released, "PUBREC state", |op| {
+        matches!(op, StoreOp::MarkDelivery { released: true, .. })
+    })
     .await;
 
     let recorded = session.record_incoming_qos2(9).expect("a new id");
@@ -241,5 +237,41 @@ async fn a_clean_session_and_qos0_store_nothing_to_wait_for() {
         published.commit.is_none(),
         "a clean subscriber stores nothing"
     );
+    store.close();
+}
+
+#[tokio::test]
+async fn a_publish_to_many_persistent_sessions_stores_its_message_once() {
+    let (router, backend, store) = gated_router();
+    backend.set_open(true);
+    for id in ["a", "b", "c"] {
+        let attached = router
+            .attach(&Arc::from(id), &SessionOwner::Anonymous, true, 60)
+            .expect("attach");
+        router.subscribe(&attached.session, filter("t"), options(QoS::AtLeastOnce));
+    }
+    let published = router
+        .publish_checked(message("t", QoS::AtLeastOnce))
+        .expect("published");
+    assert_eq!(published.matched, 3);
+    router
+        .wait_committed(published.commit)
+        .await
+        .expect("committed");
+    let applied = backend.applied.lock();
+    let messages: Vec<u64> = applied
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::PutMessage { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), 1, "one stored copy for three sessions");
+    let referring = applied
+        .iter()
+        .filter(|op| matches!(op, StoreOp::PutDelivery { record, .. } if record.message_id == messages[0]))
+        .count();
+    assert_eq!(referring, 3);
+    drop(applied);
     store.close();
 }

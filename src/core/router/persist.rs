@@ -156,17 +156,43 @@ pub(crate) struct Persist<'a> {
     pub(crate) client_id: &'a str,
 }
 
+/// The stored id of one publish's message, shared by the deliveries of one
+/// fan-out: the first persistent session stores the message, the others refer
+/// to it, so its payload is written once however many sessions are owed it.
+#[derive(Debug, Default)]
+pub(crate) struct MessageSlot(std::cell::Cell<Option<u64>>);
+
 impl Persist<'_> {
-    pub(crate) fn put_delivery(
-        &self,
-        delivery: &Delivery,
-        packet_id: Option<u16>,
-        released: bool,
-    ) -> Commit {
-        self.submit(StoreOp::PutDelivery {
+    /// Stores a new pending delivery (and its message, unless `slot` says this
+    /// publish's message is stored already).
+    pub(crate) fn put_delivery(&self, delivery: &Delivery, slot: &MessageSlot) -> Commit {
+        let (message_id, new) = match slot.0.get() {
+            Some(id) => (id, false),
+            None => {
+                let id = self.store.next_message_id();
+                slot.0.set(Some(id));
+                (id, true)
+            }
+        };
+        let message = new.then(|| StoreOp::PutMessage {
+            id: message_id,
+            record: message_record(&delivery.message),
+        });
+        let put = StoreOp::PutDelivery {
             client_id: self.client_id.to_string(),
             seq: delivery.seq,
-            record: delivery_record(delivery, packet_id, released),
+            record: delivery_record(delivery, message_id),
+        };
+        Commit::of_ticket(self.store.submit(message.into_iter().chain([put])))
+    }
+
+    /// A stored delivery went out with `packet_id` (`released`: QoS 2 PUBREC came).
+    pub(crate) fn mark_delivery(&self, seq: u64, packet_id: u16, released: bool) -> Commit {
+        self.submit(StoreOp::MarkDelivery {
+            client_id: self.client_id.to_string(),
+            seq,
+            packet_id,
+            released,
         })
     }
 
@@ -290,28 +316,30 @@ pub(crate) fn subscription_options(record: &SubscriptionRecord) -> SubscriptionO
     }
 }
 
-pub(crate) fn delivery_record(
-    delivery: &Delivery,
-    packet_id: Option<u16>,
-    released: bool,
-) -> DeliveryRecord {
+/// A new pending delivery of the message stored as `message_id`.
+pub(crate) fn delivery_record(delivery: &Delivery, message_id: u64) -> DeliveryRecord {
     DeliveryRecord {
-        message: message_record(&delivery.message),
+        message_id,
         qos: delivery.qos as u8,
         retain: delivery.retain,
         subscription_ids: delivery.subscription_ids.clone(),
-        packet_id,
-        released,
+        packet_id: None,
+        released: false,
     }
 }
 
-/// A delivery brought back from the store.
-pub(crate) fn delivery_from_record(seq: u64, record: DeliveryRecord) -> Delivery {
+/// A delivery brought back from the store, of `message` (shared by every
+/// session the store owed it to).
+pub(crate) fn delivery_from_record(
+    seq: u64,
+    record: DeliveryRecord,
+    message: Arc<Message>,
+) -> Delivery {
     Delivery {
         qos: QoS::from_u8(record.qos).unwrap_or(QoS::AtLeastOnce),
         retain: record.retain,
         subscription_ids: record.subscription_ids,
-        message: Arc::new(message_from_record(record.message)),
+        message,
         filter: None,
         seq,
     }

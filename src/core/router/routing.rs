@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::persist::Persistence;
+use super::persist::{MessageSlot, Persistence};
 use super::{PublishRefused, Published, RouterStats};
 use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
@@ -261,6 +261,8 @@ impl Routing {
         }
 
         let mut delivered = 0;
+        // The persistent sessions among the targets share one stored copy.
+        let slot = MessageSlot::default();
         let mut iter = targets.into_iter().peekable();
         while let Some(first) = iter.next() {
             let mut delivery = Delivery {
@@ -280,7 +282,7 @@ impl Routing {
                 delivery.retain |= next.retain;
                 delivery.subscription_ids.extend(next.subscription_id);
             }
-            let (outcome, pushed) = first.session.push_stored(delivery);
+            let (outcome, pushed) = first.session.push_stored(delivery, &slot);
             commit.include(pushed);
             match outcome {
                 PushOutcome::Queued => delivered += 1,
