@@ -121,7 +121,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let caps = ListenerCaps::new(settings.limits.max_connections);
         let monitor = Arc::new(Monitor::default());
-        if let Some(store) = router.store() {
+        if let Some(store) = &store {
             let observer = Arc::clone(&monitor);
             store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));
         }
@@ -297,11 +297,8 @@ impl Server {
             tracing::warn!("some connections did not close within the grace period");
         }
         let Server { router, .. } = self;
-        if let Some(store) = router.store() {
-            if let Err(e) = store.flush().await {
-                tracing::error!(error = %e, "store flush at shutdown failed");
-            }
-            store.close();
+        if let Err(e) = router.close_store().await {
+            tracing::error!(error = %e, "store flush at shutdown failed");
         }
         // The retained set and sessions are freed here when this is the last
         // reference: part of what the operator waits for.

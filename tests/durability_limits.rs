@@ -206,12 +206,11 @@ async fn the_total_store_limit_refuses_qos1_and_qos2_publishes_but_not_qos0() {
         vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
     );
     // Once the delivered messages are gone from the store, publishes are accepted again.
-    let store = server
-        .server
-        .as_ref()
-        .and_then(|s| s.router().store().cloned())
-        .expect("store");
-    eventually("the store to empty", || store.held_messages() == 0).await;
+    let router = server.server.as_ref().expect("server").router().clone();
+    eventually("the store to empty", || {
+        router.store_status().map(|s| s.held_messages) == Some(0)
+    })
+    .await;
     assert_eq!(publish_v5(&mut publisher, 1, b"6").await.0, 0);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

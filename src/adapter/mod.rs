@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::acl::SubscribeDecision;
 use crate::auth::{Acl, Action, Authenticator, Identity};
 use crate::config::{Limits, Settings};
+use crate::core::commit::{Commit, CoreError};
 use crate::core::exceptions::Exceptions;
 use crate::core::router::Router;
 use log_limit::LogLimit;
@@ -273,15 +274,16 @@ impl Peer {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
+    Core(#[from] CoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Writes a connection's buffered output in one go and clears it. When
-/// `needs_commit`, first waits until the store has committed everything
-/// submitted so far (the buffer holds acks that promise it). A peer that stops
-/// reading for `stall` is an error.
+/// Writes a connection's buffered output in one go and clears it. First waits
+/// until `commit` is committed: the highest commit of what the buffered acks
+/// promise (and of the packet ids of stored deliveries), so a wake-up's many
+/// acks wait once, and a buffer that promises nothing does not wait. A peer
+/// that stops reading for `stall` is an error.
 ///
 /// Most writes go out at once: they are tried in place, and only what the socket
 /// does not take waits, in a boxed future with the stall timer (as does the
@@ -290,7 +292,7 @@ pub enum WriteError {
 pub(crate) async fn write_out<S>(
     stream: &mut S,
     buf: &mut bytes::BytesMut,
-    needs_commit: bool,
+    commit: Commit,
     router: &Router,
     stall: std::time::Duration,
 ) -> Result<(), WriteError>
@@ -300,10 +302,8 @@ where
     if buf.is_empty() {
         return Ok(());
     }
-    if needs_commit {
-        if let Some(store) = router.store() {
-            Box::pin(store.wait(store.last_ticket())).await?;
-        }
+    if !commit.is_none() {
+        Box::pin(router.wait_committed(commit)).await?;
     }
     let (written, done) = write_now(stream, buf).await?;
     if done {
@@ -407,7 +407,7 @@ mod write_tests {
         let sent: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let mut buf = BytesMut::from(&sent[..]);
         let stall = Duration::from_secs(10);
-        write_out(&mut ours, &mut buf, false, &router(), stall)
+        write_out(&mut ours, &mut buf, Commit::NONE, &router(), stall)
             .await
             .unwrap();
         assert!(buf.is_empty());
@@ -422,7 +422,7 @@ mod write_tests {
         let result = write_out(
             &mut ours,
             &mut buf,
-            false,
+            Commit::NONE,
             &router(),
             Duration::from_secs(5),
         )

@@ -25,6 +25,7 @@ use super::log_limit::LogLimit;
 use super::rate::RateLimit;
 use super::{Context, Peer, WriteError};
 use crate::admin::{ClientInfo, Protocol};
+use crate::core::commit::Commit;
 use crate::core::session::{KickReason, Session};
 
 /// A byte stream a connection runs over (TCP, TLS, WebSocket).
@@ -110,10 +111,9 @@ pub(crate) trait ConnectionProtocol: Sized + Send + 'static {
     /// How long a write may stall (peer not reading) before the connection is dropped.
     fn write_stall(conn: &Connection<Self>) -> Duration;
 
-    /// Takes the mark that this connection submitted something to the store
-    /// since its last write: the output (an ack, a RECEIPT, a delivery with a
-    /// fresh packet id) promises it, so the write waits for the commit first.
-    fn take_commit_wait(&mut self) -> bool;
+    /// Takes the highest commit the buffered output (an ack, a RECEIPT, a
+    /// delivery with a stored packet id) promises: the write waits for it first.
+    fn take_commit_wait(&mut self) -> Commit;
 
     /// Whether the protocol's own timer (STOMP: the next heart-beat to send) is set.
     fn own_timer_armed(&self) -> bool {
@@ -376,9 +376,13 @@ impl<P: ConnectionProtocol> Connection<P> {
     ) -> Result<(), P::Error> {
         let stall = P::write_stall(self);
         // Kept for the next write when there is nothing to write yet.
-        let needs_commit = !self.write_buf.is_empty() && self.protocol.take_commit_wait();
+        let commit = if self.write_buf.is_empty() {
+            Commit::NONE
+        } else {
+            self.protocol.take_commit_wait()
+        };
         let router = Arc::clone(&self.ctx.router);
-        super::write_out(stream, &mut self.write_buf, needs_commit, &router, stall)
+        super::write_out(stream, &mut self.write_buf, commit, &router, stall)
             .await
             .map_err(Ended::Write)?;
         Ok(())

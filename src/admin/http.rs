@@ -114,10 +114,12 @@ fn healthz(state: &HttpState) -> HttpResponse {
             "a listener stopped accepting\n",
         );
     }
-    if let Some(store) = state.router.store() {
-        if !store.is_healthy() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "store failing\n");
-        }
+    if state
+        .router
+        .store_status()
+        .is_some_and(|store| !store.healthy)
+    {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "store failing\n");
     }
     text(StatusCode::OK, "ok\n")
 }

@@ -283,10 +283,10 @@ impl CoreSnapshot {
                 stats.retained_refused.load(Ordering::Relaxed),
             ),
         ];
-        if let Some(store) = router.store() {
-            snap.store_commits = Some(store.commits.load(Ordering::Relaxed));
-            snap.store_held = Some(store.held_messages() as i64);
-            snap.store_recovered = store.recovered.load(Ordering::Relaxed) as i64;
+        if let Some(store) = router.store_status() {
+            snap.store_commits = Some(store.commits);
+            snap.store_held = Some(i64::try_from(store.held_messages).unwrap_or(i64::MAX));
+            snap.store_recovered = i64::from(store.recovered);
         }
         snap
     }

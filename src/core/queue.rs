@@ -41,8 +41,9 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::core::commit::Commit;
 use crate::core::message::{Delivery, Message, QoS};
-use crate::core::router::persist::message_record;
+use crate::core::router::persist::{message_record, MessageSlot};
 use crate::core::session::{PushOutcome, Session};
 use crate::store::{Store, StoreOp};
 
@@ -134,19 +135,19 @@ struct QueueStore {
 }
 
 impl QueueStore {
-    fn put(&self, seq: u64, message: &Message) {
-        self.store.submit([StoreOp::PutQueued {
+    fn put(&self, seq: u64, message: &Message) -> Commit {
+        Commit::of_ticket(self.store.submit([StoreOp::PutQueued {
             queue: self.name.clone(),
             seq,
             record: message_record(message),
-        }]);
+        }]))
     }
 
-    fn delete(&self, seq: u64) {
-        self.store.submit([StoreOp::DeleteQueued {
+    fn delete(&self, seq: u64) -> Commit {
+        Commit::of_ticket(self.store.submit([StoreOp::DeleteQueued {
             queue: self.name.clone(),
             seq,
-        }]);
+        }]))
     }
 }
 
@@ -166,10 +167,10 @@ impl Queue {
         }
     }
 
-    fn forget(&self, seq: u64) {
-        if let Some(store) = &self.store {
-            store.delete(seq);
-        }
+    fn forget(&self, seq: u64) -> Commit {
+        self.store
+            .as_ref()
+            .map_or(Commit::NONE, |store| store.delete(seq))
     }
 
     fn depth(&self) -> QueueDepth {
@@ -200,15 +201,17 @@ impl Queue {
             .find(|c| Arc::ptr_eq(&c.session, session))
     }
 
-    /// Hands ready messages to consumers, taking turns, until one side runs out.
-    fn dispatch(&mut self) {
+    /// Hands ready messages to consumers, taking turns, until one side runs out;
+    /// returns the commit of what that stored.
+    fn dispatch(&mut self) -> Commit {
+        let mut commit = Commit::NONE;
         let now = Instant::now();
         // Consumers whose session refused a delivery in this round.
         let mut refused = vec![false; self.consumers.len()];
         while let Some(front) = self.ready.front() {
             if front.message.is_expired(now) {
                 if let Some(entry) = self.ready.pop_front() {
-                    self.forget(entry.seq);
+                    commit.include(self.forget(entry.seq));
                 }
                 tracing::debug!(queue = %self.filter, "expired queue message discarded");
                 continue;
@@ -218,10 +221,10 @@ impl Queue {
                 .map(|i| (self.next + i) % count)
                 .find(|&i| !refused[i] && self.consumers[i].can_take())
             else {
-                return;
+                return commit;
             };
             let Some(Entry { seq, message }) = self.ready.pop_front() else {
-                return;
+                return commit;
             };
             let consumer = &mut self.consumers[index];
             let delivery = Delivery {
@@ -232,7 +235,11 @@ impl Queue {
                 filter: Some(Arc::clone(&self.filter)),
                 seq: 0,
             };
-            match consumer.session.push(delivery) {
+            let (outcome, pushed) = consumer
+                .session
+                .push_stored(delivery, &MessageSlot::default());
+            commit.include(pushed);
+            match outcome {
                 PushOutcome::Dropped => {
                     refused[index] = true;
                     self.ready.push_front(Entry { seq, message });
@@ -255,10 +262,11 @@ impl Queue {
                 });
             } else if let Some(store) = &self.store {
                 // The consumer's session carries it from here (and stores it if persistent).
-                store.delete(seq);
+                commit.include(store.delete(seq));
             }
             self.next = (index + 1) % count;
         }
+        commit
     }
 }
 
@@ -304,8 +312,9 @@ impl QueueRegistry {
         queue.ready.push_back(Entry { seq, message });
     }
 
-    /// Adds a message at the back of queue `name` and hands out what can be handed out.
-    pub fn enqueue(&self, name: &str, message: Arc<Message>) -> Result<(), QueueError> {
+    /// Adds a message at the back of queue `name` and hands out what can be
+    /// handed out; returns the commit of what that stored.
+    pub fn enqueue(&self, name: &str, message: Arc<Message>) -> Result<Commit, QueueError> {
         let mut queues = self.queues.lock();
         let queue = queues
             .entry(Arc::from(name))
@@ -323,17 +332,18 @@ impl QueueRegistry {
         }
         let seq = queue.next_seq;
         queue.next_seq += 1;
+        let mut commit = Commit::NONE;
         if let Some(store) = &queue.store {
-            store.put(seq, &message);
+            commit = store.put(seq, &message);
         }
         queue.ready.push_back(Entry { seq, message });
-        queue.dispatch();
+        commit.include(queue.dispatch());
         let waiting = !queue.ready.is_empty();
         drop(queues);
         if waiting {
             self.pulls.arrived();
         }
-        Ok(())
+        Ok(commit)
     }
 
     /// Gives messages back at the front of the queue (a session ended before its
@@ -448,52 +458,53 @@ impl QueueRegistry {
         }
     }
 
-    /// The consumer is done with the message: it leaves the queue. False if unknown.
-    pub fn ack(&self, name: &str, session: &Arc<Session>, message: &Arc<Message>) -> bool {
+    /// The consumer is done with the message: it leaves the queue. The commit
+    /// of its removal from the store, or None if unknown.
+    pub fn ack(
+        &self,
+        name: &str,
+        session: &Arc<Session>,
+        message: &Arc<Message>,
+    ) -> Option<Commit> {
         let mut queues = self.queues.lock();
-        let Some(queue) = queues.get_mut(name) else {
-            return false;
-        };
-        let Some(consumer) = queue.consumer(session) else {
-            return false;
-        };
-        let Some(index) = consumer.position(message) else {
-            return false;
-        };
+        let queue = queues.get_mut(name)?;
+        let consumer = queue.consumer(session)?;
+        let index = consumer.position(message)?;
+        let mut commit = Commit::NONE;
         if let Some(done) = consumer.unacked.remove(index) {
-            queue.forget(done.seq);
+            commit = queue.forget(done.seq);
         }
         // A slot opened in this consumer's window.
-        queue.dispatch();
+        commit.include(queue.dispatch());
         if queue.is_idle() {
             queues.remove(name);
         }
-        true
+        Some(commit)
     }
 
     /// The consumer refused the message: it goes back to the front of the queue
-    /// for the next consumer in turn (possibly the same one). False if unknown.
-    pub fn nack(&self, name: &str, session: &Arc<Session>, message: &Arc<Message>) -> bool {
+    /// for the next consumer in turn (possibly the same one). The commit of
+    /// what handing it out again stored, or None if unknown.
+    pub fn nack(
+        &self,
+        name: &str,
+        session: &Arc<Session>,
+        message: &Arc<Message>,
+    ) -> Option<Commit> {
         let mut queues = self.queues.lock();
-        let Some(queue) = queues.get_mut(name) else {
-            return false;
-        };
-        let Some(consumer) = queue.consumer(session) else {
-            return false;
-        };
-        let Some(index) = consumer.position(message) else {
-            return false;
-        };
+        let queue = queues.get_mut(name)?;
+        let consumer = queue.consumer(session)?;
+        let index = consumer.position(message)?;
         if let Some(Unacked { seq, message, .. }) = consumer.unacked.remove(index) {
             queue.ready.push_front(Entry { seq, message });
         }
-        queue.dispatch();
+        let commit = queue.dispatch();
         let waiting = !queue.ready.is_empty();
         drop(queues);
         if waiting {
             self.pulls.arrived();
         }
-        true
+        Some(commit)
     }
 
     /// Dispatches every queue `session` consumes (its connection came back).

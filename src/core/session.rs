@@ -12,13 +12,14 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
+use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, QoS};
 use crate::core::packet_ids::PacketIds;
 pub use crate::core::packet_ids::{InflightEntry, InflightStage};
 use crate::core::pending::{delivery_bytes, PendingQueue};
 use crate::core::retained_backlog::{RetainedBacklog, RetainedBatch};
-use crate::core::router::persist::Persist;
+use crate::core::router::persist::{MessageSlot, Persist};
 use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
 
@@ -104,6 +105,16 @@ pub enum PushOutcome {
     /// Queued, but the oldest pending delivery was dropped to make room.
     QueuedDroppedOldest,
     Dropped,
+}
+
+/// What [`Session::take_deliverable`] did besides filling its batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// Expired deliveries discarded.
+    pub expired: usize,
+    /// The stored packet ids of the batch: a PUBLISH with one may go out once
+    /// it is committed, so a resend after a restart uses the same id.
+    pub commit: Commit,
 }
 
 /// Who a session belongs to: the user that created it. Only its owner may
@@ -409,11 +420,23 @@ impl Session {
     }
 
     /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
-    pub fn push(&self, mut delivery: Delivery) -> PushOutcome {
+    pub fn push(&self, delivery: Delivery) -> PushOutcome {
+        self.push_stored(delivery, &MessageSlot::default()).0
+    }
+
+    /// [`Session::push`], also returning the commit of what it stored (the
+    /// delivery of a persistent session, the removal of one it dropped). The
+    /// deliveries of one publish share `slot`, so its message is stored once.
+    pub(crate) fn push_stored(
+        &self,
+        mut delivery: Delivery,
+        slot: &MessageSlot,
+    ) -> (PushOutcome, Commit) {
+        let mut commit = Commit::NONE;
         let mut state = self.state.lock();
         // Offline sessions keep only what has a delivery guarantee.
         if state.connection_id == 0 && delivery.qos == crate::core::message::QoS::AtMostOnce {
-            return PushOutcome::Dropped;
+            return (PushOutcome::Dropped, commit);
         }
         let mut outcome = PushOutcome::Queued;
         let size = delivery_bytes(&delivery);
@@ -425,7 +448,7 @@ impl Session {
                     while limits.full_for(&state.pending, size) {
                         if let Some(old) = state.pending.pop_front() {
                             if let Some(persist) = self.persist() {
-                                persist.delete_delivery(old.seq);
+                                commit.include(persist.delete_delivery(old.seq));
                             }
                         }
                         state.rare().dropped += 1;
@@ -434,7 +457,7 @@ impl Session {
                 }
                 _ => {
                     state.rare().dropped += 1;
-                    return PushOutcome::Dropped;
+                    return (PushOutcome::Dropped, commit);
                 }
             }
         }
@@ -442,7 +465,7 @@ impl Session {
             if let Some(persist) = self.persist_if(&state) {
                 delivery.seq = state.next_store_seq;
                 state.next_store_seq += 1;
-                persist.put_delivery(&delivery, None, false);
+                commit.include(persist.put_delivery(&delivery, slot));
             }
         }
         let was_empty = state.pending.is_empty();
@@ -451,7 +474,7 @@ impl Session {
         if was_empty {
             self.wake.notify_one();
         }
-        outcome
+        (outcome, commit)
     }
 
     /// True when one more delivery of `size` bytes does not fit and the policy is to refuse it.
@@ -527,7 +550,7 @@ impl Session {
                 if let Some(persist) = self.persist_if(state) {
                     delivery.seq = state.next_store_seq;
                     state.next_store_seq += 1;
-                    persist.put_delivery(&delivery, None, false);
+                    persist.put_delivery(&delivery, &MessageSlot::default());
                 }
             }
             state.pending.push_back(delivery);
@@ -538,14 +561,15 @@ impl Session {
     /// Moves deliveries the connection may send now into `out`: QoS 0 always, QoS 1/2
     /// while fewer than `window` are in flight (each gets a packet id and is recorded
     /// in flight). Stops at the first QoS 1/2 delivery that does not fit, so order is
-    /// kept. Expired deliveries are discarded; returns how many.
+    /// kept. Expired deliveries are discarded and counted.
     pub fn take_deliverable(
         &self,
         max: usize,
         window: usize,
         now: Instant,
         out: &mut Vec<(Delivery, Option<u16>)>,
-    ) -> usize {
+    ) -> Taken {
+        let mut commit = Commit::NONE;
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let mut expired = self.feed_retained(state, now);
@@ -576,7 +600,7 @@ impl Session {
             if delivery.seq != 0 {
                 if let Some(persist) = self.persist_if(state) {
                     // The packet id is stored so a resend after a restart uses the same one.
-                    persist.put_delivery(&delivery, Some(id), false);
+                    commit.include(persist.mark_delivery(delivery.seq, id, false));
                 }
             }
             let seq = state.next_seq;
@@ -591,7 +615,10 @@ impl Session {
             );
             out.push((delivery, Some(id)));
         }
-        expired + self.feed_retained(state, now)
+        Taken {
+            expired: expired + self.feed_retained(state, now),
+            commit,
+        }
     }
 
     pub fn pending_len(&self) -> usize {
@@ -606,37 +633,35 @@ impl Session {
         self.state.lock().ids.inflight_len()
     }
 
-    /// Removes an in-flight delivery in `stage`; false if there is none with that id and stage.
-    pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> bool {
+    /// Removes an in-flight delivery in `stage`: the commit of its removal from
+    /// the store, or None if there is none with that id and stage.
+    pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> Option<Commit> {
         let mut state = self.state.lock();
         match state.ids.inflight_stage(packet_id) {
             Some(found) if found == stage => {
-                if let (Some(entry), Some(persist)) =
-                    (state.ids.remove_inflight(packet_id), self.persist())
-                {
-                    persist.delete_delivery(entry.delivery.seq);
-                }
-                true
+                let commit = match (state.ids.remove_inflight(packet_id), self.persist()) {
+                    (Some(entry), Some(persist)) => persist.delete_delivery(entry.delivery.seq),
+                    _ => Commit::NONE,
+                };
+                Some(commit)
             }
-            _ => false,
+            _ => None,
         }
     }
 
-    /// PUBREC received: the QoS 2 delivery moves to the release stage. False if unknown.
-    pub fn release_inflight(&self, packet_id: u16) -> bool {
+    /// PUBREC received: the QoS 2 delivery moves to the release stage. The
+    /// commit of that stage (the PUBREL depends on it), or None if unknown.
+    pub fn release_inflight(&self, packet_id: u16) -> Option<Commit> {
         let mut state = self.state.lock();
-        match state.ids.inflight_mut(packet_id) {
-            Some(entry) => {
-                entry.stage = InflightStage::Released;
-                if entry.delivery.seq != 0 {
-                    if let Some(persist) = self.persist() {
-                        persist.put_delivery(&entry.delivery, Some(packet_id), true);
-                    }
-                }
-                true
+        let entry = state.ids.inflight_mut(packet_id)?;
+        entry.stage = InflightStage::Released;
+        let mut commit = Commit::NONE;
+        if entry.delivery.seq != 0 {
+            if let Some(persist) = self.persist() {
+                commit = persist.mark_delivery(entry.delivery.seq, packet_id, true);
             }
-            None => false,
         }
+        Some(commit)
     }
 
     /// Every in-flight delivery in send order, for resending after a reconnect.
@@ -651,31 +676,36 @@ impl Session {
         entries
     }
 
-    /// Records an incoming QoS 2 id; false if it was already recorded (a duplicate PUBLISH).
-    pub fn record_incoming_qos2(&self, packet_id: u16) -> bool {
+    /// Records an incoming QoS 2 id: the commit of its record (the PUBREC
+    /// depends on it), or None if it was already recorded (a duplicate PUBLISH).
+    pub fn record_incoming_qos2(&self, packet_id: u16) -> Option<Commit> {
         let mut state = self.state.lock();
-        let inserted = state.ids.insert_incoming_qos2(packet_id);
-        if inserted {
-            if let Some(persist) = self.persist_if(&state) {
-                persist.put_incoming_qos2(packet_id);
-            }
+        if !state.ids.insert_incoming_qos2(packet_id) {
+            return None;
         }
-        inserted
+        let commit = self
+            .persist_if(&state)
+            .map_or(Commit::NONE, |persist| persist.put_incoming_qos2(packet_id));
+        Some(commit)
     }
 
     pub fn incoming_qos2_len(&self) -> usize {
         self.state.lock().ids.incoming_qos2_len()
     }
 
-    /// PUBREL: forgets the id; false if it was unknown. Only a session the store
-    /// holds anything of deletes it there: a clean session's PUBREL costs no
-    /// store operation (and no group commit).
-    pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        let removed = self.state.lock().ids.remove_incoming_qos2(packet_id);
-        if let (true, true, Some(persist)) = (removed, self.is_stored(), self.persist()) {
-            persist.delete_incoming_qos2(packet_id);
+    /// PUBREL: forgets the id; the commit of its removal (the PUBCOMP depends on
+    /// it: the client may reuse the id), or None if it was unknown. Only a
+    /// session the store holds anything of deletes it there: a clean session's
+    /// PUBREL costs no store operation (and no group commit).
+    pub fn release_incoming_qos2(&self, packet_id: u16) -> Option<Commit> {
+        if !self.state.lock().ids.remove_incoming_qos2(packet_id) {
+            return None;
         }
-        removed
+        let commit = match (self.is_stored(), self.persist()) {
+            (true, Some(persist)) => persist.delete_incoming_qos2(packet_id),
+            _ => Commit::NONE,
+        };
+        Some(commit)
     }
 
     pub(crate) fn add_subscription(&self, filter: Filter, options: SubscriptionOptions) -> bool {

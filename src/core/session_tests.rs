@@ -347,7 +347,9 @@ fn the_window_stops_at_the_first_qos1_delivery_that_does_not_fit() {
     assert_eq!(session.inflight_len(), 2);
 
     let first_id = out[0].1.expect("a QoS 1 delivery gets a packet id");
-    assert!(session.finish_inflight(first_id, InflightStage::Sent));
+    assert!(session
+        .finish_inflight(first_id, InflightStage::Sent)
+        .is_some());
     out.clear();
     session.take_deliverable(10, 2, Instant::now(), &mut out);
     assert_eq!(payloads(&out), ["c1", "d0"]);
@@ -392,7 +394,10 @@ fn inflight_deliveries_come_back_in_send_order_for_a_resend() {
     let mut out = Vec::new();
     session.take_deliverable(10, 10, Instant::now(), &mut out);
     let ids: Vec<u16> = out.iter().filter_map(|(_, id)| *id).collect();
-    assert!(session.release_inflight(ids[1]), "PUBREC for the second");
+    assert!(
+        session.release_inflight(ids[1]).is_some(),
+        "PUBREC for the second"
+    );
     let order: Vec<(u16, String, InflightStage)> = session
         .inflight_in_order()
         .into_iter()
@@ -419,19 +424,28 @@ fn finishing_an_inflight_delivery_needs_its_id_and_stage() {
     session.take_deliverable(10, 10, Instant::now(), &mut out);
     let id = out[0].1.expect("packet id");
     assert!(
-        !session.finish_inflight(id, InflightStage::Released),
+        session
+            .finish_inflight(id, InflightStage::Released)
+            .is_none(),
         "PUBCOMP before PUBREC"
     );
-    assert!(!session.release_inflight(id.wrapping_add(1)), "unknown id");
-    assert!(session.release_inflight(id));
     assert!(
-        !session.finish_inflight(id, InflightStage::Sent),
+        session.release_inflight(id.wrapping_add(1)).is_none(),
+        "unknown id"
+    );
+    assert!(session.release_inflight(id).is_some());
+    assert!(
+        session.finish_inflight(id, InflightStage::Sent).is_none(),
         "PUBACK after PUBREC"
     );
-    assert!(session.finish_inflight(id, InflightStage::Released));
+    assert!(session
+        .finish_inflight(id, InflightStage::Released)
+        .is_some());
     assert_eq!(session.inflight_len(), 0);
     assert!(
-        !session.finish_inflight(id, InflightStage::Released),
+        session
+            .finish_inflight(id, InflightStage::Released)
+            .is_none(),
         "only once"
     );
 }
@@ -439,15 +453,18 @@ fn finishing_an_inflight_delivery_needs_its_id_and_stage() {
 #[test]
 fn incoming_qos2_ids_are_recorded_once_until_released() {
     let session = online(limits(10, 0, OverflowPolicy::DropNew));
-    assert!(session.record_incoming_qos2(7));
+    assert!(session.record_incoming_qos2(7).is_some());
     assert!(
-        !session.record_incoming_qos2(7),
+        session.record_incoming_qos2(7).is_none(),
         "a resent PUBLISH is a duplicate"
     );
     assert_eq!(session.incoming_qos2_len(), 1);
-    assert!(session.release_incoming_qos2(7));
-    assert!(!session.release_incoming_qos2(7));
-    assert!(session.record_incoming_qos2(7), "the id may be used again");
+    assert!(session.release_incoming_qos2(7).is_some());
+    assert!(session.release_incoming_qos2(7).is_none());
+    assert!(
+        session.record_incoming_qos2(7).is_some(),
+        "the id may be used again"
+    );
 }
 
 // ------------------------------------------------------------------ expiry
@@ -472,7 +489,9 @@ fn expired_messages_are_dropped_when_the_queue_is_drained() {
     session.push(expiring("later", Duration::from_secs(60), start));
     session.push(expiring("soon too", Duration::from_secs(2), start));
     let mut out = Vec::new();
-    let expired = session.take_deliverable(10, 10, start + Duration::from_secs(5), &mut out);
+    let expired = session
+        .take_deliverable(10, 10, start + Duration::from_secs(5), &mut out)
+        .expired;
     assert_eq!(expired, 2);
     assert_eq!(payloads(&out), ["forever", "later"]);
     assert_eq!(session.pending_len(), 0);
@@ -490,7 +509,9 @@ fn a_message_expires_at_its_instant_not_after() {
     session.push(expiring("edge", Duration::from_secs(3), start));
     let mut out = Vec::new();
     assert_eq!(
-        session.take_deliverable(10, 10, start + Duration::from_secs(2), &mut out),
+        session
+            .take_deliverable(10, 10, start + Duration::from_secs(2), &mut out)
+            .expired,
         0
     );
     assert_eq!(payloads(&out), ["edge"]);
@@ -498,7 +519,9 @@ fn a_message_expires_at_its_instant_not_after() {
     session.push(expiring("edge", Duration::from_secs(3), start));
     out.clear();
     assert_eq!(
-        session.take_deliverable(10, 10, start + Duration::from_secs(3), &mut out),
+        session
+            .take_deliverable(10, 10, start + Duration::from_secs(3), &mut out)
+            .expired,
         1
     );
     assert!(out.is_empty());
@@ -512,7 +535,9 @@ fn expired_messages_behind_a_full_window_wait_with_the_rest() {
     session.push(expiring("stale", Duration::from_secs(1), start));
     let mut out = Vec::new();
     assert_eq!(
-        session.take_deliverable(10, 0, start + Duration::from_secs(5), &mut out),
+        session
+            .take_deliverable(10, 0, start + Duration::from_secs(5), &mut out)
+            .expired,
         0
     );
     assert!(out.is_empty());

@@ -66,10 +66,24 @@ pub enum StoreOp {
     DeleteSession {
         client_id: String,
     },
+    /// A message owed to persistent sessions, stored once and referred to by
+    /// their deliveries; removed with the last delivery that refers to it.
+    PutMessage {
+        id: u64,
+        record: MessageRecord,
+    },
     PutDelivery {
         client_id: String,
         seq: u64,
         record: DeliveryRecord,
+    },
+    /// A stored delivery went out with `packet_id` (and, QoS 2, was released):
+    /// its record is updated in place, the message it refers to untouched.
+    MarkDelivery {
+        client_id: String,
+        seq: u64,
+        packet_id: u16,
+        released: bool,
     },
     DeleteDelivery {
         client_id: String,
@@ -113,6 +127,8 @@ pub struct Snapshot {
     pub sessions: Vec<(String, SessionRecord)>,
     /// Ordered by client id, then sequence.
     pub deliveries: Vec<(String, u64, DeliveryRecord)>,
+    /// The messages the deliveries refer to, by id.
+    pub messages: Vec<(u64, MessageRecord)>,
     pub incoming_qos2: Vec<(String, u16)>,
     pub retained: Vec<MessageRecord>,
     /// Ordered by queue name, then sequence.
@@ -156,6 +172,8 @@ pub struct Store {
     pub recovered: AtomicU64,
     /// Messages on disk (deliveries plus queued), as of the last commit.
     held: AtomicI64,
+    /// The id the next stored message gets (above every id in the file).
+    next_message_id: AtomicU64,
     /// Told how long each commit took (metrics); set once, called on the writer thread.
     commit_observer: std::sync::OnceLock<CommitObserver>,
     /// The writer thread, joined by `close` so the last commit is done before
@@ -195,6 +213,7 @@ impl Store {
             commits: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
             held: AtomicI64::new(0),
+            next_message_id: AtomicU64::new(1),
             commit_observer: std::sync::OnceLock::new(),
             writer: Mutex::new(None),
         });
@@ -232,7 +251,15 @@ impl Store {
         let held = snapshot.deliveries.len() + snapshot.queued.len();
         self.held
             .store(i64::try_from(held).unwrap_or(i64::MAX), Ordering::Relaxed);
+        let last_id = snapshot.messages.iter().map(|(id, _)| *id).max();
+        self.next_message_id
+            .fetch_max(last_id.unwrap_or(0) + 1, Ordering::Relaxed);
         Ok(snapshot)
+    }
+
+    /// A fresh id for a message stored with `StoreOp::PutMessage`.
+    pub fn next_message_id(&self) -> u64 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Messages on disk (deliveries owed to persistent sessions plus queued), as of

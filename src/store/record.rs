@@ -66,16 +66,30 @@ pub enum OwnerRecord {
     User(String),
 }
 
-/// One message owed to a persistent session, pending or in flight.
+/// One message owed to a persistent session, pending or in flight. The
+/// message itself is stored once per publish (`StoreOp::PutMessage`), however
+/// many sessions it is owed to, and referred to by its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
-    pub message: MessageRecord,
+    pub message_id: u64,
     pub qos: u8,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
     /// Set once sent: the packet id it went out with, so a resend uses the same one.
     pub packet_id: Option<u16>,
     /// True after PUBREC (QoS 2): only PUBREL/PUBCOMP remain.
+    pub released: bool,
+}
+
+/// A delivery as stored by format version 1, with its own copy of the message
+/// (read only to migrate such a store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecordV1 {
+    pub message: MessageRecord,
+    pub qos: u8,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+    pub packet_id: Option<u16>,
     pub released: bool,
 }
 

@@ -5,11 +5,15 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::record::{DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, WillRecord};
+use super::record::{
+    DeliveryRecord, DeliveryRecordV1, MessageRecord, OwnerRecord, SessionRecord, WillRecord,
+};
 use super::{Backend, Snapshot, StoreError, StoreOp};
 
-/// Bumped whenever the stored layout changes incompatibly.
-pub const FORMAT_VERSION: u64 = 1;
+/// Bumped whenever the stored layout changes incompatibly. 2: a delivery refers
+/// to its message by id instead of holding a copy (a version 1 file is migrated
+/// at open).
+pub const FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -17,6 +21,10 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// decode unchanged; a session without a row here has an unknown owner.
 const SESSION_OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_owners");
 const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries");
+/// Messages owed to persistent sessions, once per publish, by id.
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// How many deliveries refer to each message: the message goes with the last one.
+const MESSAGE_REFS: TableDefinition<u64, u64> = TableDefinition::new("message_refs");
 const INCOMING_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const QUEUED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queued");
@@ -176,6 +184,14 @@ impl RedbBackend {
                         supported: FORMAT_VERSION,
                     })
                 }
+                Some(1) => {
+                    drop(meta);
+                    migrate_v1_deliveries(&txn).map_err(|e| open_err(&e))?;
+                    meta = txn.open_table(META).map_err(|e| open_err(&e))?;
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(|e| open_err(&e))?;
+                    tracing::info!(path = %shown, "store migrated to format 2: each message stored once");
+                }
                 Some(_) => {}
                 None => {
                     meta.insert("format_version", FORMAT_VERSION)
@@ -186,6 +202,8 @@ impl RedbBackend {
             txn.open_table(SESSIONS).map_err(|e| open_err(&e))?;
             txn.open_table(SESSION_OWNERS).map_err(|e| open_err(&e))?;
             txn.open_table(DELIVERIES).map_err(|e| open_err(&e))?;
+            txn.open_table(MESSAGES).map_err(|e| open_err(&e))?;
+            txn.open_table(MESSAGE_REFS).map_err(|e| open_err(&e))?;
             txn.open_table(INCOMING_QOS2).map_err(|e| open_err(&e))?;
             txn.open_table(RETAINED).map_err(|e| open_err(&e))?;
             txn.open_table(QUEUED).map_err(|e| open_err(&e))?;
@@ -215,6 +233,8 @@ impl Backend for RedbBackend {
             let mut sessions = txn.open_table(SESSIONS).map_err(write_err)?;
             let mut owners = txn.open_table(SESSION_OWNERS).map_err(write_err)?;
             let mut deliveries = txn.open_table(DELIVERIES).map_err(write_err)?;
+            let mut messages = txn.open_table(MESSAGES).map_err(write_err)?;
+            let mut refs = txn.open_table(MESSAGE_REFS).map_err(write_err)?;
             let mut incoming = txn.open_table(INCOMING_QOS2).map_err(write_err)?;
             let mut retained = txn.open_table(RETAINED).map_err(write_err)?;
             let mut queued = txn.open_table(QUEUED).map_err(write_err)?;
@@ -235,12 +255,17 @@ impl Backend for RedbBackend {
                         let id = client_id.as_str();
                         sessions.remove(id).map_err(write_err)?;
                         owners.remove(id).map_err(write_err)?;
+                        let mut released = Vec::new();
                         deliveries
-                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| {
+                            .retain_in((id, 0)..=(id, u64::MAX), |_, value| {
                                 held_change -= 1;
+                                released.extend(message_id_of(value));
                                 false
                             })
                             .map_err(write_err)?;
+                        for message_id in released {
+                            unref_message(&mut refs, &mut messages, message_id)?;
+                        }
                         incoming
                             .retain_in((id, 0)..=(id, u16::MAX), |_, _| false)
                             .map_err(write_err)?;
@@ -252,14 +277,51 @@ impl Backend for RedbBackend {
                     } => {
                         let old = deliveries
                             .insert((client_id.as_str(), *seq), encode(record)?.as_slice())
-                            .map_err(write_err)?;
+                            .map_err(write_err)?
+                            .map(|old| message_id_of(old.value()));
                         held_change += i64::from(old.is_none());
+                        // A rewrite (packet id, release) of the same message keeps its reference.
+                        if old != Some(Some(record.message_id)) {
+                            ref_message(&mut refs, record.message_id)?;
+                            if let Some(Some(previous)) = old {
+                                unref_message(&mut refs, &mut messages, previous)?;
+                            }
+                        }
                     }
                     StoreOp::DeleteDelivery { client_id, seq } => {
                         let old = deliveries
                             .remove((client_id.as_str(), *seq))
-                            .map_err(write_err)?;
+                            .map_err(write_err)?
+                            .map(|old| message_id_of(old.value()));
                         held_change -= i64::from(old.is_some());
+                        if let Some(Some(message_id)) = old {
+                            unref_message(&mut refs, &mut messages, message_id)?;
+                        }
+                    }
+                    StoreOp::MarkDelivery {
+                        client_id,
+                        seq,
+                        packet_id,
+                        released,
+                    } => {
+                        let key = (client_id.as_str(), *seq);
+                        let stored = deliveries
+                            .get(key)
+                            .map_err(write_err)?
+                            .map(|found| decode::<DeliveryRecord>(found.value()));
+                        // Gone meanwhile (acknowledged, session ended): nothing to mark.
+                        let Some(record) = stored else { continue };
+                        let mut record = record?;
+                        record.packet_id = Some(*packet_id);
+                        record.released = *released;
+                        deliveries
+                            .insert(key, encode(&record)?.as_slice())
+                            .map_err(write_err)?;
+                    }
+                    StoreOp::PutMessage { id, record } => {
+                        messages
+                            .insert(*id, encode(record)?.as_slice())
+                            .map_err(write_err)?;
                     }
                     StoreOp::PutIncomingQos2 {
                         client_id,
@@ -342,6 +404,12 @@ impl Backend for RedbBackend {
             let record: DeliveryRecord = decode(v.value())?;
             snapshot.deliveries.push((client.to_string(), seq, record));
         }
+        let table = txn.open_table(MESSAGES).map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let record: MessageRecord = decode(v.value())?;
+            snapshot.messages.push((k.value(), record));
+        }
         let table = txn.open_table(INCOMING_QOS2).map_err(|e| read_err(&e))?;
         for row in table.iter().map_err(|e| read_err(&e))? {
             let (k, _) = row.map_err(|e| read_err(&e))?;
@@ -371,156 +439,75 @@ impl Backend for RedbBackend {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::record::SubscriptionRecord;
-
-    fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tern-redb-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir.join("tern.redb")
-    }
-
-    fn message(topic: &str) -> MessageRecord {
-        MessageRecord {
-            topic: topic.into(),
-            payload: b"p\x00q".to_vec(),
-            qos: 1,
-            retain: false,
-            expires_at_ms: None,
-            payload_is_utf8: false,
-            content_type: None,
-            response_topic: None,
-            correlation_data: None,
-            user_properties: vec![],
-            publisher: None,
-        }
-    }
-
-    #[test]
-    fn records_survive_reopen_and_session_delete_removes_its_rows() {
-        let path = temp_path("reopen");
-        {
-            let b = RedbBackend::open(&path).unwrap();
-            let session = SessionRecord {
-                expiry_interval: 60,
-                disconnected_at_ms: None,
-                owner: OwnerRecord::User("alice".into()),
-                subscriptions: vec![SubscriptionRecord {
-                    filter: "a/#".into(),
-                    qos: 1,
-                    no_local: false,
-                    retain_as_published: false,
-                    retain_handling: 0,
-                    subscription_id: Some(3),
-                }],
-            };
-            let delivery = DeliveryRecord {
-                message: message("a/b"),
-                qos: 1,
-                retain: false,
-                subscription_ids: vec![3],
-                packet_id: Some(7),
-                released: false,
-            };
-            let added = b
-                .apply(
-                    &[
-                        StoreOp::PutSession {
-                            client_id: "c1".into(),
-                            record: session.clone(),
-                        },
-                        StoreOp::PutSession {
-                            client_id: "c2".into(),
-                            record: session,
-                        },
-                        StoreOp::PutDelivery {
-                            client_id: "c1".into(),
-                            seq: 1,
-                            record: delivery.clone(),
-                        },
-                        StoreOp::PutDelivery {
-                            client_id: "c2".into(),
-                            seq: 1,
-                            record: delivery,
-                        },
-                        StoreOp::PutIncomingQos2 {
-                            client_id: "c1".into(),
-                            packet_id: 9,
-                        },
-                        StoreOp::PutRetained {
-                            record: message("r/1"),
-                        },
-                        StoreOp::PutQueued {
-                            queue: "jobs".into(),
-                            seq: 4,
-                            record: message("$queue/jobs"),
-                        },
-                    ],
-                    true,
-                )
-                .unwrap();
-            assert_eq!(added, 3, "two deliveries and one queued message were added");
-            let removed = b
-                .apply(
-                    &[StoreOp::DeleteSession {
-                        client_id: "c2".into(),
-                    }],
-                    true,
-                )
-                .unwrap();
-            assert_eq!(removed, -1, "c2's one delivery went with its session");
-        }
-        let b = RedbBackend::open(&path).unwrap();
-        let snap = b.load().unwrap();
-        assert_eq!(snap.sessions.len(), 1);
-        assert_eq!(snap.sessions[0].0, "c1");
-        assert_eq!(snap.sessions[0].1.owner, OwnerRecord::User("alice".into()));
-        assert_eq!(snap.deliveries.len(), 1);
-        assert_eq!(snap.deliveries[0].2.packet_id, Some(7));
-        assert_eq!(snap.incoming_qos2, vec![("c1".to_string(), 9)]);
-        assert_eq!(snap.retained.len(), 1);
-        assert_eq!(snap.queued[0].0, "jobs");
-        assert_eq!(snap.queued[0].2.payload, b"p\x00q".to_vec());
-    }
-
-    #[test]
-    fn second_open_of_the_same_file_is_a_locked_error() {
-        let path = temp_path("locked");
-        let _first = RedbBackend::open(&path).unwrap();
-        let err = RedbBackend::open(&path).unwrap_err();
-        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
-    }
-
-    #[test]
-    fn newer_format_is_refused() {
-        let path = temp_path("newer");
-        {
-            let b = RedbBackend::open(&path).unwrap();
-            let db = b.db.read();
-            let txn = db.as_ref().unwrap().begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert("format_version", FORMAT_VERSION + 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let err = RedbBackend::open(&path).unwrap_err();
-        assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
-    }
-
-    #[test]
-    fn garbage_file_is_a_clear_error_not_a_reset() {
-        let path = temp_path("garbage");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, vec![0xAB; 8192]).unwrap();
-        let err = RedbBackend::open(&path).unwrap_err();
-        assert!(
-            matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
-            "{err}"
-        );
-        // The file was not replaced by an empty store.
-        assert_eq!(std::fs::read(&path).unwrap(), vec![0xAB; 8192]);
-    }
+/// The message a stored delivery refers to (None if it does not decode).
+fn message_id_of(delivery: &[u8]) -> Option<u64> {
+    decode::<DeliveryRecord>(delivery)
+        .ok()
+        .map(|record| record.message_id)
 }
+
+fn ref_message(refs: &mut redb::Table<u64, u64>, message_id: u64) -> Result<(), StoreError> {
+    let count = refs
+        .get(message_id)
+        .map_err(write_err)?
+        .map_or(0, |c| c.value());
+    refs.insert(message_id, count + 1).map_err(write_err)?;
+    Ok(())
+}
+
+/// One delivery fewer refers to `message_id`: the message goes with the last.
+fn unref_message(
+    refs: &mut redb::Table<u64, u64>,
+    messages: &mut redb::Table<u64, &[u8]>,
+    message_id: u64,
+) -> Result<(), StoreError> {
+    let count = refs
+        .get(message_id)
+        .map_err(write_err)?
+        .map_or(0, |c| c.value());
+    if count <= 1 {
+        refs.remove(message_id).map_err(write_err)?;
+        messages.remove(message_id).map_err(write_err)?;
+    } else {
+        refs.insert(message_id, count - 1).map_err(write_err)?;
+    }
+    Ok(())
+}
+
+/// Format 1 kept a copy of the message in every delivery: each becomes a
+/// stored message of its own (copies are not merged) and a delivery that refers to it.
+fn migrate_v1_deliveries(txn: &redb::WriteTransaction) -> Result<(), String> {
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
+    let mut messages = txn.open_table(MESSAGES).map_err(|e| e.to_string())?;
+    let mut refs = txn.open_table(MESSAGE_REFS).map_err(|e| e.to_string())?;
+    let mut old = Vec::new();
+    for row in deliveries.iter().map_err(|e| e.to_string())? {
+        let (k, v) = row.map_err(|e| e.to_string())?;
+        let (client, seq) = k.value();
+        let record: DeliveryRecordV1 = decode(v.value()).map_err(|e| e.to_string())?;
+        old.push((client.to_string(), seq, record));
+    }
+    for (id, (client, seq, record)) in (1u64..).zip(old) {
+        let message = encode(&record.message).map_err(|e| e.to_string())?;
+        messages
+            .insert(id, message.as_slice())
+            .map_err(|e| e.to_string())?;
+        refs.insert(id, 1).map_err(|e| e.to_string())?;
+        let delivery = DeliveryRecord {
+            message_id: id,
+            qos: record.qos,
+            retain: record.retain,
+            subscription_ids: record.subscription_ids,
+            packet_id: record.packet_id,
+            released: record.released,
+        };
+        let delivery = encode(&delivery).map_err(|e| e.to_string())?;
+        deliveries
+            .insert((client.as_str(), seq), delivery.as_slice())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -15,34 +15,32 @@ use super::names::{topic_from_path, Query};
 use super::reply::{json, Body, HttpError};
 use super::Call;
 use crate::auth::Action;
+use crate::core::commit::Commit;
 use crate::core::message::{Message, QoS};
-use crate::core::router::Router;
+use crate::core::router::{Published, Router};
 
-/// Waits until the store has committed everything submitted so far (what a
-/// QoS 1/2 answer promises). The one place the HTTP adapter waits for a
-/// commit: the commit ticket of the core replaces it when it lands.
-pub(super) async fn wait_committed(router: &Router) -> Result<(), HttpError> {
-    if let Some(store) = router.store() {
-        store
-            .wait(store.last_ticket())
-            .await
-            .map_err(|e| HttpError::Unavailable(format!("the store could not commit: {e}")))?;
-    }
-    Ok(())
+/// Waits until the store has committed `commit` (what a QoS 1/2 answer
+/// promises). The one place the HTTP adapter waits for a commit.
+pub(super) async fn wait_committed(router: &Router, commit: Commit) -> Result<(), HttpError> {
+    router
+        .wait_committed(commit)
+        .await
+        .map_err(|e| HttpError::Unavailable(format!("the store could not commit: {e}")))
 }
 
-/// Checks (ACL, rate) and routes one message; returns how many subscriptions took it.
-pub(super) fn route(call: &Call<'_>, message: Message) -> Result<usize, HttpError> {
+/// Checks (ACL, rate) and routes one message; returns how many subscriptions
+/// took it and what it stored.
+pub(super) fn route(call: &Call<'_>, message: Message) -> Result<Published, HttpError> {
     call.check(Action::Publish, &message.topic)?;
     call.take_rate()?;
     let (qos, size) = (message.qos, message.payload.len());
-    let matched = call
+    let published = call
         .ctx
         .router
         .publish_checked(Arc::new(message))
         .map_err(|e| HttpError::Unavailable(e.to_string()))?;
     call.metrics().received(qos, size);
-    Ok(matched)
+    Ok(published)
 }
 
 pub(super) async fn one(
@@ -58,13 +56,13 @@ pub(super) async fn one(
     let message = build(topic, payload, options, &call.caller.client_id);
     call.ctx.monitor.metrics.top_topics.record(&message.topic);
     let qos = message.qos;
-    let matched = route(call, message)?;
+    let published = route(call, message)?;
     if qos != QoS::AtMostOnce {
-        wait_committed(&call.ctx.router).await?;
+        wait_committed(&call.ctx.router, published.commit).await?;
     }
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "matched": matched, "qos": qos as u8 }),
+        &serde_json::json!({ "matched": published.matched, "qos": qos as u8 }),
     ))
 }
 
@@ -80,7 +78,8 @@ pub(super) async fn batch(
     let text = std::str::from_utf8(&body).map_err(|_| HttpError::bad("the batch is not UTF-8"))?;
     let limits = call.ctx.limits().topic_limits();
     let mut results = Vec::new();
-    let mut needs_commit = false;
+    // One wait for the whole batch, on the highest commit (group commit).
+    let mut commit = Commit::NONE;
     let (mut accepted, mut refused) = (0usize, 0usize);
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -97,10 +96,12 @@ pub(super) async fn batch(
                 route(call, message).map(|matched| (matched, qos))
             });
         match outcome {
-            Ok((matched, qos)) => {
+            Ok((published, qos)) => {
                 accepted += 1;
-                needs_commit |= qos != QoS::AtMostOnce;
-                results.push(serde_json::json!({ "line": number, "matched": matched }));
+                if qos != QoS::AtMostOnce {
+                    commit.include(published.commit);
+                }
+                results.push(serde_json::json!({ "line": number, "matched": published.matched }));
             }
             Err(error) => {
                 refused += 1;
@@ -110,8 +111,8 @@ pub(super) async fn batch(
             }
         }
     }
-    if needs_commit {
-        wait_committed(&call.ctx.router).await?;
+    if !commit.is_none() {
+        wait_committed(&call.ctx.router, commit).await?;
     }
     if refused > 0 {
         tracing::debug!(client_id = %call.caller.client_id, accepted, refused, "HTTP batch lines refused");

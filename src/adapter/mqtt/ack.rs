@@ -17,9 +17,11 @@ pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
 /// QoS 1 delivery acknowledged. An unknown id is ignored (it may be a late ack
 /// of a message already resent and acknowledged).
 pub(super) fn handle_puback(conn: &mut Connection, puback: Ack) {
-    if !conn
+    // Nothing answers a PUBACK, so nothing waits for its removal from the store.
+    if conn
         .session
         .finish_inflight(puback.packet_id, InflightStage::Sent)
+        .is_none()
     {
         tracing::debug!(client_id = %conn.session.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id");
     }
@@ -33,24 +35,38 @@ pub(super) fn handle_pubrec(conn: &mut Connection, pubrec: Ack) -> Result<(), Mq
         conn.session.finish_inflight(id, InflightStage::Sent);
         return Ok(());
     }
-    let found = conn.session.release_inflight(id);
-    let code = packet_id_code(found, conn.protocol.version);
+    let code = match conn.session.release_inflight(id) {
+        Some(commit) => {
+            // The PUBREL goes out once the release stage is stored.
+            conn.depends_on(commit);
+            packet_id_code(true, conn.protocol.version)
+        }
+        None => packet_id_code(false, conn.protocol.version),
+    };
     conn.send(&Packet::PubRel(ack(id, code)))
 }
 
 /// Client releases a QoS 2 message it sent us: answer PUBCOMP.
 pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), MqttError> {
     let id = pubrel.packet_id;
-    let found = conn.session.release_incoming_qos2(id);
-    let code = packet_id_code(found, conn.protocol.version);
+    let code = match conn.session.release_incoming_qos2(id) {
+        Some(commit) => {
+            // The client may reuse the id once it has the PUBCOMP: the id is
+            // forgotten in the store first, or a restart would take it for a resend.
+            conn.depends_on(commit);
+            packet_id_code(true, conn.protocol.version)
+        }
+        None => packet_id_code(false, conn.protocol.version),
+    };
     conn.send(&Packet::PubComp(ack(id, code)))
 }
 
 /// QoS 2 delivery complete.
 pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: Ack) {
-    if !conn
+    if conn
         .session
         .finish_inflight(pubcomp.packet_id, InflightStage::Released)
+        .is_none()
     {
         tracing::debug!(client_id = %conn.session.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id");
     }

@@ -288,8 +288,9 @@ fn establish(
     );
     conn.protocol.will = will.map(Box::new);
     conn.username = principal.username.clone();
-    // CONNACK goes out once the session record is committed.
-    conn.protocol.needs_commit = true;
+    // CONNACK goes out once the session record is committed (which covers what
+    // the session stored before, such as the packet ids of resent deliveries).
+    conn.depends_on(attached.commit);
     conn.protocol.connect_expiry = requested_expiry;
     let client_receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
     // At most 65534 in flight: one packet id is always free (the session stops there too).

@@ -20,6 +20,7 @@ use crate::adapter::budget::PartialFrame;
 use crate::adapter::serve::{ConnectionProtocol, Stream};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
+use crate::core::commit::Commit;
 use crate::core::message::Delivery;
 
 /// Deliveries moved from the session per lock.
@@ -58,9 +59,9 @@ pub(super) enum Closed {
 /// connection pays for each byte of them.
 pub(super) struct Mqtt {
     pub(super) version: ProtocolVersion,
-    /// Something this connection did was submitted to the store: the next write
-    /// (an ack, a PUBREL, a QoS 1/2 PUBLISH with a fresh packet id) waits for the commit.
-    pub(super) needs_commit: bool,
+    /// The highest commit the buffered output depends on (an ack, a PUBREL, a
+    /// QoS 1/2 PUBLISH with a stored packet id): the next write waits for it once.
+    pub(super) commit: Commit,
     /// Seconds, as CONNECT gave it (zero disables the check).
     pub(super) keep_alive_secs: u16,
     /// Boxed: most clients have none, and every idle connection would carry its size.
@@ -88,7 +89,7 @@ impl Mqtt {
     pub(super) fn new(version: ProtocolVersion, keep_alive_secs: u16) -> Mqtt {
         Mqtt {
             version,
-            needs_commit: false,
+            commit: Commit::NONE,
             keep_alive_secs,
             will: None,
             connect_expiry: 0,
@@ -152,15 +153,17 @@ impl ConnectionProtocol for Mqtt {
     ) -> Result<bool, MqttError> {
         let now = Instant::now();
         let window = usize::from(conn.protocol.send_window);
-        let expired = conn
+        let taken = conn
             .session
             .take_deliverable(DELIVERY_BATCH, window, now, batch);
-        conn.ctx.monitor.metrics.dropped_expired(expired);
+        conn.ctx.monitor.metrics.dropped_expired(taken.expired);
+        // A stored delivery's packet id is committed before its PUBLISH goes
+        // out, so a resend after a restart uses the same id (QoS 2 exactly once).
+        conn.depends_on(taken.commit);
         if batch.is_empty() {
             return Ok(false);
         }
         for (delivery, packet_id) in batch.drain(..) {
-            conn.protocol.needs_commit |= delivery.seq != 0;
             publish::write_delivery(conn, &delivery, packet_id, false, now)?;
         }
         Ok(true)
@@ -180,8 +183,8 @@ impl ConnectionProtocol for Mqtt {
         }
     }
 
-    fn take_commit_wait(&mut self) -> bool {
-        std::mem::take(&mut self.needs_commit)
+    fn take_commit_wait(&mut self) -> Commit {
+        self.commit.take()
     }
 
     fn label(error: &MqttError) -> &'static str {
@@ -198,6 +201,12 @@ impl ConnectionProtocol for Mqtt {
 }
 
 impl Connection {
+    /// The next write waits until `commit` is committed (what is buffered
+    /// until then promises it).
+    pub(super) fn depends_on(&mut self, commit: Commit) {
+        self.protocol.commit.include(commit);
+    }
+
     pub(super) fn is_v5(&self) -> bool {
         self.protocol.version == ProtocolVersion::V5
     }
@@ -253,13 +262,6 @@ impl Connection {
 
 /// The packet dispatcher.
 fn dispatch(conn: &mut Connection, packet: Packet) -> Result<Option<Closed>, MqttError> {
-    conn.protocol.needs_commit |= match &packet {
-        Packet::Publish(p) => p.qos != tern_mqtt::QoS::AtMostOnce,
-        Packet::PubRec(_) | Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => {
-            true
-        }
-        _ => false,
-    };
     match packet {
         Packet::Publish(p) => {
             let within = conn

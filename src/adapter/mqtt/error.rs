@@ -45,8 +45,8 @@ pub enum MqttError {
     PeerClosed,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Store(#[from] crate::core::commit::CoreError),
     #[error("cannot encode packet: {0}")]
     Encode(#[from] tern_mqtt::EncodeError),
     /// A 3.x publisher cannot be told in PUBACK: closed unacknowledged, it sends again later.
@@ -310,7 +310,7 @@ impl From<Ended> for MqttError {
             Ended::Silent(_) => MqttError::KeepAliveTimeout,
             Ended::FrameTimeout(secs) => MqttError::FrameTimeout(secs),
             Ended::OverBudget(over) => MqttError::OverBudget(over),
-            Ended::Write(WriteError::Store(e)) => MqttError::Store(e),
+            Ended::Write(WriteError::Core(e)) => MqttError::Store(e),
             Ended::Write(WriteError::Io(e)) => MqttError::Io(e),
         }
     }

@@ -53,10 +53,16 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
         .received(qos, publish.payload.len());
     metrics.top_topics.record(&topic);
     if qos == QoS::ExactlyOnce {
-        if !conn.session.record_incoming_qos2(packet_id) {
-            // A resend of a QoS 2 message already accepted: acknowledge, do not route again
-            // (checked first: a resend does not count against the receive maximum).
-            return conn.send(&Packet::PubRec(ack(packet_id, 0)));
+        match conn.session.record_incoming_qos2(packet_id) {
+            Some(commit) => conn.depends_on(commit),
+            None => {
+                // A resend of a QoS 2 message already accepted: acknowledge, do not
+                // route again (checked first: a resend does not count against the
+                // receive maximum). Its record was submitted earlier, by this or a
+                // previous connection, so the latest commit covers it.
+                conn.depends_on(conn.ctx.router.latest_commit());
+                return conn.send(&Packet::PubRec(ack(packet_id, 0)));
+            }
         }
         let limit = usize::from(conn.ctx.limits().receive_maximum);
         if conn.session.incoming_qos2_len() > limit {
@@ -74,9 +80,13 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     );
     let version = conn.protocol.version;
     let reply = match conn.ctx.router.publish_checked(Arc::new(message)) {
-        Ok(matched) => {
+        Ok(published) => {
+            if qos != QoS::AtMostOnce {
+                // The PUBACK / PUBREC goes out once what the message stored is committed.
+                conn.depends_on(published.commit);
+            }
             let outcome = PublishOutcome::Accepted {
-                matched: matched > 0,
+                matched: published.matched > 0,
             };
             ack(packet_id, outcome.ack_code(version).unwrap_or(0))
         }
@@ -91,8 +101,11 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
                 return Ok(());
             }
             if qos == QoS::ExactlyOnce {
-                // Not accepted: a resend with this id is a new message.
-                conn.session.release_incoming_qos2(packet_id);
+                // Not accepted: a resend with this id is a new message (forgotten
+                // in the store before the refusal goes out).
+                if let Some(commit) = conn.session.release_incoming_qos2(packet_id) {
+                    conn.depends_on(commit);
+                }
             }
             let Some(code) = PublishOutcome::Refused.ack_code(version) else {
                 return Err(MqttError::Refused(refused));
@@ -121,7 +134,9 @@ fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Res
         QoS::ExactlyOnce => {
             if code == reason::SUCCESS {
                 // The 3.x flow goes on to PUBREL/PUBCOMP like an accepted message.
-                conn.session.record_incoming_qos2(packet_id);
+                if let Some(commit) = conn.session.record_incoming_qos2(packet_id) {
+                    conn.depends_on(commit);
+                }
             }
             conn.send(&Packet::PubRec(ack(packet_id, code)))
         }

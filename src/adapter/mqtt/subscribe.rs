@@ -63,15 +63,17 @@ pub(super) fn handle_subscribe(
             subscription_id,
             exceptions,
         };
-        let existed = conn
+        let subscribed = conn
             .ctx
             .router
             .subscribe(&conn.session, filter.clone(), options.clone());
+        // The SUBACK goes out once the session record with it is committed.
+        conn.depends_on(subscribed.commit);
         codes.push(requested.options.qos as u8);
         // Shared subscriptions never get retained messages on subscribe.
         let wants_retained = match options.retain_handling {
             0 => true,
-            1 => !existed,
+            1 => !subscribed.existed,
             _ => false,
         };
         if wants_retained && filter.share_group().is_none() {
@@ -159,7 +161,14 @@ pub(super) fn handle_unsubscribe(
         .map(|filter| {
             // Over the limits: it can name no subscription, and is not looked up.
             let invalid = conn.is_v5() && limits.check(filter).is_err();
-            let removed = !invalid && conn.ctx.router.unsubscribe(&conn.session, filter);
+            let removed = if invalid {
+                false
+            } else if let Some(commit) = conn.ctx.router.unsubscribe(&conn.session, filter) {
+                conn.depends_on(commit);
+                true
+            } else {
+                false
+            };
             unsuback_code(invalid, removed)
         })
         .collect();

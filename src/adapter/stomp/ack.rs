@@ -146,7 +146,8 @@ pub(super) fn apply(conn: &mut Connection, request: &AckRequest) {
         .protocol
         .unacked
         .take(request.seq, &request.subscription, cumulative);
-    let queues = conn.ctx.router.queues();
+    let router = Arc::clone(&conn.ctx.router);
+    let queues = router.queues();
     for outstanding in settled {
         let Some((queue, message)) = outstanding.queue else {
             if request.nack {
@@ -154,11 +155,12 @@ pub(super) fn apply(conn: &mut Connection, request: &AckRequest) {
             }
             continue;
         };
-        if request.nack {
-            queues.nack(&queue, &conn.session, &message);
+        let settled = if request.nack {
+            queues.nack(&queue, &conn.session, &message)
         } else {
-            queues.ack(&queue, &conn.session, &message);
-        }
+            queues.ack(&queue, &conn.session, &message)
+        };
+        conn.stored(settled.unwrap_or_default());
     }
 }
 

@@ -25,6 +25,7 @@ use crate::adapter::budget::PartialFrame;
 use crate::adapter::serve::{ConnectionProtocol, Stream};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
+use crate::core::commit::Commit;
 use crate::core::message::Delivery;
 
 /// Deliveries moved from the session per lock.
@@ -58,9 +59,6 @@ pub(super) enum Closed {
 /// What a STOMP connection keeps past CONNECT besides what every connection keeps.
 pub(super) struct Stomp {
     pub(super) version: Version,
-    /// A RECEIPT is in the write buffer: it goes out only once what the frame
-    /// stored (a SEND to a persistent subscriber or a queue) is committed.
-    pub(super) needs_commit: bool,
     pub(super) decoder: Decoder,
     pub(super) heart_beat: HeartBeat,
     /// When the next heart-beat goes out if nothing else does; None when the
@@ -76,6 +74,12 @@ pub(super) struct Stomp {
     /// `receipt` header of the frame being handled: used by its RECEIPT, or by
     /// the ERROR if handling it fails.
     pub(super) receipt: Option<String>,
+    /// The highest commit of what this connection's frames stored (a SEND to a
+    /// queue or a persistent subscriber, an ACK): a RECEIPT promises every
+    /// frame before it, so it waits for this. A frame without a receipt waits for nothing.
+    stored: Commit,
+    /// What the buffered output (its RECEIPTs) waits for before it is written.
+    commit: Commit,
     /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
     next_message: u64,
 }
@@ -91,7 +95,6 @@ impl Stomp {
     ) -> Stomp {
         Stomp {
             version,
-            needs_commit: false,
             decoder,
             heart_beat,
             beat: heart_beat
@@ -102,6 +105,8 @@ impl Stomp {
             transactions: Transactions::default(),
             max_unacked,
             receipt: None,
+            stored: Commit::NONE,
+            commit: Commit::NONE,
             next_message: 1,
         }
     }
@@ -177,8 +182,8 @@ impl ConnectionProtocol for Stomp {
         WRITE_STALL
     }
 
-    fn take_commit_wait(&mut self) -> bool {
-        std::mem::take(&mut self.needs_commit)
+    fn take_commit_wait(&mut self) -> Commit {
+        self.commit.take()
     }
 
     fn own_timer_armed(&self) -> bool {
@@ -230,9 +235,15 @@ impl Connection {
         }
     }
 
-    /// Writes a RECEIPT; it goes out once what was stored so far is committed.
+    /// Notes what a frame stored, for the RECEIPTs from now on.
+    pub(super) fn stored(&mut self, commit: Commit) {
+        self.protocol.stored.include(commit);
+    }
+
+    /// Writes a RECEIPT; it goes out once what this connection stored so far is committed.
     pub(super) fn send_receipt(&mut self, receipt: String) {
-        self.protocol.needs_commit = true;
+        let stored = self.protocol.stored;
+        self.protocol.commit.include(stored);
         let frame = Frame::new(Command::Receipt).with_header("receipt-id", receipt);
         self.send(&frame);
     }

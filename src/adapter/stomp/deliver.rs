@@ -42,7 +42,10 @@ pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: 
         let mine = if subscription.ack.acks() {
             queues.claim(&queue, &conn.session, &delivery.message)
         } else {
-            queues.ack(&queue, &conn.session, &delivery.message)
+            // Auto-acknowledged: a crash before this commit redelivers it, as allowed.
+            queues
+                .ack(&queue, &conn.session, &delivery.message)
+                .is_some()
         };
         if mine {
             write_to(conn, delivery, &subscription, clock);

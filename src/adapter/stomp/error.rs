@@ -34,7 +34,7 @@ pub enum StompAdapterError {
     #[error("{0}")]
     Destination(#[from] DestinationError),
     #[error("message could not be stored: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::core::commit::CoreError),
     #[error("unexpected {0} frame")]
     UnexpectedFrame(Command),
     #[error("the first frame must be CONNECT or STOMP, not {0}")]
@@ -179,7 +179,7 @@ impl From<Ended> for StompAdapterError {
             Ended::Silent(after) => StompAdapterError::HeartBeatTimeout(after.as_millis()),
             Ended::FrameTimeout(secs) => StompAdapterError::FrameTimeout(secs),
             Ended::OverBudget(over) => StompAdapterError::OverBudget(over),
-            Ended::Write(WriteError::Store(e)) => StompAdapterError::Store(e),
+            Ended::Write(WriteError::Core(e)) => StompAdapterError::Store(e),
             Ended::Write(WriteError::Io(e)) => StompAdapterError::Io(e),
         }
     }

@@ -55,7 +55,8 @@ pub(super) fn publish(
     conn: &mut Connection,
     message: Arc<Message>,
 ) -> Result<(), StompAdapterError> {
-    let matched = conn.ctx.router.publish_checked(message)?;
-    tracing::trace!(client_id = %conn.session.client_id, matched, "SEND routed");
+    let published = conn.ctx.router.publish_checked(message)?;
+    conn.stored(published.commit);
+    tracing::trace!(client_id = %conn.session.client_id, matched = published.matched, "SEND routed");
     Ok(())
 }

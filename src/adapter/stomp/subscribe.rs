@@ -225,9 +225,11 @@ pub(super) fn handle_subscribe(
     conn.protocol.subscriptions.insert(subscription);
     let mut options = conn.protocol.subscriptions.core_options(filter.as_str());
     options.exceptions = exceptions;
-    conn.ctx
+    let subscribed = conn
+        .ctx
         .router
         .subscribe(&conn.session, filter, options.clone());
+    conn.stored(subscribed.commit);
     tracing::debug!(client_id = %conn.session.client_id, id, destination, ack = ?ack, "subscribed");
     // The RECEIPT goes before the retained messages it made available.
     conn.write_receipt();
@@ -271,10 +273,11 @@ pub(super) fn handle_unsubscribe(
         return Err(StompAdapterError::UnknownSubscription(id.to_string()));
     };
     let outstanding = conn.protocol.unacked.remove_subscription(&subscription.id);
-    let router = &conn.ctx.router;
+    let router = Arc::clone(&conn.ctx.router);
     if remaining == 0 {
         // The queue takes back this consumer's unacknowledged messages itself.
-        router.unsubscribe(&conn.session, &subscription.filter);
+        let removed = router.unsubscribe(&conn.session, &subscription.filter);
+        conn.stored(removed.unwrap_or_default());
     } else {
         if let Ok(filter) = crate::core::topic::Filter::parse(&subscription.filter) {
             let mut options = conn
@@ -283,11 +286,13 @@ pub(super) fn handle_unsubscribe(
                 .core_options(&subscription.filter);
             // The remaining subscriptions keep the exceptions the ACL gave the filter.
             options.exceptions = conn.session.exceptions_of(&subscription.filter);
-            router.subscribe(&conn.session, filter, options);
+            let subscribed = router.subscribe(&conn.session, filter, options);
+            conn.stored(subscribed.commit);
         }
         for entry in outstanding {
             if let Some((queue, message)) = entry.queue {
-                router.queues().nack(&queue, &conn.session, &message);
+                let requeued = router.queues().nack(&queue, &conn.session, &message);
+                conn.stored(requeued.unwrap_or_default());
             }
         }
     }

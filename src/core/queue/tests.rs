@@ -84,8 +84,11 @@ fn full_queue_refuses_and_ack_frees_room() {
         queues.enqueue("jobs", message("3")),
         Err(QueueError::Full { max: 2, .. })
     ));
-    assert!(queues.ack("jobs", &a, &first));
-    assert!(!queues.ack("jobs", &a, &first), "second ack is unknown");
+    assert!(queues.ack("jobs", &a, &first).is_some());
+    assert!(
+        queues.ack("jobs", &a, &first).is_none(),
+        "second ack is unknown"
+    );
     queues.enqueue("jobs", message("3")).unwrap();
 }
 
@@ -100,7 +103,7 @@ fn nack_and_consumer_leaving_redeliver_in_order() {
     assert_eq!(bodies(&a), ["1", "2"]);
     assert!(queues.claim("jobs", &a, &m1));
     assert!(!queues.claim("jobs", &a, &m1), "claimed once only");
-    assert!(queues.nack("jobs", &a, &m1));
+    assert!(queues.nack("jobs", &a, &m1).is_some());
     assert_eq!(bodies(&a), ["1"], "the only consumer gets it again");
     assert!(queues.remove_consumer("jobs", &a));
     assert_eq!(queues.depth("jobs").ready, 2);
@@ -123,7 +126,7 @@ fn ack_window_limits_what_one_consumer_holds() {
     assert_eq!(queues.depth("jobs").ready, 1);
     assert_eq!(bodies(&a), ["1"]);
     assert_eq!(bodies(&b), ["2"]);
-    assert!(queues.ack("jobs", &a, &m1));
+    assert!(queues.ack("jobs", &a, &m1).is_some());
     assert_eq!(bodies(&a), ["3"]);
 }
 
@@ -149,7 +152,7 @@ fn idle_queues_are_forgotten() {
     queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
     let m = message("1");
     queues.enqueue("jobs", Arc::clone(&m)).unwrap();
-    assert!(queues.ack("jobs", &a, &m));
+    assert!(queues.ack("jobs", &a, &m).is_some());
     assert!(queues.remove_consumer("jobs", &a));
     assert_eq!(queues.queue_count(), 0);
 }

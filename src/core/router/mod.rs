@@ -15,6 +15,8 @@ mod sessions;
 mod wills;
 
 #[cfg(test)]
+mod commit_tests;
+#[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
 mod tests;
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::core::commit::{Commit, CoreError};
 use crate::core::exceptions::Exceptions;
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
@@ -72,12 +75,47 @@ pub struct NotSessionOwner {
     pub login: SessionOwner,
 }
 
+/// A message taken by [`Router::publish_checked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Sessions it was queued for (a queue counts as 1).
+    pub matched: usize,
+    /// What it stored (deliveries to persistent sessions, the queued or
+    /// retained copy): the publisher's ack goes out once this is committed.
+    pub commit: Commit,
+}
+
+/// A subscription made by [`Router::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The session already had this filter (its options were replaced).
+    pub existed: bool,
+    /// The session record with it: the SUBACK / RECEIPT goes out once committed.
+    pub commit: Commit,
+}
+
+/// What the store holds, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// False once a commit has failed: acknowledged messages can no longer be kept.
+    pub healthy: bool,
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Messages on disk (deliveries owed to persistent sessions plus queued).
+    pub held_messages: u64,
+    /// True when the store was rolled back to an older commit at open.
+    pub recovered: bool,
+}
+
 /// A connection bound to its session.
 #[derive(Debug)]
 pub struct Attached {
     pub session: Arc<Session>,
     /// True when an existing session was resumed (MQTT CONNACK session-present).
     pub session_present: bool,
+    /// The stored session record: a CONNACK that promises a persistent session
+    /// goes out once this is committed.
+    pub commit: Commit,
     pub connection_id: u64,
     /// Fires when the core ends this connection (takeover, operator, shutdown).
     pub kicked: oneshot::Receiver<KickReason>,
@@ -151,8 +189,41 @@ impl Router {
         self.sessions.set_queue_limits(limits);
     }
 
-    pub fn store(&self) -> Option<&Arc<Store>> {
-        self.persistence.store()
+    /// Resolves once what `commit` stands for is committed (at once for
+    /// [`Commit::NONE`] or without a store); an error when the store failed
+    /// or is shut down, so the ack that depended on it must not be sent.
+    pub async fn wait_committed(&self, commit: Commit) -> Result<(), CoreError> {
+        Ok(self.persistence.wait(commit).await?)
+    }
+
+    /// The commit of everything stored so far, for an ack whose record was
+    /// submitted earlier by an operation whose commit is not at hand (a resent
+    /// QoS 2 PUBLISH whose id a previous connection recorded).
+    pub fn latest_commit(&self) -> Commit {
+        self.persistence.latest()
+    }
+
+    /// The store's state, None without a store.
+    pub fn store_status(&self) -> Option<StoreStatus> {
+        use std::sync::atomic::Ordering;
+        let store = self.persistence.store()?;
+        Some(StoreStatus {
+            healthy: store.is_healthy(),
+            commits: store.commits.load(Ordering::Relaxed),
+            held_messages: store.held_messages(),
+            recovered: store.recovered.load(Ordering::Relaxed) != 0,
+        })
+    }
+
+    /// Commits what is pending and closes the store (shutdown); later
+    /// operations store nothing more.
+    pub async fn close_store(&self) -> Result<(), CoreError> {
+        let Some(store) = self.persistence.store() else {
+            return Ok(());
+        };
+        let flushed = store.flush().await;
+        store.close();
+        Ok(flushed?)
     }
 
     /// Caps on retained messages (`limits.max_retained_*`; also on config reload).
@@ -193,7 +264,7 @@ impl Router {
         for (filter, mut options) in session.subscriptions() {
             match decide(&filter) {
                 None => {
-                    if self.unsubscribe(session, filter.as_str()) {
+                    if self.unsubscribe(session, filter.as_str()).is_some() {
                         revoked.push(filter.as_str().to_string());
                     }
                 }
@@ -213,25 +284,24 @@ impl Router {
         (revoked, changed)
     }
 
-    /// Adds or replaces a subscription; returns true if the session already had this filter.
+    /// Adds or replaces a subscription.
     pub fn subscribe(
         &self,
         session: &Arc<Session>,
         filter: Filter,
         options: SubscriptionOptions,
-    ) -> bool {
+    ) -> Subscribed {
         let existed = self.routing.subscribe(session, filter, options);
-        self.persistence.save_session(session, false);
-        existed
+        let commit = self.persistence.save_session(session, false);
+        Subscribed { existed, commit }
     }
 
-    /// Removes a subscription; returns false if the session had no such filter.
-    pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
-        let removed = self.routing.unsubscribe(session, raw_filter);
-        if removed {
-            self.persistence.save_session(session, false);
-        }
-        removed
+    /// Removes a subscription: the commit of the session record without it, or
+    /// None if the session had no such filter.
+    pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> Option<Commit> {
+        self.routing
+            .unsubscribe(session, raw_filter)
+            .then(|| self.persistence.save_session(session, false))
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -295,7 +365,7 @@ impl Router {
             .routing
             .route(message, false, &self.persistence, &self.stats)
         {
-            Ok(matched) => matched,
+            Ok(published) => published.matched,
             // A retained cap was logged by the routing, without flooding.
             Err(PublishRefused::RetainedFull(_)) => 0,
             Err(e) => {
@@ -308,7 +378,8 @@ impl Router {
     /// Like [`Router::publish`], but a message the broker cannot keep is refused as a
     /// whole and the caller tells the publisher: a full queue, a full store (QoS 1/2),
     /// or a subscriber whose full queue refuses more (overflow policy `refuse`).
-    pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, PublishRefused> {
+    /// Its commit covers what it stored, for the publisher's ack.
+    pub fn publish_checked(&self, message: Arc<Message>) -> Result<Published, PublishRefused> {
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
@@ -354,7 +425,8 @@ impl Router {
                     self.routing.drop_subscriptions(old);
                     self.persistence.forget_session(old);
                 })?;
-        self.persistence.save_session(&attached.session, false);
+        let mut attached = attached;
+        attached.commit = self.persistence.save_session(&attached.session, false);
         if attached.session_present {
             // Queues skip offline consumers: hand this one what waited meanwhile.
             self.routing.queues().dispatch_for(&attached.session);

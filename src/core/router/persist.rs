@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 use crate::core::session::{Session, SessionOwner, SubscriptionOptions};
@@ -17,7 +18,7 @@ use crate::store::record::{
     unix_ms_now, DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, SubscriptionRecord,
     WillRecord,
 };
-use crate::store::{Store, StoreOp};
+use crate::store::{Store, StoreError, StoreOp};
 
 /// The router's handle on the store: what it writes when sessions, retained
 /// messages and wills change, and the cap on stored messages.
@@ -55,45 +56,47 @@ impl Persistence {
         Ok(())
     }
 
-    fn submit(&self, ops: impl IntoIterator<Item = StoreOp>) {
-        if let Some(store) = &self.store {
-            store.submit(ops);
+    fn submit(&self, ops: impl IntoIterator<Item = StoreOp>) -> Commit {
+        match &self.store {
+            Some(store) => Commit::of_ticket(store.submit(ops)),
+            None => Commit::NONE,
         }
     }
 
     /// Writes a session's record (subscriptions, expiry) if it is persistent.
-    pub(crate) fn save_session(&self, session: &Session, disconnected: bool) {
+    pub(crate) fn save_session(&self, session: &Session, disconnected: bool) -> Commit {
         let Some(store) = &self.store else {
-            return;
+            return Commit::NONE;
         };
         let expiry = session.expiry_interval();
         if expiry == 0 {
-            return;
+            return Commit::NONE;
         }
         let at = disconnected.then(unix_ms_now);
         let record = session_record(expiry, at, &session.owner(), &session.subscriptions());
         session.mark_stored();
-        store.submit([StoreOp::PutSession {
+        Commit::of_ticket(store.submit([StoreOp::PutSession {
             client_id: session.client_id.to_string(),
             record,
-        }]);
+        }]))
     }
 
     /// Deletes a session's record, if it was ever written.
-    pub(crate) fn forget_session(&self, session: &Session) {
+    pub(crate) fn forget_session(&self, session: &Session) -> Commit {
         if !session.is_stored() {
-            return; // a clean session: nothing of it is in the store
+            return Commit::NONE; // a clean session: nothing of it is in the store
         }
         self.submit([StoreOp::DeleteSession {
             client_id: session.client_id.to_string(),
-        }]);
+        }])
     }
 
     /// Stores the retained message of `topic`, or its removal (`None`).
-    pub(crate) fn retained(&self, topic: &str, message: Option<&Message>) {
-        if self.store.is_some() {
-            self.submit([retained_op(topic, message)]);
+    pub(crate) fn retained(&self, topic: &str, message: Option<&Message>) -> Commit {
+        if self.store.is_none() {
+            return Commit::NONE;
         }
+        self.submit([retained_op(topic, message)])
     }
 
     /// Stores a waiting will; false (nothing stored) without a store.
@@ -128,6 +131,21 @@ impl Persistence {
     pub(crate) fn remove_stale(&self, ops: impl IntoIterator<Item = StoreOp>) {
         self.submit(ops);
     }
+
+    /// The commit of everything submitted so far.
+    pub(crate) fn latest(&self) -> Commit {
+        self.store
+            .as_ref()
+            .map_or(Commit::NONE, |store| Commit::of_ticket(store.last_ticket()))
+    }
+
+    /// Resolves once everything up to `commit` is committed.
+    pub(crate) async fn wait(&self, commit: Commit) -> Result<(), StoreError> {
+        match &self.store {
+            Some(store) if !commit.is_none() => store.wait(commit.ticket()).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A session's handle on the store, made from the session's own fields when
@@ -138,36 +156,72 @@ pub(crate) struct Persist<'a> {
     pub(crate) client_id: &'a str,
 }
 
+/// The stored id of one publish's message, shared by the deliveries of one
+/// fan-out: the first persistent session stores the message, the others refer
+/// to it, so its payload is written once however many sessions are owed it.
+#[derive(Debug, Default)]
+pub(crate) struct MessageSlot(std::cell::Cell<Option<u64>>);
+
 impl Persist<'_> {
-    pub(crate) fn put_delivery(&self, delivery: &Delivery, packet_id: Option<u16>, released: bool) {
-        self.store.submit([StoreOp::PutDelivery {
+    /// Stores a new pending delivery (and its message, unless `slot` says this
+    /// publish's message is stored already).
+    pub(crate) fn put_delivery(&self, delivery: &Delivery, slot: &MessageSlot) -> Commit {
+        let (message_id, new) = match slot.0.get() {
+            Some(id) => (id, false),
+            None => {
+                let id = self.store.next_message_id();
+                slot.0.set(Some(id));
+                (id, true)
+            }
+        };
+        let message = new.then(|| StoreOp::PutMessage {
+            id: message_id,
+            record: message_record(&delivery.message),
+        });
+        let put = StoreOp::PutDelivery {
             client_id: self.client_id.to_string(),
             seq: delivery.seq,
-            record: delivery_record(delivery, packet_id, released),
-        }]);
+            record: delivery_record(delivery, message_id),
+        };
+        Commit::of_ticket(self.store.submit(message.into_iter().chain([put])))
     }
 
-    pub(crate) fn delete_delivery(&self, seq: u64) {
-        if seq != 0 {
-            self.store.submit([StoreOp::DeleteDelivery {
-                client_id: self.client_id.to_string(),
-                seq,
-            }]);
+    /// A stored delivery went out with `packet_id` (`released`: QoS 2 PUBREC came).
+    pub(crate) fn mark_delivery(&self, seq: u64, packet_id: u16, released: bool) -> Commit {
+        self.submit(StoreOp::MarkDelivery {
+            client_id: self.client_id.to_string(),
+            seq,
+            packet_id,
+            released,
+        })
+    }
+
+    pub(crate) fn delete_delivery(&self, seq: u64) -> Commit {
+        if seq == 0 {
+            return Commit::NONE;
         }
+        self.submit(StoreOp::DeleteDelivery {
+            client_id: self.client_id.to_string(),
+            seq,
+        })
     }
 
-    pub(crate) fn put_incoming_qos2(&self, packet_id: u16) {
-        self.store.submit([StoreOp::PutIncomingQos2 {
+    pub(crate) fn put_incoming_qos2(&self, packet_id: u16) -> Commit {
+        self.submit(StoreOp::PutIncomingQos2 {
             client_id: self.client_id.to_string(),
             packet_id,
-        }]);
+        })
     }
 
-    pub(crate) fn delete_incoming_qos2(&self, packet_id: u16) {
-        self.store.submit([StoreOp::DeleteIncomingQos2 {
+    pub(crate) fn delete_incoming_qos2(&self, packet_id: u16) -> Commit {
+        self.submit(StoreOp::DeleteIncomingQos2 {
             client_id: self.client_id.to_string(),
             packet_id,
-        }]);
+        })
+    }
+
+    fn submit(&self, op: StoreOp) -> Commit {
+        Commit::of_ticket(self.store.submit([op]))
     }
 }
 
@@ -262,28 +316,30 @@ pub(crate) fn subscription_options(record: &SubscriptionRecord) -> SubscriptionO
     }
 }
 
-pub(crate) fn delivery_record(
-    delivery: &Delivery,
-    packet_id: Option<u16>,
-    released: bool,
-) -> DeliveryRecord {
+/// A new pending delivery of the message stored as `message_id`.
+pub(crate) fn delivery_record(delivery: &Delivery, message_id: u64) -> DeliveryRecord {
     DeliveryRecord {
-        message: message_record(&delivery.message),
+        message_id,
         qos: delivery.qos as u8,
         retain: delivery.retain,
         subscription_ids: delivery.subscription_ids.clone(),
-        packet_id,
-        released,
+        packet_id: None,
+        released: false,
     }
 }
 
-/// A delivery brought back from the store.
-pub(crate) fn delivery_from_record(seq: u64, record: DeliveryRecord) -> Delivery {
+/// A delivery brought back from the store, of `message` (shared by every
+/// session the store owed it to).
+pub(crate) fn delivery_from_record(
+    seq: u64,
+    record: DeliveryRecord,
+    message: Arc<Message>,
+) -> Delivery {
     Delivery {
         qos: QoS::from_u8(record.qos).unwrap_or(QoS::AtLeastOnce),
         retain: record.retain,
         subscription_ids: record.subscription_ids,
-        message: Arc::new(message_from_record(record.message)),
+        message,
         filter: None,
         seq,
     }

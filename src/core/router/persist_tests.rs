@@ -104,8 +104,8 @@ async fn only_a_persistent_session_stores_its_incoming_qos2_ids() {
     let limits = small_limits();
     let clean = Session::with_store(Arc::from("clean"), 0, limits, Some(Arc::clone(&store)));
     let before = store.last_ticket();
-    assert!(clean.record_incoming_qos2(7));
-    assert!(clean.release_incoming_qos2(7));
+    assert!(clean.record_incoming_qos2(7).is_some());
+    assert!(clean.release_incoming_qos2(7).is_some());
     assert_eq!(
         store.last_ticket(),
         before,
@@ -113,10 +113,10 @@ async fn only_a_persistent_session_stores_its_incoming_qos2_ids() {
     );
 
     let kept = Session::with_store(Arc::from("kept"), 60, limits, Some(Arc::clone(&store)));
-    assert!(kept.record_incoming_qos2(8));
+    assert!(kept.record_incoming_qos2(8).is_some());
     // The session stops being persistent: the stored id is still deleted at PUBREL.
     kept.set_expiry_interval(0);
-    assert!(kept.release_incoming_qos2(8));
+    assert!(kept.release_incoming_qos2(8).is_some());
     assert_eq!(store.last_ticket(), before + 2, "one put and one delete");
     store.flush().await.expect("flush");
     assert!(store.load().expect("load").incoming_qos2.is_empty());
@@ -217,8 +217,11 @@ async fn a_router_made_from_settings_keeps_both_its_store_and_its_queue_cap() {
             false,
         ))
     };
-    assert_eq!(router.publish_checked(message()).expect("first"), 1);
-    assert_eq!(router.publish_checked(message()).expect("second"), 1);
+    assert_eq!(router.publish_checked(message()).expect("first").matched, 1);
+    assert_eq!(
+        router.publish_checked(message()).expect("second").matched,
+        1
+    );
     assert!(
         router.publish_checked(message()).is_err(),
         "the third message is over the queue cap"

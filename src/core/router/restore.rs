@@ -8,6 +8,7 @@ use super::persist::{
     delivery_from_record, message_from_record, owner_from_record, subscription_options,
 };
 use super::Router;
+use crate::core::message::Message;
 use crate::core::session::Session;
 use crate::core::topic::Filter;
 use crate::store::record::unix_ms_now;
@@ -65,17 +66,35 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
         sessions.insert(client_id, session);
         restored.sessions += 1;
     }
+    // Each stored message once, shared by every session it is owed to.
+    let messages: HashMap<u64, Arc<Message>> = snapshot
+        .messages
+        .into_iter()
+        .map(|(id, record)| (id, Arc::new(message_from_record(record))))
+        .collect();
     let mut orphans = Vec::new();
+    let mut lost = Vec::new();
     for (client_id, seq, record) in snapshot.deliveries {
-        match sessions.get(&client_id) {
-            Some(session) => {
-                let (packet_id, released) = (record.packet_id, record.released);
-                session.restore_delivery(delivery_from_record(seq, record), packet_id, released);
-                restored.deliveries += 1;
-            }
-            None => orphans.push(client_id),
-        }
+        let Some(session) = sessions.get(&client_id) else {
+            orphans.push(client_id);
+            continue;
+        };
+        let Some(message) = messages.get(&record.message_id) else {
+            tracing::warn!(
+                client_id,
+                seq,
+                message_id = record.message_id,
+                "stored delivery without its message skipped"
+            );
+            lost.push(StoreOp::DeleteDelivery { client_id, seq });
+            continue;
+        };
+        let (packet_id, released) = (record.packet_id, record.released);
+        let delivery = delivery_from_record(seq, record, Arc::clone(message));
+        session.restore_delivery(delivery, packet_id, released);
+        restored.deliveries += 1;
     }
+    router.persistence.remove_stale(lost);
     for (client_id, packet_id) in snapshot.incoming_qos2 {
         if let Some(session) = sessions.get(&client_id) {
             session.restore_incoming_qos2(packet_id);

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::persist::Persistence;
-use super::{PublishRefused, RouterStats};
+use super::persist::{MessageSlot, Persistence};
+use super::{PublishRefused, Published, RouterStats};
+use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::queue::{queue_name, QueueRegistry};
@@ -189,14 +190,16 @@ impl Routing {
         refuse_when_full: bool,
         persistence: &Persistence,
         stats: &RouterStats,
-    ) -> Result<usize, PublishRefused> {
+    ) -> Result<Published, PublishRefused> {
         if queue_name(&message.topic).is_some() {
             let topic = Arc::clone(&message.topic);
+            let mut commit = Commit::NONE;
             if let Some(queue) = queue_name(&topic) {
-                self.queues.enqueue(queue, message)?;
+                commit = self.queues.enqueue(queue, message)?;
             }
-            return Ok(1);
+            return Ok(Published { matched: 1, commit });
         }
+        let mut commit = Commit::NONE;
         let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.subscriptions.read();
@@ -247,7 +250,7 @@ impl Routing {
                     }
                     Some(&*message)
                 };
-                persistence.retained(&message.topic, value);
+                commit = persistence.retained(&message.topic, value);
             }
         }
         if targets.is_empty() && message.publisher.is_some() {
@@ -258,6 +261,8 @@ impl Routing {
         }
 
         let mut delivered = 0;
+        // The persistent sessions among the targets share one stored copy.
+        let slot = MessageSlot::default();
         let mut iter = targets.into_iter().peekable();
         while let Some(first) = iter.next() {
             let mut delivery = Delivery {
@@ -277,7 +282,9 @@ impl Routing {
                 delivery.retain |= next.retain;
                 delivery.subscription_ids.extend(next.subscription_id);
             }
-            match first.session.push(delivery) {
+            let (outcome, pushed) = first.session.push_stored(delivery, &slot);
+            commit.include(pushed);
+            match outcome {
                 PushOutcome::Queued => delivered += 1,
                 PushOutcome::QueuedDroppedOldest => {
                     delivered += 1;
@@ -288,7 +295,10 @@ impl Routing {
                 }
             }
         }
-        Ok(delivered)
+        Ok(Published {
+            matched: delivered,
+            commit,
+        })
     }
 
     /// A session left its queues: each takes back what the session's client had

@@ -157,6 +157,8 @@ impl SessionRegistry {
         Ok(Attached {
             session,
             session_present,
+            // Set by the router once it has saved the session.
+            commit: crate::core::commit::Commit::NONE,
             connection_id,
             kicked,
         })

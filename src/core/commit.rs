@@ -1,0 +1,63 @@
+//! What the core hands the adapters so they can keep "commit before ack"
+//! without reaching the store: the position of what an operation stored, and
+//! the one error type store failures become on their way out of the core.
+
+/// The position in the store's commit order of what a core operation stored
+/// (or [`Commit::NONE`] when it stored nothing). Positions only grow, so the
+/// highest of several covers them all: a connection that answers many packets
+/// in one wake-up waits once, on the highest (see `Router::wait_committed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Commit(u64);
+
+impl Commit {
+    /// Nothing was stored: nothing to wait for.
+    pub const NONE: Commit = Commit(0);
+
+    /// The commit of a store submission.
+    pub(crate) fn of_ticket(ticket: crate::store::Ticket) -> Commit {
+        Commit(ticket)
+    }
+
+    /// The store ticket to wait for.
+    pub(crate) fn ticket(self) -> crate::store::Ticket {
+        self.0
+    }
+
+    pub fn is_none(self) -> bool {
+        self == Commit::NONE
+    }
+
+    /// Takes this commit and leaves [`Commit::NONE`] in its place.
+    pub fn take(&mut self) -> Commit {
+        std::mem::take(self)
+    }
+
+    /// Raises this commit to `other` if that is later.
+    pub fn include(&mut self, other: Commit) {
+        *self = (*self).max(other);
+    }
+}
+
+/// A core operation could not keep its promise.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The store failed or is shut down: what was acknowledged can no longer be kept.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_commit_covers_the_others() {
+        let mut commit = Commit::NONE;
+        commit.include(Commit::of_ticket(3));
+        commit.include(Commit::of_ticket(1));
+        commit.include(Commit::NONE);
+        assert_eq!(commit, Commit::of_ticket(3));
+        assert_eq!(commit.take(), Commit::of_ticket(3));
+        assert!(commit.is_none());
+    }
+}
