@@ -173,6 +173,9 @@ struct RareState {
     dropped: u64,
     /// Retained messages new subscriptions asked for, fed into `pending` as it empties.
     retained: RetainedBacklog,
+    /// Told when the connection takes deliveries: stream readers wait on it
+    /// for room in the queue (made on first use, so other sessions carry nothing).
+    space: Option<Arc<Notify>>,
 }
 
 impl SessionState {
@@ -480,6 +483,7 @@ impl Session {
         self.feed_retained(state, now);
         state.pending.drain_into(max, out);
         self.feed_retained(state, now);
+        Session::tell_space(state);
     }
 
     /// Queues the retained messages a new subscription asked for: they are fed
@@ -591,11 +595,33 @@ impl Session {
             );
             out.push((delivery, Some(id)));
         }
+        if !out.is_empty() {
+            Session::tell_space(state);
+        }
         expired + self.feed_retained(state, now)
     }
 
     pub fn pending_len(&self) -> usize {
         self.state.lock().pending.len()
+    }
+
+    /// Notified (`notify_waiters`) whenever the connection takes deliveries
+    /// from the queue: stream readers wait on it for room.
+    pub fn space(&self) -> Arc<Notify> {
+        Arc::clone(
+            self.state
+                .lock()
+                .rare()
+                .space
+                .get_or_insert_with(|| Arc::new(Notify::new())),
+        )
+    }
+
+    /// Wakes stream readers waiting for room (after deliveries were taken).
+    fn tell_space(state: &SessionState) {
+        if let Some(space) = state.rare.as_ref().and_then(|r| r.space.as_ref()) {
+            space.notify_waiters();
+        }
     }
 
     pub fn dropped_count(&self) -> u64 {

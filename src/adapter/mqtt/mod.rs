@@ -6,6 +6,7 @@
 //! - `connect.rs`: CONNECT → session attach → CONNACK.
 //! - `publish.rs`: inbound PUBLISH (QoS 0/1/2, topic aliases) and outbound deliveries.
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe.
+//! - `stream.rs`: SUBSCRIBE to `$stream/<name>/…` (durable streams).
 //! - `alias.rs`: topic aliases the server assigns on outbound PUBLISH (MQTT 5), LRU.
 //! - `ack.rs`: PUBACK / PUBREC / PUBREL / PUBCOMP.
 //! - `will.rs`: will messages and their delay.
@@ -17,6 +18,7 @@ mod connect;
 mod connection;
 mod error;
 mod publish;
+mod stream;
 mod subscribe;
 mod will;
 
