@@ -634,17 +634,26 @@ impl Session {
 
     /// Removes an in-flight delivery in `stage`; false if there is none with that id and stage.
     pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> bool {
+        self.finish_inflight_delivery(packet_id, stage).is_some()
+    }
+
+    /// [`Session::finish_inflight`], returning the finished delivery (a stream
+    /// reader's named consumer commits its offset from it).
+    pub fn finish_inflight_delivery(
+        &self,
+        packet_id: u16,
+        stage: InflightStage,
+    ) -> Option<Delivery> {
         let mut state = self.state.lock();
         match state.ids.inflight_stage(packet_id) {
             Some(found) if found == stage => {
-                if let (Some(entry), Some(persist)) =
-                    (state.ids.remove_inflight(packet_id), self.persist())
-                {
+                let entry = state.ids.remove_inflight(packet_id)?;
+                if let Some(persist) = self.persist() {
                     persist.delete_delivery(entry.delivery.seq);
                 }
-                true
+                Some(entry.delivery)
             }
-            _ => false,
+            _ => None,
         }
     }
 

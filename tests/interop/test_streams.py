@@ -222,3 +222,205 @@ def test_restart_keeps_offsets_dense_and_monotonic(tmp_path):
         assert [f.body for f in frames] == [f"m{i}".encode() for i in range(8)]
     finally:
         assert stop_broker(broker) == 0
+
+
+def test_stomp_named_consumer_resumes_after_reconnect_and_restart(tmp_path):
+    broker = start(tmp_path)
+    try:
+        pub = stomp(broker)
+        publish_stomp(pub, 5)
+        sub = stomp(broker)
+        sub.subscribe(
+            "/stream/sensors", id="s", ack="client-individual",
+            **{"x-stream-offset": "first", "x-stream-consumer": "job"},
+        )
+        frames = sub.expect_n(5)
+        assert offsets(frames) == [0, 1, 2, 3, 4]
+        sub.ack(frames[0])
+        sub.ack(frames[1])
+        sub.conn.disconnect()
+        # Reconnect: resumes after the last acknowledged offset (the header's
+        # position is for a consumer that has acknowledged nothing yet).
+        again = stomp(broker)
+        again.subscribe(
+            "/stream/sensors", id="s", ack="client-individual",
+            **{"x-stream-offset": "first", "x-stream-consumer": "job"},
+        )
+        frames = again.expect_n(3)
+        assert offsets(frames) == [2, 3, 4]
+        again.ack(frames[0])
+        again.conn.disconnect()
+    finally:
+        assert stop_broker(broker) == 0
+    broker = start(tmp_path)
+    try:
+        after = stomp(broker)
+        after.subscribe(
+            "/stream/sensors", id="s", ack="client-individual",
+            **{"x-stream-offset": "first", "x-stream-consumer": "job"},
+        )
+        frames = after.expect_n(2)
+        assert offsets(frames) == [3, 4]
+        after.expect_nothing()
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_paho_named_consumer_commits_on_puback(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 4)
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.UserProperty = [("stream-offset", "first"), ("stream-consumer", "mq")]
+    sub = MqttClient(streams_broker, "5.0").connect()
+    sub.subscribe("$stream/sensors/#", qos=1, properties=props)
+    assert [m.payload for m in sub.expect_n(4)] == [b"m0", b"m1", b"m2", b"m3"]
+    sub.close()
+    # paho acknowledged all four: the next subscriber of "mq" starts after them.
+    again = MqttClient(streams_broker, "5.0").connect()
+    again.subscribe("$stream/sensors/#", qos=1, properties=props)
+    publish_stomp(pub, 1, start=4)
+    got = again.expect()
+    assert (got.payload, dict(got.properties.UserProperty)["stream-offset"]) == (b"m4", "4")
+    again.close()
+
+
+def admin(broker, method: str, path: str, body: bytes = None):
+    import json
+    import urllib.error
+    import urllib.request
+
+    host, port = broker.endpoints["http"]
+    request = urllib.request.Request(
+        f"http://{host}:{port}{path}", data=body, method=method,
+        headers={"Authorization": "Bearer t0ken", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_admin_api_creates_lists_inspects_and_purges_streams(tmp_path):
+    path = tmp_path / "tern.toml"
+    path.write_text(CONFIG)
+    broker = start_broker(
+        tmp_path, extra_env={"TERN_HTTP__ADMIN_TOKEN": "t0ken"}, args=["--config", str(path)]
+    )
+    try:
+        status, body = admin(broker, "POST", "/api/streams",
+                             b'{"name": "made", "topics": ["made/#"], "max_messages": 100}')
+        assert (status, body) == (201, {"created": "made"})
+        status, body = admin(broker, "POST", "/api/streams", b'{"name": "made", "topics": ["x"]}')
+        assert status == 409 and "already exists" in body["error"]
+        pub = stomp(broker)
+        publish_stomp(pub, 3, topic="made/t")
+        sub = stomp(broker)
+        sub.subscribe("/stream/made", id="s", ack="client-individual",
+                      **{"x-stream-offset": "first", "x-stream-consumer": "c"})
+        frames = sub.expect_n(3)
+        sub.ack(frames[0])
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert status == 200
+        assert (info["first_offset"], info["last_offset"], info["messages"]) == (0, 2, 3)
+        assert info["bytes"] == 3 * (len("made/t") + 2)
+        assert info["consumers"] == [{"name": "c", "acked": 0, "lag": 2}]
+        status, listed = admin(broker, "GET", "/api/streams")
+        assert sorted(s["name"] for s in listed) == ["made", "sensors", "small"]
+        status, body = admin(broker, "DELETE", "/api/streams/made/messages")
+        assert (status, body) == (200, {"purged": 3})
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert (info["first_offset"], info["last_offset"], info["messages"]) == (3, None, 0)
+        publish_stomp(pub, 1, topic="made/t", start=3)
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert (info["first_offset"], info["last_offset"]) == (3, 3)
+        assert admin(broker, "GET", "/api/streams/nope")[0] == 404
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_retention_by_bytes_and_by_age(tmp_path):
+    broker = start(tmp_path, """
+[[stream]]
+name = "bytes"
+topics = ["b/#"]
+max_bytes = "100"
+
+[[stream]]
+name = "age"
+topics = ["a/#"]
+max_age = "1s"
+""")
+    try:
+        pub = stomp(broker)
+        # Each message is 3 + 7 = 10 bytes: 100 bytes keep the newest ten.
+        for i in range(25):
+            pub.send("/topic/b/t", f"payload".encode())
+        for i in range(5):
+            pub.send("/topic/a/t", f"old{i}".encode())
+
+        def first_offset(stream: str):
+            sub = stomp(broker)
+            sub.subscribe(f"/stream/{stream}", id="s", **{"x-stream-offset": "first"})
+            try:
+                return offsets([sub.listener.messages.get(timeout=1)])[0]
+            except Exception:
+                return None
+            finally:
+                sub.conn.disconnect()
+
+        deadline = time.monotonic() + 15
+        while first_offset("bytes") != 15 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first_offset("bytes") == 15
+        # After a second and the next retention pass, the old ones are gone.
+        while first_offset("age") is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first_offset("age") is None
+        pub.send("/topic/a/t", b"new")
+        assert first_offset("age") == 5
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_kill_9_during_appends_keeps_every_acknowledged_message(tmp_path):
+    broker = start(tmp_path)
+    acked = []
+    stop = threading.Event()
+    pub = MqttClient(broker, "3.1.1").connect()
+
+    def publish():
+        i = 0
+        while not stop.is_set():
+            try:
+                pub.publish("sensors/k", f"{i}".encode(), qos=1)
+            except BaseException:
+                return
+            acked.append(i)
+            i += 1
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    broker.proc.kill()
+    broker.proc.wait(10)
+    stop.set()
+    thread.join(15)
+    assert len(acked) >= 200
+    broker = start(tmp_path)
+    try:
+        sub = stomp(broker)
+        sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "first"})
+        frames = []
+        while True:
+            try:
+                frames.append(sub.listener.messages.get(timeout=2))
+            except Exception:
+                break
+        got = [int(f.body) for f in frames]
+        assert offsets(frames) == list(range(len(frames))), "offsets are dense from 0"
+        assert got[: len(acked)] == acked, "every acknowledged message is in the stream, in order"
+    finally:
+        assert stop_broker(broker) == 0

@@ -4,6 +4,7 @@ use tern_mqtt::{reason, Ack, Packet, Properties};
 
 use super::connection::Connection;
 use super::error::MqttError;
+use crate::core::message::Delivery;
 use crate::core::session::InflightStage;
 
 pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
@@ -17,11 +18,28 @@ pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
 /// QoS 1 delivery acknowledged. An unknown id is ignored (it may be a late ack
 /// of a message already resent and acknowledged).
 pub(super) fn handle_puback(conn: &mut Connection, puback: Ack) {
-    if !conn
+    match conn
         .session
-        .finish_inflight(puback.packet_id, InflightStage::Sent)
+        .finish_inflight_delivery(puback.packet_id, InflightStage::Sent)
     {
-        tracing::debug!(client_id = %conn.session.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id");
+        Some(delivery) => stream_acked(conn, &delivery),
+        None => {
+            tracing::debug!(client_id = %conn.session.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id")
+        }
+    }
+}
+
+/// A streamed message acknowledged: a named consumer's offset moves on.
+fn stream_acked(conn: &Connection, delivery: &Delivery) {
+    if let Some(filter) = delivery
+        .filter
+        .as_deref()
+        .filter(|f| crate::core::stream::is_stream_filter(f))
+    {
+        conn.ctx
+            .router
+            .streams()
+            .acked(&conn.session, filter, &delivery.message);
     }
 }
 
@@ -60,10 +78,13 @@ pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), Mq
 
 /// QoS 2 delivery complete.
 pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: Ack) {
-    if !conn
+    match conn
         .session
-        .finish_inflight(pubcomp.packet_id, InflightStage::Released)
+        .finish_inflight_delivery(pubcomp.packet_id, InflightStage::Released)
     {
-        tracing::debug!(client_id = %conn.session.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id");
+        Some(delivery) => stream_acked(conn, &delivery),
+        None => {
+            tracing::debug!(client_id = %conn.session.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id")
+        }
     }
 }
