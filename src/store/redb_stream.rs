@@ -223,3 +223,124 @@ pub(super) fn find_time(
     }
     Ok(Some(hi))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::store::record::MessageRecord;
+    use crate::store::redb::RedbBackend;
+    use crate::store::{Backend, StoreOp};
+
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tern-stream-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("tern.redb")
+    }
+
+    fn append(offset: u64, time_ms: u64) -> StoreOp {
+        StoreOp::AppendStream {
+            stream: "s".into(),
+            offset,
+            record: StreamRecord {
+                time_ms,
+                size: 10,
+                message: MessageRecord {
+                    topic: "t/1".into(),
+                    payload: b"1234567".to_vec(),
+                    qos: 0,
+                    retain: false,
+                    expires_at_ms: None,
+                    payload_is_utf8: false,
+                    content_type: None,
+                    response_topic: None,
+                    correlation_data: None,
+                    user_properties: vec![],
+                    publisher: None,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn appends_trims_and_consumers_survive_reopen_with_bytes_and_offsets() {
+        let path = temp_path("reopen");
+        {
+            let b = RedbBackend::open(&path).unwrap();
+            let ops: Vec<StoreOp> = (0..10).map(|i| append(i, 1000 + i * 100)).collect();
+            b.apply(&ops, true).unwrap();
+            b.apply(
+                &[
+                    StoreOp::TrimStream {
+                        stream: "s".into(),
+                        below: 4,
+                    },
+                    StoreOp::PutStreamConsumer {
+                        stream: "s".into(),
+                        consumer: "c".into(),
+                        offset: 6,
+                    },
+                ],
+                true,
+            )
+            .unwrap();
+            let read = b.read_stream("s", 0, 3).unwrap();
+            assert_eq!(
+                read.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+                vec![4, 5, 6]
+            );
+            assert_eq!(read[0].1.message.payload, b"1234567".to_vec());
+        }
+        let b = RedbBackend::open(&path).unwrap();
+        let snap = b.load().unwrap();
+        assert_eq!(
+            snap.streams,
+            vec![StreamState {
+                name: "s".into(),
+                first: 4,
+                next: 10,
+                bytes: 60,
+                first_time_ms: 1400,
+            }]
+        );
+        assert_eq!(
+            snap.stream_consumers,
+            vec![("s".to_string(), "c".to_string(), 6)]
+        );
+    }
+
+    #[test]
+    fn a_purged_stream_keeps_its_next_offset() {
+        let path = temp_path("purged");
+        let b = RedbBackend::open(&path).unwrap();
+        b.apply(&[append(0, 1), append(1, 2)], true).unwrap();
+        b.apply(
+            &[StoreOp::TrimStream {
+                stream: "s".into(),
+                below: 2,
+            }],
+            true,
+        )
+        .unwrap();
+        let snap = b.load().unwrap();
+        assert_eq!((snap.streams[0].first, snap.streams[0].next), (2, 2));
+        assert_eq!(snap.streams[0].bytes, 0);
+    }
+
+    #[test]
+    fn time_lookup_finds_the_first_message_at_or_after_a_time() {
+        let path = temp_path("time");
+        let b = RedbBackend::open(&path).unwrap();
+        let ops: Vec<StoreOp> = (0..100).map(|i| append(i, 1000 + i * 10)).collect();
+        b.apply(&ops, true).unwrap();
+        assert_eq!(b.find_stream_time("s", 0).unwrap(), Some(0));
+        assert_eq!(b.find_stream_time("s", 1000).unwrap(), Some(0));
+        assert_eq!(b.find_stream_time("s", 1001).unwrap(), Some(1));
+        assert_eq!(b.find_stream_time("s", 1500).unwrap(), Some(50));
+        assert_eq!(b.find_stream_time("s", 1990).unwrap(), Some(99));
+        assert_eq!(b.find_stream_time("s", 1991).unwrap(), None);
+        assert_eq!(b.find_stream_time("other", 0).unwrap(), None);
+    }
+}

@@ -424,3 +424,49 @@ def test_kill_9_during_appends_keeps_every_acknowledged_message(tmp_path):
         assert got[: len(acked)] == acked, "every acknowledged message is in the stream, in order"
     finally:
         assert stop_broker(broker) == 0
+
+
+def test_a_reader_sees_only_the_topics_it_may_read(tmp_path):
+    broker = start(tmp_path, CONFIG + """
+[[acl]]
+all = true
+allow = "both"
+topic = "#"
+
+[[acl]]
+all = true
+deny = "subscribe"
+topic = "sensors/secret/#"
+""")
+    try:
+        pub = stomp(broker)
+        pub.send("/topic/sensors/a", b"open0")
+        pub.send("/topic/sensors/secret/x", b"hidden")
+        pub.send("/topic/sensors/a", b"open1")
+        sub = stomp(broker)
+        sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "first"})
+        frames = sub.expect_n(2)
+        assert [(f.body, f.headers["x-stream-offset"]) for f in frames] == [
+            (b"open0", "0"), (b"open1", "2")
+        ]
+        sub.expect_nothing()
+        denied = stomp(broker)
+        denied.conn.subscribe("/stream/sensors/sensors/secret/#", "d",
+                              headers={"x-stream-offset": "first"})
+        assert "not authorized" in denied.expect_error().headers["message"]
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_stomp_prefetch_count_bounds_unacknowledged_replay(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 6)
+    sub = stomp(streams_broker)
+    sub.subscribe("/stream/sensors", id="s", ack="client-individual",
+                  **{"x-stream-offset": "first", "prefetch-count": "2"})
+    frames = sub.expect_n(2)
+    assert offsets(frames) == [0, 1]
+    sub.expect_nothing()
+    sub.ack(frames[0])
+    assert offsets([sub.expect()]) == [2]
+    sub.expect_nothing()

@@ -2,7 +2,8 @@
 //! `/stream/<name>[/<filter>]` (the filter over the original topics), start
 //! position in `x-stream-offset` (`first`, `last`, `next`, `offset=N` or a
 //! bare `N`, `timestamp=T`, `-10m`), a named consumer in `x-stream-consumer`.
-//! Each MESSAGE carries `x-stream-offset`. The core filter is
+//! `prefetch-count` (with `ack: client`/`client-individual`) caps the
+//! connection's unacknowledged messages. Each MESSAGE carries `x-stream-offset`. The core filter is
 //! `$stream/<name>[/<filter>]`, the same as MQTT's.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub(super) const STREAM_DEST_PREFIX: &str = "/stream/";
 /// The MESSAGE header with the offset (RabbitMQ's name).
 pub(super) const OFFSET_HEADER: &str = "x-stream-offset";
 const CONSUMER_HEADER: &str = "x-stream-consumer";
+const PREFETCH_HEADER: &str = "prefetch-count";
 
 /// Subscribes `id` to the stream `destination` names (`rest` follows `/stream/`).
 pub(super) fn subscribe(
@@ -32,6 +34,22 @@ pub(super) fn subscribe(
     let filter: Arc<str> = Arc::from(format!("{STREAM_PREFIX}{rest}"));
     let parsed = parse_stream_filter(&filter)
         .unwrap_or_else(|| Err(StreamError::BadFilter(destination.to_string())))?;
+    // RabbitMQ's stream consumers must say how many unacknowledged messages
+    // they take; here it narrows the connection's window (one stream
+    // subscription per connection is the usual shape).
+    let prefetch = match frame.header(PREFETCH_HEADER) {
+        None => None,
+        Some(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(StompAdapterError::InvalidHeader {
+                    header: PREFETCH_HEADER,
+                    value: value.chars().take(64).collect(),
+                    reason: "must be a positive integer",
+                })
+            }
+        },
+    };
     let position = frame.header(OFFSET_HEADER).map(str::parse).transpose()?;
     let username = conn.username.as_deref();
     // A reader sees only the topics it may read: the ACL decides on the filter
@@ -55,6 +73,9 @@ pub(super) fn subscribe(
         exceptions,
     };
     conn.ctx.router.subscribe_stream(&conn.session, sub)?;
+    if let (Some(prefetch), true) = (prefetch, ack.acks()) {
+        conn.max_unacked = conn.max_unacked.min(prefetch);
+    }
     conn.subscriptions.insert(Subscription {
         id: Arc::from(id),
         filter,
