@@ -119,12 +119,6 @@ pub enum StoreOp {
         stream: String,
         below: u64,
     },
-    /// Keeps `next` as the offset the stream's next message gets, so an empty
-    /// (purged) stream keeps its offsets after a restart.
-    PutStreamNext {
-        stream: String,
-        next: u64,
-    },
     /// The last offset a named consumer acknowledged.
     PutStreamConsumer {
         stream: String,

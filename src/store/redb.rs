@@ -309,7 +309,6 @@ impl Backend for RedbBackend {
                     // Applied below, in their own tables.
                     StoreOp::AppendStream { .. }
                     | StoreOp::TrimStream { .. }
-                    | StoreOp::PutStreamNext { .. }
                     | StoreOp::PutStreamConsumer { .. } => {}
                 }
             }

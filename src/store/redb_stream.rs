@@ -2,6 +2,8 @@
 //! meta row per stream (next offset, bytes kept) and the named consumers'
 //! acknowledged offsets. Written in the same group commit as everything else.
 
+use std::collections::HashMap;
+
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +48,6 @@ pub(super) fn is_stream_op(op: &StoreOp) -> bool {
         op,
         StoreOp::AppendStream { .. }
             | StoreOp::TrimStream { .. }
-            | StoreOp::PutStreamNext { .. }
             | StoreOp::PutStreamConsumer { .. }
     )
 }
@@ -76,6 +77,8 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
     let mut messages = txn.open_table(MESSAGES).map_err(write_err)?;
     let mut meta = txn.open_table(META).map_err(write_err)?;
     let mut consumers = txn.open_table(CONSUMERS).map_err(write_err)?;
+    // Each stream's meta row read once and written once per batch, not per message.
+    let mut metas: HashMap<&str, MetaRecord> = HashMap::new();
     for op in ops {
         match op {
             StoreOp::AppendStream {
@@ -87,10 +90,9 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
                 messages
                     .insert((stream.as_str(), *offset), encoded.as_slice())
                     .map_err(write_err)?;
-                let mut m = meta_of(&meta, stream)?;
+                let m = cached_meta(&mut metas, &meta, stream)?;
                 m.next = m.next.max(offset + 1);
                 m.bytes += record.size;
-                put_meta(&mut meta, stream, &m)?;
             }
             StoreOp::TrimStream { stream, below } => {
                 let mut freed = 0u64;
@@ -100,15 +102,9 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
                         false
                     })
                     .map_err(write_err)?;
-                let mut m = meta_of(&meta, stream)?;
+                let m = cached_meta(&mut metas, &meta, stream)?;
                 m.bytes = m.bytes.saturating_sub(freed);
                 m.next = m.next.max(*below);
-                put_meta(&mut meta, stream, &m)?;
-            }
-            StoreOp::PutStreamNext { stream, next } => {
-                let mut m = meta_of(&meta, stream)?;
-                m.next = m.next.max(*next);
-                put_meta(&mut meta, stream, &m)?;
             }
             StoreOp::PutStreamConsumer {
                 stream,
@@ -122,7 +118,25 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
             _ => {}
         }
     }
+    for (stream, m) in &metas {
+        put_meta(&mut meta, stream, m)?;
+    }
     Ok(())
+}
+
+/// The meta row of `stream` in this batch's cache, read on first use.
+fn cached_meta<'m, 'o>(
+    metas: &'m mut HashMap<&'o str, MetaRecord>,
+    meta: &redb::Table<&str, &[u8]>,
+    stream: &'o str,
+) -> Result<&'m mut MetaRecord, StoreError> {
+    if !metas.contains_key(stream) {
+        let m = meta_of(meta, stream)?;
+        metas.insert(stream, m);
+    }
+    metas
+        .get_mut(stream)
+        .ok_or_else(|| StoreError::Write("stream meta cache".into()))
 }
 
 /// Adds every stream's state and the named consumers to `snapshot`.

@@ -167,12 +167,12 @@ impl Streams {
 
     /// Offsets, bytes and consumers the store kept (at start, before serving).
     pub fn restore(&self, states: Vec<StreamState>, consumers: Vec<(String, String, u64)>) {
-        let mut restored = self.restored.lock();
         for state in states {
+            // Not under `restored`'s lock: `declare` takes `logs` first, then it.
             if let Some(log) = self.log(&state.name) {
                 apply_state(&log, &state);
             }
-            restored.insert(state.name.clone(), state);
+            self.restored.lock().insert(state.name.clone(), state);
         }
         let mut map = self.consumers.lock();
         for (stream, consumer, offset) in consumers {
