@@ -44,6 +44,8 @@ pub enum ServerError {
     Config(#[from] Box<ConfigError>),
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
+    #[error("[[stream]]: {0}")]
+    Stream(#[from] crate::core::stream::StreamError),
 }
 
 /// Where each enabled listener is bound (the real port when configured with port 0).
@@ -96,6 +98,9 @@ impl Server {
         router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
         router.set_session_owner_check(settings.auth.session_owner_check);
+        for stream in &settings.stream {
+            router.streams().declare(stream)?;
+        }
         if let Some(store) = &store {
             let restored = router.restore(store.load()?)?;
             tracing::info!(
@@ -149,6 +154,14 @@ impl Server {
             Arc::clone(&router),
             shutdown.clone(),
         ));
+        let retention = (shutdown.clone(), Arc::clone(router.streams()));
+        tracker.spawn(async move {
+            let (shutdown, streams) = retention;
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = streams.retention_loop() => {}
+            }
+        });
         let reloadable: Vec<Arc<ReloadableTls>> = [&mqtt_tls, &stomp_tls, &websocket_tls]
             .into_iter()
             .flatten()

@@ -11,6 +11,7 @@
 //! | `GET /api/retained` | retained messages: topic, QoS, size, payload (UTF-8, lossy) |
 //! | `DELETE /api/retained/<topic>` | removes one retained message |
 //! | `GET /api/config` | the effective settings, secrets blanked |
+//! | `/api/streams…` | durable streams: list, inspect, create, purge (`super::streams`) |
 //!
 //! Path segments are percent-decoded (`%24SYS`, `%2F` inside a client id).
 //!
@@ -67,6 +68,7 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
         (&Method::DELETE, ["retained", topic @ ..]) if !topic.is_empty() => {
             delete_retained(state, &topic.join("/"))
         }
+        (_, ["streams", rest @ ..]) => super::streams::handle(&method, rest, request, state).await,
         (&Method::GET, ["config"]) => match serde_json::to_value(state.settings.redacted()) {
             Ok(config) => json_ok(config),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -11,6 +11,7 @@ pub mod api;
 pub mod dashboard;
 pub mod http;
 pub mod metrics;
+mod streams;
 pub mod sys;
 pub mod top_topics;
 pub mod traffic;

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::settings::{AclAccess, AclRule, AuthSettings};
+pub use crate::core::stream::StreamSettings;
 pub use listeners::{
     CertUsername, ClientAuth, HttpSettings, ListenerSettings, TlsListenerSettings, WebSettings,
     WebSocketSettings, DEFAULT_MAX_KEEP_ALIVE_SECS,
@@ -71,6 +72,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// `$SYS/broker/...` topics the broker publishes about itself.
     pub sys: SysSettings,
+    /// `[[stream]]` tables: durable topic streams (they need the store).
+    pub stream: Vec<StreamSettings>,
 }
 
 impl Default for Settings {
@@ -90,6 +93,7 @@ impl Default for Settings {
             web: WebSettings::default(),
             http: HttpSettings::default(),
             sys: SysSettings::default(),
+            stream: Vec::new(),
         }
     }
 }

@@ -168,6 +168,34 @@ impl Settings {
         self.stomp_tls.validate(&STOMP_TLS_KEYS)?;
         self.websocket_tls.validate(&WEBSOCKET_TLS_KEYS)?;
         self.compiled_acl()?;
+        self.validate_streams()?;
+        Ok(())
+    }
+
+    /// Each `[[stream]]` table checked, names unique, and a store to keep them in.
+    fn validate_streams(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for stream in &self.stream {
+            stream.check().map_err(|e| ConfigError::Invalid {
+                key: "stream",
+                reason: e.to_string(),
+            })?;
+            if !names.insert(stream.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "stream",
+                    reason: format!("stream {:?} is declared twice", stream.name),
+                });
+            }
+            if !self.storage.enabled {
+                return Err(ConfigError::Invalid {
+                    key: "stream",
+                    reason: format!(
+                        "stream {:?} needs the store (storage.enabled = true)",
+                        stream.name
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

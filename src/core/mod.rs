@@ -15,6 +15,7 @@ pub(crate) mod retained_backlog;
 pub mod retained_set;
 pub mod router;
 pub mod session;
+pub mod stream;
 pub(crate) mod subscription_list;
 pub mod topic;
 pub mod topic_limits;

@@ -184,6 +184,9 @@ struct RareState {
     dropped: u64,
     /// Retained messages new subscriptions asked for, fed into `pending` as it empties.
     retained: RetainedBacklog,
+    /// Told when the connection takes deliveries: stream readers wait on it
+    /// for room in the queue (made on first use, so other sessions carry nothing).
+    space: Option<Arc<Notify>>,
 }
 
 impl SessionState {
@@ -503,6 +506,7 @@ impl Session {
         self.feed_retained(state, now);
         state.pending.drain_into(max, out);
         self.feed_retained(state, now);
+        Session::tell_space(state);
     }
 
     /// Queues the retained messages a new subscription asked for: they are fed
@@ -615,6 +619,9 @@ impl Session {
             );
             out.push((delivery, Some(id)));
         }
+        if !out.is_empty() {
+            Session::tell_space(state);
+        }
         Taken {
             expired: expired + self.feed_retained(state, now),
             commit,
@@ -623,6 +630,25 @@ impl Session {
 
     pub fn pending_len(&self) -> usize {
         self.state.lock().pending.len()
+    }
+
+    /// Notified (`notify_waiters`) whenever the connection takes deliveries
+    /// from the queue: stream readers wait on it for room.
+    pub fn space(&self) -> Arc<Notify> {
+        Arc::clone(
+            self.state
+                .lock()
+                .rare()
+                .space
+                .get_or_insert_with(|| Arc::new(Notify::new())),
+        )
+    }
+
+    /// Wakes stream readers waiting for room (after deliveries were taken).
+    fn tell_space(state: &SessionState) {
+        if let Some(space) = state.rare.as_ref().and_then(|r| r.space.as_ref()) {
+            space.notify_waiters();
+        }
     }
 
     pub fn dropped_count(&self) -> u64 {
@@ -636,14 +662,26 @@ impl Session {
     /// Removes an in-flight delivery in `stage`: the commit of its removal from
     /// the store, or None if there is none with that id and stage.
     pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> Option<Commit> {
+        self.finish_inflight_delivery(packet_id, stage)
+            .map(|(commit, _)| commit)
+    }
+
+    /// [`Session::finish_inflight`], also returning the finished delivery (a
+    /// stream reader's named consumer commits its offset from it).
+    pub fn finish_inflight_delivery(
+        &self,
+        packet_id: u16,
+        stage: InflightStage,
+    ) -> Option<(Commit, Delivery)> {
         let mut state = self.state.lock();
         match state.ids.inflight_stage(packet_id) {
             Some(found) if found == stage => {
-                let commit = match (state.ids.remove_inflight(packet_id), self.persist()) {
-                    (Some(entry), Some(persist)) => persist.delete_delivery(entry.delivery.seq),
-                    _ => Commit::NONE,
+                let entry = state.ids.remove_inflight(packet_id)?;
+                let commit = match self.persist() {
+                    Some(persist) => persist.delete_delivery(entry.delivery.seq),
+                    None => Commit::NONE,
                 };
-                Some(commit)
+                Some((commit, entry.delivery))
             }
             _ => None,
         }

@@ -5,9 +5,11 @@
 //!
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
+//! - `redb_stream.rs`: its tables of durable streams.
 
 pub mod record;
 pub mod redb;
+mod redb_stream;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use record::{DeliveryRecord, MessageRecord, SessionRecord, WillRecord};
+use record::{DeliveryRecord, MessageRecord, SessionRecord, StreamRecord, StreamState, WillRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -119,6 +121,24 @@ pub enum StoreOp {
     DeleteWill {
         client_id: String,
     },
+    /// One message of a durable stream at its offset.
+    AppendStream {
+        stream: String,
+        offset: u64,
+        record: StreamRecord,
+    },
+    /// Removes a stream's messages below `below` (retention, purge); its next
+    /// offset stays, so offsets never repeat.
+    TrimStream {
+        stream: String,
+        below: u64,
+    },
+    /// The last offset a named consumer acknowledged.
+    PutStreamConsumer {
+        stream: String,
+        consumer: String,
+        offset: u64,
+    },
 }
 
 /// Everything stored, read once at start.
@@ -135,6 +155,11 @@ pub struct Snapshot {
     pub queued: Vec<(String, u64, MessageRecord)>,
     /// Wills waiting for their delay, by client id.
     pub wills: Vec<(String, WillRecord)>,
+    /// Every stream with messages or offsets stored (their messages stay in
+    /// the store and are read in batches).
+    pub streams: Vec<StreamState>,
+    /// Named stream consumers: (stream, consumer, last acknowledged offset).
+    pub stream_consumers: Vec<(String, String, u64)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.
@@ -145,6 +170,21 @@ pub trait Backend: Send + Sync + 'static {
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// Releases the file once the last commit is done (shutdown).
     fn close(&self) {}
+    /// Up to `max` committed messages of `stream` from offset `from` on, in
+    /// offset order (a backend that keeps nothing returns none).
+    fn read_stream(
+        &self,
+        _stream: &str,
+        _from: u64,
+        _max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The offset of the first committed message of `stream` published at or
+    /// after `time_ms`, if any.
+    fn find_stream_time(&self, _stream: &str, _time_ms: u64) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Position of a submission; committed once `Store::wait` for it returns.
@@ -281,6 +321,21 @@ impl Store {
         drop(pending);
         self.wake.notify_one();
         ticket
+    }
+
+    /// See [`Backend::read_stream`].
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        self.backend.read_stream(stream, from, max)
+    }
+
+    /// See [`Backend::find_stream_time`].
+    pub fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.backend.find_stream_time(stream, time_ms)
     }
 
     /// Ticket of the latest submission: waiting for it covers everything submitted so far.

@@ -102,3 +102,28 @@ pub struct WillRecord {
     /// Unix ms when the delay ends.
     pub due_at_ms: u64,
 }
+
+/// One message of a durable stream, at its offset (the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Unix milliseconds when it was published. First in the encoding, with
+    /// `size`, so retention reads both without decoding the message.
+    pub time_ms: u64,
+    /// Topic plus payload bytes: what `max_bytes` counts.
+    pub size: u64,
+    pub message: MessageRecord,
+}
+
+/// What the store knows of one stream at start: its offsets and bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamState {
+    pub name: String,
+    /// Offset of the oldest message kept (`next` when empty).
+    pub first: u64,
+    /// Offset the next message gets.
+    pub next: u64,
+    /// Sum of the kept messages' `size`.
+    pub bytes: u64,
+    /// Publish time of the oldest message kept (0 when empty).
+    pub first_time_ms: u64,
+}

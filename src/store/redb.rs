@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::record::{
-    DeliveryRecord, DeliveryRecordV1, MessageRecord, OwnerRecord, SessionRecord, WillRecord,
+    DeliveryRecord, DeliveryRecordV1, MessageRecord, OwnerRecord, SessionRecord, StreamRecord,
+    WillRecord,
 };
 use super::{Backend, Snapshot, StoreError, StoreOp};
 
@@ -208,6 +209,7 @@ impl RedbBackend {
             txn.open_table(RETAINED).map_err(|e| open_err(&e))?;
             txn.open_table(QUEUED).map_err(|e| open_err(&e))?;
             txn.open_table(WILLS).map_err(|e| open_err(&e))?;
+            super::redb_stream::create_tables(&txn).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))
     }
@@ -365,9 +367,14 @@ impl Backend for RedbBackend {
                     StoreOp::DeleteWill { client_id } => {
                         wills.remove(client_id.as_str()).map_err(write_err)?;
                     }
+                    // Applied below, in their own tables.
+                    StoreOp::AppendStream { .. }
+                    | StoreOp::TrimStream { .. }
+                    | StoreOp::PutStreamConsumer { .. } => {}
                 }
             }
         }
+        super::redb_stream::apply(&txn, ops)?;
         txn.commit().map_err(write_err)?;
         Ok(held_change)
     }
@@ -435,7 +442,27 @@ impl Backend for RedbBackend {
             let record: WillRecord = decode(v.value())?;
             snapshot.wills.push((k.value().to_string(), record));
         }
+        super::redb_stream::load(&txn, &mut snapshot)?;
         Ok(snapshot)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        let db = self.db.read();
+        let db = db.as_ref().ok_or(StoreError::Closed)?;
+        let txn = db.begin_read().map_err(write_err)?;
+        super::redb_stream::read(&txn, stream, from, max)
+    }
+
+    fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        let db = self.db.read();
+        let db = db.as_ref().ok_or(StoreError::Closed)?;
+        let txn = db.begin_read().map_err(write_err)?;
+        super::redb_stream::find_time(&txn, stream, time_ms)
     }
 }
 

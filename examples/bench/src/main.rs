@@ -11,6 +11,7 @@
 //! - `client.rs`: connecting, MQTT/STOMP handshakes and subscriptions, payload stamping.
 //! - `flow.rs`: the publish/subscribe scenarios (publishers, subscribers, flow control).
 //! - `idle.rs`: the idle-connections scenario.
+//! - `replay.rs`: the stream-replay scenario (a durable stream read from its first message).
 //! - `ws.rs`: MQTT and STOMP over WebSocket (idle scenario, `--transport ws`).
 //! - `track.rs`: sequence tracking (lost, duplicated, reordered) per publisher.
 //! - `sys.rs`: own CPU time (getrusage), broker CPU and RSS from /proc.
@@ -19,6 +20,7 @@
 mod client;
 mod flow;
 mod idle;
+mod replay;
 mod report;
 mod sys;
 mod track;
@@ -136,6 +138,15 @@ pub struct Args {
     /// Print one JSON line of results on stdout (human summary on stderr).
     #[arg(long)]
     pub json: bool,
+    /// stream-replay: the stream read from its first message.
+    #[arg(long, default_value = "bench")]
+    pub stream: String,
+    /// stream-replay: messages to read (the stream must hold at least this many).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// stream-replay: QoS of the subscription (1: each message acknowledged).
+    #[arg(long, default_value_t = 0)]
+    pub replay_qos: u8,
     /// Free-form label copied into the JSON (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -173,6 +184,9 @@ pub enum Scenario {
     StompFanOut,
     /// MQTT publishers (--port) -> STOMP subscriber (--stomp-port).
     Cross,
+    /// 1 MQTT subscriber reads --messages of stream --stream from its first
+    /// (`$stream/<name>/@first/#`) at --replay-qos.
+    StreamReplay,
 }
 
 impl Scenario {
@@ -187,6 +201,7 @@ impl Scenario {
             Scenario::StompFanIn => "stomp-fan-in",
             Scenario::StompFanOut => "stomp-fan-out",
             Scenario::Cross => "cross",
+            Scenario::StreamReplay => "stream-replay",
         }
     }
 }
@@ -313,7 +328,7 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
                 "/topic/bench/#".to_string(),
             )
         }
-        Scenario::Idle => unreachable!("idle has no plan"),
+        Scenario::Idle | Scenario::StreamReplay => unreachable!("no publish/subscribe plan"),
     };
     let sub_topic = match (&subscribe, &args.stomp_destination, &args.filter) {
         (Endpoint::Stomp { .. }, Some(d), _) => d.clone(),
@@ -396,6 +411,9 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let mut report = if scenario == Scenario::Idle {
         let addr = resolve(&args)?;
         runtime.block_on(idle::run(&args, addr))?
+    } else if scenario == Scenario::StreamReplay {
+        let addr = resolve(&args)?;
+        runtime.block_on(replay::run(&args, addr))?
     } else {
         let plan = plan(&args, scenario)?;
         runtime.block_on(flow::run(&args, &plan))?

@@ -4,6 +4,7 @@ use tern_mqtt::{Ack, Packet, Properties};
 
 use super::connection::Connection;
 use super::error::{packet_id_code, MqttError};
+use crate::core::message::Delivery;
 use crate::core::session::InflightStage;
 
 pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
@@ -18,12 +19,28 @@ pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
 /// of a message already resent and acknowledged).
 pub(super) fn handle_puback(conn: &mut Connection, puback: Ack) {
     // Nothing answers a PUBACK, so nothing waits for its removal from the store.
-    if conn
+    match conn
         .session
-        .finish_inflight(puback.packet_id, InflightStage::Sent)
-        .is_none()
+        .finish_inflight_delivery(puback.packet_id, InflightStage::Sent)
     {
-        tracing::debug!(client_id = %conn.session.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id");
+        Some((_, delivery)) => stream_acked(conn, &delivery),
+        None => {
+            tracing::debug!(client_id = %conn.session.client_id, packet_id = puback.packet_id, "PUBACK for unknown packet id")
+        }
+    }
+}
+
+/// A streamed message acknowledged: a named consumer's offset moves on.
+fn stream_acked(conn: &Connection, delivery: &Delivery) {
+    if let Some(filter) = delivery
+        .filter
+        .as_deref()
+        .filter(|f| crate::core::stream::is_stream_filter(f))
+    {
+        conn.ctx
+            .router
+            .streams()
+            .acked(&conn.session, filter, &delivery.message);
     }
 }
 
@@ -63,11 +80,13 @@ pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), Mq
 
 /// QoS 2 delivery complete.
 pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: Ack) {
-    if conn
+    match conn
         .session
-        .finish_inflight(pubcomp.packet_id, InflightStage::Released)
-        .is_none()
+        .finish_inflight_delivery(pubcomp.packet_id, InflightStage::Released)
     {
-        tracing::debug!(client_id = %conn.session.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id");
+        Some((_, delivery)) => stream_acked(conn, &delivery),
+        None => {
+            tracing::debug!(client_id = %conn.session.client_id, packet_id = pubcomp.packet_id, "PUBCOMP for unknown packet id")
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - `publish.rs`: inbound PUBLISH (QoS 0/1/2, topic aliases) and outbound deliveries.
 //! - `properties.rs`: PUBLISH properties ⇄ core message, both ways (pure functions).
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe.
+//! - `stream.rs`: SUBSCRIBE to `$stream/<name>/…` (durable streams).
 //! - `alias.rs`: topic aliases the server assigns on outbound PUBLISH (MQTT 5), LRU.
 //! - `ack.rs`: PUBACK / PUBREC / PUBREL / PUBCOMP.
 //! - `will.rs`: will messages and their delay.
@@ -20,6 +21,7 @@ mod connection;
 mod error;
 mod properties;
 mod publish;
+mod stream;
 mod subscribe;
 mod will;
 

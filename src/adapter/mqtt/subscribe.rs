@@ -22,7 +22,24 @@ pub(super) fn handle_subscribe(
     let mut retained_requests = Vec::new();
     // Refusals are logged once for the packet (one may carry 100,000 filters).
     let mut refused = Refused::default();
+    // Why the first stream filter was refused, for the SUBACK's reason string.
+    let mut stream_refusal = None;
     for requested in subscribe.filters {
+        if crate::core::stream::is_stream_filter(&requested.filter) {
+            let code = super::stream::subscribe(
+                conn,
+                &requested.filter,
+                requested.options.qos,
+                &subscribe.properties,
+                subscription_id,
+            );
+            codes.push(code.unwrap_or_else(|(code, why)| {
+                refused.note(FilterRefusal::Invalid, &requested.filter, &why);
+                stream_refusal.get_or_insert(why);
+                code
+            }));
+            continue;
+        }
         let limits = conn.ctx.limits().topic_limits();
         let parsed = Filter::parse(&requested.filter).map_err(|e| e.to_string());
         let filter = match parsed.and_then(|f| {
@@ -81,10 +98,14 @@ pub(super) fn handle_subscribe(
         }
     }
     refused.log(conn);
+    let mut properties = Properties::default();
+    if conn.is_v5() {
+        properties.reason_string = stream_refusal;
+    }
     conn.send(&Packet::SubAck(SubAck {
         packet_id: subscribe.packet_id,
         codes,
-        properties: Properties::default(),
+        properties,
     }))?;
     // Queued after the SUBACK is in the write buffer, so they follow it on the
     // wire; fed to the client as it takes them, not all queued at once.

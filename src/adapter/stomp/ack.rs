@@ -34,6 +34,9 @@ pub(super) struct Outstanding {
     pub(super) subscription: Arc<str>,
     /// For a queue message: the queue and the message, to settle it there.
     pub(super) queue: Option<(Arc<str>, Arc<Message>)>,
+    /// For a streamed message: its stream filter and the message, whose ACK
+    /// moves a named consumer's offset on.
+    pub(super) stream: Option<(Arc<str>, Arc<Message>)>,
 }
 
 /// Unacknowledged messages by message sequence number (delivery order).
@@ -149,6 +152,12 @@ pub(super) fn apply(conn: &mut Connection, request: &AckRequest) {
     let router = Arc::clone(&conn.ctx.router);
     let queues = router.queues();
     for outstanding in settled {
+        if let (Some((filter, message)), false) = (&outstanding.stream, request.nack) {
+            conn.ctx
+                .router
+                .streams()
+                .acked(&conn.session, filter, message);
+        }
         let Some((queue, message)) = outstanding.queue else {
             if request.nack {
                 tracing::debug!(client_id = %conn.session.client_id, subscription = %request.subscription, "topic message NACKed: dropped");
@@ -172,6 +181,7 @@ mod tests {
         Outstanding {
             subscription: Arc::from(sub),
             queue: None,
+            stream: None,
         }
     }
 

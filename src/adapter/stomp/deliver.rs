@@ -84,6 +84,10 @@ pub(super) fn write_to(
     conn.send(&frame);
     let traffic = conn.ctx.monitor.metrics.traffic(Protocol::Stomp);
     traffic.sent(delivery.qos, delivery.message.payload.len());
+    let stream = delivery
+        .filter
+        .as_ref()
+        .filter(|f| crate::core::stream::is_stream_filter(f));
     if acks {
         conn.protocol.unacked.insert(
             seq,
@@ -93,7 +97,14 @@ pub(super) fn write_to(
                     .queue
                     .as_ref()
                     .map(|q| (Arc::clone(q), Arc::clone(&delivery.message))),
+                stream: stream.map(|f| (Arc::clone(f), Arc::clone(&delivery.message))),
             },
         );
+    } else if let Some(filter) = stream {
+        // ack=auto: acknowledged when written.
+        conn.ctx
+            .router
+            .streams()
+            .acked(&conn.session, filter, &delivery.message);
     }
 }

@@ -70,6 +70,8 @@ pub enum StompAdapterError {
     },
     #[error("message refused: {0}")]
     Refused(#[from] PublishRefused),
+    #[error("{0}")]
+    Stream(#[from] crate::core::stream::StreamError),
     #[error("no heart-beat or frame from the client within {0} ms")]
     HeartBeatTimeout(u128),
     #[error("session ended by the server")]
@@ -138,6 +140,7 @@ impl StompAdapterError {
             StompAdapterError::Refused(PublishRefused::StoreFull { .. }) => "store_full",
             StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
             StompAdapterError::Refused(PublishRefused::RetainedFull(_)) => "retained_full",
+            StompAdapterError::Stream(_) => "bad_stream",
             StompAdapterError::HeartBeatTimeout(_) => "heart_beat_timeout",
             StompAdapterError::OverBudget(_) => "buffer_budget",
             StompAdapterError::FrameTimeout(_) => "frame_timeout",

@@ -226,12 +226,22 @@ pub(super) fn message_frame(delivery: &Delivery, ids: MessageIds<'_>, clock: Clo
     if delivery.retain {
         headers.push(("retain".to_string(), "true".to_string()));
     }
+    let from_stream = delivery
+        .filter
+        .as_deref()
+        .is_some_and(crate::core::stream::is_stream_filter);
     headers.extend(
         shared
             .user_properties
             .iter()
             .filter(|(name, _)| !name.is_empty() && !SET_ON_MESSAGE.contains(&name.as_str()))
-            .cloned(),
+            .map(|(name, value)| {
+                if from_stream && name == crate::core::stream::OFFSET_PROPERTY {
+                    (super::stream::OFFSET_HEADER.to_string(), value.clone())
+                } else {
+                    (name.clone(), value.clone())
+                }
+            }),
     );
     Frame {
         command: Command::Message,

@@ -14,6 +14,7 @@
 //! - `send.rs`: SEND checked into a message for the core.
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE, the subscription table, retained
 //!   messages on subscribe.
+//! - `stream.rs`: SUBSCRIBE to `/stream/<name>` with `x-stream-offset`.
 //! - `deliver.rs`: core deliveries → MESSAGE frames.
 //! - `ack.rs`: ACK / NACK and unacknowledged messages.
 //! - `op.rs`: a checked SEND / ACK / NACK, applied now or deferred into its
@@ -34,6 +35,7 @@ mod headers;
 mod heartbeat;
 mod op;
 mod send;
+mod stream;
 mod subscribe;
 mod transaction;
 

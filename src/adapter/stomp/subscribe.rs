@@ -52,7 +52,7 @@ impl AckMode {
     }
 
     /// The core QoS: auto is at most once, the acknowledging modes at least once.
-    fn qos(self) -> QoS {
+    pub(super) fn qos(self) -> QoS {
         if self.acks() {
             QoS::AtLeastOnce
         } else {
@@ -111,7 +111,7 @@ impl Subscriptions {
         self.by_id.get(id).cloned()
     }
 
-    fn insert(&mut self, subscription: Subscription) {
+    pub(super) fn insert(&mut self, subscription: Subscription) {
         self.by_filter
             .entry(Arc::clone(&subscription.filter))
             .or_default()
@@ -187,6 +187,9 @@ pub(super) fn handle_subscribe(
     let max = conn.ctx.limits().max_subscriptions_per_client;
     if conn.protocol.subscriptions.len() >= max {
         return Err(StompAdapterError::TooManySubscriptions(max));
+    }
+    if let Some(rest) = destination.strip_prefix(super::stream::STREAM_DEST_PREFIX) {
+        return super::stream::subscribe(conn, frame, id, ack, destination, rest);
     }
     let target = subscribe_target(destination)?;
     let filter = target.filter().clone();
@@ -279,7 +282,12 @@ pub(super) fn handle_unsubscribe(
         let removed = router.unsubscribe(&conn.session, &subscription.filter);
         conn.stored(removed.unwrap_or_default());
     } else {
-        if let Ok(filter) = crate::core::topic::Filter::parse(&subscription.filter) {
+        let stream = crate::core::stream::is_stream_filter(&subscription.filter);
+        // A stream's reader stays for the remaining subscriptions as it is.
+        if let Ok(filter) = crate::core::topic::Filter::parse(&subscription.filter)
+            .map_err(|_| ())
+            .and_then(|f| if stream { Err(()) } else { Ok(f) })
+        {
             let mut options = conn
                 .protocol
                 .subscriptions

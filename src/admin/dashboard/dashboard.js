@@ -120,12 +120,17 @@
   async function poll(round) {
     pollTimer = null;
     try {
-      const [stats, clients] = await Promise.all([api("GET", "/api/stats"), api("GET", "/api/clients")]);
+      const [stats, clients, streams] = await Promise.all([
+        api("GET", "/api/stats"),
+        api("GET", "/api/clients"),
+        api("GET", "/api/streams"),
+      ]);
       if (round !== pollRound) return;
       showError(null);
       setLive("live", "live");
       showStats(stats);
       showClients(clients);
+      showStreams(streams);
     } catch (error) {
       if (round !== pollRound) return;
       handleError(error);
@@ -237,6 +242,27 @@
     });
     document.querySelector("#top-topics tbody").replaceChildren(...rows);
     $("top-topics-empty").hidden = rows.length > 0;
+  }
+
+  function showStreams(streams) {
+    const rows = streams.map((s) => {
+      const tr = document.createElement("tr");
+      tr.dataset.stream = s.name;
+      const consumers = s.consumers.map((c) => `${c.name} (${number.format(c.lag)})`).join(", ");
+      tr.append(
+        cell(s.name, "topic"),
+        cell(s.topics.join(" "), "topic"),
+        cell(number.format(s.first_offset), "num"),
+        cell(s.last_offset === null ? "–" : number.format(s.last_offset), "num"),
+        cell(number.format(s.messages), "num"),
+        cell(formatBytes(s.bytes), "num"),
+        cell(number.format(s.readers), "num"),
+        cell(consumers),
+      );
+      return tr;
+    });
+    document.querySelector("#streams tbody").replaceChildren(...rows);
+    $("streams-empty").hidden = rows.length > 0;
   }
 
   /** Client rows by client id, updated in place so a button is not replaced under the pointer. */

@@ -3,7 +3,7 @@
 //! `/dashboard`, its assets under `/dashboard/`.
 //!
 //! The page holds no data: its script calls the admin API (`/api/stats` every
-//! second, `/api/clients`, `DELETE /api/clients/<id>`) with the admin token,
+//! second, `/api/clients`, `/api/streams`, `DELETE /api/clients/<id>`) with the admin token,
 //! which it takes from the URL fragment (`/dashboard#token=…`, never sent to the
 //! server) or a form, and keeps in the tab's `sessionStorage`. A strict
 //! Content-Security-Policy allows only the page's own files: no inline script or

@@ -33,6 +33,7 @@ use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retained_set::{RetainedFull, RetainedLimits};
 use crate::core::session::{KickReason, QueueLimits, Session, SessionOwner, SubscriptionOptions};
+use crate::core::stream::{StreamError, StreamSubscription, Streams};
 use crate::core::topic::Filter;
 use crate::store::record::{unix_ms_now, WillRecord};
 use crate::store::{Snapshot, Store, StoreError};
@@ -156,6 +157,8 @@ pub struct Router {
     sessions: SessionRegistry,
     wills: Wills,
     persistence: Persistence,
+    /// Durable streams: every publish is appended to those whose topics it matches.
+    streams: Arc<Streams>,
     pub stats: RouterStats,
 }
 
@@ -174,6 +177,7 @@ impl Router {
             routing: Routing::new(queues),
             sessions: SessionRegistry::new(settings.queue_limits, settings.store.clone()),
             wills: Wills::new(),
+            streams: Arc::new(Streams::new(settings.store.clone())),
             persistence: Persistence::new(settings.store, settings.store_max_messages),
             stats: RouterStats::default(),
         }
@@ -224,6 +228,22 @@ impl Router {
         let flushed = store.flush().await;
         store.close();
         Ok(flushed?)
+    }
+
+    /// The durable streams (declared at start, managed by the admin API).
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.streams
+    }
+
+    /// Starts reading a stream for `session` (`$stream/<name>/…`): replay from
+    /// the start position, then live. Not kept with the session's subscriptions:
+    /// a client subscribes again after a restart (a named consumer resumes).
+    pub fn subscribe_stream(
+        &self,
+        session: &Arc<Session>,
+        sub: StreamSubscription,
+    ) -> Result<(), StreamError> {
+        self.streams.subscribe(session, sub)
     }
 
     /// Caps on retained messages (`limits.max_retained_*`; also on config reload).
@@ -299,6 +319,13 @@ impl Router {
     /// Removes a subscription: the commit of the session record without it, or
     /// None if the session had no such filter.
     pub fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> Option<Commit> {
+        if crate::core::stream::is_stream_filter(raw_filter) {
+            // A stream reader is not kept with the session: nothing to store.
+            return self
+                .streams
+                .unsubscribe(session, raw_filter)
+                .then_some(Commit::NONE);
+        }
         self.routing
             .unsubscribe(session, raw_filter)
             .then(|| self.persistence.save_session(session, false))
@@ -361,11 +388,15 @@ impl Router {
     /// queue refuses it with a warning).
     pub fn publish(&self, message: Arc<Message>) -> usize {
         let topic = Arc::clone(&message.topic);
+        let kept = Arc::clone(&message);
         match self
             .routing
             .route(message, false, &self.persistence, &self.stats)
         {
-            Ok(published) => published.matched,
+            Ok(published) => {
+                self.streams.append(&kept);
+                published.matched
+            }
             // A retained cap was logged by the routing, without flooding.
             Err(PublishRefused::RetainedFull(_)) => 0,
             Err(e) => {
@@ -383,8 +414,12 @@ impl Router {
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
-        self.routing
-            .route(message, true, &self.persistence, &self.stats)
+        let kept = Arc::clone(&message);
+        let mut published = self
+            .routing
+            .route(message, true, &self.persistence, &self.stats)?;
+        published.commit.include(self.streams.append(&kept));
+        Ok(published)
     }
 
     // ---- sessions ----
@@ -468,6 +503,7 @@ impl Router {
     /// Ends a session: its subscriptions and queued messages are gone.
     pub fn remove_session(&self, session: &Arc<Session>) {
         let removed = self.sessions.remove(session);
+        self.streams.drop_session(session);
         self.routing.drop_subscriptions(session);
         if removed {
             self.settle_will(&session.client_id, WillAction::Publish);

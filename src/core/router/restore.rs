@@ -28,6 +28,9 @@ pub struct Restored {
 /// See [`Router::restore`].
 pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
     let mut restored = Restored::default();
+    router
+        .streams()
+        .restore(snapshot.streams, snapshot.stream_consumers);
     let now_ms = unix_ms_now();
     let mut sessions: HashMap<String, Arc<Session>> = HashMap::new();
     let mut stale = Vec::new();

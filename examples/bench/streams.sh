@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Durable streams (#20): what keeping a stream costs QoS 1 publishers, and how
+# fast one subscriber replays a stream from its first message.
+#
+# 1. append: the qos1 scenario (8 publishers, QoS 1, 64 B) against Tern with
+#    and without a [[stream]] on bench/#; group commit either way.
+# 2. replay: the stream filled with MESSAGES 64-byte messages (fan-in, QoS 0),
+#    then `--scenario stream-replay` reads them from `first` at QoS 0 and QoS 1.
+# Broker on core 0, generator on core 1. RUNS (default 3), DURATION (default 5 s),
+# MESSAGES (default 1,000,000).
+set -euo pipefail
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
+cd "$(dirname "$0")/../.."
+runs=${RUNS:-3}
+duration=${DURATION:-5}
+messages=${MESSAGES:-1000000}
+port=${PORT:-18830}
+http=${HTTP_PORT:-19090}
+cargo build --release -p tern -p tern-bench >/dev/null
+bin=${CARGO_TARGET_DIR:-target}/release
+conf=$(mktemp --suffix=.toml)
+printf '[[stream]]\nname = "bench"\ntopics = ["bench/#"]\n' >"$conf"
+empty=$(mktemp --suffix=.toml)
+
+start() { # config file, data dir
+  TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false \
+    TERN_HTTP__BIND=127.0.0.1:$http TERN_HTTP__ADMIN_TOKEN=bench TERN_STORAGE__DATA_DIR=$2 \
+    TERN_LOG__LEVEL=error taskset -c 0 "$bin/tern" --config "$1" >/dev/null 2>&1 &
+  pid=$!
+  # Up once its listener answers.
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+}
+rate() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(round(d["msgs_per_s"]))'; }
+
+for ((i = 1; i <= runs; i++)); do
+  for mode in none stream; do
+    dir=$(mktemp -d)
+    if [ "$mode" = stream ]; then start "$conf" "$dir"; else start "$empty" "$dir"; fi
+    r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" --json | rate)
+    kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
+    echo "append qos1, $mode: $r msg/s"
+  done
+done
+
+dir=$(mktemp -d)
+start "$conf" "$dir"
+while :; do
+  held=$(curl -s -H 'Authorization: Bearer bench' "http://127.0.0.1:$http/api/streams/bench" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
+  [ "$held" -ge "$messages" ] && break
+  taskset -c 1 "$bin/tern-bench" --port "$port" --scenario fan-in --duration 5 --json >/dev/null 2>&1 || true
+done
+echo "stream holds $held messages"
+for q in 0 1; do
+  for ((i = 1; i <= runs; i++)); do
+    r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario stream-replay --replay-qos "$q" \
+      --messages "$messages" --duration 300 --json 2>/dev/null | rate)
+    echo "replay qos$q: $r msg/s"
+  done
+done
+kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir" "$conf" "$empty"

@@ -1,0 +1,103 @@
+//! The admin API's streams calls (admin token required, like every call):
+//!
+//! | call | does |
+//! |---|---|
+//! | `GET /api/streams` | every stream: first/last offset, messages, bytes, readers, named consumers and their lag |
+//! | `GET /api/streams/<name>` | one stream |
+//! | `POST /api/streams` | creates a stream from a JSON `[[stream]]` table (`{"name":…,"topics":[…],"max_age":…}`) for this run |
+//! | `DELETE /api/streams/<name>/messages` | purges its messages (offsets go on from where they were) |
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::http::{respond, HttpResponse, HttpState};
+use crate::core::stream::{StreamError, StreamSettings};
+
+/// Largest `POST /api/streams` body read.
+const MAX_BODY: usize = 64 * 1024;
+
+pub(super) async fn handle(
+    method: &Method,
+    segments: &[&str],
+    request: Request<Incoming>,
+    state: &HttpState,
+) -> HttpResponse {
+    let streams = state.router.streams();
+    match (method, segments) {
+        (&Method::GET, []) => json_ok(json!(streams.info())),
+        (&Method::GET, [name]) => match streams.info().into_iter().find(|s| s.name == *name) {
+            Some(info) => json_ok(json!(info)),
+            None => stream_error(&StreamError::UnknownStream((*name).to_string())),
+        },
+        (&Method::POST, []) => {
+            let body = match read_body(request).await {
+                Ok(body) => body,
+                Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+            };
+            let settings: StreamSettings = match serde_json::from_slice(&body) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the body is not a [[stream]] table as JSON: {e}"),
+                    )
+                }
+            };
+            match streams.declare(&settings) {
+                Ok(()) => {
+                    tracing::info!(stream = %settings.name, "stream created through the admin API");
+                    respond(
+                        StatusCode::CREATED,
+                        "application/json",
+                        json!({ "created": settings.name }).to_string(),
+                    )
+                }
+                Err(e) => stream_error(&e),
+            }
+        }
+        (&Method::DELETE, [name, "messages"]) => match streams.purge(name) {
+            Ok(removed) => {
+                tracing::info!(stream = %name, removed, "stream purged through the admin API");
+                json_ok(json!({ "purged": removed }))
+            }
+            Err(e) => stream_error(&e),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such streams call (see README: Streams)",
+        ),
+    }
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Vec<u8>, String> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) => Err(format!(
+            "cannot read the body (at most {MAX_BODY} bytes): {e}"
+        )),
+    }
+}
+
+fn stream_error(e: &StreamError) -> HttpResponse {
+    let status = match e {
+        StreamError::UnknownStream(_) => StatusCode::NOT_FOUND,
+        StreamError::Exists(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, &e.to_string())
+}
+
+fn json_ok(value: Value) -> HttpResponse {
+    respond(StatusCode::OK, "application/json", value.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    respond(
+        status,
+        "application/json",
+        json!({ "error": message }).to_string(),
+    )
+}

@@ -1,0 +1,133 @@
+//! One stream's live state: its offsets and bytes, the recent messages still
+//! in memory (so a reader that catches up from the store meets the live flow
+//! without a gap while the newest appends are not committed yet), and the
+//! readers that receive appends as they happen.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::reader::Reader;
+use super::settings::Retention;
+use crate::core::message::Message;
+use crate::core::topic::Filter;
+
+/// Recent messages kept in memory per stream, by count and by bytes.
+const TAIL_MESSAGES: usize = 4096;
+const TAIL_BYTES: usize = 8 << 20;
+
+#[derive(Debug)]
+pub(crate) struct StreamLog {
+    pub name: Arc<str>,
+    pub filters: Vec<Filter>,
+    pub retention: Retention,
+    pub state: Mutex<LogState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LogState {
+    /// Offset of the oldest message kept.
+    pub first: u64,
+    /// Offset the next message gets.
+    pub next: u64,
+    /// Topic plus payload bytes kept.
+    pub bytes: u64,
+    /// Publish time of the oldest message kept (unix ms; 0 when unknown or empty).
+    pub first_time_ms: u64,
+    /// The newest messages, with their offset and publish time, oldest first.
+    pub tail: VecDeque<(u64, Arc<Message>)>,
+    tail_bytes: usize,
+    /// Readers that have caught up: each append is handed to them at once.
+    pub live: Vec<Arc<Reader>>,
+}
+
+/// What a reader that reached the committed end of the store may do.
+pub(crate) enum Boundary {
+    /// Now live: the tail from the reader's position on was handed to it, and
+    /// every append will be.
+    Live,
+    /// The tail starts after the reader's position: the store has not
+    /// committed what lies between yet; wait for it and read again.
+    Behind,
+}
+
+impl LogState {
+    pub fn count(&self) -> u64 {
+        self.next - self.first
+    }
+
+    pub fn push_tail(&mut self, offset: u64, message: Arc<Message>) {
+        self.tail_bytes += message.payload.len() + message.topic.len();
+        self.tail.push_back((offset, message));
+        while self.tail.len() > TAIL_MESSAGES || self.tail_bytes > TAIL_BYTES {
+            match self.tail.pop_front() {
+                Some((_, old)) => self.tail_bytes -= old.payload.len() + old.topic.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Oldest offset the tail holds (`next` when empty).
+    fn tail_start(&self) -> u64 {
+        self.tail.front().map_or(self.next, |(offset, _)| *offset)
+    }
+
+    /// Makes `reader`, which has everything before `from`, live: it gets the
+    /// tail from `from` on now and every later append (no gap, no duplicate:
+    /// appends take this same lock).
+    pub fn go_live(&mut self, reader: &Arc<Reader>, from: u64) -> Boundary {
+        let from = from.max(self.first);
+        if from < self.tail_start() {
+            return Boundary::Behind;
+        }
+        // Pushed under this lock, so no append can come before them.
+        for (_, message) in self.tail.iter().filter(|(offset, _)| *offset >= from) {
+            reader.push_now(message);
+        }
+        self.live.push(Arc::clone(reader));
+        Boundary::Live
+    }
+
+    pub fn remove_live(&mut self, reader: &Arc<Reader>) {
+        self.live.retain(|r| !Arc::ptr_eq(r, reader));
+    }
+
+    /// Forgets the tail below `below` (purge, retention).
+    pub fn trim_tail(&mut self, below: u64) {
+        while self.tail.front().is_some_and(|(offset, _)| *offset < below) {
+            if let Some((_, old)) = self.tail.pop_front() {
+                self.tail_bytes -= old.payload.len() + old.topic.len();
+            }
+        }
+    }
+}
+
+impl StreamLog {
+    pub fn new(name: &str, filters: Vec<Filter>, retention: Retention) -> StreamLog {
+        StreamLog {
+            name: Arc::from(name),
+            filters,
+            retention,
+            state: Mutex::new(LogState::default()),
+        }
+    }
+
+    /// True when the stream keeps messages of `topic`.
+    pub fn keeps(&self, topic: &str) -> bool {
+        self.filters.iter().any(|f| f.matches(topic))
+    }
+
+    /// True when a retention limit is passed (age is checked against `now_ms`).
+    pub fn over_limits(&self, state: &LogState, now_ms: u64) -> bool {
+        let r = &self.retention;
+        r.max_messages.is_some_and(|max| state.count() > max)
+            || r.max_bytes.is_some_and(|max| state.bytes > max)
+            || r.max_age.is_some_and(|age| {
+                state.count() > 0
+                    && state.first_time_ms != 0
+                    && state.first_time_ms
+                        < now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+            })
+    }
+}

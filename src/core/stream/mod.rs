@@ -1,0 +1,471 @@
+//! Durable topic streams: every message published to a stream's topics is
+//! kept, in publish order, at a dense 64-bit offset with its publish time,
+//! until retention removes it; readers replay from any position and go on
+//! with live messages without a gap or a duplicate.
+//!
+//! - `settings.rs`: `[[stream]]` and its limits;
+//! - `position.rs`: start positions and stream filters (`$stream/<name>/…`);
+//! - `log.rs`: one stream's offsets, recent messages and live readers;
+//! - `reader.rs`: one stream subscription, replaying from the store in batches;
+//! - `retention.rs`: the oldest messages removed, a batch at a time.
+//!
+//! Messages live in the store (appended in the same group commit as the rest
+//! of the publish, so an acknowledged publish is in the stream); only the
+//! newest few and each reader's current batch are in memory.
+
+mod log;
+pub mod position;
+mod reader;
+mod retention;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::core::commit::Commit;
+use crate::core::exceptions::Exceptions;
+use crate::core::message::{Message, MessageProperties, QoS};
+use crate::core::router::persist::{message_from_record, message_record};
+use crate::core::session::Session;
+use crate::store::record::{unix_ms_now, StreamRecord, StreamState};
+use crate::store::{Store, StoreOp};
+
+use log::StreamLog;
+pub use position::{
+    is_stream_filter, parse_stream_filter, StartPosition, StreamError, StreamFilter, STREAM_PREFIX,
+};
+use reader::Reader;
+pub use settings::{Retention, StreamSettings};
+
+/// The user property that carries a streamed message's offset (MQTT 5
+/// `stream-offset`; STOMP shows it as `x-stream-offset`).
+pub const OFFSET_PROPERTY: &str = "stream-offset";
+
+/// How a subscription reads a stream.
+#[derive(Debug, Clone)]
+pub struct StreamSubscription {
+    /// The filter as the session keeps it (`$stream/<name>/…`).
+    pub filter: Arc<str>,
+    pub parsed: StreamFilter,
+    /// Given by the protocol (header, user property); the filter's own `@…` wins.
+    pub position: Option<StartPosition>,
+    pub consumer: Option<String>,
+    pub qos: QoS,
+    pub subscription_id: Option<u32>,
+    /// Topics the subscriber may not read (ACL), skipped.
+    pub exceptions: Exceptions,
+}
+
+/// What an operator sees of one stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamInfo {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub first_offset: u64,
+    /// None while the stream holds nothing.
+    pub last_offset: Option<u64>,
+    pub next_offset: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub readers: usize,
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerInfo {
+    pub name: String,
+    /// Last offset acknowledged.
+    pub acked: u64,
+    /// Messages after it.
+    pub lag: u64,
+}
+
+/// A session (by address) and its stream filter.
+type ReaderKey = (usize, Arc<str>);
+/// A stream subscription's stream and reader.
+type ReaderEntry = (Arc<StreamLog>, Arc<Reader>);
+/// A stream and a consumer name.
+type ConsumerKey = (Arc<str>, Arc<str>);
+
+/// Every stream of the broker.
+#[derive(Debug)]
+pub struct Streams {
+    /// Few (declared by operators): a publish checks each one's filters.
+    logs: RwLock<Vec<Arc<StreamLog>>>,
+    store: Option<Arc<Store>>,
+    /// Each session's stream subscriptions, by session and filter.
+    readers: Mutex<HashMap<ReaderKey, ReaderEntry>>,
+    /// Named consumers' last acknowledged offsets, by stream and name.
+    consumers: Mutex<HashMap<ConsumerKey, u64>>,
+    /// Offsets and bytes the store reported at start, for streams declared later.
+    restored: Mutex<HashMap<String, StreamState>>,
+    retention_wake: Notify,
+}
+
+/// A core message rebuilt from a stream record, carrying its offset.
+pub(crate) fn message_at(record: StreamRecord, offset: u64) -> Message {
+    with_offset(&message_from_record(record.message), offset)
+}
+
+/// `message` with the offset property (any the publisher sent of that name replaced).
+fn with_offset(message: &Message, offset: u64) -> Message {
+    let mut properties: MessageProperties = message.properties().clone();
+    properties
+        .user_properties
+        .retain(|(k, _)| k != OFFSET_PROPERTY);
+    properties
+        .user_properties
+        .push((OFFSET_PROPERTY.to_string(), offset.to_string()));
+    Message {
+        topic: Arc::clone(&message.topic),
+        payload: message.payload.clone(),
+        qos: message.qos,
+        retain: false,
+        expires_at: None,
+        properties: Some(Arc::new(properties)),
+        publisher: message.publisher.clone(),
+    }
+}
+
+/// The offset a streamed message carries, if it is one.
+pub fn offset_of(message: &Message) -> Option<u64> {
+    message
+        .properties()
+        .user_properties
+        .iter()
+        .rev()
+        .find(|(k, _)| k == OFFSET_PROPERTY)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn session_key(session: &Arc<Session>, filter: &str) -> ReaderKey {
+    (Arc::as_ptr(session) as usize, Arc::from(filter))
+}
+
+impl Streams {
+    pub fn new(store: Option<Arc<Store>>) -> Streams {
+        Streams {
+            logs: RwLock::new(Vec::new()),
+            store,
+            readers: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
+            restored: Mutex::new(HashMap::new()),
+            retention_wake: Notify::new(),
+        }
+    }
+
+    pub(crate) fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    fn log(&self, name: &str) -> Option<Arc<StreamLog>> {
+        self.logs.read().iter().find(|l| &*l.name == name).cloned()
+    }
+
+    /// Offsets, bytes and consumers the store kept (at start, before serving).
+    pub fn restore(&self, states: Vec<StreamState>, consumers: Vec<(String, String, u64)>) {
+        for state in states {
+            // Not under `restored`'s lock: `declare` takes `logs` first, then it.
+            if let Some(log) = self.log(&state.name) {
+                apply_state(&log, &state);
+            }
+            self.restored.lock().insert(state.name.clone(), state);
+        }
+        let mut map = self.consumers.lock();
+        for (stream, consumer, offset) in consumers {
+            map.insert((Arc::from(stream), Arc::from(consumer)), offset);
+        }
+    }
+
+    /// Adds a stream (config or admin API); it continues from what the store kept of it.
+    pub fn declare(&self, settings: &StreamSettings) -> Result<(), StreamError> {
+        if self.store.is_none() {
+            return Err(StreamError::NoStore(settings.name.clone()));
+        }
+        let (filters, retention) = settings
+            .check()
+            .map_err(|e| StreamError::Invalid(e.to_string()))?;
+        let mut logs = self.logs.write();
+        if logs.iter().any(|l| *l.name == *settings.name) {
+            return Err(StreamError::Exists(settings.name.clone()));
+        }
+        let log = Arc::new(StreamLog::new(&settings.name, filters, retention));
+        if let Some(state) = self.restored.lock().get(&settings.name) {
+            apply_state(&log, state);
+        }
+        logs.push(log);
+        Ok(())
+    }
+
+    /// Keeps `message` in every stream whose topics it matches: called by the
+    /// router as part of the publish, which includes the returned commit in
+    /// its own, so the publisher's acknowledgement covers the append.
+    pub fn append(&self, message: &Arc<Message>) -> Commit {
+        let mut commit = Commit::NONE;
+        let logs = self.logs.read();
+        if logs.is_empty() {
+            return commit;
+        }
+        for log in logs.iter().filter(|l| l.keeps(&message.topic)) {
+            let now = unix_ms_now();
+            let size = (message.topic.len() + message.payload.len()) as u64;
+            let mut state = log.state.lock();
+            let offset = state.next;
+            state.next += 1;
+            state.bytes += size;
+            if state.count() == 1 {
+                state.first_time_ms = now;
+            }
+            let kept = Arc::new(with_offset(message, offset));
+            if let Some(store) = &self.store {
+                // Under the stream's lock: offsets reach the store in order.
+                let ticket = store.submit([StoreOp::AppendStream {
+                    stream: log.name.to_string(),
+                    offset,
+                    record: StreamRecord {
+                        time_ms: now,
+                        size,
+                        message: message_record(message),
+                    },
+                }]);
+                commit.include(Commit::of_ticket(ticket));
+            }
+            state.push_tail(offset, Arc::clone(&kept));
+            state.live.retain(|reader| reader.offer(offset, &kept));
+            if log.over_limits(&state, now) {
+                self.retention_wake.notify_one();
+            }
+        }
+        commit
+    }
+
+    /// Starts a reader for `session`; its task replays and then goes live.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        sub: StreamSubscription,
+    ) -> Result<(), StreamError> {
+        let log = self
+            .log(&sub.parsed.stream)
+            .ok_or_else(|| StreamError::UnknownStream(sub.parsed.stream.clone()))?;
+        let consumer: Option<Arc<str>> = sub.consumer.as_deref().map(Arc::from);
+        let committed = consumer.as_ref().and_then(|c| {
+            self.consumers
+                .lock()
+                .get(&(Arc::clone(&log.name), Arc::clone(c)))
+                .copied()
+        });
+        let position = sub
+            .parsed
+            .position
+            .or(sub.position)
+            .unwrap_or(StartPosition::Next);
+        let from = match committed {
+            Some(acked) => acked + 1,
+            None => self.resolve(&log, position)?,
+        };
+        let reader = Arc::new(Reader::new(
+            Arc::clone(session),
+            Arc::clone(&sub.filter),
+            sub.parsed.topics.clone(),
+            sub.exceptions,
+            sub.qos,
+            sub.subscription_id,
+            consumer,
+        ));
+        let old = self.readers.lock().insert(
+            session_key(session, &sub.filter),
+            (Arc::clone(&log), Arc::clone(&reader)),
+        );
+        if let Some((old_log, old_reader)) = old {
+            old_reader.cancel();
+            old_log.state.lock().remove_live(&old_reader);
+        }
+        tokio::spawn(reader::run(Arc::clone(self), log, reader, from));
+        Ok(())
+    }
+
+    /// The offset a start position means now.
+    fn resolve(&self, log: &StreamLog, position: StartPosition) -> Result<u64, StreamError> {
+        let (first, next) = {
+            let state = log.state.lock();
+            (state.first, state.next)
+        };
+        let at_time = |ms: u64| -> Result<u64, StreamError> {
+            let found = match &self.store {
+                Some(store) => store
+                    .find_stream_time(&log.name, ms)
+                    .map_err(|e| StreamError::Invalid(e.to_string()))?,
+                None => None,
+            };
+            Ok(found.unwrap_or(next).max(first))
+        };
+        match position {
+            StartPosition::First => Ok(first),
+            StartPosition::Last => Ok(if next > first { next - 1 } else { next }),
+            StartPosition::Next => Ok(next),
+            StartPosition::Offset(n) if n > next => {
+                Err(StreamError::OffsetBeyondEnd { offset: n, next })
+            }
+            StartPosition::Offset(n) => Ok(n.max(first)),
+            StartPosition::Timestamp(ms) if ms > unix_ms_now() + 1000 => {
+                Err(StreamError::TimestampInFuture(ms / 1000))
+            }
+            StartPosition::Timestamp(ms) => at_time(ms),
+            StartPosition::Ago(ago) => {
+                let ago = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
+                at_time(unix_ms_now().saturating_sub(ago))
+            }
+        }
+    }
+
+    /// Ends the reader of `session`'s subscription `filter`; false if there was none.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        let removed = self.readers.lock().remove(&session_key(session, filter));
+        match removed {
+            Some((log, reader)) => {
+                reader.cancel();
+                log.state.lock().remove_live(&reader);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every reader of `session` (it ends, or starts clean).
+    pub fn drop_session(&self, session: &Arc<Session>) {
+        let ptr = Arc::as_ptr(session) as usize;
+        let mut gone = Vec::new();
+        self.readers.lock().retain(|(s, _), entry| {
+            if *s == ptr {
+                gone.push(entry.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for (log, reader) in gone {
+            reader.cancel();
+            log.state.lock().remove_live(&reader);
+        }
+    }
+
+    /// The client acknowledged a streamed message of `session`'s subscription
+    /// `filter`: a named consumer's offset moves on (and is stored).
+    pub fn acked(&self, session: &Arc<Session>, filter: &str, message: &Message) {
+        let Some(offset) = offset_of(message) else {
+            return;
+        };
+        let entry = self
+            .readers
+            .lock()
+            .get(&session_key(session, filter))
+            .cloned();
+        let Some((log, reader)) = entry else {
+            return;
+        };
+        let Some(consumer) = reader.consumer.clone() else {
+            return;
+        };
+        {
+            let mut map = self.consumers.lock();
+            let acked = map
+                .entry((Arc::clone(&log.name), Arc::clone(&consumer)))
+                .or_insert(offset);
+            if *acked > offset {
+                return;
+            }
+            *acked = offset;
+        }
+        if let Some(store) = &self.store {
+            store.submit([StoreOp::PutStreamConsumer {
+                stream: log.name.to_string(),
+                consumer: consumer.to_string(),
+                offset,
+            }]);
+        }
+    }
+
+    /// Removes every message of `name`; its offsets go on from where they were.
+    pub fn purge(&self, name: &str) -> Result<u64, StreamError> {
+        let log = self
+            .log(name)
+            .ok_or_else(|| StreamError::UnknownStream(name.to_string()))?;
+        let mut state = log.state.lock();
+        let removed = state.count();
+        let next = state.next;
+        state.first = next;
+        state.bytes = 0;
+        state.first_time_ms = 0;
+        state.trim_tail(next);
+        if let Some(store) = &self.store {
+            store.submit([StoreOp::TrimStream {
+                stream: name.to_string(),
+                below: next,
+            }]);
+        }
+        Ok(removed)
+    }
+
+    /// What operators see of every stream.
+    pub fn info(&self) -> Vec<StreamInfo> {
+        let logs = self.logs.read().clone();
+        let readers = self.readers.lock();
+        let consumers = self.consumers.lock();
+        logs.iter()
+            .map(|log| {
+                let state = log.state.lock();
+                let mut named: Vec<ConsumerInfo> = consumers
+                    .iter()
+                    .filter(|((s, _), _)| *s == log.name)
+                    .map(|((_, c), acked)| ConsumerInfo {
+                        name: c.to_string(),
+                        acked: *acked,
+                        lag: state.next.saturating_sub(acked + 1),
+                    })
+                    .collect();
+                named.sort_by(|a, b| a.name.cmp(&b.name));
+                StreamInfo {
+                    name: log.name.to_string(),
+                    topics: log.filters.iter().map(|f| f.as_str().to_string()).collect(),
+                    first_offset: state.first,
+                    last_offset: (state.next > state.first).then(|| state.next - 1),
+                    next_offset: state.next,
+                    messages: state.count(),
+                    bytes: state.bytes,
+                    readers: readers
+                        .values()
+                        .filter(|(l, _)| Arc::ptr_eq(l, log))
+                        .count(),
+                    consumers: named,
+                }
+            })
+            .collect()
+    }
+
+    /// Removes what retention says must go, a batch at a time, whenever an
+    /// append passes a limit and once a second (for age). Runs until the
+    /// runtime ends.
+    pub async fn retention_loop(self: Arc<Self>) {
+        loop {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.retention_wake.notified()).await;
+            let logs = self.logs.read().clone();
+            for log in logs {
+                retention::enforce(&self, &log).await;
+            }
+        }
+    }
+}
+
+fn apply_state(log: &StreamLog, state: &StreamState) {
+    let mut s = log.state.lock();
+    s.first = state.first;
+    s.next = state.next;
+    s.bytes = state.bytes;
+    s.first_time_ms = state.first_time_ms;
+}

@@ -1,0 +1,219 @@
+//! A stream reader: one stream subscription of one session. A task reads the
+//! store in batches from the reader's position, feeding the session's queue
+//! only while it has room (so a slow client holds a bounded number of
+//! messages in memory), then goes live at the boundary (`LogState::go_live`).
+//! A live reader whose session queue fills up falls back to reading the
+//! store from the offset it missed: never a gap, never a duplicate.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::log::{Boundary, StreamLog};
+use super::{message_at, Streams};
+use crate::core::exceptions::Exceptions;
+use crate::core::message::{Delivery, Message, QoS};
+use crate::core::session::{PushOutcome, Session};
+use crate::core::topic::Filter;
+
+/// Messages read from the store at a time.
+const READ_BATCH: usize = 256;
+/// A reader feeds its session's queue while it holds fewer than this.
+const FEED_WHILE_BELOW: usize = 64;
+/// A live reader's session queue holding this many makes the reader fall back
+/// to reading the store.
+const LIVE_QUEUE_LIMIT: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) struct Reader {
+    pub session: Arc<Session>,
+    /// The subscription's filter as the session knows it (deliveries carry it).
+    pub filter: Arc<str>,
+    /// Over the original topics.
+    pub topics: Filter,
+    pub exceptions: Exceptions,
+    pub qos: QoS,
+    pub subscription_id: Option<u32>,
+    /// Named consumer, if any.
+    pub consumer: Option<Arc<str>>,
+    cancelled: AtomicBool,
+    /// Set by the append path when this live reader fell behind: where to resume.
+    resume: Mutex<Option<u64>>,
+    wake: Notify,
+}
+
+impl Reader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        session: Arc<Session>,
+        filter: Arc<str>,
+        topics: Filter,
+        exceptions: Exceptions,
+        qos: QoS,
+        subscription_id: Option<u32>,
+        consumer: Option<Arc<str>>,
+    ) -> Reader {
+        Reader {
+            session,
+            filter,
+            topics,
+            exceptions,
+            qos,
+            subscription_id,
+            consumer,
+            cancelled: AtomicBool::new(false),
+            resume: Mutex::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// True when this reader's client gets messages of `topic`.
+    pub fn wants(&self, topic: &str) -> bool {
+        self.topics.matches(topic) && !self.exceptions.excludes(topic)
+    }
+
+    fn delivery(&self, message: Arc<Message>) -> Delivery {
+        Delivery {
+            qos: self.qos.min(message.qos),
+            message,
+            retain: false,
+            subscription_ids: self.subscription_id.into_iter().collect(),
+            filter: Some(Arc::clone(&self.filter)),
+            seq: 0,
+        }
+    }
+
+    /// Called by the append path (under the stream's lock) for a live reader;
+    /// false when the reader fell behind and must leave the live list.
+    pub fn offer(&self, offset: u64, message: &Arc<Message>) -> bool {
+        if !self.wants(&message.topic) {
+            return true;
+        }
+        let taken = self.session.pending_len() < LIVE_QUEUE_LIMIT
+            && !matches!(
+                self.session.push(self.delivery(Arc::clone(message))),
+                PushOutcome::Dropped
+            );
+        if !taken {
+            *self.resume.lock() = Some(offset);
+            self.wake.notify_one();
+        }
+        taken
+    }
+
+    /// Waits until the session's queue has room for more (or the reader is cancelled).
+    async fn room(&self) {
+        if self.has_room() {
+            return;
+        }
+        let space = self.session.space();
+        loop {
+            let notified = space.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a take in between is not missed.
+            notified.as_mut().enable();
+            if self.is_cancelled() || self.has_room() {
+                return;
+            }
+            // The timeout covers a session whose client is away.
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        let connected_or_kept = self.session.is_connected() || self.qos != QoS::AtMostOnce;
+        connected_or_kept && self.session.pending_len() < FEED_WHILE_BELOW
+    }
+
+    /// Hands a message of the in-memory tail to the session at once (bounded by
+    /// the tail's size).
+    pub fn push_now(&self, message: &Arc<Message>) {
+        if self.wants(&message.topic) {
+            self.session.push(self.delivery(Arc::clone(message)));
+        }
+    }
+
+    /// Hands one replayed message to the session, waiting for room first.
+    async fn feed(&self, message: Arc<Message>) {
+        if !self.wants(&message.topic) {
+            return;
+        }
+        self.room().await;
+        if !self.is_cancelled() {
+            self.session.push(self.delivery(message));
+        }
+    }
+}
+
+/// The reader's task: replay from `from`, then live, until cancelled.
+pub(crate) async fn run(
+    streams: Arc<Streams>,
+    log: Arc<StreamLog>,
+    reader: Arc<Reader>,
+    from: u64,
+) {
+    let mut cursor = from;
+    let Some(store) = streams.store().cloned() else {
+        return;
+    };
+    while !reader.is_cancelled() {
+        cursor = cursor.max(log.state.lock().first);
+        let name = log.name.to_string();
+        let read_store = Arc::clone(&store);
+        let read =
+            tokio::task::spawn_blocking(move || read_store.read_stream(&name, cursor, READ_BATCH))
+                .await;
+        let batch = match read {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
+                tracing::warn!(stream = %log.name, error = %e, "stream read failed; the reader stops");
+                return;
+            }
+            Err(_) => return,
+        };
+        let full = batch.len() == READ_BATCH;
+        for (offset, record) in batch {
+            if offset < cursor {
+                continue;
+            }
+            reader.feed(Arc::new(message_at(record, offset))).await;
+            cursor = offset + 1;
+            if reader.is_cancelled() {
+                return;
+            }
+        }
+        if full {
+            continue;
+        }
+        let boundary = log.state.lock().go_live(&reader, cursor);
+        match boundary {
+            Boundary::Behind => {
+                // What lies between is submitted but not committed yet.
+                let _ = store.flush().await;
+            }
+            Boundary::Live => loop {
+                reader.wake.notified().await;
+                if reader.is_cancelled() {
+                    log.state.lock().remove_live(&reader);
+                    return;
+                }
+                if let Some(resume) = reader.resume.lock().take() {
+                    cursor = resume;
+                    break;
+                }
+            },
+        }
+    }
+}

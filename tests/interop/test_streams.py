@@ -1,0 +1,472 @@
+"""Durable topic streams (#20) with real clients: stomp.py with x-stream-offset
+(every start position, errors), paho-mqtt 5 with the stream-offset user
+property, mosquitto_sub with the MQTT 3.1.1 form, the live/replay boundary
+under concurrent publishing, retention, purge-free restarts.
+
+Each test starts tern with a config file declaring the streams (the
+environment still moves every listener to port 0 and the store to the test's
+own directory).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from mqttutil import MqttClient
+from stomputil import StompClient
+from ternproc import start_broker, stop_broker
+
+CONFIG = """
+[[stream]]
+name = "sensors"
+topics = ["sensors/#"]
+
+[[stream]]
+name = "small"
+topics = ["small/#"]
+max_messages = 10
+"""
+
+
+def start(tmp_path, config: str = CONFIG):
+    path = tmp_path / "tern.toml"
+    path.write_text(config)
+    return start_broker(tmp_path, args=["--config", str(path)])
+
+
+@pytest.fixture
+def streams_broker(request, tmp_path):
+    b = start(tmp_path)
+    request.node._tern_broker = b
+    yield b
+    assert stop_broker(b) == 0
+
+
+def stomp(broker) -> StompClient:
+    return StompClient(broker, "1.2").connect()
+
+
+def offsets(frames) -> list:
+    return [int(f.headers["x-stream-offset"]) for f in frames]
+
+
+def publish_stomp(client: StompClient, n: int, topic: str = "sensors/a", start: int = 0) -> None:
+    for i in range(start, start + n):
+        client.send(f"/topic/{topic}", f"m{i}".encode())
+
+
+def test_stomp_reads_from_every_start_position(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 5)
+    cases = {
+        "first": [0, 1, 2, 3, 4],
+        "last": [4],
+        "offset=2": [2, 3, 4],
+        "3": [3, 4],
+        "timestamp=0": [0, 1, 2, 3, 4],
+        "-10m": [0, 1, 2, 3, 4],
+    }
+    for position, expected in cases.items():
+        sub = stomp(streams_broker)
+        sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": position})
+        frames = sub.expect_n(len(expected))
+        assert offsets(frames) == expected, position
+        assert frames[0].headers["destination"] == "/topic/sensors/a"
+        assert frames[-1].body == f"m{expected[-1]}".encode()
+        sub.expect_nothing()
+        sub.conn.disconnect()
+    # next (and no header at all): only what comes after the SUBSCRIBE.
+    nxt = stomp(streams_broker)
+    nxt.subscribe("/stream/sensors", id="n", **{"x-stream-offset": "next"})
+    default = stomp(streams_broker)
+    default.subscribe("/stream/sensors", id="d")
+    nxt.expect_nothing()
+    publish_stomp(pub, 1, start=5)
+    assert offsets([nxt.expect()]) == [5]
+    assert offsets([default.expect()]) == [5]
+
+
+def test_stomp_stream_filter_narrows_to_matching_topics(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 2, topic="sensors/a")
+    publish_stomp(pub, 2, topic="sensors/b", start=2)
+    sub = stomp(streams_broker)
+    sub.subscribe("/stream/sensors/sensors/b", id="s", **{"x-stream-offset": "first"})
+    frames = sub.expect_n(2)
+    assert offsets(frames) == [2, 3]
+    sub.expect_nothing()
+
+
+@pytest.mark.parametrize(
+    "destination,position,reason",
+    [
+        ("/stream/nope", "first", 'unknown stream "nope"'),
+        ("/stream/sensors", "soon", "malformed stream position"),
+        ("/stream/sensors", "offset=1000", "beyond the end"),
+        ("/stream/sensors", f"timestamp={int(time.time()) + 3600}", "in the future"),
+    ],
+)
+def test_stomp_bad_stream_subscriptions_get_an_error_naming_the_problem(
+    streams_broker, destination, position, reason
+):
+    sub = stomp(streams_broker)
+    sub.conn.subscribe(destination, "s", headers={"x-stream-offset": position})
+    error = sub.expect_error()
+    assert reason in error.headers["message"], error.headers
+
+
+def test_paho_mqtt5_reads_a_stream_with_the_stream_offset_property(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 3)
+    sub = MqttClient(streams_broker, "5.0").connect()
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.UserProperty = [("stream-offset", "offset=1")]
+    sub.subscribe("$stream/sensors/#", qos=1, properties=props)
+    got = sub.expect_n(2)
+    assert [m.topic for m in got] == ["sensors/a", "sensors/a"]
+    assert [m.payload for m in got] == [b"m1", b"m2"]
+    assert [dict(m.properties.UserProperty)["stream-offset"] for m in got] == ["1", "2"]
+    # MQTT publishes, STOMP replays (and the reverse above).
+    sub.publish("sensors/x", b"from-mqtt", qos=1)
+    live = sub.expect()
+    assert dict(live.properties.UserProperty)["stream-offset"] == "3"
+    reader = stomp(streams_broker)
+    reader.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "last"})
+    frame = reader.expect()
+    assert (frame.body, frame.headers["x-stream-offset"]) == (b"from-mqtt", "3")
+    sub.close()
+
+
+def test_paho_mqtt5_unknown_stream_is_refused_with_0x8f(streams_broker):
+    sub = MqttClient(streams_broker, "5.0").connect()
+    codes = sub.subscribe("$stream/nope/#", qos=1)
+    assert [int(c.value) if hasattr(c, "value") else int(c) for c in codes] == [0x8F]
+    sub.close()
+
+
+def test_mosquitto_sub_311_reads_with_the_position_in_the_filter(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 4)
+    out = subprocess.run(
+        [
+            "mosquitto_sub", "-V", "311", "-h", streams_broker.host,
+            "-p", str(streams_broker.mqtt_port), "-q", "1", "-C", "2", "-W", "10",
+            "-v", "-t", "$stream/sensors/@offset=2/#",
+        ],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["sensors/a m2", "sensors/a m3"]
+
+
+def test_replay_meets_live_publishing_without_gap_or_duplicate(streams_broker):
+    pub = MqttClient(streams_broker, "5.0").connect()
+    for i in range(300):
+        pub.publish("sensors/a", f"{i}".encode(), qos=1)
+    total = 3000
+    done = threading.Event()
+
+    def keep_publishing():
+        for i in range(300, total):
+            pub.publish("sensors/a", f"{i}".encode(), qos=1)
+        done.set()
+
+    sub = stomp(streams_broker)
+    publisher = threading.Thread(target=keep_publishing)
+    publisher.start()
+    sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "first"})
+    frames = sub.expect_n(total, timeout=60)
+    publisher.join(60)
+    assert done.is_set()
+    assert offsets(frames) == list(range(total))
+    assert [f.body for f in frames] == [f"{i}".encode() for i in range(total)]
+    sub.expect_nothing()
+    pub.close()
+
+
+def test_retention_by_count_keeps_the_newest(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 30, topic="small/t")
+    deadline = time.monotonic() + 10
+    while True:
+        sub = stomp(streams_broker)
+        sub.subscribe("/stream/small", id="s", **{"x-stream-offset": "first"})
+        first = offsets([sub.expect()])[0]
+        sub.conn.disconnect()
+        if first == 20 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert first == 20
+
+
+def test_restart_keeps_offsets_dense_and_monotonic(tmp_path):
+    broker = start(tmp_path)
+    pub = stomp(broker)
+    publish_stomp(pub, 5)
+    pub.conn.disconnect()
+    assert stop_broker(broker) == 0
+    broker = start(tmp_path)
+    try:
+        pub = stomp(broker)
+        publish_stomp(pub, 3, start=5)
+        sub = stomp(broker)
+        sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "first"})
+        frames = sub.expect_n(8)
+        assert offsets(frames) == list(range(8))
+        assert [f.body for f in frames] == [f"m{i}".encode() for i in range(8)]
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_stomp_named_consumer_resumes_after_reconnect_and_restart(tmp_path):
+    broker = start(tmp_path)
+    try:
+        pub = stomp(broker)
+        publish_stomp(pub, 5)
+        sub = stomp(broker)
+        sub.subscribe(
+            "/stream/sensors", id="s", ack="client-individual",
+            **{"x-stream-offset": "first", "x-stream-consumer": "job"},
+        )
+        frames = sub.expect_n(5)
+        assert offsets(frames) == [0, 1, 2, 3, 4]
+        sub.ack(frames[0])
+        sub.ack(frames[1])
+        sub.conn.disconnect()
+        # Reconnect: resumes after the last acknowledged offset (the header's
+        # position is for a consumer that has acknowledged nothing yet).
+        again = stomp(broker)
+        again.subscribe(
+            "/stream/sensors", id="s", ack="client-individual",
+            **{"x-stream-offset": "first", "x-stream-consumer": "job"},
+        )
+        frames = again.expect_n(3)
+        assert offsets(frames) == [2, 3, 4]
+        again.ack(frames[0])
+        again.conn.disconnect()
+    finally:
+        assert stop_broker(broker) == 0
+    broker = start(tmp_path)
+    try:
+        after = stomp(broker)
+        after.subscribe(
+            "/stream/sensors", id="s", ack="client-individual",
+            **{"x-stream-offset": "first", "x-stream-consumer": "job"},
+        )
+        frames = after.expect_n(2)
+        assert offsets(frames) == [3, 4]
+        after.expect_nothing()
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_paho_named_consumer_commits_on_puback(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 4)
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.UserProperty = [("stream-offset", "first"), ("stream-consumer", "mq")]
+    sub = MqttClient(streams_broker, "5.0").connect()
+    sub.subscribe("$stream/sensors/#", qos=1, properties=props)
+    assert [m.payload for m in sub.expect_n(4)] == [b"m0", b"m1", b"m2", b"m3"]
+    sub.close()
+    # paho acknowledged all four: the next subscriber of "mq" starts after them.
+    again = MqttClient(streams_broker, "5.0").connect()
+    again.subscribe("$stream/sensors/#", qos=1, properties=props)
+    publish_stomp(pub, 1, start=4)
+    got = again.expect()
+    assert (got.payload, dict(got.properties.UserProperty)["stream-offset"]) == (b"m4", "4")
+    again.close()
+
+
+def admin(broker, method: str, path: str, body: bytes = None):
+    import json
+    import urllib.error
+    import urllib.request
+
+    host, port = broker.endpoints["http"]
+    request = urllib.request.Request(
+        f"http://{host}:{port}{path}", data=body, method=method,
+        headers={"Authorization": "Bearer t0ken", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_admin_api_creates_lists_inspects_and_purges_streams(tmp_path):
+    path = tmp_path / "tern.toml"
+    path.write_text(CONFIG)
+    broker = start_broker(
+        tmp_path, extra_env={"TERN_HTTP__ADMIN_TOKEN": "t0ken"}, args=["--config", str(path)]
+    )
+    try:
+        status, body = admin(broker, "POST", "/api/streams",
+                             b'{"name": "made", "topics": ["made/#"], "max_messages": 100}')
+        assert (status, body) == (201, {"created": "made"})
+        status, body = admin(broker, "POST", "/api/streams", b'{"name": "made", "topics": ["x"]}')
+        assert status == 409 and "already exists" in body["error"]
+        pub = stomp(broker)
+        publish_stomp(pub, 3, topic="made/t")
+        sub = stomp(broker)
+        sub.subscribe("/stream/made", id="s", ack="client-individual",
+                      **{"x-stream-offset": "first", "x-stream-consumer": "c"})
+        frames = sub.expect_n(3)
+        sub.ack(frames[0])
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert status == 200
+        assert (info["first_offset"], info["last_offset"], info["messages"]) == (0, 2, 3)
+        assert info["bytes"] == 3 * (len("made/t") + 2)
+        assert info["consumers"] == [{"name": "c", "acked": 0, "lag": 2}]
+        status, listed = admin(broker, "GET", "/api/streams")
+        assert sorted(s["name"] for s in listed) == ["made", "sensors", "small"]
+        status, body = admin(broker, "DELETE", "/api/streams/made/messages")
+        assert (status, body) == (200, {"purged": 3})
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert (info["first_offset"], info["last_offset"], info["messages"]) == (3, None, 0)
+        publish_stomp(pub, 1, topic="made/t", start=3)
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert (info["first_offset"], info["last_offset"]) == (3, 3)
+        assert admin(broker, "GET", "/api/streams/nope")[0] == 404
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_retention_by_bytes_and_by_age(tmp_path):
+    broker = start(tmp_path, """
+[[stream]]
+name = "bytes"
+topics = ["b/#"]
+max_bytes = "100"
+
+[[stream]]
+name = "age"
+topics = ["a/#"]
+max_age = "1s"
+""")
+    try:
+        pub = stomp(broker)
+        # Each message is 3 + 7 = 10 bytes: 100 bytes keep the newest ten.
+        for i in range(25):
+            pub.send("/topic/b/t", f"payload".encode())
+        for i in range(5):
+            pub.send("/topic/a/t", f"old{i}".encode())
+
+        def first_offset(stream: str):
+            sub = stomp(broker)
+            sub.subscribe(f"/stream/{stream}", id="s", **{"x-stream-offset": "first"})
+            try:
+                return offsets([sub.listener.messages.get(timeout=1)])[0]
+            except Exception:
+                return None
+            finally:
+                sub.conn.disconnect()
+
+        deadline = time.monotonic() + 15
+        while first_offset("bytes") != 15 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first_offset("bytes") == 15
+        # After a second and the next retention pass, the old ones are gone.
+        while first_offset("age") is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first_offset("age") is None
+        pub.send("/topic/a/t", b"new")
+        assert first_offset("age") == 5
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_kill_9_during_appends_keeps_every_acknowledged_message(tmp_path):
+    broker = start(tmp_path)
+    acked = []
+    stop = threading.Event()
+    pub = MqttClient(broker, "3.1.1").connect()
+
+    def publish():
+        i = 0
+        while not stop.is_set():
+            try:
+                pub.publish("sensors/k", f"{i}".encode(), qos=1)
+            except BaseException:
+                return
+            acked.append(i)
+            i += 1
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    broker.proc.kill()
+    broker.proc.wait(10)
+    stop.set()
+    thread.join(15)
+    assert len(acked) >= 200
+    broker = start(tmp_path)
+    try:
+        sub = stomp(broker)
+        sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "first"})
+        frames = []
+        while True:
+            try:
+                frames.append(sub.listener.messages.get(timeout=2))
+            except Exception:
+                break
+        got = [int(f.body) for f in frames]
+        assert offsets(frames) == list(range(len(frames))), "offsets are dense from 0"
+        assert got[: len(acked)] == acked, "every acknowledged message is in the stream, in order"
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_a_reader_sees_only_the_topics_it_may_read(tmp_path):
+    broker = start(tmp_path, CONFIG + """
+[[acl]]
+all = true
+allow = "both"
+topic = "#"
+
+[[acl]]
+all = true
+deny = "subscribe"
+topic = "sensors/secret/#"
+""")
+    try:
+        pub = stomp(broker)
+        pub.send("/topic/sensors/a", b"open0")
+        pub.send("/topic/sensors/secret/x", b"hidden")
+        pub.send("/topic/sensors/a", b"open1")
+        sub = stomp(broker)
+        sub.subscribe("/stream/sensors", id="s", **{"x-stream-offset": "first"})
+        frames = sub.expect_n(2)
+        assert [(f.body, f.headers["x-stream-offset"]) for f in frames] == [
+            (b"open0", "0"), (b"open1", "2")
+        ]
+        sub.expect_nothing()
+        denied = stomp(broker)
+        denied.conn.subscribe("/stream/sensors/sensors/secret/#", "d",
+                              headers={"x-stream-offset": "first"})
+        assert "not authorized" in denied.expect_error().headers["message"]
+    finally:
+        assert stop_broker(broker) == 0
+
+
+def test_stomp_prefetch_count_bounds_unacknowledged_replay(streams_broker):
+    pub = stomp(streams_broker)
+    publish_stomp(pub, 6)
+    sub = stomp(streams_broker)
+    sub.subscribe("/stream/sensors", id="s", ack="client-individual",
+                  **{"x-stream-offset": "first", "prefetch-count": "2"})
+    frames = sub.expect_n(2)
+    assert offsets(frames) == [0, 1]
+    sub.expect_nothing()
+    sub.ack(frames[0])
+    assert offsets([sub.expect()]) == [2]
+    sub.expect_nothing()
