@@ -32,6 +32,7 @@ pub mod adapter;
 pub mod admin;
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod reload;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::core::cluster_state::{Claimed, ClusterState};
 use crate::core::exceptions::Exceptions;
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
@@ -34,7 +35,7 @@ use crate::core::topic::Filter;
 use crate::store::record::{unix_ms_now, WillRecord};
 use crate::store::{Snapshot, Store, StoreError};
 
-use persist::{message_from_record, Persistence};
+use persist::{message_from_record, Persistence, RetainedOrigin};
 pub use restore::Restored;
 use routing::Routing;
 use sessions::SessionRegistry;
@@ -155,6 +156,13 @@ impl Router {
         self.persistence.store()
     }
 
+    /// Shares client ids and retained messages with the other nodes of a
+    /// cluster from now on; call once at start, before serving. False if a
+    /// cluster state was set already.
+    pub fn set_cluster_state(&self, cluster: Arc<dyn ClusterState>) -> bool {
+        self.persistence.set_cluster(cluster)
+    }
+
     /// Caps on retained messages (`limits.max_retained_*`; also on config reload).
     pub fn set_retained_limits(&self, limits: RetainedLimits) {
         self.routing.set_retained_limits(limits);
@@ -222,6 +230,7 @@ impl Router {
     ) -> bool {
         let existed = self.routing.subscribe(session, filter, options);
         self.persistence.save_session(session, false);
+        self.persistence.subscriptions_changed(session);
         existed
     }
 
@@ -230,6 +239,7 @@ impl Router {
         let removed = self.routing.unsubscribe(session, raw_filter);
         if removed {
             self.persistence.save_session(session, false);
+            self.persistence.subscriptions_changed(session);
         }
         removed
     }
@@ -267,7 +277,7 @@ impl Router {
     pub fn delete_retained(&self, topic: &str) -> bool {
         let removed = self.routing.clear_retained(topic);
         if removed {
-            self.persistence.retained(topic, None);
+            self.persistence.retained(topic, None, RetainedOrigin::Here);
         }
         removed
     }
@@ -293,7 +303,13 @@ impl Router {
         let topic = Arc::clone(&message.topic);
         match self
             .routing
-            .route(message, false, &self.persistence, &self.stats)
+            .route(
+                message,
+                false,
+                RetainedOrigin::Here,
+                &self.persistence,
+                &self.stats,
+            )
         {
             Ok(matched) => matched,
             // A retained cap was logged by the routing, without flooding.
@@ -312,8 +328,39 @@ impl Router {
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
-        self.routing
-            .route(message, true, &self.persistence, &self.stats)
+        self.routing.route(
+            message,
+            true,
+            RetainedOrigin::Here,
+            &self.persistence,
+            &self.stats,
+        )
+    }
+
+    /// A retained message set (non-empty payload) or cleared on another node
+    /// of the cluster, in the order the cluster keeps: routed here as that
+    /// node's publish would be (`deliver`), or, for a change this node made
+    /// itself and delivered already, kept in the index only. Under the trie's
+    /// lock either way, so a subscriber subscribing meanwhile gets the
+    /// message live or finds it retained, never neither.
+    pub fn apply_cluster_retained(&self, message: Message, deliver: bool) {
+        let message = Arc::new(Message {
+            retain: true,
+            ..message
+        });
+        if !deliver {
+            self.routing.apply_retained(message, &self.persistence);
+            return;
+        }
+        if let Err(e) = self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Cluster,
+            &self.persistence,
+            &self.stats,
+        ) {
+            tracing::debug!(error = %e, "retained message from the cluster not delivered");
+        }
     }
 
     // ---- sessions ----
@@ -362,6 +409,76 @@ impl Router {
         Ok(attached)
     }
 
+    /// [`Router::attach`] for a client id that is one session in the whole
+    /// cluster: the id is claimed first (the node that held it ends its
+    /// connection), and a resumed session another node held keeps the
+    /// subscriptions it had there. Without a cluster, just `attach`.
+    pub async fn attach_claimed(
+        &self,
+        client_id: &Arc<str>,
+        login: &SessionOwner,
+        clean_start: bool,
+        expiry_interval: u32,
+    ) -> Result<Attached, NotSessionOwner> {
+        let Some(cluster) = self.persistence.cluster().cloned() else {
+            return self.attach(client_id, login, clean_start, expiry_interval);
+        };
+        let claimed = match cluster.claim(client_id, clean_start).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                // Local traffic keeps flowing while the shared state is unreachable.
+                tracing::warn!(client_id = %client_id, error = %e, "client id not claimed in the cluster: session bound on this node only");
+                Claimed::default()
+            }
+        };
+        let attached = self.attach(client_id, login, clean_start, expiry_interval);
+        let mut attached = match attached {
+            Ok(attached) => attached,
+            Err(refused) => {
+                cluster.session_ended(client_id);
+                return Err(refused);
+            }
+        };
+        if claimed.held_elsewhere && !clean_start && !attached.session_present {
+            for (raw, options) in claimed.carried {
+                match Filter::parse(&raw) {
+                    Ok(filter) => {
+                        self.subscribe(&attached.session, filter, options);
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id = %client_id, filter = %raw, error = %e, "carried subscription dropped")
+                    }
+                }
+            }
+            attached.session_present = true;
+        }
+        drop(claimed.guard);
+        Ok(attached)
+    }
+
+    /// Another node took `client_id` over: the connection here is told so
+    /// (session takeover) and the session here ends without a trace, as it
+    /// lives on there (its waiting will goes out if the new connection
+    /// started clean, and is cancelled if it resumed).
+    pub fn session_moved(&self, client_id: &str, clean_start: bool) {
+        let Some(session) = self.sessions.get(client_id) else {
+            return;
+        };
+        session.kick(KickReason::TakenOver);
+        let removed = self.sessions.remove(&session);
+        self.routing.drop_subscriptions(&session);
+        if removed {
+            tracing::info!(client_id, "session taken over on another node");
+            let action = if clean_start {
+                WillAction::Publish
+            } else {
+                WillAction::Cancel
+            };
+            self.settle_will(client_id, action);
+            self.persistence.forget_session(&session);
+        }
+    }
+
     /// Unbinds a connection from its session. A session with expiry 0 ends now; others wait
     /// for their expiry interval and end then unless a connection came back meanwhile.
     pub fn detach(self: &Arc<Self>, session: &Arc<Session>, connection_id: u64) {
@@ -400,6 +517,9 @@ impl Router {
         if removed {
             self.settle_will(&session.client_id, WillAction::Publish);
             self.persistence.forget_session(session);
+            if let Some(cluster) = self.persistence.cluster() {
+                cluster.session_ended(&session.client_id);
+            }
         }
     }
 

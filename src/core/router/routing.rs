@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::persist::Persistence;
+use super::persist::{Persistence, RetainedOrigin};
 use super::{PublishRefused, RouterStats};
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, QoS};
@@ -168,6 +168,21 @@ impl Routing {
         out
     }
 
+    /// Sets (non-empty payload) or clears the retained message of
+    /// `message.topic` in the index only, delivering nothing: a change the
+    /// cluster applies everywhere, already delivered where it was published.
+    pub(crate) fn apply_retained(&self, message: Arc<Message>, persistence: &Persistence) {
+        let mut retained = self.retained.write();
+        if message.payload.is_empty() {
+            if retained.clear(&message.topic).is_some() {
+                persistence.retained(&message.topic, None, RetainedOrigin::Cluster);
+            }
+        } else {
+            persistence.retained(&message.topic, Some(&message), RetainedOrigin::Cluster);
+            retained.keep_unchecked(message);
+        }
+    }
+
     /// Removes the retained message of `topic`; true if there was one.
     pub(crate) fn clear_retained(&self, topic: &str) -> bool {
         self.retained.write().clear(topic).is_some()
@@ -183,10 +198,13 @@ impl Routing {
 
     /// Routes one message (see `Router::publish`); with `refuse_when_full`, a
     /// QoS 1/2 message that a matching session's full queue refuses reaches nobody.
+    /// A retained message from the cluster (`origin`) is kept whatever the caps
+    /// (another node accepted it) and not shared again.
     pub(crate) fn route(
         &self,
         message: Arc<Message>,
         refuse_when_full: bool,
+        origin: RetainedOrigin,
         persistence: &Persistence,
         stats: &RouterStats,
     ) -> Result<usize, PublishRefused> {
@@ -238,6 +256,9 @@ impl Routing {
                 let value = if message.payload.is_empty() {
                     retained.clear(&message.topic);
                     None
+                } else if origin == RetainedOrigin::Cluster {
+                    retained.keep_unchecked(Arc::clone(&message));
+                    Some(&*message)
                 } else {
                     // Refused before anything is kept or delivered.
                     if let Err(full) = retained.keep(&message) {
@@ -247,7 +268,7 @@ impl Routing {
                     }
                     Some(&*message)
                 };
-                persistence.retained(&message.topic, value);
+                persistence.retained(&message.topic, value, origin);
             }
         }
         if targets.is_empty() && message.publisher.is_some() {
