@@ -5,6 +5,7 @@ pub(crate) mod arena;
 pub mod exceptions;
 #[cfg(test)]
 mod exceptions_tests;
+pub mod fabric;
 pub mod message;
 pub(crate) mod packet_ids;
 pub(crate) mod pending;

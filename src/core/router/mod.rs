@@ -15,6 +15,8 @@ mod sessions;
 mod wills;
 
 #[cfg(test)]
+mod fabric_tests;
+#[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::core::exceptions::Exceptions;
+use crate::core::fabric::{is_fabric_topic, Fabric};
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retained_set::{RetainedFull, RetainedLimits};
@@ -149,6 +152,13 @@ impl Router {
     /// New queue limits for every session, existing and future (config reload).
     pub fn set_queue_limits(&self, limits: QueueLimits) {
         self.sessions.set_queue_limits(limits);
+    }
+
+    /// Joins the cluster fabric: from now on subscriptions are announced to it
+    /// and client messages forwarded through it. Call once, before serving;
+    /// false if a fabric was set already.
+    pub fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
+        self.routing.set_fabric(fabric)
     }
 
     pub fn store(&self) -> Option<&Arc<Store>> {
@@ -291,11 +301,15 @@ impl Router {
     /// queue refuses it with a warning).
     pub fn publish(&self, message: Arc<Message>) -> usize {
         let topic = Arc::clone(&message.topic);
+        let forward = self.to_forward(&message);
         match self
             .routing
             .route(message, false, &self.persistence, &self.stats)
         {
-            Ok(matched) => matched,
+            Ok(matched) => {
+                self.forward(forward);
+                matched
+            }
             // A retained cap was logged by the routing, without flooding.
             Err(PublishRefused::RetainedFull(_)) => 0,
             Err(e) => {
@@ -312,8 +326,45 @@ impl Router {
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
-        self.routing
-            .route(message, true, &self.persistence, &self.stats)
+        let forward = self.to_forward(&message);
+        let matched = self
+            .routing
+            .route(message, true, &self.persistence, &self.stats)?;
+        self.forward(forward);
+        Ok(matched)
+    }
+
+    /// Routes a message another node forwarded (cluster mode) to this node's
+    /// sessions, exactly as a local publish, and never back to the fabric.
+    /// Returns the number of sessions it was queued for.
+    // A retained message is kept here too, as on the node it was published
+    // on; one cluster-wide view of retained messages replaces this in the
+    // cluster state (KV) work.
+    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
+        match self
+            .routing
+            .route(message, false, &self.persistence, &self.stats)
+        {
+            Ok(matched) => matched,
+            Err(PublishRefused::RetainedFull(_)) => 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "message from a peer refused");
+                0
+            }
+        }
+    }
+
+    /// The message again when the fabric must carry it (cluster mode, not a
+    /// `$SYS` or queue topic): taken before routing consumes it.
+    fn to_forward(&self, message: &Arc<Message>) -> Option<Arc<Message>> {
+        self.routing.fabric()?;
+        is_fabric_topic(&message.topic).then(|| Arc::clone(message))
+    }
+
+    fn forward(&self, message: Option<Arc<Message>>) {
+        if let (Some(fabric), Some(message)) = (self.routing.fabric(), message) {
+            fabric.forward(&message);
+        }
     }
 
     // ---- sessions ----
