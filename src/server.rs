@@ -17,6 +17,8 @@ use arc_swap::ArcSwap;
 
 use crate::admin::{self, Monitor};
 use crate::auth::{Authenticator, PasswordFileError};
+use crate::cluster::state::{SharedState, SharedStateError};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ConfigError, ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::{Router, RouterSettings};
 #[cfg(unix)]
@@ -44,6 +46,12 @@ pub enum ServerError {
     Config(#[from] Box<ConfigError>),
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
+    /// `[cluster]` is enabled and this node could not join (bad URL, NATS unreachable).
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
+    /// The buckets of client ids or retained messages could not be opened.
+    #[error("cluster: {0}")]
+    ClusterState(#[from] SharedStateError),
 }
 
 /// Where each enabled listener is bound (the real port when configured with port 0).
@@ -71,6 +79,8 @@ pub struct Server {
     tracker: TaskTracker,
     /// Bytes held for unfinished frames and open transactions (`limits.max_buffered_bytes`).
     buffer_budget: Arc<BufferBudget>,
+    /// This node's NATS connection when `[cluster]` is enabled.
+    cluster: Option<Cluster>,
 }
 
 impl Server {
@@ -86,6 +96,12 @@ impl Server {
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
+        // First: an unreachable NATS must stop the start before anything listens.
+        let cluster = if settings.cluster.enabled {
+            Some(Cluster::connect(&settings.cluster).await?)
+        } else {
+            None
+        };
         let store = open_store(&settings)?;
         let router = Router::from_settings(RouterSettings {
             queue_limits: settings.limits.queue_limits(),
@@ -108,6 +124,16 @@ impl Server {
                 path = %settings.storage.store_file().display(),
                 "store loaded"
             );
+        }
+        if let Some(cluster) = &cluster {
+            // After the restore: the bucket's retained messages override stored ones.
+            SharedState::start(
+                cluster.jetstream(),
+                cluster.node(),
+                cluster.replicas(),
+                &router,
+            )
+            .await?;
         }
         let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
         let acl = Arc::new(ArcSwap::from_pointee(
@@ -236,7 +262,13 @@ impl Server {
             shutdown,
             tracker,
             buffer_budget,
+            cluster,
         })
+    }
+
+    /// This node's cluster membership (None unless `[cluster]` is enabled).
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// Where every enabled listener is bound.

@@ -46,7 +46,10 @@ pub(crate) fn decode(key: &str) -> Option<String> {
         let byte = bytes[i];
         if byte == b'=' {
             let hex = key.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+            if !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+            {
                 return None;
             }
             let escaped = u8::from_str_radix(hex, 16).ok()?;

@@ -89,12 +89,7 @@ impl RetainedSync {
     pub(crate) fn changed(&self, topic: &str, message: Option<&Message>) {
         let mut record = match message {
             Some(message) => message_record(message),
-            None => message_record(&Message::new(
-                topic,
-                bytes::Bytes::new(),
-                crate::core::message::QoS::AtMostOnce,
-                true,
-            )),
+            None => message_record(&cleared(topic)),
         };
         record.retain = true;
         let value = RetainedValue {
@@ -133,6 +128,9 @@ impl RetainedSync {
     /// Follows the bucket into the router's retained index (see the module
     /// doc); runs until the router is gone.
     pub(crate) async fn run_watch(self: Arc<Self>, router: Weak<Router>) {
+        if let Some(router) = router.upgrade() {
+            self.forget_unknown(&router).await;
+        }
         // Values up to here were there before this node started: index only.
         let mut initial_until = match self.kv.status().await {
             Ok(status) => status.info.state.last_sequence,
@@ -174,6 +172,37 @@ impl RetainedSync {
         }
     }
 
+    /// Drops retained messages this node restored from its own store that
+    /// the bucket no longer has (cleared elsewhere while this node was down);
+    /// the watch then brings every topic the bucket has.
+    async fn forget_unknown(&self, router: &Router) {
+        let mut known = std::collections::HashSet::new();
+        match self.kv.keys().await {
+            Ok(mut keys) => {
+                while let Some(key) = keys.next().await {
+                    match key {
+                        Ok(key) => {
+                            known.extend(kv_key::decode(&key));
+                        }
+                        Err(e) => {
+                            tracing::warn!(bucket = BUCKET, error = %e, "retained keys not all listed; stored retained messages kept");
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bucket = BUCKET, error = %e, "retained keys not listed; stored retained messages kept");
+                return;
+            }
+        }
+        for message in router.retained_all() {
+            if !known.contains(&*message.topic) {
+                router.apply_cluster_retained(cleared(&message.topic), false);
+            }
+        }
+    }
+
     fn apply(&self, router: &Router, entry: &kv::Entry, live: bool) {
         let message = match entry.operation {
             kv::Operation::Put => match RetainedValue::decode(&entry.value) {
@@ -185,20 +214,22 @@ impl RetainedSync {
             },
             // Deleted or purged by an operator through NATS: cleared, nothing delivered.
             kv::Operation::Delete | kv::Operation::Purge => match kv_key::decode(&entry.key) {
-                Some(topic) => (
-                    Message::new(
-                        topic,
-                        bytes::Bytes::new(),
-                        crate::core::message::QoS::AtMostOnce,
-                        true,
-                    ),
-                    false,
-                ),
+                Some(topic) => (cleared(&topic), false),
                 None => return,
             },
         };
         router.apply_cluster_retained(message.0, message.1);
     }
+}
+
+/// The message that clears the retained message of `topic` (empty payload).
+fn cleared(topic: &str) -> Message {
+    Message::new(
+        topic,
+        bytes::Bytes::new(),
+        crate::core::message::QoS::AtMostOnce,
+        true,
+    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,10 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 pub enum SharedStateError {
     #[error("JetStream KV bucket {bucket}: {reason}")]
-    Bucket { bucket: &'static str, reason: String },
+    Bucket {
+        bucket: &'static str,
+        reason: String,
+    },
     #[error("a cluster state was set on this router already")]
     AlreadySet,
 }
@@ -71,31 +74,43 @@ async fn open_bucket(
     bucket: &'static str,
     replicas: usize,
 ) -> Result<kv::Store, SharedStateError> {
-    let config = kv::Config {
-        bucket: bucket.to_string(),
-        history: 1,
-        num_replicas: replicas,
-        ..Default::default()
-    };
     let error = |e: &dyn std::fmt::Display| SharedStateError::Bucket {
         bucket,
         reason: e.to_string(),
     };
-    match jetstream.get_key_value(bucket).await {
-        Ok(store) => Ok(store),
-        Err(_) => jetstream
-            .create_key_value(config)
-            .await
-            .map_err(|e| error(&e)),
-    }
+    // The stream a KV bucket is, made as async-nats' `create_key_value` makes
+    // it, without the account query that fails against nats-server 2.9
+    // (its account info lacks fields the client requires).
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: replicas.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    jetstream
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| error(&e))?;
+    jetstream.get_key_value(bucket).await.map_err(|e| error(&e))
 }
 
 impl ClusterState for SharedState {
-    fn claim(&self, client_id: &str, clean_start: bool) -> ClusterFuture<Result<Claimed, ClaimFailed>> {
+    fn claim(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> ClusterFuture<Result<Claimed, ClaimFailed>> {
         let ownership = Arc::clone(&self.ownership);
         let client_id = client_id.to_string();
         Box::pin(async move {
-            match tokio::time::timeout(CLAIM_TIMEOUT, ownership.claim(&client_id, clean_start)).await
+            match tokio::time::timeout(CLAIM_TIMEOUT, ownership.claim(&client_id, clean_start))
+                .await
             {
                 Ok(result) => result,
                 Err(_) => Err(ClaimFailed(format!(
@@ -106,8 +121,13 @@ impl ClusterState for SharedState {
         })
     }
 
-    fn subscriptions_changed(&self, client_id: &str, subscriptions: &[(Filter, SubscriptionOptions)]) {
-        self.ownership.subscriptions_changed(client_id, subscriptions);
+    fn subscriptions_changed(
+        &self,
+        client_id: &str,
+        subscriptions: &[(Filter, SubscriptionOptions)],
+    ) {
+        self.ownership
+            .subscriptions_changed(client_id, subscriptions);
     }
 
     fn session_ended(&self, client_id: &str) {

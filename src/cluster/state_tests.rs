@@ -11,7 +11,9 @@ use bytes::Bytes;
 use super::state::SharedState;
 use crate::core::message::{Message, QoS};
 use crate::core::router::Router;
-use crate::core::session::{KickReason, OverflowPolicy, QueueLimits, Session, SessionOwner, SubscriptionOptions};
+use crate::core::session::{
+    KickReason, OverflowPolicy, QueueLimits, Session, SessionOwner, SubscriptionOptions,
+};
 use crate::core::topic::Filter;
 
 /// How long any one wait in these tests may take.
@@ -44,8 +46,14 @@ impl Nats {
             _dir: dir,
         };
         let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         nats
@@ -86,14 +94,22 @@ fn options(qos: QoS) -> SubscriptionOptions {
 }
 
 fn retained(topic: &str, payload: &'static [u8]) -> Arc<Message> {
-    Arc::new(Message::new(topic, Bytes::from_static(payload), QoS::AtLeastOnce, true))
+    Arc::new(Message::new(
+        topic,
+        Bytes::from_static(payload),
+        QoS::AtLeastOnce,
+        true,
+    ))
 }
 
 /// Waits until `check` holds, polling; fails the test after [`WAIT`].
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -115,27 +131,41 @@ fn retained_payloads(router: &Router, filter: &str) -> Vec<Bytes> {
 }
 
 #[tokio::test]
-async fn a_client_id_taken_on_another_node_ends_the_first_connection_and_resumes_with_its_subscriptions() {
+async fn a_client_id_taken_on_another_node_ends_the_first_connection_and_resumes_with_its_subscriptions(
+) {
     let nats = Nats::start().await;
     let (a, state_a) = node(&nats, "a").await;
     let (b, state_b) = node(&nats, "b").await;
     let id: Arc<str> = Arc::from("device-1");
     let owner = SessionOwner::Anonymous;
 
-    let first = a.attach_claimed(&id, &owner, false, 300).await.expect("attach on a");
+    let first = a
+        .attach_claimed(&id, &owner, false, 300)
+        .await
+        .expect("attach on a");
     assert!(!first.session_present);
     assert!(state_a.holds("device-1"));
-    a.subscribe(&first.session, Filter::parse("sensors/+/temp").expect("filter"), options(QoS::AtLeastOnce));
+    a.subscribe(
+        &first.session,
+        Filter::parse("sensors/+/temp").expect("filter"),
+        options(QoS::AtLeastOnce),
+    );
 
     // The subscription reaches the bucket through a's writer; b resumes once it is there.
     let second = {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let probe = b.attach_claimed(&id, &owner, false, 300).await.expect("attach on b");
+            let probe = b
+                .attach_claimed(&id, &owner, false, 300)
+                .await
+                .expect("attach on b");
             if !probe.session.subscriptions().is_empty() {
                 break probe;
             }
-            assert!(tokio::time::Instant::now() < deadline, "subscription never carried");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "subscription never carried"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -148,7 +178,9 @@ async fn a_client_id_taken_on_another_node_ends_the_first_connection_and_resumes
         .collect();
     assert_eq!(filters, ["sensors/+/temp q1"]);
 
-    let reason = tokio::time::timeout(WAIT, first.kicked).await.expect("kicked in time");
+    let reason = tokio::time::timeout(WAIT, first.kicked)
+        .await
+        .expect("kicked in time");
     assert_eq!(reason.ok(), Some(KickReason::TakenOver));
     eventually("a drops its copy", || a.session("device-1").is_none()).await;
     assert!(!state_a.holds("device-1"));
@@ -162,13 +194,25 @@ async fn a_clean_start_takeover_discards_the_old_subscriptions() {
     let (b, _state_b) = node(&nats, "b").await;
     let id: Arc<str> = Arc::from("device-2");
     let owner = SessionOwner::Anonymous;
-    let first = a.attach_claimed(&id, &owner, false, 300).await.expect("attach on a");
-    a.subscribe(&first.session, Filter::parse("x/#").expect("filter"), options(QoS::AtMostOnce));
+    let first = a
+        .attach_claimed(&id, &owner, false, 300)
+        .await
+        .expect("attach on a");
+    a.subscribe(
+        &first.session,
+        Filter::parse("x/#").expect("filter"),
+        options(QoS::AtMostOnce),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await; // let a's writer store it: not asserted on
-    let second = b.attach_claimed(&id, &owner, true, 300).await.expect("attach on b");
+    let second = b
+        .attach_claimed(&id, &owner, true, 300)
+        .await
+        .expect("attach on b");
     assert!(!second.session_present);
     assert!(second.session.subscriptions().is_empty());
-    let reason = tokio::time::timeout(WAIT, first.kicked).await.expect("kicked in time");
+    let reason = tokio::time::timeout(WAIT, first.kicked)
+        .await
+        .expect("kicked in time");
     assert_eq!(reason.ok(), Some(KickReason::TakenOver));
 }
 
@@ -182,17 +226,26 @@ async fn retained_set_replace_and_clear_are_seen_from_every_node() {
     a.publish(retained("home/temp", b"20"));
     for router in [&a, &b, &c] {
         let router = Arc::clone(router);
-        eventually("set seen", move || retained_payloads(&router, "home/#") == ["20"]).await;
+        eventually("set seen", move || {
+            retained_payloads(&router, "home/#") == ["20"]
+        })
+        .await;
     }
     b.publish(retained("home/temp", b"21"));
     for router in [&a, &b, &c] {
         let router = Arc::clone(router);
-        eventually("replace seen", move || retained_payloads(&router, "home/#") == ["21"]).await;
+        eventually("replace seen", move || {
+            retained_payloads(&router, "home/#") == ["21"]
+        })
+        .await;
     }
     c.publish(retained("home/temp", b""));
     for router in [&a, &b, &c] {
         let router = Arc::clone(router);
-        eventually("clear seen", move || retained_payloads(&router, "home/#").is_empty()).await;
+        eventually("clear seen", move || {
+            retained_payloads(&router, "home/#").is_empty()
+        })
+        .await;
     }
 }
 
@@ -205,7 +258,11 @@ async fn a_retained_publish_on_one_node_reaches_live_subscribers_of_another_once
         .attach_claimed(&Arc::from("sub"), &SessionOwner::Anonymous, true, 0)
         .await
         .expect("attach");
-    b.subscribe(&subscriber.session, Filter::parse("home/#").expect("filter"), options(QoS::AtLeastOnce));
+    b.subscribe(
+        &subscriber.session,
+        Filter::parse("home/#").expect("filter"),
+        options(QoS::AtLeastOnce),
+    );
     a.publish(retained("home/door", b"open"));
     let session = Arc::clone(&subscriber.session);
     let mut got = Vec::new();
@@ -215,7 +272,10 @@ async fn a_retained_publish_on_one_node_reaches_live_subscribers_of_another_once
     })
     .await;
     // The publishing node does not get its own change delivered again.
-    eventually("a's index has it", || retained_payloads(&a, "home/#") == ["open"]).await;
+    eventually("a's index has it", || {
+        retained_payloads(&a, "home/#") == ["open"]
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await; // room for a duplicate, which must not come
     got.extend(taken(&session));
     assert_eq!(got, ["open"]);
@@ -235,16 +295,29 @@ async fn subscribers_racing_a_retained_publish_on_another_node_each_get_it() {
             a.publish(retained("race/x", b"v"));
         }
         let attached = b
-            .attach_claimed(&Arc::from(format!("s{round}")), &SessionOwner::Anonymous, true, 0)
+            .attach_claimed(
+                &Arc::from(format!("s{round}")),
+                &SessionOwner::Anonymous,
+                true,
+                0,
+            )
             .await
             .expect("attach");
         b.subscribe(&attached.session, filter.clone(), options(QoS::AtLeastOnce));
         let messages = b.retained_matching(&filter, &crate::core::exceptions::Exceptions::NONE);
-        b.send_retained(&attached.session, &filter, &options(QoS::AtLeastOnce), messages);
+        b.send_retained(
+            &attached.session,
+            &filter,
+            &options(QoS::AtLeastOnce),
+            messages,
+        );
         sessions.push(attached.session);
         tokio::task::yield_now().await;
     }
-    eventually("b has the retained message", || retained_payloads(&b, "race/#") == ["v"]).await;
+    eventually("b has the retained message", || {
+        retained_payloads(&b, "race/#") == ["v"]
+    })
+    .await;
     for (round, session) in sessions.iter().enumerate().skip(100) {
         let mut got = Vec::new();
         eventually(&format!("subscriber {round} gets it"), || {

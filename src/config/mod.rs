@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::settings::{AclAccess, AclRule, AuthSettings};
+pub use crate::cluster::settings::ClusterSettings;
 pub use listeners::{
     CertUsername, ClientAuth, HttpSettings, ListenerSettings, TlsListenerSettings, WebSettings,
     WebSocketSettings, DEFAULT_MAX_KEEP_ALIVE_SECS,
@@ -71,6 +72,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// `$SYS/broker/...` topics the broker publishes about itself.
     pub sys: SysSettings,
+    /// Cluster mode: several nodes sharing one NATS deployment (off by default).
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Settings {
@@ -90,6 +93,7 @@ impl Default for Settings {
             web: WebSettings::default(),
             http: HttpSettings::default(),
             sys: SysSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -138,6 +142,7 @@ impl Settings {
         if shown.http.admin_token.is_some() {
             shown.http.admin_token = Some("<redacted>".into());
         }
+        shown.cluster = shown.cluster.redacted();
         shown
     }
 

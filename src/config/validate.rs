@@ -154,6 +154,10 @@ impl Settings {
         self.stomp_tls.validate(&STOMP_TLS_KEYS)?;
         self.websocket_tls.validate(&WEBSOCKET_TLS_KEYS)?;
         self.compiled_acl()?;
+        self.cluster.validate().map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            reason: e.reason,
+        })?;
         Ok(())
     }
 

@@ -47,11 +47,19 @@ pub trait ClusterState: Send + Sync + fmt::Debug {
     /// Takes `client_id` for this node before a connection binds to it; the
     /// node that held it ends its connection (session takeover). With
     /// `clean_start` the old session's subscriptions are discarded.
-    fn claim(&self, client_id: &str, clean_start: bool) -> ClusterFuture<Result<Claimed, ClaimFailed>>;
+    fn claim(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> ClusterFuture<Result<Claimed, ClaimFailed>>;
 
     /// The subscriptions of a persistent session this node holds changed (a
     /// takeover elsewhere resumes with them). Must not block.
-    fn subscriptions_changed(&self, client_id: &str, subscriptions: &[(Filter, SubscriptionOptions)]);
+    fn subscriptions_changed(
+        &self,
+        client_id: &str,
+        subscriptions: &[(Filter, SubscriptionOptions)],
+    );
 
     /// This node's session of `client_id` ended: the id is free. Must not block.
     fn session_ended(&self, client_id: &str);

@@ -6,6 +6,7 @@ pub mod cluster_state;
 pub mod exceptions;
 #[cfg(test)]
 mod exceptions_tests;
+pub mod fabric;
 pub mod message;
 pub(crate) mod packet_ids;
 pub(crate) mod pending;

@@ -15,6 +15,8 @@ mod sessions;
 mod wills;
 
 #[cfg(test)]
+mod fabric_tests;
+#[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
 mod tests;
@@ -27,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::core::cluster_state::{Claimed, ClusterState};
 use crate::core::exceptions::Exceptions;
+use crate::core::fabric::{is_fabric_topic, Fabric};
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retained_set::{RetainedFull, RetainedLimits};
@@ -150,6 +153,13 @@ impl Router {
     /// New queue limits for every session, existing and future (config reload).
     pub fn set_queue_limits(&self, limits: QueueLimits) {
         self.sessions.set_queue_limits(limits);
+    }
+
+    /// Joins the cluster fabric: from now on subscriptions are announced to it
+    /// and client messages forwarded through it. Call once, before serving;
+    /// false if a fabric was set already.
+    pub fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
+        self.routing.set_fabric(fabric)
     }
 
     pub fn store(&self) -> Option<&Arc<Store>> {
@@ -301,17 +311,18 @@ impl Router {
     /// queue refuses it with a warning).
     pub fn publish(&self, message: Arc<Message>) -> usize {
         let topic = Arc::clone(&message.topic);
-        match self
-            .routing
-            .route(
-                message,
-                false,
-                RetainedOrigin::Here,
-                &self.persistence,
-                &self.stats,
-            )
-        {
-            Ok(matched) => matched,
+        let forward = self.to_forward(&message);
+        match self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Here,
+            &self.persistence,
+            &self.stats,
+        ) {
+            Ok(matched) => {
+                self.forward(forward);
+                matched
+            }
             // A retained cap was logged by the routing, without flooding.
             Err(PublishRefused::RetainedFull(_)) => 0,
             Err(e) => {
@@ -328,13 +339,57 @@ impl Router {
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
-        self.routing.route(
+        let forward = self.to_forward(&message);
+        let matched = self.routing.route(
             message,
             true,
             RetainedOrigin::Here,
             &self.persistence,
             &self.stats,
-        )
+        )?;
+        self.forward(forward);
+        Ok(matched)
+    }
+
+    /// Routes a message another node forwarded (cluster mode) to this node's
+    /// sessions, exactly as a local publish, and never back to the fabric.
+    /// Returns the number of sessions it was queued for.
+    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
+        // Retained messages travel through the cluster state, not the fabric;
+        // one that comes this way anyway is not shared again.
+        match self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Cluster,
+            &self.persistence,
+            &self.stats,
+        ) {
+            Ok(matched) => matched,
+            Err(PublishRefused::RetainedFull(_)) => 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "message from a peer refused");
+                0
+            }
+        }
+    }
+
+    /// The message again when the fabric must carry it (cluster mode, not a
+    /// `$SYS` or queue topic): taken before routing consumes it. A retained
+    /// message goes to the other nodes through the cluster state instead
+    /// (`apply_cluster_retained` there), which keeps their indexes in the
+    /// cluster's order and races no subscriber.
+    fn to_forward(&self, message: &Arc<Message>) -> Option<Arc<Message>> {
+        self.routing.fabric()?;
+        if message.retain && self.persistence.cluster().is_some() {
+            return None;
+        }
+        is_fabric_topic(&message.topic).then(|| Arc::clone(message))
+    }
+
+    fn forward(&self, message: Option<Arc<Message>>) {
+        if let (Some(fabric), Some(message)) = (self.routing.fabric(), message) {
+            fabric.forward(&message);
+        }
     }
 
     /// A retained message set (non-empty payload) or cleared on another node

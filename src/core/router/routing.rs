@@ -3,13 +3,14 @@
 //! place messages are routed, whatever protocol they came from.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
 use super::persist::{Persistence, RetainedOrigin};
 use super::{PublishRefused, RouterStats};
 use crate::core::exceptions::Exceptions;
+use crate::core::fabric::{is_fabric_filter, Fabric};
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_backlog::RetainedBatch;
@@ -28,6 +29,8 @@ pub(crate) struct Routing {
     retained: Arc<RwLock<RetainedSet>>,
     /// Point-to-point queues, reached as `$queue/<name>`.
     queues: QueueRegistry,
+    /// The other nodes (cluster mode): told of each filter sessions add or drop.
+    fabric: OnceLock<Arc<dyn Fabric>>,
 }
 
 /// One matching subscription of one session, before merging.
@@ -45,6 +48,31 @@ impl Routing {
             subscriptions: RwLock::new(SubscriptionTrie::new()),
             retained: Arc::new(RwLock::new(RetainedSet::new(RetainedLimits::default()))),
             queues,
+            fabric: OnceLock::new(),
+        }
+    }
+
+    /// Joins the cluster fabric (once, before serving); false if one was set already.
+    pub(crate) fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
+        self.fabric.set(fabric).is_ok()
+    }
+
+    pub(crate) fn fabric(&self) -> Option<&Arc<dyn Fabric>> {
+        self.fabric.get()
+    }
+
+    /// Tells the fabric of a filter a session added or dropped (not queues,
+    /// shared subscriptions or `$SYS`: see `is_fabric_filter`).
+    fn note_interest(&self, filter: &Filter, added: bool) {
+        let Some(fabric) = self.fabric.get() else {
+            return;
+        };
+        if is_fabric_filter(filter.as_str()) {
+            if added {
+                fabric.interest_added(filter.as_str());
+            } else {
+                fabric.interest_removed(filter.as_str());
+            }
         }
     }
 
@@ -69,7 +97,12 @@ impl Routing {
         self.subscriptions
             .write()
             .insert(&filter, key, options.clone());
-        session.add_subscription(filter, options)
+        let interest = self.fabric.get().is_some().then(|| filter.clone());
+        let existed = session.add_subscription(filter, options);
+        if let (false, Some(filter)) = (existed, interest) {
+            self.note_interest(&filter, true);
+        }
+        existed
     }
 
     /// Removes a subscription (nothing is stored); false if the session had no such filter.
@@ -82,6 +115,7 @@ impl Routing {
                 }
                 let key = SessionRef(Arc::clone(session));
                 self.subscriptions.write().remove(&filter, &key);
+                self.note_interest(&filter, false);
                 true
             }
             None => false,
@@ -96,9 +130,14 @@ impl Routing {
             return;
         }
         let key = SessionRef(Arc::clone(session));
-        let mut trie = self.subscriptions.write();
+        {
+            let mut trie = self.subscriptions.write();
+            for filter in &filters {
+                trie.remove(filter, &key);
+            }
+        }
         for filter in &filters {
-            trie.remove(filter, &key);
+            self.note_interest(filter, false);
         }
     }
 
