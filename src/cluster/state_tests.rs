@@ -330,3 +330,26 @@ async fn subscribers_racing_a_retained_publish_on_another_node_each_get_it() {
         assert!(got.iter().all(|p| p == "v"), "subscriber {round}: {got:?}");
     }
 }
+
+#[tokio::test]
+async fn a_connection_is_served_on_its_node_when_the_cluster_cannot_decide_who_holds_its_id() {
+    let nats = Nats::start().await;
+    let (a, state_a) = node(&nats, "a").await;
+    drop(nats); // NATS gone: no claim can be decided
+    let attached = tokio::time::timeout(
+        WAIT,
+        a.attach_claimed(&Arc::from("lonely"), &SessionOwner::Anonymous, false, 60),
+    )
+    .await
+    .expect("answered within the claim timeout")
+    .expect("attached");
+    assert!(!attached.session_present);
+    assert!(a.session("lonely").is_some_and(|s| s.is_connected()));
+    assert!(!state_a.holds("lonely"));
+    assert_eq!(
+        a.stats
+            .claims_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

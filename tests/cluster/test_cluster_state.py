@@ -132,3 +132,44 @@ def test_retained_set_replace_and_clear_are_seen_from_every_node(nats, nodes):
     finally:
         for client in clients:
             client.close()
+
+
+def test_takeover_and_retained_across_a_three_server_nats_cluster_with_three_replicas(
+    nats_cluster, nodes
+):
+    """Each tern node on its own NATS server; the buckets have three replicas."""
+    replicas = {"TERN_CLUSTER__REPLICAS": "3"}
+    a = nodes.start("tern-a", [nats_cluster[0].url], replicas)
+    b = nodes.start("tern-b", [nats_cluster[1].url], replicas)
+    c = nodes.start("tern-c", [nats_cluster[2].url], replicas)
+    client_id = unique("device")
+    topic = f"cs/r3/{unique('t')}"
+    clients = []
+    try:
+        first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
+        clients.append(first)
+        before = stream_last_seq(nats_cluster[0], CLIENTS_STREAM)
+        assert first.subscribe("cs/r3/#", qos=1) == [1]
+        wait_for_writes(nats_cluster[0], CLIENTS_STREAM, before + 1)
+
+        second = MqttClient(c, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
+        clients.append(second)
+        assert second.session_present
+        assert first.disconnected.wait(TIMEOUT)
+        assert first.disconnect_reason == SESSION_TAKEN_OVER, first.disconnect_reason
+
+        publisher = MqttClient(b, "5.0", client_id=unique("pub")).connect()
+        clients.append(publisher)
+        publisher.publish(topic, b"on", qos=1, retain=True)
+        # The carried subscription on tern-c gets the retained change live.
+        message = second.expect()
+        assert (message.topic, message.payload) == (topic, b"on")
+        # tern-c's index has it now; a new subscriber there finds it retained.
+        fresh = MqttClient(c, "5.0", client_id=unique("new")).connect()
+        clients.append(fresh)
+        assert fresh.subscribe(topic, qos=1) == [1]
+        message = fresh.expect()
+        assert (message.payload, message.retain) == (b"on", True)
+    finally:
+        for client in clients:
+            client.close()

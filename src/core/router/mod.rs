@@ -21,7 +21,7 @@ mod persist_tests;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ pub struct RouterStats {
     pub retained_refused: AtomicU64,
     /// Messages from clients that matched no subscription (and went to no queue).
     pub messages_unmatched: AtomicU64,
+    /// Connections bound on this node alone because the cluster could not
+    /// decide who holds their client id (NATS unreachable).
+    pub claims_failed: AtomicU64,
 }
 
 /// Why a message was not taken (the publisher is told; nothing was routed).
@@ -482,7 +485,11 @@ impl Router {
             Ok(claimed) => claimed,
             Err(e) => {
                 // Local traffic keeps flowing while the shared state is unreachable.
-                tracing::warn!(client_id = %client_id, error = %e, "client id not claimed in the cluster: session bound on this node only");
+                let total = self.stats.claims_failed.fetch_add(1, Ordering::Relaxed) + 1;
+                // The first and then every 1000th, so a reconnect storm does not flood the log.
+                if total == 1 || total.is_multiple_of(1000) {
+                    tracing::warn!(client_id = %client_id, error = %e, failed_total = total, "client id not claimed in the cluster: session bound on this node only");
+                }
                 Claimed::default()
             }
         };
