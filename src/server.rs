@@ -107,6 +107,19 @@ impl Server {
         });
         router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        // Before the store is restored: restored subscriptions are interest too.
+        let _fabric = cluster.as_ref().map(|cluster| {
+            let fabric = crate::cluster::fabric::start(
+                cluster,
+                Arc::clone(&router),
+                shutdown.clone(),
+                &tracker,
+            );
+            router.set_fabric(fabric.clone());
+            fabric
+        });
         router.set_session_owner_check(settings.auth.session_owner_check);
         if let Some(store) = &store {
             let restored = router.restore(store.load()?)?;
@@ -129,8 +142,6 @@ impl Server {
         let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
         let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;
         let websocket_tls = tls_config("websocket_tls", &settings.websocket_tls)?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let caps = ListenerCaps::new(settings.limits.max_connections);
         let monitor = Arc::new(Monitor::default());
         if let Some(store) = router.store() {

@@ -7,9 +7,19 @@
 //!
 //! - this file: [`Cluster`], the NATS connection and JetStream context of
 //!   this node, and its connection state.
+//! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
+//! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `settings.rs`: `[cluster]`.
+//! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
+//! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 
+pub mod fabric;
+mod inbound;
 pub mod settings;
+pub mod subject;
+#[cfg(test)]
+mod subject_tests;
+pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
