@@ -110,15 +110,15 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         // Before the store is restored: restored subscriptions are interest too.
-        let _fabric = cluster.as_ref().map(|cluster| {
-            let fabric = crate::cluster::fabric::start(
+        let cluster_status = cluster.as_ref().map(|cluster| {
+            let (fabric, status) = crate::cluster::fabric::start(
                 cluster,
                 Arc::clone(&router),
                 shutdown.clone(),
                 &tracker,
             );
-            router.set_fabric(fabric.clone());
-            fabric
+            router.set_fabric(fabric);
+            status
         });
         router.set_session_owner_check(settings.auth.session_owner_check);
         if let Some(store) = &store {
@@ -144,6 +144,9 @@ impl Server {
         let websocket_tls = tls_config("websocket_tls", &settings.websocket_tls)?;
         let caps = ListenerCaps::new(settings.limits.max_connections);
         let monitor = Arc::new(Monitor::default());
+        if let Some(status) = cluster_status {
+            monitor.set_cluster(status);
+        }
         if let Some(store) = router.store() {
             let observer = Arc::clone(&monitor);
             store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::status::{run_heartbeat, ClusterStatus};
 use super::subject::topic_to_subject;
 use super::wire::{self, Origin};
 use super::Cluster;
@@ -154,15 +155,15 @@ impl NatsFabric {
     }
 }
 
-/// Joins `router` to the cluster: starts the outbound and inbound tasks on
-/// `tracker` (they end with `shutdown`) and returns the fabric to give the
-/// router (`Router::set_fabric`).
+/// Joins `router` to the cluster: starts the outbound, inbound and heartbeat
+/// tasks on `tracker` (they end with `shutdown`) and returns the fabric to
+/// give the router (`Router::set_fabric`) and the status operators read.
 pub fn start(
     cluster: &Cluster,
     router: Arc<Router>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-) -> Arc<NatsFabric> {
+) -> (Arc<NatsFabric>, Arc<ClusterStatus>) {
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
     let stats = Arc::new(FabricStats::default());
     let interest = Arc::new(Interest::default());
@@ -181,14 +182,21 @@ pub fn start(
         router,
         Arc::clone(&interest),
         Arc::clone(&stats),
+        shutdown.clone(),
+    ));
+    let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
+    tracker.spawn(run_heartbeat(
+        cluster.clone(),
+        Arc::clone(&status),
         shutdown,
     ));
-    Arc::new(NatsFabric {
+    let fabric = Arc::new(NatsFabric {
         outbound,
         interest,
         stats,
         dropping,
-    })
+    });
+    (fabric, status)
 }
 
 /// Publishes queued messages in queue order, numbered 1, 2, … in this run

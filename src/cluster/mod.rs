@@ -10,12 +10,14 @@
 //! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
 //! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `settings.rs`: `[cluster]`.
+//! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
 //! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
 //! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 
 pub mod fabric;
 mod inbound;
 pub mod settings;
+pub mod status;
 pub mod subject;
 #[cfg(test)]
 mod subject_tests;
