@@ -177,13 +177,16 @@ pub fn start(
         Arc::clone(&dropping),
         shutdown.clone(),
     ));
-    tracker.spawn(super::inbound::run(
+    // Unconstrained: tokio's co-operative budget would make a subscription's
+    // channel answer Pending while it holds messages, which the inbound task
+    // would take for "drained" (it yields after every round by itself).
+    tracker.spawn(tokio::task::unconstrained(super::inbound::run(
         cluster.clone(),
         router,
         Arc::clone(&interest),
         Arc::clone(&stats),
         shutdown.clone(),
-    ));
+    )));
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     tracker.spawn(run_heartbeat(
         cluster.clone(),
