@@ -111,6 +111,19 @@ impl Server {
         });
         router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        // Before the store is restored: restored subscriptions are interest too.
+        let cluster_status = cluster.as_ref().map(|cluster| {
+            let (fabric, status) = crate::cluster::fabric::start(
+                cluster,
+                Arc::clone(&router),
+                shutdown.clone(),
+                &tracker,
+            );
+            router.set_fabric(fabric);
+            status
+        });
         router.set_session_owner_check(settings.auth.session_owner_check);
         if let Some(store) = &store {
             let restored = router.restore(store.load()?)?;
@@ -143,10 +156,11 @@ impl Server {
         let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
         let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;
         let websocket_tls = tls_config("websocket_tls", &settings.websocket_tls)?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let caps = ListenerCaps::new(settings.limits.max_connections);
         let monitor = Arc::new(Monitor::default());
+        if let Some(status) = cluster_status {
+            monitor.set_cluster(status);
+        }
         if let Some(store) = router.store() {
             let observer = Arc::clone(&monitor);
             store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));

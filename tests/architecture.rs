@@ -1,5 +1,5 @@
 //! The direction of dependencies in DESIGN.md, checked: the routing core knows
-//! no protocol and no adapter, listener or server.
+//! no protocol and no adapter, listener, server or NATS.
 
 use std::path::Path;
 
@@ -12,6 +12,9 @@ fn core_imports_no_protocol_adapter_or_transport() {
         "crate::adapter",
         "crate::transport",
         "crate::server",
+        // The cluster implements the core's `fabric::Fabric`; the core knows no NATS.
+        "crate::cluster",
+        "async_nats",
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
     let mut checked = 0;

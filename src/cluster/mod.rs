@@ -7,13 +7,20 @@
 //!
 //! - this file: [`Cluster`], the NATS connection and JetStream context of
 //!   this node, and its connection state.
+//! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
+//! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `settings.rs`: `[cluster]`.
+//! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
+//! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
+//! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 //! - `kv_key.rs`: client ids and topics as JetStream KV keys, reversibly.
 //! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
 //!   by compare-and-set revision; takeover seen through a watch).
 //! - `retained.rs`: retained messages, one view (KV bucket + watch).
 //! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
 
+pub mod fabric;
+mod inbound;
 mod kv_key;
 mod ownership;
 mod retained;
@@ -21,6 +28,11 @@ pub mod settings;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
+pub mod status;
+pub mod subject;
+#[cfg(test)]
+mod subject_tests;
+pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

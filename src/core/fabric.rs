@@ -1,5 +1,5 @@
 //! What the routing core asks of the cluster fabric (the nodes sharing one
-//! NATS deployment, `crate::cluster`), without knowing NATS: the core says
+//! NATS deployment, in `src/cluster/`), without knowing NATS: the core says
 //! which filters its sessions hold and hands over what its clients publish;
 //! the fabric brings other nodes' messages back through
 //! `Router::publish_from_peer`.

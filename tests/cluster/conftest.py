@@ -89,3 +89,21 @@ def nodes(request, tmp_path):
         f"nodes did not exit 0 within {SHUTDOWN_TIMEOUT}s of SIGTERM: {bad} "
         f"(after {time.monotonic() - started:.1f}s)"
     )
+
+
+@pytest.fixture
+def mqtt():
+    """Factory: mqtt(node, "5.0", **kwargs) -> a connected MqttClient, closed at teardown."""
+    from mqttutil import MqttClient, unique
+
+    made = []
+
+    def make(broker, version: str = "5.0", **kwargs) -> MqttClient:
+        kwargs.setdefault("client_id", unique("c"))
+        client = MqttClient(broker, version, **kwargs)
+        made.append(client)
+        return client.connect()
+
+    yield make
+    for client in made:
+        client.close()

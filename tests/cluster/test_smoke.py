@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from pathlib import Path
 
 from clusterutil import node_env
-from natsproc import free_port
+from natsproc import NATS_BIN, free_port
 from ternproc import clean_env, tern_bin
 
 
@@ -95,3 +96,23 @@ def test_cluster_settings_come_from_the_environment(tmp_path):
     assert settings["cluster"]["node"] == "tern-7"
     assert settings["cluster"]["nats_urls"] == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
     assert settings["cluster"]["password"] == "<redacted>"
+
+
+def test_the_three_node_example_configs_are_valid():
+    example = Path(__file__).resolve().parents[2] / "config" / "cluster"
+    nodes = set()
+    for i in (1, 2, 3):
+        result = subprocess.run(
+            [str(tern_bin()), "check-config", "--config", str(example / f"tern-{i}.toml")],
+            env=clean_env(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stderr
+        settings = json.loads(result.stdout.split("\n", 1)[1])
+        assert settings["cluster"]["enabled"] is True
+        nodes.add(settings["cluster"]["node"])
+        checked = subprocess.run(
+            [NATS_BIN, "-c", str(example / f"nats-{i}.conf"), "-t"],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        assert checked.returncode == 0, checked.stderr + checked.stdout
+    assert nodes == {"tern-1", "tern-2", "tern-3"}
