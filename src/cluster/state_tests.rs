@@ -353,3 +353,33 @@ async fn a_connection_is_served_on_its_node_when_the_cluster_cannot_decide_who_h
         1
     );
 }
+
+#[tokio::test]
+async fn an_id_freed_by_a_session_that_ended_is_claimed_again_on_any_node() {
+    let nats = Nats::start().await;
+    let (a, state_a) = node(&nats, "a").await;
+    let (b, state_b) = node(&nats, "b").await;
+    let id: Arc<str> = Arc::from("comes-and-goes");
+    let first = a
+        .attach_claimed(&id, &SessionOwner::Anonymous, true, 0)
+        .await
+        .expect("attach on a");
+    a.detach(&first.session, first.connection_id); // expiry 0: the session ends
+    eventually("a frees the id", || !state_a.holds("comes-and-goes")).await;
+    let second = b
+        .attach_claimed(&id, &SessionOwner::Anonymous, false, 0)
+        .await
+        .expect("attach on b");
+    assert!(!second.session_present, "nothing left to resume");
+    assert!(state_b.holds("comes-and-goes"));
+    let again = a
+        .attach_claimed(&id, &SessionOwner::Anonymous, true, 0)
+        .await
+        .expect("attach on a again");
+    assert!(state_a.holds("comes-and-goes"));
+    let reason = tokio::time::timeout(WAIT, second.kicked)
+        .await
+        .expect("kicked in time");
+    assert_eq!(reason.ok(), Some(KickReason::TakenOver));
+    drop(again);
+}
