@@ -1,8 +1,8 @@
 //! The state the nodes of a cluster share, seen from the core: who holds each
 //! client id and the one view of retained messages. The core defines this
-//! trait and calls it; `crate::cluster` implements it over NATS (the core knows
-//! no NATS). Without a cluster the router holds no implementation and none of
-//! this costs anything.
+//! trait and calls it; the cluster (`src/cluster/`) implements it over NATS
+//! (the core knows no NATS). Without a cluster the router holds no
+//! implementation and none of this costs anything.
 
 use std::fmt;
 use std::future::Future;
