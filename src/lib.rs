@@ -22,6 +22,9 @@
 //!   per concern: routing (trie, retained, queues), the session registry, the
 //!   waiting wills and persistence (store operations and the conversions
 //!   between core types and store records).
+//! - [`cluster`]: cluster mode: nodes sharing one NATS deployment; the fabric
+//!   that carries messages between nodes by interest (implements the core's
+//!   `core::fabric::Fabric`).
 //! - [`store`]: the message store (redb behind a group-commit writer). It
 //!   knows records and bytes only, never the core's types.
 //!
@@ -32,6 +35,7 @@ pub mod adapter;
 pub mod admin;
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod reload;

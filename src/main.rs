@@ -130,7 +130,13 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tern: {e:#}");
-                std::process::ExitCode::FAILURE
+                // A cluster that cannot be joined is a configuration problem, as a bad
+                // setting is: exit 2 (a bad `cluster.nats_urls`, NATS unreachable).
+                let cluster = matches!(
+                    e.downcast_ref::<tern::server::ServerError>(),
+                    Some(tern::server::ServerError::Cluster(_))
+                );
+                std::process::ExitCode::from(if cluster { 2 } else { 1 })
             }
         },
         Command::Passwd { .. }

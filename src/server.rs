@@ -17,6 +17,8 @@ use arc_swap::ArcSwap;
 
 use crate::admin::{self, Monitor};
 use crate::auth::{Authenticator, PasswordFileError};
+use crate::cluster::state::{SharedState, SharedStateError};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ConfigError, ListenerSettings, Settings, TlsListenerSettings};
 use crate::core::router::{Router, RouterSettings};
 #[cfg(unix)]
@@ -46,6 +48,12 @@ pub enum ServerError {
     Signal(std::io::Error),
     #[error("[[stream]]: {0}")]
     Stream(#[from] crate::core::stream::StreamError),
+    /// `[cluster]` is enabled and this node could not join (bad URL, NATS unreachable).
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
+    /// The buckets of client ids or retained messages could not be opened.
+    #[error("cluster: {0}")]
+    ClusterState(#[from] SharedStateError),
 }
 
 /// Where each enabled listener is bound (the real port when configured with port 0).
@@ -73,6 +81,8 @@ pub struct Server {
     tracker: TaskTracker,
     /// Bytes held for unfinished frames and open transactions (`limits.max_buffered_bytes`).
     buffer_budget: Arc<BufferBudget>,
+    /// This node's NATS connection when `[cluster]` is enabled.
+    cluster: Option<Cluster>,
 }
 
 impl Server {
@@ -88,6 +98,12 @@ impl Server {
         reloader: Option<Reloader>,
     ) -> Result<Server, ServerError> {
         let settings = Arc::new(settings);
+        // First: an unreachable NATS must stop the start before anything listens.
+        let cluster = if settings.cluster.enabled {
+            Some(Cluster::connect(&settings.cluster).await?)
+        } else {
+            None
+        };
         let store = open_store(&settings)?;
         let router = Router::from_settings(RouterSettings {
             queue_limits: settings.limits.queue_limits(),
@@ -97,6 +113,19 @@ impl Server {
         });
         router.set_retained_limits(settings.limits.retained_limits());
         let router = Arc::new(router);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        // Before the store is restored: restored subscriptions are interest too.
+        let cluster_status = cluster.as_ref().map(|cluster| {
+            let (fabric, status) = crate::cluster::fabric::start(
+                cluster,
+                Arc::clone(&router),
+                shutdown.clone(),
+                &tracker,
+            );
+            router.set_fabric(fabric);
+            status
+        });
         router.set_session_owner_check(settings.auth.session_owner_check);
         for stream in &settings.stream {
             router.streams().declare(stream)?;
@@ -114,6 +143,16 @@ impl Server {
                 "store loaded"
             );
         }
+        if let Some(cluster) = &cluster {
+            // After the restore: the bucket's retained messages override stored ones.
+            SharedState::start(
+                cluster.jetstream(),
+                cluster.node(),
+                cluster.replicas(),
+                &router,
+            )
+            .await?;
+        }
         let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
         let acl = Arc::new(ArcSwap::from_pointee(
             settings.compiled_acl().map_err(Box::new)?,
@@ -122,10 +161,11 @@ impl Server {
         let mqtt_tls = tls_config("mqtt_tls", &settings.mqtt_tls)?;
         let stomp_tls = tls_config("stomp_tls", &settings.stomp_tls)?;
         let websocket_tls = tls_config("websocket_tls", &settings.websocket_tls)?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let caps = ListenerCaps::new(settings.limits.max_connections);
         let monitor = Arc::new(Monitor::default());
+        if let Some(status) = cluster_status {
+            monitor.set_cluster(status);
+        }
         if let Some(store) = &store {
             let observer = Arc::clone(&monitor);
             store.set_commit_observer(Box::new(move |took| observer.metrics.observe_commit(took)));
@@ -254,7 +294,13 @@ impl Server {
             shutdown,
             tracker,
             buffer_budget,
+            cluster,
         })
+    }
+
+    /// This node's cluster membership (None unless `[cluster]` is enabled).
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// Where every enabled listener is bound.

@@ -6,9 +6,10 @@
 #
 # Installs what the tests need, only when it is missing (idempotent; needs root
 # or sudo for apt-get):
-#   - Debian packages mosquitto-clients (mosquitto_pub / mosquitto_sub) and openssl,
-#     via apt-get; systemd (systemd-analyze verify on the packaged unit; nothing
-#     is started) when systemd-analyze is missing
+#   - Debian packages mosquitto-clients (mosquitto_pub / mosquitto_sub), openssl and
+#     nats-server (the cluster tests, tests/cluster), via apt-get; systemd
+#     (systemd-analyze verify on the packaged unit; nothing is started) when
+#     systemd-analyze is missing
 #   - cargo-deb (the package test), via cargo install --locked
 #   - PyPI packages paho-mqtt (2.x), stomp.py, pytest, requests (HTTP /v1 tests) and
 #     openapi-spec-validator (checks GET /v1/openapi.json), via python3 -m pip
@@ -33,7 +34,7 @@ command -v npm >/dev/null 2>&1 || browser_pkgs+=(nodejs npm)
 # openssl: the TLS interop tests drive `openssl s_client` for handshake failures.
 package_pkgs=()
 command -v systemd-analyze >/dev/null 2>&1 || package_pkgs+=(systemd)
-for pkg in mosquitto-clients openssl "${browser_pkgs[@]}" "${package_pkgs[@]}"; do
+for pkg in mosquitto-clients openssl nats-server "${browser_pkgs[@]}" "${package_pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         apt_missing+=("$pkg")
     fi
@@ -98,6 +99,10 @@ log "pytest tests/interop (TERN_BIN=$tern_bin)"
 # The interop tests bound every wait themselves; timeout is a backstop for a hang.
 TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
     python3 -m pytest -q -p no:cacheprovider tests/interop || failed+=("pytest tests/interop")
+
+log "pytest tests/cluster (real nats-server processes, several tern nodes)"
+TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
+    python3 -m pytest -q -p no:cacheprovider tests/cluster || failed+=("pytest tests/cluster")
 
 log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
 TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" timeout --signal=TERM --kill-after=30 600 \

@@ -64,6 +64,10 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
             disconnect(state, id)
         }
         (&Method::GET, ["queues"]) => json_ok(list_queues(state)),
+        (&Method::GET, ["nodes"]) => match state.monitor.cluster() {
+            Some(cluster) => json_ok(super::cluster::nodes_json(cluster)),
+            None => json_ok(serde_json::json!({ "node": null, "nodes": [] })),
+        },
         (&Method::GET, ["retained"]) => json_ok(list_retained(state)),
         (&Method::DELETE, ["retained", topic @ ..]) if !topic.is_empty() => {
             delete_retained(state, &topic.join("/"))

@@ -87,7 +87,8 @@ async fn route(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
     let path = request.uri().path().to_string();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
-            let body = state.monitor.metrics.render(&state.router);
+            let cluster = state.monitor.cluster().map(|c| &**c);
+            let body = state.monitor.metrics.render(&state.router, cluster);
             respond(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -103,7 +104,8 @@ async fn route(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
     }
 }
 
-/// 200 while every listener's accept loop runs and the store commits; 503 otherwise.
+/// 200 while every listener's accept loop runs and the store commits; 503
+/// otherwise. Cluster mode: 200 `degraded: ...` while the NATS connection is down.
 fn healthz(state: &HttpState) -> HttpResponse {
     if state.shutdown.is_cancelled() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
@@ -120,6 +122,13 @@ fn healthz(state: &HttpState) -> HttpResponse {
         .is_some_and(|store| !store.healthy)
     {
         return text(StatusCode::SERVICE_UNAVAILABLE, "store failing\n");
+    }
+    if let Some(body) = state
+        .monitor
+        .cluster()
+        .and_then(|c| super::cluster::degraded(c))
+    {
+        return text(StatusCode::OK, body);
     }
     text(StatusCode::OK, "ok\n")
 }

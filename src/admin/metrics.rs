@@ -150,7 +150,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (OpenMetrics) of these metrics and `router`'s state.
-    pub fn render(&self, router: &Arc<Router>) -> String {
+    pub fn render(
+        &self,
+        router: &Arc<Router>,
+        cluster: Option<&crate::cluster::status::ClusterStatus>,
+    ) -> String {
         let mut registry = Registry::with_prefix("tern");
         registry.register(
             "connections",
@@ -217,6 +221,9 @@ impl Metrics {
             self.store_commit_seconds.clone(),
         );
         registry.register_collector(Box::new(CoreSnapshot::take(self, router)));
+        if let Some(cluster) = cluster {
+            super::cluster::register(&mut registry, cluster);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
             out.clear();

@@ -8,6 +8,7 @@
 //! with the core's own state.
 
 pub mod api;
+pub mod cluster;
 pub mod dashboard;
 pub mod http;
 pub mod metrics;
@@ -26,6 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 
 pub use metrics::{Metrics, Protocol};
 
+use crate::cluster::status::ClusterStatus;
+
 /// What the broker's parts report to operators.
 #[derive(Debug)]
 pub struct Monitor {
@@ -37,6 +40,8 @@ pub struct Monitor {
     /// Accept loops started, and those still running (`/healthz` compares them).
     listeners_started: AtomicUsize,
     listeners_running: Arc<AtomicUsize>,
+    /// The cluster as this node sees it (cluster mode only).
+    cluster: std::sync::OnceLock<Arc<ClusterStatus>>,
 }
 
 /// Held by a running accept loop; dropping it (the loop ended, or panicked)
@@ -58,6 +63,7 @@ impl Default for Monitor {
             started: Instant::now(),
             listeners_started: AtomicUsize::new(0),
             listeners_running: Arc::new(AtomicUsize::new(0)),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 }
@@ -152,6 +158,15 @@ impl Monitor {
     pub fn listeners_down(&self) -> usize {
         let started = self.listeners_started.load(Ordering::Acquire);
         started.saturating_sub(self.listeners_running.load(Ordering::Acquire))
+    }
+
+    /// Cluster mode: what `/metrics`, `/healthz`, the admin API and `$SYS` show of it.
+    pub fn set_cluster(&self, status: Arc<ClusterStatus>) {
+        let _ = self.cluster.set(status);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<ClusterStatus>> {
+        self.cluster.get()
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -3,6 +3,9 @@
 //! where Mosquitto has one. Who may read them is the ACL's business (with no
 //! rules, nobody: `$SYS/#` must be granted).
 //!
+//! In cluster mode each node publishes its own `$SYS` (never forwarded to
+//! other nodes) and names itself in `$SYS/broker/cluster/node`.
+//!
 //! Load averages (`load/.../1min`, `5min`, `15min`) are per-minute rates,
 //! exponentially smoothed over the window, as Mosquitto computes them.
 
@@ -148,6 +151,15 @@ impl SysPublisher {
                 router.subscription_count().to_string(),
             ),
         ];
+        // Cluster mode: `$SYS` is never forwarded, each node reports itself
+        // and names itself here.
+        if let Some(cluster) = self.monitor.cluster() {
+            out.push(("cluster/node".into(), cluster.node.to_string()));
+            let nodes = cluster.nodes();
+            out.push(("cluster/nodes".into(), nodes.len().to_string()));
+            let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+            out.push(("cluster/nodes/names".into(), names.join(",")));
+        }
         self.update_load(&totals);
         for (i, (series, _)) in LOADS.iter().enumerate() {
             for (w, (_, suffix)) in WINDOWS.iter().enumerate() {

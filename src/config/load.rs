@@ -30,6 +30,9 @@ impl Settings {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                // Lists from one variable: TERN_CLUSTER__NATS_URLS=nats://a:4222,nats://b:4222
+                .list_separator(",")
+                .with_list_parse_key("cluster.nats_urls")
                 .source(Some(setting_env_vars())),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::auth::settings::{AclAccess, AclRule, AuthSettings};
 pub use crate::core::stream::StreamSettings;
+pub use crate::cluster::settings::ClusterSettings;
 pub use listeners::{
     CertUsername, ClientAuth, HttpSettings, ListenerSettings, TlsListenerSettings, WebSettings,
     WebSocketSettings, DEFAULT_MAX_KEEP_ALIVE_SECS,
@@ -74,6 +75,8 @@ pub struct Settings {
     pub sys: SysSettings,
     /// `[[stream]]` tables: durable topic streams (they need the store).
     pub stream: Vec<StreamSettings>,
+    /// Cluster mode: several nodes sharing one NATS deployment (off by default).
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Settings {
@@ -94,6 +97,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             sys: SysSettings::default(),
             stream: Vec::new(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -142,6 +146,7 @@ impl Settings {
         if shown.http.admin_token.is_some() {
             shown.http.admin_token = Some("<redacted>".into());
         }
+        shown.cluster = shown.cluster.redacted();
         shown
     }
 

@@ -169,6 +169,10 @@ impl Settings {
         self.websocket_tls.validate(&WEBSOCKET_TLS_KEYS)?;
         self.compiled_acl()?;
         self.validate_streams()?;
+        self.cluster.validate().map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            reason: e.reason,
+        })?;
         Ok(())
     }
 

@@ -2,10 +2,12 @@
 //! protocol; adapters translate into and out of it.
 
 pub(crate) mod arena;
+pub mod cluster_state;
 pub mod commit;
 pub mod exceptions;
 #[cfg(test)]
 mod exceptions_tests;
+pub mod fabric;
 pub mod message;
 pub(crate) mod packet_ids;
 pub(crate) mod pending;

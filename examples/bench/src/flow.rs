@@ -171,6 +171,10 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
     )
     .await?;
     let pubs = open_all(plan, &plan.publish, "pub", publishers, None).await?;
+    // A cluster: the subscriptions reach the publishers' node a moment later.
+    if !plan.settle.is_zero() {
+        tokio::time::sleep(plan.settle).await;
+    }
 
     let bar = crate::progress(args);
     let duration = Duration::from_secs_f64(args.duration);

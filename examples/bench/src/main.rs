@@ -52,6 +52,18 @@ pub struct Args {
     /// STOMP port for the `cross` scenario (MQTT publishers -> STOMP subscribers).
     #[arg(long)]
     pub stomp_port: Option<u16>,
+    /// Subscribers connect here instead of --host/--port: another node of a
+    /// cluster (publishers on one node, subscribers on another). MQTT scenarios.
+    #[arg(long)]
+    pub sub_host: Option<String>,
+    /// MQTT port of the subscribers' node (with or without --sub-host).
+    #[arg(long)]
+    pub sub_port: Option<u16>,
+    /// Milliseconds to wait after the subscribers' SUBACKs before publishing: a
+    /// subscription made on one node reaches the others a moment later
+    /// [default: 500 with --sub-port, else 0].
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
     /// Protocol for fan-in / fan-out / latency / idle (stomp-* scenarios imply stomp).
     #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
     pub protocol: Protocol,
@@ -237,6 +249,8 @@ pub struct Plan {
     pub persistent: bool,
     /// Topic Alias Maximum in the subscribers' CONNECT (MQTT 5; 0: none).
     pub topic_alias_maximum: u16,
+    /// Pause between the subscriptions and the first publish (`--settle-ms`).
+    pub settle: Duration,
 }
 
 /// The client id prefix: --client-prefix, or one unique to this process.
@@ -276,6 +290,23 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
     let stomp_proto = args.protocol == Protocol::Stomp
         || matches!(scenario, Scenario::StompFanIn | Scenario::StompFanOut);
     let mqtt = |qos| Endpoint::Mqtt { addr, v5, qos };
+    let sub_addr = match (&args.sub_host, args.sub_port) {
+        (None, None) => addr,
+        (host, port) => {
+            use std::net::ToSocketAddrs;
+            let host = host.as_deref().unwrap_or(args.host.as_str());
+            (host, port.unwrap_or(args.port))
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve {host}"))?
+                .next()
+                .with_context(|| format!("no address for {host}"))?
+        }
+    };
+    let mqtt_sub = |qos| Endpoint::Mqtt {
+        addr: sub_addr,
+        v5,
+        qos,
+    };
     let (default_pubs, default_subs) = match scenario {
         Scenario::FanOut | Scenario::StompFanOut => (1, 100),
         Scenario::Latency => (1, 1),
@@ -287,12 +318,27 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         |prefix: &str| -> Vec<String> { (0..publishers).map(|p| format!("{prefix}{p}")).collect() };
     let same = |topic: &str| -> Vec<String> { vec![topic.to_string(); publishers] };
     let (publish, subscribe, pub_topics, sub_topic) = match scenario {
-        Scenario::FanIn => (mqtt(0), mqtt(0), per_pub("bench/"), "bench/#".to_string()),
-        Scenario::Qos1 => (mqtt(1), mqtt(1), per_pub("bench/"), "bench/#".to_string()),
-        Scenario::Qos2 => (mqtt(2), mqtt(2), per_pub("bench/"), "bench/#".to_string()),
+        Scenario::FanIn => (
+            mqtt(0),
+            mqtt_sub(0),
+            per_pub("bench/"),
+            "bench/#".to_string(),
+        ),
+        Scenario::Qos1 => (
+            mqtt(1),
+            mqtt_sub(1),
+            per_pub("bench/"),
+            "bench/#".to_string(),
+        ),
+        Scenario::Qos2 => (
+            mqtt(2),
+            mqtt_sub(2),
+            per_pub("bench/"),
+            "bench/#".to_string(),
+        ),
         Scenario::FanOut => {
             let topic = args.topic.as_deref().unwrap_or("bench/fanout");
-            (mqtt(0), mqtt(0), same(topic), topic.to_string())
+            (mqtt(0), mqtt_sub(0), same(topic), topic.to_string())
         }
         Scenario::Latency if stomp_proto => (
             Endpoint::Stomp { addr },
@@ -302,7 +348,7 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         ),
         Scenario::Latency => {
             let topic = args.topic.as_deref().unwrap_or("bench/latency");
-            (mqtt(0), mqtt(0), same(topic), topic.to_string())
+            (mqtt(0), mqtt_sub(0), same(topic), topic.to_string())
         }
         Scenario::StompFanIn => (
             Endpoint::Stomp { addr },
@@ -353,6 +399,13 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         client_prefix: client_prefix(args),
         persistent: args.persistent,
         topic_alias_maximum: args.topic_alias_maximum,
+        settle: Duration::from_millis(args.settle_ms.unwrap_or(
+            if args.sub_port.is_some() || args.sub_host.is_some() {
+                500
+            } else {
+                0
+            },
+        )),
     })
 }
 

@@ -69,7 +69,11 @@ where
         Ok(()) => authenticate(&connect, peer, ctx).await,
         Err(refusal) => Err(refusal),
     };
-    match admitted.and_then(|principal| establish(*connect, principal, peer, ctx)) {
+    let established = match admitted {
+        Ok(principal) => establish(*connect, principal, peer, ctx).await,
+        Err(refusal) => Err(refusal),
+    };
+    match established {
         Ok(mut conn) => {
             if conn.resend_inflight().is_err() || conn.flush(stream).await.is_err() {
                 let router = Arc::clone(&conn.ctx.router);
@@ -188,7 +192,7 @@ async fn authenticate(
         })
 }
 
-fn establish(
+async fn establish(
     connect: Connect,
     principal: Principal,
     peer: &Peer,
@@ -257,7 +261,8 @@ fn establish(
     let login = SessionOwner::of(principal.username.as_ref());
     let attached = match ctx
         .router
-        .attach(&client_id, &login, connect.clean_start, expiry)
+        .attach_claimed(&client_id, &login, connect.clean_start, expiry)
+        .await
     {
         Ok(attached) => attached,
         Err(refused) => {

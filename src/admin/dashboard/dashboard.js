@@ -120,10 +120,11 @@
   async function poll(round) {
     pollTimer = null;
     try {
-      const [stats, clients, streams] = await Promise.all([
+      const [stats, clients, streams, nodes] = await Promise.all([
         api("GET", "/api/stats"),
         api("GET", "/api/clients"),
         api("GET", "/api/streams"),
+        api("GET", "/api/nodes"),
       ]);
       if (round !== pollRound) return;
       showError(null);
@@ -131,6 +132,7 @@
       showStats(stats);
       showClients(clients);
       showStreams(streams);
+      showNodes(nodes);
     } catch (error) {
       if (round !== pollRound) return;
       handleError(error);
@@ -191,6 +193,15 @@
       `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())} ` +
       `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}`
     );
+  }
+
+  /** Cluster mode only: this node's name and the nodes alive. */
+  function showNodes(nodes) {
+    const section = $("cluster");
+    section.hidden = !nodes || !nodes.node;
+    if (section.hidden) return;
+    $("cluster-node").textContent = `(this node: ${nodes.node}${nodes.nats_connected ? "" : ", NATS down"})`;
+    $("cluster-nodes").textContent = nodes.nodes.map((n) => n.node).join(" · ");
   }
 
   function showStats(stats) {

@@ -6,8 +6,11 @@
 //! - `wills.rs`: the wills waiting for their delay;
 //! - `persist.rs`: what goes to the store, and the conversions between core
 //!   types and store records;
-//! - `restore.rs`: the router brought back from a stored snapshot.
+//! - `restore.rs`: the router brought back from a stored snapshot;
+//! - `cluster_state.rs`: claims of client ids, takeovers by other nodes and
+//!   retained changes from the cluster (cluster mode only).
 
+mod cluster_state;
 pub(crate) mod persist;
 mod restore;
 mod routing;
@@ -16,6 +19,8 @@ mod wills;
 
 #[cfg(test)]
 mod commit_tests;
+#[cfg(test)]
+mod fabric_tests;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
@@ -28,7 +33,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::core::commit::{Commit, CoreError};
+use crate::core::cluster_state::ClusterState;
 use crate::core::exceptions::Exceptions;
+use crate::core::fabric::{is_fabric_topic, Fabric};
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueError, QueueRegistry};
 use crate::core::retained_set::{RetainedFull, RetainedLimits};
@@ -38,7 +45,7 @@ use crate::core::topic::Filter;
 use crate::store::record::{unix_ms_now, WillRecord};
 use crate::store::{Snapshot, Store, StoreError};
 
-use persist::{message_from_record, Persistence};
+use persist::{message_from_record, Persistence, RetainedOrigin};
 pub use restore::Restored;
 use routing::Routing;
 use sessions::SessionRegistry;
@@ -52,6 +59,9 @@ pub struct RouterStats {
     pub retained_refused: AtomicU64,
     /// Messages from clients that matched no subscription (and went to no queue).
     pub messages_unmatched: AtomicU64,
+    /// Connections bound on this node alone because the cluster could not
+    /// decide who holds their client id (NATS unreachable).
+    pub claims_failed: AtomicU64,
 }
 
 /// Why a message was not taken (the publisher is told; nothing was routed).
@@ -193,6 +203,13 @@ impl Router {
         self.sessions.set_queue_limits(limits);
     }
 
+    /// Joins the cluster fabric: from now on subscriptions are announced to it
+    /// and client messages forwarded through it. Call once, before serving;
+    /// false if a fabric was set already.
+    pub fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
+        self.routing.set_fabric(fabric)
+    }
+
     /// Resolves once what `commit` stands for is committed (at once for
     /// [`Commit::NONE`] or without a store); an error when the store failed
     /// or is shut down, so the ack that depended on it must not be sent.
@@ -244,6 +261,13 @@ impl Router {
         sub: StreamSubscription,
     ) -> Result<(), StreamError> {
         self.streams.subscribe(session, sub)
+    }
+
+    /// Shares client ids and retained messages with the other nodes of a
+    /// cluster from now on; call once at start, before serving. False if a
+    /// cluster state was set already.
+    pub fn set_cluster_state(&self, cluster: Arc<dyn ClusterState>) -> bool {
+        self.persistence.set_cluster(cluster)
     }
 
     /// Caps on retained messages (`limits.max_retained_*`; also on config reload).
@@ -313,6 +337,7 @@ impl Router {
     ) -> Subscribed {
         let existed = self.routing.subscribe(session, filter, options);
         let commit = self.persistence.save_session(session, false);
+        self.persistence.subscriptions_changed(session);
         Subscribed { existed, commit }
     }
 
@@ -364,7 +389,7 @@ impl Router {
     pub fn delete_retained(&self, topic: &str) -> bool {
         let removed = self.routing.clear_retained(topic);
         if removed {
-            self.persistence.retained(topic, None);
+            self.persistence.retained(topic, None, RetainedOrigin::Here);
         }
         removed
     }
@@ -389,12 +414,17 @@ impl Router {
     pub fn publish(&self, message: Arc<Message>) -> usize {
         let topic = Arc::clone(&message.topic);
         let kept = Arc::clone(&message);
-        match self
-            .routing
-            .route(message, false, &self.persistence, &self.stats)
-        {
+        let forward = self.to_forward(&message);
+        match self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Here,
+            &self.persistence,
+            &self.stats,
+        ) {
             Ok(published) => {
                 self.streams.append(&kept);
+                self.forward(forward);
                 published.matched
             }
             // A retained cap was logged by the routing, without flooding.
@@ -415,11 +445,58 @@ impl Router {
             return Err(PublishRefused::StoreFull { held, limit });
         }
         let kept = Arc::clone(&message);
-        let mut published = self
-            .routing
-            .route(message, true, &self.persistence, &self.stats)?;
+        let forward = self.to_forward(&message);
+        let mut published = self.routing.route(
+            message,
+            true,
+            RetainedOrigin::Here,
+            &self.persistence,
+            &self.stats,
+        )?;
         published.commit.include(self.streams.append(&kept));
+        self.forward(forward);
         Ok(published)
+    }
+
+    /// Routes a message another node forwarded (cluster mode) to this node's
+    /// sessions, exactly as a local publish, and never back to the fabric.
+    /// Returns the number of sessions it was queued for.
+    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
+        // Retained messages travel through the cluster state, not the fabric;
+        // one that comes this way anyway is not shared again.
+        match self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Cluster,
+            &self.persistence,
+            &self.stats,
+        ) {
+            Ok(published) => published.matched,
+            Err(PublishRefused::RetainedFull(_)) => 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "message from a peer refused");
+                0
+            }
+        }
+    }
+
+    /// The message again when the fabric must carry it (cluster mode, not a
+    /// `$SYS` or queue topic): taken before routing consumes it. A retained
+    /// message goes to the other nodes through the cluster state instead
+    /// (`apply_cluster_retained` there), which keeps their indexes in the
+    /// cluster's order and races no subscriber.
+    fn to_forward(&self, message: &Arc<Message>) -> Option<Arc<Message>> {
+        self.routing.fabric()?;
+        if message.retain && self.persistence.cluster().is_some() {
+            return None;
+        }
+        is_fabric_topic(&message.topic).then(|| Arc::clone(message))
+    }
+
+    fn forward(&self, message: Option<Arc<Message>>) {
+        if let (Some(fabric), Some(message)) = (self.routing.fabric(), message) {
+            fabric.forward(&message);
+        }
     }
 
     // ---- sessions ----
@@ -508,6 +585,9 @@ impl Router {
         if removed {
             self.settle_will(&session.client_id, WillAction::Publish);
             self.persistence.forget_session(session);
+            if let Some(cluster) = self.persistence.cluster() {
+                cluster.session_ended(&session.client_id);
+            }
         }
     }
 

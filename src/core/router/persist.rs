@@ -4,12 +4,13 @@
 //! (expiry > 0) and their QoS 1/2 deliveries are stored; QoS 0 and clean
 //! sessions live in memory only.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::core::commit::Commit;
+use crate::core::cluster_state::ClusterState;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 use crate::core::session::{Session, SessionOwner, SubscriptionOptions};
@@ -28,6 +29,16 @@ pub(crate) struct Persistence {
     store: Option<Arc<Store>>,
     /// Stored messages beyond which QoS 1/2 publishes are refused.
     max_messages: u64,
+    /// The state shared with the other nodes, in cluster mode (set once at start).
+    cluster: OnceLock<Arc<dyn ClusterState>>,
+}
+
+/// Where a retained change comes from: a local publisher (shared with the
+/// cluster) or the cluster (applied here only, never sent back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetainedOrigin {
+    Here,
+    Cluster,
 }
 
 impl Persistence {
@@ -35,7 +46,17 @@ impl Persistence {
         Persistence {
             store,
             max_messages,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Sets the cluster's shared state; false if one was set already.
+    pub(crate) fn set_cluster(&self, cluster: Arc<dyn ClusterState>) -> bool {
+        self.cluster.set(cluster).is_ok()
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Arc<dyn ClusterState>> {
+        self.cluster.get()
     }
 
     pub(crate) fn store(&self) -> Option<&Arc<Store>> {
@@ -91,12 +112,30 @@ impl Persistence {
         }])
     }
 
-    /// Stores the retained message of `topic`, or its removal (`None`).
-    pub(crate) fn retained(&self, topic: &str, message: Option<&Message>) -> Commit {
+    /// Stores the retained message of `topic`, or its removal (`None`), and
+    /// shares a local change with the cluster.
+    pub(crate) fn retained(
+        &self,
+        topic: &str,
+        message: Option<&Message>,
+        origin: RetainedOrigin,
+    ) -> Commit {
+        if origin == RetainedOrigin::Here {
+            if let Some(cluster) = self.cluster.get() {
+                cluster.retained_changed(topic, message);
+            }
+        }
         if self.store.is_none() {
             return Commit::NONE;
         }
         self.submit([retained_op(topic, message)])
+    }
+
+    /// Tells the cluster a session's subscriptions changed.
+    pub(crate) fn subscriptions_changed(&self, session: &Session) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.subscriptions_changed(&session.client_id, &session.subscriptions());
+        }
     }
 
     /// Stores a waiting will; false (nothing stored) without a store.

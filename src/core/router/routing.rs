@@ -3,14 +3,15 @@
 //! place messages are routed, whatever protocol they came from.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
-use super::persist::{MessageSlot, Persistence};
+use super::persist::{MessageSlot, Persistence, RetainedOrigin};
 use super::{PublishRefused, Published, RouterStats};
 use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
+use crate::core::fabric::{is_fabric_filter, Fabric};
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_backlog::RetainedBatch;
@@ -29,6 +30,8 @@ pub(crate) struct Routing {
     retained: Arc<RwLock<RetainedSet>>,
     /// Point-to-point queues, reached as `$queue/<name>`.
     queues: QueueRegistry,
+    /// The other nodes (cluster mode): told of each filter sessions add or drop.
+    fabric: OnceLock<Arc<dyn Fabric>>,
 }
 
 /// One matching subscription of one session, before merging.
@@ -46,6 +49,31 @@ impl Routing {
             subscriptions: RwLock::new(SubscriptionTrie::new()),
             retained: Arc::new(RwLock::new(RetainedSet::new(RetainedLimits::default()))),
             queues,
+            fabric: OnceLock::new(),
+        }
+    }
+
+    /// Joins the cluster fabric (once, before serving); false if one was set already.
+    pub(crate) fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
+        self.fabric.set(fabric).is_ok()
+    }
+
+    pub(crate) fn fabric(&self) -> Option<&Arc<dyn Fabric>> {
+        self.fabric.get()
+    }
+
+    /// Tells the fabric of a filter a session added or dropped (not queues,
+    /// shared subscriptions or `$SYS`: see `is_fabric_filter`).
+    fn note_interest(&self, filter: &Filter, added: bool) {
+        let Some(fabric) = self.fabric.get() else {
+            return;
+        };
+        if is_fabric_filter(filter.as_str()) {
+            if added {
+                fabric.interest_added(filter.as_str());
+            } else {
+                fabric.interest_removed(filter.as_str());
+            }
         }
     }
 
@@ -70,7 +98,12 @@ impl Routing {
         self.subscriptions
             .write()
             .insert(&filter, key, options.clone());
-        session.add_subscription(filter, options)
+        let interest = self.fabric.get().is_some().then(|| filter.clone());
+        let existed = session.add_subscription(filter, options);
+        if let (false, Some(filter)) = (existed, interest) {
+            self.note_interest(&filter, true);
+        }
+        existed
     }
 
     /// Removes a subscription (nothing is stored); false if the session had no such filter.
@@ -83,6 +116,7 @@ impl Routing {
                 }
                 let key = SessionRef(Arc::clone(session));
                 self.subscriptions.write().remove(&filter, &key);
+                self.note_interest(&filter, false);
                 true
             }
             None => false,
@@ -97,9 +131,14 @@ impl Routing {
             return;
         }
         let key = SessionRef(Arc::clone(session));
-        let mut trie = self.subscriptions.write();
+        {
+            let mut trie = self.subscriptions.write();
+            for filter in &filters {
+                trie.remove(filter, &key);
+            }
+        }
         for filter in &filters {
-            trie.remove(filter, &key);
+            self.note_interest(filter, false);
         }
     }
 
@@ -169,6 +208,21 @@ impl Routing {
         out
     }
 
+    /// Sets (non-empty payload) or clears the retained message of
+    /// `message.topic` in the index only, delivering nothing: a change the
+    /// cluster applies everywhere, already delivered where it was published.
+    pub(crate) fn apply_retained(&self, message: Arc<Message>, persistence: &Persistence) {
+        let mut retained = self.retained.write();
+        if message.payload.is_empty() {
+            if retained.clear(&message.topic).is_some() {
+                persistence.retained(&message.topic, None, RetainedOrigin::Cluster);
+            }
+        } else {
+            persistence.retained(&message.topic, Some(&message), RetainedOrigin::Cluster);
+            retained.keep_unchecked(message);
+        }
+    }
+
     /// Removes the retained message of `topic`; true if there was one.
     pub(crate) fn clear_retained(&self, topic: &str) -> bool {
         self.retained.write().clear(topic).is_some()
@@ -184,10 +238,13 @@ impl Routing {
 
     /// Routes one message (see `Router::publish`); with `refuse_when_full`, a
     /// QoS 1/2 message that a matching session's full queue refuses reaches nobody.
+    /// A retained message from the cluster (`origin`) is kept whatever the caps
+    /// (another node accepted it) and not shared again.
     pub(crate) fn route(
         &self,
         message: Arc<Message>,
         refuse_when_full: bool,
+        origin: RetainedOrigin,
         persistence: &Persistence,
         stats: &RouterStats,
     ) -> Result<Published, PublishRefused> {
@@ -241,6 +298,9 @@ impl Routing {
                 let value = if message.payload.is_empty() {
                     retained.clear(&message.topic);
                     None
+                } else if origin == RetainedOrigin::Cluster {
+                    retained.keep_unchecked(Arc::clone(&message));
+                    Some(&*message)
                 } else {
                     // Refused before anything is kept or delivered.
                     if let Err(full) = retained.keep(&message) {
@@ -250,7 +310,7 @@ impl Routing {
                     }
                     Some(&*message)
                 };
-                commit = persistence.retained(&message.topic, value);
+                commit = persistence.retained(&message.topic, value, origin);
             }
         }
         if targets.is_empty() && message.publisher.is_some() {

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Cross-node throughput and latency of a Tern cluster against one Tern node and
+# against nats-server's own MQTT listener (MQTT 3.1.1 over JetStream), one run each.
+#
+# Usage: examples/bench/cluster.sh
+#
+#   single      one Tern node, cluster off: publishers and subscribers on it.
+#   cross       two Tern nodes on one nats-server -js: publishers on node A,
+#               subscribers on node B (every message crosses NATS).
+#   nats        nats-server with `mqtt { port }` and JetStream: both sides on it.
+#   nats-cross  three nats-servers (JetStream cluster) with MQTT: publishers on
+#               server 1, subscribers on server 2.
+#
+# Environment:
+#   DURATION=5                    measured seconds per run
+#   SCENARIOS="fan-in fan-out latency qos1"
+#   BENCH_ARGS=""                 extra tern-bench arguments for every run
+#   BASE_PORT=23000               ports BASE_PORT.. are used (none of the defaults)
+#   OUT=/tmp/tern-cluster-bench-<time>.jsonl   raw results, one JSON line per run
+#   CARGO_TARGET_DIR              where cargo builds (default: <workspace>/target)
+set -euo pipefail
+
+case "${1:-}" in
+    -h | --help)
+        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+esac
+
+DURATION=${DURATION:-5}
+SCENARIOS=${SCENARIOS:-"fan-in fan-out latency qos1"}
+BENCH_ARGS=${BENCH_ARGS:-}
+BASE=${BASE_PORT:-23000}
+OUT=${OUT:-/tmp/tern-cluster-bench-$(date +%Y%m%d-%H%M%S).jsonl}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+TERN_BIN=$TARGET/release/tern
+BENCH_BIN=$TARGET/release/tern-bench
+NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
+WORK=$(mktemp -d /tmp/tern-cluster-bench.XXXXXX)
+PIDS=()
+
+log() { echo "cluster-bench: $*" >&2; }
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log "building tern and tern-bench (release)"
+(cd "$ROOT" && cargo build --release -q -p tern -p tern-bench)
+: >"$OUT"
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    log "port $1 did not open"
+    exit 1
+}
+
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    rm -rf "${WORK:?}"/*
+}
+
+# tern NAME MQTT_PORT [NATS_URL]: a node (cluster on when a NATS URL is given).
+tern() {
+    local name=$1 port=$2 nats=${3:-}
+    local env=(TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false
+        TERN_HTTP__ENABLED=false TERN_STORAGE__ENABLED=false TERN_LOG__LEVEL=warn
+        TERN_SYS__INTERVAL_SECS=0 TERN_LIMITS__MAX_INFLIGHT=65535)
+    if [ -n "$nats" ]; then
+        env+=(TERN_CLUSTER__ENABLED=true TERN_CLUSTER__NODE="$name" TERN_CLUSTER__NATS_URLS="$nats")
+    fi
+    env "${env[@]}" "$TERN_BIN" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PIDS+=($!)
+    wait_port "$port"
+}
+
+# nats NAME CLIENT_PORT [MQTT_PORT] [CLUSTER_PORT ROUTES]
+nats() {
+    local name=$1 port=$2 mqtt=${3:-} cport=${4:-} routes=${5:-}
+    local conf="$WORK/$name.conf"
+    {
+        echo "server_name: $name"
+        echo "listen: 127.0.0.1:$port"
+        echo "jetstream { store_dir: \"$WORK/$name-js\" }"
+        if [ -n "$mqtt" ]; then echo "mqtt { listen: 127.0.0.1:$mqtt }"; fi
+        if [ -n "$cport" ]; then echo "cluster { name: bench, listen: 127.0.0.1:$cport, routes: [$routes] }"; fi
+    } >"$conf"
+    "$NATS" -c "$conf" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port"
+    if [ -n "$mqtt" ]; then wait_port "$mqtt"; fi
+}
+
+bench() { # LABEL SCENARIO PORT [SUB_PORT]
+    local label=$1 scenario=$2 port=$3 sub=${4:-}
+    local extra=()
+    if [ -n "$sub" ]; then extra=(--sub-port "$sub"); fi
+    # shellcheck disable=SC2086
+    "$BENCH_BIN" --scenario "$scenario" --port "$port" "${extra[@]}" --duration "$DURATION" \
+        --label "$label" --json $BENCH_ARGS >>"$OUT" 2>"$WORK/bench.err" ||
+        log "$label $scenario: $(tail -1 "$WORK/bench.err")"
+}
+
+for scenario in $SCENARIOS; do
+    log "$scenario: single node"
+    tern tern-1 $((BASE + 1))
+    bench single "$scenario" $((BASE + 1))
+    stop_all
+
+    log "$scenario: two nodes, publishers on A, subscribers on B"
+    nats nats-1 $((BASE + 10))
+    tern tern-a $((BASE + 1)) "nats://127.0.0.1:$((BASE + 10))"
+    tern tern-b $((BASE + 2)) "nats://127.0.0.1:$((BASE + 10))"
+    bench cross "$scenario" $((BASE + 1)) $((BASE + 2))
+    stop_all
+
+    log "$scenario: nats-server MQTT, one server"
+    nats nats-1 $((BASE + 10)) $((BASE + 20))
+    bench nats "$scenario" $((BASE + 20))
+    stop_all
+
+    log "$scenario: nats-server MQTT, three servers, publishers on 1, subscribers on 2"
+    routes="nats-route://127.0.0.1:$((BASE + 31)),nats-route://127.0.0.1:$((BASE + 32)),nats-route://127.0.0.1:$((BASE + 33))"
+    for i in 1 2 3; do
+        nats "nats-$i" $((BASE + 10 + i)) $((BASE + 20 + i)) $((BASE + 30 + i)) "$routes"
+    done
+    # Until the JetStream cluster has a leader, its MQTT listener refuses sessions.
+    for _ in $(seq 1 200); do
+        if grep -qh "JetStream cluster new metadata leader\|Self is new JetStream cluster metadata leader" "$WORK"/nats-*.log; then break; fi
+        sleep 0.1
+    done
+    bench nats-cross "$scenario" $((BASE + 21)) $((BASE + 22))
+    stop_all
+done
+
+log "raw results: $OUT"
+python3 - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+labels = ["single", "cross", "nats", "nats-cross"]
+by = {(r["scenario"], r.get("label")): r for r in rows}
+print("| scenario | measure | " + " | ".join(labels) + " |")
+print("|---|---|" + "---|" * len(labels))
+for scenario in dict.fromkeys(r["scenario"] for r in rows):
+    for measure, key in [("msg/s (deliveries)", "deliveries_per_s"), ("p50 µs", "p50"), ("p99 µs", "p99"), ("lost", "lost")]:
+        cells = []
+        for label in labels:
+            r = by.get((scenario, label))
+            if r is None:
+                cells.append("–")
+                continue
+            value = (r.get("latency") or {}).get(f"{key}_us") if key in ("p50", "p99") else r.get(key)
+            cells.append("–" if value is None else f"{value:,.0f}")
+        print(f"| {scenario} | {measure} | " + " | ".join(cells) + " |")
+PY

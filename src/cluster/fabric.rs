@@ -1,0 +1,262 @@
+//! The fabric between nodes on core NATS: [`NatsFabric`] implements the
+//! core's `Fabric`. Client messages go out on the subject of their topic;
+//! each node subscribes to the subjects of the filters its sessions hold.
+//!
+//! - Out: `forward` only queues (bounded; never waits in the router's
+//!   publish path); one task encodes (`wire.rs`), numbers and publishes them
+//!   in queue order, so one node's messages reach NATS in one order.
+//! - Interest: counted per filter here; the inbound task (`inbound.rs`)
+//!   subscribes a filter's subjects at the first session and unsubscribes
+//!   them at the last: 10,000 sessions on `sensors/#` are one interest.
+//! - In: see `inbound.rs` (one copy per node, order per origin, no echo).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::status::{run_heartbeat, ClusterStatus};
+use super::subject::topic_to_subject;
+use super::wire::{self, Origin};
+use super::Cluster;
+use crate::core::fabric::Fabric;
+use crate::core::message::Message;
+use crate::core::router::Router;
+
+/// Messages waiting to go to NATS; beyond this (NATS down or slow) new ones
+/// are dropped for other nodes (counted, logged once per outage) while local
+/// delivery goes on.
+pub const OUTBOUND_QUEUE: usize = 65_536;
+/// Messages taken from the queue per wake-up of the outbound task.
+const OUTBOUND_BATCH: usize = 512;
+
+/// Counters of the fabric (`/metrics`); relaxed atomics.
+#[derive(Debug, Default)]
+pub struct FabricStats {
+    /// Messages published to NATS for other nodes.
+    pub forwarded: AtomicU64,
+    /// Messages from other nodes routed here.
+    pub received: AtomicU64,
+    /// Messages not forwarded: the queue to NATS was full.
+    pub dropped: AtomicU64,
+    /// Messages not forwarded: their topic has no NATS subject (too long).
+    pub unforwardable: AtomicU64,
+    /// Messages from NATS that were not ours to route (bad encoding, our own, repeats).
+    pub discarded: AtomicU64,
+    /// NATS subscriptions held for local interest (a gauge).
+    pub subscriptions: AtomicU64,
+    /// Distinct filters with local interest (a gauge).
+    pub filters: AtomicU64,
+}
+
+/// Filters the sessions of this node hold, counted, and which changed since
+/// the inbound task last looked.
+#[derive(Debug, Default)]
+pub(super) struct Interest {
+    state: Mutex<InterestState>,
+    pub(super) changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct InterestState {
+    counts: HashMap<String, usize>,
+    /// In the order of the changes (NATS subscribes them in that order).
+    changed: Vec<String>,
+}
+
+impl Interest {
+    fn add(&self, filter: &str) {
+        let mut state = self.state.lock();
+        let count = state.counts.entry(filter.to_string()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            state.changed.push(filter.to_string());
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    fn remove(&self, filter: &str) {
+        let mut state = self.state.lock();
+        let Some(count) = state.counts.get_mut(filter) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            state.counts.remove(filter);
+            state.changed.push(filter.to_string());
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The filters whose interest started or ended since the last call, each
+    /// with whether it is wanted now.
+    pub(super) fn take_changes(&self) -> Vec<(String, bool)> {
+        let mut state = self.state.lock();
+        let changed = std::mem::take(&mut state.changed);
+        let mut seen = std::collections::HashSet::with_capacity(changed.len());
+        changed
+            .into_iter()
+            .filter(|filter| seen.insert(filter.clone()))
+            .map(|filter| {
+                let wanted = state.counts.contains_key(&filter);
+                (filter, wanted)
+            })
+            .collect()
+    }
+
+    pub(super) fn filter_count(&self) -> usize {
+        self.state.lock().counts.len()
+    }
+}
+
+/// The core's view of the cluster: queues messages out, counts interest.
+#[derive(Debug)]
+pub struct NatsFabric {
+    outbound: mpsc::Sender<Arc<Message>>,
+    interest: Arc<Interest>,
+    stats: Arc<FabricStats>,
+    /// True while messages are being dropped (logged when it starts and ends).
+    dropping: Arc<AtomicBool>,
+}
+
+impl Fabric for NatsFabric {
+    fn forward(&self, message: &Arc<Message>) {
+        if self.outbound.try_send(Arc::clone(message)).is_err() {
+            let total = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if !self.dropping.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    dropped_total = total,
+                    "cluster: messages for other nodes are being dropped: the queue to NATS is \
+                     full (NATS unreachable or too slow); local delivery goes on"
+                );
+            }
+        }
+    }
+
+    fn interest_added(&self, filter: &str) {
+        self.interest.add(filter);
+    }
+
+    fn interest_removed(&self, filter: &str) {
+        self.interest.remove(filter);
+    }
+}
+
+impl NatsFabric {
+    pub fn stats(&self) -> &Arc<FabricStats> {
+        &self.stats
+    }
+}
+
+/// Joins `router` to the cluster: starts the outbound, inbound and heartbeat
+/// tasks on `tracker` (they end with `shutdown`) and returns the fabric to
+/// give the router (`Router::set_fabric`) and the status operators read.
+pub fn start(
+    cluster: &Cluster,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> (Arc<NatsFabric>, Arc<ClusterStatus>) {
+    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let stats = Arc::new(FabricStats::default());
+    let interest = Arc::new(Interest::default());
+    let dropping = Arc::new(AtomicBool::new(false));
+    let epoch = rand::random::<u64>();
+    tracker.spawn(run_outbound(
+        cluster.clone(),
+        epoch,
+        queue,
+        Arc::clone(&stats),
+        Arc::clone(&dropping),
+        shutdown.clone(),
+    ));
+    // Unconstrained: tokio's co-operative budget would make a subscription's
+    // channel answer Pending while it holds messages, which the inbound task
+    // would take for "drained" (it yields after every round by itself).
+    tracker.spawn(tokio::task::unconstrained(super::inbound::run(
+        cluster.clone(),
+        router,
+        Arc::clone(&interest),
+        Arc::clone(&stats),
+        shutdown.clone(),
+    )));
+    let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
+    tracker.spawn(run_heartbeat(
+        cluster.clone(),
+        Arc::clone(&status),
+        shutdown,
+    ));
+    let fabric = Arc::new(NatsFabric {
+        outbound,
+        interest,
+        stats,
+        dropping,
+    });
+    (fabric, status)
+}
+
+/// Publishes queued messages in queue order, numbered 1, 2, … in this run
+/// (`epoch`): receivers order and de-duplicate by that number.
+async fn run_outbound(
+    cluster: Cluster,
+    epoch: u64,
+    mut queue: mpsc::Receiver<Arc<Message>>,
+    stats: Arc<FabricStats>,
+    dropping: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let node = Arc::clone(cluster.node());
+    let mut batch = Vec::with_capacity(OUTBOUND_BATCH);
+    let mut seq = 0u64;
+    loop {
+        let taken = tokio::select! {
+            taken = queue.recv_many(&mut batch, OUTBOUND_BATCH) => taken,
+            () = shutdown.cancelled() => break,
+        };
+        if taken == 0 {
+            break;
+        }
+        let now = Instant::now();
+        for message in batch.drain(..) {
+            let subject = match topic_to_subject(&message.topic) {
+                Ok(subject) => subject,
+                Err(e) => {
+                    let total = stats.unforwardable.fetch_add(1, Ordering::Relaxed) + 1;
+                    if total == 1 || total.is_multiple_of(1000) {
+                        tracing::warn!(topic_len = message.topic.len(), total, error = %e,
+                            "cluster: a message was not sent to other nodes: its topic is too long for NATS");
+                    }
+                    continue;
+                }
+            };
+            seq += 1;
+            let origin = Origin {
+                node: &node,
+                epoch,
+                seq,
+            };
+            let payload = wire::encode(&message, origin, now);
+            // Fails only once the client is closed (it reconnects by itself).
+            if cluster.client().publish(subject, payload).await.is_err() {
+                return;
+            }
+            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        if dropping.load(Ordering::Relaxed) && queue.len() < OUTBOUND_QUEUE / 2 {
+            dropping.store(false, Ordering::Relaxed);
+            tracing::info!(
+                dropped_total = stats.dropped.load(Ordering::Relaxed),
+                "cluster: messages for other nodes flow again"
+            );
+        }
+    }
+    // What was handed to the client goes out before the node stops.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.client().flush()).await;
+}

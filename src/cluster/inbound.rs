@@ -1,0 +1,314 @@
+//! Messages from other nodes: the NATS subscriptions for this node's
+//! interest, and routing what they bring to local sessions.
+//!
+//! - One copy per node: every subscription of this node is in the queue
+//!   group `tern.node.<node>`, so NATS hands a message that matches several
+//!   of them (say `a/#` and `a/+`) to one only. Repeats that still come are
+//!   dropped by their origin's sequence number.
+//! - Order per origin: async-nats gives each subscription its own channel, so
+//!   messages of two subscriptions can be read out of order. Every channel is
+//!   drained in rounds until none has more (a waker per subscription says
+//!   which have something), then what was collected is routed sorted by
+//!   (origin, sequence): as the origin published it. A round is capped; past
+//!   the cap only messages at or below what was seen before the last full
+//!   pass are routed (every earlier message of their origin is in by then).
+//! - No echo: the connection is `no_echo`, and a message of our own node is
+//!   dropped anyway.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use async_nats::Subscriber;
+use futures_util::Stream;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::fabric::{FabricStats, Interest};
+use super::subject::{filter_to_subjects, subject_to_topic};
+use super::wire;
+use super::Cluster;
+use crate::core::message::Message;
+use crate::core::router::Router;
+
+/// Messages collected in one round before the capped rule applies.
+const ROUND_CAP: usize = 4_096;
+
+/// Which subscriptions have been woken since last looked at.
+#[derive(Debug, Default)]
+struct Dirty {
+    slots: Mutex<Vec<usize>>,
+    notify: Notify,
+}
+
+impl Dirty {
+    fn mark(&self, slot: usize) {
+        self.slots.lock().push(slot);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Vec<usize> {
+        let mut slots = std::mem::take(&mut *self.slots.lock());
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+}
+
+struct SlotWaker {
+    slot: usize,
+    dirty: Arc<Dirty>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.dirty.mark(self.slot);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.dirty.mark(self.slot);
+    }
+}
+
+struct Slot {
+    subscriber: Subscriber,
+    waker: Waker,
+}
+
+/// One sender (a run of a node) and the last sequence number routed from it.
+struct OriginState {
+    node: String,
+    epoch: u64,
+    last_routed: u64,
+}
+
+/// A message read from NATS, not yet routed.
+struct Collected {
+    origin: usize,
+    seq: u64,
+    message: Message,
+}
+
+struct Inbound {
+    cluster: Cluster,
+    router: Arc<Router>,
+    interest: Arc<Interest>,
+    stats: Arc<FabricStats>,
+    queue_group: String,
+    dirty: Arc<Dirty>,
+    slots: Vec<Option<Slot>>,
+    /// Slots of each filter with interest (one or two subjects).
+    by_filter: std::collections::HashMap<String, Vec<usize>>,
+    origins: Vec<OriginState>,
+    /// Collected but held back (capped round): routed in a later round.
+    held: Vec<Collected>,
+}
+
+pub(super) async fn run(
+    cluster: Cluster,
+    router: Arc<Router>,
+    interest: Arc<Interest>,
+    stats: Arc<FabricStats>,
+    shutdown: CancellationToken,
+) {
+    let queue_group = format!("tern.node.{}", cluster.node());
+    let mut inbound = Inbound {
+        cluster,
+        router,
+        interest,
+        stats,
+        queue_group,
+        dirty: Arc::new(Dirty::default()),
+        slots: Vec::new(),
+        by_filter: std::collections::HashMap::new(),
+        origins: Vec::new(),
+        held: Vec::new(),
+    };
+    loop {
+        if inbound.held.is_empty() {
+            let interest = Arc::clone(&inbound.interest);
+            let dirty = Arc::clone(&inbound.dirty);
+            tokio::select! {
+                () = dirty.notify.notified() => {}
+                () = interest.changed.notified() => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        inbound.apply_interest().await;
+        inbound.round();
+        // Let the connections this round fed run before the next one.
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Inbound {
+    /// Subscribes the subjects of filters that gained interest and drops those
+    /// of filters that lost it.
+    async fn apply_interest(&mut self) {
+        for (filter, wanted) in self.interest.take_changes() {
+            let held = self.by_filter.contains_key(&filter);
+            if wanted && !held {
+                self.subscribe(filter).await;
+            } else if !wanted && held {
+                for slot in self.by_filter.remove(&filter).unwrap_or_default() {
+                    // Dropping the subscriber unsubscribes it.
+                    self.slots[slot] = None;
+                    self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.stats
+            .filters
+            .store(self.interest.filter_count() as u64, Ordering::Relaxed);
+    }
+
+    async fn subscribe(&mut self, filter: String) {
+        let subjects = match filter_to_subjects(&filter) {
+            Ok(subjects) => subjects,
+            Err(e) => {
+                tracing::warn!(filter = %filter, error = %e,
+                    "cluster: no NATS subscription for this filter: messages published on other nodes will not reach it");
+                return;
+            }
+        };
+        let mut slots = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let subscriber = match self
+                .cluster
+                .client()
+                .queue_subscribe(subject.clone(), self.queue_group.clone())
+                .await
+            {
+                Ok(subscriber) => subscriber,
+                Err(e) => {
+                    tracing::warn!(subject = %subject, error = %e, "cluster: cannot subscribe on NATS");
+                    continue;
+                }
+            };
+            let slot = self
+                .slots
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.slots.len() - 1
+                });
+            let waker = Waker::from(Arc::new(SlotWaker {
+                slot,
+                dirty: Arc::clone(&self.dirty),
+            }));
+            self.slots[slot] = Some(Slot { subscriber, waker });
+            // Never polled yet: look at it in the next round.
+            self.dirty.mark(slot);
+            self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+            slots.push(slot);
+        }
+        self.by_filter.insert(filter, slots);
+    }
+
+    /// Drains the woken subscriptions until none has more (or the cap), then
+    /// routes what may go, in origin order.
+    fn round(&mut self) {
+        let mut collected = std::mem::take(&mut self.held);
+        // Per origin, the highest sequence collected before the current pass.
+        let mut watermark: Vec<u64> = vec![0; self.origins.len()];
+        let mut complete = false;
+        while collected.len() < ROUND_CAP {
+            let woken = self.dirty.take();
+            if woken.is_empty() {
+                complete = true;
+                break;
+            }
+            watermark.resize(self.origins.len(), 0);
+            for item in &collected {
+                watermark[item.origin] = watermark[item.origin].max(item.seq);
+            }
+            let now = Instant::now();
+            for slot in woken {
+                self.drain(slot, now, &mut collected);
+            }
+        }
+        collected.sort_by_key(|item| (item.origin, item.seq));
+        for item in collected {
+            let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
+            if !may_route {
+                self.held.push(item);
+                continue;
+            }
+            let origin = &mut self.origins[item.origin];
+            if item.seq <= origin.last_routed {
+                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            origin.last_routed = item.seq;
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.router.publish_from_peer(Arc::new(item.message));
+        }
+    }
+
+    /// Reads everything `slot`'s subscription has now (leaving its waker set).
+    fn drain(&mut self, slot: usize, now: Instant, out: &mut Vec<Collected>) {
+        let Some(Some(entry)) = self.slots.get_mut(slot) else {
+            return; // unsubscribed since it was woken
+        };
+        let waker = entry.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let mut messages = Vec::new();
+        // Until Pending (the waker is then set) or closed (unsubscribed).
+        while let Poll::Ready(Some(message)) = Pin::new(&mut entry.subscriber).poll_next(&mut cx) {
+            messages.push(message);
+        }
+        for message in messages {
+            self.collect(message, now, out);
+        }
+    }
+
+    fn collect(&mut self, message: async_nats::Message, now: Instant, out: &mut Vec<Collected>) {
+        let Some(topic) = subject_to_topic(&message.subject) else {
+            self.discard("a subject that is not a topic");
+            return;
+        };
+        let (decoded, origin) = match wire::decode(&topic, &message.payload, now) {
+            Ok(decoded) => decoded,
+            Err(_) => {
+                self.discard("a payload that is not a Tern message (or of another version)");
+                return;
+            }
+        };
+        if origin.node == &**self.cluster.node() {
+            // no_echo should make this impossible; a second node with our name would not.
+            self.discard("a message from a node with this node's name");
+            return;
+        }
+        let index = match self
+            .origins
+            .iter()
+            .position(|o| o.epoch == origin.epoch && o.node == origin.node)
+        {
+            Some(index) => index,
+            None => {
+                self.origins.push(OriginState {
+                    node: origin.node.to_string(),
+                    epoch: origin.epoch,
+                    last_routed: 0,
+                });
+                self.origins.len() - 1
+            }
+        };
+        out.push(Collected {
+            origin: index,
+            seq: origin.seq,
+            message: decoded,
+        });
+    }
+
+    fn discard(&self, what: &'static str) {
+        let total = self.stats.discarded.fetch_add(1, Ordering::Relaxed) + 1;
+        if total == 1 || total.is_multiple_of(1000) {
+            tracing::warn!(total, what, "cluster: a message from NATS was dropped");
+        }
+    }
+}

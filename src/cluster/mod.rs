@@ -1,0 +1,245 @@
+//! Cluster mode: several Tern nodes sharing one NATS deployment act as one
+//! broker. Core NATS carries live messages between nodes by interest;
+//! JetStream holds what must be shared (client ids, retained messages, shared
+//! groups, queues). No consensus or gossip of our own: NATS is the
+//! distributed engine. The routing core knows none of this: the cluster
+//! implements `core::fabric::Fabric`.
+//!
+//! - this file: [`Cluster`], the NATS connection and JetStream context of
+//!   this node, and its connection state.
+//! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
+//! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
+//! - `settings.rs`: `[cluster]`.
+//! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
+//! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
+//! - `wire.rs`: a core message as a NATS payload (versioned) and back.
+//! - `kv_key.rs`: client ids and topics as JetStream KV keys, reversibly.
+//! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
+//!   by compare-and-set revision; takeover seen through a watch).
+//! - `retained.rs`: retained messages, one view (KV bucket + watch).
+//! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
+
+pub mod fabric;
+mod inbound;
+mod kv_key;
+mod ownership;
+mod retained;
+pub mod settings;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
+pub mod status;
+pub mod subject;
+#[cfg(test)]
+mod subject_tests;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+pub use settings::ClusterSettings;
+
+/// Why this node could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid value for `{key}`: {reason}")]
+    Settings { key: &'static str, reason: String },
+    #[error("cannot read `cluster.creds_file` {path}: {source}")]
+    Credentials {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {urls}: {source}")]
+    Connect {
+        urls: String,
+        source: async_nats::ConnectError,
+    },
+}
+
+/// How long the first connection to NATS may take before the start fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the connection's events tell (read by `/healthz` and `/metrics`).
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    /// False between a disconnection and the next successful reconnection.
+    connected: AtomicBool,
+    /// True from a disconnection to the reconnection that follows it.
+    lost: AtomicBool,
+    /// Reconnections since start (the first connection not counted).
+    reconnects: AtomicU64,
+    /// Times NATS dropped messages of a subscription this node read too slowly.
+    slow_consumer_events: AtomicU64,
+}
+
+impl ConnectionState {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// This node's membership of the cluster: its NATS connection (cheap to
+/// clone: async-nats multiplexes one TCP connection) and JetStream context.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    node: Arc<str>,
+    replicas: usize,
+    state: Arc<ConnectionState>,
+}
+
+impl Cluster {
+    /// Connects to NATS as node `settings.node`. Fails when no server of
+    /// `settings.nats_urls` answers within [`CONNECT_TIMEOUT`] or refuses the
+    /// credentials; once connected, async-nats reconnects by itself forever.
+    ///
+    /// The connection is made with `no_echo`: NATS never hands this node a
+    /// message it published itself, on any subject.
+    pub async fn connect(settings: &ClusterSettings) -> Result<Cluster, ClusterError> {
+        settings.validate().map_err(|e| ClusterError::Settings {
+            key: e.key,
+            reason: e.reason,
+        })?;
+        let state = Arc::new(ConnectionState::default());
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("tern:{}", settings.node))
+            .no_echo()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .max_reconnects(None::<usize>)
+            .event_callback({
+                let state = Arc::clone(&state);
+                let node: Arc<str> = Arc::from(settings.node.as_str());
+                move |event| {
+                    let state = Arc::clone(&state);
+                    let node = Arc::clone(&node);
+                    async move { note_event(&node, &state, event) }
+                }
+            });
+        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &settings.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &settings.creds_file {
+            options = options.credentials_file(path).await.map_err(|source| {
+                ClusterError::Credentials {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        if let Some(ca) = &settings.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        let mut addrs = Vec::with_capacity(settings.nats_urls.len());
+        for url in &settings.nats_urls {
+            let addr =
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| ClusterError::Settings {
+                        key: "cluster.nats_urls",
+                        reason: format!("{url:?}: {e}"),
+                    })?;
+            addrs.push(addr);
+        }
+        let urls = settings.nats_urls.join(",");
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(|source| ClusterError::Connect {
+                urls: urls.clone(),
+                source,
+            })?;
+        state.connected.store(true, Ordering::Relaxed);
+        let server = client.server_info();
+        tracing::info!(
+            node = %settings.node,
+            nats = %urls,
+            server = %server.server_name,
+            server_version = %server.version,
+            jetstream = server.jetstream,
+            "cluster: connected to NATS"
+        );
+        let jetstream = jetstream::new(client.clone());
+        Ok(Cluster {
+            client,
+            jetstream,
+            node: Arc::from(settings.node.as_str()),
+            replicas: settings.replicas,
+            state,
+        })
+    }
+
+    /// The NATS connection (core NATS: publish, subscribe, request).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// JetStream on the same connection (KV buckets, streams, consumers).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// This node's name (`cluster.node`).
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// Copies of Tern's own JetStream buckets and streams (`cluster.replicas`).
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The connection's state as its events last told it.
+    pub fn state(&self) -> &Arc<ConnectionState> {
+        &self.state
+    }
+}
+
+/// Logs a connection event once (they come once per change, not per message)
+/// and keeps the state `/healthz` reads.
+fn note_event(node: &str, state: &ConnectionState, event: async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => {
+            state.connected.store(true, Ordering::Relaxed);
+            // The first connection is not a reconnection (and was logged by `connect`).
+            if state.lost.swap(false, Ordering::Relaxed) {
+                state.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    node,
+                    "cluster: reconnected to NATS; traffic between nodes resumes"
+                );
+            }
+        }
+        async_nats::Event::Disconnected => {
+            state.connected.store(false, Ordering::Relaxed);
+            state.lost.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                node,
+                "cluster: NATS connection lost; local traffic goes on, traffic between nodes \
+                 waits until the connection is back (reconnecting)"
+            );
+        }
+        async_nats::Event::SlowConsumer(sid) => {
+            let total = state.slow_consumer_events.fetch_add(1, Ordering::Relaxed) + 1;
+            // The first and then every 1000th: one comes per message dropped.
+            if total == 1 || total.is_multiple_of(1000) {
+                tracing::warn!(
+                    node,
+                    subscription = sid,
+                    total,
+                    "cluster: messages from other nodes dropped: this node reads them too slowly"
+                );
+            }
+        }
+        other => tracing::info!(node, event = %other, "cluster: NATS connection event"),
+    }
+}

@@ -1,0 +1,372 @@
+//! Client id ownership: one MQTT client id is one session in the whole cluster.
+//!
+//! KV bucket `tern_clients`: key = the client id ([`super::kv_key`]), value =
+//! [`OwnerValue`] (the node holding the session, a random epoch for that
+//! claim, whether it started clean, and the session's subscriptions). Every
+//! write is a compare-and-set on the key's revision (create, or update with
+//! the last revision seen), so of two nodes claiming at once exactly one
+//! wins and the other retries against the winner's value; a node that lost
+//! the id can no longer write it. No node asks another to let go (no RPC that
+//! could time out and leave two owners): each node watches the bucket and,
+//! when a newer claim names another node, ends its own connection (session
+//! taken over) and drops its copy of the session.
+//!
+//! Per client id, a claim (until its connection is bound), the watch's
+//! reaction and this node's writes take one lock stripe in turn, so a claim
+//! is never undone by an older change seen late.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::kv_key;
+use crate::core::cluster_state::{ClaimFailed, ClaimGuard, Claimed};
+use crate::core::router::persist::{subscription_options, subscription_record};
+use crate::core::router::Router;
+use crate::core::session::SubscriptionOptions;
+use crate::core::topic::Filter;
+use crate::store::record::SubscriptionRecord;
+
+/// The bucket of client id owners.
+pub(crate) const BUCKET: &str = "tern_clients";
+/// First byte of every value: its layout, so a later layout can be told apart.
+const VALUE_VERSION: u8 = 1;
+/// Compare-and-set attempts of one claim before it gives up (each lost
+/// attempt means another node wrote in between).
+const CLAIM_ATTEMPTS: usize = 8;
+/// Lock stripes per node; client ids hash onto them.
+const STRIPES: usize = 64;
+
+/// Who holds a client id, as stored in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OwnerValue {
+    pub node: String,
+    /// Random per claim: tells this node's claims of one id apart.
+    pub epoch: u64,
+    /// The claiming connection started clean (the old session's will goes out).
+    pub clean_start: bool,
+    pub subscriptions: Vec<SubscriptionRecord>,
+}
+
+impl OwnerValue {
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        let mut out = vec![VALUE_VERSION];
+        // Serialising plain records into a Vec cannot fail.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out.into()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<OwnerValue> {
+        match bytes.split_first() {
+            Some((&VALUE_VERSION, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// This node's claim of one client id.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    epoch: u64,
+    revision: u64,
+}
+
+/// What this node still has to write for a client id it holds.
+#[derive(Debug)]
+enum Pending {
+    Subscriptions(Vec<SubscriptionRecord>),
+    Release,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ownership {
+    kv: kv::Store,
+    node: String,
+    held: Mutex<HashMap<String, Held>>,
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Latest unwritten change per client id (bounded by the sessions held).
+    pending: Mutex<HashMap<String, Pending>>,
+    wake_writer: Notify,
+}
+
+impl Ownership {
+    pub(crate) fn new(kv: kv::Store, node: &str) -> Ownership {
+        Ownership {
+            kv,
+            node: node.to_string(),
+            held: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
+            pending: Mutex::new(HashMap::new()),
+            wake_writer: Notify::new(),
+        }
+    }
+
+    fn stripe(&self, client_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client_id);
+        Arc::clone(&self.stripes[(hash % STRIPES as u64) as usize])
+    }
+
+    /// Takes `client_id` for this node (see `ClusterState::claim`).
+    pub(crate) async fn claim(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Result<Claimed, ClaimFailed> {
+        let guard = self.stripe(client_id).lock_owned().await;
+        let key = kv_key::encode(client_id);
+        let failed = |what: &str, e: &dyn std::fmt::Display| ClaimFailed(format!("{what}: {e}"));
+        for _ in 0..CLAIM_ATTEMPTS {
+            let entry = self
+                .kv
+                .entry(key.as_str())
+                .await
+                .map_err(|e| failed("read", &e))?;
+            let previous = entry
+                .as_ref()
+                .filter(|e| e.operation == kv::Operation::Put)
+                .and_then(|e| OwnerValue::decode(&e.value));
+            let subscriptions = match (&previous, clean_start) {
+                (Some(previous), false) => previous.subscriptions.clone(),
+                _ => Vec::new(),
+            };
+            let value = OwnerValue {
+                node: self.node.clone(),
+                epoch: rand::random(),
+                clean_start,
+                subscriptions,
+            };
+            let written = match &entry {
+                Some(entry) => self
+                    .kv
+                    .update(key.as_str(), value.encode(), entry.revision)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => self
+                    .kv
+                    .create(key.as_str(), value.encode())
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            let revision = match written {
+                Ok(revision) => revision,
+                Err(e) => {
+                    // Most likely another node wrote first: read again and retry.
+                    tracing::debug!(client_id, error = %e, "client id claim lost a race; retrying");
+                    continue;
+                }
+            };
+            self.held.lock().insert(
+                client_id.to_string(),
+                Held {
+                    epoch: value.epoch,
+                    revision,
+                },
+            );
+            let carried = value
+                .subscriptions
+                .iter()
+                .map(|record| (record.filter.clone(), subscription_options(record)))
+                .collect();
+            return Ok(Claimed {
+                carried,
+                held_elsewhere: previous.is_some_and(|p| p.node != self.node),
+                guard: Some(ClaimGuard(Box::new(guard))),
+            });
+        }
+        Err(ClaimFailed(format!(
+            "{CLAIM_ATTEMPTS} compare-and-set attempts lost to other writers"
+        )))
+    }
+
+    /// Records the subscriptions of a session this node holds, to be written.
+    pub(crate) fn subscriptions_changed(
+        &self,
+        client_id: &str,
+        subscriptions: &[(Filter, SubscriptionOptions)],
+    ) {
+        if !self.held.lock().contains_key(client_id) {
+            return; // not claimed here (a STOMP session, or the claim failed)
+        }
+        let records = subscriptions
+            .iter()
+            .map(|(filter, options)| subscription_record(filter.as_str(), options))
+            .collect();
+        self.pending
+            .lock()
+            .insert(client_id.to_string(), Pending::Subscriptions(records));
+        self.wake_writer.notify_one();
+    }
+
+    /// The session of `client_id` ended here: the id is freed in the bucket.
+    pub(crate) fn session_ended(&self, client_id: &str) {
+        if !self.held.lock().contains_key(client_id) {
+            return;
+        }
+        self.pending
+            .lock()
+            .insert(client_id.to_string(), Pending::Release);
+        self.wake_writer.notify_one();
+    }
+
+    /// Writes what `subscriptions_changed` and `session_ended` recorded, each
+    /// fenced by this node's revision; runs until the node stops.
+    pub(crate) async fn run_writer(self: Arc<Self>) {
+        loop {
+            self.wake_writer.notified().await;
+            let batch: Vec<(String, Pending)> = self.pending.lock().drain().collect();
+            for (client_id, change) in batch {
+                self.write(&client_id, change).await;
+            }
+        }
+    }
+
+    async fn write(&self, client_id: &str, change: Pending) {
+        let _stripe = self.stripe(client_id).lock_owned().await;
+        let Some(held) = self.held.lock().get(client_id).copied() else {
+            return; // taken over meanwhile: the id is no longer ours to write
+        };
+        let key = kv_key::encode(client_id);
+        let result = match change {
+            Pending::Subscriptions(subscriptions) => {
+                let value = OwnerValue {
+                    node: self.node.clone(),
+                    epoch: held.epoch,
+                    clean_start: false,
+                    subscriptions,
+                };
+                self.kv
+                    .update(key.as_str(), value.encode(), held.revision)
+                    .await
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            Pending::Release => self
+                .kv
+                .delete_expect_revision(key.as_str(), Some(held.revision))
+                .await
+                .map(|()| None)
+                .map_err(|e| e.to_string()),
+        };
+        let mut map = self.held.lock();
+        match result {
+            Ok(Some(revision)) => {
+                if let Some(h) = map.get_mut(client_id).filter(|h| h.epoch == held.epoch) {
+                    h.revision = revision;
+                }
+            }
+            Ok(None) => {
+                map.remove(client_id);
+            }
+            Err(e) => {
+                // The revision moved: another node claimed the id (its watch
+                // event ends the session here), or NATS is unreachable.
+                tracing::debug!(client_id, error = %e, "client id record not written");
+                if map.get(client_id).is_some_and(|h| h.epoch == held.epoch) {
+                    map.remove(client_id);
+                }
+            }
+        }
+    }
+
+    /// Watches the bucket and ends sessions here that another node claimed
+    /// later than this node did; runs until the router is gone.
+    pub(crate) async fn run_watch(self: Arc<Self>, router: Weak<Router>) {
+        loop {
+            match self.kv.watch_all().await {
+                Ok(mut watch) => {
+                    while let Some(entry) = watch.next().await {
+                        let Ok(entry) = entry else {
+                            continue;
+                        };
+                        let Some(router) = router.upgrade() else {
+                            return;
+                        };
+                        self.on_change(&router, entry).await;
+                    }
+                    tracing::warn!(bucket = BUCKET, "client id watch ended; watching again");
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = BUCKET, error = %e, "client id watch failed; retrying");
+                }
+            }
+            if router.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn on_change(&self, router: &Router, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            return;
+        }
+        let Some(value) = OwnerValue::decode(&entry.value) else {
+            return;
+        };
+        if value.node == self.node {
+            return;
+        }
+        let Some(client_id) = kv_key::decode(&entry.key) else {
+            return;
+        };
+        let _stripe = self.stripe(&client_id).lock_owned().await;
+        {
+            let mut held = self.held.lock();
+            // A claim of ours newer than this change stands.
+            if held
+                .get(&client_id)
+                .is_some_and(|h| h.revision >= entry.revision)
+            {
+                return;
+            }
+            held.remove(&client_id);
+        }
+        router.session_moved(&client_id, value.clean_start);
+    }
+
+    /// Whether this node holds `client_id` (for tests and the admin side).
+    pub(crate) fn holds(&self, client_id: &str) -> bool {
+        self.held.lock().contains_key(client_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_values_round_trip_and_carry_their_layout_version() {
+        let value = OwnerValue {
+            node: "tern-2".into(),
+            epoch: 42,
+            clean_start: false,
+            subscriptions: vec![SubscriptionRecord {
+                filter: "a/+/c".into(),
+                qos: 1,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: 2,
+                subscription_id: Some(7),
+            }],
+        };
+        let bytes = value.encode();
+        assert_eq!(bytes[0], VALUE_VERSION);
+        assert_eq!(OwnerValue::decode(&bytes), Some(value));
+    }
+
+    #[test]
+    fn values_of_another_layout_or_garbage_are_ignored() {
+        assert_eq!(OwnerValue::decode(&[]), None);
+        assert_eq!(OwnerValue::decode(&[99, 1, 2]), None);
+        assert_eq!(OwnerValue::decode(&[VALUE_VERSION, 0xFF]), None);
+    }
+}

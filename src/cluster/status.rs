@@ -1,0 +1,144 @@
+//! What operators see of the cluster: the nodes alive (a heartbeat subject
+//! every node publishes on and listens to), the NATS round trip, and the
+//! connection and fabric counters, in one [`ClusterStatus`] the admin side
+//! reads (`/metrics`, `/healthz`, `/api/nodes`, `$SYS`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::fabric::FabricStats;
+use super::{Cluster, ConnectionState};
+
+/// Subjects of heartbeats: `tern.hb.<node>`.
+pub const HEARTBEAT_PREFIX: &str = "tern.hb.";
+/// How often a node says it is alive (and measures the NATS round trip).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// A node not heard of for this long is no longer listed as alive.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The cluster as this node sees it.
+#[derive(Debug)]
+pub struct ClusterStatus {
+    pub node: Arc<str>,
+    pub connection: Arc<ConnectionState>,
+    pub fabric: Arc<FabricStats>,
+    /// Other nodes by name: when last heard of.
+    peers: Mutex<HashMap<String, Instant>>,
+    /// Last NATS round trip, microseconds (0: not measured yet).
+    rtt_micros: AtomicU64,
+}
+
+/// One node as `/api/nodes` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    pub node: String,
+    /// True for the node answering.
+    pub this_node: bool,
+    /// Milliseconds since its last heartbeat (0 for this node).
+    pub last_seen_ms: u64,
+}
+
+impl ClusterStatus {
+    pub fn new(cluster: &Cluster, fabric: Arc<FabricStats>) -> ClusterStatus {
+        ClusterStatus {
+            node: Arc::clone(cluster.node()),
+            connection: Arc::clone(cluster.state()),
+            fabric,
+            peers: Mutex::new(HashMap::new()),
+            rtt_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// This node and every other node heard of within [`NODE_TIMEOUT`], by name.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let now = Instant::now();
+        let mut nodes = vec![NodeInfo {
+            node: self.node.to_string(),
+            this_node: true,
+            last_seen_ms: 0,
+        }];
+        for (node, seen) in self.peers.lock().iter() {
+            let ago = now.saturating_duration_since(*seen);
+            if ago <= NODE_TIMEOUT {
+                nodes.push(NodeInfo {
+                    node: node.clone(),
+                    this_node: false,
+                    last_seen_ms: u64::try_from(ago.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        nodes
+    }
+
+    /// The last NATS round trip measured.
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(self.rtt_micros.load(Ordering::Relaxed))
+    }
+
+    fn heard_of(&self, node: &str) {
+        let mut peers = self.peers.lock();
+        match peers.get_mut(node) {
+            Some(seen) => *seen = Instant::now(),
+            None => {
+                peers.insert(node.to_string(), Instant::now());
+                drop(peers);
+                tracing::info!(node = %self.node, peer = node, "cluster: node seen");
+            }
+        }
+    }
+}
+
+/// Publishes this node's heartbeat and measures the round trip every
+/// [`HEARTBEAT_INTERVAL`]; records the heartbeats of the others.
+pub async fn run_heartbeat(
+    cluster: Cluster,
+    status: Arc<ClusterStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut heard = match cluster
+        .client()
+        .subscribe(format!("{HEARTBEAT_PREFIX}*"))
+        .await
+    {
+        Ok(subscriber) => subscriber,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: cannot listen to heartbeats; other nodes will not be listed");
+            return;
+        }
+    };
+    let subject = format!("{HEARTBEAT_PREFIX}{}", cluster.node());
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            message = heard.next() => {
+                let Some(message) = message else { return };
+                if let Some(node) = message.subject.strip_prefix(HEARTBEAT_PREFIX) {
+                    if node != &**cluster.node() {
+                        status.heard_of(node);
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                if !status.connection.is_connected() {
+                    continue;
+                }
+                let _ = cluster.client().publish(subject.clone(), bytes::Bytes::new()).await;
+                // A flush is a PING answered by the server's PONG: one round trip.
+                let started = Instant::now();
+                if let Ok(Ok(())) = tokio::time::timeout(HEARTBEAT_INTERVAL, cluster.client().flush()).await {
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    status.rtt_micros.store(micros.max(1), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

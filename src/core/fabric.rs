@@ -1,0 +1,47 @@
+//! What the routing core asks of the cluster fabric (the nodes sharing one
+//! NATS deployment, in `src/cluster/`), without knowing NATS: the core says
+//! which filters its sessions hold and hands over what its clients publish;
+//! the fabric brings other nodes' messages back through
+//! `Router::publish_from_peer`.
+//!
+//! The core calls these from publish and subscribe paths: an implementation
+//! must not block (queue the work, never wait on the network here).
+
+use std::sync::Arc;
+
+use crate::core::message::Message;
+
+pub trait Fabric: Send + Sync + std::fmt::Debug {
+    /// A message published by a client (or a will) on this node, already
+    /// routed here: the fabric carries it to the other nodes that want it.
+    /// Not called for messages that came from a peer, nor for `$SYS` topics,
+    /// point-to-point queues (`$queue/`) or shared subscriptions (those are
+    /// one-consumer traffic with their own path).
+    fn forward(&self, message: &Arc<Message>);
+
+    /// A session of this node subscribed `filter` (a plain topic filter: no
+    /// `$share/` prefix, not a queue). Called once per session and filter;
+    /// the fabric counts them (10,000 sessions on one filter are one interest).
+    fn interest_added(&self, filter: &str);
+
+    /// One session of this node dropped `filter` (one call per earlier
+    /// `interest_added`).
+    fn interest_removed(&self, filter: &str);
+}
+
+/// Whether a filter's traffic between nodes goes through the fabric's
+/// interest path: not queues, not shared subscriptions, which one consumer
+/// takes in the whole cluster (their cross-node path is a separate one), and
+/// not `$SYS` filters (each node's `$SYS` topics stay on that node).
+pub fn is_fabric_filter(filter: &str) -> bool {
+    !filter.starts_with("$share/")
+        && !filter.starts_with("$queue/")
+        && filter != "$SYS"
+        && !filter.starts_with("$SYS/")
+}
+
+/// Whether a message published here goes to the other nodes: not `$SYS`
+/// topics (each node reports on itself under its own name) nor queue messages.
+pub fn is_fabric_topic(topic: &str) -> bool {
+    !topic.starts_with("$SYS/") && !topic.starts_with("$queue/")
+}

@@ -1,0 +1,116 @@
+//! The router's side of the state cluster nodes share (`ClusterState`):
+//! client ids claimed before a connection binds, sessions another node took
+//! over, and retained changes the cluster applies here.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::persist::RetainedOrigin;
+use super::wills::WillAction;
+use super::{Attached, NotSessionOwner, Router};
+use crate::core::cluster_state::Claimed;
+use crate::core::message::Message;
+use crate::core::session::{KickReason, SessionOwner};
+use crate::core::topic::Filter;
+
+impl Router {
+    /// [`Router::attach`] for a client id that is one session in the whole
+    /// cluster: the id is claimed first (the node that held it ends its
+    /// connection), and a resumed session another node held keeps the
+    /// subscriptions it had there. Without a cluster, just `attach`.
+    pub async fn attach_claimed(
+        &self,
+        client_id: &Arc<str>,
+        login: &SessionOwner,
+        clean_start: bool,
+        expiry_interval: u32,
+    ) -> Result<Attached, NotSessionOwner> {
+        let Some(cluster) = self.persistence.cluster().cloned() else {
+            return self.attach(client_id, login, clean_start, expiry_interval);
+        };
+        let claimed = match cluster.claim(client_id, clean_start).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                // Local traffic keeps flowing while the shared state is unreachable.
+                let total = self.stats.claims_failed.fetch_add(1, Ordering::Relaxed) + 1;
+                // The first and then every 1000th, so a reconnect storm does not flood the log.
+                if total == 1 || total.is_multiple_of(1000) {
+                    tracing::warn!(client_id = %client_id, error = %e, failed_total = total, "client id not claimed in the cluster: session bound on this node only");
+                }
+                Claimed::default()
+            }
+        };
+        let attached = self.attach(client_id, login, clean_start, expiry_interval);
+        let mut attached = match attached {
+            Ok(attached) => attached,
+            Err(refused) => {
+                cluster.session_ended(client_id);
+                return Err(refused);
+            }
+        };
+        if claimed.held_elsewhere && !clean_start && !attached.session_present {
+            for (raw, options) in claimed.carried {
+                match Filter::parse(&raw) {
+                    Ok(filter) => {
+                        self.subscribe(&attached.session, filter, options);
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id = %client_id, filter = %raw, error = %e, "carried subscription dropped")
+                    }
+                }
+            }
+            attached.session_present = true;
+        }
+        drop(claimed.guard);
+        Ok(attached)
+    }
+
+    /// Another node took `client_id` over: the connection here is told so
+    /// (session takeover) and the session here ends without a trace, as it
+    /// lives on there (its waiting will goes out if the new connection
+    /// started clean, and is cancelled if it resumed).
+    pub fn session_moved(&self, client_id: &str, clean_start: bool) {
+        let Some(session) = self.sessions.get(client_id) else {
+            return;
+        };
+        session.kick(KickReason::TakenOver);
+        let removed = self.sessions.remove(&session);
+        self.routing.drop_subscriptions(&session);
+        if removed {
+            tracing::info!(client_id, "session taken over on another node");
+            let action = if clean_start {
+                WillAction::Publish
+            } else {
+                WillAction::Cancel
+            };
+            self.settle_will(client_id, action);
+            self.persistence.forget_session(&session);
+        }
+    }
+
+    /// A retained message set (non-empty payload) or cleared on another node
+    /// of the cluster, in the order the cluster keeps: routed here as that
+    /// node's publish would be (`deliver`), or, for a change this node made
+    /// itself and delivered already, kept in the index only. Under the trie's
+    /// lock either way, so a subscriber subscribing meanwhile gets the
+    /// message live or finds it retained, never neither.
+    pub fn apply_cluster_retained(&self, message: Message, deliver: bool) {
+        let message = Arc::new(Message {
+            retain: true,
+            ..message
+        });
+        if !deliver {
+            self.routing.apply_retained(message, &self.persistence);
+            return;
+        }
+        if let Err(e) = self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Cluster,
+            &self.persistence,
+            &self.stats,
+        ) {
+            tracing::debug!(error = %e, "retained message from the cluster not delivered");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! What the router tells the cluster fabric: interest per session and filter,
+//! client messages to forward, and never a peer's message back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::Router;
+use crate::core::fabric::Fabric;
+use crate::core::message::{Message, QoS};
+use crate::core::session::{OverflowPolicy, QueueLimits, SessionOwner, SubscriptionOptions};
+use crate::core::topic::Filter;
+
+#[derive(Debug, Default)]
+struct Recorder {
+    forwarded: Mutex<Vec<String>>,
+    interest: Mutex<Vec<String>>,
+}
+
+impl Fabric for Recorder {
+    fn forward(&self, message: &Arc<Message>) {
+        self.forwarded.lock().push(message.topic.to_string());
+    }
+    fn interest_added(&self, filter: &str) {
+        self.interest.lock().push(format!("+{filter}"));
+    }
+    fn interest_removed(&self, filter: &str) {
+        self.interest.lock().push(format!("-{filter}"));
+    }
+}
+
+fn setup() -> (Arc<Router>, Arc<Recorder>) {
+    let router = Arc::new(Router::new(QueueLimits {
+        max_queued: 10,
+        max_queued_bytes: 0,
+        overflow: OverflowPolicy::DropNew,
+    }));
+    let recorder = Arc::new(Recorder::default());
+    assert!(router.set_fabric(recorder.clone()));
+    (router, recorder)
+}
+
+fn options() -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        subscription_id: None,
+        exceptions: Default::default(),
+    }
+}
+
+fn filter(raw: &str) -> Filter {
+    Filter::parse(raw).expect("filter")
+}
+
+fn message(topic: &str) -> Arc<Message> {
+    Arc::new(Message::new(
+        topic,
+        Bytes::from_static(b"x"),
+        QoS::AtMostOnce,
+        false,
+    ))
+}
+
+#[tokio::test]
+async fn each_session_filter_is_one_interest_until_dropped() {
+    let (router, recorder) = setup();
+    let a = router
+        .attach(&Arc::from("a"), &SessionOwner::Anonymous, true, 0)
+        .expect("attach");
+    router.subscribe(&a.session, filter("sensors/#"), options());
+    // The same filter again replaces the subscription: no second interest.
+    router.subscribe(&a.session, filter("sensors/#"), options());
+    router.subscribe(&a.session, filter("$share/g/x"), options());
+    router.subscribe(&a.session, filter("$queue/q"), options());
+    router.subscribe(&a.session, filter("$SYS/#"), options());
+    router.subscribe(&a.session, filter("other"), options());
+    router.unsubscribe(&a.session, "other");
+    router.detach(&a.session, a.connection_id);
+    assert_eq!(
+        *recorder.interest.lock(),
+        ["+sensors/#", "+other", "-other", "-sensors/#"],
+        "shared, queue and $SYS filters are not the fabric's interest"
+    );
+}
+
+#[tokio::test]
+async fn client_messages_are_forwarded_and_peer_messages_are_not() {
+    let (router, recorder) = setup();
+    let a = router
+        .attach(&Arc::from("a"), &SessionOwner::Anonymous, true, 0)
+        .expect("attach");
+    router.subscribe(&a.session, filter("t/#"), options());
+    assert_eq!(router.publish(message("t/1")), 1);
+    assert_eq!(router.publish_checked(message("t/2")).ok(), Some(1));
+    assert_eq!(router.publish(message("nobody/here")), 0);
+    assert_eq!(router.publish(message("$SYS/broker/uptime")), 0);
+    assert_eq!(
+        router.publish_from_peer(message("t/3")),
+        1,
+        "routed locally"
+    );
+    assert_eq!(*recorder.forwarded.lock(), ["t/1", "t/2", "nobody/here"]);
+    assert_eq!(a.session.pending_len(), 3);
+}

@@ -1,0 +1,63 @@
+"""Helpers of the cluster tests that are not fixtures."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+
+def node_env(node: str, nats_urls, extra: dict | None = None) -> dict:
+    """The TERN_CLUSTER__* variables that make a tern process node `node` of the cluster."""
+    env = {
+        "TERN_CLUSTER__ENABLED": "true",
+        "TERN_CLUSTER__NODE": node,
+        "TERN_CLUSTER__NATS_URLS": ",".join(nats_urls),
+    }
+    env.update(extra or {})
+    return env
+
+
+PROBE_TIMEOUT = 15.0
+
+
+def await_route(send_probe, next_probe, timeout: float = PROBE_TIMEOUT) -> None:
+    """Waits until messages from one node reach a subscriber on another.
+
+    A node subscribes on NATS after it acknowledged the client's SUBSCRIBE, so
+    the first messages may miss a brand-new remote subscriber. This sends
+    probes (`send_probe(text)`) until one arrives (`next_probe(wait)` returns
+    the payload text or None), then a last probe, and consumes everything up
+    to it: per-publisher order means no probe comes after it.
+    """
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        n += 1
+        send_probe(f"probe-{n}")
+        got = next_probe(0.2)
+        if got is not None and got.startswith("probe-"):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no probe crossed between the nodes within {timeout}s")
+    send_probe("probe-last")
+    while True:
+        got = next_probe(max(deadline - time.monotonic(), 0.1))
+        if got is None:
+            raise AssertionError("the last probe did not arrive")
+        if got == "probe-last":
+            return
+
+
+def mqtt_probe(publisher, subscriber, topic: str):
+    """The (send_probe, next_probe) pair for two MqttClients; `topic` must match the subscriber."""
+
+    def send(text: str) -> None:
+        publisher.publish(topic, text.encode(), qos=1)
+
+    def receive(wait: float):
+        try:
+            return subscriber.messages.get(timeout=wait).payload.decode()
+        except queue.Empty:
+            return None
+
+    return send, receive

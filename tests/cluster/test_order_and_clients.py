@@ -1,0 +1,71 @@
+"""Per-publisher order across nodes when one subscriber's filters are
+different NATS subscriptions, and the Mosquitto command-line clients on two
+nodes."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from clusterutil import await_route, mqtt_probe
+from mqttutil import unique
+from test_mosquitto_clients import Sub
+
+COUNT = 2000
+
+
+@pytest.fixture
+def pair(nats, nodes):
+    return nodes.start("tern-a", [nats.url]), nodes.start("tern-b", [nats.url])
+
+
+def test_order_holds_across_filters_that_are_separate_nats_subscriptions(pair, mqtt):
+    a, b = pair
+    prefix = unique("o")
+    sub = mqtt(b, "3.1.1")
+    # Three filters, three NATS subscriptions, three channels in the client library.
+    for part in ("left", "right", "probe"):
+        sub.subscribe(f"{prefix}/{part}/#", qos=0)
+    pub = mqtt(a, "3.1.1")
+    await_route(*mqtt_probe(pub, sub, f"{prefix}/probe/x"))
+    for i in range(COUNT):
+        side = "left" if i % 3 else "right"
+        pub.client.publish(f"{prefix}/{side}/x", str(i).encode(), qos=0)
+    pub.publish(f"{prefix}/left/x", b"end", qos=1)
+    got = [m.payload.decode() for m in sub.expect_n(COUNT + 1, timeout=30)]
+    assert got[-1] == "end"
+    numbers = [int(p) for p in got[:-1]]
+    assert numbers == list(range(COUNT)), "one publisher's messages in publish order, none lost or repeated"
+
+
+def test_mosquitto_clients_across_nodes(pair, mqtt):
+    a, b = pair
+    prefix = unique("mq")
+    sub = Sub(b, "mqttv5", f"{prefix}/#", qos=1)
+    try:
+        # A paho publisher on node A proves the route before mosquitto_pub runs.
+        probe_pub = mqtt(a)
+        seen = []
+
+        def next_probe(wait):
+            try:
+                message = sub.message(timeout=wait)
+            except AssertionError:
+                return None
+            seen.append(message)
+            return message["payload"]
+
+        await_route(lambda text: probe_pub.publish(f"{prefix}/probe", text.encode(), qos=1), next_probe)
+        subprocess.run(
+            ["mosquitto_pub", "-h", a.host, "-p", str(a.mqtt_port), "-V", "mqttv5", "-q", "1",
+             "-t", f"{prefix}/room", "-m", "21.5", "-D", "publish", "user-property", "unit", "C"],
+            check=True, timeout=10, stdin=subprocess.DEVNULL, capture_output=True,
+        )
+        message = sub.message()
+        assert message["topic"] == f"{prefix}/room"
+        assert message["payload"] == "21.5"
+        assert message["qos"] == "1"
+        assert "unit" in message["user"] and "C" in message["user"]
+    finally:
+        sub.close()
