@@ -316,7 +316,7 @@ fn init_logging(level: &str) -> tern::reload::SetLogLevel {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| log_filter(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -330,9 +330,22 @@ fn init_logging(level: &str) -> tern::reload::SetLogLevel {
         registry.with(lines).init();
     }
     Box::new(move |level: &str| {
-        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let filter = log_filter(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     })
+}
+
+/// `level` as a filter. The NATS client (cluster mode) logs every connection
+/// event at info, one per dropped message when a subscription is slow: it is
+/// held to warnings unless `level` names it (Tern logs those events itself, once).
+fn log_filter(
+    level: &str,
+) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+    if level.contains("async_nats") {
+        return Ok(filter);
+    }
+    Ok(filter.add_directive("async_nats=warn".parse()?))
 }
 
 /// See Cargo.toml: messages cross threads, and mimalloc frees them cheaply.

@@ -137,6 +137,13 @@ for scenario in $SCENARIOS; do
         if grep -qh "JetStream cluster new metadata leader\|Self is new JetStream cluster metadata leader" "$WORK"/nats-*.log; then break; fi
         sleep 0.1
     done
+    # ... and accepts MQTT sessions a moment after that: wait until one is taken.
+    for port in $((BASE + 21)) $((BASE + 22)); do
+        for _ in $(seq 1 100); do
+            if mosquitto_pub -p "$port" -i "warm-$port" -t warm/up -m x -q 0 2>/dev/null; then break; fi
+            sleep 0.1
+        done
+    done
     bench nats-cross "$scenario" $((BASE + 21)) $((BASE + 22))
     stop_all
 done

@@ -30,8 +30,8 @@ use crate::core::router::Router;
 
 /// Messages waiting to go to NATS; beyond this (NATS down or slow) new ones
 /// are dropped for other nodes (counted, logged once per outage) while local
-/// delivery goes on.
-pub const OUTBOUND_QUEUE: usize = 65_536;
+/// delivery goes on. Pointers to messages held anyway: 1 MiB of queue.
+pub const OUTBOUND_QUEUE: usize = 131_072;
 /// Messages taken from the queue per wake-up of the outbound task.
 const OUTBOUND_BATCH: usize = 512;
 

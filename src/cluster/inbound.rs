@@ -10,8 +10,9 @@
 //!   drained in rounds until none has more (a waker per subscription says
 //!   which have something), then what was collected is routed sorted by
 //!   (origin, sequence): as the origin published it. A round is capped; past
-//!   the cap only messages at or below what was seen before the last full
-//!   pass are routed (every earlier message of their origin is in by then).
+//!   the cap only messages at or below what was collected before the last
+//!   pass are routed (every earlier message of their origin is in by then),
+//!   the rest wait for the next round, which routes them first.
 //! - No echo: the connection is `no_echo`, and a message of our own node is
 //!   dropped anyway.
 
@@ -128,6 +129,10 @@ pub(super) async fn run(
         held: Vec::new(),
     };
     loop {
+        // Checked here too: under constant traffic the wait below is skipped.
+        if shutdown.is_cancelled() {
+            break;
+        }
         if inbound.held.is_empty() {
             let interest = Arc::clone(&inbound.interest);
             let dirty = Arc::clone(&inbound.dirty);
@@ -213,22 +218,29 @@ impl Inbound {
     /// routes what may go, in origin order.
     fn round(&mut self) {
         let mut collected = std::mem::take(&mut self.held);
-        // Per origin, the highest sequence collected before the current pass.
-        let mut watermark: Vec<u64> = vec![0; self.origins.len()];
+        // Per origin, the highest sequence collected before the last pass:
+        // every earlier message of that origin was in its channel by then,
+        // and the last pass drained every channel that had something.
+        let mut watermark: Vec<u64> = Vec::new();
         let mut complete = false;
-        while collected.len() < ROUND_CAP {
+        loop {
+            watermark.clear();
+            watermark.resize(self.origins.len(), 0);
+            for item in &collected {
+                watermark[item.origin] = watermark[item.origin].max(item.seq);
+            }
             let woken = self.dirty.take();
             if woken.is_empty() {
                 complete = true;
                 break;
             }
-            watermark.resize(self.origins.len(), 0);
-            for item in &collected {
-                watermark[item.origin] = watermark[item.origin].max(item.seq);
-            }
             let now = Instant::now();
             for slot in woken {
                 self.drain(slot, now, &mut collected);
+            }
+            // Held messages are at or below the watermark: each round routes them.
+            if collected.len() >= ROUND_CAP {
+                break;
             }
         }
         collected.sort_by_key(|item| (item.origin, item.seq));

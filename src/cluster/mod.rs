@@ -113,6 +113,9 @@ impl Cluster {
             .name(format!("tern:{}", settings.node))
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
+            // Room for a burst of publishes between two writes of the connection
+            // (the default, 2,048, made the outbound task wait on every batch).
+            .client_capacity(65_536)
             .max_reconnects(None::<usize>)
             .event_callback({
                 let state = Arc::clone(&state);

@@ -69,3 +69,32 @@ def test_mosquitto_clients_across_nodes(pair, mqtt):
         assert "unit" in message["user"] and "C" in message["user"]
     finally:
         sub.close()
+
+
+FLOOD = 50_000
+
+
+def test_a_flood_from_a_fast_publisher_all_arrives_in_order(pair, mqtt):
+    """mosquitto_pub -l publishes as fast as it reads lines: far more than one
+    round of the receiving node's inbound task takes at once."""
+    a, b = pair
+    prefix = unique("flood")
+    probe = mqtt(b, "3.1.1")
+    probe.subscribe(f"{prefix}/#", qos=0)
+    sub = Sub(b, "mqttv311", f"{prefix}/data", qos=0)
+    try:
+        pub = mqtt(a, "3.1.1")
+        await_route(*mqtt_probe(pub, probe, f"{prefix}/probe"))
+        # "end" last from the same publisher: per-publisher order says all came before it.
+        lines = "".join(f"{i}\n" for i in range(FLOOD)) + "end\n"
+        subprocess.run(
+            ["mosquitto_pub", "-h", a.host, "-p", str(a.mqtt_port), "-q", "0", "-t", f"{prefix}/data", "-l"],
+            input=lines, text=True, check=True, timeout=60, capture_output=True,
+        )
+        last = sub.wait_for("|end", timeout=60)
+        assert last.endswith("|end")
+        numbers = [int(m["payload"]) for m in sub.messages_seen() if m["payload"] != "end"]
+        assert len(numbers) == FLOOD, f"{FLOOD - len(numbers)} lost"
+        assert numbers == list(range(FLOOD))
+    finally:
+        sub.close()
