@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::settings::{AclAccess, AclRule, AuthSettings};
-pub use crate::core::stream::StreamSettings;
 pub use crate::cluster::settings::ClusterSettings;
+pub use crate::core::stream::StreamSettings;
 pub use listeners::{
     CertUsername, ClientAuth, HttpSettings, ListenerSettings, TlsListenerSettings, WebSettings,
     WebSocketSettings, DEFAULT_MAX_KEEP_ALIVE_SECS,

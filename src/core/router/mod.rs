@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::core::commit::{Commit, CoreError};
 use crate::core::cluster_state::ClusterState;
+use crate::core::commit::{Commit, CoreError};
 use crate::core::exceptions::Exceptions;
 use crate::core::fabric::{is_fabric_topic, Fabric};
 use crate::core::message::Message;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::core::commit::Commit;
 use crate::core::cluster_state::ClusterState;
+use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 use crate::core::session::{Session, SessionOwner, SubscriptionOptions};
