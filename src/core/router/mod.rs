@@ -2,6 +2,8 @@
 //! It holds one part per concern and orchestrates them:
 //! - `routing.rs`: the subscription trie, retained messages, queues, and
 //!   publish → match → deliver;
+//! - `publishing.rs`: publishes from clients and from other nodes, handed
+//!   on to the streams and the cluster fabric;
 //! - `sessions.rs`: the registry of sessions (attach, takeover, kicks);
 //! - `wills.rs`: the wills waiting for their delay;
 //! - `persist.rs`: what goes to the store, and the conversions between core
@@ -12,6 +14,7 @@
 
 mod cluster_state;
 pub(crate) mod persist;
+mod publishing;
 mod restore;
 mod routing;
 mod sessions;
@@ -35,10 +38,10 @@ use tokio::sync::oneshot;
 use crate::core::cluster_state::ClusterState;
 use crate::core::commit::{Commit, CoreError};
 use crate::core::exceptions::Exceptions;
-use crate::core::fabric::{is_fabric_topic, Fabric};
+use crate::core::fabric::Fabric;
 use crate::core::message::Message;
-use crate::core::queue::{queue_name, QueueError, QueueRegistry};
-use crate::core::retained_set::{RetainedFull, RetainedLimits};
+use crate::core::queue::{queue_name, QueueRegistry};
+use crate::core::retained_set::RetainedLimits;
 use crate::core::session::{KickReason, QueueLimits, Session, SessionOwner, SubscriptionOptions};
 use crate::core::stream::{StreamError, StreamSubscription, Streams};
 use crate::core::topic::Filter;
@@ -46,6 +49,7 @@ use crate::store::record::{unix_ms_now, WillRecord};
 use crate::store::{Snapshot, Store, StoreError};
 
 use persist::{message_from_record, Persistence, RetainedOrigin};
+pub use publishing::{PublishRefused, Published};
 pub use restore::Restored;
 use routing::Routing;
 use sessions::SessionRegistry;
@@ -64,19 +68,6 @@ pub struct RouterStats {
     pub claims_failed: AtomicU64,
 }
 
-/// Why a message was not taken (the publisher is told; nothing was routed).
-#[derive(Debug, thiserror::Error)]
-pub enum PublishRefused {
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error("the message store is full ({held} messages, limit {limit})")]
-    StoreFull { held: u64, limit: u64 },
-    #[error("the queue of subscriber {client_id} is full")]
-    SubscriberFull { client_id: String },
-    #[error(transparent)]
-    RetainedFull(#[from] RetainedFull),
-}
-
 /// A login refused a session that belongs to another user.
 #[derive(Debug, thiserror::Error)]
 #[error("session {client_id} belongs to {}, not to {}", owner.name(), login.name())]
@@ -84,16 +75,6 @@ pub struct NotSessionOwner {
     pub client_id: Arc<str>,
     pub owner: SessionOwner,
     pub login: SessionOwner,
-}
-
-/// A message taken by [`Router::publish_checked`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
-    /// Sessions it was queued for (a queue counts as 1).
-    pub matched: usize,
-    /// What it stored (deliveries to persistent sessions, the queued or
-    /// retained copy): the publisher's ack goes out once this is committed.
-    pub commit: Commit,
 }
 
 /// A subscription made by [`Router::subscribe`].
@@ -401,102 +382,6 @@ impl Router {
     /// Topic and payload bytes of all retained messages.
     pub fn retained_bytes(&self) -> usize {
         self.routing.retained_bytes()
-    }
-
-    // ---- publishing ----
-
-    /// Routes one message: stores/clears it as retained if flagged, then queues it
-    /// for every matching session (one delivery per session, overlapping
-    /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
-    /// subscription). Returns the number of sessions it was queued for.
-    /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
-    /// queue refuses it with a warning).
-    pub fn publish(&self, message: Arc<Message>) -> usize {
-        let topic = Arc::clone(&message.topic);
-        let kept = Arc::clone(&message);
-        let forward = self.to_forward(&message);
-        match self.routing.route(
-            message,
-            false,
-            RetainedOrigin::Here,
-            &self.persistence,
-            &self.stats,
-        ) {
-            Ok(published) => {
-                self.streams.append(&kept);
-                self.forward(forward);
-                published.matched
-            }
-            // A retained cap was logged by the routing, without flooding.
-            Err(PublishRefused::RetainedFull(_)) => 0,
-            Err(e) => {
-                tracing::warn!(topic = %topic, error = %e, "message refused");
-                0
-            }
-        }
-    }
-
-    /// Like [`Router::publish`], but a message the broker cannot keep is refused as a
-    /// whole and the caller tells the publisher: a full queue, a full store (QoS 1/2),
-    /// or a subscriber whose full queue refuses more (overflow policy `refuse`).
-    /// Its commit covers what it stored, for the publisher's ack.
-    pub fn publish_checked(&self, message: Arc<Message>) -> Result<Published, PublishRefused> {
-        if let Err((held, limit)) = self.persistence.check_room(message.qos) {
-            return Err(PublishRefused::StoreFull { held, limit });
-        }
-        let kept = Arc::clone(&message);
-        let forward = self.to_forward(&message);
-        let mut published = self.routing.route(
-            message,
-            true,
-            RetainedOrigin::Here,
-            &self.persistence,
-            &self.stats,
-        )?;
-        published.commit.include(self.streams.append(&kept));
-        self.forward(forward);
-        Ok(published)
-    }
-
-    /// Routes a message another node forwarded (cluster mode) to this node's
-    /// sessions, exactly as a local publish, and never back to the fabric.
-    /// Returns the number of sessions it was queued for.
-    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
-        // Retained messages travel through the cluster state, not the fabric;
-        // one that comes this way anyway is not shared again.
-        match self.routing.route(
-            message,
-            false,
-            RetainedOrigin::Cluster,
-            &self.persistence,
-            &self.stats,
-        ) {
-            Ok(published) => published.matched,
-            Err(PublishRefused::RetainedFull(_)) => 0,
-            Err(e) => {
-                tracing::debug!(error = %e, "message from a peer refused");
-                0
-            }
-        }
-    }
-
-    /// The message again when the fabric must carry it (cluster mode, not a
-    /// `$SYS` or queue topic): taken before routing consumes it. A retained
-    /// message goes to the other nodes through the cluster state instead
-    /// (`apply_cluster_retained` there), which keeps their indexes in the
-    /// cluster's order and races no subscriber.
-    fn to_forward(&self, message: &Arc<Message>) -> Option<Arc<Message>> {
-        self.routing.fabric()?;
-        if message.retain && self.persistence.cluster().is_some() {
-            return None;
-        }
-        is_fabric_topic(&message.topic).then(|| Arc::clone(message))
-    }
-
-    fn forward(&self, message: Option<Arc<Message>>) {
-        if let (Some(fabric), Some(message)) = (self.routing.fabric(), message) {
-            fabric.forward(&message);
-        }
     }
 
     // ---- sessions ----

@@ -4,28 +4,32 @@
 //! Publishers append to `pending` under a short, never-awaited lock and wake
 //! the connection task only when the queue goes from empty to non-empty, so a
 //! burst of messages costs one wake-up, not one per message.
+//!
+//! The state and its plain accessors live here; the rest by concern:
+//! - `outbound.rs`: the outbound queue, its limits and overflow policies;
+//! - `retained_feed.rs`: the retained backlog fed into that queue;
+//! - `inflight.rs`: the in-flight window, packet ids and incoming QoS 2 ids.
+
+mod inflight;
+mod outbound;
+mod retained_feed;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
-use crate::core::message::{Delivery, QoS};
+use crate::core::message::Delivery;
 use crate::core::packet_ids::PacketIds;
 pub use crate::core::packet_ids::{InflightEntry, InflightStage};
-use crate::core::pending::{delivery_bytes, PendingQueue};
-use crate::core::retained_backlog::{RetainedBacklog, RetainedBatch};
-use crate::core::router::persist::{MessageSlot, Persist};
+use crate::core::pending::PendingQueue;
+use crate::core::retained_backlog::RetainedBacklog;
+use crate::core::router::persist::Persist;
 use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
-
-/// Retained deliveries the backlog keeps in a session's queue at most: enough
-/// for a connection's batch, few enough to leave the queue to live messages.
-const RETAINED_FEED: usize = 256;
 
 /// What a full queue does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -337,30 +341,6 @@ impl Session {
         }
     }
 
-    /// Removes and returns the deliveries `select` picks that the client has not
-    /// acknowledged: in flight and not yet released (send order), then pending.
-    pub(crate) fn take_unfinished(&self, select: impl Fn(&Delivery) -> bool) -> Vec<Delivery> {
-        let mut state = self.state.lock();
-        let mut inflight: Vec<(u64, u16)> = state
-            .ids
-            .inflight()
-            .filter(|(_, e)| e.stage == InflightStage::Sent && select(&e.delivery))
-            .map(|(id, e)| (e.seq, id))
-            .collect();
-        inflight.sort_unstable();
-        let mut out: Vec<Delivery> = inflight
-            .into_iter()
-            .filter_map(|(_, id)| state.ids.remove_inflight(id).map(|e| e.delivery))
-            .collect();
-        out.extend(state.pending.take_matching(select));
-        if let Some(persist) = self.persist() {
-            for delivery in &out {
-                persist.delete_delivery(delivery.seq);
-            }
-        }
-        out
-    }
-
     pub fn generation(&self) -> u32 {
         self.state.lock().generation
     }
@@ -420,330 +400,6 @@ impl Session {
 
     pub fn set_expiry_interval(&self, seconds: u32) {
         self.state.lock().expiry_interval = seconds;
-    }
-
-    /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
-    pub fn push(&self, delivery: Delivery) -> PushOutcome {
-        self.push_stored(delivery, &MessageSlot::default()).0
-    }
-
-    /// [`Session::push`], also returning the commit of what it stored (the
-    /// delivery of a persistent session, the removal of one it dropped). The
-    /// deliveries of one publish share `slot`, so its message is stored once.
-    pub(crate) fn push_stored(
-        &self,
-        mut delivery: Delivery,
-        slot: &MessageSlot,
-    ) -> (PushOutcome, Commit) {
-        let mut commit = Commit::NONE;
-        let mut state = self.state.lock();
-        // Offline sessions keep only what has a delivery guarantee.
-        if state.connection_id == 0 && delivery.qos == crate::core::message::QoS::AtMostOnce {
-            return (PushOutcome::Dropped, commit);
-        }
-        let mut outcome = PushOutcome::Queued;
-        let size = delivery_bytes(&delivery);
-        let limits = state.limits;
-        if limits.full_for(&state.pending, size) {
-            let fits_alone = limits.max_queued_bytes == 0 || size <= limits.max_queued_bytes;
-            match limits.overflow {
-                OverflowPolicy::DropOldest if fits_alone => {
-                    while limits.full_for(&state.pending, size) {
-                        if let Some(old) = state.pending.pop_front() {
-                            if let Some(persist) = self.persist() {
-                                commit.include(persist.delete_delivery(old.seq));
-                            }
-                        }
-                        state.rare().dropped += 1;
-                    }
-                    outcome = PushOutcome::QueuedDroppedOldest;
-                }
-                _ => {
-                    state.rare().dropped += 1;
-                    return (PushOutcome::Dropped, commit);
-                }
-            }
-        }
-        if delivery.qos != QoS::AtMostOnce {
-            if let Some(persist) = self.persist_if(&state) {
-                delivery.seq = state.next_store_seq;
-                state.next_store_seq += 1;
-                commit.include(persist.put_delivery(&delivery, slot));
-            }
-        }
-        let was_empty = state.pending.is_empty();
-        state.pending.push_back(delivery);
-        drop(state);
-        if was_empty {
-            self.wake.notify_one();
-        }
-        (outcome, commit)
-    }
-
-    /// True when one more delivery of `size` bytes does not fit and the policy is to refuse it.
-    pub fn refuses(&self, size: usize) -> bool {
-        let state = self.state.lock();
-        state.limits.overflow == OverflowPolicy::Refuse
-            && state.limits.full_for(&state.pending, size)
-    }
-
-    /// Applies new queue limits (config reload); a queue already over them keeps
-    /// what it holds and takes more only once below them.
-    pub fn set_limits(&self, limits: QueueLimits) {
-        self.state.lock().limits = limits;
-    }
-
-    /// Resolves when deliveries may be waiting.
-    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.wake.notified()
-    }
-
-    /// Moves up to `max` pending deliveries into `out`.
-    pub fn take_pending(&self, max: usize, out: &mut Vec<Delivery>) {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        let now = Instant::now();
-        self.feed_retained(state, now);
-        state.pending.drain_into(max, out);
-        self.feed_retained(state, now);
-        Session::tell_space(state);
-    }
-
-    /// Queues the retained messages a new subscription asked for: they are fed
-    /// into the queue a few at a time as the connection takes from it, so a
-    /// large retained set flows at the client's pace instead of overflowing the queue.
-    pub fn queue_retained(&self, batch: RetainedBatch) -> usize {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        let was_empty = state.pending.is_empty();
-        state.rare().retained.add(batch);
-        let expired = self.feed_retained(state, Instant::now());
-        let wake = was_empty && !state.pending.is_empty();
-        drop(guard);
-        if wake {
-            self.wake.notify_one();
-        }
-        expired
-    }
-
-    /// Retained messages waiting to be fed into the queue.
-    pub fn retained_backlog_len(&self) -> usize {
-        let state = self.state.lock();
-        state.rare.as_ref().map_or(0, |r| r.retained.len())
-    }
-
-    /// Moves retained deliveries from the backlog into `pending` while it holds
-    /// fewer than `RETAINED_FEED` and the queue limits leave room (always at
-    /// least one into an empty queue); returns how many expired ones were passed over.
-    fn feed_retained(&self, state: &mut SessionState, now: Instant) -> usize {
-        let mut expired = 0;
-        while state.has_retained_backlog() && state.pending.len() < RETAINED_FEED {
-            let limits = state.limits;
-            let pending = &state.pending;
-            let Some(rare) = state.rare.as_mut() else {
-                break;
-            };
-            let fed = rare.retained.next(now, |size| {
-                pending.is_empty() || !limits.full_for(pending, size)
-            });
-            expired += fed.expired;
-            let Some(mut delivery) = fed.delivery else {
-                break;
-            };
-            if delivery.qos != QoS::AtMostOnce {
-                if let Some(persist) = self.persist_if(state) {
-                    delivery.seq = state.next_store_seq;
-                    state.next_store_seq += 1;
-                    persist.put_delivery(&delivery, &MessageSlot::default());
-                }
-            }
-            state.pending.push_back(delivery);
-        }
-        expired
-    }
-
-    /// Moves deliveries the connection may send now into `out`: QoS 0 always, QoS 1/2
-    /// while fewer than `window` are in flight (each gets a packet id and is recorded
-    /// in flight). Stops at the first QoS 1/2 delivery that does not fit, so order is
-    /// kept. Expired deliveries are discarded and counted.
-    pub fn take_deliverable(
-        &self,
-        max: usize,
-        window: usize,
-        now: Instant,
-        out: &mut Vec<(Delivery, Option<u16>)>,
-    ) -> Taken {
-        let mut commit = Commit::NONE;
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        let mut expired = self.feed_retained(state, now);
-        while out.len() < max {
-            let Some(front) = state.pending.front() else {
-                break;
-            };
-            if front.message.is_expired(now) {
-                if let (Some(old), Some(persist)) = (state.pending.pop_front(), self.persist()) {
-                    persist.delete_delivery(old.seq);
-                }
-                expired += 1;
-                continue;
-            }
-            if front.qos == crate::core::message::QoS::AtMostOnce {
-                if let Some(delivery) = state.pending.pop_front() {
-                    out.push((delivery, None));
-                }
-                continue;
-            }
-            if state.ids.inflight_len() >= window.min(usize::from(u16::MAX) - 1) {
-                break;
-            }
-            let Some(delivery) = state.pending.pop_front() else {
-                break;
-            };
-            let id = state.ids.allocate();
-            if delivery.seq != 0 {
-                if let Some(persist) = self.persist_if(state) {
-                    // The packet id is stored so a resend after a restart uses the same one.
-                    commit.include(persist.mark_delivery(delivery.seq, id, false));
-                }
-            }
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            state.ids.insert_inflight(
-                id,
-                InflightEntry {
-                    delivery: delivery.clone(),
-                    stage: InflightStage::Sent,
-                    seq,
-                },
-            );
-            out.push((delivery, Some(id)));
-        }
-        if !out.is_empty() {
-            Session::tell_space(state);
-        }
-        Taken {
-            expired: expired + self.feed_retained(state, now),
-            commit,
-        }
-    }
-
-    pub fn pending_len(&self) -> usize {
-        self.state.lock().pending.len()
-    }
-
-    /// Notified (`notify_waiters`) whenever the connection takes deliveries
-    /// from the queue: stream readers wait on it for room.
-    pub fn space(&self) -> Arc<Notify> {
-        Arc::clone(
-            self.state
-                .lock()
-                .rare()
-                .space
-                .get_or_insert_with(|| Arc::new(Notify::new())),
-        )
-    }
-
-    /// Wakes stream readers waiting for room (after deliveries were taken).
-    fn tell_space(state: &SessionState) {
-        if let Some(space) = state.rare.as_ref().and_then(|r| r.space.as_ref()) {
-            space.notify_waiters();
-        }
-    }
-
-    pub fn dropped_count(&self) -> u64 {
-        self.state.lock().rare.as_ref().map_or(0, |r| r.dropped)
-    }
-
-    pub fn inflight_len(&self) -> usize {
-        self.state.lock().ids.inflight_len()
-    }
-
-    /// Removes an in-flight delivery in `stage`: the commit of its removal from
-    /// the store, or None if there is none with that id and stage.
-    pub fn finish_inflight(&self, packet_id: u16, stage: InflightStage) -> Option<Commit> {
-        self.finish_inflight_delivery(packet_id, stage)
-            .map(|(commit, _)| commit)
-    }
-
-    /// [`Session::finish_inflight`], also returning the finished delivery (a
-    /// stream reader's named consumer commits its offset from it).
-    pub fn finish_inflight_delivery(
-        &self,
-        packet_id: u16,
-        stage: InflightStage,
-    ) -> Option<(Commit, Delivery)> {
-        let mut state = self.state.lock();
-        match state.ids.inflight_stage(packet_id) {
-            Some(found) if found == stage => {
-                let entry = state.ids.remove_inflight(packet_id)?;
-                let commit = match self.persist() {
-                    Some(persist) => persist.delete_delivery(entry.delivery.seq),
-                    None => Commit::NONE,
-                };
-                Some((commit, entry.delivery))
-            }
-            _ => None,
-        }
-    }
-
-    /// PUBREC received: the QoS 2 delivery moves to the release stage. The
-    /// commit of that stage (the PUBREL depends on it), or None if unknown.
-    pub fn release_inflight(&self, packet_id: u16) -> Option<Commit> {
-        let mut state = self.state.lock();
-        let entry = state.ids.inflight_mut(packet_id)?;
-        entry.stage = InflightStage::Released;
-        let mut commit = Commit::NONE;
-        if entry.delivery.seq != 0 {
-            if let Some(persist) = self.persist() {
-                commit = persist.mark_delivery(entry.delivery.seq, packet_id, true);
-            }
-        }
-        Some(commit)
-    }
-
-    /// Every in-flight delivery in send order, for resending after a reconnect.
-    pub fn inflight_in_order(&self) -> Vec<(u16, InflightEntry)> {
-        let state = self.state.lock();
-        let mut entries: Vec<(u16, InflightEntry)> = state
-            .ids
-            .inflight()
-            .map(|(id, e)| (id, e.clone()))
-            .collect();
-        entries.sort_by_key(|(_, e)| e.seq);
-        entries
-    }
-
-    /// Records an incoming QoS 2 id: the commit of its record (the PUBREC
-    /// depends on it), or None if it was already recorded (a duplicate PUBLISH).
-    pub fn record_incoming_qos2(&self, packet_id: u16) -> Option<Commit> {
-        let mut state = self.state.lock();
-        if !state.ids.insert_incoming_qos2(packet_id) {
-            return None;
-        }
-        let commit = self
-            .persist_if(&state)
-            .map_or(Commit::NONE, |persist| persist.put_incoming_qos2(packet_id));
-        Some(commit)
-    }
-
-    pub fn incoming_qos2_len(&self) -> usize {
-        self.state.lock().ids.incoming_qos2_len()
-    }
-
-    /// PUBREL: forgets the id; the commit of its removal (the PUBCOMP depends on
-    /// it: the client may reuse the id), or None if it was unknown. Only a
-    /// session the store holds anything of deletes it there: a clean session's
-    /// PUBREL costs no store operation (and no group commit).
-    pub fn release_incoming_qos2(&self, packet_id: u16) -> Option<Commit> {
-        if !self.state.lock().ids.remove_incoming_qos2(packet_id) {
-            return None;
-        }
-        let commit = match (self.is_stored(), self.persist()) {
-            (true, Some(persist)) => persist.delete_incoming_qos2(packet_id),
-            _ => Commit::NONE,
-        };
-        Some(commit)
     }
 
     pub(crate) fn add_subscription(&self, filter: Filter, options: SubscriptionOptions) -> bool {

@@ -1,0 +1,133 @@
+//! Publishing: a message from a client, from the adapters' checked path or
+//! from another node, routed through the core and handed on to the streams
+//! and the cluster fabric.
+
+use std::sync::Arc;
+
+use crate::core::commit::Commit;
+use crate::core::fabric::is_fabric_topic;
+use crate::core::message::Message;
+use crate::core::queue::QueueError;
+use crate::core::retained_set::RetainedFull;
+
+use super::persist::RetainedOrigin;
+use super::Router;
+
+/// Why a message was not taken (the publisher is told; nothing was routed).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishRefused {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the message store is full ({held} messages, limit {limit})")]
+    StoreFull { held: u64, limit: u64 },
+    #[error("the queue of subscriber {client_id} is full")]
+    SubscriberFull { client_id: String },
+    #[error(transparent)]
+    RetainedFull(#[from] RetainedFull),
+}
+
+/// A message taken by [`Router::publish_checked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Sessions it was queued for (a queue counts as 1).
+    pub matched: usize,
+    /// What it stored (deliveries to persistent sessions, the queued or
+    /// retained copy): the publisher's ack goes out once this is committed.
+    pub commit: Commit,
+}
+
+impl Router {
+    /// Routes one message: stores/clears it as retained if flagged, then queues it
+    /// for every matching session (one delivery per session, overlapping
+    /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
+    /// subscription). Returns the number of sessions it was queued for.
+    /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
+    /// queue refuses it with a warning).
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        let topic = Arc::clone(&message.topic);
+        let kept = Arc::clone(&message);
+        let forward = self.to_forward(&message);
+        match self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Here,
+            &self.persistence,
+            &self.stats,
+        ) {
+            Ok(published) => {
+                self.streams.append(&kept);
+                self.forward(forward);
+                published.matched
+            }
+            // A retained cap was logged by the routing, without flooding.
+            Err(PublishRefused::RetainedFull(_)) => 0,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "message refused");
+                0
+            }
+        }
+    }
+
+    /// Like [`Router::publish`], but a message the broker cannot keep is refused as a
+    /// whole and the caller tells the publisher: a full queue, a full store (QoS 1/2),
+    /// or a subscriber whose full queue refuses more (overflow policy `refuse`).
+    /// Its commit covers what it stored, for the publisher's ack.
+    pub fn publish_checked(&self, message: Arc<Message>) -> Result<Published, PublishRefused> {
+        if let Err((held, limit)) = self.persistence.check_room(message.qos) {
+            return Err(PublishRefused::StoreFull { held, limit });
+        }
+        let kept = Arc::clone(&message);
+        let forward = self.to_forward(&message);
+        let mut published = self.routing.route(
+            message,
+            true,
+            RetainedOrigin::Here,
+            &self.persistence,
+            &self.stats,
+        )?;
+        published.commit.include(self.streams.append(&kept));
+        self.forward(forward);
+        Ok(published)
+    }
+
+    /// Routes a message another node forwarded (cluster mode) to this node's
+    /// sessions, exactly as a local publish, and never back to the fabric.
+    /// Returns the number of sessions it was queued for.
+    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
+        // Retained messages travel through the cluster state, not the fabric;
+        // one that comes this way anyway is not shared again.
+        match self.routing.route(
+            message,
+            false,
+            RetainedOrigin::Cluster,
+            &self.persistence,
+            &self.stats,
+        ) {
+            Ok(published) => published.matched,
+            Err(PublishRefused::RetainedFull(_)) => 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "message from a peer refused");
+                0
+            }
+        }
+    }
+
+    /// The message again when the fabric must carry it (cluster mode, not a
+    /// `$SYS` or queue topic): taken before routing consumes it. A retained
+    /// message goes to the other nodes through the cluster state instead
+    /// (`apply_cluster_retained` there), which keeps their indexes in the
+    /// cluster's order and races no subscriber.
+    fn to_forward(&self, message: &Arc<Message>) -> Option<Arc<Message>> {
+        self.routing.fabric()?;
+        if message.retain && self.persistence.cluster().is_some() {
+            return None;
+        }
+        is_fabric_topic(&message.topic).then(|| Arc::clone(message))
+    }
+
+    fn forward(&self, message: Option<Arc<Message>>) {
+        if let (Some(fabric), Some(message)) = (self.routing.fabric(), message) {
+            fabric.forward(&message);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The outbound queue of a session: deliveries appended by publishers under
+//! the queue limits and overflow policy, and taken by the connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::{OverflowPolicy, PushOutcome, QueueLimits, Session, SessionState};
+use crate::core::commit::Commit;
+use crate::core::message::{Delivery, QoS};
+use crate::core::pending::delivery_bytes;
+use crate::core::router::persist::MessageSlot;
+
+impl Session {
+    /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
+    pub fn push(&self, delivery: Delivery) -> PushOutcome {
+        self.push_stored(delivery, &MessageSlot::default()).0
+    }
+
+    /// [`Session::push`], also returning the commit of what it stored (the
+    /// delivery of a persistent session, the removal of one it dropped). The
+    /// deliveries of one publish share `slot`, so its message is stored once.
+    pub(crate) fn push_stored(
+        &self,
+        mut delivery: Delivery,
+        slot: &MessageSlot,
+    ) -> (PushOutcome, Commit) {
+        let mut commit = Commit::NONE;
+        let mut state = self.state.lock();
+        // Offline sessions keep only what has a delivery guarantee.
+        if state.connection_id == 0 && delivery.qos == crate::core::message::QoS::AtMostOnce {
+            return (PushOutcome::Dropped, commit);
+        }
+        let mut outcome = PushOutcome::Queued;
+        let size = delivery_bytes(&delivery);
+        let limits = state.limits;
+        if limits.full_for(&state.pending, size) {
+            let fits_alone = limits.max_queued_bytes == 0 || size <= limits.max_queued_bytes;
+            match limits.overflow {
+                OverflowPolicy::DropOldest if fits_alone => {
+                    while limits.full_for(&state.pending, size) {
+                        if let Some(old) = state.pending.pop_front() {
+                            if let Some(persist) = self.persist() {
+                                commit.include(persist.delete_delivery(old.seq));
+                            }
+                        }
+                        state.rare().dropped += 1;
+                    }
+                    outcome = PushOutcome::QueuedDroppedOldest;
+                }
+                _ => {
+                    state.rare().dropped += 1;
+                    return (PushOutcome::Dropped, commit);
+                }
+            }
+        }
+        if delivery.qos != QoS::AtMostOnce {
+            if let Some(persist) = self.persist_if(&state) {
+                delivery.seq = state.next_store_seq;
+                state.next_store_seq += 1;
+                commit.include(persist.put_delivery(&delivery, slot));
+            }
+        }
+        let was_empty = state.pending.is_empty();
+        state.pending.push_back(delivery);
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        (outcome, commit)
+    }
+
+    /// True when one more delivery of `size` bytes does not fit and the policy is to refuse it.
+    pub fn refuses(&self, size: usize) -> bool {
+        let state = self.state.lock();
+        state.limits.overflow == OverflowPolicy::Refuse
+            && state.limits.full_for(&state.pending, size)
+    }
+
+    /// Applies new queue limits (config reload); a queue already over them keeps
+    /// what it holds and takes more only once below them.
+    pub fn set_limits(&self, limits: QueueLimits) {
+        self.state.lock().limits = limits;
+    }
+
+    /// Resolves when deliveries may be waiting.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Moves up to `max` pending deliveries into `out`.
+    pub fn take_pending(&self, max: usize, out: &mut Vec<Delivery>) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let now = Instant::now();
+        self.feed_retained(state, now);
+        state.pending.drain_into(max, out);
+        self.feed_retained(state, now);
+        Session::tell_space(state);
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
+    /// Notified (`notify_waiters`) whenever the connection takes deliveries
+    /// from the queue: stream readers wait on it for room.
+    pub fn space(&self) -> Arc<Notify> {
+        Arc::clone(
+            self.state
+                .lock()
+                .rare()
+                .space
+                .get_or_insert_with(|| Arc::new(Notify::new())),
+        )
+    }
+
+    /// Wakes stream readers waiting for room (after deliveries were taken).
+    pub(super) fn tell_space(state: &SessionState) {
+        if let Some(space) = state.rare.as_ref().and_then(|r| r.space.as_ref()) {
+            space.notify_waiters();
+        }
+    }
+
+    pub fn dropped_count(&self) -> u64 {
+        self.state.lock().rare.as_ref().map_or(0, |r| r.dropped)
+    }
+}
