@@ -117,10 +117,7 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => match toml_summary(&settings) {
-            Ok(text) => {
-                println!("configuration OK\n{text}");
-                std::process::ExitCode::SUCCESS
-            }
+            Ok(text) => print_out(&format!("configuration OK\n{text}")),
             Err(e) => {
                 eprintln!("tern: {e:#}");
                 std::process::ExitCode::from(2)
@@ -201,6 +198,21 @@ fn read_new_password() -> anyhow::Result<Vec<u8>> {
         anyhow::bail!("the password must not be empty");
     }
     Ok(first.into_bytes())
+}
+
+/// Writes `text` to stdout. A reader that went away (`tern check-config |
+/// head -1`) is not an error: it took what it wanted. (`println!` panics there.)
+fn print_out(text: &str) -> std::process::ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern: cannot write to stdout: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn certs_dev(out: &std::path::Path, force: bool, client_cn: &str) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ start-up banner and shutdown on signals. Needs no MQTT library."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -111,6 +112,26 @@ def test_missing_config_file_is_an_error(tern_binary, tmp_path):
     result = check_config(tern_binary, "--config", str(tmp_path / "nope.toml"))
     assert result.returncode != 0
     assert "nope.toml" in result.stderr
+
+
+def test_check_config_into_a_closed_pipe_does_not_panic(tern_binary):
+    # `tern check-config | head -1`: the reader may be gone before tern writes.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(tern_binary), "check-config"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        os.close(write_end)
+    assert "panicked" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
 
 
 def test_banner_names_listeners_and_ports_accept(broker):
