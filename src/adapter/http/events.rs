@@ -42,7 +42,7 @@ use crate::admin::Protocol;
 use crate::core::message::{Delivery, QoS};
 use crate::core::queue::queue_name;
 use crate::core::router::Router;
-use crate::core::session::{KickReason, Session, SessionOwner, SubscriptionOptions};
+use crate::core::session::{KickReason, Session, SubscriptionOptions};
 
 /// Deliveries written per wake-up (one chunk).
 const BATCH: usize = 64;
@@ -94,15 +94,7 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
     let with_retained = !matches!(query.get("retained"), Some("false" | "0"));
     let slot = call.open_slot()?;
     let router = Arc::clone(&call.ctx.router);
-    let client_id: Arc<str> = Arc::from(format!(
-        "{}-sse-{:016x}",
-        call.caller.client_id,
-        rand::random::<u64>()
-    ));
-    let owner = SessionOwner::of(call.caller.principal.username.as_ref());
-    let attached = router
-        .attach(&client_id, &owner, true, 0)
-        .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+    let attached = call.private_session("sse")?;
     let session = attached.session;
     for (filter, exceptions) in filters {
         let options = SubscriptionOptions {

@@ -122,6 +122,25 @@ pub(crate) struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// A fresh core session of the caller's for one request (an event stream,
+    /// a request waiting for its reply): clean start, never stored, its id
+    /// `<client id>-<kind>-<random>`.
+    pub(super) fn private_session(
+        &self,
+        kind: &str,
+    ) -> Result<crate::core::router::Attached, HttpError> {
+        let client_id: Arc<str> = Arc::from(format!(
+            "{}-{kind}-{:016x}",
+            self.caller.client_id,
+            rand::random::<u64>()
+        ));
+        let owner = crate::core::session::SessionOwner::of(self.caller.principal.username.as_ref());
+        self.ctx
+            .router
+            .attach(&client_id, &owner, true, 0)
+            .map_err(|e| HttpError::Unavailable(e.to_string()))
+    }
+
     /// The ACL decision for `action` on `target` (a topic, filter or `$queue/…`);
     /// 403 naming it when refused (logged within the connection's limit).
     pub fn check(&self, action: Action, target: &str) -> Result<(), HttpError> {

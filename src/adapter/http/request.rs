@@ -26,7 +26,7 @@ use super::publish::route;
 use super::reply::{full, Body, HttpError};
 use super::Call;
 use crate::core::message::{Message, QoS};
-use crate::core::session::{SessionOwner, SubscriptionOptions};
+use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
 
 /// Where replies to HTTP requests go; one fresh level below it per request.
@@ -60,15 +60,7 @@ pub(super) async fn handle(
     }
     let _slot = call.open_slot()?;
     let router = Arc::clone(&call.ctx.router);
-    let client_id: Arc<str> = Arc::from(format!(
-        "{}-request-{:016x}",
-        call.caller.client_id,
-        rand::random::<u64>()
-    ));
-    let owner = SessionOwner::of(call.caller.principal.username.as_ref());
-    let attached = router
-        .attach(&client_id, &owner, true, 0)
-        .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+    let attached = call.private_session("request")?;
     let session = attached.session;
     // A private, fresh topic: the requester needs no ACL right to hear its reply.
     router.subscribe(
