@@ -14,6 +14,7 @@
 //! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
 //! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 //! - `kv_key.rs`: client ids and topics as JetStream KV keys, reversibly.
+//! - `kv_value.rs`: their values: a version byte, then the record in postcard.
 //! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
 //!   by compare-and-set revision; takeover seen through a watch).
 //! - `retained.rs`: retained messages, one view (KV bucket + watch).
@@ -22,6 +23,7 @@
 pub mod fabric;
 mod inbound;
 mod kv_key;
+mod kv_value;
 mod ownership;
 mod retained;
 pub mod settings;

@@ -52,17 +52,11 @@ pub(crate) struct RetainedValue {
 
 impl RetainedValue {
     pub(crate) fn encode(&self) -> bytes::Bytes {
-        let mut out = vec![VALUE_VERSION];
-        // Serialising plain records into a Vec cannot fail.
-        out.extend(postcard::to_allocvec(self).unwrap_or_default());
-        out.into()
+        super::kv_value::encode(VALUE_VERSION, self)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<RetainedValue> {
-        match bytes.split_first() {
-            Some((&VALUE_VERSION, rest)) => postcard::from_bytes(rest).ok(),
-            _ => None,
-        }
+        super::kv_value::decode(VALUE_VERSION, bytes)
     }
 }
 
