@@ -5,7 +5,7 @@
 //! rate, read sizing, one `select!` over kick, read, session wake-up and
 //! timers) and the CONNECT phase's read ([`read_first_frame`]) are written
 //! once. Each protocol supplies its hooks ([`ConnectionProtocol`]) in plain
-//! code: its CONNECT, decoding and handling a frame, deliveries as frames, its
+//! code: its CONNECT, taking and handling the next frame, deliveries as frames, its
 //! timers (MQTT keep-alive, STOMP heart-beats) and its goodbye.
 
 use std::cell::Cell;
@@ -57,12 +57,20 @@ pub(crate) enum Ended {
     Write(WriteError),
 }
 
+/// What [`ConnectionProtocol::handle_next`] found in the read buffer.
+pub(crate) enum Next<C> {
+    /// No complete inbound unit yet.
+    Incomplete,
+    /// One unit was taken and handled.
+    Handled,
+    /// One unit was taken: the client's goodbye.
+    Closed(C),
+}
+
 /// One protocol's part of a connection: the state it keeps past CONNECT (the
 /// implementing type, [`Connection::protocol`]) and the hooks the driver calls.
 pub(crate) trait ConnectionProtocol: Sized + Send + 'static {
     const PROTOCOL: Protocol;
-    /// One decoded inbound unit (a packet, a frame, a heart-beat).
-    type Inbound;
     /// One delivery as the session hands it out (see [`ConnectionProtocol::deliver_batch`]).
     type Batched: 'static;
     /// How a connection ended without an error.
@@ -78,17 +86,16 @@ pub(crate) trait ConnectionProtocol: Sized + Send + 'static {
         ctx: &'a Context,
     ) -> impl Future<Output = Option<Connection<Self>>> + Send + 'a;
 
-    /// Takes the next complete inbound unit from `read_buf`; None: not complete yet.
-    fn decode(
+    /// Takes the next complete inbound unit (a packet, a frame, a heart-beat)
+    /// from `read_buf`, tells the driver it did ([`Connection::frame_taken`])
+    /// and handles it. Decoding and handling are one hook, not two the driver
+    /// chains: a decoded MQTT packet is several hundred bytes (its properties
+    /// inline), and handing it from the decoder through the driver to the
+    /// handler copied it at every step (QoS 2: four inbound packets a message).
+    fn handle_next(
         conn: &mut Connection<Self>,
         read_buf: &mut BytesMut,
-    ) -> Result<Option<Self::Inbound>, Self::Error>;
-
-    /// Handles one inbound unit; Some when the client said goodbye.
-    fn dispatch(
-        conn: &mut Connection<Self>,
-        inbound: Self::Inbound,
-    ) -> Result<Option<Self::Closed>, Self::Error>;
+    ) -> Result<Next<Self::Closed>, Self::Error>;
 
     /// Whether the client may take more deliveries now (its in-flight window).
     fn window_open(conn: &Connection<Self>) -> bool;
@@ -292,11 +299,11 @@ impl<P: ConnectionProtocol> Connection<P> {
     /// Handles every complete frame in `read_buf`.
     fn handle_buffered(&mut self, read_buf: &mut BytesMut) -> Result<Option<P::Closed>, P::Error> {
         let mut completed = false;
-        while let Some(inbound) = P::decode(self, read_buf)? {
-            completed = true;
-            self.partial.shrink_to(read_buf.len());
-            if let Some(closed) = P::dispatch(self, inbound)? {
-                return Ok(Some(closed));
+        loop {
+            match P::handle_next(self, read_buf)? {
+                Next::Incomplete => break,
+                Next::Handled => completed = true,
+                Next::Closed(closed) => return Ok(Some(closed)),
             }
         }
         // What is left is the start of a frame: it holds memory until complete.
@@ -306,6 +313,12 @@ impl<P: ConnectionProtocol> Connection<P> {
             .map_err(Ended::OverBudget)?;
         self.check_frame_deadline()?;
         Ok(None)
+    }
+
+    /// A complete inbound unit was taken off the read buffer (`left` bytes
+    /// remain): the buffer budget keeps charging only what is left.
+    pub(crate) fn frame_taken(&mut self, left: usize) {
+        self.partial.shrink_to(left);
     }
 
     fn frame_timeout(&self) -> Duration {

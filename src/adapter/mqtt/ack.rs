@@ -17,7 +17,7 @@ pub(super) fn ack(packet_id: u16, reason: u8) -> Ack {
 
 /// QoS 1 delivery acknowledged. An unknown id is ignored (it may be a late ack
 /// of a message already resent and acknowledged).
-pub(super) fn handle_puback(conn: &mut Connection, puback: Ack) {
+pub(super) fn handle_puback(conn: &mut Connection, puback: &Ack) {
     // Nothing answers a PUBACK, so nothing waits for its removal from the store.
     match conn
         .session
@@ -46,7 +46,7 @@ fn stream_acked(conn: &Connection, delivery: &Delivery) {
 
 /// QoS 2 delivery received by the client: answer PUBREL. A PUBREC carrying an
 /// error code ends the flow without PUBREL.
-pub(super) fn handle_pubrec(conn: &mut Connection, pubrec: Ack) -> Result<(), MqttError> {
+pub(super) fn handle_pubrec(conn: &mut Connection, pubrec: &Ack) -> Result<(), MqttError> {
     let id = pubrec.packet_id;
     if pubrec.reason >= 0x80 {
         conn.session.finish_inflight(id, InflightStage::Sent);
@@ -64,7 +64,7 @@ pub(super) fn handle_pubrec(conn: &mut Connection, pubrec: Ack) -> Result<(), Mq
 }
 
 /// Client releases a QoS 2 message it sent us: answer PUBCOMP.
-pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), MqttError> {
+pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: &Ack) -> Result<(), MqttError> {
     let id = pubrel.packet_id;
     let code = match conn.session.release_incoming_qos2(id) {
         Some(commit) => {
@@ -79,7 +79,7 @@ pub(super) fn handle_pubrel(conn: &mut Connection, pubrel: Ack) -> Result<(), Mq
 }
 
 /// QoS 2 delivery complete.
-pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: Ack) {
+pub(super) fn handle_pubcomp(conn: &mut Connection, pubcomp: &Ack) {
     match conn
         .session
         .finish_inflight_delivery(pubcomp.packet_id, InflightStage::Released)

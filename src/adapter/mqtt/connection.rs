@@ -17,7 +17,7 @@ use super::error::MqttError;
 use super::will::PendingWill;
 use super::{ack, connect, publish, subscribe};
 use crate::adapter::budget::PartialFrame;
-use crate::adapter::serve::{ConnectionProtocol, Stream};
+use crate::adapter::serve::{ConnectionProtocol, Next, Stream};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::core::commit::Commit;
@@ -110,7 +110,6 @@ impl Mqtt {
 
 impl ConnectionProtocol for Mqtt {
     const PROTOCOL: Protocol = Protocol::Mqtt;
-    type Inbound = Packet;
     type Batched = (Delivery, Option<u16>);
     type Closed = Closed;
     type Error = MqttError;
@@ -124,19 +123,25 @@ impl ConnectionProtocol for Mqtt {
         connect::accept(stream, read_buf, peer, ctx)
     }
 
-    fn decode(conn: &mut Connection, read_buf: &mut BytesMut) -> Result<Option<Packet>, MqttError> {
+    fn handle_next(
+        conn: &mut Connection,
+        read_buf: &mut BytesMut,
+    ) -> Result<Next<Closed>, MqttError> {
         // Read here rather than kept: every byte a waiting task keeps, every idle
         // connection pays for.
         let max_packet = conn.ctx.limits().max_packet_size as usize;
-        Ok(tern_mqtt::decode(
-            read_buf,
-            conn.protocol.version,
-            max_packet,
-        )?)
-    }
-
-    fn dispatch(conn: &mut Connection, packet: Packet) -> Result<Option<Closed>, MqttError> {
-        dispatch(conn, packet)
+        // The packet is handled where the decoder put it (see `dispatch`).
+        match tern_mqtt::decode(read_buf, conn.protocol.version, max_packet) {
+            Ok(Some(packet)) => {
+                conn.frame_taken(read_buf.len());
+                Ok(match dispatch(conn, packet)? {
+                    Some(closed) => Next::Closed(closed),
+                    None => Next::Handled,
+                })
+            }
+            Ok(None) => Ok(Next::Incomplete),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn window_open(conn: &Connection) -> bool {
@@ -260,10 +265,13 @@ impl Connection {
     }
 }
 
-/// The packet dispatcher.
-fn dispatch(conn: &mut Connection, packet: Packet) -> Result<Option<Closed>, MqttError> {
+/// The packet dispatcher. Inlined into `handle_next`, and the frequent
+/// packets (PUBLISH and the acks) bound by reference: a `Packet` is several
+/// hundred bytes (its properties inline), and each move of one was a copy.
+#[inline(always)]
+fn dispatch(conn: &mut Connection, mut packet: Packet) -> Result<Option<Closed>, MqttError> {
     match packet {
-        Packet::Publish(p) => {
+        Packet::Publish(ref mut p) => {
             let within = conn
                 .publish_rate
                 .as_mut()
@@ -274,10 +282,10 @@ fn dispatch(conn: &mut Connection, packet: Packet) -> Result<Option<Closed>, Mqt
             }
             publish::handle_publish(conn, p)?
         }
-        Packet::PubAck(a) => ack::handle_puback(conn, a),
-        Packet::PubRec(a) => ack::handle_pubrec(conn, a)?,
-        Packet::PubRel(a) => ack::handle_pubrel(conn, a)?,
-        Packet::PubComp(a) => ack::handle_pubcomp(conn, a),
+        Packet::PubAck(ref a) => ack::handle_puback(conn, a),
+        Packet::PubRec(ref a) => ack::handle_pubrec(conn, a)?,
+        Packet::PubRel(ref a) => ack::handle_pubrel(conn, a)?,
+        Packet::PubComp(ref a) => ack::handle_pubcomp(conn, a),
         Packet::Subscribe(s) => subscribe::handle_subscribe(conn, s)?,
         Packet::Unsubscribe(u) => subscribe::handle_unsubscribe(conn, u)?,
         Packet::PingReq => conn.send(&Packet::PingResp)?,

@@ -17,8 +17,12 @@ use crate::auth::Action;
 use crate::core::message::{Delivery, QoS};
 use crate::core::router::PublishRefused;
 
-pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<(), MqttError> {
-    let topic = resolve_topic(conn, &publish)?;
+/// Handles a PUBLISH in place (its payload is taken from it: see `dispatch`).
+pub(super) fn handle_publish(
+    conn: &mut Connection,
+    publish: &mut Publish,
+) -> Result<(), MqttError> {
+    let topic = resolve_topic(conn, publish)?;
     if publish.payload_is_invalid_utf8() {
         return Err(MqttError::PayloadFormatInvalid);
     }
@@ -72,7 +76,7 @@ pub(super) fn handle_publish(conn: &mut Connection, publish: Publish) -> Result<
     }
     let message = message_from_parts(
         topic,
-        publish.payload,
+        std::mem::take(&mut publish.payload),
         qos,
         publish.retain,
         &publish.properties,

@@ -22,7 +22,7 @@ use super::subscribe::Subscriptions;
 use super::transaction::Transactions;
 use super::{ack, connect, deliver, op, send, subscribe, transaction};
 use crate::adapter::budget::PartialFrame;
-use crate::adapter::serve::{ConnectionProtocol, Stream};
+use crate::adapter::serve::{ConnectionProtocol, Next, Stream};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::core::commit::Commit;
@@ -114,7 +114,6 @@ impl Stomp {
 
 impl ConnectionProtocol for Stomp {
     const PROTOCOL: Protocol = Protocol::Stomp;
-    type Inbound = Item;
     type Batched = Delivery;
     type Closed = Closed;
     type Error = StompAdapterError;
@@ -128,18 +127,19 @@ impl ConnectionProtocol for Stomp {
         connect::accept(stream, read_buf, peer, ctx)
     }
 
-    fn decode(
+    fn handle_next(
         conn: &mut Connection,
         read_buf: &mut BytesMut,
-    ) -> Result<Option<Item>, StompAdapterError> {
-        Ok(conn.protocol.decoder.decode(read_buf)?)
-    }
-
-    fn dispatch(conn: &mut Connection, item: Item) -> Result<Option<Closed>, StompAdapterError> {
-        match item {
-            Item::HeartBeat => Ok(None),
-            Item::Frame(frame) => dispatch(conn, frame),
-        }
+    ) -> Result<Next<Closed>, StompAdapterError> {
+        let Some(item) = conn.protocol.decoder.decode(read_buf)? else {
+            return Ok(Next::Incomplete);
+        };
+        conn.frame_taken(read_buf.len());
+        let closed = match item {
+            Item::HeartBeat => None,
+            Item::Frame(frame) => dispatch(conn, frame)?,
+        };
+        Ok(closed.map_or(Next::Handled, Next::Closed))
     }
 
     fn window_open(conn: &Connection) -> bool {
