@@ -77,6 +77,17 @@ impl ClusterStatus {
         nodes
     }
 
+    /// The other nodes heard of within [`NODE_TIMEOUT`], by name.
+    pub(super) fn peers_alive(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.peers
+            .lock()
+            .iter()
+            .filter(|(_, seen)| now.saturating_duration_since(**seen) <= NODE_TIMEOUT)
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
     /// The last NATS round trip measured.
     pub fn rtt(&self) -> Duration {
         Duration::from_micros(self.rtt_micros.load(Ordering::Relaxed))

@@ -191,6 +191,14 @@ impl Router {
         self.routing.set_fabric(fabric)
     }
 
+    /// While the cluster fabric is behind, what resolves once it has room
+    /// again (connections wait for it before reading more); None otherwise.
+    pub fn fabric_wait_room(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> {
+        self.routing.fabric().and_then(|fabric| fabric.wait_room())
+    }
+
     /// Resolves once what `commit` stands for is committed (at once for
     /// [`Commit::NONE`] or without a store); an error when the store failed
     /// or is shut down, so the ack that depended on it must not be sent.
