@@ -259,6 +259,11 @@ impl<P: ConnectionProtocol> Connection<P> {
             {
                 tokio::time::sleep(debt).await;
             }
+            // The cluster's other nodes are behind: read on once they caught up
+            // (what this client publishes would otherwise be dropped for them).
+            if let Some(room) = self.ctx.router.fabric_wait_room() {
+                room.await;
+            }
             sizing.prepare(read_buf);
             let window_open = P::window_open(self);
             let own_timer_armed = self.protocol.own_timer_armed();

@@ -7,6 +7,7 @@
 //! | `GET /api/clients` | connected clients: protocol, address, username, since, queue depth |
 //! | `GET /api/clients/<id>/subscriptions` | a session's subscriptions (connected or not) |
 //! | `DELETE /api/clients/<id>` | disconnects the client (MQTT 5: DISCONNECT 0x98) |
+//! | `GET /api/cluster/clients/<id>` | cluster mode: the node holding the client id's session |
 //! | `GET /api/queues` | point-to-point queues: ready, unacked, consumers |
 //! | `GET /api/retained` | retained messages: topic, QoS, size, payload (UTF-8, lossy) |
 //! | `DELETE /api/retained/<topic>` | removes one retained message |
@@ -68,6 +69,13 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
             Some(cluster) => json_ok(super::cluster::nodes_json(cluster)),
             None => json_ok(serde_json::json!({ "node": null, "nodes": [] })),
         },
+        (&Method::GET, ["cluster", "clients", id]) => match state.monitor.cluster() {
+            Some(cluster) => client_node(cluster, id).await,
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not in cluster mode (cluster.enabled = false)",
+            ),
+        },
         (&Method::GET, ["retained"]) => json_ok(list_retained(state)),
         (&Method::DELETE, ["retained", topic @ ..]) if !topic.is_empty() => {
             delete_retained(state, &topic.join("/"))
@@ -80,6 +88,25 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
         _ => error(
             StatusCode::NOT_FOUND,
             "no such admin call (see README: Operations)",
+        ),
+    }
+}
+
+/// Which node holds `client_id`'s session: 404 when none does.
+async fn client_node(
+    cluster: &crate::cluster::status::ClusterStatus,
+    client_id: &str,
+) -> HttpResponse {
+    match cluster.owner_of(client_id).await {
+        Ok(Some(node)) => json_ok(json!({
+            "client_id": client_id,
+            "this_node": node == *cluster.node,
+            "node": node,
+        })),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no node holds this client id"),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the cluster's client ids cannot be read: {e}"),
         ),
     }
 }
@@ -164,6 +191,8 @@ fn list_clients(state: &HttpState) -> Value {
                 "queue_depth": queued,
                 "inflight": inflight,
                 "subscriptions": subscriptions,
+                // Cluster mode: this node (the clients listed are connected here).
+                "node": state.monitor.cluster().map(|c| &*c.node),
             })
         })
         .collect();

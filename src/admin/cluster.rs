@@ -62,6 +62,26 @@ pub fn register(registry: &mut Registry, status: &ClusterStatus) {
         counter(fabric.dropped.load(Ordering::Relaxed)),
     );
     registry.register(
+        "cluster_messages_dropped_acknowledged",
+        "Of the dropped messages, those of QoS 1/2 (NATS down long enough to fill the queue)",
+        counter(fabric.dropped_acknowledged.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "cluster_nats_slow_consumer_drops",
+        "Messages from other nodes the NATS client dropped: a subscription's buffer was full",
+        counter(status.connection.slow_consumer_events()),
+    );
+    registry.register(
+        "cluster_window_waits",
+        "Times this node waited for the others to confirm what it sent (cluster.window full)",
+        counter(fabric.window_waits.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "cluster_confirm_timeouts",
+        "Syncs the other nodes did not all confirm in time (a node gone or stuck)",
+        counter(fabric.confirm_timeouts.load(Ordering::Relaxed)),
+    );
+    registry.register(
         "cluster_messages_discarded",
         "Messages from NATS not routed (undecodable, own node, repeats)",
         counter(fabric.discarded.load(Ordering::Relaxed)),

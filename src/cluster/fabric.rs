@@ -4,7 +4,10 @@
 //!
 //! - Out: `forward` only queues (bounded; never waits in the router's
 //!   publish path); one task encodes (`wire.rs`), numbers and publishes them
-//!   in queue order, so one node's messages reach NATS in one order.
+//!   in queue order, so one node's messages reach NATS in one order, at most
+//!   a window ahead of what the other nodes confirmed (`window.rs`). While
+//!   the queue is over its high mark, connections wait (`wait_room`) before
+//!   reading more: publishers slow down instead of messages being dropped.
 //! - Interest: counted per filter here; the inbound task (`inbound.rs`)
 //!   subscribes a filter's subjects at the first session and unsubscribes
 //!   them at the last: 10,000 sessions on `sensors/#` are one interest.
@@ -16,12 +19,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::status::{run_heartbeat, ClusterStatus};
 use super::subject::topic_to_subject;
+use super::window::Window;
 use super::wire::{self, Origin};
 use super::Cluster;
 use crate::core::fabric::Fabric;
@@ -34,6 +41,11 @@ use crate::core::router::Router;
 pub const OUTBOUND_QUEUE: usize = 131_072;
 /// Messages taken from the queue per wake-up of the outbound task.
 const OUTBOUND_BATCH: usize = 512;
+/// Queued messages above which connections stop reading until it drains...
+const CONGESTED_ABOVE: usize = OUTBOUND_QUEUE / 4;
+/// ...to this.
+const ROOM_BELOW: usize = CONGESTED_ABOVE / 2;
+const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Counters of the fabric (`/metrics`); relaxed atomics.
 #[derive(Debug, Default)]
@@ -44,6 +56,12 @@ pub struct FabricStats {
     pub received: AtomicU64,
     /// Messages not forwarded: the queue to NATS was full.
     pub dropped: AtomicU64,
+    /// Of those, messages of QoS 1 or 2 (their publisher had its ack).
+    pub dropped_acknowledged: AtomicU64,
+    /// Times sending waited for other nodes to confirm (the window was full).
+    pub window_waits: AtomicU64,
+    /// Syncs taken as confirmed after `window::CONFIRM_TIMEOUT` without every node.
+    pub confirm_timeouts: AtomicU64,
     /// Messages not forwarded: their topic has no NATS subject (too long).
     pub unforwardable: AtomicU64,
     /// Messages from NATS that were not ours to route (bad encoding, our own, repeats).
@@ -124,11 +142,19 @@ pub struct NatsFabric {
     stats: Arc<FabricStats>,
     /// True while messages are being dropped (logged when it starts and ends).
     dropping: Arc<AtomicBool>,
+    /// Woken when the queue drained below [`ROOM_BELOW`].
+    room: Arc<Notify>,
+    connection: Arc<super::ConnectionState>,
 }
 
 impl Fabric for NatsFabric {
     fn forward(&self, message: &Arc<Message>) {
         if self.outbound.try_send(Arc::clone(message)).is_err() {
+            if message.qos != crate::core::message::QoS::AtMostOnce {
+                self.stats
+                    .dropped_acknowledged
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let total = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if !self.dropping.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -146,6 +172,36 @@ impl Fabric for NatsFabric {
 
     fn interest_removed(&self, filter: &str) {
         self.interest.remove(filter);
+    }
+
+    fn wait_room(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        if !self.congested() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            loop {
+                let room = self.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if !self.congested() {
+                    return;
+                }
+                // Rechecked now and then: NATS going down ends congestion unannounced.
+                let _ = tokio::time::timeout(ROOM_RECHECK, room).await;
+            }
+        }))
+    }
+}
+
+impl NatsFabric {
+    fn queued(&self) -> usize {
+        self.outbound.max_capacity() - self.outbound.capacity()
+    }
+
+    /// Over the high mark while NATS is up (while it is down nothing drains:
+    /// local traffic must go on, and the queue drops what does not fit).
+    fn congested(&self) -> bool {
+        self.queued() > CONGESTED_ABOVE && self.connection.is_connected()
     }
 }
 
@@ -168,13 +224,19 @@ pub fn start(
     let stats = Arc::new(FabricStats::default());
     let interest = Arc::new(Interest::default());
     let dropping = Arc::new(AtomicBool::new(false));
+    let room = Arc::new(Notify::new());
     let epoch = rand::random::<u64>();
+    let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     tracker.spawn(run_outbound(
-        cluster.clone(),
-        epoch,
+        Outbound {
+            cluster: cluster.clone(),
+            status: Arc::clone(&status),
+            epoch,
+            stats: Arc::clone(&stats),
+            dropping: Arc::clone(&dropping),
+            room: Arc::clone(&room),
+        },
         queue,
-        Arc::clone(&stats),
-        Arc::clone(&dropping),
         shutdown.clone(),
     ));
     // Unconstrained: tokio's co-operative budget would make a subscription's
@@ -187,7 +249,6 @@ pub fn start(
         Arc::clone(&stats),
         shutdown.clone(),
     )));
-    let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     tracker.spawn(run_heartbeat(
         cluster.clone(),
         Arc::clone(&status),
@@ -198,24 +259,44 @@ pub fn start(
         interest,
         stats,
         dropping,
+        room,
+        connection: Arc::clone(cluster.state()),
     });
     (fabric, status)
 }
 
-/// Publishes queued messages in queue order, numbered 1, 2, … in this run
-/// (`epoch`): receivers order and de-duplicate by that number.
-async fn run_outbound(
+/// What the outbound task works with.
+struct Outbound {
     cluster: Cluster,
+    status: Arc<ClusterStatus>,
+    /// This run of the node: receivers order and de-duplicate per run.
     epoch: u64,
-    mut queue: mpsc::Receiver<Arc<Message>>,
     stats: Arc<FabricStats>,
     dropping: Arc<AtomicBool>,
+    room: Arc<Notify>,
+}
+
+/// Publishes queued messages in queue order, numbered 1, 2, … in this run
+/// (`epoch`): receivers order and de-duplicate by that number. At most a
+/// window of them is out unconfirmed (`window.rs`).
+async fn run_outbound(
+    out: Outbound,
+    mut queue: mpsc::Receiver<Arc<Message>>,
     shutdown: CancellationToken,
 ) {
+    let Outbound {
+        cluster,
+        status,
+        epoch,
+        stats,
+        dropping,
+        room,
+    } = out;
     let node = Arc::clone(cluster.node());
+    let mut window = Window::open(&cluster, status, Arc::clone(&stats), epoch).await;
     let mut batch = Vec::with_capacity(OUTBOUND_BATCH);
     let mut seq = 0u64;
-    loop {
+    'run: loop {
         let taken = tokio::select! {
             taken = queue.recv_many(&mut batch, OUTBOUND_BATCH) => taken,
             () = shutdown.cancelled() => break,
@@ -223,7 +304,6 @@ async fn run_outbound(
         if taken == 0 {
             break;
         }
-        let now = Instant::now();
         for message in batch.drain(..) {
             let subject = match topic_to_subject(&message.topic) {
                 Ok(subject) => subject,
@@ -237,17 +317,29 @@ async fn run_outbound(
                 }
             };
             seq += 1;
+            if let Some(window) = window.as_mut() {
+                if !window.admit(seq, &shutdown).await {
+                    break 'run;
+                }
+            }
             let origin = Origin {
                 node: &node,
                 epoch,
                 seq,
             };
-            let payload = wire::encode(&message, origin, now);
+            // Taken after the window's wait: the expiry left is counted from it.
+            let payload = wire::encode(&message, origin, Instant::now());
             // Fails only once the client is closed (it reconnects by itself).
             if cluster.client().publish(subject, payload).await.is_err() {
                 return;
             }
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            if let Some(window) = window.as_mut() {
+                window.sent(seq).await;
+            }
+        }
+        if queue.len() < ROOM_BELOW {
+            room.notify_waiters();
         }
         if dropping.load(Ordering::Relaxed) && queue.len() < OUTBOUND_QUEUE / 2 {
             dropping.store(false, Ordering::Relaxed);
@@ -257,6 +349,8 @@ async fn run_outbound(
             );
         }
     }
+    // Connections waiting for room read on (the node is stopping).
+    room.notify_waiters();
     // What was handed to the client goes out before the node stops.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.client().flush()).await;
 }

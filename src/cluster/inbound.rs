@@ -15,6 +15,9 @@
 //!   the rest wait for the next round, which routes them first.
 //! - No echo: the connection is `no_echo`, and a message of our own node is
 //!   dropped anyway.
+//! - Flow control: the syncs of other nodes (`window.rs`) come on a
+//!   subscription of their own and are ordered with the messages; once every
+//!   message of its origin before it is routed, a sync is confirmed.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fabric::{FabricStats, Interest};
 use super::subject::{filter_to_subjects, subject_to_topic};
+use super::window::{decode_sync, encode_confirm, SYNC_PREFIX};
 use super::wire;
 use super::Cluster;
 use crate::core::message::Message;
@@ -90,7 +94,20 @@ struct OriginState {
 struct Collected {
     origin: usize,
     seq: u64,
-    message: Message,
+    item: Item,
+}
+
+enum Item {
+    Message(Message),
+    /// A sync of the origin's window: confirmed on that reply subject once
+    /// every earlier message is routed (sorted after a message of its number).
+    Sync(async_nats::Subject),
+}
+
+impl Collected {
+    fn order(&self) -> (usize, u64, bool) {
+        (self.origin, self.seq, matches!(self.item, Item::Sync(_)))
+    }
 }
 
 struct Inbound {
@@ -106,6 +123,8 @@ struct Inbound {
     origins: Vec<OriginState>,
     /// Collected but held back (capped round): routed in a later round.
     held: Vec<Collected>,
+    /// Syncs whose messages are routed: (reply subject, sequence) to confirm.
+    confirms: Vec<(async_nats::Subject, u64)>,
 }
 
 pub(super) async fn run(
@@ -127,7 +146,9 @@ pub(super) async fn run(
         by_filter: std::collections::HashMap::new(),
         origins: Vec::new(),
         held: Vec::new(),
+        confirms: Vec::new(),
     };
+    inbound.subscribe_syncs().await;
     loop {
         // Checked here too: under constant traffic the wait below is skipped.
         if shutdown.is_cancelled() {
@@ -144,6 +165,7 @@ pub(super) async fn run(
         }
         inbound.apply_interest().await;
         inbound.round();
+        inbound.send_confirms().await;
         // Let the connections this round fed run before the next one.
         tokio::task::yield_now().await;
     }
@@ -170,6 +192,51 @@ impl Inbound {
             .store(self.interest.filter_count() as u64, Ordering::Relaxed);
     }
 
+    /// The other nodes' syncs, on this connection like their messages.
+    async fn subscribe_syncs(&mut self) {
+        match self
+            .cluster
+            .client()
+            .subscribe(format!("{SYNC_PREFIX}*"))
+            .await
+        {
+            Ok(subscriber) => {
+                self.add_slot(subscriber);
+            }
+            Err(e) => tracing::warn!(error = %e,
+                "cluster: cannot subscribe for syncs; other nodes will wait for this one's confirmations"),
+        }
+    }
+
+    /// Routed syncs, confirmed to their senders.
+    async fn send_confirms(&mut self) {
+        for (reply, seq) in std::mem::take(&mut self.confirms) {
+            let payload = encode_confirm(seq, self.cluster.node());
+            // Fails only once the client is closed; the sender stops waiting by itself.
+            let _ = self.cluster.client().publish(reply, payload).await;
+        }
+    }
+
+    /// Gives a subscription a slot (woken into `dirty`); returns it.
+    fn add_slot(&mut self, subscriber: Subscriber) -> usize {
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                self.slots.push(None);
+                self.slots.len() - 1
+            });
+        let waker = Waker::from(Arc::new(SlotWaker {
+            slot,
+            dirty: Arc::clone(&self.dirty),
+        }));
+        self.slots[slot] = Some(Slot { subscriber, waker });
+        // Never polled yet: look at it in the next round.
+        self.dirty.mark(slot);
+        slot
+    }
+
     async fn subscribe(&mut self, filter: String) {
         let subjects = match filter_to_subjects(&filter) {
             Ok(subjects) => subjects,
@@ -193,21 +260,7 @@ impl Inbound {
                     continue;
                 }
             };
-            let slot = self
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .unwrap_or_else(|| {
-                    self.slots.push(None);
-                    self.slots.len() - 1
-                });
-            let waker = Waker::from(Arc::new(SlotWaker {
-                slot,
-                dirty: Arc::clone(&self.dirty),
-            }));
-            self.slots[slot] = Some(Slot { subscriber, waker });
-            // Never polled yet: look at it in the next round.
-            self.dirty.mark(slot);
+            let slot = self.add_slot(subscriber);
             self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
             slots.push(slot);
         }
@@ -243,13 +296,20 @@ impl Inbound {
                 break;
             }
         }
-        collected.sort_by_key(|item| (item.origin, item.seq));
+        collected.sort_by_key(Collected::order);
         for item in collected {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
                 self.held.push(item);
                 continue;
             }
+            let message = match item.item {
+                Item::Message(message) => message,
+                Item::Sync(reply) => {
+                    self.confirms.push((reply, item.seq));
+                    continue;
+                }
+            };
             let origin = &mut self.origins[item.origin];
             if item.seq <= origin.last_routed {
                 self.stats.discarded.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +317,7 @@ impl Inbound {
             }
             origin.last_routed = item.seq;
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.router.publish_from_peer(Arc::new(item.message));
+            self.router.publish_from_peer(Arc::new(message));
         }
     }
 
@@ -279,6 +339,10 @@ impl Inbound {
     }
 
     fn collect(&mut self, message: async_nats::Message, now: Instant, out: &mut Vec<Collected>) {
+        if let Some(node) = message.subject.strip_prefix(SYNC_PREFIX) {
+            self.collect_sync(node, &message, out);
+            return;
+        }
         let Some(topic) = subject_to_topic(&message.subject) else {
             self.discard("a subject that is not a topic");
             return;
@@ -295,26 +359,52 @@ impl Inbound {
             self.discard("a message from a node with this node's name");
             return;
         }
-        let index = match self
+        let index = self.origin_index(origin.node, origin.epoch);
+        out.push(Collected {
+            origin: index,
+            seq: origin.seq,
+            item: Item::Message(decoded),
+        });
+    }
+
+    fn collect_sync(
+        &mut self,
+        node: &str,
+        message: &async_nats::Message,
+        out: &mut Vec<Collected>,
+    ) {
+        if node == &**self.cluster.node() {
+            return; // no_echo should make this impossible
+        }
+        let (Some((epoch, seq)), Some(reply)) = (decode_sync(&message.payload), &message.reply)
+        else {
+            self.discard("a sync that is not a Tern sync (or of another version)");
+            return;
+        };
+        let index = self.origin_index(node, epoch);
+        out.push(Collected {
+            origin: index,
+            seq,
+            item: Item::Sync(reply.clone()),
+        });
+    }
+
+    fn origin_index(&mut self, node: &str, epoch: u64) -> usize {
+        match self
             .origins
             .iter()
-            .position(|o| o.epoch == origin.epoch && o.node == origin.node)
+            .position(|o| o.epoch == epoch && o.node == node)
         {
             Some(index) => index,
             None => {
                 self.origins.push(OriginState {
-                    node: origin.node.to_string(),
-                    epoch: origin.epoch,
+                    node: node.to_string(),
+                    epoch,
                     last_routed: 0,
                 });
                 self.origins.len() - 1
             }
-        };
-        out.push(Collected {
-            origin: index,
-            seq: origin.seq,
-            message: decoded,
-        });
+        }
     }
 
     fn discard(&self, what: &'static str) {

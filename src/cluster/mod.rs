@@ -13,6 +13,7 @@
 //! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
 //! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
 //! - `wire.rs`: a core message as a NATS payload (versioned) and back.
+//! - `window.rs`: flow control between nodes (syncs confirmed by the receivers).
 //! - `kv_key.rs`: client ids and topics as JetStream KV keys, reversibly.
 //! - `kv_value.rs`: their values: a version byte, then the record in postcard.
 //! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
@@ -34,6 +35,7 @@ pub mod status;
 pub mod subject;
 #[cfg(test)]
 mod subject_tests;
+pub mod window;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +63,9 @@ pub enum ClusterError {
     },
 }
 
+/// Messages a NATS subscription of this node buffers at least (async-nats' default).
+const MIN_SUBSCRIPTION_CAPACITY: usize = 65_536;
+
 /// How long the first connection to NATS may take before the start fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,6 +90,12 @@ impl ConnectionState {
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
+
+    /// Messages NATS handed this node that the client library dropped: a
+    /// subscription's buffer was full (should stay 0: see `cluster.window`).
+    pub fn slow_consumer_events(&self) -> u64 {
+        self.slow_consumer_events.load(Ordering::Relaxed)
+    }
 }
 
 /// This node's membership of the cluster: its NATS connection (cheap to
@@ -95,6 +106,7 @@ pub struct Cluster {
     jetstream: jetstream::Context,
     node: Arc<str>,
     replicas: usize,
+    window: usize,
     state: Arc<ConnectionState>,
 }
 
@@ -118,6 +130,15 @@ impl Cluster {
             // Room for a burst of publishes between two writes of the connection
             // (the default, 2,048, made the outbound task wait on every batch).
             .client_capacity(65_536)
+            // Each sending node keeps at most a window unconfirmed (`window.rs`),
+            // so a subscription that holds several never drops one; never below
+            // the library's default, which the JetStream watches need.
+            .subscription_capacity(
+                settings
+                    .window
+                    .saturating_mul(settings::WINDOWS_BUFFERED)
+                    .max(MIN_SUBSCRIPTION_CAPACITY),
+            )
             .max_reconnects(None::<usize>)
             .event_callback({
                 let state = Arc::clone(&state);
@@ -179,6 +200,7 @@ impl Cluster {
             jetstream,
             node: Arc::from(settings.node.as_str()),
             replicas: settings.replicas,
+            window: settings.window,
             state,
         })
     }
@@ -201,6 +223,11 @@ impl Cluster {
     /// Copies of Tern's own JetStream buckets and streams (`cluster.replicas`).
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Messages this node may have sent unconfirmed (`cluster.window`).
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// The connection's state as its events last told it.

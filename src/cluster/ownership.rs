@@ -89,6 +89,26 @@ pub(crate) struct Ownership {
     wake_writer: Notify,
 }
 
+/// The node that holds `client_id` in the whole cluster, as the bucket says
+/// (None: no node does); read afresh (the admin API asks).
+pub(crate) async fn owner_of(
+    jetstream: &async_nats::jetstream::Context,
+    client_id: &str,
+) -> Result<Option<String>, String> {
+    let kv = jetstream
+        .get_key_value(BUCKET)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = kv
+        .get(kv_key::encode(client_id))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(value
+        .as_deref()
+        .and_then(OwnerValue::decode)
+        .map(|owner| owner.node))
+}
+
 impl Ownership {
     pub(crate) fn new(kv: kv::Store, node: &str) -> Ownership {
         Ownership {

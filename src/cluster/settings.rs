@@ -26,6 +26,10 @@ pub struct ClusterSettings {
     pub ca_file: Option<PathBuf>,
     /// Copies JetStream keeps of Tern's own buckets and streams (3 in production).
     pub replicas: usize,
+    /// Messages this node may have sent to the other nodes that they have not
+    /// yet confirmed routing; at the limit it waits for them (and slows its
+    /// publishers) instead of letting NATS drop what they cannot take.
+    pub window: usize,
 }
 
 impl Default for ClusterSettings {
@@ -40,6 +44,7 @@ impl Default for ClusterSettings {
             creds_file: None,
             ca_file: None,
             replicas: 1,
+            window: DEFAULT_WINDOW,
         }
     }
 }
@@ -51,6 +56,13 @@ pub struct ClusterSettingsError {
     pub key: &'static str,
     pub reason: String,
 }
+
+/// `cluster.window` unless set.
+pub const DEFAULT_WINDOW: usize = 8_192;
+/// Most nodes whose windows one node's NATS subscriptions hold at once: each
+/// subscription buffers this many windows, and at least 65,536 messages
+/// (see `Cluster::connect`).
+pub const WINDOWS_BUFFERED: usize = 16;
 
 /// Longest node name: it is part of NATS subjects and headers.
 pub const MAX_NODE_NAME_LEN: usize = 64;
@@ -111,6 +123,12 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.replicas",
                 "must be between 1 and 5 (JetStream's limit)".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.window) {
+            return Err(invalid(
+                "cluster.window",
+                "must be between 1 and 1000000".into(),
             ));
         }
         Ok(())
@@ -266,6 +284,21 @@ mod tests {
                 ..enabled()
             };
             assert_eq!(key_of(&settings), key, "{replicas}");
+        }
+    }
+
+    #[test]
+    fn window_is_one_to_a_million() {
+        for (window, key) in [
+            (0, "cluster.window"),
+            (1_000_001, "cluster.window"),
+            (1, "valid"),
+        ] {
+            let settings = ClusterSettings {
+                window,
+                ..enabled()
+            };
+            assert_eq!(key_of(&settings), key, "{window}");
         }
     }
 

@@ -32,6 +32,8 @@ pub struct ClusterStatus {
     peers: Mutex<HashMap<String, Instant>>,
     /// Last NATS round trip, microseconds (0: not measured yet).
     rtt_micros: AtomicU64,
+    /// For reading the shared state on an operator's request.
+    jetstream: async_nats::jetstream::Context,
 }
 
 /// One node as `/api/nodes` lists it.
@@ -52,6 +54,7 @@ impl ClusterStatus {
             fabric,
             peers: Mutex::new(HashMap::new()),
             rtt_micros: AtomicU64::new(0),
+            jetstream: cluster.jetstream().clone(),
         }
     }
 
@@ -75,6 +78,23 @@ impl ClusterStatus {
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         nodes
+    }
+
+    /// The other nodes heard of within [`NODE_TIMEOUT`], by name.
+    pub(super) fn peers_alive(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.peers
+            .lock()
+            .iter()
+            .filter(|(_, seen)| now.saturating_duration_since(**seen) <= NODE_TIMEOUT)
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
+    /// The node holding `client_id` in the cluster (ownership bucket); None
+    /// when no node does. The error says why NATS could not tell.
+    pub async fn owner_of(&self, client_id: &str) -> Result<Option<String>, String> {
+        super::ownership::owner_of(&self.jetstream, client_id).await
     }
 
     /// The last NATS round trip measured.

@@ -7,6 +7,8 @@
 //! The core calls these from publish and subscribe paths: an implementation
 //! must not block (queue the work, never wait on the network here).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::core::message::Message;
@@ -27,6 +29,14 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// One session of this node dropped `filter` (one call per earlier
     /// `interest_added`).
     fn interest_removed(&self, filter: &str);
+
+    /// While the fabric takes messages more slowly than they come (other
+    /// nodes are behind), what to wait for before reading more from clients:
+    /// publishers are slowed down rather than their messages dropped. None
+    /// when there is room.
+    fn wait_room(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        None
+    }
 }
 
 /// Whether a filter's traffic between nodes goes through the fabric's

@@ -154,3 +154,24 @@ def _server_of(servers, connection_name: str):
         if connection_name in names:
             return server
     return None
+
+
+def test_admin_api_tells_which_node_holds_a_client_id(pair, mqtt):
+    a, b = pair
+    client_id = unique("where")
+    mqtt(b, "5.0", client_id=client_id)
+    path = f"/api/cluster/clients/{client_id}"
+    status, body = http_get(a, path, TOKEN)
+    assert status == 200, body
+    assert json.loads(body) == {"client_id": client_id, "node": "tern-b", "this_node": False}
+    status, body = http_get(b, path, TOKEN)
+    assert (status, json.loads(body)["this_node"]) == (200, True)
+    # A connection with the same id on node A takes the session over.
+    mqtt(a, "5.0", client_id=client_id)
+    status, body = http_get(b, path, TOKEN)
+    assert (status, json.loads(body)["node"]) == (200, "tern-a")
+    status, body = http_get(a, f"/api/cluster/clients/{unique('nobody')}", TOKEN)
+    assert status == 404, body
+    status, body = http_get(a, "/api/clients", TOKEN)
+    listed = {c["client_id"]: c["node"] for c in json.loads(body)}
+    assert listed.get(client_id) == "tern-a"

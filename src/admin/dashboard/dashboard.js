@@ -439,6 +439,19 @@
     useToken(value);
   });
 
+  /** Cluster mode: which node holds a client id (the cluster's ownership bucket). */
+  $("locate").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = $("locate-id").value;
+    const result = $("locate-result");
+    try {
+      const found = await api("GET", `/api/cluster/clients/${encodeURIComponent(id)}`);
+      result.textContent = `${found.node}${found.this_node ? " (this node)" : ""}`;
+    } catch (error) {
+      result.textContent = error.message;
+    }
+  });
+
   $("forget").addEventListener("click", () => {
     askForToken(null);
     setStatus("", "");

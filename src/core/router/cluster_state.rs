@@ -10,7 +10,7 @@ use super::wills::WillAction;
 use super::{Attached, NotSessionOwner, Router};
 use crate::core::cluster_state::Claimed;
 use crate::core::message::Message;
-use crate::core::session::{KickReason, SessionOwner};
+use crate::core::session::{KickReason, MovedAway, SessionOwner};
 use crate::core::topic::Filter;
 
 impl Router {
@@ -73,6 +73,12 @@ impl Router {
         let Some(session) = self.sessions.get(client_id) else {
             return;
         };
+        // Before the kick: the connection it ends settles its will by it.
+        session.set_moved_away(if clean_start {
+            MovedAway::Ended
+        } else {
+            MovedAway::Resumed
+        });
         session.kick(KickReason::TakenOver);
         let removed = self.sessions.remove(&session);
         self.routing.drop_subscriptions(&session);

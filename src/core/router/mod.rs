@@ -42,7 +42,9 @@ use crate::core::fabric::Fabric;
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_set::RetainedLimits;
-use crate::core::session::{KickReason, QueueLimits, Session, SessionOwner, SubscriptionOptions};
+use crate::core::session::{
+    KickReason, MovedAway, QueueLimits, Session, SessionOwner, SubscriptionOptions,
+};
 use crate::core::stream::{StreamError, StreamSubscription, Streams};
 use crate::core::topic::Filter;
 use crate::store::record::{unix_ms_now, WillRecord};
@@ -189,6 +191,14 @@ impl Router {
     /// false if a fabric was set already.
     pub fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
         self.routing.set_fabric(fabric)
+    }
+
+    /// While the cluster fabric is behind, what resolves once it has room
+    /// again (connections wait for it before reading more); None otherwise.
+    pub fn fabric_wait_room(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> {
+        self.routing.fabric().and_then(|fabric| fabric.wait_room())
     }
 
     /// Resolves once what `commit` stands for is committed (at once for
@@ -514,7 +524,17 @@ impl Router {
         delay: u32,
         expiry_interval: Option<u32>,
     ) {
-        let delay = delay.min(session.expiry_interval());
+        let delay = match session.moved_away() {
+            // Resumed on another node (its connection was live when that node
+            // claimed it): a will must not wait here, the client is back.
+            Some(MovedAway::Resumed) => {
+                tracing::debug!(client_id = %session.client_id, "session resumed on another node: will cancelled");
+                return;
+            }
+            // Ended by a clean start there: the will goes now.
+            Some(MovedAway::Ended) => 0,
+            None => delay.min(session.expiry_interval()),
+        };
         if delay == 0 {
             let will = self.wills.will(message, expiry_interval, false);
             self.publish(Arc::new(will.into_message()));

@@ -14,7 +14,7 @@ mod inflight;
 mod outbound;
 mod retained_feed;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -203,6 +203,16 @@ impl SessionState {
     }
 }
 
+/// How another node of the cluster took a session over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MovedAway {
+    /// A connection there resumed it: the session lives on (a will waits no more).
+    Resumed = 1,
+    /// A clean-start connection there replaced it: the session ended here.
+    Ended = 2,
+}
+
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
@@ -220,6 +230,10 @@ pub struct Session {
     per_subscription: AtomicBool,
     /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
     queue_ack_window: AtomicU32,
+    /// Cluster mode: another node took this session over ([`MovedAway`] as a
+    /// byte, 0 while it is here), so the will of the connection it ends is
+    /// settled by that: cancelled when the session resumed there.
+    moved_away: AtomicU8,
     /// Where this session's state is stored while it is persistent (expiry > 0).
     store: Option<Arc<crate::store::Store>>,
 }
@@ -257,7 +271,22 @@ impl Session {
             owner_known: AtomicBool::new(true),
             per_subscription: AtomicBool::new(false),
             queue_ack_window: AtomicU32::new(0),
+            moved_away: AtomicU8::new(0),
             store,
+        }
+    }
+
+    /// Another node took this session over (cluster mode).
+    pub(crate) fn set_moved_away(&self, how: MovedAway) {
+        self.moved_away.store(how as u8, Ordering::Relaxed);
+    }
+
+    /// Whether, and how, another node took this session over.
+    pub fn moved_away(&self) -> Option<MovedAway> {
+        match self.moved_away.load(Ordering::Relaxed) {
+            1 => Some(MovedAway::Resumed),
+            2 => Some(MovedAway::Ended),
+            _ => None,
         }
     }
 

@@ -1,0 +1,253 @@
+//! Flow control between nodes. Core NATS has none: a node that reads more
+//! slowly than the others send loses what overflows its subscription buffers
+//! (the client library drops it) or its connection (the server cuts a slow
+//! consumer). So a node keeps at most `cluster.window` messages sent that
+//! every other node alive has not yet confirmed routing, and waits at that
+//! limit; its queue to NATS then fills and its publishers are read more
+//! slowly (`NatsFabric::wait_room`): back-pressure, not loss.
+//!
+//! - Sync: every quarter window (and before waiting) the sender publishes on
+//!   `tern.sync.<node>` the sequence number of the last message it sent
+//!   (`[epoch: u64 BE][seq: u64 BE]`), with a reply subject.
+//! - Confirm: every node subscribes `tern.sync.*` on the connection its
+//!   messages arrive on, so a sync comes after what was sent before it; the
+//!   inbound task orders it with them and answers once it has routed every
+//!   earlier message of that origin (`[seq: u64 BE][node name]`).
+//! - A sync counts as confirmed when every node alive at the time (status
+//!   heartbeats) answered, or after [`CONFIRM_TIMEOUT`] (a node that died
+//!   does not stop the others; counted in `confirm_timeouts`).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::fabric::FabricStats;
+use super::status::ClusterStatus;
+use super::Cluster;
+
+/// Subjects of syncs: `tern.sync.<node>`.
+pub const SYNC_PREFIX: &str = "tern.sync.";
+/// Subjects of confirms: `tern.confirm.<node>.<epoch>`.
+const CONFIRM_PREFIX: &str = "tern.confirm.";
+/// A sync not confirmed by every node by then counts as confirmed.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(super) fn encode_sync(epoch: u64, seq: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(16);
+    out.put_u64(epoch);
+    out.put_u64(seq);
+    out.freeze()
+}
+
+/// `(epoch, seq)` of a sync payload.
+pub(super) fn decode_sync(payload: &[u8]) -> Option<(u64, u64)> {
+    let epoch = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
+    (payload.len() == 16).then_some((epoch, seq))
+}
+
+pub(super) fn encode_confirm(seq: u64, node: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + node.len());
+    out.put_u64(seq);
+    out.put_slice(node.as_bytes());
+    out.freeze()
+}
+
+/// `(seq, node)` of a confirm payload.
+fn decode_confirm(payload: &[u8]) -> Option<(u64, &str)> {
+    let seq = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let node = std::str::from_utf8(payload.get(8..)?).ok()?;
+    Some((seq, node))
+}
+
+/// A sync sent and the nodes that have not confirmed it yet.
+struct Outstanding {
+    seq: u64,
+    waiting: HashSet<String>,
+    sent: Instant,
+}
+
+/// The sender's side: what is confirmed, what is out.
+pub(super) struct Window {
+    cluster: Cluster,
+    status: Arc<ClusterStatus>,
+    stats: Arc<FabricStats>,
+    epoch: u64,
+    limit: u64,
+    sync_every: u64,
+    sync_subject: async_nats::Subject,
+    confirm_subject: async_nats::Subject,
+    confirms: Subscriber,
+    outstanding: VecDeque<Outstanding>,
+    /// Every node alive confirmed the messages up to this one.
+    confirmed: u64,
+    /// The last message a sync covered.
+    last_sync: u64,
+}
+
+impl Window {
+    /// Subscribes this run's confirm subject; None if NATS refuses it (the
+    /// node then sends without flow control, as before it).
+    pub(super) async fn open(
+        cluster: &Cluster,
+        status: Arc<ClusterStatus>,
+        stats: Arc<FabricStats>,
+        epoch: u64,
+    ) -> Option<Window> {
+        let confirm_subject =
+            async_nats::Subject::from(format!("{CONFIRM_PREFIX}{}.{epoch}", cluster.node()));
+        let confirms = match cluster.client().subscribe(confirm_subject.clone()).await {
+            Ok(confirms) => confirms,
+            Err(e) => {
+                tracing::warn!(error = %e,
+                    "cluster: cannot subscribe for confirmations; messages to other nodes go without flow control");
+                return None;
+            }
+        };
+        let limit = cluster.window().max(1) as u64;
+        Some(Window {
+            cluster: cluster.clone(),
+            status,
+            stats,
+            epoch,
+            limit,
+            sync_every: (limit / 4).max(1),
+            sync_subject: format!("{SYNC_PREFIX}{}", cluster.node()).into(),
+            confirm_subject,
+            confirms,
+            outstanding: VecDeque::new(),
+            confirmed: 0,
+            last_sync: 0,
+        })
+    }
+
+    /// Waits until message `seq` may be sent: until at most the window is
+    /// unconfirmed with it. False when `shutdown` came first.
+    pub(super) async fn admit(&mut self, seq: u64, shutdown: &CancellationToken) -> bool {
+        self.take_ready_confirms();
+        if seq <= self.confirmed + self.limit {
+            return true;
+        }
+        self.stats.window_waits.fetch_add(1, Ordering::Relaxed);
+        // What is out must be covered by a sync, or nothing would confirm it.
+        if self.last_sync + 1 < seq {
+            self.sync(seq - 1).await;
+        }
+        while seq > self.confirmed + self.limit {
+            let Some(oldest) = self.outstanding.front() else {
+                // Nothing to wait for (no node alive to confirm).
+                break;
+            };
+            let deadline = oldest.sent + CONFIRM_TIMEOUT;
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                confirm = self.confirms.next() => {
+                    let Some(confirm) = confirm else { return true };
+                    self.apply(&confirm.payload);
+                }
+                () = tokio::time::sleep_until(deadline) => self.expire_oldest(),
+            }
+        }
+        true
+    }
+
+    /// Notes that message `seq` was sent: a sync goes out every quarter window.
+    pub(super) async fn sent(&mut self, seq: u64) {
+        if seq >= self.last_sync + self.sync_every {
+            self.sync(seq).await;
+        }
+    }
+
+    async fn sync(&mut self, seq: u64) {
+        self.last_sync = seq;
+        let waiting: HashSet<String> = self.status.peers_alive().into_iter().collect();
+        if waiting.is_empty() {
+            self.confirmed = seq;
+            return;
+        }
+        let sent = self
+            .cluster
+            .client()
+            .publish_with_reply(
+                self.sync_subject.clone(),
+                self.confirm_subject.clone(),
+                encode_sync(self.epoch, seq),
+            )
+            .await;
+        if sent.is_err() {
+            // The client is closed: nothing more goes out anyway.
+            self.confirmed = seq;
+            return;
+        }
+        self.outstanding.push_back(Outstanding {
+            seq,
+            waiting,
+            sent: Instant::now(),
+        });
+    }
+
+    fn take_ready_confirms(&mut self) {
+        while let Some(Some(confirm)) = self.confirms.next().now_or_never() {
+            self.apply(&confirm.payload);
+        }
+    }
+
+    /// A node confirmed every message up to `seq`: every sync up to it.
+    fn apply(&mut self, payload: &[u8]) {
+        let Some((seq, node)) = decode_confirm(payload) else {
+            return;
+        };
+        for outstanding in self.outstanding.iter_mut() {
+            if outstanding.seq > seq {
+                break;
+            }
+            outstanding.waiting.remove(node);
+        }
+        while self
+            .outstanding
+            .front()
+            .is_some_and(|o| o.waiting.is_empty())
+        {
+            if let Some(done) = self.outstanding.pop_front() {
+                self.confirmed = self.confirmed.max(done.seq);
+            }
+        }
+    }
+
+    fn expire_oldest(&mut self) {
+        let Some(expired) = self.outstanding.pop_front() else {
+            return;
+        };
+        self.confirmed = self.confirmed.max(expired.seq);
+        let total = self.stats.confirm_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+        if total == 1 || total.is_multiple_of(100) {
+            let mut silent: Vec<String> = expired.waiting.into_iter().collect();
+            silent.sort();
+            tracing::warn!(total, nodes = ?silent,
+                "cluster: nodes did not confirm messages in time; sending on without them");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_and_confirm_payloads_round_trip() {
+        assert_eq!(decode_sync(&encode_sync(7, 42)), Some((7, 42)));
+        assert_eq!(decode_sync(b"short"), None);
+        assert_eq!(
+            decode_confirm(&encode_confirm(42, "tern-2")),
+            Some((42, "tern-2"))
+        );
+        assert_eq!(decode_confirm(b"1234"), None);
+    }
+}
