@@ -19,12 +19,15 @@
 //!   by compare-and-set revision; takeover seen through a watch).
 //! - `retained.rs`: retained messages, one view (KV bucket + watch).
 //! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
+//! - `queues.rs`: point-to-point queues cluster-wide (a JetStream work-queue
+//!   stream, one durable pull consumer per queue; the core's `ClusterQueues`).
 
 pub mod fabric;
 mod inbound;
 mod kv_key;
 mod kv_value;
 mod ownership;
+pub mod queues;
 mod retained;
 pub mod settings;
 pub mod state;

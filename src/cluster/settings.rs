@@ -26,6 +26,10 @@ pub struct ClusterSettings {
     pub ca_file: Option<PathBuf>,
     /// Copies JetStream keeps of Tern's own buckets and streams (3 in production).
     pub replicas: usize,
+    /// Seconds a node has to finish a cluster queue message (its consumer acks)
+    /// before JetStream hands it to a consumer on another node (a node that
+    /// died holding it).
+    pub ack_wait_secs: u64,
 }
 
 impl Default for ClusterSettings {
@@ -40,6 +44,7 @@ impl Default for ClusterSettings {
             creds_file: None,
             ca_file: None,
             replicas: 1,
+            ack_wait_secs: 30,
         }
     }
 }
@@ -111,6 +116,12 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.replicas",
                 "must be between 1 and 5 (JetStream's limit)".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.ack_wait_secs) {
+            return Err(invalid(
+                "cluster.ack_wait_secs",
+                "must be between 1 and 3600".into(),
             ));
         }
         Ok(())
