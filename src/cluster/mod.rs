@@ -21,6 +21,8 @@
 //! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
 //! - `queues.rs`: point-to-point queues cluster-wide (a JetStream work-queue
 //!   stream, one durable pull consumer per queue; the core's `ClusterQueues`).
+//! - `shared.rs`: shared subscription groups cluster-wide (run as queues are,
+//!   from a stream that captures the fabric's subjects).
 
 pub mod fabric;
 mod inbound;
@@ -30,6 +32,7 @@ mod ownership;
 pub mod queues;
 mod retained;
 pub mod settings;
+pub mod shared;
 pub mod state;
 #[cfg(test)]
 mod state_tests;

@@ -1,6 +1,8 @@
 //! Point-to-point queues cluster-wide: `$queue/<q>` (STOMP `/queue/<q>`) is
 //! one queue in the whole cluster, on JetStream. [`NatsQueues`] implements the
-//! core's `ClusterQueues` (see `core/cluster_queue.rs` for the seam).
+//! core's `ClusterQueues` (see `core/cluster_queue.rs` for the seam). Shared
+//! subscription groups run on the same machinery from another stream
+//! (`shared.rs`).
 //!
 //! Design:
 //! - One work-queue stream, [`STREAM`] (retention = work queue: a message
@@ -40,12 +42,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::subject::topic_to_subject;
+use super::shared;
+use super::subject::{subject_to_topic, topic_to_subject};
 use super::wire::{self, Origin};
 use super::Cluster;
 use crate::core::cluster_queue::ClusterQueues;
 use crate::core::message::Message;
-use crate::core::queue::{QueueError, QUEUE_PREFIX};
+use crate::core::queue::{shared_group_filter, QueueError, QUEUE_PREFIX};
 use crate::core::router::Router;
 
 /// The work-queue stream that holds every queue's messages.
@@ -415,14 +418,22 @@ async fn run_pullers(
                 continue;
             }
             let token = shutdown.child_token();
-            tracker.spawn(run_puller(
-                cluster.clone(),
-                Arc::clone(&router),
-                Arc::clone(&queues),
-                Arc::from(name.as_str()),
-                ack_wait,
-                token.clone(),
-            ));
+            // A shared group pulls from one consumer per subject of its filter.
+            let sources = shared::group_subjects(&name).map_or(1, |subjects| subjects.len());
+            let key: Arc<str> = Arc::from(name.as_str());
+            for index in 0..sources {
+                tracker.spawn(run_puller(
+                    cluster.clone(),
+                    Arc::clone(&router),
+                    Arc::clone(&queues),
+                    Source {
+                        key: Arc::clone(&key),
+                        index,
+                    },
+                    ack_wait,
+                    token.clone(),
+                ));
+            }
             running.insert(name, token);
         }
         tokio::select! {
@@ -432,11 +443,22 @@ async fn run_pullers(
     }
 }
 
+/// What one puller pulls: queue `key`, or subject `index` of shared group `key`.
+#[derive(Debug, Clone)]
+struct Source {
+    key: Arc<str>,
+    index: usize,
+}
+
 async fn open_consumer(
     cluster: &Cluster,
-    name: &str,
+    source: &Source,
     ack_wait: Duration,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
+    let name = &*source.key;
+    if shared_group_filter(name).is_some() {
+        return shared::open_consumer(cluster, name, source.index, ack_wait, MAX_ACK_PENDING).await;
+    }
     let subject = queue_subject(name).ok_or("the queue name is too long for a NATS subject")?;
     let durable = consumer_name(name);
     let stream = cluster
@@ -460,18 +482,19 @@ async fn open_consumer(
         .map_err(|e| e.to_string())
 }
 
-/// Takes queue `name`'s messages from the cluster while this node's
-/// consumers have room, and hands them to the registry.
+/// Takes queue (or shared group) `source.key`'s messages from the cluster
+/// while this node's consumers have room, and hands them to the registry.
 async fn run_puller(
     cluster: Cluster,
     router: Arc<Router>,
     queues: Arc<NatsQueues>,
-    name: Arc<str>,
+    source: Source,
     ack_wait: Duration,
     stop: CancellationToken,
 ) {
+    let name = Arc::clone(&source.key);
     let consumer = loop {
-        match open_consumer(&cluster, &name, ack_wait).await {
+        match open_consumer(&cluster, &source, ack_wait).await {
             Ok(consumer) => break consumer,
             Err(error) => {
                 tracing::warn!(queue = %name, %error, "cluster: cannot open the queue's JetStream consumer; retrying");
@@ -482,7 +505,9 @@ async fn run_puller(
             }
         }
     };
-    let topic: Arc<str> = Arc::from(format!("{QUEUE_PREFIX}{name}"));
+    // A queue's messages all have its topic; a shared group's have their own.
+    let shared = shared_group_filter(&name).is_some();
+    let queue_topic = format!("{QUEUE_PREFIX}{name}");
     while !stop.is_cancelled() {
         let room = router
             .queues()
@@ -513,7 +538,15 @@ async fn run_puller(
                 break;
             };
             let (nats, acker) = jet.split();
-            let message = match wire::decode(&topic, &nats.payload, Instant::now()) {
+            let topic = if shared {
+                subject_to_topic(nats.subject.as_str())
+            } else {
+                Some(queue_topic.clone())
+            };
+            let decoded = topic
+                .ok_or(wire::WireError::Malformed("subject"))
+                .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
+            let message = match decoded {
                 Ok((message, _)) => Arc::new(message),
                 Err(error) => {
                     queues.stats.discarded.fetch_add(1, Ordering::Relaxed);

@@ -33,6 +33,7 @@
 mod cluster;
 mod lease;
 
+pub use cluster::{shared_group_filter, shared_group_key};
 pub use lease::{ArrivalWatch, LeaseError, Leased};
 
 use std::collections::{HashMap, VecDeque};
@@ -156,7 +157,10 @@ impl QueueStore {
 impl Queue {
     fn new(name: &str, store: Option<&Arc<Store>>) -> Queue {
         Queue {
-            filter: Arc::from(format!("{QUEUE_PREFIX}{name}")),
+            filter: match shared_group_filter(name) {
+                Some(shared) => Arc::from(shared),
+                None => Arc::from(format!("{QUEUE_PREFIX}{name}")),
+            },
             ready: VecDeque::new(),
             consumers: Vec::new(),
             next_seq: 1,

@@ -6,14 +6,30 @@
 //! keeps it until it is acked, so a restarted node must not bring it back a
 //! second time): its entry carries [`FROM_CLUSTER`] instead of a stored seq.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::{Entry, QueueRegistry};
+use super::{queue_name, Entry, QueueRegistry};
 use crate::core::cluster_queue::ClusterQueues;
 use crate::core::message::Message;
 
 /// The seq of an entry the cluster handed over: not in this node's store.
 pub(super) const FROM_CLUSTER: u64 = 0;
+
+/// First character of a registry key that is a shared group (cluster mode):
+/// NUL, which no queue name holds (a queue name is part of a topic).
+const SHARED_MARK: char = '\0';
+
+/// The registry key of shared group filter `$share/<g>/<f>` in cluster mode.
+pub fn shared_group_key(filter: &str) -> String {
+    format!("{SHARED_MARK}{filter}")
+}
+
+/// The shared group filter (`$share/<g>/<f>`) a registry key stands for;
+/// None for a queue name.
+pub fn shared_group_filter(key: &str) -> Option<&str> {
+    key.strip_prefix(SHARED_MARK)
+}
 
 /// Messages a consumer without an ack window (its session's own flow carries
 /// them) is offered per round; its session's queue bounds the rest.
@@ -24,6 +40,23 @@ impl QueueRegistry {
     /// False if a cluster was set already.
     pub fn set_cluster(&self, cluster: Arc<dyn ClusterQueues>) -> bool {
         self.cluster.set(cluster).is_ok()
+    }
+
+    /// Whether the cluster holds the queues (and shared groups).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// The registry key of what a subscription to `filter` consumes: queue
+    /// `<q>` for `$queue/<q>`, and in cluster mode a shared group for
+    /// `$share/<g>/<f>` (each message to one member in the whole cluster, as a
+    /// queue's to one consumer). None for any other filter.
+    pub fn consumed_by<'a>(&self, filter: &'a str) -> Option<Cow<'a, str>> {
+        if let Some(name) = queue_name(filter) {
+            return Some(Cow::Borrowed(name));
+        }
+        (self.is_clustered() && filter.starts_with("$share/"))
+            .then(|| Cow::Owned(shared_group_key(filter)))
     }
 
     /// How many more messages of queue `name` this node's consumers can take
@@ -55,13 +88,16 @@ impl QueueRegistry {
         };
         queue.ready.push_back(Entry {
             seq: FROM_CLUSTER,
-            message,
+            message: Arc::clone(&message),
         });
         queue.dispatch();
-        // Only this message can be waiting: in cluster mode nothing else is kept in `ready`.
-        let taken = queue.ready.is_empty();
-        queue.ready.clear();
-        taken
+        // Not kept here if no consumer took it (what `ready` held before, from
+        // this node's store, stays).
+        let waiting = queue.ready.len();
+        queue
+            .ready
+            .retain(|entry| !Arc::ptr_eq(&entry.message, &message));
+        queue.ready.len() == waiting
     }
 }
 
