@@ -130,12 +130,13 @@ impl Server {
             status
         });
         // Before the store is restored: restored queue consumers are consumers of the cluster's queues.
-        if let Some(cluster) = &cluster {
+        if let (Some(cluster), Some(status)) = (&cluster, &cluster_status) {
             crate::cluster::queues::start(
                 cluster,
                 &router,
                 settings.limits.queue_max_messages,
                 std::time::Duration::from_secs(settings.cluster.ack_wait_secs),
+                Arc::clone(&status.queues),
                 shutdown.clone(),
                 &tracker,
             )

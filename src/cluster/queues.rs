@@ -76,14 +76,18 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 #[error("JetStream stream {STREAM}: {0}")]
 pub struct QueueStreamError(String);
 
-/// Counters (relaxed atomics).
+/// Counters of queues and shared groups (`/metrics`; relaxed atomics).
 #[derive(Debug, Default)]
 pub struct QueueStats {
+    /// Queue messages this node's clients published, stored in the stream.
     pub published: AtomicU64,
     /// Messages the stream refused (queue full cluster-wide) or NATS lost.
     pub refused: AtomicU64,
+    /// Messages taken from JetStream for this node's consumers and members.
     pub delivered: AtomicU64,
+    /// Of those, acked on JetStream (their consumer was done).
     pub acked: AtomicU64,
+    /// Of those, given back for redelivery (NACK, consumer gone, no room).
     pub given_back: AtomicU64,
     /// Messages from the stream that were not a message (bad encoding): dropped.
     pub discarded: AtomicU64,
@@ -245,6 +249,7 @@ pub async fn start(
     router: &Arc<Router>,
     max_messages: usize,
     ack_wait: Duration,
+    stats: Arc<QueueStats>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Arc<NatsQueues>, QueueStreamError> {
@@ -282,7 +287,7 @@ pub async fn start(
         consumers_changed: Notify::new(),
         held: Mutex::new(Held::default()),
         held_changed: Notify::new(),
-        stats: Arc::new(QueueStats::default()),
+        stats,
     });
     tracker.spawn(run_publisher(
         cluster.clone(),

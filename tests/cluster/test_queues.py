@@ -99,6 +99,14 @@ def test_queue_consumers_on_three_nodes_get_every_message_exactly_once(nats, nod
     mq.expect_nothing()
     for client in (stomp_a, stomp_c, sender):
         client.disconnect()
+    # What operators see: node a stored what its client published; the nodes
+    # that handed messages out acked them on JetStream.
+    from test_operations import metric
+
+    assert metric(a, "tern_cluster_queue_messages_published_total") >= 30
+    delivered = sum(metric(n, "tern_cluster_queue_messages_delivered_total") for n in (a, b, c))
+    acked = sum(metric(n, "tern_cluster_queue_messages_acked_total") for n in (a, b, c))
+    assert delivered >= len(expected) and acked >= len(expected), (delivered, acked)
 
 
 def test_nack_is_redelivered_to_a_consumer_on_another_node(nats, nodes):
