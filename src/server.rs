@@ -54,6 +54,9 @@ pub enum ServerError {
     /// The buckets of client ids or retained messages could not be opened.
     #[error("cluster: {0}")]
     ClusterState(#[from] SharedStateError),
+    /// The stream of the cluster's queues could not be made.
+    #[error("cluster: {0}")]
+    ClusterQueues(#[from] crate::cluster::queues::QueueStreamError),
 }
 
 /// Where each enabled listener is bound (the real port when configured with port 0).
@@ -126,6 +129,19 @@ impl Server {
             router.set_fabric(fabric);
             status
         });
+        // Before the store is restored: restored queue consumers are consumers of the cluster's queues.
+        if let (Some(cluster), Some(status)) = (&cluster, &cluster_status) {
+            crate::cluster::queues::start(
+                cluster,
+                &router,
+                settings.limits.queue_max_messages,
+                std::time::Duration::from_secs(settings.cluster.ack_wait_secs),
+                Arc::clone(&status.queues),
+                shutdown.clone(),
+                &tracker,
+            )
+            .await?;
+        }
         router.set_session_owner_check(settings.auth.session_owner_check);
         for stream in &settings.stream {
             router.streams().declare(stream)?;

@@ -91,6 +91,36 @@ pub fn register(registry: &mut Registry, status: &ClusterStatus) {
         "NATS subscriptions held for this node's subscribers (one per filter, 1-2 subjects each)",
         gauge(fabric.subscriptions.load(Ordering::Relaxed)),
     );
+    let queues = &status.queues;
+    for (name, help, value) in [
+        (
+            "cluster_queue_messages_published",
+            "Queue messages published on this node and stored in the cluster's queue stream",
+            &queues.published,
+        ),
+        (
+            "cluster_queue_messages_refused",
+            "Queue messages the cluster's queue stream refused (queue full cluster-wide, NATS down)",
+            &queues.refused,
+        ),
+        (
+            "cluster_queue_messages_delivered",
+            "Queue and shared-group messages taken from JetStream for this node's consumers",
+            &queues.delivered,
+        ),
+        (
+            "cluster_queue_messages_acked",
+            "Of those, acked on JetStream once their consumer was done",
+            &queues.acked,
+        ),
+        (
+            "cluster_queue_messages_given_back",
+            "Of those, given back for redelivery on any node (NACK, consumer gone, no room)",
+            &queues.given_back,
+        ),
+    ] {
+        registry.register(name, help, counter(value.load(Ordering::Relaxed)));
+    }
 }
 
 /// `None` while healthy; the `/healthz` body while NATS is unreachable.

@@ -20,14 +20,20 @@
 //!   by compare-and-set revision; takeover seen through a watch).
 //! - `retained.rs`: retained messages, one view (KV bucket + watch).
 //! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
+//! - `queues.rs`: point-to-point queues cluster-wide (a JetStream work-queue
+//!   stream, one durable pull consumer per queue; the core's `ClusterQueues`).
+//! - `shared.rs`: shared subscription groups cluster-wide (run as queues are,
+//!   from a stream that captures the fabric's subjects).
 
 pub mod fabric;
 mod inbound;
 mod kv_key;
 mod kv_value;
 mod ownership;
+pub mod queues;
 mod retained;
 pub mod settings;
+pub mod shared;
 pub mod state;
 #[cfg(test)]
 mod state_tests;

@@ -30,6 +30,10 @@ pub struct ClusterSettings {
     /// yet confirmed routing; at the limit it waits for them (and slows its
     /// publishers) instead of letting NATS drop what they cannot take.
     pub window: usize,
+    /// Seconds a node has to finish a cluster queue message (its consumer acks)
+    /// before JetStream hands it to a consumer on another node (a node that
+    /// died holding it).
+    pub ack_wait_secs: u64,
 }
 
 impl Default for ClusterSettings {
@@ -45,6 +49,7 @@ impl Default for ClusterSettings {
             ca_file: None,
             replicas: 1,
             window: DEFAULT_WINDOW,
+            ack_wait_secs: 30,
         }
     }
 }
@@ -129,6 +134,12 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.window",
                 "must be between 1 and 1000000".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.ack_wait_secs) {
+            return Err(invalid(
+                "cluster.ack_wait_secs",
+                "must be between 1 and 3600".into(),
             ));
         }
         Ok(())

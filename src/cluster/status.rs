@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::fabric::FabricStats;
+use super::queues::QueueStats;
 use super::{Cluster, ConnectionState};
 
 /// Subjects of heartbeats: `tern.hb.<node>`.
@@ -28,6 +29,8 @@ pub struct ClusterStatus {
     pub node: Arc<str>,
     pub connection: Arc<ConnectionState>,
     pub fabric: Arc<FabricStats>,
+    /// Counters of the cluster's queues and shared groups (`queues.rs`).
+    pub queues: Arc<QueueStats>,
     /// Other nodes by name: when last heard of.
     peers: Mutex<HashMap<String, Instant>>,
     /// Last NATS round trip, microseconds (0: not measured yet).
@@ -52,6 +55,7 @@ impl ClusterStatus {
             node: Arc::clone(cluster.node()),
             connection: Arc::clone(cluster.state()),
             fabric,
+            queues: Arc::default(),
             peers: Mutex::new(HashMap::new()),
             rtt_micros: AtomicU64::new(0),
             jetstream: cluster.jetstream().clone(),

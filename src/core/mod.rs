@@ -2,6 +2,7 @@
 //! protocol; adapters translate into and out of it.
 
 pub(crate) mod arena;
+pub mod cluster_queue;
 pub mod cluster_state;
 pub mod commit;
 pub mod exceptions;

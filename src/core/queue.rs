@@ -30,17 +30,20 @@
 //! `$queue/` (no name), `$queue/a/+` and `$queue/#` are not queues (the latter two
 //! stay ordinary filters that match nothing a queue receives).
 
+mod cluster;
 mod lease;
 
+pub use cluster::{shared_group_filter, shared_group_key};
 pub use lease::{ArrivalWatch, LeaseError, Leased};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::core::cluster_queue::ClusterQueues;
 use crate::core::commit::Commit;
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::router::persist::{message_record, MessageSlot};
@@ -154,7 +157,10 @@ impl QueueStore {
 impl Queue {
     fn new(name: &str, store: Option<&Arc<Store>>) -> Queue {
         Queue {
-            filter: Arc::from(format!("{QUEUE_PREFIX}{name}")),
+            filter: match shared_group_filter(name) {
+                Some(shared) => Arc::from(shared),
+                None => Arc::from(format!("{QUEUE_PREFIX}{name}")),
+            },
             ready: VecDeque::new(),
             consumers: Vec::new(),
             next_seq: 1,
@@ -168,6 +174,9 @@ impl Queue {
     }
 
     fn forget(&self, seq: u64) -> Commit {
+        if seq == cluster::FROM_CLUSTER {
+            return Commit::NONE;
+        }
         self.store
             .as_ref()
             .map_or(Commit::NONE, |store| store.delete(seq))
@@ -260,9 +269,9 @@ impl Queue {
                     message,
                     claimed: false,
                 });
-            } else if let Some(store) = &self.store {
+            } else {
                 // The consumer's session carries it from here (and stores it if persistent).
-                commit.include(store.delete(seq));
+                commit.include(self.forget(seq));
             }
             self.next = (index + 1) % count;
         }
@@ -280,6 +289,8 @@ pub struct QueueRegistry {
     max_messages: AtomicUsize,
     /// Pull consumers waiting for a message, and the next lease id (`lease.rs`).
     pulls: lease::PullState,
+    /// Cluster mode: the cluster holds every queue (`cluster.rs`).
+    cluster: OnceLock<Arc<dyn ClusterQueues>>,
 }
 
 impl QueueRegistry {
@@ -289,6 +300,7 @@ impl QueueRegistry {
             store: None,
             max_messages: AtomicUsize::new(max_messages.max(1)),
             pulls: lease::PullState::default(),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -315,6 +327,10 @@ impl QueueRegistry {
     /// Adds a message at the back of queue `name` and hands out what can be
     /// handed out; returns the commit of what that stored.
     pub fn enqueue(&self, name: &str, message: Arc<Message>) -> Result<Commit, QueueError> {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.enqueue(name, &message)?;
+            return Ok(Commit::NONE);
+        }
         let mut queues = self.queues.lock();
         let queue = queues
             .entry(Arc::from(name))
@@ -349,6 +365,10 @@ impl QueueRegistry {
     /// Gives messages back at the front of the queue (a session ended before its
     /// client acknowledged them). Never refused: they were counted before.
     pub fn requeue(&self, name: &str, messages: impl DoubleEndedIterator<Item = Arc<Message>>) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.give_back(name, messages.collect());
+            return;
+        }
         let mut queues = self.queues.lock();
         let queue = queues
             .entry(Arc::from(name))
@@ -396,6 +416,9 @@ impl QueueRegistry {
                 unacked: VecDeque::new(),
             }),
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.consumers_changed(name, queue.consumers.len());
+        }
         queue.dispatch();
     }
 
@@ -422,8 +445,13 @@ impl QueueRegistry {
         }
         let mut given_back: Vec<Unacked> = consumer.unacked.into();
         given_back.sort_by_key(|u| u.seq);
-        for Unacked { seq, message, .. } in given_back.into_iter().rev() {
-            queue.ready.push_front(Entry { seq, message });
+        if let Some(cluster) = self.cluster.get() {
+            cluster.consumers_changed(name, queue.consumers.len());
+            cluster.give_back(name, given_back.into_iter().map(|u| u.message).collect());
+        } else {
+            for Unacked { seq, message, .. } in given_back.into_iter().rev() {
+                queue.ready.push_front(Entry { seq, message });
+            }
         }
         queue.dispatch();
         let waiting = !queue.ready.is_empty();
@@ -496,7 +524,11 @@ impl QueueRegistry {
         let consumer = queue.consumer(session)?;
         let index = consumer.position(message)?;
         if let Some(Unacked { seq, message, .. }) = consumer.unacked.remove(index) {
-            queue.ready.push_front(Entry { seq, message });
+            match self.cluster.get() {
+                // Back to the cluster: the next consumer may be on another node.
+                Some(cluster) => cluster.give_back(name, vec![message]),
+                None => queue.ready.push_front(Entry { seq, message }),
+            }
         }
         let commit = queue.dispatch();
         let waiting = !queue.ready.is_empty();

@@ -66,7 +66,8 @@ pub(super) struct Subscription {
     pub(super) id: Arc<str>,
     /// The core filter (`$queue/<q>` for a queue).
     pub(super) filter: Arc<str>,
-    /// The queue name when the destination is a queue.
+    /// The queue name when the destination is a queue (in cluster mode, the
+    /// registry key of a shared group too).
     pub(super) queue: Option<Arc<str>>,
     pub(super) ack: AckMode,
 }
@@ -221,7 +222,13 @@ pub(super) fn handle_subscribe(
         filter: filter.shared_str(),
         queue: match &target {
             Target::Queue { name, .. } => Some(Arc::clone(name)),
-            Target::Topic(_) => None,
+            // In cluster mode a shared group is consumed as a queue is.
+            Target::Topic(_) => conn
+                .ctx
+                .router
+                .queues()
+                .consumed_by(filter.as_str())
+                .map(|key| Arc::from(&*key)),
         },
         ack,
     };

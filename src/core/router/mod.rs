@@ -21,6 +21,8 @@ mod sessions;
 mod wills;
 
 #[cfg(test)]
+mod cluster_queue_tests;
+#[cfg(test)]
 mod commit_tests;
 #[cfg(test)]
 mod fabric_tests;

@@ -89,9 +89,9 @@ impl Routing {
         filter: Filter,
         options: SubscriptionOptions,
     ) -> bool {
-        if let Some(queue) = queue_name(filter.as_str()) {
+        if let Some(queue) = self.queues.consumed_by(filter.as_str()) {
             self.queues
-                .add_consumer(queue, session, options.qos, options.subscription_id);
+                .add_consumer(&queue, session, options.qos, options.subscription_id);
             return session.add_subscription(filter, options);
         }
         let key = SessionRef(Arc::clone(session));
@@ -110,8 +110,8 @@ impl Routing {
     pub(crate) fn unsubscribe(&self, session: &Arc<Session>, raw_filter: &str) -> bool {
         match session.remove_subscription(raw_filter) {
             Some(filter) => {
-                if let Some(queue) = queue_name(filter.as_str()) {
-                    self.queues.remove_consumer(queue, session);
+                if let Some(queue) = self.queues.consumed_by(filter.as_str()) {
+                    self.queues.remove_consumer(&queue, session);
                     return true;
                 }
                 let key = SessionRef(Arc::clone(session));
@@ -366,15 +366,18 @@ impl Routing {
     /// for the others, their undelivered queue messages are taken from the session.
     fn release_queues(&self, session: &Arc<Session>, filters: &[Filter]) {
         for filter in filters {
-            if let Some(queue) = queue_name(filter.as_str()) {
-                self.queues.remove_consumer(queue, session);
+            if let Some(queue) = self.queues.consumed_by(filter.as_str()) {
+                self.queues.remove_consumer(&queue, session);
             }
         }
         if session.delivery_style().queue_ack_window.is_some() {
             return;
         }
-        let leftovers = session
-            .take_unfinished(|d| d.filter.as_deref().is_some_and(|f| queue_name(f).is_some()));
+        let leftovers = session.take_unfinished(|d| {
+            d.filter
+                .as_deref()
+                .is_some_and(|f| self.queues.consumed_by(f).is_some())
+        });
         let mut by_queue: Vec<(Arc<str>, Vec<Arc<Message>>)> = Vec::new();
         for delivery in leftovers {
             let Some(filter) = delivery.filter else {
@@ -386,9 +389,9 @@ impl Routing {
             }
         }
         for (filter, messages) in by_queue {
-            if let Some(queue) = queue_name(&filter) {
-                tracing::debug!(client_id = %session.client_id, queue, count = messages.len(), "unacknowledged queue messages given back");
-                self.queues.requeue(queue, messages.into_iter());
+            if let Some(queue) = self.queues.consumed_by(&filter) {
+                tracing::debug!(client_id = %session.client_id, %filter, count = messages.len(), "unacknowledged queue messages given back");
+                self.queues.requeue(&queue, messages.into_iter());
             }
         }
     }

@@ -1,0 +1,604 @@
+//! Point-to-point queues cluster-wide: `$queue/<q>` (STOMP `/queue/<q>`) is
+//! one queue in the whole cluster, on JetStream. [`NatsQueues`] implements the
+//! core's `ClusterQueues` (see `core/cluster_queue.rs` for the seam). Shared
+//! subscription groups run on the same machinery from another stream
+//! (`shared.rs`).
+//!
+//! Design:
+//! - One work-queue stream, [`STREAM`] (retention = work queue: a message
+//!   leaves once acked), one subject per queue: `ternq.` + the queue name's
+//!   topic subject (`subject.rs`, reversible). `max_messages_per_subject` =
+//!   `limits.queue_max_messages` with discard-new per subject: the per-queue
+//!   bound holds cluster-wide (waiting plus unacknowledged, every node).
+//! - Publish: the registry's `enqueue` queues the message here (bounded, never
+//!   waits); one task publishes to JetStream in order and reads the acks. A
+//!   message the stream refuses (queue full) is counted and logged, and the
+//!   queue answers `Full` to publishers on this node for [`FULL_FOR`]: the
+//!   first message over the bound is dropped, the next ones are refused as on
+//!   one node.
+//! - Consume: per queue one durable pull consumer (explicit acks, ack wait =
+//!   `cluster.ack_wait_secs`) shared by every node. A node with local
+//!   consumers of `q` runs one puller for it, which fetches as many messages
+//!   as the local consumers have room for and hands them to the registry.
+//! - Ack: a message is finished when nothing on this node holds it any more
+//!   (the consumer acked it: MQTT PUBACK/PUBCOMP, STOMP ACK, QoS 0 written);
+//!   the ack task sees its `Weak` die and acks it on JetStream. So the core
+//!   needs no ack callback through every protocol's path.
+//! - Given back (STOMP NACK, a consumer that leaves with unacknowledged
+//!   messages, no local consumer with room): `nak` at once, so JetStream
+//!   redelivers it to a consumer on any node.
+//! - A node that dies acks nothing: JetStream redelivers its messages after
+//!   the ack wait. A node that stops (SIGTERM) naks what it holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::shared;
+use super::subject::{subject_to_topic, topic_to_subject};
+use super::wire::{self, Origin};
+use super::Cluster;
+use crate::core::cluster_queue::ClusterQueues;
+use crate::core::message::Message;
+use crate::core::queue::{shared_group_filter, QueueError, QUEUE_PREFIX};
+use crate::core::router::Router;
+
+/// The work-queue stream that holds every queue's messages.
+pub const STREAM: &str = "TERN_QUEUES";
+/// First token of every queue subject.
+const SUBJECT_PREFIX: &str = "ternq";
+/// Messages waiting to be published to JetStream; beyond: `Full`.
+const OUTBOUND_QUEUE: usize = 16_384;
+const OUTBOUND_BATCH: usize = 256;
+/// How long a queue the stream refused answers `Full` on this node.
+pub const FULL_FOR: Duration = Duration::from_secs(1);
+/// Messages of one queue this node holds unfinished at most (one puller's bound).
+const MAX_HELD_PER_QUEUE: usize = 1_024;
+/// Messages unacknowledged in one queue's consumer, all nodes together.
+const MAX_ACK_PENDING: i64 = 65_536;
+/// How often the ack task looks for finished messages.
+const ACK_TICK: Duration = Duration::from_millis(20);
+/// How long one fetch waits for messages on JetStream.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Pause of a puller whose consumers have no room, or after an error.
+const IDLE_PAUSE: Duration = Duration::from_millis(20);
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+#[error("JetStream stream {STREAM}: {0}")]
+pub struct QueueStreamError(String);
+
+/// Counters of queues and shared groups (`/metrics`; relaxed atomics).
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Queue messages this node's clients published, stored in the stream.
+    pub published: AtomicU64,
+    /// Messages the stream refused (queue full cluster-wide) or NATS lost.
+    pub refused: AtomicU64,
+    /// Messages taken from JetStream for this node's consumers and members.
+    pub delivered: AtomicU64,
+    /// Of those, acked on JetStream (their consumer was done).
+    pub acked: AtomicU64,
+    /// Of those, given back for redelivery (NACK, consumer gone, no room).
+    pub given_back: AtomicU64,
+    /// Messages from the stream that were not a message (bad encoding): dropped.
+    pub discarded: AtomicU64,
+}
+
+/// A message handed to this node, and how to settle it on JetStream.
+struct Tracked {
+    message: Weak<Message>,
+    acker: jetstream::message::Acker,
+}
+
+#[derive(Default)]
+struct Held {
+    by_queue: HashMap<Arc<str>, Vec<Tracked>>,
+    /// Given back, to `nak` on the next round of the ack task.
+    to_nak: Vec<jetstream::message::Acker>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("queues", &self.by_queue.len())
+            .field("to_nak", &self.to_nak.len())
+            .finish()
+    }
+}
+
+/// The cluster's queues as the core's registry sees them.
+#[derive(Debug)]
+pub struct NatsQueues {
+    outbound: mpsc::Sender<(Arc<str>, Arc<Message>)>,
+    /// Queues the stream refused lately: refused here until then.
+    full: Mutex<HashMap<String, Instant>>,
+    max_messages: usize,
+    /// Local consumers per queue (only queues with at least one).
+    consumers: Mutex<HashMap<String, usize>>,
+    consumers_changed: Notify,
+    held: Mutex<Held>,
+    held_changed: Notify,
+    stats: Arc<QueueStats>,
+}
+
+impl ClusterQueues for NatsQueues {
+    fn enqueue(&self, name: &str, message: &Arc<Message>) -> Result<(), QueueError> {
+        let full = || QueueError::Full {
+            queue: name.to_string(),
+            max: self.max_messages,
+        };
+        {
+            let mut refused = self.full.lock();
+            if let Some(until) = refused.get(name) {
+                if Instant::now() < *until {
+                    return Err(full());
+                }
+                refused.remove(name);
+            }
+        }
+        self.outbound
+            .try_send((Arc::from(name), Arc::clone(message)))
+            .map_err(|_| full())
+    }
+
+    fn consumers_changed(&self, name: &str, count: usize) {
+        let mut consumers = self.consumers.lock();
+        if count == 0 {
+            consumers.remove(name);
+        } else {
+            consumers.insert(name.to_string(), count);
+        }
+        drop(consumers);
+        self.consumers_changed.notify_one();
+    }
+
+    fn give_back(&self, name: &str, messages: Vec<Arc<Message>>) {
+        let mut held = self.held.lock();
+        let held = &mut *held;
+        let Some(tracked) = held.by_queue.get_mut(name) else {
+            return;
+        };
+        for message in &messages {
+            let target = Arc::as_ptr(message);
+            if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
+                let Tracked { acker, .. } = tracked.swap_remove(index);
+                held.to_nak.push(acker);
+            }
+        }
+        self.stats
+            .given_back
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        self.held_changed.notify_one();
+    }
+}
+
+impl NatsQueues {
+    pub fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
+    }
+
+    fn held_count(&self, name: &str) -> usize {
+        self.held.lock().by_queue.get(name).map_or(0, Vec::len)
+    }
+
+    fn track(&self, name: &Arc<str>, message: &Arc<Message>, acker: jetstream::message::Acker) {
+        self.held
+            .lock()
+            .by_queue
+            .entry(Arc::clone(name))
+            .or_default()
+            .push(Tracked {
+                message: Arc::downgrade(message),
+                acker,
+            });
+    }
+
+    fn note_refused(&self, name: &str, error: &dyn std::fmt::Display) {
+        self.full
+            .lock()
+            .insert(name.to_string(), Instant::now() + FULL_FOR);
+        let total = self.stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        // The first and then every 1000th: a full queue refuses a flood.
+        if total == 1 || total.is_multiple_of(1000) {
+            tracing::warn!(queue = name, refused_total = total, error = %error,
+                "cluster: a queue message was refused by JetStream (queue full cluster-wide: \
+                 limits.queue_max_messages); the queue refuses publishes here for a moment");
+        }
+    }
+}
+
+/// The subject of queue `name`'s messages in [`STREAM`]; None if too long.
+pub fn queue_subject(name: &str) -> Option<String> {
+    topic_to_subject(name)
+        .ok()
+        .map(|subject| format!("{SUBJECT_PREFIX}.{subject}"))
+}
+
+/// The durable consumer of queue `name`: its name in hex (reversible, only
+/// characters a consumer name may hold), or a hash of a very long name.
+pub fn consumer_name(name: &str) -> String {
+    if name.len() <= 100 {
+        let mut out = String::with_capacity(2 + 2 * name.len());
+        out.push_str("q_");
+        for byte in name.bytes() {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    } else {
+        // FNV-1a: stable across builds (the name is shared by every node).
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("qh_{hash:016x}_{}", name.len())
+    }
+}
+
+/// Makes (or updates) [`STREAM`], hands the router's queues to the cluster
+/// and starts the publisher, the ack task and the pullers' manager.
+pub async fn start(
+    cluster: &Cluster,
+    router: &Arc<Router>,
+    max_messages: usize,
+    ack_wait: Duration,
+    stats: Arc<QueueStats>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Arc<NatsQueues>, QueueStreamError> {
+    let config = stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_messages_per_subject: i64::try_from(max_messages).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        num_replicas: cluster.replicas().max(1),
+        ..Default::default()
+    };
+    let error = |e: &dyn std::fmt::Display| QueueStreamError(e.to_string());
+    let mut made = cluster
+        .jetstream()
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(|e| error(&e))?;
+    let current = made.info().await.map_err(|e| error(&e))?.config.clone();
+    if current.max_messages_per_subject != config.max_messages_per_subject {
+        // `limits.queue_max_messages` changed since the stream was made: the last node started wins.
+        cluster
+            .jetstream()
+            .update_stream(config)
+            .await
+            .map_err(|e| error(&e))?;
+    }
+    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let queues = Arc::new(NatsQueues {
+        outbound,
+        full: Mutex::new(HashMap::new()),
+        max_messages,
+        consumers: Mutex::new(HashMap::new()),
+        consumers_changed: Notify::new(),
+        held: Mutex::new(Held::default()),
+        held_changed: Notify::new(),
+        stats,
+    });
+    tracker.spawn(run_publisher(
+        cluster.clone(),
+        Arc::clone(&queues),
+        queue,
+        shutdown.clone(),
+    ));
+    tracker.spawn(run_acks(Arc::clone(&queues), shutdown.clone()));
+    tracker.spawn(run_pullers(
+        cluster.clone(),
+        Arc::clone(router),
+        Arc::clone(&queues),
+        ack_wait,
+        shutdown,
+        tracker.clone(),
+    ));
+    router
+        .queues()
+        .set_cluster(Arc::clone(&queues) as Arc<dyn ClusterQueues>);
+    Ok(queues)
+}
+
+/// Publishes queued messages to the stream in order, then reads their acks.
+async fn run_publisher(
+    cluster: Cluster,
+    queues: Arc<NatsQueues>,
+    mut queue: mpsc::Receiver<(Arc<str>, Arc<Message>)>,
+    shutdown: CancellationToken,
+) {
+    let node = Arc::clone(cluster.node());
+    let mut batch = Vec::with_capacity(OUTBOUND_BATCH);
+    let mut pending = Vec::with_capacity(OUTBOUND_BATCH);
+    loop {
+        let taken = tokio::select! {
+            taken = queue.recv_many(&mut batch, OUTBOUND_BATCH) => taken,
+            () = shutdown.cancelled() => 0,
+        };
+        if taken == 0 {
+            return;
+        }
+        let now = Instant::now();
+        for (name, message) in batch.drain(..) {
+            let Some(subject) = queue_subject(&name) else {
+                queues.note_refused(&name, &"the queue name is too long for a NATS subject");
+                continue;
+            };
+            let origin = Origin {
+                node: &node,
+                epoch: 0,
+                seq: 0,
+            };
+            let payload = wire::encode(&message, origin, now);
+            match cluster.jetstream().publish(subject, payload).await {
+                Ok(ack) => pending.push((name, ack)),
+                Err(e) => queues.note_refused(&name, &e),
+            }
+        }
+        for (name, ack) in pending.drain(..) {
+            match ack.await {
+                Ok(_) => {
+                    queues.stats.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => queues.note_refused(&name, &e),
+            }
+        }
+    }
+}
+
+/// Acks the messages nothing here holds any more and naks the ones given
+/// back; at shutdown naks everything still held (other nodes take it at once).
+async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = queues.held_changed.notified() => false,
+            () = tokio::time::sleep(ACK_TICK) => false,
+            () = shutdown.cancelled() => true,
+        };
+        let (finished, to_nak) = {
+            let mut held = queues.held.lock();
+            let mut finished = Vec::new();
+            for tracked in held.by_queue.values_mut() {
+                let mut index = 0;
+                while index < tracked.len() {
+                    if stopping || tracked[index].message.strong_count() == 0 {
+                        finished.push(tracked.swap_remove(index).acker);
+                    } else {
+                        index += 1;
+                    }
+                }
+            }
+            held.by_queue.retain(|_, tracked| !tracked.is_empty());
+            (finished, std::mem::take(&mut held.to_nak))
+        };
+        if stopping {
+            // Whatever a session still had is not known done: handed out again.
+            for acker in finished.into_iter().chain(to_nak) {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            }
+            return;
+        }
+        for acker in finished {
+            if acker.ack().await.is_ok() {
+                queues.stats.acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for acker in to_nak {
+            let _ = acker.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Runs one puller per queue this node has consumers of.
+async fn run_pullers(
+    cluster: Cluster,
+    router: Arc<Router>,
+    queues: Arc<NatsQueues>,
+    ack_wait: Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    loop {
+        let wanted: Vec<String> = queues.consumers.lock().keys().cloned().collect();
+        running.retain(|name, token| {
+            let keep = wanted.contains(name) && !token.is_cancelled();
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for name in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            let token = shutdown.child_token();
+            // A shared group pulls from one consumer per subject of its filter.
+            let sources = shared::group_subjects(&name).map_or(1, |subjects| subjects.len());
+            let key: Arc<str> = Arc::from(name.as_str());
+            for index in 0..sources {
+                tracker.spawn(run_puller(
+                    cluster.clone(),
+                    Arc::clone(&router),
+                    Arc::clone(&queues),
+                    Source {
+                        key: Arc::clone(&key),
+                        index,
+                    },
+                    ack_wait,
+                    token.clone(),
+                ));
+            }
+            running.insert(name, token);
+        }
+        tokio::select! {
+            () = queues.consumers_changed.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// What one puller pulls: queue `key`, or subject `index` of shared group `key`.
+#[derive(Debug, Clone)]
+struct Source {
+    key: Arc<str>,
+    index: usize,
+}
+
+async fn open_consumer(
+    cluster: &Cluster,
+    source: &Source,
+    ack_wait: Duration,
+) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
+    let name = &*source.key;
+    if shared_group_filter(name).is_some() {
+        return shared::open_consumer(cluster, name, source.index, ack_wait, MAX_ACK_PENDING).await;
+    }
+    let subject = queue_subject(name).ok_or("the queue name is too long for a NATS subject")?;
+    let durable = consumer_name(name);
+    let stream = cluster
+        .jetstream()
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .get_or_create_consumer(
+            &durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: subject,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Takes queue (or shared group) `source.key`'s messages from the cluster
+/// while this node's consumers have room, and hands them to the registry.
+async fn run_puller(
+    cluster: Cluster,
+    router: Arc<Router>,
+    queues: Arc<NatsQueues>,
+    source: Source,
+    ack_wait: Duration,
+    stop: CancellationToken,
+) {
+    let name = Arc::clone(&source.key);
+    let consumer = loop {
+        match open_consumer(&cluster, &source, ack_wait).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(queue = %name, %error, "cluster: cannot open the queue's JetStream consumer; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    // A queue's messages all have its topic; a shared group's have their own.
+    let shared = shared_group_filter(&name).is_some();
+    let queue_topic = format!("{QUEUE_PREFIX}{name}");
+    while !stop.is_cancelled() {
+        let room = router
+            .queues()
+            .cluster_room(&name)
+            .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(&name)));
+        if room == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(IDLE_PAUSE) => {}
+                () = stop.cancelled() => return,
+            }
+            continue;
+        }
+        let fetched = tokio::select! {
+            fetched = consumer.batch().max_messages(room).expires(FETCH_WAIT).messages() => fetched,
+            () = stop.cancelled() => return,
+        };
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        // Read to its end even when stopping: what was fetched is tracked (and so given back).
+        while let Some(next) = batch.next().await {
+            let Ok(jet) = next else {
+                break;
+            };
+            let (nats, acker) = jet.split();
+            let topic = if shared {
+                subject_to_topic(nats.subject.as_str())
+            } else {
+                Some(queue_topic.clone())
+            };
+            let decoded = topic
+                .ok_or(wire::WireError::Malformed("subject"))
+                .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
+            let message = match decoded {
+                Ok((message, _)) => Arc::new(message),
+                Err(error) => {
+                    queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
+                    let _ = acker.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            queues.track(&name, &message, acker);
+            queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            if !router
+                .queues()
+                .deliver_from_cluster(&name, Arc::clone(&message))
+            {
+                queues.give_back(&name, vec![message]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_subjects_are_distinct_and_under_the_stream() {
+        let jobs = queue_subject("jobs").unwrap();
+        assert!(jobs.starts_with("ternq."));
+        assert_ne!(queue_subject("a/b"), queue_subject("a.b"));
+        assert_ne!(queue_subject("a/b"), queue_subject("a/b/c"));
+        assert!(queue_subject(&"x".repeat(10_000)).is_none());
+    }
+
+    #[test]
+    fn consumer_names_are_distinct_and_valid() {
+        let names = ["jobs", "a/b", "a.b", "a b", "$x", "*", ">"];
+        let made: std::collections::HashSet<String> =
+            names.iter().map(|n| consumer_name(n)).collect();
+        assert_eq!(made.len(), names.len());
+        let long = consumer_name(&"y".repeat(500));
+        for name in made.iter().chain([&long]) {
+            assert!(name.len() <= 210, "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{name}"
+            );
+        }
+        assert_eq!(consumer_name("jobs"), "q_6a6f6273");
+    }
+}

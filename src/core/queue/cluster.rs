@@ -1,0 +1,271 @@
+//! The registry in cluster mode (see `core::cluster_queue`): the cluster
+//! holds every queue's messages; this node's registry only hands the ones the
+//! cluster gives it to local consumers, and gives back what they leave.
+//!
+//! A message from the cluster is never in this node's store (the cluster
+//! keeps it until it is acked, so a restarted node must not bring it back a
+//! second time): its entry carries [`FROM_CLUSTER`] instead of a stored seq.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use super::{queue_name, Entry, QueueRegistry};
+use crate::core::cluster_queue::ClusterQueues;
+use crate::core::message::Message;
+
+/// The seq of an entry the cluster handed over: not in this node's store.
+pub(super) const FROM_CLUSTER: u64 = 0;
+
+/// First character of a registry key that is a shared group (cluster mode):
+/// NUL, which no queue name holds (a queue name is part of a topic).
+const SHARED_MARK: char = '\0';
+
+/// The registry key of shared group filter `$share/<g>/<f>` in cluster mode.
+pub fn shared_group_key(filter: &str) -> String {
+    format!("{SHARED_MARK}{filter}")
+}
+
+/// The shared group filter (`$share/<g>/<f>`) a registry key stands for;
+/// None for a queue name.
+pub fn shared_group_filter(key: &str) -> Option<&str> {
+    key.strip_prefix(SHARED_MARK)
+}
+
+/// Messages a consumer without an ack window (its session's own flow carries
+/// them) is offered per round; its session's queue bounds the rest.
+const ROOM_WITHOUT_WINDOW: usize = 16;
+
+impl QueueRegistry {
+    /// Hands every queue to `cluster` from now on (once, before any client).
+    /// False if a cluster was set already.
+    pub fn set_cluster(&self, cluster: Arc<dyn ClusterQueues>) -> bool {
+        self.cluster.set(cluster).is_ok()
+    }
+
+    /// Whether the cluster holds the queues (and shared groups).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// The registry key of what a subscription to `filter` consumes: queue
+    /// `<q>` for `$queue/<q>`, and in cluster mode a shared group for
+    /// `$share/<g>/<f>` (each message to one member in the whole cluster, as a
+    /// queue's to one consumer). None for any other filter.
+    pub fn consumed_by<'a>(&self, filter: &'a str) -> Option<Cow<'a, str>> {
+        if let Some(name) = queue_name(filter) {
+            return Some(Cow::Borrowed(name));
+        }
+        (self.is_clustered() && filter.starts_with("$share/"))
+            .then(|| Cow::Owned(shared_group_key(filter)))
+    }
+
+    /// How many more messages of queue `name` this node's consumers can take
+    /// now (0: none connected, or every ack window full).
+    pub fn cluster_room(&self, name: &str) -> usize {
+        let queues = self.queues.lock();
+        let Some(queue) = queues.get(name) else {
+            return 0;
+        };
+        queue
+            .consumers
+            .iter()
+            .filter(|c| c.can_take())
+            .map(|c| {
+                c.window.map_or(ROOM_WITHOUT_WINDOW, |max| {
+                    max.saturating_sub(c.unacked.len())
+                })
+            })
+            .sum()
+    }
+
+    /// Hands `message`, taken from the cluster's queue `name`, to a local
+    /// consumer in turn. False when none could take it (none left, all full):
+    /// the caller gives it back to the cluster; it is not kept here.
+    pub fn deliver_from_cluster(&self, name: &str, message: Arc<Message>) -> bool {
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(name) else {
+            return false;
+        };
+        queue.ready.push_back(Entry {
+            seq: FROM_CLUSTER,
+            message: Arc::clone(&message),
+        });
+        queue.dispatch();
+        // Not kept here if no consumer took it (what `ready` held before, from
+        // this node's store, stays).
+        let waiting = queue.ready.len();
+        queue
+            .ready
+            .retain(|entry| !Arc::ptr_eq(&entry.message, &message));
+        queue.ready.len() == waiting
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::core::message::QoS;
+    use crate::core::queue::QueueError;
+    use crate::core::session::{DeliveryStyle, OverflowPolicy, QueueLimits, Session};
+
+    /// Records what the registry hands the cluster.
+    #[derive(Debug, Default)]
+    struct FakeCluster {
+        enqueued: Mutex<Vec<String>>,
+        consumers: Mutex<Vec<(String, usize)>>,
+        given_back: Mutex<Vec<String>>,
+        full: bool,
+    }
+
+    impl ClusterQueues for FakeCluster {
+        fn enqueue(&self, name: &str, message: &Arc<Message>) -> Result<(), QueueError> {
+            if self.full {
+                return Err(QueueError::Full {
+                    queue: name.into(),
+                    max: 1,
+                });
+            }
+            self.enqueued.lock().push(body(message));
+            Ok(())
+        }
+        fn consumers_changed(&self, name: &str, count: usize) {
+            self.consumers.lock().push((name.into(), count));
+        }
+        fn give_back(&self, _name: &str, messages: Vec<Arc<Message>>) {
+            self.given_back
+                .lock()
+                .extend(messages.iter().map(|m| body(m)));
+        }
+    }
+
+    fn body(message: &Message) -> String {
+        String::from_utf8_lossy(&message.payload).into_owned()
+    }
+
+    fn message(text: &'static str) -> Arc<Message> {
+        Arc::new(Message::new(
+            "$queue/jobs",
+            Bytes::from_static(text.as_bytes()),
+            QoS::AtLeastOnce,
+            false,
+        ))
+    }
+
+    fn session(id: &str, window: Option<usize>) -> Arc<Session> {
+        let session = Arc::new(Session::new(
+            Arc::from(id),
+            0,
+            QueueLimits {
+                max_queued: 100,
+                max_queued_bytes: 0,
+                overflow: OverflowPolicy::DropNew,
+            },
+        ));
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        session.attach(1, tx, 0);
+        session.set_delivery_style(DeliveryStyle {
+            per_subscription: true,
+            queue_ack_window: window,
+        });
+        session
+    }
+
+    fn clustered(fake: &Arc<FakeCluster>) -> QueueRegistry {
+        let queues = QueueRegistry::new(10);
+        assert!(queues.set_cluster(Arc::clone(fake) as Arc<dyn ClusterQueues>));
+        queues
+    }
+
+    #[test]
+    fn publishes_go_to_the_cluster_not_to_the_local_queue() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        queues.enqueue("jobs", message("1")).unwrap();
+        assert_eq!(*fake.enqueued.lock(), ["1"]);
+        assert_eq!(queues.depth("jobs").ready, 0);
+        let full = Arc::new(FakeCluster {
+            full: true,
+            ..FakeCluster::default()
+        });
+        let queues = clustered(&full);
+        assert!(matches!(
+            queues.enqueue("jobs", message("1")),
+            Err(QueueError::Full { .. })
+        ));
+    }
+
+    #[test]
+    fn consumers_are_counted_for_the_cluster() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        let (a, b) = (session("a", Some(2)), session("b", None));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None);
+        assert_eq!(queues.cluster_room("jobs"), 2 + ROOM_WITHOUT_WINDOW);
+        queues.remove_consumer("jobs", &b);
+        queues.remove_consumer("jobs", &a);
+        assert_eq!(
+            *fake.consumers.lock(),
+            [
+                ("jobs".into(), 1),
+                ("jobs".into(), 2),
+                ("jobs".into(), 1),
+                ("jobs".into(), 0)
+            ]
+        );
+        assert_eq!(queues.cluster_room("jobs"), 0);
+    }
+
+    #[test]
+    fn nack_and_a_leaving_consumer_give_messages_back_to_the_cluster() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        let a = session("a", Some(2));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        let (one, two) = (message("1"), message("2"));
+        assert!(queues.deliver_from_cluster("jobs", Arc::clone(&one)));
+        assert!(queues.deliver_from_cluster("jobs", Arc::clone(&two)));
+        // The window (2) is full: no room, and a third is not kept here.
+        assert_eq!(queues.cluster_room("jobs"), 0);
+        assert!(!queues.deliver_from_cluster("jobs", message("3")));
+        assert_eq!(queues.depth("jobs").ready, 0);
+        queues.nack("jobs", &a, &one).unwrap();
+        assert_eq!(*fake.given_back.lock(), ["1"]);
+        assert_eq!(queues.depth("jobs").ready, 0, "not redelivered locally");
+        queues.remove_consumer("jobs", &a);
+        assert_eq!(*fake.given_back.lock(), ["1", "2"]);
+    }
+
+    #[test]
+    fn an_acked_cluster_message_is_released_and_never_stored() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        let a = session("a", Some(2));
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        let one = message("1");
+        let watch = Arc::downgrade(&one);
+        assert!(queues.deliver_from_cluster("jobs", Arc::clone(&one)));
+        assert!(queues.ack("jobs", &a, &one).is_some());
+        drop(one);
+        let mut out = Vec::new();
+        a.take_pending(usize::MAX, &mut out);
+        drop(out);
+        assert_eq!(
+            watch.strong_count(),
+            0,
+            "nothing holds it: the cluster acks it"
+        );
+    }
+
+    #[test]
+    fn a_session_without_window_gives_back_what_it_did_not_finish() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        queues.requeue("jobs", vec![message("1"), message("2")].into_iter());
+        assert_eq!(*fake.given_back.lock(), ["1", "2"]);
+        assert_eq!(queues.depth("jobs").ready, 0);
+    }
+}

@@ -1,0 +1,153 @@
+"""Shared subscriptions across nodes, with real clients on different nodes:
+`$share/<g>/<filter>` (paho) and `/topic/$share/<g>/<filter>` (stomp.py) hand
+each message to exactly one member of the group in the whole cluster, and a
+member's node that dies before its member acked loses nothing."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from mqttutil import MqttClient, unique
+from stomputil import StompClient
+
+ACK_WAIT = "2"
+WAIT = 20.0
+
+
+def start_three(nats, nodes):
+    env = {"TERN_CLUSTER__ACK_WAIT_SECS": ACK_WAIT}
+    return [nodes.start(f"tern-{n}", [nats.url], env) for n in "abc"]
+
+
+class Members:
+    """Members of one group on several nodes, read together."""
+
+    def __init__(self):
+        self.mqtt: dict = {}
+        self.stomp: dict = {}
+
+    def poll(self, wait: float = 0.05) -> list:
+        """(member, payload) pairs that arrived; STOMP frames are acked."""
+        got = []
+        for name, client in self.mqtt.items():
+            try:
+                got.append((name, client.messages.get(timeout=wait).payload.decode()))
+            except queue.Empty:
+                pass
+        for name, client in self.stomp.items():
+            try:
+                frame = client.listener.messages.get(timeout=wait)
+            except queue.Empty:
+                continue
+            client.ack(frame)
+            got.append((name, frame.body.decode()))
+        return got
+
+
+def await_group(send, members: Members, timeout: float = WAIT) -> None:
+    """Sends probes until one reaches a member: the group's consumer exists."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        send(f"probe-{n}")
+        if members.poll(0.3):
+            return
+    raise AssertionError(f"no message reached the group within {timeout}s")
+
+
+def test_a_group_with_members_on_three_nodes_gets_each_message_exactly_once(nats, nodes, mqtt):
+    a, b, c = start_three(nats, nodes)
+    prefix = unique("t")
+    group = f"$share/g1/{prefix}/#"
+    members = Members()
+    for name, node in (("mqtt-a", a), ("mqtt-b", b)):
+        client = mqtt(node)
+        assert client.subscribe(group, qos=1) == [1]
+        members.mqtt[name] = client
+    stomp = StompClient(c).connect()
+    stomp.subscribe(f"/topic/{group}", id="s1", ack="client-individual")
+    members.stomp["stomp-c"] = stomp
+    # A plain subscriber on c gets every message, the group one copy in all.
+    plain = mqtt(c)
+    assert plain.subscribe(f"{prefix}/#", qos=1) == [1]
+    pub = mqtt(a)
+    await_group(lambda text: pub.publish(f"{prefix}/probe", text.encode(), qos=1), members)
+    count = 30
+    for i in range(count):
+        pub.publish(f"{prefix}/data", f"m{i}".encode(), qos=1)
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < count and time.monotonic() < deadline:
+        got += [(who, body) for who, body in members.poll() if not body.startswith("probe-")]
+    bodies = sorted(body for _, body in got)
+    assert bodies == sorted(f"m{i}" for i in range(count)), f"each once in the group: {got}"
+    # Nothing more: no message went to two members.
+    extra = [p for p in members.poll(1.0) if not p[1].startswith("probe-")]
+    assert extra == [], f"duplicates: {extra}"
+    # The plain subscriber is not a member: it gets all of them.
+    plain_got = [m.payload.decode() for m in plain.expect_until(f"{prefix}/data", f"m{count - 1}".encode(), WAIT)]
+    assert [p for p in plain_got if p.startswith("m")] == [f"m{i}" for i in range(count)]
+    stomp.disconnect()
+
+
+def test_two_groups_on_one_filter_each_get_every_message(nats, nodes, mqtt):
+    a, b, c = start_three(nats, nodes)
+    prefix = unique("t")
+    one, two = Members(), Members()
+    one.mqtt["a"] = mqtt(a)
+    one.mqtt["b"] = mqtt(b)
+    two.mqtt["c"] = mqtt(c)
+    for members, group in ((one, "ga"), (two, "gb")):
+        for client in members.mqtt.values():
+            assert client.subscribe(f"$share/{group}/{prefix}/x", qos=1) == [1]
+    pub = mqtt(b)
+    await_group(lambda text: pub.publish(f"{prefix}/x", text.encode(), qos=1), one)
+    await_group(lambda text: pub.publish(f"{prefix}/x", text.encode(), qos=1), two)
+    for i in range(10):
+        pub.publish(f"{prefix}/x", f"m{i}".encode(), qos=1)
+    for members in (one, two):
+        got = []
+        deadline = time.monotonic() + WAIT
+        while len(got) < 10 and time.monotonic() < deadline:
+            got += [body for _, body in members.poll() if not body.startswith("probe-")]
+        assert sorted(got) == sorted(f"m{i}" for i in range(10))
+
+
+def test_a_member_node_killed_before_its_member_acked_loses_nothing(nats, nodes, mqtt):
+    a, b, c = start_three(nats, nodes)
+    prefix = unique("t")
+    group = f"$share/g1/{prefix}/+"
+    # The member on a never sends PUBACK.
+    silent = MqttClient(a, "5.0", client_id=unique("silent"))
+    silent.client.manual_ack_set(True)
+    silent.connect()
+    assert silent.subscribe(group, qos=1) == [1]
+    members = Members()
+    members.mqtt["silent"] = silent
+    pub = mqtt(c)
+    await_group(lambda text: pub.publish(f"{prefix}/probe", text.encode(), qos=1), members)
+    for i in range(3):
+        pub.publish(f"{prefix}/job", f"job-{i}".encode(), qos=1)
+    held = []
+    deadline = time.monotonic() + WAIT
+    while len(held) < 3 and time.monotonic() < deadline:
+        held += [body for _, body in members.poll() if body.startswith("job-")]
+    assert sorted(held) == ["job-0", "job-1", "job-2"]
+    heir = mqtt(b)
+    assert heir.subscribe(group, qos=1) == [1]
+    a.proc.kill()  # SIGKILL: node a acks nothing and naks nothing
+    a.proc.wait(5)
+    del nodes.running["tern-a"]
+    silent.close()
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < 3 and time.monotonic() < deadline:
+        try:
+            body = heir.messages.get(timeout=0.2).payload.decode()
+        except queue.Empty:
+            continue
+        if body.startswith("job-"):
+            got.append(body)
+    assert sorted(got) == ["job-0", "job-1", "job-2"], "redelivered after the ack wait"
