@@ -139,6 +139,19 @@ pub enum StoreOp {
         consumer: String,
         offset: u64,
     },
+    /// A stream created through the admin API (its settings as JSON), declared again at start.
+    PutStreamDeclaration {
+        stream: String,
+        settings: Vec<u8>,
+    },
+    /// Forgets a created stream's declaration (the config file declares it now).
+    DeleteStreamDeclaration {
+        stream: String,
+    },
+    /// Removes a stream: its declaration, messages, offsets and consumers.
+    DeleteStream {
+        stream: String,
+    },
 }
 
 /// Everything stored, read once at start.
@@ -160,6 +173,8 @@ pub struct Snapshot {
     pub streams: Vec<StreamState>,
     /// Named stream consumers: (stream, consumer, last acknowledged offset).
     pub stream_consumers: Vec<(String, String, u64)>,
+    /// Streams created through the admin API: (name, settings as JSON).
+    pub stream_declarations: Vec<(String, Vec<u8>)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.

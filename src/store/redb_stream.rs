@@ -1,6 +1,7 @@
 //! The redb tables of durable streams: messages keyed by (stream, offset), a
 //! meta row per stream (next offset, bytes kept) and the named consumers'
-//! acknowledged offsets. Written in the same group commit as everything else.
+//! acknowledged offsets, and the declarations of streams created through the
+//! admin API. Written in the same group commit as everything else.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use super::{Snapshot, StoreError, StoreOp};
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stream_messages");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_meta");
 const CONSUMERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("stream_consumers");
+const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_declarations");
 
 /// Per stream: kept so that bytes and the next offset need no scan at start.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -40,6 +42,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(MESSAGES)?;
     txn.open_table(META)?;
     txn.open_table(CONSUMERS)?;
+    txn.open_table(DECLARATIONS)?;
     Ok(())
 }
 
@@ -49,6 +52,9 @@ pub(super) fn is_stream_op(op: &StoreOp) -> bool {
         StoreOp::AppendStream { .. }
             | StoreOp::TrimStream { .. }
             | StoreOp::PutStreamConsumer { .. }
+            | StoreOp::PutStreamDeclaration { .. }
+            | StoreOp::DeleteStreamDeclaration { .. }
+            | StoreOp::DeleteStream { .. }
     )
 }
 
@@ -77,6 +83,7 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
     let mut messages = txn.open_table(MESSAGES).map_err(write_err)?;
     let mut meta = txn.open_table(META).map_err(write_err)?;
     let mut consumers = txn.open_table(CONSUMERS).map_err(write_err)?;
+    let mut declarations = txn.open_table(DECLARATIONS).map_err(write_err)?;
     // Each stream's meta row read once and written once per batch, not per message.
     let mut metas: HashMap<&str, MetaRecord> = HashMap::new();
     for op in ops {
@@ -114,6 +121,25 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
                 consumers
                     .insert((stream.as_str(), consumer.as_str()), *offset)
                     .map_err(write_err)?;
+            }
+            StoreOp::PutStreamDeclaration { stream, settings } => {
+                declarations
+                    .insert(stream.as_str(), settings.as_slice())
+                    .map_err(write_err)?;
+            }
+            StoreOp::DeleteStreamDeclaration { stream } => {
+                declarations.remove(stream.as_str()).map_err(write_err)?;
+            }
+            StoreOp::DeleteStream { stream } => {
+                let name = stream.as_str();
+                declarations.remove(name).map_err(write_err)?;
+                messages
+                    .retain_in((name, 0)..=(name, u64::MAX), |_, _| false)
+                    .map_err(write_err)?;
+                // Rare (an operator's call): a scan of the consumers is fine.
+                consumers.retain(|(s, _), _| s != name).map_err(write_err)?;
+                meta.remove(name).map_err(write_err)?;
+                metas.remove(name);
             }
             _ => {}
         }
@@ -170,6 +196,13 @@ pub(super) fn load(txn: &ReadTransaction, snapshot: &mut Snapshot) -> Result<(),
         snapshot
             .stream_consumers
             .push((stream.to_string(), consumer.to_string(), v.value()));
+    }
+    let declarations = txn.open_table(DECLARATIONS).map_err(read_err)?;
+    for row in declarations.iter().map_err(read_err)? {
+        let (k, v) = row.map_err(read_err)?;
+        snapshot
+            .stream_declarations
+            .push((k.value().to_string(), v.value().to_vec()));
     }
     Ok(())
 }
@@ -323,6 +356,43 @@ mod tests {
             snap.stream_consumers,
             vec![("s".to_string(), "c".to_string(), 6)]
         );
+    }
+
+    #[test]
+    fn declarations_are_kept_and_a_deleted_stream_leaves_nothing() {
+        let path = temp_path("declared");
+        let b = RedbBackend::open(&path).unwrap();
+        let declare = |name: &str| StoreOp::PutStreamDeclaration {
+            stream: name.into(),
+            settings: b"{}".to_vec(),
+        };
+        b.apply(&[declare("s"), declare("t"), append(0, 1)], true)
+            .unwrap();
+        b.apply(
+            &[StoreOp::PutStreamConsumer {
+                stream: "s".into(),
+                consumer: "c".into(),
+                offset: 0,
+            }],
+            true,
+        )
+        .unwrap();
+        let snap = b.load().unwrap();
+        assert_eq!(snap.stream_declarations.len(), 2);
+        b.apply(
+            &[
+                append(1, 2),
+                StoreOp::DeleteStream { stream: "s".into() },
+                StoreOp::DeleteStreamDeclaration { stream: "t".into() },
+            ],
+            true,
+        )
+        .unwrap();
+        let snap = b.load().unwrap();
+        assert!(snap.stream_declarations.is_empty());
+        assert!(snap.streams.is_empty());
+        assert!(snap.stream_consumers.is_empty());
+        assert!(b.read_stream("s", 0, 10).unwrap().is_empty());
     }
 
     #[test]

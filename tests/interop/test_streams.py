@@ -590,3 +590,55 @@ def test_a_group_member_leaving_midway_loses_nothing(streams_broker):
     assert not a_acked & set(b_all), "A's acknowledged messages are not redelivered"
     assert sorted(a_acked | set(b_all)) == list(range(60))
     assert _in_order_per_topic(after)
+
+
+def test_streams_created_through_the_admin_api_survive_a_restart_and_can_be_deleted(tmp_path):
+    path = tmp_path / "tern.toml"
+    path.write_text(CONFIG)
+
+    def boot(config: str = CONFIG):
+        path.write_text(config)
+        return start_broker(
+            tmp_path, extra_env={"TERN_HTTP__ADMIN_TOKEN": "t0ken"}, args=["--config", str(path)]
+        )
+
+    broker = boot()
+    try:
+        for name in ("made", "later"):
+            status, _ = admin(broker, "POST", "/api/streams",
+                              f'{{"name": "{name}", "topics": ["{name}/#"]}}'.encode())
+            assert status == 201
+        pub = stomp(broker)
+        publish_stomp(pub, 3, topic="made/t")
+        # A config file's stream cannot be deleted through the API.
+        status, body = admin(broker, "DELETE", "/api/streams/sensors")
+        assert status == 409 and "config file" in body["error"], body
+    finally:
+        assert stop_broker(broker) == 0
+    # "later" is now in the config file too, with other topics: the file wins.
+    broker = boot(CONFIG + '\n[[stream]]\nname = "later"\ntopics = ["other/#"]\n')
+    try:
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert status == 200, info
+        assert (info["topics"], info["first_offset"], info["last_offset"]) == (["made/#"], 0, 2)
+        sub = stomp(broker)
+        sub.subscribe("/stream/made", id="s", **{"x-stream-offset": "first"})
+        assert [f.body for f in sub.expect_n(3)] == [b"m0", b"m1", b"m2"]
+        assert admin(broker, "GET", "/api/streams/later")[1]["topics"] == ["other/#"]
+        status, body = admin(broker, "DELETE", "/api/streams/made")
+        assert (status, body) == (200, {"deleted": "made"})
+        assert admin(broker, "GET", "/api/streams/made")[0] == 404
+        assert admin(broker, "DELETE", "/api/streams/made")[0] == 404
+    finally:
+        assert stop_broker(broker) == 0
+    broker = boot()
+    try:
+        names = sorted(s["name"] for s in admin(broker, "GET", "/api/streams")[1])
+        # "made" was deleted; the stored "later" was dropped when the file declared it.
+        assert names == ["sensors", "small"], names
+        # A new "made" starts empty at offset 0: its old messages are gone too.
+        assert admin(broker, "POST", "/api/streams", b'{"name": "made", "topics": ["made/#"]}')[0] == 201
+        info = admin(broker, "GET", "/api/streams/made")[1]
+        assert (info["next_offset"], info["messages"]) == (0, 0)
+    finally:
+        assert stop_broker(broker) == 0

@@ -7,6 +7,7 @@
 //! - `position.rs`: start positions and stream filters (`$stream/<name>/…`);
 //! - `log.rs`: one stream's offsets, recent messages and live readers;
 //! - `reader.rs`: one stream subscription, replaying from the store in batches;
+//! - `declared.rs`: streams created and deleted through the admin API, kept in the store;
 //! - `group.rs`: the readers of one named consumer sharing the stream;
 //! - `retention.rs`: the oldest messages removed, a batch at a time.
 //!
@@ -14,6 +15,7 @@
 //! of the publish, so an acknowledged publish is in the stream); only the
 //! newest few and each reader's current batch are in memory.
 
+mod declared;
 mod group;
 mod log;
 pub mod position;
@@ -21,7 +23,7 @@ mod reader;
 mod retention;
 pub mod settings;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +108,8 @@ pub struct Streams {
     consumers: Mutex<HashMap<ConsumerKey, u64>>,
     /// The named consumers being read now, each a group of one or more readers.
     groups: Mutex<HashMap<ConsumerKey, Arc<Group>>>,
+    /// Streams created through the admin API (the others come from the config file).
+    created: Mutex<HashSet<String>>,
     /// Held through a group's membership change, so changes apply one at a time.
     group_changes: Mutex<()>,
     /// Offsets and bytes the store reported at start, for streams declared later.
@@ -161,6 +165,7 @@ impl Streams {
             readers: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashSet::new()),
             group_changes: Mutex::new(()),
             restored: Mutex::new(HashMap::new()),
             retention_wake: Notify::new(),
