@@ -5,11 +5,13 @@
 //!
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
-//! - `redb_stream.rs`: its tables of durable streams.
+//! - `redb_stream.rs`: its tables of durable streams;
+//! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
 
 pub mod record;
 pub mod redb;
 mod redb_stream;
+mod stream_chunk;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
