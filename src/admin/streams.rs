@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `GET /api/streams` | every stream: first/last offset, messages, bytes, readers, named consumers and their lag |
 //! | `GET /api/streams/<name>` | one stream |
-//! | `POST /api/streams` | creates a stream from a JSON `[[stream]]` table (`{"name":…,"topics":[…],"max_age":…}`) for this run |
+//! | `POST /api/streams` | creates a stream from a JSON `[[stream]]` table (`{"name":…,"topics":[…],"max_age":…}`), kept over restarts |
+//! | `DELETE /api/streams/<name>` | deletes a stream created here, with its messages and consumers (409 for a config file's) |
 //! | `DELETE /api/streams/<name>/messages` | purges its messages (offsets go on from where they were) |
 
 use http_body_util::BodyExt;
@@ -13,7 +14,8 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::http::{respond, HttpResponse, HttpState};
-use crate::core::stream::{StreamError, StreamSettings};
+use crate::core::stream::{StreamError, StreamSettings, Streams};
+use crate::store::Ticket;
 
 /// Largest `POST /api/streams` body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -45,7 +47,11 @@ pub(super) async fn handle(
                     )
                 }
             };
-            match streams.declare(&settings) {
+            let created = match streams.create(&settings) {
+                Ok(ticket) => kept(streams, ticket).await,
+                Err(e) => Err(e),
+            };
+            match created {
                 Ok(()) => {
                     tracing::info!(stream = %settings.name, "stream created through the admin API");
                     respond(
@@ -53,6 +59,19 @@ pub(super) async fn handle(
                         "application/json",
                         json!({ "created": settings.name }).to_string(),
                     )
+                }
+                Err(e) => stream_error(&e),
+            }
+        }
+        (&Method::DELETE, [name]) => {
+            let deleted = match streams.delete(name) {
+                Ok(ticket) => kept(streams, ticket).await,
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Ok(()) => {
+                    tracing::info!(stream = %name, "stream deleted through the admin API");
+                    json_ok(json!({ "deleted": name }))
                 }
                 Err(e) => stream_error(&e),
             }
@@ -71,6 +90,17 @@ pub(super) async fn handle(
     }
 }
 
+/// Waits until the store committed `ticket` (the answer says it is kept).
+async fn kept(streams: &Streams, ticket: Ticket) -> Result<(), StreamError> {
+    match streams.store() {
+        Some(store) => store
+            .wait(ticket)
+            .await
+            .map_err(|e| StreamError::Invalid(format!("the store failed: {e}"))),
+        None => Ok(()),
+    }
+}
+
 async fn read_body(request: Request<Incoming>) -> Result<Vec<u8>, String> {
     let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
     match limited.collect().await {
@@ -84,7 +114,7 @@ async fn read_body(request: Request<Incoming>) -> Result<Vec<u8>, String> {
 fn stream_error(e: &StreamError) -> HttpResponse {
     let status = match e {
         StreamError::UnknownStream(_) => StatusCode::NOT_FOUND,
-        StreamError::Exists(_) => StatusCode::CONFLICT,
+        StreamError::Exists(_) | StreamError::Declared(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     };
     error(status, &e.to_string())

@@ -5,11 +5,13 @@
 //!
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
-//! - `redb_stream.rs`: its tables of durable streams.
+//! - `redb_stream.rs`: its tables of durable streams;
+//! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
 
 pub mod record;
 pub mod redb;
 mod redb_stream;
+mod stream_chunk;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -139,6 +141,19 @@ pub enum StoreOp {
         consumer: String,
         offset: u64,
     },
+    /// A stream created through the admin API (its settings as JSON), declared again at start.
+    PutStreamDeclaration {
+        stream: String,
+        settings: Vec<u8>,
+    },
+    /// Forgets a created stream's declaration (the config file declares it now).
+    DeleteStreamDeclaration {
+        stream: String,
+    },
+    /// Removes a stream: its declaration, messages, offsets and consumers.
+    DeleteStream {
+        stream: String,
+    },
 }
 
 /// Everything stored, read once at start.
@@ -160,6 +175,8 @@ pub struct Snapshot {
     pub streams: Vec<StreamState>,
     /// Named stream consumers: (stream, consumer, last acknowledged offset).
     pub stream_consumers: Vec<(String, String, u64)>,
+    /// Streams created through the admin API: (name, settings as JSON).
+    pub stream_declarations: Vec<(String, Vec<u8>)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.

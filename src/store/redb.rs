@@ -370,7 +370,10 @@ impl Backend for RedbBackend {
                     // Applied below, in their own tables.
                     StoreOp::AppendStream { .. }
                     | StoreOp::TrimStream { .. }
-                    | StoreOp::PutStreamConsumer { .. } => {}
+                    | StoreOp::PutStreamConsumer { .. }
+                    | StoreOp::PutStreamDeclaration { .. }
+                    | StoreOp::DeleteStreamDeclaration { .. }
+                    | StoreOp::DeleteStream { .. } => {}
                 }
             }
         }

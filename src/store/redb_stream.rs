@@ -1,6 +1,8 @@
-//! The redb tables of durable streams: messages keyed by (stream, offset), a
-//! meta row per stream (next offset, bytes kept) and the named consumers'
-//! acknowledged offsets. Written in the same group commit as everything else.
+//! The redb tables of durable streams: messages in chunks keyed by (stream,
+//! first offset), one chunk per stream per group commit (`stream_chunk.rs`), a
+//! meta row per stream (first and next offset, bytes kept), the named
+//! consumers' acknowledged offsets, and the declarations of streams created
+//! through the admin API. Written in the same group commit as everything else.
 
 use std::collections::HashMap;
 
@@ -8,15 +10,19 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::record::{StreamRecord, StreamState};
+use super::stream_chunk::{self, EntryHead, CHUNK_ENTRIES};
 use super::{Snapshot, StoreError, StoreOp};
 
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stream_messages");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_meta");
+const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stream_chunks");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_chunk_meta");
 const CONSUMERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("stream_consumers");
+const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_declarations");
 
-/// Per stream: kept so that bytes and the next offset need no scan at start.
+/// Per stream: kept so that offsets and bytes need no scan at start. `first`
+/// matters because a trim keeps a chunk that holds offsets on both sides.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct MetaRecord {
+    first: u64,
     next: u64,
     bytes: u64,
 }
@@ -29,17 +35,11 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Decode(e.to_string())
 }
 
-/// The publish time and size at the front of an encoded [`StreamRecord`].
-fn head(bytes: &[u8]) -> (u64, u64) {
-    postcard::take_from_bytes::<(u64, u64)>(bytes)
-        .map(|(h, _)| h)
-        .unwrap_or((0, 0))
-}
-
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
-    txn.open_table(MESSAGES)?;
+    txn.open_table(CHUNKS)?;
     txn.open_table(META)?;
     txn.open_table(CONSUMERS)?;
+    txn.open_table(DECLARATIONS)?;
     Ok(())
 }
 
@@ -49,11 +49,17 @@ pub(super) fn is_stream_op(op: &StoreOp) -> bool {
         StoreOp::AppendStream { .. }
             | StoreOp::TrimStream { .. }
             | StoreOp::PutStreamConsumer { .. }
+            | StoreOp::PutStreamDeclaration { .. }
+            | StoreOp::DeleteStreamDeclaration { .. }
+            | StoreOp::DeleteStream { .. }
     )
 }
 
-fn meta_of(meta: &redb::Table<&str, &[u8]>, stream: &str) -> Result<MetaRecord, StoreError> {
-    match meta.get(stream).map_err(write_err)? {
+fn meta_of(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    stream: &str,
+) -> Result<MetaRecord, StoreError> {
+    match meta.get(stream).map_err(read_err)? {
         Some(v) => postcard::from_bytes(v.value()).map_err(read_err),
         None => Ok(MetaRecord::default()),
     }
@@ -69,16 +75,34 @@ fn put_meta(
     Ok(())
 }
 
+/// A chunk being built for one stream in this batch: its first offset, entries, bytes.
+type Building = (u64, usize, Vec<u8>);
+
+fn write_chunk(
+    chunks: &mut redb::Table<(&str, u64), &[u8]>,
+    stream: &str,
+    building: Option<Building>,
+) -> Result<(), StoreError> {
+    if let Some((first, _, bytes)) = building {
+        chunks
+            .insert((stream, first), bytes.as_slice())
+            .map_err(write_err)?;
+    }
+    Ok(())
+}
+
 /// Applies the stream operations of one batch, in order, inside `txn`.
 pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), StoreError> {
     if !ops.iter().any(is_stream_op) {
         return Ok(());
     }
-    let mut messages = txn.open_table(MESSAGES).map_err(write_err)?;
+    let mut chunks = txn.open_table(CHUNKS).map_err(write_err)?;
     let mut meta = txn.open_table(META).map_err(write_err)?;
     let mut consumers = txn.open_table(CONSUMERS).map_err(write_err)?;
+    let mut declarations = txn.open_table(DECLARATIONS).map_err(write_err)?;
     // Each stream's meta row read once and written once per batch, not per message.
     let mut metas: HashMap<&str, MetaRecord> = HashMap::new();
+    let mut building: HashMap<&str, Building> = HashMap::new();
     for op in ops {
         match op {
             StoreOp::AppendStream {
@@ -86,25 +110,27 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
                 offset,
                 record,
             } => {
-                let encoded = postcard::to_allocvec(record).map_err(write_err)?;
-                messages
-                    .insert((stream.as_str(), *offset), encoded.as_slice())
-                    .map_err(write_err)?;
-                let m = cached_meta(&mut metas, &meta, stream)?;
+                let name = stream.as_str();
+                if building
+                    .get(name)
+                    .is_some_and(|(_, n, _)| *n >= CHUNK_ENTRIES)
+                {
+                    write_chunk(&mut chunks, name, building.remove(name))?;
+                }
+                let chunk = building
+                    .entry(name)
+                    .or_insert_with(|| (*offset, 0, Vec::with_capacity(4096)));
+                stream_chunk::push(&mut chunk.2, *offset, record)?;
+                chunk.1 += 1;
+                let m = cached_meta(&mut metas, &meta, name)?;
                 m.next = m.next.max(offset + 1);
                 m.bytes += record.size;
             }
             StoreOp::TrimStream { stream, below } => {
-                let mut freed = 0u64;
-                messages
-                    .retain_in((stream.as_str(), 0)..(stream.as_str(), *below), |_, v| {
-                        freed += head(v).1;
-                        false
-                    })
-                    .map_err(write_err)?;
-                let m = cached_meta(&mut metas, &meta, stream)?;
-                m.bytes = m.bytes.saturating_sub(freed);
-                m.next = m.next.max(*below);
+                let name = stream.as_str();
+                write_chunk(&mut chunks, name, building.remove(name))?;
+                let m = cached_meta(&mut metas, &meta, name)?;
+                trim(&mut chunks, name, m, *below)?;
             }
             StoreOp::PutStreamConsumer {
                 stream,
@@ -115,12 +141,75 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
                     .insert((stream.as_str(), consumer.as_str()), *offset)
                     .map_err(write_err)?;
             }
+            StoreOp::PutStreamDeclaration { stream, settings } => {
+                declarations
+                    .insert(stream.as_str(), settings.as_slice())
+                    .map_err(write_err)?;
+            }
+            StoreOp::DeleteStreamDeclaration { stream } => {
+                declarations.remove(stream.as_str()).map_err(write_err)?;
+            }
+            StoreOp::DeleteStream { stream } => {
+                let name = stream.as_str();
+                building.remove(name);
+                metas.remove(name);
+                declarations.remove(name).map_err(write_err)?;
+                chunks
+                    .retain_in((name, 0)..=(name, u64::MAX), |_, _| false)
+                    .map_err(write_err)?;
+                // Rare (an operator's call): a scan of the consumers is fine.
+                consumers.retain(|(s, _), _| s != name).map_err(write_err)?;
+                meta.remove(name).map_err(write_err)?;
+            }
             _ => {}
         }
+    }
+    for (stream, chunk) in building {
+        write_chunk(&mut chunks, stream, Some(chunk))?;
     }
     for (stream, m) in &metas {
         put_meta(&mut meta, stream, m)?;
     }
+    Ok(())
+}
+
+/// Removes the messages of `stream` below `below`: whole chunks go, a chunk
+/// holding offsets on both sides stays (reads start at `first`).
+fn trim(
+    chunks: &mut redb::Table<(&str, u64), &[u8]>,
+    stream: &str,
+    m: &mut MetaRecord,
+    below: u64,
+) -> Result<(), StoreError> {
+    m.next = m.next.max(below);
+    if below <= m.first {
+        return Ok(());
+    }
+    let mut gone = Vec::new();
+    let mut freed = 0u64;
+    for row in chunks
+        .range((stream, 0)..(stream, below))
+        .map_err(write_err)?
+    {
+        let (k, v) = row.map_err(write_err)?;
+        let mut whole = true;
+        for entry in stream_chunk::entries(v.value()) {
+            let (head, _) = entry?;
+            if head.offset >= below {
+                whole = false;
+            } else if head.offset >= m.first {
+                freed += head.size;
+            }
+        }
+        if whole {
+            gone.push(k.value().1);
+        }
+    }
+    for first in gone {
+        chunks.remove((stream, first)).map_err(write_err)?;
+    }
+    m.first = below;
+    m.bytes = m.bytes.saturating_sub(freed);
     Ok(())
 }
 
@@ -139,22 +228,55 @@ fn cached_meta<'m, 'o>(
         .ok_or_else(|| StoreError::Write("stream meta cache".into()))
 }
 
+/// The first entry of `stream` at or after `from`: its head.
+fn head_at_or_after(
+    chunks: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    stream: &str,
+    from: u64,
+) -> Result<Option<EntryHead>, StoreError> {
+    let start = chunk_start(chunks, stream, from)?;
+    for row in chunks
+        .range((stream, start)..=(stream, u64::MAX))
+        .map_err(read_err)?
+    {
+        let (_, v) = row.map_err(read_err)?;
+        for entry in stream_chunk::entries(v.value()) {
+            let (head, _) = entry?;
+            if head.offset >= from {
+                return Ok(Some(head));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The key of the chunk that holds `offset` (the last one starting at or
+/// before it), or `offset` itself when none does.
+fn chunk_start(
+    chunks: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    stream: &str,
+    offset: u64,
+) -> Result<u64, StoreError> {
+    let found = chunks
+        .range((stream, 0)..=(stream, offset))
+        .map_err(read_err)?
+        .next_back()
+        .transpose()
+        .map_err(read_err)?
+        .map(|(k, _)| k.value().1);
+    Ok(found.unwrap_or(offset))
+}
+
 /// Adds every stream's state and the named consumers to `snapshot`.
 pub(super) fn load(txn: &ReadTransaction, snapshot: &mut Snapshot) -> Result<(), StoreError> {
-    let messages = txn.open_table(MESSAGES).map_err(read_err)?;
+    let chunks = txn.open_table(CHUNKS).map_err(read_err)?;
     let meta = txn.open_table(META).map_err(read_err)?;
     for row in meta.iter().map_err(read_err)? {
         let (k, v) = row.map_err(read_err)?;
         let name = k.value().to_string();
         let m: MetaRecord = postcard::from_bytes(v.value()).map_err(read_err)?;
-        let oldest = messages
-            .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
-            .map_err(read_err)?
-            .next()
-            .transpose()
-            .map_err(read_err)?
-            .map(|(k, v)| (k.value().1, head(v.value()).0));
-        let (first, first_time_ms) = oldest.unwrap_or((m.next, 0));
+        let oldest = head_at_or_after(&chunks, &name, m.first)?;
+        let (first, first_time_ms) = oldest.map_or((m.next, 0), |h| (h.offset, h.time_ms));
         snapshot.streams.push(StreamState {
             name,
             first,
@@ -171,6 +293,13 @@ pub(super) fn load(txn: &ReadTransaction, snapshot: &mut Snapshot) -> Result<(),
             .stream_consumers
             .push((stream.to_string(), consumer.to_string(), v.value()));
     }
+    let declarations = txn.open_table(DECLARATIONS).map_err(read_err)?;
+    for row in declarations.iter().map_err(read_err)? {
+        let (k, v) = row.map_err(read_err)?;
+        snapshot
+            .stream_declarations
+            .push((k.value().to_string(), v.value().to_vec()));
+    }
     Ok(())
 }
 
@@ -181,18 +310,26 @@ pub(super) fn read(
     from: u64,
     max: usize,
 ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
-    let messages = txn.open_table(MESSAGES).map_err(read_err)?;
+    let chunks = txn.open_table(CHUNKS).map_err(read_err)?;
+    let meta = txn.open_table(META).map_err(read_err)?;
+    // A trimmed chunk may still hold offsets below the stream's first.
+    let from = from.max(meta_of(&meta, stream)?.first);
+    let start = chunk_start(&chunks, stream, from)?;
     let mut out = Vec::with_capacity(max.min(1024));
-    for row in messages
-        .range((stream, from)..=(stream, u64::MAX))
+    for row in chunks
+        .range((stream, start)..=(stream, u64::MAX))
         .map_err(read_err)?
     {
-        if out.len() >= max {
-            break;
+        let (_, v) = row.map_err(read_err)?;
+        for entry in stream_chunk::entries(v.value()) {
+            if out.len() >= max {
+                return Ok(out);
+            }
+            let (head, entry) = entry?;
+            if head.offset >= from {
+                out.push((head.offset, stream_chunk::record(entry)?));
+            }
         }
-        let (k, v) = row.map_err(read_err)?;
-        let record: StreamRecord = postcard::from_bytes(v.value()).map_err(read_err)?;
-        out.push((k.value().1, record));
     }
     Ok(out)
 }
@@ -205,33 +342,26 @@ pub(super) fn find_time(
     stream: &str,
     time_ms: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let messages = txn.open_table(MESSAGES).map_err(read_err)?;
-    let mut range = messages
-        .range((stream, 0)..=(stream, u64::MAX))
-        .map_err(read_err)?;
-    let Some(first) = range.next().transpose().map_err(read_err)? else {
+    let chunks = txn.open_table(CHUNKS).map_err(read_err)?;
+    let meta = txn.open_table(META).map_err(read_err)?;
+    let m = meta_of(&meta, stream)?;
+    let Some(first) = head_at_or_after(&chunks, stream, m.first)? else {
         return Ok(None);
     };
-    let Some(last) = range.next_back().transpose().map_err(read_err)? else {
-        return Ok((head(first.1.value()).0 >= time_ms).then(|| first.0.value().1));
-    };
-    let (mut lo, mut hi) = (first.0.value().1, last.0.value().1);
-    if head(last.1.value()).0 < time_ms {
-        return Ok(None);
+    if first.time_ms >= time_ms {
+        return Ok(Some(first.offset));
+    }
+    let (mut lo, mut hi) = (first.offset, m.next.saturating_sub(1));
+    match head_at_or_after(&chunks, stream, hi)? {
+        Some(last) if last.time_ms >= time_ms => hi = last.offset,
+        _ => return Ok(None),
     }
     // Invariant: the answer is in lo..=hi and hi qualifies.
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        // The first kept row at or after mid (rows below `first` are trimmed).
-        let row = messages
-            .range((stream, mid)..=(stream, hi))
-            .map_err(read_err)?
-            .next()
-            .transpose()
-            .map_err(read_err)?;
-        match row {
-            Some((k, v)) if head(v.value()).0 >= time_ms => hi = k.value().1.min(hi),
-            Some((k, _)) => lo = k.value().1 + 1,
+        match head_at_or_after(&chunks, stream, mid)? {
+            Some(h) if h.time_ms >= time_ms => hi = h.offset.min(hi),
+            Some(h) => lo = h.offset + 1,
             None => lo = hi,
         }
     }
@@ -323,6 +453,79 @@ mod tests {
             snap.stream_consumers,
             vec![("s".to_string(), "c".to_string(), 6)]
         );
+    }
+
+    #[test]
+    fn declarations_are_kept_and_a_deleted_stream_leaves_nothing() {
+        let path = temp_path("declared");
+        let b = RedbBackend::open(&path).unwrap();
+        let declare = |name: &str| StoreOp::PutStreamDeclaration {
+            stream: name.into(),
+            settings: b"{}".to_vec(),
+        };
+        b.apply(&[declare("s"), declare("t"), append(0, 1)], true)
+            .unwrap();
+        b.apply(
+            &[StoreOp::PutStreamConsumer {
+                stream: "s".into(),
+                consumer: "c".into(),
+                offset: 0,
+            }],
+            true,
+        )
+        .unwrap();
+        let snap = b.load().unwrap();
+        assert_eq!(snap.stream_declarations.len(), 2);
+        b.apply(
+            &[
+                append(1, 2),
+                StoreOp::DeleteStream { stream: "s".into() },
+                StoreOp::DeleteStreamDeclaration { stream: "t".into() },
+            ],
+            true,
+        )
+        .unwrap();
+        let snap = b.load().unwrap();
+        assert!(snap.stream_declarations.is_empty());
+        assert!(snap.streams.is_empty());
+        assert!(snap.stream_consumers.is_empty());
+        assert!(b.read_stream("s", 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn chunks_of_several_commits_read_trim_and_search_as_one_stream() {
+        let path = temp_path("chunks");
+        let b = RedbBackend::open(&path).unwrap();
+        // Three commits, three chunks: 0..10, 10..20, 20..30.
+        for c in 0..3u64 {
+            let ops: Vec<StoreOp> = (c * 10..c * 10 + 10).map(|i| append(i, 1000 + i)).collect();
+            b.apply(&ops, true).unwrap();
+        }
+        let offsets = |from, max| {
+            b.read_stream("s", from, max)
+                .unwrap()
+                .iter()
+                .map(|(o, _)| *o)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offsets(8, 4), vec![8, 9, 10, 11]);
+        assert_eq!(offsets(29, 10), vec![29]);
+        assert_eq!(b.find_stream_time("s", 1015).unwrap(), Some(15));
+        assert_eq!(b.find_stream_time("s", 1029).unwrap(), Some(29));
+        b.apply(
+            &[StoreOp::TrimStream {
+                stream: "s".into(),
+                below: 15,
+            }],
+            true,
+        )
+        .unwrap();
+        assert_eq!(offsets(0, 3), vec![15, 16, 17]);
+        let snap = b.load().unwrap();
+        let state = &snap.streams[0];
+        assert_eq!((state.first, state.next, state.bytes), (15, 30, 150));
+        assert_eq!(state.first_time_ms, 1015);
+        assert_eq!(b.find_stream_time("s", 0).unwrap(), Some(15));
     }
 
     #[test]

@@ -470,3 +470,175 @@ def test_stomp_prefetch_count_bounds_unacknowledged_replay(streams_broker):
     sub.ack(frames[0])
     assert offsets([sub.expect()]) == [2]
     sub.expect_nothing()
+
+
+def _group_member_stomp(broker, consumer: str) -> StompClient:
+    member = stomp(broker)
+    member.subscribe(
+        "/stream/sensors", id="g", ack="client-individual",
+        **{"x-stream-offset": "first", "x-stream-consumer": consumer},
+    )
+    return member
+
+
+def _group_member_paho(broker, consumer: str) -> MqttClient:
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.UserProperty = [("stream-offset", "first"), ("stream-consumer", consumer)]
+    member = MqttClient(broker, "5.0").connect()
+    member.subscribe("$stream/sensors/#", qos=1, properties=props)
+    return member
+
+
+def _drain_group(stomps: dict, pahos: dict, total: int, ack: bool = True) -> dict:
+    """Reads every member until together they hold `total` distinct offsets;
+    each member's (offset, topic) list in arrival order. STOMP members ack
+    each message when `ack` (paho acknowledges QoS 1 itself)."""
+    import queue as queue_mod
+
+    got = {name: [] for name in [*stomps, *pahos]}
+    frames = {name: [] for name in stomps}
+    deadline = time.monotonic() + 15
+    while len({o for seen in got.values() for o, _ in seen}) < total:
+        assert time.monotonic() < deadline, {n: [o for o, _ in s] for n, s in got.items()}
+        for name, client in stomps.items():
+            try:
+                frame = client.listener.messages.get(timeout=0.05)
+            except queue_mod.Empty:
+                continue
+            topic = frame.headers["destination"].removeprefix("/topic/")
+            got[name].append((int(frame.headers["x-stream-offset"]), topic))
+            frames[name].append(frame)
+            if ack:
+                client.ack(frame)
+        for name, client in pahos.items():
+            try:
+                message = client.messages.get(timeout=0.05)
+            except queue_mod.Empty:
+                continue
+            offset = int(dict(message.properties.UserProperty)["stream-offset"])
+            got[name].append((offset, message.topic))
+    got["_frames"] = frames
+    return got
+
+
+def _in_order_per_topic(seen: list) -> bool:
+    last = {}
+    for offset, topic in seen:
+        if last.get(topic, -1) >= offset:
+            return False
+        last[topic] = offset
+    return True
+
+
+def test_named_consumer_group_members_share_the_stream_disjointly(streams_broker):
+    """Two stomp.py members and one paho 5 member of consumer "grp": each
+    message reaches exactly one, each topic one member in order, and the
+    union is the dense range; the group commits what was acknowledged."""
+    stomps = {"s1": _group_member_stomp(streams_broker, "grp"),
+              "s2": _group_member_stomp(streams_broker, "grp")}
+    pahos = {"p": _group_member_paho(streams_broker, "grp")}
+    pub = stomp(streams_broker)
+    for i in range(60):
+        pub.send(f"/topic/sensors/t{i % 12}", f"m{i}".encode())
+    got = _drain_group(stomps, pahos, 60)
+    got.pop("_frames")
+    everything = [o for seen in got.values() for o, _ in seen]
+    assert sorted(everything) == list(range(60)), "each offset exactly once"
+    assert sum(1 for seen in got.values() if seen) >= 2, "shared, not one member"
+    topics = [{t for _, t in seen} for seen in got.values()]
+    for i, a in enumerate(topics):
+        for b in topics[i + 1:]:
+            assert not a & b, "a topic goes to one member"
+    for name, seen in got.items():
+        assert _in_order_per_topic(seen), name
+    for client in stomps.values():
+        client.expect_nothing()
+    # Everything was acknowledged: a new member of "grp" gets only new messages.
+    for client in stomps.values():
+        client.conn.disconnect()
+    pahos["p"].close()
+    late = _group_member_stomp(streams_broker, "grp")
+    late.expect_nothing()
+    pub.send("/topic/sensors/t0", b"m60")
+    assert offsets([late.expect()]) == [60]
+
+
+def test_a_group_member_leaving_midway_loses_nothing(streams_broker):
+    """Member A (stomp.py) acknowledges only part of its share and leaves; B
+    (paho 5) then gets A's unacknowledged messages and everything new: A's
+    acknowledged ones and B's together are the dense range, with no overlap."""
+    stomps = {"a": _group_member_stomp(streams_broker, "job")}
+    pahos = {"b": _group_member_paho(streams_broker, "job")}
+    pub = stomp(streams_broker)
+    for i in range(40):
+        pub.send(f"/topic/sensors/t{i % 8}", f"m{i}".encode())
+    got = _drain_group(stomps, pahos, 40, ack=False)
+    a_frames = got["_frames"]["a"]
+    assert a_frames and got["b"], "both members have a share"
+    acked = a_frames[: len(a_frames) // 2]
+    for frame in acked:
+        stomps["a"].ack(frame)
+    a_acked = {int(f.headers["x-stream-offset"]) for f in acked}
+    stomps["a"].conn.disconnect()
+    for i in range(40, 60):
+        pub.send(f"/topic/sensors/t{i % 8}", f"m{i}".encode())
+    b_seen = list(got["b"])
+    rest = _drain_group({}, pahos, 60 - len(a_acked) - len({o for o, _ in b_seen}))
+    after = rest["b"]
+    b_all = [o for o, _ in b_seen] + [o for o, _ in after]
+    assert len(b_all) == len(set(b_all)), "no duplicate at B"
+    assert not a_acked & set(b_all), "A's acknowledged messages are not redelivered"
+    assert sorted(a_acked | set(b_all)) == list(range(60))
+    assert _in_order_per_topic(after)
+
+
+def test_streams_created_through_the_admin_api_survive_a_restart_and_can_be_deleted(tmp_path):
+    path = tmp_path / "tern.toml"
+    path.write_text(CONFIG)
+
+    def boot(config: str = CONFIG):
+        path.write_text(config)
+        return start_broker(
+            tmp_path, extra_env={"TERN_HTTP__ADMIN_TOKEN": "t0ken"}, args=["--config", str(path)]
+        )
+
+    broker = boot()
+    try:
+        for name in ("made", "later"):
+            status, _ = admin(broker, "POST", "/api/streams",
+                              f'{{"name": "{name}", "topics": ["{name}/#"]}}'.encode())
+            assert status == 201
+        pub = stomp(broker)
+        publish_stomp(pub, 3, topic="made/t")
+        # A config file's stream cannot be deleted through the API.
+        status, body = admin(broker, "DELETE", "/api/streams/sensors")
+        assert status == 409 and "config file" in body["error"], body
+    finally:
+        assert stop_broker(broker) == 0
+    # "later" is now in the config file too, with other topics: the file wins.
+    broker = boot(CONFIG + '\n[[stream]]\nname = "later"\ntopics = ["other/#"]\n')
+    try:
+        status, info = admin(broker, "GET", "/api/streams/made")
+        assert status == 200, info
+        assert (info["topics"], info["first_offset"], info["last_offset"]) == (["made/#"], 0, 2)
+        sub = stomp(broker)
+        sub.subscribe("/stream/made", id="s", **{"x-stream-offset": "first"})
+        assert [f.body for f in sub.expect_n(3)] == [b"m0", b"m1", b"m2"]
+        assert admin(broker, "GET", "/api/streams/later")[1]["topics"] == ["other/#"]
+        status, body = admin(broker, "DELETE", "/api/streams/made")
+        assert (status, body) == (200, {"deleted": "made"})
+        assert admin(broker, "GET", "/api/streams/made")[0] == 404
+        assert admin(broker, "DELETE", "/api/streams/made")[0] == 404
+    finally:
+        assert stop_broker(broker) == 0
+    broker = boot()
+    try:
+        names = sorted(s["name"] for s in admin(broker, "GET", "/api/streams")[1])
+        # "made" was deleted; the stored "later" was dropped when the file declared it.
+        assert names == ["sensors", "small"], names
+        # A new "made" starts empty at offset 0: its old messages are gone too.
+        assert admin(broker, "POST", "/api/streams", b'{"name": "made", "topics": ["made/#"]}')[0] == 201
+        info = admin(broker, "GET", "/api/streams/made")[1]
+        assert (info["next_offset"], info["messages"]) == (0, 0)
+    finally:
+        assert stop_broker(broker) == 0

@@ -22,6 +22,7 @@ mod flow;
 mod idle;
 mod replay;
 mod report;
+mod stomp_stream;
 mod sys;
 mod track;
 mod ws;
@@ -139,6 +140,10 @@ pub struct Args {
     /// else the publishers' destination].
     #[arg(long)]
     pub stomp_destination: Option<String>,
+    /// Extra header (`name:value`, repeatable) on the SENDs and the SUBSCRIBE
+    /// of the stomp-stream-* scenarios, e.g. `x-queue-type:stream` for RabbitMQ.
+    #[arg(long)]
+    pub stomp_header: Vec<String>,
     /// MQTT filter the subscribers use [default: the scenario's: `bench/#` for
     /// fan-in/qos1/qos2, else the publishers' topic]. E.g. `bench/#` in fan-out
     /// to measure wildcard subscriptions (and ACL deny rules that overlap them).
@@ -199,6 +204,12 @@ pub enum Scenario {
     /// 1 MQTT subscriber reads --messages of stream --stream from its first
     /// (`$stream/<name>/@first/#`) at --replay-qos.
     StreamReplay,
+    /// STOMP publishers SEND with receipts to --stomp-destination (a stream's topic
+    /// or a RabbitMQ stream queue), --inflight unanswered each.
+    StompStreamAppend,
+    /// 1 STOMP subscriber reads --messages from --stomp-destination with
+    /// `x-stream-offset: first` (`ack: client`, prefetch 1000).
+    StompStreamReplay,
 }
 
 impl Scenario {
@@ -214,6 +225,8 @@ impl Scenario {
             Scenario::StompFanOut => "stomp-fan-out",
             Scenario::Cross => "cross",
             Scenario::StreamReplay => "stream-replay",
+            Scenario::StompStreamAppend => "stomp-stream-append",
+            Scenario::StompStreamReplay => "stomp-stream-replay",
         }
     }
 }
@@ -374,7 +387,10 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
                 "/topic/bench/#".to_string(),
             )
         }
-        Scenario::Idle | Scenario::StreamReplay => unreachable!("no publish/subscribe plan"),
+        Scenario::Idle
+        | Scenario::StreamReplay
+        | Scenario::StompStreamAppend
+        | Scenario::StompStreamReplay => unreachable!("no publish/subscribe plan"),
     };
     let sub_topic = match (&subscribe, &args.stomp_destination, &args.filter) {
         (Endpoint::Stomp { .. }, Some(d), _) => d.clone(),
@@ -467,13 +483,22 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     } else if scenario == Scenario::StreamReplay {
         let addr = resolve(&args)?;
         runtime.block_on(replay::run(&args, addr))?
+    } else if scenario == Scenario::StompStreamAppend {
+        let addr = resolve(&args)?;
+        runtime.block_on(stomp_stream::append(&args, addr))?
+    } else if scenario == Scenario::StompStreamReplay {
+        let addr = resolve(&args)?;
+        runtime.block_on(stomp_stream::replay(&args, addr))?
     } else {
         let plan = plan(&args, scenario)?;
         runtime.block_on(flow::run(&args, &plan))?
     };
     report.scenario = scenario.name().to_string();
     report.protocol = match scenario {
-        Scenario::StompFanIn | Scenario::StompFanOut => "stomp",
+        Scenario::StompFanIn
+        | Scenario::StompFanOut
+        | Scenario::StompStreamAppend
+        | Scenario::StompStreamReplay => "stomp",
         Scenario::Cross => "mqtt->stomp",
         _ => match args.protocol {
             Protocol::Mqtt => "mqtt",

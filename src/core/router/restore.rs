@@ -31,6 +31,9 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
     router
         .streams()
         .restore(snapshot.streams, snapshot.stream_consumers);
+    router
+        .streams()
+        .restore_declarations(snapshot.stream_declarations);
     let now_ms = unix_ms_now();
     let mut sessions: HashMap<String, Arc<Session>> = HashMap::new();
     let mut stale = Vec::new();

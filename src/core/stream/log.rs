@@ -82,8 +82,8 @@ impl LogState {
             return Boundary::Behind;
         }
         // Pushed under this lock, so no append can come before them.
-        for (_, message) in self.tail.iter().filter(|(offset, _)| *offset >= from) {
-            reader.push_now(message);
+        for (offset, message) in self.tail.iter().filter(|(offset, _)| *offset >= from) {
+            reader.push_now(*offset, message);
         }
         self.live.push(Arc::clone(reader));
         Boundary::Live

@@ -7,19 +7,23 @@
 //! - `position.rs`: start positions and stream filters (`$stream/<name>/…`);
 //! - `log.rs`: one stream's offsets, recent messages and live readers;
 //! - `reader.rs`: one stream subscription, replaying from the store in batches;
+//! - `declared.rs`: streams created and deleted through the admin API, kept in the store;
+//! - `group.rs`: the readers of one named consumer sharing the stream;
 //! - `retention.rs`: the oldest messages removed, a batch at a time.
 //!
 //! Messages live in the store (appended in the same group commit as the rest
 //! of the publish, so an acknowledged publish is in the stream); only the
 //! newest few and each reader's current batch are in memory.
 
+mod declared;
+mod group;
 mod log;
 pub mod position;
 mod reader;
 mod retention;
 pub mod settings;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ use crate::core::session::Session;
 use crate::store::record::{unix_ms_now, StreamRecord, StreamState};
 use crate::store::{Store, StoreOp};
 
+use group::Group;
 use log::StreamLog;
 pub use position::{
     is_stream_filter, parse_stream_filter, StartPosition, StreamError, StreamFilter, STREAM_PREFIX,
@@ -99,8 +104,14 @@ pub struct Streams {
     store: Option<Arc<Store>>,
     /// Each session's stream subscriptions, by session and filter.
     readers: Mutex<HashMap<ReaderKey, ReaderEntry>>,
-    /// Named consumers' last acknowledged offsets, by stream and name.
+    /// Named consumers' committed offsets, by stream and name.
     consumers: Mutex<HashMap<ConsumerKey, u64>>,
+    /// The named consumers being read now, each a group of one or more readers.
+    groups: Mutex<HashMap<ConsumerKey, Arc<Group>>>,
+    /// Streams created through the admin API (the others come from the config file).
+    created: Mutex<HashSet<String>>,
+    /// Held through a group's membership change, so changes apply one at a time.
+    group_changes: Mutex<()>,
     /// Offsets and bytes the store reported at start, for streams declared later.
     restored: Mutex<HashMap<String, StreamState>>,
     retention_wake: Notify,
@@ -153,6 +164,9 @@ impl Streams {
             store,
             readers: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashSet::new()),
+            group_changes: Mutex::new(()),
             restored: Mutex::new(HashMap::new()),
             retention_wake: Notify::new(),
         }
@@ -275,18 +289,31 @@ impl Streams {
             sub.exceptions,
             sub.qos,
             sub.subscription_id,
-            consumer,
+            consumer.clone(),
         ));
-        let old = self.readers.lock().insert(
-            session_key(session, &sub.filter),
-            (Arc::clone(&log), Arc::clone(&reader)),
-        );
+        let key = session_key(session, &sub.filter);
+        let old = self
+            .readers
+            .lock()
+            .insert(key.clone(), (Arc::clone(&log), Arc::clone(&reader)));
         if let Some((old_log, old_reader)) = old {
-            old_reader.cancel();
-            old_log.state.lock().remove_live(&old_reader);
+            self.end_reader(&old_log, &old_reader);
         }
-        tokio::spawn(reader::run(Arc::clone(self), log, reader, from));
+        match consumer {
+            // The group's readers (this one's too) start from its first offset not done.
+            Some(consumer) => self.join_group(&log, consumer, key, from),
+            None => {
+                tokio::spawn(reader::run(Arc::clone(self), log, reader, from));
+            }
+        }
         Ok(())
+    }
+
+    /// Stops a reader that has left the readers map (and its group, if any).
+    fn end_reader(self: &Arc<Self>, log: &Arc<StreamLog>, reader: &Arc<Reader>) {
+        reader.cancel();
+        log.state.lock().remove_live(reader);
+        self.leave_group(log, reader);
     }
 
     /// The offset a start position means now.
@@ -324,12 +351,11 @@ impl Streams {
     }
 
     /// Ends the reader of `session`'s subscription `filter`; false if there was none.
-    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+    pub fn unsubscribe(self: &Arc<Self>, session: &Arc<Session>, filter: &str) -> bool {
         let removed = self.readers.lock().remove(&session_key(session, filter));
         match removed {
             Some((log, reader)) => {
-                reader.cancel();
-                log.state.lock().remove_live(&reader);
+                self.end_reader(&log, &reader);
                 true
             }
             None => false,
@@ -337,7 +363,7 @@ impl Streams {
     }
 
     /// Ends every reader of `session` (it ends, or starts clean).
-    pub fn drop_session(&self, session: &Arc<Session>) {
+    pub fn drop_session(self: &Arc<Self>, session: &Arc<Session>) {
         let ptr = Arc::as_ptr(session) as usize;
         let mut gone = Vec::new();
         self.readers.lock().retain(|(s, _), entry| {
@@ -349,8 +375,7 @@ impl Streams {
             }
         });
         for (log, reader) in gone {
-            reader.cancel();
-            log.state.lock().remove_live(&reader);
+            self.end_reader(&log, &reader);
         }
     }
 
@@ -368,25 +393,11 @@ impl Streams {
         let Some((log, reader)) = entry else {
             return;
         };
-        let Some(consumer) = reader.consumer.clone() else {
+        let (Some(consumer), Some(seat)) = (&reader.consumer, &reader.seat) else {
             return;
         };
-        {
-            let mut map = self.consumers.lock();
-            let acked = map
-                .entry((Arc::clone(&log.name), Arc::clone(&consumer)))
-                .or_insert(offset);
-            if *acked > offset {
-                return;
-            }
-            *acked = offset;
-        }
-        if let Some(store) = &self.store {
-            store.submit([StoreOp::PutStreamConsumer {
-                stream: log.name.to_string(),
-                consumer: consumer.to_string(),
-                offset,
-            }]);
+        if let Some(committed) = seat.group.ack(offset) {
+            self.commit_consumer(&log.name, consumer, committed);
         }
     }
 

@@ -51,6 +51,8 @@ pub enum StreamError {
     NoStore(String),
     #[error("stream {0:?} already exists")]
     Exists(String),
+    #[error("stream {0:?} is declared in the config file: remove it there")]
+    Declared(String),
     #[error("{0}")]
     Invalid(String),
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::group::Seat;
 use super::log::{Boundary, StreamLog};
 use super::{message_at, Streams};
 use crate::core::exceptions::Exceptions;
@@ -39,6 +40,8 @@ pub(crate) struct Reader {
     pub subscription_id: Option<u32>,
     /// Named consumer, if any.
     pub consumer: Option<Arc<str>>,
+    /// A named consumer's place in its group (`group.rs`): which offsets it takes.
+    pub seat: Option<Seat>,
     cancelled: AtomicBool,
     /// Set by the append path when this live reader fell behind: where to resume.
     resume: Mutex<Option<u64>>,
@@ -64,10 +67,54 @@ impl Reader {
             qos,
             subscription_id,
             consumer,
+            seat: None,
             cancelled: AtomicBool::new(false),
             resume: Mutex::new(None),
             wake: Notify::new(),
         }
+    }
+
+    /// A new reader of the same subscription in `seat` (its group changed).
+    pub fn renewed(&self, seat: Seat) -> Reader {
+        let mut fresh = Reader::new(
+            Arc::clone(&self.session),
+            Arc::clone(&self.filter),
+            self.topics.clone(),
+            self.exceptions.clone(),
+            self.qos,
+            self.subscription_id,
+            self.consumer.clone(),
+        );
+        fresh.seat = Some(seat);
+        fresh
+    }
+
+    /// Whether this reader delivers `offset`: one it wants, and in a group
+    /// one the group hands it (see `group.rs`).
+    fn takes(&self, offset: u64, topic: &str) -> bool {
+        let wanted = self.wants(topic);
+        match &self.seat {
+            None => wanted,
+            Some(seat) => seat.group.take(seat, offset, topic, wanted),
+        }
+    }
+
+    /// Pushes a taken message; false (and given back to the group) if the
+    /// session refused it.
+    fn push_taken(&self, offset: u64, message: Arc<Message>) -> bool {
+        let pushed = !matches!(
+            self.session.push(self.delivery(message)),
+            PushOutcome::Dropped
+        );
+        if let Some(seat) = &self.seat {
+            if !pushed {
+                seat.group.release(offset);
+            } else if self.qos == QoS::AtMostOnce {
+                // Nothing will acknowledge it: done once handed over.
+                seat.group.ack(offset);
+            }
+        }
+        pushed
     }
 
     pub fn cancel(&self) {
@@ -98,14 +145,18 @@ impl Reader {
     /// Called by the append path (under the stream's lock) for a live reader;
     /// false when the reader fell behind and must leave the live list.
     pub fn offer(&self, offset: u64, message: &Arc<Message>) -> bool {
-        if !self.wants(&message.topic) {
+        if self.seat.is_none() && !self.wants(&message.topic) {
             return true;
         }
-        let taken = self.session.pending_len() < LIVE_QUEUE_LIMIT
-            && !matches!(
-                self.session.push(self.delivery(Arc::clone(message))),
-                PushOutcome::Dropped
-            );
+        if self.session.pending_len() >= LIVE_QUEUE_LIMIT {
+            *self.resume.lock() = Some(offset);
+            self.wake.notify_one();
+            return false;
+        }
+        if !self.takes(offset, &message.topic) {
+            return true;
+        }
+        let taken = self.push_taken(offset, Arc::clone(message));
         if !taken {
             *self.resume.lock() = Some(offset);
             self.wake.notify_one();
@@ -139,20 +190,22 @@ impl Reader {
 
     /// Hands a message of the in-memory tail to the session at once (bounded by
     /// the tail's size).
-    pub fn push_now(&self, message: &Arc<Message>) {
-        if self.wants(&message.topic) {
-            self.session.push(self.delivery(Arc::clone(message)));
+    pub fn push_now(&self, offset: u64, message: &Arc<Message>) {
+        if self.takes(offset, &message.topic) {
+            self.push_taken(offset, Arc::clone(message));
         }
     }
 
     /// Hands one replayed message to the session, waiting for room first.
-    async fn feed(&self, message: Arc<Message>) {
-        if !self.wants(&message.topic) {
+    async fn feed(&self, offset: u64, message: Arc<Message>) {
+        if self.seat.is_none() && !self.wants(&message.topic) {
             return;
         }
         self.room().await;
-        if !self.is_cancelled() {
-            self.session.push(self.delivery(message));
+        // Taken right before the push (no await between): a reader cancelled
+        // meanwhile is of an older epoch and takes nothing.
+        if !self.is_cancelled() && self.takes(offset, &message.topic) {
+            self.push_taken(offset, message);
         }
     }
 }
@@ -169,7 +222,11 @@ pub(crate) async fn run(
         return;
     };
     while !reader.is_cancelled() {
-        cursor = cursor.max(log.state.lock().first);
+        let first = log.state.lock().first;
+        cursor = cursor.max(first);
+        if let Some(seat) = &reader.seat {
+            seat.group.skip_below(first);
+        }
         let name = log.name.to_string();
         let read_store = Arc::clone(&store);
         let read =
@@ -188,7 +245,9 @@ pub(crate) async fn run(
             if offset < cursor {
                 continue;
             }
-            reader.feed(Arc::new(message_at(record, offset))).await;
+            reader
+                .feed(offset, Arc::new(message_at(record, offset)))
+                .await;
             cursor = offset + 1;
             if reader.is_cancelled() {
                 return;

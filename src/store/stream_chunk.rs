@@ -1,0 +1,147 @@
+//! The encoding of a stream chunk: the messages one group commit appended to
+//! one stream, stored as one redb value (one B-tree insert per commit rather
+//! than per message). Each entry is framed by its length (u32, little
+//! endian), then postcard of `(offset, StreamRecord)`; the record starts with
+//! its publish time and size, so walking a chunk's offsets, times and sizes
+//! decodes no message.
+
+use super::record::StreamRecord;
+use super::StoreError;
+
+/// Entries in one chunk at most (a bigger commit makes several chunks).
+pub(super) const CHUNK_ENTRIES: usize = 1024;
+
+/// What a chunk entry says without decoding its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EntryHead {
+    pub offset: u64,
+    pub time_ms: u64,
+    pub size: u64,
+}
+
+/// Appends one entry to `chunk`.
+pub(super) fn push(
+    chunk: &mut Vec<u8>,
+    offset: u64,
+    record: &StreamRecord,
+) -> Result<(), StoreError> {
+    let at = chunk.len();
+    chunk.extend_from_slice(&[0; 4]);
+    let mut encoded = postcard::to_extend(&(offset, record), std::mem::take(chunk))
+        .map_err(|e| StoreError::Write(e.to_string()))?;
+    let len = u32::try_from(encoded.len() - at - 4)
+        .map_err(|_| StoreError::Write("stream message over 4 GiB".into()))?;
+    encoded[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    *chunk = encoded;
+    Ok(())
+}
+
+/// The entries of a chunk, in offset order, each as (head, encoded entry).
+pub(super) fn entries(
+    chunk: &[u8],
+) -> impl Iterator<Item = Result<(EntryHead, &[u8]), StoreError>> {
+    let mut rest = chunk;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let corrupt = || StoreError::Decode("truncated stream chunk".into());
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            rest = &[];
+            return Some(Err(corrupt()));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            rest = &[];
+            return Some(Err(corrupt()));
+        }
+        let (entry, tail) = tail.split_at(len);
+        rest = tail;
+        Some(
+            postcard::take_from_bytes::<(u64, u64, u64)>(entry)
+                .map(|((offset, time_ms, size), _)| {
+                    (
+                        EntryHead {
+                            offset,
+                            time_ms,
+                            size,
+                        },
+                        entry,
+                    )
+                })
+                .map_err(|e| StoreError::Decode(e.to_string())),
+        )
+    })
+}
+
+/// Decodes one entry's record.
+pub(super) fn record(entry: &[u8]) -> Result<StreamRecord, StoreError> {
+    postcard::from_bytes::<(u64, StreamRecord)>(entry)
+        .map(|(_, record)| record)
+        .map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::MessageRecord;
+
+    fn record_of(time_ms: u64, payload: &[u8]) -> StreamRecord {
+        StreamRecord {
+            time_ms,
+            size: payload.len() as u64 + 3,
+            message: MessageRecord {
+                topic: "t/1".into(),
+                payload: payload.to_vec(),
+                qos: 1,
+                retain: false,
+                expires_at_ms: None,
+                payload_is_utf8: false,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: vec![("k".into(), "v".into())],
+                publisher: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_chunk_walks_back_its_entries_heads_and_records() {
+        let mut chunk = Vec::new();
+        for i in 0..3u64 {
+            push(
+                &mut chunk,
+                10 + i,
+                &record_of(100 + i, &vec![i as u8; i as usize * 300]),
+            )
+            .unwrap();
+        }
+        let walked: Vec<(EntryHead, StreamRecord)> = entries(&chunk)
+            .map(|e| e.and_then(|(head, entry)| Ok((head, record(entry)?))))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(walked.len(), 3);
+        for (i, (head, rec)) in walked.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(
+                *head,
+                EntryHead {
+                    offset: 10 + i,
+                    time_ms: 100 + i,
+                    size: i * 300 + 3
+                }
+            );
+            assert_eq!(*rec, record_of(100 + i, &vec![i as u8; i as usize * 300]));
+        }
+    }
+
+    #[test]
+    fn a_truncated_chunk_is_an_error_not_a_panic() {
+        let mut chunk = Vec::new();
+        push(&mut chunk, 0, &record_of(1, b"abc")).unwrap();
+        chunk.truncate(chunk.len() - 2);
+        assert!(entries(&chunk).any(|e| e.is_err()));
+        assert!(entries(&[1, 0]).any(|e| e.is_err()));
+    }
+}
