@@ -8,11 +8,13 @@
 //! - `log.rs`: one stream's offsets, recent messages and live readers;
 //! - `reader.rs`: one stream subscription, replaying from the store in batches;
 //! - `retention.rs`: the oldest messages removed, a batch at a time.
+//! - `covering.rs`: which stream keeps every message of some filters (HTTP resume).
 //!
 //! Messages live in the store (appended in the same group commit as the rest
 //! of the publish, so an acknowledged publish is in the stream); only the
 //! newest few and each reader's current batch are in memory.
 
+mod covering;
 mod log;
 pub mod position;
 mod reader;
