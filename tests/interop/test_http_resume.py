@@ -6,6 +6,7 @@ config; real clients (requests, curl, paho-mqtt)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -213,3 +214,70 @@ def test_bad_positions_are_400_naming_the_problem(url, params, headers, reason):
     r = requests.get(f"{url}/events", params=params, headers=headers, timeout=TIMEOUT)
     assert r.status_code == 400, r.text
     assert reason in r.json()["error"], r.text
+
+
+def metric(broker, name: str, labels: str) -> float:
+    host, port = broker.endpoints["http"]
+    text = requests.get(f"http://{host}:{port}/metrics", timeout=TIMEOUT).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_replay_to_a_stalled_reader_waits_instead_of_overflowing(tmp_path):
+    """The session queue holds 10: a replay that pushed everything would drop
+    (queue_full); the stream reader feeds the queue only while it has room."""
+    path = tmp_path / "tern.toml"
+    path.write_text(CONFIG)
+    b = start_broker(tmp_path, {"TERN_LIMITS__MAX_QUEUED_MESSAGES": "10"}, args=["--config", str(path)])
+    try:
+        total = 1000
+        pub = MqttClient(b, "3.1.1", client_id=unique("pub")).connect()
+        # More than the socket buffers hold, so the stalled stream backs up.
+        payload = b"x" * 4096
+
+        def publish_range(start: int, end: int) -> None:
+            for i in range(start, end):
+                pub.publish("sensors/a", payload, qos=1 if i == end - 1 else 0)
+
+        publish_range(0, total)
+        host, port = b.endpoints["ws"]
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(TIMEOUT)
+        stalled.connect((host, port))
+        stalled.sendall(b"GET /v1/events?topic=sensors/%23&from=first HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        seen: list = []
+
+        def read_until(last: int) -> None:
+            nonlocal data
+            deadline = time.monotonic() + TIMEOUT * 3
+            while (not seen or seen[-1] < last) and time.monotonic() < deadline:
+                chunk = stalled.recv(65536)
+                assert chunk, "the stream ended"
+                data += chunk
+                lines = data.split(b"\n")
+                data = lines.pop()
+                seen.extend(int(line[4:]) for line in lines if line.startswith(b"id: "))
+
+        try:
+            assert stalled.recv(12) == b"HTTP/1.1 200"
+            # Time for an unbounded replay to overflow the queue; it must not.
+            time.sleep(1.0)
+            assert metric(b, "tern_messages_dropped_total", 'reason="queue_full"') == 0
+            read_until(total - 1)
+            assert seen == list(range(total))
+            # Now live, and stalled again while as much more is published: the
+            # reader falls back to the store rather than overflowing the queue.
+            publish_range(total, 2 * total)
+            time.sleep(1.0)
+            read_until(2 * total - 1)
+            assert seen == list(range(2 * total))
+            assert metric(b, "tern_messages_dropped_total", 'reason="queue_full"') == 0
+        finally:
+            stalled.close()
+            pub.client.disconnect()
+    finally:
+        assert stop_broker(b) == 0
