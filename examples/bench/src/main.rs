@@ -12,6 +12,7 @@
 //! - `flow.rs`: the publish/subscribe scenarios (publishers, subscribers, flow control).
 //! - `idle.rs`: the idle-connections scenario.
 //! - `replay.rs`: the stream-replay scenario (a durable stream read from its first message).
+//! - `sse.rs`: the sse scenario (HTTP server-sent event readers, MQTT publishers).
 //! - `ws.rs`: MQTT and STOMP over WebSocket (idle scenario, `--transport ws`).
 //! - `track.rs`: sequence tracking (lost, duplicated, reordered) per publisher.
 //! - `sys.rs`: own CPU time (getrusage), broker CPU and RSS from /proc.
@@ -22,6 +23,7 @@ mod flow;
 mod idle;
 mod replay;
 mod report;
+mod sse;
 mod sys;
 mod track;
 mod ws;
@@ -159,6 +161,10 @@ pub struct Args {
     /// stream-replay: QoS of the subscription (1: each message acknowledged).
     #[arg(long, default_value_t = 0)]
     pub replay_qos: u8,
+    /// sse: the broker's web port (`GET /v1/events`); --port is then the MQTT
+    /// port of the publishers.
+    #[arg(long)]
+    pub http_port: Option<u16>,
     /// Free-form label copied into the JSON (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -199,6 +205,9 @@ pub enum Scenario {
     /// 1 MQTT subscriber reads --messages of stream --stream from its first
     /// (`$stream/<name>/@first/#`) at --replay-qos.
     StreamReplay,
+    /// --publishers MQTT QoS 0 publishers (--port) -> --subscribers HTTP
+    /// server-sent event readers (--http-port) of one topic [default: 1 -> 100].
+    Sse,
 }
 
 impl Scenario {
@@ -214,6 +223,7 @@ impl Scenario {
             Scenario::StompFanOut => "stomp-fan-out",
             Scenario::Cross => "cross",
             Scenario::StreamReplay => "stream-replay",
+            Scenario::Sse => "sse",
         }
     }
 }
@@ -374,7 +384,9 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
                 "/topic/bench/#".to_string(),
             )
         }
-        Scenario::Idle | Scenario::StreamReplay => unreachable!("no publish/subscribe plan"),
+        Scenario::Idle | Scenario::StreamReplay | Scenario::Sse => {
+            unreachable!("no publish/subscribe plan")
+        }
     };
     let sub_topic = match (&subscribe, &args.stomp_destination, &args.filter) {
         (Endpoint::Stomp { .. }, Some(d), _) => d.clone(),
@@ -467,6 +479,9 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     } else if scenario == Scenario::StreamReplay {
         let addr = resolve(&args)?;
         runtime.block_on(replay::run(&args, addr))?
+    } else if scenario == Scenario::Sse {
+        let addr = resolve(&args)?;
+        runtime.block_on(sse::run(&args, addr))?
     } else {
         let plan = plan(&args, scenario)?;
         runtime.block_on(flow::run(&args, &plan))?
@@ -475,6 +490,7 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     report.protocol = match scenario {
         Scenario::StompFanIn | Scenario::StompFanOut => "stomp",
         Scenario::Cross => "mqtt->stomp",
+        Scenario::Sse => "mqtt->http",
         _ => match args.protocol {
             Protocol::Mqtt => "mqtt",
             Protocol::Stomp => "stomp",
