@@ -281,3 +281,50 @@ def test_a_replay_to_a_stalled_reader_waits_instead_of_overflowing(tmp_path):
             pub.client.disconnect()
     finally:
         assert stop_broker(b) == 0
+
+
+def test_the_acl_applies_to_every_topic_a_stream_returns(tmp_path):
+    from securityutil import add_user  # noqa: PLC0415
+
+    passwd = tmp_path / "passwd"
+    add_user(passwd, "alice", "alice-S3cret!")
+    add_user(passwd, "bob", "bob-pa55word")
+    path = tmp_path / "tern.toml"
+    path.write_text(CONFIG + f"""
+[auth]
+password_file = "{passwd}"
+
+[websocket]
+allow_anonymous = false
+
+[[acl]]
+user = "alice"
+allow = "both"
+topic = "sensors/#"
+
+[[acl]]
+user = "alice"
+deny = "subscribe"
+topic = "sensors/secret"
+""")
+    b = start_broker(tmp_path, {"TERN_LIMITS__HTTP_SSE_KEEPALIVE_SECS": "1"}, args=["--config", str(path)])
+    try:
+        url = base_url(b)
+        alice = ("alice", "alice-S3cret!")
+        for topic in ["sensors/a", "sensors/secret", "sensors/b"]:
+            r = requests.post(f"{url}/topics/{topic}", data=topic.encode(), auth=alice, timeout=TIMEOUT)
+            assert r.status_code == 200, r.text
+        # One filter (the reader skips the denied topic), then two (the event stream does).
+        for params in ([("topic", "sensors/#")], [("topic", "sensors/a"), ("topic", "sensors/+")]):
+            reader = SseReader(f"{url}/events", params=params + [("from", "first")], auth=alice)
+            try:
+                assert reader.response.status_code == 200, reader.response.text
+                got = [(int(ev["id"]), ev["data"]["topic"]) for ev in (reader.expect(), reader.expect())]
+                assert got == [(0, "sensors/a"), (2, "sensors/b")], params
+            finally:
+                reader.close()
+        r = requests.get(f"{url}/events", params={"topic": "sensors/#", "from": "first"},
+                         auth=("bob", "bob-pa55word"), timeout=TIMEOUT)
+        assert r.status_code == 403
+    finally:
+        assert stop_broker(b) == 0
