@@ -11,9 +11,9 @@
 #   ndjson      POST /v1/publish with 100 lines a request, messages/s
 #   pull        POST /v1/queues/bench/pull?max=100 on a prefilled queue, messages/s
 #               (leases not acked; counted by tern_messages_sent_total{protocol="http"})
-#   sse         fan-out: 100 GET /v1/events streams (each read by a curl into
-#               /dev/null), wrk publishing; deliveries/s written to the streams
-#               (tern_messages_sent_total{protocol="http"}), and the drops
+#   sse         fan-out: 100 GET /v1/events streams read by tern-bench (--scenario
+#               sse: raw TCP readers counting events, one MQTT QoS 0 publisher paced
+#               on the slowest reader); deliveries/s received, and the drops
 #   rabbitmq    POST /api/exchanges/%2F/amq.default/publish, requests/s
 #
 # Environment: DURATION=5 (seconds per figure), CONNECTIONS=16 (wrk), PIN=1 (broker
@@ -39,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
-cargo build --release -p tern -q
+cargo build --release -p tern -p tern-bench -q
 PAYLOAD=$(printf 'x%.0s' $(seq 64))
 
 cat > "$WORK/post.lua" <<LUA
@@ -54,7 +54,7 @@ start_tern() {
     env -i PATH="$PATH" HOME="$HOME" TERN_MQTT__BIND=127.0.0.1:0 TERN_STOMP__BIND=127.0.0.1:0 \
         TERN_WEBSOCKET__BIND=127.0.0.1:0 TERN_HTTP__BIND=127.0.0.1:0 TERN_STORAGE__ENABLED=false \
         TERN_LOG__LEVEL=warn TERN_LIMITS__QUEUE_MAX_MESSAGES=5000000 \
-        TERN_LIMITS__HTTP_MAX_BODY_SIZE=67108864 \
+        TERN_LIMITS__HTTP_MAX_BODY_SIZE=67108864 TERN_LIMITS__HTTP_MAX_OPEN_STREAMS=1000 \
         "${BROKER_CPU[@]}" "$TARGET/release/tern" > "$WORK/banner" 2> "$WORK/tern.stderr" &
     PIDS+=($!)
     TERN_PID=$!
@@ -91,21 +91,15 @@ after=$(sent)
 echo "pull max=100: $(python3 -c "print(round(($after - $before) / $DURATION))") messages/s ($pull requests/s)"
 stop_tern
 
-# SSE fan-out: 100 streams, each drained by a curl into /dev/null; wrk publishes.
+# SSE fan-out: tern-bench's sse scenario, 100 GET /v1/events readers (raw TCP,
+# each event's data line counted) fed by one MQTT QoS 0 publisher that paces
+# itself on the slowest reader (so nothing is dropped).
 start_tern
-for _ in $(seq 100); do
-    "${LOAD_CPU[@]}" curl -sN -o /dev/null "http://$WS/v1/events?topic=bench/sse&retained=false" &
-    PIDS+=($!)
-done
-for _ in $(seq 100); do
-    [ "$(curl -s "http://$METRICS/metrics" | awk '/^tern_sessions\{state="online"\}/ {print $2}')" = 100 ] && break
-    sleep 0.1
-done
-before=$(sent)
-sse_pub=$(CONNECTIONS=4 wrk_rate "$WORK/one" "http://$WS/v1/topics/bench/sse?qos=0")
-after=$(sent)
+MQTT=$(grep -oE ' mqtt=[0-9.]+:[0-9]+' "$WORK/banner" | cut -d= -f2)
+sse=$("${LOAD_CPU[@]}" "$TARGET/release/tern-bench" --scenario sse --port "${MQTT#*:}" --http-port "${WS#*:}" \
+    --subscribers 100 --duration "$DURATION" --broker-pid "$TERN_PID" --json 2>/dev/null)
 dropped=$(curl -s "http://$METRICS/metrics" | awk '/^tern_messages_dropped_total\{reason="queue_full"/ {print $2}')
-echo "sse fan-out to 100: $(python3 -c "print(round(($after - $before) / $DURATION))") deliveries/s ($sse_pub publishes/s, ${dropped:-0} deliveries dropped by full stream queues)"
+echo "sse fan-out to 100: $(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"{round(r['deliveries_per_s'])} deliveries/s ({round(r['msgs_per_s'])} messages/s, broker CPU {r.get('broker_cpu_util', 0):.2f} cores)\")" "$sse"), ${dropped:-0} dropped by full stream queues"
 stop_tern
 
 # The anchor: RabbitMQ's management API publish to the default exchange.

@@ -13,6 +13,9 @@
 //   client and its topic, and disconnects it with its button (MQTT 5: 0x98).
 // - An EventSource page on HTTP /v1/events shows what an MQTT client publishes,
 //   and reconnects by itself after the server closed the stream (a restart).
+// - With a stream covering its topic, that page resumes with Last-Event-ID after a
+//   restart closed its stream: the ids are the dense range of stream offsets.
+// - The dashboard lists a declared stream with its offsets, counts and readers.
 //
 // Environment: TERN_BIN (default <repo>/target/debug/tern), DEVICE_BIN (default
 // tern-device beside TERN_BIN), CHROMIUM (default
@@ -67,7 +70,7 @@ function makeWebRoot(tmp) {
  * Starts tern on port 0 everywhere (settings in `extraEnv` added, a web root
  * when given); resolves once its banner names the ports.
  */
-async function startTern(tmp, webRoot, extraEnv = {}) {
+async function startTern(tmp, webRoot, extraEnv = {}, args = []) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TERN_")));
   delete env.RUST_LOG;
   Object.assign(env, {
@@ -81,7 +84,7 @@ async function startTern(tmp, webRoot, extraEnv = {}) {
   });
   if (webRoot) env.TERN_WEB__ROOT = webRoot;
   const stderr = fs.openSync(path.join(tmp, "tern.stderr"), "w");
-  const proc = spawn(ternBin, [], { env, cwd: tmp, stdio: ["ignore", "pipe", stderr] });
+  const proc = spawn(ternBin, args, { env, cwd: tmp, stdio: ["ignore", "pipe", stderr] });
   const lines = readline.createInterface({ input: proc.stdout });
   const banner = await Promise.race([
     once(lines, "line").then(([line]) => line),
@@ -149,12 +152,20 @@ function waitForCell(page, topic, needles) {
   );
 }
 
+/** Writes `config` (TOML) into `tmp`; the command line that loads it. */
+function configArgs(tmp, config) {
+  if (!config) return [];
+  const file = path.join(tmp, "tern.toml");
+  fs.writeFileSync(file, config);
+  return ["--config", file];
+}
+
 /**
  * Registers before/after hooks of the enclosing describe: a tern (with the demo
- * web root when `site`, the settings in `env`) and a headless Chromium. Returns
- * the object the hooks fill in: { tern, context }.
+ * web root when `site`, the settings in `env`, the TOML `config` file) and a
+ * headless Chromium. Returns the object the hooks fill in: { tern, context }.
  */
-function ternAndChromium({ site = false, env = {} } = {}) {
+function ternAndChromium({ site = false, env = {}, config = null } = {}) {
   const setup = { tern: null, context: null };
   let tmp;
 
@@ -163,7 +174,7 @@ function ternAndChromium({ site = false, env = {} } = {}) {
     assert.ok(fs.existsSync(chromiumPath), `no Chromium at ${chromiumPath} (apt-get install chromium chromium-driver)`);
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tern-browser-"));
     fs.mkdirSync(screenshotDir, { recursive: true });
-    setup.tern = await startTern(tmp, site ? makeWebRoot(tmp) : null, env);
+    setup.tern = await startTern(tmp, site ? makeWebRoot(tmp) : null, env, configArgs(tmp, config));
     setup.context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
       executablePath: chromiumPath,
       headless: true,
@@ -322,7 +333,10 @@ describe("browser over WebSocket", () => {
 
 describe("the dashboard", () => {
   const TOKEN = "dash-browser-token";
-  const setup = ternAndChromium({ env: { TERN_HTTP__ADMIN_TOKEN: TOKEN } });
+  const setup = ternAndChromium({
+    env: { TERN_HTTP__ADMIN_TOKEN: TOKEN },
+    config: '[[stream]]\nname = "dash-feed"\ntopics = ["dash/feed/#"]\n',
+  });
 
   /** A page that collects console errors, uncaught exceptions and CSP violations. */
   async function watchedPage() {
@@ -383,6 +397,37 @@ describe("the dashboard", () => {
     } finally {
       clearInterval(feeder);
       device.end(true);
+      await page.close();
+    }
+  });
+
+  test("shows a declared stream with its offsets, counts and readers after some publishes", async () => {
+    const { page, problems } = await watchedPage();
+    const device = await mqttClient(setup.tern.mqtt, `dash-feeder-${process.pid}`);
+    // A reader of the stream (MQTT 3.1.1 form: the position in the filter).
+    const reader = await mqttClient(setup.tern.mqtt, `dash-reader-${process.pid}`);
+    const row = '#streams tr[data-stream="dash-feed"]';
+    try {
+      await reader.subscribeAsync("$stream/dash-feed/@first/#", { qos: 1 });
+      for (let i = 0; i < 7; i++) await device.publishAsync(`dash/feed/${i % 2}`, "x".repeat(10), { qos: 1 });
+      await page.goto(`http://127.0.0.1:${setup.tern.http}/dashboard#token=${TOKEN}`);
+      // The dashboard polls: wait for the counts of all seven.
+      await page.waitForFunction(
+        (sel) => document.querySelector(`${sel} td:nth-child(5)`)?.textContent === "7",
+        row,
+        { timeout: WAIT },
+      );
+      const cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
+      // stream, topics, first offset, last offset, messages, bytes (topic + payload), readers, consumers
+      assert.deepEqual(cells.slice(0, 5), ["dash-feed", "dash/feed/#", "0", "6", "7"]);
+      assert.equal(cells[5], "147 B", "7 × (11-byte topic + 10-byte payload)");
+      assert.equal(cells[6], "1");
+      assert.ok(await page.isHidden("#streams-empty"));
+      await page.screenshot({ path: path.join(screenshotDir, "dashboard-streams.png"), fullPage: true });
+      assert.deepEqual(problems, []);
+    } finally {
+      device.end(true);
+      reader.end(true);
       await page.close();
     }
   });
@@ -470,6 +515,101 @@ describe("HTTP server-sent events", () => {
       await waitForItem(page, "live/room2 19.0");
       await second.endAsync();
       await page.screenshot({ path: path.join(screenshotDir, "events.png"), fullPage: true });
+      assert.deepEqual(problems, []);
+    } finally {
+      await page.close();
+    }
+  });
+});
+
+describe("HTTP server-sent events resumed from a stream", () => {
+  const CONFIG = '[[stream]]\nname = "feed"\ntopics = ["feed/#"]\n';
+  let tmp;
+  let site;
+  let args;
+  let tern;
+  let context;
+
+  before(async () => {
+    assert.ok(fs.existsSync(ternBin), `tern binary not found at ${ternBin} (build it or set TERN_BIN)`);
+    assert.ok(fs.existsSync(chromiumPath), `no Chromium at ${chromiumPath} (apt-get install chromium chromium-driver)`);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tern-browser-resume-"));
+    site = makeWebRoot(tmp);
+    args = configArgs(tmp, CONFIG);
+    tern = await startTern(tmp, site, {}, args);
+    context = await chromium.launchPersistentContext(path.join(tmp, "chromium-profile"), {
+      executablePath: chromiumPath,
+      headless: true,
+      args: CHROMIUM_ARGS,
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    if (tern) assert.equal(await stopTern(tern), 0, `tern did not exit 0 on SIGTERM:\n${readStderr(tmp)}`);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** Publishes feed/n for n in [from, to) at QoS 1 (each acked: stored in the stream). */
+  async function publishRange(from, to) {
+    const client = await mqttClient(tern.mqtt, `resume-publisher-${from}`);
+    for (let n = from; n < to; n++) await client.publishAsync(`feed/${n % 3}`, `m${n}`, { qos: 1 });
+    await client.endAsync();
+  }
+
+  /** Waits until the page lists `count` events; returns their ids and texts. */
+  async function waitForCount(page, count) {
+    await page.waitForFunction((n) => document.querySelectorAll("#log li").length >= n, count, { timeout: WAIT });
+    return page.$$eval("#log li", (lis) => lis.map((li) => ({ id: Number(li.dataset.id), text: li.textContent })));
+  }
+
+  test("EventSource resumes with Last-Event-ID after the server closed the stream: nothing lost, nothing twice", async () => {
+    const page = await context.newPage();
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(e.message));
+    try {
+      await page.goto(`http://127.0.0.1:${tern.ws}/test/events.html?topic=feed/%23`);
+      await page.waitForFunction(() => document.getElementById("opens").textContent === "1", null, { timeout: WAIT });
+      await publishRange(0, 10);
+      await waitForCount(page, 10);
+
+      // Hold the browser's reconnection until more was published while it was away,
+      // so the resume has to replay from the stream.
+      let release;
+      const released = new Promise((resolve) => (release = resolve));
+      let held;
+      const reconnected = new Promise((resolve) => (held = resolve));
+      await page.route("**/v1/events?*", async (route) => {
+        held(route.request().url());
+        await released;
+        await route.continue();
+      });
+
+      // A restart closes the stream (the stream and its offsets are kept in the store).
+      assert.equal(await stopTern(tern), 0, `tern did not exit 0 on SIGTERM:\n${readStderr(tmp)}`);
+      const port = tern.ws;
+      tern = null;
+      tern = await startTern(tmp, site, { TERN_WEBSOCKET__BIND: `127.0.0.1:${port}` }, args);
+      // (The interception does not show Last-Event-ID, which the network stack
+      // adds; the dense ids below prove it was sent.)
+      await Promise.race([reconnected, timeout(WAIT, "the EventSource to reconnect")]);
+      await publishRange(10, 20);
+      release();
+      await page.waitForFunction(() => document.getElementById("opens").textContent === "2", null, { timeout: WAIT });
+      await publishRange(20, 25);
+      const events = await waitForCount(page, 25);
+      await page.unroute("**/v1/events?*");
+
+      assert.deepEqual(
+        events.map((e) => e.id),
+        Array.from({ length: 25 }, (_, n) => n),
+        "the ids are the dense range of stream offsets",
+      );
+      assert.deepEqual(
+        events.map((e) => e.text),
+        Array.from({ length: 25 }, (_, n) => `feed/${n % 3} m${n}`),
+      );
+      await page.screenshot({ path: path.join(screenshotDir, "events-resumed.png"), fullPage: true });
       assert.deepEqual(problems, []);
     } finally {
       await page.close();

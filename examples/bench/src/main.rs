@@ -12,6 +12,7 @@
 //! - `flow.rs`: the publish/subscribe scenarios (publishers, subscribers, flow control).
 //! - `idle.rs`: the idle-connections scenario.
 //! - `replay.rs`: the stream-replay scenario (a durable stream read from its first message).
+//! - `sse.rs`: the sse scenario (HTTP server-sent event readers, MQTT publishers).
 //! - `ws.rs`: MQTT and STOMP over WebSocket (idle scenario, `--transport ws`).
 //! - `track.rs`: sequence tracking (lost, duplicated, reordered) per publisher.
 //! - `sys.rs`: own CPU time (getrusage), broker CPU and RSS from /proc.
@@ -22,6 +23,7 @@ mod flow;
 mod idle;
 mod replay;
 mod report;
+mod sse;
 mod stomp_stream;
 mod sys;
 mod track;
@@ -164,6 +166,10 @@ pub struct Args {
     /// stream-replay: QoS of the subscription (1: each message acknowledged).
     #[arg(long, default_value_t = 0)]
     pub replay_qos: u8,
+    /// sse: the broker's web port (`GET /v1/events`); --port is then the MQTT
+    /// port of the publishers.
+    #[arg(long)]
+    pub http_port: Option<u16>,
     /// Free-form label copied into the JSON (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -210,6 +216,9 @@ pub enum Scenario {
     /// 1 STOMP subscriber reads --messages from --stomp-destination with
     /// `x-stream-offset: first` (`ack: client`, prefetch 1000).
     StompStreamReplay,
+    /// --publishers MQTT QoS 0 publishers (--port) -> --subscribers HTTP
+    /// server-sent event readers (--http-port) of one topic [default: 1 -> 100].
+    Sse,
 }
 
 impl Scenario {
@@ -227,6 +236,7 @@ impl Scenario {
             Scenario::StreamReplay => "stream-replay",
             Scenario::StompStreamAppend => "stomp-stream-append",
             Scenario::StompStreamReplay => "stomp-stream-replay",
+            Scenario::Sse => "sse",
         }
     }
 }
@@ -390,7 +400,8 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
         Scenario::Idle
         | Scenario::StreamReplay
         | Scenario::StompStreamAppend
-        | Scenario::StompStreamReplay => unreachable!("no publish/subscribe plan"),
+        | Scenario::StompStreamReplay
+        | Scenario::Sse => unreachable!("no publish/subscribe plan"),
     };
     let sub_topic = match (&subscribe, &args.stomp_destination, &args.filter) {
         (Endpoint::Stomp { .. }, Some(d), _) => d.clone(),
@@ -489,6 +500,9 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     } else if scenario == Scenario::StompStreamReplay {
         let addr = resolve(&args)?;
         runtime.block_on(stomp_stream::replay(&args, addr))?
+    } else if scenario == Scenario::Sse {
+        let addr = resolve(&args)?;
+        runtime.block_on(sse::run(&args, addr))?
     } else {
         let plan = plan(&args, scenario)?;
         runtime.block_on(flow::run(&args, &plan))?
@@ -500,6 +514,7 @@ fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         | Scenario::StompStreamAppend
         | Scenario::StompStreamReplay => "stomp",
         Scenario::Cross => "mqtt->stomp",
+        Scenario::Sse => "mqtt->http",
         _ => match args.protocol {
             Protocol::Mqtt => "mqtt",
             Protocol::Stomp => "stomp",

@@ -4,21 +4,23 @@
 //! stream ends), subscribed to every `topic` filter the ACL grants (403 naming
 //! the first refused one; queues are pulled, not streamed: 400). The stream:
 //! - `retry: 1000` first, so a browser reconnects after a second;
-//! - one event per message: `id: <n>` (this stream's count),
-//!   `event: message`, `data: <the message as one JSON object>` (see
-//!   `message.rs`: topic, payload as text or base64 with `"encoding":"base64"`,
-//!   properties); retained messages first, unless `retained=false`;
+//! - one event per message: `event: message`, `data: <the message as one
+//!   JSON object>` (see `message.rs`: topic, payload as text or base64 with
+//!   `"encoding":"base64"`, properties); retained messages first, unless
+//!   `retained=false` or the stream resumes from a position;
 //! - a comment (`: keep-alive`) after `limits.http_sse_keepalive_secs` of silence.
+//!
+//! When a durable stream covers the topics (or `stream=` names one), the
+//! messages come from that stream's reader and each event has `id: <stream
+//! offset>`, so `Last-Event-ID` and `from=` resume without a gap or a
+//! duplicate (`resume.rs`). Otherwise the session subscribes to the filters
+//! and events carry no `id:` (there is no position to resume from).
 //!
 //! A client that stops reading stops the stream being polled: its session's
 //! queue fills and `limits.queue_overflow` applies, the drops counted as for
-//! a slow MQTT subscriber. Each stream holds one of the client's
-//! `limits.http_max_open_streams`.
-//!
-//! Resuming: `Last-Event-ID` (and `from=`) are the hook for durable streams
-//! (a stream that covers the topics replays from that offset); until streams
-//! exist, a reconnecting client gets live messages from the moment it is back,
-//! and `from=` is 400.
+//! a slow MQTT subscriber; a stream reader then waits (it feeds the queue only
+//! while it has room), so replaying millions holds bounded memory. Each
+//! stream holds one of the client's `limits.http_max_open_streams`.
 
 use std::fmt::Write as _;
 use std::io;
@@ -36,20 +38,24 @@ use tokio_util::sync::CancellationToken;
 use super::message::MessageView;
 use super::names::{filter_from_query, Query};
 use super::reply::{Body, HttpError};
+use super::resume;
 use super::{Call, OpenSlot};
 use crate::admin::Monitor;
 use crate::admin::Protocol;
+use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, QoS};
 use crate::core::queue::queue_name;
 use crate::core::router::Router;
 use crate::core::session::{KickReason, Session, SubscriptionOptions};
+use crate::core::stream::offset_of;
+use crate::core::topic::Filter;
 
 /// Deliveries written per wake-up (one chunk).
 const BATCH: usize = 64;
 
 pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let query = Query::parse(req.uri().query());
-    query.only(&["topic", "retained", "from"], false)?;
+    query.only(&["topic", "retained", "from", "stream"], false)?;
     let limits = call.ctx.limits().topic_limits();
     let mut filters = Vec::new();
     for raw in query.all("topic") {
@@ -82,39 +88,46 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
             filters.len()
         )));
     }
-    // Hook for durable streams: once a stream covers the filters, `from=` and
-    // `Last-Event-ID` (sent by a reconnecting EventSource) name the offset to
-    // replay from. Until then a browser's Last-Event-ID is ignored (live from
-    // now), and an explicit `from=` is refused rather than silently not honoured.
-    if query.get("from").is_some() {
-        return Err(HttpError::bad(
-            "from=: no durable stream covers these topics, so there is nothing to resume from",
-        ));
-    }
-    let with_retained = !matches!(query.get("retained"), Some("false" | "0"));
+    let wanted: Vec<&Filter> = filters.iter().map(|(filter, _)| filter).collect();
+    let resume = resume::choose(call.ctx.router.streams(), &query, req.headers(), &wanted)?;
+    // Resuming from a position: the stream is the history, retained would repeat it.
+    let with_retained = !matches!(query.get("retained"), Some("false" | "0"))
+        && resume.as_ref().is_none_or(|r| r.position.is_none());
     let slot = call.open_slot()?;
     let router = Arc::clone(&call.ctx.router);
     let attached = call.private_session("sse")?;
     let session = attached.session;
-    for (filter, exceptions) in filters {
+    for (filter, exceptions) in &filters {
         let options = SubscriptionOptions {
             qos: QoS::AtMostOnce,
             no_local: false,
             retain_as_published: false,
             retain_handling: 2,
             subscription_id: None,
-            exceptions,
+            exceptions: exceptions.clone(),
         };
         let retained = if with_retained {
-            router.retained_matching(&filter, &options.exceptions)
+            router.retained_matching(filter, &options.exceptions)
         } else {
             Vec::new()
         };
-        router.subscribe(&session, filter.clone(), options.clone());
+        if resume.is_none() {
+            router.subscribe(&session, filter.clone(), options.clone());
+        }
         if !retained.is_empty() {
-            router.send_retained(&session, &filter, &options, retained);
+            router.send_retained(&session, filter, &options, retained);
         }
     }
+    let from_stream = match resume {
+        Some(resume) => {
+            if let Err(e) = resume::start(&router, &session, resume, &filters) {
+                router.detach(&session, attached.connection_id);
+                return Err(e);
+            }
+            Some(filters)
+        }
+        None => None,
+    };
     let stream = EventStream {
         router,
         session,
@@ -123,7 +136,7 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
         shutdown: call.ctx.shutdown.clone(),
         keepalive: Duration::from_secs(call.ctx.limits().http_sse_keepalive_secs),
         monitor: Arc::clone(&call.ctx.monitor),
-        next_id: 0,
+        from_stream,
         started: false,
         done: false,
         batch: Vec::new(),
@@ -150,7 +163,9 @@ struct EventStream {
     shutdown: CancellationToken,
     keepalive: Duration,
     monitor: Arc<Monitor>,
-    next_id: u64,
+    /// Reading a stream: the requested filters and their ACL exceptions (a
+    /// reader of several filters reads the whole stream; these decide).
+    from_stream: Option<Vec<(Filter, Exceptions)>>,
     started: bool,
     done: bool,
     batch: Vec<Delivery>,
@@ -200,8 +215,19 @@ impl EventStream {
                 continue;
             }
             let view = MessageView::new(message, delivery.retain, now);
-            self.next_id += 1;
-            let _ = write!(out, "id: {}\nevent: message\ndata: ", self.next_id);
+            if let Some(filters) = &self.from_stream {
+                let granted = filters
+                    .iter()
+                    .any(|(f, e)| f.matches(&message.topic) && !e.excludes(&message.topic));
+                if !granted {
+                    continue;
+                }
+                // Retained messages are not in the stream: no position, no id.
+                if let (false, Some(offset)) = (delivery.retain, offset_of(message)) {
+                    let _ = writeln!(out, "id: {offset}");
+                }
+            }
+            out.put_slice(b"event: message\ndata: ");
             // One line: serde_json escapes every newline inside strings.
             if serde_json::to_writer((&mut out).writer(), &view).is_err() {
                 continue;

@@ -6,7 +6,7 @@
 //! - `message.rs`: query/headers ⇄ message properties, messages as JSON;
 //! - `publish.rs`: `POST /v1/topics/{topic}`, `POST /v1/publish` (NDJSON);
 //! - `pull.rs`: `POST /v1/queues/{q}/pull|ack|nack|extend` (leases in `core/queue`);
-//! - `events.rs`: `GET /v1/events` (server-sent events);
+//! - `events.rs`: `GET /v1/events` (server-sent events); `resume.rs`: from a stream;
 //! - `request.rs`: `POST /v1/request/{topic}` (request/reply);
 //! - `openapi.json`: `GET /v1/openapi.json`;
 //! - `reply.rs`: errors → responses, in one place.
@@ -25,6 +25,7 @@ mod publish;
 mod pull;
 pub mod reply;
 mod request;
+mod resume;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -104,6 +104,20 @@ impl Session {
         self.state.lock().pending.len()
     }
 
+    /// True when the queue is at its limits (`limits.max_queued_messages`,
+    /// `max_queued_bytes`): one more push would apply the overflow policy.
+    /// Stream readers wait for room instead.
+    pub fn is_full(&self) -> bool {
+        let state = self.state.lock();
+        state.limits.full_for(&state.pending, 0)
+    }
+
+    /// Deliveries the queue takes before `limits.max_queued_messages`.
+    pub fn room(&self) -> usize {
+        let state = self.state.lock();
+        state.limits.max_queued.saturating_sub(state.pending.len())
+    }
+
     /// Notified (`notify_waiters`) whenever the connection takes deliveries
     /// from the queue: stream readers wait on it for room.
     pub fn space(&self) -> Arc<Notify> {

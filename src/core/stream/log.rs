@@ -47,8 +47,9 @@ pub(crate) enum Boundary {
     /// Now live: the tail from the reader's position on was handed to it, and
     /// every append will be.
     Live,
-    /// The tail starts after the reader's position: the store has not
-    /// committed what lies between yet; wait for it and read again.
+    /// The tail starts after the reader's position (the store has not
+    /// committed what lies between yet), or holds more than the reader's
+    /// session takes: wait for the store and read again.
     Behind,
 }
 
@@ -79,6 +80,17 @@ impl LogState {
     pub fn go_live(&mut self, reader: &Arc<Reader>, from: u64) -> Boundary {
         let from = from.max(self.first);
         if from < self.tail_start() {
+            return Boundary::Behind;
+        }
+        // A tail bigger than the session takes would overflow its queue (a gap):
+        // read it from the store instead, at the client's pace.
+        let waiting = self
+            .tail
+            .iter()
+            .rev()
+            .take_while(|(o, _)| *o >= from)
+            .count();
+        if waiting > reader.session.room() {
             return Boundary::Behind;
         }
         // Pushed under this lock, so no append can come before them.

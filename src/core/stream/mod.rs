@@ -9,12 +9,14 @@
 //! - `reader.rs`: one stream subscription, replaying from the store in batches;
 //! - `declared.rs`: streams created and deleted through the admin API, kept in the store;
 //! - `group.rs`: the readers of one named consumer sharing the stream;
+//! - `covering.rs`: which stream keeps every message of some filters (HTTP resume);
 //! - `retention.rs`: the oldest messages removed, a batch at a time.
 //!
 //! Messages live in the store (appended in the same group commit as the rest
 //! of the publish, so an acknowledged publish is in the stream); only the
 //! newest few and each reader's current batch are in memory.
 
+mod covering;
 mod declared;
 mod group;
 mod log;

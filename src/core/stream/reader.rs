@@ -148,7 +148,7 @@ impl Reader {
         if self.seat.is_none() && !self.wants(&message.topic) {
             return true;
         }
-        if self.session.pending_len() >= LIVE_QUEUE_LIMIT {
+        if self.session.pending_len() >= LIVE_QUEUE_LIMIT || self.session.is_full() {
             *self.resume.lock() = Some(offset);
             self.wake.notify_one();
             return false;
@@ -185,7 +185,11 @@ impl Reader {
 
     fn has_room(&self) -> bool {
         let connected_or_kept = self.session.is_connected() || self.qos != QoS::AtMostOnce;
-        connected_or_kept && self.session.pending_len() < FEED_WHILE_BELOW
+        // Below the session's own limit too, when that is smaller: a replay
+        // must wait, not overflow (and drop) what it just queued.
+        connected_or_kept
+            && self.session.pending_len() < FEED_WHILE_BELOW
+            && !self.session.is_full()
     }
 
     /// Hands a message of the in-memory tail to the session at once (bounded by
