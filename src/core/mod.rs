@@ -4,6 +4,7 @@
 pub(crate) mod arena;
 pub mod cluster_state;
 pub mod commit;
+pub mod content;
 pub mod exceptions;
 #[cfg(test)]
 mod exceptions_tests;
@@ -16,6 +17,7 @@ pub mod retain;
 pub(crate) mod retained_backlog;
 pub mod retained_set;
 pub mod router;
+pub mod selector;
 pub mod session;
 pub mod stream;
 pub(crate) mod subscription_list;
