@@ -30,3 +30,6 @@ mod session_tests;
 
 #[cfg(test)]
 mod routing_tests;
+
+#[cfg(test)]
+mod selector_routing_tests;

@@ -8,6 +8,8 @@
 //!   `event: message`, `data: <the message as one JSON object>` (see
 //!   `message.rs`: topic, payload as text or base64 with `"encoding":"base64"`,
 //!   properties); retained messages first, unless `retained=false`;
+//! - only the messages `selector=` matches, when given (a JMS selector; 400
+//!   with the position and what was expected when it does not parse);
 //! - a comment (`: keep-alive`) after `limits.http_sse_keepalive_secs` of silence.
 //!
 //! A client that stops reading stops the stream being polled: its session's
@@ -36,12 +38,14 @@ use tokio_util::sync::CancellationToken;
 use super::message::MessageView;
 use super::names::{filter_from_query, Query};
 use super::reply::{Body, HttpError};
+use super::selector::selector_from_query;
 use super::{Call, OpenSlot};
 use crate::admin::Monitor;
 use crate::admin::Protocol;
 use crate::core::message::{Delivery, QoS};
 use crate::core::queue::queue_name;
 use crate::core::router::Router;
+use crate::core::selector::Selector;
 use crate::core::session::{KickReason, Session, SubscriptionOptions};
 
 /// Deliveries written per wake-up (one chunk).
@@ -49,7 +53,8 @@ const BATCH: usize = 64;
 
 pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let query = Query::parse(req.uri().query());
-    query.only(&["topic", "retained", "from"], false)?;
+    query.only(&["topic", "retained", "from", "selector"], false)?;
+    let selector = selector_from_query(call, &query)?;
     let limits = call.ctx.limits().topic_limits();
     let mut filters = Vec::new();
     for raw in query.all("topic") {
@@ -104,12 +109,14 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
             retain_handling: 2,
             subscription_id: None,
             exceptions,
+            selector: selector.clone(),
         };
-        let retained = if with_retained {
+        let mut retained = if with_retained {
             router.retained_matching(&filter, &options.exceptions)
         } else {
             Vec::new()
         };
+        Selector::keep_matching(selector.as_deref(), &mut retained);
         router.subscribe(&session, filter.clone(), options.clone());
         if !retained.is_empty() {
             router.send_retained(&session, &filter, &options, retained);

@@ -25,6 +25,7 @@ mod publish;
 mod pull;
 pub mod reply;
 mod request;
+mod selector;
 
 use std::collections::HashMap;
 use std::sync::Arc;

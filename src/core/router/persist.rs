@@ -352,6 +352,7 @@ pub(crate) fn subscription_options(record: &SubscriptionRecord) -> SubscriptionO
         subscription_id: record.subscription_id,
         // Derived from the ACL again when the session is resumed, never stored.
         exceptions: Exceptions::NONE,
+        selector: None,
     }
 }
 

@@ -34,11 +34,13 @@ mod tests;
 mod tests_prop;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use ast::{BinaryOp, Expr, LikePart, LikePattern};
 pub use cache::{SelectorCache, SelectorMemo};
 
 use crate::core::content::MessageView;
+use crate::core::message::Message;
 
 /// Longest selector text accepted (bytes).
 pub const MAX_SELECTOR_LENGTH: usize = 4096;
@@ -99,7 +101,18 @@ impl Selector {
     pub fn matches(&self, view: &MessageView<'_>) -> bool {
         eval::matches(&self.expr, view)
     }
+
+    /// Keeps the messages `selector` matches (all when None): retained
+    /// messages sent on subscribe go through the subscription's selector too.
+    pub fn keep_matching(selector: Option<&Selector>, messages: &mut Vec<Arc<Message>>) {
+        if let Some(selector) = selector {
+            messages.retain(|message| selector.matches(&MessageView::new(message)));
+        }
+    }
 }
+
+// Number literals are finite (the lexer refuses others), so equality is total.
+impl Eq for Selector {}
 
 /// The compiled tree, fully parenthesised: parses back to the same tree.
 impl fmt::Display for Selector {

@@ -14,8 +14,10 @@ use tokio::sync::Notify;
 
 use super::log::{Boundary, StreamLog};
 use super::{message_at, Streams};
+use crate::core::content::MessageView;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, QoS};
+use crate::core::selector::Selector;
 use crate::core::session::{PushOutcome, Session};
 use crate::core::topic::Filter;
 
@@ -35,6 +37,8 @@ pub(crate) struct Reader {
     /// Over the original topics.
     pub topics: Filter,
     pub exceptions: Exceptions,
+    /// Only messages it matches are delivered (skipped like exceptions).
+    pub selector: Option<Arc<Selector>>,
     pub qos: QoS,
     pub subscription_id: Option<u32>,
     /// Named consumer, if any.
@@ -52,6 +56,7 @@ impl Reader {
         filter: Arc<str>,
         topics: Filter,
         exceptions: Exceptions,
+        selector: Option<Arc<Selector>>,
         qos: QoS,
         subscription_id: Option<u32>,
         consumer: Option<Arc<str>>,
@@ -61,6 +66,7 @@ impl Reader {
             filter,
             topics,
             exceptions,
+            selector,
             qos,
             subscription_id,
             consumer,
@@ -79,9 +85,16 @@ impl Reader {
         self.cancelled.load(Ordering::Acquire)
     }
 
-    /// True when this reader's client gets messages of `topic`.
-    pub fn wants(&self, topic: &str) -> bool {
-        self.topics.matches(topic) && !self.exceptions.excludes(topic)
+    /// True when this reader's client gets `message` (its topic, the ACL's
+    /// exceptions, the selector).
+    pub fn wants(&self, message: &Message) -> bool {
+        let topic = &*message.topic;
+        self.topics.matches(topic)
+            && !self.exceptions.excludes(topic)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&MessageView::new(message)))
     }
 
     fn delivery(&self, message: Arc<Message>) -> Delivery {
@@ -98,7 +111,7 @@ impl Reader {
     /// Called by the append path (under the stream's lock) for a live reader;
     /// false when the reader fell behind and must leave the live list.
     pub fn offer(&self, offset: u64, message: &Arc<Message>) -> bool {
-        if !self.wants(&message.topic) {
+        if !self.wants(message) {
             return true;
         }
         let taken = self.session.pending_len() < LIVE_QUEUE_LIMIT
@@ -140,14 +153,14 @@ impl Reader {
     /// Hands a message of the in-memory tail to the session at once (bounded by
     /// the tail's size).
     pub fn push_now(&self, message: &Arc<Message>) {
-        if self.wants(&message.topic) {
+        if self.wants(message) {
             self.session.push(self.delivery(Arc::clone(message)));
         }
     }
 
     /// Hands one replayed message to the session, waiting for room first.
     async fn feed(&self, message: Arc<Message>) {
-        if !self.wants(&message.topic) {
+        if !self.wants(&message) {
             return;
         }
         self.room().await;
