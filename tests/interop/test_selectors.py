@@ -172,3 +172,29 @@ def test_http_server_sent_events_and_pull_with_a_selector(broker, mqtt_client):
     assert [x["payload"] for x in r.json()["messages"]] == ["b"]
     r = requests.post(f"{url}/queues/work/pull", params={"max": 10}, timeout=TIMEOUT)
     assert [x["payload"] for x in r.json()["messages"]] == ["a", "a"]
+
+
+def test_a_persistent_mqtt5_subscription_keeps_its_selector_over_a_restart(tmp_path):
+    from mqttutil import MqttClient  # noqa: PLC0415
+
+    first = start_broker(tmp_path)
+    try:
+        sub = MqttClient(first, "5.0", client_id="keeper", clean=False, session_expiry=3600).connect()
+        assert sub.subscribe("kept/#", qos=1, properties=subscribe_properties("bucket = 3")) == [1]
+        sub.close()
+    finally:
+        assert stop_broker(first) == 0
+    second = start_broker(tmp_path)
+    try:
+        pub = MqttClient(second, "5.0", client_id=unique("pub")).connect()
+        for bucket in [1, 3, 2, 3]:
+            props = publish_props(UserProperty=[("bucket", str(bucket))])
+            pub.publish("kept/x", f"b{bucket}".encode(), qos=1, properties=props)
+        sub = MqttClient(second, "5.0", client_id="keeper", clean=False, session_expiry=3600).connect()
+        assert sub.session_present
+        assert [m.payload for m in sub.expect_n(2)] == [b"b3", b"b3"]
+        sub.expect_nothing()
+        sub.close()
+        pub.close()
+    finally:
+        assert stop_broker(second) == 0
