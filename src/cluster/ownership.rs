@@ -364,6 +364,7 @@ mod tests {
             epoch: 42,
             clean_start: false,
             subscriptions: vec![SubscriptionRecord {
+                selector: None,
                 filter: "a/+/c".into(),
                 qos: 1,
                 no_local: true,

@@ -90,6 +90,7 @@ fn options(qos: QoS) -> SubscriptionOptions {
         retain_handling: 0,
         subscription_id: None,
         exceptions: crate::core::exceptions::Exceptions::NONE,
+        selector: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn options(exceptions: &[&str]) -> SubscriptionOptions {
         retain_handling: 0,
         subscription_id: None,
         exceptions: Exceptions::new(exceptions.iter().map(|e| filter(e)).collect()),
+        selector: None,
     }
 }
 

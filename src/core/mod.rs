@@ -5,6 +5,7 @@ pub(crate) mod arena;
 pub mod cluster_queue;
 pub mod cluster_state;
 pub mod commit;
+pub mod content;
 pub mod exceptions;
 #[cfg(test)]
 mod exceptions_tests;
@@ -17,6 +18,7 @@ pub mod retain;
 pub(crate) mod retained_backlog;
 pub mod retained_set;
 pub mod router;
+pub mod selector;
 pub mod session;
 pub mod stream;
 pub(crate) mod subscription_list;
@@ -29,3 +31,6 @@ mod session_tests;
 
 #[cfg(test)]
 mod routing_tests;
+
+#[cfg(test)]
+mod selector_routing_tests;

@@ -20,6 +20,8 @@
 //!   session ends with queue messages still pending or unacknowledged by its
 //!   client, the router gives them back with [`QueueRegistry::requeue`].
 //! - Expired messages are discarded when they reach the front of `ready`.
+//! - A consumer with a selector gets only the messages it matches; the others
+//!   wait in `ready` for another consumer (JMS), and later messages pass them.
 //!
 //! - Pull consumers (HTTP) take messages out of `ready` under a lease
 //!   (`lease.rs`): a leased message counts towards the queue's bound, stays in
@@ -31,6 +33,7 @@
 //! stay ordinary filters that match nothing a queue receives).
 
 mod cluster;
+mod dispatch;
 mod lease;
 
 pub use cluster::{shared_group_filter, shared_group_key};
@@ -39,15 +42,16 @@ pub use lease::{ArrivalWatch, LeaseError, Leased};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::core::cluster_queue::ClusterQueues;
 use crate::core::commit::Commit;
-use crate::core::message::{Delivery, Message, QoS};
-use crate::core::router::persist::{message_record, MessageSlot};
-use crate::core::session::{PushOutcome, Session};
+use crate::core::content::MessageView;
+use crate::core::message::{Message, QoS};
+use crate::core::router::persist::message_record;
+use crate::core::selector::Selector;
+use crate::core::session::Session;
 use crate::store::{Store, StoreOp};
 
 /// The topic prefix that addresses a queue in the core.
@@ -97,6 +101,9 @@ struct Consumer {
     session: Arc<Session>,
     qos: QoS,
     subscription_id: Option<u32>,
+    /// Only messages it matches are handed to this consumer; the others wait
+    /// for another consumer (JMS).
+    selector: Option<Arc<Selector>>,
     /// Some(n): at most n unacknowledged messages; None: done once handed over.
     window: Option<usize>,
     unacked: VecDeque<Unacked>,
@@ -105,6 +112,12 @@ struct Consumer {
 impl Consumer {
     fn can_take(&self) -> bool {
         self.session.is_connected() && self.window.is_none_or(|max| self.unacked.len() < max)
+    }
+
+    fn wants(&self, view: &MessageView<'_>) -> bool {
+        self.selector
+            .as_ref()
+            .is_none_or(|selector| selector.matches(view))
     }
 
     fn position(&self, message: &Arc<Message>) -> Option<usize> {
@@ -208,74 +221,6 @@ impl Queue {
         self.consumers
             .iter_mut()
             .find(|c| Arc::ptr_eq(&c.session, session))
-    }
-
-    /// Hands ready messages to consumers, taking turns, until one side runs out;
-    /// returns the commit of what that stored.
-    fn dispatch(&mut self) -> Commit {
-        let mut commit = Commit::NONE;
-        let now = Instant::now();
-        // Consumers whose session refused a delivery in this round.
-        let mut refused = vec![false; self.consumers.len()];
-        while let Some(front) = self.ready.front() {
-            if front.message.is_expired(now) {
-                if let Some(entry) = self.ready.pop_front() {
-                    commit.include(self.forget(entry.seq));
-                }
-                tracing::debug!(queue = %self.filter, "expired queue message discarded");
-                continue;
-            }
-            let count = self.consumers.len();
-            let Some(index) = (0..count)
-                .map(|i| (self.next + i) % count)
-                .find(|&i| !refused[i] && self.consumers[i].can_take())
-            else {
-                return commit;
-            };
-            let Some(Entry { seq, message }) = self.ready.pop_front() else {
-                return commit;
-            };
-            let consumer = &mut self.consumers[index];
-            let delivery = Delivery {
-                qos: consumer.qos.min(message.qos),
-                message: Arc::clone(&message),
-                retain: false,
-                subscription_ids: consumer.subscription_id.into_iter().collect(),
-                filter: Some(Arc::clone(&self.filter)),
-                seq: 0,
-            };
-            let (outcome, pushed) = consumer
-                .session
-                .push_stored(delivery, &MessageSlot::default());
-            commit.include(pushed);
-            match outcome {
-                PushOutcome::Dropped => {
-                    refused[index] = true;
-                    self.ready.push_front(Entry { seq, message });
-                    continue;
-                }
-                PushOutcome::QueuedDroppedOldest => {
-                    tracing::warn!(
-                        queue = %self.filter,
-                        client_id = %consumer.session.client_id,
-                        "consumer session full: its oldest pending delivery was dropped"
-                    );
-                }
-                PushOutcome::Queued => {}
-            }
-            if consumer.window.is_some() {
-                consumer.unacked.push_back(Unacked {
-                    seq,
-                    message,
-                    claimed: false,
-                });
-            } else {
-                // The consumer's session carries it from here (and stores it if persistent).
-                commit.include(self.forget(seq));
-            }
-            self.next = (index + 1) % count;
-        }
-        commit
     }
 }
 
@@ -390,13 +335,15 @@ impl QueueRegistry {
         }
     }
 
-    /// Makes `session` a consumer of queue `name` (or updates its QoS), then dispatches.
+    /// Makes `session` a consumer of queue `name` (or updates its QoS and
+    /// selector), then dispatches.
     pub fn add_consumer(
         &self,
         name: &str,
         session: &Arc<Session>,
         qos: QoS,
         subscription_id: Option<u32>,
+        selector: Option<Arc<Selector>>,
     ) {
         let window = session.delivery_style().queue_ack_window;
         let mut queues = self.queues.lock();
@@ -407,11 +354,13 @@ impl QueueRegistry {
             Some(consumer) => {
                 consumer.qos = qos;
                 consumer.subscription_id = subscription_id;
+                consumer.selector = selector;
             }
             None => queue.consumers.push(Consumer {
                 session: Arc::clone(session),
                 qos,
                 subscription_id,
+                selector,
                 window,
                 unacked: VecDeque::new(),
             }),

@@ -199,6 +199,7 @@ mod tests {
             retain_handling: 0,
             subscription_id: None,
             exceptions: Default::default(),
+            selector: None,
         }
     }
 

@@ -40,6 +40,7 @@ fn options(qos: QoS, subscription_id: Option<u32>) -> SubscriptionOptions {
         retain_handling: 0,
         subscription_id,
         exceptions: Default::default(),
+        selector: None,
     }
 }
 

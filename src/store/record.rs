@@ -40,6 +40,10 @@ pub struct SubscriptionRecord {
     pub retain_as_published: bool,
     pub retain_handling: u8,
     pub subscription_id: Option<u32>,
+    /// The selector's text. Kept in a table of its own by the backend (as
+    /// the owner), so records written before selectors existed still decode.
+    #[serde(skip)]
+    pub selector: Option<String>,
 }
 
 /// A persistent session: what is needed to bring it back after a restart.

@@ -21,6 +21,9 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Each session's owner, beside its record so that records of older stores
 /// decode unchanged; a session without a row here has an unknown owner.
 const SESSION_OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_owners");
+/// Each session's subscription selectors, `(filter, selector text)` pairs,
+/// beside its record for the same reason; no row: no selector.
+const SESSION_SELECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_selectors");
 const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries");
 /// Messages owed to persistent sessions, once per publish, by id.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -202,6 +205,8 @@ impl RedbBackend {
             // Create every table so a fresh store loads as empty.
             txn.open_table(SESSIONS).map_err(|e| open_err(&e))?;
             txn.open_table(SESSION_OWNERS).map_err(|e| open_err(&e))?;
+            txn.open_table(SESSION_SELECTORS)
+                .map_err(|e| open_err(&e))?;
             txn.open_table(DELIVERIES).map_err(|e| open_err(&e))?;
             txn.open_table(MESSAGES).map_err(|e| open_err(&e))?;
             txn.open_table(MESSAGE_REFS).map_err(|e| open_err(&e))?;
@@ -234,6 +239,7 @@ impl Backend for RedbBackend {
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(write_err)?;
             let mut owners = txn.open_table(SESSION_OWNERS).map_err(write_err)?;
+            let mut selectors = txn.open_table(SESSION_SELECTORS).map_err(write_err)?;
             let mut deliveries = txn.open_table(DELIVERIES).map_err(write_err)?;
             let mut messages = txn.open_table(MESSAGES).map_err(write_err)?;
             let mut refs = txn.open_table(MESSAGE_REFS).map_err(write_err)?;
@@ -252,11 +258,24 @@ impl Backend for RedbBackend {
                                 .insert(client_id.as_str(), encode(&record.owner)?.as_slice())
                                 .map_err(write_err)?;
                         }
+                        let with_selector: Vec<(&str, &str)> = record
+                            .subscriptions
+                            .iter()
+                            .filter_map(|s| Some((s.filter.as_str(), s.selector.as_deref()?)))
+                            .collect();
+                        if with_selector.is_empty() {
+                            selectors.remove(client_id.as_str()).map_err(write_err)?;
+                        } else {
+                            selectors
+                                .insert(client_id.as_str(), encode(&with_selector)?.as_slice())
+                                .map_err(write_err)?;
+                        }
                     }
                     StoreOp::DeleteSession { client_id } => {
                         let id = client_id.as_str();
                         sessions.remove(id).map_err(write_err)?;
                         owners.remove(id).map_err(write_err)?;
+                        selectors.remove(id).map_err(write_err)?;
                         let mut released = Vec::new();
                         deliveries
                             .retain_in((id, 0)..=(id, u64::MAX), |_, value| {
@@ -399,12 +418,26 @@ impl Backend for RedbBackend {
             let owner: OwnerRecord = decode(v.value())?;
             owners.insert(k.value().to_string(), owner);
         }
+        let mut selectors = std::collections::HashMap::new();
+        let table = txn
+            .open_table(SESSION_SELECTORS)
+            .map_err(|e| read_err(&e))?;
+        for row in table.iter().map_err(|e| read_err(&e))? {
+            let (k, v) = row.map_err(|e| read_err(&e))?;
+            let pairs: Vec<(String, String)> = decode(v.value())?;
+            selectors.insert(k.value().to_string(), pairs);
+        }
         let table = txn.open_table(SESSIONS).map_err(|e| read_err(&e))?;
         for row in table.iter().map_err(|e| read_err(&e))? {
             let (k, v) = row.map_err(|e| read_err(&e))?;
             let mut record: SessionRecord = decode(v.value())?;
             let client_id = k.value().to_string();
             record.owner = owners.remove(&client_id).unwrap_or_default();
+            for (filter, selector) in selectors.remove(&client_id).unwrap_or_default() {
+                if let Some(s) = record.subscriptions.iter_mut().find(|s| s.filter == filter) {
+                    s.selector = Some(selector);
+                }
+            }
             snapshot.sessions.push((client_id, record));
         }
         let table = txn.open_table(DELIVERIES).map_err(|e| read_err(&e))?;

@@ -78,6 +78,8 @@ class MqttClient:
         self.connack_reason = None
         self.connack_properties = None
         self.disconnect_reason = None
+        # The properties of the last SUBACK (its reason string, say).
+        self.suback_properties = None
         self._lock = threading.Lock()
         self._subacks: dict = {}
         self._unsubacks: dict = {}
@@ -106,6 +108,7 @@ class MqttClient:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         with self._lock:
+            self.suback_properties = properties
             self._subacks.setdefault(mid, [threading.Event(), None])
             self._subacks[mid][1] = reason_codes
             self._subacks[mid][0].set()

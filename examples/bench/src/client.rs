@@ -181,7 +181,14 @@ pub async fn mqtt_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
     version: ProtocolVersion,
     filter: &str,
     q: u8,
+    selector: Option<&str>,
 ) -> anyhow::Result<()> {
+    let mut properties = Properties::default();
+    if let Some(selector) = selector {
+        properties
+            .user_properties
+            .push(("selector".to_string(), selector.to_string()));
+    }
     let subscribe = Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![SubscribeFilter {
@@ -193,7 +200,7 @@ pub async fn mqtt_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
                 retain_handling: 0,
             },
         }],
-        properties: Properties::default(),
+        properties,
     });
     let mut out = BytesMut::new();
     tern_mqtt::encode(&subscribe, version, &mut out)?;
@@ -288,12 +295,16 @@ pub async fn stomp_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     destination: &str,
+    selector: Option<&str>,
 ) -> anyhow::Result<()> {
-    let frame = Frame::new(Command::Subscribe)
+    let mut frame = Frame::new(Command::Subscribe)
         .with_header("id", "0")
         .with_header("destination", destination)
         .with_header("ack", "auto")
         .with_header("receipt", "sub-0");
+    if let Some(selector) = selector {
+        frame = frame.with_header("selector", selector);
+    }
     let mut out = BytesMut::new();
     tern_stomp::encode(&frame, tern_stomp::Version::V1_2, &mut out);
     stream.write_all(&out).await?;
@@ -323,14 +334,21 @@ pub fn encode_mqtt_publish(
     publisher: u32,
     seq: u64,
     sent_ns: u64,
+    bucket: Option<u64>,
 ) -> anyhow::Result<()> {
+    let mut properties = Properties::default();
+    if let Some(bucket) = bucket {
+        properties
+            .user_properties
+            .push(("bucket".to_string(), bucket.to_string()));
+    }
     let packet = Packet::Publish(tern_mqtt::Publish {
         dup: false,
         qos: qos(q),
         retain: false,
         topic: topic.to_string(),
         packet_id,
-        properties: Properties::default(),
+        properties,
         payload: payload.clone(),
     });
     tern_mqtt::encode(&packet, version, buf)?;
@@ -350,10 +368,15 @@ pub fn encode_stomp_send(
     publisher: u32,
     seq: u64,
     sent_ns: u64,
+    bucket: Option<u64>,
 ) {
+    let mut headers = vec![("destination".to_string(), destination.to_string())];
+    if let Some(bucket) = bucket {
+        headers.push(("bucket".to_string(), bucket.to_string()));
+    }
     let frame = Frame {
         command: Command::Send,
-        headers: vec![("destination".to_string(), destination.to_string())],
+        headers,
         body: body.clone(),
     };
     tern_stomp::encode(&frame, tern_stomp::Version::V1_2, buf);
@@ -395,12 +418,13 @@ pub async fn open(
     login: &Login,
     local: Option<IpAddr>,
     subscribe: Option<&str>,
+    selector: Option<&str>,
 ) -> anyhow::Result<Ready> {
     let addr = match endpoint {
         crate::Endpoint::Mqtt { addr, .. } | crate::Endpoint::Stomp { addr } => *addr,
     };
     let mut stream = tcp(addr, local).await?;
-    let (buf, decoder) = handshake(&mut stream, endpoint, login, subscribe).await?;
+    let (buf, decoder) = handshake(&mut stream, endpoint, login, subscribe, selector).await?;
     Ok(Ready {
         stream,
         buf,
@@ -409,13 +433,14 @@ pub async fn open(
 }
 
 /// The protocol handshake for `endpoint` on a connected `stream` (TCP or
-/// WebSocket): CONNECT, then SUBSCRIBE to `subscribe` if given. Returns the
+/// WebSocket): CONNECT, then SUBSCRIBE to `subscribe` if given (with `selector`). Returns the
 /// bytes read past it and, for STOMP, the decoder.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     endpoint: &crate::Endpoint,
     login: &Login,
     subscribe: Option<&str>,
+    selector: Option<&str>,
 ) -> anyhow::Result<(BytesMut, Option<Decoder>)> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     match endpoint {
@@ -428,7 +453,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .context("CONNECT timed out")??;
             if let Some(filter) = subscribe {
-                mqtt_subscribe(stream, &mut buf, version, filter, *qos).await?;
+                mqtt_subscribe(stream, &mut buf, version, filter, *qos, selector).await?;
             }
             Ok((buf, None))
         }
@@ -441,7 +466,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .context("STOMP CONNECT timed out")??;
             if let Some(dest) = subscribe {
-                stomp_subscribe(stream, &mut buf, &mut decoder, dest).await?;
+                stomp_subscribe(stream, &mut buf, &mut decoder, dest, selector).await?;
             }
             Ok((buf, Some(decoder)))
         }

@@ -52,6 +52,9 @@ struct Shared {
     sent: Vec<AtomicU64>,
     /// `[s * publishers + p]`: next sequence number subscriber `s` expects from `p`.
     progress: Vec<AtomicU64>,
+    /// A subscriber gets one message in `stride` (a selector matching one of
+    /// `--selector-buckets`); its tracker follows `seq / stride`.
+    stride: u64,
     delivered: AtomicU64,
     /// Bytes of the packets/frames the subscribers decoded after subscribing (the
     /// deliveries' wire size, plus any QoS 1/2 PUBRELs).
@@ -126,10 +129,19 @@ async fn open_all(
         let endpoint = endpoint.clone();
         let login = login(plan, role, i);
         let subscribe = subscribe.map(str::to_string);
+        // Only subscribers carry the selector.
+        let selector = subscribe.as_ref().and(plan.selector.clone());
         let limit = Arc::clone(&limit);
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = client::open(&endpoint, &login, None, subscribe.as_deref()).await;
+            let r = client::open(
+                &endpoint,
+                &login,
+                None,
+                subscribe.as_deref(),
+                selector.as_deref(),
+            )
+            .await;
             (i, r)
         });
     }
@@ -160,6 +172,10 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
             .collect(),
         delivered: AtomicU64::new(0),
         sub_wire_bytes: AtomicU64::new(0),
+        stride: match (&plan.selector, plan.buckets) {
+            (Some(_), buckets) if buckets > 0 => buckets,
+            _ => 1,
+        },
     });
 
     let subs = open_all(
@@ -259,7 +275,8 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
             Ok(r) => {
                 for (p, t) in r.trackers.iter().enumerate() {
                     lost += t.lost();
-                    unreceived += t.unreceived(sent.get(p).copied().unwrap_or(0));
+                    let sent = sent.get(p).copied().unwrap_or(0);
+                    unreceived += t.unreceived(sent / shared.stride);
                     duplicates += t.duplicates;
                     reordered += t.reordered;
                 }
@@ -346,7 +363,7 @@ async fn subscriber(shared: Arc<Shared>, s: usize, ready: Ready, endpoint: Endpo
             match client::unstamp(body) {
                 Some((p, seq, sent_ns)) if (p as usize) < shared.publishers => {
                     if let Some(t) = result.trackers.get_mut(p as usize) {
-                        t.record(seq);
+                        t.record(seq / shared.stride);
                     }
                     result
                         .histogram
@@ -364,7 +381,7 @@ async fn subscriber(shared: Arc<Shared>, s: usize, ready: Ready, endpoint: Endpo
         if count > 0 {
             for (p, t) in result.trackers.iter().enumerate() {
                 if let Some(a) = shared.progress.get(base + p) {
-                    a.store(t.expected, Ordering::Release);
+                    a.store(t.expected * shared.stride, Ordering::Release);
                 }
             }
             shared.delivered.fetch_add(count, Ordering::AcqRel);
@@ -652,6 +669,8 @@ async fn publisher(
     let mut wbuf = BytesMut::with_capacity(plan.batch * (plan.payload + topic.len() + 64));
     let mut releases = Vec::new();
     let mut seq = 0u64;
+    let buckets = plan.buckets;
+    let bucket = |seq: u64| (buckets > 0).then(|| seq % buckets);
     let mut next_id: u16 = 0;
     // Messages before this are treated as received (set after a stall).
     let mut forgiven = 0u64;
@@ -727,11 +746,28 @@ async fn publisher(
                             None
                         };
                         client::encode_mqtt_publish(
-                            &mut wbuf, version, &topic, qos, id, &payload, p as u32, seq, now,
+                            &mut wbuf,
+                            version,
+                            &topic,
+                            qos,
+                            id,
+                            &payload,
+                            p as u32,
+                            seq,
+                            now,
+                            bucket(seq),
                         )
                     }
                     None => {
-                        client::encode_stomp_send(&mut wbuf, &topic, &payload, p as u32, seq, now);
+                        client::encode_stomp_send(
+                            &mut wbuf,
+                            &topic,
+                            &payload,
+                            p as u32,
+                            seq,
+                            now,
+                            bucket(seq),
+                        );
                         Ok(())
                     }
                 };

@@ -29,7 +29,7 @@ async fn open(
 ) -> anyhow::Result<Box<dyn Held>> {
     Ok(match transport {
         Transport::Tcp => Box::new(
-            client::open(endpoint, login, local, Some(topic))
+            client::open(endpoint, login, local, Some(topic), None)
                 .await?
                 .stream,
         ),

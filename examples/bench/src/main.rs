@@ -170,6 +170,17 @@ pub struct Args {
     /// port of the publishers.
     #[arg(long)]
     pub http_port: Option<u16>,
+    /// Subscribers subscribe with this JMS selector (MQTT 5 subscription user
+    /// property `selector`, needs --mqtt-v5; STOMP `selector` header). With
+    /// --selector-buckets, one that matches exactly one bucket (e.g.
+    /// `bucket = 3`) keeps the loss accounting exact.
+    #[arg(long)]
+    pub selector: Option<String>,
+    /// Publishers tag message n with the user property / header `bucket` =
+    /// n mod N (0: no tag). Use the same N with and without --selector to
+    /// compare like with like.
+    #[arg(long, default_value_t = 0)]
+    pub selector_buckets: u64,
     /// Free-form label copied into the JSON (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -274,6 +285,10 @@ pub struct Plan {
     pub topic_alias_maximum: u16,
     /// Pause between the subscriptions and the first publish (`--settle-ms`).
     pub settle: Duration,
+    /// The subscribers' selector (`--selector`).
+    pub selector: Option<String>,
+    /// Messages tagged `bucket` = seq mod this (`--selector-buckets`; 0: none).
+    pub buckets: u64,
 }
 
 /// The client id prefix: --client-prefix, or one unique to this process.
@@ -309,6 +324,11 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
     let v5 = args.mqtt_v5;
     if args.topic_alias_maximum > 0 && !v5 {
         bail!("--topic-alias-maximum needs --mqtt-v5");
+    }
+    let stomp_only = args.protocol == Protocol::Stomp
+        || matches!(scenario, Scenario::StompFanIn | Scenario::StompFanOut);
+    if (args.selector.is_some() || args.selector_buckets > 0) && !v5 && !stomp_only {
+        bail!("--selector and --selector-buckets need --mqtt-v5 (or STOMP)");
     }
     let stomp_proto = args.protocol == Protocol::Stomp
         || matches!(scenario, Scenario::StompFanIn | Scenario::StompFanOut);
@@ -433,6 +453,8 @@ fn plan(args: &Args, scenario: Scenario) -> anyhow::Result<Plan> {
                 0
             },
         )),
+        selector: args.selector.clone(),
+        buckets: args.selector_buckets,
     })
 }
 

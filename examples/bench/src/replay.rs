@@ -29,7 +29,15 @@ pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Repo
     let mut buf = BytesMut::with_capacity(64 * 1024);
     client::mqtt_connect(&mut stream, &mut buf, version, &login).await?;
     let filter = format!("$stream/{}/@first/#", args.stream);
-    client::mqtt_subscribe(&mut stream, &mut buf, version, &filter, args.replay_qos).await?;
+    client::mqtt_subscribe(
+        &mut stream,
+        &mut buf,
+        version,
+        &filter,
+        args.replay_qos,
+        None,
+    )
+    .await?;
     let started = Instant::now();
     let limit = Duration::from_secs_f64(args.duration);
     let mut received = 0u64;

@@ -217,7 +217,9 @@ async fn publish(
         }
         out.clear();
         for _ in 0..BATCH {
-            client::encode_mqtt_publish(&mut out, version, &topic, 0, None, &payload, 0, seq, 0)?;
+            client::encode_mqtt_publish(
+                &mut out, version, &topic, 0, None, &payload, 0, seq, 0, None,
+            )?;
             seq += 1;
         }
         stream.write_all(&out).await?;

@@ -56,7 +56,7 @@ pub async fn open(
         ws,
         pending: Bytes::new(),
     };
-    client::handshake(&mut stream, endpoint, login, subscribe).await?;
+    client::handshake(&mut stream, endpoint, login, subscribe, None).await?;
     Ok(stream)
 }
 

@@ -8,6 +8,8 @@
 //!   JSON object>` (see `message.rs`: topic, payload as text or base64 with
 //!   `"encoding":"base64"`, properties); retained messages first, unless
 //!   `retained=false` or the stream resumes from a position;
+//! - only the messages `selector=` matches, when given (a JMS selector; 400
+//!   with the position and what was expected when it does not parse);
 //! - a comment (`: keep-alive`) after `limits.http_sse_keepalive_secs` of silence.
 //!
 //! When a durable stream covers the topics (or `stream=` names one), the
@@ -39,6 +41,7 @@ use super::message::MessageView;
 use super::names::{filter_from_query, Query};
 use super::reply::{Body, HttpError};
 use super::resume;
+use super::selector::selector_from_query;
 use super::{Call, OpenSlot};
 use crate::admin::Monitor;
 use crate::admin::Protocol;
@@ -46,6 +49,7 @@ use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, QoS};
 use crate::core::queue::queue_name;
 use crate::core::router::Router;
+use crate::core::selector::Selector;
 use crate::core::session::{KickReason, Session, SubscriptionOptions};
 use crate::core::stream::offset_of;
 use crate::core::topic::Filter;
@@ -55,7 +59,8 @@ const BATCH: usize = 64;
 
 pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let query = Query::parse(req.uri().query());
-    query.only(&["topic", "retained", "from", "stream"], false)?;
+    query.only(&["topic", "retained", "from", "stream", "selector"], false)?;
+    let selector = selector_from_query(call, &query)?;
     let limits = call.ctx.limits().topic_limits();
     let mut filters = Vec::new();
     for raw in query.all("topic") {
@@ -105,12 +110,14 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
             retain_handling: 2,
             subscription_id: None,
             exceptions: exceptions.clone(),
+            selector: selector.clone(),
         };
-        let retained = if with_retained {
+        let mut retained = if with_retained {
             router.retained_matching(filter, &options.exceptions)
         } else {
             Vec::new()
         };
+        Selector::keep_matching(selector.as_deref(), &mut retained);
         if resume.is_none() {
             router.subscribe(&session, filter.clone(), options.clone());
         }
@@ -120,7 +127,7 @@ pub(super) fn open(call: &Call<'_>, req: &Request<Incoming>) -> Result<Response<
     }
     let from_stream = match resume {
         Some(resume) => {
-            if let Err(e) = resume::start(&router, &session, resume, &filters) {
+            if let Err(e) = resume::start(&router, &session, resume, &filters, selector.clone()) {
                 router.detach(&session, attached.connection_id);
                 return Err(e);
             }

@@ -26,6 +26,7 @@ mod pull;
 pub mod reply;
 mod request;
 mod resume;
+mod selector;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,6 +8,9 @@
 //! live in the core (`core/queue/lease.rs`): an expired one gives its message
 //! back to the queue, for a consumer of any protocol.
 //!
+//! `selector=` pulls only the messages a JMS selector matches; the others stay
+//! in the queue, in their place.
+//!
 //! Pulling, acking and the rest need the right to subscribe to `$queue/{q}`.
 
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use super::message::MessageView;
 use super::names::{queue_from_segment, queue_topic, Query};
 use super::reply::{json, json_of, Body, HttpError};
+use super::selector::selector_from_query;
 use super::Call;
 use crate::auth::Action;
 
@@ -98,7 +102,9 @@ async fn pull(
 ) -> Result<Response<Body>, HttpError> {
     let limits = call.ctx.limits();
     let query = Query::parse(req.uri().query());
-    query.only(&["max", "wait", "visibility"], false)?;
+    query.only(&["max", "wait", "visibility", "selector"], false)?;
+    let selector = selector_from_query(call, &query)?;
+    let selector = selector.as_deref();
     let max = query.number("max", 1)?.clamp(1, MAX_PULL) as usize;
     let wait = query.number("wait", 0)?.min(limits.http_max_wait_secs);
     let visibility = query
@@ -106,7 +112,7 @@ async fn pull(
         .clamp(1, MAX_VISIBILITY_SECS);
     let visibility = Duration::from_secs(visibility);
     let queues = call.ctx.router.queues();
-    let mut leased = queues.pull(queue, max, visibility);
+    let mut leased = queues.pull_matching(queue, max, visibility, selector);
     if leased.is_empty() && wait > 0 {
         let _slot = call.open_slot()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -115,7 +121,7 @@ async fn pull(
             let arrived = watch.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            leased = queues.pull(queue, max, visibility);
+            leased = queues.pull_matching(queue, max, visibility, selector);
             if !leased.is_empty() {
                 break;
             }

@@ -73,6 +73,7 @@ pub(super) async fn handle(
             retain_handling: 2,
             subscription_id: None,
             exceptions: Default::default(),
+            selector: None,
         },
     );
     let message = build(topic, payload, options, &call.caller.client_id);

@@ -25,6 +25,7 @@ use super::reply::HttpError;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::QoS;
 use crate::core::router::Router;
+use crate::core::selector::Selector;
 use crate::core::session::Session;
 use crate::core::stream::{
     StartPosition, StreamError, StreamFilter, StreamSubscription, Streams, STREAM_PREFIX,
@@ -92,6 +93,7 @@ pub(super) fn start(
     session: &Arc<Session>,
     resume: Resume,
     filters: &[(Filter, Exceptions)],
+    selector: Option<Arc<Selector>>,
 ) -> Result<(), HttpError> {
     let (topics, exceptions) = match filters {
         [(filter, exceptions)] => (filter.clone(), exceptions.clone()),
@@ -116,6 +118,7 @@ pub(super) fn start(
         qos: QoS::AtMostOnce,
         subscription_id: None,
         exceptions,
+        selector,
     };
     router.subscribe_stream(session, sub).map_err(|e| match e {
         StreamError::NoStore(_) => HttpError::Unavailable(e.to_string()),

@@ -11,6 +11,7 @@ use tern_mqtt::{reason, Properties};
 
 use super::connection::Connection;
 use super::core_qos;
+use crate::core::selector::Selector;
 use crate::core::stream::{parse_stream_filter, StreamError, StreamSubscription};
 
 const POSITION_PROPERTY: &str = "stream-offset";
@@ -32,6 +33,7 @@ pub(super) fn subscribe(
     qos: tern_mqtt::QoS,
     properties: &Properties,
     subscription_id: Option<u32>,
+    selector: Option<Arc<Selector>>,
 ) -> Result<u8, (u8, String)> {
     let v5 = conn.is_v5();
     let refuse = |code: u8, e: &dyn std::fmt::Display| {
@@ -65,6 +67,7 @@ pub(super) fn subscribe(
         qos: core_qos(qos),
         subscription_id,
         exceptions,
+        selector,
     };
     match conn.ctx.router.subscribe_stream(&conn.session, sub) {
         Ok(()) => Ok(qos as u8),

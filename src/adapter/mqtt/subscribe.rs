@@ -1,13 +1,20 @@
 //! SUBSCRIBE / UNSUBSCRIBE: one reason code per filter, then the retained
-//! messages the new subscriptions ask for.
+//! messages the new subscriptions ask for. MQTT 5 SUBSCRIBE may carry a
+//! selector (user property `selector`) for all its filters.
 
-use tern_mqtt::{Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use std::sync::Arc;
+
+use tern_mqtt::{reason, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe};
 
 use super::connection::Connection;
 use super::core_qos;
 use super::error::{unsuback_code, FilterRefusal, MqttError};
+use crate::core::selector::{Selector, SelectorError};
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
+
+/// The SUBSCRIBE user property that carries a selector.
+const SELECTOR_PROPERTY: &str = "selector";
 
 pub(super) fn handle_subscribe(
     conn: &mut Connection,
@@ -24,6 +31,29 @@ pub(super) fn handle_subscribe(
     let mut refused = Refused::default();
     // Why the first stream filter was refused, for the SUBACK's reason string.
     let mut stream_refusal = None;
+    // MQTT 5: the user property `selector` applies to every filter of the
+    // packet; a bad one refuses them all (0x8F, the error as reason string).
+    let selector = match selector_property(conn, &subscribe.properties) {
+        Ok(selector) => selector,
+        Err(error) => {
+            let why = error.to_string();
+            for requested in &subscribe.filters {
+                refused.note(FilterRefusal::Invalid, &requested.filter, &why);
+            }
+            refused.log(conn);
+            let codes = vec![reason::TOPIC_FILTER_INVALID; subscribe.filters.len()];
+            let properties = Properties {
+                reason_string: Some(why),
+                ..Properties::default()
+            };
+            conn.send(&Packet::SubAck(SubAck {
+                packet_id: subscribe.packet_id,
+                codes,
+                properties,
+            }))?;
+            return Ok(());
+        }
+    };
     for requested in subscribe.filters {
         if crate::core::stream::is_stream_filter(&requested.filter) {
             let code = super::stream::subscribe(
@@ -32,6 +62,7 @@ pub(super) fn handle_subscribe(
                 requested.options.qos,
                 &subscribe.properties,
                 subscription_id,
+                selector.clone(),
             );
             codes.push(code.unwrap_or_else(|(code, why)| {
                 refused.note(FilterRefusal::Invalid, &requested.filter, &why);
@@ -79,6 +110,7 @@ pub(super) fn handle_subscribe(
             retain_handling: requested.options.retain_handling,
             subscription_id,
             exceptions,
+            selector: selector.clone(),
         };
         let subscribed = conn
             .ctx
@@ -111,10 +143,11 @@ pub(super) fn handle_subscribe(
     // wire; fed to the client as it takes them, not all queued at once.
     for (filter, options) in retained_requests {
         // The core leaves out the topics the subscription's exceptions name.
-        let retained = conn
+        let mut retained = conn
             .ctx
             .router
             .retained_matching(&filter, &options.exceptions);
+        Selector::keep_matching(options.selector.as_deref(), &mut retained);
         let expired = conn
             .ctx
             .router
@@ -122,6 +155,25 @@ pub(super) fn handle_subscribe(
         conn.ctx.monitor.metrics.dropped_expired(expired);
     }
     Ok(())
+}
+
+/// The SUBSCRIBE's user property `selector`, compiled (MQTT 5 only: 3.1.1
+/// has no properties).
+fn selector_property(
+    conn: &Connection,
+    properties: &Properties,
+) -> Result<Option<Arc<Selector>>, SelectorError> {
+    if !conn.is_v5() {
+        return Ok(None);
+    }
+    match properties
+        .user_properties
+        .iter()
+        .find(|(key, _)| key == SELECTOR_PROPERTY)
+    {
+        Some((_, text)) => conn.ctx.router.compile_selector(text).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The filters one SUBSCRIBE had refused, logged as one line.

@@ -8,6 +8,8 @@
 //!   queue is told it was written (`claim`) and the ACK or NACK settles it. A
 //!   delivery the queue no longer expects from this session (given back
 //!   meanwhile, e.g. after an UNSUBSCRIBE) is not written.
+//! - A topic or stream delivery goes to the subscriptions whose selector
+//!   matches it (the core filtered already when there is just one).
 //! - Expired messages and deliveries for subscriptions that are gone are skipped.
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use super::connection::Connection;
 use super::headers::{message_frame, Clock, MessageIds};
 use super::subscribe::Subscription;
 use crate::admin::Protocol;
+use crate::core::content::MessageView;
 use crate::core::message::Delivery;
 
 pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: Clock) {
@@ -61,8 +64,18 @@ pub(super) fn write_delivery(conn: &mut Connection, delivery: &Delivery, clock: 
         }
         return;
     }
+    // With one subscription on the filter the core applied its selector; with
+    // several, each one's selector decides here (one view for all of them).
+    let view = MessageView::new(&delivery.message);
     for subscription in &subscriptions {
-        write_to(conn, delivery, subscription, clock);
+        let wanted = subscriptions.len() == 1
+            || subscription
+                .selector
+                .as_ref()
+                .is_none_or(|selector| selector.matches(&view));
+        if wanted {
+            write_to(conn, delivery, subscription, clock);
+        }
     }
 }
 

@@ -72,6 +72,11 @@ pub enum StompAdapterError {
     Refused(#[from] PublishRefused),
     #[error("{0}")]
     Stream(#[from] crate::core::stream::StreamError),
+    /// A `selector` header that does not parse: where and what was expected.
+    #[error("{0}")]
+    Selector(#[from] crate::core::selector::SelectorError),
+    #[error("the subscriptions of one connection to {0} must share one selector (it is one consumer of the queue)")]
+    QueueSelectorMismatch(String),
     #[error("no heart-beat or frame from the client within {0} ms")]
     HeartBeatTimeout(u128),
     #[error("session ended by the server")]
@@ -141,6 +146,9 @@ impl StompAdapterError {
             StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
             StompAdapterError::Refused(PublishRefused::RetainedFull(_)) => "retained_full",
             StompAdapterError::Stream(_) => "bad_stream",
+            StompAdapterError::Selector(_) | StompAdapterError::QueueSelectorMismatch(_) => {
+                "bad_selector"
+            }
             StompAdapterError::HeartBeatTimeout(_) => "heart_beat_timeout",
             StompAdapterError::OverBudget(_) => "buffer_budget",
             StompAdapterError::FrameTimeout(_) => "frame_timeout",

@@ -13,6 +13,7 @@ use tern_stomp::Frame;
 use super::connection::Connection;
 use super::error::StompAdapterError;
 use super::subscribe::{AckMode, Subscription};
+use crate::core::selector::Selector;
 use crate::core::stream::{parse_stream_filter, StreamError, StreamSubscription, STREAM_PREFIX};
 
 /// STOMP destinations of streams.
@@ -30,6 +31,7 @@ pub(super) fn subscribe(
     ack: AckMode,
     destination: &str,
     rest: &str,
+    selector: Option<Arc<Selector>>,
 ) -> Result<(), StompAdapterError> {
     let filter: Arc<str> = Arc::from(format!("{STREAM_PREFIX}{rest}"));
     let parsed = parse_stream_filter(&filter)
@@ -71,6 +73,7 @@ pub(super) fn subscribe(
         qos: ack.qos(),
         subscription_id: None,
         exceptions,
+        selector: reader_selector(conn, &filter, selector.as_ref()),
     };
     conn.ctx.router.subscribe_stream(&conn.session, sub)?;
     if let (Some(prefetch), true) = (prefetch, ack.acks()) {
@@ -81,8 +84,30 @@ pub(super) fn subscribe(
         filter,
         queue: None,
         ack,
+        selector,
     });
     tracing::debug!(client_id = %conn.session.client_id, id, destination, "subscribed to a stream");
     conn.write_receipt();
     Ok(())
+}
+
+/// The selector of the (one) reader of `filter`: a new subscription's, unless
+/// the connection's other subscriptions on it have another one or none (the
+/// reader then passes everything and `deliver.rs` applies each selector).
+fn reader_selector(
+    conn: &Connection,
+    filter: &str,
+    selector: Option<&Arc<Selector>>,
+) -> Option<Arc<Selector>> {
+    let selector = selector?;
+    let others = conn.protocol.subscriptions.for_filter(filter);
+    others
+        .iter()
+        .all(|other| {
+            other
+                .selector
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, selector))
+        })
+        .then(|| Arc::clone(selector))
 }

@@ -10,6 +10,10 @@
 //! - on a queue, the connection is one consumer and each queue message goes to
 //!   one of them, taking turns.
 //!
+//! A `selector` header filters what a subscription gets: the core applies it
+//! when all the subscriptions on a filter share it, `deliver.rs` otherwise; on
+//! a queue they must share it (one consumer, one selector).
+//!
 //! UNSUBSCRIBE of the last one removes the core subscription (a queue then takes
 //! back the consumer's unacknowledged messages); otherwise the messages the
 //! removed subscription had not acknowledged go back to their queue.
@@ -24,7 +28,11 @@ use super::destination::{subscribe_target, DestinationError, Target};
 use super::error::StompAdapterError;
 use super::headers::required;
 use crate::core::message::QoS;
+use crate::core::selector::Selector;
 use crate::core::session::SubscriptionOptions;
+
+/// The SUBSCRIBE header with a JMS selector (ActiveMQ's and Artemis's name).
+const SELECTOR_HEADER: &str = "selector";
 
 /// How a subscription acknowledges its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +78,8 @@ pub(super) struct Subscription {
     /// registry key of a shared group too).
     pub(super) queue: Option<Arc<str>>,
     pub(super) ack: AckMode,
+    /// The `selector` header, compiled: only messages it matches are written.
+    pub(super) selector: Option<Arc<Selector>>,
 }
 
 /// The connection's subscriptions, by id and by core filter.
@@ -137,7 +147,20 @@ impl Subscriptions {
         Some((subscription, remaining))
     }
 
-    /// The core subscription options of `filter`: the highest QoS its subscriptions need.
+    /// The selector every subscription on `filter` has (the same `Arc`), which
+    /// the core can then apply; None when one has none or they differ (the
+    /// core delivers everything and `deliver.rs` applies each one).
+    pub(super) fn common_selector(&self, filter: &str) -> Option<Arc<Selector>> {
+        let subscriptions = self.for_filter(filter);
+        let first = subscriptions.first()?.selector.clone()?;
+        subscriptions
+            .iter()
+            .all(|s| s.selector.as_ref().is_some_and(|x| Arc::ptr_eq(x, &first)))
+            .then_some(first)
+    }
+
+    /// The core subscription options of `filter`: the highest QoS its
+    /// subscriptions need, and their common selector.
     fn core_options(&self, filter: &str) -> SubscriptionOptions {
         let qos = self
             .for_filter(filter)
@@ -154,6 +177,7 @@ impl Subscriptions {
             subscription_id: None,
             // Set by the caller from the ACL (or kept from the core subscription).
             exceptions: Default::default(),
+            selector: self.common_selector(filter),
         }
     }
 }
@@ -189,8 +213,12 @@ pub(super) fn handle_subscribe(
     if conn.protocol.subscriptions.len() >= max {
         return Err(StompAdapterError::TooManySubscriptions(max));
     }
+    let selector = match frame.header(SELECTOR_HEADER) {
+        Some(text) => Some(conn.ctx.router.compile_selector(text)?),
+        None => None,
+    };
     if let Some(rest) = destination.strip_prefix(super::stream::STREAM_DEST_PREFIX) {
-        return super::stream::subscribe(conn, frame, id, ack, destination, rest);
+        return super::stream::subscribe(conn, frame, id, ack, destination, rest, selector);
     }
     let target = subscribe_target(destination)?;
     let filter = target.filter().clone();
@@ -217,20 +245,38 @@ pub(super) fn handle_subscribe(
             destination: destination.chars().take(256).collect(),
         });
     };
+    let queue = match &target {
+        Target::Queue { name, .. } => Some(Arc::clone(name)),
+        // In cluster mode a shared group is consumed as a queue is.
+        Target::Topic(_) => conn
+            .ctx
+            .router
+            .queues()
+            .consumed_by(filter.as_str())
+            .map(|key| Arc::from(&*key)),
+    };
+    // The connection is one consumer of a queue: the core picks messages for
+    // it with one selector, so its subscriptions there must agree on it.
+    let others = conn.protocol.subscriptions.for_filter(filter.as_str());
+    if queue.is_some()
+        && others
+            .iter()
+            .any(|other| match (&other.selector, &selector) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                (None, None) => false,
+                _ => true,
+            })
+    {
+        return Err(StompAdapterError::QueueSelectorMismatch(
+            destination.chars().take(256).collect(),
+        ));
+    }
     let subscription = Subscription {
         id: Arc::from(id),
         filter: filter.shared_str(),
-        queue: match &target {
-            Target::Queue { name, .. } => Some(Arc::clone(name)),
-            // In cluster mode a shared group is consumed as a queue is.
-            Target::Topic(_) => conn
-                .ctx
-                .router
-                .queues()
-                .consumed_by(filter.as_str())
-                .map(|key| Arc::from(&*key)),
-        },
+        queue,
         ack,
+        selector: selector.clone(),
     };
     conn.protocol.subscriptions.insert(subscription);
     let mut options = conn.protocol.subscriptions.core_options(filter.as_str());
@@ -246,10 +292,12 @@ pub(super) fn handle_subscribe(
     if let Target::Topic(filter) = &target {
         if filter.share_group().is_none() {
             // The core leaves out the topics the subscription's exceptions name.
-            let retained = conn
+            let mut retained = conn
                 .ctx
                 .router
                 .retained_matching(filter, &options.exceptions);
+            // They go to this subscription: its own selector decides.
+            Selector::keep_matching(selector.as_deref(), &mut retained);
             // Sent as the connection takes from its queue, to this subscription
             // (a retained delivery goes to the newest subscription on its filter).
             let expired = conn

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{Entry, Queue, QueueRegistry};
+use crate::core::content::MessageView;
 use crate::core::message::Message;
+use crate::core::selector::Selector;
 
 /// One message handed to a pull consumer.
 #[derive(Debug, Clone)]
@@ -198,6 +200,18 @@ impl QueueRegistry {
     /// Takes up to `max` ready messages of queue `name`, each under a lease of
     /// `visibility`. Empty when none is ready (expired messages are discarded).
     pub fn pull(&self, name: &str, max: usize, visibility: Duration) -> Vec<Leased> {
+        self.pull_matching(name, max, visibility, None)
+    }
+
+    /// [`QueueRegistry::pull`] of the messages `selector` matches (all when
+    /// None), oldest first; the others stay ready, in their place.
+    pub fn pull_matching(
+        &self,
+        name: &str,
+        max: usize,
+        visibility: Duration,
+        selector: Option<&Selector>,
+    ) -> Vec<Leased> {
         let now = Instant::now();
         let mut queues = self.queues.lock();
         let Some(queue) = queues.get_mut(name) else {
@@ -206,8 +220,17 @@ impl QueueRegistry {
         let expired = queue.expire(now);
         let deadline = now + visibility;
         let mut out = Vec::new();
-        while out.len() < max {
-            let Some(Entry { seq, message }) = queue.ready.pop_front() else {
+        let mut at = 0;
+        while out.len() < max && at < queue.ready.len() {
+            let wanted = queue.ready.get(at).is_some_and(|entry| {
+                entry.message.is_expired(now)
+                    || selector.is_none_or(|s| s.matches(&MessageView::new(&entry.message)))
+            });
+            if !wanted {
+                at += 1;
+                continue;
+            }
+            let Some(Entry { seq, message }) = queue.ready.remove(at) else {
                 break;
             };
             if message.is_expired(now) {

@@ -114,6 +114,7 @@ fn options(qos: QoS) -> SubscriptionOptions {
         retain_handling: 0,
         subscription_id: None,
         exceptions: Default::default(),
+        selector: None,
     }
 }
 

@@ -44,6 +44,7 @@ use crate::core::fabric::Fabric;
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_set::RetainedLimits;
+use crate::core::selector::{Selector, SelectorCache, SelectorError};
 use crate::core::session::{
     KickReason, MovedAway, QueueLimits, Session, SessionOwner, SubscriptionOptions,
 };
@@ -154,6 +155,8 @@ pub struct Router {
     persistence: Persistence,
     /// Durable streams: every publish is appended to those whose topics it matches.
     streams: Arc<Streams>,
+    /// Compiled selectors by text, shared by the subscriptions that use them.
+    selectors: SelectorCache,
     pub stats: RouterStats,
 }
 
@@ -174,6 +177,7 @@ impl Router {
             wills: Wills::new(),
             streams: Arc::new(Streams::new(settings.store.clone())),
             persistence: Persistence::new(settings.store, settings.store_max_messages),
+            selectors: SelectorCache::new(),
             stats: RouterStats::default(),
         }
     }
@@ -238,6 +242,12 @@ impl Router {
         let flushed = store.flush().await;
         store.close();
         Ok(flushed?)
+    }
+
+    /// The compiled selector for `text`, shared with every subscription using
+    /// the same text (one evaluation per message for all of them).
+    pub fn compile_selector(&self, text: &str) -> Result<Arc<Selector>, SelectorError> {
+        self.selectors.get_or_compile(text)
     }
 
     /// The durable streams (declared at start, managed by the admin API).

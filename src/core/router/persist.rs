@@ -339,6 +339,7 @@ pub(crate) fn subscription_record(
         retain_as_published: options.retain_as_published,
         retain_handling: options.retain_handling,
         subscription_id: options.subscription_id,
+        selector: options.selector.as_ref().map(|s| s.text().to_owned()),
     }
 }
 
@@ -352,6 +353,7 @@ pub(crate) fn subscription_options(record: &SubscriptionRecord) -> SubscriptionO
         subscription_id: record.subscription_id,
         // Derived from the ACL again when the session is resumed, never stored.
         exceptions: Exceptions::NONE,
+        selector: None,
     }
 }
 

@@ -54,11 +54,20 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
             .sessions
             .insert_restored(&client_id, record.expiry_interval, owner);
         for subscription in &record.subscriptions {
+            let mut options = subscription_options(subscription);
+            if let Some(text) = &subscription.selector {
+                match router.compile_selector(text) {
+                    Ok(selector) => options.selector = Some(selector),
+                    Err(e) => {
+                        // Never deliver everything in its place: leave it out.
+                        tracing::warn!(client_id, filter = %subscription.filter, error = %e, "stored subscription with a selector that no longer parses skipped");
+                        continue;
+                    }
+                }
+            }
             match Filter::parse(&subscription.filter) {
                 Ok(filter) => {
-                    router
-                        .routing
-                        .subscribe(&session, filter, subscription_options(subscription));
+                    router.routing.subscribe(&session, filter, options);
                 }
                 Err(e) => {
                     tracing::warn!(client_id, filter = %subscription.filter, error = %e, "stored subscription skipped")

@@ -16,6 +16,7 @@ use crate::core::message::{Delivery, Message, QoS};
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_backlog::RetainedBatch;
 use crate::core::retained_set::{RetainedFull, RetainedLimits, RetainedSet};
+use crate::core::selector::SelectorMemo;
 use crate::core::session::{PushOutcome, Session, SessionRef, SubscriptionOptions};
 use crate::core::topic::Filter;
 use crate::core::trie::SubscriptionTrie;
@@ -90,8 +91,13 @@ impl Routing {
         options: SubscriptionOptions,
     ) -> bool {
         if let Some(queue) = self.queues.consumed_by(filter.as_str()) {
-            self.queues
-                .add_consumer(&queue, session, options.qos, options.subscription_id);
+            self.queues.add_consumer(
+                &queue,
+                session,
+                options.qos,
+                options.subscription_id,
+                options.selector.clone(),
+            );
             return session.add_subscription(filter, options);
         }
         let key = SessionRef(Arc::clone(session));
@@ -260,11 +266,18 @@ impl Routing {
         let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.subscriptions.read();
-            // A subscription with exceptions skips their topics (a shared group
-            // then gives its turn to a member without them); for the others
-            // this is one null-pointer test.
-            let accept =
-                |options: &SubscriptionOptions| !options.exceptions.excludes(&message.topic);
+            // A subscription with exceptions skips their topics, one with a
+            // selector the messages it does not match (a shared group then
+            // gives its turn to another member); for the others this is two
+            // null-pointer tests. Each distinct selector is evaluated once.
+            let selectors = SelectorMemo::new(&message);
+            let accept = |options: &SubscriptionOptions| {
+                !options.exceptions.excludes(&message.topic)
+                    && options
+                        .selector
+                        .as_ref()
+                        .is_none_or(|selector| selectors.matches(selector))
+            };
             trie.for_each_accepted_match(&message.topic, accept, |key, options, filter| {
                 if options.no_local
                     && message

@@ -28,6 +28,7 @@ pub use crate::core::packet_ids::{InflightEntry, InflightStage};
 use crate::core::pending::PendingQueue;
 use crate::core::retained_backlog::RetainedBacklog;
 use crate::core::router::persist::Persist;
+use crate::core::selector::Selector;
 use crate::core::subscription_list::SubscriptionList;
 use crate::core::topic::Filter;
 
@@ -75,6 +76,10 @@ pub struct SubscriptionOptions {
     /// Topics this subscription must not get although its filter matches them
     /// (the ACL's deny rules it overlaps). Derived from the rules, never stored.
     pub exceptions: Exceptions,
+    /// Only messages this selector finds TRUE are delivered (JMS selector);
+    /// shared with every subscription of the same text (see
+    /// `Router::compile_selector`), so routing evaluates it once per message.
+    pub selector: Option<Arc<Selector>>,
 }
 
 /// How the core hands messages to a session: each adapter picks what its

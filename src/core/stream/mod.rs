@@ -65,6 +65,8 @@ pub struct StreamSubscription {
     pub subscription_id: Option<u32>,
     /// Topics the subscriber may not read (ACL), skipped.
     pub exceptions: Exceptions,
+    /// Messages it does not match are skipped.
+    pub selector: Option<Arc<crate::core::selector::Selector>>,
 }
 
 /// What an operator sees of one stream.
@@ -289,6 +291,7 @@ impl Streams {
             Arc::clone(&sub.filter),
             sub.parsed.topics.clone(),
             sub.exceptions,
+            sub.selector,
             sub.qos,
             sub.subscription_id,
             consumer.clone(),

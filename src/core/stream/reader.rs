@@ -15,8 +15,10 @@ use tokio::sync::Notify;
 use super::group::Seat;
 use super::log::{Boundary, StreamLog};
 use super::{message_at, Streams};
+use crate::core::content::MessageView;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, QoS};
+use crate::core::selector::Selector;
 use crate::core::session::{PushOutcome, Session};
 use crate::core::topic::Filter;
 
@@ -36,6 +38,8 @@ pub(crate) struct Reader {
     /// Over the original topics.
     pub topics: Filter,
     pub exceptions: Exceptions,
+    /// Only messages it matches are delivered (skipped like exceptions).
+    pub selector: Option<Arc<Selector>>,
     pub qos: QoS,
     pub subscription_id: Option<u32>,
     /// Named consumer, if any.
@@ -55,6 +59,7 @@ impl Reader {
         filter: Arc<str>,
         topics: Filter,
         exceptions: Exceptions,
+        selector: Option<Arc<Selector>>,
         qos: QoS,
         subscription_id: Option<u32>,
         consumer: Option<Arc<str>>,
@@ -64,6 +69,7 @@ impl Reader {
             filter,
             topics,
             exceptions,
+            selector,
             qos,
             subscription_id,
             consumer,
@@ -81,6 +87,7 @@ impl Reader {
             Arc::clone(&self.filter),
             self.topics.clone(),
             self.exceptions.clone(),
+            self.selector.clone(),
             self.qos,
             self.subscription_id,
             self.consumer.clone(),
@@ -91,11 +98,11 @@ impl Reader {
 
     /// Whether this reader delivers `offset`: one it wants, and in a group
     /// one the group hands it (see `group.rs`).
-    fn takes(&self, offset: u64, topic: &str) -> bool {
-        let wanted = self.wants(topic);
+    fn takes(&self, offset: u64, message: &Message) -> bool {
+        let wanted = self.wants(message);
         match &self.seat {
             None => wanted,
-            Some(seat) => seat.group.take(seat, offset, topic, wanted),
+            Some(seat) => seat.group.take(seat, offset, &message.topic, wanted),
         }
     }
 
@@ -126,9 +133,16 @@ impl Reader {
         self.cancelled.load(Ordering::Acquire)
     }
 
-    /// True when this reader's client gets messages of `topic`.
-    pub fn wants(&self, topic: &str) -> bool {
-        self.topics.matches(topic) && !self.exceptions.excludes(topic)
+    /// True when this reader's client gets `message` (its topic, the ACL's
+    /// exceptions, the selector).
+    pub fn wants(&self, message: &Message) -> bool {
+        let topic = &*message.topic;
+        self.topics.matches(topic)
+            && !self.exceptions.excludes(topic)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&MessageView::new(message)))
     }
 
     fn delivery(&self, message: Arc<Message>) -> Delivery {
@@ -145,7 +159,7 @@ impl Reader {
     /// Called by the append path (under the stream's lock) for a live reader;
     /// false when the reader fell behind and must leave the live list.
     pub fn offer(&self, offset: u64, message: &Arc<Message>) -> bool {
-        if self.seat.is_none() && !self.wants(&message.topic) {
+        if self.seat.is_none() && !self.wants(message) {
             return true;
         }
         if self.session.pending_len() >= LIVE_QUEUE_LIMIT || self.session.is_full() {
@@ -153,7 +167,7 @@ impl Reader {
             self.wake.notify_one();
             return false;
         }
-        if !self.takes(offset, &message.topic) {
+        if !self.takes(offset, message) {
             return true;
         }
         let taken = self.push_taken(offset, Arc::clone(message));
@@ -195,20 +209,20 @@ impl Reader {
     /// Hands a message of the in-memory tail to the session at once (bounded by
     /// the tail's size).
     pub fn push_now(&self, offset: u64, message: &Arc<Message>) {
-        if self.takes(offset, &message.topic) {
+        if self.takes(offset, message) {
             self.push_taken(offset, Arc::clone(message));
         }
     }
 
     /// Hands one replayed message to the session, waiting for room first.
     async fn feed(&self, offset: u64, message: Arc<Message>) {
-        if self.seat.is_none() && !self.wants(&message.topic) {
+        if self.seat.is_none() && !self.wants(&message) {
             return;
         }
         self.room().await;
         // Taken right before the push (no await between): a reader cancelled
         // meanwhile is of an older epoch and takes nothing.
-        if !self.is_cancelled() && self.takes(offset, &message.topic) {
+        if !self.is_cancelled() && self.takes(offset, &message) {
             self.push_taken(offset, message);
         }
     }

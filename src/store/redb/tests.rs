@@ -35,6 +35,7 @@ fn records_survive_reopen_and_session_delete_removes_its_rows() {
             disconnected_at_ms: None,
             owner: OwnerRecord::User("alice".into()),
             subscriptions: vec![SubscriptionRecord {
+                selector: Some("bucket = 3".into()),
                 filter: "a/#".into(),
                 qos: 1,
                 no_local: false,
@@ -108,6 +109,11 @@ fn records_survive_reopen_and_session_delete_removes_its_rows() {
     assert_eq!(snap.sessions.len(), 1);
     assert_eq!(snap.sessions[0].0, "c1");
     assert_eq!(snap.sessions[0].1.owner, OwnerRecord::User("alice".into()));
+    assert_eq!(
+        snap.sessions[0].1.subscriptions[0].selector.as_deref(),
+        Some("bucket = 3"),
+        "the selector is kept beside the record"
+    );
     assert_eq!(snap.deliveries.len(), 1);
     assert_eq!(snap.deliveries[0].2.packet_id, Some(7));
     assert_eq!(snap.messages.len(), 1, "c1 still refers to the message");
