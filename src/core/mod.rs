@@ -16,6 +16,7 @@ pub mod retain;
 pub(crate) mod retained_backlog;
 pub mod retained_set;
 pub mod router;
+pub mod schema;
 pub mod session;
 pub mod stream;
 pub(crate) mod subscription_list;

@@ -6,9 +6,11 @@
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
 //! - `redb_stream.rs`: its tables of durable streams.
+//! - `redb_schema.rs`: its table of admin API schemas.
 
 pub mod record;
 pub mod redb;
+mod redb_schema;
 mod redb_stream;
 
 use std::collections::VecDeque;
@@ -139,6 +141,14 @@ pub enum StoreOp {
         consumer: String,
         offset: u64,
     },
+    /// Every version of an admin API schema, as the core encoded them.
+    PutSchema {
+        name: String,
+        record: Vec<u8>,
+    },
+    DeleteSchema {
+        name: String,
+    },
 }
 
 /// Everything stored, read once at start.
@@ -160,6 +170,8 @@ pub struct Snapshot {
     pub streams: Vec<StreamState>,
     /// Named stream consumers: (stream, consumer, last acknowledged offset).
     pub stream_consumers: Vec<(String, String, u64)>,
+    /// Admin API schemas: (name, the record the core made of its versions).
+    pub schemas: Vec<(String, Vec<u8>)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.

@@ -210,6 +210,7 @@ impl RedbBackend {
             txn.open_table(QUEUED).map_err(|e| open_err(&e))?;
             txn.open_table(WILLS).map_err(|e| open_err(&e))?;
             super::redb_stream::create_tables(&txn).map_err(|e| open_err(&e))?;
+            super::redb_schema::create_tables(&txn).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))
     }
@@ -370,11 +371,14 @@ impl Backend for RedbBackend {
                     // Applied below, in their own tables.
                     StoreOp::AppendStream { .. }
                     | StoreOp::TrimStream { .. }
-                    | StoreOp::PutStreamConsumer { .. } => {}
+                    | StoreOp::PutStreamConsumer { .. }
+                    | StoreOp::PutSchema { .. }
+                    | StoreOp::DeleteSchema { .. } => {}
                 }
             }
         }
         super::redb_stream::apply(&txn, ops)?;
+        super::redb_schema::apply(&txn, ops)?;
         txn.commit().map_err(write_err)?;
         Ok(held_change)
     }
@@ -443,6 +447,7 @@ impl Backend for RedbBackend {
             snapshot.wills.push((k.value().to_string(), record));
         }
         super::redb_stream::load(&txn, &mut snapshot)?;
+        super::redb_schema::load(&txn, &mut snapshot)?;
         Ok(snapshot)
     }
 

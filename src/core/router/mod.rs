@@ -42,6 +42,7 @@ use crate::core::fabric::Fabric;
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_set::RetainedLimits;
+use crate::core::schema::Schemas;
 use crate::core::session::{KickReason, QueueLimits, Session, SessionOwner, SubscriptionOptions};
 use crate::core::stream::{StreamError, StreamSubscription, Streams};
 use crate::core::topic::Filter;
@@ -150,6 +151,8 @@ pub struct Router {
     persistence: Persistence,
     /// Durable streams: every publish is appended to those whose topics it matches.
     streams: Arc<Streams>,
+    /// Payload checks of a client's publish: schemas bound to topics, UTF-8.
+    schemas: Arc<Schemas>,
     pub stats: RouterStats,
 }
 
@@ -169,6 +172,7 @@ impl Router {
             sessions: SessionRegistry::new(settings.queue_limits, settings.store.clone()),
             wills: Wills::new(),
             streams: Arc::new(Streams::new(settings.store.clone())),
+            schemas: Arc::new(Schemas::new(settings.store.clone())),
             persistence: Persistence::new(settings.store, settings.store_max_messages),
             stats: RouterStats::default(),
         }
@@ -231,6 +235,11 @@ impl Router {
     /// The durable streams (declared at start, managed by the admin API).
     pub fn streams(&self) -> &Arc<Streams> {
         &self.streams
+    }
+
+    /// The payload schemas (configured at start and on reload, managed by the admin API).
+    pub fn schemas(&self) -> &Arc<Schemas> {
+        &self.schemas
     }
 
     /// Starts reading a stream for `session` (`$stream/<name>/…`): replay from
