@@ -12,6 +12,8 @@
 
 mod listeners;
 mod load;
+#[cfg(test)]
+mod schema_tests;
 mod sections;
 #[cfg(test)]
 mod tests;
