@@ -56,13 +56,38 @@ pub struct Published {
 }
 
 impl Router {
+    /// The payload checks of a client's message (wills too): a payload
+    /// declared UTF-8 that is not, or one that fails a `reject` schema, is
+    /// refused; one that fails a `dead-letter` schema comes back bound for
+    /// `$dlq/<topic>`; `log` lets it by. (A message from another node was
+    /// checked where it was published.)
+    fn check_payload(&self, message: Arc<Message>) -> Result<Arc<Message>, PublishRefused> {
+        if self.schemas.payload_not_utf8(&message) {
+            return Err(PublishRefused::PayloadNotUtf8);
+        }
+        Ok(match self.schemas.check(&message) {
+            Checked::Invalid(invalid) => match invalid.on_invalid {
+                OnInvalid::Reject => return Err(PublishRefused::SchemaInvalid(invalid)),
+                OnInvalid::DeadLetter => Arc::new(dead_letter(&message, &invalid)),
+                OnInvalid::Log => message,
+            },
+            // A JSON payload parsed by its schema (`Valid(Some(value))`) is
+            // the content model's to reuse once selectors read it here too.
+            Checked::Valid(_) | Checked::Unchecked => message,
+        })
+    }
+
     /// Routes one message: stores/clears it as retained if flagged, then queues it
     /// for every matching session (one delivery per session, overlapping
     /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
     /// subscription). Returns the number of sessions it was queued for.
     /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
-    /// queue refuses it with a warning).
+    /// queue refuses it with a warning). The payload checks apply (a will is
+    /// a client's message too): one refused is dropped (counted by them).
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        let Ok(message) = self.check_payload(message) else {
+            return 0;
+        };
         let topic = Arc::clone(&message.topic);
         let kept = Arc::clone(&message);
         let forward = self.to_forward(&message);
@@ -96,19 +121,7 @@ impl Router {
     /// that fails a `reject` schema, is refused; one that fails a
     /// `dead-letter` schema goes to `$dlq/<topic>` instead; `log` lets it by.
     pub fn publish_checked(&self, message: Arc<Message>) -> Result<Published, PublishRefused> {
-        if self.schemas.payload_not_utf8(&message) {
-            return Err(PublishRefused::PayloadNotUtf8);
-        }
-        let message = match self.schemas.check(&message) {
-            Checked::Invalid(invalid) => match invalid.on_invalid {
-                OnInvalid::Reject => return Err(PublishRefused::SchemaInvalid(invalid)),
-                OnInvalid::DeadLetter => Arc::new(dead_letter(&message, &invalid)),
-                OnInvalid::Log => message,
-            },
-            // A JSON payload parsed by its schema (`Valid(Some(value))`) is
-            // the content model's to reuse once selectors read it here too.
-            Checked::Valid(_) | Checked::Unchecked => message,
-        };
+        let message = self.check_payload(message)?;
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }

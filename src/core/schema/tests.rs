@@ -228,3 +228,11 @@ fn a_payload_declared_utf8_that_is_not_is_refused_unless_turned_off() {
     router.schemas().set_check_utf8(false);
     assert!(router.publish_checked(bad).is_ok());
 }
+
+#[test]
+fn a_will_failing_a_reject_schema_is_dropped_and_counted() {
+    let router = router_with(OnInvalid::Reject);
+    assert_eq!(router.publish(Arc::new(message("s/1", b"[]"))), 0);
+    let counts = router.schemas().counters("t");
+    assert_eq!(counts.rejected.load(Ordering::Relaxed), 1);
+}
