@@ -21,7 +21,8 @@
 //!   knows no protocol. The router (`core/router/`) is a façade over one type
 //!   per concern: routing (trie, retained, queues), the session registry, the
 //!   waiting wills and persistence (store operations and the conversions
-//!   between core types and store records).
+//!   between core types and store records). Payload schemas (`core/schema/`:
+//!   JSON Schema, Avro) are checked on publish before routing.
 //! - [`cluster`]: cluster mode: nodes sharing one NATS deployment; the fabric
 //!   that carries messages between nodes by interest (implements the core's
 //!   `core::fabric::Fabric`).

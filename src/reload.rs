@@ -1,6 +1,6 @@
 //! Configuration reload on SIGHUP: what can change while clients stay
-//! connected (ACL rules, the log level, `[limits]` and the listeners'
-//! `max_connections`) is re-read from the same sources as at start (file, then
+//! connected (ACL rules, the log level, `[limits]`, the listeners'
+//! `max_connections` and the `[[schema]]` tables with their files) is re-read from the same sources as at start (file, then
 //! TERN_* variables). A file that does not load keeps the running configuration
 //! and says why. Certificates and the password file are reloaded by their own
 //! owners (transport::tls, auth).
@@ -106,11 +106,33 @@ impl Reloader {
             apply_limits(&new, live);
             applied.take_live_limits(&new);
         }
+        // Always: a schema file may have changed while its table did not.
+        if apply_schemas(&new, live) {
+            applied.schema = new.schema.clone();
+        }
         let mut rest_new = new;
         rest_new.acl = applied.acl.clone();
         rest_new.log = applied.log.clone();
+        rest_new.schema = applied.schema.clone();
         if rest_new != *applied {
-            tracing::warn!("config file changes other than [[acl]], log.level, [limits] and listener max_connections take effect at the next restart");
+            tracing::warn!("config file changes other than [[acl]], log.level, [limits], [[schema]] and listener max_connections take effect at the next restart");
+        }
+    }
+}
+
+/// Reads and compiles the `[[schema]]` tables and their files again and puts
+/// them in force; false (the running schemas kept) when one does not compile.
+fn apply_schemas(new: &Settings, live: &LiveConfig) -> bool {
+    match crate::core::schema::compile_configured(&new.schema) {
+        Ok(compiled) => {
+            let count = compiled.len();
+            live.router.schemas().set_configured(compiled);
+            tracing::info!(schemas = count, "schemas reloaded");
+            true
+        }
+        Err(error) => {
+            tracing::error!(%error, "schema reload failed; keeping the running schemas");
+            false
         }
     }
 }
@@ -123,6 +145,9 @@ fn apply_limits(new: &Settings, live: &LiveConfig) {
     live.router.set_retained_limits(limits.retained_limits());
     live.router
         .set_queue_max_messages(limits.queue_max_messages);
+    live.router
+        .schemas()
+        .set_check_utf8(limits.check_utf8_payloads);
     live.buffer_budget.set_limit(limits.max_buffered_bytes);
     live.caps.set_limits(limits.max_connections, |name| {
         new.listener_max_connections(name)

@@ -48,6 +48,8 @@ pub enum ServerError {
     Signal(std::io::Error),
     #[error("[[stream]]: {0}")]
     Stream(#[from] crate::core::stream::StreamError),
+    #[error("[[schema]]: {0}")]
+    Schema(#[from] crate::core::schema::SchemaSettingsError),
     /// `[cluster]` is enabled and this node could not join (bad URL, NATS unreachable).
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
@@ -146,8 +148,21 @@ impl Server {
         for stream in &settings.stream {
             router.streams().declare(stream)?;
         }
+        router
+            .schemas()
+            .set_check_utf8(settings.limits.check_utf8_payloads);
+        router
+            .schemas()
+            .set_configured(crate::core::schema::compile_configured(&settings.schema)?);
         if let Some(store) = &store {
-            let restored = router.restore(store.load()?)?;
+            let mut snapshot = store.load()?;
+            let schemas = router
+                .schemas()
+                .restore(&std::mem::take(&mut snapshot.schemas));
+            if schemas > 0 {
+                tracing::info!(schemas, "schemas restored");
+            }
+            let restored = router.restore(snapshot)?;
             tracing::info!(
                 sessions = restored.sessions,
                 deliveries = restored.deliveries,

@@ -197,19 +197,6 @@ async fn invalid_utf8_in_the_client_id_is_refused() {
 }
 
 #[tokio::test]
-async fn payload_not_utf8_despite_the_format_indicator_is_refused_with_0x99_v5() {
-    // Property: payload format indicator (0x01) = 1.
-    let bad = publish_packet(
-        0x02,
-        "t",
-        Some(1),
-        Some(&props(&[0x01, 0x01])),
-        &[0xFF, 0xFE],
-    );
-    rejected(5, &bad, 0x99).await;
-}
-
-#[tokio::test]
 async fn packet_id_zero_closes_the_connection() {
     let server = start_server().await;
     rejected_on(

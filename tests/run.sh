@@ -11,7 +11,8 @@
 #     (systemd-analyze verify on the packaged unit; nothing is started) when
 #     systemd-analyze is missing
 #   - cargo-deb (the package test), via cargo install --locked
-#   - PyPI packages paho-mqtt (2.x), stomp.py, pytest, requests (HTTP /v1 tests) and
+#   - PyPI packages paho-mqtt (2.x), stomp.py, pytest, requests (HTTP /v1 tests), fastavro
+#     (Avro payloads of the schema tests) and
 #     openapi-spec-validator (checks GET /v1/openapi.json), via python3 -m pip
 #   - Debian packages chromium and chromium-driver, and nodejs/npm if node is missing,
 #     for the browser tests (tests/browser: playwright-core drives /usr/bin/chromium;
@@ -60,6 +61,7 @@ python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")
 python3 -c 'import stomp' 2>/dev/null || pip_missing+=("stomp.py")
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest")
 python3 -c 'import requests' 2>/dev/null || pip_missing+=("requests")
+python3 -c 'import fastavro' 2>/dev/null || pip_missing+=("fastavro")
 python3 -c 'import openapi_spec_validator' 2>/dev/null || pip_missing+=("openapi-spec-validator")
 if [ "${#pip_missing[@]}" -gt 0 ]; then
     log "installing Python packages: ${pip_missing[*]}"

@@ -13,6 +13,7 @@
 //! | `DELETE /api/retained/<topic>` | removes one retained message |
 //! | `GET /api/config` | the effective settings, secrets blanked |
 //! | `/api/streams…` | durable streams: list, inspect, create, purge (`super::streams`) |
+//! | `/api/schemas…` | payload schemas: list, show, add a version, delete (`super::schemas`) |
 //!
 //! Path segments are percent-decoded (`%24SYS`, `%2F` inside a client id).
 //!
@@ -81,6 +82,7 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
             delete_retained(state, &topic.join("/"))
         }
         (_, ["streams", rest @ ..]) => super::streams::handle(&method, rest, request, state).await,
+        (_, ["schemas", rest @ ..]) => super::schemas::handle(&method, rest, request, state).await,
         (&Method::GET, ["config"]) => match serde_json::to_value(state.settings.redacted()) {
             Ok(config) => json_ok(config),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

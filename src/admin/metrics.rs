@@ -220,6 +220,12 @@ impl Metrics {
             "Time one store commit (group of writes, fsync included) took",
             self.store_commit_seconds.clone(),
         );
+        registry.register(
+            "schema_messages",
+            "Messages checked against each schema, by result: valid, or invalid and \
+             rejected / dead_lettered / logged (its on_invalid)",
+            schema_counts(router),
+        );
         registry.register_collector(Box::new(CoreSnapshot::take(self, router)));
         if let Some(cluster) = cluster {
             super::cluster::register(&mut registry, cluster);
@@ -230,6 +236,27 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `tern_schema_messages_total{schema, result}`, read from the core's counters.
+fn schema_counts(router: &Arc<Router>) -> Family<Vec<(&'static str, String)>, Counter> {
+    let family: Family<Vec<(&'static str, String)>, Counter> = Family::default();
+    for (name, counts) in router.schemas().all_counters() {
+        for (result, value) in [
+            ("valid", &counts.valid),
+            ("rejected", &counts.rejected),
+            ("dead_lettered", &counts.dead_lettered),
+            ("logged", &counts.logged),
+        ] {
+            family
+                .get_or_create(&vec![
+                    ("schema", name.clone()),
+                    ("result", result.to_string()),
+                ])
+                .inc_by(value.load(Ordering::Relaxed));
+        }
+    }
+    family
 }
 
 fn with(labels: &Labels, extra: (&'static str, &'static str)) -> Labels {
@@ -248,7 +275,7 @@ pub(super) struct CoreSnapshot {
     pub queued_sessions: i64,
     pub queued_queues: i64,
     /// Messages not delivered, by reason label.
-    pub dropped: [(&'static str, u64); 5],
+    pub dropped: [(&'static str, u64); 6],
     store_commits: Option<u64>,
     store_held: Option<i64>,
     store_recovered: i64,
@@ -288,6 +315,10 @@ impl CoreSnapshot {
             (
                 "retained_limit",
                 stats.retained_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "payload_not_utf8",
+                router.schemas().utf8_refused.load(Ordering::Relaxed),
             ),
         ];
         if let Some(store) = router.store_status() {
@@ -352,7 +383,8 @@ impl Collector for CoreSnapshot {
             "messages_dropped",
             "Messages or deliveries not delivered, by reason: acl (publish denied), expired, \
              queue_full (a session's queue was full, or it was offline and the message QoS 0), \
-             no_subscribers (matched no subscription)",
+             no_subscribers (matched no subscription), retained_limit, payload_not_utf8 \
+             (declared UTF-8, refused by limits.check_utf8_payloads)",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod dashboard;
 pub mod http;
 pub mod metrics;
+mod schemas;
 mod streams;
 pub mod sys;
 pub mod top_topics;

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Decisions:
-//! - No rules at all: everything is allowed except `$SYS` (nobody is granted it).
+//! - No rules at all: everything is allowed except `$SYS` and `$dlq` (dead
+//!   letters of schemas: other publishers' messages); nobody is granted them.
 //! - Any rule: what no rule allows is denied, and a matching deny wins over any allow.
 //! - Publish: the topic name must match an allow rule's filter and no deny rule's.
 //! - Subscribe ([`Acl::subscribe`]): the requested filter must be *covered* by an
@@ -163,7 +164,7 @@ impl Acl {
         Ok(Acl { rules })
     }
 
-    /// True when there are no rules (everything but `$SYS` is allowed).
+    /// True when there are no rules (everything but `$SYS` and `$dlq` is allowed).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -191,7 +192,7 @@ impl Acl {
 
     fn check_topic(&self, identity: &Identity<'_>, topic: &str, wanted: fn(&Rule) -> bool) -> bool {
         if self.rules.is_empty() {
-            return !is_sys_topic(topic);
+            return !is_reserved_topic(topic);
         }
         let mut allowed = false;
         for rule in self.applicable(identity, wanted) {
@@ -220,7 +221,7 @@ impl Acl {
         };
         let requested = requested.topic_filter();
         if self.rules.is_empty() {
-            return if requested.split('/').next() == Some("$SYS") {
+            return if is_reserved_topic(requested) {
                 Refused
             } else {
                 Granted(Exceptions::NONE)
@@ -272,8 +273,9 @@ fn deny_unsafe(identity: &Identity<'_>) -> bool {
     false
 }
 
-fn is_sys_topic(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
+/// `$SYS` and `$dlq` topics (or filters): only a rule naming them grants them.
+fn is_reserved_topic(topic: &str) -> bool {
+    matches!(topic.split('/').next(), Some("$SYS" | "$dlq"))
 }
 
 impl Rule {

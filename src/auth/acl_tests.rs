@@ -63,6 +63,16 @@ fn no_rules_allow_everything_but_sys() {
 }
 
 #[test]
+fn no_rules_do_not_grant_dead_letters_either() {
+    let acl = Acl::default();
+    assert!(!acl.check(&ALICE, Subscribe, "$dlq/#"));
+    assert!(!acl.check(&ALICE, Subscribe, "$dlq/sensors/+"));
+    assert!(!acl.can_read(&ALICE, "$dlq/sensors/t"));
+    assert!(!acl.check(&ALICE, Publish, "$dlq/sensors/t"));
+    assert!(acl.check(&ALICE, Subscribe, "$dlqx/a"));
+}
+
+#[test]
 fn any_rule_makes_the_default_deny() {
     let acl = acl(&[rule("user=alice", "allow", Both, "home/#")]);
     assert!(acl.check(&ALICE, Publish, "home/kitchen"));

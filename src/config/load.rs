@@ -39,6 +39,16 @@ impl Settings {
         if let Some(path) = settings.auth.acl_file.clone() {
             settings.acl.extend(load_acl_file(&path)?);
         }
+        // Schema files are read beside the config file; from here on their paths are whole.
+        let base = file.and_then(Path::parent);
+        for schema in &mut settings.schema {
+            schema.file = schema
+                .resolved_file(base)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "schema",
+                    reason: e.to_string(),
+                })?;
+        }
         settings.validate()?;
         Ok(settings)
     }

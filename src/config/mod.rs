@@ -12,6 +12,8 @@
 
 mod listeners;
 mod load;
+#[cfg(test)]
+mod schema_tests;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::auth::settings::{AclAccess, AclRule, AuthSettings};
 pub use crate::cluster::settings::ClusterSettings;
+pub use crate::core::schema::SchemaSettings;
 pub use crate::core::stream::StreamSettings;
 pub use listeners::{
     CertUsername, ClientAuth, HttpSettings, ListenerSettings, TlsListenerSettings, WebSettings,
@@ -75,6 +78,9 @@ pub struct Settings {
     pub sys: SysSettings,
     /// `[[stream]]` tables: durable topic streams (they need the store).
     pub stream: Vec<StreamSettings>,
+    /// `[[schema]]` tables: payload schemas bound to topic filters, checked on
+    /// publish (files relative to the config file's directory).
+    pub schema: Vec<SchemaSettings>,
     /// Cluster mode: several nodes sharing one NATS deployment (off by default).
     pub cluster: ClusterSettings,
 }
@@ -97,6 +103,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             sys: SysSettings::default(),
             stream: Vec::new(),
+            schema: Vec::new(),
             cluster: ClusterSettings::default(),
         }
     }

@@ -65,6 +65,10 @@ pub struct Limits {
     /// Messages a second one client may publish (0: no limit). Over it, an MQTT 5
     /// client is disconnected with 0x96; MQTT 3.x and STOMP clients are read more slowly.
     pub max_publish_rate: u32,
+    /// Whether a payload its publisher declares UTF-8 text (MQTT 5 payload
+    /// format indicator 1) is checked; one that is not UTF-8 is refused like a
+    /// schema's `reject` (MQTT 5 PUBACK / PUBREC 0x99).
+    pub check_utf8_payloads: bool,
     /// Bytes all connections together may hold of what clients have not finished
     /// sending: unfinished packets and frames (each past its first 256 bytes) and
     /// STOMP transactions not yet committed (0: no budget). A connection that would
@@ -182,6 +186,7 @@ impl Default for Limits {
             max_retained_bytes: 1024 * 1024 * 1024,
             max_subscriptions_per_client: 1024,
             max_publish_rate: 0,
+            check_utf8_payloads: true,
             // 128 frames of the largest size (4 MiB) at once, or 8 full
             // transactions (64 MiB); with the buffers' growth, about 1 GiB at most.
             max_buffered_bytes: 512 * 1024 * 1024,

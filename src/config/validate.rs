@@ -169,6 +169,12 @@ impl Settings {
         self.websocket_tls.validate(&WEBSOCKET_TLS_KEYS)?;
         self.compiled_acl()?;
         self.validate_streams()?;
+        crate::core::schema::compile_configured(&self.schema).map_err(|e| {
+            ConfigError::Invalid {
+                key: "schema",
+                reason: e.to_string(),
+            }
+        })?;
         self.cluster.validate().map_err(|e| ConfigError::Invalid {
             key: e.key,
             reason: e.reason,

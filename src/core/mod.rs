@@ -18,6 +18,7 @@ pub mod retain;
 pub(crate) mod retained_backlog;
 pub mod retained_set;
 pub mod router;
+pub mod schema;
 pub mod selector;
 pub mod session;
 pub mod stream;

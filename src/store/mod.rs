@@ -6,10 +6,12 @@
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
 //! - `redb_stream.rs`: its tables of durable streams;
+//! - `redb_schema.rs`: its table of admin API schemas;
 //! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
 
 pub mod record;
 pub mod redb;
+mod redb_schema;
 mod redb_stream;
 mod stream_chunk;
 
@@ -154,6 +156,14 @@ pub enum StoreOp {
     DeleteStream {
         stream: String,
     },
+    /// Every version of an admin API schema, as the core encoded them.
+    PutSchema {
+        name: String,
+        record: Vec<u8>,
+    },
+    DeleteSchema {
+        name: String,
+    },
 }
 
 /// Everything stored, read once at start.
@@ -177,6 +187,8 @@ pub struct Snapshot {
     pub stream_consumers: Vec<(String, String, u64)>,
     /// Streams created through the admin API: (name, settings as JSON).
     pub stream_declarations: Vec<(String, Vec<u8>)>,
+    /// Admin API schemas: (name, the record the core made of its versions).
+    pub schemas: Vec<(String, Vec<u8>)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.

@@ -215,6 +215,7 @@ impl RedbBackend {
             txn.open_table(QUEUED).map_err(|e| open_err(&e))?;
             txn.open_table(WILLS).map_err(|e| open_err(&e))?;
             super::redb_stream::create_tables(&txn).map_err(|e| open_err(&e))?;
+            super::redb_schema::create_tables(&txn).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))
     }
@@ -392,11 +393,14 @@ impl Backend for RedbBackend {
                     | StoreOp::PutStreamConsumer { .. }
                     | StoreOp::PutStreamDeclaration { .. }
                     | StoreOp::DeleteStreamDeclaration { .. }
-                    | StoreOp::DeleteStream { .. } => {}
+                    | StoreOp::DeleteStream { .. }
+                    | StoreOp::PutSchema { .. }
+                    | StoreOp::DeleteSchema { .. } => {}
                 }
             }
         }
         super::redb_stream::apply(&txn, ops)?;
+        super::redb_schema::apply(&txn, ops)?;
         txn.commit().map_err(write_err)?;
         Ok(held_change)
     }
@@ -479,6 +483,7 @@ impl Backend for RedbBackend {
             snapshot.wills.push((k.value().to_string(), record));
         }
         super::redb_stream::load(&txn, &mut snapshot)?;
+        super::redb_schema::load(&txn, &mut snapshot)?;
         Ok(snapshot)
     }
 

@@ -3,7 +3,8 @@
 //!
 //! A QoS 1/2 publish is answered after the store committed it (as a PUBACK
 //! is); the answer says how many subscriptions (sessions, or a queue) took it.
-//! A full queue or store is 503, nothing routed.
+//! A full queue or store is 503, a payload that fails a `reject` schema 422
+//! (with its violations), nothing routed.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use super::Call;
 use crate::auth::Action;
 use crate::core::commit::Commit;
 use crate::core::message::{Message, QoS};
-use crate::core::router::{Published, Router};
+use crate::core::router::{PublishRefused, Published, Router};
 
 /// Waits until the store has committed `commit` (what a QoS 1/2 answer
 /// promises). The one place the HTTP adapter waits for a commit.
@@ -38,9 +39,26 @@ pub(super) fn route(call: &Call<'_>, message: Message) -> Result<Published, Http
         .ctx
         .router
         .publish_checked(Arc::new(message))
-        .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+        .map_err(refusal)?;
     call.metrics().received(qos, size);
     Ok(published)
+}
+
+/// A refused publish as an HTTP error: 422 for the payload, 503 for room.
+fn refusal(refused: PublishRefused) -> HttpError {
+    match refused {
+        PublishRefused::SchemaInvalid(invalid) => HttpError::PayloadInvalid {
+            reason: invalid.to_string(),
+            schema: Some(invalid.schema),
+            violations: invalid.violations,
+        },
+        PublishRefused::PayloadNotUtf8 => HttpError::PayloadInvalid {
+            reason: refused.to_string(),
+            schema: None,
+            violations: Vec::new(),
+        },
+        other => HttpError::Unavailable(other.to_string()),
+    }
 }
 
 pub(super) async fn one(

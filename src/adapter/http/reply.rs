@@ -56,6 +56,14 @@ pub enum HttpError {
     Unavailable(String),
     #[error("{0}")]
     Timeout(String),
+    /// The payload failed a `reject` schema (or is declared UTF-8 and is not):
+    /// 422 with the schema's name and each violation (path, rule, message).
+    #[error("{reason}")]
+    PayloadInvalid {
+        reason: String,
+        schema: Option<String>,
+        violations: Vec<crate::core::schema::Violation>,
+    },
 }
 
 impl HttpError {
@@ -74,12 +82,22 @@ impl HttpError {
             HttpError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            HttpError::PayloadInvalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
     /// The JSON object describing this error (also one line of a batch's results).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "error": self.to_string(), "status": self.status().as_u16() })
+        let mut value =
+            serde_json::json!({ "error": self.to_string(), "status": self.status().as_u16() });
+        if let HttpError::PayloadInvalid {
+            schema, violations, ..
+        } = self
+        {
+            value["schema"] = serde_json::json!(schema);
+            value["violations"] = serde_json::json!(violations);
+        }
+        value
     }
 
     /// The response: the status, a JSON body and the headers the status calls for.

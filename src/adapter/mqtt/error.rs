@@ -27,8 +27,6 @@ pub enum MqttError {
     ReceiveMaximumExceeded,
     #[error("publish rate above limits.max_publish_rate")]
     RateTooHigh,
-    #[error("payload format indicator says UTF-8 but the payload is not")]
-    PayloadFormatInvalid,
     #[error("keep-alive timeout")]
     KeepAliveTimeout,
     #[error("{0}")]
@@ -73,7 +71,6 @@ impl MqttError {
             MqttError::TopicOverLimit(_) => Some(reason::TOPIC_NAME_INVALID),
             MqttError::ReceiveMaximumExceeded => Some(reason::RECEIVE_MAXIMUM_EXCEEDED),
             MqttError::RateTooHigh => Some(reason::MESSAGE_RATE_TOO_HIGH),
-            MqttError::PayloadFormatInvalid => Some(reason::PAYLOAD_FORMAT_INVALID),
             MqttError::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             MqttError::OverBudget(_) => Some(reason::QUOTA_EXCEEDED),
             // No reason code says "too slow"; the reason string does.
@@ -97,7 +94,6 @@ impl MqttError {
             MqttError::TopicOverLimit(_) => "topic_over_limit",
             MqttError::ReceiveMaximumExceeded => "receive_maximum_exceeded",
             MqttError::RateTooHigh => "message_rate_too_high",
-            MqttError::PayloadFormatInvalid => "payload_format_invalid",
             MqttError::KeepAliveTimeout => "keep_alive_timeout",
             MqttError::OverBudget(_) => "buffer_budget",
             MqttError::FrameTimeout(_) => "frame_timeout",
@@ -222,6 +218,8 @@ pub(super) enum PublishOutcome {
     /// The core refused the message (a queue, the store, a subscriber or the
     /// retained store is full).
     Refused,
+    /// The payload failed a `reject` schema, or is declared UTF-8 and is not.
+    PayloadInvalid,
 }
 
 impl PublishOutcome {
@@ -236,6 +234,7 @@ impl PublishOutcome {
     /// | TopicOverLimit              | 0x90 topic name invalid      | close             |
     /// | Denied                      | 0x87 not authorized          | (ack, as accepted: 3.x cannot say no; logged) |
     /// | Refused                     | 0x97 quota exceeded          | close             |
+    /// | PayloadInvalid              | 0x99 payload format invalid  | (ack, as accepted: dropped, logged, counted) |
     pub(super) fn ack_code(self, version: ProtocolVersion) -> Option<u8> {
         let v5 = version == ProtocolVersion::V5;
         match self {
@@ -247,6 +246,8 @@ impl PublishOutcome {
             PublishOutcome::Denied if v5 => Some(reason::NOT_AUTHORIZED),
             PublishOutcome::Denied => Some(reason::SUCCESS),
             PublishOutcome::Refused => v5.then_some(reason::QUOTA_EXCEEDED),
+            PublishOutcome::PayloadInvalid if v5 => Some(reason::PAYLOAD_FORMAT_INVALID),
+            PublishOutcome::PayloadInvalid => Some(reason::SUCCESS),
         }
     }
 }

@@ -23,9 +23,6 @@ pub(super) fn handle_publish(
     publish: &mut Publish,
 ) -> Result<(), MqttError> {
     let topic = resolve_topic(conn, publish)?;
-    if publish.payload_is_invalid_utf8() {
-        return Err(MqttError::PayloadFormatInvalid);
-    }
     let qos = core_qos(publish.qos);
     let packet_id = publish.packet_id.unwrap_or(0);
     if let Err(over) = conn.ctx.limits().topic_limits().check(&topic) {
@@ -95,14 +92,20 @@ pub(super) fn handle_publish(
             ack(packet_id, outcome.ack_code(version).unwrap_or(0))
         }
         Err(refused) => {
-            // A retained cap is logged by the router, once per thousand refusals.
-            if !matches!(refused, PublishRefused::RetainedFull(_)) {
+            // A retained cap and a schema's refusal are logged by the core, rate-limited.
+            if !matches!(
+                refused,
+                PublishRefused::RetainedFull(_) | PublishRefused::SchemaInvalid(_)
+            ) {
                 if let Some(suppressed) = conn.log_limit.admit(std::time::Instant::now()) {
                     tracing::warn!(client_id = %conn.session.client_id, error = %refused, suppressed, "publish refused");
                 }
             }
             if qos == QoS::AtMostOnce {
                 return Ok(());
+            }
+            if refused.is_payload_invalid() {
+                return answer_invalid_payload(conn, qos, packet_id, &refused);
             }
             if qos == QoS::ExactlyOnce {
                 // Not accepted: a resend with this id is a new message (forgotten
@@ -147,6 +150,35 @@ fn answer_denied_publish(conn: &mut Connection, qos: QoS, packet_id: u16) -> Res
     }
 }
 
+/// A QoS 1/2 PUBLISH whose payload the core refused (a `reject` schema,
+/// UTF-8): MQTT 5 is told (PUBACK / PUBREC 0x99 with the reason string);
+/// 3.x cannot be, so its flow completes as if accepted and the message is
+/// dropped (the core counted it and logged it, rate-limited).
+fn answer_invalid_payload(
+    conn: &mut Connection,
+    qos: QoS,
+    packet_id: u16,
+    refused: &PublishRefused,
+) -> Result<(), MqttError> {
+    let code = PublishOutcome::PayloadInvalid
+        .ack_code(conn.protocol.version)
+        .unwrap_or(reason::PAYLOAD_FORMAT_INVALID);
+    let mut reply = ack(packet_id, code);
+    if code != reason::SUCCESS {
+        reply.properties.reason_string = Some(refused.to_string());
+        if qos == QoS::ExactlyOnce {
+            // Not accepted: a resend with this id is a new message.
+            if let Some(commit) = conn.session.release_incoming_qos2(packet_id) {
+                conn.depends_on(commit);
+            }
+        }
+    }
+    match qos {
+        QoS::ExactlyOnce => conn.send(&Packet::PubRec(reply)),
+        _ => conn.send(&Packet::PubAck(reply)),
+    }
+}
+
 /// The topic a PUBLISH goes to, applying and recording MQTT 5 topic aliases.
 fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, MqttError> {
     let Some(alias) = publish.properties.topic_alias else {
@@ -181,18 +213,6 @@ fn shared_topic(last: &mut Option<Arc<str>>, topic: &str) -> Arc<str> {
     match last {
         Some(shared) if **shared == *topic => Arc::clone(shared),
         _ => Arc::clone(last.insert(Arc::from(topic))),
-    }
-}
-
-trait PayloadCheck {
-    fn payload_is_invalid_utf8(&self) -> bool;
-}
-
-impl PayloadCheck for Publish {
-    /// MQTT 5 lets a receiver check a payload declared UTF-8.
-    fn payload_is_invalid_utf8(&self) -> bool {
-        self.properties.payload_format_indicator == Some(1)
-            && std::str::from_utf8(&self.payload).is_err()
     }
 }
 

@@ -145,6 +145,9 @@ impl StompAdapterError {
             StompAdapterError::Refused(PublishRefused::StoreFull { .. }) => "store_full",
             StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
             StompAdapterError::Refused(PublishRefused::RetainedFull(_)) => "retained_full",
+            StompAdapterError::Refused(
+                PublishRefused::SchemaInvalid(_) | PublishRefused::PayloadNotUtf8,
+            ) => "payload_invalid",
             StompAdapterError::Stream(_) => "bad_stream",
             StompAdapterError::Selector(_) | StompAdapterError::QueueSelectorMismatch(_) => {
                 "bad_selector"

@@ -44,6 +44,7 @@ use crate::core::fabric::Fabric;
 use crate::core::message::Message;
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_set::RetainedLimits;
+use crate::core::schema::Schemas;
 use crate::core::selector::{Selector, SelectorCache, SelectorError};
 use crate::core::session::{
     KickReason, MovedAway, QueueLimits, Session, SessionOwner, SubscriptionOptions,
@@ -157,6 +158,8 @@ pub struct Router {
     streams: Arc<Streams>,
     /// Compiled selectors by text, shared by the subscriptions that use them.
     selectors: SelectorCache,
+    /// Payload checks of a client's publish: schemas bound to topics, UTF-8.
+    schemas: Arc<Schemas>,
     pub stats: RouterStats,
 }
 
@@ -176,6 +179,7 @@ impl Router {
             sessions: SessionRegistry::new(settings.queue_limits, settings.store.clone()),
             wills: Wills::new(),
             streams: Arc::new(Streams::new(settings.store.clone())),
+            schemas: Arc::new(Schemas::new(settings.store.clone())),
             persistence: Persistence::new(settings.store, settings.store_max_messages),
             selectors: SelectorCache::new(),
             stats: RouterStats::default(),
@@ -253,6 +257,11 @@ impl Router {
     /// The durable streams (declared at start, managed by the admin API).
     pub fn streams(&self) -> &Arc<Streams> {
         &self.streams
+    }
+
+    /// The payload schemas (configured at start and on reload, managed by the admin API).
+    pub fn schemas(&self) -> &Arc<Schemas> {
+        &self.schemas
     }
 
     /// Starts reading a stream for `session` (`$stream/<name>/…`): replay from

@@ -9,6 +9,7 @@ use crate::core::fabric::is_fabric_topic;
 use crate::core::message::Message;
 use crate::core::queue::QueueError;
 use crate::core::retained_set::RetainedFull;
+use crate::core::schema::{dead_letter, Checked, Invalid, OnInvalid};
 
 use super::persist::RetainedOrigin;
 use super::Router;
@@ -24,6 +25,24 @@ pub enum PublishRefused {
     SubscriberFull { client_id: String },
     #[error(transparent)]
     RetainedFull(#[from] RetainedFull),
+    /// The payload failed a schema whose `on_invalid` is `reject`.
+    #[error(transparent)]
+    SchemaInvalid(#[from] Invalid),
+    /// The publisher declared the payload UTF-8 and it is not
+    /// (`limits.check_utf8_payloads`).
+    #[error("the payload is declared UTF-8 text but is not valid UTF-8")]
+    PayloadNotUtf8,
+}
+
+impl PublishRefused {
+    /// True when the payload itself is refused (a schema, UTF-8): the
+    /// publisher sent something wrong, the broker is not short of room.
+    pub fn is_payload_invalid(&self) -> bool {
+        matches!(
+            self,
+            PublishRefused::SchemaInvalid(_) | PublishRefused::PayloadNotUtf8
+        )
+    }
 }
 
 /// A message taken by [`Router::publish_checked`].
@@ -37,13 +56,38 @@ pub struct Published {
 }
 
 impl Router {
+    /// The payload checks of a client's message (wills too): a payload
+    /// declared UTF-8 that is not, or one that fails a `reject` schema, is
+    /// refused; one that fails a `dead-letter` schema comes back bound for
+    /// `$dlq/<topic>`; `log` lets it by. (A message from another node was
+    /// checked where it was published.)
+    fn check_payload(&self, message: Arc<Message>) -> Result<Arc<Message>, PublishRefused> {
+        if self.schemas.payload_not_utf8(&message) {
+            return Err(PublishRefused::PayloadNotUtf8);
+        }
+        Ok(match self.schemas.check(&message) {
+            Checked::Invalid(invalid) => match invalid.on_invalid {
+                OnInvalid::Reject => return Err(PublishRefused::SchemaInvalid(invalid)),
+                OnInvalid::DeadLetter => Arc::new(dead_letter(&message, &invalid)),
+                OnInvalid::Log => message,
+            },
+            // A JSON payload parsed by its schema (`Valid(Some(value))`) is
+            // the content model's to reuse once selectors read it here too.
+            Checked::Valid(_) | Checked::Unchecked => message,
+        })
+    }
+
     /// Routes one message: stores/clears it as retained if flagged, then queues it
     /// for every matching session (one delivery per session, overlapping
     /// subscriptions merged, unless the session's `DeliveryStyle` asks for one per
     /// subscription). Returns the number of sessions it was queued for.
     /// A message to `$queue/<q>` goes to queue `<q>` instead (counted as 1; a full
-    /// queue refuses it with a warning).
+    /// queue refuses it with a warning). The payload checks apply (a will is
+    /// a client's message too): one refused is dropped (counted by them).
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        let Ok(message) = self.check_payload(message) else {
+            return 0;
+        };
         let topic = Arc::clone(&message.topic);
         let kept = Arc::clone(&message);
         let forward = self.to_forward(&message);
@@ -72,7 +116,12 @@ impl Router {
     /// whole and the caller tells the publisher: a full queue, a full store (QoS 1/2),
     /// or a subscriber whose full queue refuses more (overflow policy `refuse`).
     /// Its commit covers what it stored, for the publisher's ack.
+    ///
+    /// First the payload checks: a payload declared UTF-8 that is not, or one
+    /// that fails a `reject` schema, is refused; one that fails a
+    /// `dead-letter` schema goes to `$dlq/<topic>` instead; `log` lets it by.
     pub fn publish_checked(&self, message: Arc<Message>) -> Result<Published, PublishRefused> {
+        let message = self.check_payload(message)?;
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
