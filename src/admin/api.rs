@@ -68,6 +68,9 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
             Some(cluster) => json_ok(super::cluster::nodes_json(cluster)),
             None => json_ok(serde_json::json!({ "node": null, "nodes": [] })),
         },
+        (&Method::GET, ["bridges"]) => {
+            json_ok(super::bridges::bridges_json(&state.monitor.bridges()))
+        }
         (&Method::GET, ["retained"]) => json_ok(list_retained(state)),
         (&Method::DELETE, ["retained", topic @ ..]) if !topic.is_empty() => {
             delete_retained(state, &topic.join("/"))

@@ -8,6 +8,7 @@
 //! with the core's own state.
 
 pub mod api;
+pub mod bridges;
 pub mod cluster;
 pub mod dashboard;
 pub mod http;

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import queue
 import signal
+import time
 
 import pytest
+import requests
 
 from bridgeutil import bridge_table, mosquitto, start_tern_with, wait_log
 from mqttutil import MqttClient, unique
@@ -270,3 +272,78 @@ def test_store_and_forward_survives_link_down_and_kill_9(tmp_path):
     finally:
         stop_broker(tern)
         remote.stop()
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0):
+    """Polls `predicate` (an HTTP read of state the broker reports) until true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"{what} not seen within {timeout}s")
+
+
+def test_operations_report_connected_queued_sent_dropped_and_last_error(tmp_path, remote):
+    token = "bridge-test-token"
+    tern = start_tern_with(
+        tmp_path / "tern",
+        bridge_table("cloud", remote.mqtt_port, ["ops/# out 1"], extra="max_queued_messages = 3"),
+        extra_env={"TERN_HTTP__ADMIN_TOKEN": token, "TERN_SYS__INTERVAL_SECS": "1"},
+    )
+    host, port = tern.endpoints["http"]
+    base = f"http://{host}:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def bridge():
+        r = requests.get(f"{base}/api/bridges", headers=headers, timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()["bridges"][0]
+
+    def metric(name: str) -> float:
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        line = next(x for x in text.splitlines() if x.startswith(name) and 'bridge="cloud"' in x)
+        return float(line.rsplit(" ", 1)[1])
+
+    try:
+        wait_log(tern, CONNECTED)
+        assert bridge()["connected"] is True
+        assert metric("tern_bridge_connected") == 1
+        here = client(tern)
+        watcher = client(remote)
+        watcher.subscribe("ops/#", qos=1)
+        here.publish("ops/a", b"1", qos=1)
+        watcher.expect()
+        wait_for(lambda: bridge()["sent"] == 1, "sent = 1")
+        assert metric("tern_bridge_sent_total") == 1
+
+        def sys_value(name: str):
+            r = requests.get(f"{base}/api/retained", headers=headers, timeout=5)
+            topic = f"$SYS/broker/bridge/cloud/{name}"
+            return next((x["payload"] for x in r.json() if x["topic"] == topic), None)
+
+        wait_for(lambda: sys_value("sent") == "1", "$SYS/broker/bridge/cloud/sent = 1")
+        assert sys_value("connected") == "1"
+
+        remote.stop()
+        down = wait_for(lambda: (b := bridge()) and not b["connected"] and b, "link down")
+        assert down["last_error"], down
+        assert metric("tern_bridge_connected") == 0
+        for i in range(5):
+            here.publish("ops/b", str(i).encode(), qos=1)
+        # Bounded at 3 with drop_oldest: 2 dropped and counted.
+        state = wait_for(lambda: (b := bridge())["dropped"] == 2 and b, "2 dropped")
+        assert state["queued"] == 3, state
+        assert metric("tern_bridge_queued") == 3
+        assert metric("tern_bridge_dropped_total") == 2
+
+        remote.start()
+        later = client(remote)
+        later.subscribe("ops/#", qos=1)
+        wait_log(tern, CONNECTED, count=2)
+        got = [later.expect().payload for _ in range(3)]
+        assert got == [b"2", b"3", b"4"], "the newest 3 arrive, in order"
+        wait_for(lambda: bridge()["queued"] == 0, "queue drained")
+    finally:
+        stop_broker(tern)
