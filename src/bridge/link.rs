@@ -83,7 +83,23 @@ pub(super) async fn open(settings: &BridgeSettings) -> Result<Link, LinkError> {
     Err(LinkError::Unreachable(failures.join("; ")))
 }
 
+/// One address; a 3.1.1 remote that refuses the bridge flag (unacceptable
+/// protocol version, or a close) is tried once more without it, as a client.
 async fn open_one(settings: &BridgeSettings, address: &str) -> Result<Link, LinkError> {
+    if settings.version() == ProtocolVersion::V311 && settings.try_private {
+        match handshake(settings, address, true).await {
+            Err(LinkError::Refused(0x01) | LinkError::Closed) => {}
+            other => return other,
+        }
+    }
+    handshake(settings, address, false).await
+}
+
+async fn handshake(
+    settings: &BridgeSettings,
+    address: &str,
+    bridge_flag: bool,
+) -> Result<Link, LinkError> {
     let (host, port) = split_host_port(address)
         .ok_or_else(|| LinkError::Unreachable(format!("{address} is not host:port")))?;
     let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect((host.as_str(), port)))
@@ -105,7 +121,7 @@ async fn open_one(settings: &BridgeSettings, address: &str) -> Result<Link, Link
     let version = settings.version();
     let connect = connect_packet(settings);
     let mut out = BytesMut::new();
-    if version == ProtocolVersion::V311 && settings.try_private {
+    if bridge_flag {
         tern_mqtt::encode_bridge_connect(&connect, &mut out)?;
     } else {
         tern_mqtt::encode(&Packet::Connect(connect), version, &mut out)?;

@@ -211,6 +211,25 @@ def test_no_loop_between_two_terns_bridged_both_ways_on_everything(tmp_path):
         stop_broker(cloud)
 
 
+def test_v311_bridge_falls_back_when_the_remote_refuses_the_bridge_flag(tmp_path):
+    """Tern as the remote does not take protocol level 0x84 (CONNACK 0x01): the
+    bridge connects again as a plain 3.1.1 client, and messages flow."""
+    cloud = start_broker(tmp_path / "cloud")
+    edge = start_tern_with(
+        tmp_path / "edge", bridge_table("cloud", cloud.mqtt_port, ["up/# out 1"], "mqttv311")
+    )
+    try:
+        wait_log(edge, CONNECTED)
+        there = client(cloud, "3.1.1")
+        there.subscribe("up/#", qos=1)
+        client(edge, "3.1.1").publish("up/x", b"1", qos=1)
+        m = there.expect()
+        assert (m.topic, m.payload, m.qos) == ("up/x", b"1", 1)
+    finally:
+        stop_broker(edge)
+        stop_broker(cloud)
+
+
 def publish_all(c: MqttClient, topic: str, count: int, qos: int) -> None:
     """Publishes `count` numbered messages pipelined, then waits for every ack."""
     infos = [c.client.publish(topic, str(i).encode(), qos=qos) for i in range(count)]
