@@ -26,6 +26,7 @@ use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 use crate::core::router::Router;
+use crate::core::session::BRIDGE_OWNER;
 use crate::core::session::{InflightStage, KickReason, Session, SessionOwner, SubscriptionOptions};
 use crate::core::topic::Filter;
 
@@ -53,7 +54,7 @@ impl Bridge {
         let client_id: Arc<str> = Arc::from(self.settings.local_client_id());
         let attached = match self.router.attach(
             &client_id,
-            &SessionOwner::Anonymous,
+            &SessionOwner::User(Arc::from(BRIDGE_OWNER)),
             false,
             u32::MAX,
         ) {

@@ -366,3 +366,23 @@ def test_operations_report_connected_queued_sent_dropped_and_last_error(tmp_path
         wait_for(lambda: bridge()["queued"] == 0, "queue drained")
     finally:
         stop_broker(tern)
+
+
+def test_acl_reload_leaves_the_bridge_subscriptions_alone(tmp_path, remote):
+    """ACL rules that give anonymous clients nothing to subscribe, loaded by a
+    SIGHUP (which rechecks every session's subscriptions), must not strip the
+    bridge's."""
+    table = bridge_table("cloud", remote.mqtt_port, ["acl/# out 1"])
+    tern = start_tern_with(tmp_path / "tern", table)
+    try:
+        wait_log(tern, CONNECTED)
+        acl = '[[acl]]\nanonymous = true\nallow = "publish"\ntopic = "acl/#"\n\n'
+        (tmp_path / "tern" / "tern.toml").write_text(acl + table)
+        tern.proc.send_signal(signal.SIGHUP)
+        wait_log(tern, "ACL rules reloaded")
+        watcher = client(remote)
+        watcher.subscribe("acl/#", qos=1)
+        client(tern).publish("acl/x", b"after reload", qos=1)
+        assert watcher.expect().payload == b"after reload"
+    finally:
+        stop_broker(tern)
