@@ -11,6 +11,9 @@
 //! - [`systemd`]: tells systemd (`Type=notify`) when the broker is ready,
 //!   reloading or stopping; a no-op outside systemd.
 //! - [`adapter`]: protocol adapters (MQTT, STOMP) turning frames into core calls.
+//! - [`bridge`]: `[[bridge]]`: MQTT client links to remote brokers, carrying
+//!   topics each way by Mosquitto-style rules, with store-and-forward through a
+//!   persistent core session per bridge.
 //! - [`auth`]: the password file, logins and ACL rules; called by adapters.
 //! - [`certs`]: `tern certs dev`, a development CA and certificates.
 //! - [`admin`]: operations: Prometheus metrics, `/healthz`, the admin API, the web
@@ -35,6 +38,7 @@
 pub mod adapter;
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod certs;
 pub mod cluster;
 pub mod config;

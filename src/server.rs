@@ -212,6 +212,13 @@ impl Server {
                 "restored subscriptions given exceptions by deny rules"
             );
         }
+        // After the restore and the exceptions: a bridge resumes its stored session.
+        monitor.set_bridges(crate::bridge::start(
+            &settings.bridge,
+            &router,
+            &shutdown,
+            &tracker,
+        ));
         // Connections hear of the shutdown through the router, on the kick
         // handle they wait on anyway: no shutdown future in every idle task.
         let on_shutdown = (shutdown.clone(), Arc::clone(&router));

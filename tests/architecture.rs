@@ -72,6 +72,12 @@ const RULES: &[Rule] = &[
         planned: false,
     },
     Rule {
+        from: "src/bridge",
+        forbidden: &["crate::store", "crate::adapter", "crate::transport", "crate::config"],
+        reason: "a bridge is a core client like an adapter: it publishes and subscribes through the router and waits for commits through it, keeping its queue in a core session (never the store itself); its settings type is its own",
+        planned: false,
+    },
+    Rule {
         from: "protocols/mqtt/src",
         forbidden: &["tern::", "tokio", "std::net"],
         reason: "protocol crates are sans-IO codecs: bytes and frames only, no sockets, no broker types",

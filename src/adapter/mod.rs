@@ -213,6 +213,10 @@ impl Context {
         if matches!(session.owner(), crate::core::session::SessionOwner::Unknown) {
             return 0;
         }
+        // A bridge's session: configured by the operator, not a client the ACL governs.
+        if session.username().as_deref() == Some(crate::core::session::BRIDGE_OWNER) {
+            return 0;
+        }
         let username = session.username();
         let acl = self.acl.load();
         let identity = Identity {

@@ -77,6 +77,9 @@ pub async fn handle(request: Request<Incoming>, state: &HttpState) -> HttpRespon
                 "not in cluster mode (cluster.enabled = false)",
             ),
         },
+        (&Method::GET, ["bridges"]) => {
+            json_ok(super::bridges::bridges_json(&state.monitor.bridges()))
+        }
         (&Method::GET, ["retained"]) => json_ok(list_retained(state)),
         (&Method::DELETE, ["retained", topic @ ..]) if !topic.is_empty() => {
             delete_retained(state, &topic.join("/"))

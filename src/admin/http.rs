@@ -88,7 +88,11 @@ async fn route(request: Request<Incoming>, state: &HttpState) -> HttpResponse {
     match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
             let cluster = state.monitor.cluster().map(|c| &**c);
-            let body = state.monitor.metrics.render(&state.router, cluster);
+            let bridges = state.monitor.bridges();
+            let body = state
+                .monitor
+                .metrics
+                .render(&state.router, cluster, &bridges);
             respond(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -154,6 +154,7 @@ impl Metrics {
         &self,
         router: &Arc<Router>,
         cluster: Option<&crate::cluster::status::ClusterStatus>,
+        bridges: &[crate::bridge::status::BridgeSnapshot],
     ) -> String {
         let mut registry = Registry::with_prefix("tern");
         registry.register(
@@ -230,6 +231,7 @@ impl Metrics {
         if let Some(cluster) = cluster {
             super::cluster::register(&mut registry, cluster);
         }
+        super::bridges::register(&mut registry, bridges);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
             out.clear();

@@ -8,6 +8,7 @@
 //! with the core's own state.
 
 pub mod api;
+pub mod bridges;
 pub mod cluster;
 pub mod dashboard;
 pub mod http;
@@ -43,6 +44,8 @@ pub struct Monitor {
     listeners_running: Arc<AtomicUsize>,
     /// The cluster as this node sees it (cluster mode only).
     cluster: std::sync::OnceLock<Arc<ClusterStatus>>,
+    /// Each `[[bridge]]`'s state, in config order (set once at start).
+    bridges: std::sync::OnceLock<Vec<Arc<crate::bridge::status::BridgeStatus>>>,
 }
 
 /// Held by a running accept loop; dropping it (the loop ended, or panicked)
@@ -65,6 +68,7 @@ impl Default for Monitor {
             listeners_started: AtomicUsize::new(0),
             listeners_running: Arc::new(AtomicUsize::new(0)),
             cluster: std::sync::OnceLock::new(),
+            bridges: std::sync::OnceLock::new(),
         }
     }
 }
@@ -110,6 +114,19 @@ pub fn unix_now() -> u64 {
 }
 
 impl Monitor {
+    /// The bridges' states (call once, at start).
+    pub fn set_bridges(&self, bridges: Vec<Arc<crate::bridge::status::BridgeStatus>>) {
+        let _ = self.bridges.set(bridges);
+    }
+
+    /// A snapshot of every bridge, in config order.
+    pub fn bridges(&self) -> Vec<crate::bridge::status::BridgeSnapshot> {
+        self.bridges
+            .get()
+            .map(|all| all.iter().map(|b| b.snapshot()).collect())
+            .unwrap_or_default()
+    }
+
     /// A client finished CONNECT; it is listed and counted until the guard drops.
     pub fn client_connected(self: &Arc<Self>, info: ClientInfo) -> ClientGuard {
         let protocol = info.protocol;

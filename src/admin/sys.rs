@@ -160,6 +160,7 @@ impl SysPublisher {
             let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
             out.push(("cluster/nodes/names".into(), names.join(",")));
         }
+        out.extend(super::bridges::sys_values(&self.monitor.bridges()));
         self.update_load(&totals);
         for (i, (series, _)) in LOADS.iter().enumerate() {
             for (w, (_, suffix)) in WINDOWS.iter().enumerate() {

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::settings::{AclAccess, AclRule, AuthSettings};
+pub use crate::bridge::settings::BridgeSettings;
 pub use crate::cluster::settings::ClusterSettings;
 pub use crate::core::schema::SchemaSettings;
 pub use crate::core::stream::StreamSettings;
@@ -83,6 +84,8 @@ pub struct Settings {
     pub schema: Vec<SchemaSettings>,
     /// Cluster mode: several nodes sharing one NATS deployment (off by default).
     pub cluster: ClusterSettings,
+    /// `[[bridge]]` tables: remote brokers this one connects to (none by default).
+    pub bridge: Vec<BridgeSettings>,
 }
 
 impl Default for Settings {
@@ -105,6 +108,7 @@ impl Default for Settings {
             stream: Vec::new(),
             schema: Vec::new(),
             cluster: ClusterSettings::default(),
+            bridge: Vec::new(),
         }
     }
 }
@@ -154,6 +158,11 @@ impl Settings {
             shown.http.admin_token = Some("<redacted>".into());
         }
         shown.cluster = shown.cluster.redacted();
+        for bridge in &mut shown.bridge {
+            if bridge.password.is_some() {
+                bridge.password = Some("<redacted>".into());
+            }
+        }
         shown
     }
 

@@ -280,3 +280,23 @@ fn websocket_and_web_values_are_checked() {
     let e = s.validate().unwrap_err().to_string();
     assert!(e.contains("websocket.bind"), "{e}");
 }
+
+#[test]
+fn bridge_tables_load_and_a_bad_rule_names_the_bridge_key() {
+    let good = r#"
+[[bridge]]
+name = "cloud"
+addresses = ["127.0.0.1:18883"]
+topics = ["sensors/# out 1", "commands/# in 1 site7/ plant/"]
+"#;
+    let settings = match load_text(good) {
+        Ok(settings) => settings,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(settings.bridge.len(), 1);
+    assert_eq!(settings.bridge[0].topics.len(), 2);
+    let bad = good.replace("in 1 site7/", "sideways 1 site7/");
+    assert_eq!(invalid_key(load_text(&bad)), "bridge");
+    let twice = format!("{good}{good}");
+    assert_eq!(invalid_key(load_text(&twice)), "bridge");
+}

@@ -175,10 +175,29 @@ impl Settings {
                 reason: e.to_string(),
             }
         })?;
+        self.validate_bridges()?;
         self.cluster.validate().map_err(|e| ConfigError::Invalid {
             key: e.key,
             reason: e.reason,
         })?;
+        Ok(())
+    }
+
+    /// Each `[[bridge]]` table checked (its topic rules parsed), names unique.
+    fn validate_bridges(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for bridge in &self.bridge {
+            bridge.check().map_err(|e| ConfigError::Invalid {
+                key: "bridge",
+                reason: e.to_string(),
+            })?;
+            if !names.insert(bridge.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "bridge",
+                    reason: format!("bridge {:?} is declared twice", bridge.name),
+                });
+            }
+        }
         Ok(())
     }
 

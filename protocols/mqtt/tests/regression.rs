@@ -343,3 +343,30 @@ fn packet_too_large_without_waiting_for_the_body() {
     );
     assert_eq!(err.reason_code(), reason::PACKET_TOO_LARGE);
 }
+
+/// A bridge's 3.1.1 CONNECT carries protocol level 0x84 (Mosquitto's
+/// `try_private`); 5.0 has no such flag.
+#[test]
+fn bridge_connect_sets_the_high_bit_of_the_level() {
+    let connect = Connect {
+        protocol: V311,
+        clean_start: false,
+        keep_alive: 60,
+        client_id: "b".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    };
+    let mut buf = BytesMut::new();
+    tern_mqtt::encode_bridge_connect(&connect, &mut buf).unwrap();
+    assert_eq!(
+        &buf[..],
+        &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 0x84, 0x00, 0, 60, 0, 1, b'b']
+    );
+    let v5 = Connect {
+        protocol: V5,
+        ..connect
+    };
+    assert!(tern_mqtt::encode_bridge_connect(&v5, &mut BytesMut::new()).is_err());
+}

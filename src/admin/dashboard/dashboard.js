@@ -120,11 +120,12 @@
   async function poll(round) {
     pollTimer = null;
     try {
-      const [stats, clients, streams, nodes] = await Promise.all([
+      const [stats, clients, streams, nodes, bridges] = await Promise.all([
         api("GET", "/api/stats"),
         api("GET", "/api/clients"),
         api("GET", "/api/streams"),
         api("GET", "/api/nodes"),
+        api("GET", "/api/bridges"),
       ]);
       if (round !== pollRound) return;
       showError(null);
@@ -133,6 +134,7 @@
       showClients(clients);
       showStreams(streams);
       showNodes(nodes);
+      showBridges(bridges.bridges);
     } catch (error) {
       if (round !== pollRound) return;
       handleError(error);
@@ -274,6 +276,25 @@
     });
     document.querySelector("#streams tbody").replaceChildren(...rows);
     $("streams-empty").hidden = rows.length > 0;
+  }
+
+  function showBridges(bridges) {
+    const rows = bridges.map((b) => {
+      const tr = document.createElement("tr");
+      tr.dataset.bridge = b.name;
+      tr.append(
+        cell(b.name, "topic"),
+        cell(b.connected ? `yes (${b.address})` : "no"),
+        cell(number.format(b.queued), "num"),
+        cell(number.format(b.sent), "num"),
+        cell(number.format(b.received), "num"),
+        cell(number.format(b.dropped), "num"),
+        cell(b.last_error || ""),
+      );
+      return tr;
+    });
+    document.querySelector("#bridges tbody").replaceChildren(...rows);
+    $("bridges-empty").hidden = rows.length > 0;
   }
 
   /** Client rows by client id, updated in place so a button is not replaced under the pointer. */

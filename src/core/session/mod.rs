@@ -126,6 +126,13 @@ pub struct Taken {
     pub commit: Commit,
 }
 
+/// The owner of a bridge's session (`[[bridge]]`): a user name no login
+/// reaches through a listener unless the operator names a user so, so no
+/// client can take the session over while the owner check is on. The
+/// operator configured the bridge: the ACL, which governs clients, does not
+/// recheck its subscriptions.
+pub const BRIDGE_OWNER: &str = "$bridge";
+
 /// Who a session belongs to: the user that created it. Only its owner may
 /// resume it or take over its connection (unless the owner check is off).
 #[derive(Debug, Clone, PartialEq, Eq)]

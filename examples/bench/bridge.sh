@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Bridge benchmarks, in one run:
+# 1. Throughput: tern-bench publishers on the edge broker -> bridge -> one
+#    subscriber on a remote Mosquitto (`--sub-port`), QoS 1 (rule `bench/# out 1`).
+#    Edge = Tern with [[bridge]], against edge = Mosquitto with a `connection`
+#    bridge to the same kind of remote Mosquitto. Edge on core 0, remote and
+#    generator on core 1 (2-core machine). RUNS (default 3), DURATION (default 5 s).
+# 2. Drain: remote down, BACKLOG (default 1,000,000) QoS 1 messages published
+#    to the Tern edge (each acked, so each is in the store), then the remote
+#    started with a counting subscriber: seconds from its start until it has them all.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs=${RUNS:-3}
+duration=${DURATION:-5}
+backlog=${BACKLOG:-1000000}
+edge_port=${EDGE_PORT:-18831}
+remote_port=${REMOTE_PORT:-18832}
+cargo build --release -p tern -p tern-bench >/dev/null
+bin=${CARGO_TARGET_DIR:-target}/release
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+remote_conf="$work/remote.conf"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n' \
+  "$remote_port" >"$remote_conf"
+edge_mosquitto_conf="$work/edge-mosquitto.conf"
+cat >"$edge_mosquitto_conf" <<EOF
+listener $edge_port 127.0.0.1
+allow_anonymous true
+max_queued_messages 0
+connection cloud
+address 127.0.0.1:$remote_port
+bridge_protocol_version mqttv311
+try_private true
+cleansession false
+topic bench/# out 1
+max_queued_messages 0
+EOF
+edge_tern_conf="$work/edge-tern.toml"
+cat >"$edge_tern_conf" <<EOF
+[mqtt]
+bind = "127.0.0.1:$edge_port"
+[stomp]
+enabled = false
+[websocket]
+enabled = false
+[http]
+enabled = false
+[log]
+level = "error"
+[[bridge]]
+name = "cloud"
+addresses = ["127.0.0.1:$remote_port"]
+protocol = "mqttv311"
+topics = ["bench/# out 1"]
+reconnect_min_secs = 1
+reconnect_max_secs = 1
+EOF
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2
+  return 1
+}
+
+start_edge() { # $1 = tern | mosquitto; prints the pid
+  if [[ $1 == tern ]]; then
+    rm -rf "$work/data"
+    TERN_STORAGE__DATA_DIR="$work/data" taskset -c 0 "$bin/tern" --config "$edge_tern_conf" \
+      >/dev/null 2>"$work/tern.log" &
+  else
+    taskset -c 0 mosquitto -c "$edge_mosquitto_conf" >/dev/null 2>&1 &
+  fi
+  echo $!
+}
+
+echo "== throughput: publishers -> edge -> bridge -> remote subscriber (QoS 1) =="
+for ((i = 1; i <= runs; i++)); do
+  for edge in tern mosquitto; do
+    taskset -c 1 mosquitto -c "$remote_conf" >/dev/null 2>&1 &
+    remote=$!
+    wait_port "$remote_port"
+    pid=$(start_edge "$edge")
+    wait_port "$edge_port"
+    sleep 2 # the edge's bridge connects (no readiness signal from Mosquitto's bridge)
+    result=$(taskset -c 1 "$bin/tern-bench" --port "$edge_port" --sub-port "$remote_port" \
+      --scenario qos1 --duration "$duration" --broker-pid "$pid" --json 2>/dev/null | tail -1)
+    kill "$pid" "$remote"; wait "$pid" "$remote" 2>/dev/null || true
+    echo "$edge $result" | python3 -c '
+import json, sys
+edge, _, js = sys.stdin.read().partition(" ")
+d = json.loads(js)
+rate, per_cpu, lost = d["msgs_per_s"], d["msgs_per_broker_cpu_s"], d["lost"]
+print(f"{edge:10} {rate:>10.0f} msg/s  {per_cpu:>10.0f} msg/edge-CPU-s  lost={lost}")'
+  done
+done
+
+echo "== drain: $backlog QoS 1 messages stored while the remote is down =="
+# The remote keeps a persistent session for the counting subscriber, so what
+# the bridge sends before that subscriber is back is queued for it.
+drain_conf="$work/remote-drain.conf"
+mkdir -p "$work/remote-data"
+cat "$remote_conf" >"$drain_conf"
+printf 'persistence true\npersistence_location %s/\n' "$work/remote-data" >>"$drain_conf"
+taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
+remote=$!
+wait_port "$remote_port"
+mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' -E
+kill "$remote"; wait "$remote" 2>/dev/null || true
+pid=$(start_edge tern)
+wait_port "$edge_port"
+start=$(date +%s.%N)
+seq 1 "$backlog" | mosquitto_pub -p "$edge_port" -q 1 -t bench/backlog -l -M 1000
+stored=$(date +%s.%N)
+python3 -c "print(f'stored {$backlog:,} (published and acked) in {$stored - $start:.1f} s')"
+begin=$(date +%s.%N)
+taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
+remote=$!
+wait_port "$remote_port"
+count=$(taskset -c 1 mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' -C "$backlog" -W 900 | wc -l)
+end=$(date +%s.%N)
+kill "$pid" "$remote"; wait "$pid" "$remote" 2>/dev/null || true
+python3 -c "
+count, took = $count, $end - $begin
+print(f'drained {count:,}/{$backlog:,} in {took:.1f} s: {count / took:,.0f} msg/s')"

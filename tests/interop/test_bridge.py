@@ -1,0 +1,388 @@
+"""Bridges (`[[bridge]]`) against real remotes: Debian's `mosquitto` and another
+tern, on loopback ports chosen here. Out, in and both with prefixes, QoS 0/1/2,
+retained set and clear, loop prevention, and store-and-forward across a link
+down and a kill -9 of tern.
+
+Every wait is on a message, an ack or a log line, with a timeout.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import time
+
+import pytest
+import requests
+
+from bridgeutil import bridge_table, mosquitto, start_tern_with, wait_log
+from mqttutil import MqttClient, unique
+from ternproc import start_broker, stop_broker
+
+CONNECTED = "bridge connected"
+
+
+@pytest.fixture
+def remote(tmp_path):
+    m = mosquitto(tmp_path).start()
+    yield m
+    m.stop()
+
+
+def started(tmp_path, remote, topics, protocol="mqttv5", extra=""):
+    tern = start_tern_with(
+        tmp_path / "tern", bridge_table("cloud", remote.mqtt_port, topics, protocol, extra)
+    )
+    wait_log(tern, CONNECTED)
+    return tern
+
+
+def client(broker, version="5.0", **kwargs) -> MqttClient:
+    return MqttClient(broker, version, **kwargs).connect()
+
+
+PROTOCOLS = [("mqttv5", "5.0"), ("mqttv311", "3.1.1")]
+
+
+@pytest.mark.parametrize("protocol,version", PROTOCOLS)
+def test_out_in_and_both_with_prefixes(tmp_path, remote, protocol, version):
+    tern = started(
+        tmp_path,
+        remote,
+        ["sensors/# out 1", "commands/# in 1 site7/ plant/", "sync/# both 1 local/ remote/"],
+        protocol,
+    )
+    try:
+        at_remote = client(remote, version)
+        at_remote.subscribe("#", qos=1)
+        here = client(tern, version)
+        here.subscribe("#", qos=1)
+        # The remote SUBSCRIBE is acknowledged before anything flows; a
+        # message in each direction proves both ends are ready.
+        here.publish("sensors/t1", b"21.5", qos=1)
+        got = at_remote.expect_until("sensors/t1", b"21.5")
+        assert [(m.topic, m.payload) for m in got] == [("sensors/t1", b"21.5")]
+        assert here.expect().topic == "sensors/t1"  # its own local delivery
+
+        at_remote.publish("plant/commands/open", b"valve", qos=1)
+        assert at_remote.expect().topic == "plant/commands/open"
+        m = here.expect()
+        assert (m.topic, m.payload) == ("site7/commands/open", b"valve")
+
+        here.publish("local/sync/a", b"out", qos=1)
+        assert here.expect().topic == "local/sync/a"
+        m = at_remote.expect()
+        assert (m.topic, m.payload) == ("remote/sync/a", b"out")
+        at_remote.publish("remote/sync/b", b"in", qos=1)
+        assert at_remote.expect().topic == "remote/sync/b"
+        m = here.expect()
+        assert (m.topic, m.payload) == ("local/sync/b", b"in")
+        # No echo either way: neither message comes back.
+        here.expect_nothing(1.0)
+        at_remote.expect_nothing(0.5)
+        # Not covered by any rule: stays on its side.
+        here.publish("other/x", b"stay", qos=1)
+        assert here.expect().topic == "other/x"
+        at_remote.expect_nothing()
+    finally:
+        stop_broker(tern)
+
+
+@pytest.mark.parametrize("protocol,version", PROTOCOLS)
+def test_qos_levels_cross_at_min_of_message_and_rule(tmp_path, remote, protocol, version):
+    tern = started(tmp_path, remote, ["q0/# out 0", "q1/# out 1", "q2/# out 2"], protocol)
+    try:
+        at_remote = client(remote, version)
+        at_remote.subscribe("#", qos=2)
+        here = client(tern, version)
+        for rule_qos in (0, 1, 2):
+            for qos in (0, 1, 2):
+                here.publish(f"q{rule_qos}/m{qos}", f"{qos}".encode(), qos=qos)
+                m = at_remote.expect()
+                assert m.topic == f"q{rule_qos}/m{qos}"
+                assert m.qos == min(rule_qos, qos), (rule_qos, qos, m.qos)
+    finally:
+        stop_broker(tern)
+
+
+@pytest.mark.parametrize("protocol,version", PROTOCOLS)
+def test_retained_set_and_clear_cross_the_bridge(tmp_path, remote, protocol, version):
+    tern = started(tmp_path, remote, ["state/# out 1", "cmd/# in 1"], protocol)
+    try:
+        here = client(tern, version)
+        watcher = client(remote, version)
+        watcher.subscribe("state/#", qos=1)
+        here.publish("state/door", b"open", qos=1, retain=True)
+        assert watcher.expect().payload == b"open"
+        late = client(remote, version)
+        late.subscribe("state/#", qos=1)
+        m = late.expect()
+        assert (m.topic, m.payload, m.retain) == ("state/door", b"open", True)
+        here.publish("state/door", b"", qos=1, retain=True)
+        assert watcher.expect().payload == b""
+        later = client(remote, version)
+        later.subscribe("state/#", qos=1)
+        later.expect_nothing(1.0)
+
+        # Inbound too: a retained message from the remote is retained here, and its clear clears it.
+        remote_pub = client(remote, version)
+        remote_pub.publish("cmd/mode", b"auto", qos=1, retain=True)
+        local_watch = client(tern, version)
+        local_watch.subscribe("cmd/#", qos=1)
+        m = local_watch.expect()
+        assert (m.topic, m.payload) == ("cmd/mode", b"auto")
+        remote_pub.publish("cmd/mode", b"", qos=1, retain=True)
+        assert local_watch.expect().payload == b""
+        fresh = client(tern, version)
+        fresh.subscribe("cmd/#", qos=1)
+        fresh.expect_nothing(1.0)
+    finally:
+        stop_broker(tern)
+
+
+def test_retained_changed_while_down_reconciled_after_reconnect(tmp_path, remote):
+    tern = started(tmp_path, remote, ["state/# out 1"])
+    try:
+        here = client(tern)
+        here.publish("state/a", b"1", qos=1, retain=True)
+        here.publish("state/b", b"1", qos=1, retain=True)
+        watcher = client(remote)
+        watcher.subscribe("state/#", qos=1)
+        assert len(watcher.expect_n(2)) == 2
+        watcher.close()
+        remote.stop()
+        # While the link is down: one set changed, one cleared.
+        here.publish("state/a", b"2", qos=1, retain=True)
+        here.publish("state/b", b"", qos=1, retain=True)
+        remote.start()  # no persistence: the remote lost its retained messages too
+        wait_log(tern, CONNECTED, count=2)
+        after = client(remote)
+        after.subscribe("state/#", qos=1)
+        m = after.expect()
+        assert (m.topic, m.payload, m.retain) == ("state/a", b"2", True)
+        after.expect_nothing(1.0)
+    finally:
+        stop_broker(tern)
+
+
+@pytest.mark.parametrize("protocol,version", PROTOCOLS)
+def test_no_loop_between_tern_and_mosquitto_bridged_both_ways_on_everything(
+    tmp_path, remote, protocol, version
+):
+    tern = started(tmp_path, remote, ["# both 1"], protocol)
+    try:
+        here = client(tern, version)
+        here.subscribe("loop/#", qos=1)
+        there = client(remote, version)
+        there.subscribe("loop/#", qos=1)
+        here.publish("loop/from-tern", b"t", qos=1)
+        there.publish("loop/from-remote", b"r", qos=1)
+        seen_here = here.expect_n(2)
+        seen_there = there.expect_n(2)
+        assert sorted(m.topic for m in seen_here) == ["loop/from-remote", "loop/from-tern"]
+        assert sorted(m.topic for m in seen_there) == ["loop/from-remote", "loop/from-tern"]
+        # A loop would keep them coming.
+        here.expect_nothing(1.5)
+        there.expect_nothing(0.5)
+    finally:
+        stop_broker(tern)
+
+
+def test_no_loop_between_two_terns_bridged_both_ways_on_everything(tmp_path):
+    cloud = start_broker(tmp_path / "cloud")
+    edge = start_tern_with(
+        tmp_path / "edge", bridge_table("cloud", cloud.mqtt_port, ["# both 2"], "mqttv5")
+    )
+    try:
+        wait_log(edge, CONNECTED)
+        here = client(edge)
+        here.subscribe("loop/#", qos=2)
+        there = client(cloud)
+        there.subscribe("loop/#", qos=2)
+        for qos in (0, 1, 2):
+            here.publish(f"loop/edge{qos}", b"e", qos=qos)
+            there.publish(f"loop/cloud{qos}", b"c", qos=qos)
+        assert len(here.expect_n(6)) == 6
+        assert len(there.expect_n(6)) == 6
+        here.expect_nothing(1.5)
+        there.expect_nothing(0.5)
+    finally:
+        stop_broker(edge)
+        stop_broker(cloud)
+
+
+def test_v311_bridge_falls_back_when_the_remote_refuses_the_bridge_flag(tmp_path):
+    """Tern as the remote does not take protocol level 0x84 (CONNACK 0x01): the
+    bridge connects again as a plain 3.1.1 client, and messages flow."""
+    cloud = start_broker(tmp_path / "cloud")
+    edge = start_tern_with(
+        tmp_path / "edge", bridge_table("cloud", cloud.mqtt_port, ["up/# out 1"], "mqttv311")
+    )
+    try:
+        wait_log(edge, CONNECTED)
+        there = client(cloud, "3.1.1")
+        there.subscribe("up/#", qos=1)
+        client(edge, "3.1.1").publish("up/x", b"1", qos=1)
+        m = there.expect()
+        assert (m.topic, m.payload, m.qos) == ("up/x", b"1", 1)
+    finally:
+        stop_broker(edge)
+        stop_broker(cloud)
+
+
+def publish_all(c: MqttClient, topic: str, count: int, qos: int) -> None:
+    """Publishes `count` numbered messages pipelined, then waits for every ack."""
+    infos = [c.client.publish(topic, str(i).encode(), qos=qos) for i in range(count)]
+    for info in infos:
+        info.wait_for_publish(60)
+        assert info.is_published(), f"{topic} message not acknowledged by tern"
+
+
+def test_store_and_forward_survives_link_down_and_kill_9(tmp_path):
+    """Remote stopped; 10,000 QoS 1 and 2,000 QoS 2 messages published here and
+    acked; kill -9 tern; restart it; start the remote: every message arrives
+    (QoS 2 exactly once, QoS 1 at least once), in order per publisher."""
+    remote = mosquitto(tmp_path)
+    config = bridge_table("cloud", remote.mqtt_port, ["sf/# out 2"], "mqttv5")
+    tern_dir = tmp_path / "tern"
+    tern = start_tern_with(tern_dir, config)
+    q1_count, q2_count = 10_000, 2_000
+    try:
+        wait_log(tern, "bridge cannot connect")
+        publisher = MqttClient(tern, "5.0", client_id=unique("pub"))
+        publisher.client.max_inflight_messages_set(1000)
+        publisher.connect()
+        publish_all(publisher, "sf/q1", q1_count, 1)
+        publish_all(publisher, "sf/q2", q2_count, 2)
+        publisher.drop()
+        tern.proc.send_signal(signal.SIGKILL)
+        tern.proc.wait(10)
+        tern = start_broker(tern_dir, args=["--config", str(tern_dir / "tern.toml")])
+        remote.start()
+        receiver = MqttClient(remote, "5.0", client_id=unique("recv"))
+        receiver.connect()
+        receiver.subscribe("sf/#", qos=2)
+        wait_log(tern, CONNECTED)
+        got = {"sf/q1": [], "sf/q2": []}
+        while len(set(got["sf/q1"])) < q1_count or len(got["sf/q2"]) < q2_count:
+            try:
+                m = receiver.expect(30)
+            except AssertionError:
+                break
+            got[m.topic].append(int(m.payload))
+        # Late duplicates would show in the counts: listen one more quiet second.
+        while True:
+            try:
+                m = receiver.messages.get(timeout=1.0)
+            except queue.Empty:
+                break
+            got[m.topic].append(int(m.payload))
+        q1, q2 = got["sf/q1"], got["sf/q2"]
+        print(
+            f"store-and-forward: QoS 1 {len(set(q1))}/{q1_count} distinct "
+            f"({len(q1) - len(set(q1))} duplicates); QoS 2 {len(q2)}/{q2_count} "
+            f"({len(q2) - len(set(q2))} duplicates)"
+        )
+        assert set(q1) == set(range(q1_count)), f"QoS 1 lost {q1_count - len(set(q1))}"
+        assert q2 == list(range(q2_count)), "QoS 2: each exactly once, in order"
+        first_seen = list(dict.fromkeys(q1))
+        assert first_seen == sorted(first_seen), "QoS 1 out of order"
+        receiver.close()
+    finally:
+        stop_broker(tern)
+        remote.stop()
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0):
+    """Polls `predicate` (an HTTP read of state the broker reports) until true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"{what} not seen within {timeout}s")
+
+
+def test_operations_report_connected_queued_sent_dropped_and_last_error(tmp_path, remote):
+    token = "bridge-test-token"
+    tern = start_tern_with(
+        tmp_path / "tern",
+        bridge_table("cloud", remote.mqtt_port, ["ops/# out 1"], extra="max_queued_messages = 3"),
+        extra_env={"TERN_HTTP__ADMIN_TOKEN": token, "TERN_SYS__INTERVAL_SECS": "1"},
+    )
+    host, port = tern.endpoints["http"]
+    base = f"http://{host}:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def bridge():
+        r = requests.get(f"{base}/api/bridges", headers=headers, timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()["bridges"][0]
+
+    def metric(name: str) -> float:
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        line = next(x for x in text.splitlines() if x.startswith(name) and 'bridge="cloud"' in x)
+        return float(line.rsplit(" ", 1)[1])
+
+    try:
+        wait_log(tern, CONNECTED)
+        assert bridge()["connected"] is True
+        assert metric("tern_bridge_connected") == 1
+        here = client(tern)
+        watcher = client(remote)
+        watcher.subscribe("ops/#", qos=1)
+        here.publish("ops/a", b"1", qos=1)
+        watcher.expect()
+        wait_for(lambda: bridge()["sent"] == 1, "sent = 1")
+        assert metric("tern_bridge_sent_total") == 1
+
+        def sys_value(name: str):
+            r = requests.get(f"{base}/api/retained", headers=headers, timeout=5)
+            topic = f"$SYS/broker/bridge/cloud/{name}"
+            return next((x["payload"] for x in r.json() if x["topic"] == topic), None)
+
+        wait_for(lambda: sys_value("sent") == "1", "$SYS/broker/bridge/cloud/sent = 1")
+        assert sys_value("connected") == "1"
+
+        remote.stop()
+        down = wait_for(lambda: (b := bridge()) and not b["connected"] and b, "link down")
+        assert down["last_error"], down
+        assert metric("tern_bridge_connected") == 0
+        for i in range(5):
+            here.publish("ops/b", str(i).encode(), qos=1)
+        # Bounded at 3 with drop_oldest: 2 dropped and counted.
+        state = wait_for(lambda: (b := bridge())["dropped"] == 2 and b, "2 dropped")
+        assert state["queued"] == 3, state
+        assert metric("tern_bridge_queued") == 3
+        assert metric("tern_bridge_dropped_total") == 2
+
+        remote.start()
+        later = client(remote)
+        later.subscribe("ops/#", qos=1)
+        wait_log(tern, CONNECTED, count=2)
+        got = [later.expect().payload for _ in range(3)]
+        assert got == [b"2", b"3", b"4"], "the newest 3 arrive, in order"
+        wait_for(lambda: bridge()["queued"] == 0, "queue drained")
+    finally:
+        stop_broker(tern)
+
+
+def test_acl_reload_leaves_the_bridge_subscriptions_alone(tmp_path, remote):
+    """ACL rules that give anonymous clients nothing to subscribe, loaded by a
+    SIGHUP (which rechecks every session's subscriptions), must not strip the
+    bridge's."""
+    table = bridge_table("cloud", remote.mqtt_port, ["acl/# out 1"])
+    tern = start_tern_with(tmp_path / "tern", table)
+    try:
+        wait_log(tern, CONNECTED)
+        acl = '[[acl]]\nanonymous = true\nallow = "publish"\ntopic = "acl/#"\n\n'
+        (tmp_path / "tern" / "tern.toml").write_text(acl + table)
+        tern.proc.send_signal(signal.SIGHUP)
+        wait_log(tern, "ACL rules reloaded")
+        watcher = client(remote)
+        watcher.subscribe("acl/#", qos=1)
+        client(tern).publish("acl/x", b"after reload", qos=1)
+        assert watcher.expect().payload == b"after reload"
+    finally:
+        stop_broker(tern)
