@@ -202,8 +202,8 @@ mod tests {
         let fake = Arc::new(FakeCluster::default());
         let queues = clustered(&fake);
         let (a, b) = (session("a", Some(2)), session("b", None));
-        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
-        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None);
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
+        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None);
         assert_eq!(queues.cluster_room("jobs"), 2 + ROOM_WITHOUT_WINDOW);
         queues.remove_consumer("jobs", &b);
         queues.remove_consumer("jobs", &a);
@@ -224,7 +224,7 @@ mod tests {
         let fake = Arc::new(FakeCluster::default());
         let queues = clustered(&fake);
         let a = session("a", Some(2));
-        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
         let (one, two) = (message("1"), message("2"));
         assert!(queues.deliver_from_cluster("jobs", Arc::clone(&one)));
         assert!(queues.deliver_from_cluster("jobs", Arc::clone(&two)));
@@ -244,7 +244,7 @@ mod tests {
         let fake = Arc::new(FakeCluster::default());
         let queues = clustered(&fake);
         let a = session("a", Some(2));
-        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None);
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
         let one = message("1");
         let watch = Arc::downgrade(&one);
         assert!(queues.deliver_from_cluster("jobs", Arc::clone(&one)));

@@ -42,6 +42,7 @@ fn options() -> SubscriptionOptions {
         retain_handling: 0,
         subscription_id: None,
         exceptions: Default::default(),
+        selector: None,
     }
 }
 

@@ -111,6 +111,7 @@ impl Router {
         }
         if let Err(e) = self.routing.route(
             message,
+            None,
             false,
             RetainedOrigin::Cluster,
             &self.persistence,

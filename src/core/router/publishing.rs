@@ -61,19 +61,24 @@ impl Router {
     /// refused; one that fails a `dead-letter` schema comes back bound for
     /// `$dlq/<topic>`; `log` lets it by. (A message from another node was
     /// checked where it was published.)
-    fn check_payload(&self, message: Arc<Message>) -> Result<Arc<Message>, PublishRefused> {
+    ///
+    /// With the message comes its payload's JSON when a JSON Schema parsed
+    /// it, so selectors read that instead of parsing the payload again.
+    fn check_payload(
+        &self,
+        message: Arc<Message>,
+    ) -> Result<(Arc<Message>, Option<serde_json::Value>), PublishRefused> {
         if self.schemas.payload_not_utf8(&message) {
             return Err(PublishRefused::PayloadNotUtf8);
         }
         Ok(match self.schemas.check(&message) {
             Checked::Invalid(invalid) => match invalid.on_invalid {
                 OnInvalid::Reject => return Err(PublishRefused::SchemaInvalid(invalid)),
-                OnInvalid::DeadLetter => Arc::new(dead_letter(&message, &invalid)),
-                OnInvalid::Log => message,
+                OnInvalid::DeadLetter => (Arc::new(dead_letter(&message, &invalid)), None),
+                OnInvalid::Log => (message, None),
             },
-            // A JSON payload parsed by its schema (`Valid(Some(value))`) is
-            // the content model's to reuse once selectors read it here too.
-            Checked::Valid(_) | Checked::Unchecked => message,
+            Checked::Valid(json) => (message, json),
+            Checked::Unchecked => (message, None),
         })
     }
 
@@ -85,7 +90,7 @@ impl Router {
     /// queue refuses it with a warning). The payload checks apply (a will is
     /// a client's message too): one refused is dropped (counted by them).
     pub fn publish(&self, message: Arc<Message>) -> usize {
-        let Ok(message) = self.check_payload(message) else {
+        let Ok((message, json)) = self.check_payload(message) else {
             return 0;
         };
         let topic = Arc::clone(&message.topic);
@@ -93,6 +98,7 @@ impl Router {
         let forward = self.to_forward(&message);
         match self.routing.route(
             message,
+            json,
             false,
             RetainedOrigin::Here,
             &self.persistence,
@@ -121,7 +127,7 @@ impl Router {
     /// that fails a `reject` schema, is refused; one that fails a
     /// `dead-letter` schema goes to `$dlq/<topic>` instead; `log` lets it by.
     pub fn publish_checked(&self, message: Arc<Message>) -> Result<Published, PublishRefused> {
-        let message = self.check_payload(message)?;
+        let (message, json) = self.check_payload(message)?;
         if let Err((held, limit)) = self.persistence.check_room(message.qos) {
             return Err(PublishRefused::StoreFull { held, limit });
         }
@@ -129,6 +135,7 @@ impl Router {
         let forward = self.to_forward(&message);
         let mut published = self.routing.route(
             message,
+            json,
             true,
             RetainedOrigin::Here,
             &self.persistence,
@@ -147,6 +154,7 @@ impl Router {
         // one that comes this way anyway is not shared again.
         match self.routing.route(
             message,
+            None,
             false,
             RetainedOrigin::Cluster,
             &self.persistence,

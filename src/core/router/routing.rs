@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use super::persist::{MessageSlot, Persistence, RetainedOrigin};
 use super::{PublishRefused, Published, RouterStats};
 use crate::core::commit::Commit;
+use crate::core::content::MessageView;
 use crate::core::exceptions::Exceptions;
 use crate::core::fabric::{is_fabric_filter, Fabric};
 use crate::core::message::{Delivery, Message, QoS};
@@ -249,6 +250,7 @@ impl Routing {
     pub(crate) fn route(
         &self,
         message: Arc<Message>,
+        json: Option<serde_json::Value>,
         refuse_when_full: bool,
         origin: RetainedOrigin,
         persistence: &Persistence,
@@ -270,7 +272,11 @@ impl Routing {
             // selector the messages it does not match (a shared group then
             // gives its turn to another member); for the others this is two
             // null-pointer tests. Each distinct selector is evaluated once.
-            let selectors = SelectorMemo::new(&message);
+            let selectors = match json {
+                // Parsed by a JSON Schema on publish: not parsed again.
+                Some(json) => SelectorMemo::with_view(MessageView::with_json(&message, Some(json))),
+                None => SelectorMemo::new(&message),
+            };
             let accept = |options: &SubscriptionOptions| {
                 !options.exceptions.excludes(&message.topic)
                     && options

@@ -198,6 +198,7 @@ fn publish_checked_routes_a_dead_letter_to_dlq() {
         retain_handling: 0,
         subscription_id: None,
         exceptions: Default::default(),
+        selector: None,
     };
     router.subscribe(
         &session,
