@@ -13,6 +13,10 @@ use super::settings::SchemaKind;
 /// Violations reported for one message at most (the rest are not looked for).
 const MAX_VIOLATIONS: usize = 8;
 
+/// Characters of one violation's message kept: the message quotes the
+/// offending value, which may be most of a large payload.
+const MAX_MESSAGE_CHARS: usize = 200;
+
 /// The Confluent wire format: magic byte 0, then a 4-byte schema id.
 const CONFLUENT_HEADER: usize = 5;
 
@@ -90,7 +94,7 @@ impl Validator {
                     .map(|error| Violation {
                         path: error.instance_path().to_string(),
                         rule: error.schema_path().to_string(),
-                        message: error.to_string(),
+                        message: shortened(error.to_string()),
                     })
                     .collect();
                 if violations.is_empty() {
@@ -102,6 +106,14 @@ impl Validator {
             Validator::Avro(schema) => check_avro(schema, payload).map(|()| None),
         }
     }
+}
+
+fn shortened(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// A payload is valid when it decodes as one datum of `schema` with no byte
@@ -122,7 +134,7 @@ fn check_avro(schema: &apache_avro::Schema, payload: &[u8]) -> Result<(), Vec<Vi
     Err(vec![Violation {
         path: String::new(),
         rule: "avro".into(),
-        message: plain.err().unwrap_or_default(),
+        message: shortened(plain.err().unwrap_or_default()),
     }])
 }
 
@@ -179,6 +191,14 @@ mod tests {
         assert_eq!(violations[0].rule, "/properties/temp/type");
         let violations = validator.check(b"not json").unwrap_err();
         assert_eq!(violations[0].rule, "json");
+    }
+
+    #[test]
+    fn a_violation_quoting_a_large_value_is_shortened() {
+        let validator = Validator::compile(SchemaKind::JsonSchema, TEMPERATURE).unwrap();
+        let large = format!(r#"{{"temp": "{}"}}"#, "x".repeat(10_000));
+        let violations = validator.check(large.as_bytes()).unwrap_err();
+        assert!(violations[0].message.chars().count() <= MAX_MESSAGE_CHARS + 1);
     }
 
     #[test]
