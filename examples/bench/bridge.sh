@@ -15,7 +15,8 @@ duration=${DURATION:-5}
 backlog=${BACKLOG:-1000000}
 edge_port=${EDGE_PORT:-18831}
 remote_port=${REMOTE_PORT:-18832}
-cargo build --release -p tern -p tern-bench >/dev/null
+# NO_BUILD=1: use the release binaries as they are.
+[[ -n ${NO_BUILD:-} ]] || cargo build --release -p tern -p tern-bench >/dev/null
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

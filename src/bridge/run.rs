@@ -68,6 +68,20 @@ impl Bridge {
         session.set_limits(self.settings.queue_limits());
         self.status.set_session(Arc::clone(&session));
         let mut commit = attached.commit;
+        // A restored session keeps the filters of rules since removed from the config.
+        let wanted: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.direction.outbound())
+            .map(|r| r.local_filter())
+            .collect();
+        for (filter, _) in session.subscriptions() {
+            if !wanted.iter().any(|w| w == filter.as_str()) {
+                if let Some(removed) = self.router.unsubscribe(&session, filter.as_str()) {
+                    commit.include(removed);
+                }
+            }
+        }
         for rule in self.rules.iter().filter(|r| r.direction.outbound()) {
             let Ok(filter) = Filter::parse(&rule.local_filter()) else {
                 continue; // checked with the config

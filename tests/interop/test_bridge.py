@@ -386,3 +386,28 @@ def test_acl_reload_leaves_the_bridge_subscriptions_alone(tmp_path, remote):
         assert watcher.expect().payload == b"after reload"
     finally:
         stop_broker(tern)
+
+
+def test_a_rule_removed_from_the_config_is_unsubscribed_after_a_restart(tmp_path, remote):
+    """The bridge's stored session comes back with the filters of the old
+    config; those of removed rules go (or they would fill the store)."""
+    tern_dir = tmp_path / "tern"
+    token = {"TERN_HTTP__ADMIN_TOKEN": "t"}
+    tern = start_tern_with(
+        tern_dir, bridge_table("cloud", remote.mqtt_port, ["old/# out 1", "new/# out 1"]), token
+    )
+    wait_log(tern, CONNECTED)
+    stop_broker(tern)
+    tern = start_tern_with(tern_dir, bridge_table("cloud", remote.mqtt_port, ["new/# out 1"]), token)
+    try:
+        wait_log(tern, CONNECTED)
+        host, port = tern.endpoints["http"]
+        r = requests.get(
+            f"http://{host}:{port}/api/clients/%24bridge%2Fcloud/subscriptions",
+            headers={"Authorization": "Bearer t"},
+            timeout=5,
+        )
+        assert r.status_code == 200, r.text
+        assert [s["filter"] for s in r.json()] == ["new/#"]
+    finally:
+        stop_broker(tern)
