@@ -22,6 +22,7 @@
 //! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
 //! - `queues.rs`: point-to-point queues cluster-wide (a JetStream work-queue
 //!   stream, one durable pull consumer per queue; the core's `ClusterQueues`).
+//! - `queue_pull.rs`: pulling queues' and shared groups' messages for local consumers.
 //! - `shared.rs`: shared subscription groups cluster-wide (run as queues are,
 //!   from a stream that captures the fabric's subjects).
 
@@ -30,6 +31,7 @@ mod inbound;
 mod kv_key;
 mod kv_value;
 mod ownership;
+mod queue_pull;
 pub mod queues;
 mod retained;
 pub mod settings;

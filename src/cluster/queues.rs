@@ -35,20 +35,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream, AckKind};
-use futures_util::StreamExt;
+use async_nats::jetstream::{self, stream, AckKind};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::shared;
-use super::subject::{subject_to_topic, topic_to_subject};
+use super::subject::topic_to_subject;
 use super::wire::{self, Origin};
 use super::Cluster;
 use crate::core::cluster_queue::ClusterQueues;
 use crate::core::message::Message;
-use crate::core::queue::{shared_group_filter, QueueError, QUEUE_PREFIX};
+use crate::core::queue::QueueError;
 use crate::core::router::Router;
 
 /// The work-queue stream that holds every queue's messages.
@@ -60,17 +58,8 @@ const OUTBOUND_QUEUE: usize = 16_384;
 const OUTBOUND_BATCH: usize = 256;
 /// How long a queue the stream refused answers `Full` on this node.
 pub const FULL_FOR: Duration = Duration::from_secs(1);
-/// Messages of one queue this node holds unfinished at most (one puller's bound).
-const MAX_HELD_PER_QUEUE: usize = 1_024;
-/// Messages unacknowledged in one queue's consumer, all nodes together.
-const MAX_ACK_PENDING: i64 = 65_536;
 /// How often the ack task looks for finished messages.
 const ACK_TICK: Duration = Duration::from_millis(20);
-/// How long one fetch waits for messages on JetStream.
-const FETCH_WAIT: Duration = Duration::from_millis(500);
-/// Pause of a puller whose consumers have no room, or after an error.
-const IDLE_PAUSE: Duration = Duration::from_millis(20);
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("JetStream stream {STREAM}: {0}")]
@@ -123,11 +112,11 @@ pub struct NatsQueues {
     full: Mutex<HashMap<String, Instant>>,
     max_messages: usize,
     /// Local consumers per queue (only queues with at least one).
-    consumers: Mutex<HashMap<String, usize>>,
-    consumers_changed: Notify,
+    pub(super) consumers: Mutex<HashMap<String, usize>>,
+    pub(super) consumers_changed: Notify,
     held: Mutex<Held>,
     held_changed: Notify,
-    stats: Arc<QueueStats>,
+    pub(super) stats: Arc<QueueStats>,
 }
 
 impl ClusterQueues for NatsQueues {
@@ -186,11 +175,16 @@ impl NatsQueues {
         &self.stats
     }
 
-    fn held_count(&self, name: &str) -> usize {
+    pub(super) fn held_count(&self, name: &str) -> usize {
         self.held.lock().by_queue.get(name).map_or(0, Vec::len)
     }
 
-    fn track(&self, name: &Arc<str>, message: &Arc<Message>, acker: jetstream::message::Acker) {
+    pub(super) fn track(
+        &self,
+        name: &Arc<str>,
+        message: &Arc<Message>,
+        acker: jetstream::message::Acker,
+    ) {
         self.held
             .lock()
             .by_queue
@@ -296,7 +290,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     tracker.spawn(run_acks(Arc::clone(&queues), shutdown.clone()));
-    tracker.spawn(run_pullers(
+    tracker.spawn(super::queue_pull::run_pullers(
         cluster.clone(),
         Arc::clone(router),
         Arc::clone(&queues),
@@ -395,179 +389,6 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
         }
         for acker in to_nak {
             let _ = acker.ack_with(AckKind::Nak(None)).await;
-        }
-    }
-}
-
-/// Runs one puller per queue this node has consumers of.
-async fn run_pullers(
-    cluster: Cluster,
-    router: Arc<Router>,
-    queues: Arc<NatsQueues>,
-    ack_wait: Duration,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let mut running: HashMap<String, CancellationToken> = HashMap::new();
-    loop {
-        let wanted: Vec<String> = queues.consumers.lock().keys().cloned().collect();
-        running.retain(|name, token| {
-            let keep = wanted.contains(name) && !token.is_cancelled();
-            if !keep {
-                token.cancel();
-            }
-            keep
-        });
-        for name in wanted {
-            if running.contains_key(&name) {
-                continue;
-            }
-            let token = shutdown.child_token();
-            // A shared group pulls from one consumer per subject of its filter.
-            let sources = shared::group_subjects(&name).map_or(1, |subjects| subjects.len());
-            let key: Arc<str> = Arc::from(name.as_str());
-            for index in 0..sources {
-                tracker.spawn(run_puller(
-                    cluster.clone(),
-                    Arc::clone(&router),
-                    Arc::clone(&queues),
-                    Source {
-                        key: Arc::clone(&key),
-                        index,
-                    },
-                    ack_wait,
-                    token.clone(),
-                ));
-            }
-            running.insert(name, token);
-        }
-        tokio::select! {
-            () = queues.consumers_changed.notified() => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// What one puller pulls: queue `key`, or subject `index` of shared group `key`.
-#[derive(Debug, Clone)]
-struct Source {
-    key: Arc<str>,
-    index: usize,
-}
-
-async fn open_consumer(
-    cluster: &Cluster,
-    source: &Source,
-    ack_wait: Duration,
-) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
-    let name = &*source.key;
-    if shared_group_filter(name).is_some() {
-        return shared::open_consumer(cluster, name, source.index, ack_wait, MAX_ACK_PENDING).await;
-    }
-    let subject = queue_subject(name).ok_or("the queue name is too long for a NATS subject")?;
-    let durable = consumer_name(name);
-    let stream = cluster
-        .jetstream()
-        .get_stream(STREAM)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .get_or_create_consumer(
-            &durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: subject,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: MAX_ACK_PENDING,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Takes queue (or shared group) `source.key`'s messages from the cluster
-/// while this node's consumers have room, and hands them to the registry.
-async fn run_puller(
-    cluster: Cluster,
-    router: Arc<Router>,
-    queues: Arc<NatsQueues>,
-    source: Source,
-    ack_wait: Duration,
-    stop: CancellationToken,
-) {
-    let name = Arc::clone(&source.key);
-    let consumer = loop {
-        match open_consumer(&cluster, &source, ack_wait).await {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(queue = %name, %error, "cluster: cannot open the queue's JetStream consumer; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        }
-    };
-    // A queue's messages all have its topic; a shared group's have their own.
-    let shared = shared_group_filter(&name).is_some();
-    let queue_topic = format!("{QUEUE_PREFIX}{name}");
-    while !stop.is_cancelled() {
-        let room = router
-            .queues()
-            .cluster_room(&name)
-            .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(&name)));
-        if room == 0 {
-            tokio::select! {
-                () = tokio::time::sleep(IDLE_PAUSE) => {}
-                () = stop.cancelled() => return,
-            }
-            continue;
-        }
-        let fetched = tokio::select! {
-            fetched = consumer.batch().max_messages(room).expires(FETCH_WAIT).messages() => fetched,
-            () = stop.cancelled() => return,
-        };
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-        };
-        // Read to its end even when stopping: what was fetched is tracked (and so given back).
-        while let Some(next) = batch.next().await {
-            let Ok(jet) = next else {
-                break;
-            };
-            let (nats, acker) = jet.split();
-            let topic = if shared {
-                subject_to_topic(nats.subject.as_str())
-            } else {
-                Some(queue_topic.clone())
-            };
-            let decoded = topic
-                .ok_or(wire::WireError::Malformed("subject"))
-                .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
-            let message = match decoded {
-                Ok((message, _)) => Arc::new(message),
-                Err(error) => {
-                    queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
-                    let _ = acker.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            queues.track(&name, &message, acker);
-            queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            if !router
-                .queues()
-                .deliver_from_cluster(&name, Arc::clone(&message))
-            {
-                queues.give_back(&name, vec![message]);
-            }
         }
     }
 }

@@ -234,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn ack_wait_is_between_one_second_and_an_hour() {
+        for (secs, key) in [
+            (0, "cluster.ack_wait_secs"),
+            (1, "valid"),
+            (3600, "valid"),
+            (3601, "cluster.ack_wait_secs"),
+        ] {
+            let settings = ClusterSettings {
+                ack_wait_secs: secs,
+                ..enabled()
+            };
+            assert_eq!(key_of(&settings), key, "{secs}");
+        }
+    }
+
+    #[test]
     fn urls_are_checked() {
         for bad in [
             "http://h:4222",
