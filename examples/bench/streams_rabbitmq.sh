@@ -9,7 +9,8 @@
 # `x-queue-type: stream` on /queue/bench), started here on non-default ports
 # (STOMP 61714, AMQP 35672, epmd 34369) in a scratch directory and stopped at
 # the end. Brokers on core 0, tern-bench on core 1. RUNS (default 3),
-# DURATION (default 5 s), MESSAGES (default 1,000,000).
+# DURATION (default 5 s), MESSAGES (default 1,000,000); BIN: a directory with
+# release builds of tern and tern-bench to use instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-3}
@@ -19,8 +20,8 @@ publishers=${PUBLISHERS:-8}
 inflight=${INFLIGHT:-64}
 port=${PORT:-61713}
 rabbit_port=61714
-cargo build --release -p tern -p tern-bench >/dev/null
-bin=${CARGO_TARGET_DIR:-target}/release
+if [ -z "${BIN:-}" ]; then cargo build --release -p tern -p tern-bench >/dev/null; fi
+bin=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 scratch=$(mktemp -d)
 tern_pid=
 cleanup() {
@@ -48,7 +49,8 @@ export HOME=$scratch RABBITMQ_NODENAME=ternbench@localhost RABBITMQ_DIST_PORT=35
   RABBITMQ_ENABLED_PLUGINS_FILE=$scratch/enabled_plugins RABBITMQ_CONFIG_FILE=$scratch/rabbitmq
 ENV
 (. "$scratch/env.sh"; taskset -c 0 /usr/lib/rabbitmq/bin/rabbitmq-server >"$scratch/rabbit.out" 2>&1 </dev/null &)
-(. "$scratch/env.sh"; /usr/lib/rabbitmq/bin/rabbitmqctl await_startup --timeout 120 >/dev/null)
+# Up once its STOMP listener answers (the plugin starts last).
+for _ in $(seq 240); do (exec 3<>/dev/tcp/127.0.0.1/$rabbit_port) 2>/dev/null && break; sleep 0.5; done
 # The STOMP host header is RabbitMQ's virtual host: tern-bench sends its --host.
 (. "$scratch/env.sh"; /usr/lib/rabbitmq/bin/rabbitmqctl add_vhost 127.0.0.1 >/dev/null
  /usr/lib/rabbitmq/bin/rabbitmqctl set_permissions -p 127.0.0.1 guest '.*' '.*' '.*' >/dev/null)

@@ -220,7 +220,15 @@ impl Streams {
     /// reading from the group's first offset not done.
     fn restart_group(self: &Arc<Self>, group: &Arc<Group>) {
         let (epoch, members, from) = {
-            let s = group.state.lock();
+            let readers = self.readers.lock();
+            let mut s = group.state.lock();
+            // A member whose subscription ended before it had a seat (its
+            // session went between subscribe and join) leaves here.
+            let before = s.members.len();
+            s.members.retain(|(_, key)| readers.contains_key(key));
+            if s.members.len() != before {
+                s.epoch += 1;
+            }
             (s.epoch, s.members.clone(), s.next_undone)
         };
         for (member, key) in members {
