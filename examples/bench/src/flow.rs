@@ -129,8 +129,12 @@ async fn open_all(
         let endpoint = endpoint.clone();
         let login = login(plan, role, i);
         let subscribe = subscribe.map(str::to_string);
-        // Only subscribers carry the selector.
-        let selector = subscribe.as_ref().and(plan.selector.clone());
+        // Only subscribers carry the selector; `{sub}` in it is the
+        // subscriber's index modulo --selector-buckets (distinct selectors).
+        let selector = subscribe.as_ref().and(plan.selector.as_ref()).map(|text| {
+            let bucket = i as u64 % plan.buckets.max(1);
+            text.replace("{sub}", &bucket.to_string())
+        });
         let limit = Arc::clone(&limit);
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
@@ -314,7 +318,9 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
         received: Some(received),
         sub_wire_bytes: Some(sub_wire_bytes),
         wire_bytes_per_delivery: (received > 0).then(|| sub_wire_bytes as f64 / received as f64),
-        msgs_per_s: Some(deliveries_per_s / subscribers as f64),
+        // Messages published through the broker: with a selector each
+        // subscriber gets one in `stride`.
+        msgs_per_s: Some(deliveries_per_s * shared.stride as f64 / subscribers as f64),
         deliveries_per_s: Some(deliveries_per_s),
         lost: Some(lost),
         unreceived: Some(unreceived),

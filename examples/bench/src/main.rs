@@ -173,7 +173,9 @@ pub struct Args {
     /// Subscribers subscribe with this JMS selector (MQTT 5 subscription user
     /// property `selector`, needs --mqtt-v5; STOMP `selector` header). With
     /// --selector-buckets, one that matches exactly one bucket (e.g.
-    /// `bucket = 3`) keeps the loss accounting exact.
+    /// `bucket = 3`) keeps the loss accounting exact. `{sub}` stands for the
+    /// subscriber's index modulo --selector-buckets (`bucket = {sub}`: one
+    /// distinct selector per bucket).
     #[arg(long)]
     pub selector: Option<String>,
     /// Publishers tag message n with the user property / header `bucket` =
