@@ -6,7 +6,8 @@
 #
 # Installs what the tests need, only when it is missing (idempotent; needs root
 # or sudo for apt-get):
-#   - Debian packages mosquitto-clients (mosquitto_pub / mosquitto_sub), openssl and
+#   - Debian packages mosquitto (the remote broker of the bridge tests), mosquitto-clients
+#     (mosquitto_pub / mosquitto_sub), openssl and
 #     nats-server (the cluster tests, tests/cluster), via apt-get; systemd
 #     (systemd-analyze verify on the packaged unit; nothing is started) when
 #     systemd-analyze is missing
@@ -35,7 +36,7 @@ command -v npm >/dev/null 2>&1 || browser_pkgs+=(nodejs npm)
 # openssl: the TLS interop tests drive `openssl s_client` for handshake failures.
 package_pkgs=()
 command -v systemd-analyze >/dev/null 2>&1 || package_pkgs+=(systemd)
-for pkg in mosquitto-clients openssl nats-server "${browser_pkgs[@]}" "${package_pkgs[@]}"; do
+for pkg in mosquitto mosquitto-clients openssl nats-server "${browser_pkgs[@]}" "${package_pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         apt_missing+=("$pkg")
     fi
