@@ -26,6 +26,16 @@ use crate::core::router::Router;
 /// A response with its whole body.
 pub type HttpResponse = Response<Full<Bytes>>;
 
+/// A request's whole body, at most `max` bytes.
+pub(super) async fn read_body(request: Request<Incoming>, max: usize) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(request.into_body(), max);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) => Err(format!("cannot read the body (at most {max} bytes): {e}")),
+    }
+}
+
 /// What the handlers read.
 #[derive(Debug)]
 pub struct HttpState {

@@ -11,12 +11,11 @@
 //! Schemas of the config file are changed there (SIGHUP reloads them); the
 //! admin API refuses their names (409).
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::http::{respond, HttpResponse, HttpState};
+use super::http::{read_body, respond, HttpResponse, HttpState};
 use crate::core::schema::{BoundSchema, ManagedSchemaError, NewVersion, Schemas};
 
 /// Largest `POST` body read (a schema document).
@@ -62,7 +61,7 @@ pub(super) async fn handle(
             }
         }
         (&Method::POST, [name, "versions"]) => {
-            let body = match read_body(request).await {
+            let body = match read_body(request, MAX_BODY).await {
                 Ok(body) => body,
                 Err(why) => return error(StatusCode::BAD_REQUEST, &why),
             };
@@ -124,16 +123,6 @@ fn summary(schemas: &Schemas, schema: &BoundSchema) -> Value {
             "logged": counts.logged.load(Relaxed),
         },
     })
-}
-
-async fn read_body(request: Request<Incoming>) -> Result<Vec<u8>, String> {
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) => Err(format!(
-            "cannot read the body (at most {MAX_BODY} bytes): {e}"
-        )),
-    }
 }
 
 fn schema_error(e: &ManagedSchemaError) -> HttpResponse {

@@ -8,12 +8,11 @@
 //! | `DELETE /api/streams/<name>` | deletes a stream created here, with its messages and consumers (409 for a config file's) |
 //! | `DELETE /api/streams/<name>/messages` | purges its messages (offsets go on from where they were) |
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::http::{respond, HttpResponse, HttpState};
+use super::http::{read_body, respond, HttpResponse, HttpState};
 use crate::core::stream::{StreamError, StreamSettings, Streams};
 use crate::store::Ticket;
 
@@ -34,7 +33,7 @@ pub(super) async fn handle(
             None => stream_error(&StreamError::UnknownStream((*name).to_string())),
         },
         (&Method::POST, []) => {
-            let body = match read_body(request).await {
+            let body = match read_body(request, MAX_BODY).await {
                 Ok(body) => body,
                 Err(why) => return error(StatusCode::BAD_REQUEST, &why),
             };
@@ -98,16 +97,6 @@ async fn kept(streams: &Streams, ticket: Ticket) -> Result<(), StreamError> {
             .await
             .map_err(|e| StreamError::Invalid(format!("the store failed: {e}"))),
         None => Ok(()),
-    }
-}
-
-async fn read_body(request: Request<Incoming>) -> Result<Vec<u8>, String> {
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) => Err(format!(
-            "cannot read the body (at most {MAX_BODY} bytes): {e}"
-        )),
     }
 }
 
