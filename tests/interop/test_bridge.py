@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import queue
 import signal
+import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
-from bridgeutil import bridge_table, mosquitto, start_tern_with, wait_log
+from bridgeutil import bridge_table, free_port, mosquitto, start_tern_with, toml_string, wait_log
 from mqttutil import MqttClient, unique
-from ternproc import start_broker, stop_broker
+from ternproc import start_broker, stop_broker, tern_bin
 
 CONNECTED = "bridge connected"
 
@@ -427,3 +429,44 @@ def test_a_rule_removed_from_the_config_is_unsubscribed_after_a_restart(tmp_path
         assert [s["filter"] for s in r.json()] == ["new/#"]
     finally:
         stop_broker(tern)
+
+
+def test_bridge_over_tls_with_a_client_certificate(tmp_path):
+    """The remote (mosquitto) asks for TLS and a client certificate: the bridge
+    checks the remote's certificate against ca_file and presents its own."""
+    certs = tmp_path / "certs"
+    subprocess.run([str(tern_bin()), "certs", "dev", "--out", str(certs)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    plain = free_port()
+    remote = mosquitto(
+        tmp_path,
+        f"cafile {certs / 'ca.pem'}\n"
+        f"certfile {certs / 'server.pem'}\n"
+        f"keyfile {certs / 'server.key'}\n"
+        "require_certificate true\n"
+        # Run as root, mosquitto would drop to its own user, which may not read
+        # the test's private temporary directory.
+        "user root\n"
+        # A plain listener for the test's own watcher.
+        f"listener {plain} 127.0.0.1\n",
+    ).start()
+    tls = (
+        f"ca_file = {toml_string(str(certs / 'ca.pem'))}\n"
+        f"cert_file = {toml_string(str(certs / 'client.pem'))}\n"
+        f"key_file = {toml_string(str(certs / 'client.key'))}\n"
+        'server_name = "localhost"\n'
+    )
+    tern = start_tern_with(
+        tmp_path / "tern", bridge_table("cloud", remote.mqtt_port, ["secure/# out 1"], extra=tls)
+    )
+    try:
+        wait_log(tern, CONNECTED)
+        watcher = client(SimpleNamespace(host="127.0.0.1", mqtt_port=plain))
+        watcher.subscribe("secure/#", qos=1)
+        here = client(tern)
+        here.publish("secure/reading", b"42", qos=1)
+        m = watcher.expect()
+        assert (m.topic, m.payload) == ("secure/reading", b"42")
+    finally:
+        stop_broker(tern)
+        remote.stop()
