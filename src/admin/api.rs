@@ -26,7 +26,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::http::{respond, HttpResponse, HttpState};
+use super::http::{error, json_ok, HttpResponse, HttpState};
 use super::metrics::CoreSnapshot;
 use super::top_topics;
 use crate::core::session::KickReason;
@@ -281,18 +281,6 @@ fn delete_retained(state: &HttpState, topic: &str) -> HttpResponse {
     } else {
         error(StatusCode::NOT_FOUND, "no retained message on that topic")
     }
-}
-
-fn json_ok(value: Value) -> HttpResponse {
-    respond(StatusCode::OK, "application/json", value.to_string())
-}
-
-fn error(status: StatusCode, message: &str) -> HttpResponse {
-    respond(
-        status,
-        "application/json",
-        json!({ "error": message }).to_string(),
-    )
 }
 
 /// `%XX` → byte; None when an escape is broken or the result is not UTF-8.

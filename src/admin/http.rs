@@ -26,6 +26,20 @@ use crate::core::router::Router;
 /// A response with its whole body.
 pub type HttpResponse = Response<Full<Bytes>>;
 
+/// A JSON 200.
+pub(super) fn json_ok(value: serde_json::Value) -> HttpResponse {
+    respond(StatusCode::OK, "application/json", value.to_string())
+}
+
+/// A JSON error: `{"error": message}`.
+pub(super) fn error(status: StatusCode, message: &str) -> HttpResponse {
+    respond(
+        status,
+        "application/json",
+        serde_json::json!({ "error": message }).to_string(),
+    )
+}
+
 /// A request's whole body, at most `max` bytes.
 pub(super) async fn read_body(request: Request<Incoming>, max: usize) -> Result<Vec<u8>, String> {
     use http_body_util::BodyExt;

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::http::{read_body, respond, HttpResponse, HttpState};
+use super::http::{error, json_ok, read_body, respond, HttpResponse, HttpState};
 use crate::core::schema::{BoundSchema, ManagedSchemaError, NewVersion, Schemas};
 
 /// Largest `POST` body read (a schema document).
@@ -134,16 +134,4 @@ fn schema_error(e: &ManagedSchemaError) -> HttpResponse {
         ManagedSchemaError::Invalid(_) => StatusCode::BAD_REQUEST,
     };
     error(status, &e.to_string())
-}
-
-fn json_ok(value: Value) -> HttpResponse {
-    respond(StatusCode::OK, "application/json", value.to_string())
-}
-
-fn error(status: StatusCode, message: &str) -> HttpResponse {
-    respond(
-        status,
-        "application/json",
-        json!({ "error": message }).to_string(),
-    )
 }

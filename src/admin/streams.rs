@@ -10,9 +10,9 @@
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::http::{read_body, respond, HttpResponse, HttpState};
+use super::http::{error, json_ok, read_body, respond, HttpResponse, HttpState};
 use crate::core::stream::{StreamError, StreamSettings, Streams};
 use crate::store::Ticket;
 
@@ -107,16 +107,4 @@ fn stream_error(e: &StreamError) -> HttpResponse {
         _ => StatusCode::BAD_REQUEST,
     };
     error(status, &e.to_string())
-}
-
-fn json_ok(value: Value) -> HttpResponse {
-    respond(StatusCode::OK, "application/json", value.to_string())
-}
-
-fn error(status: StatusCode, message: &str) -> HttpResponse {
-    respond(
-        status,
-        "application/json",
-        json!({ "error": message }).to_string(),
-    )
 }
