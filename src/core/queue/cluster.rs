@@ -103,13 +103,12 @@ impl QueueRegistry {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use parking_lot::Mutex;
 
     use super::*;
     use crate::core::message::QoS;
+    use crate::core::queue::tests::{message, session};
     use crate::core::queue::QueueError;
-    use crate::core::session::{DeliveryStyle, OverflowPolicy, QueueLimits, Session};
 
     /// Records what the registry hands the cluster.
     #[derive(Debug, Default)]
@@ -143,34 +142,6 @@ mod tests {
 
     fn body(message: &Message) -> String {
         String::from_utf8_lossy(&message.payload).into_owned()
-    }
-
-    fn message(text: &'static str) -> Arc<Message> {
-        Arc::new(Message::new(
-            "$queue/jobs",
-            Bytes::from_static(text.as_bytes()),
-            QoS::AtLeastOnce,
-            false,
-        ))
-    }
-
-    fn session(id: &str, window: Option<usize>) -> Arc<Session> {
-        let session = Arc::new(Session::new(
-            Arc::from(id),
-            0,
-            QueueLimits {
-                max_queued: 100,
-                max_queued_bytes: 0,
-                overflow: OverflowPolicy::DropNew,
-            },
-        ));
-        let (tx, _rx) = tokio::sync::oneshot::channel();
-        session.attach(1, tx, 0);
-        session.set_delivery_style(DeliveryStyle {
-            per_subscription: true,
-            queue_ack_window: window,
-        });
-        session
     }
 
     fn clustered(fake: &Arc<FakeCluster>) -> QueueRegistry {

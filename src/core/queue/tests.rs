@@ -5,7 +5,8 @@ use bytes::Bytes;
 use super::*;
 use crate::core::session::{DeliveryStyle, OverflowPolicy, QueueLimits};
 
-fn session(id: &str, window: Option<usize>) -> Arc<Session> {
+/// A connected session with the given queue ack window (shared with `cluster.rs`'s tests).
+pub(super) fn session(id: &str, window: Option<usize>) -> Arc<Session> {
     let session = Arc::new(Session::new(
         Arc::from(id),
         0,
@@ -24,7 +25,7 @@ fn session(id: &str, window: Option<usize>) -> Arc<Session> {
     session
 }
 
-fn message(body: &'static str) -> Arc<Message> {
+pub(super) fn message(body: &'static str) -> Arc<Message> {
     Arc::new(Message::new(
         "$queue/jobs",
         Bytes::from_static(body.as_bytes()),
