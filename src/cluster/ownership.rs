@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 
 use super::kv_key;
 use crate::core::cluster_state::{ClaimFailed, ClaimGuard, Claimed};
-use crate::core::router::persist::{subscription_options, subscription_record};
+use crate::core::router::persist::subscription_record;
 use crate::core::router::Router;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
@@ -54,12 +54,41 @@ pub(crate) struct OwnerValue {
     pub subscriptions: Vec<SubscriptionRecord>,
 }
 
+/// [`OwnerValue`] as written: a subscription record leaves its selector out
+/// (the store keeps selectors in a table of their own), so the selectors
+/// follow the records, one per subscription in order. Appended last: a node
+/// that predates them reads the rest (postcard ignores what follows), and a
+/// value without them reads as subscriptions without selectors.
+#[derive(Serialize, Deserialize)]
+struct OwnerWire {
+    owner: OwnerValue,
+    selectors: Vec<Option<String>>,
+}
+
 impl OwnerValue {
     pub(crate) fn encode(&self) -> bytes::Bytes {
-        super::kv_value::encode(VALUE_VERSION, self)
+        let wire = OwnerWire {
+            owner: self.clone(),
+            selectors: self
+                .subscriptions
+                .iter()
+                .map(|s| s.selector.clone())
+                .collect(),
+        };
+        super::kv_value::encode(VALUE_VERSION, &wire)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<OwnerValue> {
+        if let Some(OwnerWire {
+            mut owner,
+            selectors,
+        }) = super::kv_value::decode::<OwnerWire>(VALUE_VERSION, bytes)
+        {
+            for (record, selector) in owner.subscriptions.iter_mut().zip(selectors) {
+                record.selector = selector;
+            }
+            return Some(owner);
+        }
         super::kv_value::decode(VALUE_VERSION, bytes)
     }
 }
@@ -185,13 +214,8 @@ impl Ownership {
                     revision,
                 },
             );
-            let carried = value
-                .subscriptions
-                .iter()
-                .map(|record| (record.filter.clone(), subscription_options(record)))
-                .collect();
             return Ok(Claimed {
-                carried,
+                carried: value.subscriptions,
                 held_elsewhere: previous.is_some_and(|p| p.node != self.node),
                 guard: Some(ClaimGuard(Box::new(guard))),
             });
@@ -376,6 +400,31 @@ mod tests {
         let bytes = value.encode();
         assert_eq!(bytes[0], VALUE_VERSION);
         assert_eq!(OwnerValue::decode(&bytes), Some(value));
+    }
+
+    #[test]
+    fn selectors_travel_with_their_subscriptions_and_older_values_still_read() {
+        let record = |filter: &str, selector: Option<&str>| SubscriptionRecord {
+            selector: selector.map(str::to_string),
+            filter: filter.into(),
+            qos: 1,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            subscription_id: None,
+        };
+        let value = OwnerValue {
+            node: "tern-1".into(),
+            epoch: 7,
+            clean_start: false,
+            subscriptions: vec![record("a/#", Some("bucket = 3")), record("b", None)],
+        };
+        assert_eq!(OwnerValue::decode(&value.encode()), Some(value.clone()));
+        // Written by a node that predates selectors: the bare value.
+        let older = crate::cluster::kv_value::encode(VALUE_VERSION, &value);
+        let read = OwnerValue::decode(&older).unwrap();
+        assert_eq!(read.subscriptions[0].filter, "a/#");
+        assert_eq!(read.subscriptions[0].selector, None);
     }
 
     #[test]

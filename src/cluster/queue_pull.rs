@@ -19,6 +19,7 @@ use super::subject::subject_to_topic;
 use super::wire;
 use super::Cluster;
 use crate::core::cluster_queue::ClusterQueues;
+use crate::core::message::Message;
 use crate::core::queue::{shared_group_filter, QUEUE_PREFIX};
 use crate::core::router::Router;
 
@@ -31,6 +32,14 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// Pause of a puller whose consumers have no room, or after an error.
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Shortest wait of a pull's JetStream request for its first message.
+const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
+/// A message no consumer of this node will take (selectors, ACL exceptions)
+/// goes back for this long, so a consumer on another node may take it...
+const UNWANTED_DELAY: Duration = Duration::from_millis(100);
+/// ...and a shared group's message offered this often without any member
+/// taking it is dropped for the group, as on one node (a queue's waits on).
+const UNWANTED_OFFERS: i64 = 20;
 
 /// Runs one puller per queue this node has consumers of.
 pub(super) async fn run_pullers(
@@ -143,9 +152,7 @@ async fn run_puller(
             }
         }
     };
-    // A queue's messages all have its topic; a shared group's have their own.
     let shared = shared_group_filter(&name).is_some();
-    let queue_topic = format!("{QUEUE_PREFIX}{name}");
     while !stop.is_cancelled() {
         let room = router
             .queues()
@@ -175,32 +182,107 @@ async fn run_puller(
             let Ok(jet) = next else {
                 break;
             };
-            let (nats, acker) = jet.split();
-            let topic = if shared {
-                subject_to_topic(nats.subject.as_str())
-            } else {
-                Some(queue_topic.clone())
+            let offers = jet.info().map_or(1, |info| info.delivered);
+            let Some(message) = take(&queues, &name, jet).await else {
+                continue;
             };
-            let decoded = topic
-                .ok_or(wire::WireError::Malformed("subject"))
-                .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
-            let message = match decoded {
-                Ok((message, _)) => Arc::new(message),
-                Err(error) => {
-                    queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
-                    let _ = acker.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            queues.track(&name, &message, acker);
-            queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            if !router
-                .queues()
-                .deliver_from_cluster(&name, Arc::clone(&message))
-            {
+            let registry = router.queues();
+            if registry.deliver_from_cluster(&name, Arc::clone(&message)) {
+                continue;
+            }
+            if registry.cluster_wants(&name, &message) {
                 queues.give_back(&name, vec![message]);
+            } else if shared && offers >= UNWANTED_OFFERS {
+                queues.pass_on(&name, &message, AckKind::Term);
+            } else {
+                queues.pass_on(&name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
             }
         }
+    }
+}
+
+/// A message JetStream handed over for queue (or shared group) `name`, as
+/// the core's message, tracked until this node settles it; None (terminated
+/// on JetStream) when it is not a Tern message.
+async fn take(
+    queues: &NatsQueues,
+    name: &Arc<str>,
+    jet: async_nats::jetstream::Message,
+) -> Option<Arc<Message>> {
+    let (nats, acker) = jet.split();
+    // A queue's messages all have its topic; a shared group's have their own.
+    let topic = if shared_group_filter(name).is_some() {
+        subject_to_topic(nats.subject.as_str())
+    } else {
+        Some(format!("{QUEUE_PREFIX}{name}"))
+    };
+    let decoded = topic
+        .ok_or(wire::WireError::Malformed("subject"))
+        .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
+    let message = match decoded {
+        Ok((message, _)) => Arc::new(message),
+        Err(error) => {
+            queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return None;
+        }
+    };
+    queues.track(name, &message, acker);
+    queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
+    Some(message)
+}
+
+/// `ClusterQueues::fetch` (a pull, HTTP): up to `max` messages of queue
+/// `name` waiting now or else the first within `wait`, from the queue's
+/// consumer every node shares; tracked as the pullers' are.
+pub(super) async fn fetch(
+    queues: &NatsQueues,
+    name: Arc<str>,
+    max: usize,
+    wait: Duration,
+) -> Vec<Arc<Message>> {
+    let source = Source {
+        key: Arc::clone(&name),
+        index: 0,
+    };
+    let consumer = match open_consumer(&queues.cluster, &source, queues.ack_wait).await {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            tracing::debug!(queue = %name, %error, "cluster: cannot open the queue's consumer for a pull");
+            tokio::time::sleep(RETRY_PAUSE.min(wait)).await;
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    let now = consumer.fetch().max_messages(max).messages().await;
+    read_batch(queues, &name, now.ok(), &mut out).await;
+    if out.is_empty() && wait >= MIN_PULL_WAIT {
+        let first = consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await;
+        read_batch(queues, &name, first.ok(), &mut out).await;
+        if !out.is_empty() && max > 1 {
+            let more = consumer.fetch().max_messages(max - 1).messages().await;
+            read_batch(queues, &name, more.ok(), &mut out).await;
+        }
+    }
+    out
+}
+
+async fn read_batch(
+    queues: &NatsQueues,
+    name: &Arc<str>,
+    batch: Option<consumer::pull::Batch>,
+    out: &mut Vec<Arc<Message>>,
+) {
+    let Some(mut batch) = batch else {
+        return;
+    };
+    while let Some(Ok(jet)) = batch.next().await {
+        out.extend(take(queues, name, jet).await);
     }
 }

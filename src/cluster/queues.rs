@@ -27,10 +27,17 @@
 //! - Given back (STOMP NACK, a consumer that leaves with unacknowledged
 //!   messages, no local consumer with room): `nak` at once, so JetStream
 //!   redelivers it to a consumer on any node.
+//! - Held: while this node holds a message (a consumer has not acked it, an
+//!   HTTP lease runs), the ack task tells JetStream it is in progress every
+//!   half ack wait, so it is not handed out twice however long that takes.
 //! - A node that dies acks nothing: JetStream redelivers its messages after
 //!   the ack wait. A node that stops (SIGTERM) naks what it holds.
+//! - Pulls (HTTP): `fetch` takes messages from the same consumer for a pull;
+//!   the registry leases them and they are settled as the rest.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -60,6 +67,8 @@ const OUTBOUND_BATCH: usize = 256;
 pub const FULL_FOR: Duration = Duration::from_secs(1);
 /// How often the ack task looks for finished messages.
 const ACK_TICK: Duration = Duration::from_millis(20);
+/// Shortest interval between two rounds of in-progress acks.
+const PROGRESS_MIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 #[error("JetStream stream {STREAM}: {0}")]
@@ -85,21 +94,22 @@ pub struct QueueStats {
 /// A message handed to this node, and how to settle it on JetStream.
 struct Tracked {
     message: Weak<Message>,
-    acker: jetstream::message::Acker,
+    /// Shared with the ack task's rounds of in-progress acks.
+    acker: Arc<jetstream::message::Acker>,
 }
 
 #[derive(Default)]
 struct Held {
     by_queue: HashMap<Arc<str>, Vec<Tracked>>,
-    /// Given back, to `nak` on the next round of the ack task.
-    to_nak: Vec<jetstream::message::Acker>,
+    /// Given back, to `nak` (or settle otherwise) on the next round of the ack task.
+    to_settle: Vec<(Arc<jetstream::message::Acker>, AckKind)>,
 }
 
 impl std::fmt::Debug for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Held")
             .field("queues", &self.by_queue.len())
-            .field("to_nak", &self.to_nak.len())
+            .field("to_settle", &self.to_settle.len())
             .finish()
     }
 }
@@ -117,6 +127,9 @@ pub struct NatsQueues {
     held: Mutex<Held>,
     held_changed: Notify,
     pub(super) stats: Arc<QueueStats>,
+    /// For pulls (HTTP), which take messages from the queues' consumers.
+    pub(super) cluster: Cluster,
+    pub(super) ack_wait: Duration,
 }
 
 impl ClusterQueues for NatsQueues {
@@ -160,13 +173,23 @@ impl ClusterQueues for NatsQueues {
             let target = Arc::as_ptr(message);
             if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
                 let Tracked { acker, .. } = tracked.swap_remove(index);
-                held.to_nak.push(acker);
+                held.to_settle.push((acker, AckKind::Nak(None)));
             }
         }
         self.stats
             .given_back
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         self.held_changed.notify_one();
+    }
+
+    fn fetch(
+        &self,
+        name: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Vec<Arc<Message>>> + Send + '_>> {
+        let name: Arc<str> = Arc::from(name);
+        Box::pin(async move { super::queue_pull::fetch(self, name, max, wait).await })
     }
 }
 
@@ -177,6 +200,25 @@ impl NatsQueues {
 
     pub(super) fn held_count(&self, name: &str) -> usize {
         self.held.lock().by_queue.get(name).map_or(0, Vec::len)
+    }
+
+    /// `message` of queue `name`, which no consumer of this node will ever
+    /// take (their selectors or ACL exceptions leave it out), goes back to
+    /// JetStream settled as `kind`: a nak after a delay (a consumer on another
+    /// node may take it), or a term once it was offered often enough.
+    pub(super) fn pass_on(&self, name: &str, message: &Arc<Message>, kind: AckKind) {
+        let mut held = self.held.lock();
+        let held = &mut *held;
+        let Some(tracked) = held.by_queue.get_mut(name) else {
+            return;
+        };
+        let target = Arc::as_ptr(message);
+        if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
+            let Tracked { acker, .. } = tracked.swap_remove(index);
+            held.to_settle.push((acker, kind));
+            self.stats.given_back.fetch_add(1, Ordering::Relaxed);
+        }
+        self.held_changed.notify_one();
     }
 
     pub(super) fn track(
@@ -192,7 +234,7 @@ impl NatsQueues {
             .or_default()
             .push(Tracked {
                 message: Arc::downgrade(message),
-                acker,
+                acker: Arc::new(acker),
             });
     }
 
@@ -282,6 +324,8 @@ pub async fn start(
         held: Mutex::new(Held::default()),
         held_changed: Notify::new(),
         stats,
+        cluster: cluster.clone(),
+        ack_wait,
     });
     tracker.spawn(run_publisher(
         cluster.clone(),
@@ -353,13 +397,19 @@ async fn run_publisher(
 /// Acks the messages nothing here holds any more and naks the ones given
 /// back; at shutdown naks everything still held (other nodes take it at once).
 async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
+    // Held messages are told to JetStream as in progress this often, so one a
+    // consumer (or an HTTP lease) keeps longer than the ack wait is not handed
+    // out again meanwhile; a node that dies stops telling, and JetStream
+    // redelivers its messages after the ack wait.
+    let progress_every = (queues.ack_wait / 2).max(PROGRESS_MIN);
+    let mut last_progress = Instant::now();
     loop {
         let stopping = tokio::select! {
             () = queues.held_changed.notified() => false,
             () = tokio::time::sleep(ACK_TICK) => false,
             () = shutdown.cancelled() => true,
         };
-        let (finished, to_nak) = {
+        let (finished, to_settle) = {
             let mut held = queues.held.lock();
             let mut finished = Vec::new();
             for tracked in held.by_queue.values_mut() {
@@ -373,11 +423,14 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
                 }
             }
             held.by_queue.retain(|_, tracked| !tracked.is_empty());
-            (finished, std::mem::take(&mut held.to_nak))
+            (finished, std::mem::take(&mut held.to_settle))
         };
         if stopping {
             // Whatever a session still had is not known done: handed out again.
-            for acker in finished.into_iter().chain(to_nak) {
+            for acker in finished
+                .into_iter()
+                .chain(to_settle.into_iter().map(|(a, _)| a))
+            {
                 let _ = acker.ack_with(AckKind::Nak(None)).await;
             }
             return;
@@ -387,8 +440,22 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
                 queues.stats.acked.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for acker in to_nak {
-            let _ = acker.ack_with(AckKind::Nak(None)).await;
+        for (acker, kind) in to_settle {
+            let _ = acker.ack_with(kind).await;
+        }
+        if last_progress.elapsed() >= progress_every {
+            last_progress = Instant::now();
+            let held: Vec<Arc<jetstream::message::Acker>> = queues
+                .held
+                .lock()
+                .by_queue
+                .values()
+                .flatten()
+                .map(|tracked| Arc::clone(&tracked.acker))
+                .collect();
+            for acker in held {
+                let _ = acker.ack_with(AckKind::Progress).await;
+            }
         }
     }
 }

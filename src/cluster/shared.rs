@@ -23,9 +23,9 @@
 //!   it was made; it goes away after [`GROUP_IDLE`] without any node pulling.
 //! - A message's topic is its subject's (`subject_to_topic`).
 //!
-//! Not shared this way: live retained publishes (they reach the other nodes
-//! through the retained bucket, not the fabric, so a node's local members get
-//! those as on one node).
+//! - A live retained publish is captured too: the fabric carries it for the
+//!   groups alone (nodes route no retained message from the fabric: their
+//!   subscribers get it through the retained bucket).
 
 use std::time::Duration;
 

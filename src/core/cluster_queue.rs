@@ -15,9 +15,16 @@
 //!   message no local consumer can take): [`ClusterQueues::give_back`]; the
 //!   cluster hands it out again to a consumer on any node.
 //!
-//! Called under the registry's lock: an implementation must not block.
+//! - Pull consumers (HTTP): [`ClusterQueues::fetch`] takes messages for a
+//!   pull, which the registry holds under leases; an acked lease finishes its
+//!   message, a nacked or expired one is given back.
+//!
+//! Called under the registry's lock (but `fetch`): an implementation must not block.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::core::message::Message;
 use crate::core::queue::QueueError;
@@ -34,4 +41,16 @@ pub trait ClusterQueues: Send + Sync + std::fmt::Debug {
     /// Messages of queue `name` the cluster handed to this node that its
     /// consumers did not finish: the cluster hands them out again.
     fn give_back(&self, name: &str, messages: Vec<Arc<Message>>);
+
+    /// Takes up to `max` messages of queue `name` for a pull consumer of this
+    /// node: those waiting now, or else the first that comes within `wait`
+    /// (empty after `wait` without any). Settled as consumers' deliveries are
+    /// (finished once nothing here holds them; `give_back` otherwise). Not
+    /// called under the registry's lock.
+    fn fetch(
+        &self,
+        name: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Vec<Arc<Message>>> + Send + '_>>;
 }

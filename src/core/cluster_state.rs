@@ -11,6 +11,7 @@ use std::pin::Pin;
 use crate::core::message::Message;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
+use crate::store::record::SubscriptionRecord;
 
 /// A future the cluster resolves later (object-safe, no lifetimes borrowed).
 pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -18,9 +19,10 @@ pub type ClusterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// What a claim of a client id found.
 #[derive(Debug, Default)]
 pub struct Claimed {
-    /// Subscriptions of the session another node held, to be carried over by
-    /// a resuming connection (empty when this node held it, or none did).
-    pub carried: Vec<(String, SubscriptionOptions)>,
+    /// Subscriptions of the session another node held (with their
+    /// selectors), to be carried over by a resuming connection (empty when
+    /// this node held it, or none did).
+    pub carried: Vec<SubscriptionRecord>,
     /// True when another node held a session under this client id.
     pub held_elsewhere: bool,
     /// Holds off this node's handling of a takeover by another node until the

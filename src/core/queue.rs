@@ -48,6 +48,7 @@ use parking_lot::Mutex;
 use crate::core::cluster_queue::ClusterQueues;
 use crate::core::commit::Commit;
 use crate::core::content::MessageView;
+use crate::core::exceptions::Exceptions;
 use crate::core::message::{Message, QoS};
 use crate::core::router::persist::message_record;
 use crate::core::selector::Selector;
@@ -104,6 +105,9 @@ struct Consumer {
     /// Only messages it matches are handed to this consumer; the others wait
     /// for another consumer (JMS).
     selector: Option<Arc<Selector>>,
+    /// Topics the ACL keeps from this consumer (a shared group's member whose
+    /// filter overlaps deny rules): another member gets them.
+    exceptions: Exceptions,
     /// Some(n): at most n unacknowledged messages; None: done once handed over.
     window: Option<usize>,
     unacked: VecDeque<Unacked>,
@@ -114,10 +118,17 @@ impl Consumer {
         self.session.is_connected() && self.window.is_none_or(|max| self.unacked.len() < max)
     }
 
-    fn wants(&self, view: &MessageView<'_>) -> bool {
-        self.selector
-            .as_ref()
-            .is_none_or(|selector| selector.matches(view))
+    fn wants(&self, message: &Message, view: &MessageView<'_>) -> bool {
+        !self.exceptions.excludes(&message.topic)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|selector| selector.matches(view))
+    }
+
+    /// Whether it takes only some messages (a selector, or ACL exceptions).
+    fn is_selective(&self) -> bool {
+        self.selector.is_some() || !self.exceptions.is_empty()
     }
 
     fn position(&self, message: &Arc<Message>) -> Option<usize> {
@@ -335,8 +346,9 @@ impl QueueRegistry {
         }
     }
 
-    /// Makes `session` a consumer of queue `name` (or updates its QoS and
-    /// selector), then dispatches.
+    /// Makes `session` a consumer of queue `name` (or updates its QoS,
+    /// selector and exceptions), then dispatches. Exceptions come only with a
+    /// shared group's member (cluster mode): a queue has none.
     pub fn add_consumer(
         &self,
         name: &str,
@@ -344,6 +356,7 @@ impl QueueRegistry {
         qos: QoS,
         subscription_id: Option<u32>,
         selector: Option<Arc<Selector>>,
+        exceptions: Exceptions,
     ) {
         let window = session.delivery_style().queue_ack_window;
         let mut queues = self.queues.lock();
@@ -355,12 +368,14 @@ impl QueueRegistry {
                 consumer.qos = qos;
                 consumer.subscription_id = subscription_id;
                 consumer.selector = selector;
+                consumer.exceptions = exceptions;
             }
             None => queue.consumers.push(Consumer {
                 session: Arc::clone(session),
                 qos,
                 subscription_id,
                 selector,
+                exceptions,
                 window,
                 unacked: VecDeque::new(),
             }),

@@ -64,8 +64,8 @@ class Nodes:
         self.running: dict = {}
         request.node._tern_nodes = self.running
 
-    def start(self, name: str, nats_urls, extra_env: dict | None = None) -> Broker:
-        broker = start_broker(self.tmp_path / name, extra_env=node_env(name, nats_urls, extra_env))
+    def start(self, name: str, nats_urls, extra_env: dict | None = None, args: list | None = None) -> Broker:
+        broker = start_broker(self.tmp_path / name, extra_env=node_env(name, nats_urls, extra_env), args=args)
         broker.node = name
         self.running[name] = broker
         return broker

@@ -3,8 +3,8 @@ real paho-mqtt clients connected to different tern nodes of one NATS.
 
 - A client id is one session in the cluster: a connection with the same id on
   another node takes the session over; the first connection is told so
-  (MQTT 5 DISCONNECT 0x8E). Resuming keeps the subscriptions; a clean start
-  discards them.
+  (MQTT 5 DISCONNECT 0x8E). Resuming keeps the subscriptions (with their
+  selectors); a clean start discards them.
 - A retained message set, replaced or cleared on any node is what a new
   subscriber on any node gets.
 """
@@ -15,7 +15,10 @@ import json
 import time
 import urllib.request
 
-from mqttutil import TIMEOUT, MqttClient, unique
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from mqttutil import TIMEOUT, MqttClient, publish_props, unique
 
 SESSION_TAKEN_OVER = 0x8E
 CLIENTS_STREAM = "KV_tern_clients"
@@ -65,6 +68,36 @@ def test_takeover_on_another_node_disconnects_with_0x8e_and_keeps_subscriptions(
         publisher.publish("cs/takeover/1", b"hello", qos=1)
         message = second.expect()
         assert (message.topic, message.payload, message.qos) == ("cs/takeover/1", b"hello", 1)
+    finally:
+        for client in (first, second, publisher):
+            if client is not None:
+                client.close()
+
+
+def test_a_session_resumed_on_another_node_keeps_its_subscriptions_selectors(nats, nodes):
+    a = nodes.start("tern-a", [nats.url])
+    b = nodes.start("tern-b", [nats.url])
+    client_id = unique("picky")
+    first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
+    second = None
+    publisher = None
+    try:
+        before = stream_last_seq(nats, CLIENTS_STREAM)
+        props = Properties(PacketTypes.SUBSCRIBE)
+        props.UserProperty = [("selector", "bucket = 3")]
+        assert first.subscribe("cs/picky/+", qos=1, properties=props) == [1]
+        wait_for_writes(nats, CLIENTS_STREAM, before + 1)
+
+        second = MqttClient(b, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
+        assert second.session_present
+        assert first.disconnected.wait(TIMEOUT)
+
+        publisher = MqttClient(b, "5.0", client_id=unique("pub")).connect()
+        for bucket in [1, 3, 2, 3]:
+            publisher.publish("cs/picky/x", f"b{bucket}".encode(), qos=1,
+                              properties=publish_props(UserProperty=[("bucket", str(bucket))]))
+        assert [m.payload for m in second.expect_n(2)] == [b"b3", b"b3"]
+        second.expect_nothing()
     finally:
         for client in (first, second, publisher):
             if client is not None:

@@ -2,7 +2,8 @@
 `/queue/<q>` (stomp.py) and `$queue/<q>` (paho) are one queue in the whole
 cluster: each message to one consumer on any node, kept until acked,
 redelivered on NACK, on a consumer's disconnect and on a node's death to a
-consumer on another node; the per-queue limit holds cluster-wide."""
+consumer on another node; the per-queue limit holds cluster-wide. HTTP pull
+consumers take from the same queue under leases."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from mqttutil import unique
 from stomputil import StompClient
@@ -240,3 +242,48 @@ def test_queue_limit_applies_cluster_wide(nats, nodes, mqtt):
     assert got == [b"a0", b"a1", b"a2", b"b0", b"b1"]
     consumer.expect_nothing()
     sender_a.disconnect()
+
+
+def pull(node, q: str, **params) -> list:
+    """POST /v1/queues/<q>/pull on `node`: the leased messages."""
+    host, port = node.endpoints["ws"]
+    r = requests.post(f"http://{host}:{port}/v1/queues/{q}/pull", params=params, timeout=WAIT)
+    assert r.status_code == 200, r.text
+    return r.json()["messages"]
+
+
+def settle(node, q: str, op: str, lease_id: str) -> None:
+    host, port = node.endpoints["ws"]
+    r = requests.post(f"http://{host}:{port}/v1/queues/{q}/{op}", json={"lease_ids": [lease_id]}, timeout=WAIT)
+    assert r.status_code == 200, r.text
+
+
+def pull_all(node, q: str, count: int, **params) -> dict:
+    """Pulls on `node` until `count` messages are leased: payload -> lease id."""
+    leased = {}
+    deadline = time.monotonic() + WAIT
+    while len(leased) < count:
+        assert time.monotonic() < deadline, f"only {sorted(leased)} pulled from {q}"
+        for m in pull(node, q, max=10, wait=2, **params):
+            assert m["payload"] not in leased, f"{m['payload']} leased twice"
+            leased[m["payload"]] = m["lease_id"]
+    return leased
+
+
+def test_http_pull_takes_from_the_cluster_queue_and_what_is_not_acked_goes_back(nats, nodes, mqtt):
+    # An ack wait longer than the test: only the leases bring messages back.
+    a, b, c = start_three(nats, nodes, {"TERN_CLUSTER__ACK_WAIT_SECS": "60"})
+    q = unique("jobs")
+    publisher = mqtt(c)
+    for i in range(3):
+        publisher.publish(f"$queue/{q}", f"job-{i}".encode(), qos=1)
+    leased = pull_all(a, q, 3, visibility=2)
+    assert sorted(leased) == ["job-0", "job-1", "job-2"]
+    settle(a, q, "ack", leased["job-0"])
+    settle(a, q, "nack", leased["job-1"])
+    # job-1 at once, job-2 once its lease (2 s) is over: both to a pull on another node.
+    again = pull_all(b, q, 2, visibility=30)
+    assert sorted(again) == ["job-1", "job-2"]
+    for lease_id in again.values():
+        settle(b, q, "ack", lease_id)
+    assert pull(c, q, max=10, wait=2) == [], "acked messages never come back"

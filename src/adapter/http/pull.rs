@@ -11,6 +11,11 @@
 //! `selector=` pulls only the messages a JMS selector matches; the others stay
 //! in the queue, in their place.
 //!
+//! In cluster mode the queue is the cluster's: a pull takes its messages from
+//! the cluster-wide queue, and leases them on the node that served the pull
+//! (ack, nack and extend go to that node); what is nacked or expires goes back
+//! to the queue for a consumer on any node.
+//!
 //! Pulling, acking and the rest need the right to subscribe to `$queue/{q}`.
 
 use std::time::{Duration, Instant};
@@ -113,7 +118,19 @@ async fn pull(
     let visibility = Duration::from_secs(visibility);
     let queues = call.ctx.router.queues();
     let mut leased = queues.pull_matching(queue, max, visibility, selector);
-    if leased.is_empty() && wait > 0 {
+    if leased.is_empty() && queues.is_clustered() {
+        // Cluster mode: the queue lives in the cluster; the leases live here.
+        let _slot = if wait > 0 {
+            Some(call.open_slot()?)
+        } else {
+            None
+        };
+        let wait = Duration::from_secs(wait);
+        tokio::select! {
+            got = queues.pull_from_cluster(queue, max, visibility, selector, wait) => leased = got,
+            () = call.ctx.shutdown.cancelled() => {}
+        }
+    } else if leased.is_empty() && wait > 0 {
         let _slot = call.open_slot()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         let watch = queues.watch_arrivals();

@@ -8,13 +8,19 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{queue_name, Entry, QueueRegistry};
+use super::{queue_name, Entry, Leased, Queue, QueueRegistry};
 use crate::core::cluster_queue::ClusterQueues;
+use crate::core::content::MessageView;
 use crate::core::message::Message;
+use crate::core::selector::Selector;
 
 /// The seq of an entry the cluster handed over: not in this node's store.
 pub(super) const FROM_CLUSTER: u64 = 0;
+
+/// Pause of a cluster pull that got nothing it could lease, before it asks again.
+const REFETCH_PAUSE: Duration = Duration::from_millis(100);
 
 /// First character of a registry key that is a shared group (cluster mode):
 /// NUL, which no queue name holds (a queue name is part of a topic).
@@ -78,6 +84,94 @@ impl QueueRegistry {
             .sum()
     }
 
+    /// Messages the cluster handed over that go back to it (leases that
+    /// expired or were nacked): the cluster hands them out again.
+    pub(super) fn give_back_to_cluster(&self, name: &str, messages: Vec<Arc<Message>>) {
+        if let (false, Some(cluster)) = (messages.is_empty(), self.cluster.get()) {
+            cluster.give_back(name, messages);
+        }
+    }
+
+    /// A pull (HTTP) from queue `name` in cluster mode: up to `max` messages
+    /// the cluster hands over, the first waited for up to `wait`, each under a
+    /// lease of `visibility` here (ack, nack and extend it on this node, as on
+    /// one node). Those `selector` does not match go back to the cluster at
+    /// once. Without a cluster, a local pull (no wait).
+    pub async fn pull_from_cluster(
+        &self,
+        name: &str,
+        max: usize,
+        visibility: Duration,
+        selector: Option<&Selector>,
+        wait: Duration,
+    ) -> Vec<Leased> {
+        let Some(cluster) = self.cluster.get() else {
+            return self.pull_matching(name, max, visibility, selector);
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let fetched = cluster.fetch(name, max, left).await;
+            let leased = self.lease_from_cluster(name, fetched, visibility, selector);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !leased.is_empty() || left.is_zero() {
+                return leased;
+            }
+            // Only messages the selector leaves out came (or the cluster
+            // failed at once): not straight back for the same ones.
+            tokio::time::sleep(REFETCH_PAUSE.min(left)).await;
+        }
+    }
+
+    fn lease_from_cluster(
+        &self,
+        name: &str,
+        fetched: Vec<Arc<Message>>,
+        visibility: Duration,
+        selector: Option<&Selector>,
+    ) -> Vec<Leased> {
+        if fetched.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let deadline = now + visibility;
+        let mut out = Vec::new();
+        let mut unwanted = Vec::new();
+        let mut queues = self.queues.lock();
+        let queue = queues
+            .entry(Arc::from(name))
+            .or_insert_with(|| Queue::new(name, self.store.as_ref()));
+        for message in fetched {
+            // An expired one is dropped (done: the cluster forgets it), as on one node.
+            if message.is_expired(now) {
+                continue;
+            }
+            if selector.is_some_and(|s| !s.matches(&MessageView::new(&message))) {
+                unwanted.push(message);
+                continue;
+            }
+            out.push(queue.lease(&self.pulls, FROM_CLUSTER, message, deadline));
+        }
+        if queue.is_idle() {
+            queues.remove(name);
+        }
+        self.pulls.leased(out.len());
+        self.give_back_to_cluster(name, unwanted);
+        out
+    }
+
+    /// Whether some consumer of queue `name` on this node, with room or not,
+    /// would take `message` (its selector and exceptions let it through).
+    /// False: nobody here ever will, only a consumer on another node may.
+    pub fn cluster_wants(&self, name: &str, message: &Message) -> bool {
+        let queues = self.queues.lock();
+        let Some(queue) = queues.get(name) else {
+            return false;
+        };
+        let view = MessageView::new(message);
+        queue.consumers.iter().any(|c| c.wants(message, &view))
+    }
+
     /// Hands `message`, taken from the cluster's queue `name`, to a local
     /// consumer in turn. False when none could take it (none left, all full):
     /// the caller gives it back to the cluster; it is not kept here.
@@ -103,9 +197,11 @@ impl QueueRegistry {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use parking_lot::Mutex;
 
     use super::*;
+    use crate::core::exceptions::Exceptions;
     use crate::core::message::QoS;
     use crate::core::queue::tests::{message, session};
     use crate::core::queue::QueueError;
@@ -117,6 +213,8 @@ mod tests {
         consumers: Mutex<Vec<(String, usize)>>,
         given_back: Mutex<Vec<String>>,
         full: bool,
+        /// What `fetch` hands a pull.
+        waiting: Mutex<Vec<Arc<Message>>>,
     }
 
     impl ClusterQueues for FakeCluster {
@@ -137,6 +235,18 @@ mod tests {
             self.given_back
                 .lock()
                 .extend(messages.iter().map(|m| body(m)));
+        }
+        fn fetch(
+            &self,
+            _name: &str,
+            max: usize,
+            _wait: Duration,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Arc<Message>>> + Send + '_>>
+        {
+            let mut waiting = self.waiting.lock();
+            let count = max.min(waiting.len());
+            let taken: Vec<_> = waiting.drain(..count).collect();
+            Box::pin(async move { taken })
         }
     }
 
@@ -173,8 +283,8 @@ mod tests {
         let fake = Arc::new(FakeCluster::default());
         let queues = clustered(&fake);
         let (a, b) = (session("a", Some(2)), session("b", None));
-        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
-        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None);
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
+        queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None, Exceptions::NONE);
         assert_eq!(queues.cluster_room("jobs"), 2 + ROOM_WITHOUT_WINDOW);
         queues.remove_consumer("jobs", &b);
         queues.remove_consumer("jobs", &a);
@@ -195,7 +305,7 @@ mod tests {
         let fake = Arc::new(FakeCluster::default());
         let queues = clustered(&fake);
         let a = session("a", Some(2));
-        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
         let (one, two) = (message("1"), message("2"));
         assert!(queues.deliver_from_cluster("jobs", Arc::clone(&one)));
         assert!(queues.deliver_from_cluster("jobs", Arc::clone(&two)));
@@ -215,7 +325,7 @@ mod tests {
         let fake = Arc::new(FakeCluster::default());
         let queues = clustered(&fake);
         let a = session("a", Some(2));
-        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
+        queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
         let one = message("1");
         let watch = Arc::downgrade(&one);
         assert!(queues.deliver_from_cluster("jobs", Arc::clone(&one)));
@@ -229,6 +339,108 @@ mod tests {
             0,
             "nothing holds it: the cluster acks it"
         );
+    }
+
+    #[test]
+    fn a_member_never_gets_what_its_acl_exceptions_name() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        let key = shared_group_key("$share/g/#");
+        let (open, carved) = (session("open", Some(4)), session("carved", Some(4)));
+        let denied = vec![crate::core::topic::Filter::parse("test/nosubscribe").unwrap()];
+        queues.add_consumer(
+            &key,
+            &carved,
+            QoS::AtLeastOnce,
+            None,
+            None,
+            Exceptions::new(denied),
+        );
+        let secret = || {
+            Arc::new(Message::new(
+                "test/nosubscribe",
+                Bytes::from_static(b"secret"),
+                QoS::AtLeastOnce,
+                false,
+            ))
+        };
+        assert!(
+            !queues.cluster_wants(&key, &secret()),
+            "only its member here is carved"
+        );
+        assert!(!queues.deliver_from_cluster(&key, secret()));
+        assert!(queues.cluster_wants(&key, &message("open")));
+        assert!(queues.deliver_from_cluster(&key, message("open")));
+        queues.add_consumer(&key, &open, QoS::AtLeastOnce, None, None, Exceptions::NONE);
+        for _ in 0..2 {
+            assert!(queues.deliver_from_cluster(&key, secret()));
+        }
+        let mut out = Vec::new();
+        carved.take_pending(usize::MAX, &mut out);
+        let topics: Vec<&str> = out.iter().map(|d| &*d.message.topic).collect();
+        assert_eq!(
+            topics,
+            ["$queue/jobs"],
+            "the carved member got only the open message"
+        );
+        out.clear();
+        open.take_pending(usize::MAX, &mut out);
+        assert_eq!(out.len(), 2, "the other member got both secrets");
+    }
+
+    #[tokio::test]
+    async fn a_pull_leases_what_the_cluster_hands_over_and_gives_back_the_rest() {
+        let fake = Arc::new(FakeCluster::default());
+        let queues = clustered(&fake);
+        let kind = |body: &'static str, kind: &str| {
+            let mut m = Message::new(
+                "$queue/jobs",
+                Bytes::from_static(body.as_bytes()),
+                QoS::AtLeastOnce,
+                false,
+            );
+            m.properties = Some(Arc::new(crate::core::message::MessageProperties {
+                user_properties: vec![("kind".into(), kind.into())],
+                ..Default::default()
+            }));
+            Arc::new(m)
+        };
+        fake.waiting.lock().extend([
+            kind("1", "a"),
+            kind("2", "b"),
+            kind("3", "a"),
+            kind("4", "a"),
+        ]);
+        let watch = Arc::downgrade(&fake.waiting.lock()[0]);
+        let selector = crate::core::selector::Selector::parse("kind = 'a'").unwrap();
+        let minute = Duration::from_secs(60);
+        let leased = queues
+            .pull_from_cluster("jobs", 3, minute, Some(&selector), Duration::ZERO)
+            .await;
+        let bodies: Vec<String> = leased.iter().map(|l| body(&l.message)).collect();
+        assert_eq!(bodies, ["1", "3"]);
+        assert_eq!(
+            *fake.given_back.lock(),
+            ["2"],
+            "what the selector leaves out goes back"
+        );
+        // Acked: nothing here holds it, so the cluster finishes it.
+        queues.ack_lease("jobs", leased[0].lease_id).unwrap();
+        let (first, second) = (leased[0].lease_id, leased[1].lease_id);
+        drop(leased);
+        assert_eq!(watch.strong_count(), 0);
+        assert!(queues.ack_lease("jobs", first).is_err());
+        // Nacked or expired: back to the cluster, not to a local queue.
+        queues.nack_lease("jobs", second, Duration::ZERO).unwrap();
+        assert_eq!(*fake.given_back.lock(), ["2", "3"]);
+        let last = queues
+            .pull_from_cluster("jobs", 5, minute, None, Duration::ZERO)
+            .await;
+        assert_eq!(body(&last[0].message), "4");
+        assert_eq!(queues.expire_leases(Instant::now() + minute * 2), 1);
+        assert_eq!(*fake.given_back.lock(), ["2", "3", "4"]);
+        assert_eq!(queues.depth("jobs").ready, 0);
+        assert_eq!(queues.lease_count(), 0);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Entry, Queue, Unacked};
+use super::{Consumer, Entry, Queue, Unacked};
 use crate::core::commit::Commit;
 use crate::core::content::MessageView;
 use crate::core::message::Delivery;
@@ -15,7 +15,7 @@ impl Queue {
     /// Hands ready messages to consumers, taking turns, until one side runs out;
     /// returns the commit of what that stored.
     pub(super) fn dispatch(&mut self) -> Commit {
-        if self.consumers.iter().any(|c| c.selector.is_some()) {
+        if self.consumers.iter().any(Consumer::is_selective) {
             return self.dispatch_selective();
         }
         let mut commit = Commit::NONE;
@@ -74,7 +74,9 @@ impl Queue {
             }
             let view = MessageView::new(&entry.message);
             let found = (0..count).map(|i| (self.next + i) % count).find(|&i| {
-                !refused[i] && self.consumers[i].can_take() && self.consumers[i].wants(&view)
+                !refused[i]
+                    && self.consumers[i].can_take()
+                    && self.consumers[i].wants(&entry.message, &view)
             });
             let Some(index) = found else {
                 at += 1;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::cluster::FROM_CLUSTER;
 use super::{Entry, Queue, QueueRegistry};
 use crate::core::content::MessageView;
 use crate::core::message::Message;
@@ -140,6 +141,11 @@ impl Default for PullState {
 }
 
 impl PullState {
+    /// `count` more leases exist.
+    pub(super) fn leased(&self, count: usize) {
+        self.leases.fetch_add(count, Ordering::Relaxed);
+    }
+
     /// A message became ready somewhere: wake the waiting pulls (none: no cost).
     pub(super) fn arrived(&self) {
         if self.waiting.load(Ordering::Acquire) > 0 {
@@ -170,23 +176,46 @@ impl Drop for ArrivalWatch<'_> {
 
 impl Queue {
     /// Puts the messages of leases past their deadline back at the front of
-    /// `ready`, oldest first; returns how many.
-    fn expire(&mut self, now: Instant) -> usize {
-        let mut back: Vec<Entry> = self
-            .leases
-            .take_due(now)
-            .into_iter()
-            .map(|held| Entry {
+    /// `ready`, oldest first; returns how many, and those the cluster handed
+    /// over (cluster mode), which go back to the cluster instead.
+    fn expire(&mut self, now: Instant) -> (usize, Vec<Arc<Message>>) {
+        let due = self.leases.take_due(now);
+        let count = due.len();
+        let (from_cluster, mut back): (Vec<Held>, Vec<Held>) =
+            due.into_iter().partition(|held| held.seq == FROM_CLUSTER);
+        back.sort_by_key(|held| std::cmp::Reverse(held.seq));
+        for held in back {
+            self.ready.push_front(Entry {
                 seq: held.seq,
                 message: held.message,
-            })
-            .collect();
-        let count = back.len();
-        back.sort_by_key(|entry| std::cmp::Reverse(entry.seq));
-        for entry in back {
-            self.ready.push_front(entry);
+            });
         }
-        count
+        (count, from_cluster.into_iter().map(|h| h.message).collect())
+    }
+
+    /// Puts `message` (stored as `seq`) under a new lease until `deadline`.
+    pub(super) fn lease(
+        &mut self,
+        pulls: &PullState,
+        seq: u64,
+        message: Arc<Message>,
+        deadline: Instant,
+    ) -> Leased {
+        let lease_id = pulls.next_id.fetch_add(1, Ordering::Relaxed);
+        self.leases.insert(
+            lease_id,
+            Held {
+                seq,
+                message: Arc::clone(&message),
+                deadline,
+                live: true,
+            },
+        );
+        Leased {
+            lease_id,
+            message,
+            deadline,
+        }
     }
 }
 
@@ -217,7 +246,8 @@ impl QueueRegistry {
         let Some(queue) = queues.get_mut(name) else {
             return Vec::new();
         };
-        let expired = queue.expire(now);
+        let (expired, to_cluster) = queue.expire(now);
+        self.give_back_to_cluster(name, to_cluster);
         let deadline = now + visibility;
         let mut out = Vec::new();
         let mut at = 0;
@@ -237,21 +267,7 @@ impl QueueRegistry {
                 queue.forget(seq);
                 continue;
             }
-            let lease_id = self.pulls.next_id.fetch_add(1, Ordering::Relaxed);
-            queue.leases.insert(
-                lease_id,
-                Held {
-                    seq,
-                    message: Arc::clone(&message),
-                    deadline,
-                    live: true,
-                },
-            );
-            out.push(Leased {
-                lease_id,
-                message,
-                deadline,
-            });
+            out.push(queue.lease(&self.pulls, seq, message, deadline));
         }
         if expired > 0 {
             queue.dispatch();
@@ -296,10 +312,15 @@ impl QueueRegistry {
             return Ok(());
         }
         if let Some(held) = queue.leases.remove(lease_id) {
-            queue.ready.push_front(Entry {
-                seq: held.seq,
-                message: held.message,
-            });
+            if held.seq == FROM_CLUSTER {
+                // Back to the cluster: the next consumer may be on another node.
+                self.give_back_to_cluster(name, vec![held.message]);
+            } else {
+                queue.ready.push_front(Entry {
+                    seq: held.seq,
+                    message: held.message,
+                });
+            }
         }
         queue.dispatch();
         let waiting = !queue.ready.is_empty();
@@ -340,8 +361,9 @@ impl QueueRegistry {
         }
         let mut total = 0;
         let mut queues = self.queues.lock();
-        for queue in queues.values_mut() {
-            let expired = queue.expire(now);
+        for (name, queue) in queues.iter_mut() {
+            let (expired, to_cluster) = queue.expire(now);
+            self.give_back_to_cluster(name, to_cluster);
             if expired > 0 {
                 queue.dispatch();
                 total += expired;

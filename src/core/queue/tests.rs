@@ -61,8 +61,8 @@ fn messages_wait_for_a_consumer_then_go_round_robin() {
     assert_eq!(queues.depth("jobs").ready, 4);
     let a = session("a", Some(10));
     let b = session("b", Some(10));
-    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
-    queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None);
+    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
+    queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None, Exceptions::NONE);
     // a was alone when it joined: it took everything waiting.
     assert_eq!(bodies(&a), ["1", "2", "3", "4"]);
     for body in ["5", "6", "7", "8"] {
@@ -77,7 +77,7 @@ fn messages_wait_for_a_consumer_then_go_round_robin() {
 fn full_queue_refuses_and_ack_frees_room() {
     let queues = QueueRegistry::new(2);
     let a = session("a", Some(10));
-    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
+    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
     let first = message("1");
     queues.enqueue("jobs", Arc::clone(&first)).unwrap();
     queues.enqueue("jobs", message("2")).unwrap();
@@ -97,7 +97,7 @@ fn full_queue_refuses_and_ack_frees_room() {
 fn nack_and_consumer_leaving_redeliver_in_order() {
     let queues = QueueRegistry::new(10);
     let a = session("a", Some(10));
-    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
+    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
     let (m1, m2) = (message("1"), message("2"));
     queues.enqueue("jobs", Arc::clone(&m1)).unwrap();
     queues.enqueue("jobs", Arc::clone(&m2)).unwrap();
@@ -109,7 +109,7 @@ fn nack_and_consumer_leaving_redeliver_in_order() {
     assert!(queues.remove_consumer("jobs", &a));
     assert_eq!(queues.depth("jobs").ready, 2);
     let b = session("b", Some(10));
-    queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None);
+    queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None, Exceptions::NONE);
     assert_eq!(bodies(&b), ["1", "2"]);
 }
 
@@ -118,8 +118,8 @@ fn ack_window_limits_what_one_consumer_holds() {
     let queues = QueueRegistry::new(10);
     let a = session("a", Some(1));
     let b = session("b", Some(1));
-    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
-    queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None);
+    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
+    queues.add_consumer("jobs", &b, QoS::AtLeastOnce, None, None, Exceptions::NONE);
     let m1 = message("1");
     queues.enqueue("jobs", Arc::clone(&m1)).unwrap();
     queues.enqueue("jobs", message("2")).unwrap();
@@ -135,7 +135,7 @@ fn ack_window_limits_what_one_consumer_holds() {
 fn consumers_without_a_window_are_done_on_hand_over() {
     let queues = QueueRegistry::new(1);
     let a = session("a", None);
-    queues.add_consumer("jobs", &a, QoS::AtMostOnce, None, None);
+    queues.add_consumer("jobs", &a, QoS::AtMostOnce, None, None, Exceptions::NONE);
     queues.enqueue("jobs", message("1")).unwrap();
     queues.enqueue("jobs", message("2")).unwrap();
     let mut out = Vec::new();
@@ -150,7 +150,7 @@ fn consumers_without_a_window_are_done_on_hand_over() {
 fn idle_queues_are_forgotten() {
     let queues = QueueRegistry::new(10);
     let a = session("a", Some(10));
-    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None);
+    queues.add_consumer("jobs", &a, QoS::AtLeastOnce, None, None, Exceptions::NONE);
     let m = message("1");
     queues.enqueue("jobs", Arc::clone(&m)).unwrap();
     assert!(queues.ack("jobs", &a, &m).is_some());

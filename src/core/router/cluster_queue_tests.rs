@@ -32,6 +32,14 @@ impl ClusterQueues for Recorder {
     fn give_back(&self, _name: &str, messages: Vec<Arc<Message>>) {
         *self.given_back.lock() += messages.len();
     }
+    fn fetch(
+        &self,
+        _name: &str,
+        _max: usize,
+        _wait: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Arc<Message>>> + Send + '_>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 fn options() -> SubscriptionOptions {

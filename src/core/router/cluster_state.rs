@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::persist::RetainedOrigin;
+use super::restore::stored_subscription;
 use super::wills::WillAction;
 use super::{Attached, NotSessionOwner, Router};
 use crate::core::cluster_state::Claimed;
 use crate::core::message::Message;
 use crate::core::session::{KickReason, MovedAway, SessionOwner};
-use crate::core::topic::Filter;
 
 impl Router {
     /// [`Router::attach`] for a client id that is one session in the whole
@@ -49,14 +49,9 @@ impl Router {
             }
         };
         if claimed.held_elsewhere && !clean_start && !attached.session_present {
-            for (raw, options) in claimed.carried {
-                match Filter::parse(&raw) {
-                    Ok(filter) => {
-                        self.subscribe(&attached.session, filter, options);
-                    }
-                    Err(e) => {
-                        tracing::warn!(client_id = %client_id, filter = %raw, error = %e, "carried subscription dropped")
-                    }
+            for record in &claimed.carried {
+                if let Some((filter, options)) = stored_subscription(self, client_id, record) {
+                    self.subscribe(&attached.session, filter, options);
                 }
             }
             attached.session_present = true;

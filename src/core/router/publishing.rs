@@ -150,8 +150,12 @@ impl Router {
     /// sessions, exactly as a local publish, and never back to the fabric.
     /// Returns the number of sessions it was queued for.
     pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
-        // Retained messages travel through the cluster state, not the fabric;
-        // one that comes this way anyway is not shared again.
+        // A retained message reaches this node's subscribers through the
+        // cluster state (`apply_cluster_retained`), in the cluster's order: the
+        // fabric carries it only for the shared groups (see `to_forward`).
+        if message.retain && self.persistence.cluster().is_some() {
+            return 0;
+        }
         match self.routing.route(
             message,
             None,
@@ -171,14 +175,14 @@ impl Router {
 
     /// The message again when the fabric must carry it (cluster mode, not a
     /// `$SYS` or queue topic): taken before routing consumes it. A retained
-    /// message goes to the other nodes through the cluster state instead
-    /// (`apply_cluster_retained` there), which keeps their indexes in the
-    /// cluster's order and races no subscriber.
+    /// message goes too, for the shared groups alone (the cluster's shared
+    /// stream captures what the fabric publishes, and their members may be
+    /// anywhere): the other nodes' subscribers get it through the cluster
+    /// state (`apply_cluster_retained` there), which keeps their indexes in
+    /// the cluster's order and races no subscriber, so `publish_from_peer`
+    /// routes no retained message.
     fn to_forward(&self, message: &Arc<Message>) -> Option<Arc<Message>> {
         self.routing.fabric()?;
-        if message.retain && self.persistence.cluster().is_some() {
-            return None;
-        }
         is_fabric_topic(&message.topic).then(|| Arc::clone(message))
     }
 

@@ -9,9 +9,9 @@ use super::persist::{
 };
 use super::Router;
 use crate::core::message::Message;
-use crate::core::session::Session;
+use crate::core::session::{Session, SubscriptionOptions};
 use crate::core::topic::Filter;
-use crate::store::record::unix_ms_now;
+use crate::store::record::{unix_ms_now, SubscriptionRecord};
 use crate::store::{Snapshot, StoreOp};
 
 /// What a restore brought back, for the start-up log.
@@ -23,6 +23,33 @@ pub struct Restored {
     pub queued: usize,
     pub wills: usize,
     pub expired_sessions: usize,
+}
+
+/// A subscription as stored (or carried from another node of the cluster),
+/// its selector compiled again; None, logged, for a filter or a selector that
+/// no longer parses (never delivering everything in its place).
+pub(super) fn stored_subscription(
+    router: &Router,
+    client_id: &str,
+    record: &SubscriptionRecord,
+) -> Option<(Filter, SubscriptionOptions)> {
+    let mut options = subscription_options(record);
+    if let Some(text) = &record.selector {
+        match router.compile_selector(text) {
+            Ok(selector) => options.selector = Some(selector),
+            Err(e) => {
+                tracing::warn!(client_id, filter = %record.filter, error = %e, "stored subscription with a selector that no longer parses skipped");
+                return None;
+            }
+        }
+    }
+    match Filter::parse(&record.filter) {
+        Ok(filter) => Some((filter, options)),
+        Err(e) => {
+            tracing::warn!(client_id, filter = %record.filter, error = %e, "stored subscription skipped");
+            None
+        }
+    }
 }
 
 /// See [`Router::restore`].
@@ -54,24 +81,8 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
             .sessions
             .insert_restored(&client_id, record.expiry_interval, owner);
         for subscription in &record.subscriptions {
-            let mut options = subscription_options(subscription);
-            if let Some(text) = &subscription.selector {
-                match router.compile_selector(text) {
-                    Ok(selector) => options.selector = Some(selector),
-                    Err(e) => {
-                        // Never deliver everything in its place: leave it out.
-                        tracing::warn!(client_id, filter = %subscription.filter, error = %e, "stored subscription with a selector that no longer parses skipped");
-                        continue;
-                    }
-                }
-            }
-            match Filter::parse(&subscription.filter) {
-                Ok(filter) => {
-                    router.routing.subscribe(&session, filter, options);
-                }
-                Err(e) => {
-                    tracing::warn!(client_id, filter = %subscription.filter, error = %e, "stored subscription skipped")
-                }
+            if let Some((filter, options)) = stored_subscription(router, &client_id, subscription) {
+                router.routing.subscribe(&session, filter, options);
             }
         }
         if left_ms != u64::MAX {

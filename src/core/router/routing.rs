@@ -98,6 +98,7 @@ impl Routing {
                 options.qos,
                 options.subscription_id,
                 options.selector.clone(),
+                options.exceptions.clone(),
             );
             return session.add_subscription(filter, options);
         }
