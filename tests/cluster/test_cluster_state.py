@@ -45,89 +45,51 @@ def wait_for_writes(nats, stream: str, at_least: int) -> None:
         time.sleep(0.02)
 
 
-def test_takeover_on_another_node_disconnects_with_0x8e_and_keeps_subscriptions(nats, nodes):
+def take_over(nats, nodes, mqtt, filter_: str, clean: bool, properties=None):
+    """A persistent session on tern-a subscribes `filter_` (written to the
+    bucket), then its client id connects to tern-b with clean start `clean`,
+    which takes it over: (tern-b, the first client, the second)."""
     a = nodes.start("tern-a", [nats.url])
     b = nodes.start("tern-b", [nats.url])
     client_id = unique("device")
-    first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
-    second = None
-    publisher = None
-    try:
-        assert not first.session_present
-        before = stream_last_seq(nats, CLIENTS_STREAM)
-        assert first.subscribe("cs/takeover/+", qos=1) == [1]
-        wait_for_writes(nats, CLIENTS_STREAM, before + 1)
-
-        second = MqttClient(b, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
-        assert second.session_present, "the session held on tern-a resumes on tern-b"
-        assert first.disconnected.wait(TIMEOUT), "tern-a never closed the first connection"
-        assert first.disconnect_reason == SESSION_TAKEN_OVER, first.disconnect_reason
-
-        # The carried subscription works on tern-b with no SUBSCRIBE there.
-        publisher = MqttClient(b, "5.0", client_id=unique("pub")).connect()
-        publisher.publish("cs/takeover/1", b"hello", qos=1)
-        message = second.expect()
-        assert (message.topic, message.payload, message.qos) == ("cs/takeover/1", b"hello", 1)
-    finally:
-        for client in (first, second, publisher):
-            if client is not None:
-                client.close()
+    first = mqtt(a, client_id=client_id, clean=False, session_expiry=300)
+    assert not first.session_present
+    before = stream_last_seq(nats, CLIENTS_STREAM)
+    assert first.subscribe(filter_, qos=1, properties=properties) == [1]
+    wait_for_writes(nats, CLIENTS_STREAM, before + 1)
+    second = mqtt(b, client_id=client_id, clean=clean, session_expiry=300)
+    assert first.disconnected.wait(TIMEOUT), "tern-a never closed the first connection"
+    assert first.disconnect_reason == SESSION_TAKEN_OVER, first.disconnect_reason
+    return b, first, second
 
 
-def test_a_session_resumed_on_another_node_keeps_its_subscriptions_selectors(nats, nodes):
-    a = nodes.start("tern-a", [nats.url])
-    b = nodes.start("tern-b", [nats.url])
-    client_id = unique("picky")
-    first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
-    second = None
-    publisher = None
-    try:
-        before = stream_last_seq(nats, CLIENTS_STREAM)
-        props = Properties(PacketTypes.SUBSCRIBE)
-        props.UserProperty = [("selector", "bucket = 3")]
-        assert first.subscribe("cs/picky/+", qos=1, properties=props) == [1]
-        wait_for_writes(nats, CLIENTS_STREAM, before + 1)
-
-        second = MqttClient(b, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
-        assert second.session_present
-        assert first.disconnected.wait(TIMEOUT)
-
-        publisher = MqttClient(b, "5.0", client_id=unique("pub")).connect()
-        for bucket in [1, 3, 2, 3]:
-            publisher.publish("cs/picky/x", f"b{bucket}".encode(), qos=1,
-                              properties=publish_props(UserProperty=[("bucket", str(bucket))]))
-        assert [m.payload for m in second.expect_n(2)] == [b"b3", b"b3"]
-        second.expect_nothing()
-    finally:
-        for client in (first, second, publisher):
-            if client is not None:
-                client.close()
+def test_takeover_on_another_node_disconnects_with_0x8e_and_keeps_subscriptions(nats, nodes, mqtt):
+    b, _, second = take_over(nats, nodes, mqtt, "cs/takeover/+", clean=False)
+    assert second.session_present, "the session held on tern-a resumes on tern-b"
+    # The carried subscription works on tern-b with no SUBSCRIBE there.
+    mqtt(b).publish("cs/takeover/1", b"hello", qos=1)
+    message = second.expect()
+    assert (message.topic, message.payload, message.qos) == ("cs/takeover/1", b"hello", 1)
 
 
-def test_clean_start_takeover_on_another_node_discards_the_session(nats, nodes):
-    a = nodes.start("tern-a", [nats.url])
-    b = nodes.start("tern-b", [nats.url])
-    client_id = unique("device")
-    first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
-    second = None
-    publisher = None
-    try:
-        before = stream_last_seq(nats, CLIENTS_STREAM)
-        assert first.subscribe("cs/clean/+", qos=1) == [1]
-        wait_for_writes(nats, CLIENTS_STREAM, before + 1)
+def test_a_session_resumed_on_another_node_keeps_its_subscriptions_selectors(nats, nodes, mqtt):
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.UserProperty = [("selector", "bucket = 3")]
+    b, _, second = take_over(nats, nodes, mqtt, "cs/picky/+", clean=False, properties=props)
+    assert second.session_present
+    publisher = mqtt(b)
+    for bucket in [1, 3, 2, 3]:
+        publisher.publish("cs/picky/x", f"b{bucket}".encode(), qos=1,
+                          properties=publish_props(UserProperty=[("bucket", str(bucket))]))
+    assert [m.payload for m in second.expect_n(2)] == [b"b3", b"b3"]
+    second.expect_nothing()
 
-        second = MqttClient(b, "5.0", client_id=client_id, clean=True, session_expiry=300).connect()
-        assert not second.session_present
-        assert first.disconnected.wait(TIMEOUT)
-        assert first.disconnect_reason == SESSION_TAKEN_OVER, first.disconnect_reason
 
-        publisher = MqttClient(b, "5.0", client_id=unique("pub")).connect()
-        publisher.publish("cs/clean/1", b"x", qos=1)
-        second.expect_nothing()
-    finally:
-        for client in (first, second, publisher):
-            if client is not None:
-                client.close()
+def test_clean_start_takeover_on_another_node_discards_the_session(nats, nodes, mqtt):
+    b, _, second = take_over(nats, nodes, mqtt, "cs/clean/+", clean=True)
+    assert not second.session_present
+    mqtt(b).publish("cs/clean/1", b"x", qos=1)
+    second.expect_nothing()
 
 
 def test_retained_set_replace_and_clear_are_seen_from_every_node(nats, nodes):
