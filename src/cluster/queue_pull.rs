@@ -32,6 +32,8 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// Pause of a puller whose consumers have no room, or after an error.
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long a puller goes without messages before it checks its consumer exists.
+const CONSUMER_CHECK: Duration = Duration::from_secs(5);
 /// Shortest wait of a pull's JetStream request for its first message.
 const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
 /// A message no consumer of this node will take (selectors, ACL exceptions)
@@ -131,6 +133,9 @@ async fn open_consumer(
 
 /// Takes queue (or shared group) `source.key`'s messages from the cluster
 /// while this node's consumers have room, and hands them to the registry.
+/// Opens its consumer again (making what is missing) after a failed fetch,
+/// or when an idle consumer is found gone: a NATS server restarted without
+/// the shared groups' stream (memory storage) or a group's idle consumer.
 async fn run_puller(
     cluster: Cluster,
     router: Arc<Router>,
@@ -139,25 +144,44 @@ async fn run_puller(
     ack_wait: Duration,
     stop: CancellationToken,
 ) {
-    let name = Arc::clone(&source.key);
-    let consumer = loop {
+    let mut failures = 0u64;
+    while !stop.is_cancelled() {
         match open_consumer(&cluster, &source, ack_wait).await {
-            Ok(consumer) => break consumer,
+            Ok(consumer) => {
+                failures = 0;
+                pull_while_open(&router, &queues, &source.key, &consumer, &stop).await;
+            }
             Err(error) => {
-                tracing::warn!(queue = %name, %error, "cluster: cannot open the queue's JetStream consumer; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
-                    () = stop.cancelled() => return,
+                failures += 1;
+                // The first of a run of failures (NATS down: one a second).
+                if failures == 1 {
+                    tracing::warn!(queue = %source.key, %error, "cluster: cannot open the queue's JetStream consumer; retrying");
                 }
             }
         }
-    };
-    let shared = shared_group_filter(&name).is_some();
+        tokio::select! {
+            () = tokio::time::sleep(RETRY_PAUSE) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// [`run_puller`] on one opened consumer, until a fetch fails or the
+/// consumer is found gone (the caller opens it again), or `stop`.
+async fn pull_while_open(
+    router: &Router,
+    queues: &NatsQueues,
+    name: &Arc<str>,
+    consumer: &consumer::Consumer<consumer::pull::Config>,
+    stop: &CancellationToken,
+) {
+    let shared = shared_group_filter(name).is_some();
+    let mut checked = Instant::now();
     while !stop.is_cancelled() {
         let room = router
             .queues()
-            .cluster_room(&name)
-            .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(&name)));
+            .cluster_room(name)
+            .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(name)));
         if room == 0 {
             tokio::select! {
                 () = tokio::time::sleep(IDLE_PAUSE) => {}
@@ -173,29 +197,45 @@ async fn run_puller(
             Ok(batch) => batch,
             Err(error) => {
                 tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
+                return;
             }
         };
+        let mut taken = 0usize;
         // Read to its end even when stopping: what was fetched is tracked (and so given back).
         while let Some(next) = batch.next().await {
-            let Ok(jet) = next else {
-                break;
+            let jet = match next {
+                Ok(jet) => jet,
+                Err(error) => {
+                    tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
+                    return;
+                }
             };
+            taken += 1;
             let offers = jet.info().map_or(1, |info| info.delivered);
-            let Some(message) = take(&queues, &name, jet).await else {
+            let Some(message) = take(queues, name, jet).await else {
                 continue;
             };
             let registry = router.queues();
-            if registry.deliver_from_cluster(&name, Arc::clone(&message)) {
+            if registry.deliver_from_cluster(name, Arc::clone(&message)) {
                 continue;
             }
-            if registry.cluster_wants(&name, &message) {
-                queues.give_back(&name, vec![message]);
+            if registry.cluster_wants(name, &message) {
+                queues.give_back(name, vec![message]);
             } else if shared && offers >= UNWANTED_OFFERS {
-                queues.pass_on(&name, &message, AckKind::Term);
+                queues.pass_on(name, &message, AckKind::Term);
             } else {
-                queues.pass_on(&name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+                queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+            }
+        }
+        if taken > 0 {
+            checked = Instant::now();
+        } else if checked.elapsed() >= CONSUMER_CHECK {
+            // Idle for a while: is the consumer still there? (A pull from a
+            // consumer that is gone may just time out.)
+            checked = Instant::now();
+            if let Err(error) = consumer.get_info().await {
+                tracing::debug!(queue = %name, %error, "cluster: queue consumer gone; opening it again");
+                return;
             }
         }
     }

@@ -1,5 +1,6 @@
 """Operating a cluster: metrics, health, the node list, and faults (NATS down
-at run time, one NATS server of three killed)."""
+at run time, shared groups and queues after a NATS restart, one NATS server
+of three killed)."""
 
 from __future__ import annotations
 
@@ -175,3 +176,31 @@ def test_admin_api_tells_which_node_holds_a_client_id(pair, mqtt):
     status, body = http_get(a, "/api/clients", TOKEN)
     listed = {c["client_id"]: c["node"] for c in json.loads(body)}
     assert listed.get(client_id) == "tern-a"
+
+
+def test_shared_groups_and_queues_work_again_after_nats_restarts(nats, nodes, mqtt):
+    from test_queues import await_consumer, next_mqtt  # noqa: PLC0415
+    from test_shared import Members, await_group  # noqa: PLC0415
+
+    a = nodes.start("tern-a", [nats.url])
+    b = nodes.start("tern-b", [nats.url])
+    prefix, q = unique("r"), unique("jobs")
+    members = Members()
+    members.mqtt["b"] = mqtt(b)
+    assert members.mqtt["b"].subscribe(f"$share/g/{prefix}/#", qos=1) == [1]
+    consumer = mqtt(b)
+    assert consumer.subscribe(f"$queue/{q}", qos=1) == [1]
+    pub = mqtt(a)
+
+    def both_flow(timeout: float = WAIT):
+        await_group(lambda text: pub.publish(f"{prefix}/p", text.encode(), qos=1), members, timeout)
+        await_consumer(lambda text: pub.publish(f"$queue/{q}", text.encode(), qos=1),
+                       lambda wait: next_mqtt(consumer, wait), timeout)
+
+    both_flow()
+    nats.stop()
+    wait_for("NATS loss noticed", lambda: "NATS connection lost" in b.stderr_text())
+    nats.start()
+    wait_for("reconnected", lambda: metric(a, "tern_cluster_nats_connected") == 1
+             and metric(b, "tern_cluster_nats_connected") == 1)
+    both_flow(timeout=30)
