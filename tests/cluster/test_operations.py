@@ -178,12 +178,12 @@ def test_admin_api_tells_which_node_holds_a_client_id(pair, mqtt):
     assert listed.get(client_id) == "tern-a"
 
 
-def test_shared_groups_and_queues_work_again_after_nats_restarts(nats, nodes, mqtt):
+def group_and_queue(a, b, mqtt):
+    """A shared group member and a queue consumer on b, a publisher on a: a
+    function that waits until a message reaches each of them."""
     from test_queues import await_consumer, next_mqtt  # noqa: PLC0415
     from test_shared import Members, await_group  # noqa: PLC0415
 
-    a = nodes.start("tern-a", [nats.url])
-    b = nodes.start("tern-b", [nats.url])
     prefix, q = unique("r"), unique("jobs")
     members = Members()
     members.mqtt["b"] = mqtt(b)
@@ -197,10 +197,29 @@ def test_shared_groups_and_queues_work_again_after_nats_restarts(nats, nodes, mq
         await_consumer(lambda text: pub.publish(f"$queue/{q}", text.encode(), qos=1),
                        lambda wait: next_mqtt(consumer, wait), timeout)
 
+    return both_flow
+
+
+def test_shared_groups_and_queues_work_again_after_nats_restarts(nats, nodes, mqtt):
+    a = nodes.start("tern-a", [nats.url])
+    b = nodes.start("tern-b", [nats.url])
+    both_flow = group_and_queue(a, b, mqtt)
     both_flow()
     nats.stop()
     wait_for("NATS loss noticed", lambda: "NATS connection lost" in b.stderr_text())
     nats.start()
     wait_for("reconnected", lambda: metric(a, "tern_cluster_nats_connected") == 1
              and metric(b, "tern_cluster_nats_connected") == 1)
+    both_flow(timeout=30)
+
+
+def test_one_nats_server_of_three_killed_groups_and_queues_keep_working(nats_cluster, nodes, mqtt):
+    urls = [s.url for s in nats_cluster]
+    env = {"TERN_CLUSTER__REPLICAS": "3"}
+    a = nodes.start("tern-a", urls, env)
+    b = nodes.start("tern-b", urls[1:] + urls[:1], env)
+    both_flow = group_and_queue(a, b, mqtt)
+    both_flow()
+    victim = _server_of(nats_cluster, "tern:tern-b") or nats_cluster[0]
+    victim.kill()
     both_flow(timeout=30)
