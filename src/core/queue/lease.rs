@@ -16,6 +16,10 @@
 //!
 //! Leases count towards the queue's bound (`queue_max_messages`), so they are
 //! bounded as every other message in a queue is.
+//!
+//! Cluster mode (`cluster.rs`): a pull leases what the cluster hands over; a
+//! lease that is nacked or expires gives its message back to the cluster, not
+//! to `ready`, and an acked one lets the cluster finish it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
