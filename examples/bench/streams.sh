@@ -7,7 +7,8 @@
 # 2. replay: the stream filled with MESSAGES 64-byte messages (fan-in, QoS 0),
 #    then `--scenario stream-replay` reads them from `first` at QoS 0 and QoS 1.
 # Broker on core 0, generator on core 1. RUNS (default 3), DURATION (default 5 s),
-# MESSAGES (default 1,000,000).
+# MESSAGES (default 1,000,000); APPEND_ONLY=1 skips the replay. Memory during a
+# replay: streams_memory.sh.
 set -euo pipefail
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
@@ -37,12 +38,15 @@ for ((i = 1; i <= runs; i++)); do
   for mode in none stream; do
     dir=$(mktemp -d)
     if [ "$mode" = stream ]; then start "$conf" "$dir"; else start "$empty" "$dir"; fi
-    r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" --json | rate)
+    r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" \
+      --broker-pid "$pid" --json | python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1])
+print("%.0f msg/s, %.0f msg per broker CPU-s" % (d["msgs_per_s"], d["msgs_per_broker_cpu_s"]))')
     kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
-    echo "append qos1, $mode: $r msg/s"
+    echo "append qos1, $mode: $r"
   done
 done
 
+if [ -n "${APPEND_ONLY:-}" ]; then rm -f "$conf" "$empty"; exit 0; fi
 dir=$(mktemp -d)
 start "$conf" "$dir"
 while :; do
