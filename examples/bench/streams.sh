@@ -20,18 +20,11 @@ port=${PORT:-18830}
 http=${HTTP_PORT:-19090}
 cargo build --release -p tern -p tern-bench >/dev/null
 bin=${CARGO_TARGET_DIR:-target}/release
+. examples/bench/streams_common.sh
 conf=$(mktemp --suffix=.toml)
-printf '[[stream]]\nname = "bench"\ntopics = ["bench/#"]\n' >"$conf"
+stream_conf "$conf"
 empty=$(mktemp --suffix=.toml)
 
-start() { # config file, data dir
-  TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false \
-    TERN_HTTP__BIND=127.0.0.1:$http TERN_HTTP__ADMIN_TOKEN=bench TERN_STORAGE__DATA_DIR=$2 \
-    TERN_LOG__LEVEL=error taskset -c 0 "$bin/tern" --config "$1" >/dev/null 2>&1 &
-  pid=$!
-  # Up once its listener answers.
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-}
 rate() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(round(d["msgs_per_s"]))'; }
 
 for ((i = 1; i <= runs; i++)); do
@@ -49,12 +42,7 @@ done
 if [ -n "${APPEND_ONLY:-}" ]; then rm -f "$conf" "$empty"; exit 0; fi
 dir=$(mktemp -d)
 start "$conf" "$dir"
-while :; do
-  held=$(curl -s -H 'Authorization: Bearer bench' "http://127.0.0.1:$http/api/streams/bench" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
-  [ "$held" -ge "$messages" ] && break
-  taskset -c 1 "$bin/tern-bench" --port "$port" --scenario fan-in --duration 5 --json >/dev/null 2>&1 || true
-done
+held=$(fill "$messages")
 echo "stream holds $held messages"
 for q in 0 1; do
   for ((i = 1; i <= runs; i++)); do

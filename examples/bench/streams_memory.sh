@@ -26,22 +26,14 @@ port=${PORT:-18831}
 http=${HTTP_PORT:-19091}
 if [ -z "${BIN:-}" ]; then cargo build --release -p tern -p tern-bench >/dev/null; fi
 bin=${BIN:-${CARGO_TARGET_DIR:-target}/release}
+. examples/bench/streams_common.sh
 dir=$(mktemp -d)
-printf '[[stream]]\nname = "bench"\ntopics = ["bench/#"]\n' >"$dir/tern.toml"
+stream_conf "$dir/tern.toml"
 [ -n "${CACHE:-}" ] && export TERN_STORAGE__CACHE_SIZE=$CACHE
-TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false \
-  TERN_HTTP__BIND=127.0.0.1:$http TERN_HTTP__ADMIN_TOKEN=bench TERN_STORAGE__DATA_DIR=$dir/data \
-  TERN_LOG__LEVEL=error taskset -c 0 "$bin/tern" --config "$dir/tern.toml" >/dev/null 2>&1 &
-pid=$!
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+start "$dir/tern.toml" "$dir/data"
 echo "cache_size: ${CACHE:-64MiB (default)}"
 
-while :; do
-  held=$(curl -s -H 'Authorization: Bearer bench' "http://127.0.0.1:$http/api/streams/bench" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
-  [ "$held" -ge "$messages" ] && break
-  taskset -c 1 "$bin/tern-bench" --port "$port" --scenario fan-in --duration 5 --json >/dev/null 2>&1 || true
-done
+held=$(fill "$messages")
 echo "stream holds $held messages, store file $(du -h "$dir/data/tern.redb" | cut -f1);" \
   "after the fill: $(grep -E 'VmRSS' /proc/$pid/status | tr -s ' ')"
 

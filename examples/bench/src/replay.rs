@@ -61,7 +61,7 @@ pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Repo
             Packet::Publish(p) => {
                 received += 1;
                 // A slow reader: at most --replay-rate a second, checked every 64.
-                if args.replay_rate > 0 && received % 64 == 0 {
+                if args.replay_rate > 0 && received.is_multiple_of(64) {
                     let due = Duration::from_secs_f64(received as f64 / args.replay_rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {
                         tokio::time::sleep(wait).await;
