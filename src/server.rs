@@ -171,6 +171,7 @@ impl Server {
                 wills = restored.wills,
                 expired_sessions = restored.expired_sessions,
                 path = %settings.storage.store_file().display(),
+                cache_size = %settings.storage.cache_size,
                 "store loaded"
             );
         }
@@ -414,7 +415,13 @@ fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
         return Ok(None);
     }
     let path = settings.storage.store_file();
-    let backend = RedbBackend::open(&path)?;
+    // Validated at load; the default if it somehow is not a size.
+    let cache = settings
+        .storage
+        .cache_bytes()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(crate::store::redb::DEFAULT_CACHE_SIZE);
+    let backend = RedbBackend::open_with_cache(&path, cache)?;
     let rolled_back = match &backend.repair {
         Repair::None => false,
         Repair::Unclean => {

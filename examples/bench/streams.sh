@@ -7,7 +7,8 @@
 # 2. replay: the stream filled with MESSAGES 64-byte messages (fan-in, QoS 0),
 #    then `--scenario stream-replay` reads them from `first` at QoS 0 and QoS 1.
 # Broker on core 0, generator on core 1. RUNS (default 3), DURATION (default 5 s),
-# MESSAGES (default 1,000,000).
+# MESSAGES (default 1,000,000); APPEND_ONLY=1 skips the replay. Memory during a
+# replay: streams_memory.sh.
 set -euo pipefail
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
@@ -19,38 +20,29 @@ port=${PORT:-18830}
 http=${HTTP_PORT:-19090}
 cargo build --release -p tern -p tern-bench >/dev/null
 bin=${CARGO_TARGET_DIR:-target}/release
+. examples/bench/streams_common.sh
 conf=$(mktemp --suffix=.toml)
-printf '[[stream]]\nname = "bench"\ntopics = ["bench/#"]\n' >"$conf"
+stream_conf "$conf"
 empty=$(mktemp --suffix=.toml)
 
-start() { # config file, data dir
-  TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false \
-    TERN_HTTP__BIND=127.0.0.1:$http TERN_HTTP__ADMIN_TOKEN=bench TERN_STORAGE__DATA_DIR=$2 \
-    TERN_LOG__LEVEL=error taskset -c 0 "$bin/tern" --config "$1" >/dev/null 2>&1 &
-  pid=$!
-  # Up once its listener answers.
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-}
 rate() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(round(d["msgs_per_s"]))'; }
 
 for ((i = 1; i <= runs; i++)); do
   for mode in none stream; do
     dir=$(mktemp -d)
     if [ "$mode" = stream ]; then start "$conf" "$dir"; else start "$empty" "$dir"; fi
-    r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" --json | rate)
+    r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" \
+      --broker-pid "$pid" --json | python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1])
+print("%.0f msg/s, %.0f msg per broker CPU-s" % (d["msgs_per_s"], d["msgs_per_broker_cpu_s"]))')
     kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
-    echo "append qos1, $mode: $r msg/s"
+    echo "append qos1, $mode: $r"
   done
 done
 
+if [ -n "${APPEND_ONLY:-}" ]; then rm -f "$conf" "$empty"; exit 0; fi
 dir=$(mktemp -d)
 start "$conf" "$dir"
-while :; do
-  held=$(curl -s -H 'Authorization: Bearer bench' "http://127.0.0.1:$http/api/streams/bench" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
-  [ "$held" -ge "$messages" ] && break
-  taskset -c 1 "$bin/tern-bench" --port "$port" --scenario fan-in --duration 5 --json >/dev/null 2>&1 || true
-done
+held=$(fill "$messages")
 echo "stream holds $held messages"
 for q in 0 1; do
   for ((i = 1; i <= runs; i++)); do

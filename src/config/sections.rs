@@ -123,11 +123,22 @@ pub struct StorageSettings {
     /// Messages the store may hold (owed to persistent sessions plus queued);
     /// beyond it, QoS 1/2 publishes are refused (MQTT 5 0x97, STOMP ERROR).
     pub max_messages: u64,
+    /// redb's page cache ("64MiB", "1GiB", bytes): the most of the store file kept
+    /// in memory, so a replay of a big stream holds bounded memory.
+    pub cache_size: String,
 }
 
 impl StorageSettings {
+    /// The smallest `cache_size` accepted.
+    pub const MIN_CACHE_SIZE: u64 = 1 << 20;
+
     pub fn store_file(&self) -> PathBuf {
         self.data_dir.join("tern.redb")
+    }
+
+    /// `cache_size` in bytes; None when it is not a size (`validate` refuses that).
+    pub fn cache_bytes(&self) -> Option<u64> {
+        crate::core::stream::settings::parse_size(&self.cache_size)
     }
 }
 
@@ -215,6 +226,7 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("./data"),
             durability: crate::store::Durability::Batched,
             max_messages: 10_000_000,
+            cache_size: "64MiB".into(),
         }
     }
 }

@@ -300,3 +300,16 @@ topics = ["sensors/# out 1", "commands/# in 1 site7/ plant/"]
     let twice = format!("{good}{good}");
     assert_eq!(invalid_key(load_text(&twice)), "bridge");
 }
+
+#[test]
+fn storage_cache_size_is_a_size_of_at_least_one_mebibyte() {
+    assert_eq!(Settings::default().storage.cache_bytes(), Some(64 << 20));
+    let s = load_text("[storage]\ncache_size = \"256MiB\"\n").unwrap();
+    assert_eq!(s.storage.cache_bytes(), Some(256 << 20));
+    let s = load_text("[storage]\ncache_size = \"1000000000\"\n").unwrap();
+    assert_eq!(s.storage.cache_bytes(), Some(1_000_000_000));
+    for bad in ["lots", "64 MiB per stream", "-1", "512KiB", "0"] {
+        let text = format!("[storage]\ncache_size = \"{bad}\"\n");
+        assert_eq!(invalid_key(load_text(&text)), "storage.cache_size", "{bad}");
+    }
+}

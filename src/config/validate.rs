@@ -70,6 +70,18 @@ impl Settings {
         if self.storage.max_messages == 0 {
             return Err(invalid("storage.max_messages", "must be at least 1"));
         }
+        match self.storage.cache_bytes() {
+            None => {
+                return Err(invalid(
+                    "storage.cache_size",
+                    "must be a size like \"64MiB\" or \"1GiB\"",
+                ))
+            }
+            Some(n) if n < super::StorageSettings::MIN_CACHE_SIZE => {
+                return Err(invalid("storage.cache_size", "must be at least 1MiB"))
+            }
+            Some(_) => {}
+        }
         if l.stomp_max_frame_size < 64 {
             return Err(invalid(
                 "limits.stomp_max_frame_size",

@@ -177,6 +177,16 @@ impl Filter {
         if !self.wildcards {
             return filter == topic;
         }
+        // A literal prefix then `/#` (a stream's `sensors/#`): the prefix itself
+        // and every topic under it, without walking the levels. The first level
+        // is literal, so the '$' rule does not apply.
+        if let Some(prefix) = filter.strip_suffix("/#") {
+            if !prefix.is_empty() && !prefix.contains('+') {
+                return topic
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            }
+        }
         let mut f = filter.split('/');
         let mut t = topic.split('/');
         let mut first = true;
@@ -413,6 +423,12 @@ mod tests {
         assert!(f("sport/#").matches("sport"));
         assert!(f("+/#").matches("a"));
         assert!(!f("sport/#").matches("sports"));
+        assert!(f("a/b/#").matches("a/b/"));
+        assert!(f("a/b/#").matches("a/b/c/d"));
+        assert!(!f("a/b/#").matches("a/bc"));
+        assert!(!f("a/b/#").matches("a"));
+        assert!(f("/#").matches("/a"));
+        assert!(!f("/#").matches("a"));
     }
 
     #[test]

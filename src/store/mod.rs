@@ -14,6 +14,7 @@ pub mod redb;
 mod redb_schema;
 mod redb_stream;
 mod stream_chunk;
+pub use stream_chunk::encode_record as encode_stream_record;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -125,11 +126,14 @@ pub enum StoreOp {
     DeleteWill {
         client_id: String,
     },
-    /// One message of a durable stream at its offset.
+    /// One message of a durable stream at its offset: `entry` is its
+    /// `StreamRecord` already encoded (`encode_stream_record`), `size` its
+    /// topic plus payload bytes.
     AppendStream {
-        stream: String,
+        stream: Arc<str>,
         offset: u64,
-        record: StreamRecord,
+        size: u64,
+        entry: Vec<u8>,
     },
     /// Removes a stream's messages below `below` (retention, purge); its next
     /// offset stays, so offsets never repeat.

@@ -118,6 +118,43 @@ pub struct StreamRecord {
     pub message: MessageRecord,
 }
 
+/// A `StreamRecord` borrowed from the message it keeps, encoded exactly as
+/// the owned one (same fields, same order, same serde shapes), so an append
+/// encodes once, at the publish, without copying the message into owned fields.
+#[derive(Debug, Serialize)]
+pub struct StreamRecordRef<'a> {
+    pub time_ms: u64,
+    pub size: u64,
+    pub message: MessageRecordRef<'a>,
+}
+
+/// Bytes serialized at once (`serialize_bytes`): postcard encodes them as a
+/// `Vec<u8>` (a varint length, then the bytes), without a call per byte.
+#[derive(Debug, Clone, Copy)]
+pub struct RawBytes<'a>(pub &'a [u8]);
+
+impl Serialize for RawBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// `MessageRecord`, borrowed: see `StreamRecordRef`.
+#[derive(Debug, Serialize)]
+pub struct MessageRecordRef<'a> {
+    pub topic: &'a str,
+    pub payload: RawBytes<'a>,
+    pub qos: u8,
+    pub retain: bool,
+    pub expires_at_ms: Option<u64>,
+    pub payload_is_utf8: bool,
+    pub content_type: Option<&'a str>,
+    pub response_topic: Option<&'a str>,
+    pub correlation_data: Option<RawBytes<'a>>,
+    pub user_properties: &'a [(String, String)],
+    pub publisher: Option<&'a str>,
+}
+
 /// What the store knows of one stream at start: its offsets and bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamState {

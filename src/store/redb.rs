@@ -15,6 +15,8 @@ use super::{Backend, Snapshot, StoreError, StoreOp};
 /// to its message by id instead of holding a copy (a version 1 file is migrated
 /// at open).
 pub const FORMAT_VERSION: u64 = 2;
+/// redb's page cache when the config names none (`[storage] cache_size`).
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -94,9 +96,16 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 }
 
 impl RedbBackend {
-    /// Opens (or creates) the store file. A locked, corrupt or newer-format file is
-    /// an error, never a silent reset.
+    /// Opens (or creates) the store file with redb's page cache at
+    /// `DEFAULT_CACHE_SIZE`.
     pub fn open(path: &Path) -> Result<RedbBackend, StoreError> {
+        RedbBackend::open_with_cache(path, DEFAULT_CACHE_SIZE)
+    }
+
+    /// Opens (or creates) the store file, redb's page cache holding at most
+    /// `cache_bytes`. A locked, corrupt or newer-format file is an error, never
+    /// a silent reset.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<RedbBackend, StoreError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -108,6 +117,7 @@ impl RedbBackend {
         let seen: std::sync::Arc<parking_lot::Mutex<(Repair, Option<String>)>> =
             std::sync::Arc::default();
         let mut builder = Database::builder();
+        builder.set_cache_size(cache_bytes);
         {
             let seen = std::sync::Arc::clone(&seen);
             let file = path.to_path_buf();

@@ -4,8 +4,6 @@
 //! consumers' acknowledged offsets, and the declarations of streams created
 //! through the admin API. Written in the same group commit as everything else.
 
-use std::collections::HashMap;
-
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +89,25 @@ fn write_chunk(
     Ok(())
 }
 
+/// Per stream state of one batch, by name. A batch touches few streams (and
+/// mostly one after the other), so a list beats hashing the name per message.
+struct ByStream<'o, T>(Vec<(&'o str, T)>);
+
+impl<'o, T> ByStream<'o, T> {
+    fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.0
+            .iter_mut()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<T> {
+        let at = self.0.iter().position(|(n, _)| *n == name)?;
+        Some(self.0.swap_remove(at).1)
+    }
+}
+
 /// Applies the stream operations of one batch, in order, inside `txn`.
 pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), StoreError> {
     if !ops.iter().any(is_stream_op) {
@@ -101,30 +118,37 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
     let mut consumers = txn.open_table(CONSUMERS).map_err(write_err)?;
     let mut declarations = txn.open_table(DECLARATIONS).map_err(write_err)?;
     // Each stream's meta row read once and written once per batch, not per message.
-    let mut metas: HashMap<&str, MetaRecord> = HashMap::new();
-    let mut building: HashMap<&str, Building> = HashMap::new();
+    let mut metas: ByStream<MetaRecord> = ByStream(Vec::new());
+    let mut building: ByStream<Building> = ByStream(Vec::new());
     for op in ops {
         match op {
             StoreOp::AppendStream {
                 stream,
                 offset,
-                record,
+                size,
+                entry,
             } => {
-                let name = stream.as_str();
+                let name: &str = stream;
                 if building
-                    .get(name)
+                    .get_mut(name)
                     .is_some_and(|(_, n, _)| *n >= CHUNK_ENTRIES)
                 {
                     write_chunk(&mut chunks, name, building.remove(name))?;
                 }
+                if building.get_mut(name).is_none() {
+                    let capacity = (entry.len() + 16) * 256;
+                    building
+                        .0
+                        .push((name, (*offset, 0, Vec::with_capacity(capacity))));
+                }
                 let chunk = building
-                    .entry(name)
-                    .or_insert_with(|| (*offset, 0, Vec::with_capacity(4096)));
-                stream_chunk::push(&mut chunk.2, *offset, record)?;
+                    .get_mut(name)
+                    .ok_or_else(|| StoreError::Write("stream chunk".into()))?;
+                stream_chunk::push_encoded(&mut chunk.2, *offset, entry)?;
                 chunk.1 += 1;
                 let m = cached_meta(&mut metas, &meta, name)?;
                 m.next = m.next.max(offset + 1);
-                m.bytes += record.size;
+                m.bytes += size;
             }
             StoreOp::TrimStream { stream, below } => {
                 let name = stream.as_str();
@@ -164,10 +188,10 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
             _ => {}
         }
     }
-    for (stream, chunk) in building {
+    for (stream, chunk) in building.0 {
         write_chunk(&mut chunks, stream, Some(chunk))?;
     }
-    for (stream, m) in &metas {
+    for (stream, m) in &metas.0 {
         put_meta(&mut meta, stream, m)?;
     }
     Ok(())
@@ -215,13 +239,13 @@ fn trim(
 
 /// The meta row of `stream` in this batch's cache, read on first use.
 fn cached_meta<'m, 'o>(
-    metas: &'m mut HashMap<&'o str, MetaRecord>,
+    metas: &'m mut ByStream<'o, MetaRecord>,
     meta: &redb::Table<&str, &[u8]>,
     stream: &'o str,
 ) -> Result<&'m mut MetaRecord, StoreError> {
-    if !metas.contains_key(stream) {
+    if metas.get_mut(stream).is_none() {
         let m = meta_of(meta, stream)?;
-        metas.insert(stream, m);
+        metas.0.push((stream, m));
     }
     metas
         .get_mut(stream)
@@ -372,7 +396,7 @@ pub(super) fn find_time(
 mod tests {
     use std::path::PathBuf;
 
-    use crate::store::record::MessageRecord;
+    use crate::store::record::{MessageRecordRef, RawBytes, StreamRecordRef};
     use crate::store::redb::RedbBackend;
     use crate::store::{Backend, StoreOp};
 
@@ -385,26 +409,28 @@ mod tests {
     }
 
     fn append(offset: u64, time_ms: u64) -> StoreOp {
+        let record = StreamRecordRef {
+            time_ms,
+            size: 10,
+            message: MessageRecordRef {
+                topic: "t/1",
+                payload: RawBytes(b"1234567"),
+                qos: 0,
+                retain: false,
+                expires_at_ms: None,
+                payload_is_utf8: false,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: &[],
+                publisher: None,
+            },
+        };
         StoreOp::AppendStream {
             stream: "s".into(),
             offset,
-            record: StreamRecord {
-                time_ms,
-                size: 10,
-                message: MessageRecord {
-                    topic: "t/1".into(),
-                    payload: b"1234567".to_vec(),
-                    qos: 0,
-                    retain: false,
-                    expires_at_ms: None,
-                    payload_is_utf8: false,
-                    content_type: None,
-                    response_topic: None,
-                    correlation_data: None,
-                    user_properties: vec![],
-                    publisher: None,
-                },
-            },
+            size: 10,
+            entry: stream_chunk::encode_record(&record).unwrap(),
         }
     }
 
@@ -559,5 +585,30 @@ mod tests {
         assert_eq!(b.find_stream_time("s", 1990).unwrap(), Some(99));
         assert_eq!(b.find_stream_time("s", 1991).unwrap(), None);
         assert_eq!(b.find_stream_time("other", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stream_bigger_than_the_page_cache_reads_back_whole() {
+        let path = temp_path("small-cache");
+        let b = RedbBackend::open_with_cache(&path, 1 << 20).unwrap();
+        for commit in 0..40 {
+            let ops: Vec<StoreOp> = (0..1000).map(|i| append(commit * 1000 + i, 1)).collect();
+            b.apply(&ops, true).unwrap();
+        }
+        let mut from = 0;
+        loop {
+            let batch = b.read_stream("s", from, 256).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for (offset, entry) in &batch {
+                assert_eq!(
+                    (*offset, &entry.message.payload[..]),
+                    (from, &b"1234567"[..])
+                );
+                from += 1;
+            }
+        }
+        assert_eq!(from, 40_000);
     }
 }

@@ -71,6 +71,8 @@ def test_shipped_config_documents_every_key(tern_binary):
         # STOMP has heart-beats; an MQTT keep-alive maximum there is a mistake.
         ("stomp", "max_keep_alive_secs = 60", "stomp.max_keep_alive_secs"),
         ("stomp_tls", "max_keep_alive_secs = 60", "stomp_tls.max_keep_alive_secs"),
+        ("storage", "cache_size = \"lots\"", "storage.cache_size"),
+        ("storage", "cache_size = \"64KiB\"", "storage.cache_size"),
         ("mqtt", "bind = \"not an address\"", "bind"),
         ("mqtt", "bnd = \"127.0.0.1:1\"", "bnd"),
     ],

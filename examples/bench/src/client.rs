@@ -240,6 +240,20 @@ pub async fn stomp_read<S: AsyncRead + Unpin>(
     }
 }
 
+/// The next frame already in `buf`, without reading (None: none complete).
+pub fn stomp_buffered(buf: &mut BytesMut, decoder: &mut Decoder) -> anyhow::Result<Option<Frame>> {
+    loop {
+        match decoder
+            .decode(buf)
+            .map_err(|e| anyhow::anyhow!("bad frame from broker: {e}"))?
+        {
+            Some(Item::Frame(f)) => return Ok(Some(f)),
+            Some(Item::HeartBeat) => continue,
+            None => return Ok(None),
+        }
+    }
+}
+
 pub fn stomp_decoder() -> Decoder {
     Decoder::new(Limits {
         max_frame_size: MAX_PACKET,

@@ -166,6 +166,10 @@ pub struct Args {
     /// stream-replay: QoS of the subscription (1: each message acknowledged).
     #[arg(long, default_value_t = 0)]
     pub replay_qos: u8,
+    /// stream-replay: read at most this many messages a second (a slow reader;
+    /// 0: as fast as the broker sends).
+    #[arg(long, default_value_t = 0)]
+    pub replay_rate: u64,
     /// sse: the broker's web port (`GET /v1/events`); --port is then the MQTT
     /// port of the publishers.
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! The stream-replay scenario: one MQTT subscriber reads a durable stream
 //! from its first message (`$stream/<name>/@first/#`, the MQTT 3.1.1 form)
-//! and counts `--messages` deliveries; QoS 1 acknowledges each. Fill the
+//! and counts `--messages` deliveries; QoS 1 acknowledges each;
+//! `--replay-rate` makes it a slow reader. Fill the
 //! stream first (e.g. the fan-in or qos1 scenario against a broker with a
 //! `[[stream]]` on `bench/#`).
 
@@ -59,6 +60,13 @@ pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Repo
         match packet {
             Packet::Publish(p) => {
                 received += 1;
+                // A slow reader: at most --replay-rate a second, checked every 64.
+                if args.replay_rate > 0 && received.is_multiple_of(64) {
+                    let due = Duration::from_secs_f64(received as f64 / args.replay_rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 bytes += p.payload.len() as u64;
                 last = Instant::now();
                 if let Some(id) = p.packet_id {

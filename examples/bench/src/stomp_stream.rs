@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::client::{self, Login};
 use crate::report::Report;
+use crate::sys::CpuMark;
 use crate::Args;
 
 const PREFETCH: usize = 1000;
@@ -72,12 +73,14 @@ pub async fn append(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<R
         ));
     }
     let started = Instant::now();
+    let cpu0 = CpuMark::now(args.broker_pid);
     let mut confirmed = 0u64;
     for task in tasks {
         confirmed += task.await.context("publisher task")??;
     }
     let took = started.elapsed().as_secs_f64().max(1e-9);
-    Ok(Report {
+    let (gen_cpu_s, broker_cpu_s) = cpu0.until(&CpuMark::now(args.broker_pid));
+    let mut report = Report {
         duration_s: took,
         publishers: Some(publishers),
         subscribers: Some(0),
@@ -85,8 +88,13 @@ pub async fn append(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<R
         sent: Some(confirmed),
         received: Some(0),
         msgs_per_s: Some(confirmed as f64 / took),
+        gen_cpu_s,
+        broker_pid: args.broker_pid,
+        broker_cpu_s,
         ..Report::default()
-    })
+    };
+    report.derive();
+    Ok(report)
 }
 
 /// One publisher: SENDs with receipts until `limit`; the receipts it got.
@@ -126,11 +134,16 @@ async fn publish(
         } else if confirmed == sent {
             return Ok(confirmed);
         }
-        let frame = client::stomp_read(&mut stream, &mut buf, &mut decoder).await?;
-        match frame.command {
-            Command::Receipt => confirmed += 1,
-            Command::Error => return Err(frame_error(&frame)),
-            other => bail!("expected RECEIPT, got {other}"),
+        // One frame read (waiting), then every frame already buffered, so the
+        // window is refilled with one write per read, not one per RECEIPT.
+        let mut next = Some(client::stomp_read(&mut stream, &mut buf, &mut decoder).await?);
+        while let Some(frame) = next {
+            match frame.command {
+                Command::Receipt => confirmed += 1,
+                Command::Error => return Err(frame_error(&frame)),
+                other => bail!("expected RECEIPT, got {other}"),
+            }
+            next = client::stomp_buffered(&mut buf, &mut decoder)?;
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 use crate::core::session::{Session, SessionOwner, SubscriptionOptions};
 use crate::core::topic::Filter;
 use crate::store::record::{
-    unix_ms_now, DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, SubscriptionRecord,
-    WillRecord,
+    unix_ms_now, DeliveryRecord, MessageRecord, MessageRecordRef, OwnerRecord, RawBytes,
+    SessionRecord, SubscriptionRecord, WillRecord,
 };
 use crate::store::{Store, StoreError, StoreOp};
 
@@ -280,6 +280,24 @@ pub(crate) fn message_record(message: &Message) -> MessageRecord {
         correlation_data: p.correlation_data.as_ref().map(|b| b.to_vec()),
         user_properties: p.user_properties.clone(),
         publisher: message.publisher.as_deref().map(str::to_string),
+    }
+}
+
+/// `message_record`, borrowed from `message` (a stream append encodes it at once).
+pub(crate) fn message_record_ref(message: &Message) -> MessageRecordRef<'_> {
+    let p = message.properties();
+    MessageRecordRef {
+        topic: &message.topic,
+        payload: RawBytes(&message.payload),
+        qos: message.qos as u8,
+        retain: message.retain,
+        expires_at_ms: message.expires_at.map(instant_to_unix_ms),
+        payload_is_utf8: p.payload_is_utf8,
+        content_type: p.content_type.as_deref(),
+        response_topic: p.response_topic.as_deref(),
+        correlation_data: p.correlation_data.as_deref().map(RawBytes),
+        user_properties: &p.user_properties,
+        publisher: message.publisher.as_deref(),
     }
 }
 

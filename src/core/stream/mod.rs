@@ -35,9 +35,10 @@ use tokio::sync::Notify;
 use crate::core::commit::Commit;
 use crate::core::exceptions::Exceptions;
 use crate::core::message::{Message, MessageProperties, QoS};
-use crate::core::router::persist::{message_from_record, message_record};
+use crate::core::router::persist::{message_from_record, message_record_ref};
 use crate::core::session::Session;
-use crate::store::record::{unix_ms_now, StreamRecord, StreamState};
+use crate::store::encode_stream_record;
+use crate::store::record::{unix_ms_now, StreamRecord, StreamRecordRef, StreamState};
 use crate::store::{Store, StoreOp};
 
 use group::Group;
@@ -231,6 +232,21 @@ impl Streams {
         for log in logs.iter().filter(|l| l.keeps(&message.topic)) {
             let now = unix_ms_now();
             let size = (message.topic.len() + message.payload.len()) as u64;
+            // Encoded once, here, from the message itself (no owned copy of it).
+            let entry = match &self.store {
+                None => None,
+                Some(_) => match encode_stream_record(&StreamRecordRef {
+                    time_ms: now,
+                    size,
+                    message: message_record_ref(message),
+                }) {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        tracing::error!(stream = %log.name, error = %e, "cannot encode a stream message");
+                        continue;
+                    }
+                },
+            };
             let mut state = log.state.lock();
             let offset = state.next;
             state.next += 1;
@@ -239,16 +255,13 @@ impl Streams {
                 state.first_time_ms = now;
             }
             let kept = Arc::new(with_offset(message, offset));
-            if let Some(store) = &self.store {
+            if let (Some(store), Some(entry)) = (&self.store, entry) {
                 // Under the stream's lock: offsets reach the store in order.
                 let ticket = store.submit([StoreOp::AppendStream {
-                    stream: log.name.to_string(),
+                    stream: Arc::clone(&log.name),
                     offset,
-                    record: StreamRecord {
-                        time_ms: now,
-                        size,
-                        message: message_record(message),
-                    },
+                    size,
+                    entry,
                 }]);
                 commit.include(Commit::of_ticket(ticket));
             }
