@@ -123,6 +123,20 @@ pub struct StorageSettings {
     /// Messages the store may hold (owed to persistent sessions plus queued);
     /// beyond it, QoS 1/2 publishes are refused (MQTT 5 0x97, STOMP ERROR).
     pub max_messages: u64,
+    /// Where the store lives: "redb" (a file in `data_dir`) or "nats"
+    /// (JetStream, replicated, so another node can take over; needs `[cluster]`).
+    pub backend: StoreBackend,
+}
+
+/// The engine behind the store seam.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded file `tern.redb`: the default, and the only choice without `[cluster]`.
+    #[default]
+    Redb,
+    /// The JetStream KV bucket `tern_store` of the cluster's NATS, `cluster.replicas` copies.
+    Nats,
 }
 
 impl StorageSettings {
@@ -215,6 +229,7 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("./data"),
             durability: crate::store::Durability::Batched,
             max_messages: 10_000_000,
+            backend: StoreBackend::Redb,
         }
     }
 }

@@ -5,15 +5,19 @@
 //!
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
+//! - `nats/`: the NATS backend (JetStream KV, cluster mode).
 //! - `redb_stream.rs`: its tables of durable streams;
 //! - `redb_schema.rs`: its table of admin API schemas;
 //! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
 
+pub mod nats;
 pub mod record;
 pub mod redb;
 mod redb_schema;
 mod redb_stream;
 mod stream_chunk;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
