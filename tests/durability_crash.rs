@@ -259,6 +259,23 @@ async fn acknowledged_messages_survive_repeated_sigkill_with_the_nats_store() {
         ("TERN_STORAGE__BACKEND", "nats"),
     ];
     crash_repeatedly("crash-nats", &env).await;
+    // What was kept, was kept in JetStream.
+    let client = async_nats::connect(&nats.url)
+        .await
+        .expect("connect to NATS");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("KV_tern_store")
+        .await
+        .expect("the store bucket exists");
+    let state = stream.info().await.expect("stream info").state.clone();
+    eprintln!(
+        "KV_tern_store: {} writes, {} kept",
+        state.last_sequence, state.messages
+    );
+    assert!(
+        state.last_sequence > 0,
+        "the store was written to JetStream"
+    );
 }
 
 /// Starts the broker with `env` (TERN_* settings) on a store of its own.
