@@ -110,6 +110,28 @@ pub(crate) fn put(client_id: &str, seq: u64, message_id: u64) -> StoreOp {
     }
 }
 
+/// An anonymous persistent session for `client_id`.
+pub(crate) fn put_session(client_id: &str) -> StoreOp {
+    StoreOp::PutSession {
+        client_id: client_id.into(),
+        record: session(OwnerRecord::Anonymous),
+    }
+}
+
+pub(crate) fn put_message(id: u64, topic: &str) -> StoreOp {
+    StoreOp::PutMessage {
+        id,
+        record: message(topic),
+    }
+}
+
+pub(crate) fn put_incoming(client_id: &str, packet_id: u16) -> StoreOp {
+    StoreOp::PutIncomingQos2 {
+        client_id: client_id.into(),
+        packet_id,
+    }
+}
+
 fn will(topic: &str) -> WillRecord {
     WillRecord {
         message: message(topic),
@@ -136,14 +158,8 @@ pub(crate) fn every_kind_of_record_survives_a_restart(open: Open) {
             client_id: "c.1 é".into(),
             record: alice.clone(),
         },
-        StoreOp::PutSession {
-            client_id: "anon".into(),
-            record: session(OwnerRecord::Anonymous),
-        },
-        StoreOp::PutMessage {
-            id: 1,
-            record: message("a/b"),
-        },
+        put_session("anon"),
+        put_message(1, "a/b"),
         StoreOp::PutDelivery {
             client_id: "c.1 é".into(),
             seq: 2,
@@ -155,10 +171,7 @@ pub(crate) fn every_kind_of_record_survives_a_restart(open: Open) {
             packet_id: 7,
             released: true,
         },
-        StoreOp::PutIncomingQos2 {
-            client_id: "c.1 é".into(),
-            packet_id: 9,
-        },
+        put_incoming("c.1 é", 9),
         StoreOp::PutRetained {
             record: message("r/1"),
         },
@@ -209,25 +222,13 @@ pub(crate) fn every_kind_of_record_survives_a_restart(open: Open) {
 pub(crate) fn a_session_delete_takes_its_deliveries_and_incoming_ids(open: Open) {
     let b = open();
     let ops = vec![
-        StoreOp::PutSession {
-            client_id: "c1".into(),
-            record: session(OwnerRecord::Anonymous),
-        },
-        StoreOp::PutSession {
-            client_id: "c2".into(),
-            record: session(OwnerRecord::Anonymous),
-        },
-        StoreOp::PutMessage {
-            id: 1,
-            record: message("a/b"),
-        },
+        put_session("c1"),
+        put_session("c2"),
+        put_message(1, "a/b"),
         put("c1", 1, 1),
         put("c2", 1, 1),
         put("c2", 2, 1),
-        StoreOp::PutIncomingQos2 {
-            client_id: "c2".into(),
-            packet_id: 5,
-        },
+        put_incoming("c2", 5),
     ];
     assert_eq!(b.apply(&ops, true).unwrap(), 3);
     let end = StoreOp::DeleteSession {
@@ -262,10 +263,7 @@ pub(crate) fn a_session_delete_takes_its_deliveries_and_incoming_ids(open: Open)
 
 pub(crate) fn a_shared_message_goes_with_its_last_delivery(open: Open) {
     let b = open();
-    let message = StoreOp::PutMessage {
-        id: 5,
-        record: message("fan/out"),
-    };
+    let message = put_message(5, "fan/out");
     let ops = [message, put("a", 1, 5), put("b", 1, 5), put("c", 1, 5)];
     assert_eq!(b.apply(&ops, true).unwrap(), 3);
     assert_eq!(b.load().unwrap().messages.len(), 1, "one copy for three");
@@ -303,19 +301,10 @@ pub(crate) fn a_shared_message_goes_with_its_last_delivery(open: Open) {
 pub(crate) fn deletes_and_rewrites_of_every_kind(open: Open) {
     let b = open();
     let ops = vec![
-        StoreOp::PutMessage {
-            id: 1,
-            record: message("a"),
-        },
-        StoreOp::PutMessage {
-            id: 2,
-            record: message("b"),
-        },
+        put_message(1, "a"),
+        put_message(2, "b"),
         put("c", 1, 1),
-        StoreOp::PutIncomingQos2 {
-            client_id: "c".into(),
-            packet_id: 1,
-        },
+        put_incoming("c", 1),
         StoreOp::PutRetained {
             record: message("r/1"),
         },
@@ -389,10 +378,7 @@ pub(crate) fn deletes_and_rewrites_of_every_kind(open: Open) {
 
 pub(crate) fn in_one_batch_the_last_write_of_a_key_wins(open: Open) {
     let b = open();
-    let mut ops = vec![StoreOp::PutMessage {
-        id: 1,
-        record: message("m"),
-    }];
+    let mut ops = vec![put_message(1, "m")];
     for seq in 1..=100 {
         ops.push(StoreOp::PutQueued {
             queue: "q".into(),

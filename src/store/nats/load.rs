@@ -54,18 +54,32 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
         .ok_or_else(|| StoreError::Decode(format!("{} key {key}", keys::BUCKET)))
 }
 
-/// The snapshot of node `node` from the bucket's `entries`, skipping the
-/// sessions of the client ids in `foreign` (owned by other nodes).
+/// What a read of the bucket is for.
+pub(super) enum Scope<'a> {
+    /// The start: everything but the sessions of the client ids given (owned
+    /// by other nodes). Other nodes' messages get ids above this node's.
+    Start(&'a HashSet<String>),
+    /// A session taken over from another node: its client id's records only;
+    /// other nodes' messages get ids from the one given on (see `next_id`).
+    Client(&'a str, u64),
+}
+
+/// The snapshot of node `node` from the bucket's `entries` for `scope`, the
+/// mirror of it, and the id after the last one given to another node's message.
 pub(super) fn snapshot(
     entries: Vec<(String, Bytes)>,
     node: &str,
-    foreign: &HashSet<String>,
-) -> Result<(Snapshot, Mirror), StoreError> {
+    scope: &Scope<'_>,
+) -> Result<(Snapshot, Mirror, u64), StoreError> {
     let mut snapshot = Snapshot::default();
     let mut mirror = Mirror::new(node);
     let mut deliveries: BTreeMap<(String, u64), DeliveryValue> = BTreeMap::new();
     let mut messages: HashMap<(String, u64), MessageRecord> = HashMap::new();
-    let mine = |client: &str| !foreign.contains(client);
+    let mine = |client: &str| match scope {
+        Scope::Start(foreign) => !foreign.contains(client),
+        Scope::Client(id, _) => client == *id,
+    };
+    let start = matches!(scope, Scope::Start(_));
     for (key, bytes) in entries {
         let Some(parsed) = keys::parse(&key) else {
             tracing::warn!(bucket = keys::BUCKET, key, "key of no known shape skipped");
@@ -97,12 +111,12 @@ pub(super) fn snapshot(
             Key::Message(from, id) => {
                 messages.insert((from, id), decode(&key, &bytes)?);
             }
-            Key::Retained(_) => snapshot.retained.push(decode(&key, &bytes)?),
-            Key::Queued(owner, queue, seq) if owner == node => {
+            Key::Retained(_) if start => snapshot.retained.push(decode(&key, &bytes)?),
+            Key::Queued(owner, queue, seq) if start && owner == node => {
                 mirror.queued.insert((queue.clone(), seq));
                 snapshot.queued.push((queue, seq, decode(&key, &bytes)?));
             }
-            Key::Schema(name) => {
+            Key::Schema(name) if start => {
                 let record: Vec<u8> = decode(&key, &bytes)?;
                 snapshot.schemas.push((name, record));
             }
@@ -110,23 +124,31 @@ pub(super) fn snapshot(
             | Key::Delivery(..)
             | Key::Incoming(..)
             | Key::Will(_)
-            | Key::Queued(..) => {}
+            | Key::Retained(_)
+            | Key::Queued(..)
+            | Key::Schema(_) => {}
         }
     }
     snapshot
         .queued
         .sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     // This node's messages keep their ids; another node's get ids above them.
-    let mut next_foreign = messages
-        .keys()
-        .filter(|(from, _)| from == node)
-        .map(|(_, id)| *id)
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let mut next_foreign = match scope {
+        Scope::Start(_) => {
+            messages
+                .keys()
+                .filter(|(from, _)| from == node)
+                .map(|(_, id)| *id)
+                .max()
+                .unwrap_or(0)
+                + 1
+        }
+        Scope::Client(_, next) => *next,
+    };
     let mut local_ids: HashMap<(String, u64), u64> = HashMap::new();
     for ((from, id), record) in &messages {
-        if from == node {
+        // At start all of this node's (the core's ids continue above them).
+        if from == node && start {
             local_ids.insert((from.clone(), *id), *id);
             snapshot.messages.push((*id, record.clone()));
         }
@@ -138,8 +160,12 @@ pub(super) fn snapshot(
             continue;
         };
         let local = *local_ids.entry(source.clone()).or_insert_with(|| {
-            let id = next_foreign;
-            next_foreign += 1;
+            let id = if source.0 == node {
+                source.1
+            } else {
+                next_foreign += 1;
+                next_foreign - 1
+            };
             snapshot.messages.push((id, record.clone()));
             id
         });
@@ -159,5 +185,5 @@ pub(super) fn snapshot(
             .insert((client.clone(), seq), delivery.clone());
         snapshot.deliveries.push((client, seq, delivery));
     }
-    Ok((snapshot, mirror))
+    Ok((snapshot, mirror, next_foreign))
 }

@@ -178,6 +178,40 @@ impl Mirror {
         (writes, held, streams)
     }
 
+    /// Adds what a read of one client's records found (a session taken over).
+    pub(super) fn merge(&mut self, other: Mirror) {
+        self.deliveries.extend(other.deliveries);
+        self.incoming.extend(other.incoming);
+        for (id, message) in other.messages {
+            self.messages
+                .entry(id)
+                .and_modify(|m| m.refs += message.refs)
+                .or_insert(message);
+        }
+    }
+
+    /// Forgets `client_id`'s records without writing: another node holds
+    /// them now (and may refer to this node's messages, which therefore stay).
+    pub(super) fn release(&mut self, client_id: &str) {
+        let range = (client_id.to_string(), 0)..=(client_id.to_string(), u64::MAX);
+        let gone: Vec<(String, u64)> = self
+            .deliveries
+            .range(range)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(old) = self.deliveries.remove(&key) {
+                if let Some(m) = self.messages.get_mut(&old.message_id) {
+                    m.refs = m.refs.saturating_sub(1);
+                    if m.refs == 0 {
+                        self.messages.remove(&old.message_id);
+                    }
+                }
+            }
+        }
+        self.incoming.retain(|(client, _)| client != client_id);
+    }
+
     /// Writes the delivery as the mirror has it, naming the node its message is from.
     fn write_delivery(&self, client_id: &str, seq: u64, writes: &mut Writes) {
         let Some(record) = self.deliveries.get(&(client_id.to_string(), seq)) else {

@@ -40,6 +40,9 @@ pub use keys::BUCKET;
 /// Longest wait for NATS in one call of the seam (a commit, the load).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// First id of the range for messages of sessions taken over (2^62).
+const TAKEN_OVER_IDS: u64 = 1 << 62;
+
 pub struct NatsBackend {
     jetstream: jetstream::Context,
     node: String,
@@ -53,6 +56,9 @@ pub struct NatsBackend {
     boot: u64,
     commits: AtomicU64,
     streams_warned: AtomicBool,
+    /// Ids for other nodes' messages of sessions taken over: far above any
+    /// the core gives (it counts up from the highest loaded at start).
+    next_taken_over_id: AtomicU64,
 }
 
 impl std::fmt::Debug for NatsBackend {
@@ -118,6 +124,7 @@ impl NatsBackend {
             boot: rand::random(),
             commits: AtomicU64::new(0),
             streams_warned: AtomicBool::new(false),
+            next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
         })
     }
 
@@ -167,8 +174,29 @@ impl Backend for NatsBackend {
                 path: format!("JetStream KV bucket {BUCKET}"),
                 reason,
             })?;
-        let (snapshot, mirror) = load::snapshot(entries, &self.node, &self.foreign)?;
+        let scope = load::Scope::Start(&self.foreign);
+        let (snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
         Ok(snapshot)
+    }
+
+    fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        // The whole bucket is read: simple, and a takeover is rare (reading by
+        // key prefix would scale better with many sessions).
+        let jetstream = self.jetstream.clone();
+        let entries = self
+            .run(async move { load::read_bucket(&jetstream, BUCKET).await })?
+            .map_err(StoreError::Write)?;
+        let next = self.next_taken_over_id.load(Ordering::Relaxed);
+        let scope = load::Scope::Client(client_id, next);
+        let (snapshot, mirror, next) = load::snapshot(entries, &self.node, &scope)?;
+        self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
+        self.mirror.lock().merge(mirror);
+        Ok(Some(snapshot))
+    }
+
+    fn release_client(&self, client_id: &str) -> bool {
+        self.mirror.lock().release(client_id);
+        true
     }
 }

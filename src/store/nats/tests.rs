@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use super::test_server::Nats;
 use super::*;
-use crate::store::record::OwnerRecord;
-use crate::store::suite::{message, put, session};
+use crate::store::suite::{message, put, put_incoming, put_message, put_session};
 
 /// A server of its own per case, and a runtime for the NATS connection (the
 /// seam's calls come from the test thread, as from the store's writer thread).
@@ -53,24 +52,12 @@ fn sessions_another_node_owns_are_left_to_it() {
     let f = Fixture::new();
     let a = f.open("tern-a", &[]);
     let ops = [
-        StoreOp::PutSession {
-            client_id: "mine".into(),
-            record: session(OwnerRecord::Anonymous),
-        },
-        StoreOp::PutSession {
-            client_id: "theirs".into(),
-            record: session(OwnerRecord::Anonymous),
-        },
-        StoreOp::PutMessage {
-            id: 1,
-            record: message("a"),
-        },
+        put_session("mine"),
+        put_session("theirs"),
+        put_message(1, "a"),
         put("mine", 1, 1),
         put("theirs", 1, 1),
-        StoreOp::PutIncomingQos2 {
-            client_id: "theirs".into(),
-            packet_id: 3,
-        },
+        put_incoming("theirs", 3),
         StoreOp::PutQueued {
             queue: "q".into(),
             seq: 1,
@@ -78,10 +65,7 @@ fn sessions_another_node_owns_are_left_to_it() {
         },
     ];
     a.apply(&ops, true).unwrap();
-    let own = StoreOp::PutMessage {
-        id: 1,
-        record: message("b"),
-    };
+    let own = put_message(1, "b");
     f.open("tern-b", &[]).apply(&[own], true).unwrap();
     let b = f.open("tern-b", &["theirs"]);
     let snap = b.load().unwrap();
@@ -137,4 +121,52 @@ fn a_write_sent_again_with_the_same_message_id_is_stored_once() {
         (first, second)
     });
     assert_eq!(first, second, "the second send was a duplicate");
+}
+
+#[test]
+fn a_session_taken_over_is_read_by_its_client_id_and_let_go_without_writes() {
+    let f = Fixture::new();
+    let a = f.open("tern-a", &[]);
+    let ops = [
+        put_session("c"),
+        put_message(1, "a"),
+        put("c", 1, 1),
+        put("c", 2, 1),
+        StoreOp::MarkDelivery {
+            client_id: "c".into(),
+            seq: 1,
+            packet_id: 11,
+            released: false,
+        },
+        put_incoming("c", 4),
+    ];
+    a.apply(&ops, true).unwrap();
+    let b = f.open("tern-b", &["c"]);
+    assert!(
+        b.load().unwrap().sessions.is_empty(),
+        "c was tern-a's at start"
+    );
+    let snap = b.load_client("c").unwrap().expect("a shared store");
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 4)]);
+    let ids: Vec<(u64, Option<u16>)> = snap
+        .deliveries
+        .iter()
+        .map(|d| (d.1, d.2.packet_id))
+        .collect();
+    assert_eq!(ids, vec![(1, Some(11)), (2, None)], "packet ids kept");
+    let message_id = snap.deliveries[0].2.message_id;
+    assert!(
+        message_id >= 1 << 62,
+        "far from the ids tern-b's core gives"
+    );
+    assert_eq!(snap.messages, vec![(message_id, message("a"))]);
+    assert!(a.release_client("c"), "tern-a lets go and deletes nothing");
+    // tern-b now counts and deletes c's records as its own.
+    let end = StoreOp::DeleteSession {
+        client_id: "c".into(),
+    };
+    assert_eq!(b.apply(&[end], true).unwrap(), -2);
+    let snap = f.open("tern-a", &[]).load().unwrap();
+    assert!(snap.sessions.is_empty() && snap.deliveries.is_empty());
 }
