@@ -29,8 +29,9 @@
 //! - [`cluster`]: cluster mode: nodes sharing one NATS deployment; the fabric
 //!   that carries messages between nodes by interest (implements the core's
 //!   `core::fabric::Fabric`).
-//! - [`store`]: the message store (redb behind a group-commit writer). It
-//!   knows records and bytes only, never the core's types.
+//! - [`store`]: the message store behind a group-commit writer: redb, or
+//!   JetStream KV in cluster mode (`store/nats/`). It knows records and bytes
+//!   only, never the core's types.
 //!
 //! The wire codecs live in their own crates: `tern-mqtt` (protocols/mqtt) and
 //! `tern-stomp` (protocols/stomp).

@@ -19,11 +19,12 @@ use crate::admin::{self, Monitor};
 use crate::auth::{Authenticator, PasswordFileError};
 use crate::cluster::state::{SharedState, SharedStateError};
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{ConfigError, ListenerSettings, Settings, TlsListenerSettings};
+use crate::config::{ConfigError, ListenerSettings, Settings, StoreBackend, TlsListenerSettings};
 use crate::core::router::{Router, RouterSettings};
 #[cfg(unix)]
 use crate::reload::LiveConfig;
 pub use crate::reload::Reloader;
+use crate::store::nats::NatsBackend;
 use crate::store::redb::{RedbBackend, Repair};
 use crate::store::Store;
 use crate::transport::cap::ListenerCaps;
@@ -109,7 +110,7 @@ impl Server {
         } else {
             None
         };
-        let store = open_store(&settings)?;
+        let store = open_store(&settings, cluster.as_ref()).await?;
         let router = Router::from_settings(RouterSettings {
             queue_limits: settings.limits.queue_limits(),
             queue_max_messages: settings.limits.queue_max_messages,
@@ -155,7 +156,11 @@ impl Server {
             .schemas()
             .set_configured(crate::core::schema::compile_configured(&settings.schema)?);
         if let Some(store) = &store {
-            let mut snapshot = store.load()?;
+            // On a blocking thread: a backend may wait for this runtime (NATS).
+            let loading = Arc::clone(store);
+            let mut snapshot = tokio::task::spawn_blocking(move || loading.load())
+                .await
+                .unwrap_or_else(|e| Err(crate::store::StoreError::Write(e.to_string())))?;
             let schemas = router
                 .schemas()
                 .restore(&std::mem::take(&mut snapshot.schemas));
@@ -170,6 +175,7 @@ impl Server {
                 queued = restored.queued,
                 wills = restored.wills,
                 expired_sessions = restored.expired_sessions,
+                backend = ?settings.storage.backend,
                 path = %settings.storage.store_file().display(),
                 cache_size = %settings.storage.cache_size,
                 "store loaded"
@@ -410,9 +416,38 @@ impl Server {
 }
 
 /// Opens the store named by the settings, or none when storage is disabled.
-fn open_store(settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
+async fn open_store(
+    settings: &Settings,
+    cluster: Option<&Cluster>,
+) -> Result<Option<Arc<Store>>, ServerError> {
     if !settings.storage.enabled {
         return Ok(None);
+    }
+    if settings.storage.backend == StoreBackend::Nats {
+        // Validation made sure of `[cluster]`; without it there is no NATS to keep it.
+        let Some(cluster) = cluster else {
+            return Err(ServerError::Store(crate::store::StoreError::Open {
+                path: crate::store::nats::BUCKET.into(),
+                reason: "storage.backend = \"nats\" needs [cluster] enabled".into(),
+            }));
+        };
+        let foreign = crate::cluster::state::clients_held_elsewhere(
+            cluster.jetstream(),
+            cluster.node(),
+            cluster.replicas(),
+        )
+        .await?;
+        let backend = NatsBackend::open(
+            cluster.jetstream().clone(),
+            cluster.node(),
+            cluster.replicas(),
+            foreign,
+        )
+        .await?;
+        return Ok(Some(Store::start(
+            Arc::new(backend),
+            settings.storage.durability,
+        )));
     }
     let path = settings.storage.store_file();
     // Validated at load; the default if it somehow is not a size.

@@ -7,6 +7,9 @@
 //! The clients here are a deliberately small MQTT 3.1.1 client on the project's
 //! codec: the test needs to see exactly which packet was acknowledged when.
 //! Interoperability is proven elsewhere (rumqttc, paho, mosquitto clients).
+//!
+//! Run twice: on the redb store, and on the NATS store (a real `nats-server
+//! -js` that outlives every kill of tern).
 
 mod common;
 
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::nats::NatsServer;
 use common::process::{data_dir, free_port, Broker, Conn};
 use tern_mqtt::{
     Ack, Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
@@ -240,9 +244,55 @@ fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_repeated_sigkill() {
-    let dir = data_dir("crash");
+    crash_repeatedly("crash", &[]).await;
+}
+
+/// The same with the store in JetStream (`storage.backend = "nats"`, one
+/// node, replicas 1): the nats-server process keeps what tern acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_repeated_sigkill_with_the_nats_store() {
+    let nats = NatsServer::start().await;
+    let env = [
+        ("TERN_CLUSTER__ENABLED", "true"),
+        ("TERN_CLUSTER__NODE", "tern-crash"),
+        ("TERN_CLUSTER__NATS_URLS", nats.url.as_str()),
+        ("TERN_STORAGE__BACKEND", "nats"),
+    ];
+    crash_repeatedly("crash-nats", &env).await;
+    // What was kept, was kept in JetStream.
+    let client = async_nats::connect(&nats.url)
+        .await
+        .expect("connect to NATS");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("KV_tern_store")
+        .await
+        .expect("the store bucket exists");
+    let state = stream.info().await.expect("stream info").state.clone();
+    eprintln!(
+        "KV_tern_store: {} writes, {} kept",
+        state.last_sequence, state.messages
+    );
+    assert!(
+        state.last_sequence > 0,
+        "the store was written to JetStream"
+    );
+}
+
+/// Starts the broker with `env` (TERN_* settings) on a store of its own.
+async fn start(port: u16, stomp_port: u16, dir: &std::path::Path, env: &[(&str, &str)]) -> Broker {
+    if env.is_empty() {
+        return Broker::start(port, stomp_port, dir).await;
+    }
+    match Broker::start_with(port, stomp_port, dir, env).await {
+        Ok(broker) => broker,
+        Err(log) => panic!("broker did not start:\n{log}"),
+    }
+}
+
+async fn crash_repeatedly(name: &str, env: &[(&str, &str)]) {
+    let dir = data_dir(name);
     let (port, stomp_port) = (free_port(), free_port());
-    let mut broker = Broker::start(port, stomp_port, &dir).await;
+    let mut broker = start(port, stomp_port, &dir, env).await;
     let addr = broker.mqtt;
 
     let online = Arc::new(Mutex::new(Received::default()));
@@ -305,7 +355,7 @@ async fn acknowledged_messages_survive_repeated_sigkill() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         broker.kill9();
         eprintln!("kill {}/{KILLS} after {pause} ms", kill + 1);
-        broker = Broker::start(port, stomp_port, &dir).await;
+        broker = start(port, stomp_port, &dir, env).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for p in publishers {

@@ -14,8 +14,8 @@
 //! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
 //! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 //! - `window.rs`: flow control between nodes (syncs confirmed by the receivers).
-//! - `kv_key.rs`: client ids and topics as JetStream KV keys, reversibly.
-//! - `kv_value.rs`: their values: a version byte, then the record in postcard.
+//! - keys and values of Tern's KV buckets: `store::nats::{kv_key, kv_value}`
+//!   (shared with the NATS store backend).
 //! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
 //!   by compare-and-set revision; takeover seen through a watch).
 //! - `retained.rs`: retained messages, one view (KV bucket + watch).
@@ -28,8 +28,6 @@
 
 pub mod fabric;
 mod inbound;
-mod kv_key;
-mod kv_value;
 mod ownership;
 mod queue_pull;
 pub mod queues;

@@ -1,6 +1,6 @@
 //! Client id ownership: one MQTT client id is one session in the whole cluster.
 //!
-//! KV bucket `tern_clients`: key = the client id ([`super::kv_key`]), value =
+//! KV bucket `tern_clients`: key = the client id ([`crate::store::nats::kv_key`]), value =
 //! [`OwnerValue`] (the node holding the session, a random epoch for that
 //! claim, whether it started clean, and the session's subscriptions). Every
 //! write is a compare-and-set on the key's revision (create, or update with
@@ -25,12 +25,12 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::kv_key;
 use crate::core::cluster_state::{ClaimFailed, ClaimGuard, Claimed};
 use crate::core::router::persist::subscription_record;
 use crate::core::router::Router;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
+use crate::store::nats::kv_key;
 use crate::store::record::SubscriptionRecord;
 
 /// The bucket of client id owners.
@@ -75,21 +75,21 @@ impl OwnerValue {
                 .map(|s| s.selector.clone())
                 .collect(),
         };
-        super::kv_value::encode(VALUE_VERSION, &wire)
+        crate::store::nats::kv_value::encode(VALUE_VERSION, &wire)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<OwnerValue> {
         if let Some(OwnerWire {
             mut owner,
             selectors,
-        }) = super::kv_value::decode::<OwnerWire>(VALUE_VERSION, bytes)
+        }) = crate::store::nats::kv_value::decode::<OwnerWire>(VALUE_VERSION, bytes)
         {
             for (record, selector) in owner.subscriptions.iter_mut().zip(selectors) {
                 record.selector = selector;
             }
             return Some(owner);
         }
-        super::kv_value::decode(VALUE_VERSION, bytes)
+        crate::store::nats::kv_value::decode(VALUE_VERSION, bytes)
     }
 }
 
@@ -136,6 +136,22 @@ pub(crate) async fn owner_of(
         .as_deref()
         .and_then(OwnerValue::decode)
         .map(|owner| owner.node))
+}
+
+/// The client ids that nodes other than `node` hold, as the bucket says now
+/// (read at start: their stored sessions are theirs to load).
+pub(crate) async fn held_elsewhere(
+    jetstream: &async_nats::jetstream::Context,
+    node: &str,
+) -> Result<std::collections::HashSet<String>, String> {
+    let entries = crate::store::nats::load::read_bucket(jetstream, BUCKET).await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let owner = OwnerValue::decode(&value)?;
+            (owner.node != node).then(|| kv_key::decode(&key)).flatten()
+        })
+        .collect())
 }
 
 impl Ownership {
@@ -421,7 +437,7 @@ mod tests {
         };
         assert_eq!(OwnerValue::decode(&value.encode()), Some(value.clone()));
         // Written by a node that predates selectors: the bare value.
-        let older = crate::cluster::kv_value::encode(VALUE_VERSION, &value);
+        let older = crate::store::nats::kv_value::encode(VALUE_VERSION, &value);
         let read = OwnerValue::decode(&older).unwrap();
         assert_eq!(read.subscriptions[0].filter, "a/#");
         assert_eq!(read.subscriptions[0].selector, None);

@@ -1,7 +1,7 @@
 //! Retained messages, one view across the nodes.
 //!
 //! KV bucket `tern_retained` (history 1: one value per topic): key = the topic
-//! ([`super::kv_key`]), value = [`RetainedValue`] (the node that made the
+//! ([`crate::store::nats::kv_key`]), value = [`RetainedValue`] (the node that made the
 //! change and the message; an empty payload clears, kept as a small
 //! tombstone so the clearing node is known too). The bucket's order is the
 //! cluster's order of retained changes.
@@ -31,10 +31,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::kv_key;
 use crate::core::message::Message;
 use crate::core::router::persist::{message_from_record, message_record};
 use crate::core::router::Router;
+use crate::store::nats::kv_key;
 use crate::store::record::MessageRecord;
 
 /// The bucket of retained messages.
@@ -52,11 +52,11 @@ pub(crate) struct RetainedValue {
 
 impl RetainedValue {
     pub(crate) fn encode(&self) -> bytes::Bytes {
-        super::kv_value::encode(VALUE_VERSION, self)
+        crate::store::nats::kv_value::encode(VALUE_VERSION, self)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<RetainedValue> {
-        super::kv_value::decode(VALUE_VERSION, bytes)
+        crate::store::nats::kv_value::decode(VALUE_VERSION, bytes)
     }
 }
 

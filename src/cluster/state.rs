@@ -69,35 +69,30 @@ impl SharedState {
     }
 }
 
+/// The client ids other nodes than `node` hold now: the sessions of these
+/// are theirs, not this node's to load from a shared store.
+pub async fn clients_held_elsewhere(
+    jetstream: &jetstream::Context,
+    node: &str,
+    replicas: usize,
+) -> Result<std::collections::HashSet<String>, SharedStateError> {
+    open_bucket(jetstream, ownership::BUCKET, replicas).await?;
+    ownership::held_elsewhere(jetstream, node)
+        .await
+        .map_err(|reason| SharedStateError::Bucket {
+            bucket: ownership::BUCKET,
+            reason,
+        })
+}
+
 async fn open_bucket(
     jetstream: &jetstream::Context,
     bucket: &'static str,
     replicas: usize,
 ) -> Result<kv::Store, SharedStateError> {
-    let error = |e: &dyn std::fmt::Display| SharedStateError::Bucket {
-        bucket,
-        reason: e.to_string(),
-    };
-    // The stream a KV bucket is, made as async-nats' `create_key_value` makes
-    // it, without the account query that fails against nats-server 2.9
-    // (its account info lacks fields the client requires).
-    let config = jetstream::stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        num_replicas: replicas.max(1),
-        discard: jetstream::stream::DiscardPolicy::New,
-        ..Default::default()
-    };
-    jetstream
-        .get_or_create_stream(config)
+    crate::store::nats::open_bucket(jetstream, bucket, replicas)
         .await
-        .map_err(|e| error(&e))?;
-    jetstream.get_key_value(bucket).await.map_err(|e| error(&e))
+        .map_err(|reason| SharedStateError::Bucket { bucket, reason })
 }
 
 impl ClusterState for SharedState {

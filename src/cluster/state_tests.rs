@@ -2,7 +2,6 @@
 //! on a free loopback port: takeover across nodes, a resumed session keeping
 //! its subscriptions, and retained messages seen alike from every node.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,57 +14,10 @@ use crate::core::session::{
     KickReason, OverflowPolicy, QueueLimits, Session, SessionOwner, SubscriptionOptions,
 };
 use crate::core::topic::Filter;
+use crate::store::nats::test_server::Nats;
 
 /// How long any one wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A `nats-server` with JetStream in a temporary directory, killed on drop.
-struct Nats {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nats {
-    async fn start() -> Nats {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH (apt-get install nats-server)");
-        let nats = Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        nats
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A router with the shared state of node `name`.
 async fn node(nats: &Nats, name: &str) -> (Arc<Router>, Arc<SharedState>) {

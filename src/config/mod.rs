@@ -33,7 +33,7 @@ pub use listeners::{
     CertUsername, ClientAuth, HttpSettings, ListenerSettings, TlsListenerSettings, WebSettings,
     WebSocketSettings, DEFAULT_MAX_KEEP_ALIVE_SECS,
 };
-pub use sections::{Limits, LogSettings, StorageSettings, SysSettings};
+pub use sections::{Limits, LogSettings, StorageSettings, StoreBackend, SysSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

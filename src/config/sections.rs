@@ -126,6 +126,20 @@ pub struct StorageSettings {
     /// redb's page cache ("64MiB", "1GiB", bytes): the most of the store file kept
     /// in memory, so a replay of a big stream holds bounded memory.
     pub cache_size: String,
+    /// Where the store lives: "redb" (a file in `data_dir`) or "nats"
+    /// (JetStream, replicated, so another node can take over; needs `[cluster]`).
+    pub backend: StoreBackend,
+}
+
+/// The engine behind the store seam.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded file `tern.redb`: the default, and the only choice without `[cluster]`.
+    #[default]
+    Redb,
+    /// The JetStream KV bucket `tern_store` of the cluster's NATS, `cluster.replicas` copies.
+    Nats,
 }
 
 impl StorageSettings {
@@ -227,6 +241,7 @@ impl Default for StorageSettings {
             durability: crate::store::Durability::Batched,
             max_messages: 10_000_000,
             cache_size: "64MiB".into(),
+            backend: StoreBackend::Redb,
         }
     }
 }

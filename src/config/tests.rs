@@ -313,3 +313,20 @@ fn storage_cache_size_is_a_size_of_at_least_one_mebibyte() {
         assert_eq!(invalid_key(load_text(&text)), "storage.cache_size", "{bad}");
     }
 }
+
+#[test]
+fn the_nats_store_backend_needs_the_cluster_and_keeps_no_streams() {
+    assert_eq!(
+        Settings::default().storage.backend,
+        super::StoreBackend::Redb
+    );
+    let alone = load_text("[storage]\nbackend = \"nats\"\n");
+    assert_eq!(invalid_key(alone), "storage.backend");
+    let clustered = "[cluster]\nenabled = true\n[storage]\nbackend = \"nats\"\n";
+    let settings = load_text(clustered).expect("nats with the cluster is valid");
+    assert_eq!(settings.storage.backend, super::StoreBackend::Nats);
+    let with_stream = format!("{clustered}[[stream]]\nname = \"s\"\ntopics = [\"s/#\"]\n");
+    assert_eq!(invalid_key(load_text(&with_stream)), "stream");
+    let unknown = load_text("[storage]\nbackend = \"sqlite\"\n").unwrap_err();
+    assert!(unknown.to_string().contains("storage.backend"), "{unknown}");
+}

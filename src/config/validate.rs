@@ -181,6 +181,7 @@ impl Settings {
         self.websocket_tls.validate(&WEBSOCKET_TLS_KEYS)?;
         self.compiled_acl()?;
         self.validate_streams()?;
+        self.validate_store_backend()?;
         crate::core::schema::compile_configured(&self.schema).map_err(|e| {
             ConfigError::Invalid {
                 key: "schema",
@@ -236,6 +237,31 @@ impl Settings {
                     ),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// `storage.backend = "nats"` needs the cluster's NATS, and keeps no streams yet.
+    fn validate_store_backend(&self) -> Result<(), ConfigError> {
+        if self.storage.backend != super::StoreBackend::Nats || !self.storage.enabled {
+            return Ok(());
+        }
+        if !self.cluster.enabled {
+            return Err(ConfigError::Invalid {
+                key: "storage.backend",
+                reason: "\"nats\" keeps the store in the cluster's JetStream: it needs \
+                         [cluster] enabled = true (or use \"redb\")"
+                    .into(),
+            });
+        }
+        if let Some(stream) = self.stream.first() {
+            return Err(ConfigError::Invalid {
+                key: "stream",
+                reason: format!(
+                    "stream {:?}: durable streams are not kept by storage.backend = \"nats\" yet",
+                    stream.name
+                ),
+            });
         }
         Ok(())
     }

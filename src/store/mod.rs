@@ -5,16 +5,20 @@
 //!
 //! - `record.rs`: the stored records (serde + postcard).
 //! - `redb.rs`: the redb backend.
+//! - `nats/`: the NATS backend (JetStream KV, cluster mode).
 //! - `redb_stream.rs`: its tables of durable streams;
 //! - `redb_schema.rs`: its table of admin API schemas;
 //! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
 
+pub mod nats;
 pub mod record;
 pub mod redb;
 mod redb_schema;
 mod redb_stream;
 mod stream_chunk;
 pub use stream_chunk::encode_record as encode_stream_record;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -218,6 +222,19 @@ pub trait Backend: Send + Sync + 'static {
     fn find_stream_time(&self, _stream: &str, _time_ms: u64) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    /// The stored state of `client_id` alone (its session, deliveries with
+    /// their messages, incoming QoS 2 ids, will), read afresh when this node
+    /// takes the session over from another node. None from a backend no
+    /// other node writes to.
+    fn load_client(&self, _client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        Ok(None)
+    }
+    /// Another node took `client_id` over: what this node knew of its records
+    /// is forgotten, nothing written. True when the records are shared (they
+    /// are the new owner's now: the caller must not delete them).
+    fn release_client(&self, _client_id: &str) -> bool {
+        false
+    }
 }
 
 /// Position of a submission; committed once `Store::wait` for it returns.
@@ -369,6 +386,16 @@ impl Store {
     /// See [`Backend::find_stream_time`].
     pub fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
         self.backend.find_stream_time(stream, time_ms)
+    }
+
+    /// See [`Backend::load_client`] (blocks: call it off the async runtime).
+    pub fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.backend.load_client(client_id)
+    }
+
+    /// See [`Backend::release_client`].
+    pub fn release_client(&self, client_id: &str) -> bool {
+        self.backend.release_client(client_id)
     }
 
     /// Ticket of the latest submission: waiting for it covers everything submitted so far.

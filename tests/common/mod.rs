@@ -809,6 +809,7 @@ fn rand_suffix() -> u64 {
 
 /// A STOMP test client over a real socket.
 pub mod http;
+pub mod nats;
 pub mod process;
 pub mod stomp;
 pub mod v31;

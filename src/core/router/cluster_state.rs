@@ -19,7 +19,7 @@ impl Router {
     /// connection), and a resumed session another node held keeps the
     /// subscriptions it had there. Without a cluster, just `attach`.
     pub async fn attach_claimed(
-        &self,
+        self: &Arc<Self>,
         client_id: &Arc<str>,
         login: &SessionOwner,
         clean_start: bool,
@@ -40,6 +40,9 @@ impl Router {
                 Claimed::default()
             }
         };
+        if claimed.held_elsewhere {
+            self.take_over_stored(client_id, clean_start).await;
+        }
         let attached = self.attach(client_id, login, clean_start, expiry_interval);
         let mut attached = match attached {
             Ok(attached) => attached,
@@ -58,6 +61,41 @@ impl Router {
         }
         drop(claimed.guard);
         Ok(attached)
+    }
+
+    /// Another node held `client_id`: with a store the nodes share, its
+    /// stored state becomes this node's: restored to resume it, or, for a
+    /// clean start, deleted (here, before this node writes the new session).
+    async fn take_over_stored(self: &Arc<Self>, client_id: &str, clean_start: bool) {
+        let Some(store) = self.persistence.store().cloned() else {
+            return;
+        };
+        let id = client_id.to_string();
+        let loaded = tokio::task::spawn_blocking(move || store.load_client(&id))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read.map_err(|e| e.to_string()));
+        let snapshot = match loaded {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return, // a store of this node alone
+            Err(e) => {
+                tracing::warn!(client_id, error = %e, "stored state of a session taken over not read");
+                return;
+            }
+        };
+        if clean_start {
+            self.persistence
+                .remove_stale([crate::store::StoreOp::DeleteSession {
+                    client_id: client_id.to_string(),
+                }]);
+        } else if !snapshot.sessions.is_empty() {
+            let restored = super::restore::restore(self, snapshot);
+            tracing::info!(
+                client_id,
+                deliveries = restored.deliveries,
+                "session taken over with its stored state"
+            );
+        }
     }
 
     /// Another node took `client_id` over: the connection here is told so
@@ -85,7 +123,14 @@ impl Router {
                 WillAction::Cancel
             };
             self.settle_will(client_id, action);
-            self.persistence.forget_session(&session);
+            // A shared store's records are the new owner's now: not deleted.
+            if !self
+                .persistence
+                .store()
+                .is_some_and(|s| s.release_client(client_id))
+            {
+                self.persistence.forget_session(&session);
+            }
         }
     }
 

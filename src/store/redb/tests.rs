@@ -1,7 +1,8 @@
-//! The redb backend's records, kept and removed as the store's operations say.
+//! The redb backend: the store test suite (`store/suite.rs`), and what is
+//! redb's own: format migration, a locked, newer or damaged file.
 
 use super::*;
-use crate::store::record::SubscriptionRecord;
+use crate::store::suite::message;
 
 fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tern-redb-{}-{name}", std::process::id()));
@@ -9,192 +10,18 @@ fn temp_path(name: &str) -> PathBuf {
     dir.join("tern.redb")
 }
 
-fn message(topic: &str) -> MessageRecord {
-    MessageRecord {
-        topic: topic.into(),
-        payload: b"p\x00q".to_vec(),
-        qos: 1,
-        retain: false,
-        expires_at_ms: None,
-        payload_is_utf8: false,
-        content_type: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: vec![],
-        publisher: None,
-    }
+/// The storage of one suite case: a fresh file, opened again on each call.
+fn fixture(name: &str) -> ((), impl FnMut() -> std::sync::Arc<dyn Backend>) {
+    let path = temp_path(name);
+    let open = move || {
+        let backend: std::sync::Arc<dyn Backend> =
+            std::sync::Arc::new(RedbBackend::open(&path).expect("open the store file"));
+        backend
+    };
+    ((), open)
 }
 
-#[test]
-fn records_survive_reopen_and_session_delete_removes_its_rows() {
-    let path = temp_path("reopen");
-    {
-        let b = RedbBackend::open(&path).unwrap();
-        let session = SessionRecord {
-            expiry_interval: 60,
-            disconnected_at_ms: None,
-            owner: OwnerRecord::User("alice".into()),
-            subscriptions: vec![SubscriptionRecord {
-                selector: Some("bucket = 3".into()),
-                filter: "a/#".into(),
-                qos: 1,
-                no_local: false,
-                retain_as_published: false,
-                retain_handling: 0,
-                subscription_id: Some(3),
-            }],
-        };
-        let delivery = DeliveryRecord {
-            message_id: 1,
-            qos: 1,
-            retain: false,
-            subscription_ids: vec![3],
-            packet_id: Some(7),
-            released: false,
-        };
-        let added = b
-            .apply(
-                &[
-                    StoreOp::PutSession {
-                        client_id: "c1".into(),
-                        record: session.clone(),
-                    },
-                    StoreOp::PutSession {
-                        client_id: "c2".into(),
-                        record: session,
-                    },
-                    StoreOp::PutMessage {
-                        id: 1,
-                        record: message("a/b"),
-                    },
-                    StoreOp::PutDelivery {
-                        client_id: "c1".into(),
-                        seq: 1,
-                        record: delivery.clone(),
-                    },
-                    StoreOp::PutDelivery {
-                        client_id: "c2".into(),
-                        seq: 1,
-                        record: delivery,
-                    },
-                    StoreOp::PutIncomingQos2 {
-                        client_id: "c1".into(),
-                        packet_id: 9,
-                    },
-                    StoreOp::PutRetained {
-                        record: message("r/1"),
-                    },
-                    StoreOp::PutQueued {
-                        queue: "jobs".into(),
-                        seq: 4,
-                        record: message("$queue/jobs"),
-                    },
-                ],
-                true,
-            )
-            .unwrap();
-        assert_eq!(added, 3, "two deliveries and one queued message were added");
-        let removed = b
-            .apply(
-                &[StoreOp::DeleteSession {
-                    client_id: "c2".into(),
-                }],
-                true,
-            )
-            .unwrap();
-        assert_eq!(removed, -1, "c2's one delivery went with its session");
-    }
-    let b = RedbBackend::open(&path).unwrap();
-    let snap = b.load().unwrap();
-    assert_eq!(snap.sessions.len(), 1);
-    assert_eq!(snap.sessions[0].0, "c1");
-    assert_eq!(snap.sessions[0].1.owner, OwnerRecord::User("alice".into()));
-    assert_eq!(
-        snap.sessions[0].1.subscriptions[0].selector.as_deref(),
-        Some("bucket = 3"),
-        "the selector is kept beside the record"
-    );
-    assert_eq!(snap.deliveries.len(), 1);
-    assert_eq!(snap.deliveries[0].2.packet_id, Some(7));
-    assert_eq!(snap.messages.len(), 1, "c1 still refers to the message");
-    assert_eq!(snap.messages[0].1.payload, b"p\x00q".to_vec());
-    assert_eq!(snap.incoming_qos2, vec![("c1".to_string(), 9)]);
-    assert_eq!(snap.retained.len(), 1);
-    assert_eq!(snap.queued[0].0, "jobs");
-    assert_eq!(snap.queued[0].2.payload, b"p\x00q".to_vec());
-}
-
-fn delivery(message_id: u64) -> DeliveryRecord {
-    DeliveryRecord {
-        message_id,
-        qos: 1,
-        retain: false,
-        subscription_ids: vec![],
-        packet_id: None,
-        released: false,
-    }
-}
-
-fn put(client_id: &str, seq: u64, message_id: u64) -> StoreOp {
-    StoreOp::PutDelivery {
-        client_id: client_id.into(),
-        seq,
-        record: delivery(message_id),
-    }
-}
-
-#[test]
-fn a_message_owed_to_many_sessions_is_stored_once_and_goes_with_its_last_delivery() {
-    let b = RedbBackend::open(&temp_path("shared")).unwrap();
-    let message = StoreOp::PutMessage {
-        id: 5,
-        record: message("fan/out"),
-    };
-    let added = b
-        .apply(
-            &[message, put("a", 1, 5), put("b", 1, 5), put("c", 1, 5)],
-            true,
-        )
-        .unwrap();
-    assert_eq!(added, 3);
-    assert_eq!(
-        b.load().unwrap().messages.len(),
-        1,
-        "one copy for three sessions"
-    );
-    let mark = StoreOp::MarkDelivery {
-        client_id: "a".into(),
-        seq: 1,
-        packet_id: 4,
-        released: true,
-    };
-    let delete_b = StoreOp::DeleteDelivery {
-        client_id: "b".into(),
-        seq: 1,
-    };
-    b.apply(&[mark, delete_b], true).unwrap();
-    let snap = b.load().unwrap();
-    assert_eq!(snap.messages.len(), 1, "a and c still refer to it");
-    let a = snap.deliveries.iter().find(|d| d.0 == "a").unwrap();
-    assert_eq!(
-        (a.2.packet_id, a.2.released, a.2.message_id),
-        (Some(4), true, 5)
-    );
-    let delete_a = StoreOp::DeleteDelivery {
-        client_id: "a".into(),
-        seq: 1,
-    };
-    let end_c = StoreOp::DeleteSession {
-        client_id: "c".into(),
-    };
-    assert_eq!(b.apply(&[delete_a, end_c], true).unwrap(), -2);
-    let snap = b.load().unwrap();
-    assert!(snap.deliveries.is_empty());
-    assert!(
-        snap.messages.is_empty(),
-        "the last delivery took the message with it"
-    );
-}
+crate::store::suite::store_suite!(fixture);
 
 #[test]
 fn a_format_1_store_is_migrated_with_its_deliveries() {

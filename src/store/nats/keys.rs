@@ -1,0 +1,144 @@
+//! The layout of the store bucket `tern_store`: one key per record, the kind
+//! first, then what names the record, each name made a key token by
+//! [`kv_key`] (which never yields a `.`, so the tokens split back unambiguously).
+//!
+//! | key | value | who loads it |
+//! |---|---|---|
+//! | `s.<client>` | [`SessionValue`] | the node owning `<client>`, or any node when no node does |
+//! | `d.<client>.<seq>` | [`DeliveryValue`] | with its session |
+//! | `i.<client>.<packet id>` | empty | with its session |
+//! | `w.<client>` | `WillRecord` | with its session |
+//! | `m.<node>.<id>` | `MessageRecord` | with the deliveries referring to it |
+//! | `r.<topic>` | `MessageRecord` | every node |
+//! | `q.<node>.<queue>.<seq>` | `MessageRecord` | node `<node>` (its local queues) |
+//! | `x.<schema>` | the schema's bytes | every node |
+//!
+//! Session state is keyed by client id, which ownership makes unique in the
+//! cluster; message ids and queue sequences are per node, so their keys name it.
+
+use serde::{Deserialize, Serialize};
+
+use super::kv_key;
+use crate::store::record::{DeliveryRecord, OwnerRecord, SessionRecord};
+
+/// The bucket of the NATS store backend.
+pub const BUCKET: &str = "tern_store";
+/// First byte of every value: its layout.
+pub(super) const VALUE_VERSION: u8 = 1;
+
+/// A stored session with what its record keeps out of its own encoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SessionValue {
+    pub record: SessionRecord,
+    pub owner: OwnerRecord,
+    /// `(filter, selector text)` of the subscriptions with a selector.
+    pub selectors: Vec<(String, String)>,
+}
+
+/// A stored delivery and the node whose message id it refers to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct DeliveryValue {
+    pub record: DeliveryRecord,
+    pub message_node: String,
+}
+
+pub(super) fn session(client: &str) -> String {
+    format!("s.{}", kv_key::encode(client))
+}
+
+pub(super) fn delivery(client: &str, seq: u64) -> String {
+    format!("d.{}.{seq}", kv_key::encode(client))
+}
+
+pub(super) fn incoming(client: &str, packet_id: u16) -> String {
+    format!("i.{}.{packet_id}", kv_key::encode(client))
+}
+
+pub(super) fn will(client: &str) -> String {
+    format!("w.{}", kv_key::encode(client))
+}
+
+pub(super) fn message(node: &str, id: u64) -> String {
+    format!("m.{}.{id}", kv_key::encode(node))
+}
+
+pub(super) fn retained(topic: &str) -> String {
+    format!("r.{}", kv_key::encode(topic))
+}
+
+pub(super) fn queued(node: &str, queue: &str, seq: u64) -> String {
+    format!("q.{}.{}.{seq}", kv_key::encode(node), kv_key::encode(queue))
+}
+
+pub(super) fn schema(name: &str) -> String {
+    format!("x.{}", kv_key::encode(name))
+}
+
+/// A key of the bucket, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Key {
+    Session(String),
+    Delivery(String, u64),
+    Incoming(String, u16),
+    Will(String),
+    Message(String, u64),
+    Retained(String),
+    Queued(String, String, u64),
+    Schema(String),
+}
+
+/// What `key` names; None for a key this layout never makes.
+pub(super) fn parse(key: &str) -> Option<Key> {
+    let mut tokens = key.split('.');
+    let kind = tokens.next()?;
+    let t = &mut tokens;
+    let parsed = match kind {
+        "s" => Key::Session(text(t)?),
+        "w" => Key::Will(text(t)?),
+        "r" => Key::Retained(text(t)?),
+        "x" => Key::Schema(text(t)?),
+        "d" => Key::Delivery(text(t)?, t.next()?.parse().ok()?),
+        "i" => Key::Incoming(text(t)?, t.next()?.parse().ok()?),
+        "m" => Key::Message(text(t)?, t.next()?.parse().ok()?),
+        "q" => Key::Queued(text(t)?, text(t)?, t.next()?.parse().ok()?),
+        _ => return None,
+    };
+    tokens.next().is_none().then_some(parsed)
+}
+
+fn text(tokens: &mut std::str::Split<'_, char>) -> Option<String> {
+    kv_key::decode(tokens.next()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_parses_back_to_what_made_it() {
+        let odd = "a.b c/$é=";
+        let cases = [
+            (session(odd), Key::Session(odd.into())),
+            (delivery(odd, 7), Key::Delivery(odd.into(), 7)),
+            (incoming(odd, 65535), Key::Incoming(odd.into(), 65535)),
+            (will(""), Key::Will(String::new())),
+            (message("tern-1", 9), Key::Message("tern-1".into(), 9)),
+            (retained("$SYS/x.y"), Key::Retained("$SYS/x.y".into())),
+            (
+                queued("n.1", "jobs.a", 3),
+                Key::Queued("n.1".into(), "jobs.a".into(), 3),
+            ),
+            (schema("temp"), Key::Schema("temp".into())),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(parse(&key), Some(expected), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_of_no_known_shape_are_none() {
+        for key in ["", "z.a", "s", "d.a", "d.a.x", "s.a.b", "m.n.1.2", "s.=ZZ"] {
+            assert_eq!(parse(key), None, "{key}");
+        }
+    }
+}

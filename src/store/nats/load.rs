@@ -1,0 +1,189 @@
+//! Reading the bucket at start: the part of it this node serves, as the
+//! core's `Snapshot`, and the [`Mirror`] of it that later commits keep.
+//!
+//! A node loads the sessions (with their deliveries, incoming QoS 2 ids and
+//! wills) of the client ids no other node owns, every retained message and
+//! schema, its own queued messages, and the messages its deliveries refer to.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::keys::{self, DeliveryValue, Key, SessionValue, VALUE_VERSION};
+use super::kv_value;
+use super::mirror::{MessageRef, Mirror};
+use crate::store::record::{MessageRecord, WillRecord};
+use crate::store::{Snapshot, StoreError};
+
+/// The current value of every key of KV bucket `bucket` (deleted keys left out).
+pub(crate) async fn read_bucket(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+) -> Result<Vec<(String, Bytes)>, String> {
+    // Opened afresh: a store's status is the stream's state when it was opened.
+    let kv = jetstream
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = kv.status().await.map_err(|e| e.to_string())?;
+    if status.info.state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let last = entry.delta == 0;
+        if entry.operation == kv::Operation::Put {
+            entries.push((entry.key, entry.value));
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(entries)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    kv_value::decode(VALUE_VERSION, bytes)
+        .ok_or_else(|| StoreError::Decode(format!("{} key {key}", keys::BUCKET)))
+}
+
+/// What a read of the bucket is for.
+pub(super) enum Scope<'a> {
+    /// The start: everything but the sessions of the client ids given (owned
+    /// by other nodes). Other nodes' messages get ids above this node's.
+    Start(&'a HashSet<String>),
+    /// A session taken over from another node: its client id's records only;
+    /// other nodes' messages get ids from the one given on (see `next_id`).
+    Client(&'a str, u64),
+}
+
+/// The snapshot of node `node` from the bucket's `entries` for `scope`, the
+/// mirror of it, and the id after the last one given to another node's message.
+pub(super) fn snapshot(
+    entries: Vec<(String, Bytes)>,
+    node: &str,
+    scope: &Scope<'_>,
+) -> Result<(Snapshot, Mirror, u64), StoreError> {
+    let mut snapshot = Snapshot::default();
+    let mut mirror = Mirror::new(node);
+    let mut deliveries: BTreeMap<(String, u64), DeliveryValue> = BTreeMap::new();
+    let mut messages: HashMap<(String, u64), MessageRecord> = HashMap::new();
+    let mine = |client: &str| match scope {
+        Scope::Start(foreign) => !foreign.contains(client),
+        Scope::Client(id, _) => client == *id,
+    };
+    let start = matches!(scope, Scope::Start(_));
+    for (key, bytes) in entries {
+        let Some(parsed) = keys::parse(&key) else {
+            tracing::warn!(bucket = keys::BUCKET, key, "key of no known shape skipped");
+            continue;
+        };
+        match parsed {
+            Key::Session(client) if mine(&client) => {
+                let value: SessionValue = decode(&key, &bytes)?;
+                let mut record = value.record;
+                record.owner = value.owner;
+                for (filter, selector) in value.selectors {
+                    if let Some(s) = record.subscriptions.iter_mut().find(|s| s.filter == filter) {
+                        s.selector = Some(selector);
+                    }
+                }
+                snapshot.sessions.push((client, record));
+            }
+            Key::Delivery(client, seq) if mine(&client) => {
+                deliveries.insert((client, seq), decode(&key, &bytes)?);
+            }
+            Key::Incoming(client, id) if mine(&client) => {
+                mirror.incoming.insert((client.clone(), id));
+                snapshot.incoming_qos2.push((client, id));
+            }
+            Key::Will(client) if mine(&client) => {
+                let will: WillRecord = decode(&key, &bytes)?;
+                snapshot.wills.push((client, will));
+            }
+            Key::Message(from, id) => {
+                messages.insert((from, id), decode(&key, &bytes)?);
+            }
+            Key::Retained(_) if start => snapshot.retained.push(decode(&key, &bytes)?),
+            Key::Queued(owner, queue, seq) if start && owner == node => {
+                mirror.queued.insert((queue.clone(), seq));
+                snapshot.queued.push((queue, seq, decode(&key, &bytes)?));
+            }
+            Key::Schema(name) if start => {
+                let record: Vec<u8> = decode(&key, &bytes)?;
+                snapshot.schemas.push((name, record));
+            }
+            Key::Session(_)
+            | Key::Delivery(..)
+            | Key::Incoming(..)
+            | Key::Will(_)
+            | Key::Retained(_)
+            | Key::Queued(..)
+            | Key::Schema(_) => {}
+        }
+    }
+    snapshot
+        .queued
+        .sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    // This node's messages keep their ids; another node's get ids above them.
+    let mut next_foreign = match scope {
+        Scope::Start(_) => {
+            messages
+                .keys()
+                .filter(|(from, _)| from == node)
+                .map(|(_, id)| *id)
+                .max()
+                .unwrap_or(0)
+                + 1
+        }
+        Scope::Client(_, next) => *next,
+    };
+    let mut local_ids: HashMap<(String, u64), u64> = HashMap::new();
+    for ((from, id), record) in &messages {
+        // At start all of this node's (the core's ids continue above them).
+        if from == node && start {
+            local_ids.insert((from.clone(), *id), *id);
+            snapshot.messages.push((*id, record.clone()));
+        }
+    }
+    for ((client, seq), stored) in deliveries {
+        let source = (stored.message_node, stored.record.message_id);
+        let Some(record) = messages.get(&source) else {
+            tracing::warn!(client_id = %client, seq, "stored delivery without its message skipped");
+            continue;
+        };
+        let local = *local_ids.entry(source.clone()).or_insert_with(|| {
+            let id = if source.0 == node {
+                source.1
+            } else {
+                next_foreign += 1;
+                next_foreign - 1
+            };
+            snapshot.messages.push((id, record.clone()));
+            id
+        });
+        mirror
+            .messages
+            .entry(local)
+            .or_insert_with(|| MessageRef {
+                node: source.0.clone(),
+                stored_id: source.1,
+                refs: 0,
+            })
+            .refs += 1;
+        let mut delivery = stored.record;
+        delivery.message_id = local;
+        mirror
+            .deliveries
+            .insert((client.clone(), seq), delivery.clone());
+        snapshot.deliveries.push((client, seq, delivery));
+    }
+    Ok((snapshot, mirror, next_foreign))
+}

@@ -1,0 +1,273 @@
+//! What this node knows of its part of the bucket, built at load and kept by
+//! every commit: the deliveries, incoming QoS 2 ids and queued messages that
+//! exist, and how many deliveries refer to each stored message. A batch of
+//! store operations becomes the writes it means (last write per key), without
+//! reading the bucket: the same effect as the redb backend's transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+
+use super::keys::{self, DeliveryValue, SessionValue, VALUE_VERSION};
+use super::kv_value;
+use crate::store::StoreOp;
+
+/// The last write of a batch per key: a value, or None to delete the key.
+pub(super) type Writes = HashMap<String, Option<Bytes>>;
+
+/// A stored message as this node refers to it.
+#[derive(Debug, Clone)]
+pub(super) struct MessageRef {
+    /// The node whose id space `stored_id` is in (part of the key).
+    pub node: String,
+    pub stored_id: u64,
+    /// Deliveries of this node's sessions that refer to it.
+    pub refs: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Mirror {
+    pub node: String,
+    /// By (client id, sequence); each refers to a message by this node's id.
+    pub deliveries: BTreeMap<(String, u64), crate::store::record::DeliveryRecord>,
+    pub incoming: BTreeSet<(String, u16)>,
+    pub queued: HashSet<(String, u64)>,
+    /// By the id this node's core knows the message by (a message another
+    /// node stored gets an id of this node at load).
+    pub messages: HashMap<u64, MessageRef>,
+}
+
+fn value<T: serde::Serialize>(record: &T) -> Option<Bytes> {
+    Some(kv_value::encode(VALUE_VERSION, record))
+}
+
+impl Mirror {
+    pub(super) fn new(node: &str) -> Mirror {
+        Mirror {
+            node: node.to_string(),
+            ..Mirror::default()
+        }
+    }
+
+    /// The writes `ops` mean, and by how much the stored messages (deliveries
+    /// plus queued) change; true if some were stream operations (not kept).
+    pub(super) fn plan(&mut self, ops: &[StoreOp]) -> (Writes, i64, bool) {
+        let mut writes = Writes::new();
+        let mut held = 0i64;
+        let mut streams = false;
+        for op in ops {
+            match op {
+                StoreOp::PutSession { client_id, record } => {
+                    let selectors = record
+                        .subscriptions
+                        .iter()
+                        .filter_map(|s| Some((s.filter.clone(), s.selector.clone()?)))
+                        .collect();
+                    let session = SessionValue {
+                        record: record.clone(),
+                        owner: record.owner.clone(),
+                        selectors,
+                    };
+                    writes.insert(keys::session(client_id), value(&session));
+                }
+                StoreOp::DeleteSession { client_id } => {
+                    writes.insert(keys::session(client_id), None);
+                    let range = (client_id.clone(), 0)..=(client_id.clone(), u64::MAX);
+                    let seqs: Vec<u64> = self.deliveries.range(range).map(|(k, _)| k.1).collect();
+                    for seq in seqs {
+                        held -= self.delete_delivery(client_id, seq, &mut writes);
+                    }
+                    let range = (client_id.clone(), 0)..=(client_id.clone(), u16::MAX);
+                    let ids: Vec<u16> = self.incoming.range(range).map(|k| k.1).collect();
+                    for id in ids {
+                        self.incoming.remove(&(client_id.clone(), id));
+                        writes.insert(keys::incoming(client_id, id), None);
+                    }
+                }
+                StoreOp::PutMessage { id, record } => {
+                    let key = keys::message(&self.node, *id);
+                    self.messages.entry(*id).or_insert_with(|| MessageRef {
+                        node: self.node.clone(),
+                        stored_id: *id,
+                        refs: 0,
+                    });
+                    writes.insert(key, value(record));
+                }
+                StoreOp::PutDelivery {
+                    client_id,
+                    seq,
+                    record,
+                } => {
+                    let old = self
+                        .deliveries
+                        .insert((client_id.clone(), *seq), record.clone());
+                    held += i64::from(old.is_none());
+                    let old_message = old.map(|o| o.message_id);
+                    if old_message != Some(record.message_id) {
+                        self.ref_message(record.message_id);
+                        if let Some(previous) = old_message {
+                            self.unref_message(previous, &mut writes);
+                        }
+                    }
+                    self.write_delivery(client_id, *seq, &mut writes);
+                }
+                StoreOp::MarkDelivery {
+                    client_id,
+                    seq,
+                    packet_id,
+                    released,
+                } => {
+                    // Gone meanwhile (acknowledged, session ended): nothing to mark.
+                    if let Some(d) = self.deliveries.get_mut(&(client_id.clone(), *seq)) {
+                        d.packet_id = Some(*packet_id);
+                        d.released = *released;
+                        self.write_delivery(client_id, *seq, &mut writes);
+                    }
+                }
+                StoreOp::DeleteDelivery { client_id, seq } => {
+                    held -= self.delete_delivery(client_id, *seq, &mut writes);
+                }
+                StoreOp::PutIncomingQos2 {
+                    client_id,
+                    packet_id,
+                } => {
+                    self.incoming.insert((client_id.clone(), *packet_id));
+                    writes.insert(keys::incoming(client_id, *packet_id), value(&()));
+                }
+                StoreOp::DeleteIncomingQos2 {
+                    client_id,
+                    packet_id,
+                } => {
+                    self.incoming.remove(&(client_id.clone(), *packet_id));
+                    writes.insert(keys::incoming(client_id, *packet_id), None);
+                }
+                StoreOp::PutRetained { record } => {
+                    writes.insert(keys::retained(&record.topic), value(record));
+                }
+                StoreOp::DeleteRetained { topic } => {
+                    writes.insert(keys::retained(topic), None);
+                }
+                StoreOp::PutQueued { queue, seq, record } => {
+                    held += i64::from(self.queued.insert((queue.clone(), *seq)));
+                    writes.insert(keys::queued(&self.node, queue, *seq), value(record));
+                }
+                StoreOp::DeleteQueued { queue, seq } => {
+                    held -= i64::from(self.queued.remove(&(queue.clone(), *seq)));
+                    writes.insert(keys::queued(&self.node, queue, *seq), None);
+                }
+                StoreOp::PutWill { client_id, record } => {
+                    writes.insert(keys::will(client_id), value(record));
+                }
+                StoreOp::DeleteWill { client_id } => {
+                    writes.insert(keys::will(client_id), None);
+                }
+                StoreOp::PutSchema { name, record } => {
+                    writes.insert(keys::schema(name), value(record));
+                }
+                StoreOp::DeleteSchema { name } => {
+                    writes.insert(keys::schema(name), None);
+                }
+                StoreOp::AppendStream { .. }
+                | StoreOp::TrimStream { .. }
+                | StoreOp::PutStreamConsumer { .. }
+                | StoreOp::PutStreamDeclaration { .. }
+                | StoreOp::DeleteStreamDeclaration { .. }
+                | StoreOp::DeleteStream { .. } => streams = true,
+            }
+        }
+        (writes, held, streams)
+    }
+
+    /// Adds what a read of one client's records found (a session taken over).
+    pub(super) fn merge(&mut self, other: Mirror) {
+        self.deliveries.extend(other.deliveries);
+        self.incoming.extend(other.incoming);
+        for (id, message) in other.messages {
+            self.messages
+                .entry(id)
+                .and_modify(|m| m.refs += message.refs)
+                .or_insert(message);
+        }
+    }
+
+    /// Forgets `client_id`'s records without writing: another node holds
+    /// them now (and may refer to this node's messages, which therefore stay).
+    pub(super) fn release(&mut self, client_id: &str) {
+        let range = (client_id.to_string(), 0)..=(client_id.to_string(), u64::MAX);
+        let gone: Vec<(String, u64)> = self
+            .deliveries
+            .range(range)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(old) = self.deliveries.remove(&key) {
+                if let Some(m) = self.messages.get_mut(&old.message_id) {
+                    m.refs = m.refs.saturating_sub(1);
+                    if m.refs == 0 {
+                        self.messages.remove(&old.message_id);
+                    }
+                }
+            }
+        }
+        self.incoming.retain(|(client, _)| client != client_id);
+    }
+
+    /// Writes the delivery as the mirror has it, naming the node its message is from.
+    fn write_delivery(&self, client_id: &str, seq: u64, writes: &mut Writes) {
+        let Some(record) = self.deliveries.get(&(client_id.to_string(), seq)) else {
+            return;
+        };
+        let mut record = record.clone();
+        let message_node = match self.messages.get(&record.message_id) {
+            Some(m) => {
+                record.message_id = m.stored_id;
+                m.node.clone()
+            }
+            None => self.node.clone(),
+        };
+        let stored = DeliveryValue {
+            record,
+            message_node,
+        };
+        writes.insert(keys::delivery(client_id, seq), value(&stored));
+    }
+
+    /// Removes a delivery; 1 if there was one.
+    fn delete_delivery(&mut self, client_id: &str, seq: u64, writes: &mut Writes) -> i64 {
+        writes.insert(keys::delivery(client_id, seq), None);
+        match self.deliveries.remove(&(client_id.to_string(), seq)) {
+            Some(old) => {
+                self.unref_message(old.message_id, writes);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    fn ref_message(&mut self, id: u64) {
+        let node = self.node.clone();
+        self.messages
+            .entry(id)
+            .or_insert_with(|| MessageRef {
+                node,
+                stored_id: id,
+                refs: 0,
+            })
+            .refs += 1;
+    }
+
+    /// One delivery fewer refers to message `id`: this node's own message goes
+    /// with the last. Another node's is left: its sessions may refer to it.
+    fn unref_message(&mut self, id: u64, writes: &mut Writes) {
+        let Some(message) = self.messages.get_mut(&id) else {
+            return;
+        };
+        message.refs = message.refs.saturating_sub(1);
+        if message.refs == 0 {
+            if message.node == self.node {
+                writes.insert(keys::message(&message.node, message.stored_id), None);
+            }
+            self.messages.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The NATS backend (`[storage] backend = "nats"`, cluster mode): the store's
+//! records in the JetStream KV bucket `tern_store`, with `[cluster] replicas`
+//! copies, so they outlive this node's disk.
+//!
+//! - this file: [`NatsBackend`]: the seam's calls, run on the node's runtime.
+//! - `keys.rs`: the bucket's keys and values.
+//! - `mirror.rs`: what this node knows of its keys; a batch → its writes.
+//! - `publish.rs`: a batch as publishes with one wait for all acks.
+//! - `load.rs`: reading the bucket at start.
+//! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
+//!   cluster's too).
+//!
+//! Durable streams are not kept by this backend yet (their operations are
+//! skipped; the configuration refuses `[[stream]]` with it).
+
+pub(crate) mod keys;
+pub(crate) mod kv_key;
+pub(crate) mod kv_value;
+pub(crate) mod load;
+mod mirror;
+mod publish;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use parking_lot::Mutex;
+
+use super::{Backend, Snapshot, StoreError, StoreOp};
+use mirror::Mirror;
+
+pub use keys::BUCKET;
+
+/// Longest wait for NATS in one call of the seam (a commit, the load).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// First id of the range for messages of sessions taken over (2^62).
+const TAKEN_OVER_IDS: u64 = 1 << 62;
+
+pub struct NatsBackend {
+    jetstream: jetstream::Context,
+    node: String,
+    /// The runtime the NATS connection lives on: the seam's calls come from
+    /// the store's writer thread (or a blocking task) and wait for it.
+    runtime: tokio::runtime::Handle,
+    /// Client ids other nodes owned at start: their sessions are not loaded.
+    foreign: HashSet<String>,
+    mirror: Mutex<Mirror>,
+    /// Random per start: with `commits`, makes every write's `Nats-Msg-Id` unique.
+    boot: u64,
+    commits: AtomicU64,
+    streams_warned: AtomicBool,
+    /// Ids for other nodes' messages of sessions taken over: far above any
+    /// the core gives (it counts up from the highest loaded at start).
+    next_taken_over_id: AtomicU64,
+}
+
+impl std::fmt::Debug for NatsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBackend")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens (or makes) KV bucket `bucket` with `replicas` copies.
+pub(crate) async fn open_bucket(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    // The stream a KV bucket is, made as async-nats' `create_key_value` makes
+    // it, without the account query that fails against nats-server 2.9
+    // (its account info lacks fields the client requires).
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: replicas.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    jetstream
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    jetstream
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl NatsBackend {
+    /// Opens the store bucket for node `node`; the sessions of the client
+    /// ids in `foreign` (held by other nodes) are left to them at load.
+    pub async fn open(
+        jetstream: jetstream::Context,
+        node: &str,
+        replicas: usize,
+        foreign: HashSet<String>,
+    ) -> Result<NatsBackend, StoreError> {
+        open_bucket(&jetstream, BUCKET, replicas)
+            .await
+            .map_err(|reason| StoreError::Open {
+                path: format!("JetStream KV bucket {BUCKET}"),
+                reason,
+            })?;
+        Ok(NatsBackend {
+            jetstream,
+            node: node.to_string(),
+            runtime: tokio::runtime::Handle::current(),
+            foreign,
+            mirror: Mutex::new(Mirror::new(node)),
+            boot: rand::random(),
+            commits: AtomicU64::new(0),
+            streams_warned: AtomicBool::new(false),
+            next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
+        })
+    }
+
+    /// Runs `future` on the runtime and waits for it on this thread, which
+    /// must not be one of the runtime's (the writer thread, a blocking task).
+    fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv_timeout(CALL_TIMEOUT).map_err(|_| {
+            StoreError::Write(format!(
+                "no answer from NATS within {} s",
+                CALL_TIMEOUT.as_secs()
+            ))
+        })
+    }
+}
+
+impl Backend for NatsBackend {
+    fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
+        let (writes, held, streams) = self.mirror.lock().plan(ops);
+        if streams && !self.streams_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                node = %self.node,
+                "durable stream operations are not kept by the nats store backend"
+            );
+        }
+        if writes.is_empty() {
+            return Ok(held);
+        }
+        let commit = self.commits.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}.{:x}.{commit}", self.node, self.boot);
+        let writes = writes.into_iter().collect();
+        self.run(publish::publish(self.jetstream.clone(), writes, id))??;
+        Ok(held)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let jetstream = self.jetstream.clone();
+        let entries = self
+            .run(async move { load::read_bucket(&jetstream, BUCKET).await })?
+            .map_err(|reason| StoreError::Open {
+                path: format!("JetStream KV bucket {BUCKET}"),
+                reason,
+            })?;
+        let scope = load::Scope::Start(&self.foreign);
+        let (snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
+        *self.mirror.lock() = mirror;
+        Ok(snapshot)
+    }
+
+    fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        // The whole bucket is read: simple, and a takeover is rare (reading by
+        // key prefix would scale better with many sessions).
+        let jetstream = self.jetstream.clone();
+        let entries = self
+            .run(async move { load::read_bucket(&jetstream, BUCKET).await })?
+            .map_err(StoreError::Write)?;
+        let next = self.next_taken_over_id.load(Ordering::Relaxed);
+        let scope = load::Scope::Client(client_id, next);
+        let (snapshot, mirror, next) = load::snapshot(entries, &self.node, &scope)?;
+        self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
+        self.mirror.lock().merge(mirror);
+        Ok(Some(snapshot))
+    }
+
+    fn release_client(&self, client_id: &str) -> bool {
+        self.mirror.lock().release(client_id);
+        true
+    }
+}

@@ -1,0 +1,172 @@
+//! The NATS backend against a real `nats-server -js`: the store test suite
+//! (`store/suite.rs`), and what is its own: sessions other nodes own are left
+//! to them, a delivery of another node's message, idempotent writes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::test_server::Nats;
+use super::*;
+use crate::store::suite::{message, put, put_incoming, put_message, put_session};
+
+/// A server of its own per case, and a runtime for the NATS connection (the
+/// seam's calls come from the test thread, as from the store's writer thread).
+struct Fixture {
+    nats: Nats,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let nats = runtime.block_on(Nats::start());
+        Fixture { nats, runtime }
+    }
+
+    fn open(&self, node: &str, foreign: &[&str]) -> Arc<dyn Backend> {
+        let foreign: HashSet<String> = foreign.iter().map(|c| c.to_string()).collect();
+        self.runtime.block_on(async {
+            let client = async_nats::connect(&self.nats.url).await.expect("connect");
+            let backend = NatsBackend::open(jetstream::new(client), node, 1, foreign)
+                .await
+                .expect("open the bucket");
+            Arc::new(backend) as Arc<dyn Backend>
+        })
+    }
+}
+
+fn fixture(_name: &str) -> (Arc<Fixture>, impl FnMut() -> Arc<dyn Backend>) {
+    let fixture = Arc::new(Fixture::new());
+    let guard = Arc::clone(&fixture);
+    (guard, move || fixture.open("tern-1", &[]))
+}
+
+crate::store::suite::store_suite!(fixture);
+
+#[test]
+fn sessions_another_node_owns_are_left_to_it() {
+    let f = Fixture::new();
+    let a = f.open("tern-a", &[]);
+    let ops = [
+        put_session("mine"),
+        put_session("theirs"),
+        put_message(1, "a"),
+        put("mine", 1, 1),
+        put("theirs", 1, 1),
+        put_incoming("theirs", 3),
+        StoreOp::PutQueued {
+            queue: "q".into(),
+            seq: 1,
+            record: message("q"),
+        },
+    ];
+    a.apply(&ops, true).unwrap();
+    let own = put_message(1, "b");
+    f.open("tern-b", &[]).apply(&[own], true).unwrap();
+    let b = f.open("tern-b", &["theirs"]);
+    let snap = b.load().unwrap();
+    let clients: Vec<&str> = snap.sessions.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(clients, vec!["mine"], "an unowned session is loaded");
+    assert_eq!(snap.deliveries.len(), 1);
+    assert!(snap.incoming_qos2.is_empty(), "theirs stays with its owner");
+    assert!(
+        snap.queued.is_empty(),
+        "queued messages stay with their node"
+    );
+    // The delivery refers to tern-a's message 1 under an id of tern-b's
+    // above tern-b's own.
+    let mut messages = snap.messages.clone();
+    messages.sort_by_key(|m| m.0);
+    assert_eq!(messages, vec![(1, message("b")), (2, message("a"))]);
+    assert_eq!(snap.deliveries[0].2.message_id, 2);
+    // Acknowledged on tern-b: tern-a's message stays (tern-a's "theirs" refers to it).
+    let ack = StoreOp::DeleteDelivery {
+        client_id: "mine".into(),
+        seq: 1,
+    };
+    assert_eq!(b.apply(&[ack], true).unwrap(), -1);
+    let snap = f.open("tern-a", &["mine"]).load().unwrap();
+    assert_eq!(snap.deliveries.len(), 1);
+    assert_eq!(snap.messages, vec![(1, message("a"))]);
+}
+
+#[test]
+fn a_write_sent_again_with_the_same_message_id_is_stored_once() {
+    let f = Fixture::new();
+    let (first, second) = f.runtime.block_on(async {
+        let client = async_nats::connect(&f.nats.url).await.expect("connect");
+        let js = jetstream::new(client);
+        open_bucket(&js, BUCKET, 1).await.expect("bucket");
+        let write = |payload: &'static [u8]| {
+            vec![(
+                keys::retained("t"),
+                Some(bytes::Bytes::from_static(payload)),
+            )]
+        };
+        publish::publish(js.clone(), write(b"1"), "n.1.1".into())
+            .await
+            .unwrap();
+        let stream = js.get_stream(format!("KV_{BUCKET}")).await.unwrap();
+        let first = stream.cached_info().state.last_sequence;
+        // A resend after a lost acknowledgement: same id, even if the value differed.
+        publish::publish(js.clone(), write(b"2"), "n.1.1".into())
+            .await
+            .unwrap();
+        let mut stream = js.get_stream(format!("KV_{BUCKET}")).await.unwrap();
+        let second = stream.info().await.unwrap().state.last_sequence;
+        (first, second)
+    });
+    assert_eq!(first, second, "the second send was a duplicate");
+}
+
+#[test]
+fn a_session_taken_over_is_read_by_its_client_id_and_let_go_without_writes() {
+    let f = Fixture::new();
+    let a = f.open("tern-a", &[]);
+    let ops = [
+        put_session("c"),
+        put_message(1, "a"),
+        put("c", 1, 1),
+        put("c", 2, 1),
+        StoreOp::MarkDelivery {
+            client_id: "c".into(),
+            seq: 1,
+            packet_id: 11,
+            released: false,
+        },
+        put_incoming("c", 4),
+    ];
+    a.apply(&ops, true).unwrap();
+    let b = f.open("tern-b", &["c"]);
+    assert!(
+        b.load().unwrap().sessions.is_empty(),
+        "c was tern-a's at start"
+    );
+    let snap = b.load_client("c").unwrap().expect("a shared store");
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 4)]);
+    let ids: Vec<(u64, Option<u16>)> = snap
+        .deliveries
+        .iter()
+        .map(|d| (d.1, d.2.packet_id))
+        .collect();
+    assert_eq!(ids, vec![(1, Some(11)), (2, None)], "packet ids kept");
+    let message_id = snap.deliveries[0].2.message_id;
+    assert!(
+        message_id >= 1 << 62,
+        "far from the ids tern-b's core gives"
+    );
+    assert_eq!(snap.messages, vec![(message_id, message("a"))]);
+    assert!(a.release_client("c"), "tern-a lets go and deletes nothing");
+    // tern-b now counts and deletes c's records as its own.
+    let end = StoreOp::DeleteSession {
+        client_id: "c".into(),
+    };
+    assert_eq!(b.apply(&[end], true).unwrap(), -2);
+    let snap = f.open("tern-a", &[]).load().unwrap();
+    assert!(snap.sessions.is_empty() && snap.deliveries.is_empty());
+}
