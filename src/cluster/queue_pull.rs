@@ -3,7 +3,7 @@
 //! node has consumers of, taking messages from its durable JetStream consumer
 //! while the local consumers have room, and handing them to the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,12 +13,13 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::queues::{consumer_name, queue_subject, NatsQueues, STREAM};
+use super::queues::{consumer_name, queue_subject, NatsQueues, Settle, STREAM};
 use super::shared;
 use super::subject::subject_to_topic;
 use super::wire;
 use super::Cluster;
 use crate::core::cluster_queue::ClusterQueues;
+use crate::core::message::Message;
 use crate::core::queue::{shared_group_filter, QUEUE_PREFIX};
 use crate::core::router::Router;
 
@@ -146,21 +147,33 @@ async fn run_puller(
     // A queue's messages all have its topic; a shared group's have their own.
     let shared = shared_group_filter(&name).is_some();
     let queue_topic = format!("{QUEUE_PREFIX}{name}");
+    // Messages of a batch beyond the room the local consumers had: handed
+    // to them as room comes (giving them back would redeliver the batch whole).
+    let mut backlog: VecDeque<Arc<Message>> = VecDeque::new();
     while !stop.is_cancelled() {
+        while let Some(message) = backlog.front() {
+            if !router
+                .queues()
+                .deliver_from_cluster(&name, Arc::clone(message))
+            {
+                break;
+            }
+            backlog.pop_front();
+        }
         let room = router
             .queues()
             .cluster_room(&name)
             .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(&name)));
-        if room == 0 {
+        if room == 0 || !backlog.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(IDLE_PAUSE) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
             continue;
         }
         let fetched = tokio::select! {
             fetched = consumer.batch().max_messages(room).expires(FETCH_WAIT).messages() => fetched,
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
         };
         let mut batch = match fetched {
             Ok(batch) => batch,
@@ -183,9 +196,9 @@ async fn run_puller(
             };
             let decoded = topic
                 .ok_or(wire::WireError::Malformed("subject"))
-                .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
-            let message = match decoded {
-                Ok((message, _)) => Arc::new(message),
+                .and_then(|topic| wire::decode_all(&topic, &nats.payload, Instant::now()));
+            let messages = match decoded {
+                Ok(messages) => messages,
                 Err(error) => {
                     queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
@@ -193,14 +206,37 @@ async fn run_puller(
                     continue;
                 }
             };
-            queues.track(&name, &message, acker);
-            queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            if !router
-                .queues()
-                .deliver_from_cluster(&name, Arc::clone(&message))
-            {
-                queues.give_back(&name, vec![message]);
+            let batched = messages.len() > 1;
+            let settle = Settle::new(acker);
+            let messages: Vec<Arc<Message>> = messages
+                .into_iter()
+                .map(|(message, _)| Arc::new(message))
+                .collect();
+            for message in &messages {
+                queues.track(&name, message, &settle);
+            }
+            drop(settle);
+            queues
+                .stats
+                .delivered
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            for message in messages {
+                if !backlog.is_empty()
+                    || !router
+                        .queues()
+                        .deliver_from_cluster(&name, Arc::clone(&message))
+                {
+                    if batched {
+                        backlog.push_back(message);
+                    } else {
+                        queues.give_back(&name, vec![message]);
+                    }
+                }
             }
         }
+    }
+    // Stopped (no local consumer left, or the node stops): the rest goes back.
+    if !backlog.is_empty() {
+        queues.give_back(&name, backlog.into_iter().collect());
     }
 }

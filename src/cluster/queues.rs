@@ -31,7 +31,7 @@
 //!   the ack wait. A node that stops (SIGTERM) naks what it holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -85,14 +85,33 @@ pub struct QueueStats {
 /// A message handed to this node, and how to settle it on JetStream.
 struct Tracked {
     message: Weak<Message>,
+    settle: Arc<Settle>,
+}
+
+/// One JetStream message: a queue message, or a shared group's message or
+/// batch (`wire.rs`), whose messages each hold it. It is settled when the
+/// last of them is done: acked, or nak'd (redelivered whole) when any of
+/// them was given back.
+pub(super) struct Settle {
     acker: jetstream::message::Acker,
+    given_back: AtomicBool,
+}
+
+impl Settle {
+    pub(super) fn new(acker: jetstream::message::Acker) -> Arc<Settle> {
+        Arc::new(Settle {
+            acker,
+            given_back: AtomicBool::new(false),
+        })
+    }
 }
 
 #[derive(Default)]
 struct Held {
     by_queue: HashMap<Arc<str>, Vec<Tracked>>,
-    /// Given back, to `nak` on the next round of the ack task.
-    to_nak: Vec<jetstream::message::Acker>,
+    /// Given back: settled (nak) on the next round of the ack task once
+    /// nothing else holds their JetStream message.
+    to_nak: Vec<Arc<Settle>>,
 }
 
 impl std::fmt::Debug for Held {
@@ -159,8 +178,9 @@ impl ClusterQueues for NatsQueues {
         for message in &messages {
             let target = Arc::as_ptr(message);
             if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
-                let Tracked { acker, .. } = tracked.swap_remove(index);
-                held.to_nak.push(acker);
+                let Tracked { settle, .. } = tracked.swap_remove(index);
+                settle.given_back.store(true, Ordering::Relaxed);
+                held.to_nak.push(settle);
             }
         }
         self.stats
@@ -179,12 +199,7 @@ impl NatsQueues {
         self.held.lock().by_queue.get(name).map_or(0, Vec::len)
     }
 
-    pub(super) fn track(
-        &self,
-        name: &Arc<str>,
-        message: &Arc<Message>,
-        acker: jetstream::message::Acker,
-    ) {
+    pub(super) fn track(&self, name: &Arc<str>, message: &Arc<Message>, settle: &Arc<Settle>) {
         self.held
             .lock()
             .by_queue
@@ -192,7 +207,7 @@ impl NatsQueues {
             .or_default()
             .push(Tracked {
                 message: Arc::downgrade(message),
-                acker,
+                settle: Arc::clone(settle),
             });
     }
 
@@ -359,36 +374,36 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
             () = tokio::time::sleep(ACK_TICK) => false,
             () = shutdown.cancelled() => true,
         };
-        let (finished, to_nak) = {
+        let done = {
             let mut held = queues.held.lock();
-            let mut finished = Vec::new();
+            let mut done = std::mem::take(&mut held.to_nak);
             for tracked in held.by_queue.values_mut() {
                 let mut index = 0;
                 while index < tracked.len() {
                     if stopping || tracked[index].message.strong_count() == 0 {
-                        finished.push(tracked.swap_remove(index).acker);
+                        done.push(tracked.swap_remove(index).settle);
                     } else {
                         index += 1;
                     }
                 }
             }
             held.by_queue.retain(|_, tracked| !tracked.is_empty());
-            (finished, std::mem::take(&mut held.to_nak))
+            done
         };
-        if stopping {
-            // Whatever a session still had is not known done: handed out again.
-            for acker in finished.into_iter().chain(to_nak) {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-            }
-            return;
-        }
-        for acker in finished {
-            if acker.ack().await.is_ok() {
+        for settle in done {
+            // Messages of the same batch still held: the last one settles it.
+            let Ok(settle) = Arc::try_unwrap(settle) else {
+                continue;
+            };
+            // Stopping: whatever a session still had is not known done, handed out again.
+            if stopping || settle.given_back.load(Ordering::Relaxed) {
+                let _ = settle.acker.ack_with(AckKind::Nak(None)).await;
+            } else if settle.acker.ack().await.is_ok() {
                 queues.stats.acked.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for acker in to_nak {
-            let _ = acker.ack_with(AckKind::Nak(None)).await;
+        if stopping {
+            return;
         }
     }
 }
