@@ -3,7 +3,7 @@
 //! node has consumers of, taking messages from its durable JetStream consumer
 //! while the local consumers have room, and handing them to the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::queues::{consumer_name, queue_subject, NatsQueues, STREAM};
+use super::queues::{consumer_name, queue_subject, NatsQueues, Settle, STREAM};
 use super::shared;
 use super::subject::subject_to_topic;
 use super::wire;
@@ -177,27 +177,42 @@ async fn pull_while_open(
 ) {
     let shared = shared_group_filter(name).is_some();
     let mut checked = Instant::now();
-    while !stop.is_cancelled() {
+    // Messages of a batch beyond the room the local members had: handed to
+    // them as room comes (giving them back would redeliver the batch whole).
+    let mut backlog: VecDeque<Arc<Message>> = VecDeque::new();
+    'pull: while !stop.is_cancelled() {
+        while let Some(message) = backlog.pop_front() {
+            let registry = router.queues();
+            if registry.deliver_from_cluster(name, Arc::clone(&message)) {
+                continue;
+            }
+            if registry.cluster_wants(name, &message) {
+                backlog.push_front(message);
+                break;
+            }
+            // Its member left meanwhile, and no other here wants it.
+            queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+        }
         let room = router
             .queues()
             .cluster_room(name)
             .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(name)));
-        if room == 0 {
+        if room == 0 || !backlog.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(IDLE_PAUSE) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
             continue;
         }
         let fetched = tokio::select! {
             fetched = consumer.batch().max_messages(room).expires(FETCH_WAIT).messages() => fetched,
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
         };
         let mut batch = match fetched {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
-                return;
+                break 'pull;
             }
         };
         let mut taken = 0usize;
@@ -207,24 +222,33 @@ async fn pull_while_open(
                 Ok(jet) => jet,
                 Err(error) => {
                     tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
-                    return;
+                    break 'pull;
                 }
             };
             taken += 1;
             let offers = jet.info().map_or(1, |info| info.delivered);
-            let Some(message) = take(queues, name, jet).await else {
-                continue;
-            };
-            let registry = router.queues();
-            if registry.deliver_from_cluster(name, Arc::clone(&message)) {
-                continue;
-            }
-            if registry.cluster_wants(name, &message) {
-                queues.give_back(name, vec![message]);
-            } else if shared && offers >= UNWANTED_OFFERS {
-                queues.pass_on(name, &message, AckKind::Term);
-            } else {
-                queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+            let messages = take(queues, name, jet).await;
+            let batched = messages.len() > 1;
+            for message in messages {
+                if !backlog.is_empty() {
+                    backlog.push_back(message);
+                    continue;
+                }
+                let registry = router.queues();
+                if registry.deliver_from_cluster(name, Arc::clone(&message)) {
+                    continue;
+                }
+                if registry.cluster_wants(name, &message) {
+                    if batched {
+                        backlog.push_back(message);
+                    } else {
+                        queues.give_back(name, vec![message]);
+                    }
+                } else if shared && offers >= UNWANTED_OFFERS {
+                    queues.pass_on(name, &message, AckKind::Term);
+                } else {
+                    queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+                }
             }
         }
         if taken > 0 {
@@ -235,20 +259,25 @@ async fn pull_while_open(
             checked = Instant::now();
             if let Err(error) = consumer.get_info().await {
                 tracing::debug!(queue = %name, %error, "cluster: queue consumer gone; opening it again");
-                return;
+                break;
             }
         }
     }
+    // Stopped (no local consumer left, or the node stops): the rest goes back.
+    if !backlog.is_empty() {
+        queues.give_back(name, backlog.into_iter().collect());
+    }
 }
 
-/// A message JetStream handed over for queue (or shared group) `name`, as
-/// the core's message, tracked until this node settles it; None (terminated
-/// on JetStream) when it is not a Tern message.
+/// The messages of a message JetStream handed over for queue (or shared
+/// group) `name` (one, or a shared group's batch, `wire.rs`), as the core's
+/// messages, tracked until this node settles it; none (terminated on
+/// JetStream) when it is not a Tern message.
 async fn take(
     queues: &NatsQueues,
     name: &Arc<str>,
     jet: async_nats::jetstream::Message,
-) -> Option<Arc<Message>> {
+) -> Vec<Arc<Message>> {
     let (nats, acker) = jet.split();
     // A queue's messages all have its topic; a shared group's have their own.
     let topic = if shared_group_filter(name).is_some() {
@@ -258,19 +287,29 @@ async fn take(
     };
     let decoded = topic
         .ok_or(wire::WireError::Malformed("subject"))
-        .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
-    let message = match decoded {
-        Ok((message, _)) => Arc::new(message),
+        .and_then(|topic| wire::decode_all(&topic, &nats.payload, Instant::now()));
+    let messages: Vec<Arc<Message>> = match decoded {
+        Ok(messages) => messages
+            .into_iter()
+            .map(|(message, _)| Arc::new(message))
+            .collect(),
         Err(error) => {
             queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
             let _ = acker.ack_with(AckKind::Term).await;
-            return None;
+            return Vec::new();
         }
     };
-    queues.track(name, &message, acker);
-    queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
-    Some(message)
+    // Every message of a batch holds the one JetStream message (`Settle`).
+    let settle = Settle::new(acker);
+    for message in &messages {
+        queues.track(name, message, &settle);
+    }
+    queues
+        .stats
+        .delivered
+        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+    messages
 }
 
 /// `ClusterQueues::fetch` (a pull, HTTP): up to `max` messages of queue

@@ -94,15 +94,48 @@ pub struct QueueStats {
 /// A message handed to this node, and how to settle it on JetStream.
 struct Tracked {
     message: Weak<Message>,
-    /// Shared with the ack task's rounds of in-progress acks.
-    acker: Arc<jetstream::message::Acker>,
+    settle: Arc<Settle>,
+}
+
+/// One JetStream message: a queue message, or a shared group's message or
+/// batch (`wire.rs`), whose messages each hold it. It is settled when the
+/// last of them is done: acked, or, when any of them went back, as the
+/// strongest way one went back (a nak at once, a delayed nak, a term): the
+/// whole batch is then redelivered.
+pub(super) struct Settle {
+    acker: jetstream::message::Acker,
+    /// How it goes back, once one of its messages went back; None: acked.
+    back: Mutex<Option<AckKind>>,
+}
+
+impl Settle {
+    pub(super) fn new(acker: jetstream::message::Acker) -> Arc<Settle> {
+        Arc::new(Settle {
+            acker,
+            back: Mutex::new(None),
+        })
+    }
+
+    /// One of its messages went back as `kind`: the strongest kind wins.
+    fn went_back(&self, kind: AckKind) {
+        let rank = |kind: &AckKind| match kind {
+            AckKind::Nak(None) => 3,
+            AckKind::Nak(Some(_)) => 2,
+            _ => 1,
+        };
+        let mut back = self.back.lock();
+        if back.as_ref().is_none_or(|now| rank(&kind) > rank(now)) {
+            *back = Some(kind);
+        }
+    }
 }
 
 #[derive(Default)]
 struct Held {
     by_queue: HashMap<Arc<str>, Vec<Tracked>>,
-    /// Given back, to `nak` (or settle otherwise) on the next round of the ack task.
-    to_settle: Vec<(Arc<jetstream::message::Acker>, AckKind)>,
+    /// Given back: settled on the next round of the ack task once nothing
+    /// else holds their JetStream message.
+    to_settle: Vec<Arc<Settle>>,
 }
 
 impl std::fmt::Debug for Held {
@@ -172,8 +205,9 @@ impl ClusterQueues for NatsQueues {
         for message in &messages {
             let target = Arc::as_ptr(message);
             if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
-                let Tracked { acker, .. } = tracked.swap_remove(index);
-                held.to_settle.push((acker, AckKind::Nak(None)));
+                let Tracked { settle, .. } = tracked.swap_remove(index);
+                settle.went_back(AckKind::Nak(None));
+                held.to_settle.push(settle);
             }
         }
         self.stats
@@ -214,19 +248,15 @@ impl NatsQueues {
         };
         let target = Arc::as_ptr(message);
         if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
-            let Tracked { acker, .. } = tracked.swap_remove(index);
-            held.to_settle.push((acker, kind));
+            let Tracked { settle, .. } = tracked.swap_remove(index);
+            settle.went_back(kind);
+            held.to_settle.push(settle);
             self.stats.given_back.fetch_add(1, Ordering::Relaxed);
         }
         self.held_changed.notify_one();
     }
 
-    pub(super) fn track(
-        &self,
-        name: &Arc<str>,
-        message: &Arc<Message>,
-        acker: jetstream::message::Acker,
-    ) {
+    pub(super) fn track(&self, name: &Arc<str>, message: &Arc<Message>, settle: &Arc<Settle>) {
         self.held
             .lock()
             .by_queue
@@ -234,7 +264,7 @@ impl NatsQueues {
             .or_default()
             .push(Tracked {
                 message: Arc::downgrade(message),
-                acker: Arc::new(acker),
+                settle: Arc::clone(settle),
             });
     }
 
@@ -409,52 +439,55 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
             () = tokio::time::sleep(ACK_TICK) => false,
             () = shutdown.cancelled() => true,
         };
-        let (finished, to_settle) = {
+        let done = {
             let mut held = queues.held.lock();
-            let mut finished = Vec::new();
+            let mut done = std::mem::take(&mut held.to_settle);
             for tracked in held.by_queue.values_mut() {
                 let mut index = 0;
                 while index < tracked.len() {
                     if stopping || tracked[index].message.strong_count() == 0 {
-                        finished.push(tracked.swap_remove(index).acker);
+                        done.push(tracked.swap_remove(index).settle);
                     } else {
                         index += 1;
                     }
                 }
             }
             held.by_queue.retain(|_, tracked| !tracked.is_empty());
-            (finished, std::mem::take(&mut held.to_settle))
+            done
         };
-        if stopping {
-            // Whatever a session still had is not known done: handed out again.
-            for acker in finished
-                .into_iter()
-                .chain(to_settle.into_iter().map(|(a, _)| a))
-            {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-            }
-            return;
-        }
-        for acker in finished {
-            if acker.ack().await.is_ok() {
+        for settle in done {
+            // Messages of the same batch still held: the last one settles it.
+            let Ok(settle) = Arc::try_unwrap(settle) else {
+                continue;
+            };
+            let back = settle.back.into_inner();
+            if stopping {
+                // Whatever a session still had is not known done: handed out again.
+                let _ = settle.acker.ack_with(AckKind::Nak(None)).await;
+            } else if let Some(kind) = back {
+                let _ = settle.acker.ack_with(kind).await;
+            } else if settle.acker.ack().await.is_ok() {
                 queues.stats.acked.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for (acker, kind) in to_settle {
-            let _ = acker.ack_with(kind).await;
+        if stopping {
+            return;
         }
         if last_progress.elapsed() >= progress_every {
             last_progress = Instant::now();
-            let held: Vec<Arc<jetstream::message::Acker>> = queues
+            let mut held: Vec<Arc<Settle>> = queues
                 .held
                 .lock()
                 .by_queue
                 .values()
                 .flatten()
-                .map(|tracked| Arc::clone(&tracked.acker))
+                .map(|tracked| Arc::clone(&tracked.settle))
                 .collect();
-            for acker in held {
-                let _ = acker.ack_with(AckKind::Progress).await;
+            // One in-progress ack per JetStream message, however many of a batch are held.
+            held.sort_unstable_by_key(|settle| Arc::as_ptr(settle) as usize);
+            held.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            for settle in held {
+                let _ = settle.acker.ack_with(AckKind::Progress).await;
             }
         }
     }

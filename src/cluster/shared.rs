@@ -22,7 +22,11 @@
 //!   `a.>`) a durable pull consumer, delivering only messages published after
 //!   it was made; it goes away after [`GROUP_IDLE`] without any node pulling.
 //! - A message's topic is its subject's (`subject_to_topic`).
-//!
+//! - A stream message may be a batch of one topic's messages (`wire.rs`):
+//!   they go to the members on the node that took it, each to one member
+//!   (those beyond the members' room wait on that node for room), and it is
+//!   acked when all are done. One given back (NACK, a member gone) has the
+//!   whole batch redelivered: at least once, its other messages again too.
 //! - A live retained publish is captured too: the fabric carries it for the
 //!   groups alone (nodes route no retained message from the fabric: their
 //!   subscribers get it through the retained bucket).

@@ -6,10 +6,12 @@ member's node that dies before its member acked loses nothing."""
 from __future__ import annotations
 
 import queue
+import subprocess
 import time
 
 from mqttutil import MqttClient, unique
 from stomputil import StompClient
+from test_operations import metric
 
 ACK_WAIT = "2"
 WAIT = 20.0
@@ -90,6 +92,41 @@ def test_a_group_with_members_on_three_nodes_gets_each_message_exactly_once(nats
     plain_got = [m.payload.decode() for m in plain.expect_until(f"{prefix}/data", f"m{count - 1}".encode(), WAIT)]
     assert [p for p in plain_got if p.startswith("m")] == [f"m{i}" for i in range(count)]
     stomp.disconnect()
+
+
+def test_a_burst_sent_in_batches_reaches_the_group_exactly_once(nats, nodes, mqtt):
+    """mosquitto_pub -l publishes a burst: node a sends consecutive messages of
+    one topic as batches (fewer NATS messages than messages), which the group's
+    stream holds as such; members on two nodes still get each message once."""
+    a, b, c = start_three(nats, nodes)
+    prefix = unique("burst")
+    members = Members()
+    for name, node in (("mqtt-b", b), ("mqtt-c", c)):
+        client = mqtt(node)
+        assert client.subscribe(f"$share/g/{prefix}/#", qos=1) == [1]
+        members.mqtt[name] = client
+    pub = mqtt(a)
+    await_group(lambda text: pub.publish(f"{prefix}/probe", text.encode(), qos=1), members)
+    forwarded = metric(a, "tern_cluster_messages_forwarded_total")
+    nats_messages = metric(a, "tern_cluster_nats_messages_forwarded_total")
+    count = 3000
+    lines = "".join(f"m{i}\n" for i in range(count))
+    subprocess.run(
+        ["mosquitto_pub", "-h", a.host, "-p", str(a.mqtt_port), "-q", "1", "-t", f"{prefix}/data", "-l"],
+        input=lines, text=True, check=True, timeout=60, capture_output=True,
+    )
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < count and time.monotonic() < deadline:
+        got += [body for _, body in members.poll() if not body.startswith("probe-")]
+    extra = [body for _, body in members.poll(1.0) if not body.startswith("probe-")]
+    assert sorted(got + extra) == sorted(f"m{i}" for i in range(count)), (
+        f"{len(got + extra)} received for {count} sent, {len(set(got + extra))} distinct"
+    )
+    sent = metric(a, "tern_cluster_messages_forwarded_total") - forwarded
+    batches = metric(a, "tern_cluster_nats_messages_forwarded_total") - nats_messages
+    assert sent >= count
+    assert batches < sent, f"{sent} messages went in {batches} NATS messages: no batch"
 
 
 def test_two_groups_on_one_filter_each_get_every_message(nats, nodes, mqtt):
