@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::queues::{consumer_name, queue_subject, NatsQueues, Settle, STREAM};
+use super::queues::{consumer_name, queue_subject, NatsQueues, STREAM};
+use super::settle::{Settle, OFFERS_HEADER};
 use super::shared;
 use super::subject::subject_to_topic;
 use super::wire;
@@ -41,7 +42,7 @@ const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
 const UNWANTED_DELAY: Duration = Duration::from_millis(100);
 /// ...and a shared group's message offered this often without any member
 /// taking it is dropped for the group, as on one node (a queue's waits on).
-const UNWANTED_OFFERS: i64 = 20;
+const UNWANTED_OFFERS: u64 = 20;
 
 /// Runs one puller per queue this node has consumers of.
 pub(super) async fn run_pullers(
@@ -67,8 +68,9 @@ pub(super) async fn run_pullers(
                 continue;
             }
             let token = shutdown.child_token();
-            // A shared group pulls from one consumer per subject of its filter.
-            let sources = shared::group_subjects(&name).map_or(1, |subjects| subjects.len());
+            // A shared group pulls from one consumer per subject of its filter,
+            // and one of its redelivery subject.
+            let sources = shared::sources(&name);
             let key: Arc<str> = Arc::from(name.as_str());
             for index in 0..sources {
                 tracker.spawn(run_puller(
@@ -226,8 +228,7 @@ async fn pull_while_open(
                 }
             };
             taken += 1;
-            let offers = jet.info().map_or(1, |info| info.delivered);
-            let messages = take(queues, name, jet).await;
+            let (messages, offers) = take(queues, name, jet).await;
             let batched = messages.len() > 1;
             for message in messages {
                 if !backlog.is_empty() {
@@ -271,17 +272,28 @@ async fn pull_while_open(
 
 /// The messages of a message JetStream handed over for queue (or shared
 /// group) `name` (one, or a shared group's batch, `wire.rs`), as the core's
-/// messages, tracked until this node settles it; none (terminated on
-/// JetStream) when it is not a Tern message.
+/// messages, tracked until this node settles it (none, terminated on
+/// JetStream, when it is not a Tern message), and how often it was offered.
 async fn take(
     queues: &NatsQueues,
     name: &Arc<str>,
     jet: async_nats::jetstream::Message,
-) -> Vec<Arc<Message>> {
+) -> (Vec<Arc<Message>>, u64) {
+    let delivered = jet.info().map_or(1, |info| info.delivered);
     let (nats, acker) = jet.split();
+    // Offered before it was published again (`settle.rs`).
+    let before = nats
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(OFFERS_HEADER))
+        .and_then(|value| value.as_str().parse::<u64>().ok())
+        .unwrap_or(0);
+    let offers = before.saturating_add(u64::try_from(delivered).unwrap_or(1));
+    let shared = shared_group_filter(name).is_some();
     // A queue's messages all have its topic; a shared group's have their own.
-    let topic = if shared_group_filter(name).is_some() {
-        subject_to_topic(nats.subject.as_str())
+    let subject = shared::original_subject(nats.subject.as_str());
+    let topic = if shared {
+        subject_to_topic(subject)
     } else {
         Some(format!("{QUEUE_PREFIX}{name}"))
     };
@@ -297,11 +309,13 @@ async fn take(
             queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
             let _ = acker.ack_with(AckKind::Term).await;
-            return Vec::new();
+            return (Vec::new(), offers);
         }
     };
     // Every message of a batch holds the one JetStream message (`Settle`).
-    let settle = Settle::new(acker);
+    let again = (shared && messages.len() > 1)
+        .then(|| shared::redelivery_subject(name, nats.subject.as_str()));
+    let settle = Settle::new(acker, again, offers, messages.len());
     for message in &messages {
         queues.track(name, message, &settle);
     }
@@ -309,7 +323,7 @@ async fn take(
         .stats
         .delivered
         .fetch_add(messages.len() as u64, Ordering::Relaxed);
-    messages
+    (messages, offers)
 }
 
 /// `ClusterQueues::fetch` (a pull, HTTP): up to `max` messages of queue
@@ -362,6 +376,6 @@ async fn read_batch(
         return;
     };
     while let Some(Ok(jet)) = batch.next().await {
-        out.extend(take(queues, name, jet).await);
+        out.extend(take(queues, name, jet).await.0);
     }
 }

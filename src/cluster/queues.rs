@@ -26,7 +26,8 @@
 //!   needs no ack callback through every protocol's path.
 //! - Given back (STOMP NACK, a consumer that leaves with unacknowledged
 //!   messages, no local consumer with room): `nak` at once, so JetStream
-//!   redelivers it to a consumer on any node.
+//!   redelivers it to a consumer on any node (a shared group's batch partly
+//!   done: its part given back only, `settle.rs`).
 //! - Held: while this node holds a message (a consumer has not acked it, an
 //!   HTTP lease runs), the ack task tells JetStream it is in progress every
 //!   half ack wait, so it is not handed out twice however long that takes.
@@ -42,12 +43,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream, AckKind};
+use async_nats::jetstream::{stream, AckKind};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::settle::Settle;
 use super::subject::topic_to_subject;
 use super::wire::{self, Origin};
 use super::Cluster;
@@ -95,39 +97,6 @@ pub struct QueueStats {
 struct Tracked {
     message: Weak<Message>,
     settle: Arc<Settle>,
-}
-
-/// One JetStream message: a queue message, or a shared group's message or
-/// batch (`wire.rs`), whose messages each hold it. It is settled when the
-/// last of them is done: acked, or, when any of them went back, as the
-/// strongest way one went back (a nak at once, a delayed nak, a term): the
-/// whole batch is then redelivered.
-pub(super) struct Settle {
-    acker: jetstream::message::Acker,
-    /// How it goes back, once one of its messages went back; None: acked.
-    back: Mutex<Option<AckKind>>,
-}
-
-impl Settle {
-    pub(super) fn new(acker: jetstream::message::Acker) -> Arc<Settle> {
-        Arc::new(Settle {
-            acker,
-            back: Mutex::new(None),
-        })
-    }
-
-    /// One of its messages went back as `kind`: the strongest kind wins.
-    fn went_back(&self, kind: AckKind) {
-        let rank = |kind: &AckKind| match kind {
-            AckKind::Nak(None) => 3,
-            AckKind::Nak(Some(_)) => 2,
-            _ => 1,
-        };
-        let mut back = self.back.lock();
-        if back.as_ref().is_none_or(|now| rank(&kind) > rank(now)) {
-            *back = Some(kind);
-        }
-    }
 }
 
 #[derive(Default)]
@@ -206,7 +175,7 @@ impl ClusterQueues for NatsQueues {
             let target = Arc::as_ptr(message);
             if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
                 let Tracked { settle, .. } = tracked.swap_remove(index);
-                settle.went_back(AckKind::Nak(None));
+                settle.went_back(AckKind::Nak(None), message);
                 held.to_settle.push(settle);
             }
         }
@@ -249,7 +218,7 @@ impl NatsQueues {
         let target = Arc::as_ptr(message);
         if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
             let Tracked { settle, .. } = tracked.swap_remove(index);
-            settle.went_back(kind);
+            settle.went_back(kind, message);
             held.to_settle.push(settle);
             self.stats.given_back.fetch_add(1, Ordering::Relaxed);
         }
@@ -445,8 +414,15 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
             for tracked in held.by_queue.values_mut() {
                 let mut index = 0;
                 while index < tracked.len() {
-                    if stopping || tracked[index].message.strong_count() == 0 {
+                    if tracked[index].message.strong_count() == 0 {
                         done.push(tracked.swap_remove(index).settle);
+                    } else if stopping {
+                        // Whatever a session still had is not known done: handed out again.
+                        let Tracked { message, settle } = tracked.swap_remove(index);
+                        if let Some(message) = message.upgrade() {
+                            settle.went_back(AckKind::Nak(None), &message);
+                        }
+                        done.push(settle);
                     } else {
                         index += 1;
                     }
@@ -460,15 +436,11 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
             let Ok(settle) = Arc::try_unwrap(settle) else {
                 continue;
             };
-            let back = settle.back.into_inner();
-            if stopping {
-                // Whatever a session still had is not known done: handed out again.
-                let _ = settle.acker.ack_with(AckKind::Nak(None)).await;
-            } else if let Some(kind) = back {
-                let _ = settle.acker.ack_with(kind).await;
-            } else if settle.acker.ack().await.is_ok() {
-                queues.stats.acked.fetch_add(1, Ordering::Relaxed);
-            }
+            let acked = settle.settle(&queues.cluster).await;
+            queues
+                .stats
+                .acked
+                .fetch_add(acked as u64, Ordering::Relaxed);
         }
         if stopping {
             return;
@@ -487,7 +459,7 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
             held.sort_unstable_by_key(|settle| Arc::as_ptr(settle) as usize);
             held.dedup_by(|a, b| Arc::ptr_eq(a, b));
             for settle in held {
-                let _ = settle.acker.ack_with(AckKind::Progress).await;
+                settle.progress().await;
             }
         }
     }
