@@ -10,6 +10,11 @@
 #   nats        nats-server with `mqtt { port }` and JetStream: both sides on it.
 #   nats-cross  three nats-servers (JetStream cluster) with MQTT: publishers on
 #               server 1, subscribers on server 2.
+#   cross-before  (with BEFORE_BIN) `cross` with another tern binary, e.g. the
+#               build before a change, for a before/after in the same run.
+#
+# CPU: the broker's processes together (the Tern nodes and their nats-server,
+# or the nats-servers) per million deliveries during the measured seconds.
 #
 # Environment:
 #   DURATION=5                    measured seconds per run
@@ -18,11 +23,12 @@
 #   BASE_PORT=23000               ports BASE_PORT.. are used (none of the defaults)
 #   OUT=/tmp/tern-cluster-bench-<time>.jsonl   raw results, one JSON line per run
 #   CARGO_TARGET_DIR              where cargo builds (default: <workspace>/target)
+#   BEFORE_BIN                    a tern binary to run `cross` with too (label cross-before)
 set -euo pipefail
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
@@ -35,6 +41,7 @@ OUT=${OUT:-/tmp/tern-cluster-bench-$(date +%Y%m%d-%H%M%S).jsonl}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 TERN_BIN=$TARGET/release/tern
+BEFORE_BIN=${BEFORE_BIN:-}
 BENCH_BIN=$TARGET/release/tern-bench
 NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 WORK=$(mktemp -d /tmp/tern-cluster-bench.XXXXXX)
@@ -68,16 +75,16 @@ stop_all() {
     rm -rf "${WORK:?}"/*
 }
 
-# tern NAME MQTT_PORT [NATS_URL]: a node (cluster on when a NATS URL is given).
+# tern NAME MQTT_PORT [NATS_URL [BINARY]]: a node (cluster on when a NATS URL is given).
 tern() {
-    local name=$1 port=$2 nats=${3:-}
+    local name=$1 port=$2 nats=${3:-} bin=${4:-$TERN_BIN}
     local env=(TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false
         TERN_HTTP__ENABLED=false TERN_STORAGE__ENABLED=false TERN_LOG__LEVEL=warn
         TERN_SYS__INTERVAL_SECS=0 TERN_LIMITS__MAX_INFLIGHT=65535)
     if [ -n "$nats" ]; then
         env+=(TERN_CLUSTER__ENABLED=true TERN_CLUSTER__NODE="$name" TERN_CLUSTER__NATS_URLS="$nats")
     fi
-    env "${env[@]}" "$TERN_BIN" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    env "${env[@]}" "$bin" >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PIDS+=($!)
     wait_port "$port"
 }
@@ -101,8 +108,11 @@ nats() {
 
 bench() { # LABEL SCENARIO PORT [SUB_PORT]
     local label=$1 scenario=$2 port=$3 sub=${4:-}
-    local extra=()
-    if [ -n "$sub" ]; then extra=(--sub-port "$sub"); fi
+    local extra=(--broker-pid "$(
+        IFS=,
+        echo "${PIDS[*]}"
+    )")
+    if [ -n "$sub" ]; then extra+=(--sub-port "$sub"); fi
     # shellcheck disable=SC2086
     "$BENCH_BIN" --scenario "$scenario" --port "$port" "${extra[@]}" --duration "$DURATION" \
         --label "$label" --json $BENCH_ARGS >>"$OUT" 2>"$WORK/bench.err" ||
@@ -121,6 +131,15 @@ for scenario in $SCENARIOS; do
     tern tern-b $((BASE + 2)) "nats://127.0.0.1:$((BASE + 10))"
     bench cross "$scenario" $((BASE + 1)) $((BASE + 2))
     stop_all
+
+    if [ -n "$BEFORE_BIN" ]; then
+        log "$scenario: two nodes of $BEFORE_BIN"
+        nats nats-1 $((BASE + 10))
+        tern tern-a $((BASE + 1)) "nats://127.0.0.1:$((BASE + 10))" "$BEFORE_BIN"
+        tern tern-b $((BASE + 2)) "nats://127.0.0.1:$((BASE + 10))" "$BEFORE_BIN"
+        bench cross-before "$scenario" $((BASE + 1)) $((BASE + 2))
+        stop_all
+    fi
 
     log "$scenario: nats-server MQTT, one server"
     nats nats-1 $((BASE + 10)) $((BASE + 20))
@@ -152,19 +171,28 @@ log "raw results: $OUT"
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-labels = ["single", "cross", "nats", "nats-cross"]
+labels = [l for l in ["single", "cross", "cross-before", "nats", "nats-cross"]
+          if any(r.get("label") == l for r in rows)]
 by = {(r["scenario"], r.get("label")): r for r in rows}
 print("| scenario | measure | " + " | ".join(labels) + " |")
 print("|---|---|" + "---|" * len(labels))
 for scenario in dict.fromkeys(r["scenario"] for r in rows):
-    for measure, key in [("msg/s (deliveries)", "deliveries_per_s"), ("p50 µs", "p50"), ("p99 µs", "p99"), ("lost", "lost")]:
+    for measure, key in [("msg/s (deliveries)", "deliveries_per_s"), ("CPU-s / 1M deliveries", "cpu"),
+                         ("p50 µs", "p50"), ("p99 µs", "p99"), ("lost", "lost")]:
         cells = []
         for label in labels:
             r = by.get((scenario, label))
             if r is None:
                 cells.append("–")
                 continue
-            value = (r.get("latency") or {}).get(f"{key}_us") if key in ("p50", "p99") else r.get(key)
-            cells.append("–" if value is None else f"{value:,.0f}")
+            if key in ("p50", "p99"):
+                value = (r.get("latency") or {}).get(f"{key}_us")
+            elif key == "cpu":
+                rate, cpu = r.get("deliveries_per_s"), r.get("broker_cpu_s")
+                value = cpu / (rate * r["duration_s"]) * 1e6 if rate and cpu is not None else None
+            else:
+                value = r.get(key)
+            digits = 1 if key == "cpu" else 0
+            cells.append("–" if value is None else f"{value:,.{digits}f}")
         print(f"| {scenario} | {measure} | " + " | ".join(cells) + " |")
 PY

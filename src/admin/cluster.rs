@@ -52,6 +52,11 @@ pub fn register(registry: &mut Registry, status: &ClusterStatus) {
         counter(fabric.forwarded.load(Ordering::Relaxed)),
     );
     registry.register(
+        "cluster_nats_messages_forwarded",
+        "NATS messages the forwarded messages went in (consecutive ones of a topic as one batch)",
+        counter(fabric.nats_messages.load(Ordering::Relaxed)),
+    );
+    registry.register(
         "cluster_messages_received",
         "Messages from other nodes routed to this node's subscribers",
         counter(fabric.received.load(Ordering::Relaxed)),

@@ -4,7 +4,7 @@
 //!
 //! - Out: `forward` only queues (bounded; never waits in the router's
 //!   publish path); one task encodes (`wire.rs`), numbers and publishes them
-//!   in queue order, so one node's messages reach NATS in one order, at most
+//!   in queue order (consecutive messages of one topic as one batch), so one node's messages reach NATS in one order, at most
 //!   a window ahead of what the other nodes confirmed (`window.rs`). While
 //!   the queue is over its high mark, connections wait (`wait_room`) before
 //!   reading more: publishers slow down instead of messages being dropped.
@@ -41,6 +41,9 @@ use crate::core::router::Router;
 pub const OUTBOUND_QUEUE: usize = 131_072;
 /// Messages taken from the queue per wake-up of the outbound task.
 const OUTBOUND_BATCH: usize = 512;
+/// A batch of one topic's messages is sent once it holds this many bytes
+/// (far below NATS' smallest `max_payload`; a bigger message goes alone).
+const BATCH_BYTES: usize = 32 * 1024;
 /// Queued messages above which connections stop reading until it drains...
 const CONGESTED_ABOVE: usize = OUTBOUND_QUEUE / 4;
 /// ...to this.
@@ -52,6 +55,8 @@ const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 pub struct FabricStats {
     /// Messages published to NATS for other nodes.
     pub forwarded: AtomicU64,
+    /// NATS messages those went in (a batch of one topic's messages is one).
+    pub nats_messages: AtomicU64,
     /// Messages from other nodes routed here.
     pub received: AtomicU64,
     /// Messages not forwarded: the queue to NATS was full.
@@ -278,7 +283,9 @@ struct Outbound {
 
 /// Publishes queued messages in queue order, numbered 1, 2, … in this run
 /// (`epoch`): receivers order and de-duplicate by that number. At most a
-/// window of them is out unconfirmed (`window.rs`).
+/// window of them is out unconfirmed (`window.rs`). Consecutive messages of
+/// one topic go as one NATS message (`wire::Batch`), so the order on NATS is
+/// the queue's.
 async fn run_outbound(
     out: Outbound,
     mut queue: mpsc::Receiver<Arc<Message>>,
@@ -293,50 +300,72 @@ async fn run_outbound(
         room,
     } = out;
     let node = Arc::clone(cluster.node());
-    let mut window = Window::open(&cluster, status, Arc::clone(&stats), epoch).await;
-    let mut batch = Vec::with_capacity(OUTBOUND_BATCH);
-    let mut seq = 0u64;
+    let mut sender = Sender {
+        window: Window::open(&cluster, status, Arc::clone(&stats), epoch).await,
+        cluster,
+        stats: Arc::clone(&stats),
+        batch: wire::Batch::default(),
+        subject: None,
+        topic: None,
+        seq: 0,
+    };
+    let mut taken_now = Vec::with_capacity(OUTBOUND_BATCH);
     'run: loop {
         let taken = tokio::select! {
-            taken = queue.recv_many(&mut batch, OUTBOUND_BATCH) => taken,
+            taken = queue.recv_many(&mut taken_now, OUTBOUND_BATCH) => taken,
             () = shutdown.cancelled() => break,
         };
         if taken == 0 {
             break;
         }
-        for message in batch.drain(..) {
-            let subject = match topic_to_subject(&message.topic) {
-                Ok(subject) => subject,
-                Err(e) => {
-                    let total = stats.unforwardable.fetch_add(1, Ordering::Relaxed) + 1;
-                    if total == 1 || total.is_multiple_of(1000) {
-                        tracing::warn!(topic_len = message.topic.len(), total, error = %e,
-                            "cluster: a message was not sent to other nodes: its topic is too long for NATS");
-                    }
-                    continue;
+        let mut now = Instant::now();
+        for message in taken_now.drain(..) {
+            if sender.topic.as_deref() != Some(&*message.topic) {
+                if !sender.flush().await {
+                    return;
                 }
-            };
-            seq += 1;
-            if let Some(window) = window.as_mut() {
-                if !window.admit(seq, &shutdown).await {
-                    break 'run;
+                match topic_to_subject(&message.topic) {
+                    Ok(subject) => {
+                        sender.subject = Some(async_nats::Subject::from(subject));
+                        sender.topic = Some(Arc::clone(&message.topic));
+                    }
+                    Err(e) => {
+                        let total = stats.unforwardable.fetch_add(1, Ordering::Relaxed) + 1;
+                        if total == 1 || total.is_multiple_of(1000) {
+                            tracing::warn!(topic_len = message.topic.len(), total, error = %e,
+                                "cluster: a message was not sent to other nodes: its topic is too long for NATS");
+                        }
+                        continue;
+                    }
                 }
             }
+            let seq = sender.seq + 1;
+            if sender.window.as_mut().is_some_and(|w| !w.has_room(seq)) {
+                // What waits in the batch goes first: the wait is for its confirmation.
+                if !sender.flush().await {
+                    return;
+                }
+                if let Some(window) = sender.window.as_mut() {
+                    if !window.admit(seq, &shutdown).await {
+                        break 'run;
+                    }
+                }
+                now = Instant::now();
+            }
+            sender.seq = seq;
             let origin = Origin {
                 node: &node,
                 epoch,
                 seq,
             };
-            // Taken after the window's wait: the expiry left is counted from it.
-            let payload = wire::encode(&message, origin, Instant::now());
-            // Fails only once the client is closed (it reconnects by itself).
-            if cluster.client().publish(subject, payload).await.is_err() {
+            // Taken after any wait of the window: the expiry left is counted from it.
+            sender.batch.push(&message, origin, now);
+            if sender.batch.size() >= BATCH_BYTES && !sender.flush().await {
                 return;
             }
-            stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            if let Some(window) = window.as_mut() {
-                window.sent(seq).await;
-            }
+        }
+        if !sender.flush().await {
+            return;
         }
         if queue.len() < ROOM_BELOW {
             room.notify_waiters();
@@ -352,5 +381,50 @@ async fn run_outbound(
     // Connections waiting for room read on (the node is stopping).
     room.notify_waiters();
     // What was handed to the client goes out before the node stops.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.client().flush()).await;
+    let client = sender.cluster.client();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
+}
+
+/// The outbound task's sending state: the batch being gathered (messages
+/// of one topic) and the window.
+struct Sender {
+    cluster: Cluster,
+    window: Option<Window>,
+    stats: Arc<FabricStats>,
+    batch: wire::Batch,
+    /// The subject and topic of the batch being gathered.
+    subject: Option<async_nats::Subject>,
+    topic: Option<Arc<str>>,
+    /// The last sequence number given.
+    seq: u64,
+}
+
+impl Sender {
+    /// Publishes the batch gathered, if any; false once the client is closed
+    /// (it reconnects by itself: closed means the node is stopping).
+    async fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let Some(subject) = self.subject.clone() else {
+            return true;
+        };
+        let count = self.batch.len() as u64;
+        let payload = self.batch.take();
+        if self
+            .cluster
+            .client()
+            .publish(subject, payload)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.stats.forwarded.fetch_add(count, Ordering::Relaxed);
+        self.stats.nats_messages.fetch_add(1, Ordering::Relaxed);
+        if let Some(window) = self.window.as_mut() {
+            window.sent(self.seq).await;
+        }
+        true
+    }
 }

@@ -13,6 +13,8 @@
 //!   the cap only messages at or below what was collected before the last
 //!   pass are routed (every earlier message of their origin is in by then),
 //!   the rest wait for the next round, which routes them first.
+//! - Batches: a NATS message may hold several messages of its subject's
+//!   topic (`wire.rs`); each is collected as if it had come alone.
 //! - No echo: the connection is `no_echo`, and a message of our own node is
 //!   dropped anyway.
 //! - Flow control: the syncs of other nodes (`window.rs`) come on a
@@ -347,24 +349,23 @@ impl Inbound {
             self.discard("a subject that is not a topic");
             return;
         };
-        let (decoded, origin) = match wire::decode(&topic, &message.payload, now) {
-            Ok(decoded) => decoded,
-            Err(_) => {
-                self.discard("a payload that is not a Tern message (or of another version)");
-                return;
-            }
-        };
-        if origin.node == &**self.cluster.node() {
-            // no_echo should make this impossible; a second node with our name would not.
-            self.discard("a message from a node with this node's name");
+        let Ok(decoded) = wire::decode_all(&topic, &message.payload, now) else {
+            self.discard("a payload that is not a Tern message (or of another version)");
             return;
+        };
+        for (decoded, origin) in decoded {
+            if origin.node == &**self.cluster.node() {
+                // no_echo should make this impossible; a second node with our name would not.
+                self.discard("a message from a node with this node's name");
+                continue;
+            }
+            let index = self.origin_index(origin.node, origin.epoch);
+            out.push(Collected {
+                origin: index,
+                seq: origin.seq,
+                item: Item::Message(decoded),
+            });
         }
-        let index = self.origin_index(origin.node, origin.epoch);
-        out.push(Collected {
-            origin: index,
-            seq: origin.seq,
-            item: Item::Message(decoded),
-        });
     }
 
     fn collect_sync(

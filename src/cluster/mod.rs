@@ -33,6 +33,7 @@ mod queue_pull;
 pub mod queues;
 mod retained;
 pub mod settings;
+mod settle;
 pub mod shared;
 pub mod state;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! node has consumers of, taking messages from its durable JetStream consumer
 //! while the local consumers have room, and handing them to the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::queues::{consumer_name, queue_subject, NatsQueues, STREAM};
+use super::settle::{Settle, OFFERS_HEADER};
 use super::shared;
 use super::subject::subject_to_topic;
 use super::wire;
@@ -41,7 +42,7 @@ const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
 const UNWANTED_DELAY: Duration = Duration::from_millis(100);
 /// ...and a shared group's message offered this often without any member
 /// taking it is dropped for the group, as on one node (a queue's waits on).
-const UNWANTED_OFFERS: i64 = 20;
+const UNWANTED_OFFERS: u64 = 20;
 
 /// Runs one puller per queue this node has consumers of.
 pub(super) async fn run_pullers(
@@ -67,8 +68,9 @@ pub(super) async fn run_pullers(
                 continue;
             }
             let token = shutdown.child_token();
-            // A shared group pulls from one consumer per subject of its filter.
-            let sources = shared::group_subjects(&name).map_or(1, |subjects| subjects.len());
+            // A shared group pulls from one consumer per subject of its filter,
+            // and one of its redelivery subject.
+            let sources = shared::sources(&name);
             let key: Arc<str> = Arc::from(name.as_str());
             for index in 0..sources {
                 tracker.spawn(run_puller(
@@ -177,27 +179,42 @@ async fn pull_while_open(
 ) {
     let shared = shared_group_filter(name).is_some();
     let mut checked = Instant::now();
-    while !stop.is_cancelled() {
+    // Messages of a batch beyond the room the local members had: handed to
+    // them as room comes (giving them back would redeliver the batch whole).
+    let mut backlog: VecDeque<Arc<Message>> = VecDeque::new();
+    'pull: while !stop.is_cancelled() {
+        while let Some(message) = backlog.pop_front() {
+            let registry = router.queues();
+            if registry.deliver_from_cluster(name, Arc::clone(&message)) {
+                continue;
+            }
+            if registry.cluster_wants(name, &message) {
+                backlog.push_front(message);
+                break;
+            }
+            // Its member left meanwhile, and no other here wants it.
+            queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+        }
         let room = router
             .queues()
             .cluster_room(name)
             .min(MAX_HELD_PER_QUEUE.saturating_sub(queues.held_count(name)));
-        if room == 0 {
+        if room == 0 || !backlog.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(IDLE_PAUSE) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
             continue;
         }
         let fetched = tokio::select! {
             fetched = consumer.batch().max_messages(room).expires(FETCH_WAIT).messages() => fetched,
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
         };
         let mut batch = match fetched {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
-                return;
+                break 'pull;
             }
         };
         let mut taken = 0usize;
@@ -207,24 +224,32 @@ async fn pull_while_open(
                 Ok(jet) => jet,
                 Err(error) => {
                     tracing::debug!(queue = %name, %error, "cluster: queue fetch failed");
-                    return;
+                    break 'pull;
                 }
             };
             taken += 1;
-            let offers = jet.info().map_or(1, |info| info.delivered);
-            let Some(message) = take(queues, name, jet).await else {
-                continue;
-            };
-            let registry = router.queues();
-            if registry.deliver_from_cluster(name, Arc::clone(&message)) {
-                continue;
-            }
-            if registry.cluster_wants(name, &message) {
-                queues.give_back(name, vec![message]);
-            } else if shared && offers >= UNWANTED_OFFERS {
-                queues.pass_on(name, &message, AckKind::Term);
-            } else {
-                queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+            let (messages, offers) = take(queues, name, jet).await;
+            let batched = messages.len() > 1;
+            for message in messages {
+                if !backlog.is_empty() {
+                    backlog.push_back(message);
+                    continue;
+                }
+                let registry = router.queues();
+                if registry.deliver_from_cluster(name, Arc::clone(&message)) {
+                    continue;
+                }
+                if registry.cluster_wants(name, &message) {
+                    if batched {
+                        backlog.push_back(message);
+                    } else {
+                        queues.give_back(name, vec![message]);
+                    }
+                } else if shared && offers >= UNWANTED_OFFERS {
+                    queues.pass_on(name, &message, AckKind::Term);
+                } else {
+                    queues.pass_on(name, &message, AckKind::Nak(Some(UNWANTED_DELAY)));
+                }
             }
         }
         if taken > 0 {
@@ -235,42 +260,70 @@ async fn pull_while_open(
             checked = Instant::now();
             if let Err(error) = consumer.get_info().await {
                 tracing::debug!(queue = %name, %error, "cluster: queue consumer gone; opening it again");
-                return;
+                break;
             }
         }
     }
+    // Stopped (no local consumer left, or the node stops): the rest goes back.
+    if !backlog.is_empty() {
+        queues.give_back(name, backlog.into_iter().collect());
+    }
 }
 
-/// A message JetStream handed over for queue (or shared group) `name`, as
-/// the core's message, tracked until this node settles it; None (terminated
-/// on JetStream) when it is not a Tern message.
+/// The messages of a message JetStream handed over for queue (or shared
+/// group) `name` (one, or a shared group's batch, `wire.rs`), as the core's
+/// messages, tracked until this node settles it (none, terminated on
+/// JetStream, when it is not a Tern message), and how often it was offered.
 async fn take(
     queues: &NatsQueues,
     name: &Arc<str>,
     jet: async_nats::jetstream::Message,
-) -> Option<Arc<Message>> {
+) -> (Vec<Arc<Message>>, u64) {
+    let delivered = jet.info().map_or(1, |info| info.delivered);
     let (nats, acker) = jet.split();
+    // Offered before it was published again (`settle.rs`).
+    let before = nats
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(OFFERS_HEADER))
+        .and_then(|value| value.as_str().parse::<u64>().ok())
+        .unwrap_or(0);
+    let offers = before.saturating_add(u64::try_from(delivered).unwrap_or(1));
+    let shared = shared_group_filter(name).is_some();
     // A queue's messages all have its topic; a shared group's have their own.
-    let topic = if shared_group_filter(name).is_some() {
-        subject_to_topic(nats.subject.as_str())
+    let subject = shared::original_subject(nats.subject.as_str());
+    let topic = if shared {
+        subject_to_topic(subject)
     } else {
         Some(format!("{QUEUE_PREFIX}{name}"))
     };
     let decoded = topic
         .ok_or(wire::WireError::Malformed("subject"))
-        .and_then(|topic| wire::decode(&topic, &nats.payload, Instant::now()));
-    let message = match decoded {
-        Ok((message, _)) => Arc::new(message),
+        .and_then(|topic| wire::decode_all(&topic, &nats.payload, Instant::now()));
+    let messages: Vec<Arc<Message>> = match decoded {
+        Ok(messages) => messages
+            .into_iter()
+            .map(|(message, _)| Arc::new(message))
+            .collect(),
         Err(error) => {
             queues.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(queue = %name, %error, "cluster: undecodable queue message dropped");
             let _ = acker.ack_with(AckKind::Term).await;
-            return None;
+            return (Vec::new(), offers);
         }
     };
-    queues.track(name, &message, acker);
-    queues.stats.delivered.fetch_add(1, Ordering::Relaxed);
-    Some(message)
+    // Every message of a batch holds the one JetStream message (`Settle`).
+    let again = (shared && messages.len() > 1)
+        .then(|| shared::redelivery_subject(name, nats.subject.as_str()));
+    let settle = Settle::new(acker, again, offers, messages.len());
+    for message in &messages {
+        queues.track(name, message, &settle);
+    }
+    queues
+        .stats
+        .delivered
+        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+    (messages, offers)
 }
 
 /// `ClusterQueues::fetch` (a pull, HTTP): up to `max` messages of queue
@@ -323,6 +376,6 @@ async fn read_batch(
         return;
     };
     while let Some(Ok(jet)) = batch.next().await {
-        out.extend(take(queues, name, jet).await);
+        out.extend(take(queues, name, jet).await.0);
     }
 }

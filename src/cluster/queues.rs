@@ -26,7 +26,8 @@
 //!   needs no ack callback through every protocol's path.
 //! - Given back (STOMP NACK, a consumer that leaves with unacknowledged
 //!   messages, no local consumer with room): `nak` at once, so JetStream
-//!   redelivers it to a consumer on any node.
+//!   redelivers it to a consumer on any node (a shared group's batch partly
+//!   done: its part given back only, `settle.rs`).
 //! - Held: while this node holds a message (a consumer has not acked it, an
 //!   HTTP lease runs), the ack task tells JetStream it is in progress every
 //!   half ack wait, so it is not handed out twice however long that takes.
@@ -42,12 +43,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream, AckKind};
+use async_nats::jetstream::{stream, AckKind};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::settle::Settle;
 use super::subject::topic_to_subject;
 use super::wire::{self, Origin};
 use super::Cluster;
@@ -94,15 +96,15 @@ pub struct QueueStats {
 /// A message handed to this node, and how to settle it on JetStream.
 struct Tracked {
     message: Weak<Message>,
-    /// Shared with the ack task's rounds of in-progress acks.
-    acker: Arc<jetstream::message::Acker>,
+    settle: Arc<Settle>,
 }
 
 #[derive(Default)]
 struct Held {
     by_queue: HashMap<Arc<str>, Vec<Tracked>>,
-    /// Given back, to `nak` (or settle otherwise) on the next round of the ack task.
-    to_settle: Vec<(Arc<jetstream::message::Acker>, AckKind)>,
+    /// Given back: settled on the next round of the ack task once nothing
+    /// else holds their JetStream message.
+    to_settle: Vec<Arc<Settle>>,
 }
 
 impl std::fmt::Debug for Held {
@@ -172,8 +174,9 @@ impl ClusterQueues for NatsQueues {
         for message in &messages {
             let target = Arc::as_ptr(message);
             if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
-                let Tracked { acker, .. } = tracked.swap_remove(index);
-                held.to_settle.push((acker, AckKind::Nak(None)));
+                let Tracked { settle, .. } = tracked.swap_remove(index);
+                settle.went_back(AckKind::Nak(None), message);
+                held.to_settle.push(settle);
             }
         }
         self.stats
@@ -214,19 +217,15 @@ impl NatsQueues {
         };
         let target = Arc::as_ptr(message);
         if let Some(index) = tracked.iter().position(|t| t.message.as_ptr() == target) {
-            let Tracked { acker, .. } = tracked.swap_remove(index);
-            held.to_settle.push((acker, kind));
+            let Tracked { settle, .. } = tracked.swap_remove(index);
+            settle.went_back(kind, message);
+            held.to_settle.push(settle);
             self.stats.given_back.fetch_add(1, Ordering::Relaxed);
         }
         self.held_changed.notify_one();
     }
 
-    pub(super) fn track(
-        &self,
-        name: &Arc<str>,
-        message: &Arc<Message>,
-        acker: jetstream::message::Acker,
-    ) {
+    pub(super) fn track(&self, name: &Arc<str>, message: &Arc<Message>, settle: &Arc<Settle>) {
         self.held
             .lock()
             .by_queue
@@ -234,7 +233,7 @@ impl NatsQueues {
             .or_default()
             .push(Tracked {
                 message: Arc::downgrade(message),
-                acker: Arc::new(acker),
+                settle: Arc::clone(settle),
             });
     }
 
@@ -409,52 +408,58 @@ async fn run_acks(queues: Arc<NatsQueues>, shutdown: CancellationToken) {
             () = tokio::time::sleep(ACK_TICK) => false,
             () = shutdown.cancelled() => true,
         };
-        let (finished, to_settle) = {
+        let done = {
             let mut held = queues.held.lock();
-            let mut finished = Vec::new();
+            let mut done = std::mem::take(&mut held.to_settle);
             for tracked in held.by_queue.values_mut() {
                 let mut index = 0;
                 while index < tracked.len() {
-                    if stopping || tracked[index].message.strong_count() == 0 {
-                        finished.push(tracked.swap_remove(index).acker);
+                    if tracked[index].message.strong_count() == 0 {
+                        done.push(tracked.swap_remove(index).settle);
+                    } else if stopping {
+                        // Whatever a session still had is not known done: handed out again.
+                        let Tracked { message, settle } = tracked.swap_remove(index);
+                        if let Some(message) = message.upgrade() {
+                            settle.went_back(AckKind::Nak(None), &message);
+                        }
+                        done.push(settle);
                     } else {
                         index += 1;
                     }
                 }
             }
             held.by_queue.retain(|_, tracked| !tracked.is_empty());
-            (finished, std::mem::take(&mut held.to_settle))
+            done
         };
+        for settle in done {
+            // Messages of the same batch still held: the last one settles it.
+            let Ok(settle) = Arc::try_unwrap(settle) else {
+                continue;
+            };
+            let acked = settle.settle(&queues.cluster).await;
+            queues
+                .stats
+                .acked
+                .fetch_add(acked as u64, Ordering::Relaxed);
+        }
         if stopping {
-            // Whatever a session still had is not known done: handed out again.
-            for acker in finished
-                .into_iter()
-                .chain(to_settle.into_iter().map(|(a, _)| a))
-            {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-            }
             return;
-        }
-        for acker in finished {
-            if acker.ack().await.is_ok() {
-                queues.stats.acked.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for (acker, kind) in to_settle {
-            let _ = acker.ack_with(kind).await;
         }
         if last_progress.elapsed() >= progress_every {
             last_progress = Instant::now();
-            let held: Vec<Arc<jetstream::message::Acker>> = queues
+            let mut held: Vec<Arc<Settle>> = queues
                 .held
                 .lock()
                 .by_queue
                 .values()
                 .flatten()
-                .map(|tracked| Arc::clone(&tracked.acker))
+                .map(|tracked| Arc::clone(&tracked.settle))
                 .collect();
-            for acker in held {
-                let _ = acker.ack_with(AckKind::Progress).await;
+            // One in-progress ack per JetStream message, however many of a batch are held.
+            held.sort_unstable_by_key(|settle| Arc::as_ptr(settle) as usize);
+            held.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            for settle in held {
+                settle.progress().await;
             }
         }
     }

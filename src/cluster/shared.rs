@@ -11,7 +11,8 @@
 //! messages come from, which this file says:
 //! - Stream [`STREAM`] captures what the fabric publishes anyway (every
 //!   client message goes to NATS on its topic's subject, `subject.rs`): its
-//!   subjects are the whole topic space, `tern.m.>` and `tern.d.>` (JetStream
+//!   subjects are the whole topic space, `tern.m.>` and `tern.d.>`, and the
+//!   groups' redelivery subjects `ternr.>` (see below; JetStream
 //!   refuses overlapping subjects, so one stream cannot list the groups'
 //!   filters). Retention = interest: JetStream keeps only messages some
 //!   group's consumer's filter matches, until each of those groups acked it
@@ -22,7 +23,14 @@
 //!   `a.>`) a durable pull consumer, delivering only messages published after
 //!   it was made; it goes away after [`GROUP_IDLE`] without any node pulling.
 //! - A message's topic is its subject's (`subject_to_topic`).
-//!
+//! - A stream message may be a batch of one topic's messages (`wire.rs`):
+//!   they go to the members on the node that took it, each to one member
+//!   (those beyond the members' room wait on that node for room), and it is
+//!   acked when all are done. Some given back (NACK, a member gone) while
+//!   the rest are done: only those go again (`settle.rs`), on the group's
+//!   redelivery subject `ternr.<consumer name>.<subject>` (in the stream's
+//!   subjects), which one more consumer per group captures: the last source
+//!   of the group's pullers ([`sources`]).
 //! - A live retained publish is captured too: the fabric carries it for the
 //!   groups alone (nodes route no retained message from the fabric: their
 //!   subscribers get it through the retained bucket).
@@ -44,6 +52,33 @@ const MAX_AGE: Duration = Duration::from_secs(3600);
 /// A group's consumer that no node pulled from for this long is removed.
 pub const GROUP_IDLE: Duration = Duration::from_secs(3600);
 
+/// First token of a group's redelivery subjects: `ternr.<consumer name>.`
+/// and the subject the message had.
+const REDELIVERY_PREFIX: &str = "ternr";
+
+/// Pullers of queue (or shared group) `key`: one per subject of a group's
+/// filter and one for its redelivery subject; one for a queue.
+pub fn sources(key: &str) -> usize {
+    group_subjects(key).map_or(1, |subjects| subjects.len() + 1)
+}
+
+/// Where the not-done messages of group `key`'s partly given back batch of
+/// `subject` go: a subject only that group's redelivery consumer captures.
+pub fn redelivery_subject(key: &str, subject: &str) -> String {
+    let subject = original_subject(subject);
+    format!("{REDELIVERY_PREFIX}.{}.{subject}", consumer_name(key))
+}
+
+/// The subject a stream message had when it was first published (a
+/// redelivered batch's minus its redelivery prefix).
+pub fn original_subject(subject: &str) -> &str {
+    subject
+        .strip_prefix(REDELIVERY_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split_once('.'))
+        .map_or(subject, |(_, original)| original)
+}
+
 /// The subjects of the filter of the shared group with registry key `key`;
 /// None for a queue's key or a filter too long for NATS.
 pub fn group_subjects(key: &str) -> Option<Vec<String>> {
@@ -61,12 +96,20 @@ pub async fn open_consumer(
     ack_wait: Duration,
     max_ack_pending: i64,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
-    let subject = group_subjects(key)
-        .and_then(|subjects| subjects.into_iter().nth(index))
-        .ok_or("the group's filter is too long for a NATS subject")?;
+    let subjects =
+        group_subjects(key).ok_or("the group's filter is too long for a NATS subject")?;
+    // The last consumer: the group's redelivery subject.
+    let subject = match subjects.into_iter().nth(index) {
+        Some(subject) => subject,
+        None => format!("{REDELIVERY_PREFIX}.{}.>", consumer_name(key)),
+    };
     let config = stream::Config {
         name: STREAM.to_string(),
-        subjects: vec![format!("{TOPIC_PREFIX}>"), format!("{DOLLAR_PREFIX}>")],
+        subjects: vec![
+            format!("{TOPIC_PREFIX}>"),
+            format!("{DOLLAR_PREFIX}>"),
+            format!("{REDELIVERY_PREFIX}.>"),
+        ],
         retention: stream::RetentionPolicy::Interest,
         storage: stream::StorageType::Memory,
         max_messages: MAX_MESSAGES,
@@ -76,9 +119,17 @@ pub async fn open_consumer(
     };
     let stream = cluster
         .jetstream()
-        .get_or_create_stream(config)
+        .get_or_create_stream(config.clone())
         .await
         .map_err(|e| e.to_string())?;
+    if stream.cached_info().config.subjects != config.subjects {
+        // Made by a build without redelivery subjects.
+        cluster
+            .jetstream()
+            .update_stream(config)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let durable = format!("{}_{index}", consumer_name(key));
     stream
         .get_or_create_consumer(
@@ -110,6 +161,20 @@ mod tests {
         let two = group_subjects(&shared_group_key("$share/g/a/#")).unwrap();
         assert_eq!(two, ["tern.m.a", "tern.m.a.>"]);
         assert!(group_subjects("jobs").is_none(), "a queue's key");
+        assert_eq!(sources(&shared_group_key("$share/g/a/#")), 3);
+        assert_eq!(sources("jobs"), 1);
+    }
+
+    #[test]
+    fn a_redelivery_subject_is_the_groups_and_keeps_the_original() {
+        let key = shared_group_key("$share/g/a/+");
+        let other = shared_group_key("$share/h/a/+");
+        let again = redelivery_subject(&key, "tern.m.a.b");
+        assert!(again.starts_with(&format!("ternr.{}.", consumer_name(&key))));
+        assert_ne!(again, redelivery_subject(&other, "tern.m.a.b"));
+        assert_eq!(original_subject(&again), "tern.m.a.b");
+        assert_eq!(redelivery_subject(&key, &again), again, "redelivered again");
+        assert_eq!(original_subject("tern.m.a.b"), "tern.m.a.b");
     }
 
     #[test]

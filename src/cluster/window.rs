@@ -128,6 +128,13 @@ impl Window {
         })
     }
 
+    /// Whether message `seq` may be sent now (confirmations that came are
+    /// taken into account): when not, [`Window::admit`] would wait.
+    pub(super) fn has_room(&mut self, seq: u64) -> bool {
+        self.take_ready_confirms();
+        seq <= self.confirmed + self.limit
+    }
+
     /// Waits until message `seq` may be sent: until at most the window is
     /// unconfirmed with it. False when `shutdown` came first.
     pub(super) async fn admit(&mut self, seq: u64, shutdown: &CancellationToken) -> bool {

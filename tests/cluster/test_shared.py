@@ -6,10 +6,12 @@ member's node that dies before its member acked loses nothing."""
 from __future__ import annotations
 
 import queue
+import subprocess
 import time
 
 from mqttutil import MqttClient, unique
 from stomputil import StompClient
+from test_operations import metric, wait_for
 
 ACK_WAIT = "2"
 WAIT = 20.0
@@ -43,6 +45,46 @@ class Members:
             client.ack(frame)
             got.append((name, frame.body.decode()))
         return got
+
+
+def drain(clients: dict, wait: float = 0.05) -> list:
+    """(member, payload) pairs of MQTT members: all that arrived, or else
+    what arrives within `wait` (a busy member is not held up by an idle one)."""
+    got = []
+    for name, client in clients.items():
+        while True:
+            try:
+                got.append((name, client.messages.get_nowait().payload.decode()))
+            except queue.Empty:
+                break
+    if got:
+        return got
+    for name, client in clients.items():
+        try:
+            got.append((name, client.messages.get(timeout=wait / len(clients)).payload.decode()))
+        except queue.Empty:
+            pass
+    return got
+
+
+def silent_member(node, group: str, qos: int) -> MqttClient:
+    """A member of `group` on `node` that never finishes a delivery: no PUBACK
+    (QoS 1); for QoS 2 paho hands a message over on PUBREL and then never
+    sends PUBCOMP. Closed by the caller."""
+    silent = MqttClient(node, "5.0", client_id=unique("silent"))
+    silent.client.manual_ack_set(True)
+    silent.connect()
+    assert silent.subscribe(group, qos=qos) == [qos]
+    return silent
+
+
+def publish_burst(node, topic: str, count: int, qos: int) -> None:
+    """mosquitto_pub -l: `m0`..`m<count-1>` as fast as it can (batched by node)."""
+    lines = "".join(f"m{i}\n" for i in range(count))
+    subprocess.run(
+        ["mosquitto_pub", "-h", node.host, "-p", str(node.mqtt_port), "-q", str(qos), "-t", topic, "-l"],
+        input=lines, text=True, check=True, timeout=60, capture_output=True,
+    )
 
 
 def await_group(send, members: Members, timeout: float = WAIT) -> None:
@@ -92,6 +134,37 @@ def test_a_group_with_members_on_three_nodes_gets_each_message_exactly_once(nats
     stomp.disconnect()
 
 
+def test_a_burst_sent_in_batches_reaches_the_group_exactly_once(nats, nodes, mqtt):
+    """mosquitto_pub -l publishes a burst: node a sends consecutive messages of
+    one topic as batches (fewer NATS messages than messages), which the group's
+    stream holds as such; members on two nodes still get each message once."""
+    a, b, c = start_three(nats, nodes)
+    prefix = unique("burst")
+    members = Members()
+    for name, node in (("mqtt-b", b), ("mqtt-c", c)):
+        client = mqtt(node)
+        assert client.subscribe(f"$share/g/{prefix}/#", qos=1) == [1]
+        members.mqtt[name] = client
+    pub = mqtt(a)
+    await_group(lambda text: pub.publish(f"{prefix}/probe", text.encode(), qos=1), members)
+    forwarded = metric(a, "tern_cluster_messages_forwarded_total")
+    nats_messages = metric(a, "tern_cluster_nats_messages_forwarded_total")
+    count = 3000
+    publish_burst(a, f"{prefix}/data", count, qos=1)
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < count and time.monotonic() < deadline:
+        got += [body for _, body in members.poll() if not body.startswith("probe-")]
+    extra = [body for _, body in members.poll(1.0) if not body.startswith("probe-")]
+    assert sorted(got + extra) == sorted(f"m{i}" for i in range(count)), (
+        f"{len(got + extra)} received for {count} sent, {len(set(got + extra))} distinct"
+    )
+    sent = metric(a, "tern_cluster_messages_forwarded_total") - forwarded
+    batches = metric(a, "tern_cluster_nats_messages_forwarded_total") - nats_messages
+    assert sent >= count
+    assert batches < sent, f"{sent} messages went in {batches} NATS messages: no batch"
+
+
 def test_two_groups_on_one_filter_each_get_every_message(nats, nodes, mqtt):
     a, b, c = start_three(nats, nodes)
     prefix = unique("t")
@@ -120,10 +193,7 @@ def test_a_member_node_killed_before_its_member_acked_loses_nothing(nats, nodes,
     prefix = unique("t")
     group = f"$share/g1/{prefix}/+"
     # The member on a never sends PUBACK.
-    silent = MqttClient(a, "5.0", client_id=unique("silent"))
-    silent.client.manual_ack_set(True)
-    silent.connect()
-    assert silent.subscribe(group, qos=1) == [1]
+    silent = silent_member(a, group, qos=1)
     members = Members()
     members.mqtt["silent"] = silent
     pub = mqtt(c)
@@ -151,3 +221,66 @@ def test_a_member_node_killed_before_its_member_acked_loses_nothing(nats, nodes,
         if body.startswith("job-"):
             got.append(body)
     assert sorted(got) == ["job-0", "job-1", "job-2"], "redelivered after the ack wait"
+
+
+def test_a_batch_partly_given_back_reaches_the_group_exactly_once(nats, nodes, mqtt):
+    """A QoS 2 burst crosses NATS in batches; on node b two members share
+    them: one completes every QoS 2 flow, the other never sends PUBCOMP, so
+    its window fills and more wait in its session, then it leaves. Only what
+    it never got goes again to the group (to b's or c's member): none of the
+    batches' messages already delivered comes twice, none is lost."""
+    a, b, c = start_three(nats, nodes)
+    prefix = unique("part")
+    group = f"$share/g/{prefix}/#"
+    # What it gets stays in flight on b (delivered, not done).
+    silent = silent_member(b, group, qos=2)
+    try:
+        members = Members()
+        for name, node in (("good-b", b), ("heir-c", c)):
+            client = mqtt(node)
+            assert client.subscribe(group, qos=2) == [2]
+            members.mqtt[name] = client
+        pub = mqtt(a)
+        probes = Members()
+        probes.mqtt = dict(members.mqtt, silent=silent)
+        await_group(lambda text: pub.publish(f"{prefix}/probe", text.encode(), qos=2), probes)
+        batches_before = metric(a, "tern_cluster_nats_messages_forwarded_total")
+        sent_before = metric(a, "tern_cluster_messages_forwarded_total")
+        given_back = metric(b, "tern_cluster_queue_messages_given_back_total")
+
+        def taken() -> float:
+            return sum(metric(n, "tern_cluster_queue_messages_delivered_total") for n in (b, c))
+
+        taken_before = taken()
+        count = 600
+        publish_burst(a, f"{prefix}/data", count, qos=2)
+        held, got = [], []
+
+        def collect(wait: float = 0.05) -> None:
+            """What arrived: the silent member's (held) apart from the others'."""
+            for who, body in drain(probes.mqtt, wait):
+                if body.startswith("m"):
+                    (held if who == "silent" else got).append(body)
+
+        # Every message is taken by b or c: handed to a member, or waiting
+        # on b behind the silent member's full window.
+        wait_for("the burst taken from JetStream", lambda: taken() - taken_before >= count, 2 * WAIT)
+        deadline = time.monotonic() + WAIT
+        while not held and time.monotonic() < deadline:
+            collect()
+        assert held, "the silent member on b got some of the burst"
+        sent = metric(a, "tern_cluster_messages_forwarded_total") - sent_before
+        batches = metric(a, "tern_cluster_nats_messages_forwarded_total") - batches_before
+        assert batches < sent, f"{sent} messages went in {batches} NATS messages: no batch"
+    finally:
+        silent.close()  # leaves: its session's waiting messages go back
+    deadline = time.monotonic() + 2 * WAIT
+    while len(got) + len(held) < count and time.monotonic() < deadline:
+        collect()
+    collect(1.0)  # nothing more: no duplicate
+    assert metric(b, "tern_cluster_queue_messages_given_back_total") > given_back
+    everything = got + held
+    assert sorted(everything) == sorted(f"m{i}" for i in range(count)), (
+        f"{len(everything)} received for {count} sent, {len(set(everything))} distinct; "
+        f"{len(held)} by the member that left"
+    )

@@ -198,7 +198,7 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
 
     let bar = crate::progress(args);
     let duration = Duration::from_secs_f64(args.duration);
-    let cpu0 = CpuMark::now(args.broker_pid);
+    let cpu0 = CpuMark::now(&args.broker_pid);
     let go = Instant::now();
 
     let mut sub_tasks = Vec::new();
@@ -233,7 +233,7 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
         bar.set_position(go.elapsed().as_millis() as u64);
     }
     let delivered_in_period = shared.delivered.load(Ordering::Acquire);
-    let cpu1 = CpuMark::now(args.broker_pid);
+    let cpu1 = CpuMark::now(&args.broker_pid);
     let measured = go.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
@@ -330,7 +330,7 @@ pub async fn run(args: &Args, plan: &Plan) -> anyhow::Result<Report> {
         stalls: Some(stalls),
         latency: (!histogram.is_empty()).then(|| Latency::from_histogram(&histogram)),
         gen_cpu_s: gen_cpu,
-        broker_pid: args.broker_pid,
+        broker_pid: args.broker_pid.clone(),
         broker_cpu_s: broker_cpu,
         errors: errors.into_vec(),
         ..Report::default()

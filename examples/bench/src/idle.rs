@@ -60,8 +60,8 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
     let duration = Duration::from_secs_f64(args.duration);
     let prefix = crate::client_prefix(args);
 
-    let rss_before = args.broker_pid.and_then(proc_rss_bytes);
-    let cpu0 = CpuMark::now(args.broker_pid);
+    let rss_before = args.broker_pid.first().copied().and_then(proc_rss_bytes);
+    let cpu0 = CpuMark::now(&args.broker_pid);
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + duration);
     let limit = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
@@ -130,8 +130,8 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
     bar.finish_and_clear();
     let connect_s = last_done.duration_since(start).as_secs_f64();
     tokio::time::sleep(SETTLE).await;
-    let rss_after = args.broker_pid.and_then(proc_rss_bytes);
-    let cpu1 = CpuMark::now(args.broker_pid);
+    let rss_after = args.broker_pid.first().copied().and_then(proc_rss_bytes);
+    let cpu1 = CpuMark::now(&args.broker_pid);
     let measured = start.elapsed().as_secs_f64();
     let connected = streams.len();
     close_all(streams, args).await;
@@ -157,7 +157,7 @@ pub async fn run(args: &Args, addr: SocketAddr) -> anyhow::Result<Report> {
         broker_rss_after: rss_after,
         rss_per_connection,
         gen_cpu_s: gen_cpu,
-        broker_pid: args.broker_pid,
+        broker_pid: args.broker_pid.clone(),
         broker_cpu_s: broker_cpu,
         errors: errors.into_vec(),
         ..Report::default()

@@ -109,9 +109,11 @@ pub struct Args {
     /// Connection handshakes in progress at once (idle scenario).
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
-    /// Broker process id: its CPU seconds during the run and, for idle, RSS per connection.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
+    /// Broker process id: its CPU seconds during the run and, for idle, RSS per
+    /// connection. Several (comma-separated, e.g. the nodes of a cluster and
+    /// their NATS server): their CPU seconds together (RSS: the first's).
+    #[arg(long, value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Runtime worker threads [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,

@@ -92,8 +92,9 @@ pub struct Report {
     /// The generator's CPU seconds during the measured period, and as a share of one core.
     pub gen_cpu_s: f64,
     pub gen_cpu_util: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub broker_pid: Option<u32>,
+    /// The broker's processes (`--broker-pid`), whose CPU `broker_cpu_s` sums.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub broker_pid: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cpu_s: Option<f64>,
     /// Broker CPU seconds per wall second (1.0 = one core busy).

@@ -94,13 +94,13 @@ pub async fn run(args: &Args, mqtt: SocketAddr) -> anyhow::Result<Report> {
             publish(shared, mqtt, login, v5, topic, payload, window).await
         }));
     }
-    let cpu0 = CpuMark::now(args.broker_pid);
+    let cpu0 = CpuMark::now(&args.broker_pid);
     let received0 = shared.total();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     let received1 = shared.total();
     let took = started.elapsed().as_secs_f64();
-    let cpu1 = CpuMark::now(args.broker_pid);
+    let cpu1 = CpuMark::now(&args.broker_pid);
     shared.stop.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
     for task in pubs {
@@ -131,7 +131,7 @@ pub async fn run(args: &Args, mqtt: SocketAddr) -> anyhow::Result<Report> {
         msgs_per_s: Some(deliveries as f64 / took / readers as f64),
         deliveries_per_s: Some(deliveries as f64 / took),
         gen_cpu_s: gen_cpu,
-        broker_pid: args.broker_pid,
+        broker_pid: args.broker_pid.clone(),
         broker_cpu_s: broker_cpu,
         errors,
         ..Report::default()

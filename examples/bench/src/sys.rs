@@ -63,10 +63,20 @@ pub struct CpuMark {
 }
 
 impl CpuMark {
-    pub fn now(broker_pid: Option<u32>) -> CpuMark {
+    /// Own CPU and that of the broker's processes together (None without
+    /// any, or when one cannot be read).
+    pub fn now(broker_pids: &[u32]) -> CpuMark {
+        let broker = if broker_pids.is_empty() {
+            None
+        } else {
+            broker_pids
+                .iter()
+                .map(|pid| proc_cpu_secs(*pid))
+                .sum::<Option<f64>>()
+        };
         CpuMark {
             own: own_cpu_secs(),
-            broker: broker_pid.and_then(proc_cpu_secs),
+            broker,
         }
     }
 
