@@ -73,13 +73,13 @@ pub async fn append(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<R
         ));
     }
     let started = Instant::now();
-    let cpu0 = CpuMark::now(args.broker_pid);
+    let cpu0 = CpuMark::now(&args.broker_pid);
     let mut confirmed = 0u64;
     for task in tasks {
         confirmed += task.await.context("publisher task")??;
     }
     let took = started.elapsed().as_secs_f64().max(1e-9);
-    let (gen_cpu_s, broker_cpu_s) = cpu0.until(&CpuMark::now(args.broker_pid));
+    let (gen_cpu_s, broker_cpu_s) = cpu0.until(&CpuMark::now(&args.broker_pid));
     let mut report = Report {
         duration_s: took,
         publishers: Some(publishers),
@@ -89,7 +89,7 @@ pub async fn append(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<R
         received: Some(0),
         msgs_per_s: Some(confirmed as f64 / took),
         gen_cpu_s,
-        broker_pid: args.broker_pid,
+        broker_pid: args.broker_pid.clone(),
         broker_cpu_s,
         ..Report::default()
     };
