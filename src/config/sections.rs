@@ -146,6 +146,7 @@ impl Limits {
             max_queued: self.max_queued_messages,
             max_queued_bytes: self.max_queued_bytes,
             overflow: self.queue_overflow,
+            max_queued_age_ms: 0,
         }
     }
 

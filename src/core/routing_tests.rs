@@ -18,6 +18,7 @@ fn limits(max_queued: usize, overflow: OverflowPolicy) -> QueueLimits {
         max_queued,
         max_queued_bytes: 0,
         overflow,
+        max_queued_age_ms: 0,
     }
 }
 

@@ -311,6 +311,63 @@ def test_store_and_forward_survives_link_down_and_kill_9(tmp_path):
         remote.stop()
 
 
+def test_max_queued_age_drops_what_is_too_old_and_counts_it_across_a_restart(tmp_path):
+    """`max_queued_age = "5s"`, remote stopped: 100 QoS 1 messages published and
+    acked, kill -9 tern, restart it, wait past the bound, 100 more: when the
+    remote (a real mosquitto) comes back only the newer 100 arrive, in order;
+    the older 100 are dropped, counted, and logged once per batch."""
+    remote = mosquitto(tmp_path)
+    age_secs = 5.0
+    config = bridge_table(
+        "cloud", remote.mqtt_port, ["age/# out 1"], "mqttv5", 'max_queued_age = "5s"'
+    )
+    tern_dir = tmp_path / "tern"
+    tern = start_tern_with(tern_dir, config)
+    count = 100
+    try:
+        wait_log(tern, "bridge cannot connect")
+        publisher = MqttClient(tern, "5.0", client_id=unique("pub")).connect()
+        publish_all(publisher, "age/old", count, 1)
+        old_acked = time.monotonic()
+        publisher.drop()
+        tern.proc.send_signal(signal.SIGKILL)
+        tern.proc.wait(10)
+        tern = start_broker(tern_dir, args=["--config", str(tern_dir / "tern.toml")])
+        wait_log(tern, "bridge cannot connect")
+        # The age under test: the old messages pass the bound while queued.
+        time.sleep(max(0.0, old_acked + age_secs + 0.5 - time.monotonic()))
+        publisher = MqttClient(tern, "5.0", client_id=unique("pub")).connect()
+        publish_all(publisher, "age/new", count, 1)
+        remote.start()
+        receiver = MqttClient(remote, "5.0", client_id=unique("recv")).connect()
+        receiver.subscribe("age/#", qos=1)
+        wait_log(tern, CONNECTED)
+        got = [receiver.expect(30) for _ in range(count)]
+        assert [m.topic for m in got] == ["age/new"] * count, "only the newer messages"
+        assert [int(m.payload) for m in got] == list(range(count)), "in order"
+        receiver.expect_nothing(1.0)
+        wait_log(tern, "bridge dropped queued messages older than max_queued_age")
+        lines = [
+            line
+            for line in tern.stderr_text().splitlines()
+            if "older than max_queued_age" in line
+        ]
+        assert len(lines) < count, "one log line per batch, not per message"
+        host, port = tern.endpoints["http"]
+        text = requests.get(f"http://{host}:{port}/metrics", timeout=5).text
+        dropped = next(
+            x for x in text.splitlines()
+            if x.startswith("tern_bridge_dropped_total") and 'bridge="cloud"' in x
+        )
+        print(f"max_queued_age: {len(got)} newer delivered, {dropped}")
+        assert float(dropped.rsplit(" ", 1)[1]) == count
+        receiver.close()
+        publisher.close()
+    finally:
+        stop_broker(tern)
+        remote.stop()
+
+
 def wait_for(predicate, what: str, timeout: float = 15.0):
     """Polls `predicate` (an HTTP read of state the broker reports) until true."""
     deadline = time.monotonic() + timeout

@@ -52,6 +52,9 @@ pub struct QueueLimits {
     /// Topic and payload bytes a session's queue may hold (0: no byte limit).
     pub max_queued_bytes: usize,
     pub overflow: OverflowPolicy,
+    /// Milliseconds a delivery may wait in the queue (0: no age limit); an
+    /// older one is dropped, and counted, when it would be sent.
+    pub max_queued_age_ms: u64,
 }
 
 impl QueueLimits {
@@ -121,6 +124,8 @@ pub enum PushOutcome {
 pub struct Taken {
     /// Expired deliveries discarded.
     pub expired: usize,
+    /// Deliveries dropped as older than `limits.max_queued_age_ms` (counted in `dropped_count`).
+    pub aged: usize,
     /// The stored packet ids of the batch: a PUBLISH with one may go out once
     /// it is committed, so a resend after a restart uses the same id.
     pub commit: Commit,
@@ -336,6 +341,7 @@ impl Session {
         delivery: Delivery,
         packet_id: Option<u16>,
         released: bool,
+        queued_at_ms: u64,
     ) {
         let mut state = self.state.lock();
         state.next_store_seq = state.next_store_seq.max(delivery.seq + 1);
@@ -357,7 +363,7 @@ impl Session {
                     },
                 );
             }
-            None => state.pending.push_back(delivery),
+            None => state.pending.push_back(delivery, queued_at_ms),
         }
     }
 
