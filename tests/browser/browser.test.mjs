@@ -47,6 +47,7 @@ import {
   mqttClient,
   nextMessage,
   waitForCell,
+  newWatchedPage,
   configArgs,
   ternAndChromium,
 } from "./helpers.mjs";
@@ -194,14 +195,7 @@ describe("the dashboard", () => {
     config: '[[stream]]\nname = "dash-feed"\ntopics = ["dash/feed/#"]\n',
   });
 
-  /** A page that collects console errors, uncaught exceptions and CSP violations. */
-  async function watchedPage() {
-    const page = await setup.context.newPage();
-    const problems = [];
-    page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
-    page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
-    return { page, problems };
-  }
+  const watchedPage = () => newWatchedPage(setup.context);
 
   test("lists a connected MQTT client and its topic, and disconnects it with its button", async () => {
     assert.ok(setup.tern.http, `no http=ADDR in banner: ${setup.tern.banner}`);

@@ -16,7 +16,15 @@ import os from "node:os";
 import path from "node:path";
 import mqtt from "mqtt";
 
-import { WAIT, mqttClient, nextMessage, screenshotDir, ternAndChromium, timeout } from "./helpers.mjs";
+import {
+  WAIT,
+  mqttClient,
+  newWatchedPage,
+  nextMessage,
+  screenshotDir,
+  ternAndChromium,
+  timeout,
+} from "./helpers.mjs";
 
 /** A loopback port nothing listens on now. */
 async function freePort() {
@@ -94,10 +102,7 @@ describe("the dashboard's bridges table", () => {
   }
 
   test("shows the bridge connected with its counts, then disconnected with the last error", async () => {
-    const page = await setup.context.newPage();
-    const problems = [];
-    page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
-    page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+    const { page, problems } = await newWatchedPage(setup.context);
     const watcher = await mqttClient(remote.port, `dash-remote-watcher-${process.pid}`);
     const device = await mqttClient(setup.tern.mqtt, `dash-bridged-device-${process.pid}`);
     try {

@@ -182,3 +182,12 @@ export function ternAndChromium({ site = false, env = {}, config = null } = {}) 
 
   return setup;
 }
+
+/** A new page of `context` that collects console errors, uncaught exceptions and CSP violations. */
+export async function newWatchedPage(context) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  return { page, problems };
+}
