@@ -139,7 +139,9 @@ drain() { # $1 = tern | mosquitto: loads the backlog into that edge, then times 
       -t "bench/backlog/$k" -l -M 1000 &
     loads+=($!)
   done
-  wait "${loads[@]}"
+  for k in "${loads[@]}"; do
+    wait "$k" || echo "$1: a loader failed (exit $?): the backlog is short" >&2
+  done
   loaded=$(date +%s.%N)
   local cpu_before begin end drained cpu_after
   cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
