@@ -368,6 +368,7 @@ fn connect_with_delayed_will(client_id: &str, delay: u32) -> tern_mqtt::Connect 
             session_expiry_interval: Some(3600),
             ..Properties::default()
         },
+        bridge: false,
     }
 }
 

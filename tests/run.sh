@@ -109,7 +109,7 @@ TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
 
 log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
 TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" timeout --signal=TERM --kill-after=30 600 \
-    node --test --test-concurrency=1 tests/browser/browser.test.mjs || failed+=("browser tests")
+    node --test --test-concurrency=1 tests/browser/browser.test.mjs tests/browser/dashboard_bridges.test.mjs || failed+=("browser tests")
 
 log "Debian package (tests/package/test_deb.sh: build, dpkg -i, run as the unit does, purge)"
 if [ "$(id -u)" -eq 0 ]; then

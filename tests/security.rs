@@ -75,6 +75,7 @@ async fn v5_connack(server: &TestServer, user: Option<(&str, &str)>) -> u8 {
         username: user.map(|(u, _)| u.to_string()),
         password: user.map(|(_, p)| Bytes::copy_from_slice(p.as_bytes())),
         properties: Properties::default(),
+        bridge: false,
     };
     let mut stream = raw_connect(server.mqtt).await;
     let mut out = bytes::BytesMut::new();
@@ -221,6 +222,7 @@ async fn denied_publishes_are_refused_in_5_and_dropped_in_3() {
         username: Some("bob".into()),
         password: Some(Bytes::from_static(b"builder")),
         properties: Properties::default(),
+        bridge: false,
     };
     let (mut bob, _) = Conn::open_connect(server.mqtt, connect)
         .await

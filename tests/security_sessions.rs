@@ -140,6 +140,7 @@ fn connect_bytes(version: ProtocolVersion, id: &str, user: &str) -> Vec<u8> {
         username: Some(user.into()),
         password: Some(Bytes::copy_from_slice(password(user).as_bytes())),
         properties,
+        bridge: false,
     };
     let mut out = bytes::BytesMut::new();
     tern_mqtt::encode(&Packet::Connect(connect), version, &mut out).expect("encode");

@@ -5,19 +5,23 @@
 #    Edge = Tern with [[bridge]], against edge = Mosquitto with a `connection`
 #    bridge to the same kind of remote Mosquitto. Edge on core 0, remote and
 #    generator on core 1 (2-core machine). RUNS (default 3), DURATION (default 5 s).
-# 2. Drain: remote down, BACKLOG (default 1,000,000) QoS 1 messages published
-#    to the Tern edge (each acked, so each is in the store), then the remote
-#    started with a counting subscriber: seconds from its start until it has them all.
+# 2. Drain, for each edge (Tern, then Mosquitto with a persistent bridge queue
+#    and no queue limit): remote down, BACKLOG (default 1,000,000) QoS 1
+#    messages published to the edge by LOADERS (default 8) `mosquitto_pub -l`
+#    processes at once (each message acked: in Tern's store), then the remote
+#    started: seconds from its start until its counting subscriber (a persistent
+#    session made beforehand) has them all. RUNS=0 skips the throughput part.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-3}
 duration=${DURATION:-5}
 backlog=${BACKLOG:-1000000}
+loaders=${LOADERS:-8}
 edge_port=${EDGE_PORT:-18831}
 remote_port=${REMOTE_PORT:-18832}
 # NO_BUILD=1: use the release binaries as they are.
 [[ -n ${NO_BUILD:-} ]] || cargo build --release -p tern -p tern-bench >/dev/null
-bin=${CARGO_TARGET_DIR:-target}/release
+bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -37,6 +41,14 @@ cleansession false
 topic bench/# out 1
 max_queued_messages 0
 EOF
+# The drain's Mosquitto edge: the same bridge, reconnecting every second as
+# Tern's does, with as many QoS 1 messages in flight as Tern's bridge (1024),
+# and persistence on (Mosquitto writes its queue at autosave and exit, not per
+# message as Tern's store does before each ack).
+edge_mosquitto_drain_conf="$work/edge-mosquitto-drain.conf"
+cat "$edge_mosquitto_conf" >"$edge_mosquitto_drain_conf"
+printf 'restart_timeout 1\nmax_inflight_messages 1024\npersistence true\npersistence_location %s/\n' \
+  "$work/edge-data" >>"$edge_mosquitto_drain_conf"
 edge_tern_conf="$work/edge-tern.toml"
 cat >"$edge_tern_conf" <<EOF
 [mqtt]
@@ -67,18 +79,18 @@ wait_port() {
   return 1
 }
 
-start_edge() { # $1 = tern | mosquitto; prints the pid
+start_edge() { # $1 = tern | mosquitto, $2 = mosquitto config (default: throughput's); prints the pid
   if [[ $1 == tern ]]; then
     rm -rf "$work/data"
     TERN_STORAGE__DATA_DIR="$work/data" taskset -c 0 "$bin/tern" --config "$edge_tern_conf" \
       >/dev/null 2>"$work/tern.log" &
   else
-    taskset -c 0 mosquitto -c "$edge_mosquitto_conf" >/dev/null 2>&1 &
+    taskset -c 0 mosquitto -c "${2:-$edge_mosquitto_conf}" >/dev/null 2>&1 &
   fi
   echo $!
 }
 
-echo "== throughput: publishers -> edge -> bridge -> remote subscriber (QoS 1) =="
+((runs == 0)) || echo "== throughput: publishers -> edge -> bridge -> remote subscriber (QoS 1) =="
 for ((i = 1; i <= runs; i++)); do
   for edge in tern mosquitto; do
     taskset -c 1 mosquitto -c "$remote_conf" >/dev/null 2>&1 &
@@ -103,27 +115,55 @@ echo "== drain: $backlog QoS 1 messages stored while the remote is down =="
 # The remote keeps a persistent session for the counting subscriber, so what
 # the bridge sends before that subscriber is back is queued for it.
 drain_conf="$work/remote-drain.conf"
-mkdir -p "$work/remote-data"
 cat "$remote_conf" >"$drain_conf"
 printf 'persistence true\npersistence_location %s/\n' "$work/remote-data" >>"$drain_conf"
-taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
-remote=$!
-wait_port "$remote_port"
-mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' -E
-kill "$remote"; wait "$remote" 2>/dev/null || true
-pid=$(start_edge tern)
-wait_port "$edge_port"
-start=$(date +%s.%N)
-seq 1 "$backlog" | mosquitto_pub -p "$edge_port" -q 1 -t bench/backlog -l -M 1000
-stored=$(date +%s.%N)
-python3 -c "print(f'stored {$backlog:,} (published and acked) in {$stored - $start:.1f} s')"
-begin=$(date +%s.%N)
-taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
-remote=$!
-wait_port "$remote_port"
-count=$(taskset -c 1 mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' -C "$backlog" -W 900 | wc -l)
-end=$(date +%s.%N)
-kill "$pid" "$remote"; wait "$pid" "$remote" 2>/dev/null || true
-python3 -c "
-count, took = $count, $end - $begin
-print(f'drained {count:,}/{$backlog:,} in {took:.1f} s: {count / took:,.0f} msg/s')"
+
+drain() { # $1 = tern | mosquitto: loads the backlog into that edge, then times its drain
+  rm -rf "$work/remote-data" "$work/edge-data"
+  mkdir -p "$work/remote-data" "$work/edge-data"
+  taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
+  local remote=$!
+  wait_port "$remote_port"
+  mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' -E
+  kill "$remote"
+  wait "$remote" 2>/dev/null || true
+  local pid
+  pid=$(start_edge "$1" "$edge_mosquitto_drain_conf")
+  wait_port "$edge_port"
+  # Each loader's messages on a topic of its own, in order; together BACKLOG.
+  local start loaded k count loads=()
+  start=$(date +%s.%N)
+  for ((k = 0; k < loaders; k++)); do
+    count=$((backlog / loaders + (k < backlog % loaders ? 1 : 0)))
+    seq 1 "$count" | taskset -c 1 mosquitto_pub -p "$edge_port" -i "load$k" -q 1 \
+      -t "bench/backlog/$k" -l -M 1000 &
+    loads+=($!)
+  done
+  for k in "${loads[@]}"; do
+    wait "$k" || echo "$1: a loader failed (exit $?): the backlog is short" >&2
+  done
+  loaded=$(date +%s.%N)
+  local cpu_before begin end drained cpu_after
+  cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  begin=$(date +%s.%N)
+  taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
+  remote=$!
+  wait_port "$remote_port"
+  drained=$(taskset -c 1 mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' \
+    -C "$backlog" -W 900 | wc -l)
+  end=$(date +%s.%N)
+  cpu_after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  kill "$pid" "$remote"
+  wait "$pid" "$remote" 2>/dev/null || true
+  python3 -c "
+edge, n, got = '$1', $backlog, $drained
+load, took = $loaded - $start, $end - $begin
+cpu = ($cpu_after - $cpu_before) / $(getconf CLK_TCK)
+print(f'{edge:10} loaded {n:,} in {load:.1f} s ({n / load:,.0f} msg/s); '
+      f'drained {got:,}/{n:,} in {took:.1f} s: {got / took:,.0f} msg/s, '
+      f'{got / max(cpu, 0.01):,.0f} msg per edge CPU-second')"
+}
+
+for edge in tern mosquitto; do
+  drain "$edge"
+done

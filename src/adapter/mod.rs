@@ -398,6 +398,7 @@ mod write_tests {
             max_queued: 10,
             max_queued_bytes: 0,
             overflow: OverflowPolicy::DropNew,
+            max_queued_age_ms: 0,
         })
     }
 

@@ -119,13 +119,9 @@ async fn handshake(
         }
     };
     let version = settings.version();
-    let connect = connect_packet(settings);
+    let connect = connect_packet(settings, bridge_flag);
     let mut out = BytesMut::new();
-    if bridge_flag {
-        tern_mqtt::encode_bridge_connect(&connect, &mut out)?;
-    } else {
-        tern_mqtt::encode(&Packet::Connect(connect), version, &mut out)?;
-    }
+    tern_mqtt::encode(&Packet::Connect(connect), version, &mut out)?;
     stream.write_all(&out).await?;
     let mut read_buf = BytesMut::with_capacity(64 * 1024);
     let connack = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -162,7 +158,8 @@ async fn handshake(
 /// QoS 1/2 messages in flight to the remote at most (the remote's receive maximum may lower it).
 const SEND_WINDOW: usize = 1024;
 
-fn connect_packet(settings: &BridgeSettings) -> Connect {
+/// The CONNECT to the remote; `bridge`: with the 3.x bridge flag (`try_private`).
+fn connect_packet(settings: &BridgeSettings, bridge: bool) -> Connect {
     let mut properties = Properties::default();
     if settings.version().is_v5() {
         // A persistent remote session keeps our subscriptions, and what it owes
@@ -182,6 +179,7 @@ fn connect_packet(settings: &BridgeSettings) -> Connect {
             .as_ref()
             .map(|p| Bytes::copy_from_slice(p.as_bytes())),
         properties,
+        bridge,
     }
 }
 

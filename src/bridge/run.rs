@@ -319,6 +319,15 @@ impl Served<'_> {
         let taken = self
             .session
             .take_deliverable(BATCH, self.link.send_window, now, batch);
+        if taken.aged > 0 {
+            // One line per batch taken, not per message.
+            tracing::info!(
+                bridge = %self.bridge.settings.name,
+                dropped = taken.aged,
+                max_queued_age = self.bridge.settings.max_queued_age.as_deref().unwrap_or(""),
+                "bridge dropped queued messages older than max_queued_age"
+            );
+        }
         // A delivery's packet id is stored before its PUBLISH goes out, so a
         // resend after a restart uses the same id (QoS 2 exactly once).
         self.commit.include(taken.commit);

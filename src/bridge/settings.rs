@@ -2,11 +2,13 @@
 //! the topic rules carried each way, and the bounds of what waits for it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::rule::{RuleError, TopicRule};
 use crate::core::session::{OverflowPolicy, QueueLimits};
+use crate::core::stream::settings::parse_duration;
 
 /// MQTT version spoken to the remote broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,12 @@ pub struct BridgeSettings {
     pub max_queued_bytes: usize,
     #[serde(default = "default_overflow")]
     pub queue_overflow: OverflowPolicy,
+    /// Oldest message still sent to the remote, as `"30s"`, `"10m"`, `"12h"`,
+    /// `"7d"`: an older one is dropped (and counted) when it would be sent,
+    /// so a link back after a long outage does not flood the remote with
+    /// stale readings. Unset: no age limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_age: Option<String>,
     /// First wait before reconnecting, seconds; doubled per failure up to `reconnect_max_secs`, with jitter.
     #[serde(default = "default_reconnect_min")]
     pub reconnect_min_secs: u64,
@@ -163,6 +171,7 @@ impl BridgeSettings {
         if self.max_queued_messages == 0 {
             return Err(self.error("max_queued_messages", "must be at least 1"));
         }
+        self.max_queued_age()?;
         if self.reconnect_min_secs == 0 {
             return Err(self.error("reconnect_min_secs", "must be at least 1"));
         }
@@ -187,12 +196,29 @@ impl BridgeSettings {
         format!("$bridge/{}", self.name)
     }
 
+    /// `max_queued_age` parsed (None: no age limit).
+    pub fn max_queued_age(&self) -> Result<Option<Duration>, BridgeSettingsError> {
+        let Some(text) = &self.max_queued_age else {
+            return Ok(None);
+        };
+        match parse_duration(text) {
+            Some(age) if age >= Duration::from_millis(1) => Ok(Some(age)),
+            Some(_) => Err(self.error("max_queued_age", "must be at least 1ms")),
+            None => Err(self.error(
+                "max_queued_age",
+                format!("{text:?} is not a duration like \"30s\", \"10m\", \"12h\" or \"7d\""),
+            )),
+        }
+    }
+
     /// Bounds of what waits for the remote (the bridge's core session queue).
     pub fn queue_limits(&self) -> QueueLimits {
+        let age = self.max_queued_age().ok().flatten().unwrap_or_default();
         QueueLimits {
-            max_queued: self.max_queued_messages,
+            max_queued: u32::try_from(self.max_queued_messages).unwrap_or(u32::MAX),
             max_queued_bytes: self.max_queued_bytes,
             overflow: self.queue_overflow,
+            max_queued_age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -257,6 +283,27 @@ mod tests {
         b.password = None;
         b.name = "a/b".into();
         assert_eq!(b.check().map_err(|e| e.key), Err("name"));
+        b.name = "c".into();
+        for bad in ["soon", "0s", "5 parsecs"] {
+            b.max_queued_age = Some(bad.into());
+            assert_eq!(b.check().map_err(|e| e.key), Err("max_queued_age"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_queued_age_bounds_the_session_queue() {
+        let mut b = parse(
+            r#"name = "c"
+            addresses = ["h:1"]
+            topics = ["a out 1"]
+            max_queued_age = "10m""#,
+        );
+        assert!(b.check().is_ok());
+        assert_eq!(b.queue_limits().max_queued_age_ms, 600_000);
+        b.max_queued_age = Some("1500ms".into());
+        assert_eq!(b.queue_limits().max_queued_age_ms, 1_500);
+        b.max_queued_age = None;
+        assert_eq!(b.queue_limits().max_queued_age_ms, 0);
     }
 
     #[test]

@@ -27,6 +27,7 @@ async fn node(nats: &Nats, name: &str) -> (Arc<Router>, Arc<SharedState>) {
         max_queued: 100,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
     }));
     let state = SharedState::start(&jetstream, name, 1, &router)
         .await

@@ -168,9 +168,10 @@ impl Limits {
     /// The limits every session queue gets.
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
-            max_queued: self.max_queued_messages,
+            max_queued: u32::try_from(self.max_queued_messages).unwrap_or(u32::MAX),
             max_queued_bytes: self.max_queued_bytes,
             overflow: self.queue_overflow,
+            max_queued_age_ms: 0,
         }
     }
 

@@ -1,5 +1,6 @@
 //! A session's deliveries waiting to be sent, with the bytes they hold kept
-//! alongside, so both queue limits (messages and bytes) are checked in O(1).
+//! alongside, so both queue limits (messages and bytes) are checked in O(1),
+//! and the time each was queued (the age bound).
 
 use std::collections::VecDeque;
 
@@ -14,7 +15,8 @@ pub fn delivery_bytes(delivery: &Delivery) -> usize {
 
 #[derive(Debug, Default)]
 pub(crate) struct PendingQueue {
-    items: VecDeque<Delivery>,
+    /// Each delivery with the unix ms it was queued at (0: not recorded).
+    items: VecDeque<(Delivery, u64)>,
     bytes: usize,
 }
 
@@ -33,16 +35,22 @@ impl PendingQueue {
     }
 
     pub fn front(&self) -> Option<&Delivery> {
-        self.items.front()
+        self.items.front().map(|(delivery, _)| delivery)
     }
 
-    pub fn push_back(&mut self, delivery: Delivery) {
+    /// Unix ms the first delivery was queued at (0: not recorded).
+    pub fn front_queued_at(&self) -> Option<u64> {
+        self.items.front().map(|(_, at)| *at)
+    }
+
+    /// Appends `delivery`, queued at `queued_at_ms` (unix ms, 0: not recorded).
+    pub fn push_back(&mut self, delivery: Delivery, queued_at_ms: u64) {
         self.bytes += delivery_bytes(&delivery);
-        self.items.push_back(delivery);
+        self.items.push_back((delivery, queued_at_ms));
     }
 
     pub fn pop_front(&mut self) -> Option<Delivery> {
-        let delivery = self.items.pop_front()?;
+        let (delivery, _) = self.items.pop_front()?;
         self.bytes -= delivery_bytes(&delivery);
         Some(delivery)
     }
@@ -50,7 +58,7 @@ impl PendingQueue {
     /// Moves the first `n` deliveries (or all, if fewer) into `out`.
     pub fn drain_into(&mut self, n: usize, out: &mut Vec<Delivery>) {
         let n = n.min(self.items.len());
-        for delivery in self.items.drain(..n) {
+        for (delivery, _) in self.items.drain(..n) {
             self.bytes -= delivery_bytes(&delivery);
             out.push(delivery);
         }
@@ -58,13 +66,12 @@ impl PendingQueue {
 
     /// Removes and returns the deliveries `select` picks, keeping the order of the rest.
     pub fn take_matching(&mut self, select: impl Fn(&Delivery) -> bool) -> Vec<Delivery> {
-        let (taken, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
-            std::mem::take(&mut self.items)
-                .into_iter()
-                .partition(select);
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|(delivery, _)| select(delivery));
         self.items = kept;
-        self.bytes = self.items.iter().map(delivery_bytes).sum();
-        taken.into()
+        self.bytes = self.items.iter().map(|(d, _)| delivery_bytes(d)).sum();
+        taken.into_iter().map(|(delivery, _)| delivery).collect()
     }
 }
 
@@ -92,12 +99,14 @@ mod tests {
     #[test]
     fn bytes_follow_every_way_in_and_out() {
         let mut queue = PendingQueue::default();
-        queue.push_back(delivery("a", b"1234"));
-        queue.push_back(delivery("bb", b"12"));
-        queue.push_back(delivery("ccc", b""));
+        queue.push_back(delivery("a", b"1234"), 10);
+        queue.push_back(delivery("bb", b"12"), 20);
+        queue.push_back(delivery("ccc", b""), 0);
         assert_eq!((queue.len(), queue.bytes()), (3, 5 + 4 + 3));
+        assert_eq!(queue.front_queued_at(), Some(10));
         assert_eq!(queue.pop_front().map(|d| delivery_bytes(&d)), Some(5));
         assert_eq!(queue.bytes(), 7);
+        assert_eq!(queue.front_queued_at(), Some(20));
         let taken = queue.take_matching(|d| &*d.message.topic == "ccc");
         assert_eq!((taken.len(), queue.len(), queue.bytes()), (1, 1, 4));
         let mut out = Vec::new();

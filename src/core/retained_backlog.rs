@@ -218,6 +218,7 @@ mod tests {
             max_queued: 10,
             max_queued_bytes: 2_000,
             overflow: OverflowPolicy::DropOldest,
+            max_queued_age_ms: 0,
         })
     }
 

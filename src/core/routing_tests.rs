@@ -13,11 +13,12 @@ use crate::core::session::{
 };
 use crate::core::topic::Filter;
 
-fn limits(max_queued: usize, overflow: OverflowPolicy) -> QueueLimits {
+fn limits(max_queued: u32, overflow: OverflowPolicy) -> QueueLimits {
     QueueLimits {
         max_queued,
         max_queued_bytes: 0,
         overflow,
+        max_queued_age_ms: 0,
     }
 }
 

@@ -1,6 +1,6 @@
 //! One session's queue and in-flight window, without a router or a store: what
 //! each overflow policy keeps, the byte limit, the window that keeps order,
-//! expiry when the queue is drained, and the QoS 1/2 bookkeeping.
+//! expiry and the age bound when the queue is drained, and the QoS 1/2 bookkeeping.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +12,12 @@ use tokio::sync::oneshot;
 use crate::core::message::{Delivery, Message, QoS};
 use crate::core::session::{InflightStage, OverflowPolicy, PushOutcome, QueueLimits, Session};
 
-fn limits(max_queued: usize, max_queued_bytes: usize, overflow: OverflowPolicy) -> QueueLimits {
+fn limits(max_queued: u32, max_queued_bytes: usize, overflow: OverflowPolicy) -> QueueLimits {
     QueueLimits {
         max_queued,
         max_queued_bytes,
         overflow,
+        max_queued_age_ms: 0,
     }
 }
 
@@ -542,4 +543,41 @@ fn expired_messages_behind_a_full_window_wait_with_the_rest() {
     );
     assert!(out.is_empty());
     assert_eq!(session.pending_len(), 2);
+}
+
+#[test]
+fn deliveries_older_than_the_age_bound_are_dropped_and_counted_when_taken() {
+    let mut bounded = limits(100, 0, OverflowPolicy::DropOldest);
+    bounded.max_queued_age_ms = 60_000;
+    let session = online(bounded);
+    let now_ms = crate::store::record::unix_ms_now();
+    // As restored after a restart: queued two and one hours ago, then a minute
+    // less a second ago; then one queued now.
+    for (payload, age_ms) in [("old1", 7_200_000), ("old2", 3_600_000), ("fresh1", 59_000)] {
+        session.restore_delivery(
+            delivery(payload, QoS::AtLeastOnce),
+            None,
+            false,
+            now_ms - age_ms,
+        );
+    }
+    assert_eq!(
+        session.push(delivery("fresh2", QoS::AtLeastOnce)),
+        PushOutcome::Queued
+    );
+    let mut out = Vec::new();
+    let taken = session.take_deliverable(10, 10, Instant::now(), &mut out);
+    assert_eq!((taken.aged, taken.expired), (2, 0));
+    assert_eq!(payloads(&out), ["fresh1", "fresh2"]);
+    assert_eq!(session.dropped_count(), 2);
+}
+
+#[test]
+fn without_an_age_bound_old_deliveries_are_sent() {
+    let session = online(limits(100, 0, OverflowPolicy::DropOldest));
+    let long_ago = crate::store::record::unix_ms_now() - 86_400_000;
+    session.restore_delivery(delivery("old", QoS::AtLeastOnce), None, false, long_ago);
+    let mut out = Vec::new();
+    let taken = session.take_deliverable(10, 10, Instant::now(), &mut out);
+    assert_eq!((taken.aged, payloads(&out)), (0, vec!["old".to_string()]));
 }

@@ -83,18 +83,52 @@ pub struct DeliveryRecord {
     pub packet_id: Option<u16>,
     /// True after PUBREC (QoS 2): only PUBREL/PUBCOMP remain.
     pub released: bool,
+    /// Unix ms when it was queued for the session (0: unknown), so a queue's
+    /// age bound (`max_queued_age` of a bridge) holds across a restart.
+    pub queued_at_ms: u64,
 }
 
-/// A delivery as stored by format version 1, with its own copy of the message
-/// (read only to migrate such a store).
+/// A delivery as stored by format version 2: a message id and the fields that
+/// follow it, without the queue time (read only to migrate such a store).
+/// postcard writes a nested struct as its fields in a row, so this reads the
+/// flat record of that version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecordV2 {
+    pub message_id: u64,
+    pub rest: OldDeliveryFields,
+}
+
+/// A delivery as stored by format version 1: its own copy of the message and
+/// the same fields as version 2 after it (read only to migrate such a store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecordV1 {
     pub message: MessageRecord,
+    pub rest: OldDeliveryFields,
+}
+
+/// What formats 1 and 2 stored of a delivery after its message (or message id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldDeliveryFields {
     pub qos: u8,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
     pub packet_id: Option<u16>,
     pub released: bool,
+}
+
+impl OldDeliveryFields {
+    /// The current record of a delivery of `message_id`, queued at `queued_at_ms`.
+    pub fn current(self, message_id: u64, queued_at_ms: u64) -> DeliveryRecord {
+        DeliveryRecord {
+            message_id,
+            qos: self.qos,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids,
+            packet_id: self.packet_id,
+            released: self.released,
+            queued_at_ms,
+        }
+    }
 }
 
 /// A will waiting for its delay: published at `due_at_ms` unless its session resumes.

@@ -6,15 +6,14 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::record::{
-    DeliveryRecord, DeliveryRecordV1, MessageRecord, OwnerRecord, SessionRecord, StreamRecord,
-    WillRecord,
+    DeliveryRecord, MessageRecord, OwnerRecord, SessionRecord, StreamRecord, WillRecord,
 };
 use super::{Backend, Snapshot, StoreError, StoreOp};
 
 /// Bumped whenever the stored layout changes incompatibly. 2: a delivery refers
-/// to its message by id instead of holding a copy (a version 1 file is migrated
-/// at open).
-pub const FORMAT_VERSION: u64 = 2;
+/// to its message by id instead of holding a copy; 3: a delivery holds the time
+/// it was queued. Older files are migrated at open (`redb/migrate.rs`).
+pub const FORMAT_VERSION: u64 = 3;
 /// redb's page cache when the config names none (`[storage] cache_size`).
 pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
@@ -198,13 +197,13 @@ impl RedbBackend {
                         supported: FORMAT_VERSION,
                     })
                 }
-                Some(1) => {
+                Some(found @ (1 | 2)) => {
                     drop(meta);
-                    migrate_v1_deliveries(&txn).map_err(|e| open_err(&e))?;
+                    migrate::deliveries(&txn, found).map_err(|e| open_err(&e))?;
                     meta = txn.open_table(META).map_err(|e| open_err(&e))?;
                     meta.insert("format_version", FORMAT_VERSION)
                         .map_err(|e| open_err(&e))?;
-                    tracing::info!(path = %shown, "store migrated to format 2: each message stored once");
+                    tracing::info!(path = %shown, from = found, to = FORMAT_VERSION, "store format migrated");
                 }
                 Some(_) => {}
                 None => {
@@ -552,40 +551,6 @@ fn unref_message(
     Ok(())
 }
 
-/// Format 1 kept a copy of the message in every delivery: each becomes a
-/// stored message of its own (copies are not merged) and a delivery that refers to it.
-fn migrate_v1_deliveries(txn: &redb::WriteTransaction) -> Result<(), String> {
-    let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
-    let mut messages = txn.open_table(MESSAGES).map_err(|e| e.to_string())?;
-    let mut refs = txn.open_table(MESSAGE_REFS).map_err(|e| e.to_string())?;
-    let mut old = Vec::new();
-    for row in deliveries.iter().map_err(|e| e.to_string())? {
-        let (k, v) = row.map_err(|e| e.to_string())?;
-        let (client, seq) = k.value();
-        let record: DeliveryRecordV1 = decode(v.value()).map_err(|e| e.to_string())?;
-        old.push((client.to_string(), seq, record));
-    }
-    for (id, (client, seq, record)) in (1u64..).zip(old) {
-        let message = encode(&record.message).map_err(|e| e.to_string())?;
-        messages
-            .insert(id, message.as_slice())
-            .map_err(|e| e.to_string())?;
-        refs.insert(id, 1).map_err(|e| e.to_string())?;
-        let delivery = DeliveryRecord {
-            message_id: id,
-            qos: record.qos,
-            retain: record.retain,
-            subscription_ids: record.subscription_ids,
-            packet_id: record.packet_id,
-            released: record.released,
-        };
-        let delivery = encode(&delivery).map_err(|e| e.to_string())?;
-        deliveries
-            .insert((client.as_str(), seq), delivery.as_slice())
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
+mod migrate;
 #[cfg(test)]
 mod tests;

@@ -99,6 +99,8 @@ pub(crate) fn delivery(message_id: u64) -> DeliveryRecord {
         subscription_ids: vec![],
         packet_id: None,
         released: false,
+        // Distinct per message, so a round trip that loses it shows.
+        queued_at_ms: 1_700_000_000_000 + message_id,
     }
 }
 

@@ -386,6 +386,7 @@ mod tests {
             max_queued: 10,
             max_queued_bytes: 0,
             overflow: OverflowPolicy::DropNew,
+            max_queued_age_ms: 0,
         };
         let router = Arc::new(Router::new(limits));
         let ctx = Context::open(router, Arc::new(Settings::ephemeral()), Default::default());

@@ -237,6 +237,7 @@ impl Conn {
                 username: None,
                 password: None,
                 properties,
+                bridge: false,
             },
         )
         .await

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +129,62 @@ def wait_log(broker: Broker, text: str, count: int = 1, timeout: float = 15.0) -
             return
         time.sleep(0.05)
     pytest.fail(f"{text!r} not logged {count} time(s) within {timeout}s")
+
+
+class BridgeFlagRefuser:
+    """A loopback TCP proxy in front of a broker that answers a 3.x CONNECT
+    carrying the bridge flag (protocol level with its high bit, 0x84) with
+    CONNACK 0x01 (unacceptable protocol version), as a broker without
+    Mosquitto's convention does, and passes every other connection through."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.refused = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.host, self.mqtt_port = self.listener.getsockname()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        first = conn.recv(65536)
+        # Fixed header, remaining length (varint), protocol name (2 + n bytes), level.
+        at = 1
+        while at < len(first) and first[at] & 0x80:
+            at += 1
+        name_len = int.from_bytes(first[at + 1 : at + 3], "big") if len(first) > at + 3 else 0
+        level_at = at + 3 + name_len
+        if level_at < len(first) and first[level_at] & 0x80:
+            self.refused += 1
+            conn.sendall(b"\x20\x02\x00\x01")
+            conn.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        upstream.sendall(first)
+        threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+        _pump(conn, upstream)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -17,7 +17,15 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from bridgeutil import bridge_table, free_port, mosquitto, start_tern_with, toml_string, wait_log
+from bridgeutil import (
+    BridgeFlagRefuser,
+    bridge_table,
+    free_port,
+    mosquitto,
+    start_tern_with,
+    toml_string,
+    wait_log,
+)
 from mqttutil import MqttClient, unique
 from ternproc import start_broker, stop_broker, tern_bin
 
@@ -230,14 +238,17 @@ def test_no_loop_between_two_terns_bridged_both_ways_on_everything(tmp_path):
 
 
 def test_v311_bridge_falls_back_when_the_remote_refuses_the_bridge_flag(tmp_path):
-    """Tern as the remote does not take protocol level 0x84 (CONNACK 0x01): the
-    bridge connects again as a plain 3.1.1 client, and messages flow."""
+    """A remote that does not take protocol level 0x84 (CONNACK 0x01; here a
+    proxy in front of a tern that refuses it so): the bridge connects again as
+    a plain 3.1.1 client, and messages flow."""
     cloud = start_broker(tmp_path / "cloud")
+    refuser = BridgeFlagRefuser(cloud.mqtt_port)
     edge = start_tern_with(
-        tmp_path / "edge", bridge_table("cloud", cloud.mqtt_port, ["up/# out 1"], "mqttv311")
+        tmp_path / "edge", bridge_table("cloud", refuser.mqtt_port, ["up/# out 1"], "mqttv311")
     )
     try:
         wait_log(edge, CONNECTED)
+        assert refuser.refused >= 1, "the bridge flag was offered first"
         there = client(cloud, "3.1.1")
         there.subscribe("up/#", qos=1)
         client(edge, "3.1.1").publish("up/x", b"1", qos=1)
@@ -246,6 +257,63 @@ def test_v311_bridge_falls_back_when_the_remote_refuses_the_bridge_flag(tmp_path
     finally:
         stop_broker(edge)
         stop_broker(cloud)
+        refuser.close()
+
+
+def test_tern_is_the_remote_of_a_mosquitto_311_bridge_on_everything_both_ways(tmp_path):
+    """A real mosquitto bridges to tern with `topic # both 1`, MQTT 3.1.1 and
+    `try_private true` (protocol level 0x84): tern takes the bridge flag, so it
+    does not send the bridge back what the bridge published (no loop: each
+    message arrives once on each side) and keeps retain flags as published."""
+    tern = start_broker(tmp_path / "tern")
+    ready = client(tern, "3.1.1")
+    # Retained before the bridge subscribes: its arrival on the mosquitto side
+    # says the bridge's subscription on tern is in place.
+    ready.publish("loop/ready", b"1", qos=1, retain=True)
+    edge = mosquitto(
+        tmp_path,
+        "connection tern\n"
+        f"address 127.0.0.1:{tern.mqtt_port}\n"
+        "bridge_protocol_version mqttv311\n"
+        "try_private true\n"
+        "cleansession true\n"
+        "restart_timeout 1\n"
+        # Mosquitto's bridge notifications are a will on $SYS/..., which
+        # clients may not publish to here (notification_topic can move them).
+        "notifications false\n"
+        "topic # both 1\n",
+    ).start()
+    try:
+        there = client(edge, "3.1.1")
+        there.subscribe("loop/#", qos=1)
+        m = there.expect(15)  # retained or live, as the bridge and this subscriber raced
+        assert (m.topic, m.payload) == ("loop/ready", b"1")
+        assert "bridge=true" in tern.stderr_text()
+        here = client(tern, "3.1.1")
+        here.subscribe("loop/#", qos=1)
+        assert here.expect().topic == "loop/ready"  # retained, on subscribe
+        here.publish("loop/from-tern", b"t", qos=1)
+        there.publish("loop/from-mosquitto", b"m", qos=1)
+        seen_here = sorted(m.topic for m in here.expect_n(2))
+        seen_there = sorted(m.topic for m in there.expect_n(2))
+        assert seen_here == ["loop/from-mosquitto", "loop/from-tern"]
+        assert seen_there == ["loop/from-mosquitto", "loop/from-tern"]
+        # A loop would keep them coming back.
+        here.expect_nothing(1.5)
+        there.expect_nothing(0.5)
+        # Retain as published: a retained message published here reaches
+        # mosquitto with its flag, so a late mosquitto subscriber gets it retained.
+        here.publish("loop/state", b"on", qos=1, retain=True)
+        assert here.expect().payload == b"on"
+        assert there.expect().payload == b"on"
+        late = client(edge, "3.1.1")
+        late.subscribe("loop/state", qos=1)
+        m = late.expect()
+        assert (m.topic, m.payload, m.retain) == ("loop/state", b"on", True)
+        here.expect_nothing(0.5)
+    finally:
+        edge.stop()
+        stop_broker(tern)
 
 
 def publish_all(c: MqttClient, topic: str, count: int, qos: int) -> None:
@@ -306,6 +374,63 @@ def test_store_and_forward_survives_link_down_and_kill_9(tmp_path):
         first_seen = list(dict.fromkeys(q1))
         assert first_seen == sorted(first_seen), "QoS 1 out of order"
         receiver.close()
+    finally:
+        stop_broker(tern)
+        remote.stop()
+
+
+def test_max_queued_age_drops_what_is_too_old_and_counts_it_across_a_restart(tmp_path):
+    """`max_queued_age = "5s"`, remote stopped: 100 QoS 1 messages published and
+    acked, kill -9 tern, restart it, wait past the bound, 100 more: when the
+    remote (a real mosquitto) comes back only the newer 100 arrive, in order;
+    the older 100 are dropped, counted, and logged once per batch."""
+    remote = mosquitto(tmp_path)
+    age_secs = 5.0
+    config = bridge_table(
+        "cloud", remote.mqtt_port, ["age/# out 1"], "mqttv5", 'max_queued_age = "5s"'
+    )
+    tern_dir = tmp_path / "tern"
+    tern = start_tern_with(tern_dir, config)
+    count = 100
+    try:
+        wait_log(tern, "bridge cannot connect")
+        publisher = MqttClient(tern, "5.0", client_id=unique("pub")).connect()
+        publish_all(publisher, "age/old", count, 1)
+        old_acked = time.monotonic()
+        publisher.drop()
+        tern.proc.send_signal(signal.SIGKILL)
+        tern.proc.wait(10)
+        tern = start_broker(tern_dir, args=["--config", str(tern_dir / "tern.toml")])
+        wait_log(tern, "bridge cannot connect")
+        # The age under test: the old messages pass the bound while queued.
+        time.sleep(max(0.0, old_acked + age_secs + 0.5 - time.monotonic()))
+        publisher = MqttClient(tern, "5.0", client_id=unique("pub")).connect()
+        publish_all(publisher, "age/new", count, 1)
+        remote.start()
+        receiver = MqttClient(remote, "5.0", client_id=unique("recv")).connect()
+        receiver.subscribe("age/#", qos=1)
+        wait_log(tern, CONNECTED)
+        got = [receiver.expect(30) for _ in range(count)]
+        assert [m.topic for m in got] == ["age/new"] * count, "only the newer messages"
+        assert [int(m.payload) for m in got] == list(range(count)), "in order"
+        receiver.expect_nothing(1.0)
+        wait_log(tern, "bridge dropped queued messages older than max_queued_age")
+        lines = [
+            line
+            for line in tern.stderr_text().splitlines()
+            if "older than max_queued_age" in line
+        ]
+        assert len(lines) < count, "one log line per batch, not per message"
+        host, port = tern.endpoints["http"]
+        text = requests.get(f"http://{host}:{port}/metrics", timeout=5).text
+        dropped = next(
+            x for x in text.splitlines()
+            if x.startswith("tern_bridge_dropped_total") and 'bridge="cloud"' in x
+        )
+        print(f"max_queued_age: {len(got)} newer delivered, {dropped}")
+        assert float(dropped.rsplit(" ", 1)[1]) == count
+        receiver.close()
+        publisher.close()
     finally:
         stop_broker(tern)
         remote.stop()

@@ -161,6 +161,7 @@ pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 .then_some(login.topic_alias_maximum),
             ..Properties::default()
         },
+        bridge: false,
     });
     let mut out = BytesMut::new();
     tern_mqtt::encode(&connect, version, &mut out)?;

@@ -13,12 +13,18 @@ const WILL: u8 = 0x04;
 const WILL_RETAIN: u8 = 0x20;
 const PASSWORD: u8 = 0x40;
 const USERNAME: u8 = 0x80;
+/// High bit of the protocol level: the client is a bridge (MQTT 3.x only).
+const BRIDGE: u8 = 0x80;
 
 /// Decodes a CONNECT body; the protocol version comes from the packet itself.
 pub(crate) fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let name = r.string()?;
     let level = r.u8()?;
-    let Some(protocol) = ProtocolVersion::from_name_and_level(&name, level) else {
+    // The high bit of a 3.x level marks a bridge (Mosquitto's `try_private`).
+    let bridge = level & BRIDGE != 0 && level & !BRIDGE < 5;
+    let protocol = ProtocolVersion::from_name_and_level(&name, level & !BRIDGE)
+        .filter(|_| bridge || level & BRIDGE == 0);
+    let Some(protocol) = protocol else {
         return Err(DecodeError::UnsupportedProtocolVersion { name, level });
     };
     let v5 = protocol.is_v5();
@@ -87,6 +93,7 @@ pub(crate) fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         username,
         password,
         properties,
+        bridge,
     })
 }
 
@@ -98,8 +105,13 @@ pub(crate) fn encode_connect<S: Sink>(c: &Connect, s: &mut S) -> Result<(), Enco
             "MQTT 3.x CONNECT cannot carry a password without a username",
         ));
     }
+    if c.bridge && v5 {
+        return Err(EncodeError::InvalidPacket(
+            "the bridge flag is for MQTT 3.x (5.0 has no-local)",
+        ));
+    }
     s.put_string(c.protocol.protocol_name(), "protocol name")?;
-    s.put_u8(c.protocol.level());
+    s.put_u8(c.protocol.level() | if c.bridge { BRIDGE } else { 0 });
     let mut flags = 0;
     if c.clean_start {
         flags |= CLEAN_START;
@@ -211,7 +223,30 @@ mod tests {
             username: None,
             password: None,
             properties: Properties::default(),
+            bridge: false,
         }
+    }
+
+    #[test]
+    fn a_3x_level_with_the_high_bit_is_a_bridge_of_that_version() {
+        let c311 = dec(&connect("MQTT", 0x84, 0x02, &s("c")), V5).unwrap();
+        let bridge = |protocol| Connect {
+            bridge: true,
+            ..minimal(protocol)
+        };
+        assert_eq!(c311, Packet::Connect(bridge(V311)));
+        let c31 = dec(&connect("MQIsdp", 0x83, 0x02, &s("c")), V5).unwrap();
+        assert_eq!(c31, Packet::Connect(bridge(V31)));
+        // 5.0 has no-local instead: 0x85 is no version.
+        let r = dec(&connect("MQTT", 0x85, 0x02, &s("c")), V311);
+        assert!(matches!(
+            r,
+            Err(DecodeError::UnsupportedProtocolVersion { level: 0x85, .. })
+        ));
+        // The flag goes out as it came in; a 5.0 CONNECT cannot carry it.
+        assert_eq!(enc(&Packet::Connect(bridge(V311)), V311)[8], 0x84);
+        let mut buf = bytes::BytesMut::new();
+        assert!(crate::encode(&Packet::Connect(bridge(V5)), V5, &mut buf).is_err());
     }
 
     #[test]

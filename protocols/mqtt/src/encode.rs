@@ -8,7 +8,7 @@ use crate::control::{encode_auth, encode_disconnect};
 use crate::error::EncodeError;
 use crate::publish::{encode_ack, encode_publish as encode_publish_body, publish_flags};
 use crate::subscribe::{encode_suback, encode_subscribe, encode_unsuback, encode_unsubscribe};
-use crate::types::{Connect, Packet, ProtocolVersion, PublishRef};
+use crate::types::{Packet, ProtocolVersion, PublishRef};
 use crate::wire::{varint_len, Counter, Sink, VARINT_MAX};
 
 /// Append the encoding of `packet` for `version` to `buf`.
@@ -29,31 +29,6 @@ pub fn encode(
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeError> {
     let (_, remaining) = measure(packet, version)?;
     Ok(1 + varint_len(remaining) + remaining)
-}
-
-/// [`encode`] for the CONNECT of a bridge: the protocol level gets its high
-/// bit (3.1.1 is sent as 0x84), as Mosquitto's `try_private` does, so a broker
-/// that knows the convention treats the client as a bridge (no echo of its own
-/// messages, retain flags kept). Only a 3.x CONNECT may carry it.
-pub fn encode_bridge_connect(connect: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    if connect.protocol.is_v5() {
-        return Err(EncodeError::InvalidPacket(
-            "the bridge flag is for MQTT 3.x (5.0 has no-local)",
-        ));
-    }
-    let start = buf.len();
-    frame(&Packet::Connect(connect.clone()), connect.protocol, buf)?;
-    // Fixed header byte, remaining length (1 to 4 bytes), then the protocol
-    // name (2-byte length + name): the level byte follows.
-    let mut at = start + 1;
-    while buf.get(at).is_some_and(|b| b & 0x80 != 0) {
-        at += 1;
-    }
-    let level_at = at + 1 + 2 + connect.protocol.protocol_name().len();
-    if let Some(level) = buf.get_mut(level_at) {
-        *level |= 0x80;
-    }
-    Ok(())
 }
 
 /// [`encode`] for a borrowed PUBLISH: what a broker sends per delivery, with no

@@ -45,7 +45,7 @@ mod test_util;
 
 pub use codes::{connack_v3, reason};
 pub use decode::decode;
-pub use encode::{encode, encode_bridge_connect, encode_publish, encoded_len, publish_encoded_len};
+pub use encode::{encode, encode_publish, encoded_len, publish_encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use types::{
     Ack, Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish,

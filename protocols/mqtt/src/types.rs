@@ -132,6 +132,10 @@ pub struct Connect {
     /// Binary data; an empty password is `Some(empty)`.
     pub password: Option<Bytes>,
     pub properties: Properties,
+    /// The client is a bridge: a 3.x protocol level with its high bit set
+    /// (0x83, 0x84), as Mosquitto's `try_private` sends it. Such a client is
+    /// not sent back what it published, and gets retain flags as published.
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -215,6 +215,7 @@ fn from_v4(p: v4::Packet) -> Packet {
                 username,
                 password,
                 properties: Properties::default(),
+                bridge: false,
             })
         }
         v4::Packet::ConnAck(a) => Packet::ConnAck(ConnAck {

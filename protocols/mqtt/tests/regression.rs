@@ -48,6 +48,7 @@ fn mosquitto_pub_v311_connect_decodes() {
         username: Some("user".into()),
         password: Some(Bytes::from_static(b"pass")),
         properties: Properties::default(),
+        bridge: false,
     };
     assert_eq!(accepted(&bytes, V311), Packet::Connect(expected));
 }
@@ -92,10 +93,17 @@ fn unsupported_protocol_versions_report_name_and_level() {
             level: 6
         })
     );
-    // Bridge-mode level (0x84) is not a version we speak.
+    // The bridge flag (high bit) belongs to 3.x levels: 0x85 is no version,
+    // while 0x84 is a 3.1.1 bridge.
+    let mut v5_bridge = bytes;
+    v5_bridge[8] = 0x85;
+    refused(&v5_bridge, V311, reason::UNSUPPORTED_PROTOCOL_VERSION);
     let mut bridge = bytes;
     bridge[8] = 0x84;
-    refused(&bridge, V311, reason::UNSUPPORTED_PROTOCOL_VERSION);
+    let Packet::Connect(c) = accepted(&bridge, V311) else {
+        panic!()
+    };
+    assert!(c.bridge && c.protocol == V311);
 }
 
 #[test]
@@ -357,9 +365,10 @@ fn bridge_connect_sets_the_high_bit_of_the_level() {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: true,
     };
     let mut buf = BytesMut::new();
-    tern_mqtt::encode_bridge_connect(&connect, &mut buf).unwrap();
+    tern_mqtt::encode(&Packet::Connect(connect.clone()), V311, &mut buf).unwrap();
     assert_eq!(
         &buf[..],
         &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 0x84, 0x00, 0, 60, 0, 1, b'b']
@@ -368,5 +377,5 @@ fn bridge_connect_sets_the_high_bit_of_the_level() {
         protocol: V5,
         ..connect
     };
-    assert!(tern_mqtt::encode_bridge_connect(&v5, &mut BytesMut::new()).is_err());
+    assert!(tern_mqtt::encode(&Packet::Connect(v5), V5, &mut BytesMut::new()).is_err());
 }

@@ -292,6 +292,7 @@ async fn establish(
         Mqtt::new(version, keep_alive),
     );
     conn.protocol.will = will.map(Box::new);
+    conn.protocol.bridge = connect.bridge;
     conn.username = principal.username.clone();
     // CONNACK goes out once the session record is committed (which covers what
     // the session stored before, such as the packet ids of resent deliveries).
@@ -347,6 +348,7 @@ async fn establish(
         client_id = %client_id,
         peer = %peer.addr,
         version = ?version,
+        bridge = connect.bridge,
         clean_start = connect.clean_start,
         keep_alive,
         session_present = attached.session_present,

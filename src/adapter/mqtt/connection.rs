@@ -83,6 +83,10 @@ pub(super) struct Mqtt {
     /// Largest packet the client accepts (MQTT 5 maximum packet size; never 0).
     /// Non-zero: 4 bytes where an `Option<u32>` takes 8 (see `keep_alive_secs`).
     pub(super) client_max_packet: Option<std::num::NonZeroU32>,
+    /// The client announced a bridge (3.x CONNECT level with its high bit, as
+    /// Mosquitto's `try_private`): its subscriptions are no-local and keep
+    /// retain flags as published, as MQTT 5 lets a client ask.
+    pub(super) bridge: bool,
 }
 
 impl Mqtt {
@@ -98,6 +102,7 @@ impl Mqtt {
             last_topic: None,
             send_window: 1,
             client_max_packet: None,
+            bridge: false,
         }
     }
 

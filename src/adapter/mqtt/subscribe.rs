@@ -103,10 +103,13 @@ pub(super) fn handle_subscribe(
             codes.push(FilterRefusal::OverQuota.suback_code(conn.protocol.version));
             continue;
         }
+        // A 3.x bridge (Mosquitto's `try_private`) is not sent back what it
+        // published, and gets retain flags as published, as Mosquitto does.
+        let bridge = conn.protocol.bridge && filter.share_group().is_none();
         let options = SubscriptionOptions {
             qos: core_qos(requested.options.qos),
-            no_local: requested.options.no_local,
-            retain_as_published: requested.options.retain_as_published,
+            no_local: requested.options.no_local || bridge,
+            retain_as_published: requested.options.retain_as_published || bridge,
             retain_handling: requested.options.retain_handling,
             subscription_id,
             exceptions,

@@ -14,6 +14,7 @@ pub(super) fn session(id: &str, window: Option<usize>) -> Arc<Session> {
             max_queued: 100,
             max_queued_bytes: 0,
             overflow: OverflowPolicy::DropNew,
+            max_queued_age_ms: 0,
         },
     ));
     let (tx, _rx) = tokio::sync::oneshot::channel();

@@ -69,6 +69,7 @@ async fn shared_groups_and_queues_go_through_the_cluster() {
         max_queued: 10,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
     }));
     let recorder = Arc::new(Recorder::default());
     assert!(router.queues().set_cluster(recorder.clone()));

@@ -66,6 +66,7 @@ fn gated_router() -> (Arc<Router>, Arc<GatedBackend>, Arc<Store>) {
         max_queued: 100,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
     };
     let router = Router::from_settings(RouterSettings {
         store: Some(Arc::clone(&store)),

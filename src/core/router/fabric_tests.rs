@@ -35,6 +35,7 @@ fn setup() -> (Arc<Router>, Arc<Recorder>) {
         max_queued: 10,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
     }));
     let recorder = Arc::new(Recorder::default());
     assert!(router.set_fabric(recorder.clone()));

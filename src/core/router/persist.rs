@@ -202,9 +202,14 @@ pub(crate) struct Persist<'a> {
 pub(crate) struct MessageSlot(std::cell::Cell<Option<u64>>);
 
 impl Persist<'_> {
-    /// Stores a new pending delivery (and its message, unless `slot` says this
-    /// publish's message is stored already).
-    pub(crate) fn put_delivery(&self, delivery: &Delivery, slot: &MessageSlot) -> Commit {
+    /// Stores a new pending delivery queued at `queued_at_ms` (and its message,
+    /// unless `slot` says this publish's message is stored already).
+    pub(crate) fn put_delivery(
+        &self,
+        delivery: &Delivery,
+        slot: &MessageSlot,
+        queued_at_ms: u64,
+    ) -> Commit {
         let (message_id, new) = match slot.0.get() {
             Some(id) => (id, false),
             None => {
@@ -220,7 +225,7 @@ impl Persist<'_> {
         let put = StoreOp::PutDelivery {
             client_id: self.client_id.to_string(),
             seq: delivery.seq,
-            record: delivery_record(delivery, message_id),
+            record: delivery_record(delivery, message_id, queued_at_ms),
         };
         Commit::of_ticket(self.store.submit(message.into_iter().chain([put])))
     }
@@ -376,7 +381,11 @@ pub(crate) fn subscription_options(record: &SubscriptionRecord) -> SubscriptionO
 }
 
 /// A new pending delivery of the message stored as `message_id`.
-pub(crate) fn delivery_record(delivery: &Delivery, message_id: u64) -> DeliveryRecord {
+pub(crate) fn delivery_record(
+    delivery: &Delivery,
+    message_id: u64,
+    queued_at_ms: u64,
+) -> DeliveryRecord {
     DeliveryRecord {
         message_id,
         qos: delivery.qos as u8,
@@ -384,6 +393,7 @@ pub(crate) fn delivery_record(delivery: &Delivery, message_id: u64) -> DeliveryR
         subscription_ids: delivery.subscription_ids.clone(),
         packet_id: None,
         released: false,
+        queued_at_ms,
     }
 }
 

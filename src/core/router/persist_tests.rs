@@ -66,6 +66,7 @@ async fn messages_that_expired_while_down_are_removed_from_the_store() {
         max_queued: 10,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropOldest,
+        max_queued_age_ms: 0,
     };
     let router = Arc::new(Router::from_settings(stored(limits, &store)));
     let restored = router
@@ -95,6 +96,7 @@ fn small_limits() -> QueueLimits {
         max_queued: 10,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropOldest,
+        max_queued_age_ms: 0,
     }
 }
 

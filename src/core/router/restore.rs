@@ -115,9 +115,9 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
             lost.push(StoreOp::DeleteDelivery { client_id, seq });
             continue;
         };
-        let (packet_id, released) = (record.packet_id, record.released);
+        let (packet_id, released, at) = (record.packet_id, record.released, record.queued_at_ms);
         let delivery = delivery_from_record(seq, record, Arc::clone(message));
-        session.restore_delivery(delivery, packet_id, released);
+        session.restore_delivery(delivery, packet_id, released, at);
         restored.deliveries += 1;
     }
     router.persistence.remove_stale(lost);

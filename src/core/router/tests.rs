@@ -18,6 +18,7 @@ fn router() -> Arc<Router> {
         max_queued: 10,
         max_queued_bytes: 0,
         overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
     }))
 }
 

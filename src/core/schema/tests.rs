@@ -158,6 +158,7 @@ fn limits() -> QueueLimits {
         max_queued: 100,
         max_queued_bytes: 0,
         overflow: crate::core::session::OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::{InflightEntry, InflightStage, Session, Taken};
 use crate::core::commit::Commit;
 use crate::core::message::Delivery;
+use crate::store::record::unix_ms_now;
 
 impl Session {
     /// Removes and returns the deliveries `select` picks that the client has not
@@ -47,15 +48,28 @@ impl Session {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         let mut expired = self.feed_retained(state, now);
+        let mut aged = 0;
+        // Queued before this (unix ms) is too old to send; 0: no age bound.
+        let too_old_before = match state.limits.max_queued_age_ms {
+            0 => 0,
+            age => unix_ms_now().saturating_sub(age),
+        };
         while out.len() < max {
             let Some(front) = state.pending.front() else {
                 break;
             };
-            if front.message.is_expired(now) {
+            let at = state.pending.front_queued_at().unwrap_or(0);
+            let too_old = at != 0 && at < too_old_before;
+            if too_old || front.message.is_expired(now) {
                 if let (Some(old), Some(persist)) = (state.pending.pop_front(), self.persist()) {
-                    persist.delete_delivery(old.seq);
+                    commit.include(persist.delete_delivery(old.seq));
                 }
-                expired += 1;
+                if too_old {
+                    aged += 1;
+                    state.rare().dropped += 1;
+                } else {
+                    expired += 1;
+                }
                 continue;
             }
             if front.qos == crate::core::message::QoS::AtMostOnce {
@@ -94,6 +108,7 @@ impl Session {
         }
         Taken {
             expired: expired + self.feed_retained(state, now),
+            aged,
             commit,
         }
     }

@@ -48,16 +48,25 @@ pub enum OverflowPolicy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
-    pub max_queued: usize,
+    /// Deliveries a session's queue may hold. 32 bits keep [`QueueLimits`], and
+    /// so a session, in one small allocation.
+    pub max_queued: u32,
     /// Topic and payload bytes a session's queue may hold (0: no byte limit).
     pub max_queued_bytes: usize,
     pub overflow: OverflowPolicy,
+    /// Milliseconds a delivery may wait in the queue (0: no age limit); an
+    /// older one is dropped, and counted, when it would be sent.
+    pub max_queued_age_ms: u64,
 }
 
 impl QueueLimits {
+    pub fn max_queued_len(&self) -> usize {
+        usize::try_from(self.max_queued).unwrap_or(usize::MAX)
+    }
+
     /// Would `queue` be over these limits with one more delivery of `size` bytes?
     fn full_for(&self, queue: &PendingQueue, size: usize) -> bool {
-        queue.len() >= self.max_queued
+        queue.len() >= self.max_queued_len()
             || (self.max_queued_bytes > 0 && queue.bytes() + size > self.max_queued_bytes)
     }
 }
@@ -121,6 +130,8 @@ pub enum PushOutcome {
 pub struct Taken {
     /// Expired deliveries discarded.
     pub expired: usize,
+    /// Deliveries dropped as older than `limits.max_queued_age_ms` (counted in `dropped_count`).
+    pub aged: usize,
     /// The stored packet ids of the batch: a PUBLISH with one may go out once
     /// it is committed, so a resend after a restart uses the same id.
     pub commit: Commit,
@@ -336,6 +347,7 @@ impl Session {
         delivery: Delivery,
         packet_id: Option<u16>,
         released: bool,
+        queued_at_ms: u64,
     ) {
         let mut state = self.state.lock();
         state.next_store_seq = state.next_store_seq.max(delivery.seq + 1);
@@ -357,7 +369,7 @@ impl Session {
                     },
                 );
             }
-            None => state.pending.push_back(delivery),
+            None => state.pending.push_back(delivery, queued_at_ms),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::core::commit::Commit;
 use crate::core::message::{Delivery, QoS};
 use crate::core::pending::delivery_bytes;
 use crate::core::router::persist::MessageSlot;
+use crate::store::record::unix_ms_now;
 
 impl Session {
     /// Appends a delivery, applying the queue bound; wakes the connection if the queue was empty.
@@ -55,15 +56,17 @@ impl Session {
                 }
             }
         }
-        if delivery.qos != QoS::AtMostOnce {
-            if let Some(persist) = self.persist_if(&state) {
-                delivery.seq = state.next_store_seq;
-                state.next_store_seq += 1;
-                commit.include(persist.put_delivery(&delivery, slot));
-            }
+        let persist = (delivery.qos != QoS::AtMostOnce)
+            .then(|| self.persist_if(&state))
+            .flatten();
+        let queued_at = queued_at_ms(&limits, persist.is_some());
+        if let Some(persist) = persist {
+            delivery.seq = state.next_store_seq;
+            state.next_store_seq += 1;
+            commit.include(persist.put_delivery(&delivery, slot, queued_at));
         }
         let was_empty = state.pending.is_empty();
-        state.pending.push_back(delivery);
+        state.pending.push_back(delivery, queued_at);
         drop(state);
         if was_empty {
             self.wake.notify_one();
@@ -115,7 +118,10 @@ impl Session {
     /// Deliveries the queue takes before `limits.max_queued_messages`.
     pub fn room(&self) -> usize {
         let state = self.state.lock();
-        state.limits.max_queued.saturating_sub(state.pending.len())
+        state
+            .limits
+            .max_queued_len()
+            .saturating_sub(state.pending.len())
     }
 
     /// Notified (`notify_waiters`) whenever the connection takes deliveries
@@ -139,5 +145,16 @@ impl Session {
 
     pub fn dropped_count(&self) -> u64 {
         self.state.lock().rare.as_ref().map_or(0, |r| r.dropped)
+    }
+}
+
+/// The queue time recorded with a delivery: the clock is read only when an
+/// age bound needs it or the delivery is stored (so the bound holds after a
+/// restart, or once set by a reload); 0 otherwise.
+pub(super) fn queued_at_ms(limits: &QueueLimits, stored: bool) -> u64 {
+    if stored || limits.max_queued_age_ms > 0 {
+        unix_ms_now()
+    } else {
+        0
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::outbound::queued_at_ms;
 use super::{Session, SessionState};
 use crate::core::message::QoS;
 use crate::core::retained_backlog::RetainedBatch;
@@ -54,14 +55,16 @@ impl Session {
             let Some(mut delivery) = fed.delivery else {
                 break;
             };
-            if delivery.qos != QoS::AtMostOnce {
-                if let Some(persist) = self.persist_if(state) {
-                    delivery.seq = state.next_store_seq;
-                    state.next_store_seq += 1;
-                    persist.put_delivery(&delivery, &MessageSlot::default());
-                }
+            let persist = (delivery.qos != QoS::AtMostOnce)
+                .then(|| self.persist_if(state))
+                .flatten();
+            let queued_at = queued_at_ms(&limits, persist.is_some());
+            if let Some(persist) = persist {
+                delivery.seq = state.next_store_seq;
+                state.next_store_seq += 1;
+                persist.put_delivery(&delivery, &MessageSlot::default(), queued_at);
             }
-            state.pending.push_back(delivery);
+            state.pending.push_back(delivery, queued_at);
         }
         expired
     }

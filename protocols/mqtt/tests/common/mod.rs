@@ -241,6 +241,7 @@ pub fn connect(v: ProtocolVersion) -> impl Strategy<Value = Connect> {
                     username,
                     password,
                     properties,
+                    bridge: false,
                 }
             },
         )

@@ -380,6 +380,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                 username,
                 password,
                 properties,
+                bridge: false,
             })
         }
         v5::Packet::ConnAck(a) => Packet::ConnAck(ConnAck {
