@@ -17,8 +17,8 @@ runs=${RUNS:-3}
 duration=${DURATION:-5}
 backlog=${BACKLOG:-1000000}
 loaders=${LOADERS:-8}
-edge_port=${EDGE_PORT:-18831}
-remote_port=${REMOTE_PORT:-18832}
+edge_port=${EDGE_PORT:-18841}
+remote_port=${REMOTE_PORT:-18842}
 # NO_BUILD=1: use the release binaries as they are.
 [[ -n ${NO_BUILD:-} ]] || cargo build --release -p tern -p tern-bench >/dev/null
 bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
