@@ -17,6 +17,7 @@ runs=${RUNS:-3}
 duration=${DURATION:-5}
 backlog=${BACKLOG:-1000000}
 loaders=${LOADERS:-8}
+chunk=60000
 edge_port=${EDGE_PORT:-18841}
 remote_port=${REMOTE_PORT:-18842}
 # NO_BUILD=1: use the release binaries as they are.
@@ -26,10 +27,14 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 remote_conf="$work/remote.conf"
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n' \
-  "$remote_port" >"$remote_conf"
+# `user`: started as root, Mosquitto would switch to the user `mosquitto`,
+# which cannot write the persistence files under the root-owned 0700 $work: the
+# remote would lose the counting subscriber's session at each restart.
+printf 'user %s\nlistener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n' \
+  "$(id -un)" "$remote_port" >"$remote_conf"
 edge_mosquitto_conf="$work/edge-mosquitto.conf"
 cat >"$edge_mosquitto_conf" <<EOF
+user $(id -un)
 listener $edge_port 127.0.0.1
 allow_anonymous true
 max_queued_messages 0
@@ -118,6 +123,15 @@ drain_conf="$work/remote-drain.conf"
 cat "$remote_conf" >"$drain_conf"
 printf 'persistence true\npersistence_location %s/\n' "$work/remote-data" >>"$drain_conf"
 
+load() { # $1 = loader, $2 = count: publishes 1..count to bench/backlog/$1, in order
+  local from to
+  for ((from = 1; from <= $2; from += chunk)); do
+    to=$((from + chunk - 1 < $2 ? from + chunk - 1 : $2))
+    seq "$from" "$to" | taskset -c 1 mosquitto_pub -p "$edge_port" -i "load$1" -q 1 \
+      -t "bench/backlog/$1" -l -M 1000 || return
+  done
+}
+
 drain() { # $1 = tern | mosquitto: loads the backlog into that edge, then times its drain
   rm -rf "$work/remote-data" "$work/edge-data"
   mkdir -p "$work/remote-data" "$work/edge-data"
@@ -131,12 +145,15 @@ drain() { # $1 = tern | mosquitto: loads the backlog into that edge, then times 
   pid=$(start_edge "$1" "$edge_mosquitto_drain_conf")
   wait_port "$edge_port"
   # Each loader's messages on a topic of its own, in order; together BACKLOG.
+  # A loader runs one `mosquitto_pub -l` after another, each with at most
+  # CHUNK (60,000) lines: with more than 65,535 lines its packet ids wrap and
+  # it disconnects, exit status 0, at the first PUBACK carrying the last line's
+  # id (mosquitto 2.0.11), so a 125,000-line loader stopped after about 60,000.
   local start loaded k count loads=()
   start=$(date +%s.%N)
   for ((k = 0; k < loaders; k++)); do
     count=$((backlog / loaders + (k < backlog % loaders ? 1 : 0)))
-    seq 1 "$count" | taskset -c 1 mosquitto_pub -p "$edge_port" -i "load$k" -q 1 \
-      -t "bench/backlog/$k" -l -M 1000 &
+    load "$k" "$count" &
     loads+=($!)
   done
   for k in "${loads[@]}"; do
