@@ -7,10 +7,11 @@
 #    generator on core 1 (2-core machine). RUNS (default 3), DURATION (default 5 s).
 # 2. Drain, for each edge (Tern, then Mosquitto with a persistent bridge queue
 #    and no queue limit): remote down, BACKLOG (default 1,000,000) QoS 1
-#    messages published to the edge by LOADERS (default 8) `mosquitto_pub -l`
-#    processes at once (each message acked: in Tern's store), then the remote
-#    started: seconds from its start until its counting subscriber (a persistent
-#    session made beforehand) has them all. RUNS=0 skips the throughput part.
+#    messages published to the edge by LOADERS (default 8) loaders at once,
+#    each running `mosquitto_pub -l` processes one after another (each message
+#    acked: in Tern's store), then the remote started: seconds from its start
+#    until its counting subscriber (a persistent session made beforehand) has
+#    them all, with lost and repeated messages. RUNS=0 skips the throughput part.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-3}
@@ -166,19 +167,24 @@ drain() { # $1 = tern | mosquitto: loads the backlog into that edge, then times 
   taskset -c 1 mosquitto -c "$drain_conf" >/dev/null 2>&1 &
   remote=$!
   wait_port "$remote_port"
-  drained=$(taskset -c 1 mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' \
-    -C "$backlog" -W 900 | wc -l)
+  taskset -c 1 mosquitto_sub -p "$remote_port" -c -i drain -q 1 -t 'bench/#' -v \
+    -C "$backlog" -W 900 >"$work/got" || true
   end=$(date +%s.%N)
   cpu_after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  # Received lines (QoS 1 may repeat one) and distinct topic + number pairs.
+  local distinct
+  drained=$(wc -l <"$work/got")
+  distinct=$(sort -u "$work/got" | wc -l)
   kill "$pid" "$remote"
   wait "$pid" "$remote" 2>/dev/null || true
   python3 -c "
-edge, n, got = '$1', $backlog, $drained
+edge, n, got, distinct = '$1', $backlog, $drained, $distinct
 load, took = $loaded - $start, $end - $begin
 cpu = ($cpu_after - $cpu_before) / $(getconf CLK_TCK)
 print(f'{edge:10} loaded {n:,} in {load:.1f} s ({n / load:,.0f} msg/s); '
       f'drained {got:,}/{n:,} in {took:.1f} s: {got / took:,.0f} msg/s, '
-      f'{got / max(cpu, 0.01):,.0f} msg per edge CPU-second')"
+      f'{got / max(cpu, 0.01):,.0f} msg per edge CPU-second; '
+      f'lost {n - distinct:,}, repeated {got - distinct:,}')"
 }
 
 for edge in tern mosquitto; do
