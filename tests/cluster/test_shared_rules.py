@@ -38,11 +38,7 @@ def collect_until(members: Members, marker: str, timeout: float = WAIT) -> list:
 def test_a_retained_publish_reaches_a_group_on_other_nodes_exactly_once(nats, nodes, mqtt):
     a, b, c = (nodes.start(f"tern-{n}", [nats.url]) for n in "abc")
     prefix = unique("t")
-    members = Members()
-    for name, node in (("mqtt-b", b), ("mqtt-c", c)):
-        client = mqtt(node)
-        assert client.subscribe(f"$share/g/{prefix}/#", qos=1) == [1]
-        members.mqtt[name] = client
+    members = Members.mqtt_on(mqtt, (("mqtt-b", b), ("mqtt-c", c)), f"$share/g/{prefix}/#")
     plain = mqtt(b)
     assert plain.subscribe(f"{prefix}/#", qos=1) == [1]
     pub = mqtt(a)
