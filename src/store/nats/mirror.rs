@@ -13,7 +13,11 @@ use super::kv_value;
 use crate::store::StoreOp;
 
 /// The last write of a batch per key: a value, or None to delete the key.
-pub(super) type Writes = HashMap<String, Option<Bytes>>;
+/// In the order the batch made them (a key written twice keeps its first
+/// place): they are published in that order, so when this node dies in the
+/// middle of a batch what JetStream kept is a prefix of it, never a later
+/// delivery without an earlier one.
+pub(super) type Writes = indexmap::IndexMap<String, Option<Bytes>>;
 
 /// A stored message as this node refers to it.
 #[derive(Debug, Clone)]
