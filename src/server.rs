@@ -110,7 +110,8 @@ impl Server {
         } else {
             None
         };
-        let store = open_store(&settings, cluster.as_ref()).await?;
+        let mut claims = crate::cluster::StartClaims::default();
+        let store = open_store(&settings, cluster.as_ref(), &mut claims).await?;
         let router = Router::from_settings(RouterSettings {
             queue_limits: settings.limits.queue_limits(),
             queue_max_messages: settings.limits.queue_max_messages,
@@ -183,13 +184,23 @@ impl Server {
         }
         if let Some(cluster) = &cluster {
             // After the restore: the bucket's retained messages override stored ones.
-            SharedState::start(
+            let state = SharedState::start(
                 cluster.jetstream(),
                 cluster.node(),
                 cluster.replicas(),
                 &router,
+                std::mem::take(&mut claims),
             )
             .await?;
+            if let Some(status) = &cluster_status {
+                state.watch_nodes(
+                    cluster,
+                    Arc::clone(status),
+                    &router,
+                    shutdown.clone(),
+                    &tracker,
+                );
+            }
         }
         let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
         let acl = Arc::new(ArcSwap::from_pointee(
@@ -416,9 +427,11 @@ impl Server {
 }
 
 /// Opens the store named by the settings, or none when storage is disabled.
+/// With the nats backend, the client ids claimed before the load go to `claims`.
 async fn open_store(
     settings: &Settings,
     cluster: Option<&Cluster>,
+    claims: &mut crate::cluster::StartClaims,
 ) -> Result<Option<Arc<Store>>, ServerError> {
     if !settings.storage.enabled {
         return Ok(None);
@@ -431,7 +444,7 @@ async fn open_store(
                 reason: "storage.backend = \"nats\" needs [cluster] enabled".into(),
             }));
         };
-        let foreign = crate::cluster::state::clients_held_elsewhere(
+        *claims = crate::cluster::state::claim_at_start(
             cluster.jetstream(),
             cluster.node(),
             cluster.replicas(),
@@ -441,7 +454,7 @@ async fn open_store(
             cluster.jetstream().clone(),
             cluster.node(),
             cluster.replicas(),
-            foreign,
+            claims.foreign.clone(),
         )
         .await?;
         return Ok(Some(Store::start(

@@ -30,6 +30,16 @@ pub fn register(registry: &mut Registry, status: &ClusterStatus) {
         gauge(nodes),
     );
     registry.register(
+        "cluster_nodes_dead",
+        "Nodes taken for dead (liveness key not refreshed within cluster.dead_after_ms) and not back",
+        gauge(status.dead_nodes().len() as u64),
+    );
+    registry.register(
+        "cluster_node_deaths",
+        "Times a node was taken for dead since this node started",
+        counter(status.deaths()),
+    );
+    registry.register(
         "cluster_nats_connected",
         "1 while the NATS connection is up, 0 while it is down (reconnecting)",
         gauge(u64::from(status.connection.is_connected())),
@@ -141,5 +151,6 @@ pub fn nodes_json(status: &ClusterStatus) -> Value {
         "node": &*status.node,
         "nats_connected": status.connection.is_connected(),
         "nodes": status.nodes(),
+        "dead": status.dead_nodes(),
     })
 }

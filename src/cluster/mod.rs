@@ -11,6 +11,9 @@
 //! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `settings.rs`: `[cluster]`.
 //! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
+//! - `liveness.rs`: dead nodes noticed (a liveness key per node, KV max age).
+//! - `takeover.rs`: a dead node's client ids, sessions and wills taken over
+//!   by one survivor each; at start, client ids claimed before loading.
 //! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
 //! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 //! - `window.rs`: flow control between nodes (syncs confirmed by the receivers).
@@ -28,6 +31,7 @@
 
 pub mod fabric;
 mod inbound;
+pub mod liveness;
 mod ownership;
 mod queue_pull;
 pub mod queues;
@@ -42,6 +46,7 @@ pub mod status;
 pub mod subject;
 #[cfg(test)]
 mod subject_tests;
+mod takeover;
 pub mod window;
 pub mod wire;
 
@@ -52,6 +57,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 
 pub use settings::ClusterSettings;
+pub use takeover::StartClaims;
 
 /// Why this node could not join the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,7 @@ pub struct Cluster {
     node: Arc<str>,
     replicas: usize,
     window: usize,
+    timing: liveness::Timing,
     state: Arc<ConnectionState>,
 }
 
@@ -208,6 +215,10 @@ impl Cluster {
             node: Arc::from(settings.node.as_str()),
             replicas: settings.replicas,
             window: settings.window,
+            timing: liveness::Timing {
+                interval: Duration::from_millis(settings.liveness_interval_ms),
+                dead_after: Duration::from_millis(settings.dead_after_ms),
+            },
             state,
         })
     }
@@ -235,6 +246,11 @@ impl Cluster {
     /// Messages this node may have sent unconfirmed (`cluster.window`).
     pub fn window(&self) -> usize {
         self.window
+    }
+
+    /// How often this node beats and when another is dead (`[cluster]`).
+    pub fn timing(&self) -> liveness::Timing {
+        self.timing
     }
 
     /// The connection's state as its events last told it.

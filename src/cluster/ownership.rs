@@ -95,9 +95,9 @@ impl OwnerValue {
 
 /// This node's claim of one client id.
 #[derive(Debug, Clone, Copy)]
-struct Held {
-    epoch: u64,
-    revision: u64,
+pub(super) struct Held {
+    pub(super) epoch: u64,
+    pub(super) revision: u64,
 }
 
 /// What this node still has to write for a client id it holds.
@@ -138,28 +138,13 @@ pub(crate) async fn owner_of(
         .map(|owner| owner.node))
 }
 
-/// The client ids that nodes other than `node` hold, as the bucket says now
-/// (read at start: their stored sessions are theirs to load).
-pub(crate) async fn held_elsewhere(
-    jetstream: &async_nats::jetstream::Context,
-    node: &str,
-) -> Result<std::collections::HashSet<String>, String> {
-    let entries = crate::store::nats::load::read_bucket(jetstream, BUCKET).await?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(key, value)| {
-            let owner = OwnerValue::decode(&value)?;
-            (owner.node != node).then(|| kv_key::decode(&key)).flatten()
-        })
-        .collect())
-}
-
 impl Ownership {
-    pub(crate) fn new(kv: kv::Store, node: &str) -> Ownership {
+    /// Ownership for node `node`, holding the client ids it claimed at start.
+    pub(crate) fn new(kv: kv::Store, node: &str, held: HashMap<String, Held>) -> Ownership {
         Ownership {
             kv,
             node: node.to_string(),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(held),
             stripes: (0..STRIPES)
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
@@ -239,6 +224,50 @@ impl Ownership {
         Err(ClaimFailed(format!(
             "{CLAIM_ATTEMPTS} compare-and-set attempts lost to other writers"
         )))
+    }
+
+    /// Takes `client_id` over from node `dead` (taken for dead), keeping its
+    /// subscriptions; false when the id is no longer `dead`'s (another node
+    /// took it first, or its client came back): of all survivors trying,
+    /// the compare-and-set lets exactly one win.
+    pub(crate) async fn adopt(&self, client_id: &str, dead: &str) -> Result<bool, String> {
+        let _stripe = self.stripe(client_id).lock_owned().await;
+        let key = kv_key::encode(client_id);
+        let entry = self
+            .kv
+            .entry(key.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some((entry, previous)) = entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| OwnerValue::decode(&e.value).map(|v| (e, v)))
+        else {
+            return Ok(false);
+        };
+        if previous.node != dead {
+            return Ok(false);
+        }
+        let value = OwnerValue {
+            node: self.node.clone(),
+            epoch: rand::random(),
+            clean_start: false,
+            subscriptions: previous.subscriptions,
+        };
+        let Ok(revision) = self
+            .kv
+            .update(key.as_str(), value.encode(), entry.revision)
+            .await
+        else {
+            return Ok(false); // another survivor, or the client, came first
+        };
+        self.held.lock().insert(
+            client_id.to_string(),
+            Held {
+                epoch: value.epoch,
+                revision,
+            },
+        );
+        Ok(true)
     }
 
     /// Records the subscriptions of a session this node holds, to be written.

@@ -34,6 +34,12 @@ pub struct ClusterSettings {
     /// before JetStream hands it to a consumer on another node (a node that
     /// died holding it).
     pub ack_wait_secs: u64,
+    /// Milliseconds between two refreshes of this node's liveness key
+    /// (KV bucket `tern_nodes`).
+    pub liveness_interval_ms: u64,
+    /// Milliseconds after which a node whose liveness key was not refreshed
+    /// is dead: the others publish its clients' wills and take its sessions.
+    pub dead_after_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -49,7 +55,9 @@ impl Default for ClusterSettings {
             ca_file: None,
             replicas: 1,
             window: DEFAULT_WINDOW,
-            ack_wait_secs: 30,
+            ack_wait_secs: 10,
+            liveness_interval_ms: DEFAULT_LIVENESS_INTERVAL_MS,
+            dead_after_ms: DEFAULT_DEAD_AFTER_MS,
         }
     }
 }
@@ -68,6 +76,11 @@ pub const DEFAULT_WINDOW: usize = 8_192;
 /// subscription buffers this many windows, and at least 65,536 messages
 /// (see `Cluster::connect`).
 pub const WINDOWS_BUFFERED: usize = 16;
+
+/// `cluster.liveness_interval_ms` unless set.
+pub const DEFAULT_LIVENESS_INTERVAL_MS: u64 = 1_000;
+/// `cluster.dead_after_ms` unless set.
+pub const DEFAULT_DEAD_AFTER_MS: u64 = 5_000;
 
 /// Longest node name: it is part of NATS subjects and headers.
 pub const MAX_NODE_NAME_LEN: usize = 64;
@@ -140,6 +153,21 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.ack_wait_secs",
                 "must be between 1 and 3600".into(),
+            ));
+        }
+        if !(100..=60_000).contains(&self.liveness_interval_ms) {
+            return Err(invalid(
+                "cluster.liveness_interval_ms",
+                "must be between 100 and 60000".into(),
+            ));
+        }
+        // Two refreshes may be missed (a slow NATS round trip) before a live
+        // node is taken for dead.
+        let least = self.liveness_interval_ms.saturating_mul(3);
+        if !(least..=3_600_000).contains(&self.dead_after_ms) {
+            return Err(invalid(
+                "cluster.dead_after_ms",
+                format!("must be between 3 x cluster.liveness_interval_ms ({least}) and 3600000"),
             ));
         }
         Ok(())
@@ -246,6 +274,25 @@ mod tests {
                 ..enabled()
             };
             assert_eq!(key_of(&settings), key, "{secs}");
+        }
+    }
+
+    #[test]
+    fn a_node_is_dead_after_at_least_three_missed_refreshes() {
+        for (interval, dead_after, key) in [
+            (99, 5_000, "cluster.liveness_interval_ms"),
+            (60_001, 3_600_000, "cluster.liveness_interval_ms"),
+            (1_000, 2_999, "cluster.dead_after_ms"),
+            (1_000, 3_000, "valid"),
+            (100, 3_600_000, "valid"),
+            (100, 3_600_001, "cluster.dead_after_ms"),
+        ] {
+            let settings = ClusterSettings {
+                liveness_interval_ms: interval,
+                dead_after_ms: dead_after,
+                ..enabled()
+            };
+            assert_eq!(key_of(&settings), key, "{interval} {dead_after}");
         }
     }
 

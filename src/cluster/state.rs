@@ -7,8 +7,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::liveness::{self, OnDead};
 use super::ownership::{self, Ownership};
 use super::retained::{self, RetainedSync};
+use super::status::ClusterStatus;
+use super::takeover::{self, StartClaims};
+use super::Cluster;
 use crate::core::cluster_state::{ClaimFailed, Claimed, ClusterFuture, ClusterState};
 use crate::core::message::Message;
 use crate::core::router::Router;
@@ -40,16 +47,26 @@ pub struct SharedState {
 impl SharedState {
     /// Opens (or makes) the buckets with `replicas` copies, hands the router
     /// this state and starts the tasks that write and watch the buckets.
+    ///
+    /// `claims` are the client ids this node claimed at start (before its
+    /// store was loaded); those it loaded no session for are freed again.
     pub async fn start(
         jetstream: &jetstream::Context,
         node: &str,
         replicas: usize,
         router: &Arc<Router>,
+        claims: StartClaims,
     ) -> Result<Arc<SharedState>, SharedStateError> {
         let owners = open_bucket(jetstream, ownership::BUCKET, replicas).await?;
         let retained = open_bucket(jetstream, retained::BUCKET, replicas).await?;
+        let unused: Vec<String> = claims
+            .held
+            .keys()
+            .filter(|client| router.session(client).is_none())
+            .cloned()
+            .collect();
         let state = Arc::new(SharedState {
-            ownership: Arc::new(Ownership::new(owners, node)),
+            ownership: Arc::new(Ownership::new(owners, node, claims.held)),
             retained: Arc::new(RetainedSync::new(retained, node)),
         });
         if !router.set_cluster_state(Arc::clone(&state) as Arc<dyn ClusterState>) {
@@ -60,7 +77,45 @@ impl SharedState {
         tokio::spawn(Arc::clone(&state.ownership).run_watch(weak.clone()));
         tokio::spawn(Arc::clone(&state.retained).run_writer());
         tokio::spawn(Arc::clone(&state.retained).run_watch(weak));
+        for client in unused {
+            state.ownership.session_ended(&client);
+        }
         Ok(state)
+    }
+
+    /// Beats for this node and notices dead nodes (`liveness.rs`); the
+    /// sessions and wills of a dead node are taken over (`takeover.rs`).
+    pub fn watch_nodes(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        status: Arc<ClusterStatus>,
+        router: &Arc<Router>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let jetstream = cluster.jetstream().clone();
+        let owners = {
+            let jetstream = jetstream.clone();
+            async move { takeover::owner_nodes(&jetstream).await }
+        };
+        let ownership = Arc::clone(&self.ownership);
+        let router = Arc::downgrade(router);
+        let on_dead: OnDead = Arc::new(move |dead| {
+            Box::pin(takeover::take_over_node(
+                jetstream.clone(),
+                Arc::clone(&ownership),
+                router.clone(),
+                dead,
+            ))
+        });
+        tracker.spawn(liveness::run(
+            cluster.clone(),
+            status,
+            cluster.timing(),
+            owners,
+            on_dead,
+            shutdown,
+        ));
     }
 
     /// Whether this node holds `client_id` in the cluster.
@@ -69,15 +124,15 @@ impl SharedState {
     }
 }
 
-/// The client ids other nodes than `node` hold now: the sessions of these
-/// are theirs, not this node's to load from a shared store.
-pub async fn clients_held_elsewhere(
+/// Claims, before the store is loaded, the client ids this node held
+/// before and the stored sessions no node holds (`takeover.rs`): the
+/// sessions of every other id are other nodes' to load.
+pub async fn claim_at_start(
     jetstream: &jetstream::Context,
     node: &str,
     replicas: usize,
-) -> Result<std::collections::HashSet<String>, SharedStateError> {
-    open_bucket(jetstream, ownership::BUCKET, replicas).await?;
-    ownership::held_elsewhere(jetstream, node)
+) -> Result<StartClaims, SharedStateError> {
+    takeover::claim_at_start(jetstream, node, replicas)
         .await
         .map_err(|reason| SharedStateError::Bucket {
             bucket: ownership::BUCKET,

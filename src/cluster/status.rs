@@ -35,6 +35,10 @@ pub struct ClusterStatus {
     peers: Mutex<HashMap<String, Instant>>,
     /// Last NATS round trip, microseconds (0: not measured yet).
     rtt_micros: AtomicU64,
+    /// Nodes alive and dead as their liveness keys told (`liveness.rs`).
+    pub(super) liveness: Mutex<super::liveness::Tracker>,
+    /// Nodes taken for dead since start.
+    deaths: AtomicU64,
     /// For reading the shared state on an operator's request.
     jetstream: async_nats::jetstream::Context,
 }
@@ -58,13 +62,20 @@ impl ClusterStatus {
             queues: Arc::default(),
             peers: Mutex::new(HashMap::new()),
             rtt_micros: AtomicU64::new(0),
+            liveness: Mutex::new(super::liveness::Tracker::new(
+                cluster.node(),
+                cluster.timing().dead_after,
+            )),
+            deaths: AtomicU64::new(0),
             jetstream: cluster.jetstream().clone(),
         }
     }
 
-    /// This node and every other node heard of within [`NODE_TIMEOUT`], by name.
+    /// This node and every other node heard of within [`NODE_TIMEOUT`] and
+    /// not taken for dead, by name.
     pub fn nodes(&self) -> Vec<NodeInfo> {
         let now = Instant::now();
+        let dead = self.dead_nodes();
         let mut nodes = vec![NodeInfo {
             node: self.node.to_string(),
             this_node: true,
@@ -72,7 +83,7 @@ impl ClusterStatus {
         }];
         for (node, seen) in self.peers.lock().iter() {
             let ago = now.saturating_duration_since(*seen);
-            if ago <= NODE_TIMEOUT {
+            if ago <= NODE_TIMEOUT && !dead.contains(node) {
                 nodes.push(NodeInfo {
                     node: node.clone(),
                     this_node: false,
@@ -82,6 +93,25 @@ impl ClusterStatus {
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         nodes
+    }
+
+    /// The nodes taken for dead (their liveness key not refreshed), by name.
+    pub fn dead_nodes(&self) -> Vec<String> {
+        self.liveness.lock().dead()
+    }
+
+    /// Nodes taken for dead since this node started.
+    pub fn deaths(&self) -> u64 {
+        self.deaths.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn note_death(&self) {
+        self.deaths.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `node` is this node or its liveness key is refreshed.
+    pub fn node_alive(&self, node: &str) -> bool {
+        self.liveness.lock().alive(node)
     }
 
     /// The other nodes heard of within [`NODE_TIMEOUT`], by name.

@@ -235,6 +235,14 @@ pub trait Backend: Send + Sync + 'static {
     fn release_client(&self, _client_id: &str) -> bool {
         false
     }
+    /// This node serves `client_id` (again): its records are written from
+    /// now on. After [`Backend::release_client`] they are not (a node that
+    /// lost a session never writes to it).
+    fn hold_client(&self, _client_id: &str) {}
+    /// True when other nodes read and write this store too (a cluster's).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Position of a submission; committed once `Store::wait` for it returns.
@@ -396,6 +404,16 @@ impl Store {
     /// See [`Backend::release_client`].
     pub fn release_client(&self, client_id: &str) -> bool {
         self.backend.release_client(client_id)
+    }
+
+    /// See [`Backend::hold_client`].
+    pub fn hold_client(&self, client_id: &str) {
+        self.backend.hold_client(client_id);
+    }
+
+    /// See [`Backend::is_shared`].
+    pub fn is_shared(&self) -> bool {
+        self.backend.is_shared()
     }
 
     /// Ticket of the latest submission: waiting for it covers everything submitted so far.

@@ -137,8 +137,28 @@ pub struct WillRecord {
     pub message: MessageRecord,
     /// Message expiry of the will, seconds from when it is published.
     pub expiry_interval: Option<u32>,
-    /// Unix ms when the delay ends.
+    /// Unix ms when the delay ends; or, for the will of a live connection
+    /// stored in a cluster's shared store ([`WillRecord::armed_due`]), the
+    /// delay itself, marked by the top bit (above any wall-clock time).
     pub due_at_ms: u64,
+}
+
+/// The top bit of `WillRecord::due_at_ms`: the will of a live connection.
+const ARMED: u64 = 1 << 63;
+
+impl WillRecord {
+    /// `due_at_ms` of the will of a live connection whose delay is
+    /// `delay_secs`: the delay starts when the connection is found gone.
+    pub fn armed_due(delay_secs: u32) -> u64 {
+        ARMED | u64::from(delay_secs)
+    }
+
+    /// The delay of the will of a live connection; None for a will whose
+    /// delay is running (`due_at_ms` is a time).
+    pub fn armed_delay(&self) -> Option<u32> {
+        (self.due_at_ms & ARMED != 0)
+            .then(|| u32::try_from(self.due_at_ms & !ARMED).unwrap_or(u32::MAX))
+    }
 }
 
 /// One message of a durable stream, at its offset (the key).
@@ -201,4 +221,25 @@ pub struct StreamState {
     pub bytes: u64,
     /// Publish time of the oldest message kept (0 when empty).
     pub first_time_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_armed_will_keeps_its_delay_and_a_waiting_one_its_time() {
+        let will = |due_at_ms| WillRecord {
+            message: crate::store::suite::message("t"),
+            expiry_interval: None,
+            due_at_ms,
+        };
+        assert_eq!(will(WillRecord::armed_due(0)).armed_delay(), Some(0));
+        assert_eq!(
+            will(WillRecord::armed_due(u32::MAX)).armed_delay(),
+            Some(u32::MAX)
+        );
+        assert_eq!(will(unix_ms_now()).armed_delay(), None);
+        assert_eq!(will(0).armed_delay(), None);
+    }
 }

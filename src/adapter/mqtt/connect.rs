@@ -291,6 +291,17 @@ async fn establish(
         (attached.session, attached.connection_id, attached.kicked),
         Mqtt::new(version, keep_alive),
     );
+    if let Some(will) = &will {
+        // In a cluster with a shared store, stored now: if this node dies,
+        // the node taking the session over publishes it.
+        let armed = ctx.router.arm_will(
+            &conn.session.client_id,
+            &will.message,
+            will.delay,
+            will.expiry_interval,
+        );
+        conn.depends_on(armed);
+    }
     conn.protocol.will = will.map(Box::new);
     conn.protocol.bridge = connect.bridge;
     conn.username = principal.username.clone();

@@ -372,8 +372,11 @@ where
     let will = conn.protocol.will.take();
     let router = Arc::clone(&conn.ctx.router);
     router.detach(&conn.session, conn.connection_id);
-    if let (true, Some(will)) = (publish_will, will) {
-        will.publish_or_schedule(&router, &conn.session);
+    match (publish_will, will) {
+        (true, Some(will)) => will.publish_or_schedule(&router, &conn.session),
+        // Not going out: a stored (armed) copy goes too.
+        (false, Some(_)) => router.disarm_will(&conn.session),
+        (_, None) => {}
     }
     // Its share of the buffer budget, too, before the client sees the close.
     conn.partial = PartialFrame::default();

@@ -10,8 +10,9 @@ use super::restore::stored_subscription;
 use super::wills::WillAction;
 use super::{Attached, NotSessionOwner, Router};
 use crate::core::cluster_state::Claimed;
+use crate::core::commit::Commit;
 use crate::core::message::Message;
-use crate::core::session::{KickReason, MovedAway, SessionOwner};
+use crate::core::session::{KickReason, MovedAway, Session, SessionOwner};
 
 impl Router {
     /// [`Router::attach`] for a client id that is one session in the whole
@@ -40,6 +41,10 @@ impl Router {
                 Claimed::default()
             }
         };
+        // This node serves the id from now on: its records are written again.
+        if let Some(store) = self.persistence.store() {
+            store.hold_client(client_id);
+        }
         if claimed.held_elsewhere {
             self.take_over_stored(client_id, clean_start).await;
         }
@@ -84,11 +89,17 @@ impl Router {
             }
         };
         if clean_start {
-            self.persistence
-                .remove_stale([crate::store::StoreOp::DeleteSession {
+            // The old session's will is the old node's to settle (it goes out
+            // there, as a clean start ends that session); its stored copy goes.
+            self.persistence.remove_stale([
+                crate::store::StoreOp::DeleteSession {
                     client_id: client_id.to_string(),
-                }]);
-        } else if !snapshot.sessions.is_empty() {
+                },
+                crate::store::StoreOp::DeleteWill {
+                    client_id: client_id.to_string(),
+                },
+            ]);
+        } else if !snapshot.sessions.is_empty() || !snapshot.wills.is_empty() {
             let restored = super::restore::restore(self, snapshot);
             tracing::info!(
                 client_id,
@@ -122,16 +133,75 @@ impl Router {
             } else {
                 WillAction::Cancel
             };
-            self.settle_will(client_id, action);
-            // A shared store's records are the new owner's now: not deleted.
-            if !self
+            // A shared store's records are the new owner's now: not deleted,
+            // the stored will included (nor written from now on).
+            let shared = self
                 .persistence
                 .store()
-                .is_some_and(|s| s.release_client(client_id))
-            {
+                .is_some_and(|s| s.release_client(client_id));
+            if shared {
+                self.settle_will_unstored(client_id, action);
+            } else {
+                self.settle_will(client_id, action);
                 self.persistence.forget_session(&session);
             }
         }
+    }
+
+    /// A node died holding `client_id`, and this node took the id over:
+    /// the session is restored here from the shared store, with its will,
+    /// whose delay starts now (sent at once when there is no session to
+    /// resume). True when a session was restored.
+    pub async fn adopt_session(self: &Arc<Self>, client_id: &str) -> bool {
+        if let Some(store) = self.persistence.store() {
+            store.hold_client(client_id);
+        }
+        self.take_over_stored(client_id, false).await;
+        self.session(client_id).is_some()
+    }
+
+    /// In a cluster with a shared store, the will of a live connection is
+    /// stored when it connects (armed: its delay starts when the connection
+    /// is found gone), so that the node taking the session over when this
+    /// node dies publishes it. Returns the commit to wait for before CONNACK.
+    pub fn arm_will(
+        &self,
+        client_id: &str,
+        message: &Message,
+        delay: u32,
+        expiry_interval: Option<u32>,
+    ) -> Commit {
+        if !self.shares_store() {
+            return Commit::NONE;
+        }
+        let due = crate::store::record::WillRecord::armed_due(delay);
+        self.persistence
+            .put_will(client_id, message, expiry_interval, due);
+        self.persistence.latest()
+    }
+
+    /// The will armed for `session`'s connection will not go out (DISCONNECT,
+    /// shutdown, or it went out already): its stored copy goes, unless the
+    /// session moved to another node (whose the stored will is now).
+    pub fn disarm_will(&self, session: &Session) {
+        if self.shares_store() && session.moved_away().is_none() {
+            self.persistence.delete_will(&session.client_id);
+        }
+    }
+
+    /// [`Router::settle_will`] for a session whose stored records another
+    /// node holds now: the stored will is left to it.
+    fn settle_will_unstored(&self, client_id: &str, action: WillAction) {
+        if let Some((_, will)) = self.wills.take(client_id) {
+            if action == WillAction::Publish {
+                self.publish(Arc::new(will.into_message()));
+            }
+        }
+    }
+
+    fn shares_store(&self) -> bool {
+        self.persistence.cluster().is_some()
+            && self.persistence.store().is_some_and(|s| s.is_shared())
     }
 
     /// A retained message set (non-empty payload) or cleared on another node

@@ -559,6 +559,7 @@ impl Router {
         if delay == 0 {
             let will = self.wills.will(message, expiry_interval, false);
             self.publish(Arc::new(will.into_message()));
+            self.disarm_will(session);
             return;
         }
         let due_at_ms = unix_ms_now().saturating_add(u64::from(delay) * 1000);
@@ -622,13 +623,22 @@ impl Router {
     fn restore_wills(self: &Arc<Self>, wills: Vec<(String, WillRecord)>) -> usize {
         let count = wills.len();
         for (client_id, record) in wills {
+            let armed = record.armed_delay();
             let will = self.wills.will(
                 message_from_record(record.message),
                 record.expiry_interval,
                 true,
             );
-            let after = delay_until(record.due_at_ms);
-            if after.is_zero() || self.session(&client_id).is_none() {
+            let session = self.session(&client_id);
+            // The will of a connection that was live when its node died: its
+            // delay (capped by the session's expiry) starts now.
+            let after = match armed {
+                Some(delay) => Duration::from_secs(u64::from(
+                    delay.min(session.as_ref().map_or(0, |s| s.expiry_interval())),
+                )),
+                None => delay_until(record.due_at_ms),
+            };
+            if after.is_zero() || session.is_none() {
                 self.send_will(&client_id, will);
             } else {
                 self.wait_for_will(Arc::from(client_id), will, after);

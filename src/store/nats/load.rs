@@ -22,6 +22,16 @@ pub(crate) async fn read_bucket(
     jetstream: &jetstream::Context,
     bucket: &str,
 ) -> Result<Vec<(String, Bytes)>, String> {
+    let entries = read_entries(jetstream, bucket).await?;
+    Ok(entries.into_iter().map(|e| (e.key, e.value)).collect())
+}
+
+/// The current entry (with its revision) of every key of KV bucket `bucket`
+/// (deleted keys left out).
+pub(crate) async fn read_entries(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+) -> Result<Vec<kv::Entry>, String> {
     // Opened afresh: a store's status is the stream's state when it was opened.
     let kv = jetstream
         .get_key_value(bucket)
@@ -40,13 +50,36 @@ pub(crate) async fn read_bucket(
         let entry = entry.map_err(|e| e.to_string())?;
         let last = entry.delta == 0;
         if entry.operation == kv::Operation::Put {
-            entries.push((entry.key, entry.value));
+            entries.push(entry);
         }
         if last {
             break;
         }
     }
     Ok(entries)
+}
+
+/// The client ids with a stored session or will (keys read, not values).
+pub(crate) async fn stored_clients(
+    jetstream: &jetstream::Context,
+) -> Result<HashSet<String>, String> {
+    let kv = jetstream
+        .get_key_value(keys::BUCKET)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = kv.status().await.map_err(|e| e.to_string())?;
+    if status.info.state.messages == 0 {
+        return Ok(HashSet::new());
+    }
+    let mut names = kv.keys().await.map_err(|e| e.to_string())?;
+    let mut clients = HashSet::new();
+    while let Some(key) = names.next().await {
+        let key = key.map_err(|e| e.to_string())?;
+        if let Some(Key::Session(client) | Key::Will(client)) = keys::parse(&key) {
+            clients.insert(client);
+        }
+    }
+    Ok(clients)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {

@@ -39,6 +39,9 @@ pub(super) struct Mirror {
     /// By the id this node's core knows the message by (a message another
     /// node stored gets an id of this node at load).
     pub messages: HashMap<u64, MessageRef>,
+    /// Client ids another node took over: their records are no longer
+    /// written here (fencing), until this node holds them again.
+    pub released: HashSet<String>,
 }
 
 fn value<T: serde::Serialize>(record: &T) -> Option<Bytes> {
@@ -60,6 +63,9 @@ impl Mirror {
         let mut held = 0i64;
         let mut streams = false;
         for op in ops {
+            if self.fenced(op) {
+                continue;
+            }
             match op {
                 StoreOp::PutSession { client_id, record } => {
                     let selectors = record
@@ -182,6 +188,31 @@ impl Mirror {
         (writes, held, streams)
     }
 
+    /// Whether `op` writes records of a client id another node took over.
+    fn fenced(&self, op: &StoreOp) -> bool {
+        if self.released.is_empty() {
+            return false;
+        }
+        let client = match op {
+            StoreOp::PutSession { client_id, .. }
+            | StoreOp::DeleteSession { client_id }
+            | StoreOp::PutDelivery { client_id, .. }
+            | StoreOp::MarkDelivery { client_id, .. }
+            | StoreOp::DeleteDelivery { client_id, .. }
+            | StoreOp::PutIncomingQos2 { client_id, .. }
+            | StoreOp::DeleteIncomingQos2 { client_id, .. }
+            | StoreOp::PutWill { client_id, .. }
+            | StoreOp::DeleteWill { client_id } => client_id,
+            _ => return false,
+        };
+        self.released.contains(client)
+    }
+
+    /// This node serves `client_id` again: its records are written again.
+    pub(super) fn hold(&mut self, client_id: &str) {
+        self.released.remove(client_id);
+    }
+
     /// Adds what a read of one client's records found (a session taken over).
     pub(super) fn merge(&mut self, other: Mirror) {
         self.deliveries.extend(other.deliveries);
@@ -214,6 +245,7 @@ impl Mirror {
             }
         }
         self.incoming.retain(|(client, _)| client != client_id);
+        self.released.insert(client_id.to_string());
     }
 
     /// Writes the delivery as the mirror has it, naming the node its message is from.

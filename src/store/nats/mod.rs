@@ -69,16 +69,12 @@ impl std::fmt::Debug for NatsBackend {
     }
 }
 
-/// Opens (or makes) KV bucket `bucket` with `replicas` copies.
-pub(crate) async fn open_bucket(
-    jetstream: &jetstream::Context,
-    bucket: &str,
-    replicas: usize,
-) -> Result<kv::Store, String> {
-    // The stream a KV bucket is, made as async-nats' `create_key_value` makes
-    // it, without the account query that fails against nats-server 2.9
-    // (its account info lacks fields the client requires).
-    let config = jetstream::stream::Config {
+/// The stream KV bucket `bucket` with `replicas` copies is, made as
+/// async-nats' `create_key_value` makes it, without the account query that
+/// fails against nats-server 2.9 (its account info lacks fields the client
+/// requires).
+pub(crate) fn bucket_config(bucket: &str, replicas: usize) -> jetstream::stream::Config {
+    jetstream::stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
@@ -89,7 +85,25 @@ pub(crate) async fn open_bucket(
         num_replicas: replicas.max(1),
         discard: jetstream::stream::DiscardPolicy::New,
         ..Default::default()
-    };
+    }
+}
+
+/// Opens (or makes) KV bucket `bucket` with `replicas` copies.
+pub(crate) async fn open_bucket(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    open_configured(jetstream, bucket, bucket_config(bucket, replicas)).await
+}
+
+/// Opens (or makes) KV bucket `bucket` as the stream `config` (made by
+/// [`bucket_config`], then changed) says.
+pub(crate) async fn open_configured(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    config: jetstream::stream::Config,
+) -> Result<kv::Store, String> {
     jetstream
         .get_or_create_stream(config)
         .await
@@ -197,6 +211,14 @@ impl Backend for NatsBackend {
 
     fn release_client(&self, client_id: &str) -> bool {
         self.mirror.lock().release(client_id);
+        true
+    }
+
+    fn hold_client(&self, client_id: &str) {
+        self.mirror.lock().hold(client_id);
+    }
+
+    fn is_shared(&self) -> bool {
         true
     }
 }

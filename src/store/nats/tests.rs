@@ -198,3 +198,31 @@ fn a_batch_is_written_in_the_order_of_its_operations() {
         "a delivery's message goes first"
     );
 }
+
+#[test]
+fn a_node_that_let_a_session_go_writes_none_of_its_records_until_it_holds_it_again() {
+    let f = Fixture::new();
+    let a = f.open("tern-a", &[]);
+    a.apply(&[put_session("c"), put_incoming("c", 4)], true)
+        .unwrap();
+    assert!(a.release_client("c"));
+    // Late writes of tern-a (in flight when tern-b took c over): dropped.
+    let late = [
+        StoreOp::DeleteSession {
+            client_id: "c".into(),
+        },
+        put_incoming("c", 5),
+        put_session("d"),
+    ];
+    a.apply(&late, true).unwrap();
+    let snap = f.open("tern-b", &[]).load().unwrap();
+    let mut clients: Vec<&str> = snap.sessions.iter().map(|s| s.0.as_str()).collect();
+    clients.sort_unstable();
+    assert_eq!(clients, vec!["c", "d"], "c kept, d (never let go) written");
+    assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 4)]);
+    // Held again (its client came back to tern-a): written again.
+    a.hold_client("c");
+    a.apply(&[put_incoming("c", 6)], true).unwrap();
+    let snap = f.open("tern-b", &[]).load().unwrap();
+    assert!(snap.incoming_qos2.contains(&("c".to_string(), 6)));
+}

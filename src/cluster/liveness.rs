@@ -1,0 +1,354 @@
+//! Node liveness: which nodes of the cluster are alive, and when one died.
+//!
+//! KV bucket `tern_nodes`: one key per node (its name), value = a random id
+//! of the node's current start (its boot). Each node puts its key every
+//! `cluster.liveness_interval_ms`; the bucket's `max_age` is
+//! `cluster.dead_after_ms`, so a dead node's key goes away by itself and a
+//! node starting later never reads a stale one. Every node watches the
+//! bucket and keeps a [`Tracker`]: a node not heard of for `dead_after` is
+//! dead (logged once, counted, listed by `/api/nodes`), and the node's
+//! `on_dead` hook runs (`state.rs`: its sessions and their wills are taken
+//! over). A node that owns client ids in `tern_clients` but never beat since
+//! this node started (it died while no node watched) is dead too.
+//!
+//! Beats are timed on the watcher's own clock (the instant a beat arrives),
+//! so clocks of different machines never compare.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::status::ClusterStatus;
+use super::Cluster;
+
+/// The bucket of liveness keys.
+pub(crate) const BUCKET: &str = "tern_nodes";
+/// First byte of every value: its layout.
+const VALUE_VERSION: u8 = 1;
+
+/// What a beat changed in what this node knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// First heard of since this node started.
+    Joined,
+    /// Beats with a new boot id before it was taken for dead (a quick restart).
+    Restarted,
+    /// Beats again after it was taken for dead (restarted, or back from a partition).
+    Back,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: Instant,
+    boot: u64,
+    dead: bool,
+}
+
+/// The other nodes as the beats in the bucket told; time is passed in, so
+/// this is pure and tested alone.
+#[derive(Debug)]
+pub struct Tracker {
+    me: String,
+    dead_after: Duration,
+    nodes: HashMap<String, Seen>,
+}
+
+impl Tracker {
+    pub fn new(me: &str, dead_after: Duration) -> Tracker {
+        Tracker {
+            me: me.to_string(),
+            dead_after,
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// Node `node` (start `boot`) beat at `now`: what it changed, if anything.
+    pub fn beat(&mut self, node: &str, boot: u64, now: Instant) -> Option<Change> {
+        if node == self.me {
+            return None;
+        }
+        let fresh = Seen {
+            at: now,
+            boot,
+            dead: false,
+        };
+        let Some(seen) = self.nodes.insert(node.to_string(), fresh) else {
+            return Some(Change::Joined);
+        };
+        if seen.dead {
+            Some(Change::Back)
+        } else if seen.boot != boot {
+            Some(Change::Restarted)
+        } else {
+            None
+        }
+    }
+
+    /// The nodes that became dead by `now` (not heard of for `dead_after`).
+    pub fn sweep(&mut self, now: Instant) -> Vec<String> {
+        let mut died = Vec::new();
+        for (node, seen) in &mut self.nodes {
+            if !seen.dead && now.saturating_duration_since(seen.at) >= self.dead_after {
+                seen.dead = true;
+                died.push(node.clone());
+            }
+        }
+        died.sort();
+        died
+    }
+
+    /// `node` holds client ids but has not beat since this node started:
+    /// dead, unless it is this node or known. True if newly taken for dead.
+    pub fn never_heard(&mut self, node: &str, now: Instant) -> bool {
+        if node == self.me || self.nodes.contains_key(node) {
+            return false;
+        }
+        let seen = Seen {
+            at: now,
+            boot: 0,
+            dead: true,
+        };
+        self.nodes.insert(node.to_string(), seen);
+        true
+    }
+
+    /// Whether `node` is this node or beats.
+    pub fn alive(&self, node: &str) -> bool {
+        node == self.me || self.nodes.get(node).is_some_and(|s| !s.dead)
+    }
+
+    /// The nodes taken for dead (and not back), by name.
+    pub fn dead(&self) -> Vec<String> {
+        let mut dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| s.dead)
+            .map(|(n, _)| n.clone())
+            .collect();
+        dead.sort();
+        dead
+    }
+}
+
+/// How often to beat and when a node is dead (`[cluster]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub interval: Duration,
+    pub dead_after: Duration,
+}
+
+/// Opens (or makes) the liveness bucket: keys live `dead_after` at most.
+async fn open(
+    jetstream: &jetstream::Context,
+    replicas: usize,
+    dead_after: Duration,
+) -> Result<kv::Store, String> {
+    let config = jetstream::stream::Config {
+        max_age: dead_after,
+        ..crate::store::nats::bucket_config(BUCKET, replicas)
+    };
+    crate::store::nats::open_configured(jetstream, BUCKET, config).await
+}
+
+fn boot_of(value: &[u8]) -> Option<u64> {
+    crate::store::nats::kv_value::decode(VALUE_VERSION, value)
+}
+
+/// Something to do when a node dies (taking over what it held); runs on
+/// this task, one node at a time.
+pub type OnDead = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// Beats for this node and watches the others' beats until `shutdown`.
+/// `owners` lists the nodes holding client ids (read once, after the first
+/// `dead_after`): those never heard of by then are dead too. `on_dead` runs
+/// on a task of its own, so taking over never delays this node's beats.
+pub async fn run(
+    cluster: Cluster,
+    status: Arc<ClusterStatus>,
+    timing: Timing,
+    owners: impl std::future::Future<Output = Vec<String>> + Send + 'static,
+    on_dead: OnDead,
+    shutdown: CancellationToken,
+) {
+    let node = cluster.node().to_string();
+    let kv = match open(cluster.jetstream(), cluster.replicas(), timing.dead_after).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            tracing::warn!(node, bucket = BUCKET, error = %e, "cluster: liveness bucket not opened; dead nodes will not be noticed");
+            return;
+        }
+    };
+    tokio::spawn({
+        let (status, on_dead) = (Arc::clone(&status), Arc::clone(&on_dead));
+        async move {
+            tokio::time::sleep(timing.dead_after).await;
+            let silent = owners.await;
+            let now = Instant::now();
+            let died: Vec<String> = {
+                let mut tracker = status.liveness.lock();
+                silent
+                    .into_iter()
+                    .filter(|n| tracker.never_heard(n, now))
+                    .collect()
+            };
+            for dead in died {
+                died_now(&status, timing, dead, &on_dead);
+            }
+        }
+    });
+    let boot: u64 = rand::random();
+    let beat = crate::store::nats::kv_value::encode(VALUE_VERSION, &boot);
+    let mut ticker = tokio::time::interval(timing.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = None;
+    loop {
+        if watch.is_none() {
+            match kv.watch_with_history(">").await {
+                Ok(w) => watch = Some(w),
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "cluster: liveness watch not started; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            entry = next_entry(&mut watch) => {
+                match entry {
+                    Some(entry) => heard(&status, &entry),
+                    None => watch = None,
+                }
+            }
+            _ = ticker.tick() => {
+                if let Err(e) = kv.put(&node, beat.clone()).await {
+                    tracing::debug!(node, error = %e, "cluster: liveness key not refreshed");
+                }
+                let died = status.liveness.lock().sweep(Instant::now());
+                for dead in died {
+                    died_now(&status, timing, dead, &on_dead);
+                }
+            }
+        }
+    }
+}
+
+/// One line and one count per death; the take-over runs on its own task.
+fn died_now(status: &ClusterStatus, timing: Timing, dead: String, on_dead: &OnDead) {
+    status.note_death();
+    let dead_after_ms = u64::try_from(timing.dead_after.as_millis()).unwrap_or(u64::MAX);
+    tracing::warn!(node = %status.node, dead_node = %dead, dead_after_ms, "cluster: node dead (liveness key not refreshed); taking over its sessions and wills");
+    tokio::spawn(on_dead(dead));
+}
+
+async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    match watch {
+        Some(w) => loop {
+            match w.next().await {
+                Some(Ok(entry)) => return Some(entry),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "cluster: liveness watch error");
+                }
+                None => return None,
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn heard(status: &ClusterStatus, entry: &kv::Entry) {
+    if entry.operation != kv::Operation::Put {
+        return;
+    }
+    let Some(boot) = boot_of(&entry.value) else {
+        return;
+    };
+    let change = status
+        .liveness
+        .lock()
+        .beat(&entry.key, boot, Instant::now());
+    let peer = entry.key.as_str();
+    match change {
+        Some(Change::Joined) => tracing::info!(node = %status.node, peer, "cluster: node alive"),
+        Some(Change::Restarted) => {
+            tracing::info!(node = %status.node, peer, "cluster: node restarted")
+        }
+        Some(Change::Back) => {
+            tracing::info!(node = %status.node, peer, "cluster: node alive again (was taken for dead)")
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEAD_AFTER: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_node_that_stops_beating_is_dead_once() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::new("me", DEAD_AFTER);
+        assert_eq!(tracker.beat("b", 1, t0), Some(Change::Joined));
+        assert_eq!(tracker.beat("b", 1, t0 + Duration::from_secs(1)), None);
+        assert!(tracker.sweep(t0 + Duration::from_secs(5)).is_empty());
+        assert!(tracker.alive("b"));
+        assert_eq!(tracker.sweep(t0 + Duration::from_secs(6)), vec!["b"]);
+        assert!(!tracker.alive("b"));
+        assert!(
+            tracker.sweep(t0 + Duration::from_secs(60)).is_empty(),
+            "one death, one event"
+        );
+        assert_eq!(tracker.dead(), vec!["b"]);
+    }
+
+    #[test]
+    fn restarts_and_returns_are_told_apart() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::new("me", DEAD_AFTER);
+        tracker.beat("b", 1, t0);
+        assert_eq!(tracker.beat("b", 2, t0), Some(Change::Restarted));
+        tracker.sweep(t0 + Duration::from_secs(10));
+        assert_eq!(
+            tracker.beat("b", 3, t0 + Duration::from_secs(11)),
+            Some(Change::Back)
+        );
+        assert!(tracker.alive("b"));
+        assert!(tracker.dead().is_empty());
+    }
+
+    #[test]
+    fn this_node_is_never_tracked_and_always_alive() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::new("me", DEAD_AFTER);
+        assert_eq!(tracker.beat("me", 1, t0), None);
+        assert!(!tracker.never_heard("me", t0));
+        assert!(tracker.alive("me"));
+        assert!(tracker.sweep(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn an_owner_never_heard_of_is_dead_but_a_beating_one_is_not() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::new("me", DEAD_AFTER);
+        tracker.beat("b", 1, t0);
+        assert!(!tracker.never_heard("b", t0));
+        assert!(tracker.never_heard("gone", t0));
+        assert!(!tracker.never_heard("gone", t0), "once");
+        assert_eq!(tracker.dead(), vec!["gone"]);
+        assert_eq!(tracker.beat("gone", 9, t0), Some(Change::Back));
+    }
+
+    #[test]
+    fn beats_read_back_and_garbage_is_ignored() {
+        let bytes = crate::store::nats::kv_value::encode(VALUE_VERSION, &42u64);
+        assert_eq!(boot_of(&bytes), Some(42));
+        assert_eq!(boot_of(&[]), None);
+        assert_eq!(boot_of(&[9, 1]), None);
+    }
+}

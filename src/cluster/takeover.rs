@@ -1,0 +1,177 @@
+//! Taking over what a node held, with a shared store (`[storage] backend =
+//! "nats"`):
+//!
+//! - at start, the client ids this node owned before its restart are claimed
+//!   again (compare-and-set on their revision) and so are the stored
+//!   sessions no node owns (create), before any is loaded: a session that
+//!   moved meanwhile, or that another starting node claimed first, is not
+//!   loaded here ([`claim_at_start`]);
+//! - when a node dies (`liveness.rs`), each of its client ids is adopted by
+//!   exactly one survivor (compare-and-set from the dead node's revision),
+//!   which restores the session from the store with its will: the will goes
+//!   out once, after its delay, unless the client resumes somewhere first
+//!   ([`take_over_node`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+
+use async_nats::jetstream::{self, kv};
+use rand::seq::SliceRandom;
+
+use super::ownership::{Held, OwnerValue, Ownership, BUCKET};
+use crate::core::router::Router;
+use crate::store::nats::kv_key;
+
+/// What a start claimed: the client ids this node holds, and those it must
+/// leave alone (held by other nodes).
+#[derive(Debug, Default)]
+pub struct StartClaims {
+    pub foreign: HashSet<String>,
+    pub(super) held: HashMap<String, Held>,
+}
+
+/// Claims, for node `node`, the client ids it owned and the stored sessions
+/// no node owns; every other owned id is foreign.
+pub async fn claim_at_start(
+    jetstream: &jetstream::Context,
+    node: &str,
+    replicas: usize,
+) -> Result<StartClaims, String> {
+    let owners = crate::store::nats::open_bucket(jetstream, BUCKET, replicas).await?;
+    crate::store::nats::open_bucket(jetstream, crate::store::nats::BUCKET, replicas).await?;
+    let mut claims = StartClaims::default();
+    let mut owned = HashSet::new();
+    for entry in crate::store::nats::load::read_entries(jetstream, BUCKET).await? {
+        let Some(client) = kv_key::decode(&entry.key) else {
+            continue;
+        };
+        owned.insert(client.clone());
+        match OwnerValue::decode(&entry.value) {
+            Some(value) if value.node == node => {
+                let subscriptions = value.subscriptions;
+                match claim(&owners, node, &client, Some(entry.revision), subscriptions).await {
+                    Some(held) => {
+                        claims.held.insert(client, held);
+                    }
+                    None => {
+                        claims.foreign.insert(client);
+                    }
+                }
+            }
+            _ => {
+                claims.foreign.insert(client);
+            }
+        }
+    }
+    let stored = crate::store::nats::load::stored_clients(jetstream).await?;
+    for client in stored.into_iter().filter(|c| !owned.contains(c)) {
+        match claim(&owners, node, &client, None, Vec::new()).await {
+            Some(held) => {
+                claims.held.insert(client, held);
+            }
+            None => {
+                claims.foreign.insert(client);
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// One compare-and-set of `client` for `node`: an update from `revision`,
+/// or a create without one. None when another writer came first.
+async fn claim(
+    owners: &kv::Store,
+    node: &str,
+    client: &str,
+    revision: Option<u64>,
+    subscriptions: Vec<crate::store::record::SubscriptionRecord>,
+) -> Option<Held> {
+    let value = OwnerValue {
+        node: node.to_string(),
+        epoch: rand::random(),
+        clean_start: false,
+        subscriptions,
+    };
+    let key = kv_key::encode(client);
+    let written = match revision {
+        Some(revision) => owners
+            .update(key.as_str(), value.encode(), revision)
+            .await
+            .ok(),
+        None => owners.create(key.as_str(), value.encode()).await.ok(),
+    };
+    written.map(|revision| Held {
+        epoch: value.epoch,
+        revision,
+    })
+}
+
+/// The nodes holding client ids now (the liveness check of nodes that died
+/// while no node watched).
+pub async fn owner_nodes(jetstream: &jetstream::Context) -> Vec<String> {
+    let entries = match crate::store::nats::load::read_entries(jetstream, BUCKET).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(bucket = BUCKET, error = %e, "cluster: owners of client ids not read");
+            return Vec::new();
+        }
+    };
+    let nodes: HashSet<String> = entries
+        .iter()
+        .filter_map(|e| OwnerValue::decode(&e.value).map(|v| v.node))
+        .collect();
+    nodes.into_iter().collect()
+}
+
+/// Node `dead` is dead: this node adopts each of its client ids that no
+/// other survivor adopts first, restores the session with its will, and
+/// frees the id again when there was no session to keep (a clean session's
+/// will goes out at once).
+pub async fn take_over_node(
+    jetstream: jetstream::Context,
+    ownership: Arc<Ownership>,
+    router: Weak<Router>,
+    dead: String,
+) {
+    let entries = match crate::store::nats::load::read_entries(&jetstream, BUCKET).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dead_node = %dead, error = %e, "cluster: client ids of a dead node not read");
+            return;
+        }
+    };
+    let mut clients: Vec<String> = entries
+        .iter()
+        .filter(|e| OwnerValue::decode(&e.value).is_some_and(|v| v.node == dead))
+        .filter_map(|e| kv_key::decode(&e.key))
+        .collect();
+    // Each survivor in its own order: the work spreads over them.
+    clients.shuffle(&mut rand::rng());
+    let (mut sessions, mut freed) = (0usize, 0usize);
+    for client in &clients {
+        match ownership.adopt(client, &dead).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::debug!(client_id = %client, error = %e, "client id of a dead node not adopted");
+                continue;
+            }
+        }
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        if router.adopt_session(client).await {
+            sessions += 1;
+        } else {
+            ownership.session_ended(client);
+            freed += 1;
+        }
+    }
+    tracing::info!(
+        dead_node = %dead,
+        client_ids = clients.len(),
+        sessions,
+        freed,
+        "cluster: client ids of a dead node taken over"
+    );
+}
