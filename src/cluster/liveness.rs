@@ -5,14 +5,16 @@
 //! `cluster.liveness_interval_ms`; the bucket's `max_age` is
 //! `cluster.dead_after_ms`, so a dead node's key goes away by itself and a
 //! node starting later never reads a stale one. Every node watches the
-//! bucket and keeps a [`Tracker`]: a node not heard of for `dead_after` is
+//! bucket and keeps a [`Tracker`]: a node not heard of for `dead_after`,
+//! whose key NATS no longer has either (so a stalled watch kills nobody), is
 //! dead (logged once, counted, listed by `/api/nodes`), and the node's
 //! `on_dead` hook runs (`state.rs`: its sessions and their wills are taken
 //! over). A node that owns client ids in `tern_clients` but never beat since
 //! this node started (it died while no node watched) is dead too.
 //!
 //! Beats are timed on the watcher's own clock (the instant a beat arrives),
-//! so clocks of different machines never compare.
+//! so clocks of different machines never compare; while this node's own NATS
+//! connection is down it takes nobody for dead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,17 +90,37 @@ impl Tracker {
         }
     }
 
-    /// The nodes that became dead by `now` (not heard of for `dead_after`).
-    pub fn sweep(&mut self, now: Instant) -> Vec<String> {
-        let mut died = Vec::new();
-        for (node, seen) in &mut self.nodes {
-            if !seen.dead && now.saturating_duration_since(seen.at) >= self.dead_after {
+    /// The nodes not heard of for `dead_after` at `now`, not yet taken for
+    /// dead: to be confirmed ([`Tracker::died`]) or heard of again
+    /// ([`Tracker::beat`]).
+    pub fn silent(&self, now: Instant) -> Vec<String> {
+        let mut silent: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| !s.dead && now.saturating_duration_since(s.at) >= self.dead_after)
+            .map(|(n, _)| n.clone())
+            .collect();
+        silent.sort();
+        silent
+    }
+
+    /// `node` is dead; true if it was not taken for dead already.
+    pub fn died(&mut self, node: &str) -> bool {
+        match self.nodes.get_mut(node) {
+            Some(seen) if !seen.dead => {
                 seen.dead = true;
-                died.push(node.clone());
+                true
             }
+            _ => false,
         }
-        died.sort();
-        died
+    }
+
+    /// This node heard nothing (its own NATS connection was down): every
+    /// node alive gets a whole `dead_after` from `now` to be heard of again.
+    pub fn grace(&mut self, now: Instant) {
+        for seen in self.nodes.values_mut().filter(|s| !s.dead) {
+            seen.at = now;
+        }
     }
 
     /// `node` holds client ids but has not beat since this node started:
@@ -185,10 +207,16 @@ pub async fn run(
         }
     };
     tokio::spawn({
-        let (status, on_dead) = (Arc::clone(&status), Arc::clone(&on_dead));
+        let (status, on_dead, kv) = (Arc::clone(&status), Arc::clone(&on_dead), kv.clone());
         async move {
             tokio::time::sleep(timing.dead_after).await;
-            let silent = owners.await;
+            let mut silent = Vec::new();
+            for owner in owners.await {
+                // Confirmed as below: NATS has no key of it.
+                if matches!(kv.entry(owner.as_str()).await, Ok(None)) {
+                    silent.push(owner);
+                }
+            }
             let now = Instant::now();
             let died: Vec<String> = {
                 let mut tracker = status.liveness.lock();
@@ -225,12 +253,31 @@ pub async fn run(
                 }
             }
             _ = ticker.tick() => {
+                if !status.connection.is_connected() {
+                    // Deaf, not the others dead: they get time once we hear again.
+                    status.liveness.lock().grace(Instant::now());
+                    continue;
+                }
                 if let Err(e) = kv.put(&node, beat.clone()).await {
                     tracing::debug!(node, error = %e, "cluster: liveness key not refreshed");
                 }
-                let died = status.liveness.lock().sweep(Instant::now());
-                for dead in died {
-                    died_now(&status, timing, dead, &on_dead);
+                let silent = status.liveness.lock().silent(Instant::now());
+                for peer in silent {
+                    // Confirmed by NATS itself: the key outlives `dead_after`
+                    // only if refreshed (a stalled watch kills nobody).
+                    match kv.entry(peer.as_str()).await {
+                        Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                            heard(&status, &entry);
+                        }
+                        Ok(_) => {
+                            if status.liveness.lock().died(&peer) {
+                                died_now(&status, timing, peer, &on_dead);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(node, peer, error = %e, "cluster: liveness key not read");
+                        }
+                    }
                 }
             }
         }
@@ -296,14 +343,14 @@ mod tests {
         let mut tracker = Tracker::new("me", DEAD_AFTER);
         assert_eq!(tracker.beat("b", 1, t0), Some(Change::Joined));
         assert_eq!(tracker.beat("b", 1, t0 + Duration::from_secs(1)), None);
-        assert!(tracker.sweep(t0 + Duration::from_secs(5)).is_empty());
+        assert!(tracker.silent(t0 + Duration::from_secs(5)).is_empty());
         assert!(tracker.alive("b"));
-        assert_eq!(tracker.sweep(t0 + Duration::from_secs(6)), vec!["b"]);
+        assert_eq!(tracker.silent(t0 + Duration::from_secs(6)), vec!["b"]);
+        assert!(tracker.alive("b"), "silent is not dead until confirmed");
+        assert!(tracker.died("b"));
         assert!(!tracker.alive("b"));
-        assert!(
-            tracker.sweep(t0 + Duration::from_secs(60)).is_empty(),
-            "one death, one event"
-        );
+        assert!(!tracker.died("b"), "one death, one event");
+        assert!(tracker.silent(t0 + Duration::from_secs(60)).is_empty());
         assert_eq!(tracker.dead(), vec!["b"]);
     }
 
@@ -313,7 +360,7 @@ mod tests {
         let mut tracker = Tracker::new("me", DEAD_AFTER);
         tracker.beat("b", 1, t0);
         assert_eq!(tracker.beat("b", 2, t0), Some(Change::Restarted));
-        tracker.sweep(t0 + Duration::from_secs(10));
+        tracker.died("b");
         assert_eq!(
             tracker.beat("b", 3, t0 + Duration::from_secs(11)),
             Some(Change::Back)
@@ -329,7 +376,17 @@ mod tests {
         assert_eq!(tracker.beat("me", 1, t0), None);
         assert!(!tracker.never_heard("me", t0));
         assert!(tracker.alive("me"));
-        assert!(tracker.sweep(t0 + Duration::from_secs(60)).is_empty());
+        assert!(tracker.silent(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn while_this_node_hears_nothing_the_others_get_time() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::new("me", DEAD_AFTER);
+        tracker.beat("b", 1, t0);
+        tracker.grace(t0 + Duration::from_secs(30));
+        assert!(tracker.silent(t0 + Duration::from_secs(34)).is_empty());
+        assert_eq!(tracker.silent(t0 + Duration::from_secs(35)), vec!["b"]);
     }
 
     #[test]
