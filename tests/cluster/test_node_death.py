@@ -174,3 +174,50 @@ def test_a_restarted_node_does_not_take_back_a_session_that_moved(nats, nodes, m
         assert not second.disconnected.is_set(), "tern-b still serves the session"
     finally:
         second.close()
+
+
+def test_a_clean_start_elsewhere_sends_a_killed_nodes_will_once(nats, nodes, mqtt):
+    a, b, c = start(nodes, nats, "tern-a", "tern-b", "tern-c")
+    prefix = unique("will")
+    topic = prefix + "/gone"
+    watchers = watch_both(mqtt, b, c, prefix)
+    client_id = unique("dev")
+    # Far longer than the test waits: only the session's end can send it.
+    first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300, will=will(topic, b"old", 600))
+    first.connect()
+    kill9(nodes, "tern-a")
+    first.close()
+    # Back at once, before the death is noticed, starting clean on tern-c.
+    second = MqttClient(c, "5.0", client_id=client_id, clean=True)
+    try:
+        second.connect()
+        assert not second.session_present
+        for watcher in watchers:
+            assert watcher.expect(TIMEOUT).payload == b"old"
+        wait_for("take-over done", lambda: TAKEN_OVER in b.stderr_text() and TAKEN_OVER in c.stderr_text())
+        for watcher in watchers:
+            watcher.expect_nothing(within=1.0)
+    finally:
+        second.close()
+
+
+def test_a_clean_start_takeover_from_a_live_node_sends_the_will_once(nats, nodes, mqtt):
+    a, b = start(nodes, nats, "tern-a", "tern-b")
+    prefix = unique("will")
+    topic = prefix + "/gone"
+    watchers = watch_both(mqtt, a, b, prefix)
+    client_id = unique("dev")
+    first = MqttClient(a, "5.0", client_id=client_id, clean=False, session_expiry=300, will=will(topic, b"old", 600))
+    second = None
+    try:
+        first.connect()
+        second = MqttClient(b, "5.0", client_id=client_id, clean=True).connect()
+        assert first.disconnected.wait(TIMEOUT)
+        for watcher in watchers:
+            assert watcher.expect(TIMEOUT).payload == b"old"
+        for watcher in watchers:
+            watcher.expect_nothing(within=1.5)
+    finally:
+        for client in (first, second):
+            if client is not None:
+                client.close()

@@ -89,16 +89,14 @@ impl Router {
             }
         };
         if clean_start {
-            // The old session's will is the old node's to settle (it goes out
-            // there, as a clean start ends that session); its stored copy goes.
-            self.persistence.remove_stale([
-                crate::store::StoreOp::DeleteSession {
+            // The clean start ends the old session: its stored will goes out
+            // now, from here (the node that held it sends none, alive or
+            // dead), and its records go.
+            self.persistence
+                .remove_stale([crate::store::StoreOp::DeleteSession {
                     client_id: client_id.to_string(),
-                },
-                crate::store::StoreOp::DeleteWill {
-                    client_id: client_id.to_string(),
-                },
-            ]);
+                }]);
+            self.restore_wills(snapshot.wills);
         } else if !snapshot.sessions.is_empty() || !snapshot.wills.is_empty() {
             let restored = super::restore::restore(self, snapshot);
             tracing::info!(
@@ -112,7 +110,8 @@ impl Router {
     /// Another node took `client_id` over: the connection here is told so
     /// (session takeover) and the session here ends without a trace, as it
     /// lives on there (its waiting will goes out if the new connection
-    /// started clean, and is cancelled if it resumed).
+    /// started clean, and is cancelled if it resumed; with a shared store
+    /// the new owner, which read the stored will, does either).
     pub fn session_moved(&self, client_id: &str, clean_start: bool) {
         let Some(session) = self.sessions.get(client_id) else {
             return;
@@ -128,11 +127,6 @@ impl Router {
         self.routing.drop_subscriptions(&session);
         if removed {
             tracing::info!(client_id, "session taken over on another node");
-            let action = if clean_start {
-                WillAction::Publish
-            } else {
-                WillAction::Cancel
-            };
             // A shared store's records are the new owner's now: not deleted,
             // the stored will included (nor written from now on).
             let shared = self
@@ -140,8 +134,13 @@ impl Router {
                 .store()
                 .is_some_and(|s| s.release_client(client_id));
             if shared {
-                self.settle_will_unstored(client_id, action);
+                self.drop_waiting_will(client_id);
             } else {
+                let action = if clean_start {
+                    WillAction::Publish
+                } else {
+                    WillAction::Cancel
+                };
                 self.settle_will(client_id, action);
                 self.persistence.forget_session(&session);
             }
@@ -190,16 +189,13 @@ impl Router {
     }
 
     /// [`Router::settle_will`] for a session whose stored records another
-    /// node holds now: the stored will is left to it.
-    fn settle_will_unstored(&self, client_id: &str, action: WillAction) {
-        if let Some((_, will)) = self.wills.take(client_id) {
-            if action == WillAction::Publish {
-                self.publish(Arc::new(will.into_message()));
-            }
-        }
+    /// node holds now: the will and its stored copy are left to it (it
+    /// cancels the will on a resume, sends it on a clean start).
+    fn drop_waiting_will(&self, client_id: &str) {
+        self.wills.take(client_id);
     }
 
-    fn shares_store(&self) -> bool {
+    pub(super) fn shares_store(&self) -> bool {
         self.persistence.cluster().is_some()
             && self.persistence.store().is_some_and(|s| s.is_shared())
     }

@@ -552,7 +552,9 @@ impl Router {
                 tracing::debug!(client_id = %session.client_id, "session resumed on another node: will cancelled");
                 return;
             }
-            // Ended by a clean start there: the will goes now.
+            // Ended by a clean start there: the will goes now, from there
+            // when the store is shared (that node read the stored copy).
+            Some(MovedAway::Ended) if self.shares_store() => return,
             Some(MovedAway::Ended) => 0,
             None => delay.min(session.expiry_interval()),
         };
