@@ -47,6 +47,8 @@ pub mod subject;
 #[cfg(test)]
 mod subject_tests;
 mod takeover;
+#[cfg(test)]
+mod takeover_tests;
 pub mod window;
 pub mod wire;
 
