@@ -42,6 +42,16 @@ const VALUE_VERSION: u8 = 1;
 const CLAIM_ATTEMPTS: usize = 8;
 /// Lock stripes per node; client ids hash onto them.
 const STRIPES: usize = 64;
+/// Longest wait of a claim for the node that held the id to say it let the
+/// session go (its last writes committed); past it (that node is dead or
+/// cut off) the claim goes on.
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Where the node that held `client_id` says it let the session go and
+/// will write none of its records any more.
+fn released_subject(client_id: &str) -> String {
+    format!("tern.rel.{}", kv_key::encode(client_id))
+}
 
 /// Who holds a client id, as stored in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +120,8 @@ enum Pending {
 #[derive(Debug)]
 pub(crate) struct Ownership {
     kv: kv::Store,
+    /// Core NATS, for the word that a session was let go ([`released_subject`]).
+    client: async_nats::Client,
     node: String,
     held: Mutex<HashMap<String, Held>>,
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
@@ -140,9 +152,15 @@ pub(crate) async fn owner_of(
 
 impl Ownership {
     /// Ownership for node `node`, holding the client ids it claimed at start.
-    pub(crate) fn new(kv: kv::Store, node: &str, held: HashMap<String, Held>) -> Ownership {
+    pub(crate) fn new(
+        kv: kv::Store,
+        client: async_nats::Client,
+        node: &str,
+        held: HashMap<String, Held>,
+    ) -> Ownership {
         Ownership {
             kv,
+            client,
             node: node.to_string(),
             held: Mutex::new(held),
             stripes: (0..STRIPES)
@@ -168,6 +186,7 @@ impl Ownership {
         let guard = self.stripe(client_id).lock_owned().await;
         let key = kv_key::encode(client_id);
         let failed = |what: &str, e: &dyn std::fmt::Display| ClaimFailed(format!("{what}: {e}"));
+        let mut released: Option<async_nats::Subscriber> = None;
         for _ in 0..CLAIM_ATTEMPTS {
             let entry = self
                 .kv
@@ -188,6 +207,15 @@ impl Ownership {
                 clean_start,
                 subscriptions,
             };
+            // Subscribed before the claim is written: the other node's word
+            // comes after it sees the claim, so it cannot be missed.
+            if released.is_none() && previous.as_ref().is_some_and(|p| p.node != self.node) {
+                released = self
+                    .client
+                    .subscribe(released_subject(client_id))
+                    .await
+                    .ok();
+            }
             let written = match &entry {
                 Some(entry) => self
                     .kv
@@ -215,9 +243,23 @@ impl Ownership {
                     revision,
                 },
             );
+            let held_elsewhere = previous.is_some_and(|p| p.node != self.node);
+            if let (true, Some(mut released)) = (held_elsewhere, released) {
+                // Fencing: its writes in flight land before this node reads
+                // the session's records.
+                if tokio::time::timeout(RELEASE_WAIT, released.next())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(
+                        client_id,
+                        "previous holder did not confirm the release in time"
+                    );
+                }
+            }
             return Ok(Claimed {
                 carried: value.subscriptions,
-                held_elsewhere: previous.is_some_and(|p| p.node != self.node),
+                held_elsewhere,
                 guard: Some(ClaimGuard(Box::new(guard))),
             });
         }
@@ -388,7 +430,7 @@ impl Ownership {
         }
     }
 
-    async fn on_change(&self, router: &Router, entry: kv::Entry) {
+    async fn on_change(&self, router: &Arc<Router>, entry: kv::Entry) {
         if entry.operation != kv::Operation::Put {
             return;
         }
@@ -402,7 +444,7 @@ impl Ownership {
             return;
         };
         let _stripe = self.stripe(&client_id).lock_owned().await;
-        {
+        let was_held = {
             let mut held = self.held.lock();
             // A claim of ours newer than this change stands.
             if held
@@ -411,9 +453,21 @@ impl Ownership {
             {
                 return;
             }
-            held.remove(&client_id);
-        }
+            held.remove(&client_id)
+        };
         router.session_moved(&client_id, value.clean_start);
+        if was_held.is_some() {
+            // Once what it wrote for the session is committed (later writes
+            // are refused by the store), the new holder may read it.
+            let (router, client) = (Arc::clone(router), self.client.clone());
+            tokio::spawn(async move {
+                let committed = router.wait_committed(router.latest_commit());
+                let _ = tokio::time::timeout(RELEASE_WAIT, committed).await;
+                let _ = client
+                    .publish(released_subject(&client_id), bytes::Bytes::new())
+                    .await;
+            });
+        }
     }
 
     /// Whether this node holds `client_id` (for tests and the admin side).

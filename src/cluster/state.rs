@@ -66,7 +66,12 @@ impl SharedState {
             .cloned()
             .collect();
         let state = Arc::new(SharedState {
-            ownership: Arc::new(Ownership::new(owners, node, claims.held)),
+            ownership: Arc::new(Ownership::new(
+                owners,
+                jetstream.client(),
+                node,
+                claims.held,
+            )),
             retained: Arc::new(RetainedSync::new(retained, node)),
         });
         if !router.set_cluster_state(Arc::clone(&state) as Arc<dyn ClusterState>) {

@@ -16,7 +16,7 @@ async fn jetstream(nats: &Nats) -> async_nats::jetstream::Context {
 
 async fn ownership(js: &async_nats::jetstream::Context, node: &str) -> Arc<Ownership> {
     let kv = open_bucket(js, BUCKET, 1).await.expect("bucket");
-    Arc::new(Ownership::new(kv, node, HashMap::new()))
+    Arc::new(Ownership::new(kv, js.client(), node, HashMap::new()))
 }
 
 #[tokio::test]
