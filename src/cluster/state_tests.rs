@@ -105,24 +105,34 @@ async fn a_client_id_taken_on_another_node_ends_the_first_connection_and_resumes
         options(QoS::AtLeastOnce),
     );
 
-    // The subscription reaches the bucket through a's writer; b resumes once it is there.
-    let second = {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let probe = b
-                .attach_claimed(&id, &owner, false, 300)
-                .await
-                .expect("attach on b");
-            if !probe.session.subscriptions().is_empty() {
-                break probe;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "subscription never carried"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // The subscription reaches the bucket through a's writer; b resumes once
+    // it is there (a claim before would take the id without it: a's write,
+    // fenced, would then never land).
+    let client = async_nats::connect(&nats.url).await.expect("connect");
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value(super::ownership::BUCKET)
+        .await
+        .expect("bucket");
+    let key = crate::store::nats::kv_key::encode("device-1");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let value = kv.get(key.as_str()).await.expect("read");
+        let owner = value
+            .as_deref()
+            .and_then(super::ownership::OwnerValue::decode);
+        if owner.is_some_and(|o| !o.subscriptions.is_empty()) {
+            break;
         }
-    };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscription never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = b
+        .attach_claimed(&id, &owner, false, 300)
+        .await
+        .expect("attach on b");
     assert!(second.session_present, "a resumed session is present");
     let filters: Vec<String> = second
         .session
