@@ -46,20 +46,17 @@ use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_set::RetainedLimits;
 use crate::core::schema::Schemas;
 use crate::core::selector::{Selector, SelectorCache, SelectorError};
-use crate::core::session::{
-    KickReason, MovedAway, QueueLimits, Session, SessionOwner, SubscriptionOptions,
-};
+use crate::core::session::{KickReason, QueueLimits, Session, SessionOwner, SubscriptionOptions};
 use crate::core::stream::{StreamError, StreamSubscription, Streams};
 use crate::core::topic::Filter;
-use crate::store::record::{unix_ms_now, WillRecord};
 use crate::store::{Snapshot, Store, StoreError};
 
-use persist::{message_from_record, Persistence, RetainedOrigin};
+use persist::{Persistence, RetainedOrigin};
 pub use publishing::{PublishRefused, Published};
 pub use restore::Restored;
 use routing::Routing;
 use sessions::SessionRegistry;
-use wills::{delay_until, WaitingWill, WillAction, Wills};
+use wills::{WillAction, Wills};
 
 /// Counters the admin side reads; relaxed atomics, never a lock.
 #[derive(Debug, Default)]
@@ -532,120 +529,5 @@ impl Router {
 
     pub fn session_count(&self) -> usize {
         self.sessions.count()
-    }
-
-    // ---- wills ----
-
-    /// Publishes `message` as the will of `session` now, or after `delay` seconds
-    /// (capped by the session's expiry) unless the session is resumed first.
-    pub fn publish_will(
-        self: &Arc<Self>,
-        session: &Arc<Session>,
-        message: Message,
-        delay: u32,
-        expiry_interval: Option<u32>,
-    ) {
-        let delay = match session.moved_away() {
-            // Resumed on another node (its connection was live when that node
-            // claimed it): a will must not wait here, the client is back.
-            Some(MovedAway::Resumed) => {
-                tracing::debug!(client_id = %session.client_id, "session resumed on another node: will cancelled");
-                return;
-            }
-            // Ended by a clean start there: the will goes now, from there
-            // when the store is shared (that node read the stored copy).
-            Some(MovedAway::Ended) if self.shares_store() => return,
-            Some(MovedAway::Ended) => 0,
-            None => delay.min(session.expiry_interval()),
-        };
-        if delay == 0 {
-            let will = self.wills.will(message, expiry_interval, false);
-            self.publish(Arc::new(will.into_message()));
-            self.disarm_will(session);
-            return;
-        }
-        let due_at_ms = unix_ms_now().saturating_add(u64::from(delay) * 1000);
-        let stored =
-            self.persistence
-                .put_will(&session.client_id, &message, expiry_interval, due_at_ms);
-        let will = self.wills.will(message, expiry_interval, stored);
-        self.wait_for_will(Arc::clone(&session.client_id), will, delay_until(due_at_ms));
-    }
-
-    /// Parks `will` and publishes it after `after`, unless it was taken meanwhile.
-    fn wait_for_will(self: &Arc<Self>, client_id: Arc<str>, will: WaitingWill, after: Duration) {
-        let (token, previous) = self.wills.park(Arc::clone(&client_id), will);
-        if let Some(previous) = previous {
-            self.send_will(&client_id, previous);
-        }
-        let router = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            if let Some((client_id, will)) = router.wills.take_if_due(&client_id, token) {
-                router.send_will(&client_id, will);
-            }
-        });
-    }
-
-    /// Publishes a will taken out of the waiting ones and forgets its stored copy.
-    fn send_will(&self, client_id: &str, will: WaitingWill) {
-        let stored = will.stored;
-        tracing::debug!(client_id, topic = %will.topic(), "will published");
-        // Published (and its deliveries submitted) before the stored will is removed:
-        // a crash in between repeats the will rather than losing it.
-        self.publish(Arc::new(will.into_message()));
-        if stored {
-            self.persistence.delete_will(client_id);
-        }
-    }
-
-    /// Cuts short the wait of `client_id`'s will, if one waits.
-    fn settle_will(&self, client_id: &str, action: WillAction) {
-        let Some((client_id, will)) = self.wills.take(client_id) else {
-            return;
-        };
-        match action {
-            WillAction::Publish => self.send_will(&client_id, will),
-            WillAction::Cancel => {
-                tracing::debug!(client_id = %client_id, "session resumed: will cancelled");
-                if will.stored {
-                    self.persistence.delete_will(&client_id);
-                }
-            }
-        }
-    }
-
-    /// Wills waiting for their delay (for the admin side and tests).
-    pub fn waiting_will_count(&self) -> usize {
-        self.wills.count()
-    }
-
-    /// Brings back stored wills at start: each waits for what is left of its delay,
-    /// or is sent now if that passed or its session is gone.
-    fn restore_wills(self: &Arc<Self>, wills: Vec<(String, WillRecord)>) -> usize {
-        let count = wills.len();
-        for (client_id, record) in wills {
-            let armed = record.armed_delay();
-            let will = self.wills.will(
-                message_from_record(record.message),
-                record.expiry_interval,
-                true,
-            );
-            let session = self.session(&client_id);
-            // The will of a connection that was live when its node died: its
-            // delay (capped by the session's expiry) starts now.
-            let after = match armed {
-                Some(delay) => Duration::from_secs(u64::from(
-                    delay.min(session.as_ref().map_or(0, |s| s.expiry_interval())),
-                )),
-                None => delay_until(record.due_at_ms),
-            };
-            if after.is_zero() || session.is_none() {
-                self.send_will(&client_id, will);
-            } else {
-                self.wait_for_will(Arc::from(client_id), will, after);
-            }
-        }
-        count
     }
 }
