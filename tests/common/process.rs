@@ -119,10 +119,18 @@ impl Broker {
         let stdout = child.stdout.take().expect("stdout");
         let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let banner = timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("banner in time")
-            .expect("read banner");
+        let Ok(banner) = timeout(Duration::from_secs(30), lines.next_line()).await else {
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(done) = log_done {
+                let _ = timeout(Duration::from_secs(5), done).await;
+            }
+            return Err(format!(
+                "no banner within 30 s; the log:\n{}",
+                log.lock().join("\n")
+            ));
+        };
+        let banner = banner.expect("read banner");
         let Some(banner) = banner else {
             // Exited before the banner: hand back what it logged.
             let _ = child.wait();
