@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::crash::{consume, publisher, rand_u64, Acked, Received, Tally};
-use common::nats::NatsServer;
+use common::nats::{store_stream, NatsServer};
 use common::process::{data_dir, free_port, Broker};
 use tern_mqtt::QoS;
 use tokio::time::{timeout, Instant};
@@ -41,13 +41,7 @@ async fn acknowledged_messages_survive_repeated_sigkill_with_the_nats_store() {
     ];
     crash_repeatedly("crash-nats", &env).await;
     // What was kept, was kept in JetStream.
-    let client = async_nats::connect(&nats.url)
-        .await
-        .expect("connect to NATS");
-    let mut stream = async_nats::jetstream::new(client)
-        .get_stream("KV_tern_store")
-        .await
-        .expect("the store bucket exists");
+    let mut stream = store_stream(vec![nats.url.clone()]).await;
     let state = stream.info().await.expect("stream info").state.clone();
     eprintln!(
         "KV_tern_store: {} writes, {} kept",

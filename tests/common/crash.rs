@@ -14,11 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tern_mqtt::{
-    Ack, Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
-};
+use tern_mqtt::{Ack, Packet, Properties, Publish, QoS};
 
-use super::process::Conn;
+use super::process::{subscribe_packet, Conn};
 
 /// Topic prefix of every message the crash tests publish (`crash/<publisher>`).
 pub const FILTER: &str = "crash/#";
@@ -139,19 +137,7 @@ pub async fn consume(
         return false;
     };
     if first {
-        let sub = Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![SubscribeFilter {
-                filter: FILTER.into(),
-                options: SubscriptionOptions {
-                    qos,
-                    no_local: false,
-                    retain_as_published: false,
-                    retain_handling: 0,
-                },
-            }],
-            properties: Properties::default(),
-        });
+        let sub = subscribe_packet(FILTER, qos);
         if conn.send(&sub).await.is_none() {
             return false;
         }

@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tern_mqtt::{Connect, Packet, Properties, ProtocolVersion};
+use tern_mqtt::{
+    Connect, Packet, Properties, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
+    SubscriptionOptions,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -294,4 +297,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// SUBSCRIBE (packet id 1) to `filter` at `qos`, no other option.
+pub fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options: SubscriptionOptions {
+                qos,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        }],
+        properties: Properties::default(),
+    })
 }
