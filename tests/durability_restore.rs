@@ -8,12 +8,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::process::{data_dir, free_port, Broker, Conn};
+use common::process::{data_dir, free_port, subscribe_packet, Broker, Conn};
 use common::stomp::{body, StompClient};
-use tern_mqtt::{
-    Ack, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter,
-    SubscriptionOptions,
-};
+use tern_mqtt::{Ack, Packet, Properties, ProtocolVersion, Publish, QoS};
 use tern_stomp::Command;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -39,19 +36,7 @@ fn publish(topic: &str, payload: &str, qos: QoS, packet_id: Option<u16>, retain:
 }
 
 async fn subscribe(conn: &mut Conn, filter: &str, qos: QoS) {
-    let sub = Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.into(),
-            options: SubscriptionOptions {
-                qos,
-                no_local: false,
-                retain_as_published: false,
-                retain_handling: 0,
-            },
-        }],
-        properties: Properties::default(),
-    });
+    let sub = subscribe_packet(filter, qos);
     conn.send(&sub).await.expect("send SUBSCRIBE");
     assert!(
         matches!(conn.recv(WAIT).await, Some(Packet::SubAck(_))),

@@ -807,6 +807,7 @@ fn rand_suffix() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+pub mod crash;
 /// A STOMP test client over a real socket.
 pub mod http;
 pub mod nats;

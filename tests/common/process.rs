@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tern_mqtt::{Connect, Packet, Properties, ProtocolVersion};
+use tern_mqtt::{
+    Connect, Packet, Properties, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
+    SubscriptionOptions,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -119,10 +122,18 @@ impl Broker {
         let stdout = child.stdout.take().expect("stdout");
         let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let banner = timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("banner in time")
-            .expect("read banner");
+        let Ok(banner) = timeout(Duration::from_secs(30), lines.next_line()).await else {
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(done) = log_done {
+                let _ = timeout(Duration::from_secs(5), done).await;
+            }
+            return Err(format!(
+                "no banner within 30 s; the log:\n{}",
+                log.lock().join("\n")
+            ));
+        };
+        let banner = banner.expect("read banner");
         let Some(banner) = banner else {
             // Exited before the banner: hand back what it logged.
             let _ = child.wait();
@@ -286,4 +297,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// SUBSCRIBE (packet id 1) to `filter` at `qos`, no other option.
+pub fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options: SubscriptionOptions {
+                qos,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        }],
+        properties: Properties::default(),
+    })
 }

@@ -17,7 +17,8 @@ use super::mirror::{MessageRef, Mirror};
 use crate::store::record::{MessageRecord, WillRecord};
 use crate::store::{Snapshot, StoreError};
 
-/// The current value of every key of KV bucket `bucket` (deleted keys left out).
+/// The current value of every key of KV bucket `bucket` (deleted keys left
+/// out); retried while JetStream elects a leader (`patience.rs`).
 pub(crate) async fn read_bucket(
     jetstream: &jetstream::Context,
     bucket: &str,
@@ -27,8 +28,20 @@ pub(crate) async fn read_bucket(
 }
 
 /// The current entry (with its revision) of every key of KV bucket `bucket`
-/// (deleted keys left out).
+/// (deleted keys left out); retried while JetStream elects a leader.
 pub(crate) async fn read_entries(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+) -> Result<Vec<kv::Entry>, String> {
+    super::patience::patiently(bucket, || async {
+        read_entries_once(jetstream, bucket)
+            .await
+            .map_err(super::patience::Failure::Transient)
+    })
+    .await
+}
+
+async fn read_entries_once(
     jetstream: &jetstream::Context,
     bucket: &str,
 ) -> Result<Vec<kv::Entry>, String> {
@@ -36,18 +49,21 @@ pub(crate) async fn read_entries(
     let kv = jetstream
         .get_key_value(bucket)
         .await
-        .map_err(|e| e.to_string())?;
-    let status = kv.status().await.map_err(|e| e.to_string())?;
+        .map_err(|e| format!("opening: {e}"))?;
+    let status = kv
+        .status()
+        .await
+        .map_err(|e| format!("reading its status: {e}"))?;
     if status.info.state.messages == 0 {
         return Ok(Vec::new());
     }
     let mut watch = kv
         .watch_with_history(">")
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("watching it: {e}"))?;
     let mut entries = Vec::new();
     while let Some(entry) = watch.next().await {
-        let entry = entry.map_err(|e| e.to_string())?;
+        let entry = entry.map_err(|e| format!("reading it: {e}"))?;
         let last = entry.delta == 0;
         if entry.operation == kv::Operation::Put {
             entries.push(entry);

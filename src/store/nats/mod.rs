@@ -7,6 +7,7 @@
 //! - `mirror.rs`: what this node knows of its keys; a batch → its writes.
 //! - `publish.rs`: a batch as publishes with one wait for all acks.
 //! - `load.rs`: reading the bucket at start.
+//! - `patience.rs`: retrying while JetStream elects a leader.
 //! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
 //!   cluster's too).
 //!
@@ -18,6 +19,7 @@ pub(crate) mod kv_key;
 pub(crate) mod kv_value;
 pub(crate) mod load;
 mod mirror;
+pub(crate) mod patience;
 mod publish;
 #[cfg(test)]
 pub(crate) mod test_server;
@@ -34,6 +36,7 @@ use parking_lot::Mutex;
 
 use super::{Backend, Snapshot, StoreError, StoreOp};
 use mirror::Mirror;
+use patience::Failure;
 
 pub use keys::BUCKET;
 
@@ -98,20 +101,37 @@ pub(crate) async fn open_bucket(
 }
 
 /// Opens (or makes) KV bucket `bucket` as the stream `config` (made by
-/// [`bucket_config`], then changed) says.
+/// [`bucket_config`], then changed) says; retried while JetStream elects a
+/// leader (`patience.rs`).
 pub(crate) async fn open_configured(
     jetstream: &jetstream::Context,
     bucket: &str,
     config: jetstream::stream::Config,
 ) -> Result<kv::Store, String> {
-    jetstream
-        .get_or_create_stream(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    jetstream
-        .get_key_value(bucket)
-        .await
-        .map_err(|e| e.to_string())
+    patience::patiently(bucket, || async {
+        // Both time out while the cluster elects a leader; a configuration
+        // JetStream refuses (say, more replicas than servers) is final.
+        match jetstream.get_or_create_stream(config.clone()).await {
+            Err(e) if !transient(&e) => return Err(Failure::Final(e.to_string())),
+            Err(e) => return Err(Failure::Transient(e.to_string())),
+            Ok(_) => {}
+        }
+        jetstream
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))
+    })
+    .await
+}
+
+/// An error that a JetStream cluster electing a leader answers with.
+fn transient(error: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    match error.kind() {
+        Kind::TimedOut | Kind::JetStreamUnavailable => true,
+        Kind::JetStream(e) => e.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE,
+        _ => false,
+    }
 }
 
 impl NatsBackend {

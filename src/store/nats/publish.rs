@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::keys::BUCKET;
 use crate::store::StoreError;
 
-/// Sends of one write before the commit fails.
+/// Sends of one write before the commit fails (at the least: see `publish`).
 const ATTEMPTS: usize = 3;
 /// Writes in flight at once (each chunk's acknowledgements are awaited together).
 const CHUNK: usize = 8_192;
@@ -36,10 +36,15 @@ pub(super) async fn publish(
     for chunk in indexed.chunks(CHUNK) {
         let mut pending: Vec<&(usize, String, Option<Bytes>)> = chunk.iter().collect();
         let mut last_error = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
+        // At least ATTEMPTS sends, and more while a JetStream election may
+        // last (a NATS server died): the message ids make resends harmless.
+        let deadline = tokio::time::Instant::now() + super::patience::PATIENCE;
+        let mut attempts = 0;
+        while attempts < ATTEMPTS || tokio::time::Instant::now() < deadline {
+            if attempts > 0 {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
+            attempts += 1;
             let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
             let mut failed = Vec::new();
             for (n, write) in pending.iter().enumerate() {
@@ -69,7 +74,7 @@ pub(super) async fn publish(
         }
         if !pending.is_empty() {
             return Err(StoreError::Write(format!(
-                "JetStream did not acknowledge {} writes to {BUCKET} after {ATTEMPTS} attempts: {last_error}",
+                "JetStream did not acknowledge {} writes to {BUCKET} after {attempts} attempts: {last_error}",
                 pending.len()
             )));
         }

@@ -1,0 +1,258 @@
+//! The clients and the bookkeeping of the crash tests (`durability_crash.rs`
+//! on one node, `durability_cluster_crash.rs` on three): numbered QoS 1 / 2
+//! publishers that record what the broker acknowledged, persistent
+//! subscribers that record what they received, and the tally of the two.
+//!
+//! The clients are a deliberately small MQTT 3.1.1 client on the project's
+//! codec (`process::Conn`): the tests need to see exactly which packet was
+//! acknowledged when. Interoperability is proven elsewhere.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern_mqtt::{Ack, Packet, Properties, Publish, QoS};
+
+use super::process::{subscribe_packet, Conn};
+
+/// Topic prefix of every message the crash tests publish (`crash/<publisher>`).
+pub const FILTER: &str = "crash/#";
+
+pub fn ack(packet_id: u16) -> Ack {
+    Ack {
+        packet_id,
+        reason: 0,
+        properties: Properties::default(),
+    }
+}
+
+/// Sequence numbers the broker acknowledged, per publisher.
+pub type Acked = Arc<Mutex<HashMap<String, Vec<u64>>>>;
+
+/// Publishes numbered messages on `crash/<name>` until `stop`; a message
+/// counts as acknowledged on PUBACK (QoS 1) or PUBREC (QoS 2). After a lost
+/// connection it connects again, to the next address of `addrs` that answers
+/// (one address: the same broker after its restart).
+pub async fn publisher(
+    addrs: Vec<SocketAddr>,
+    name: String,
+    qos: QoS,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+) {
+    let mut seq: u64 = 0;
+    let topic = format!("crash/{name}");
+    let mut at = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let addr = addrs[at % addrs.len()];
+        let Some((mut conn, _)) = Conn::open(addr, &name, true).await else {
+            at += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut packet_id: u16 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            seq += 1;
+            packet_id = packet_id % 60000 + 1;
+            let publish = Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: topic.clone(),
+                packet_id: Some(packet_id),
+                properties: Properties::default(),
+                payload: Bytes::from(format!("{name}:{seq}")),
+            });
+            if conn.send(&publish).await.is_none() {
+                break;
+            }
+            let acknowledged = match conn.recv(Duration::from_secs(5)).await {
+                Some(Packet::PubAck(a)) if qos == QoS::AtLeastOnce && a.packet_id == packet_id => {
+                    true
+                }
+                Some(Packet::PubRec(a)) if qos == QoS::ExactlyOnce && a.packet_id == packet_id => {
+                    // The broker owns the message from PUBREC on.
+                    record(&acked, &name, seq);
+                    if conn.send(&Packet::PubRel(ack(packet_id))).await.is_none() {
+                        break;
+                    }
+                    if !matches!(
+                        conn.recv(Duration::from_secs(5)).await,
+                        Some(Packet::PubComp(_))
+                    ) {
+                        break;
+                    }
+                    continue;
+                }
+                _ => false,
+            };
+            if !acknowledged {
+                break;
+            }
+            record(&acked, &name, seq);
+        }
+        // Lost the connection: the next connection goes to the next address.
+        at += 1;
+    }
+}
+
+fn record(acked: &Acked, name: &str, seq: u64) {
+    acked
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .push(seq);
+}
+
+/// What one persistent subscriber received: (publisher, seq) in arrival order.
+#[derive(Default)]
+pub struct Received {
+    pub messages: Vec<(String, u64)>,
+    /// QoS 2 ids received and not yet released: a resend with one of these is a duplicate.
+    awaiting_pubrel: HashSet<u16>,
+}
+
+fn parse_payload(payload: &[u8]) -> Option<(String, u64)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (name, seq) = text.split_once(':')?;
+    Some((name.to_string(), seq.parse().ok()?))
+}
+
+/// Connects `client_id` (persistent session) to `addr`, subscribes to
+/// [`FILTER`] at `qos` when `first`, and consumes until the connection drops
+/// or nothing came for `idle_exit`. Returns false if it could not connect.
+pub async fn consume(
+    addr: SocketAddr,
+    client_id: &str,
+    qos: QoS,
+    received: &Mutex<Received>,
+    first: bool,
+    idle_exit: Option<Duration>,
+) -> bool {
+    let Some((mut conn, _present)) = Conn::open(addr, client_id, false).await else {
+        return false;
+    };
+    if first {
+        let sub = subscribe_packet(FILTER, qos);
+        if conn.send(&sub).await.is_none() {
+            return false;
+        }
+    }
+    let wait = idle_exit.unwrap_or(Duration::from_secs(3600));
+    while let Some(packet) = conn.recv(wait).await {
+        let answer = match packet {
+            Packet::Publish(p) => {
+                let id = p.packet_id.unwrap_or(0);
+                let mut r = received.lock().unwrap();
+                match p.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => {
+                        r.messages.extend(parse_payload(&p.payload));
+                        Some(Packet::PubAck(ack(id)))
+                    }
+                    QoS::ExactlyOnce => {
+                        if r.awaiting_pubrel.insert(id) {
+                            r.messages.extend(parse_payload(&p.payload));
+                        }
+                        Some(Packet::PubRec(ack(id)))
+                    }
+                }
+            }
+            Packet::PubRel(a) => {
+                received
+                    .lock()
+                    .unwrap()
+                    .awaiting_pubrel
+                    .remove(&a.packet_id);
+                Some(Packet::PubComp(ack(a.packet_id)))
+            }
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            if conn.send(&answer).await.is_none() {
+                return true;
+            }
+        }
+    }
+    true
+}
+
+/// One subscriber's received messages held against what was acknowledged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages the broker acknowledged (all publishers).
+    pub acknowledged: usize,
+    /// Messages received (repeats included).
+    pub received: usize,
+    /// Acknowledged and never received.
+    pub missing: usize,
+    /// Messages of a QoS 2 publisher (`q2…`) received more than once.
+    pub qos2_duplicates: usize,
+    /// Messages received for the first time after a later one of their publisher.
+    pub order_violations: usize,
+}
+
+impl Tally {
+    pub fn of(received: &Received, acked: &HashMap<String, Vec<u64>>) -> Tally {
+        let mut tally = Tally {
+            received: received.messages.len(),
+            ..Tally::default()
+        };
+        let mut counts: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut last_first_seen: HashMap<&str, u64> = HashMap::new();
+        for (publisher, seq) in &received.messages {
+            let n = counts.entry((publisher.as_str(), *seq)).or_default();
+            *n += 1;
+            if *n == 1 {
+                let last = last_first_seen.entry(publisher.as_str()).or_default();
+                if *seq < *last {
+                    tally.order_violations += 1;
+                } else {
+                    *last = *seq;
+                }
+            }
+        }
+        for (publisher, seqs) in acked {
+            for seq in seqs {
+                tally.acknowledged += 1;
+                match counts
+                    .get(&(publisher.as_str(), *seq))
+                    .copied()
+                    .unwrap_or(0)
+                {
+                    0 => tally.missing += 1,
+                    1 => {}
+                    _ if publisher.starts_with("q2") => tally.qos2_duplicates += 1,
+                    _ => {}
+                }
+            }
+        }
+        tally
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged, {} received, {} missing, {} QoS 2 duplicates, {} order violations",
+            self.acknowledged,
+            self.received,
+            self.missing,
+            self.qos2_duplicates,
+            self.order_violations
+        )
+    }
+}
+
+/// A random number (std's per-process hash keys), for kill timings.
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
