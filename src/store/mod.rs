@@ -422,6 +422,19 @@ impl Store {
         }
     }
 
+    /// Whether everything up to `ticket` is committed now (true at once with
+    /// `Durability::None`); an error once a commit has failed. The check a
+    /// connection makes before it holds its acks back and reads on.
+    pub fn is_committed(&self, ticket: Ticket) -> Result<bool, StoreError> {
+        if self.durability == Durability::None || ticket == 0 {
+            return Ok(true);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Write("an earlier commit failed".into()));
+        }
+        Ok(*self.committed.borrow() >= ticket)
+    }
+
     /// Waits until everything submitted so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let ticket = self.pending.lock().last_ticket;
