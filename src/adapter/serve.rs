@@ -25,7 +25,8 @@ use super::log_limit::LogLimit;
 use super::rate::RateLimit;
 use super::{Context, Peer, WriteError};
 use crate::admin::{ClientInfo, Protocol};
-use crate::core::commit::Commit;
+use crate::core::commit::{Commit, CoreError};
+use crate::core::router::Router;
 use crate::core::session::{KickReason, Session};
 
 /// A byte stream a connection runs over (TCP, TLS, WebSocket).
@@ -165,6 +166,9 @@ pub(crate) struct Connection<P: ConnectionProtocol> {
     pub(crate) kicked: oneshot::Receiver<KickReason>,
     /// Output of this wake-up, written once (see [`Connection::flush`]).
     pub(crate) write_buf: BytesMut,
+    /// The front of `write_buf` that waits for a commit while the connection
+    /// reads on (see [`Connection::flush_ready`]).
+    held: Option<Box<Held>>,
     /// `limits.max_publish_rate`, when set: a client over it is read more slowly.
     pub(crate) publish_rate: Option<Box<RateLimit>>,
     /// Repeated warnings this client caused, so it cannot flood the log.
@@ -176,8 +180,43 @@ pub(crate) struct Connection<P: ConnectionProtocol> {
     pub(crate) protocol: P,
 }
 
+/// Output held back for a commit: the first `len` bytes of the write buffer
+/// go out once `commit` is committed. Meanwhile the connection reads on, so
+/// its next packets join the group commit after that one instead of waiting
+/// for it (one commit in flight per connection, the next one filling).
+/// Boxed: a connection that holds nothing carries one word for it.
+struct Held {
+    len: usize,
+    commit: Commit,
+    /// Resolves once `commit` is committed (made with the hold).
+    wait: std::pin::Pin<Box<dyn Future<Output = Result<(), CoreError>> + Send>>,
+}
+
+impl Held {
+    fn new(len: usize, commit: Commit, router: &Arc<Router>) -> Box<Held> {
+        let router = Arc::clone(router);
+        Box::new(Held {
+            len,
+            commit,
+            wait: Box::pin(async move { router.wait_committed(commit).await }),
+        })
+    }
+}
+
+/// Resolves once the held output's commit is done (never when nothing is held).
+fn held_commit(
+    held: &mut Option<Box<Held>>,
+) -> impl Future<Output = Result<(), CoreError>> + Send + '_ {
+    std::future::poll_fn(move |cx| match held {
+        Some(held) => held.wait.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+}
+
 enum Event {
     Read(std::io::Result<usize>),
+    /// The held output's commit is done (or failed).
+    Committed(Result<(), CoreError>),
     Deliver,
     Kicked(Option<KickReason>),
     /// The protocol's own timer.
@@ -203,6 +242,7 @@ impl<P: ConnectionProtocol> Connection<P> {
             connection_id,
             kicked,
             write_buf: BytesMut::new(),
+            held: None,
             publish_rate,
             log_limit: LogLimit::default(),
             partial: PartialFrame::default(),
@@ -243,11 +283,14 @@ impl<P: ConnectionProtocol> Connection<P> {
             // window: the new one has resent what was in flight when it attached.
             self.check_kicked()?;
             self.drain_deliveries()?;
-            if !self.write_buf.is_empty() {
-                self.flush(stream).await?;
+            let ready = self.ready_len()?;
+            if ready != 0 {
+                self.write_front(stream, ready).await?;
                 self.protocol.wrote();
             }
-            if self.session.pending_len() > 0 && P::window_open(self) {
+            // Held output past the high-water mark: wait for its commit first.
+            let room = self.held.is_none() || self.write_buf.len() < WRITE_HIGH_WATER;
+            if room && self.session.pending_len() > 0 && P::window_open(self) {
                 continue;
             }
             // Over its publish rate: stop reading until the debt is paid, so TCP
@@ -265,13 +308,15 @@ impl<P: ConnectionProtocol> Connection<P> {
                 room.await;
             }
             sizing.prepare(read_buf);
-            let window_open = P::window_open(self);
+            let window_open = room && P::window_open(self);
+            let holding = self.held.is_some();
             let own_timer_armed = self.protocol.own_timer_armed();
             let timer_armed = self.timer_armed();
             let event = tokio::select! {
                 biased;
                 reason = &mut self.kicked => Event::Kicked(reason.ok()),
-                read = read_quietly(stream, read_buf) => Event::Read(read),
+                read = read_quietly(stream, read_buf), if room => Event::Read(read),
+                done = held_commit(&mut self.held), if holding => Event::Committed(done),
                 _ = self.session.notified(), if window_open => Event::Deliver,
                 _ = self.protocol.own_timer(), if own_timer_armed => Event::OwnTimer,
                 _ = &mut timer, if timer_armed => Event::TimerExpired,
@@ -286,6 +331,7 @@ impl<P: ConnectionProtocol> Connection<P> {
                 }
                 Event::OwnTimer => P::on_own_timer(self),
                 Event::Deliver => {}
+                Event::Committed(done) => done.map_err(|e| Ended::Write(e.into()))?,
                 Event::Read(Ok(0)) => return Err(Ended::PeerClosed.into()),
                 Event::Read(Err(e)) => return Err(Ended::Io(e).into()),
                 Event::Read(Ok(n)) => {
@@ -386,19 +432,77 @@ impl<P: ConnectionProtocol> Connection<P> {
         drained
     }
 
+    /// How much of the front of the buffered output may go out now: all of
+    /// it when what it acknowledges is committed already; else it is held for
+    /// its commit (the loop waits for that beside its reads), and what arrives
+    /// meanwhile is held behind it, for its own commit.
+    fn ready_len(&mut self) -> Result<usize, Ended> {
+        let router = &self.ctx.router;
+        let committed = |commit| {
+            router
+                .is_committed(commit)
+                .map_err(|e| Ended::Write(e.into()))
+        };
+        let mut ready = 0;
+        if let Some(held) = &self.held {
+            if !committed(held.commit)? {
+                return Ok(0);
+            }
+            ready = held.len;
+            self.held = None;
+        }
+        if ready == self.write_buf.len() {
+            return Ok(ready);
+        }
+        let commit = self.protocol.take_commit_wait();
+        if committed(commit)? {
+            return Ok(self.write_buf.len());
+        }
+        self.held = Some(Held::new(self.write_buf.len() - ready, commit, router));
+        Ok(ready)
+    }
+
+    /// Writes the first `len` bytes of the buffered output, their commit done.
+    async fn write_front<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        len: usize,
+    ) -> Result<(), P::Error> {
+        let stall = P::write_stall(self);
+        let router = &self.ctx.router;
+        let buf = &mut self.write_buf;
+        // Boxed (one allocation per write, not per message): inline, the
+        // write's state would weigh on every waiting connection task.
+        Box::pin(async move {
+            if len < buf.len() {
+                let mut front = buf.split_to(len);
+                super::write_out(stream, &mut front, Commit::NONE, router, stall).await
+            } else {
+                super::write_out(stream, buf, Commit::NONE, router, stall).await
+            }
+        })
+        .await
+        .map_err(Ended::Write)?;
+        Ok(())
+    }
+
     /// Writes the buffered output in one go; it waits first for the commit of
-    /// what it acknowledges, when this connection stored something.
+    /// what it acknowledges (held output's included), when this connection
+    /// stored something.
     pub(crate) async fn flush<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
     ) -> Result<(), P::Error> {
         let stall = P::write_stall(self);
         // Kept for the next write when there is nothing to write yet.
-        let commit = if self.write_buf.is_empty() {
+        let mut commit = if self.write_buf.is_empty() {
             Commit::NONE
         } else {
             self.protocol.take_commit_wait()
         };
+        if let Some(held) = self.held.take() {
+            commit.include(held.commit);
+        }
         let router = Arc::clone(&self.ctx.router);
         super::write_out(stream, &mut self.write_buf, commit, &router, stall)
             .await

@@ -8,9 +8,11 @@
 //! - `nats/`: the NATS backend (JetStream KV, cluster mode).
 //! - `redb_stream.rs`: its tables of durable streams;
 //! - `redb_schema.rs`: its table of admin API schemas;
-//! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
+//! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends);
+//! - `pending.rs`: the submissions waiting for the next group commit.
 
 pub mod nats;
+mod pending;
 pub mod record;
 pub mod redb;
 mod redb_schema;
@@ -20,7 +22,6 @@ pub use stream_chunk::encode_record as encode_stream_record;
 #[cfg(test)]
 pub(crate) mod suite;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use pending::Pending;
 use record::{DeliveryRecord, MessageRecord, SessionRecord, StreamRecord, StreamState, WillRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -248,13 +250,6 @@ pub trait Backend: Send + Sync + 'static {
 /// Position of a submission; committed once `Store::wait` for it returns.
 pub type Ticket = u64;
 
-struct Pending {
-    /// Submissions not yet committed, each with its ticket.
-    submissions: VecDeque<(Ticket, Vec<StoreOp>)>,
-    last_ticket: Ticket,
-    closed: bool,
-}
-
 /// The group-commit front of a backend.
 pub struct Store {
     backend: Arc<dyn Backend>,
@@ -292,6 +287,8 @@ impl std::fmt::Debug for Store {
 
 /// Batches above this many operations are split, so one transaction stays bounded.
 const MAX_BATCH: usize = 50_000;
+/// The writer's batch list keeps its room for this many operations between commits.
+const KEEP_BATCH_CAPACITY: usize = 8192;
 
 impl Store {
     /// Starts the writer thread over `backend`.
@@ -301,7 +298,8 @@ impl Store {
             backend,
             durability,
             pending: Mutex::new(Pending {
-                submissions: VecDeque::new(),
+                ops: Vec::new(),
+                ends: std::collections::VecDeque::new(),
                 last_ticket: 0,
                 closed: false,
             }),
@@ -368,14 +366,16 @@ impl Store {
 
     /// Queues operations for the next group commit; returns their ticket.
     pub fn submit(&self, ops: impl IntoIterator<Item = StoreOp>) -> Ticket {
-        let ops: Vec<StoreOp> = ops.into_iter().collect();
         let mut pending = self.pending.lock();
-        if ops.is_empty() {
+        let start = pending.ops.len();
+        pending.ops.extend(ops);
+        if pending.ops.len() == start {
             return pending.last_ticket;
         }
         pending.last_ticket += 1;
         let ticket = pending.last_ticket;
-        pending.submissions.push_back((ticket, ops));
+        let end = pending.ops.len();
+        pending.ends.push_back((ticket, end));
         drop(pending);
         self.wake.notify_one();
         ticket
@@ -440,6 +440,19 @@ impl Store {
         }
     }
 
+    /// Whether everything up to `ticket` is committed now (true at once with
+    /// `Durability::None`); an error once a commit has failed. The check a
+    /// connection makes before it holds its acks back and reads on.
+    pub fn is_committed(&self, ticket: Ticket) -> Result<bool, StoreError> {
+        if self.durability == Durability::None || ticket == 0 {
+            return Ok(true);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Write("an earlier commit failed".into()));
+        }
+        Ok(*self.committed.borrow() >= ticket)
+    }
+
     /// Waits until everything submitted so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let ticket = self.pending.lock().last_ticket;
@@ -472,26 +485,25 @@ impl Store {
 
     fn write_loop(&self) {
         let mut last_fsync = std::time::Instant::now();
+        // The batch being committed; emptied after each commit and swapped
+        // back in, so its capacity is reused.
+        let mut ops = Vec::new();
         loop {
-            let (ops, ticket) = {
+            if ops.capacity() > KEEP_BATCH_CAPACITY {
+                ops = Vec::new(); // after a burst: its memory goes back
+            } else {
+                ops.clear();
+            }
+            let ticket = {
                 let mut pending = self.pending.lock();
-                while pending.submissions.is_empty() && !pending.closed {
+                while pending.ends.is_empty() && !pending.closed {
                     self.wake.wait_for(&mut pending, Duration::from_millis(500));
                 }
-                if pending.submissions.is_empty() {
+                if pending.ends.is_empty() {
                     return; // closed and drained
                 }
-                let mut ops = Vec::new();
-                let mut ticket = 0;
                 // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
-                while let Some((t, batch)) = pending.submissions.pop_front() {
-                    ticket = t;
-                    ops.extend(batch);
-                    if self.durability == Durability::Sync || ops.len() >= MAX_BATCH {
-                        break;
-                    }
-                }
-                (ops, ticket)
+                pending.take_batch(&mut ops, self.durability == Durability::Sync, MAX_BATCH)
             };
             // `None` still reaches the disk about once a second.
             let fsync = self.durability != Durability::None

@@ -7,9 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// A message as stored: instants become wall-clock milliseconds so expiry survives a restart.
+/// Byte fields go through `serde_bytes`: postcard writes them as before (a
+/// varint length, then the bytes) but reads and writes them in one piece,
+/// not one byte at a time (a replay decodes millions of payloads a second).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     pub topic: String,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
@@ -18,6 +22,7 @@ pub struct MessageRecord {
     pub payload_is_utf8: bool,
     pub content_type: Option<String>,
     pub response_topic: Option<String>,
+    #[serde(with = "serde_bytes")]
     pub correlation_data: Option<Vec<u8>>,
     pub user_properties: Vec<(String, String)>,
     pub publisher: Option<String>,
@@ -182,29 +187,20 @@ pub struct StreamRecordRef<'a> {
     pub message: MessageRecordRef<'a>,
 }
 
-/// Bytes serialized at once (`serialize_bytes`): postcard encodes them as a
-/// `Vec<u8>` (a varint length, then the bytes), without a call per byte.
-#[derive(Debug, Clone, Copy)]
-pub struct RawBytes<'a>(pub &'a [u8]);
-
-impl Serialize for RawBytes<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
-
 /// `MessageRecord`, borrowed: see `StreamRecordRef`.
 #[derive(Debug, Serialize)]
 pub struct MessageRecordRef<'a> {
     pub topic: &'a str,
-    pub payload: RawBytes<'a>,
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
     pub qos: u8,
     pub retain: bool,
     pub expires_at_ms: Option<u64>,
     pub payload_is_utf8: bool,
     pub content_type: Option<&'a str>,
     pub response_topic: Option<&'a str>,
-    pub correlation_data: Option<RawBytes<'a>>,
+    #[serde(with = "serde_bytes")]
+    pub correlation_data: Option<&'a [u8]>,
     pub user_properties: &'a [(String, String)],
     pub publisher: Option<&'a str>,
 }
@@ -241,5 +237,67 @@ mod tests {
         );
         assert_eq!(will(unix_ms_now()).armed_delay(), None);
         assert_eq!(will(0).armed_delay(), None);
+    }
+
+    /// `MessageRecord` as stored before its byte fields went through
+    /// `serde_bytes` (plain `Vec<u8>`, serialized element by element).
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct MessageRecordBefore {
+        topic: String,
+        payload: Vec<u8>,
+        qos: u8,
+        retain: bool,
+        expires_at_ms: Option<u64>,
+        payload_is_utf8: bool,
+        content_type: Option<String>,
+        response_topic: Option<String>,
+        correlation_data: Option<Vec<u8>>,
+        user_properties: Vec<(String, String)>,
+        publisher: Option<String>,
+    }
+
+    #[test]
+    fn byte_fields_keep_their_encoding_so_stored_records_read_the_same() {
+        for (payload, correlation) in [
+            (vec![0u8, 1, 127, 128, 255], Some(vec![9u8; 300])),
+            (vec![7u8; 70_000], None),
+            (Vec::new(), Some(Vec::new())),
+        ] {
+            let before = MessageRecordBefore {
+                topic: "sensors/room1".into(),
+                payload: payload.clone(),
+                qos: 1,
+                retain: true,
+                expires_at_ms: Some(123),
+                payload_is_utf8: false,
+                content_type: Some("application/octet-stream".into()),
+                response_topic: None,
+                correlation_data: correlation.clone(),
+                user_properties: vec![("k".into(), "v".into())],
+                publisher: Some("alice".into()),
+            };
+            let stored = postcard::to_allocvec(&before).unwrap();
+            let now: MessageRecord = postcard::from_bytes(&stored).unwrap();
+            assert_eq!(now.payload, payload);
+            assert_eq!(now.correlation_data, correlation);
+            assert_eq!(now.topic, before.topic);
+            assert_eq!(now.publisher, before.publisher);
+            // Written again, the same bytes; and the borrowed form agrees.
+            assert_eq!(postcard::to_allocvec(&now).unwrap(), stored);
+            let borrowed = MessageRecordRef {
+                topic: &now.topic,
+                payload: &now.payload,
+                qos: now.qos,
+                retain: now.retain,
+                expires_at_ms: now.expires_at_ms,
+                payload_is_utf8: now.payload_is_utf8,
+                content_type: now.content_type.as_deref(),
+                response_topic: now.response_topic.as_deref(),
+                correlation_data: now.correlation_data.as_deref(),
+                user_properties: &now.user_properties,
+                publisher: now.publisher.as_deref(),
+            };
+            assert_eq!(postcard::to_allocvec(&borrowed).unwrap(), stored);
+        }
     }
 }

@@ -396,7 +396,7 @@ pub(super) fn find_time(
 mod tests {
     use std::path::PathBuf;
 
-    use crate::store::record::{MessageRecordRef, RawBytes, StreamRecordRef};
+    use crate::store::record::{MessageRecordRef, StreamRecordRef};
     use crate::store::redb::RedbBackend;
     use crate::store::{Backend, StoreOp};
 
@@ -414,7 +414,7 @@ mod tests {
             size: 10,
             message: MessageRecordRef {
                 topic: "t/1",
-                payload: RawBytes(b"1234567"),
+                payload: b"1234567",
                 qos: 0,
                 retain: false,
                 expires_at_ms: None,

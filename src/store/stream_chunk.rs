@@ -23,7 +23,7 @@ pub(super) struct EntryHead {
 /// from the message it borrows.
 pub fn encode_record(record: &StreamRecordRef<'_>) -> Result<Vec<u8>, StoreError> {
     let m = &record.message;
-    let capacity = 32 + m.topic.len() + m.payload.0.len();
+    let capacity = 32 + m.topic.len() + m.payload.len();
     postcard::to_extend(record, Vec::with_capacity(capacity))
         .map_err(|e| StoreError::Write(e.to_string()))
 }
@@ -96,7 +96,7 @@ pub(super) fn record(entry: &[u8]) -> Result<StreamRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::{MessageRecord, MessageRecordRef, RawBytes};
+    use crate::store::record::{MessageRecord, MessageRecordRef};
 
     /// Encodes `record` through its borrowed form, as an append does.
     fn push(chunk: &mut Vec<u8>, offset: u64, record: &StreamRecord) {
@@ -106,14 +106,14 @@ mod tests {
             size: record.size,
             message: MessageRecordRef {
                 topic: &m.topic,
-                payload: RawBytes(&m.payload),
+                payload: &m.payload,
                 qos: m.qos,
                 retain: m.retain,
                 expires_at_ms: m.expires_at_ms,
                 payload_is_utf8: m.payload_is_utf8,
                 content_type: m.content_type.as_deref(),
                 response_topic: m.response_topic.as_deref(),
-                correlation_data: m.correlation_data.as_deref().map(RawBytes),
+                correlation_data: m.correlation_data.as_deref(),
                 user_properties: &m.user_properties,
                 publisher: m.publisher.as_deref(),
             },

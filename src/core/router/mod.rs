@@ -215,6 +215,12 @@ impl Router {
         Ok(self.persistence.wait(commit).await?)
     }
 
+    /// Whether what `commit` stands for is committed now (true for
+    /// [`Commit::NONE`] or without a store); an error when the store failed.
+    pub fn is_committed(&self, commit: Commit) -> Result<bool, CoreError> {
+        Ok(self.persistence.is_committed(commit)?)
+    }
+
     /// The commit of everything stored so far, for an ack whose record was
     /// submitted earlier by an operation whose commit is not at hand (a resent
     /// QoS 2 PUBLISH whose id a previous connection recorded).

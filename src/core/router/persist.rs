@@ -16,8 +16,8 @@ use crate::core::message::{Delivery, Message, MessageProperties, QoS};
 use crate::core::session::{Session, SessionOwner, SubscriptionOptions};
 use crate::core::topic::Filter;
 use crate::store::record::{
-    unix_ms_now, DeliveryRecord, MessageRecord, MessageRecordRef, OwnerRecord, RawBytes,
-    SessionRecord, SubscriptionRecord, WillRecord,
+    unix_ms_now, DeliveryRecord, MessageRecord, MessageRecordRef, OwnerRecord, SessionRecord,
+    SubscriptionRecord, WillRecord,
 };
 use crate::store::{Store, StoreError, StoreOp};
 
@@ -178,6 +178,14 @@ impl Persistence {
             .map_or(Commit::NONE, |store| Commit::of_ticket(store.last_ticket()))
     }
 
+    /// Whether `commit` is committed now (see [`Store::is_committed`]).
+    pub(crate) fn is_committed(&self, commit: Commit) -> Result<bool, StoreError> {
+        match &self.store {
+            Some(store) if !commit.is_none() => store.is_committed(commit.ticket()),
+            _ => Ok(true),
+        }
+    }
+
     /// Resolves once everything up to `commit` is committed.
     pub(crate) async fn wait(&self, commit: Commit) -> Result<(), StoreError> {
         match &self.store {
@@ -293,14 +301,14 @@ pub(crate) fn message_record_ref(message: &Message) -> MessageRecordRef<'_> {
     let p = message.properties();
     MessageRecordRef {
         topic: &message.topic,
-        payload: RawBytes(&message.payload),
+        payload: &message.payload,
         qos: message.qos as u8,
         retain: message.retain,
         expires_at_ms: message.expires_at.map(instant_to_unix_ms),
         payload_is_utf8: p.payload_is_utf8,
         content_type: p.content_type.as_deref(),
         response_topic: p.response_topic.as_deref(),
-        correlation_data: p.correlation_data.as_deref().map(RawBytes),
+        correlation_data: p.correlation_data.as_deref(),
         user_properties: &p.user_properties,
         publisher: message.publisher.as_deref(),
     }

@@ -1,0 +1,114 @@
+//! The submissions waiting for the next group commit, and how the writer
+//! takes a batch of them.
+
+use std::collections::VecDeque;
+
+use super::{StoreOp, Ticket};
+
+pub(super) struct Pending {
+    /// The operations of the submissions not yet committed, in order, in
+    /// one list: the writer swaps it for its own emptied one, so neither a
+    /// submission nor a commit allocates or copies a list of its own.
+    pub(super) ops: Vec<StoreOp>,
+    /// Where each submission ends in `ops`, with its ticket.
+    pub(super) ends: VecDeque<(Ticket, usize)>,
+    pub(super) last_ticket: Ticket,
+    pub(super) closed: bool,
+}
+
+impl Pending {
+    /// Moves the submissions of the next transaction into `batch` (empty):
+    /// all that is waiting, cut at a submission past `max` operations; one
+    /// submission only when `one`. Returns the ticket of the last one taken.
+    pub(super) fn take_batch(&mut self, batch: &mut Vec<StoreOp>, one: bool, max: usize) -> Ticket {
+        let mut taken = 0;
+        for (i, (_, end)) in self.ends.iter().enumerate() {
+            taken = i + 1;
+            if one || *end >= max {
+                break;
+            }
+        }
+        let Some((ticket, end)) = taken
+            .checked_sub(1)
+            .and_then(|last| self.ends.get(last))
+            .copied()
+        else {
+            return 0;
+        };
+        if end == self.ops.len() {
+            std::mem::swap(&mut self.ops, batch);
+            self.ends.clear();
+        } else {
+            batch.extend(self.ops.drain(..end));
+            self.ends.drain(..taken);
+            for (_, rest) in self.ends.iter_mut() {
+                *rest -= end;
+            }
+        }
+        ticket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u64) -> StoreOp {
+        StoreOp::DeleteQueued {
+            queue: "q".into(),
+            seq: n,
+        }
+    }
+
+    fn seqs(ops: &[StoreOp]) -> Vec<u64> {
+        ops.iter()
+            .map(|op| match op {
+                StoreOp::DeleteQueued { seq, .. } => *seq,
+                _ => u64::MAX,
+            })
+            .collect()
+    }
+
+    fn pending(submissions: &[&[u64]]) -> Pending {
+        let mut pending = Pending {
+            ops: Vec::new(),
+            ends: VecDeque::new(),
+            last_ticket: 0,
+            closed: false,
+        };
+        for s in submissions {
+            pending.ops.extend(s.iter().copied().map(op));
+            pending.last_ticket += 1;
+            pending
+                .ends
+                .push_back((pending.last_ticket, pending.ops.len()));
+        }
+        pending
+    }
+
+    #[test]
+    fn a_batch_takes_every_waiting_submission_in_order() {
+        let mut p = pending(&[&[1, 2], &[3], &[4, 5]]);
+        let mut batch = Vec::new();
+        assert_eq!(p.take_batch(&mut batch, false, 100), 3);
+        assert_eq!(seqs(&batch), [1, 2, 3, 4, 5]);
+        assert!(p.ops.is_empty() && p.ends.is_empty());
+        batch.clear();
+        assert_eq!(p.take_batch(&mut batch, false, 100), 0, "nothing waiting");
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_the_submission_past_the_bound_and_the_rest_waits() {
+        let mut p = pending(&[&[1, 2], &[3, 4], &[5], &[6]]);
+        let mut batch = Vec::new();
+        assert_eq!(p.take_batch(&mut batch, false, 3), 2);
+        assert_eq!(seqs(&batch), [1, 2, 3, 4]);
+        batch.clear();
+        assert_eq!(p.take_batch(&mut batch, true, 100), 3, "one submission");
+        assert_eq!(seqs(&batch), [5]);
+        batch.clear();
+        assert_eq!(p.take_batch(&mut batch, false, 100), 4);
+        assert_eq!(seqs(&batch), [6]);
+        assert!(p.ops.is_empty() && p.ends.is_empty());
+    }
+}
