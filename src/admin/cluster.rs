@@ -57,11 +57,6 @@ pub fn register(registry: &mut Registry, status: &ClusterStatus) {
         counter(fabric.nats_messages.load(Ordering::Relaxed)),
     );
     registry.register(
-        "cluster_messages_sent_direct",
-        "Of the forwarded messages, those a connection sent to NATS itself (lone ones; the rest were queued)",
-        counter(fabric.direct.load(Ordering::Relaxed)),
-    );
-    registry.register(
         "cluster_messages_received",
         "Messages from other nodes routed to this node's subscribers",
         counter(fabric.received.load(Ordering::Relaxed)),

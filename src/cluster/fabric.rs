@@ -2,10 +2,10 @@
 //! core's `Fabric`. Client messages go out on the subject of their topic;
 //! each node subscribes to the subjects of the filters its sessions hold.
 //!
-//! - Out: `forward` never waits in the router's publish path: a lone
-//!   message goes to the NATS client at once, others to a bounded queue; one
-//!   task encodes (`wire.rs`), numbers and publishes those in queue order
-//!   (consecutive messages of one topic as one batch): see `outbound.rs`.
+//! - Out: `forward` only queues (bounded; never waits in the router's
+//!   publish path); one task encodes (`wire.rs`), numbers and publishes them
+//!   in queue order (consecutive messages of one topic as one batch): see
+//!   `outbound.rs`.
 //!   One node's messages reach NATS in one order, at most a window ahead of
 //!   what the other nodes confirmed (`window.rs`). While the queue is over
 //!   its high mark, connections wait (`wait_room`) before reading more:
@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::outbound::{Outbound, Outgoing};
+use super::outbound::Outbound;
 use super::status::{run_heartbeat, ClusterStatus};
 use super::Cluster;
 use crate::core::fabric::Fabric;
@@ -51,9 +51,6 @@ pub struct FabricStats {
     pub forwarded: AtomicU64,
     /// NATS messages those went in (a batch of one topic's messages is one).
     pub nats_messages: AtomicU64,
-    /// Of the forwarded messages, those sent by their connection's task
-    /// (lone messages; the others went through the queue).
-    pub direct: AtomicU64,
     /// Messages from other nodes routed here.
     pub received: AtomicU64,
     /// Messages not forwarded: the queue to NATS was full.
@@ -140,7 +137,6 @@ impl Interest {
 #[derive(Debug)]
 pub struct NatsFabric {
     outbound: mpsc::Sender<Arc<Message>>,
-    outgoing: Arc<Outgoing>,
     interest: Arc<Interest>,
     stats: Arc<FabricStats>,
     /// True while messages are being dropped (logged when it starts and ends).
@@ -152,12 +148,7 @@ pub struct NatsFabric {
 
 impl Fabric for NatsFabric {
     fn forward(&self, message: &Arc<Message>) {
-        if self.outgoing.try_direct(message) {
-            return;
-        }
-        self.outgoing.queued();
         if self.outbound.try_send(Arc::clone(message)).is_err() {
-            self.outgoing.done(1);
             if message.qos != crate::core::message::QoS::AtMostOnce {
                 self.stats
                     .dropped_acknowledged
@@ -235,7 +226,6 @@ pub fn start(
     let room = Arc::new(Notify::new());
     let epoch = rand::random::<u64>();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
-    let outgoing = Arc::new(Outgoing::new(cluster, Arc::clone(&stats), epoch));
     tracker.spawn(super::outbound::run(
         Outbound {
             cluster: cluster.clone(),
@@ -243,7 +233,7 @@ pub fn start(
             stats: Arc::clone(&stats),
             dropping: Arc::clone(&dropping),
             room: Arc::clone(&room),
-            outgoing: Arc::clone(&outgoing),
+            epoch,
         },
         queue,
         shutdown.clone(),
@@ -265,7 +255,6 @@ pub fn start(
     ));
     let fabric = Arc::new(NatsFabric {
         outbound,
-        outgoing,
         interest,
         stats,
         dropping,

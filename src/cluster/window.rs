@@ -165,14 +165,9 @@ impl Window {
         true
     }
 
-    /// Whether sending message `seq` would be followed by a sync ([`Window::sent`]).
-    pub(super) fn wants_sync(&self, seq: u64) -> bool {
-        seq >= self.last_sync + self.sync_every
-    }
-
     /// Notes that message `seq` was sent: a sync goes out every quarter window.
     pub(super) async fn sent(&mut self, seq: u64) {
-        if self.wants_sync(seq) {
+        if seq >= self.last_sync + self.sync_every {
             self.sync(seq).await;
         }
     }

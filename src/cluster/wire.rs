@@ -157,18 +157,16 @@ pub struct Batch {
     count: usize,
     /// Where the first entry's message starts (after its length).
     first_body: usize,
-    /// Bytes set aside when a batch starts: a batch that grows to about this
-    /// size is written once, not copied at every doubling of its buffer.
-    capacity: usize,
 }
 
 impl Batch {
-    /// A batch that sets `capacity` bytes aside when it starts (what it is
-    /// sent at, and one message more).
-    pub fn with_capacity(capacity: usize) -> Batch {
-        Batch {
-            capacity,
-            ..Batch::default()
+    /// Sets `bytes` aside for the batch about to start (none pushed yet): one
+    /// that grows to about that is written once, not copied at every doubling
+    /// of its buffer, and a lone message takes no more than it needs.
+    pub fn reserve(&mut self, bytes: usize) {
+        if self.count == 0 {
+            self.out.clear();
+            self.out.reserve(bytes);
         }
     }
 
@@ -176,7 +174,6 @@ impl Batch {
     pub fn push(&mut self, message: &Message, origin: Origin<'_>, now: Instant) {
         if self.count == 0 {
             self.out.clear();
-            self.out.reserve(self.capacity);
             self.out.put_u8(BATCH_VERSION);
         }
         let before = self.out.len();
