@@ -4,10 +4,12 @@
 //!
 //! - Out: `forward` only queues (bounded; never waits in the router's
 //!   publish path); one task encodes (`wire.rs`), numbers and publishes them
-//!   in queue order (consecutive messages of one topic as one batch), so one node's messages reach NATS in one order, at most
-//!   a window ahead of what the other nodes confirmed (`window.rs`). While
-//!   the queue is over its high mark, connections wait (`wait_room`) before
-//!   reading more: publishers slow down instead of messages being dropped.
+//!   in queue order (consecutive messages of one topic as one batch): see
+//!   `outbound.rs`.
+//!   One node's messages reach NATS in one order, at most a window ahead of
+//!   what the other nodes confirmed (`window.rs`). While the queue is over
+//!   its high mark, connections wait (`wait_room`) before reading more:
+//!   publishers slow down instead of messages being dropped.
 //! - Interest: counted per filter here; the inbound task (`inbound.rs`)
 //!   subscribes a filter's subjects at the first session and unsubscribes
 //!   them at the last: 10,000 sessions on `sensors/#` are one interest.
@@ -16,7 +18,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use std::future::Future;
@@ -26,10 +27,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::outbound::Outbound;
 use super::status::{run_heartbeat, ClusterStatus};
-use super::subject::topic_to_subject;
-use super::window::Window;
-use super::wire::{self, Origin};
 use super::Cluster;
 use crate::core::fabric::Fabric;
 use crate::core::message::Message;
@@ -39,15 +38,10 @@ use crate::core::router::Router;
 /// are dropped for other nodes (counted, logged once per outage) while local
 /// delivery goes on. Pointers to messages held anyway: 1 MiB of queue.
 pub const OUTBOUND_QUEUE: usize = 131_072;
-/// Messages taken from the queue per wake-up of the outbound task.
-const OUTBOUND_BATCH: usize = 512;
-/// A batch of one topic's messages is sent once it holds this many bytes
-/// (far below NATS' smallest `max_payload`; a bigger message goes alone).
-const BATCH_BYTES: usize = 32 * 1024;
 /// Queued messages above which connections stop reading until it drains...
 const CONGESTED_ABOVE: usize = OUTBOUND_QUEUE / 4;
 /// ...to this.
-const ROOM_BELOW: usize = CONGESTED_ABOVE / 2;
+pub(super) const ROOM_BELOW: usize = CONGESTED_ABOVE / 2;
 const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Counters of the fabric (`/metrics`); relaxed atomics.
@@ -232,14 +226,14 @@ pub fn start(
     let room = Arc::new(Notify::new());
     let epoch = rand::random::<u64>();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
-    tracker.spawn(run_outbound(
+    tracker.spawn(super::outbound::run(
         Outbound {
             cluster: cluster.clone(),
             status: Arc::clone(&status),
-            epoch,
             stats: Arc::clone(&stats),
             dropping: Arc::clone(&dropping),
             room: Arc::clone(&room),
+            epoch,
         },
         queue,
         shutdown.clone(),
@@ -268,163 +262,4 @@ pub fn start(
         connection: Arc::clone(cluster.state()),
     });
     (fabric, status)
-}
-
-/// What the outbound task works with.
-struct Outbound {
-    cluster: Cluster,
-    status: Arc<ClusterStatus>,
-    /// This run of the node: receivers order and de-duplicate per run.
-    epoch: u64,
-    stats: Arc<FabricStats>,
-    dropping: Arc<AtomicBool>,
-    room: Arc<Notify>,
-}
-
-/// Publishes queued messages in queue order, numbered 1, 2, … in this run
-/// (`epoch`): receivers order and de-duplicate by that number. At most a
-/// window of them is out unconfirmed (`window.rs`). Consecutive messages of
-/// one topic go as one NATS message (`wire::Batch`), so the order on NATS is
-/// the queue's.
-async fn run_outbound(
-    out: Outbound,
-    mut queue: mpsc::Receiver<Arc<Message>>,
-    shutdown: CancellationToken,
-) {
-    let Outbound {
-        cluster,
-        status,
-        epoch,
-        stats,
-        dropping,
-        room,
-    } = out;
-    let node = Arc::clone(cluster.node());
-    let mut sender = Sender {
-        window: Window::open(&cluster, status, Arc::clone(&stats), epoch).await,
-        cluster,
-        stats: Arc::clone(&stats),
-        batch: wire::Batch::default(),
-        subject: None,
-        topic: None,
-        seq: 0,
-    };
-    let mut taken_now = Vec::with_capacity(OUTBOUND_BATCH);
-    'run: loop {
-        let taken = tokio::select! {
-            taken = queue.recv_many(&mut taken_now, OUTBOUND_BATCH) => taken,
-            () = shutdown.cancelled() => break,
-        };
-        if taken == 0 {
-            break;
-        }
-        let mut now = Instant::now();
-        for message in taken_now.drain(..) {
-            if sender.topic.as_deref() != Some(&*message.topic) {
-                if !sender.flush().await {
-                    return;
-                }
-                match topic_to_subject(&message.topic) {
-                    Ok(subject) => {
-                        sender.subject = Some(async_nats::Subject::from(subject));
-                        sender.topic = Some(Arc::clone(&message.topic));
-                    }
-                    Err(e) => {
-                        let total = stats.unforwardable.fetch_add(1, Ordering::Relaxed) + 1;
-                        if total == 1 || total.is_multiple_of(1000) {
-                            tracing::warn!(topic_len = message.topic.len(), total, error = %e,
-                                "cluster: a message was not sent to other nodes: its topic is too long for NATS");
-                        }
-                        continue;
-                    }
-                }
-            }
-            let seq = sender.seq + 1;
-            if sender.window.as_mut().is_some_and(|w| !w.has_room(seq)) {
-                // What waits in the batch goes first: the wait is for its confirmation.
-                if !sender.flush().await {
-                    return;
-                }
-                if let Some(window) = sender.window.as_mut() {
-                    if !window.admit(seq, &shutdown).await {
-                        break 'run;
-                    }
-                }
-                now = Instant::now();
-            }
-            sender.seq = seq;
-            let origin = Origin {
-                node: &node,
-                epoch,
-                seq,
-            };
-            // Taken after any wait of the window: the expiry left is counted from it.
-            sender.batch.push(&message, origin, now);
-            if sender.batch.size() >= BATCH_BYTES && !sender.flush().await {
-                return;
-            }
-        }
-        if !sender.flush().await {
-            return;
-        }
-        if queue.len() < ROOM_BELOW {
-            room.notify_waiters();
-        }
-        if dropping.load(Ordering::Relaxed) && queue.len() < OUTBOUND_QUEUE / 2 {
-            dropping.store(false, Ordering::Relaxed);
-            tracing::info!(
-                dropped_total = stats.dropped.load(Ordering::Relaxed),
-                "cluster: messages for other nodes flow again"
-            );
-        }
-    }
-    // Connections waiting for room read on (the node is stopping).
-    room.notify_waiters();
-    // What was handed to the client goes out before the node stops.
-    let client = sender.cluster.client();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
-}
-
-/// The outbound task's sending state: the batch being gathered (messages
-/// of one topic) and the window.
-struct Sender {
-    cluster: Cluster,
-    window: Option<Window>,
-    stats: Arc<FabricStats>,
-    batch: wire::Batch,
-    /// The subject and topic of the batch being gathered.
-    subject: Option<async_nats::Subject>,
-    topic: Option<Arc<str>>,
-    /// The last sequence number given.
-    seq: u64,
-}
-
-impl Sender {
-    /// Publishes the batch gathered, if any; false once the client is closed
-    /// (it reconnects by itself: closed means the node is stopping).
-    async fn flush(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return true;
-        }
-        let Some(subject) = self.subject.clone() else {
-            return true;
-        };
-        let count = self.batch.len() as u64;
-        let payload = self.batch.take();
-        if self
-            .cluster
-            .client()
-            .publish(subject, payload)
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        self.stats.forwarded.fetch_add(count, Ordering::Relaxed);
-        self.stats.nats_messages.fetch_add(1, Ordering::Relaxed);
-        if let Some(window) = self.window.as_mut() {
-            window.sent(self.seq).await;
-        }
-        true
-    }
 }

@@ -21,6 +21,7 @@
 //!   subscription of their own and are ordered with the messages; once every
 //!   message of its origin before it is routed, a sync is confirmed.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ use crate::core::router::Router;
 
 /// Messages collected in one round before the capped rule applies.
 const ROUND_CAP: usize = 4_096;
+/// Subjects whose topic is remembered (`Topics`).
+const TOPIC_CACHE: usize = 4_096;
 
 /// Which subscriptions have been woken since last looked at.
 #[derive(Debug, Default)]
@@ -90,6 +93,8 @@ struct OriginState {
     node: String,
     epoch: u64,
     last_routed: u64,
+    /// This node's name (a message from it is dropped).
+    own: bool,
 }
 
 /// A message read from NATS, not yet routed.
@@ -100,7 +105,8 @@ struct Collected {
 }
 
 enum Item {
-    Message(Message),
+    /// Shared already: sorting moves a pointer, routing takes it as it is.
+    Message(Arc<Message>),
     /// A sync of the origin's window: confirmed on that reply subject once
     /// every earlier message is routed (sorted after a message of its number).
     Sync(async_nats::Subject),
@@ -121,12 +127,16 @@ struct Inbound {
     dirty: Arc<Dirty>,
     slots: Vec<Option<Slot>>,
     /// Slots of each filter with interest (one or two subjects).
-    by_filter: std::collections::HashMap<String, Vec<usize>>,
+    by_filter: HashMap<String, Vec<usize>>,
     origins: Vec<OriginState>,
     /// Collected but held back (capped round): routed in a later round.
     held: Vec<Collected>,
     /// Syncs whose messages are routed: (reply subject, sequence) to confirm.
     confirms: Vec<(async_nats::Subject, u64)>,
+    topics: Topics,
+    /// Buffers of `round` and `drain`, empty between their calls.
+    scratch: Vec<Collected>,
+    incoming: Vec<async_nats::Message>,
 }
 
 pub(super) async fn run(
@@ -145,10 +155,13 @@ pub(super) async fn run(
         queue_group,
         dirty: Arc::new(Dirty::default()),
         slots: Vec::new(),
-        by_filter: std::collections::HashMap::new(),
+        by_filter: HashMap::new(),
         origins: Vec::new(),
         held: Vec::new(),
         confirms: Vec::new(),
+        topics: Topics::default(),
+        scratch: Vec::new(),
+        incoming: Vec::new(),
     };
     inbound.subscribe_syncs().await;
     loop {
@@ -272,7 +285,9 @@ impl Inbound {
     /// Drains the woken subscriptions until none has more (or the cap), then
     /// routes what may go, in origin order.
     fn round(&mut self) {
-        let mut collected = std::mem::take(&mut self.held);
+        // Kept from round to round (empty): no buffer grows and is freed per round.
+        let mut collected = std::mem::take(&mut self.scratch);
+        collected.append(&mut self.held);
         // Per origin, the highest sequence collected before the last pass:
         // every earlier message of that origin was in its channel by then,
         // and the last pass drained every channel that had something.
@@ -298,8 +313,11 @@ impl Inbound {
                 break;
             }
         }
-        collected.sort_by_key(Collected::order);
-        for item in collected {
+        // Mostly in order already (one origin, one subscription): checked first.
+        if !collected.is_sorted_by_key(Collected::order) {
+            collected.sort_by_key(Collected::order);
+        }
+        for item in collected.drain(..) {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
                 self.held.push(item);
@@ -319,8 +337,10 @@ impl Inbound {
             }
             origin.last_routed = item.seq;
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.router.publish_from_peer(Arc::new(message));
+            self.router.publish_from_peer(message);
         }
+        collected.shrink_to(4 * ROUND_CAP);
+        self.scratch = collected;
     }
 
     /// Reads everything `slot`'s subscription has now (leaving its waker set).
@@ -330,14 +350,16 @@ impl Inbound {
         };
         let waker = entry.waker.clone();
         let mut cx = Context::from_waker(&waker);
-        let mut messages = Vec::new();
+        let mut messages = std::mem::take(&mut self.incoming);
         // Until Pending (the waker is then set) or closed (unsubscribed).
         while let Poll::Ready(Some(message)) = Pin::new(&mut entry.subscriber).poll_next(&mut cx) {
             messages.push(message);
         }
-        for message in messages {
+        for message in messages.drain(..) {
             self.collect(message, now, out);
         }
+        messages.shrink_to(ROUND_CAP);
+        self.incoming = messages;
     }
 
     fn collect(&mut self, message: async_nats::Message, now: Instant, out: &mut Vec<Collected>) {
@@ -345,26 +367,34 @@ impl Inbound {
             self.collect_sync(node, &message, out);
             return;
         }
-        let Some(topic) = subject_to_topic(&message.subject) else {
+        let Some(topic) = self.topics.topic_of(&message.subject) else {
             self.discard("a subject that is not a topic");
             return;
         };
-        let Ok(decoded) = wire::decode_all(&topic, &message.payload, now) else {
-            self.discard("a payload that is not a Tern message (or of another version)");
-            return;
-        };
-        for (decoded, origin) in decoded {
-            if origin.node == &**self.cluster.node() {
+        let before = out.len();
+        let own = &**self.cluster.node();
+        let origins = &mut self.origins;
+        let mut echoes = 0;
+        let decoded = wire::decode_each(&topic, &message.payload, now, |decoded, origin| {
+            let index = origin_index(origins, own, origin.node, origin.epoch);
+            if origins[index].own {
                 // no_echo should make this impossible; a second node with our name would not.
-                self.discard("a message from a node with this node's name");
-                continue;
+                echoes += 1;
+                return;
             }
-            let index = self.origin_index(origin.node, origin.epoch);
             out.push(Collected {
                 origin: index,
                 seq: origin.seq,
-                item: Item::Message(decoded),
+                item: Item::Message(Arc::new(decoded)),
             });
+        });
+        if decoded.is_err() {
+            out.truncate(before);
+            self.discard("a payload that is not a Tern message (or of another version)");
+            return;
+        }
+        for _ in 0..echoes {
+            self.discard("a message from a node with this node's name");
         }
     }
 
@@ -382,30 +412,11 @@ impl Inbound {
             self.discard("a sync that is not a Tern sync (or of another version)");
             return;
         };
-        let index = self.origin_index(node, epoch);
         out.push(Collected {
-            origin: index,
+            origin: origin_index(&mut self.origins, self.cluster.node(), node, epoch),
             seq,
             item: Item::Sync(reply.clone()),
         });
-    }
-
-    fn origin_index(&mut self, node: &str, epoch: u64) -> usize {
-        match self
-            .origins
-            .iter()
-            .position(|o| o.epoch == epoch && o.node == node)
-        {
-            Some(index) => index,
-            None => {
-                self.origins.push(OriginState {
-                    node: node.to_string(),
-                    epoch,
-                    last_routed: 0,
-                });
-                self.origins.len() - 1
-            }
-        }
     }
 
     fn discard(&self, what: &'static str) {
@@ -413,5 +424,74 @@ impl Inbound {
         if total == 1 || total.is_multiple_of(1000) {
             tracing::warn!(total, what, "cluster: a message from NATS was dropped");
         }
+    }
+}
+
+/// The index of `(node, epoch)` in `origins`, added when new (`own` is
+/// this node's name: compared once per origin, not per message).
+fn origin_index(origins: &mut Vec<OriginState>, own: &str, node: &str, epoch: u64) -> usize {
+    match origins
+        .iter()
+        .position(|o| o.epoch == epoch && o.node == node)
+    {
+        Some(index) => index,
+        None => {
+            origins.push(OriginState {
+                node: node.to_string(),
+                epoch,
+                last_routed: 0,
+                own: node == own,
+            });
+            origins.len() - 1
+        }
+    }
+}
+
+/// Topics of the subjects seen lately: a subject is decoded once, and every
+/// message of it shares one topic (`Arc<str>`). Emptied when it reaches
+/// [`TOPIC_CACHE`] subjects (many distinct topics cost what they did before).
+#[derive(Default)]
+struct Topics {
+    by_subject: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Topics {
+    fn topic_of(&mut self, subject: &str) -> Option<Arc<str>> {
+        if let Some(topic) = self.by_subject.get(subject) {
+            return Some(Arc::clone(topic));
+        }
+        let topic: Arc<str> = Arc::from(subject_to_topic(subject)?);
+        if self.by_subject.len() >= TOPIC_CACHE {
+            self.by_subject.clear();
+        }
+        self.by_subject.insert(subject.into(), Arc::clone(&topic));
+        Some(topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_is_decoded_once_and_its_topic_shared() {
+        let mut topics = Topics::default();
+        let first = topics.topic_of("tern.m.a.b").expect("a topic");
+        assert_eq!(&*first, "a/b");
+        let again = topics.topic_of("tern.m.a.b").expect("a topic");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(topics.topic_of("other.subject"), None);
+        assert_eq!(
+            topics.by_subject.len(),
+            1,
+            "what is not a topic is not kept"
+        );
+        for i in 0..TOPIC_CACHE + 10 {
+            assert_eq!(
+                &*topics.topic_of(&format!("tern.m.n.{i}")).expect("a topic"),
+                format!("n/{i}")
+            );
+        }
+        assert!(topics.by_subject.len() <= TOPIC_CACHE, "bounded");
     }
 }

@@ -8,6 +8,7 @@
 //! - this file: [`Cluster`], the NATS connection and JetStream context of
 //!   this node, and its connection state.
 //! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
+//! - `outbound.rs`: this node's messages to NATS: numbered, batched, within the window.
 //! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `settings.rs`: `[cluster]`.
 //! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
@@ -32,6 +33,7 @@
 pub mod fabric;
 mod inbound;
 pub mod liveness;
+mod outbound;
 mod ownership;
 mod queue_pull;
 pub mod queues;

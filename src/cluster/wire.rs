@@ -82,6 +82,10 @@ pub fn encode(message: &Message, origin: Origin<'_>, now: Instant) -> Bytes {
     out.freeze()
 }
 
+/// Bytes of a message's meta encoded on the stack (node name, publisher and
+/// properties short enough).
+const META_ON_STACK: usize = 256;
+
 /// Appends `message` in version 1 to `out`, with its length first when
 /// `length_first` (an entry of a batch); `meta` is scratch space.
 fn put_entry(
@@ -92,10 +96,20 @@ fn put_entry(
     now: Instant,
     length_first: bool,
 ) {
-    meta.clear();
-    let taken = std::mem::take(meta);
-    // Serialising plain data into a Vec cannot fail.
-    *meta = postcard::to_extend(&wire_meta(message, origin, now), taken).unwrap_or_default();
+    let fields = wire_meta(message, origin, now);
+    // Most metas fit on the stack, written in place (`to_extend` pushes byte
+    // by byte); one with big properties goes to the scratch Vec.
+    let mut stack = [0u8; META_ON_STACK];
+    let meta: &[u8] = match postcard::to_slice(&fields, &mut stack) {
+        Ok(written) => written,
+        Err(_) => {
+            meta.clear();
+            let taken = std::mem::take(meta);
+            // Serialising plain data into a Vec cannot fail.
+            *meta = postcard::to_extend(&fields, taken).unwrap_or_default();
+            meta
+        }
+    };
     let len = 1 + varint_len(meta.len() as u64) + meta.len() + message.payload.len();
     out.reserve(len + 10);
     if length_first {
@@ -146,6 +160,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Sets `bytes` aside for the batch about to start (none pushed yet): one
+    /// that grows to about that is written once, not copied at every doubling
+    /// of its buffer, and a lone message takes no more than it needs.
+    pub fn reserve(&mut self, bytes: usize) {
+        if self.count == 0 {
+            self.out.clear();
+            self.out.reserve(bytes);
+        }
+    }
+
     /// Appends `message` (the caller keeps one topic per batch).
     pub fn push(&mut self, message: &Message, origin: Origin<'_>, now: Instant) {
         if self.count == 0 {
@@ -194,15 +218,34 @@ pub fn decode_all<'a>(
     payload: &'a Bytes,
     now: Instant,
 ) -> Result<Vec<(Message, Origin<'a>)>, WireError> {
-    let topic: Arc<str> = Arc::from(topic);
+    let mut out = Vec::new();
+    decode_each(&Arc::from(topic), payload, now, |message, origin| {
+        out.push((message, origin));
+    })?;
+    Ok(out)
+}
+
+/// [`decode_all`] without its list: `each` gets every message in order, all
+/// sharing `topic` and, while consecutive entries name the same publisher,
+/// one `publisher` (no allocation per message for either). On an error,
+/// `each` may have had the entries before the bad one: the caller drops
+/// them (a batch with one bad entry is refused whole).
+pub fn decode_each<'a>(
+    topic: &Arc<str>,
+    payload: &'a Bytes,
+    now: Instant,
+    mut each: impl FnMut(Message, Origin<'a>),
+) -> Result<(), WireError> {
     let (&version, rest) = payload.split_first().ok_or(WireError::Empty)?;
+    let mut publisher = None;
     if version != BATCH_VERSION {
-        return Ok(vec![decode_at(&topic, payload, 0, payload.len(), now)?]);
+        let (message, origin) = decode_at(topic, payload, 0, payload.len(), now, &mut publisher)?;
+        each(message, origin);
+        return Ok(());
     }
     if rest.is_empty() {
         return Err(WireError::Malformed("empty batch"));
     }
-    let mut out = Vec::new();
     let mut at = 1;
     while at < payload.len() {
         let (len, used) = get_varint(&payload[at..]).ok_or(WireError::Malformed("length"))?;
@@ -215,10 +258,11 @@ pub fn decode_all<'a>(
         if payload.get(start) == Some(&BATCH_VERSION) {
             return Err(WireError::Malformed("a batch in a batch"));
         }
-        out.push(decode_at(&topic, payload, start, end, now)?);
+        let (message, origin) = decode_at(topic, payload, start, end, now, &mut publisher)?;
+        each(message, origin);
         at = end;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A message of `topic` from a NATS payload (version 1 only; see
@@ -228,16 +272,18 @@ pub fn decode<'a>(
     payload: &'a Bytes,
     now: Instant,
 ) -> Result<(Message, Origin<'a>), WireError> {
-    decode_at(&Arc::from(topic), payload, 0, payload.len(), now)
+    decode_at(&Arc::from(topic), payload, 0, payload.len(), now, &mut None)
 }
 
-/// The version 1 message in `payload[start..end]`.
+/// The version 1 message in `payload[start..end]`; `publisher` is the
+/// previous entry's, shared when this one names the same.
 fn decode_at<'a>(
     topic: &Arc<str>,
     payload: &'a Bytes,
     start: usize,
     end: usize,
     now: Instant,
+    publisher: &mut Option<Arc<str>>,
 ) -> Result<(Message, Origin<'a>), WireError> {
     let frame = &payload[start..end];
     let (&version, rest) = frame.split_first().ok_or(WireError::Empty)?;
@@ -263,7 +309,10 @@ fn decode_at<'a>(
     message.expires_at = meta
         .expiry_ms
         .and_then(|ms| now.checked_add(Duration::from_millis(ms)));
-    message.publisher = meta.publisher.map(Arc::from);
+    message.publisher = meta.publisher.map(|name| match publisher {
+        Some(last) if **last == *name => Arc::clone(last),
+        _ => Arc::clone(publisher.insert(Arc::from(name))),
+    });
     message.properties = meta.properties.and_then(|p| {
         MessageProperties {
             payload_is_utf8: p.payload_is_utf8,
@@ -357,6 +406,29 @@ mod tests {
     }
 
     #[test]
+    fn a_meta_too_big_for_the_stack_survives_the_trip() {
+        let now = Instant::now();
+        let mut message = Message::new("t", Bytes::from_static(b"xyz"), QoS::AtLeastOnce, false);
+        message.publisher = Some(Arc::from("p".repeat(META_ON_STACK * 2)));
+        message.properties = MessageProperties {
+            user_properties: vec![("k".repeat(300), "v".repeat(300))],
+            ..MessageProperties::default()
+        }
+        .shared();
+        let mut batch = Batch::default();
+        batch.push(&message, origin(1), now);
+        batch.push(&message, origin(2), now);
+        let bytes = batch.take();
+        let back = decode_all("t", &bytes, now).expect("decode");
+        assert_eq!(back.len(), 2);
+        for (got, _) in &back {
+            assert_eq!(got.publisher, message.publisher);
+            assert_eq!(got.properties, message.properties);
+            assert_eq!(&got.payload[..], b"xyz");
+        }
+    }
+
+    #[test]
     fn a_plain_message_costs_a_few_bytes() {
         let message = Message::new("t", Bytes::from_static(b"xyz"), QoS::AtMostOnce, false);
         let bytes = encode(&message, ORIGIN, Instant::now());
@@ -447,6 +519,31 @@ mod tests {
         assert!(
             decode("t", &two, now).is_err(),
             "decode takes one message only"
+        );
+    }
+
+    #[test]
+    fn a_batch_decodes_with_one_topic_and_one_publisher_shared() {
+        let now = Instant::now();
+        let from = |publisher: &str| {
+            let mut message = Message::new("t", Bytes::from_static(b"x"), QoS::AtMostOnce, false);
+            message.publisher = Some(Arc::from(publisher));
+            message
+        };
+        let bytes = batch_of(&[from("p1"), from("p1"), from("p2")], now);
+        let topic: Arc<str> = Arc::from("t");
+        let mut back = Vec::new();
+        decode_each(&topic, &bytes, now, |message, _| back.push(message)).expect("decode");
+        assert_eq!(back.len(), 3);
+        assert!(back.iter().all(|m| Arc::ptr_eq(&m.topic, &topic)));
+        let publishers: Vec<&Arc<str>> = back.iter().filter_map(|m| m.publisher.as_ref()).collect();
+        assert_eq!(
+            publishers.iter().map(|p| &***p).collect::<Vec<_>>(),
+            ["p1", "p1", "p2"]
+        );
+        assert!(
+            Arc::ptr_eq(publishers[0], publishers[1]),
+            "one allocation for a run of one publisher"
         );
     }
 

@@ -11,6 +11,7 @@ import pytest
 from clusterutil import await_route, mqtt_probe
 from mqttutil import unique
 from test_mosquitto_clients import Sub
+from test_operations import metric
 
 COUNT = 2000
 
@@ -98,3 +99,35 @@ def test_a_flood_from_a_fast_publisher_all_arrives_in_order(pair, mqtt):
         assert numbers == list(range(FLOOD))
     finally:
         sub.close()
+
+
+def test_lone_messages_and_batched_bursts_keep_one_order(pair, mqtt):
+    """One publisher alternating lone messages (each alone in its NATS
+    message) with bursts on two topics (batched per topic run): received in
+    publish order, and the bursts went in fewer NATS messages than messages."""
+    a, b = pair
+    prefix = unique("lone")
+    sub = mqtt(b, "3.1.1")
+    sub.subscribe(f"{prefix}/#", qos=1)
+    pub = mqtt(a, "3.1.1")
+    await_route(*mqtt_probe(pub, sub, f"{prefix}/probe"))
+    nats_before = metric(a, "tern_cluster_nats_messages_forwarded_total")
+    sent, got = [], []
+    for round_ in range(20):
+        # A lone message: everything before it was received, so nothing is queued.
+        lone = f"lone-{round_}"
+        pub.publish(f"{prefix}/x", lone.encode(), qos=1)
+        sent.append(lone)
+        while not got or got[-1] != lone:
+            got.append(sub.expect(timeout=10).payload.decode())
+        burst = [f"{round_}-{i}" for i in range(300)]
+        for text in burst:
+            pub.client.publish(f"{prefix}/x" if len(text) % 2 else f"{prefix}/y", text.encode(), qos=0)
+        sent.extend(burst)
+    pub.publish(f"{prefix}/x", b"end", qos=1)
+    sent.append("end")
+    while got[-1] != "end":
+        got.append(sub.expect(timeout=30).payload.decode())
+    assert got == sent, "one publisher's messages in publish order, none lost or repeated"
+    nats = metric(a, "tern_cluster_nats_messages_forwarded_total") - nats_before
+    assert nats < len(sent), f"{nats} NATS messages for {len(sent)}: bursts were not batched"
