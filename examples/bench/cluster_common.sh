@@ -51,7 +51,7 @@ nats() {
         echo "server_name: $name"
         echo "listen: 127.0.0.1:$port"
         echo "jetstream { store_dir: \"$WORK/$name-js\" }"
-        if [ -n "$mqtt" ]; then echo "mqtt { listen: 127.0.0.1:$mqtt ${NATS_MQTT_EXTRA:-} }"; fi
+        if [ -n "$mqtt" ]; then echo "mqtt { listen: 127.0.0.1:$mqtt${NATS_MQTT_EXTRA:+, $NATS_MQTT_EXTRA} }"; fi
         if [ -n "$cport" ]; then echo "cluster { name: bench, listen: 127.0.0.1:$cport, routes: [$routes] }"; fi
     } >"$conf"
     "$NATS" -c "$conf" >"$WORK/$name.log" 2>&1 &

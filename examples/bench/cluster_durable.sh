@@ -73,8 +73,9 @@ tern() {
 # MQTT, MQTT listeners on BASE+21..23), waiting for their metadata leader.
 nats_cluster() {
     local routes="nats-route://127.0.0.1:$((BASE + 31)),nats-route://127.0.0.1:$((BASE + 32)),nats-route://127.0.0.1:$((BASE + 33))"
+    local i mqtt
     for i in 1 2 3; do
-        local mqtt=
+        mqtt=
         if [ -n "${1:-}" ]; then mqtt=$((BASE + 20 + i)); fi
         NATS_MQTT_EXTRA="stream_replicas: 3" nats "nats-$i" $((BASE + 10 + i)) "$mqtt" $((BASE + 30 + i)) "$routes"
     done
@@ -92,6 +93,7 @@ bench() { # LABEL PORT [SUB_PORT]
 
 # tern_cluster REPLICAS [BINARY]: three Tern nodes, node i on NATS server i.
 tern_cluster() {
+    local i
     nats_cluster
     for i in 1 2 3; do
         tern "tern-$i" $((BASE + i)) "nats://127.0.0.1:$((BASE + 10 + i))" "$1" "${2:-$TERN_BIN}"

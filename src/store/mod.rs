@@ -9,6 +9,7 @@
 //! - `redb_stream.rs`: its tables of durable streams;
 //! - `redb_schema.rs`: its table of admin API schemas;
 //! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends).
+//! - `front_tests.rs`: tests of the group commit itself.
 
 pub mod nats;
 pub mod record;
@@ -16,6 +17,8 @@ pub mod redb;
 mod redb_schema;
 mod redb_stream;
 mod stream_chunk;
+#[cfg(test)]
+mod front_tests;
 pub use stream_chunk::encode_record as encode_stream_record;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -205,6 +208,11 @@ pub trait Backend: Send + Sync + 'static {
     /// messages (deliveries plus queued) changed.
     fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError>;
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Operations a group commit stops taking submissions at (one is never
+    /// split): each acknowledgement waits for its whole commit.
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
     /// Releases the file once the last commit is done (shutdown).
     fn close(&self) {}
     /// Up to `max` committed messages of `stream` from offset `from` on, in
@@ -465,11 +473,12 @@ impl Store {
                 }
                 let mut ops = Vec::new();
                 let mut ticket = 0;
+                let max_batch = self.backend.max_batch();
                 // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
                 while let Some((t, batch)) = pending.submissions.pop_front() {
                     ticket = t;
                     ops.extend(batch);
-                    if self.durability == Durability::Sync || ops.len() >= MAX_BATCH {
+                    if self.durability == Durability::Sync || ops.len() >= max_batch {
                         break;
                     }
                 }

@@ -45,6 +45,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// without anything being lost, and a timed-out write is sent again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Operations per commit at most: a JetStream write per operation costs far
+/// more than a row in redb, and every ack waits for its whole commit, so a
+/// backlog (a burst from other nodes) is committed in pieces that deliver
+/// and acknowledge as they go, not in one that takes seconds.
+const MAX_BATCH: usize = 8_192;
+
 /// First id of the range for messages of sessions taken over (2^62).
 const TAKEN_OVER_IDS: u64 = 1 << 62;
 
@@ -170,6 +176,10 @@ impl Backend for NatsBackend {
         let writes = writes.into_iter().collect();
         self.run(publish::publish(self.jetstream.clone(), writes, id))??;
         Ok(held)
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
