@@ -29,8 +29,21 @@ wait_port() {
     exit 1
 }
 
+any_alive() {
+    for pid in "$@"; do
+        if kill -0 "$pid" 2>/dev/null; then return 0; fi
+    done
+    return 1
+}
+
 stop_all() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # A broker still saving a backlog after 5 s is killed: the next run starts clean.
+    for _ in $(seq 1 50); do
+        any_alive "${PIDS[@]}" || break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
     rm -rf "${WORK:?}"/*

@@ -8,6 +8,9 @@
 #               server of a three-server NATS cluster (JetStream), replicas 1;
 #               publishers on node 1, the subscriber on node 2.
 #   nats-r3     the same with `[cluster] replicas = 3`.
+#   nats-r1-same, nats-r3-same  the same clusters with publishers and the
+#               subscriber on node 2: the store's cost without the burst that
+#               node 1 sends node 2 (node 1 acknowledges before node 2 stored).
 #   nats-mqtt   nats-server's own MQTT listener on the same three servers
 #               (JetStream keeps its QoS 1 sessions, `mqtt { stream_replicas: 3 }`);
 #               publishers on server 1, the subscriber on server 2.
@@ -21,7 +24,7 @@
 # Environment:
 #   DURATION=5           measured seconds per run
 #   RUNS=1               runs of every label (the table shows medians)
-#   LABELS="redb nats-r1 nats-r3 nats-mqtt"
+#   LABELS="redb nats-r1 nats-r3 nats-r1-same nats-r3-same nats-mqtt"
 #   BASE_PORT=24700      ports BASE_PORT..BASE_PORT+40 are used
 #   OUT=/tmp/tern-durable-bench-<time>.jsonl   raw results, one JSON line per run
 #   CARGO_TARGET_DIR     where cargo builds (default: <workspace>/target)
@@ -31,14 +34,14 @@ set -euo pipefail
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
 
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-1}
-LABELS=${LABELS:-"redb nats-r1 nats-r3 nats-mqtt"}
+LABELS=${LABELS:-"redb nats-r1 nats-r3 nats-r1-same nats-r3-same nats-mqtt"}
 BASE=${BASE_PORT:-24700}
 OUT=${OUT:-/tmp/tern-durable-bench-$(date +%Y%m%d-%H%M%S).jsonl}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -110,6 +113,10 @@ run() { # LABEL
             tern_cluster "${1#nats-r}"
             bench "$1" $((BASE + 1)) $((BASE + 2))
             ;;
+        nats-r1-same | nats-r3-same)
+            tern_cluster "${1:6:1}"
+            bench "$1" $((BASE + 2))
+            ;;
         nats-r3-before)
             tern_cluster 3 "$BEFORE_BIN"
             bench "$1" $((BASE + 1)) $((BASE + 2))
@@ -149,7 +156,7 @@ cpu = {l: median(l, lambda r: r["broker_cpu_s"] / (r["msgs_per_s"] * r["duration
                   if r.get("msgs_per_s") and r.get("broker_cpu_s") is not None else None)
        for l in labels}
 redb = rate.get("redb")
-print("| durable QoS 1, 8 x 64 -> 1 persistent | msg/s | vs redb | CPU-s per 1M msgs | lost | runs |")
+print("| durable QoS 1, 8 x 64 -> 1 persistent | msg/s | vs redb | CPU-s per 1M msgs | lost + unreceived | runs |")
 print("|---|---:|---:|---:|---:|---:|")
 for l in labels:
     lost = sum((r.get("lost") or 0) + (r.get("unreceived") or 0) for r in rows if r["label"] == l)
