@@ -39,41 +39,13 @@ BENCH_ARGS=${BENCH_ARGS:-}
 BASE=${BASE_PORT:-23000}
 OUT=${OUT:-/tmp/tern-cluster-bench-$(date +%Y%m%d-%H%M%S).jsonl}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-TERN_BIN=$TARGET/release/tern
-BEFORE_BIN=${BEFORE_BIN:-}
-BENCH_BIN=$TARGET/release/tern-bench
-NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
-WORK=$(mktemp -d /tmp/tern-cluster-bench.XXXXXX)
-PIDS=()
-
-log() { echo "cluster-bench: $*" >&2; }
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+LOG_NAME=tern-cluster-bench
+# shellcheck source=examples/bench/cluster_common.sh
+source "$ROOT/examples/bench/cluster_common.sh"
 
 log "building tern and tern-bench (release)"
 (cd "$ROOT" && cargo build --release -q -p tern -p tern-bench)
 : >"$OUT"
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    log "port $1 did not open"
-    exit 1
-}
-
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-    rm -rf "${WORK:?}"/*
-}
 
 # tern NAME MQTT_PORT [NATS_URL [BINARY]]: a node (cluster on when a NATS URL is given).
 tern() {
@@ -89,29 +61,9 @@ tern() {
     wait_port "$port"
 }
 
-# nats NAME CLIENT_PORT [MQTT_PORT] [CLUSTER_PORT ROUTES]
-nats() {
-    local name=$1 port=$2 mqtt=${3:-} cport=${4:-} routes=${5:-}
-    local conf="$WORK/$name.conf"
-    {
-        echo "server_name: $name"
-        echo "listen: 127.0.0.1:$port"
-        echo "jetstream { store_dir: \"$WORK/$name-js\" }"
-        if [ -n "$mqtt" ]; then echo "mqtt { listen: 127.0.0.1:$mqtt }"; fi
-        if [ -n "$cport" ]; then echo "cluster { name: bench, listen: 127.0.0.1:$cport, routes: [$routes] }"; fi
-    } >"$conf"
-    "$NATS" -c "$conf" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$port"
-    if [ -n "$mqtt" ]; then wait_port "$mqtt"; fi
-}
-
 bench() { # LABEL SCENARIO PORT [SUB_PORT]
     local label=$1 scenario=$2 port=$3 sub=${4:-}
-    local extra=(--broker-pid "$(
-        IFS=,
-        echo "${PIDS[*]}"
-    )")
+    local extra=(--broker-pid "$(pid_list)")
     if [ -n "$sub" ]; then extra+=(--sub-port "$sub"); fi
     # shellcheck disable=SC2086
     "$BENCH_BIN" --scenario "$scenario" --port "$port" "${extra[@]}" --duration "$DURATION" \
@@ -152,17 +104,8 @@ for scenario in $SCENARIOS; do
         nats "nats-$i" $((BASE + 10 + i)) $((BASE + 20 + i)) $((BASE + 30 + i)) "$routes"
     done
     # Until the JetStream cluster has a leader, its MQTT listener refuses sessions.
-    for _ in $(seq 1 200); do
-        if grep -qh "JetStream cluster new metadata leader\|Self is new JetStream cluster metadata leader" "$WORK"/nats-*.log; then break; fi
-        sleep 0.1
-    done
-    # ... and accepts MQTT sessions a moment after that: wait until one is taken.
-    for port in $((BASE + 21)) $((BASE + 22)); do
-        for _ in $(seq 1 100); do
-            if mosquitto_pub -p "$port" -i "warm-$port" -t warm/up -m x -q 0 2>/dev/null; then break; fi
-            sleep 0.1
-        done
-    done
+    wait_js_leader
+    wait_mqtt $((BASE + 21)) $((BASE + 22))
     bench nats-cross "$scenario" $((BASE + 21)) $((BASE + 22))
     stop_all
 done

@@ -10,7 +10,10 @@
 //! - `redb_schema.rs`: its table of admin API schemas;
 //! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends);
 //! - `pending.rs`: the submissions waiting for the next group commit.
+//! - `front_tests.rs`: tests of the group commit itself.
 
+#[cfg(test)]
+mod front_tests;
 pub mod nats;
 mod pending;
 pub mod record;
@@ -207,6 +210,11 @@ pub trait Backend: Send + Sync + 'static {
     /// messages (deliveries plus queued) changed.
     fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError>;
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Operations a group commit stops taking submissions at (one is never
+    /// split): each acknowledgement waits for its whole commit.
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
     /// Releases the file once the last commit is done (shutdown).
     fn close(&self) {}
     /// Up to `max` committed messages of `stream` from offset `from` on, in
@@ -503,7 +511,8 @@ impl Store {
                     return; // closed and drained
                 }
                 // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
-                pending.take_batch(&mut ops, self.durability == Durability::Sync, MAX_BATCH)
+                let sync = self.durability == Durability::Sync;
+                pending.take_batch(&mut ops, sync, self.backend.max_batch())
             };
             // `None` still reaches the disk about once a second.
             let fsync = self.durability != Durability::None

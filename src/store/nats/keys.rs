@@ -74,6 +74,18 @@ pub(super) fn schema(name: &str) -> String {
     format!("x.{}", kv_key::encode(name))
 }
 
+/// Key filters (`*` one token) covering every record of `client`'s session:
+/// the session, its will, deliveries and incoming QoS 2 ids.
+pub(super) fn client_filters(client: &str) -> [String; 4] {
+    let client = kv_key::encode(client);
+    [
+        format!("s.{client}"),
+        format!("w.{client}"),
+        format!("d.{client}.*"),
+        format!("i.{client}.*"),
+    ]
+}
+
 /// A key of the bucket, read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Key {

@@ -1,5 +1,6 @@
-//! Reading the bucket at start: the part of it this node serves, as the
-//! core's `Snapshot`, and the [`Mirror`] of it that later commits keep.
+//! Reading the bucket at start (the part of it this node serves) or one
+//! client's keys at a takeover, as the core's `Snapshot`, and the
+//! [`Mirror`] of it that later commits keep.
 //!
 //! A node loads the sessions (with their deliveries, incoming QoS 2 ids and
 //! wills) of the client ids no other node owns, every retained message and
@@ -57,11 +58,22 @@ async fn read_entries_once(
     if status.info.state.messages == 0 {
         return Ok(Vec::new());
     }
+    let mut entries = Vec::new();
+    read_keys(&kv, ">", &mut entries).await?;
+    Ok(entries)
+}
+
+/// Adds the current values of the keys matching `filter` (at least one must
+/// exist: a watch of none never ends) to `entries`, deleted keys left out.
+async fn read_keys(
+    kv: &kv::Store,
+    filter: &str,
+    entries: &mut Vec<kv::Entry>,
+) -> Result<(), String> {
     let mut watch = kv
-        .watch_with_history(">")
+        .watch_with_history(filter)
         .await
         .map_err(|e| format!("watching it: {e}"))?;
-    let mut entries = Vec::new();
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| format!("reading it: {e}"))?;
         let last = entry.delta == 0;
@@ -70,6 +82,58 @@ async fn read_entries_once(
         }
         if last {
             break;
+        }
+    }
+    Ok(())
+}
+
+/// The current values of `client`'s records (see [`keys::client_filters`])
+/// and of the messages its deliveries refer to: what a takeover needs,
+/// without reading the rest of the bucket.
+pub(crate) async fn read_client(
+    jetstream: &jetstream::Context,
+    client: &str,
+) -> Result<Vec<(String, Bytes)>, String> {
+    let kv = jetstream
+        .get_key_value(keys::BUCKET)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = jetstream
+        .get_stream(format!("KV_{}", keys::BUCKET))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    for filter in keys::client_filters(client) {
+        // A watch of keys that match nothing would never end: ask first.
+        let subjects = format!("$KV.{}.{filter}", keys::BUCKET);
+        let info = stream.info_with_subjects(&subjects).await;
+        let mut info = info.map_err(|e| e.to_string())?;
+        if info
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            continue;
+        }
+        read_keys(&kv, &filter, &mut found).await?;
+    }
+    let mut entries: Vec<(String, Bytes)> = found.into_iter().map(|e| (e.key, e.value)).collect();
+    let referred: HashSet<String> = entries
+        .iter()
+        .filter(|(key, _)| key.starts_with("d."))
+        .filter_map(|(_, bytes)| kv_value::decode::<DeliveryValue>(VALUE_VERSION, bytes))
+        .map(|d| keys::message(&d.message_node, d.record.message_id))
+        .collect();
+    let reads = referred.into_iter().map(|key| {
+        let kv = kv.clone();
+        async move { kv.get(key.clone()).await.map(|value| (key, value)) }
+    });
+    let mut reads = futures_util::stream::iter(reads).buffer_unordered(64);
+    while let Some(read) = reads.next().await {
+        if let (key, Some(value)) = read.map_err(|e| e.to_string())? {
+            entries.push((key, value));
         }
     }
     Ok(entries)

@@ -19,6 +19,37 @@ use crate::store::StoreOp;
 /// delivery without an earlier one.
 pub(super) type Writes = indexmap::IndexMap<String, Option<Bytes>>;
 
+/// A batch's writes being planned: the keys it made that JetStream has not
+/// seen. Such a key deleted again in the same batch is never written at all
+/// (no value, no tombstone): a QoS 1 message delivered and acknowledged while
+/// the previous commit was out costs no write.
+#[derive(Debug, Default)]
+struct Batch {
+    writes: Writes,
+    fresh: HashSet<String>,
+}
+
+impl Batch {
+    fn put(&mut self, key: String, value: Option<Bytes>) {
+        self.writes.insert(key, value);
+    }
+
+    /// A key this batch makes (it did not exist before the batch).
+    fn create(&mut self, key: String, value: Option<Bytes>) {
+        self.fresh.insert(key.clone());
+        self.writes.insert(key, value);
+    }
+
+    /// The writes, without the deletes of keys made in this batch.
+    fn finish(self) -> Writes {
+        let Batch { mut writes, fresh } = self;
+        if !fresh.is_empty() {
+            writes.retain(|key, value| value.is_some() || !fresh.contains(key));
+        }
+        writes
+    }
+}
+
 /// A stored message as this node refers to it.
 #[derive(Debug, Clone)]
 pub(super) struct MessageRef {
@@ -59,7 +90,7 @@ impl Mirror {
     /// The writes `ops` mean, and by how much the stored messages (deliveries
     /// plus queued) change; true if some were stream operations (not kept).
     pub(super) fn plan(&mut self, ops: &[StoreOp]) -> (Writes, i64, bool) {
-        let mut writes = Writes::new();
+        let mut batch = Batch::default();
         let mut held = 0i64;
         let mut streams = false;
         for op in ops {
@@ -78,30 +109,37 @@ impl Mirror {
                         owner: record.owner.clone(),
                         selectors,
                     };
-                    writes.insert(keys::session(client_id), value(&session));
+                    batch.put(keys::session(client_id), value(&session));
                 }
                 StoreOp::DeleteSession { client_id } => {
-                    writes.insert(keys::session(client_id), None);
+                    batch.put(keys::session(client_id), None);
                     let range = (client_id.clone(), 0)..=(client_id.clone(), u64::MAX);
                     let seqs: Vec<u64> = self.deliveries.range(range).map(|(k, _)| k.1).collect();
                     for seq in seqs {
-                        held -= self.delete_delivery(client_id, seq, &mut writes);
+                        held -= self.delete_delivery(client_id, seq, &mut batch);
                     }
                     let range = (client_id.clone(), 0)..=(client_id.clone(), u16::MAX);
                     let ids: Vec<u16> = self.incoming.range(range).map(|k| k.1).collect();
                     for id in ids {
                         self.incoming.remove(&(client_id.clone(), id));
-                        writes.insert(keys::incoming(client_id, id), None);
+                        batch.put(keys::incoming(client_id, id), None);
                     }
                 }
                 StoreOp::PutMessage { id, record } => {
                     let key = keys::message(&self.node, *id);
-                    self.messages.entry(*id).or_insert_with(|| MessageRef {
-                        node: self.node.clone(),
-                        stored_id: *id,
-                        refs: 0,
-                    });
-                    writes.insert(key, value(record));
+                    if self.messages.contains_key(id) {
+                        batch.put(key, value(record));
+                    } else {
+                        self.messages.insert(
+                            *id,
+                            MessageRef {
+                                node: self.node.clone(),
+                                stored_id: *id,
+                                refs: 0,
+                            },
+                        );
+                        batch.create(key, value(record));
+                    }
                 }
                 StoreOp::PutDelivery {
                     client_id,
@@ -111,15 +149,18 @@ impl Mirror {
                     let old = self
                         .deliveries
                         .insert((client_id.clone(), *seq), record.clone());
-                    held += i64::from(old.is_none());
+                    if old.is_none() {
+                        held += 1;
+                        batch.fresh.insert(keys::delivery(client_id, *seq));
+                    }
                     let old_message = old.map(|o| o.message_id);
                     if old_message != Some(record.message_id) {
                         self.ref_message(record.message_id);
                         if let Some(previous) = old_message {
-                            self.unref_message(previous, &mut writes);
+                            self.unref_message(previous, &mut batch);
                         }
                     }
-                    self.write_delivery(client_id, *seq, &mut writes);
+                    self.write_delivery(client_id, *seq, &mut batch);
                 }
                 StoreOp::MarkDelivery {
                     client_id,
@@ -131,51 +172,60 @@ impl Mirror {
                     if let Some(d) = self.deliveries.get_mut(&(client_id.clone(), *seq)) {
                         d.packet_id = Some(*packet_id);
                         d.released = *released;
-                        self.write_delivery(client_id, *seq, &mut writes);
+                        self.write_delivery(client_id, *seq, &mut batch);
                     }
                 }
                 StoreOp::DeleteDelivery { client_id, seq } => {
-                    held -= self.delete_delivery(client_id, *seq, &mut writes);
+                    held -= self.delete_delivery(client_id, *seq, &mut batch);
                 }
                 StoreOp::PutIncomingQos2 {
                     client_id,
                     packet_id,
                 } => {
-                    self.incoming.insert((client_id.clone(), *packet_id));
-                    writes.insert(keys::incoming(client_id, *packet_id), value(&()));
+                    let key = keys::incoming(client_id, *packet_id);
+                    if self.incoming.insert((client_id.clone(), *packet_id)) {
+                        batch.create(key, value(&()));
+                    } else {
+                        batch.put(key, value(&()));
+                    }
                 }
                 StoreOp::DeleteIncomingQos2 {
                     client_id,
                     packet_id,
                 } => {
                     self.incoming.remove(&(client_id.clone(), *packet_id));
-                    writes.insert(keys::incoming(client_id, *packet_id), None);
+                    batch.put(keys::incoming(client_id, *packet_id), None);
                 }
                 StoreOp::PutRetained { record } => {
-                    writes.insert(keys::retained(&record.topic), value(record));
+                    batch.put(keys::retained(&record.topic), value(record));
                 }
                 StoreOp::DeleteRetained { topic } => {
-                    writes.insert(keys::retained(topic), None);
+                    batch.put(keys::retained(topic), None);
                 }
                 StoreOp::PutQueued { queue, seq, record } => {
-                    held += i64::from(self.queued.insert((queue.clone(), *seq)));
-                    writes.insert(keys::queued(&self.node, queue, *seq), value(record));
+                    let key = keys::queued(&self.node, queue, *seq);
+                    if self.queued.insert((queue.clone(), *seq)) {
+                        held += 1;
+                        batch.create(key, value(record));
+                    } else {
+                        batch.put(key, value(record));
+                    }
                 }
                 StoreOp::DeleteQueued { queue, seq } => {
                     held -= i64::from(self.queued.remove(&(queue.clone(), *seq)));
-                    writes.insert(keys::queued(&self.node, queue, *seq), None);
+                    batch.put(keys::queued(&self.node, queue, *seq), None);
                 }
                 StoreOp::PutWill { client_id, record } => {
-                    writes.insert(keys::will(client_id), value(record));
+                    batch.put(keys::will(client_id), value(record));
                 }
                 StoreOp::DeleteWill { client_id } => {
-                    writes.insert(keys::will(client_id), None);
+                    batch.put(keys::will(client_id), None);
                 }
                 StoreOp::PutSchema { name, record } => {
-                    writes.insert(keys::schema(name), value(record));
+                    batch.put(keys::schema(name), value(record));
                 }
                 StoreOp::DeleteSchema { name } => {
-                    writes.insert(keys::schema(name), None);
+                    batch.put(keys::schema(name), None);
                 }
                 StoreOp::AppendStream { .. }
                 | StoreOp::TrimStream { .. }
@@ -185,7 +235,7 @@ impl Mirror {
                 | StoreOp::DeleteStream { .. } => streams = true,
             }
         }
-        (writes, held, streams)
+        (batch.finish(), held, streams)
     }
 
     /// Whether `op` writes records of a client id another node took over.
@@ -249,7 +299,7 @@ impl Mirror {
     }
 
     /// Writes the delivery as the mirror has it, naming the node its message is from.
-    fn write_delivery(&self, client_id: &str, seq: u64, writes: &mut Writes) {
+    fn write_delivery(&self, client_id: &str, seq: u64, batch: &mut Batch) {
         let Some(record) = self.deliveries.get(&(client_id.to_string(), seq)) else {
             return;
         };
@@ -265,15 +315,15 @@ impl Mirror {
             record,
             message_node,
         };
-        writes.insert(keys::delivery(client_id, seq), value(&stored));
+        batch.put(keys::delivery(client_id, seq), value(&stored));
     }
 
     /// Removes a delivery; 1 if there was one.
-    fn delete_delivery(&mut self, client_id: &str, seq: u64, writes: &mut Writes) -> i64 {
-        writes.insert(keys::delivery(client_id, seq), None);
+    fn delete_delivery(&mut self, client_id: &str, seq: u64, batch: &mut Batch) -> i64 {
+        batch.put(keys::delivery(client_id, seq), None);
         match self.deliveries.remove(&(client_id.to_string(), seq)) {
             Some(old) => {
-                self.unref_message(old.message_id, writes);
+                self.unref_message(old.message_id, batch);
                 1
             }
             None => 0,
@@ -294,14 +344,14 @@ impl Mirror {
 
     /// One delivery fewer refers to message `id`: this node's own message goes
     /// with the last. Another node's is left: its sessions may refer to it.
-    fn unref_message(&mut self, id: u64, writes: &mut Writes) {
+    fn unref_message(&mut self, id: u64, batch: &mut Batch) {
         let Some(message) = self.messages.get_mut(&id) else {
             return;
         };
         message.refs = message.refs.saturating_sub(1);
         if message.refs == 0 {
             if message.node == self.node {
-                writes.insert(keys::message(&message.node, message.stored_id), None);
+                batch.put(keys::message(&message.node, message.stored_id), None);
             }
             self.messages.remove(&id);
         }

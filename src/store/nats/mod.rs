@@ -6,7 +6,7 @@
 //! - `keys.rs`: the bucket's keys and values.
 //! - `mirror.rs`: what this node knows of its keys; a batch → its writes.
 //! - `publish.rs`: a batch as publishes with one wait for all acks.
-//! - `load.rs`: reading the bucket at start.
+//! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
 //! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
 //!   cluster's too).
@@ -42,6 +42,17 @@ pub use keys::BUCKET;
 
 /// Longest wait for NATS in one call of the seam (a commit, the load).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for one write's acknowledgement (async-nats' default is 5 s):
+/// a commit of a big batch behind a busy connection can take longer than that
+/// without anything being lost, and a timed-out write is sent again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Operations per commit at most: a JetStream write per operation costs far
+/// more than a row in redb, and every ack waits for its whole commit, so a
+/// backlog (a burst from other nodes) is committed in pieces that deliver
+/// and acknowledge as they go, not in one that takes seconds.
+const MAX_BATCH: usize = 8_192;
 
 /// First id of the range for messages of sessions taken over (2^62).
 const TAKEN_OVER_IDS: u64 = 1 << 62;
@@ -138,11 +149,12 @@ impl NatsBackend {
     /// Opens the store bucket for node `node`; the sessions of the client
     /// ids in `foreign` (held by other nodes) are left to them at load.
     pub async fn open(
-        jetstream: jetstream::Context,
+        mut jetstream: jetstream::Context,
         node: &str,
         replicas: usize,
         foreign: HashSet<String>,
     ) -> Result<NatsBackend, StoreError> {
+        jetstream.set_timeout(ACK_TIMEOUT);
         open_bucket(&jetstream, BUCKET, replicas)
             .await
             .map_err(|reason| StoreError::Open {
@@ -200,6 +212,10 @@ impl Backend for NatsBackend {
         Ok(held)
     }
 
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
     fn load(&self) -> Result<Snapshot, StoreError> {
         let jetstream = self.jetstream.clone();
         let entries = self
@@ -215,11 +231,11 @@ impl Backend for NatsBackend {
     }
 
     fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        // The whole bucket is read: simple, and a takeover is rare (reading by
-        // key prefix would scale better with many sessions).
+        // The client's keys and the messages they refer to, not the bucket.
         let jetstream = self.jetstream.clone();
+        let client = client_id.to_string();
         let entries = self
-            .run(async move { load::read_bucket(&jetstream, BUCKET).await })?
+            .run(async move { load::read_client(&jetstream, &client).await })?
             .map_err(StoreError::Write)?;
         let next = self.next_taken_over_id.load(Ordering::Relaxed);
         let scope = load::Scope::Client(client_id, next);

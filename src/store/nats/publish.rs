@@ -1,23 +1,27 @@
-//! One group commit as JetStream publishes: every write of the batch sent
-//! without waiting, then one wait for all their acknowledgements. Each write
-//! carries a `Nats-Msg-Id` unique to it, so a write resent after a lost
-//! acknowledgement is stored once (JetStream's duplicate window); a batch
-//! has one write per key, so resending part of it never reorders a key.
+//! One group commit as JetStream publishes, pipelined: writes are sent
+//! without waiting while at most [`IN_FLIGHT`] are unacknowledged, their
+//! acknowledgements collected as they come; the commit is done when every
+//! write is acknowledged. Each write carries a `Nats-Msg-Id` unique to it, so
+//! a write resent after a lost acknowledgement is stored once (JetStream's
+//! duplicate window); a batch has one write per key, so resending part of it
+//! never reorders a key.
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::keys::BUCKET;
 use crate::store::StoreError;
 
 /// Sends of one write before the commit fails (at the least: see `publish`).
 const ATTEMPTS: usize = 3;
-/// Writes in flight at once (each chunk's acknowledgements are awaited together).
-const CHUNK: usize = 8_192;
+/// Writes unacknowledged at once. async-nats gives a context 5,000 (shared
+/// with the node's other JetStream users) and makes a publish wait for one:
+/// holding more unpolled would stall the commit.
+const IN_FLIGHT: usize = 2_048;
 /// Pause before a write whose acknowledgement failed is sent again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -28,70 +32,73 @@ pub(super) async fn publish(
     writes: Vec<(String, Option<Bytes>)>,
     id: String,
 ) -> Result<(), StoreError> {
-    let indexed: Vec<(usize, String, Option<Bytes>)> = writes
-        .into_iter()
-        .enumerate()
-        .map(|(i, (k, v))| (i, k, v))
-        .collect();
-    for chunk in indexed.chunks(CHUNK) {
-        let mut pending: Vec<&(usize, String, Option<Bytes>)> = chunk.iter().collect();
-        let mut last_error = String::new();
-        // At least ATTEMPTS sends, and more while a JetStream election may
-        // last (a NATS server died): the message ids make resends harmless.
-        let deadline = tokio::time::Instant::now() + super::patience::PATIENCE;
-        let mut attempts = 0;
-        while attempts < ATTEMPTS || tokio::time::Instant::now() < deadline {
-            if attempts > 0 {
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            attempts += 1;
-            let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
-            let mut failed = Vec::new();
-            for (n, write) in pending.iter().enumerate() {
-                match send(&jetstream, write, &id).await {
-                    Ok(ack) => acks.push((n, ack)),
-                    Err(e) => {
-                        last_error = e;
-                        failed.push(n);
-                    }
-                }
-            }
-            let waits = acks
-                .into_iter()
-                .map(|(n, ack)| async move { ack.await.map_err(|e| (n, e.to_string())) });
-            for result in futures_util::future::join_all(waits).await {
-                if let Err((n, e)) = result {
-                    last_error = e;
-                    failed.push(n);
-                }
-            }
-            if failed.is_empty() {
-                pending.clear();
-                break;
-            }
-            failed.sort_unstable();
-            pending = failed.into_iter().map(|n| pending[n]).collect();
+    let mut pending: Vec<usize> = (0..writes.len()).collect();
+    let mut last_error = String::new();
+    // At least ATTEMPTS sends, and more while a JetStream election may last
+    // (a NATS server died): the message ids make resends harmless.
+    let deadline = tokio::time::Instant::now() + super::patience::PATIENCE;
+    let mut attempts = 0;
+    while attempts < ATTEMPTS || tokio::time::Instant::now() < deadline {
+        if attempts > 0 {
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        if !pending.is_empty() {
-            return Err(StoreError::Write(format!(
-                "JetStream did not acknowledge {} writes to {BUCKET} after {attempts} attempts: {last_error}",
-                pending.len()
-            )));
+        attempts += 1;
+        pending = send_all(&jetstream, &writes, &pending, &id, &mut last_error).await;
+        if pending.is_empty() {
+            return Ok(());
         }
     }
-    Ok(())
+    Err(StoreError::Write(format!(
+        "JetStream did not acknowledge {} writes to {BUCKET} after {attempts} attempts: {last_error}",
+        pending.len()
+    )))
+}
+
+/// Sends the writes numbered `pending`; the numbers of those that failed, in order.
+async fn send_all(
+    jetstream: &Context,
+    writes: &[(String, Option<Bytes>)],
+    pending: &[usize],
+    id: &str,
+    last_error: &mut String,
+) -> Vec<usize> {
+    let mut acks = FuturesUnordered::new();
+    let mut failed = Vec::new();
+    let mut note = |result: Result<(), (usize, String)>, failed: &mut Vec<usize>| {
+        if let Err((n, e)) = result {
+            *last_error = e;
+            failed.push(n);
+        }
+    };
+    for &n in pending {
+        while acks.len() >= IN_FLIGHT {
+            if let Some(result) = acks.next().await {
+                note(result, &mut failed);
+            }
+        }
+        let (key, value) = &writes[n];
+        match send(jetstream, key, value, &format!("{id}.{n}")).await {
+            Ok(ack) => {
+                acks.push(async move { ack.await.map(drop).map_err(|e| (n, e.to_string())) })
+            }
+            Err(e) => note(Err((n, e)), &mut failed),
+        }
+    }
+    while let Some(result) = acks.next().await {
+        note(result, &mut failed);
+    }
+    failed.sort_unstable();
+    failed
 }
 
 async fn send(
     jetstream: &Context,
-    (index, key, value): &(usize, String, Option<Bytes>),
-    id: &str,
-) -> Result<PublishAckFuture, String> {
+    key: &str,
+    value: &Option<Bytes>,
+    message_id: &str,
+) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("{id}.{index}").as_str(),
-    );
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     if value.is_none() {
         headers.insert("KV-Operation", "DEL");
     }

@@ -199,6 +199,81 @@ fn a_batch_is_written_in_the_order_of_its_operations() {
     );
 }
 
+/// A message stored, delivered and acknowledged within one batch (while the
+/// previous commit was out) costs no write; one acknowledged in a later
+/// batch leaves tombstones that delete what JetStream has.
+#[test]
+fn records_made_and_deleted_in_one_batch_are_not_written() {
+    let mut mirror = mirror::Mirror::new("n1");
+    let ack = |seq| StoreOp::DeleteDelivery {
+        client_id: "c".into(),
+        seq,
+    };
+    let mark = StoreOp::MarkDelivery {
+        client_id: "c".into(),
+        seq: 1,
+        packet_id: 7,
+        released: false,
+    };
+    let queued = StoreOp::PutQueued {
+        queue: "q".into(),
+        seq: 1,
+        record: message("q"),
+    };
+    let dequeued = StoreOp::DeleteQueued {
+        queue: "q".into(),
+        seq: 1,
+    };
+    let ops = [
+        put_session("c"),
+        put_message(1, "t"),
+        put("c", 1, 1),
+        mark,
+        ack(1),
+        put_message(2, "t"),
+        put("c", 2, 2),
+        put_incoming("c", 5),
+        StoreOp::DeleteIncomingQos2 {
+            client_id: "c".into(),
+            packet_id: 5,
+        },
+        queued,
+        dequeued,
+    ];
+    let (writes, held, _) = mirror.plan(&ops);
+    let keys: Vec<&String> = writes.keys().collect();
+    assert_eq!(
+        keys,
+        vec![
+            &keys::session("c"),
+            &keys::message("n1", 2),
+            &keys::delivery("c", 2)
+        ],
+        "message 1, its delivery, the QoS 2 id and the queued message came and went"
+    );
+    assert_eq!(held, 1);
+    // Delivery 2 is in JetStream now: its acknowledgement deletes it there.
+    let (writes, held, _) = mirror.plan(&[ack(2)]);
+    let expected = [
+        (keys::delivery("c", 2), None),
+        (keys::message("n1", 2), None),
+    ];
+    assert_eq!(writes.into_iter().collect::<Vec<_>>(), expected);
+    assert_eq!(held, -1);
+}
+
+/// More writes in one commit than async-nats lets a context have
+/// unacknowledged (5,000): the commit collects acknowledgements while it
+/// sends (it used to hold them all and wait for a permit until it timed out).
+#[test]
+fn a_commit_of_more_writes_than_the_clients_ack_window() {
+    let f = Fixture::new();
+    let ops: Vec<StoreOp> = (1..=6_000).map(|n| put_message(n, "t")).collect();
+    f.open("tern-1", &[]).apply(&ops, true).unwrap();
+    let snap = f.open("tern-1", &[]).load().unwrap();
+    assert_eq!(snap.messages.len(), 6_000);
+}
+
 #[test]
 fn a_node_that_let_a_session_go_writes_none_of_its_records_until_it_holds_it_again() {
     let f = Fixture::new();
