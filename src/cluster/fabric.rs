@@ -137,6 +137,11 @@ impl Interest {
 #[derive(Debug)]
 pub struct NatsFabric {
     outbound: mpsc::Sender<Arc<Message>>,
+    /// The number of the last message queued: the outbound task numbers
+    /// them in queue order alike (taken with the queueing, under this lock).
+    queued_seq: Mutex<u64>,
+    /// What the other nodes confirmed (`window.rs`).
+    confirmed: tokio::sync::watch::Receiver<u64>,
     interest: Arc<Interest>,
     stats: Arc<FabricStats>,
     /// True while messages are being dropped (logged when it starts and ends).
@@ -147,22 +152,39 @@ pub struct NatsFabric {
 }
 
 impl Fabric for NatsFabric {
-    fn forward(&self, message: &Arc<Message>) {
-        if self.outbound.try_send(Arc::clone(message)).is_err() {
-            if message.qos != crate::core::message::QoS::AtMostOnce {
-                self.stats
-                    .dropped_acknowledged
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            let total = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if !self.dropping.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    dropped_total = total,
-                    "cluster: messages for other nodes are being dropped: the queue to NATS is \
-                     full (NATS unreachable or too slow); local delivery goes on"
-                );
-            }
+    fn forward(&self, message: &Arc<Message>) -> u64 {
+        let mut queued_seq = self.queued_seq.lock();
+        if self.outbound.try_send(Arc::clone(message)).is_ok() {
+            *queued_seq += 1;
+            return *queued_seq;
         }
+        drop(queued_seq);
+        if message.qos != crate::core::message::QoS::AtMostOnce {
+            self.stats
+                .dropped_acknowledged
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let total = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.dropping.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                dropped_total = total,
+                "cluster: messages for other nodes are being dropped: the queue to NATS is \
+                 full (NATS unreachable or too slow); local delivery goes on"
+            );
+        }
+        0
+    }
+
+    fn confirmed(&self) -> u64 {
+        *self.confirmed.borrow()
+    }
+
+    fn wait_confirmed(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let mut confirmed = self.confirmed.clone();
+        Box::pin(async move {
+            // Closed: the outbound task ended (the node is stopping).
+            let _ = confirmed.wait_for(|confirmed| *confirmed >= seq).await;
+        })
     }
 
     fn interest_added(&self, filter: &str) {
@@ -226,6 +248,7 @@ pub fn start(
     let room = Arc::new(Notify::new());
     let epoch = rand::random::<u64>();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
+    let (confirmed_tx, confirmed) = tokio::sync::watch::channel(0);
     tracker.spawn(super::outbound::run(
         Outbound {
             cluster: cluster.clone(),
@@ -234,6 +257,7 @@ pub fn start(
             dropping: Arc::clone(&dropping),
             room: Arc::clone(&room),
             epoch,
+            confirmed: confirmed_tx,
         },
         queue,
         shutdown.clone(),
@@ -255,6 +279,8 @@ pub fn start(
     ));
     let fabric = Arc::new(NatsFabric {
         outbound,
+        queued_seq: Mutex::new(0),
+        confirmed,
         interest,
         stats,
         dropping,

@@ -19,7 +19,9 @@
 //!   dropped anyway.
 //! - Flow control: the syncs of other nodes (`window.rs`) come on a
 //!   subscription of their own and are ordered with the messages; once every
-//!   message of its origin before it is routed, a sync is confirmed.
+//!   message of its origin before it is routed and what that routing stored
+//!   is committed, a sync is confirmed (by a task of its own, [`confirm`],
+//!   so routing goes on while the store commits).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -31,7 +33,7 @@ use std::time::Instant;
 use async_nats::Subscriber;
 use futures_util::Stream;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::fabric::{FabricStats, Interest};
@@ -39,6 +41,7 @@ use super::subject::{filter_to_subjects, subject_to_topic};
 use super::window::{decode_sync, encode_confirm, SYNC_PREFIX};
 use super::wire;
 use super::Cluster;
+use crate::core::commit::Commit;
 use crate::core::message::Message;
 use crate::core::router::Router;
 
@@ -46,6 +49,12 @@ use crate::core::router::Router;
 const ROUND_CAP: usize = 4_096;
 /// Subjects whose topic is remembered (`Topics`).
 const TOPIC_CACHE: usize = 4_096;
+/// Syncs routed whose confirm waits for the store (beyond, routing waits).
+const CONFIRMS_QUEUE: usize = 1_024;
+
+/// A routed sync: its reply subject, its number, and the commit of
+/// everything routed before it.
+type Confirm = (async_nats::Subject, u64, Commit);
 
 /// Which subscriptions have been woken since last looked at.
 #[derive(Debug, Default)]
@@ -131,8 +140,12 @@ struct Inbound {
     origins: Vec<OriginState>,
     /// Collected but held back (capped round): routed in a later round.
     held: Vec<Collected>,
-    /// Syncs whose messages are routed: (reply subject, sequence) to confirm.
-    confirms: Vec<(async_nats::Subject, u64)>,
+    /// Syncs whose messages are routed, to confirm once committed.
+    confirms: Vec<Confirm>,
+    /// To the task that confirms them ([`confirm`]).
+    confirmer: mpsc::Sender<Confirm>,
+    /// What the messages routed so far stored.
+    stored: Commit,
     topics: Topics,
     /// Buffers of `round` and `drain`, empty between their calls.
     scratch: Vec<Collected>,
@@ -147,6 +160,8 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let queue_group = format!("tern.node.{}", cluster.node());
+    let (confirmer, confirms) = mpsc::channel(CONFIRMS_QUEUE);
+    tokio::spawn(confirm(cluster.clone(), Arc::clone(&router), confirms));
     let mut inbound = Inbound {
         cluster,
         router,
@@ -159,6 +174,8 @@ pub(super) async fn run(
         origins: Vec::new(),
         held: Vec::new(),
         confirms: Vec::new(),
+        confirmer,
+        stored: Commit::NONE,
         topics: Topics::default(),
         scratch: Vec::new(),
         incoming: Vec::new(),
@@ -223,12 +240,11 @@ impl Inbound {
         }
     }
 
-    /// Routed syncs, confirmed to their senders.
+    /// Routed syncs, handed to the task that confirms them once committed.
     async fn send_confirms(&mut self) {
-        for (reply, seq) in std::mem::take(&mut self.confirms) {
-            let payload = encode_confirm(seq, self.cluster.node());
-            // Fails only once the client is closed; the sender stops waiting by itself.
-            let _ = self.cluster.client().publish(reply, payload).await;
+        for confirm in self.confirms.drain(..) {
+            // Fails only once that task ended (the node is stopping).
+            let _ = self.confirmer.send(confirm).await;
         }
     }
 
@@ -326,7 +342,7 @@ impl Inbound {
             let message = match item.item {
                 Item::Message(message) => message,
                 Item::Sync(reply) => {
-                    self.confirms.push((reply, item.seq));
+                    self.confirms.push((reply, item.seq, self.stored));
                     continue;
                 }
             };
@@ -337,7 +353,8 @@ impl Inbound {
             }
             origin.last_routed = item.seq;
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.router.publish_from_peer(message);
+            let published = self.router.publish_from_peer(message);
+            self.stored.include(published.commit);
         }
         collected.shrink_to(4 * ROUND_CAP);
         self.scratch = collected;
@@ -423,6 +440,30 @@ impl Inbound {
         let total = self.stats.discarded.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(1000) {
             tracing::warn!(total, what, "cluster: a message from NATS was dropped");
+        }
+    }
+}
+
+/// Confirms routed syncs to their senders, each once the store committed
+/// what was routed before it (the latest commit of those at hand covers
+/// them all). A store that failed confirms nothing more: the senders take
+/// this node for dead after `window::CONFIRM_TIMEOUT`.
+async fn confirm(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receiver<Confirm>) {
+    let mut taken = Vec::with_capacity(64);
+    while queue.recv_many(&mut taken, 64).await > 0 {
+        let mut commit = Commit::NONE;
+        for (_, _, stored) in &taken {
+            commit.include(*stored);
+        }
+        if let Err(e) = router.wait_committed(commit).await {
+            tracing::warn!(error = %e,
+                "cluster: the store failed: messages from other nodes are no longer confirmed");
+            return;
+        }
+        for (reply, seq, _) in taken.drain(..) {
+            let payload = encode_confirm(seq, cluster.node());
+            // Fails only once the client is closed; the sender stops waiting by itself.
+            let _ = cluster.client().publish(reply, payload).await;
         }
     }
 }

@@ -21,7 +21,7 @@ use super::subject::topic_to_subject;
 use super::window::Window;
 use super::wire::{self, Origin};
 use super::Cluster;
-use crate::core::message::Message;
+use crate::core::message::{Message, QoS};
 
 /// Messages taken from the queue per wake-up of the outbound task.
 const OUTBOUND_BATCH: usize = 512;
@@ -43,6 +43,8 @@ pub(super) struct Outbound {
     pub(super) room: Arc<Notify>,
     /// This run of the node: receivers order and de-duplicate per run.
     pub(super) epoch: u64,
+    /// Where the window tells what the other nodes confirmed (acks wait on it).
+    pub(super) confirmed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Publishes queued messages in queue order (see the module's doc).
@@ -58,11 +60,20 @@ pub(super) async fn run(
         dropping,
         room,
         epoch,
+        confirmed,
     } = out;
+    let window = match Window::open(&cluster, status, Arc::clone(&stats), epoch, confirmed).await {
+        Ok(window) => Some(window),
+        Err(confirmed) => {
+            // No flow control: acks wait for no confirm.
+            confirmed.send_replace(u64::MAX);
+            None
+        }
+    };
     let mut sender = Sender {
         node: Arc::clone(cluster.node()),
         epoch,
-        window: Window::open(&cluster, status, Arc::clone(&stats), epoch).await,
+        window,
         cluster: cluster.clone(),
         stats: Arc::clone(&stats),
         batch: wire::Batch::default(),
@@ -74,6 +85,8 @@ pub(super) async fn run(
     loop {
         let taken = tokio::select! {
             taken = queue.recv_many(&mut taken_now, OUTBOUND_BATCH) => taken,
+            // Confirms (and timeouts) of syncs out, for the acks waiting on them.
+            () = progress(&mut sender.window) => continue,
             () = shutdown.cancelled() => break,
         };
         if taken == 0 {
@@ -101,6 +114,14 @@ pub(super) async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), cluster.client().flush()).await;
 }
 
+/// Resolves once the window took a confirm or a timeout (never without one).
+async fn progress(window: &mut Option<Window>) {
+    match window {
+        Some(window) => window.progress().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The sending state: the number last given, the batch being gathered
 /// (messages of one topic) and the window.
 struct Sender {
@@ -126,13 +147,18 @@ impl Sender {
         // About what the messages not pushed yet take encoded: what a batch
         // starting now sets aside (up to its limit).
         let mut left: usize = messages.iter().map(|m| entry_estimate(m)).sum();
+        // A QoS ≥ 1 message's ack waits for the other nodes' confirm.
+        let mut acks_wait = false;
         for message in messages {
             left = left.saturating_sub(entry_estimate(message));
+            acks_wait |= message.qos != QoS::AtMostOnce;
             if self.topic.as_deref() != Some(&*message.topic) {
                 if !self.flush().await {
                     return false;
                 }
                 if !self.set_topic(message) {
+                    // Numbered all the same: the fabric numbered it when queued.
+                    self.seq += 1;
                     continue;
                 }
             }
@@ -166,7 +192,13 @@ impl Sender {
                 return false;
             }
         }
-        self.flush().await
+        if !self.flush().await {
+            return false;
+        }
+        if let Some(window) = self.window.as_mut().filter(|_| acks_wait) {
+            window.cover(self.seq).await;
+        }
+        true
     }
 
     /// Makes `message`'s topic the batch's (the batch is empty); false when

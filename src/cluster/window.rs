@@ -6,13 +6,19 @@
 //! limit; its queue to NATS then fills and its publishers are read more
 //! slowly (`NatsFabric::wait_room`): back-pressure, not loss.
 //!
-//! - Sync: every quarter window (and before waiting) the sender publishes on
+//! - Acks: a QoS ≥ 1 message a client published here is acknowledged once
+//!   its number is confirmed (`Fabric::confirmed`, fed by [`Window`]): every
+//!   node alive stored it, so a crash of this node right after the ack loses
+//!   it for no session elsewhere.
+//! - Sync: every quarter window, before waiting, and at the end of a batch
+//!   holding a QoS ≥ 1 message (its ack waits) the sender publishes on
 //!   `tern.sync.<node>` the sequence number of the last message it sent
 //!   (`[epoch: u64 BE][seq: u64 BE]`), with a reply subject.
 //! - Confirm: every node subscribes `tern.sync.*` on the connection its
 //!   messages arrive on, so a sync comes after what was sent before it; the
 //!   inbound task orders it with them and answers once it has routed every
-//!   earlier message of that origin (`[seq: u64 BE][node name]`).
+//!   earlier message of that origin and the store writes that routing made
+//!   are committed (`[seq: u64 BE][node name]`).
 //! - A sync counts as confirmed when every node alive at the time (status
 //!   heartbeats) answered, or after [`CONFIRM_TIMEOUT`] (a node that died
 //!   does not stop the others; counted in `confirm_timeouts`).
@@ -88,19 +94,23 @@ pub(super) struct Window {
     outstanding: VecDeque<Outstanding>,
     /// Every node alive confirmed the messages up to this one.
     confirmed: u64,
+    /// `confirmed`, for the acks waiting on it (`NatsFabric::wait_confirmed`).
+    confirmed_tx: tokio::sync::watch::Sender<u64>,
     /// The last message a sync covered.
     last_sync: u64,
 }
 
 impl Window {
-    /// Subscribes this run's confirm subject; None if NATS refuses it (the
-    /// node then sends without flow control, as before it).
+    /// Subscribes this run's confirm subject; if NATS refuses it, gives
+    /// `confirmed_tx` back (the node then sends without flow control, as
+    /// before it, and acks wait for no confirm).
     pub(super) async fn open(
         cluster: &Cluster,
         status: Arc<ClusterStatus>,
         stats: Arc<FabricStats>,
         epoch: u64,
-    ) -> Option<Window> {
+        confirmed_tx: tokio::sync::watch::Sender<u64>,
+    ) -> Result<Window, tokio::sync::watch::Sender<u64>> {
         let confirm_subject =
             async_nats::Subject::from(format!("{CONFIRM_PREFIX}{}.{epoch}", cluster.node()));
         let confirms = match cluster.client().subscribe(confirm_subject.clone()).await {
@@ -108,11 +118,11 @@ impl Window {
             Err(e) => {
                 tracing::warn!(error = %e,
                     "cluster: cannot subscribe for confirmations; messages to other nodes go without flow control");
-                return None;
+                return Err(confirmed_tx);
             }
         };
         let limit = cluster.window().max(1) as u64;
-        Some(Window {
+        Ok(Window {
             cluster: cluster.clone(),
             status,
             stats,
@@ -124,6 +134,7 @@ impl Window {
             confirms,
             outstanding: VecDeque::new(),
             confirmed: 0,
+            confirmed_tx,
             last_sync: 0,
         })
     }
@@ -132,14 +143,14 @@ impl Window {
     /// taken into account): when not, [`Window::admit`] would wait.
     pub(super) fn has_room(&mut self, seq: u64) -> bool {
         self.take_ready_confirms();
-        seq <= self.confirmed + self.limit
+        seq <= self.confirmed.saturating_add(self.limit)
     }
 
     /// Waits until message `seq` may be sent: until at most the window is
     /// unconfirmed with it. False when `shutdown` came first.
     pub(super) async fn admit(&mut self, seq: u64, shutdown: &CancellationToken) -> bool {
         self.take_ready_confirms();
-        if seq <= self.confirmed + self.limit {
+        if seq <= self.confirmed.saturating_add(self.limit) {
             return true;
         }
         self.stats.window_waits.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +158,7 @@ impl Window {
         if self.last_sync + 1 < seq {
             self.sync(seq - 1).await;
         }
-        while seq > self.confirmed + self.limit {
+        while seq > self.confirmed.saturating_add(self.limit) {
             let Some(oldest) = self.outstanding.front() else {
                 // Nothing to wait for (no node alive to confirm).
                 break;
@@ -172,11 +183,47 @@ impl Window {
         }
     }
 
+    /// Sends a sync for what went out up to `seq` unless one covers it:
+    /// acks wait for its confirms.
+    pub(super) async fn cover(&mut self, seq: u64) {
+        if self.last_sync < seq {
+            self.sync(seq).await;
+        }
+    }
+
+    /// Resolves once a confirm came or the oldest sync timed out (never
+    /// while no sync is out): the outbound task waits for it while idle, so
+    /// the acks waiting on confirms go out without more traffic.
+    pub(super) async fn progress(&mut self) {
+        let Some(oldest) = self.outstanding.front() else {
+            return std::future::pending().await;
+        };
+        let deadline = oldest.sent + CONFIRM_TIMEOUT;
+        tokio::select! {
+            confirm = self.confirms.next() => match confirm {
+                Some(confirm) => self.apply(&confirm.payload),
+                // The client is closed: nothing will confirm.
+                None => {
+                    self.outstanding.clear();
+                    self.set_confirmed(u64::MAX);
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => self.expire_oldest(),
+        }
+    }
+
+    fn set_confirmed(&mut self, seq: u64) {
+        if seq > self.confirmed {
+            self.confirmed = seq;
+            self.confirmed_tx.send_replace(seq);
+        }
+    }
+
     async fn sync(&mut self, seq: u64) {
         self.last_sync = seq;
         let waiting: HashSet<String> = self.status.peers_alive().into_iter().collect();
         if waiting.is_empty() {
-            self.confirmed = seq;
+            self.set_confirmed(seq);
             return;
         }
         let sent = self
@@ -190,7 +237,7 @@ impl Window {
             .await;
         if sent.is_err() {
             // The client is closed: nothing more goes out anyway.
-            self.confirmed = seq;
+            self.set_confirmed(seq);
             return;
         }
         self.outstanding.push_back(Outstanding {
@@ -223,7 +270,7 @@ impl Window {
             .is_some_and(|o| o.waiting.is_empty())
         {
             if let Some(done) = self.outstanding.pop_front() {
-                self.confirmed = self.confirmed.max(done.seq);
+                self.set_confirmed(done.seq);
             }
         }
     }
@@ -232,7 +279,7 @@ impl Window {
         let Some(expired) = self.outstanding.pop_front() else {
             return;
         };
-        self.confirmed = self.confirmed.max(expired.seq);
+        self.set_confirmed(expired.seq);
         let total = self.stats.confirm_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(100) {
             let mut silent: Vec<String> = expired.waiting.into_iter().collect();

@@ -3,24 +3,46 @@
 //! the one error type store failures become on their way out of the core.
 
 /// The position in the store's commit order of what a core operation stored
-/// (or [`Commit::NONE`] when it stored nothing). Positions only grow, so the
+/// (or [`Commit::NONE`] when it stored nothing) and, in cluster mode, the
+/// position in the fabric's send order of a QoS ≥ 1 message it forwarded
+/// (the other nodes alive must confirm it stored). Positions only grow, so the
 /// highest of several covers them all: a connection that answers many packets
 /// in one wake-up waits once, on the highest (see `Router::wait_committed`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Commit(u64);
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Commit {
+    ticket: u64,
+    fabric: u64,
+}
 
 impl Commit {
     /// Nothing was stored: nothing to wait for.
-    pub const NONE: Commit = Commit(0);
+    pub const NONE: Commit = Commit {
+        ticket: 0,
+        fabric: 0,
+    };
 
     /// The commit of a store submission.
     pub(crate) fn of_ticket(ticket: crate::store::Ticket) -> Commit {
-        Commit(ticket)
+        Commit { ticket, fabric: 0 }
+    }
+
+    /// The commit of a message the fabric sends as number `seq`: done once
+    /// the other nodes confirmed it (`Fabric::confirmed`).
+    pub(crate) fn of_fabric(seq: u64) -> Commit {
+        Commit {
+            ticket: 0,
+            fabric: seq,
+        }
     }
 
     /// The store ticket to wait for.
     pub(crate) fn ticket(self) -> crate::store::Ticket {
-        self.0
+        self.ticket
+    }
+
+    /// The fabric's number to wait for (0: none).
+    pub(crate) fn fabric(self) -> u64 {
+        self.fabric
     }
 
     pub fn is_none(self) -> bool {
@@ -34,7 +56,8 @@ impl Commit {
 
     /// Raises this commit to `other` if that is later.
     pub fn include(&mut self, other: Commit) {
-        *self = (*self).max(other);
+        self.ticket = self.ticket.max(other.ticket);
+        self.fabric = self.fabric.max(other.fabric);
     }
 }
 
@@ -59,5 +82,9 @@ mod tests {
         assert_eq!(commit, Commit::of_ticket(3));
         assert_eq!(commit.take(), Commit::of_ticket(3));
         assert!(commit.is_none());
+        commit.include(Commit::of_fabric(5));
+        commit.include(Commit::of_ticket(2));
+        commit.include(Commit::of_fabric(4));
+        assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
     }
 }

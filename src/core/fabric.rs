@@ -19,7 +19,24 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// Not called for messages that came from a peer, nor for `$SYS` topics,
     /// point-to-point queues (`$queue/`) or shared subscriptions (those are
     /// one-consumer traffic with their own path).
-    fn forward(&self, message: &Arc<Message>);
+    ///
+    /// Returns the message's number in the fabric's send order (0 when it
+    /// does not go out): a QoS ≥ 1 message is acknowledged to its publisher
+    /// once [`Fabric::confirmed`] reaches it.
+    fn forward(&self, message: &Arc<Message>) -> u64;
+
+    /// Every message up to this number is confirmed by the other nodes alive
+    /// (routed there and what that stored committed), or taken as confirmed
+    /// (a node that did not answer in time, or no flow control).
+    fn confirmed(&self) -> u64 {
+        u64::MAX
+    }
+
+    /// Resolves once [`Fabric::confirmed`] reaches `seq`.
+    fn wait_confirmed(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let _ = seq;
+        Box::pin(std::future::ready(()))
+    }
 
     /// A session of this node subscribed `filter` (a plain topic filter: no
     /// `$share/` prefix, not a queue). Called once per session and filter;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 
 
@@ -61,3 +62,33 @@ def mqtt_probe(publisher, subscriber, topic: str):
             return None
 
     return send, receive
+
+
+def flood_qos1(node, prefix: str, publishers: int, per_publisher: int, inflight: int):
+    """`publishers` paho clients on `node`, each publishing `per_publisher`
+    QoS 1 messages `"<index>-<n>"` on `prefix/p<index>` from its own thread,
+    pipelined up to `inflight` unacknowledged; waits for the PUBACKs (bounded).
+    Returns the clients (connected) and each one's publish infos."""
+    from mqttutil import MqttClient, unique
+
+    clients = []
+    for _ in range(publishers):
+        client = MqttClient(node, "5.0", client_id=unique("pub"))
+        client.client.max_inflight_messages_set(inflight)
+        clients.append(client.connect())
+    infos: list = [[] for _ in range(publishers)]
+
+    def flood(index: int) -> None:
+        client = clients[index].client
+        for n in range(per_publisher):
+            infos[index].append(client.publish(f"{prefix}/p{index}", f"{index}-{n}".encode(), qos=1))
+
+    threads = [threading.Thread(target=flood, args=(i,)) for i in range(publishers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for batch in infos:
+        for info in batch:
+            info.wait_for_publish(60)
+    return clients, infos

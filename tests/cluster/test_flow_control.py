@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import queue
 import socket
-import threading
 
 import pytest
 
-from clusterutil import await_route, mqtt_probe
-from mqttutil import MqttClient, unique
+from clusterutil import await_route, flood_qos1, mqtt_probe
+from mqttutil import unique
 from test_operations import metric
 
 PUBLISHERS = 4
@@ -70,27 +69,7 @@ def test_qos1_flood_across_nodes_to_slow_subscribers_loses_nothing(pair, mqtt):
     await_route(*mqtt_probe(probe, counter, f"{prefix}/probe"))
     slow_before = metric(b, "tern_cluster_nats_slow_consumer_drops_total")
 
-    publishers = []
-    for _ in range(PUBLISHERS):
-        publisher = MqttClient(a, "5.0", client_id=unique("pub"))
-        # paho pipelines QoS 1 publishes up to this many unacknowledged.
-        publisher.client.max_inflight_messages_set(1000)
-        publishers.append(publisher.connect())
-    infos: list = [[] for _ in range(PUBLISHERS)]
-
-    def flood(index: int) -> None:
-        client = publishers[index].client
-        for n in range(PER_PUBLISHER):
-            infos[index].append(client.publish(f"{prefix}/p{index}", f"{index}-{n}".encode(), qos=1))
-
-    threads = [threading.Thread(target=flood, args=(i,)) for i in range(PUBLISHERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    for batch in infos:
-        for info in batch:
-            info.wait_for_publish(60)
+    publishers, infos = flood_qos1(a, prefix, PUBLISHERS, PER_PUBLISHER, 1000)
     acked = sum(1 for batch in infos for info in batch if info.is_published())
     assert acked == TOTAL, f"only {acked} of {TOTAL} QoS 1 publishes were acknowledged"
 

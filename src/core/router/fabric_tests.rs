@@ -1,6 +1,7 @@
 //! What the router tells the cluster fabric: interest per session and filter,
 //! client messages to forward, and never a peer's message back.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,11 +17,18 @@ use crate::core::topic::Filter;
 struct Recorder {
     forwarded: Mutex<Vec<String>>,
     interest: Mutex<Vec<String>>,
+    confirmed: AtomicU64,
 }
 
 impl Fabric for Recorder {
-    fn forward(&self, message: &Arc<Message>) {
-        self.forwarded.lock().push(message.topic.to_string());
+    fn forward(&self, message: &Arc<Message>) -> u64 {
+        let mut forwarded = self.forwarded.lock();
+        forwarded.push(message.topic.to_string());
+        forwarded.len() as u64
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Relaxed)
     }
     fn interest_added(&self, filter: &str) {
         self.interest.lock().push(format!("+{filter}"));
@@ -107,10 +115,28 @@ async fn client_messages_are_forwarded_and_peer_messages_are_not() {
     assert_eq!(router.publish(message("nobody/here")), 0);
     assert_eq!(router.publish(message("$SYS/broker/uptime")), 0);
     assert_eq!(
-        router.publish_from_peer(message("t/3")),
+        router.publish_from_peer(message("t/3")).matched,
         1,
         "routed locally"
     );
     assert_eq!(*recorder.forwarded.lock(), ["t/1", "t/2", "nobody/here"]);
     assert_eq!(a.session.pending_len(), 3);
+}
+
+#[tokio::test]
+async fn a_forwarded_qos1_message_is_committed_once_the_other_nodes_confirmed_it() {
+    let (router, recorder) = setup();
+    let qos0 = router.publish_checked(message("t/0")).expect("taken");
+    assert!(router.is_committed(qos0.commit).expect("no store"));
+    let mut qos1 = Message::new("t/1", Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+    qos1.publisher = Some(Arc::from("p"));
+    let qos1 = router.publish_checked(Arc::new(qos1)).expect("taken");
+    assert!(
+        !router.is_committed(qos1.commit).expect("no store"),
+        "its ack waits for the confirm of message 2"
+    );
+    recorder.confirmed.store(1, Ordering::Relaxed);
+    assert!(!router.is_committed(qos1.commit).expect("no store"));
+    recorder.confirmed.store(2, Ordering::Relaxed);
+    assert!(router.is_committed(qos1.commit).expect("no store"));
 }

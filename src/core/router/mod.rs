@@ -211,14 +211,25 @@ impl Router {
     /// Resolves once what `commit` stands for is committed (at once for
     /// [`Commit::NONE`] or without a store); an error when the store failed
     /// or is shut down, so the ack that depended on it must not be sent.
+    /// A QoS ≥ 1 message forwarded to other nodes waits for their confirm
+    /// too (cluster mode).
     pub async fn wait_committed(&self, commit: Commit) -> Result<(), CoreError> {
-        Ok(self.persistence.wait(commit).await?)
+        self.persistence.wait(commit).await?;
+        if let Some(fabric) = self.routing.fabric().filter(|_| commit.fabric() != 0) {
+            fabric.wait_confirmed(commit.fabric()).await;
+        }
+        Ok(())
     }
 
     /// Whether what `commit` stands for is committed now (true for
     /// [`Commit::NONE`] or without a store); an error when the store failed.
     pub fn is_committed(&self, commit: Commit) -> Result<bool, CoreError> {
-        Ok(self.persistence.is_committed(commit)?)
+        let confirmed = commit.fabric() == 0
+            || self
+                .routing
+                .fabric()
+                .is_none_or(|fabric| fabric.confirmed() >= commit.fabric());
+        Ok(confirmed && self.persistence.is_committed(commit)?)
     }
 
     /// The commit of everything stored so far, for an ack whose record was

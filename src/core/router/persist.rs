@@ -181,7 +181,7 @@ impl Persistence {
     /// Whether `commit` is committed now (see [`Store::is_committed`]).
     pub(crate) fn is_committed(&self, commit: Commit) -> Result<bool, StoreError> {
         match &self.store {
-            Some(store) if !commit.is_none() => store.is_committed(commit.ticket()),
+            Some(store) if commit.ticket() != 0 => store.is_committed(commit.ticket()),
             _ => Ok(true),
         }
     }
@@ -189,7 +189,7 @@ impl Persistence {
     /// Resolves once everything up to `commit` is committed.
     pub(crate) async fn wait(&self, commit: Commit) -> Result<(), StoreError> {
         match &self.store {
-            Some(store) if !commit.is_none() => store.wait(commit.ticket()).await,
+            Some(store) if commit.ticket() != 0 => store.wait(commit.ticket()).await,
             _ => Ok(()),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::core::commit::Commit;
 use crate::core::fabric::is_fabric_topic;
-use crate::core::message::Message;
+use crate::core::message::{Message, QoS};
 use crate::core::queue::QueueError;
 use crate::core::retained_set::RetainedFull;
 use crate::core::schema::{dead_letter, Checked, Invalid, OnInvalid};
@@ -142,19 +142,28 @@ impl Router {
             &self.stats,
         )?;
         published.commit.include(self.streams.append(&kept));
-        self.forward(forward);
+        let seq = self.forward(forward);
+        if kept.qos != QoS::AtMostOnce && seq != 0 {
+            // Acknowledged once the other nodes confirmed it stored too.
+            published.commit.include(Commit::of_fabric(seq));
+        }
         Ok(published)
     }
 
     /// Routes a message another node forwarded (cluster mode) to this node's
     /// sessions, exactly as a local publish, and never back to the fabric.
-    /// Returns the number of sessions it was queued for.
-    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
+    /// Returns the number of sessions it was queued for and what it stored
+    /// (the sender's confirm waits for that commit).
+    pub fn publish_from_peer(&self, message: Arc<Message>) -> Published {
+        let none = Published {
+            matched: 0,
+            commit: Commit::NONE,
+        };
         // A retained message reaches this node's subscribers through the
         // cluster state (`apply_cluster_retained`), in the cluster's order: the
         // fabric carries it only for the shared groups (see `to_forward`).
         if message.retain && self.persistence.cluster().is_some() {
-            return 0;
+            return none;
         }
         match self.routing.route(
             message,
@@ -164,11 +173,11 @@ impl Router {
             &self.persistence,
             &self.stats,
         ) {
-            Ok(published) => published.matched,
-            Err(PublishRefused::RetainedFull(_)) => 0,
+            Ok(published) => published,
+            Err(PublishRefused::RetainedFull(_)) => none,
             Err(e) => {
                 tracing::debug!(error = %e, "message from a peer refused");
-                0
+                none
             }
         }
     }
@@ -186,9 +195,11 @@ impl Router {
         is_fabric_topic(&message.topic).then(|| Arc::clone(message))
     }
 
-    fn forward(&self, message: Option<Arc<Message>>) {
-        if let (Some(fabric), Some(message)) = (self.routing.fabric(), message) {
-            fabric.forward(&message);
+    /// Hands `message` to the fabric; its number there (0: not sent).
+    fn forward(&self, message: Option<Arc<Message>>) -> u64 {
+        match (self.routing.fabric(), message) {
+            (Some(fabric), Some(message)) => fabric.forward(&message),
+            _ => 0,
         }
     }
 }
