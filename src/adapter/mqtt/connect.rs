@@ -302,7 +302,7 @@ async fn establish(
         );
         conn.depends_on(armed);
     }
-    conn.protocol.will = will.map(Box::new);
+    conn.protocol.set_will(will);
     conn.protocol.bridge = connect.bridge;
     conn.username = principal.username.clone();
     // CONNACK goes out once the session record is committed (which covers what

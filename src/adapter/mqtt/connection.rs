@@ -64,14 +64,11 @@ pub(super) struct Mqtt {
     pub(super) commit: Commit,
     /// Seconds, as CONNECT gave it (zero disables the check).
     pub(super) keep_alive_secs: u16,
-    /// Boxed: most clients have none, and every idle connection would carry its size.
-    pub(super) will: Option<Box<PendingWill>>,
+    /// The will and the topic aliases, in one box: most clients have neither,
+    /// and an idle connection pays one pointer for both.
+    pub(super) rare: Option<Box<Rare>>,
     /// Session expiry the client asked for in CONNECT (MQTT 5 forbids raising it from 0 at DISCONNECT).
     pub(super) connect_expiry: u32,
-    /// Topic aliases, both ways (MQTT 5). Boxed for the same reason as `will`
-    /// (a map is 48 bytes inline even when empty), and in one box so an idle
-    /// connection pays one pointer: created at the first alias either way.
-    pub(super) aliases: Option<Box<TopicAliases>>,
     /// The client's Topic Alias Maximum, capped (0: no outbound aliases).
     pub(super) outbound_alias_max: u16,
     /// The topic of the last PUBLISH: a device mostly publishes to the same few
@@ -89,15 +86,43 @@ pub(super) struct Mqtt {
     pub(super) bridge: bool,
 }
 
+/// What few connections use (see [`Mqtt::rare`]).
+#[derive(Default)]
+pub(super) struct Rare {
+    pub(super) will: Option<PendingWill>,
+    /// Topic aliases, both ways (MQTT 5): made at the first alias either way.
+    pub(super) aliases: TopicAliases,
+}
+
 impl Mqtt {
+    /// The will the client gave at CONNECT, if any.
+    pub(super) fn set_will(&mut self, will: Option<PendingWill>) {
+        match (will, self.rare.as_mut()) {
+            (None, None) => {}
+            (None, Some(rare)) => rare.will = None,
+            (will, _) => self.rare.get_or_insert_default().will = will,
+        }
+    }
+
+    pub(super) fn take_will(&mut self) -> Option<PendingWill> {
+        self.rare.as_mut().and_then(|rare| rare.will.take())
+    }
+
+    pub(super) fn aliases(&self) -> Option<&TopicAliases> {
+        self.rare.as_deref().map(|rare| &rare.aliases)
+    }
+
+    pub(super) fn aliases_mut(&mut self) -> &mut TopicAliases {
+        &mut self.rare.get_or_insert_default().aliases
+    }
+
     pub(super) fn new(version: ProtocolVersion, keep_alive_secs: u16) -> Mqtt {
         Mqtt {
             version,
             commit: Commit::NONE,
             keep_alive_secs,
-            will: None,
+            rare: None,
             connect_expiry: 0,
-            aliases: None,
             outbound_alias_max: 0,
             last_topic: None,
             send_window: 1,
@@ -369,7 +394,7 @@ where
         }
     };
     // Session and will first, so a client that sees the close can rely on them.
-    let will = conn.protocol.will.take();
+    let will = conn.protocol.take_will();
     let router = Arc::clone(&conn.ctx.router);
     router.detach(&conn.session, conn.connection_id);
     match (publish_will, will) {

@@ -192,16 +192,14 @@ fn resolve_topic(conn: &mut Connection, publish: &Publish) -> Result<Arc<str>, M
     }
     if publish.topic.is_empty() {
         conn.protocol
-            .aliases
-            .as_ref()
+            .aliases()
             .and_then(|aliases| aliases.inbound.get(&alias))
             .cloned()
             .ok_or(MqttError::Protocol("topic alias used before it was set"))
     } else {
         let topic: Arc<str> = Arc::from(publish.topic.as_str());
         conn.protocol
-            .aliases
-            .get_or_insert_default()
+            .aliases_mut()
             .inbound
             .insert(alias, Arc::clone(&topic));
         Ok(topic)
@@ -279,8 +277,7 @@ fn outbound_alias(conn: &mut Connection, topic: &Arc<str>) -> Option<Alias> {
     }
     let max = conn.protocol.outbound_alias_max;
     conn.protocol
-        .aliases
-        .get_or_insert_default()
+        .aliases_mut()
         .outbound
         .get_or_insert_with(|| OutboundAliases::new(max))
         .alias_for(topic)
