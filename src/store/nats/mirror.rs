@@ -149,10 +149,8 @@ impl Mirror {
                     let old = self
                         .deliveries
                         .insert((client_id.clone(), *seq), record.clone());
-                    if old.is_none() {
-                        held += 1;
-                        batch.fresh.insert(keys::delivery(client_id, *seq));
-                    }
+                    let fresh = old.is_none();
+                    held += i64::from(fresh);
                     let old_message = old.map(|o| o.message_id);
                     if old_message != Some(record.message_id) {
                         self.ref_message(record.message_id);
@@ -160,7 +158,7 @@ impl Mirror {
                             self.unref_message(previous, &mut batch);
                         }
                     }
-                    self.write_delivery(client_id, *seq, &mut batch);
+                    self.write_delivery(client_id, *seq, fresh, &mut batch);
                 }
                 StoreOp::MarkDelivery {
                     client_id,
@@ -172,7 +170,7 @@ impl Mirror {
                     if let Some(d) = self.deliveries.get_mut(&(client_id.clone(), *seq)) {
                         d.packet_id = Some(*packet_id);
                         d.released = *released;
-                        self.write_delivery(client_id, *seq, &mut batch);
+                        self.write_delivery(client_id, *seq, false, &mut batch);
                     }
                 }
                 StoreOp::DeleteDelivery { client_id, seq } => {
@@ -299,7 +297,9 @@ impl Mirror {
     }
 
     /// Writes the delivery as the mirror has it, naming the node its message is from.
-    fn write_delivery(&self, client_id: &str, seq: u64, batch: &mut Batch) {
+    /// Writes delivery `seq` of `client_id` as it is now; `fresh` when this
+    /// batch made it (see [`Batch::create`]).
+    fn write_delivery(&self, client_id: &str, seq: u64, fresh: bool, batch: &mut Batch) {
         let Some(record) = self.deliveries.get(&(client_id.to_string(), seq)) else {
             return;
         };
@@ -315,7 +315,12 @@ impl Mirror {
             record,
             message_node,
         };
-        batch.put(keys::delivery(client_id, seq), value(&stored));
+        let key = keys::delivery(client_id, seq);
+        if fresh {
+            batch.create(key, value(&stored));
+        } else {
+            batch.put(key, value(&stored));
+        }
     }
 
     /// Removes a delivery; 1 if there was one.
