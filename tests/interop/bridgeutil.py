@@ -9,16 +9,18 @@ tests measure).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
+from mqttutil import MqttClient, unique
 from ternproc import Broker, start_broker
 
 START_TIMEOUT = 10.0
@@ -73,21 +75,54 @@ class Mosquitto:
         self.proc = None
 
 
-def mosquitto(tmp_path: Path, extra: str = "", port: Optional[int] = None) -> Mosquitto:
-    """A configured (not yet started) mosquitto on a free port."""
+def mosquitto(
+    tmp_path: Path, extra: str = "", port: Optional[int] = None, persistent: bool = False
+) -> Mosquitto:
+    """A configured (not yet started) mosquitto on a free port; `persistent` keeps
+    its sessions (and retained messages) across a stop and a start."""
     port = port or free_port()
     directory = tmp_path / f"mosquitto-{port}"
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "mosquitto.conf"
+    persistence = "persistence false\n"
+    if persistent:
+        persistence = f"persistence true\npersistence_location {directory}/\n"
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to its own user, which cannot
+            # write its database into the test's directory.
+            persistence += "user root\n"
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
-        "persistence false\n"
+        f"{persistence}"
         "max_queued_messages 0\n"
         "max_inflight_messages 0\n"
         f"{extra}"
     )
     return Mosquitto(conf=conf, mqtt_port=port, log=directory / "mosquitto.log")
+
+
+def waiting_subscriber(remote: Mosquitto, topic: str, qos: int) -> Callable[[], MqttClient]:
+    """Gives a new persistent session on the (persistent, stopped) `remote` a
+    subscription to `topic`, and returns how to connect it again once the remote is
+    back. Whatever the bridge forwards from the moment the remote is up is queued
+    for that session, however the bridge's reconnect and the receiver race: a
+    subscriber that connected only after the remote came back could miss the first
+    messages, which is not what the tests measure."""
+    client_id = unique("waiting")
+    remote.start()
+    # MQTT 3.1.1 with clean session off: a session mosquitto 2.0 keeps on disk.
+    first = MqttClient(remote, "3.1.1", client_id=client_id, clean=False).connect()
+    first.subscribe(topic, qos=qos)
+    first.drop()
+    remote.stop()
+
+    def again() -> MqttClient:
+        receiver = MqttClient(remote, "3.1.1", client_id=client_id, clean=False).connect()
+        assert receiver.session_present, "the remote kept the subscriber's session"
+        return receiver
+
+    return again
 
 
 def bridge_table(

@@ -25,6 +25,7 @@ from bridgeutil import (
     start_tern_with,
     toml_string,
     wait_log,
+    waiting_subscriber,
 )
 from mqttutil import MqttClient, unique
 from ternproc import start_broker, stop_broker, tern_bin
@@ -328,7 +329,8 @@ def test_store_and_forward_survives_link_down_and_kill_9(tmp_path):
     """Remote stopped; 10,000 QoS 1 and 2,000 QoS 2 messages published here and
     acked; kill -9 tern; restart it; start the remote: every message arrives
     (QoS 2 exactly once, QoS 1 at least once), in order per publisher."""
-    remote = mosquitto(tmp_path)
+    remote = mosquitto(tmp_path, persistent=True)
+    receive_again = waiting_subscriber(remote, "sf/#", 2)
     config = bridge_table("cloud", remote.mqtt_port, ["sf/# out 2"], "mqttv5")
     tern_dir = tmp_path / "tern"
     tern = start_tern_with(tern_dir, config)
@@ -345,9 +347,7 @@ def test_store_and_forward_survives_link_down_and_kill_9(tmp_path):
         tern.proc.wait(10)
         tern = start_broker(tern_dir, args=["--config", str(tern_dir / "tern.toml")])
         remote.start()
-        receiver = MqttClient(remote, "5.0", client_id=unique("recv"))
-        receiver.connect()
-        receiver.subscribe("sf/#", qos=2)
+        receiver = receive_again()
         wait_log(tern, CONNECTED)
         got = {"sf/q1": [], "sf/q2": []}
         while len(set(got["sf/q1"])) < q1_count or len(got["sf/q2"]) < q2_count:
@@ -384,7 +384,8 @@ def test_max_queued_age_drops_what_is_too_old_and_counts_it_across_a_restart(tmp
     acked, kill -9 tern, restart it, wait past the bound, 100 more: when the
     remote (a real mosquitto) comes back only the newer 100 arrive, in order;
     the older 100 are dropped, counted, and logged once per batch."""
-    remote = mosquitto(tmp_path)
+    remote = mosquitto(tmp_path, persistent=True)
+    receive_again = waiting_subscriber(remote, "age/#", 1)
     age_secs = 5.0
     config = bridge_table(
         "cloud", remote.mqtt_port, ["age/# out 1"], "mqttv5", 'max_queued_age = "5s"'
@@ -407,8 +408,7 @@ def test_max_queued_age_drops_what_is_too_old_and_counts_it_across_a_restart(tmp
         publisher = MqttClient(tern, "5.0", client_id=unique("pub")).connect()
         publish_all(publisher, "age/new", count, 1)
         remote.start()
-        receiver = MqttClient(remote, "5.0", client_id=unique("recv")).connect()
-        receiver.subscribe("age/#", qos=1)
+        receiver = receive_again()
         wait_log(tern, CONNECTED)
         got = [receiver.expect(30) for _ in range(count)]
         assert [m.topic for m in got] == ["age/new"] * count, "only the newer messages"
@@ -447,7 +447,12 @@ def wait_for(predicate, what: str, timeout: float = 15.0):
     pytest.fail(f"{what} not seen within {timeout}s")
 
 
-def test_operations_report_connected_queued_sent_dropped_and_last_error(tmp_path, remote):
+def test_operations_report_connected_queued_sent_dropped_and_last_error(tmp_path):
+    remote = mosquitto(tmp_path, persistent=True)
+    # Subscribed to what is published while the link is down, before the bridge
+    # can forward it.
+    later_again = waiting_subscriber(remote, "ops/b", 1)
+    remote.start()
     token = "bridge-test-token"
     tern = start_tern_with(
         tmp_path / "tern",
@@ -501,14 +506,14 @@ def test_operations_report_connected_queued_sent_dropped_and_last_error(tmp_path
         assert metric("tern_bridge_dropped_total") == 2
 
         remote.start()
-        later = client(remote)
-        later.subscribe("ops/#", qos=1)
+        later = later_again()
         wait_log(tern, CONNECTED, count=2)
         got = [later.expect().payload for _ in range(3)]
         assert got == [b"2", b"3", b"4"], "the newest 3 arrive, in order"
         wait_for(lambda: bridge()["queued"] == 0, "queue drained")
     finally:
         stop_broker(tern)
+        remote.stop()
 
 
 def test_acl_reload_leaves_the_bridge_subscriptions_alone(tmp_path, remote):
