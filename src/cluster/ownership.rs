@@ -269,11 +269,17 @@ impl Ownership {
     }
 
     /// Takes `client_id` over from node `dead` (taken for dead), keeping its
-    /// subscriptions; false when the id is no longer `dead`'s (another node
+    /// subscriptions; None when the id is no longer `dead`'s (another node
     /// took it first, or its client came back): of all survivors trying,
-    /// the compare-and-set lets exactly one win.
-    pub(crate) async fn adopt(&self, client_id: &str, dead: &str) -> Result<bool, String> {
-        let _stripe = self.stripe(client_id).lock_owned().await;
+    /// the compare-and-set lets exactly one win. The id's lock comes back
+    /// with a win: held until the session is restored, a CONNECT of that
+    /// client here waits for it and resumes the restored session.
+    pub(crate) async fn adopt(
+        &self,
+        client_id: &str,
+        dead: &str,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, String> {
+        let stripe = self.stripe(client_id).lock_owned().await;
         let key = kv_key::encode(client_id);
         let entry = self
             .kv
@@ -284,10 +290,10 @@ impl Ownership {
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| OwnerValue::decode(&e.value).map(|v| (e, v)))
         else {
-            return Ok(false);
+            return Ok(None);
         };
         if previous.node != dead {
-            return Ok(false);
+            return Ok(None);
         }
         let value = OwnerValue {
             node: self.node.clone(),
@@ -300,7 +306,7 @@ impl Ownership {
             .update(key.as_str(), value.encode(), entry.revision)
             .await
         else {
-            return Ok(false); // another survivor, or the client, came first
+            return Ok(None); // another survivor, or the client, came first
         };
         self.held.lock().insert(
             client_id.to_string(),
@@ -309,7 +315,7 @@ impl Ownership {
                 revision,
             },
         );
-        Ok(true)
+        Ok(Some(stripe))
     }
 
     /// Records the subscriptions of a session this node holds, to be written.

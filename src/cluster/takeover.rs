@@ -149,14 +149,15 @@ pub async fn take_over_node(
     clients.shuffle(&mut rand::rng());
     let (mut sessions, mut freed) = (0usize, 0usize);
     for client in &clients {
-        match ownership.adopt(client, &dead).await {
-            Ok(true) => {}
-            Ok(false) => continue,
+        // Held while the session is restored (see `Ownership::adopt`).
+        let _claim = match ownership.adopt(client, &dead).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::debug!(client_id = %client, error = %e, "client id of a dead node not adopted");
                 continue;
             }
-        }
+        };
         let Some(router) = router.upgrade() else {
             return;
         };

@@ -33,18 +33,21 @@ async fn a_dead_nodes_client_id_is_adopted_by_exactly_one_survivor() {
         let id = format!("y{round}");
         dead.claim(&id, false).await.expect("claimed");
         let (won_b, won_c) = tokio::join!(b.adopt(&id, "tern-a"), c.adopt(&id, "tern-a"));
-        let wins = [won_b.expect("read"), won_c.expect("read")];
+        let wins = [
+            won_b.expect("read").is_some(),
+            won_c.expect("read").is_some(),
+        ];
         assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{id}: {wins:?}");
         assert_eq!(b.holds(&id), wins[0]);
         assert_eq!(c.holds(&id), wins[1]);
     }
-    assert!(b.adopt("x", "tern-a").await.expect("read"));
+    assert!(b.adopt("x", "tern-a").await.expect("read").is_some());
     assert!(
-        !c.adopt("x", "tern-a").await.expect("read"),
+        c.adopt("x", "tern-a").await.expect("read").is_none(),
         "no longer the dead node's"
     );
     assert!(
-        !c.adopt("nobody", "tern-a").await.expect("read"),
+        c.adopt("nobody", "tern-a").await.expect("read").is_none(),
         "held by none"
     );
 }
@@ -80,4 +83,33 @@ async fn a_start_claims_its_own_ids_and_unowned_sessions_and_leaves_the_rest() {
     let later = claim_at_start(&js, "tern-c", 1).await.expect("claims");
     assert!(later.held.is_empty());
     assert_eq!(later.foreign.len(), 3);
+}
+
+#[tokio::test]
+async fn a_claim_waits_while_an_adopted_session_is_restored() {
+    let nats = Nats::start().await;
+    let js = jetstream(&nats).await;
+    let dead = ownership(&js, "tern-a").await;
+    dead.claim("z", false).await.expect("claimed");
+    let b = ownership(&js, "tern-b").await;
+    let restoring = b.adopt("z", "tern-a").await.expect("read").expect("won");
+    let claiming = tokio::spawn({
+        let b = Arc::clone(&b);
+        async move { b.claim("z", false).await.map(|c| c.held_elsewhere) }
+    });
+    // The CONNECT's claim cannot pass the restore in progress (a bounded look:
+    // it can only ever finish early if the lock is missing).
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        while !claiming.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(early.is_err(), "the claim waited for the restore");
+    drop(restoring);
+    let held_elsewhere = claiming.await.expect("joined").expect("claimed");
+    assert!(
+        !held_elsewhere,
+        "the id was this node's already: its restored session resumes"
+    );
 }
