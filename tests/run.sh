@@ -92,6 +92,18 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 tern_bin="$target_dir/debug/tern"
 failed=()
 
+# Runs "$@" for at most $1 seconds; a run that overstays says so (timeout's
+# status 124, or 137 once it had to kill), instead of ending silently.
+bounded() {
+    local secs=$1 status=0
+    shift
+    timeout --signal=TERM --kill-after=30 "$secs" "$@" || status=$?
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+        log "timed out after ${secs} s: $*"
+    fi
+    return "$status"
+}
+
 log "cargo build --workspace"
 cargo build --workspace
 
@@ -108,21 +120,21 @@ fi
 
 log "pytest tests/interop (TERN_BIN=$tern_bin)"
 # The interop tests bound every wait themselves; timeout is a backstop for a hang.
-TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
+TERN_BIN="$tern_bin" bounded 900 \
     python3 -m pytest -q -p no:cacheprovider tests/interop || failed+=("pytest tests/interop")
 
 log "pytest tests/cluster (real nats-server processes, several tern nodes)"
-TERN_BIN="$tern_bin" timeout --signal=TERM --kill-after=30 900 \
+TERN_BIN="$tern_bin" bounded 900 \
     python3 -m pytest -q -p no:cacheprovider tests/cluster || failed+=("pytest tests/cluster")
 
 log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
-TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" timeout --signal=TERM --kill-after=30 600 \
+TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" bounded 600 \
     node --test --test-concurrency=1 tests/browser/browser.test.mjs tests/browser/dashboard_bridges.test.mjs || failed+=("browser tests")
 
 log "Debian package (tests/package/test_deb.sh: build, dpkg -i, run as the unit does, purge)"
 if [ "$(id -u)" -eq 0 ]; then
     # Builds the release binary (profile deb) in $CARGO_TARGET_DIR: a few minutes.
-    timeout --signal=TERM --kill-after=30 1500 tests/package/test_deb.sh || failed+=("package test")
+    bounded 1500 tests/package/test_deb.sh || failed+=("package test")
 elif [ -n "$SUDO" ]; then
     $SUDO env CARGO_TARGET_DIR="$target_dir" PATH="$PATH" timeout --signal=TERM --kill-after=30 1500 \
         tests/package/test_deb.sh || failed+=("package test")
