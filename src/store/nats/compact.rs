@@ -10,7 +10,7 @@
 //! instead of growing the journal and this map without end.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub(super) struct Compactor {
     wake: tokio::sync::Notify,
     /// One round at a time (two could write an older value of a key last).
     round: tokio::sync::Mutex<u64>,
+    /// [`MAX_BYTES`] (smaller in tests).
+    max_bytes: AtomicUsize,
     over_warned: AtomicBool,
     failing: AtomicBool,
     /// Rounds that wrote to the bucket (tests).
@@ -96,6 +98,7 @@ impl Compactor {
             state: Mutex::new(State::default()),
             wake: tokio::sync::Notify::new(),
             round: tokio::sync::Mutex::new(0),
+            max_bytes: AtomicUsize::new(MAX_BYTES),
             over_warned: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             writes: AtomicU64::new(0),
@@ -174,7 +177,7 @@ impl Compactor {
         if bytes > TRIGGER_BYTES {
             self.wake.notify_one();
         }
-        let over = bytes > MAX_BYTES;
+        let over = bytes > self.max_bytes.load(Ordering::Relaxed);
         if over && !self.over_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(node = %self.node, bytes, "journal records wait for compaction beyond the bound; commits wait for it");
         }
@@ -227,10 +230,16 @@ impl Compactor {
         let id = format!("{}.{:x}.c{}", self.node, self.boot, *round);
         let (handover, forget) = {
             let mut state = self.state.lock();
-            (std::mem::take(&mut state.handover), std::mem::take(&mut state.forget))
+            (
+                std::mem::take(&mut state.handover),
+                std::mem::take(&mut state.forget),
+            )
         };
         if !handover.is_empty() {
-            let writes = handover.iter().map(|h| (h.0.clone(), h.1.clone())).collect();
+            let writes = handover
+                .iter()
+                .map(|h| (h.0.clone(), h.1.clone()))
+                .collect();
             let written = publish::publish(self.jetstream.clone(), writes, format!("{id}h")).await;
             if let Err(e) = written {
                 let mut state = self.state.lock();
@@ -241,8 +250,13 @@ impl Compactor {
         }
         if !forget.is_empty() {
             let entries: Vec<Entry> = forget.iter().cloned().map(Entry::Forget).collect();
-            let appended =
-                journal::append(&self.jetstream, &journal::subject(&self.node), &entries, &format!("{id}f")).await;
+            let appended = journal::append(
+                &self.jetstream,
+                &journal::subject(&self.node),
+                &entries,
+                &format!("{id}f"),
+            )
+            .await;
             if let Err(e) = appended {
                 self.state.lock().forget.extend(forget);
                 return Err(e.to_string());
@@ -250,7 +264,11 @@ impl Compactor {
         }
         let candidates: Vec<(String, Option<Bytes>, u64)> = {
             let mut state = self.state.lock();
-            let cutoff = if all { state.applied_through } else { state.mark };
+            let cutoff = if all {
+                state.applied_through
+            } else {
+                state.mark
+            };
             state.mark = state.applied_through;
             state
                 .waiting
@@ -291,9 +309,14 @@ impl Compactor {
         Ok(())
     }
 
-    /// Bytes of records waiting (tests).
+    /// Records waiting (tests).
     #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
         self.state.lock().waiting.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_max_bytes(&self, max: usize) {
+        self.max_bytes.store(max, Ordering::Relaxed);
     }
 }

@@ -85,7 +85,10 @@ pub(super) fn encode(entries: &[Entry]) -> Vec<Bytes> {
             Entry::Delete(key) | Entry::Forget(key) => key.len() + 4,
         };
         if size + len > MAX_PART && n > start {
-            parts.push(super::kv_value::encode(JOURNAL_VERSION, &&entries[start..n]));
+            parts.push(super::kv_value::encode(
+                JOURNAL_VERSION,
+                &&entries[start..n],
+            ));
             start = n;
             size = 0;
         }
@@ -140,10 +143,7 @@ pub(super) async fn read(
     let mut found = Vec::new();
     let mut next = 1;
     loop {
-        let message = match stream
-            .direct_get_next_for_subject(filter, Some(next))
-            .await
-        {
+        let message = match stream.direct_get_next_for_subject(filter, Some(next)).await {
             Ok(message) => message,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
             Err(e) => return Err(format!("reading {STREAM}: {e}")),

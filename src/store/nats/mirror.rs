@@ -43,7 +43,10 @@ impl Batch {
     /// The writes, without the deletes of keys made in this batch, and the
     /// keys made in it that still exist.
     fn finish(self) -> (Writes, HashSet<String>) {
-        let Batch { mut writes, mut fresh } = self;
+        let Batch {
+            mut writes,
+            mut fresh,
+        } = self;
         if !fresh.is_empty() {
             writes.retain(|key, value| value.is_some() || !fresh.contains(key));
             fresh.retain(|key| writes.contains_key(key));

@@ -22,6 +22,8 @@
 
 mod compact;
 mod journal;
+#[cfg(test)]
+mod journal_tests;
 pub(crate) mod keys;
 pub(crate) mod kv_key;
 pub(crate) mod kv_value;
@@ -33,8 +35,6 @@ mod recover;
 mod replay;
 #[cfg(test)]
 pub(crate) mod test_server;
-#[cfg(test)]
-mod journal_tests;
 #[cfg(test)]
 mod tests;
 
@@ -240,7 +240,10 @@ impl NatsBackend {
         let (jetstream, subject) = (self.jetstream.clone(), self.subject.clone());
         let appended =
             self.run(async move { journal::append(&jetstream, &subject, &entries, &id).await })??;
-        if self.compactor.record(&writes, fresh, appended.0, appended.1) {
+        if self
+            .compactor
+            .record(&writes, fresh, appended.0, appended.1)
+        {
             let compactor = Arc::clone(&self.compactor);
             self.run(async move { compactor.round(true).await })?
                 .map_err(StoreError::Write)?;
@@ -313,10 +316,19 @@ impl Backend for NatsBackend {
         if !read.adopted.is_empty() {
             self.commit(read.adopted, &HashSet::new())?;
         }
-        let holders: Vec<String> = read.holders.into_iter().filter(|s| *s != self.subject).collect();
+        let holders: Vec<String> = read
+            .holders
+            .into_iter()
+            .filter(|s| *s != self.subject)
+            .collect();
         if !holders.is_empty() {
             let forget = [journal::Entry::Forget(client_id.to_string())];
-            let id = format!("{}.{:x}.{}", self.node, self.boot, self.commits.fetch_add(1, Ordering::Relaxed));
+            let id = format!(
+                "{}.{:x}.{}",
+                self.node,
+                self.boot,
+                self.commits.fetch_add(1, Ordering::Relaxed)
+            );
             let jetstream = self.jetstream.clone();
             self.run(async move {
                 for (n, subject) in holders.iter().enumerate() {

@@ -72,8 +72,10 @@ pub(super) async fn read_client(
     let index: std::collections::HashMap<&str, &Bytes> =
         merged.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let value = |key: &str| index.get(key).map(|v| (*v).clone());
-    let mut adopted: Vec<(String, Option<Bytes>)> =
-        seen.into_keys().map(|key| (key.clone(), value(&key))).collect();
+    let mut adopted: Vec<(String, Option<Bytes>)> = seen
+        .into_keys()
+        .map(|key| (key.clone(), value(&key)))
+        .collect();
     for key in &referred {
         if matches!(journaled.get(key), Some(Some(_))) {
             adopted.push((key.clone(), value(key)));

@@ -110,7 +110,10 @@ mod tests {
             "b's put of d.c.1 is void; a's delete of it stays"
         );
         let merged = overlay(
-            vec![("d.c.1".into(), Bytes::from_static(b"old")), ("r.t".into(), Bytes::new())],
+            vec![
+                ("d.c.1".into(), Bytes::from_static(b"old")),
+                ("r.t".into(), Bytes::new()),
+            ],
             &folded,
         );
         let keys: Vec<&str> = merged.iter().map(|e| e.0.as_str()).collect();
