@@ -356,8 +356,17 @@ impl Backend for NatsBackend {
     /// Everything the journal holds goes into the bucket (a clean stop
     /// leaves the journal empty).
     fn close(&self) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
         let compactor = Arc::clone(&self.compactor);
-        let _ = self.run(async move { compactor.logged_round(true).await });
+        let round = || self.run(async move { compactor.logged_round(true).await });
+        // Called from a task at shutdown: the worker lets the others run
+        // the round meanwhile (a single-threaded runtime cannot: the journal
+        // is replayed at the next start instead).
+        let _ = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Err(_) => round(),
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(round),
+            Ok(_) => Ok(()),
+        };
     }
 
     fn is_shared(&self) -> bool {
