@@ -249,7 +249,10 @@ impl Compactor {
             }
         }
         if !forget.is_empty() {
-            let entries: Vec<Entry> = forget.iter().cloned().map(Entry::Forget).collect();
+            let entries: Vec<Entry> = forget
+                .iter()
+                .map(|c| Entry::Forget(c.clone(), u64::MAX))
+                .collect();
             let appended = journal::append(
                 &self.jetstream,
                 &journal::subject(&self.node),

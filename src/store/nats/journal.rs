@@ -6,8 +6,9 @@
 //!
 //! A message is the commit's write set (the same key → value or delete the
 //! bucket would get), in order, encoded with postcard after a version byte.
-//! [`Entry::Forget`] says this node let a client id go: its earlier entries
-//! of that client are no longer its records (another node holds them).
+//! [`Entry::Forget`] says a client id went from this node: its entries of
+//! that client up to a sequence are no longer its records (another node
+//! holds them).
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
@@ -32,9 +33,11 @@ pub(super) enum Entry {
     Put(String, #[serde(with = "serde_bytes")] Vec<u8>),
     /// A store bucket key deleted.
     Delete(String),
-    /// This node let the client id go: its entries of it before this one
-    /// are void.
-    Forget(String),
+    /// The client id went from this journal's node: its entries of it up
+    /// to this sequence (written by this node: all before this entry) are
+    /// void. Another node that read them writes the sequence it read up
+    /// to, so that entries this node wrote since stay.
+    Forget(String, u64),
 }
 
 /// The subject of node `node`'s journal.
@@ -82,7 +85,7 @@ pub(super) fn encode(entries: &[Entry]) -> Vec<Bytes> {
     for (n, entry) in entries.iter().enumerate() {
         let len = match entry {
             Entry::Put(key, value) => key.len() + value.len() + 8,
-            Entry::Delete(key) | Entry::Forget(key) => key.len() + 4,
+            Entry::Delete(key) | Entry::Forget(key, _) => key.len() + 12,
         };
         if size + len > MAX_PART && n > start {
             parts.push(super::kv_value::encode(

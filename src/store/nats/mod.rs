@@ -316,13 +316,13 @@ impl Backend for NatsBackend {
         if !read.adopted.is_empty() {
             self.commit(read.adopted, &HashSet::new())?;
         }
-        let holders: Vec<String> = read
+        let holders: Vec<(String, u64)> = read
             .holders
             .into_iter()
-            .filter(|s| *s != self.subject)
+            .filter(|(s, _)| *s != self.subject)
             .collect();
         if !holders.is_empty() {
-            let forget = [journal::Entry::Forget(client_id.to_string())];
+            let client = client_id.to_string();
             let id = format!(
                 "{}.{:x}.{}",
                 self.node,
@@ -331,7 +331,8 @@ impl Backend for NatsBackend {
             );
             let jetstream = self.jetstream.clone();
             self.run(async move {
-                for (n, subject) in holders.iter().enumerate() {
+                for (n, (subject, upto)) in holders.iter().enumerate() {
+                    let forget = [journal::Entry::Forget(client.clone(), *upto)];
                     journal::append(&jetstream, subject, &forget, &format!("{id}.f{n}")).await?;
                 }
                 Ok::<(), StoreError>(())

@@ -33,8 +33,9 @@ pub(super) struct Client {
     /// the client seen (deleted ones as deletes) and the messages only a
     /// journal held.
     pub adopted: Vec<(String, Option<Bytes>)>,
-    /// The journal subjects of other nodes still holding the client's records.
-    pub holders: Vec<String>,
+    /// The journal subjects still holding the client's records, with the
+    /// last sequence of them read.
+    pub holders: Vec<(String, u64)>,
 }
 
 /// `client`'s records: the bucket's with every node's journal over them.
