@@ -57,9 +57,12 @@ pub(super) async fn open(jetstream: &jetstream::Context, replicas: usize) -> Res
         ..Default::default()
     };
     super::patience::patiently(STREAM, || async {
+        use super::patience::Failure;
         match jetstream.get_or_create_stream(config.clone()).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(super::patience::Failure::Transient(e.to_string())),
+            // Say, more replicas than servers: trying again cannot help.
+            Err(e) if !super::transient(&e) => Err(Failure::Final(e.to_string())),
+            Err(e) => Err(Failure::Transient(e.to_string())),
         }
     })
     .await
