@@ -28,6 +28,10 @@ pub(super) const INTERVAL: Duration = Duration::from_secs(1);
 const TRIGGER_BYTES: usize = 4 << 20;
 /// Bytes of records waiting at which a commit waits for a round.
 const MAX_BYTES: usize = 64 << 20;
+/// How long a journal with records of client ids other nodes hold now is
+/// kept whole after a start: a node that claimed one while this node was
+/// down may not have read them yet.
+const KEEP_FOREIGN: Duration = Duration::from_secs(30);
 
 /// A record in the journal and not (yet) in the bucket.
 #[derive(Debug)]
@@ -55,6 +59,8 @@ struct State {
     /// Their records that were only in the journal: written to the bucket
     /// before the `Forget` (with the journal message each is in).
     handover: Vec<(String, Option<Bytes>, u64)>,
+    /// No purge before this (see [`KEEP_FOREIGN`]).
+    keep_until: Option<tokio::time::Instant>,
 }
 
 impl State {
@@ -185,9 +191,14 @@ impl Compactor {
     }
 
     /// What the journal replayed at start left for the bucket (the last
-    /// message read is `last`): written by the next round.
-    pub(super) fn seed(&self, records: IndexMap<String, Option<Bytes>>, last: u64) {
+    /// message read is `last`): written by the next round. `fenced`: the
+    /// journal held records of client ids other nodes hold now (kept
+    /// [`KEEP_FOREIGN`] for them).
+    pub(super) fn seed(&self, records: IndexMap<String, Option<Bytes>>, last: u64, fenced: bool) {
         let mut state = self.state.lock();
+        if fenced {
+            state.keep_until = Some(tokio::time::Instant::now() + KEEP_FOREIGN);
+        }
         for (key, value) in records {
             state.bytes += size(&key, &value);
             let (seq, born) = (last, false);
@@ -301,7 +312,10 @@ impl Compactor {
                 }
             }
             let below = state.oldest();
-            if below <= state.purged_below {
+            let keep = state
+                .keep_until
+                .is_some_and(|t| t > tokio::time::Instant::now());
+            if below <= state.purged_below || keep {
                 return Ok(());
             }
             below

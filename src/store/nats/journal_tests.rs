@@ -171,6 +171,31 @@ fn a_session_of_a_dead_node_is_read_from_its_journal_and_adopted() {
 }
 
 #[test]
+fn a_restart_keeps_the_records_of_a_client_claimed_meanwhile_for_its_new_holder() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    a.apply(&[put_session("c"), put_incoming("c", 3)], true)
+        .unwrap();
+    drop(a); // died
+             // tern-b claimed c while tern-a was down, and has not read it yet.
+    let a = f.open_nats("tern-a", &["c"]);
+    assert!(a.load().unwrap().sessions.is_empty());
+    a.close();
+    assert_eq!(
+        bucket_writes(&f),
+        0,
+        "c's records are not tern-a's to compact"
+    );
+    let snap = f
+        .open("tern-b", &["c"])
+        .load_client("c")
+        .unwrap()
+        .expect("shared");
+    assert_eq!(snap.sessions.len(), 1, "tern-a's journal was not purged");
+    assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 3)]);
+}
+
+#[test]
 fn records_waiting_for_compaction_are_bounded() {
     let f = Fixture::new();
     let a = f.open_nats("tern-1", &[]);

@@ -289,11 +289,13 @@ impl Backend for NatsBackend {
         *self.mirror.lock() = mirror;
         // Fencing: the records of client ids other nodes own now are theirs
         // (they read them from this journal); never written to the bucket.
-        let owed = journaled
+        let journaled_keys = journaled.len();
+        let owed: indexmap::IndexMap<_, _> = journaled
             .into_iter()
             .filter(|(key, _)| journal::client_of(key).is_none_or(|c| !self.foreign.contains(&c)))
             .collect();
-        self.compactor.seed(owed, last);
+        let fenced = owed.len() < journaled_keys;
+        self.compactor.seed(owed, last, fenced);
         // The journal starts short (a failure leaves it to the next round).
         let compactor = Arc::clone(&self.compactor);
         self.run(async move { compactor.logged_round(true).await })?;
