@@ -120,17 +120,32 @@ pub(crate) async fn read_client(
         read_keys(&kv, &filter, &mut found).await?;
     }
     let mut entries: Vec<(String, Bytes)> = found.into_iter().map(|e| (e.key, e.value)).collect();
-    let referred: HashSet<String> = entries
+    let referred = referred_messages(&entries);
+    entries.extend(read_named(&kv, referred).await?);
+    Ok(entries)
+}
+
+/// The message keys the deliveries among `entries` refer to.
+pub(super) fn referred_messages(entries: &[(String, Bytes)]) -> HashSet<String> {
+    entries
         .iter()
         .filter(|(key, _)| key.starts_with("d."))
         .filter_map(|(_, bytes)| kv_value::decode::<DeliveryValue>(VALUE_VERSION, bytes))
         .map(|d| keys::message(&d.message_node, d.record.message_id))
-        .collect();
-    let reads = referred.into_iter().map(|key| {
+        .collect()
+}
+
+/// The current values of the keys `names` of `kv` (those that exist).
+pub(super) async fn read_named(
+    kv: &kv::Store,
+    names: HashSet<String>,
+) -> Result<Vec<(String, Bytes)>, String> {
+    let reads = names.into_iter().map(|key| {
         let kv = kv.clone();
         async move { kv.get(key.clone()).await.map(|value| (key, value)) }
     });
     let mut reads = futures_util::stream::iter(reads).buffer_unordered(64);
+    let mut entries = Vec::new();
     while let Some(read) = reads.next().await {
         if let (key, Some(value)) = read.map_err(|e| e.to_string())? {
             entries.push((key, value));

@@ -40,13 +40,18 @@ impl Batch {
         self.writes.insert(key, value);
     }
 
-    /// The writes, without the deletes of keys made in this batch.
-    fn finish(self) -> Writes {
-        let Batch { mut writes, fresh } = self;
+    /// The writes, without the deletes of keys made in this batch, and the
+    /// keys made in it that still exist.
+    fn finish(self) -> (Writes, HashSet<String>) {
+        let Batch {
+            mut writes,
+            mut fresh,
+        } = self;
         if !fresh.is_empty() {
             writes.retain(|key, value| value.is_some() || !fresh.contains(key));
+            fresh.retain(|key| writes.contains_key(key));
         }
-        writes
+        (writes, fresh)
     }
 }
 
@@ -73,6 +78,9 @@ pub(super) struct Mirror {
     /// Client ids another node took over: their records are no longer
     /// written here (fencing), until this node holds them again.
     pub released: HashSet<String>,
+    /// The keys the last plan made (they were not in the bucket): their
+    /// deletion needs no write there until a compaction wrote them.
+    pub fresh: HashSet<String>,
 }
 
 fn value<T: serde::Serialize>(record: &T) -> Option<Bytes> {
@@ -233,7 +241,9 @@ impl Mirror {
                 | StoreOp::DeleteStream { .. } => streams = true,
             }
         }
-        (batch.finish(), held, streams)
+        let (writes, fresh) = batch.finish();
+        self.fresh = fresh;
+        (writes, held, streams)
     }
 
     /// Whether `op` writes records of a client id another node took over.

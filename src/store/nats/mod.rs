@@ -1,11 +1,17 @@
 //! The NATS backend (`[storage] backend = "nats"`, cluster mode): the store's
 //! records in the JetStream KV bucket `tern_store`, with `[cluster] replicas`
-//! copies, so they outlive this node's disk.
+//! copies, so they outlive this node's disk. A commit is one message of this
+//! node's journal (stream `TERN_JOURNAL`); the records that live on are
+//! compacted into the bucket in the background.
 //!
 //! - this file: [`NatsBackend`]: the seam's calls, run on the node's runtime.
 //! - `keys.rs`: the bucket's keys and values.
 //! - `mirror.rs`: what this node knows of its keys; a batch → its writes.
-//! - `publish.rs`: a batch as publishes with one wait for all acks.
+//! - `journal.rs`: a batch's writes as one journal message; reading journals.
+//! - `compact.rs`: the journal's live records into the bucket, then a purge.
+//! - `replay.rs`, `recover.rs`: the bucket with the journals over it (at
+//!   start, at a takeover).
+//! - `publish.rs`: messages published with one wait for all acks.
 //! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
 //! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
@@ -14,6 +20,10 @@
 //! Durable streams are not kept by this backend yet (their operations are
 //! skipped; the configuration refuses `[[stream]]` with it).
 
+mod compact;
+mod journal;
+#[cfg(test)]
+mod journal_tests;
 pub(crate) mod keys;
 pub(crate) mod kv_key;
 pub(crate) mod kv_value;
@@ -21,6 +31,8 @@ pub(crate) mod load;
 mod mirror;
 pub(crate) mod patience;
 mod publish;
+mod recover;
+mod replay;
 #[cfg(test)]
 pub(crate) mod test_server;
 #[cfg(test)]
@@ -29,15 +41,18 @@ mod tests;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use parking_lot::Mutex;
 
 use super::{Backend, Snapshot, StoreError, StoreOp};
+use compact::Compactor;
 use mirror::Mirror;
 use patience::Failure;
 
+pub use journal::STREAM as JOURNAL_STREAM;
 pub use keys::BUCKET;
 
 /// Longest wait for NATS in one call of the seam (a commit, the load).
@@ -48,9 +63,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// without anything being lost, and a timed-out write is sent again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Operations per commit at most: a JetStream write per operation costs far
-/// more than a row in redb, and every ack waits for its whole commit, so a
-/// backlog (a burst from other nodes) is committed in pieces that deliver
+/// Operations per commit at most: every ack waits for its whole commit, so
+/// a backlog (a burst from other nodes) is committed in pieces that deliver
 /// and acknowledge as they go, not in one that takes seconds.
 const MAX_BATCH: usize = 8_192;
 
@@ -69,6 +83,13 @@ pub struct NatsBackend {
     /// Random per start: with `commits`, makes every write's `Nats-Msg-Id` unique.
     boot: u64,
     commits: AtomicU64,
+    /// This node's journal subject.
+    subject: String,
+    /// What is in the journal and not yet in the bucket.
+    compactor: Arc<Compactor>,
+    /// One journal append at a time (the writer thread's commits and a
+    /// takeover's): the compactor's purge point relies on their order.
+    append: Mutex<()>,
     streams_warned: AtomicBool,
     /// Ids for other nodes' messages of sessions taken over: far above any
     /// the core gives (it counts up from the highest loaded at start).
@@ -161,14 +182,27 @@ impl NatsBackend {
                 path: format!("JetStream KV bucket {BUCKET}"),
                 reason,
             })?;
+        journal::open(&jetstream, replicas)
+            .await
+            .map_err(|reason| StoreError::Open {
+                path: format!("JetStream stream {JOURNAL_STREAM}"),
+                reason,
+            })?;
+        let boot = rand::random();
+        let runtime = tokio::runtime::Handle::current();
+        let compactor = Compactor::new(jetstream.clone(), node, boot);
+        Compactor::spawn(&compactor, &runtime);
         Ok(NatsBackend {
             jetstream,
             node: node.to_string(),
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             foreign,
             mirror: Mutex::new(Mirror::new(node)),
-            boot: rand::random(),
+            boot,
             commits: AtomicU64::new(0),
+            subject: journal::subject(node),
+            compactor,
+            append: Mutex::new(()),
             streams_warned: AtomicBool::new(false),
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
         })
@@ -191,11 +225,40 @@ impl NatsBackend {
             ))
         })
     }
+
+    /// Commits `writes` (`fresh`: the keys they make) as one journal append;
+    /// waits for a compaction round when too much waits for one.
+    fn commit(
+        &self,
+        writes: Vec<(String, Option<bytes::Bytes>)>,
+        fresh: &HashSet<String>,
+    ) -> Result<(), StoreError> {
+        let _order = self.append.lock();
+        let commit = self.commits.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}.{:x}.{commit}", self.node, self.boot);
+        let entries = journal::entries(&writes);
+        let (jetstream, subject) = (self.jetstream.clone(), self.subject.clone());
+        let appended =
+            self.run(async move { journal::append(&jetstream, &subject, &entries, &id).await })??;
+        if self
+            .compactor
+            .record(&writes, fresh, appended.0, appended.1)
+        {
+            let compactor = Arc::clone(&self.compactor);
+            self.run(async move { compactor.round(true).await })?
+                .map_err(StoreError::Write)?;
+        }
+        Ok(())
+    }
 }
 
 impl Backend for NatsBackend {
     fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
-        let (writes, held, streams) = self.mirror.lock().plan(ops);
+        let (writes, held, streams, fresh) = {
+            let mut mirror = self.mirror.lock();
+            let (writes, held, streams) = mirror.plan(ops);
+            (writes, held, streams, std::mem::take(&mut mirror.fresh))
+        };
         if streams && !self.streams_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 node = %self.node,
@@ -205,10 +268,7 @@ impl Backend for NatsBackend {
         if writes.is_empty() {
             return Ok(held);
         }
-        let commit = self.commits.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}.{:x}.{commit}", self.node, self.boot);
-        let writes = writes.into_iter().collect();
-        self.run(publish::publish(self.jetstream.clone(), writes, id))??;
+        self.commit(writes.into_iter().collect(), &fresh)?;
         Ok(held)
     }
 
@@ -217,29 +277,69 @@ impl Backend for NatsBackend {
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let jetstream = self.jetstream.clone();
-        let entries = self
-            .run(async move { load::read_bucket(&jetstream, BUCKET).await })?
+        let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
+        let (entries, journaled, last) = self
+            .run(async move { recover::read_start(&jetstream, &node).await })?
             .map_err(|reason| StoreError::Open {
-                path: format!("JetStream KV bucket {BUCKET}"),
+                path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
                 reason,
             })?;
         let scope = load::Scope::Start(&self.foreign);
         let (snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
+        // Fencing: the records of client ids other nodes own now are theirs
+        // (they read them from this journal); never written to the bucket.
+        let journaled_keys = journaled.len();
+        let owed: indexmap::IndexMap<_, _> = journaled
+            .into_iter()
+            .filter(|(key, _)| journal::client_of(key).is_none_or(|c| !self.foreign.contains(&c)))
+            .collect();
+        let fenced = owed.len() < journaled_keys;
+        self.compactor.seed(owed, last, fenced);
+        // The journal starts short (a failure leaves it to the next round).
+        let compactor = Arc::clone(&self.compactor);
+        self.run(async move { compactor.logged_round(true).await })?;
         Ok(snapshot)
     }
 
     fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        // The client's keys and the messages they refer to, not the bucket.
+        // The client's keys and the messages they refer to, not the bucket,
+        // with every node's journal over them.
         let jetstream = self.jetstream.clone();
         let client = client_id.to_string();
-        let entries = self
-            .run(async move { load::read_client(&jetstream, &client).await })?
+        let read = self
+            .run(async move { recover::read_client(&jetstream, &client).await })?
             .map_err(StoreError::Write)?;
         let next = self.next_taken_over_id.load(Ordering::Relaxed);
         let scope = load::Scope::Client(client_id, next);
-        let (snapshot, mirror, next) = load::snapshot(entries, &self.node, &scope)?;
+        let (snapshot, mirror, next) = load::snapshot(read.entries, &self.node, &scope)?;
+        // This node's journal holds them from now on; the journals they
+        // were in forget them.
+        if !read.adopted.is_empty() {
+            self.commit(read.adopted, &HashSet::new())?;
+        }
+        let holders: Vec<(String, u64)> = read
+            .holders
+            .into_iter()
+            .filter(|(s, _)| *s != self.subject)
+            .collect();
+        if !holders.is_empty() {
+            let client = client_id.to_string();
+            let id = format!(
+                "{}.{:x}.{}",
+                self.node,
+                self.boot,
+                self.commits.fetch_add(1, Ordering::Relaxed)
+            );
+            let jetstream = self.jetstream.clone();
+            self.run(async move {
+                for (n, (subject, upto)) in holders.iter().enumerate() {
+                    let forget = [journal::Entry::Forget(client.clone(), *upto)];
+                    journal::append(&jetstream, subject, &forget, &format!("{id}.f{n}")).await?;
+                }
+                Ok::<(), StoreError>(())
+            })??;
+        }
         self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
         self.mirror.lock().merge(mirror);
         Ok(Some(snapshot))
@@ -247,11 +347,29 @@ impl Backend for NatsBackend {
 
     fn release_client(&self, client_id: &str) -> bool {
         self.mirror.lock().release(client_id);
+        self.compactor.release(client_id);
         true
     }
 
     fn hold_client(&self, client_id: &str) {
         self.mirror.lock().hold(client_id);
+        self.compactor.hold(client_id);
+    }
+
+    /// Everything the journal holds goes into the bucket (a clean stop
+    /// leaves the journal empty).
+    fn close(&self) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let compactor = Arc::clone(&self.compactor);
+        let round = || self.run(async move { compactor.logged_round(true).await });
+        // Called from a task at shutdown: the worker lets the others run
+        // the round meanwhile (a single-threaded runtime cannot: the journal
+        // is replayed at the next start instead).
+        let _ = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Err(_) => round(),
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(round),
+            Ok(_) => Ok(()),
+        };
     }
 
     fn is_shared(&self) -> bool {

@@ -1,10 +1,13 @@
-//! One group commit as JetStream publishes, pipelined: writes are sent
-//! without waiting while at most [`IN_FLIGHT`] are unacknowledged, their
+//! JetStream publishes of one commit, pipelined: messages are sent without
+//! waiting while at most [`IN_FLIGHT`] are unacknowledged, their
 //! acknowledgements collected as they come; the commit is done when every
-//! write is acknowledged. Each write carries a `Nats-Msg-Id` unique to it, so
-//! a write resent after a lost acknowledgement is stored once (JetStream's
-//! duplicate window); a batch has one write per key, so resending part of it
-//! never reorders a key.
+//! message is acknowledged. Each carries a `Nats-Msg-Id` unique to it, so one
+//! resent after a lost acknowledgement is stored once (JetStream's duplicate
+//! window); a commit has one message per key (or per journal part), so
+//! resending part of it never reorders a key.
+//!
+//! Used for the journal (`journal.rs`: one message per commit, rarely a few)
+//! and for compaction into the store bucket (`compact.rs`: one per key).
 
 use std::time::Duration;
 
@@ -16,14 +19,22 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::keys::BUCKET;
 use crate::store::StoreError;
 
-/// Sends of one write before the commit fails (at the least: see `publish`).
+/// Sends of one message before the commit fails (at the least: see `send_with_retry`).
 const ATTEMPTS: usize = 3;
-/// Writes unacknowledged at once. async-nats gives a context 5,000 (shared
+/// Messages unacknowledged at once. async-nats gives a context 5,000 (shared
 /// with the node's other JetStream users) and makes a publish wait for one:
 /// holding more unpolled would stall the commit.
 const IN_FLIGHT: usize = 2_048;
-/// Pause before a write whose acknowledgement failed is sent again.
+/// Pause before a message whose acknowledgement failed is sent again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// One message to publish.
+pub(super) struct Outgoing {
+    pub subject: String,
+    pub payload: Bytes,
+    /// A KV delete (`KV-Operation: DEL`).
+    pub delete: bool,
+}
 
 /// Publishes `writes` (key, value or None to delete) to the store bucket;
 /// `id` names the batch uniquely (the message ids are `<id>.<index>`).
@@ -32,7 +43,28 @@ pub(super) async fn publish(
     writes: Vec<(String, Option<Bytes>)>,
     id: String,
 ) -> Result<(), StoreError> {
-    let mut pending: Vec<usize> = (0..writes.len()).collect();
+    let messages = writes
+        .into_iter()
+        .map(|(key, value)| Outgoing {
+            subject: format!("$KV.{BUCKET}.{key}"),
+            delete: value.is_none(),
+            payload: value.unwrap_or_default(),
+        })
+        .collect();
+    send_with_retry(&jetstream, messages, &id, BUCKET).await?;
+    Ok(())
+}
+
+/// Publishes `messages` (`what` names their stream in the error), resending
+/// those not acknowledged; the stream sequence of each, in order.
+pub(super) async fn send_with_retry(
+    jetstream: &Context,
+    messages: Vec<Outgoing>,
+    id: &str,
+    what: &str,
+) -> Result<Vec<u64>, StoreError> {
+    let mut sequences = vec![0; messages.len()];
+    let mut pending: Vec<usize> = (0..messages.len()).collect();
     let mut last_error = String::new();
     // At least ATTEMPTS sends, and more while a JetStream election may last
     // (a NATS server died): the message ids make resends harmless.
@@ -43,71 +75,85 @@ pub(super) async fn publish(
             tokio::time::sleep(RETRY_PAUSE).await;
         }
         attempts += 1;
-        pending = send_all(&jetstream, &writes, &pending, &id, &mut last_error).await;
+        let mut sent = Sent {
+            sequences: &mut sequences,
+            failed: Vec::new(),
+            last_error: &mut last_error,
+        };
+        send_all(jetstream, &messages, &pending, id, &mut sent).await;
+        pending = sent.failed;
         if pending.is_empty() {
-            return Ok(());
+            return Ok(sequences);
         }
     }
     Err(StoreError::Write(format!(
-        "JetStream did not acknowledge {} writes to {BUCKET} after {attempts} attempts: {last_error}",
+        "JetStream did not acknowledge {} writes to {what} after {attempts} attempts: {last_error}",
         pending.len()
     )))
 }
 
-/// Sends the writes numbered `pending`; the numbers of those that failed, in order.
+/// What one round of sends found.
+struct Sent<'a> {
+    sequences: &'a mut [u64],
+    /// The numbers of the messages that failed, in order.
+    failed: Vec<usize>,
+    last_error: &'a mut String,
+}
+
+impl Sent<'_> {
+    fn note(&mut self, result: Result<(usize, u64), (usize, String)>) {
+        match result {
+            Ok((n, sequence)) => self.sequences[n] = sequence,
+            Err((n, e)) => {
+                *self.last_error = e;
+                self.failed.push(n);
+            }
+        }
+    }
+}
+
+/// Sends the messages numbered `pending`.
 async fn send_all(
     jetstream: &Context,
-    writes: &[(String, Option<Bytes>)],
+    messages: &[Outgoing],
     pending: &[usize],
     id: &str,
-    last_error: &mut String,
-) -> Vec<usize> {
+    sent: &mut Sent<'_>,
+) {
     let mut acks = FuturesUnordered::new();
-    let mut failed = Vec::new();
-    let mut note = |result: Result<(), (usize, String)>, failed: &mut Vec<usize>| {
-        if let Err((n, e)) = result {
-            *last_error = e;
-            failed.push(n);
-        }
-    };
     for &n in pending {
         while acks.len() >= IN_FLIGHT {
             if let Some(result) = acks.next().await {
-                note(result, &mut failed);
+                sent.note(result);
             }
         }
-        let (key, value) = &writes[n];
-        match send(jetstream, key, value, &format!("{id}.{n}")).await {
-            Ok(ack) => {
-                acks.push(async move { ack.await.map(drop).map_err(|e| (n, e.to_string())) })
-            }
-            Err(e) => note(Err((n, e)), &mut failed),
+        match send(jetstream, &messages[n], &format!("{id}.{n}")).await {
+            Ok(ack) => acks.push(async move {
+                ack.await
+                    .map(|ack| (n, ack.sequence))
+                    .map_err(|e| (n, e.to_string()))
+            }),
+            Err(e) => sent.note(Err((n, e))),
         }
     }
     while let Some(result) = acks.next().await {
-        note(result, &mut failed);
+        sent.note(result);
     }
-    failed.sort_unstable();
-    failed
+    sent.failed.sort_unstable();
 }
 
 async fn send(
     jetstream: &Context,
-    key: &str,
-    value: &Option<Bytes>,
+    message: &Outgoing,
     message_id: &str,
 ) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
-    if value.is_none() {
+    if message.delete {
         headers.insert("KV-Operation", "DEL");
     }
     jetstream
-        .publish_with_headers(
-            format!("$KV.{BUCKET}.{key}"),
-            headers,
-            value.clone().unwrap_or_default(),
-        )
+        .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
         .await
         .map_err(|e| e.to_string())
 }

@@ -11,13 +11,13 @@ use crate::store::suite::{message, put, put_incoming, put_message, put_session};
 
 /// A server of its own per case, and a runtime for the NATS connection (the
 /// seam's calls come from the test thread, as from the store's writer thread).
-struct Fixture {
-    nats: Nats,
-    runtime: tokio::runtime::Runtime,
+pub(super) struct Fixture {
+    pub(super) nats: Nats,
+    pub(super) runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -27,14 +27,26 @@ impl Fixture {
         Fixture { nats, runtime }
     }
 
-    fn open(&self, node: &str, foreign: &[&str]) -> Arc<dyn Backend> {
+    pub(super) fn open(&self, node: &str, foreign: &[&str]) -> Arc<dyn Backend> {
+        self.open_nats(node, foreign) as Arc<dyn Backend>
+    }
+
+    pub(super) fn open_nats(&self, node: &str, foreign: &[&str]) -> Arc<NatsBackend> {
         let foreign: HashSet<String> = foreign.iter().map(|c| c.to_string()).collect();
         self.runtime.block_on(async {
             let client = async_nats::connect(&self.nats.url).await.expect("connect");
             let backend = NatsBackend::open(jetstream::new(client), node, 1, foreign)
                 .await
                 .expect("open the bucket");
-            Arc::new(backend) as Arc<dyn Backend>
+            Arc::new(backend)
+        })
+    }
+
+    /// A JetStream context of its own (what another process would see).
+    pub(super) fn jetstream(&self) -> jetstream::Context {
+        self.runtime.block_on(async {
+            let client = async_nats::connect(&self.nats.url).await.expect("connect");
+            jetstream::new(client)
         })
     }
 }
@@ -65,6 +77,8 @@ fn sessions_another_node_owns_are_left_to_it() {
         },
     ];
     a.apply(&ops, true).unwrap();
+    // Stopped: its journal is in the bucket (a start reads only its own journal).
+    a.close();
     let own = put_message(1, "b");
     f.open("tern-b", &[]).apply(&[own], true).unwrap();
     let b = f.open("tern-b", &["theirs"]);
@@ -290,14 +304,26 @@ fn a_node_that_let_a_session_go_writes_none_of_its_records_until_it_holds_it_aga
         put_session("d"),
     ];
     a.apply(&late, true).unwrap();
-    let snap = f.open("tern-b", &[]).load().unwrap();
-    let mut clients: Vec<&str> = snap.sessions.iter().map(|s| s.0.as_str()).collect();
-    clients.sort_unstable();
-    assert_eq!(clients, vec!["c", "d"], "c kept, d (never let go) written");
+    a.close();
+    let b = f.open("tern-b", &["c"]);
+    let clients: Vec<String> = b
+        .load()
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(clients, vec!["d"], "d (never let go) written");
+    let snap = b.load_client("c").unwrap().expect("shared");
+    assert_eq!(snap.sessions.len(), 1, "c kept");
     assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 4)]);
     // Held again (its client came back to tern-a): written again.
     a.hold_client("c");
     a.apply(&[put_incoming("c", 6)], true).unwrap();
-    let snap = f.open("tern-b", &[]).load().unwrap();
+    let snap = f
+        .open("tern-c", &[])
+        .load_client("c")
+        .unwrap()
+        .expect("shared");
     assert!(snap.incoming_qos2.contains(&("c".to_string(), 6)));
 }

@@ -1,0 +1,91 @@
+//! What the store bucket and the journals together hold: this node's part
+//! at start (the bucket, then this node's journal replayed on top), and one
+//! client's records at a takeover (the bucket, then every node's journal).
+
+use std::collections::HashSet;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use indexmap::IndexMap;
+
+use super::journal::{self, client_of};
+use super::{keys, load, replay};
+
+/// At start: the bucket with node `node`'s journal over it, and the journal's
+/// last write per key with the last sequence read (what compaction still owes).
+pub(super) async fn read_start(
+    jetstream: &jetstream::Context,
+    node: &str,
+) -> Result<(Vec<(String, Bytes)>, IndexMap<String, Option<Bytes>>, u64), String> {
+    // The journal first: a compaction between the two reads then shows the
+    // same record twice rather than not at all.
+    let entries = journal::read(jetstream, &journal::subject(node)).await?;
+    let (journaled, last) = replay::fold(entries, |_| true);
+    let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
+    Ok((replay::overlay(bucket, &journaled), journaled, last))
+}
+
+/// One client's records taken over.
+pub(super) struct Client {
+    /// Its records and the messages its deliveries refer to.
+    pub entries: Vec<(String, Bytes)>,
+    /// The writes that make them this node's (its journal): every key of
+    /// the client seen (deleted ones as deletes) and the messages only a
+    /// journal held.
+    pub adopted: Vec<(String, Option<Bytes>)>,
+    /// The journal subjects still holding the client's records, with the
+    /// last sequence of them read.
+    pub holders: Vec<(String, u64)>,
+}
+
+/// `client`'s records: the bucket's with every node's journal over them.
+pub(super) async fn read_client(
+    jetstream: &jetstream::Context,
+    client: &str,
+) -> Result<Client, String> {
+    let entries = journal::read(jetstream, "tern.journal.>").await?;
+    let holders = replay::holders(&entries, client);
+    let mine = |key: &str| client_of(key).as_deref() == Some(client);
+    let (journaled, _) = replay::fold(entries, |key| mine(key) || key.starts_with("m."));
+    let bucket = load::read_client(jetstream, client).await?;
+    let mut seen: IndexMap<String, ()> = IndexMap::new();
+    for key in bucket.iter().map(|e| &e.0).chain(journaled.keys()) {
+        if mine(key) {
+            seen.insert(key.clone(), ());
+        }
+    }
+    let mut merged = replay::overlay(bucket, &journaled);
+    let referred = load::referred_messages(&merged);
+    let have: HashSet<&String> = merged.iter().map(|e| &e.0).collect();
+    let missing: HashSet<String> = referred
+        .iter()
+        .filter(|key| !have.contains(key) && !journaled.contains_key(*key))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let kv = jetstream
+            .get_key_value(keys::BUCKET)
+            .await
+            .map_err(|e| e.to_string())?;
+        merged.extend(load::read_named(&kv, missing).await?);
+    }
+    merged.retain(|(key, _)| !key.starts_with("m.") || referred.contains(key));
+    let index: std::collections::HashMap<&str, &Bytes> =
+        merged.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let value = |key: &str| index.get(key).map(|v| (*v).clone());
+    let mut adopted: Vec<(String, Option<Bytes>)> = seen
+        .into_keys()
+        .map(|key| (key.clone(), value(&key)))
+        .collect();
+    for key in &referred {
+        if matches!(journaled.get(key), Some(Some(_))) {
+            adopted.push((key.clone(), value(key)));
+        }
+    }
+    drop(index);
+    Ok(Client {
+        entries: merged,
+        adopted,
+        holders,
+    })
+}
