@@ -51,6 +51,9 @@ const ROUND_CAP: usize = 4_096;
 const TOPIC_CACHE: usize = 4_096;
 /// Syncs routed whose confirm waits for the store (beyond, routing waits).
 const CONFIRMS_QUEUE: usize = 1_024;
+/// Messages collected in a round from which the task yields after it even
+/// with nothing more in (see `run`).
+const YIELD_FROM: usize = 16;
 
 /// A routed sync: its reply subject, its number, and the commit of
 /// everything routed before it.
@@ -201,12 +204,13 @@ pub(super) async fn run(
             }
         }
         inbound.apply_interest().await;
-        inbound.round();
+        let collected = inbound.round();
         inbound.send_confirms().await;
-        // Let the connections this round fed run before the next one. With
-        // nothing more in, waiting for the next wake-up yields anyway: a yield
-        // per round would wake the runtime's other worker per message.
-        if !inbound.held.is_empty() || inbound.dirty.pending() {
+        // Let the connections a big round fed run before the next one (the
+        // yield wakes the runtime's other worker to share them). After a
+        // small one with nothing more in, waiting for the next wake-up
+        // yields anyway: a yield there would wake that worker per message.
+        if collected >= YIELD_FROM || !inbound.held.is_empty() || inbound.dirty.pending() {
             tokio::task::yield_now().await;
         }
     }
@@ -308,8 +312,8 @@ impl Inbound {
     }
 
     /// Drains the woken subscriptions until none has more (or the cap), then
-    /// routes what may go, in origin order.
-    fn round(&mut self) {
+    /// routes what may go, in origin order; returns how many it collected.
+    fn round(&mut self) -> usize {
         // Kept from round to round (empty): no buffer grows and is freed per round.
         let mut collected = std::mem::take(&mut self.scratch);
         collected.append(&mut self.held);
@@ -342,6 +346,7 @@ impl Inbound {
         if !collected.is_sorted_by_key(Collected::order) {
             collected.sort_by_key(Collected::order);
         }
+        let count = collected.len();
         for item in collected.drain(..) {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
@@ -367,6 +372,7 @@ impl Inbound {
         }
         collected.shrink_to(4 * ROUND_CAP);
         self.scratch = collected;
+        count
     }
 
     /// Reads everything `slot`'s subscription has now (leaving its waker set).
