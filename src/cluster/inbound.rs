@@ -51,6 +51,9 @@ const ROUND_CAP: usize = 4_096;
 const TOPIC_CACHE: usize = 4_096;
 /// Syncs routed whose confirm waits for the store (beyond, routing waits).
 const CONFIRMS_QUEUE: usize = 1_024;
+/// Messages collected in a round from which the task yields after it even
+/// with nothing more in (see `run`).
+const YIELD_FROM: usize = 16;
 
 /// A routed sync: its reply subject, its number, and the commit of
 /// everything routed before it.
@@ -67,6 +70,11 @@ impl Dirty {
     fn mark(&self, slot: usize) {
         self.slots.lock().push(slot);
         self.notify.notify_one();
+    }
+
+    /// Whether a subscription was woken since the last [`Dirty::take`].
+    fn pending(&self) -> bool {
+        !self.slots.lock().is_empty()
     }
 
     fn take(&self) -> Vec<usize> {
@@ -196,10 +204,15 @@ pub(super) async fn run(
             }
         }
         inbound.apply_interest().await;
-        inbound.round();
+        let collected = inbound.round();
         inbound.send_confirms().await;
-        // Let the connections this round fed run before the next one.
-        tokio::task::yield_now().await;
+        // Let the connections a big round fed run before the next one (the
+        // yield wakes the runtime's other worker to share them). After a
+        // small one with nothing more in, waiting for the next wake-up
+        // yields anyway: a yield there would wake that worker per message.
+        if collected >= YIELD_FROM || !inbound.held.is_empty() || inbound.dirty.pending() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -299,8 +312,8 @@ impl Inbound {
     }
 
     /// Drains the woken subscriptions until none has more (or the cap), then
-    /// routes what may go, in origin order.
-    fn round(&mut self) {
+    /// routes what may go, in origin order; returns how many it collected.
+    fn round(&mut self) -> usize {
         // Kept from round to round (empty): no buffer grows and is freed per round.
         let mut collected = std::mem::take(&mut self.scratch);
         collected.append(&mut self.held);
@@ -333,6 +346,7 @@ impl Inbound {
         if !collected.is_sorted_by_key(Collected::order) {
             collected.sort_by_key(Collected::order);
         }
+        let count = collected.len();
         for item in collected.drain(..) {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
@@ -358,6 +372,7 @@ impl Inbound {
         }
         collected.shrink_to(4 * ROUND_CAP);
         self.scratch = collected;
+        count
     }
 
     /// Reads everything `slot`'s subscription has now (leaving its waker set).
@@ -513,6 +528,18 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_is_pending_from_a_wake_until_taken() {
+        let dirty = Dirty::default();
+        assert!(!dirty.pending(), "nothing woken yet");
+        dirty.mark(3);
+        dirty.mark(1);
+        dirty.mark(3);
+        assert!(dirty.pending());
+        assert_eq!(dirty.take(), vec![1, 3], "sorted, each slot once");
+        assert!(!dirty.pending(), "taken");
+    }
 
     #[test]
     fn a_subject_is_decoded_once_and_its_topic_shared() {
