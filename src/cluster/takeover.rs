@@ -161,7 +161,7 @@ pub async fn take_over_node(
         let Some(router) = router.upgrade() else {
             return;
         };
-        if router.adopt_session(client).await {
+        if router.adopt_session(client, &dead).await {
             sessions += 1;
         } else {
             ownership.session_ended(client);

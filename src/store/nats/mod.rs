@@ -21,6 +21,8 @@
 //! skipped; the configuration refuses `[[stream]]` with it).
 
 mod compact;
+#[cfg(test)]
+mod handover_tests;
 mod journal;
 #[cfg(test)]
 mod journal_tests;
@@ -302,19 +304,34 @@ impl Backend for NatsBackend {
         Ok(snapshot)
     }
 
-    fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+    fn load_client(
+        &self,
+        client_id: &str,
+        previous_holder: Option<&str>,
+    ) -> Result<Option<Snapshot>, StoreError> {
         // The client's keys and the messages they refer to, not the bucket,
-        // with every node's journal over them.
+        // with the previous holder's journal and this node's over them
+        // (every node's when the previous holder is not known).
         let jetstream = self.jetstream.clone();
         let client = client_id.to_string();
+        let nodes = previous_holder.map(|p| vec![p.to_string(), self.node.clone()]);
+        let started = std::time::Instant::now();
         let read = self
-            .run(async move { recover::read_client(&jetstream, &client).await })?
+            .run(async move { recover::read_client(&jetstream, &client, nodes.as_deref()).await })?
             .map_err(StoreError::Write)?;
+        tracing::debug!(
+            client_id,
+            previous_holder,
+            read_ms = started.elapsed().as_millis() as u64,
+            "stored state of a client read for a takeover"
+        );
         let next = self.next_taken_over_id.load(Ordering::Relaxed);
         let scope = load::Scope::Client(client_id, next);
         let (snapshot, mirror, next) = load::snapshot(read.entries, &self.node, &scope)?;
         // This node's journal holds them from now on; the journals they
-        // were in forget them.
+        // were in forget them. None counts as made here (no `fresh`): the
+        // old holder may write any of them into the bucket late, so their
+        // deletes are written too.
         if !read.adopted.is_empty() {
             self.commit(read.adopted, &HashSet::new())?;
         }
