@@ -1,12 +1,13 @@
 //! A client let go to another node against a real `nats-server -js`: the
 //! old holder's late bucket writes of its records never land over the new
-//! holder's, and a takeover reads the previous holder's journal only.
+//! holder's, and a takeover reads the previous holder's journal only; a
+//! dead node's journal goes once nothing in it is needed.
 
 use std::time::Instant;
 
 use super::tests::Fixture;
 use super::*;
-use crate::store::suite::{put, put_message, put_session};
+use crate::store::suite::{message, put, put_message, put_session};
 
 fn ack(client: &str, seq: u64) -> StoreOp {
     StoreOp::DeleteDelivery {
@@ -40,15 +41,17 @@ fn handed_over(f: &Fixture) -> (Arc<NatsBackend>, Arc<NatsBackend>) {
     (a, b)
 }
 
+/// What tern-c reads of x, taken over from tern-b.
+fn taken_over_by_c(f: &Fixture) -> Snapshot {
+    let c = f.open("tern-c", &["x"]);
+    c.load_client("x", Some("tern-b")).unwrap().expect("shared")
+}
+
 /// After both nodes' rounds: no record of x's delivery anywhere.
 fn assert_delivery_gone(f: &Fixture) {
     let key = keys::delivery("x", 1);
     assert!(!in_bucket(f, &key), "{key} stays deleted in the bucket");
-    let snap = f
-        .open("tern-c", &["x"])
-        .load_client("x", Some("tern-b"))
-        .unwrap()
-        .expect("shared");
+    let snap = taken_over_by_c(f);
     assert_eq!(snap.sessions.len(), 1);
     assert!(snap.deliveries.is_empty(), "no delivery comes back");
 }
@@ -116,5 +119,78 @@ fn a_takeover_reads_the_previous_holders_journal_not_every_nodes() {
         "load_client with 8 MB of another node's journal: every journal {} ms, previous holder's only {} ms",
         every.as_millis(),
         previous.as_millis()
+    );
+}
+
+/// The entries in node `node`'s journal now.
+fn journal_len(f: &Fixture, node: &str) -> usize {
+    let js = f.jetstream();
+    f.runtime
+        .block_on(journal::read(&js, &journal::subject(node)))
+        .expect("journal")
+        .len()
+}
+
+fn purge_dead(f: &Fixture, node: &str) -> bool {
+    let js = f.jetstream();
+    f.runtime
+        .block_on(purge_dead_journal(&js, node))
+        .expect("purge")
+}
+
+#[test]
+fn a_dead_nodes_journal_goes_once_its_sessions_are_adopted_and_not_before() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    let ops = [
+        put_session("x"),
+        put_message(1, "t"),
+        put("x", 1, 1),
+        put_session("y"),
+    ];
+    a.apply(&ops, true).unwrap();
+    drop(paused);
+    drop(a); // died before a round: all of it in its journal only
+    assert!(!purge_dead(&f, "tern-a"), "x and y not adopted yet");
+    let b = f.open_nats("tern-b", &["x", "y"]);
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 1);
+    assert!(!purge_dead(&f, "tern-a"), "y not adopted yet");
+    b.load_client("y", Some("tern-a")).unwrap().expect("shared");
+    assert!(
+        purge_dead(&f, "tern-a"),
+        "only voided records and a message adopted"
+    );
+    assert_eq!(journal_len(&f, "tern-a"), 0);
+    b.close();
+    let snap = taken_over_by_c(&f);
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.messages.len(), 1, "the message came with its delivery");
+}
+
+#[test]
+fn a_dead_nodes_journal_with_records_only_it_writes_is_kept() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    let retained = StoreOp::PutRetained {
+        record: message("r"),
+    };
+    a.apply(&[put_session("x"), retained], true).unwrap();
+    drop(paused);
+    drop(a);
+    let b = f.open_nats("tern-b", &["x"]);
+    b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert!(
+        !purge_dead(&f, "tern-a"),
+        "the retained message is tern-a's to write"
+    );
+    assert!(journal_len(&f, "tern-a") > 0);
+    let snap = f.open("tern-a", &["x"]).load().unwrap();
+    assert_eq!(
+        snap.retained,
+        vec![message("r")],
+        "a restart still finds it"
     );
 }

@@ -11,6 +11,7 @@
 //! - `compact.rs`: the journal's live records into the bucket, then a purge.
 //! - `replay.rs`, `recover.rs`: the bucket with the journals over it (at
 //!   start, at a takeover).
+//! - `orphan.rs`: a dead node's journal purged once its ids are adopted.
 //! - `publish.rs`: messages published with one wait for all acks.
 //! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
@@ -31,6 +32,7 @@ pub(crate) mod kv_key;
 pub(crate) mod kv_value;
 pub(crate) mod load;
 mod mirror;
+mod orphan;
 pub(crate) mod patience;
 mod publish;
 mod recover;
@@ -56,6 +58,7 @@ use patience::Failure;
 
 pub use journal::STREAM as JOURNAL_STREAM;
 pub use keys::BUCKET;
+pub use orphan::purge_dead_journal;
 
 /// Longest wait for NATS in one call of the seam (a commit, the load).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
