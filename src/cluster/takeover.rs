@@ -147,7 +147,7 @@ pub async fn take_over_node(
         .collect();
     // Each survivor in its own order: the work spreads over them.
     clients.shuffle(&mut rand::rng());
-    let (mut sessions, mut freed) = (0usize, 0usize);
+    let (mut sessions, mut freed, mut failed) = (0usize, 0usize, 0usize);
     for client in &clients {
         // Held while the session is restored (see `Ownership::adopt`).
         let _claim = match ownership.adopt(client, &dead).await {
@@ -155,13 +155,14 @@ pub async fn take_over_node(
             Ok(None) => continue,
             Err(e) => {
                 tracing::debug!(client_id = %client, error = %e, "client id of a dead node not adopted");
+                failed += 1;
                 continue;
             }
         };
         let Some(router) = router.upgrade() else {
             return;
         };
-        if router.adopt_session(client).await {
+        if router.adopt_session(client, &dead).await {
             sessions += 1;
         } else {
             ownership.session_ended(client);
@@ -175,4 +176,14 @@ pub async fn take_over_node(
         freed,
         "cluster: client ids of a dead node taken over"
     );
+    // Its journal goes when no record in it is needed any more (the last
+    // survivor to finish finds so).
+    if failed == 0 {
+        match crate::store::nats::purge_dead_journal(&jetstream, &dead).await {
+            Ok(purged) => tracing::debug!(dead_node = %dead, purged, "journal of a dead node"),
+            Err(e) => {
+                tracing::debug!(dead_node = %dead, error = %e, "journal of a dead node not purged")
+            }
+        }
+    }
 }

@@ -234,9 +234,14 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// The stored state of `client_id` alone (its session, deliveries with
     /// their messages, incoming QoS 2 ids, will), read afresh when this node
-    /// takes the session over from another node. None from a backend no
-    /// other node writes to.
-    fn load_client(&self, _client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+    /// takes the session over from another node (`previous_holder`, when
+    /// known: the node it is taken from, whose unwritten records it reads).
+    /// None from a backend no other node writes to.
+    fn load_client(
+        &self,
+        _client_id: &str,
+        _previous_holder: Option<&str>,
+    ) -> Result<Option<Snapshot>, StoreError> {
         Ok(None)
     }
     /// Another node took `client_id` over: what this node knew of its records
@@ -405,8 +410,12 @@ impl Store {
     }
 
     /// See [`Backend::load_client`] (blocks: call it off the async runtime).
-    pub fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        self.backend.load_client(client_id)
+    pub fn load_client(
+        &self,
+        client_id: &str,
+        previous_holder: Option<&str>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.backend.load_client(client_id, previous_holder)
     }
 
     /// See [`Backend::release_client`].

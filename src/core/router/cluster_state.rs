@@ -46,7 +46,9 @@ impl Router {
             store.hold_client(client_id);
         }
         if claimed.held_elsewhere {
-            self.take_over_stored(client_id, clean_start).await;
+            let previous = claimed.previous_node.as_deref();
+            self.take_over_stored(client_id, clean_start, previous)
+                .await;
         }
         let attached = self.attach(client_id, login, clean_start, expiry_interval);
         let mut attached = match attached {
@@ -71,15 +73,22 @@ impl Router {
     /// Another node held `client_id`: with a store the nodes share, its
     /// stored state becomes this node's: restored to resume it, or, for a
     /// clean start, deleted (here, before this node writes the new session).
-    async fn take_over_stored(self: &Arc<Self>, client_id: &str, clean_start: bool) {
+    /// `previous`: that node, when known.
+    async fn take_over_stored(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+        previous: Option<&str>,
+    ) {
         let Some(store) = self.persistence.store().cloned() else {
             return;
         };
-        let id = client_id.to_string();
-        let loaded = tokio::task::spawn_blocking(move || store.load_client(&id))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|read| read.map_err(|e| e.to_string()));
+        let (id, previous) = (client_id.to_string(), previous.map(str::to_string));
+        let loaded =
+            tokio::task::spawn_blocking(move || store.load_client(&id, previous.as_deref()))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|read| read.map_err(|e| e.to_string()));
         let snapshot = match loaded {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => return, // a store of this node alone
@@ -147,15 +156,15 @@ impl Router {
         }
     }
 
-    /// A node died holding `client_id`, and this node took the id over:
+    /// Node `dead` died holding `client_id`, and this node took the id over:
     /// the session is restored here from the shared store, with its will,
     /// whose delay starts now (sent at once when there is no session to
     /// resume). True when a session was restored.
-    pub async fn adopt_session(self: &Arc<Self>, client_id: &str) -> bool {
+    pub async fn adopt_session(self: &Arc<Self>, client_id: &str, dead: &str) -> bool {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        self.take_over_stored(client_id, false).await;
+        self.take_over_stored(client_id, false, Some(dead)).await;
         self.session(client_id).is_some()
     }
 

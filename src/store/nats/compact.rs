@@ -208,9 +208,10 @@ impl Compactor {
     }
 
     /// Another node holds `client` now: its records only in the journal go
-    /// to the bucket as they are (none written after), then the journal
-    /// says so (`Entry::Forget`). Until then the new holder reads them from
-    /// this journal.
+    /// to the bucket as they are (none written after; only under keys never
+    /// written, so none lands over the new holder's), then the journal says
+    /// so (`Entry::Forget`). Until then the new holder reads them from this
+    /// journal.
     pub(super) fn release(&self, client: &str) {
         let mut state = self.state.lock();
         let (mut gone, mut bytes) = (Vec::new(), 0);
@@ -251,7 +252,10 @@ impl Compactor {
                 .iter()
                 .map(|h| (h.0.clone(), h.1.clone()))
                 .collect();
-            let written = publish::publish(self.jetstream.clone(), writes, format!("{id}h")).await;
+            // Only where no other node wrote since (the new holder read
+            // them from the journal and writes them itself).
+            let written =
+                publish::publish_new(self.jetstream.clone(), writes, format!("{id}h")).await;
             if let Err(e) = written {
                 let mut state = self.state.lock();
                 state.handover.extend(handover);
@@ -324,6 +328,12 @@ impl Compactor {
         let mut state = self.state.lock();
         state.purged_below = state.purged_below.max(below);
         Ok(())
+    }
+
+    /// Holds off every round until the guard is dropped (tests).
+    #[cfg(test)]
+    pub(super) async fn pause(&self) -> tokio::sync::MutexGuard<'_, u64> {
+        self.round.lock().await
     }
 
     /// Records waiting (tests).

@@ -127,6 +127,7 @@ pub(super) async fn append(
             subject: subject.clone(),
             payload,
             delete: false,
+            only_new: false,
         })
         .collect();
     let sequences = publish::send_with_retry(jetstream, messages, id, STREAM).await?;

@@ -11,6 +11,7 @@
 //! - `compact.rs`: the journal's live records into the bucket, then a purge.
 //! - `replay.rs`, `recover.rs`: the bucket with the journals over it (at
 //!   start, at a takeover).
+//! - `orphan.rs`: a dead node's journal purged once its ids are adopted.
 //! - `publish.rs`: messages published with one wait for all acks.
 //! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
@@ -21,6 +22,8 @@
 //! skipped; the configuration refuses `[[stream]]` with it).
 
 mod compact;
+#[cfg(test)]
+mod handover_tests;
 mod journal;
 #[cfg(test)]
 mod journal_tests;
@@ -29,6 +32,7 @@ pub(crate) mod kv_key;
 pub(crate) mod kv_value;
 pub(crate) mod load;
 mod mirror;
+mod orphan;
 pub(crate) mod patience;
 mod publish;
 mod recover;
@@ -54,6 +58,7 @@ use patience::Failure;
 
 pub use journal::STREAM as JOURNAL_STREAM;
 pub use keys::BUCKET;
+pub use orphan::purge_dead_journal;
 
 /// Longest wait for NATS in one call of the seam (a commit, the load).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -302,19 +307,34 @@ impl Backend for NatsBackend {
         Ok(snapshot)
     }
 
-    fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
+    fn load_client(
+        &self,
+        client_id: &str,
+        previous_holder: Option<&str>,
+    ) -> Result<Option<Snapshot>, StoreError> {
         // The client's keys and the messages they refer to, not the bucket,
-        // with every node's journal over them.
+        // with the previous holder's journal and this node's over them
+        // (every node's when the previous holder is not known).
         let jetstream = self.jetstream.clone();
         let client = client_id.to_string();
+        let nodes = previous_holder.map(|p| vec![p.to_string(), self.node.clone()]);
+        let started = std::time::Instant::now();
         let read = self
-            .run(async move { recover::read_client(&jetstream, &client).await })?
+            .run(async move { recover::read_client(&jetstream, &client, nodes.as_deref()).await })?
             .map_err(StoreError::Write)?;
+        tracing::debug!(
+            client_id,
+            previous_holder,
+            read_ms = started.elapsed().as_millis() as u64,
+            "stored state of a client read for a takeover"
+        );
         let next = self.next_taken_over_id.load(Ordering::Relaxed);
         let scope = load::Scope::Client(client_id, next);
         let (snapshot, mirror, next) = load::snapshot(read.entries, &self.node, &scope)?;
         // This node's journal holds them from now on; the journals they
-        // were in forget them.
+        // were in forget them. None counts as made here (no `fresh`): the
+        // old holder may write any of them into the bucket late, so their
+        // deletes are written too.
         if !read.adopted.is_empty() {
             self.commit(read.adopted, &HashSet::new())?;
         }

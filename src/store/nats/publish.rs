@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -34,6 +35,10 @@ pub(super) struct Outgoing {
     pub payload: Bytes,
     /// A KV delete (`KV-Operation: DEL`).
     pub delete: bool,
+    /// Only if its subject was never written (not even a delete marker):
+    /// `Nats-Expected-Last-Subject-Sequence: 0`. Refused, it counts as
+    /// done (sequence 0), and is not sent again.
+    pub only_new: bool,
 }
 
 /// Publishes `writes` (key, value or None to delete) to the store bucket;
@@ -43,12 +48,33 @@ pub(super) async fn publish(
     writes: Vec<(String, Option<Bytes>)>,
     id: String,
 ) -> Result<(), StoreError> {
+    to_bucket(jetstream, writes, id, false).await
+}
+
+/// [`publish`] of keys no other node may have written since this node's
+/// journal had them (a released client's records): each lands only where
+/// nothing was ever written under its key; the others are left as they are.
+pub(super) async fn publish_new(
+    jetstream: Context,
+    writes: Vec<(String, Option<Bytes>)>,
+    id: String,
+) -> Result<(), StoreError> {
+    to_bucket(jetstream, writes, id, true).await
+}
+
+async fn to_bucket(
+    jetstream: Context,
+    writes: Vec<(String, Option<Bytes>)>,
+    id: String,
+    only_new: bool,
+) -> Result<(), StoreError> {
     let messages = writes
         .into_iter()
         .map(|(key, value)| Outgoing {
             subject: format!("$KV.{BUCKET}.{key}"),
             delete: value.is_none(),
             payload: value.unwrap_or_default(),
+            only_new,
         })
         .collect();
     send_with_retry(&jetstream, messages, &id, BUCKET).await?;
@@ -127,11 +153,16 @@ async fn send_all(
                 sent.note(result);
             }
         }
+        let only_new = messages[n].only_new;
         match send(jetstream, &messages[n], &format!("{id}.{n}")).await {
             Ok(ack) => acks.push(async move {
-                ack.await
-                    .map(|ack| (n, ack.sequence))
-                    .map_err(|e| (n, e.to_string()))
+                match ack.await {
+                    Ok(ack) => Ok((n, ack.sequence)),
+                    Err(e) if only_new && e.kind() == PublishErrorKind::WrongLastSequence => {
+                        Ok((n, 0))
+                    }
+                    Err(e) => Err((n, e.to_string())),
+                }
             }),
             Err(e) => sent.note(Err((n, e))),
         }
@@ -151,6 +182,9 @@ async fn send(
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     if message.delete {
         headers.insert("KV-Operation", "DEL");
+    }
+    if message.only_new {
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
     }
     jetstream
         .publish_with_headers(message.subject.clone(), headers, message.payload.clone())

@@ -1,6 +1,7 @@
 //! What the store bucket and the journals together hold: this node's part
 //! at start (the bucket, then this node's journal replayed on top), and one
-//! client's records at a takeover (the bucket, then every node's journal).
+//! client's records at a takeover (the bucket, then the journals of the
+//! node it is taken from and of this node).
 
 use std::collections::HashSet;
 
@@ -38,12 +39,25 @@ pub(super) struct Client {
     pub holders: Vec<(String, u64)>,
 }
 
-/// `client`'s records: the bucket's with every node's journal over them.
+/// `client`'s records: the bucket's with the journals of `nodes` over them
+/// (None: every node's).
 pub(super) async fn read_client(
     jetstream: &jetstream::Context,
     client: &str,
+    nodes: Option<&[String]>,
 ) -> Result<Client, String> {
-    let entries = journal::read(jetstream, "tern.journal.>").await?;
+    let entries = match nodes {
+        None => journal::read(jetstream, "tern.journal.>").await?,
+        Some(nodes) => {
+            let mut entries = Vec::new();
+            for node in nodes {
+                entries.extend(journal::read(jetstream, &journal::subject(node)).await?);
+            }
+            // Stream order: a Forget voids what comes before it.
+            entries.sort_by_key(|e| e.0);
+            entries
+        }
+    };
     let holders = replay::holders(&entries, client);
     let mine = |key: &str| client_of(key).as_deref() == Some(client);
     let (journaled, _) = replay::fold(entries, |key| mine(key) || key.starts_with("m."));

@@ -1,0 +1,196 @@
+//! A client let go to another node against a real `nats-server -js`: the
+//! old holder's late bucket writes of its records never land over the new
+//! holder's, and a takeover reads the previous holder's journal only; a
+//! dead node's journal goes once nothing in it is needed.
+
+use std::time::Instant;
+
+use super::tests::Fixture;
+use super::*;
+use crate::store::suite::{message, put, put_message, put_session};
+
+fn ack(client: &str, seq: u64) -> StoreOp {
+    StoreOp::DeleteDelivery {
+        client_id: client.into(),
+        seq,
+    }
+}
+
+/// Whether the store bucket has a value under `key` now.
+fn in_bucket(f: &Fixture, key: &str) -> bool {
+    let js = f.jetstream();
+    f.runtime.block_on(async {
+        let kv = js.get_key_value(BUCKET).await.expect("bucket");
+        kv.get(key).await.expect("read").is_some()
+    })
+}
+
+/// tern-a holds x with delivery 1 in its journal only and lets x go (its
+/// rounds held off); tern-b takes x over. Returns both.
+fn handed_over(f: &Fixture) -> (Arc<NatsBackend>, Arc<NatsBackend>) {
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    let ops = [put_session("x"), put_message(1, "t"), put("x", 1, 1)];
+    a.apply(&ops, true).unwrap();
+    assert!(a.release_client("x"));
+    let b = f.open_nats("tern-b", &["x"]);
+    assert!(b.load().unwrap().sessions.is_empty());
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 1, "read from tern-a's journal");
+    drop(paused);
+    (a, b)
+}
+
+/// What tern-c reads of x, taken over from tern-b.
+fn taken_over_by_c(f: &Fixture) -> Snapshot {
+    let c = f.open("tern-c", &["x"]);
+    c.load_client("x", Some("tern-b")).unwrap().expect("shared")
+}
+
+/// After both nodes' rounds: no record of x's delivery anywhere.
+fn assert_delivery_gone(f: &Fixture) {
+    let key = keys::delivery("x", 1);
+    assert!(!in_bucket(f, &key), "{key} stays deleted in the bucket");
+    let snap = taken_over_by_c(f);
+    assert_eq!(snap.sessions.len(), 1);
+    assert!(snap.deliveries.is_empty(), "no delivery comes back");
+}
+
+#[test]
+fn a_late_write_of_the_old_holder_after_the_new_holders_delete_is_refused() {
+    let f = Fixture::new();
+    let (a, b) = handed_over(&f);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    assert_eq!(b.apply(&[ack("x", 1)], true).unwrap(), -1);
+    f.runtime.block_on(b.compactor.round(true)).unwrap();
+    drop(paused);
+    // tern-a's handover round, late: its write of delivery 1 is refused.
+    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    assert_delivery_gone(&f);
+}
+
+#[test]
+fn the_new_holders_delete_after_a_late_write_of_the_old_holder_wins() {
+    let f = Fixture::new();
+    let (a, b) = handed_over(&f);
+    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    assert!(
+        in_bucket(&f, &keys::delivery("x", 1)),
+        "tern-a's handover wrote delivery 1"
+    );
+    assert_eq!(b.apply(&[ack("x", 1)], true).unwrap(), -1);
+    f.runtime.block_on(b.compactor.round(true)).unwrap();
+    assert_delivery_gone(&f);
+}
+
+#[test]
+fn a_takeover_reads_the_previous_holders_journal_not_every_nodes() {
+    let f = Fixture::new();
+    // tern-z's journal: 8 MB of records of other clients, never compacted.
+    let js = f.jetstream();
+    f.runtime.block_on(async {
+        journal::open(&js, 1).await.expect("journal");
+        let entries: Vec<journal::Entry> = (0..64)
+            .map(|n| journal::Entry::Put(keys::session(&format!("z{n}")), vec![7; 128 * 1024]))
+            .collect();
+        let subject = journal::subject("tern-z");
+        journal::append(&js, &subject, &entries, "z.1")
+            .await
+            .expect("append");
+    });
+    let a = f.open_nats("tern-a", &[]);
+    a.apply(
+        &[put_session("x"), put_message(1, "t"), put("x", 1, 1)],
+        true,
+    )
+    .unwrap();
+    let timed = |node: &str, previous: Option<&str>| {
+        let backend = f.open_nats(node, &["x"]);
+        let started = Instant::now();
+        let snap = backend.load_client("x", previous).unwrap().expect("shared");
+        let elapsed = started.elapsed();
+        assert_eq!(snap.sessions.len(), 1, "{node} read x");
+        assert_eq!(snap.deliveries.len(), 1, "{node} read x's delivery");
+        elapsed
+    };
+    let every = timed("tern-b", None);
+    let previous = timed("tern-c", Some("tern-b"));
+    println!(
+        "load_client with 8 MB of another node's journal: every journal {} ms, previous holder's only {} ms",
+        every.as_millis(),
+        previous.as_millis()
+    );
+}
+
+/// The entries in node `node`'s journal now.
+fn journal_len(f: &Fixture, node: &str) -> usize {
+    let js = f.jetstream();
+    f.runtime
+        .block_on(journal::read(&js, &journal::subject(node)))
+        .expect("journal")
+        .len()
+}
+
+fn purge_dead(f: &Fixture, node: &str) -> bool {
+    let js = f.jetstream();
+    f.runtime
+        .block_on(purge_dead_journal(&js, node))
+        .expect("purge")
+}
+
+#[test]
+fn a_dead_nodes_journal_goes_once_its_sessions_are_adopted_and_not_before() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    let ops = [
+        put_session("x"),
+        put_message(1, "t"),
+        put("x", 1, 1),
+        put_session("y"),
+    ];
+    a.apply(&ops, true).unwrap();
+    drop(paused);
+    drop(a); // died before a round: all of it in its journal only
+    assert!(!purge_dead(&f, "tern-a"), "x and y not adopted yet");
+    let b = f.open_nats("tern-b", &["x", "y"]);
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 1);
+    assert!(!purge_dead(&f, "tern-a"), "y not adopted yet");
+    b.load_client("y", Some("tern-a")).unwrap().expect("shared");
+    assert!(
+        purge_dead(&f, "tern-a"),
+        "only voided records and a message adopted"
+    );
+    assert_eq!(journal_len(&f, "tern-a"), 0);
+    b.close();
+    let snap = taken_over_by_c(&f);
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.messages.len(), 1, "the message came with its delivery");
+}
+
+#[test]
+fn a_dead_nodes_journal_with_records_only_it_writes_is_kept() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    let retained = StoreOp::PutRetained {
+        record: message("r"),
+    };
+    a.apply(&[put_session("x"), retained], true).unwrap();
+    drop(paused);
+    drop(a);
+    let b = f.open_nats("tern-b", &["x"]);
+    b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert!(
+        !purge_dead(&f, "tern-a"),
+        "the retained message is tern-a's to write"
+    );
+    assert!(journal_len(&f, "tern-a") > 0);
+    let snap = f.open("tern-a", &["x"]).load().unwrap();
+    assert_eq!(
+        snap.retained,
+        vec![message("r")],
+        "a restart still finds it"
+    );
+}
