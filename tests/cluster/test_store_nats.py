@@ -15,7 +15,7 @@ from rawmqtt import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawMqtt
 from clusterutil import await_route, mqtt_probe
 from mqttutil import TIMEOUT, MqttClient, unique
 from test_cluster_state import CLIENTS_STREAM, stream_last_seq, wait_for_writes
-from test_operations import TOKEN, http_get
+from test_operations import TOKEN, http_get, wait_for
 from test_wills import will
 
 NATS_STORE = {"TERN_STORAGE__BACKEND": "nats"}
@@ -72,6 +72,15 @@ def test_resume_on_another_node_resends_in_flight_messages_with_their_packet_ids
     pubrel = first.read()
     assert (pubrel.kind, pubrel.packet_id) == (PUBREL, released)
     first.drop()
+    # Once tern-a saw the connection gone (before, it may still send
+    # queued-1 into the dead socket: in flight, then resent with DUP).
+    wait_for(
+        "tern-a saw the connection gone",
+        lambda: any(
+            "connection closed without DISCONNECT" in line and client_id in line
+            for line in a.stderr_text().splitlines()
+        ),
+    )
     # Queued for the offline session; tern-a's commits are in order, so with
     # these PUBACKs the states above are in JetStream too.
     for payload in (b"queued-1", b"queued-2"):
