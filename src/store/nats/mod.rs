@@ -8,11 +8,9 @@
 //! - `publish.rs`: a batch as publishes with one wait for all acks.
 //! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
+//! - `streams.rs`: durable streams, one JetStream stream each.
 //! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
 //!   cluster's too).
-//!
-//! Durable streams are not kept by this backend yet (their operations are
-//! skipped; the configuration refuses `[[stream]]` with it).
 
 pub(crate) mod keys;
 pub(crate) mod kv_key;
@@ -21,6 +19,7 @@ pub(crate) mod load;
 mod mirror;
 pub(crate) mod patience;
 mod publish;
+mod streams;
 #[cfg(test)]
 pub(crate) mod test_server;
 #[cfg(test)]
@@ -28,13 +27,15 @@ mod tests;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use parking_lot::Mutex;
 
-use super::{Backend, Snapshot, StoreError, StoreOp};
+use super::record::{StreamRecord, StreamState};
+use super::{Backend, Snapshot, StoreError, StoreOp, StreamLimits};
 use mirror::Mirror;
 use patience::Failure;
 
@@ -69,7 +70,8 @@ pub struct NatsBackend {
     /// Random per start: with `commits`, makes every write's `Nats-Msg-Id` unique.
     boot: u64,
     commits: AtomicU64,
-    streams_warned: AtomicBool,
+    /// Durable streams, each a JetStream stream.
+    streams: Arc<streams::Streams>,
     /// Ids for other nodes' messages of sessions taken over: far above any
     /// the core gives (it counts up from the highest loaded at start).
     next_taken_over_id: AtomicU64,
@@ -162,14 +164,14 @@ impl NatsBackend {
                 reason,
             })?;
         Ok(NatsBackend {
-            jetstream,
+            jetstream: jetstream.clone(),
             node: node.to_string(),
             runtime: tokio::runtime::Handle::current(),
             foreign,
             mirror: Mutex::new(Mirror::new(node)),
             boot: rand::random(),
             commits: AtomicU64::new(0),
-            streams_warned: AtomicBool::new(false),
+            streams: Arc::new(streams::Streams::new(jetstream.clone(), replicas)),
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
         })
     }
@@ -195,20 +197,27 @@ impl NatsBackend {
 
 impl Backend for NatsBackend {
     fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
-        let (writes, held, streams) = self.mirror.lock().plan(ops);
-        if streams && !self.streams_warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                node = %self.node,
-                "durable stream operations are not kept by the nats store backend"
-            );
-        }
-        if writes.is_empty() {
+        let (writes, held) = self.mirror.lock().plan(ops);
+        let stream_writes = streams::plan(ops);
+        if writes.is_empty() && stream_writes.is_empty() {
             return Ok(held);
         }
         let commit = self.commits.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}.{:x}.{commit}", self.node, self.boot);
-        let writes = writes.into_iter().collect();
-        self.run(publish::publish(self.jetstream.clone(), writes, id))??;
+        let writes: Vec<_> = writes.into_iter().collect();
+        let (jetstream, streams) = (self.jetstream.clone(), Arc::clone(&self.streams));
+        // The bucket's writes and the streams' appends at once; done when both are acked.
+        let (bucket, appended) = self.run(async move {
+            let bucket = async {
+                match writes.is_empty() {
+                    true => Ok(()),
+                    false => publish::publish(jetstream.clone(), writes, id.clone()).await,
+                }
+            };
+            tokio::join!(bucket, streams.write(stream_writes, &id))
+        })?;
+        bucket?;
+        appended?;
         Ok(held)
     }
 
@@ -225,9 +234,35 @@ impl Backend for NatsBackend {
                 reason,
             })?;
         let scope = load::Scope::Start(&self.foreign);
-        let (snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
+        let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
+        let streams = Arc::clone(&self.streams);
+        snapshot.streams = self.run(async move { streams.load().await })??;
         Ok(snapshot)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.read(&name, from, max).await })?
+    }
+
+    fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.find_time(&name, time_ms).await })?
+    }
+
+    fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.state(&name).await })?
+    }
+
+    fn configure_stream(&self, stream: &str, limits: StreamLimits) {
+        self.streams.configure(stream, limits);
     }
 
     fn load_client(&self, client_id: &str) -> Result<Option<Snapshot>, StoreError> {
