@@ -15,20 +15,9 @@ from paho.mqtt.packettypes import PacketTypes
 
 from mqttutil import TIMEOUT, MqttClient, unique
 from stomputil import StompClient
+from test_streams import CONFIG  # sensors/#, and small/# keeping 10
 
 NATS_STORE = {"TERN_STORAGE__BACKEND": "nats"}
-
-CONFIG = """
-[[stream]]
-name = "sensors"
-topics = ["sensors/#"]
-
-[[stream]]
-name = "small"
-topics = ["small/#"]
-max_messages = 5
-"""
-
 
 def start(nodes, nats, name: str, tmp_path):
     path = tmp_path / "tern.toml"
@@ -115,10 +104,11 @@ def test_appends_on_one_node_replay_on_another_over_mqtt_and_stomp(nats, nodes, 
 def test_retention_limits_apply_and_a_restart_keeps_the_stream(nats, nodes, tmp_path):
     a = start(nodes, nats, "tern-a", tmp_path)
     b = start(nodes, nats, "tern-b", tmp_path)
-    publish(a, "small/x", [f"s{i}".encode() for i in range(8)])
-    # max_messages = 5: the oldest three went.
-    assert mqtt_offsets(mqtt_replay(b, "first", 5, stream="small")) == [3, 4, 5, 6, 7]
-    assert stomp_offsets(stomp_replay(b, "first", 5, stream="small")) == [3, 4, 5, 6, 7]
+    publish(a, "small/x", [f"s{i}".encode() for i in range(13)])
+    # max_messages = 10: the oldest three went.
+    kept = list(range(3, 13))
+    assert mqtt_offsets(mqtt_replay(b, "first", 10, stream="small")) == kept
+    assert stomp_offsets(stomp_replay(b, "first", 10, stream="small")) == kept
 
     publish(a, "sensors/r", [b"before-0", b"before-1", b"before-2"])
     assert nodes.stop("tern-a") == 0
@@ -130,4 +120,4 @@ def test_retention_limits_apply_and_a_restart_keeps_the_stream(nats, nodes, tmp_
     publish(a, "sensors/r", [b"after"])
     frames = stomp_replay(a, "offset=2", 2)
     assert [(f.body, f.headers["x-stream-offset"]) for f in frames] == [(b"before-2", "2"), (b"after", "3")]
-    assert stomp_offsets(stomp_replay(a, "first", 5, stream="small")) == [3, 4, 5, 6, 7]
+    assert stomp_offsets(stomp_replay(a, "first", 10, stream="small")) == kept
