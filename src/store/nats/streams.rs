@@ -10,14 +10,15 @@
 //! - A trim (retention, purge) is a purge below a sequence, which keeps the
 //!   stream's sequence (so offsets never repeat); a delete deletes the stream.
 //! - Reads go through pull consumers without acks (`fetch`, no wait), one
-//!   kept per reader position ([`Cursors`]), so a replay costs one request per
-//!   batch; a time lookup starts a consumer at JetStream's time and scans the
+//!   kept per reader position ([`Cursors`]) with what it fetched ahead (up
+//!   to [`READ_AHEAD_MAX`] records, about 2 MiB), so a replay costs one
+//!   request per few thousand small records; a time lookup starts a consumer at JetStream's time and scans the
 //!   records' own publish times from there.
 //!
 //! Named consumers' offsets and admin declarations are keys of the store
 //! bucket (`keys.rs`), written with the rest of the batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +39,13 @@ pub(crate) const PREFIX: &str = "TERN_STREAM_";
 /// Prefix of the subjects appends are published to.
 const SUBJECT_PREFIX: &str = "tern.stream.";
 /// Reader positions kept open at once (each a consumer on the server).
-const MAX_CURSORS: usize = 64;
+const MAX_CURSORS: usize = 32;
 /// An idle cursor's consumer is removed by the server after this long.
 const CURSOR_IDLE: Duration = Duration::from_secs(60);
+/// Most records fetched ahead by one request.
+const READ_AHEAD_MAX: usize = 4096;
+/// A fetch that took fewer bytes than this may fetch twice as many next time.
+const READ_AHEAD_BYTES: usize = 1 << 20;
 /// Records looked at per request when finding a time.
 const TIME_BATCH: usize = 256;
 /// Batches a time lookup scans past JetStream's own time before it settles.
@@ -131,8 +136,17 @@ fn err(what: &str, stream: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Write(format!("stream {stream:?}: {what}: {e}"))
 }
 
-/// Open pull consumers by (stream, the offset they read next).
-type Cursors = HashMap<(String, u64), PullConsumer>;
+/// A reader's pull consumer and what it fetched ahead.
+struct Cursor {
+    consumer: PullConsumer,
+    /// Fetched, not read yet: from the offset the cursor is kept at.
+    ahead: VecDeque<(u64, StreamRecord)>,
+    /// How many to fetch next (grows while records are small).
+    fetch: usize,
+}
+
+/// Open cursors by (stream, the offset they read next).
+type Cursors = HashMap<(String, u64), Cursor>;
 
 /// The streams part of the NATS backend.
 pub(super) struct Streams {
@@ -311,13 +325,23 @@ impl Streams {
         id: &str,
     ) -> Result<(), (usize, String)> {
         let mut acks = FuturesOrdered::new();
+        // The subject of the stream appended to last (a run is mostly one stream).
+        let mut subject: Option<(&Arc<str>, async_nats::Subject)> = None;
         for (i, (n, stream, offset, entry)) in run.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{id}.s{n}"));
-            let subject = format!("{SUBJECT_PREFIX}{}", escape(stream));
+            let to = match &subject {
+                Some((s, to)) if *s == stream => to.clone(),
+                _ => {
+                    let to =
+                        async_nats::Subject::from(format!("{SUBJECT_PREFIX}{}", escape(stream)));
+                    subject = Some((stream, to.clone()));
+                    to
+                }
+            };
             let ack = self
                 .jetstream
-                .publish_with_headers(subject, headers, entry.clone())
+                .publish_with_headers(to, headers, entry.clone())
                 .await
                 .map_err(|e| (i, e.to_string()))?;
             let offset = *offset;
@@ -386,18 +410,24 @@ impl Streams {
         }))
     }
 
-    /// A consumer reading `name` from `from` on: a kept one at that position, or a new one.
-    async fn cursor(&self, name: &str, from: u64) -> Result<Option<PullConsumer>, StoreError> {
+    /// A cursor reading `name` from `from` on: a kept one at that position, or a new one.
+    async fn cursor(&self, name: &str, from: u64) -> Result<Option<Cursor>, StoreError> {
         if let Some(kept) = self.cursors.lock().remove(&(name.to_string(), from)) {
             return Ok(Some(kept));
         }
-        self.consumer(
-            name,
-            DeliverPolicy::ByStartSequence {
-                start_sequence: from + 1,
-            },
-        )
-        .await
+        let consumer = self
+            .consumer(
+                name,
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: from + 1,
+                },
+            )
+            .await?;
+        Ok(consumer.map(|consumer| Cursor {
+            consumer,
+            ahead: VecDeque::new(),
+            fetch: 0,
+        }))
     }
 
     async fn consumer(
@@ -422,19 +452,21 @@ impl Streams {
             .map_err(|e| err("opening a reader", name, e))
     }
 
-    /// Up to `max` records of `consumer` as they come now (offset, record).
+    /// Up to `max` records of `consumer` as they come now (offset, record),
+    /// added to `out`; the bytes they took.
     async fn fetch(
         consumer: &PullConsumer,
         max: usize,
         name: &str,
-    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        out: &mut impl Extend<(u64, StreamRecord)>,
+    ) -> Result<usize, StoreError> {
         let mut batch = consumer
             .fetch()
             .max_messages(max)
             .messages()
             .await
             .map_err(|e| err("reading", name, e))?;
-        let mut out = Vec::with_capacity(max);
+        let mut bytes = 0;
         while let Some(message) = batch.next().await {
             let message = message.map_err(|e| err("reading", name, e))?;
             let sequence = message
@@ -443,29 +475,46 @@ impl Streams {
                 .stream_sequence;
             let record: StreamRecord = postcard::from_bytes(&message.payload)
                 .map_err(|e| StoreError::Decode(format!("stream {name:?} message: {e}")))?;
-            out.push((sequence.saturating_sub(1), record));
+            bytes += message.payload.len();
+            out.extend([(sequence.saturating_sub(1), record)]);
         }
-        Ok(out)
+        Ok(bytes)
     }
 
-    /// See [`crate::store::Backend::read_stream`].
+    /// See [`crate::store::Backend::read_stream`]: from the cursor's
+    /// read-ahead, fetched again when it holds fewer than `max`.
     pub(super) async fn read(
         &self,
         name: &str,
         from: u64,
         max: usize,
     ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
-        let Some(consumer) = self.cursor(name, from).await? else {
+        let Some(mut cursor) = self.cursor(name, from).await? else {
             return Ok(Vec::new());
         };
-        let read = match Self::fetch(&consumer, max, name).await {
-            Ok(read) => read,
-            // Removed by the server meanwhile (idle): once more with a new one.
-            Err(_) => match self.cursor(name, from).await? {
-                Some(fresh) => return Self::fetch(&fresh, max, name).await,
-                None => return Ok(Vec::new()),
-            },
-        };
+        if cursor.ahead.len() < max {
+            let n = cursor.fetch.max(max);
+            let before = cursor.ahead.len();
+            let fetched = Self::fetch(&cursor.consumer, n, name, &mut cursor.ahead).await;
+            match fetched {
+                // Many small records: read further ahead next time; big ones: less.
+                Ok(bytes) if cursor.ahead.len() - before == n && bytes < READ_AHEAD_BYTES => {
+                    cursor.fetch = (n * 2).min(READ_AHEAD_MAX);
+                }
+                Ok(_) => cursor.fetch = max,
+                // Removed by the server meanwhile (idle): once more with a new one.
+                Err(_) if cursor.ahead.is_empty() => {
+                    let mut read = Vec::new();
+                    if let Some(fresh) = self.cursor(name, from).await? {
+                        Self::fetch(&fresh.consumer, max, name, &mut read).await?;
+                    }
+                    return Ok(read);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let n = max.min(cursor.ahead.len());
+        let read: Vec<(u64, StreamRecord)> = cursor.ahead.drain(..n).collect();
         let next = read.last().map_or(from, |(offset, _)| offset + 1);
         let mut cursors = self.cursors.lock();
         if cursors.len() >= MAX_CURSORS {
@@ -473,7 +522,7 @@ impl Streams {
                 cursors.remove(&key);
             }
         }
-        cursors.insert((name.to_string(), next), consumer);
+        cursors.insert((name.to_string(), next), cursor);
         Ok(read)
     }
 
@@ -496,7 +545,8 @@ impl Streams {
         };
         let mut last = None;
         for _ in 0..TIME_ROUNDS {
-            let read = Self::fetch(&consumer, TIME_BATCH, name).await?;
+            let mut read = Vec::with_capacity(TIME_BATCH);
+            Self::fetch(&consumer, TIME_BATCH, name, &mut read).await?;
             if let Some((offset, _)) = read.iter().find(|(_, r)| r.time_ms >= time_ms) {
                 return Ok(Some(*offset));
             }
