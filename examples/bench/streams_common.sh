@@ -11,7 +11,7 @@ start() { # config file, data dir; with backend=nats a nats-server of its own to
   if [ "${backend:-redb}" = nats ]; then
     local nport=${NATS_PORT:-14222}
     taskset -c 0 "$(command -v nats-server || echo /usr/sbin/nats-server)" -js -a 127.0.0.1 \
-      -p "$nport" -sd "$2/nats" >/dev/null 2>&1 &
+      -p "$nport" -sd "$2/nats" >/dev/null 2>"${NATS_LOG:-/dev/null}" &
     nats_pid=$!
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$nport) 2>/dev/null && break; sleep 0.1; done
     env=(TERN_CLUSTER__ENABLED=true TERN_CLUSTER__NODE=bench
@@ -19,7 +19,7 @@ start() { # config file, data dir; with backend=nats a nats-server of its own to
   fi
   env TERN_MQTT__BIND=127.0.0.1:$port TERN_STOMP__ENABLED=false TERN_WEBSOCKET__ENABLED=false \
     TERN_HTTP__BIND=127.0.0.1:$http TERN_HTTP__ADMIN_TOKEN=bench TERN_STORAGE__DATA_DIR=$2 \
-    TERN_LOG__LEVEL=error "${env[@]}" taskset -c 0 "$bin/tern" --config "$1" >/dev/null 2>&1 &
+    TERN_LOG__LEVEL=${LOG_LEVEL:-error} "${env[@]}" taskset -c 0 "$bin/tern" --config "$1" >/dev/null 2>"${LOG_FILE:-/dev/null}" &
   pid=$!
   # The broker's processes (tern-bench --broker-pid): tern, and its nats-server.
   pids=$pid${nats_pid:+,$nats_pid}

@@ -349,7 +349,8 @@ impl Streams {
     /// The offset a start position means now.
     fn resolve(&self, log: &StreamLog, position: StartPosition) -> Result<u64, StreamError> {
         if let Some(store) = self.store.as_ref().filter(|s| s.is_shared()) {
-            shared::blocking(|| shared::refresh(store, log));
+            // On one core the once-a-second refresh has to do.
+            let _ = shared::blocking(|| shared::refresh(store, log));
         }
         let (first, next) = {
             let state = log.state.lock();
@@ -357,7 +358,18 @@ impl Streams {
         };
         let at_time = |ms: u64| -> Result<u64, StreamError> {
             let found = match &self.store {
-                Some(store) => shared::blocking(|| store.find_stream_time(&log.name, ms))
+                Some(store) if store.is_shared() => {
+                    shared::blocking(|| store.find_stream_time(&log.name, ms))
+                        .ok_or_else(|| {
+                            StreamError::Invalid(
+                                "a time position needs more than one core with the nats store"
+                                    .into(),
+                            )
+                        })?
+                        .map_err(|e| StreamError::Invalid(e.to_string()))?
+                }
+                Some(store) => store
+                    .find_stream_time(&log.name, ms)
                     .map_err(|e| StreamError::Invalid(e.to_string()))?,
                 None => None,
             };

@@ -20,14 +20,18 @@ use crate::store::Store;
 /// How often a node reads the heads of its streams from a shared store.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// Runs `f`, which may wait for the network, from async code without holding
-/// up the runtime's other tasks (on a multi-threaded runtime).
-pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
+/// Runs `f`, which may wait for the network (the NATS backend answers on
+/// this runtime), from async code without holding up the runtime's other
+/// tasks; None on a single-threaded runtime (one core), whose only thread
+/// cannot wait for itself.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> Option<T> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Some(tokio::task::block_in_place(f))
         }
-        _ => f(),
+        Ok(_) => None,
+        Err(_) => Some(f()),
     }
 }
 

@@ -50,6 +50,8 @@ const READ_AHEAD_BYTES: usize = 1 << 20;
 const TIME_BATCH: usize = 256;
 /// Batches a time lookup scans past JetStream's own time before it settles.
 const TIME_ROUNDS: usize = 64;
+/// Appends unacknowledged at once.
+const IN_FLIGHT: usize = 2_048;
 /// Sends of a run of appends before the commit fails.
 const ATTEMPTS: usize = 3;
 
@@ -318,16 +320,26 @@ impl Streams {
         )))
     }
 
-    /// Sends `run`; on failure, how many of it were acknowledged before the first that was not.
+    /// Sends `run`; on failure, how many of it were acknowledged before the
+    /// first that was not (the rest is sent again: the ids make it harmless).
     async fn send(
         &self,
         run: &[(usize, Arc<str>, u64, Bytes)],
         id: &str,
     ) -> Result<(), (usize, String)> {
         let mut acks = FuturesOrdered::new();
+        let mut done = 0;
         // The subject of the stream appended to last (a run is mostly one stream).
         let mut subject: Option<(&Arc<str>, async_nats::Subject)> = None;
-        for (i, (n, stream, offset, entry)) in run.iter().enumerate() {
+        for (n, stream, offset, entry) in run {
+            // async-nats makes a publish wait while the context has 5,000
+            // unacknowledged (`publish.rs` takes up to 2,048 of them):
+            // the acks are collected as they come, not after the last send.
+            while acks.len() >= IN_FLIGHT {
+                if let Some(ack) = acks.next().await {
+                    self.check(ack, &mut done)?;
+                }
+            }
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{id}.s{n}"));
             let to = match &subject {
@@ -343,23 +355,32 @@ impl Streams {
                 .jetstream
                 .publish_with_headers(to, headers, entry.clone())
                 .await
-                .map_err(|e| (i, e.to_string()))?;
+                .map_err(|e| (done, e.to_string()))?;
             let offset = *offset;
             acks.push_back(async move { ack.await.map(|a| (a.sequence, offset)) });
         }
-        let mut done = 0;
         while let Some(ack) = acks.next().await {
-            let (sequence, offset) = ack.map_err(|e| (done, e.to_string()))?;
-            if sequence != offset + 1 && !self.diverged.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    sequence,
-                    offset,
-                    "a stream append was stored at another offset than this node gave it \
-                     (another node appended to the stream meanwhile)"
-                );
-            }
-            done += 1;
+            self.check(ack, &mut done)?;
         }
+        Ok(())
+    }
+
+    /// One append's acknowledgement, counted in `done`.
+    fn check(
+        &self,
+        ack: Result<(u64, u64), async_nats::jetstream::context::PublishError>,
+        done: &mut usize,
+    ) -> Result<(), (usize, String)> {
+        let (sequence, offset) = ack.map_err(|e| (*done, e.to_string()))?;
+        if sequence != offset + 1 && !self.diverged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                sequence,
+                offset,
+                "a stream append was stored at another offset than this node gave it \
+                 (another node appended to the stream meanwhile)"
+            );
+        }
+        *done += 1;
         Ok(())
     }
 
