@@ -7,11 +7,14 @@
 # 2. replay: the stream filled with MESSAGES 64-byte messages (fan-in, QoS 0),
 #    then `--scenario stream-replay` reads them from `first` at QoS 0 and QoS 1.
 # Broker on core 0, generator on core 1. RUNS (default 3), DURATION (default 5 s),
-# MESSAGES (default 1,000,000); APPEND_ONLY=1 skips the replay. Memory during a
-# replay: streams_memory.sh.
+# MESSAGES (default 1,000,000); APPEND_ONLY=1 skips the replay. BACKENDS
+# (default "redb"; "redb nats" for both in one run): with nats the store is a
+# nats-server -js of its own (also on core 0; its CPU counts as the broker's).
+# Memory during a replay: streams_memory.sh.
 set -euo pipefail
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
+nats_pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$nats_pid" ] && kill "$nats_pid" 2>/dev/null; true' EXIT
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-3}
 duration=${DURATION:-5}
@@ -27,28 +30,31 @@ empty=$(mktemp --suffix=.toml)
 
 rate() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(round(d["msgs_per_s"]))'; }
 
+for backend in ${BACKENDS:-redb}; do
 for ((i = 1; i <= runs; i++)); do
   for mode in none stream; do
     dir=$(mktemp -d)
     if [ "$mode" = stream ]; then start "$conf" "$dir"; else start "$empty" "$dir"; fi
     r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" \
-      --broker-pid "$pid" --json | python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1])
+      --broker-pid "$pids" --json | python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1])
 print("%.0f msg/s, %.0f msg per broker CPU-s" % (d["msgs_per_s"], d["msgs_per_broker_cpu_s"]))')
-    kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
-    echo "append qos1, $mode: $r"
+    stop; rm -rf "$dir"
+    echo "$backend: append qos1, $mode: $r"
   done
 done
 
-if [ -n "${APPEND_ONLY:-}" ]; then rm -f "$conf" "$empty"; exit 0; fi
+if [ -n "${APPEND_ONLY:-}" ]; then continue; fi
 dir=$(mktemp -d)
 start "$conf" "$dir"
 held=$(fill "$messages")
-echo "stream holds $held messages"
+echo "$backend: stream holds $held messages"
 for q in 0 1; do
   for ((i = 1; i <= runs; i++)); do
     r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario stream-replay --replay-qos "$q" \
       --messages "$messages" --duration 300 --json 2>/dev/null | rate)
-    echo "replay qos$q: $r msg/s"
+    echo "$backend: replay qos$q: $r msg/s"
   done
 done
-kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir" "$conf" "$empty"
+stop; rm -rf "$dir"
+done
+rm -f "$conf" "$empty"

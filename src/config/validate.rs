@@ -241,7 +241,7 @@ impl Settings {
         Ok(())
     }
 
-    /// `storage.backend = "nats"` needs the cluster's NATS, and keeps no streams yet.
+    /// `storage.backend = "nats"` needs the cluster's NATS.
     fn validate_store_backend(&self) -> Result<(), ConfigError> {
         if self.storage.backend != super::StoreBackend::Nats || !self.storage.enabled {
             return Ok(());
@@ -252,15 +252,6 @@ impl Settings {
                 reason: "\"nats\" keeps the store in the cluster's JetStream: it needs \
                          [cluster] enabled = true (or use \"redb\")"
                     .into(),
-            });
-        }
-        if let Some(stream) = self.stream.first() {
-            return Err(ConfigError::Invalid {
-                key: "stream",
-                reason: format!(
-                    "stream {:?}: durable streams are not kept by storage.backend = \"nats\" yet",
-                    stream.name
-                ),
             });
         }
         Ok(())

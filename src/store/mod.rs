@@ -24,6 +24,8 @@ mod stream_chunk;
 pub use stream_chunk::encode_record as encode_stream_record;
 #[cfg(test)]
 pub(crate) mod suite;
+#[cfg(test)]
+pub(crate) mod suite_streams;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -179,6 +181,14 @@ pub enum StoreOp {
     },
 }
 
+/// A stream's retention limits, as the store sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub max_age: Option<Duration>,
+    pub max_messages: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
 /// Everything stored, read once at start.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -232,6 +242,15 @@ pub trait Backend: Send + Sync + 'static {
     fn find_stream_time(&self, _stream: &str, _time_ms: u64) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    /// What the store holds of `stream` now (offsets, bytes): asked by a
+    /// node of a cluster whose streams other nodes append to too. None from
+    /// a backend only this node writes to.
+    fn stream_state(&self, _stream: &str) -> Result<Option<StreamState>, StoreError> {
+        Ok(None)
+    }
+    /// The retention limits of `stream` as declared, for a backend that
+    /// enforces them itself (as well as the core's trims).
+    fn configure_stream(&self, _stream: &str, _limits: StreamLimits) {}
     /// The stored state of `client_id` alone (its session, deliveries with
     /// their messages, incoming QoS 2 ids, will), read afresh when this node
     /// takes the session over from another node (`previous_holder`, when
@@ -407,6 +426,16 @@ impl Store {
     /// See [`Backend::find_stream_time`].
     pub fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
         self.backend.find_stream_time(stream, time_ms)
+    }
+
+    /// See [`Backend::stream_state`] (blocks: call it off the async runtime).
+    pub fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
+        self.backend.stream_state(stream)
+    }
+
+    /// See [`Backend::configure_stream`].
+    pub fn configure_stream(&self, stream: &str, limits: StreamLimits) {
+        self.backend.configure_stream(stream, limits);
     }
 
     /// See [`Backend::load_client`] (blocks: call it off the async runtime).

@@ -396,7 +396,6 @@ pub(super) fn find_time(
 mod tests {
     use std::path::PathBuf;
 
-    use crate::store::record::{MessageRecordRef, StreamRecordRef};
     use crate::store::redb::RedbBackend;
     use crate::store::{Backend, StoreOp};
 
@@ -409,29 +408,7 @@ mod tests {
     }
 
     fn append(offset: u64, time_ms: u64) -> StoreOp {
-        let record = StreamRecordRef {
-            time_ms,
-            size: 10,
-            message: MessageRecordRef {
-                topic: "t/1",
-                payload: b"1234567",
-                qos: 0,
-                retain: false,
-                expires_at_ms: None,
-                payload_is_utf8: false,
-                content_type: None,
-                response_topic: None,
-                correlation_data: None,
-                user_properties: &[],
-                publisher: None,
-            },
-        };
-        StoreOp::AppendStream {
-            stream: "s".into(),
-            offset,
-            size: 10,
-            entry: stream_chunk::encode_record(&record).unwrap(),
-        }
+        crate::store::suite_streams::append("s", offset, time_ms)
     }
 
     #[test]

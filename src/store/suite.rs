@@ -43,6 +43,30 @@ macro_rules! store_suite {
             let (_guard, mut open) = $fixture("batch");
             $crate::store::suite::in_one_batch_the_last_write_of_a_key_wins(&mut open);
         }
+        #[test]
+        fn suite_stream_appends_trims_and_consumers_survive_a_restart() {
+            let (_guard, mut open) = $fixture("stream_restart");
+            $crate::store::suite_streams::stream_appends_trims_and_consumers_survive_a_restart(
+                &mut open,
+            );
+        }
+        #[test]
+        fn suite_streams_read_in_batches_and_find_times() {
+            let (_guard, mut open) = $fixture("stream_reads");
+            $crate::store::suite_streams::streams_read_in_batches_and_find_times(&mut open);
+        }
+        #[test]
+        fn suite_a_purged_stream_keeps_its_next_offset() {
+            let (_guard, mut open) = $fixture("stream_purge");
+            $crate::store::suite_streams::a_purged_stream_keeps_its_next_offset(&mut open);
+        }
+        #[test]
+        fn suite_declarations_are_kept_and_a_deleted_stream_leaves_nothing() {
+            let (_guard, mut open) = $fixture("stream_delete");
+            $crate::store::suite_streams::declarations_are_kept_and_a_deleted_stream_leaves_nothing(
+                &mut open,
+            );
+        }
     };
 }
 pub(crate) use store_suite;
@@ -143,7 +167,7 @@ fn will(topic: &str) -> WillRecord {
 }
 
 /// Closes `backend` and opens the storage again.
-fn restart(backend: Arc<dyn Backend>, open: Open) -> Arc<dyn Backend> {
+pub(crate) fn restart(backend: Arc<dyn Backend>, open: Open) -> Arc<dyn Backend> {
     backend.close();
     drop(backend);
     open()

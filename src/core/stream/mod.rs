@@ -10,7 +10,8 @@
 //! - `declared.rs`: streams created and deleted through the admin API, kept in the store;
 //! - `group.rs`: the readers of one named consumer sharing the stream;
 //! - `covering.rs`: which stream keeps every message of some filters (HTTP resume);
-//! - `retention.rs`: the oldest messages removed, a batch at a time.
+//! - `retention.rs`: the oldest messages removed, a batch at a time;
+//! - `shared.rs`: streams in a store other nodes append to (the NATS backend).
 //!
 //! Messages live in the store (appended in the same group commit as the rest
 //! of the publish, so an acknowledged publish is in the stream); only the
@@ -24,6 +25,7 @@ pub mod position;
 mod reader;
 mod retention;
 pub mod settings;
+mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,7 +41,7 @@ use crate::core::router::persist::{message_from_record, message_record_ref};
 use crate::core::session::Session;
 use crate::store::encode_stream_record;
 use crate::store::record::{unix_ms_now, StreamRecord, StreamRecordRef, StreamState};
-use crate::store::{Store, StoreOp};
+use crate::store::{Store, StoreOp, StreamLimits};
 
 use group::Group;
 use log::StreamLog;
@@ -212,6 +214,16 @@ impl Streams {
         if logs.iter().any(|l| *l.name == *settings.name) {
             return Err(StreamError::Exists(settings.name.clone()));
         }
+        if let Some(store) = &self.store {
+            store.configure_stream(
+                &settings.name,
+                StreamLimits {
+                    max_age: retention.max_age,
+                    max_messages: retention.max_messages,
+                    max_bytes: retention.max_bytes,
+                },
+            );
+        }
         let log = Arc::new(StreamLog::new(&settings.name, filters, retention));
         if let Some(state) = self.restored.lock().get(&settings.name) {
             apply_state(&log, state);
@@ -336,12 +348,26 @@ impl Streams {
 
     /// The offset a start position means now.
     fn resolve(&self, log: &StreamLog, position: StartPosition) -> Result<u64, StreamError> {
+        if let Some(store) = self.store.as_ref().filter(|s| s.is_shared()) {
+            // On one core the once-a-second refresh has to do.
+            let _ = shared::blocking(|| shared::refresh(store, log));
+        }
         let (first, next) = {
             let state = log.state.lock();
             (state.first, state.next)
         };
         let at_time = |ms: u64| -> Result<u64, StreamError> {
             let found = match &self.store {
+                Some(store) if store.is_shared() => {
+                    shared::blocking(|| store.find_stream_time(&log.name, ms))
+                        .ok_or_else(|| {
+                            StreamError::Invalid(
+                                "a time position needs more than one core with the nats store"
+                                    .into(),
+                            )
+                        })?
+                        .map_err(|e| StreamError::Invalid(e.to_string()))?
+                }
                 Some(store) => store
                     .find_stream_time(&log.name, ms)
                     .map_err(|e| StreamError::Invalid(e.to_string()))?,
@@ -480,6 +506,10 @@ impl Streams {
     /// append passes a limit and once a second (for age). Runs until the
     /// runtime ends.
     pub async fn retention_loop(self: Arc<Self>) {
+        if let Some(store) = self.store.as_ref().filter(|s| s.is_shared()) {
+            // The store enforces the limits; this node follows its heads.
+            return self.refresh_loop(Arc::clone(store)).await;
+        }
         loop {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), self.retention_wake.notified()).await;

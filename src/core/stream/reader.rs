@@ -178,6 +178,15 @@ impl Reader {
         taken
     }
 
+    /// Makes this reader, taken off the live list, read the store again
+    /// from `offset` (other nodes appended: `shared.rs`).
+    pub fn fall_back(&self, offset: u64) {
+        let mut resume = self.resume.lock();
+        *resume = Some(resume.map_or(offset, |o| o.min(offset)));
+        drop(resume);
+        self.wake.notify_one();
+    }
+
     /// Waits until the session's queue has room for more (or the reader is cancelled).
     async fn room(&self) {
         if self.has_room() {

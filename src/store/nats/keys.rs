@@ -12,6 +12,10 @@
 //! | `r.<topic>` | `MessageRecord` | every node |
 //! | `q.<node>.<queue>.<seq>` | `MessageRecord` | node `<node>` (its local queues) |
 //! | `x.<schema>` | the schema's bytes | every node |
+//! | `c.<stream>.<consumer>` | its last acknowledged offset (`u64`) | every node |
+//! | `y.<stream>` | an admin-created stream's settings (JSON bytes) | every node |
+//!
+//! A stream's messages are in a JetStream stream of their own (`streams.rs`).
 //!
 //! Session state is keyed by client id, which ownership makes unique in the
 //! cluster; message ids and queue sequences are per node, so their keys name it.
@@ -74,6 +78,19 @@ pub(super) fn schema(name: &str) -> String {
     format!("x.{}", kv_key::encode(name))
 }
 
+pub(super) fn stream_consumer(stream: &str, consumer: &str) -> String {
+    format!("c.{}.{}", kv_key::encode(stream), kv_key::encode(consumer))
+}
+
+/// The subject filter of every consumer key of `stream` (in the bucket's stream).
+pub(super) fn stream_consumers_subject(stream: &str) -> String {
+    format!("$KV.{BUCKET}.c.{}.*", kv_key::encode(stream))
+}
+
+pub(super) fn stream_declaration(stream: &str) -> String {
+    format!("y.{}", kv_key::encode(stream))
+}
+
 /// Key filters (`*` one token) covering every record of `client`'s session:
 /// the session, its will, deliveries and incoming QoS 2 ids.
 pub(super) fn client_filters(client: &str) -> [String; 4] {
@@ -97,6 +114,8 @@ pub(super) enum Key {
     Retained(String),
     Queued(String, String, u64),
     Schema(String),
+    StreamConsumer(String, String),
+    StreamDeclaration(String),
 }
 
 /// What `key` names; None for a key this layout never makes.
@@ -109,6 +128,8 @@ pub(super) fn parse(key: &str) -> Option<Key> {
         "w" => Key::Will(text(t)?),
         "r" => Key::Retained(text(t)?),
         "x" => Key::Schema(text(t)?),
+        "y" => Key::StreamDeclaration(text(t)?),
+        "c" => Key::StreamConsumer(text(t)?, text(t)?),
         "d" => Key::Delivery(text(t)?, t.next()?.parse().ok()?),
         "i" => Key::Incoming(text(t)?, t.next()?.parse().ok()?),
         "m" => Key::Message(text(t)?, t.next()?.parse().ok()?),
@@ -141,6 +162,11 @@ mod tests {
                 Key::Queued("n.1".into(), "jobs.a".into(), 3),
             ),
             (schema("temp"), Key::Schema("temp".into())),
+            (
+                stream_consumer("s.1", "c 2"),
+                Key::StreamConsumer("s.1".into(), "c 2".into()),
+            ),
+            (stream_declaration("s"), Key::StreamDeclaration("s".into())),
         ];
         for (key, expected) in cases {
             assert_eq!(parse(&key), Some(expected), "{key}");

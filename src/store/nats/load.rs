@@ -248,7 +248,17 @@ pub(super) fn snapshot(
                 let record: Vec<u8> = decode(&key, &bytes)?;
                 snapshot.schemas.push((name, record));
             }
-            Key::Session(_)
+            Key::StreamConsumer(stream, consumer) if start => {
+                let offset: u64 = decode(&key, &bytes)?;
+                snapshot.stream_consumers.push((stream, consumer, offset));
+            }
+            Key::StreamDeclaration(stream) if start => {
+                let settings: Vec<u8> = decode(&key, &bytes)?;
+                snapshot.stream_declarations.push((stream, settings));
+            }
+            Key::StreamConsumer(..)
+            | Key::StreamDeclaration(_)
+            | Key::Session(_)
             | Key::Delivery(..)
             | Key::Incoming(..)
             | Key::Will(_)

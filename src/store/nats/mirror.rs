@@ -95,12 +95,11 @@ impl Mirror {
         }
     }
 
-    /// The writes `ops` mean, and by how much the stored messages (deliveries
-    /// plus queued) change; true if some were stream operations (not kept).
-    pub(super) fn plan(&mut self, ops: &[StoreOp]) -> (Writes, i64, bool) {
+    /// The bucket writes `ops` mean, and by how much the stored messages
+    /// (deliveries plus queued) change.
+    pub(super) fn plan(&mut self, ops: &[StoreOp]) -> (Writes, i64) {
         let mut batch = Batch::default();
         let mut held = 0i64;
-        let mut streams = false;
         for op in ops {
             if self.fenced(op) {
                 continue;
@@ -233,17 +232,24 @@ impl Mirror {
                 StoreOp::DeleteSchema { name } => {
                     batch.put(keys::schema(name), None);
                 }
-                StoreOp::AppendStream { .. }
-                | StoreOp::TrimStream { .. }
-                | StoreOp::PutStreamConsumer { .. }
-                | StoreOp::PutStreamDeclaration { .. }
-                | StoreOp::DeleteStreamDeclaration { .. }
-                | StoreOp::DeleteStream { .. } => streams = true,
+                StoreOp::PutStreamConsumer {
+                    stream,
+                    consumer,
+                    offset,
+                } => batch.put(keys::stream_consumer(stream, consumer), value(offset)),
+                StoreOp::PutStreamDeclaration { stream, settings } => {
+                    batch.put(keys::stream_declaration(stream), value(settings));
+                }
+                StoreOp::DeleteStreamDeclaration { stream } | StoreOp::DeleteStream { stream } => {
+                    batch.put(keys::stream_declaration(stream), None);
+                }
+                // Their own JetStream streams (`streams.rs`).
+                StoreOp::AppendStream { .. } | StoreOp::TrimStream { .. } => {}
             }
         }
         let (writes, fresh) = batch.finish();
         self.fresh = fresh;
-        (writes, held, streams)
+        (writes, held)
     }
 
     /// Whether `op` writes records of a client id another node took over.

@@ -15,11 +15,9 @@
 //! - `publish.rs`: messages published with one wait for all acks.
 //! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
+//! - `streams.rs`: durable streams, one JetStream stream each.
 //! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
 //!   cluster's too).
-//!
-//! Durable streams are not kept by this backend yet (their operations are
-//! skipped; the configuration refuses `[[stream]]` with it).
 
 mod compact;
 #[cfg(test)]
@@ -37,6 +35,7 @@ pub(crate) mod patience;
 mod publish;
 mod recover;
 mod replay;
+mod streams;
 #[cfg(test)]
 pub(crate) mod test_server;
 #[cfg(test)]
@@ -44,14 +43,15 @@ mod tests;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use parking_lot::Mutex;
 
-use super::{Backend, Snapshot, StoreError, StoreOp};
+use super::record::{StreamRecord, StreamState};
+use super::{Backend, Snapshot, StoreError, StoreOp, StreamLimits};
 use compact::Compactor;
 use mirror::Mirror;
 use patience::Failure;
@@ -95,7 +95,8 @@ pub struct NatsBackend {
     /// One journal append at a time (the writer thread's commits and a
     /// takeover's): the compactor's purge point relies on their order.
     append: Mutex<()>,
-    streams_warned: AtomicBool,
+    /// Durable streams, each a JetStream stream.
+    streams: Arc<streams::Streams>,
     /// Ids for other nodes' messages of sessions taken over: far above any
     /// the core gives (it counts up from the highest loaded at start).
     next_taken_over_id: AtomicU64,
@@ -198,7 +199,7 @@ impl NatsBackend {
         let compactor = Compactor::new(jetstream.clone(), node, boot);
         Compactor::spawn(&compactor, &runtime);
         Ok(NatsBackend {
-            jetstream,
+            jetstream: jetstream.clone(),
             node: node.to_string(),
             runtime,
             foreign,
@@ -208,7 +209,7 @@ impl NatsBackend {
             subject: journal::subject(node),
             compactor,
             append: Mutex::new(()),
-            streams_warned: AtomicBool::new(false),
+            streams: Arc::new(streams::Streams::new(jetstream.clone(), replicas)),
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
         })
     }
@@ -237,14 +238,31 @@ impl NatsBackend {
         &self,
         writes: Vec<(String, Option<bytes::Bytes>)>,
         fresh: &HashSet<String>,
+        stream_writes: Vec<streams::Write>,
     ) -> Result<(), StoreError> {
         let _order = self.append.lock();
         let commit = self.commits.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}.{:x}.{commit}", self.node, self.boot);
         let entries = journal::entries(&writes);
         let (jetstream, subject) = (self.jetstream.clone(), self.subject.clone());
-        let appended =
-            self.run(async move { journal::append(&jetstream, &subject, &entries, &id).await })??;
+        let streams = Arc::clone(&self.streams);
+        // The journal message and the streams' appends at once; done when
+        // both are acknowledged.
+        let (appended, streamed) = self.run(async move {
+            let journal = async {
+                match entries.is_empty() {
+                    true => Ok(None),
+                    false => journal::append(&jetstream, &subject, &entries, &id)
+                        .await
+                        .map(Some),
+                }
+            };
+            tokio::join!(journal, streams.write(stream_writes, &id))
+        })?;
+        streamed?;
+        let Some(appended) = appended? else {
+            return Ok(());
+        };
         if self
             .compactor
             .record(&writes, fresh, appended.0, appended.1)
@@ -259,21 +277,16 @@ impl NatsBackend {
 
 impl Backend for NatsBackend {
     fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
-        let (writes, held, streams, fresh) = {
+        let (writes, held, fresh) = {
             let mut mirror = self.mirror.lock();
-            let (writes, held, streams) = mirror.plan(ops);
-            (writes, held, streams, std::mem::take(&mut mirror.fresh))
+            let (writes, held) = mirror.plan(ops);
+            (writes, held, std::mem::take(&mut mirror.fresh))
         };
-        if streams && !self.streams_warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                node = %self.node,
-                "durable stream operations are not kept by the nats store backend"
-            );
-        }
-        if writes.is_empty() {
+        let stream_writes = streams::plan(ops);
+        if writes.is_empty() && stream_writes.is_empty() {
             return Ok(held);
         }
-        self.commit(writes.into_iter().collect(), &fresh)?;
+        self.commit(writes.into_iter().collect(), &fresh, stream_writes)?;
         Ok(held)
     }
 
@@ -290,7 +303,7 @@ impl Backend for NatsBackend {
                 reason,
             })?;
         let scope = load::Scope::Start(&self.foreign);
-        let (snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
+        let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
         // Fencing: the records of client ids other nodes own now are theirs
         // (they read them from this journal); never written to the bucket.
@@ -304,7 +317,33 @@ impl Backend for NatsBackend {
         // The journal starts short (a failure leaves it to the next round).
         let compactor = Arc::clone(&self.compactor);
         self.run(async move { compactor.logged_round(true).await })?;
+        let streams = Arc::clone(&self.streams);
+        snapshot.streams = self.run(async move { streams.load().await })??;
         Ok(snapshot)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.read(&name, from, max).await })?
+    }
+
+    fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.find_time(&name, time_ms).await })?
+    }
+
+    fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.state(&name).await })?
+    }
+
+    fn configure_stream(&self, stream: &str, limits: StreamLimits) {
+        self.streams.configure(stream, limits);
     }
 
     fn load_client(
@@ -336,7 +375,7 @@ impl Backend for NatsBackend {
         // old holder may write any of them into the bucket late, so their
         // deletes are written too.
         if !read.adopted.is_empty() {
-            self.commit(read.adopted, &HashSet::new())?;
+            self.commit(read.adopted, &HashSet::new(), Vec::new())?;
         }
         let holders: Vec<(String, u64)> = read
             .holders
