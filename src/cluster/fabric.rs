@@ -36,7 +36,8 @@ use crate::core::router::Router;
 
 /// Messages waiting to go to NATS; beyond this (NATS down or slow) new ones
 /// are dropped for other nodes (counted, logged once per outage) while local
-/// delivery goes on. Pointers to messages held anyway: 1 MiB of queue.
+/// delivery goes on. A client's QoS ≥ 1 publish is refused instead
+/// (`Fabric::has_room`), so none is acknowledged without the other nodes. Pointers to messages held anyway: 1 MiB of queue.
 pub const OUTBOUND_QUEUE: usize = 131_072;
 /// Queued messages above which connections stop reading until it drains...
 const CONGESTED_ABOVE: usize = OUTBOUND_QUEUE / 4;
@@ -173,6 +174,10 @@ impl Fabric for NatsFabric {
             );
         }
         0
+    }
+
+    fn has_room(&self) -> bool {
+        self.outbound.capacity() > 0
     }
 
     fn confirmed(&self) -> u64 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::persist::RetainedOrigin;
 use super::restore::stored_subscription;
 use super::wills::WillAction;
-use super::{Attached, NotSessionOwner, Router};
+use super::{AttachRefused, Attached, Router};
 use crate::core::cluster_state::Claimed;
 use crate::core::commit::Commit;
 use crate::core::message::Message;
@@ -25,12 +25,22 @@ impl Router {
         login: &SessionOwner,
         clean_start: bool,
         expiry_interval: u32,
-    ) -> Result<Attached, NotSessionOwner> {
+    ) -> Result<Attached, AttachRefused> {
         let Some(cluster) = self.persistence.cluster().cloned() else {
-            return self.attach(client_id, login, clean_start, expiry_interval);
+            return Ok(self.attach(client_id, login, clean_start, expiry_interval)?);
         };
         let claimed = match cluster.claim(client_id, clean_start).await {
             Ok(claimed) => claimed,
+            Err(e) if self.persistence.store().is_some_and(|s| s.is_shared()) => {
+                // A shared store: a session made here would write the id's
+                // records (deliveries numbered from 1) over those of the
+                // session stored, held by this node or another.
+                self.stats.claims_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(AttachRefused::OwnerUndecided {
+                    client_id: Arc::clone(client_id),
+                    reason: e.to_string(),
+                });
+            }
             Err(e) => {
                 // Local traffic keeps flowing while the shared state is unreachable.
                 let total = self.stats.claims_failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -45,15 +55,28 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        if claimed.held_elsewhere {
-            self.take_over_stored(client_id, clean_start).await;
+        let unread = self.unread_takeovers.lock().contains(client_id);
+        if claimed.held_elsewhere || unread {
+            if let Err(reason) = self.take_over_stored(client_id, clean_start).await {
+                if self.persistence.store().is_some_and(|s| s.is_shared()) {
+                    // Still claimed by this node: the next attempt reads again.
+                    self.unread_takeovers.lock().insert(Arc::clone(client_id));
+                    return Err(AttachRefused::StoredStateUnread {
+                        client_id: Arc::clone(client_id),
+                        reason,
+                    });
+                }
+            }
+            if unread {
+                self.unread_takeovers.lock().remove(client_id);
+            }
         }
         let attached = self.attach(client_id, login, clean_start, expiry_interval);
         let mut attached = match attached {
             Ok(attached) => attached,
             Err(refused) => {
                 cluster.session_ended(client_id);
-                return Err(refused);
+                return Err(refused.into());
             }
         };
         if claimed.held_elsewhere && !clean_start && !attached.session_present {
@@ -71,9 +94,14 @@ impl Router {
     /// Another node held `client_id`: with a store the nodes share, its
     /// stored state becomes this node's: restored to resume it, or, for a
     /// clean start, deleted (here, before this node writes the new session).
-    async fn take_over_stored(self: &Arc<Self>, client_id: &str, clean_start: bool) {
+    /// An error when the stored state could not be read (logged here).
+    async fn take_over_stored(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Result<(), String> {
         let Some(store) = self.persistence.store().cloned() else {
-            return;
+            return Ok(());
         };
         let id = client_id.to_string();
         let loaded = tokio::task::spawn_blocking(move || store.load_client(&id))
@@ -82,10 +110,10 @@ impl Router {
             .and_then(|read| read.map_err(|e| e.to_string()));
         let snapshot = match loaded {
             Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return, // a store of this node alone
+            Ok(None) => return Ok(()), // a store of this node alone
             Err(e) => {
                 tracing::warn!(client_id, error = %e, "stored state of a session taken over not read");
-                return;
+                return Err(e);
             }
         };
         if clean_start {
@@ -105,6 +133,7 @@ impl Router {
                 "session taken over with its stored state"
             );
         }
+        Ok(())
     }
 
     /// Another node took `client_id` over: the connection here is told so
@@ -155,7 +184,10 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        self.take_over_stored(client_id, false).await;
+        if self.take_over_stored(client_id, false).await.is_err() {
+            // Read when its client attaches here (or by the node it goes to).
+            self.unread_takeovers.lock().insert(Arc::from(client_id));
+        }
         self.session(client_id).is_some()
     }
 
