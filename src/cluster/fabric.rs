@@ -143,6 +143,8 @@ pub struct NatsFabric {
     queued_seq: Mutex<u64>,
     /// What the other nodes confirmed (`window.rs`).
     confirmed: tokio::sync::watch::Receiver<u64>,
+    /// What was taken as confirmed after a timeout (`window.rs`).
+    timed_out: Arc<super::window::TimedOut>,
     interest: Arc<Interest>,
     stats: Arc<FabricStats>,
     /// True while messages are being dropped (logged when it starts and ends).
@@ -182,6 +184,10 @@ impl Fabric for NatsFabric {
 
     fn confirmed(&self) -> u64 {
         *self.confirmed.borrow()
+    }
+
+    fn timed_out(&self, seq: u64) -> bool {
+        self.timed_out.contains(seq)
     }
 
     fn wait_confirmed(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -254,6 +260,7 @@ pub fn start(
     let epoch = rand::random::<u64>();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     let (confirmed_tx, confirmed) = tokio::sync::watch::channel(0);
+    let timed_out = Arc::new(super::window::TimedOut::default());
     tracker.spawn(super::outbound::run(
         Outbound {
             cluster: cluster.clone(),
@@ -263,6 +270,7 @@ pub fn start(
             room: Arc::clone(&room),
             epoch,
             confirmed: confirmed_tx,
+            timed_out: Arc::clone(&timed_out),
         },
         queue,
         shutdown.clone(),
@@ -286,6 +294,7 @@ pub fn start(
         outbound,
         queued_seq: Mutex::new(0),
         confirmed,
+        timed_out,
         interest,
         stats,
         dropping,

@@ -39,6 +39,14 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
         u64::MAX
     }
 
+    /// True when message `seq` was taken as confirmed without every node
+    /// alive (one did not answer in time): its publisher must not be
+    /// acknowledged. Asked once [`Fabric::confirmed`] reached `seq`.
+    fn timed_out(&self, seq: u64) -> bool {
+        let _ = seq;
+        false
+    }
+
     /// Resolves once [`Fabric::confirmed`] reaches `seq`.
     fn wait_confirmed(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let _ = seq;

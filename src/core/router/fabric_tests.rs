@@ -20,6 +20,8 @@ struct Recorder {
     confirmed: AtomicU64,
     /// Set: the queue to the other nodes is full (`forward` drops, returns 0).
     full: AtomicBool,
+    /// Messages up to this one were confirmed by a timeout.
+    timed_out: AtomicU64,
 }
 
 impl Fabric for Recorder {
@@ -38,6 +40,10 @@ impl Fabric for Recorder {
 
     fn confirmed(&self) -> u64 {
         self.confirmed.load(Ordering::Relaxed)
+    }
+
+    fn timed_out(&self, seq: u64) -> bool {
+        seq <= self.timed_out.load(Ordering::Relaxed)
     }
     fn interest_added(&self, filter: &str) {
         self.interest.lock().push(format!("+{filter}"));
@@ -172,4 +178,23 @@ async fn a_qos1_message_the_fabric_cannot_take_is_refused_not_acknowledged() {
     // QoS 0 has no ack to hold: delivered here, dropped for the other nodes.
     assert!(router.publish_checked(message("t/0")).is_ok());
     assert_eq!(a.session.pending_len(), 1);
+}
+
+#[tokio::test]
+async fn a_forwarded_qos1_message_a_node_did_not_confirm_in_time_is_not_acknowledged() {
+    let (router, recorder) = setup();
+    let mut qos1 = Message::new("t/1", Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+    qos1.publisher = Some(Arc::from("p"));
+    let qos1 = router.publish_checked(Arc::new(qos1)).expect("taken");
+    // The window gave up on a silent node: confirmed by the timeout.
+    recorder.timed_out.store(1, Ordering::Relaxed);
+    recorder.confirmed.store(1, Ordering::Relaxed);
+    assert!(matches!(
+        router.is_committed(qos1.commit),
+        Err(crate::core::commit::CoreError::NotConfirmed)
+    ));
+    assert!(matches!(
+        router.wait_committed(qos1.commit).await,
+        Err(crate::core::commit::CoreError::NotConfirmed)
+    ));
 }

@@ -240,6 +240,9 @@ impl Router {
         self.persistence.wait(commit).await?;
         if let Some(fabric) = self.routing.fabric().filter(|_| commit.fabric() != 0) {
             fabric.wait_confirmed(commit.fabric()).await;
+            if fabric.timed_out(commit.fabric()) {
+                return Err(CoreError::NotConfirmed);
+            }
         }
         Ok(())
     }
@@ -247,11 +250,11 @@ impl Router {
     /// Whether what `commit` stands for is committed now (true for
     /// [`Commit::NONE`] or without a store); an error when the store failed.
     pub fn is_committed(&self, commit: Commit) -> Result<bool, CoreError> {
-        let confirmed = commit.fabric() == 0
-            || self
-                .routing
-                .fabric()
-                .is_none_or(|fabric| fabric.confirmed() >= commit.fabric());
+        let fabric = self.routing.fabric().filter(|_| commit.fabric() != 0);
+        let confirmed = fabric.is_none_or(|fabric| fabric.confirmed() >= commit.fabric());
+        if confirmed && fabric.is_some_and(|fabric| fabric.timed_out(commit.fabric())) {
+            return Err(CoreError::NotConfirmed);
+        }
         Ok(confirmed && self.persistence.is_committed(commit)?)
     }
 
