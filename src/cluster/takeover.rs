@@ -147,7 +147,7 @@ pub async fn take_over_node(
         .collect();
     // Each survivor in its own order: the work spreads over them.
     clients.shuffle(&mut rand::rng());
-    let (mut sessions, mut freed) = (0usize, 0usize);
+    let (mut sessions, mut freed, mut unread) = (0usize, 0usize, 0usize);
     for client in &clients {
         match ownership.adopt(client, &dead).await {
             Ok(true) => {}
@@ -160,11 +160,14 @@ pub async fn take_over_node(
         let Some(router) = router.upgrade() else {
             return;
         };
-        if router.adopt_session(client).await {
-            sessions += 1;
-        } else {
-            ownership.session_ended(client);
-            freed += 1;
+        match router.adopt_session(client).await {
+            Ok(true) => sessions += 1,
+            Ok(false) => {
+                ownership.session_ended(client);
+                freed += 1;
+            }
+            // Kept, unread: read at the client's next attach (logged there).
+            Err(_) => unread += 1,
         }
     }
     tracing::info!(
@@ -172,6 +175,7 @@ pub async fn take_over_node(
         client_ids = clients.len(),
         sessions,
         freed,
+        unread,
         "cluster: client ids of a dead node taken over"
     );
 }

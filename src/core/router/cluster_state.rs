@@ -179,16 +179,19 @@ impl Router {
     /// A node died holding `client_id`, and this node took the id over:
     /// the session is restored here from the shared store, with its will,
     /// whose delay starts now (sent at once when there is no session to
-    /// resume). True when a session was restored.
-    pub async fn adopt_session(self: &Arc<Self>, client_id: &str) -> bool {
+    /// resume). True when a session was restored; an error when its stored
+    /// state could not be read: the id stays this node's, and the state is
+    /// read when its client attaches here (or by the node it goes to, which
+    /// claims it from this one), never left for a fresh session to write over.
+    pub async fn adopt_session(self: &Arc<Self>, client_id: &str) -> Result<bool, String> {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        if self.take_over_stored(client_id, false).await.is_err() {
-            // Read when its client attaches here (or by the node it goes to).
+        if let Err(e) = self.take_over_stored(client_id, false).await {
             self.unread_takeovers.lock().insert(Arc::from(client_id));
+            return Err(e);
         }
-        self.session(client_id).is_some()
+        Ok(self.session(client_id).is_some())
     }
 
     /// In a cluster with a shared store, the will of a live connection is
