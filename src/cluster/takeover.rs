@@ -160,7 +160,7 @@ pub async fn take_over_node(
         let Some(router) = router.upgrade() else {
             return;
         };
-        match router.adopt_session(client).await {
+        match adopt_patiently(&router, &ownership, client).await {
             Ok(true) => sessions += 1,
             Ok(false) => {
                 ownership.session_ended(client);
@@ -178,4 +178,29 @@ pub async fn take_over_node(
         unread,
         "cluster: client ids of a dead node taken over"
     );
+}
+
+/// Reads of an adopted session's stored state tried before it is left for
+/// its client's next attach (JetStream electing a leader: about 10 s).
+const ADOPT_TRIES: usize = 8;
+/// Between two of them.
+const ADOPT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`Router::adopt_session`], tried again while the stored state cannot be
+/// read and this node still holds the id: a session left unread is on no
+/// node, and what is published for it meanwhile reaches no store.
+async fn adopt_patiently(
+    router: &Arc<Router>,
+    ownership: &Ownership,
+    client: &str,
+) -> Result<bool, String> {
+    let mut tries = 1;
+    loop {
+        let adopted = router.adopt_session(client).await;
+        if adopted.is_ok() || tries == ADOPT_TRIES || !ownership.holds(client) {
+            return adopted;
+        }
+        tries += 1;
+        tokio::time::sleep(ADOPT_RETRY).await;
+    }
 }

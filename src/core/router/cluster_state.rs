@@ -55,7 +55,9 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        let unread = self.unread_takeovers.lock().contains(client_id);
+        // Read once: a session restored here since (an adoption tried again) is not read twice.
+        let unread =
+            self.unread_takeovers.lock().contains(client_id) && self.session(client_id).is_none();
         if claimed.held_elsewhere || unread {
             if let Err(reason) = self.take_over_stored(client_id, clean_start).await {
                 if self.persistence.store().is_some_and(|s| s.is_shared()) {
@@ -184,6 +186,9 @@ impl Router {
     /// read when its client attaches here (or by the node it goes to, which
     /// claims it from this one), never left for a fresh session to write over.
     pub async fn adopt_session(self: &Arc<Self>, client_id: &str) -> Result<bool, String> {
+        if self.session(client_id).is_some() {
+            return Ok(true); // restored meanwhile (its client attached here)
+        }
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
@@ -191,6 +196,7 @@ impl Router {
             self.unread_takeovers.lock().insert(Arc::from(client_id));
             return Err(e);
         }
+        self.unread_takeovers.lock().remove(client_id);
         Ok(self.session(client_id).is_some())
     }
 
