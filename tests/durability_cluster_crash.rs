@@ -189,6 +189,7 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
                 ("TERN_CLUSTER__NODE", name.as_str()),
                 ("TERN_CLUSTER__NATS_URLS", urls.as_str()),
                 ("TERN_CLUSTER__REPLICAS", replicas),
+                ("TERN_CLUSTER__STRICT_ACKS", "true"),
                 ("TERN_STORAGE__BACKEND", "nats"),
                 ("TERN_STORAGE__DURABILITY", durability),
                 ("TERN_LOG__LEVEL", "info"),

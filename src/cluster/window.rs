@@ -26,11 +26,12 @@
 //!   the acks of the messages that sync covered).
 //! - A sync counts as confirmed when every node alive at the time (status
 //!   heartbeats) answered, or after [`CONFIRM_TIMEOUT`] (a node that died
-//!   does not stop the others; counted in `confirm_timeouts`). The messages
-//!   a timed-out sync covered are noted ([`TimedOut`]): the node that did not
-//!   answer may be dead and not yet noticed, its sessions without them, so
-//!   their publishers are not acknowledged (their connections close; they
-//!   send them again) instead of acknowledged for the nodes that answered.
+//!   does not stop the others; counted in `confirm_timeouts`). With
+//!   `cluster.strict_acks` the messages a timed-out sync covered are noted
+//!   ([`TimedOut`]): the node that did not answer may be dead and not yet
+//!   noticed, its sessions without them, so their publishers are not
+//!   acknowledged (their connections close; they send them again) instead
+//!   of acknowledged for the nodes that answered.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -325,8 +326,12 @@ impl Window {
         let Some(expired) = self.outstanding.pop_front() else {
             return;
         };
-        // Noted before the acks waiting on it are woken.
-        self.timed_out.add(self.confirmed, expired.seq);
+        // Noted before the acks waiting on it are woken. Not while this
+        // node is cut off from NATS itself: local traffic goes on then, and
+        // what is queued for the other nodes goes once it is back.
+        if self.cluster.strict_acks() && self.cluster.state().is_connected() {
+            self.timed_out.add(self.confirmed, expired.seq);
+        }
         self.set_confirmed(expired.seq);
         let total = self.stats.confirm_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(100) {
