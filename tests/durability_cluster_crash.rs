@@ -9,6 +9,21 @@
 //! counts, per subscriber: acknowledged messages never delivered, QoS 2
 //! duplicates and per-publisher order violations — all must be 0.
 //!
+//! What counts (`common::crash::Tally`): a publisher sends one message at a
+//! time and, after a lost connection, goes on with the next number on a new
+//! clean connection: it never resends, so a message it saw no ack for is
+//! neither required nor a reorder when it comes late, and no repeat comes
+//! from a publisher. An order violation is a message received for the first
+//! time after a later one of its publisher; QoS 1 repeats (DUP) are allowed
+//! and not counted; a QoS 2 repeat is one with a new packet id (the
+//! subscriber forgets an id at PUBREL, as MQTT says).
+//!
+//! Diagnostics printed per subscriber with a fault: runs of missing messages
+//! (when and by which node the first was acknowledged), the first order
+//! violations and QoS 2 repeats (which connection, node and time each came
+//! on), and the subscriber's connections (node port, from..to ms), to read
+//! against the kill times printed on the same clock.
+//!
 //! `CLUSTER_CRASH_LOSSY=1` runs the same with `[storage] durability = "none"`
 //! and replicas 1, and kills the NATS server that holds the store: it must
 //! report losses (the test fails), which shows that it can see them. (Not
@@ -22,7 +37,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::crash::{consume, publisher, rand_u64, Acked, Received, Tally};
+use common::crash::{
+    consume, missing_examples, now_ms, publisher, rand_u64, Acked, Received, Tally,
+};
 use common::nats::{store_stream, NatsCluster};
 use common::process::{data_dir, free_port, Broker, Conn};
 use tern_mqtt::{Packet, Properties, Publish, QoS};
@@ -156,6 +173,7 @@ async fn await_routes(addrs: &[SocketAddr], online: &[Arc<Mutex<Received>>]) {
 #[ignore = "fails until issue #19 makes delivery across nodes durable (README, Durability)"]
 async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
     let lossy = std::env::var_os("CLUSTER_CRASH_LOSSY").is_some_and(|v| v != "0");
+    now_ms(); // The diagnostics' clock starts here.
     let mut nats = NatsCluster::start(3).await;
     let urls = nats.urls();
     let (replicas, durability) = if lossy {
@@ -171,6 +189,7 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
                 ("TERN_CLUSTER__NODE", name.as_str()),
                 ("TERN_CLUSTER__NATS_URLS", urls.as_str()),
                 ("TERN_CLUSTER__REPLICAS", replicas),
+                ("TERN_CLUSTER__STRICT_ACKS", "true"),
                 ("TERN_STORAGE__BACKEND", "nats"),
                 ("TERN_STORAGE__DURABILITY", durability),
                 ("TERN_LOG__LEVEL", "info"),
@@ -240,11 +259,14 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
         let victim = (rand_u64() % NODES as u64) as usize;
         nodes[victim].kill9();
         eprintln!(
-            "kill {}/{KILLS}: {} after {pause} ms",
+            "kill {}/{KILLS}: {} (:{}) after {pause} ms, at {} ms",
             kill + 1,
-            nodes[victim].name
+            nodes[victim].name,
+            nodes[victim].mqtt.port(),
+            now_ms()
         );
         nodes[victim].start(&nats).await;
+        eprintln!("{} back at {} ms", nodes[victim].name, now_ms());
         if kill == NATS_KILL {
             let server = if lossy {
                 store_leader(&nats).await
@@ -254,7 +276,7 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
             nats.kill9(server);
             let killed = Instant::now();
             let name = nats.servers[server].name.clone();
-            eprintln!("killed NATS server {name}");
+            eprintln!("killed NATS server {name} at {} ms", now_ms());
             // The nodes go on under load on the other two; every stream has a
             // leader again after an election (measured, not required).
             let alive: Vec<String> = (0..nats.servers.len())
@@ -318,8 +340,23 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
     }
     let mut total = Tally::default();
     for (id, _, received) in &subscribers {
-        let tally = Tally::of(&received.lock().unwrap(), &acked);
+        let received = received.lock().unwrap();
+        let tally = Tally::of(&received, &acked);
         eprintln!("{id}: {tally}");
+        for line in missing_examples(&received, &acked, 8)
+            .into_iter()
+            .chain(received.examples(8))
+        {
+            eprintln!("  {line}");
+        }
+        if tally.missing + tally.qos2_duplicates + tally.order_violations > 0 {
+            let timeline: Vec<String> = received
+                .timeline
+                .iter()
+                .map(|(port, from, to)| format!(":{port} {from}..{to}"))
+                .collect();
+            eprintln!("  connections (port, ms): {}", timeline.join(", "));
+        }
         total.acknowledged = tally.acknowledged;
         total.received += tally.received;
         total.missing += tally.missing;

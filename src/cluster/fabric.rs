@@ -36,7 +36,8 @@ use crate::core::router::Router;
 
 /// Messages waiting to go to NATS; beyond this (NATS down or slow) new ones
 /// are dropped for other nodes (counted, logged once per outage) while local
-/// delivery goes on. Pointers to messages held anyway: 1 MiB of queue.
+/// delivery goes on. A client's QoS ≥ 1 publish is refused instead
+/// (`Fabric::has_room`), so none is acknowledged without the other nodes. Pointers to messages held anyway: 1 MiB of queue.
 pub const OUTBOUND_QUEUE: usize = 131_072;
 /// Queued messages above which connections stop reading until it drains...
 const CONGESTED_ABOVE: usize = OUTBOUND_QUEUE / 4;
@@ -142,6 +143,8 @@ pub struct NatsFabric {
     queued_seq: Mutex<u64>,
     /// What the other nodes confirmed (`window.rs`).
     confirmed: tokio::sync::watch::Receiver<u64>,
+    /// What was taken as confirmed after a timeout (`window.rs`).
+    timed_out: Arc<super::window::TimedOut>,
     interest: Arc<Interest>,
     stats: Arc<FabricStats>,
     /// True while messages are being dropped (logged when it starts and ends).
@@ -175,8 +178,16 @@ impl Fabric for NatsFabric {
         0
     }
 
+    fn has_room(&self) -> bool {
+        self.outbound.capacity() > 0
+    }
+
     fn confirmed(&self) -> u64 {
         *self.confirmed.borrow()
+    }
+
+    fn timed_out(&self, seq: u64) -> bool {
+        self.timed_out.contains(seq)
     }
 
     fn wait_confirmed(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -249,6 +260,7 @@ pub fn start(
     let epoch = rand::random::<u64>();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     let (confirmed_tx, confirmed) = tokio::sync::watch::channel(0);
+    let timed_out = Arc::new(super::window::TimedOut::default());
     tracker.spawn(super::outbound::run(
         Outbound {
             cluster: cluster.clone(),
@@ -258,6 +270,7 @@ pub fn start(
             room: Arc::clone(&room),
             epoch,
             confirmed: confirmed_tx,
+            timed_out: Arc::clone(&timed_out),
         },
         queue,
         shutdown.clone(),
@@ -281,6 +294,7 @@ pub fn start(
         outbound,
         queued_seq: Mutex::new(0),
         confirmed,
+        timed_out,
         interest,
         stats,
         dropping,

@@ -21,7 +21,10 @@
 //!   subscription of their own and are ordered with the messages; once every
 //!   message of its origin before it is routed and what that routing stored
 //!   is committed, a sync is confirmed (by a task of its own, [`confirm`],
-//!   so routing goes on while the store commits).
+//!   so routing goes on while the store commits). The confirm names the
+//!   first sync of that origin seen here: the sender counts it for the syncs
+//!   after that one only (a node just (re)started did not see what came
+//!   before it subscribed).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -55,9 +58,10 @@ const CONFIRMS_QUEUE: usize = 1_024;
 /// with nothing more in (see `run`).
 const YIELD_FROM: usize = 16;
 
-/// A routed sync: its reply subject, its number, and the commit of
-/// everything routed before it.
-type Confirm = (async_nats::Subject, u64, Commit);
+/// A routed sync: its reply subject, its number, the number of the first
+/// sync of its origin this node saw, and the commit of everything routed
+/// before it.
+type Confirm = (async_nats::Subject, u64, u64, Commit);
 
 /// Which subscriptions have been woken since last looked at.
 #[derive(Debug, Default)]
@@ -110,6 +114,10 @@ struct OriginState {
     node: String,
     epoch: u64,
     last_routed: u64,
+    /// The first sync of this origin seen here: this node vouches only for
+    /// the syncs after it (it may have missed messages the first covered,
+    /// sent before it subscribed: a node just started).
+    first_sync: Option<u64>,
     /// This node's name (a message from it is dropped).
     own: bool,
 }
@@ -356,7 +364,8 @@ impl Inbound {
             let message = match item.item {
                 Item::Message(message) => message,
                 Item::Sync(reply) => {
-                    self.confirms.push((reply, item.seq, self.stored));
+                    let first = *self.origins[item.origin].first_sync.get_or_insert(item.seq);
+                    self.confirms.push((reply, item.seq, first, self.stored));
                     continue;
                 }
             };
@@ -467,7 +476,7 @@ async fn confirm(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receive
     let mut taken = Vec::with_capacity(64);
     while queue.recv_many(&mut taken, 64).await > 0 {
         let mut commit = Commit::NONE;
-        for (_, _, stored) in &taken {
+        for (_, _, _, stored) in &taken {
             commit.include(*stored);
         }
         if let Err(e) = router.wait_committed(commit).await {
@@ -475,8 +484,8 @@ async fn confirm(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receive
                 "cluster: the store failed: messages from other nodes are no longer confirmed");
             return;
         }
-        for (reply, seq, _) in taken.drain(..) {
-            let payload = encode_confirm(seq, cluster.node());
+        for (reply, seq, first, _) in taken.drain(..) {
+            let payload = encode_confirm(seq, first, cluster.node());
             // Fails only once the client is closed; the sender stops waiting by itself.
             let _ = cluster.client().publish(reply, payload).await;
         }
@@ -496,6 +505,7 @@ fn origin_index(origins: &mut Vec<OriginState>, own: &str, node: &str, epoch: u6
                 node: node.to_string(),
                 epoch,
                 last_routed: 0,
+                first_sync: None,
                 own: node == own,
             });
             origins.len() - 1

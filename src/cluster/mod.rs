@@ -124,6 +124,8 @@ pub struct Cluster {
     node: Arc<str>,
     replicas: usize,
     window: usize,
+    /// `cluster.strict_acks` (`window.rs`).
+    strict_acks: bool,
     timing: liveness::Timing,
     state: Arc<ConnectionState>,
 }
@@ -219,6 +221,7 @@ impl Cluster {
             node: Arc::from(settings.node.as_str()),
             replicas: settings.replicas,
             window: settings.window,
+            strict_acks: settings.strict_acks,
             timing: liveness::Timing {
                 interval: Duration::from_millis(settings.liveness_interval_ms),
                 dead_after: Duration::from_millis(settings.dead_after_ms),
@@ -250,6 +253,11 @@ impl Cluster {
     /// Messages this node may have sent unconfirmed (`cluster.window`).
     pub fn window(&self) -> usize {
         self.window
+    }
+
+    /// Whether an ack whose sync timed out fails (`cluster.strict_acks`).
+    pub fn strict_acks(&self) -> bool {
+        self.strict_acks
     }
 
     /// How often this node beats and when another is dead (`[cluster]`).

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::fabric::{FabricStats, OUTBOUND_QUEUE, ROOM_BELOW};
 use super::status::ClusterStatus;
 use super::subject::topic_to_subject;
-use super::window::Window;
+use super::window::{TimedOut, Window};
 use super::wire::{self, Origin};
 use super::Cluster;
 use crate::core::message::{Message, QoS};
@@ -45,6 +45,8 @@ pub(super) struct Outbound {
     pub(super) epoch: u64,
     /// Where the window tells what the other nodes confirmed (acks wait on it).
     pub(super) confirmed: tokio::sync::watch::Sender<u64>,
+    /// Where the window notes messages confirmed by a timeout (their acks fail).
+    pub(super) timed_out: Arc<TimedOut>,
 }
 
 /// Publishes queued messages in queue order (see the module's doc).
@@ -61,8 +63,17 @@ pub(super) async fn run(
         room,
         epoch,
         confirmed,
+        timed_out,
     } = out;
-    let window = match Window::open(&cluster, status, Arc::clone(&stats), epoch, confirmed).await {
+    let opened = Window::open(
+        &cluster,
+        status,
+        Arc::clone(&stats),
+        epoch,
+        confirmed,
+        timed_out,
+    );
+    let window = match opened.await {
         Ok(window) => Some(window),
         Err(confirmed) => {
             // No flow control: acks wait for no confirm.

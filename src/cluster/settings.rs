@@ -30,6 +30,11 @@ pub struct ClusterSettings {
     /// yet confirmed routing; at the limit it waits for them (and slows its
     /// publishers) instead of letting NATS drop what they cannot take.
     pub window: usize,
+    /// A QoS 1/2 publish whose sync a node did not confirm in time is not
+    /// acknowledged (its connection closes; the client sends it again)
+    /// instead of acknowledged for the nodes that answered. Off by default:
+    /// a node reconnecting to another NATS server then fails its peers' acks.
+    pub strict_acks: bool,
     /// Seconds a node has to finish a cluster queue message (its consumer acks)
     /// before JetStream hands it to a consumer on another node (a node that
     /// died holding it).
@@ -55,6 +60,7 @@ impl Default for ClusterSettings {
             ca_file: None,
             replicas: 1,
             window: DEFAULT_WINDOW,
+            strict_acks: false,
             ack_wait_secs: 10,
             liveness_interval_ms: DEFAULT_LIVENESS_INTERVAL_MS,
             dead_after_ms: DEFAULT_DEAD_AFTER_MS,

@@ -147,10 +147,10 @@ pub async fn take_over_node(
         .collect();
     // Each survivor in its own order: the work spreads over them.
     clients.shuffle(&mut rand::rng());
-    let (mut sessions, mut freed, mut failed) = (0usize, 0usize, 0usize);
+    let (mut sessions, mut freed, mut failed, mut unread) = (0usize, 0usize, 0usize, 0usize);
     for client in &clients {
         // Held while the session is restored (see `Ownership::adopt`).
-        let _claim = match ownership.adopt(client, &dead).await {
+        let claim = match ownership.adopt(client, &dead).await {
             Ok(Some(claim)) => claim,
             Ok(None) => continue,
             Err(e) => {
@@ -162,11 +162,18 @@ pub async fn take_over_node(
         let Some(router) = router.upgrade() else {
             return;
         };
-        if router.adopt_session(client, &dead).await {
-            sessions += 1;
-        } else {
-            ownership.session_ended(client);
-            freed += 1;
+        // The first read with the id held (see `Ownership::adopt`); tries
+        // after a failed one let the client's CONNECT in meanwhile.
+        let first = router.adopt_session(client, &dead).await;
+        drop(claim);
+        match adopt_patiently(&router, &ownership, client, &dead, first).await {
+            Ok(true) => sessions += 1,
+            Ok(false) => {
+                ownership.session_ended(client);
+                freed += 1;
+            }
+            // Kept, unread: read at the client's next attach (logged there).
+            Err(_) => unread += 1,
         }
     }
     tracing::info!(
@@ -174,16 +181,44 @@ pub async fn take_over_node(
         client_ids = clients.len(),
         sessions,
         freed,
+        unread,
         "cluster: client ids of a dead node taken over"
     );
     // Its journal goes when no record in it is needed any more (the last
-    // survivor to finish finds so).
-    if failed == 0 {
+    // survivor to finish finds so; an unread session's records are there).
+    if failed == 0 && unread == 0 {
         match crate::store::nats::purge_dead_journal(&jetstream, &dead).await {
             Ok(purged) => tracing::debug!(dead_node = %dead, purged, "journal of a dead node"),
             Err(e) => {
                 tracing::debug!(dead_node = %dead, error = %e, "journal of a dead node not purged")
             }
         }
+    }
+}
+
+/// Reads of an adopted session's stored state tried before it is left for
+/// its client's next attach (JetStream electing a leader: about 10 s).
+const ADOPT_TRIES: usize = 8;
+/// Between two of them.
+const ADOPT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`Router::adopt_session`], tried again while the stored state cannot be
+/// read and this node still holds the id: a session left unread is on no
+/// node, and what is published for it meanwhile reaches no store.
+async fn adopt_patiently(
+    router: &Arc<Router>,
+    ownership: &Ownership,
+    client: &str,
+    dead: &str,
+    first: Result<bool, String>,
+) -> Result<bool, String> {
+    let (mut tries, mut adopted) = (1, first);
+    loop {
+        if adopted.is_ok() || tries == ADOPT_TRIES || !ownership.holds(client) {
+            return adopted;
+        }
+        tries += 1;
+        tokio::time::sleep(ADOPT_RETRY).await;
+        adopted = router.adopt_session(client, dead).await;
     }
 }

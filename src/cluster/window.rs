@@ -18,10 +18,20 @@
 //!   messages arrive on, so a sync comes after what was sent before it; the
 //!   inbound task orders it with them and answers once it has routed every
 //!   earlier message of that origin and the store writes that routing made
-//!   are committed (`[seq: u64 BE][node name]`).
+//!   are committed (`[seq: u64 BE][first: u64 BE][node name]`, `first` the
+//!   first sync of this sender that node saw: the confirm counts for the
+//!   sync it answers and those after `first` only, so a node restarted under
+//!   its name does not confirm the earlier syncs, sent while it was down;
+//!   the first sync it sees is taken on trust, or a node's start would fail
+//!   the acks of the messages that sync covered).
 //! - A sync counts as confirmed when every node alive at the time (status
 //!   heartbeats) answered, or after [`CONFIRM_TIMEOUT`] (a node that died
-//!   does not stop the others; counted in `confirm_timeouts`).
+//!   does not stop the others; counted in `confirm_timeouts`). With
+//!   `cluster.strict_acks` the messages a timed-out sync covered are noted
+//!   ([`TimedOut`]): the node that did not answer may be dead and not yet
+//!   noticed, its sessions without them, so their publishers are not
+//!   acknowledged (their connections close; they send them again) instead
+//!   of acknowledged for the nodes that answered.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -42,8 +52,36 @@ use super::Cluster;
 pub const SYNC_PREFIX: &str = "tern.sync.";
 /// Subjects of confirms: `tern.confirm.<node>.<epoch>`.
 const CONFIRM_PREFIX: &str = "tern.confirm.";
-/// A sync not confirmed by every node by then counts as confirmed.
+/// A sync not confirmed by every node by then counts as confirmed, its
+/// messages as timed out.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Ranges of timed-out messages kept: an ack asks right after its number is
+/// confirmed, so only the last few matter.
+const TIMED_OUT_KEPT: usize = 1_024;
+
+/// Message numbers taken as confirmed because a sync timed out, as ranges
+/// `(after, upto]`, the newest last (at most [`TIMED_OUT_KEPT`]).
+#[derive(Debug, Default)]
+pub(super) struct TimedOut(parking_lot::Mutex<VecDeque<(u64, u64)>>);
+
+impl TimedOut {
+    fn add(&self, after: u64, upto: u64) {
+        let mut ranges = self.0.lock();
+        if ranges.len() == TIMED_OUT_KEPT {
+            ranges.pop_front();
+        }
+        ranges.push_back((after, upto));
+    }
+
+    /// Whether message `seq` was in a sync that timed out.
+    pub(super) fn contains(&self, seq: u64) -> bool {
+        self.0
+            .lock()
+            .iter()
+            .rev()
+            .any(|&(after, upto)| after < seq && seq <= upto)
+    }
+}
 
 pub(super) fn encode_sync(epoch: u64, seq: u64) -> Bytes {
     let mut out = BytesMut::with_capacity(16);
@@ -59,18 +97,20 @@ pub(super) fn decode_sync(payload: &[u8]) -> Option<(u64, u64)> {
     (payload.len() == 16).then_some((epoch, seq))
 }
 
-pub(super) fn encode_confirm(seq: u64, node: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(8 + node.len());
+pub(super) fn encode_confirm(seq: u64, first: u64, node: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + node.len());
     out.put_u64(seq);
+    out.put_u64(first);
     out.put_slice(node.as_bytes());
     out.freeze()
 }
 
-/// `(seq, node)` of a confirm payload.
-fn decode_confirm(payload: &[u8]) -> Option<(u64, &str)> {
+/// `(seq, first, node)` of a confirm payload.
+fn decode_confirm(payload: &[u8]) -> Option<(u64, u64, &str)> {
     let seq = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
-    let node = std::str::from_utf8(payload.get(8..)?).ok()?;
-    Some((seq, node))
+    let first = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
+    let node = std::str::from_utf8(payload.get(16..)?).ok()?;
+    Some((seq, first, node))
 }
 
 /// A sync sent and the nodes that have not confirmed it yet.
@@ -96,6 +136,8 @@ pub(super) struct Window {
     confirmed: u64,
     /// `confirmed`, for the acks waiting on it (`NatsFabric::wait_confirmed`).
     confirmed_tx: tokio::sync::watch::Sender<u64>,
+    /// What was confirmed by a timeout (the acks waiting on it fail).
+    timed_out: Arc<TimedOut>,
     /// The last message a sync covered.
     last_sync: u64,
 }
@@ -110,6 +152,7 @@ impl Window {
         stats: Arc<FabricStats>,
         epoch: u64,
         confirmed_tx: tokio::sync::watch::Sender<u64>,
+        timed_out: Arc<TimedOut>,
     ) -> Result<Window, tokio::sync::watch::Sender<u64>> {
         let confirm_subject =
             async_nats::Subject::from(format!("{CONFIRM_PREFIX}{}.{epoch}", cluster.node()));
@@ -135,6 +178,7 @@ impl Window {
             outstanding: VecDeque::new(),
             confirmed: 0,
             confirmed_tx,
+            timed_out,
             last_sync: 0,
         })
     }
@@ -253,16 +297,19 @@ impl Window {
         }
     }
 
-    /// A node confirmed every message up to `seq`: every sync up to it.
+    /// A node confirmed every message up to `seq` since its first sync
+    /// `first`: sync `seq` and every sync after `first` up to it.
     fn apply(&mut self, payload: &[u8]) {
-        let Some((seq, node)) = decode_confirm(payload) else {
+        let Some((seq, first, node)) = decode_confirm(payload) else {
             return;
         };
         for outstanding in self.outstanding.iter_mut() {
             if outstanding.seq > seq {
                 break;
             }
-            outstanding.waiting.remove(node);
+            if outstanding.seq == seq || outstanding.seq > first {
+                outstanding.waiting.remove(node);
+            }
         }
         while self
             .outstanding
@@ -279,6 +326,12 @@ impl Window {
         let Some(expired) = self.outstanding.pop_front() else {
             return;
         };
+        // Noted before the acks waiting on it are woken. Not while this
+        // node is cut off from NATS itself: local traffic goes on then, and
+        // what is queued for the other nodes goes once it is back.
+        if self.cluster.strict_acks() && self.cluster.state().is_connected() {
+            self.timed_out.add(self.confirmed, expired.seq);
+        }
         self.set_confirmed(expired.seq);
         let total = self.stats.confirm_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(100) {
@@ -299,9 +352,23 @@ mod tests {
         assert_eq!(decode_sync(&encode_sync(7, 42)), Some((7, 42)));
         assert_eq!(decode_sync(b"short"), None);
         assert_eq!(
-            decode_confirm(&encode_confirm(42, "tern-2")),
-            Some((42, "tern-2"))
+            decode_confirm(&encode_confirm(42, 7, "tern-2")),
+            Some((42, 7, "tern-2"))
         );
         assert_eq!(decode_confirm(b"1234"), None);
+    }
+
+    #[test]
+    fn timed_out_ranges_hold_the_numbers_their_syncs_covered() {
+        let timed_out = TimedOut::default();
+        timed_out.add(10, 20);
+        assert!(!timed_out.contains(10));
+        assert!(timed_out.contains(11) && timed_out.contains(20));
+        assert!(!timed_out.contains(21));
+        for i in 0..TIMED_OUT_KEPT as u64 {
+            timed_out.add(100 + i, 101 + i);
+        }
+        assert!(!timed_out.contains(15), "the oldest range made room");
+        assert!(timed_out.contains(101));
     }
 }

@@ -67,6 +67,11 @@ pub enum CoreError {
     /// The store failed or is shut down: what was acknowledged can no longer be kept.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Cluster mode: a node alive did not confirm the message in time (it may
+    /// be dead and not yet noticed): its sessions may not have it, so the
+    /// publisher is not acknowledged (it sends the message again).
+    #[error("other cluster nodes did not confirm the message in time")]
+    NotConfirmed,
 }
 
 #[cfg(test)]

@@ -25,11 +25,26 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// once [`Fabric::confirmed`] reaches it.
     fn forward(&self, message: &Arc<Message>) -> u64;
 
+    /// Whether [`Fabric::forward`] would take a message now. A QoS ≥ 1
+    /// publish is refused when not (its publisher sends it again), never
+    /// acknowledged for this node alone.
+    fn has_room(&self) -> bool {
+        true
+    }
+
     /// Every message up to this number is confirmed by the other nodes alive
     /// (routed there and what that stored committed), or taken as confirmed
     /// (a node that did not answer in time, or no flow control).
     fn confirmed(&self) -> u64 {
         u64::MAX
+    }
+
+    /// True when message `seq` was taken as confirmed without every node
+    /// alive (one did not answer in time): its publisher must not be
+    /// acknowledged. Asked once [`Fabric::confirmed`] reached `seq`.
+    fn timed_out(&self, seq: u64) -> bool {
+        let _ = seq;
+        false
     }
 
     /// Resolves once [`Fabric::confirmed`] reaches `seq`.

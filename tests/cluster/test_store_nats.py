@@ -9,13 +9,14 @@ nodes of one NATS.
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 from rawmqtt import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawMqtt
 from clusterutil import await_route, mqtt_probe
 from mqttutil import TIMEOUT, MqttClient, unique
 from test_cluster_state import CLIENTS_STREAM, stream_last_seq, wait_for_writes
-from test_operations import TOKEN, http_get, wait_for
+from test_operations import TOKEN, http_get, metric, wait_for
 from test_wills import will
 
 NATS_STORE = {"TERN_STORAGE__BACKEND": "nats"}
@@ -153,3 +154,40 @@ def test_resume_on_another_node_cancels_the_delayed_will_of_a_lost_connection(na
     watcher.expect_nothing(within=delay + 2.0)
     mqtt(a, "5.0").publish(topic, b"marker", qos=1)
     assert watcher.expect().payload == b"marker"
+
+
+def raw_connack(broker, client_id: bytes) -> bytes:
+    """CONNECT (MQTT 3.1.1, clean session off) and the 4 bytes of the answer."""
+    variable = b"\x00\x04MQTT\x04\x00\x00\x1e"  # clean session off, keep-alive 30
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    with socket.create_connection((broker.host, broker.mqtt_port), timeout=TIMEOUT) as sock:
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        connack = b""
+        while len(connack) < 4:
+            chunk = sock.recv(4 - len(connack))
+            assert chunk, f"connection closed after {connack!r}"
+            connack += chunk
+    return connack
+
+
+def test_a_client_id_whose_holder_cannot_be_decided_is_refused_with_the_shared_store(nats, nodes):
+    """NATS gone: a node with the shared store cannot claim the id, and a
+    session made on it alone would write the id's stored records (deliveries
+    numbered from 1 again) beside the node that may hold it. The client is
+    refused (CONNACK 3, server unavailable) and is served once NATS is back."""
+    a = nodes.start("tern-a", [nats.url], NATS_STORE)
+    nats.kill()
+    client_id = unique("undecided").encode()
+    assert raw_connack(a, client_id) == b"\x20\x02\x00\x03", "session not present, server unavailable"
+    nats.start()
+
+    def served() -> bool:
+        try:
+            # Accepted (return code 0); the session may be present already,
+            # made by an attempt this side gave up waiting for.
+            connack = raw_connack(a, client_id)
+            return connack[:2] == b"\x20\x02" and connack[3] == 0
+        except TimeoutError:  # JetStream still recovering: the claim waits for it
+            return False
+
+    wait_for("the id claimed once JetStream answers", served, timeout=90)

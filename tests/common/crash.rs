@@ -75,7 +75,7 @@ pub async fn publisher(
                 }
                 Some(Packet::PubRec(a)) if qos == QoS::ExactlyOnce && a.packet_id == packet_id => {
                     // The broker owns the message from PUBREC on.
-                    record(&acked, &name, seq);
+                    record(&acked, &name, seq, addr.port());
                     if conn.send(&Packet::PubRel(ack(packet_id))).await.is_none() {
                         break;
                     }
@@ -92,14 +92,72 @@ pub async fn publisher(
             if !acknowledged {
                 break;
             }
-            record(&acked, &name, seq);
+            record(&acked, &name, seq, addr.port());
         }
         // Lost the connection: the next connection goes to the next address.
         at += 1;
     }
 }
 
-fn record(acked: &Acked, name: &str, seq: u64) {
+/// (publisher, seq) → ([`now_ms`] when acknowledged, the port of the node that did).
+type AckTimes = Mutex<HashMap<(String, u64), (u64, u16)>>;
+
+/// When, and by which node (port), each acknowledged message was acknowledged.
+fn ack_times() -> &'static AckTimes {
+    static TIMES: std::sync::OnceLock<AckTimes> = std::sync::OnceLock::new();
+    TIMES.get_or_init(Mutex::default)
+}
+
+/// Up to `max` runs of acknowledged messages `received` lacks, one line each:
+/// publisher, first and last seq, when and where the first was acknowledged.
+pub fn missing_examples(
+    received: &Received,
+    acked: &HashMap<String, Vec<u64>>,
+    max: usize,
+) -> Vec<String> {
+    let got: HashSet<(&str, u64)> = received
+        .messages
+        .iter()
+        .map(|(p, s)| (p.as_str(), *s))
+        .collect();
+    let times = ack_times().lock().unwrap();
+    let mut runs: Vec<(u64, String)> = Vec::new();
+    for (publisher, seqs) in acked {
+        let mut run: Option<(u64, u64, usize)> = None;
+        for seq in seqs.iter().chain([&u64::MAX]) {
+            let missing = *seq != u64::MAX && !got.contains(&(publisher.as_str(), *seq));
+            match (&mut run, missing) {
+                (Some((_, last, n)), true) => {
+                    *last = *seq;
+                    *n += 1;
+                }
+                (None, true) => run = Some((*seq, *seq, 1)),
+                (Some((from, to, n)), false) => {
+                    let (at, port) = times
+                        .get(&(publisher.clone(), *from))
+                        .copied()
+                        .unwrap_or_default();
+                    runs.push((
+                        at,
+                        format!(
+                            "missing {publisher}:{from}..={to} ({n}), acked at {at} ms by :{port}"
+                        ),
+                    ));
+                    run = None;
+                }
+                (None, false) => {}
+            }
+        }
+    }
+    runs.sort();
+    runs.into_iter().take(max).map(|(_, line)| line).collect()
+}
+
+fn record(acked: &Acked, name: &str, seq: u64, port: u16) {
+    ack_times()
+        .lock()
+        .unwrap()
+        .insert((name.to_string(), seq), (now_ms(), port));
     acked
         .lock()
         .unwrap()
@@ -108,12 +166,89 @@ fn record(acked: &Acked, name: &str, seq: u64) {
         .push(seq);
 }
 
+/// Milliseconds since the first call (the crash tests' clock for their diagnostics).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// Where and when one message was received (diagnostics of the tally).
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// The subscriber's connection it came on (1, 2, …).
+    pub connection: u32,
+    /// The port of the node it came from.
+    pub port: u16,
+    /// Sent with DUP (a redelivery).
+    pub dup: bool,
+    /// [`now_ms`] when it came.
+    pub at_ms: u64,
+}
+
 /// What one persistent subscriber received: (publisher, seq) in arrival order.
 #[derive(Default)]
 pub struct Received {
     pub messages: Vec<(String, u64)>,
+    /// One per entry of `messages`.
+    pub arrivals: Vec<Arrival>,
+    /// Connections made so far.
+    connections: u32,
+    /// Each connection: the node's port, [`now_ms`] when connected and when it ended.
+    pub timeline: Vec<(u16, u64, u64)>,
     /// QoS 2 ids received and not yet released: a resend with one of these is a duplicate.
     awaiting_pubrel: HashSet<u16>,
+}
+
+impl Received {
+    fn push(&mut self, message: Option<(String, u64)>, arrival: Arrival) {
+        if let Some(message) = message {
+            self.messages.push(message);
+            self.arrivals.push(arrival);
+        }
+    }
+
+    /// Up to `max` examples of each kind of fault, one line each: order
+    /// violations (with the later message received before) and repeats of
+    /// QoS 2 messages, where and when each came.
+    pub fn examples(&self, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut first: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        let (mut order, mut repeats) = (0, 0);
+        for (i, (publisher, seq)) in self.messages.iter().enumerate() {
+            let arrival = self.arrivals[i];
+            if let Some(earlier) = first.get(&(publisher.as_str(), *seq)) {
+                if publisher.starts_with("q2") && repeats < max {
+                    repeats += 1;
+                    let e = self.arrivals[*earlier];
+                    out.push(format!(
+                        "QoS 2 repeat {publisher}:{seq}: {arrival:?}, first {e:?}"
+                    ));
+                }
+                continue;
+            }
+            first.insert((publisher.as_str(), *seq), i);
+            match last.get(publisher.as_str()) {
+                Some(&l) if self.messages[l].1 > *seq => {
+                    if order < max {
+                        order += 1;
+                        let e = self.arrivals[l];
+                        out.push(format!(
+                            "order {publisher}:{seq} after {}: {arrival:?}, that one {e:?}",
+                            self.messages[l].1
+                        ));
+                    }
+                }
+                _ => {
+                    last.insert(publisher.as_str(), i);
+                }
+            }
+        }
+        out
+    }
 }
 
 fn parse_payload(payload: &[u8]) -> Option<(String, u64)> {
@@ -136,6 +271,24 @@ pub async fn consume(
     let Some((mut conn, _present)) = Conn::open(addr, client_id, false).await else {
         return false;
     };
+    let connection = {
+        let mut r = received.lock().unwrap();
+        r.connections += 1;
+        r.timeline.push((addr.port(), now_ms(), 0));
+        r.connections
+    };
+    // Notes when this connection ended, however it ends.
+    struct Ended<'a>(&'a Mutex<Received>, usize);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            if let Ok(mut r) = self.0.lock() {
+                if let Some(entry) = r.timeline.get_mut(self.1) {
+                    entry.2 = now_ms();
+                }
+            }
+        }
+    }
+    let _ended = Ended(received, connection as usize - 1);
     if first {
         let sub = subscribe_packet(FILTER, qos);
         if conn.send(&sub).await.is_none() {
@@ -148,15 +301,21 @@ pub async fn consume(
             Packet::Publish(p) => {
                 let id = p.packet_id.unwrap_or(0);
                 let mut r = received.lock().unwrap();
+                let arrival = Arrival {
+                    connection,
+                    port: addr.port(),
+                    dup: p.dup,
+                    at_ms: now_ms(),
+                };
                 match p.qos {
                     QoS::AtMostOnce => None,
                     QoS::AtLeastOnce => {
-                        r.messages.extend(parse_payload(&p.payload));
+                        r.push(parse_payload(&p.payload), arrival);
                         Some(Packet::PubAck(ack(id)))
                     }
                     QoS::ExactlyOnce => {
                         if r.awaiting_pubrel.insert(id) {
-                            r.messages.extend(parse_payload(&p.payload));
+                            r.push(parse_payload(&p.payload), arrival);
                         }
                         Some(Packet::PubRec(ack(id)))
                     }

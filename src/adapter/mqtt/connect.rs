@@ -17,6 +17,7 @@ use crate::adapter::serve::{read_first_frame, FirstFrame};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{Action, AuthError, Principal};
+use crate::core::router::AttachRefused;
 use crate::core::session::SessionOwner;
 use crate::core::topic::validate_topic_name;
 
@@ -265,7 +266,7 @@ async fn establish(
         .await
     {
         Ok(attached) => attached,
-        Err(refused) => {
+        Err(AttachRefused::NotOwner(refused)) => {
             tracing::warn!(
                 client_id = %client_id,
                 peer = %peer.addr,
@@ -274,6 +275,10 @@ async fn establish(
                 "session belongs to another user: connection refused"
             );
             return Err(ConnectRefusal::SessionOfAnotherUser);
+        }
+        // Counted in claims_failed; a reconnect storm while NATS is away logs nothing more.
+        Err(AttachRefused::OwnerUndecided { .. } | AttachRefused::StoredStateUnread { .. }) => {
+            return Err(ConnectRefusal::Unavailable)
         }
     };
     if attached.session_present {

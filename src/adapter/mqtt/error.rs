@@ -128,6 +128,8 @@ pub(super) enum ConnectRefusal {
     WillTopicDenied,
     /// The session of that client id belongs to another user.
     SessionOfAnotherUser,
+    /// The cluster cannot decide who holds the client id (NATS away, shared store).
+    Unavailable,
     /// The CONNACK could not be encoded.
     Internal,
 }
@@ -146,6 +148,7 @@ impl ConnectRefusal {
     /// | WillTopicInvalid       | 0x90 topic name invalid     | 5 not authorized          |
     /// | WillTopicDenied        | 0x87 not authorized         | 5 not authorized          |
     /// | SessionOfAnotherUser   | 0x87 not authorized         | 5 not authorized          |
+    /// | Unavailable            | 0x88 server unavailable     | 3 server unavailable      |
     /// | Internal               | 0x80 unspecified error      | 3 server unavailable      |
     pub(super) fn connack_code(self, version: ProtocolVersion) -> u8 {
         let (v5, v3) = match self {
@@ -167,6 +170,9 @@ impl ConnectRefusal {
             }
             ConnectRefusal::WillTopicInvalid => {
                 (reason::TOPIC_NAME_INVALID, connack_v3::NOT_AUTHORIZED)
+            }
+            ConnectRefusal::Unavailable => {
+                (reason::SERVER_UNAVAILABLE, connack_v3::SERVER_UNAVAILABLE)
             }
             ConnectRefusal::Internal => (reason::UNSPECIFIED, connack_v3::SERVER_UNAVAILABLE),
         };
@@ -191,6 +197,7 @@ impl ConnectRefusal {
             ConnectRefusal::WillTopicInvalid => "invalid will topic",
             ConnectRefusal::WillTopicDenied => "will topic not allowed by the ACL",
             ConnectRefusal::SessionOfAnotherUser => "session belongs to another user",
+            ConnectRefusal::Unavailable => "the cluster cannot decide who holds the client id",
             ConnectRefusal::Internal => "cannot encode CONNACK",
         }
     }
@@ -335,6 +342,7 @@ mod tests {
             (WillTopicInvalid, 0x90, 5),
             (WillTopicDenied, 0x87, 5),
             (SessionOfAnotherUser, 0x87, 5),
+            (Unavailable, 0x88, 3),
             (Internal, 0x80, 3),
         ];
         for (refusal, v5, v3) in table {

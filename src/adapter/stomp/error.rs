@@ -145,6 +145,7 @@ impl StompAdapterError {
             StompAdapterError::Refused(PublishRefused::StoreFull { .. }) => "store_full",
             StompAdapterError::Refused(PublishRefused::SubscriberFull { .. }) => "subscriber_full",
             StompAdapterError::Refused(PublishRefused::RetainedFull(_)) => "retained_full",
+            StompAdapterError::Refused(PublishRefused::ClusterBusy) => "cluster_busy",
             StompAdapterError::Refused(
                 PublishRefused::SchemaInvalid(_) | PublishRefused::PayloadNotUtf8,
             ) => "payload_invalid",

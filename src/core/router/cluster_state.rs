@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::persist::RetainedOrigin;
 use super::restore::stored_subscription;
 use super::wills::WillAction;
-use super::{Attached, NotSessionOwner, Router};
+use super::{AttachRefused, Attached, Router};
 use crate::core::cluster_state::Claimed;
 use crate::core::commit::Commit;
 use crate::core::message::Message;
@@ -25,12 +25,22 @@ impl Router {
         login: &SessionOwner,
         clean_start: bool,
         expiry_interval: u32,
-    ) -> Result<Attached, NotSessionOwner> {
+    ) -> Result<Attached, AttachRefused> {
         let Some(cluster) = self.persistence.cluster().cloned() else {
-            return self.attach(client_id, login, clean_start, expiry_interval);
+            return Ok(self.attach(client_id, login, clean_start, expiry_interval)?);
         };
         let claimed = match cluster.claim(client_id, clean_start).await {
             Ok(claimed) => claimed,
+            Err(e) if self.persistence.store().is_some_and(|s| s.is_shared()) => {
+                // A shared store: a session made here would write the id's
+                // records (deliveries numbered from 1) over those of the
+                // session stored, held by this node or another.
+                self.stats.claims_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(AttachRefused::OwnerUndecided {
+                    client_id: Arc::clone(client_id),
+                    reason: e.to_string(),
+                });
+            }
             Err(e) => {
                 // Local traffic keeps flowing while the shared state is unreachable.
                 let total = self.stats.claims_failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -45,17 +55,33 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        if claimed.held_elsewhere {
-            let previous = claimed.previous_node.as_deref();
-            self.take_over_stored(client_id, clean_start, previous)
-                .await;
+        // Read once: a session restored here since (an adoption tried again) is not read twice.
+        let unread =
+            self.unread_takeovers.lock().contains(client_id) && self.session(client_id).is_none();
+        if claimed.held_elsewhere || unread {
+            // Every node's journal: the previous holder may have adopted the
+            // id from a dead node without reading it (its records are still
+            // in that node's journal).
+            if let Err(reason) = self.take_over_stored(client_id, clean_start, None).await {
+                if self.persistence.store().is_some_and(|s| s.is_shared()) {
+                    // Still claimed by this node: the next attempt reads again.
+                    self.unread_takeovers.lock().insert(Arc::clone(client_id));
+                    return Err(AttachRefused::StoredStateUnread {
+                        client_id: Arc::clone(client_id),
+                        reason,
+                    });
+                }
+            }
+            if unread {
+                self.unread_takeovers.lock().remove(client_id);
+            }
         }
         let attached = self.attach(client_id, login, clean_start, expiry_interval);
         let mut attached = match attached {
             Ok(attached) => attached,
             Err(refused) => {
                 cluster.session_ended(client_id);
-                return Err(refused);
+                return Err(refused.into());
             }
         };
         if claimed.held_elsewhere && !clean_start && !attached.session_present {
@@ -73,15 +99,17 @@ impl Router {
     /// Another node held `client_id`: with a store the nodes share, its
     /// stored state becomes this node's: restored to resume it, or, for a
     /// clean start, deleted (here, before this node writes the new session).
-    /// `previous`: that node, when known.
+    /// `previous`: that node, when known (its journal and this node's are
+    /// read; None reads every node's). An error when the stored state could
+    /// not be read (logged here).
     async fn take_over_stored(
         self: &Arc<Self>,
         client_id: &str,
         clean_start: bool,
         previous: Option<&str>,
-    ) {
+    ) -> Result<(), String> {
         let Some(store) = self.persistence.store().cloned() else {
-            return;
+            return Ok(());
         };
         let (id, previous) = (client_id.to_string(), previous.map(str::to_string));
         let loaded =
@@ -91,10 +119,10 @@ impl Router {
                 .and_then(|read| read.map_err(|e| e.to_string()));
         let snapshot = match loaded {
             Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return, // a store of this node alone
+            Ok(None) => return Ok(()), // a store of this node alone
             Err(e) => {
                 tracing::warn!(client_id, error = %e, "stored state of a session taken over not read");
-                return;
+                return Err(e);
             }
         };
         if clean_start {
@@ -114,6 +142,7 @@ impl Router {
                 "session taken over with its stored state"
             );
         }
+        Ok(())
     }
 
     /// Another node took `client_id` over: the connection here is told so
@@ -159,13 +188,27 @@ impl Router {
     /// Node `dead` died holding `client_id`, and this node took the id over:
     /// the session is restored here from the shared store, with its will,
     /// whose delay starts now (sent at once when there is no session to
-    /// resume). True when a session was restored.
-    pub async fn adopt_session(self: &Arc<Self>, client_id: &str, dead: &str) -> bool {
+    /// resume). True when a session was restored; an error when its stored
+    /// state could not be read: the id stays this node's, and the state is
+    /// read when its client attaches here (or by the node it goes to, which
+    /// claims it from this one), never left for a fresh session to write over.
+    pub async fn adopt_session(
+        self: &Arc<Self>,
+        client_id: &str,
+        dead: &str,
+    ) -> Result<bool, String> {
+        if self.session(client_id).is_some() {
+            return Ok(true); // restored meanwhile (its client attached here)
+        }
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        self.take_over_stored(client_id, false, Some(dead)).await;
-        self.session(client_id).is_some()
+        if let Err(e) = self.take_over_stored(client_id, false, Some(dead)).await {
+            self.unread_takeovers.lock().insert(Arc::from(client_id));
+            return Err(e);
+        }
+        self.unread_takeovers.lock().remove(client_id);
+        Ok(self.session(client_id).is_some())
     }
 
     /// In a cluster with a shared store, the will of a live connection is

@@ -1,7 +1,7 @@
 //! What the router tells the cluster fabric: interest per session and filter,
 //! client messages to forward, and never a peer's message back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,17 +18,32 @@ struct Recorder {
     forwarded: Mutex<Vec<String>>,
     interest: Mutex<Vec<String>>,
     confirmed: AtomicU64,
+    /// Set: the queue to the other nodes is full (`forward` drops, returns 0).
+    full: AtomicBool,
+    /// Messages up to this one were confirmed by a timeout.
+    timed_out: AtomicU64,
 }
 
 impl Fabric for Recorder {
     fn forward(&self, message: &Arc<Message>) -> u64 {
+        if self.full.load(Ordering::Relaxed) {
+            return 0;
+        }
         let mut forwarded = self.forwarded.lock();
         forwarded.push(message.topic.to_string());
         forwarded.len() as u64
     }
 
+    fn has_room(&self) -> bool {
+        !self.full.load(Ordering::Relaxed)
+    }
+
     fn confirmed(&self) -> u64 {
         self.confirmed.load(Ordering::Relaxed)
+    }
+
+    fn timed_out(&self, seq: u64) -> bool {
+        seq <= self.timed_out.load(Ordering::Relaxed)
     }
     fn interest_added(&self, filter: &str) {
         self.interest.lock().push(format!("+{filter}"));
@@ -139,4 +154,47 @@ async fn a_forwarded_qos1_message_is_committed_once_the_other_nodes_confirmed_it
     assert!(!router.is_committed(qos1.commit).expect("no store"));
     recorder.confirmed.store(2, Ordering::Relaxed);
     assert!(router.is_committed(qos1.commit).expect("no store"));
+}
+
+#[tokio::test]
+async fn a_qos1_message_the_fabric_cannot_take_is_refused_not_acknowledged() {
+    let (router, recorder) = setup();
+    let a = router
+        .attach(&Arc::from("a"), &SessionOwner::Anonymous, true, 0)
+        .expect("attach");
+    router.subscribe(&a.session, filter("t/#"), options());
+    recorder.full.store(true, Ordering::Relaxed);
+    let qos1 = Arc::new(Message::new(
+        "t/1",
+        Bytes::from_static(b"x"),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    assert!(matches!(
+        router.publish_checked(qos1),
+        Err(super::PublishRefused::ClusterBusy)
+    ));
+    assert_eq!(a.session.pending_len(), 0, "refused before routing");
+    // QoS 0 has no ack to hold: delivered here, dropped for the other nodes.
+    assert!(router.publish_checked(message("t/0")).is_ok());
+    assert_eq!(a.session.pending_len(), 1);
+}
+
+#[tokio::test]
+async fn a_forwarded_qos1_message_a_node_did_not_confirm_in_time_is_not_acknowledged() {
+    let (router, recorder) = setup();
+    let mut qos1 = Message::new("t/1", Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+    qos1.publisher = Some(Arc::from("p"));
+    let qos1 = router.publish_checked(Arc::new(qos1)).expect("taken");
+    // The window gave up on a silent node: confirmed by the timeout.
+    recorder.timed_out.store(1, Ordering::Relaxed);
+    recorder.confirmed.store(1, Ordering::Relaxed);
+    assert!(matches!(
+        router.is_committed(qos1.commit),
+        Err(crate::core::commit::CoreError::NotConfirmed)
+    ));
+    assert!(matches!(
+        router.wait_committed(qos1.commit).await,
+        Err(crate::core::commit::CoreError::NotConfirmed)
+    ));
 }

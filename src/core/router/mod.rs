@@ -80,6 +80,24 @@ pub struct NotSessionOwner {
     pub login: SessionOwner,
 }
 
+/// Why [`Router::attach_claimed`] attached no session.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachRefused {
+    #[error(transparent)]
+    NotOwner(#[from] NotSessionOwner),
+    /// The cluster could not decide who holds the client id (NATS
+    /// unreachable) and the nodes share the store: serving the id here
+    /// anyway would write its stored records beside the node that may hold
+    /// it, so the client is asked to come back.
+    #[error("the cluster cannot decide who holds client id {client_id}: {reason}")]
+    OwnerUndecided { client_id: Arc<str>, reason: String },
+    /// The id was claimed from another node, but its session stored in the
+    /// shared store could not be read: a session made here without it would
+    /// write over it. Read again at the next attempt.
+    #[error("the stored session of client id {client_id} could not be read: {reason}")]
+    StoredStateUnread { client_id: Arc<str>, reason: String },
+}
+
 /// A subscription made by [`Router::subscribe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscribed {
@@ -157,6 +175,10 @@ pub struct Router {
     selectors: SelectorCache,
     /// Payload checks of a client's publish: schemas bound to topics, UTF-8.
     schemas: Arc<Schemas>,
+    /// Client ids this node claimed from another node whose stored state it
+    /// could not read (a shared store): read at their next attach before any
+    /// session is made for them here (`cluster_state.rs`).
+    unread_takeovers: parking_lot::Mutex<std::collections::HashSet<Arc<str>>>,
     pub stats: RouterStats,
 }
 
@@ -179,6 +201,7 @@ impl Router {
             schemas: Arc::new(Schemas::new(settings.store.clone())),
             persistence: Persistence::new(settings.store, settings.store_max_messages),
             selectors: SelectorCache::new(),
+            unread_takeovers: parking_lot::Mutex::default(),
             stats: RouterStats::default(),
         }
     }
@@ -217,6 +240,9 @@ impl Router {
         self.persistence.wait(commit).await?;
         if let Some(fabric) = self.routing.fabric().filter(|_| commit.fabric() != 0) {
             fabric.wait_confirmed(commit.fabric()).await;
+            if fabric.timed_out(commit.fabric()) {
+                return Err(CoreError::NotConfirmed);
+            }
         }
         Ok(())
     }
@@ -224,11 +250,11 @@ impl Router {
     /// Whether what `commit` stands for is committed now (true for
     /// [`Commit::NONE`] or without a store); an error when the store failed.
     pub fn is_committed(&self, commit: Commit) -> Result<bool, CoreError> {
-        let confirmed = commit.fabric() == 0
-            || self
-                .routing
-                .fabric()
-                .is_none_or(|fabric| fabric.confirmed() >= commit.fabric());
+        let fabric = self.routing.fabric().filter(|_| commit.fabric() != 0);
+        let confirmed = fabric.is_none_or(|fabric| fabric.confirmed() >= commit.fabric());
+        if confirmed && fabric.is_some_and(|fabric| fabric.timed_out(commit.fabric())) {
+            return Err(CoreError::NotConfirmed);
+        }
         Ok(confirmed && self.persistence.is_committed(commit)?)
     }
 

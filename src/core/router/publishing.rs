@@ -32,6 +32,11 @@ pub enum PublishRefused {
     /// (`limits.check_utf8_payloads`).
     #[error("the payload is declared UTF-8 text but is not valid UTF-8")]
     PayloadNotUtf8,
+    /// Cluster mode: the queue to the other nodes is full (NATS unreachable
+    /// or too slow). A QoS ≥ 1 message is refused rather than acknowledged
+    /// for this node alone; the publisher sends it again later.
+    #[error("the queue to the other cluster nodes is full")]
+    ClusterBusy,
 }
 
 impl PublishRefused {
@@ -133,6 +138,10 @@ impl Router {
         }
         let kept = Arc::clone(&message);
         let forward = self.to_forward(&message);
+        let must_reach_peers = forward.is_some() && kept.qos != QoS::AtMostOnce;
+        if must_reach_peers && !self.routing.fabric().is_none_or(|f| f.has_room()) {
+            return Err(PublishRefused::ClusterBusy);
+        }
         let mut published = self.routing.route(
             message,
             json,
@@ -143,6 +152,12 @@ impl Router {
         )?;
         published.commit.include(self.streams.append(&kept));
         let seq = self.forward(forward);
+        if must_reach_peers && seq == 0 {
+            // The queue filled since `has_room` (another connection took the
+            // last place): routed here, but not for the other nodes, so not
+            // acknowledged (a QoS 1 resend may repeat it here, as MQTT allows).
+            return Err(PublishRefused::ClusterBusy);
+        }
         if kept.qos != QoS::AtMostOnce && seq != 0 {
             // Acknowledged once the other nodes confirmed it stored too.
             published.commit.include(Commit::of_fabric(seq));

@@ -63,6 +63,9 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
         .restore_declarations(snapshot.stream_declarations);
     let now_ms = unix_ms_now();
     let mut sessions: HashMap<String, Arc<Session>> = HashMap::new();
+    // Subscribed once their stored deliveries are queued: a session taken
+    // over while messages flow gets no live message before those.
+    let mut to_subscribe = Vec::new();
     let mut stale = Vec::new();
     for (client_id, record) in snapshot.sessions {
         // A crash while connected counts from now; a clean disconnect from then.
@@ -82,7 +85,7 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
             .insert_restored(&client_id, record.expiry_interval, owner);
         for subscription in &record.subscriptions {
             if let Some((filter, options)) = stored_subscription(router, &client_id, subscription) {
-                router.routing.subscribe(&session, filter, options);
+                to_subscribe.push((Arc::clone(&session), filter, options));
             }
         }
         if left_ms != u64::MAX {
@@ -121,6 +124,9 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
         restored.deliveries += 1;
     }
     router.persistence.remove_stale(lost);
+    for (session, filter, options) in to_subscribe {
+        router.routing.subscribe(&session, filter, options);
+    }
     for (client_id, packet_id) in snapshot.incoming_qos2 {
         if let Some(session) = sessions.get(&client_id) {
             session.restore_incoming_qos2(packet_id);
