@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use std::future::Future;
@@ -243,6 +244,31 @@ impl NatsFabric {
     }
 }
 
+/// How long a fabric task may go on once the node stops: what was handed to
+/// NATS goes out, but one waiting on NATS (a server just lost) must not hold
+/// the node's exit past its grace period.
+const STOP_WITHIN: Duration = Duration::from_secs(2);
+
+/// `task`, ended at most [`STOP_WITHIN`] after `shutdown` (logged when it had
+/// to be).
+async fn stopped_in_time(
+    name: &'static str,
+    shutdown: CancellationToken,
+    task: impl Future<Output = ()>,
+) {
+    tokio::pin!(task);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(STOP_WITHIN).await;
+    };
+    tokio::select! {
+        () = &mut task => {}
+        () = deadline => {
+            tracing::warn!(task = name, "cluster: task still busy after the shutdown; stopped");
+        }
+    }
+}
+
 /// Joins `router` to the cluster: starts the outbound, inbound and heartbeat
 /// tasks on `tracker` (they end with `shutdown`) and returns the fabric to
 /// give the router (`Router::set_fabric`) and the status operators read.
@@ -261,34 +287,42 @@ pub fn start(
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     let (confirmed_tx, confirmed) = tokio::sync::watch::channel(0);
     let timed_out = Arc::new(super::window::TimedOut::default());
-    tracker.spawn(super::outbound::run(
-        Outbound {
-            cluster: cluster.clone(),
-            status: Arc::clone(&status),
-            stats: Arc::clone(&stats),
-            dropping: Arc::clone(&dropping),
-            room: Arc::clone(&room),
-            epoch,
-            confirmed: confirmed_tx,
-            timed_out: Arc::clone(&timed_out),
-        },
-        queue,
+    tracker.spawn(stopped_in_time(
+        "outbound",
         shutdown.clone(),
+        super::outbound::run(
+            Outbound {
+                cluster: cluster.clone(),
+                status: Arc::clone(&status),
+                stats: Arc::clone(&stats),
+                dropping: Arc::clone(&dropping),
+                room: Arc::clone(&room),
+                epoch,
+                confirmed: confirmed_tx,
+                timed_out: Arc::clone(&timed_out),
+            },
+            queue,
+            shutdown.clone(),
+        ),
     ));
     // Unconstrained: tokio's co-operative budget would make a subscription's
     // channel answer Pending while it holds messages, which the inbound task
     // would take for "drained" (it yields after every round by itself).
-    tracker.spawn(tokio::task::unconstrained(super::inbound::run(
-        cluster.clone(),
-        router,
-        Arc::clone(&interest),
-        Arc::clone(&stats),
+    tracker.spawn(stopped_in_time(
+        "inbound",
         shutdown.clone(),
-    )));
-    tracker.spawn(run_heartbeat(
-        cluster.clone(),
-        Arc::clone(&status),
-        shutdown,
+        tokio::task::unconstrained(super::inbound::run(
+            cluster.clone(),
+            router,
+            Arc::clone(&interest),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        )),
+    ));
+    tracker.spawn(stopped_in_time(
+        "heartbeat",
+        shutdown.clone(),
+        run_heartbeat(cluster.clone(), Arc::clone(&status), shutdown),
     ));
     let fabric = Arc::new(NatsFabric {
         outbound,

@@ -6,7 +6,9 @@
 //! `cluster.dead_after_ms`, so a dead node's key goes away by itself and a
 //! node starting later never reads a stale one. Every node watches the
 //! bucket and keeps a [`Tracker`]: a node not heard of for `dead_after`,
-//! whose key NATS no longer has either (so a stalled watch kills nobody), is
+//! whose key NATS no longer has either (so a stalled watch kills nobody),
+//! and whose heartbeat on core NATS (`status.rs`) is as old (so a JetStream
+//! that cannot take writes for a while kills nobody either), is
 //! dead (logged once, counted, listed by `/api/nodes`), and the node's
 //! `on_dead` hook runs (`state.rs`: its sessions and their wills are taken
 //! over). A node that owns client ids in `tern_clients` but never beat since
@@ -269,6 +271,10 @@ pub async fn run(
                         Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
                             heard(&status, &entry);
                         }
+                        // Its heartbeat on core NATS still comes: JetStream
+                        // is what is slow (a server lost, a leader being
+                        // elected), and a live node's clients stay its own.
+                        Ok(_) if status.heartbeat_within(&peer, timing.dead_after) => {}
                         Ok(_) => {
                             if status.liveness.lock().died(&peer) {
                                 died_now(&status, timing, peer, &on_dead);

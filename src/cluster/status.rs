@@ -114,6 +114,15 @@ impl ClusterStatus {
         self.liveness.lock().alive(node)
     }
 
+    /// Whether `node`'s heartbeat (core NATS, not JetStream) arrived within
+    /// `within`.
+    pub(super) fn heartbeat_within(&self, node: &str, within: Duration) -> bool {
+        self.peers
+            .lock()
+            .get(node)
+            .is_some_and(|seen| seen.elapsed() <= within)
+    }
+
     /// The other nodes heard of within [`NODE_TIMEOUT`], by name.
     pub(super) fn peers_alive(&self) -> Vec<String> {
         let now = Instant::now();
