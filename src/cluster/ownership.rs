@@ -243,8 +243,7 @@ impl Ownership {
                     revision,
                 },
             );
-            let previous_node = previous.map(|p| p.node).filter(|n| *n != self.node);
-            let held_elsewhere = previous_node.is_some();
+            let held_elsewhere = previous.is_some_and(|p| p.node != self.node);
             if let (true, Some(mut released)) = (held_elsewhere, released) {
                 // Fencing: its writes in flight land before this node reads
                 // the session's records.
@@ -261,7 +260,6 @@ impl Ownership {
             return Ok(Claimed {
                 carried: value.subscriptions,
                 held_elsewhere,
-                previous_node,
                 guard: Some(ClaimGuard(Box::new(guard))),
             });
         }

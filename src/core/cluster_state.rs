@@ -25,8 +25,6 @@ pub struct Claimed {
     pub carried: Vec<SubscriptionRecord>,
     /// True when another node held a session under this client id.
     pub held_elsewhere: bool,
-    /// That node (the claim replaced its hold).
-    pub previous_node: Option<String>,
     /// Holds off this node's handling of a takeover by another node until the
     /// connection is bound (dropped after `attach`).
     pub guard: Option<ClaimGuard>,
