@@ -28,11 +28,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::marks::RoutedMarks;
 use super::outbound::Outbound;
 use super::status::{run_heartbeat, ClusterStatus};
 use super::Cluster;
 use crate::core::fabric::Fabric;
 use crate::core::message::Message;
+use crate::core::peer_marks::PeerMark;
 use crate::core::router::Router;
 
 /// Messages waiting to go to NATS; beyond this (NATS down or slow) new ones
@@ -153,6 +155,11 @@ pub struct NatsFabric {
     /// Woken when the queue drained below [`ROOM_BELOW`].
     room: Arc<Notify>,
     connection: Arc<super::ConnectionState>,
+    /// This node's name and run: its own messages' origin.
+    node: Arc<str>,
+    epoch: u64,
+    /// Per origin, the last message routed here (kept by the inbound task).
+    routed: Arc<RoutedMarks>,
 }
 
 impl Fabric for NatsFabric {
@@ -181,6 +188,25 @@ impl Fabric for NatsFabric {
 
     fn has_room(&self) -> bool {
         self.outbound.capacity() > 0
+    }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn marks(&self) -> Vec<PeerMark> {
+        // This run's number first: a message is numbered after the routing
+        // here that submitted its store operations.
+        let own = *self.queued_seq.lock();
+        let mut marks = self.routed.snapshot();
+        if own > 0 {
+            marks.push(PeerMark {
+                node: Arc::clone(&self.node),
+                epoch: self.epoch,
+                seq: own,
+            });
+        }
+        marks
     }
 
     fn confirmed(&self) -> u64 {
@@ -287,6 +313,7 @@ pub fn start(
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     let (confirmed_tx, confirmed) = tokio::sync::watch::channel(0);
     let timed_out = Arc::new(super::window::TimedOut::default());
+    let routed = Arc::new(RoutedMarks::default());
     tracker.spawn(stopped_in_time(
         "outbound",
         shutdown.clone(),
@@ -316,6 +343,7 @@ pub fn start(
             router,
             Arc::clone(&interest),
             Arc::clone(&stats),
+            Arc::clone(&routed),
             shutdown.clone(),
         )),
     ));
@@ -334,6 +362,9 @@ pub fn start(
         dropping,
         room,
         connection: Arc::clone(cluster.state()),
+        node: Arc::clone(cluster.node()),
+        epoch,
+        routed,
     });
     (fabric, status)
 }

@@ -25,6 +25,8 @@
 //!   first sync of that origin seen here: the sender counts it for the syncs
 //!   after that one only (a node just (re)started did not see what came
 //!   before it subscribed).
+//! - Marks: after each round, the last message routed per origin
+//!   (`marks.rs`): a session moved here skips what it had where it was.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -40,12 +42,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::fabric::{FabricStats, Interest};
+use super::marks::RoutedMarks;
 use super::subject::{filter_to_subjects, subject_to_topic};
 use super::window::{decode_sync, encode_confirm, SYNC_PREFIX};
 use super::wire;
 use super::Cluster;
 use crate::core::commit::Commit;
 use crate::core::message::Message;
+use crate::core::peer_marks::PeerPosition;
 use crate::core::router::Router;
 
 /// Messages collected in one round before the capped rule applies.
@@ -111,7 +115,7 @@ struct Slot {
 
 /// One sender (a run of a node) and the last sequence number routed from it.
 struct OriginState {
-    node: String,
+    node: Arc<str>,
     epoch: u64,
     last_routed: u64,
     /// The first sync of this origin seen here: this node vouches only for
@@ -148,6 +152,8 @@ struct Inbound {
     router: Arc<Router>,
     interest: Arc<Interest>,
     stats: Arc<FabricStats>,
+    /// Per origin, the last message routed (after each round).
+    marks: Arc<RoutedMarks>,
     queue_group: String,
     dirty: Arc<Dirty>,
     slots: Vec<Option<Slot>>,
@@ -173,6 +179,7 @@ pub(super) async fn run(
     router: Arc<Router>,
     interest: Arc<Interest>,
     stats: Arc<FabricStats>,
+    marks: Arc<RoutedMarks>,
     shutdown: CancellationToken,
 ) {
     let queue_group = format!("tern.node.{}", cluster.node());
@@ -183,6 +190,7 @@ pub(super) async fn run(
         router,
         interest,
         stats,
+        marks,
         queue_group,
         dirty: Arc::new(Dirty::default()),
         slots: Vec::new(),
@@ -355,6 +363,7 @@ impl Inbound {
             collected.sort_by_key(Collected::order);
         }
         let count = collected.len();
+        let mut routed = false;
         for item in collected.drain(..) {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
@@ -375,9 +384,21 @@ impl Inbound {
                 continue;
             }
             origin.last_routed = item.seq;
+            routed = true;
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            let published = self.router.publish_from_peer(message);
+            let at = PeerPosition {
+                node: &origin.node,
+                epoch: origin.epoch,
+                seq: item.seq,
+            };
+            let published = self.router.publish_from_peer(message, at);
             self.stored.include(published.commit);
+        }
+        if routed {
+            for origin in self.origins.iter().filter(|o| o.last_routed > 0) {
+                self.marks
+                    .routed(&origin.node, origin.epoch, origin.last_routed);
+            }
         }
         collected.shrink_to(4 * ROUND_CAP);
         self.scratch = collected;
@@ -497,12 +518,12 @@ async fn confirm(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receive
 fn origin_index(origins: &mut Vec<OriginState>, own: &str, node: &str, epoch: u64) -> usize {
     match origins
         .iter()
-        .position(|o| o.epoch == epoch && o.node == node)
+        .position(|o| o.epoch == epoch && *o.node == *node)
     {
         Some(index) => index,
         None => {
             origins.push(OriginState {
-                node: node.to_string(),
+                node: node.into(),
                 epoch,
                 last_routed: 0,
                 first_sync: None,

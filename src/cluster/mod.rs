@@ -10,6 +10,7 @@
 //! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
 //! - `outbound.rs`: this node's messages to NATS: numbered, batched, within the window.
 //! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
+//! - `marks.rs`: per origin, the last message routed here (a moved session skips what it had).
 //! - `settings.rs`: `[cluster]`.
 //! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
 //! - `liveness.rs`: dead nodes noticed (a liveness key per node, KV max age).
@@ -33,6 +34,7 @@
 pub mod fabric;
 mod inbound;
 pub mod liveness;
+mod marks;
 mod outbound;
 mod ownership;
 mod queue_pull;

@@ -48,7 +48,7 @@ const STRIPES: usize = 64;
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the node that held `client_id` says it let the session go and
-/// will write none of its records any more.
+/// will write none of its records any more, with its marks (`marks.rs`).
 fn released_subject(client_id: &str) -> String {
     format!("tern.rel.{}", kv_key::encode(client_id))
 }
@@ -243,23 +243,26 @@ impl Ownership {
                     revision,
                 },
             );
-            let held_elsewhere = previous.is_some_and(|p| p.node != self.node);
+            let previous = previous.map(|p| p.node).filter(|node| *node != self.node);
+            let held_elsewhere = previous.is_some();
+            let mut marks = None;
             if let (true, Some(mut released)) = (held_elsewhere, released) {
                 // Fencing: its writes in flight land before this node reads
-                // the session's records.
-                if tokio::time::timeout(RELEASE_WAIT, released.next())
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(
+                // the session's records. The word says the marks the
+                // session had there (`marks.rs`).
+                match tokio::time::timeout(RELEASE_WAIT, released.next()).await {
+                    Ok(Some(word)) => marks = Some(super::marks::decode(&word.payload)),
+                    _ => tracing::debug!(
                         client_id,
                         "previous holder did not confirm the release in time"
-                    );
+                    ),
                 }
             }
             return Ok(Claimed {
                 carried: value.subscriptions,
                 held_elsewhere,
+                previous,
+                marks,
                 guard: Some(ClaimGuard(Box::new(guard))),
             });
         }
@@ -463,15 +466,15 @@ impl Ownership {
         };
         router.session_moved(&client_id, value.clean_start);
         if was_held.is_some() {
+            // Taken once the session routes nothing more here: what it had.
+            let marks = super::marks::encode(&router.peer_marks());
             // Once what it wrote for the session is committed (later writes
             // are refused by the store), the new holder may read it.
             let (router, client) = (Arc::clone(router), self.client.clone());
             tokio::spawn(async move {
                 let committed = router.wait_committed(router.latest_commit());
                 let _ = tokio::time::timeout(RELEASE_WAIT, committed).await;
-                let _ = client
-                    .publish(released_subject(&client_id), bytes::Bytes::new())
-                    .await;
+                let _ = client.publish(released_subject(&client_id), marks).await;
             });
         }
     }

@@ -25,6 +25,11 @@ pub struct Claimed {
     pub carried: Vec<SubscriptionRecord>,
     /// True when another node held a session under this client id.
     pub held_elsewhere: bool,
+    /// That node's name.
+    pub previous: Option<String>,
+    /// That node's marks when it let the session go (`core::peer_marks`);
+    /// None when it said none in time (dead, or cut off).
+    pub marks: Option<Vec<crate::core::peer_marks::PeerMark>>,
     /// Holds off this node's handling of a takeover by another node until the
     /// connection is bound (dropped after `attach`).
     pub guard: Option<ClaimGuard>,

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::core::message::Message;
+use crate::core::peer_marks::PeerMark;
 
 pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// A message published by a client (or a will) on this node, already
@@ -61,6 +62,19 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// One session of this node dropped `filter` (one call per earlier
     /// `interest_added`).
     fn interest_removed(&self, filter: &str);
+
+    /// This node's name in the cluster.
+    fn node(&self) -> &str {
+        ""
+    }
+
+    /// This node's marks (`core::peer_marks`): per origin, the last message
+    /// of another node routed here completely, and this run's last message
+    /// handed to [`Fabric::forward`]. Every message they cover has had its
+    /// store operations submitted. Cheap: read at every store commit.
+    fn marks(&self) -> Vec<PeerMark> {
+        Vec::new()
+    }
 
     /// While the fabric takes messages more slowly than they come (other
     /// nodes are behind), what to wait for before reading more from clients:

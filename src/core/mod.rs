@@ -12,6 +12,7 @@ mod exceptions_tests;
 pub mod fabric;
 pub mod message;
 pub(crate) mod packet_ids;
+pub mod peer_marks;
 pub(crate) mod pending;
 pub mod queue;
 pub mod retain;

@@ -1,5 +1,6 @@
 //! The group commit's bound: a backend's `max_batch` splits a backlog into
-//! several commits (whole submissions each), acknowledged one by one.
+//! several commits (whole submissions each), acknowledged one by one; a
+//! trailer goes into the first commit that holds what it was made from.
 
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use super::{Backend, Durability, Snapshot, Store, StoreError, StoreOp};
 #[derive(Default)]
 struct Recorder {
     sizes: Mutex<Vec<usize>>,
+    /// The packet ids of every commit's operations.
+    ids: Mutex<Vec<Vec<u16>>>,
     open: Mutex<bool>,
     opened: Condvar,
 }
@@ -22,6 +25,11 @@ impl Backend for Recorder {
             self.opened.wait(&mut open);
         }
         self.sizes.lock().push(ops.len());
+        let ids = ops.iter().map(|op| match op {
+            StoreOp::DeleteIncomingQos2 { packet_id, .. } => *packet_id,
+            _ => u16::MAX,
+        });
+        self.ids.lock().push(ids.collect());
         Ok(0)
     }
 
@@ -41,10 +49,13 @@ fn op(n: u16) -> StoreOp {
     }
 }
 
-#[test]
-fn a_backlog_is_committed_in_pieces_of_the_backends_max_batch() {
-    let backend = Arc::new(Recorder::default());
+/// Commits op 0, then, once the writer holds that commit, a backlog of
+/// four submissions of two; returns the store once all is committed.
+fn commit_a_backlog(backend: &Arc<Recorder>, trailer: Option<super::Trailer>) -> Arc<Store> {
     let store = Store::start(backend.clone(), Durability::Batched);
+    if let Some(trailer) = trailer {
+        store.set_trailer(trailer);
+    }
     store.submit([op(0)]);
     // The writer holds the first commit at the gate; a backlog builds up.
     while store.pending.lock().ends.len() == 1 {
@@ -61,5 +72,24 @@ fn a_backlog_is_committed_in_pieces_of_the_backends_max_batch() {
         .build()
         .expect("runtime");
     runtime.block_on(store.wait(last)).expect("committed");
+    store
+}
+
+#[test]
+fn a_backlog_is_committed_in_pieces_of_the_backends_max_batch() {
+    let backend = Arc::new(Recorder::default());
+    commit_a_backlog(&backend, None);
     assert_eq!(*backend.sizes.lock(), vec![1, 4, 4]);
+}
+
+#[test]
+fn a_trailer_goes_into_the_first_commit_holding_everything_submitted_before_it_was_made() {
+    let backend = Arc::new(Recorder::default());
+    let trailer: super::Trailer = Box::new(|| Some(op(999)));
+    commit_a_backlog(&backend, Some(trailer));
+    assert_eq!(
+        *backend.ids.lock(),
+        vec![vec![0, 999], vec![2, 3, 4, 5], vec![6, 7, 8, 9, 999]],
+        "the second trailer was made with the backlog waiting: it waits for all of it"
+    );
 }

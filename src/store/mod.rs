@@ -9,7 +9,9 @@
 //! - `redb_stream.rs`: its tables of durable streams;
 //! - `redb_schema.rs`: its table of admin API schemas;
 //! - `stream_chunk.rs`: the encoding of a stream chunk (one group commit's appends);
-//! - `pending.rs`: the submissions waiting for the next group commit.
+//! - `pending.rs`: the submissions waiting for the next group commit;
+//! - `writer.rs`: the writer thread that commits them (with a trailer).
+//! - `redb_marks.rs`: the redb table of nodes' marks (cluster mode).
 //! - `front_tests.rs`: tests of the group commit itself.
 
 #[cfg(test)]
@@ -18,12 +20,17 @@ pub mod nats;
 mod pending;
 pub mod record;
 pub mod redb;
+mod redb_marks;
 mod redb_schema;
 mod redb_stream;
 mod stream_chunk;
+mod writer;
 pub use stream_chunk::encode_record as encode_stream_record;
+pub use writer::Trailer;
 #[cfg(test)]
 pub(crate) mod suite;
+#[cfg(test)]
+pub(crate) mod suite_marks;
 #[cfg(test)]
 pub(crate) mod suite_streams;
 
@@ -36,7 +43,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use pending::Pending;
-use record::{DeliveryRecord, MessageRecord, SessionRecord, StreamRecord, StreamState, WillRecord};
+use record::{
+    DeliveryRecord, MessageRecord, PeerMarkRecord, SessionRecord, StreamRecord, StreamState,
+    WillRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -179,6 +189,13 @@ pub enum StoreOp {
     DeleteSchema {
         name: String,
     },
+    /// Cluster mode: node `node`'s marks (`core::peer_marks`), added to its
+    /// commits (`writer.rs`): the node a session moves to from `node`
+    /// skips what they cover. One per node; the last write wins.
+    PutPeerMarks {
+        node: String,
+        marks: Vec<PeerMarkRecord>,
+    },
 }
 
 /// A stream's retention limits, as the store sees them.
@@ -212,6 +229,8 @@ pub struct Snapshot {
     pub stream_declarations: Vec<(String, Vec<u8>)>,
     /// Admin API schemas: (name, the record the core made of its versions).
     pub schemas: Vec<(String, Vec<u8>)>,
+    /// Nodes' marks, by node (cluster mode; see `StoreOp::PutPeerMarks`).
+    pub peer_marks: Vec<(String, Vec<PeerMarkRecord>)>,
 }
 
 /// A storage engine: applies a batch atomically, loads everything.
@@ -304,6 +323,8 @@ pub struct Store {
     /// The writer thread, joined by `close` so the last commit is done before
     /// the backend lets go of its file.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Added to commits (`writer.rs`); set once.
+    trailer: std::sync::OnceLock<Trailer>,
 }
 
 /// Receives the duration of every commit.
@@ -344,6 +365,7 @@ impl Store {
             next_message_id: AtomicU64::new(1),
             commit_observer: std::sync::OnceLock::new(),
             writer: Mutex::new(None),
+            trailer: std::sync::OnceLock::new(),
         });
         let writer = Arc::clone(&store);
         let spawned = std::thread::Builder::new()
@@ -527,56 +549,6 @@ impl Store {
             }
         }
         self.backend.close();
-    }
-
-    fn write_loop(&self) {
-        let mut last_fsync = std::time::Instant::now();
-        // The batch being committed; emptied after each commit and swapped
-        // back in, so its capacity is reused.
-        let mut ops = Vec::new();
-        loop {
-            if ops.capacity() > KEEP_BATCH_CAPACITY {
-                ops = Vec::new(); // after a burst: its memory goes back
-            } else {
-                ops.clear();
-            }
-            let ticket = {
-                let mut pending = self.pending.lock();
-                while pending.ends.is_empty() && !pending.closed {
-                    self.wake.wait_for(&mut pending, Duration::from_millis(500));
-                }
-                if pending.ends.is_empty() {
-                    return; // closed and drained
-                }
-                // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
-                let sync = self.durability == Durability::Sync;
-                pending.take_batch(&mut ops, sync, self.backend.max_batch())
-            };
-            // `None` still reaches the disk about once a second.
-            let fsync = self.durability != Durability::None
-                || last_fsync.elapsed() >= Duration::from_secs(1);
-            if fsync {
-                last_fsync = std::time::Instant::now();
-            }
-            let started = std::time::Instant::now();
-            let applied = self.backend.apply(&ops, fsync);
-            if let Some(observe) = self.commit_observer.get() {
-                observe(started.elapsed());
-            }
-            match applied {
-                Ok(held_change) => {
-                    self.held.fetch_add(held_change, Ordering::Relaxed);
-                    self.commits.fetch_add(1, Ordering::Relaxed);
-                    self.committed.send_replace(ticket);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, ops = ops.len(), "store commit failed");
-                    self.failed.store(true, Ordering::Release);
-                    // Wake waiters so they see the failure.
-                    self.committed.send_modify(|_| {});
-                }
-            }
-        }
     }
 }
 

@@ -36,6 +36,15 @@ pub fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// One origin's mark as stored (`core::peer_marks::PeerMark`): the last
+/// message of node `node`'s run `epoch` routed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMarkRecord {
+    pub node: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {

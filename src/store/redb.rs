@@ -225,6 +225,7 @@ impl RedbBackend {
             txn.open_table(WILLS).map_err(|e| open_err(&e))?;
             super::redb_stream::create_tables(&txn).map_err(|e| open_err(&e))?;
             super::redb_schema::create_tables(&txn).map_err(|e| open_err(&e))?;
+            super::redb_marks::create_tables(&txn).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))
     }
@@ -404,12 +405,14 @@ impl Backend for RedbBackend {
                     | StoreOp::DeleteStreamDeclaration { .. }
                     | StoreOp::DeleteStream { .. }
                     | StoreOp::PutSchema { .. }
-                    | StoreOp::DeleteSchema { .. } => {}
+                    | StoreOp::DeleteSchema { .. }
+                    | StoreOp::PutPeerMarks { .. } => {}
                 }
             }
         }
         super::redb_stream::apply(&txn, ops)?;
         super::redb_schema::apply(&txn, ops)?;
+        super::redb_marks::apply(&txn, ops)?;
         txn.commit().map_err(write_err)?;
         Ok(held_change)
     }
@@ -493,6 +496,7 @@ impl Backend for RedbBackend {
         }
         super::redb_stream::load(&txn, &mut snapshot)?;
         super::redb_schema::load(&txn, &mut snapshot)?;
+        super::redb_marks::load(&txn, &mut snapshot)?;
         Ok(snapshot)
     }
 

@@ -44,6 +44,11 @@ macro_rules! store_suite {
             $crate::store::suite::in_one_batch_the_last_write_of_a_key_wins(&mut open);
         }
         #[test]
+        fn suite_each_nodes_last_marks_survive_a_restart() {
+            let (_guard, mut open) = $fixture("peer_marks");
+            $crate::store::suite_marks::each_nodes_last_marks_survive_a_restart(&mut open);
+        }
+        #[test]
         fn suite_stream_appends_trims_and_consumers_survive_a_restart() {
             let (_guard, mut open) = $fixture("stream_restart");
             $crate::store::suite_streams::stream_appends_trims_and_consumers_survive_a_restart(

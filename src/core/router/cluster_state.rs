@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::persist::RetainedOrigin;
+use super::marks::MarksFrom;
 use super::restore::stored_subscription;
 use super::wills::WillAction;
 use super::{AttachRefused, Attached, Router};
@@ -55,6 +55,12 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
+        // What the session had of other nodes' messages there: not again here.
+        let marks_from = match (&claimed.marks, &claimed.previous) {
+            (Some(word), _) => MarksFrom::Word(word),
+            (None, Some(previous)) => MarksFrom::Stored(previous),
+            (None, None) => MarksFrom::Unknown,
+        };
         // Read once: a session restored here since (an adoption tried again) is not read twice.
         let unread =
             self.unread_takeovers.lock().contains(client_id) && self.session(client_id).is_none();
@@ -62,7 +68,15 @@ impl Router {
             // Every node's journal: the previous holder may have adopted the
             // id from a dead node without reading it (its records are still
             // in that node's journal).
-            if let Err(reason) = self.take_over_stored(client_id, clean_start, None).await {
+            let from = if claimed.held_elsewhere {
+                marks_from
+            } else {
+                MarksFrom::Unknown
+            };
+            if let Err(reason) = self
+                .take_over_stored(client_id, clean_start, None, from)
+                .await
+            {
                 if self.persistence.store().is_some_and(|s| s.is_shared()) {
                     // Still claimed by this node: the next attempt reads again.
                     self.unread_takeovers.lock().insert(Arc::clone(client_id));
@@ -85,6 +99,8 @@ impl Router {
             }
         };
         if claimed.held_elsewhere && !clean_start && !attached.session_present {
+            let marks = self.session_marks(marks_from, &[]);
+            attached.session.set_peer_marks(marks);
             for record in &claimed.carried {
                 if let Some((filter, options)) = stored_subscription(self, client_id, record) {
                     self.subscribe(&attached.session, filter, options);
@@ -100,13 +116,15 @@ impl Router {
     /// stored state becomes this node's: restored to resume it, or, for a
     /// clean start, deleted (here, before this node writes the new session).
     /// `previous`: that node, when known (its journal and this node's are
-    /// read; None reads every node's). An error when the stored state could
-    /// not be read (logged here).
+    /// read; None reads every node's). The session restored skips the other
+    /// nodes' messages it had there (`marks`). An error when the stored
+    /// state could not be read (logged here).
     async fn take_over_stored(
         self: &Arc<Self>,
         client_id: &str,
         clean_start: bool,
         previous: Option<&str>,
+        marks: MarksFrom<'_>,
     ) -> Result<(), String> {
         let Some(store) = self.persistence.store().cloned() else {
             return Ok(());
@@ -135,10 +153,13 @@ impl Router {
                 }]);
             self.restore_wills(snapshot.wills);
         } else if !snapshot.sessions.is_empty() || !snapshot.wills.is_empty() {
-            let restored = super::restore::restore(self, snapshot);
+            let marks = self.session_marks(marks, &snapshot.peer_marks);
+            let skipping = marks.marks().len();
+            let restored = super::restore::restore(self, snapshot, &marks);
             tracing::info!(
                 client_id,
                 deliveries = restored.deliveries,
+                origins_skipped = skipping,
                 "session taken over with its stored state"
             );
         }
@@ -203,7 +224,11 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        if let Err(e) = self.take_over_stored(client_id, false, Some(dead)).await {
+        let marks = MarksFrom::Stored(dead);
+        if let Err(e) = self
+            .take_over_stored(client_id, false, Some(dead), marks)
+            .await
+        {
             self.unread_takeovers.lock().insert(Arc::from(client_id));
             return Err(e);
         }
@@ -271,7 +296,7 @@ impl Router {
             message,
             None,
             false,
-            RetainedOrigin::Cluster,
+            super::routing::Source::Cluster,
             &self.persistence,
             &self.stats,
         ) {

@@ -81,6 +81,14 @@ fn filter(raw: &str) -> Filter {
     Filter::parse(raw).expect("filter")
 }
 
+fn peer_at(seq: u64) -> crate::core::peer_marks::PeerPosition<'static> {
+    crate::core::peer_marks::PeerPosition {
+        node: "peer",
+        epoch: 1,
+        seq,
+    }
+}
+
 fn message(topic: &str) -> Arc<Message> {
     Arc::new(Message::new(
         topic,
@@ -130,7 +138,7 @@ async fn client_messages_are_forwarded_and_peer_messages_are_not() {
     assert_eq!(router.publish(message("nobody/here")), 0);
     assert_eq!(router.publish(message("$SYS/broker/uptime")), 0);
     assert_eq!(
-        router.publish_from_peer(message("t/3")).matched,
+        router.publish_from_peer(message("t/3"), peer_at(1)).matched,
         1,
         "routed locally"
     );

@@ -10,9 +10,11 @@
 //!   types and store records;
 //! - `restore.rs`: the router brought back from a stored snapshot;
 //! - `cluster_state.rs`: claims of client ids, takeovers by other nodes and
-//!   retained changes from the cluster (cluster mode only).
+//!   retained changes from the cluster (cluster mode only);
+//! - `marks.rs`: what a session taken over had of other nodes' messages.
 
 mod cluster_state;
+mod marks;
 pub(crate) mod persist;
 mod publishing;
 mod restore;
@@ -26,6 +28,8 @@ mod cluster_queue_tests;
 mod commit_tests;
 #[cfg(test)]
 mod fabric_tests;
+#[cfg(test)]
+mod marks_tests;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
@@ -220,6 +224,7 @@ impl Router {
     /// and client messages forwarded through it. Call once, before serving;
     /// false if a fabric was set already.
     pub fn set_fabric(&self, fabric: Arc<dyn Fabric>) -> bool {
+        self.write_marks_with_commits(&fabric);
         self.routing.set_fabric(fabric)
     }
 
@@ -341,7 +346,7 @@ impl Router {
     /// state and retained messages from a stored snapshot. Call once, before
     /// serving. Sessions whose expiry passed while the broker was down are removed.
     pub fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<Restored, StoreError> {
-        Ok(restore::restore(self, snapshot))
+        Ok(restore::restore(self, snapshot, &Default::default()))
     }
 
     // ---- subscriptions and retained messages ----

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use crate::core::commit::Commit;
 use crate::core::fabric::is_fabric_topic;
 use crate::core::message::{Message, QoS};
+use crate::core::peer_marks::PeerPosition;
 use crate::core::queue::QueueError;
 use crate::core::retained_set::RetainedFull;
 use crate::core::schema::{dead_letter, Checked, Invalid, OnInvalid};
 
-use super::persist::RetainedOrigin;
+use super::routing::Source;
 use super::Router;
 
 /// Why a message was not taken (the publisher is told; nothing was routed).
@@ -105,7 +106,7 @@ impl Router {
             message,
             json,
             false,
-            RetainedOrigin::Here,
+            Source::Here,
             &self.persistence,
             &self.stats,
         ) {
@@ -146,7 +147,7 @@ impl Router {
             message,
             json,
             true,
-            RetainedOrigin::Here,
+            Source::Here,
             &self.persistence,
             &self.stats,
         )?;
@@ -166,10 +167,12 @@ impl Router {
     }
 
     /// Routes a message another node forwarded (cluster mode) to this node's
-    /// sessions, exactly as a local publish, and never back to the fabric.
-    /// Returns the number of sessions it was queued for and what it stored
-    /// (the sender's confirm waits for that commit).
-    pub fn publish_from_peer(&self, message: Arc<Message>) -> Published {
+    /// sessions, exactly as a local publish, and never back to the fabric;
+    /// not to a session that had it already (`at`: its place in its
+    /// origin's order; see `core::peer_marks`). Returns the number of
+    /// sessions it was queued for and what it stored (the sender's confirm
+    /// waits for that commit).
+    pub fn publish_from_peer(&self, message: Arc<Message>, at: PeerPosition<'_>) -> Published {
         let none = Published {
             matched: 0,
             commit: Commit::NONE,
@@ -184,7 +187,7 @@ impl Router {
             message,
             None,
             false,
-            RetainedOrigin::Cluster,
+            Source::Peer(at),
             &self.persistence,
             &self.stats,
         ) {

@@ -9,6 +9,7 @@ use super::persist::{
 };
 use super::Router;
 use crate::core::message::Message;
+use crate::core::peer_marks::SessionMarks;
 use crate::core::session::{Session, SubscriptionOptions};
 use crate::core::topic::Filter;
 use crate::store::record::{unix_ms_now, SubscriptionRecord};
@@ -52,8 +53,9 @@ pub(super) fn stored_subscription(
     }
 }
 
-/// See [`Router::restore`].
-pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
+/// See [`Router::restore`]. Each session restored gets `marks` (a session
+/// taken over from another node: what it had there) before it subscribes.
+pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot, marks: &SessionMarks) -> Restored {
     let mut restored = Restored::default();
     router
         .streams()
@@ -83,6 +85,7 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot) -> Restored {
         let session = router
             .sessions
             .insert_restored(&client_id, record.expiry_interval, owner);
+        session.set_peer_marks(marks.clone());
         for subscription in &record.subscriptions {
             if let Some((filter, options)) = stored_subscription(router, &client_id, subscription) {
                 to_subscribe.push((Arc::clone(&session), filter, options));

@@ -14,6 +14,7 @@ use crate::core::content::MessageView;
 use crate::core::exceptions::Exceptions;
 use crate::core::fabric::{is_fabric_filter, Fabric};
 use crate::core::message::{Delivery, Message, QoS};
+use crate::core::peer_marks::PeerPosition;
 use crate::core::queue::{queue_name, QueueRegistry};
 use crate::core::retained_backlog::RetainedBatch;
 use crate::core::retained_set::{RetainedFull, RetainedLimits, RetainedSet};
@@ -34,6 +35,27 @@ pub(crate) struct Routing {
     queues: QueueRegistry,
     /// The other nodes (cluster mode): told of each filter sessions add or drop.
     fabric: OnceLock<Arc<dyn Fabric>>,
+}
+
+/// Where a routed message comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// Published on this node (a client, a will).
+    Here,
+    /// The cluster's shared state: a retained change another node made.
+    Cluster,
+    /// Another node's message, at its place in that node's order: not
+    /// routed to a session that had it already (`core::peer_marks`).
+    Peer(PeerPosition<'a>),
+}
+
+impl Source<'_> {
+    fn retained(self) -> RetainedOrigin {
+        match self {
+            Source::Here => RetainedOrigin::Here,
+            Source::Cluster | Source::Peer(_) => RetainedOrigin::Cluster,
+        }
+    }
 }
 
 /// One matching subscription of one session, before merging.
@@ -246,17 +268,20 @@ impl Routing {
 
     /// Routes one message (see `Router::publish`); with `refuse_when_full`, a
     /// QoS 1/2 message that a matching session's full queue refuses reaches nobody.
-    /// A retained message from the cluster (`origin`) is kept whatever the caps
-    /// (another node accepted it) and not shared again.
+    /// A retained message from the cluster (`source`) is kept whatever the caps
+    /// (another node accepted it) and not shared again; another node's
+    /// message skips the sessions that had it already (moved here from a
+    /// node that routed it to them).
     pub(crate) fn route(
         &self,
         message: Arc<Message>,
         json: Option<serde_json::Value>,
         refuse_when_full: bool,
-        origin: RetainedOrigin,
+        source: Source<'_>,
         persistence: &Persistence,
         stats: &RouterStats,
     ) -> Result<Published, PublishRefused> {
+        let origin = source.retained();
         if queue_name(&message.topic).is_some() {
             let topic = Arc::clone(&message.topic);
             let mut commit = Commit::NONE;
@@ -293,6 +318,12 @@ impl Routing {
                         .is_some_and(|p| p == &*key.0.client_id)
                 {
                     return;
+                }
+                if let Source::Peer(at) = &source {
+                    // A shared group's turn fell to this member: it keeps it.
+                    if !filter.as_str().starts_with("$share/") && key.0.had_peer_message(at) {
+                        return;
+                    }
                 }
                 targets.push(Target {
                     session: Arc::clone(&key.0),

@@ -8,9 +8,11 @@
 //! The state and its plain accessors live here; the rest by concern:
 //! - `outbound.rs`: the outbound queue, its limits and overflow policies;
 //! - `retained_feed.rs`: the retained backlog fed into that queue;
-//! - `inflight.rs`: the in-flight window, packet ids and incoming QoS 2 ids.
+//! - `inflight.rs`: the in-flight window, packet ids and incoming QoS 2 ids;
+//! - `marks.rs`: other nodes' messages a session moved here had already.
 
 mod inflight;
+mod marks;
 mod outbound;
 mod retained_feed;
 
@@ -214,6 +216,9 @@ struct RareState {
     /// Told when the connection takes deliveries: stream readers wait on it
     /// for room in the queue (made on first use, so other sessions carry nothing).
     space: Option<Arc<Notify>>,
+    /// Cluster mode: messages of other nodes this session had where it was
+    /// served before (`marks.rs`).
+    marks: crate::core::peer_marks::SessionMarks,
 }
 
 impl SessionState {
@@ -257,6 +262,9 @@ pub struct Session {
     /// byte, 0 while it is here), so the will of the connection it ends is
     /// settled by that: cancelled when the session resumed there.
     moved_away: AtomicU8,
+    /// True while the session has marks (`marks.rs`): the router reads it
+    /// per message from another node, and looks further only when set.
+    has_marks: AtomicBool,
     /// Where this session's state is stored while it is persistent (expiry > 0).
     store: Option<Arc<crate::store::Store>>,
 }
@@ -295,6 +303,7 @@ impl Session {
             per_subscription: AtomicBool::new(false),
             queue_ack_window: AtomicU32::new(0),
             moved_away: AtomicU8::new(0),
+            has_marks: AtomicBool::new(false),
             store,
         }
     }

@@ -194,3 +194,29 @@ fn a_dead_nodes_journal_with_records_only_it_writes_is_kept() {
         "a restart still finds it"
     );
 }
+
+#[test]
+fn a_takeover_reads_the_previous_holders_marks_from_its_journal_and_they_keep_no_journal() {
+    use crate::store::suite_marks::{mark, put_marks};
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    let marks = [mark("tern-o", 7, 120), mark("tern-a", 3, 40)];
+    a.apply(&[put_session("x"), put_marks("tern-a", &marks)], true)
+        .unwrap();
+    drop(paused);
+    drop(a); // died before a round: its marks are in its journal only
+    let b = f.open_nats("tern-b", &["x"]);
+    for previous in [None, Some("tern-a")] {
+        let snap = b.load_client("x", previous).unwrap().expect("shared");
+        assert_eq!(
+            snap.peer_marks,
+            vec![("tern-a".to_string(), marks.to_vec())],
+            "read with previous holder {previous:?}"
+        );
+    }
+    assert!(
+        purge_dead(&f, "tern-a"),
+        "its marks keep no dead node's journal"
+    );
+}

@@ -14,6 +14,7 @@
 //! | `x.<schema>` | the schema's bytes | every node |
 //! | `c.<stream>.<consumer>` | its last acknowledged offset (`u64`) | every node |
 //! | `y.<stream>` | an admin-created stream's settings (JSON bytes) | every node |
+//! | `p.<node>` | node `<node>`'s marks (`Vec<PeerMarkRecord>`) | a node taking a session over from `<node>` |
 //!
 //! A stream's messages are in a JetStream stream of their own (`streams.rs`).
 //!
@@ -87,6 +88,13 @@ pub(super) fn stream_consumers_subject(stream: &str) -> String {
     format!("$KV.{BUCKET}.c.{}.*", kv_key::encode(stream))
 }
 
+pub(super) fn peer_marks(node: &str) -> String {
+    format!("p.{}", kv_key::encode(node))
+}
+
+/// The key filter of every node's marks.
+pub(super) const PEER_MARKS_FILTER: &str = "p.*";
+
 pub(super) fn stream_declaration(stream: &str) -> String {
     format!("y.{}", kv_key::encode(stream))
 }
@@ -116,6 +124,7 @@ pub(super) enum Key {
     Schema(String),
     StreamConsumer(String, String),
     StreamDeclaration(String),
+    PeerMarks(String),
 }
 
 /// What `key` names; None for a key this layout never makes.
@@ -129,6 +138,7 @@ pub(super) fn parse(key: &str) -> Option<Key> {
         "r" => Key::Retained(text(t)?),
         "x" => Key::Schema(text(t)?),
         "y" => Key::StreamDeclaration(text(t)?),
+        "p" => Key::PeerMarks(text(t)?),
         "c" => Key::StreamConsumer(text(t)?, text(t)?),
         "d" => Key::Delivery(text(t)?, t.next()?.parse().ok()?),
         "i" => Key::Incoming(text(t)?, t.next()?.parse().ok()?),
@@ -167,6 +177,7 @@ mod tests {
                 Key::StreamConsumer("s.1".into(), "c 2".into()),
             ),
             (stream_declaration("s"), Key::StreamDeclaration("s".into())),
+            (peer_marks("tern.1"), Key::PeerMarks("tern.1".into())),
         ];
         for (key, expected) in cases {
             assert_eq!(parse(&key), Some(expected), "{key}");

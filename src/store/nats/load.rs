@@ -87,9 +87,9 @@ async fn read_keys(
     Ok(())
 }
 
-/// The current values of `client`'s records (see [`keys::client_filters`])
-/// and of the messages its deliveries refer to: what a takeover needs,
-/// without reading the rest of the bucket.
+/// The current values of `client`'s records (see [`keys::client_filters`]),
+/// of the messages its deliveries refer to and of the nodes' marks: what a
+/// takeover needs, without reading the rest of the bucket.
 pub(crate) async fn read_client(
     jetstream: &jetstream::Context,
     client: &str,
@@ -103,7 +103,9 @@ pub(crate) async fn read_client(
         .await
         .map_err(|e| e.to_string())?;
     let mut found = Vec::new();
-    for filter in keys::client_filters(client) {
+    let filters = keys::client_filters(client);
+    let marks = std::iter::once(keys::PEER_MARKS_FILTER.to_string());
+    for filter in filters.into_iter().chain(marks) {
         // A watch of keys that match nothing would never end: ask first.
         let subjects = format!("$KV.{}.{filter}", keys::BUCKET);
         let info = stream.info_with_subjects(&subjects).await;
@@ -255,6 +257,9 @@ pub(super) fn snapshot(
             Key::StreamDeclaration(stream) if start => {
                 let settings: Vec<u8> = decode(&key, &bytes)?;
                 snapshot.stream_declarations.push((stream, settings));
+            }
+            Key::PeerMarks(from) => {
+                snapshot.peer_marks.push((from, decode(&key, &bytes)?));
             }
             Key::StreamConsumer(..)
             | Key::StreamDeclaration(_)

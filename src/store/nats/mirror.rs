@@ -243,6 +243,9 @@ impl Mirror {
                 StoreOp::DeleteStreamDeclaration { stream } | StoreOp::DeleteStream { stream } => {
                     batch.put(keys::stream_declaration(stream), None);
                 }
+                StoreOp::PutPeerMarks { node, marks } => {
+                    batch.put(keys::peer_marks(node), value(marks));
+                }
                 // Their own JetStream streams (`streams.rs`).
                 StoreOp::AppendStream { .. } | StoreOp::TrimStream { .. } => {}
             }

@@ -6,7 +6,7 @@
 //! own messages: every session's records were read by the survivor that
 //! adopted its id (which wrote a `Forget` after them), and so were the
 //! messages its deliveries refer to; a message no delivery refers to is
-//! garbage. A retained message, queued message, schema or delete still in
+//! garbage. Its marks were read by those survivors too. A retained message, queued message, schema or delete still in
 //! the journal keeps it whole (only the node itself may write them).
 
 use async_nats::jetstream;
@@ -27,7 +27,8 @@ pub async fn purge_dead_journal(
     }
     let (left, last) = replay::fold(entries, |_| true);
     let unneeded = |key: &str, put: bool| {
-        put && matches!(keys::parse(key), Some(Key::Message(node, _)) if node == dead)
+        put && matches!(keys::parse(key),
+            Some(Key::Message(node, _) | Key::PeerMarks(node)) if node == dead)
     };
     if !left
         .iter()

@@ -60,7 +60,9 @@ pub(super) async fn read_client(
     };
     let holders = replay::holders(&entries, client);
     let mine = |key: &str| client_of(key).as_deref() == Some(client);
-    let (journaled, _) = replay::fold(entries, |key| mine(key) || key.starts_with("m."));
+    let (journaled, _) = replay::fold(entries, |key| {
+        mine(key) || key.starts_with("m.") || key.starts_with("p.")
+    });
     let bucket = load::read_client(jetstream, client).await?;
     let mut seen: IndexMap<String, ()> = IndexMap::new();
     for key in bucket.iter().map(|e| &e.0).chain(journaled.keys()) {

@@ -1,0 +1,89 @@
+//! The router's side of the marks (`core::peer_marks`, cluster mode): this
+//! node's marks written with every commit of a shared store, and a session
+//! taken over from another node marked with what it had there.
+
+use std::sync::Arc;
+
+use super::Router;
+use crate::core::fabric::Fabric;
+use crate::core::peer_marks::{PeerMark, SessionMarks};
+use crate::store::record::PeerMarkRecord;
+use crate::store::StoreOp;
+
+/// Where the marks of a session taken over come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MarksFrom<'a> {
+    /// The node that let the session go said them when it did.
+    Word(&'a [PeerMark]),
+    /// That node's marks as stored (it died, or did not say them in time).
+    Stored(&'a str),
+    /// Not known: nothing is skipped.
+    Unknown,
+}
+
+impl Router {
+    /// With a store other nodes read (the cluster's), every commit carries
+    /// this node's marks: the node a session moves to when this one dies
+    /// reads them with the session.
+    pub(super) fn write_marks_with_commits(&self, fabric: &Arc<dyn Fabric>) {
+        let Some(store) = self.persistence.store().filter(|s| s.is_shared()) else {
+            return;
+        };
+        let fabric = Arc::clone(fabric);
+        store.set_trailer(Box::new(move || {
+            let marks = fabric.marks();
+            (!marks.is_empty()).then(|| StoreOp::PutPeerMarks {
+                node: fabric.node().to_string(),
+                marks: marks.iter().map(mark_record).collect(),
+            })
+        }));
+    }
+
+    /// This node's marks now (see `Fabric::marks`): said to the node a
+    /// session of this node moved to, once this node let it go.
+    pub fn peer_marks(&self) -> Vec<PeerMark> {
+        self.routing.fabric().map(|f| f.marks()).unwrap_or_default()
+    }
+
+    /// What a session taken over skips here: the marks of where it was
+    /// (`from`; `stored`: the nodes' marks read with its records) that this
+    /// node has not routed past yet.
+    pub(super) fn session_marks(
+        &self,
+        from: MarksFrom<'_>,
+        stored: &[(String, Vec<PeerMarkRecord>)],
+    ) -> SessionMarks {
+        let Some(fabric) = self.routing.fabric() else {
+            return SessionMarks::default();
+        };
+        let stored_of = |node: &str| -> Vec<PeerMark> {
+            stored
+                .iter()
+                .find(|(n, _)| n == node)
+                .map(|(_, marks)| marks.iter().map(mark_from_record).collect())
+                .unwrap_or_default()
+        };
+        let marks = match from {
+            MarksFrom::Word(marks) => marks.to_vec(),
+            MarksFrom::Stored(node) => stored_of(node),
+            MarksFrom::Unknown => return SessionMarks::default(),
+        };
+        SessionMarks::pending(&marks, fabric.node(), &fabric.marks())
+    }
+}
+
+fn mark_record(mark: &PeerMark) -> PeerMarkRecord {
+    PeerMarkRecord {
+        node: mark.node.to_string(),
+        epoch: mark.epoch,
+        seq: mark.seq,
+    }
+}
+
+fn mark_from_record(record: &PeerMarkRecord) -> PeerMark {
+    PeerMark {
+        node: record.node.as_str().into(),
+        epoch: record.epoch,
+        seq: record.seq,
+    }
+}

@@ -1,0 +1,36 @@
+//! Other nodes' messages that a session taken over from another node had
+//! there already (`core::peer_marks`): not routed to it again here.
+
+use std::sync::atomic::Ordering;
+
+use super::Session;
+use crate::core::peer_marks::{PeerPosition, SessionMarks};
+
+impl Session {
+    /// The session comes from another node that had routed it `marks`: set
+    /// before its subscriptions are, so no message they cover gets through.
+    pub fn set_peer_marks(&self, marks: SessionMarks) {
+        if marks.is_empty() {
+            return;
+        }
+        self.state.lock().rare().marks = marks;
+        self.has_marks.store(true, Ordering::Release);
+    }
+
+    /// Whether the session had the message of another node at `at` already
+    /// (it is not routed to it). One atomic load for a session without marks.
+    pub fn had_peer_message(&self, at: &PeerPosition<'_>) -> bool {
+        if !self.has_marks.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut state = self.state.lock();
+        let Some(rare) = state.rare.as_mut() else {
+            return false;
+        };
+        let covered = rare.marks.covers(at);
+        if rare.marks.is_empty() {
+            self.has_marks.store(false, Ordering::Release);
+        }
+        covered
+    }
+}

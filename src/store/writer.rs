@@ -1,0 +1,83 @@
+//! The writer thread of the group commit: takes what was submitted, applies
+//! it in one transaction, tells the waiters. A commit can carry a trailer
+//! ([`Trailer`], cluster mode: this node's marks, `core::peer_marks`) made
+//! from what was submitted when it was taken: it goes into the first commit
+//! that includes all of that, never into an earlier one.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Durability, Store, StoreOp, Ticket, KEEP_BATCH_CAPACITY};
+
+/// Makes the trailer operation of a commit (None: no trailer this time).
+/// Called on the writer thread, with submissions held off: it must be quick
+/// and take no lock that a submitter holds while it submits.
+pub type Trailer = Box<dyn Fn() -> Option<StoreOp> + Send + Sync>;
+
+impl Store {
+    /// Adds `trailer`'s operation to the commits from now on (the first one set stays).
+    pub fn set_trailer(&self, trailer: Trailer) {
+        let _ = self.trailer.set(trailer);
+    }
+
+    pub(super) fn write_loop(&self) {
+        let mut last_fsync = std::time::Instant::now();
+        // The batch being committed; emptied after each commit and swapped
+        // back in, so its capacity is reused.
+        let mut ops = Vec::new();
+        // A trailer made, with the last ticket submitted when it was.
+        let mut trailer: Option<(Ticket, StoreOp)> = None;
+        loop {
+            if ops.capacity() > KEEP_BATCH_CAPACITY {
+                ops = Vec::new(); // after a burst: its memory goes back
+            } else {
+                ops.clear();
+            }
+            let ticket = {
+                let mut pending = self.pending.lock();
+                while pending.ends.is_empty() && !pending.closed {
+                    self.wake.wait_for(&mut pending, Duration::from_millis(500));
+                }
+                if pending.ends.is_empty() {
+                    return; // closed and drained
+                }
+                if trailer.is_none() {
+                    if let Some(make) = self.trailer.get() {
+                        trailer = make().map(|op| (pending.last_ticket, op));
+                    }
+                }
+                // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
+                let sync = self.durability == Durability::Sync;
+                pending.take_batch(&mut ops, sync, self.backend.max_batch())
+            };
+            // What it was made from is all in this commit or an earlier one.
+            if trailer.as_ref().is_some_and(|(upto, _)| *upto <= ticket) {
+                ops.extend(trailer.take().map(|(_, op)| op));
+            }
+            // `None` still reaches the disk about once a second.
+            let fsync = self.durability != Durability::None
+                || last_fsync.elapsed() >= Duration::from_secs(1);
+            if fsync {
+                last_fsync = std::time::Instant::now();
+            }
+            let started = std::time::Instant::now();
+            let applied = self.backend.apply(&ops, fsync);
+            if let Some(observe) = self.commit_observer.get() {
+                observe(started.elapsed());
+            }
+            match applied {
+                Ok(held_change) => {
+                    self.held.fetch_add(held_change, Ordering::Relaxed);
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    self.committed.send_replace(ticket);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ops = ops.len(), "store commit failed");
+                    self.failed.store(true, Ordering::Release);
+                    // Wake waiters so they see the failure.
+                    self.committed.send_modify(|_| {});
+                }
+            }
+        }
+    }
+}
