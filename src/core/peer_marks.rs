@@ -23,6 +23,16 @@ pub struct PeerMark {
     pub seq: u64,
 }
 
+impl PeerMark {
+    pub fn new(node: &str, epoch: u64, seq: u64) -> PeerMark {
+        PeerMark {
+            node: node.into(),
+            epoch,
+            seq,
+        }
+    }
+}
+
 /// Where a message from another node stands in its origin's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerPosition<'a> {
@@ -35,6 +45,12 @@ pub struct PeerPosition<'a> {
 /// must not get again from this node.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionMarks(Vec<PeerMark>);
+
+impl<'a> PeerPosition<'a> {
+    pub fn new(node: &'a str, epoch: u64, seq: u64) -> PeerPosition<'a> {
+        PeerPosition { node, epoch, seq }
+    }
+}
 
 impl SessionMarks {
     /// The marks of `from` (the node the session was served on) that node
@@ -88,54 +104,45 @@ impl SessionMarks {
 mod tests {
     use super::*;
 
-    fn mark(node: &str, epoch: u64, seq: u64) -> PeerMark {
-        PeerMark {
-            node: node.into(),
-            epoch,
-            seq,
-        }
-    }
-
-    fn at(node: &str, epoch: u64, seq: u64) -> PeerPosition<'_> {
-        PeerPosition { node, epoch, seq }
-    }
+    use PeerMark as M;
+    use PeerPosition as P;
 
     #[test]
     fn messages_at_or_below_a_mark_are_covered_and_the_first_above_retires_it() {
-        let mut marks = SessionMarks(vec![mark("o", 7, 100), mark("p", 1, 5)]);
-        assert!(marks.covers(&at("o", 7, 99)));
-        assert!(marks.covers(&at("o", 7, 100)));
-        assert!(!marks.covers(&at("o", 7, 101)), "above the mark");
-        assert_eq!(marks.marks(), &[mark("p", 1, 5)], "o's mark is retired");
+        let mut marks = SessionMarks(vec![M::new("o", 7, 100), M::new("p", 1, 5)]);
+        assert!(marks.covers(&P::new("o", 7, 99)));
+        assert!(marks.covers(&P::new("o", 7, 100)));
+        assert!(!marks.covers(&P::new("o", 7, 101)), "above the mark");
+        assert_eq!(marks.marks(), &[M::new("p", 1, 5)], "o's mark is retired");
         assert!(
-            !marks.covers(&at("o", 7, 50)),
+            !marks.covers(&P::new("o", 7, 50)),
             "retired: no longer filtered"
         );
-        assert!(marks.covers(&at("p", 1, 1)));
+        assert!(marks.covers(&P::new("p", 1, 1)));
     }
 
     #[test]
     fn a_mark_of_an_old_run_never_covers_a_new_run() {
-        let mut marks = SessionMarks(vec![mark("o", 7, 1_000)]);
-        assert!(!marks.covers(&at("o", 8, 1)), "o restarted: epoch 8");
-        assert!(!marks.covers(&at("other", 7, 1)));
-        assert_eq!(marks.marks(), &[mark("o", 7, 1_000)], "untouched");
+        let mut marks = SessionMarks(vec![M::new("o", 7, 1_000)]);
+        assert!(!marks.covers(&P::new("o", 8, 1)), "o restarted: epoch 8");
+        assert!(!marks.covers(&P::new("other", 7, 1)));
+        assert_eq!(marks.marks(), &[M::new("o", 7, 1_000)], "untouched");
     }
 
     #[test]
     fn pending_marks_leave_out_this_nodes_own_and_what_it_routed_already() {
         let from = [
-            mark("a", 1, 50),  // this node's own messages
-            mark("o", 7, 100), // this node routed o up to 120: none can come again
-            mark("p", 2, 30),  // this node routed p up to 10: 11..=30 are filtered
-            mark("q", 3, 9),   // this node never saw q
-            mark("o", 6, 40),  // an older run of o that this node routed no message of
+            M::new("a", 1, 50),  // this node's own messages
+            M::new("o", 7, 100), // this node routed o up to 120: none can come again
+            M::new("p", 2, 30),  // this node routed p up to 10: 11..=30 are filtered
+            M::new("q", 3, 9),   // this node never saw q
+            M::new("o", 6, 40),  // an older run of o that this node routed no message of
         ];
-        let routed = [mark("a", 1, 60), mark("o", 7, 120), mark("p", 2, 10)];
+        let routed = [M::new("a", 1, 60), M::new("o", 7, 120), M::new("p", 2, 10)];
         let pending = SessionMarks::pending(&from, "a", &routed);
         assert_eq!(
             pending.marks(),
-            &[mark("p", 2, 30), mark("q", 3, 9), mark("o", 6, 40)]
+            &[M::new("p", 2, 30), M::new("q", 3, 9), M::new("o", 6, 40)]
         );
         assert!(SessionMarks::pending(&from[..2], "a", &routed).is_empty());
     }

@@ -5,17 +5,10 @@
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::record::PeerMarkRecord;
+use super::redb_stream::{read_err, write_err};
 use super::{Snapshot, StoreError, StoreOp};
 
 const PEER_MARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_marks");
-
-fn write_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Write(e.to_string())
-}
-
-fn read_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Decode(e.to_string())
-}
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(PEER_MARKS)?;

@@ -25,11 +25,11 @@ struct MetaRecord {
     bytes: u64,
 }
 
-fn write_err(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn write_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Write(e.to_string())
 }
 
-fn read_err(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Decode(e.to_string())
 }
 

@@ -54,7 +54,7 @@ fn options() -> SubscriptionOptions {
     }
 }
 
-fn message(topic: &str) -> Arc<Message> {
+pub(super) fn message(topic: &str) -> Arc<Message> {
     Arc::new(Message::new(
         topic,
         Bytes::from_static(b"x"),

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use super::cluster_queue_tests::message;
 use super::marks::MarksFrom;
 use super::Router;
 use crate::core::fabric::Fabric;
-use crate::core::message::{Message, QoS};
+use crate::core::message::Message;
 use crate::core::peer_marks::{PeerMark, PeerPosition};
 use crate::core::session::{OverflowPolicy, QueueLimits};
 use crate::store::record::{OwnerRecord, PeerMarkRecord, SessionRecord, SubscriptionRecord};
@@ -28,11 +27,7 @@ impl Fabric for Here {
         "here"
     }
     fn marks(&self) -> Vec<PeerMark> {
-        vec![PeerMark {
-            node: "o".into(),
-            epoch: 7,
-            seq: 12,
-        }]
+        vec![PeerMark::new("o", 7, 12)]
     }
 }
 
@@ -42,19 +37,6 @@ fn record(node: &str, epoch: u64, seq: u64) -> PeerMarkRecord {
         epoch,
         seq,
     }
-}
-
-fn at(node: &str, epoch: u64, seq: u64) -> PeerPosition<'_> {
-    PeerPosition { node, epoch, seq }
-}
-
-fn message(topic: &str) -> Arc<Message> {
-    Arc::new(Message::new(
-        topic,
-        Bytes::from_static(b"x"),
-        QoS::AtLeastOnce,
-        false,
-    ))
 }
 
 /// Session "s" (on `t/#`) restored as taken over from node "x", whose
@@ -110,16 +92,40 @@ async fn a_session_taken_over_skips_what_its_old_node_had_routed_it_and_nothing_
     let router = taken_over_from_x();
     let session = router.session("s").expect("restored");
     let routed = |topic: &str, at: PeerPosition<'_>| router.publish_from_peer(message(topic), at);
-    assert_eq!(routed("t/1", at("o", 7, 13)).matched, 0, "x had it");
-    assert_eq!(routed("t/1", at("o", 7, 20)).matched, 0, "x's last of o");
-    assert_eq!(routed("t/1", at("p", 1, 5)).matched, 0);
-    assert_eq!(routed("t/1", at("x", 3, 9)).matched, 0, "x's own message");
-    assert_eq!(routed("t/2", at("o", 7, 21)).matched, 1, "beyond the mark");
-    assert_eq!(routed("t/3", at("o", 8, 1)).matched, 1, "o restarted");
-    assert_eq!(routed("t/4", at("p", 1, 6)).matched, 1);
-    assert_eq!(routed("t/5", at("x", 4, 1)).matched, 1, "x restarted");
     assert_eq!(
-        routed("t/6", at("z", 1, 1)).matched,
+        routed("t/1", PeerPosition::new("o", 7, 13)).matched,
+        0,
+        "x had it"
+    );
+    assert_eq!(
+        routed("t/1", PeerPosition::new("o", 7, 20)).matched,
+        0,
+        "x's last of o"
+    );
+    assert_eq!(routed("t/1", PeerPosition::new("p", 1, 5)).matched, 0);
+    assert_eq!(
+        routed("t/1", PeerPosition::new("x", 3, 9)).matched,
+        0,
+        "x's own message"
+    );
+    assert_eq!(
+        routed("t/2", PeerPosition::new("o", 7, 21)).matched,
+        1,
+        "beyond the mark"
+    );
+    assert_eq!(
+        routed("t/3", PeerPosition::new("o", 8, 1)).matched,
+        1,
+        "o restarted"
+    );
+    assert_eq!(routed("t/4", PeerPosition::new("p", 1, 6)).matched, 1);
+    assert_eq!(
+        routed("t/5", PeerPosition::new("x", 4, 1)).matched,
+        1,
+        "x restarted"
+    );
+    assert_eq!(
+        routed("t/6", PeerPosition::new("z", 1, 1)).matched,
         1,
         "an origin x never saw"
     );
@@ -138,11 +144,7 @@ async fn marks_of_another_node_or_none_skip_nothing() {
         |from: MarksFrom<'_>| router.session_marks(from, &[("x".into(), vec![record("q", 1, 9)])]);
     assert!(here(MarksFrom::Unknown).is_empty());
     assert!(here(MarksFrom::Stored("w")).is_empty(), "w stored none");
-    let word = [PeerMark {
-        node: "q".into(),
-        epoch: 1,
-        seq: 3,
-    }];
+    let word = [PeerMark::new("q", 1, 3)];
     assert_eq!(here(MarksFrom::Word(&word)).marks(), &word, "the word wins");
     assert_eq!(
         here(MarksFrom::Stored("x")).marks()[0].seq,
