@@ -3,8 +3,10 @@ session completes QoS 2 messages of a third node on tern-a, then resumes on
 tern-b, whose routing of that node's messages lags behind (a backlog for
 its own sessions, built while tern-b was stopped with SIGSTOP). tern-b must
 not route to the resumed session what it had on tern-a already; what comes
-later it gets. Real paho-mqtt clients, mosquitto_pub for the backlog, three
-tern nodes on one NATS with the store in JetStream.
+later it gets. Two ways: tern-a lets the session go (its word says its
+marks), or tern-a is killed once its store committed (tern-b reads tern-a's
+marks from the store). Real paho-mqtt clients, mosquitto_pub for the
+backlog, three tern nodes on one NATS with the store in JetStream.
 """
 
 from __future__ import annotations
@@ -13,22 +15,34 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from rawmqtt import RawMqtt
 from clusterutil import await_route, mqtt_probe
 from mqttutil import TIMEOUT, MqttClient, unique
 from test_cluster_state import CLIENTS_STREAM, stream_last_seq, wait_for_writes
+from test_node_death import kill9
+from test_operations import metric, wait_for
 
 # A window big enough that tern-c sends the whole backlog without waiting
-# for tern-b to confirm it (tern-a gets its messages meanwhile).
-ENV = {"TERN_STORAGE__BACKEND": "nats", "TERN_CLUSTER__WINDOW": "400000"}
-BACKLOG = 60_000
-# tern-b's sessions that the backlog is routed to (never read: dropped once
-# their queues are full, each a routing step of tern-b's all the same).
-STALLED = 16
+# for tern-b to confirm it (tern-a gets its messages meanwhile); no node
+# taken for dead while tern-b is stopped.
+ENV = {
+    "TERN_STORAGE__BACKEND": "nats",
+    "TERN_CLUSTER__WINDOW": "1000000",
+    "TERN_CLUSTER__DEAD_AFTER_MS": "60000",
+}
+# Messages of the backlog, and tern-b's sessions it is routed to (never
+# read: dropped once their queues are full, each a routing step of tern-b's
+# all the same): tern-b must still be at it when the session resumes there,
+# after tern-a's word or, tern-a killed, the claim's wait for it (1 s).
+BACKLOG = {"lets_go": 60_000, "killed": 120_000}
+STALLED = {"lets_go": 16, "killed": 24}
 QOS2 = 20
 
 
-def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_holds(nats, nodes, mqtt):
+@pytest.mark.parametrize("old_node", ["lets_go", "killed"])
+def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_holds(old_node, nats, nodes, mqtt):
     a = nodes.start("tern-a", [nats.url], ENV)
     b = nodes.start("tern-b", [nats.url], ENV)
     c = nodes.start("tern-c", [nats.url], ENV)
@@ -42,7 +56,7 @@ def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_hol
         wait_for_writes(nats, CLIENTS_STREAM, before + 1)
         watcher = mqtt(b)  # sees when tern-b routes the QoS 2 messages
         assert watcher.subscribe("rp/t", qos=0) == [0]
-        for _ in range(STALLED):
+        for _ in range(STALLED[old_node]):
             raw = RawMqtt(b, unique("stalled"), clean=True)
             raw.subscribe("rp/bulk", qos=0)
             stalled.append(raw)
@@ -59,7 +73,7 @@ def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_hol
         # tern-b reads nothing from NATS meanwhile: the backlog and the QoS 2
         # messages wait for it, in tern-c's order.
         os.kill(b.proc.pid, signal.SIGSTOP)
-        lines = "\n".join(f"b{n}" for n in range(BACKLOG)) + "\n"
+        lines = "\n".join(f"b{n}" for n in range(BACKLOG[old_node])) + "\n"
         subprocess.run(
             ["mosquitto_pub", "-h", c.host, "-p", str(c.mqtt_port), "-t", "rp/bulk", "-q", "0", "-l"],
             input=lines.encode(),
@@ -72,6 +86,10 @@ def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_hol
         got = first.expect_n(QOS2, timeout=TIMEOUT)
         assert [m.payload for m in got] == sent, "tern-a routed them at once"
         first.disconnect()  # after the PUBCOMPs: completed on tern-a
+        if old_node == "killed":
+            # Its commits carry its marks: once the deliveries' deletes are in.
+            wait_for("tern-a committed the completions", lambda: metric(a, "tern_store_messages") == 0)
+            kill9(nodes, "tern-a")
 
         os.kill(b.proc.pid, signal.SIGCONT)
         second = MqttClient(b, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
