@@ -464,10 +464,10 @@ impl Ownership {
             }
             held.remove(&client_id)
         };
-        router.session_moved(&client_id, value.clean_start);
+        let marks = router.session_moved(&client_id, value.clean_start);
         if was_held.is_some() {
-            // Taken once the session routes nothing more here: what it had.
-            let marks = super::marks::encode(&router.peer_marks());
+            // What the session had here, for the node it went to.
+            let marks = super::marks::encode(&marks);
             // Once what it wrote for the session is committed (later writes
             // are refused by the store), the new holder may read it.
             let (router, client) = (Arc::clone(router), self.client.clone());

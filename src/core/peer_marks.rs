@@ -77,6 +77,22 @@ impl SessionMarks {
         self.0.is_empty()
     }
 
+    /// `node_marks` (a node's, as it lets this session go) with the marks
+    /// the session still carries from before, per origin the higher: what
+    /// the session had, for the node it goes to next.
+    pub fn merged_into(&self, mut node_marks: Vec<PeerMark>) -> Vec<PeerMark> {
+        for mark in &self.0 {
+            match node_marks
+                .iter_mut()
+                .find(|m| m.epoch == mark.epoch && m.node == mark.node)
+            {
+                Some(m) => m.seq = m.seq.max(mark.seq),
+                None => node_marks.push(mark.clone()),
+            }
+        }
+        node_marks
+    }
+
     pub fn marks(&self) -> &[PeerMark] {
         &self.0
     }
@@ -127,6 +143,17 @@ mod tests {
         assert!(!marks.covers(&P::new("o", 8, 1)), "o restarted: epoch 8");
         assert!(!marks.covers(&P::new("other", 7, 1)));
         assert_eq!(marks.marks(), &[M::new("o", 7, 1_000)], "untouched");
+    }
+
+    #[test]
+    fn a_session_moving_on_carries_the_higher_of_its_marks_and_its_nodes() {
+        let carried = SessionMarks(vec![M::new("o", 7, 100), M::new("p", 1, 5)]);
+        let node = vec![M::new("o", 7, 60), M::new("p", 1, 9), M::new("q", 2, 3)];
+        assert_eq!(
+            carried.merged_into(node),
+            vec![M::new("o", 7, 100), M::new("p", 1, 9), M::new("q", 2, 3)]
+        );
+        assert_eq!(SessionMarks::default().merged_into(Vec::new()), Vec::new());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::{AttachRefused, Attached, Router};
 use crate::core::cluster_state::Claimed;
 use crate::core::commit::Commit;
 use crate::core::message::Message;
+use crate::core::peer_marks::PeerMark;
 use crate::core::session::{KickReason, MovedAway, Session, SessionOwner};
 
 impl Router {
@@ -170,10 +171,12 @@ impl Router {
     /// (session takeover) and the session here ends without a trace, as it
     /// lives on there (its waiting will goes out if the new connection
     /// started clean, and is cancelled if it resumed; with a shared store
-    /// the new owner, which read the stored will, does either).
-    pub fn session_moved(&self, client_id: &str, clean_start: bool) {
+    /// the new owner, which read the stored will, does either). Returns the
+    /// marks to tell the new owner (`core::peer_marks`): this node's, with
+    /// what the session still skipped here (it came from another node).
+    pub fn session_moved(&self, client_id: &str, clean_start: bool) -> Vec<PeerMark> {
         let Some(session) = self.sessions.get(client_id) else {
-            return;
+            return self.peer_marks();
         };
         // Before the kick: the connection it ends settles its will by it.
         session.set_moved_away(if clean_start {
@@ -204,6 +207,8 @@ impl Router {
                 self.persistence.forget_session(&session);
             }
         }
+        // Taken once the session routes nothing more here.
+        session.peer_marks().merged_into(self.peer_marks())
     }
 
     /// Node `dead` died holding `client_id`, and this node took the id over:

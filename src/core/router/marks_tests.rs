@@ -152,3 +152,24 @@ async fn marks_of_another_node_or_none_skip_nothing() {
         "stored when no word came"
     );
 }
+
+#[tokio::test]
+async fn a_session_moving_on_takes_what_it_still_skips_with_this_nodes_marks() {
+    let router = taken_over_from_x();
+    let told = router.session_moved("s", false);
+    assert_eq!(
+        told,
+        vec![
+            PeerMark::new("o", 7, 20),
+            PeerMark::new("p", 1, 5),
+            PeerMark::new("x", 3, 9),
+        ],
+        "this node routed o up to 12 only: the session had up to 20"
+    );
+    assert!(router.session("s").is_none(), "gone from here");
+    assert_eq!(
+        router.session_moved("s", false),
+        vec![PeerMark::new("o", 7, 12)],
+        "no such session: this node's marks"
+    );
+}

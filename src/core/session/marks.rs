@@ -17,6 +17,19 @@ impl Session {
         self.has_marks.store(true, Ordering::Release);
     }
 
+    /// What the session still skips (a copy).
+    pub fn peer_marks(&self) -> SessionMarks {
+        if !self.has_marks.load(Ordering::Acquire) {
+            return SessionMarks::default();
+        }
+        let state = self.state.lock();
+        state
+            .rare
+            .as_ref()
+            .map(|rare| rare.marks.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether the session had the message of another node at `at` already
     /// (it is not routed to it). One atomic load for a session without marks.
     pub fn had_peer_message(&self, at: &PeerPosition<'_>) -> bool {
