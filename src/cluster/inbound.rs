@@ -416,8 +416,17 @@ impl Inbound {
         let own = &**self.cluster.node();
         let origins = &mut self.origins;
         let mut echoes = 0;
+        // A batch has one origin: looked up once, not per message.
+        let mut last: Option<(&str, u64, usize)> = None;
         let decoded = wire::decode_each(&topic, &message.payload, now, |decoded, origin| {
-            let index = origin_index(origins, own, origin.node, origin.epoch);
+            let index = match last {
+                Some((node, epoch, index)) if epoch == origin.epoch && node == origin.node => index,
+                _ => {
+                    let index = origin_index(origins, own, origin.node, origin.epoch);
+                    last = Some((origin.node, origin.epoch, index));
+                    index
+                }
+            };
             if origins[index].own {
                 // no_echo should make this impossible; a second node with our name would not.
                 echoes += 1;
