@@ -355,6 +355,7 @@ impl Inbound {
             collected.sort_by_key(Collected::order);
         }
         let count = collected.len();
+        let mut received = 0;
         for item in collected.drain(..) {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
@@ -375,10 +376,11 @@ impl Inbound {
                 continue;
             }
             origin.last_routed = item.seq;
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            received += 1;
             let published = self.router.publish_from_peer(message);
             self.stored.include(published.commit);
         }
+        self.stats.received.fetch_add(received, Ordering::Relaxed);
         collected.shrink_to(4 * ROUND_CAP);
         self.scratch = collected;
         count
@@ -420,7 +422,13 @@ impl Inbound {
         let mut last: Option<(&str, u64, usize)> = None;
         let decoded = wire::decode_each(&topic, &message.payload, now, |decoded, origin| {
             let index = match last {
-                Some((node, epoch, index)) if epoch == origin.epoch && node == origin.node => index,
+                // A batch's entries share one `node` slice: most often a pointer compare.
+                Some((node, epoch, index))
+                    if epoch == origin.epoch
+                        && (std::ptr::eq(node, origin.node) || node == origin.node) =>
+                {
+                    index
+                }
                 _ => {
                     let index = origin_index(origins, own, origin.node, origin.epoch);
                     last = Some((origin.node, origin.epoch, index));

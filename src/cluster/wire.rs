@@ -170,7 +170,10 @@ impl Batch {
         }
         let mut publisher: &[u8] = &[];
         match (&message.publisher, &self.last_publisher) {
-            (Some(this), Some(last)) if this == last => flags |= SAME_PUBLISHER,
+            // One connection's messages share one `Arc`: mostly a pointer compare.
+            (Some(this), Some(last)) if Arc::ptr_eq(this, last) || this == last => {
+                flags |= SAME_PUBLISHER;
+            }
             (Some(this), _) => {
                 flags |= PUBLISHER;
                 publisher = this.as_bytes();
