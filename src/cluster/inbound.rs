@@ -363,7 +363,7 @@ impl Inbound {
             collected.sort_by_key(Collected::order);
         }
         let count = collected.len();
-        let mut routed = false;
+        let mut received = 0;
         for item in collected.drain(..) {
             let may_route = complete || watermark.get(item.origin).is_some_and(|w| item.seq <= *w);
             if !may_route {
@@ -384,8 +384,7 @@ impl Inbound {
                 continue;
             }
             origin.last_routed = item.seq;
-            routed = true;
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            received += 1;
             let at = PeerPosition {
                 node: &origin.node,
                 epoch: origin.epoch,
@@ -394,7 +393,8 @@ impl Inbound {
             let published = self.router.publish_from_peer(message, at);
             self.stored.include(published.commit);
         }
-        if routed {
+        self.stats.received.fetch_add(received, Ordering::Relaxed);
+        if received > 0 {
             for origin in self.origins.iter().filter(|o| o.last_routed > 0) {
                 self.marks
                     .routed(&origin.node, origin.epoch, origin.last_routed);
@@ -437,8 +437,23 @@ impl Inbound {
         let own = &**self.cluster.node();
         let origins = &mut self.origins;
         let mut echoes = 0;
+        // A batch has one origin: looked up once, not per message.
+        let mut last: Option<(&str, u64, usize)> = None;
         let decoded = wire::decode_each(&topic, &message.payload, now, |decoded, origin| {
-            let index = origin_index(origins, own, origin.node, origin.epoch);
+            let index = match last {
+                // A batch's entries share one `node` slice: most often a pointer compare.
+                Some((node, epoch, index))
+                    if epoch == origin.epoch
+                        && (std::ptr::eq(node, origin.node) || node == origin.node) =>
+                {
+                    index
+                }
+                _ => {
+                    let index = origin_index(origins, own, origin.node, origin.epoch);
+                    last = Some((origin.node, origin.epoch, index));
+                    index
+                }
+            };
             if origins[index].own {
                 // no_echo should make this impossible; a second node with our name would not.
                 echoes += 1;

@@ -55,6 +55,9 @@ mod takeover;
 mod takeover_tests;
 pub mod window;
 pub mod wire;
+mod wire_legacy;
+#[cfg(test)]
+mod wire_tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -163,7 +163,11 @@ impl Sender {
         for message in messages {
             left = left.saturating_sub(entry_estimate(message));
             acks_wait |= message.qos != QoS::AtMostOnce;
-            if self.topic.as_deref() != Some(&*message.topic) {
+            let same_topic = self
+                .topic
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(t, &message.topic) || *t == message.topic);
+            if !same_topic {
                 if !self.flush().await {
                     return false;
                 }

@@ -1,34 +1,53 @@
 //! How a core message travels between nodes: the NATS subject names its
-//! topic (`subject.rs`); the NATS payload is one of these encodings:
+//! topic (`subject.rs`); the NATS payload is a batch of one or more messages
+//! of that topic, in version 3:
 //!
 //! ```text
-//! one message:   [version: u8 = 1][meta length: varint][meta: postcard][the message payload]
-//! a batch:       [version: u8 = 2]([length: varint][one message, version 1])+
+//! batch:  [version: u8 = 3][node length: varint][node: UTF-8][epoch: u64 BE] entry+
+//! entry:  [length of the rest: varint][seq delta: varint][flags: u8]
+//!         [expiry left, ms: varint]?            (flag EXPIRY)
+//!         [publisher length: varint][publisher]? (flag PUBLISHER)
+//!         [properties length: varint][postcard]? (flag PROPERTIES)
+//!         [the message payload: the rest of the entry]
+//! flags:  bits 0-1 QoS, RETAIN, EXPIRY, PUBLISHER, SAME_PUBLISHER, PROPERTIES
 //! ```
 //!
-//! `meta` is [`WireMeta`]: the origin node, that node's run ("epoch") and its
-//! sequence number (order and de-duplication), QoS, retain, the expiry left,
-//! the publisher's client id (no-local) and the properties (MQTT 5 properties
-//! ⇄ STOMP headers). No NATS headers: a plain `PUB` is the cheapest message.
-//! A batch ([`Batch`]) holds consecutive messages of one topic (so of one
-//! subject: interest routing and shared groups see it as any message of that
-//! subject), in the order they were sent: one NATS message instead of many
-//! costs every node and the NATS server a fraction per message. Payloads are
-//! sliced out of what NATS delivered, never copied.
+//! The origin node and its run ("epoch") are written once per NATS message;
+//! each entry's sequence number (order and de-duplication) is the previous
+//! entry's plus its delta (the first's from 0), so a burst costs one byte a
+//! message for it. `SAME_PUBLISHER` says the publisher's client id (no-local)
+//! is the previous entry's. Properties (MQTT 5 properties ⇄ STOMP headers)
+//! are rare and stay a postcard struct. The expiry is what was left when sent
+//! (clocks of nodes are not compared). No NATS headers: a plain `PUB` is the
+//! cheapest message. A batch ([`Batch`]) holds consecutive messages of one
+//! topic (so of one subject: interest routing and shared groups see it as any
+//! message of that subject), in the order they were sent: one NATS message
+//! instead of many costs every node and the NATS server a fraction per
+//! message. Payloads are sliced out of what NATS delivered, never copied.
+//!
+//! Versions 1 (one message, a postcard meta each) and 2 (a batch of version 1
+//! entries), sent by nodes before version 3, are still decoded
+//! (`wire_legacy.rs`); a node of those versions drops (and counts) a version 3
+//! payload: nodes of both kinds in one cluster do not exchange messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use super::wire_legacy;
 use crate::core::message::{Message, MessageProperties, QoS};
 
-/// The encoding's version of one message; a node drops (and counts) any
-/// other but [`BATCH_VERSION`].
-pub const WIRE_VERSION: u8 = 1;
-/// The version byte of a batch of messages of version [`WIRE_VERSION`].
-pub const BATCH_VERSION: u8 = 2;
+/// The version byte of what this node sends.
+pub const VERSION: u8 = 3;
+
+const QOS_BITS: u8 = 0b11;
+const RETAIN: u8 = 1 << 2;
+const EXPIRY: u8 = 1 << 3;
+const PUBLISHER: u8 = 1 << 4;
+const SAME_PUBLISHER: u8 = 1 << 5;
+const PROPERTIES: u8 = 1 << 6;
 
 /// Which run of which node sent a message, and its place in that run's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,28 +58,46 @@ pub struct Origin<'a> {
     pub seq: u64,
 }
 
+/// A message's properties as encoded (borrowed from the payload when decoded).
 #[derive(Debug, Serialize, Deserialize)]
-struct WireMeta<'a> {
-    node: &'a str,
-    epoch: u64,
-    seq: u64,
-    qos: u8,
-    retain: bool,
-    /// Milliseconds of life left when sent (clocks of nodes are not compared).
-    expiry_ms: Option<u64>,
-    publisher: Option<&'a str>,
+pub(super) struct WireProperties<'a> {
+    pub(super) payload_is_utf8: bool,
+    pub(super) content_type: Option<&'a str>,
+    pub(super) response_topic: Option<&'a str>,
+    pub(super) correlation_data: Option<&'a [u8]>,
     #[serde(borrow)]
-    properties: Option<WireProperties<'a>>,
+    pub(super) user_properties: Vec<(&'a str, &'a str)>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct WireProperties<'a> {
-    payload_is_utf8: bool,
-    content_type: Option<&'a str>,
-    response_topic: Option<&'a str>,
-    correlation_data: Option<&'a [u8]>,
-    #[serde(borrow)]
-    user_properties: Vec<(&'a str, &'a str)>,
+impl<'a> WireProperties<'a> {
+    pub(super) fn of(p: &'a MessageProperties) -> Self {
+        WireProperties {
+            payload_is_utf8: p.payload_is_utf8,
+            content_type: p.content_type.as_deref(),
+            response_topic: p.response_topic.as_deref(),
+            correlation_data: p.correlation_data.as_deref(),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        }
+    }
+
+    pub(super) fn into_shared(self) -> Option<Arc<MessageProperties>> {
+        MessageProperties {
+            payload_is_utf8: self.payload_is_utf8,
+            content_type: self.content_type.map(str::to_string),
+            response_topic: self.response_topic.map(str::to_string),
+            correlation_data: self.correlation_data.map(Bytes::copy_from_slice),
+            user_properties: self
+                .user_properties
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+        .shared()
+    }
 }
 
 /// Why a payload from NATS is not a message.
@@ -74,89 +111,25 @@ pub enum WireError {
     Malformed(&'static str),
 }
 
-/// `message` as a NATS payload (one copy of the payload, behind the header).
+/// `message` alone as a NATS payload (one copy of the payload, behind the header).
 pub fn encode(message: &Message, origin: Origin<'_>, now: Instant) -> Bytes {
-    let mut meta = Vec::new();
-    let mut out = BytesMut::new();
-    put_entry(&mut out, &mut meta, message, origin, now, false);
-    out.freeze()
+    let mut batch = Batch::default();
+    batch.push(message, origin, now);
+    batch.take()
 }
 
-/// Bytes of a message's meta encoded on the stack (node name, publisher and
-/// properties short enough).
-const META_ON_STACK: usize = 256;
-
-/// Appends `message` in version 1 to `out`, with its length first when
-/// `length_first` (an entry of a batch); `meta` is scratch space.
-fn put_entry(
-    out: &mut BytesMut,
-    meta: &mut Vec<u8>,
-    message: &Message,
-    origin: Origin<'_>,
-    now: Instant,
-    length_first: bool,
-) {
-    let fields = wire_meta(message, origin, now);
-    // Most metas fit on the stack, written in place (`to_extend` pushes byte
-    // by byte); one with big properties goes to the scratch Vec.
-    let mut stack = [0u8; META_ON_STACK];
-    let meta: &[u8] = match postcard::to_slice(&fields, &mut stack) {
-        Ok(written) => written,
-        Err(_) => {
-            meta.clear();
-            let taken = std::mem::take(meta);
-            // Serialising plain data into a Vec cannot fail.
-            *meta = postcard::to_extend(&fields, taken).unwrap_or_default();
-            meta
-        }
-    };
-    let len = 1 + varint_len(meta.len() as u64) + meta.len() + message.payload.len();
-    out.reserve(len + 10);
-    if length_first {
-        put_varint(out, len as u64);
-    }
-    out.put_u8(WIRE_VERSION);
-    put_varint(out, meta.len() as u64);
-    out.put_slice(meta);
-    out.put_slice(&message.payload);
-}
-
-fn wire_meta<'a>(message: &'a Message, origin: Origin<'a>, now: Instant) -> WireMeta<'a> {
-    let properties = message.properties.as_deref().map(|p| WireProperties {
-        payload_is_utf8: p.payload_is_utf8,
-        content_type: p.content_type.as_deref(),
-        response_topic: p.response_topic.as_deref(),
-        correlation_data: p.correlation_data.as_deref(),
-        user_properties: p
-            .user_properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-    });
-    WireMeta {
-        node: origin.node,
-        epoch: origin.epoch,
-        seq: origin.seq,
-        qos: message.qos as u8,
-        retain: message.retain,
-        expiry_ms: message.expires_at.map(|at| {
-            u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
-        }),
-        publisher: message.publisher.as_deref(),
-        properties,
-    }
-}
-
-/// Consecutive messages of one topic gathered into one NATS payload: a
-/// batch, or a plain version 1 message when only one was pushed.
+/// Messages of one topic and one origin gathered into one NATS payload.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// `[BATCH_VERSION]` and the entries so far.
+    /// The header and the entries so far.
     out: BytesMut,
-    meta: Vec<u8>,
+    /// Scratch space for an entry's properties.
+    properties: Vec<u8>,
     count: usize,
-    /// Where the first entry's message starts (after its length).
-    first_body: usize,
+    /// The sequence number of the last entry (entries carry the difference).
+    last_seq: u64,
+    /// The last entry's publisher (the next one naming it says so in a bit).
+    last_publisher: Option<Arc<str>>,
 }
 
 impl Batch {
@@ -170,18 +143,78 @@ impl Batch {
         }
     }
 
-    /// Appends `message` (the caller keeps one topic per batch).
+    /// Appends `message`. The caller keeps one topic per batch, and one
+    /// origin node and epoch (the first message's are the batch's).
     pub fn push(&mut self, message: &Message, origin: Origin<'_>, now: Instant) {
         if self.count == 0 {
             self.out.clear();
-            self.out.put_u8(BATCH_VERSION);
+            self.out.reserve(1 + 1 + origin.node.len() + 8 + 16);
+            self.out.put_u8(VERSION);
+            put_varint(&mut self.out, origin.node.len() as u64);
+            self.out.put_slice(origin.node.as_bytes());
+            self.out.put_u64(origin.epoch);
+            self.last_seq = 0;
+            self.last_publisher = None;
         }
-        let before = self.out.len();
-        put_entry(&mut self.out, &mut self.meta, message, origin, now, true);
-        if self.count == 0 {
-            let (_, used) = get_varint(&self.out[before..]).unwrap_or((0, 0));
-            self.first_body = before + used;
+        let delta = origin.seq.wrapping_sub(self.last_seq);
+        self.last_seq = origin.seq;
+        let mut flags = message.qos as u8 & QOS_BITS;
+        if message.retain {
+            flags |= RETAIN;
         }
+        let expiry = message.expires_at.map(|at| {
+            u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+        });
+        if expiry.is_some() {
+            flags |= EXPIRY;
+        }
+        let mut publisher: &[u8] = &[];
+        match (&message.publisher, &self.last_publisher) {
+            // One connection's messages share one `Arc`: mostly a pointer compare.
+            (Some(this), Some(last)) if Arc::ptr_eq(this, last) || this == last => {
+                flags |= SAME_PUBLISHER;
+            }
+            (Some(this), _) => {
+                flags |= PUBLISHER;
+                publisher = this.as_bytes();
+                self.last_publisher = Some(Arc::clone(this));
+            }
+            (None, _) => {}
+        }
+        self.properties.clear();
+        if let Some(p) = message.properties.as_deref() {
+            flags |= PROPERTIES;
+            let taken = std::mem::take(&mut self.properties);
+            // Serialising plain data into a Vec cannot fail.
+            self.properties =
+                postcard::to_extend(&WireProperties::of(p), taken).unwrap_or_default();
+        }
+        let mut len = varint_len(delta) + 1 + message.payload.len();
+        if let Some(ms) = expiry {
+            len += varint_len(ms);
+        }
+        if flags & PUBLISHER != 0 {
+            len += varint_len(publisher.len() as u64) + publisher.len();
+        }
+        if flags & PROPERTIES != 0 {
+            len += varint_len(self.properties.len() as u64) + self.properties.len();
+        }
+        self.out.reserve(len + 10);
+        put_varint(&mut self.out, len as u64);
+        put_varint(&mut self.out, delta);
+        self.out.put_u8(flags);
+        if let Some(ms) = expiry {
+            put_varint(&mut self.out, ms);
+        }
+        if flags & PUBLISHER != 0 {
+            put_varint(&mut self.out, publisher.len() as u64);
+            self.out.put_slice(publisher);
+        }
+        if flags & PROPERTIES != 0 {
+            put_varint(&mut self.out, self.properties.len() as u64);
+            self.out.put_slice(&self.properties);
+        }
+        self.out.put_slice(&message.payload);
         self.count += 1;
     }
 
@@ -199,14 +232,11 @@ impl Batch {
         self.out.len()
     }
 
-    /// The payload to publish (version 1 for a single message), and a fresh batch.
+    /// The payload to publish, and a fresh batch.
     pub fn take(&mut self) -> Bytes {
-        let mut taken = self.out.split();
-        if self.count == 1 {
-            taken.advance(self.first_body);
-        }
         self.count = 0;
-        taken.freeze()
+        self.last_publisher = None;
+        self.out.split().freeze()
     }
 }
 
@@ -236,106 +266,112 @@ pub fn decode_each<'a>(
     now: Instant,
     mut each: impl FnMut(Message, Origin<'a>),
 ) -> Result<(), WireError> {
-    let (&version, rest) = payload.split_first().ok_or(WireError::Empty)?;
-    let mut publisher = None;
-    if version != BATCH_VERSION {
-        let (message, origin) = decode_at(topic, payload, 0, payload.len(), now, &mut publisher)?;
-        each(message, origin);
-        return Ok(());
+    let (&version, _) = payload.split_first().ok_or(WireError::Empty)?;
+    if version != VERSION {
+        return wire_legacy::decode_each(topic, payload, now, each);
     }
-    if rest.is_empty() {
+    let end = payload.len();
+    let mut at = 1;
+    let node_len = get_len(payload, &mut at, end)?;
+    let node = std::str::from_utf8(&payload[at..at + node_len])
+        .map_err(|_| WireError::Malformed("node"))?;
+    at += node_len;
+    let epoch = payload
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or(WireError::Malformed("epoch"))?;
+    at += 8;
+    if at == end {
         return Err(WireError::Malformed("empty batch"));
     }
-    let mut at = 1;
-    while at < payload.len() {
-        let (len, used) = get_varint(&payload[at..]).ok_or(WireError::Malformed("length"))?;
-        let start = at + used;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|len| start.checked_add(len))
-            .filter(|end| *end <= payload.len())
-            .ok_or(WireError::Malformed("length"))?;
-        if payload.get(start) == Some(&BATCH_VERSION) {
-            return Err(WireError::Malformed("a batch in a batch"));
+    let mut seq = 0u64;
+    let mut publisher: Option<Arc<str>> = None;
+    while at < end {
+        let len = get_len(payload, &mut at, end)?;
+        let entry_end = at + len;
+        seq = seq.wrapping_add(get_varint_at(payload, &mut at, entry_end)?);
+        let flags = *payload
+            .get(at)
+            .filter(|_| at < entry_end)
+            .ok_or(WireError::Malformed("flags"))?;
+        at += 1;
+        let qos = QoS::from_u8(flags & QOS_BITS).ok_or(WireError::Malformed("qos"))?;
+        let expiry = if flags & EXPIRY != 0 {
+            Some(get_varint_at(payload, &mut at, entry_end)?)
+        } else {
+            None
+        };
+        if flags & PUBLISHER != 0 {
+            let len = get_len(payload, &mut at, entry_end)?;
+            let name = std::str::from_utf8(&payload[at..at + len])
+                .map_err(|_| WireError::Malformed("publisher"))?;
+            at += len;
+            publisher = Some(Arc::from(name));
+        } else if flags & SAME_PUBLISHER == 0 {
+            publisher = None;
+        } else if publisher.is_none() {
+            return Err(WireError::Malformed("publisher"));
         }
-        let (message, origin) = decode_at(topic, payload, start, end, now, &mut publisher)?;
-        each(message, origin);
-        at = end;
+        let properties = if flags & PROPERTIES != 0 {
+            let len = get_len(payload, &mut at, entry_end)?;
+            let p: WireProperties<'_> = postcard::from_bytes(&payload[at..at + len])
+                .map_err(|_| WireError::Malformed("properties"))?;
+            at += len;
+            p.into_shared()
+        } else {
+            None
+        };
+        let mut message = Message::new(
+            Arc::clone(topic),
+            payload.slice(at..entry_end),
+            qos,
+            flags & RETAIN != 0,
+        );
+        message.expires_at = expiry.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
+        message.publisher = publisher.clone();
+        message.properties = properties;
+        each(message, Origin { node, epoch, seq });
+        at = entry_end;
     }
     Ok(())
 }
 
-/// A message of `topic` from a NATS payload (version 1 only; see
-/// [`decode_all`] for batches). The message's payload shares `payload`'s buffer.
+/// The one message of a NATS payload of `topic` (an error for a batch of more).
+/// The message's payload shares `payload`'s buffer.
 pub fn decode<'a>(
     topic: &str,
     payload: &'a Bytes,
     now: Instant,
 ) -> Result<(Message, Origin<'a>), WireError> {
-    decode_at(&Arc::from(topic), payload, 0, payload.len(), now, &mut None)
-}
-
-/// The version 1 message in `payload[start..end]`; `publisher` is the
-/// previous entry's, shared when this one names the same.
-fn decode_at<'a>(
-    topic: &Arc<str>,
-    payload: &'a Bytes,
-    start: usize,
-    end: usize,
-    now: Instant,
-    publisher: &mut Option<Arc<str>>,
-) -> Result<(Message, Origin<'a>), WireError> {
-    let frame = &payload[start..end];
-    let (&version, rest) = frame.split_first().ok_or(WireError::Empty)?;
-    if version != WIRE_VERSION {
-        return Err(WireError::Version(version));
+    let mut all = decode_all(topic, payload, now)?;
+    match (all.pop(), all.is_empty()) {
+        (Some(one), true) => Ok(one),
+        _ => Err(WireError::Malformed("more than one message")),
     }
-    let (meta_len, used) = get_varint(rest).ok_or(WireError::Malformed("length"))?;
-    let meta_start = start + 1 + used;
-    let meta_end = usize::try_from(meta_len)
-        .ok()
-        .and_then(|len| meta_start.checked_add(len))
-        .filter(|meta_end| *meta_end <= end)
-        .ok_or(WireError::Malformed("length"))?;
-    let meta: WireMeta<'a> = postcard::from_bytes(&payload[meta_start..meta_end])
-        .map_err(|_| WireError::Malformed("meta"))?;
-    let qos = QoS::from_u8(meta.qos).ok_or(WireError::Malformed("qos"))?;
-    let mut message = Message::new(
-        Arc::clone(topic),
-        payload.slice(meta_end..end),
-        qos,
-        meta.retain,
-    );
-    message.expires_at = meta
-        .expiry_ms
-        .and_then(|ms| now.checked_add(Duration::from_millis(ms)));
-    message.publisher = meta.publisher.map(|name| match publisher {
-        Some(last) if **last == *name => Arc::clone(last),
-        _ => Arc::clone(publisher.insert(Arc::from(name))),
-    });
-    message.properties = meta.properties.and_then(|p| {
-        MessageProperties {
-            payload_is_utf8: p.payload_is_utf8,
-            content_type: p.content_type.map(str::to_string),
-            response_topic: p.response_topic.map(str::to_string),
-            correlation_data: p.correlation_data.map(Bytes::copy_from_slice),
-            user_properties: p
-                .user_properties
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-        .shared()
-    });
-    let origin = Origin {
-        node: meta.node,
-        epoch: meta.epoch,
-        seq: meta.seq,
-    };
-    Ok((message, origin))
 }
 
-fn varint_len(mut value: u64) -> usize {
+/// A varint length at `*at` of bytes that must follow it before `end`; moves
+/// `at` past the varint.
+fn get_len(payload: &[u8], at: &mut usize, end: usize) -> Result<usize, WireError> {
+    let len = get_varint_at(payload, at, end)?;
+    usize::try_from(len)
+        .ok()
+        .filter(|len| *len <= end - *at)
+        .ok_or(WireError::Malformed("length"))
+}
+
+/// The varint at `*at` (ending before `end`); moves `at` past it.
+fn get_varint_at(payload: &[u8], at: &mut usize, end: usize) -> Result<u64, WireError> {
+    let (value, used) = payload
+        .get(*at..end)
+        .and_then(get_varint)
+        .ok_or(WireError::Malformed("length"))?;
+    *at += used;
+    Ok(value)
+}
+
+pub(super) fn varint_len(mut value: u64) -> usize {
     let mut len = 1;
     while value >= 0x80 {
         value >>= 7;
@@ -344,7 +380,7 @@ fn varint_len(mut value: u64) -> usize {
     len
 }
 
-fn put_varint(out: &mut BytesMut, mut value: u64) {
+pub(super) fn put_varint(out: &mut BytesMut, mut value: u64) {
     while value >= 0x80 {
         out.put_u8((value as u8) | 0x80);
         value >>= 7;
@@ -353,7 +389,7 @@ fn put_varint(out: &mut BytesMut, mut value: u64) {
 }
 
 /// The value and the bytes it took; None when cut short or over 10 bytes.
-fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+pub(super) fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for (i, &byte) in bytes.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7F) << (7 * i);
@@ -362,220 +398,4 @@ fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ORIGIN: Origin<'static> = Origin {
-        node: "tern-a",
-        epoch: 7,
-        seq: 42,
-    };
-
-    #[test]
-    fn a_message_with_everything_survives_the_trip() {
-        let now = Instant::now();
-        let mut message = Message::new(
-            "a/b",
-            Bytes::from_static(b"payload"),
-            QoS::ExactlyOnce,
-            true,
-        );
-        message.expires_at = now.checked_add(Duration::from_secs(30));
-        message.publisher = Some(Arc::from("client\r\n;1"));
-        message.properties = MessageProperties {
-            payload_is_utf8: true,
-            content_type: Some("text/plain".into()),
-            response_topic: Some("reply/here".into()),
-            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
-            user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
-        }
-        .shared();
-        let bytes = encode(&message, ORIGIN, now);
-        let (back, origin) = decode("a/b", &bytes, now).expect("decode");
-        assert_eq!(origin, ORIGIN);
-        assert_eq!(&*back.topic, "a/b");
-        assert_eq!(back.payload, message.payload);
-        assert_eq!(back.qos, QoS::ExactlyOnce);
-        assert!(back.retain);
-        assert_eq!(back.expires_at, message.expires_at);
-        assert_eq!(back.publisher, message.publisher);
-        assert_eq!(back.properties, message.properties);
-    }
-
-    #[test]
-    fn a_meta_too_big_for_the_stack_survives_the_trip() {
-        let now = Instant::now();
-        let mut message = Message::new("t", Bytes::from_static(b"xyz"), QoS::AtLeastOnce, false);
-        message.publisher = Some(Arc::from("p".repeat(META_ON_STACK * 2)));
-        message.properties = MessageProperties {
-            user_properties: vec![("k".repeat(300), "v".repeat(300))],
-            ..MessageProperties::default()
-        }
-        .shared();
-        let mut batch = Batch::default();
-        batch.push(&message, origin(1), now);
-        batch.push(&message, origin(2), now);
-        let bytes = batch.take();
-        let back = decode_all("t", &bytes, now).expect("decode");
-        assert_eq!(back.len(), 2);
-        for (got, _) in &back {
-            assert_eq!(got.publisher, message.publisher);
-            assert_eq!(got.properties, message.properties);
-            assert_eq!(&got.payload[..], b"xyz");
-        }
-    }
-
-    #[test]
-    fn a_plain_message_costs_a_few_bytes() {
-        let message = Message::new("t", Bytes::from_static(b"xyz"), QoS::AtMostOnce, false);
-        let bytes = encode(&message, ORIGIN, Instant::now());
-        assert!(bytes.len() <= 3 + 16, "{} bytes", bytes.len());
-        let (back, _) = decode("t", &bytes, Instant::now()).expect("decode");
-        assert_eq!(&back.payload[..], b"xyz");
-        assert!(back.properties.is_none() && back.publisher.is_none() && back.expires_at.is_none());
-    }
-
-    #[test]
-    fn other_versions_and_garbage_are_refused() {
-        let now = Instant::now();
-        assert_eq!(
-            decode("t", &Bytes::new(), now).err(),
-            Some(WireError::Empty)
-        );
-        assert_eq!(
-            decode("t", &Bytes::from_static(b"\x02abc"), now).err(),
-            Some(WireError::Version(2))
-        );
-        assert!(decode("t", &Bytes::from_static(b"\x01\xff"), now).is_err());
-        assert!(decode("t", &Bytes::from_static(b"\x01\x7f\x00"), now).is_err());
-        assert!(decode("t", &Bytes::from_static(b"\x01\x02\x00\x00"), now).is_err());
-    }
-
-    fn origin(seq: u64) -> Origin<'static> {
-        Origin { seq, ..ORIGIN }
-    }
-
-    fn batch_of(messages: &[Message], now: Instant) -> Bytes {
-        let mut batch = Batch::default();
-        for (i, message) in messages.iter().enumerate() {
-            batch.push(message, origin(10 + i as u64), now);
-        }
-        assert_eq!(batch.len(), messages.len());
-        batch.take()
-    }
-
-    #[test]
-    fn a_batch_brings_back_every_message_in_order() {
-        let now = Instant::now();
-        let mut with_everything =
-            Message::new("a/b", Bytes::from_static(b"two"), QoS::AtLeastOnce, true);
-        with_everything.publisher = Some(Arc::from("pub-1"));
-        with_everything.expires_at = now.checked_add(Duration::from_secs(5));
-        with_everything.properties = MessageProperties {
-            user_properties: vec![("k".into(), "v".into())],
-            ..MessageProperties::default()
-        }
-        .shared();
-        let messages = [
-            Message::new("a/b", Bytes::from_static(b"one"), QoS::AtMostOnce, false),
-            with_everything,
-            Message::new("a/b", Bytes::new(), QoS::ExactlyOnce, false),
-        ];
-        let bytes = batch_of(&messages, now);
-        assert_eq!(bytes[0], BATCH_VERSION);
-        let back = decode_all("a/b", &bytes, now).expect("decode");
-        assert_eq!(back.len(), 3);
-        for (i, ((message, origin), sent)) in back.iter().zip(&messages).enumerate() {
-            assert_eq!(origin.seq, 10 + i as u64);
-            assert_eq!(origin.node, "tern-a");
-            assert_eq!(&*message.topic, "a/b");
-            assert_eq!(message.payload, sent.payload);
-            assert_eq!(message.qos, sent.qos);
-            assert_eq!(message.retain, sent.retain);
-            assert_eq!(message.publisher, sent.publisher);
-            assert_eq!(message.expires_at, sent.expires_at);
-            assert_eq!(message.properties, sent.properties);
-        }
-    }
-
-    #[test]
-    fn a_batch_of_one_is_a_plain_message_and_a_batch_is_reusable() {
-        let now = Instant::now();
-        let message = Message::new("t", Bytes::from_static(b"xyz"), QoS::AtMostOnce, false);
-        let mut batch = Batch::default();
-        batch.push(&message, ORIGIN, now);
-        let one = batch.take();
-        assert!(batch.is_empty());
-        assert_eq!(one, encode(&message, ORIGIN, now));
-        assert_eq!(decode("t", &one, now).expect("decode").1, ORIGIN);
-        batch.push(&message, origin(1), now);
-        batch.push(&message, origin(2), now);
-        let two = batch.take();
-        let back = decode_all("t", &two, now).expect("decode");
-        assert_eq!(back.iter().map(|(_, o)| o.seq).collect::<Vec<_>>(), [1, 2]);
-        assert!(
-            decode("t", &two, now).is_err(),
-            "decode takes one message only"
-        );
-    }
-
-    #[test]
-    fn a_batch_decodes_with_one_topic_and_one_publisher_shared() {
-        let now = Instant::now();
-        let from = |publisher: &str| {
-            let mut message = Message::new("t", Bytes::from_static(b"x"), QoS::AtMostOnce, false);
-            message.publisher = Some(Arc::from(publisher));
-            message
-        };
-        let bytes = batch_of(&[from("p1"), from("p1"), from("p2")], now);
-        let topic: Arc<str> = Arc::from("t");
-        let mut back = Vec::new();
-        decode_each(&topic, &bytes, now, |message, _| back.push(message)).expect("decode");
-        assert_eq!(back.len(), 3);
-        assert!(back.iter().all(|m| Arc::ptr_eq(&m.topic, &topic)));
-        let publishers: Vec<&Arc<str>> = back.iter().filter_map(|m| m.publisher.as_ref()).collect();
-        assert_eq!(
-            publishers.iter().map(|p| &***p).collect::<Vec<_>>(),
-            ["p1", "p1", "p2"]
-        );
-        assert!(
-            Arc::ptr_eq(publishers[0], publishers[1]),
-            "one allocation for a run of one publisher"
-        );
-    }
-
-    #[test]
-    fn bad_batches_are_refused_whole() {
-        let now = Instant::now();
-        let message = Message::new("t", Bytes::from_static(b"xyz"), QoS::AtMostOnce, false);
-        let good = batch_of(&[message.clone(), message.clone()], now);
-        let refused = |bytes: &[u8]| decode_all("t", &Bytes::copy_from_slice(bytes), now).is_err();
-        assert!(refused(b""));
-        assert!(refused(b"\x02"), "a batch of nothing");
-        assert!(refused(b"\x02\x05\x01"), "an entry longer than the payload");
-        assert!(refused(b"\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"));
-        assert!(refused(b"\x02\x02\x03\x00"), "an entry of another version");
-        let mut nested = vec![BATCH_VERSION];
-        put_varint_vec(&mut nested, good.len() as u64);
-        nested.extend_from_slice(&good);
-        assert!(refused(&nested), "a batch in a batch");
-        // Every cut of a good batch: an error or fewer messages, never a panic.
-        for cut in 0..good.len() {
-            if let Ok(back) = decode_all("t", &good.slice(..cut), now) {
-                assert!(back.len() < 2, "cut at {cut}");
-            }
-        }
-        let mut junk = good.to_vec();
-        junk.push(0x01);
-        assert!(refused(&junk), "trailing bytes that are no entry");
-    }
-
-    fn put_varint_vec(out: &mut Vec<u8>, value: u64) {
-        let mut buf = BytesMut::new();
-        put_varint(&mut buf, value);
-        out.extend_from_slice(&buf);
-    }
 }

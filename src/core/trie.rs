@@ -429,7 +429,9 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
     ) {
         let dollar = topic.starts_with('$');
         // (node, byte offset of the next level in `topic`, or None once all levels are consumed)
-        let mut stack: Vec<(Idx, Option<usize>)> = vec![(ROOT, Some(0))];
+        // Inline: no allocation per message (a walk with more than 16 branches open spills to the heap).
+        let mut stack: smallvec::SmallVec<[(Idx, Option<usize>); 16]> =
+            smallvec::smallvec![(ROOT, Some(0))];
         while let Some((at, offset)) = stack.pop() {
             let Some(node) = self.nodes.get(at) else {
                 continue;

@@ -291,7 +291,8 @@ impl Routing {
             return Ok(Published { matched: 1, commit });
         }
         let mut commit = Commit::NONE;
-        let mut targets: Vec<Target> = Vec::new();
+        // Most messages have a few targets: kept inline, no allocation per message.
+        let mut targets: smallvec::SmallVec<[Target; 4]> = smallvec::SmallVec::new();
         {
             let trie = self.subscriptions.read();
             // A subscription with exceptions skips their topics, one with a
