@@ -307,6 +307,10 @@ impl<P: ConnectionProtocol> Connection<P> {
             if let Some(room) = self.ctx.router.fabric_wait_room() {
                 room.await;
             }
+            // The store is far behind (a QoS 0 flood into a stream): likewise.
+            if let Some(room) = self.ctx.router.store_wait_room() {
+                room.await;
+            }
             sizing.prepare(read_buf);
             let window_open = room && P::window_open(self);
             let holding = self.held.is_some();
