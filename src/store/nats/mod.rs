@@ -39,6 +39,8 @@ mod recover;
 mod replay;
 mod stream_notice;
 mod stream_read;
+#[cfg(test)]
+mod stream_tests;
 mod streams;
 #[cfg(test)]
 pub(crate) mod test_server;
