@@ -215,18 +215,56 @@ fn decode(
     message: &async_nats::jetstream::Message,
     name: &str,
 ) -> Result<((u64, StreamRecord), u64), StoreError> {
-    let info = message.info().map_err(|e| err("reading", name, e))?;
+    let (sequence, pending) = match message.reply.as_deref().and_then(position) {
+        Some(found) => found,
+        None => {
+            let info = message.info().map_err(|e| err("reading", name, e))?;
+            (info.stream_sequence, info.pending)
+        }
+    };
     let record: StreamRecord = postcard::from_bytes(&message.payload)
         .map_err(|e| StoreError::Decode(format!("stream {name:?} message: {e}")))?;
-    Ok((
-        (info.stream_sequence.saturating_sub(1), record),
-        info.pending,
-    ))
+    Ok(((sequence.saturating_sub(1), record), pending))
+}
+
+/// The stream sequence and the pending count of a JetStream message's reply
+/// subject, `$JS.ACK.<stream>.<consumer>.<delivered>.<sequence>.<consumer
+/// sequence>.<time>.<pending>` (or with `<domain>.<account hash>` after
+/// `ACK` and a random token at the end): only the two numbers a read needs
+/// (async-nats' `info` parses all of it, the time too, per message).
+fn position(reply: &str) -> Option<(u64, u64)> {
+    let mut tokens = [""; 12];
+    let mut n = 0;
+    for token in reply.split('.') {
+        *tokens.get_mut(n)? = token;
+        n += 1;
+    }
+    let (sequence, pending) = match (tokens[0], tokens[1], n) {
+        ("$JS", "ACK", 9) => (tokens[5], tokens[8]),
+        ("$JS", "ACK", 11 | 12) => (tokens[7], tokens[10]),
+        _ => return None,
+    };
+    Some((sequence.parse().ok()?, pending.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sequence_and_pending_count_come_from_either_form_of_reply_subject() {
+        let v1 = "$JS.ACK.TERN_STREAM_s.c1.1.42.7.1700000000000000000.5";
+        assert_eq!(position(v1), Some((42, 5)));
+        let v2 = "$JS.ACK.hub.ACCHASH.TERN_STREAM_s.c1.1.43.8.1700000000000000000.0.rnd";
+        assert_eq!(position(v2), Some((43, 0)));
+        assert_eq!(position("$JS.ACK.s.c.1.x.7.1.5"), None, "not a number");
+        assert_eq!(position("_INBOX.abc"), None);
+        assert_eq!(
+            position("$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l.m"),
+            None,
+            "too long"
+        );
+    }
 
     #[test]
     fn a_batch_always_holds_the_largest_message_the_server_takes() {

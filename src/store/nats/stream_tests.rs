@@ -3,35 +3,13 @@
 //! record once, in order.
 
 use super::tests::Fixture;
-use crate::store::record::{unix_ms_now, MessageRecordRef, StreamRecordRef};
-use crate::store::{encode_stream_record, StoreOp};
+use crate::store::record::unix_ms_now;
+use crate::store::suite_streams::append_payload;
+use crate::store::StoreOp;
 
 /// Record `offset` of stream `s` with a payload of `size` bytes.
 fn big(offset: u64, size: usize) -> StoreOp {
-    let payload = vec![b'x'; size];
-    let record = StreamRecordRef {
-        time_ms: unix_ms_now(),
-        size: size as u64,
-        message: MessageRecordRef {
-            topic: "t/1",
-            payload: &payload,
-            qos: 0,
-            retain: false,
-            expires_at_ms: None,
-            payload_is_utf8: false,
-            content_type: None,
-            response_topic: None,
-            correlation_data: None,
-            user_properties: &[],
-            publisher: None,
-        },
-    };
-    StoreOp::AppendStream {
-        stream: "s".into(),
-        offset,
-        size: size as u64,
-        entry: encode_stream_record(&record).expect("encode"),
-    }
+    append_payload("s", offset, unix_ms_now(), &vec![b'x'; size])
 }
 
 #[test]
