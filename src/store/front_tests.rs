@@ -1,5 +1,6 @@
-//! The group commit's bound: a backend's `max_batch` splits a backlog into
-//! several commits (whole submissions each), acknowledged one by one.
+//! The group commit's bounds: a backend's `max_batch` splits a backlog into
+//! several commits (whole submissions each), acknowledged one by one; past
+//! `BACKLOG_LIMIT` waiting operations, `wait_room` holds until they are committed.
 
 use std::sync::Arc;
 
@@ -62,4 +63,26 @@ fn a_backlog_is_committed_in_pieces_of_the_backends_max_batch() {
         .expect("runtime");
     runtime.block_on(store.wait(last)).expect("committed");
     assert_eq!(*backend.sizes.lock(), vec![1, 4, 4]);
+}
+
+#[test]
+fn past_the_backlog_limit_room_comes_once_the_waiting_operations_are_committed() {
+    let backend = Arc::new(Recorder::default());
+    let store = Store::start(backend.clone(), Durability::Batched);
+    store.submit([op(0)]);
+    while store.pending.lock().ends.len() == 1 {
+        std::thread::yield_now();
+    }
+    assert!(store.wait_room().is_none(), "one operation waits");
+    store.submit((0..super::BACKLOG_LIMIT).map(|n| op(n as u16)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let room = store.wait_room().expect("over the limit: wait");
+    *backend.open.lock() = true;
+    backend.opened.notify_all();
+    runtime.block_on(room);
+    assert!(store.is_committed(store.last_ticket()).expect("healthy"));
+    assert!(store.wait_room().is_none(), "room again");
 }
