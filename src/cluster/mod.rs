@@ -122,7 +122,7 @@ pub struct Cluster {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     /// Kept for [`Cluster::connect_more`].
-    settings: Arc<ClusterSettings>,
+    settings: Redacted,
     node: Arc<str>,
     replicas: usize,
     window: usize,
@@ -159,7 +159,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             jetstream,
-            settings: Arc::new(settings.clone()),
+            settings: Redacted(Arc::new(settings.clone())),
             node: Arc::from(settings.node.as_str()),
             replicas: settings.replicas,
             window: settings.window,
@@ -182,9 +182,9 @@ impl Cluster {
     /// there never queues behind this node's routing, nor the reverse
     /// (the NATS backend's durable streams read and append on their own).
     pub async fn connect_more(&self, role: &str) -> Result<async_nats::Client, ClusterError> {
-        let name = format!("{}:{role}", self.settings.node);
+        let name = format!("{}:{role}", self.settings.0.node);
         let state = Arc::new(ConnectionState::default());
-        Ok(dial(&self.settings, &name, &state).await?.0)
+        Ok(dial(&self.settings.0, &name, &state).await?.0)
     }
 
     /// JetStream on the same connection (KV buckets, streams, consumers).
@@ -220,6 +220,19 @@ impl Cluster {
     /// The connection's state as its events last told it.
     pub fn state(&self) -> &Arc<ConnectionState> {
         &self.state
+    }
+}
+
+/// The `[cluster]` settings, shown without their secrets (password, token).
+#[derive(Clone)]
+struct Redacted(Arc<ClusterSettings>);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("node", &self.0.node)
+            .field("nats_urls", &self.0.nats_urls)
+            .finish_non_exhaustive()
     }
 }
 
