@@ -456,7 +456,13 @@ async fn open_store(
             cluster.replicas(),
             claims.foreign.clone(),
         )
-        .await?;
+        .await?
+        // Durable streams on connections of their own (`store/nats/streams.rs`).
+        .with_stream_connections(
+            async_nats::jetstream::new(cluster.connect_more("stream-appends").await?),
+            async_nats::jetstream::new(cluster.connect_more("stream-reads").await?),
+            cluster.replicas(),
+        );
         return Ok(Some(Store::start(
             Arc::new(backend),
             settings.storage.durability,

@@ -28,7 +28,9 @@ conf=$(mktemp --suffix=.toml)
 stream_conf "$conf"
 empty=$(mktemp --suffix=.toml)
 
-rate() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1]); print(round(d["msgs_per_s"]))'; }
+# The last JSON report on stdin as "<rate> msg/s, <n> msg per broker CPU-s".
+figures() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1])
+print("%.0f msg/s, %.0f msg per broker CPU-s" % (d["msgs_per_s"], d["msgs_per_broker_cpu_s"]))'; }
 
 for backend in ${BACKENDS:-redb}; do
 for ((i = 1; i <= runs; i++)); do
@@ -36,8 +38,7 @@ for ((i = 1; i <= runs; i++)); do
     dir=$(mktemp -d)
     if [ "$mode" = stream ]; then start "$conf" "$dir"; else start "$empty" "$dir"; fi
     r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" \
-      --broker-pid "$pids" --json | python3 -c 'import json,sys; d=json.loads(sys.stdin.read().splitlines()[-1])
-print("%.0f msg/s, %.0f msg per broker CPU-s" % (d["msgs_per_s"], d["msgs_per_broker_cpu_s"]))')
+      --broker-pid "$pids" --json | figures)
     stop; rm -rf "$dir"
     echo "$backend: append qos1, $mode: $r"
   done
@@ -51,8 +52,8 @@ echo "$backend: stream holds $held messages"
 for q in 0 1; do
   for ((i = 1; i <= runs; i++)); do
     r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario stream-replay --replay-qos "$q" \
-      --messages "$messages" --duration 300 --json 2>/dev/null | rate)
-    echo "$backend: replay qos$q: $r msg/s"
+      --messages "$messages" --duration 300 --broker-pid "$pids" --json 2>/dev/null | figures)
+    echo "$backend: replay qos$q: $r"
   done
 done
 stop; rm -rf "$dir"

@@ -123,6 +123,13 @@ pub(crate) trait ConnectionProtocol: Sized + Send + 'static {
     /// delivery with a stored packet id) promises: the write waits for it first.
     fn take_commit_wait(&mut self) -> Commit;
 
+    /// Whether the frames handled since the last call stored something no
+    /// ack waits for (a QoS 0 PUBLISH, a SEND without receipt, into a stream
+    /// or a persistent session); the flag is cleared.
+    fn take_unacked_store(&mut self) -> bool {
+        false
+    }
+
     /// Whether the protocol's own timer (STOMP: the next heart-beat to send) is set.
     fn own_timer_armed(&self) -> bool {
         false
@@ -306,6 +313,13 @@ impl<P: ConnectionProtocol> Connection<P> {
             // (what this client publishes would otherwise be dropped for them).
             if let Some(room) = self.ctx.router.fabric_wait_room() {
                 room.await;
+            }
+            // This client stored what no ack waits for (QoS 0 into a stream)
+            // and the store is far behind: read on once it caught up.
+            if self.protocol.take_unacked_store() {
+                if let Some(room) = self.ctx.router.store_wait_room() {
+                    room.await;
+                }
             }
             sizing.prepare(read_buf);
             let window_open = room && P::window_open(self);

@@ -126,6 +126,8 @@ impl ConnectionState {
 pub struct Cluster {
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// Kept for [`Cluster::connect_more`].
+    settings: Redacted,
     node: Arc<str>,
     replicas: usize,
     window: usize,
@@ -148,68 +150,7 @@ impl Cluster {
             reason: e.reason,
         })?;
         let state = Arc::new(ConnectionState::default());
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("tern:{}", settings.node))
-            .no_echo()
-            .connection_timeout(CONNECT_TIMEOUT)
-            // Room for a burst of publishes between two writes of the connection
-            // (the default, 2,048, made the outbound task wait on every batch).
-            .client_capacity(65_536)
-            // Each sending node keeps at most a window unconfirmed (`window.rs`),
-            // so a subscription that holds several never drops one; never below
-            // the library's default, which the JetStream watches need.
-            .subscription_capacity(
-                settings
-                    .window
-                    .saturating_mul(settings::WINDOWS_BUFFERED)
-                    .max(MIN_SUBSCRIPTION_CAPACITY),
-            )
-            .max_reconnects(None::<usize>)
-            .event_callback({
-                let state = Arc::clone(&state);
-                let node: Arc<str> = Arc::from(settings.node.as_str());
-                move |event| {
-                    let state = Arc::clone(&state);
-                    let node = Arc::clone(&node);
-                    async move { note_event(&node, &state, event) }
-                }
-            });
-        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &settings.token {
-            options = options.token(token.clone());
-        }
-        if let Some(path) = &settings.creds_file {
-            options = options.credentials_file(path).await.map_err(|source| {
-                ClusterError::Credentials {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        }
-        if let Some(ca) = &settings.ca_file {
-            options = options.add_root_certificates(ca.clone());
-        }
-        let mut addrs = Vec::with_capacity(settings.nats_urls.len());
-        for url in &settings.nats_urls {
-            let addr =
-                url.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| ClusterError::Settings {
-                        key: "cluster.nats_urls",
-                        reason: format!("{url:?}: {e}"),
-                    })?;
-            addrs.push(addr);
-        }
-        let urls = settings.nats_urls.join(",");
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|source| ClusterError::Connect {
-                urls: urls.clone(),
-                source,
-            })?;
-        state.connected.store(true, Ordering::Relaxed);
+        let (client, urls) = dial(settings, &settings.node, &state).await?;
         let server = client.server_info();
         tracing::info!(
             node = %settings.node,
@@ -223,6 +164,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             jetstream,
+            settings: Redacted(Arc::new(settings.clone())),
             node: Arc::from(settings.node.as_str()),
             replicas: settings.replicas,
             window: settings.window,
@@ -238,6 +180,16 @@ impl Cluster {
     /// The NATS connection (core NATS: publish, subscribe, request).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Another connection to NATS for `role` (named `tern:<node>:<role>`,
+    /// with its own state: `/healthz` follows the main one), so traffic
+    /// there never queues behind this node's routing, nor the reverse
+    /// (the NATS backend's durable streams read and append on their own).
+    pub async fn connect_more(&self, role: &str) -> Result<async_nats::Client, ClusterError> {
+        let name = format!("{}:{role}", self.settings.0.node);
+        let state = Arc::new(ConnectionState::default());
+        Ok(dial(&self.settings.0, &name, &state).await?.0)
     }
 
     /// JetStream on the same connection (KV buckets, streams, consumers).
@@ -274,6 +226,93 @@ impl Cluster {
     pub fn state(&self) -> &Arc<ConnectionState> {
         &self.state
     }
+}
+
+/// The `[cluster]` settings, shown without their secrets (password, token).
+#[derive(Clone)]
+struct Redacted(Arc<ClusterSettings>);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("node", &self.0.node)
+            .field("nats_urls", &self.0.nats_urls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection to `settings.nats_urls` named `tern:<name>`, its events
+/// kept in `state`; with the URLs joined (for messages).
+async fn dial(
+    settings: &ClusterSettings,
+    name: &str,
+    state: &Arc<ConnectionState>,
+) -> Result<(async_nats::Client, String), ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("tern:{name}"))
+        .no_echo()
+        .connection_timeout(CONNECT_TIMEOUT)
+        // Room for a burst of publishes between two writes of the connection
+        // (the default, 2,048, made the outbound task wait on every batch).
+        .client_capacity(65_536)
+        // Each sending node keeps at most a window unconfirmed (`window.rs`),
+        // so a subscription that holds several never drops one; never below
+        // the library's default, which the JetStream watches need.
+        .subscription_capacity(
+            settings
+                .window
+                .saturating_mul(settings::WINDOWS_BUFFERED)
+                .max(MIN_SUBSCRIPTION_CAPACITY),
+        )
+        .max_reconnects(None::<usize>)
+        .event_callback({
+            let state = Arc::clone(state);
+            let node: Arc<str> = Arc::from(name);
+            move |event| {
+                let state = Arc::clone(&state);
+                let node = Arc::clone(&node);
+                async move { note_event(&node, &state, event) }
+            }
+        });
+    if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &settings.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &settings.creds_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ClusterError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?;
+    }
+    if let Some(ca) = &settings.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    let mut addrs = Vec::with_capacity(settings.nats_urls.len());
+    for url in &settings.nats_urls {
+        let addr = url
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| ClusterError::Settings {
+                key: "cluster.nats_urls",
+                reason: format!("{url:?}: {e}"),
+            })?;
+        addrs.push(addr);
+    }
+    let urls = settings.nats_urls.join(",");
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|source| ClusterError::Connect {
+            urls: urls.clone(),
+            source,
+        })?;
+    state.connected.store(true, Ordering::Relaxed);
+    Ok((client, urls))
 }
 
 /// Logs a connection event once (they come once per change, not per message)

@@ -1,6 +1,7 @@
-//! The group commit's bound: a backend's `max_batch` splits a backlog into
+//! The group commit's bounds: a backend's `max_batch` splits a backlog into
 //! several commits (whole submissions each), acknowledged one by one; a
-//! trailer goes into the first commit that holds what it was made from.
+//! trailer goes into the first commit that holds what it was made from; past
+//! `BACKLOG_LIMIT` waiting operations, `wait_room` holds until they are committed.
 
 use std::sync::Arc;
 
@@ -92,4 +93,26 @@ fn a_trailer_goes_into_the_first_commit_holding_everything_submitted_before_it_w
         vec![vec![0, 999], vec![2, 3, 4, 5], vec![6, 7, 8, 9, 999]],
         "the second trailer was made with the backlog waiting: it waits for all of it"
     );
+}
+
+#[test]
+fn past_the_backlog_limit_room_comes_once_the_waiting_operations_are_committed() {
+    let backend = Arc::new(Recorder::default());
+    let store = Store::start(backend.clone(), Durability::Batched);
+    store.submit([op(0)]);
+    while store.pending.lock().ends.len() == 1 {
+        std::thread::yield_now();
+    }
+    assert!(store.wait_room().is_none(), "one operation waits");
+    store.submit((0..super::BACKLOG_LIMIT).map(|n| op(n as u16)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let room = store.wait_room().expect("over the limit: wait");
+    *backend.open.lock() = true;
+    backend.opened.notify_all();
+    runtime.block_on(room);
+    assert!(store.is_committed(store.last_ticket()).expect("healthy"));
+    assert!(store.wait_room().is_none(), "room again");
 }

@@ -14,6 +14,7 @@
 //! - `redb_marks.rs`: the redb table of nodes' marks (cluster mode).
 //! - `front_tests.rs`: tests of the group commit itself.
 
+mod front_streams;
 #[cfg(test)]
 mod front_tests;
 pub mod nats;
@@ -34,7 +35,7 @@ pub(crate) mod suite_marks;
 #[cfg(test)]
 pub(crate) mod suite_streams;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use pending::Pending;
+pub use record::StreamChange;
 use record::{
     DeliveryRecord, MessageRecord, PeerMarkRecord, SessionRecord, StreamRecord, StreamState,
     WillRecord,
@@ -296,6 +298,12 @@ pub trait Backend: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+    /// Streams other nodes sharing this store create and delete through
+    /// their admin API, as they do (taken once; None when no other node
+    /// writes to the store).
+    fn stream_changes(&self) -> Option<tokio::sync::mpsc::Receiver<StreamChange>> {
+        None
+    }
 }
 
 /// Position of a submission; committed once `Store::wait` for it returns.
@@ -316,6 +324,8 @@ pub struct Store {
     pub recovered: AtomicU64,
     /// Messages on disk (deliveries plus queued), as of the last commit.
     held: AtomicI64,
+    /// Operations waiting for a commit (not yet taken by the writer).
+    backlog: AtomicUsize,
     /// The id the next stored message gets (above every id in the file).
     next_message_id: AtomicU64,
     /// Told how long each commit took (metrics); set once, called on the writer thread.
@@ -340,6 +350,9 @@ impl std::fmt::Debug for Store {
 
 /// Batches above this many operations are split, so one transaction stays bounded.
 const MAX_BATCH: usize = 50_000;
+/// Operations waiting for a commit beyond which connections stop reading
+/// until those are committed ([`Store::wait_room`]).
+pub const BACKLOG_LIMIT: usize = 65_536;
 /// The writer's batch list keeps its room for this many operations between commits.
 const KEEP_BATCH_CAPACITY: usize = 8192;
 
@@ -362,6 +375,7 @@ impl Store {
             commits: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
             held: AtomicI64::new(0),
+            backlog: AtomicUsize::new(0),
             next_message_id: AtomicU64::new(1),
             commit_observer: std::sync::OnceLock::new(),
             writer: Mutex::new(None),
@@ -430,34 +444,10 @@ impl Store {
         let ticket = pending.last_ticket;
         let end = pending.ops.len();
         pending.ends.push_back((ticket, end));
+        self.backlog.store(end, Ordering::Relaxed);
         drop(pending);
         self.wake.notify_one();
         ticket
-    }
-
-    /// See [`Backend::read_stream`].
-    pub fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
-        self.backend.read_stream(stream, from, max)
-    }
-
-    /// See [`Backend::find_stream_time`].
-    pub fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
-        self.backend.find_stream_time(stream, time_ms)
-    }
-
-    /// See [`Backend::stream_state`] (blocks: call it off the async runtime).
-    pub fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
-        self.backend.stream_state(stream)
-    }
-
-    /// See [`Backend::configure_stream`].
-    pub fn configure_stream(&self, stream: &str, limits: StreamLimits) {
-        self.backend.configure_stream(stream, limits);
     }
 
     /// See [`Backend::load_client`] (blocks: call it off the async runtime).
@@ -482,6 +472,22 @@ impl Store {
     /// See [`Backend::is_shared`].
     pub fn is_shared(&self) -> bool {
         self.backend.is_shared()
+    }
+
+    /// Resolves once the operations waiting for a commit are fewer than
+    /// [`BACKLOG_LIMIT`] again (None: they are now). A connection waits for it
+    /// before reading more, so publishers whose messages are stored without an
+    /// ack to wait for (QoS 0 into a stream) are slowed to what the store
+    /// commits instead of piling up work in front of everyone's commits.
+    pub fn wait_room(&self) -> Option<impl std::future::Future<Output = ()> + Send + '_> {
+        if self.backlog.load(Ordering::Relaxed) < BACKLOG_LIMIT {
+            return None;
+        }
+        let ticket = self.pending.lock().last_ticket;
+        // A failed store answers at once (the publishes then fail on their own).
+        Some(async move {
+            let _ = self.wait(ticket).await;
+        })
     }
 
     /// Ticket of the latest submission: waiting for it covers everything submitted so far.

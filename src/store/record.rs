@@ -228,6 +228,19 @@ pub struct StreamState {
     pub first_time_ms: u64,
 }
 
+/// A stream another node sharing the store created or deleted (admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamChange {
+    /// Created: its declaration as stored (`StoreOp::PutStreamDeclaration`).
+    Created {
+        stream: String,
+        settings: Vec<u8>,
+    },
+    Deleted {
+        stream: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,12 +9,18 @@ use super::{encode_stream_record, Backend, StoreOp};
 
 /// Message `offset` of stream `stream`, published at `time_ms`.
 pub(crate) fn append(stream: &str, offset: u64, time_ms: u64) -> StoreOp {
+    append_payload(stream, offset, time_ms, b"1234567")
+}
+
+/// Message `offset` of stream `stream` on `t/1`, published at `time_ms`, with `payload`.
+pub(crate) fn append_payload(stream: &str, offset: u64, time_ms: u64, payload: &[u8]) -> StoreOp {
+    let size = 3 + payload.len() as u64;
     let record = StreamRecordRef {
         time_ms,
-        size: 10,
+        size,
         message: MessageRecordRef {
             topic: "t/1",
-            payload: b"1234567",
+            payload,
             qos: 0,
             retain: false,
             expires_at_ms: None,
@@ -29,7 +35,7 @@ pub(crate) fn append(stream: &str, offset: u64, time_ms: u64) -> StoreOp {
     StoreOp::AppendStream {
         stream: stream.into(),
         offset,
-        size: 10,
+        size,
         entry: encode_stream_record(&record).expect("encode"),
     }
 }

@@ -48,7 +48,9 @@ impl Store {
                 }
                 // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
                 let sync = self.durability == Durability::Sync;
-                pending.take_batch(&mut ops, sync, self.backend.max_batch())
+                let ticket = pending.take_batch(&mut ops, sync, self.backend.max_batch());
+                self.backlog.store(pending.ops.len(), Ordering::Relaxed);
+                ticket
             };
             // What it was made from is all in this commit or an earlier one.
             if trailer.as_ref().is_some_and(|(upto, _)| *upto <= ticket) {

@@ -1,7 +1,8 @@
 //! The stream-replay scenario: one MQTT subscriber reads a durable stream
 //! from its first message (`$stream/<name>/@first/#`, the MQTT 3.1.1 form)
 //! and counts `--messages` deliveries; QoS 1 acknowledges each;
-//! `--replay-rate` makes it a slow reader. Fill the
+//! `--replay-rate` makes it a slow reader; `--broker-pid` adds the
+//! broker's CPU seconds per message read. Fill the
 //! stream first (e.g. the fan-in or qos1 scenario against a broker with a
 //! `[[stream]]` on `bench/#`).
 
@@ -14,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::client::{self, Login};
 use crate::report::Report;
+use crate::sys::CpuMark;
 use crate::Args;
 
 pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Report> {
@@ -40,6 +42,7 @@ pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Repo
     )
     .await?;
     let started = Instant::now();
+    let cpu0 = CpuMark::now(&args.broker_pid);
     let limit = Duration::from_secs_f64(args.duration);
     let mut received = 0u64;
     let mut bytes = 0u64;
@@ -82,7 +85,8 @@ pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Repo
         }
     }
     let took = last.duration_since(started).as_secs_f64().max(1e-9);
-    Ok(Report {
+    let (gen_cpu_s, broker_cpu_s) = cpu0.until(&CpuMark::now(&args.broker_pid));
+    let mut report = Report {
         duration_s: took,
         qos: Some(args.replay_qos),
         subscribers: Some(1),
@@ -91,6 +95,11 @@ pub async fn run(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<Repo
         received: Some(received),
         sent: Some(0),
         msgs_per_s: Some(received as f64 / took),
+        gen_cpu_s,
+        broker_pid: args.broker_pid.clone(),
+        broker_cpu_s,
         ..Report::default()
-    })
+    };
+    report.derive();
+    Ok(report)
 }

@@ -308,7 +308,7 @@ async fn establish(
         conn.depends_on(armed);
     }
     conn.protocol.set_will(will);
-    conn.protocol.bridge = connect.bridge;
+    conn.protocol.set_bridge(connect.bridge);
     conn.username = principal.username.clone();
     // CONNACK goes out once the session record is committed (which covers what
     // the session stored before, such as the packet ids of resent deliveries).

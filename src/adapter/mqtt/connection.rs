@@ -80,11 +80,18 @@ pub(super) struct Mqtt {
     /// Largest packet the client accepts (MQTT 5 maximum packet size; never 0).
     /// Non-zero: 4 bytes where an `Option<u32>` takes 8 (see `keep_alive_secs`).
     pub(super) client_max_packet: Option<std::num::NonZeroU32>,
-    /// The client announced a bridge (3.x CONNECT level with its high bit, as
-    /// Mosquitto's `try_private`): its subscriptions are no-local and keep
-    /// retain flags as published, as MQTT 5 lets a client ask.
-    pub(super) bridge: bool,
+    /// [`BRIDGE`] and [`UNACKED_STORE`], in one byte (one more `bool` would
+    /// cost a word: see `size_tests.rs`).
+    flags: u8,
 }
+
+/// The client announced a bridge (3.x CONNECT level with its high bit, as
+/// Mosquitto's `try_private`): its subscriptions are no-local and keep
+/// retain flags as published, as MQTT 5 lets a client ask.
+const BRIDGE: u8 = 1;
+/// A QoS 0 PUBLISH stored something since the loop last looked (see
+/// `ConnectionProtocol::take_unacked_store`).
+const UNACKED_STORE: u8 = 2;
 
 /// What few connections use (see [`Mqtt::rare`]).
 #[derive(Default)]
@@ -116,6 +123,24 @@ impl Mqtt {
         &mut self.rare.get_or_insert_default().aliases
     }
 
+    /// Whether the client announced a bridge (see [`BRIDGE`]).
+    pub(super) fn bridge(&self) -> bool {
+        self.flags & BRIDGE != 0
+    }
+
+    pub(super) fn set_bridge(&mut self, bridge: bool) {
+        self.flags = if bridge {
+            self.flags | BRIDGE
+        } else {
+            self.flags & !BRIDGE
+        };
+    }
+
+    /// A QoS 0 PUBLISH stored something (see [`UNACKED_STORE`]).
+    pub(super) fn stored_unacked(&mut self) {
+        self.flags |= UNACKED_STORE;
+    }
+
     pub(super) fn new(version: ProtocolVersion, keep_alive_secs: u16) -> Mqtt {
         Mqtt {
             version,
@@ -127,7 +152,7 @@ impl Mqtt {
             last_topic: None,
             send_window: 1,
             client_max_packet: None,
-            bridge: false,
+            flags: 0,
         }
     }
 
@@ -220,6 +245,12 @@ impl ConnectionProtocol for Mqtt {
 
     fn take_commit_wait(&mut self) -> Commit {
         self.commit.take()
+    }
+
+    fn take_unacked_store(&mut self) -> bool {
+        let was = self.flags & UNACKED_STORE != 0;
+        self.flags &= !UNACKED_STORE;
+        was
     }
 
     fn label(error: &MqttError) -> &'static str {

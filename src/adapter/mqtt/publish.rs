@@ -85,6 +85,8 @@ pub(super) fn handle_publish(
             if qos != QoS::AtMostOnce {
                 // The PUBACK / PUBREC goes out once what the message stored is committed.
                 conn.depends_on(published.commit);
+            } else if !published.commit.is_none() {
+                conn.protocol.stored_unacked();
             }
             let outcome = PublishOutcome::Accepted {
                 matched: published.matched > 0,

@@ -105,7 +105,7 @@ pub(super) fn handle_subscribe(
         }
         // A 3.x bridge (Mosquitto's `try_private`) is not sent back what it
         // published, and gets retain flags as published, as Mosquitto does.
-        let bridge = conn.protocol.bridge && filter.share_group().is_none();
+        let bridge = conn.protocol.bridge() && filter.share_group().is_none();
         let options = SubscriptionOptions {
             qos: core_qos(requested.options.qos),
             no_local: requested.options.no_local || bridge,

@@ -82,6 +82,9 @@ pub(super) struct Stomp {
     commit: Commit,
     /// Sequence number of the next MESSAGE (its message-id is `<client id>-<seq>`).
     next_message: u64,
+    /// A frame stored something since the loop last looked (see
+    /// `ConnectionProtocol::take_unacked_store`).
+    unacked_store: bool,
 }
 
 impl Stomp {
@@ -108,6 +111,7 @@ impl Stomp {
             stored: Commit::NONE,
             commit: Commit::NONE,
             next_message: 1,
+            unacked_store: false,
         }
     }
 }
@@ -186,6 +190,10 @@ impl ConnectionProtocol for Stomp {
         self.commit.take()
     }
 
+    fn take_unacked_store(&mut self) -> bool {
+        std::mem::take(&mut self.unacked_store)
+    }
+
     fn own_timer_armed(&self) -> bool {
         self.beat.is_some()
     }
@@ -238,6 +246,7 @@ impl Connection {
     /// Notes what a frame stored, for the RECEIPTs from now on.
     pub(super) fn stored(&mut self, commit: Commit) {
         self.protocol.stored.include(commit);
+        self.protocol.unacked_store |= !commit.is_none();
     }
 
     /// Writes a RECEIPT; it goes out once what this connection stored so far is committed.

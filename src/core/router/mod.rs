@@ -236,6 +236,17 @@ impl Router {
         self.routing.fabric().and_then(|fabric| fabric.wait_room())
     }
 
+    /// While too much waits for a store commit, what resolves once it is
+    /// committed (connections wait for it before reading more, so a QoS 0
+    /// flood into a stream slows its publishers, not every commit); None otherwise.
+    pub fn store_wait_room(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> {
+        // Boxed: the connection futures that await it stay small.
+        let wait = self.persistence.store()?.wait_room()?;
+        Some(Box::pin(wait))
+    }
+
     /// Resolves once what `commit` stands for is committed (at once for
     /// [`Commit::NONE`] or without a store); an error when the store failed
     /// or is shut down, so the ack that depended on it must not be sent.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{StreamError, StreamSettings, Streams};
-use crate::store::{StoreOp, Ticket};
+use crate::store::{StoreOp, StreamChange, Ticket};
 
 impl Streams {
     /// Creates a stream and keeps its declaration; the ticket to wait for
@@ -34,12 +34,24 @@ impl Streams {
         if !self.created.lock().remove(name) {
             return Err(StreamError::Declared(name.to_string()));
         }
+        self.forget(name);
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        Ok(store.submit([StoreOp::DeleteStream {
+            stream: name.to_string(),
+        }]))
+    }
+
+    /// Removes stream `name` from this node (its readers end); the store is
+    /// not told (see [`Streams::delete`]).
+    fn forget(&self, name: &str) {
         let Some(log) = ({
             let mut logs = self.logs.write();
             let at = logs.iter().position(|l| &*l.name == name);
             at.map(|at| logs.remove(at))
         }) else {
-            return Err(StreamError::UnknownStream(name.to_string()));
+            return;
         };
         let mut gone = Vec::new();
         self.readers.lock().retain(|_, (l, reader)| {
@@ -60,12 +72,38 @@ impl Streams {
             .lock()
             .retain(|(stream, _), _| **stream != *name);
         self.restored.lock().remove(name);
-        let Some(store) = &self.store else {
-            return Ok(0);
-        };
-        Ok(store.submit([StoreOp::DeleteStream {
-            stream: name.to_string(),
-        }]))
+    }
+
+    /// Applies a stream another node created or deleted through its admin
+    /// API (`Store::stream_changes`): declared or removed here too. A stream
+    /// of this node's config file stays as declared there.
+    pub(super) fn apply_change(&self, change: StreamChange) {
+        match change {
+            StreamChange::Created { stream, settings } => {
+                if self.log(&stream).is_some() {
+                    tracing::debug!(stream = %stream, "a stream another node created is declared here already");
+                    return;
+                }
+                let declared = serde_json::from_slice::<StreamSettings>(&settings)
+                    .map_err(|e| StreamError::Invalid(e.to_string()))
+                    .and_then(|settings| self.declare(&settings));
+                match declared {
+                    Ok(()) => {
+                        tracing::info!(stream = %stream, "stream created by another node declared here");
+                        self.created.lock().insert(stream);
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %stream, error = %e, "stream created by another node refused here")
+                    }
+                }
+            }
+            StreamChange::Deleted { stream } => {
+                if self.created.lock().remove(&stream) {
+                    tracing::info!(stream = %stream, "stream deleted by another node removed here");
+                    self.forget(&stream);
+                }
+            }
+        }
     }
 
     /// Declares again the streams created through the admin API (at start,

@@ -4,6 +4,9 @@
 //! start position is resolved and once a second, and the store enforces the
 //! retention limits itself (the core does not trim).
 //!
+//! Streams created or deleted through another node's admin API are declared
+//! or removed here as soon as its notice comes (`store/nats/stream_notice.rs`).
+//!
 //! Live readers on this node get this node's appends at once; when a refresh
 //! finds that other nodes appended, each live reader falls back to reading
 //! the store from where it was, so it gets them too (within about a second),
@@ -12,10 +15,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::Receiver;
+
 use super::log::StreamLog;
 use super::Streams;
 use crate::store::record::StreamState;
-use crate::store::Store;
+use crate::store::{Store, StreamChange};
 
 /// How often a node reads the heads of its streams from a shared store.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -64,20 +69,39 @@ pub(super) fn refresh(store: &Store, log: &StreamLog) {
 }
 
 impl Streams {
-    /// The retention loop of a shared store: every second, each stream's head.
+    /// The retention loop of a shared store: every second, each stream's
+    /// head; and the streams other nodes create or delete, as they do.
     pub(super) async fn refresh_loop(self: &Arc<Self>, store: Arc<Store>) {
+        let mut changes = store.stream_changes();
+        let mut tick = tokio::time::interval(REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::time::sleep(REFRESH).await;
-            let logs = self.logs.read().clone();
-            let store = Arc::clone(&store);
-            let _ = tokio::task::spawn_blocking(move || {
-                for log in logs {
-                    refresh(&store, &log);
+            tokio::select! {
+                _ = tick.tick() => {
+                    let logs = self.logs.read().clone();
+                    let store = Arc::clone(&store);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for log in logs {
+                            refresh(&store, &log);
+                        }
+                    })
+                    .await;
                 }
-            })
-            .await;
+                change = next_change(&mut changes) => self.apply_change(change),
+            }
         }
     }
+}
+
+/// The next stream change from `changes` (never, once it is closed or when there is none).
+async fn next_change(changes: &mut Option<Receiver<StreamChange>>) -> StreamChange {
+    if let Some(rx) = changes {
+        if let Some(change) = rx.recv().await {
+            return change;
+        }
+        *changes = None;
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

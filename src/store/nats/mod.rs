@@ -15,7 +15,9 @@
 //! - `publish.rs`: messages published with one wait for all acks.
 //! - `load.rs`: reading the bucket at start, one client's keys at a takeover.
 //! - `patience.rs`: retrying while JetStream elects a leader.
-//! - `streams.rs`: durable streams, one JetStream stream each.
+//! - `streams.rs`: durable streams, one JetStream stream each; reads in
+//!   `stream_read.rs`; `stream_notice.rs`: streams created or deleted
+//!   through the admin API, told to the other nodes.
 //! - `kv_key.rs`, `kv_value.rs`: keys and values of Tern's KV buckets (the
 //!   cluster's too).
 
@@ -35,6 +37,10 @@ pub(crate) mod patience;
 mod publish;
 mod recover;
 mod replay;
+mod stream_notice;
+mod stream_read;
+#[cfg(test)]
+mod stream_tests;
 mod streams;
 #[cfg(test)]
 pub(crate) mod test_server;
@@ -97,6 +103,8 @@ pub struct NatsBackend {
     append: Mutex<()>,
     /// Durable streams, each a JetStream stream.
     streams: Arc<streams::Streams>,
+    /// Streams the other nodes created or deleted (`stream_notice.rs`), until the core takes them.
+    stream_changes: Mutex<Option<tokio::sync::mpsc::Receiver<crate::store::StreamChange>>>,
     /// Ids for other nodes' messages of sessions taken over: far above any
     /// the core gives (it counts up from the highest loaded at start).
     next_taken_over_id: AtomicU64,
@@ -194,6 +202,12 @@ impl NatsBackend {
                 path: format!("JetStream stream {JOURNAL_STREAM}"),
                 reason,
             })?;
+        let stream_changes = stream_notice::subscribe(&jetstream.client(), node)
+            .await
+            .map_err(|e| StoreError::Open {
+                path: "NATS subscription to stream changes".into(),
+                reason: e.to_string(),
+            })?;
         let boot = rand::random();
         let runtime = tokio::runtime::Handle::current();
         let compactor = Compactor::new(jetstream.clone(), node, boot);
@@ -209,9 +223,30 @@ impl NatsBackend {
             subject: journal::subject(node),
             compactor,
             append: Mutex::new(()),
-            streams: Arc::new(streams::Streams::new(jetstream.clone(), replicas)),
+            streams: Arc::new(streams::Streams::new(
+                jetstream.clone(),
+                jetstream.clone(),
+                replicas,
+            )),
+            stream_changes: Mutex::new(Some(stream_changes)),
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
         })
+    }
+
+    /// Streams appended to over `appends` and read over `reads`: connections
+    /// of their own (`Cluster::connect_more`), so neither waits behind the
+    /// other, nor behind the node's routing and journal (before any stream
+    /// is read or written).
+    pub fn with_stream_connections(
+        mut self,
+        mut appends: jetstream::Context,
+        mut reads: jetstream::Context,
+        replicas: usize,
+    ) -> NatsBackend {
+        appends.set_timeout(ACK_TIMEOUT);
+        reads.set_timeout(ACK_TIMEOUT);
+        self.streams = Arc::new(streams::Streams::new(appends, reads, replicas));
+        self
     }
 
     /// Runs `future` on the runtime and waits for it on this thread, which
@@ -287,6 +322,11 @@ impl Backend for NatsBackend {
             return Ok(held);
         }
         self.commit(writes.into_iter().collect(), &fresh, stream_writes)?;
+        let notices = stream_notice::notices(&self.node, ops);
+        if !notices.is_empty() {
+            let client = self.jetstream.client();
+            self.run(async move { stream_notice::publish(&client, notices).await })?;
+        }
         Ok(held)
     }
 
@@ -433,5 +473,9 @@ impl Backend for NatsBackend {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn stream_changes(&self) -> Option<tokio::sync::mpsc::Receiver<crate::store::StreamChange>> {
+        self.stream_changes.lock().take()
     }
 }

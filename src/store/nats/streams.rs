@@ -9,21 +9,20 @@
 //!   the batch's other appends; the commit waits for every ack.
 //! - A trim (retention, purge) is a purge below a sequence, which keeps the
 //!   stream's sequence (so offsets never repeat); a delete deletes the stream.
-//! - Reads go through pull consumers without acks (`fetch`, no wait), one
-//!   kept per reader position ([`Cursors`]) with what it fetched ahead (up
-//!   to [`READ_AHEAD_MAX`] records, about 2 MiB), so a replay costs one
-//!   request per few thousand small records; a time lookup starts a consumer at JetStream's time and scans the
-//!   records' own publish times from there.
+//! - Reads: `stream_read.rs`.
+//! - Appends, trims and deletes go over a NATS connection of their own,
+//!   reads over another (`NatsBackend::with_stream_connections`): a flood of
+//!   appends never delays a replay, nor either of them the node's routing,
+//!   its journal or its client-id claims.
 //!
 //! Named consumers' offsets and admin declarations are keys of the store
 //! bucket (`keys.rs`), written with the rest of the batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
@@ -31,25 +30,14 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use parking_lot::Mutex;
 
-use crate::store::record::{StreamRecord, StreamState};
+use super::stream_read::Cursors;
+use crate::store::record::StreamState;
 use crate::store::{StoreError, StoreOp, StreamLimits};
 
 /// Prefix of the JetStream streams that hold Tern streams.
 pub(crate) const PREFIX: &str = "TERN_STREAM_";
 /// Prefix of the subjects appends are published to.
 const SUBJECT_PREFIX: &str = "tern.stream.";
-/// Reader positions kept open at once (each a consumer on the server).
-const MAX_CURSORS: usize = 32;
-/// An idle cursor's consumer is removed by the server after this long.
-const CURSOR_IDLE: Duration = Duration::from_secs(60);
-/// Most records fetched ahead by one request.
-const READ_AHEAD_MAX: usize = 4096;
-/// A fetch that took fewer bytes than this may fetch twice as many next time.
-const READ_AHEAD_BYTES: usize = 1 << 20;
-/// Records looked at per request when finding a time.
-const TIME_BATCH: usize = 256;
-/// Batches a time lookup scans past JetStream's own time before it settles.
-const TIME_ROUNDS: usize = 64;
 /// Appends unacknowledged at once.
 const IN_FLIGHT: usize = 2_048;
 /// Sends of a run of appends before the commit fails.
@@ -87,7 +75,7 @@ pub(crate) fn unescape(escaped: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn stream_name(name: &str) -> String {
+pub(super) fn stream_name(name: &str) -> String {
     format!("{PREFIX}{}", escape(name))
 }
 
@@ -134,39 +122,32 @@ pub(super) fn plan(ops: &[StoreOp]) -> Vec<Write> {
         .collect()
 }
 
-fn err(what: &str, stream: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn err(what: &str, stream: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Write(format!("stream {stream:?}: {what}: {e}"))
 }
 
-/// A reader's pull consumer and what it fetched ahead.
-struct Cursor {
-    consumer: PullConsumer,
-    /// Fetched, not read yet: from the offset the cursor is kept at.
-    ahead: VecDeque<(u64, StreamRecord)>,
-    /// How many to fetch next (grows while records are small).
-    fetch: usize,
-}
-
-/// Open cursors by (stream, the offset they read next).
-type Cursors = HashMap<(String, u64), Cursor>;
-
 /// The streams part of the NATS backend.
 pub(super) struct Streams {
-    jetstream: Context,
+    /// The connection appends, trims and deletes go over.
+    appends: Context,
+    /// The connection reads go over (`stream_read.rs`).
+    pub(super) reads: Context,
     replicas: usize,
     /// Each Tern stream's limits, as declared.
     limits: Mutex<HashMap<String, StreamLimits>>,
     /// The JetStream streams made or updated by this process, with the limits given.
     ensured: Mutex<HashMap<String, StreamLimits>>,
-    cursors: Mutex<Cursors>,
+    pub(super) cursors: Mutex<Cursors>,
     /// Warned once: an append got another offset than this node gave it.
     diverged: AtomicBool,
 }
 
 impl Streams {
-    pub(super) fn new(jetstream: Context, replicas: usize) -> Streams {
+    /// Appends over `appends`, reads over `reads` (the same connection in tests).
+    pub(super) fn new(appends: Context, reads: Context, replicas: usize) -> Streams {
         Streams {
-            jetstream,
+            appends,
+            reads,
             replicas: replicas.max(1),
             limits: Mutex::new(HashMap::new()),
             ensured: Mutex::new(HashMap::new()),
@@ -204,7 +185,7 @@ impl Streams {
             return Ok(());
         }
         let config = self.config(name, limits);
-        match self.jetstream.get_stream(&config.name).await {
+        match self.appends.get_stream(&config.name).await {
             Ok(mut stream) => {
                 let info = stream
                     .info()
@@ -214,14 +195,14 @@ impl Streams {
                 if (have.max_age, have.max_messages, have.max_bytes)
                     != (config.max_age, config.max_messages, config.max_bytes)
                 {
-                    self.jetstream
+                    self.appends
                         .update_stream(&config)
                         .await
                         .map_err(|e| err("updating its limits", name, e))?;
                 }
             }
             Err(_) => {
-                self.jetstream
+                self.appends
                     .create_stream(config)
                     .await
                     .map_err(|e| err("creating it", name, e))?;
@@ -250,7 +231,7 @@ impl Streams {
                     self.ensure(&stream).await?;
                     self.cursors.lock().retain(|(s, _), _| *s != stream);
                     let js = self
-                        .jetstream
+                        .appends
                         .get_stream(stream_name(&stream))
                         .await
                         .map_err(|e| err("opening it", &stream, e))?;
@@ -263,14 +244,14 @@ impl Streams {
                     self.append_run(std::mem::take(&mut run), id).await?;
                     self.ensured.lock().remove(&stream);
                     self.cursors.lock().retain(|(s, _), _| *s != stream);
-                    match self.jetstream.delete_stream(stream_name(&stream)).await {
+                    match self.appends.delete_stream(stream_name(&stream)).await {
                         Ok(_) => {}
                         Err(e) if e.to_string().contains("not found") => {}
                         Err(e) => return Err(err("deleting it", &stream, e)),
                     }
                     // Its named consumers' offsets go with it.
                     let bucket = format!("KV_{}", super::keys::BUCKET);
-                    let purged = match self.jetstream.get_stream(bucket).await {
+                    let purged = match self.appends.get_stream(bucket).await {
                         Ok(kv) => kv
                             .purge()
                             .filter(super::keys::stream_consumers_subject(&stream))
@@ -352,7 +333,7 @@ impl Streams {
                 }
             };
             let ack = self
-                .jetstream
+                .appends
                 .publish_with_headers(to, headers, entry.clone())
                 .await
                 .map_err(|e| (done, e.to_string()))?;
@@ -386,7 +367,7 @@ impl Streams {
 
     /// The state of every Tern stream JetStream holds.
     pub(super) async fn load(&self) -> Result<Vec<StreamState>, StoreError> {
-        let mut names = self.jetstream.stream_names();
+        let mut names = self.reads.stream_names();
         let mut found = Vec::new();
         while let Some(name) = names.next().await {
             let name = name.map_err(|e| StoreError::Open {
@@ -408,7 +389,7 @@ impl Streams {
 
     /// `name`'s offsets, bytes and oldest time as JetStream holds them (None: no such stream).
     pub(super) async fn state(&self, name: &str) -> Result<Option<StreamState>, StoreError> {
-        let Ok(mut stream) = self.jetstream.get_stream(stream_name(name)).await else {
+        let Ok(mut stream) = self.reads.get_stream(stream_name(name)).await else {
             return Ok(None);
         };
         let info = stream
@@ -429,154 +410,6 @@ impl Streams {
             bytes: s.bytes,
             first_time_ms,
         }))
-    }
-
-    /// A cursor reading `name` from `from` on: a kept one at that position, or a new one.
-    async fn cursor(&self, name: &str, from: u64) -> Result<Option<Cursor>, StoreError> {
-        if let Some(kept) = self.cursors.lock().remove(&(name.to_string(), from)) {
-            return Ok(Some(kept));
-        }
-        let consumer = self
-            .consumer(
-                name,
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: from + 1,
-                },
-            )
-            .await?;
-        Ok(consumer.map(|consumer| Cursor {
-            consumer,
-            ahead: VecDeque::new(),
-            fetch: 0,
-        }))
-    }
-
-    async fn consumer(
-        &self,
-        name: &str,
-        deliver_policy: DeliverPolicy,
-    ) -> Result<Option<PullConsumer>, StoreError> {
-        let Ok(stream) = self.jetstream.get_stream(stream_name(name)).await else {
-            return Ok(None);
-        };
-        let config = pull::Config {
-            deliver_policy,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: CURSOR_IDLE,
-            memory_storage: true,
-            ..Default::default()
-        };
-        stream
-            .create_consumer(config)
-            .await
-            .map(Some)
-            .map_err(|e| err("opening a reader", name, e))
-    }
-
-    /// Up to `max` records of `consumer` as they come now (offset, record),
-    /// added to `out`; the bytes they took.
-    async fn fetch(
-        consumer: &PullConsumer,
-        max: usize,
-        name: &str,
-        out: &mut impl Extend<(u64, StreamRecord)>,
-    ) -> Result<usize, StoreError> {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(|e| err("reading", name, e))?;
-        let mut bytes = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| err("reading", name, e))?;
-            let sequence = message
-                .info()
-                .map_err(|e| err("reading", name, e))?
-                .stream_sequence;
-            let record: StreamRecord = postcard::from_bytes(&message.payload)
-                .map_err(|e| StoreError::Decode(format!("stream {name:?} message: {e}")))?;
-            bytes += message.payload.len();
-            out.extend([(sequence.saturating_sub(1), record)]);
-        }
-        Ok(bytes)
-    }
-
-    /// See [`crate::store::Backend::read_stream`]: from the cursor's
-    /// read-ahead, fetched again when it holds fewer than `max`.
-    pub(super) async fn read(
-        &self,
-        name: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
-        let Some(mut cursor) = self.cursor(name, from).await? else {
-            return Ok(Vec::new());
-        };
-        if cursor.ahead.len() < max {
-            let n = cursor.fetch.max(max);
-            let before = cursor.ahead.len();
-            let fetched = Self::fetch(&cursor.consumer, n, name, &mut cursor.ahead).await;
-            match fetched {
-                // Many small records: read further ahead next time; big ones: less.
-                Ok(bytes) if cursor.ahead.len() - before == n && bytes < READ_AHEAD_BYTES => {
-                    cursor.fetch = (n * 2).min(READ_AHEAD_MAX);
-                }
-                Ok(_) => cursor.fetch = max,
-                // Removed by the server meanwhile (idle): once more with a new one.
-                Err(_) if cursor.ahead.is_empty() => {
-                    let mut read = Vec::new();
-                    if let Some(fresh) = self.cursor(name, from).await? {
-                        Self::fetch(&fresh.consumer, max, name, &mut read).await?;
-                    }
-                    return Ok(read);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let n = max.min(cursor.ahead.len());
-        let read: Vec<(u64, StreamRecord)> = cursor.ahead.drain(..n).collect();
-        let next = read.last().map_or(from, |(offset, _)| offset + 1);
-        let mut cursors = self.cursors.lock();
-        if cursors.len() >= MAX_CURSORS {
-            if let Some(key) = cursors.keys().next().cloned() {
-                cursors.remove(&key);
-            }
-        }
-        cursors.insert((name.to_string(), next), cursor);
-        Ok(read)
-    }
-
-    /// See [`crate::store::Backend::find_stream_time`]: from the first message
-    /// JetStream stored at or after `time_ms`, the first whose own publish
-    /// time is (it was stamped before JetStream's, so it is not earlier).
-    pub(super) async fn find_time(
-        &self,
-        name: &str,
-        time_ms: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        let nanos = i128::from(time_ms) * 1_000_000;
-        let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .map_err(|e| StoreError::Decode(e.to_string()))?;
-        let Some(consumer) = self
-            .consumer(name, DeliverPolicy::ByStartTime { start_time })
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut last = None;
-        for _ in 0..TIME_ROUNDS {
-            let mut read = Vec::with_capacity(TIME_BATCH);
-            Self::fetch(&consumer, TIME_BATCH, name, &mut read).await?;
-            if let Some((offset, _)) = read.iter().find(|(_, r)| r.time_ms >= time_ms) {
-                return Ok(Some(*offset));
-            }
-            if read.len() < TIME_BATCH {
-                return Ok(None);
-            }
-            last = read.last().map(|(offset, _)| offset + 1);
-        }
-        Ok(last)
     }
 }
 

@@ -34,10 +34,17 @@ impl Fixture {
     pub(super) fn open_nats(&self, node: &str, foreign: &[&str]) -> Arc<NatsBackend> {
         let foreign: HashSet<String> = foreign.iter().map(|c| c.to_string()).collect();
         self.runtime.block_on(async {
-            let client = async_nats::connect(&self.nats.url).await.expect("connect");
+            let connect = || async_nats::connect(&self.nats.url);
+            let client = connect().await.expect("connect");
             let backend = NatsBackend::open(jetstream::new(client), node, 1, foreign)
                 .await
-                .expect("open the bucket");
+                .expect("open the bucket")
+                // As a node runs it: streams on connections of their own.
+                .with_stream_connections(
+                    jetstream::new(connect().await.expect("connect")),
+                    jetstream::new(connect().await.expect("connect")),
+                    1,
+                );
             Arc::new(backend)
         })
     }
@@ -329,4 +336,56 @@ fn a_node_that_let_a_session_go_writes_none_of_its_records_until_it_holds_it_aga
         .unwrap()
         .expect("shared");
     assert!(snap.incoming_qos2.contains(&("c".to_string(), 6)));
+}
+
+#[test]
+fn a_stream_created_or_deleted_on_one_node_is_told_to_the_others() {
+    let f = Fixture::new();
+    let (a, b) = (f.open_nats("tern-a", &[]), f.open_nats("tern-b", &[]));
+    let mut changes = b.stream_changes().expect("b hears of other nodes' streams");
+    assert!(b.stream_changes().is_none(), "taken once");
+    let mut own = a.stream_changes().expect("a too");
+    let settings = br#"{"name":"made","topics":["m/#"]}"#.to_vec();
+    a.apply(
+        &[StoreOp::PutStreamDeclaration {
+            stream: "made".into(),
+            settings: settings.clone(),
+        }],
+        true,
+    )
+    .unwrap();
+    a.apply(
+        &[StoreOp::DeleteStream {
+            stream: "made".into(),
+        }],
+        true,
+    )
+    .unwrap();
+    let next = |rx: &mut tokio::sync::mpsc::Receiver<crate::store::StreamChange>| {
+        f.runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a change within 5 s")
+        })
+    };
+    let Some(crate::store::StreamChange::Created {
+        stream,
+        settings: got,
+    }) = next(&mut changes)
+    else {
+        panic!("the creation first");
+    };
+    assert_eq!(stream, "made");
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    assert_eq!(json(&got), json(&settings));
+    assert_eq!(
+        next(&mut changes),
+        Some(crate::store::StreamChange::Deleted {
+            stream: "made".into()
+        })
+    );
+    assert!(
+        own.try_recv().is_err(),
+        "a node is not told its own changes"
+    );
 }
