@@ -232,10 +232,14 @@ impl Reader {
                 return;
             }
             // Checked and pushed under one lock of the session's queue; waits
-            // for room only when it is refused.
+            // for room only when it is refused. A reader cancelled meanwhile
+            // (unsubscribed, subscribed again) pushes nothing more.
             let mut delivery = self.delivery(message);
             let kept_offline = self.qos != QoS::AtMostOnce;
             loop {
+                if self.is_cancelled() {
+                    return;
+                }
                 match self
                     .session
                     .push_below(delivery, FEED_WHILE_BELOW, kept_offline)
@@ -244,9 +248,6 @@ impl Reader {
                     Err(back) => delivery = back,
                 }
                 self.room().await;
-                if self.is_cancelled() {
-                    return;
-                }
             }
         }
         self.room().await;
