@@ -24,11 +24,41 @@ impl Session {
     /// deliveries of one publish share `slot`, so its message is stored once.
     pub(crate) fn push_stored(
         &self,
+        delivery: Delivery,
+        slot: &MessageSlot,
+    ) -> (PushOutcome, Commit) {
+        let state = self.state.lock();
+        self.push_locked(state, delivery, slot)
+    }
+
+    /// A stream reader's push: `delivery` is queued only while the queue
+    /// holds fewer than `below` and is not at its limits, and the client is
+    /// connected unless `kept_offline`; otherwise it is given back (the
+    /// reader waits for room). One lock for the check and the push.
+    pub(crate) fn push_below(
+        &self,
+        delivery: Delivery,
+        below: usize,
+        kept_offline: bool,
+    ) -> Result<(), Delivery> {
+        let state = self.state.lock();
+        if (state.connection_id == 0 && !kept_offline)
+            || state.pending.len() >= below
+            || state.limits.full_for(&state.pending, 0)
+        {
+            return Err(delivery);
+        }
+        self.push_locked(state, delivery, &MessageSlot::default());
+        Ok(())
+    }
+
+    fn push_locked(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, SessionState>,
         mut delivery: Delivery,
         slot: &MessageSlot,
     ) -> (PushOutcome, Commit) {
         let mut commit = Commit::NONE;
-        let mut state = self.state.lock();
         // Offline sessions keep only what has a delivery guarantee.
         if state.connection_id == 0 && delivery.qos == crate::core::message::QoS::AtMostOnce {
             return (PushOutcome::Dropped, commit);

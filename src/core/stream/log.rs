@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::reader::Reader;
 use super::settings::Retention;
+use super::with_offset;
 use crate::core::message::Message;
 use crate::core::topic::Filter;
 
@@ -35,7 +36,8 @@ pub(crate) struct LogState {
     pub bytes: u64,
     /// Publish time of the oldest message kept (unix ms; 0 when unknown or empty).
     pub first_time_ms: u64,
-    /// The newest messages, with their offset and publish time, oldest first.
+    /// The newest messages as published (without their offset property), by
+    /// offset, oldest first.
     pub tail: VecDeque<(u64, Arc<Message>)>,
     tail_bytes: usize,
     /// Readers that have caught up: each append is handed to them at once.
@@ -95,7 +97,7 @@ impl LogState {
         }
         // Pushed under this lock, so no append can come before them.
         for (offset, message) in self.tail.iter().filter(|(offset, _)| *offset >= from) {
-            reader.push_now(*offset, message);
+            reader.push_now(*offset, &Arc::new(with_offset(message, *offset)));
         }
         self.live.push(Arc::clone(reader));
         Boundary::Live

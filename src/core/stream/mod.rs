@@ -126,18 +126,34 @@ pub struct Streams {
 
 /// A core message rebuilt from a stream record, carrying its offset.
 pub(crate) fn message_at(record: StreamRecord, offset: u64) -> Message {
-    with_offset(&message_from_record(record.message), offset)
+    // Built in place from the decoded record: no second message, and the
+    // payload is moved, not shared.
+    let mut message = message_from_record(record.message);
+    let mut properties = match message.properties.take() {
+        Some(shared) => Arc::try_unwrap(shared).unwrap_or_else(|p| (*p).clone()),
+        None => MessageProperties::NONE,
+    };
+    stamp_offset(&mut properties, offset);
+    message.properties = Some(Arc::new(properties));
+    message.retain = false;
+    message.expires_at = None;
+    message
 }
 
-/// `message` with the offset property (any the publisher sent of that name replaced).
-fn with_offset(message: &Message, offset: u64) -> Message {
-    let mut properties: MessageProperties = message.properties().clone();
+/// Sets the offset property (any the publisher sent of that name replaced).
+fn stamp_offset(properties: &mut MessageProperties, offset: u64) {
     properties
         .user_properties
         .retain(|(k, _)| k != OFFSET_PROPERTY);
     properties
         .user_properties
         .push((OFFSET_PROPERTY.to_string(), offset.to_string()));
+}
+
+/// `message` with the offset property (any the publisher sent of that name replaced).
+fn with_offset(message: &Message, offset: u64) -> Message {
+    let mut properties: MessageProperties = message.properties().clone();
+    stamp_offset(&mut properties, offset);
     Message {
         topic: Arc::clone(&message.topic),
         payload: message.payload.clone(),
@@ -266,7 +282,6 @@ impl Streams {
             if state.count() == 1 {
                 state.first_time_ms = now;
             }
-            let kept = Arc::new(with_offset(message, offset));
             if let (Some(store), Some(entry)) = (&self.store, entry) {
                 // Under the stream's lock: offsets reach the store in order.
                 let ticket = store.submit([StoreOp::AppendStream {
@@ -277,8 +292,14 @@ impl Streams {
                 }]);
                 commit.include(Commit::of_ticket(ticket));
             }
-            state.push_tail(offset, Arc::clone(&kept));
-            state.live.retain(|reader| reader.offer(offset, &kept));
+            // The tail keeps the message as published; the copy carrying its
+            // offset is made only for live readers (none while publishers
+            // fill a stream nobody follows).
+            state.push_tail(offset, Arc::clone(message));
+            if !state.live.is_empty() {
+                let stamped = Arc::new(with_offset(message, offset));
+                state.live.retain(|reader| reader.offer(offset, &stamped));
+            }
             if log.over_limits(&state, now) {
                 self.retention_wake.notify_one();
             }
@@ -527,4 +548,50 @@ fn apply_state(log: &StreamLog, state: &StreamState) {
     s.next = state.next;
     s.bytes = state.bytes;
     s.first_time_ms = state.first_time_ms;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::MessageRecord;
+
+    #[test]
+    fn a_replayed_message_carries_its_offset_and_nothing_of_its_first_publish() {
+        let record = StreamRecord {
+            time_ms: 1,
+            size: 5,
+            message: MessageRecord {
+                topic: "a/b".into(),
+                payload: b"xy".to_vec(),
+                qos: 1,
+                retain: true,
+                expires_at_ms: Some(unix_ms_now() + 60_000),
+                payload_is_utf8: true,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: vec![
+                    (OFFSET_PROPERTY.into(), "forged".into()),
+                    ("k".into(), "v".into()),
+                ],
+                publisher: Some("alice".into()),
+            },
+        };
+        let m = message_at(record, 42);
+        assert_eq!((&*m.topic, &m.payload[..]), ("a/b", &b"xy"[..]));
+        assert_eq!((m.retain, m.expires_at), (false, None));
+        assert_eq!(m.publisher.as_deref(), Some("alice"));
+        assert_eq!(
+            m.properties().user_properties,
+            vec![
+                ("k".to_string(), "v".to_string()),
+                (OFFSET_PROPERTY.to_string(), "42".to_string())
+            ]
+        );
+        assert_eq!(offset_of(&m), Some(42));
+        // A message without properties gets the offset alone.
+        let plain = Message::new("t", bytes::Bytes::from_static(b"p"), QoS::AtMostOnce, false);
+        assert_eq!(offset_of(&with_offset(&plain, 7)), Some(7));
+        assert!(plain.properties().user_properties.is_empty());
+    }
 }

@@ -23,9 +23,11 @@ use crate::core::session::{PushOutcome, Session};
 use crate::core::topic::Filter;
 
 /// Messages read from the store at a time.
-const READ_BATCH: usize = 256;
-/// A reader feeds its session's queue while it holds fewer than this.
-const FEED_WHILE_BELOW: usize = 64;
+const READ_BATCH: usize = 1024;
+/// A reader feeds its session's queue while it holds fewer than this (the
+/// connection then writes up to this many in one go: fewer wake-ups and
+/// socket writes per message).
+const FEED_WHILE_BELOW: usize = 256;
 /// A live reader's session queue holding this many makes the reader fall back
 /// to reading the store.
 const LIVE_QUEUE_LIMIT: usize = 1024;
@@ -225,8 +227,28 @@ impl Reader {
 
     /// Hands one replayed message to the session, waiting for room first.
     async fn feed(&self, offset: u64, message: Arc<Message>) {
-        if self.seat.is_none() && !self.wants(&message) {
-            return;
+        if self.seat.is_none() {
+            if !self.wants(&message) {
+                return;
+            }
+            // Checked and pushed under one lock of the session's queue; waits
+            // for room only when it is refused. A reader cancelled meanwhile
+            // (unsubscribed, subscribed again) pushes nothing more.
+            let mut delivery = self.delivery(message);
+            let kept_offline = self.qos != QoS::AtMostOnce;
+            loop {
+                if self.is_cancelled() {
+                    return;
+                }
+                match self
+                    .session
+                    .push_below(delivery, FEED_WHILE_BELOW, kept_offline)
+                {
+                    Ok(()) => return,
+                    Err(back) => delivery = back,
+                }
+                self.room().await;
+            }
         }
         self.room().await;
         // Taken right before the push (no await between): a reader cancelled
