@@ -12,6 +12,7 @@
 //! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `settings.rs`: `[cluster]`.
 //! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
+//! - `peers.rs`: the nodes a sync waits for: alive, or dead and not yet taken over.
 //! - `liveness.rs`: dead nodes noticed (a liveness key per node, KV max age).
 //! - `takeover.rs`: a dead node's client ids, sessions and wills taken over
 //!   by one survivor each; at start, client ids claimed before loading.
@@ -35,6 +36,7 @@ mod inbound;
 pub mod liveness;
 mod outbound;
 mod ownership;
+mod peers;
 mod queue_pull;
 pub mod queues;
 mod retained;
@@ -97,6 +99,10 @@ pub struct ConnectionState {
     reconnects: AtomicU64,
     /// Times NATS dropped messages of a subscription this node read too slowly.
     slow_consumer_events: AtomicU64,
+    /// This node's stored sessions are restored and its start's claims
+    /// done: until then it confirms no other node's sync (`inbound.rs`),
+    /// since its interest is not all subscribed yet.
+    restored: AtomicBool,
 }
 
 impl ConnectionState {
@@ -106,6 +112,15 @@ impl ConnectionState {
 
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// This node's sessions are restored (see `restored`); set once at start.
+    pub fn mark_restored(&self) {
+        self.restored.store(true, Ordering::Release);
+    }
+
+    pub fn is_restored(&self) -> bool {
+        self.restored.load(Ordering::Acquire)
     }
 
     /// Messages NATS handed this node that the client library dropped: a
