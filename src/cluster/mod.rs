@@ -103,6 +103,8 @@ pub struct ConnectionState {
     /// done: until then it confirms no other node's sync (`inbound.rs`),
     /// since its interest is not all subscribed yet.
     restored: AtomicBool,
+    /// Told once `restored` is set (the heartbeat task beats at once).
+    restored_signal: tokio::sync::Notify,
 }
 
 impl ConnectionState {
@@ -117,6 +119,7 @@ impl ConnectionState {
     /// This node's sessions are restored (see `restored`); set once at start.
     pub fn mark_restored(&self) {
         self.restored.store(true, Ordering::Release);
+        self.restored_signal.notify_one();
     }
 
     pub fn is_restored(&self) -> bool {

@@ -211,6 +211,7 @@ pub async fn run_heartbeat(
         }
     };
     let subject = format!("{HEARTBEAT_PREFIX}{}", cluster.node());
+    let mut beating = false;
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -236,8 +237,16 @@ pub async fn run_heartbeat(
                     status.peers.lock().taken_over(dead, by);
                 }
             }
+            // The first beat as soon as this node's sessions are restored.
+            () = status.connection.restored_signal.notified(), if !beating => {
+                beating = true;
+                ticker.reset_immediately();
+            }
             _ = ticker.tick() => {
-                if !status.connection.is_connected() {
+                // Not before its sessions are restored: a node heard of is
+                // waited for, and it confirms nothing before that.
+                beating = beating || status.connection.is_restored();
+                if !status.connection.is_connected() || !beating {
                     continue;
                 }
                 let _ = cluster.client().publish(subject.clone(), bytes::Bytes::new()).await;
