@@ -328,7 +328,6 @@ fn heard(status: &ClusterStatus, entry: &kv::Entry) {
     match change {
         Some(Change::Joined) => tracing::info!(node = %status.node, peer, "cluster: node alive"),
         Some(Change::Restarted) => {
-            status.peer_restarted(peer);
             tracing::info!(node = %status.node, peer, "cluster: node restarted")
         }
         Some(Change::Back) => {

@@ -26,8 +26,14 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(6);
 struct Peer {
     /// Its last heartbeat.
     seen: Instant,
-    /// The first heartbeat of its current run (after a silence or restart).
+    /// The first heartbeat of its current run (after a silence or restart):
+    /// it beats once its sessions are restored and their interest
+    /// subscribed, so what was sent from then on reaches them.
     since: Instant,
+    /// Its run's random id, from its heartbeat (0: a node that sends none).
+    boot: u64,
+    /// Its current run replaced one heard of before (a restart, a return).
+    renewed: bool,
     /// The survivors that finished taking it over since its last heartbeat.
     taken_over_by: HashSet<String>,
     /// Settled since its last heartbeat: no longer waited for.
@@ -60,12 +66,15 @@ impl Peers {
         }
     }
 
-    /// A heartbeat of `node` at `now`; true the first time it is heard of.
-    pub fn heard(&mut self, node: &str, now: Instant) -> bool {
+    /// A heartbeat of `node`'s run `boot` at `now`; true the first time it
+    /// is heard of.
+    pub fn heard(&mut self, node: &str, boot: u64, now: Instant) -> bool {
         match self.nodes.get_mut(node) {
             Some(peer) => {
-                if now.saturating_duration_since(peer.seen) > NODE_TIMEOUT {
+                if now.saturating_duration_since(peer.seen) > NODE_TIMEOUT || peer.boot != boot {
                     peer.since = now;
+                    peer.boot = boot;
+                    peer.renewed = true;
                 }
                 peer.seen = now;
                 peer.taken_over_by.clear();
@@ -76,6 +85,8 @@ impl Peers {
                 let peer = Peer {
                     seen: now,
                     since: now,
+                    boot,
+                    renewed: false,
                     taken_over_by: HashSet::new(),
                     settled: false,
                 };
@@ -85,11 +96,12 @@ impl Peers {
         }
     }
 
-    /// `node` restarted (a new boot without a silence): its run starts anew.
-    pub fn restarted(&mut self, node: &str, now: Instant) {
-        if let Some(peer) = self.nodes.get_mut(node) {
-            peer.since = now;
-        }
+    /// When `node`'s current run was first heard of (its first heartbeat),
+    /// if it replaced a run heard of before (None for a node's first run
+    /// heard here: it is taken as it comes, or every start of this node
+    /// would cost a confirm timeout).
+    pub fn renewed_at(&self, node: &str) -> Option<Instant> {
+        self.nodes.get(node).filter(|p| p.renewed).map(|p| p.since)
     }
 
     /// Survivor `by` finished taking `dead` over.
@@ -187,9 +199,9 @@ mod tests {
     fn a_silent_node_is_waited_for_until_every_survivor_took_it_over() {
         let t0 = Instant::now();
         let mut peers = Peers::new("a", CAP);
-        peers.heard("b", t0);
-        peers.heard("c", t0);
-        peers.heard("b", t0 + secs(4));
+        peers.heard("b", 1, t0);
+        peers.heard("c", 1, t0);
+        peers.heard("b", 1, t0 + secs(4));
         // c is killed right after t0; b goes on beating.
         let at = t0 + secs(8);
         assert_eq!(peers.confirm_set(at).0, vec!["b", "c"], "c unsettled");
@@ -208,11 +220,11 @@ mod tests {
     fn a_word_before_the_heartbeat_went_stale_counts_and_a_new_beat_undoes_it() {
         let t0 = Instant::now();
         let mut peers = Peers::new("a", CAP);
-        peers.heard("c", t0);
+        peers.heard("c", 1, t0);
         peers.taken_over("c", "a");
         assert_eq!(peers.confirm_set(t0 + secs(7)).0, Vec::<String>::new());
         // c comes back: alive, then silent again with no word yet.
-        peers.heard("c", t0 + secs(20));
+        peers.heard("c", 1, t0 + secs(20));
         assert_eq!(peers.confirm_set(t0 + secs(21)).0, vec!["c"]);
         assert_eq!(peers.confirm_set(t0 + secs(27)).0, vec!["c"], "unsettled");
         peers.taken_over("c", "a");
@@ -223,7 +235,7 @@ mod tests {
     fn an_unsettled_node_is_given_up_once_after_the_cap() {
         let t0 = Instant::now();
         let mut peers = Peers::new("a", CAP);
-        peers.heard("c", t0);
+        peers.heard("c", 1, t0);
         let stale = t0 + NODE_TIMEOUT;
         assert_eq!(peers.confirm_set(stale + CAP - secs(1)).0, vec!["c"]);
         let (waited, gave_up) = peers.confirm_set(stale + CAP);
@@ -243,14 +255,15 @@ mod tests {
     fn survivors_that_began_after_the_death_or_died_too_are_not_waited_for() {
         let t0 = Instant::now();
         let mut peers = Peers::new("a", CAP);
-        peers.heard("c", t0);
-        peers.heard("b", t0);
-        peers.heard("d", t0);
-        // b restarts after c died; d dies too.
-        peers.heard("b", t0 + secs(3));
-        peers.restarted("b", t0 + secs(3));
+        peers.heard("c", 1, t0);
+        peers.heard("b", 1, t0);
+        peers.heard("d", 1, t0);
+        // b restarts after c died (a new boot, no silence); d dies too.
+        peers.heard("b", 2, t0 + secs(3));
+        assert_eq!(peers.renewed_at("b"), Some(t0 + secs(3)));
         let at = t0 + secs(7);
-        peers.heard("b", at);
+        peers.heard("b", 2, at);
+        assert_eq!(peers.renewed_at("b"), Some(t0 + secs(3)), "same run");
         peers.taken_over("c", "a");
         let (waited, _) = peers.confirm_set(at);
         assert_eq!(waited, vec!["b", "d"], "c settled; d unsettled itself");
@@ -260,15 +273,21 @@ mod tests {
     fn a_node_back_after_a_silence_starts_a_new_run() {
         let t0 = Instant::now();
         let mut peers = Peers::new("a", CAP);
-        assert!(peers.heard("b", t0));
-        assert!(!peers.heard("b", t0 + secs(1)));
-        peers.heard("c", t0 + secs(2));
+        assert!(peers.heard("b", 1, t0));
+        assert!(!peers.heard("b", 1, t0 + secs(1)));
+        assert_eq!(peers.renewed_at("b"), None, "its first run heard here");
+        peers.heard("c", 1, t0 + secs(2));
         // b silent for 10 s, then back: c's death before that is not its work.
-        peers.heard("b", t0 + secs(12));
+        peers.heard("b", 1, t0 + secs(12));
         let at = t0 + secs(12);
         peers.taken_over("c", "a");
         assert_eq!(peers.confirm_set(at).0, vec!["b"]);
         assert_eq!(peers.seen("b"), Some(at));
+        assert_eq!(
+            peers.renewed_at("b"),
+            Some(at),
+            "a new run after the silence"
+        );
         assert_eq!(peers.all().count(), 2);
     }
 }

@@ -3,7 +3,7 @@
 //! connection and fabric counters, in one [`ClusterStatus`] the admin side
 //! reads (`/metrics`, `/healthz`, `/api/nodes`, `$SYS`); and the nodes a
 //! sync waits for (`peers.rs`: the alive and the unsettled), told by the
-//! heartbeats and by the survivors' word that they took a node over
+//! heartbeats (payload: the run's random id) and by the survivors' word that they took a node over
 //! (`tern.over.<node>`, payload: the survivor's name).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,9 +146,11 @@ impl ClusterStatus {
         waited
     }
 
-    /// `node` restarted without a silence (liveness saw a new boot).
-    pub(super) fn peer_restarted(&self, node: &str) {
-        self.peers.lock().restarted(node, Instant::now());
+    /// When `node`'s current run was first heard of, if it replaced one
+    /// heard of before: it had restored its sessions and subscribed their
+    /// interest by then.
+    pub(super) fn peer_renewed_at(&self, node: &str) -> Option<Instant> {
+        self.peers.lock().renewed_at(node)
     }
 
     /// Tells the cluster (this node too) that this node finished taking
@@ -173,8 +175,8 @@ impl ClusterStatus {
         Duration::from_micros(self.rtt_micros.load(Ordering::Relaxed))
     }
 
-    fn heard_of(&self, node: &str) {
-        let first = self.peers.lock().heard(node, Instant::now());
+    fn heard_of(&self, node: &str, boot: u64) {
+        let first = self.peers.lock().heard(node, boot, Instant::now());
         if first {
             tracing::info!(node = %self.node, peer = node, "cluster: node seen");
         }
@@ -212,6 +214,8 @@ pub async fn run_heartbeat(
     };
     let subject = format!("{HEARTBEAT_PREFIX}{}", cluster.node());
     let mut beating = false;
+    // This run's id: a node restarted under its name is a new run at once.
+    let boot = bytes::Bytes::copy_from_slice(&rand::random::<u64>().to_be_bytes());
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -221,7 +225,10 @@ pub async fn run_heartbeat(
                 let Some(message) = message else { return };
                 if let Some(node) = message.subject.strip_prefix(HEARTBEAT_PREFIX) {
                     if node != &**cluster.node() {
-                        status.heard_of(node);
+                        let boot = message.payload.get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, u64::from_be_bytes);
+                        status.heard_of(node, boot);
                     }
                 }
             }
@@ -249,7 +256,7 @@ pub async fn run_heartbeat(
                 if !status.connection.is_connected() || !beating {
                     continue;
                 }
-                let _ = cluster.client().publish(subject.clone(), bytes::Bytes::new()).await;
+                let _ = cluster.client().publish(subject.clone(), boot.clone()).await;
                 // A flush is a PING answered by the server's PONG: one round trip.
                 let started = Instant::now();
                 if let Ok(Ok(())) = tokio::time::timeout(HEARTBEAT_INTERVAL, cluster.client().flush()).await {

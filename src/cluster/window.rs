@@ -28,7 +28,10 @@
 //!   (`ConnectionState::is_restored`). When a node's confirms name a new
 //!   `first` (it restarted), they count only for syncs whose messages were
 //!   all sent after that confirm came ([`Trust`]): what went out while it
-//!   was down or starting is not vouched for by its new run.
+//!   was down or starting is not vouched for by its new run. Nor for syncs
+//!   whose messages went before a new run's first heartbeat came (a node
+//!   beats once restored; a run is told by the heartbeat's payload), which
+//!   covers a run restarted before the sender saw the previous one confirm.
 //! - A sync counts as confirmed when every node alive at the time (status
 //!   heartbeats) or unsettled (dead, its sessions not yet taken over by
 //!   every survivor: `peers.rs`) answered, or after [`CONFIRM_TIMEOUT`] (a
@@ -153,6 +156,9 @@ struct Outstanding {
     seq: u64,
     /// The last message of the sync before it: it covers those after.
     after: u64,
+    /// When the sync before it went (or the window opened): its messages
+    /// went after that.
+    after_sent: Instant,
     waiting: HashSet<String>,
     sent: Instant,
 }
@@ -179,6 +185,8 @@ pub(super) struct Window {
     last_sync: u64,
     /// The last message sent.
     last_sent: u64,
+    /// When the last sync went (or the window opened).
+    last_sync_sent: Instant,
     /// Since when each node's confirms count (a restarted node's).
     trust: Trust,
 }
@@ -222,6 +230,7 @@ impl Window {
             timed_out,
             last_sync: 0,
             last_sent: 0,
+            last_sync_sent: Instant::now(),
             trust: Trust::default(),
         })
     }
@@ -308,8 +317,9 @@ impl Window {
     }
 
     async fn sync(&mut self, seq: u64) {
-        let after = self.last_sync;
+        let (after, after_sent) = (self.last_sync, self.last_sync_sent);
         self.last_sync = seq;
+        self.last_sync_sent = Instant::now();
         self.last_sent = self.last_sent.max(seq);
         let waiting: HashSet<String> = self.status.confirm_set().into_iter().collect();
         if waiting.is_empty() {
@@ -333,6 +343,7 @@ impl Window {
         self.outstanding.push_back(Outstanding {
             seq,
             after,
+            after_sent,
             waiting,
             sent: Instant::now(),
         });
@@ -351,11 +362,15 @@ impl Window {
             return;
         };
         let trusted_after = self.trust.counts_after(node, first, self.last_sent);
+        // A new run's first heartbeat: what went before may have missed it.
+        let run_since = self.status.peer_renewed_at(node);
         for outstanding in self.outstanding.iter_mut() {
             if outstanding.seq > seq {
                 break;
             }
-            if outstanding.after < trusted_after {
+            if outstanding.after < trusted_after
+                || run_since.is_some_and(|since| outstanding.after_sent.into_std() < since)
+            {
                 continue;
             }
             if outstanding.seq == seq || outstanding.seq > first {
