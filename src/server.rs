@@ -201,6 +201,8 @@ impl Server {
                     &tracker,
                 );
             }
+            // Its interest is complete: it may confirm other nodes' syncs.
+            cluster.state().mark_restored();
         }
         let auth = Arc::new(Authenticator::from_settings(&settings.auth)?);
         let acl = Arc::new(ArcSwap::from_pointee(

@@ -172,6 +172,8 @@ struct Inbound {
     /// Buffers of `round` and `drain`, empty between their calls.
     scratch: Vec<Collected>,
     incoming: Vec<async_nats::Message>,
+    /// This node's start restored its sessions (as read this round).
+    restored: bool,
 }
 
 pub(super) async fn run(
@@ -203,6 +205,7 @@ pub(super) async fn run(
         topics: Topics::default(),
         scratch: Vec::new(),
         incoming: Vec::new(),
+        restored: false,
     };
     inbound.subscribe_syncs().await;
     loop {
@@ -219,6 +222,9 @@ pub(super) async fn run(
                 () = shutdown.cancelled() => break,
             }
         }
+        // Read before the interest is applied: a restore's interest is
+        // then subscribed before any sync this round confirms.
+        inbound.restored = inbound.cluster.state().is_restored();
         inbound.apply_interest().await;
         let collected = inbound.round();
         inbound.send_confirms().await;
@@ -372,6 +378,9 @@ impl Inbound {
             }
             let message = match item.item {
                 Item::Message(message) => message,
+                // Not confirmed before this node's sessions are restored
+                // and their interest subscribed (nor taken as the first).
+                Item::Sync(_) if !self.restored => continue,
                 Item::Sync(reply) => {
                     let first = *self.origins[item.origin].first_sync.get_or_insert(item.seq);
                     self.confirms.push((reply, item.seq, first, self.stored));

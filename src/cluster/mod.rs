@@ -13,6 +13,7 @@
 //! - `marks.rs`: per origin, the last message routed here (a moved session skips what it had).
 //! - `settings.rs`: `[cluster]`.
 //! - `status.rs`: nodes alive (heartbeats), NATS round trip: what operators see.
+//! - `peers.rs`: the nodes a sync waits for: alive, or dead and not yet taken over.
 //! - `liveness.rs`: dead nodes noticed (a liveness key per node, KV max age).
 //! - `takeover.rs`: a dead node's client ids, sessions and wills taken over
 //!   by one survivor each; at start, client ids claimed before loading.
@@ -37,6 +38,7 @@ pub mod liveness;
 mod marks;
 mod outbound;
 mod ownership;
+mod peers;
 mod queue_pull;
 pub mod queues;
 mod retained;
@@ -102,6 +104,12 @@ pub struct ConnectionState {
     reconnects: AtomicU64,
     /// Times NATS dropped messages of a subscription this node read too slowly.
     slow_consumer_events: AtomicU64,
+    /// This node's stored sessions are restored and its start's claims
+    /// done: until then it confirms no other node's sync (`inbound.rs`),
+    /// since its interest is not all subscribed yet.
+    restored: AtomicBool,
+    /// Told once `restored` is set (the heartbeat task beats at once).
+    restored_signal: tokio::sync::Notify,
 }
 
 impl ConnectionState {
@@ -111,6 +119,16 @@ impl ConnectionState {
 
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// This node's sessions are restored (see `restored`); set once at start.
+    pub fn mark_restored(&self) {
+        self.restored.store(true, Ordering::Release);
+        self.restored_signal.notify_one();
+    }
+
+    pub fn is_restored(&self) -> bool {
+        self.restored.load(Ordering::Acquire)
     }
 
     /// Messages NATS handed this node that the client library dropped: a

@@ -105,13 +105,22 @@ impl SharedState {
         };
         let ownership = Arc::clone(&self.ownership);
         let router = Arc::downgrade(router);
+        let (announcer, watched) = (cluster.clone(), Arc::clone(&status));
+        // Each survivor says when it is done: acks wait for that
+        // (`peers.rs`, the interest gap).
         let on_dead: OnDead = Arc::new(move |dead| {
-            Box::pin(takeover::take_over_node(
+            let taking_over = takeover::take_over_node(
                 jetstream.clone(),
                 Arc::clone(&ownership),
                 router.clone(),
-                dead,
-            ))
+                dead.clone(),
+            );
+            let (cluster, status) = (announcer.clone(), Arc::clone(&watched));
+            Box::pin(async move {
+                if taking_over.await {
+                    status.announce_taken_over(&cluster, &dead).await;
+                }
+            })
         });
         tracker.spawn(liveness::run(
             cluster.clone(),

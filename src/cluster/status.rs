@@ -1,9 +1,11 @@
 //! What operators see of the cluster: the nodes alive (a heartbeat subject
 //! every node publishes on and listens to), the NATS round trip, and the
 //! connection and fabric counters, in one [`ClusterStatus`] the admin side
-//! reads (`/metrics`, `/healthz`, `/api/nodes`, `$SYS`).
+//! reads (`/metrics`, `/healthz`, `/api/nodes`, `$SYS`); and the nodes a
+//! sync waits for (`peers.rs`: the alive and the unsettled), told by the
+//! heartbeats (payload: the run's random id) and by the survivors' word that they took a node over
+//! (`tern.over.<node>`, payload: the survivor's name).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::fabric::FabricStats;
+use super::peers::Peers;
+pub use super::peers::NODE_TIMEOUT;
 use super::queues::QueueStats;
 use super::{Cluster, ConnectionState};
 
@@ -20,8 +24,12 @@ use super::{Cluster, ConnectionState};
 pub const HEARTBEAT_PREFIX: &str = "tern.hb.";
 /// How often a node says it is alive (and measures the NATS round trip).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// A node not heard of for this long is no longer listed as alive.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(6);
+/// Subjects of a survivor's word that it took a dead node over:
+/// `tern.over.<dead node>`.
+pub const TAKEN_OVER_PREFIX: &str = "tern.over.";
+/// Takeover's retries of a session it cannot read (`takeover.rs`): an
+/// unsettled node is waited for that long beyond a few `dead_after`.
+const TAKEOVER_RETRIES: Duration = Duration::from_secs(16);
 
 /// The cluster as this node sees it.
 #[derive(Debug)]
@@ -31,8 +39,8 @@ pub struct ClusterStatus {
     pub fabric: Arc<FabricStats>,
     /// Counters of the cluster's queues and shared groups (`queues.rs`).
     pub queues: Arc<QueueStats>,
-    /// Other nodes by name: when last heard of.
-    peers: Mutex<HashMap<String, Instant>>,
+    /// Other nodes by name: when last heard of, and whether unsettled.
+    peers: Mutex<Peers>,
     /// Last NATS round trip, microseconds (0: not measured yet).
     rtt_micros: AtomicU64,
     /// Nodes alive and dead as their liveness keys told (`liveness.rs`).
@@ -60,7 +68,10 @@ impl ClusterStatus {
             connection: Arc::clone(cluster.state()),
             fabric,
             queues: Arc::default(),
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Peers::new(
+                cluster.node(),
+                cluster.timing().dead_after * 3 + TAKEOVER_RETRIES,
+            )),
             rtt_micros: AtomicU64::new(0),
             liveness: Mutex::new(super::liveness::Tracker::new(
                 cluster.node(),
@@ -81,8 +92,8 @@ impl ClusterStatus {
             this_node: true,
             last_seen_ms: 0,
         }];
-        for (node, seen) in self.peers.lock().iter() {
-            let ago = now.saturating_duration_since(*seen);
+        for (node, seen) in self.peers.lock().all() {
+            let ago = now.saturating_duration_since(seen);
             if ago <= NODE_TIMEOUT && !dead.contains(node) {
                 nodes.push(NodeInfo {
                     node: node.clone(),
@@ -119,19 +130,38 @@ impl ClusterStatus {
     pub(super) fn heartbeat_within(&self, node: &str, within: Duration) -> bool {
         self.peers
             .lock()
-            .get(node)
+            .seen(node)
             .is_some_and(|seen| seen.elapsed() <= within)
     }
 
-    /// The other nodes heard of within [`NODE_TIMEOUT`], by name.
-    pub(super) fn peers_alive(&self) -> Vec<String> {
-        let now = Instant::now();
-        self.peers
-            .lock()
-            .iter()
-            .filter(|(_, seen)| now.saturating_duration_since(**seen) <= NODE_TIMEOUT)
-            .map(|(node, _)| node.clone())
-            .collect()
+    /// The other nodes a sync waits for: those heard of within
+    /// [`NODE_TIMEOUT`] and those unsettled (`peers.rs`), by name.
+    pub(super) fn confirm_set(&self) -> Vec<String> {
+        let (waited, gave_up) = self.peers.lock().confirm_set(Instant::now());
+        for g in gave_up {
+            let unsettled_ms = u64::try_from(g.unsettled_for.as_millis()).unwrap_or(u64::MAX);
+            tracing::warn!(node = %self.node, dead_node = %g.node, unsettled_ms, waiting_for = ?g.waiting_for,
+                "cluster: survivors did not all say they took a dead node over in time; acks no longer wait for it");
+        }
+        waited
+    }
+
+    /// When `node`'s current run was first heard of, if it replaced one
+    /// heard of before: it had restored its sessions and subscribed their
+    /// interest by then.
+    pub(super) fn peer_renewed_at(&self, node: &str) -> Option<Instant> {
+        self.peers.lock().renewed_at(node)
+    }
+
+    /// Tells the cluster (this node too) that this node finished taking
+    /// `dead` over: its sessions here are restored.
+    pub(super) async fn announce_taken_over(&self, cluster: &Cluster, dead: &str) {
+        self.peers.lock().taken_over(dead, &self.node);
+        let subject = format!("{TAKEN_OVER_PREFIX}{dead}");
+        let word = bytes::Bytes::copy_from_slice(self.node.as_bytes());
+        if let Err(e) = cluster.client().publish(subject, word).await {
+            tracing::debug!(node = %self.node, dead_node = dead, error = %e, "cluster: takeover not announced");
+        }
     }
 
     /// The node holding `client_id` in the cluster (ownership bucket); None
@@ -145,15 +175,10 @@ impl ClusterStatus {
         Duration::from_micros(self.rtt_micros.load(Ordering::Relaxed))
     }
 
-    fn heard_of(&self, node: &str) {
-        let mut peers = self.peers.lock();
-        match peers.get_mut(node) {
-            Some(seen) => *seen = Instant::now(),
-            None => {
-                peers.insert(node.to_string(), Instant::now());
-                drop(peers);
-                tracing::info!(node = %self.node, peer = node, "cluster: node seen");
-            }
+    fn heard_of(&self, node: &str, boot: u64) {
+        let first = self.peers.lock().heard(node, boot, Instant::now());
+        if first {
+            tracing::info!(node = %self.node, peer = node, "cluster: node seen");
         }
     }
 }
@@ -176,7 +201,21 @@ pub async fn run_heartbeat(
             return;
         }
     };
+    let mut taken_over = match cluster
+        .client()
+        .subscribe(format!("{TAKEN_OVER_PREFIX}*"))
+        .await
+    {
+        Ok(subscriber) => Some(subscriber),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: cannot listen to takeovers; acks wait the longest for a dead node's sessions");
+            None
+        }
+    };
     let subject = format!("{HEARTBEAT_PREFIX}{}", cluster.node());
+    let mut beating = false;
+    // This run's id: a node restarted under its name is a new run at once.
+    let boot = bytes::Bytes::copy_from_slice(&rand::random::<u64>().to_be_bytes());
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -186,15 +225,38 @@ pub async fn run_heartbeat(
                 let Some(message) = message else { return };
                 if let Some(node) = message.subject.strip_prefix(HEARTBEAT_PREFIX) {
                     if node != &**cluster.node() {
-                        status.heard_of(node);
+                        let boot = message.payload.get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, u64::from_be_bytes);
+                        status.heard_of(node, boot);
                     }
                 }
             }
+            word = next_word(&mut taken_over) => {
+                let Some(word) = word else {
+                    taken_over = None;
+                    continue;
+                };
+                if let (Some(dead), Ok(by)) = (
+                    word.subject.strip_prefix(TAKEN_OVER_PREFIX),
+                    std::str::from_utf8(&word.payload),
+                ) {
+                    status.peers.lock().taken_over(dead, by);
+                }
+            }
+            // The first beat as soon as this node's sessions are restored.
+            () = status.connection.restored_signal.notified(), if !beating => {
+                beating = true;
+                ticker.reset_immediately();
+            }
             _ = ticker.tick() => {
-                if !status.connection.is_connected() {
+                // Not before its sessions are restored: a node heard of is
+                // waited for, and it confirms nothing before that.
+                beating = beating || status.connection.is_restored();
+                if !status.connection.is_connected() || !beating {
                     continue;
                 }
-                let _ = cluster.client().publish(subject.clone(), bytes::Bytes::new()).await;
+                let _ = cluster.client().publish(subject.clone(), boot.clone()).await;
                 // A flush is a PING answered by the server's PONG: one round trip.
                 let started = Instant::now();
                 if let Ok(Ok(())) = tokio::time::timeout(HEARTBEAT_INTERVAL, cluster.client().flush()).await {
@@ -203,5 +265,12 @@ pub async fn run_heartbeat(
                 }
             }
         }
+    }
+}
+
+async fn next_word(words: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match words {
+        Some(words) => words.next().await,
+        None => std::future::pending().await,
     }
 }

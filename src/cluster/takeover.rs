@@ -126,18 +126,19 @@ pub async fn owner_nodes(jetstream: &jetstream::Context) -> Vec<String> {
 /// Node `dead` is dead: this node adopts each of its client ids that no
 /// other survivor adopts first, restores the session with its will, and
 /// frees the id again when there was no session to keep (a clean session's
-/// will goes out at once).
+/// will goes out at once). True when every id was gone through and every
+/// session adopted here restored (the node is settled for this survivor).
 pub async fn take_over_node(
     jetstream: jetstream::Context,
     ownership: Arc<Ownership>,
     router: Weak<Router>,
     dead: String,
-) {
+) -> bool {
     let entries = match crate::store::nats::load::read_entries(&jetstream, BUCKET).await {
         Ok(entries) => entries,
         Err(e) => {
             tracing::warn!(dead_node = %dead, error = %e, "cluster: client ids of a dead node not read");
-            return;
+            return false;
         }
     };
     let mut clients: Vec<String> = entries
@@ -160,7 +161,7 @@ pub async fn take_over_node(
             }
         };
         let Some(router) = router.upgrade() else {
-            return;
+            return false;
         };
         // The first read with the id held (see `Ownership::adopt`); tries
         // after a failed one let the client's CONNECT in meanwhile.
@@ -186,7 +187,8 @@ pub async fn take_over_node(
     );
     // Its journal goes when no record in it is needed any more (the last
     // survivor to finish finds so; an unread session's records are there).
-    if failed == 0 && unread == 0 {
+    let complete = failed == 0 && unread == 0;
+    if complete {
         match crate::store::nats::purge_dead_journal(&jetstream, &dead).await {
             Ok(purged) => tracing::debug!(dead_node = %dead, purged, "journal of a dead node"),
             Err(e) => {
@@ -194,6 +196,7 @@ pub async fn take_over_node(
             }
         }
     }
+    complete
 }
 
 /// Reads of an adopted session's stored state tried before it is left for

@@ -23,10 +23,21 @@
 //!   sync it answers and those after `first` only, so a node restarted under
 //!   its name does not confirm the earlier syncs, sent while it was down;
 //!   the first sync it sees is taken on trust, or a node's start would fail
-//!   the acks of the messages that sync covered).
+//!   the acks of the messages that sync covered). A node confirms no sync
+//!   before its start restored its sessions and subscribed their interest
+//!   (`ConnectionState::is_restored`). When a node's confirms name a new
+//!   `first` (it restarted), they count only for syncs whose messages were
+//!   all sent after that confirm came ([`Trust`]): what went out while it
+//!   was down or starting is not vouched for by its new run. Nor for syncs
+//!   whose messages went before a new run's first heartbeat came (a node
+//!   beats once restored; a run is told by the heartbeat's payload), which
+//!   covers a run restarted before the sender saw the previous one confirm.
 //! - A sync counts as confirmed when every node alive at the time (status
-//!   heartbeats) answered, or after [`CONFIRM_TIMEOUT`] (a node that died
-//!   does not stop the others; counted in `confirm_timeouts`). With
+//!   heartbeats) or unsettled (dead, its sessions not yet taken over by
+//!   every survivor: `peers.rs`) answered, or after [`CONFIRM_TIMEOUT`] (a
+//!   node that died does not stop the others; counted in
+//!   `confirm_timeouts`). An unsettled node never answers: its syncs time
+//!   out until the survivors hold its sessions. With
 //!   `cluster.strict_acks` the messages a timed-out sync covered are noted
 //!   ([`TimedOut`]): the node that did not answer may be dead and not yet
 //!   noticed, its sessions without them, so their publishers are not
@@ -113,9 +124,41 @@ fn decode_confirm(payload: &[u8]) -> Option<(u64, u64, &str)> {
     Some((seq, first, node))
 }
 
+/// Since when each node's confirms count: per node, the `first` of its
+/// confirms (its run) and the last message sent before a new run showed.
+#[derive(Debug, Default)]
+struct Trust(std::collections::HashMap<String, (u64, u64)>);
+
+impl Trust {
+    /// A confirm of `node` naming `first`, `last_sent` the last message sent
+    /// so far: its confirms count for syncs whose messages all came after
+    /// the returned number. A node's first run seen is trusted (0: it
+    /// joined); a new `first` later is a restart.
+    fn counts_after(&mut self, node: &str, first: u64, last_sent: u64) -> u64 {
+        match self.0.get_mut(node) {
+            None => {
+                self.0.insert(node.to_string(), (first, 0));
+                0
+            }
+            Some((known, after)) => {
+                if *known != first {
+                    *known = first;
+                    *after = last_sent;
+                }
+                *after
+            }
+        }
+    }
+}
+
 /// A sync sent and the nodes that have not confirmed it yet.
 struct Outstanding {
     seq: u64,
+    /// The last message of the sync before it: it covers those after.
+    after: u64,
+    /// When the sync before it went (or the window opened): its messages
+    /// went after that.
+    after_sent: Instant,
     waiting: HashSet<String>,
     sent: Instant,
 }
@@ -140,6 +183,12 @@ pub(super) struct Window {
     timed_out: Arc<TimedOut>,
     /// The last message a sync covered.
     last_sync: u64,
+    /// The last message sent.
+    last_sent: u64,
+    /// When the last sync went (or the window opened).
+    last_sync_sent: Instant,
+    /// Since when each node's confirms count (a restarted node's).
+    trust: Trust,
 }
 
 impl Window {
@@ -180,6 +229,9 @@ impl Window {
             confirmed_tx,
             timed_out,
             last_sync: 0,
+            last_sent: 0,
+            last_sync_sent: Instant::now(),
+            trust: Trust::default(),
         })
     }
 
@@ -222,6 +274,7 @@ impl Window {
 
     /// Notes that message `seq` was sent: a sync goes out every quarter window.
     pub(super) async fn sent(&mut self, seq: u64) {
+        self.last_sent = self.last_sent.max(seq);
         if seq >= self.last_sync + self.sync_every {
             self.sync(seq).await;
         }
@@ -264,8 +317,11 @@ impl Window {
     }
 
     async fn sync(&mut self, seq: u64) {
+        let (after, after_sent) = (self.last_sync, self.last_sync_sent);
         self.last_sync = seq;
-        let waiting: HashSet<String> = self.status.peers_alive().into_iter().collect();
+        self.last_sync_sent = Instant::now();
+        self.last_sent = self.last_sent.max(seq);
+        let waiting: HashSet<String> = self.status.confirm_set().into_iter().collect();
         if waiting.is_empty() {
             self.set_confirmed(seq);
             return;
@@ -286,6 +342,8 @@ impl Window {
         }
         self.outstanding.push_back(Outstanding {
             seq,
+            after,
+            after_sent,
             waiting,
             sent: Instant::now(),
         });
@@ -303,9 +361,17 @@ impl Window {
         let Some((seq, first, node)) = decode_confirm(payload) else {
             return;
         };
+        let trusted_after = self.trust.counts_after(node, first, self.last_sent);
+        // A new run's first heartbeat: what went before may have missed it.
+        let run_since = self.status.peer_renewed_at(node);
         for outstanding in self.outstanding.iter_mut() {
             if outstanding.seq > seq {
                 break;
+            }
+            if outstanding.after < trusted_after
+                || run_since.is_some_and(|since| outstanding.after_sent.into_std() < since)
+            {
+                continue;
             }
             if outstanding.seq == seq || outstanding.seq > first {
                 outstanding.waiting.remove(node);
@@ -356,6 +422,16 @@ mod tests {
             Some((42, 7, "tern-2"))
         );
         assert_eq!(decode_confirm(b"1234"), None);
+    }
+
+    #[test]
+    fn a_restarted_node_vouches_only_for_what_was_sent_after_its_new_run_showed() {
+        let mut trust = Trust::default();
+        assert_eq!(trust.counts_after("b", 10, 500), 0, "a node seen joining");
+        assert_eq!(trust.counts_after("b", 10, 900), 0, "same run");
+        assert_eq!(trust.counts_after("b", 40, 1_000), 1_000, "restarted");
+        assert_eq!(trust.counts_after("b", 40, 1_200), 1_000, "same new run");
+        assert_eq!(trust.counts_after("c", 7, 1_200), 0, "per node");
     }
 
     #[test]

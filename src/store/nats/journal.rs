@@ -137,12 +137,15 @@ pub(super) async fn append(
 
 /// Every entry on the journal subjects matching `filter` (one node's, or
 /// `tern.journal.>` for all), in stream order, with its message's sequence
-/// and subject.
+/// and subject. Asked of the stream's leader, not by direct gets: a replica
+/// behind (a NATS server just restarted) would end the journal early, and
+/// a takeover or a start would miss acknowledged writes
+/// (`load::leader_get`).
 pub(super) async fn read(
     jetstream: &jetstream::Context,
     filter: &str,
 ) -> Result<Vec<(u64, String, Entry)>, String> {
-    use jetstream::stream::DirectGetErrorKind;
+    use jetstream::stream::LastRawMessageErrorKind;
     let stream = jetstream
         .get_stream(STREAM)
         .await
@@ -150,9 +153,15 @@ pub(super) async fn read(
     let mut found = Vec::new();
     let mut next = 1;
     loop {
-        let message = match stream.direct_get_next_for_subject(filter, Some(next)).await {
+        let read = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(filter)
+            .send()
+            .await;
+        let message = match read {
             Ok(message) => message,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => break,
             Err(e) => return Err(format!("reading {STREAM}: {e}")),
         };
         next = message.sequence + 1;

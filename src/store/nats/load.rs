@@ -137,23 +137,45 @@ pub(super) fn referred_messages(entries: &[(String, Bytes)]) -> HashSet<String> 
         .collect()
 }
 
-/// The current values of the keys `names` of `kv` (those that exist).
+/// The current values of the keys `names` of `kv` (those that exist),
+/// read from the bucket's leader ([`leader_get`]).
 pub(super) async fn read_named(
     kv: &kv::Store,
     names: HashSet<String>,
 ) -> Result<Vec<(String, Bytes)>, String> {
     let reads = names.into_iter().map(|key| {
         let kv = kv.clone();
-        async move { kv.get(key.clone()).await.map(|value| (key, value)) }
+        async move { leader_get(&kv, &key).await.map(|value| (key, value)) }
     });
     let mut reads = futures_util::stream::iter(reads).buffer_unordered(64);
     let mut entries = Vec::new();
     while let Some(read) = reads.next().await {
-        if let (key, Some(value)) = read.map_err(|e| e.to_string())? {
+        if let (key, Some(value)) = read? {
             entries.push((key, value));
         }
     }
     Ok(entries)
+}
+
+/// The current value of `key` in `kv` (None: none, or deleted), asked of
+/// the stream's leader. `kv.get` on a bucket with `allow_direct` is a
+/// direct get, which any replica answers, one that is behind too (a NATS
+/// server just restarted: nats-server before 2.9.17 answered before it
+/// caught up, nats-io/nats-server#4171; and direct gets promise no
+/// read-your-writes, nats-io/nats.docs#815). What a takeover reads must
+/// hold every write acknowledged before it.
+pub(super) async fn leader_get(kv: &kv::Store, key: &str) -> Result<Option<Bytes>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", kv.prefix);
+    match kv.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => {
+            let operation = message.headers.get("KV-Operation");
+            let put = operation.is_none_or(|op| op.as_str() == "PUT");
+            Ok(put.then_some(message.payload))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(format!("reading {subject}: {e}")),
+    }
 }
 
 /// The client ids with a stored session or will (keys read, not values).

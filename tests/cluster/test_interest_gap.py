@@ -1,0 +1,102 @@
+"""The interest gap (issue #19): a node killed while holding an offline
+persistent session drops out of the nodes alive (heartbeat, 6 s) before the
+survivors notice its death and take its sessions over. With
+`cluster.strict_acks`, a QoS 1 publish on a survivor in between is not
+acknowledged (the dead node stays "unsettled" until every survivor says it
+took it over), so every PUBACKed message reaches the session when it
+resumes on the survivor.
+
+Real nats-server, real tern processes (NATS store), real paho clients.
+`dead_after` is set above the heartbeat timeout so the gap is seconds wide.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from clusterutil import await_route, mqtt_probe
+from mqttutil import TIMEOUT, MqttClient, unique
+from test_node_death import TAKEN_OVER, kill9
+from test_operations import metric, wait_for
+
+ENV = {
+    "TERN_STORAGE__BACKEND": "nats",
+    "TERN_CLUSTER__STRICT_ACKS": "true",
+    "TERN_CLUSTER__LIVENESS_INTERVAL_MS": "1000",
+    # The heartbeat goes stale after 6 s; the death is noticed 6 s or more later.
+    "TERN_CLUSTER__DEAD_AFTER_MS": "12000",
+}
+
+
+def publish_until(node, topic: str, stop: threading.Event, acked: set) -> None:
+    """QoS 1 messages "0", "1", ... on `topic`, one at a time, until `stop`,
+    each number acknowledged added to `acked`; after a connection closed (an
+    ack refused) the next goes on a new one, nothing is sent again."""
+    client = MqttClient(node, "5.0", client_id=unique("pub")).connect()
+    n = 0
+    while not stop.is_set():
+        if client.disconnected.is_set():
+            client.close()
+            client = MqttClient(node, "5.0", client_id=unique("pub")).connect()
+        info = client.client.publish(topic, str(n).encode(), qos=1)
+        try:
+            info.wait_for_publish(5.0)
+        except (RuntimeError, ValueError):
+            pass  # not connected: its ack never comes
+        if published(info):
+            acked.add(n)
+        n += 1
+    client.close()
+
+
+def published(info) -> bool:
+    """PUBACK came (paho raises for a publish made while disconnected:
+    not counted, whatever became of it)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
+def test_no_message_is_acked_while_a_dead_nodes_session_is_on_no_node(nats, nodes, mqtt):
+    a = nodes.start("tern-a", [nats.url], ENV)
+    b = nodes.start("tern-b", [nats.url], ENV)
+    topic = unique("gap") + "/t"
+    session_id = unique("keeper")
+    keeper = MqttClient(a, "5.0", client_id=session_id, clean=False, session_expiry=600)
+    keeper.connect()
+    assert keeper.subscribe(topic, qos=1) == [1]
+    await_route(*mqtt_probe(mqtt(b), keeper, topic))
+    keeper.disconnect()  # offline: tern-a holds what comes for it
+    # tern-b waits for the confirms of the nodes it heard (heartbeats, 2 s).
+    wait_for("tern-a heard by tern-b", lambda: metric(b, "tern_cluster_nodes") == 2)
+
+    stop = threading.Event()
+    acked: set = set()
+    publisher = threading.Thread(target=publish_until, args=(b, topic, stop, acked))
+    publisher.start()
+    try:
+        wait_for("acks before the kill", lambda: len(acked) >= 5)
+        kill9(nodes, "tern-a")
+        wait_for("tern-a taken over by tern-b", lambda: TAKEN_OVER in b.stderr_text(), timeout=30)
+        before = len(acked)
+        wait_for("acks once the session is on tern-b", lambda: len(acked) >= before + 20, timeout=30)
+    finally:
+        stop.set()
+        publisher.join(TIMEOUT * 3)
+    # Acks refused meanwhile closed the publisher's connections.
+    assert "other cluster nodes did not confirm the message in time" in b.stderr_text()
+
+    resumed = mqtt(b, client_id=session_id, clean=False, session_expiry=600)
+    assert resumed.session_present
+    missing = {str(n) for n in acked}
+    try:
+        while missing:
+            missing.discard(resumed.messages.get(timeout=TIMEOUT).payload.decode())
+    except queue.Empty:
+        pass
+    assert not missing, (
+        f"{len(missing)} of {len(acked)} acknowledged messages lost: "
+        f"{sorted(missing, key=int)[:20]}"
+    )
