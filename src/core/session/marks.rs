@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Session;
+use super::{Session, HAS_MARKS};
 use crate::core::peer_marks::{PeerPosition, SessionMarks};
 
 impl Session {
@@ -14,12 +14,12 @@ impl Session {
             return;
         }
         self.state.lock().rare().marks = marks;
-        self.has_marks.store(true, Ordering::Release);
+        self.cluster_flags.fetch_or(HAS_MARKS, Ordering::Release);
     }
 
     /// What the session still skips (a copy).
     pub fn peer_marks(&self) -> SessionMarks {
-        if !self.has_marks.load(Ordering::Acquire) {
+        if self.cluster_flags.load(Ordering::Acquire) & HAS_MARKS == 0 {
             return SessionMarks::default();
         }
         let state = self.state.lock();
@@ -33,7 +33,7 @@ impl Session {
     /// Whether the session had the message of another node at `at` already
     /// (it is not routed to it). One atomic load for a session without marks.
     pub fn had_peer_message(&self, at: &PeerPosition<'_>) -> bool {
-        if !self.has_marks.load(Ordering::Acquire) {
+        if self.cluster_flags.load(Ordering::Acquire) & HAS_MARKS == 0 {
             return false;
         }
         let mut state = self.state.lock();
@@ -42,7 +42,7 @@ impl Session {
         };
         let covered = rare.marks.covers(at);
         if rare.marks.is_empty() {
-            self.has_marks.store(false, Ordering::Release);
+            self.cluster_flags.fetch_and(!HAS_MARKS, Ordering::Release);
         }
         covered
     }

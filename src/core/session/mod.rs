@@ -241,6 +241,11 @@ pub enum MovedAway {
     Ended = 2,
 }
 
+/// [`Session`]'s `cluster_flags`: the bits of [`MovedAway`].
+const MOVED_AWAY_BITS: u8 = 0b11;
+/// [`Session`]'s `cluster_flags`: the session has marks (`marks.rs`).
+const HAS_MARKS: u8 = 0b100;
+
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
@@ -258,13 +263,13 @@ pub struct Session {
     per_subscription: AtomicBool,
     /// `DeliveryStyle::queue_ack_window`, 0 meaning None.
     queue_ack_window: AtomicU32,
-    /// Cluster mode: another node took this session over ([`MovedAway`] as a
-    /// byte, 0 while it is here), so the will of the connection it ends is
-    /// settled by that: cancelled when the session resumed there.
-    moved_away: AtomicU8,
-    /// True while the session has marks (`marks.rs`): the router reads it
-    /// per message from another node, and looks further only when set.
-    has_marks: AtomicBool,
+    /// Cluster mode, one byte (a flag more would cost the session a size class):
+    /// - the low bits: another node took this session over ([`MovedAway`],
+    ///   0 while it is here), so the will of the connection it ends is
+    ///   settled by that: cancelled when the session resumed there;
+    /// - [`HAS_MARKS`]: the session has marks (`marks.rs`); the router reads
+    ///   it per message from another node, and looks further only when set.
+    cluster_flags: AtomicU8,
     /// Where this session's state is stored while it is persistent (expiry > 0).
     store: Option<Arc<crate::store::Store>>,
 }
@@ -302,20 +307,20 @@ impl Session {
             owner_known: AtomicBool::new(true),
             per_subscription: AtomicBool::new(false),
             queue_ack_window: AtomicU32::new(0),
-            moved_away: AtomicU8::new(0),
-            has_marks: AtomicBool::new(false),
+            cluster_flags: AtomicU8::new(0),
             store,
         }
     }
 
     /// Another node took this session over (cluster mode).
     pub(crate) fn set_moved_away(&self, how: MovedAway) {
-        self.moved_away.store(how as u8, Ordering::Relaxed);
+        self.cluster_flags.fetch_and(HAS_MARKS, Ordering::Relaxed);
+        self.cluster_flags.fetch_or(how as u8, Ordering::Relaxed);
     }
 
     /// Whether, and how, another node took this session over.
     pub fn moved_away(&self) -> Option<MovedAway> {
-        match self.moved_away.load(Ordering::Relaxed) {
+        match self.cluster_flags.load(Ordering::Relaxed) & MOVED_AWAY_BITS {
             1 => Some(MovedAway::Resumed),
             2 => Some(MovedAway::Ended),
             _ => None,
