@@ -59,8 +59,9 @@ struct Node {
     broker: Option<Broker>,
     /// Runs started so far (the current one's number).
     runs: usize,
-    /// The WARN/ERROR lines of its earlier runs (a killed run's log is kept
-    /// here, so losses around its restarts can be traced).
+    /// The WARN/ERROR lines of its earlier runs, and the INFO lines of where
+    /// subscribers' sessions went (a killed run's log is kept here, so
+    /// losses around its restarts can be traced).
     warnings: Vec<String>,
 }
 
@@ -106,13 +107,19 @@ impl Node {
         let log = broker.log.lock();
         self.warnings.extend(
             log.iter()
-                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .filter(|l| {
+                    l.contains(" WARN ")
+                        || l.contains(" ERROR ")
+                        || l.contains("client_id=sub-")
+                        || l.contains("taken over")
+                        || l.contains("restored")
+                })
                 .map(|l| format!("run {run}: {l}")),
         );
     }
 
-    /// Every run's WARN/ERROR lines: how many, how many were stored
-    /// deliveries whose message was not found, and the first of them.
+    /// Every run's kept lines: how many, how many were stored deliveries
+    /// whose message was not found, and the first of them.
     fn print_warnings(&mut self) {
         if let Some(broker) = self.broker.take() {
             self.keep_warnings(&broker);
@@ -124,12 +131,12 @@ impl Node {
             .filter(|l| l.contains("without its message"))
             .count();
         eprintln!(
-            "{} ({} runs): {} WARN/ERROR lines, {orphans} stored deliveries without their message",
+            "{} ({} runs): {} lines kept (WARN/ERROR, sessions moved), {orphans} stored deliveries without their message",
             self.name,
             self.runs,
             self.warnings.len()
         );
-        for line in self.warnings.iter().take(40) {
+        for line in self.warnings.iter().take(80) {
             eprintln!("  {line}");
         }
     }
