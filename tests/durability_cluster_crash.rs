@@ -57,6 +57,12 @@ struct Node {
     dir: PathBuf,
     env: Vec<(String, String)>,
     broker: Option<Broker>,
+    /// Runs started so far (the current one's number).
+    runs: usize,
+    /// The WARN/ERROR lines of its earlier runs, and the INFO lines of where
+    /// subscribers' sessions went (a killed run's log is kept here, so
+    /// losses around its restarts can be traced).
+    warnings: Vec<String>,
 }
 
 impl Node {
@@ -67,7 +73,10 @@ impl Node {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         match Broker::start_with(self.mqtt.port(), self.stomp_port, &self.dir, &env).await {
-            Ok(broker) => self.broker = Some(broker),
+            Ok(broker) => {
+                self.runs += 1;
+                self.broker = Some(broker);
+            }
             Err(log) => {
                 let logs: Vec<String> = (0..nats.servers.len())
                     .map(|i| {
@@ -89,6 +98,46 @@ impl Node {
     fn kill9(&mut self) {
         if let Some(mut broker) = self.broker.take() {
             broker.kill9();
+            self.keep_warnings(&broker);
+        }
+    }
+
+    fn keep_warnings(&mut self, broker: &Broker) {
+        let run = self.runs;
+        let log = broker.log.lock();
+        self.warnings.extend(
+            log.iter()
+                .filter(|l| {
+                    l.contains(" WARN ")
+                        || l.contains(" ERROR ")
+                        || l.contains("client_id=sub-")
+                        || l.contains("taken over")
+                        || l.contains("restored")
+                })
+                .map(|l| format!("run {run}: {l}")),
+        );
+    }
+
+    /// Every run's kept lines: how many, how many were stored deliveries
+    /// whose message was not found, and the first of them.
+    fn print_warnings(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            self.keep_warnings(&broker);
+            self.broker = Some(broker);
+        }
+        let orphans = self
+            .warnings
+            .iter()
+            .filter(|l| l.contains("without its message"))
+            .count();
+        eprintln!(
+            "{} ({} runs): {} lines kept (WARN/ERROR, sessions moved), {orphans} stored deliveries without their message",
+            self.name,
+            self.runs,
+            self.warnings.len()
+        );
+        for line in self.warnings.iter().take(80) {
+            eprintln!("  {line}");
         }
     }
 }
@@ -205,6 +254,8 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
                 mqtt: SocketAddr::from(([127, 0, 0, 1], free_port())),
                 stomp_port: free_port(),
                 broker: None,
+                runs: 0,
+                warnings: Vec::new(),
             }
         })
         .collect();
@@ -364,19 +415,8 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
         total.order_violations += tally.order_violations;
     }
     eprintln!("all subscribers: {total}");
-    for node in &nodes {
-        if let Some(broker) = &node.broker {
-            let log = broker.log.lock();
-            let worse: Vec<&String> = log
-                .iter()
-                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-                .take(20)
-                .collect();
-            eprintln!(
-                "{} (since its last start), WARN/ERROR: {worse:#?}",
-                node.name
-            );
-        }
+    for node in &mut nodes {
+        node.print_warnings();
     }
     assert!(total.acknowledged > 0, "no message was acknowledged at all");
     assert_eq!(

@@ -81,6 +81,8 @@ pub struct FabricStats {
 pub(super) struct Interest {
     state: Mutex<InterestState>,
     pub(super) changed: Notify,
+    /// The changes subscribed at NATS so far, counted as in `InterestState`.
+    pub(super) applied: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +90,8 @@ struct InterestState {
     counts: HashMap<String, usize>,
     /// In the order of the changes (NATS subscribes them in that order).
     changed: Vec<String>,
+    /// Changes made so far (what `Interest::applied` catches up with).
+    made: u64,
 }
 
 impl Interest {
@@ -97,6 +101,7 @@ impl Interest {
         *count += 1;
         if *count == 1 {
             state.changed.push(filter.to_string());
+            state.made += 1;
             drop(state);
             self.changed.notify_one();
         }
@@ -111,31 +116,43 @@ impl Interest {
         if *count == 0 {
             state.counts.remove(filter);
             state.changed.push(filter.to_string());
+            state.made += 1;
             drop(state);
             self.changed.notify_one();
         }
     }
 
     /// The filters whose interest started or ended since the last call, each
-    /// with whether it is wanted now.
-    pub(super) fn take_changes(&self) -> Vec<(String, bool)> {
+    /// with whether it is wanted now, and the count of changes they bring
+    /// the subscriptions to (for [`Interest::applied`]).
+    pub(super) fn take_changes(&self) -> (Vec<(String, bool)>, u64) {
         let mut state = self.state.lock();
+        let made = state.made;
         let changed = std::mem::take(&mut state.changed);
         let mut seen = std::collections::HashSet::with_capacity(changed.len());
-        changed
+        let changed = changed
             .into_iter()
             .filter(|filter| seen.insert(filter.clone()))
             .map(|filter| {
                 let wanted = state.counts.contains_key(&filter);
                 (filter, wanted)
             })
-            .collect()
+            .collect();
+        (changed, made)
+    }
+
+    fn made(&self) -> u64 {
+        self.state.lock().made
     }
 
     pub(super) fn filter_count(&self) -> usize {
         self.state.lock().counts.len()
     }
 }
+
+/// Longest wait for this node's interest to be subscribed (a session
+/// moving here; NATS unreachable meanwhile).
+const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The core's view of the cluster: queues messages out, counts interest.
 #[derive(Debug)]
@@ -192,6 +209,19 @@ impl Fabric for NatsFabric {
 
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn interest_applied(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let made = self.interest.made();
+        let mut applied = self.interest.applied.subscribe();
+        Box::pin(async move {
+            let applied = applied.wait_for(|applied| *applied >= made);
+            let _ = tokio::time::timeout(INTEREST_WAIT, applied).await;
+        })
     }
 
     fn marks(&self) -> Vec<PeerMark> {

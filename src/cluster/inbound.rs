@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::Subscriber;
 use futures_util::Stream;
@@ -50,6 +50,9 @@ use super::Cluster;
 use crate::core::commit::Commit;
 use crate::core::message::Message;
 use crate::core::peer_marks::PeerPosition;
+
+/// Longest wait for NATS to answer the ping after interest changes.
+const FLUSH_WAIT: Duration = Duration::from_millis(500);
 use crate::core::router::Router;
 
 /// Messages collected in one round before the capped rule applies.
@@ -242,7 +245,11 @@ impl Inbound {
     /// Subscribes the subjects of filters that gained interest and drops those
     /// of filters that lost it.
     async fn apply_interest(&mut self) {
-        for (filter, wanted) in self.interest.take_changes() {
+        let (changes, made) = self.interest.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        for (filter, wanted) in changes {
             let held = self.by_filter.contains_key(&filter);
             if wanted && !held {
                 self.subscribe(filter).await;
@@ -257,6 +264,12 @@ impl Inbound {
         self.stats
             .filters
             .store(self.interest.filter_count() as u64, Ordering::Relaxed);
+        // The server has the subscriptions once it answered a ping after
+        // them: a session moving here waits for that (`interest_applied`).
+        let flush = self.cluster.client().flush();
+        if let Ok(Ok(())) = tokio::time::timeout(FLUSH_WAIT, flush).await {
+            self.interest.applied.send_replace(made);
+        }
     }
 
     /// The other nodes' syncs, on this connection like their messages.
@@ -401,14 +414,11 @@ impl Inbound {
             };
             let published = self.router.publish_from_peer(message, at);
             self.stored.include(published.commit);
+            // At once, not after the round: a session moving to another
+            // node meanwhile takes these marks as what it had here.
+            self.marks.routed(&origin.node, origin.epoch, item.seq);
         }
         self.stats.received.fetch_add(received, Ordering::Relaxed);
-        if received > 0 {
-            for origin in self.origins.iter().filter(|o| o.last_routed > 0) {
-                self.marks
-                    .routed(&origin.node, origin.epoch, origin.last_routed);
-            }
-        }
         collected.shrink_to(4 * ROUND_CAP);
         self.scratch = collected;
         count

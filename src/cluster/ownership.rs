@@ -271,6 +271,21 @@ impl Ownership {
         )))
     }
 
+    /// The node holding `client_id` when it is another node, with the
+    /// session's subscriptions (see `ClusterState::holder`).
+    pub(crate) async fn holder(
+        &self,
+        client_id: &str,
+    ) -> Option<(String, Vec<SubscriptionRecord>)> {
+        let entry = self.kv.entry(kv_key::encode(client_id)).await.ok()??;
+        if entry.operation != kv::Operation::Put {
+            return None;
+        }
+        OwnerValue::decode(&entry.value)
+            .filter(|owner| owner.node != self.node)
+            .map(|owner| (owner.node, owner.subscriptions))
+    }
+
     /// Takes `client_id` over from node `dead` (taken for dead), keeping its
     /// subscriptions; None when the id is no longer `dead`'s (another node
     /// took it first, or its client came back): of all survivors trying,

@@ -21,6 +21,7 @@ use crate::core::message::Message;
 use crate::core::router::Router;
 use crate::core::session::SubscriptionOptions;
 use crate::core::topic::Filter;
+use crate::store::record::SubscriptionRecord;
 
 /// A claim that takes longer than this is given up (NATS unreachable):
 /// the connection is then served on this node alone rather than kept waiting.
@@ -182,6 +183,17 @@ impl ClusterState for SharedState {
                     CLAIM_TIMEOUT.as_secs()
                 ))),
             }
+        })
+    }
+
+    fn holder(&self, client_id: &str) -> ClusterFuture<Option<(String, Vec<SubscriptionRecord>)>> {
+        let ownership = Arc::clone(&self.ownership);
+        let client_id = client_id.to_string();
+        Box::pin(async move {
+            tokio::time::timeout(CLAIM_TIMEOUT, ownership.holder(&client_id))
+                .await
+                .ok()
+                .flatten()
         })
     }
 

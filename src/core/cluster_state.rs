@@ -60,6 +60,15 @@ pub trait ClusterState: Send + Sync + fmt::Debug {
         clean_start: bool,
     ) -> ClusterFuture<Result<Claimed, ClaimFailed>>;
 
+    /// The node holding `client_id` now when it is another node, with the
+    /// session's subscriptions (a resume here captures what is routed for
+    /// them before it claims the id: `Router::attach_claimed`). None when
+    /// none does, this node does, or it cannot be told.
+    fn holder(&self, client_id: &str) -> ClusterFuture<Option<(String, Vec<SubscriptionRecord>)>> {
+        let _ = client_id;
+        Box::pin(std::future::ready(None))
+    }
+
     /// The subscriptions of a persistent session this node holds changed (a
     /// takeover elsewhere resumes with them). Must not block.
     fn subscriptions_changed(

@@ -63,9 +63,21 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// `interest_added`).
     fn interest_removed(&self, filter: &str);
 
+    /// Resolves once every interest added before the call is subscribed
+    /// where the other nodes' messages come from (the node's NATS server
+    /// has it), or after a bound wait.
+    fn interest_applied(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// This node's name in the cluster.
     fn node(&self) -> &str {
         ""
+    }
+
+    /// This node's run: the epoch of its own messages' origin.
+    fn epoch(&self) -> u64 {
+        0
     }
 
     /// This node's marks (`core::peer_marks`): per origin, the last message

@@ -67,7 +67,10 @@ impl Broker {
         env: &[(&str, &str)],
     ) -> Result<Broker, String> {
         let capture = !env.is_empty();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        // `TERN_BIN`: another build of tern (a before/after comparison).
+        let bin = std::env::var_os("TERN_BIN")
+            .unwrap_or_else(|| std::ffi::OsString::from(env!("CARGO_BIN_EXE_tern")));
+        let mut command = Command::new(bin);
         command.envs(env.iter().copied());
         if capture {
             command.stderr(Stdio::piped());

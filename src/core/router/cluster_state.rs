@@ -5,15 +5,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::capture::MoveCapture;
 use super::marks::MarksFrom;
 use super::restore::stored_subscription;
 use super::wills::WillAction;
 use super::{AttachRefused, Attached, Router};
-use crate::core::cluster_state::Claimed;
+use crate::core::cluster_state::{Claimed, ClusterState};
 use crate::core::commit::Commit;
 use crate::core::message::Message;
 use crate::core::peer_marks::PeerMark;
 use crate::core::session::{KickReason, MovedAway, Session, SessionOwner};
+use crate::core::topic::Filter;
 
 impl Router {
     /// [`Router::attach`] for a client id that is one session in the whole
@@ -30,6 +32,12 @@ impl Router {
         let Some(cluster) = self.persistence.cluster().cloned() else {
             return Ok(self.attach(client_id, login, clean_start, expiry_interval)?);
         };
+        // A session resuming here from another node: what this node routes
+        // for it from now on is kept for it (`capture.rs`), before the claim
+        // lets that node go.
+        let capture = self
+            .capture_move(cluster.as_ref(), client_id, clean_start)
+            .await;
         let claimed = match cluster.claim(client_id, clean_start).await {
             Ok(claimed) => claimed,
             Err(e) if self.persistence.store().is_some_and(|s| s.is_shared()) => {
@@ -65,6 +73,11 @@ impl Router {
         // Read once: a session restored here since (an adoption tried again) is not read twice.
         let unread =
             self.unread_takeovers.lock().contains(client_id) && self.session(client_id).is_none();
+        // What the session had where it was (its capture leaves that out).
+        let mut had = match claimed.held_elsewhere {
+            true => super::marks::origin_marks(marks_from, &[]),
+            false => Vec::new(),
+        };
         if claimed.held_elsewhere || unread {
             // Every node's journal: the previous holder may have adopted the
             // id from a dead node without reading it (its records are still
@@ -74,11 +87,13 @@ impl Router {
             } else {
                 MarksFrom::Unknown
             };
-            if let Err(reason) = self
+            match self
                 .take_over_stored(client_id, clean_start, None, from)
                 .await
             {
-                if self.persistence.store().is_some_and(|s| s.is_shared()) {
+                Ok(marks) if claimed.held_elsewhere => had = marks,
+                Ok(_) => {}
+                Err(reason) if self.persistence.store().is_some_and(|s| s.is_shared()) => {
                     // Still claimed by this node: the next attempt reads again.
                     self.unread_takeovers.lock().insert(Arc::clone(client_id));
                     return Err(AttachRefused::StoredStateUnread {
@@ -86,6 +101,7 @@ impl Router {
                         reason,
                     });
                 }
+                Err(_) => {}
             }
             if unread {
                 self.unread_takeovers.lock().remove(client_id);
@@ -109,8 +125,38 @@ impl Router {
             }
             attached.session_present = true;
         }
+        if let Some(capture) = capture {
+            capture.finish(&attached.session, &had);
+        }
         drop(claimed.guard);
         Ok(attached)
+    }
+
+    /// Starts a capture for `client_id` when another node holds its
+    /// session and this connection resumes it, once the interest of its
+    /// filters is subscribed here (see `capture.rs`).
+    async fn capture_move(
+        &self,
+        cluster: &dyn ClusterState,
+        client_id: &Arc<str>,
+        clean_start: bool,
+    ) -> Option<MoveCapture<'_>> {
+        if clean_start {
+            return None;
+        }
+        let fabric = self.routing.fabric()?;
+        let (_, records) = cluster.holder(client_id).await?;
+        let filters = records
+            .iter()
+            .filter_map(|r| Filter::parse(&r.filter).ok())
+            .collect();
+        let capture = self.routing.capture_start(client_id, filters)?;
+        fabric.interest_applied().await;
+        Some(MoveCapture {
+            routing: &self.routing,
+            stats: &self.stats,
+            capture: Some(capture),
+        })
     }
 
     /// Another node held `client_id`: with a store the nodes share, its
@@ -126,9 +172,9 @@ impl Router {
         clean_start: bool,
         previous: Option<&str>,
         marks: MarksFrom<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<PeerMark>, String> {
         let Some(store) = self.persistence.store().cloned() else {
-            return Ok(());
+            return Ok(super::marks::origin_marks(marks, &[]));
         };
         let (id, previous) = (client_id.to_string(), previous.map(str::to_string));
         let loaded =
@@ -138,12 +184,13 @@ impl Router {
                 .and_then(|read| read.map_err(|e| e.to_string()));
         let snapshot = match loaded {
             Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return Ok(()), // a store of this node alone
+            Ok(None) => return Ok(super::marks::origin_marks(marks, &[])), // a store of this node alone
             Err(e) => {
                 tracing::warn!(client_id, error = %e, "stored state of a session taken over not read");
                 return Err(e);
             }
         };
+        let had = super::marks::origin_marks(marks, &snapshot.peer_marks);
         if clean_start {
             // The clean start ends the old session: its stored will goes out
             // now, from here (the node that held it sends none, alive or
@@ -164,7 +211,7 @@ impl Router {
                 "session taken over with its stored state"
             );
         }
-        Ok(())
+        Ok(had)
     }
 
     /// Another node took `client_id` over: the connection here is told so

@@ -206,3 +206,55 @@ async fn a_forwarded_qos1_message_a_node_did_not_confirm_in_time_is_not_acknowle
         Err(crate::core::commit::CoreError::NotConfirmed)
     ));
 }
+
+#[tokio::test]
+async fn a_session_moving_here_gets_its_capture_in_order_less_what_the_old_node_had() {
+    use crate::core::peer_marks::{PeerMark, PeerPosition};
+    let (router, recorder) = setup();
+    let id: Arc<str> = Arc::from("mover");
+    let capture = router
+        .routing
+        .capture_start(&id, vec![filter("mv/#"), filter("$share/g/mv/x")])
+        .expect("a capture");
+    assert_eq!(
+        *recorder.interest.lock(),
+        vec!["+mv/#"],
+        "its interest first"
+    );
+    // Another node's messages 1..=3 (the old node had routed up to 2), and
+    // this node's own first message (the old node had it too).
+    for seq in 1..=3 {
+        router.publish_from_peer(message("mv/p"), PeerPosition::new("o", 7, seq));
+    }
+    assert_eq!(
+        router.publish(message("mv/here")),
+        0,
+        "captured, no session yet"
+    );
+    let attached = router
+        .attach(&id, &SessionOwner::Anonymous, false, 300)
+        .expect("attach");
+    router.subscribe(&attached.session, filter("mv/#"), options());
+    router.publish_from_peer(message("mv/late"), PeerPosition::new("o", 7, 4));
+    assert_eq!(
+        attached.session.pending_len(),
+        0,
+        "nothing overtakes the capture"
+    );
+    let had = [PeerMark::new("o", 7, 2), PeerMark::new("", 0, 1)];
+    let (captured, delivered, _) =
+        router
+            .routing
+            .capture_finish(&capture, Some(&attached.session), &had, &router.stats);
+    assert_eq!((captured, delivered), (5, 2));
+    let mut out = Vec::new();
+    attached.session.take_pending(10, &mut out);
+    let topics: Vec<&str> = out.iter().map(|d| &*d.message.topic).collect();
+    assert_eq!(topics, vec!["mv/p", "mv/late"]);
+    assert_eq!(
+        recorder.interest.lock().last().map(String::as_str),
+        Some("-mv/#")
+    );
+    router.publish(message("mv/live"));
+    assert_eq!(attached.session.pending_len(), 1, "routed directly again");
+}

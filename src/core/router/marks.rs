@@ -56,19 +56,27 @@ impl Router {
         let Some(fabric) = self.routing.fabric() else {
             return SessionMarks::default();
         };
-        let stored_of = |node: &str| -> Vec<PeerMark> {
-            stored
-                .iter()
-                .find(|(n, _)| n == node)
-                .map(|(_, marks)| marks.iter().map(mark_from_record).collect())
-                .unwrap_or_default()
-        };
-        let marks = match from {
-            MarksFrom::Word(marks) => marks.to_vec(),
-            MarksFrom::Stored(node) => stored_of(node),
-            MarksFrom::Unknown => return SessionMarks::default(),
-        };
-        SessionMarks::pending(&marks, fabric.node(), &fabric.marks())
+        if matches!(from, MarksFrom::Unknown) {
+            return SessionMarks::default();
+        }
+        SessionMarks::pending(&origin_marks(from, stored), fabric.node(), &fabric.marks())
+    }
+}
+
+/// The marks of the node a session comes from (`from`; `stored`: the
+/// nodes' marks read with its records): what it had there. None known: none.
+pub(super) fn origin_marks(
+    from: MarksFrom<'_>,
+    stored: &[(String, Vec<PeerMarkRecord>)],
+) -> Vec<PeerMark> {
+    match from {
+        MarksFrom::Word(marks) => marks.to_vec(),
+        MarksFrom::Stored(node) => stored
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, marks)| marks.iter().map(mark_from_record).collect())
+            .unwrap_or_default(),
+        MarksFrom::Unknown => Vec::new(),
     }
 }
 

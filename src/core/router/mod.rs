@@ -13,6 +13,7 @@
 //!   retained changes from the cluster (cluster mode only);
 //! - `marks.rs`: what a session taken over had of other nodes' messages.
 
+mod capture;
 mod cluster_state;
 mod marks;
 pub(crate) mod persist;

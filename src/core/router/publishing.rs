@@ -216,7 +216,11 @@ impl Router {
     /// Hands `message` to the fabric; its number there (0: not sent).
     fn forward(&self, message: Option<Arc<Message>>) -> u64 {
         match (self.routing.fabric(), message) {
-            (Some(fabric), Some(message)) => fabric.forward(&message),
+            (Some(fabric), Some(message)) => {
+                let seq = fabric.forward(&message);
+                self.routing.numbered(&message, seq);
+                seq
+            }
             _ => 0,
         }
     }

@@ -27,7 +27,7 @@ use crate::core::trie::SubscriptionTrie;
 pub(crate) struct Routing {
     /// Each subscription's options by filter; a match gets the filter text from
     /// the trie, shared rather than re-allocated for every delivery.
-    subscriptions: RwLock<SubscriptionTrie<SessionRef, SubscriptionOptions>>,
+    pub(super) subscriptions: RwLock<SubscriptionTrie<SessionRef, SubscriptionOptions>>,
     /// Shared with the retained batches of new subscriptions, which skip what was
     /// replaced since they were made.
     retained: Arc<RwLock<RetainedSet>>,
@@ -35,6 +35,8 @@ pub(crate) struct Routing {
     queues: QueueRegistry,
     /// The other nodes (cluster mode): told of each filter sessions add or drop.
     fabric: OnceLock<Arc<dyn Fabric>>,
+    /// Sessions moving here from another node, until attached (`capture.rs`).
+    pub(super) captures: super::capture::Captures,
 }
 
 /// Where a routed message comes from.
@@ -58,8 +60,11 @@ impl Source<'_> {
     }
 }
 
+/// The matching subscriptions of one message.
+pub(super) type Targets = smallvec::SmallVec<[Target; 4]>;
+
 /// One matching subscription of one session, before merging.
-struct Target {
+pub(super) struct Target {
     session: Arc<Session>,
     qos: QoS,
     retain: bool,
@@ -74,6 +79,7 @@ impl Routing {
             retained: Arc::new(RwLock::new(RetainedSet::new(RetainedLimits::default()))),
             queues,
             fabric: OnceLock::new(),
+            captures: super::capture::Captures::default(),
         }
     }
 
@@ -88,7 +94,7 @@ impl Routing {
 
     /// Tells the fabric of a filter a session added or dropped (not queues,
     /// shared subscriptions or `$SYS`: see `is_fabric_filter`).
-    fn note_interest(&self, filter: &Filter, added: bool) {
+    pub(super) fn note_interest(&self, filter: &Filter, added: bool) {
         let Some(fabric) = self.fabric.get() else {
             return;
         };
@@ -291,49 +297,12 @@ impl Routing {
             return Ok(Published { matched: 1, commit });
         }
         let mut commit = Commit::NONE;
-        // Most messages have a few targets: kept inline, no allocation per message.
-        let mut targets: smallvec::SmallVec<[Target; 4]> = smallvec::SmallVec::new();
-        {
+        let targets = {
             let trie = self.subscriptions.read();
-            // A subscription with exceptions skips their topics, one with a
-            // selector the messages it does not match (a shared group then
-            // gives its turn to another member); for the others this is two
-            // null-pointer tests. Each distinct selector is evaluated once.
-            let selectors = match json {
-                // Parsed by a JSON Schema on publish: not parsed again.
-                Some(json) => SelectorMemo::with_view(MessageView::with_json(&message, Some(json))),
-                None => SelectorMemo::new(&message),
-            };
-            let accept = |options: &SubscriptionOptions| {
-                !options.exceptions.excludes(&message.topic)
-                    && options
-                        .selector
-                        .as_ref()
-                        .is_none_or(|selector| selectors.matches(selector))
-            };
-            trie.for_each_accepted_match(&message.topic, accept, |key, options, filter| {
-                if options.no_local
-                    && message
-                        .publisher
-                        .as_deref()
-                        .is_some_and(|p| p == &*key.0.client_id)
-                {
-                    return;
-                }
-                if let Source::Peer(at) = &source {
-                    // A shared group's turn fell to this member: it keeps it.
-                    if !filter.as_str().starts_with("$share/") && key.0.had_peer_message(at) {
-                        return;
-                    }
-                }
-                targets.push(Target {
-                    session: Arc::clone(&key.0),
-                    qos: options.qos.min(message.qos),
-                    retain: options.retain_as_published && message.retain,
-                    subscription_id: options.subscription_id,
-                    filter: filter.shared_str(),
-                });
-            });
+            // A session moving here takes what matches it from its capture
+            // (`capture.rs`) until it is attached.
+            let captured = self.capture(&message, &source);
+            let targets = Self::targets(&trie, &message, json, &source, &captured, None);
             if refuse_when_full && message.qos != QoS::AtMostOnce {
                 // Checked before anything is kept, so a refused message reaches nobody.
                 let size = message.topic.len() + message.payload.len();
@@ -364,21 +333,96 @@ impl Routing {
                 };
                 commit = persistence.retained(&message.topic, value, origin);
             }
-        }
+            targets
+        };
         if targets.is_empty() && message.publisher.is_some() {
             stats.messages_unmatched.fetch_add(1, Ordering::Relaxed);
         }
+        let (delivered, pushed) = Self::deliver(&message, targets, stats);
+        commit.include(pushed);
+        Ok(Published {
+            matched: delivered,
+            commit,
+        })
+    }
+
+    /// The subscriptions `message` reaches in `trie`, one per session and
+    /// filter: not those of the sessions in `captured` (their capture
+    /// took it), and only those of `only` when given.
+    pub(super) fn targets(
+        trie: &SubscriptionTrie<SessionRef, SubscriptionOptions>,
+        message: &Arc<Message>,
+        json: Option<serde_json::Value>,
+        source: &Source<'_>,
+        captured: &[Arc<str>],
+        only: Option<&Arc<Session>>,
+    ) -> Targets {
+        // Most messages have a few targets: kept inline, no allocation per message.
+        let mut targets = Targets::new();
+        // A subscription with exceptions skips their topics, one with a
+        // selector the messages it does not match (a shared group then
+        // gives its turn to another member); for the others this is two
+        // null-pointer tests. Each distinct selector is evaluated once.
+        let selectors = match json {
+            // Parsed by a JSON Schema on publish: not parsed again.
+            Some(json) => SelectorMemo::with_view(MessageView::with_json(message, Some(json))),
+            None => SelectorMemo::new(message),
+        };
+        let accept = |options: &SubscriptionOptions| {
+            !options.exceptions.excludes(&message.topic)
+                && options
+                    .selector
+                    .as_ref()
+                    .is_none_or(|selector| selectors.matches(selector))
+        };
+        trie.for_each_accepted_match(&message.topic, accept, |key, options, filter| {
+            if only.is_some_and(|only| !Arc::ptr_eq(only, &key.0))
+                || captured.iter().any(|c| *c == key.0.client_id)
+            {
+                return;
+            }
+            if options.no_local
+                && message
+                    .publisher
+                    .as_deref()
+                    .is_some_and(|p| p == &*key.0.client_id)
+            {
+                return;
+            }
+            if let Source::Peer(at) = source {
+                // A shared group's turn fell to this member: it keeps it.
+                if !filter.as_str().starts_with("$share/") && key.0.had_peer_message(at) {
+                    return;
+                }
+            }
+            targets.push(Target {
+                session: Arc::clone(&key.0),
+                qos: options.qos.min(message.qos),
+                retain: options.retain_as_published && message.retain,
+                subscription_id: options.subscription_id,
+                filter: filter.shared_str(),
+            });
+        });
+        targets
+    }
+
+    /// Queues `message` for `targets` (merged per session); returns how
+    /// many sessions took it and what that stored.
+    pub(super) fn deliver(
+        message: &Arc<Message>,
+        mut targets: Targets,
+        stats: &RouterStats,
+    ) -> (usize, Commit) {
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
         }
-
-        let mut delivered = 0;
+        let (mut delivered, mut commit) = (0, Commit::NONE);
         // The persistent sessions among the targets share one stored copy.
         let slot = MessageSlot::default();
         let mut iter = targets.into_iter().peekable();
         while let Some(first) = iter.next() {
             let mut delivery = Delivery {
-                message: Arc::clone(&message),
+                message: Arc::clone(message),
                 qos: first.qos,
                 retain: first.retain,
                 subscription_ids: first.subscription_id.into_iter().collect(),
@@ -407,10 +451,7 @@ impl Routing {
                 }
             }
         }
-        Ok(Published {
-            matched: delivered,
-            commit,
-        })
+        (delivered, commit)
     }
 
     /// A session left its queues: each takes back what the session's client had
