@@ -307,7 +307,7 @@ const STOP_WITHIN: Duration = Duration::from_secs(2);
 
 /// `task`, ended at most [`STOP_WITHIN`] after `shutdown` (logged when it had
 /// to be).
-async fn stopped_in_time(
+pub(super) async fn stopped_in_time(
     name: &'static str,
     shutdown: CancellationToken,
     task: impl Future<Output = ()>,

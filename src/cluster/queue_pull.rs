@@ -73,16 +73,20 @@ pub(super) async fn run_pullers(
             let sources = shared::sources(&name);
             let key: Arc<str> = Arc::from(name.as_str());
             for index in 0..sources {
-                tracker.spawn(run_puller(
-                    cluster.clone(),
-                    Arc::clone(&router),
-                    Arc::clone(&queues),
-                    Source {
-                        key: Arc::clone(&key),
-                        index,
-                    },
-                    ack_wait,
+                tracker.spawn(super::fabric::stopped_in_time(
+                    "queue puller",
                     token.clone(),
+                    run_puller(
+                        cluster.clone(),
+                        Arc::clone(&router),
+                        Arc::clone(&queues),
+                        Source {
+                            key: Arc::clone(&key),
+                            index,
+                        },
+                        ack_wait,
+                        token.clone(),
+                    ),
                 ));
             }
             running.insert(name, token);

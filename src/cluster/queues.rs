@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fabric::stopped_in_time;
 use super::settle::Settle;
 use super::subject::topic_to_subject;
 use super::wire::{self, Origin};
@@ -326,20 +327,34 @@ pub async fn start(
         cluster: cluster.clone(),
         ack_wait,
     });
-    tracker.spawn(run_publisher(
-        cluster.clone(),
-        Arc::clone(&queues),
-        queue,
+    // Each ends at most 2 s after the shutdown: one waiting on JetStream (a
+    // NATS server just lost, a leader being elected) must not hold the exit.
+    tracker.spawn(stopped_in_time(
+        "queue publisher",
         shutdown.clone(),
+        run_publisher(
+            cluster.clone(),
+            Arc::clone(&queues),
+            queue,
+            shutdown.clone(),
+        ),
     ));
-    tracker.spawn(run_acks(Arc::clone(&queues), shutdown.clone()));
-    tracker.spawn(super::queue_pull::run_pullers(
-        cluster.clone(),
-        Arc::clone(router),
-        Arc::clone(&queues),
-        ack_wait,
-        shutdown,
-        tracker.clone(),
+    tracker.spawn(stopped_in_time(
+        "queue acks",
+        shutdown.clone(),
+        run_acks(Arc::clone(&queues), shutdown.clone()),
+    ));
+    tracker.spawn(stopped_in_time(
+        "queue pullers",
+        shutdown.clone(),
+        super::queue_pull::run_pullers(
+            cluster.clone(),
+            Arc::clone(router),
+            Arc::clone(&queues),
+            ack_wait,
+            shutdown,
+            tracker.clone(),
+        ),
     ));
     router
         .queues()

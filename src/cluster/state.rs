@@ -123,13 +123,17 @@ impl SharedState {
                 }
             })
         });
-        tracker.spawn(liveness::run(
-            cluster.clone(),
-            status,
-            cluster.timing(),
-            owners,
-            on_dead,
-            shutdown,
+        tracker.spawn(super::fabric::stopped_in_time(
+            "liveness",
+            shutdown.clone(),
+            liveness::run(
+                cluster.clone(),
+                status,
+                cluster.timing(),
+                owners,
+                on_dead,
+                shutdown,
+            ),
         ));
     }
 
