@@ -3,6 +3,8 @@
 
 pub mod budget;
 pub(crate) mod buffers;
+pub(crate) mod close;
+pub(crate) mod first_frame;
 pub mod http;
 pub(crate) mod log_limit;
 pub mod mqtt;

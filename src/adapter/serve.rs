@@ -3,8 +3,8 @@
 //! goodbye. [`Connection`] holds what every connection keeps; its loop
 //! ([`Connection::run`]: kick check, deliveries, one write per wake-up, publish
 //! rate, read sizing, one `select!` over kick, read, session wake-up and
-//! timers) and the CONNECT phase's read ([`read_first_frame`]) are written
-//! once. Each protocol supplies its hooks ([`ConnectionProtocol`]) in plain
+//! timers) is written once (the CONNECT phase's read is `first_frame.rs`, the
+//! closing linger `close.rs`). Each protocol supplies its hooks ([`ConnectionProtocol`]) in plain
 //! code: its CONNECT, taking and handling the next frame, deliveries as frames, its
 //! timers (MQTT keep-alive, STOMP heart-beats) and its goodbye.
 
@@ -15,12 +15,13 @@ use std::thread::LocalKey;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::budget::{OverBudget, PartialFrame};
-use super::buffers::{read_quietly, ReadSizing, QUIET_READ};
+use super::buffers::{read_quietly, ReadSizing};
+use super::close::close_gracefully;
 use super::log_limit::LogLimit;
 use super::rate::RateLimit;
 use super::{Context, Peer, WriteError};
@@ -525,60 +526,6 @@ impl<P: ConnectionProtocol> Connection<P> {
     }
 }
 
-/// How the wait for a connection's first frame (its CONNECT) ended.
-pub(crate) enum FirstFrame<T, E> {
-    Frame(T),
-    /// The client went away (or the read failed) first.
-    Closed,
-    /// The decoder refused what arrived.
-    Invalid(E),
-    /// The frame under way would take the broker's buffer budget over its limit.
-    OverBudget(OverBudget),
-    /// Nothing complete within `limits.connect_timeout_secs`.
-    TimedOut,
-}
-
-/// Reads until `decode` gives the first frame, within `limits.connect_timeout_secs`,
-/// growing the read buffer until the frame fits; the frame under way counts
-/// against the broker's buffer budget until it is whole. `decode` is called
-/// before each read (bytes may have come with the connection).
-pub(crate) async fn read_first_frame<S, T, E, D>(
-    stream: &mut S,
-    read_buf: &mut BytesMut,
-    ctx: &Context,
-    mut decode: D,
-) -> FirstFrame<T, E>
-where
-    S: AsyncRead + Unpin,
-    D: FnMut(&mut BytesMut) -> Result<Option<T>, E>,
-{
-    let timeout = Duration::from_secs(ctx.limits().connect_timeout_secs);
-    let read = async {
-        let mut partial = PartialFrame::default();
-        loop {
-            match decode(read_buf) {
-                Ok(Some(frame)) => return FirstFrame::Frame(frame),
-                Ok(None) => {}
-                Err(e) => return FirstFrame::Invalid(e),
-            }
-            let now = Instant::now();
-            if let Err(over) = partial.update(&ctx.buffer_budget, read_buf.len(), false, now) {
-                return FirstFrame::OverBudget(over);
-            }
-            if read_buf.capacity() - read_buf.len() < 1024 {
-                read_buf.reserve(QUIET_READ);
-            }
-            match stream.read_buf(read_buf).await {
-                Ok(0) | Err(_) => return FirstFrame::Closed,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(FirstFrame::TimedOut)
-}
-
 /// Serves one connection of protocol `P` on `stream`.
 pub(crate) fn serve<P: ConnectionProtocol, S: Stream>(
     stream: S,
@@ -621,29 +568,4 @@ pub(crate) fn serve<P: ConnectionProtocol, S: Stream>(
         };
         goodbye.await;
     }
-}
-
-/// How long a closing connection keeps reading what the peer still sends.
-const LINGER: Duration = Duration::from_secs(1);
-/// Bytes per read while lingering (small: at shutdown every connection lingers at once).
-const LINGER_READ: usize = 4096;
-
-/// Ends a connection so that its last words (DISCONNECT, refusing CONNACK,
-/// STOMP ERROR) reach the peer: shuts the write side down (FIN after them),
-/// then reads and discards until the peer closes or [`LINGER`] passes. Closing
-/// at once with unread bytes in the receive buffer makes the kernel send a
-/// reset and drop what the peer had not read yet, the reason code among it.
-pub(crate) async fn close_gracefully<S: Stream>(stream: &mut S, read_buf: &mut BytesMut) {
-    let _ = stream.shutdown().await;
-    let discard = async {
-        loop {
-            read_buf.clear();
-            read_buf.reserve(LINGER_READ);
-            match stream.read_buf(read_buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, discard).await;
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::connection::{Connection, Stomp};
 use super::error::{encode_error, StompAdapterError};
 use super::heartbeat::{self, HeartBeat};
-use crate::adapter::serve::{read_first_frame, FirstFrame};
+use crate::adapter::first_frame::{read_first_frame, FirstFrame};
 use crate::adapter::{Context, Peer};
 use crate::admin::Protocol;
 use crate::auth::{AuthError, Principal};

@@ -348,7 +348,7 @@ where
     // after the linger.
     conn.protocol.transactions = Transactions::default();
     conn.partial = PartialFrame::default();
-    // The shared close (`serve::close_gracefully`) lets the ERROR reach a
+    // The shared close (`close::close_gracefully`) lets the ERROR reach a
     // client that is still sending.
     let _ = stream.shutdown().await;
 }
