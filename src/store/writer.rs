@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use super::{Durability, Store, StoreOp, Ticket, KEEP_BATCH_CAPACITY};
 
+/// Operations in the last commit from which the next one waits for its batch
+/// to fill (`Backend::linger`): each commit costs a fixed amount (an fsync,
+/// redb's commit), so while publishers keep many messages in flight, fewer
+/// and larger commits cost less per message; a commit of fewer never waits.
+const LINGER_FROM: usize = 64;
+
 /// Makes the trailer operation of a commit (None: no trailer this time).
 /// Called on the writer thread, with submissions held off: it must be quick
 /// and take no lock that a submitter holds while it submits.
@@ -27,6 +33,12 @@ impl Store {
         let mut ops = Vec::new();
         // A trailer made, with the last ticket submitted when it was.
         let mut trailer: Option<(Ticket, StoreOp)> = None;
+        // Operations in the last commit (without its trailer).
+        let mut last_batch = 0;
+        let linger = self
+            .backend
+            .linger()
+            .filter(|_| self.durability == Durability::Batched);
         loop {
             if ops.capacity() > KEEP_BATCH_CAPACITY {
                 ops = Vec::new(); // after a burst: its memory goes back
@@ -41,6 +53,17 @@ impl Store {
                 if pending.ends.is_empty() {
                     return; // closed and drained
                 }
+                // Busy: wait (boundedly) for most of a batch like the last one.
+                if let Some(linger) = linger.filter(|_| last_batch >= LINGER_FROM) {
+                    let deadline = std::time::Instant::now() + linger;
+                    pending.want = last_batch * 3 / 4;
+                    while pending.ops.len() < pending.want && !pending.closed {
+                        if self.wake.wait_until(&mut pending, deadline).timed_out() {
+                            break;
+                        }
+                    }
+                    pending.want = 1;
+                }
                 if trailer.is_none() {
                     if let Some(make) = self.trailer.get() {
                         trailer = make().map(|op| (pending.last_ticket, op));
@@ -49,6 +72,7 @@ impl Store {
                 // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
                 let sync = self.durability == Durability::Sync;
                 let ticket = pending.take_batch(&mut ops, sync, self.backend.max_batch());
+                last_batch = ops.len();
                 self.backlog.store(pending.ops.len(), Ordering::Relaxed);
                 ticket
             };
