@@ -241,7 +241,7 @@ impl RedbBackend {
 
 /// How long a busy group commit waits for its batch to fill: about a tenth
 /// of a commit's cycle under load, much less than its fsync on a shared disk.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Backend for RedbBackend {
     fn linger(&self) -> Option<std::time::Duration> {

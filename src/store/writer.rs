@@ -14,6 +14,8 @@ use super::{Durability, Store, StoreOp, Ticket, KEEP_BATCH_CAPACITY};
 /// redb's commit), so while publishers keep many messages in flight, fewer
 /// and larger commits cost less per message; a commit of fewer never waits.
 const LINGER_FROM: usize = 64;
+/// While lingering, a gap this long without a submission ends the wait.
+const LINGER_GAP: Duration = Duration::from_micros(100);
 
 /// Makes the trailer operation of a commit (None: no trailer this time).
 /// Called on the writer thread, with submissions held off: it must be quick
@@ -53,12 +55,16 @@ impl Store {
                 if pending.ends.is_empty() {
                     return; // closed and drained
                 }
-                // Busy: wait (boundedly) for most of a batch like the last one.
+                // Busy: let the batch fill while submissions keep coming
+                // (each quiet gap ends it), for at most `linger`.
                 if let Some(linger) = linger.filter(|_| last_batch >= LINGER_FROM) {
                     let deadline = std::time::Instant::now() + linger;
-                    pending.want = last_batch * 3 / 4;
-                    while pending.ops.len() < pending.want && !pending.closed {
-                        if self.wake.wait_until(&mut pending, deadline).timed_out() {
+                    pending.want = usize::MAX; // no wake-up per submission meanwhile
+                    while !pending.closed {
+                        let before = pending.ops.len();
+                        let until = deadline.min(std::time::Instant::now() + LINGER_GAP);
+                        let timed_out = self.wake.wait_until(&mut pending, until).timed_out();
+                        if pending.ops.len() == before || (timed_out && until == deadline) {
                             break;
                         }
                     }
