@@ -1,7 +1,8 @@
 //! The group commit's bounds: a backend's `max_batch` splits a backlog into
 //! several commits (whole submissions each), acknowledged one by one; a
 //! trailer goes into the first commit that holds what it was made from; past
-//! `BACKLOG_LIMIT` waiting operations, `wait_room` holds until they are committed.
+//! `BACKLOG_LIMIT` waiting operations, `wait_room` holds until they are
+//! committed; a lingering commit (`Backend::linger`) ends when submissions stop.
 
 use std::sync::Arc;
 
@@ -115,4 +116,58 @@ fn past_the_backlog_limit_room_comes_once_the_waiting_operations_are_committed()
     runtime.block_on(room);
     assert!(store.is_committed(store.last_ticket()).expect("healthy"));
     assert!(store.wait_room().is_none(), "room again");
+}
+
+/// Records commit sizes; a busy commit may linger up to a second.
+#[derive(Default)]
+struct Lingering {
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl Backend for Lingering {
+    fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
+        self.sizes.lock().push(ops.len());
+        Ok(0)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn linger(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(1))
+    }
+}
+
+/// A store on `backend` that has committed one batch big enough to linger after.
+fn after_a_busy_commit(backend: &Arc<Lingering>) -> (Arc<Store>, tokio::runtime::Runtime) {
+    let store = Store::start(backend.clone(), Durability::Batched);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ticket = store.submit((0..100).map(op));
+    runtime.block_on(store.wait(ticket)).expect("committed");
+    (store, runtime)
+}
+
+#[test]
+fn a_lingering_commit_ends_when_no_more_submissions_come() {
+    let backend = Arc::new(Lingering::default());
+    let (store, runtime) = after_a_busy_commit(&backend);
+    // A lone submission after it: committed after a quiet gap, not after
+    // the whole linger or never.
+    let ticket = store.submit([op(100)]);
+    runtime.block_on(store.wait(ticket)).expect("committed");
+    assert_eq!(*backend.sizes.lock(), vec![100, 1]);
+}
+
+#[test]
+fn closing_a_lingering_store_commits_what_waits() {
+    let backend = Arc::new(Lingering::default());
+    let (store, _runtime) = after_a_busy_commit(&backend);
+    let ticket = store.submit([op(100), op(101)]);
+    store.close();
+    assert!(store.is_committed(ticket).expect("healthy"));
+    assert_eq!(backend.sizes.lock().iter().sum::<usize>(), 102);
 }

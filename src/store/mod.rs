@@ -246,6 +246,11 @@ pub trait Backend: Send + Sync + 'static {
     fn max_batch(&self) -> usize {
         MAX_BATCH
     }
+    /// How long a busy group commit may wait for the next batch to fill
+    /// (`writer.rs`); None: it never waits.
+    fn linger(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Releases the file once the last commit is done (shutdown).
     fn close(&self) {}
     /// Up to `max` committed messages of `stream` from offset `from` on, in
@@ -368,6 +373,7 @@ impl Store {
                 ends: std::collections::VecDeque::new(),
                 last_ticket: 0,
                 closed: false,
+                want: 1,
             }),
             wake: Condvar::new(),
             committed,
@@ -445,8 +451,12 @@ impl Store {
         let end = pending.ops.len();
         pending.ends.push_back((ticket, end));
         self.backlog.store(end, Ordering::Relaxed);
+        // A writer waiting for its batch to fill is woken once it has.
+        let wake = end >= pending.want;
         drop(pending);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         ticket
     }
 

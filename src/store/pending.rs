@@ -14,6 +14,9 @@ pub(super) struct Pending {
     pub(super) ends: VecDeque<(Ticket, usize)>,
     pub(super) last_ticket: Ticket,
     pub(super) closed: bool,
+    /// Operations waiting before a submission wakes the writer: 1, more while
+    /// it lingers for a batch to fill (`writer.rs`).
+    pub(super) want: usize,
 }
 
 impl Pending {
@@ -75,6 +78,7 @@ mod tests {
             ends: VecDeque::new(),
             last_ticket: 0,
             closed: false,
+            want: 1,
         };
         for s in submissions {
             pending.ops.extend(s.iter().copied().map(op));

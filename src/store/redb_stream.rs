@@ -115,8 +115,10 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
     }
     let mut chunks = txn.open_table(CHUNKS).map_err(write_err)?;
     let mut meta = txn.open_table(META).map_err(write_err)?;
-    let mut consumers = txn.open_table(CONSUMERS).map_err(write_err)?;
-    let mut declarations = txn.open_table(DECLARATIONS).map_err(write_err)?;
+    // Opened when a batch needs them (each open table costs the commit two
+    // lookups in redb's table tree): appends alone touch chunks and meta.
+    let mut consumers = None;
+    let mut declarations = None;
     // Each stream's meta row read once and written once per batch, not per message.
     let mut metas: ByStream<MetaRecord> = ByStream(Vec::new());
     let mut building: ByStream<Building> = ByStream(Vec::new());
@@ -161,28 +163,34 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
                 consumer,
                 offset,
             } => {
-                consumers
+                opened(&mut consumers, txn, CONSUMERS)?
                     .insert((stream.as_str(), consumer.as_str()), *offset)
                     .map_err(write_err)?;
             }
             StoreOp::PutStreamDeclaration { stream, settings } => {
-                declarations
+                opened(&mut declarations, txn, DECLARATIONS)?
                     .insert(stream.as_str(), settings.as_slice())
                     .map_err(write_err)?;
             }
             StoreOp::DeleteStreamDeclaration { stream } => {
-                declarations.remove(stream.as_str()).map_err(write_err)?;
+                opened(&mut declarations, txn, DECLARATIONS)?
+                    .remove(stream.as_str())
+                    .map_err(write_err)?;
             }
             StoreOp::DeleteStream { stream } => {
                 let name = stream.as_str();
                 building.remove(name);
                 metas.remove(name);
-                declarations.remove(name).map_err(write_err)?;
+                opened(&mut declarations, txn, DECLARATIONS)?
+                    .remove(name)
+                    .map_err(write_err)?;
                 chunks
                     .retain_in((name, 0)..=(name, u64::MAX), |_, _| false)
                     .map_err(write_err)?;
                 // Rare (an operator's call): a scan of the consumers is fine.
-                consumers.retain(|(s, _), _| s != name).map_err(write_err)?;
+                opened(&mut consumers, txn, CONSUMERS)?
+                    .retain(|(s, _), _| s != name)
+                    .map_err(write_err)?;
                 meta.remove(name).map_err(write_err)?;
             }
             _ => {}
@@ -195,6 +203,19 @@ pub(super) fn apply(txn: &WriteTransaction, ops: &[StoreOp]) -> Result<(), Store
         put_meta(&mut meta, stream, m)?;
     }
     Ok(())
+}
+
+/// The table in `slot`, opened in `txn` on first use.
+fn opened<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<redb::Table<'t, K, V>>,
+    txn: &'t WriteTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<&'s mut redb::Table<'t, K, V>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(definition).map_err(write_err)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| StoreError::Write("table not open".into()))
 }
 
 /// Removes the messages of `stream` below `below`: whole chunks go, a chunk

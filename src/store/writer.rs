@@ -9,6 +9,14 @@ use std::time::Duration;
 
 use super::{Durability, Store, StoreOp, Ticket, KEEP_BATCH_CAPACITY};
 
+/// Operations in the last commit from which the next one waits for its batch
+/// to fill (`Backend::linger`): each commit costs a fixed amount (an fsync,
+/// redb's commit), so while publishers keep many messages in flight, fewer
+/// and larger commits cost less per message; a commit of fewer never waits.
+const LINGER_FROM: usize = 64;
+/// While lingering, a gap this long without a submission ends the wait.
+const LINGER_GAP: Duration = Duration::from_micros(100);
+
 /// Makes the trailer operation of a commit (None: no trailer this time).
 /// Called on the writer thread, with submissions held off: it must be quick
 /// and take no lock that a submitter holds while it submits.
@@ -27,6 +35,12 @@ impl Store {
         let mut ops = Vec::new();
         // A trailer made, with the last ticket submitted when it was.
         let mut trailer: Option<(Ticket, StoreOp)> = None;
+        // Operations in the last commit (without its trailer).
+        let mut last_batch = 0;
+        let linger = self
+            .backend
+            .linger()
+            .filter(|_| self.durability == Durability::Batched);
         loop {
             if ops.capacity() > KEEP_BATCH_CAPACITY {
                 ops = Vec::new(); // after a burst: its memory goes back
@@ -41,6 +55,21 @@ impl Store {
                 if pending.ends.is_empty() {
                     return; // closed and drained
                 }
+                // Busy: let the batch fill while submissions keep coming
+                // (each quiet gap ends it), for at most `linger`.
+                if let Some(linger) = linger.filter(|_| last_batch >= LINGER_FROM) {
+                    let deadline = std::time::Instant::now() + linger;
+                    pending.want = usize::MAX; // no wake-up per submission meanwhile
+                    while !pending.closed {
+                        let before = pending.ops.len();
+                        let until = deadline.min(std::time::Instant::now() + LINGER_GAP);
+                        let timed_out = self.wake.wait_until(&mut pending, until).timed_out();
+                        if pending.ops.len() == before || (timed_out && until == deadline) {
+                            break;
+                        }
+                    }
+                    pending.want = 1;
+                }
                 if trailer.is_none() {
                     if let Some(make) = self.trailer.get() {
                         trailer = make().map(|op| (pending.last_ticket, op));
@@ -49,6 +78,7 @@ impl Store {
                 // Sync: one submission per transaction. Otherwise: all that is waiting, bounded.
                 let sync = self.durability == Durability::Sync;
                 let ticket = pending.take_batch(&mut ops, sync, self.backend.max_batch());
+                last_batch = ops.len();
                 self.backlog.store(pending.ops.len(), Ordering::Relaxed);
                 ticket
             };

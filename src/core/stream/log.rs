@@ -37,8 +37,9 @@ pub(crate) struct LogState {
     /// Publish time of the oldest message kept (unix ms; 0 when unknown or empty).
     pub first_time_ms: u64,
     /// The newest messages as published (without their offset property), by
-    /// offset, oldest first.
-    pub tail: VecDeque<(u64, Arc<Message>)>,
+    /// offset, oldest first, each with its topic plus payload bytes (kept
+    /// here: the oldest message is no longer in the cache when it leaves).
+    pub tail: VecDeque<(u64, Arc<Message>, usize)>,
     tail_bytes: usize,
     /// Readers that have caught up: each append is handed to them at once.
     pub live: Vec<Arc<Reader>>,
@@ -61,11 +62,12 @@ impl LogState {
     }
 
     pub fn push_tail(&mut self, offset: u64, message: Arc<Message>) {
-        self.tail_bytes += message.payload.len() + message.topic.len();
-        self.tail.push_back((offset, message));
+        let bytes = message.payload.len() + message.topic.len();
+        self.tail_bytes += bytes;
+        self.tail.push_back((offset, message, bytes));
         while self.tail.len() > TAIL_MESSAGES || self.tail_bytes > TAIL_BYTES {
             match self.tail.pop_front() {
-                Some((_, old)) => self.tail_bytes -= old.payload.len() + old.topic.len(),
+                Some((_, _, old)) => self.tail_bytes -= old,
                 None => break,
             }
         }
@@ -73,7 +75,9 @@ impl LogState {
 
     /// Oldest offset the tail holds (`next` when empty).
     fn tail_start(&self) -> u64 {
-        self.tail.front().map_or(self.next, |(offset, _)| *offset)
+        self.tail
+            .front()
+            .map_or(self.next, |(offset, _, _)| *offset)
     }
 
     /// Makes `reader`, which has everything before `from`, live: it gets the
@@ -90,13 +94,13 @@ impl LogState {
             .tail
             .iter()
             .rev()
-            .take_while(|(o, _)| *o >= from)
+            .take_while(|(o, _, _)| *o >= from)
             .count();
         if waiting > reader.session.room() {
             return Boundary::Behind;
         }
         // Pushed under this lock, so no append can come before them.
-        for (offset, message) in self.tail.iter().filter(|(offset, _)| *offset >= from) {
+        for (offset, message, _) in self.tail.iter().filter(|(offset, _, _)| *offset >= from) {
             reader.push_now(*offset, &Arc::new(with_offset(message, *offset)));
         }
         self.live.push(Arc::clone(reader));
@@ -109,9 +113,13 @@ impl LogState {
 
     /// Forgets the tail below `below` (purge, retention).
     pub fn trim_tail(&mut self, below: u64) {
-        while self.tail.front().is_some_and(|(offset, _)| *offset < below) {
-            if let Some((_, old)) = self.tail.pop_front() {
-                self.tail_bytes -= old.payload.len() + old.topic.len();
+        while self
+            .tail
+            .front()
+            .is_some_and(|(offset, _, _)| *offset < below)
+        {
+            if let Some((_, _, old)) = self.tail.pop_front() {
+                self.tail_bytes -= old;
             }
         }
     }
