@@ -32,6 +32,7 @@
 //! - `shared.rs`: shared subscription groups cluster-wide (run as queues are,
 //!   from a stream that captures the fabric's subjects).
 
+mod confirm;
 pub mod fabric;
 mod inbound;
 pub mod liveness;

@@ -288,6 +288,11 @@ impl Window {
         }
     }
 
+    /// The last message a sync covered.
+    pub(super) fn last_sync(&self) -> u64 {
+        self.last_sync
+    }
+
     /// Resolves once a confirm came or the oldest sync timed out (never
     /// while no sync is out): the outbound task waits for it while idle, so
     /// the acks waiting on confirms go out without more traffic.
@@ -298,7 +303,11 @@ impl Window {
         let deadline = oldest.sent + CONFIRM_TIMEOUT;
         tokio::select! {
             confirm = self.confirms.next() => match confirm {
-                Some(confirm) => self.apply(&confirm.payload),
+                Some(confirm) => {
+                    self.apply(&confirm.payload);
+                    // Those in already too: the acks wake once for them all.
+                    self.take_ready_confirms();
+                }
                 // The client is closed: nothing will confirm.
                 None => {
                     self.outstanding.clear();
