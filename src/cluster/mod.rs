@@ -33,6 +33,7 @@
 //!   from a stream that captures the fabric's subjects).
 
 mod confirm;
+mod confirmed;
 pub mod fabric;
 mod inbound;
 pub mod liveness;

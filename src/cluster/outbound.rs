@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::confirmed::ConfirmedTx;
 use super::fabric::{FabricStats, OUTBOUND_QUEUE, ROOM_BELOW};
 use super::status::ClusterStatus;
 use super::subject::topic_to_subject;
@@ -50,7 +51,7 @@ pub(super) struct Outbound {
     /// This run of the node: receivers order and de-duplicate per run.
     pub(super) epoch: u64,
     /// Where the window tells what the other nodes confirmed (acks wait on it).
-    pub(super) confirmed: tokio::sync::watch::Sender<u64>,
+    pub(super) confirmed: ConfirmedTx,
     /// Where the window notes messages confirmed by a timeout (their acks fail).
     pub(super) timed_out: Arc<TimedOut>,
 }
@@ -83,7 +84,7 @@ pub(super) async fn run(
         Ok(window) => Some(window),
         Err(confirmed) => {
             // No flow control: acks wait for no confirm.
-            confirmed.send_replace(u64::MAX);
+            confirmed.set(u64::MAX);
             None
         }
     };
