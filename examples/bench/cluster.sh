@@ -24,11 +24,12 @@
 #   OUT=/tmp/tern-cluster-bench-<time>.jsonl   raw results, one JSON line per run
 #   CARGO_TARGET_DIR              where cargo builds (default: <workspace>/target)
 #   BEFORE_BIN                    a tern binary to run `cross` with too (label cross-before)
+#   BUILD=1                       0: use the binaries in the target dir as they are
 set -euo pipefail
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
@@ -43,8 +44,10 @@ LOG_NAME=tern-cluster-bench
 # shellcheck source=examples/bench/cluster_common.sh
 source "$ROOT/examples/bench/cluster_common.sh"
 
-log "building tern and tern-bench (release)"
-(cd "$ROOT" && cargo build --release -q -p tern -p tern-bench)
+if [ "${BUILD:-1}" != 0 ]; then
+    log "building tern and tern-bench (release)"
+    (cd "$ROOT" && cargo build --release -q -p tern -p tern-bench)
+fi
 : >"$OUT"
 
 # tern NAME MQTT_PORT [NATS_URL [BINARY]]: a node (cluster on when a NATS URL is given).

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::confirmed::{Confirmed, ConfirmedTx};
 use super::marks::RoutedMarks;
 use super::outbound::Outbound;
 use super::status::{run_heartbeat, ClusterStatus};
@@ -162,7 +163,7 @@ pub struct NatsFabric {
     /// them in queue order alike (taken with the queueing, under this lock).
     queued_seq: Mutex<u64>,
     /// What the other nodes confirmed (`window.rs`).
-    confirmed: tokio::sync::watch::Receiver<u64>,
+    confirmed: Arc<Confirmed>,
     /// What was taken as confirmed after a timeout (`window.rs`).
     timed_out: Arc<super::window::TimedOut>,
     interest: Arc<Interest>,
@@ -240,7 +241,7 @@ impl Fabric for NatsFabric {
     }
 
     fn confirmed(&self) -> u64 {
-        *self.confirmed.borrow()
+        self.confirmed.get()
     }
 
     fn timed_out(&self, seq: u64) -> bool {
@@ -248,11 +249,8 @@ impl Fabric for NatsFabric {
     }
 
     fn wait_confirmed(&self, seq: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let mut confirmed = self.confirmed.clone();
-        Box::pin(async move {
-            // Closed: the outbound task ended (the node is stopping).
-            let _ = confirmed.wait_for(|confirmed| *confirmed >= seq).await;
-        })
+        // Ends too once the outbound task ended (the node is stopping).
+        Box::pin(self.confirmed.wait(seq))
     }
 
     fn interest_added(&self, filter: &str) {
@@ -341,7 +339,8 @@ pub fn start(
     let room = Arc::new(Notify::new());
     let epoch = rand::random::<u64>();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
-    let (confirmed_tx, confirmed) = tokio::sync::watch::channel(0);
+    let confirmed = Arc::new(Confirmed::default());
+    let confirmed_tx = ConfirmedTx(Arc::clone(&confirmed));
     let timed_out = Arc::new(super::window::TimedOut::default());
     let routed = Arc::new(RoutedMarks::default());
     tracker.spawn(stopped_in_time(

@@ -20,8 +20,9 @@
 //! - Flow control: the syncs of other nodes (`window.rs`) come on a
 //!   subscription of their own and are ordered with the messages; once every
 //!   message of its origin before it is routed and what that routing stored
-//!   is committed, a sync is confirmed (by a task of its own, [`confirm`],
-//!   so routing goes on while the store commits). The confirm names the
+//!   is committed, a sync is confirmed (`confirm.rs`: at once when that is
+//!   committed already, else by a task of its own, so routing goes on
+//!   while the store commits). The confirm names the
 //!   first sync of that origin seen here: the sender counts it for the syncs
 //!   after that one only (a node just (re)started did not see what came
 //!   before it subscribed).
@@ -38,13 +39,14 @@ use std::time::{Duration, Instant};
 use async_nats::Subscriber;
 use futures_util::Stream;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::confirm::{Confirm, Confirmer};
 use super::fabric::{FabricStats, Interest};
 use super::marks::RoutedMarks;
 use super::subject::{filter_to_subjects, subject_to_topic};
-use super::window::{decode_sync, encode_confirm, SYNC_PREFIX};
+use super::window::{decode_sync, SYNC_PREFIX};
 use super::wire;
 use super::Cluster;
 use crate::core::commit::Commit;
@@ -59,16 +61,9 @@ use crate::core::router::Router;
 const ROUND_CAP: usize = 4_096;
 /// Subjects whose topic is remembered (`Topics`).
 const TOPIC_CACHE: usize = 4_096;
-/// Syncs routed whose confirm waits for the store (beyond, routing waits).
-const CONFIRMS_QUEUE: usize = 1_024;
 /// Messages collected in a round from which the task yields after it even
 /// with nothing more in (see `run`).
 const YIELD_FROM: usize = 16;
-
-/// A routed sync: its reply subject, its number, the number of the first
-/// sync of its origin this node saw, and the commit of everything routed
-/// before it.
-type Confirm = (async_nats::Subject, u64, u64, Commit);
 
 /// Which subscriptions have been woken since last looked at.
 #[derive(Debug, Default)]
@@ -167,8 +162,8 @@ struct Inbound {
     held: Vec<Collected>,
     /// Syncs whose messages are routed, to confirm once committed.
     confirms: Vec<Confirm>,
-    /// To the task that confirms them ([`confirm`]).
-    confirmer: mpsc::Sender<Confirm>,
+    /// Confirms them (`confirm.rs`).
+    confirmer: Confirmer,
     /// What the messages routed so far stored.
     stored: Commit,
     topics: Topics,
@@ -188,8 +183,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let queue_group = format!("tern.node.{}", cluster.node());
-    let (confirmer, confirms) = mpsc::channel(CONFIRMS_QUEUE);
-    tokio::spawn(confirm(cluster.clone(), Arc::clone(&router), confirms));
+    let confirmer = Confirmer::start(cluster.clone(), Arc::clone(&router));
     let mut inbound = Inbound {
         cluster,
         router,
@@ -288,12 +282,9 @@ impl Inbound {
         }
     }
 
-    /// Routed syncs, handed to the task that confirms them once committed.
+    /// Routed syncs, confirmed once committed.
     async fn send_confirms(&mut self) {
-        for confirm in self.confirms.drain(..) {
-            // Fails only once that task ended (the node is stopping).
-            let _ = self.confirmer.send(confirm).await;
-        }
+        self.confirmer.confirm(&mut self.confirms).await;
     }
 
     /// Gives a subscription a slot (woken into `dirty`); returns it.
@@ -519,30 +510,6 @@ impl Inbound {
         let total = self.stats.discarded.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(1000) {
             tracing::warn!(total, what, "cluster: a message from NATS was dropped");
-        }
-    }
-}
-
-/// Confirms routed syncs to their senders, each once the store committed
-/// what was routed before it (the latest commit of those at hand covers
-/// them all). A store that failed confirms nothing more: the senders take
-/// this node for dead after `window::CONFIRM_TIMEOUT`.
-async fn confirm(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receiver<Confirm>) {
-    let mut taken = Vec::with_capacity(64);
-    while queue.recv_many(&mut taken, 64).await > 0 {
-        let mut commit = Commit::NONE;
-        for (_, _, _, stored) in &taken {
-            commit.include(*stored);
-        }
-        if let Err(e) = router.wait_committed(commit).await {
-            tracing::warn!(error = %e,
-                "cluster: the store failed: messages from other nodes are no longer confirmed");
-            return;
-        }
-        for (reply, seq, first, _) in taken.drain(..) {
-            let payload = encode_confirm(seq, first, cluster.node());
-            // Fails only once the client is closed; the sender stops waiting by itself.
-            let _ = cluster.client().publish(reply, payload).await;
         }
     }
 }

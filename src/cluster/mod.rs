@@ -20,6 +20,8 @@
 //! - `subject.rs`: MQTT topic ⇄ NATS subject, filter → subjects (pure).
 //! - `wire.rs`: a core message as a NATS payload (versioned) and back.
 //! - `window.rs`: flow control between nodes (syncs confirmed by the receivers).
+//! - `confirm.rs`: the receiving side's confirms of routed syncs.
+//! - `confirmed.rs`: what the other nodes confirmed, for the acks waiting on it.
 //! - keys and values of Tern's KV buckets: `store::nats::{kv_key, kv_value}`
 //!   (shared with the NATS store backend).
 //! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
@@ -32,6 +34,8 @@
 //! - `shared.rs`: shared subscription groups cluster-wide (run as queues are,
 //!   from a stream that captures the fabric's subjects).
 
+mod confirm;
+mod confirmed;
 pub mod fabric;
 mod inbound;
 pub mod liveness;

@@ -7,6 +7,12 @@
 //! up to [`OUTBOUND_BATCH`] at a time, encodes them (`wire.rs`) and
 //! publishes them in queue order, consecutive messages of one topic as one
 //! NATS message (`wire::Batch`).
+//!
+//! The acks of QoS ≥ 1 messages wait for a sync covering them (`window.rs`):
+//! one goes after a wake-up's messages, unless more are queued already and
+//! fewer than [`OUTBOUND_BATCH`] messages wait uncovered; then the next
+//! wake-up's sync covers them too (one sync, one confirm per node and one
+//! wave of acks for both, instead of one each).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::confirmed::ConfirmedTx;
 use super::fabric::{FabricStats, OUTBOUND_QUEUE, ROOM_BELOW};
 use super::status::ClusterStatus;
 use super::subject::topic_to_subject;
@@ -44,7 +51,7 @@ pub(super) struct Outbound {
     /// This run of the node: receivers order and de-duplicate per run.
     pub(super) epoch: u64,
     /// Where the window tells what the other nodes confirmed (acks wait on it).
-    pub(super) confirmed: tokio::sync::watch::Sender<u64>,
+    pub(super) confirmed: ConfirmedTx,
     /// Where the window notes messages confirmed by a timeout (their acks fail).
     pub(super) timed_out: Arc<TimedOut>,
 }
@@ -77,7 +84,7 @@ pub(super) async fn run(
         Ok(window) => Some(window),
         Err(confirmed) => {
             // No flow control: acks wait for no confirm.
-            confirmed.send_replace(u64::MAX);
+            confirmed.set(u64::MAX);
             None
         }
     };
@@ -91,6 +98,7 @@ pub(super) async fn run(
         subject: None,
         topic: None,
         seq: 0,
+        cover_due: false,
     };
     let mut taken_now = Vec::with_capacity(OUTBOUND_BATCH);
     loop {
@@ -107,6 +115,9 @@ pub(super) async fn run(
         taken_now.clear();
         if !sent {
             break;
+        }
+        if sender.cover_due && (queue.is_empty() || sender.uncovered() >= OUTBOUND_BATCH as u64) {
+            sender.cover().await;
         }
         if queue.len() < ROOM_BELOW {
             room.notify_waiters();
@@ -148,6 +159,8 @@ struct Sender {
     topic: Option<Arc<str>>,
     /// The last sequence number given.
     seq: u64,
+    /// A QoS ≥ 1 message went out that no sync covers yet (its ack waits).
+    cover_due: bool,
 }
 
 impl Sender {
@@ -210,10 +223,23 @@ impl Sender {
         if !self.flush().await {
             return false;
         }
-        if let Some(window) = self.window.as_mut().filter(|_| acks_wait) {
+        self.cover_due |= acks_wait && self.window.is_some();
+        true
+    }
+
+    /// Messages sent since the last sync.
+    fn uncovered(&self) -> u64 {
+        self.window
+            .as_ref()
+            .map_or(0, |window| self.seq.saturating_sub(window.last_sync()))
+    }
+
+    /// Sends a sync for what went out, unless one covers it: acks wait for its confirms.
+    async fn cover(&mut self) {
+        self.cover_due = false;
+        if let Some(window) = self.window.as_mut() {
             window.cover(self.seq).await;
         }
-        true
     }
 
     /// Makes `message`'s topic the batch's (the batch is empty); false when

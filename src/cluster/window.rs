@@ -55,6 +55,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::confirmed::ConfirmedTx;
 use super::fabric::FabricStats;
 use super::status::ClusterStatus;
 use super::Cluster;
@@ -178,7 +179,7 @@ pub(super) struct Window {
     /// Every node alive confirmed the messages up to this one.
     confirmed: u64,
     /// `confirmed`, for the acks waiting on it (`NatsFabric::wait_confirmed`).
-    confirmed_tx: tokio::sync::watch::Sender<u64>,
+    confirmed_tx: ConfirmedTx,
     /// What was confirmed by a timeout (the acks waiting on it fail).
     timed_out: Arc<TimedOut>,
     /// The last message a sync covered.
@@ -200,9 +201,9 @@ impl Window {
         status: Arc<ClusterStatus>,
         stats: Arc<FabricStats>,
         epoch: u64,
-        confirmed_tx: tokio::sync::watch::Sender<u64>,
+        confirmed_tx: ConfirmedTx,
         timed_out: Arc<TimedOut>,
-    ) -> Result<Window, tokio::sync::watch::Sender<u64>> {
+    ) -> Result<Window, ConfirmedTx> {
         let confirm_subject =
             async_nats::Subject::from(format!("{CONFIRM_PREFIX}{}.{epoch}", cluster.node()));
         let confirms = match cluster.client().subscribe(confirm_subject.clone()).await {
@@ -288,6 +289,11 @@ impl Window {
         }
     }
 
+    /// The last message a sync covered.
+    pub(super) fn last_sync(&self) -> u64 {
+        self.last_sync
+    }
+
     /// Resolves once a confirm came or the oldest sync timed out (never
     /// while no sync is out): the outbound task waits for it while idle, so
     /// the acks waiting on confirms go out without more traffic.
@@ -298,7 +304,11 @@ impl Window {
         let deadline = oldest.sent + CONFIRM_TIMEOUT;
         tokio::select! {
             confirm = self.confirms.next() => match confirm {
-                Some(confirm) => self.apply(&confirm.payload),
+                Some(confirm) => {
+                    self.apply(&confirm.payload);
+                    // Those in already too: the acks wake once for them all.
+                    self.take_ready_confirms();
+                }
                 // The client is closed: nothing will confirm.
                 None => {
                     self.outstanding.clear();
@@ -312,7 +322,7 @@ impl Window {
     fn set_confirmed(&mut self, seq: u64) {
         if seq > self.confirmed {
             self.confirmed = seq;
-            self.confirmed_tx.send_replace(seq);
+            self.confirmed_tx.set(seq);
         }
     }
 
