@@ -53,7 +53,8 @@ pub(super) async fn open(jetstream: &jetstream::Context, replicas: usize) -> Res
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),
         allow_direct: true,
-        deny_delete: true,
+        // Compaction deletes messages (`prune.rs`).
+        deny_delete: false,
         ..Default::default()
     };
     super::patience::patiently(STREAM, || async {
@@ -112,14 +113,14 @@ pub(super) fn decode(payload: &[u8]) -> Option<Vec<Entry>> {
 }
 
 /// Appends `entries` to the journal on `subject` as commit `id` (unique per
-/// commit: resent parts are stored once); the sequences of its first and
-/// last message.
+/// commit: resent parts are stored once); the sequences of its messages,
+/// in order.
 pub(super) async fn append(
     jetstream: &jetstream::Context,
     subject: &str,
     entries: &[Entry],
     id: &str,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<Vec<u64>, StoreError> {
     let subject = subject.to_string();
     let messages = encode(entries)
         .into_iter()
@@ -130,9 +131,7 @@ pub(super) async fn append(
             only_new: false,
         })
         .collect();
-    let sequences = publish::send_with_retry(jetstream, messages, id, STREAM).await?;
-    let first = sequences.first().copied().unwrap_or(0);
-    Ok((first, sequences.last().copied().unwrap_or(first)))
+    publish::send_with_retry(jetstream, messages, id, STREAM).await
 }
 
 /// Every entry on the journal subjects matching `filter` (one node's, or
@@ -181,25 +180,6 @@ pub(super) async fn read(
         );
     }
     Ok(found)
-}
-
-/// Purges node `node`'s journal below sequence `below`.
-pub(super) async fn purge(
-    jetstream: &jetstream::Context,
-    node: &str,
-    below: u64,
-) -> Result<(), String> {
-    let stream = jetstream
-        .get_stream(STREAM)
-        .await
-        .map_err(|e| format!("opening {STREAM}: {e}"))?;
-    stream
-        .purge()
-        .filter(subject(node))
-        .sequence(below)
-        .await
-        .map(drop)
-        .map_err(|e| format!("purging {STREAM}: {e}"))
 }
 
 /// The client id whose session a store bucket key belongs to.
