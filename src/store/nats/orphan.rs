@@ -25,7 +25,8 @@ pub async fn purge_dead_journal(
     if entries.is_empty() {
         return Ok(false);
     }
-    let sequences: Vec<u64> = entries.iter().map(|e| e.0).collect();
+    let mut sequences: Vec<u64> = entries.iter().map(|e| e.0).collect();
+    sequences.dedup();
     let (left, last) = replay::fold(entries, |_| true);
     let unneeded = |key: &str, put: bool| {
         put && matches!(keys::parse(key),

@@ -89,12 +89,7 @@ async fn delete(jetstream: &jetstream::Context, seq: u64) -> Result<(), String> 
         .map_err(|e| format!("deleting {} message {seq}: {e}", journal::STREAM))?;
     match answer {
         Response::Ok(Deleted { success: true }) => Ok(()),
-        Response::Err { error }
-            if [ErrorCode::SEQUENCE_NOT_FOUND, ErrorCode::NO_MESSAGE_FOUND]
-                .contains(&error.error_code()) =>
-        {
-            Ok(())
-        }
+        Response::Err { error } if gone(&error) => Ok(()),
         Response::Ok(_) => Err(format!(
             "deleting {} message {seq}: not done",
             journal::STREAM
@@ -104,6 +99,15 @@ async fn delete(jetstream: &jetstream::Context, seq: u64) -> Result<(), String> 
             journal::STREAM
         )),
     }
+}
+
+/// Whether `error` says the message was gone already (a standalone server
+/// says so in a general "delete failed" error).
+fn gone(error: &jetstream::Error) -> bool {
+    let code = error.error_code();
+    [ErrorCode::SEQUENCE_NOT_FOUND, ErrorCode::NO_MESSAGE_FOUND].contains(&code)
+        || (code == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+            && error.to_string().contains("no message found"))
 }
 
 /// The journal stream denies deletes: the purge of older Terns.
