@@ -260,14 +260,21 @@ impl Compactor {
             )
         };
         if !handover.is_empty() {
-            let writes = handover
-                .iter()
-                .map(|h| (h.0.clone(), h.1.clone()))
-                .collect();
             // Only where no other node wrote since (the new holder read
             // them from the journal and writes them itself).
-            let written =
-                publish::publish_new(self.jetstream.clone(), writes, format!("{id}h")).await;
+            let keys = handover.iter().map(|h| h.0.clone()).collect();
+            let written = match super::load::own_last(&self.jetstream, keys, &self.node).await {
+                Ok(last) => {
+                    let writes = handover
+                        .iter()
+                        .zip(last)
+                        .filter_map(|(h, last)| Some((h.0.clone(), h.1.clone(), last?)))
+                        .collect();
+                    let id = format!("{id}h");
+                    publish::publish_expecting(self.jetstream.clone(), writes, id).await
+                }
+                Err(e) => Err(crate::store::StoreError::Write(e)),
+            };
             if let Err(e) = written {
                 let mut state = self.state.lock();
                 state.handover.extend(handover);

@@ -128,7 +128,7 @@ pub(super) async fn append(
             subject: subject.clone(),
             payload,
             delete: false,
-            only_new: false,
+            expect_last: None,
         })
         .collect();
     publish::send_with_retry(jetstream, messages, id, STREAM).await
