@@ -20,6 +20,9 @@ use crate::store::StoreError;
 
 /// The stream of every node's journal.
 pub const STREAM: &str = "TERN_JOURNAL";
+/// The subject of [`barrier`]'s messages: no node's journal (`kv_key`
+/// never puts a non-hex digit after `=`).
+const BARRIER: &str = "tern.journal.=X";
 /// First byte of every journal message: its layout.
 const JOURNAL_VERSION: u8 = 1;
 /// Bytes of entries per message at most (nats-server's default max_payload
@@ -180,6 +183,27 @@ pub(super) async fn read(
         );
     }
     Ok(found)
+}
+
+/// Waits until the journal's leader has applied every write acknowledged
+/// before: a message of no entries on a subject of its own, acknowledged
+/// by the leader once stored, which it stores in order (then deleted). A
+/// leader elected after a NATS server died may answer reads before it
+/// applied the last writes of the previous one (nats-server 2.9); a
+/// takeover reads after this.
+pub(super) async fn barrier(jetstream: &jetstream::Context) -> Result<(), String> {
+    let ack = jetstream
+        .publish(
+            BARRIER,
+            super::kv_value::encode(JOURNAL_VERSION, &Vec::<Entry>::new()),
+        )
+        .await
+        .map_err(|e| format!("writing to {STREAM}: {e}"))?
+        .await
+        .map_err(|e| format!("writing to {STREAM}: {e}"))?;
+    // Left behind if it fails (a stream that denies deletes): harmless.
+    let _ = super::prune::delete(jetstream, ack.sequence).await;
+    Ok(())
 }
 
 /// The client id whose session a store bucket key belongs to.

@@ -80,7 +80,7 @@ pub(super) async fn remove(
 
 /// Deletes journal message `seq` (without erasing its bytes); one already
 /// gone counts as deleted.
-async fn delete(jetstream: &jetstream::Context, seq: u64) -> Result<(), String> {
+pub(super) async fn delete(jetstream: &jetstream::Context, seq: u64) -> Result<(), String> {
     let subject = format!("STREAM.MSG.DELETE.{}", journal::STREAM);
     let request = serde_json::json!({ "seq": seq, "no_erase": true });
     let answer: Response<Deleted> = jetstream

@@ -62,6 +62,7 @@ pub(super) async fn read_client(
     client: &str,
     nodes: Option<&[String]>,
 ) -> Result<Client, String> {
+    journal::barrier(jetstream).await?;
     let entries = match nodes {
         None => journal::read(jetstream, "tern.journal.>").await?,
         Some(nodes) => {
