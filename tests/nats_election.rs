@@ -114,8 +114,18 @@ where
     remove(js.clone()).await;
     fill(&js, 10).await;
     let before = count(&js, "a.y").await;
-    // A follower: its restart is not an election.
-    let lead = leader(&js, STREAM).await.expect("a leader");
+    restart_a_follower_as_leader(&mut nats, &js, STREAM).await;
+    (before, count(&js, "a.y").await)
+}
+
+/// Kills a follower of `stream` (its restart is not an election), starts it
+/// again and makes it the stream's leader.
+async fn restart_a_follower_as_leader(
+    nats: &mut NatsCluster,
+    js: &jetstream::Context,
+    stream: &str,
+) {
+    let lead = leader(js, stream).await.expect("a leader");
     let victim = nats
         .servers
         .iter()
@@ -124,8 +134,7 @@ where
     let name = nats.servers[victim].name.clone();
     nats.kill9(victim);
     nats.restart(victim).await;
-    lead_on(&js, STREAM, &name).await;
-    (before, count(&js, "a.y").await)
+    lead_on(js, stream, &name).await;
 }
 
 #[tokio::test]
@@ -272,18 +281,7 @@ fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let lead = runtime
-        .block_on(leader(&js, JOURNAL_STREAM))
-        .expect("a leader");
-    let victim = nats
-        .servers
-        .iter()
-        .position(|s| s.name != lead)
-        .expect("a follower");
-    let name = nats.servers[victim].name.clone();
-    nats.kill9(victim);
-    runtime.block_on(nats.restart(victim));
-    runtime.block_on(lead_on(&js, JOURNAL_STREAM, &name));
+    runtime.block_on(restart_a_follower_as_leader(&mut nats, &js, JOURNAL_STREAM));
     let c = open("tern-c");
     let snapshot = c
         .load_client("y", Some("tern-b"))
