@@ -197,7 +197,8 @@ async fn message_deletes_replayed_at_a_restart_stay_exact() {
 /// `y` only in its journal; tern-a's compaction then removes its own
 /// journal messages (after tern-b's); a follower of the journal stream is
 /// killed, restarted and made its leader; tern-c takes `y` over from tern-b
-/// and must read every delivery.
+/// and must read every delivery. (It passes with the old purge too, so the
+/// purge replay is not what it catches: the first test shows that.)
 #[test]
 fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
     use std::collections::HashSet;
