@@ -484,12 +484,23 @@ impl Ownership {
             // What the session had here, for the node it went to.
             let marks = super::marks::encode(&marks);
             // Once what it wrote for the session is committed (later writes
-            // are refused by the store), the new holder may read it.
+            // are refused by the store), the new holder may read it. Not
+            // committed in time (JetStream electing a leader): no word, so
+            // the new holder goes by the marks it reads with the records;
+            // these marks would cover deliveries it cannot read yet, and
+            // it would drop those messages from its capture.
             let (router, client) = (Arc::clone(router), self.client.clone());
             tokio::spawn(async move {
                 let committed = router.wait_committed(router.latest_commit());
-                let _ = tokio::time::timeout(RELEASE_WAIT, committed).await;
-                let _ = client.publish(released_subject(&client_id), marks).await;
+                match tokio::time::timeout(RELEASE_WAIT, committed).await {
+                    Ok(Ok(())) => {
+                        let _ = client.publish(released_subject(&client_id), marks).await;
+                    }
+                    _ => tracing::debug!(
+                        client_id,
+                        "session let go before its writes were committed: no release word"
+                    ),
+                }
             });
         }
     }

@@ -9,7 +9,7 @@
 //! round (logged once), so a bucket that cannot be written stops commits
 //! instead of growing the journal and this map without end.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use super::journal::{self, Entry};
-use super::publish;
+use super::{prune, publish};
 
 /// Time between rounds.
 pub(super) const INTERVAL: Duration = Duration::from_secs(1);
@@ -52,8 +52,10 @@ struct State {
     applied_through: u64,
     /// `applied_through` at the last round: records up to it outlived one interval.
     mark: u64,
-    /// The journal is purged below this.
+    /// The journal is removed below this.
     purged_below: u64,
+    /// This node's journal messages not yet removed (`prune.rs`).
+    sequences: BTreeSet<u64>,
     /// Client ids let go whose `Forget` is not yet in the journal.
     forget: Vec<String>,
     /// Their records that were only in the journal: written to the bucket
@@ -143,16 +145,19 @@ impl Compactor {
         }
     }
 
-    /// A commit's `writes` are in the journal from message `first` to `last`;
-    /// `fresh` are the keys it made. True when over [`MAX_BYTES`] wait.
+    /// A commit's `writes` are in the journal messages `sequences` (in
+    /// order); `fresh` are the keys it made. True when over [`MAX_BYTES`] wait.
     pub(super) fn record(
         &self,
         writes: &[(String, Option<Bytes>)],
         fresh: &HashSet<String>,
-        first: u64,
-        last: u64,
+        sequences: &[u64],
     ) -> bool {
+        let (Some(&first), Some(&last)) = (sequences.first(), sequences.last()) else {
+            return false;
+        };
         let mut state = self.state.lock();
+        state.sequences.extend(sequences);
         for (key, value) in writes {
             match state.waiting.get_mut(key) {
                 Some(w) if value.is_none() && w.born => {
@@ -190,12 +195,19 @@ impl Compactor {
         over
     }
 
-    /// What the journal replayed at start left for the bucket (the last
-    /// message read is `last`): written by the next round. `fenced`: the
-    /// journal held records of client ids other nodes hold now (kept
-    /// [`KEEP_FOREIGN`] for them).
-    pub(super) fn seed(&self, records: IndexMap<String, Option<Bytes>>, last: u64, fenced: bool) {
+    /// What the journal replayed at start left for the bucket (its
+    /// messages read are `sequences`, the last `last`): written by the next
+    /// round. `fenced`: the journal held records of client ids other nodes
+    /// hold now (kept [`KEEP_FOREIGN`] for them).
+    pub(super) fn seed(
+        &self,
+        records: IndexMap<String, Option<Bytes>>,
+        sequences: BTreeSet<u64>,
+        last: u64,
+        fenced: bool,
+    ) {
         let mut state = self.state.lock();
+        state.sequences.extend(sequences);
         if fenced {
             state.keep_until = Some(tokio::time::Instant::now() + KEEP_FOREIGN);
         }
@@ -248,14 +260,21 @@ impl Compactor {
             )
         };
         if !handover.is_empty() {
-            let writes = handover
-                .iter()
-                .map(|h| (h.0.clone(), h.1.clone()))
-                .collect();
             // Only where no other node wrote since (the new holder read
             // them from the journal and writes them itself).
-            let written =
-                publish::publish_new(self.jetstream.clone(), writes, format!("{id}h")).await;
+            let keys = handover.iter().map(|h| h.0.clone()).collect();
+            let written = match super::load::own_last(&self.jetstream, keys, &self.node).await {
+                Ok(last) => {
+                    let writes = handover
+                        .iter()
+                        .zip(last)
+                        .filter_map(|(h, last)| Some((h.0.clone(), h.1.clone(), last?)))
+                        .collect();
+                    let id = format!("{id}h");
+                    publish::publish_expecting(self.jetstream.clone(), writes, id).await
+                }
+                Err(e) => Err(crate::store::StoreError::Write(e)),
+            };
             if let Err(e) = written {
                 let mut state = self.state.lock();
                 state.handover.extend(handover);
@@ -275,9 +294,12 @@ impl Compactor {
                 &format!("{id}f"),
             )
             .await;
-            if let Err(e) = appended {
-                self.state.lock().forget.extend(forget);
-                return Err(e.to_string());
+            match appended {
+                Ok(sequences) => self.state.lock().sequences.extend(sequences),
+                Err(e) => {
+                    self.state.lock().forget.extend(forget);
+                    return Err(e.to_string());
+                }
             }
         }
         let candidates: Vec<(String, Option<Bytes>, u64)> = {
@@ -305,7 +327,7 @@ impl Compactor {
                 .map_err(|e| e.to_string())?;
             self.writes.fetch_add(1, Ordering::Relaxed);
         }
-        let below = {
+        let (below, known) = {
             let mut state = self.state.lock();
             for (key, _, seq) in &candidates {
                 // Not if written again meanwhile: that value is still to go.
@@ -322,11 +344,13 @@ impl Compactor {
             if below <= state.purged_below || keep {
                 return Ok(());
             }
-            below
+            let known: Vec<u64> = state.sequences.range(..below).copied().collect();
+            (below, known)
         };
-        journal::purge(&self.jetstream, &self.node, below).await?;
+        prune::remove(&self.jetstream, &self.node, below, &known).await?;
         let mut state = self.state.lock();
         state.purged_below = state.purged_below.max(below);
+        state.sequences = state.sequences.split_off(&below);
         Ok(())
     }
 

@@ -220,3 +220,31 @@ fn a_takeover_reads_the_previous_holders_marks_from_its_journal_and_they_keep_no
         "its marks keep no dead node's journal"
     );
 }
+
+/// A session's delivery numbers start again at 1 when it has none stored
+/// (all acknowledged, then moved): a key compacted and deleted before comes
+/// back. Let go while only in the journal, it still reaches the bucket (no
+/// other node wrote it since), and the node taking it over reads it.
+#[test]
+fn a_released_record_under_a_key_deleted_before_reaches_the_new_holder() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let ops = [put_session("x"), put_message(1, "t"), put("x", 1, 1)];
+    a.apply(&ops, true).unwrap();
+    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    assert_eq!(a.apply(&[ack("x", 1)], true).unwrap(), -1);
+    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    let key = keys::delivery("x", 1);
+    assert!(!in_bucket(&f, &key), "{key} deleted in the bucket");
+    // The same key again, in tern-a's journal only; then x goes.
+    let paused = f.runtime.block_on(a.compactor.pause());
+    a.apply(&[put_message(2, "u"), put("x", 1, 2)], true)
+        .unwrap();
+    assert!(a.release_client("x"));
+    drop(paused);
+    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    assert!(in_bucket(&f, &key), "the handover wrote {key} again");
+    let b = f.open_nats("tern-b", &["x"]);
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 1, "the delivery tern-a held");
+}

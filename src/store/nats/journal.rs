@@ -20,6 +20,9 @@ use crate::store::StoreError;
 
 /// The stream of every node's journal.
 pub const STREAM: &str = "TERN_JOURNAL";
+/// The subject of [`barrier`]'s messages: no node's journal (`kv_key`
+/// never puts a non-hex digit after `=`).
+const BARRIER: &str = "tern.journal.=X";
 /// First byte of every journal message: its layout.
 const JOURNAL_VERSION: u8 = 1;
 /// Bytes of entries per message at most (nats-server's default max_payload
@@ -53,7 +56,8 @@ pub(super) async fn open(jetstream: &jetstream::Context, replicas: usize) -> Res
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),
         allow_direct: true,
-        deny_delete: true,
+        // Compaction deletes messages (`prune.rs`).
+        deny_delete: false,
         ..Default::default()
     };
     super::patience::patiently(STREAM, || async {
@@ -112,14 +116,14 @@ pub(super) fn decode(payload: &[u8]) -> Option<Vec<Entry>> {
 }
 
 /// Appends `entries` to the journal on `subject` as commit `id` (unique per
-/// commit: resent parts are stored once); the sequences of its first and
-/// last message.
+/// commit: resent parts are stored once); the sequences of its messages,
+/// in order.
 pub(super) async fn append(
     jetstream: &jetstream::Context,
     subject: &str,
     entries: &[Entry],
     id: &str,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<Vec<u64>, StoreError> {
     let subject = subject.to_string();
     let messages = encode(entries)
         .into_iter()
@@ -127,12 +131,10 @@ pub(super) async fn append(
             subject: subject.clone(),
             payload,
             delete: false,
-            only_new: false,
+            expect_last: None,
         })
         .collect();
-    let sequences = publish::send_with_retry(jetstream, messages, id, STREAM).await?;
-    let first = sequences.first().copied().unwrap_or(0);
-    Ok((first, sequences.last().copied().unwrap_or(first)))
+    publish::send_with_retry(jetstream, messages, id, STREAM).await
 }
 
 /// Every entry on the journal subjects matching `filter` (one node's, or
@@ -183,23 +185,25 @@ pub(super) async fn read(
     Ok(found)
 }
 
-/// Purges node `node`'s journal below sequence `below`.
-pub(super) async fn purge(
-    jetstream: &jetstream::Context,
-    node: &str,
-    below: u64,
-) -> Result<(), String> {
-    let stream = jetstream
-        .get_stream(STREAM)
+/// Waits until the journal's leader has applied every write acknowledged
+/// before: a message of no entries on a subject of its own, acknowledged
+/// by the leader once stored, which it stores in order (then deleted). A
+/// leader elected after a NATS server died may answer reads before it
+/// applied the last writes of the previous one (nats-server 2.9); a
+/// takeover reads after this.
+pub(super) async fn barrier(jetstream: &jetstream::Context) -> Result<(), String> {
+    let ack = jetstream
+        .publish(
+            BARRIER,
+            super::kv_value::encode(JOURNAL_VERSION, &Vec::<Entry>::new()),
+        )
         .await
-        .map_err(|e| format!("opening {STREAM}: {e}"))?;
-    stream
-        .purge()
-        .filter(subject(node))
-        .sequence(below)
+        .map_err(|e| format!("writing to {STREAM}: {e}"))?
         .await
-        .map(drop)
-        .map_err(|e| format!("purging {STREAM}: {e}"))
+        .map_err(|e| format!("writing to {STREAM}: {e}"))?;
+    // Left behind if it fails (a stream that denies deletes): harmless.
+    let _ = super::prune::delete(jetstream, ack.sequence).await;
+    Ok(())
 }
 
 /// The client id whose session a store bucket key belongs to.

@@ -89,7 +89,11 @@ async fn read_keys(
 
 /// The current values of `client`'s records (see [`keys::client_filters`]),
 /// of the messages its deliveries refer to and of the nodes' marks: what a
-/// takeover needs, without reading the rest of the bucket.
+/// takeover needs, without reading the rest of the bucket. Every read is
+/// answered by the bucket's leader: the keys from its stream info, each
+/// value by [`leader_get`]. Not a watch: its consumer may be placed on any
+/// replica (nats-server 2.9), one behind too (a NATS server just
+/// restarted), and acknowledged deliveries read as missing.
 pub(crate) async fn read_client(
     jetstream: &jetstream::Context,
     client: &str,
@@ -102,26 +106,24 @@ pub(crate) async fn read_client(
         .get_stream(format!("KV_{}", keys::BUCKET))
         .await
         .map_err(|e| e.to_string())?;
-    let mut found = Vec::new();
+    let prefix = format!("$KV.{}.", keys::BUCKET);
+    let mut names = HashSet::new();
     let filters = keys::client_filters(client);
     let marks = std::iter::once(keys::PEER_MARKS_FILTER.to_string());
     for filter in filters.into_iter().chain(marks) {
-        // A watch of keys that match nothing would never end: ask first.
-        let subjects = format!("$KV.{}.{filter}", keys::BUCKET);
-        let info = stream.info_with_subjects(&subjects).await;
-        let mut info = info.map_err(|e| e.to_string())?;
-        if info
-            .next()
+        let subjects = format!("{prefix}{filter}");
+        let mut info = stream
+            .info_with_subjects(&subjects)
             .await
-            .transpose()
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            continue;
+            .map_err(|e| e.to_string())?;
+        while let Some(subject) = info.next().await {
+            let (subject, _) = subject.map_err(|e| e.to_string())?;
+            if let Some(key) = subject.strip_prefix(&prefix) {
+                names.insert(key.to_string());
+            }
         }
-        read_keys(&kv, &filter, &mut found).await?;
     }
-    let mut entries: Vec<(String, Bytes)> = found.into_iter().map(|e| (e.key, e.value)).collect();
+    let mut entries = read_named(&kv, names).await?;
     let referred = referred_messages(&entries);
     entries.extend(read_named(&kv, referred).await?);
     Ok(entries)
@@ -176,6 +178,45 @@ pub(super) async fn leader_get(kv: &kv::Store, key: &str) -> Result<Option<Bytes
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(format!("reading {subject}: {e}")),
     }
+}
+
+/// For each of `keys`, the sequence of its last message in the bucket (0:
+/// none) when this node (`node`) wrote it, None when another node did (its
+/// `Nats-Msg-Id` tells): asked of the bucket's leader. A released record
+/// goes over this node's own earlier write or delete (a session's delivery
+/// numbers start again at 1 when it has none stored), never over another's.
+pub(super) async fn own_last(
+    jetstream: &jetstream::Context,
+    keys: Vec<String>,
+    node: &str,
+) -> Result<Vec<Option<u64>>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = jetstream
+        .get_stream(format!("KV_{}", keys::BUCKET))
+        .await
+        .map_err(|e| e.to_string())?;
+    let own = format!("{node}.");
+    let reads = keys.into_iter().map(|key| {
+        let (stream, own) = (stream.clone(), own.clone());
+        async move {
+            let subject = format!("$KV.{}.{key}", keys::BUCKET);
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => {
+                    let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID);
+                    let mine = id.is_some_and(|id| id.as_str().starts_with(&own));
+                    Ok(mine.then_some(message.sequence))
+                }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Some(0)),
+                Err(e) => Err(format!("reading {subject}: {e}")),
+            }
+        }
+    });
+    futures_util::stream::iter(reads)
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// The client ids with a stored session or will (keys read, not values).

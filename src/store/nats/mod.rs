@@ -34,6 +34,7 @@ pub(crate) mod load;
 mod mirror;
 mod orphan;
 pub(crate) mod patience;
+mod prune;
 mod publish;
 mod recover;
 mod replay;
@@ -298,10 +299,7 @@ impl NatsBackend {
         let Some(appended) = appended? else {
             return Ok(());
         };
-        if self
-            .compactor
-            .record(&writes, fresh, appended.0, appended.1)
-        {
+        if self.compactor.record(&writes, fresh, &appended) {
             let compactor = Arc::clone(&self.compactor);
             self.run(async move { compactor.round(true).await })?
                 .map_err(StoreError::Write)?;
@@ -336,7 +334,7 @@ impl Backend for NatsBackend {
 
     fn load(&self) -> Result<Snapshot, StoreError> {
         let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
-        let (entries, journaled, last) = self
+        let (entries, journaled, sequences, last) = self
             .run(async move { recover::read_start(&jetstream, &node).await })?
             .map_err(|reason| StoreError::Open {
                 path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
@@ -353,7 +351,7 @@ impl Backend for NatsBackend {
             .filter(|(key, _)| journal::client_of(key).is_none_or(|c| !self.foreign.contains(&c)))
             .collect();
         let fenced = owed.len() < journaled_keys;
-        self.compactor.seed(owed, last, fenced);
+        self.compactor.seed(owed, sequences, last, fenced);
         // The journal starts short (a failure leaves it to the next round).
         let compactor = Arc::clone(&self.compactor);
         self.run(async move { compactor.logged_round(true).await })?;

@@ -25,6 +25,8 @@ pub async fn purge_dead_journal(
     if entries.is_empty() {
         return Ok(false);
     }
+    let mut sequences: Vec<u64> = entries.iter().map(|e| e.0).collect();
+    sequences.dedup();
     let (left, last) = replay::fold(entries, |_| true);
     let unneeded = |key: &str, put: bool| {
         put && matches!(keys::parse(key),
@@ -36,6 +38,6 @@ pub async fn purge_dead_journal(
     {
         return Ok(false);
     }
-    journal::purge(jetstream, dead, last + 1).await?;
+    super::prune::remove(jetstream, dead, last + 1, &sequences).await?;
     Ok(true)
 }

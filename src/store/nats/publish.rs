@@ -35,10 +35,10 @@ pub(super) struct Outgoing {
     pub payload: Bytes,
     /// A KV delete (`KV-Operation: DEL`).
     pub delete: bool,
-    /// Only if its subject was never written (not even a delete marker):
-    /// `Nats-Expected-Last-Subject-Sequence: 0`. Refused, it counts as
-    /// done (sequence 0), and is not sent again.
-    pub only_new: bool,
+    /// Only if its subject's last message is this one (0: never written,
+    /// not even a delete marker): `Nats-Expected-Last-Subject-Sequence`.
+    /// Refused, it counts as done (sequence 0), and is not sent again.
+    pub expect_last: Option<u64>,
 }
 
 /// Publishes `writes` (key, value or None to delete) to the store bucket;
@@ -48,33 +48,38 @@ pub(super) async fn publish(
     writes: Vec<(String, Option<Bytes>)>,
     id: String,
 ) -> Result<(), StoreError> {
-    to_bucket(jetstream, writes, id, false).await
+    let writes = writes.into_iter().map(|(k, v)| (k, v, None)).collect();
+    to_bucket(jetstream, writes, id).await
 }
 
 /// [`publish`] of keys no other node may have written since this node's
-/// journal had them (a released client's records): each lands only where
-/// nothing was ever written under its key; the others are left as they are.
-pub(super) async fn publish_new(
+/// journal had them (a released client's records): each lands only if its
+/// key's last message is still the one given (0: none); the others are left
+/// as they are.
+pub(super) async fn publish_expecting(
     jetstream: Context,
-    writes: Vec<(String, Option<Bytes>)>,
+    writes: Vec<(String, Option<Bytes>, u64)>,
     id: String,
 ) -> Result<(), StoreError> {
-    to_bucket(jetstream, writes, id, true).await
+    let writes = writes
+        .into_iter()
+        .map(|(k, v, e)| (k, v, Some(e)))
+        .collect();
+    to_bucket(jetstream, writes, id).await
 }
 
 async fn to_bucket(
     jetstream: Context,
-    writes: Vec<(String, Option<Bytes>)>,
+    writes: Vec<(String, Option<Bytes>, Option<u64>)>,
     id: String,
-    only_new: bool,
 ) -> Result<(), StoreError> {
     let messages = writes
         .into_iter()
-        .map(|(key, value)| Outgoing {
+        .map(|(key, value, expect_last)| Outgoing {
             subject: format!("$KV.{BUCKET}.{key}"),
             delete: value.is_none(),
             payload: value.unwrap_or_default(),
-            only_new,
+            expect_last,
         })
         .collect();
     send_with_retry(&jetstream, messages, &id, BUCKET).await?;
@@ -153,7 +158,7 @@ async fn send_all(
                 sent.note(result);
             }
         }
-        let only_new = messages[n].only_new;
+        let only_new = messages[n].expect_last.is_some();
         match send(jetstream, &messages[n], &format!("{id}.{n}")).await {
             Ok(ack) => acks.push(async move {
                 match ack.await {
@@ -183,8 +188,11 @@ async fn send(
     if message.delete {
         headers.insert("KV-Operation", "DEL");
     }
-    if message.only_new {
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+    if let Some(last) = message.expect_last {
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            last.to_string().as_str(),
+        );
     }
     jetstream
         .publish_with_headers(message.subject.clone(), headers, message.payload.clone())

@@ -3,7 +3,7 @@
 //! client's records at a takeover (the bucket, then the journals of the
 //! node it is taken from and of this node).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -12,18 +12,34 @@ use indexmap::IndexMap;
 use super::journal::{self, client_of};
 use super::{keys, load, replay};
 
+/// What a start reads: the bucket with the journal over it, the journal's
+/// last write per key, its messages and the last sequence read.
+type Start = (
+    Vec<(String, Bytes)>,
+    IndexMap<String, Option<Bytes>>,
+    BTreeSet<u64>,
+    u64,
+);
+
 /// At start: the bucket with node `node`'s journal over it, and the journal's
-/// last write per key with the last sequence read (what compaction still owes).
+/// last write per key with the messages and the last sequence read (what
+/// compaction still owes, and what it removes once written).
 pub(super) async fn read_start(
     jetstream: &jetstream::Context,
     node: &str,
-) -> Result<(Vec<(String, Bytes)>, IndexMap<String, Option<Bytes>>, u64), String> {
+) -> Result<Start, String> {
     // The journal first: a compaction between the two reads then shows the
     // same record twice rather than not at all.
     let entries = journal::read(jetstream, &journal::subject(node)).await?;
+    let sequences = entries.iter().map(|e| e.0).collect();
     let (journaled, last) = replay::fold(entries, |_| true);
     let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
-    Ok((replay::overlay(bucket, &journaled), journaled, last))
+    Ok((
+        replay::overlay(bucket, &journaled),
+        journaled,
+        sequences,
+        last,
+    ))
 }
 
 /// One client's records taken over.
@@ -46,6 +62,7 @@ pub(super) async fn read_client(
     client: &str,
     nodes: Option<&[String]>,
 ) -> Result<Client, String> {
+    journal::barrier(jetstream).await?;
     let entries = match nodes {
         None => journal::read(jetstream, "tern.journal.>").await?,
         Some(nodes) => {
