@@ -25,6 +25,15 @@ async fn context(urls: Vec<String>) -> jetstream::Context {
     jetstream::new(client)
 }
 
+/// A runtime for the tests that drive the (blocking) store backend.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Publishes `n` messages on each of `a.<n>` subjects `x` and `y`, interleaved.
 async fn fill(js: &jetstream::Context, n: usize) {
     for i in 0..n {
@@ -208,11 +217,7 @@ fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
     use tern::store::{Backend, StoreOp};
 
     const DELIVERIES: u64 = 40;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let mut nats = runtime.block_on(NatsCluster::start(3));
     let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
     let open = |node: &str| -> Arc<NatsBackend> {
@@ -295,4 +300,81 @@ fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
         "every delivery tern-b's journal acknowledged"
     );
     drop(a);
+}
+
+/// A durable stream on the NATS backend (#20): a retention trim below an
+/// offset, then more appends; a follower of the stream's JetStream stream is
+/// killed, restarted and made its leader: it holds every message the trim
+/// kept. (With a purge below the sequence, nats-server 2.9.10 replays it as a
+/// purge of the 60 messages then stored, and the restarted leader lacks 20.)
+#[test]
+fn a_trimmed_stream_keeps_what_the_trim_kept_on_a_restarted_leader() {
+    use std::collections::HashSet;
+    use tern::store::nats::NatsBackend;
+    use tern::store::record::{unix_ms_now, MessageRecordRef, StreamRecordRef};
+    use tern::store::{encode_stream_record, Backend, StoreOp};
+
+    let runtime = runtime();
+    let mut nats = runtime.block_on(NatsCluster::start(3));
+    let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    let backend = runtime.block_on(async {
+        let js = context(urls.clone()).await;
+        let opened = NatsBackend::open(js, "tern-a", 3, HashSet::new()).await;
+        opened.expect("open the store").with_stream_connections(
+            context(urls.clone()).await,
+            context(urls.clone()).await,
+            3,
+        )
+    });
+    let append = |offset: u64| {
+        let record = StreamRecordRef {
+            time_ms: unix_ms_now(),
+            size: 10,
+            message: MessageRecordRef {
+                topic: "t/1",
+                payload: b"1234567",
+                qos: 0,
+                retain: false,
+                expires_at_ms: None,
+                payload_is_utf8: false,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: &[],
+                publisher: None,
+            },
+        };
+        StoreOp::AppendStream {
+            stream: "s".into(),
+            offset,
+            size: 10,
+            entry: encode_stream_record(&record).expect("encode"),
+        }
+    };
+    let first: Vec<StoreOp> = (0..60).map(append).collect();
+    backend.apply(&first, true).expect("append 60");
+    let trim = StoreOp::TrimStream {
+        stream: "s".into(),
+        below: 40,
+    };
+    backend.apply(&[trim], true).expect("trim below 40");
+    let more: Vec<StoreOp> = (60..70).map(append).collect();
+    backend.apply(&more, true).expect("append 10 more");
+    let offsets = |b: &NatsBackend| -> Vec<u64> {
+        let read = b.read_stream("s", 0, 100).expect("read");
+        read.iter().map(|(offset, _)| *offset).collect()
+    };
+    assert_eq!(offsets(&backend), (40..70).collect::<Vec<_>>());
+    let js = runtime.block_on(context(urls.clone()));
+    runtime.block_on(restart_a_follower_as_leader(
+        &mut nats,
+        &js,
+        "TERN_STREAM_s",
+    ));
+    assert_eq!(
+        runtime.block_on(count_in(&js, "TERN_STREAM_s", ">")),
+        30,
+        "the restarted leader holds the 30 messages the trim kept"
+    );
+    assert_eq!(offsets(&backend), (40..70).collect::<Vec<_>>());
 }

@@ -42,6 +42,7 @@ mod stream_notice;
 mod stream_read;
 #[cfg(test)]
 mod stream_tests;
+mod stream_trim;
 mod streams;
 #[cfg(test)]
 pub(crate) mod test_server;

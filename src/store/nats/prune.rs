@@ -81,23 +81,28 @@ pub(super) async fn remove(
 /// Deletes journal message `seq` (without erasing its bytes); one already
 /// gone counts as deleted.
 pub(super) async fn delete(jetstream: &jetstream::Context, seq: u64) -> Result<(), String> {
-    let subject = format!("STREAM.MSG.DELETE.{}", journal::STREAM);
+    delete_message(jetstream, journal::STREAM, seq).await
+}
+
+/// Deletes message `seq` of stream `stream` (without erasing its bytes); one
+/// already gone counts as deleted. Replayed exactly by a restarted server,
+/// unlike a purge (see above).
+pub(super) async fn delete_message(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    seq: u64,
+) -> Result<(), String> {
+    let subject = format!("STREAM.MSG.DELETE.{stream}");
     let request = serde_json::json!({ "seq": seq, "no_erase": true });
     let answer: Response<Deleted> = jetstream
         .request(subject, &request)
         .await
-        .map_err(|e| format!("deleting {} message {seq}: {e}", journal::STREAM))?;
+        .map_err(|e| format!("deleting {stream} message {seq}: {e}"))?;
     match answer {
         Response::Ok(Deleted { success: true }) => Ok(()),
         Response::Err { error } if gone(&error) => Ok(()),
-        Response::Ok(_) => Err(format!(
-            "deleting {} message {seq}: not done",
-            journal::STREAM
-        )),
-        Response::Err { error } => Err(format!(
-            "deleting {} message {seq}: {error}",
-            journal::STREAM
-        )),
+        Response::Ok(_) => Err(format!("deleting {stream} message {seq}: not done")),
+        Response::Err { error } => Err(format!("deleting {stream} message {seq}: {error}")),
     }
 }
 

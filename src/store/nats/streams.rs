@@ -7,8 +7,9 @@
 //! - An append is a publish to `tern.stream.<escaped name>` with a
 //!   `Nats-Msg-Id` (a resend after a lost ack is stored once), pipelined with
 //!   the batch's other appends; the commit waits for every ack.
-//! - A trim (retention, purge) is a purge below a sequence, which keeps the
-//!   stream's sequence (so offsets never repeat); a delete deletes the stream.
+//! - A trim (retention, purge) removes messages below a sequence, keeping the
+//!   stream's sequence (so offsets never repeat), without a partial purge
+//!   (`stream_trim.rs`); a delete deletes the stream.
 //! - Reads: `stream_read.rs`.
 //! - Appends, trims and deletes go over a NATS connection of their own,
 //!   reads over another (`NatsBackend::with_stream_connections`): a flood of
@@ -230,13 +231,12 @@ impl Streams {
                     self.append_run(std::mem::take(&mut run), id).await?;
                     self.ensure(&stream).await?;
                     self.cursors.lock().retain(|(s, _), _| *s != stream);
-                    let js = self
+                    let mut js = self
                         .appends
                         .get_stream(stream_name(&stream))
                         .await
                         .map_err(|e| err("opening it", &stream, e))?;
-                    js.purge()
-                        .sequence(below + 1)
+                    super::stream_trim::trim(&self.appends, &mut js, below)
                         .await
                         .map_err(|e| err("trimming it", &stream, e))?;
                 }
@@ -250,17 +250,13 @@ impl Streams {
                         Err(e) => return Err(err("deleting it", &stream, e)),
                     }
                     // Its named consumers' offsets go with it.
-                    let bucket = format!("KV_{}", super::keys::BUCKET);
-                    let purged = match self.appends.get_stream(bucket).await {
-                        Ok(kv) => kv
-                            .purge()
-                            .filter(super::keys::stream_consumers_subject(&stream))
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    purged.map_err(|e| err("removing its consumers", &stream, e))?;
+                    super::stream_trim::purge_keys(
+                        &self.appends,
+                        super::keys::BUCKET,
+                        &super::keys::stream_consumers_subject(&stream),
+                    )
+                    .await
+                    .map_err(|e| err("removing its consumers", &stream, e))?;
                 }
             }
         }
