@@ -58,25 +58,38 @@ async fn read_entries_once(
     if status.info.state.messages == 0 {
         return Ok(Vec::new());
     }
+    // The leader's last sequence (a stream info is answered by the leader):
+    // the watch must reach it. Its consumer may sit on a replica that is
+    // behind (a NATS server just restarted), which would read acknowledged
+    // writes as missing; then the read is made again.
+    let last = status.info.state.last_sequence;
     let mut entries = Vec::new();
-    read_keys(&kv, ">", &mut entries).await?;
+    let seen = read_keys(&kv, ">", &mut entries).await?;
+    if seen < last {
+        return Err(format!(
+            "read up to sequence {seen} where its leader has {last} (a replica behind answered)"
+        ));
+    }
     Ok(entries)
 }
 
 /// Adds the current values of the keys matching `filter` (at least one must
-/// exist: a watch of none never ends) to `entries`, deleted keys left out.
+/// exist: a watch of none never ends) to `entries`, deleted keys left out;
+/// returns the highest revision (stream sequence) seen, deletes included.
 async fn read_keys(
     kv: &kv::Store,
     filter: &str,
     entries: &mut Vec<kv::Entry>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let mut watch = kv
         .watch_with_history(filter)
         .await
         .map_err(|e| format!("watching it: {e}"))?;
+    let mut seen = 0;
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| format!("reading it: {e}"))?;
         let last = entry.delta == 0;
+        seen = seen.max(entry.revision);
         if entry.operation == kv::Operation::Put {
             entries.push(entry);
         }
@@ -84,7 +97,7 @@ async fn read_keys(
             break;
         }
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// The current values of `client`'s records (see [`keys::client_filters`]),
