@@ -29,8 +29,21 @@ pub(super) async fn read_start(
     node: &str,
 ) -> Result<Start, String> {
     // The journal first: a compaction between the two reads then shows the
-    // same record twice rather than not at all.
-    let entries = journal::read(jetstream, &journal::subject(node)).await?;
+    // same record twice rather than not at all. After a barrier, as a
+    // takeover reads: a node restarting into an election must not restore
+    // its sessions from a leader that has not applied its last writes yet
+    // (their later records would void the ones it missed); retried while
+    // there is no leader.
+    let entries = super::patience::patiently(journal::STREAM, || async {
+        use super::patience::Failure;
+        journal::barrier(jetstream)
+            .await
+            .map_err(Failure::Transient)?;
+        journal::read(jetstream, &journal::subject(node))
+            .await
+            .map_err(Failure::Transient)
+    })
+    .await?;
     let sequences = entries.iter().map(|e| e.0).collect();
     let (journaled, last) = replay::fold(entries, |_| true);
     let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
