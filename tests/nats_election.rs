@@ -376,5 +376,21 @@ fn a_trimmed_stream_keeps_what_the_trim_kept_on_a_restarted_leader() {
         30,
         "the restarted leader holds the 30 messages the trim kept"
     );
-    assert_eq!(offsets(&backend), (40..70).collect::<Vec<_>>());
+    // A reader's consumer may time out while the new leader settles: read
+    // again until one answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let read = loop {
+        match backend.read_stream("s", 0, 100) {
+            Ok(read) => break read,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no read after the election: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let after: Vec<u64> = read.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(after, (40..70).collect::<Vec<_>>());
 }
