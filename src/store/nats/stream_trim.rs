@@ -53,18 +53,10 @@ pub(super) fn plan(first: u64, last: u64, below: u64) -> TrimPlan {
 }
 
 /// Removes the messages of offsets below `below` (sequences up to `below`).
-pub(super) async fn trim(
-    jetstream: &Context,
-    stream: &mut Stream,
-    below: u64,
-) -> Result<(), String> {
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| e.to_string())?
-        .state
-        .clone();
-    let name = stream.cached_info().config.name.clone();
+pub(super) async fn trim(jetstream: &Context, stream: &Stream, below: u64) -> Result<(), String> {
+    // Fetched by the `get_stream` that opened it, just before.
+    let info = stream.cached_info();
+    let (state, name) = (info.state.clone(), info.config.name.clone());
     match plan(state.first_sequence, state.last_sequence, below) {
         TrimPlan::Nothing => Ok(()),
         TrimPlan::PurgeAll => purge_below(stream, below).await,
@@ -95,7 +87,7 @@ pub(super) async fn trim(
     }
 }
 
-async fn purge_below(stream: &mut Stream, below: u64) -> Result<(), String> {
+async fn purge_below(stream: &Stream, below: u64) -> Result<(), String> {
     stream
         .purge()
         .sequence(below + 1)
@@ -115,12 +107,9 @@ pub(super) async fn purge_keys(
         .get_key_value(bucket)
         .await
         .map_err(|e| e.to_string())?;
-    let stream = jetstream
-        .get_stream(format!("KV_{bucket}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let prefix = format!("$KV.{bucket}.");
-    let subjects: Vec<String> = stream
+    let prefix = kv.prefix.clone();
+    let subjects: Vec<String> = kv
+        .stream
         .info_with_subjects(filter)
         .await
         .map_err(|e| e.to_string())?

@@ -231,12 +231,12 @@ impl Streams {
                     self.append_run(std::mem::take(&mut run), id).await?;
                     self.ensure(&stream).await?;
                     self.cursors.lock().retain(|(s, _), _| *s != stream);
-                    let mut js = self
+                    let js = self
                         .appends
                         .get_stream(stream_name(&stream))
                         .await
                         .map_err(|e| err("opening it", &stream, e))?;
-                    super::stream_trim::trim(&self.appends, &mut js, below)
+                    super::stream_trim::trim(&self.appends, &js, below)
                         .await
                         .map_err(|e| err("trimming it", &stream, e))?;
                 }
