@@ -24,6 +24,10 @@
 //! on), and the subscriber's connections (node port, from..to ms), to read
 //! against the kill times printed on the same clock.
 //!
+//! `CLUSTER_CRASH_LOGS=<dir>` writes every run's whole log there
+//! (`tern-1-run2.log`, …); `CLUSTER_CRASH_LOG_LEVEL` sets the nodes' log level
+//! (say `info,tern::store::nats=trace,tern::core::router=debug`).
+//!
 //! `CLUSTER_CRASH_LOSSY=1` runs the same with `[storage] durability = "none"`
 //! and replicas 1, and kills the NATS server that holds the store: it must
 //! report losses (the test fails), which shows that it can see them. (Not
@@ -105,6 +109,12 @@ impl Node {
     fn keep_warnings(&mut self, broker: &Broker) {
         let run = self.runs;
         let log = broker.log.lock();
+        if let Some(dir) = std::env::var_os("CLUSTER_CRASH_LOGS") {
+            let file = PathBuf::from(dir).join(format!("{}-run{run}.log", self.name));
+            if let Err(e) = std::fs::write(&file, log.join("\n")) {
+                eprintln!("cannot write {}: {e}", file.display());
+            }
+        }
         self.warnings.extend(
             log.iter()
                 .filter(|l| {
@@ -230,6 +240,7 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
     } else {
         ("3", "batched")
     };
+    let log_level = std::env::var("CLUSTER_CRASH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| {
             let name = format!("tern-{}", i + 1);
@@ -241,7 +252,7 @@ async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
                 ("TERN_CLUSTER__STRICT_ACKS", "true"),
                 ("TERN_STORAGE__BACKEND", "nats"),
                 ("TERN_STORAGE__DURABILITY", durability),
-                ("TERN_LOG__LEVEL", "info"),
+                ("TERN_LOG__LEVEL", log_level.as_str()),
             ];
             let env = env
                 .iter()

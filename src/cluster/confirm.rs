@@ -92,7 +92,8 @@ fn latest_per_origin(confirms: &mut Vec<Confirm>) {
 
 /// Publishes `confirms` (left empty).
 async fn publish(cluster: &Cluster, confirms: &mut Vec<Confirm>) {
-    for (reply, seq, first, _) in confirms.drain(..) {
+    for (reply, seq, first, stored) in confirms.drain(..) {
+        tracing::trace!(%reply, seq, first, ?stored, "cluster: confirm sent");
         let payload = encode_confirm(seq, first, cluster.node());
         // Fails only once the client is closed; the sender stops waiting by itself.
         let _ = cluster.client().publish(reply, payload).await;

@@ -326,7 +326,14 @@ fn heard(status: &ClusterStatus, entry: &kv::Entry) {
         .beat(&entry.key, boot, Instant::now());
     let peer = entry.key.as_str();
     match change {
-        Some(Change::Joined) => tracing::info!(node = %status.node, peer, "cluster: node alive"),
+        Some(Change::Joined) => {
+            // Key time, not now: an old key read back at start is of a node
+            // that may be gone.
+            let age = time::OffsetDateTime::now_utc() - entry.created;
+            let age = Duration::from_millis(u64::try_from(age.whole_milliseconds()).unwrap_or(0));
+            status.seed_peer(peer, age);
+            tracing::info!(node = %status.node, peer, "cluster: node alive")
+        }
         Some(Change::Restarted) => {
             tracing::info!(node = %status.node, peer, "cluster: node restarted")
         }

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// A node not heard of for this long is no longer listed as alive.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(6);
+/// The run of a node known from its liveness key only ([`Peers::seed`]).
+const UNKNOWN_RUN: u64 = 0;
 
 #[derive(Debug)]
 struct Peer {
@@ -30,7 +32,8 @@ struct Peer {
     /// it beats once its sessions are restored and their interest
     /// subscribed, so what was sent from then on reaches them.
     since: Instant,
-    /// Its run's random id, from its heartbeat (0: a node that sends none).
+    /// Its run's random id, from its heartbeat ([`UNKNOWN_RUN`]: a node
+    /// that sends none, or known from its liveness key only).
     boot: u64,
     /// Its current run replaced one heard of before (a restart, a return).
     renewed: bool,
@@ -71,11 +74,12 @@ impl Peers {
     pub fn heard(&mut self, node: &str, boot: u64, now: Instant) -> bool {
         match self.nodes.get_mut(node) {
             Some(peer) => {
-                if now.saturating_duration_since(peer.seen) > NODE_TIMEOUT || peer.boot != boot {
+                let stale = now.saturating_duration_since(peer.seen) > NODE_TIMEOUT;
+                if stale || (peer.boot != boot && peer.boot != UNKNOWN_RUN) {
                     peer.since = now;
-                    peer.boot = boot;
                     peer.renewed = true;
                 }
+                peer.boot = boot;
                 peer.seen = now;
                 peer.taken_over_by.clear();
                 peer.settled = false;
@@ -94,6 +98,27 @@ impl Peers {
                 true
             }
         }
+    }
+
+    /// `node` beat at `seen` as its liveness key says (`liveness.rs`), its
+    /// heartbeat not heard yet: a node just started learns the others from
+    /// their keys at once, their heartbeats only within
+    /// `HEARTBEAT_INTERVAL`, and its syncs must wait for them meanwhile (an
+    /// empty set confirms at once: acks for messages no other node stored).
+    /// Its first heartbeat then is of the same run, not a restart.
+    pub fn seed(&mut self, node: &str, seen: Instant) {
+        if node == self.me || self.nodes.contains_key(node) {
+            return;
+        }
+        let peer = Peer {
+            seen,
+            since: seen,
+            boot: UNKNOWN_RUN,
+            renewed: false,
+            taken_over_by: HashSet::new(),
+            settled: false,
+        };
+        self.nodes.insert(node.to_string(), peer);
     }
 
     /// When `node`'s current run was first heard of (its first heartbeat),
@@ -289,5 +314,35 @@ mod tests {
             "a new run after the silence"
         );
         assert_eq!(peers.all().count(), 2);
+    }
+
+    #[test]
+    fn a_node_known_from_its_liveness_key_is_waited_for_before_its_heartbeat() {
+        let t0 = Instant::now();
+        let mut peers = Peers::new("a", CAP);
+        assert!(peers.confirm_set(t0).0.is_empty());
+        peers.seed("b", t0);
+        peers.seed("a", t0);
+        assert_eq!(peers.confirm_set(t0 + secs(1)).0, vec!["b"]);
+        assert!(!peers.heard("b", 7, t0 + secs(2)), "known already");
+        assert_eq!(
+            peers.renewed_at("b"),
+            None,
+            "its first heartbeat is of the run its key told"
+        );
+        peers.heard("b", 8, t0 + secs(3));
+        assert_eq!(peers.renewed_at("b"), Some(t0 + secs(3)), "a restart");
+    }
+
+    #[test]
+    fn a_node_known_from_its_key_that_never_beats_is_waited_for_until_taken_over() {
+        let t0 = Instant::now();
+        let mut peers = Peers::new("a", CAP);
+        // Killed right after its last liveness key: no heartbeat comes.
+        peers.seed("b", t0);
+        let stale = t0 + NODE_TIMEOUT + secs(1);
+        assert_eq!(peers.confirm_set(stale).0, vec!["b"], "unsettled");
+        peers.taken_over("b", "a");
+        assert!(peers.confirm_set(stale).0.is_empty());
     }
 }

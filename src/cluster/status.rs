@@ -146,6 +146,17 @@ impl ClusterStatus {
         waited
     }
 
+    /// `node` is alive as its liveness key, written `age` ago, says: waited
+    /// for until its heartbeat comes (`Peers::seed`).
+    pub(super) fn seed_peer(&self, node: &str, age: Duration) {
+        if age > NODE_TIMEOUT {
+            return;
+        }
+        let now = Instant::now();
+        let seen = now.checked_sub(age).unwrap_or(now);
+        self.peers.lock().seed(node, seen);
+    }
+
     /// When `node`'s current run was first heard of, if it replaced one
     /// heard of before: it had restored its sessions and subscribed their
     /// interest by then.

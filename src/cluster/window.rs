@@ -374,6 +374,14 @@ impl Window {
         let trusted_after = self.trust.counts_after(node, first, self.last_sent);
         // A new run's first heartbeat: what went before may have missed it.
         let run_since = self.status.peer_renewed_at(node);
+        tracing::trace!(
+            node,
+            seq,
+            first,
+            trusted_after,
+            confirmed = self.confirmed,
+            "cluster: confirm"
+        );
         for outstanding in self.outstanding.iter_mut() {
             if outstanding.seq > seq {
                 break;
@@ -405,9 +413,12 @@ impl Window {
         // Noted before the acks waiting on it are woken. Not while this
         // node is cut off from NATS itself: local traffic goes on then, and
         // what is queued for the other nodes goes once it is back.
-        if self.cluster.strict_acks() && self.cluster.state().is_connected() {
+        let noted = self.cluster.strict_acks() && self.cluster.state().is_connected();
+        if noted {
             self.timed_out.add(self.confirmed, expired.seq);
         }
+        tracing::debug!(after = self.confirmed, upto = expired.seq, noted, waiting = ?expired.waiting,
+            "cluster: a sync timed out");
         self.set_confirmed(expired.seq);
         let total = self.stats.confirm_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(100) {

@@ -251,6 +251,11 @@ pub trait Backend: Send + Sync + 'static {
     fn linger(&self) -> Option<std::time::Duration> {
         None
     }
+    /// The lowest id this run may give a fresh message (the core counts up
+    /// from it, or from the highest id loaded if that is higher).
+    fn first_message_id(&self) -> u64 {
+        1
+    }
     /// Releases the file once the last commit is done (shutdown).
     fn close(&self) {}
     /// Up to `max` committed messages of `stream` from offset `from` on, in
@@ -422,8 +427,8 @@ impl Store {
         self.held
             .store(i64::try_from(held).unwrap_or(i64::MAX), Ordering::Relaxed);
         let last_id = snapshot.messages.iter().map(|(id, _)| *id).max();
-        self.next_message_id
-            .fetch_max(last_id.unwrap_or(0) + 1, Ordering::Relaxed);
+        let first = (last_id.unwrap_or(0) + 1).max(self.backend.first_message_id());
+        self.next_message_id.fetch_max(first, Ordering::Relaxed);
         Ok(snapshot)
     }
 

@@ -102,6 +102,7 @@ impl Store {
                     self.held.fetch_add(held_change, Ordering::Relaxed);
                     self.commits.fetch_add(1, Ordering::Relaxed);
                     self.committed.send_replace(ticket);
+                    tracing::trace!(ticket, ops = ops.len(), "store commit");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, ops = ops.len(), "store commit failed");

@@ -100,3 +100,46 @@ def test_no_message_is_acked_while_a_dead_nodes_session_is_on_no_node(nats, node
         f"{len(missing)} of {len(acked)} acknowledged messages lost: "
         f"{sorted(missing, key=int)[:20]}"
     )
+
+
+def test_a_node_started_after_another_died_waits_for_it_until_taken_over(nats, nodes, mqtt):
+    """A node learns the others from their liveness keys at once, their
+    heartbeats only within 2 s. Started right after tern-a was killed, tern-b
+    never hears tern-a's heartbeat: it must still wait for tern-a (known
+    from its key) until it took tern-a over, not acknowledge with nobody to
+    confirm (every message acked in between was lost for tern-a's session)."""
+    a = nodes.start("tern-a", [nats.url], ENV)
+    topic = unique("late") + "/t"
+    session_id = unique("keeper")
+    keeper = MqttClient(a, "5.0", client_id=session_id, clean=False, session_expiry=600)
+    keeper.connect()
+    assert keeper.subscribe(topic, qos=1) == [1]
+    keeper.disconnect()
+    kill9(nodes, "tern-a")
+    b = nodes.start("tern-b", [nats.url], ENV)
+
+    stop = threading.Event()
+    acked: set = set()
+    publisher = threading.Thread(target=publish_until, args=(b, topic, stop, acked))
+    publisher.start()
+    try:
+        wait_for("tern-a taken over by tern-b", lambda: TAKEN_OVER in b.stderr_text(), timeout=40)
+        before = len(acked)
+        wait_for("acks once the session is on tern-b", lambda: len(acked) >= before + 20, timeout=30)
+    finally:
+        stop.set()
+        publisher.join(TIMEOUT * 3)
+    assert "other cluster nodes did not confirm the message in time" in b.stderr_text()
+
+    resumed = mqtt(b, client_id=session_id, clean=False, session_expiry=600)
+    assert resumed.session_present
+    missing = {str(n) for n in acked}
+    try:
+        while missing:
+            missing.discard(resumed.messages.get(timeout=TIMEOUT).payload.decode())
+    except queue.Empty:
+        pass
+    assert not missing, (
+        f"{len(missing)} of {len(acked)} acknowledged messages lost: "
+        f"{sorted(missing, key=int)[:20]}"
+    )

@@ -137,10 +137,14 @@ pub fn missing_examples(
                         .get(&(publisher.clone(), *from))
                         .copied()
                         .unwrap_or_default();
+                    let (last_at, last_port) = times
+                        .get(&(publisher.clone(), *to))
+                        .copied()
+                        .unwrap_or_default();
                     runs.push((
                         at,
                         format!(
-                            "missing {publisher}:{from}..={to} ({n}), acked at {at} ms by :{port}"
+                            "missing {publisher}:{from}..={to} ({n}), acked at {at} ms by :{port} .. {last_at} ms by :{last_port}"
                         ),
                     ));
                     run = None;

@@ -127,6 +127,12 @@ pub(super) fn restore(router: &Arc<Router>, snapshot: Snapshot, marks: &SessionM
         restored.deliveries += 1;
     }
     router.persistence.remove_stale(lost);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (client_id, session) in &sessions {
+            let owed = session.pending_len() + session.inflight_len();
+            tracing::debug!(client_id, owed, "session restored");
+        }
+    }
     for (session, filter, options) in to_subscribe {
         router.routing.subscribe(&session, filter, options);
     }

@@ -347,6 +347,7 @@ impl Compactor {
             let known: Vec<u64> = state.sequences.range(..below).copied().collect();
             (below, known)
         };
+        tracing::trace!(node = %self.node, written = candidates.len(), below, removed = known.len(), "journal compacted");
         prune::remove(&self.jetstream, &self.node, below, &known).await?;
         let mut state = self.state.lock();
         state.purged_below = state.purged_below.max(below);

@@ -83,6 +83,24 @@ const MAX_BATCH: usize = 8_192;
 
 /// First id of the range for messages of sessions taken over (2^62).
 const TAKEN_OVER_IDS: u64 = 1 << 62;
+/// Message ids a run may give per millisecond since the epoch before it
+/// reaches the ids of a run started a millisecond later (5·10^8 a second;
+/// below [`TAKEN_OVER_IDS`] until the year 2109).
+const IDS_PER_MS: u64 = 1 << 19;
+
+/// The first message id of a run started now: above every id an earlier run
+/// of this node gave. The loaded ids are not enough: a message of an earlier
+/// run may live only in another node's journal (a session taken over), and
+/// that node's later writes of its key (the delete once delivered) must not
+/// land on a new message under the same key.
+fn first_message_id_of_run() -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    now_ms
+        .saturating_mul(IDS_PER_MS)
+        .clamp(1, TAKEN_OVER_IDS / 2)
+}
 
 pub struct NatsBackend {
     jetstream: jetstream::Context,
@@ -110,6 +128,8 @@ pub struct NatsBackend {
     /// Ids for other nodes' messages of sessions taken over: far above any
     /// the core gives (it counts up from the highest loaded at start).
     next_taken_over_id: AtomicU64,
+    /// [`first_message_id_of_run`] at open.
+    first_message_id: u64,
 }
 
 impl std::fmt::Debug for NatsBackend {
@@ -232,6 +252,7 @@ impl NatsBackend {
             )),
             stream_changes: Mutex::new(Some(stream_changes)),
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
+            first_message_id: first_message_id_of_run(),
         })
     }
 
@@ -300,6 +321,13 @@ impl NatsBackend {
         let Some(appended) = appended? else {
             return Ok(());
         };
+        tracing::trace!(
+            node = %self.node,
+            first = appended.first().copied().unwrap_or(0),
+            last = appended.last().copied().unwrap_or(0),
+            writes = writes.len(),
+            "journal commit"
+        );
         if self.compactor.record(&writes, fresh, &appended) {
             let compactor = Arc::clone(&self.compactor);
             self.run(async move { compactor.round(true).await })?
@@ -333,6 +361,10 @@ impl Backend for NatsBackend {
         MAX_BATCH
     }
 
+    fn first_message_id(&self) -> u64 {
+        self.first_message_id
+    }
+
     fn load(&self) -> Result<Snapshot, StoreError> {
         let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
         let (entries, journaled, sequences, last) = self
@@ -341,6 +373,14 @@ impl Backend for NatsBackend {
                 path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
                 reason,
             })?;
+        tracing::info!(
+            node = %self.node,
+            records = entries.len(),
+            journal_keys = journaled.len(),
+            journal_messages = sequences.len(),
+            journal_last = last,
+            "store read at start"
+        );
         let scope = load::Scope::Start(&self.foreign);
         let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
@@ -404,6 +444,9 @@ impl Backend for NatsBackend {
             client_id,
             previous_holder,
             read_ms = started.elapsed().as_millis() as u64,
+            records = read.entries.len(),
+            adopted = read.adopted.len(),
+            holders = ?read.holders,
             "stored state of a client read for a takeover"
         );
         let next = self.next_taken_over_id.load(Ordering::Relaxed);
