@@ -59,36 +59,22 @@ def published(info) -> bool:
         return False
 
 
-def test_no_message_is_acked_while_a_dead_nodes_session_is_on_no_node(nats, nodes, mqtt):
-    a = nodes.start("tern-a", [nats.url], ENV)
-    b = nodes.start("tern-b", [nats.url], ENV)
-    topic = unique("gap") + "/t"
+def offline_session(node, topic: str, while_online=None) -> str:
+    """A persistent session on `node` subscribed to `topic`, left offline
+    (`node` holds what comes for it); its client id."""
     session_id = unique("keeper")
-    keeper = MqttClient(a, "5.0", client_id=session_id, clean=False, session_expiry=600)
+    keeper = MqttClient(node, "5.0", client_id=session_id, clean=False, session_expiry=600)
     keeper.connect()
     assert keeper.subscribe(topic, qos=1) == [1]
-    await_route(*mqtt_probe(mqtt(b), keeper, topic))
-    keeper.disconnect()  # offline: tern-a holds what comes for it
-    # tern-b waits for the confirms of the nodes it heard (heartbeats, 2 s).
-    wait_for("tern-a heard by tern-b", lambda: metric(b, "tern_cluster_nodes") == 2)
+    if while_online is not None:
+        while_online(keeper)
+    keeper.disconnect()
+    return session_id
 
-    stop = threading.Event()
-    acked: set = set()
-    publisher = threading.Thread(target=publish_until, args=(b, topic, stop, acked))
-    publisher.start()
-    try:
-        wait_for("acks before the kill", lambda: len(acked) >= 5)
-        kill9(nodes, "tern-a")
-        wait_for("tern-a taken over by tern-b", lambda: TAKEN_OVER in b.stderr_text(), timeout=30)
-        before = len(acked)
-        wait_for("acks once the session is on tern-b", lambda: len(acked) >= before + 20, timeout=30)
-    finally:
-        stop.set()
-        publisher.join(TIMEOUT * 3)
-    # Acks refused meanwhile closed the publisher's connections.
-    assert "other cluster nodes did not confirm the message in time" in b.stderr_text()
 
-    resumed = mqtt(b, client_id=session_id, clean=False, session_expiry=600)
+def assert_every_acked_message_resumes(mqtt, node, session_id: str, acked: set) -> None:
+    """The session resumed on `node` gets every acknowledged number."""
+    resumed = mqtt(node, client_id=session_id, clean=False, session_expiry=600)
     assert resumed.session_present
     missing = {str(n) for n in acked}
     try:
@@ -100,6 +86,45 @@ def test_no_message_is_acked_while_a_dead_nodes_session_is_on_no_node(nats, node
         f"{len(missing)} of {len(acked)} acknowledged messages lost: "
         f"{sorted(missing, key=int)[:20]}"
     )
+
+
+def acks_until_taken_over(node, topic: str, acked: set, timeout: float, meanwhile=None) -> None:
+    """Publishes on `node` (numbers acknowledged into `acked`) until it took
+    a dead node over and 20 more were acknowledged; acks refused meanwhile.
+    `meanwhile` runs once publishing started (say, the kill)."""
+    stop = threading.Event()
+    publisher = threading.Thread(target=publish_until, args=(node, topic, stop, acked))
+    publisher.start()
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        wait_for("the dead node taken over", lambda: TAKEN_OVER in node.stderr_text(), timeout=timeout)
+        before = len(acked)
+        wait_for("acks once the session is here", lambda: len(acked) >= before + 20, timeout=30)
+    finally:
+        stop.set()
+        publisher.join(TIMEOUT * 3)
+    # Acks refused meanwhile closed the publisher's connections.
+    assert "other cluster nodes did not confirm the message in time" in node.stderr_text()
+
+
+def test_no_message_is_acked_while_a_dead_nodes_session_is_on_no_node(nats, nodes, mqtt):
+    a = nodes.start("tern-a", [nats.url], ENV)
+    b = nodes.start("tern-b", [nats.url], ENV)
+    topic = unique("gap") + "/t"
+    session_id = offline_session(a, topic, lambda keeper: await_route(*mqtt_probe(mqtt(b), keeper, topic)))
+    # tern-b waits for the confirms of the nodes it heard (heartbeats, 2 s).
+    wait_for("tern-a heard by tern-b", lambda: metric(b, "tern_cluster_nodes") == 2)
+
+    acked: set = set()
+
+    def kill_after_some_acks():
+        wait_for("acks before the kill", lambda: len(acked) >= 5)
+        kill9(nodes, "tern-a")
+
+    acks_until_taken_over(b, topic, acked, timeout=30, meanwhile=kill_after_some_acks)
+
+    assert_every_acked_message_resumes(mqtt, b, session_id, acked)
 
 
 def test_a_node_started_after_another_died_waits_for_it_until_taken_over(nats, nodes, mqtt):
@@ -110,36 +135,11 @@ def test_a_node_started_after_another_died_waits_for_it_until_taken_over(nats, n
     confirm (every message acked in between was lost for tern-a's session)."""
     a = nodes.start("tern-a", [nats.url], ENV)
     topic = unique("late") + "/t"
-    session_id = unique("keeper")
-    keeper = MqttClient(a, "5.0", client_id=session_id, clean=False, session_expiry=600)
-    keeper.connect()
-    assert keeper.subscribe(topic, qos=1) == [1]
-    keeper.disconnect()
+    session_id = offline_session(a, topic)
     kill9(nodes, "tern-a")
     b = nodes.start("tern-b", [nats.url], ENV)
 
-    stop = threading.Event()
     acked: set = set()
-    publisher = threading.Thread(target=publish_until, args=(b, topic, stop, acked))
-    publisher.start()
-    try:
-        wait_for("tern-a taken over by tern-b", lambda: TAKEN_OVER in b.stderr_text(), timeout=40)
-        before = len(acked)
-        wait_for("acks once the session is on tern-b", lambda: len(acked) >= before + 20, timeout=30)
-    finally:
-        stop.set()
-        publisher.join(TIMEOUT * 3)
-    assert "other cluster nodes did not confirm the message in time" in b.stderr_text()
+    acks_until_taken_over(b, topic, acked, timeout=40)
 
-    resumed = mqtt(b, client_id=session_id, clean=False, session_expiry=600)
-    assert resumed.session_present
-    missing = {str(n) for n in acked}
-    try:
-        while missing:
-            missing.discard(resumed.messages.get(timeout=TIMEOUT).payload.decode())
-    except queue.Empty:
-        pass
-    assert not missing, (
-        f"{len(missing)} of {len(acked)} acknowledged messages lost: "
-        f"{sorted(missing, key=int)[:20]}"
-    )
+    assert_every_acked_message_resumes(mqtt, b, session_id, acked)
