@@ -10,7 +10,15 @@
 //!   for every earlier sync after the origin's first seen here (`first`), so
 //!   the latest one says it all, except for the first sync itself, which is
 //!   confirmed by name.
+//! - Not while a session moving here holds captured messages of other nodes
+//!   (`core/router/capture.rs`): no store has them yet. Once handed over,
+//!   after the handover's commit; a capture that lost them (the attach
+//!   failed) drops the confirms waiting (their senders' syncs time out, and
+//!   with `cluster.strict_acks` the publishers are not acknowledged), and
+//!   `origins.rs` confirms no later sync covering them. While confirms wait
+//!   in the task, none goes at once: a later confirm vouches for the earlier.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -34,17 +42,33 @@ pub(super) struct Confirmer {
     router: Arc<Router>,
     /// To the task that confirms once committed ([`run`]).
     waiting: mpsc::Sender<Confirm>,
+    /// With the task: confirms not yet sent or dropped, and the captures'
+    /// losses seen (`CaptureHold::failed`).
+    queue: Arc<TaskQueue>,
+}
+
+#[derive(Debug, Default)]
+struct TaskQueue {
+    queued: AtomicUsize,
+    losses_seen: AtomicU64,
 }
 
 impl Confirmer {
     /// Starts the task that confirms what waits for the store.
     pub(super) fn start(cluster: Cluster, router: Arc<Router>) -> Confirmer {
-        let (waiting, queue) = mpsc::channel(CONFIRMS_QUEUE);
-        tokio::spawn(run(cluster.clone(), Arc::clone(&router), queue));
+        let (waiting, receiver) = mpsc::channel(CONFIRMS_QUEUE);
+        let queue = Arc::new(TaskQueue::default());
+        tokio::spawn(run(
+            cluster.clone(),
+            Arc::clone(&router),
+            receiver,
+            Arc::clone(&queue),
+        ));
         Confirmer {
             cluster,
             router,
             waiting,
+            queue,
         }
     }
 
@@ -54,16 +78,21 @@ impl Confirmer {
             return;
         }
         latest_per_origin(confirms);
-        let mut commit = Commit::NONE;
+        let hold = self.router.capture_hold();
+        let mut commit = hold.handover;
         for (_, _, _, stored) in confirms.iter() {
             commit.include(*stored);
         }
+        let at_once = self.queue.queued.load(Ordering::Acquire) == 0
+            && !hold.holding
+            && hold.failed == self.queue.losses_seen.load(Ordering::Acquire);
         // A store error is the task's to report: it waits on the same commit.
-        if let Ok(true) = self.router.is_committed(commit) {
+        if at_once && matches!(self.router.is_committed(commit), Ok(true)) {
             publish(&self.cluster, confirms).await;
             return;
         }
         for confirm in confirms.drain(..) {
+            self.queue.queued.fetch_add(1, Ordering::AcqRel);
             // Fails only once that task ended (the node is stopping).
             let _ = self.waiting.send(confirm).await;
         }
@@ -103,10 +132,24 @@ async fn publish(cluster: &Cluster, confirms: &mut Vec<Confirm>) {
 /// Confirms routed syncs to their senders once the store committed what was
 /// routed before them. A store that failed confirms nothing more: the
 /// senders take this node for dead after `window::CONFIRM_TIMEOUT`.
-async fn run(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receiver<Confirm>) {
+async fn run(
+    cluster: Cluster,
+    router: Arc<Router>,
+    mut receiver: mpsc::Receiver<Confirm>,
+    queue: Arc<TaskQueue>,
+) {
     let mut taken = Vec::with_capacity(64);
-    while queue.recv_many(&mut taken, 64).await > 0 {
-        let mut commit = Commit::NONE;
+    while receiver.recv_many(&mut taken, 64).await > 0 {
+        let count = taken.len();
+        router.captures_released().await;
+        let hold = router.capture_hold();
+        if hold.failed != queue.losses_seen.swap(hold.failed, Ordering::AcqRel) {
+            tracing::warn!(
+                "cluster: a session moving here was not attached; messages routed for it meanwhile are confirmed to no node"
+            );
+            taken.clear();
+        }
+        let mut commit = hold.handover;
         for (_, _, _, stored) in &taken {
             commit.include(*stored);
         }
@@ -117,6 +160,7 @@ async fn run(cluster: Cluster, router: Arc<Router>, mut queue: mpsc::Receiver<Co
         }
         latest_per_origin(&mut taken);
         publish(&cluster, &mut taken).await;
+        queue.queued.fetch_sub(count, Ordering::AcqRel);
     }
 }
 

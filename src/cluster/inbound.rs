@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use super::confirm::{Confirm, Confirmer};
 use super::fabric::{FabricStats, Interest};
 use super::marks::RoutedMarks;
+use super::origins::{self, origin_index, OriginState};
 use super::subject::{filter_to_subjects, subject_to_topic};
 use super::window::{decode_sync, SYNC_PREFIX};
 use super::wire;
@@ -111,19 +112,6 @@ struct Slot {
     waker: Waker,
 }
 
-/// One sender (a run of a node) and the last sequence number routed from it.
-struct OriginState {
-    node: Arc<str>,
-    epoch: u64,
-    last_routed: u64,
-    /// The first sync of this origin seen here: this node vouches only for
-    /// the syncs after it (it may have missed messages the first covered,
-    /// sent before it subscribed: a node just started).
-    first_sync: Option<u64>,
-    /// This node's name (a message from it is dropped).
-    own: bool,
-}
-
 /// A message read from NATS, not yet routed.
 struct Collected {
     origin: usize,
@@ -158,6 +146,8 @@ struct Inbound {
     /// Slots of each filter with interest (one or two subjects).
     by_filter: HashMap<String, Vec<usize>>,
     origins: Vec<OriginState>,
+    /// Captures that lost messages routed here (`Router::capture_hold`), as last seen.
+    captures_lost: u64,
     /// Collected but held back (capped round): routed in a later round.
     held: Vec<Collected>,
     /// Syncs whose messages are routed, to confirm once committed.
@@ -199,6 +189,7 @@ pub(super) async fn run(
         confirms: Vec::new(),
         confirmer,
         stored: Commit::NONE,
+        captures_lost: 0,
         topics: Topics::default(),
         scratch: Vec::new(),
         incoming: Vec::new(),
@@ -340,6 +331,11 @@ impl Inbound {
     /// Drains the woken subscriptions until none has more (or the cap), then
     /// routes what may go, in origin order; returns how many it collected.
     fn round(&mut self) -> usize {
+        let lost = self.router.capture_hold().failed;
+        if lost != self.captures_lost {
+            self.captures_lost = lost;
+            origins::lost_here(&mut self.origins);
+        }
         // Kept from round to round (empty): no buffer grows and is freed per round.
         let mut collected = std::mem::take(&mut self.scratch);
         collected.append(&mut self.held);
@@ -386,8 +382,9 @@ impl Inbound {
                 // and their interest subscribed (nor taken as the first).
                 Item::Sync(_) if !self.restored => continue,
                 Item::Sync(reply) => {
-                    let first = *self.origins[item.origin].first_sync.get_or_insert(item.seq);
-                    self.confirms.push((reply, item.seq, first, self.stored));
+                    if let Some(first) = self.origins[item.origin].vouch(item.seq) {
+                        self.confirms.push((reply, item.seq, first, self.stored));
+                    }
                     continue;
                 }
             };
@@ -510,27 +507,6 @@ impl Inbound {
         let total = self.stats.discarded.fetch_add(1, Ordering::Relaxed) + 1;
         if total == 1 || total.is_multiple_of(1000) {
             tracing::warn!(total, what, "cluster: a message from NATS was dropped");
-        }
-    }
-}
-
-/// The index of `(node, epoch)` in `origins`, added when new (`own` is
-/// this node's name: compared once per origin, not per message).
-fn origin_index(origins: &mut Vec<OriginState>, own: &str, node: &str, epoch: u64) -> usize {
-    match origins
-        .iter()
-        .position(|o| o.epoch == epoch && *o.node == *node)
-    {
-        Some(index) => index,
-        None => {
-            origins.push(OriginState {
-                node: node.into(),
-                epoch,
-                last_routed: 0,
-                first_sync: None,
-                own: node == own,
-            });
-            origins.len() - 1
         }
     }
 }

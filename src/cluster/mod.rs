@@ -40,6 +40,7 @@ pub mod fabric;
 mod inbound;
 pub mod liveness;
 mod marks;
+mod origins;
 mod outbound;
 mod ownership;
 mod peers;

@@ -12,7 +12,7 @@
 //! overtakes what it holds.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -35,6 +35,28 @@ pub(crate) struct Captures {
     /// How many: one atomic load per routed message when none.
     active: AtomicUsize,
     list: Mutex<Vec<Arc<Capture>>>,
+    /// Standing captures holding a message from another node: no store has
+    /// it yet (when the node the session comes from is gone, none other
+    /// does), so that node's sync of it is not confirmed before they end.
+    holding_peer: AtomicUsize,
+    /// Captures that ended without their session while holding messages
+    /// from other nodes: what they held was stored by no node here.
+    failed: AtomicU64,
+    /// What handing captures over stored (the latest covers the earlier).
+    handover: Mutex<Commit>,
+    /// Woken when a capture holding messages from other nodes ends.
+    ended: tokio::sync::Notify,
+}
+
+/// What confirming other nodes' syncs waits on (`cluster/confirm.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureHold {
+    /// A capture holding messages from other nodes stands.
+    pub holding: bool,
+    /// Captures that lost such messages so far.
+    pub failed: u64,
+    /// What handing captures over stored.
+    pub handover: Commit,
 }
 
 /// What this node routed for one session moving here.
@@ -44,6 +66,8 @@ pub(crate) struct Capture {
     filters: Vec<Filter>,
     entries: Mutex<VecDeque<Captured>>,
     dropped: AtomicUsize,
+    /// It holds a message from another node (counted in `holding_peer`).
+    holds_peer: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -104,6 +128,7 @@ impl Routing {
             filters,
             entries: Mutex::new(VecDeque::new()),
             dropped: AtomicUsize::new(0),
+            holds_peer: AtomicBool::new(false),
         });
         self.captures.list.lock().push(Arc::clone(&capture));
         self.captures.active.fetch_add(1, Ordering::AcqRel);
@@ -138,6 +163,10 @@ impl Routing {
                     origin: origin.clone(),
                     seq,
                 });
+                let from_peer = matches!(source, Source::Peer(_));
+                if from_peer && !capture.holds_peer.swap(true, Ordering::AcqRel) {
+                    self.captures.holding_peer.fetch_add(1, Ordering::AcqRel);
+                }
                 captured.push(Arc::clone(&capture.client_id));
             }
         }
@@ -206,7 +235,56 @@ impl Routing {
         for filter in &capture.filters {
             self.note_interest(filter, false);
         }
+        if capture.holds_peer.load(Ordering::Acquire) {
+            // Told before it stops holding: a confirm waiting for that
+            // sees the loss or the handover's commit.
+            match session {
+                Some(_) => self.captures.handover.lock().include(commit),
+                None => {
+                    self.captures.failed.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            self.captures.holding_peer.fetch_sub(1, Ordering::AcqRel);
+            self.captures.ended.notify_waiters();
+        }
         (captured, delivered, commit)
+    }
+
+    /// See [`CaptureHold`].
+    pub(crate) fn capture_hold(&self) -> CaptureHold {
+        let captures = &self.captures;
+        // `failed` and `handover` after `holding_peer`: an end seen is told.
+        let holding = captures.holding_peer.load(Ordering::Acquire) > 0;
+        CaptureHold {
+            holding,
+            failed: captures.failed.load(Ordering::Acquire),
+            handover: *captures.handover.lock(),
+        }
+    }
+
+    /// Resolves once no capture holding messages from other nodes stands.
+    pub(crate) async fn captures_released(&self) {
+        loop {
+            let ended = self.captures.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.captures.holding_peer.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+impl super::Router {
+    /// See [`CaptureHold`].
+    pub(crate) fn capture_hold(&self) -> CaptureHold {
+        self.routing.capture_hold()
+    }
+
+    /// Resolves once no capture holding messages from other nodes stands.
+    pub(crate) async fn captures_released(&self) {
+        self.routing.captures_released().await;
     }
 }
 
