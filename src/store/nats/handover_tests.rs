@@ -250,8 +250,9 @@ fn a_released_record_under_a_key_deleted_before_reaches_the_new_holder() {
 }
 
 /// x on tern-a (deliveries 1 and 2 in the bucket), then on tern-b (it
-/// acknowledged 1 and 5 and owes 3, all compacted).
-fn to_b(f: &Fixture, a: &NatsBackend) {
+/// acknowledged 1 and 5 and owes 3, all compacted). Returns tern-a.
+fn to_b(f: &Fixture) -> Arc<NatsBackend> {
+    let a = f.open_nats("tern-a", &[]);
     let ops = [
         put_session("x"),
         put_message(1, "a1"),
@@ -260,9 +261,9 @@ fn to_b(f: &Fixture, a: &NatsBackend) {
         put("x", 2, 2),
     ];
     a.apply(&ops, true).unwrap();
-    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    compact(f, &a);
     assert!(a.release_client("x"));
-    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    compact(f, &a);
     let b = f.open_nats("tern-b", &["x"]);
     assert!(b.load().unwrap().sessions.is_empty());
     let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
@@ -271,16 +272,17 @@ fn to_b(f: &Fixture, a: &NatsBackend) {
     b.apply(&ops, true).unwrap();
     b.apply(&[put_message(2, "b2"), put("x", 5, 2)], true)
         .unwrap();
-    f.runtime.block_on(b.compactor.round(true)).unwrap();
+    compact(f, &b);
     b.apply(&[ack("x", 5)], true).unwrap();
-    f.runtime.block_on(b.compactor.round(true)).unwrap();
+    compact(f, &b);
     for seq in [1, 5] {
         let key = keys::delivery("x", seq);
         assert!(!in_bucket(f, &key), "tern-b deleted {key}");
     }
     assert!(b.release_client("x"));
-    f.runtime.block_on(b.compactor.round(true)).unwrap();
+    compact(f, &b);
     b.close();
+    a
 }
 
 /// x back on tern-a (its rounds held off by the caller).
@@ -308,18 +310,29 @@ fn back_to_a_and_let_go(a: &NatsBackend) {
 }
 
 /// The topics of `snap`'s deliveries, by delivery number.
-fn owed(snap: &Snapshot) -> Vec<(u64, String)> {
+fn owed(snap: &Snapshot) -> Vec<(u64, &str)> {
     let topic = |id: u64| {
         let m = snap.messages.iter().find(|m| m.0 == id).expect("message");
-        m.1.topic.clone()
+        m.1.topic.as_str()
     };
-    let mut owed: Vec<(u64, String)> = snap
+    let mut owed: Vec<(u64, &str)> = snap
         .deliveries
         .iter()
         .map(|d| (d.1, topic(d.2.message_id)))
         .collect();
     owed.sort();
     owed
+}
+
+fn compact(f: &Fixture, node: &NatsBackend) {
+    f.runtime.block_on(node.compactor.round(true)).unwrap();
+}
+
+/// Node `node` takes x over from `previous`.
+fn take_over(f: &Fixture, node: &str, previous: &str) -> (Arc<NatsBackend>, Snapshot) {
+    let backend = f.open_nats(node, &["x"]);
+    let snap = backend.load_client("x", Some(previous)).unwrap();
+    (backend, snap.expect("shared"))
 }
 
 /// A → B → A → C: tern-a's handover lands over tern-b's writes and deletes
@@ -329,17 +342,16 @@ fn owed(snap: &Snapshot) -> Vec<(u64, String)> {
 #[test]
 fn records_moved_a_b_a_c_reach_c_over_the_keys_b_wrote_and_deleted() {
     let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    to_b(&f, &a);
+    let a = to_b(&f);
     let paused = f.runtime.block_on(a.compactor.pause());
     back_to_a_and_let_go(&a);
     drop(paused);
-    f.runtime.block_on(a.compactor.round(true)).unwrap();
-    let c = f.open_nats("tern-c", &["x"]);
-    let snap = c.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    compact(&f, &a);
+    let (_, snap) = take_over(&f, "tern-c", "tern-a");
+    let owed = owed(&snap);
     assert_eq!(
-        owed(&snap),
-        vec![(1, "a10".to_string()), (4, "a11".to_string())],
+        owed,
+        [(1, "a10"), (4, "a11")],
         "tern-c owes what tern-a owed"
     );
 }
@@ -350,25 +362,22 @@ fn records_moved_a_b_a_c_reach_c_over_the_keys_b_wrote_and_deleted() {
 #[test]
 fn records_moved_a_b_a_c_never_land_over_the_new_holders_writes() {
     let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    to_b(&f, &a);
+    let a = to_b(&f);
     let paused = f.runtime.block_on(a.compactor.pause());
     back_to_a_and_let_go(&a);
-    let c = f.open_nats("tern-c", &["x"]);
-    let snap = c.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let (c, snap) = take_over(&f, "tern-c", "tern-a");
     assert_eq!(owed(&snap).len(), 2, "read from tern-a's journal");
     assert_eq!(c.apply(&[ack("x", 4)], true).unwrap(), -1);
-    f.runtime.block_on(c.compactor.round(true)).unwrap();
+    compact(&f, &c);
     drop(paused);
-    f.runtime.block_on(a.compactor.round(true)).unwrap();
+    compact(&f, &a);
     assert!(
         !in_bucket(&f, &keys::delivery("x", 4)),
         "tern-a's late write of delivery 4 refused"
     );
     c.close();
-    let d = f.open("tern-d", &["x"]);
-    let snap = d.load_client("x", Some("tern-c")).unwrap().expect("shared");
-    assert_eq!(owed(&snap), vec![(1, "a10".to_string())]);
+    let (_, snap) = take_over(&f, "tern-d", "tern-c");
+    assert_eq!(owed(&snap), [(1, "a10")]);
 }
 
 /// A → B → A, tern-a restarted (its start writes what its journal held),
@@ -377,8 +386,7 @@ fn records_moved_a_b_a_c_never_land_over_the_new_holders_writes() {
 #[test]
 fn records_moved_a_b_a_c_reach_c_after_a_restart_of_a() {
     let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    to_b(&f, &a);
+    let a = to_b(&f);
     let paused = f.runtime.block_on(a.compactor.pause());
     back_to_a(&a);
     drop(paused);
@@ -390,11 +398,9 @@ fn records_moved_a_b_a_c_reach_c_after_a_restart_of_a() {
         .unwrap();
     assert!(a.release_client("x"));
     drop(paused);
-    f.runtime.block_on(a.compactor.round(true)).unwrap();
-    let c = f.open_nats("tern-c", &["x"]);
-    let snap = c.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    compact(&f, &a);
+    let (_, snap) = take_over(&f, "tern-c", "tern-a");
     let owed = owed(&snap);
     let expected = [(2, "a2"), (3, "b1"), (5, "a10")];
-    let expected: Vec<(u64, String)> = expected.iter().map(|(n, t)| (*n, t.to_string())).collect();
     assert_eq!(owed, expected, "tern-c owes what tern-a owed");
 }
