@@ -1,10 +1,11 @@
-//! A shared store's commits carry this node's marks (`core::peer_marks`):
-//! every commit holding a delivery of a message routed here (another
-//! node's, or published here) carries marks at or past that message, so a
-//! node that takes the session over after a crash never routes it to the
-//! session again. Routings and the writer run at once, each routing slowed
-//! between its store operations and its mark, where a commit taken in
-//! between would be stored with marks behind it.
+//! This node's marks (`core::peer_marks`) agree with what it routed: every
+//! commit of a shared store holding a delivery of a message routed here
+//! (another node's, or published here) carries marks at or past that
+//! message, and the marks said for a session let go cover exactly what it
+//! was routed here; so the node that takes it over (after a crash, or
+//! live) routes it nothing twice and drops nothing it did not have.
+//! Routings run alongside, each slowed between its store operations and
+//! its mark, where marks taken in between would be behind it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -81,8 +82,8 @@ fn message(topic: &str, n: u64) -> Arc<Message> {
     Arc::new(Message::new(topic, payload, QoS::AtLeastOnce, false))
 }
 
-/// Session "s", persistent, on `#` at QoS 1.
-fn session() -> Snapshot {
+/// Sessions `clients`, persistent, on `#` at QoS 1.
+fn sessions(clients: &[String]) -> Snapshot {
     let subscription = SubscriptionRecord {
         selector: None,
         filter: "#".into(),
@@ -99,9 +100,46 @@ fn session() -> Snapshot {
         subscriptions: vec![subscription],
     };
     Snapshot {
-        sessions: vec![("s".to_string(), record)],
+        sessions: clients
+            .iter()
+            .map(|c| (c.clone(), record.clone()))
+            .collect(),
         ..Snapshot::default()
     }
+}
+
+/// A router on a shared store of `backend`, on node [`Here`], with
+/// persistent sessions `clients`.
+fn router(backend: &Arc<Commits>, clients: &[String]) -> (Arc<Router>, Arc<Here>, Arc<Store>) {
+    let store = Store::start(backend.clone(), Durability::Batched);
+    let router = Arc::new(Router::from_settings(super::RouterSettings {
+        store: Some(Arc::clone(&store)),
+        ..super::RouterSettings::new(QueueLimits {
+            max_queued: 10 * MESSAGES as u32,
+            max_queued_bytes: 0,
+            overflow: OverflowPolicy::DropNew,
+            max_queued_age_ms: 0,
+        })
+    }));
+    let here = Arc::new(Here::default());
+    assert!(router.set_fabric(here.clone()));
+    router.restore(sessions(clients)).expect("restored");
+    (router, here, store)
+}
+
+/// Routes "o"'s messages 1..=[`MESSAGES`] as the inbound does, on a thread.
+fn inbound(router: &Arc<Router>, here: &Arc<Here>) -> std::thread::JoinHandle<()> {
+    let (router, here) = (Arc::clone(router), Arc::clone(here));
+    std::thread::spawn(move || {
+        for n in 1..=MESSAGES {
+            let at = PeerPosition::new("o", 1, n);
+            let mark = || {
+                pause();
+                here.routed.store(n, Ordering::SeqCst);
+            };
+            router.publish_from_peer_marked(message("o/t", n), at, mark);
+        }
+    })
 }
 
 /// Per commit: the highest message of "o" and of "here" whose delivery it
@@ -134,33 +172,8 @@ fn seen(ops: &[StoreOp]) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_commit_carries_marks_at_or_past_the_messages_whose_deliveries_it_holds() {
     let backend = Arc::new(Commits::default());
-    let store = Store::start(backend.clone(), Durability::Batched);
-    let router = Arc::new(Router::from_settings(super::RouterSettings {
-        store: Some(Arc::clone(&store)),
-        ..super::RouterSettings::new(QueueLimits {
-            max_queued: 10 * MESSAGES as u32,
-            max_queued_bytes: 0,
-            overflow: OverflowPolicy::DropNew,
-            max_queued_age_ms: 0,
-        })
-    }));
-    let here = Arc::new(Here::default());
-    assert!(router.set_fabric(here.clone()));
-    router.restore(session()).expect("restored");
-    let inbound = {
-        let (router, here) = (Arc::clone(&router), Arc::clone(&here));
-        std::thread::spawn(move || {
-            for n in 1..=MESSAGES {
-                let at = PeerPosition::new("o", 1, n);
-                let mark = || {
-                    pause();
-                    here.routed.store(n, Ordering::SeqCst);
-                };
-                let published = router.publish_from_peer_marked(message("o/t", n), at, mark);
-                assert_eq!(published.matched, 1);
-            }
-        })
-    };
+    let (router, here, store) = router(&backend, &["s".to_string()]);
+    let inbound = inbound(&router, &here);
     for n in 1..=MESSAGES {
         assert_eq!(router.publish(message("here/t", n)), 1);
     }
@@ -187,5 +200,43 @@ async fn every_commit_carries_marks_at_or_past_the_messages_whose_deliveries_it_
         behind.len(),
         commits.len(),
         &behind[..behind.len().min(5)]
+    );
+}
+
+#[test]
+fn the_marks_said_for_a_session_let_go_cover_what_it_was_routed_here() {
+    let clients: Vec<String> = (0..20).map(|n| format!("s{n}")).collect();
+    let backend = Arc::new(Commits::default());
+    let (router, here, _store) = router(&backend, &clients);
+    let sessions: Vec<_> = clients
+        .iter()
+        .map(|c| router.session(c).expect("s"))
+        .collect();
+    let inbound = inbound(&router, &here);
+    let mut wrong = Vec::new();
+    for (n, (client, session)) in clients.iter().zip(&sessions).enumerate() {
+        // Let go while the inbound routes, at 20 points of its run.
+        let at = (n as u64 + 1) * MESSAGES / 25;
+        while here.routed.load(Ordering::SeqCst) < at {
+            std::hint::spin_loop();
+        }
+        let word = router.session_moved(client, false);
+        let said = word.iter().find(|m| &*m.node == "o").map_or(0, |m| m.seq);
+        let mut had = Vec::new();
+        session.take_pending(usize::MAX, &mut had);
+        let last = had.iter().filter_map(|d| {
+            String::from_utf8_lossy(&d.message.payload)
+                .parse::<u64>()
+                .ok()
+        });
+        let last = last.max().unwrap_or(0);
+        if last != said || had.len() as u64 != said {
+            wrong.push((client.clone(), said, last, had.len()));
+        }
+    }
+    inbound.join().expect("inbound");
+    assert!(
+        wrong.is_empty(),
+        "marks said against what the session had (client, said, last had, count): {wrong:?}"
     );
 }
