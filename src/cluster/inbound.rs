@@ -400,11 +400,13 @@ impl Inbound {
                 epoch: origin.epoch,
                 seq: item.seq,
             };
-            let published = self.router.publish_from_peer(message, at);
+            // Marked at once, not after the round (a session moving to
+            // another node meanwhile takes these marks as what it had here),
+            // and with its routing as one for the store's commits.
+            let marks = &self.marks;
+            let mark = || marks.routed(&origin.node, origin.epoch, item.seq);
+            let published = self.router.publish_from_peer_marked(message, at, mark);
             self.stored.include(published.commit);
-            // At once, not after the round: a session moving to another
-            // node meanwhile takes these marks as what it had here.
-            self.marks.routed(&origin.node, origin.epoch, item.seq);
         }
         self.stats.received.fetch_add(received, Ordering::Relaxed);
         collected.shrink_to(4 * ROUND_CAP);

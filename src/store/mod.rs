@@ -345,6 +345,8 @@ pub struct Store {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Added to commits (`writer.rs`); set once.
     trailer: std::sync::OnceLock<Trailer>,
+    /// Routings that the trailer must see whole (`writer.rs`).
+    routing: parking_lot::RwLock<()>,
 }
 
 /// Receives the duration of every commit.
@@ -391,6 +393,7 @@ impl Store {
             commit_observer: std::sync::OnceLock::new(),
             writer: Mutex::new(None),
             trailer: std::sync::OnceLock::new(),
+            routing: parking_lot::RwLock::new(()),
         });
         let writer = Arc::clone(&store);
         let spawned = std::thread::Builder::new()

@@ -2,7 +2,12 @@
 //! it in one transaction, tells the waiters. A commit can carry a trailer
 //! ([`Trailer`], cluster mode: this node's marks, `core::peer_marks`) made
 //! from what was submitted when it was taken: it goes into the first commit
-//! that includes all of that, never into an earlier one.
+//! that includes all of that, never into an earlier one. A trailer is made
+//! and its batch taken between routings ([`Store::routing`]): the marks
+//! cover every routing whose writes the batch holds (a routing's writes are
+//! submitted before it is marked: one taken in between would be stored
+//! with marks behind it, and a node taking its session over after a crash
+//! would route the message to it again).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,6 +31,20 @@ impl Store {
     /// Adds `trailer`'s operation to the commits from now on (the first one set stays).
     pub fn set_trailer(&self, trailer: Trailer) {
         let _ = self.trailer.set(trailer);
+    }
+
+    /// Held while a message is routed (its store operations submitted) and
+    /// marked routed: no trailer is made meanwhile. Never taken again by
+    /// the thread holding it (the lock is fair: a waiting writer would
+    /// block the second read).
+    pub fn routing(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.routing.read()
+    }
+
+    /// Held while no message may be routed or marked (a session let go
+    /// and the marks said for it, `core::peer_marks`).
+    pub fn routing_stopped(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.routing.write()
     }
 
     pub(super) fn write_loop(&self) {
@@ -70,6 +89,16 @@ impl Store {
                     }
                     pending.want = 1;
                 }
+                // Between routings (`routing`, taken before `pending`: a
+                // routing holds it while it submits).
+                let (_between, mut pending) = match self.trailer.get() {
+                    Some(_) => {
+                        drop(pending);
+                        let between = self.routing.write();
+                        (Some(between), self.pending.lock())
+                    }
+                    None => (None, pending),
+                };
                 if trailer.is_none() {
                     if let Some(make) = self.trailer.get() {
                         trailer = make().map(|op| (pending.last_ticket, op));

@@ -233,7 +233,17 @@ impl Router {
         });
         session.kick(KickReason::TakenOver);
         let removed = self.sessions.remove(&session);
-        self.routing.drop_subscriptions(&session);
+        // Taken once the session routes nothing more here, with no message
+        // routed (to it or not) and left unmarked meanwhile.
+        let here = {
+            let store = self
+                .persistence
+                .store()
+                .filter(|_| self.routing.fabric().is_some());
+            let _stopped = store.map(|store| store.routing_stopped());
+            self.routing.drop_subscriptions(&session);
+            self.peer_marks()
+        };
         if removed {
             tracing::info!(client_id, "session taken over on another node");
             // A shared store's records are the new owner's now: not deleted,
@@ -254,8 +264,7 @@ impl Router {
                 self.persistence.forget_session(&session);
             }
         }
-        // Taken once the session routes nothing more here.
-        session.peer_marks().merged_into(self.peer_marks())
+        session.peer_marks().merged_into(here)
     }
 
     /// Node `dead` died holding `client_id`, and this node took the id over:

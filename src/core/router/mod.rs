@@ -35,6 +35,8 @@ mod marks_tests;
 mod persist_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trailer_tests;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -102,6 +102,7 @@ impl Router {
         let topic = Arc::clone(&message.topic);
         let kept = Arc::clone(&message);
         let forward = self.to_forward(&message);
+        let _routing = self.routing_gate();
         match self.routing.route(
             message,
             json,
@@ -143,6 +144,7 @@ impl Router {
         if must_reach_peers && !self.routing.fabric().is_none_or(|f| f.has_room()) {
             return Err(PublishRefused::ClusterBusy);
         }
+        let routing = self.routing_gate();
         let mut published = self.routing.route(
             message,
             json,
@@ -153,6 +155,7 @@ impl Router {
         )?;
         published.commit.include(self.streams.append(&kept));
         let seq = self.forward(forward);
+        drop(routing);
         if must_reach_peers && seq == 0 {
             // The queue filled since `has_room` (another connection took the
             // last place): routed here, but not for the other nodes, so not
@@ -164,6 +167,28 @@ impl Router {
             published.commit.include(Commit::of_fabric(seq));
         }
         Ok(published)
+    }
+
+    /// Held while a message is routed here and numbered or marked (cluster
+    /// mode with a store): no commit's marks are made in between
+    /// (`Store::routing`). A local message is numbered after its routing.
+    fn routing_gate(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        self.routing.fabric()?;
+        self.persistence.store().map(|store| store.routing())
+    }
+
+    /// [`Router::publish_from_peer`], then `marked` (the inbound marks the
+    /// message routed), with no commit's marks made in between.
+    pub fn publish_from_peer_marked(
+        &self,
+        message: Arc<Message>,
+        at: PeerPosition<'_>,
+        marked: impl FnOnce(),
+    ) -> Published {
+        let _routing = self.routing_gate();
+        let published = self.publish_from_peer(message, at);
+        marked();
+        published
     }
 
     /// Routes a message another node forwarded (cluster mode) to this node's

@@ -9,7 +9,7 @@
 //! round (logged once), so a bucket that cannot be written stops commits
 //! instead of growing the journal and this map without end.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,12 @@ struct State {
     handover: Vec<(String, Option<Bytes>, u64)>,
     /// No purge before this (see [`KEEP_FOREIGN`]).
     keep_until: Option<tokio::time::Instant>,
+    /// The store bucket's last sequence when this node took a client id
+    /// over (`load::last_sequence`), until its `Forget`; `held_since_start`
+    /// for the others (read at start). A handover write may go over any
+    /// write up to it (`load::own_last`).
+    held_since: HashMap<String, u64>,
+    held_since_start: u64,
 }
 
 impl State {
@@ -220,9 +226,10 @@ impl Compactor {
     }
 
     /// Another node holds `client` now: its records only in the journal go
-    /// to the bucket as they are (none written after; only under keys never
-    /// written, so none lands over the new holder's), then the journal says
-    /// so (`Entry::Forget`). Until then the new holder reads them from this
+    /// to the bucket as they are (none written after; only under keys no
+    /// other node wrote since this node came to hold `client`, so none
+    /// lands over the new holder's), then the journal says so
+    /// (`Entry::Forget`). Until then the new holder reads them from this
     /// journal.
     pub(super) fn release(&self, client: &str) {
         let mut state = self.state.lock();
@@ -238,6 +245,18 @@ impl Compactor {
         state.bytes -= bytes;
         state.handover.extend(gone);
         state.forget.push(client.to_string());
+    }
+
+    /// The store bucket's last sequence when this node started (`client`
+    /// None) or took `client` over.
+    pub(super) fn held_since(&self, client: Option<&str>, sequence: u64) {
+        let mut state = self.state.lock();
+        match client {
+            Some(client) => {
+                state.held_since.insert(client.to_string(), sequence);
+            }
+            None => state.held_since_start = sequence,
+        }
     }
 
     /// This node holds `client` again: no `Forget` for it.
@@ -260,9 +279,21 @@ impl Compactor {
             )
         };
         if !handover.is_empty() {
-            // Only where no other node wrote since (the new holder read
-            // them from the journal and writes them itself).
-            let keys = handover.iter().map(|h| h.0.clone()).collect();
+            // Only where no other node wrote since this node came to hold
+            // the client (the new holder read them from the journal and
+            // writes them itself).
+            let keys = {
+                let state = self.state.lock();
+                let since = |key: &str| {
+                    let client = journal::client_of(key);
+                    let since = client.and_then(|c| state.held_since.get(&c).copied());
+                    since.unwrap_or(state.held_since_start)
+                };
+                handover
+                    .iter()
+                    .map(|h| (h.0.clone(), since(&h.0)))
+                    .collect()
+            };
             let written = match super::load::own_last(&self.jetstream, keys, &self.node).await {
                 Ok(last) => {
                     let writes = handover
@@ -295,7 +326,13 @@ impl Compactor {
             )
             .await;
             match appended {
-                Ok(sequences) => self.state.lock().sequences.extend(sequences),
+                Ok(sequences) => {
+                    let mut state = self.state.lock();
+                    state.sequences.extend(sequences);
+                    for client in &forget {
+                        state.held_since.remove(client);
+                    }
+                }
                 Err(e) => {
                     self.state.lock().forget.extend(forget);
                     return Err(e.to_string());

@@ -248,3 +248,159 @@ fn a_released_record_under_a_key_deleted_before_reaches_the_new_holder() {
     let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
     assert_eq!(snap.deliveries.len(), 1, "the delivery tern-a held");
 }
+
+/// x on tern-a (deliveries 1 and 2 in the bucket), then on tern-b (it
+/// acknowledged 1 and 5 and owes 3, all compacted). Returns tern-a.
+fn to_b(f: &Fixture) -> Arc<NatsBackend> {
+    let a = f.open_nats("tern-a", &[]);
+    let ops = [
+        put_session("x"),
+        put_message(1, "a1"),
+        put("x", 1, 1),
+        put_message(2, "a2"),
+        put("x", 2, 2),
+    ];
+    a.apply(&ops, true).unwrap();
+    compact(f, &a);
+    assert!(a.release_client("x"));
+    compact(f, &a);
+    let b = f.open_nats("tern-b", &["x"]);
+    assert!(b.load().unwrap().sessions.is_empty());
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 2, "tern-b read x's deliveries");
+    let ops = [ack("x", 1), put_message(1, "b1"), put("x", 3, 1)];
+    b.apply(&ops, true).unwrap();
+    b.apply(&[put_message(2, "b2"), put("x", 5, 2)], true)
+        .unwrap();
+    compact(f, &b);
+    b.apply(&[ack("x", 5)], true).unwrap();
+    compact(f, &b);
+    for seq in [1, 5] {
+        let key = keys::delivery("x", seq);
+        assert!(!in_bucket(f, &key), "tern-b deleted {key}");
+    }
+    assert!(b.release_client("x"));
+    compact(f, &b);
+    b.close();
+    a
+}
+
+/// x back on tern-a (its rounds held off by the caller).
+fn back_to_a(a: &NatsBackend) {
+    a.hold_client("x");
+    let snap = a.load_client("x", Some("tern-b")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 2, "tern-a read deliveries 2 and 3");
+}
+
+/// x back on tern-a (its rounds held off by the caller): it acknowledges
+/// 2 and 3 and owes 1 again (a key tern-b deleted) and 4, in its journal
+/// only, and lets x go.
+fn back_to_a_and_let_go(a: &NatsBackend) {
+    back_to_a(a);
+    let ops = [
+        ack("x", 2),
+        ack("x", 3),
+        put_message(10, "a10"),
+        put("x", 1, 10),
+        put_message(11, "a11"),
+        put("x", 4, 11),
+    ];
+    a.apply(&ops, true).unwrap();
+    assert!(a.release_client("x"));
+}
+
+/// The topics of `snap`'s deliveries, by delivery number.
+fn owed(snap: &Snapshot) -> Vec<(u64, &str)> {
+    let topic = |id: u64| {
+        let m = snap.messages.iter().find(|m| m.0 == id).expect("message");
+        m.1.topic.as_str()
+    };
+    let mut owed: Vec<(u64, &str)> = snap
+        .deliveries
+        .iter()
+        .map(|d| (d.1, topic(d.2.message_id)))
+        .collect();
+    owed.sort();
+    owed
+}
+
+fn compact(f: &Fixture, node: &NatsBackend) {
+    f.runtime.block_on(node.compactor.round(true)).unwrap();
+}
+
+/// Node `node` takes x over from `previous`.
+fn take_over(f: &Fixture, node: &str, previous: &str) -> (Arc<NatsBackend>, Snapshot) {
+    let backend = f.open_nats(node, &["x"]);
+    let snap = backend.load_client("x", Some(previous)).unwrap();
+    (backend, snap.expect("shared"))
+}
+
+/// A → B → A → C: tern-a's handover lands over tern-b's writes and deletes
+/// of the move before (tern-c reads them after tern-a's `Forget`, from the
+/// bucket alone): every delivery tern-a owed reaches tern-c, and none it
+/// had acknowledged comes back.
+#[test]
+fn records_moved_a_b_a_c_reach_c_over_the_keys_b_wrote_and_deleted() {
+    let f = Fixture::new();
+    let a = to_b(&f);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    back_to_a_and_let_go(&a);
+    drop(paused);
+    compact(&f, &a);
+    let (_, snap) = take_over(&f, "tern-c", "tern-a");
+    let owed = owed(&snap);
+    assert_eq!(
+        owed,
+        [(1, "a10"), (4, "a11")],
+        "tern-c owes what tern-a owed"
+    );
+}
+
+/// A → B → A → C, tern-c reading tern-a's journal before tern-a's round and
+/// acknowledging delivery 4: tern-a's late handover lands over tern-b's
+/// keys, never over tern-c's delete.
+#[test]
+fn records_moved_a_b_a_c_never_land_over_the_new_holders_writes() {
+    let f = Fixture::new();
+    let a = to_b(&f);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    back_to_a_and_let_go(&a);
+    let (c, snap) = take_over(&f, "tern-c", "tern-a");
+    assert_eq!(owed(&snap).len(), 2, "read from tern-a's journal");
+    assert_eq!(c.apply(&[ack("x", 4)], true).unwrap(), -1);
+    compact(&f, &c);
+    drop(paused);
+    compact(&f, &a);
+    assert!(
+        !in_bucket(&f, &keys::delivery("x", 4)),
+        "tern-a's late write of delivery 4 refused"
+    );
+    c.close();
+    let (_, snap) = take_over(&f, "tern-d", "tern-c");
+    assert_eq!(owed(&snap), [(1, "a10")]);
+}
+
+/// A → B → A, tern-a restarted (its start writes what its journal held),
+/// then owing 5 again (a key tern-b deleted), in its journal only, and
+/// letting x go → C: the handover lands over tern-b's delete.
+#[test]
+fn records_moved_a_b_a_c_reach_c_after_a_restart_of_a() {
+    let f = Fixture::new();
+    let a = to_b(&f);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    back_to_a(&a);
+    drop(paused);
+    drop(a); // died; restarted
+    let a = f.open_nats("tern-a", &[]);
+    assert_eq!(a.load().unwrap().deliveries.len(), 2, "x restored");
+    let paused = f.runtime.block_on(a.compactor.pause());
+    a.apply(&[put_message(10, "a10"), put("x", 5, 10)], true)
+        .unwrap();
+    assert!(a.release_client("x"));
+    drop(paused);
+    compact(&f, &a);
+    let (_, snap) = take_over(&f, "tern-c", "tern-a");
+    let owed = owed(&snap);
+    let expected = [(2, "a2"), (3, "b1"), (5, "a10")];
+    assert_eq!(owed, expected, "tern-c owes what tern-a owed");
+}

@@ -193,14 +193,34 @@ pub(super) async fn leader_get(kv: &kv::Store, key: &str) -> Result<Option<Bytes
     }
 }
 
-/// For each of `keys`, the sequence of its last message in the bucket (0:
-/// none) when this node (`node`) wrote it, None when another node did (its
+/// The store bucket's last sequence now, asked of its leader; retried
+/// while JetStream elects a leader. Read when this node comes to hold
+/// client ids (its start, a takeover): every write of theirs another node
+/// made up to it is from before (see [`own_last`]).
+pub(super) async fn last_sequence(jetstream: &jetstream::Context) -> Result<u64, String> {
+    super::patience::patiently(keys::BUCKET, || async {
+        // Its info, answered by the leader, comes with it.
+        let stream = jetstream
+            .get_stream(format!("KV_{}", keys::BUCKET))
+            .await
+            .map_err(|e| super::patience::Failure::Transient(e.to_string()))?;
+        Ok(stream.cached_info().state.last_sequence)
+    })
+    .await
+}
+
+/// For each of `keys` (with the bucket's [`last_sequence`] when this node
+/// came to hold its client), the sequence of its last message in the
+/// bucket (0: none) when this node (`node`) wrote it or when it is from
+/// before that point; None when another node wrote it since (its
 /// `Nats-Msg-Id` tells): asked of the bucket's leader. A released record
 /// goes over this node's own earlier write or delete (a session's delivery
-/// numbers start again at 1 when it has none stored), never over another's.
+/// numbers start again at 1 when it has none stored) and over what a
+/// holder before wrote or deleted (a session moved A → B → A), never over
+/// what the node holding it now wrote (all after it came to hold it).
 pub(super) async fn own_last(
     jetstream: &jetstream::Context,
-    keys: Vec<String>,
+    keys: Vec<(String, u64)>,
     node: &str,
 ) -> Result<Vec<Option<u64>>, String> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
@@ -209,7 +229,7 @@ pub(super) async fn own_last(
         .await
         .map_err(|e| e.to_string())?;
     let own = format!("{node}.");
-    let reads = keys.into_iter().map(|key| {
+    let reads = keys.into_iter().map(|(key, held_from)| {
         let (stream, own) = (stream.clone(), own.clone());
         async move {
             let subject = format!("$KV.{}.{key}", keys::BUCKET);
@@ -217,7 +237,8 @@ pub(super) async fn own_last(
                 Ok(message) => {
                     let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID);
                     let mine = id.is_some_and(|id| id.as_str().starts_with(&own));
-                    Ok(mine.then_some(message.sequence))
+                    let before = message.sequence <= held_from;
+                    Ok((mine || before).then_some(message.sequence))
                 }
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Some(0)),
                 Err(e) => Err(format!("reading {subject}: {e}")),

@@ -367,8 +367,14 @@ impl Backend for NatsBackend {
 
     fn load(&self) -> Result<Snapshot, StoreError> {
         let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
-        let (entries, journaled, sequences, last) = self
-            .run(async move { recover::read_start(&jetstream, &node).await })?
+        // Before the reads: what other nodes wrote of the ids held here
+        // since is a new holder's (`load::own_last`).
+        let ((entries, journaled, sequences, last), held_since) = self
+            .run(async move {
+                let held_since = load::last_sequence(&jetstream).await?;
+                let read = recover::read_start(&jetstream, &node).await?;
+                Ok::<_, String>((read, held_since))
+            })?
             .map_err(|reason| StoreError::Open {
                 path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
                 reason,
@@ -393,6 +399,7 @@ impl Backend for NatsBackend {
             .collect();
         let fenced = owed.len() < journaled_keys;
         self.compactor.seed(owed, sequences, last, fenced);
+        self.compactor.held_since(None, held_since);
         // The journal starts short (a failure leaves it to the next round).
         let compactor = Arc::clone(&self.compactor);
         self.run(async move { compactor.logged_round(true).await })?;
@@ -437,8 +444,14 @@ impl Backend for NatsBackend {
         let client = client_id.to_string();
         let nodes = previous_holder.map(|p| vec![p.to_string(), self.node.clone()]);
         let started = std::time::Instant::now();
-        let read = self
-            .run(async move { recover::read_client(&jetstream, &client, nodes.as_deref()).await })?
+        let (read, held_since) = self
+            .run(async move {
+                // Before the read: writes of the id's keys up to it are
+                // the previous holders' (`load::own_last`).
+                let held_since = load::last_sequence(&jetstream).await?;
+                let read = recover::read_client(&jetstream, &client, nodes.as_deref()).await?;
+                Ok::<_, String>((read, held_since))
+            })?
             .map_err(StoreError::Write)?;
         tracing::debug!(
             client_id,
@@ -481,6 +494,7 @@ impl Backend for NatsBackend {
                 Ok::<(), StoreError>(())
             })??;
         }
+        self.compactor.held_since(Some(client_id), held_since);
         self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
         self.mirror.lock().merge(mirror);
         Ok(Some(snapshot))
