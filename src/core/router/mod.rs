@@ -21,6 +21,7 @@ mod publishing;
 mod restore;
 mod routing;
 mod sessions;
+mod wakes;
 mod wills;
 
 #[cfg(test)]

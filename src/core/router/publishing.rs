@@ -110,9 +110,11 @@ impl Router {
             &self.persistence,
             &self.stats,
         ) {
-            Ok(published) => {
+            Ok((published, wakes)) => {
                 self.streams.append(&kept);
                 self.forward(forward);
+                // The subscribers' connections last (see `wakes.rs`).
+                drop(wakes);
                 published.matched
             }
             // A retained cap was logged by the routing, without flooding.
@@ -143,7 +145,7 @@ impl Router {
         if must_reach_peers && !self.routing.fabric().is_none_or(|f| f.has_room()) {
             return Err(PublishRefused::ClusterBusy);
         }
-        let mut published = self.routing.route(
+        let (mut published, wakes) = self.routing.route(
             message,
             json,
             true,
@@ -153,6 +155,8 @@ impl Router {
         )?;
         published.commit.include(self.streams.append(&kept));
         let seq = self.forward(forward);
+        // The subscribers' connections last (see `wakes.rs`).
+        drop(wakes);
         if must_reach_peers && seq == 0 {
             // The queue filled since `has_room` (another connection took the
             // last place): routed here, but not for the other nodes, so not
@@ -191,7 +195,7 @@ impl Router {
             &self.persistence,
             &self.stats,
         ) {
-            Ok(published) => published,
+            Ok((published, _wakes)) => published,
             Err(PublishRefused::RetainedFull(_)) => none,
             Err(e) => {
                 tracing::debug!(error = %e, "message from a peer refused");
