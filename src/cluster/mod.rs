@@ -38,6 +38,7 @@ mod confirm;
 mod confirmed;
 pub mod fabric;
 mod inbound;
+mod kick;
 pub mod liveness;
 mod marks;
 mod outbound;

@@ -25,17 +25,18 @@ struct Recorder {
     timed_out: AtomicU64,
     /// A session `forward` looks at: whether its connection was woken yet.
     watched: Mutex<Option<Arc<crate::core::session::Session>>>,
-    woken_at_forward: Mutex<Vec<bool>>,
+    /// Per message forwarded: (its connection woken yet, `after_local`).
+    woken_at_forward: Mutex<Vec<(bool, bool)>>,
 }
 
 impl Fabric for Recorder {
-    fn forward(&self, message: &Arc<Message>) -> u64 {
+    fn forward(&self, message: &Arc<Message>, after_local: bool) -> u64 {
         if self.full.load(Ordering::Relaxed) {
             return 0;
         }
         if let Some(session) = self.watched.lock().as_ref() {
             let woken = session.notified().now_or_never().is_some();
-            self.woken_at_forward.lock().push(woken);
+            self.woken_at_forward.lock().push((woken, after_local));
         }
         let mut forwarded = self.forwarded.lock();
         forwarded.push(message.topic.to_string());
@@ -284,11 +285,13 @@ async fn a_local_subscriber_is_woken_after_the_message_went_to_the_fabric() {
     router
         .publish_checked(message("w/2"))
         .expect("taken at QoS 0");
-    assert_eq!(
-        *recorder.woken_at_forward.lock(),
-        [false, false],
-        "not woken before the fabric had the message"
-    );
     assert!(a.session.notified().now_or_never().is_some(), "woken after");
     assert_eq!(a.session.pending_len(), 1);
+    // Queued behind w/2: no wake-up, so the fabric's sender need not wait.
+    router.publish(message("w/3"));
+    assert_eq!(
+        *recorder.woken_at_forward.lock(),
+        [(false, true), (false, true), (false, false)],
+        "not woken before the fabric had the message; after_local when woken"
+    );
 }

@@ -112,7 +112,7 @@ impl Router {
         ) {
             Ok((published, wakes)) => {
                 self.streams.append(&kept);
-                self.forward(forward);
+                self.forward(forward, !wakes.is_empty());
                 // The subscribers' connections last (see `wakes.rs`).
                 drop(wakes);
                 published.matched
@@ -154,7 +154,7 @@ impl Router {
             &self.stats,
         )?;
         published.commit.include(self.streams.append(&kept));
-        let seq = self.forward(forward);
+        let seq = self.forward(forward, !wakes.is_empty());
         // The subscribers' connections last (see `wakes.rs`).
         drop(wakes);
         if must_reach_peers && seq == 0 {
@@ -218,10 +218,11 @@ impl Router {
     }
 
     /// Hands `message` to the fabric; its number there (0: not sent).
-    fn forward(&self, message: Option<Arc<Message>>) -> u64 {
+    /// `after_local`: routing it woke connections here (`wakes.rs`).
+    fn forward(&self, message: Option<Arc<Message>>, after_local: bool) -> u64 {
         match (self.routing.fabric(), message) {
             (Some(fabric), Some(message)) => {
-                let seq = fabric.forward(&message);
+                let seq = fabric.forward(&message, after_local);
                 self.routing.numbered(&message, seq);
                 seq
             }

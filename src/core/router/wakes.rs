@@ -1,15 +1,15 @@
 //! The connections a publish queued deliveries for, woken once the publish
 //! was handed on (to the streams and the cluster fabric) rather than while
-//! it is routed.
+//! it is routed; the fabric is told whether there were any
+//! (`Fabric::forward`'s `after_local`).
 //!
-//! Why the order matters: tokio runs the task a worker woke last next on
-//! that worker (its LIFO slot) and moves the one woken before it to the run
-//! queue, from where the runtime's other worker, unparked for it, steals it.
-//! A cluster node's publish wakes the subscriber's connection and the
-//! outbound task: woken in that order, the subscriber's task crossed to the
-//! other core for every message (p50 about twice the cluster-off figure). A
-//! subscriber woken last runs next on the publisher's core, as with the
-//! cluster off; the outbound task is the one that moves.
+//! Why: tokio runs the task a worker woke last next on that worker and
+//! hands the one woken before it to the runtime's other worker. A cluster
+//! node's publish wakes the subscribers' connections and the fabric's
+//! outbound task; the local subscriber's p50 was about twice the
+//! cluster-off figure. Waking the subscribers last alone did not change it
+//! (the other worker was still unparked for every message); the outbound
+//! task woken after them, as a yielding task is (`cluster/kick.rs`), did.
 
 use std::sync::Arc;
 
@@ -24,6 +24,11 @@ pub(crate) struct Wakes(SmallVec<[Arc<Session>; 4]>);
 impl Wakes {
     pub(super) fn add(&mut self, session: Arc<Session>) {
         self.0.push(session);
+    }
+
+    /// No connection to wake.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
