@@ -7,11 +7,17 @@
 #   single      one Tern node, cluster off: publishers and subscribers on it.
 #   cross       two Tern nodes on one nats-server -js: publishers on node A,
 #               subscribers on node B (every message crosses NATS).
+#   local       the same two nodes, publishers and subscribers both on node A
+#               (cluster on; what a node's own subscribers pay for it).
+#   cross-spread  (TERN_NATS with spread) two Tern nodes on two servers of a
+#               three-server NATS cluster: A on server 1, B on server 2 (a
+#               message crosses node A, two nats-servers and node B).
 #   nats        nats-server with `mqtt { port }` and JetStream: both sides on it.
 #   nats-cross  three nats-servers (JetStream cluster) with MQTT: publishers on
 #               server 1, subscribers on server 2.
-#   cross-before  (with BEFORE_BIN) `cross` with another tern binary, e.g. the
-#               build before a change, for a before/after in the same run.
+#   cross-before, local-before, cross-spread-before  (with BEFORE_BIN) the
+#               same with another tern binary, e.g. the build before a change,
+#               for a before/after in the same run.
 #
 # CPU: the broker's processes together (the Tern nodes and their nats-server,
 # or the nats-servers) per million deliveries during the measured seconds.
@@ -23,18 +29,21 @@
 #   BASE_PORT=23000               ports BASE_PORT.. are used (none of the defaults)
 #   OUT=/tmp/tern-cluster-bench-<time>.jsonl   raw results, one JSON line per run
 #   CARGO_TARGET_DIR              where cargo builds (default: <workspace>/target)
-#   BEFORE_BIN                    a tern binary to run `cross` with too (label cross-before)
+#   BEFORE_BIN                    a tern binary to run the two-node cells with too (label *-before)
+#   TERN_NATS="same spread"       the two Tern nodes' NATS: same (one server, `cross` and
+#                                 `local`) and/or spread (two servers of three, `cross-spread`)
 #   BUILD=1                       0: use the binaries in the target dir as they are
 set -euo pipefail
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
 
 DURATION=${DURATION:-5}
+TERN_NATS=${TERN_NATS:-"same spread"}
 SCENARIOS=${SCENARIOS:-"fan-in fan-out latency qos1"}
 BENCH_ARGS=${BENCH_ARGS:-}
 BASE=${BASE_PORT:-23000}
@@ -74,27 +83,52 @@ bench() { # LABEL SCENARIO PORT [SUB_PORT]
         log "$label $scenario: $(tail -1 "$WORK/bench.err")"
 }
 
+# nats_cluster [MQTT]: three clustered JetStream servers (client ports
+# BASE+11..13; with MQTT, MQTT listeners on BASE+21..23), once it has a leader.
+nats_cluster() {
+    local routes="nats-route://127.0.0.1:$((BASE + 31)),nats-route://127.0.0.1:$((BASE + 32)),nats-route://127.0.0.1:$((BASE + 33))"
+    for i in 1 2 3; do
+        nats "nats-$i" $((BASE + 10 + i)) "${1:+$((BASE + 20 + i))}" $((BASE + 30 + i)) "$routes"
+    done
+    wait_js_leader
+}
+
+# pair LABEL SCENARIO TOPOLOGY BINARY: nodes A and B on NATS as TOPOLOGY says
+# (same: one server; spread: A on server 1, B on server 2 of three), then the
+# publishers on A and the subscribers on B (and, on one server, both on A as
+# `local`); LABEL gets -spread and -before as fits.
+pair() {
+    local label=$1 scenario=$2 topology=$3 bin=$4 url_a url_b
+    if [ "$topology" = spread ]; then
+        nats_cluster
+        url_a="nats://127.0.0.1:$((BASE + 11))" url_b="nats://127.0.0.1:$((BASE + 12))"
+    else
+        nats nats-1 $((BASE + 10))
+        url_a="nats://127.0.0.1:$((BASE + 10))" url_b=$url_a
+    fi
+    tern tern-a $((BASE + 1)) "$url_a" "$bin"
+    tern tern-b $((BASE + 2)) "$url_b" "$bin"
+    local suffix=${label#cross}
+    if [ "$topology" = spread ]; then suffix=-spread$suffix; fi
+    bench "cross$suffix" "$scenario" $((BASE + 1)) $((BASE + 2))
+    if [ "$topology" != spread ]; then bench "local$suffix" "$scenario" $((BASE + 1)); fi
+    stop_all
+}
+
 for scenario in $SCENARIOS; do
     log "$scenario: single node"
     tern tern-1 $((BASE + 1))
     bench single "$scenario" $((BASE + 1))
     stop_all
 
-    log "$scenario: two nodes, publishers on A, subscribers on B"
-    nats nats-1 $((BASE + 10))
-    tern tern-a $((BASE + 1)) "nats://127.0.0.1:$((BASE + 10))"
-    tern tern-b $((BASE + 2)) "nats://127.0.0.1:$((BASE + 10))"
-    bench cross "$scenario" $((BASE + 1)) $((BASE + 2))
-    stop_all
-
-    if [ -n "$BEFORE_BIN" ]; then
-        log "$scenario: two nodes of $BEFORE_BIN"
-        nats nats-1 $((BASE + 10))
-        tern tern-a $((BASE + 1)) "nats://127.0.0.1:$((BASE + 10))" "$BEFORE_BIN"
-        tern tern-b $((BASE + 2)) "nats://127.0.0.1:$((BASE + 10))" "$BEFORE_BIN"
-        bench cross-before "$scenario" $((BASE + 1)) $((BASE + 2))
-        stop_all
-    fi
+    for topology in $TERN_NATS; do
+        log "$scenario: two nodes ($topology NATS), publishers on A, subscribers on B, then both on A"
+        pair cross "$scenario" "$topology" "$TERN_BIN"
+        if [ -n "$BEFORE_BIN" ]; then
+            log "$scenario: the same with $BEFORE_BIN"
+            pair cross-before "$scenario" "$topology" "$BEFORE_BIN"
+        fi
+    done
 
     log "$scenario: nats-server MQTT, one server"
     nats nats-1 $((BASE + 10)) $((BASE + 20))
@@ -102,12 +136,8 @@ for scenario in $SCENARIOS; do
     stop_all
 
     log "$scenario: nats-server MQTT, three servers, publishers on 1, subscribers on 2"
-    routes="nats-route://127.0.0.1:$((BASE + 31)),nats-route://127.0.0.1:$((BASE + 32)),nats-route://127.0.0.1:$((BASE + 33))"
-    for i in 1 2 3; do
-        nats "nats-$i" $((BASE + 10 + i)) $((BASE + 20 + i)) $((BASE + 30 + i)) "$routes"
-    done
+    nats_cluster mqtt
     # Until the JetStream cluster has a leader, its MQTT listener refuses sessions.
-    wait_js_leader
     wait_mqtt $((BASE + 21)) $((BASE + 22))
     bench nats-cross "$scenario" $((BASE + 21)) $((BASE + 22))
     stop_all
@@ -117,7 +147,8 @@ log "raw results: $OUT"
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-labels = [l for l in ["single", "cross", "cross-before", "nats", "nats-cross"]
+labels = [l for l in ["single", "local", "local-before", "cross", "cross-before", "cross-spread",
+                      "cross-spread-before", "nats", "nats-cross"]
           if any(r.get("label") == l for r in rows)]
 by = {(r["scenario"], r.get("label")): r for r in rows}
 print("| scenario | measure | " + " | ".join(labels) + " |")

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::confirmed::{Confirmed, ConfirmedTx};
+use super::kick::Kick;
 use super::marks::RoutedMarks;
 use super::outbound::Outbound;
 use super::status::{run_heartbeat, ClusterStatus};
@@ -159,6 +160,8 @@ const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Debug)]
 pub struct NatsFabric {
     outbound: mpsc::Sender<Arc<Message>>,
+    /// The outbound task's wake-up (`kick.rs`): the queue's own is not used.
+    kick: Arc<Kick>,
     /// The number of the last message queued: the outbound task numbers
     /// them in queue order alike (taken with the queueing, under this lock).
     queued_seq: Mutex<u64>,
@@ -181,11 +184,14 @@ pub struct NatsFabric {
 }
 
 impl Fabric for NatsFabric {
-    fn forward(&self, message: &Arc<Message>) -> u64 {
+    fn forward(&self, message: &Arc<Message>, after_local: bool) -> u64 {
         let mut queued_seq = self.queued_seq.lock();
         if self.outbound.try_send(Arc::clone(message)).is_ok() {
             *queued_seq += 1;
-            return *queued_seq;
+            let seq = *queued_seq;
+            drop(queued_seq);
+            self.kick.wake(after_local);
+            return seq;
         }
         drop(queued_seq);
         if message.qos != crate::core::message::QoS::AtMostOnce {
@@ -343,6 +349,7 @@ pub fn start(
     let confirmed_tx = ConfirmedTx(Arc::clone(&confirmed));
     let timed_out = Arc::new(super::window::TimedOut::default());
     let routed = Arc::new(RoutedMarks::default());
+    let kick = Arc::new(Kick::default());
     tracker.spawn(stopped_in_time(
         "outbound",
         shutdown.clone(),
@@ -356,6 +363,7 @@ pub fn start(
                 epoch,
                 confirmed: confirmed_tx,
                 timed_out: Arc::clone(&timed_out),
+                kick: Arc::clone(&kick),
             },
             queue,
             shutdown.clone(),
@@ -383,6 +391,7 @@ pub fn start(
     ));
     let fabric = Arc::new(NatsFabric {
         outbound,
+        kick,
         queued_seq: Mutex::new(0),
         confirmed,
         timed_out,

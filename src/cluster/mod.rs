@@ -9,6 +9,7 @@
 //!   this node, and its connection state.
 //! - `fabric.rs`: the core's `Fabric` on NATS: forwarding out, interest counted.
 //! - `outbound.rs`: this node's messages to NATS: numbered, batched, within the window.
+//! - `kick.rs`: the outbound task's wake-up (after the connections a publish woke here).
 //! - `inbound.rs`: subscriptions for local interest; messages in, in origin order.
 //! - `marks.rs`: per origin, the last message routed here (a moved session skips what it had).
 //! - `settings.rs`: `[cluster]`.
@@ -38,6 +39,7 @@ mod confirm;
 mod confirmed;
 pub mod fabric;
 mod inbound;
+mod kick;
 pub mod liveness;
 mod marks;
 mod origins;

@@ -3,7 +3,8 @@
 //! de-duplicate by that number), at most a window of them unconfirmed
 //! (`window.rs`).
 //!
-//! `NatsFabric::forward` queues a message; the outbound task ([`run`]) takes
+//! `NatsFabric::forward` queues a message and wakes the outbound task
+//! (`kick.rs`: after the connections the publish woke, if any); the task ([`run`]) takes
 //! up to [`OUTBOUND_BATCH`] at a time, encodes them (`wire.rs`) and
 //! publishes them in queue order, consecutive messages of one topic as one
 //! NATS message (`wire::Batch`).
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::confirmed::ConfirmedTx;
 use super::fabric::{FabricStats, OUTBOUND_QUEUE, ROOM_BELOW};
+use super::kick::Kick;
 use super::status::ClusterStatus;
 use super::subject::topic_to_subject;
 use super::window::{TimedOut, Window};
@@ -54,6 +56,8 @@ pub(super) struct Outbound {
     pub(super) confirmed: ConfirmedTx,
     /// Where the window notes messages confirmed by a timeout (their acks fail).
     pub(super) timed_out: Arc<TimedOut>,
+    /// How `NatsFabric::forward` wakes this task (`kick.rs`).
+    pub(super) kick: Arc<Kick>,
 }
 
 /// Publishes queued messages in queue order (see the module's doc).
@@ -71,6 +75,7 @@ pub(super) async fn run(
         epoch,
         confirmed,
         timed_out,
+        kick,
     } = out;
     let opened = Window::open(
         &cluster,
@@ -102,12 +107,14 @@ pub(super) async fn run(
     };
     let mut taken_now = Vec::with_capacity(OUTBOUND_BATCH);
     loop {
-        let taken = tokio::select! {
-            taken = queue.recv_many(&mut taken_now, OUTBOUND_BATCH) => taken,
+        tokio::select! {
+            () = kick.ready(&queue) => {}
             // Confirms (and timeouts) of syncs out, for the acks waiting on them.
             () = progress(&mut sender.window) => continue,
             () = shutdown.cancelled() => break,
-        };
+        }
+        // At once: something is queued (0: closed, every sender gone).
+        let taken = queue.recv_many(&mut taken_now, OUTBOUND_BATCH).await;
         if taken == 0 {
             break;
         }

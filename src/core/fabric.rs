@@ -24,7 +24,11 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     /// Returns the message's number in the fabric's send order (0 when it
     /// does not go out): a QoS ≥ 1 message is acknowledged to its publisher
     /// once [`Fabric::confirmed`] reaches it.
-    fn forward(&self, message: &Arc<Message>) -> u64;
+    ///
+    /// `after_local`: routing it woke connections on this node; the
+    /// fabric's sender then runs after them rather than taking their thread
+    /// (`cluster/kick.rs`).
+    fn forward(&self, message: &Arc<Message>, after_local: bool) -> u64;
 
     /// Whether [`Fabric::forward`] would take a message now. A QoS ≥ 1
     /// publish is refused when not (its publisher sends it again), never

@@ -225,7 +225,9 @@ impl Routing {
                         &[],
                         Some(session),
                     );
-                    let (queued, pushed) = Self::deliver(&entry.message, targets, stats);
+                    let mut wakes = super::wakes::Wakes::default();
+                    let (queued, pushed) =
+                        Self::deliver(&entry.message, targets, stats, &mut wakes);
                     delivered += queued;
                     commit.include(pushed);
                 }

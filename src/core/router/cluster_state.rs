@@ -353,6 +353,7 @@ impl Router {
             self.routing.apply_retained(message, &self.persistence);
             return;
         }
+        // Its connections are woken as the result (`Wakes`) drops.
         if let Err(e) = self.routing.route(
             message,
             None,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 
 use super::Router;
@@ -22,12 +23,20 @@ struct Recorder {
     full: AtomicBool,
     /// Messages up to this one were confirmed by a timeout.
     timed_out: AtomicU64,
+    /// A session `forward` looks at: whether its connection was woken yet.
+    watched: Mutex<Option<Arc<crate::core::session::Session>>>,
+    /// Per message forwarded: (its connection woken yet, `after_local`).
+    woken_at_forward: Mutex<Vec<(bool, bool)>>,
 }
 
 impl Fabric for Recorder {
-    fn forward(&self, message: &Arc<Message>) -> u64 {
+    fn forward(&self, message: &Arc<Message>, after_local: bool) -> u64 {
         if self.full.load(Ordering::Relaxed) {
             return 0;
+        }
+        if let Some(session) = self.watched.lock().as_ref() {
+            let woken = session.notified().now_or_never().is_some();
+            self.woken_at_forward.lock().push((woken, after_local));
         }
         let mut forwarded = self.forwarded.lock();
         forwarded.push(message.topic.to_string());
@@ -257,4 +266,32 @@ async fn a_session_moving_here_gets_its_capture_in_order_less_what_the_old_node_
     );
     router.publish(message("mv/live"));
     assert_eq!(attached.session.pending_len(), 1, "routed directly again");
+}
+
+#[tokio::test]
+async fn a_local_subscriber_is_woken_after_the_message_went_to_the_fabric() {
+    // tokio runs the task woken last next on the waking thread: the
+    // subscriber's connection, not the fabric's sender (`wakes.rs`).
+    let (router, recorder) = setup();
+    let a = router
+        .attach(&Arc::from("a"), &SessionOwner::Anonymous, true, 0)
+        .expect("attach");
+    router.subscribe(&a.session, filter("w/#"), options());
+    *recorder.watched.lock() = Some(Arc::clone(&a.session));
+    router.publish(message("w/1"));
+    let mut out = Vec::new();
+    a.session.take_pending(10, &mut out);
+    assert!(a.session.notified().now_or_never().is_some(), "woken after");
+    router
+        .publish_checked(message("w/2"))
+        .expect("taken at QoS 0");
+    assert!(a.session.notified().now_or_never().is_some(), "woken after");
+    assert_eq!(a.session.pending_len(), 1);
+    // Queued behind w/2: no wake-up, so the fabric's sender need not wait.
+    router.publish(message("w/3"));
+    assert_eq!(
+        *recorder.woken_at_forward.lock(),
+        [(false, true), (false, true), (false, false)],
+        "not woken before the fabric had the message; after_local when woken"
+    );
 }

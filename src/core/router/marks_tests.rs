@@ -18,7 +18,7 @@ use crate::store::Snapshot;
 struct Here;
 
 impl Fabric for Here {
-    fn forward(&self, _message: &Arc<Message>) -> u64 {
+    fn forward(&self, _message: &Arc<Message>, _after_local: bool) -> u64 {
         1
     }
     fn interest_added(&self, _filter: &str) {}

@@ -4,6 +4,7 @@
 //!   publish → match → deliver;
 //! - `publishing.rs`: publishes from clients and from other nodes, handed
 //!   on to the streams and the cluster fabric;
+//! - `wakes.rs`: the connections a publish fed, woken once it was handed on;
 //! - `sessions.rs`: the registry of sessions (attach, takeover, kicks);
 //! - `wills.rs`: the wills waiting for their delay;
 //! - `persist.rs`: what goes to the store, and the conversions between core
@@ -21,6 +22,7 @@ mod publishing;
 mod restore;
 mod routing;
 mod sessions;
+mod wakes;
 mod wills;
 
 #[cfg(test)]

@@ -111,9 +111,11 @@ impl Router {
             &self.persistence,
             &self.stats,
         ) {
-            Ok(published) => {
+            Ok((published, wakes)) => {
                 self.streams.append(&kept);
-                self.forward(forward);
+                self.forward(forward, !wakes.is_empty());
+                // The subscribers' connections last (see `wakes.rs`).
+                drop(wakes);
                 published.matched
             }
             // A retained cap was logged by the routing, without flooding.
@@ -145,7 +147,7 @@ impl Router {
             return Err(PublishRefused::ClusterBusy);
         }
         let routing = self.routing_gate();
-        let mut published = self.routing.route(
+        let (mut published, wakes) = self.routing.route(
             message,
             json,
             true,
@@ -154,8 +156,10 @@ impl Router {
             &self.stats,
         )?;
         published.commit.include(self.streams.append(&kept));
-        let seq = self.forward(forward);
+        let seq = self.forward(forward, !wakes.is_empty());
         drop(routing);
+        // The subscribers' connections last (see `wakes.rs`).
+        drop(wakes);
         if must_reach_peers && seq == 0 {
             // The queue filled since `has_room` (another connection took the
             // last place): routed here, but not for the other nodes, so not
@@ -216,7 +220,7 @@ impl Router {
             &self.persistence,
             &self.stats,
         ) {
-            Ok(published) => published,
+            Ok((published, _wakes)) => published,
             Err(PublishRefused::RetainedFull(_)) => none,
             Err(e) => {
                 tracing::debug!(error = %e, "message from a peer refused");
@@ -239,10 +243,11 @@ impl Router {
     }
 
     /// Hands `message` to the fabric; its number there (0: not sent).
-    fn forward(&self, message: Option<Arc<Message>>) -> u64 {
+    /// `after_local`: routing it woke connections here (`wakes.rs`).
+    fn forward(&self, message: Option<Arc<Message>>, after_local: bool) -> u64 {
         match (self.routing.fabric(), message) {
             (Some(fabric), Some(message)) => {
-                let seq = fabric.forward(&message);
+                let seq = fabric.forward(&message, after_local);
                 self.routing.numbered(&message, seq);
                 seq
             }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 
 use super::persist::{MessageSlot, Persistence, RetainedOrigin};
+use super::wakes::Wakes;
 use super::{PublishRefused, Published, RouterStats};
 use crate::core::commit::Commit;
 use crate::core::content::MessageView;
@@ -278,6 +279,10 @@ impl Routing {
     /// (another node accepted it) and not shared again; another node's
     /// message skips the sessions that had it already (moved here from a
     /// node that routed it to them).
+    ///
+    /// The connections it queued deliveries for are woken when the
+    /// returned [`Wakes`] is dropped: after the caller handed the message on
+    /// (see `wakes.rs`).
     pub(crate) fn route(
         &self,
         message: Arc<Message>,
@@ -286,7 +291,7 @@ impl Routing {
         source: Source<'_>,
         persistence: &Persistence,
         stats: &RouterStats,
-    ) -> Result<Published, PublishRefused> {
+    ) -> Result<(Published, Wakes), PublishRefused> {
         let origin = source.retained();
         if queue_name(&message.topic).is_some() {
             let topic = Arc::clone(&message.topic);
@@ -294,7 +299,7 @@ impl Routing {
             if let Some(queue) = queue_name(&topic) {
                 commit = self.queues.enqueue(queue, message)?;
             }
-            return Ok(Published { matched: 1, commit });
+            return Ok((Published { matched: 1, commit }, Wakes::default()));
         }
         let mut commit = Commit::NONE;
         let targets = {
@@ -338,12 +343,14 @@ impl Routing {
         if targets.is_empty() && message.publisher.is_some() {
             stats.messages_unmatched.fetch_add(1, Ordering::Relaxed);
         }
-        let (delivered, pushed) = Self::deliver(&message, targets, stats);
+        let mut wakes = Wakes::default();
+        let (delivered, pushed) = Self::deliver(&message, targets, stats, &mut wakes);
         commit.include(pushed);
-        Ok(Published {
+        let published = Published {
             matched: delivered,
             commit,
-        })
+        };
+        Ok((published, wakes))
     }
 
     /// The subscriptions `message` reaches in `trie`, one per session and
@@ -407,11 +414,13 @@ impl Routing {
     }
 
     /// Queues `message` for `targets` (merged per session); returns how
-    /// many sessions took it and what that stored.
+    /// many sessions took it and what that stored. The connections to wake
+    /// go to `wakes`.
     pub(super) fn deliver(
         message: &Arc<Message>,
         mut targets: Targets,
         stats: &RouterStats,
+        wakes: &mut Wakes,
     ) -> (usize, Commit) {
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session) as usize);
@@ -438,7 +447,7 @@ impl Routing {
                 delivery.retain |= next.retain;
                 delivery.subscription_ids.extend(next.subscription_id);
             }
-            let (outcome, pushed) = first.session.push_stored(delivery, &slot);
+            let (outcome, pushed, wake) = first.session.push_unwoken(delivery, &slot);
             commit.include(pushed);
             match outcome {
                 PushOutcome::Queued => delivered += 1,
@@ -449,6 +458,9 @@ impl Routing {
                 PushOutcome::Dropped => {
                     note_drop(stats, &first.session);
                 }
+            }
+            if wake {
+                wakes.add(first.session);
             }
         }
         (delivered, commit)

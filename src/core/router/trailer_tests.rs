@@ -59,7 +59,7 @@ fn pause() {
 }
 
 impl Fabric for Here {
-    fn forward(&self, _message: &Arc<Message>) -> u64 {
+    fn forward(&self, _message: &Arc<Message>, _after_local: bool) -> u64 {
         pause();
         let mut queued = self.queued.lock();
         *queued += 1;

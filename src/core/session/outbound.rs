@@ -27,8 +27,27 @@ impl Session {
         delivery: Delivery,
         slot: &MessageSlot,
     ) -> (PushOutcome, Commit) {
+        let (outcome, commit, wake) = self.push_unwoken(delivery, slot);
+        if wake {
+            self.wake();
+        }
+        (outcome, commit)
+    }
+
+    /// [`Session::push_stored`] without the wake-up: true when the
+    /// connection must be woken ([`Session::wake`]; the queue was empty).
+    pub(crate) fn push_unwoken(
+        &self,
+        delivery: Delivery,
+        slot: &MessageSlot,
+    ) -> (PushOutcome, Commit, bool) {
         let state = self.state.lock();
         self.push_locked(state, delivery, slot)
+    }
+
+    /// Wakes the connection: deliveries may be waiting.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// A stream reader's push: `delivery` is queued only while the queue
@@ -48,20 +67,24 @@ impl Session {
         {
             return Err(delivery);
         }
-        self.push_locked(state, delivery, &MessageSlot::default());
+        if self.push_locked(state, delivery, &MessageSlot::default()).2 {
+            self.wake();
+        }
         Ok(())
     }
 
+    /// Queues `delivery` under the bound; true when the connection must be
+    /// woken (the queue was empty), which the caller does.
     fn push_locked(
         &self,
         mut state: parking_lot::MutexGuard<'_, SessionState>,
         mut delivery: Delivery,
         slot: &MessageSlot,
-    ) -> (PushOutcome, Commit) {
+    ) -> (PushOutcome, Commit, bool) {
         let mut commit = Commit::NONE;
         // Offline sessions keep only what has a delivery guarantee.
         if state.connection_id == 0 && delivery.qos == crate::core::message::QoS::AtMostOnce {
-            return (PushOutcome::Dropped, commit);
+            return (PushOutcome::Dropped, commit, false);
         }
         let mut outcome = PushOutcome::Queued;
         let size = delivery_bytes(&delivery);
@@ -82,7 +105,7 @@ impl Session {
                 }
                 _ => {
                     state.rare().dropped += 1;
-                    return (PushOutcome::Dropped, commit);
+                    return (PushOutcome::Dropped, commit, false);
                 }
             }
         }
@@ -98,10 +121,7 @@ impl Session {
         let was_empty = state.pending.is_empty();
         state.pending.push_back(delivery, queued_at);
         drop(state);
-        if was_empty {
-            self.wake.notify_one();
-        }
-        (outcome, commit)
+        (outcome, commit, was_empty)
     }
 
     /// True when one more delivery of `size` bytes does not fit and the policy is to refuse it.
