@@ -295,3 +295,56 @@ async fn a_local_subscriber_is_woken_after_the_message_went_to_the_fabric() {
         "not woken before the fabric had the message; after_local when woken"
     );
 }
+
+#[tokio::test]
+async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells_a_loss() {
+    use crate::core::peer_marks::PeerPosition;
+    let (router, _) = setup();
+    let hold = router.capture_hold();
+    assert!(!hold.holding);
+    // A capture of this node's own messages only holds nothing back.
+    let local = router
+        .routing
+        .capture_start(&Arc::from("local"), vec![filter("lc/#")])
+        .expect("a capture");
+    router.publish(message("lc/here"));
+    assert!(!router.capture_hold().holding);
+    router.routing.capture_finish(&local, None, &[], &router.stats);
+    assert_eq!(router.capture_hold().failed, 0, "lost no other node's message");
+
+    let attached_later = router
+        .routing
+        .capture_start(&Arc::from("kept"), vec![filter("kp/#")])
+        .expect("a capture");
+    let lost = router
+        .routing
+        .capture_start(&Arc::from("gone"), vec![filter("gn/#")])
+        .expect("a capture");
+    router.publish_from_peer(message("kp/p"), PeerPosition::new("o", 7, 1));
+    router.publish_from_peer(message("gn/p"), PeerPosition::new("o", 7, 2));
+    assert!(router.capture_hold().holding);
+    // The confirms wait until both ended.
+    let released = tokio::spawn({
+        let router = Arc::clone(&router);
+        async move { router.captures_released().await }
+    });
+    router.routing.capture_finish(&lost, None, &[], &router.stats);
+    let hold = router.capture_hold();
+    assert!(hold.holding, "one still stands");
+    assert_eq!(hold.failed, 1, "the other lost another node's message");
+    for _ in 0..3 {
+        tokio::task::yield_now().await; // the waiting task runs meanwhile
+    }
+    assert!(!released.is_finished());
+    let attached = router
+        .attach(&Arc::from("kept"), &SessionOwner::Anonymous, false, 300)
+        .expect("attach");
+    router
+        .routing
+        .capture_finish(&attached_later, Some(&attached.session), &[], &router.stats);
+    tokio::time::timeout(std::time::Duration::from_secs(5), released)
+        .await
+        .expect("released once none stands")
+        .expect("the task");
+    assert!(!router.capture_hold().holding);
+}
