@@ -309,8 +309,14 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         .expect("a capture");
     router.publish(message("lc/here"));
     assert!(!router.capture_hold().holding);
-    router.routing.capture_finish(&local, None, &[], &router.stats);
-    assert_eq!(router.capture_hold().failed, 0, "lost no other node's message");
+    router
+        .routing
+        .capture_finish(&local, None, &[], &router.stats);
+    assert_eq!(
+        router.capture_hold().failed,
+        0,
+        "lost no other node's message"
+    );
 
     let attached_later = router
         .routing
@@ -328,7 +334,9 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         let router = Arc::clone(&router);
         async move { router.captures_released().await }
     });
-    router.routing.capture_finish(&lost, None, &[], &router.stats);
+    router
+        .routing
+        .capture_finish(&lost, None, &[], &router.stats);
     let hold = router.capture_hold();
     assert!(hold.holding, "one still stands");
     assert_eq!(hold.failed, 1, "the other lost another node's message");
