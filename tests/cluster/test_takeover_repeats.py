@@ -24,11 +24,12 @@ from test_operations import metric, wait_for
 
 # A window big enough that tern-c sends the whole backlog without waiting
 # for tern-b to confirm it (tern-a gets its messages meanwhile); no node
-# taken for dead while tern-b is stopped.
+# taken for dead while tern-b is stopped: about a minute, as each QoS 2
+# publish's ack waits for tern-b's confirm until it times out (3 s).
 ENV = {
     "TERN_STORAGE__BACKEND": "nats",
     "TERN_CLUSTER__WINDOW": "1000000",
-    "TERN_CLUSTER__DEAD_AFTER_MS": "60000",
+    "TERN_CLUSTER__DEAD_AFTER_MS": "180000",
 }
 # Messages of the backlog, and tern-b's sessions it is routed to (never
 # read: dropped once their queues are full, each a routing step of tern-b's
