@@ -439,6 +439,13 @@ impl Ownership {
     pub(crate) async fn run_watch(self: Arc<Self>, router: Weak<Router>) {
         use std::sync::atomic::Ordering;
         loop {
+            if self.watch_from.load(Ordering::Relaxed) == 0 {
+                // Nothing seen yet: from now on, and the same after a reopening.
+                if let Ok(status) = self.kv.status().await {
+                    let next = status.info.state.last_sequence + 1;
+                    self.watch_from.fetch_max(next, Ordering::Relaxed);
+                }
+            }
             let watch = match self.watch_from.load(Ordering::Relaxed) {
                 0 => self.kv.watch_all().await,
                 from => self.kv.watch_all_from_revision(from).await,
@@ -446,8 +453,15 @@ impl Ownership {
             match watch {
                 Ok(mut watch) => {
                     while let Some(entry) = watch.next().await {
-                        let Ok(entry) = entry else {
-                            continue;
+                        let entry = match entry {
+                            Ok(entry) => entry,
+                            // Its consumer lost (a NATS server gone): it
+                            // may deliver nothing more. Opened again after
+                            // the last change seen.
+                            Err(e) => {
+                                tracing::debug!(bucket = BUCKET, error = %e, "client id watch failed; opened again");
+                                break;
+                            }
                         };
                         let Some(router) = router.upgrade() else {
                             return;
