@@ -309,8 +309,14 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         .expect("a capture");
     router.publish(message("lc/here"));
     assert!(!router.capture_hold().holding);
-    router.routing.capture_finish(&local, None, &[], &router.stats);
-    assert_eq!(router.capture_hold().failed, 0, "lost no other node's message");
+    router
+        .routing
+        .capture_finish(&local, None, &[], &router.stats);
+    assert_eq!(
+        router.capture_hold().failed,
+        0,
+        "lost no other node's message"
+    );
 
     let attached_later = router
         .routing
@@ -328,7 +334,9 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         let router = Arc::clone(&router);
         async move { router.captures_released().await }
     });
-    router.routing.capture_finish(&lost, None, &[], &router.stats);
+    router
+        .routing
+        .capture_finish(&lost, None, &[], &router.stats);
     let hold = router.capture_hold();
     assert!(hold.holding, "one still stands");
     assert_eq!(hold.failed, 1, "the other lost another node's message");
@@ -347,4 +355,73 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         .expect("released once none stands")
         .expect("the task");
     assert!(!router.capture_hold().holding);
+}
+
+#[tokio::test]
+async fn a_local_qos1_message_captured_for_a_moving_session_is_acknowledged_once_handed_over() {
+    let (router, recorder) = setup();
+    let qos1 = |topic: &str| {
+        let mut m = Message::new(topic, Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+        m.publisher = Some(Arc::from("p"));
+        Arc::new(m)
+    };
+    let capture = router
+        .routing
+        .capture_start(&Arc::from("kept"), vec![filter("lk/#")])
+        .expect("a capture");
+    let held = router.publish_checked(qos1("lk/1")).expect("taken");
+    let free = router.publish_checked(qos1("elsewhere")).expect("taken");
+    let qos0 = router.publish_checked(message("lk/0")).expect("taken");
+    recorder.confirmed.store(3, Ordering::Relaxed); // the other nodes have them
+    assert!(router.is_committed(free.commit).expect("not captured"));
+    assert!(router.is_committed(qos0.commit).expect("no ack to hold"));
+    assert!(!router.is_committed(held.commit).expect("held"));
+    let waiting = tokio::spawn({
+        let router = Arc::clone(&router);
+        async move { router.wait_committed(held.commit).await }
+    });
+    for _ in 0..3 {
+        tokio::task::yield_now().await; // the waiting task runs meanwhile
+    }
+    assert!(!waiting.is_finished(), "no ack while the capture stands");
+    let attached = router
+        .attach(&Arc::from("kept"), &SessionOwner::Anonymous, false, 300)
+        .expect("attach");
+    router.subscribe(&attached.session, filter("lk/#"), options());
+    let (_, delivered, _) =
+        router
+            .routing
+            .capture_finish(&capture, Some(&attached.session), &[], &router.stats);
+    assert_eq!(delivered, 2);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("acknowledged once handed over")
+        .expect("the task")
+        .expect("handed over");
+    assert!(router.is_committed(held.commit).expect("handed over"));
+
+    // A capture that failed (its session was not attached): not acknowledged.
+    let lost = router
+        .routing
+        .capture_start(&Arc::from("gone"), vec![filter("gn/#")])
+        .expect("a capture");
+    let dropped = router.publish_checked(qos1("gn/1")).expect("taken");
+    let after = router.publish_checked(qos1("lk/2")).expect("taken");
+    recorder.confirmed.store(5, Ordering::Relaxed);
+    let mut both = held.commit;
+    both.include(dropped.commit);
+    router
+        .routing
+        .capture_finish(&lost, None, &[], &router.stats);
+    for commit in [dropped.commit, both] {
+        assert!(matches!(
+            router.wait_committed(commit).await,
+            Err(crate::core::commit::CoreError::NotHandedOver)
+        ));
+        assert!(router.is_committed(commit).is_err());
+    }
+    assert!(
+        router.wait_committed(after.commit).await.is_ok(),
+        "not captured: routed directly"
+    );
 }
