@@ -396,7 +396,12 @@ impl MoveCapture<'_> {
 impl Drop for MoveCapture<'_> {
     fn drop(&mut self) {
         if let Some(capture) = self.capture.take() {
-            self.routing.capture_finish(&capture, None, &[], self.stats);
+            let (captured, _, _) = self.routing.capture_finish(&capture, None, &[], self.stats);
+            tracing::warn!(
+                client_id = %capture.client_id,
+                captured,
+                "session moving here not attached: messages routed for it meanwhile dropped (not acknowledged to publishers here)"
+            );
         }
     }
 }

@@ -98,6 +98,14 @@ fn peer_at(seq: u64) -> crate::core::peer_marks::PeerPosition<'static> {
     }
 }
 
+/// A capture for the session `client_id` moving here, of `raw`.
+fn start_capture(router: &Router, client_id: &str, raw: &str) -> Arc<super::capture::Capture> {
+    router
+        .routing
+        .capture_start(&Arc::from(client_id), vec![filter(raw)])
+        .expect("a capture")
+}
+
 fn message(topic: &str) -> Arc<Message> {
     Arc::new(Message::new(
         topic,
@@ -303,10 +311,7 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
     let hold = router.capture_hold();
     assert!(!hold.holding);
     // A capture of this node's own messages only holds nothing back.
-    let local = router
-        .routing
-        .capture_start(&Arc::from("local"), vec![filter("lc/#")])
-        .expect("a capture");
+    let local = start_capture(&router, "local", "lc/#");
     router.publish(message("lc/here"));
     assert!(!router.capture_hold().holding);
     router
@@ -318,14 +323,8 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         "lost no other node's message"
     );
 
-    let attached_later = router
-        .routing
-        .capture_start(&Arc::from("kept"), vec![filter("kp/#")])
-        .expect("a capture");
-    let lost = router
-        .routing
-        .capture_start(&Arc::from("gone"), vec![filter("gn/#")])
-        .expect("a capture");
+    let attached_later = start_capture(&router, "kept", "kp/#");
+    let lost = start_capture(&router, "gone", "gn/#");
     router.publish_from_peer(message("kp/p"), PeerPosition::new("o", 7, 1));
     router.publish_from_peer(message("gn/p"), PeerPosition::new("o", 7, 2));
     assert!(router.capture_hold().holding);
@@ -365,10 +364,7 @@ async fn a_local_qos1_message_captured_for_a_moving_session_is_acknowledged_once
         m.publisher = Some(Arc::from("p"));
         Arc::new(m)
     };
-    let capture = router
-        .routing
-        .capture_start(&Arc::from("kept"), vec![filter("lk/#")])
-        .expect("a capture");
+    let capture = start_capture(&router, "kept", "lk/#");
     let held = router.publish_checked(qos1("lk/1")).expect("taken");
     let free = router.publish_checked(qos1("elsewhere")).expect("taken");
     let qos0 = router.publish_checked(message("lk/0")).expect("taken");
@@ -401,10 +397,7 @@ async fn a_local_qos1_message_captured_for_a_moving_session_is_acknowledged_once
     assert!(router.is_committed(held.commit).expect("handed over"));
 
     // A capture that failed (its session was not attached): not acknowledged.
-    let lost = router
-        .routing
-        .capture_start(&Arc::from("gone"), vec![filter("gn/#")])
-        .expect("a capture");
+    let lost = start_capture(&router, "gone", "gn/#");
     let dropped = router.publish_checked(qos1("gn/1")).expect("taken");
     let after = router.publish_checked(qos1("lk/2")).expect("taken");
     recorder.confirmed.store(5, Ordering::Relaxed);
