@@ -11,14 +11,17 @@
 ///
 /// A QoS ≥ 1 message captured for a session moving here (cluster mode,
 /// `core/router/capture.rs`) is stored nowhere until that capture is handed
-/// over: its commit also names the captures' losses when it was routed, and
-/// the earliest of several covers them all.
+/// over: its commit also names the latest capture that kept it and the
+/// captures' losses when it was routed (the earliest count of several
+/// covers them all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Commit {
     ticket: u64,
     fabric: u64,
     /// 0: captured by none; else 1 + the captures' losses when it was.
     capture: u64,
+    /// The latest capture that kept it (they are numbered from 1).
+    capture_last: u64,
 }
 
 impl Commit {
@@ -27,6 +30,7 @@ impl Commit {
         ticket: 0,
         fabric: 0,
         capture: 0,
+        capture_last: 0,
     };
 
     /// The commit of a store submission.
@@ -46,13 +50,15 @@ impl Commit {
         }
     }
 
-    /// The commit of a message captured for a session moving here when
-    /// `losses` captures holding such messages had ended without their
-    /// session: done once no capture holding such messages stands, and
-    /// failed when one more ended so (see `Routing::local_captures_ended`).
-    pub(crate) fn of_capture(losses: u64) -> Commit {
+    /// The commit of a message captured for a session moving here, by
+    /// captures up to number `last`, when `losses` captures holding such
+    /// messages had ended without their session: done once none up to
+    /// `last` holding such messages stands, and failed when one more ended
+    /// so (see `Routing::local_captures_ended`).
+    pub(crate) fn of_capture(losses: u64, last: u64) -> Commit {
         Commit {
             capture: losses + 1,
+            capture_last: last,
             ..Commit::NONE
         }
     }
@@ -72,6 +78,11 @@ impl Commit {
         self.capture.checked_sub(1)
     }
 
+    /// The latest capture that kept the message (0: none).
+    pub(crate) fn capture_last(self) -> u64 {
+        self.capture_last
+    }
+
     pub fn is_none(self) -> bool {
         self == Commit::NONE
     }
@@ -89,6 +100,7 @@ impl Commit {
         if self.capture == 0 || (other.capture != 0 && other.capture < self.capture) {
             self.capture = other.capture;
         }
+        self.capture_last = self.capture_last.max(other.capture_last);
     }
 }
 
@@ -128,11 +140,12 @@ mod tests {
         commit.include(Commit::of_fabric(4));
         assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
         assert_eq!(commit.capture_losses(), None);
-        commit.include(Commit::of_capture(3));
-        commit.include(Commit::of_capture(1));
-        commit.include(Commit::of_capture(4));
+        commit.include(Commit::of_capture(3, 5));
+        commit.include(Commit::of_capture(1, 2));
+        commit.include(Commit::of_capture(4, 7));
         commit.include(Commit::of_ticket(1));
         assert_eq!(commit.capture_losses(), Some(1), "the earliest count");
+        assert_eq!(commit.capture_last(), 7, "the latest capture");
         assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
     }
 }

@@ -42,9 +42,13 @@ pub(crate) struct Captures {
     /// Captures that ended without their session while holding messages
     /// from other nodes: what they held was stored by no node here.
     failed: AtomicU64,
-    /// Standing captures holding a QoS ≥ 1 message of a client here: its
-    /// publisher's ack waits until they end (`Router::wait_committed`).
-    holding_local: AtomicUsize,
+    /// The numbers of the standing captures holding a QoS ≥ 1 message of a
+    /// client here: its publisher's ack waits until those up to the one
+    /// that kept it ended (`Router::wait_committed`); later ones do not
+    /// hold it back.
+    holding_local: Mutex<Vec<u64>>,
+    /// The number of the latest capture started (they count from 1).
+    started: AtomicU64,
     /// Captures that ended without their session while holding such messages.
     failed_local: AtomicU64,
     /// What handing captures over stored (the latest covers the earlier).
@@ -68,13 +72,15 @@ pub struct CaptureHold {
 /// What this node routed for one session moving here.
 #[derive(Debug)]
 pub(crate) struct Capture {
+    /// Its number (`Captures::started`).
+    id: u64,
     client_id: Arc<str>,
     filters: Vec<Filter>,
     entries: Mutex<VecDeque<Captured>>,
     dropped: AtomicUsize,
     /// It holds a message from another node (counted in `holding_peer`).
     holds_peer: AtomicBool,
-    /// It holds a QoS ≥ 1 message of a client here (counted in `holding_local`).
+    /// It holds a QoS ≥ 1 message of a client here (listed in `holding_local`).
     holds_local: AtomicBool,
 }
 
@@ -132,6 +138,7 @@ impl Routing {
             return None;
         }
         let capture = Arc::new(Capture {
+            id: self.captures.started.fetch_add(1, Ordering::Relaxed) + 1,
             client_id: Arc::clone(client_id),
             filters,
             entries: Mutex::new(VecDeque::new()),
@@ -170,6 +177,7 @@ impl Routing {
         // Taken before any capture here can end (`capture_finish` removes
         // one under the trie's write lock, and counts its loss after).
         let losses = self.captures.failed_local.load(Ordering::Acquire);
+        let mut last = 0;
         for capture in self.captures.list.lock().iter() {
             if capture.filters.iter().any(|f| f.matches(&message.topic)) {
                 capture.keep(Captured {
@@ -182,13 +190,14 @@ impl Routing {
                     self.captures.holding_peer.fetch_add(1, Ordering::AcqRel);
                 }
                 if acked_here && !capture.holds_local.swap(true, Ordering::AcqRel) {
-                    self.captures.holding_local.fetch_add(1, Ordering::AcqRel);
+                    self.captures.holding_local.lock().push(capture.id);
                 }
+                last = last.max(capture.id);
                 captured.push(Arc::clone(&capture.client_id));
             }
         }
         let hold = if acked_here && !captured.is_empty() {
-            Commit::of_capture(losses)
+            Commit::of_capture(losses, last)
         } else {
             Commit::NONE
         };
@@ -279,7 +288,10 @@ impl Routing {
                 self.captures.holding_peer.fetch_sub(1, Ordering::AcqRel);
             }
             if holds_local {
-                self.captures.holding_local.fetch_sub(1, Ordering::AcqRel);
+                self.captures
+                    .holding_local
+                    .lock()
+                    .retain(|id| *id != capture.id);
             }
             self.captures.ended.notify_waiters();
         }
@@ -300,31 +312,45 @@ impl Routing {
 
     /// Resolves once no capture holding messages from other nodes stands.
     pub(crate) async fn captures_released(&self) {
-        self.captures_ended(&self.captures.holding_peer).await;
+        let holding = &self.captures.holding_peer;
+        self.captures_ended(|| holding.load(Ordering::Acquire) > 0)
+            .await;
     }
 
-    /// Resolves once `holding` (a count of standing captures) is 0.
-    async fn captures_ended(&self, holding: &AtomicUsize) {
+    /// Resolves once `standing` (captures of some kind stand) is false.
+    async fn captures_ended(&self, standing: impl Fn() -> bool) {
         loop {
             let ended = self.captures.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            if holding.load(Ordering::Acquire) == 0 {
+            if !standing() {
                 return;
             }
             ended.await;
         }
     }
 
+    /// Whether a capture up to number `last` holding a QoS ≥ 1 message of a
+    /// client here stands.
+    fn local_standing(&self, last: u64) -> bool {
+        self.captures
+            .holding_local
+            .lock()
+            .iter()
+            .any(|id| *id <= last)
+    }
+
     /// For a publisher's ack: `commit` plus, for a message captured for a
     /// session moving here, the handover's commit once no capture holding
-    /// such messages stands; an error when one ended without its session
-    /// since the message was captured (the loss may be its own).
+    /// such messages stands of those up to the latest that kept it (later
+    /// ones do not hold it back); an error when one ended without its
+    /// session since the message was captured (the loss may be its own).
     pub(crate) async fn local_captures_ended(&self, commit: Commit) -> Result<Commit, CoreError> {
         if commit.capture_losses().is_none() {
             return Ok(commit);
         }
-        self.captures_ended(&self.captures.holding_local).await;
+        self.captures_ended(|| self.local_standing(commit.capture_last()))
+            .await;
         self.local_captures_outcome(commit)
     }
 
@@ -337,7 +363,7 @@ impl Routing {
         if commit.capture_losses().is_none() {
             return Ok(Some(commit));
         }
-        if self.captures.holding_local.load(Ordering::Acquire) > 0 {
+        if self.local_standing(commit.capture_last()) {
             return Ok(None);
         }
         self.local_captures_outcome(commit).map(Some)

@@ -366,9 +366,12 @@ async fn a_local_qos1_message_captured_for_a_moving_session_is_acknowledged_once
     };
     let capture = start_capture(&router, "kept", "lk/#");
     let held = router.publish_checked(qos1("lk/1")).expect("taken");
+    // Started after it was captured: does not hold it back.
+    let later = start_capture(&router, "later", "lt/#");
+    let stuck = router.publish_checked(qos1("lt/1")).expect("taken");
     let free = router.publish_checked(qos1("elsewhere")).expect("taken");
     let qos0 = router.publish_checked(message("lk/0")).expect("taken");
-    recorder.confirmed.store(3, Ordering::Relaxed); // the other nodes have them
+    recorder.confirmed.store(4, Ordering::Relaxed); // the other nodes have them
     assert!(router.is_committed(free.commit).expect("not captured"));
     assert!(router.is_committed(qos0.commit).expect("no ack to hold"));
     assert!(!router.is_committed(held.commit).expect("held"));
@@ -395,12 +398,19 @@ async fn a_local_qos1_message_captured_for_a_moving_session_is_acknowledged_once
         .expect("the task")
         .expect("handed over");
     assert!(router.is_committed(held.commit).expect("handed over"));
+    router
+        .routing
+        .capture_finish(&later, None, &[], &router.stats);
+    assert!(matches!(
+        router.wait_committed(stuck.commit).await,
+        Err(crate::core::commit::CoreError::NotHandedOver)
+    ));
 
     // A capture that failed (its session was not attached): not acknowledged.
     let lost = start_capture(&router, "gone", "gn/#");
     let dropped = router.publish_checked(qos1("gn/1")).expect("taken");
     let after = router.publish_checked(qos1("lk/2")).expect("taken");
-    recorder.confirmed.store(5, Ordering::Relaxed);
+    recorder.confirmed.store(6, Ordering::Relaxed);
     let mut both = held.commit;
     both.include(dropped.commit);
     router
