@@ -194,13 +194,15 @@ impl Server {
             )
             .await?;
             if let Some(status) = &cluster_status {
-                state.watch_nodes(
-                    cluster,
-                    Arc::clone(status),
-                    &router,
-                    shutdown.clone(),
-                    &tracker,
-                );
+                state
+                    .watch_nodes(
+                        cluster,
+                        Arc::clone(status),
+                        &router,
+                        shutdown.clone(),
+                        &tracker,
+                    )
+                    .await;
             }
             // Its interest is complete: it may confirm other nodes' syncs.
             cluster.state().mark_restored();

@@ -166,7 +166,7 @@ pub struct Timing {
 }
 
 /// Opens (or makes) the liveness bucket: keys live `dead_after` at most.
-async fn open(
+pub(super) async fn open(
     jetstream: &jetstream::Context,
     replicas: usize,
     dead_after: Duration,
@@ -176,6 +176,43 @@ async fn open(
         ..crate::store::nats::bucket_config(BUCKET, replicas)
     };
     crate::store::nats::open_configured(jetstream, BUCKET, config).await
+}
+
+/// The longest a start waits to read the liveness keys there are.
+const KNOWN_READ_WITHIN: Duration = Duration::from_secs(5);
+
+/// Reads the liveness keys there are into what this node knows, before it
+/// takes clients: its syncs wait for those nodes from its first message on.
+/// Left to the watch (`run`), the keys came a moment after the first
+/// clients' messages, whose syncs went with nobody to wait for: acks for
+/// messages no other node stored (a node killed just before, its sessions
+/// not yet taken over, lost them). Bounded; on failure the watch tells.
+pub(super) async fn read_known(kv: &kv::Store, status: &ClusterStatus) {
+    let read = async {
+        let held = kv.status().await.map_err(|e| e.to_string())?;
+        if held.info.state.messages == 0 {
+            return Ok(0);
+        }
+        let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
+        let mut known = 0;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| e.to_string())?;
+            if let Some(entry) = kv.entry(key.as_str()).await.map_err(|e| e.to_string())? {
+                heard(status, &entry);
+                known += 1;
+            }
+        }
+        Ok::<usize, String>(known)
+    };
+    match tokio::time::timeout(KNOWN_READ_WITHIN, read).await {
+        Ok(Ok(known)) => {
+            tracing::debug!(node = %status.node, known, "cluster: liveness keys read at start")
+        }
+        Ok(Err(e)) => tracing::warn!(node = %status.node, error = %e,
+            "cluster: liveness keys not read at start; the first acks may not wait for the other nodes"),
+        Err(_) => tracing::warn!(node = %status.node, within_secs = KNOWN_READ_WITHIN.as_secs(),
+            "cluster: liveness keys not read at start in time; the first acks may not wait for the other nodes"),
+    }
 }
 
 fn boot_of(value: &[u8]) -> Option<u64> {
@@ -188,12 +225,14 @@ pub type OnDead = Arc<
     dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
 >;
 
-/// Beats for this node and watches the others' beats until `shutdown`.
+/// Beats for this node and watches the others' beats in bucket `kv`
+/// ([`open`]) until `shutdown`.
 /// `owners` lists the nodes holding client ids (read once, after the first
 /// `dead_after`): those never heard of by then are dead too. `on_dead` runs
 /// on a task of its own, so taking over never delays this node's beats.
 pub async fn run(
     cluster: Cluster,
+    kv: kv::Store,
     status: Arc<ClusterStatus>,
     timing: Timing,
     owners: impl std::future::Future<Output = Vec<String>> + Send + 'static,
@@ -201,13 +240,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let node = cluster.node().to_string();
-    let kv = match open(cluster.jetstream(), cluster.replicas(), timing.dead_after).await {
-        Ok(kv) => kv,
-        Err(e) => {
-            tracing::warn!(node, bucket = BUCKET, error = %e, "cluster: liveness bucket not opened; dead nodes will not be noticed");
-            return;
-        }
-    };
     tokio::spawn({
         let (status, on_dead, kv) = (Arc::clone(&status), Arc::clone(&on_dead), kv.clone());
         async move {

@@ -128,6 +128,12 @@ pub(crate) struct Ownership {
     /// Latest unwritten change per client id (bounded by the sessions held).
     pending: Mutex<HashMap<String, Pending>>,
     wake_writer: Notify,
+    /// The revision the watch goes on from (0: changes from its opening
+    /// on): after the earliest claim of the start, so another node's claim
+    /// made between this node's start claims and its watch opening is
+    /// seen; then after the last change seen, so a watch opened again
+    /// misses none.
+    watch_from: std::sync::atomic::AtomicU64,
 }
 
 /// The node that holds `client_id` in the whole cluster, as the bucket says
@@ -158,7 +164,9 @@ impl Ownership {
         node: &str,
         held: HashMap<String, Held>,
     ) -> Ownership {
+        let watch_from = held.values().map(|h| h.revision + 1).min().unwrap_or(0);
         Ownership {
+            watch_from: std::sync::atomic::AtomicU64::new(watch_from),
             kv,
             client,
             node: node.to_string(),
@@ -429,8 +437,13 @@ impl Ownership {
     /// Watches the bucket and ends sessions here that another node claimed
     /// later than this node did; runs until the router is gone.
     pub(crate) async fn run_watch(self: Arc<Self>, router: Weak<Router>) {
+        use std::sync::atomic::Ordering;
         loop {
-            match self.kv.watch_all().await {
+            let watch = match self.watch_from.load(Ordering::Relaxed) {
+                0 => self.kv.watch_all().await,
+                from => self.kv.watch_all_from_revision(from).await,
+            };
+            match watch {
                 Ok(mut watch) => {
                     while let Some(entry) = watch.next().await {
                         let Ok(entry) = entry else {
@@ -439,6 +452,8 @@ impl Ownership {
                         let Some(router) = router.upgrade() else {
                             return;
                         };
+                        self.watch_from
+                            .fetch_max(entry.revision + 1, Ordering::Relaxed);
                         self.on_change(&router, entry).await;
                     }
                     tracing::warn!(bucket = BUCKET, "client id watch ended; watching again");

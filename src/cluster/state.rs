@@ -91,7 +91,9 @@ impl SharedState {
 
     /// Beats for this node and notices dead nodes (`liveness.rs`); the
     /// sessions and wills of a dead node are taken over (`takeover.rs`).
-    pub fn watch_nodes(
+    /// Returns once the liveness keys there are were read (bounded): the
+    /// node's syncs wait for those nodes before it takes clients.
+    pub async fn watch_nodes(
         self: &Arc<Self>,
         cluster: &Cluster,
         status: Arc<ClusterStatus>,
@@ -123,11 +125,27 @@ impl SharedState {
                 }
             })
         });
+        let kv = match liveness::open(
+            cluster.jetstream(),
+            cluster.replicas(),
+            cluster.timing().dead_after,
+        )
+        .await
+        {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::warn!(node = %cluster.node(), bucket = liveness::BUCKET, error = %e,
+                    "cluster: liveness bucket not opened; dead nodes will not be noticed");
+                return;
+            }
+        };
+        liveness::read_known(&kv, &status).await;
         tracker.spawn(super::fabric::stopped_in_time(
             "liveness",
             shutdown.clone(),
             liveness::run(
                 cluster.clone(),
+                kv,
                 status,
                 cluster.timing(),
                 owners,

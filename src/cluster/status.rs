@@ -146,12 +146,12 @@ impl ClusterStatus {
         waited
     }
 
-    /// `node` is alive as its liveness key, written `age` ago, says: waited
-    /// for until its heartbeat comes (`Peers::seed`).
+    /// `node` beat `age` ago as its liveness key says: waited for until its
+    /// heartbeat comes (`Peers::seed`). A key lives `dead_after` at most: one
+    /// older than [`NODE_TIMEOUT`] is of a node likely dead and not yet taken
+    /// over, waited for as unsettled (`peers.rs`) until this node took it
+    /// over, not acked past as if it never was.
     pub(super) fn seed_peer(&self, node: &str, age: Duration) {
-        if age > NODE_TIMEOUT {
-            return;
-        }
         let now = Instant::now();
         let seen = now.checked_sub(age).unwrap_or(now);
         self.peers.lock().seed(node, seen);

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
 import time
 
@@ -16,6 +18,28 @@ def node_env(node: str, nats_urls, extra: dict | None = None) -> dict:
     }
     env.update(extra or {})
     return env
+
+
+def stop_node(broker) -> None:
+    """SIGSTOPs a node's process and returns once every thread of it stopped.
+
+    `kill` only queues the signal: the process stops when one of its threads
+    takes it (when next scheduled) and stops the others. Until then, a few
+    ms on a loaded machine, its other threads run on: a node "stopped" that
+    way still answers a sync or attaches a session. Waiting for the stop
+    (the parent is told, `WUNTRACED`) leaves no such window.
+    """
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    _, status = os.waitpid(broker.proc.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        # Reaped here: the Popen must still know how it ended.
+        broker.proc.returncode = os.waitstatus_to_exitcode(status)
+        raise AssertionError(f"{broker.node} ended instead of stopping: {broker.proc.returncode}")
+
+
+def resume_node(broker) -> None:
+    """Lets a node stopped by `stop_node` run again."""
+    os.kill(broker.proc.pid, signal.SIGCONT)
 
 
 PROBE_TIMEOUT = 15.0

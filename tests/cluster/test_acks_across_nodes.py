@@ -9,11 +9,9 @@ Real nats-server, real tern processes (redb store each), real paho clients.
 
 from __future__ import annotations
 
-import os
 import queue
-import signal
 
-from clusterutil import await_route, flood_qos1, mqtt_probe
+from clusterutil import await_route, flood_qos1, mqtt_probe, resume_node, stop_node
 from mqttutil import TIMEOUT, unique
 from test_node_death import kill9
 from test_operations import metric
@@ -75,7 +73,7 @@ def test_a_publishers_ack_waits_for_a_node_that_does_not_answer(nats, nodes, mqt
     a, b, watcher = routed_pair(nats, nodes, mqtt, prefix)
     publisher = mqtt(a)
     timeouts_before = metric(a, "tern_cluster_confirm_timeouts_total")
-    os.kill(b.proc.pid, signal.SIGSTOP)
+    stop_node(b)
     try:
         info = publisher.client.publish(f"{prefix}/x", b"waits", qos=1)
         # B is alive for A (its heartbeat is recent) and routes nothing now:
@@ -83,7 +81,7 @@ def test_a_publishers_ack_waits_for_a_node_that_does_not_answer(nats, nodes, mqt
         info.wait_for_publish(1.0)
         assert not info.is_published(), "acknowledged before node B confirmed it"
     finally:
-        os.kill(b.proc.pid, signal.SIGCONT)
+        resume_node(b)
     info.wait_for_publish(TIMEOUT)
     assert info.is_published(), "no PUBACK once node B answered again"
     assert watcher.expect().payload == b"waits"

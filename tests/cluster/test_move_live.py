@@ -10,12 +10,10 @@ paho-mqtt clients, three tern nodes on one NATS with the store in JetStream.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 
-from clusterutil import await_route, mqtt_probe
+from clusterutil import await_route, mqtt_probe, resume_node, stop_node
 from mqttutil import TIMEOUT, MqttClient, unique
 from test_cluster_state import CLIENTS_STREAM, stream_last_seq, wait_for_writes
 from test_operations import wait_for
@@ -57,7 +55,7 @@ def test_a_session_moving_between_live_nodes_gets_what_was_published_meanwhile_o
         deadline = time.monotonic() + TIMEOUT
         while stream_last_seq(nats, CLIENTS_STREAM) <= claims:
             assert time.monotonic() < deadline, "tern-b's claim never written"
-        os.kill(b.proc.pid, signal.SIGSTOP)
+        stop_node(b)
         attached_before_stop = second.connected.is_set()
         wait_for(
             "tern-a let the session go",
@@ -66,7 +64,7 @@ def test_a_session_moving_between_live_nodes_gets_what_was_published_meanwhile_o
         # tern-a routes these to no session now; tern-b reads nothing yet.
         during = [f"during-{n}".encode() for n in range(N)]
         sent = [publisher.client.publish("mv/t", payload, qos=1) for payload in during]
-        os.kill(b.proc.pid, signal.SIGCONT)
+        resume_node(b)
         connecting.join(TIMEOUT)
         assert second.connected.is_set(), "no CONNACK from tern-b"
         assert second.session_present, "resumed on tern-b"
@@ -83,6 +81,6 @@ def test_a_session_moving_between_live_nodes_gets_what_was_published_meanwhile_o
         assert got == queued + during + [b"after"], "in publishing order"
         assert "messages routed while it moved handed over" in b.stderr_text()
     finally:
-        os.kill(b.proc.pid, signal.SIGCONT)
+        resume_node(b)
         first.close()
         second.close()

@@ -17,8 +17,6 @@ Real paho-mqtt clients, two tern nodes on one NATS with the store in JetStream.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 import pytest
 
-from clusterutil import await_route, mqtt_probe
+from clusterutil import await_route, mqtt_probe, resume_node, stop_node
 from mqttutil import TIMEOUT, MqttClient, unique
 from securityutil import add_user
 from ternproc import Broker
@@ -81,7 +79,7 @@ def move(nats, nodes, tmp_path):
         owner.disconnect()  # the session stays on tern-a, offline
         # tern-a stopped first: once its claim is written, tern-b waits for
         # tern-a's word (a second) with the capture standing.
-        os.kill(a.proc.pid, signal.SIGSTOP)
+        stop_node(a)
         try:
             claims = stream_last_seq(nats, CLIENTS_STREAM)
             connecting = threading.Thread(target=lambda: _connect(resumer), daemon=True)
@@ -93,13 +91,13 @@ def move(nats, nodes, tmp_path):
             connecting.join(TIMEOUT)
             assert resumer.connected.is_set(), "no CONNACK from tern-b"
         finally:
-            os.kill(a.proc.pid, signal.SIGCONT)
+            resume_node(a)
         return Moved(b, persistent, resumer, publisher, held)
 
     try:
         yield run
     finally:
-        os.kill(a.proc.pid, signal.SIGCONT)
+        resume_node(a)
         for client in clients:
             client.close()
 

@@ -11,14 +11,12 @@ backlog, three tern nodes on one NATS with the store in JetStream.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 
 import pytest
 
 from rawmqtt import RawMqtt
-from clusterutil import await_route, mqtt_probe
+from clusterutil import await_route, mqtt_probe, resume_node, stop_node
 from mqttutil import TIMEOUT, MqttClient, unique
 from test_cluster_state import CLIENTS_STREAM, stream_last_seq, wait_for_writes
 from test_node_death import kill9
@@ -26,11 +24,12 @@ from test_operations import metric, wait_for
 
 # A window big enough that tern-c sends the whole backlog without waiting
 # for tern-b to confirm it (tern-a gets its messages meanwhile); no node
-# taken for dead while tern-b is stopped.
+# taken for dead while tern-b is stopped: about a minute, as each QoS 2
+# publish's ack waits for tern-b's confirm until it times out (3 s).
 ENV = {
     "TERN_STORAGE__BACKEND": "nats",
     "TERN_CLUSTER__WINDOW": "1000000",
-    "TERN_CLUSTER__DEAD_AFTER_MS": "60000",
+    "TERN_CLUSTER__DEAD_AFTER_MS": "180000",
 }
 # Messages of the backlog, and tern-b's sessions it is routed to (never
 # read: dropped once their queues are full, each a routing step of tern-b's
@@ -72,7 +71,7 @@ def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_hol
 
         # tern-b reads nothing from NATS meanwhile: the backlog and the QoS 2
         # messages wait for it, in tern-c's order.
-        os.kill(b.proc.pid, signal.SIGSTOP)
+        stop_node(b)
         lines = "\n".join(f"b{n}" for n in range(BACKLOG[old_node])) + "\n"
         subprocess.run(
             ["mosquitto_pub", "-h", c.host, "-p", str(c.mqtt_port), "-t", "rp/bulk", "-q", "0", "-l"],
@@ -91,7 +90,7 @@ def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_hol
             wait_for("tern-a committed the completions", lambda: metric(a, "tern_store_messages") == 0)
             kill9(nodes, "tern-a")
 
-        os.kill(b.proc.pid, signal.SIGCONT)
+        resume_node(b)
         second = MqttClient(b, "5.0", client_id=client_id, clean=False, session_expiry=300).connect()
         assert second.session_present, "resumed on tern-b"
         # tern-b routes the QoS 2 messages after its backlog: by the time
@@ -106,7 +105,7 @@ def test_resume_on_another_node_repeats_no_qos2_message_a_lagging_node_still_hol
         # messages as far as tern-a when it restored the session.
         assert "origins_skipped=1" in b.stderr_text(), "tern-b did not lag: nothing was tested"
     finally:
-        os.kill(b.proc.pid, signal.SIGCONT)
+        resume_node(b)
         for raw in stalled:
             raw.drop()
         for client in (first, second):

@@ -247,6 +247,12 @@ impl Routing {
             }
             let entries = std::mem::take(&mut *capture.entries.lock());
             if let Some(session) = session {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let left_out = entries.iter().filter(|e| had_it(e, had)).count();
+                    let filters = session.subscriptions().len();
+                    tracing::debug!(client_id = %capture.client_id, left_out, filters, marks = had.len(),
+                        "capture handed over");
+                }
                 for entry in entries.iter().filter(|e| !had_it(e, had)) {
                     let targets = Self::targets(
                         &trie,

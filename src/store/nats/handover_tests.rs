@@ -404,3 +404,32 @@ fn records_moved_a_b_a_c_reach_c_after_a_restart_of_a() {
     let expected = [(2, "a2"), (3, "b1"), (5, "a10")];
     assert_eq!(owed, expected, "tern-c owes what tern-a owed");
 }
+
+#[test]
+fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() {
+    use crate::store::suite_marks::{mark, put_marks};
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let held = [mark("tern-o", 7, 120)];
+    let ops = [put_session("x"), put_message(1, "t"), put("x", 1, 1)];
+    a.apply(&ops, true).unwrap();
+    a.apply(&[put_marks("tern-a", &held)], true).unwrap();
+    drop(a); // killed; x is claimed by tern-b meanwhile
+             // Its next run does not hold x: its marks say what it routed, not what x had.
+    let again = f.open_nats("tern-a", &["x"]);
+    assert!(again.load().unwrap().sessions.is_empty());
+    let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
+    again.apply(&[put_marks("tern-a", &later)], true).unwrap();
+    let b = f.open_nats("tern-b", &["x"]);
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 1);
+    let marks: Vec<_> = snap
+        .peer_marks
+        .iter()
+        .filter(|(n, _)| n == "tern-a")
+        .collect();
+    assert!(
+        marks.iter().all(|(_, m)| m.as_slice() != later),
+        "a later run's marks would drop messages x never had: {marks:?}"
+    );
+}

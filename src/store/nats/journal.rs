@@ -43,9 +43,20 @@ pub(super) enum Entry {
     Forget(String, u64),
 }
 
+/// Journal subjects: this, then the node's name as a key part.
+const SUBJECT_PREFIX: &str = "tern.journal.";
+
 /// The subject of node `node`'s journal.
 pub(super) fn subject(node: &str) -> String {
-    format!("tern.journal.{}", super::kv_key::encode(node))
+    format!("{SUBJECT_PREFIX}{}", super::kv_key::encode(node))
+}
+
+/// The store key of the marks (`keys::peer_marks`) of the node whose
+/// journal is on `subject`.
+pub(super) fn marks_key_of(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix(SUBJECT_PREFIX)
+        .map(|node| format!("p.{node}"))
 }
 
 /// Makes (or updates) [`STREAM`] with `replicas` copies.

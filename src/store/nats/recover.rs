@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use indexmap::IndexMap;
 
-use super::journal::{self, client_of};
+use super::journal::{self, client_of, Entry};
 use super::{keys, load, replay};
 
 /// What a start reads: the bucket with the journal over it, the journal's
@@ -89,10 +89,29 @@ pub(super) async fn read_client(
         }
     };
     let holders = replay::holders(&entries, client);
+    // A holder's marks written after its last write of this client are of
+    // a run that did not hold it (restarted without it): applied, they
+    // would drop messages it never had. Only those up to that write count;
+    // none when its journal has none by then (the bucket's may be later):
+    // a repeat is possible then, not a loss.
+    let held_marks: Vec<(String, u64)> = holders
+        .iter()
+        .filter_map(|(subject, last)| Some((journal::marks_key_of(subject)?, *last)))
+        .collect();
+    let mut entries = entries;
+    entries.retain(|(seq, _, entry)| match entry {
+        Entry::Put(key, _) | Entry::Delete(key) => !held_marks
+            .iter()
+            .any(|(marks, last)| marks == key && seq > last),
+        Entry::Forget(..) => true,
+    });
     let mine = |key: &str| client_of(key).as_deref() == Some(client);
-    let (journaled, _) = replay::fold(entries, |key| {
+    let (mut journaled, _) = replay::fold(entries, |key| {
         mine(key) || key.starts_with("m.") || key.starts_with("p.")
     });
+    for (marks, _) in held_marks {
+        journaled.entry(marks).or_insert(None);
+    }
     let bucket = load::read_client(jetstream, client).await?;
     let mut seen: IndexMap<String, ()> = IndexMap::new();
     for key in bucket.iter().map(|e| &e.0).chain(journaled.keys()) {
