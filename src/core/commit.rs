@@ -8,10 +8,20 @@
 /// (the other nodes alive must confirm it stored). Positions only grow, so the
 /// highest of several covers them all: a connection that answers many packets
 /// in one wake-up waits once, on the highest (see `Router::wait_committed`).
+///
+/// A QoS ≥ 1 message captured for a session moving here (cluster mode,
+/// `core/router/capture.rs`) is stored nowhere until that capture is handed
+/// over: its commit also names the latest capture that kept it and the
+/// captures' losses when it was routed (the earliest count of several
+/// covers them all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Commit {
     ticket: u64,
     fabric: u64,
+    /// 0: captured by none; else 1 + the captures' losses when it was.
+    capture: u64,
+    /// The latest capture that kept it (they are numbered from 1).
+    capture_last: u64,
 }
 
 impl Commit {
@@ -19,19 +29,37 @@ impl Commit {
     pub const NONE: Commit = Commit {
         ticket: 0,
         fabric: 0,
+        capture: 0,
+        capture_last: 0,
     };
 
     /// The commit of a store submission.
     pub(crate) fn of_ticket(ticket: crate::store::Ticket) -> Commit {
-        Commit { ticket, fabric: 0 }
+        Commit {
+            ticket,
+            ..Commit::NONE
+        }
     }
 
     /// The commit of a message the fabric sends as number `seq`: done once
     /// the other nodes confirmed it (`Fabric::confirmed`).
     pub(crate) fn of_fabric(seq: u64) -> Commit {
         Commit {
-            ticket: 0,
             fabric: seq,
+            ..Commit::NONE
+        }
+    }
+
+    /// The commit of a message captured for a session moving here, by
+    /// captures up to number `last`, when `losses` captures holding such
+    /// messages had ended without their session: done once none up to
+    /// `last` holding such messages stands, and failed when one more ended
+    /// so (see `Routing::local_captures_ended`).
+    pub(crate) fn of_capture(losses: u64, last: u64) -> Commit {
+        Commit {
+            capture: losses + 1,
+            capture_last: last,
+            ..Commit::NONE
         }
     }
 
@@ -43,6 +71,16 @@ impl Commit {
     /// The fabric's number to wait for (0: none).
     pub(crate) fn fabric(self) -> u64 {
         self.fabric
+    }
+
+    /// The captures' losses when the message was captured, None when it was not.
+    pub(crate) fn capture_losses(self) -> Option<u64> {
+        self.capture.checked_sub(1)
+    }
+
+    /// The latest capture that kept the message (0: none).
+    pub(crate) fn capture_last(self) -> u64 {
+        self.capture_last
     }
 
     pub fn is_none(self) -> bool {
@@ -58,6 +96,11 @@ impl Commit {
     pub fn include(&mut self, other: Commit) {
         self.ticket = self.ticket.max(other.ticket);
         self.fabric = self.fabric.max(other.fabric);
+        // The earliest count of losses: a loss after it may be this one's.
+        if self.capture == 0 || (other.capture != 0 && other.capture < self.capture) {
+            self.capture = other.capture;
+        }
+        self.capture_last = self.capture_last.max(other.capture_last);
     }
 }
 
@@ -72,6 +115,11 @@ pub enum CoreError {
     /// publisher is not acknowledged (it sends the message again).
     #[error("other cluster nodes did not confirm the message in time")]
     NotConfirmed,
+    /// Cluster mode: the message was held for a session moving here, which
+    /// was not attached (no store has it): the publisher is not
+    /// acknowledged (it sends the message again).
+    #[error("a session moving here that the message was held for was not attached")]
+    NotHandedOver,
 }
 
 #[cfg(test)]
@@ -90,6 +138,14 @@ mod tests {
         commit.include(Commit::of_fabric(5));
         commit.include(Commit::of_ticket(2));
         commit.include(Commit::of_fabric(4));
+        assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
+        assert_eq!(commit.capture_losses(), None);
+        commit.include(Commit::of_capture(3, 5));
+        commit.include(Commit::of_capture(1, 2));
+        commit.include(Commit::of_capture(4, 7));
+        commit.include(Commit::of_ticket(1));
+        assert_eq!(commit.capture_losses(), Some(1), "the earliest count");
+        assert_eq!(commit.capture_last(), 7, "the latest capture");
         assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
     }
 }

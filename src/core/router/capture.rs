@@ -19,9 +19,9 @@ use parking_lot::Mutex;
 
 use super::routing::{Routing, Source};
 use super::RouterStats;
-use crate::core::commit::Commit;
+use crate::core::commit::{Commit, CoreError};
 use crate::core::fabric::is_fabric_filter;
-use crate::core::message::Message;
+use crate::core::message::{Message, QoS};
 use crate::core::peer_marks::PeerMark;
 use crate::core::session::Session;
 use crate::core::topic::Filter;
@@ -42,9 +42,19 @@ pub(crate) struct Captures {
     /// Captures that ended without their session while holding messages
     /// from other nodes: what they held was stored by no node here.
     failed: AtomicU64,
+    /// The numbers of the standing captures holding a QoS ≥ 1 message of a
+    /// client here: its publisher's ack waits until those up to the one
+    /// that kept it ended (`Router::wait_committed`); later ones do not
+    /// hold it back.
+    holding_local: Mutex<Vec<u64>>,
+    /// The number of the latest capture started (they count from 1).
+    started: AtomicU64,
+    /// Captures that ended without their session while holding such messages.
+    failed_local: AtomicU64,
     /// What handing captures over stored (the latest covers the earlier).
     handover: Mutex<Commit>,
-    /// Woken when a capture holding messages from other nodes ends.
+    /// Woken when a capture holding messages from other nodes or QoS ≥ 1
+    /// messages of clients here ends.
     ended: tokio::sync::Notify,
 }
 
@@ -62,12 +72,16 @@ pub struct CaptureHold {
 /// What this node routed for one session moving here.
 #[derive(Debug)]
 pub(crate) struct Capture {
+    /// Its number (`Captures::started`).
+    id: u64,
     client_id: Arc<str>,
     filters: Vec<Filter>,
     entries: Mutex<VecDeque<Captured>>,
     dropped: AtomicUsize,
     /// It holds a message from another node (counted in `holding_peer`).
     holds_peer: AtomicBool,
+    /// It holds a QoS ≥ 1 message of a client here (listed in `holding_local`).
+    holds_local: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -124,11 +138,13 @@ impl Routing {
             return None;
         }
         let capture = Arc::new(Capture {
+            id: self.captures.started.fetch_add(1, Ordering::Relaxed) + 1,
             client_id: Arc::clone(client_id),
             filters,
             entries: Mutex::new(VecDeque::new()),
             dropped: AtomicUsize::new(0),
             holds_peer: AtomicBool::new(false),
+            holds_local: AtomicBool::new(false),
         });
         self.captures.list.lock().push(Arc::clone(&capture));
         self.captures.active.fetch_add(1, Ordering::AcqRel);
@@ -140,22 +156,28 @@ impl Routing {
 
     /// Called by `route` under the trie's lock: keeps `message` in every
     /// capture it matches; returns their client ids (their sessions get it
-    /// from there, not from this routing).
+    /// from there, not from this routing) and, for a QoS ≥ 1 message of a
+    /// client here that one kept, what its publisher's ack waits for.
     pub(super) fn capture(
         &self,
         message: &Arc<Message>,
         source: &Source<'_>,
-    ) -> smallvec::SmallVec<[Arc<str>; 1]> {
+    ) -> (smallvec::SmallVec<[Arc<str>; 1]>, Commit) {
         let mut captured = smallvec::SmallVec::new();
         if self.captures.active.load(Ordering::Acquire) == 0 {
-            return captured;
+            return (captured, Commit::NONE);
         }
         let (origin, seq) = match source {
             // A retained change of the cluster's state: every node applies it.
-            Source::Cluster => return captured,
+            Source::Cluster => return (captured, Commit::NONE),
             Source::Here => (self.fabric().map(|f| (Arc::from(f.node()), f.epoch())), 0),
             Source::Peer(at) => (Some((Arc::from(at.node), at.epoch)), at.seq),
         };
+        let acked_here = matches!(source, Source::Here) && message.qos != QoS::AtMostOnce;
+        // Taken before any capture here can end (`capture_finish` removes
+        // one under the trie's write lock, and counts its loss after).
+        let losses = self.captures.failed_local.load(Ordering::Acquire);
+        let mut last = 0;
         for capture in self.captures.list.lock().iter() {
             if capture.filters.iter().any(|f| f.matches(&message.topic)) {
                 capture.keep(Captured {
@@ -167,10 +189,19 @@ impl Routing {
                 if from_peer && !capture.holds_peer.swap(true, Ordering::AcqRel) {
                     self.captures.holding_peer.fetch_add(1, Ordering::AcqRel);
                 }
+                if acked_here && !capture.holds_local.swap(true, Ordering::AcqRel) {
+                    self.captures.holding_local.lock().push(capture.id);
+                }
+                last = last.max(capture.id);
                 captured.push(Arc::clone(&capture.client_id));
             }
         }
-        captured
+        let hold = if acked_here && !captured.is_empty() {
+            Commit::of_capture(losses, last)
+        } else {
+            Commit::NONE
+        };
+        (captured, hold)
     }
 
     /// `message`, routed here, went to the other nodes as this node's
@@ -243,16 +274,31 @@ impl Routing {
         for filter in &capture.filters {
             self.note_interest(filter, false);
         }
-        if capture.holds_peer.load(Ordering::Acquire) {
-            // Told before it stops holding: a confirm waiting for that
-            // sees the loss or the handover's commit.
+        let holds_peer = capture.holds_peer.load(Ordering::Acquire);
+        let holds_local = capture.holds_local.load(Ordering::Acquire);
+        if holds_peer || holds_local {
+            // Told before it stops holding: a confirm or an ack waiting for
+            // that sees the loss or the handover's commit.
             match session {
                 Some(_) => self.captures.handover.lock().include(commit),
                 None => {
-                    self.captures.failed.fetch_add(1, Ordering::AcqRel);
+                    if holds_peer {
+                        self.captures.failed.fetch_add(1, Ordering::AcqRel);
+                    }
+                    if holds_local {
+                        self.captures.failed_local.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
             }
-            self.captures.holding_peer.fetch_sub(1, Ordering::AcqRel);
+            if holds_peer {
+                self.captures.holding_peer.fetch_sub(1, Ordering::AcqRel);
+            }
+            if holds_local {
+                self.captures
+                    .holding_local
+                    .lock()
+                    .retain(|id| *id != capture.id);
+            }
             self.captures.ended.notify_waiters();
         }
         (captured, delivered, commit)
@@ -272,15 +318,71 @@ impl Routing {
 
     /// Resolves once no capture holding messages from other nodes stands.
     pub(crate) async fn captures_released(&self) {
+        let holding = &self.captures.holding_peer;
+        self.captures_ended(|| holding.load(Ordering::Acquire) > 0)
+            .await;
+    }
+
+    /// Resolves once `standing` (captures of some kind stand) is false.
+    async fn captures_ended(&self, standing: impl Fn() -> bool) {
         loop {
             let ended = self.captures.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            if self.captures.holding_peer.load(Ordering::Acquire) == 0 {
+            if !standing() {
                 return;
             }
             ended.await;
         }
+    }
+
+    /// Whether a capture up to number `last` holding a QoS ≥ 1 message of a
+    /// client here stands.
+    fn local_standing(&self, last: u64) -> bool {
+        self.captures
+            .holding_local
+            .lock()
+            .iter()
+            .any(|id| *id <= last)
+    }
+
+    /// For a publisher's ack: `commit` plus, for a message captured for a
+    /// session moving here, the handover's commit once no capture holding
+    /// such messages stands of those up to the latest that kept it (later
+    /// ones do not hold it back); an error when one ended without its
+    /// session since the message was captured (the loss may be its own).
+    pub(crate) async fn local_captures_ended(&self, commit: Commit) -> Result<Commit, CoreError> {
+        if commit.capture_losses().is_none() {
+            return Ok(commit);
+        }
+        self.captures_ended(|| self.local_standing(commit.capture_last()))
+            .await;
+        self.local_captures_outcome(commit)
+    }
+
+    /// Like [`Routing::local_captures_ended`], now: None while a capture
+    /// holding such messages stands.
+    pub(crate) fn local_captures_ended_now(
+        &self,
+        commit: Commit,
+    ) -> Result<Option<Commit>, CoreError> {
+        if commit.capture_losses().is_none() {
+            return Ok(Some(commit));
+        }
+        if self.local_standing(commit.capture_last()) {
+            return Ok(None);
+        }
+        self.local_captures_outcome(commit).map(Some)
+    }
+
+    /// Once no capture holding this node's clients' messages stands.
+    fn local_captures_outcome(&self, mut commit: Commit) -> Result<Commit, CoreError> {
+        let losses = commit.capture_losses().unwrap_or(0);
+        if self.captures.failed_local.load(Ordering::Acquire) > losses {
+            return Err(CoreError::NotHandedOver);
+        }
+        commit.include(*self.captures.handover.lock());
+        Ok(commit)
     }
 }
 
@@ -326,7 +428,12 @@ impl MoveCapture<'_> {
 impl Drop for MoveCapture<'_> {
     fn drop(&mut self) {
         if let Some(capture) = self.capture.take() {
-            self.routing.capture_finish(&capture, None, &[], self.stats);
+            let (captured, _, _) = self.routing.capture_finish(&capture, None, &[], self.stats);
+            tracing::warn!(
+                client_id = %capture.client_id,
+                captured,
+                "session moving here not attached: messages routed for it meanwhile dropped (not acknowledged to publishers here)"
+            );
         }
     }
 }

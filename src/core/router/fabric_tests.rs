@@ -98,6 +98,14 @@ fn peer_at(seq: u64) -> crate::core::peer_marks::PeerPosition<'static> {
     }
 }
 
+/// A capture for the session `client_id` moving here, of `raw`.
+fn start_capture(router: &Router, client_id: &str, raw: &str) -> Arc<super::capture::Capture> {
+    router
+        .routing
+        .capture_start(&Arc::from(client_id), vec![filter(raw)])
+        .expect("a capture")
+}
+
 fn message(topic: &str) -> Arc<Message> {
     Arc::new(Message::new(
         topic,
@@ -303,10 +311,7 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
     let hold = router.capture_hold();
     assert!(!hold.holding);
     // A capture of this node's own messages only holds nothing back.
-    let local = router
-        .routing
-        .capture_start(&Arc::from("local"), vec![filter("lc/#")])
-        .expect("a capture");
+    let local = start_capture(&router, "local", "lc/#");
     router.publish(message("lc/here"));
     assert!(!router.capture_hold().holding);
     router
@@ -318,14 +323,8 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         "lost no other node's message"
     );
 
-    let attached_later = router
-        .routing
-        .capture_start(&Arc::from("kept"), vec![filter("kp/#")])
-        .expect("a capture");
-    let lost = router
-        .routing
-        .capture_start(&Arc::from("gone"), vec![filter("gn/#")])
-        .expect("a capture");
+    let attached_later = start_capture(&router, "kept", "kp/#");
+    let lost = start_capture(&router, "gone", "gn/#");
     router.publish_from_peer(message("kp/p"), PeerPosition::new("o", 7, 1));
     router.publish_from_peer(message("gn/p"), PeerPosition::new("o", 7, 2));
     assert!(router.capture_hold().holding);
@@ -355,4 +354,77 @@ async fn a_capture_holding_another_nodes_messages_holds_their_confirms_and_tells
         .expect("released once none stands")
         .expect("the task");
     assert!(!router.capture_hold().holding);
+}
+
+#[tokio::test]
+async fn a_local_qos1_message_captured_for_a_moving_session_is_acknowledged_once_handed_over() {
+    let (router, recorder) = setup();
+    let qos1 = |topic: &str| {
+        let mut m = Message::new(topic, Bytes::from_static(b"x"), QoS::AtLeastOnce, false);
+        m.publisher = Some(Arc::from("p"));
+        Arc::new(m)
+    };
+    let capture = start_capture(&router, "kept", "lk/#");
+    let held = router.publish_checked(qos1("lk/1")).expect("taken");
+    // Started after it was captured: does not hold it back.
+    let later = start_capture(&router, "later", "lt/#");
+    let stuck = router.publish_checked(qos1("lt/1")).expect("taken");
+    let free = router.publish_checked(qos1("elsewhere")).expect("taken");
+    let qos0 = router.publish_checked(message("lk/0")).expect("taken");
+    recorder.confirmed.store(4, Ordering::Relaxed); // the other nodes have them
+    assert!(router.is_committed(free.commit).expect("not captured"));
+    assert!(router.is_committed(qos0.commit).expect("no ack to hold"));
+    assert!(!router.is_committed(held.commit).expect("held"));
+    let waiting = tokio::spawn({
+        let router = Arc::clone(&router);
+        async move { router.wait_committed(held.commit).await }
+    });
+    for _ in 0..3 {
+        tokio::task::yield_now().await; // the waiting task runs meanwhile
+    }
+    assert!(!waiting.is_finished(), "no ack while the capture stands");
+    let attached = router
+        .attach(&Arc::from("kept"), &SessionOwner::Anonymous, false, 300)
+        .expect("attach");
+    router.subscribe(&attached.session, filter("lk/#"), options());
+    let (_, delivered, _) =
+        router
+            .routing
+            .capture_finish(&capture, Some(&attached.session), &[], &router.stats);
+    assert_eq!(delivered, 2);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("acknowledged once handed over")
+        .expect("the task")
+        .expect("handed over");
+    assert!(router.is_committed(held.commit).expect("handed over"));
+    router
+        .routing
+        .capture_finish(&later, None, &[], &router.stats);
+    assert!(matches!(
+        router.wait_committed(stuck.commit).await,
+        Err(crate::core::commit::CoreError::NotHandedOver)
+    ));
+
+    // A capture that failed (its session was not attached): not acknowledged.
+    let lost = start_capture(&router, "gone", "gn/#");
+    let dropped = router.publish_checked(qos1("gn/1")).expect("taken");
+    let after = router.publish_checked(qos1("lk/2")).expect("taken");
+    recorder.confirmed.store(6, Ordering::Relaxed);
+    let mut both = held.commit;
+    both.include(dropped.commit);
+    router
+        .routing
+        .capture_finish(&lost, None, &[], &router.stats);
+    for commit in [dropped.commit, both] {
+        assert!(matches!(
+            router.wait_committed(commit).await,
+            Err(crate::core::commit::CoreError::NotHandedOver)
+        ));
+        assert!(router.is_committed(commit).is_err());
+    }
+    assert!(
+        router.wait_committed(after.commit).await.is_ok(),
+        "not captured: routed directly"
+    );
 }

@@ -306,7 +306,8 @@ impl Routing {
             let trie = self.subscriptions.read();
             // A session moving here takes what matches it from its capture
             // (`capture.rs`) until it is attached.
-            let captured = self.capture(&message, &source);
+            let (captured, held) = self.capture(&message, &source);
+            commit.include(held);
             let targets = Self::targets(&trie, &message, json, &source, &captured, None);
             if refuse_when_full && message.qos != QoS::AtMostOnce {
                 // Checked before anything is kept, so a refused message reaches nobody.
@@ -336,7 +337,7 @@ impl Routing {
                     }
                     Some(&*message)
                 };
-                commit = persistence.retained(&message.topic, value, origin);
+                commit.include(persistence.retained(&message.topic, value, origin));
             }
             targets
         };
