@@ -225,11 +225,10 @@ async fn await_routes(addrs: &[SocketAddr], online: &[Arc<Mutex<Received>>]) {
     }
 }
 
-/// Ignored until issue #19's delivery across nodes is durable: it fails today
-/// (see README, Durability). Run: `cargo test --test durability_cluster_crash
-/// -- --ignored --nocapture` (2 to 4 minutes).
+/// Part of the suite since it passed 12 runs in a row (README, Durability).
+/// Alone: `cargo test --test durability_cluster_crash -- --nocapture`
+/// (1 to 2 minutes); `CLUSTER_CRASH_LOGS=<dir>` keeps the nodes' logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until issue #19 makes delivery across nodes durable (README, Durability)"]
 async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
     let lossy = std::env::var_os("CLUSTER_CRASH_LOSSY").is_some_and(|v| v != "0");
     now_ms(); // The diagnostics' clock starts here.

@@ -18,10 +18,12 @@
 pub struct Commit {
     ticket: u64,
     fabric: u64,
-    /// 0: captured by none; else 1 + the captures' losses when it was.
-    capture: u64,
-    /// The latest capture that kept it (they are numbered from 1).
-    capture_last: u64,
+    /// 0: captured by none; else 1 + the captures' losses when it was
+    /// (32 bits, saturating: this is in every connection task's future).
+    capture: u32,
+    /// The latest capture that kept it (they are numbered from 1; a number
+    /// past 32 bits reads as the highest: it waits for more, never less).
+    capture_last: u32,
 }
 
 impl Commit {
@@ -56,9 +58,10 @@ impl Commit {
     /// `last` holding such messages stands, and failed when one more ended
     /// so (see `Routing::local_captures_ended`).
     pub(crate) fn of_capture(losses: u64, last: u64) -> Commit {
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Commit {
-            capture: losses + 1,
-            capture_last: last,
+            capture: narrow(losses).saturating_add(1),
+            capture_last: narrow(last),
             ..Commit::NONE
         }
     }
@@ -75,12 +78,12 @@ impl Commit {
 
     /// The captures' losses when the message was captured, None when it was not.
     pub(crate) fn capture_losses(self) -> Option<u64> {
-        self.capture.checked_sub(1)
+        self.capture.checked_sub(1).map(u64::from)
     }
 
     /// The latest capture that kept the message (0: none).
     pub(crate) fn capture_last(self) -> u64 {
-        self.capture_last
+        u64::from(self.capture_last)
     }
 
     pub fn is_none(self) -> bool {
