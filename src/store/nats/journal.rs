@@ -51,6 +51,14 @@ pub(super) fn subject(node: &str) -> String {
     format!("{SUBJECT_PREFIX}{}", super::kv_key::encode(node))
 }
 
+/// The store key of the floor (`floor.rs`) of the journal on `subject`.
+pub(super) fn floor_key_of(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix(SUBJECT_PREFIX)
+        .and_then(super::kv_key::decode)
+        .map(|node| keys::journal_floor(&node))
+}
+
 /// The store key of the marks (`keys::peer_marks`) of the node whose
 /// journal is on `subject`.
 pub(super) fn marks_key_of(subject: &str) -> Option<String> {

@@ -15,6 +15,7 @@
 //! | `c.<stream>.<consumer>` | its last acknowledged offset (`u64`) | every node |
 //! | `y.<stream>` | an admin-created stream's settings (JSON bytes) | every node |
 //! | `p.<node>` | node `<node>`'s marks (`Vec<PeerMarkRecord>`) | a node taking a session over from `<node>` |
+//! | `f.<node>` | node `<node>`'s journal floor (`u64`, `floor.rs`) | a node reading that journal |
 //!
 //! A stream's messages are in a JetStream stream of their own (`streams.rs`).
 //!
@@ -92,6 +93,10 @@ pub(super) fn peer_marks(node: &str) -> String {
     format!("p.{}", kv_key::encode(node))
 }
 
+pub(super) fn journal_floor(node: &str) -> String {
+    format!("f.{}", kv_key::encode(node))
+}
+
 /// The key filter of every node's marks.
 pub(super) const PEER_MARKS_FILTER: &str = "p.*";
 
@@ -125,6 +130,7 @@ pub(super) enum Key {
     StreamConsumer(String, String),
     StreamDeclaration(String),
     PeerMarks(String),
+    JournalFloor(String),
 }
 
 /// What `key` names; None for a key this layout never makes.
@@ -139,6 +145,7 @@ pub(super) fn parse(key: &str) -> Option<Key> {
         "x" => Key::Schema(text(t)?),
         "y" => Key::StreamDeclaration(text(t)?),
         "p" => Key::PeerMarks(text(t)?),
+        "f" => Key::JournalFloor(text(t)?),
         "c" => Key::StreamConsumer(text(t)?, text(t)?),
         "d" => Key::Delivery(text(t)?, t.next()?.parse().ok()?),
         "i" => Key::Incoming(text(t)?, t.next()?.parse().ok()?),
@@ -178,6 +185,7 @@ mod tests {
             ),
             (stream_declaration("s"), Key::StreamDeclaration("s".into())),
             (peer_marks("tern.1"), Key::PeerMarks("tern.1".into())),
+            (journal_floor("tern.1"), Key::JournalFloor("tern.1".into())),
         ];
         for (key, expected) in cases {
             assert_eq!(parse(&key), Some(expected), "{key}");

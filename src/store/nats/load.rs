@@ -366,7 +366,8 @@ pub(super) fn snapshot(
             | Key::Will(_)
             | Key::Retained(_)
             | Key::Queued(..)
-            | Key::Schema(_) => {}
+            | Key::Schema(_)
+            | Key::JournalFloor(_) => {}
         }
     }
     snapshot

@@ -9,6 +9,7 @@
 //! - `mirror.rs`: what this node knows of its keys; a batch → its writes.
 //! - `journal.rs`: a batch's writes as one journal message; reading journals.
 //! - `compact.rs`: the journal's live records into the bucket, then a purge.
+//! - `floor.rs`: below it a journal's messages may be gone; readers ignore them.
 //! - `replay.rs`, `recover.rs`: the bucket with the journals over it (at
 //!   start, at a takeover).
 //! - `orphan.rs`: a dead node's journal purged once its ids are adopted.
@@ -22,6 +23,9 @@
 //!   cluster's too).
 
 mod compact;
+mod floor;
+#[cfg(test)]
+mod floor_tests;
 #[cfg(test)]
 mod handover_tests;
 mod journal;

@@ -27,7 +27,9 @@ pub async fn purge_dead_journal(
     }
     let mut sequences: Vec<u64> = entries.iter().map(|e| e.0).collect();
     sequences.dedup();
-    let (left, last) = replay::fold(entries, |_| true);
+    let last_read = sequences.last().copied().unwrap_or(0);
+    let entries = super::floor::above(jetstream, entries).await?;
+    let (left, _) = replay::fold(entries, |_| true);
     let unneeded = |key: &str, put: bool| {
         put && matches!(keys::parse(key),
             Some(Key::Message(node, _) | Key::PeerMarks(node)) if node == dead)
@@ -38,6 +40,6 @@ pub async fn purge_dead_journal(
     {
         return Ok(false);
     }
-    super::prune::remove(jetstream, dead, last + 1, &sequences).await?;
+    super::prune::remove(jetstream, dead, last_read + 1, &sequences).await?;
     Ok(true)
 }

@@ -12,6 +12,10 @@
 //! deliveries sent again). Message deletes are replayed one by one, exactly
 //! (`tests/nats_election.rs`).
 //!
+//! The journal's floor is raised to the point removed below first
+//! (`floor.rs`): the deletes land in any order, and a reader must not take
+//! what is left of them for the journal.
+//!
 //! A journal stream made by an older Tern denies deletes (a stream's
 //! `deny_delete` cannot be lifted): there the purge stays, with one WARN.
 
@@ -47,6 +51,8 @@ pub(super) async fn remove(
         .await
         .map_err(|e| format!("opening {}: {e}", journal::STREAM))?;
     let subject = journal::subject(node);
+    // Before any delete: a reader then leaves what is below to the bucket.
+    super::floor::raise(jetstream, node, below).await?;
     if stream.cached_info().config.deny_delete {
         return purge(&stream, &subject, below).await;
     }

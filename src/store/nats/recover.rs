@@ -1,7 +1,8 @@
 //! What the store bucket and the journals together hold: this node's part
 //! at start (the bucket, then this node's journal replayed on top), and one
 //! client's records at a takeover (the bucket, then the journals of the
-//! node it is taken from and of this node).
+//! node it is taken from and of this node). Journal entries below their
+//! journal's floor are left to the bucket (`floor.rs`).
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 
 use super::journal::{self, client_of, Entry};
-use super::{keys, load, replay};
+use super::{floor, keys, load, replay};
 
 /// What a start reads: the bucket with the journal over it, the journal's
 /// last write per key, its messages and the last sequence read.
@@ -45,7 +46,12 @@ pub(super) async fn read_start(
     })
     .await?;
     let sequences = entries.iter().map(|e| e.0).collect();
+    let last_read = entries.last().map_or(0, |e| e.0);
+    // Messages below the floor may be half removed: their records are in
+    // the bucket, read after it (`floor.rs`); they are removed again.
+    let entries = floor::above(jetstream, entries).await?;
     let (journaled, last) = replay::fold(entries, |_| true);
+    let last = last.max(last_read);
     let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
     Ok((
         replay::overlay(bucket, &journaled),
@@ -88,6 +94,8 @@ pub(super) async fn read_client(
             entries
         }
     };
+    // A journal pruned while read: see `floor.rs`.
+    let entries = floor::above(jetstream, entries).await?;
     let holders = replay::holders(&entries, client);
     // A holder's marks written after its last write of this client are of
     // a run that did not hold it (restarted without it): applied, they
