@@ -86,11 +86,28 @@ pub(super) async fn read(
 /// floor, read after them (see above).
 pub(super) async fn above<T>(
     jetstream: &jetstream::Context,
-    mut entries: Vec<(u64, String, T)>,
+    entries: Vec<(u64, String, T)>,
 ) -> Result<Vec<(u64, String, T)>, String> {
-    let mut subjects: Vec<String> = entries.iter().map(|e| e.1.clone()).collect();
-    subjects.dedup();
-    let floors = read(jetstream, subjects).await?;
+    let floors = read(jetstream, subjects(&entries)).await?;
+    Ok(retain_above(entries, &floors))
+}
+
+/// The journal subjects of `entries`, once each.
+pub(super) fn subjects<T>(entries: &[(u64, String, T)]) -> Vec<String> {
+    let mut subjects: Vec<String> = Vec::new();
+    for (_, subject, _) in entries {
+        if subjects.last() != Some(subject) && !subjects.contains(subject) {
+            subjects.push(subject.clone());
+        }
+    }
+    subjects
+}
+
+/// `entries` without those below `floors` (see above).
+pub(super) fn retain_above<T>(
+    mut entries: Vec<(u64, String, T)>,
+    floors: &HashMap<String, u64>,
+) -> Vec<(u64, String, T)> {
     let before = entries.len();
     entries.retain(|(seq, subject, _)| *seq >= floors.get(subject).copied().unwrap_or(0));
     if entries.len() < before {
@@ -99,7 +116,7 @@ pub(super) async fn above<T>(
             "journal entries below a floor ignored (removed while read)"
         );
     }
-    Ok(entries)
+    entries
 }
 
 async fn bucket(jetstream: &jetstream::Context) -> Result<kv::Store, String> {

@@ -49,7 +49,14 @@ pub(super) async fn read_start(
     let last_read = entries.last().map_or(0, |e| e.0);
     // Messages below the floor may be half removed: their records are in
     // the bucket, read after it (`floor.rs`); they are removed again.
-    let entries = floor::above(jetstream, entries).await?;
+    let subjects = floor::subjects(&entries);
+    let floors = super::patience::patiently(keys::BUCKET, || async {
+        floor::read(jetstream, subjects.clone())
+            .await
+            .map_err(super::patience::Failure::Transient)
+    })
+    .await?;
+    let entries = floor::retain_above(entries, &floors);
     let (journaled, last) = replay::fold(entries, |_| true);
     let last = last.max(last_read);
     let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
