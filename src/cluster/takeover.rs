@@ -41,7 +41,14 @@ pub async fn claim_at_start(
     crate::store::nats::open_bucket(jetstream, crate::store::nats::BUCKET, replicas).await?;
     let mut claims = StartClaims::default();
     let mut owned = HashSet::new();
-    for entry in crate::store::nats::load::read_entries(jetstream, BUCKET).await? {
+    let started = std::time::Instant::now();
+    let entries = crate::store::nats::load::read_entries(jetstream, BUCKET).await?;
+    tracing::debug!(
+        client_ids = entries.len(),
+        read_ms = started.elapsed().as_millis() as u64,
+        "start: client ids read"
+    );
+    for entry in entries {
         let Some(client) = kv_key::decode(&entry.key) else {
             continue;
         };
@@ -64,6 +71,12 @@ pub async fn claim_at_start(
         }
     }
     let stored = crate::store::nats::load::stored_clients(jetstream).await?;
+    tracing::debug!(
+        held = claims.held.len(),
+        stored = stored.len(),
+        read_ms = started.elapsed().as_millis() as u64,
+        "start: claims made, stored client ids read"
+    );
     for client in stored.into_iter().filter(|c| !owned.contains(c)) {
         match claim(&owners, node, &client, None, Vec::new()).await {
             Some(held) => {

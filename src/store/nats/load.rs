@@ -86,7 +86,7 @@ async fn read_keys(
         .await
         .map_err(|e| format!("watching it: {e}"))?;
     let mut seen = 0;
-    while let Some(entry) = watch.next().await {
+    while let Some(entry) = next_within(&mut watch).await? {
         let entry = entry.map_err(|e| format!("reading it: {e}"))?;
         let last = entry.delta == 0;
         seen = seen.max(entry.revision);
@@ -253,10 +253,34 @@ pub(super) async fn own_last(
         .collect()
 }
 
-/// The client ids with a stored session or will (keys read, not values).
+/// How long a bucket read waits for its next entry before it is made
+/// again: its consumer may sit on a NATS server that stalls (one just
+/// restarted), and nothing else ends the wait.
+const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The next item of `stream`, or an error after [`READ_IDLE`] without one.
+async fn next_within<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+) -> Result<Option<S::Item>, String> {
+    tokio::time::timeout(READ_IDLE, stream.next())
+        .await
+        .map_err(|_| format!("nothing read for {} s", READ_IDLE.as_secs()))
+}
+
+/// The client ids with a stored session or will (keys read, not values);
+/// retried while JetStream elects a leader.
 pub(crate) async fn stored_clients(
     jetstream: &jetstream::Context,
 ) -> Result<HashSet<String>, String> {
+    super::patience::patiently(keys::BUCKET, || async {
+        stored_clients_once(jetstream)
+            .await
+            .map_err(super::patience::Failure::Transient)
+    })
+    .await
+}
+
+async fn stored_clients_once(jetstream: &jetstream::Context) -> Result<HashSet<String>, String> {
     let kv = jetstream
         .get_key_value(keys::BUCKET)
         .await
@@ -267,7 +291,7 @@ pub(crate) async fn stored_clients(
     }
     let mut names = kv.keys().await.map_err(|e| e.to_string())?;
     let mut clients = HashSet::new();
-    while let Some(key) = names.next().await {
+    while let Some(key) = next_within(&mut names).await? {
         let key = key.map_err(|e| e.to_string())?;
         if let Some(Key::Session(client) | Key::Will(client)) = keys::parse(&key) {
             clients.insert(client);
