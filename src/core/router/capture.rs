@@ -9,7 +9,8 @@
 //! is handed to it in routing order, less what the other node routed to it
 //! already: the marks in its release word (`core::peer_marks`). While a
 //! capture stands, the session gets nothing here but through it, so nothing
-//! overtakes what it holds.
+//! overtakes what it holds. What captures hold back meanwhile (other nodes'
+//! confirms, the acks of publishers here) is booked in `capture_hold.rs`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
