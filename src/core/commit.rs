@@ -13,8 +13,9 @@
 /// `core/router/capture.rs`) is stored nowhere until that capture is handed
 /// over: its commit is marked so, with the count of captures' losses when it
 /// was routed (the earliest count of several covers them all). The mark
-/// shares the fabric's word (such a message always has a fabric number), so
-/// a commit stays 16 bytes: it is in every connection task's future.
+/// shares the fabric's word (such a message, if acknowledged, has a fabric
+/// number: one the fabric cannot take is refused), so a commit stays 16
+/// bytes: it is in every connection task's future.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Commit {
     ticket: u64,
@@ -37,7 +38,8 @@ const CAPTURED: u64 = 1 << 63;
 /// goes unseen only if 32,768 captures holding such messages are lost while
 /// one publisher's ack waits, and two counts merged must be less than 16,384
 /// apart. A wait lasts until the captures holding its messages end (an
-/// attach's time), so that is over 16,000 failed moves in seconds.
+/// attach's time) and the store and the other nodes confirmed (bounded by
+/// their timeouts), so that is over 16,000 failed moves within seconds.
 const LOSS_BITS: u32 = 15;
 const LOSS_MASK: u64 = (1 << LOSS_BITS) - 1;
 
