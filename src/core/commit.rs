@@ -11,28 +11,43 @@
 ///
 /// A QoS ≥ 1 message captured for a session moving here (cluster mode,
 /// `core/router/capture.rs`) is stored nowhere until that capture is handed
-/// over: its commit also names the latest capture that kept it and the
-/// captures' losses when it was routed (the earliest count of several
-/// covers them all).
+/// over: its commit is marked so, with the count of captures' losses when it
+/// was routed (the earliest count of several covers them all). The mark
+/// shares the fabric's word (such a message, if acknowledged, has a fabric
+/// number: one the fabric cannot take is refused), so a commit stays 16
+/// bytes: it is in every connection task's future.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Commit {
     ticket: u64,
+    /// The fabric's number in the low [`SEQ_BITS`] bits; above them the
+    /// capture mark: [`CAPTURED`] and the captures' losses when the message
+    /// was routed, modulo 2^[`LOSS_BITS`].
     fabric: u64,
-    /// 0: captured by none; else 1 + the captures' losses when it was
-    /// (32 bits, saturating: this is in every connection task's future).
-    capture: u32,
-    /// The latest capture that kept it (they are numbered from 1; a number
-    /// past 32 bits reads as the highest: it waits for more, never less).
-    capture_last: u32,
 }
+
+/// Bits of a fabric number: it counts the messages one run of a node sends
+/// to the others, from 1, so it reaches 2^48 (2.8e14) after 8.9 years of one
+/// run sending a million messages a second without a pause (89 years at
+/// 100,000 a second). Past that it saturates (see [`Commit::of_fabric`]).
+const SEQ_BITS: u32 = 48;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// The message was captured for a session moving here.
+const CAPTURED: u64 = 1 << 63;
+/// Bits of the captures' losses count kept in the mark. Counts are compared
+/// modulo 2^15 (serial number arithmetic, as TCP's sequence numbers): a loss
+/// goes unseen only if 32,768 captures holding such messages are lost while
+/// one publisher's ack waits, and two counts merged must be less than 16,384
+/// apart. A wait lasts until the captures holding its messages end (an
+/// attach's time) and the store and the other nodes confirmed (bounded by
+/// their timeouts), so that is over 16,000 failed moves within seconds.
+const LOSS_BITS: u32 = 15;
+const LOSS_MASK: u64 = (1 << LOSS_BITS) - 1;
 
 impl Commit {
     /// Nothing was stored: nothing to wait for.
     pub const NONE: Commit = Commit {
         ticket: 0,
         fabric: 0,
-        capture: 0,
-        capture_last: 0,
     };
 
     /// The commit of a store submission.
@@ -44,24 +59,23 @@ impl Commit {
     }
 
     /// The commit of a message the fabric sends as number `seq`: done once
-    /// the other nodes confirmed it (`Fabric::confirmed`).
+    /// the other nodes confirmed it (`Fabric::confirmed`). A number past
+    /// 48 bits (see [`SEQ_BITS`]) reads as the highest that fits.
     pub(crate) fn of_fabric(seq: u64) -> Commit {
+        debug_assert!(seq <= SEQ_MASK, "fabric number past 48 bits");
         Commit {
-            fabric: seq,
+            fabric: seq.min(SEQ_MASK),
             ..Commit::NONE
         }
     }
 
-    /// The commit of a message captured for a session moving here, by
-    /// captures up to number `last`, when `losses` captures holding such
-    /// messages had ended without their session: done once none up to
-    /// `last` holding such messages stands, and failed when one more ended
-    /// so (see `Routing::local_captures_ended`).
-    pub(crate) fn of_capture(losses: u64, last: u64) -> Commit {
-        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    /// The commit of a message captured for a session moving here, when
+    /// `losses` captures holding such messages had ended without their
+    /// session: done once no capture holding it stands, and failed when one
+    /// more ended so (see `core/router/capture_hold.rs`).
+    pub(crate) fn of_capture(losses: u64) -> Commit {
         Commit {
-            capture: narrow(losses).saturating_add(1),
-            capture_last: narrow(last),
+            fabric: CAPTURED | (losses & LOSS_MASK) << SEQ_BITS,
             ..Commit::NONE
         }
     }
@@ -73,17 +87,25 @@ impl Commit {
 
     /// The fabric's number to wait for (0: none).
     pub(crate) fn fabric(self) -> u64 {
-        self.fabric
+        self.fabric & SEQ_MASK
     }
 
-    /// The captures' losses when the message was captured, None when it was not.
-    pub(crate) fn capture_losses(self) -> Option<u64> {
-        self.capture.checked_sub(1).map(u64::from)
+    /// The captures' losses when the message was captured (modulo
+    /// 2^[`LOSS_BITS`]), None when it was not captured.
+    fn capture_losses(self) -> Option<u64> {
+        (self.fabric & CAPTURED != 0).then_some(self.fabric >> SEQ_BITS & LOSS_MASK)
     }
 
-    /// The latest capture that kept the message (0: none).
-    pub(crate) fn capture_last(self) -> u64 {
-        u64::from(self.capture_last)
+    /// Whether a message of this commit was captured for a session moving here.
+    pub(crate) fn is_captured(self) -> bool {
+        self.capture_losses().is_some()
+    }
+
+    /// Whether captures were lost since the message was captured, now that
+    /// `losses` were (false when it was not captured).
+    pub(crate) fn lost_since(self, losses: u64) -> bool {
+        self.capture_losses()
+            .is_some_and(|then| losses.wrapping_sub(then) & LOSS_MASK != 0)
     }
 
     pub fn is_none(self) -> bool {
@@ -98,12 +120,17 @@ impl Commit {
     /// Raises this commit to `other` if that is later.
     pub fn include(&mut self, other: Commit) {
         self.ticket = self.ticket.max(other.ticket);
-        self.fabric = self.fabric.max(other.fabric);
         // The earliest count of losses: a loss after it may be this one's.
-        if self.capture == 0 || (other.capture != 0 && other.capture < self.capture) {
-            self.capture = other.capture;
-        }
-        self.capture_last = self.capture_last.max(other.capture_last);
+        let losses = match (self.capture_losses(), other.capture_losses()) {
+            (Some(a), Some(b)) => Some(if b.wrapping_sub(a) & LOSS_MASK <= LOSS_MASK / 2 {
+                a
+            } else {
+                b
+            }),
+            (a, b) => a.or(b),
+        };
+        let seq = self.fabric().max(other.fabric());
+        self.fabric = seq | losses.map_or(0, |l| CAPTURED | l << SEQ_BITS);
     }
 }
 
@@ -142,13 +169,29 @@ mod tests {
         commit.include(Commit::of_ticket(2));
         commit.include(Commit::of_fabric(4));
         assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
-        assert_eq!(commit.capture_losses(), None);
-        commit.include(Commit::of_capture(3, 5));
-        commit.include(Commit::of_capture(1, 2));
-        commit.include(Commit::of_capture(4, 7));
+        assert!(!commit.is_captured() && !commit.lost_since(3));
+        commit.include(Commit::of_capture(3));
+        commit.include(Commit::of_capture(1));
+        commit.include(Commit::of_capture(4));
         commit.include(Commit::of_ticket(1));
-        assert_eq!(commit.capture_losses(), Some(1), "the earliest count");
-        assert_eq!(commit.capture_last(), 7, "the latest capture");
+        assert!(commit.is_captured());
+        assert!(!commit.lost_since(1), "the earliest count");
+        assert!(commit.lost_since(2));
         assert_eq!((commit.ticket(), commit.fabric()), (2, 5));
+    }
+
+    #[test]
+    fn loss_counts_compare_across_their_wrap() {
+        let top = LOSS_MASK; // the last count before the mark's wraps to 0
+        let mut commit = Commit::of_capture(top + 2); // reads as 1
+        commit.include(Commit::of_capture(top));
+        assert!(!commit.lost_since(top), "earlier than 1 across the wrap");
+        assert!(commit.lost_since(top + 1) && commit.lost_since(top + 3));
+        assert!(
+            !Commit::of_capture(5).lost_since(5 + LOSS_MASK + 1),
+            "a full turn unseen (the bound)"
+        );
+        assert_eq!(std::mem::size_of::<Commit>(), 16);
+        assert_eq!(Commit::of_fabric(SEQ_MASK).fabric(), SEQ_MASK);
     }
 }

@@ -9,14 +9,16 @@
 //! is handed to it in routing order, less what the other node routed to it
 //! already: the marks in its release word (`core::peer_marks`). While a
 //! capture stands, the session gets nothing here but through it, so nothing
-//! overtakes what it holds.
+//! overtakes what it holds. What captures hold back meanwhile (other nodes'
+//! confirms, the acks of publishers here) is booked in `capture_hold.rs`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::capture_hold::{CaptureHold, Holds, Kinds, LOCAL, PEER};
 use super::routing::{Routing, Source};
 use super::RouterStats;
 use crate::core::commit::{Commit, CoreError};
@@ -35,38 +37,10 @@ pub(crate) struct Captures {
     /// How many: one atomic load per routed message when none.
     active: AtomicUsize,
     list: Mutex<Vec<Arc<Capture>>>,
-    /// Standing captures holding a message from another node: no store has
-    /// it yet (when the node the session comes from is gone, none other
-    /// does), so that node's sync of it is not confirmed before they end.
-    holding_peer: AtomicUsize,
-    /// Captures that ended without their session while holding messages
-    /// from other nodes: what they held was stored by no node here.
-    failed: AtomicU64,
-    /// The numbers of the standing captures holding a QoS ≥ 1 message of a
-    /// client here: its publisher's ack waits until those up to the one
-    /// that kept it ended (`Router::wait_committed`); later ones do not
-    /// hold it back.
-    holding_local: Mutex<Vec<u64>>,
     /// The number of the latest capture started (they count from 1).
     started: AtomicU64,
-    /// Captures that ended without their session while holding such messages.
-    failed_local: AtomicU64,
-    /// What handing captures over stored (the latest covers the earlier).
-    handover: Mutex<Commit>,
-    /// Woken when a capture holding messages from other nodes or QoS ≥ 1
-    /// messages of clients here ends.
-    ended: tokio::sync::Notify,
-}
-
-/// What confirming other nodes' syncs waits on (`cluster/confirm.rs`).
-#[derive(Debug, Clone, Copy)]
-pub struct CaptureHold {
-    /// A capture holding messages from other nodes stands.
-    pub holding: bool,
-    /// Captures that lost such messages so far.
-    pub failed: u64,
-    /// What handing captures over stored.
-    pub handover: Commit,
+    /// What they hold back: other nodes' confirms, local publishers' acks.
+    holds: Holds,
 }
 
 /// What this node routed for one session moving here.
@@ -78,10 +52,8 @@ pub(crate) struct Capture {
     filters: Vec<Filter>,
     entries: Mutex<VecDeque<Captured>>,
     dropped: AtomicUsize,
-    /// It holds a message from another node (counted in `holding_peer`).
-    holds_peer: AtomicBool,
-    /// It holds a QoS ≥ 1 message of a client here (listed in `holding_local`).
-    holds_local: AtomicBool,
+    /// What it holds that no store has yet (told to `Captures::holds`).
+    kinds: AtomicU8,
 }
 
 #[derive(Debug)]
@@ -106,6 +78,15 @@ impl Capture {
             }
         }
         entries.push_back(captured);
+    }
+
+    /// It holds a message of `kind`: told to `holds` the first time, before
+    /// any thread sees the kind set (so none acts on a hold not yet told).
+    fn hold(&self, kind: Kinds, holds: &Holds) {
+        if self.kinds.load(Ordering::Acquire) & kind == 0 {
+            holds.hold(self.id, kind);
+            self.kinds.fetch_or(kind, Ordering::Release);
+        }
     }
 }
 
@@ -143,8 +124,7 @@ impl Routing {
             filters,
             entries: Mutex::new(VecDeque::new()),
             dropped: AtomicUsize::new(0),
-            holds_peer: AtomicBool::new(false),
-            holds_local: AtomicBool::new(false),
+            kinds: AtomicU8::new(0),
         });
         self.captures.list.lock().push(Arc::clone(&capture));
         self.captures.active.fetch_add(1, Ordering::AcqRel);
@@ -174,10 +154,11 @@ impl Routing {
             Source::Peer(at) => (Some((Arc::from(at.node), at.epoch)), at.seq),
         };
         let acked_here = matches!(source, Source::Here) && message.qos != QoS::AtMostOnce;
-        // Taken before any capture here can end (`capture_finish` removes
-        // one under the trie's write lock, and counts its loss after).
-        let losses = self.captures.failed_local.load(Ordering::Acquire);
-        let mut last = 0;
+        let kind = match source {
+            Source::Peer(_) => PEER,
+            _ if acked_here => LOCAL,
+            _ => 0,
+        };
         for capture in self.captures.list.lock().iter() {
             if capture.filters.iter().any(|f| f.matches(&message.topic)) {
                 capture.keep(Captured {
@@ -185,19 +166,16 @@ impl Routing {
                     origin: origin.clone(),
                     seq,
                 });
-                let from_peer = matches!(source, Source::Peer(_));
-                if from_peer && !capture.holds_peer.swap(true, Ordering::AcqRel) {
-                    self.captures.holding_peer.fetch_add(1, Ordering::AcqRel);
+                if kind != 0 {
+                    capture.hold(kind, &self.captures.holds);
                 }
-                if acked_here && !capture.holds_local.swap(true, Ordering::AcqRel) {
-                    self.captures.holding_local.lock().push(capture.id);
-                }
-                last = last.max(capture.id);
                 captured.push(Arc::clone(&capture.client_id));
             }
         }
         let hold = if acked_here && !captured.is_empty() {
-            Commit::of_capture(losses, last)
+            // Counted before any capture that kept it can end
+            // (`capture_finish` removes one under the trie's write lock).
+            Commit::of_capture(self.captures.holds.local_losses())
         } else {
             Commit::NONE
         };
@@ -218,6 +196,9 @@ impl Routing {
                 .find(|e| e.seq == 0 && Arc::ptr_eq(&e.message, message))
             {
                 entry.seq = seq;
+                if message.qos != QoS::AtMostOnce {
+                    self.captures.holds.numbered(capture.id, seq);
+                }
             }
         }
     }
@@ -274,127 +255,35 @@ impl Routing {
         for filter in &capture.filters {
             self.note_interest(filter, false);
         }
-        let holds_peer = capture.holds_peer.load(Ordering::Acquire);
-        let holds_local = capture.holds_local.load(Ordering::Acquire);
-        if holds_peer || holds_local {
-            // Told before it stops holding: a confirm or an ack waiting for
-            // that sees the loss or the handover's commit.
-            match session {
-                Some(_) => self.captures.handover.lock().include(commit),
-                None => {
-                    if holds_peer {
-                        self.captures.failed.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if holds_local {
-                        self.captures.failed_local.fetch_add(1, Ordering::AcqRel);
-                    }
-                }
-            }
-            if holds_peer {
-                self.captures.holding_peer.fetch_sub(1, Ordering::AcqRel);
-            }
-            if holds_local {
-                self.captures
-                    .holding_local
-                    .lock()
-                    .retain(|id| *id != capture.id);
-            }
-            self.captures.ended.notify_waiters();
-        }
+        let handed_over = session.map(|_| commit);
+        self.captures.holds.end(capture.id, handed_over);
         (captured, delivered, commit)
     }
 
-    /// See [`CaptureHold`].
-    pub(crate) fn capture_hold(&self) -> CaptureHold {
-        let captures = &self.captures;
-        // `failed` and `handover` after `holding_peer`: an end seen is told.
-        let holding = captures.holding_peer.load(Ordering::Acquire) > 0;
-        CaptureHold {
-            holding,
-            failed: captures.failed.load(Ordering::Acquire),
-            handover: *captures.handover.lock(),
-        }
-    }
-
-    /// Resolves once no capture holding messages from other nodes stands.
-    pub(crate) async fn captures_released(&self) {
-        let holding = &self.captures.holding_peer;
-        self.captures_ended(|| holding.load(Ordering::Acquire) > 0)
-            .await;
-    }
-
-    /// Resolves once `standing` (captures of some kind stand) is false.
-    async fn captures_ended(&self, standing: impl Fn() -> bool) {
-        loop {
-            let ended = self.captures.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if !standing() {
-                return;
-            }
-            ended.await;
-        }
-    }
-
-    /// Whether a capture up to number `last` holding a QoS ≥ 1 message of a
-    /// client here stands.
-    fn local_standing(&self, last: u64) -> bool {
-        self.captures
-            .holding_local
-            .lock()
-            .iter()
-            .any(|id| *id <= last)
-    }
-
-    /// For a publisher's ack: `commit` plus, for a message captured for a
-    /// session moving here, the handover's commit once no capture holding
-    /// such messages stands of those up to the latest that kept it (later
-    /// ones do not hold it back); an error when one ended without its
-    /// session since the message was captured (the loss may be its own).
+    /// For a publisher's ack: see `capture_hold.rs`.
     pub(crate) async fn local_captures_ended(&self, commit: Commit) -> Result<Commit, CoreError> {
-        if commit.capture_losses().is_none() {
-            return Ok(commit);
-        }
-        self.captures_ended(|| self.local_standing(commit.capture_last()))
-            .await;
-        self.local_captures_outcome(commit)
+        self.captures.holds.local(commit).await
     }
 
     /// Like [`Routing::local_captures_ended`], now: None while a capture
-    /// holding such messages stands.
+    /// holds the message back.
     pub(crate) fn local_captures_ended_now(
         &self,
         commit: Commit,
     ) -> Result<Option<Commit>, CoreError> {
-        if commit.capture_losses().is_none() {
-            return Ok(Some(commit));
-        }
-        if self.local_standing(commit.capture_last()) {
-            return Ok(None);
-        }
-        self.local_captures_outcome(commit).map(Some)
-    }
-
-    /// Once no capture holding this node's clients' messages stands.
-    fn local_captures_outcome(&self, mut commit: Commit) -> Result<Commit, CoreError> {
-        let losses = commit.capture_losses().unwrap_or(0);
-        if self.captures.failed_local.load(Ordering::Acquire) > losses {
-            return Err(CoreError::NotHandedOver);
-        }
-        commit.include(*self.captures.handover.lock());
-        Ok(commit)
+        self.captures.holds.local_now(commit)
     }
 }
 
 impl super::Router {
     /// See [`CaptureHold`].
     pub(crate) fn capture_hold(&self) -> CaptureHold {
-        self.routing.capture_hold()
+        self.routing.captures.holds.peer()
     }
 
     /// Resolves once no capture holding messages from other nodes stands.
     pub(crate) async fn captures_released(&self) {
-        self.routing.captures_released().await;
+        self.routing.captures.holds.peer_released().await;
     }
 }
 

@@ -15,6 +15,7 @@
 //! - `marks.rs`: what a session taken over had of other nodes' messages.
 
 mod capture;
+mod capture_hold;
 mod cluster_state;
 mod committed;
 mod marks;
