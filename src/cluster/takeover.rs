@@ -31,7 +31,8 @@ pub struct StartClaims {
 }
 
 /// Claims, for node `node`, the client ids it owned and the stored sessions
-/// no node owns; every other owned id is foreign.
+/// no node owns (in the bucket or in its own journal); every other owned id
+/// is foreign.
 pub async fn claim_at_start(
     jetstream: &jetstream::Context,
     node: &str,
@@ -70,7 +71,8 @@ pub async fn claim_at_start(
             }
         }
     }
-    let stored = crate::store::nats::load::stored_clients(jetstream).await?;
+    let mut stored = crate::store::nats::load::stored_clients(jetstream).await?;
+    stored.extend(crate::store::nats::journal_clients(jetstream, node, replicas).await?);
     tracing::debug!(
         held = claims.held.len(),
         stored = stored.len(),

@@ -242,3 +242,42 @@ fn records_waiting_for_compaction_are_bounded() {
     drop(a);
     assert_eq!(f.open("tern-1", &[]).load().unwrap().sessions.len(), 200);
 }
+
+/// A session only in a node's journal (not compacted, its client id free in
+/// `tern_clients`) is claimed by that node's start: before, it was restored
+/// there unclaimed and another node could claim and serve it too.
+#[test]
+fn a_start_claims_the_sessions_only_its_journal_holds() {
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.compactor.pause());
+    a.apply(&[put_session("journal-only"), put_session("let-go")], true)
+        .unwrap();
+    drop(paused);
+    assert!(a.release_client("let-go"));
+    f.runtime.block_on(a.compactor.round(false)).unwrap();
+    let js = f.jetstream();
+    let clients = f
+        .runtime
+        .block_on(journal_clients(&js, "tern-a", 1))
+        .expect("journal read");
+    assert!(clients.contains("journal-only"), "{clients:?}");
+    assert!(
+        !clients.contains("let-go"),
+        "voided by its Forget: {clients:?}"
+    );
+    drop(a);
+    f.runtime.block_on(async {
+        crate::cluster::state::claim_at_start(&js, "tern-a", 1)
+            .await
+            .expect("tern-a's claims");
+        let later = crate::cluster::state::claim_at_start(&js, "tern-b", 1)
+            .await
+            .expect("tern-b's claims");
+        assert!(
+            later.foreign.contains("journal-only"),
+            "tern-a holds it: {:?}",
+            later.foreign
+        );
+    });
+}

@@ -71,6 +71,7 @@ use patience::Failure;
 pub use journal::STREAM as JOURNAL_STREAM;
 pub use keys::BUCKET;
 pub use orphan::purge_dead_journal;
+pub use recover::journal_clients;
 
 /// Longest wait for NATS in one call of the seam (a commit, the load).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -30,11 +30,32 @@ pub(super) async fn read_start(
     node: &str,
 ) -> Result<Start, String> {
     // The journal first: a compaction between the two reads then shows the
-    // same record twice rather than not at all. After a barrier, as a
-    // takeover reads: a node restarting into an election must not restore
-    // its sessions from a leader that has not applied its last writes yet
-    // (their later records would void the ones it missed); retried while
-    // there is no leader.
+    // same record twice rather than not at all.
+    let (entries, sequences, last_read) = read_own_journal(jetstream, node).await?;
+    let (journaled, last) = replay::fold(entries, |_| true);
+    let last = last.max(last_read);
+    let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
+    Ok((
+        replay::overlay(bucket, &journaled),
+        journaled,
+        sequences,
+        last,
+    ))
+}
+
+/// Node `node`'s journal, read at its start: its entries above their floor,
+/// the sequences of all its messages and the last one read.
+///
+/// After a barrier, as a takeover reads: a node restarting into an election
+/// must not restore its sessions from a leader that has not applied its
+/// last writes yet (their later records would void the ones it missed);
+/// retried while there is no leader. Messages below the floor may be half
+/// removed: their records are in the bucket, read after (`floor.rs`); they
+/// are removed again.
+async fn read_own_journal(
+    jetstream: &jetstream::Context,
+    node: &str,
+) -> Result<(Vec<(u64, String, Entry)>, BTreeSet<u64>, u64), String> {
     let entries = super::patience::patiently(journal::STREAM, || async {
         use super::patience::Failure;
         journal::barrier(jetstream)
@@ -47,8 +68,6 @@ pub(super) async fn read_start(
     .await?;
     let sequences = entries.iter().map(|e| e.0).collect();
     let last_read = entries.last().map_or(0, |e| e.0);
-    // Messages below the floor may be half removed: their records are in
-    // the bucket, read after it (`floor.rs`); they are removed again.
     let subjects = floor::subjects(&entries);
     let floors = super::patience::patiently(keys::BUCKET, || async {
         floor::read(jetstream, subjects.clone())
@@ -56,16 +75,33 @@ pub(super) async fn read_start(
             .map_err(super::patience::Failure::Transient)
     })
     .await?;
-    let entries = floor::retain_above(entries, &floors);
-    let (journaled, last) = replay::fold(entries, |_| true);
-    let last = last.max(last_read);
-    let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
-    Ok((
-        replay::overlay(bucket, &journaled),
-        journaled,
-        sequences,
-        last,
-    ))
+    Ok((floor::retain_above(entries, &floors), sequences, last_read))
+}
+
+/// The client ids with a session or a will in node `node`'s journal (the
+/// journal made when missing, with `replicas` copies). A start claims them
+/// with those of the bucket: a session only in the journal (not compacted
+/// yet, its id freed in `tern_clients`) was otherwise restored unclaimed,
+/// and served on this node while another node claimed and served it too
+/// (the clustered crash test: 984 acknowledged messages missing).
+pub async fn journal_clients(
+    jetstream: &jetstream::Context,
+    node: &str,
+    replicas: usize,
+) -> Result<HashSet<String>, String> {
+    journal::open(jetstream, replicas).await?;
+    let (entries, _, _) = read_own_journal(jetstream, node).await?;
+    let (journaled, _) = replay::fold(entries, |key| {
+        matches!(
+            keys::parse(key),
+            Some(keys::Key::Session(_) | keys::Key::Will(_))
+        )
+    });
+    Ok(journaled
+        .into_iter()
+        .filter(|(_, value)| value.is_some())
+        .filter_map(|(key, _)| client_of(&key))
+        .collect())
 }
 
 /// One client's records taken over.
