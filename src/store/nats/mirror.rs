@@ -81,6 +81,12 @@ pub(super) struct Mirror {
     /// The keys the last plan made (they were not in the bucket): their
     /// deletion needs no write there until a compaction wrote them.
     pub fresh: HashSet<String>,
+    /// This node's messages that deliveries of a client let go referred to:
+    /// the node holding that client now refers to them under this node's
+    /// key, so they are never deleted here (a session of this node
+    /// acknowledging the same message deleted it under the new holder's
+    /// deliveries: the crash test's "stored delivery without its message").
+    pub shared_away: HashSet<u64>,
 }
 
 fn value<T: serde::Serialize>(record: &T) -> Option<Bytes> {
@@ -306,7 +312,11 @@ impl Mirror {
                 if let Some(m) = self.messages.get_mut(&old.message_id) {
                     m.refs = m.refs.saturating_sub(1);
                     if m.refs == 0 {
+                        // Not deleted here: nothing left to guard.
                         self.messages.remove(&old.message_id);
+                        self.shared_away.remove(&old.message_id);
+                    } else if m.node == self.node {
+                        self.shared_away.insert(old.message_id);
                     }
                 }
             }
@@ -367,14 +377,15 @@ impl Mirror {
     }
 
     /// One delivery fewer refers to message `id`: this node's own message goes
-    /// with the last. Another node's is left: its sessions may refer to it.
+    /// with the last, unless a client let go referred to it too. Another
+    /// node's is left: its sessions may refer to it.
     fn unref_message(&mut self, id: u64, batch: &mut Batch) {
         let Some(message) = self.messages.get_mut(&id) else {
             return;
         };
         message.refs = message.refs.saturating_sub(1);
         if message.refs == 0 {
-            if message.node == self.node {
+            if message.node == self.node && !self.shared_away.remove(&id) {
                 batch.put(keys::message(&message.node, message.stored_id), None);
             }
             self.messages.remove(&id);

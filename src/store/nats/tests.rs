@@ -286,6 +286,33 @@ fn records_made_and_deleted_in_one_batch_are_not_written() {
     assert_eq!(held, -1);
 }
 
+/// A message two sessions here refer to, one of them let go to another
+/// node (which refers to it under this node's key): the other's
+/// acknowledgement does not delete it.
+#[test]
+fn a_message_a_released_client_refers_to_is_not_deleted_by_another_sessions_ack() {
+    let mut mirror = mirror::Mirror::new("n1");
+    let ops = [
+        put_session("mine"),
+        put_session("moving"),
+        put_message(1, "t"),
+        put("mine", 1, 1),
+        put("moving", 1, 1),
+    ];
+    mirror.plan(&ops);
+    mirror.release("moving");
+    let ack = StoreOp::DeleteDelivery {
+        client_id: "mine".into(),
+        seq: 1,
+    };
+    let (writes, _) = mirror.plan(&[ack]);
+    assert!(
+        !writes.contains_key(&keys::message("n1", 1)),
+        "message 1 stays for the node holding \"moving\": {writes:?}"
+    );
+    assert!(writes.contains_key(&keys::delivery("mine", 1)));
+}
+
 /// More writes in one commit than async-nats lets a context have
 /// unacknowledged (5,000): the commit collects acknowledgements while it
 /// sends (it used to hold them all and wait for a permit until it timed out).
