@@ -351,6 +351,14 @@ pub(super) fn snapshot(
             Key::Delivery(client, seq) if mine(&client) => {
                 deliveries.insert((client, seq), decode(&key, &bytes)?);
             }
+            Key::Delivery(..) if start => {
+                // Another node's session refers to this node's message: it
+                // is never deleted here (`Mirror::shared_away`).
+                let stored: DeliveryValue = decode(&key, &bytes)?;
+                if stored.message_node == node {
+                    mirror.shared_away.insert(stored.record.message_id);
+                }
+            }
             Key::Incoming(client, id) if mine(&client) => {
                 mirror.incoming.insert((client.clone(), id));
                 snapshot.incoming_qos2.push((client, id));

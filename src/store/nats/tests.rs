@@ -313,6 +313,40 @@ fn a_message_a_released_client_refers_to_is_not_deleted_by_another_sessions_ack(
     assert!(writes.contains_key(&keys::delivery("mine", 1)));
 }
 
+/// The same after a restart: a session another node holds now refers to
+/// this node's message (read at start from the bucket), so this node's own
+/// session acknowledging it does not delete it.
+#[test]
+fn a_message_a_foreign_session_refers_to_survives_a_local_ack_after_a_restart() {
+    let f = Fixture::new();
+    let a = f.open("tern-a", &[]);
+    let ops = [
+        put_session("mine"),
+        put_session("theirs"),
+        put_message(1, "t"),
+        put("mine", 1, 1),
+        put("theirs", 1, 1),
+    ];
+    a.apply(&ops, true).unwrap();
+    a.close();
+    let a = f.open("tern-a", &["theirs"]);
+    assert_eq!(a.load().unwrap().deliveries.len(), 1, "mine only");
+    let ack = StoreOp::DeleteDelivery {
+        client_id: "mine".into(),
+        seq: 1,
+    };
+    a.apply(&[ack], true).unwrap();
+    a.close();
+    let snap = f.open("tern-b", &["mine"]).load().unwrap();
+    assert_eq!(
+        snap.deliveries.len(),
+        1,
+        "theirs' delivery: {:?}",
+        snap.deliveries
+    );
+    assert_eq!(snap.messages.len(), 1, "with its message");
+}
+
 /// More writes in one commit than async-nats lets a context have
 /// unacknowledged (5,000): the commit collects acknowledgements while it
 /// sends (it used to hold them all and wait for a permit until it timed out).
