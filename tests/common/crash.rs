@@ -141,10 +141,26 @@ pub fn missing_examples(
                         .get(&(publisher.clone(), *to))
                         .copied()
                         .unwrap_or_default();
+                    let near = |seq: u64| {
+                        let i = received
+                            .messages
+                            .iter()
+                            .position(|(p, s)| p == publisher && *s == seq)?;
+                        Some(received.arrivals[i])
+                    };
+                    let held: Vec<String> = received
+                        .held_ids
+                        .iter()
+                        .filter(|((p, s), _)| p == publisher && (*from..=*to).contains(s))
+                        .map(|((_, s), a)| format!("{s} {a:?}"))
+                        .collect();
                     runs.push((
                         at,
                         format!(
-                            "missing {publisher}:{from}..={to} ({n}), acked at {at} ms by :{port} .. {last_at} ms by :{last_port}"
+                            "missing {publisher}:{from}..={to} ({n}), acked at {at} ms by :{port} .. {last_at} ms by :{last_port}; \
+                             before it {:?}, after it {:?}; came under an id awaiting PUBREL: {held:?}",
+                            near(from.saturating_sub(1)),
+                            near(*to + 1)
                         ),
                     ));
                     run = None;
@@ -204,6 +220,9 @@ pub struct Received {
     pub timeline: Vec<(u16, u64, u64)>,
     /// QoS 2 ids received and not yet released: a resend with one of these is a duplicate.
     awaiting_pubrel: HashSet<u16>,
+    /// Messages that came under a QoS 2 id still awaiting its PUBREL, so
+    /// were taken for a resend and not counted: (publisher, seq) and when.
+    pub held_ids: Vec<((String, u64), Arrival)>,
 }
 
 impl Received {
@@ -320,6 +339,8 @@ pub async fn consume(
                     QoS::ExactlyOnce => {
                         if r.awaiting_pubrel.insert(id) {
                             r.push(parse_payload(&p.payload), arrival);
+                        } else if let Some(message) = parse_payload(&p.payload) {
+                            r.held_ids.push((message, arrival));
                         }
                         Some(Packet::PubRec(ack(id)))
                     }
