@@ -433,3 +433,33 @@ fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() 
         "a later run's marks would drop messages x never had: {marks:?}"
     );
 }
+
+/// The same when the run that held the client compacted all of it before
+/// it was killed: its journal has no entry of the client, so the stored
+/// marks cannot be tied to that run, and none are used (a later run's
+/// would drop messages the session never had; the crash test lost two so).
+#[test]
+fn a_takeover_from_a_node_whose_journal_has_nothing_of_the_client_uses_no_stored_marks() {
+    use crate::store::suite_marks::{mark, put_marks};
+    let f = Fixture::new();
+    let a = f.open_nats("tern-a", &[]);
+    let ops = [put_session("x"), put_message(1, "t"), put("x", 1, 1)];
+    a.apply(&ops, true).unwrap();
+    a.apply(&[put_marks("tern-a", &[mark("tern-o", 7, 120)])], true)
+        .unwrap();
+    a.close(); // compacted: its journal is empty
+    drop(a);
+    let again = f.open_nats("tern-a", &["x"]);
+    assert!(again.load().unwrap().sessions.is_empty());
+    let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
+    again.apply(&[put_marks("tern-a", &later)], true).unwrap();
+    let b = f.open_nats("tern-b", &["x"]);
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    assert_eq!(snap.deliveries.len(), 1);
+    let marks: Vec<_> = snap
+        .peer_marks
+        .iter()
+        .filter(|(n, _)| n == "tern-a")
+        .collect();
+    assert!(marks.is_empty(), "stored marks used: {marks:?}");
+}

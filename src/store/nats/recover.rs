@@ -140,6 +140,25 @@ pub(super) async fn read_client(
     // A journal pruned while read: see `floor.rs`.
     let entries = floor::above(jetstream, entries).await?;
     let holders = replay::holders(&entries, client);
+    // The node the client is taken from, when its journal has marks but no
+    // entry of the client (compacted before): those marks cannot be tied to
+    // the run that held the client, and may be a later run's that never
+    // held it (the crash test: two messages a restarted node routed to its
+    // other sessions were left out of the new holder's capture as if the
+    // session had had them). None are used: a repeat is possible then, not
+    // a loss.
+    let untied_marks = nodes.and_then(|n| n.first()).and_then(|previous| {
+        let subject = journal::subject(previous);
+        let marks = journal::marks_key_of(&subject)?;
+        let written = |of: &dyn Fn(&str) -> bool| {
+            entries.iter().any(|(_, from, entry)| {
+                *from == subject
+                    && matches!(entry, Entry::Put(key, _) | Entry::Delete(key) if of(key))
+            })
+        };
+        let touched = written(&|key| client_of(key).as_deref() == Some(client));
+        (!touched && written(&|key| key == marks)).then_some(marks)
+    });
     // A holder's marks written after its last write of this client are of
     // a run that did not hold it (restarted without it): applied, they
     // would drop messages it never had. Only those up to that write count;
@@ -162,6 +181,9 @@ pub(super) async fn read_client(
     });
     for (marks, _) in held_marks {
         journaled.entry(marks).or_insert(None);
+    }
+    if let Some(marks) = untied_marks {
+        journaled.insert(marks, None);
     }
     let bucket = load::read_client(jetstream, client).await?;
     let mut seen: IndexMap<String, ()> = IndexMap::new();
