@@ -405,31 +405,46 @@ fn records_moved_a_b_a_c_reach_c_after_a_restart_of_a() {
     assert_eq!(owed, expected, "tern-c owes what tern-a owed");
 }
 
-#[test]
-fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() {
+/// tern-a holds x (delivery 1) and writes its marks, is killed (after
+/// compacting everything when `compacted`), and its next run, which does
+/// not hold x, writes `later` marks; tern-b takes x over from tern-a.
+/// Returns the tern-a marks tern-b read.
+fn marks_read_after_a_later_run(
+    compacted: bool,
+    later: &[crate::store::record::PeerMarkRecord],
+) -> Vec<Vec<crate::store::record::PeerMarkRecord>> {
     use crate::store::suite_marks::{mark, put_marks};
     let f = Fixture::new();
     let a = f.open_nats("tern-a", &[]);
-    let held = [mark("tern-o", 7, 120)];
     let ops = [put_session("x"), put_message(1, "t"), put("x", 1, 1)];
     a.apply(&ops, true).unwrap();
-    a.apply(&[put_marks("tern-a", &held)], true).unwrap();
+    a.apply(&[put_marks("tern-a", &[mark("tern-o", 7, 120)])], true)
+        .unwrap();
+    if compacted {
+        a.close(); // its journal is empty
+    }
     drop(a); // killed; x is claimed by tern-b meanwhile
-             // Its next run does not hold x: its marks say what it routed, not what x had.
     let again = f.open_nats("tern-a", &["x"]);
     assert!(again.load().unwrap().sessions.is_empty());
-    let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
-    again.apply(&[put_marks("tern-a", &later)], true).unwrap();
+    again.apply(&[put_marks("tern-a", later)], true).unwrap();
     let b = f.open_nats("tern-b", &["x"]);
     let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
     assert_eq!(snap.deliveries.len(), 1);
-    let marks: Vec<_> = snap
-        .peer_marks
-        .iter()
+    snap.peer_marks
+        .into_iter()
         .filter(|(n, _)| n == "tern-a")
-        .collect();
+        .map(|(_, m)| m)
+        .collect()
+}
+
+/// Its next run does not hold x: its marks say what it routed, not what x had.
+#[test]
+fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() {
+    use crate::store::suite_marks::mark;
+    let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
+    let marks = marks_read_after_a_later_run(false, &later);
     assert!(
-        marks.iter().all(|(_, m)| m.as_slice() != later),
+        marks.iter().all(|m| m.as_slice() != later),
         "a later run's marks would drop messages x never had: {marks:?}"
     );
 }
@@ -440,26 +455,8 @@ fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() 
 /// would drop messages the session never had; the crash test lost two so).
 #[test]
 fn a_takeover_from_a_node_whose_journal_has_nothing_of_the_client_uses_no_stored_marks() {
-    use crate::store::suite_marks::{mark, put_marks};
-    let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    let ops = [put_session("x"), put_message(1, "t"), put("x", 1, 1)];
-    a.apply(&ops, true).unwrap();
-    a.apply(&[put_marks("tern-a", &[mark("tern-o", 7, 120)])], true)
-        .unwrap();
-    a.close(); // compacted: its journal is empty
-    drop(a);
-    let again = f.open_nats("tern-a", &["x"]);
-    assert!(again.load().unwrap().sessions.is_empty());
+    use crate::store::suite_marks::mark;
     let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
-    again.apply(&[put_marks("tern-a", &later)], true).unwrap();
-    let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
-    assert_eq!(snap.deliveries.len(), 1);
-    let marks: Vec<_> = snap
-        .peer_marks
-        .iter()
-        .filter(|(n, _)| n == "tern-a")
-        .collect();
+    let marks = marks_read_after_a_later_run(true, &later);
     assert!(marks.is_empty(), "stored marks used: {marks:?}");
 }
