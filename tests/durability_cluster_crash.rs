@@ -13,8 +13,8 @@
 //! time and, after a lost connection, goes on with the next number on a new
 //! clean connection: it never resends, so a message it saw no ack for is
 //! neither required nor a reorder when it comes late, and no repeat comes
-//! from a publisher. An order violation is a message received for the first
-//! time after a later one of its publisher; QoS 1 repeats (DUP) are allowed
+//! from a publisher. An order violation is an acknowledged message received
+//! for the first time after a later one of its publisher; QoS 1 repeats (DUP) are allowed
 //! and not counted; a QoS 2 repeat is one with a new packet id (the
 //! subscriber forgets an id at PUBREL, as MQTT says).
 //!

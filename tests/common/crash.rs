@@ -376,7 +376,8 @@ pub struct Tally {
     pub missing: usize,
     /// Messages of a QoS 2 publisher (`q2…`) received more than once.
     pub qos2_duplicates: usize,
-    /// Messages received for the first time after a later one of their publisher.
+    /// Acknowledged messages received for the first time after a later one
+    /// of their publisher.
     pub order_violations: usize,
 }
 
@@ -388,15 +389,23 @@ impl Tally {
         };
         let mut counts: HashMap<(&str, u64), usize> = HashMap::new();
         let mut last_first_seen: HashMap<&str, u64> = HashMap::new();
+        // A message its publisher saw no ack for is no reorder when it comes
+        // late (the publisher went on with the next number on a new clean
+        // connection: another session, whose messages MQTT does not order
+        // against the old one's).
+        let acknowledged: HashSet<(&str, u64)> = acked
+            .iter()
+            .flat_map(|(p, seqs)| seqs.iter().map(move |s| (p.as_str(), *s)))
+            .collect();
         for (publisher, seq) in &received.messages {
             let n = counts.entry((publisher.as_str(), *seq)).or_default();
             *n += 1;
             if *n == 1 {
                 let last = last_first_seen.entry(publisher.as_str()).or_default();
-                if *seq < *last {
-                    tally.order_violations += 1;
-                } else {
+                if *seq >= *last {
                     *last = *seq;
+                } else if acknowledged.contains(&(publisher.as_str(), *seq)) {
+                    tally.order_violations += 1;
                 }
             }
         }
