@@ -32,20 +32,13 @@ pub(super) async fn raise(
     node: &str,
     below: u64,
 ) -> Result<(), String> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let kv = bucket(jetstream).await?;
     let key = keys::journal_floor(node);
-    let subject = format!("{}{key}", kv.prefix);
     let value = kv_value::encode(keys::VALUE_VERSION, &below);
     for _ in 0..RAISE_TRIES {
         // Asked of the leader: its revision is what a compare-and-set checks.
-        let current = match kv.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => Some((message.sequence, decode(&message.payload))),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
-            Err(e) => return Err(format!("reading {key}: {e}")),
-        };
-        let written = match current {
-            Some((_, Some(floor))) if floor >= below => return Ok(()),
+        let written = match load::leader_last(&kv, &key).await? {
+            Some((_, Some(floor))) if decode(&floor).is_some_and(|f| f >= below) => return Ok(()),
             Some((revision, _)) => kv.update(&key, value.clone(), revision).await.is_ok(),
             None => kv.create(&key, value.clone()).await.is_ok(),
         };
@@ -58,8 +51,8 @@ pub(super) async fn raise(
     ))
 }
 
-/// The floor of the journal on each of `subjects` (0: none), asked of the
-/// bucket's leader.
+/// The floor of the journal on each of `subjects` (each once: [`subjects`];
+/// 0: none), asked of the bucket's leader.
 pub(super) async fn read(
     jetstream: &jetstream::Context,
     subjects: Vec<String>,
@@ -67,9 +60,6 @@ pub(super) async fn read(
     let kv = bucket(jetstream).await?;
     let mut floors = HashMap::new();
     for subject in subjects {
-        if floors.contains_key(&subject) {
-            continue;
-        }
         let Some(key) = journal::floor_key_of(&subject) else {
             continue;
         };

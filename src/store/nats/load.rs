@@ -180,13 +180,23 @@ pub(super) async fn read_named(
 /// read-your-writes, nats-io/nats.docs#815). What a takeover reads must
 /// hold every write acknowledged before it.
 pub(super) async fn leader_get(kv: &kv::Store, key: &str) -> Result<Option<Bytes>, String> {
+    Ok(leader_last(kv, key).await?.and_then(|(_, value)| value))
+}
+
+/// The last message of `key` in `kv`, asked of the stream's leader (see
+/// [`leader_get`]): its revision, and its value (None: a delete); None when
+/// the key has none.
+pub(super) async fn leader_last(
+    kv: &kv::Store,
+    key: &str,
+) -> Result<Option<(u64, Option<Bytes>)>, String> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let subject = format!("{}{key}", kv.prefix);
     match kv.stream.get_last_raw_message_by_subject(&subject).await {
         Ok(message) => {
             let operation = message.headers.get("KV-Operation");
             let put = operation.is_none_or(|op| op.as_str() == "PUT");
-            Ok(put.then_some(message.payload))
+            Ok(Some((message.sequence, put.then_some(message.payload))))
         }
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(format!("reading {subject}: {e}")),

@@ -32,14 +32,13 @@ pub(super) async fn read_start(
     // The journal first: a compaction between the two reads then shows the
     // same record twice rather than not at all.
     let (entries, sequences, last_read) = read_own_journal(jetstream, node).await?;
-    let (journaled, last) = replay::fold(entries, |_| true);
-    let last = last.max(last_read);
+    let (journaled, _) = replay::fold(entries, |_| true);
     let bucket = load::read_bucket(jetstream, keys::BUCKET).await?;
     Ok((
         replay::overlay(bucket, &journaled),
         journaled,
         sequences,
-        last,
+        last_read,
     ))
 }
 
