@@ -20,6 +20,11 @@ use futures_util::StreamExt;
 
 const STREAM: &str = "ELECT";
 
+/// One case at a time: each runs three NATS servers, and four clusters at
+/// once on a 2-core CI machine left JetStream without peers to place a
+/// stream on ("no suitable peers for placement").
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn context(urls: Vec<String>) -> jetstream::Context {
     let client = async_nats::connect(urls).await.expect("connect to NATS");
     jetstream::new(client)
@@ -148,6 +153,7 @@ async fn restart_a_follower_as_leader(
 
 #[tokio::test]
 async fn a_filtered_purge_replayed_at_a_restart_loses_other_subjects_on_2_9() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let (before, after) = after_restart(|js| async move {
         let stream = js.get_stream(STREAM).await.expect("stream");
         stream
@@ -192,6 +198,7 @@ fn nats_server_version() -> (u32, u32, u32) {
 
 #[tokio::test]
 async fn message_deletes_replayed_at_a_restart_stay_exact() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let (before, after) = after_restart(|js| async move {
         let stream = js.get_stream(STREAM).await.expect("stream");
         for seq in (1..80).step_by(2) {
@@ -210,6 +217,7 @@ async fn message_deletes_replayed_at_a_restart_stay_exact() {
 /// purge replay is not what it catches: the first test shows that.)
 #[test]
 fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     use std::collections::HashSet;
     use std::sync::Arc;
     use tern::store::nats::{NatsBackend, JOURNAL_STREAM};
@@ -309,6 +317,7 @@ fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
 /// purge of the 60 messages then stored, and the restarted leader lacks 20.)
 #[test]
 fn a_trimmed_stream_keeps_what_the_trim_kept_on_a_restarted_leader() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     use std::collections::HashSet;
     use tern::store::nats::NatsBackend;
     use tern::store::record::{unix_ms_now, MessageRecordRef, StreamRecordRef};
