@@ -187,7 +187,7 @@ impl Server {
             // After the restore: the bucket's retained messages override stored ones.
             let state = SharedState::start(
                 cluster.jetstream(),
-                cluster.node(),
+                (cluster.node(), cluster.run()),
                 cluster.replicas(),
                 &router,
                 std::mem::take(&mut claims),
@@ -452,6 +452,7 @@ async fn open_store(
         *claims = crate::cluster::state::claim_at_start(
             cluster.jetstream(),
             cluster.node(),
+            cluster.run(),
             cluster.replicas(),
         )
         .await?;

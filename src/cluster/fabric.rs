@@ -343,7 +343,7 @@ pub fn start(
     let interest = Arc::new(Interest::default());
     let dropping = Arc::new(AtomicBool::new(false));
     let room = Arc::new(Notify::new());
-    let epoch = rand::random::<u64>();
+    let epoch = cluster.run();
     let status = Arc::new(ClusterStatus::new(cluster, Arc::clone(&stats)));
     let confirmed = Arc::new(Confirmed::default());
     let confirmed_tx = ConfirmedTx(Arc::clone(&confirmed));

@@ -44,6 +44,7 @@ pub mod liveness;
 mod marks;
 mod origins;
 mod outbound;
+mod owner_value;
 mod ownership;
 mod peers;
 mod queue_pull;
@@ -160,6 +161,11 @@ pub struct Cluster {
     strict_acks: bool,
     timing: liveness::Timing,
     state: Arc<ConnectionState>,
+    /// This run of the node (random per start): the origin epoch of its
+    /// messages (`fabric.rs`) and, in its claims of client ids, which run
+    /// holds a session (`ownership.rs`), so a session's stored marks are
+    /// used only when that run wrote them.
+    run: u64,
 }
 
 impl Cluster {
@@ -199,7 +205,13 @@ impl Cluster {
                 dead_after: Duration::from_millis(settings.dead_after_ms),
             },
             state,
+            run: rand::random::<u64>().max(1),
         })
+    }
+
+    /// This run of the node (see the field).
+    pub fn run(&self) -> u64 {
+        self.run
     }
 
     /// The NATS connection (core NATS: publish, subscribe, request).

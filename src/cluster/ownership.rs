@@ -1,8 +1,9 @@
 //! Client id ownership: one MQTT client id is one session in the whole cluster.
 //!
 //! KV bucket `tern_clients`: key = the client id ([`crate::store::nats::kv_key`]), value =
-//! [`OwnerValue`] (the node holding the session, a random epoch for that
-//! claim, whether it started clean, and the session's subscriptions). Every
+//! [`OwnerValue`] (`owner_value.rs`: the node holding the session, a random
+//! epoch for that claim, the node's run that claimed, whether it started
+//! clean, and the session's subscriptions). Every
 //! write is a compare-and-set on the key's revision (create, or update with
 //! the last revision seen), so of two nodes claiming at once exactly one
 //! wins and the other retries against the winner's value; a node that lost
@@ -19,10 +20,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+pub(crate) use super::owner_value::OwnerValue;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::core::cluster_state::{ClaimFailed, ClaimGuard, Claimed};
@@ -35,8 +36,6 @@ use crate::store::record::SubscriptionRecord;
 
 /// The bucket of client id owners.
 pub(crate) const BUCKET: &str = "tern_clients";
-/// First byte of every value: its layout, so a later layout can be told apart.
-const VALUE_VERSION: u8 = 1;
 /// Compare-and-set attempts of one claim before it gives up (each lost
 /// attempt means another node wrote in between).
 const CLAIM_ATTEMPTS: usize = 8;
@@ -53,54 +52,13 @@ fn released_subject(client_id: &str) -> String {
     format!("tern.rel.{}", kv_key::encode(client_id))
 }
 
-/// Who holds a client id, as stored in the bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct OwnerValue {
-    pub node: String,
-    /// Random per claim: tells this node's claims of one id apart.
-    pub epoch: u64,
-    /// The claiming connection started clean (the old session's will goes out).
-    pub clean_start: bool,
-    pub subscriptions: Vec<SubscriptionRecord>,
-}
-
-/// [`OwnerValue`] as written: a subscription record leaves its selector out
-/// (the store keeps selectors in a table of their own), so the selectors
-/// follow the records, one per subscription in order. Appended last: a node
-/// that predates them reads the rest (postcard ignores what follows), and a
-/// value without them reads as subscriptions without selectors.
-#[derive(Serialize, Deserialize)]
-struct OwnerWire {
-    owner: OwnerValue,
-    selectors: Vec<Option<String>>,
-}
-
-impl OwnerValue {
-    pub(crate) fn encode(&self) -> bytes::Bytes {
-        let wire = OwnerWire {
-            owner: self.clone(),
-            selectors: self
-                .subscriptions
-                .iter()
-                .map(|s| s.selector.clone())
-                .collect(),
-        };
-        crate::store::nats::kv_value::encode(VALUE_VERSION, &wire)
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Option<OwnerValue> {
-        if let Some(OwnerWire {
-            mut owner,
-            selectors,
-        }) = crate::store::nats::kv_value::decode::<OwnerWire>(VALUE_VERSION, bytes)
-        {
-            for (record, selector) in owner.subscriptions.iter_mut().zip(selectors) {
-                record.selector = selector;
-            }
-            return Some(owner);
-        }
-        crate::store::nats::kv_value::decode(VALUE_VERSION, bytes)
-    }
+/// A client id of a dead node taken over here (`Ownership::adopt`).
+pub(crate) struct Adopted {
+    /// The id's lock: held until the session is restored, a CONNECT of
+    /// that client here waits for it and resumes the restored session.
+    pub(crate) _stripe: tokio::sync::OwnedMutexGuard<()>,
+    /// The dead node's run that held it, when its claim said.
+    pub(crate) dead_run: Option<u64>,
 }
 
 /// This node's claim of one client id.
@@ -123,6 +81,8 @@ pub(crate) struct Ownership {
     /// Core NATS, for the word that a session was let go ([`released_subject`]).
     client: async_nats::Client,
     node: String,
+    /// This node's run (`Cluster::run`), written in its claims.
+    run: u64,
     held: Mutex<HashMap<String, Held>>,
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Latest unwritten change per client id (bounded by the sessions held).
@@ -162,6 +122,7 @@ impl Ownership {
         kv: kv::Store,
         client: async_nats::Client,
         node: &str,
+        run: u64,
         held: HashMap<String, Held>,
     ) -> Ownership {
         let watch_from = held.values().map(|h| h.revision + 1).min().unwrap_or(0);
@@ -170,6 +131,7 @@ impl Ownership {
             kv,
             client,
             node: node.to_string(),
+            run,
             held: Mutex::new(held),
             stripes: (0..STRIPES)
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
@@ -214,6 +176,7 @@ impl Ownership {
                 epoch: rand::random(),
                 clean_start,
                 subscriptions,
+                run: self.run,
             };
             // Subscribed before the claim is written: the other node's word
             // comes after it sees the claim, so it cannot be missed.
@@ -251,7 +214,9 @@ impl Ownership {
                     revision,
                 },
             );
-            let previous = previous.map(|p| p.node).filter(|node| *node != self.node);
+            let previous = previous.filter(|p| p.node != self.node);
+            let previous_run = previous.as_ref().and_then(OwnerValue::run);
+            let previous = previous.map(|p| p.node);
             let held_elsewhere = previous.is_some();
             let mut marks = None;
             if let (true, Some(mut released)) = (held_elsewhere, released) {
@@ -270,6 +235,7 @@ impl Ownership {
                 carried: value.subscriptions,
                 held_elsewhere,
                 previous,
+                previous_run,
                 marks,
                 guard: Some(ClaimGuard(Box::new(guard))),
             });
@@ -297,14 +263,13 @@ impl Ownership {
     /// Takes `client_id` over from node `dead` (taken for dead), keeping its
     /// subscriptions; None when the id is no longer `dead`'s (another node
     /// took it first, or its client came back): of all survivors trying,
-    /// the compare-and-set lets exactly one win. The id's lock comes back
-    /// with a win: held until the session is restored, a CONNECT of that
-    /// client here waits for it and resumes the restored session.
+    /// the compare-and-set lets exactly one win. A win comes back with the
+    /// id's lock and the dead node's run that held it ([`Adopted`]).
     pub(crate) async fn adopt(
         &self,
         client_id: &str,
         dead: &str,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, String> {
+    ) -> Result<Option<Adopted>, String> {
         let stripe = self.stripe(client_id).lock_owned().await;
         let key = kv_key::encode(client_id);
         let entry = self
@@ -321,11 +286,13 @@ impl Ownership {
         if previous.node != dead {
             return Ok(None);
         }
+        let dead_run = previous.run();
         let value = OwnerValue {
             node: self.node.clone(),
             epoch: rand::random(),
             clean_start: false,
             subscriptions: previous.subscriptions,
+            run: self.run,
         };
         let Ok(revision) = self
             .kv
@@ -341,7 +308,10 @@ impl Ownership {
                 revision,
             },
         );
-        Ok(Some(stripe))
+        Ok(Some(Adopted {
+            _stripe: stripe,
+            dead_run,
+        }))
     }
 
     /// Records the subscriptions of a session this node holds, to be written.
@@ -399,6 +369,7 @@ impl Ownership {
                     epoch: held.epoch,
                     clean_start: false,
                     subscriptions,
+                    run: self.run,
                 };
                 self.kv
                     .update(key.as_str(), value.encode(), held.revision)
@@ -537,63 +508,5 @@ impl Ownership {
     /// Whether this node holds `client_id` (for tests and the admin side).
     pub(crate) fn holds(&self, client_id: &str) -> bool {
         self.held.lock().contains_key(client_id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_values_round_trip_and_carry_their_layout_version() {
-        let value = OwnerValue {
-            node: "tern-2".into(),
-            epoch: 42,
-            clean_start: false,
-            subscriptions: vec![SubscriptionRecord {
-                selector: None,
-                filter: "a/+/c".into(),
-                qos: 1,
-                no_local: true,
-                retain_as_published: false,
-                retain_handling: 2,
-                subscription_id: Some(7),
-            }],
-        };
-        let bytes = value.encode();
-        assert_eq!(bytes[0], VALUE_VERSION);
-        assert_eq!(OwnerValue::decode(&bytes), Some(value));
-    }
-
-    #[test]
-    fn selectors_travel_with_their_subscriptions_and_older_values_still_read() {
-        let record = |filter: &str, selector: Option<&str>| SubscriptionRecord {
-            selector: selector.map(str::to_string),
-            filter: filter.into(),
-            qos: 1,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: 0,
-            subscription_id: None,
-        };
-        let value = OwnerValue {
-            node: "tern-1".into(),
-            epoch: 7,
-            clean_start: false,
-            subscriptions: vec![record("a/#", Some("bucket = 3")), record("b", None)],
-        };
-        assert_eq!(OwnerValue::decode(&value.encode()), Some(value.clone()));
-        // Written by a node that predates selectors: the bare value.
-        let older = crate::store::nats::kv_value::encode(VALUE_VERSION, &value);
-        let read = OwnerValue::decode(&older).unwrap();
-        assert_eq!(read.subscriptions[0].filter, "a/#");
-        assert_eq!(read.subscriptions[0].selector, None);
-    }
-
-    #[test]
-    fn values_of_another_layout_or_garbage_are_ignored() {
-        assert_eq!(OwnerValue::decode(&[]), None);
-        assert_eq!(OwnerValue::decode(&[99, 1, 2]), None);
-        assert_eq!(OwnerValue::decode(&[VALUE_VERSION, 0xFF]), None);
     }
 }

@@ -53,7 +53,7 @@ impl SharedState {
     /// store was loaded); those it loaded no session for are freed again.
     pub async fn start(
         jetstream: &jetstream::Context,
-        node: &str,
+        (node, run): (&str, u64),
         replicas: usize,
         router: &Arc<Router>,
         claims: StartClaims,
@@ -71,6 +71,7 @@ impl SharedState {
                 owners,
                 jetstream.client(),
                 node,
+                run,
                 claims.held,
             )),
             retained: Arc::new(RetainedSync::new(retained, node)),
@@ -167,9 +168,10 @@ impl SharedState {
 pub async fn claim_at_start(
     jetstream: &jetstream::Context,
     node: &str,
+    run: u64,
     replicas: usize,
 ) -> Result<StartClaims, SharedStateError> {
-    takeover::claim_at_start(jetstream, node, replicas)
+    takeover::claim_at_start(jetstream, node, run, replicas)
         .await
         .map_err(|reason| SharedStateError::Bucket {
             bucket: ownership::BUCKET,

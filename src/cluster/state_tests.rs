@@ -29,7 +29,7 @@ async fn node(nats: &Nats, name: &str) -> (Arc<Router>, Arc<SharedState>) {
         overflow: OverflowPolicy::DropNew,
         max_queued_age_ms: 0,
     }));
-    let state = SharedState::start(&jetstream, name, 1, &router, Default::default())
+    let state = SharedState::start(&jetstream, (name, 1), 1, &router, Default::default())
         .await
         .expect("shared state");
     (router, state)

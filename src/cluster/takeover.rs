@@ -36,6 +36,7 @@ pub struct StartClaims {
 pub async fn claim_at_start(
     jetstream: &jetstream::Context,
     node: &str,
+    run: u64,
     replicas: usize,
 ) -> Result<StartClaims, String> {
     let owners = crate::store::nats::open_bucket(jetstream, BUCKET, replicas).await?;
@@ -57,7 +58,15 @@ pub async fn claim_at_start(
         match OwnerValue::decode(&entry.value) {
             Some(value) if value.node == node => {
                 let subscriptions = value.subscriptions;
-                match claim(&owners, node, &client, Some(entry.revision), subscriptions).await {
+                match claim(
+                    &owners,
+                    (node, run),
+                    &client,
+                    Some(entry.revision),
+                    subscriptions,
+                )
+                .await
+                {
                     Some(held) => {
                         claims.held.insert(client, held);
                     }
@@ -80,7 +89,7 @@ pub async fn claim_at_start(
         "start: claims made, stored client ids read"
     );
     for client in stored.into_iter().filter(|c| !owned.contains(c)) {
-        match claim(&owners, node, &client, None, Vec::new()).await {
+        match claim(&owners, (node, run), &client, None, Vec::new()).await {
             Some(held) => {
                 claims.held.insert(client, held);
             }
@@ -92,11 +101,11 @@ pub async fn claim_at_start(
     Ok(claims)
 }
 
-/// One compare-and-set of `client` for `node`: an update from `revision`,
-/// or a create without one. None when another writer came first.
+/// One compare-and-set of `client` for `node`'s run `run`: an update from
+/// `revision`, or a create without one. None when another writer came first.
 async fn claim(
     owners: &kv::Store,
-    node: &str,
+    (node, run): (&str, u64),
     client: &str,
     revision: Option<u64>,
     subscriptions: Vec<crate::store::record::SubscriptionRecord>,
@@ -106,6 +115,7 @@ async fn claim(
         epoch: rand::random(),
         clean_start: false,
         subscriptions,
+        run,
     };
     let key = kv_key::encode(client);
     let written = match revision {
@@ -166,8 +176,8 @@ pub async fn take_over_node(
     let (mut sessions, mut freed, mut failed, mut unread) = (0usize, 0usize, 0usize, 0usize);
     for client in &clients {
         // Held while the session is restored (see `Ownership::adopt`).
-        let claim = match ownership.adopt(client, &dead).await {
-            Ok(Some(claim)) => claim,
+        let adopted = match ownership.adopt(client, &dead).await {
+            Ok(Some(adopted)) => adopted,
             Ok(None) => continue,
             Err(e) => {
                 tracing::debug!(client_id = %client, error = %e, "client id of a dead node not adopted");
@@ -180,9 +190,11 @@ pub async fn take_over_node(
         };
         // The first read with the id held (see `Ownership::adopt`); tries
         // after a failed one let the client's CONNECT in meanwhile.
-        let first = router.adopt_session(client, &dead).await;
-        drop(claim);
-        match adopt_patiently(&router, &ownership, client, &dead, first).await {
+        let dead_run = adopted.dead_run;
+        let first = router.adopt_session(client, &dead, dead_run).await;
+        drop(adopted);
+        let holder = (dead.as_str(), dead_run);
+        match adopt_patiently(&router, &ownership, client, holder, first).await {
             Ok(true) => sessions += 1,
             Ok(false) => {
                 ownership.session_ended(client);
@@ -227,7 +239,7 @@ async fn adopt_patiently(
     router: &Arc<Router>,
     ownership: &Ownership,
     client: &str,
-    dead: &str,
+    (dead, dead_run): (&str, Option<u64>),
     first: Result<bool, String>,
 ) -> Result<bool, String> {
     let (mut tries, mut adopted) = (1, first);
@@ -237,6 +249,6 @@ async fn adopt_patiently(
         }
         tries += 1;
         tokio::time::sleep(ADOPT_RETRY).await;
-        adopted = router.adopt_session(client, dead).await;
+        adopted = router.adopt_session(client, dead, dead_run).await;
     }
 }

@@ -16,7 +16,7 @@ async fn jetstream(nats: &Nats) -> async_nats::jetstream::Context {
 
 async fn ownership(js: &async_nats::jetstream::Context, node: &str) -> Arc<Ownership> {
     let kv = open_bucket(js, BUCKET, 1).await.expect("bucket");
-    Arc::new(Ownership::new(kv, js.client(), node, HashMap::new()))
+    Arc::new(Ownership::new(kv, js.client(), node, 1, HashMap::new()))
 }
 
 #[tokio::test]
@@ -73,14 +73,14 @@ async fn a_start_claims_its_own_ids_and_unowned_sessions_and_leaves_the_rest() {
         let key = format!("s.{}", kv_key::encode(client));
         store.put(key, bytes::Bytes::new()).await.expect("put");
     }
-    let claims = claim_at_start(&js, "tern-a", 1).await.expect("claims");
+    let claims = claim_at_start(&js, "tern-a", 1, 1).await.expect("claims");
     let mut held: Vec<&str> = claims.held.keys().map(String::as_str).collect();
     held.sort_unstable();
     assert_eq!(held, vec!["mine", "unowned"]);
     assert_eq!(claims.foreign.len(), 1);
     assert!(claims.foreign.contains("theirs"));
     // Another node starting later finds them all held.
-    let later = claim_at_start(&js, "tern-c", 1).await.expect("claims");
+    let later = claim_at_start(&js, "tern-c", 1, 1).await.expect("claims");
     assert!(later.held.is_empty());
     assert_eq!(later.foreign.len(), 3);
 }

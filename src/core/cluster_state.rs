@@ -27,6 +27,9 @@ pub struct Claimed {
     pub held_elsewhere: bool,
     /// That node's name.
     pub previous: Option<String>,
+    /// Its run that held the session, when its claim said (its stored
+    /// marks are used only when that run wrote them).
+    pub previous_run: Option<u64>,
     /// That node's marks when it let the session go (`core::peer_marks`);
     /// None when it said none in time (dead, or cut off).
     pub marks: Option<Vec<crate::core::peer_marks::PeerMark>>,

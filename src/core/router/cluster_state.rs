@@ -67,7 +67,7 @@ impl Router {
         // What the session had of other nodes' messages there: not again here.
         let marks_from = match (&claimed.marks, &claimed.previous) {
             (Some(word), _) => MarksFrom::Word(word),
-            (None, Some(previous)) => MarksFrom::Stored(previous),
+            (None, Some(previous)) => MarksFrom::Stored(previous, claimed.previous_run),
             (None, None) => MarksFrom::Unknown,
         };
         // Read once: a session restored here since (an adoption tried again) is not read twice.
@@ -278,6 +278,7 @@ impl Router {
         self: &Arc<Self>,
         client_id: &str,
         dead: &str,
+        dead_run: Option<u64>,
     ) -> Result<bool, String> {
         if self.session(client_id).is_some() {
             return Ok(true); // restored meanwhile (its client attached here)
@@ -285,7 +286,7 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        let marks = MarksFrom::Stored(dead);
+        let marks = MarksFrom::Stored(dead, dead_run);
         if let Err(e) = self
             .take_over_stored(client_id, false, Some(dead), marks)
             .await

@@ -15,8 +15,9 @@ use crate::store::StoreOp;
 pub(crate) enum MarksFrom<'a> {
     /// The node that let the session go said them when it did.
     Word(&'a [PeerMark]),
-    /// That node's marks as stored (it died, or did not say them in time).
-    Stored(&'a str),
+    /// That node's marks as stored (it died, or did not say them in time),
+    /// with its run that held the session when its claim said.
+    Stored(&'a str, Option<u64>),
     /// Not known: nothing is skipped.
     Unknown,
 }
@@ -31,9 +32,22 @@ impl Router {
         };
         let fabric = Arc::clone(fabric);
         store.set_trailer(Box::new(move || {
-            let marks = fabric.marks();
-            (!marks.is_empty()).then(|| StoreOp::PutPeerMarks {
-                node: fabric.node().to_string(),
+            let mut marks = fabric.marks();
+            if marks.is_empty() {
+                return None;
+            }
+            // This run's own mark even before it numbered a message: it
+            // says which run wrote the record (`origin_marks`).
+            let (node, epoch) = (fabric.node(), fabric.epoch());
+            if !marks.iter().any(|m| *m.node == *node && m.epoch == epoch) {
+                marks.push(PeerMark {
+                    node: node.into(),
+                    epoch,
+                    seq: 0,
+                });
+            }
+            Some(StoreOp::PutPeerMarks {
+                node: node.to_string(),
                 marks: marks.iter().map(mark_record).collect(),
             })
         }));
@@ -65,16 +79,34 @@ impl Router {
 
 /// The marks of the node a session comes from (`from`; `stored`: the
 /// nodes' marks read with its records): what it had there. None known: none.
+///
+/// Stored marks count only when the run that held the session wrote them
+/// (its own mark is in them): a later run, restarted without the session,
+/// routed to its other sessions messages this one never had, and leaving
+/// those out of the session's capture loses them (the clustered crash
+/// test: three acknowledged messages). Then none are used: a repeat is
+/// possible, not a loss. A claim that does not say its run (an older
+/// node) leaves the marks as they are.
 pub(super) fn origin_marks(
     from: MarksFrom<'_>,
     stored: &[(String, Vec<PeerMarkRecord>)],
 ) -> Vec<PeerMark> {
     match from {
         MarksFrom::Word(marks) => marks.to_vec(),
-        MarksFrom::Stored(node) => stored
+        MarksFrom::Stored(node, run) => stored
             .iter()
             .find(|(n, _)| n == node)
-            .map(|(_, marks)| marks.iter().map(mark_from_record).collect())
+            .filter(|(_, marks)| {
+                run.is_none_or(|run| marks.iter().any(|m| m.node == *node && m.epoch == run))
+            })
+            // A run's own mark before it numbered a message says nothing more.
+            .map(|(_, marks)| {
+                marks
+                    .iter()
+                    .filter(|m| m.seq > 0)
+                    .map(mark_from_record)
+                    .collect()
+            })
             .unwrap_or_default(),
         MarksFrom::Unknown => Vec::new(),
     }

@@ -62,7 +62,7 @@ fn taken_over_from_x() -> Arc<Router> {
             ],
         ),
     ];
-    let marks = router.session_marks(MarksFrom::Stored("x"), &stored);
+    let marks = router.session_marks(MarksFrom::Stored("x", Some(3)), &stored);
     let snapshot = Snapshot {
         sessions: vec![(
             "s".to_string(),
@@ -143,11 +143,14 @@ async fn marks_of_another_node_or_none_skip_nothing() {
     let here =
         |from: MarksFrom<'_>| router.session_marks(from, &[("x".into(), vec![record("q", 1, 9)])]);
     assert!(here(MarksFrom::Unknown).is_empty());
-    assert!(here(MarksFrom::Stored("w")).is_empty(), "w stored none");
+    assert!(
+        here(MarksFrom::Stored("w", None)).is_empty(),
+        "w stored none"
+    );
     let word = [PeerMark::new("q", 1, 3)];
     assert_eq!(here(MarksFrom::Word(&word)).marks(), &word, "the word wins");
     assert_eq!(
-        here(MarksFrom::Stored("x")).marks()[0].seq,
+        here(MarksFrom::Stored("x", None)).marks()[0].seq,
         9,
         "stored when no word came"
     );
@@ -171,5 +174,28 @@ async fn a_session_moving_on_takes_what_it_still_skips_with_this_nodes_marks() {
         router.session_moved("s", false),
         vec![PeerMark::new("o", 7, 12)],
         "no such session: this node's marks"
+    );
+}
+
+#[tokio::test]
+async fn stored_marks_count_only_when_the_run_that_held_the_session_wrote_them() {
+    let router = taken_over_from_x();
+    // x's run 4, restarted without the session, routed o/7 up to 30 to its
+    // other sessions and wrote its marks over those of run 3, which held it.
+    let later_run = [("x".to_string(), vec![record("o", 7, 30), record("x", 4, 0)])];
+    let here = |run| router.session_marks(MarksFrom::Stored("x", run), &later_run);
+    assert!(
+        here(Some(3)).is_empty(),
+        "run 4's marks skip nothing of a session run 3 held"
+    );
+    assert_eq!(
+        here(Some(4)).marks(),
+        &[PeerMark::new("o", 7, 30)],
+        "the holding run's marks, less its own mark from before it numbered a message"
+    );
+    assert_eq!(
+        here(None).marks(),
+        &[PeerMark::new("o", 7, 30)],
+        "a claim that says no run (an older node): the marks as stored"
     );
 }

@@ -268,10 +268,10 @@ fn a_start_claims_the_sessions_only_its_journal_holds() {
     );
     drop(a);
     f.runtime.block_on(async {
-        crate::cluster::state::claim_at_start(&js, "tern-a", 1)
+        crate::cluster::state::claim_at_start(&js, "tern-a", 1, 1)
             .await
             .expect("tern-a's claims");
-        let later = crate::cluster::state::claim_at_start(&js, "tern-b", 1)
+        let later = crate::cluster::state::claim_at_start(&js, "tern-b", 1, 1)
             .await
             .expect("tern-b's claims");
         assert!(
