@@ -198,6 +198,18 @@ pub enum StoreOp {
         node: String,
         marks: Vec<PeerMarkRecord>,
     },
+    /// Shared store (cluster mode): another node took `client_id` over.
+    /// The client's records submitted before this are written (the marks
+    /// said for the session cover them, and the new holder reads them
+    /// once this commits); none submitted after it (`Backend::release_client`).
+    ReleaseClient {
+        client_id: String,
+    },
+    /// Shared store: this node holds `client_id` again, its records are
+    /// written from here on (`Backend::hold_client`).
+    HoldClient {
+        client_id: String,
+    },
 }
 
 /// A stream's retention limits, as the store sees them.
@@ -477,14 +489,32 @@ impl Store {
         self.backend.load_client(client_id, previous_holder)
     }
 
-    /// See [`Backend::release_client`].
+    /// See [`Backend::release_client`]; in order with the submissions
+    /// ([`StoreOp::ReleaseClient`]): what was submitted for the client
+    /// before is still written. (Applied at once, it fenced deliveries
+    /// routed to the session before it moved but not yet committed, while
+    /// the marks said for it covered them: the new holder left those
+    /// messages out of its capture and they were lost.)
     pub fn release_client(&self, client_id: &str) -> bool {
-        self.backend.release_client(client_id)
+        if !self.backend.is_shared() {
+            return self.backend.release_client(client_id);
+        }
+        self.submit([StoreOp::ReleaseClient {
+            client_id: client_id.to_string(),
+        }]);
+        true
     }
 
-    /// See [`Backend::hold_client`].
+    /// See [`Backend::hold_client`]; in order with the submissions
+    /// ([`StoreOp::HoldClient`]), so a release submitted before it cannot
+    /// fence what comes after.
     pub fn hold_client(&self, client_id: &str) {
-        self.backend.hold_client(client_id);
+        if !self.backend.is_shared() {
+            return self.backend.hold_client(client_id);
+        }
+        self.submit([StoreOp::HoldClient {
+            client_id: client_id.to_string(),
+        }]);
     }
 
     /// See [`Backend::is_shared`].
@@ -515,7 +545,17 @@ impl Store {
 
     /// Resolves once everything up to `ticket` is committed (at once with `Durability::None`).
     pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
-        if self.durability == Durability::None || ticket == 0 {
+        if self.durability == Durability::None {
+            return Ok(());
+        }
+        self.wait_applied(ticket).await
+    }
+
+    /// Resolves once the backend applied everything up to `ticket`, whatever
+    /// the durability: a shared store's read of a client (`load_client`)
+    /// comes after the release or hold submitted before it.
+    pub async fn wait_applied(&self, ticket: Ticket) -> Result<(), StoreError> {
+        if ticket == 0 {
             return Ok(());
         }
         let mut rx = self.committed.subscribe();

@@ -425,6 +425,8 @@ impl Backend for RedbBackend {
                     | StoreOp::PutSchema { .. }
                     | StoreOp::DeleteSchema { .. }
                     | StoreOp::PutPeerMarks { .. } => {}
+                    // A shared store's (never submitted to this one).
+                    StoreOp::ReleaseClient { .. } | StoreOp::HoldClient { .. } => {}
                 }
             }
         }

@@ -176,6 +176,11 @@ impl Router {
         let Some(store) = self.persistence.store().cloned() else {
             return Ok(super::marks::origin_marks(marks, &[]));
         };
+        // After what was submitted before (a release of the id still on
+        // its way would otherwise forget what this read adds).
+        if let Err(e) = store.wait_applied(store.last_ticket()).await {
+            return Err(e.to_string());
+        }
         let (id, previous) = (client_id.to_string(), previous.map(str::to_string));
         let loaded =
             tokio::task::spawn_blocking(move || store.load_client(&id, previous.as_deref()))

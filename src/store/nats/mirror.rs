@@ -254,6 +254,10 @@ impl Mirror {
                 }
                 // Their own JetStream streams (`streams.rs`).
                 StoreOp::AppendStream { .. } | StoreOp::TrimStream { .. } => {}
+                // In order: the client's records before it are written,
+                // none after (the compactor follows once this commits).
+                StoreOp::ReleaseClient { client_id } => self.release(client_id),
+                StoreOp::HoldClient { client_id } => self.hold(client_id),
             }
         }
         let (writes, fresh) = batch.finish();

@@ -41,6 +41,8 @@ pub(crate) mod patience;
 mod prune;
 mod publish;
 mod recover;
+#[cfg(test)]
+mod release_tests;
 mod replay;
 mod stream_notice;
 mod stream_read;
@@ -350,10 +352,18 @@ impl Backend for NatsBackend {
             (writes, held, std::mem::take(&mut mirror.fresh))
         };
         let stream_writes = streams::plan(ops);
-        if writes.is_empty() && stream_writes.is_empty() {
-            return Ok(held);
+        if !writes.is_empty() || !stream_writes.is_empty() {
+            self.commit(writes.into_iter().collect(), &fresh, stream_writes)?;
         }
-        self.commit(writes.into_iter().collect(), &fresh, stream_writes)?;
+        // Once the client's records before it are committed (and recorded
+        // for compaction): see `StoreOp::ReleaseClient`.
+        for op in ops {
+            match op {
+                StoreOp::ReleaseClient { client_id } => self.compactor.release(client_id),
+                StoreOp::HoldClient { client_id } => self.compactor.hold(client_id),
+                _ => {}
+            }
+        }
         let notices = stream_notice::notices(&self.node, ops);
         if !notices.is_empty() {
             let client = self.jetstream.client();
