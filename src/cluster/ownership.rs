@@ -141,6 +141,12 @@ impl Ownership {
         }
     }
 
+    /// The lock of `client_id`'s stripe: claims, the watch's reaction and
+    /// this node's writes of the id wait while it is held.
+    pub(crate) async fn lock_id(&self, client_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.stripe(client_id).lock_owned().await
+    }
+
     fn stripe(&self, client_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client_id);
@@ -491,7 +497,10 @@ impl Ownership {
             // it would drop those messages from its capture.
             let (router, client) = (Arc::clone(router), self.client.clone());
             tokio::spawn(async move {
-                let committed = router.wait_committed(router.latest_commit());
+                let committed = async {
+                    router.wait_committed(router.latest_commit()).await?;
+                    router.wait_store_applied().await
+                };
                 match tokio::time::timeout(RELEASE_WAIT, committed).await {
                     Ok(Ok(())) => {
                         let _ = client.publish(released_subject(&client_id), marks).await;

@@ -249,6 +249,14 @@ async fn adopt_patiently(
         }
         tries += 1;
         tokio::time::sleep(ADOPT_RETRY).await;
+        // Under the id's lock, as the first try: a claim by another node
+        // seen meanwhile is handled before or after the restore, never
+        // during it (a session restored here after its watch event would
+        // be served by two nodes).
+        let _id = ownership.lock_id(client).await;
+        if !ownership.holds(client) {
+            return adopted;
+        }
         adopted = router.adopt_session(client, dead, dead_run).await;
     }
 }

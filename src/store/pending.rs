@@ -21,13 +21,23 @@ pub(super) struct Pending {
 
 impl Pending {
     /// Moves the submissions of the next transaction into `batch` (empty):
-    /// all that is waiting, cut at a submission past `max` operations; one
-    /// submission only when `one`. Returns the ticket of the last one taken.
+    /// all that is waiting, cut at a submission past `max` operations and
+    /// after a client's release; one submission only when `one`. Returns
+    /// the ticket of the last one taken.
+    ///
+    /// Cut after a release: the commit's marks (the writer's trailer, made
+    /// from every routing submitted so far) then never cover a message
+    /// routed after the session was let go, which it never had (a new
+    /// holder without the release word takes those stored marks).
     pub(super) fn take_batch(&mut self, batch: &mut Vec<StoreOp>, one: bool, max: usize) -> Ticket {
         let mut taken = 0;
         for (i, (_, end)) in self.ends.iter().enumerate() {
             taken = i + 1;
-            if one || *end >= max {
+            let released = matches!(
+                end.checked_sub(1).and_then(|last| self.ops.get(last)),
+                Some(StoreOp::ReleaseClient { .. })
+            );
+            if one || *end >= max || released {
                 break;
             }
         }
@@ -114,5 +124,28 @@ mod tests {
         assert_eq!(p.take_batch(&mut batch, false, 100), 4);
         assert_eq!(seqs(&batch), [6]);
         assert!(p.ops.is_empty() && p.ends.is_empty());
+    }
+
+    #[test]
+    fn a_batch_ends_with_a_release_and_what_follows_waits_for_the_next() {
+        let mut p = pending(&[&[1, 2]]);
+        let release = StoreOp::ReleaseClient {
+            client_id: "c".into(),
+        };
+        p.ops.push(release);
+        p.last_ticket += 1;
+        p.ends.push_back((p.last_ticket, p.ops.len()));
+        let mut later = pending(&[&[3], &[4]]);
+        for (ticket, end) in later.ends.drain(..) {
+            p.ends.push_back((ticket + 2, end + 3));
+        }
+        p.ops.append(&mut later.ops);
+        p.last_ticket = 4;
+        let mut batch = Vec::new();
+        assert_eq!(p.take_batch(&mut batch, false, 100), 2);
+        assert_eq!(seqs(&batch), [1, 2, u64::MAX], "up to the release");
+        batch.clear();
+        assert_eq!(p.take_batch(&mut batch, false, 100), 4);
+        assert_eq!(seqs(&batch), [3, 4]);
     }
 }

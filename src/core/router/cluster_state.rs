@@ -228,7 +228,10 @@ impl Router {
     /// what the session still skipped here (it came from another node).
     pub fn session_moved(&self, client_id: &str, clean_start: bool) -> Vec<PeerMark> {
         let Some(session) = self.sessions.get(client_id) else {
-            return self.peer_marks();
+            // Not here (held, its stored state never read): this node
+            // routed nothing to it, and its own marks would make the new
+            // holder leave out what it routed to its other sessions.
+            return Vec::new();
         };
         // Before the kick: the connection it ends settles its will by it.
         session.set_moved_away(if clean_start {

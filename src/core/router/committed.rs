@@ -46,4 +46,15 @@ impl Router {
     pub fn latest_commit(&self) -> Commit {
         self.persistence.latest()
     }
+
+    /// Resolves once the store applied everything submitted so far, with
+    /// any durability (`Durability::None` acknowledges before that): the
+    /// word that a session was let go waits for it, as the new holder then
+    /// reads what was submitted for the session before (`StoreOp::ReleaseClient`).
+    pub async fn wait_store_applied(&self) -> Result<(), CoreError> {
+        if let Some(store) = self.persistence.store() {
+            store.wait_applied(store.last_ticket()).await?;
+        }
+        Ok(())
+    }
 }
