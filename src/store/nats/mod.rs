@@ -54,6 +54,7 @@ mod streams;
 pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
+mod unread;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -344,6 +345,29 @@ impl NatsBackend {
     }
 }
 
+impl NatsBackend {
+    /// A client another node's journal holds unread at this start
+    /// (`unread.rs`): read as a takeover reads it, tried a few times (a
+    /// JetStream election); the start fails rather than restore it stale.
+    fn load_unread(&self, client: &str) -> Result<Option<Snapshot>, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.load_client(client, None) {
+                Ok(read) => {
+                    tracing::info!(node = %self.node, client_id = client, "session another node's journal held unread read at start");
+                    return Ok(read);
+                }
+                Err(e) if tries < 3 => {
+                    tracing::warn!(node = %self.node, client_id = client, error = %e, "session held unread elsewhere not read at start; trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 impl Backend for NatsBackend {
     fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
         let (writes, held, fresh) = {
@@ -382,13 +406,15 @@ impl Backend for NatsBackend {
 
     fn load(&self) -> Result<Snapshot, StoreError> {
         let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
+        let foreign = self.foreign.clone();
         // Before the reads: what other nodes wrote of the ids held here
         // since is a new holder's (`load::own_last`).
-        let ((entries, journaled, sequences, last), held_since) = self
+        let ((entries, journaled, sequences, last), held_since, unread) = self
             .run(async move {
                 let held_since = load::last_sequence(&jetstream).await?;
                 let read = recover::read_start(&jetstream, &node).await?;
-                Ok::<_, String>((read, held_since))
+                let unread = unread::unread_clients(&jetstream, &node, &foreign).await?;
+                Ok::<_, String>((read, held_since, unread))
             })?
             .map_err(|reason| StoreError::Open {
                 path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
@@ -400,9 +426,13 @@ impl Backend for NatsBackend {
             journal_keys = journaled.len(),
             journal_messages = sequences.len(),
             journal_last = last,
+            unread = unread.len(),
             "store read at start"
         );
-        let scope = load::Scope::Start(&self.foreign);
+        // The clients another journal holds unread are read below, as a
+        // takeover reads them (`unread.rs`).
+        let left_out: HashSet<String> = self.foreign.union(&unread).cloned().collect();
+        let scope = load::Scope::Start(&left_out);
         let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
         // Fencing: the records of client ids other nodes own now are theirs
@@ -415,6 +445,11 @@ impl Backend for NatsBackend {
         let fenced = owed.len() < journaled_keys;
         self.compactor.seed(owed, sequences, last, fenced);
         self.compactor.held_since(None, held_since);
+        for client in &unread {
+            if let Some(read) = self.load_unread(client)? {
+                unread::merge(&mut snapshot, read);
+            }
+        }
         // The journal starts short (a failure leaves it to the next round).
         let compactor = Arc::clone(&self.compactor);
         self.run(async move { compactor.logged_round(true).await })?;
