@@ -346,17 +346,106 @@ impl NatsBackend {
 }
 
 impl NatsBackend {
+    /// [`Backend::load_client`]; `read`: every journal read already, with
+    /// the bucket's last sequence before it (a start, `unread.rs`).
+    fn take_client(
+        &self,
+        client_id: &str,
+        previous_holder: Option<&str>,
+        read: Option<(journal::Read, u64)>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        // The client's keys and the messages they refer to, not the bucket,
+        // with the previous holder's journal and this node's over them
+        // (every node's when the previous holder is not known).
+        let jetstream = self.jetstream.clone();
+        let client = client_id.to_string();
+        let nodes = previous_holder.map(|p| vec![p.to_string(), self.node.clone()]);
+        let started = std::time::Instant::now();
+        let (read, held_since) = self
+            .run(async move {
+                match read {
+                    Some((journals, held_since)) => {
+                        let read =
+                            recover::client_from(&jetstream, &client, None, journals).await?;
+                        Ok::<_, String>((read, held_since))
+                    }
+                    None => {
+                        // Before the read: writes of the id's keys up to it
+                        // are the previous holders' (`load::own_last`).
+                        let held_since = load::last_sequence(&jetstream).await?;
+                        let read =
+                            recover::read_client(&jetstream, &client, nodes.as_deref()).await?;
+                        Ok((read, held_since))
+                    }
+                }
+            })?
+            .map_err(StoreError::Write)?;
+
+        tracing::debug!(
+            client_id,
+            previous_holder,
+            read_ms = started.elapsed().as_millis() as u64,
+            records = read.entries.len(),
+            adopted = read.adopted.len(),
+            holders = ?read.holders,
+            "stored state of a client read for a takeover"
+        );
+        let next = self.next_taken_over_id.load(Ordering::Relaxed);
+        let scope = load::Scope::Client(client_id, next);
+        let (snapshot, mirror, next) = load::snapshot(read.entries, &self.node, &scope)?;
+        // This node's journal holds them from now on; the journals they
+        // were in forget them. None counts as made here (no `fresh`): the
+        // old holder may write any of them into the bucket late, so their
+        // deletes are written too.
+        if !read.adopted.is_empty() {
+            self.commit(read.adopted, &HashSet::new(), Vec::new())?;
+        }
+        let holders: Vec<(String, u64)> = read
+            .holders
+            .into_iter()
+            .filter(|(s, _)| *s != self.subject)
+            .collect();
+        if !holders.is_empty() {
+            let client = client_id.to_string();
+            let id = format!(
+                "{}.{:x}.{}",
+                self.node,
+                self.boot,
+                self.commits.fetch_add(1, Ordering::Relaxed)
+            );
+            let jetstream = self.jetstream.clone();
+            self.run(async move {
+                for (n, (subject, upto)) in holders.iter().enumerate() {
+                    let forget = [journal::Entry::Forget(client.clone(), *upto)];
+                    journal::append(&jetstream, subject, &forget, &format!("{id}.f{n}")).await?;
+                }
+                Ok::<(), StoreError>(())
+            })??;
+        }
+        self.compactor.held_since(Some(client_id), held_since);
+        self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
+        self.mirror.lock().merge(mirror);
+        Ok(Some(snapshot))
+    }
+
     /// A client another node's journal holds unread at this start
-    /// (`unread.rs`): read as a takeover reads it, tried a few times (a
-    /// JetStream election); the start fails rather than restore it stale.
-    fn load_unread(&self, client: &str) -> Result<Option<Snapshot>, StoreError> {
+    /// (`unread.rs`): read as a takeover reads it, from the journals read
+    /// at this start; tried again with a fresh read of every journal (a
+    /// JetStream election), and the start fails rather than restore it stale.
+    fn load_unread(
+        &self,
+        client: &str,
+        journals: &[(u64, String, journal::Entry)],
+        held_since: u64,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let mut read = Some((journals.to_vec(), held_since));
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.load_client(client, None) {
-                Ok(read) => {
+            match self.take_client(client, None, read.take()) {
+                Ok(snapshot) => {
                     tracing::info!(node = %self.node, client_id = client, "session another node's journal held unread read at start");
-                    return Ok(read);
+                    return Ok(snapshot);
                 }
                 Err(e) if tries < 3 => {
                     tracing::warn!(node = %self.node, client_id = client, error = %e, "session held unread elsewhere not read at start; trying again");
@@ -409,7 +498,7 @@ impl Backend for NatsBackend {
         let foreign = self.foreign.clone();
         // Before the reads: what other nodes wrote of the ids held here
         // since is a new holder's (`load::own_last`).
-        let ((entries, journaled, sequences, last), held_since, unread) = self
+        let ((entries, journaled, sequences, last), held_since, (unread, journals)) = self
             .run(async move {
                 let held_since = load::last_sequence(&jetstream).await?;
                 let read = recover::read_start(&jetstream, &node).await?;
@@ -446,7 +535,7 @@ impl Backend for NatsBackend {
         self.compactor.seed(owed, sequences, last, fenced);
         self.compactor.held_since(None, held_since);
         for client in &unread {
-            if let Some(read) = self.load_unread(client)? {
+            if let Some(read) = self.load_unread(client, &journals, held_since)? {
                 unread::merge(&mut snapshot, read);
             }
         }
@@ -487,69 +576,8 @@ impl Backend for NatsBackend {
         client_id: &str,
         previous_holder: Option<&str>,
     ) -> Result<Option<Snapshot>, StoreError> {
-        // The client's keys and the messages they refer to, not the bucket,
-        // with the previous holder's journal and this node's over them
-        // (every node's when the previous holder is not known).
-        let jetstream = self.jetstream.clone();
-        let client = client_id.to_string();
-        let nodes = previous_holder.map(|p| vec![p.to_string(), self.node.clone()]);
-        let started = std::time::Instant::now();
-        let (read, held_since) = self
-            .run(async move {
-                // Before the read: writes of the id's keys up to it are
-                // the previous holders' (`load::own_last`).
-                let held_since = load::last_sequence(&jetstream).await?;
-                let read = recover::read_client(&jetstream, &client, nodes.as_deref()).await?;
-                Ok::<_, String>((read, held_since))
-            })?
-            .map_err(StoreError::Write)?;
-        tracing::debug!(
-            client_id,
-            previous_holder,
-            read_ms = started.elapsed().as_millis() as u64,
-            records = read.entries.len(),
-            adopted = read.adopted.len(),
-            holders = ?read.holders,
-            "stored state of a client read for a takeover"
-        );
-        let next = self.next_taken_over_id.load(Ordering::Relaxed);
-        let scope = load::Scope::Client(client_id, next);
-        let (snapshot, mirror, next) = load::snapshot(read.entries, &self.node, &scope)?;
-        // This node's journal holds them from now on; the journals they
-        // were in forget them. None counts as made here (no `fresh`): the
-        // old holder may write any of them into the bucket late, so their
-        // deletes are written too.
-        if !read.adopted.is_empty() {
-            self.commit(read.adopted, &HashSet::new(), Vec::new())?;
-        }
-        let holders: Vec<(String, u64)> = read
-            .holders
-            .into_iter()
-            .filter(|(s, _)| *s != self.subject)
-            .collect();
-        if !holders.is_empty() {
-            let client = client_id.to_string();
-            let id = format!(
-                "{}.{:x}.{}",
-                self.node,
-                self.boot,
-                self.commits.fetch_add(1, Ordering::Relaxed)
-            );
-            let jetstream = self.jetstream.clone();
-            self.run(async move {
-                for (n, (subject, upto)) in holders.iter().enumerate() {
-                    let forget = [journal::Entry::Forget(client.clone(), *upto)];
-                    journal::append(&jetstream, subject, &forget, &format!("{id}.f{n}")).await?;
-                }
-                Ok::<(), StoreError>(())
-            })??;
-        }
-        self.compactor.held_since(Some(client_id), held_since);
-        self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
-        self.mirror.lock().merge(mirror);
-        Ok(Some(snapshot))
+        self.take_client(client_id, previous_holder, None)
     }
-
     fn release_client(&self, client_id: &str) -> bool {
         self.mirror.lock().release(client_id);
         self.compactor.release(client_id);

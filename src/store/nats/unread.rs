@@ -12,28 +12,25 @@ use std::collections::{HashMap, HashSet};
 use async_nats::jetstream;
 
 use super::journal::{self, client_of, Entry};
-use super::{floor, patience};
+use super::patience;
 use crate::store::Snapshot;
 
 /// The client ids not in `foreign` (held here, or by no node) with an entry
-/// in another node's journal that no `Forget` there voids.
+/// in another node's journal that no `Forget` there voids, with every
+/// journal as read (their records are taken from it, `NatsBackend::load`).
 pub(super) async fn unread_clients(
     jetstream: &jetstream::Context,
     node: &str,
     foreign: &HashSet<String>,
-) -> Result<HashSet<String>, String> {
+) -> Result<(HashSet<String>, Vec<(u64, String, Entry)>), String> {
     let entries = patience::patiently(journal::STREAM, || async {
-        use patience::Failure;
-        journal::barrier(jetstream)
+        super::recover::read_journals(jetstream, None)
             .await
-            .map_err(Failure::Transient)?;
-        journal::read(jetstream, "tern.journal.>")
-            .await
-            .map_err(Failure::Transient)
+            .map_err(patience::Failure::Transient)
     })
     .await?;
-    let entries = floor::above(jetstream, entries).await?;
-    Ok(unforgotten(&entries, &journal::subject(node), foreign))
+    let unread = unforgotten(&entries, &journal::subject(node), foreign);
+    Ok((unread, entries))
 }
 
 /// See [`unread_clients`]; `own`: this node's journal subject.
