@@ -8,16 +8,31 @@ use super::*;
 use crate::store::suite::{put, put_message, put_session};
 use crate::store::{Durability, Store};
 
+/// tern-a's store front over its NATS backend, whose writer takes its batch
+/// between routings (a trailer set): a test holding the routing gate holds
+/// the writer off, as a delivery routed to a session just before it moved
+/// is submitted and not yet committed when the session is let go (the marks
+/// said for it cover that delivery).
+fn routing_to_x(f: &Fixture) -> Arc<Store> {
+    let a = f.open_nats("tern-a", &[]);
+    let store = Store::start(a as Arc<dyn Backend>, Durability::Batched);
+    store.set_trailer(Box::new(|| None));
+    store
+}
+
+/// What tern-b reads of x, taken over from tern-a.
+fn owed_to_x_on_b(f: &Fixture) -> (usize, Vec<u64>) {
+    let b = f.open_nats("tern-b", &["x"]);
+    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let mut owed: Vec<u64> = snap.deliveries.iter().map(|d| d.1).collect();
+    owed.sort();
+    (snap.sessions.len(), owed)
+}
+
 #[test]
 fn a_release_writes_what_was_submitted_for_the_client_before_it_and_nothing_after() {
     let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    let store = Store::start(Arc::clone(&a) as Arc<dyn Backend>, Durability::Batched);
-    // A writer with a trailer takes its batch between routings: held off
-    // while this routing holds the gate, as a delivery routed to a session
-    // just before it moved is submitted and not yet committed when the
-    // session is let go (the marks said for it cover that delivery).
-    store.set_trailer(Box::new(|| None));
+    let store = routing_to_x(&f);
     let routing = store.routing();
     store.submit([put_session("x"), put_message(1, "t"), put("x", 1, 1)]);
     assert!(store.release_client("x"), "a shared store");
@@ -25,14 +40,8 @@ fn a_release_writes_what_was_submitted_for_the_client_before_it_and_nothing_afte
     let last = store.submit([put_message(2, "t"), put("x", 2, 2)]);
     drop(routing);
     f.runtime.block_on(store.wait(last)).expect("committed");
-    let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
-    assert_eq!(
-        snap.sessions.len(),
-        1,
-        "the session written before the release"
-    );
-    let owed: Vec<u64> = snap.deliveries.iter().map(|d| d.1).collect();
+    let (sessions, owed) = owed_to_x_on_b(&f);
+    assert_eq!(sessions, 1, "the session written before the release");
     assert_eq!(
         owed,
         [1],
@@ -44,9 +53,7 @@ fn a_release_writes_what_was_submitted_for_the_client_before_it_and_nothing_afte
 #[test]
 fn a_hold_after_a_release_in_the_same_batch_writes_what_follows_it() {
     let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    let store = Store::start(Arc::clone(&a) as Arc<dyn Backend>, Durability::Batched);
-    store.set_trailer(Box::new(|| None));
+    let store = routing_to_x(&f);
     let routing = store.routing();
     store.submit([put_session("x"), put_message(1, "t"), put("x", 1, 1)]);
     assert!(store.release_client("x"));
@@ -55,10 +62,7 @@ fn a_hold_after_a_release_in_the_same_batch_writes_what_follows_it() {
     let last = store.submit([put_message(2, "t"), put("x", 2, 2)]);
     drop(routing);
     f.runtime.block_on(store.wait(last)).expect("committed");
-    let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
-    let mut owed: Vec<u64> = snap.deliveries.iter().map(|d| d.1).collect();
-    owed.sort();
+    let (_, owed) = owed_to_x_on_b(&f);
     assert_eq!(
         owed,
         [1, 2],
