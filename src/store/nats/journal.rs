@@ -43,9 +43,6 @@ pub(super) enum Entry {
     Forget(String, u64),
 }
 
-/// Journal entries as read: each with its message's sequence and subject.
-pub(super) type Read = Vec<(u64, String, Entry)>;
-
 /// Journal subjects: this, then the node's name as a key part.
 const SUBJECT_PREFIX: &str = "tern.journal.";
 

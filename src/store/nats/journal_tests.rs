@@ -281,37 +281,3 @@ fn a_start_claims_the_sessions_only_its_journal_holds() {
         );
     });
 }
-
-/// tern-a held x (its delivery compacted into the bucket, then acknowledged
-/// in its journal only) and died; a run of tern-b claimed x and died before
-/// reading it. tern-b's next start reads x as a takeover does: the
-/// acknowledged delivery does not come back from the bucket.
-#[test]
-fn a_start_reads_a_client_another_journal_holds_unread() {
-    let f = Fixture::new();
-    let a = f.open_nats("tern-a", &[]);
-    a.apply(
-        &[put_session("x"), put_message(1, "t"), put("x", 1, 1)],
-        true,
-    )
-    .unwrap();
-    f.runtime.block_on(a.compactor.round(true)).unwrap();
-    let paused = f.runtime.block_on(a.compactor.pause());
-    a.apply(&[ack("x", 1)], true).unwrap();
-    // tern-a is dead: its journal is not compacted again (its rounds held off).
-    let b = f.open_nats("tern-b", &[]);
-    let snap = b.load().unwrap();
-    assert_eq!(snap.sessions.len(), 1, "x restored");
-    assert!(
-        snap.deliveries.is_empty(),
-        "the delivery tern-a's journal says was acknowledged stays gone"
-    );
-    // Read once: tern-a's journal now forgets x, and the next start reads
-    // nothing of it there.
-    drop(b);
-    drop(paused);
-    let again = f.open_nats("tern-b", &[]);
-    let snap = again.load().unwrap();
-    assert_eq!(snap.sessions.len(), 1);
-    assert!(snap.deliveries.is_empty());
-}

@@ -54,7 +54,6 @@ mod streams;
 pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
-mod unread;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -345,14 +344,113 @@ impl NatsBackend {
     }
 }
 
-impl NatsBackend {
-    /// [`Backend::load_client`]; `read`: every journal read already, with
-    /// the bucket's last sequence before it (a start, `unread.rs`).
-    fn take_client(
+impl Backend for NatsBackend {
+    fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
+        let (writes, held, fresh) = {
+            let mut mirror = self.mirror.lock();
+            let (writes, held) = mirror.plan(ops);
+            (writes, held, std::mem::take(&mut mirror.fresh))
+        };
+        let stream_writes = streams::plan(ops);
+        if !writes.is_empty() || !stream_writes.is_empty() {
+            self.commit(writes.into_iter().collect(), &fresh, stream_writes)?;
+        }
+        // Once the client's records before it are committed (and recorded
+        // for compaction): see `StoreOp::ReleaseClient`.
+        for op in ops {
+            match op {
+                StoreOp::ReleaseClient { client_id } => self.compactor.release(client_id),
+                StoreOp::HoldClient { client_id } => self.compactor.hold(client_id),
+                _ => {}
+            }
+        }
+        let notices = stream_notice::notices(&self.node, ops);
+        if !notices.is_empty() {
+            let client = self.jetstream.client();
+            self.run(async move { stream_notice::publish(&client, notices).await })?;
+        }
+        Ok(held)
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn first_message_id(&self) -> u64 {
+        self.first_message_id
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
+        // Before the reads: what other nodes wrote of the ids held here
+        // since is a new holder's (`load::own_last`).
+        let ((entries, journaled, sequences, last), held_since) = self
+            .run(async move {
+                let held_since = load::last_sequence(&jetstream).await?;
+                let read = recover::read_start(&jetstream, &node).await?;
+                Ok::<_, String>((read, held_since))
+            })?
+            .map_err(|reason| StoreError::Open {
+                path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
+                reason,
+            })?;
+        tracing::info!(
+            node = %self.node,
+            records = entries.len(),
+            journal_keys = journaled.len(),
+            journal_messages = sequences.len(),
+            journal_last = last,
+            "store read at start"
+        );
+        let scope = load::Scope::Start(&self.foreign);
+        let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
+        *self.mirror.lock() = mirror;
+        // Fencing: the records of client ids other nodes own now are theirs
+        // (they read them from this journal); never written to the bucket.
+        let journaled_keys = journaled.len();
+        let owed: indexmap::IndexMap<_, _> = journaled
+            .into_iter()
+            .filter(|(key, _)| journal::client_of(key).is_none_or(|c| !self.foreign.contains(&c)))
+            .collect();
+        let fenced = owed.len() < journaled_keys;
+        self.compactor.seed(owed, sequences, last, fenced);
+        self.compactor.held_since(None, held_since);
+        // The journal starts short (a failure leaves it to the next round).
+        let compactor = Arc::clone(&self.compactor);
+        self.run(async move { compactor.logged_round(true).await })?;
+        let streams = Arc::clone(&self.streams);
+        snapshot.streams = self.run(async move { streams.load().await })??;
+        Ok(snapshot)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.read(&name, from, max).await })?
+    }
+
+    fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.find_time(&name, time_ms).await })?
+    }
+
+    fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
+        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
+        self.run(async move { streams.state(&name).await })?
+    }
+
+    fn configure_stream(&self, stream: &str, limits: StreamLimits) {
+        self.streams.configure(stream, limits);
+    }
+
+    fn load_client(
         &self,
         client_id: &str,
         previous_holder: Option<&str>,
-        read: Option<(journal::Read, u64)>,
     ) -> Result<Option<Snapshot>, StoreError> {
         // The client's keys and the messages they refer to, not the bucket,
         // with the previous holder's journal and this node's over them
@@ -363,24 +461,13 @@ impl NatsBackend {
         let started = std::time::Instant::now();
         let (read, held_since) = self
             .run(async move {
-                match read {
-                    Some((journals, held_since)) => {
-                        let read =
-                            recover::client_from(&jetstream, &client, None, journals).await?;
-                        Ok::<_, String>((read, held_since))
-                    }
-                    None => {
-                        // Before the read: writes of the id's keys up to it
-                        // are the previous holders' (`load::own_last`).
-                        let held_since = load::last_sequence(&jetstream).await?;
-                        let read =
-                            recover::read_client(&jetstream, &client, nodes.as_deref()).await?;
-                        Ok((read, held_since))
-                    }
-                }
+                // Before the read: writes of the id's keys up to it are
+                // the previous holders' (`load::own_last`).
+                let held_since = load::last_sequence(&jetstream).await?;
+                let read = recover::read_client(&jetstream, &client, nodes.as_deref()).await?;
+                Ok::<_, String>((read, held_since))
             })?
             .map_err(StoreError::Write)?;
-
         tracing::debug!(
             client_id,
             previous_holder,
@@ -428,156 +515,6 @@ impl NatsBackend {
         Ok(Some(snapshot))
     }
 
-    /// A client another node's journal holds unread at this start
-    /// (`unread.rs`): read as a takeover reads it, from the journals read
-    /// at this start; tried again with a fresh read of every journal (a
-    /// JetStream election), and the start fails rather than restore it stale.
-    fn load_unread(
-        &self,
-        client: &str,
-        journals: &[(u64, String, journal::Entry)],
-        held_since: u64,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let mut read = Some((journals.to_vec(), held_since));
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self.take_client(client, None, read.take()) {
-                Ok(snapshot) => {
-                    tracing::info!(node = %self.node, client_id = client, "session another node's journal held unread read at start");
-                    return Ok(snapshot);
-                }
-                Err(e) if tries < 3 => {
-                    tracing::warn!(node = %self.node, client_id = client, error = %e, "session held unread elsewhere not read at start; trying again");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Backend for NatsBackend {
-    fn apply(&self, ops: &[StoreOp], _fsync: bool) -> Result<i64, StoreError> {
-        let (writes, held, fresh) = {
-            let mut mirror = self.mirror.lock();
-            let (writes, held) = mirror.plan(ops);
-            (writes, held, std::mem::take(&mut mirror.fresh))
-        };
-        let stream_writes = streams::plan(ops);
-        if !writes.is_empty() || !stream_writes.is_empty() {
-            self.commit(writes.into_iter().collect(), &fresh, stream_writes)?;
-        }
-        // Once the client's records before it are committed (and recorded
-        // for compaction): see `StoreOp::ReleaseClient`.
-        for op in ops {
-            match op {
-                StoreOp::ReleaseClient { client_id } => self.compactor.release(client_id),
-                StoreOp::HoldClient { client_id } => self.compactor.hold(client_id),
-                _ => {}
-            }
-        }
-        let notices = stream_notice::notices(&self.node, ops);
-        if !notices.is_empty() {
-            let client = self.jetstream.client();
-            self.run(async move { stream_notice::publish(&client, notices).await })?;
-        }
-        Ok(held)
-    }
-
-    fn max_batch(&self) -> usize {
-        MAX_BATCH
-    }
-
-    fn first_message_id(&self) -> u64 {
-        self.first_message_id
-    }
-
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        let (jetstream, node) = (self.jetstream.clone(), self.node.clone());
-        let foreign = self.foreign.clone();
-        // Before the reads: what other nodes wrote of the ids held here
-        // since is a new holder's (`load::own_last`).
-        let ((entries, journaled, sequences, last), held_since, (unread, journals)) = self
-            .run(async move {
-                let held_since = load::last_sequence(&jetstream).await?;
-                let read = recover::read_start(&jetstream, &node).await?;
-                let unread = unread::unread_clients(&jetstream, &node, &foreign).await?;
-                Ok::<_, String>((read, held_since, unread))
-            })?
-            .map_err(|reason| StoreError::Open {
-                path: format!("JetStream KV bucket {BUCKET} and stream {JOURNAL_STREAM}"),
-                reason,
-            })?;
-        tracing::info!(
-            node = %self.node,
-            records = entries.len(),
-            journal_keys = journaled.len(),
-            journal_messages = sequences.len(),
-            journal_last = last,
-            unread = unread.len(),
-            "store read at start"
-        );
-        // The clients another journal holds unread are read below, as a
-        // takeover reads them (`unread.rs`).
-        let left_out: HashSet<String> = self.foreign.union(&unread).cloned().collect();
-        let scope = load::Scope::Start(&left_out);
-        let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
-        *self.mirror.lock() = mirror;
-        // Fencing: the records of client ids other nodes own now are theirs
-        // (they read them from this journal); never written to the bucket.
-        let journaled_keys = journaled.len();
-        let owed: indexmap::IndexMap<_, _> = journaled
-            .into_iter()
-            .filter(|(key, _)| journal::client_of(key).is_none_or(|c| !self.foreign.contains(&c)))
-            .collect();
-        let fenced = owed.len() < journaled_keys;
-        self.compactor.seed(owed, sequences, last, fenced);
-        self.compactor.held_since(None, held_since);
-        for client in &unread {
-            if let Some(read) = self.load_unread(client, &journals, held_since)? {
-                unread::merge(&mut snapshot, read);
-            }
-        }
-        // The journal starts short (a failure leaves it to the next round).
-        let compactor = Arc::clone(&self.compactor);
-        self.run(async move { compactor.logged_round(true).await })?;
-        let streams = Arc::clone(&self.streams);
-        snapshot.streams = self.run(async move { streams.load().await })??;
-        Ok(snapshot)
-    }
-
-    fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
-        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
-        self.run(async move { streams.read(&name, from, max).await })?
-    }
-
-    fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
-        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
-        self.run(async move { streams.find_time(&name, time_ms).await })?
-    }
-
-    fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
-        let (streams, name) = (Arc::clone(&self.streams), stream.to_string());
-        self.run(async move { streams.state(&name).await })?
-    }
-
-    fn configure_stream(&self, stream: &str, limits: StreamLimits) {
-        self.streams.configure(stream, limits);
-    }
-
-    fn load_client(
-        &self,
-        client_id: &str,
-        previous_holder: Option<&str>,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.take_client(client_id, previous_holder, None)
-    }
     fn release_client(&self, client_id: &str) -> bool {
         self.mirror.lock().release(client_id);
         self.compactor.release(client_id);

@@ -123,16 +123,6 @@ pub(super) async fn read_client(
     client: &str,
     nodes: Option<&[String]>,
 ) -> Result<Client, String> {
-    let entries = read_journals(jetstream, nodes).await?;
-    client_from(jetstream, client, nodes, entries).await
-}
-
-/// The journals of `nodes` (None: every node's), after a barrier, in stream
-/// order, without what lies below their floors.
-pub(super) async fn read_journals(
-    jetstream: &jetstream::Context,
-    nodes: Option<&[String]>,
-) -> Result<Vec<(u64, String, Entry)>, String> {
     journal::barrier(jetstream).await?;
     let entries = match nodes {
         None => journal::read(jetstream, "tern.journal.>").await?,
@@ -147,16 +137,7 @@ pub(super) async fn read_journals(
         }
     };
     // A journal pruned while read: see `floor.rs`.
-    floor::above(jetstream, entries).await
-}
-
-/// [`read_client`] with the journals read already (`read_journals`).
-pub(super) async fn client_from(
-    jetstream: &jetstream::Context,
-    client: &str,
-    nodes: Option<&[String]>,
-    entries: Vec<(u64, String, Entry)>,
-) -> Result<Client, String> {
+    let entries = floor::above(jetstream, entries).await?;
     let holders = replay::holders(&entries, client);
     // The node the client is taken from, when its journal has marks but no
     // entry of the client (compacted before): those marks cannot be tied to
