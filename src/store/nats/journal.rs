@@ -83,7 +83,7 @@ pub(super) async fn open(jetstream: &jetstream::Context, replicas: usize) -> Res
         use super::patience::Failure;
         match jetstream.get_or_create_stream(config.clone()).await {
             Ok(_) => Ok(()),
-            // Say, more replicas than servers: trying again cannot help.
+            // A configuration JetStream refuses: trying again cannot help.
             Err(e) if !super::transient(&e) => Err(Failure::Final(e.to_string())),
             Err(e) => Err(Failure::Transient(e.to_string())),
         }

@@ -185,7 +185,8 @@ pub(crate) async fn open_configured(
 ) -> Result<kv::Store, String> {
     patience::patiently(bucket, || async {
         // Both time out while the cluster elects a leader; a configuration
-        // JetStream refuses (say, more replicas than servers) is final.
+        // JetStream refuses is final (more replicas than servers only once
+        // the patience runs out: see `transient`).
         match jetstream.get_or_create_stream(config.clone()).await {
             Err(e) if !transient(&e) => return Err(Failure::Final(e.to_string())),
             Err(e) => return Err(Failure::Transient(e.to_string())),
@@ -199,12 +200,18 @@ pub(crate) async fn open_configured(
     .await
 }
 
-/// An error that a JetStream cluster electing a leader answers with.
+/// An error that a JetStream cluster electing a leader answers with, or
+/// one still gathering its servers ("no suitable peers for placement": a
+/// node started with the NATS cluster, or while a server restarts; with
+/// more replicas than servers it stays, and the patience runs out).
 fn transient(error: &jetstream::context::CreateStreamError) -> bool {
     use jetstream::context::CreateStreamErrorKind as Kind;
     match error.kind() {
         Kind::TimedOut | Kind::JetStreamUnavailable => true,
-        Kind::JetStream(e) => e.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE,
+        Kind::JetStream(e) => matches!(
+            e.error_code(),
+            jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE | jetstream::ErrorCode::CLUSTER_NO_PEERS
+        ),
         _ => false,
     }
 }
