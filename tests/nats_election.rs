@@ -83,7 +83,11 @@ async fn lead_on(js: &jetstream::Context, stream: &str, name: &str) {
             tokio::time::Instant::now() < deadline,
             "{name} never became the leader"
         );
-        let mut stream = js.get_stream(stream_name).await.expect("stream");
+        // Either request may time out while the stream elects a leader.
+        let Ok(mut stream) = js.get_stream(stream_name).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         let Ok(info) = stream.info().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
