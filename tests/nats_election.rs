@@ -232,10 +232,20 @@ fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
     let runtime = runtime();
     let mut nats = runtime.block_on(NatsCluster::start(3));
     let urls: Vec<String> = nats.servers.iter().map(|s| s.url()).collect();
+    // Opened patiently: right after a NATS server's restart the buckets'
+    // streams elect leaders too, which took over the store's own patience
+    // (20 s) on the 2-core CI machine.
     let open = |node: &str| -> Arc<NatsBackend> {
-        let js = runtime.block_on(context(urls.clone()));
-        let opened = runtime.block_on(NatsBackend::open(js, node, 3, HashSet::new()));
-        Arc::new(opened.expect("open the store"))
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let js = runtime.block_on(context(urls.clone()));
+            match runtime.block_on(NatsBackend::open(js, node, 3, HashSet::new())) {
+                Ok(opened) => return Arc::new(opened),
+                Err(e) if tries < 3 => eprintln!("{node}: store not opened yet ({e}); again"),
+                Err(e) => panic!("open the store: {e:?}"),
+            }
+        }
     };
     let session = |client: &str| StoreOp::PutSession {
         client_id: client.into(),
