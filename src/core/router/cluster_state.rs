@@ -178,9 +178,7 @@ impl Router {
         };
         // After what was submitted before (a release of the id still on
         // its way would otherwise forget what this read adds).
-        if let Err(e) = store.wait_applied(store.last_ticket()).await {
-            return Err(e.to_string());
-        }
+        self.wait_store_applied().await.map_err(|e| e.to_string())?;
         let (id, previous) = (client_id.to_string(), previous.map(str::to_string));
         let loaded =
             tokio::task::spawn_blocking(move || store.load_client(&id, previous.as_deref()))

@@ -51,7 +51,7 @@ fn a_release_writes_what_was_submitted_for_the_client_before_it_and_nothing_afte
 }
 
 #[test]
-fn a_hold_after_a_release_in_the_same_batch_writes_what_follows_it() {
+fn a_hold_submitted_after_a_release_writes_what_follows_it() {
     let f = Fixture::new();
     let store = routing_to_x(&f);
     let routing = store.routing();
