@@ -463,6 +463,7 @@ async fn open_store(
             claims.foreign.clone(),
         )
         .await?
+        .leaving_unread(claims.unread())
         // Durable streams on connections of their own (`store/nats/streams.rs`).
         .with_stream_connections(
             async_nats::jetstream::new(cluster.connect_more("stream-appends").await?),

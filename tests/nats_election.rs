@@ -312,7 +312,7 @@ fn a_takeover_reads_a_dead_nodes_journal_from_a_restarted_leader() {
     runtime.block_on(restart_a_follower_as_leader(&mut nats, &js, JOURNAL_STREAM));
     let c = open("tern-c");
     let snapshot = c
-        .load_client("y", Some("tern-b"))
+        .load_client("y", Some(&["tern-b"]))
         .expect("read y")
         .expect("a shared store");
     assert_eq!(snapshot.sessions.len(), 1, "y's session");

@@ -45,7 +45,7 @@ mod marks;
 mod origins;
 mod outbound;
 mod owner_value;
-mod ownership;
+pub(crate) mod ownership;
 mod peers;
 mod queue_pull;
 pub mod queues;

@@ -24,16 +24,33 @@ pub(crate) struct OwnerValue {
     /// never had. Carried in [`OwnerWire`], not in this encoding.
     #[serde(skip)]
     pub run: u64,
+    /// The node and run that held the session last, when this claim was
+    /// made without reading its stored state (an adoption from a dead node,
+    /// or a claim of one so made) and no read has finished since: the
+    /// records may still be in that node's journal only. A start, or the
+    /// next adopter, reads that journal too. Carried in [`OwnerWire`].
+    #[serde(skip)]
+    pub unread_from: Option<(String, u64)>,
 }
 
 /// [`OwnerValue`] as written: a subscription record leaves its selector out
 /// (the store keeps selectors in a table of their own), so the selectors
 /// follow the records, one per subscription in order, then the claiming
-/// run. Each appended last: a node that predates one reads the rest
-/// (postcard ignores what follows), and a value without it reads as
-/// subscriptions without selectors, or as a run not said.
+/// run, then the holder whose records are unread. Each appended last: a
+/// node that predates one reads the rest (postcard ignores what follows),
+/// and a value without it reads as subscriptions without selectors, as a
+/// run not said, or as read.
 #[derive(Serialize, Deserialize)]
 struct OwnerWire {
+    owner: OwnerValue,
+    selectors: Vec<Option<String>>,
+    run: u64,
+    unread_from: Option<(String, u64)>,
+}
+
+/// [`OwnerWire`] before the unread holder was written.
+#[derive(Deserialize)]
+struct OwnerWireWithoutUnread {
     owner: OwnerValue,
     selectors: Vec<Option<String>>,
     run: u64,
@@ -56,6 +73,7 @@ impl OwnerValue {
                 .map(|s| s.selector.clone())
                 .collect(),
             run: self.run,
+            unread_from: self.unread_from.clone(),
         };
         crate::store::nats::kv_value::encode(VALUE_VERSION, &wire)
     }
@@ -69,6 +87,14 @@ impl OwnerValue {
             owner
         };
         if let Some(wire) = decode::<OwnerWire>(VALUE_VERSION, bytes) {
+            let owner = with_selectors(wire.owner, wire.selectors);
+            return Some(OwnerValue {
+                run: wire.run,
+                unread_from: wire.unread_from,
+                ..owner
+            });
+        }
+        if let Some(wire) = decode::<OwnerWireWithoutUnread>(VALUE_VERSION, bytes) {
             let owner = with_selectors(wire.owner, wire.selectors);
             return Some(OwnerValue {
                 run: wire.run,
@@ -107,6 +133,7 @@ mod tests {
                 subscription_id: Some(7),
             }],
             run: 9,
+            unread_from: Some(("tern-3".into(), 11)),
         };
         let bytes = value.encode();
         assert_eq!(bytes[0], VALUE_VERSION);
@@ -130,9 +157,31 @@ mod tests {
             clean_start: false,
             subscriptions: vec![record("a/#", Some("bucket = 3")), record("b", None)],
             run: 5,
+            unread_from: None,
         };
         assert_eq!(OwnerValue::decode(&value.encode()), Some(value.clone()));
         assert_eq!(OwnerValue::decode(&value.encode()).unwrap().run(), Some(5));
+        // Written by a node that predates the unread holder: read as read.
+        #[derive(Serialize)]
+        struct WithoutUnread<'a> {
+            owner: &'a OwnerValue,
+            selectors: Vec<Option<String>>,
+            run: u64,
+        }
+        let without_unread = crate::store::nats::kv_value::encode(
+            VALUE_VERSION,
+            &WithoutUnread {
+                owner: &value,
+                selectors: vec![Some("bucket = 3".to_string()), None],
+                run: 5,
+            },
+        );
+        let read = OwnerValue::decode(&without_unread).unwrap();
+        assert_eq!((read.run(), read.unread_from), (Some(5), None));
+        assert_eq!(
+            read.subscriptions[0].selector.as_deref(),
+            Some("bucket = 3")
+        );
         // Written by a node that predates the claiming run: selectors kept,
         // the run not said.
         #[derive(Serialize)]

@@ -57,21 +57,28 @@ pub(crate) struct Adopted {
     /// The id's lock: held until the session is restored, a CONNECT of
     /// that client here waits for it and resumes the restored session.
     pub(crate) _stripe: tokio::sync::OwnedMutexGuard<()>,
-    /// The dead node's run that held it, when its claim said.
-    pub(crate) dead_run: Option<u64>,
+    /// The node (and its run) whose journal may hold the session's records
+    /// unread: the dead node, or the one it had adopted the id from
+    /// without reading ([`OwnerValue::unread_from`]).
+    pub(crate) unread_from: (String, u64),
 }
 
 /// This node's claim of one client id.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Held {
-    pub(super) epoch: u64,
-    pub(super) revision: u64,
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) epoch: u64,
+    pub(crate) revision: u64,
+    /// Written in the claim until the session's stored state is read
+    /// ([`OwnerValue::unread_from`]).
+    pub(crate) unread_from: Option<(String, u64)>,
 }
 
 /// What this node still has to write for a client id it holds.
 #[derive(Debug)]
 enum Pending {
     Subscriptions(Vec<SubscriptionRecord>),
+    /// The session's stored state is read: the claim says so.
+    Read,
     Release,
 }
 
@@ -183,6 +190,8 @@ impl Ownership {
                 clean_start,
                 subscriptions,
                 run: self.run,
+                // Unread stays unread until this node's read is done.
+                unread_from: previous.as_ref().and_then(|p| p.unread_from.clone()),
             };
             // Subscribed before the claim is written: the other node's word
             // comes after it sees the claim, so it cannot be missed.
@@ -218,6 +227,7 @@ impl Ownership {
                 Held {
                     epoch: value.epoch,
                     revision,
+                    unread_from: value.unread_from.clone(),
                 },
             );
             let previous = previous.filter(|p| p.node != self.node);
@@ -238,6 +248,7 @@ impl Ownership {
                 }
             }
             return Ok(Claimed {
+                unread_from: value.unread_from,
                 carried: value.subscriptions,
                 held_elsewhere,
                 previous,
@@ -270,11 +281,15 @@ impl Ownership {
     /// subscriptions; None when the id is no longer `dead`'s (another node
     /// took it first, or its client came back): of all survivors trying,
     /// the compare-and-set lets exactly one win. A win comes back with the
-    /// id's lock and the dead node's run that held it ([`Adopted`]).
+    /// id's lock and where its records are ([`Adopted`]).
+    /// `dead_run`: the run of `dead` that was taken for dead, when known; a
+    /// claim of another run is left alone (the node restarted and claimed
+    /// its ids again: they are that run's, alive).
     pub(crate) async fn adopt(
         &self,
         client_id: &str,
         dead: &str,
+        dead_run: Option<u64>,
     ) -> Result<Option<Adopted>, String> {
         let stripe = self.stripe(client_id).lock_owned().await;
         let key = kv_key::encode(client_id);
@@ -292,13 +307,24 @@ impl Ownership {
         if previous.node != dead {
             return Ok(None);
         }
-        let dead_run = previous.run();
+        if let (Some(seen), Some(claimed)) = (dead_run, previous.run()) {
+            if seen != claimed {
+                return Ok(None);
+            }
+        }
+        // Marked unread until this node's read is done: if it dies first,
+        // the next holder reads that journal too.
+        let unread_from = previous
+            .unread_from
+            .clone()
+            .unwrap_or_else(|| (dead.to_string(), previous.run));
         let value = OwnerValue {
             node: self.node.clone(),
             epoch: rand::random(),
             clean_start: false,
             subscriptions: previous.subscriptions,
             run: self.run,
+            unread_from: Some(unread_from.clone()),
         };
         let Ok(revision) = self
             .kv
@@ -312,11 +338,12 @@ impl Ownership {
             Held {
                 epoch: value.epoch,
                 revision,
+                unread_from: value.unread_from,
             },
         );
         Ok(Some(Adopted {
             _stripe: stripe,
-            dead_run,
+            unread_from,
         }))
     }
 
@@ -336,6 +363,21 @@ impl Ownership {
         self.pending
             .lock()
             .insert(client_id.to_string(), Pending::Subscriptions(records));
+        self.wake_writer.notify_one();
+    }
+
+    /// The stored state of `client_id`, held here, is read (its records are
+    /// in this node's journal now): its claim no longer says unread.
+    pub(crate) fn stored_state_read(&self, client_id: &str) {
+        match self.held.lock().get_mut(client_id) {
+            Some(held) if held.unread_from.is_some() => held.unread_from = None,
+            _ => return,
+        }
+        // A pending change writes the claim without it as well.
+        self.pending
+            .lock()
+            .entry(client_id.to_string())
+            .or_insert(Pending::Read);
         self.wake_writer.notify_one();
     }
 
@@ -364,7 +406,7 @@ impl Ownership {
 
     async fn write(&self, client_id: &str, change: Pending) {
         let _stripe = self.stripe(client_id).lock_owned().await;
-        let Some(held) = self.held.lock().get(client_id).copied() else {
+        let Some(held) = self.held.lock().get(client_id).cloned() else {
             return; // taken over meanwhile: the id is no longer ours to write
         };
         let key = kv_key::encode(client_id);
@@ -376,6 +418,7 @@ impl Ownership {
                     clean_start: false,
                     subscriptions,
                     run: self.run,
+                    unread_from: held.unread_from.clone(),
                 };
                 self.kv
                     .update(key.as_str(), value.encode(), held.revision)
@@ -383,6 +426,7 @@ impl Ownership {
                     .map(Some)
                     .map_err(|e| e.to_string())
             }
+            Pending::Read => self.write_read(&key, &held).await,
             Pending::Release => self
                 .kv
                 .delete_expect_revision(key.as_str(), Some(held.revision))
@@ -409,6 +453,24 @@ impl Ownership {
                 }
             }
         }
+    }
+
+    /// The claim as it stands, without its unread holder (its
+    /// subscriptions are kept as written); fenced by this node's revision.
+    async fn write_read(&self, key: &str, held: &Held) -> Result<Option<u64>, String> {
+        let entry = self.kv.entry(key).await.map_err(|e| e.to_string())?;
+        let Some(mut value) = entry
+            .filter(|e| e.revision == held.revision && e.operation == kv::Operation::Put)
+            .and_then(|e| OwnerValue::decode(&e.value))
+        else {
+            return Err("claim changed".into());
+        };
+        value.unread_from = None;
+        self.kv
+            .update(key, value.encode(), held.revision)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// Watches the bucket and ends sessions here that another node claimed

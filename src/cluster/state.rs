@@ -50,7 +50,9 @@ impl SharedState {
     /// this state and starts the tasks that write and watch the buckets.
     ///
     /// `claims` are the client ids this node claimed at start (before its
-    /// store was loaded); those it loaded no session for are freed again.
+    /// store was loaded); those it loaded no session for are freed again,
+    /// but for those its last run adopted and never read: they are read now
+    /// (`takeover::read_unread`).
     pub async fn start(
         jetstream: &jetstream::Context,
         (node, run): (&str, u64),
@@ -60,12 +62,20 @@ impl SharedState {
     ) -> Result<Arc<SharedState>, SharedStateError> {
         let owners = open_bucket(jetstream, ownership::BUCKET, replicas).await?;
         let retained = open_bucket(jetstream, retained::BUCKET, replicas).await?;
+        let unread: Vec<(String, (String, u64))> = claims
+            .held
+            .iter()
+            .filter_map(|(client, held)| Some((client.clone(), held.unread_from.clone()?)))
+            .collect();
         let unused: Vec<String> = claims
             .held
-            .keys()
-            .filter(|client| router.session(client).is_none())
-            .cloned()
+            .iter()
+            .filter(|(client, held)| held.unread_from.is_none() && router.session(client).is_none())
+            .map(|(client, _)| client.clone())
             .collect();
+        for (client, _) in &unread {
+            router.mark_unread(client);
+        }
         let state = Arc::new(SharedState {
             ownership: Arc::new(Ownership::new(
                 owners,
@@ -86,6 +96,10 @@ impl SharedState {
         tokio::spawn(Arc::clone(&state.retained).run_watch(weak));
         for client in unused {
             state.ownership.session_ended(&client);
+        }
+        if !unread.is_empty() {
+            let (ownership, router) = (Arc::clone(&state.ownership), Arc::downgrade(router));
+            tokio::spawn(takeover::read_unread(ownership, router, unread));
         }
         Ok(state)
     }
@@ -112,12 +126,12 @@ impl SharedState {
         let (announcer, watched) = (cluster.clone(), Arc::clone(&status));
         // Each survivor says when it is done: acks wait for that
         // (`peers.rs`, the interest gap).
-        let on_dead: OnDead = Arc::new(move |dead| {
+        let on_dead: OnDead = Arc::new(move |(dead, dead_run)| {
             let taking_over = takeover::take_over_node(
                 jetstream.clone(),
                 Arc::clone(&ownership),
                 router.clone(),
-                dead.clone(),
+                (dead.clone(), dead_run),
             );
             let (cluster, status) = (announcer.clone(), Arc::clone(&watched));
             Box::pin(async move {
@@ -228,6 +242,10 @@ impl ClusterState for SharedState {
     ) {
         self.ownership
             .subscriptions_changed(client_id, subscriptions);
+    }
+
+    fn stored_state_read(&self, client_id: &str) {
+        self.ownership.stored_state_read(client_id);
     }
 
     fn session_ended(&self, client_id: &str) {

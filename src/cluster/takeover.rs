@@ -5,7 +5,9 @@
 //!   again (compare-and-set on their revision) and so are the stored
 //!   sessions no node owns (create), before any is loaded: a session that
 //!   moved meanwhile, or that another starting node claimed first, is not
-//!   loaded here ([`claim_at_start`]);
+//!   loaded here ([`claim_at_start`]); an id its last run adopted and
+//!   never read (the claim says from where) is read after the start as an
+//!   adoption reads it ([`read_unread`]);
 //! - when a node dies (`liveness.rs`), each of its client ids is adopted by
 //!   exactly one survivor (compare-and-set from the dead node's revision),
 //!   which restores the session from the store with its will: the will goes
@@ -28,6 +30,18 @@ use crate::store::nats::kv_key;
 pub struct StartClaims {
     pub foreign: HashSet<String>,
     pub(super) held: HashMap<String, Held>,
+}
+
+impl StartClaims {
+    /// The held ids whose stored state this node's last run adopted and
+    /// never read: not restored by the store's start ([`read_unread`]).
+    pub fn unread(&self) -> HashSet<String> {
+        self.held
+            .iter()
+            .filter(|(_, held)| held.unread_from.is_some())
+            .map(|(client, _)| client.clone())
+            .collect()
+    }
 }
 
 /// Claims, for node `node`, the client ids it owned and the stored sessions
@@ -57,16 +71,8 @@ pub async fn claim_at_start(
         owned.insert(client.clone());
         match OwnerValue::decode(&entry.value) {
             Some(value) if value.node == node => {
-                let subscriptions = value.subscriptions;
-                match claim(
-                    &owners,
-                    (node, run),
-                    &client,
-                    Some(entry.revision),
-                    subscriptions,
-                )
-                .await
-                {
+                let carried = (value.subscriptions, value.unread_from);
+                match claim(&owners, (node, run), &client, Some(entry.revision), carried).await {
                     Some(held) => {
                         claims.held.insert(client, held);
                     }
@@ -89,7 +95,7 @@ pub async fn claim_at_start(
         "start: claims made, stored client ids read"
     );
     for client in stored.into_iter().filter(|c| !owned.contains(c)) {
-        match claim(&owners, (node, run), &client, None, Vec::new()).await {
+        match claim(&owners, (node, run), &client, None, (Vec::new(), None)).await {
             Some(held) => {
                 claims.held.insert(client, held);
             }
@@ -102,13 +108,17 @@ pub async fn claim_at_start(
 }
 
 /// One compare-and-set of `client` for `node`'s run `run`: an update from
-/// `revision`, or a create without one. None when another writer came first.
+/// `revision`, or a create without one, carrying the subscriptions and the
+/// unread holder. None when another writer came first.
 async fn claim(
     owners: &kv::Store,
     (node, run): (&str, u64),
     client: &str,
     revision: Option<u64>,
-    subscriptions: Vec<crate::store::record::SubscriptionRecord>,
+    (subscriptions, unread_from): (
+        Vec<crate::store::record::SubscriptionRecord>,
+        Option<(String, u64)>,
+    ),
 ) -> Option<Held> {
     let value = OwnerValue {
         node: node.to_string(),
@@ -116,6 +126,7 @@ async fn claim(
         clean_start: false,
         subscriptions,
         run,
+        unread_from,
     };
     let key = kv_key::encode(client);
     let written = match revision {
@@ -128,6 +139,7 @@ async fn claim(
     written.map(|revision| Held {
         epoch: value.epoch,
         revision,
+        unread_from: value.unread_from,
     })
 }
 
@@ -148,16 +160,18 @@ pub async fn owner_nodes(jetstream: &jetstream::Context) -> Vec<String> {
     nodes.into_iter().collect()
 }
 
-/// Node `dead` is dead: this node adopts each of its client ids that no
-/// other survivor adopts first, restores the session with its will, and
-/// frees the id again when there was no session to keep (a clean session's
-/// will goes out at once). True when every id was gone through and every
-/// session adopted here restored (the node is settled for this survivor).
+/// Node `dead` is dead (its run `dead_run`, when known): this node adopts
+/// each of its client ids that no other survivor adopts first (claims of
+/// another run of it are left alone: it restarted), restores the session
+/// with its will, and frees the id again when there was no session to keep
+/// (a clean session's will goes out at once). True when every id was gone
+/// through and every session adopted here restored (the node is settled
+/// for this survivor).
 pub async fn take_over_node(
     jetstream: jetstream::Context,
     ownership: Arc<Ownership>,
     router: Weak<Router>,
-    dead: String,
+    (dead, dead_run): (String, Option<u64>),
 ) -> bool {
     let entries = match crate::store::nats::load::read_entries(&jetstream, BUCKET).await {
         Ok(entries) => entries,
@@ -176,7 +190,7 @@ pub async fn take_over_node(
     let (mut sessions, mut freed, mut failed, mut unread) = (0usize, 0usize, 0usize, 0usize);
     for client in &clients {
         // Held while the session is restored (see `Ownership::adopt`).
-        let adopted = match ownership.adopt(client, &dead).await {
+        let adopted = match ownership.adopt(client, &dead, dead_run).await {
             Ok(Some(adopted)) => adopted,
             Ok(None) => continue,
             Err(e) => {
@@ -189,12 +203,16 @@ pub async fn take_over_node(
             return false;
         };
         // The first read with the id held (see `Ownership::adopt`); tries
-        // after a failed one let the client's CONNECT in meanwhile.
-        let dead_run = adopted.dead_run;
-        let first = router.adopt_session(client, &dead, dead_run).await;
+        // after a failed one let the client's CONNECT in meanwhile. The
+        // dead node's journal, and that of the node it had adopted the id
+        // from when it never read it; the marks of the one that had it.
+        let (from, from_run) = adopted.unread_from.clone();
+        let marks = (from, (from_run != 0).then_some(from_run));
+        let holders = [marks.0.as_str(), dead.as_str()];
+        let read = (&holders[..], (marks.0.as_str(), marks.1));
+        let first = router.adopt_session(client, read.0, read.1).await;
         drop(adopted);
-        let holder = (dead.as_str(), dead_run);
-        match adopt_patiently(&router, &ownership, client, holder, first).await {
+        match adopt_patiently(&router, &ownership, client, read, first).await {
             Ok(true) => sessions += 1,
             Ok(false) => {
                 ownership.session_ended(client);
@@ -239,7 +257,7 @@ async fn adopt_patiently(
     router: &Arc<Router>,
     ownership: &Ownership,
     client: &str,
-    (dead, dead_run): (&str, Option<u64>),
+    (holders, marks): (&[&str], (&str, Option<u64>)),
     first: Result<bool, String>,
 ) -> Result<bool, String> {
     let (mut tries, mut adopted) = (1, first);
@@ -257,6 +275,49 @@ async fn adopt_patiently(
         if !ownership.holds(client) {
             return adopted;
         }
-        adopted = router.adopt_session(client, dead, dead_run).await;
+        adopted = router.adopt_session(client, holders, marks).await;
     }
+}
+
+/// After a start: the ids this node holds whose stored state its last run
+/// adopted and never read (`StartClaims::unread`, not restored by the
+/// store's start) are read as an adoption reads them: the journal of the
+/// node they were adopted from (and this node's), under the id's lock, while
+/// this node still holds the id. Their client's attach reads them first
+/// if it comes before (`Router::mark_unread`).
+pub async fn read_unread(
+    ownership: Arc<Ownership>,
+    router: Weak<Router>,
+    unread: Vec<(String, (String, u64))>,
+) {
+    let (mut sessions, mut freed, mut left) = (0usize, 0usize, 0usize);
+    for (client, (from, from_run)) in &unread {
+        let marks = (from.as_str(), (*from_run != 0).then_some(*from_run));
+        let holders = [from.as_str()];
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let first = {
+            let _id = ownership.lock_id(client).await;
+            if !ownership.holds(client) {
+                continue; // claimed elsewhere meanwhile: read there
+            }
+            router.adopt_session(client, &holders, marks).await
+        };
+        match adopt_patiently(&router, &ownership, client, (&holders, marks), first).await {
+            Ok(true) => sessions += 1,
+            Ok(false) => {
+                ownership.session_ended(client);
+                freed += 1;
+            }
+            Err(_) => left += 1,
+        }
+    }
+    tracing::info!(
+        client_ids = unread.len(),
+        sessions,
+        freed,
+        unread = left,
+        "cluster: client ids adopted and left unread by this node's last run read"
+    );
 }

@@ -32,7 +32,8 @@ async fn a_dead_nodes_client_id_is_adopted_by_exactly_one_survivor() {
     for round in 0..5 {
         let id = format!("y{round}");
         dead.claim(&id, false).await.expect("claimed");
-        let (won_b, won_c) = tokio::join!(b.adopt(&id, "tern-a"), c.adopt(&id, "tern-a"));
+        let (won_b, won_c) =
+            tokio::join!(b.adopt(&id, "tern-a", None), c.adopt(&id, "tern-a", None));
         let wins = [
             won_b.expect("read").is_some(),
             won_c.expect("read").is_some(),
@@ -41,13 +42,16 @@ async fn a_dead_nodes_client_id_is_adopted_by_exactly_one_survivor() {
         assert_eq!(b.holds(&id), wins[0]);
         assert_eq!(c.holds(&id), wins[1]);
     }
-    assert!(b.adopt("x", "tern-a").await.expect("read").is_some());
+    assert!(b.adopt("x", "tern-a", None).await.expect("read").is_some());
     assert!(
-        c.adopt("x", "tern-a").await.expect("read").is_none(),
+        c.adopt("x", "tern-a", None).await.expect("read").is_none(),
         "no longer the dead node's"
     );
     assert!(
-        c.adopt("nobody", "tern-a").await.expect("read").is_none(),
+        c.adopt("nobody", "tern-a", None)
+            .await
+            .expect("read")
+            .is_none(),
         "held by none"
     );
 }
@@ -92,7 +96,11 @@ async fn a_claim_waits_while_an_adopted_session_is_restored() {
     let dead = ownership(&js, "tern-a").await;
     dead.claim("z", false).await.expect("claimed");
     let b = ownership(&js, "tern-b").await;
-    let restoring = b.adopt("z", "tern-a").await.expect("read").expect("won");
+    let restoring = b
+        .adopt("z", "tern-a", None)
+        .await
+        .expect("read")
+        .expect("won");
     let claiming = tokio::spawn({
         let b = Arc::clone(&b);
         async move { b.claim("z", false).await.map(|c| c.held_elsewhere) }

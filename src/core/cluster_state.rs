@@ -30,6 +30,10 @@ pub struct Claimed {
     /// Its run that held the session, when its claim said (its stored
     /// marks are used only when that run wrote them).
     pub previous_run: Option<u64>,
+    /// The node and run that held the session last when it was claimed
+    /// (adopted) without its stored state read since: that node's journal
+    /// may hold its records, and its marks are the session's.
+    pub unread_from: Option<(String, u64)>,
     /// That node's marks when it let the session go (`core::peer_marks`);
     /// None when it said none in time (dead, or cut off).
     pub marks: Option<Vec<crate::core::peer_marks::PeerMark>>,
@@ -79,6 +83,13 @@ pub trait ClusterState: Send + Sync + fmt::Debug {
         client_id: &str,
         subscriptions: &[(Filter, SubscriptionOptions)],
     );
+
+    /// The stored state of `client_id`, held here, is read and this node's
+    /// own now (a claim made without reading it says so until then). Must
+    /// not block.
+    fn stored_state_read(&self, client_id: &str) {
+        let _ = client_id;
+    }
 
     /// This node's session of `client_id` ended: the id is free. Must not block.
     fn session_ended(&self, client_id: &str);

@@ -296,13 +296,14 @@ pub trait Backend: Send + Sync + 'static {
     fn configure_stream(&self, _stream: &str, _limits: StreamLimits) {}
     /// The stored state of `client_id` alone (its session, deliveries with
     /// their messages, incoming QoS 2 ids, will), read afresh when this node
-    /// takes the session over from another node (`previous_holder`, when
-    /// known: the node it is taken from, whose unwritten records it reads).
-    /// None from a backend no other node writes to.
+    /// takes the session over from another node (`previous_holders`, when
+    /// known: the node it is taken from, and the one that node adopted it
+    /// from without reading it, whose unwritten records it reads; None:
+    /// every node's). None from a backend no other node writes to.
     fn load_client(
         &self,
         _client_id: &str,
-        _previous_holder: Option<&str>,
+        _previous_holders: Option<&[&str]>,
     ) -> Result<Option<Snapshot>, StoreError> {
         Ok(None)
     }
@@ -484,9 +485,9 @@ impl Store {
     pub fn load_client(
         &self,
         client_id: &str,
-        previous_holder: Option<&str>,
+        previous_holders: Option<&[&str]>,
     ) -> Result<Option<Snapshot>, StoreError> {
-        self.backend.load_client(client_id, previous_holder)
+        self.backend.load_client(client_id, previous_holders)
     }
 
     /// See [`Backend::release_client`]; in order with the submissions

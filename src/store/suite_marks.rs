@@ -54,7 +54,7 @@ pub(crate) fn each_nodes_last_marks_survive_a_restart(open: Open) {
     ];
     // A takeover's read brings them with the session, where other nodes
     // read this store (a store of this node alone reads none at takeover).
-    if let Some(taken) = backend.load_client("c", Some("tern-a")).unwrap() {
+    if let Some(taken) = backend.load_client("c", Some(&["tern-a"])).unwrap() {
         assert_eq!(taken.sessions.len(), 1);
         assert_eq!(sorted(taken.peer_marks), expected, "read at a takeover");
     }

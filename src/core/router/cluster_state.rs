@@ -65,14 +65,23 @@ impl Router {
             store.hold_client(client_id);
         }
         // What the session had of other nodes' messages there: not again here.
+        // A holder that adopted the id and never read it had nothing of
+        // the session: the marks are those of the node it adopted it from.
+        let unread_from = claimed
+            .unread_from
+            .as_ref()
+            .map(|(node, run)| MarksFrom::Stored(node, (*run != 0).then_some(*run)));
         let marks_from = match (&claimed.marks, &claimed.previous) {
             (Some(word), _) => MarksFrom::Word(word),
-            (None, Some(previous)) => MarksFrom::Stored(previous, claimed.previous_run),
+            (None, Some(previous)) => {
+                unread_from.unwrap_or(MarksFrom::Stored(previous, claimed.previous_run))
+            }
             (None, None) => MarksFrom::Unknown,
         };
         // Read once: a session restored here since (an adoption tried again) is not read twice.
-        let unread =
-            self.unread_takeovers.lock().contains(client_id) && self.session(client_id).is_none();
+        let unread = (self.unread_takeovers.lock().contains(client_id)
+            || claimed.unread_from.is_some())
+            && self.session(client_id).is_none();
         // What the session had where it was (its capture leaves that out).
         let mut had = match claimed.held_elsewhere {
             true => super::marks::origin_marks(marks_from, &[]),
@@ -85,14 +94,18 @@ impl Router {
             let from = if claimed.held_elsewhere {
                 marks_from
             } else {
-                MarksFrom::Unknown
+                unread_from.unwrap_or(MarksFrom::Unknown)
             };
             match self
                 .take_over_stored(client_id, clean_start, None, from)
                 .await
             {
-                Ok(marks) if claimed.held_elsewhere => had = marks,
-                Ok(_) => {}
+                Ok(marks) => {
+                    cluster.stored_state_read(client_id);
+                    if claimed.held_elsewhere {
+                        had = marks;
+                    }
+                }
                 Err(reason) if self.persistence.store().is_some_and(|s| s.is_shared()) => {
                     // Still claimed by this node: the next attempt reads again.
                     self.unread_takeovers.lock().insert(Arc::clone(client_id));
@@ -162,15 +175,16 @@ impl Router {
     /// Another node held `client_id`: with a store the nodes share, its
     /// stored state becomes this node's: restored to resume it, or, for a
     /// clean start, deleted (here, before this node writes the new session).
-    /// `previous`: that node, when known (its journal and this node's are
-    /// read; None reads every node's). The session restored skips the other
-    /// nodes' messages it had there (`marks`). An error when the stored
-    /// state could not be read (logged here).
+    /// `previous`: the nodes it may have records in, when known (their
+    /// journals and this node's are read; None reads every node's). The
+    /// session restored skips the other nodes' messages it had there
+    /// (`marks`). An error when the stored state could not be read (logged
+    /// here).
     async fn take_over_stored(
         self: &Arc<Self>,
         client_id: &str,
         clean_start: bool,
-        previous: Option<&str>,
+        previous: Option<&[&str]>,
         marks: MarksFrom<'_>,
     ) -> Result<Vec<PeerMark>, String> {
         let Some(store) = self.persistence.store().cloned() else {
@@ -179,12 +193,18 @@ impl Router {
         // After what was submitted before (a release of the id still on
         // its way would otherwise forget what this read adds).
         self.wait_store_applied().await.map_err(|e| e.to_string())?;
-        let (id, previous) = (client_id.to_string(), previous.map(str::to_string));
-        let loaded =
-            tokio::task::spawn_blocking(move || store.load_client(&id, previous.as_deref()))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|read| read.map_err(|e| e.to_string()));
+        let id = client_id.to_string();
+        let previous: Option<Vec<String>> =
+            previous.map(|nodes| nodes.iter().map(|n| n.to_string()).collect());
+        let loaded = tokio::task::spawn_blocking(move || {
+            let nodes: Option<Vec<&str>> = previous
+                .as_ref()
+                .map(|nodes| nodes.iter().map(String::as_str).collect());
+            store.load_client(&id, nodes.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|read| read.map_err(|e| e.to_string()));
         let snapshot = match loaded {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => return Ok(super::marks::origin_marks(marks, &[])), // a store of this node alone
@@ -273,18 +293,22 @@ impl Router {
         session.peer_marks().merged_into(here)
     }
 
-    /// Node `dead` died holding `client_id`, and this node took the id over:
-    /// the session is restored here from the shared store, with its will,
-    /// whose delay starts now (sent at once when there is no session to
-    /// resume). True when a session was restored; an error when its stored
-    /// state could not be read: the id stays this node's, and the state is
-    /// read when its client attaches here (or by the node it goes to, which
-    /// claims it from this one), never left for a fresh session to write over.
+    /// A node died holding `client_id` (or this node's last run, which had
+    /// not read it), and this node holds the id now: the session is
+    /// restored here from the shared store, with its will, whose delay
+    /// starts now (sent at once when there is no session to resume).
+    /// `holders`: the nodes whose journals may hold its records; `marks`:
+    /// the node (and run) that last had the session, whose stored marks
+    /// say what it had. True when a session was restored; an error when its
+    /// stored state could not be read: the id stays this node's, and the
+    /// state is read when its client attaches here (or by the node it goes
+    /// to, which claims it from this one), never left for a fresh session
+    /// to write over.
     pub async fn adopt_session(
         self: &Arc<Self>,
         client_id: &str,
-        dead: &str,
-        dead_run: Option<u64>,
+        holders: &[&str],
+        (marks_node, marks_run): (&str, Option<u64>),
     ) -> Result<bool, String> {
         if self.session(client_id).is_some() {
             return Ok(true); // restored meanwhile (its client attached here)
@@ -292,16 +316,26 @@ impl Router {
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
-        let marks = MarksFrom::Stored(dead, dead_run);
+        let marks = MarksFrom::Stored(marks_node, marks_run);
         if let Err(e) = self
-            .take_over_stored(client_id, false, Some(dead), marks)
+            .take_over_stored(client_id, false, Some(holders), marks)
             .await
         {
             self.unread_takeovers.lock().insert(Arc::from(client_id));
             return Err(e);
         }
         self.unread_takeovers.lock().remove(client_id);
+        if let Some(cluster) = self.persistence.cluster() {
+            cluster.stored_state_read(client_id);
+        }
         Ok(self.session(client_id).is_some())
+    }
+
+    /// `client_id` is held here with its stored state unread (a start's
+    /// claim of an id its last run adopted and never read): its client's
+    /// attach reads it first, if the read after the start has not.
+    pub fn mark_unread(&self, client_id: &str) {
+        self.unread_takeovers.lock().insert(Arc::from(client_id));
     }
 
     /// In a cluster with a shared store, the will of a live connection is

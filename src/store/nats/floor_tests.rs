@@ -69,7 +69,10 @@ fn a_takeover_reading_a_half_pruned_journal_brings_no_acknowledged_delivery_back
     let f = Fixture::new();
     died_during_a_prune(&f);
     let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.sessions.len(), 1, "the session, from the bucket");
     assert!(
         snap.deliveries.is_empty(),

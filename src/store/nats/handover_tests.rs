@@ -35,7 +35,10 @@ fn handed_over(f: &Fixture) -> (Arc<NatsBackend>, Arc<NatsBackend>) {
     assert!(a.release_client("x"));
     let b = f.open_nats("tern-b", &["x"]);
     assert!(b.load().unwrap().sessions.is_empty());
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.deliveries.len(), 1, "read from tern-a's journal");
     drop(paused);
     (a, b)
@@ -44,7 +47,9 @@ fn handed_over(f: &Fixture) -> (Arc<NatsBackend>, Arc<NatsBackend>) {
 /// What tern-c reads of x, taken over from tern-b.
 fn taken_over_by_c(f: &Fixture) -> Snapshot {
     let c = f.open("tern-c", &["x"]);
-    c.load_client("x", Some("tern-b")).unwrap().expect("shared")
+    c.load_client("x", Some(&["tern-b"]))
+        .unwrap()
+        .expect("shared")
 }
 
 /// After both nodes' rounds: no record of x's delivery anywhere.
@@ -107,7 +112,10 @@ fn a_takeover_reads_the_previous_holders_journal_not_every_nodes() {
     let timed = |node: &str, previous: Option<&str>| {
         let backend = f.open_nats(node, &["x"]);
         let started = Instant::now();
-        let snap = backend.load_client("x", previous).unwrap().expect("shared");
+        let snap = backend
+            .load_client("x", previous.as_ref().map(std::slice::from_ref))
+            .unwrap()
+            .expect("shared");
         let elapsed = started.elapsed();
         assert_eq!(snap.sessions.len(), 1, "{node} read x");
         assert_eq!(snap.deliveries.len(), 1, "{node} read x's delivery");
@@ -154,10 +162,15 @@ fn a_dead_nodes_journal_goes_once_its_sessions_are_adopted_and_not_before() {
     drop(a); // died before a round: all of it in its journal only
     assert!(!purge_dead(&f, "tern-a"), "x and y not adopted yet");
     let b = f.open_nats("tern-b", &["x", "y"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.deliveries.len(), 1);
     assert!(!purge_dead(&f, "tern-a"), "y not adopted yet");
-    b.load_client("y", Some("tern-a")).unwrap().expect("shared");
+    b.load_client("y", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert!(
         purge_dead(&f, "tern-a"),
         "only voided records and a message adopted"
@@ -181,7 +194,9 @@ fn a_dead_nodes_journal_with_records_only_it_writes_is_kept() {
     drop(paused);
     drop(a);
     let b = f.open_nats("tern-b", &["x"]);
-    b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    b.load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert!(
         !purge_dead(&f, "tern-a"),
         "the retained message is tern-a's to write"
@@ -208,7 +223,10 @@ fn a_takeover_reads_the_previous_holders_marks_from_its_journal_and_they_keep_no
     drop(a); // died before a round: its marks are in its journal only
     let b = f.open_nats("tern-b", &["x"]);
     for previous in [None, Some("tern-a")] {
-        let snap = b.load_client("x", previous).unwrap().expect("shared");
+        let snap = b
+            .load_client("x", previous.as_ref().map(std::slice::from_ref))
+            .unwrap()
+            .expect("shared");
         assert_eq!(
             snap.peer_marks,
             vec![("tern-a".to_string(), marks.to_vec())],
@@ -245,7 +263,10 @@ fn a_released_record_under_a_key_deleted_before_reaches_the_new_holder() {
     f.runtime.block_on(a.compactor.round(true)).unwrap();
     assert!(in_bucket(&f, &key), "the handover wrote {key} again");
     let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.deliveries.len(), 1, "the delivery tern-a held");
 }
 
@@ -266,7 +287,10 @@ fn to_b(f: &Fixture) -> Arc<NatsBackend> {
     compact(f, &a);
     let b = f.open_nats("tern-b", &["x"]);
     assert!(b.load().unwrap().sessions.is_empty());
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.deliveries.len(), 2, "tern-b read x's deliveries");
     let ops = [ack("x", 1), put_message(1, "b1"), put("x", 3, 1)];
     b.apply(&ops, true).unwrap();
@@ -288,7 +312,10 @@ fn to_b(f: &Fixture) -> Arc<NatsBackend> {
 /// x back on tern-a (its rounds held off by the caller).
 fn back_to_a(a: &NatsBackend) {
     a.hold_client("x");
-    let snap = a.load_client("x", Some("tern-b")).unwrap().expect("shared");
+    let snap = a
+        .load_client("x", Some(&["tern-b"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.deliveries.len(), 2, "tern-a read deliveries 2 and 3");
 }
 
@@ -331,7 +358,7 @@ fn compact(f: &Fixture, node: &NatsBackend) {
 /// Node `node` takes x over from `previous`.
 fn take_over(f: &Fixture, node: &str, previous: &str) -> (Arc<NatsBackend>, Snapshot) {
     let backend = f.open_nats(node, &["x"]);
-    let snap = backend.load_client("x", Some(previous)).unwrap();
+    let snap = backend.load_client("x", Some(&[previous])).unwrap();
     (backend, snap.expect("shared"))
 }
 
@@ -428,7 +455,10 @@ fn marks_read_after_a_later_run(
     assert!(again.load().unwrap().sessions.is_empty());
     again.apply(&[put_marks("tern-a", later)], true).unwrap();
     let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.deliveries.len(), 1);
     snap.peer_marks
         .into_iter()

@@ -169,7 +169,10 @@ fn a_session_of_a_dead_node_is_read_from_its_journal_and_adopted() {
     assert_eq!(bucket_writes(&f), 0);
     let b = f.open_nats("tern-b", &["c"]);
     assert!(b.load().unwrap().sessions.is_empty());
-    let snap = b.load_client("c", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("c", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.sessions.len(), 1);
     assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 4)]);
     let seqs: Vec<u64> = snap.deliveries.iter().map(|d| d.1).collect();
@@ -190,7 +193,7 @@ fn a_session_of_a_dead_node_is_read_from_its_journal_and_adopted() {
     a.close();
     let snap = f
         .open("tern-c", &["c"])
-        .load_client("c", Some("tern-b"))
+        .load_client("c", Some(&["tern-b"]))
         .unwrap()
         .expect("shared");
     assert_eq!(snap.sessions.len(), 1);
@@ -218,7 +221,7 @@ fn a_restart_keeps_the_records_of_a_client_claimed_meanwhile_for_its_new_holder(
     );
     let snap = f
         .open("tern-b", &["c"])
-        .load_client("c", Some("tern-a"))
+        .load_client("c", Some(&["tern-a"]))
         .unwrap()
         .expect("shared");
     assert_eq!(snap.sessions.len(), 1, "tern-a's journal was not purged");

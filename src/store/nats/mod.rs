@@ -54,6 +54,8 @@ mod streams;
 pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unread_tests;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -117,6 +119,11 @@ pub struct NatsBackend {
     runtime: tokio::runtime::Handle,
     /// Client ids other nodes owned at start: their sessions are not loaded.
     foreign: HashSet<String>,
+    /// Client ids this node holds whose stored state its last run never
+    /// read (`OwnerValue::unread_from`): not restored at start but read
+    /// after it as a takeover reads them (their records in this journal
+    /// are this node's all the same).
+    unread: HashSet<String>,
     mirror: Mutex<Mirror>,
     /// Random per start: with `commits`, makes every write's `Nats-Msg-Id` unique.
     boot: u64,
@@ -253,6 +260,7 @@ impl NatsBackend {
             node: node.to_string(),
             runtime,
             foreign,
+            unread: HashSet::new(),
             mirror: Mutex::new(Mirror::new(node)),
             boot,
             commits: AtomicU64::new(0),
@@ -268,6 +276,13 @@ impl NatsBackend {
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
             first_message_id: first_message_id_of_run(),
         })
+    }
+
+    /// The sessions of the client ids in `unread` are not restored at start
+    /// (see [`NatsBackend::unread`]).
+    pub fn leaving_unread(mut self, unread: HashSet<String>) -> NatsBackend {
+        self.unread = unread;
+        self
     }
 
     /// Streams appended to over `appends` and read over `reads`: connections
@@ -409,7 +424,8 @@ impl Backend for NatsBackend {
             journal_last = last,
             "store read at start"
         );
-        let scope = load::Scope::Start(&self.foreign);
+        let not_restored: HashSet<String> = self.foreign.union(&self.unread).cloned().collect();
+        let scope = load::Scope::Start(&not_restored);
         let (mut snapshot, mirror, _) = load::snapshot(entries, &self.node, &scope)?;
         *self.mirror.lock() = mirror;
         // Fencing: the records of client ids other nodes own now are theirs
@@ -457,14 +473,23 @@ impl Backend for NatsBackend {
     fn load_client(
         &self,
         client_id: &str,
-        previous_holder: Option<&str>,
+        previous_holders: Option<&[&str]>,
     ) -> Result<Option<Snapshot>, StoreError> {
         // The client's keys and the messages they refer to, not the bucket,
-        // with the previous holder's journal and this node's over them
+        // with the previous holders' journals and this node's over them
         // (every node's when the previous holder is not known).
         let jetstream = self.jetstream.clone();
         let client = client_id.to_string();
-        let nodes = previous_holder.map(|p| vec![p.to_string(), self.node.clone()]);
+        let nodes = previous_holders.map(|holders| {
+            let mut nodes: Vec<String> = Vec::new();
+            for node in holders.iter().copied().chain([self.node.as_str()]) {
+                if !nodes.iter().any(|n| n == node) {
+                    nodes.push(node.to_string());
+                }
+            }
+            nodes
+        });
+        let previous_holder = previous_holders.map(|h| h.join(","));
         let started = std::time::Instant::now();
         let (read, held_since) = self
             .run(async move {

@@ -23,7 +23,10 @@ fn routing_to_x(f: &Fixture) -> Arc<Store> {
 /// What tern-b reads of x, taken over from tern-a.
 fn owed_to_x_on_b(f: &Fixture) -> (usize, Vec<u64>) {
     let b = f.open_nats("tern-b", &["x"]);
-    let snap = b.load_client("x", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("x", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     let mut owed: Vec<u64> = snap.deliveries.iter().map(|d| d.1).collect();
     owed.sort();
     (snap.sessions.len(), owed)

@@ -168,7 +168,7 @@ fn a_session_taken_over_is_read_by_its_client_id_and_let_go_without_writes() {
         "c was tern-a's at start"
     );
     let snap = b
-        .load_client("c", Some("tern-a"))
+        .load_client("c", Some(&["tern-a"]))
         .unwrap()
         .expect("a shared store");
     assert_eq!(snap.sessions.len(), 1);
@@ -385,7 +385,10 @@ fn a_node_that_let_a_session_go_writes_none_of_its_records_until_it_holds_it_aga
         .map(|s| s.0)
         .collect();
     assert_eq!(clients, vec!["d"], "d (never let go) written");
-    let snap = b.load_client("c", Some("tern-a")).unwrap().expect("shared");
+    let snap = b
+        .load_client("c", Some(&["tern-a"]))
+        .unwrap()
+        .expect("shared");
     assert_eq!(snap.sessions.len(), 1, "c kept");
     assert_eq!(snap.incoming_qos2, vec![("c".to_string(), 4)]);
     // Held again (its client came back to tern-a): written again.
@@ -393,7 +396,7 @@ fn a_node_that_let_a_session_go_writes_none_of_its_records_until_it_holds_it_aga
     a.apply(&[put_incoming("c", 6)], true).unwrap();
     let snap = f
         .open("tern-c", &[])
-        .load_client("c", Some("tern-a"))
+        .load_client("c", Some(&["tern-a"]))
         .unwrap()
         .expect("shared");
     assert!(snap.incoming_qos2.contains(&("c".to_string(), 6)));
