@@ -27,6 +27,9 @@
 //!   (shared with the NATS store backend).
 //! - `ownership.rs`: one client id, one session in the cluster (KV, fenced
 //!   by compare-and-set revision; takeover seen through a watch).
+//! - `release.rs`: the word between a claiming node and the node that held
+//!   the id (core NATS): a request to let go, answered at once, and the
+//!   release word once the old holder's writes are committed.
 //! - `retained.rs`: retained messages, one view (KV bucket + watch).
 //! - `state.rs`: the core's `ClusterState` over those two, and its tasks.
 //! - `queues.rs`: point-to-point queues cluster-wide (a JetStream work-queue
@@ -49,6 +52,7 @@ pub(crate) mod ownership;
 mod peers;
 mod queue_pull;
 pub mod queues;
+pub(crate) mod release;
 mod retained;
 pub mod settings;
 mod settle;

@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::release;
 use crate::core::cluster_state::{ClaimFailed, ClaimGuard, Claimed};
 use crate::core::router::persist::subscription_record;
 use crate::core::router::Router;
@@ -41,16 +42,6 @@ pub(crate) const BUCKET: &str = "tern_clients";
 const CLAIM_ATTEMPTS: usize = 8;
 /// Lock stripes per node; client ids hash onto them.
 const STRIPES: usize = 64;
-/// Longest wait of a claim for the node that held the id to say it let the
-/// session go (its last writes committed); past it (that node is dead or
-/// cut off) the claim goes on.
-const RELEASE_WAIT: Duration = Duration::from_secs(1);
-
-/// Where the node that held `client_id` says it let the session go and
-/// will write none of its records any more, with its marks (`marks.rs`).
-fn released_subject(client_id: &str) -> String {
-    format!("tern.rel.{}", kv_key::encode(client_id))
-}
 
 /// A client id of a dead node taken over here (`Ownership::adopt`).
 pub(crate) struct Adopted {
@@ -94,6 +85,9 @@ pub(crate) struct Ownership {
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Latest unwritten change per client id (bounded by the sessions held).
     pending: Mutex<HashMap<String, Pending>>,
+    /// Client ids let go whose release word is still to be said (their
+    /// writes being committed): a request for one is answered "coming".
+    words_due: Arc<Mutex<std::collections::HashSet<String>>>,
     wake_writer: Notify,
     /// The revision the watch goes on from (0: changes from its opening
     /// on): after the earliest claim of the start, so another node's claim
@@ -144,6 +138,7 @@ impl Ownership {
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
             pending: Mutex::new(HashMap::new()),
+            words_due: Arc::default(),
             wake_writer: Notify::new(),
         }
     }
@@ -198,7 +193,7 @@ impl Ownership {
             if released.is_none() && previous.as_ref().is_some_and(|p| p.node != self.node) {
                 released = self
                     .client
-                    .subscribe(released_subject(client_id))
+                    .subscribe(release::word_subject(client_id))
                     .await
                     .ok();
             }
@@ -235,15 +230,22 @@ impl Ownership {
             let previous = previous.map(|p| p.node);
             let held_elsewhere = previous.is_some();
             let mut marks = None;
-            if let (true, Some(mut released)) = (held_elsewhere, released) {
+            if let (Some(holder), Some(mut released)) = (&previous, released) {
                 // Fencing: its writes in flight land before this node reads
                 // the session's records. The word says the marks the
                 // session had there (`marks.rs`).
-                match tokio::time::timeout(RELEASE_WAIT, released.next()).await {
+                let request = release::Request {
+                    client_id: client_id.to_string(),
+                    revision,
+                    clean_start,
+                };
+                let wait = release::ask(&self.client, holder, &request).await;
+                match tokio::time::timeout(wait, released.next()).await {
                     Ok(Some(word)) => marks = Some(super::marks::decode(&word.payload)),
                     _ => tracing::debug!(
                         client_id,
-                        "previous holder did not confirm the release in time"
+                        wait_ms = wait.as_millis() as u64,
+                        "previous holder did not confirm the release"
                     ),
                 }
             }
@@ -535,45 +537,110 @@ impl Ownership {
         let Some(client_id) = kv_key::decode(&entry.key) else {
             return;
         };
+        self.let_go(router, client_id, entry.revision, value.clean_start)
+            .await;
+    }
+
+    /// Takes requests of other nodes to let sessions go they claimed
+    /// (`release.rs`), answering whether a release word follows; runs
+    /// until the router is gone.
+    pub(crate) async fn run_release_requests(self: Arc<Self>, router: Weak<Router>) {
+        let subject = release::request_subject(&self.node);
+        let mut requests = match self.client.subscribe(subject).await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: release requests not taken; nodes claiming this node's sessions wait for its watch");
+                return;
+            }
+        };
+        while let Some(message) = requests.next().await {
+            let (Some(reply), Some(request)) =
+                (message.reply, release::Request::decode(&message.payload))
+            else {
+                continue;
+            };
+            let Some(router) = router.upgrade() else {
+                return;
+            };
+            let ownership = Arc::clone(&self);
+            // A task each: one id's lock held elsewhere delays no other.
+            tokio::spawn(async move {
+                let release::Request {
+                    client_id,
+                    revision,
+                    clean_start,
+                } = request;
+                let coming = ownership
+                    .let_go(&router, client_id, revision, clean_start)
+                    .await;
+                let answer = if coming {
+                    release::WORD_COMING
+                } else {
+                    release::NO_WORD
+                };
+                let _ = ownership.client.publish(reply, answer.into()).await;
+            });
+        }
+    }
+
+    /// Another node claimed `client_id` at `revision`: the session here
+    /// ends (see `Router::session_moved`) unless this node claimed it
+    /// later, and once what it wrote for the session is committed the
+    /// release word goes to the new holder. True when that word is still
+    /// to come (from this call or an earlier one).
+    async fn let_go(
+        &self,
+        router: &Arc<Router>,
+        client_id: String,
+        revision: u64,
+        clean_start: bool,
+    ) -> bool {
         let _stripe = self.stripe(&client_id).lock_owned().await;
         let was_held = {
             let mut held = self.held.lock();
             // A claim of ours newer than this change stands.
-            if held
-                .get(&client_id)
-                .is_some_and(|h| h.revision >= entry.revision)
-            {
-                return;
+            if held.get(&client_id).is_some_and(|h| h.revision >= revision) {
+                return false;
             }
             held.remove(&client_id)
         };
-        let marks = router.session_moved(&client_id, value.clean_start);
-        if was_held.is_some() {
-            // What the session had here, for the node it went to.
-            let marks = super::marks::encode(&marks);
-            // Once what it wrote for the session is committed (later writes
-            // are refused by the store), the new holder may read it. Not
-            // committed in time (JetStream electing a leader): no word, so
-            // the new holder goes by the marks it reads with the records;
-            // these marks would cover deliveries it cannot read yet, and
-            // it would drop those messages from its capture.
-            let (router, client) = (Arc::clone(router), self.client.clone());
-            tokio::spawn(async move {
-                let committed = async {
-                    router.wait_committed(router.latest_commit()).await?;
-                    router.wait_store_applied().await
-                };
-                match tokio::time::timeout(RELEASE_WAIT, committed).await {
-                    Ok(Ok(())) => {
-                        let _ = client.publish(released_subject(&client_id), marks).await;
-                    }
-                    _ => tracing::debug!(
-                        client_id,
-                        "session let go before its writes were committed: no release word"
-                    ),
-                }
-            });
+        let marks = router.session_moved(&client_id, clean_start);
+        if was_held.is_none() {
+            return self.words_due.lock().contains(&client_id);
         }
+        // What the session had here, for the node it went to.
+        let marks = super::marks::encode(&marks);
+        // Once what it wrote for the session is committed (later writes
+        // are refused by the store), the new holder may read it. Not
+        // committed in time (JetStream electing a leader): no word, so
+        // the new holder goes by the marks it reads with the records;
+        // these marks would cover deliveries it cannot read yet, and
+        // it would drop those messages from its capture.
+        let (router, client) = (Arc::clone(router), self.client.clone());
+        self.words_due.lock().insert(client_id.clone());
+        let committed = async move {
+            router.wait_committed(router.latest_commit()).await?;
+            router.wait_store_applied().await
+        };
+        let said = async move {
+            match tokio::time::timeout(release::LIVE_WAIT, committed).await {
+                Ok(Ok(())) => {
+                    let subject = release::word_subject(&client_id);
+                    let _ = client.publish(subject, marks).await;
+                }
+                _ => tracing::debug!(
+                    client_id,
+                    "session let go before its writes were committed: no release word"
+                ),
+            }
+            client_id
+        };
+        let words_due = Arc::clone(&self.words_due);
+        tokio::spawn(async move {
+            let client_id = said.await;
+            words_due.lock().remove(&client_id);
+        });
+        true
     }
 
     /// Whether this node holds `client_id` (for tests and the admin side).

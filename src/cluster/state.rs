@@ -92,6 +92,7 @@ impl SharedState {
         let weak = Arc::downgrade(router);
         tokio::spawn(Arc::clone(&state.ownership).run_writer());
         tokio::spawn(Arc::clone(&state.ownership).run_watch(weak.clone()));
+        tokio::spawn(Arc::clone(&state.ownership).run_release_requests(weak.clone()));
         tokio::spawn(Arc::clone(&state.retained).run_writer());
         tokio::spawn(Arc::clone(&state.retained).run_watch(weak));
         for client in unused {

@@ -43,6 +43,8 @@ mod publish;
 mod recover;
 #[cfg(test)]
 mod release_tests;
+#[cfg(test)]
+mod release_word_tests;
 mod replay;
 mod stream_notice;
 mod stream_read;

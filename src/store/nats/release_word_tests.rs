@@ -1,0 +1,131 @@
+//! The word between a claiming node and the node that held the id
+//! (`cluster/release.rs`), against a real `nats-server -js`: a live holder
+//! whose writes of the session are slow to commit (JetStream electing a
+//! leader) is waited for, so the new holder reads them; a dead one is not.
+//! Before, the claim waited 1 s for the word and then read the records
+//! without the writes still in flight: they landed after its read, and
+//! their messages were lost for the session.
+
+use std::time::Duration;
+
+use super::tests::Fixture;
+use super::*;
+use crate::cluster::state::SharedState;
+use crate::core::cluster_state::ClusterState;
+use crate::core::router::{Router, RouterSettings};
+use crate::core::session::{OverflowPolicy, QueueLimits, SessionOwner};
+use crate::store::suite::{put, put_message};
+use crate::store::{Durability, Store};
+
+fn limits() -> QueueLimits {
+    QueueLimits {
+        max_queued: 100,
+        max_queued_bytes: 0,
+        overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
+    }
+}
+
+/// Node `name`: a router over `store` (none: a node without one) with
+/// the cluster's shared state.
+fn node(f: &Fixture, name: &str, store: Option<Arc<Store>>) -> (Arc<Router>, Arc<SharedState>) {
+    let router = Arc::new(Router::from_settings(RouterSettings {
+        store,
+        ..RouterSettings::new(limits())
+    }));
+    let js = f.jetstream();
+    let state = f
+        .runtime
+        .block_on(SharedState::start(
+            &js,
+            (name, 1),
+            1,
+            &router,
+            Default::default(),
+        ))
+        .expect("shared state");
+    (router, state)
+}
+
+#[test]
+fn a_claim_waits_for_a_live_holder_whose_writes_are_slow_to_commit() {
+    let f = Fixture::new();
+    let a_store = Store::start(
+        f.open_nats("tern-a", &[]) as Arc<dyn Backend>,
+        Durability::Batched,
+    );
+    // The writer takes its batch between routings: holding the gate holds
+    // tern-a's commits off, as a JetStream election does.
+    a_store.set_trailer(Box::new(|| None));
+    let (a, _a_state) = node(&f, "tern-a", Some(Arc::clone(&a_store)));
+    let (_b, b_state) = node(&f, "tern-b", None);
+    let id: Arc<str> = Arc::from("c");
+    let attached = f
+        .runtime
+        .block_on(a.attach_claimed(&id, &SessionOwner::Anonymous, false, 3600))
+        .expect("c on tern-a");
+    let gate = a_store.routing();
+    // A delivery to c routed on tern-a, not committed yet.
+    a_store.submit([put_message(1, "t"), put("c", 1, 1)]);
+    let claiming = f.runtime.spawn({
+        let b_state = Arc::clone(&b_state);
+        async move { b_state.claim("c", false).await.map(|c| c.marks.is_some()) }
+    });
+    // Longer than the wait for a holder that does not answer: the claim
+    // is still waiting (a bounded look: it can only end early if tern-b
+    // went on without tern-a's writes).
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(!claiming.is_finished(), "tern-b waits for tern-a's word");
+    drop(gate);
+    let word = f
+        .runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), claiming).await })
+        .expect("claimed in time")
+        .expect("joined")
+        .expect("claimed");
+    assert!(
+        word,
+        "tern-a's release word came once its writes were committed"
+    );
+    drop(attached);
+    a_store.close();
+}
+
+#[test]
+fn a_claim_from_a_node_that_is_gone_does_not_wait_for_its_word() {
+    let f = Fixture::new();
+    let (_b, b_state) = node(&f, "tern-b", None);
+    // tern-x held c and is gone (its claim is all that is left of it).
+    let js = f.jetstream();
+    f.runtime.block_on(async {
+        let kv = crate::store::nats::open_bucket(&js, crate::cluster::ownership::BUCKET, 1)
+            .await
+            .expect("owners");
+        let x = crate::cluster::ownership::Ownership::new(
+            kv,
+            js.client(),
+            "tern-x",
+            1,
+            Default::default(),
+        );
+        x.claim("c", false).await.expect("tern-x claims c");
+    });
+    let claimed = f
+        .runtime
+        .block_on(b_state.claim("c", false))
+        .expect("claimed");
+    assert!(claimed.held_elsewhere);
+    assert_eq!(claimed.previous.as_deref(), Some("tern-x"));
+    assert!(claimed.marks.is_none(), "no word from a node that is gone");
+    let request = crate::cluster::release::Request {
+        client_id: "c".into(),
+        revision: 1,
+        clean_start: false,
+    };
+    let wait = f.runtime.block_on(crate::cluster::release::ask(
+        &js.client(),
+        "tern-x",
+        &request,
+    ));
+    assert_eq!(wait, Duration::ZERO, "nobody answers for tern-x: no wait");
+}
