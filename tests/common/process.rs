@@ -50,6 +50,9 @@ pub fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The longest a broker's start may take before its banner.
+const BANNER_WITHIN: Duration = Duration::from_secs(60);
+
 impl Broker {
     /// Starts the tern binary on fixed ports and waits for its banner line.
     pub async fn start(mqtt_port: u16, stomp_port: u16, data_dir: &Path) -> Broker {
@@ -125,14 +128,18 @@ impl Broker {
         let stdout = child.stdout.take().expect("stdout");
         let stdout = tokio::process::ChildStdout::from_std(stdout).expect("async stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let Ok(banner) = timeout(Duration::from_secs(30), lines.next_line()).await else {
+        // Long: a clustered node's start reads its store from JetStream,
+        // which can stall for a while after a NATS server came back (the
+        // clustered crash test: 29 s once).
+        let Ok(banner) = timeout(BANNER_WITHIN, lines.next_line()).await else {
             let _ = child.kill();
             let _ = child.wait();
             if let Some(done) = log_done {
                 let _ = timeout(Duration::from_secs(5), done).await;
             }
             return Err(format!(
-                "no banner within 30 s; the log:\n{}",
+                "no banner within {} s; the log:\n{}",
+                BANNER_WITHIN.as_secs(),
                 log.lock().join("\n")
             ));
         };
