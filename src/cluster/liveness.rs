@@ -2,7 +2,7 @@
 //!
 //! KV bucket `tern_nodes`: one key per node (its name), value = the node's
 //! run (`Cluster::run`, random per start): a node taking another's ids over
-//! leaves alone those a later run of it claimed again. Each node puts its key every
+//! leaves alone those a restarted run of it, beating again, claimed again. Each node puts its key every
 //! `cluster.liveness_interval_ms`; the bucket's `max_age` is
 //! `cluster.dead_after_ms`, so a dead node's key goes away by itself and a
 //! node starting later never reads a stale one. Every node watches the
@@ -141,10 +141,12 @@ impl Tracker {
         true
     }
 
-    /// The run `node` beat with last (None: never heard of it beating).
-    pub fn run_of(&self, node: &str) -> Option<u64> {
+    /// The run `node` beats with, while it is alive (None: taken for dead,
+    /// or never heard of).
+    pub fn alive_run(&self, node: &str) -> Option<u64> {
         self.nodes
             .get(node)
+            .filter(|s| !s.dead)
             .map(|s| s.boot)
             .filter(|boot| *boot != 0)
     }
@@ -228,12 +230,10 @@ fn boot_of(value: &[u8]) -> Option<u64> {
     crate::store::nats::kv_value::decode(VALUE_VERSION, value)
 }
 
-/// Something to do when a node dies (taking over what it held), given its
-/// name and the run that died (when known); runs on a task of its own.
+/// Something to do when a node dies (taking over what it held); runs on
+/// a task of its own.
 pub type OnDead = Arc<
-    dyn Fn((String, Option<u64>)) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        + Send
-        + Sync,
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
 >;
 
 /// Beats for this node and watches the others' beats in bucket `kv`
@@ -271,7 +271,7 @@ pub async fn run(
                     .collect()
             };
             for dead in died {
-                died_now(&status, timing, (dead, None), &on_dead);
+                died_now(&status, timing, dead, &on_dead);
             }
         }
     });
@@ -318,12 +318,8 @@ pub async fn run(
                         // elected), and a live node's clients stay its own.
                         Ok(_) if status.heartbeat_within(&peer, timing.dead_after) => {}
                         Ok(_) => {
-                            let died = {
-                                let mut tracker = status.liveness.lock();
-                                tracker.died(&peer).then(|| tracker.run_of(&peer))
-                            };
-                            if let Some(run) = died {
-                                died_now(&status, timing, (peer, run), &on_dead);
+                            if status.liveness.lock().died(&peer) {
+                                died_now(&status, timing, peer, &on_dead);
                             }
                         }
                         Err(e) => {
@@ -337,16 +333,11 @@ pub async fn run(
 }
 
 /// One line and one count per death; the take-over runs on its own task.
-fn died_now(
-    status: &ClusterStatus,
-    timing: Timing,
-    (dead, run): (String, Option<u64>),
-    on_dead: &OnDead,
-) {
+fn died_now(status: &ClusterStatus, timing: Timing, dead: String, on_dead: &OnDead) {
     status.note_death();
     let dead_after_ms = u64::try_from(timing.dead_after.as_millis()).unwrap_or(u64::MAX);
-    tracing::warn!(node = %status.node, dead_node = %dead, dead_run = ?run, dead_after_ms, "cluster: node dead (liveness key not refreshed); taking over its sessions and wills");
-    tokio::spawn(on_dead((dead, run)));
+    tracing::warn!(node = %status.node, dead_node = %dead, dead_after_ms, "cluster: node dead (liveness key not refreshed); taking over its sessions and wills");
+    tokio::spawn(on_dead(dead));
 }
 
 async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {

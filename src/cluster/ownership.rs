@@ -185,8 +185,7 @@ impl Ownership {
                 clean_start,
                 subscriptions,
                 run: self.run,
-                // Unread stays unread until this node's read is done.
-                unread_from: previous.as_ref().and_then(|p| p.unread_from.clone()),
+                unread_from: self.unread_after_claim(client_id, previous.as_ref()),
             };
             // Subscribed before the claim is written: the other node's word
             // comes after it sees the claim, so it cannot be missed.
@@ -264,6 +263,30 @@ impl Ownership {
         )))
     }
 
+    /// What a claim of `client_id` over `previous` says is unread: from
+    /// another node, that node's session until this node's read is done
+    /// (or the one it had adopted without reading); from this node, what
+    /// it knows (a read done here may not be written yet).
+    fn unread_after_claim(
+        &self,
+        client_id: &str,
+        previous: Option<&OwnerValue>,
+    ) -> Option<(String, u64)> {
+        let previous = previous?;
+        if previous.node != self.node {
+            return Some(
+                previous
+                    .unread_from
+                    .clone()
+                    .unwrap_or_else(|| (previous.node.clone(), previous.run)),
+            );
+        }
+        match self.held.lock().get(client_id) {
+            Some(held) => held.unread_from.clone(),
+            None => previous.unread_from.clone(),
+        }
+    }
+
     /// The node holding `client_id` when it is another node, with the
     /// session's subscriptions (see `ClusterState::holder`).
     pub(crate) async fn holder(
@@ -284,14 +307,14 @@ impl Ownership {
     /// took it first, or its client came back): of all survivors trying,
     /// the compare-and-set lets exactly one win. A win comes back with the
     /// id's lock and where its records are ([`Adopted`]).
-    /// `dead_run`: the run of `dead` that was taken for dead, when known; a
-    /// claim of another run is left alone (the node restarted and claimed
-    /// its ids again: they are that run's, alive).
+    /// `alive_run`: the run of `dead` that beats now, when one does (it
+    /// restarted): the ids it claimed again are left alone. Ids of a run
+    /// that never beat are adopted (it may have died during its start).
     pub(crate) async fn adopt(
         &self,
         client_id: &str,
         dead: &str,
-        dead_run: Option<u64>,
+        alive_run: Option<u64>,
     ) -> Result<Option<Adopted>, String> {
         let stripe = self.stripe(client_id).lock_owned().await;
         let key = kv_key::encode(client_id);
@@ -309,10 +332,8 @@ impl Ownership {
         if previous.node != dead {
             return Ok(None);
         }
-        if let (Some(seen), Some(claimed)) = (dead_run, previous.run()) {
-            if seen != claimed {
-                return Ok(None);
-            }
+        if alive_run.is_some() && previous.run() == alive_run {
+            return Ok(None);
         }
         // Marked unread until this node's read is done: if it dies first,
         // the next holder reads that journal too.
@@ -509,7 +530,12 @@ impl Ownership {
                         };
                         self.watch_from
                             .fetch_max(entry.revision + 1, Ordering::Relaxed);
-                        self.on_change(&router, entry).await;
+                        // A task each: a claim here holding an id's lock
+                        // (waiting for a word, reading records) delays no
+                        // other id's change; an older change handled late
+                        // is one a newer claim of ours stands against.
+                        let ownership = Arc::clone(&self);
+                        tokio::spawn(async move { ownership.on_change(&router, entry).await });
                     }
                     tracing::warn!(bucket = BUCKET, "client id watch ended; watching again");
                 }
@@ -537,8 +563,14 @@ impl Ownership {
         let Some(client_id) = kv_key::decode(&entry.key) else {
             return;
         };
-        self.let_go(router, client_id, entry.revision, value.clean_start)
-            .await;
+        let only_held = false;
+        self.let_go(
+            router,
+            client_id,
+            (entry.revision, value.clean_start),
+            only_held,
+        )
+        .await;
     }
 
     /// Takes requests of other nodes to let sessions go they claimed
@@ -562,51 +594,67 @@ impl Ownership {
             let Some(router) = router.upgrade() else {
                 return;
             };
-            let ownership = Arc::clone(&self);
-            // A task each: one id's lock held elsewhere delays no other.
-            tokio::spawn(async move {
-                let release::Request {
-                    client_id,
-                    revision,
-                    clean_start,
-                } = request;
-                let coming = ownership
-                    .let_go(&router, client_id, revision, clean_start)
-                    .await;
-                let answer = if coming {
-                    release::WORD_COMING
-                } else {
-                    release::NO_WORD
-                };
-                let _ = ownership.client.publish(reply, answer.into()).await;
-            });
+            let release::Request {
+                client_id,
+                revision,
+                clean_start,
+            } = request;
+            // Answered before the id's lock is taken (a claim or a restore
+            // may hold it for long): a word follows when this node holds
+            // the id from before that claim, or still owes one for it.
+            let held_before = self
+                .held
+                .lock()
+                .get(&client_id)
+                .is_some_and(|h| h.revision < revision);
+            let coming = held_before || self.words_due.lock().contains(&client_id);
+            let answer = if coming {
+                release::WORD_COMING
+            } else {
+                release::NO_WORD
+            };
+            let _ = self.client.publish(reply, answer.into()).await;
+            if held_before {
+                // Only what is held at an older revision: a request can come
+                // late, and nothing held here is left to the watch.
+                let ownership = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let only_held = true;
+                    ownership
+                        .let_go(&router, client_id, (revision, clean_start), only_held)
+                        .await;
+                });
+            }
         }
     }
 
     /// Another node claimed `client_id` at `revision`: the session here
     /// ends (see `Router::session_moved`) unless this node claimed it
     /// later, and once what it wrote for the session is committed the
-    /// release word goes to the new holder. True when that word is still
-    /// to come (from this call or an earlier one).
+    /// release word goes to the new holder. `only_held`: nothing is done
+    /// unless this node holds the id (a request, which may come late).
     async fn let_go(
         &self,
         router: &Arc<Router>,
         client_id: String,
-        revision: u64,
-        clean_start: bool,
-    ) -> bool {
+        (revision, clean_start): (u64, bool),
+        only_held: bool,
+    ) {
         let _stripe = self.stripe(&client_id).lock_owned().await;
         let was_held = {
             let mut held = self.held.lock();
             // A claim of ours newer than this change stands.
             if held.get(&client_id).is_some_and(|h| h.revision >= revision) {
-                return false;
+                return;
             }
             held.remove(&client_id)
         };
+        if was_held.is_none() && only_held {
+            return;
+        }
         let marks = router.session_moved(&client_id, clean_start);
         if was_held.is_none() {
-            return self.words_due.lock().contains(&client_id);
+            return;
         }
         // What the session had here, for the node it went to.
         let marks = super::marks::encode(&marks);
@@ -640,7 +688,6 @@ impl Ownership {
             let client_id = said.await;
             words_due.lock().remove(&client_id);
         });
-        true
     }
 
     /// Whether this node holds `client_id` (for tests and the admin side).

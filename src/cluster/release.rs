@@ -10,8 +10,7 @@
 //!   session are still being committed (JetStream slow) answers at once,
 //!   and the new holder waits for them up to [`LIVE_WAIT`] instead of
 //!   reading the records without them (they landed after its read: lost
-//!   for the session). No responder (the node is dead) ends the wait at
-//!   once.
+//!   for the session). A node that does not answer is waited for 1 s.
 //! - The old node, once what it wrote for the session is committed, says
 //!   so with its marks (`marks.rs`) on `tern.rel.<client>` ([`word_subject`]).
 
@@ -72,12 +71,12 @@ pub(crate) async fn ask(client: &async_nats::Client, holder: &str, request: &Req
     match tokio::time::timeout(SILENT_WAIT, asked).await {
         Ok(Ok(answer)) if answer.payload.as_ref() == WORD_COMING => LIVE_WAIT,
         Ok(Ok(answer)) if answer.payload.as_ref() == NO_WORD => Duration::ZERO,
-        // No node listens there: dead (its connection is gone).
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Duration::ZERO,
-        // No answer in time: as long waited as a node that predates the
-        // request is waited for.
+        // No answer in time: as long waited as a node that does not answer
+        // (below) is waited for.
         Err(_) => Duration::ZERO,
-        // An answer not understood, or the request not sent.
+        // No node listens there (dead, or one that predates the request,
+        // which still says its word from its watch), an answer not
+        // understood, or the request not sent: the word as before.
         _ => SILENT_WAIT,
     }
 }

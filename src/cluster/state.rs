@@ -127,12 +127,12 @@ impl SharedState {
         let (announcer, watched) = (cluster.clone(), Arc::clone(&status));
         // Each survivor says when it is done: acks wait for that
         // (`peers.rs`, the interest gap).
-        let on_dead: OnDead = Arc::new(move |(dead, dead_run)| {
+        let on_dead: OnDead = Arc::new(move |dead| {
             let taking_over = takeover::take_over_node(
                 jetstream.clone(),
                 Arc::clone(&ownership),
                 router.clone(),
-                (dead.clone(), dead_run),
+                (dead.clone(), Arc::clone(&watched)),
             );
             let (cluster, status) = (announcer.clone(), Arc::clone(&watched));
             Box::pin(async move {

@@ -160,9 +160,9 @@ pub async fn owner_nodes(jetstream: &jetstream::Context) -> Vec<String> {
     nodes.into_iter().collect()
 }
 
-/// Node `dead` is dead (its run `dead_run`, when known): this node adopts
-/// each of its client ids that no other survivor adopts first (claims of
-/// another run of it are left alone: it restarted), restores the session
+/// Node `dead` is dead: this node adopts each of its client ids that no
+/// other survivor adopts first (those a restarted run of it, beating again
+/// as `status` tells, claimed again are left alone), restores the session
 /// with its will, and frees the id again when there was no session to keep
 /// (a clean session's will goes out at once). True when every id was gone
 /// through and every session adopted here restored (the node is settled
@@ -171,7 +171,7 @@ pub async fn take_over_node(
     jetstream: jetstream::Context,
     ownership: Arc<Ownership>,
     router: Weak<Router>,
-    (dead, dead_run): (String, Option<u64>),
+    (dead, status): (String, Arc<super::status::ClusterStatus>),
 ) -> bool {
     let entries = match crate::store::nats::load::read_entries(&jetstream, BUCKET).await {
         Ok(entries) => entries,
@@ -190,7 +190,8 @@ pub async fn take_over_node(
     let (mut sessions, mut freed, mut failed, mut unread) = (0usize, 0usize, 0usize, 0usize);
     for client in &clients {
         // Held while the session is restored (see `Ownership::adopt`).
-        let adopted = match ownership.adopt(client, &dead, dead_run).await {
+        let alive_run = status.liveness.lock().alive_run(&dead);
+        let adopted = match ownership.adopt(client, &dead, alive_run).await {
             Ok(Some(adopted)) => adopted,
             Ok(None) => continue,
             Err(e) => {

@@ -72,7 +72,7 @@ fn adopted_and_left_unread(f: &Fixture) {
             .await
             .expect("owners");
         let b = Ownership::new(kv, js.client(), "tern-b", 2, HashMap::new());
-        let adopted = b.adopt("c", "tern-a", Some(1)).await.expect("read");
+        let adopted = b.adopt("c", "tern-a", None).await.expect("read");
         assert!(adopted.is_some(), "tern-b adopts c");
     }); // and dies before reading it
 }
@@ -91,13 +91,13 @@ fn an_adoption_says_unread_in_the_claim_until_the_read_is_done() {
             .await
             .expect("owners");
         let c = Arc::new(Ownership::new(kv, js.client(), "tern-c", 7, HashMap::new()));
-        let later_run = c.adopt("c", "tern-b", Some(3)).await.expect("read");
+        let beating = c.adopt("c", "tern-b", Some(2)).await.expect("read");
         assert!(
-            later_run.is_none(),
-            "a claim of another run of the dead node is left alone"
+            beating.is_none(),
+            "a claim of the run of tern-b that beats again is left alone"
         );
-        let adopted = c.adopt("c", "tern-b", Some(2)).await.expect("read");
-        let adopted = adopted.expect("tern-c adopts c from tern-b's run 2");
+        let adopted = c.adopt("c", "tern-b", Some(3)).await.expect("read");
+        let adopted = adopted.expect("tern-c adopts c from tern-b's run 2, dead");
         assert_eq!(adopted.unread_from, ("tern-a".to_string(), 1));
         tokio::spawn(Arc::clone(&c).run_writer());
         c
@@ -111,6 +111,17 @@ fn an_adoption_says_unread_in_the_claim_until_the_read_is_done() {
     c.stored_state_read("c");
     let claim = eventually_read(&f, "c");
     assert_eq!((claim.node.as_str(), claim.unread_from), ("tern-c", None));
+    // A client's claim elsewhere is unread until that node's read is done.
+    let claimed = f.runtime.block_on(async {
+        let kv = crate::store::nats::open_bucket(&js, OWNERS, 1)
+            .await
+            .expect("owners");
+        let d = Ownership::new(kv, js.client(), "tern-d", 9, HashMap::new());
+        d.claim("c", false).await.expect("tern-d claims c")
+    });
+    let tern_c = Some(("tern-c".to_string(), 7));
+    assert_eq!(claimed.unread_from, tern_c);
+    assert_eq!(claim_of(&f, "c").expect("claimed").unread_from, tern_c);
 }
 
 /// The claim of `client` once it no longer says unread (or after 20 s).
