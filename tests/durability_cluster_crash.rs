@@ -225,13 +225,9 @@ async fn await_routes(addrs: &[SocketAddr], online: &[Arc<Mutex<Received>>]) {
     }
 }
 
-/// Ignored: it still fails now and then (QoS 2 repeats after a session moved
-/// from a node killed during a JetStream election; README, Durability). Run:
-/// `cargo test --test durability_cluster_crash -- --ignored --nocapture`
-/// (1 to 2 minutes), or `CLUSTER_CRASH=1 tests/run.sh`;
+/// 1 to 2 minutes: `cargo test --test durability_cluster_crash -- --nocapture`;
 /// `CLUSTER_CRASH_LOGS=<dir>` keeps the nodes' logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails now and then until issue #19 is done (README, Durability)"]
 async fn acknowledged_messages_survive_killed_nodes_and_a_killed_nats_server() {
     let lossy = std::env::var_os("CLUSTER_CRASH_LOSSY").is_some_and(|v| v != "0");
     now_ms(); // The diagnostics' clock starts here.

@@ -110,14 +110,6 @@ cargo build --workspace
 log "cargo test --workspace"
 cargo test --workspace --no-fail-fast || failed+=("cargo test --workspace")
 
-# The clustered crash test (issue #19) is #[ignore]d while it still fails now
-# and then; CLUSTER_CRASH=1 runs it too (1 to 2 minutes).
-if [ "${CLUSTER_CRASH:-0}" = "1" ]; then
-    log "cargo test --test durability_cluster_crash -- --ignored"
-    cargo test --test durability_cluster_crash -- --ignored --nocapture \
-        || failed+=("clustered crash test")
-fi
-
 log "pytest tests/interop (TERN_BIN=$tern_bin)"
 # The interop tests bound every wait themselves; timeout is a backstop for a hang.
 TERN_BIN="$tern_bin" bounded 900 \
