@@ -87,7 +87,7 @@ pub(crate) struct Ownership {
     pending: Mutex<HashMap<String, Pending>>,
     /// Client ids let go whose release word is still to be said (their
     /// writes being committed): a request for one is answered "coming".
-    words_due: Arc<Mutex<std::collections::HashSet<String>>>,
+    words_due: Arc<Mutex<HashMap<String, usize>>>,
     wake_writer: Notify,
     /// The revision the watch goes on from (0: changes from its opening
     /// on): after the earliest claim of the start, so another node's claim
@@ -239,7 +239,8 @@ impl Ownership {
                     clean_start,
                 };
                 let wait = release::ask(&self.client, holder, &request).await;
-                match tokio::time::timeout(wait, released.next()).await {
+                let word = release::word_for(&mut released, revision);
+                match tokio::time::timeout(wait, word).await {
                     Ok(Some(word)) => marks = Some(super::marks::decode(&word.payload)),
                     _ => tracing::debug!(
                         client_id,
@@ -607,7 +608,7 @@ impl Ownership {
                 .lock()
                 .get(&client_id)
                 .is_some_and(|h| h.revision < revision);
-            let coming = held_before || self.words_due.lock().contains(&client_id);
+            let coming = held_before || self.words_due.lock().contains_key(&client_id);
             let answer = if coming {
                 release::WORD_COMING
             } else {
@@ -665,7 +666,7 @@ impl Ownership {
         // these marks would cover deliveries it cannot read yet, and
         // it would drop those messages from its capture.
         let (router, client) = (Arc::clone(router), self.client.clone());
-        self.words_due.lock().insert(client_id.clone());
+        *self.words_due.lock().entry(client_id.clone()).or_insert(0) += 1;
         let committed = async move {
             router.wait_committed(router.latest_commit()).await?;
             router.wait_store_applied().await
@@ -674,7 +675,8 @@ impl Ownership {
             match tokio::time::timeout(release::LIVE_WAIT, committed).await {
                 Ok(Ok(())) => {
                     let subject = release::word_subject(&client_id);
-                    let _ = client.publish(subject, marks).await;
+                    let headers = release::word_headers(revision);
+                    let _ = client.publish_with_headers(subject, headers, marks).await;
                 }
                 _ => tracing::debug!(
                     client_id,
@@ -686,7 +688,13 @@ impl Ownership {
         let words_due = Arc::clone(&self.words_due);
         tokio::spawn(async move {
             let client_id = said.await;
-            words_due.lock().remove(&client_id);
+            let mut due = words_due.lock();
+            if let Some(count) = due.get_mut(&client_id) {
+                *count -= 1;
+                if *count == 0 {
+                    due.remove(&client_id);
+                }
+            }
         });
     }
 

@@ -64,6 +64,40 @@ impl Request {
 pub(crate) const WORD_COMING: &[u8] = b"coming";
 pub(crate) const NO_WORD: &[u8] = b"none";
 
+/// The header of a release word naming the claim (its revision) it
+/// answers: two claims of one id close together each take their own.
+const CLAIM_HEADER: &str = "Tern-Claim-Revision";
+
+/// The headers of the word answering the claim at `revision`.
+pub(crate) fn word_headers(revision: u64) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(CLAIM_HEADER, revision.to_string().as_str());
+    headers
+}
+
+/// The next word on `words` that answers the claim at `revision` (a word
+/// naming no claim, from a node that predates the header, answers any).
+pub(crate) async fn word_for(
+    words: &mut async_nats::Subscriber,
+    revision: u64,
+) -> Option<async_nats::Message> {
+    use futures_util::StreamExt;
+    loop {
+        let word = words.next().await?;
+        let named = word
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(CLAIM_HEADER))
+            .map(|v| v.as_str().parse::<u64>().ok());
+        match named {
+            None => return Some(word),
+            Some(Some(named)) if named == revision => return Some(word),
+            // Another claim's word, or a header not understood.
+            Some(_) => continue,
+        }
+    }
+}
+
 /// How long the new holder waits for the release word, as the old node
 /// `holder` answered the request.
 pub(crate) async fn ask(client: &async_nats::Client, holder: &str, request: &Request) -> Duration {

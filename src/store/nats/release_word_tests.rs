@@ -134,3 +134,39 @@ fn a_claim_from_a_node_that_does_not_answer_waits_for_its_word_as_before() {
         "nobody answers for tern-x (gone, or a node that predates the request): 1 s"
     );
 }
+
+#[test]
+fn a_claim_takes_the_word_that_names_it_and_not_another_claims() {
+    use crate::cluster::release::{word_for, word_headers, word_subject};
+    let f = Fixture::new();
+    let client = f.jetstream().client();
+    let (ours, other) = f.runtime.block_on(async {
+        let mut words = client.subscribe(word_subject("c")).await.expect("sub");
+        for (revision, payload) in [(6u64, "for 6"), (7, "for 7")] {
+            client
+                .publish_with_headers(word_subject("c"), word_headers(revision), payload.into())
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+        let ours = tokio::time::timeout(Duration::from_secs(10), word_for(&mut words, 7)).await;
+        // A word naming no claim (a node that predates the header) answers any.
+        client
+            .publish(word_subject("c"), "unnamed".into())
+            .await
+            .expect("publish");
+        let other = tokio::time::timeout(Duration::from_secs(10), word_for(&mut words, 9)).await;
+        (ours, other)
+    });
+    let payload = |w: Result<Option<async_nats::Message>, _>| {
+        w.ok()
+            .flatten()
+            .map(|m| String::from_utf8_lossy(&m.payload).to_string())
+    };
+    assert_eq!(
+        payload(ours).as_deref(),
+        Some("for 7"),
+        "the word for 6 is skipped"
+    );
+    assert_eq!(payload(other).as_deref(), Some("unnamed"));
+}
