@@ -53,6 +53,8 @@ mod peers;
 mod queue_pull;
 pub mod queues;
 pub(crate) mod release;
+#[cfg(test)]
+mod release_word_tests;
 mod retained;
 pub mod settings;
 mod settle;
@@ -67,6 +69,8 @@ mod subject_tests;
 mod takeover;
 #[cfg(test)]
 mod takeover_tests;
+#[cfg(test)]
+mod unread_tests;
 pub mod window;
 pub mod wire;
 mod wire_legacy;

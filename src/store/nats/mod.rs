@@ -43,8 +43,6 @@ mod publish;
 mod recover;
 #[cfg(test)]
 mod release_tests;
-#[cfg(test)]
-mod release_word_tests;
 mod replay;
 mod stream_notice;
 mod stream_read;
@@ -55,9 +53,7 @@ mod streams;
 #[cfg(test)]
 pub(crate) mod test_server;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod unread_tests;
+pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -278,6 +274,13 @@ impl NatsBackend {
             next_taken_over_id: AtomicU64::new(TAKEN_OVER_IDS),
             first_message_id: first_message_id_of_run(),
         })
+    }
+
+    /// Holds compaction off while the guard lives (tests: records stay in
+    /// the journal only).
+    #[cfg(test)]
+    pub(crate) async fn pause_compaction(&self) -> tokio::sync::MutexGuard<'_, u64> {
+        self.compactor.pause().await
     }
 
     /// The sessions of the client ids in `unread` are not restored at start

@@ -11,13 +11,13 @@ use crate::store::suite::{message, put, put_incoming, put_message, put_session};
 
 /// A server of its own per case, and a runtime for the NATS connection (the
 /// seam's calls come from the test thread, as from the store's writer thread).
-pub(super) struct Fixture {
-    pub(super) nats: Nats,
-    pub(super) runtime: tokio::runtime::Runtime,
+pub(crate) struct Fixture {
+    pub(crate) nats: Nats,
+    pub(crate) runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
-    pub(super) fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -27,11 +27,11 @@ impl Fixture {
         Fixture { nats, runtime }
     }
 
-    pub(super) fn open(&self, node: &str, foreign: &[&str]) -> Arc<dyn Backend> {
+    pub(crate) fn open(&self, node: &str, foreign: &[&str]) -> Arc<dyn Backend> {
         self.open_nats(node, foreign) as Arc<dyn Backend>
     }
 
-    pub(super) fn open_nats(&self, node: &str, foreign: &[&str]) -> Arc<NatsBackend> {
+    pub(crate) fn open_nats(&self, node: &str, foreign: &[&str]) -> Arc<NatsBackend> {
         let foreign: HashSet<String> = foreign.iter().map(|c| c.to_string()).collect();
         self.runtime.block_on(async {
             let connect = || async_nats::connect(&self.nats.url);
@@ -50,7 +50,7 @@ impl Fixture {
     }
 
     /// A JetStream context of its own (what another process would see).
-    pub(super) fn jetstream(&self) -> jetstream::Context {
+    pub(crate) fn jetstream(&self) -> jetstream::Context {
         self.runtime.block_on(async {
             let client = async_nats::connect(&self.nats.url).await.expect("connect");
             jetstream::new(client)

@@ -9,13 +9,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::tests::Fixture;
-use super::*;
+use std::sync::Arc;
+
 use crate::cluster::ownership::{OwnerValue, Ownership, BUCKET as OWNERS};
 use crate::core::router::{Router, RouterSettings};
 use crate::core::session::{OverflowPolicy, QueueLimits};
+use crate::store::nats::tests::Fixture;
+use crate::store::nats::{kv_key, NatsBackend};
 use crate::store::record::OwnerRecord;
 use crate::store::suite::{put, put_message, session};
+use crate::store::{Backend, StoreOp};
 use crate::store::{Durability, Store};
 
 /// The claim of `client` in `tern_clients`, as stored.
@@ -47,7 +50,7 @@ fn live_session(client: &str) -> StoreOp {
 /// tern-b's run 2 adopted c and died before reading it.
 fn adopted_and_left_unread(f: &Fixture) {
     let a = f.open_nats("tern-a", &[]);
-    let paused = f.runtime.block_on(a.compactor.pause());
+    let paused = f.runtime.block_on(a.pause_compaction());
     a.apply(
         &[
             live_session("c"),

@@ -9,13 +9,15 @@
 
 use std::time::Duration;
 
-use super::tests::Fixture;
-use super::*;
+use std::sync::Arc;
+
 use crate::cluster::state::SharedState;
 use crate::core::cluster_state::ClusterState;
 use crate::core::router::{Router, RouterSettings};
 use crate::core::session::{OverflowPolicy, QueueLimits, SessionOwner};
+use crate::store::nats::tests::Fixture;
 use crate::store::suite::{put, put_message};
+use crate::store::Backend;
 use crate::store::{Durability, Store};
 
 fn limits() -> QueueLimits {
