@@ -2,10 +2,10 @@
 //!
 //! KV bucket `tern_nodes`: one key per node (its name), value = the node's
 //! run (`Cluster::run`, random per start): a node taking another's ids over
-//! leaves alone those a restarted run of it, beating again, claimed again. Each node puts its key every
-//! `cluster.liveness_interval_ms`; the bucket's `max_age` is
-//! `cluster.dead_after_ms`, so a dead node's key goes away by itself and a
-//! node starting later never reads a stale one. Every node watches the
+//! leaves alone those a restarted run of it, beating again, claimed again.
+//! Each node puts its key every `cluster.liveness_interval_ms`; the
+//! bucket's `max_age` is `cluster.dead_after_ms`, so a dead node's key goes
+//! away by itself and a node starting later never reads a stale one. Every node watches the
 //! bucket and keeps a [`Tracker`]: a node not heard of for `dead_after`,
 //! whose key NATS no longer has either (so a stalled watch kills nobody),
 //! and whose heartbeat on core NATS (`status.rs`) is as old (so a JetStream

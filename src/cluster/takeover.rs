@@ -187,7 +187,7 @@ pub async fn take_over_node(
         .collect();
     // Each survivor in its own order: the work spreads over them.
     clients.shuffle(&mut rand::rng());
-    let (mut sessions, mut freed, mut failed, mut unread) = (0usize, 0usize, 0usize, 0usize);
+    let (mut tally, mut failed) = (Tally::default(), 0usize);
     for client in &clients {
         // Held while the session is restored (see `Ownership::adopt`).
         let alive_run = status.liveness.lock().alive_run(&dead);
@@ -207,33 +207,25 @@ pub async fn take_over_node(
         // after a failed one let the client's CONNECT in meanwhile. The
         // dead node's journal, and that of the node it had adopted the id
         // from when it never read it; the marks of the one that had it.
-        let (from, from_run) = adopted.unread_from.clone();
-        let marks = (from, (from_run != 0).then_some(from_run));
-        let holders = [marks.0.as_str(), dead.as_str()];
-        let read = (&holders[..], (marks.0.as_str(), marks.1));
-        let first = router.adopt_session(client, read.0, read.1).await;
+        let from = adopted.unread_from.clone();
+        let marks = marks_of(&from);
+        let holders = [marks.0, dead.as_str()];
+        let first = router.adopt_session(client, &holders, marks).await;
         drop(adopted);
-        match adopt_patiently(&router, &ownership, client, read, first).await {
-            Ok(true) => sessions += 1,
-            Ok(false) => {
-                ownership.session_ended(client);
-                freed += 1;
-            }
-            // Kept, unread: read at the client's next attach (logged there).
-            Err(_) => unread += 1,
-        }
+        let adopted = adopt_patiently(&router, &ownership, client, (&holders, marks), first).await;
+        tally.count(adopted, &ownership, client);
     }
     tracing::info!(
         dead_node = %dead,
         client_ids = clients.len(),
-        sessions,
-        freed,
-        unread,
+        sessions = tally.sessions,
+        freed = tally.freed,
+        unread = tally.unread,
         "cluster: client ids of a dead node taken over"
     );
     // Its journal goes when no record in it is needed any more (the last
     // survivor to finish finds so; an unread session's records are there).
-    let complete = failed == 0 && unread == 0;
+    let complete = failed == 0 && tally.unread == 0;
     if complete {
         match crate::store::nats::purge_dead_journal(&jetstream, &dead).await {
             Ok(purged) => tracing::debug!(dead_node = %dead, purged, "journal of a dead node"),
@@ -243,6 +235,36 @@ pub async fn take_over_node(
         }
     }
     complete
+}
+
+/// The node and run whose stored marks say what an unread session had (run
+/// 0: not said).
+fn marks_of((node, run): &(String, u64)) -> (&str, Option<u64>) {
+    (node.as_str(), (*run != 0).then_some(*run))
+}
+
+/// What became of the ids a node adopted.
+#[derive(Default)]
+struct Tally {
+    sessions: usize,
+    freed: usize,
+    unread: usize,
+}
+
+impl Tally {
+    /// Counts one adoption's outcome; an id with no session to keep is
+    /// freed (a clean session's will went out on restore).
+    fn count(&mut self, adopted: Result<bool, String>, ownership: &Ownership, client: &str) {
+        match adopted {
+            Ok(true) => self.sessions += 1,
+            Ok(false) => {
+                ownership.session_ended(client);
+                self.freed += 1;
+            }
+            // Kept, unread: read at the client's next attach (logged there).
+            Err(_) => self.unread += 1,
+        }
+    }
 }
 
 /// Reads of an adopted session's stored state tried before it is left for
@@ -291,10 +313,10 @@ pub async fn read_unread(
     router: Weak<Router>,
     unread: Vec<(String, (String, u64))>,
 ) {
-    let (mut sessions, mut freed, mut left) = (0usize, 0usize, 0usize);
-    for (client, (from, from_run)) in &unread {
-        let marks = (from.as_str(), (*from_run != 0).then_some(*from_run));
-        let holders = [from.as_str()];
+    let mut tally = Tally::default();
+    for (client, from) in &unread {
+        let marks = marks_of(from);
+        let holders = [marks.0];
         let Some(router) = router.upgrade() else {
             return;
         };
@@ -305,20 +327,14 @@ pub async fn read_unread(
             }
             router.adopt_session(client, &holders, marks).await
         };
-        match adopt_patiently(&router, &ownership, client, (&holders, marks), first).await {
-            Ok(true) => sessions += 1,
-            Ok(false) => {
-                ownership.session_ended(client);
-                freed += 1;
-            }
-            Err(_) => left += 1,
-        }
+        let adopted = adopt_patiently(&router, &ownership, client, (&holders, marks), first).await;
+        tally.count(adopted, &ownership, client);
     }
     tracing::info!(
         client_ids = unread.len(),
-        sessions,
-        freed,
-        unread = left,
+        sessions = tally.sessions,
+        freed = tally.freed,
+        unread = tally.unread,
         "cluster: client ids adopted and left unread by this node's last run read"
     );
 }
