@@ -77,17 +77,17 @@ enum Pending {
 pub(crate) struct Ownership {
     kv: kv::Store,
     /// Core NATS, for the word that a session was let go ([`released_subject`]).
-    client: async_nats::Client,
-    node: String,
+    pub(super) client: async_nats::Client,
+    pub(super) node: String,
     /// This node's run (`Cluster::run`), written in its claims.
     run: u64,
-    held: Mutex<HashMap<String, Held>>,
+    pub(super) held: Mutex<HashMap<String, Held>>,
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Latest unwritten change per client id (bounded by the sessions held).
     pending: Mutex<HashMap<String, Pending>>,
     /// Client ids let go whose release word is still to be said (their
     /// writes being committed): a request for one is answered "coming".
-    words_due: Arc<Mutex<HashMap<String, usize>>>,
+    pub(super) words_due: Arc<Mutex<HashMap<String, usize>>>,
     wake_writer: Notify,
     /// The revision the watch goes on from (0: changes from its opening
     /// on): after the earliest claim of the start, so another node's claim
@@ -149,7 +149,7 @@ impl Ownership {
         self.stripe(client_id).lock_owned().await
     }
 
-    fn stripe(&self, client_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn stripe(&self, client_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client_id);
         Arc::clone(&self.stripes[(hash % STRIPES as u64) as usize])
@@ -572,130 +572,6 @@ impl Ownership {
             only_held,
         )
         .await;
-    }
-
-    /// Takes requests of other nodes to let sessions go they claimed
-    /// (`release.rs`), answering whether a release word follows; runs
-    /// until the router is gone.
-    pub(crate) async fn run_release_requests(self: Arc<Self>, router: Weak<Router>) {
-        let subject = release::request_subject(&self.node);
-        let mut requests = match self.client.subscribe(subject).await {
-            Ok(requests) => requests,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: release requests not taken; nodes claiming this node's sessions wait for its watch");
-                return;
-            }
-        };
-        while let Some(message) = requests.next().await {
-            let (Some(reply), Some(request)) =
-                (message.reply, release::Request::decode(&message.payload))
-            else {
-                continue;
-            };
-            let Some(router) = router.upgrade() else {
-                return;
-            };
-            let release::Request {
-                client_id,
-                revision,
-                clean_start,
-            } = request;
-            // Answered before the id's lock is taken (a claim or a restore
-            // may hold it for long): a word follows when this node holds
-            // the id from before that claim, or still owes one for it.
-            let held_before = self
-                .held
-                .lock()
-                .get(&client_id)
-                .is_some_and(|h| h.revision < revision);
-            let coming = held_before || self.words_due.lock().contains_key(&client_id);
-            let answer = if coming {
-                release::WORD_COMING
-            } else {
-                release::NO_WORD
-            };
-            let _ = self.client.publish(reply, answer.into()).await;
-            if held_before {
-                // Only what is held at an older revision: a request can come
-                // late, and nothing held here is left to the watch.
-                let ownership = Arc::clone(&self);
-                tokio::spawn(async move {
-                    let only_held = true;
-                    ownership
-                        .let_go(&router, client_id, (revision, clean_start), only_held)
-                        .await;
-                });
-            }
-        }
-    }
-
-    /// Another node claimed `client_id` at `revision`: the session here
-    /// ends (see `Router::session_moved`) unless this node claimed it
-    /// later, and once what it wrote for the session is committed the
-    /// release word goes to the new holder. `only_held`: nothing is done
-    /// unless this node holds the id (a request, which may come late).
-    async fn let_go(
-        &self,
-        router: &Arc<Router>,
-        client_id: String,
-        (revision, clean_start): (u64, bool),
-        only_held: bool,
-    ) {
-        let _stripe = self.stripe(&client_id).lock_owned().await;
-        let was_held = {
-            let mut held = self.held.lock();
-            // A claim of ours newer than this change stands.
-            if held.get(&client_id).is_some_and(|h| h.revision >= revision) {
-                return;
-            }
-            held.remove(&client_id)
-        };
-        if was_held.is_none() && only_held {
-            return;
-        }
-        let marks = router.session_moved(&client_id, clean_start);
-        if was_held.is_none() {
-            return;
-        }
-        // What the session had here, for the node it went to.
-        let marks = super::marks::encode(&marks);
-        // Once what it wrote for the session is committed (later writes
-        // are refused by the store), the new holder may read it. Not
-        // committed in time (JetStream electing a leader): no word, so
-        // the new holder goes by the marks it reads with the records;
-        // these marks would cover deliveries it cannot read yet, and
-        // it would drop those messages from its capture.
-        let (router, client) = (Arc::clone(router), self.client.clone());
-        *self.words_due.lock().entry(client_id.clone()).or_insert(0) += 1;
-        let committed = async move {
-            router.wait_committed(router.latest_commit()).await?;
-            router.wait_store_applied().await
-        };
-        let said = async move {
-            match tokio::time::timeout(release::LIVE_WAIT, committed).await {
-                Ok(Ok(())) => {
-                    let subject = release::word_subject(&client_id);
-                    let headers = release::word_headers(revision);
-                    let _ = client.publish_with_headers(subject, headers, marks).await;
-                }
-                _ => tracing::debug!(
-                    client_id,
-                    "session let go before its writes were committed: no release word"
-                ),
-            }
-            client_id
-        };
-        let words_due = Arc::clone(&self.words_due);
-        tokio::spawn(async move {
-            let client_id = said.await;
-            let mut due = words_due.lock();
-            if let Some(count) = due.get_mut(&client_id) {
-                *count -= 1;
-                if *count == 0 {
-                    due.remove(&client_id);
-                }
-            }
-        });
     }
 
     /// Whether this node holds `client_id` (for tests and the admin side).

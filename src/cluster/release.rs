@@ -13,11 +13,19 @@
 //!   for the session). A node that does not answer is waited for 1 s.
 //! - The old node, once what it wrote for the session is committed, says
 //!   so with its marks (`marks.rs`) on `tern.rel.<client>` ([`word_subject`]).
+//!
+//! Both sides are here: [`ask`] and [`word_for`] for the claiming node,
+//! `Ownership::run_release_requests` and `Ownership::let_go` (also what the
+//! watch of `tern_clients` calls) for the old holder.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::ownership::Ownership;
+use crate::core::router::Router;
 use crate::store::nats::{kv_key, kv_value};
 
 /// Longest wait for the release word from a node that answered it is
@@ -81,7 +89,6 @@ pub(crate) async fn word_for(
     words: &mut async_nats::Subscriber,
     revision: u64,
 ) -> Option<async_nats::Message> {
-    use futures_util::StreamExt;
     loop {
         let word = words.next().await?;
         let named = word
@@ -112,6 +119,128 @@ pub(crate) async fn ask(client: &async_nats::Client, holder: &str, request: &Req
         // which still says its word from its watch), an answer not
         // understood, or the request not sent: the word as before.
         _ => SILENT_WAIT,
+    }
+}
+
+/// The old holder's side: requests taken, sessions let go, words said.
+impl Ownership {
+    /// Takes requests of other nodes to let sessions go they claimed
+    /// (`release.rs`), answering whether a release word follows; runs
+    /// until the router is gone.
+    pub(crate) async fn run_release_requests(self: Arc<Self>, router: Weak<Router>) {
+        let subject = request_subject(&self.node);
+        let mut requests = match self.client.subscribe(subject).await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: release requests not taken; nodes claiming this node's sessions wait for its watch");
+                return;
+            }
+        };
+        while let Some(message) = requests.next().await {
+            let (Some(reply), Some(request)) = (message.reply, Request::decode(&message.payload))
+            else {
+                continue;
+            };
+            let Some(router) = router.upgrade() else {
+                return;
+            };
+            let Request {
+                client_id,
+                revision,
+                clean_start,
+            } = request;
+            // Answered before the id's lock is taken (a claim or a restore
+            // may hold it for long): a word follows when this node holds
+            // the id from before that claim, or still owes one for it.
+            let held_before = self
+                .held
+                .lock()
+                .get(&client_id)
+                .is_some_and(|h| h.revision < revision);
+            let coming = held_before || self.words_due.lock().contains_key(&client_id);
+            let answer = if coming { WORD_COMING } else { NO_WORD };
+            let _ = self.client.publish(reply, answer.into()).await;
+            if held_before {
+                // Only what is held at an older revision: a request can come
+                // late, and nothing held here is left to the watch.
+                let ownership = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let only_held = true;
+                    ownership
+                        .let_go(&router, client_id, (revision, clean_start), only_held)
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Another node claimed `client_id` at `revision`: the session here
+    /// ends (see `Router::session_moved`) unless this node claimed it
+    /// later, and once what it wrote for the session is committed the
+    /// release word goes to the new holder. `only_held`: nothing is done
+    /// unless this node holds the id (a request, which may come late).
+    pub(super) async fn let_go(
+        &self,
+        router: &Arc<Router>,
+        client_id: String,
+        (revision, clean_start): (u64, bool),
+        only_held: bool,
+    ) {
+        let _stripe = self.stripe(&client_id).lock_owned().await;
+        let was_held = {
+            let mut held = self.held.lock();
+            // A claim of ours newer than this change stands.
+            if held.get(&client_id).is_some_and(|h| h.revision >= revision) {
+                return;
+            }
+            held.remove(&client_id)
+        };
+        if was_held.is_none() && only_held {
+            return;
+        }
+        let marks = router.session_moved(&client_id, clean_start);
+        if was_held.is_none() {
+            return;
+        }
+        // What the session had here, for the node it went to.
+        let marks = super::marks::encode(&marks);
+        // Once what it wrote for the session is committed (later writes
+        // are refused by the store), the new holder may read it. Not
+        // committed in time (JetStream electing a leader): no word, so
+        // the new holder goes by the marks it reads with the records;
+        // these marks would cover deliveries it cannot read yet, and
+        // it would drop those messages from its capture.
+        let (router, client) = (Arc::clone(router), self.client.clone());
+        *self.words_due.lock().entry(client_id.clone()).or_insert(0) += 1;
+        let committed = async move {
+            router.wait_committed(router.latest_commit()).await?;
+            router.wait_store_applied().await
+        };
+        let said = async move {
+            match tokio::time::timeout(LIVE_WAIT, committed).await {
+                Ok(Ok(())) => {
+                    let subject = word_subject(&client_id);
+                    let headers = word_headers(revision);
+                    let _ = client.publish_with_headers(subject, headers, marks).await;
+                }
+                _ => tracing::debug!(
+                    client_id,
+                    "session let go before its writes were committed: no release word"
+                ),
+            }
+            client_id
+        };
+        let words_due = Arc::clone(&self.words_due);
+        tokio::spawn(async move {
+            let client_id = said.await;
+            let mut due = words_due.lock();
+            if let Some(count) = due.get_mut(&client_id) {
+                *count -= 1;
+                if *count == 0 {
+                    due.remove(&client_id);
+                }
+            }
+        });
     }
 }
 
