@@ -19,8 +19,16 @@ use super::{Durability, Store, StoreOp, Ticket, KEEP_BATCH_CAPACITY};
 /// redb's commit), so while publishers keep many messages in flight, fewer
 /// and larger commits cost less per message; a commit of fewer never waits.
 const LINGER_FROM: usize = 64;
-/// While lingering, a gap this long without a submission ends the wait.
-const LINGER_GAP: Duration = Duration::from_micros(100);
+
+/// What a lingering commit waits for: about as many operations as the last
+/// one carried (a sixteenth fewer: the last stragglers join the next). One
+/// wake-up when it is reached, none per submission and no polling: the
+/// writer often shares its core with the connections that fill the batch.
+/// When fewer come, the linger's deadline ends the wait and the next
+/// target is smaller, so a falling load soon stops waiting at all.
+fn linger_target(last_batch: usize) -> usize {
+    last_batch - last_batch / 16
+}
 
 /// Makes the trailer operation of a commit (None: no trailer this time).
 /// Called on the writer thread, with submissions held off: it must be quick
@@ -74,16 +82,13 @@ impl Store {
                 if pending.ends.is_empty() {
                     return; // closed and drained
                 }
-                // Busy: let the batch fill while submissions keep coming
-                // (each quiet gap ends it), for at most `linger`.
+                // Busy: let the batch fill to about the last one's size, for
+                // at most `linger` (see `linger_target`).
                 if let Some(linger) = linger.filter(|_| last_batch >= LINGER_FROM) {
                     let deadline = std::time::Instant::now() + linger;
-                    pending.want = usize::MAX; // no wake-up per submission meanwhile
-                    while !pending.closed {
-                        let before = pending.ops.len();
-                        let until = deadline.min(std::time::Instant::now() + LINGER_GAP);
-                        let timed_out = self.wake.wait_until(&mut pending, until).timed_out();
-                        if pending.ops.len() == before || (timed_out && until == deadline) {
+                    pending.want = linger_target(last_batch);
+                    while !pending.closed && pending.ops.len() < pending.want {
+                        if self.wake.wait_until(&mut pending, deadline).timed_out() {
                             break;
                         }
                     }
@@ -140,6 +145,25 @@ impl Store {
                     self.committed.send_modify(|_| {});
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{linger_target, LINGER_FROM};
+
+    #[test]
+    fn a_lingering_commit_waits_for_a_little_less_than_the_last_one_carried() {
+        assert_eq!(linger_target(512), 480);
+        assert_eq!(linger_target(LINGER_FROM), 60);
+        // Never more than the last batch: a steady load is never held to the deadline.
+        for last in LINGER_FROM..5000 {
+            let target = linger_target(last);
+            assert!(
+                target < last && target >= last - last / 16,
+                "{last} -> {target}"
+            );
         }
     }
 }

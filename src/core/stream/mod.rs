@@ -28,6 +28,7 @@ pub mod settings;
 mod shared;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,10 @@ type ConsumerKey = (Arc<str>, Arc<str>);
 pub struct Streams {
     /// Few (declared by operators): a publish checks each one's filters.
     logs: RwLock<Vec<Arc<StreamLog>>>,
+    /// Whether `logs` holds any (streams are never removed): a publish on a
+    /// broker without streams reads this, not the lock, whose reader count
+    /// every publishing thread would write.
+    any: AtomicBool,
     store: Option<Arc<Store>>,
     /// Each session's stream subscriptions, by session and filter.
     readers: Mutex<HashMap<ReaderKey, ReaderEntry>>,
@@ -184,6 +189,7 @@ impl Streams {
     pub fn new(store: Option<Arc<Store>>) -> Streams {
         Streams {
             logs: RwLock::new(Vec::new()),
+            any: AtomicBool::new(false),
             store,
             readers: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
@@ -245,6 +251,7 @@ impl Streams {
             apply_state(&log, state);
         }
         logs.push(log);
+        self.any.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -253,6 +260,9 @@ impl Streams {
     /// its own, so the publisher's acknowledgement covers the append.
     pub fn append(&self, message: &Arc<Message>) -> Commit {
         let mut commit = Commit::NONE;
+        if !self.any.load(Ordering::Acquire) {
+            return commit;
+        }
         let logs = self.logs.read();
         if logs.is_empty() {
             return commit;
