@@ -9,7 +9,6 @@ log line, never a sleep.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -18,15 +17,11 @@ from typing import List, Optional
 
 import pytest
 
+# Kept by the caller across restarts; never an ephemeral port (see ports.py).
+from ports import free_port
+
 READY_TIMEOUT = 15.0
 NATS_BIN = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-def free_port() -> int:
-    """A loopback port free right now (kept by the caller across restarts)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

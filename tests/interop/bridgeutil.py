@@ -21,15 +21,10 @@ from typing import Callable, Optional
 import pytest
 
 from mqttutil import MqttClient, unique
+from ports import free_port  # noqa: F401 - test_bridge imports it from here
 from ternproc import Broker, start_broker
 
 START_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = START_TIMEOUT) -> None:
