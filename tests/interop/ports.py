@@ -25,9 +25,12 @@ def _ephemeral_start() -> int:
         return 32768  # Linux's default
 
 
+_HIGHEST = _ephemeral_start() - 1
+
+
 def free_port() -> int:
     """A loopback port free right now and outside the ephemeral range."""
-    highest = _ephemeral_start() - 1
+    highest = _HIGHEST
     for _ in range(1000):
         if highest <= _LOWEST:
             break

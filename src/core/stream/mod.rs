@@ -264,9 +264,6 @@ impl Streams {
             return commit;
         }
         let logs = self.logs.read();
-        if logs.is_empty() {
-            return commit;
-        }
         for log in logs.iter().filter(|l| l.keeps(&message.topic)) {
             let now = unix_ms_now();
             let size = (message.topic.len() + message.payload.len()) as u64;
