@@ -64,10 +64,12 @@ impl Store {
         let mut trailer: Option<(Ticket, StoreOp)> = None;
         // Operations in the last commit (without its trailer).
         let mut last_batch = 0;
+        // Not with `Sync` (one submission per transaction). With `None` no
+        // ack waits for the commit, and fewer commits cost less.
         let linger = self
             .backend
             .linger()
-            .filter(|_| self.durability == Durability::Batched);
+            .filter(|_| self.durability != Durability::Sync);
         loop {
             if ops.capacity() > KEEP_BATCH_CAPACITY {
                 ops = Vec::new(); // after a burst: its memory goes back

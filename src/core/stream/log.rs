@@ -2,6 +2,13 @@
 //! in memory (so a reader that catches up from the store meets the live flow
 //! without a gap while the newest appends are not committed yet), and the
 //! readers that receive appends as they happen.
+//!
+//! The recent messages are kept only while the stream has a reader: nobody
+//! else meets the live flow, and keeping them cost publishers 6 to 15 % (the
+//! oldest message's release on a cold cache line, and every message's
+//! buffers held 4096 messages longer). A reader starting meanwhile reads the
+//! store up to where the kept messages begin (its first commit after it
+//! started covers that) before it goes live.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,6 +48,8 @@ pub(crate) struct LogState {
     /// here: the oldest message is no longer in the cache when it leaves).
     pub tail: VecDeque<(u64, Arc<Message>, usize)>,
     tail_bytes: usize,
+    /// Reader tasks running (replaying or live): the tail is kept while any is.
+    readers: usize,
     /// Readers that have caught up: each append is handed to them at once.
     pub live: Vec<Arc<Reader>>,
 }
@@ -61,7 +70,12 @@ impl LogState {
         self.next - self.first
     }
 
-    pub fn push_tail(&mut self, offset: u64, message: Arc<Message>) {
+    /// Keeps `message` in the tail while the stream has a reader.
+    pub fn push_tail(&mut self, offset: u64, message: &Arc<Message>) {
+        if self.readers == 0 {
+            return;
+        }
+        let message = Arc::clone(message);
         let bytes = message.payload.len() + message.topic.len();
         self.tail_bytes += bytes;
         self.tail.push_back((offset, message, bytes));
@@ -70,6 +84,22 @@ impl LogState {
                 Some((_, _, old)) => self.tail_bytes -= old,
                 None => break,
             }
+        }
+    }
+
+    /// A reader task started: the tail holds every append from now on
+    /// (within its bounds), so the reader can go live once the store has
+    /// committed what came before.
+    pub fn reader_started(&mut self) {
+        self.readers += 1;
+    }
+
+    /// A reader task ended; the last one's end lets the tail go.
+    pub fn reader_ended(&mut self) {
+        self.readers = self.readers.saturating_sub(1);
+        if self.readers == 0 {
+            self.tail = VecDeque::new();
+            self.tail_bytes = 0;
         }
     }
 
@@ -151,5 +181,56 @@ impl StreamLog {
                     && state.first_time_ms
                         < now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message::QoS;
+
+    fn message(n: u64) -> Arc<Message> {
+        Arc::new(Message::new(
+            "t",
+            bytes::Bytes::from(n.to_string()),
+            QoS::AtLeastOnce,
+            false,
+        ))
+    }
+
+    #[test]
+    fn the_tail_keeps_appends_only_while_a_reader_runs() {
+        let mut state = LogState::default();
+        let publish = |state: &mut LogState| {
+            let offset = state.next;
+            state.next += 1;
+            state.push_tail(offset, &message(offset));
+        };
+        publish(&mut state);
+        assert!(state.tail.is_empty(), "no reader: nothing kept");
+        assert_eq!(state.tail_start(), state.next);
+
+        state.reader_started();
+        publish(&mut state);
+        publish(&mut state);
+        state.reader_started();
+        publish(&mut state);
+        let kept: Vec<u64> = state.tail.iter().map(|(o, _, _)| *o).collect();
+        assert_eq!(
+            kept,
+            [1, 2, 3],
+            "every append since the first reader started"
+        );
+        assert_eq!(state.tail_start(), 1);
+
+        state.reader_ended();
+        assert_eq!(state.tail.len(), 3, "one reader still runs");
+        state.reader_ended();
+        assert!(
+            state.tail.is_empty() && state.tail_bytes == 0,
+            "the last one let it go"
+        );
+        publish(&mut state);
+        assert!(state.tail.is_empty());
     }
 }

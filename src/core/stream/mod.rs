@@ -299,10 +299,10 @@ impl Streams {
                 }]);
                 commit.include(Commit::of_ticket(ticket));
             }
-            // The tail keeps the message as published; the copy carrying its
-            // offset is made only for live readers (none while publishers
-            // fill a stream nobody follows).
-            state.push_tail(offset, Arc::clone(message));
+            // The tail keeps the message as published, while the stream has
+            // a reader (`log.rs`); the copy carrying its offset is made only
+            // for live readers.
+            state.push_tail(offset, message);
             if !state.live.is_empty() {
                 let stamped = Arc::new(with_offset(message, offset));
                 state.live.retain(|reader| reader.offer(offset, &stamped));

@@ -259,6 +259,23 @@ impl Reader {
     }
 }
 
+/// Counts a reader task on its stream while it runs (the stream keeps its
+/// tail meanwhile, `log.rs`), however the task ends.
+struct Reading(Arc<StreamLog>);
+
+impl Reading {
+    fn start(log: &Arc<StreamLog>) -> Reading {
+        log.state.lock().reader_started();
+        Reading(Arc::clone(log))
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.state.lock().reader_ended();
+    }
+}
+
 /// The reader's task: replay from `from`, then live, until cancelled.
 pub(crate) async fn run(
     streams: Arc<Streams>,
@@ -266,6 +283,8 @@ pub(crate) async fn run(
     reader: Arc<Reader>,
     from: u64,
 ) {
+    // Before the first read: what is appended from here on stays in the tail.
+    let _reading = Reading::start(&log);
     let mut cursor = from;
     let Some(store) = streams.store().cloned() else {
         return;
