@@ -16,9 +16,89 @@ use crate::core::cluster_state::ClusterState;
 use crate::core::router::{Router, RouterSettings};
 use crate::core::session::{OverflowPolicy, QueueLimits, SessionOwner};
 use crate::store::nats::tests::Fixture;
+use crate::store::record::{StreamRecord, StreamState};
 use crate::store::suite::{put, put_message};
-use crate::store::Backend;
+use crate::store::{Backend, Snapshot, StoreError, StoreOp, StreamChange, StreamLimits};
 use crate::store::{Durability, Store};
+
+/// A backend whose commits wait while it is held, as a JetStream electing
+/// a leader makes them wait; everything else goes straight through. (Holding
+/// the store's routing gate instead also held the old holder's let-go,
+/// which takes that gate, on a worker of the test's two-worker runtime.)
+struct HeldCommits {
+    inner: Arc<dyn Backend>,
+    held: parking_lot::Mutex<bool>,
+    released: parking_lot::Condvar,
+}
+
+impl HeldCommits {
+    fn release(&self) {
+        *self.held.lock() = false;
+        self.released.notify_all();
+    }
+}
+
+impl Backend for HeldCommits {
+    fn apply(&self, ops: &[StoreOp], fsync: bool) -> Result<i64, StoreError> {
+        let mut held = self.held.lock();
+        while *held {
+            self.released.wait(&mut held);
+        }
+        drop(held);
+        self.inner.apply(ops, fsync)
+    }
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+    fn linger(&self) -> Option<Duration> {
+        self.inner.linger()
+    }
+    fn first_message_id(&self) -> u64 {
+        self.inner.first_message_id()
+    }
+    fn close(&self) {
+        self.inner.close()
+    }
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StreamRecord)>, StoreError> {
+        self.inner.read_stream(stream, from, max)
+    }
+    fn find_stream_time(&self, stream: &str, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.inner.find_stream_time(stream, time_ms)
+    }
+    fn stream_state(&self, stream: &str) -> Result<Option<StreamState>, StoreError> {
+        self.inner.stream_state(stream)
+    }
+    fn configure_stream(&self, stream: &str, limits: StreamLimits) {
+        self.inner.configure_stream(stream, limits)
+    }
+    fn load_client(
+        &self,
+        client_id: &str,
+        previous_holders: Option<&[&str]>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_client(client_id, previous_holders)
+    }
+    fn release_client(&self, client_id: &str) -> bool {
+        self.inner.release_client(client_id)
+    }
+    fn hold_client(&self, client_id: &str) {
+        self.inner.hold_client(client_id)
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    fn stream_changes(&self) -> Option<tokio::sync::mpsc::Receiver<StreamChange>> {
+        self.inner.stream_changes()
+    }
+}
 
 fn limits() -> QueueLimits {
     QueueLimits {
@@ -53,13 +133,15 @@ fn node(f: &Fixture, name: &str, store: Option<Arc<Store>>) -> (Arc<Router>, Arc
 #[test]
 fn a_claim_waits_for_a_live_holder_whose_writes_are_slow_to_commit() {
     let f = Fixture::new();
+    let a_backend = Arc::new(HeldCommits {
+        inner: f.open_nats("tern-a", &[]) as Arc<dyn Backend>,
+        held: parking_lot::Mutex::new(false),
+        released: parking_lot::Condvar::new(),
+    });
     let a_store = Store::start(
-        f.open_nats("tern-a", &[]) as Arc<dyn Backend>,
+        Arc::clone(&a_backend) as Arc<dyn Backend>,
         Durability::Batched,
     );
-    // The writer takes its batch between routings: holding the gate holds
-    // tern-a's commits off, as a JetStream election does.
-    a_store.set_trailer(Box::new(|| None));
     let (a, _a_state) = node(&f, "tern-a", Some(Arc::clone(&a_store)));
     let (_b, b_state) = node(&f, "tern-b", None);
     let id: Arc<str> = Arc::from("c");
@@ -67,7 +149,8 @@ fn a_claim_waits_for_a_live_holder_whose_writes_are_slow_to_commit() {
         .runtime
         .block_on(a.attach_claimed(&id, &SessionOwner::Anonymous, false, 3600))
         .expect("c on tern-a");
-    let gate = a_store.routing();
+    // tern-a's commits wait from here on, as they do while JetStream elects a leader.
+    *a_backend.held.lock() = true;
     // A delivery to c routed on tern-a, not committed yet.
     a_store.submit([put_message(1, "t"), put("c", 1, 1)]);
     let claiming = f.runtime.spawn({
@@ -79,7 +162,7 @@ fn a_claim_waits_for_a_live_holder_whose_writes_are_slow_to_commit() {
     // went on without tern-a's writes).
     std::thread::sleep(Duration::from_millis(2_500));
     assert!(!claiming.is_finished(), "tern-b waits for tern-a's word");
-    drop(gate);
+    a_backend.release();
     let word = f
         .runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(20), claiming).await })
