@@ -22,7 +22,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n==> [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+log() { printf '\n==> %s\n' "$*" >&2; }
+# A step's heading, with the time it starts (where a run's time goes).
+step() { log "[$(date -u +%H:%M:%S)] $*"; }
 
 # --- Debian packages ---------------------------------------------------------
 export DEBIAN_FRONTEND=noninteractive
@@ -104,26 +106,26 @@ bounded() {
     return "$status"
 }
 
-log "cargo build --workspace"
+step "cargo build --workspace"
 cargo build --workspace
 
-log "cargo test --workspace"
+step "cargo test --workspace"
 cargo test --workspace --no-fail-fast || failed+=("cargo test --workspace")
 
-log "pytest tests/interop (TERN_BIN=$tern_bin)"
+step "pytest tests/interop (TERN_BIN=$tern_bin)"
 # The interop tests bound every wait themselves; timeout is a backstop for a hang.
 TERN_BIN="$tern_bin" bounded 900 \
     python3 -m pytest -q -p no:cacheprovider tests/interop || failed+=("pytest tests/interop")
 
-log "pytest tests/cluster (real nats-server processes, several tern nodes)"
+step "pytest tests/cluster (real nats-server processes, several tern nodes)"
 TERN_BIN="$tern_bin" bounded 900 \
     python3 -m pytest -q -p no:cacheprovider tests/cluster || failed+=("pytest tests/cluster")
 
-log "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
+step "browser tests (tests/browser: headless Chromium, stompjs and mqtt.js over WebSocket, the dashboard)"
 TERN_BIN="$tern_bin" SCREENSHOT_DIR="$target_dir/browser-screenshots" bounded 600 \
     node --test --test-concurrency=1 tests/browser/browser.test.mjs tests/browser/dashboard_bridges.test.mjs || failed+=("browser tests")
 
-log "Debian package (tests/package/test_deb.sh: build, dpkg -i, run as the unit does, purge)"
+step "Debian package (tests/package/test_deb.sh: build, dpkg -i, run as the unit does, purge)"
 if [ "$(id -u)" -eq 0 ]; then
     # Builds the release binary (profile deb) in $CARGO_TARGET_DIR: a few minutes.
     bounded 1500 tests/package/test_deb.sh || failed+=("package test")
