@@ -32,6 +32,10 @@ struct HeldCommits {
 }
 
 impl HeldCommits {
+    fn hold(&self) {
+        *self.held.lock() = true;
+    }
+
     fn release(&self) {
         *self.held.lock() = false;
         self.released.notify_all();
@@ -150,7 +154,7 @@ fn a_claim_waits_for_a_live_holder_whose_writes_are_slow_to_commit() {
         .block_on(a.attach_claimed(&id, &SessionOwner::Anonymous, false, 3600))
         .expect("c on tern-a");
     // tern-a's commits wait from here on, as they do while JetStream elects a leader.
-    *a_backend.held.lock() = true;
+    a_backend.hold();
     // A delivery to c routed on tern-a, not committed yet.
     a_store.submit([put_message(1, "t"), put("c", 1, 1)]);
     let claiming = f.runtime.spawn({

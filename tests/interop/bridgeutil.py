@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import pytest
 
 from mqttutil import MqttClient, unique
-from ports import free_port  # noqa: F401 - test_bridge imports it from here
+from ports import free_port
 from ternproc import Broker, start_broker
 
 START_TIMEOUT = 10.0

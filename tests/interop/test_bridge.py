@@ -20,7 +20,6 @@ import requests
 from bridgeutil import (
     BridgeFlagRefuser,
     bridge_table,
-    free_port,
     mosquitto,
     start_tern_with,
     toml_string,
@@ -28,6 +27,7 @@ from bridgeutil import (
     waiting_subscriber,
 )
 from mqttutil import MqttClient, unique
+from ports import free_port
 from ternproc import start_broker, stop_broker, tern_bin
 
 CONNECTED = "bridge connected"

@@ -6,9 +6,9 @@
 //! The recent messages are kept only while the stream has a reader: nobody
 //! else meets the live flow, and keeping them cost publishers up to 9 % in
 //! throughput (the oldest message's release on a cold cache line, and every
-//! message's buffers held 4096 messages longer). A reader starting meanwhile reads the
-//! store up to where the kept messages begin (its first commit after it
-//! started covers that) before it goes live.
+//! message's buffers held 4096 messages longer). A reader starting meanwhile
+//! reads the store up to where the kept messages begin (its first commit
+//! after it started covers that) before it goes live.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
