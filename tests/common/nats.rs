@@ -110,7 +110,44 @@ impl NatsCluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        cluster.wait_placement(size).await;
         cluster
+    }
+
+    /// A meta leader may not know every peer yet: a stream with `size`
+    /// replicas is then refused ("no suitable peers for placement", seen on
+    /// a loaded 2-core CI machine). Creates and deletes a probe stream until
+    /// one is placed on all of them.
+    async fn wait_placement(&self, size: usize) {
+        let urls: Vec<String> = self.servers.iter().map(ClusterServer::url).collect();
+        let client = async_nats::connect(urls)
+            .await
+            .expect("connect to the NATS cluster");
+        let js = async_nats::jetstream::new(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "PLACEMENT_PROBE".into(),
+                    subjects: vec!["placement-probe".into()],
+                    num_replicas: size,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    js.delete_stream("PLACEMENT_PROBE")
+                        .await
+                        .expect("delete the placement probe");
+                    return;
+                }
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the NATS cluster never placed a stream on {size} servers: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every server's URL, comma-separated (`cluster.nats_urls`).
