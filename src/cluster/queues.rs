@@ -300,11 +300,10 @@ pub async fn start(
         ..Default::default()
     };
     let error = |e: &dyn std::fmt::Display| QueueStreamError(e.to_string());
-    let mut made = cluster
-        .jetstream()
-        .get_or_create_stream(config.clone())
-        .await
-        .map_err(|e| error(&e))?;
+    let mut made =
+        crate::store::nats::made::get_or_create_stream(cluster.jetstream(), config.clone())
+            .await
+            .map_err(|e| error(&e))?;
     let current = made.info().await.map_err(|e| error(&e))?.config.clone();
     if current.max_messages_per_subject != config.max_messages_per_subject {
         // `limits.queue_max_messages` changed since the stream was made: the last node started wins.

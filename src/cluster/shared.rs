@@ -117,11 +117,10 @@ pub async fn open_consumer(
         num_replicas: cluster.replicas().max(1),
         ..Default::default()
     };
-    let stream = cluster
-        .jetstream()
-        .get_or_create_stream(config.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream =
+        crate::store::nats::made::get_or_create_stream(cluster.jetstream(), config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     if stream.cached_info().config.subjects != config.subjects {
         // Made by a build without redelivery subjects.
         cluster

@@ -81,7 +81,7 @@ pub(super) async fn open(jetstream: &jetstream::Context, replicas: usize) -> Res
     };
     super::patience::patiently(STREAM, || async {
         use super::patience::Failure;
-        match jetstream.get_or_create_stream(config.clone()).await {
+        match super::made::get_or_create_stream(jetstream, config.clone()).await {
             Ok(_) => Ok(()),
             // A configuration JetStream refuses: trying again cannot help.
             Err(e) if !super::transient(&e) => Err(Failure::Final(e.to_string())),

@@ -35,6 +35,7 @@ pub(crate) mod keys;
 pub(crate) mod kv_key;
 pub(crate) mod kv_value;
 pub(crate) mod load;
+pub(crate) mod made;
 mod mirror;
 mod orphan;
 pub(crate) mod patience;
@@ -192,7 +193,7 @@ pub(crate) async fn open_configured(
         // Both time out while the cluster elects a leader; a configuration
         // JetStream refuses is final (more replicas than servers only once
         // the patience runs out: see `transient`).
-        match jetstream.get_or_create_stream(config.clone()).await {
+        match made::get_or_create_stream(jetstream, config.clone()).await {
             Err(e) if !transient(&e) => return Err(Failure::Final(e.to_string())),
             Err(e) => return Err(Failure::Transient(e.to_string())),
             Ok(_) => {}

@@ -203,8 +203,7 @@ impl Streams {
                 }
             }
             Err(_) => {
-                self.appends
-                    .create_stream(config)
+                super::made::get_or_create_stream(&self.appends, config)
                     .await
                     .map_err(|e| err("creating it", name, e))?;
             }
