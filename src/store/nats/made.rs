@@ -61,20 +61,24 @@ mod tests {
         }
     }
 
+    /// A stream of another name on `config`'s subjects: a create of
+    /// `config` is refused while it exists.
+    async fn take_the_subjects(js: &jetstream::Context) {
+        js.create_stream(Config {
+            name: "OTHER".into(),
+            ..config()
+        })
+        .await
+        .expect("made");
+    }
+
     #[tokio::test]
     async fn a_refused_create_finds_the_stream_another_node_made() {
         use futures_util::StreamExt;
         let nats = Nats::start().await;
         let client = async_nats::connect(&nats.url).await.expect("connect");
         let js = jetstream::new(client.clone());
-        // The subjects taken, so that the first create is refused.
-        js.create_stream(Config {
-            name: "OTHER".into(),
-            subjects: vec!["race.>".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("made");
+        take_the_subjects(&js).await;
         let mut creates = client
             .subscribe("$JS.API.STREAM.CREATE.RACE")
             .await
@@ -96,13 +100,7 @@ mod tests {
     async fn another_stream_on_the_subjects_is_still_an_error() {
         let nats = Nats::start().await;
         let js = jetstream::new(async_nats::connect(&nats.url).await.expect("connect"));
-        js.create_stream(Config {
-            name: "OTHER".into(),
-            subjects: vec!["race.>".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("made");
+        take_the_subjects(&js).await;
         let Err(error) = get_or_create_stream(&js, config()).await else {
             panic!("a stream of another name on its subjects: refused");
         };
