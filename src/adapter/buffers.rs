@@ -9,8 +9,14 @@ use std::task::{ready, Poll};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-/// Read size of a quiet connection (a PINGREQ, a heart-beat, a few small packets).
+/// Room a quiet connection's buffer keeps for a partial packet (and what it
+/// may hold of one without counting against the buffer budget).
 pub(crate) const QUIET_READ: usize = 256;
+/// Read size of a quiet connection, through the stack: a PINGREQ, a
+/// heart-beat or a device's message of a few hundred bytes in one read
+/// (with 256 bytes, a 300-byte message took two reads, two system calls).
+/// A read that fills it means load.
+pub(crate) const QUIET_CHUNK: usize = 2 * 1024;
 /// Read size under load: every complete packet in it is parsed in place.
 pub(crate) const BUSY_READ: usize = 64 * 1024;
 
@@ -39,12 +45,12 @@ impl ReadSizing {
 
     /// Notes a read of `n` bytes: one that filled a quiet read means load.
     pub(crate) fn settle(&mut self, n: usize) {
-        self.busy = n >= QUIET_READ;
+        self.busy = n >= QUIET_CHUNK;
     }
 }
 
 /// Reads into `buf`. A buffer with no room (as [`ReadSizing::prepare`] leaves a
-/// quiet one) is read through a stack chunk of [`QUIET_READ`] bytes, and only
+/// quiet one) is read through a stack chunk of [`QUIET_CHUNK`] bytes, and only
 /// what arrived is kept: waiting costs the connection no buffer.
 pub(crate) async fn read_quietly<S>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<usize>
 where
@@ -54,7 +60,7 @@ where
         return stream.read_buf(buf).await;
     }
     std::future::poll_fn(|cx| {
-        let mut chunk = [MaybeUninit::<u8>::uninit(); QUIET_READ];
+        let mut chunk = [MaybeUninit::<u8>::uninit(); QUIET_CHUNK];
         let mut read = ReadBuf::uninit(&mut chunk);
         ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
         buf.extend_from_slice(read.filled());
@@ -84,7 +90,7 @@ mod tests {
         sizing.prepare(&mut buf);
         assert_eq!(buf.capacity(), 0, "quiet and empty: no buffer");
         // A read that filled a quiet read: the next one may take 64 KiB.
-        sizing.settle(QUIET_READ);
+        sizing.settle(QUIET_CHUNK);
         sizing.prepare(&mut buf);
         assert!(buf.capacity() >= BUSY_READ);
         // Traffic calms down: the big buffer is given back.
@@ -119,20 +125,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_read_keeps_only_what_arrived() {
-        let (mut client, mut server) = tokio::io::duplex(4096);
-        client.write_all(&[7; 300]).await.unwrap();
+        let (mut client, mut server) = tokio::io::duplex(2 * QUIET_CHUNK);
+        client.write_all(&[7; QUIET_CHUNK + 44]).await.unwrap();
         let mut buf = BytesMut::new();
         let n = read_quietly(&mut server, &mut buf).await.unwrap();
-        assert_eq!(n, QUIET_READ, "one stack chunk at most");
-        assert_eq!(&buf[..], &[7; QUIET_READ][..]);
+        assert_eq!(n, QUIET_CHUNK, "one stack chunk at most");
+        assert_eq!(&buf[..], &[7; QUIET_CHUNK][..]);
         // With room in the buffer, the rest is read into it directly.
         buf.reserve(BUSY_READ);
         let n = read_quietly(&mut server, &mut buf).await.unwrap();
-        assert_eq!(n, 300 - QUIET_READ);
-        assert_eq!(buf.len(), 300);
+        assert_eq!(n, 44);
+        assert_eq!(buf.len(), QUIET_CHUNK + 44);
         drop(client);
         let mut empty = BytesMut::new();
         assert_eq!(read_quietly(&mut server, &mut empty).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_reads_a_device_message_at_once() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(&[7; 324]).await.unwrap();
+        let mut sizing = ReadSizing::default();
+        let mut buf = BytesMut::new();
+        sizing.prepare(&mut buf);
+        let n = read_quietly(&mut server, &mut buf).await.unwrap();
+        assert_eq!(n, 324, "one read");
+        sizing.settle(n);
+        buf.clear();
+        sizing.prepare(&mut buf);
+        assert_eq!(buf.capacity(), 0, "still quiet: no buffer held");
     }
 
     #[test]
