@@ -24,13 +24,14 @@ use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::confirmed::{Confirmed, ConfirmedTx};
 use super::kick::Kick;
 use super::marks::RoutedMarks;
+use super::out_queue::OutQueue;
 use super::outbound::Outbound;
 use super::status::{run_heartbeat, ClusterStatus};
 use super::Cluster;
@@ -159,12 +160,10 @@ const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The core's view of the cluster: queues messages out, counts interest.
 #[derive(Debug)]
 pub struct NatsFabric {
-    outbound: mpsc::Sender<Arc<Message>>,
-    /// The outbound task's wake-up (`kick.rs`): the queue's own is not used.
+    /// Messages for the outbound task, numbered as queued (`out_queue.rs`).
+    queue: Arc<OutQueue>,
+    /// The outbound task's wake-up (`kick.rs`).
     kick: Arc<Kick>,
-    /// The number of the last message queued: the outbound task numbers
-    /// them in queue order alike (taken with the queueing, under this lock).
-    queued_seq: Mutex<u64>,
     /// What the other nodes confirmed (`window.rs`).
     confirmed: Arc<Confirmed>,
     /// What was taken as confirmed after a timeout (`window.rs`).
@@ -185,15 +184,10 @@ pub struct NatsFabric {
 
 impl Fabric for NatsFabric {
     fn forward(&self, message: &Arc<Message>, after_local: bool) -> u64 {
-        let mut queued_seq = self.queued_seq.lock();
-        if self.outbound.try_send(Arc::clone(message)).is_ok() {
-            *queued_seq += 1;
-            let seq = *queued_seq;
-            drop(queued_seq);
+        if let Some(seq) = self.queue.push(message) {
             self.kick.wake(after_local);
             return seq;
         }
-        drop(queued_seq);
         if message.qos != crate::core::message::QoS::AtMostOnce {
             self.stats
                 .dropped_acknowledged
@@ -211,7 +205,7 @@ impl Fabric for NatsFabric {
     }
 
     fn has_room(&self) -> bool {
-        self.outbound.capacity() > 0
+        self.queue.has_room()
     }
 
     fn node(&self) -> &str {
@@ -234,7 +228,7 @@ impl Fabric for NatsFabric {
     fn marks(&self) -> Vec<PeerMark> {
         // This run's number first: a message is numbered after the routing
         // here that submitted its store operations.
-        let own = *self.queued_seq.lock();
+        let own = self.queue.last_seq();
         let mut marks = self.routed.snapshot();
         if own > 0 {
             marks.push(PeerMark {
@@ -286,9 +280,17 @@ impl Fabric for NatsFabric {
     }
 }
 
+impl Drop for NatsFabric {
+    /// The outbound task sends what is queued and ends (no more can come).
+    fn drop(&mut self) {
+        self.queue.close();
+        self.kick.wake(false);
+    }
+}
+
 impl NatsFabric {
     fn queued(&self) -> usize {
-        self.outbound.max_capacity() - self.outbound.capacity()
+        self.queue.len()
     }
 
     /// Over the high mark while NATS is up (while it is down nothing drains:
@@ -338,7 +340,7 @@ pub fn start(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> (Arc<NatsFabric>, Arc<ClusterStatus>) {
-    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let queue = Arc::new(OutQueue::new(OUTBOUND_QUEUE));
     let stats = Arc::new(FabricStats::default());
     let interest = Arc::new(Interest::default());
     let dropping = Arc::new(AtomicBool::new(false));
@@ -365,7 +367,7 @@ pub fn start(
                 timed_out: Arc::clone(&timed_out),
                 kick: Arc::clone(&kick),
             },
-            queue,
+            Arc::clone(&queue),
             shutdown.clone(),
         ),
     ));
@@ -390,9 +392,8 @@ pub fn start(
         run_heartbeat(cluster.clone(), Arc::clone(&status), shutdown),
     ));
     let fabric = Arc::new(NatsFabric {
-        outbound,
+        queue,
         kick,
-        queued_seq: Mutex::new(0),
         confirmed,
         timed_out,
         interest,

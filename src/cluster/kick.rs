@@ -12,13 +12,10 @@
 //! worker, waking no other.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use super::out_queue::OutQueue;
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
-
-use crate::core::message::Message;
 
 /// Where the outbound task leaves its waker while its queue is empty.
 #[derive(Debug, Default)]
@@ -37,8 +34,8 @@ impl Kick {
         }
     }
 
-    /// Resolves once `queue` has a message or is closed (every sender gone).
-    pub(super) async fn ready(&self, queue: &mpsc::Receiver<Arc<Message>>) {
+    /// Resolves once `queue` has a message or is closed (the fabric is gone).
+    pub(super) async fn ready(&self, queue: &OutQueue) {
         std::future::poll_fn(|cx| {
             // Registered before the check: a message queued after the check
             // finds the waker (`wake` takes it after queueing).
@@ -69,12 +66,13 @@ fn wake_later(waker: Waker) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     use bytes::Bytes;
     use futures_util::FutureExt;
     use parking_lot::Mutex;
 
-    use crate::core::message::QoS;
+    use crate::core::message::{Message, QoS};
 
     fn message() -> Arc<Message> {
         Arc::new(Message::new("t", Bytes::new(), QoS::AtMostOnce, false))
@@ -83,14 +81,14 @@ mod tests {
     #[tokio::test]
     async fn a_later_wake_runs_the_task_after_those_woken_after_it() {
         let kick = Arc::new(Kick::default());
-        let (tx, rx) = mpsc::channel(4);
-        assert!(kick.ready(&rx).now_or_never().is_none(), "empty: waits");
+        let queue = Arc::new(OutQueue::new(4));
+        assert!(kick.ready(&queue).now_or_never().is_none(), "empty: waits");
         let order = Arc::new(Mutex::new(Vec::new()));
         let (go, went) = tokio::sync::oneshot::channel::<()>();
         let outbound = {
-            let (kick, order) = (Arc::clone(&kick), Arc::clone(&order));
+            let (kick, order, queue) = (Arc::clone(&kick), Arc::clone(&order), Arc::clone(&queue));
             tokio::spawn(async move {
-                kick.ready(&rx).await;
+                kick.ready(&queue).await;
                 order.lock().push("outbound");
             })
         };
@@ -103,7 +101,7 @@ mod tests {
         };
         // Both wait now.
         tokio::task::yield_now().await;
-        tx.try_send(message()).expect("room");
+        queue.push(&message()).expect("room");
         kick.wake(true);
         let _ = go.send(());
         outbound.await.expect("joined");
@@ -114,9 +112,9 @@ mod tests {
     #[tokio::test]
     async fn a_closed_queue_is_ready() {
         let kick = Kick::default();
-        let (tx, rx) = mpsc::channel::<Arc<Message>>(1);
-        drop(tx);
-        assert!(kick.ready(&rx).now_or_never().is_some());
+        let queue = OutQueue::new(1);
+        queue.close();
+        assert!(kick.ready(&queue).now_or_never().is_some());
     }
 
     struct Flag(AtomicBool);
@@ -130,15 +128,15 @@ mod tests {
     #[test]
     fn outside_a_runtime_a_later_wake_is_now() {
         let kick = Kick::default();
-        let (tx, rx) = mpsc::channel(1);
+        let queue = OutQueue::new(1);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(Arc::clone(&flag));
-        let mut ready = std::pin::pin!(kick.ready(&rx));
+        let mut ready = std::pin::pin!(kick.ready(&queue));
         assert!(ready
             .as_mut()
             .poll(&mut Context::from_waker(&waker))
             .is_pending());
-        tx.try_send(message()).expect("room");
+        queue.push(&message()).expect("room");
         kick.wake(true);
         assert!(flag.0.load(Ordering::SeqCst), "woken at once");
         assert!(ready.poll(&mut Context::from_waker(&waker)).is_ready());

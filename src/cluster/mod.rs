@@ -46,6 +46,7 @@ mod kick;
 pub mod liveness;
 mod marks;
 mod origins;
+mod out_queue;
 mod outbound;
 mod owner_value;
 pub(crate) mod ownership;

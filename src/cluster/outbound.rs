@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::confirmed::ConfirmedTx;
 use super::fabric::{FabricStats, OUTBOUND_QUEUE, ROOM_BELOW};
 use super::kick::Kick;
+use super::out_queue::OutQueue;
 use super::status::ClusterStatus;
 use super::subject::topic_to_subject;
 use super::window::{TimedOut, Window};
@@ -61,11 +62,7 @@ pub(super) struct Outbound {
 }
 
 /// Publishes queued messages in queue order (see the module's doc).
-pub(super) async fn run(
-    out: Outbound,
-    mut queue: mpsc::Receiver<Arc<Message>>,
-    shutdown: CancellationToken,
-) {
+pub(super) async fn run(out: Outbound, queue: Arc<OutQueue>, shutdown: CancellationToken) {
     let Outbound {
         cluster,
         status,
@@ -113,9 +110,8 @@ pub(super) async fn run(
             () = progress(&mut sender.window) => continue,
             () = shutdown.cancelled() => break,
         }
-        // At once: something is queued (0: closed, every sender gone).
-        let taken = queue.recv_many(&mut taken_now, OUTBOUND_BATCH).await;
-        if taken == 0 {
+        // Something is queued (none: closed, the fabric is gone).
+        if queue.take(&mut taken_now, OUTBOUND_BATCH) == 0 {
             break;
         }
         let sent = sender.send_all(&taken_now, &shutdown).await;
