@@ -10,6 +10,8 @@
 # MESSAGES (default 1,000,000); APPEND_ONLY=1 skips the replay. BACKENDS
 # (default "redb"; "redb nats" for both in one run): with nats the store is a
 # nats-server -js of its own (also on core 0; its CPU counts as the broker's).
+# APPEND_ARGS: more tern-bench arguments for the append runs, both modes
+# (e.g. "--publishers 64": more messages in flight, so more per group commit).
 # Memory during a replay: streams_memory.sh.
 set -euo pipefail
 pid=
@@ -37,8 +39,9 @@ for ((i = 1; i <= runs; i++)); do
   for mode in none stream; do
     dir=$(mktemp -d)
     if [ "$mode" = stream ]; then start "$conf" "$dir"; else start "$empty" "$dir"; fi
+    # shellcheck disable=SC2086 # APPEND_ARGS is a list of arguments
     r=$(taskset -c 1 "$bin/tern-bench" --port "$port" --scenario qos1 --duration "$duration" \
-      --broker-pid "$pids" --json | figures)
+      ${APPEND_ARGS:-} --broker-pid "$pids" --json | figures)
     stop; rm -rf "$dir"
     echo "$backend: append qos1, $mode: $r"
   done
