@@ -204,6 +204,9 @@ impl Server {
                     )
                     .await;
             }
+            // Not before the sessions its last run adopted are read: until
+            // then what is routed for them reaches no store.
+            state.unread_restored().await;
             // Its interest is complete: it may confirm other nodes' syncs.
             cluster.state().mark_restored();
         }

@@ -38,6 +38,8 @@
 //! - `shared.rs`: shared subscription groups cluster-wide (run as queues are,
 //!   from a stream that captures the fabric's subjects).
 
+#[cfg(test)]
+mod adopt_capture_tests;
 mod confirm;
 mod confirmed;
 pub mod fabric;

@@ -39,10 +39,17 @@ pub enum SharedStateError {
     AlreadySet,
 }
 
+/// The longest a start waits for the read of the sessions its last run
+/// adopted and never read before it confirms other nodes' syncs.
+const UNREAD_READ_WAIT: Duration = Duration::from_secs(20);
+
 #[derive(Debug)]
 pub struct SharedState {
     ownership: Arc<Ownership>,
     retained: Arc<RetainedSync>,
+    /// The read of the ids this node's last run adopted and never read
+    /// (`takeover::read_unread`), while it runs.
+    unread_read: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl SharedState {
@@ -85,6 +92,7 @@ impl SharedState {
                 claims.held,
             )),
             retained: Arc::new(RetainedSync::new(retained, node)),
+            unread_read: parking_lot::Mutex::new(None),
         });
         if !router.set_cluster_state(Arc::clone(&state) as Arc<dyn ClusterState>) {
             return Err(SharedStateError::AlreadySet);
@@ -100,9 +108,27 @@ impl SharedState {
         }
         if !unread.is_empty() {
             let (ownership, router) = (Arc::clone(&state.ownership), Arc::downgrade(router));
-            tokio::spawn(takeover::read_unread(ownership, router, unread));
+            let read = tokio::spawn(takeover::read_unread(ownership, router, unread));
+            *state.unread_read.lock() = Some(read);
         }
         Ok(state)
+    }
+
+    /// Waits (at most [`UNREAD_READ_WAIT`]) until the sessions this node's
+    /// last run adopted and never read are restored, so that the node
+    /// confirms no sync before they get what is routed here: no store held
+    /// what was routed for them meanwhile. Past the wait the read goes on;
+    /// the node's start does not hang on a JetStream that cannot answer.
+    pub async fn unread_restored(&self) {
+        let Some(read) = self.unread_read.lock().take() else {
+            return;
+        };
+        if tokio::time::timeout(UNREAD_READ_WAIT, read).await.is_err() {
+            tracing::warn!(
+                waited_ms = UNREAD_READ_WAIT.as_millis() as u64,
+                "cluster: sessions adopted by this node's last run still unread; confirming other nodes' messages without waiting for them"
+            );
+        }
     }
 
     /// Beats for this node and notices dead nodes (`liveness.rs`); the

@@ -21,8 +21,9 @@ use async_nats::jetstream::{self, kv};
 use rand::seq::SliceRandom;
 
 use super::ownership::{Held, OwnerValue, Ownership, BUCKET};
-use crate::core::router::Router;
+use crate::core::router::{MoveCapture, Router};
 use crate::store::nats::kv_key;
+use crate::store::record::SubscriptionRecord;
 
 /// What a start claimed: the client ids this node holds, and those it must
 /// leave alone (held by other nodes).
@@ -180,28 +181,42 @@ pub async fn take_over_node(
             return false;
         }
     };
-    let mut clients: Vec<String> = entries
+    let mut clients: Vec<(String, Vec<SubscriptionRecord>)> = entries
         .iter()
-        .filter(|e| OwnerValue::decode(&e.value).is_some_and(|v| v.node == dead))
-        .filter_map(|e| kv_key::decode(&e.key))
+        .filter_map(|e| {
+            let value = OwnerValue::decode(&e.value).filter(|v| v.node == dead)?;
+            Some((kv_key::decode(&e.key)?, value.subscriptions))
+        })
         .collect();
     // Each survivor in its own order: the work spreads over them.
     clients.shuffle(&mut rand::rng());
     let (mut tally, mut failed) = (Tally::default(), 0usize);
-    for client in &clients {
+    for (client, subscriptions) in &clients {
+        let Some(router) = router.upgrade() else {
+            return false;
+        };
+        // Before the claim: what is routed until the restore is kept for
+        // the session (see `Router::capture_adoption`).
+        let mut capture = router.capture_adoption(client, subscriptions).await;
         // Held while the session is restored (see `Ownership::adopt`).
         let alive_run = status.liveness.lock().alive_run(&dead);
         let adopted = match ownership.adopt(client, &dead, alive_run).await {
             Ok(Some(adopted)) => adopted,
-            Ok(None) => continue,
+            // Another survivor's (its capture has it), or its client's.
+            Ok(None) => {
+                if let Some(capture) = capture {
+                    capture.no_session();
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(client_id = %client, error = %e, "client id of a dead node not adopted");
+                if let Some(capture) = capture {
+                    capture.lost();
+                }
                 failed += 1;
                 continue;
             }
-        };
-        let Some(router) = router.upgrade() else {
-            return false;
         };
         // The first read with the id held (see `Ownership::adopt`); tries
         // after a failed one let the client's CONNECT in meanwhile. The
@@ -210,9 +225,22 @@ pub async fn take_over_node(
         let from = adopted.unread_from.clone();
         let marks = marks_of(&from);
         let holders = [marks.0, dead.as_str()];
-        let first = router.adopt_session(client, &holders, marks).await;
+        let first = router
+            .adopt_session(client, &holders, marks, &mut capture)
+            .await;
         drop(adopted);
-        let adopted = adopt_patiently(&router, &ownership, client, (&holders, marks), first).await;
+        let adopted = adopt_patiently(
+            &router,
+            &ownership,
+            client,
+            (&holders, marks, &mut capture),
+            first,
+        )
+        .await;
+        // Not restored here: what it held reached no store.
+        if let Some(capture) = capture {
+            capture.lost();
+        }
         tally.count(adopted, &ownership, client);
     }
     tracing::info!(
@@ -276,11 +304,11 @@ const ADOPT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// [`Router::adopt_session`], tried again while the stored state cannot be
 /// read and this node still holds the id: a session left unread is on no
 /// node, and what is published for it meanwhile reaches no store.
-async fn adopt_patiently(
-    router: &Arc<Router>,
+async fn adopt_patiently<'a>(
+    router: &'a Arc<Router>,
     ownership: &Ownership,
     client: &str,
-    (holders, marks): (&[&str], (&str, Option<u64>)),
+    (holders, marks, capture): (&[&str], (&str, Option<u64>), &mut Option<MoveCapture<'a>>),
     first: Result<bool, String>,
 ) -> Result<bool, String> {
     let (mut tries, mut adopted) = (1, first);
@@ -298,7 +326,7 @@ async fn adopt_patiently(
         if !ownership.holds(client) {
             return adopted;
         }
-        adopted = router.adopt_session(client, holders, marks).await;
+        adopted = router.adopt_session(client, holders, marks, capture).await;
     }
 }
 
@@ -325,9 +353,18 @@ pub async fn read_unread(
             if !ownership.holds(client) {
                 continue; // claimed elsewhere meanwhile: read there
             }
-            router.adopt_session(client, &holders, marks).await
+            router
+                .adopt_session(client, &holders, marks, &mut None)
+                .await
         };
-        let adopted = adopt_patiently(&router, &ownership, client, (&holders, marks), first).await;
+        let adopted = adopt_patiently(
+            &router,
+            &ownership,
+            client,
+            (&holders, marks, &mut None),
+            first,
+        )
+        .await;
         tally.count(adopted, &ownership, client);
     }
     tracing::info!(

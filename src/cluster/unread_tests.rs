@@ -31,8 +31,9 @@ fn claim_of(f: &Fixture, client: &str) -> Option<OwnerValue> {
     })
 }
 
-/// A persistent session of `client` that disconnected just now.
-fn live_session(client: &str) -> StoreOp {
+/// A persistent session of `client` (subscribed to `a/#` and `b/+`) that
+/// disconnected just now.
+pub(super) fn live_session(client: &str) -> StoreOp {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -215,6 +215,24 @@ impl Routing {
         had: &[PeerMark],
         stats: &RouterStats,
     ) -> (usize, usize, Commit) {
+        let to = session.map(|session| (session, had));
+        self.capture_end(capture, to, None, stats)
+    }
+
+    /// [`Routing::capture_finish`]; `to`: the session and what it had;
+    /// `none_lost`: without a session, what the holds end with (None: the
+    /// capture lost what it held).
+    fn capture_end(
+        &self,
+        capture: &Arc<Capture>,
+        to: Option<(&Arc<Session>, &[PeerMark])>,
+        none_lost: Option<Commit>,
+        stats: &RouterStats,
+    ) -> (usize, usize, Commit) {
+        let (session, had) = match to {
+            Some((session, had)) => (Some(session), had),
+            None => (None, &[][..]),
+        };
         let (mut delivered, mut commit) = (0, Commit::NONE);
         let captured = {
             let trie = self.subscriptions.write();
@@ -255,7 +273,7 @@ impl Routing {
         for filter in &capture.filters {
             self.note_interest(filter, false);
         }
-        let handed_over = session.map(|_| commit);
+        let handed_over = session.map(|_| commit).or(none_lost);
         self.captures.holds.end(capture.id, handed_over);
         (captured, delivered, commit)
     }
@@ -289,7 +307,7 @@ impl super::Router {
 
 /// A capture for a session moving here, ended when dropped (the attach
 /// failed: what it held goes) unless [`MoveCapture::finish`] hands it over.
-pub(super) struct MoveCapture<'a> {
+pub struct MoveCapture<'a> {
     pub(super) routing: &'a Routing,
     pub(super) stats: &'a RouterStats,
     pub(super) capture: Option<Arc<Capture>>,
@@ -311,6 +329,27 @@ impl MoveCapture<'_> {
             delivered,
             "session moved here: messages routed while it moved handed over"
         );
+    }
+}
+
+impl MoveCapture<'_> {
+    /// Ends the capture when there is no session here to hand it to nor
+    /// one to keep (an adopted id whose session ended, or an id another
+    /// node claimed first, whose own capture has what this one held): it
+    /// holds back nothing (no ack fails for it).
+    pub fn no_session(mut self) {
+        if let Some(capture) = self.capture.take() {
+            self.routing
+                .capture_end(&capture, None, Some(Commit::NONE), self.stats);
+        }
+    }
+
+    /// Ends the capture as lost, without a log line (the caller counts):
+    /// what it held back is not confirmed nor acknowledged.
+    pub fn lost(mut self) {
+        if let Some(capture) = self.capture.take() {
+            self.routing.capture_end(&capture, None, None, self.stats);
+        }
     }
 }
 

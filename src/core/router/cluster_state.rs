@@ -157,19 +157,9 @@ impl Router {
         if clean_start {
             return None;
         }
-        let fabric = self.routing.fabric()?;
+        self.routing.fabric()?;
         let (_, records) = cluster.holder(client_id).await?;
-        let filters = records
-            .iter()
-            .filter_map(|r| Filter::parse(&r.filter).ok())
-            .collect();
-        let capture = self.routing.capture_start(client_id, filters)?;
-        fabric.interest_applied().await;
-        Some(MoveCapture {
-            routing: &self.routing,
-            stats: &self.stats,
-            capture: Some(capture),
-        })
+        self.capture_adoption(client_id, &records).await
     }
 
     /// Another node held `client_id`: with a store the nodes share, its
@@ -304,31 +294,80 @@ impl Router {
     /// state is read when its client attaches here (or by the node it goes
     /// to, which claims it from this one), never left for a fresh session
     /// to write over.
-    pub async fn adopt_session(
-        self: &Arc<Self>,
+    ///
+    /// `capture` ([`Router::capture_adoption`]) is handed to the session
+    /// restored, less what the dead node had routed to it, or ended when
+    /// there is none to keep; left as it is when the read failed (a try
+    /// after it may hand it over; dropped, what it holds is lost).
+    pub async fn adopt_session<'a>(
+        self: &'a Arc<Self>,
         client_id: &str,
         holders: &[&str],
         (marks_node, marks_run): (&str, Option<u64>),
+        capture: &mut Option<MoveCapture<'a>>,
     ) -> Result<bool, String> {
-        if self.session(client_id).is_some() {
-            return Ok(true); // restored meanwhile (its client attached here)
+        if let Some(session) = self.session(client_id) {
+            // Restored meanwhile (its client attached here and read it):
+            // at worst a repeat of what the dead node had, never a loss.
+            if let Some(capture) = capture.take() {
+                capture.finish(&session, &[]);
+            }
+            return Ok(true);
         }
         if let Some(store) = self.persistence.store() {
             store.hold_client(client_id);
         }
         let marks = MarksFrom::Stored(marks_node, marks_run);
-        if let Err(e) = self
+        let had = match self
             .take_over_stored(client_id, false, Some(holders), marks)
             .await
         {
-            self.unread_takeovers.lock().insert(Arc::from(client_id));
-            return Err(e);
-        }
+            Ok(had) => had,
+            Err(e) => {
+                self.unread_takeovers.lock().insert(Arc::from(client_id));
+                return Err(e);
+            }
+        };
         self.unread_takeovers.lock().remove(client_id);
         if let Some(cluster) = self.persistence.cluster() {
             cluster.stored_state_read(client_id);
         }
-        Ok(self.session(client_id).is_some())
+        let session = self.session(client_id);
+        if let Some(capture) = capture.take() {
+            match &session {
+                Some(session) => capture.finish(session, &had),
+                None => capture.no_session(),
+            }
+        }
+        Ok(session.is_some())
+    }
+
+    /// Before this node claims `client_id` from a dead node, or from a live
+    /// one for a connection resuming it here (`records`: the subscriptions
+    /// its claim lists): what this node routes for them is
+    /// captured from now on, their interest subscribed, until the session
+    /// is restored here ([`Router::adopt_session`]). Without it, what was
+    /// routed between the claim and the restore reached no store while
+    /// this node confirmed it, and once the dead node ran again (its new
+    /// run's confirms count) nothing held those acks back. None when there
+    /// is nothing to capture (no cluster fabric, no filter it carries).
+    pub async fn capture_adoption(
+        &self,
+        client_id: &str,
+        records: &[crate::store::record::SubscriptionRecord],
+    ) -> Option<MoveCapture<'_>> {
+        let fabric = self.routing.fabric()?;
+        let filters = records
+            .iter()
+            .filter_map(|r| Filter::parse(&r.filter).ok())
+            .collect();
+        let capture = self.routing.capture_start(&Arc::from(client_id), filters)?;
+        fabric.interest_applied().await;
+        Some(MoveCapture {
+            routing: &self.routing,
+            stats: &self.stats,
+            capture: Some(capture),
+        })
     }
 
     /// `client_id` is held here with its stored state unread (a start's

@@ -62,6 +62,7 @@ use crate::core::stream::{StreamError, StreamSubscription, Streams};
 use crate::core::topic::Filter;
 use crate::store::{Snapshot, Store, StoreError};
 
+pub use capture::MoveCapture;
 use persist::{Persistence, RetainedOrigin};
 pub use publishing::{PublishRefused, Published};
 pub use restore::Restored;
