@@ -10,7 +10,10 @@
 //!   session are still being committed (JetStream slow) answers at once,
 //!   and the new holder waits for them up to [`LIVE_WAIT`] instead of
 //!   reading the records without them (they landed after its read: lost
-//!   for the session). A node that does not answer is waited for 1 s.
+//!   for the session). A node that listens but does not answer within
+//!   1 s (slowed, or its answer lost while it reconnected) is waited for
+//!   as a live one; a node that does not listen (dead, or one that
+//!   predates the request) 1 s.
 //! - The old node, once what it wrote for the session is committed, says
 //!   so with its marks (`marks.rs`) on `tern.rel.<client>` ([`word_subject`]).
 //!
@@ -31,8 +34,9 @@ use crate::store::nats::{kv_key, kv_value};
 /// Longest wait for the release word from a node that answered it is
 /// letting the session go (its writes being committed).
 pub(crate) const LIVE_WAIT: Duration = Duration::from_secs(10);
-/// Longest wait for the release word when the old node did not answer the
-/// request (cut off, or a node that predates it).
+/// Longest wait for the release word when nobody listens for the request
+/// (the old node is gone, or predates it); also how long an answer to the
+/// request is waited for.
 pub(crate) const SILENT_WAIT: Duration = Duration::from_secs(1);
 /// First byte of a request: its layout.
 const REQUEST_VERSION: u8 = 1;
@@ -112,9 +116,14 @@ pub(crate) async fn ask(client: &async_nats::Client, holder: &str, request: &Req
     match tokio::time::timeout(SILENT_WAIT, asked).await {
         Ok(Ok(answer)) if answer.payload.as_ref() == WORD_COMING => LIVE_WAIT,
         Ok(Ok(answer)) if answer.payload.as_ref() == NO_WORD => Duration::ZERO,
-        // No answer in time: as long waited as a node that does not answer
-        // (below) is waited for.
-        Err(_) => Duration::ZERO,
+        // No answer in time, though the node listens (a dead one has no
+        // responders): alive, slowed, or its answer lost while it
+        // reconnected. It still serves the session until its watch sees
+        // the claim, and what it writes for it meanwhile would land after
+        // this node's read (the clustered crash test: 310 QoS 2 repeats
+        // when such writes came back at a later read). Its word comes once
+        // it let go: waited for as a live node's, 10 s in all.
+        Err(_) => LIVE_WAIT.saturating_sub(SILENT_WAIT),
         // No node listens there (dead, or one that predates the request,
         // which still says its word from its watch), an answer not
         // understood, or the request not sent: the word as before.

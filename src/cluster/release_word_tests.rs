@@ -259,3 +259,28 @@ fn a_claim_takes_the_word_that_names_it_and_not_another_claims() {
     );
     assert_eq!(payload(other).as_deref(), Some("unnamed"));
 }
+
+#[test]
+fn a_holder_that_listens_and_does_not_answer_is_waited_for_as_a_live_one() {
+    let f = Fixture::new();
+    let client = f.jetstream().client();
+    let wait = f.runtime.block_on(async {
+        // tern-y takes requests and answers none (slowed, or cut off).
+        let _requests = client
+            .subscribe(crate::cluster::release::request_subject("tern-y"))
+            .await
+            .expect("sub");
+        client.flush().await.expect("flush");
+        let request = crate::cluster::release::Request {
+            client_id: "c".into(),
+            revision: 1,
+            clean_start: false,
+        };
+        crate::cluster::release::ask(&client, "tern-y", &request).await
+    });
+    assert_eq!(
+        wait,
+        crate::cluster::release::LIVE_WAIT - crate::cluster::release::SILENT_WAIT,
+        "its word is waited for as a live node's (10 s in all), not read past after 1 s"
+    );
+}

@@ -286,6 +286,10 @@ impl Tally {
         match adopted {
             Ok(true) => self.sessions += 1,
             Ok(false) => {
+                tracing::debug!(
+                    client_id = client,
+                    "adopted client id had no session to keep: freed"
+                );
                 ownership.session_ended(client);
                 self.freed += 1;
             }

@@ -10,8 +10,9 @@ it routes for the session, then finds the session alice's and refuses bob
 (CONNACK 0x87): the capture fails (alice herself resuming it there: it is
 handed over). tern-a is stopped (SIGSTOP) meanwhile, so
 tern-b waits for tern-a's word after its claim, and alice's publisher on
-tern-b sends then: captured. tern-a is let go on before the publisher's
-outcome is read, so its confirm of the message would let a PUBACK through.
+tern-b sends then: captured. tern-a is let go on then (its word ends the
+wait), before the publisher's outcome is read, so its confirm of the
+message would let a PUBACK through.
 Real paho-mqtt clients, two tern nodes on one NATS with the store in JetStream.
 """
 
@@ -88,6 +89,9 @@ def move(nats, nodes, tmp_path):
             while stream_last_seq(nats, CLIENTS_STREAM) <= claims:
                 assert time.monotonic() < deadline, "tern-b's claim never written"
             held = publisher.client.publish("mv/t", b"held", qos=1)
+            # tern-a listens and did not answer the claim's request: tern-b
+            # waits for its word (up to 10 s), which comes once it runs.
+            resume_node(a)
             connecting.join(TIMEOUT)
             assert resumer.connected.is_set(), "no CONNACK from tern-b"
         finally:
