@@ -114,7 +114,7 @@ fn what_is_routed_between_an_adoptions_claim_and_its_restore_reaches_the_session
             .expect("owners");
         Ownership::new(kv, js.client(), "tern-b", 2, HashMap::new())
     });
-    let holders = ["tern-a", "tern-a"];
+    let holders = (&["tern-a", "tern-a"][..], true);
     let marks = ("tern-a", Some(1));
     f.runtime.block_on(async {
         // c: captured from before the claim, as `take_over_node` does.
@@ -128,7 +128,7 @@ fn what_is_routed_between_an_adoptions_claim_and_its_restore_reaches_the_session
             "this node confirms nothing of it before the session has it"
         );
         let restored = router
-            .adopt_session("c", &holders, marks, &mut capture)
+            .adopt_session("c", holders, marks, &mut capture)
             .await;
         drop(adopted);
         assert_eq!(restored, Ok(true));
@@ -143,7 +143,7 @@ fn what_is_routed_between_an_adoptions_claim_and_its_restore_reaches_the_session
             "c alone: no session d here yet"
         );
         assert!(!router.capture_hold().holding, "nor a capture for it");
-        let restored = router.adopt_session("d", &holders, marks, &mut None).await;
+        let restored = router.adopt_session("d", holders, marks, &mut None).await;
         drop(adopted);
         assert_eq!(restored, Ok(true));
     });
@@ -167,5 +167,64 @@ fn what_is_routed_between_an_adoptions_claim_and_its_restore_reaches_the_session
         let hold = router.capture_hold();
         assert!(!hold.holding && hold.failed == 0, "{hold:?}");
     });
+    store.close();
+}
+
+/// tern-a holds c and d, their records in its journal only, and dies.
+fn stored_in_a_journal_only(f: &Fixture) {
+    let a = f.open_nats("tern-a", &[]);
+    let paused = f.runtime.block_on(a.pause_compaction());
+    a.apply(&[live_session("c"), live_session("d")], true)
+        .expect("stored");
+    f.runtime
+        .block_on(crate::cluster::state::claim_at_start(
+            &f.jetstream(),
+            "tern-a",
+            1,
+            1,
+        ))
+        .expect("tern-a's claims");
+    drop(paused);
+    drop(a);
+}
+
+#[test]
+fn a_kept_session_a_read_of_the_wrong_journals_misses_is_read_from_every_journal() {
+    let f = Fixture::new();
+    stored_in_a_journal_only(&f);
+    let js = f.jetstream();
+    let backend = f.runtime.block_on(async {
+        NatsBackend::open(js.clone(), "tern-b", 1, Default::default())
+            .await
+            .expect("open")
+    });
+    let store = Store::start(Arc::new(backend) as Arc<dyn Backend>, Durability::Batched);
+    let router = Arc::new(Router::from_settings(RouterSettings {
+        store: Some(Arc::clone(&store)),
+        ..RouterSettings::new(QueueLimits {
+            max_queued: 100,
+            max_queued_bytes: 0,
+            overflow: OverflowPolicy::DropNew,
+            max_queued_age_ms: 0,
+        })
+    }));
+    // The claims name tern-x as the holder whose journal has the records
+    // (a chain of claims that went wrong): they are in tern-a's.
+    let wrong = (&["tern-x"][..], true);
+    let marks = ("tern-x", None);
+    let (kept, not_expected) = f.runtime.block_on(async {
+        let kept = router.adopt_session("c", wrong, marks, &mut None).await;
+        let not_expected = router
+            .adopt_session("d", (wrong.0, false), marks, &mut None)
+            .await;
+        (kept, not_expected)
+    });
+    assert_eq!(kept, Ok(true), "c found in tern-a's journal and restored");
+    assert!(router.session("c").is_some());
+    assert_eq!(
+        not_expected,
+        Ok(false),
+        "d, whose claim says nothing was kept, is read where its holders wrote"
+    );
     store.close();
 }

@@ -224,16 +224,20 @@ pub async fn take_over_node(
         // from when it never read it; the marks of the one that had it.
         let from = adopted.unread_from.clone();
         let marks = marks_of(&from);
-        let holders = [marks.0, dead.as_str()];
+        let journals = [marks.0, dead.as_str()];
+        // Kept when its claim lists subscriptions.
+        let holders = (&journals[..], !subscriptions.is_empty());
         let first = router
-            .adopt_session(client, &holders, marks, &mut capture)
+            .adopt_session(client, holders, marks, &mut capture)
             .await;
         drop(adopted);
         let adopted = adopt_patiently(
             &router,
             &ownership,
             client,
-            (&holders, marks, &mut capture),
+            holders,
+            marks,
+            &mut capture,
             first,
         )
         .await;
@@ -312,7 +316,9 @@ async fn adopt_patiently<'a>(
     router: &'a Arc<Router>,
     ownership: &Ownership,
     client: &str,
-    (holders, marks, capture): (&[&str], (&str, Option<u64>), &mut Option<MoveCapture<'a>>),
+    holders: (&[&str], bool),
+    marks: (&str, Option<u64>),
+    capture: &mut Option<MoveCapture<'a>>,
     first: Result<bool, String>,
 ) -> Result<bool, String> {
     let (mut tries, mut adopted) = (1, first);
@@ -348,7 +354,11 @@ pub async fn read_unread(
     let mut tally = Tally::default();
     for (client, from) in &unread {
         let marks = marks_of(from);
-        let holders = [marks.0];
+        let journals = [marks.0];
+        // Expected kept: what its claim said is not known here, and a read
+        // that missed a journal would free a stored session (rare: ids a
+        // run adopted and never read).
+        let holders = (&journals[..], true);
         let Some(router) = router.upgrade() else {
             return;
         };
@@ -358,15 +368,11 @@ pub async fn read_unread(
                 continue; // claimed elsewhere meanwhile: read there
             }
             router
-                .adopt_session(client, &holders, marks, &mut None)
+                .adopt_session(client, holders, marks, &mut None)
                 .await
         };
         let adopted = adopt_patiently(
-            &router,
-            &ownership,
-            client,
-            (&holders, marks, &mut None),
-            first,
+            &router, &ownership, client, holders, marks, &mut None, first,
         )
         .await;
         tally.count(adopted, &ownership, client);

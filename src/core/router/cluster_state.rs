@@ -299,10 +299,16 @@ impl Router {
     /// restored, less what the dead node had routed to it, or ended when
     /// there is none to keep; left as it is when the read failed (a try
     /// after it may hand it over; dropped, what it holds is lost).
+    ///
+    /// `expected`: the claim says the session was kept (it lists its
+    /// subscriptions). When `holders`' journals and the bucket have no
+    /// session for it, every node's journal is read before the id is given
+    /// up: a session on no node gets nothing published for it, while every
+    /// node confirms and acknowledges that.
     pub async fn adopt_session<'a>(
         self: &'a Arc<Self>,
         client_id: &str,
-        holders: &[&str],
+        (holders, expected): (&[&str], bool),
         (marks_node, marks_run): (&str, Option<u64>),
         capture: &mut Option<MoveCapture<'a>>,
     ) -> Result<bool, String> {
@@ -318,10 +324,17 @@ impl Router {
             store.hold_client(client_id);
         }
         let marks = MarksFrom::Stored(marks_node, marks_run);
-        let had = match self
+        let mut read = self
             .take_over_stored(client_id, false, Some(holders), marks)
-            .await
-        {
+            .await;
+        if expected && read.is_ok() && self.session(client_id).is_none() {
+            read = self.take_over_stored(client_id, false, None, marks).await;
+            if self.session(client_id).is_some() {
+                tracing::warn!(client_id, holders = ?holders,
+                    "session taken over found outside the journals of the nodes that held it");
+            }
+        }
+        let had = match read {
             Ok(had) => had,
             Err(e) => {
                 self.unread_takeovers.lock().insert(Arc::from(client_id));
