@@ -15,15 +15,14 @@ use crate::cluster::ownership::{OwnerValue, Ownership, BUCKET as OWNERS};
 use crate::core::fabric::Fabric;
 use crate::core::message::{Message, QoS};
 use crate::core::peer_marks::PeerPosition;
-use crate::core::router::{Router, RouterSettings};
-use crate::core::session::{OverflowPolicy, QueueLimits};
+use crate::core::router::Router;
 use crate::store::nats::tests::Fixture;
 use crate::store::nats::{kv_key, NatsBackend};
 use crate::store::record::OwnerRecord;
 use crate::store::suite::session;
 use crate::store::{Backend, Durability, Store};
 
-use super::unread_tests::live_session;
+use super::unread_tests::{live_session, router_on};
 
 /// A fabric that carries nothing: the router only needs one to capture.
 #[derive(Debug, Default)]
@@ -52,6 +51,17 @@ fn from_peer(router: &Router, topic: &str, seq: u64) -> usize {
         seq,
     };
     router.publish_from_peer(message, at).matched
+}
+
+/// tern-b's store, a survivor's.
+fn survivor_store(f: &Fixture) -> Arc<Store> {
+    let js = f.jetstream();
+    let backend = f.runtime.block_on(async {
+        NatsBackend::open(js, "tern-b", 1, Default::default())
+            .await
+            .expect("open")
+    });
+    Store::start(Arc::new(backend) as Arc<dyn Backend>, Durability::Batched)
 }
 
 #[test]
@@ -91,22 +101,8 @@ fn what_is_routed_between_an_adoptions_claim_and_its_restore_reaches_the_session
         "the claim lists the session's subscriptions: {subscriptions:?}"
     );
     // tern-b, a survivor with a store and a fabric.
-    let backend = f.runtime.block_on(async {
-        NatsBackend::open(js.clone(), "tern-b", 1, Default::default())
-            .await
-            .expect("open")
-    });
-    let store = Store::start(Arc::new(backend) as Arc<dyn Backend>, Durability::Batched);
-    let limits = QueueLimits {
-        max_queued: 100,
-        max_queued_bytes: 0,
-        overflow: OverflowPolicy::DropNew,
-        max_queued_age_ms: 0,
-    };
-    let router = Arc::new(Router::from_settings(RouterSettings {
-        store: Some(Arc::clone(&store)),
-        ..RouterSettings::new(limits)
-    }));
+    let store = survivor_store(&f);
+    let router = router_on(&store);
     assert!(router.set_fabric(Arc::new(QuietFabric)));
     let owned = f.runtime.block_on(async {
         let kv = crate::store::nats::open_bucket(&js, OWNERS, 1)
@@ -192,22 +188,8 @@ fn stored_in_a_journal_only(f: &Fixture) {
 fn a_kept_session_a_read_of_the_wrong_journals_misses_is_read_from_every_journal() {
     let f = Fixture::new();
     stored_in_a_journal_only(&f);
-    let js = f.jetstream();
-    let backend = f.runtime.block_on(async {
-        NatsBackend::open(js.clone(), "tern-b", 1, Default::default())
-            .await
-            .expect("open")
-    });
-    let store = Store::start(Arc::new(backend) as Arc<dyn Backend>, Durability::Batched);
-    let router = Arc::new(Router::from_settings(RouterSettings {
-        store: Some(Arc::clone(&store)),
-        ..RouterSettings::new(QueueLimits {
-            max_queued: 100,
-            max_queued_bytes: 0,
-            overflow: OverflowPolicy::DropNew,
-            max_queued_age_ms: 0,
-        })
-    }));
+    let store = survivor_store(&f);
+    let router = router_on(&store);
     // The claims name tern-x as the holder whose journal has the records
     // (a chain of claims that went wrong): they are in tern-a's.
     let wrong = (&["tern-x"][..], true);

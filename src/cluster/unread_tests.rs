@@ -47,6 +47,20 @@ pub(super) fn live_session(client: &str) -> StoreOp {
     }
 }
 
+/// A router on `store` (queues of 100 messages).
+pub(super) fn router_on(store: &Arc<Store>) -> Arc<Router> {
+    let limits = QueueLimits {
+        max_queued: 100,
+        max_queued_bytes: 0,
+        overflow: OverflowPolicy::DropNew,
+        max_queued_age_ms: 0,
+    };
+    Arc::new(Router::from_settings(RouterSettings {
+        store: Some(Arc::clone(store)),
+        ..RouterSettings::new(limits)
+    }))
+}
+
 /// tern-a held c with two deliveries only its journal has, then died;
 /// tern-b's run 2 adopted c and died before reading it.
 fn adopted_and_left_unread(f: &Fixture) {
@@ -166,16 +180,7 @@ fn a_restart_reads_what_its_last_run_adopted_and_never_read() {
         snapshot.sessions.is_empty(),
         "not restored from the bucket and tern-b's journal alone"
     );
-    let limits = QueueLimits {
-        max_queued: 100,
-        max_queued_bytes: 0,
-        overflow: OverflowPolicy::DropNew,
-        max_queued_age_ms: 0,
-    };
-    let router = Arc::new(Router::from_settings(RouterSettings {
-        store: Some(Arc::clone(&store)),
-        ..RouterSettings::new(limits)
-    }));
+    let router = router_on(&store);
     router.restore(snapshot).expect("restore");
     let _state = f
         .runtime
