@@ -434,11 +434,14 @@ fn records_moved_a_b_a_c_reach_c_after_a_restart_of_a() {
 
 /// tern-a holds x (delivery 1) and writes its marks, is killed (after
 /// compacting everything when `compacted`), and its next run, which does
-/// not hold x, writes `later` marks; tern-b takes x over from tern-a.
-/// Returns the tern-a marks tern-b read.
+/// not hold x, writes `later` marks; tern-b takes x over from tern-a
+/// (reading tern-a's journal and its own, or every node's when `from` is
+/// None, as a live move with no word does). Returns the tern-a marks
+/// tern-b read.
 fn marks_read_after_a_later_run(
     compacted: bool,
     later: &[crate::store::record::PeerMarkRecord],
+    from: Option<&[&str]>,
 ) -> Vec<Vec<crate::store::record::PeerMarkRecord>> {
     use crate::store::suite_marks::{mark, put_marks};
     let f = Fixture::new();
@@ -455,11 +458,12 @@ fn marks_read_after_a_later_run(
     assert!(again.load().unwrap().sessions.is_empty());
     again.apply(&[put_marks("tern-a", later)], true).unwrap();
     let b = f.open_nats("tern-b", &["x"]);
-    let snap = b
-        .load_client("x", Some(&["tern-a"]))
-        .unwrap()
-        .expect("shared");
+    let snap = b.load_client("x", from).unwrap().expect("shared");
     assert_eq!(snap.deliveries.len(), 1);
+    tern_a_marks(snap)
+}
+
+fn tern_a_marks(snap: Snapshot) -> Vec<Vec<crate::store::record::PeerMarkRecord>> {
     snap.peer_marks
         .into_iter()
         .filter(|(n, _)| n == "tern-a")
@@ -472,7 +476,7 @@ fn marks_read_after_a_later_run(
 fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() {
     use crate::store::suite_marks::mark;
     let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
-    let marks = marks_read_after_a_later_run(false, &later);
+    let marks = marks_read_after_a_later_run(false, &later, Some(&["tern-a"]));
     assert!(
         marks.iter().all(|m| m.as_slice() != later),
         "a later run's marks would drop messages x never had: {marks:?}"
@@ -487,6 +491,53 @@ fn a_takeover_uses_the_marks_of_the_run_that_held_the_client_not_a_later_runs() 
 fn a_takeover_from_a_node_whose_journal_has_nothing_of_the_client_uses_no_stored_marks() {
     use crate::store::suite_marks::mark;
     let later = [mark("tern-o", 7, 500), mark("tern-a", 9, 60)];
-    let marks = marks_read_after_a_later_run(true, &later);
-    assert!(marks.is_empty(), "stored marks used: {marks:?}");
+    for from in [Some(&["tern-a"][..]), None] {
+        let marks = marks_read_after_a_later_run(true, &later, from);
+        assert!(marks.is_empty(), "stored marks used ({from:?}): {marks:?}");
+    }
+}
+
+/// The same run of tern-a lets x go and, holding other sessions, writes
+/// marks on: those say what they had, not x. A node that reads x with no
+/// word of tern-a's marks (every journal, as a live move does when the
+/// claim's word does not come) uses tern-a's marks written with its last
+/// write of x, and none when those were compacted (the clustered crash
+/// test lost four acknowledged messages so: x's capture left them out).
+/// `compact`: before x is let go, after, or not at all.
+#[test]
+fn marks_a_node_wrote_after_it_let_a_client_go_are_not_the_clients() {
+    use crate::store::suite_marks::{mark, put_marks};
+    let held = [mark("tern-o", 7, 120)];
+    let later = [mark("tern-o", 7, 500)];
+    for compact_at in ["never", "before", "after"] {
+        let f = Fixture::new();
+        let a = f.open_nats("tern-a", &[]);
+        let ops = [
+            put_session("x"),
+            put_message(1, "t"),
+            put("x", 1, 1),
+            put_marks("tern-a", &held),
+        ];
+        a.apply(&ops, true).unwrap();
+        if compact_at == "before" {
+            compact(&f, &a);
+        }
+        assert!(a.release_client("x"));
+        if compact_at == "after" {
+            compact(&f, &a);
+        }
+        a.apply(&[put_marks("tern-a", &later)], true).unwrap();
+        let b = f.open_nats("tern-b", &["x"]);
+        let snap = b.load_client("x", None).unwrap().expect("shared");
+        assert_eq!(snap.deliveries.len(), 1, "x's delivery read");
+        let marks = tern_a_marks(snap);
+        match compact_at {
+            "never" => assert_eq!(marks, [held.to_vec()]),
+            "before" => assert!(marks.is_empty(), "untied marks used: {marks:?}"),
+            _ => assert!(
+                marks.iter().all(|m| m.as_slice() != later),
+                "marks written after x went used: {marks:?}"
+            ),
+        }
+    }
 }

@@ -139,50 +139,21 @@ pub(super) async fn read_client(
     // A journal pruned while read: see `floor.rs`.
     let entries = floor::above(jetstream, entries).await?;
     let holders = replay::holders(&entries, client);
-    // The node the client is taken from, when its journal has marks but no
-    // entry of the client (compacted before): those marks cannot be tied to
-    // the run that held the client, and may be a later run's that never
-    // held it (the crash test: two messages a restarted node routed to its
-    // other sessions were left out of the new holder's capture as if the
-    // session had had them). None are used: a repeat is possible then, not
-    // a loss.
-    let untied_marks = nodes.and_then(|n| n.first()).and_then(|previous| {
-        let subject = journal::subject(previous);
-        let marks = journal::marks_key_of(&subject)?;
-        let written = |of: &dyn Fn(&str) -> bool| {
-            entries.iter().any(|(_, from, entry)| {
-                *from == subject
-                    && matches!(entry, Entry::Put(key, _) | Entry::Delete(key) if of(key))
-            })
-        };
-        let touched = written(&|key| client_of(key).as_deref() == Some(client));
-        (!touched && written(&|key| key == marks)).then_some(marks)
-    });
-    // A holder's marks written after its last write of this client are of
-    // a run that did not hold it (restarted without it): applied, they
-    // would drop messages it never had. Only those up to that write count;
-    // none when its journal has none by then (the bucket's may be later):
-    // a repeat is possible then, not a loss.
-    let held_marks: Vec<(String, u64)> = holders
-        .iter()
-        .filter_map(|(subject, last)| Some((journal::marks_key_of(subject)?, *last)))
-        .collect();
+    let cuts = marks_cuts(&entries, client);
     let mut entries = entries;
     entries.retain(|(seq, _, entry)| match entry {
-        Entry::Put(key, _) | Entry::Delete(key) => !held_marks
-            .iter()
-            .any(|(marks, last)| marks == key && seq > last),
+        Entry::Put(key, _) | Entry::Delete(key) => {
+            !cuts.iter().any(|(marks, last)| marks == key && seq > last)
+        }
         Entry::Forget(..) => true,
     });
     let mine = |key: &str| client_of(key).as_deref() == Some(client);
     let (mut journaled, _) = replay::fold(entries, |key| {
         mine(key) || key.starts_with("m.") || key.starts_with("p.")
     });
-    for (marks, _) in held_marks {
+    // None by then: the bucket's may be later.
+    for (marks, _) in cuts {
         journaled.entry(marks).or_insert(None);
-    }
-    if let Some(marks) = untied_marks {
-        journaled.insert(marks, None);
     }
     let bucket = load::read_client(jetstream, client).await?;
     let mut seen: IndexMap<String, ()> = IndexMap::new();
@@ -225,4 +196,51 @@ pub(super) async fn read_client(
         adopted,
         holders,
     })
+}
+
+/// Which stored marks a takeover of `client` may use: each journal's, as
+/// `(marks key, last sequence)`, those written after it are dropped, and
+/// with none left, the bucket's too. A node's marks say what its sessions
+/// had only while it held the client: a run that restarted without it, or
+/// the same run after it let the client go, routed on to its other
+/// sessions messages this one never had, and those marks would drop them
+/// from the new holder's capture (the clustered crash test lost messages
+/// both ways). So a journal's marks count up to the node's last write of
+/// the client (a `Forget` voiding it or not), and not at all when it wrote
+/// marks and nothing of the client (compacted before, or never held): a
+/// repeat is possible then, not a loss. Journals with neither leave the
+/// bucket's marks as they are.
+fn marks_cuts(entries: &[(u64, String, Entry)], client: &str) -> Vec<(String, u64)> {
+    // Per journal: its marks key, its last write of the client (0: none),
+    // whether it wrote marks.
+    let mut journals: Vec<(String, u64, bool)> = Vec::new();
+    for (seq, subject, entry) in entries {
+        let (Entry::Put(key, _) | Entry::Delete(key)) = entry else {
+            continue;
+        };
+        let Some(marks) = journal::marks_key_of(subject) else {
+            continue;
+        };
+        let of_client = client_of(key).as_deref() == Some(client);
+        if !of_client && *key != marks {
+            continue;
+        }
+        let at = match journals.iter().position(|j| j.0 == marks) {
+            Some(at) => at,
+            None => {
+                journals.push((marks, 0, false));
+                journals.len() - 1
+            }
+        };
+        if of_client {
+            journals[at].1 = *seq;
+        } else {
+            journals[at].2 = true;
+        }
+    }
+    journals
+        .into_iter()
+        .filter(|(_, last, wrote_marks)| *last > 0 || *wrote_marks)
+        .map(|(marks, last, _)| (marks, last))
+        .collect()
 }
