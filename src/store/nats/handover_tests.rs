@@ -9,7 +9,7 @@ use super::tests::Fixture;
 use super::*;
 use crate::store::suite::{message, put, put_message, put_session};
 
-fn ack(client: &str, seq: u64) -> StoreOp {
+pub(super) fn ack(client: &str, seq: u64) -> StoreOp {
     StoreOp::DeleteDelivery {
         client_id: client.into(),
         seq,
@@ -351,7 +351,7 @@ fn owed(snap: &Snapshot) -> Vec<(u64, &str)> {
     owed
 }
 
-fn compact(f: &Fixture, node: &NatsBackend) {
+pub(super) fn compact(f: &Fixture, node: &NatsBackend) {
     f.runtime.block_on(node.compactor.round(true)).unwrap();
 }
 

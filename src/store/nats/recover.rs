@@ -111,6 +111,9 @@ pub(super) struct Client {
     /// the client seen (deleted ones as deletes) and the messages only a
     /// journal held.
     pub adopted: Vec<(String, Option<Bytes>)>,
+    /// Those of them a journal held: written to the bucket at once as well
+    /// (`NatsBackend::load_client`).
+    pub journaled: Vec<(String, Option<Bytes>)>,
     /// The journal subjects still holding the client's records, with the
     /// last sequence of them read.
     pub holders: Vec<(String, u64)>,
@@ -191,9 +194,15 @@ pub(super) async fn read_client(
         }
     }
     drop(index);
+    let journaled = adopted
+        .iter()
+        .filter(|(key, _)| journaled.contains_key(key))
+        .cloned()
+        .collect();
     Ok(Client {
         entries: merged,
         adopted,
+        journaled,
         holders,
     })
 }

@@ -191,6 +191,9 @@ fn a_session_taken_over_is_read_by_its_client_id_and_let_go_without_writes() {
         client_id: "c".into(),
     };
     assert_eq!(b.apply(&[end], true).unwrap(), -2);
+    // Its deletes reach the bucket (over the records it wrote there when
+    // it took c over).
+    b.close();
     let snap = f.open("tern-a", &[]).load().unwrap();
     assert!(snap.sessions.is_empty() && snap.deliveries.is_empty());
 }
