@@ -294,7 +294,15 @@ impl Mirror {
     pub(super) fn merge(&mut self, other: Mirror) {
         self.deliveries.extend(other.deliveries);
         self.incoming.extend(other.incoming);
+        self.shared_away.extend(other.shared_away);
         for (id, message) in other.messages {
+            // This node's message, come back with a session from another
+            // node: sessions that moved on from here may still refer to it
+            // (those let go when no other here did are known nowhere now),
+            // so its last reference here never deletes it.
+            if message.node == self.node {
+                self.shared_away.insert(id);
+            }
             self.messages
                 .entry(id)
                 .and_modify(|m| m.refs += message.refs)

@@ -316,6 +316,37 @@ fn a_message_a_released_client_refers_to_is_not_deleted_by_another_sessions_ack(
     assert!(writes.contains_key(&keys::delivery("mine", 1)));
 }
 
+/// A session let go was the last here to refer to this node's message; a
+/// session taken over later brings it back (its deliveries refer to the
+/// same key) and acknowledges it: still not deleted, as the session let go
+/// refers to it on the other node (the clustered crash test: an offline
+/// subscriber's last deliveries lost their messages once a restarted node
+/// took over an online session and it acknowledged them).
+#[test]
+fn a_message_a_session_taken_over_brings_back_is_not_deleted_by_its_ack() {
+    let mut mirror = mirror::Mirror::new("n1");
+    let ops = [
+        put_session("moving"),
+        put_message(1, "t"),
+        put("moving", 1, 1),
+    ];
+    mirror.plan(&ops);
+    mirror.release("moving");
+    let mut taken = mirror::Mirror::new("n1");
+    taken.plan(&[put_session("back"), put_message(1, "t"), put("back", 1, 1)]);
+    mirror.merge(taken);
+    let ack = StoreOp::DeleteDelivery {
+        client_id: "back".into(),
+        seq: 1,
+    };
+    let (writes, _) = mirror.plan(&[ack]);
+    assert!(
+        !writes.contains_key(&keys::message("n1", 1)),
+        "message 1 stays for the node holding \"moving\": {writes:?}"
+    );
+    assert!(writes.contains_key(&keys::delivery("back", 1)));
+}
+
 /// The same after a restart: a session another node holds now refers to
 /// this node's message (read at start from the bucket), so this node's own
 /// session acknowledging it does not delete it.
