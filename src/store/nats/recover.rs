@@ -227,10 +227,13 @@ fn marks_cuts(entries: &[(u64, String, Entry)], client: &str) -> Vec<(String, u6
         let (Entry::Put(key, _) | Entry::Delete(key)) = entry else {
             continue;
         };
+        let of_client = client_of(key).as_deref() == Some(client);
+        if !of_client && !key.starts_with("p.") {
+            continue;
+        }
         let Some(marks) = journal::marks_key_of(subject) else {
             continue;
         };
-        let of_client = client_of(key).as_deref() == Some(client);
         if !of_client && *key != marks {
             continue;
         }
