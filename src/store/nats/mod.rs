@@ -536,24 +536,26 @@ impl Backend for NatsBackend {
             .into_iter()
             .filter(|(s, _)| *s != self.subject)
             .collect();
-        let id = format!(
-            "{}.{:x}.{}",
-            self.node,
-            self.boot,
-            self.commits.fetch_add(1, Ordering::Relaxed)
-        );
-        let (jetstream, journaled) = (self.jetstream.clone(), read.journaled);
-        let client = client_id.to_string();
-        self.run(async move {
-            if !journaled.is_empty() {
-                publish::publish(jetstream.clone(), journaled, format!("{id}a")).await?;
-            }
-            for (n, (subject, upto)) in holders.iter().enumerate() {
-                let forget = [journal::Entry::Forget(client.clone(), *upto)];
-                journal::append(&jetstream, subject, &forget, &format!("{id}.f{n}")).await?;
-            }
-            Ok::<(), StoreError>(())
-        })??;
+        if !read.journaled.is_empty() || !holders.is_empty() {
+            let id = format!(
+                "{}.{:x}.{}",
+                self.node,
+                self.boot,
+                self.commits.fetch_add(1, Ordering::Relaxed)
+            );
+            let (jetstream, journaled) = (self.jetstream.clone(), read.journaled);
+            let client = client_id.to_string();
+            self.run(async move {
+                if !journaled.is_empty() {
+                    publish::publish(jetstream.clone(), journaled, format!("{id}a")).await?;
+                }
+                for (n, (subject, upto)) in holders.iter().enumerate() {
+                    let forget = [journal::Entry::Forget(client.clone(), *upto)];
+                    journal::append(&jetstream, subject, &forget, &format!("{id}.f{n}")).await?;
+                }
+                Ok::<(), StoreError>(())
+            })??;
+        }
         self.compactor.held_since(Some(client_id), held_since);
         self.next_taken_over_id.fetch_max(next, Ordering::Relaxed);
         self.mirror.lock().merge(mirror);

@@ -220,9 +220,9 @@ pub(super) async fn read_client(
 /// repeat is possible then, not a loss. Journals with neither leave the
 /// bucket's marks as they are.
 fn marks_cuts(entries: &[(u64, String, Entry)], client: &str) -> Vec<(String, u64)> {
-    // Per journal: its marks key, its last write of the client (0: none),
-    // whether it wrote marks.
-    let mut journals: Vec<(String, u64, bool)> = Vec::new();
+    // Per journal that wrote marks or the client: its marks key and its
+    // last write of the client (0: none).
+    let mut journals: Vec<(String, u64)> = Vec::new();
     for (seq, subject, entry) in entries {
         let (Entry::Put(key, _) | Entry::Delete(key)) = entry else {
             continue;
@@ -240,19 +240,13 @@ fn marks_cuts(entries: &[(u64, String, Entry)], client: &str) -> Vec<(String, u6
         let at = match journals.iter().position(|j| j.0 == marks) {
             Some(at) => at,
             None => {
-                journals.push((marks, 0, false));
+                journals.push((marks, 0));
                 journals.len() - 1
             }
         };
         if of_client {
             journals[at].1 = *seq;
-        } else {
-            journals[at].2 = true;
         }
     }
     journals
-        .into_iter()
-        .filter(|(_, last, wrote_marks)| *last > 0 || *wrote_marks)
-        .map(|(marks, last, _)| (marks, last))
-        .collect()
 }
